@@ -1,0 +1,62 @@
+"""Clocks: the only place cjo reads the wall clock."""
+
+from __future__ import annotations
+
+import abc
+from datetime import UTC, datetime, timedelta
+
+from cjo.errors import ClockError
+
+__all__ = ["Clock", "ManualClock", "SystemClock", "ensure_aware"]
+
+
+def ensure_aware(value: datetime, what: str = "datetime") -> datetime:
+    """Return ``value`` in UTC, refusing naive datetimes (their meaning depends on the machine)."""
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ClockError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+    return value.astimezone(UTC)
+
+
+class Clock(abc.ABC):
+    """Tells the engine what time it is. ``now()`` returns an aware UTC datetime."""
+
+    @abc.abstractmethod
+    def now(self) -> datetime: ...
+
+
+class SystemClock(Clock):
+    """The real time, for production."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class ManualClock(Clock):
+    """A clock that only moves when told to: for tests, simulations and back-tests."""
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._now = ensure_aware(start, "start") if start is not None else datetime(
+            2026, 1, 1, tzinfo=UTC
+        )
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, when: datetime) -> None:
+        """Move to ``when``; moving backwards raises ``ClockError``."""
+        when = ensure_aware(when, "when")
+        if when < self._now:
+            raise ClockError(
+                f"ManualClock cannot go backwards from {self._now.isoformat()} to {when.isoformat()}"
+            )
+        self._now = when
+
+    def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
+        """Move forward by ``delta`` (or ``timedelta(**kwargs)``) and return the new time."""
+        step = delta if delta is not None else timedelta(**kwargs)
+        if step < timedelta(0):
+            raise ClockError(f"ManualClock cannot advance by a negative amount ({step})")
+        self._now = self._now + step
+        return self._now

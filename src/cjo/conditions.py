@@ -1,0 +1,335 @@
+"""Conditions: a small, safe, serializable expression tree, and a Python builder for it.
+
+Conditions are data, never code: they are checked when published and compiled once into plain
+Python closures, so evaluating one on the hot path is a handful of dictionary look-ups.
+
+Build them with :func:`attr` (profile attributes), :func:`prop` (properties of the event being
+handled), :func:`ctx` (the journey's context, which starts as the trigger event's properties) and
+:func:`in_segment`; combine with ``&``, ``|`` and ``~``::
+
+    (attr("plan") == "pro") & (prop("total") >= 50) & ~in_segment("churned")
+
+Comparing against a missing value is false, except ``!=`` and ``not_in``, which are its negations.
+Comparing values of incompatible types (``"3" < 5``) is false rather than an error.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Literal, Protocol
+
+import attrs
+
+__all__ = [
+    "And",
+    "Compare",
+    "CompiledCondition",
+    "Condition",
+    "Exists",
+    "Field",
+    "InSegment",
+    "Not",
+    "Or",
+    "Ref",
+    "Scope",
+    "attr",
+    "compile_condition",
+    "ctx",
+    "in_segment",
+    "prop",
+    "walk",
+]
+
+ScopeName = Literal["profile", "event", "context"]
+Op = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains"]
+OPS: tuple[str, ...] = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains")
+SCOPES: tuple[str, ...] = ("profile", "event", "context")
+
+
+class Condition:
+    """Base of every condition node. Combine nodes with ``&``, ``|`` and ``~``."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+
+    def __and__(self, other: Condition) -> And:
+        left = self.conditions if isinstance(self, And) else (self,)
+        right = other.conditions if isinstance(other, And) else (other,)
+        return And(left + right)
+
+    def __or__(self, other: Condition) -> Or:
+        left = self.conditions if isinstance(self, Or) else (self,)
+        right = other.conditions if isinstance(other, Or) else (other,)
+        return Or(left + right)
+
+    def __invert__(self) -> Not:
+        return Not(self)
+
+
+@attrs.frozen
+class Ref:
+    """A value to read: ``scope`` is profile, event or context; ``path`` is dotted (``cart.total``)."""
+
+    scope: ScopeName
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.scope}.{self.path}"
+
+
+@attrs.frozen
+class Compare(Condition):
+    """``ref <op> value``; op is one of eq, ne, lt, le, gt, ge, in, not_in, contains."""
+
+    kind: ClassVar[str] = "compare"
+    ref: Ref
+    op: Op
+    value: Any
+
+
+@attrs.frozen
+class Exists(Condition):
+    """True when the referenced value is present and not null."""
+
+    kind: ClassVar[str] = "exists"
+    ref: Ref
+
+
+@attrs.frozen
+class And(Condition):
+    """True when every condition is true (an empty And is true)."""
+
+    kind: ClassVar[str] = "and"
+    conditions: tuple[Condition, ...]
+
+
+@attrs.frozen
+class Or(Condition):
+    """True when any condition is true (an empty Or is false)."""
+
+    kind: ClassVar[str] = "or"
+    conditions: tuple[Condition, ...]
+
+
+@attrs.frozen
+class Not(Condition):
+    """True when its condition is false."""
+
+    kind: ClassVar[str] = "not"
+    condition: Condition
+
+
+@attrs.frozen
+class InSegment(Condition):
+    """True when the customer is currently in the segment."""
+
+    kind: ClassVar[str] = "in_segment"
+    segment: str
+
+
+CONDITION_TYPES: tuple[type[Condition], ...] = (Compare, Exists, And, Or, Not, InSegment)
+
+
+class Field:
+    """Builder for comparisons: ``attr("age") >= 18`` makes a :class:`Compare` node."""
+
+    __slots__ = ("ref",)
+    __hash__ = None  # type: ignore[assignment]  # == builds a condition, so a Field is not hashable
+
+    def __init__(self, scope: ScopeName, path: str) -> None:
+        self.ref = Ref(scope, path)
+
+    def __eq__(self, value: object) -> Compare:  # type: ignore[override]
+        return Compare(self.ref, "eq", value)
+
+    def __ne__(self, value: object) -> Compare:  # type: ignore[override]
+        return Compare(self.ref, "ne", value)
+
+    def __lt__(self, value: object) -> Compare:
+        return Compare(self.ref, "lt", value)
+
+    def __le__(self, value: object) -> Compare:
+        return Compare(self.ref, "le", value)
+
+    def __gt__(self, value: object) -> Compare:
+        return Compare(self.ref, "gt", value)
+
+    def __ge__(self, value: object) -> Compare:
+        return Compare(self.ref, "ge", value)
+
+    def is_in(self, values: Any) -> Compare:
+        return Compare(self.ref, "in", list(values))
+
+    def not_in(self, values: Any) -> Compare:
+        return Compare(self.ref, "not_in", list(values))
+
+    def contains(self, value: Any) -> Compare:
+        return Compare(self.ref, "contains", value)
+
+    def exists(self) -> Exists:
+        return Exists(self.ref)
+
+
+def attr(path: str) -> Field:
+    """A profile attribute, e.g. ``attr("plan")`` or ``attr("address.country")``."""
+    return Field("profile", path)
+
+
+def prop(path: str) -> Field:
+    """A property of the event being handled, e.g. ``prop("total")``."""
+    return Field("event", path)
+
+
+def ctx(path: str) -> Field:
+    """A value of the journey's context (the trigger event's properties and what steps added)."""
+    return Field("context", path)
+
+
+def in_segment(segment_id: str) -> InSegment:
+    return InSegment(segment_id)
+
+
+def walk(condition: Condition) -> list[Condition]:
+    """Every node of a condition tree, depth first (for validation and indexing)."""
+    out: list[Condition] = []
+    stack: list[Condition] = [condition]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        if isinstance(node, And | Or):
+            stack.extend(reversed(node.conditions))
+        elif isinstance(node, Not):
+            stack.append(node.condition)
+    return out
+
+
+# --- evaluation --------------------------------------------------------------------------------
+
+
+class Scope(Protocol):
+    """What a condition reads: the profile's attributes, the current event's properties, the
+    journey context, and the ids of the segments the customer is in."""
+
+    @property
+    def profile(self) -> Mapping[str, Any]: ...
+    @property
+    def event(self) -> Mapping[str, Any]: ...
+    @property
+    def context(self) -> Mapping[str, Any]: ...
+    def in_segment(self, segment_id: str) -> bool: ...
+
+
+CompiledCondition = Callable[[Scope], bool]
+
+_MISSING: Any = object()
+
+
+def _getter(ref: Ref) -> Callable[[Scope], Any]:
+    parts = ref.path.split(".")
+    scope_get = operator.attrgetter(ref.scope)
+    if len(parts) == 1:
+        key = parts[0]
+
+        def get_one(s: Scope) -> Any:
+            return scope_get(s).get(key, _MISSING)
+
+        return get_one
+
+    def get_path(s: Scope) -> Any:
+        value: Any = scope_get(s)
+        for part in parts:
+            if not isinstance(value, Mapping):
+                return _MISSING
+            value = value.get(part, _MISSING)
+            if value is _MISSING:
+                return _MISSING
+        return value
+
+    return get_path
+
+
+def _safe(fn: Callable[[Any, Any], Any], value: Any) -> Callable[[Any], bool]:
+    def test(v: Any) -> bool:
+        if v is _MISSING or v is None:
+            return False
+        try:
+            return bool(fn(v, value))
+        except TypeError:
+            return False
+
+    return test
+
+
+def _membership(values: Any) -> Callable[[Any], bool]:
+    try:
+        pool: Any = frozenset(values)
+    except TypeError:  # unhashable members: fall back to a linear scan
+        pool = list(values)
+
+    def test(v: Any) -> bool:
+        try:
+            return v is not _MISSING and v in pool
+        except TypeError:
+            return False
+
+    return test
+
+
+def _contains(value: Any) -> Callable[[Any], bool]:
+    def test(v: Any) -> bool:
+        if v is _MISSING or v is None:
+            return False
+        try:
+            return value in v
+        except TypeError:
+            return False
+
+    return test
+
+
+def _value_test(op: str, value: Any) -> Callable[[Any], bool]:
+    if op == "eq":
+        return lambda v: v is not _MISSING and v == value
+    if op == "ne":
+        return lambda v: v is _MISSING or v != value
+    if op == "in":
+        return _membership(value)
+    if op == "not_in":
+        member = _membership(value)
+        return lambda v: not member(v)
+    if op == "contains":
+        return _contains(value)
+    comparisons: dict[str, Callable[[Any, Any], Any]] = {
+        "lt": operator.lt,
+        "le": operator.le,
+        "gt": operator.gt,
+        "ge": operator.ge,
+    }
+    return _safe(comparisons[op], value)
+
+
+def compile_condition(condition: Condition) -> CompiledCondition:
+    """Turn a condition tree into a closure. The tree must already be valid."""
+    if isinstance(condition, Compare):
+        get = _getter(condition.ref)
+        test = _value_test(condition.op, condition.value)
+        return lambda s: test(get(s))
+    if isinstance(condition, Exists):
+        get = _getter(condition.ref)
+        return lambda s: (v := get(s)) is not _MISSING and v is not None
+    if isinstance(condition, And):
+        parts = tuple(compile_condition(c) for c in condition.conditions)
+        if len(parts) == 1:
+            return parts[0]
+        return lambda s: all(p(s) for p in parts)
+    if isinstance(condition, Or):
+        parts = tuple(compile_condition(c) for c in condition.conditions)
+        return lambda s: any(p(s) for p in parts)
+    if isinstance(condition, Not):
+        inner = compile_condition(condition.condition)
+        return lambda s: not inner(s)
+    if isinstance(condition, InSegment):
+        segment = condition.segment
+        return lambda s: s.in_segment(segment)
+    raise TypeError(f"not a condition: {condition!r}")

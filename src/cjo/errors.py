@@ -1,0 +1,97 @@
+"""Every exception cjo raises on purpose.
+
+The tree::
+
+    CjoError
+    ├── DefinitionError          journeys, segments, content or taxonomy are invalid (lists every problem)
+    ├── InvalidEventError        an event is malformed (missing customer, naive timestamp, wrong types)
+    ├── UnknownJourneyError      a journey id that was never published
+    ├── ClockError               a ManualClock asked to go backwards, or a naive datetime given as "now"
+    ├── RenderError              a content template failed to render for one message
+    ├── ChannelError             a channel adapter raised or returned nonsense
+    └── StorageError             a storage adapter failed; nothing half-written was kept
+        ├── ConflictError        another worker changed the same customer at the same time
+        └── SchemaError          the database schema is newer than this cjo, or cannot be migrated
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+__all__ = [
+    "ChannelError",
+    "CjoError",
+    "ClockError",
+    "ConflictError",
+    "DefinitionError",
+    "InvalidEventError",
+    "Problem",
+    "RenderError",
+    "SchemaError",
+    "StorageError",
+    "UnknownJourneyError",
+]
+
+
+class CjoError(Exception):
+    """The root of every error cjo raises on purpose."""
+
+
+@attrs.frozen
+class Problem:
+    """One thing wrong with a definition: where it is and what is wrong."""
+
+    location: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}"
+
+
+class DefinitionError(CjoError, ValueError):
+    """Definitions are invalid. ``problems`` lists every problem found, each with its location."""
+
+    def __init__(self, problems: Iterable[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem("definitions", problems)]
+        self.problems: Sequence[Problem] = tuple(problems)
+        count = len(self.problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in definitions:\n{lines}")
+
+
+class InvalidEventError(CjoError, ValueError):
+    """An event is malformed; it was not stored and changed nothing."""
+
+
+class UnknownJourneyError(CjoError, KeyError):
+    """A journey id that was never published to this engine."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown journey"
+
+
+class ClockError(CjoError, ValueError):
+    """A clock was given a naive datetime or asked to move backwards."""
+
+
+class RenderError(CjoError):
+    """A content template could not be rendered for one message."""
+
+
+class ChannelError(CjoError):
+    """A channel adapter failed in a way cjo could not interpret."""
+
+
+class StorageError(CjoError):
+    """A storage adapter failed. The customer transaction in progress was rolled back."""
+
+
+class ConflictError(StorageError):
+    """Another worker changed the same customer concurrently; retrying is safe."""
+
+
+class SchemaError(StorageError):
+    """The database schema cannot be used by this version of cjo."""

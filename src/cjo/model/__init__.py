@@ -1,0 +1,1 @@
+"""Definitions: the immutable data a host declares (journeys, segments, content, taxonomy)."""

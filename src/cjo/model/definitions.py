@@ -1,0 +1,22 @@
+"""The bundle of definitions published to an engine together."""
+
+from __future__ import annotations
+
+import attrs
+
+from cjo.model.content import ContentItem
+from cjo.model.journey import Journey
+from cjo.model.segments import Segment
+from cjo.model.taxonomy import Taxonomy
+
+__all__ = ["Definitions"]
+
+
+@attrs.frozen
+class Definitions:
+    """Everything a host declares. Published and validated as one set."""
+
+    journeys: tuple[Journey, ...] = ()
+    segments: tuple[Segment, ...] = ()
+    content: tuple[ContentItem, ...] = ()
+    taxonomy: Taxonomy | None = None

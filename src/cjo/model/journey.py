@@ -1,0 +1,101 @@
+"""Journeys: a versioned graph of steps with a trigger, entry rules, exit criteria and a goal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Literal
+
+import attrs
+
+from cjo.conditions import Condition
+from cjo.model.steps import Step
+from cjo.model.triggers import ApiTrigger, Trigger
+
+__all__ = ["ExitCriterion", "Goal", "Journey", "ReentryPolicy"]
+
+ReentryMode = Literal["never", "after_exit", "after_cooldown", "at_most"]
+
+
+@attrs.frozen
+class ReentryPolicy:
+    """When a customer may enter a journey again.
+
+    - ``never``: once per customer, ever (across versions).
+    - ``after_exit`` (default): again once the previous enrollment has ended.
+    - ``after_cooldown``: again once ``cooldown`` has passed since the previous one ended.
+    - ``at_most``: at most ``limit`` entries in any rolling ``per`` window (one at a time).
+
+    ``instance_key`` names a trigger-event property (such as ``cart_id``): each value gets its own
+    enrollment, and the rules above apply per value.
+    """
+
+    mode: ReentryMode = "after_exit"
+    cooldown: timedelta | None = None
+    limit: int | None = None
+    per: timedelta | None = None
+    instance_key: str | None = None
+
+    @classmethod
+    def never(cls, *, instance_key: str | None = None) -> ReentryPolicy:
+        return cls("never", instance_key=instance_key)
+
+    @classmethod
+    def after_exit(cls, *, instance_key: str | None = None) -> ReentryPolicy:
+        return cls("after_exit", instance_key=instance_key)
+
+    @classmethod
+    def after_cooldown(
+        cls, cooldown: timedelta, *, instance_key: str | None = None
+    ) -> ReentryPolicy:
+        return cls("after_cooldown", cooldown=cooldown, instance_key=instance_key)
+
+    @classmethod
+    def at_most(
+        cls, limit: int, *, per: timedelta, instance_key: str | None = None
+    ) -> ReentryPolicy:
+        return cls("at_most", limit=limit, per=per, instance_key=instance_key)
+
+
+@attrs.frozen
+class ExitCriterion:
+    """End the enrollment as ``exited`` when it matches, even in the middle of a wait.
+
+    With ``event``: when the customer sends that event (and ``where`` holds for it).
+    Without: when ``where`` holds after any event of the customer.
+    """
+
+    name: str
+    event: str | None = None
+    where: Condition | None = None
+
+
+@attrs.frozen
+class Goal:
+    """The conversion a journey aims for: ``event`` within ``within`` of entry (any time if
+    None). Counted once per enrollment; ``exit_on_goal`` ends the enrollment as ``converted``."""
+
+    event: str
+    where: Condition | None = None
+    within: timedelta | None = None
+    exit_on_goal: bool = True
+    name: str = "goal"
+
+
+@attrs.frozen
+class Journey:
+    """A journey definition. ``(id, version)`` names it; enrollments stay on their version."""
+
+    id: str
+    entry: str
+    steps: Mapping[str, Step]
+    trigger: Trigger = attrs.field(factory=ApiTrigger)
+    name: str = ""
+    version: int = 1
+    audience: Condition | None = None
+    exit_criteria: tuple[ExitCriterion, ...] = ()
+    goal: Goal | None = None
+    reentry: ReentryPolicy = attrs.field(factory=ReentryPolicy)
+    max_lifetime: timedelta | None = None
+    timezone: str | None = None
+    tags: tuple[str, ...] = ()

@@ -1,0 +1,40 @@
+"""Taxonomy: the hierarchy of categories that tags must come from."""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Category", "Taxonomy"]
+
+
+@attrs.frozen
+class Category:
+    """One category; its tag is the path of ids from the root, joined with ``/``."""
+
+    id: str
+    name: str = ""
+    children: tuple[Category, ...] = ()
+
+
+@attrs.frozen
+class Taxonomy:
+    """A forest of categories. ``lifecycle/onboarding`` is the tag of ``onboarding`` under
+    ``lifecycle``; tagging with a path also tags with each of its ancestors for roll-ups."""
+
+    categories: tuple[Category, ...] = ()
+
+    def tags(self) -> frozenset[str]:
+        out: set[str] = set()
+        stack = [(c, "") for c in self.categories]
+        while stack:
+            cat, prefix = stack.pop()
+            path = f"{prefix}{cat.id}"
+            out.add(path)
+            stack.extend((child, f"{path}/") for child in cat.children)
+        return frozenset(out)
+
+    @staticmethod
+    def ancestors(tag: str) -> list[str]:
+        """``a/b/c`` -> ``["a", "a/b", "a/b/c"]``: what a tag rolls up to."""
+        parts = tag.split("/")
+        return ["/".join(parts[: i + 1]) for i in range(len(parts))]

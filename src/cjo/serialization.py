@@ -1,0 +1,163 @@
+"""The one cattrs converter: definitions to and from JSON-compatible data.
+
+Durations are written as seconds and read from seconds or from strings such as ``"4h"``,
+``"1d12h"``, ``"90s"`` or ``"30m"``. Conditions, steps and triggers carry a ``kind`` tag.
+Loading reports every bad field at once, as one ``DefinitionError``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.strategies import configure_tagged_union
+
+from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
+from cjo.errors import DefinitionError, Problem
+from cjo.model.definitions import Definitions
+from cjo.model.steps import Step
+from cjo.model.triggers import Trigger
+
+__all__ = [
+    "converter",
+    "dump_definitions",
+    "dumps_definitions",
+    "load_definitions",
+    "loads_definitions",
+    "parse_duration",
+]
+
+T = TypeVar("T")
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)w)?\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?"
+                       r"\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """Seconds (int or float), a timedelta, or a string like ``"1d4h30m"``."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match and any(match.groups()):
+            w, d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
+            return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+    raise ValueError(f"not a duration: {value!r} (use seconds or a string like '4h' or '1d12h')")
+
+
+def _parse_ref(value: object) -> Ref:
+    if isinstance(value, str):
+        scope, _, path = value.partition(".")
+        if scope in SCOPES and path:
+            return Ref(scope, path)  # type: ignore[arg-type]
+    raise ValueError(
+        f"not a reference: {value!r}; expected 'profile.<attribute>', 'event.<property>' "
+        "or 'context.<key>'"
+    )
+
+
+def _unstructure_duration(value: timedelta) -> int | float:
+    seconds = value.total_seconds()
+    return int(seconds) if seconds == int(seconds) else seconds
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(timedelta, lambda v, _t: parse_duration(v))
+    conv.register_unstructure_hook(timedelta, _unstructure_duration)
+    conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
+    conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
+    # A reference reads best as one string: "profile.plan", "event.cart.total".
+    conv.register_structure_hook(Ref, lambda v, _t: _parse_ref(v))
+    conv.register_unstructure_hook(Ref, str)
+
+    # Conditions are a class hierarchy (so they can share operators), not a Union: dispatch on
+    # the "kind" tag by hand. Concrete classes are generated lazily because they nest.
+    by_kind = {cls.kind: cls for cls in CONDITION_TYPES}
+    structure_fns: dict[type[Any], Callable[[Any, Any], Any]] = {}
+    unstructure_fns: dict[type[Any], Callable[[Any], Any]] = {}
+
+    def structure_condition(data: Any, _t: Any) -> Condition:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a condition must be an object with a 'kind', got {data!r}")
+        kind = data.get("kind")
+        cls = by_kind.get(kind) if isinstance(kind, str) else None
+        if cls is None:
+            raise ValueError(f"unknown condition kind {kind!r}; expected one of {sorted(by_kind)}")
+        fn = structure_fns.get(cls)
+        if fn is None:
+            fn = structure_fns[cls] = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+        body = {k: v for k, v in data.items() if k != "kind"}
+        result: Condition = fn(body, cls)
+        return result
+
+    def unstructure_condition(value: Condition) -> dict[str, Any]:
+        cls = type(value)
+        fn = unstructure_fns.get(cls)
+        if fn is None:
+            fn = unstructure_fns[cls] = make_dict_unstructure_fn(cls, conv)
+        return {"kind": value.kind, **fn(value)}
+
+    is_condition = lambda t: isinstance(t, type) and issubclass(t, Condition)  # noqa: E731
+    conv.register_structure_hook_func(is_condition, structure_condition)
+    conv.register_unstructure_hook_func(
+        lambda t: t is Condition, lambda v: unstructure_condition(v)
+    )
+    for cls in CONDITION_TYPES:
+        conv.register_unstructure_hook(cls, unstructure_condition)
+
+    tag = lambda cls: cls.kind  # noqa: E731
+    configure_tagged_union(Step, conv, tag_generator=tag, tag_name="kind")
+    configure_tagged_union(Trigger, conv, tag_generator=tag, tag_name="kind")
+    return conv
+
+
+converter = _make_converter()
+
+
+def structure(data: Any, cls: type[T], what: str = "$") -> T:
+    """Structure ``data`` as ``cls``, turning every cattrs error into one DefinitionError."""
+    try:
+        return converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        problems = []
+        for message in cattrs.transform_error(exc, path=what):
+            text, _, where = message.rpartition(" @ ")
+            problems.append(Problem(where or what, text or message))
+        raise DefinitionError(problems) from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise DefinitionError([Problem(what, str(exc))]) from exc
+
+
+def dump_definitions(definitions: Definitions) -> dict[str, Any]:
+    """Definitions as JSON-compatible data."""
+    data: dict[str, Any] = converter.unstructure(definitions)
+    return data
+
+
+def load_definitions(data: Mapping[str, Any]) -> Definitions:
+    """Definitions from JSON-compatible data; every problem is reported in one DefinitionError."""
+    return structure(data, Definitions)
+
+
+def dumps_definitions(definitions: Definitions, *, indent: int | None = 2) -> str:
+    return json.dumps(dump_definitions(definitions), indent=indent, sort_keys=False)
+
+
+def loads_definitions(text: str) -> Definitions:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DefinitionError([Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]) from exc
+    if not isinstance(data, dict):
+        raise DefinitionError([Problem("$", "expected a JSON object of definitions")])
+    return load_definitions(data)
