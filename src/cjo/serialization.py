@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import json
 import re
+import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
-from cattrs.strategies import configure_tagged_union
+from cattrs.v import format_exception
 
 from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
 from cjo.errors import DefinitionError, Problem
 from cjo.model.definitions import Definitions
-from cjo.model.steps import Step
-from cjo.model.triggers import Trigger
+from cjo.model.steps import STEP_TYPES, Step
+from cjo.model.triggers import ApiTrigger, EventTrigger, Trigger
 
 __all__ = [
     "converter",
@@ -54,15 +55,26 @@ def parse_duration(value: object) -> timedelta:
     raise ValueError(f"not a duration: {value!r} (use seconds or a string like '4h' or '1d12h')")
 
 
+class _BadValueError(ValueError):
+    """A value our own hooks rejected; its message is meant for the author of the definitions."""
+
+
 def _parse_ref(value: object) -> Ref:
     if isinstance(value, str):
         scope, _, path = value.partition(".")
         if scope in SCOPES and path:
             return Ref(scope, path)  # type: ignore[arg-type]
-    raise ValueError(
+    raise _BadValueError(
         f"not a reference: {value!r}; expected 'profile.<attribute>', 'event.<property>' "
         "or 'context.<key>'"
     )
+
+
+def _structure_duration(value: object, _t: object) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise _BadValueError(str(exc)) from None
 
 
 def _unstructure_duration(value: timedelta) -> int | float:
@@ -70,54 +82,98 @@ def _unstructure_duration(value: timedelta) -> int | float:
     return int(seconds) if seconds == int(seconds) else seconds
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
-    conv.register_structure_hook(timedelta, lambda v, _t: parse_duration(v))
-    conv.register_unstructure_hook(timedelta, _unstructure_duration)
-    conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
-    conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
-    # A reference reads best as one string: "profile.plan", "event.cart.total".
-    conv.register_structure_hook(Ref, lambda v, _t: _parse_ref(v))
-    conv.register_unstructure_hook(Ref, str)
+def _is_literal(t: Any) -> bool:
+    return typing.get_origin(t) is Literal
 
-    # Conditions are a class hierarchy (so they can share operators), not a Union: dispatch on
-    # the "kind" tag by hand. Concrete classes are generated lazily because they nest.
-    by_kind = {cls.kind: cls for cls in CONDITION_TYPES}
+
+def _is_type(target: Any) -> Callable[[Any], bool]:
+    return lambda t: bool(t == target)
+
+
+def _structure_literal(value: object, literal: Any) -> Any:
+    # cattrs' own check reports "unknown error (zz not in literal typing.Literal[...])".
+    allowed = typing.get_args(literal)
+    if value in allowed:
+        return value
+    expected = ", ".join(repr(a) for a in allowed)
+    raise _BadValueError(f"{value!r} is not one of {expected}")
+
+
+def _format_exception(exc: BaseException, cls: type[Any] | None) -> str:
+    if isinstance(exc, _BadValueError):
+        return str(exc)
+    return format_exception(exc, cls)
+
+
+def _tagged(
+    conv: cattrs.Converter, what: str, classes: tuple[type[Any], ...]
+) -> tuple[Callable[[Any, Any], Any], Callable[[Any], dict[str, Any]]]:
+    """Structure and unstructure hooks for a family of classes told apart by a ``kind`` tag.
+
+    Written by hand rather than with cattrs' tagged-union strategy so that an unknown or missing
+    kind says so (and lists the known kinds) instead of "required field missing". Per-class
+    functions are generated lazily because conditions nest inside steps and triggers.
+    """
+    by_kind: dict[str, type[Any]] = {cls.kind: cls for cls in classes}
+    known = ", ".join(sorted(by_kind))
     structure_fns: dict[type[Any], Callable[[Any, Any], Any]] = {}
     unstructure_fns: dict[type[Any], Callable[[Any], Any]] = {}
 
-    def structure_condition(data: Any, _t: Any) -> Condition:
+    def structure(data: Any, _t: Any) -> Any:
         if not isinstance(data, Mapping):
-            raise ValueError(f"a condition must be an object with a 'kind', got {data!r}")
-        kind = data.get("kind")
+            raise _BadValueError(f"a {what} must be an object with a 'kind', got {data!r}")
+        if "kind" not in data:
+            raise _BadValueError(f"{what} has no 'kind'; expected one of {known}")
+        kind = data["kind"]
         cls = by_kind.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ValueError(f"unknown condition kind {kind!r}; expected one of {sorted(by_kind)}")
+            raise _BadValueError(f"unknown {what} kind {kind!r}; expected one of {known}")
         fn = structure_fns.get(cls)
         if fn is None:
-            fn = structure_fns[cls] = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
-        body = {k: v for k, v in data.items() if k != "kind"}
-        result: Condition = fn(body, cls)
-        return result
+            fn = structure_fns[cls] = make_dict_structure_fn(
+                cls, conv, _cattrs_forbid_extra_keys=True
+            )
+        return fn({k: v for k, v in data.items() if k != "kind"}, cls)
 
-    def unstructure_condition(value: Condition) -> dict[str, Any]:
+    def unstructure(value: Any) -> dict[str, Any]:
         cls = type(value)
         fn = unstructure_fns.get(cls)
         if fn is None:
             fn = unstructure_fns[cls] = make_dict_unstructure_fn(cls, conv)
         return {"kind": value.kind, **fn(value)}
 
-    is_condition = lambda t: isinstance(t, type) and issubclass(t, Condition)  # noqa: E731
-    conv.register_structure_hook_func(is_condition, structure_condition)
-    conv.register_unstructure_hook_func(
-        lambda t: t is Condition, lambda v: unstructure_condition(v)
+    return structure, unstructure
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    conv.register_structure_hook(timedelta, _structure_duration)
+    conv.register_unstructure_hook(timedelta, _unstructure_duration)
+    conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
+    conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
+    conv.register_structure_hook_func(_is_literal, _structure_literal)
+    # A reference reads best as one string: "profile.plan", "event.cart.total".
+    conv.register_structure_hook(Ref, lambda v, _t: _parse_ref(v))
+    conv.register_unstructure_hook(Ref, str)
+
+    # Conditions are a class hierarchy (so they can share operators), not a Union: any
+    # Condition-typed field dispatches on the "kind" tag, and every node writes its kind.
+    structure_condition, unstructure_condition = _tagged(conv, "condition", CONDITION_TYPES)
+    conv.register_structure_hook_func(
+        lambda t: isinstance(t, type) and issubclass(t, Condition), structure_condition
     )
+    conv.register_unstructure_hook_func(lambda t: t is Condition, unstructure_condition)
     for cls in CONDITION_TYPES:
         conv.register_unstructure_hook(cls, unstructure_condition)
 
-    tag = lambda cls: cls.kind  # noqa: E731
-    configure_tagged_union(Step, conv, tag_generator=tag, tag_name="kind")
-    configure_tagged_union(Trigger, conv, tag_generator=tag, tag_name="kind")
+    # Steps and triggers are Unions; only fields typed as the Union carry the tag.
+    for union, what, classes in (
+        (Step, "step", STEP_TYPES),
+        (Trigger, "trigger", (EventTrigger, ApiTrigger)),
+    ):
+        structure_member, unstructure_member = _tagged(conv, what, classes)
+        conv.register_structure_hook_func(_is_type(union), structure_member)
+        conv.register_unstructure_hook_func(_is_type(union), unstructure_member)
     return conv
 
 
@@ -130,7 +186,7 @@ def structure(data: Any, cls: type[T], what: str = "$") -> T:
         return converter.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         problems = []
-        for message in cattrs.transform_error(exc, path=what):
+        for message in cattrs.transform_error(exc, what, _format_exception):
             text, _, where = message.rpartition(" @ ")
             problems.append(Problem(where or what, text or message))
         raise DefinitionError(problems) from exc

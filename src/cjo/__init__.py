@@ -1,0 +1,95 @@
+"""cjo: customer journey orchestration inside your own Python application."""
+
+from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.channels.console import ConsoleChannel
+from cjo.channels.recording import RecordingChannel
+from cjo.clock import Clock, ManualClock, SystemClock
+from cjo.conditions import Condition, attr, ctx, in_segment, prop
+from cjo.engine import Engine
+from cjo.model.content import ContentItem, Variant
+from cjo.model.definitions import Definitions
+from cjo.model.events import Event, Profile
+from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
+from cjo.model.segments import Segment
+from cjo.model.steps import (
+    Branch,
+    Case,
+    Exit,
+    Send,
+    Split,
+    SplitPath,
+    Step,
+    UpdateProfile,
+    Wait,
+    WaitForEvent,
+)
+from cjo.model.taxonomy import Category, Taxonomy
+from cjo.model.triggers import ApiTrigger, EventTrigger, Trigger
+from cjo.outcome import Ended, Entered, GoalReached, Outcome, StepRun
+from cjo.runtime.state import Enrollment
+from cjo.serialization import (
+    dump_definitions,
+    dumps_definitions,
+    load_definitions,
+    loads_definitions,
+)
+from cjo.storage.base import Storage
+from cjo.storage.memory import InMemoryStorage
+from cjo.validation import validate_definitions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiTrigger",
+    "Branch",
+    "Case",
+    "Category",
+    "Channel",
+    "Clock",
+    "Condition",
+    "ConsoleChannel",
+    "ContentItem",
+    "Definitions",
+    "DeliveryResult",
+    "Ended",
+    "Engine",
+    "Enrollment",
+    "Entered",
+    "Event",
+    "EventTrigger",
+    "Exit",
+    "ExitCriterion",
+    "Goal",
+    "GoalReached",
+    "InMemoryStorage",
+    "Journey",
+    "ManualClock",
+    "Message",
+    "Outcome",
+    "Profile",
+    "RecordingChannel",
+    "ReentryPolicy",
+    "Segment",
+    "Send",
+    "Split",
+    "SplitPath",
+    "Step",
+    "StepRun",
+    "Storage",
+    "SystemClock",
+    "Taxonomy",
+    "Trigger",
+    "UpdateProfile",
+    "Variant",
+    "Wait",
+    "WaitForEvent",
+    "attr",
+    "ctx",
+    "dump_definitions",
+    "dumps_definitions",
+    "in_segment",
+    "load_definitions",
+    "loads_definitions",
+    "prop",
+    "validate_definitions",
+]

@@ -1,0 +1,1 @@
+"""Delivery channels: the host's adapters, and two that ship with cjo."""

@@ -1,0 +1,109 @@
+"""What one call to the engine did: returned by handle_event, run_due and start_journey."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+from cjo.channels.base import Message
+
+__all__ = ["Ended", "Entered", "GoalReached", "Outcome", "StepRun"]
+
+
+@attrs.frozen(slots=True)
+class Entered:
+    journey_id: str
+    version: int
+    enrollment_id: str
+    customer_id: str
+    at: datetime
+
+
+@attrs.frozen(slots=True)
+class StepRun:
+    journey_id: str
+    enrollment_id: str
+    customer_id: str
+    step_id: str
+    kind: str
+    at: datetime
+
+
+@attrs.frozen(slots=True)
+class Ended:
+    """An enrollment reached a terminal state: completed, exited, converted, expired, removed."""
+
+    journey_id: str
+    enrollment_id: str
+    customer_id: str
+    status: str
+    reason: str | None
+    at: datetime
+
+
+@attrs.frozen(slots=True)
+class GoalReached:
+    journey_id: str
+    enrollment_id: str
+    customer_id: str
+    goal: str
+    at: datetime
+
+
+@attrs.frozen(slots=True)
+class Outcome:
+    """Everything that happened. ``messages`` were committed to the outbox and dispatched."""
+
+    event_id: str | None = None
+    duplicate: bool = False
+    entered: tuple[Entered, ...] = ()
+    steps: tuple[StepRun, ...] = ()
+    messages: tuple[Message, ...] = ()
+    ended: tuple[Ended, ...] = ()
+    goals: tuple[GoalReached, ...] = ()
+
+    @property
+    def exited(self) -> tuple[Ended, ...]:
+        return tuple(e for e in self.ended if e.status == "exited")
+
+    @property
+    def converted(self) -> tuple[Ended, ...]:
+        return tuple(e for e in self.ended if e.status == "converted")
+
+    @property
+    def nothing_happened(self) -> bool:
+        return not (self.entered or self.steps or self.messages or self.ended or self.goals)
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome(
+            event_id=self.event_id or other.event_id,
+            duplicate=self.duplicate and other.duplicate,
+            entered=self.entered + other.entered,
+            steps=self.steps + other.steps,
+            messages=self.messages + other.messages,
+            ended=self.ended + other.ended,
+            goals=self.goals + other.goals,
+        )
+
+
+@attrs.define(slots=True)
+class OutcomeBuilder:
+    """Mutable accumulator used while deciding; frozen into an Outcome at the end."""
+
+    entered: list[Entered] = attrs.field(factory=list)
+    steps: list[StepRun] = attrs.field(factory=list)
+    messages: list[Message] = attrs.field(factory=list)
+    ended: list[Ended] = attrs.field(factory=list)
+    goals: list[GoalReached] = attrs.field(factory=list)
+
+    def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
+        return Outcome(
+            event_id=event_id,
+            duplicate=duplicate,
+            entered=tuple(self.entered),
+            steps=tuple(self.steps),
+            messages=tuple(self.messages),
+            ended=tuple(self.ended),
+            goals=tuple(self.goals),
+        )

@@ -1,0 +1,1 @@
+"""Storage adapters. ``import cjo`` imports none of the optional drivers."""
