@@ -37,9 +37,8 @@ class ManualClock(Clock):
     __slots__ = ("_now",)
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = ensure_aware(start, "start") if start is not None else datetime(
-            2026, 1, 1, tzinfo=UTC
-        )
+        default = datetime(2026, 1, 1, tzinfo=UTC)
+        self._now = ensure_aware(start, "start") if start is not None else default
 
     def now(self) -> datetime:
         return self._now
@@ -49,7 +48,8 @@ class ManualClock(Clock):
         when = ensure_aware(when, "when")
         if when < self._now:
             raise ClockError(
-                f"ManualClock cannot go backwards from {self._now.isoformat()} to {when.isoformat()}"
+                f"ManualClock cannot go backwards from {self._now.isoformat()} "
+                f"to {when.isoformat()}"
             )
         self._now = when
 

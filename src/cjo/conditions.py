@@ -69,7 +69,7 @@ class Condition:
 
 @attrs.frozen
 class Ref:
-    """A value to read: ``scope`` is profile, event or context; ``path`` is dotted (``cart.total``)."""
+    """A value to read: ``scope`` is profile, event or context; ``path`` is dotted."""
 
     scope: ScopeName
     path: str

@@ -3,10 +3,10 @@
 The tree::
 
     CjoError
-    ├── DefinitionError          journeys, segments, content or taxonomy are invalid (lists every problem)
-    ├── InvalidEventError        an event is malformed (missing customer, naive timestamp, wrong types)
+    ├── DefinitionError          definitions are invalid (lists every problem)
+    ├── InvalidEventError        an event is malformed (no customer, naive timestamp...)
     ├── UnknownJourneyError      a journey id that was never published
-    ├── ClockError               a ManualClock asked to go backwards, or a naive datetime given as "now"
+    ├── ClockError               a clock asked to go backwards, or a naive "now"
     ├── RenderError              a content template failed to render for one message
     ├── ChannelError             a channel adapter raised or returned nonsense
     └── StorageError             a storage adapter failed; nothing half-written was kept

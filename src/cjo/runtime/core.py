@@ -51,7 +51,7 @@ def enrollment_id_for(journey_id: str, customer_id: str, key: str | None, number
 class _Scope:
     """What conditions read; segment memberships are computed on demand and cached."""
 
-    __slots__ = ("_segments", "_seg_cache", "context", "event", "profile")
+    __slots__ = ("_seg_cache", "_segments", "context", "event", "profile")
 
     def __init__(
         self,
@@ -74,7 +74,8 @@ class _Scope:
         if hit is None:
             test = self._segments.get(segment_id)
             # Segments read the profile only: evaluate them on a profile-only scope.
-            hit = bool(test(_Scope(self.profile, _EMPTY, _EMPTY, self._segments))) if test else False
+            profile_only = _Scope(self.profile, _EMPTY, _EMPTY, self._segments)
+            hit = bool(test(profile_only)) if test else False
             cache[segment_id] = hit
         return hit
 

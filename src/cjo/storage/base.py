@@ -14,8 +14,8 @@ same transaction and are dispatched after commit.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -101,10 +101,18 @@ class Storage(abc.ABC):
     dispatch_lease: timedelta = timedelta(seconds=60)
 
     @abc.abstractmethod
-    def customer(
-        self, customer_id: str, now: datetime
-    ) -> AbstractContextManager[CustomerSession]:
-        """Open the customer's transaction (taking its lock); commit on exit, roll back on error."""
+    def batch(
+        self, customer_ids: Sequence[str], now: datetime
+    ) -> AbstractContextManager[Mapping[str, CustomerSession]]:
+        """One transaction for several customers (group commit): their locks are taken in
+        sorted order, so two batches never deadlock. Commit on exit, roll back on error."""
+
+    @contextmanager
+    def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
+        """One customer's transaction (taking its lock); commit on exit, roll back on error.
+        Adapters may override this with a cheaper path."""
+        with self.batch([customer_id], now) as sessions:
+            yield sessions[customer_id]
 
     @abc.abstractmethod
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueWakeup]:
@@ -155,8 +163,3 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def iter_unique(values: Iterator[str] | list[str]) -> list[str]:
-    """Values in first-seen order without repeats."""
-    return list(dict.fromkeys(values))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
@@ -88,9 +88,22 @@ class InMemoryStorage(Storage):
             session = _Session(self, customer_id)
             yield session
             # Reached only when the block raised nothing: commit.
-            self._events.update(session._event_ids)
-            for changes in session._changes:
-                self._commit(changes, now)
+            self._commit_session(session, now)
+
+    @contextmanager
+    def batch(
+        self, customer_ids: Sequence[str], now: datetime
+    ) -> Iterator[Mapping[str, CustomerSession]]:
+        with self._lock:
+            sessions = {cid: _Session(self, cid) for cid in sorted(set(customer_ids))}
+            yield sessions
+            for session in sessions.values():
+                self._commit_session(session, now)
+
+    def _commit_session(self, session: _Session, now: datetime) -> None:
+        self._events.update(session._event_ids)
+        for changes in session._changes:
+            self._commit(changes, now)
 
     def _commit(self, changes: Changes, now: datetime) -> None:
         cid = changes.customer_id
