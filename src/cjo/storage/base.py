@@ -155,6 +155,13 @@ class Storage(abc.ABC):
         """Forget a customer: profile, enrollments, pending messages. Aggregated activity is kept
         without the customer's id."""
 
+    @abc.abstractmethod
+    def get_setting(self, key: str) -> str | None:
+        """A small named value kept beside the data (simulation cursors, host bookkeeping)."""
+
+    @abc.abstractmethod
+    def put_setting(self, key: str, value: str) -> None: ...
+
     def close(self) -> None:  # noqa: B027  (optional hook: most adapters hold connections)
         """Release connections. The default does nothing."""
 

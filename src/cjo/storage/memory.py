@@ -80,6 +80,7 @@ class InMemoryStorage(Storage):
         self._wake_leases: dict[str, datetime] = {}
         self._outbox: dict[str, OutboxEntry] = {}
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
+        self._settings: dict[str, str] = {}
         self._activity: Counter[tuple[str, int, str | None, str, str | None]] = Counter()
 
     @contextmanager
@@ -217,6 +218,14 @@ class InMemoryStorage(Storage):
                     if e.journey_id == journey_id:
                         out[(e.version, e.step_id)] += 1
         return dict(out)
+
+    def get_setting(self, key: str) -> str | None:
+        with self._lock:
+            return self._settings.get(key)
+
+    def put_setting(self, key: str, value: str) -> None:
+        with self._lock:
+            self._settings[key] = value
 
     def erase_customer(self, customer_id: str) -> None:
         with self._lock:
