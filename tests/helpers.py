@@ -1,0 +1,33 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime
+
+from cjo import ContentItem, Engine, Event, ManualClock, RecordingChannel, Variant
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+_ids = itertools.count(1)
+
+SIMPLE_CONTENT = (
+    ContentItem("hello", (
+        Variant("email", {"subject": "Hello {{ profile.first_name }}"}),
+        Variant("sms", {"text": "Hi"}),
+        Variant("push", {"text": "Hey"}),
+    )),
+)
+
+
+def ev(name: str, customer: str, at: datetime, **props: object) -> Event:
+    return Event(customer_id=customer, name=name, timestamp=at, properties=props,
+                 event_id=f"ev{next(_ids)}")
+
+
+def make_engine(
+    clock: ManualClock | None = None,
+) -> tuple[Engine, ManualClock, dict[str, RecordingChannel]]:
+    clock = clock or ManualClock(T0)
+    channels = {name: RecordingChannel() for name in ("email", "sms", "push")}
+    engine = Engine(channels=channels, clock=clock)  # type: ignore[arg-type]
+    return engine, clock, channels
