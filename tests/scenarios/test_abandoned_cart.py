@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-import cjo
 from cjo import (
     ContentItem,
     Engine,
@@ -161,9 +160,3 @@ def test_exit_interrupts_the_second_wait(world):
     clock.advance(days=2)
     engine.run_due()
     assert sms.messages == []
-
-
-def test_public_api_is_sorted():
-    assert list(cjo.__all__) == sorted(cjo.__all__)
-    for name in cjo.__all__:
-        assert hasattr(cjo, name), name
