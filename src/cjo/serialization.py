@@ -99,9 +99,27 @@ def _structure_literal(value: object, literal: Any) -> Any:
     raise _BadValueError(f"{value!r} is not one of {expected}")
 
 
+def _strict(cls: type[Any], accepts: tuple[type[Any], ...], noun: str) -> Callable[[Any, Any], Any]:
+    """A hook that refuses to coerce: cattrs would otherwise read ``"no"`` as True and 5 as "5"."""
+
+    def structure(value: Any, _t: Any) -> Any:
+        if not isinstance(value, accepts) or (isinstance(value, bool) and cls is not bool):
+            raise _BadValueError(f"expected {noun}, got {value!r}")
+        return cls(value)
+
+    return structure
+
+
+_NOT_A_MAPPING = ("has no attribute 'keys'", "has no attribute 'items'")
+
+
 def _format_exception(exc: BaseException, cls: type[Any] | None) -> str:
     if isinstance(exc, _BadValueError):
         return str(exc)
+    if isinstance(exc, AttributeError) and str(exc).endswith(_NOT_A_MAPPING):
+        return "expected an object"  # a class or a mapping was given a list, string or number
+    if isinstance(exc, TypeError) and (cls is tuple or typing.get_origin(cls) is tuple):
+        return "expected a list"  # cattrs would say "expected tuple", which JSON does not have
     return format_exception(exc, cls)
 
 
@@ -152,6 +170,10 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
     conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
     conv.register_structure_hook_func(_is_literal, _structure_literal)
+    conv.register_structure_hook(str, _strict(str, (str,), "a string"))
+    conv.register_structure_hook(int, _strict(int, (int,), "an integer"))
+    conv.register_structure_hook(float, _strict(float, (int, float), "a number"))
+    conv.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
     # A reference reads best as one string: "profile.plan", "event.cart.total".
     conv.register_structure_hook(Ref, lambda v, _t: _parse_ref(v))
     conv.register_unstructure_hook(Ref, str)
@@ -202,6 +224,8 @@ def dump_definitions(definitions: Definitions) -> dict[str, Any]:
 
 def load_definitions(data: Mapping[str, Any]) -> Definitions:
     """Definitions from JSON-compatible data; every problem is reported in one DefinitionError."""
+    if not isinstance(data, Mapping):
+        raise DefinitionError([Problem("$", "expected an object of definitions")])
     return structure(data, Definitions)
 
 

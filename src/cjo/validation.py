@@ -19,7 +19,7 @@ import zoneinfo
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import get_args
+from typing import TypeGuard, get_args
 
 import liquid
 from liquid.exceptions import LiquidError
@@ -125,7 +125,7 @@ def _describe(duration: timedelta) -> str:
     return "".join(parts)
 
 
-def _positive(duration: timedelta | None) -> bool:
+def _positive(duration: timedelta | None) -> TypeGuard[timedelta]:
     return duration is not None and duration > _ZERO
 
 
@@ -489,7 +489,7 @@ def _check_duration(
 ) -> list[Problem]:
     if not _positive(duration):
         return [Problem(where, f"{name} must be positive, got {_describe(duration)}")]
-    if _positive(max_lifetime) and max_lifetime is not None and duration > max_lifetime:
+    if _positive(max_lifetime) and duration > max_lifetime:
         return [Problem(where, f"{name} {_describe(duration)} is longer than the journey's "
                                f"max_lifetime {_describe(max_lifetime)}, so it could never end")]
     return []

@@ -1,0 +1,433 @@
+"""Loading and dumping definitions: every kind of step, trigger and condition, and the errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from cjo.conditions import And, Condition, Exists, InSegment, Not, Or, Ref, attr, in_segment, prop
+from cjo.errors import DefinitionError, Problem
+from cjo.model.content import ContentItem, Variant
+from cjo.model.definitions import Definitions
+from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
+from cjo.model.segments import Segment
+from cjo.model.steps import (
+    Branch,
+    Case,
+    Exit,
+    Send,
+    Split,
+    SplitPath,
+    Step,
+    UpdateProfile,
+    Wait,
+    WaitForEvent,
+)
+from cjo.model.taxonomy import Category, Taxonomy
+from cjo.model.triggers import ApiTrigger, EventTrigger, Trigger
+from cjo.serialization import (
+    dump_definitions,
+    dumps_definitions,
+    load_definitions,
+    loads_definitions,
+    parse_duration,
+)
+
+HOUR = timedelta(hours=1)
+STEP_KINDS = "branch, exit, send, split, update_profile, wait, wait_for_event"
+
+
+def journey_data(**fields: Any) -> dict[str, Any]:
+    """The JSON of a one-step journey, with ``fields`` overriding the defaults."""
+    return {"id": "j", "entry": "a", "steps": {"a": {"kind": "exit"}}, **fields}
+
+
+def load_journey(**fields: Any) -> Journey:
+    return load_definitions({"journeys": [journey_data(**fields)]}).journeys[0]
+
+
+def dump_journey(journey: Journey) -> dict[str, Any]:
+    data: dict[str, Any] = dump_definitions(Definitions(journeys=(journey,)))["journeys"][0]
+    return data
+
+
+def problems(data: Any) -> list[Problem]:
+    with pytest.raises(DefinitionError) as caught:
+        load_definitions(data)
+    return list(caught.value.problems)
+
+
+def only_problem(data: Any) -> Problem:
+    found = problems(data)
+    assert len(found) == 1, found
+    return found[0]
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+
+STEP_CASES: list[tuple[Step, dict[str, Any]]] = [
+    (
+        Send("welcome", "email", next="b", transactional=True, tags=("t",)),
+        {"kind": "send", "content": "welcome", "channel": "email", "next": "b",
+         "transactional": True, "tags": ["t"]},
+    ),
+    (
+        Wait(timedelta(hours=4), next="b"),
+        {"kind": "wait", "duration": 14400, "next": "b", "tags": []},
+    ),
+    (
+        WaitForEvent("order", timedelta(days=1), on_event="b", on_timeout=None,
+                     where=prop("total") > 10),
+        {"kind": "wait_for_event", "event": "order", "timeout": 86400, "on_event": "b",
+         "on_timeout": None,
+         "where": {"kind": "compare", "ref": "event.total", "op": "gt", "value": 10},
+         "tags": []},
+    ),
+    (
+        Branch((Case(in_segment("vip"), "b"), Case(attr("x").exists())), default="c"),
+        {"kind": "branch",
+         "cases": [{"condition": {"kind": "in_segment", "segment": "vip"}, "next": "b"},
+                   {"condition": {"kind": "exists", "ref": "profile.x"}, "next": None}],
+         "default": "c", "tags": []},
+    ),
+    (
+        Split((SplitPath("A", 0.25, "b"), SplitPath("B", 0.75))),
+        {"kind": "split", "paths": [{"name": "A", "weight": 0.25, "next": "b"},
+                                    {"name": "B", "weight": 0.75, "next": None}],
+         "tags": []},
+    ),
+    (
+        UpdateProfile(set={"stage": "won", "score": {"n": [1, 2]}}, unset=("lead",), next="b"),
+        {"kind": "update_profile", "set": {"stage": "won", "score": {"n": [1, 2]}},
+         "unset": ["lead"], "next": "b", "tags": []},
+    ),
+    (Exit("bought"), {"kind": "exit", "reason": "bought", "tags": []}),
+]
+
+
+@pytest.mark.parametrize(("step", "data"), STEP_CASES, ids=[s.kind for s, _ in STEP_CASES])
+def test_every_step_kind_dumps_and_loads(step: Step, data: dict[str, Any]) -> None:
+    journey = Journey("j", "a", {"a": step})
+    assert dump_journey(journey)["steps"]["a"] == data
+    assert load_journey(steps={"a": data}).steps["a"] == step
+
+
+def test_step_defaults_may_be_left_out() -> None:
+    assert load_journey(steps={"a": {"kind": "send", "content": "c", "channel": "sms"}}).steps == {
+        "a": Send("c", "sms")
+    }
+    assert load_journey(steps={"a": {"kind": "exit"}}).steps == {"a": Exit()}
+
+
+# --- triggers ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("trigger", "data"),
+    [
+        (ApiTrigger(), {"kind": "api"}),
+        (EventTrigger("signed_up"), {"kind": "event", "event": "signed_up", "where": None}),
+        (
+            EventTrigger("cart", where=prop("cart.total") >= 50),
+            {"kind": "event", "event": "cart",
+             "where": {"kind": "compare", "ref": "event.cart.total", "op": "ge", "value": 50}},
+        ),
+    ],
+)
+def test_every_trigger_kind_dumps_and_loads(trigger: Trigger, data: dict[str, Any]) -> None:
+    assert dump_journey(Journey("j", "a", {"a": Exit()}, trigger=trigger))["trigger"] == data
+    assert load_journey(trigger=data).trigger == trigger
+
+
+def test_trigger_defaults_to_api() -> None:
+    assert load_journey().trigger == ApiTrigger()
+
+
+# --- conditions --------------------------------------------------------------------------------
+
+PLAN = {"kind": "compare", "ref": "profile.plan", "op": "eq", "value": "pro"}
+
+
+@pytest.mark.parametrize(
+    ("condition", "data"),
+    [
+        (attr("plan") == "pro", PLAN),
+        (attr("tier").is_in(["a", "b"]),
+         {"kind": "compare", "ref": "profile.tier", "op": "in", "value": ["a", "b"]}),
+        (Exists(Ref("profile", "email")), {"kind": "exists", "ref": "profile.email"}),
+        (InSegment("vip"), {"kind": "in_segment", "segment": "vip"}),
+        (Not(attr("plan") == "pro"), {"kind": "not", "condition": PLAN}),
+        (And((attr("plan") == "pro", InSegment("vip"))),
+         {"kind": "and", "conditions": [PLAN, {"kind": "in_segment", "segment": "vip"}]}),
+        (Or(()), {"kind": "or", "conditions": []}),
+        (Or((Not(And((attr("plan") == "pro",))),)),
+         {"kind": "or", "conditions": [
+             {"kind": "not", "condition": {"kind": "and", "conditions": [PLAN]}}]}),
+    ],
+)
+def test_every_condition_kind_dumps_and_loads(condition: Condition, data: dict[str, Any]) -> None:
+    segment = Segment("s", condition)
+    dumped = dump_definitions(Definitions(segments=(segment,)))
+    assert dumped["segments"][0]["condition"] == data
+    assert load_definitions({"segments": [{"id": "s", "condition": data}]}).segments == (segment,)
+
+
+@pytest.mark.parametrize(
+    ("text", "ref"),
+    [
+        ("profile.plan", Ref("profile", "plan")),
+        ("event.cart.total", Ref("event", "cart.total")),
+        ("context.cart_id", Ref("context", "cart_id")),
+    ],
+)
+def test_references_are_scope_dot_path(text: str, ref: Ref) -> None:
+    data = {"kind": "exists", "ref": text}
+    loaded = load_definitions({"segments": [{"id": "s", "condition": data}]})
+    assert loaded.segments[0].condition == Exists(ref)
+
+
+# --- durations ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("4h", timedelta(hours=4)),
+        ("1d12h", timedelta(days=1, hours=12)),
+        (90, timedelta(seconds=90)),
+        ("30m", timedelta(minutes=30)),
+        ("90s", timedelta(seconds=90)),
+        ("1w", timedelta(weeks=1)),
+        ("1d 4h 30m", timedelta(days=1, hours=4, minutes=30)),
+        ("1.5h", timedelta(minutes=90)),
+        (2.5, timedelta(seconds=2.5)),
+        (timedelta(hours=2), timedelta(hours=2)),
+    ],
+)
+def test_durations_read_from_seconds_or_strings(text: Any, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+    step = load_journey(steps={"a": {"kind": "wait", "duration": text}}).steps["a"]
+    assert step == Wait(expected)
+
+
+@pytest.mark.parametrize(
+    ("duration", "seconds"),
+    [(timedelta(hours=4), 14400), (timedelta(seconds=1.5), 1.5), (timedelta(0), 0)],
+)
+def test_durations_are_written_as_seconds(duration: timedelta, seconds: float) -> None:
+    dumped = dump_journey(Journey("j", "a", {"a": Wait(duration)}))["steps"]["a"]["duration"]
+    assert dumped == seconds
+    assert type(dumped) is type(seconds)
+
+
+@pytest.mark.parametrize("bad", ["", "4x", "h", "1h4d", "-1h", "4 hours", True, None, [1]])
+def test_bad_durations_are_refused(bad: Any) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(bad)
+
+
+def test_a_bad_duration_names_its_location() -> None:
+    data = {"journeys": [journey_data(steps={"w": {"kind": "wait", "duration": "4 hours"}})]}
+    problem = only_problem(data)
+    assert problem.location == "$.journeys[0].steps['w'].duration"
+    assert "not a duration: '4 hours'" in problem.message
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def test_an_unknown_step_kind_says_so_and_lists_the_known_kinds() -> None:
+    problem = only_problem({"journeys": [journey_data(steps={"a": {"kind": "sleep"}})]})
+    assert problem == Problem(
+        "$.journeys[0].steps['a']", f"unknown step kind 'sleep'; expected one of {STEP_KINDS}"
+    )
+
+
+def test_a_step_without_a_kind() -> None:
+    problem = only_problem({"journeys": [journey_data(steps={"a": {"reason": "x"}})]})
+    assert problem == Problem(
+        "$.journeys[0].steps['a']", f"step has no 'kind'; expected one of {STEP_KINDS}"
+    )
+
+
+def test_a_step_that_is_not_an_object() -> None:
+    problem = only_problem({"journeys": [journey_data(steps={"a": "exit"})]})
+    assert problem.location == "$.journeys[0].steps['a']"
+    assert "must be an object with a 'kind'" in problem.message
+
+
+def test_an_unknown_trigger_kind() -> None:
+    problem = only_problem({"journeys": [journey_data(trigger={"kind": "cron"})]})
+    assert problem == Problem(
+        "$.journeys[0].trigger", "unknown trigger kind 'cron'; expected one of api, event"
+    )
+
+
+def test_an_unknown_condition_kind_deep_in_a_tree() -> None:
+    condition = {"kind": "and", "conditions": [PLAN, {"kind": "not", "condition": {"kind": "xor"}}]}
+    problem = only_problem({"journeys": [journey_data(audience=condition)]})
+    assert problem.location == "$.journeys[0].audience.conditions[1].condition"
+    assert problem.message.startswith("unknown condition kind 'xor'; expected one of and, compare")
+
+
+def test_an_unknown_operator() -> None:
+    audience = {**PLAN, "op": "like"}
+    problem = only_problem({"journeys": [journey_data(audience=audience)]})
+    assert problem.location == "$.journeys[0].audience.op"
+    assert problem.message.startswith("'like' is not one of 'eq', 'ne', 'lt'")
+
+
+def test_a_bad_reference() -> None:
+    problem = only_problem({"segments": [{"id": "s", "condition": {**PLAN, "ref": "user.plan"}}]})
+    assert problem.location == "$.segments[0].condition.ref"
+    assert "not a reference: 'user.plan'" in problem.message
+
+
+def test_an_unknown_reentry_mode() -> None:
+    problem = only_problem({"journeys": [journey_data(reentry={"mode": "often"})]})
+    assert problem.location == "$.journeys[0].reentry.mode"
+    assert "'often' is not one of 'never', 'after_exit'" in problem.message
+
+
+def test_extra_and_missing_fields() -> None:
+    found = problems({"journeys": [{"id": "j", "steps": {}, "colour": "red"}], "flows": []})
+    assert Problem("$.journeys[0]", "extra fields found (colour)") in found
+    assert Problem("$", "extra fields found (flows)") in found
+    found = problems({"journeys": [{"id": "j", "steps": {}}]})
+    assert found == [Problem("$.journeys[0].entry", "required field missing")]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("version", "2", "expected an integer, got '2'"),
+        ("version", True, "expected an integer, got True"),
+        ("name", 5, "expected a string, got 5"),
+        ("steps", [], "expected an object"),
+        ("tags", 3, "expected a list"),
+    ],
+)
+def test_values_of_the_wrong_type_are_not_coerced(field: str, value: Any, message: str) -> None:
+    problem = only_problem({"journeys": [journey_data(**{field: value})]})
+    assert problem == Problem(f"$.journeys[0].{field}", message)
+
+
+def test_booleans_are_not_coerced_from_strings() -> None:
+    step = {"kind": "send", "content": "c", "channel": "email", "transactional": "no"}
+    problem = only_problem({"journeys": [journey_data(steps={"a": step})]})
+    assert problem == Problem(
+        "$.journeys[0].steps['a'].transactional", "expected true or false, got 'no'"
+    )
+
+
+def test_split_weights_may_be_written_as_integers() -> None:
+    step = {"kind": "split", "paths": [{"name": "A", "weight": 1}]}
+    assert load_journey(steps={"a": step}).steps["a"] == Split((SplitPath("A", 1.0),))
+
+
+def test_definitions_must_be_an_object() -> None:
+    assert only_problem([]) == Problem("$", "expected an object of definitions")
+
+
+def test_three_mistakes_in_one_journey_are_reported_together() -> None:
+    text = json.dumps({"journeys": [{
+        "id": "cart",
+        "entry": "wait",
+        "steps": {
+            "wait": {"kind": "wait", "duration": "soon", "next": "email"},
+            "email": {"kind": "mail", "content": "c", "channel": "email"},
+            "branch": {"kind": "branch", "cases": [
+                {"condition": {"kind": "compare", "ref": "profile.plan", "op": "is",
+                               "value": "pro"}}]},
+        },
+    }]})
+    with pytest.raises(DefinitionError) as caught:
+        loads_definitions(text)
+    found = caught.value.problems
+    assert [p.location for p in found] == [
+        "$.journeys[0].steps['wait'].duration",
+        "$.journeys[0].steps['email']",
+        "$.journeys[0].steps['branch'].cases[0].condition.op",
+    ]
+    assert "not a duration: 'soon'" in found[0].message
+    assert "unknown step kind 'mail'" in found[1].message
+    assert "'is' is not one of" in found[2].message
+    assert str(caught.value).startswith("3 problems in definitions:\n")
+
+
+@pytest.mark.parametrize("text", ["{", '{"journeys": [}', "", "journeys: []"])
+def test_invalid_json_is_a_definition_error(text: str) -> None:
+    with pytest.raises(DefinitionError) as caught:
+        loads_definitions(text)
+    (problem,) = caught.value.problems
+    assert problem.location.startswith("line ")
+    assert problem.message.startswith("invalid JSON: ")
+
+
+@pytest.mark.parametrize("text", ["[]", "3", '"definitions"', "null"])
+def test_json_that_is_not_an_object_is_a_definition_error(text: str) -> None:
+    with pytest.raises(DefinitionError, match="expected a JSON object of definitions"):
+        loads_definitions(text)
+
+
+# --- whole definitions -------------------------------------------------------------------------
+
+
+def full_definitions() -> Definitions:
+    cart = Journey(
+        id="cart",
+        name="Abandoned cart",
+        version=3,
+        entry="wait",
+        trigger=EventTrigger("cart_abandoned", where=prop("total") > 0),
+        audience=attr("email").exists() & ~in_segment("unsubscribed"),
+        reentry=ReentryPolicy.at_most(2, per=timedelta(days=30), instance_key="cart_id"),
+        exit_criteria=(ExitCriterion("bought", event="order", where=prop("total") > 0),),
+        goal=Goal("order", where=prop("total") >= 10, within=timedelta(days=7),
+                  exit_on_goal=False, name="recovered"),
+        max_lifetime=timedelta(days=14),
+        timezone="Europe/Paris",
+        tags=("lifecycle",),
+        steps={
+            "wait": Wait(HOUR, next="email"),
+            "email": Send("cart", "email", tags=("lifecycle",)),
+        },
+    )
+    return Definitions(
+        journeys=(cart, Journey("welcome", "a", {"a": Exit()},
+                                reentry=ReentryPolicy.after_cooldown(timedelta(days=1)))),
+        segments=(Segment("unsubscribed", attr("unsubscribed") == True, name="Opted out"),),  # noqa: E712
+        content=(ContentItem("cart", (
+            Variant("email", {"subject": "Your cart", "body": "{{ event.total }}"}),
+            Variant("email", {"subject": "Votre panier"}, locale="fr"),
+        ), name="Cart reminder", tags=("lifecycle",)),),
+        taxonomy=Taxonomy((Category("lifecycle", "Lifecycle", (Category("onboarding"),)),)),
+    )
+
+
+def test_full_definitions_round_trip() -> None:
+    definitions = full_definitions()
+    assert load_definitions(dump_definitions(definitions)) == definitions
+    assert loads_definitions(dumps_definitions(definitions)) == definitions
+    assert loads_definitions(dumps_definitions(definitions, indent=None)) == definitions
+
+
+def test_dump_is_plain_json() -> None:
+    data = dump_definitions(full_definitions())
+    assert json.loads(json.dumps(data)) == data
+    journey = data["journeys"][0]
+    assert journey["reentry"] == {"mode": "at_most", "cooldown": None, "limit": 2,
+                                  "per": 2592000, "instance_key": "cart_id"}
+    assert journey["goal"]["within"] == 604800
+    assert journey["max_lifetime"] == 1209600
+    assert data["taxonomy"] == {"categories": [
+        {"id": "lifecycle", "name": "Lifecycle",
+         "children": [{"id": "onboarding", "name": "", "children": []}]}]}
+
+
+def test_empty_definitions_load_from_an_empty_object() -> None:
+    assert load_definitions({}) == Definitions()

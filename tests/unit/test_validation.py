@@ -1,0 +1,630 @@
+"""validate_definitions: one test per check, each pinning the location and the message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import attrs
+import pytest
+
+from cjo.conditions import And, Compare, Condition, Ref, attr, ctx, in_segment, prop
+from cjo.errors import Problem
+from cjo.model.content import ContentItem, Variant
+from cjo.model.definitions import Definitions
+from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
+from cjo.model.segments import Segment
+from cjo.model.steps import (
+    Branch,
+    Case,
+    Exit,
+    Send,
+    Split,
+    SplitPath,
+    Step,
+    UpdateProfile,
+    Wait,
+    WaitForEvent,
+)
+from cjo.model.taxonomy import Category, Taxonomy
+from cjo.model.triggers import EventTrigger
+from cjo.validation import validate_definitions
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+CHANNELS = ("email", "sms")
+J = "journey 'j' v1"  # the location of the small journeys built by journey()
+
+
+def abandoned_cart() -> Definitions:
+    """A realistic, valid set of definitions that uses every kind of step."""
+    cart = Journey(
+        id="cart",
+        name="Abandoned cart",
+        entry="wait",
+        trigger=EventTrigger("cart_abandoned", where=prop("total") > 0),
+        audience=attr("email").exists() & ~in_segment("unsubscribed"),
+        reentry=ReentryPolicy.after_cooldown(DAY, instance_key="cart_id"),
+        exit_criteria=(
+            ExitCriterion("purchased", event="order_completed"),
+            ExitCriterion("unsubscribed", where=attr("unsubscribed") == True),  # noqa: E712
+        ),
+        goal=Goal("order_completed", within=timedelta(days=7)),
+        max_lifetime=timedelta(days=14),
+        timezone="Europe/Paris",
+        tags=("lifecycle/recovery",),
+        steps={
+            "wait": Wait(HOUR, next="watch"),
+            "watch": WaitForEvent(
+                "cart_updated", timeout=4 * HOUR, on_event="wait", on_timeout="branch",
+                where=prop("items") > 0,
+            ),
+            "branch": Branch(
+                (
+                    Case(in_segment("unsubscribed"), "stop"),
+                    Case((ctx("total") >= 100) & (attr("plan") == "pro"), "vip_email"),
+                ),
+                default="email",
+            ),
+            "vip_email": Send("cart_vip", "email", next="split", tags=("channel/email",)),
+            "email": Send("cart_reminder", "email", next="split"),
+            "split": Split((SplitPath("sms", 0.5, "sms"), SplitPath("control", 0.5))),
+            "sms": Send("cart_reminder", "sms", next="mark"),
+            "mark": UpdateProfile(set={"cart_reminded": True}, unset=("cart_stale",)),
+            "stop": Exit("unsubscribed"),
+        },
+    )
+    return Definitions(
+        journeys=(cart,),
+        segments=(
+            Segment("unsubscribed", attr("unsubscribed") == True),  # noqa: E712
+            Segment("big_spenders", (attr("ltv") >= 1000) & ~in_segment("unsubscribed"),
+                    tags=("value",)),
+        ),
+        content=(
+            ContentItem("cart_reminder", (
+                Variant("email", {"subject": "You left {{ event.items }} items",
+                                  "body": "{% if profile.name %}Hi {{ profile.name }}{% endif %}"}),
+                Variant("email", {"subject": "Votre panier", "body": "Bonjour"}, locale="fr"),
+                Variant("sms", {"text": "Your cart: {{ event.url | default: 'shop' }}"}),
+            ), tags=("lifecycle",)),
+            ContentItem("cart_vip", (Variant("email", {"subject": "A gift", "body": "..."}),)),
+        ),
+        taxonomy=Taxonomy((
+            Category("lifecycle", children=(Category("recovery"),)),
+            Category("channel", children=(Category("email"), Category("sms"))),
+            Category("value"),
+        )),
+    )
+
+
+def journey(steps: Mapping[str, Step], entry: str = "a", **fields: Any) -> Journey:
+    return Journey(id="j", entry=entry, steps=steps, **fields)
+
+
+def definitions(*journeys: Journey, **fields: Any) -> Definitions:
+    """Definitions around small journeys: content 'c' has an email variant; segment 's' exists."""
+    base: dict[str, Any] = {
+        "segments": (Segment("s", attr("x") == 1),),
+        "content": (ContentItem("c", (Variant("email", {"subject": "hi"}),)),),
+    }
+    return Definitions(journeys=journeys, **{**base, **fields})
+
+
+def problems_of(
+    *journeys: Journey, channels: tuple[str, ...] | None = CHANNELS, **fields: Any
+) -> list[Problem]:
+    return validate_definitions(definitions(*journeys, **fields), channels=channels)
+
+
+def only(problems: list[Problem]) -> Problem:
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def with_cart(**changes: Any) -> Definitions:
+    valid = abandoned_cart()
+    return attrs.evolve(valid, journeys=(attrs.evolve(valid.journeys[0], **changes),))
+
+
+# --- the whole ---------------------------------------------------------------------------------
+
+
+def test_a_valid_abandoned_cart_has_no_problems() -> None:
+    assert validate_definitions(abandoned_cart(), channels=CHANNELS) == []
+    assert validate_definitions(abandoned_cart()) == []
+
+
+def test_empty_definitions_are_valid() -> None:
+    assert validate_definitions(Definitions()) == []
+
+
+def test_three_distinct_mistakes_give_exactly_three_problems() -> None:
+    valid = abandoned_cart()
+    cart = valid.journeys[0]
+    steps = {**cart.steps, "sms": Send("cart_vip", "sms", next="mark")}
+    broken = attrs.evolve(
+        valid,
+        journeys=(attrs.evolve(cart, steps=steps),),
+        segments=(*valid.segments, Segment("recent", prop("days") < 3)),
+        content=(*valid.content, ContentItem("promo", (Variant("email", {"body": "{{ x"}),))),
+    )
+    problems = validate_definitions(broken, channels=CHANNELS)
+    assert [p.location for p in problems] == [
+        "journey 'cart' v1 / step 'sms'",
+        "segment 'recent'",
+        "content 'promo' / variant email",
+    ]
+    assert problems[0].message == "content 'cart_vip' has no variant for channel 'sms'"
+    assert "event.days cannot be used in a segment" in problems[1].message
+    assert "field 'body' is not a valid Liquid template" in problems[2].message
+
+
+def test_a_dangling_reference_also_reports_what_it_cut_off() -> None:
+    valid = abandoned_cart()
+    cart = valid.journeys[0]
+    steps = {**cart.steps, "wait": Wait(HOUR, next="wach")}
+    broken = attrs.evolve(valid, journeys=(attrs.evolve(cart, steps=steps),))
+    problems = validate_definitions(broken)
+    assert problems[0] == Problem("journey 'cart' v1 / step 'wait'",
+                                  "next refers to missing step 'wach'")
+    unreachable = [p.location.rpartition(" / ")[2] for p in problems[1:]]
+    assert unreachable == [f"step {s!r}" for s in cart.steps if s != "wait"]
+    assert all("unreachable" in p.message for p in problems[1:])
+
+
+def test_three_mistakes_that_do_not_cascade_give_exactly_three_problems() -> None:
+    broken = with_cart(version=0, timezone="Mars/Olympus", goal=Goal("order", within=-HOUR))
+    problems = validate_definitions(broken, channels=CHANNELS)
+    assert problems == [
+        Problem("journey 'cart' v0", "version must be 1 or more, got 0"),
+        Problem("journey 'cart' v0 / goal", "within must be positive, got -1h"),
+        Problem("journey 'cart' v0",
+                "timezone 'Mars/Olympus' is not a known IANA time zone"),
+    ]
+
+
+# --- duplicates --------------------------------------------------------------------------------
+
+
+def test_duplicate_journey_id_and_version() -> None:
+    valid = abandoned_cart()
+    cart = valid.journeys[0]
+    twice = attrs.evolve(valid, journeys=(cart, cart, attrs.evolve(cart, version=2)))
+    problem = only(validate_definitions(twice))
+    assert problem.location == "journey 'cart' v1"
+    assert "defined 2 times" in problem.message
+    assert "(id, version) must be unique" in problem.message
+
+
+def test_duplicate_segment_id() -> None:
+    valid = abandoned_cart()
+    twice = attrs.evolve(valid, segments=(*valid.segments, Segment("big_spenders", attr("x") > 1)))
+    problem = only(validate_definitions(twice))
+    assert problem == Problem("segment 'big_spenders'",
+                              "defined 2 times; segment ids must be unique")
+
+
+def test_duplicate_content_id() -> None:
+    valid = abandoned_cart()
+    twice = attrs.evolve(valid, content=(*valid.content, valid.content[1]))
+    problem = only(validate_definitions(twice))
+    assert problem == Problem("content 'cart_vip'", "defined 2 times; content ids must be unique")
+
+
+# --- journey graph -----------------------------------------------------------------------------
+
+
+def test_entry_step_must_exist() -> None:
+    problem = only(problems_of(journey({"a": Exit()}, entry="start")))
+    assert problem == Problem(J, "entry step 'start' does not exist")
+
+
+@pytest.mark.parametrize(
+    ("step", "label"),
+    [
+        (Send("c", "email", next="ghost"), "next"),
+        (Wait(HOUR, next="ghost"), "next"),
+        (WaitForEvent("e", HOUR, on_event="ghost"), "on_event"),
+        (WaitForEvent("e", HOUR, on_timeout="ghost"), "on_timeout"),
+        (Branch((Case(attr("x") == 1), Case(attr("x") == 2, "ghost"))), "case 2"),
+        (Branch((Case(attr("x") == 1),), default="ghost"), "default"),
+        (Split((SplitPath("A", 1.0), SplitPath("B", 1.0, "ghost"))), "path 'B'"),
+        (UpdateProfile(set={"x": 1}, next="ghost"), "next"),
+    ],
+)
+def test_dangling_reference_names_its_step_and_the_missing_id(step: Step, label: str) -> None:
+    problem = only(problems_of(journey({"a": step})))
+    assert problem == Problem(f"{J} / step 'a'", f"{label} refers to missing step 'ghost'")
+
+
+def test_unreachable_step() -> None:
+    steps: dict[str, Step] = {
+        "a": Wait(HOUR, next="b"), "b": Exit(), "orphan": Send("c", "email", next="b")
+    }
+    problem = only(problems_of(journey(steps)))
+    assert problem.location == f"{J} / step 'orphan'"
+    assert "unreachable" in problem.message
+    assert "entry step 'a'" in problem.message
+
+
+def test_loop_without_a_wait_is_an_infinite_loop() -> None:
+    steps: dict[str, Step] = {
+        "a": Wait(HOUR, next="b"),
+        "b": Send("c", "email", next="d"),
+        "d": UpdateProfile(next="e"),
+        "e": Branch((Case(attr("x") == 1, "b"),), default="f"),
+        "f": Split((SplitPath("A", 1.0, "b"),)),
+    }
+    problem = only(problems_of(journey(steps)))
+    assert problem.location == f"{J} / step 'b'"
+    assert "loop without a wait: 'b' -> 'd' -> 'e' -> 'b' would repeat forever" in problem.message
+
+
+def test_step_leading_straight_back_to_itself_is_an_infinite_loop() -> None:
+    problem = only(problems_of(journey({"a": Branch((Case(attr("x") == 1, "a"),))})))
+    assert problem.location == f"{J} / step 'a'"
+    assert "'a' -> 'a'" in problem.message
+
+
+def test_loop_through_a_wait_is_fine() -> None:
+    steps: dict[str, Step] = {
+        "a": Send("c", "email", next="w"),
+        "w": Wait(DAY, next="x"),
+        "x": WaitForEvent("e", HOUR, on_event="a", on_timeout="a"),
+    }
+    assert problems_of(journey(steps)) == []
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+
+def test_send_content_must_exist() -> None:
+    problem = only(problems_of(journey({"a": Send("nope", "email")})))
+    assert problem == Problem(f"{J} / step 'a'", "content 'nope' does not exist")
+
+
+def test_send_content_needs_a_variant_for_the_channel() -> None:
+    problem = only(problems_of(journey({"a": Send("c", "sms")})))
+    assert problem == Problem(f"{J} / step 'a'", "content 'c' has no variant for channel 'sms'")
+
+
+def test_send_channel_must_be_registered_when_channels_are_given() -> None:
+    content = (ContentItem("c", (Variant("push", {"title": "hi"}),)),)
+    j = journey({"a": Send("c", "push")})
+    problem = only(problems_of(j, content=content))
+    assert problem.location == f"{J} / step 'a'"
+    assert "channel 'push' is not registered" in problem.message
+    assert "email, sms" in problem.message
+    assert problems_of(j, content=content, channels=None) == []
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (Wait(timedelta(0)), "duration must be positive, got 0s"),
+        (Wait(-HOUR), "duration must be positive, got -1h"),
+        (WaitForEvent("e", timedelta(0)), "timeout must be positive, got 0s"),
+        (WaitForEvent("e", timedelta(seconds=-90)), "timeout must be positive, got -1m30s"),
+    ],
+)
+def test_wait_durations_must_be_positive(step: Step, message: str) -> None:
+    assert only(problems_of(journey({"a": step}))) == Problem(f"{J} / step 'a'", message)
+
+
+def test_split_needs_a_path() -> None:
+    problem = only(problems_of(journey({"a": Split(())})))
+    assert problem == Problem(f"{J} / step 'a'", "a split needs at least one path")
+
+
+@pytest.mark.parametrize("weight", [0.0, -1.0, float("nan")])
+def test_split_weights_must_be_positive(weight: float) -> None:
+    problem = only(problems_of(journey({"a": Split((SplitPath("A", 1), SplitPath("B", weight)))})))
+    assert problem.location == f"{J} / step 'a'"
+    assert f"path 'B' has weight {weight}; weights must be positive" in problem.message
+
+
+def test_split_path_names_must_be_unique() -> None:
+    problem = only(problems_of(journey({"a": Split((SplitPath("A", 1), SplitPath("A", 2)))})))
+    assert problem == Problem(
+        f"{J} / step 'a'", "path name 'A' is used 2 times; path names must be unique"
+    )
+
+
+def test_branch_needs_a_case() -> None:
+    problem = only(problems_of(journey({"a": Branch((), default=None)})))
+    assert problem == Problem(f"{J} / step 'a'", "a branch needs at least one case")
+
+
+# --- journey fields ----------------------------------------------------------------------------
+
+
+def test_version_must_be_at_least_one() -> None:
+    problem = only(problems_of(journey({"a": Exit()}, version=0)))
+    assert problem == Problem("journey 'j' v0", "version must be 1 or more, got 0")
+
+
+def test_ids_must_not_be_empty() -> None:
+    j = Journey(id="", entry="", steps={"": Exit()})
+    problems = validate_definitions(Definitions(
+        journeys=(j,),
+        segments=(Segment("", attr("x") == 1),),
+        content=(ContentItem("", (Variant("email", {}),)),),
+    ))
+    assert problems == [
+        Problem("journey '' v1", "journey id must not be empty"),
+        Problem("journey '' v1 / step ''", "step id must not be empty"),
+        Problem("segment ''", "segment id must not be empty"),
+        Problem("content ''", "content id must not be empty"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("policy", "messages"),
+    [
+        (ReentryPolicy("after_cooldown"), ["mode 'after_cooldown' needs a positive cooldown"]),
+        (ReentryPolicy.after_cooldown(timedelta(0)),
+         ["mode 'after_cooldown' needs a positive cooldown"]),
+        (ReentryPolicy.at_most(0, per=DAY), ["mode 'at_most' needs a limit of 1 or more"]),
+        (ReentryPolicy("at_most", limit=2), ["mode 'at_most' needs a positive per window"]),
+        (ReentryPolicy("at_most"), ["mode 'at_most' needs a limit of 1 or more",
+                                    "mode 'at_most' needs a positive per window"]),
+        (ReentryPolicy("never", cooldown=DAY),
+         ["cooldown only applies to mode 'after_cooldown', not 'never'"]),
+        (ReentryPolicy("after_exit", limit=1, per=DAY),
+         ["limit only applies to mode 'at_most', not 'after_exit'",
+          "per only applies to mode 'at_most', not 'after_exit'"]),
+        (ReentryPolicy("at_most", limit=1, per=DAY, cooldown=DAY),
+         ["cooldown only applies to mode 'after_cooldown', not 'at_most'"]),
+        (ReentryPolicy("sometimes"),  # type: ignore[arg-type]
+         ["unknown mode 'sometimes'; expected one of never, after_exit, after_cooldown, at_most"]),
+    ],
+)
+def test_reentry_parameters_must_match_the_mode(
+    policy: ReentryPolicy, messages: list[str]
+) -> None:
+    problems = problems_of(journey({"a": Exit()}, reentry=policy))
+    assert problems == [Problem(f"{J} / reentry", m) for m in messages]
+
+
+def test_valid_reentry_policies() -> None:
+    for policy in (
+        ReentryPolicy.never(), ReentryPolicy.after_exit(instance_key="k"),
+        ReentryPolicy.after_cooldown(HOUR), ReentryPolicy.at_most(3, per=DAY),
+    ):
+        assert problems_of(journey({"a": Exit()}, reentry=policy)) == []
+
+
+def test_goal_within_must_be_positive() -> None:
+    problem = only(problems_of(journey({"a": Exit()}, goal=Goal("buy", within=timedelta(0)))))
+    assert problem == Problem(f"{J} / goal", "within must be positive, got 0s")
+
+
+def test_max_lifetime_must_be_positive() -> None:
+    problem = only(problems_of(journey({"a": Exit()}, max_lifetime=-DAY)))
+    assert problem == Problem(J, "max_lifetime must be positive, got -1d")
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        (Wait(timedelta(days=2)), "duration 2d is longer than the journey's max_lifetime 1d12h"),
+        (WaitForEvent("e", timedelta(days=3)),
+         "timeout 3d is longer than the journey's max_lifetime 1d12h"),
+    ],
+)
+def test_a_wait_longer_than_max_lifetime(step: Step, message: str) -> None:
+    problem = only(problems_of(journey({"a": step}, max_lifetime=timedelta(hours=36))))
+    assert problem.location == f"{J} / step 'a'"
+    assert message in problem.message
+
+
+def test_a_wait_as_long_as_max_lifetime_is_fine() -> None:
+    assert problems_of(journey({"a": Wait(DAY)}, max_lifetime=DAY)) == []
+
+
+def test_exit_criterion_needs_an_event_or_a_where() -> None:
+    criteria = (ExitCriterion("bought", event="order"), ExitCriterion("vague"),
+                ExitCriterion("rich", where=attr("ltv") > 100))
+    problem = only(problems_of(journey({"a": Exit()}, exit_criteria=criteria)))
+    assert problem == Problem(f"{J} / exit criterion 'vague'",
+                              "needs an event, a where condition, or both")
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus", "utc", "", "../etc/passwd"])
+def test_timezone_must_be_a_known_iana_zone(zone: str) -> None:
+    problem = only(problems_of(journey({"a": Exit()}, timezone=zone)))
+    assert problem == Problem(J, f"timezone {zone!r} is not a known IANA time zone")
+
+
+def test_known_timezones_are_fine() -> None:
+    for zone in ("UTC", "Europe/Paris", "America/New_York"):
+        assert problems_of(journey({"a": Exit()}, timezone=zone)) == []
+
+
+# --- conditions --------------------------------------------------------------------------------
+
+
+def test_in_segment_must_name_a_known_segment() -> None:
+    problem = only(problems_of(journey({"a": Exit()}, audience=in_segment("s") | in_segment("x"))))
+    assert problem == Problem(f"{J} / audience", "segment 'x' does not exist")
+
+
+def test_compare_op_must_be_known() -> None:
+    bad = Compare(Ref("profile", "x"), "like", "a%")  # type: ignore[arg-type]
+    problem = only(problems_of(journey({"a": Exit()}, audience=And((attr("y") == 1, bad)))))
+    assert problem.location == f"{J} / audience"
+    assert "unknown operator 'like' on profile.x" in problem.message
+    assert "eq, ne, lt, le, gt, ge, in, not_in, contains" in problem.message
+
+
+@pytest.mark.parametrize("op", ["in", "not_in"])
+def test_membership_needs_a_list(op: str) -> None:
+    bad = Compare(Ref("profile", "plan"), op, "pro")  # type: ignore[arg-type]
+    problem = only(problems_of(journey({"a": Exit()}, audience=bad)))
+    assert problem == Problem(
+        f"{J} / audience", f"operator {op!r} on profile.plan needs a list of values, got 'pro'"
+    )
+    fine = Compare(Ref("profile", "plan"), op, ("pro", "team"))  # type: ignore[arg-type]
+    assert problems_of(journey({"a": Exit()}, audience=fine)) == []
+
+
+def test_unknown_scope_in_a_reference() -> None:
+    bad = Compare(Ref("session", "x"), "eq", 1)  # type: ignore[arg-type]
+    problem = only(problems_of(journey({"a": Exit()}, audience=bad)))
+    assert problem.location == f"{J} / audience"
+    assert "unknown scope 'session'" in problem.message
+
+
+def test_a_bare_field_is_not_a_condition() -> None:
+    forgot_the_comparison: Any = attr("vip")  # instead of attr("vip") == True
+    audience = And((forgot_the_comparison,))
+    problem = only(problems_of(journey({"a": Exit()}, audience=audience)))
+    assert problem.location == f"{J} / audience"
+    assert problem.message.startswith("not a condition")
+
+
+@pytest.mark.parametrize(
+    "condition", [prop("total") > 1, ctx("total") > 1, ~(attr("a") == 1) & prop("b").exists()]
+)
+def test_segment_conditions_may_only_use_profile(condition: Condition) -> None:
+    problem = only(problems_of(segments=(Segment("s", condition),)))
+    assert problem.location == "segment 's'"
+    assert "cannot be used in a segment: only profile values are available" in problem.message
+
+
+@pytest.mark.parametrize("condition", [prop("total") > 1, ctx("total") > 1])
+def test_audience_may_only_use_profile(condition: Condition) -> None:
+    problem = only(problems_of(journey({"a": Exit()}, audience=condition)))
+    assert problem.location == f"{J} / audience"
+    assert "cannot be used in an audience: only profile values" in problem.message
+
+
+def where_fields(where: Condition) -> dict[str, dict[str, Any]]:
+    """Each place that sees profile and event, holding ``where``, with its location suffix."""
+    return {
+        " / trigger": {"trigger": EventTrigger("e", where=where)},
+        " / exit criterion 'x'": {"exit_criteria": (ExitCriterion("x", where=where),)},
+        " / goal": {"goal": Goal("e", where=where)},
+    }
+
+
+@pytest.mark.parametrize("place", [" / trigger", " / exit criterion 'x'", " / goal"])
+def test_event_conditions_may_use_profile_and_event_but_not_context(place: str) -> None:
+    fine = where_fields((attr("a") == 1) & (prop("b") == 2))[place]
+    assert problems_of(journey({"a": Exit()}, **fine)) == []
+    bad = where_fields((attr("a") == 1) & (ctx("b") == 2))[place]
+    problem = only(problems_of(journey({"a": Exit()}, **bad)))
+    assert problem.location == J + place
+    assert "context.b cannot be used" in problem.message
+    assert "only profile and event values are available" in problem.message
+
+
+def test_wait_for_event_condition_may_use_profile_and_event_but_not_context() -> None:
+    fine = WaitForEvent("e", HOUR, where=(attr("a") == 1) & (prop("b") == 2))
+    assert problems_of(journey({"a": fine})) == []
+    bad = WaitForEvent("e", HOUR, where=ctx("cart") == 2)
+    problem = only(problems_of(journey({"a": bad})))
+    assert problem.location == f"{J} / step 'a'"
+    assert "context.cart cannot be used in a wait for an event" in problem.message
+
+
+def test_branch_conditions_may_use_every_scope_and_are_checked_per_case() -> None:
+    fine = Branch((Case((attr("a") == 1) & (prop("b") == 2) & (ctx("c") == 3)),))
+    assert problems_of(journey({"a": fine})) == []
+    bad = Branch((Case(attr("a") == 1), Case(in_segment("nope"))))
+    problem = only(problems_of(journey({"a": bad})))
+    assert problem == Problem(f"{J} / step 'a' / case 2", "segment 'nope' does not exist")
+
+
+def test_segment_referring_to_itself() -> None:
+    problem = only(problems_of(segments=(Segment("s", (attr("x") == 1) | in_segment("s")),)))
+    assert problem == Problem("segment 's'", "refers to itself through in_segment: 's' -> 's'")
+
+
+def test_segments_referring_to_themselves_indirectly() -> None:
+    segments = (
+        Segment("a", in_segment("b")),
+        Segment("b", ~in_segment("c")),
+        Segment("c", in_segment("a") & (attr("x") == 1)),
+        Segment("d", in_segment("a")),  # uses the loop but is not part of it
+    )
+    problems = problems_of(segments=segments)
+    assert problems == [
+        Problem("segment 'a'", "refers to itself through in_segment: 'a' -> 'b' -> 'c' -> 'a'"),
+        Problem("segment 'b'", "refers to itself through in_segment: 'b' -> 'c' -> 'a' -> 'b'"),
+        Problem("segment 'c'", "refers to itself through in_segment: 'c' -> 'a' -> 'b' -> 'c'"),
+    ]
+
+
+# --- content -----------------------------------------------------------------------------------
+
+
+def test_content_fields_must_parse_as_liquid() -> None:
+    item = ContentItem("welcome", (
+        Variant("email", {"subject": "Hi {{ profile.name }", "body": "fine"}),
+        Variant("email", {"body": "{% if x %}open"}, locale="fr"),
+    ))
+    problems = problems_of(content=(item,))
+    assert [p.location for p in problems] == [
+        "content 'welcome' / variant email",
+        "content 'welcome' / variant email (fr)",
+    ]
+    assert problems[0].message.startswith("field 'subject' is not a valid Liquid template: ")
+    assert "expected '}}'" in problems[0].message
+    assert "\n" not in problems[0].message
+    assert problems[1].message.startswith("field 'body' is not a valid Liquid template: ")
+    assert "endif" in problems[1].message
+
+
+def test_content_needs_variants() -> None:
+    problem = only(problems_of(content=(ContentItem("empty", ()),)))
+    assert problem == Problem("content 'empty'", "has no variants")
+
+
+def test_content_variants_must_differ_in_channel_or_locale() -> None:
+    item = ContentItem("w", (
+        Variant("email", {}), Variant("email", {}, locale="fr"), Variant("sms", {}),
+        Variant("email", {}, locale="fr"),
+    ))
+    problem = only(problems_of(content=(item,)))
+    assert problem == Problem(
+        "content 'w' / variant email (fr)", "defined 2 times for the same channel and locale"
+    )
+
+
+# --- tags --------------------------------------------------------------------------------------
+
+
+def test_tags_must_come_from_the_taxonomy() -> None:
+    valid = abandoned_cart()
+    cart = valid.journeys[0]
+    steps = {**cart.steps, "email": attrs.evolve(cart.steps["email"], tags=("channel/fax",))}
+    broken = attrs.evolve(
+        valid,
+        journeys=(attrs.evolve(cart, steps=steps, tags=("lifecycle", "recovery")),),
+        segments=(attrs.evolve(valid.segments[0], tags=("value/high",)), valid.segments[1]),
+        content=(valid.content[0], attrs.evolve(valid.content[1], tags=("vip",))),
+    )
+    assert validate_definitions(broken) == [
+        Problem("journey 'cart' v1", "tag 'recovery' is not in the taxonomy"),
+        Problem("journey 'cart' v1 / step 'email'", "tag 'channel/fax' is not in the taxonomy"),
+        Problem("segment 'unsubscribed'", "tag 'value/high' is not in the taxonomy"),
+        Problem("content 'cart_vip'", "tag 'vip' is not in the taxonomy"),
+    ]
+
+
+def test_tags_without_a_taxonomy_are_reported_where_used() -> None:
+    no_taxonomy = attrs.evolve(abandoned_cart(), taxonomy=None)
+    assert validate_definitions(no_taxonomy) == [
+        Problem("journey 'cart' v1", "tag 'lifecycle/recovery' used but no taxonomy is published"),
+        Problem("journey 'cart' v1 / step 'vip_email'",
+                "tag 'channel/email' used but no taxonomy is published"),
+        Problem("segment 'big_spenders'", "tag 'value' used but no taxonomy is published"),
+        Problem("content 'cart_reminder'", "tag 'lifecycle' used but no taxonomy is published"),
+    ]
+
+
+def test_no_tags_and_no_taxonomy_is_fine() -> None:
+    assert problems_of(journey({"a": Exit()})) == []
