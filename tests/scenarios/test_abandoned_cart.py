@@ -151,7 +151,7 @@ def test_replayed_event_id_sends_nothing_new(world):
 
 
 def test_exit_interrupts_the_second_wait(world):
-    engine, clock, email, sms = world
+    engine, clock, _email, sms = world
     engine.handle_event(event("added_to_cart", "c1", clock.now(), "e1", item="a"))
     clock.advance(hours=6)
     engine.run_due()

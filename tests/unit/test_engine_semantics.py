@@ -27,7 +27,6 @@ from cjo import (
     attr,
     ctx,
     in_segment,
-    prop,
 )
 from cjo.errors import ClockError, DefinitionError, InvalidEventError, UnknownJourneyError
 from tests.helpers import SIMPLE_CONTENT, T0, ev, make_engine
@@ -268,7 +267,7 @@ def test_max_lifetime_expires_a_long_wait():
 
 
 def test_start_journey_api_and_unknown_journey():
-    engine, clock, channels = make_engine()
+    engine, _clock, channels = make_engine()
     engine.publish(
         journeys=[one_send_then_wait("api", trigger=ApiTrigger())], content=SIMPLE_CONTENT
     )
@@ -366,7 +365,7 @@ def test_failing_channel_is_retried_with_the_same_key():
                 raise ConnectionError("smtp down")
             return DeliveryResult("delivered")
 
-    engine, clock, channels = make_engine()
+    engine, clock, _channels = make_engine()
     flaky = Flaky()
     engine.channels["email"] = flaky
     engine.publish(journeys=[one_send_then_wait()], content=SIMPLE_CONTENT)

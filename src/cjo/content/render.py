@@ -33,8 +33,11 @@ class Renderer:
             template = self._cache.get(key)
             try:
                 if template is None:
-                    template = self._cache[key] = self._env.from_string(source)
-                out[name] = template.render(**data)
+                    # Plain text needs no template engine: keep the string itself.
+                    static = "{{" not in source and "{%" not in source
+                    template = source if static else self._env.from_string(source)
+                    self._cache[key] = template
+                out[name] = template if isinstance(template, str) else template.render(**data)
             except LiquidError as exc:
                 raise RenderError(
                     f"content {item.id!r} / {variant.channel} / field {name!r}: {exc}"

@@ -64,8 +64,12 @@ class Enrollment:
 
     def copy(self) -> Enrollment:
         """A copy whose mutable fields are independent of this one."""
-        return attrs.evolve(
-            self, context=dict(self.context), visits=dict(self.visits), paths=dict(self.paths)
+        # Written out rather than attrs.evolve: this runs for every loaded enrollment.
+        return Enrollment(
+            self.id, self.journey_id, self.version, self.customer_id, self.entered_at,
+            self.step_id, self.step_entered_at, self.status, self.instance_key, self.wake_at,
+            self.expires_at, self.ended_at, self.end_reason, self.converted_at,
+            self.trigger_event_id, dict(self.context), dict(self.visits), dict(self.paths),
         )
 
     def wake_order(self) -> tuple[datetime, datetime, str]:

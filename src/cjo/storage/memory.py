@@ -110,8 +110,9 @@ class InMemoryStorage(Storage):
         cid = changes.customer_id
         if changes.profile is not None:
             self._profiles[cid] = changes.profile
-        for eid, enrollment in changes.enrollments.items():
-            stored = enrollment.copy()
+        for eid, stored in changes.enrollments.items():
+            # The session's enrollments were copies made by load_active (or new objects), and
+            # the engine drops them after commit: store them as they are.
             if eid not in self._enrollments:
                 self._by_customer.setdefault(cid, []).append(eid)
             self._enrollments[eid] = stored
