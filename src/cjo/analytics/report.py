@@ -1,0 +1,254 @@
+"""Journey reports: what happened in a journey, overall and step by step.
+
+A report is built only from the storage's aggregates (``activity_counts`` and
+``active_counts``), never by scanning enrollments, so it costs the same for ten customers or ten
+million. Counts cover every version of the journey; rows follow the graph of the version given.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from cjo.model.journey import Journey
+from cjo.model.steps import successors
+from cjo.storage.base import ActivityCount, Storage
+
+__all__ = ["JourneyReport", "StepRow", "build_report", "format_table", "journey_report"]
+
+# Activity kinds that end an enrollment (they mirror the terminal enrollment statuses).
+_ENDINGS = ("completed", "exited", "converted", "expired", "removed", "ejected")
+
+
+@attrs.frozen
+class StepRow:
+    """One step of a journey: how many got there, what it sent, who is there now."""
+
+    step_id: str
+    kind: str
+    reached: int = 0
+    sent: Mapping[str, int] = attrs.field(factory=dict)
+    send_failed: int = 0
+    waiting: int = 0
+    timeouts: int = 0
+    events_received: int = 0
+    exited: int = 0
+    converted: int = 0
+    completed: int = 0
+    paths: Mapping[str, int] = attrs.field(factory=dict)
+
+    @property
+    def sent_total(self) -> int:
+        return sum(self.sent.values())
+
+
+@attrs.frozen
+class JourneyReport:
+    """Totals for one journey (all versions) and one row per step.
+
+    ``converted`` counts goals reached (whether or not the goal ends the enrollment);
+    ``exited`` maps each exit reason (criterion name, exit step reason...) to its count.
+    """
+
+    journey_id: str
+    name: str
+    entered: int = 0
+    active: int = 0
+    completed: int = 0
+    exited: Mapping[str, int] = attrs.field(factory=dict)
+    converted: int = 0
+    expired: int = 0
+    removed: int = 0
+    ejected: int = 0
+    sent: Mapping[str, int] = attrs.field(factory=dict)
+    steps: tuple[StepRow, ...] = ()
+
+    @property
+    def exited_total(self) -> int:
+        return sum(self.exited.values())
+
+    @property
+    def sent_total(self) -> int:
+        return sum(self.sent.values())
+
+    @property
+    def conversion_rate(self) -> float:
+        return self.converted / self.entered if self.entered else 0.0
+
+    def step(self, step_id: str) -> StepRow:
+        for row in self.steps:
+            if row.step_id == step_id:
+                return row
+        raise KeyError(step_id)
+
+
+def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
+    """The report of ``journey`` (all its versions) from what ``storage`` has recorded."""
+    return build_report(
+        journey, storage.activity_counts(journey.id), storage.active_counts(journey.id)
+    )
+
+
+def graph_order(journey: Journey) -> list[str]:
+    """Step ids breadth-first from the entry, then any step the entry cannot reach."""
+    order: list[str] = []
+    seen: set[str] = set()
+    queue = deque([journey.entry])
+    while queue:
+        step_id = queue.popleft()
+        if step_id in seen or step_id not in journey.steps:
+            continue
+        seen.add(step_id)
+        order.append(step_id)
+        queue.extend(successors(journey.steps[step_id]))
+    order.extend(s for s in journey.steps if s not in seen)
+    return order
+
+
+def build_report(
+    journey: Journey,
+    counts: Iterable[ActivityCount],
+    active: Mapping[tuple[int, str | None], int],
+) -> JourneyReport:
+    """A report from raw aggregates (what ``journey_report`` reads from storage)."""
+    per_step: dict[str, Counter[tuple[str, str | None]]] = {}
+    totals: Counter[str] = Counter()
+    exited: Counter[str] = Counter()
+    sent: Counter[str] = Counter()
+    for c in counts:
+        if c.journey_id != journey.id:
+            continue
+        totals[c.kind] += c.count
+        if c.kind == "exited":
+            exited[c.detail or "unspecified"] += c.count
+        elif c.kind == "sent":
+            sent[c.detail or "unknown"] += c.count
+        if c.step_id is not None:
+            per_step.setdefault(c.step_id, Counter())[(c.kind, c.detail)] += c.count
+    waiting: Counter[str] = Counter()
+    for (_version, step_id), n in active.items():
+        if step_id is not None:
+            waiting[step_id] += n
+
+    order = graph_order(journey)
+    # Steps known only to older versions (or to the data) still get a row, after the graph.
+    order.extend(sorted((set(per_step) | set(waiting)) - set(order)))
+    rows = []
+    for step_id in order:
+        step = journey.steps.get(step_id)
+        by_kind = per_step.get(step_id, Counter())
+        rows.append(StepRow(
+            step_id=step_id,
+            kind=step.kind if step is not None else "?",
+            reached=_sum(by_kind, "step"),
+            sent=_details(by_kind, "sent"),
+            send_failed=_sum(by_kind, "send_failed"),
+            waiting=waiting.get(step_id, 0),
+            timeouts=_sum(by_kind, "timeout"),
+            events_received=_sum(by_kind, "event_received"),
+            exited=_sum(by_kind, "exited"),
+            converted=_sum(by_kind, "goal"),
+            completed=_sum(by_kind, "completed"),
+            paths=_details(by_kind, "path"),
+        ))
+    return JourneyReport(
+        journey_id=journey.id,
+        name=journey.name or journey.id,
+        entered=totals["entered"],
+        active=sum(active.values()),
+        completed=totals["completed"],
+        exited=dict(sorted(exited.items())),
+        converted=totals["goal"],
+        expired=totals["expired"],
+        removed=totals["removed"],
+        ejected=totals["ejected"],
+        sent=dict(sorted(sent.items())),
+        steps=tuple(rows),
+    )
+
+
+def _sum(by_kind: Counter[tuple[str, str | None]], kind: str) -> int:
+    return sum(n for (k, _detail), n in by_kind.items() if k == kind)
+
+
+def _details(by_kind: Counter[tuple[str, str | None]], kind: str) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for (k, detail), n in by_kind.items():
+        if k == kind:
+            out[detail or "unknown"] += n
+    return dict(sorted(out.items()))
+
+
+# --- text rendering ------------------------------------------------------------------------------
+
+_STEP_COLUMNS = ("reached", "waiting", "timeouts", "exited", "converted", "completed")
+
+
+def format_table(reports: Sequence[JourneyReport]) -> str:
+    """A fixed-width text table: a summary line per journey, then one row per step.
+
+    Channel columns are the union of channels any of the journeys sent on, so several journeys
+    line up under one header.
+    """
+    channels = sorted({ch for r in reports for row in r.steps for ch in row.sent})
+    header = ["step", "kind", *_STEP_COLUMNS[:2], *(f"sent:{c}" for c in channels),
+              *_STEP_COLUMNS[2:]]
+    lines: list[str] = []
+    for report in reports:
+        table: list[list[str]] = [header]
+        for row in report.steps:
+            values = {
+                "reached": row.reached, "waiting": row.waiting, "timeouts": row.timeouts,
+                "exited": row.exited, "converted": row.converted, "completed": row.completed,
+            }
+            table.append([
+                row.step_id, row.kind,
+                *(_num(values[c]) for c in _STEP_COLUMNS[:2]),
+                *(_num(row.sent.get(c, 0)) for c in channels),
+                *(_num(values[c]) for c in _STEP_COLUMNS[2:]),
+            ])
+        if lines:
+            lines.append("")
+        lines.append(f"== {report.journey_id}" + (
+            f" ({report.name})" if report.name and report.name != report.journey_id else ""
+        ))
+        lines.append(_summary(report))
+        lines.extend(_align(table))
+    return "\n".join(lines) + "\n"
+
+
+def _summary(report: JourneyReport) -> str:
+    exits = ", ".join(f"{reason} {_num(n)}" for reason, n in report.exited.items())
+    parts = [
+        f"entered {_num(report.entered)}",
+        f"active {_num(report.active)}",
+        f"completed {_num(report.completed)}",
+        f"exited {_num(report.exited_total)}" + (f" ({exits})" if exits else ""),
+        f"converted {_num(report.converted)} ({report.conversion_rate:.1%})",
+    ]
+    for label, n in (("expired", report.expired), ("removed", report.removed),
+                     ("ejected", report.ejected)):
+        if n:
+            parts.append(f"{label} {_num(n)}")
+    return "   " + ", ".join(parts)
+
+
+def _num(n: int) -> str:
+    return f"{n:,}" if n else "-"
+
+
+def _align(table: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    out = []
+    for i, row in enumerate(table):
+        # Names left, numbers right: columns of figures are read by their last digits.
+        cells = [
+            cell.ljust(widths[j]) if j < 2 else cell.rjust(widths[j])
+            for j, cell in enumerate(row)
+        ]
+        out.append("   " + "  ".join(cells).rstrip())
+        if i == 0:
+            out.append("   " + "  ".join("-" * w for w in widths))
+    return out

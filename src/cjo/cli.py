@@ -1,0 +1,187 @@
+"""The ``cjo`` command: ``cjo demo`` runs the demo shop, ``cjo validate`` checks definitions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import TextIO
+
+from cjo.analytics.report import format_table, journey_report
+from cjo.clock import ManualClock
+from cjo.demo import DEMO_START, shop_channels, shop_definitions, simulate_shop
+from cjo.engine import Engine
+from cjo.errors import DefinitionError, StorageError
+from cjo.serialization import loads_definitions
+from cjo.storage.url import open_storage, redact_url
+from cjo.validation import validate_definitions
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 invalid input, 2 usage error)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        status: int = args.run(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``cjo demo | head``): not an error worth a traceback. Point
+        # stdout at devnull so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cjo", description="Customer journey orchestration inside your own application."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="simulate the demo shop and print its journey report",
+        description="Simulate a small shop (a welcome series and an abandoned-cart journey) "
+                    "with synthetic customers, then print what each journey step did. On a "
+                    "durable storage a second run continues the simulation where it stopped.",
+    )
+    demo.add_argument("--customers", type=_positive_int, default=3000,
+                      help="new customers signing up during the period (default: 3000)")
+    demo.add_argument("--days", type=_positive_float, default=14.0,
+                      help="days to simulate (default: 14)")
+    demo.add_argument("--seed", type=int, default=1,
+                      help="random seed; a resumed simulation keeps its first seed (default: 1)")
+    demo.add_argument("--storage", default="memory", metavar="URL",
+                      help="memory (default), sqlite:///path.db or postgresql://...")
+    demo.add_argument("--tick", type=_positive_float, default=5.0, metavar="MINUTES",
+                      help="simulated minutes between engine polls (default: 5)")
+    demo.add_argument("--one-by-one", action="store_true",
+                      help="call handle_event per event instead of handle_events batches")
+    demo.set_defaults(run=_demo)
+
+    validate = commands.add_parser(
+        "validate", help="check a JSON file of definitions",
+        description="Load definitions from a JSON file and run the checks publish runs. "
+                    "Prints OK, or every problem found (exit status 1).",
+    )
+    validate.add_argument("file", type=Path, metavar="FILE.json")
+    validate.add_argument("--channels", metavar="NAMES",
+                          help="comma-separated channels the host registers; when given, every "
+                               "Send step must use one of them")
+    validate.set_defaults(run=_validate)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+# --- cjo demo ------------------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        storage = open_storage(args.storage)
+    except StorageError as exc:
+        err.write(f"cjo demo: {exc}\n")
+        return 2
+    with storage:
+        clock = ManualClock(DEMO_START)
+        channels = shop_channels()
+        engine = Engine(storage, channels=dict(channels), clock=clock)
+        definitions = shop_definitions()
+        engine.publish(definitions)
+        began = time.perf_counter()
+        run = simulate_shop(
+            engine, clock, customers=args.customers, days=args.days, seed=args.seed,
+            tick=timedelta(minutes=args.tick), batch=not args.one_by_one,
+        )
+        wall = time.perf_counter() - began
+        stats, cursor = run.stats, run.cursor
+        if run.resumed and cursor.seed != args.seed:
+            err.write(f"cjo demo: continuing the simulation of seed {cursor.seed} "
+                      f"(--seed {args.seed} ignored)\n")
+        out.write(
+            f"cjo demo: simulated {_days(stats.until - stats.start)} of shop time, "
+            f"{_when(stats.start)} to {_when(stats.until)} (seed {cursor.seed}, "
+            f"storage {redact_url(args.storage)})\n"
+        )
+        if run.resumed:
+            out.write(f"  continued a simulation begun {_when(cursor.start)}; "
+                      f"period {cursor.periods}\n")
+        out.write(
+            f"  customers: {run.new_customers:,} new, {cursor.customers:,} in all; "
+            f"events: {stats.events:,} ({cursor.events:,} in all); "
+            f"profiles saved: {stats.profiles:,}\n"
+        )
+        sent = ", ".join(f"{name} {ch.sent:,}" for name, ch in sorted(channels.items()))
+        out.write(f"  messages delivered this run: {sent}\n")
+        rate = stats.events / wall if wall > 0 else 0.0
+        out.write(f"  wall time: {wall:.2f} s ({rate:,.0f} events/s, including workload "
+                  "generation)\n\n")
+        reports = [journey_report(storage, journey) for journey in definitions.journeys]
+        out.write(format_table(reports))
+    return 0
+
+
+def _days(span: timedelta) -> str:
+    days = span / timedelta(days=1)
+    return f"{days:g} day{'' if days == 1 else 's'}"
+
+
+def _when(moment: object) -> str:
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+# --- cjo validate --------------------------------------------------------------------------------
+
+
+def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    path: Path = args.file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        err.write(f"cjo validate: cannot read {path}: {exc.strerror or exc}\n")
+        return 2
+    channels = None
+    if args.channels is not None:
+        channels = [c.strip() for c in args.channels.split(",") if c.strip()]
+    try:
+        definitions = loads_definitions(text)
+        problems = validate_definitions(definitions, channels=channels)
+        if problems:
+            raise DefinitionError(problems)
+    except DefinitionError as exc:
+        count = len(exc.problems)
+        out.write(f"{path}: {count} problem{'s' if count != 1 else ''}\n")
+        for problem in exc.problems:
+            out.write(f"  - {problem}\n")
+        return 1
+    out.write(
+        f"{path}: OK ({_plural(len(definitions.journeys), 'journey')}, "
+        f"{_plural(len(definitions.segments), 'segment')}, "
+        f"{_plural(len(definitions.content), 'content item')})\n"
+    )
+    return 0
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"

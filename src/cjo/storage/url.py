@@ -1,0 +1,73 @@
+"""Opening a storage from a URL, for command lines and configuration files.
+
+``memory`` (or ``memory://``) is a fresh ``InMemoryStorage``; ``sqlite:///path.db`` and
+``postgresql://...`` open the SQL adapters, imported only when asked for so that ``import cjo``
+never needs a database driver.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from cjo.errors import StorageError
+from cjo.storage.base import Storage
+from cjo.storage.memory import InMemoryStorage
+
+__all__ = ["open_storage", "redact_url", "storage_kind"]
+
+_SQL_ADAPTERS = {
+    "sqlite": ("cjo.storage.sqlite", "SQLiteStorage"),
+    "postgresql": ("cjo.storage.postgres", "PostgresStorage"),
+}
+
+
+def storage_kind(url: str) -> str:
+    """``memory``, ``sqlite`` or ``postgresql``; raises ``StorageError`` for anything else."""
+    text = url.strip()
+    if text in ("memory", "memory://"):
+        return "memory"
+    scheme, sep, _rest = text.partition("://")
+    if sep and scheme in ("sqlite",):
+        return "sqlite"
+    if sep and scheme in ("postgresql", "postgres"):
+        return "postgresql"
+    raise StorageError(
+        f"unknown storage URL {redact_url(url)!r}: expected 'memory', 'sqlite:///path.db' or "
+        "'postgresql://user@host/db'"
+    )
+
+
+def open_storage(url: str) -> Storage:
+    """The storage a URL names. The caller closes it (``Storage`` is a context manager)."""
+    kind = storage_kind(url)
+    if kind == "memory":
+        return InMemoryStorage()
+    module_name, class_name = _SQL_ADAPTERS[kind]
+    cls = _adapter_class(module_name, class_name, url)
+    storage: Storage = cls(url.strip())
+    return storage
+
+
+def _adapter_class(module_name: str, class_name: str, url: str) -> Any:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        # Either the adapter itself or its driver (psycopg for PostgreSQL) is missing.
+        raise StorageError(
+            f"cannot open {redact_url(url)}: {module_name} is not available ({exc})"
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise StorageError(f"cannot open {redact_url(url)}: {module_name} has no {class_name}")
+    return cls
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password, for messages that end up in logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"

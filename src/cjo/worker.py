@@ -1,0 +1,94 @@
+"""The worker loop: fire due wake-ups and deliver left-over messages until told to stop.
+
+Run one loop per process (or thread) beside the code that calls ``handle_event``; with
+PostgreSQL storage, any number of them can share a database: wake-ups and messages are claimed
+with leases, so each is handled by one worker at a time::
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    run_worker(engine, stop=stop)
+
+This is the one place cjo waits in real time; everything it decides is timed by the engine's
+clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import attrs
+
+from cjo.engine import Engine
+from cjo.errors import StorageError
+
+__all__ = ["WorkerStats", "run_worker"]
+
+log = logging.getLogger("cjo.worker")
+
+
+@attrs.define
+class WorkerStats:
+    """What one ``run_worker`` call did."""
+
+    #: Passes through the loop (one ``run_due`` and one ``dispatch_pending`` each).
+    iterations: int = 0
+    #: Steps run by due wake-ups.
+    steps: int = 0
+    #: Messages queued (and dispatched) by due wake-ups.
+    messages: int = 0
+    #: Enrollments that ended on a wake-up.
+    ended: int = 0
+    #: Outbox messages delivery was attempted for by ``dispatch_pending`` (retries, left-overs).
+    dispatched: int = 0
+    #: Times the loop found nothing to do and waited ``poll_interval``.
+    idle_waits: int = 0
+    #: Passes that failed with a ``StorageError`` (logged, then retried after a wait).
+    errors: int = 0
+
+
+def run_worker(
+    engine: Engine,
+    *,
+    stop: threading.Event | None = None,
+    poll_interval: float = 1.0,
+    max_iterations: int | None = None,
+) -> WorkerStats:
+    """Call ``engine.run_due()`` and ``engine.dispatch_pending()`` until ``stop`` is set (or
+    ``max_iterations`` passes are done), waiting ``poll_interval`` seconds whenever a pass
+    found nothing to do. Setting ``stop`` ends the wait at once.
+
+    A ``StorageError`` (database unreachable, a conflict) is logged and the pass is retried
+    after ``poll_interval``: work left undone stays due, and leases taken by the failed pass
+    run out. Any other exception propagates.
+    """
+    if poll_interval < 0:
+        raise ValueError(f"poll_interval must be >= 0, got {poll_interval}")
+    if max_iterations is not None and max_iterations < 0:
+        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+    stop = stop if stop is not None else threading.Event()
+    stats = WorkerStats()
+    while not stop.is_set():
+        if max_iterations is not None and stats.iterations >= max_iterations:
+            break
+        stats.iterations += 1
+        try:
+            outcome = engine.run_due()
+            dispatched = engine.dispatch_pending()
+        except StorageError:
+            log.warning("cjo worker pass failed; retrying in %ss", poll_interval, exc_info=True)
+            stats.errors += 1
+            busy = False
+        else:
+            stats.steps += len(outcome.steps)
+            stats.messages += len(outcome.messages)
+            stats.ended += len(outcome.ended)
+            stats.dispatched += dispatched
+            busy = dispatched > 0 or not outcome.nothing_happened
+        if busy:
+            continue  # more may be due already: a batch limit may have cut this pass short
+        if max_iterations is not None and stats.iterations >= max_iterations:
+            break  # no point waiting before returning
+        stats.idle_waits += 1
+        stop.wait(poll_interval)
+    return stats

@@ -1,0 +1,58 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+_DSN_VAR = "CJO_TEST_POSTGRES_DSN"
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> str:
+    """The DSN of a PostgreSQL server for tests, from ``CJO_TEST_POSTGRES_DSN``.
+
+    Unset: the test is skipped, except when ``CI=true``, where a missing DSN, a missing driver
+    or an unreachable server fails the test (a CI job must not go green by skipping).
+    A set DSN that cannot be reached always fails: someone asked for these tests.
+    """
+    in_ci = os.environ.get("CI", "").strip().lower() == "true"
+    dsn = os.environ.get(_DSN_VAR, "").strip()
+    if not dsn:
+        message = (
+            f"{_DSN_VAR} is not set; PostgreSQL tests need a server, "
+            f"e.g. {_DSN_VAR}=postgresql://postgres@127.0.0.1:5432/test"
+        )
+        if in_ci:
+            pytest.fail(f"{message} (CI=true: failing instead of skipping)", pytrace=False)
+        pytest.skip(message)
+    try:
+        import psycopg
+    except ImportError as exc:
+        message = f"psycopg is not installed (pip install 'cjo[postgres]'): {exc}"
+        if in_ci:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        with psycopg.connect(dsn, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        pytest.fail(f"cannot reach PostgreSQL at {_DSN_VAR}: {exc}", pytrace=False)
+    return dsn
+
+
+@pytest.fixture
+def postgres_schema(postgres_dsn: str) -> Iterator[str]:
+    """A schema name no other test (or test run) uses; the schema is dropped afterwards."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"cjo_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))

@@ -1,0 +1,1 @@
+"""The storage contract (cjo.testing.StorageContract) run against each adapter."""

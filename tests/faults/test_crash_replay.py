@@ -1,0 +1,168 @@
+"""Crash at every storage call, restart, replay everything: the end state is the clean run's.
+
+For each crash point N: a fresh database, the workload until storage call N "kills the
+process", then a new engine on the same database (a new adapter object for a durable one)
+replays the whole workload from the start, and a later worker recovers (expired wake-up leases,
+undispatched outbox). The database must then hold exactly what a run without a crash left, the
+providers must have delivered exactly the expected messages, and a message may have been
+delivered twice only when the crash fell between its delivery and ``complete_outbox``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.faults.conftest import StorageFactory
+from tests.faults.crashing import CrashingStorage, SimulatedCrash
+from tests.faults.scenario import (
+    CUSTOMERS,
+    Snapshot,
+    World,
+    recover,
+    run,
+    snapshot,
+)
+
+EDGE = 25  # crash points always run at each end of the workload
+
+
+def _baseline(factory: StorageFactory, tmp: Path) -> tuple[list[str], Snapshot, dict[str, int]]:
+    tmp.mkdir()
+    storage = CrashingStorage(factory.fresh(tmp))
+    try:
+        world = World.new(storage)
+        engine, clock = world.engine()
+        run(engine, clock)
+        calls = list(storage.calls)
+        recover(engine, clock)
+        deliveries = world.deliveries()
+        return calls, snapshot(storage.inner, set(deliveries)), deliveries
+    finally:
+        storage.close()
+
+
+def crash_points(calls: list[str], budget: int) -> list[int]:
+    """Every call if the budget allows (or CJO_FAULTS_ALL=1); else both ends of the run, the
+    first and last call of every verb, and evenly spread points in between."""
+    total = len(calls)
+    if total <= budget or os.environ.get("CJO_FAULTS_ALL") == "1":
+        return list(range(1, total + 1))
+    points = set(range(1, EDGE + 1)) | set(range(total - EDGE + 1, total + 1))
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for n, verb in enumerate(calls, 1):
+        first.setdefault(verb, n)
+        last[verb] = n
+    points |= set(first.values()) | set(last.values())
+    spare = max(budget - len(points), 0)
+    points |= {1 + (k * total) // spare for k in range(spare)} if spare else set()
+    return sorted(p for p in points if 1 <= p <= total)
+
+
+def test_the_clean_run_is_what_the_journey_promises(
+    storage_factory: StorageFactory, tmp_path: Path
+) -> None:
+    calls, expected, deliveries = _baseline(storage_factory, tmp_path / "baseline")
+    assert set(deliveries.values()) == {1}
+    emails = {k for k in deliveries if k.endswith(":email:1")}
+    sms = {k for k in deliveries if k.endswith(":sms:1")}
+    assert len(emails) == 16  # 20, less 4 who bought within four hours
+    assert len(sms) == 12  # 16, less 2 who opened the email and 2 who bought after it
+    assert emails | sms == set(deliveries)
+    assert set(expected.outbox.values()) == {"delivered"}
+    assert expected.next_wake_at is None
+    assert expected.active == {}
+    statuses = {c: [e.status for e in expected.enrollments[c]] for c in CUSTOMERS}
+    assert sorted(s for (s,) in statuses.values()) == ["completed"] * 14 + ["converted"] * 6
+    # The workload exercises every verb of a customer transaction and of delivery.
+    assert {"customer.enter", "customer.commit", "customer.exit", "batch.enter", "batch.commit",
+            "batch.exit", "claim_event", "load_profile", "load_active", "history", "apply",
+            "claim_due", "claim_outbox", "complete_outbox", "outbox_entry"} <= set(calls)
+
+
+def test_crash_anywhere_then_replay_converges(
+    storage_factory: StorageFactory, tmp_path: Path
+) -> None:
+    calls, expected, expected_deliveries = _baseline(storage_factory, tmp_path / "baseline")
+    points = crash_points(calls, storage_factory.budget)
+    assert {calls[n - 1] for n in points} == set(calls), "every verb is crashed at least once"
+    failures: list[str] = []
+    for n in points:
+        problem = _crash_and_replay(storage_factory, tmp_path / f"crash{n}", n, expected,
+                                    expected_deliveries)
+        if problem:
+            failures.append(f"crash at call {n} ({calls[n - 1]}): {problem}")
+    assert not failures, f"{len(failures)} of {len(points)} crash points failed:\n" + "\n".join(
+        failures[:10]
+    )
+
+
+def _crash_and_replay(
+    factory: StorageFactory, tmp: Path, n: int, expected: Snapshot,
+    expected_deliveries: dict[str, int],
+) -> str | None:
+    tmp.mkdir()
+    storage = CrashingStorage(factory.fresh(tmp), crash_at=n)
+    world = World.new(storage)
+    engine, clock = world.engine()
+    try:
+        run(engine, clock)
+    except SimulatedCrash:
+        pass
+    else:
+        storage.close()
+        return "the workload finished without crashing"
+    assert storage.crashed is not None
+    verb, args = storage.crashed
+
+    restarted = factory.restart(storage.inner)
+    try:
+        engine, clock = world.engine(restarted)
+        run(engine, clock)
+        recover(engine, clock)
+        got = snapshot(restarted, set(expected_deliveries))
+    finally:
+        restarted.close()
+
+    if got != expected:
+        diff = [f"{field}: {getattr(got, field)!r} != {getattr(expected, field)!r}"
+                for field in ("enrollments", "profiles", "activity", "outbox", "next_wake_at",
+                              "active")
+                if getattr(got, field) != getattr(expected, field)]
+        return "final state differs: " + "; ".join(d[:400] for d in diff)
+    deliveries = world.deliveries()
+    if set(deliveries) != set(expected_deliveries):
+        missing = set(expected_deliveries) - set(deliveries)
+        unexpected = set(deliveries) - set(expected_deliveries)
+        return f"deliveries differ: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+    twice = {key for key, count in deliveries.items() if count > 1}
+    if max(deliveries.values()) > 2:
+        return f"delivered more than twice: {deliveries}"
+    # Only a death between a delivery and its complete_outbox may make the provider see the
+    # same key again (it de-duplicates by idempotency key).
+    allowed = {args[0]} if verb == "complete_outbox" else set()
+    if not twice <= allowed:
+        return f"delivered twice: {sorted(twice - allowed)}"
+    return None
+
+
+@pytest.mark.parametrize(
+    ("calls", "budget", "expected"),
+    [
+        (["a", "b", "c"], 10, [1, 2, 3]),
+        (["x"] * 200, 60, None),
+    ],
+)
+def test_crash_points_cover_the_ends_and_every_verb(
+    calls: list[str], budget: int, expected: list[int] | None
+) -> None:
+    points = crash_points(calls, budget)
+    if expected is not None:
+        assert points == expected
+    else:
+        assert points[:EDGE] == list(range(1, EDGE + 1))
+        assert points[-EDGE:] == list(range(201 - EDGE, 201))
+        assert len(points) <= budget

@@ -1,0 +1,155 @@
+"""``cjo validate`` and the storage URLs the command line accepts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cjo import InMemoryStorage, dumps_definitions
+from cjo.cli import main
+from cjo.demo import shop_definitions
+from cjo.errors import StorageError
+from cjo.storage.url import open_storage, redact_url, storage_kind
+
+
+@pytest.fixture
+def good_file(tmp_path: Path) -> Path:
+    path = tmp_path / "shop.json"
+    path.write_text(dumps_definitions(shop_definitions()), encoding="utf-8")
+    return path
+
+
+def broken(tmp_path: Path, edit) -> Path:
+    data = json.loads(dumps_definitions(shop_definitions()))
+    edit(data)
+    path = tmp_path / "broken.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_validate_ok(good_file, capsys):
+    assert main(["validate", str(good_file)]) == 0
+    out = capsys.readouterr().out
+    assert out == f"{good_file}: OK (2 journeys, 0 segments, 3 content items)\n"
+
+
+def test_validate_ok_with_the_channels_it_uses(good_file, capsys):
+    assert main(["validate", str(good_file), "--channels", "email, sms,push"]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+def test_validate_reports_unregistered_channels(good_file, capsys):
+    assert main(["validate", str(good_file), "--channels", "email"]) == 1
+    out = capsys.readouterr().out
+    assert "channel 'sms' is not registered" in out
+    assert "channel 'push' is not registered" in out
+
+
+def test_validate_lists_every_meaning_problem(tmp_path, capsys):
+    def edit(data):
+        steps = data["journeys"][1]["steps"]
+        steps["email"]["content"] = "nope"
+        steps["sms"]["next"] = "nowhere"
+        data["content"][0]["tags"] = ["not/a/tag"]
+
+    path = broken(tmp_path, edit)
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"{path}: 3 problems"
+    assert "  - journey 'abandoned_cart' v1 / step 'email': content 'nope' does not exist" in lines
+    assert any("step 'sms'" in x and "missing step 'nowhere'" in x for x in lines)
+    assert any("content 'welcome'" in x and "'not/a/tag'" in x for x in lines)
+
+
+def test_validate_reports_shape_problems(tmp_path, capsys):
+    def edit(data):
+        data["journeys"][0]["steps"]["wait_2d"]["duration"] = "two days"
+
+    path = broken(tmp_path, edit)
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"{path}: 1 problem\n")
+    assert "wait_2d" in out
+
+
+def test_validate_reports_bad_json(tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text('{"journeys": [', encoding="utf-8")
+    assert main(["validate", str(path)]) == 1
+    assert "invalid JSON" in capsys.readouterr().out
+
+
+def test_validate_missing_file(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "none.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_no_command_prints_help(capsys):
+    assert main([]) == 2
+    assert "demo" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli(good_file):
+    done = subprocess.run(
+        [sys.executable, "-m", "cjo", "validate", str(good_file)],
+        capture_output=True, text=True, check=False,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
+    )
+    assert (done.returncode, done.stdout.strip().endswith("OK (2 journeys, 0 segments, "
+                                                          "3 content items)")) == (0, True)
+
+
+# --- storage URLs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["memory", "memory://", " memory "])
+def test_memory_urls(url):
+    assert isinstance(open_storage(url), InMemoryStorage)
+    assert storage_kind(url) == "memory"
+
+
+@pytest.mark.parametrize(("url", "kind"), [
+    ("sqlite:///shop.db", "sqlite"),
+    ("sqlite:////tmp/shop.db", "sqlite"),
+    ("postgresql://cjo@localhost/cjo", "postgresql"),
+    ("postgres://cjo@localhost/cjo", "postgresql"),
+])
+def test_sql_url_kinds(url, kind):
+    assert storage_kind(url) == kind
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "shop.db", "", "sqlite", "redis://a:secret@h/0"])
+def test_unknown_urls_raise_storage_error_naming_the_url(url):
+    with pytest.raises(StorageError, match="unknown storage URL") as info:
+        open_storage(url)
+    assert redact_url(url) in str(info.value)
+    assert "secret" not in str(info.value)
+
+
+def test_missing_adapter_is_a_clear_storage_error(monkeypatch):
+    # Simulate an adapter (or its driver) that is not installed.
+    monkeypatch.setitem(sys.modules, "cjo.storage.postgres", None)
+    with pytest.raises(StorageError, match=r"cjo\.storage\.postgres is not available") as info:
+        open_storage("postgresql://u:hunter2@localhost/db")
+    assert "hunter2" not in str(info.value)
+    assert "postgresql://u:***@localhost/db" in str(info.value)
+
+
+def test_sqlite_url_opens_the_sqlite_adapter(tmp_path):
+    pytest.importorskip("cjo.storage.sqlite")
+    storage = open_storage(f"sqlite:///{tmp_path / 'shop.db'}")
+    try:
+        assert type(storage).__name__ == "SQLiteStorage"
+    finally:
+        storage.close()
+
+
+def test_redact_url():
+    assert redact_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_url("memory") == "memory"

@@ -1,0 +1,182 @@
+"""Journey reports from hand-built activity and active counts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from cjo import Branch, Case, Exit, Journey, Send, Wait, WaitForEvent, attr
+from cjo.analytics import JourneyReport, format_table, journey_report
+from cjo.analytics.report import build_report, graph_order
+from cjo.storage.base import ActivityCount
+from cjo.storage.memory import InMemoryStorage
+
+
+def journey() -> Journey:
+    # Steps deliberately declared out of graph order: rows must follow the graph.
+    return Journey(
+        id="cart",
+        name="Abandoned cart",
+        entry="wait",
+        steps={
+            "sms": Send("reminder", "sms"),
+            "email": Send("reminder", "email", next="wait_open"),
+            "wait_open": WaitForEvent("email_opened", timedelta(days=1), on_timeout="vip"),
+            "wait": WaitForEvent("purchased", timedelta(hours=4), on_timeout="email"),
+            "vip": Branch((Case(attr("vip").is_in([True]), "push"),), default="sms"),
+            "push": Send("reminder", "push", next="cool"),
+            "cool": Wait(timedelta(hours=1), next="bye"),
+            "bye": Exit("done with vip"),
+        },
+    )
+
+
+def c(step: str | None, kind: str, n: int, detail: str | None = None, *,
+      journey_id: str = "cart", version: int = 1) -> ActivityCount:
+    return ActivityCount(journey_id, version, step, kind, detail, n)
+
+
+COUNTS = [
+    c(None, "entered", 100),
+    c("wait", "step", 100),
+    c("wait", "goal", 30, "goal"),
+    c("wait", "converted", 30, "goal"),
+    c("wait", "timeout", 65, "purchased"),
+    c("wait", "exited", 2, "unsubscribed"),
+    c("email", "step", 65),
+    c("email", "sent", 60, "email"),
+    c("email", "send_failed", 5, "no content variant"),
+    c("wait_open", "step", 65),
+    c("wait_open", "event_received", 20, "email_opened"),
+    c("wait_open", "completed", 20),
+    c("wait_open", "timeout", 40, "email_opened"),
+    c("wait_open", "goal", 1, "goal"),
+    c("wait_open", "converted", 1, "goal"),
+    c("vip", "step", 40),
+    c("sms", "step", 30),
+    c("sms", "sent", 30, "sms"),
+    c("sms", "completed", 30),
+    c("push", "step", 10),
+    c("push", "sent", 10, "push"),
+    c("cool", "step", 10),
+    c("cool", "expired", 3, "max lifetime"),
+    c("bye", "step", 7),
+    c("bye", "exited", 7, "done with vip"),
+    # Another journey's counts must not leak in.
+    c(None, "entered", 999, journey_id="other"),
+    c("wait", "step", 999, journey_id="other"),
+    # A step only an older version had.
+    c("legacy", "step", 4, version=0),
+    c("legacy", "sent", 4, "email", version=0),
+]
+ACTIVE = {(1, "wait"): 3, (1, "wait_open"): 4, (0, "legacy"): 1}
+
+
+def report() -> JourneyReport:
+    return build_report(journey(), COUNTS, ACTIVE)
+
+
+def test_rows_follow_the_graph_breadth_first_from_the_entry():
+    assert graph_order(journey()) == [
+        "wait", "email", "wait_open", "vip", "push", "sms", "cool", "bye"
+    ]
+    assert [r.step_id for r in report().steps] == [
+        "wait", "email", "wait_open", "vip", "push", "sms", "cool", "bye", "legacy"
+    ]
+
+
+def test_unreachable_steps_come_after_the_graph():
+    j = Journey(id="j", entry="a", steps={"z": Send("x", "email"), "a": Send("x", "email")})
+    assert graph_order(j) == ["a", "z"]
+
+
+def test_totals():
+    r = report()
+    assert r.journey_id == "cart" and r.name == "Abandoned cart"
+    assert r.entered == 100
+    assert r.active == 8
+    assert r.completed == 50
+    assert r.exited == {"done with vip": 7, "unsubscribed": 2}
+    assert r.exited_total == 9
+    assert r.converted == 31
+    assert r.expired == 3
+    assert r.sent == {"email": 64, "push": 10, "sms": 30}
+    assert r.sent_total == 104
+    assert r.conversion_rate == pytest.approx(0.31)
+
+
+def test_step_rows():
+    r = report()
+    wait = r.step("wait")
+    assert (wait.kind, wait.reached, wait.waiting, wait.timeouts, wait.converted,
+            wait.exited) == ("wait_for_event", 100, 3, 65, 30, 2)
+    assert wait.sent == {}
+    email = r.step("email")
+    assert (email.kind, email.reached, email.sent, email.send_failed) == (
+        "send", 65, {"email": 60}, 5
+    )
+    wait_open = r.step("wait_open")
+    assert (wait_open.waiting, wait_open.events_received, wait_open.completed,
+            wait_open.timeouts, wait_open.converted) == (4, 20, 20, 40, 1)
+    assert r.step("sms").sent == {"sms": 30}
+    assert r.step("vip").kind == "branch"
+    assert r.step("cool").kind == "wait"
+    assert r.step("bye").exited == 7
+    legacy = r.step("legacy")
+    assert (legacy.kind, legacy.reached, legacy.waiting, legacy.sent_total) == ("?", 4, 1, 4)
+    with pytest.raises(KeyError):
+        r.step("nope")
+
+
+def test_empty_journey_reports_zeros():
+    r = build_report(journey(), [], {})
+    assert (r.entered, r.active, r.converted, r.conversion_rate) == (0, 0, 0, 0.0)
+    assert all(row.reached == 0 and row.waiting == 0 for row in r.steps)
+    text = format_table([r])
+    assert "entered -" in text and "converted - (0.0%)" in text
+
+
+class CannedStorage(InMemoryStorage):
+    def activity_counts(self, journey_id: str) -> list[ActivityCount]:
+        return [x for x in COUNTS if x.journey_id == journey_id]
+
+    def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
+        return dict(ACTIVE) if journey_id == "cart" else {}
+
+
+def test_journey_report_reads_the_storage_aggregates():
+    assert journey_report(CannedStorage(), journey()) == report()
+
+
+def test_format_table():
+    other = build_report(
+        Journey(id="hello", entry="s", steps={"s": Send("x", "webhook")}),
+        [c(None, "entered", 1234, journey_id="hello"),
+         c("s", "step", 1234, journey_id="hello"),
+         c("s", "sent", 1234, "webhook", journey_id="hello"),
+         c("s", "completed", 1234, journey_id="hello")],
+        {},
+    )
+    text = format_table([report(), other])
+    lines = text.splitlines()
+    assert lines[0] == "== cart (Abandoned cart)"
+    assert "entered 100, active 8, completed 50, exited 9 (done with vip 7, unsubscribed 2), "\
+           "converted 31 (31.0%), expired 3" in lines[1]
+    header = lines[2].split()
+    # Channel columns are the union over every journey, so the two tables line up.
+    assert header == ["step", "kind", "reached", "waiting", "sent:email", "sent:push",
+                      "sent:sms", "sent:webhook", "timeouts", "exited", "converted", "completed"]
+    rows = {line.split()[0]: line.split() for line in lines[4:13]}
+    assert rows["wait"] == ["wait", "wait_for_event", "100", "3", "-", "-", "-", "-", "65",
+                            "2", "30", "-"]
+    assert rows["email"][4] == "60"
+    assert rows["legacy"][:4] == ["legacy", "?", "4", "1"]
+    assert "== hello" in lines
+    assert lines[lines.index("== hello") + 4].split() == [
+        "s", "send", "1,234", "-", "-", "-", "-", "1,234", "-", "-", "-", "1,234"
+    ]
+    # Fixed width: in one table every row ends in the same column (numbers right-aligned).
+    table = lines[2:13]
+    assert len({len(line) for line in table}) == 1
+    assert text.endswith("\n")
