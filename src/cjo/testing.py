@@ -25,7 +25,7 @@ from cjo.model.journey import ExitCriterion, Goal, Journey
 from cjo.model.steps import Send, WaitForEvent
 from cjo.model.triggers import EventTrigger
 from cjo.runtime.state import Activity, Changes, Enrollment, EnrollmentStatus, PastEntry
-from cjo.storage.base import ActivityCount, DueWakeup, Storage
+from cjo.storage.base import ActivityCount, CustomerSession, DueWakeup, Storage
 
 __all__ = ["StorageContract"]
 
@@ -357,7 +357,8 @@ class StorageContract:
             DueWakeup("c1", e.id, T0 + 3 * HOUR)
         ]
 
-        e.status, e.ended_at, e.wake_at = "completed", T0 + 3 * HOUR, None
+        # Only an active enrollment wakes up, even if an ended one still names a time.
+        e.status, e.ended_at, e.wake_at = "completed", T0 + 3 * HOUR, T0 + 4 * HOUR
         _write(storage, Changes("c1", enrollments={e.id: e}))
         assert storage.next_wake_at() is None
         assert storage.claim_due(T0 + timedelta(days=9), 10, MINUTE) == []
@@ -374,7 +375,7 @@ class StorageContract:
                                 activities=[_activity("entered", customer=customer)]))
         return profile, e
 
-    def _change_everything(self, session: Any, customer: str, e: Enrollment) -> None:
+    def _change_everything(self, session: CustomerSession, customer: str, e: Enrollment) -> None:
         moved = e.copy()
         moved.step_id, moved.wake_at = "later", T0 + 5 * HOUR
         new = _enrollment(f"k:{customer}:1", customer, journey="k", wake_at=T0 + 2 * MINUTE)

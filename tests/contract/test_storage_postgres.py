@@ -213,6 +213,17 @@ def test_event_claims_are_unique_and_roll_back(storage: PostgresStorage) -> None
         assert session.claim_event("e2")  # the failed transaction kept nothing
 
 
+def test_a_session_used_after_its_transaction_is_refused(storage: PostgresStorage) -> None:
+    with storage.customer("c1", T0) as session:
+        pass
+    with pytest.raises(StorageError, match="after its transaction"):
+        session.claim_event("e1")
+    with pytest.raises(StorageError, match="after its transaction"):
+        session.load_active()
+    with pytest.raises(StorageError, match="after its transaction"):
+        session.apply(Changes("c1"))
+
+
 def test_an_error_rolls_back_everything_and_propagates_unchanged(
     storage: PostgresStorage,
 ) -> None:
@@ -314,8 +325,8 @@ def test_round_trips_per_batch_do_not_grow_with_customers(
     postgres_dsn: str, postgres_schema: str, tmp_path: Path,
 ) -> None:
     """Locks and prefetch share one round trip, writes and COMMIT another; only event claims
-    (and the first history lookup) wait for an answer in between. Counted on the wire with
-    libpq's protocol trace: one ReadyForQuery per round trip."""
+    (and the first history lookup) wait for an answer in between. Counted on the wire, in
+    libpq's protocol trace."""
     from psycopg_pool import ConnectionPool
 
     customers = [f"c{i:02}" for i in range(20)]

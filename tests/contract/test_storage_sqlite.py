@@ -278,6 +278,18 @@ def test_a_writer_held_too_long_is_a_conflict(tmp_path: Path) -> None:
             assert session.claim_event("e1")
 
 
+def test_a_batch_session_reads_what_it_applied() -> None:
+    # Batches prefetch; what a session applies must not be hidden behind that prefetch.
+    e = Enrollment("j:c1:1", "j", 1, "c1", T0, step_id="w", step_entered_at=T0)
+    with SQLiteStorage(":memory:") as storage, storage.batch(["c1", "c2"], T0) as sessions:
+        assert sessions["c1"].load_active() == []
+        assert sessions["c1"].load_profile() is None
+        sessions["c1"].apply(Changes("c1", enrollments={e.id: e}, profile=Profile("c1")))
+        assert sessions["c1"].load_active() == [e]
+        assert sessions["c1"].load_profile() == Profile("c1")
+        assert sessions["c2"].load_active() == []
+
+
 def test_reading_inside_a_transaction_from_the_same_thread_does_not_hang() -> None:
     with SQLiteStorage(":memory:") as storage, storage.customer("c1", T0) as session:
         session.apply(Changes("c1", profile=Profile("c1")))

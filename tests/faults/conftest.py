@@ -77,8 +77,9 @@ def _postgres(request: pytest.FixtureRequest) -> StorageFactory:
                 conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
                     sql.Identifier(schema)))
 
-    # A network round trip per call: fewer crash points, still spread over the whole run.
-    return StorageFactory("postgres", fresh, reopen, budget=40, cleanup=[drop_schemas])
+    # A pool and a schema per crash point cost about half a second: fewer points, still both
+    # ends of the run and every verb.
+    return StorageFactory("postgres", fresh, reopen, budget=25, cleanup=[drop_schemas])
 
 
 #: Name -> factory builder. Builders may skip (pytest.skip) when their database is unavailable.

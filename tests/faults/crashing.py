@@ -30,7 +30,7 @@ from cjo.storage.base import (
 __all__ = ["CrashingStorage", "LedgerChannel", "SimulatedCrash"]
 
 
-class SimulatedCrash(BaseException):  # noqa: N818  (it is not an error: it stands for a death)
+class SimulatedCrash(BaseException):
     """The process "died". A BaseException, like a KeyboardInterrupt: nothing may swallow it."""
 
 

@@ -45,21 +45,28 @@ def _baseline(factory: StorageFactory, tmp: Path) -> tuple[list[str], Snapshot, 
 
 
 def crash_points(calls: list[str], budget: int) -> list[int]:
-    """Every call if the budget allows (or CJO_FAULTS_ALL=1); else both ends of the run, the
-    first and last call of every verb, and evenly spread points in between."""
+    """Every call if the budget allows (or CJO_FAULTS_ALL=1); else, in this order of priority,
+    both ends of the run and the first call of every verb (always), the last call of every
+    verb, and evenly spread points in between."""
     total = len(calls)
     if total <= budget or os.environ.get("CJO_FAULTS_ALL") == "1":
         return list(range(1, total + 1))
-    points = set(range(1, EDGE + 1)) | set(range(total - EDGE + 1, total + 1))
+    edge = min(EDGE, budget // 5)
     first: dict[str, int] = {}
     last: dict[str, int] = {}
     for n, verb in enumerate(calls, 1):
         first.setdefault(verb, n)
         last[verb] = n
-    points |= set(first.values()) | set(last.values())
-    spare = max(budget - len(points), 0)
-    points |= {1 + (k * total) // spare for k in range(spare)} if spare else set()
-    return sorted(p for p in points if 1 <= p <= total)
+    points = set(range(1, edge + 1)) | set(range(total - edge + 1, total + 1))
+    points |= set(first.values())
+    for n in sorted(set(last.values())):
+        if len(points) >= budget:
+            break
+        points.add(n)
+    spare = budget - len(points)
+    if spare > 0:
+        points |= {1 + (k * total) // spare for k in range(spare)}
+    return sorted(points)
 
 
 def test_the_clean_run_is_what_the_journey_promises(
@@ -163,6 +170,7 @@ def test_crash_points_cover_the_ends_and_every_verb(
     if expected is not None:
         assert points == expected
     else:
-        assert points[:EDGE] == list(range(1, EDGE + 1))
-        assert points[-EDGE:] == list(range(201 - EDGE, 201))
+        edge = budget // 5
+        assert points[:edge] == list(range(1, edge + 1))
+        assert points[-edge:] == list(range(201 - edge, 201))
         assert len(points) <= budget

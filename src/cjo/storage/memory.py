@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+import attrs
 from sortedcontainers import SortedList
 
 from cjo.channels.base import DeliveryResult, Message
@@ -30,16 +31,17 @@ _WakeKey = tuple[datetime, datetime, str, str]
 class _Session(CustomerSession):
     __slots__ = ("_changes", "_event_ids", "_store", "customer_id")
 
-    def __init__(self, store: InMemoryStorage, customer_id: str) -> None:
+    def __init__(self, store: InMemoryStorage, customer_id: str, event_ids: set[str]) -> None:
         self._store = store
         self.customer_id = customer_id
-        self._event_ids: list[str] = []
+        # Shared by every session of one transaction: event ids are unique across customers.
+        self._event_ids = event_ids
         self._changes: list[Changes] = []
 
     def claim_event(self, event_id: str) -> bool:
         if event_id in self._store._events or event_id in self._event_ids:
             return False
-        self._event_ids.append(event_id)
+        self._event_ids.add(event_id)
         return True
 
     def load_profile(self) -> Profile | None:
@@ -86,9 +88,10 @@ class InMemoryStorage(Storage):
     @contextmanager
     def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
         with self._lock:
-            session = _Session(self, customer_id)
+            session = _Session(self, customer_id, set())
             yield session
             # Reached only when the block raised nothing: commit.
+            self._events.update(session._event_ids)
             self._commit_session(session, now)
 
     @contextmanager
@@ -96,13 +99,14 @@ class InMemoryStorage(Storage):
         self, customer_ids: Sequence[str], now: datetime
     ) -> Iterator[Mapping[str, CustomerSession]]:
         with self._lock:
-            sessions = {cid: _Session(self, cid) for cid in sorted(set(customer_ids))}
+            claimed: set[str] = set()
+            sessions = {cid: _Session(self, cid, claimed) for cid in sorted(set(customer_ids))}
             yield sessions
+            self._events.update(claimed)
             for session in sessions.values():
                 self._commit_session(session, now)
 
     def _commit_session(self, session: _Session, now: datetime) -> None:
-        self._events.update(session._event_ids)
         for changes in session._changes:
             self._commit(changes, now)
 
@@ -194,7 +198,9 @@ class InMemoryStorage(Storage):
 
     def get_profile(self, customer_id: str) -> Profile | None:
         with self._lock:
-            return self._profiles.get(customer_id)
+            p = self._profiles.get(customer_id)
+        # A copy for the host: mutating it must not change what is stored.
+        return None if p is None else attrs.evolve(p, attributes=dict(p.attributes))
 
     def get_enrollments(self, customer_id: str) -> list[Enrollment]:
         with self._lock:

@@ -267,7 +267,8 @@ class _Session(CustomerSession):
         self.customer_id = customer_id
         self._now = now
         self._open = True
-        # Batch prefetch (raw JSON); None means "query when asked".
+        # A batch's prefetch (raw JSON). ``rows`` None: nothing prefetched, query when asked;
+        # otherwise ``profile`` None means the customer has none.
         self._rows = rows
         self._profile = profile
 
@@ -287,6 +288,8 @@ class _Session(CustomerSession):
         conn = self._check()
         text = self._profile
         if text is None:
+            if self._rows is not None:
+                return None
             try:
                 row = conn.execute(_LOAD_PROFILE, (self.customer_id,)).fetchone()
             except sqlite3.Error as exc:
@@ -362,7 +365,8 @@ def _database(path_or_url: str | os.PathLike[str]) -> str:
 
 
 class SQLiteStorage(Storage):
-    """Storage in one SQLite database: a file path, ``":memory:"``, or ``"sqlite:///path.db"``.
+    """Storage in one SQLite database: a file path, ``":memory:"``, or ``"sqlite:///path.db"``
+    (``"sqlite:////absolute/path.db"``); ``database`` is the name it was opened with.
 
     The schema is created or migrated forward on open; a database written by a newer cjo
     raises ``SchemaError``. ``busy_timeout`` bounds how long a transaction waits for another
