@@ -68,7 +68,6 @@ def run_workers(dsn: str, schema: str) -> list[tuple[int, Any, list[Any], list[A
 def test_four_workers_match_one_in_memory_engine(postgres_dsn: str, postgres_schema: str) -> None:
     from cjo.storage.postgres import PostgresStorage
 
-    started = time.monotonic()
     expected_engine, expected_channels = workload.reference(SEED, CUSTOMERS)
     expected_sends = Counter(s for c in expected_channels.values() for s in c.delivered)
     expected_failures = Counter(s for c in expected_channels.values() for s in c.failed)
@@ -110,4 +109,3 @@ def test_four_workers_match_one_in_memory_engine(postgres_dsn: str, postgres_sch
             assert (entry.message, entry.status, entry.attempts, entry.last_error) == (
                 want.message, want.status, want.attempts, want.last_error
             )
-    assert time.monotonic() - started < 120, "keep this test well under a minute"

@@ -41,11 +41,29 @@ def split_fraction(customer_id: str, journey_id: str, step_id: str) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def enrollment_id_for(journey_id: str, customer_id: str, key: str | None, number: int) -> str:
-    """Deterministic ids: replaying the same events yields the same ids and idempotency keys."""
+def _base36(value: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        value, rest = divmod(value, 36)
+        out = digits[rest] + out
+        if not value:
+            return out
+
+
+def enrollment_id_for(
+    journey_id: str, customer_id: str, key: str | None, number: int, entered_at: datetime
+) -> str:
+    """Deterministic ids: replaying the same events yields the same ids and idempotency keys.
+
+    The entry instant is part of the id: after ``erase_customer`` the entry count starts again,
+    and a returning customer must not reuse an old id (providers de-duplicate on the keys
+    built from it).
+    """
+    stamp = _base36(int(entered_at.timestamp() * 1_000_000))
     if key is None:
-        return f"{journey_id}:{customer_id}:{number}"
-    return f"{journey_id}:{customer_id}:{key}:{number}"
+        return f"{journey_id}:{customer_id}:{number}.{stamp}"
+    return f"{journey_id}:{customer_id}:{key}:{number}.{stamp}"
 
 
 class _Scope:
@@ -277,7 +295,7 @@ class Decider:
             and self.changes.enrollments[eid].instance_key == key
         )
         enrollment = Enrollment(
-            id=enrollment_id_for(journey.id, self.customer_id, key, number),
+            id=enrollment_id_for(journey.id, self.customer_id, key, number, now),
             journey_id=journey.id,
             version=journey.version,
             customer_id=self.customer_id,

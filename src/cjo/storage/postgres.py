@@ -14,10 +14,12 @@ How it keeps several workers correct:
 - **Timers and outbox.** Due wake-ups and pending messages are claimed with ``FOR UPDATE SKIP
   LOCKED`` and a lease (a timestamp column), so workers never wait for each other and a crashed
   worker's claims come back once the lease runs out.
-- **Few round trips.** The transaction runs in pipeline mode: the locks and the prefetch of every
-  profile and active enrollment of the batch go in one round trip, writes are buffered by
-  ``apply`` and sent together just before ``COMMIT``. Only ``claim_event`` (and the first
-  ``history`` call of a batch) wait for an answer mid-transaction.
+- **Few round trips.** The transaction runs in pipeline mode: ``BEGIN``, the locks and the
+  prefetch of every profile and active enrollment of the batch go in one round trip; writes are
+  buffered by ``apply`` and go with the ``COMMIT`` in another. Only ``claim_event`` (and the
+  first ``history`` call of a batch) wait for an answer in between. A batch of N customers
+  holds N advisory locks: with big batches and many workers, size the server's
+  ``max_locks_per_transaction`` to match.
 - **Activity** is append-only and aggregated on read: counters updated in place would be one hot
   row every worker queues on.
 
@@ -266,7 +268,7 @@ class _Batch:
         now: datetime,
     ) -> None:
         self.storage = storage
-        self.conn = conn
+        self._conn: psycopg.Connection[Any] | None = conn
         self.customer_ids = customer_ids
         self.now = now
         self.profiles: dict[str, Profile] = {}
@@ -276,6 +278,20 @@ class _Batch:
         self.profile_rows: list[tuple[Any, ...]] = []
         self.activity_rows: list[tuple[Any, ...]] = []
         self.outbox_rows: list[tuple[Any, ...]] = []
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        self.check_open()
+        assert self._conn is not None
+        return self._conn
+
+    def check_open(self) -> None:
+        if self._conn is None:
+            # The connection is back in the pool, perhaps serving someone else by now.
+            raise StorageError("a customer session was used after its transaction ended")
+
+    def end(self) -> None:
+        self._conn = None
 
     def prefetch(self) -> None:
         q = self.storage._q
@@ -356,9 +372,11 @@ class _Session(CustomerSession):
         return cursor.fetchone() is not None
 
     def load_profile(self) -> Profile | None:
+        self._batch.check_open()
         return self._batch.profiles.get(self.customer_id)
 
     def load_active(self) -> list[Enrollment]:
+        self._batch.check_open()
         # Decoded afresh on every call: the caller owns (and mutates) what it gets.
         rows = self._batch.active.get(self.customer_id, ())
         return [enrollment_from_json(data) for _, data in rows]
@@ -373,6 +391,7 @@ class _Session(CustomerSession):
         ]
 
     def apply(self, changes: Changes) -> None:
+        self._batch.check_open()
         self._batch.add(changes)
 
 
@@ -382,7 +401,11 @@ class PostgresStorage(Storage):
     ``dsn`` is a libpq connection string or URL. ``schema`` holds cjo's tables (created and
     migrated on construction). Pass ``pool`` to share a pool you own: cjo then neither
     configures nor closes it. ``timeout`` is how long a call waits for a free connection.
-    Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``).
+    Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``);
+    ``connect_kwargs`` go to every connection (``{"prepare_threshold": None}`` behind
+    PgBouncer in transaction mode, ``{"options": "-c lock_timeout=10s"}``...).
+
+    Thread-safe. Make one per process, after any fork: connections cannot cross a fork.
     """
 
     def __init__(
@@ -510,11 +533,11 @@ class PostgresStorage(Storage):
             pipeline: AbstractContextManager[Any] = (
                 conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
             )
+            batch = _Batch(self, conn, ids, now)
             try:
                 with pipeline:
                     if manual:
                         conn.execute("BEGIN")
-                    batch = _Batch(self, conn, ids, now)
                     batch.prefetch()
                     yield {cid: _Session(batch, cid) for cid in ids}
                     # Reached only when the block raised nothing.
@@ -527,6 +550,8 @@ class PostgresStorage(Storage):
                 if not conn.broken:
                     conn.rollback()  # a no-op when the server already ended the transaction
                 raise
+            finally:
+                batch.end()
 
     # --- wake-ups ----------------------------------------------------------------------------
 
