@@ -35,7 +35,9 @@ from cjo.serialization import (
 )
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
+from cjo.storage.sqlite import SQLiteStorage
 from cjo.validation import validate_definitions
+from cjo.worker import WorkerStats, run_worker
 
 __version__ = "0.1.0"
 
@@ -69,6 +71,7 @@ __all__ = [
     "Profile",
     "RecordingChannel",
     "ReentryPolicy",
+    "SQLiteStorage",
     "Segment",
     "Send",
     "Split",
@@ -83,6 +86,7 @@ __all__ = [
     "Variant",
     "Wait",
     "WaitForEvent",
+    "WorkerStats",
     "attr",
     "ctx",
     "dump_definitions",
@@ -91,5 +95,6 @@ __all__ = [
     "load_definitions",
     "loads_definitions",
     "prop",
+    "run_worker",
     "validate_definitions",
 ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import Clock, SystemClock, ensure_aware
@@ -23,6 +24,9 @@ from cjo.runtime.state import Enrollment
 from cjo.storage.base import CustomerSession, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.validation import validate_definitions
+
+if TYPE_CHECKING:
+    from cjo.worker import WorkerStats
 
 __all__ = ["Engine"]
 
@@ -278,6 +282,21 @@ class Engine:
                 if attempts < self.max_delivery_attempts:
                     retry_at = now + self.retry_backoff * (2 ** (attempts - 1))
             storage.complete_outbox(message.idempotency_key, result, now, retry_at)
+
+    def run_worker(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        poll_interval: float = 1.0,
+        max_iterations: int | None = None,
+    ) -> WorkerStats:
+        """Fire due wake-ups and dispatch the outbox until ``stop`` is set: the loop to run in
+        each worker process (see ``cjo.worker.run_worker``)."""
+        from cjo.worker import run_worker  # noqa: PLC0415  (the worker module imports Engine)
+
+        return run_worker(
+            self, stop=stop, poll_interval=poll_interval, max_iterations=max_iterations
+        )
 
     # --- queries -----------------------------------------------------------------------------
 
