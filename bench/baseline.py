@@ -46,7 +46,7 @@ class _Cart:
 class BaselineStats:
     events: int = 0
     ticks: int = 0
-    wakeups: int = 0  # timers fired by the due phase (not by a customer's own catch-up)
+    wakeups: int = 0  # enrollments woken by the due phase (not by an event's catch-up)
     handle_seconds: float = 0.0
     due_seconds: float = 0.0
     sent: Counter[str] = field(default_factory=Counter)
@@ -167,7 +167,12 @@ class ShopBaseline:
             state = self.welcome.get(cid) if journey == "welcome" else self.cart.get(cid)
             if state is None or state.wake_at != at:
                 continue
-            self.stats.wakeups += 1
+            # Count every enrollment of the customer that is due, as cjo's claim_due does; the
+            # catch-up fires them all, leaving their other heap entries stale.
+            self.stats.wakeups += sum(
+                1 for s in (self.welcome.get(cid), self.cart.get(cid))
+                if s is not None and s.wake_at <= now
+            )
             self._catch_up(cid, now)
 
     def _catch_up(self, cid: str, now: datetime) -> None:

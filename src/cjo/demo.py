@@ -236,16 +236,20 @@ def customer_id(index: int) -> str:
 
 def customer_profile(seed: int, index: int) -> dict[str, Any]:
     """The profile of customer ``index`` in the shop of ``seed``: the same in every period."""
+    return _traits(seed, index)[0]
+
+
+def _traits(seed: int, index: int) -> tuple[dict[str, Any], float]:
+    """The profile, and how often the customer visits (heavy-tailed, mean 1)."""
     rng = random.Random(f"{seed}/profile/{index}")
     country, tz, _weight = rng.choices(_COUNTRIES, weights=_COUNTRY_WEIGHTS)[0]
-    return {
+    profile = {
         "plan": "pro" if rng.random() < _PLAN_PRO else "free",
         "first_name": rng.choice(_FIRST_NAMES),
         "country": country,
         "timezone": tz,
-        # Not a profile attribute: how often this customer visits (heavy-tailed, mean 1).
-        "_engagement": rng.expovariate(1.0),
     }
+    return profile, rng.expovariate(1.0)
 
 
 _Raw = tuple[int, int, int, str, Mapping[str, Any]]  # (second, customer, seq, name, properties)
@@ -253,8 +257,8 @@ _Emit = Callable[[int, str, Mapping[str, Any]], None]
 
 
 def _customer_events(
-    rng: random.Random, index: int, profile: Mapping[str, Any], signup_at: int | None,
-    begin: int, end: int,
+    rng: random.Random, index: int, profile: Mapping[str, Any], engagement: float,
+    signup_at: int | None, begin: int, end: int,
 ) -> list[_Raw]:
     """One customer's events in [begin, end) seconds; ``signup_at`` for new customers."""
     out: list[_Raw] = []
@@ -263,10 +267,9 @@ def _customer_events(
         if begin <= at < end:
             out.append((at, index, len(out), name, props))
 
-    rate = _SESSIONS_PER_DAY * float(profile["_engagement"])
+    rate = _SESSIONS_PER_DAY * engagement
     if signup_at is not None:
-        signup_props = {k: v for k, v in profile.items() if not k.startswith("_")}
-        emit(signup_at, "signed_up", signup_props)
+        emit(signup_at, "signed_up", profile)
         if rng.random() < _OPEN_WELCOME:
             emit(signup_at + 60 + int(rng.expovariate(1 / (4 * _HOUR))), "email_opened",
                  _OPENED["welcome"])
@@ -327,10 +330,10 @@ def shop_workload(
     signups = sorted(rng.randrange(end) for _ in range(customers)) if end > 0 else []
     raw: list[_Raw] = []
     for index in range(returning + customers):
-        profile = customer_profile(seed, index)
+        profile, engagement = _traits(seed, index)
         signup_at = signups[index - returning] if index >= returning else None
         crng = random.Random(f"{seed}/events/{period}/{index}")
-        raw.extend(_customer_events(crng, index, profile, signup_at, 0, end))
+        raw.extend(_customer_events(crng, index, profile, engagement, signup_at, 0, end))
     raw.sort(key=lambda r: (r[0], r[1], r[2]))
     return _events(raw, start, seed, period)
 

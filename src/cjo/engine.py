@@ -165,30 +165,36 @@ class Engine:
                         decider.on_event(event, now)
                 session.apply(decider.changes)
                 deciders.append(decider)
+        self._finish(deciders, now, builder)
+
+    def _finish(self, deciders: list[Decider], now: datetime, builder: OutcomeBuilder) -> None:
+        """After commit: dispatch what the group wrote to the outbox, collect what happened."""
         for decider in deciders:
             self._dispatch(decider.changes.messages, now)
-            _extend(builder, decider.outcome.build())
+            builder.absorb(decider.outcome)
 
     def run_due(self, now: datetime | None = None) -> Outcome:
         """Fire every wake-up due by ``now`` (default: the clock), earliest first. Each fires at
-        its scheduled instant, so following waits are timed from the schedule."""
+        its scheduled instant, so following waits are timed from the schedule. Customers are
+        handled in groups, one transaction per group claimed."""
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
         builder = OutcomeBuilder()
+        registry = self._registry
         while True:
             due = self.storage.claim_due(now, self.due_batch_size, self.wake_lease)
             if not due:
                 break
-            for customer_id in dict.fromkeys(d.customer_id for d in due):
-                _extend(builder, self._catch_up(customer_id, now))
+            customers = list(dict.fromkeys(d.customer_id for d in due))
+            deciders: list[Decider] = []
+            with self.storage.batch(customers, now) as sessions:
+                for customer_id in customers:
+                    session = sessions[customer_id]
+                    decider = self._decider(customer_id, session, registry)
+                    decider.catch_up(now)
+                    session.apply(decider.changes)
+                    deciders.append(decider)
+            self._finish(deciders, now, builder)
         return builder.build()
-
-    def _catch_up(self, customer_id: str, now: datetime) -> Outcome:
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(customer_id, session)
-            decider.catch_up(now)
-            session.apply(decider.changes)
-        self._dispatch(decider.changes.messages, now)
-        return decider.outcome.build()
 
     def start_journey(
         self, journey_id: str, customer_id: str, context: Mapping[str, Any] | None = None
@@ -324,10 +330,3 @@ def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:
 def _check_customer_id(customer_id: object) -> None:
     if not isinstance(customer_id, str) or not customer_id:
         raise InvalidEventError(f"customer_id must be a non-empty string, got {customer_id!r}")
-
-
-def _extend(builder: OutcomeBuilder, outcome: Outcome) -> None:
-    for name in ("entered", "steps", "messages", "ended", "goals"):
-        getattr(builder, name).extend(getattr(outcome, name))
-
-

@@ -97,6 +97,13 @@ class OutcomeBuilder:
     ended: list[Ended] = attrs.field(factory=list)
     goals: list[GoalReached] = attrs.field(factory=list)
 
+    def absorb(self, other: OutcomeBuilder) -> None:
+        self.entered.extend(other.entered)
+        self.steps.extend(other.steps)
+        self.messages.extend(other.messages)
+        self.ended.extend(other.ended)
+        self.goals.extend(other.goals)
+
     def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
         return Outcome(
             event_id=event_id,

@@ -44,7 +44,8 @@ def _points(calls: list[str]) -> dict[str, int]:
     applies_in_batch = [n for n in range(batch, len(calls)) if calls[n] == "apply"]
     sending = next(  # an apply whose transaction wrote a message (a reminder from run_due)
         n for n in range(len(calls) - 3)
-        if calls[n : n + 4] == ["apply", "customer.commit", "customer.exit", "complete_outbox"]
+        if calls[n] == "apply" and calls[n + 1].endswith(".commit")
+        and calls[n + 2].endswith(".exit") and calls[n + 3] == "complete_outbox"
     )
     return {
         # 1-based call numbers

@@ -16,7 +16,9 @@ from cjo.model.journey import Journey
 from cjo.model.steps import successors
 from cjo.storage.base import ActivityCount, Storage
 
-__all__ = ["JourneyReport", "StepRow", "build_report", "format_table", "journey_report"]
+__all__ = [
+    "JourneyReport", "StepRow", "build_report", "format_table", "graph_order", "journey_report",
+]
 
 # Activity kinds that end an enrollment (they mirror the terminal enrollment statuses).
 _ENDINGS = ("completed", "exited", "converted", "expired", "removed", "ejected")
