@@ -21,7 +21,7 @@ from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Enrollment
-from cjo.storage.base import CustomerSession, Storage
+from cjo.storage.base import CustomerSession, Delivery, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.validation import validate_definitions
 
@@ -169,8 +169,8 @@ class Engine:
 
     def _finish(self, deciders: list[Decider], now: datetime, builder: OutcomeBuilder) -> None:
         """After commit: dispatch what the group wrote to the outbox, collect what happened."""
+        self._dispatch([m for d in deciders for m in d.changes.messages], now)
         for decider in deciders:
-            self._dispatch(decider.changes.messages, now)
             builder.absorb(decider.outcome)
 
     def run_due(self, now: datetime | None = None) -> Outcome:
@@ -268,26 +268,30 @@ class Engine:
 
     def _dispatch(self, messages: Iterable[Message], now: datetime) -> None:
         storage = self.storage
+        deliveries: list[Delivery] = []
         for message in messages:
-            channel = self.channels.get(message.channel)
-            if channel is None:
-                result = DeliveryResult("rejected", error=f"no channel {message.channel!r}")
-            else:
-                try:
-                    result = channel.send(message)
-                except Exception as exc:
-                    result = DeliveryResult("failed", error=f"{type(exc).__name__}: {exc}")
-                if not isinstance(result, DeliveryResult):
-                    result = DeliveryResult(
-                        "failed", error=f"channel returned {type(result).__name__}"
-                    )
+            result = self._deliver(message)
             retry_at = None
             if result.status == "failed":
                 entry = storage.outbox_entry(message.idempotency_key)
                 attempts = (entry.attempts if entry else 0) + 1
                 if attempts < self.max_delivery_attempts:
                     retry_at = now + self.retry_backoff * (2 ** (attempts - 1))
-            storage.complete_outbox(message.idempotency_key, result, now, retry_at)
+            deliveries.append(Delivery(message.idempotency_key, result, retry_at))
+        if deliveries:
+            storage.complete_outbox_many(deliveries, now)
+
+    def _deliver(self, message: Message) -> DeliveryResult:
+        channel = self.channels.get(message.channel)
+        if channel is None:
+            return DeliveryResult("rejected", error=f"no channel {message.channel!r}")
+        try:
+            result = channel.send(message)
+        except Exception as exc:  # a failing adapter must not lose the message: retry it
+            return DeliveryResult("failed", error=f"{type(exc).__name__}: {exc}")
+        if not isinstance(result, DeliveryResult):
+            return DeliveryResult("failed", error=f"channel returned {type(result).__name__}")
+        return result
 
     def run_worker(
         self,

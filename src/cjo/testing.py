@@ -25,7 +25,7 @@ from cjo.model.journey import ExitCriterion, Goal, Journey
 from cjo.model.steps import Send, WaitForEvent
 from cjo.model.triggers import EventTrigger
 from cjo.runtime.state import Activity, Changes, Enrollment, EnrollmentStatus, PastEntry
-from cjo.storage.base import ActivityCount, CustomerSession, DueWakeup, Storage
+from cjo.storage.base import ActivityCount, CustomerSession, Delivery, DueWakeup, Storage
 
 __all__ = ["StorageContract"]
 
@@ -577,6 +577,30 @@ class StorageContract:
         entry = storage.outbox_entry("k1")
         assert entry is not None
         assert (entry.status, entry.attempts, entry.last_error) == ("delivered", 2, None)
+
+    def test_complete_outbox_many_records_each_result(self, storage: Storage) -> None:
+        _write(storage, Changes("c1", messages=[_message(k) for k in ("k1", "k2", "k3")]))
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE)
+        storage.complete_outbox_many([
+            Delivery("k1", DeliveryResult("delivered", provider_id="p1")),
+            Delivery("k2", DeliveryResult("failed", error="503"), now + HOUR),
+            Delivery("k3", DeliveryResult("rejected", error="bad address")),
+            Delivery("unknown", DeliveryResult("delivered")),
+        ], now)
+        states = {}
+        for key in ("k1", "k2", "k3"):
+            entry = storage.outbox_entry(key)
+            assert entry is not None
+            states[key] = (entry.status, entry.attempts, entry.last_error)
+        assert states == {
+            "k1": ("delivered", 1, None),
+            "k2": ("pending", 1, "503"),
+            "k3": ("rejected", 1, "bad address"),
+        }
+        assert storage.outbox_entry("unknown") is None
+        assert [m.idempotency_key for m in storage.claim_outbox(now + HOUR, 10, MINUTE)] == ["k2"]
+        storage.complete_outbox_many([], now)  # nothing to record is fine
 
     def test_complete_outbox_ignores_unknown_keys(self, storage: Storage) -> None:
         storage.complete_outbox("nope", DeliveryResult("delivered"), T0)

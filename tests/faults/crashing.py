@@ -22,6 +22,7 @@ from cjo.runtime.state import Changes, Enrollment, PastEntry
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    Delivery,
     DueWakeup,
     OutboxEntry,
     Storage,
@@ -108,6 +109,9 @@ class CrashingStorage(Storage):
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
         self._call("complete_outbox", self.inner.complete_outbox, key, result, now, retry_at)
+
+    def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        self._call("complete_outbox_many", self.inner.complete_outbox_many, deliveries, now)
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         return self._call("outbox_entry", self.inner.outbox_entry, key)  # type: ignore[no-any-return]

@@ -45,7 +45,7 @@ def _points(calls: list[str]) -> dict[str, int]:
     sending = next(  # an apply whose transaction wrote a message (a reminder from run_due)
         n for n in range(len(calls) - 3)
         if calls[n] == "apply" and calls[n + 1].endswith(".commit")
-        and calls[n + 2].endswith(".exit") and calls[n + 3] == "complete_outbox"
+        and calls[n + 2].endswith(".exit") and calls[n + 3] == "complete_outbox_many"
     )
     return {
         # 1-based call numbers

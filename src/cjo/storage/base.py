@@ -28,6 +28,7 @@ from cjo.runtime.state import Changes, Enrollment, PastEntry
 __all__ = [
     "ActivityCount",
     "CustomerSession",
+    "Delivery",
     "DueWakeup",
     "OutboxEntry",
     "OutboxStatus",
@@ -44,6 +45,15 @@ class DueWakeup:
     customer_id: str
     enrollment_id: str
     wake_at: datetime
+
+
+@attrs.frozen(slots=True)
+class Delivery:
+    """The result of one delivery attempt; with ``retry_at`` the message stays pending."""
+
+    key: str
+    result: DeliveryResult
+    retry_at: datetime | None = None
 
 
 @attrs.frozen(slots=True)
@@ -132,6 +142,11 @@ class Storage(abc.ABC):
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
         """Record a delivery attempt. With ``retry_at`` the message stays pending until then."""
+
+    def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        """Record several delivery attempts at once (one transaction in SQL adapters)."""
+        for d in deliveries:
+            self.complete_outbox(d.key, d.result, now, d.retry_at)
 
     @abc.abstractmethod
     def outbox_entry(self, key: str) -> OutboxEntry | None: ...

@@ -54,6 +54,7 @@ from cjo.runtime.state import Changes, Enrollment, PastEntry
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    Delivery,
     DueWakeup,
     OutboxEntry,
     Storage,
@@ -594,6 +595,24 @@ class PostgresStorage(Storage):
             conn.execute(
                 self._q["complete_outbox"], (status, retry_at or now, result.error, key)
             )
+
+    @_translating
+    def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        now = ensure_aware(now, "now")
+        rows = [
+            (
+                "pending" if d.retry_at is not None else d.result.status,
+                d.retry_at or now,
+                d.result.error,
+                d.key,
+            )
+            for d in deliveries
+        ]
+        if not rows:
+            return
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            # One transaction (the pool commits on leaving the block), pipelined statements.
+            cur.executemany(self._q["complete_outbox"], rows)
 
     @_translating
     def outbox_entry(self, key: str) -> OutboxEntry | None:

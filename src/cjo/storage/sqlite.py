@@ -28,6 +28,7 @@ from cjo.runtime.state import Changes, Enrollment, PastEntry
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    Delivery,
     DueWakeup,
     OutboxEntry,
     OutboxStatus,
@@ -555,6 +556,24 @@ class SQLiteStorage(Storage):
                 )
             except sqlite3.Error as exc:
                 raise _error("complete_outbox", exc) from exc
+
+    def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        rows = [
+            (
+                "pending" if d.retry_at is not None else d.result.status,
+                _us(d.retry_at if d.retry_at is not None else now),
+                d.result.error,
+                d.key,
+            )
+            for d in deliveries
+        ]
+        if not rows:
+            return
+        try:
+            with self._write() as conn:
+                conn.executemany(_COMPLETE_OUTBOX, rows)
+        except sqlite3.Error as exc:
+            raise _error("complete_outbox_many", exc) from exc
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
