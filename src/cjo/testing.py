@@ -27,7 +27,7 @@ from cjo.model.triggers import EventTrigger
 from cjo.runtime.state import Activity, Changes, Enrollment, EnrollmentStatus, PastEntry
 from cjo.storage.base import ActivityCount, CustomerSession, Delivery, DueWakeup, Storage
 
-__all__ = ["StorageContract"]
+__all__ = ["CART_CONTENT", "StorageContract", "abandoned_cart_journey"]
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -89,7 +89,9 @@ def _counts(storage: Storage, journey_id: str) -> set[ActivityCount]:
 # --- the end-to-end journey ----------------------------------------------------------------
 
 
-def _cart_journey() -> Journey:
+def abandoned_cart_journey() -> Journey:
+    """The reference journey of cjo's own tests: wait up to 4 h for a purchase, email, wait a
+    day for the email to be opened, SMS; a purchase exits (and converts) at any point."""
     return Journey(
         id="abandoned_cart",
         name="Abandoned cart",
@@ -110,7 +112,7 @@ def _cart_journey() -> Journey:
     )
 
 
-_CART_CONTENT = ContentItem(
+CART_CONTENT = ContentItem(
     "cart_reminder",
     variants=(
         Variant("email", {"subject": "{{ profile.first_name | default: 'Hi' }}, your cart",
@@ -777,7 +779,7 @@ class StorageContract:
         clock = ManualClock(T0)
         email, sms = RecordingChannel(), RecordingChannel()
         engine = Engine(storage=storage, channels={"email": email, "sms": sms}, clock=clock)
-        engine.publish(journeys=[_cart_journey()], content=[_CART_CONTENT])
+        engine.publish(journeys=[abandoned_cart_journey()], content=[CART_CONTENT])
         engine.identify("ada", {"first_name": "Ada"})
         customers = ("buyer", "opener", "ignorer", "late", "ada")
         first = [_event("added_to_cart", c, T0, f"add-{c}", item=f"{c}'s shoes")

@@ -23,7 +23,6 @@ from cjo import (
     Event,
     EventTrigger,
     ExitCriterion,
-    Goal,
     Journey,
     ManualClock,
     Message,
@@ -37,6 +36,7 @@ from cjo import (
     WaitForEvent,
     ctx,
 )
+from cjo.testing import abandoned_cart_journey
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 SLICE = timedelta(minutes=15)
@@ -50,25 +50,7 @@ CHANNELS = ("email", "sms", "push")
 # --- journeys --------------------------------------------------------------------------------
 
 
-def cart_journey() -> Journey:
-    return Journey(
-        id="abandoned_cart",
-        name="Abandoned cart",
-        trigger=EventTrigger("added_to_cart"),
-        entry="wait_purchase",
-        steps={
-            "wait_purchase": WaitForEvent(
-                "purchased", timeout=timedelta(hours=4), on_event=None, on_timeout="email"
-            ),
-            "email": Send("cart_reminder", "email", next="wait_open"),
-            "wait_open": WaitForEvent(
-                "email_opened", timeout=timedelta(days=1), on_event=None, on_timeout="sms"
-            ),
-            "sms": Send("cart_reminder", "sms"),
-        },
-        exit_criteria=(ExitCriterion("purchased", event="purchased"),),
-        goal=Goal("purchased", within=timedelta(days=7)),
-    )
+cart_journey = abandoned_cart_journey
 
 
 def welcome_journey() -> Journey:

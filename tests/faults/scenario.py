@@ -17,22 +17,15 @@ from typing import Any
 import attrs
 
 from cjo import (
-    ContentItem,
     Engine,
     Event,
-    EventTrigger,
-    ExitCriterion,
-    Goal,
-    Journey,
     ManualClock,
-    Send,
-    Variant,
-    WaitForEvent,
 )
 from cjo.channels.base import Message
 from cjo.model.events import Profile
 from cjo.runtime.state import Enrollment
 from cjo.storage.base import ActivityCount, Storage
+from cjo.testing import CART_CONTENT, abandoned_cart_journey
 from tests.faults.crashing import LedgerChannel
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -42,31 +35,10 @@ END = T0 + timedelta(days=3)
 FAR = T0 + timedelta(days=30)
 
 
-def cart_journey() -> Journey:
-    return Journey(
-        id=JOURNEY,
-        trigger=EventTrigger("added_to_cart"),
-        entry="wait_purchase",
-        steps={
-            "wait_purchase": WaitForEvent(
-                "purchased", timeout=timedelta(hours=4), on_event=None, on_timeout="email"
-            ),
-            "email": Send("cart_reminder", "email", next="wait_open"),
-            "wait_open": WaitForEvent(
-                "email_opened", timeout=timedelta(days=1), on_event=None, on_timeout="sms"
-            ),
-            "sms": Send("cart_reminder", "sms"),
-        },
-        exit_criteria=(ExitCriterion("purchased", event="purchased"),),
-        goal=Goal("purchased", within=timedelta(days=7)),
-    )
+cart_journey = abandoned_cart_journey
 
 
-CONTENT = ContentItem("cart_reminder", variants=(
-    Variant("email", {"subject": "{{ profile.first_name | default: 'Hi' }}, your cart",
-                      "body": "You left {{ event.item }} behind."}),
-    Variant("sms", {"text": "Still want {{ event.item }}?"}),
-))
+CONTENT = CART_CONTENT
 
 Action = Callable[[Engine], Any]
 

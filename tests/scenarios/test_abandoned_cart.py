@@ -7,52 +7,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cjo import (
-    ContentItem,
     Engine,
     Event,
-    EventTrigger,
-    ExitCriterion,
-    Goal,
-    Journey,
     ManualClock,
     RecordingChannel,
-    Send,
-    Variant,
-    WaitForEvent,
 )
+from cjo.testing import CART_CONTENT, abandoned_cart_journey
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
 
-def cart_journey() -> Journey:
-    return Journey(
-        id="abandoned_cart",
-        name="Abandoned cart",
-        trigger=EventTrigger("added_to_cart"),
-        entry="wait_purchase",
-        steps={
-            "wait_purchase": WaitForEvent(
-                "purchased", timeout=timedelta(hours=4), on_event=None, on_timeout="email"
-            ),
-            "email": Send("cart_reminder", "email", next="wait_open"),
-            "wait_open": WaitForEvent(
-                "email_opened", timeout=timedelta(days=1), on_event=None, on_timeout="sms"
-            ),
-            "sms": Send("cart_reminder", "sms"),
-        },
-        exit_criteria=(ExitCriterion("purchased", event="purchased"),),
-        goal=Goal("purchased", within=timedelta(days=7)),
-    )
-
-
-CONTENT = ContentItem(
-    "cart_reminder",
-    variants=(
-        Variant("email", {"subject": "{{ profile.first_name | default: 'Hi' }}, your cart",
-                          "body": "You left {{ event.item }} behind."}),
-        Variant("sms", {"text": "Still want {{ event.item }}?"}),
-    ),
-)
+cart_journey = abandoned_cart_journey
+CONTENT = CART_CONTENT
 
 
 @pytest.fixture
