@@ -8,7 +8,7 @@ from cjo.conditions import Condition, attr, ctx, in_segment, prop
 from cjo.engine import Engine
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, Profile
+from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
@@ -69,6 +69,7 @@ __all__ = [
     "Message",
     "Outcome",
     "Profile",
+    "ProfileUpdate",
     "RecordingChannel",
     "ReentryPolicy",
     "SQLiteStorage",

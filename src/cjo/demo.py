@@ -27,7 +27,7 @@ from cjo.conditions import attr, prop
 from cjo.engine import Engine
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event
+from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.steps import Branch, Case, Send, Wait, WaitForEvent
 from cjo.model.taxonomy import Category, Taxonomy
@@ -349,11 +349,17 @@ def _events(raw: list[_Raw], start: datetime, seed: int, period: int) -> Iterato
         )
 
 
-def identify_from_signup(engine: Engine, event: Event) -> Outcome:
-    """Save the profile carried by a ``signed_up`` event (see the module docstring)."""
+def profile_from_signup(event: Event) -> ProfileUpdate:
+    """The profile carried by a ``signed_up`` event (see the module docstring)."""
     props = event.properties
     attributes = {k: props[k] for k in ("plan", "first_name", "country") if k in props}
-    return engine.identify(event.customer_id, attributes, timezone=props.get("timezone"))
+    return ProfileUpdate(event.customer_id, attributes, timezone=props.get("timezone"))
+
+
+def identify_from_signup(engine: Engine, event: Event) -> Outcome:
+    """Save the profile carried by a ``signed_up`` event, on its own."""
+    update = profile_from_signup(event)
+    return engine.identify(update.customer_id, update.attributes, timezone=update.timezone)
 
 
 # --- simulation ---------------------------------------------------------------------------------
@@ -435,15 +441,21 @@ def run_simulation(
 
 
 def _handle(engine: Engine, chunk: list[Event], batch: bool, stats: SimulationStats) -> None:
+    if batch:
+        # Profiles go into the same group transactions as the events, just before the signup.
+        items: list[Event | ProfileUpdate] = []
+        for event in chunk:
+            if event.name == "signed_up":
+                items.append(profile_from_signup(event))
+                stats.profiles += 1
+            items.append(event)
+        stats.count(engine.handle_events(items))
+        return
     for event in chunk:
         if event.name == "signed_up":
             stats.count(identify_from_signup(engine, event))
             stats.profiles += 1
-    if batch:
-        stats.count(engine.handle_events(chunk))
-    else:
-        for event in chunk:
-            stats.count(engine.handle_event(event))
+        stats.count(engine.handle_event(event))
 
 
 @attrs.frozen

@@ -13,7 +13,7 @@ from cjo.content.render import Renderer
 from cjo.errors import DefinitionError, InvalidEventError, Problem, UnknownJourneyError
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, Profile
+from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
@@ -131,38 +131,49 @@ class Engine:
         self._dispatch(decider.changes.messages, now)
         return decider.outcome.build(event.event_id)
 
-    def handle_events(self, events: Iterable[Event], *, batch_size: int = 500) -> Outcome:
-        """Process many events with group commit: each group of up to ``batch_size`` events is
-        one storage transaction. Per-customer order and every guarantee of ``handle_event``
-        hold; messages are dispatched after each group commits."""
+    def handle_events(
+        self, items: Iterable[Event | ProfileUpdate], *, batch_size: int = 500
+    ) -> Outcome:
+        """Process many events (and profile updates) with group commit: each group of up to
+        ``batch_size`` items is one storage transaction. Each customer's items are handled in
+        the order given, with every guarantee of ``handle_event`` and ``identify``; messages
+        are dispatched after each group commits."""
         builder = OutcomeBuilder()
-        chunk: list[Event] = []
-        for event in events:
-            if not isinstance(event, Event):
-                raise InvalidEventError(f"expected a cjo.Event, got {type(event).__name__}")
-            if self._registry.is_relevant(event.name):
-                chunk.append(event)
-                if len(chunk) >= batch_size:
-                    self._handle_group(chunk, builder)
-                    chunk = []
+        chunk: list[Event | ProfileUpdate] = []
+        for item in items:
+            if isinstance(item, Event):
+                if not self._registry.is_relevant(item.name):
+                    continue
+            elif not isinstance(item, ProfileUpdate):
+                raise InvalidEventError(
+                    f"expected a cjo.Event or cjo.ProfileUpdate, got {type(item).__name__}"
+                )
+            chunk.append(item)
+            if len(chunk) >= batch_size:
+                self._handle_group(chunk, builder)
+                chunk = []
         if chunk:
             self._handle_group(chunk, builder)
         return builder.build()
 
-    def _handle_group(self, events: list[Event], builder: OutcomeBuilder) -> None:
+    def _handle_group(
+        self, items: list[Event | ProfileUpdate], builder: OutcomeBuilder
+    ) -> None:
         registry = self._registry
         now = self.clock.now()
-        by_customer: dict[str, list[Event]] = {}
-        for event in events:
-            by_customer.setdefault(event.customer_id, []).append(event)
+        by_customer: dict[str, list[Event | ProfileUpdate]] = {}
+        for item in items:
+            by_customer.setdefault(item.customer_id, []).append(item)
         deciders: list[Decider] = []
         with self.storage.batch(list(by_customer), now) as sessions:
-            for customer_id, customer_events in by_customer.items():
+            for customer_id, customer_items in by_customer.items():
                 session = sessions[customer_id]
                 decider = self._decider(customer_id, session, registry)
-                for event in customer_events:
-                    if session.claim_event(event.event_id):
-                        decider.on_event(event, now)
+                for item in customer_items:
+                    if isinstance(item, ProfileUpdate):
+                        decider.update_profile(item, now)
+                    elif session.claim_event(item.event_id):
+                        decider.on_event(item, now)
                 session.apply(decider.changes)
                 deciders.append(decider)
         self._finish(deciders, now, builder)
@@ -224,15 +235,11 @@ class Engine:
     ) -> Outcome:
         """Create or update a customer's profile. Exit conditions of the customer's journeys
         are re-checked against the new profile."""
-        _check_customer_id(customer_id)
-        if attributes is not None and not isinstance(attributes, Mapping):
-            raise InvalidEventError(
-                f"profile attributes must be a mapping, got {type(attributes).__name__}"
-            )
+        update = ProfileUpdate(customer_id, attributes or {}, tuple(unset), timezone, locale)
         now = self.clock.now()
         with self.storage.customer(customer_id, now) as session:
             decider = self._decider(customer_id, session)
-            decider.update_profile(dict(attributes or {}), tuple(unset), now, timezone, locale)
+            decider.update_profile(update, now)
             session.apply(decider.changes)
         self._dispatch(decider.changes.messages, now)
         return decider.outcome.build()

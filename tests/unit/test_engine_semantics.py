@@ -395,3 +395,49 @@ def test_a_customer_erased_and_back_gets_new_enrollment_ids_and_keys():
     keys = [m.idempotency_key for m in channels["email"].messages]
     assert len(keys) == 2
     assert len(set(keys)) == 2
+
+
+def test_profile_updates_share_the_group_with_events_in_order():
+    from cjo import ProfileUpdate
+
+    engine, clock, channels = make_engine()
+    journey = Journey(
+        id="j", trigger=EventTrigger("go", where=attr("vip") == True), entry="send",  # noqa: E712
+        steps={"send": Send("hello", "email")},
+    )
+    engine.publish(journeys=[journey], content=SIMPLE_CONTENT)
+    out = engine.handle_events([
+        ev("go", "a", clock.now()),                         # before the update: not a vip yet
+        ProfileUpdate("a", {"vip": True, "first_name": "Ann"}),
+        ev("go", "a", clock.now()),
+        ProfileUpdate("b", {"vip": True}, timezone="Europe/Paris", locale="fr"),
+    ])
+    assert [e.customer_id for e in out.entered] == ["a"]
+    assert channels["email"].messages[0].fields == {"subject": "Hello Ann"}
+    profile = engine.profile("b")
+    assert profile is not None
+    assert (profile.attributes, profile.timezone, profile.locale) == (
+        {"vip": True}, "Europe/Paris", "fr"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"customer_id": ""}, "customer_id"),
+        ({"attributes": [1]}, "attributes must be a mapping"),
+        ({"attributes": {2: 1}}, "attribute names"),
+        ({"unset": "plan"}, "unset"),
+        ({"timezone": 5}, "timezone"),
+    ],
+)
+def test_malformed_profile_updates_raise(kwargs, message):
+    from cjo import ProfileUpdate
+
+    base: dict[str, object] = {"customer_id": "c1"}
+    base.update(kwargs)
+    with pytest.raises(InvalidEventError, match=message):
+        ProfileUpdate(**base)  # type: ignore[arg-type]
+    engine, _, _ = make_engine()
+    with pytest.raises(InvalidEventError):
+        engine.handle_events([object()])  # type: ignore[list-item]

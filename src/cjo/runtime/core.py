@@ -16,7 +16,7 @@ from typing import Any
 from cjo.channels.base import Message
 from cjo.content.render import Renderer
 from cjo.errors import RenderError
-from cjo.model.events import Event, Profile
+from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Branch, Exit, Send, Split, UpdateProfile, Wait, WaitForEvent
 from cjo.outcome import Ended, Entered, GoalReached, OutcomeBuilder, StepRun
@@ -154,17 +154,14 @@ class Decider:
             return None
         return self._enter(cj, key, dict(context), None, now)
 
-    def update_profile(
-        self, attributes: Mapping[str, Any], unset: tuple[str, ...], now: datetime,
-        timezone: str | None = None, locale: str | None = None,
-    ) -> None:
+    def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
         self.catch_up(now)
         p = self.profile
         self._set_profile(Profile(
             p.customer_id,
-            merge_attributes(p.attributes, attributes, unset),
-            timezone if timezone is not None else p.timezone,
-            locale if locale is not None else p.locale,
+            merge_attributes(p.attributes, update.attributes, update.unset),
+            update.timezone if update.timezone is not None else p.timezone,
+            update.locale if update.locale is not None else p.locale,
         ))
         for enrollment in sorted(self.active, key=lambda e: (e.entered_at, e.id)):
             if enrollment.active:
