@@ -165,7 +165,8 @@ class Engine:
         for item in items:
             by_customer.setdefault(item.customer_id, []).append(item)
         deciders: list[Decider] = []
-        with self.storage.batch(list(by_customer), now) as sessions:
+        claims = [(i.customer_id, i.event_id) for i in items if isinstance(i, Event)]
+        with self.storage.batch(list(by_customer), now, claims=claims) as sessions:
             for customer_id, customer_items in by_customer.items():
                 session = sessions[customer_id]
                 decider = self._decider(customer_id, session, registry)

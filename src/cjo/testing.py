@@ -217,6 +217,34 @@ class StorageContract:
             assert sessions["c1"].claim_event("e1") is True
             assert sessions["c2"].claim_event("e1") is False, "event ids are global"
 
+    def test_announced_claims_answer_as_individual_claims(self, storage: Storage) -> None:
+        with storage.customer("c1", T0) as session:
+            assert session.claim_event("old")
+        claims = [("c1", "e1"), ("c2", "e1"), ("c1", "old"), ("c2", "e2")]
+        with storage.batch(["c1", "c2"], T0, claims=claims) as sessions:
+            assert sessions["c2"].claim_event("e2") is True
+            assert sessions["c1"].claim_event("e1") is True
+            assert sessions["c2"].claim_event("e1") is False
+            assert sessions["c1"].claim_event("old") is False
+            assert sessions["c1"].claim_event("unannounced") is True
+            assert sessions["c1"].claim_event("unannounced") is False
+        with storage.batch(["c1"], T0, claims=[("c1", "e1"), ("c1", "e3")]) as sessions:
+            assert sessions["c1"].claim_event("e1") is False
+            assert sessions["c1"].claim_event("e3") is True
+            assert sessions["c1"].claim_event("e3") is False
+
+    def test_announced_claims_are_rolled_back_with_the_batch(self, storage: Storage) -> None:
+        def fail() -> None:
+            with storage.batch(["c1"], T0, claims=[("c1", "e1"), ("c1", "e2")]) as sessions:
+                assert sessions["c1"].claim_event("e1")
+                raise _BoomError
+
+        with pytest.raises(_BoomError):
+            fail()
+        with storage.customer("c1", T0) as session:
+            assert session.claim_event("e1") is True
+            assert session.claim_event("e2") is True
+
     def test_claim_event_rolled_back_is_forgotten(self, storage: Storage) -> None:
         def claim_then_fail() -> None:
             with storage.customer("c1", T0) as session:

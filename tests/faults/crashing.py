@@ -86,10 +86,10 @@ class CrashingStorage(Storage):
 
     @contextmanager
     def batch(
-        self, customer_ids: Sequence[str], now: datetime
+        self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
         self.tick("batch.enter", tuple(customer_ids))
-        with self.inner.batch(customer_ids, now) as sessions:
+        with self.inner.batch(customer_ids, now, claims=claims) as sessions:
             yield {cid: _Session(self, s) for cid, s in sessions.items()}
             self.tick("batch.commit", tuple(customer_ids))
         self.tick("batch.exit", tuple(customer_ids))

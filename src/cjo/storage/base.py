@@ -112,10 +112,14 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def batch(
-        self, customer_ids: Sequence[str], now: datetime
+        self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> AbstractContextManager[Mapping[str, CustomerSession]]:
         """One transaction for several customers (group commit): their locks are taken in
-        sorted order, so two batches never deadlock. Commit on exit, roll back on error."""
+        sorted order, so two batches never deadlock. Commit on exit, roll back on error.
+
+        ``claims`` is a hint: the (customer id, event id) pairs the transaction is about to
+        ``claim_event``, in order. An adapter may claim them all up front in one statement;
+        ``claim_event`` must answer exactly as if each were claimed on its own, in order."""
 
     @contextmanager
     def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:

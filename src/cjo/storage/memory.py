@@ -96,7 +96,7 @@ class InMemoryStorage(Storage):
 
     @contextmanager
     def batch(
-        self, customer_ids: Sequence[str], now: datetime
+        self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
         with self._lock:
             claimed: set[str] = set()

@@ -161,6 +161,9 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE customer_id = ANY(%s) AND status = 'active'",
     "history": "SELECT customer_id, journey_id, instance_key, entered_at, ended_at"
     " FROM {s}.enrollments WHERE customer_id = ANY(%s) ORDER BY seq",
+    "claim_events": "INSERT INTO {s}.events (event_id, customer_id, claimed_at)"
+    " SELECT e, c, %s FROM unnest(%s::text[], %s::text[]) AS u (e, c)"
+    " ON CONFLICT DO NOTHING RETURNING event_id",
     "claim_event": "INSERT INTO {s}.events (event_id, customer_id, claimed_at)"
     " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
     "upsert_enrollment": "INSERT INTO {s}.enrollments (" + _ENROLLMENT_COLUMNS + ")"
@@ -266,9 +269,17 @@ class _Batch:
 
     def __init__(
         self, storage: PostgresStorage, conn: psycopg.Connection[Any], customer_ids: list[str],
-        now: datetime,
+        now: datetime, claims: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.storage = storage
+        # Event ids announced by the caller, claimed up front in one statement; ``fresh`` is
+        # what that statement inserted, handed out once each by claim_event.
+        first: dict[str, str] = {}  # event id -> the customer it is first announced for
+        for cid, eid in claims:
+            first.setdefault(eid, cid)
+        self._claims = list(first.items())
+        self.announced: frozenset[str] = frozenset(first)
+        self.fresh: set[str] = set()
         self._conn: psycopg.Connection[Any] | None = conn
         self.customer_ids = customer_ids
         self.now = now
@@ -301,8 +312,16 @@ class _Batch:
         # Pipelined: the locks, then both reads, in one round trip. Each read runs after the
         # locks are granted and takes its own snapshot, so it sees the previous holder's commit.
         self.conn.execute(q["lock"], [keys])
+        claimed = (
+            self.conn.execute(q["claim_events"], (
+                self.now, [eid for eid, _ in self._claims], [cid for _, cid in self._claims],
+            ))
+            if self._claims else None
+        )
         profiles = self.conn.execute(q["profiles"], [ids])
         active = self.conn.execute(q["active"], [ids])
+        if claimed is not None:
+            self.fresh = {eid for (eid,) in claimed.fetchall()}
         for cid, data in profiles.fetchall():
             self.profiles[cid] = profile_from_json(data)
         for cid, eid, data in active.fetchall():
@@ -367,6 +386,12 @@ class _Session(CustomerSession):
     @_translating
     def claim_event(self, event_id: str) -> bool:
         batch = self._batch
+        if event_id in batch.announced:
+            batch.check_open()
+            if event_id in batch.fresh:
+                batch.fresh.discard(event_id)
+                return True
+            return False  # handled before, or already handed out in this transaction
         cursor = batch.conn.execute(
             batch.storage._q["claim_event"], (event_id, self.customer_id, batch.now)
         )
@@ -523,7 +548,7 @@ class PostgresStorage(Storage):
 
     @contextmanager
     def batch(
-        self, customer_ids: Sequence[str], now: datetime
+        self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
         now = ensure_aware(now, "now")
         ids = sorted(set(customer_ids))
@@ -534,7 +559,7 @@ class PostgresStorage(Storage):
             pipeline: AbstractContextManager[Any] = (
                 conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
             )
-            batch = _Batch(self, conn, ids, now)
+            batch = _Batch(self, conn, ids, now, claims)
             try:
                 with pipeline:
                     if manual:

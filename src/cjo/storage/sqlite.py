@@ -470,8 +470,9 @@ class SQLiteStorage(Storage):
 
     @contextmanager
     def batch(
-        self, customer_ids: Sequence[str], now: datetime
+        self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
+        # claims is only a hint; claiming one id is a local call here, so it is not needed.
         ids = sorted(set(customer_ids))
         with self._lock:
             conn = self._connection()
