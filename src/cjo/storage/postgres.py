@@ -166,19 +166,27 @@ _QUERIES: dict[str, LiteralString] = {
     " ON CONFLICT DO NOTHING RETURNING event_id",
     "claim_event": "INSERT INTO {s}.events (event_id, customer_id, claimed_at)"
     " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+    # Batched writes send one array per column and unnest them server-side: one statement
+    # per table and transaction, however many rows (executemany would send one per row).
     "upsert_enrollment": "INSERT INTO {s}.enrollments (" + _ENROLLMENT_COLUMNS + ")"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json)"
+    " SELECT i, c, j, v, k, st, sp, ea, sea, ena, w, d::json FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
+    " %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::text[])"
+    " AS u (i, c, j, v, k, st, sp, ea, sea, ena, w, d)"
     " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, step_id = EXCLUDED.step_id,"
     " step_entered_at = EXCLUDED.step_entered_at, ended_at = EXCLUDED.ended_at,"
     " wake_at = EXCLUDED.wake_at, wake_lease_until = NULL, data = EXCLUDED.data",
     "upsert_profile": "INSERT INTO {s}.profiles (customer_id, updated_at, data)"
-    " VALUES (%s, %s, %s::json) ON CONFLICT (customer_id)"
-    " DO UPDATE SET updated_at = EXCLUDED.updated_at, data = EXCLUDED.data",
+    " SELECT c, t, d::json FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) AS u (c, t, d)"
+    " ON CONFLICT (customer_id) DO UPDATE SET updated_at = EXCLUDED.updated_at,"
+    " data = EXCLUDED.data",
     "insert_activity": "INSERT INTO {s}.activity"
     " (journey_id, version, step_id, kind, detail, enrollment_id, customer_id, at)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+    " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[], %s::timestamptz[])",
     "insert_outbox": "INSERT INTO {s}.outbox (key, customer_id, created_at, available_at, data)"
-    " VALUES (%s, %s, %s, %s, %s::json) ON CONFLICT (key) DO NOTHING",
+    " SELECT k, c, t, a, d::json FROM unnest(%s::text[], %s::text[], %s::timestamptz[],"
+    " %s::timestamptz[], %s::text[]) AS u (k, c, t, a, d) ON CONFLICT (key) DO NOTHING",
     # Join against a locked, limited subquery (not ``IN``) so the claim runs exactly once.
     "claim_due": "UPDATE {s}.enrollments AS e SET wake_lease_until = %(until)s"
     " FROM (SELECT id FROM {s}.enrollments"
@@ -363,17 +371,22 @@ class _Batch:
 
     def flush(self) -> None:
         q = self.storage._q
-        with self.conn.cursor() as cur:
-            # In the order given: ``seq`` records it, and "oldest first" means first written.
-            # Row locks cannot deadlock here: a customer's rows are only written under its lock.
-            for name, rows in (
-                ("upsert_enrollment", self.enrollment_rows),
-                ("upsert_profile", self.profile_rows),
-                ("insert_activity", self.activity_rows),
-                ("insert_outbox", self.outbox_rows),
-            ):
-                if rows:
-                    cur.executemany(q[name], rows)
+        # A row written twice in one transaction (a session that applied twice) keeps its
+        # first place (``seq``: oldest first means first written) and its last value.
+        enrollments = list({row[0]: row for row in self.enrollment_rows}.values())
+        profiles = list({row[0]: row for row in self.profile_rows}.values())
+        outbox: dict[str, tuple[Any, ...]] = {}
+        for row in self.outbox_rows:
+            outbox.setdefault(row[0], row)  # the first message with a key wins, as in SQL
+        # Row locks cannot deadlock here: a customer's rows are only written under its lock.
+        for name, rows in (
+            ("upsert_enrollment", enrollments),
+            ("upsert_profile", profiles),
+            ("insert_activity", self.activity_rows),
+            ("insert_outbox", list(outbox.values())),
+        ):
+            if rows:
+                self.conn.execute(q[name], [list(column) for column in zip(*rows, strict=True)])
 
 
 class _Session(CustomerSession):
