@@ -249,3 +249,20 @@ def test_bench_smoke_run_agrees_with_the_hand_written_baseline(tmp_path, monkeyp
     assert engine["sent"] == base["sent"] and sum(base["sent"].values()) > 0
     assert engine["outcomes"] == base["outcomes"]
     assert engine["wakeups"] == base["wakeups"] > 0
+
+
+def test_cli_demo_on_sqlite_resumes_the_waiting_customers(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'demo.db'}"  # an absolute path: sqlite:////tmp/...
+    first = run_cli(capsys, "--customers", "150", "--days", "3", "--storage", url)
+    waiting_first = sum(
+        int(n.replace(",", "")) for n in re.findall(r"active ([\d,]+)", first)
+    )
+    assert waiting_first > 0
+    second = run_cli(capsys, "--customers", "150", "--days", "3", "--storage", url)
+    assert "continued a simulation begun" in second and "period 2" in second
+    assert "customers: 150 new, 300 in all" in second
+    assert summary_numbers(second, "welcome")["entered"] == 300
+    # Every welcome enrollment of the first run that was waiting has moved on or finished.
+    assert summary_numbers(second, "welcome")["completed"] > summary_numbers(
+        first, "welcome"
+    )["completed"]
