@@ -21,6 +21,7 @@ from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Enrollment
+from cjo.serialization import dumps_definitions, loads_definitions
 from cjo.storage.base import CustomerSession, Delivery, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.validation import validate_definitions
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
     from cjo.worker import WorkerStats
 
 __all__ = ["Engine"]
+
+#: Where publish keeps the definitions it accepted (every journey version), as JSON.
+_DEFINITIONS_SETTING = "cjo.definitions"
 
 
 class Engine:
@@ -58,12 +62,15 @@ class Engine:
         self.retry_backoff = retry_backoff
         self._registry = Registry()
         self._renderer = Renderer()
+        self._loaded = False
 
     # --- definitions -------------------------------------------------------------------------
 
     @property
     def definitions(self) -> Definitions:
-        """Everything published so far (every journey version)."""
+        """Everything published so far (every journey version), here or by an earlier process
+        on the same storage."""
+        self._load_published()
         return self._registry.definitions
 
     def publish(
@@ -82,6 +89,7 @@ class Engine:
         on it while customers already inside older versions finish them. A published version
         cannot be changed; publish the change as a new version.
         """
+        self._load_published()
         incoming = definitions or Definitions()
         new_journeys = (*incoming.journeys, *journeys)
         new_segments = (*incoming.segments, *segments)
@@ -109,13 +117,26 @@ class Engine:
         problems.extend(validate_definitions(merged, channels=self.channels.keys()))
         if problems:
             raise DefinitionError(problems)
+        self.storage.put_setting(_DEFINITIONS_SETTING, dumps_definitions(merged, indent=None))
         self._registry = Registry.build(merged, self._registry)
+
+    def _load_published(self) -> None:
+        """Once per engine, before its first use: start from the definitions published to this
+        storage before (by any process), so enrollments in older versions can finish them and
+        a worker that publishes nothing itself still runs every journey."""
+        if self._loaded:
+            return
+        stored = self.storage.get_setting(_DEFINITIONS_SETTING)
+        if stored is not None:
+            self._registry = Registry.build(loads_definitions(stored), self._registry)
+        self._loaded = True
 
     # --- events and time ---------------------------------------------------------------------
 
     def handle_event(self, event: Event) -> Outcome:
         """Process one event for its customer in one transaction. A repeated ``event_id`` is a
         no-op (the outcome says ``duplicate``)."""
+        self._load_published()
         if not isinstance(event, Event):
             raise InvalidEventError(f"expected a cjo.Event, got {type(event).__name__}")
         registry = self._registry
@@ -138,6 +159,7 @@ class Engine:
         ``batch_size`` items is one storage transaction. Each customer's items are handled in
         the order given, with every guarantee of ``handle_event`` and ``identify``; messages
         are dispatched after each group commits."""
+        self._load_published()
         builder = OutcomeBuilder()
         chunk: list[Event | ProfileUpdate] = []
         for item in items:
@@ -190,6 +212,7 @@ class Engine:
         its scheduled instant, so following waits are timed from the schedule. Customers are
         handled in groups, one transaction per group claimed."""
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
+        self._load_published()
         builder = OutcomeBuilder()
         registry = self._registry
         while True:
@@ -213,6 +236,7 @@ class Engine:
     ) -> Outcome:
         """Start a journey for a customer explicitly (API trigger). Re-entry rules and the
         journey's audience apply; ``context`` is available to templates and conditions."""
+        self._load_published()
         cj = self._registry.latest.get(journey_id)
         if cj is None:
             raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
@@ -237,6 +261,7 @@ class Engine:
         """Create or update a customer's profile. Exit conditions of the customer's journeys
         are re-checked against the new profile."""
         update = ProfileUpdate(customer_id, attributes or {}, tuple(unset), timezone, locale)
+        self._load_published()
         now = self.clock.now()
         with self.storage.customer(customer_id, now) as session:
             decider = self._decider(customer_id, session)

@@ -114,8 +114,8 @@ def _crash_and_replay(
     tmp.mkdir()
     storage = CrashingStorage(factory.fresh(tmp), crash_at=n)
     world = World.new(storage)
-    engine, clock = world.engine()
     try:
+        engine, clock = world.engine()  # publishing reads and writes storage too
         run(engine, clock)
     except SimulatedCrash:
         pass

@@ -124,8 +124,15 @@ class Decider:
     def catch_up(self, now: datetime) -> None:
         """Fire every wake-up of this customer due by ``now``, earliest first. Each fires at its
         own due instant, so a late worker still times the following steps from the schedule."""
+        journeys = self.registry.journeys
         while True:
-            due = [e for e in self.active if e.wake_at is not None and e.wake_at <= now]
+            # An enrollment whose journey version this engine does not know is left as it is,
+            # wake-up included, until a process that knows it comes along: never dropped.
+            due = [
+                e for e in self.active
+                if e.wake_at is not None and e.wake_at <= now
+                and (e.journey_id, e.version) in journeys
+            ]
             if not due:
                 return
             self._wake(min(due, key=Enrollment.wake_order))
@@ -317,11 +324,9 @@ class Decider:
     def _wake(self, enrollment: Enrollment) -> None:
         at = enrollment.wake_at
         assert at is not None
+        cj = self.registry.journeys[(enrollment.journey_id, enrollment.version)]
         enrollment.wake_at = None
         self.changes.touch(enrollment)
-        cj = self.registry.journeys.get((enrollment.journey_id, enrollment.version))
-        if cj is None:
-            return
         if enrollment.expires_at is not None and at >= enrollment.expires_at:
             self._end(enrollment, "expired", "max lifetime", at)
             return
