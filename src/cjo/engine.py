@@ -216,18 +216,15 @@ class Engine:
         builder = OutcomeBuilder()
         registry = self._registry
         while True:
-            due = self.storage.claim_due(now, self.due_batch_size, self.wake_lease)
-            if not due:
-                break
-            customers = list(dict.fromkeys(d.customer_id for d in due))
             deciders: list[Decider] = []
-            with self.storage.batch(customers, now) as sessions:
-                for customer_id in customers:
-                    session = sessions[customer_id]
+            with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
+                for customer_id, session in sessions.items():
                     decider = self._decider(customer_id, session, registry)
                     decider.catch_up(now)
                     session.apply(decider.changes)
                     deciders.append(decider)
+            if not deciders:
+                break
             self._finish(deciders, now, builder)
         return builder.build()
 

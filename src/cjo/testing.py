@@ -529,6 +529,46 @@ class StorageContract:
         _write(storage, Changes("c1", enrollments={e.id: e}), T0 + MINUTE)
         assert [d.enrollment_id for d in storage.claim_due(T0 + MINUTE, 10, HOUR)] == [e.id]
 
+    def test_due_batch_opens_the_customers_of_due_wakeups(self, storage: Storage) -> None:
+        self._wakeups(storage)
+        now = T0 + HOUR
+        with storage.due_batch(now, 100, 5 * MINUTE) as sessions:
+            # c1's "y" (due at T0+30m) comes first, then c2's "g".
+            assert list(sessions) == ["c1", "c2"]
+            assert {e.id for e in sessions["c1"].load_active()} == {"a", "b", "x", "y", "z"}
+            done = _enrollment("y", step=None, status="completed", ended_at=now)
+            sessions["c1"].apply(Changes("c1", enrollments={"y": done}))
+        (y,) = [e for e in storage.get_enrollments("c1") if e.id == "y"]
+        assert y.status == "completed"
+        # The others stay reserved for the lease, then come back.
+        with storage.due_batch(now, 100, 5 * MINUTE) as sessions:
+            assert dict(sessions) == {}
+        with storage.due_batch(now + 5 * MINUTE, 100, 5 * MINUTE) as sessions:
+            assert list(sessions) == ["c2", "c1"]
+
+    def test_due_batch_with_nothing_due(self, storage: Storage) -> None:
+        with storage.due_batch(T0, 10, MINUTE) as sessions:
+            assert dict(sessions) == {}
+
+    def test_due_batch_rolls_back_with_an_error(self, storage: Storage) -> None:
+        e = _enrollment("j:c1:1", wake_at=T0)
+
+        _write(storage, Changes("c1", enrollments={e.id: e}))
+
+        def fail() -> None:
+            with storage.due_batch(T0, 10, MINUTE) as sessions:
+                done = _enrollment(e.id, step=None, status="completed", ended_at=T0)
+                sessions["c1"].apply(Changes("c1", enrollments={e.id: done}))
+                raise _BoomError
+
+        with pytest.raises(_BoomError):
+            fail()
+        (kept,) = storage.get_enrollments("c1")
+        assert (kept.status, kept.wake_at) == ("active", T0)
+        # Claimed again at the latest once the lease has run out.
+        with storage.due_batch(T0 + MINUTE, 10, MINUTE) as sessions:
+            assert list(sessions) == ["c1"]
+
     def test_next_wake_at(self, storage: Storage) -> None:
         assert storage.next_wake_at() is None
         self._wakeups(storage)

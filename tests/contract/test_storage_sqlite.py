@@ -291,8 +291,12 @@ def test_a_batch_session_reads_what_it_applied() -> None:
 
 
 def test_reading_inside_a_transaction_from_the_same_thread_does_not_hang() -> None:
-    with SQLiteStorage(":memory:") as storage, storage.customer("c1", T0) as session:
-        session.apply(Changes("c1", profile=Profile("c1")))
+    with SQLiteStorage(":memory:") as storage:
+        with storage.customer("c1", T0) as session:
+            session.apply(Changes("c1", profile=Profile("c1")))
+            # Answers at once (writes are buffered until commit, so it sees none yet).
+            assert storage.get_profile("c1") is None
+            assert session.load_profile() == Profile("c1")  # the session sees its own writes
         assert storage.get_profile("c1") == Profile("c1")
 
 

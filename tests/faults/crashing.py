@@ -94,6 +94,16 @@ class CrashingStorage(Storage):
             self.tick("batch.commit", tuple(customer_ids))
         self.tick("batch.exit", tuple(customer_ids))
 
+    @contextmanager
+    def due_batch(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> Iterator[Mapping[str, CustomerSession]]:
+        self.tick("due_batch.enter", (now,))
+        with self.inner.due_batch(now, limit, lease) as sessions:
+            yield {cid: _Session(self, s) for cid, s in sessions.items()}
+            self.tick("due_batch.commit", tuple(sessions))
+        self.tick("due_batch.exit", tuple(sessions))
+
     # --- everything else -------------------------------------------------------------------------
 
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueWakeup]:

@@ -87,7 +87,8 @@ def test_the_clean_run_is_what_the_journey_promises(
     # The workload exercises every verb of a customer transaction and of delivery.
     assert {"customer.enter", "customer.commit", "customer.exit", "batch.enter", "batch.commit",
             "batch.exit", "claim_event", "load_profile", "load_active", "history", "apply",
-            "claim_due", "claim_outbox", "complete_outbox_many", "outbox_entry"} <= set(calls)
+            "due_batch.enter", "due_batch.commit", "claim_outbox", "complete_outbox_many",
+            "outbox_entry"} <= set(calls)
 
 
 def test_crash_anywhere_then_replay_converges(

@@ -133,6 +133,24 @@ class Storage(abc.ABC):
         """Up to ``limit`` wake-ups due by ``now`` (earliest first) that no other worker holds,
         each reserved for ``lease``. A wake-up whose lease ran out may be claimed again."""
 
+    @contextmanager
+    def due_batch(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> Iterator[Mapping[str, CustomerSession]]:
+        """Claim up to ``limit`` due wake-ups and open one transaction for their customers
+        (in order of their earliest due wake-up); an empty mapping when nothing is due.
+
+        The default claims with ``claim_due`` (its lease protects the claim until the batch
+        commits) and then opens ``batch``. An adapter whose transactions lock the whole
+        database may claim inside the transaction instead, needing no lease at all."""
+        due = self.claim_due(now, limit, lease)
+        customers = list(dict.fromkeys(d.customer_id for d in due))
+        if not customers:
+            yield {}
+            return
+        with self.batch(customers, now) as sessions:
+            yield {cid: sessions[cid] for cid in customers}
+
     @abc.abstractmethod
     def next_wake_at(self) -> datetime | None:
         """The earliest pending wake-up, leased or not (for simulations and worker sleeps)."""

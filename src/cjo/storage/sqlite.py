@@ -164,10 +164,11 @@ _PREFETCH_ACTIVE = (
 _PREFETCH_PROFILES = (
     "SELECT customer_id, data FROM profiles WHERE customer_id IN (SELECT value FROM json_each(?))"
 )
-_HISTORY = (
-    "SELECT entered_at, ended_at FROM enrollments WHERE customer_id = ? AND +journey_id = ? "
-    "AND instance_key IS ? ORDER BY entered_at, rowid"
-)  # "+" keeps the planner on the customer index: a journey may hold millions of enrollments
+_PREFETCH_HISTORY = (
+    "SELECT customer_id, journey_id, instance_key, entered_at, ended_at FROM enrollments "
+    "WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY entered_at, rowid"
+)
+_SEEN_EVENTS = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
 _UPSERT_ENROLLMENT = (
     "INSERT INTO enrollments (id, customer_id, journey_id, version, instance_key, status, "
     "step_id, entered_at, step_entered_at, ended_at, wake_at, wake_lease_until, data) "
@@ -251,100 +252,199 @@ def _enrollment_row(e: Enrollment) -> tuple[object, ...]:
     )
 
 
+class _Txn:
+    """What the sessions of one transaction share: the connection, the prefetched rows, the
+    event ids claimed up front, and the writes buffered until commit (one executemany per
+    table, rather than one per customer)."""
+
+    __slots__ = (
+        "_history",
+        "activities",
+        "announced",
+        "conn",
+        "customer_ids",
+        "dirty",
+        "enrollments",
+        "fresh",
+        "messages",
+        "now",
+        "open",
+        "profiles",
+        "stale_history",
+        "store",
+    )
+
+    def __init__(
+        self, store: SQLiteStorage, conn: sqlite3.Connection, customer_ids: list[str],
+        now: datetime,
+    ) -> None:
+        self.store = store
+        self.conn = conn
+        self.customer_ids = customer_ids
+        self.now = now
+        self.open = True
+        self.dirty = False
+        self.announced: frozenset[str] = frozenset()
+        self.fresh: set[str] = set()
+        self.enrollments: dict[str, tuple[object, ...]] = {}
+        self.profiles: dict[str, tuple[object, ...]] = {}
+        self.messages: dict[str, tuple[object, ...]] = {}
+        self.activities: list[tuple[object, ...]] = []
+        self._history: dict[str, list[tuple[str, str | None, int, int | None]]] | None = None
+        # Customers who applied changes since the history was loaded.
+        self.stale_history: set[str] = set()
+
+    def check(self) -> sqlite3.Connection:
+        if not self.open:
+            raise StorageError("a customer session was used after its transaction ended")
+        return self.conn
+
+    def claim_up_front(self, claims: Sequence[tuple[str, str]]) -> None:
+        """Claim every announced event id in two statements; claim_event hands them out."""
+        ids = list(dict.fromkeys(eid for _, eid in claims))
+        if not ids:
+            return
+        seen = {r[0] for r in self.conn.execute(_SEEN_EVENTS, (encode(ids),))}
+        fresh = [eid for eid in ids if eid not in seen]
+        self.conn.executemany(_CLAIM_EVENT, [(eid,) for eid in fresh])
+        self.announced = frozenset(ids)
+        self.fresh = set(fresh)
+
+    def history(self, customer_id: str) -> list[tuple[str, str | None, int, int | None]]:
+        if self._history is None or customer_id in self.stale_history:
+            self.flush()
+            self.stale_history.clear()
+            # One query for the whole transaction, on first need (entries are rarer than
+            # events); later calls filter in memory.
+            history: dict[str, list[tuple[str, str | None, int, int | None]]] = {}
+            for cid, jid, key, entered, ended in self.conn.execute(
+                _PREFETCH_HISTORY, (encode(self.customer_ids),)
+            ):
+                history.setdefault(cid, []).append((jid, key, entered, ended))
+            self._history = history
+        return self._history.get(customer_id, [])
+
+    def add(self, changes: Changes) -> None:
+        now = _us(self.now)
+        for e in changes.enrollments.values():
+            self.enrollments[e.id] = _enrollment_row(e)  # a second write keeps the last value
+        if changes.profile is not None:
+            self.profiles[changes.customer_id] = (changes.customer_id, encode(changes.profile))
+        if changes.messages:
+            available = now + self.store.dispatch_lease // _MICROSECOND
+            for m in changes.messages:
+                # The first message with a key wins, as INSERT OR IGNORE would have it.
+                if m.idempotency_key not in self.messages:
+                    self.messages[m.idempotency_key] = (
+                        m.idempotency_key, m.customer_id, now, available, encode(m)
+                    )
+        self.activities.extend(
+            (a.journey_id, a.version, a.step_id, a.kind, a.detail, a.customer_id, _us(a.at))
+            for a in changes.activities
+        )
+        self.stale_history.add(changes.customer_id)
+        self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        conn = self.conn
+        for sql, rows in (
+            (_UPSERT_ENROLLMENT, list(self.enrollments.values())),
+            (_UPSERT_PROFILE, list(self.profiles.values())),
+            (_INSERT_OUTBOX, list(self.messages.values())),
+            (_INSERT_ACTIVITY, self.activities),
+        ):
+            if rows:
+                conn.executemany(sql, rows)
+        self.enrollments.clear()
+        self.profiles.clear()
+        self.messages.clear()
+        self.activities = []
+        self.dirty = False
+
+
 class _Session(CustomerSession):
-    __slots__ = ("_conn", "_now", "_open", "_profile", "_rows", "_store", "customer_id")
+    __slots__ = ("_profile", "_rows", "_txn", "customer_id")
 
     def __init__(
         self,
-        store: SQLiteStorage,
-        conn: sqlite3.Connection,
+        txn: _Txn,
         customer_id: str,
-        now: datetime,
         rows: list[str] | None = None,
         profile: str | None = None,
     ) -> None:
-        self._store = store
-        self._conn = conn
+        self._txn = txn
         self.customer_id = customer_id
-        self._now = now
-        self._open = True
         # A batch's prefetch (raw JSON). ``rows`` None: nothing prefetched, query when asked;
         # otherwise ``profile`` None means the customer has none.
         self._rows = rows
         self._profile = profile
 
-    def _check(self) -> sqlite3.Connection:
-        if not self._open:
-            raise StorageError("a customer session was used after its transaction ended")
-        return self._conn
+    def _reading(self) -> sqlite3.Connection:
+        """The connection; a read that goes to the database first flushes buffered writes, so
+        a session sees what it applied. (Applying drops the session's prefetch.)"""
+        txn = self._txn
+        conn = txn.check()
+        if self._rows is None and txn.dirty:
+            txn.flush()
+        return conn
 
     def claim_event(self, event_id: str) -> bool:
-        conn = self._check()
+        txn = self._txn
+        conn = txn.check()
+        if event_id in txn.announced:
+            if event_id in txn.fresh:
+                txn.fresh.discard(event_id)
+                return True
+            return False  # handled before, or already handed out in this transaction
         try:
             return conn.execute(_CLAIM_EVENT, (event_id,)).rowcount == 1
         except sqlite3.Error as exc:
             raise _error("claim_event", exc) from exc
 
     def load_profile(self) -> Profile | None:
-        conn = self._check()
-        text = self._profile
-        if text is None:
-            if self._rows is not None:
-                return None
-            try:
+        try:
+            conn = self._reading()
+            text = self._profile
+            if text is None:
+                if self._rows is not None:
+                    return None
                 row = conn.execute(_LOAD_PROFILE, (self.customer_id,)).fetchone()
-            except sqlite3.Error as exc:
-                raise _error("load_profile", exc) from exc
-            if row is None:
-                return None
-            text = row[0]
+                if row is None:
+                    return None
+                text = row[0]
+        except sqlite3.Error as exc:
+            raise _error("load_profile", exc) from exc
         return profile_from_json(text)
 
     def load_active(self) -> list[Enrollment]:
-        conn = self._check()
-        texts = self._rows
-        if texts is None:
-            try:
+        try:
+            conn = self._reading()
+            texts = self._rows
+            if texts is None:
                 texts = [r[0] for r in conn.execute(_LOAD_ACTIVE, (self.customer_id,))]
-            except sqlite3.Error as exc:
-                raise _error("load_active", exc) from exc
+        except sqlite3.Error as exc:
+            raise _error("load_active", exc) from exc
         # Decoded on every call, so each caller gets its own objects.
         return [enrollment_from_json(t) for t in texts]
 
     def history(self, journey_id: str, instance_key: str | None) -> list[PastEntry]:
-        conn = self._check()
+        self._txn.check()
         try:
-            rows = conn.execute(_HISTORY, (self.customer_id, journey_id, instance_key)).fetchall()
+            rows = self._txn.history(self.customer_id)
         except sqlite3.Error as exc:
             raise _error("history", exc) from exc
-        return [PastEntry(_dt(entered), None if ended is None else _dt(ended))
-                for entered, ended in rows]
+        return [
+            PastEntry(_dt(entered), None if ended is None else _dt(ended))
+            for jid, key, entered, ended in rows
+            if jid == journey_id and key == instance_key
+        ]
 
     def apply(self, changes: Changes) -> None:
-        conn = self._check()
-        # What was prefetched may now be stale: read from the database from here on.
-        self._rows = self._profile = None
-        now = _us(self._now)
-        try:
-            if changes.enrollments:
-                conn.executemany(
-                    _UPSERT_ENROLLMENT, [_enrollment_row(e) for e in changes.enrollments.values()]
-                )
-            if changes.profile is not None:
-                conn.execute(_UPSERT_PROFILE, (changes.customer_id, encode(changes.profile)))
-            if changes.messages:
-                available = now + self._store.dispatch_lease // _MICROSECOND
-                conn.executemany(_INSERT_OUTBOX, [
-                    (m.idempotency_key, m.customer_id, now, available, encode(m))
-                    for m in changes.messages
-                ])
-            if changes.activities:
-                conn.executemany(_INSERT_ACTIVITY, [
-                    (a.journey_id, a.version, a.step_id, a.kind, a.detail, a.customer_id, _us(a.at))
-                    for a in changes.activities
-                ])
-        except sqlite3.Error as exc:
-            raise _error("apply", exc) from exc
+        self._txn.check()
+        self._txn.add(changes)
+        self._rows = self._profile = None  # the prefetch is stale now: read the database
 
 
 def _database(path_or_url: str | os.PathLike[str]) -> str:
@@ -455,43 +555,43 @@ class SQLiteStorage(Storage):
 
     @contextmanager
     def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
-        with self._lock:
-            conn = self._connection()
-            self._begin(conn)
-            session = _Session(self, conn, customer_id, now)
-            try:
-                yield session
-            except BaseException:
-                self._rollback(conn)
-                raise
-            finally:
-                session._open = False
-            self._commit(conn)
+        with self._transaction([customer_id], now) as txn:
+            yield _Session(txn, customer_id)
 
     @contextmanager
     def batch(
         self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
-        # claims is only a hint; claiming one id is a local call here, so it is not needed.
         ids = sorted(set(customer_ids))
+        with self._transaction(ids, now) as txn:
+            try:
+                rows, profiles = self._prefetch(txn.conn, ids)
+                txn.claim_up_front(claims)
+            except sqlite3.Error as exc:
+                raise _error("batch prefetch", exc) from exc
+            yield {
+                cid: _Session(txn, cid, rows.get(cid, []), profiles.get(cid)) for cid in ids
+            }
+
+    @contextmanager
+    def _transaction(self, customer_ids: list[str], now: datetime) -> Iterator[_Txn]:
+        """BEGIN IMMEDIATE (it locks the whole database: no per-customer lock order to keep),
+        buffered writes flushed before COMMIT, ROLLBACK on any error."""
         with self._lock:
             conn = self._connection()
-            # BEGIN IMMEDIATE locks the whole database: no per-customer lock order to keep.
             self._begin(conn)
-            sessions: dict[str, _Session] = {}
+            txn = _Txn(self, conn, customer_ids, now)
             try:
-                rows, profiles = self._prefetch(conn, ids)
-                sessions = {
-                    cid: _Session(self, conn, cid, now, rows.get(cid, []), profiles.get(cid))
-                    for cid in ids
-                }
-                yield sessions
+                yield txn
+                try:
+                    txn.flush()
+                except sqlite3.Error as exc:
+                    raise _error("apply", exc) from exc
             except BaseException:
                 self._rollback(conn)
                 raise
             finally:
-                for session in sessions.values():
-                    session._open = False
+                txn.open = False
             self._commit(conn)
 
     @staticmethod
@@ -501,12 +601,9 @@ class SQLiteStorage(Storage):
         """Every active enrollment and profile of the batch's customers, in two queries."""
         key = encode(ids)
         rows: dict[str, list[str]] = {}
-        try:
-            for cid, data in conn.execute(_PREFETCH_ACTIVE, (key,)):
-                rows.setdefault(cid, []).append(data)
-            profiles = dict(conn.execute(_PREFETCH_PROFILES, (key,)).fetchall())
-        except sqlite3.Error as exc:
-            raise _error("batch prefetch", exc) from exc
+        for cid, data in conn.execute(_PREFETCH_ACTIVE, (key,)):
+            rows.setdefault(cid, []).append(data)
+        profiles = dict(conn.execute(_PREFETCH_PROFILES, (key,)).fetchall())
         return rows, profiles
 
     # --- wake-ups ------------------------------------------------------------------------------
@@ -522,6 +619,31 @@ class SQLiteStorage(Storage):
         except sqlite3.Error as exc:
             raise _error("claim_due", exc) from exc
         return [DueWakeup(cid, eid, _dt(at)) for cid, eid, at in rows]
+
+    @contextmanager
+    def due_batch(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> Iterator[Mapping[str, CustomerSession]]:
+        # Claim and work in one transaction (one commit, not two): BEGIN IMMEDIATE holds the
+        # write lock throughout. The lease is still written, in the same transaction, so that a
+        # wake-up left as it was (a journey version this engine does not know) is not claimed
+        # again by the next pass; a crash rolls claim and work back together.
+        now_us = _us(now)
+        with self._transaction([], now) as txn:
+            try:
+                rows = txn.conn.execute(_DUE_WAKEUPS, (now_us, now_us, limit)).fetchall()
+                if rows:
+                    until = _us(now + lease)
+                    txn.conn.executemany(_LEASE_WAKEUP, [(until, eid) for _, eid, _ in rows])
+                customers = list(dict.fromkeys(cid for cid, _, _ in rows))
+                txn.customer_ids = sorted(customers)
+                prefetched, profiles = self._prefetch(txn.conn, txn.customer_ids)
+            except sqlite3.Error as exc:
+                raise _error("claim_due", exc) from exc
+            yield {
+                cid: _Session(txn, cid, prefetched.get(cid, []), profiles.get(cid))
+                for cid in customers
+            }
 
     def next_wake_at(self) -> datetime | None:
         with self._lock:
