@@ -23,7 +23,8 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from cjo import Engine, Event, InMemoryStorage, ManualClock
 from cjo.analytics import journey_report
 from cjo.demo import DEMO_START, run_simulation, shop_channels, shop_definitions, shop_workload
 from cjo.errors import StorageError
+from cjo.runtime.core import Decider
 from cjo.storage.base import Storage
 from cjo.storage.url import open_storage, redact_url, storage_kind
 
@@ -86,18 +88,33 @@ def maxrss_mib() -> float:
     return raw / 1024 / (1024 if sys.platform == "darwin" else 1)
 
 
-def count_claims(storage: Storage) -> Callable[[], int]:
-    """Count the wake-ups ``run_due`` claims, whatever the adapter (wraps the instance method)."""
-    claimed = [0]
-    original = storage.claim_due
+@contextmanager
+def count_wakeups(engine: Engine) -> Iterator[Callable[[], int]]:
+    """Count the wake-ups ``run_due`` fires, whatever the adapter: every one goes through the
+    decision core's ``Decider._wake`` (patched for the duration, then restored)."""
+    fired = [0]
+    inside = [False]
+    original_wake = Decider._wake
+    original_run_due = engine.run_due
 
-    def claim_due(now: datetime, limit: int, lease: timedelta) -> list[Any]:
-        due = original(now, limit, lease)
-        claimed[0] += len(due)
-        return due
+    def wake(self: Decider, enrollment: Any) -> None:
+        if inside[0]:
+            fired[0] += 1
+        original_wake(self, enrollment)
 
-    storage.claim_due = claim_due  # type: ignore[method-assign]
-    return lambda: claimed[0]
+    def run_due(now: datetime | None = None) -> Any:
+        inside[0] = True
+        try:
+            return original_run_due(now)
+        finally:
+            inside[0] = False
+
+    Decider._wake = wake  # type: ignore[method-assign]
+    engine.run_due = run_due  # type: ignore[method-assign]
+    try:
+        yield lambda: fired[0]
+    finally:
+        Decider._wake = original_wake  # type: ignore[method-assign]
 
 
 def run_cjo(name: str, storage: Storage, events: Sequence[Event], *, batch: bool,
@@ -106,13 +123,14 @@ def run_cjo(name: str, storage: Storage, events: Sequence[Event], *, batch: bool
     channels = shop_channels()
     engine = Engine(storage, channels=dict(channels), clock=clock)
     engine.publish(shop_definitions())
-    claimed = count_claims(storage)
     gc.collect()
     rss_before = maxrss_mib()
-    began = time.perf_counter()
-    stats = run_simulation(engine, clock, events, tick=tick, batch=batch,
-                           until=DEMO_START + timedelta(days=days))
-    seconds = time.perf_counter() - began
+    with count_wakeups(engine) as fired:
+        began = time.perf_counter()
+        stats = run_simulation(engine, clock, events, tick=tick, batch=batch,
+                               until=DEMO_START + timedelta(days=days))
+        seconds = time.perf_counter() - began
+        wakeups = fired()
     rss_delta = maxrss_mib() - rss_before if measure_rss else None
     outcomes: dict[str, int] = {}
     for journey in shop_definitions().journeys:
@@ -124,7 +142,7 @@ def run_cjo(name: str, storage: Storage, events: Sequence[Event], *, batch: bool
         })
     return Run(
         name=name, events=stats.events, relevant=_relevant(events), seconds=seconds,
-        handle_seconds=stats.handle_seconds, due_seconds=stats.due_seconds, wakeups=claimed(),
+        handle_seconds=stats.handle_seconds, due_seconds=stats.due_seconds, wakeups=wakeups,
         sent={k: ch.sent for k, ch in sorted(channels.items())}, outcomes=outcomes,
         maxrss_delta_mib=rss_delta,
     )
