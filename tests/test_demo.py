@@ -22,6 +22,7 @@ from cjo.demo import (
     shop_workload,
     simulate_shop,
 )
+from cjo.errors import UsageError
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> str:
@@ -173,7 +174,7 @@ def test_run_simulation_stops_at_until_and_reads_no_further():
     rest = list(events)
     assert rest and all(e.timestamp >= DEMO_START + timedelta(days=2) for e in rest)
     assert stats.events > 0
-    with pytest.raises(ValueError, match="tick"):
+    with pytest.raises(UsageError, match="tick"):
         run_simulation(engine, clock, [], tick=timedelta(0))
 
 

@@ -25,6 +25,7 @@ from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock
 from cjo.conditions import attr, prop
 from cjo.engine import Engine
+from cjo.errors import UsageError
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
@@ -406,7 +407,7 @@ def run_simulation(
     waits due by then fire; customers still waiting stay in storage for the next run.
     """
     if tick <= timedelta(0):
-        raise ValueError(f"tick must be positive, got {tick}")
+        raise UsageError(f"tick must be positive, got {tick}")
     start = clock.now()
     stats = SimulationStats(start=start, until=start)
     it = iter(events)

@@ -7,6 +7,7 @@ The tree::
     ├── InvalidEventError        an event is malformed (no customer, naive timestamp...)
     ├── UnknownJourneyError      a journey id that was never published
     ├── ClockError               a clock asked to go backwards, or a naive "now"
+    ├── UsageError               a call's argument is out of range (a negative poll interval...)
     ├── RenderError              a content template failed to render for one message
     ├── ChannelError             a channel adapter raised or returned nonsense
     └── StorageError             a storage adapter failed; nothing half-written was kept
@@ -32,6 +33,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "UnknownJourneyError",
+    "UsageError",
 ]
 
 
@@ -71,6 +73,10 @@ class UnknownJourneyError(CjoError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown journey"
+
+
+class UsageError(CjoError, ValueError):
+    """A call's argument is out of range; nothing was done."""
 
 
 class ClockError(CjoError, ValueError):

@@ -20,7 +20,7 @@ import threading
 import attrs
 
 from cjo.engine import Engine
-from cjo.errors import StorageError
+from cjo.errors import StorageError, UsageError
 
 __all__ = ["WorkerStats", "run_worker"]
 
@@ -63,9 +63,9 @@ def run_worker(
     run out. Any other exception propagates.
     """
     if poll_interval < 0:
-        raise ValueError(f"poll_interval must be >= 0, got {poll_interval}")
+        raise UsageError(f"poll_interval must be >= 0, got {poll_interval}")
     if max_iterations is not None and max_iterations < 0:
-        raise ValueError(f"max_iterations must be >= 0, got {max_iterations}")
+        raise UsageError(f"max_iterations must be >= 0, got {max_iterations}")
     stop = stop if stop is not None else threading.Event()
     stats = WorkerStats()
     while not stop.is_set():

@@ -23,7 +23,7 @@ from cjo import (
     Variant,
     Wait,
 )
-from cjo.errors import ConflictError
+from cjo.errors import ConflictError, UsageError
 from cjo.worker import WorkerStats, run_worker
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -156,7 +156,7 @@ def test_other_errors_propagate() -> None:
 @pytest.mark.parametrize("kwargs", [{"poll_interval": -1}, {"max_iterations": -1}])
 def test_bad_arguments(kwargs: dict[str, float]) -> None:
     engine = engine_on(None, ManualClock(T0), RecordingChannel())
-    with pytest.raises(ValueError, match="must be >= 0"):
+    with pytest.raises(UsageError, match="must be >= 0"):
         run_worker(engine, **kwargs)  # type: ignore[arg-type]
 
 
