@@ -12,6 +12,7 @@ The tree::
     ├── ChannelError             a channel adapter raised or returned nonsense
     └── StorageError             a storage adapter failed; nothing half-written was kept
         ├── ConflictError        another worker changed the same customer at the same time
+        ├── CorruptRecordError   a stored customer record cannot be decoded (names the customer)
         └── SchemaError          the database schema is newer than this cjo, or cannot be migrated
 """
 
@@ -26,6 +27,7 @@ __all__ = [
     "CjoError",
     "ClockError",
     "ConflictError",
+    "CorruptRecordError",
     "DefinitionError",
     "InvalidEventError",
     "Problem",
@@ -97,6 +99,15 @@ class StorageError(CjoError):
 
 class ConflictError(StorageError):
     """Another worker changed the same customer concurrently; retrying is safe."""
+
+
+class CorruptRecordError(StorageError):
+    """A stored customer record cannot be decoded. ``customer_id`` names it; workers set such
+    a record aside (it is kept, no longer claimed) and go on with the others."""
+
+    def __init__(self, customer_id: str, reason: str) -> None:
+        self.customer_id = customer_id
+        super().__init__(f"the stored record of customer {customer_id!r} cannot be read: {reason}")
 
 
 class SchemaError(StorageError):
