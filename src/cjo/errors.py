@@ -1,14 +1,17 @@
 """Every exception cjo raises on purpose.
 
-The tree::
+The tree (docs/limits.md says what each one means and what to do about it)::
 
     CjoError
-    ├── DefinitionError          definitions are invalid (lists every problem)
-    ├── InvalidEventError        an event is malformed (no customer, naive timestamp...)
+    ├── DefinitionError          definitions are invalid or over a limit (lists every problem)
+    ├── InvalidEventError        an event or profile update is malformed, or holds a value that
+    │                            cannot be stored alike everywhere (NaN, Decimal, a NUL in an
+    │                            id...); nothing was stored
     ├── UnknownJourneyError      a journey id that was never published
     ├── ClockError               a clock asked to go backwards, or a naive "now"
     ├── UsageError               a call's argument is out of range (a negative poll interval...)
     ├── RenderError              a content template failed to render for one message
+    │   └── RenderLimitError     ...because it hit a template limit (loops, output, time)
     ├── ChannelError             a channel adapter raised or returned nonsense
     └── StorageError             a storage adapter failed; nothing half-written was kept
         ├── ConflictError        another worker changed the same customer at the same time
@@ -32,6 +35,7 @@ __all__ = [
     "InvalidEventError",
     "Problem",
     "RenderError",
+    "RenderLimitError",
     "SchemaError",
     "StorageError",
     "UnknownJourneyError",
@@ -87,6 +91,11 @@ class ClockError(CjoError, ValueError):
 
 class RenderError(CjoError):
     """A content template could not be rendered for one message."""
+
+
+class RenderLimitError(RenderError):
+    """A content template hit a template limit (``cjo.limits.Limits``): too many loop
+    iterations, too much output or too many assigned bytes, or too long to render."""
 
 
 class ChannelError(CjoError):

@@ -1,0 +1,223 @@
+"""Limits: how much work one template, one definition or one event may ask of cjo.
+
+cjo runs inside applications that take input from customers, marketers and other services.
+Every limit that bounds that input lives here, with its default and its reason, so that a host
+can see them in one place and raise one where its own definitions need more room.
+
+:class:`Limits` holds the configurable ones. The constants below it are fixed, because they
+keep a value storable on every storage adapter alike (PostgreSQL's ``integer`` and ``bigint``,
+JSON, UTF-8 text) rather than bounding work.
+
+The two nesting guards at the bottom run before any recursive code sees definitions data:
+Python's ``json`` module and the cattrs converter recurse once per nesting level, and a deep
+enough document would otherwise end in ``RecursionError`` instead of a ``DefinitionError``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+import attrs
+
+from cjo.errors import DefinitionError, Problem, UsageError
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "MAX_INT",
+    "MAX_TIMESTAMP",
+    "MAX_VALUE_DEPTH",
+    "MAX_VERSION",
+    "MIN_TIMESTAMP",
+    "Limits",
+    "check_json_nesting",
+    "check_nesting",
+]
+
+#: Longest id (customer, event, event name, profile time zone and locale), in characters.
+#: Ids are index keys; a megabyte id breaks a PostgreSQL B-tree index.
+MAX_ID_LENGTH: Final = 256
+
+#: Deepest nesting of lists and objects inside one event property or profile attribute.
+MAX_VALUE_DEPTH: Final = 16
+
+#: Largest integer magnitude in a value: PostgreSQL ``bigint`` and SQLite's integers hold no more.
+MAX_INT: Final = 2**63 - 1
+
+#: Largest journey version: PostgreSQL ``integer``.
+MAX_VERSION: Final = 2**31 - 1
+
+#: Event timestamps must fall in [MIN_TIMESTAMP, MAX_TIMESTAMP): far enough from the ends of
+#: ``datetime`` that adding the longest duration or subtracting a window never overflows.
+MIN_TIMESTAMP: Final = datetime(1900, 1, 1, tzinfo=UTC)
+MAX_TIMESTAMP: Final = datetime(9000, 1, 1, tzinfo=UTC)
+
+# cattrs spends several Python frames on each nesting level; above this the converter could
+# reach Python's default recursion limit (1000) before the nesting guard has a say.
+_JSON_DEPTH_CEILING: Final = 200
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Every configurable limit, with its default. Pass one to the places that enforce them::
+
+        Limits(max_steps_per_journey=5_000)
+
+    Templates (enforced at every render, and at publish against a sample):
+
+    - ``max_template_length``: characters in one content field's source.
+    - ``max_loop_iterations``: loop iterations in one render of one field, all ``for`` and
+      ``tablerow`` loops together (Liquid's own nested-loop limit is set to the same number);
+      also the longest range, such as ``(1..n)``, a filter may be given.
+    - ``max_render_output``: bytes (UTF-8) one rendered field may write, ``capture`` included.
+    - ``max_template_variables``: bytes held by the variables one render assigns or captures
+      (as ``sys.getsizeof`` counts them): what stops string doubling.
+    - ``render_timeout``: wall-clock time one render of one field may take; ``None`` turns it
+      off. A backstop for what the counts above cannot see (a slow filter on a large profile
+      value); it is the only limit that depends on the machine, so it is set generously.
+
+    Definitions (checked by ``validate_definitions``, so at every publish):
+
+    - ``max_condition_depth``: how deeply and/or/not may nest in one condition.
+    - ``max_condition_nodes``: nodes in one condition tree.
+    - ``max_condition_values``: values in one ``in`` or ``not_in`` list.
+    - ``max_steps_per_journey``: steps in one journey version.
+    - ``max_steps_per_advance``: steps one customer may run through without a wait: the longest
+      chain of sends, branches, splits and profile updates between two waits.
+    - ``max_branches_per_step``: cases of a Branch, paths of a Split.
+    - ``max_variants_per_content``: variants (channel and locale) of one content item.
+    - ``max_fields_per_variant``: fields of one variant.
+    - ``max_attributes_per_update``: attributes one UpdateProfile step sets and unsets.
+    - ``min_wait``: shortest Wait duration and WaitForEvent timeout.
+    - ``max_duration``: longest duration anywhere in a definition (waits, timeouts, lifetimes,
+      goal windows, re-entry windows).
+    - ``max_json_depth``: nesting of definitions data (JSON objects and lists) accepted by
+      ``load_definitions`` and ``loads_definitions``; must leave room for the deepest condition
+      (two levels per and/or) plus the deepest value.
+
+    Catch-up (enforced by the decision core when ``run_due`` runs late):
+
+    - ``max_messages_per_catch_up``: messages one customer may be sent by one wake-up.
+    """
+
+    max_template_length: int = 100_000
+    max_loop_iterations: int = 10_000
+    max_render_output: int = 1_000_000
+    max_template_variables: int = 1_000_000
+    render_timeout: timedelta | None = timedelta(seconds=1)
+
+    max_condition_depth: int = 32
+    max_condition_nodes: int = 1_000
+    max_condition_values: int = 10_000
+    max_steps_per_journey: int = 1_000
+    max_steps_per_advance: int = 100
+    max_branches_per_step: int = 100
+    max_variants_per_content: int = 100
+    max_fields_per_variant: int = 50
+    max_attributes_per_update: int = 100
+    min_wait: timedelta = timedelta(minutes=1)
+    max_duration: timedelta = timedelta(days=3_650)
+    max_json_depth: int = 100
+
+    max_messages_per_catch_up: int = 10
+
+    def __attrs_post_init__(self) -> None:
+        problems: list[str] = []
+        for field in attrs.fields(type(self)):
+            value = getattr(self, field.name)
+            if isinstance(value, bool) or (isinstance(value, int) and value < 1):
+                problems.append(f"{field.name} must be a positive integer, got {value!r}")
+            elif isinstance(value, timedelta) and value <= timedelta(0):
+                problems.append(f"{field.name} must be positive, got {value}")
+            elif not isinstance(value, int | timedelta) and value is not None:
+                problems.append(f"{field.name} has the wrong type: {value!r}")
+        if self.min_wait > self.max_duration:
+            problems.append(f"min_wait {self.min_wait} is longer than max_duration "
+                            f"{self.max_duration}")
+        needed = 2 * self.max_condition_depth + MAX_VALUE_DEPTH + 16
+        if self.max_json_depth < needed:
+            problems.append(
+                f"max_json_depth {self.max_json_depth} leaves no room for conditions "
+                f"{self.max_condition_depth} deep; it must be at least {needed}"
+            )
+        if self.max_json_depth > _JSON_DEPTH_CEILING:
+            problems.append(
+                f"max_json_depth {self.max_json_depth} is above {_JSON_DEPTH_CEILING}, where "
+                "loading could reach Python's recursion limit"
+            )
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+# --- nesting guards ----------------------------------------------------------------------------
+
+# A JSON string, escapes included. Possessive, so an unterminated string costs one linear scan.
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]++")
+
+
+def json_nesting(text: str) -> int:
+    """How deeply objects and lists nest in JSON ``text`` (0 for a scalar).
+
+    Computed without parsing, in time linear in the text: strings are removed first (brackets
+    inside them do not count), then every bracket moves the depth by one.
+    """
+    brackets = _NOT_A_BRACKET.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def check_json_nesting(text: str, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise ``DefinitionError`` if JSON ``text`` nests deeper than ``limits.max_json_depth``.
+
+    Call before ``json.loads``, whose parser recurses once per level.
+    """
+    # Cheap exit: nesting can never exceed the number of opening brackets.
+    if text.count("[") + text.count("{") <= limits.max_json_depth:
+        return
+    depth = json_nesting(text)
+    if depth > limits.max_json_depth:
+        raise DefinitionError([Problem("$", _too_deep(depth, limits))])
+
+
+def check_nesting(data: object, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise ``DefinitionError`` if ``data`` (parsed JSON: dicts and lists) nests deeper than
+    ``limits.max_json_depth``.
+
+    Iterative, and it stops at the first level past the limit, so data that contains itself
+    ends here too instead of looping.
+    """
+    stack: list[tuple[object, int]] = [(data, 0)]
+    limit = limits.max_json_depth
+    while stack:
+        node, depth = stack.pop()
+        children: Iterable[object]
+        if isinstance(node, Mapping):
+            children = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            raise DefinitionError([Problem("$", _too_deep(depth, limits, at_least=True))])
+        stack.extend((child, depth) for child in children)
+
+
+def _too_deep(depth: int, limits: Limits, *, at_least: bool = False) -> str:
+    nested = f"at least {depth}" if at_least else str(depth)
+    return (
+        f"definitions nest {nested} levels deep; the limit is {limits.max_json_depth} "
+        f"(a condition may nest {limits.max_condition_depth} levels of and/or/not)"
+    )
