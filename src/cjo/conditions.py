@@ -24,6 +24,7 @@ import attrs
 __all__ = [
     "And",
     "Compare",
+    "CompareFields",
     "CompiledCondition",
     "Condition",
     "Exists",
@@ -89,6 +90,17 @@ class Compare(Condition):
 
 
 @attrs.frozen
+class CompareFields(Condition):
+    """``left <op> right`` where both sides are references: an event property against the
+    journey's context (``prop("cart_id") == ctx("cart_id")``) or a profile attribute."""
+
+    kind: ClassVar[str] = "compare_fields"
+    left: Ref
+    op: Op
+    right: Ref
+
+
+@attrs.frozen
 class Exists(Condition):
     """True when the referenced value is present and not null."""
 
@@ -128,7 +140,9 @@ class InSegment(Condition):
     segment: str
 
 
-CONDITION_TYPES: tuple[type[Condition], ...] = (Compare, Exists, And, Or, Not, InSegment)
+CONDITION_TYPES: tuple[type[Condition], ...] = (
+    Compare, CompareFields, Exists, And, Or, Not, InSegment
+)
 
 
 class Field:
@@ -140,23 +154,29 @@ class Field:
     def __init__(self, scope: ScopeName, path: str) -> None:
         self.ref = Ref(scope, path)
 
-    def __eq__(self, value: object) -> Compare:  # type: ignore[override]
-        return Compare(self.ref, "eq", value)
+    def _compare(self, op: Op, value: object) -> Compare | CompareFields:
+        # Another field on the right compares two values read at evaluation time.
+        if isinstance(value, Field):
+            return CompareFields(self.ref, op, value.ref)
+        return Compare(self.ref, op, value)
 
-    def __ne__(self, value: object) -> Compare:  # type: ignore[override]
-        return Compare(self.ref, "ne", value)
+    def __eq__(self, value: object) -> Compare | CompareFields:  # type: ignore[override]
+        return self._compare("eq", value)
 
-    def __lt__(self, value: object) -> Compare:
-        return Compare(self.ref, "lt", value)
+    def __ne__(self, value: object) -> Compare | CompareFields:  # type: ignore[override]
+        return self._compare("ne", value)
 
-    def __le__(self, value: object) -> Compare:
-        return Compare(self.ref, "le", value)
+    def __lt__(self, value: object) -> Compare | CompareFields:
+        return self._compare("lt", value)
 
-    def __gt__(self, value: object) -> Compare:
-        return Compare(self.ref, "gt", value)
+    def __le__(self, value: object) -> Compare | CompareFields:
+        return self._compare("le", value)
 
-    def __ge__(self, value: object) -> Compare:
-        return Compare(self.ref, "ge", value)
+    def __gt__(self, value: object) -> Compare | CompareFields:
+        return self._compare("gt", value)
+
+    def __ge__(self, value: object) -> Compare | CompareFields:
+        return self._compare("ge", value)
 
     def is_in(self, values: Any) -> Compare:
         return Compare(self.ref, "in", list(values))
@@ -309,12 +329,28 @@ def _value_test(op: str, value: Any) -> Callable[[Any], bool]:
     return _safe(comparisons[op], value)
 
 
+def _compare_fields(node: CompareFields) -> CompiledCondition:
+    left, right, op = _getter(node.left), _getter(node.right), node.op
+
+    def test(s: Scope) -> bool:
+        other = right(s)
+        if other is _MISSING:  # as with a missing left side: only the negations hold
+            return op in ("ne", "not_in")
+        if op in ("in", "not_in") and not isinstance(other, list | tuple | set | frozenset):
+            return op == "not_in"
+        return _value_test(op, other)(left(s))
+
+    return test
+
+
 def compile_condition(condition: Condition) -> CompiledCondition:
     """Turn a condition tree into a closure. The tree must already be valid."""
     if isinstance(condition, Compare):
         get = _getter(condition.ref)
         test = _value_test(condition.op, condition.value)
         return lambda s: test(get(s))
+    if isinstance(condition, CompareFields):
+        return _compare_fields(condition)
     if isinstance(condition, Exists):
         get = _getter(condition.ref)
         return lambda s: (v := get(s)) is not _MISSING and v is not None

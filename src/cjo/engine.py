@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import Clock, SystemClock, ensure_aware
-from cjo.content.render import Renderer
-from cjo.errors import DefinitionError, InvalidEventError, Problem, UnknownJourneyError
+from cjo.errors import (
+    ConflictError,
+    CorruptRecordError,
+    DefinitionError,
+    InvalidEventError,
+    Problem,
+    UnknownJourneyError,
+)
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
@@ -18,11 +27,11 @@ from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
-from cjo.runtime.core import Decider
+from cjo.runtime.core import DEFAULT_RECIPIENT_ATTRIBUTES, Decider, new_state
 from cjo.runtime.registry import Registry
-from cjo.runtime.state import Enrollment
+from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.serialization import dumps_definitions, loads_definitions
-from cjo.storage.base import CustomerSession, Delivery, Storage
+from cjo.storage.base import CustomerSession, Delivery, PruneResult, Retention, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.validation import validate_definitions
 
@@ -31,8 +40,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine"]
 
-#: Where publish keeps the definitions it accepted (every journey version), as JSON.
-_DEFINITIONS_SETTING = "cjo.definitions"
+log = logging.getLogger("cjo.engine")
+
+#: How many times publish reloads and merges when another process published meanwhile.
+_PUBLISH_ATTEMPTS = 10
 
 
 class Engine:
@@ -40,6 +51,14 @@ class Engine:
 
     ``storage`` defaults to a fresh ``InMemoryStorage``; ``channels`` maps channel names used by
     ``Send`` steps to adapters; ``clock`` defaults to the system clock.
+
+    - ``future_tolerance``: an event stamped later than now plus this is refused.
+    - ``retention``: how long handled event ids, delivered messages and the activity log are
+      kept; ``run_due`` prunes at most once per ``prune_every`` of engine time.
+    - ``keep_ended``: how many ended enrollments each customer record keeps (for
+      ``enrollments()``; the activity log keeps every end).
+    - ``recipient_attributes``: the profile attributes a message carries for its channel.
+    - ``render``: False records messages without rendering content (back-tests).
     """
 
     def __init__(
@@ -52,6 +71,12 @@ class Engine:
         wake_lease: timedelta = timedelta(minutes=5),
         max_delivery_attempts: int = 5,
         retry_backoff: timedelta = timedelta(minutes=1),
+        future_tolerance: timedelta = timedelta(minutes=5),
+        retention: Retention | None = None,
+        prune_every: timedelta = timedelta(hours=1),
+        keep_ended: int = 3,
+        recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
+        render: bool = True,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -60,18 +85,38 @@ class Engine:
         self.wake_lease = wake_lease
         self.max_delivery_attempts = max_delivery_attempts
         self.retry_backoff = retry_backoff
+        self.future_tolerance = future_tolerance
+        self.retention = retention if retention is not None else Retention()
+        self.prune_every = prune_every
+        self.keep_ended = keep_ended
+        self.recipient_attributes = tuple(recipient_attributes)
+        self.render = render
         self._registry = Registry()
-        self._renderer = Renderer()
-        self._loaded = False
+        self._last_prune: datetime | None = None
 
     # --- definitions -------------------------------------------------------------------------
 
     @property
     def definitions(self) -> Definitions:
-        """Everything published so far (every journey version), here or by an earlier process
+        """Everything published so far (every journey version), here or by another process
         on the same storage."""
-        self._load_published()
-        return self._registry.definitions
+        return self._sync().definitions
+
+    @property
+    def generation(self) -> int:
+        """The definitions generation this engine runs (it follows the storage's latest)."""
+        return self._sync().generation
+
+    def _sync(self) -> Registry:
+        """The registry of the storage's latest generation: one cheap read, and a rebuild only
+        when another process (or this one) published since."""
+        registry = self._registry
+        if self.storage.definitions_generation() != registry.generation:
+            stored = self.storage.load_definitions()
+            if stored is not None and stored[0] != registry.generation:
+                generation, text = stored
+                registry = self._registry = Registry.build(loads_definitions(text), generation)
+        return registry
 
     def publish(
         self,
@@ -81,75 +126,76 @@ class Engine:
         segments: Iterable[Segment] = (),
         content: Iterable[ContentItem] = (),
         taxonomy: Taxonomy | None = None,
-    ) -> None:
-        """Add or update definitions. The whole resulting set is validated together; if any
-        problem is found a ``DefinitionError`` lists them all and nothing changes.
+    ) -> int:
+        """Add or update definitions; returns the new generation. The whole resulting set is
+        validated together; if any problem is found a ``DefinitionError`` lists them all and
+        nothing changes.
 
         A journey is identified by (id, version): publishing a new version starts new entries
         on it while customers already inside older versions finish them. A published version
-        cannot be changed; publish the change as a new version.
+        cannot be changed; publish the change as a new version. Content and segments are
+        replaced by id; a changed content item gets the next content version.
+
+        Publishing is a compare-and-set on the storage's generation: when another process
+        published meanwhile, its definitions are merged with these and validated again.
         """
-        self._load_published()
         incoming = definitions or Definitions()
         new_journeys = (*incoming.journeys, *journeys)
         new_segments = (*incoming.segments, *segments)
         new_content = (*incoming.content, *content)
         new_taxonomy = taxonomy or incoming.taxonomy
-
-        current = self._registry.definitions
-        problems: list[Problem] = []
-        by_version = {(j.id, j.version): j for j in current.journeys}
-        for j in new_journeys:
-            old = by_version.get((j.id, j.version))
-            if old is not None and old != j:
-                problems.append(Problem(
-                    f"journey {j.id!r} v{j.version}",
-                    "this version is already published with a different definition; "
-                    "publish the change as a new version",
-                ))
-            by_version[(j.id, j.version)] = j
-        merged = Definitions(
-            journeys=tuple(by_version.values()),
-            segments=tuple(_replace_by_id(current.segments, new_segments)),
-            content=tuple(_replace_by_id(current.content, new_content)),
-            taxonomy=new_taxonomy or current.taxonomy,
+        for _ in range(_PUBLISH_ATTEMPTS):
+            registry = self._sync()
+            current = registry.definitions
+            merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
+            problems = _version_conflicts(current, new_journeys)
+            problems.extend(validate_definitions(merged, channels=self.channels.keys()))
+            if problems:
+                raise DefinitionError(problems)
+            try:
+                generation = self.storage.append_definitions(
+                    registry.generation, dumps_definitions(merged, indent=None)
+                )
+            except ConflictError:
+                continue  # another process published first: merge with theirs and retry
+            self._registry = Registry.build(merged, generation)
+            return generation
+        raise ConflictError(
+            f"publish lost the race for the definitions {_PUBLISH_ATTEMPTS} times in a row; "
+            "retry"
         )
-        problems.extend(validate_definitions(merged, channels=self.channels.keys()))
-        if problems:
-            raise DefinitionError(problems)
-        self.storage.put_setting(_DEFINITIONS_SETTING, dumps_definitions(merged, indent=None))
-        self._registry = Registry.build(merged, self._registry)
-
-    def _load_published(self) -> None:
-        """Once per engine, before its first use: start from the definitions published to this
-        storage before (by any process), so enrollments in older versions can finish them and
-        a worker that publishes nothing itself still runs every journey."""
-        if self._loaded:
-            return
-        stored = self.storage.get_setting(_DEFINITIONS_SETTING)
-        if stored is not None:
-            self._registry = Registry.build(loads_definitions(stored), self._registry)
-        self._loaded = True
 
     # --- events and time ---------------------------------------------------------------------
 
-    def handle_event(self, event: Event) -> Outcome:
-        """Process one event for its customer in one transaction. A repeated ``event_id`` is a
-        no-op (the outcome says ``duplicate``)."""
-        self._load_published()
+    def _check_event(self, event: object, now: datetime) -> Event:
         if not isinstance(event, Event):
             raise InvalidEventError(f"expected a cjo.Event, got {type(event).__name__}")
-        registry = self._registry
-        if not registry.is_relevant(event.name):
-            return Outcome(event_id=event.event_id)
+        if event.timestamp > now + self.future_tolerance:
+            raise InvalidEventError(
+                f"event {event.event_id!r} is stamped {event.timestamp.isoformat()}, more than "
+                f"{self.future_tolerance} after now ({now.isoformat()}): check the sender's clock"
+            )
+        return event
+
+    def handle_event(self, event: Event) -> Outcome:
+        """Process one event for its customer in one transaction, deciding at the engine
+        clock's now (histories and inactivity use the event's own timestamp). A repeated
+        ``event_id`` is a no-op (the outcome says ``duplicate``). An event that can matter to
+        no journey of this customer costs a look-up, not a transaction."""
         now = self.clock.now()
+        event = self._check_event(event, now)
+        registry = self._sync()
+        if not registry.may_matter(event.name) or not registry.matters_to(
+            self.storage.peek(event.customer_id), event.name
+        ):
+            return Outcome(event_id=event.event_id)
         with self.storage.customer(event.customer_id, now) as session:
             if not session.claim_event(event.event_id):
                 return Outcome(event_id=event.event_id, duplicate=True)
-            decider = self._decider(event.customer_id, session, registry)
+            decider = self._decider(session, registry, now)
             decider.on_event(event, now)
-            session.apply(decider.changes)
-        self._dispatch(decider.changes.messages, now)
+            self._save(session, decider)
+        self._dispatch(decider.messages, now)
         return decider.outcome.build(event.event_id)
 
     def handle_events(
@@ -159,12 +205,21 @@ class Engine:
         ``batch_size`` items is one storage transaction. Each customer's items are handled in
         the order given, with every guarantee of ``handle_event`` and ``identify``; messages
         are dispatched after each group commits."""
-        self._load_published()
         builder = OutcomeBuilder()
         chunk: list[Event | ProfileUpdate] = []
+        now = self.clock.now()
+        registry = self._sync()
+        storage = self.storage
         for item in items:
             if isinstance(item, Event):
-                if not self._registry.is_relevant(item.name):
+                self._check_event(item, now)
+                if not registry.may_matter(item.name):
+                    continue
+                # Irrelevant to this customer as committed, and to nothing earlier in the
+                # group (an earlier item could have enrolled them): skip.
+                if not any(i.customer_id == item.customer_id for i in chunk) and (
+                    not registry.matters_to(storage.peek(item.customer_id), item.name)
+                ):
                     continue
             elif not isinstance(item, ProfileUpdate):
                 raise InvalidEventError(
@@ -174,6 +229,8 @@ class Engine:
             if len(chunk) >= batch_size:
                 self._handle_group(chunk, builder)
                 chunk = []
+                now = self.clock.now()
+                registry = self._sync()
         if chunk:
             self._handle_group(chunk, builder)
         return builder.build()
@@ -181,7 +238,7 @@ class Engine:
     def _handle_group(
         self, items: list[Event | ProfileUpdate], builder: OutcomeBuilder
     ) -> None:
-        registry = self._registry
+        registry = self._sync()
         now = self.clock.now()
         by_customer: dict[str, list[Event | ProfileUpdate]] = {}
         for item in items:
@@ -191,41 +248,53 @@ class Engine:
         with self.storage.batch(list(by_customer), now, claims=claims) as sessions:
             for customer_id, customer_items in by_customer.items():
                 session = sessions[customer_id]
-                decider = self._decider(customer_id, session, registry)
+                decider: Decider | None = None
                 for item in customer_items:
                     if isinstance(item, ProfileUpdate):
+                        decider = decider or self._decider(session, registry, now)
                         decider.update_profile(item, now)
                     elif session.claim_event(item.event_id):
+                        decider = decider or self._decider(session, registry, now)
                         decider.on_event(item, now)
-                session.apply(decider.changes)
-                deciders.append(decider)
+                if decider is not None:
+                    self._save(session, decider)
+                    deciders.append(decider)
         self._finish(deciders, now, builder)
 
     def _finish(self, deciders: list[Decider], now: datetime, builder: OutcomeBuilder) -> None:
         """After commit: dispatch what the group wrote to the outbox, collect what happened."""
-        self._dispatch([m for d in deciders for m in d.changes.messages], now)
+        self._dispatch([m for d in deciders for m in d.messages], now)
         for decider in deciders:
             builder.absorb(decider.outcome)
 
     def run_due(self, now: datetime | None = None) -> Outcome:
         """Fire every wake-up due by ``now`` (default: the clock), earliest first. Each fires at
         its scheduled instant, so following waits are timed from the schedule. Customers are
-        handled in groups, one transaction per group claimed."""
+        handled in groups, one transaction per group claimed. A stored record that cannot be
+        decoded is logged and set aside; the others go on."""
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
-        self._load_published()
         builder = OutcomeBuilder()
-        registry = self._registry
         while True:
+            registry = self._sync()
             deciders: list[Decider] = []
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
-                for customer_id, session in sessions.items():
-                    decider = self._decider(customer_id, session, registry)
+                for session in sessions.values():
+                    try:
+                        decider = self._decider(session, registry, now, create=False)
+                    except CorruptRecordError as exc:
+                        log.error("setting a customer record aside: %s", exc)
+                        session.set_aside(str(exc))
+                        continue
                     decider.catch_up(now)
-                    session.apply(decider.changes)
+                    # An untouched record keeps its claim's lease, so a wake-up this engine
+                    # cannot fire (an unknown journey version) is not claimed again at once.
+                    self._save(session, decider)
                     deciders.append(decider)
-            if not deciders:
+                claimed = bool(sessions)
+            if not claimed:
                 break
             self._finish(deciders, now, builder)
+        self._maybe_prune(now)
         return builder.build()
 
     def start_journey(
@@ -233,17 +302,17 @@ class Engine:
     ) -> Outcome:
         """Start a journey for a customer explicitly (API trigger). Re-entry rules and the
         journey's audience apply; ``context`` is available to templates and conditions."""
-        self._load_published()
-        cj = self._registry.latest.get(journey_id)
+        registry = self._sync()
+        cj = registry.latest.get(journey_id)
         if cj is None:
             raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
         _check_customer_id(customer_id)
         now = self.clock.now()
         with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(customer_id, session)
+            decider = self._decider(session, registry, now)
             decider.start(cj, dict(context or {}), now)
-            session.apply(decider.changes)
-        self._dispatch(decider.changes.messages, now)
+            self._save(session, decider)
+        self._dispatch(decider.messages, now)
         return decider.outcome.build()
 
     def identify(
@@ -258,29 +327,45 @@ class Engine:
         """Create or update a customer's profile. Exit conditions of the customer's journeys
         are re-checked against the new profile."""
         update = ProfileUpdate(customer_id, attributes or {}, tuple(unset), timezone, locale)
-        self._load_published()
+        registry = self._sync()
         now = self.clock.now()
         with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(customer_id, session)
+            decider = self._decider(session, registry, now)
             decider.update_profile(update, now)
-            session.apply(decider.changes)
-        self._dispatch(decider.changes.messages, now)
+            self._save(session, decider)
+        self._dispatch(decider.messages, now)
         return decider.outcome.build()
 
     def remove_from_journey(
         self, customer_id: str, journey_id: str | None = None, reason: str = "removed by host"
     ) -> Outcome:
         """End the customer's active enrollments (in one journey, or all) as ``removed``."""
+        _check_customer_id(customer_id)
+        registry = self._sync()
         now = self.clock.now()
         with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(customer_id, session)
+            decider = self._decider(session, registry, now, create=False)
             decider.remove(journey_id, reason, now)
-            session.apply(decider.changes)
+            self._save(session, decider)
         return decider.outcome.build()
 
     def erase_customer(self, customer_id: str) -> None:
         """Forget everything about a customer (right to erasure)."""
+        _check_customer_id(customer_id)
         self.storage.erase_customer(customer_id)
+
+    def prune(self, now: datetime | None = None) -> PruneResult:
+        """Drop what ``retention`` no longer keeps (event ids, delivered messages, the activity
+        log). ``run_due`` does this at most once per ``prune_every``."""
+        now = ensure_aware(now, "now") if now is not None else self.clock.now()
+        self._last_prune = now
+        return self.storage.prune(now, self.retention)
+
+    def _maybe_prune(self, now: datetime) -> None:
+        if self._last_prune is None:
+            self._last_prune = now  # the first pass of a process starts the interval
+        elif now - self._last_prune >= self.prune_every:
+            self.prune(now)
 
     # --- delivery ----------------------------------------------------------------------------
 
@@ -341,18 +426,94 @@ class Engine:
     # --- queries -----------------------------------------------------------------------------
 
     def profile(self, customer_id: str) -> Profile | None:
-        return self.storage.get_profile(customer_id)
+        state = self.storage.peek(customer_id)
+        if state is None or state.profile is None:
+            return None
+        p = state.profile
+        # A copy for the host: mutating it must not change what is stored.
+        return Profile(p.customer_id, dict(p.attributes), p.timezone, p.locale)
 
     def enrollments(self, customer_id: str) -> list[Enrollment]:
-        return self.storage.get_enrollments(customer_id)
+        """The customer's active enrollments and the last ``keep_ended`` that ended, oldest
+        entry first (copies)."""
+        state = self.storage.peek(customer_id)
+        return [] if state is None else state.all_enrollments()
+
+    def customer_state(self, customer_id: str) -> CustomerState | None:
+        """The customer's whole record as last committed (a copy)."""
+        state = self.storage.peek(customer_id)
+        return None if state is None else state.copy()
+
+    def activities(
+        self, start: datetime, end: datetime, *, journey_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> list[Activity]:
+        """The activity log between ``start`` (included) and ``end`` (excluded)."""
+        return self.storage.activities(start, end, journey_id=journey_id,
+                                       customer_id=customer_id)
+
+    # --- plumbing ----------------------------------------------------------------------------
 
     def _decider(
-        self, customer_id: str, session: CustomerSession, registry: Registry | None = None
+        self, session: CustomerSession, registry: Registry, now: datetime, *,
+        create: bool = True,
     ) -> Decider:
+        state = session.load()
+        if state is None:
+            state = new_state(session.customer_id, now)
+            if not create:
+                state.revision = -1  # nothing to write unless something happens
         return Decider(
-            registry or self._registry, self._renderer, customer_id, session.load_profile(),
-            session.load_active(), session.history,
+            registry, state, render=self.render, keep_ended=self.keep_ended,
+            recipient_attributes=self.recipient_attributes,
         )
+
+    @staticmethod
+    def _save(session: CustomerSession, decider: Decider) -> None:
+        if decider.dirty:
+            decider.state.revision = max(decider.state.revision, 0)
+            session.save(decider.state, decider.messages, decider.activities)
+
+
+def _merge(
+    current: Definitions,
+    journeys: Iterable[Journey],
+    segments: Iterable[Segment],
+    content: Iterable[ContentItem],
+    taxonomy: Taxonomy | None,
+) -> Definitions:
+    by_version = {(j.id, j.version): j for j in current.journeys}
+    for j in journeys:
+        by_version[(j.id, j.version)] = j
+    items = {c.id: c for c in current.content}
+    for c in content:
+        old = items.get(c.id)
+        if old is None:
+            items[c.id] = c
+        elif attrs.evolve(c, version=old.version) != old:
+            # A change (whatever version the caller wrote) gets the next content version.
+            items[c.id] = attrs.evolve(c, version=old.version + 1)
+    return Definitions(
+        journeys=tuple(by_version.values()),
+        segments=tuple(_replace_by_id(current.segments, segments)),
+        content=tuple(items.values()),
+        taxonomy=taxonomy or current.taxonomy,
+    )
+
+
+def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> list[Problem]:
+    problems: list[Problem] = []
+    by_version = {(j.id, j.version): j for j in current.journeys}
+    for j in journeys:
+        old = by_version.get((j.id, j.version))
+        if old is not None and old != j:
+            problems.append(Problem(
+                f"journey {j.id!r} v{j.version}",
+                "this version is already published with a different definition; "
+                "publish the change as a new version",
+            ))
+        by_version[(j.id, j.version)] = j
+    return problems
 
 
 def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:

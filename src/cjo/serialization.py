@@ -22,7 +22,7 @@ from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
 from cjo.errors import DefinitionError, Problem
 from cjo.model.definitions import Definitions
 from cjo.model.steps import STEP_TYPES, Step
-from cjo.model.triggers import ApiTrigger, EventTrigger, Trigger
+from cjo.model.triggers import TRIGGER_TYPES, Trigger
 
 __all__ = [
     "converter",
@@ -191,7 +191,7 @@ def _make_converter() -> cattrs.Converter:
     # Steps and triggers are Unions; only fields typed as the Union carry the tag.
     for union, what, classes in (
         (Step, "step", STEP_TYPES),
-        (Trigger, "trigger", (EventTrigger, ApiTrigger)),
+        (Trigger, "trigger", TRIGGER_TYPES),
     ):
         structure_member, unstructure_member = _tagged(conv, what, classes)
         conv.register_structure_hook_func(_is_type(union), structure_member)

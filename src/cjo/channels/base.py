@@ -31,7 +31,10 @@ class Message:
     created_at: datetime
     transactional: bool = False
     locale: str | None = None
+    #: The contact attributes of the profile a channel needs (email, phone...), not the
+    #: whole profile: see ``Engine(recipient_attributes=...)``.
     recipient: Mapping[str, Any] = attrs.field(factory=dict)
+    content_version: int = 1
 
 
 @attrs.frozen(slots=True)

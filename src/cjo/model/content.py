@@ -28,6 +28,9 @@ class ContentItem:
     variants: tuple[Variant, ...]
     name: str = ""
     tags: tuple[str, ...] = ()
+    #: Set by publishing: 1 for the first definition of an id, one more for each change.
+    #: Every message records the version it rendered.
+    version: int = 1
 
     def variant_for(self, channel: str, locale: str | None = None) -> Variant | None:
         """The best variant for a channel: the exact locale, then its language, then the default."""

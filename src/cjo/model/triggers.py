@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import ClassVar
 
 import attrs
 
 from cjo.conditions import Condition
 
-__all__ = ["ApiTrigger", "EventTrigger", "Trigger"]
+__all__ = ["ApiTrigger", "EventTrigger", "InactivityTrigger", "Trigger"]
 
 
 @attrs.frozen
@@ -27,4 +28,21 @@ class ApiTrigger:
     kind: ClassVar[str] = "api"
 
 
-Trigger = EventTrigger | ApiTrigger
+@attrs.frozen
+class InactivityTrigger:
+    """Start when the customer has not sent ``event`` (matching ``where``) for ``after``.
+
+    It fires exactly ``after`` past the last qualifying event (by the event's own timestamp),
+    or past the customer's creation when there is none; each qualifying event moves that
+    instant. It fires once per quiet spell: the next qualifying event starts a new one.
+    Customers created before the journey was published are armed at their next event.
+    """
+
+    kind: ClassVar[str] = "inactivity"
+    event: str
+    after: timedelta
+    where: Condition | None = None
+
+
+Trigger = EventTrigger | ApiTrigger | InactivityTrigger
+TRIGGER_TYPES: tuple[type[object], ...] = (EventTrigger, ApiTrigger, InactivityTrigger)

@@ -1,44 +1,56 @@
-"""The decision core: what happens to one customer when an event arrives or time passes.
+"""The decision core: what happens to one customer when an input arrives or time passes.
 
-A ``Decider`` works on one customer's state (profile and active enrollments) as loaded inside
-the customer's storage transaction. It reads nothing else, does no I/O and never reads the
-clock: it is given ``now``, and it accumulates ``Changes`` (for storage) and an ``Outcome``
-(for the caller). Everything here is deterministic.
+A ``Decider`` is a pure function in object form: given the compiled definitions of one
+generation (``Registry``), the customer's record (``CustomerState``) and ``now``, each entry
+point changes the record in place and accumulates the transaction's effects (outbox messages and
+activity-log entries) and an ``Outcome`` for the caller. It reads nothing else, does no I/O,
+never reads the clock, and calls nothing back in storage. Everything here is deterministic.
+
+Step and trigger behaviour lives in ``cjo.runtime.kinds``; this module holds what every kind
+shares: entering (audience, re-entry, instance keys), stepping, ending, exits, goals, sends.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from cjo.channels.base import Message
-from cjo.content.render import Renderer
 from cjo.errors import RenderError
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.journey import ReentryPolicy
-from cjo.model.steps import Branch, Exit, Send, Split, UpdateProfile, Wait, WaitForEvent
+from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, OutcomeBuilder, StepRun
+from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.registry import CompiledJourney, Registry
-from cjo.runtime.state import Activity, Changes, Enrollment, PastEntry, merge_attributes
+from cjo.runtime.state import (
+    Activity,
+    CustomerState,
+    EndedEnrollment,
+    Enrollment,
+    EntryHistory,
+    merge_attributes,
+)
 
-__all__ = ["Decider", "HistoryLookup", "enrollment_id_for", "split_fraction"]
+__all__ = [
+    "DEFAULT_RECIPIENT_ATTRIBUTES",
+    "Decider",
+    "enrollment_id_for",
+    "new_state",
+    "split_fraction",
+]
 
 # A journey whose steps loop without ever waiting is rejected by validation; this guard only
 # protects against definitions that bypassed it.
 MAX_STEPS_PER_ADVANCE = 1000
 _EMPTY: Mapping[str, Any] = {}
+_TRIGGER_TIMER = "trigger:"
 
-HistoryLookup = Callable[[str, "str | None"], list[PastEntry]]
-
-
-def split_fraction(customer_id: str, journey_id: str, step_id: str) -> float:
-    """A stable number in [0, 1) for (customer, journey, step): the same every run, every host."""
-    digest = hashlib.blake2b(
-        f"{journey_id}\x1f{step_id}\x1f{customer_id}".encode(), digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") / 2**64
+#: Profile attributes a message carries for its channel by default (contact details).
+DEFAULT_RECIPIENT_ATTRIBUTES: tuple[str, ...] = (
+    "email", "phone", "push_token", "device_token", "first_name", "last_name", "name",
+)
 
 
 def _base36(value: int) -> str:
@@ -66,6 +78,11 @@ def enrollment_id_for(
     return f"{journey_id}:{customer_id}:{key}:{number}.{stamp}"
 
 
+def new_state(customer_id: str, now: datetime) -> CustomerState:
+    """The record of a customer seen for the first time at ``now``."""
+    return CustomerState(customer_id, now)
+
+
 class _Scope:
     """What conditions read; segment memberships are computed on demand and cached."""
 
@@ -76,7 +93,7 @@ class _Scope:
         profile: Mapping[str, Any],
         event: Mapping[str, Any],
         context: Mapping[str, Any],
-        segments: Mapping[str, Callable[[Any], bool]],
+        segments: Mapping[str, Any],
     ) -> None:
         self.profile = profile
         self.event = event
@@ -99,86 +116,134 @@ class _Scope:
 
 
 class Decider:
-    """Decides for one customer inside one storage transaction."""
+    """Decides for one customer. ``state`` is changed in place; ``dirty`` says whether it must
+    be written back; ``messages`` and ``activities`` are the transaction's effects."""
+
+    __slots__ = (
+        "activities",
+        "dirty",
+        "keep_ended",
+        "messages",
+        "outcome",
+        "recipient_attributes",
+        "registry",
+        "render",
+        "state",
+    )
 
     def __init__(
         self,
         registry: Registry,
-        renderer: Renderer,
-        customer_id: str,
-        profile: Profile | None,
-        enrollments: list[Enrollment],
-        history: HistoryLookup,
+        state: CustomerState,
+        *,
+        render: bool = True,
+        keep_ended: int = 3,
+        recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
     ) -> None:
         self.registry = registry
-        self.renderer = renderer
-        self.customer_id = customer_id
-        self.profile = profile or Profile(customer_id)
-        self.active = [e for e in enrollments if e.active]
-        self.history = history
-        self.changes = Changes(customer_id)
+        self.state = state
+        self.render = render
+        self.keep_ended = keep_ended
+        self.recipient_attributes = recipient_attributes
+        self.dirty = state.revision == 0  # a new record is always written
+        self.messages: list[Message] = []
+        self.activities: list[Activity] = []
         self.outcome = OutcomeBuilder()
+
+    @property
+    def customer_id(self) -> str:
+        return self.state.customer_id
+
+    @property
+    def profile(self) -> Profile:
+        p = self.state.profile
+        return p if p is not None else Profile(self.state.customer_id)
+
+    def touch(self) -> None:
+        self.dirty = True
 
     # --- entry points ------------------------------------------------------------------------
 
     def catch_up(self, now: datetime) -> None:
-        """Fire every wake-up of this customer due by ``now``, earliest first. Each fires at its
-        own due instant, so a late worker still times the following steps from the schedule."""
+        """Fire every wake-up of this customer due by ``now``, earliest first: enrollment waits,
+        timeouts and lifetimes, and customer timers. Each fires at its own due instant, so a
+        late worker still times the following steps from the schedule, and the outcome does
+        not depend on when the worker came."""
+        self._arm()
         journeys = self.registry.journeys
+        state = self.state
         while True:
-            # An enrollment whose journey version this engine does not know is left as it is,
-            # wake-up included, until a process that knows it comes along: never dropped.
-            due = [
-                e for e in self.active
-                if e.wake_at is not None and e.wake_at <= now
-                and (e.journey_id, e.version) in journeys
-            ]
-            if not due:
+            best: tuple[datetime, datetime, int, str] | None = None
+            target: Enrollment | str | None = None
+            for e in state.enrollments:
+                w = e.wake_at
+                # An enrollment whose journey version this engine does not know is left as it
+                # is, wake-up included, until a process that knows it comes along.
+                if w is not None and w <= now and (e.journey_id, e.version) in journeys:
+                    order = (w, e.step_entered_at or e.entered_at, 0, e.id)
+                    if best is None or order < best:
+                        best, target = order, e
+            for name, w in state.timers.items():
+                if w <= now:
+                    order = (w, w, 1, name)
+                    if best is None or order < best:
+                        best, target = order, name
+            if target is None:
                 return
-            self._wake(min(due, key=Enrollment.wake_order))
+            if isinstance(target, str):
+                self._fire_timer(target)
+            else:
+                self._wake(target)
 
     def on_event(self, event: Event, now: datetime) -> None:
         self.catch_up(now)
         name = event.name
-        for enrollment in sorted(self.active, key=lambda e: (e.entered_at, e.id)):
+        for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
             if enrollment.active:
                 self._react(enrollment, event, now)
         for cj in self.registry.triggers_by_event.get(name, ()):
-            self._consider_entry(cj, event, now)
+            cj.trigger.on_event(self, cj, cj.journey.trigger, cj.trigger_compiled, event, now)
 
     def start(
         self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime
     ) -> Enrollment | None:
         """An explicit start through the API: audience and re-entry rules still apply."""
         self.catch_up(now)
-        scope = self._scope(_EMPTY, context)
-        if cj.audience is not None and not cj.audience(scope):
-            return None
-        key = self._instance_key(cj, context)
-        if cj.journey.reentry.instance_key is not None and key is None:
-            return None
-        if not self._may_enter(cj, key, now):
-            return None
-        return self._enter(cj, key, dict(context), None, now)
+        return self.consider_entry(cj, context, None, now)
 
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
         self.catch_up(now)
         p = self.profile
-        self._set_profile(Profile(
+        self.set_profile(Profile(
             p.customer_id,
             merge_attributes(p.attributes, update.attributes, update.unset),
             update.timezone if update.timezone is not None else p.timezone,
             update.locale if update.locale is not None else p.locale,
         ))
-        for enrollment in sorted(self.active, key=lambda e: (e.entered_at, e.id)):
+        for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
             if enrollment.active:
                 self._check_condition_exits(enrollment, _EMPTY, now)
 
     def remove(self, journey_id: str | None, reason: str, now: datetime) -> None:
         """End active enrollments (all, or one journey's) as ``removed`` by the host."""
-        for enrollment in list(self.active):
+        for enrollment in list(self.state.enrollments):
             if journey_id is None or enrollment.journey_id == journey_id:
-                self._end(enrollment, "removed", reason, now)
+                self.end(enrollment, "removed", reason, now)
+
+    # --- timers ------------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        for cj in self.registry.armed:
+            cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled)
+
+    def _fire_timer(self, name: str) -> None:
+        at = self.state.timers.pop(name)
+        self.dirty = True
+        if name.startswith(_TRIGGER_TIMER):
+            cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
+            if cj is not None:
+                cj.trigger.on_timer(self, cj, cj.journey.trigger, cj.trigger_compiled, at)
+        # A timer nothing claims any more (its journey changed trigger) is dropped.
 
     # --- reacting to events ------------------------------------------------------------------
 
@@ -186,11 +251,11 @@ class Decider:
         cj = self.registry.journeys.get((enrollment.journey_id, enrollment.version))
         if cj is None:
             return
-        journey = cj.journey
         name = event.name
-        if name not in cj.watched_events and not cj.exit_conditions:
+        if name not in cj.watched_events and not cj.any_event:
             return
-        scope = self._scope(event.properties, enrollment.context)
+        journey = cj.journey
+        scope = self.scope(event.properties, enrollment.context)
         goal = journey.goal
         if (
             goal is not None
@@ -200,29 +265,29 @@ class Decider:
             and (cj.goal_where is None or cj.goal_where(scope))
         ):
             enrollment.converted_at = now
-            self.changes.touch(enrollment)
-            self._activity(enrollment, "goal", goal.name, now)
+            self.dirty = True
+            self.activity(enrollment, "goal", goal.name, now)
             self.outcome.goals.append(GoalReached(
                 journey.id, enrollment.id, self.customer_id, goal.name, now
             ))
             if goal.exit_on_goal:
-                self._end(enrollment, "converted", goal.name, now)
+                self.end(enrollment, "converted", goal.name, now)
                 return
         for criterion, where in cj.exit_by_event.get(name, ()):
             if where is None or where(scope):
-                self._end(enrollment, "exited", criterion, now)
+                self.end(enrollment, "exited", criterion, now)
                 return
         if self._check_condition_exits(enrollment, event.properties, now, cj):
             return
         step_id = enrollment.step_id
         if step_id is None:
             return
-        step = journey.steps.get(step_id)
-        if isinstance(step, WaitForEvent) and step.event == name:
-            where_wait = cj.wait_where.get(step_id)
-            if where_wait is None or where_wait(scope):
-                self._activity(enrollment, "event_received", name, now)
-                self._advance(enrollment, step.on_event, now)
+        cs = cj.steps.get(step_id)
+        if cs is None:
+            return
+        nxt = cs.kind.on_event(self, cj, enrollment, cs.step, cs.compiled, event, scope, now)
+        if not isinstance(nxt, Halt):
+            self._advance(cj, enrollment, nxt, now)
 
     def _check_condition_exits(
         self,
@@ -234,58 +299,55 @@ class Decider:
         cj = cj or self.registry.journeys.get((enrollment.journey_id, enrollment.version))
         if cj is None or not cj.exit_conditions:
             return False
-        scope = self._scope(event_props, enrollment.context)
+        scope = self.scope(event_props, enrollment.context)
         for criterion, where in cj.exit_conditions:
             if where(scope):
-                self._end(enrollment, "exited", criterion, now)
+                self.end(enrollment, "exited", criterion, now)
                 return True
         return False
 
     # --- entering ----------------------------------------------------------------------------
 
-    def _consider_entry(self, cj: CompiledJourney, event: Event, now: datetime) -> None:
-        scope = self._scope(event.properties, _EMPTY)
-        if cj.trigger_where is not None and not cj.trigger_where(scope):
-            return
-        if cj.audience is not None and not cj.audience(scope):
-            return
-        key = self._instance_key(cj, event.properties)
-        if cj.journey.reentry.instance_key is not None and key is None:
-            return  # the event lacks the instance key: it cannot name an instance
-        if self._may_enter(cj, key, now):
-            self._enter(cj, key, dict(event.properties), event.event_id, now)
-
-    @staticmethod
-    def _instance_key(cj: CompiledJourney, data: Mapping[str, Any]) -> str | None:
-        name = cj.journey.reentry.instance_key
-        if name is None:
+    def consider_entry(
+        self, cj: CompiledJourney, data: Mapping[str, Any], trigger_event_id: str | None,
+        now: datetime,
+    ) -> Enrollment | None:
+        """Enter ``cj`` with ``data`` as context if the audience and re-entry rules allow."""
+        if cj.audience is not None and not cj.audience(self.scope(data, _EMPTY)):
             return None
-        value = data.get(name)
-        return None if value is None else str(value)
+        key_name = cj.journey.reentry.instance_key
+        key: str | None = None
+        if key_name is not None:
+            value = data.get(key_name)
+            if value is None:
+                return None  # the input lacks the instance key: it cannot name an instance
+            key = str(value)
+        if not self._may_enter(cj, key, now):
+            return None
+        return self._enter(cj, key, dict(data), trigger_event_id, now)
 
     def _may_enter(self, cj: CompiledJourney, key: str | None, now: datetime) -> bool:
         jid = cj.journey.id
         # Never two enrollments of one journey (any version) for the same key at once.
-        for e in self.active:
+        for e in self.state.enrollments:
             if e.journey_id == jid and e.instance_key == key:
                 return False
         policy: ReentryPolicy = cj.journey.reentry
         if policy.mode == "after_exit":
             return True
-        past = self.history(jid, key) + [
-            PastEntry(e.entered_at, e.ended_at) for e in self.changes.enrollments.values()
-            if e.journey_id == jid and e.instance_key == key
-            and e.id in self.changes.new_enrollments
-        ]
+        # The history is part of this record, kept current by every entry and end in this
+        # transaction: an enrollment that ended a moment ago (a wake-up, an exit on the very
+        # trigger event, an earlier item of the same group) counts at once.
+        h = self.state.history.get((jid, key))
+        if h is None:
+            return True
         if policy.mode == "never":
-            return not past
+            return h.count == 0
         if policy.mode == "after_cooldown":
             cooldown = policy.cooldown or timedelta(0)
-            ends = [p.ended_at for p in past if p.ended_at is not None]
-            return not ends or now - max(ends) >= cooldown
-        # at_most: count entries in the rolling window
+            return h.last_ended_at is None or now - h.last_ended_at >= cooldown
         window_start = now - (policy.per or timedelta(0))
-        recent = sum(1 for p in past if p.entered_at > window_start)
+        recent = sum(1 for t in h.recent if t > window_start)
         return recent < (policy.limit or 0)
 
     def _enter(
@@ -293,13 +355,18 @@ class Decider:
         trigger_event_id: str | None, now: datetime,
     ) -> Enrollment:
         journey = cj.journey
-        number = len(self.history(journey.id, key)) + 1 + sum(
-            1 for eid in self.changes.new_enrollments
-            if self.changes.enrollments[eid].journey_id == journey.id
-            and self.changes.enrollments[eid].instance_key == key
-        )
+        state = self.state
+        h = state.history.get((journey.id, key))
+        if h is None:
+            h = state.history[(journey.id, key)] = EntryHistory()
+        h.count += 1
+        h.recent.append(now)
+        policy = journey.reentry
+        keep = policy.limit if policy.mode == "at_most" and policy.limit else 1
+        if len(h.recent) > keep:
+            del h.recent[: len(h.recent) - keep]
         enrollment = Enrollment(
-            id=enrollment_id_for(journey.id, self.customer_id, key, number, now),
+            id=enrollment_id_for(journey.id, self.customer_id, key, h.count, now),
             journey_id=journey.id,
             version=journey.version,
             customer_id=self.customer_id,
@@ -309,14 +376,13 @@ class Decider:
             context=context,
             expires_at=now + journey.max_lifetime if journey.max_lifetime else None,
         )
-        self.active.append(enrollment)
-        self.changes.touch(enrollment)
-        self.changes.new_enrollments.add(enrollment.id)
-        self._activity(enrollment, "entered", None, now)
+        state.enrollments.append(enrollment)
+        self.dirty = True
+        self.activity(enrollment, "entered", None, now)
         self.outcome.entered.append(
             Entered(journey.id, journey.version, enrollment.id, self.customer_id, now)
         )
-        self._advance(enrollment, journey.entry, now)
+        self._advance(cj, enrollment, journey.entry, now)
         return enrollment
 
     # --- stepping ----------------------------------------------------------------------------
@@ -326,102 +392,89 @@ class Decider:
         assert at is not None
         cj = self.registry.journeys[(enrollment.journey_id, enrollment.version)]
         enrollment.wake_at = None
-        self.changes.touch(enrollment)
+        self.dirty = True
         if enrollment.expires_at is not None and at >= enrollment.expires_at:
-            self._end(enrollment, "expired", "max lifetime", at)
+            self.end(enrollment, "expired", "max lifetime", at)
             return
-        step = cj.journey.steps.get(enrollment.step_id or "")
-        if isinstance(step, Wait):
-            self._advance(enrollment, step.next, at)
-        elif isinstance(step, WaitForEvent):
-            self._activity(enrollment, "timeout", step.event, at)
-            self._advance(enrollment, step.on_timeout, at)
+        cs = cj.steps.get(enrollment.step_id or "")
+        if cs is None:
+            return
+        nxt = cs.kind.wake(self, cj, enrollment, cs.step, cs.compiled, at)
+        if not isinstance(nxt, Halt):
+            self._advance(cj, enrollment, nxt, at)
 
-    def _advance(self, enrollment: Enrollment, step_id: str | None, at: datetime) -> None:
+    def _advance(
+        self, cj: CompiledJourney, enrollment: Enrollment, step_id: str | None, at: datetime
+    ) -> None:
         """Run steps from ``step_id`` until the enrollment waits or ends."""
-        cj = self.registry.journeys[(enrollment.journey_id, enrollment.version)]
-        steps = cj.journey.steps
-        self.changes.touch(enrollment)
+        steps = cj.steps
+        self.dirty = True
+        journey_id = cj.journey.id
         for _ in range(MAX_STEPS_PER_ADVANCE):
             if not enrollment.active:
                 return
             if step_id is None:
-                self._end(enrollment, "completed", None, at)
+                self.end(enrollment, "completed", None, at)
                 return
-            step = steps[step_id]
+            cs = steps[step_id]
             enrollment.step_id = step_id
             enrollment.step_entered_at = at
             enrollment.visits[step_id] = enrollment.visits.get(step_id, 0) + 1
-            self._activity(enrollment, "step", None, at)
+            self.activity(enrollment, "step", None, at)
             self.outcome.steps.append(StepRun(
-                cj.journey.id, enrollment.id, self.customer_id, step_id, step.kind, at
+                journey_id, enrollment.id, self.customer_id, step_id, cs.step.kind, at
             ))
-            if isinstance(step, Send):
-                if not self._send(cj, enrollment, step_id, step, at):
-                    return
-                step_id = step.next
-            elif isinstance(step, Wait | WaitForEvent):
-                wake = at + (step.duration if isinstance(step, Wait) else step.timeout)
-                if enrollment.expires_at is not None and enrollment.expires_at < wake:
-                    wake = enrollment.expires_at
-                enrollment.wake_at = wake
+            nxt = cs.kind.run(self, cj, enrollment, step_id, cs.step, cs.compiled, at)
+            if isinstance(nxt, Halt):
                 return
-            elif isinstance(step, Branch):
-                scope = self._scope(_EMPTY, enrollment.context)
-                step_id = step.default
-                for test, target in cj.branch_cases[enrollment.step_id]:
-                    if test(scope):
-                        step_id = target
-                        break
-            elif isinstance(step, Split):
-                name, step_id = cj.split_path(
-                    enrollment.step_id, split_fraction(self.customer_id, cj.journey.id,
-                                                       enrollment.step_id)
-                )
-                enrollment.paths[enrollment.step_id] = name
-                self._activity(enrollment, "path", name, at)
-            elif isinstance(step, UpdateProfile):
-                p = self.profile
-                self._set_profile(Profile(
-                    p.customer_id, merge_attributes(p.attributes, step.set, step.unset),
-                    p.timezone, p.locale,
-                ))
-                step_id = step.next
-            elif isinstance(step, Exit):
-                self._end(enrollment, "exited", step.reason, at)
-                return
-        self._end(enrollment, "exited", "step limit reached", at)
+            step_id = nxt
+        self.end(enrollment, "exited", "step limit reached", at)
 
-    def _send(
+    def schedule(self, enrollment: Enrollment, wake: datetime) -> None:
+        """Make ``enrollment`` wait until ``wake`` (never past its maximum lifetime)."""
+        if enrollment.expires_at is not None and enrollment.expires_at < wake:
+            wake = enrollment.expires_at
+        enrollment.wake_at = wake
+
+    def send(
         self, cj: CompiledJourney, enrollment: Enrollment, step_id: str, step: Send,
         at: datetime,
     ) -> bool:
         """Queue one message. Returns False when the enrollment ended instead (send-time
         validation: the audience and exit conditions are checked again right before sending)."""
-        scope = self._scope(_EMPTY, enrollment.context)
+        scope = self.scope(_EMPTY, enrollment.context)
         if cj.audience is not None and not cj.audience(scope):
-            self._end(enrollment, "exited", "audience no longer matches", at)
+            self.end(enrollment, "exited", "audience no longer matches", at)
             return False
         for criterion, where in cj.exit_conditions:
             if where(scope):
-                self._end(enrollment, "exited", criterion, at)
+                self.end(enrollment, "exited", criterion, at)
                 return False
-        item = self.registry.content.get(step.content)
-        variant = item.variant_for(step.channel, self.profile.locale) if item else None
+        registry = self.registry
+        item = registry.content.get(step.content)
+        profile = self.profile
+        variant = item.variant_for(step.channel, profile.locale) if item else None
         if item is None or variant is None:
-            self._activity(enrollment, "send_failed", "no content variant", at)
+            self.activity(enrollment, "send_failed", "no content variant", at,
+                          channel=step.channel, content_id=step.content)
             return True
-        data = {
-            "profile": self.profile.attributes,
-            "event": enrollment.context,
-            "context": enrollment.context,
-            "customer_id": self.customer_id,
-        }
-        try:
-            fields = self.renderer.render(item, variant, data)
-        except RenderError as exc:
-            self._activity(enrollment, "send_failed", str(exc)[:200], at)
-            return True
+        fields: dict[str, str] = {}
+        if self.render:
+            data = {
+                "profile": profile.attributes,
+                "event": enrollment.context,
+                "context": enrollment.context,
+                "customer_id": self.customer_id,
+            }
+            try:
+                fields = registry.renderer.render(item, variant, data)
+            except RenderError as exc:
+                self.activity(enrollment, "send_failed", str(exc)[:200], at,
+                              channel=step.channel, content_id=item.id,
+                              content_version=item.version)
+                return True
+        attrs_ = profile.attributes
+        recipient = {k: attrs_[k] for k in self.recipient_attributes if k in attrs_}
         attempt = enrollment.visits.get(step_id, 1)
         message = Message(
             idempotency_key=f"{enrollment.id}:{step_id}:{attempt}",
@@ -436,40 +489,78 @@ class Decider:
             created_at=at,
             transactional=step.transactional,
             locale=variant.locale,
-            recipient=dict(self.profile.attributes),
+            recipient=recipient,
+            content_version=item.version,
         )
-        self.changes.messages.append(message)
+        self.messages.append(message)
         self.outcome.messages.append(message)
-        self._activity(enrollment, "sent", step.channel, at)
+        self.activity(enrollment, "sent", step.channel, at, channel=step.channel,
+                      content_id=item.id,
+                      content_version=item.version)
         return True
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def _end(self, enrollment: Enrollment, status: str, reason: str | None, at: datetime) -> None:
+    def end(self, enrollment: Enrollment, status: str, reason: str | None, at: datetime) -> None:
         enrollment.status = status  # type: ignore[assignment]
         enrollment.ended_at = at
         enrollment.end_reason = reason
         enrollment.wake_at = None
-        self.changes.touch(enrollment)
-        if enrollment in self.active:
-            self.active.remove(enrollment)
-        self._activity(enrollment, status, reason, at)
+        self.dirty = True
+        state = self.state
+        if enrollment in state.enrollments:
+            state.enrollments.remove(enrollment)
+        ended = state.ended
+        ended.append(EndedEnrollment.of(enrollment))
+        if len(ended) > self.keep_ended:
+            del ended[: len(ended) - self.keep_ended]
+        self._fold_history(enrollment, at)
+        self.activity(enrollment, status, reason, at)
         self.outcome.ended.append(Ended(
             enrollment.journey_id, enrollment.id, self.customer_id, status, reason, at
         ))
 
-    def _activity(
-        self, enrollment: Enrollment, kind: str, detail: str | None, at: datetime
+    def _fold_history(self, enrollment: Enrollment, at: datetime) -> None:
+        """Record the end in the entry history, dropping what no re-entry rule can read."""
+        key = (enrollment.journey_id, enrollment.instance_key)
+        history = self.state.history
+        h = history.get(key)
+        if h is None:
+            return
+        h.last_ended_at = at
+        cj = self.registry.latest.get(enrollment.journey_id)
+        # A keyed instance under after_exit needs nothing once it ended: without this, one
+        # entry per cart would pile up forever. (The unkeyed entry stays: its count numbers
+        # the enrollments.)
+        if (
+            cj is not None and enrollment.instance_key is not None
+            and cj.journey.reentry.mode == "after_exit"
+        ):
+            del history[key]
+
+    def activity(
+        self, enrollment: Enrollment, kind: str, detail: str | None, at: datetime, *,
+        channel: str | None = None, content_id: str | None = None,
+        content_version: int | None = None,
     ) -> None:
-        self.changes.activities.append(Activity(
-            enrollment.journey_id, enrollment.version,
-            None if kind in ("entered",) else enrollment.step_id,
-            kind, detail, enrollment.id, self.customer_id, at,
+        self.activities.append(Activity(
+            at, self.customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
+            None if kind == "entered" else enrollment.step_id, kind, detail, channel,
+            content_id, content_version,
         ))
 
-    def _set_profile(self, profile: Profile) -> None:
-        self.profile = profile
-        self.changes.profile = profile
+    def set_profile(self, profile: Profile) -> None:
+        self.state.profile = profile
+        self.dirty = True
 
-    def _scope(self, event: Mapping[str, Any], context: Mapping[str, Any]) -> _Scope:
-        return _Scope(self.profile.attributes, event, context, self.registry.segments)
+    def change_profile(self, set_: Mapping[str, Any], unset: tuple[str, ...] = ()) -> None:
+        p = self.profile
+        self.set_profile(Profile(
+            p.customer_id, merge_attributes(p.attributes, set_, unset), p.timezone, p.locale
+        ))
+
+    def scope(self, event: Mapping[str, Any], context: Mapping[str, Any]) -> _Scope:
+        p = self.state.profile
+        return _Scope(p.attributes if p is not None else _EMPTY, event, context,
+                      self.registry.segments)
+

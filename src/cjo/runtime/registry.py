@@ -1,39 +1,49 @@
-"""Published definitions, compiled once: conditions become closures, events get indexes."""
+"""Published definitions of one generation, compiled once: conditions become closures, kinds
+are looked up, events are indexed, and content templates are parsed on first use."""
 
 from __future__ import annotations
 
-import bisect
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
 
 from cjo.conditions import CompiledCondition, compile_condition
+from cjo.content.render import Renderer
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.journey import Journey
-from cjo.model.steps import Branch, Split, WaitForEvent
-from cjo.model.triggers import EventTrigger
+from cjo.runtime.kinds import StepKind, TriggerKind, step_kind, trigger_kind
+from cjo.runtime.state import CustomerState
 
-__all__ = ["CompiledJourney", "Registry"]
+__all__ = ["CompiledJourney", "CompiledStep", "Registry"]
 
 
 def _maybe(condition: Any) -> CompiledCondition | None:
     return compile_condition(condition) if condition is not None else None
 
 
+@attrs.frozen(slots=True)
+class CompiledStep:
+    kind: StepKind[Any]
+    step: Any
+    compiled: Any
+
+
 @attrs.define(slots=True)
 class CompiledJourney:
     journey: Journey
-    trigger_where: CompiledCondition | None
+    trigger: TriggerKind[Any]
+    trigger_compiled: Any
     audience: CompiledCondition | None
     goal_where: CompiledCondition | None
     exit_by_event: dict[str, list[tuple[str, CompiledCondition | None]]]
     exit_conditions: list[tuple[str, CompiledCondition]]
-    wait_where: dict[str, CompiledCondition | None]
-    branch_cases: dict[str, list[tuple[CompiledCondition, str | None]]]
-    split_table: dict[str, tuple[list[float], list[tuple[str, str | None]]]]
+    steps: dict[str, CompiledStep]
     # Events that matter to a customer already enrolled (waits, exits, goal).
     watched_events: frozenset[str]
+    # Whether any event at all may matter to an enrolled customer (condition exits).
+    any_event: bool
 
     @classmethod
     def compile(cls, journey: Journey) -> CompiledJourney:
@@ -44,97 +54,104 @@ class CompiledJourney:
                 exit_by_event.setdefault(crit.event, []).append((crit.name, _maybe(crit.where)))
             elif crit.where is not None:
                 exit_conditions.append((crit.name, compile_condition(crit.where)))
-        wait_where: dict[str, CompiledCondition | None] = {}
-        branch_cases: dict[str, list[tuple[CompiledCondition, str | None]]] = {}
-        split_table: dict[str, tuple[list[float], list[tuple[str, str | None]]]] = {}
         watched = set(exit_by_event)
         if journey.goal is not None:
             watched.add(journey.goal.event)
+        steps: dict[str, CompiledStep] = {}
         for step_id, step in journey.steps.items():
-            if isinstance(step, WaitForEvent):
-                wait_where[step_id] = _maybe(step.where)
-                watched.add(step.event)
-            elif isinstance(step, Branch):
-                branch_cases[step_id] = [
-                    (compile_condition(c.condition), c.next) for c in step.cases
-                ]
-            elif isinstance(step, Split):
-                total = sum(p.weight for p in step.paths)
-                bounds: list[float] = []
-                running = 0.0
-                for p in step.paths:
-                    running += p.weight / total
-                    bounds.append(running)
-                bounds[-1] = 1.0
-                split_table[step_id] = (bounds, [(p.name, p.next) for p in step.paths])
-        trigger = journey.trigger
+            kind = step_kind(step)
+            steps[step_id] = CompiledStep(kind, step, kind.compile(step))
+            watched.update(kind.watches(step))
+        tkind = trigger_kind(journey.trigger)
         return cls(
             journey=journey,
-            trigger_where=_maybe(trigger.where) if isinstance(trigger, EventTrigger) else None,
+            trigger=tkind,
+            trigger_compiled=tkind.compile(journey.trigger),
             audience=_maybe(journey.audience),
             goal_where=_maybe(journey.goal.where) if journey.goal else None,
             exit_by_event=exit_by_event,
             exit_conditions=exit_conditions,
-            wait_where=wait_where,
-            branch_cases=branch_cases,
-            split_table=split_table,
+            steps=steps,
             watched_events=frozenset(watched),
+            any_event=bool(exit_conditions),
         )
-
-    def split_path(self, step_id: str, fraction: float) -> tuple[str, str | None]:
-        bounds, paths = self.split_table[step_id]
-        return paths[min(bisect.bisect_right(bounds, fraction), len(paths) - 1)]
 
 
 @attrs.define(slots=True)
 class Registry:
-    """Every published journey version, the latest version per id, segments and content."""
+    """Every published journey version, the latest version per id, segments and content, as of
+    one definitions ``generation``. A new generation builds a new registry (and renderer), so
+    republished content renders at once."""
 
+    generation: int = 0
     journeys: dict[tuple[str, int], CompiledJourney] = attrs.field(factory=dict)
     latest: dict[str, CompiledJourney] = attrs.field(factory=dict)
+    # Event name -> journeys (latest versions) whose trigger reads it, in journey id order.
     triggers_by_event: dict[str, list[CompiledJourney]] = attrs.field(factory=dict)
-    watched_events: frozenset[str] = frozenset()
-    has_condition_exits: bool = False
+    # Journeys (latest versions) whose trigger keeps customer timers.
+    armed: list[CompiledJourney] = attrs.field(factory=list)
+    enrolled_events: frozenset[str] = frozenset()
+    any_event_when_enrolled: bool = False
     segments: dict[str, CompiledCondition] = attrs.field(factory=dict)
     content: dict[str, ContentItem] = attrs.field(factory=dict)
     definitions: Definitions = attrs.field(factory=Definitions)
+    renderer: Renderer = attrs.field(factory=Renderer)
 
     @classmethod
-    def build(cls, definitions: Definitions, previous: Registry | None = None) -> Registry:
-        """Compile ``definitions``; earlier journey versions stay known so that customers already
-        in them can finish (enrollments are pinned to their version)."""
-        journeys: dict[tuple[str, int], CompiledJourney] = dict(
-            previous.journeys if previous else {}
-        )
-        for journey in definitions.journeys:
-            journeys[(journey.id, journey.version)] = CompiledJourney.compile(journey)
+    def build(cls, definitions: Definitions, generation: int) -> Registry:
+        journeys: dict[tuple[str, int], CompiledJourney] = {
+            (j.id, j.version): CompiledJourney.compile(j) for j in definitions.journeys
+        }
         latest: dict[str, CompiledJourney] = {}
         for (jid, version), cj in journeys.items():
             if jid not in latest or latest[jid].journey.version < version:
                 latest[jid] = cj
         triggers: dict[str, list[CompiledJourney]] = {}
+        armed: list[CompiledJourney] = []
         for cj in sorted(latest.values(), key=lambda c: c.journey.id):
             trigger = cj.journey.trigger
-            if isinstance(trigger, EventTrigger):
-                triggers.setdefault(trigger.event, []).append(cj)
-        watched: set[str] = set()
+            names: Iterable[str] = (
+                *cj.trigger.entry_events(trigger), *cj.trigger.watched_events(trigger)
+            )
+            for name in dict.fromkeys(names):
+                triggers.setdefault(name, []).append(cj)
+            if type(cj.trigger).arm is not TriggerKind.arm:
+                armed.append(cj)
+        enrolled: set[str] = set()
         for cj in journeys.values():
-            watched |= cj.watched_events
+            enrolled |= cj.watched_events
         return cls(
+            generation=generation,
             journeys=journeys,
             latest=latest,
             triggers_by_event=triggers,
-            watched_events=frozenset(watched),
-            has_condition_exits=any(cj.exit_conditions for cj in journeys.values()),
+            armed=armed,
+            enrolled_events=frozenset(enrolled),
+            any_event_when_enrolled=any(cj.any_event for cj in journeys.values()),
             segments={s.id: compile_condition(s.condition) for s in definitions.segments},
             content={c.id: c for c in definitions.content},
             definitions=definitions,
         )
 
-    def is_relevant(self, event_name: str) -> bool:
-        """Whether an event can change anything: start a journey, end a wait, exit or convert."""
+    def may_matter(self, event_name: str) -> bool:
+        """Whether an event can change anything for some customer: start a journey, feed a
+        trigger, end a wait, exit or convert."""
         return (
             event_name in self.triggers_by_event
-            or event_name in self.watched_events
-            or self.has_condition_exits
+            or event_name in self.enrolled_events
+            or self.any_event_when_enrolled
         )
+
+    def matters_to(self, state: CustomerState | None, event_name: str) -> bool:
+        """Whether an event can change anything for this customer (their committed record):
+        a look-up, so that irrelevant events never open a transaction."""
+        if event_name in self.triggers_by_event:
+            return True
+        if state is None:
+            return False
+        journeys = self.journeys
+        for e in state.enrollments:
+            cj = journeys.get((e.journey_id, e.version))
+            if cj is not None and (cj.any_event or event_name in cj.watched_events):
+                return True
+        return False

@@ -1,4 +1,9 @@
-"""Runtime state: enrollments, the records the core emits, and the changes a session applies."""
+"""Runtime records: the customer record and what it holds, and the effects a transaction emits.
+
+The customer record (``CustomerState``) is the unit of state: everything the decision core needs
+to decide for one customer. Storage loads it once per customer transaction and writes it back
+whole, with the transaction's effects (outbox messages and activity-log entries).
+"""
 
 from __future__ import annotations
 
@@ -8,26 +13,32 @@ from typing import Any, Literal
 
 import attrs
 
-from cjo.channels.base import Message
 from cjo.model.events import Profile
 
 __all__ = [
     "ACTIVE",
+    "RECORD_LAYOUT",
     "TERMINAL_STATUSES",
     "Activity",
-    "Changes",
+    "CustomerState",
+    "EndedEnrollment",
     "Enrollment",
     "EnrollmentStatus",
-    "PastEntry",
+    "EntryHistory",
+    "merge_attributes",
 ]
 
 EnrollmentStatus = Literal[
-    "active", "completed", "exited", "converted", "expired", "removed", "ejected"
+    "active", "completed", "exited", "converted", "expired", "removed", "ejected", "merged"
 ]
 ACTIVE: EnrollmentStatus = "active"
 TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"completed", "exited", "converted", "expired", "removed", "ejected"}
+    {"completed", "exited", "converted", "expired", "removed", "ejected", "merged"}
 )
+
+#: The layout of stored customer records that this version writes. Older layouts are upgraded
+#: when read (``cjo.storage.codec``); fields a newer layout added are kept as they are.
+RECORD_LAYOUT = 1
 
 
 @attrs.define(slots=True, eq=True)
@@ -78,50 +89,138 @@ class Enrollment:
         return (self.wake_at, self.step_entered_at or self.entered_at, self.id)
 
 
-@attrs.frozen(slots=True)
-class PastEntry:
-    """What re-entry rules need to know of an earlier enrollment in the same journey."""
+@attrs.define(slots=True, eq=True)
+class EndedEnrollment:
+    """What is kept of an ended enrollment: its identity and how it ended (the activity log
+    keeps the details). A record keeps the last few; see ``CustomerState.ended``."""
 
+    id: str
+    journey_id: str
+    version: int
     entered_at: datetime
-    ended_at: datetime | None
+    ended_at: datetime
+    status: EnrollmentStatus
+    end_reason: str | None = None
+    step_id: str | None = None
+    instance_key: str | None = None
+    converted_at: datetime | None = None
+
+    @classmethod
+    def of(cls, e: Enrollment) -> EndedEnrollment:
+        assert e.ended_at is not None
+        return cls(
+            e.id, e.journey_id, e.version, e.entered_at, e.ended_at, e.status, e.end_reason,
+            e.step_id, e.instance_key, e.converted_at,
+        )
+
+    def as_enrollment(self, customer_id: str) -> Enrollment:
+        return Enrollment(
+            id=self.id, journey_id=self.journey_id, version=self.version,
+            customer_id=customer_id, entered_at=self.entered_at, step_id=self.step_id,
+            status=self.status, instance_key=self.instance_key, ended_at=self.ended_at,
+            end_reason=self.end_reason, converted_at=self.converted_at,
+        )
+
+
+@attrs.define(slots=True, eq=True)
+class EntryHistory:
+    """What re-entry rules need to know of a customer's past entries into one journey (any
+    version) for one instance key: how many there were, the most recent entry instants (as
+    many as an ``at_most`` rule counts) and when the last one ended."""
+
+    count: int = 0
+    recent: list[datetime] = attrs.field(factory=list)
+    last_ended_at: datetime | None = None
+
+    def copy(self) -> EntryHistory:
+        return EntryHistory(self.count, list(self.recent), self.last_ended_at)
+
+
+HistoryKey = tuple[str, str | None]  # (journey id, instance key)
+
+
+@attrs.define(slots=True, eq=True)
+class CustomerState:
+    """Everything the decision core knows of one customer, kept as one versioned record.
+
+    - ``revision`` counts the writes of this record (storage increments it on save).
+    - ``profile``: attributes, time zone, locale.
+    - ``enrollments``: the active ones; ``ended``: the last few that ended, newest last.
+    - ``history``: per (journey, instance key), what re-entry rules need (bounded: entries that
+      no rule can count any more are dropped).
+    - ``timers``: customer-level wake-ups by name (an inactivity trigger's instant, ...).
+    - ``marks``: instants the core remembers by name (the last qualifying event of an
+      inactivity trigger, the basis it last fired for).
+    - ``extra``: fields written by a newer cjo that this one does not know; written back
+      untouched, so a rolling upgrade loses nothing.
+
+    New features add fields here with a default (and a layout upgrade in
+    ``cjo.storage.codec`` if an old layout must be converted), not verbs to ``Storage``.
+    """
+
+    customer_id: str
+    created_at: datetime
+    revision: int = 0
+    profile: Profile | None = None
+    enrollments: list[Enrollment] = attrs.field(factory=list)
+    ended: list[EndedEnrollment] = attrs.field(factory=list)
+    history: dict[HistoryKey, EntryHistory] = attrs.field(factory=dict)
+    timers: dict[str, datetime] = attrs.field(factory=dict)
+    marks: dict[str, datetime] = attrs.field(factory=dict)
+    extra: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """The earliest instant anything of this customer must be looked at again."""
+        best: datetime | None = None
+        for e in self.enrollments:
+            w = e.wake_at
+            if w is not None and (best is None or w < best):
+                best = w
+        for w in self.timers.values():
+            if best is None or w < best:
+                best = w
+        return best
+
+    def copy(self) -> CustomerState:
+        """A copy the core may change freely (a rolled-back transaction leaves no trace)."""
+        return CustomerState(
+            self.customer_id, self.created_at, self.revision, self.profile,
+            [e.copy() for e in self.enrollments], list(self.ended),
+            {k: h.copy() for k, h in self.history.items()},
+            dict(self.timers), dict(self.marks), dict(self.extra),
+        )
+
+    def all_enrollments(self) -> list[Enrollment]:
+        """The kept ended enrollments and the active ones, oldest entry first."""
+        out = [x.as_enrollment(self.customer_id) for x in self.ended]
+        out.extend(e.copy() for e in self.enrollments)
+        out.sort(key=lambda e: (e.entered_at, e.id))
+        return out
 
 
 @attrs.frozen(slots=True)
 class Activity:
-    """One thing that happened in a journey, kept for measurement.
+    """One entry of the activity log: one thing that happened in a journey, kept for
+    measurement. The same fields on every storage adapter.
 
-    ``kind`` is one of: entered, step, sent, send_failed, timeout, event_received, goal,
-    completed, exited, converted, expired, removed, ejected. ``detail`` qualifies it (the
-    channel of a send, the criterion of an exit, the path of a split).
+    ``kind`` is one of: entered, step, sent, send_failed, path, timeout, event_received, goal,
+    and the terminal statuses (completed, exited, converted, expired, removed, ejected, merged).
+    ``detail`` qualifies it (the criterion of an exit, the path of a split, the event received).
+    ``channel``, ``content_id`` and ``content_version`` are set on sends.
     """
 
+    at: datetime
+    customer_id: str
+    enrollment_id: str
     journey_id: str
     version: int
     step_id: str | None
     kind: str
-    detail: str | None
-    enrollment_id: str
-    customer_id: str
-    at: datetime
-
-
-@attrs.define(slots=True)
-class Changes:
-    """Everything one customer transaction writes. Storage applies it atomically."""
-
-    customer_id: str
-    enrollments: dict[str, Enrollment] = attrs.field(factory=dict)
-    new_enrollments: set[str] = attrs.field(factory=set)
-    profile: Profile | None = None
-    messages: list[Message] = attrs.field(factory=list)
-    activities: list[Activity] = attrs.field(factory=list)
-
-    def touch(self, enrollment: Enrollment) -> None:
-        self.enrollments[enrollment.id] = enrollment
-
-    @property
-    def empty(self) -> bool:
-        return not (self.enrollments or self.profile or self.messages or self.activities)
+    detail: str | None = None
+    channel: str | None = None
+    content_id: str | None = None
+    content_version: int | None = None
 
 
 def merge_attributes(current: Mapping[str, Any], set_: Mapping[str, Any],
@@ -131,3 +230,4 @@ def merge_attributes(current: Mapping[str, Any], set_: Mapping[str, Any],
     for name in unset:
         merged.pop(name, None)
     return merged
+

@@ -1,14 +1,16 @@
 """The storage interface: the engine's verbs, which every adapter implements.
 
-The engine does all its work for one customer inside ``Storage.customer(...)``: one
-transaction holding that customer's lock, so engines in several processes can share one
-database. Inside it, the engine reads (``load_profile``, ``load_active``, ``history``), decides
-without I/O, and writes everything at once with ``apply``. Leaving the block commits; an
-exception rolls back and nothing of the transaction is kept.
+The unit of state is the customer record (``CustomerState``). The engine does all its work for
+one customer inside a customer transaction (``Storage.batch`` / ``Storage.customer``), holding
+that customer's lock so engines in several processes can share one database: it loads the
+record once (``CustomerSession.load``), decides without I/O, and writes the record back whole
+with the transaction's effects (``CustomerSession.save``: outbox messages and activity-log
+entries). Leaving the block commits; an exception rolls back and nothing of it is kept.
 
-Wake-ups (the ends of waits) are a column of the enrollment, not a separate timer row, so a
-wake-up can never outlive or be lost apart from its enrollment. Messages go to an outbox in the
-same transaction and are dispatched after commit.
+Wake-ups are one instant per customer (``CustomerState.wake_at``: the earliest of its waits,
+timeouts, lifetimes and customer timers), stored beside the record so due customers can be
+claimed with an index. Definitions are kept as an append-only log of generations, written
+with compare-and-set so concurrent publishers never lose each other's work.
 """
 
 from __future__ import annotations
@@ -22,16 +24,17 @@ from typing import Literal
 import attrs
 
 from cjo.channels.base import DeliveryResult, Message
-from cjo.model.events import Profile
-from cjo.runtime.state import Changes, Enrollment, PastEntry
+from cjo.runtime.state import Activity, CustomerState
 
 __all__ = [
     "ActivityCount",
     "CustomerSession",
     "Delivery",
-    "DueWakeup",
+    "DueCustomer",
     "OutboxEntry",
     "OutboxStatus",
+    "PruneResult",
+    "Retention",
     "Storage",
 ]
 
@@ -39,11 +42,10 @@ OutboxStatus = Literal["pending", "delivered", "failed", "rejected"]
 
 
 @attrs.frozen(slots=True)
-class DueWakeup:
-    """An enrollment whose wake-up is due, claimed for ``lease`` by one worker."""
+class DueCustomer:
+    """A customer whose wake-up is due, claimed for a lease by one worker."""
 
     customer_id: str
-    enrollment_id: str
     wake_at: datetime
 
 
@@ -75,32 +77,58 @@ class ActivityCount:
     count: int
 
 
+@attrs.frozen(slots=True)
+class Retention:
+    """How long storage keeps what grows with the number of events.
+
+    - ``event_ids``: handled event ids, for de-duplication. A repeat of an event older than
+      this is handled again, so keep it longer than any redelivery your event source does.
+    - ``outbox``: delivered (or finally failed) messages; pending ones are never pruned.
+    - ``activity``: the activity log. ``activity_counts`` keeps counting pruned entries.
+    """
+
+    event_ids: timedelta = timedelta(days=7)
+    outbox: timedelta = timedelta(days=7)
+    activity: timedelta = timedelta(days=400)
+
+
+@attrs.frozen(slots=True)
+class PruneResult:
+    event_ids: int = 0
+    outbox: int = 0
+    activity: int = 0
+
+
 class CustomerSession(abc.ABC):
-    """One customer's transaction. Everything it returns is the caller's to mutate."""
+    """One customer's part of a transaction."""
 
     customer_id: str
 
     @abc.abstractmethod
     def claim_event(self, event_id: str) -> bool:
-        """Record ``event_id`` as handled. False if it was handled before (a duplicate)."""
+        """Record ``event_id`` as handled (event ids are global, not per customer). False if it
+        was handled before, in this transaction or an earlier one still in the retention
+        window (a duplicate)."""
 
     @abc.abstractmethod
-    def load_profile(self) -> Profile | None: ...
+    def load(self) -> CustomerState | None:
+        """The customer's record, or None for a customer never seen. The object is the
+        caller's to change. A stored record that cannot be decoded raises
+        ``CorruptRecordError`` naming the customer."""
 
     @abc.abstractmethod
-    def load_active(self) -> list[Enrollment]:
-        """The customer's active enrollments."""
+    def save(
+        self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
+    ) -> None:
+        """Write the record whole (its ``wake_at`` with it, any lease on it cleared, its
+        ``revision`` incremented), append ``activities`` to the activity log, and add
+        ``messages`` to the outbox (a key already there is ignored), leased to this writer
+        until ``now + dispatch_lease`` so no other worker dispatches them first."""
 
     @abc.abstractmethod
-    def history(self, journey_id: str, instance_key: str | None) -> list[PastEntry]:
-        """Every enrollment (active or ended) of this customer in ``journey_id`` (any version)
-        for ``instance_key``, oldest first."""
-
-    @abc.abstractmethod
-    def apply(self, changes: Changes) -> None:
-        """Write changes: upsert enrollments (their wake-ups with them), save the profile,
-        append activities, and add messages to the outbox, leased to this worker until
-        ``dispatch_deadline`` so no other worker dispatches them first."""
+    def set_aside(self, reason: str) -> None:
+        """Keep the customer's stored record as it is but stop claiming it as due: for a
+        record that cannot be decoded, so one bad record never stops a worker."""
 
 
 class Storage(abc.ABC):
@@ -109,6 +137,8 @@ class Storage(abc.ABC):
 
     #: How long messages written by a transaction stay reserved for the worker that wrote them.
     dispatch_lease: timedelta = timedelta(seconds=60)
+
+    # --- customer transactions -----------------------------------------------------------------
 
     @abc.abstractmethod
     def batch(
@@ -129,20 +159,29 @@ class Storage(abc.ABC):
             yield sessions[customer_id]
 
     @abc.abstractmethod
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueWakeup]:
-        """Up to ``limit`` wake-ups due by ``now`` (earliest first) that no other worker holds,
-        each reserved for ``lease``. A wake-up whose lease ran out may be claimed again."""
+    def peek(self, customer_id: str) -> CustomerState | None:
+        """The customer's record as last committed, read without a transaction or lock (the
+        engine uses it to skip events that cannot matter to this customer). May be stale by
+        the time it returns; never to be written back. None when unknown or undecodable."""
+
+    # --- wake-ups ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
+        """Up to ``limit`` customers whose ``wake_at`` is due by ``now`` (earliest first, then
+        by customer id) that no other worker holds, each reserved for ``lease``. A claim whose
+        lease ran out may be claimed again. Set-aside records are never claimed."""
 
     @contextmanager
     def due_batch(
         self, now: datetime, limit: int, lease: timedelta
     ) -> Iterator[Mapping[str, CustomerSession]]:
-        """Claim up to ``limit`` due wake-ups and open one transaction for their customers
-        (in order of their earliest due wake-up); an empty mapping when nothing is due.
+        """Claim up to ``limit`` due customers and open one transaction for them (in order of
+        their wake-up); an empty mapping when nothing is due.
 
         The default claims with ``claim_due`` (its lease protects the claim until the batch
         commits) and then opens ``batch``. An adapter whose transactions lock the whole
-        database may claim inside the transaction instead, needing no lease at all."""
+        database may claim inside the transaction instead."""
         due = self.claim_due(now, limit, lease)
         customers = list(dict.fromkeys(d.customer_id for d in due))
         if not customers:
@@ -153,7 +192,10 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def next_wake_at(self) -> datetime | None:
-        """The earliest pending wake-up, leased or not (for simulations and worker sleeps)."""
+        """The earliest pending wake-up of any customer, leased or not (for simulations and
+        worker sleeps)."""
+
+    # --- outbox --------------------------------------------------------------------------------
 
     @abc.abstractmethod
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
@@ -173,15 +215,41 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def outbox_entry(self, key: str) -> OutboxEntry | None: ...
 
-    @abc.abstractmethod
-    def get_profile(self, customer_id: str) -> Profile | None: ...
+    # --- definitions ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def get_enrollments(self, customer_id: str) -> list[Enrollment]:
-        """Every enrollment of the customer, active and ended, oldest first."""
+    def definitions_generation(self) -> int:
+        """The latest definitions generation (0 when nothing was ever published): one cheap
+        read, made before every transaction so engines notice a publish by another process."""
 
     @abc.abstractmethod
-    def activity_counts(self, journey_id: str) -> list[ActivityCount]: ...
+    def load_definitions(self) -> tuple[int, str] | None:
+        """The latest generation and its definitions (JSON text), or None."""
+
+    @abc.abstractmethod
+    def append_definitions(self, expected_generation: int, payload: str) -> int:
+        """Store ``payload`` as generation ``expected_generation + 1`` and return it, only if
+        the latest generation is still ``expected_generation`` (compare-and-set); otherwise
+        raise ``ConflictError`` (another process published first: reload, merge, retry)."""
+
+    # --- queries -------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def activities(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        journey_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> list[Activity]:
+        """Activity-log entries with ``start <= at < end`` (optionally of one journey or one
+        customer), in the order they were appended."""
+
+    @abc.abstractmethod
+    def activity_counts(self, journey_id: str) -> list[ActivityCount]:
+        """Every activity of a journey, counted by (version, step, kind, detail), pruned
+        entries included."""
 
     @abc.abstractmethod
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
@@ -189,8 +257,13 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def erase_customer(self, customer_id: str) -> None:
-        """Forget a customer: profile, enrollments, pending messages. Aggregated activity is kept
-        without the customer's id."""
+        """Forget a customer: their record and pending messages; their activity-log entries
+        lose the customer id (counts are kept)."""
+
+    @abc.abstractmethod
+    def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        """Drop what is older than ``retention`` allows: handled event ids, delivered (or
+        finally failed) outbox messages, activity-log entries."""
 
     @abc.abstractmethod
     def get_setting(self, key: str) -> str | None:

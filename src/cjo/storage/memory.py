@@ -1,173 +1,228 @@
-"""In-memory storage: tests, simulations and back-tests. Not durable."""
+"""In-memory storage: tests, simulations and back-tests. Not durable.
+
+Records are kept as objects (no encoding); a session hands out a copy of the record so that a
+rolled-back transaction leaves nothing behind. Due customers sit in a sorted list keyed by
+(wake_at, customer id).
+"""
 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-import attrs
 from sortedcontainers import SortedList
 
 from cjo.channels.base import DeliveryResult, Message
-from cjo.model.events import Profile
-from cjo.runtime.state import Changes, Enrollment, PastEntry
+from cjo.errors import ConflictError, StorageError
+from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
-    DueWakeup,
+    DueCustomer,
     OutboxEntry,
     OutboxStatus,
+    PruneResult,
+    Retention,
     Storage,
 )
 
 __all__ = ["InMemoryStorage"]
 
-_WakeKey = tuple[datetime, datetime, str, str]
+_CountKey = tuple[str, int, str | None, str, str | None]
+
+
+class _Txn:
+    """What the sessions of one transaction share: claimed event ids and the writes to commit."""
+
+    __slots__ = ("event_ids", "now", "open", "writes")
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.event_ids: set[str] = set()
+        self.writes: list[tuple[CustomerState, Sequence[Message], Sequence[Activity]]] = []
+        self.open = True
 
 
 class _Session(CustomerSession):
-    __slots__ = ("_changes", "_event_ids", "_store", "customer_id")
+    __slots__ = ("_store", "_txn", "customer_id")
 
-    def __init__(self, store: InMemoryStorage, customer_id: str, event_ids: set[str]) -> None:
+    def __init__(self, store: InMemoryStorage, txn: _Txn, customer_id: str) -> None:
         self._store = store
+        self._txn = txn
         self.customer_id = customer_id
-        # Shared by every session of one transaction: event ids are unique across customers.
-        self._event_ids = event_ids
-        self._changes: list[Changes] = []
+
+    def _check(self) -> None:
+        if not self._txn.open:
+            raise StorageError("a customer session was used after its transaction ended")
 
     def claim_event(self, event_id: str) -> bool:
-        if event_id in self._store._events or event_id in self._event_ids:
+        self._check()
+        if event_id in self._store._events or event_id in self._txn.event_ids:
             return False
-        self._event_ids.add(event_id)
+        self._txn.event_ids.add(event_id)
         return True
 
-    def load_profile(self) -> Profile | None:
-        return self._store._profiles.get(self.customer_id)
+    def load(self) -> CustomerState | None:
+        self._check()
+        for written, _m, _a in reversed(self._txn.writes):
+            if written.customer_id == self.customer_id:
+                return written.copy()
+        state = self._store._records.get(self.customer_id)
+        return None if state is None else state.copy()
 
-    def load_active(self) -> list[Enrollment]:
-        store = self._store
-        ids = store._active.get(self.customer_id)
-        if not ids:
-            return []
-        return [store._enrollments[eid].copy() for eid in sorted(ids)]
+    def save(
+        self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
+    ) -> None:
+        self._check()
+        if state.customer_id != self.customer_id:
+            raise StorageError(
+                f"a session of customer {self.customer_id!r} cannot save {state.customer_id!r}"
+            )
+        self._txn.writes.append((state, messages, activities))
 
-    def history(self, journey_id: str, instance_key: str | None) -> list[PastEntry]:
-        store = self._store
-        return [
-            PastEntry(e.entered_at, e.ended_at)
-            for eid in store._by_customer.get(self.customer_id, ())
-            if (e := store._enrollments[eid]).journey_id == journey_id
-            and e.instance_key == instance_key
-        ]
-
-    def apply(self, changes: Changes) -> None:
-        self._changes.append(changes)
+    def set_aside(self, reason: str) -> None:
+        self._check()
+        self._store._aside[self.customer_id] = reason
 
 
 class InMemoryStorage(Storage):
-    """Everything in dictionaries; wake-ups in a sorted list. Thread-safe, one writer at a time."""
+    """Everything in dictionaries; wake-ups in a sorted list. Thread-safe, one writer at a time.
 
-    def __init__(self) -> None:
+    ``keep_activity`` False keeps only the activity counts, not the log itself (back-tests
+    that need only the report)."""
+
+    def __init__(self, *, keep_activity: bool = True) -> None:
         self._lock = threading.RLock()
-        self._events: set[str] = set()
-        self._profiles: dict[str, Profile] = {}
-        self._enrollments: dict[str, Enrollment] = {}
-        self._by_customer: dict[str, list[str]] = {}
-        self._active: dict[str, set[str]] = {}
+        self._keep_activity = keep_activity
+        # Event ids in the order they were claimed, with the instant, for pruning.
+        self._events: dict[str, datetime] = {}
+        self._records: dict[str, CustomerState] = {}
+        self._aside: dict[str, str] = {}
         self._wakes: SortedList = SortedList()
-        self._wake_keys: dict[str, _WakeKey] = {}
+        self._wake_keys: dict[str, tuple[datetime, str]] = {}
         self._wake_leases: dict[str, datetime] = {}
         self._outbox: dict[str, OutboxEntry] = {}
+        self._outbox_done: deque[tuple[datetime, str]] = deque()
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
         self._settings: dict[str, str] = {}
-        self._activity: Counter[tuple[str, int, str | None, str, str | None]] = Counter()
+        self._log: deque[Activity] = deque()
+        self._counts: Counter[_CountKey] = Counter()
+        self._definitions: list[str] = []
+
+    # --- customer transactions -----------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, now: datetime) -> Iterator[_Txn]:
+        with self._lock:
+            txn = _Txn(now)
+            try:
+                yield txn
+            finally:
+                txn.open = False
+            # Reached only when the block raised nothing: commit.
+            for eid in txn.event_ids:
+                self._events[eid] = now
+            for state, messages, activities in txn.writes:
+                self._commit(state, messages, activities, now)
 
     @contextmanager
     def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
-        with self._lock:
-            session = _Session(self, customer_id, set())
-            yield session
-            # Reached only when the block raised nothing: commit.
-            self._events.update(session._event_ids)
-            self._commit_session(session, now)
+        with self._transaction(now) as txn:
+            yield _Session(self, txn, customer_id)
 
     @contextmanager
     def batch(
         self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
-        with self._lock:
-            claimed: set[str] = set()
-            sessions = {cid: _Session(self, cid, claimed) for cid in sorted(set(customer_ids))}
-            yield sessions
-            self._events.update(claimed)
-            for session in sessions.values():
-                self._commit_session(session, now)
+        with self._transaction(now) as txn:
+            yield {cid: _Session(self, txn, cid) for cid in sorted(set(customer_ids))}
 
-    def _commit_session(self, session: _Session, now: datetime) -> None:
-        for changes in session._changes:
-            self._commit(changes, now)
+    def _commit(
+        self, state: CustomerState, messages: Sequence[Message],
+        activities: Sequence[Activity], now: datetime,
+    ) -> None:
+        cid = state.customer_id
+        state.revision += 1
+        # The session's state was a copy (or a new object) and the engine drops it after
+        # commit: keep it as it is.
+        self._records[cid] = state
+        self._set_wake(cid, None if cid in self._aside else state.wake_at)
+        if messages:
+            available = now + self.dispatch_lease
+            for message in messages:
+                key = message.idempotency_key
+                if key in self._outbox:
+                    continue
+                self._outbox[key] = OutboxEntry(message, "pending", 0, available)
+                self._pending[key] = None
+        if activities:
+            counts = self._counts
+            for a in activities:
+                counts[(a.journey_id, a.version, a.step_id, a.kind, a.detail)] += 1
+            if self._keep_activity:
+                self._log.extend(activities)
 
-    def _commit(self, changes: Changes, now: datetime) -> None:
-        cid = changes.customer_id
-        if changes.profile is not None:
-            self._profiles[cid] = changes.profile
-        for eid, stored in changes.enrollments.items():
-            # The session's enrollments were copies made by load_active (or new objects), and
-            # the engine drops them after commit: store them as they are.
-            if eid not in self._enrollments:
-                self._by_customer.setdefault(cid, []).append(eid)
-            self._enrollments[eid] = stored
-            active = self._active.setdefault(cid, set())
-            if stored.active:
-                active.add(eid)
-            else:
-                active.discard(eid)
-            self._set_wake(stored)
-        available = now + self.dispatch_lease
-        for message in changes.messages:
-            key = message.idempotency_key
-            if key in self._outbox:
-                continue
-            self._outbox[key] = OutboxEntry(message, "pending", 0, available)
-            self._pending[key] = None
-        for a in changes.activities:
-            self._activity[(a.journey_id, a.version, a.step_id, a.kind, a.detail)] += 1
-
-    def _set_wake(self, enrollment: Enrollment) -> None:
-        eid = enrollment.id
-        old = self._wake_keys.pop(eid, None)
+    def _set_wake(self, customer_id: str, wake_at: datetime | None) -> None:
+        old = self._wake_keys.get(customer_id)
+        if old is not None and old[0] == wake_at:
+            self._wake_leases.pop(customer_id, None)
+            return
         if old is not None:
             self._wakes.remove(old)
-        self._wake_leases.pop(eid, None)
-        if enrollment.active and enrollment.wake_at is not None:
-            key = (*enrollment.wake_order(), enrollment.customer_id)
+            del self._wake_keys[customer_id]
+        self._wake_leases.pop(customer_id, None)
+        if wake_at is not None:
+            key = (wake_at, customer_id)
             self._wakes.add(key)
-            self._wake_keys[eid] = key
+            self._wake_keys[customer_id] = key
 
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueWakeup]:
-        out: list[DueWakeup] = []
+    def peek(self, customer_id: str) -> CustomerState | None:
+        # A read of one dict entry needs no lock; the engine only reads it.
+        return self._records.get(customer_id)
+
+    # --- wake-ups ------------------------------------------------------------------------------
+
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
+        out: list[DueCustomer] = []
         with self._lock:
-            for wake_at, _started, eid, cid in self._wakes:
+            for wake_at, cid in self._wakes:
                 if wake_at > now or len(out) >= limit:
                     break
-                held = self._wake_leases.get(eid)
+                held = self._wake_leases.get(cid)
                 if held is not None and held > now:
                     continue
-                self._wake_leases[eid] = now + lease
-                out.append(DueWakeup(cid, eid, wake_at))
+                self._wake_leases[cid] = now + lease
+                out.append(DueCustomer(cid, wake_at))
         return out
+
+    @contextmanager
+    def due_batch(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> Iterator[Mapping[str, CustomerSession]]:
+        # One lock for claim and work: nothing else can run in between, so no lease is needed
+        # beyond the one claim_due writes (it keeps a set-aside or unknown-version customer
+        # from being claimed again by the next pass).
+        with self._lock:
+            due = self.claim_due(now, limit, lease)
+            if not due:
+                yield {}
+                return
+            with self._transaction(now) as txn:
+                yield {d.customer_id: _Session(self, txn, d.customer_id) for d in due}
 
     def next_wake_at(self) -> datetime | None:
         with self._lock:
             return self._wakes[0][0] if self._wakes else None
 
+    # --- outbox --------------------------------------------------------------------------------
+
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
         out: list[Message] = []
         with self._lock:
-            for key in list(self._pending):
+            for key in self._pending:
                 if len(out) >= limit:
                     break
                 entry = self._outbox[key]
@@ -191,27 +246,58 @@ class InMemoryStorage(Storage):
             )
             if status != "pending":
                 self._pending.pop(key, None)
+                self._outbox_done.append((now, key))
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
             return self._outbox.get(key)
 
-    def get_profile(self, customer_id: str) -> Profile | None:
-        with self._lock:
-            p = self._profiles.get(customer_id)
-        # A copy for the host: mutating it must not change what is stored.
-        return None if p is None else attrs.evolve(p, attributes=dict(p.attributes))
+    # --- definitions ---------------------------------------------------------------------------
 
-    def get_enrollments(self, customer_id: str) -> list[Enrollment]:
+    def definitions_generation(self) -> int:
+        return len(self._definitions)
+
+    def load_definitions(self) -> tuple[int, str] | None:
         with self._lock:
-            return [self._enrollments[e].copy() for e in self._by_customer.get(customer_id, ())]
+            if not self._definitions:
+                return None
+            return len(self._definitions), self._definitions[-1]
+
+    def append_definitions(self, expected_generation: int, payload: str) -> int:
+        with self._lock:
+            current = len(self._definitions)
+            if current != expected_generation:
+                raise ConflictError(
+                    f"definitions generation {current} was published since generation "
+                    f"{expected_generation} was read: reload and publish again"
+                )
+            self._definitions.append(payload)
+            return current + 1
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def activities(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        journey_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> list[Activity]:
+        with self._lock:
+            return [
+                a for a in self._log
+                if start <= a.at < end
+                and (journey_id is None or a.journey_id == journey_id)
+                and (customer_id is None or a.customer_id == customer_id)
+            ]
 
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         with self._lock:
             return [
                 ActivityCount(jid, version, step, kind, detail, n)
                 for (jid, version, step, kind, detail), n in sorted(
-                    self._activity.items(), key=lambda kv: tuple(map(str, kv[0]))
+                    self._counts.items(), key=lambda kv: tuple(map(str, kv[0]))
                 )
                 if jid == journey_id
             ]
@@ -219,9 +305,8 @@ class InMemoryStorage(Storage):
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         out: Counter[tuple[int, str | None]] = Counter()
         with self._lock:
-            for ids in self._active.values():
-                for eid in ids:
-                    e = self._enrollments[eid]
+            for state in self._records.values():
+                for e in state.enrollments:
                     if e.journey_id == journey_id:
                         out[(e.version, e.step_id)] += 1
         return dict(out)
@@ -236,12 +321,39 @@ class InMemoryStorage(Storage):
 
     def erase_customer(self, customer_id: str) -> None:
         with self._lock:
-            self._profiles.pop(customer_id, None)
-            for eid in self._by_customer.pop(customer_id, []):
-                enrollment = self._enrollments.pop(eid)
-                enrollment.status = "removed"
-                self._set_wake(enrollment)
-            self._active.pop(customer_id, None)
+            self._records.pop(customer_id, None)
+            self._aside.pop(customer_id, None)
+            self._set_wake(customer_id, None)
             for key in [k for k, v in self._outbox.items() if v.message.customer_id == customer_id]:
                 del self._outbox[key]
                 self._pending.pop(key, None)
+            if any(a.customer_id == customer_id for a in self._log):
+                self._log = deque(
+                    a if a.customer_id != customer_id else _anonymous(a) for a in self._log
+                )
+
+    def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        with self._lock:
+            before = now - retention.event_ids
+            stale = [eid for eid, at in self._events.items() if at < before]
+            for eid in stale:
+                del self._events[eid]
+            before = now - retention.outbox
+            outbox = 0
+            while self._outbox_done and self._outbox_done[0][0] < before:
+                _at, key = self._outbox_done.popleft()
+                entry = self._outbox.get(key)
+                if entry is not None and entry.status != "pending":
+                    del self._outbox[key]
+                    outbox += 1
+            before = now - retention.activity
+            activity = 0
+            kept: deque[Activity] = deque(a for a in self._log if a.at >= before)
+            activity = len(self._log) - len(kept)
+            self._log = kept
+            return PruneResult(len(stale), outbox, activity)
+
+
+def _anonymous(a: Activity) -> Activity:
+    return Activity(a.at, "", a.enrollment_id, a.journey_id, a.version, a.step_id, a.kind,
+                    a.detail, a.channel, a.content_id, a.content_version)

@@ -1,0 +1,63 @@
+"""Step and trigger kinds, one module per family, and the tables that dispatch to them.
+
+Adding a kind: write its model class (``cjo.model.steps`` or ``cjo.model.triggers``), a
+``StepKind``/``TriggerKind`` subclass in a module here, and list it below. Validation, the
+registry, the decider and the JSON converter find it through these tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cjo.runtime.kinds.base import HALT, Checker, Halt, Next, StepKind, TriggerKind
+from cjo.runtime.kinds.flow import BranchKind, ExitKind, SplitKind, split_fraction
+from cjo.runtime.kinds.messaging import SendKind
+from cjo.runtime.kinds.profile import UpdateProfileKind
+from cjo.runtime.kinds.triggers import (
+    ApiTriggerKind,
+    EventTriggerKind,
+    InactivityTriggerKind,
+    timer_name,
+)
+from cjo.runtime.kinds.waiting import WaitForEventKind, WaitKind
+
+__all__ = [
+    "HALT",
+    "STEP_KINDS",
+    "TRIGGER_KINDS",
+    "Checker",
+    "Halt",
+    "Next",
+    "StepKind",
+    "TriggerKind",
+    "split_fraction",
+    "step_kind",
+    "timer_name",
+    "trigger_kind",
+]
+
+STEP_KINDS: dict[type[Any], StepKind[Any]] = {
+    k.step_type: k
+    for k in (
+        SendKind(), WaitKind(), WaitForEventKind(), BranchKind(), SplitKind(),
+        UpdateProfileKind(), ExitKind(),
+    )
+}
+
+TRIGGER_KINDS: dict[type[Any], TriggerKind[Any]] = {
+    k.trigger_type: k for k in (EventTriggerKind(), ApiTriggerKind(), InactivityTriggerKind())
+}
+
+
+def step_kind(step: object) -> StepKind[Any]:
+    kind = STEP_KINDS.get(type(step))
+    if kind is None:
+        raise TypeError(f"not a step: {step!r}")
+    return kind
+
+
+def trigger_kind(trigger: object) -> TriggerKind[Any]:
+    kind = TRIGGER_KINDS.get(type(trigger))
+    if kind is None:
+        raise TypeError(f"not a trigger: {trigger!r}")
+    return kind

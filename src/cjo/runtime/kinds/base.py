@@ -1,0 +1,142 @@
+"""What a step or trigger kind is: one class that knows everything about its kind.
+
+A step kind declares its labelled successors, whether it waits, its validation, what it
+compiles once at publish time, and how it runs (on arrival, on its wake-up, on an event while
+it waits). Validation, the registry and the decider dispatch through these objects, so a new
+kind is one module plus its tests: see docs/architecture.md, "Adding a step kind".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+
+from cjo.conditions import Condition
+from cjo.errors import Problem
+from cjo.model.content import ContentItem
+
+if TYPE_CHECKING:
+    from cjo.model.events import Event
+    from cjo.model.journey import Journey
+    from cjo.runtime.core import Decider
+    from cjo.runtime.registry import CompiledJourney
+    from cjo.runtime.state import Enrollment
+
+__all__ = ["HALT", "Checker", "Halt", "Next", "StepKind", "TriggerKind"]
+
+S = TypeVar("S")
+
+
+class Halt:
+    """Returned by a step that stops the run: the enrollment now waits, or has ended."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "HALT"
+
+
+HALT = Halt()
+
+#: What running a step gives: the next step id, None to complete the journey, or HALT.
+Next = str | None | Halt
+
+
+class Checker(Protocol):
+    """What validation offers a kind's ``check``: the shared checks and the definitions around."""
+
+    @property
+    def segment_ids(self) -> Collection[str]: ...
+    @property
+    def content(self) -> Mapping[str, list[ContentItem]]: ...
+    @property
+    def channels(self) -> Collection[str] | None: ...
+
+    def condition(
+        self, condition: Condition, where: str, *, used_in: str, scopes: tuple[str, ...]
+    ) -> list[Problem]: ...
+
+    def duration(
+        self, value: timedelta, name: str, where: str, journey: Journey
+    ) -> list[Problem]: ...
+
+
+class StepKind(Generic[S]):
+    """Base of every step kind. Subclasses set ``step_type`` and override what applies."""
+
+    step_type: ClassVar[type[Any]]
+    #: A waiting step stops the run and is resumed by a wake-up or an event; a loop of
+    #: non-waiting steps would never yield, so validation refuses one.
+    waits: ClassVar[bool] = False
+
+    def successors(self, step: S) -> list[tuple[str, str | None]]:
+        """Each step id this step can lead to, labelled with the field it comes from."""
+        return []
+
+    def check(self, step: S, where: str, journey: Journey, checker: Checker) -> list[Problem]:
+        """Problems with this step's own fields (the graph is checked elsewhere)."""
+        return []
+
+    def compile(self, step: S) -> Any:
+        """Whatever the step needs precomputed (compiled conditions...); kept per generation."""
+        return None
+
+    def watches(self, step: S) -> Iterable[str]:
+        """Event names this step reacts to while an enrollment waits on it."""
+        return ()
+
+    def run(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: S,
+        compiled: Any, at: datetime,
+    ) -> Next:
+        """The enrollment arrives at the step at ``at``."""
+        raise NotImplementedError
+
+    def wake(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step: S, compiled: Any,
+        at: datetime,
+    ) -> Next:
+        """The enrollment's wake-up on this step is due at ``at``."""
+        return HALT
+
+    def on_event(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step: S, compiled: Any,
+        event: Event, scope: Any, at: datetime,
+    ) -> Next:
+        """An event the step watches arrived while the enrollment waits on it."""
+        return HALT
+
+
+class TriggerKind(Generic[S]):
+    """Base of every trigger kind: how customers enter a journey."""
+
+    trigger_type: ClassVar[type[Any]]
+
+    def check(self, trigger: S, where: str, journey: Journey, checker: Checker) -> list[Problem]:
+        return []
+
+    def compile(self, trigger: S) -> Any:
+        return None
+
+    def entry_events(self, trigger: S) -> Iterable[str]:
+        """Event names that may start the journey (indexed by the registry)."""
+        return ()
+
+    def watched_events(self, trigger: S) -> Iterable[str]:
+        """Event names the trigger must see for every customer (not only to start)."""
+        return ()
+
+    def on_event(
+        self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, event: Event,
+        now: datetime,
+    ) -> None:
+        """An event of the customer arrived (one of ``entry_events`` or ``watched_events``)."""
+
+    def arm(self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any) -> None:
+        """Make sure the customer's timers for this trigger are set (each transaction)."""
+
+    def on_timer(
+        self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, at: datetime
+    ) -> None:
+        """This trigger's customer timer is due at ``at``."""

@@ -1,0 +1,50 @@
+"""Send: one message from a content item on one channel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cjo.errors import Problem
+from cjo.model.steps import Send
+from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
+
+if TYPE_CHECKING:
+    from cjo.model.journey import Journey
+    from cjo.runtime.core import Decider
+    from cjo.runtime.registry import CompiledJourney
+    from cjo.runtime.state import Enrollment
+
+__all__ = ["SendKind"]
+
+
+class SendKind(StepKind[Send]):
+    step_type = Send
+
+    def successors(self, step: Send) -> list[tuple[str, str | None]]:
+        return [("next", step.next)]
+
+    def check(self, step: Send, where: str, journey: Journey, checker: Checker) -> list[Problem]:
+        problems: list[Problem] = []
+        channels = checker.channels
+        if channels is not None and step.channel not in channels:
+            known = ", ".join(sorted(channels)) or "none"
+            problems.append(Problem(
+                where, f"channel {step.channel!r} is not registered (registered: {known})"
+            ))
+        items = checker.content.get(step.content)
+        if items is None:
+            problems.append(Problem(where, f"content {step.content!r} does not exist"))
+        elif not any(v.channel == step.channel for item in items for v in item.variants):
+            problems.append(Problem(
+                where, f"content {step.content!r} has no variant for channel {step.channel!r}"
+            ))
+        return problems
+
+    def run(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Send,
+        compiled: Any, at: datetime,
+    ) -> Next:
+        if not d.send(cj, e, step_id, step, at):
+            return HALT
+        return step.next

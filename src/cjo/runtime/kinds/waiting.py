@@ -1,0 +1,98 @@
+"""Wait (a fixed duration) and WaitForEvent (an event, or a timeout)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cjo.conditions import CompiledCondition, compile_condition
+from cjo.errors import Problem
+from cjo.model.steps import Wait, WaitForEvent
+from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
+
+if TYPE_CHECKING:
+    from cjo.model.events import Event
+    from cjo.model.journey import Journey
+    from cjo.runtime.core import Decider
+    from cjo.runtime.registry import CompiledJourney
+    from cjo.runtime.state import Enrollment
+
+__all__ = ["WaitForEventKind", "WaitKind"]
+
+# What a wait's condition may read: the profile, the awaited event, and the enrollment's own
+# context (so a keyed journey's wait can match its own instance: prop("cart_id") ==
+# ctx("cart_id")).
+WAIT_SCOPES: tuple[str, ...] = ("profile", "event", "context")
+
+
+class WaitKind(StepKind[Wait]):
+    step_type = Wait
+    waits = True
+
+    def successors(self, step: Wait) -> list[tuple[str, str | None]]:
+        return [("next", step.next)]
+
+    def check(self, step: Wait, where: str, journey: Journey, checker: Checker) -> list[Problem]:
+        return checker.duration(step.duration, "duration", where, journey)
+
+    def run(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Wait,
+        compiled: Any, at: datetime,
+    ) -> Next:
+        d.schedule(e, at + step.duration)
+        return HALT
+
+    def wake(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step: Wait, compiled: Any,
+        at: datetime,
+    ) -> Next:
+        return step.next
+
+
+class WaitForEventKind(StepKind[WaitForEvent]):
+    step_type = WaitForEvent
+    waits = True
+
+    def successors(self, step: WaitForEvent) -> list[tuple[str, str | None]]:
+        return [("on_event", step.on_event), ("on_timeout", step.on_timeout)]
+
+    def check(
+        self, step: WaitForEvent, where: str, journey: Journey, checker: Checker
+    ) -> list[Problem]:
+        problems = checker.duration(step.timeout, "timeout", where, journey)
+        if step.where is not None:
+            problems += checker.condition(
+                step.where, where, used_in="a wait for an event", scopes=WAIT_SCOPES
+            )
+        return problems
+
+    def compile(self, step: WaitForEvent) -> CompiledCondition | None:
+        return compile_condition(step.where) if step.where is not None else None
+
+    def watches(self, step: WaitForEvent) -> Iterable[str]:
+        return (step.event,)
+
+    def run(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: WaitForEvent,
+        compiled: Any, at: datetime,
+    ) -> Next:
+        d.schedule(e, at + step.timeout)
+        return HALT
+
+    def wake(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step: WaitForEvent, compiled: Any,
+        at: datetime,
+    ) -> Next:
+        d.activity(e, "timeout", step.event, at)
+        return step.on_timeout
+
+    def on_event(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step: WaitForEvent, compiled: Any,
+        event: Event, scope: Any, at: datetime,
+    ) -> Next:
+        if event.name != step.event or (compiled is not None and not compiled(scope)):
+            return HALT
+        e.wake_at = None
+        d.activity(e, "event_received", event.name, at)
+        return step.on_event
