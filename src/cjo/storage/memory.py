@@ -333,9 +333,16 @@ class InMemoryStorage(Storage):
                 )
 
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        # Everything here is kept in the order it was written, which is (nearly) time order:
+        # each prune drops from the front and stops at the first entry to keep, so it costs
+        # what it removes, not what is kept.
         with self._lock:
             before = now - retention.event_ids
-            stale = [eid for eid, at in self._events.items() if at < before]
+            stale: list[str] = []
+            for eid, at in self._events.items():
+                if at >= before:
+                    break
+                stale.append(eid)
             for eid in stale:
                 del self._events[eid]
             before = now - retention.outbox
@@ -348,9 +355,10 @@ class InMemoryStorage(Storage):
                     outbox += 1
             before = now - retention.activity
             activity = 0
-            kept: deque[Activity] = deque(a for a in self._log if a.at >= before)
-            activity = len(self._log) - len(kept)
-            self._log = kept
+            log = self._log
+            while log and log[0].at < before:
+                log.popleft()
+                activity += 1
             return PruneResult(len(stale), outbox, activity)
 
 
