@@ -1,25 +1,230 @@
-"""Rendering content variants with Liquid (sandboxed: templates cannot run Python)."""
+"""Rendering content variants with Liquid, sandboxed and within limits.
+
+Liquid templates cannot run Python, but they can still ask for unbounded work: a loop over
+``(1..1000000000000)``, a string that doubles on every iteration, a filter fed a huge range.
+Every render runs under the template limits of :class:`cjo.limits.Limits`:
+
+- Liquid's own mechanisms, configured on the environment: ``loop_iteration_limit`` (nested
+  loops), ``output_stream_limit`` (output, ``capture`` included) and ``local_namespace_limit``
+  (what ``assign`` and ``capture`` hold);
+- a budget of loop iterations for the whole render (Liquid's limit only sees one loop nest at a
+  time, so a template of many sequential loops would otherwise multiply it);
+- a bound on every range a template builds, because a range reaches filters and ``contains``
+  without going through a loop (``(1..n) contains "a"`` scans it in C and never returns);
+- a check before the filters whose output can multiply their input (``replace`` with an empty
+  or frequent pattern, ``join`` with a long separator) and before arithmetic on integers past
+  ``2**128`` (squaring a number in a loop doubles its size every time);
+- a wall-clock deadline checked on every loop iteration. Liquid has no render timeout, so this
+  one limit reads ``time.monotonic``; it is a backstop for work the counts cannot see (a slow
+  filter over a large profile value), not the way ordinary templates are bounded.
+
+A render that hits any of them raises :class:`~cjo.errors.RenderLimitError` naming the content
+item, channel and field.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import functools
+import time
+from collections.abc import Callable, Iterator, Mapping, Sized
+from contextlib import contextmanager
+from typing import Any, ClassVar, cast
 
-from liquid import Environment
-from liquid.exceptions import LiquidError
+from liquid import BoundTemplate, Environment, RenderContext
+from liquid.builtin.expressions.primitive import RangeLiteral
+from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
 
-from cjo.errors import RenderError
+from cjo.errors import RenderError, RenderLimitError
+from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem, Variant
 
 __all__ = ["Renderer"]
 
+# Parsed templates kept per renderer. Keyed by source text, so a republished item with new
+# fields never gets the old template; bounded, so republishing forever cannot grow it.
+_CACHE_SIZE = 4_096
+
+
+# Integers a filter may be given. Far past any price or count, and small enough that
+# arithmetic on them is instant.
+_FILTER_INT = 2**128
+
+
+class _RenderTimeoutError(ResourceLimitError):
+    """The render ran past ``Limits.render_timeout``."""
+
+
+class _FilterLimitError(ResourceLimitError):
+    """A filter call would produce too much, or compute on too large a number."""
+
+
+def _limits_of(context: RenderContext) -> Limits:
+    return cast(Limits, getattr(context.env, "cjo_limits", DEFAULT_LIMITS))
+
+
+class _LimitedContext(RenderContext):
+    """A render context that counts loop iterations over the whole render and keeps a deadline.
+
+    One is created per render of one field, so the budget and the deadline are per field.
+    """
+
+    __slots__ = ("_deadline", "_iterations_left")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        limits = _limits_of(self)
+        self._iterations_left = limits.max_loop_iterations
+        timeout = limits.render_timeout
+        self._deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+
+    @contextmanager
+    def loop(self, namespace: Mapping[str, object], forloop: Any) -> Iterator[RenderContext]:
+        # Charged up front, as Liquid charges its own limit: a loop that would run too long is
+        # refused before its first iteration.
+        self._iterations_left -= forloop.length
+        if self._iterations_left < 0:
+            limit = _limits_of(self).max_loop_iterations
+            raise LoopIterationLimitError(
+                f"loop iteration limit reached: more than {limit} iterations in one render",
+                token=None,
+            )
+        if self._deadline is not None and hasattr(forloop, "it"):
+            forloop.it = self._ticking(forloop.it, self._deadline)
+        with super().loop(namespace, forloop) as context:
+            yield context
+
+    def filter(self, name: str, token: Any) -> Callable[..., object]:
+        func = super().filter(name, token)
+        limit = _limits_of(self).max_render_output
+
+        def checked(*args: object, **kwargs: object) -> object:
+            _check_filter_call(name, args, limit)
+            return func(*args, **kwargs)
+
+        return checked
+
+    def _ticking(self, items: Iterator[object], deadline: float) -> Iterator[object]:
+        for item in items:
+            if time.monotonic() > deadline:
+                timeout = _limits_of(self).render_timeout
+                raise _RenderTimeoutError(f"render time limit reached ({timeout})", token=None)
+            yield item
+
+
+def _text_length(value: object) -> int:
+    return len(value) if isinstance(value, str) else 0
+
+
+def _check_filter_call(name: str, args: tuple[object, ...], output_limit: int) -> None:
+    """Refuse a filter call before it runs if its result would be over ``output_limit``
+    characters, or if it is given an integer past ``_FILTER_INT``."""
+    for arg in args:
+        if type(arg) is int and not -_FILTER_INT <= arg <= _FILTER_INT:
+            raise _FilterLimitError(
+                f"{name}: integer of {arg.bit_length()} bits is too large for a template",
+                token=None,
+            )
+    bound = 0
+    if name == "replace" and len(args) >= 2 and isinstance(args[0], str):
+        text, pattern = args[0], str(args[1])
+        replacement = _text_length(args[2]) if len(args) > 2 else 0
+        occurrences = text.count(pattern) if pattern else len(text) + 1
+        bound = len(text) + occurrences * replacement
+    elif name == "join" and args and isinstance(args[0], Sized):
+        separator = args[1] if len(args) > 1 else " "
+        bound = len(args[0]) * len(str(separator))
+    if bound > output_limit:
+        raise _FilterLimitError(
+            f"{name}: the result would be about {bound} characters; the output limit is "
+            f"{output_limit}",
+            token=None,
+        )
+
+
+class _LimitedTemplate(BoundTemplate):
+    context_class = _LimitedContext
+
+
+class _BoundedRange(RangeLiteral):
+    """A range literal whose result is at most ``max_loop_iterations`` long."""
+
+    __slots__ = ()
+
+    def evaluate(self, context: RenderContext) -> range:
+        result = super().evaluate(context)
+        limit = _limits_of(context).max_loop_iterations
+        if len(result) > limit:
+            raise LoopIterationLimitError(
+                f"range of {len(result)} items is longer than the limit of {limit}", token=None
+            )
+        return result
+
+    async def evaluate_async(self, context: RenderContext) -> range:
+        result = await super().evaluate_async(context)
+        limit = _limits_of(context).max_loop_iterations
+        if len(result) > limit:
+            raise LoopIterationLimitError(
+                f"range of {len(result)} items is longer than the limit of {limit}", token=None
+            )
+        return result
+
+
+class _LimitedEnvironment(Environment):
+    template_class = _LimitedTemplate
+    cjo_limits: ClassVar[Limits] = DEFAULT_LIMITS
+
+
+def _environment(limits: Limits) -> Environment:
+    # Liquid reads its limits from class attributes, so each Limits gets its own subclass.
+    cls = type("LimitedEnvironment", (_LimitedEnvironment,), {
+        "cjo_limits": limits,
+        "loop_iteration_limit": limits.max_loop_iterations,
+        "output_stream_limit": limits.max_render_output,
+        "local_namespace_limit": limits.max_template_variables,
+    })
+    return cast(Environment, cls())
+
+
+def _bound_ranges(template: BoundTemplate) -> None:
+    """Make every range literal in ``template`` a :class:`_BoundedRange`.
+
+    Liquid builds ranges in its parser with no hook to substitute the class, so the parsed
+    tree is walked once (iteratively) and each range node re-classed; ``_BoundedRange`` adds no
+    state, so the re-classed node is otherwise the same object.
+    """
+    static_context = RenderContext(template)
+    nodes: list[Any] = list(template.nodes)
+    while nodes:
+        node = nodes.pop()
+        expressions: list[Any] = list(node.expressions())
+        while expressions:
+            expression = expressions.pop()
+            if type(expression) is RangeLiteral:
+                expression.__class__ = _BoundedRange
+            expressions.extend(expression.children())
+        nodes.extend(node.children(static_context, include_partials=False))
+
+
+def _message(exc: BaseException) -> str:
+    # str(LiquidError) carries a multi-line source excerpt; the bare message fits on one line.
+    message = getattr(exc, "message", None) if isinstance(exc, LiquidError) else None
+    return str(message or exc).splitlines()[0] if str(message or exc) else type(exc).__name__
+
 
 class Renderer:
-    """Parses each template once and renders it many times."""
+    """Parses each template once and renders it many times, within ``limits``."""
 
-    def __init__(self) -> None:
-        self._env = Environment()
-        self._cache: dict[tuple[str, str, str | None, str], Any] = {}
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        self.limits = limits
+        self._env = _environment(limits)
+        self._template = functools.lru_cache(maxsize=_CACHE_SIZE)(self._parse)
+
+    def _parse(self, source: str) -> BoundTemplate | str:
+        if "{{" not in source and "{%" not in source:
+            return source  # plain text needs no template engine: keep the string itself
+        template = self._env.from_string(source)
+        _bound_ranges(template)
+        return template
 
     def render(
         self,
@@ -27,19 +232,81 @@ class Renderer:
         variant: Variant,
         data: Mapping[str, Any],
     ) -> dict[str, str]:
-        out: dict[str, str] = {}
+        """Every field of ``variant`` rendered with ``data``.
+
+        Raises ``RenderLimitError`` if a field hits a template limit and ``RenderError`` if it
+        fails otherwise; either names the content item, channel and field.
+        """
+        return {
+            name: self._render_field(item, variant, name, source, data)
+            for name, source in variant.fields.items()
+        }
+
+    def check(
+        self, item: ContentItem, variant: Variant, sample_data: Mapping[str, Any]
+    ) -> None:
+        """Render every field of ``variant`` against ``sample_data``, for publish time.
+
+        Raises ``RenderLimitError`` for the first field that is too long or hits a template
+        limit on the sample: such a template would fail for every customer, so it is refused
+        before it is stored, and ``RenderError`` for a field that does not parse. Other render
+        errors depend on the data a customer brings (a missing attribute, a value of another
+        type) and are left to send time.
+        """
         for name, source in variant.fields.items():
-            key = (item.id, variant.channel, variant.locale, name)
-            template = self._cache.get(key)
+            template = self._compile(item, variant, name, source)
             try:
-                if template is None:
-                    # Plain text needs no template engine: keep the string itself.
-                    static = "{{" not in source and "{%" not in source
-                    template = source if static else self._env.from_string(source)
-                    self._cache[key] = template
-                out[name] = template if isinstance(template, str) else template.render(**data)
-            except LiquidError as exc:
-                raise RenderError(
-                    f"content {item.id!r} / {variant.channel} / field {name!r}: {exc}"
-                ) from exc
-        return out
+                self._run(item, variant, name, template, sample_data)
+            except RenderLimitError:
+                raise
+            except RenderError:
+                continue
+
+    def _render_field(
+        self,
+        item: ContentItem,
+        variant: Variant,
+        name: str,
+        source: str,
+        data: Mapping[str, Any],
+    ) -> str:
+        return self._run(item, variant, name, self._compile(item, variant, name, source), data)
+
+    def _compile(
+        self, item: ContentItem, variant: Variant, name: str, source: str
+    ) -> BoundTemplate | str:
+        if len(source) > self.limits.max_template_length:
+            raise RenderLimitError(
+                f"{_where(item, variant, name)}: the template is {len(source)} characters "
+                f"long; the limit is {self.limits.max_template_length}"
+            )
+        try:
+            return self._template(source)
+        except LiquidError as exc:
+            raise RenderError(f"{_where(item, variant, name)}: {_message(exc)}") from exc
+
+    def _run(
+        self,
+        item: ContentItem,
+        variant: Variant,
+        name: str,
+        template: BoundTemplate | str,
+        data: Mapping[str, Any],
+    ) -> str:
+        if isinstance(template, str):
+            return template
+        try:
+            return template.render(**data)
+        except ResourceLimitError as exc:
+            raise RenderLimitError(f"{_where(item, variant, name)}: {_message(exc)}") from exc
+        except LiquidError as exc:
+            raise RenderError(f"{_where(item, variant, name)}: {_message(exc)}") from exc
+        except Exception as exc:  # a template is user input: whatever it raises fails one field
+            raise RenderError(
+                f"{_where(item, variant, name)}: {type(exc).__name__}: {_message(exc)}"
+            ) from exc
+
+
+def _where(item: ContentItem, variant: Variant, name: str) -> str:
+    locale = f" ({variant.locale})" if variant.locale else ""
+    return f"content {item.id!r} / {variant.channel}{locale} / field {name!r}"
