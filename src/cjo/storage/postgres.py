@@ -3,38 +3,48 @@
 Install with ``pip install 'cjo[postgres]'`` (psycopg 3 and psycopg-pool). Only this module
 imports psycopg, so ``import cjo`` works without it.
 
-How it keeps several workers correct:
+One row per customer (``customers``) holds the encoded record (``cjo.storage.codec``) and,
+beside it, what the database must see: ``wake_at`` (indexed, for due claims), the lease of a
+due claim, and whether the record was set aside. How it keeps several workers correct:
 
-- **One customer at a time.** ``customer()``/``batch()`` run one transaction that first takes a
-  transaction-scoped advisory lock per customer (a 64-bit hash of schema and customer id), in
-  ascending key order so two batches can never deadlock. Everything the engine reads afterwards
-  (READ COMMITTED: a fresh snapshot per statement) includes what the previous holder committed.
+- **One customer at a time.** ``batch()`` runs one transaction that first takes a
+  transaction-scoped advisory lock per customer (a 64-bit hash of schema and customer id,
+  computed by the server), in ascending key order so two batches never deadlock. Everything
+  read afterwards (READ COMMITTED: a fresh snapshot per statement) includes what the previous
+  holder committed.
 - **Duplicates.** ``events.event_id`` is the primary key; a claim is ``INSERT ... ON CONFLICT
-  DO NOTHING``.
-- **Timers and outbox.** Due wake-ups and pending messages are claimed with ``FOR UPDATE SKIP
-  LOCKED`` and a lease (a timestamp column), so workers never wait for each other and a crashed
-  worker's claims come back once the lease runs out.
-- **Few round trips.** The transaction runs in pipeline mode: ``BEGIN``, the locks and the
-  prefetch of every profile and active enrollment of the batch go in one round trip; writes are
-  buffered by ``apply`` and go with the ``COMMIT`` in another. Only ``claim_event`` (and the
-  first ``history`` call of a batch) wait for an answer in between. A batch of N customers
-  holds N advisory locks: with big batches and many workers, size the server's
+  DO NOTHING``. Event ids announced by the caller are claimed together, in sorted order (two
+  transactions never wait on each other's ids in opposite orders).
+- **Wake-ups and outbox.** Due customers and pending messages are claimed with ``FOR UPDATE
+  SKIP LOCKED`` and a lease (a timestamp column), so workers never wait for each other and a
+  crashed worker's claims come back once the lease runs out. ``due_batch`` claims and locks in
+  one statement: it only *tries* the advisory locks, so it never waits for a customer while
+  holding row locks (which could deadlock with an event transaction); a busy customer is left
+  for the next pass.
+- **Few round trips.** Transactions run in pipeline mode: ``BEGIN``, the locks, the event
+  claims and the read of every record go in one round trip; the writes (one statement per
+  table, however many rows) go with the ``COMMIT`` in another. Only a ``claim_event`` of an id
+  that was not announced waits for an answer in between. A batch of N customers holds N
+  advisory locks: with big batches and many workers, size the server's
   ``max_locks_per_transaction`` to match.
-- **Activity** is append-only and aggregated on read: counters updated in place would be one hot
-  row every worker queues on.
+- **Activity** is append-only and counted on read; ``prune`` folds the entries it drops into
+  ``activity_totals`` in the same statement, so counts never lose them. (Counters updated in
+  place on every write would be one hot row every worker queues on.)
 
 Tables live in their own schema (``cjo`` by default) with forward migrations recorded in
 ``schema_version``; migrating runs under an advisory lock, so processes starting together take
 turns. A database migrated by a newer cjo raises ``SchemaError``.
 
-Datetimes are stored as ``timestamptz`` and always come back as aware UTC datetimes. The adapter
-never reads the clock: every instant it writes is given by the engine.
+Datetimes are stored as ``timestamptz`` (microseconds) or as integer microseconds inside
+records, and always come back as aware UTC datetimes. The adapter never reads the clock: every
+instant it writes is given by the engine.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -48,23 +58,19 @@ from psycopg_pool import ConnectionPool
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import ConflictError, SchemaError, StorageError
-from cjo.model.events import Profile
-from cjo.runtime.state import Changes, Enrollment, PastEntry
+from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
+from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
     Delivery,
-    DueWakeup,
+    DueCustomer,
     OutboxEntry,
+    PruneResult,
+    Retention,
     Storage,
 )
-from cjo.storage.codec import (
-    encode,
-    enrollment_from_json,
-    message_from_json,
-    profile_from_json,
-)
+from cjo.storage.codec import decode_state, encode, encode_state, message_from_json
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage"]
 
@@ -75,10 +81,8 @@ _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 # Forward migrations, applied in order; ``{s}`` is the schema. Never edit a released entry:
 # append a new one (databases already migrated will not run an edited step again).
-# Records are kept as ``json``, not ``jsonb``: jsonb re-orders object keys, and profile
-# attributes or message fields coming back in another order would make rendering and channel
-# payloads differ from the other backends. cjo never queries inside the documents.
 _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
+    # 1: one row per enrollment and per profile (replaced by 2).
     (
         """CREATE TABLE {s}.events (
             event_id text PRIMARY KEY,
@@ -90,8 +94,6 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
             updated_at timestamptz NOT NULL,
             data json NOT NULL
         )""",
-        # ids and customer ids sort bytewise (COLLATE "C"), as Python sorts str: tie-breaks
-        # between wake-ups then agree with the in-memory adapter whatever the database locale.
         """CREATE TABLE {s}.enrollments (
             id text COLLATE "C" PRIMARY KEY,
             seq bigint GENERATED ALWAYS AS IDENTITY,
@@ -144,83 +146,198 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE INDEX activity_customer ON {s}.activity (customer_id)",
         "CREATE TABLE {s}.settings (key text PRIMARY KEY, value text NOT NULL)",
     ),
+    # 2: one record per customer, definitions by generation. While cjo is 0.x, the data of
+    # layout 1 is dropped, not converted (enrollments, profiles, handled event ids, outbox,
+    # activity): publish the definitions again after upgrading. Settings are kept.
+    (
+        "DROP TABLE {s}.enrollments, {s}.profiles, {s}.events, {s}.outbox, {s}.activity",
+        # Ids sort bytewise (COLLATE "C"), as Python sorts str: due customers with the same
+        # wake-up are then claimed in the order the in-memory adapter uses, whatever the
+        # database locale. ``data`` is text, not json: the adapter encodes and decodes it, the
+        # server never looks inside, and key order must survive (jsonb would re-order it).
+        """CREATE TABLE {s}.customers (
+            customer_id text COLLATE "C" PRIMARY KEY,
+            wake_at timestamptz,
+            lease_until timestamptz,
+            aside text,
+            revision bigint NOT NULL,
+            data text NOT NULL
+        )""",
+        "CREATE INDEX customers_due ON {s}.customers (wake_at, customer_id)"
+        " WHERE wake_at IS NOT NULL AND aside IS NULL",
+        """CREATE TABLE {s}.events (
+            event_id text COLLATE "C" PRIMARY KEY,
+            seen_at timestamptz NOT NULL
+        )""",
+        "CREATE INDEX events_seen ON {s}.events (seen_at)",
+        # ``json`` keeps the key order of message fields and recipients (channel payloads).
+        """CREATE TABLE {s}.outbox (
+            key text COLLATE "C" PRIMARY KEY,
+            seq bigint GENERATED ALWAYS AS IDENTITY,
+            customer_id text COLLATE "C" NOT NULL,
+            created_at timestamptz NOT NULL,
+            available_at timestamptz NOT NULL,
+            status text NOT NULL DEFAULT 'pending'
+                CHECK (status IN ('pending', 'delivered', 'failed', 'rejected')),
+            attempts integer NOT NULL DEFAULT 0,
+            last_error text,
+            done_at timestamptz,
+            data json NOT NULL
+        )""",
+        "CREATE INDEX outbox_pending ON {s}.outbox (available_at) WHERE status = 'pending'",
+        "CREATE INDEX outbox_done ON {s}.outbox (done_at) WHERE done_at IS NOT NULL",
+        "CREATE INDEX outbox_customer ON {s}.outbox (customer_id)",
+        # ``seq`` is the append order (several entries of one transaction share ``at``).
+        """CREATE TABLE {s}.activity (
+            seq bigint GENERATED ALWAYS AS IDENTITY,
+            at timestamptz NOT NULL,
+            customer_id text COLLATE "C",
+            enrollment_id text NOT NULL,
+            journey_id text NOT NULL,
+            version integer NOT NULL,
+            step_id text,
+            kind text NOT NULL,
+            detail text,
+            channel text,
+            content_id text,
+            content_version integer
+        )""",
+        "CREATE INDEX activity_journey ON {s}.activity (journey_id)",
+        "CREATE INDEX activity_customer ON {s}.activity (customer_id)",
+        # Entries are appended roughly in time order: a BRIN index costs next to nothing to
+        # maintain and serves pruning and time-range reads.
+        "CREATE INDEX activity_at ON {s}.activity USING brin (at)",
+        # What prune dropped, counted (no unique key: NULL steps and details would need
+        # NULLS NOT DISTINCT, PostgreSQL 15+; prune re-aggregates the table instead).
+        """CREATE TABLE {s}.activity_totals (
+            journey_id text NOT NULL,
+            version integer NOT NULL,
+            step_id text,
+            kind text NOT NULL,
+            detail text,
+            count bigint NOT NULL
+        )""",
+        "CREATE INDEX activity_totals_journey ON {s}.activity_totals (journey_id)",
+        """CREATE TABLE {s}.definitions (
+            generation bigint PRIMARY KEY,
+            data text NOT NULL
+        )""",
+    ),
 )
 
 #: The schema version this cjo writes; a database at a higher version is refused.
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_ENROLLMENT_COLUMNS: LiteralString = (
-    "id, customer_id, journey_id, version, instance_key, status, step_id, entered_at,"
-    " step_entered_at, ended_at, wake_at, data"
-)
+# The advisory-lock key of a customer, computed by the server so that a claim statement can
+# lock customers it has only just found. ``{prefix}`` (the schema) keeps two cjo schemas in one
+# database from blocking each other.
+_KEY: LiteralString = "hashtextextended({prefix} || {col}, 0)"
 
 _QUERIES: dict[str, LiteralString] = {
-    "lock": "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
-    "profiles": "SELECT customer_id, data::text FROM {s}.profiles WHERE customer_id = ANY(%s)",
-    "active": "SELECT customer_id, id, data::text FROM {s}.enrollments"
-    " WHERE customer_id = ANY(%s) AND status = 'active'",
-    "history": "SELECT customer_id, journey_id, instance_key, entered_at, ended_at"
-    " FROM {s}.enrollments WHERE customer_id = ANY(%s) ORDER BY seq",
-    "claim_events": "INSERT INTO {s}.events (event_id, customer_id, claimed_at)"
-    " SELECT e, c, %s FROM unnest(%s::text[], %s::text[]) AS u (e, c)"
-    " ON CONFLICT DO NOTHING RETURNING event_id",
-    "claim_event": "INSERT INTO {s}.events (event_id, customer_id, claimed_at)"
-    " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-    # Batched writes send one array per column and unnest them server-side: one statement
-    # per table and transaction, however many rows (executemany would send one per row).
-    "upsert_enrollment": "INSERT INTO {s}.enrollments (" + _ENROLLMENT_COLUMNS + ")"
-    " SELECT i, c, j, v, k, st, sp, ea, sea, ena, w, d::json FROM unnest("
-    "%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
-    " %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[], %s::text[])"
-    " AS u (i, c, j, v, k, st, sp, ea, sea, ena, w, d)"
-    " ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, step_id = EXCLUDED.step_id,"
-    " step_entered_at = EXCLUDED.step_entered_at, ended_at = EXCLUDED.ended_at,"
-    " wake_at = EXCLUDED.wake_at, wake_lease_until = NULL, data = EXCLUDED.data",
-    "upsert_profile": "INSERT INTO {s}.profiles (customer_id, updated_at, data)"
-    " SELECT c, t, d::json FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) AS u (c, t, d)"
-    " ON CONFLICT (customer_id) DO UPDATE SET updated_at = EXCLUDED.updated_at,"
-    " data = EXCLUDED.data",
-    "insert_activity": "INSERT INTO {s}.activity"
-    " (journey_id, version, step_id, kind, detail, enrollment_id, customer_id, at)"
-    " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
-    " %s::text[], %s::text[], %s::timestamptz[])",
+    # Locks in ascending key order (the sorted subquery is not flattened; the aggregate
+    # consumes it in order): every transaction locks in the same order, so none deadlock.
+    "lock": "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT "
+    + _KEY.replace("{col}", "c")
+    + " AS k FROM unnest(%s::text[]) AS u (c) ORDER BY k) AS keys",
+    "records": "SELECT customer_id, data FROM {s}.customers WHERE customer_id = ANY(%s::text[])",
+    "claim_events": "INSERT INTO {s}.events (event_id, seen_at)"
+    " SELECT e, %s FROM unnest(%s::text[]) AS u (e) ON CONFLICT DO NOTHING RETURNING event_id",
+    "claim_event": "INSERT INTO {s}.events (event_id, seen_at) VALUES (%s, %s)"
+    " ON CONFLICT DO NOTHING RETURNING 1",
+    "unclaim_events": "DELETE FROM {s}.events WHERE event_id = ANY(%s::text[])",
+    # Writes send one array per column and unnest them server-side: one statement per table
+    # and transaction, however many rows.
+    "save": "INSERT INTO {s}.customers (customer_id, wake_at, revision, data)"
+    " SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::text[])"
+    " ON CONFLICT (customer_id) DO UPDATE SET wake_at = EXCLUDED.wake_at, lease_until = NULL,"
+    " revision = EXCLUDED.revision, data = EXCLUDED.data",
+    "set_aside": "UPDATE {s}.customers AS r SET aside = u.reason"
+    " FROM unnest(%s::text[], %s::text[]) AS u (cid, reason) WHERE r.customer_id = u.cid",
+    "insert_activity": "INSERT INTO {s}.activity (at, customer_id, enrollment_id, journey_id,"
+    " version, step_id, kind, detail, channel, content_id, content_version)"
+    " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::int[],"
+    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[])",
     "insert_outbox": "INSERT INTO {s}.outbox (key, customer_id, created_at, available_at, data)"
-    " SELECT k, c, t, a, d::json FROM unnest(%s::text[], %s::text[], %s::timestamptz[],"
-    " %s::timestamptz[], %s::text[]) AS u (k, c, t, a, d) ON CONFLICT (key) DO NOTHING",
+    " SELECT k, c, %s, %s, d::json FROM unnest(%s::text[], %s::text[], %s::text[])"
+    " AS u (k, c, d) ON CONFLICT (key) DO NOTHING",
+    "peek": "SELECT data FROM {s}.customers WHERE customer_id = %s",
     # Join against a locked, limited subquery (not ``IN``) so the claim runs exactly once.
-    "claim_due": "UPDATE {s}.enrollments AS e SET wake_lease_until = %(until)s"
-    " FROM (SELECT id FROM {s}.enrollments"
-    "   WHERE status = 'active' AND wake_at IS NOT NULL AND wake_at <= %(now)s"
-    "   AND (wake_lease_until IS NULL OR wake_lease_until <= %(now)s)"
-    "   ORDER BY wake_at, step_entered_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
-    " WHERE e.id = due.id"
-    " RETURNING e.customer_id, e.id, e.wake_at, e.step_entered_at",
-    "next_wake_at": "SELECT min(wake_at) FROM {s}.enrollments"
-    " WHERE status = 'active' AND wake_at IS NOT NULL",
+    "claim_due": "UPDATE {s}.customers AS r SET lease_until = %(until)s"
+    " FROM (SELECT customer_id FROM {s}.customers"
+    "   WHERE wake_at IS NOT NULL AND aside IS NULL AND wake_at <= %(now)s"
+    "   AND (lease_until IS NULL OR lease_until <= %(now)s)"
+    "   ORDER BY wake_at, customer_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
+    " WHERE r.customer_id = due.customer_id"
+    " RETURNING r.customer_id, r.wake_at",
+    # The same claim, inside the transaction that works on the customers: the advisory locks
+    # are only tried (never waited for while holding row locks), and the records come back
+    # with the claim. Rows locked here but left out stay untouched.
+    "due_batch": "WITH due AS MATERIALIZED (SELECT customer_id FROM {s}.customers"
+    "   WHERE wake_at IS NOT NULL AND aside IS NULL AND wake_at <= %(now)s"
+    "   AND (lease_until IS NULL OR lease_until <= %(now)s)"
+    "   ORDER BY wake_at, customer_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+    " mine AS MATERIALIZED (SELECT customer_id FROM due WHERE pg_try_advisory_xact_lock("
+    + _KEY.replace("{col}", "customer_id")
+    + "))"
+    " UPDATE {s}.customers AS r SET lease_until = %(until)s FROM mine"
+    " WHERE r.customer_id = mine.customer_id"
+    " RETURNING r.customer_id, r.wake_at, r.data",
+    "next_wake_at": "SELECT min(wake_at) FROM {s}.customers"
+    " WHERE wake_at IS NOT NULL AND aside IS NULL",
     "claim_outbox": "UPDATE {s}.outbox AS o SET available_at = %(until)s"
     " FROM (SELECT key FROM {s}.outbox WHERE status = 'pending' AND available_at <= %(now)s"
     "   ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
     " WHERE o.key = due.key"
     " RETURNING o.seq, o.data::text",
     "complete_outbox": "UPDATE {s}.outbox"
-    " SET status = %s, attempts = attempts + 1, available_at = %s, last_error = %s"
+    " SET status = %s, attempts = attempts + 1, available_at = %s, last_error = %s, done_at = %s"
     " WHERE key = %s AND status = 'pending'",
+    "complete_outbox_many": "UPDATE {s}.outbox AS o SET status = u.st,"
+    " attempts = o.attempts + 1, available_at = u.av, last_error = u.err, done_at = u.done"
+    " FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::timestamptz[], %s::text[])"
+    " AS u (st, av, err, done, k) WHERE o.key = u.k AND o.status = 'pending'",
     "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error"
     " FROM {s}.outbox WHERE key = %s",
-    "get_profile": "SELECT data::text FROM {s}.profiles WHERE customer_id = %s",
-    "get_enrollments": "SELECT data::text FROM {s}.enrollments WHERE customer_id = %s"
-    " ORDER BY seq",
-    "activity_counts": "SELECT journey_id, version, step_id, kind, detail, count(*)"
-    " FROM {s}.activity WHERE journey_id = %s GROUP BY journey_id, version, step_id, kind, detail",
-    "active_counts": "SELECT version, step_id, count(*) FROM {s}.enrollments"
-    " WHERE journey_id = %s AND status = 'active' GROUP BY version, step_id",
-    "erase_profile": "DELETE FROM {s}.profiles WHERE customer_id = %s",
-    "erase_enrollments": "DELETE FROM {s}.enrollments WHERE customer_id = %s",
+    "generation": "SELECT coalesce(max(generation), 0) FROM {s}.definitions",
+    "load_definitions": "SELECT generation, data FROM {s}.definitions"
+    " ORDER BY generation DESC LIMIT 1",
+    # Compare-and-set in one statement: nothing is inserted unless the latest generation is
+    # still the expected one; two publishers racing for the same number meet on the primary
+    # key, and the second inserts nothing.
+    "append_definitions": "INSERT INTO {s}.definitions (generation, data)"
+    " SELECT %(next)s, %(data)s"
+    " WHERE (SELECT coalesce(max(generation), 0) FROM {s}.definitions) = %(expected)s"
+    " ON CONFLICT (generation) DO NOTHING RETURNING generation",
+    "activity_counts": "SELECT version, step_id, kind, detail, sum(n)::bigint FROM ("
+    " SELECT version, step_id, kind, detail, count(*) AS n FROM {s}.activity"
+    "  WHERE journey_id = %(j)s GROUP BY version, step_id, kind, detail"
+    " UNION ALL SELECT version, step_id, kind, detail, count FROM {s}.activity_totals"
+    "  WHERE journey_id = %(j)s"
+    ") AS t GROUP BY version, step_id, kind, detail",
+    # A pre-filter only: every record with an enrollment of the journey contains its id as a
+    # JSON string; the records found are decoded to count exactly.
+    "active_candidates": "SELECT customer_id, data FROM {s}.customers"
+    " WHERE strpos(data, %s) > 0 OR strpos(data, %s) > 0",
+    "erase_lock": "SELECT pg_advisory_xact_lock(" + _KEY.replace("{col}", "%s") + ")",
+    "erase_record": "DELETE FROM {s}.customers WHERE customer_id = %s",
     "erase_outbox": "DELETE FROM {s}.outbox WHERE customer_id = %s",
-    "erase_activity": "UPDATE {s}.activity SET customer_id = NULL, enrollment_id = NULL"
-    " WHERE customer_id = %s",
-    # Event ids stay claimed (a replay must still be a no-op) but lose their owner.
-    "erase_events": "UPDATE {s}.events SET customer_id = NULL WHERE customer_id = %s",
+    "erase_activity": "UPDATE {s}.activity SET customer_id = NULL WHERE customer_id = %s",
+    "prune_lock": "SELECT pg_advisory_xact_lock(%s)",
+    "prune_events": "DELETE FROM {s}.events WHERE seen_at < %s",
+    "prune_outbox": "DELETE FROM {s}.outbox WHERE status <> 'pending' AND done_at < %s",
+    # Dropped entries are counted into the totals by the same statement: no instant in which
+    # a reader could miss them.
+    "prune_activity": "WITH gone AS (DELETE FROM {s}.activity WHERE at < %s"
+    "  RETURNING journey_id, version, step_id, kind, detail),"
+    " folded AS (INSERT INTO {s}.activity_totals"
+    "  SELECT journey_id, version, step_id, kind, detail, count(*) FROM gone"
+    "  GROUP BY journey_id, version, step_id, kind, detail RETURNING count)"
+    " SELECT coalesce(sum(count), 0)::bigint FROM folded",
+    # Keeps the totals at one row per counted key, however often prune runs.
+    "compact_totals": "WITH old AS (DELETE FROM {s}.activity_totals"
+    "  RETURNING journey_id, version, step_id, kind, detail, count)"
+    " INSERT INTO {s}.activity_totals SELECT journey_id, version, step_id, kind, detail,"
+    "  sum(count)::bigint FROM old GROUP BY journey_id, version, step_id, kind, detail",
     "get_setting": "SELECT value FROM {s}.settings WHERE key = %s",
     "put_setting": "INSERT INTO {s}.settings (key, value) VALUES (%s, %s)"
     " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
@@ -249,10 +366,13 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
 
 @contextmanager
 def _translated() -> Iterator[None]:
-    """Driver errors as cjo's: conflicts (safe to retry) apart from every other failure."""
+    """Driver errors as cjo's: conflicts (safe to retry) apart from every other failure. The
+    one place where psycopg's exceptions are translated; the original is chained."""
     try:
         yield
-    except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as exc:
+    except (
+        pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.LockNotAvailable,
+    ) as exc:
         raise ConflictError(f"PostgreSQL: {exc}") from exc
     except psycopg.Error as exc:  # includes psycopg_pool's PoolTimeout and PoolClosed
         raise StorageError(f"PostgreSQL: {exc}") from exc
@@ -267,171 +387,168 @@ def _translating(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-# (journey_id, instance_key, entered_at, ended_at) of one past or present enrollment.
-_PastRow = tuple[str, str | None, datetime, datetime | None]
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one list per column (the arrays an ``unnest`` statement takes)."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
-class _Batch:
-    """State shared by the sessions of one transaction: the connection, the prefetched rows,
-    and the writes buffered until commit."""
+class _Txn:
+    """What the sessions of one transaction share: the connection, the records read when it
+    began, the event ids claimed up front, and the writes buffered until commit."""
+
+    __slots__ = (
+        "_conn", "activity", "announced", "aside", "fresh", "now", "outbox", "records", "saved",
+        "storage",
+    )
 
     def __init__(
-        self, storage: PostgresStorage, conn: psycopg.Connection[Any], customer_ids: list[str],
-        now: datetime, claims: Sequence[tuple[str, str]] = (),
+        self, storage: PostgresStorage, conn: psycopg.Connection[Any], now: datetime
     ) -> None:
         self.storage = storage
-        # Event ids announced by the caller, claimed up front in one statement; ``fresh`` is
-        # what that statement inserted, handed out once each by claim_event.
-        first: dict[str, str] = {}  # event id -> the customer it is first announced for
-        for cid, eid in claims:
-            first.setdefault(eid, cid)
-        self._claims = list(first.items())
-        self.announced: frozenset[str] = frozenset(first)
-        self.fresh: set[str] = set()
         self._conn: psycopg.Connection[Any] | None = conn
-        self.customer_ids = customer_ids
         self.now = now
-        self.profiles: dict[str, Profile] = {}
-        self.active: dict[str, list[tuple[str, str]]] = {}
-        self.history: dict[str, list[_PastRow]] | None = None
-        self.enrollment_rows: list[tuple[Any, ...]] = []
-        self.profile_rows: list[tuple[Any, ...]] = []
-        self.activity_rows: list[tuple[Any, ...]] = []
-        self.outbox_rows: list[tuple[Any, ...]] = []
+        self.records: dict[str, str] = {}
+        # Announced event ids, and those the up-front claim inserted and claim_event has not
+        # handed out yet.
+        self.announced: frozenset[str] = frozenset()
+        self.fresh: set[str] = set()
+        # customer id -> (state, wake_at, revision, encoded record); the last save wins.
+        self.saved: dict[str, tuple[CustomerState, datetime | None, int, str]] = {}
+        self.aside: dict[str, str] = {}
+        self.activity: list[tuple[Any, ...]] = []
+        self.outbox: dict[str, tuple[str, str, str]] = {}
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
-        self.check_open()
-        assert self._conn is not None
-        return self._conn
-
-    def check_open(self) -> None:
         if self._conn is None:
             # The connection is back in the pool, perhaps serving someone else by now.
             raise StorageError("a customer session was used after its transaction ended")
+        return self._conn
+
+    def check_open(self) -> None:
+        self.conn  # noqa: B018  (the property refuses a transaction that ended)
 
     def end(self) -> None:
         self._conn = None
 
-    def prefetch(self) -> None:
+    def begin(self, customer_ids: list[str], claims: Sequence[tuple[str, str]]) -> None:
+        """Locks, up-front event claims and the records, pipelined: one round trip. Each read
+        runs after the locks are granted and takes its own snapshot, so it sees what the
+        previous holder committed."""
         q = self.storage._q
-        ids = self.customer_ids
-        keys = sorted({self.storage._customer_lock_key(cid) for cid in ids})
-        # Pipelined: the locks, then both reads, in one round trip. Each read runs after the
-        # locks are granted and takes its own snapshot, so it sees the previous holder's commit.
-        self.conn.execute(q["lock"], [keys])
-        claimed = (
-            self.conn.execute(q["claim_events"], (
-                self.now, [eid for eid, _ in self._claims], [cid for _, cid in self._claims],
-            ))
-            if self._claims else None
-        )
-        profiles = self.conn.execute(q["profiles"], [ids])
-        active = self.conn.execute(q["active"], [ids])
+        conn = self.conn
+        conn.execute(q["lock"], [customer_ids])
+        claimed = None
+        if claims:
+            # Sorted: two transactions announcing the same ids insert them in the same order.
+            announced = sorted({eid for _cid, eid in claims})
+            self.announced = frozenset(announced)
+            claimed = conn.execute(q["claim_events"], (self.now, announced))
+        records = conn.execute(q["records"], [customer_ids])
         if claimed is not None:
             self.fresh = {eid for (eid,) in claimed.fetchall()}
-        for cid, data in profiles.fetchall():
-            self.profiles[cid] = profile_from_json(data)
-        for cid, eid, data in active.fetchall():
-            self.active.setdefault(cid, []).append((eid, data))
-        for rows in self.active.values():
-            rows.sort()
+        self.records = dict(records.fetchall())
 
-    def load_history(self) -> dict[str, list[_PastRow]]:
-        if self.history is None:
-            # One query for every customer of the batch, on first need (entries are rarer
-            # than events): later calls filter in memory.
-            history: dict[str, list[_PastRow]] = {}
-            cursor = self.conn.execute(self.storage._q["history"], [self.customer_ids])
-            for cid, jid, key, entered, ended in cursor.fetchall():
-                history.setdefault(cid, []).append((jid, key, _utc(entered), _utc_or_none(ended)))
-            self.history = history
-        return self.history
-
-    def add(self, changes: Changes) -> None:
-        """Encode now (the caller may keep mutating its objects) and write at commit."""
-        now = self.now
-        cid = changes.customer_id
-        for e in changes.enrollments.values():
-            self.enrollment_rows.append((
-                e.id, e.customer_id, e.journey_id, e.version, e.instance_key, e.status,
-                e.step_id, e.entered_at, e.step_entered_at or e.entered_at, e.ended_at,
-                e.wake_at if e.active else None, encode(e),
-            ))
-        if changes.profile is not None:
-            self.profile_rows.append((cid, now, encode(changes.profile)))
-        for a in changes.activities:
-            self.activity_rows.append((
-                a.journey_id, a.version, a.step_id, a.kind, a.detail, a.enrollment_id,
-                a.customer_id, a.at,
-            ))
-        available = now + self.storage.dispatch_lease
-        for m in changes.messages:
-            self.outbox_rows.append((m.idempotency_key, m.customer_id, now, available, encode(m)))
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[str]:
+        """Claim due customers, lock them and read their records: one round trip. Returns their
+        ids in order of wake-up."""
+        cursor = self.conn.execute(
+            self.storage._q["due_batch"], {"now": now, "until": now + lease, "limit": limit}
+        )
+        rows = cursor.fetchall()
+        # UPDATE ... RETURNING comes back in no particular order.
+        rows.sort(key=lambda r: (r[1], r[0]))
+        self.records = {cid: data for cid, _wake, data in rows}
+        return [cid for cid, _wake, _data in rows]
 
     def flush(self) -> None:
+        """Send the buffered writes, one statement per table (answers are not waited for)."""
         q = self.storage._q
-        # A row written twice in one transaction (a session that applied twice) keeps its
-        # first place (``seq``: oldest first means first written) and its last value.
-        enrollments = list({row[0]: row for row in self.enrollment_rows}.values())
-        profiles = list({row[0]: row for row in self.profile_rows}.values())
-        outbox: dict[str, tuple[Any, ...]] = {}
-        for row in self.outbox_rows:
-            outbox.setdefault(row[0], row)  # the first message with a key wins, as in SQL
-        # Row locks cannot deadlock here: a customer's rows are only written under its lock.
-        for name, rows in (
-            ("upsert_enrollment", enrollments),
-            ("upsert_profile", profiles),
-            ("insert_activity", self.activity_rows),
-            ("insert_outbox", list(outbox.values())),
-        ):
-            if rows:
-                self.conn.execute(q[name], [list(column) for column in zip(*rows, strict=True)])
+        conn = self.conn
+        if self.fresh:
+            # Announced but never claimed by the caller: as if never claimed.
+            conn.execute(q["unclaim_events"], [sorted(self.fresh)])
+        if self.saved:
+            conn.execute(q["save"], _columns([
+                (cid, wake_at, revision, data)
+                for cid, (_state, wake_at, revision, data) in self.saved.items()
+            ]))
+        if self.aside:
+            conn.execute(q["set_aside"], _columns(list(self.aside.items())))
+        if self.activity:
+            conn.execute(q["insert_activity"], _columns(self.activity))
+        if self.outbox:
+            now = self.now
+            conn.execute(
+                q["insert_outbox"],
+                [now, now + self.storage.dispatch_lease, *_columns(list(self.outbox.values()))],
+            )
+
+    def committed(self) -> None:
+        # As the reference adapter does: a saved record's revision counts the write once it
+        # is committed.
+        for state, _wake_at, revision, _data in self.saved.values():
+            state.revision = revision
 
 
 class _Session(CustomerSession):
-    __slots__ = ("_batch", "customer_id")
+    __slots__ = ("_txn", "customer_id")
 
-    def __init__(self, batch: _Batch, customer_id: str) -> None:
-        self._batch = batch
+    def __init__(self, txn: _Txn, customer_id: str) -> None:
+        self._txn = txn
         self.customer_id = customer_id
 
     @_translating
     def claim_event(self, event_id: str) -> bool:
-        batch = self._batch
-        if event_id in batch.announced:
-            batch.check_open()
-            if event_id in batch.fresh:
-                batch.fresh.discard(event_id)
+        txn = self._txn
+        conn = txn.conn
+        if event_id in txn.announced:
+            if event_id in txn.fresh:
+                txn.fresh.discard(event_id)
                 return True
             return False  # handled before, or already handed out in this transaction
-        cursor = batch.conn.execute(
-            batch.storage._q["claim_event"], (event_id, self.customer_id, batch.now)
-        )
+        cursor = conn.execute(txn.storage._q["claim_event"], (event_id, txn.now))
         return cursor.fetchone() is not None
 
-    def load_profile(self) -> Profile | None:
-        self._batch.check_open()
-        return self._batch.profiles.get(self.customer_id)
+    def load(self) -> CustomerState | None:
+        txn = self._txn
+        txn.check_open()
+        saved = txn.saved.get(self.customer_id)
+        # Decoded afresh on every call: the caller owns (and changes) what it gets.
+        text = saved[3] if saved is not None else txn.records.get(self.customer_id)
+        return None if text is None else decode_state(text, self.customer_id)
 
-    def load_active(self) -> list[Enrollment]:
-        self._batch.check_open()
-        # Decoded afresh on every call: the caller owns (and mutates) what it gets.
-        rows = self._batch.active.get(self.customer_id, ())
-        return [enrollment_from_json(data) for _, data in rows]
+    def save(
+        self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
+    ) -> None:
+        txn = self._txn
+        txn.check_open()
+        cid = self.customer_id
+        if state.customer_id != cid:
+            raise StorageError(f"a session of customer {cid!r} cannot save {state.customer_id!r}")
+        # Encoded now: the caller may go on changing its objects.
+        revision = state.revision + 1
+        state.revision = revision
+        try:
+            data = encode_state(state)
+        finally:
+            state.revision = revision - 1
+        txn.saved[cid] = (state, state.wake_at, revision, data)
+        rows = txn.activity
+        for a in activities:
+            rows.append((
+                a.at, a.customer_id, a.enrollment_id, a.journey_id, a.version, a.step_id,
+                a.kind, a.detail, a.channel, a.content_id, a.content_version,
+            ))
+        outbox = txn.outbox
+        for m in messages:
+            if m.idempotency_key not in outbox:  # the first message with a key wins
+                outbox[m.idempotency_key] = (m.idempotency_key, m.customer_id, encode(m))
 
-    @_translating
-    def history(self, journey_id: str, instance_key: str | None) -> list[PastEntry]:
-        rows = self._batch.load_history().get(self.customer_id, ())
-        return [
-            PastEntry(entered, ended)
-            for jid, key, entered, ended in rows
-            if jid == journey_id and key == instance_key
-        ]
-
-    def apply(self, changes: Changes) -> None:
-        self._batch.check_open()
-        self._batch.add(changes)
+    def set_aside(self, reason: str) -> None:
+        txn = self._txn
+        txn.check_open()
+        txn.aside[self.customer_id] = reason
 
 
 class PostgresStorage(Storage):
@@ -465,8 +582,9 @@ class PostgresStorage(Storage):
                 "(at most 63, not starting with a digit)"
             )
         self.schema = schema
+        prefix = sql.Literal(schema + "\x1f")
         self._q: dict[str, sql.Composed] = {
-            name: sql.SQL(text).format(s=sql.Identifier(schema))
+            name: sql.SQL(text).format(s=sql.Identifier(schema), prefix=prefix)
             for name, text in _QUERIES.items()
         }
         self._owns_pool = pool is None
@@ -553,18 +671,12 @@ class PostgresStorage(Storage):
             )
         return found
 
-    # --- transactions ------------------------------------------------------------------------
-
-    def _customer_lock_key(self, customer_id: str) -> int:
-        # The schema is part of the key: two cjo schemas in one database never block each other.
-        return _lock_key("cjo", self.schema, customer_id)
+    # --- customer transactions ---------------------------------------------------------------
 
     @contextmanager
-    def batch(
-        self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
-    ) -> Iterator[Mapping[str, CustomerSession]]:
-        now = ensure_aware(now, "now")
-        ids = sorted(set(customer_ids))
+    def _transaction(self, now: datetime) -> Iterator[_Txn]:
+        """One pipelined transaction: the caller's statements up to the first answer it needs
+        share the round trip of ``BEGIN``; the buffered writes share the one of ``COMMIT``."""
         with _translated(), self._pool.connection() as conn:
             # BEGIN and COMMIT are sent by hand on autocommit connections (cjo's own): psycopg's
             # transaction() would wait for each of them in a round trip of its own.
@@ -572,38 +684,71 @@ class PostgresStorage(Storage):
             pipeline: AbstractContextManager[Any] = (
                 conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
             )
-            batch = _Batch(self, conn, ids, now, claims)
+            txn = _Txn(self, conn, now)
             try:
                 with pipeline:
                     if manual:
                         conn.execute("BEGIN")
-                    batch.prefetch()
-                    yield {cid: _Session(batch, cid) for cid in ids}
+                    yield txn
                     # Reached only when the block raised nothing.
-                    batch.flush()
+                    txn.flush()
                     if manual:
                         conn.execute("COMMIT")
                     else:
                         conn.commit()
+                txn.committed()
             except BaseException:
                 if not conn.broken:
                     conn.rollback()  # a no-op when the server already ended the transaction
                 raise
             finally:
-                batch.end()
+                txn.end()
+
+    @contextmanager
+    def batch(
+        self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
+    ) -> Iterator[Mapping[str, CustomerSession]]:
+        now = ensure_aware(now, "now")
+        ids = sorted(set(customer_ids))
+        with self._transaction(now) as txn:
+            txn.begin(ids, claims)
+            yield {cid: _Session(txn, cid) for cid in ids}
+
+    @_translating
+    def peek(self, customer_id: str) -> CustomerState | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(self._q["peek"], [customer_id]).fetchone()
+        if row is None:
+            return None
+        try:
+            return decode_state(row[0], customer_id)
+        except CorruptRecordError:
+            return None
 
     # --- wake-ups ----------------------------------------------------------------------------
 
     @_translating
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueWakeup]:
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
             rows = conn.execute(
                 self._q["claim_due"], {"now": now, "until": now + lease, "limit": limit}
             ).fetchall()
         # UPDATE ... RETURNING comes back in no particular order.
-        rows.sort(key=lambda r: (r[2], r[3], r[1]))
-        return [DueWakeup(cid, eid, _utc(wake_at)) for cid, eid, wake_at, _ in rows]
+        rows.sort(key=lambda r: (r[1], r[0]))
+        return [DueCustomer(cid, _utc(wake_at)) for cid, wake_at in rows]
+
+    @contextmanager
+    def due_batch(
+        self, now: datetime, limit: int, lease: timedelta
+    ) -> Iterator[Mapping[str, CustomerSession]]:
+        # Claimed and locked inside the transaction (two round trips in all). The lease is
+        # committed with the work: a customer that was claimed but not saved (a wake-up this
+        # engine cannot handle yet) is not claimed again before it runs out.
+        now = ensure_aware(now, "now")
+        with self._transaction(now) as txn:
+            ids = txn.claim_due(now, limit, lease)
+            yield {cid: _Session(txn, cid) for cid in ids}
 
     @_translating
     def next_wake_at(self) -> datetime | None:
@@ -629,28 +774,35 @@ class PostgresStorage(Storage):
     ) -> None:
         now = ensure_aware(now, "now")
         status = "pending" if retry_at is not None else result.status
+        done = None if retry_at is not None else now
         with self._pool.connection() as conn:
             conn.execute(
-                self._q["complete_outbox"], (status, retry_at or now, result.error, key)
+                self._q["complete_outbox"], (status, retry_at or now, result.error, done, key)
             )
 
     @_translating
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
         now = ensure_aware(now, "now")
+        if not deliveries:
+            return
         rows = [
             (
                 "pending" if d.retry_at is not None else d.result.status,
                 d.retry_at or now,
                 d.result.error,
+                None if d.retry_at is not None else now,
                 d.key,
             )
             for d in deliveries
         ]
-        if not rows:
-            return
-        with self._pool.connection() as conn, conn.cursor() as cur:
-            # One transaction (the pool commits on leaving the block), pipelined statements.
-            cur.executemany(self._q["complete_outbox"], rows)
+        with self._pool.connection() as conn:
+            if len({d.key for d in deliveries}) == len(rows):
+                conn.execute(self._q["complete_outbox_many"], _columns(rows))
+            else:
+                # A key twice: each attempt must see the one before (one joined UPDATE would
+                # apply only one of them). One transaction, pipelined.
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(self._q["complete_outbox"], rows)
 
     @_translating
     def outbox_entry(self, key: str) -> OutboxEntry | None:
@@ -659,50 +811,133 @@ class PostgresStorage(Storage):
         if row is None:
             return None
         data, status, attempts, available_at, last_error = row
-        message = message_from_json(data)
-        return OutboxEntry(message, status, attempts, _utc(available_at), last_error)
+        return OutboxEntry(message_from_json(data), status, attempts, _utc(available_at),
+                           last_error)
+
+    # --- definitions -------------------------------------------------------------------------
+
+    @_translating
+    def definitions_generation(self) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(self._q["generation"]).fetchone()
+        return int(row[0]) if row else 0
+
+    @_translating
+    def load_definitions(self) -> tuple[int, str] | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(self._q["load_definitions"]).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    @_translating
+    def append_definitions(self, expected_generation: int, payload: str) -> int:
+        params = {"next": expected_generation + 1, "data": payload,
+                  "expected": expected_generation}
+        with self._pool.connection() as conn:
+            row = conn.execute(self._q["append_definitions"], params).fetchone()
+            if row is not None:
+                return int(row[0])
+            latest = conn.execute(self._q["generation"]).fetchone()
+        current = int(latest[0]) if latest else 0
+        raise ConflictError(
+            f"the latest definitions generation is {current}, not {expected_generation}: "
+            "another process published since; reload and publish again"
+        )
 
     # --- queries -----------------------------------------------------------------------------
 
     @_translating
-    def get_profile(self, customer_id: str) -> Profile | None:
+    def activities(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        journey_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> list[Activity]:
+        start, end = ensure_aware(start, "start"), ensure_aware(end, "end")
+        where = [sql.SQL("at >= %s AND at < %s")]
+        params: list[Any] = [start, end]
+        if journey_id is not None:
+            where.append(sql.SQL("journey_id = %s"))
+            params.append(journey_id)
+        if customer_id is not None:
+            where.append(sql.SQL("customer_id = %s"))
+            params.append(customer_id)
+        query = sql.SQL(
+            "SELECT at, customer_id, enrollment_id, journey_id, version, step_id, kind, detail,"
+            " channel, content_id, content_version FROM {s}.activity WHERE {where} ORDER BY seq"
+        ).format(s=sql.Identifier(self.schema), where=sql.SQL(" AND ").join(where))
         with self._pool.connection() as conn:
-            row = conn.execute(self._q["get_profile"], [customer_id]).fetchone()
-        return None if row is None else profile_from_json(row[0])
-
-    @_translating
-    def get_enrollments(self, customer_id: str) -> list[Enrollment]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["get_enrollments"], [customer_id]).fetchall()
-        return [enrollment_from_json(data) for (data,) in rows]
+            rows = conn.execute(query, params).fetchall()
+        # An erased customer's entries have lost the id (NULL): read back as "".
+        return [
+            Activity(_utc(at), cid or "", eid, jid, version, step, kind, detail, channel,
+                     content, cver)
+            for at, cid, eid, jid, version, step, kind, detail, channel, content, cver in rows
+        ]
 
     @_translating
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         with self._pool.connection() as conn:
-            rows = conn.execute(self._q["activity_counts"], [journey_id]).fetchall()
+            rows = conn.execute(self._q["activity_counts"], {"j": journey_id}).fetchall()
+        counts = [
+            ActivityCount(journey_id, version, step, kind, detail, int(n))
+            for version, step, kind, detail, n in rows
+        ]
         # Sorted as the in-memory adapter sorts, so reports read the same on every backend.
-        rows.sort(key=lambda r: tuple(map(str, r[:5])))
-        return [ActivityCount(*row) for row in rows]
+        counts.sort(key=lambda c: tuple(map(str, (
+            c.journey_id, c.version, c.step_id, c.kind, c.detail
+        ))))
+        return counts
 
     @_translating
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["active_counts"], [journey_id]).fetchall()
-        return {(version, step): n for version, step, n in rows}
+        out: dict[tuple[int, str | None], int] = {}
+        needles = (json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False))
+        # A server-side cursor: the records are streamed, not all held at once.
+        with (
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(name="cjo_active_counts") as cursor,
+        ):
+            cursor.itersize = 500
+            cursor.execute(self._q["active_candidates"], needles)
+            for cid, data in cursor:
+                try:
+                    state = decode_state(data, cid)
+                except CorruptRecordError:
+                    continue  # set aside, or about to be: not counted
+                for e in state.enrollments:
+                    if e.journey_id == journey_id:
+                        key = (e.version, e.step_id)
+                        out[key] = out.get(key, 0) + 1
+        return out
 
-    # --- customers and settings --------------------------------------------------------------
+    # --- customers, retention and settings ---------------------------------------------------
 
     @_translating
     def erase_customer(self, customer_id: str) -> None:
         q = self._q
         with self._pool.connection() as conn, conn.transaction():
-            # Under the customer's lock, so no engine transaction writes them back half-way.
-            conn.execute(q["lock"], [[self._customer_lock_key(customer_id)]])
-            for name in (
-                "erase_profile", "erase_enrollments", "erase_outbox", "erase_activity",
-                "erase_events",
-            ):
+            # Under the customer's lock, so no engine transaction writes the record back.
+            conn.execute(q["erase_lock"], [customer_id])
+            for name in ("erase_record", "erase_outbox", "erase_activity"):
                 conn.execute(q[name], [customer_id])
+
+    @_translating
+    def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        now = ensure_aware(now, "now")
+        q = self._q
+        with self._pool.connection() as conn, conn.transaction():
+            # Prunes take turns, so the totals are re-aggregated by one at a time.
+            conn.execute(q["prune_lock"], [_lock_key("cjo-prune", self.schema)])
+            events = conn.execute(q["prune_events"], [now - retention.event_ids]).rowcount
+            outbox = conn.execute(q["prune_outbox"], [now - retention.outbox]).rowcount
+            row = conn.execute(q["prune_activity"], [now - retention.activity]).fetchone()
+            activity = int(row[0]) if row else 0
+            if activity:
+                conn.execute(q["compact_totals"])
+        return PruneResult(events, outbox, activity)
 
     @_translating
     def get_setting(self, key: str) -> str | None:
