@@ -6,6 +6,22 @@ from cjo.channels.recording import RecordingChannel
 from cjo.clock import Clock, ManualClock, SystemClock
 from cjo.conditions import Condition, attr, ctx, in_segment, prop
 from cjo.engine import Engine
+from cjo.errors import (
+    ChannelError,
+    CjoError,
+    ClockError,
+    ConflictError,
+    CorruptRecordError,
+    DefinitionError,
+    InvalidEventError,
+    Problem,
+    RenderError,
+    RenderLimitError,
+    SchemaError,
+    StorageError,
+    UnknownJourneyError,
+    UsageError,
+)
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
@@ -24,16 +40,16 @@ from cjo.model.steps import (
     WaitForEvent,
 )
 from cjo.model.taxonomy import Category, Taxonomy
-from cjo.model.triggers import ApiTrigger, EventTrigger, Trigger
+from cjo.model.triggers import ApiTrigger, EventTrigger, InactivityTrigger, Trigger
 from cjo.outcome import Ended, Entered, GoalReached, Outcome, StepRun
-from cjo.runtime.state import Enrollment
+from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.serialization import (
     dump_definitions,
     dumps_definitions,
     load_definitions,
     loads_definitions,
 )
-from cjo.storage.base import Storage
+from cjo.storage.base import Retention, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
 from cjo.validation import validate_definitions
@@ -42,15 +58,23 @@ from cjo.worker import WorkerStats, run_worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "Activity",
     "ApiTrigger",
     "Branch",
     "Case",
     "Category",
     "Channel",
+    "ChannelError",
+    "CjoError",
     "Clock",
+    "ClockError",
     "Condition",
+    "ConflictError",
     "ConsoleChannel",
     "ContentItem",
+    "CorruptRecordError",
+    "CustomerState",
+    "DefinitionError",
     "Definitions",
     "DeliveryResult",
     "Ended",
@@ -64,15 +88,22 @@ __all__ = [
     "Goal",
     "GoalReached",
     "InMemoryStorage",
+    "InactivityTrigger",
+    "InvalidEventError",
     "Journey",
     "ManualClock",
     "Message",
     "Outcome",
+    "Problem",
     "Profile",
     "ProfileUpdate",
     "RecordingChannel",
     "ReentryPolicy",
+    "RenderError",
+    "RenderLimitError",
+    "Retention",
     "SQLiteStorage",
+    "SchemaError",
     "Segment",
     "Send",
     "Split",
@@ -80,10 +111,13 @@ __all__ = [
     "Step",
     "StepRun",
     "Storage",
+    "StorageError",
     "SystemClock",
     "Taxonomy",
     "Trigger",
+    "UnknownJourneyError",
     "UpdateProfile",
+    "UsageError",
     "Variant",
     "Wait",
     "WaitForEvent",

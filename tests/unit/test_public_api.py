@@ -24,3 +24,31 @@ def test_import_cjo_does_not_import_optional_drivers():
     code = "import sys, cjo; print(sorted(m for m in ('psycopg', 'psycopg_pool', 'yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _public_names(module: object) -> set[str]:
+    import types
+
+    return {
+        name for name, value in vars(module).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        and name not in ("annotations",)
+    }
+
+
+def test_all_lists_every_public_name_of_the_package():
+    # Both ways: nothing exported that is missing, nothing public that is not exported.
+    public = _public_names(cjo) - {"__version__"}
+    assert public == set(cjo.__all__)
+
+
+def test_every_error_class_is_exported_from_cjo():
+    for name in cjo.errors.__all__:
+        assert name in cjo.__all__, name
+
+
+def test_the_adapter_surface_exports_what_its_module_defines():
+    import cjo.abc
+
+    assert len(set(cjo.abc.__all__)) == len(cjo.abc.__all__)
+    assert _public_names(cjo.abc) == set(cjo.abc.__all__)

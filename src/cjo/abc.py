@@ -1,0 +1,58 @@
+"""Everything an adapter author needs, in one place.
+
+A storage adapter subclasses :class:`Storage` (and :class:`CustomerSession`) and persists
+:class:`CustomerState` records, outbox :class:`Message`\\ s and :class:`Activity` entries; a
+channel adapter subclasses :class:`Channel` and returns a :class:`DeliveryResult`; a clock
+subclasses :class:`Clock`. Run ``cjo.testing.StorageContract`` against a storage adapter: it
+checks everything the engine relies on.
+"""
+
+from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
+from cjo.clock import Clock
+from cjo.runtime.state import (
+    RECORD_LAYOUT,
+    Activity,
+    CustomerState,
+    EndedEnrollment,
+    Enrollment,
+    EnrollmentStatus,
+    EntryHistory,
+)
+from cjo.storage.base import (
+    ActivityCount,
+    CustomerSession,
+    Delivery,
+    DueCustomer,
+    OutboxEntry,
+    OutboxStatus,
+    PruneResult,
+    Retention,
+    Storage,
+)
+from cjo.storage.codec import decode_state, encode_state
+
+__all__ = [
+    "RECORD_LAYOUT",
+    "Activity",
+    "ActivityCount",
+    "Channel",
+    "Clock",
+    "CustomerSession",
+    "CustomerState",
+    "Delivery",
+    "DeliveryResult",
+    "DeliveryStatus",
+    "DueCustomer",
+    "EndedEnrollment",
+    "Enrollment",
+    "EnrollmentStatus",
+    "EntryHistory",
+    "Message",
+    "OutboxEntry",
+    "OutboxStatus",
+    "PruneResult",
+    "Retention",
+    "Storage",
+    "decode_state",
+    "encode_state",
+]
