@@ -1,0 +1,307 @@
+"""The customer record and the definitions store, tried as a user would, on every storage:
+republished content, workers started before a publish, concurrent publishers, records written
+by a newer cjo, keyed goals, re-entry that does not depend on when the worker ran."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjo import (
+    ContentItem,
+    Engine,
+    Event,
+    ExitCriterion,
+    Goal,
+    InactivityTrigger,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    ReentryPolicy,
+    Send,
+    Storage,
+    Variant,
+    Wait,
+    WaitForEvent,
+    ctx,
+    prop,
+)
+from cjo.errors import CorruptRecordError
+from cjo.model.triggers import EventTrigger
+from cjo.storage.codec import encode_state
+from cjo.storage.memory import InMemoryStorage
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+Factory = Callable[[], Storage]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def storage_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """Makes handles on ONE shared database (memory: one shared object)."""
+    kind = request.param
+    opened: list[Storage] = []
+    if kind == "memory":
+        shared = InMemoryStorage()
+
+        def make() -> Storage:
+            return shared
+    elif kind == "sqlite":
+        from cjo.storage.sqlite import SQLiteStorage
+
+        path = tmp_path / "cjo.db"
+
+        def make() -> Storage:
+            s = SQLiteStorage(path)
+            opened.append(s)
+            return s
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        schema = request.getfixturevalue("postgres_schema")
+        from cjo.storage.postgres import PostgresStorage
+
+        def make() -> Storage:
+            s = PostgresStorage(dsn, schema=schema)
+            opened.append(s)
+            return s
+    yield make
+    for s in opened:
+        s.close()
+
+
+def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:
+    return Event(customer_id=customer, name=name, timestamp=at, properties=props, event_id=eid)
+
+
+def _note(text: str) -> ContentItem:
+    return ContentItem("note", variants=(Variant("email", {"text": text}),))
+
+
+def _welcome(version: int = 1) -> Journey:
+    return Journey(
+        id="welcome", version=version, trigger=EventTrigger("signed_up"), entry="mail",
+        steps={"mail": Send("note", "email", next="wait"), "wait": Wait(DAY, next="again"),
+               "again": Send("note", "email")},
+    )
+
+
+def test_republished_content_renders_at_once_and_messages_record_its_version(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    engine.publish(journeys=[_welcome()], content=[_note("old text")])
+    engine.handle_event(_event("signed_up", "c1", T0, "e1"))
+    # Another process republishes the content while c1 waits.
+    other = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock)
+    other.publish(content=[_note("new text")])
+    clock.advance(DAY)
+    engine.run_due()
+    assert [m.fields["text"] for m in channel.messages] == ["old text", "new text"]
+    assert [m.content_version for m in channel.messages] == [1, 2]
+
+
+def test_a_worker_started_before_a_publish_runs_what_was_published_after(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    worker = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    worker.run_due()  # the worker is up and has looked at the (empty) definitions
+    publisher = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock)
+    publisher.publish(journeys=[_welcome()], content=[_note("hi")])
+    # The worker takes the event and knows the journey published after it started.
+    worker.handle_event(_event("signed_up", "c1", T0, "e1"))
+    publisher.publish(journeys=[_welcome(version=2)])
+    worker.handle_event(_event("signed_up", "c2", T0, "e2"))
+    clock.advance(DAY)
+    worker.run_due()
+    assert sorted((m.customer_id, m.journey_version) for m in channel.messages) == [
+        ("c1", 1), ("c1", 1), ("c2", 2), ("c2", 2),
+    ]
+    assert worker.generation == publisher.generation == 2
+
+
+def test_concurrent_publishers_never_lose_each_others_definitions(
+    storage_factory: Factory,
+) -> None:
+    engines = [Engine(storage_factory(), clock=ManualClock(T0)) for _ in range(4)]
+    for e in engines:
+        assert e.generation == 0  # every engine has read generation 0 before anyone publishes
+    barrier = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def publish(i: int, engine: Engine) -> None:
+        try:
+            barrier.wait()
+            for n in range(3):
+                engine.publish(journeys=[Journey(
+                    f"j{i}-{n}", entry="x", steps={"x": Wait(HOUR)}
+                )])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(i, e)) for i, e in enumerate(engines)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    fresh = Engine(storage_factory(), clock=ManualClock(T0))
+    assert sorted(j.id for j in fresh.definitions.journeys) == sorted(
+        f"j{i}-{n}" for i in range(4) for n in range(3)
+    )
+    assert fresh.generation == 12
+
+
+def test_a_record_written_by_a_newer_version_is_read_and_its_fields_kept(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    storage = storage_factory()
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(journeys=[_welcome()], content=[_note("hi")])
+    engine.handle_event(_event("signed_up", "c1", T0, "e1"))
+    # A newer cjo wrote the record: a layout number this one does not know, a new top-level
+    # field and a new field inside the enrollment.
+    with storage.customer("c1", T0) as session:
+        state = session.load()
+        assert state is not None
+        data = json.loads(encode_state(state))
+        data["v"] = 99
+        data["ledger"] = [{"channel": "email", "at": 1}]
+        data["enr"][0]["priority"] = 5
+        session.save(_decode(data, "c1"), [], [])
+    clock.advance(DAY)
+    engine.run_due()
+    stored = engine.customer_state("c1")
+    assert stored is not None
+    assert stored.extra["ledger"] == [{"channel": "email", "at": 1}]
+    assert [e.status for e in engine.enrollments("c1")] == ["completed"]
+
+
+def _decode(data: dict[str, Any], customer_id: str) -> Any:
+    from cjo.storage.codec import state_from_dict
+
+    return state_from_dict(data, customer_id)
+
+
+def test_an_undecodable_record_is_set_aside_and_the_worker_goes_on() -> None:
+    from cjo.storage.codec import state_from_dict
+
+    with pytest.raises(CorruptRecordError, match="'c9'"):
+        state_from_dict({"v": 1, "enr": "garbage"}, "c9")
+
+
+def _cart_journey(goal_where: Any) -> Journey:
+    return Journey(
+        id="cart", trigger=EventTrigger("added_to_cart"), entry="wait",
+        steps={
+            "wait": WaitForEvent("purchased", timeout=4 * HOUR, on_timeout="mail",
+                                 where=prop("cart_id") == ctx("cart_id")),
+            "mail": Send("note", "email"),
+        },
+        goal=Goal("purchased", where=goal_where, within=7 * DAY),
+        reentry=ReentryPolicy.after_exit(instance_key="cart_id"),
+    )
+
+
+def test_each_keyed_instance_reacts_only_to_its_own_purchase(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    engine.publish(journeys=[_cart_journey(prop("cart_id") == ctx("cart_id"))],
+                   content=[_note("your cart")])
+    engine.handle_event(_event("added_to_cart", "c1", T0, "a1", cart_id="A"))
+    engine.handle_event(_event("added_to_cart", "c1", T0, "b1", cart_id="B"))
+    clock.advance(HOUR)
+    out = engine.handle_event(_event("purchased", "c1", T0 + HOUR, "p1", cart_id="A"))
+    assert [(e.status, e.enrollment_id.split(":")[2]) for e in out.ended] == [("converted", "A")]
+    clock.advance(4 * HOUR)
+    engine.run_due()
+    assert [m.enrollment_id.split(":")[2] for m in channel.messages] == ["B"]
+
+
+def test_a_field_compared_with_a_field_round_trips_through_publish(
+    storage_factory: Factory,
+) -> None:
+    engine = Engine(storage_factory(), channels={"email": RecordingChannel()},
+                    clock=ManualClock(T0))
+    journey = _cart_journey(prop("cart_id") == ctx("cart_id"))
+    engine.publish(journeys=[journey], content=[_note("x")])
+    fresh = Engine(storage_factory(), clock=ManualClock(T0))
+    assert fresh.definitions.journeys == (journey,)
+
+
+@pytest.mark.parametrize("worker_first", [True, False])
+def test_cooldown_counts_an_enrollment_that_ended_in_the_same_transaction(
+    storage_factory: Factory, worker_first: bool,
+) -> None:
+    # The first enrollment ends at its wake-up; whether a worker fired it before the next
+    # trigger or the trigger's own transaction catches it up, the cooldown must count it.
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    engine.publish(journeys=[Journey(
+        "browse", trigger=EventTrigger("viewed"), entry="wait",
+        steps={"wait": Wait(HOUR, next="mail"), "mail": Send("note", "email")},
+        reentry=ReentryPolicy.after_cooldown(DAY),
+    )], content=[_note("seen it?")])
+    engine.handle_event(_event("viewed", "c1", T0, "v1"))
+    clock.advance(2 * HOUR)
+    if worker_first:
+        engine.run_due()
+    out = engine.handle_event(_event("viewed", "c1", clock.now(), "v2"))
+    assert out.entered == ()
+    assert len(channel.messages) == 1
+
+
+def test_cooldown_counts_an_exit_on_the_trigger_event_itself(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), clock=clock)
+    engine.publish(journeys=[Journey(
+        "j", trigger=EventTrigger("ping"), entry="wait", steps={"wait": Wait(DAY)},
+        exit_criteria=(ExitCriterion("pinged again", event="ping"),),
+        reentry=ReentryPolicy.after_cooldown(DAY),
+    )])
+    engine.handle_event(_event("ping", "c1", T0, "p1"))
+    clock.advance(HOUR)
+    out = engine.handle_event(_event("ping", "c1", clock.now(), "p2"))
+    assert [e.status for e in out.ended] == ["exited"]
+    assert out.entered == ()
+
+
+def test_inactivity_fires_exactly_after_the_last_qualifying_event(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    engine.publish(journeys=[Journey(
+        "win_back", trigger=InactivityTrigger("purchased", after=14 * DAY), entry="mail",
+        steps={"mail": Send("note", "email")},
+    )], content=[_note("we miss you")])
+    engine.identify("c1", {"first_name": "Ada"})  # created at T0
+    engine.identify("c2", {"first_name": "Ben"})
+    clock.advance(3 * DAY)
+    # Stamped earlier than it arrives: the quiet spell counts from the event's own instant.
+    engine.handle_event(_event("purchased", "c2", T0 + 2 * DAY, "p1"))
+    assert engine.storage.next_wake_at() == T0 + 14 * DAY
+    clock.set(T0 + 30 * DAY)
+    engine.run_due()
+    assert sorted((m.customer_id, m.created_at) for m in channel.messages) == [
+        ("c1", T0 + 14 * DAY), ("c2", T0 + 16 * DAY),
+    ]
+    # Once per quiet spell: nothing more until the customer buys again.
+    clock.set(T0 + 90 * DAY)
+    engine.run_due()
+    assert len(channel.messages) == 2
