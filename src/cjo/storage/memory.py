@@ -37,11 +37,12 @@ _CountKey = tuple[str, int, str | None, str, str | None]
 class _Txn:
     """What the sessions of one transaction share: claimed event ids and the writes to commit."""
 
-    __slots__ = ("event_ids", "now", "open", "writes")
+    __slots__ = ("aside", "event_ids", "now", "open", "writes")
 
     def __init__(self, now: datetime) -> None:
         self.now = now
         self.event_ids: set[str] = set()
+        self.aside: dict[str, str] = {}
         self.writes: list[tuple[CustomerState, Sequence[Message], Sequence[Activity]]] = []
         self.open = True
 
@@ -85,7 +86,7 @@ class _Session(CustomerSession):
 
     def set_aside(self, reason: str) -> None:
         self._check()
-        self._store._aside[self.customer_id] = reason
+        self._txn.aside[self.customer_id] = reason
 
 
 class InMemoryStorage(Storage):
@@ -125,6 +126,9 @@ class InMemoryStorage(Storage):
             # Reached only when the block raised nothing: commit.
             for eid in txn.event_ids:
                 self._events[eid] = now
+            for cid, reason in txn.aside.items():
+                self._aside[cid] = reason
+                self._set_wake(cid, None)
             for state, messages, activities in txn.writes:
                 self._commit(state, messages, activities, now)
 
