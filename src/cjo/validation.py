@@ -24,7 +24,18 @@ from typing import TypeGuard, get_args
 import liquid
 from liquid.exceptions import LiquidError
 
-from cjo.conditions import OPS, SCOPES, Compare, Condition, Exists, InSegment, Ref, walk
+from cjo.conditions import (
+    OPS,
+    SCOPES,
+    Compare,
+    CompareFields,
+    Condition,
+    Exists,
+    Field,
+    InSegment,
+    Ref,
+    walk,
+)
 from cjo.errors import Problem
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
@@ -45,8 +56,8 @@ from cjo.model.triggers import EventTrigger
 __all__ = ["validate_definitions"]
 
 # What each kind of condition can read. Segments and audiences are evaluated with no event at
-# hand; triggers, goals, exit criteria and waits see one event; only a Branch runs inside an
-# enrollment, where the journey context exists.
+# hand; triggers see one event; goals, exit criteria and waits see one event and the
+# enrollment's context (so a keyed instance can match its own key); a Branch sees the context.
 PROFILE_ONLY: tuple[str, ...] = ("profile",)
 PROFILE_AND_EVENT: tuple[str, ...] = ("profile", "event")
 ALL_SCOPES: tuple[str, ...] = SCOPES
@@ -235,6 +246,11 @@ def _check_condition(
         elif isinstance(node, InSegment):
             if node.segment not in segment_ids:
                 problems.append(Problem(location, f"segment {node.segment!r} does not exist"))
+        elif isinstance(node, CompareFields):
+            problems += _check_ref(node.left, location, used_in=used_in, scopes=scopes)
+            problems += _check_ref(node.right, location, used_in=used_in, scopes=scopes)
+            if node.op not in OPS:
+                problems.append(Problem(location, f"unknown operator {node.op!r}"))
         elif isinstance(node, Compare | Exists):
             problems += _check_ref(node.ref, location, used_in=used_in, scopes=scopes)
             if isinstance(node, Compare):
@@ -258,6 +274,10 @@ def _check_compare(node: Compare, location: str) -> list[Problem]:
     if node.op not in OPS:
         return [Problem(location, f"unknown operator {node.op!r} on {node.ref}; expected one of "
                                   f"{', '.join(OPS)}")]
+    if isinstance(node.value, Field | Ref | Condition):
+        return [Problem(location, f"{node.ref} is compared with {node.value!r}, which is not a "
+                                  "value; to compare two fields, build the condition with the "
+                                  "builder (prop('a') == ctx('a')) or use CompareFields")]
     if node.op in ("in", "not_in") and not isinstance(node.value, list | tuple):
         return [Problem(location, f"operator {node.op!r} on {node.ref} needs a list of values, "
                                   f"got {node.value!r}")]
@@ -360,9 +380,9 @@ def _check_journey_conditions(journey: Journey, segment_ids: Collection[str]) ->
     for criterion in journey.exit_criteria:
         if criterion.where is not None:
             checks.append((criterion.where, _exit_location(journey, criterion),
-                           "an exit criterion", PROFILE_AND_EVENT))
+                           "an exit criterion", ALL_SCOPES))
     if journey.goal is not None and journey.goal.where is not None:
-        checks.append((journey.goal.where, f"{where} / goal", "a goal", PROFILE_AND_EVENT))
+        checks.append((journey.goal.where, f"{where} / goal", "a goal", ALL_SCOPES))
     problems: list[Problem] = []
     for condition, location, used_in, scopes in checks:
         problems += _check_condition(
@@ -446,7 +466,7 @@ def _check_step(
         problems += _check_duration(step.timeout, "timeout", where, journey.max_lifetime)
         if step.where is not None:
             problems += _check_condition(
-                step.where, where, used_in="a wait for an event", scopes=PROFILE_AND_EVENT,
+                step.where, where, used_in="a wait for an event", scopes=ALL_SCOPES,
                 segment_ids=segment_ids,
             )
     elif isinstance(step, Branch):

@@ -510,24 +510,34 @@ def where_fields(where: Condition) -> dict[str, dict[str, Any]]:
     }
 
 
-@pytest.mark.parametrize("place", [" / trigger", " / exit criterion 'x'", " / goal"])
-def test_event_conditions_may_use_profile_and_event_but_not_context(place: str) -> None:
-    fine = where_fields((attr("a") == 1) & (prop("b") == 2))[place]
+def test_trigger_conditions_may_use_profile_and_event_but_not_context() -> None:
+    fine = where_fields((attr("a") == 1) & (prop("b") == 2))[" / trigger"]
     assert problems_of(journey({"a": Exit()}, **fine)) == []
-    bad = where_fields((attr("a") == 1) & (ctx("b") == 2))[place]
+    bad = where_fields((attr("a") == 1) & (ctx("b") == 2))[" / trigger"]
     problem = only(problems_of(journey({"a": Exit()}, **bad)))
-    assert problem.location == J + place
+    assert problem.location == J + " / trigger"
     assert "context.b cannot be used" in problem.message
     assert "only profile and event values are available" in problem.message
 
 
-def test_wait_for_event_condition_may_use_profile_and_event_but_not_context() -> None:
-    fine = WaitForEvent("e", HOUR, where=(attr("a") == 1) & (prop("b") == 2))
+@pytest.mark.parametrize("place", [" / exit criterion 'x'", " / goal"])
+def test_exit_and_goal_conditions_may_read_the_enrollment_context(place: str) -> None:
+    # A keyed instance matches its own key: prop("cart_id") == ctx("cart_id").
+    fine = where_fields((attr("a") == 1) & (prop("b") == ctx("b")))[place]
+    assert problems_of(journey({"a": Exit()}, **fine)) == []
+
+
+def test_wait_for_event_condition_may_read_profile_event_and_context() -> None:
+    fine = WaitForEvent("e", HOUR, where=(attr("a") == 1) & (prop("b") == ctx("b")))
     assert problems_of(journey({"a": fine})) == []
-    bad = WaitForEvent("e", HOUR, where=ctx("cart") == 2)
+
+
+def test_a_comparison_with_a_field_as_its_value_is_a_definition_problem() -> None:
+    from cjo.conditions import Compare
+
+    bad = WaitForEvent("e", HOUR, where=Compare(prop("b").ref, "eq", ctx("b")))
     problem = only(problems_of(journey({"a": bad})))
-    assert problem.location == f"{J} / step 'a'"
-    assert "context.cart cannot be used in a wait for an event" in problem.message
+    assert "which is not a value" in problem.message
 
 
 def test_branch_conditions_may_use_every_scope_and_are_checked_per_case() -> None:
