@@ -28,6 +28,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "MAX_INT",
     "MAX_TIMESTAMP",
+    "MAX_VALUES",
     "MAX_VALUE_DEPTH",
     "MAX_VERSION",
     "MIN_TIMESTAMP",
@@ -42,6 +43,10 @@ MAX_ID_LENGTH: Final = 256
 
 #: Deepest nesting of lists and objects inside one event property or profile attribute.
 MAX_VALUE_DEPTH: Final = 16
+
+#: Most values in one event's properties or one profile update's attributes, all levels
+#: together: bounds the work of checking and storing one record.
+MAX_VALUES: Final = 100_000
 
 #: Largest integer magnitude in a value: PostgreSQL ``bigint`` and SQLite's integers hold no more.
 MAX_INT: Final = 2**63 - 1

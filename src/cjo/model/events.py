@@ -1,78 +1,339 @@
-"""Events and profiles: what customers do, and what is known about them."""
+"""Events and profiles: what customers do, and what is known about them.
+
+Everything an event or profile update carries is checked when it is constructed, before any
+storage sees it, so that every storage adapter stores the same value and none fails later on
+something another accepted.
+
+Accepted values (event properties, profile attributes, and anything nested in them):
+
+- ``str`` (no NUL character, no lone surrogate: valid UTF-8 once encoded);
+- ``int`` within ±(2**63 - 1), and ``bool``;
+- ``float``, finite only (NaN and infinity are refused);
+- ``None``;
+- timezone-aware ``datetime`` (stored as UTC, to the microsecond);
+- ``list`` (or ``tuple``, stored as a list) and ``dict`` with ``str`` keys of these, nested at
+  most ``MAX_VALUE_DEPTH`` (16) levels, never containing themselves, and at most
+  ``MAX_VALUES`` (100,000) values in one event or profile update, all levels together.
+
+Subclasses of ``str``, ``int`` and ``float`` (such as ``enum.StrEnum`` members) are stored as
+the plain value. ``Decimal`` is refused (a JSON column cannot keep it a Decimal, so it would
+come back as something else on some adapters): pass a ``float``, or a ``str`` for exact amounts.
+Anything else (``bytes``, ``set``, ``date``, objects) raises ``InvalidEventError`` naming the
+property path.
+
+Ids (``customer_id``, ``event_id``, the event ``name``, and a profile update's ``timezone`` and
+``locale``) are strings of 1 to ``MAX_ID_LENGTH`` (256) characters, not only whitespace, with no
+NUL character and no lone surrogate.
+"""
 
 from __future__ import annotations
 
+import re
+import reprlib
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import attrs
 
 from cjo.errors import InvalidEventError
+from cjo.limits import (
+    MAX_ID_LENGTH,
+    MAX_INT,
+    MAX_TIMESTAMP,
+    MAX_VALUE_DEPTH,
+    MAX_VALUES,
+    MIN_TIMESTAMP,
+)
 
-__all__ = ["Event", "Profile", "ProfileUpdate"]
+__all__ = ["Event", "Profile", "ProfileUpdate", "check_id", "check_value", "check_values"]
+
+# Lone surrogates cannot be encoded as UTF-8 (every SQL driver refuses them); PostgreSQL text
+# and jsonb refuse NUL. Refusing both here makes every adapter accept the same strings.
+_BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+_MIN_INT = -MAX_INT
+
+_show = reprlib.Repr()
+_show.maxstring = 60
+_show.maxother = 60
 
 
-def _nonempty_str(what: str, record: str = "event") -> Any:
-    def check(_inst: object, _att: attrs.Attribute[Any], value: object) -> None:
-        if not isinstance(value, str) or not value:
-            raise InvalidEventError(f"{record} {what} must be a non-empty string, got {value!r}")
+def _bad_text(text: str) -> str | None:
+    """Why ``text`` cannot be stored alike everywhere, or None when it can."""
+    if text.isascii() and "\x00" not in text:  # isascii is O(1) in CPython
+        return None
+    match = _BAD_CHAR.search(text)
+    if match is None:
+        return None
+    if match.group() == "\x00":
+        return f"contains a NUL character at position {match.start()}"
+    return (
+        f"contains a lone surrogate (U+{ord(match.group()):04X}) at position {match.start()}, "
+        "which is not valid Unicode text"
+    )
 
-    return check
+
+# --- ids ---------------------------------------------------------------------------------------
 
 
-def _mapping(what: str, item: str) -> Any:
-    def convert(value: object) -> Mapping[str, Any]:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise InvalidEventError(f"{what} must be a mapping, got {type(value).__name__}")
-        for key in value:
-            if not isinstance(key, str):
-                raise InvalidEventError(f"{item} names must be strings, got {key!r}")
+def check_id(value: object, what: str) -> str:
+    """``value`` if it is a valid id, else ``InvalidEventError`` naming ``what``.
+
+    Valid: a string of 1 to ``MAX_ID_LENGTH`` characters, not only whitespace, with no NUL and
+    no lone surrogate. A ``str`` subclass is returned as a plain ``str``.
+    """
+    if (
+        type(value) is str
+        and 0 < len(value) <= MAX_ID_LENGTH
+        and value.isascii()
+        and "\x00" not in value
+        and not value.isspace()
+    ):
+        return value  # the common case, in a handful of C calls
+    if not isinstance(value, str):
+        raise InvalidEventError(f"{what} must be a non-empty string, got {_show.repr(value)}")
+    text = str.__str__(value)  # a plain str, even from a subclass with its own __str__
+    if not text:
+        raise InvalidEventError(f"{what} must be a non-empty string, got ''")
+    if text.isspace():
+        raise InvalidEventError(f"{what} must not be only whitespace, got {text!r}")
+    if len(text) > MAX_ID_LENGTH:
+        raise InvalidEventError(
+            f"{what} is {len(text)} characters long; ids are at most {MAX_ID_LENGTH}"
+        )
+    problem = _bad_text(text)
+    if problem is not None:
+        raise InvalidEventError(f"{what} {problem}")
+    return text
+
+
+# attrs converters must be named functions for mypy to follow them.
+
+
+def _customer_id(value: object) -> str:
+    return check_id(value, "customer_id")
+
+
+def _event_name(value: object) -> str:
+    return check_id(value, "event name")
+
+
+def _event_id(value: object) -> str:
+    return check_id(value, "event_id")
+
+
+def _update_customer_id(value: object) -> str:
+    return check_id(value, "profile update customer_id")
+
+
+def _timezone(value: object) -> str | None:
+    return None if value is None else check_id(value, "profile timezone")
+
+
+def _locale(value: object) -> str | None:
+    return None if value is None else check_id(value, "profile locale")
+
+
+# --- values ------------------------------------------------------------------------------------
+
+
+def _path(parent: str, key: str | int) -> str:
+    """``items[0].price``: how a person would point at a nested value."""
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key}" if parent else key
+
+
+def _where(label: str, path: str) -> str:
+    return f"{label} {path!r}" if path else label
+
+
+class _Walk:
+    """The state of checking one value tree: how many values may still be visited, and which
+    containers are open on the current path (to refuse one that holds itself)."""
+
+    __slots__ = ("budget", "open")
+
+    def __init__(self, root: object) -> None:
+        self.budget = MAX_VALUES
+        self.open: set[int] = {id(root)}
+
+
+def check_value(value: object, where: str) -> object:
+    """``value`` as it will be stored, or ``InvalidEventError`` naming ``where``.
+
+    Returns the value itself when it is already plain, otherwise a plain copy (a tuple becomes
+    a list, a ``StrEnum`` member its ``str``, a datetime UTC).
+    """
+    return _plain(value, where, "", 0, _Walk(None))
+
+
+def _plain(value: object, label: str, path: str, depth: int, walk: _Walk) -> object:
+    # Recursion is bounded by MAX_VALUE_DEPTH and work by MAX_VALUES, and a container already
+    # open on the path is refused: a value that holds itself is an error, not a RecursionError.
+    walk.budget -= 1
+    if walk.budget < 0:
+        raise _invalid(label, path, f": more than {MAX_VALUES} values in one record")
+    kind = type(value)
+    if kind is str:
+        problem = _bad_text(value)  # type: ignore[arg-type]
+        if problem is not None:
+            raise _invalid(label, path, f" {problem}")
         return value
+    if kind is bool or value is None:
+        return value
+    if kind is int:
+        if not _MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
+            raise _invalid(label, path, f" is {_show.repr(value)}, outside the stored integer "
+                                        "range ±(2**63 - 1); pass a float or a str")
+        return value
+    if kind is float:
+        if value - value != 0.0:  # type: ignore[operator]  # inf - inf and nan - nan are nan
+            raise _invalid(label, path, f" is {value}; only finite numbers can be stored "
+                                        "(not NaN or infinity)")
+        return value
+    if isinstance(value, list | tuple | Mapping):
+        if depth >= MAX_VALUE_DEPTH:
+            raise _invalid(label, path, f" nests more than {MAX_VALUE_DEPTH} levels of lists "
+                                        "and objects")
+        if id(value) in walk.open:
+            raise _invalid(label, path, " contains itself")
+        walk.open.add(id(value))
+        out: dict[str, object] | list[object]
+        if isinstance(value, Mapping):
+            mapping: dict[str, object] = {}
+            for key, item in value.items():
+                name = _key(key, _where(label, path))
+                mapping[name] = _plain(item, label, _path(path, name), depth + 1, walk)
+            out = mapping
+        else:
+            out = [
+                _plain(item, label, _path(path, i), depth + 1, walk)
+                for i, item in enumerate(value)
+            ]
+        walk.open.discard(id(value))
+        return out
+    return _plain_other(value, label, path, depth, walk)
 
-    return convert
+
+def _invalid(label: str, path: str, problem: str) -> InvalidEventError:
+    return InvalidEventError(f"{_where(label, path)}{problem}")
 
 
-_event_properties = _mapping("event properties", "event property")
-_profile_attributes = _mapping("profile attributes", "profile attribute")
+def _key(key: object, where: str) -> str:
+    if not isinstance(key, str):
+        raise InvalidEventError(f"{where}: names must be strings, got {_show.repr(key)}")
+    text = key if type(key) is str else str.__str__(key)
+    problem = _bad_text(text)
+    if problem is not None:
+        raise InvalidEventError(f"{where}: the name {text!r} {problem}")
+    return text
+
+
+def _plain_other(value: object, label: str, path: str, depth: int, walk: _Walk) -> object:
+    """Values that are not exactly str, int, float, bool, None, list, tuple or a mapping."""
+    if isinstance(value, str):
+        return _plain(str.__str__(value), label, path, depth, walk)  # a StrEnum member's text
+    if isinstance(value, int):
+        return _plain(int.__index__(value), label, path, depth, walk)  # an IntEnum's int
+    if isinstance(value, float):
+        return _plain(float.__float__(value), label, path, depth, walk)
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise _invalid(label, path, f" is a naive datetime ({value.isoformat()}); pass a "
+                                        "timezone-aware one")
+        try:
+            utc = value.astimezone(UTC)
+        except OverflowError as exc:
+            raise _invalid(label, path, f" is out of range once in UTC: {value}") from exc
+        # A plain datetime in UTC, whatever the subclass or zone: what a storage gives back.
+        return datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second,
+                        utc.microsecond, tzinfo=UTC)
+    if isinstance(value, Decimal):
+        raise _invalid(label, path, f" is a Decimal ({_show.repr(value)}); pass a float, or a "
+                                    "str to keep it exact (a Decimal would not come back the "
+                                    "same from every storage)")
+    cls = type(value)
+    raise _invalid(label, path, f" is a {cls.__module__}.{cls.__qualname__}, which cannot be "
+                                "stored; use str, int, float, bool, None, an aware datetime, "
+                                "or lists and dicts of them")
+
+
+def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]:
+    """A mapping of properties or attributes as it will be stored (``None`` gives ``{}``), or
+    ``InvalidEventError``. ``plural`` and ``singular`` name them in messages ("event
+    properties", "event property")."""
+    if type(value) is dict and len(value) <= MAX_VALUES:
+        # The common case, a flat dict of plain strings and numbers, is checked in this loop
+        # without a call per item and returned as is; anything else takes the general path.
+        for key, item in value.items():
+            if type(key) is not str or not key.isascii() or "\x00" in key:
+                break
+            kind = type(item)
+            if kind is str:
+                if not item.isascii() or "\x00" in item:
+                    break
+            elif kind is int:
+                if not _MIN_INT <= item <= MAX_INT:
+                    break
+            elif kind is float:
+                if item - item != 0.0:  # not finite
+                    break
+            elif item is not None and kind is not bool:
+                break
+        else:
+            return value
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEventError(f"{plural} must be a mapping, got {type(value).__name__}")
+    walk = _Walk(value)
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise InvalidEventError(f"{singular} names must be strings, got {_show.repr(key)}")
+        name = _key(key, plural)
+        out[name] = _plain(item, singular, name, 0, walk)
+    return out
 
 
 def _properties(value: object) -> Mapping[str, Any]:
-    result: Mapping[str, Any] = _event_properties(value)
-    return result
+    return check_values(value, "event properties", "event property")
 
 
 def _attributes(value: object) -> Mapping[str, Any]:
-    result: Mapping[str, Any] = _profile_attributes(value)
-    return result
+    return check_values(value, "profile attributes", "profile attribute")
 
 
 def _names(value: object) -> tuple[str, ...]:
     names = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
     if names is None or not all(isinstance(n, str) for n in names):
-        raise InvalidEventError(f"profile update unset must be attribute names, got {value!r}")
-    return names
-
-
-def _optional_str(what: str) -> Any:
-    def check(_inst: object, _att: attrs.Attribute[Any], value: object) -> None:
-        if value is not None and not isinstance(value, str):
-            raise InvalidEventError(f"profile update {what} must be a string, got {value!r}")
-
-    return check
+        raise InvalidEventError(
+            f"profile update unset must be attribute names, got {_show.repr(value)}"
+        )
+    return tuple(_key(n, "profile update unset") for n in names)
 
 
 def _timestamp(value: object) -> datetime:
     if not isinstance(value, datetime):
-        raise InvalidEventError(f"event timestamp must be a datetime, got {value!r}")
+        raise InvalidEventError(f"event timestamp must be a datetime, got {_show.repr(value)}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidEventError(
             f"event timestamp must be timezone-aware, got naive {value.isoformat()}"
         )
-    return value.astimezone(UTC)
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError as exc:
+        raise InvalidEventError(f"event timestamp {value} is out of range") from exc
+    if not MIN_TIMESTAMP <= utc < MAX_TIMESTAMP:
+        raise InvalidEventError(
+            f"event timestamp {utc.isoformat()} is outside the accepted range "
+            f"{MIN_TIMESTAMP.year} to {MAX_TIMESTAMP.year}"
+        )
+    return utc
 
 
 def _new_event_id() -> str:
@@ -81,13 +342,18 @@ def _new_event_id() -> str:
 
 @attrs.frozen(slots=True)
 class Event:
-    """Something a customer did. ``event_id`` de-duplicates: a repeated id changes nothing."""
+    """Something a customer did. ``event_id`` de-duplicates: a repeated id changes nothing.
 
-    customer_id: str = attrs.field(validator=_nonempty_str("customer_id"))
-    name: str = attrs.field(validator=_nonempty_str("name"))
+    Event ids are global, not per customer: a second event with the same ``event_id`` is a
+    duplicate even when its customer differs. Let cjo generate one, or derive it from the
+    source system's own unique id.
+    """
+
+    customer_id: str = attrs.field(converter=_customer_id)
+    name: str = attrs.field(converter=_event_name)
     timestamp: datetime = attrs.field(converter=_timestamp)
     properties: Mapping[str, Any] = attrs.field(factory=dict, converter=_properties)
-    event_id: str = attrs.field(factory=_new_event_id, validator=_nonempty_str("event_id"))
+    event_id: str = attrs.field(factory=_new_event_id, converter=_event_id)
 
 
 @attrs.frozen(slots=True)
@@ -96,11 +362,11 @@ class ProfileUpdate:
     ``Engine.handle_events`` takes in order with events (so profile changes share the group's
     transaction)."""
 
-    customer_id: str = attrs.field(validator=_nonempty_str("customer_id", "profile update"))
+    customer_id: str = attrs.field(converter=_update_customer_id)
     attributes: Mapping[str, Any] = attrs.field(factory=dict, converter=_attributes)
     unset: tuple[str, ...] = attrs.field(default=(), converter=_names)
-    timezone: str | None = attrs.field(default=None, validator=_optional_str("timezone"))
-    locale: str | None = attrs.field(default=None, validator=_optional_str("locale"))
+    timezone: str | None = attrs.field(default=None, converter=_timezone)
+    locale: str | None = attrs.field(default=None, converter=_locale)
 
 
 @attrs.frozen(slots=True)
