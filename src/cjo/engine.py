@@ -207,6 +207,7 @@ class Engine:
         are dispatched after each group commits."""
         builder = OutcomeBuilder()
         chunk: list[Event | ProfileUpdate] = []
+        in_chunk: set[str] = set()
         now = self.clock.now()
         registry = self._sync()
         storage = self.storage
@@ -217,8 +218,8 @@ class Engine:
                     continue
                 # Irrelevant to this customer as committed, and to nothing earlier in the
                 # group (an earlier item could have enrolled them): skip.
-                if not any(i.customer_id == item.customer_id for i in chunk) and (
-                    not registry.matters_to(storage.peek(item.customer_id), item.name)
+                if item.customer_id not in in_chunk and not registry.matters_to(
+                    storage.peek(item.customer_id), item.name
                 ):
                     continue
             elif not isinstance(item, ProfileUpdate):
@@ -226,9 +227,11 @@ class Engine:
                     f"expected a cjo.Event or cjo.ProfileUpdate, got {type(item).__name__}"
                 )
             chunk.append(item)
+            in_chunk.add(item.customer_id)
             if len(chunk) >= batch_size:
                 self._handle_group(chunk, builder)
                 chunk = []
+                in_chunk = set()
                 now = self.clock.now()
                 registry = self._sync()
         if chunk:

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from cjo.conditions import CompiledCondition, compile_condition
+from cjo.content.memo import MemoRenderer
 from cjo.content.render import Renderer
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
@@ -95,7 +96,7 @@ class Registry:
     segments: dict[str, CompiledCondition] = attrs.field(factory=dict)
     content: dict[str, ContentItem] = attrs.field(factory=dict)
     definitions: Definitions = attrs.field(factory=Definitions)
-    renderer: Renderer = attrs.field(factory=Renderer)
+    renderer: MemoRenderer = attrs.field(factory=lambda: MemoRenderer(Renderer()))
 
     @classmethod
     def build(cls, definitions: Definitions, generation: int) -> Registry:
