@@ -3,6 +3,7 @@ only SQLite has: URLs, pragmas, the schema version and its migrations, error tra
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -10,20 +11,32 @@ from pathlib import Path
 
 import pytest
 
-from cjo.errors import ConflictError, SchemaError, StorageError
+from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
 from cjo.model.events import Profile
-from cjo.runtime.state import Changes, Enrollment
+from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import Storage
+from cjo.storage.codec import encode_state
 from cjo.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 from cjo.testing import StorageContract
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
 
 
 def _connections(storage: Storage) -> int:
     assert isinstance(storage, SQLiteStorage)
     return 0 if storage._conn is None else 1
+
+
+def _corrupt(storage: Storage, customer_id: str, data: str = '{"v": 1, "created": ') -> None:
+    assert isinstance(storage, SQLiteStorage)
+    conn = storage._conn
+    assert conn is not None
+    changed = conn.execute(
+        "UPDATE customers SET data = ? WHERE customer_id = ?", (data, customer_id)
+    ).rowcount
+    assert changed == 1
 
 
 class TestSQLiteFile(StorageContract):
@@ -37,6 +50,9 @@ class TestSQLiteFile(StorageContract):
 
     def open_connections(self, storage: Storage) -> int:
         return _connections(storage)
+
+    def corrupt_record(self, storage: Storage, customer_id: str) -> None:
+        _corrupt(storage, customer_id)
 
 
 class TestSQLiteURL(TestSQLiteFile):
@@ -52,6 +68,9 @@ class TestSQLiteMemory(StorageContract):
 
     def open_connections(self, storage: Storage) -> int:
         return _connections(storage)
+
+    def corrupt_record(self, storage: Storage, customer_id: str) -> None:
+        _corrupt(storage, customer_id)
 
 
 # --- opening ---------------------------------------------------------------------------------
@@ -124,22 +143,73 @@ def _raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
 def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
+    state = CustomerState("c1", T0, profile=Profile("c1", {"n": 1}))
     with SQLiteStorage(path) as storage, storage.customer("c1", T0) as session:
         session.claim_event("e1")
-        session.apply(Changes("c1", profile=Profile("c1", {"n": 1})))
+        session.save(state, (), ())
     for _ in range(2):
         with SQLiteStorage(path) as storage:
-            assert storage.get_profile("c1") == Profile("c1", {"n": 1})
+            peeked = storage.peek("c1")
+            assert peeked is not None
+            assert peeked.profile == Profile("c1", {"n": 1})
             with storage.customer("c1", T0) as session:
                 assert session.claim_event("e1") is False
     conn = _raw(path)
     try:
         assert conn.execute("SELECT version FROM cjo_schema").fetchall() == [(SCHEMA_VERSION,)]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert {"cjo_schema", "events", "profiles", "enrollments", "outbox", "activity",
-                "settings"} <= tables
+        assert _tables(conn) == {"cjo_schema", "customers", "events", "outbox", "activity",
+                                 "activity_totals", "definitions", "settings"}
+    finally:
+        conn.close()
+
+
+def test_schema_version_is_two() -> None:
+    assert SCHEMA_VERSION == 2
+
+
+def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "v1.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:1])
+        SQLiteStorage(path).close()
+    conn = _raw(path)
+    try:
+        assert conn.execute("SELECT version FROM cjo_schema").fetchone() == (1,)
+        # What a version-1 cjo left behind.
+        conn.execute("INSERT INTO events VALUES ('e1')")
+        conn.execute("INSERT INTO profiles VALUES ('c1', '{}')")
+        conn.execute(
+            "INSERT INTO enrollments (id, customer_id, journey_id, version, status, entered_at, "
+            "wake_at, data) VALUES ('j:c1:1', 'c1', 'j', 1, 'active', 0, 1, '{}')"
+        )
+        conn.execute("INSERT INTO outbox (key, customer_id, created_at, available_at, status, "
+                     "data) VALUES ('k', 'c1', 0, 0, 'pending', '{}')")
+        conn.execute("INSERT INTO activity VALUES ('j', 1, NULL, 'entered', NULL, 'c1', 0)")
+        conn.execute("INSERT INTO settings VALUES ('host', 'kept')")
+    finally:
+        conn.close()
+
+    with SQLiteStorage(path) as storage:
+        assert storage.get_setting("host") == "kept"
+        assert storage.peek("c1") is None
+        assert storage.next_wake_at() is None
+        assert storage.claim_outbox(T0, 10, MINUTE) == []
+        assert storage.activity_counts("j") == []
+        with storage.customer("c1", T0) as session:
+            assert session.claim_event("e1") is True, "version 1's data is not carried over"
+            session.save(CustomerState("c1", T0), (), ())
+        assert storage.peek("c1") == CustomerState("c1", T0, revision=1)
+    conn = _raw(path)
+    try:
+        assert conn.execute("SELECT version FROM cjo_schema").fetchone() == (2,)
+        assert "enrollments" not in _tables(conn)
+        assert "profiles" not in _tables(conn)
     finally:
         conn.close()
 
@@ -170,11 +240,11 @@ def test_migrations_run_forward_once(tmp_path: Path, monkeypatch: pytest.MonkeyP
         storage.put_setting("kept", "yes")
     calls: list[int] = []
 
-    def v2(conn: sqlite3.Connection) -> None:
+    def v3(conn: sqlite3.Connection) -> None:
         calls.append(1)
         conn.execute("CREATE TABLE extra (x INTEGER)")
 
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*sqlite_module.MIGRATIONS, v2,
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*sqlite_module.MIGRATIONS, v3,
                                                       ["CREATE INDEX extra_x ON extra (x)"]])
     for _ in range(2):
         with SQLiteStorage(path) as storage:
@@ -209,19 +279,99 @@ def test_a_failed_migration_changes_nothing(
 # --- storage format --------------------------------------------------------------------------
 
 
-def test_datetimes_are_integer_microseconds(tmp_path: Path) -> None:
+def test_instants_are_integer_microseconds(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
+    tick = timedelta(microseconds=1)
     e = Enrollment("j:c1:1", "j", 1, "c1", T0, step_id="w", step_entered_at=T0,
-                   wake_at=T0 + timedelta(microseconds=1))
-    with SQLiteStorage(path) as storage, storage.customer("c1", T0) as session:
-        session.apply(Changes("c1", enrollments={e.id: e}))
+                   wake_at=T0 + tick)
+    activity = Activity(T0 + 2 * tick, "c1", e.id, "j", 1, "w", "step")
+    with SQLiteStorage(path) as storage, storage.customer("c1", T0 + 3 * tick) as session:
+        session.claim_event("e1")
+        session.save(CustomerState("c1", T0, enrollments=[e]), (), [activity])
+    micros = int(T0.timestamp()) * 1_000_000
     conn = _raw(path)
     try:
-        row = conn.execute("SELECT entered_at, wake_at FROM enrollments").fetchone()
+        assert conn.execute("SELECT wake_at, revision FROM customers").fetchone() == (
+            micros + 1, 1
+        )
+        assert conn.execute("SELECT at FROM activity").fetchone() == (micros + 2,)
+        assert conn.execute("SELECT seen_at FROM events").fetchone() == (micros + 3,)
+        (data,) = conn.execute("SELECT data FROM customers").fetchone()
     finally:
         conn.close()
-    micros = int(T0.timestamp()) * 1_000_000
-    assert row == (micros, micros + 1)
+    record = json.loads(data)
+    assert (record["cid"], record["rev"], record["created"]) == ("c1", 1, micros)
+
+
+# --- records that cannot be read, and records from a newer cjo --------------------------------
+
+
+@pytest.mark.parametrize("data", ["", "not json", "[1, 2]", '"text"', "{}",
+                                  '{"v": 1, "created": "yesterday"}',
+                                  '{"v": "two", "created": 0}',
+                                  '{"v": 1, "created": 0, "enr": [{"id": "x"}]}'])
+def test_undecodable_records_raise_corrupt_record_error(data: str) -> None:
+    with SQLiteStorage(":memory:") as storage:
+        with storage.customer("c1", T0) as session:
+            session.save(CustomerState("c1", T0, timers={"t": T0}), (), ())
+        _corrupt(storage, "c1", data)
+        with pytest.raises(CorruptRecordError, match="'c1'"), \
+                storage.customer("c1", T0) as session:
+            session.load()
+        assert storage.peek("c1") is None
+        # Reports go on around it.
+        assert storage.active_counts("j") == {}
+        with storage.due_batch(T0, 10, MINUTE) as sessions:
+            assert list(sessions) == ["c1"]
+            sessions["c1"].set_aside("cannot be decoded")
+        conn = storage._conn
+        assert conn is not None
+        assert conn.execute("SELECT aside, data FROM customers").fetchone() == (
+            "cannot be decoded", data
+        )
+        assert storage.next_wake_at() is None
+
+
+def test_a_record_written_by_a_newer_cjo(tmp_path: Path) -> None:
+    # A layout this cjo does not know yet, with fields it does not know: read as far as it is
+    # understood; written back with the unknown fields untouched.
+    with SQLiteStorage(tmp_path / "n.db") as storage:
+        with storage.customer("c1", T0) as session:
+            session.save(CustomerState("c1", T0), (), ())
+        newer = {"v": 99, "cid": "c1", "created": 0, "rev": 5,
+                 "profile": {"a": {"n": 1}, "tz": "UTC"},
+                 "wallet": {"points": 10, "since": {"$dt": 1}}, "segments": ["vip"]}
+        _corrupt(storage, "c1", json.dumps(newer))
+        with storage.customer("c1", T0) as session:
+            state = session.load()
+            assert state is not None
+            assert state.revision == 5
+            assert state.profile == Profile("c1", {"n": 1}, timezone="UTC")
+            assert set(state.extra) == {"wallet", "segments"}
+            state.profile = Profile("c1", {"n": 2}, timezone="UTC")
+            session.save(state, (), ())
+        conn = storage._conn
+        assert conn is not None
+        (data,) = conn.execute("SELECT data FROM customers").fetchone()
+    written = json.loads(data)
+    assert written["wallet"] == {"points": 10, "since": {"$dt": 1}}
+    assert written["segments"] == ["vip"]
+    assert written["profile"]["a"] == {"n": 2}
+    assert written["rev"] == 6
+
+
+def test_active_counts_read_the_records_enrollments(tmp_path: Path) -> None:
+    enrollments = [Enrollment(f"j:c1:{i}", "j", 1, "c1", T0, step_id="s") for i in range(3)]
+    with SQLiteStorage(tmp_path / "a.db") as storage:
+        with storage.batch(["c1", "c2"], T0) as sessions:
+            sessions["c1"].save(CustomerState("c1", T0, enrollments=enrollments), (), ())
+            # Mentions the journey id without being enrolled in it.
+            sessions["c2"].save(CustomerState("c2", T0, profile=Profile("c2", {"x": "j"})),
+                                (), ())
+        assert storage.active_counts("j") == {(1, "s"): 3}
+        assert json.loads(encode_state(CustomerState("c1", T0, enrollments=enrollments[:1])))[
+            "enr"
+        ][0]["j"] == "j", "the query reads codec's layout"
 
 
 # --- errors and transactions -----------------------------------------------------------------
@@ -232,16 +382,12 @@ def test_using_a_closed_storage_is_a_storage_error() -> None:
     storage.close()
     with pytest.raises(StorageError, match="closed"):
         storage.get_setting("x")
+    with pytest.raises(StorageError, match="closed"):
+        storage.peek("c1")
     with pytest.raises(StorageError, match="closed"), storage.customer("c1", T0):
         pass
-
-
-def test_a_session_used_after_its_transaction_is_refused() -> None:
-    with SQLiteStorage(":memory:") as storage:
-        with storage.customer("c1", T0) as session:
-            pass
-        with pytest.raises(StorageError, match="after its transaction"):
-            session.load_active()
+    with pytest.raises(StorageError, match="closed"), storage.due_batch(T0, 1, MINUTE):
+        pass
 
 
 def test_sqlite_errors_inside_a_session_roll_back_and_are_translated(tmp_path: Path) -> None:
@@ -263,6 +409,27 @@ def test_sqlite_errors_inside_a_session_roll_back_and_are_translated(tmp_path: P
             assert session.claim_event("fine"), "the failed transaction was rolled back"
 
 
+def test_errors_while_flushing_roll_back_and_are_translated(tmp_path: Path) -> None:
+    with SQLiteStorage(tmp_path / "f.db") as storage:
+        conn = storage._conn
+        assert conn is not None
+        conn.execute("CREATE TRIGGER no_bad BEFORE INSERT ON activity WHEN NEW.kind = 'bad' "
+                     "BEGIN SELECT RAISE(ABORT, 'bad activity'); END")
+        bad = Activity(T0, "c1", "e", "j", 1, None, "bad")
+
+        def save_a_refused_activity() -> None:
+            with storage.customer("c1", T0) as session:
+                assert session.claim_event("e1")
+                session.save(CustomerState("c1", T0), (), [bad])
+
+        with pytest.raises(StorageError, match="bad activity"):
+            save_a_refused_activity()
+        assert not conn.in_transaction
+        assert storage.peek("c1") is None
+        with storage.customer("c1", T0) as session:
+            assert session.claim_event("e1")
+
+
 def test_a_writer_held_too_long_is_a_conflict(tmp_path: Path) -> None:
     path = tmp_path / "busy.db"
     with SQLiteStorage(path, busy_timeout=timedelta(milliseconds=50)) as storage:
@@ -271,6 +438,10 @@ def test_a_writer_held_too_long_is_a_conflict(tmp_path: Path) -> None:
             blocker.execute("BEGIN IMMEDIATE")
             with pytest.raises(ConflictError), storage.customer("c1", T0):
                 pass
+            with pytest.raises(ConflictError):
+                storage.append_definitions(0, "x")
+            with pytest.raises(ConflictError):
+                storage.claim_due(T0, 10, MINUTE)
             blocker.execute("ROLLBACK")
         finally:
             blocker.close()
@@ -278,26 +449,27 @@ def test_a_writer_held_too_long_is_a_conflict(tmp_path: Path) -> None:
             assert session.claim_event("e1")
 
 
-def test_a_batch_session_reads_what_it_applied() -> None:
-    # Batches prefetch; what a session applies must not be hidden behind that prefetch.
-    e = Enrollment("j:c1:1", "j", 1, "c1", T0, step_id="w", step_entered_at=T0)
-    with SQLiteStorage(":memory:") as storage, storage.batch(["c1", "c2"], T0) as sessions:
-        assert sessions["c1"].load_active() == []
-        assert sessions["c1"].load_profile() is None
-        sessions["c1"].apply(Changes("c1", enrollments={e.id: e}, profile=Profile("c1")))
-        assert sessions["c1"].load_active() == [e]
-        assert sessions["c1"].load_profile() == Profile("c1")
-        assert sessions["c2"].load_active() == []
+def test_an_idle_due_batch_does_not_take_the_write_lock(tmp_path: Path) -> None:
+    path = tmp_path / "idle.db"
+    with SQLiteStorage(path, busy_timeout=timedelta(milliseconds=50)) as storage:
+        blocker = _raw(path)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            with storage.due_batch(T0, 10, MINUTE) as sessions:
+                assert dict(sessions) == {}
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
 
 
 def test_reading_inside_a_transaction_from_the_same_thread_does_not_hang() -> None:
     with SQLiteStorage(":memory:") as storage:
         with storage.customer("c1", T0) as session:
-            session.apply(Changes("c1", profile=Profile("c1")))
+            session.save(CustomerState("c1", T0), (), ())
             # Answers at once (writes are buffered until commit, so it sees none yet).
-            assert storage.get_profile("c1") is None
-            assert session.load_profile() == Profile("c1")  # the session sees its own writes
-        assert storage.get_profile("c1") == Profile("c1")
+            assert storage.peek("c1") is None
+            assert session.load() is not None  # the session sees its own writes
+        assert storage.peek("c1") is not None
 
 
 def test_one_storage_shared_by_threads_on_different_customers(tmp_path: Path) -> None:
@@ -309,7 +481,8 @@ def test_one_storage_shared_by_threads_on_different_customers(tmp_path: Path) ->
                 for i in range(50):
                     with storage.customer(customer, T0) as session:
                         assert session.claim_event(f"{customer}-{i}")
-                        session.apply(Changes(customer, profile=Profile(customer, {"n": i})))
+                        session.save(CustomerState(customer, T0,
+                                                   profile=Profile(customer, {"n": i})), (), ())
             except BaseException as exc:  # reported below
                 errors.append(exc)
 
@@ -319,6 +492,7 @@ def test_one_storage_shared_by_threads_on_different_customers(tmp_path: Path) ->
         for t in threads:
             t.join()
         assert errors == []
-        assert [storage.get_profile(f"c{i}") for i in range(4)] == [
-            Profile(f"c{i}", {"n": 49}) for i in range(4)
-        ]
+        for i in range(4):
+            state = storage.peek(f"c{i}")
+            assert state is not None
+            assert state.profile == Profile(f"c{i}", {"n": 49})

@@ -6,9 +6,12 @@ database-wide write lock, waited for up to ``busy_timeout``). Files use WAL, so 
 block the writer, with ``synchronous=NORMAL``: a commit survives a crash of the process, and
 only a power loss may drop the last few commits (never corrupt the file).
 
-Datetimes are stored as INTEGER microseconds since the epoch (UTC): sortable and compact.
-Enrollments, profiles and messages are kept whole as JSON (the project's one converter, through
-``cjo.storage.codec``); the columns beside the JSON exist only to be searched and sorted on.
+One row per customer holds the whole record as JSON (``cjo.storage.codec``), beside the columns
+that are searched on: its wake-up, the lease of a worker that claimed it, and whether it was
+set aside. Instants are INTEGER microseconds since the epoch (UTC): sortable and exact.
+
+A customer transaction buffers its writes and flushes them at commit, one ``executemany`` per
+table; a batch reads all of its records in one query.
 """
 
 from __future__ import annotations
@@ -17,42 +20,72 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
-from typing import Final
+from contextlib import ContextDecorator, contextmanager, suppress
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Final
 
 from cjo.channels.base import DeliveryResult, Message
-from cjo.errors import ConflictError, SchemaError, StorageError
-from cjo.model.events import Profile
-from cjo.runtime.state import Changes, Enrollment, PastEntry
+from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
+from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
     Delivery,
-    DueWakeup,
+    DueCustomer,
     OutboxEntry,
     OutboxStatus,
+    PruneResult,
+    Retention,
     Storage,
 )
-from cjo.storage.codec import encode, enrollment_from_json, message_from_json, profile_from_json
+from cjo.storage.codec import (
+    activity_from_row,
+    activity_row,
+    decode_state,
+    dt,
+    encode,
+    message_from_json,
+    state_to_dict,
+    us,
+    value_dumps,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 
 
-def _us(value: datetime) -> int:
-    # Exact integer arithmetic: ``timestamp() * 1e6`` would round through a float.
-    return (value - _EPOCH) // _MICROSECOND
+# --- errors ------------------------------------------------------------------------------------
+
+_BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
-def _us_or_none(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _MICROSECOND
+def _error(what: str, exc: sqlite3.Error) -> StorageError:
+    code = getattr(exc, "sqlite_errorcode", None)
+    # Extended result codes keep the primary code in their low byte.
+    if code is not None and code & 0xFF in _BUSY_CODES:
+        return ConflictError(f"SQLite {what}: the database stayed locked by another writer: {exc}")
+    return StorageError(f"SQLite {what} failed: {exc}")
 
 
-def _dt(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+class _Translated(ContextDecorator):
+    """The one place where driver errors become cjo's: ``sqlite3.Error`` raised inside is
+    re-raised as ``StorageError`` (``ConflictError`` when the database stayed locked), naming
+    the operation. A decorator on methods; a ``with`` block inside generators."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise _error(self.what, exc) from exc
 
 
 # --- schema ------------------------------------------------------------------------------------
@@ -60,9 +93,10 @@ def _dt(value: int) -> datetime:
 #: A migration is a sequence of SQL statements, or a function for changes SQL alone cannot make.
 Migration = Sequence[str] | Callable[[sqlite3.Connection], None]
 
+# Version 1: one row per enrollment (cjo before the customer record). Kept as it was: a
+# migration, once released, never changes.
 _V1: Final[tuple[str, ...]] = (
     "CREATE TABLE events (event_id TEXT PRIMARY KEY) WITHOUT ROWID",
-    # JSON columns are declared TEXT: a declared type "JSON" would get NUMERIC affinity.
     "CREATE TABLE profiles (customer_id TEXT PRIMARY KEY, data TEXT NOT NULL)",
     """CREATE TABLE enrollments (
         id TEXT PRIMARY KEY,
@@ -80,7 +114,6 @@ _V1: Final[tuple[str, ...]] = (
         data TEXT NOT NULL
     )""",
     "CREATE INDEX enrollments_customer ON enrollments (customer_id, status)",
-    # wake_at is set only on active enrollments, so this index holds exactly the live timers.
     "CREATE INDEX enrollments_wake ON enrollments (wake_at) WHERE wake_at IS NOT NULL",
     "CREATE INDEX enrollments_journey ON enrollments (journey_id, status)",
     """CREATE TABLE outbox (
@@ -94,12 +127,7 @@ _V1: Final[tuple[str, ...]] = (
         data TEXT NOT NULL
     )""",
     "CREATE INDEX outbox_pending ON outbox (status, available_at)",
-    # Erasure must find a customer's messages without scanning every message ever sent.
     "CREATE INDEX outbox_customer ON outbox (customer_id)",
-    # Append-only, aggregated on read: counters updated in place would serialise every writer
-    # on a few hot rows. No index at all: each would cost every transaction several index
-    # writes (measured: about a fifth of an event's time), for reports and erasures, which are
-    # rare and may scan.
     """CREATE TABLE activity (
         journey_id TEXT NOT NULL,
         version INTEGER NOT NULL,
@@ -112,8 +140,84 @@ _V1: Final[tuple[str, ...]] = (
     "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
 )
 
+# Version 2: one record per customer. Version 1's per-enrollment rows are not converted (cjo is
+# 0.x): upgrading drops their data (profiles, enrollments, handled event ids, the outbox and the
+# activity log) and starts from empty tables; settings are kept.
+_V2: Final[tuple[str, ...]] = (
+    "DROP TABLE IF EXISTS enrollments",
+    "DROP TABLE IF EXISTS profiles",
+    "DROP TABLE IF EXISTS events",
+    "DROP TABLE IF EXISTS outbox",
+    "DROP TABLE IF EXISTS activity",
+    # JSON columns are declared TEXT: a declared type "JSON" would get NUMERIC affinity.
+    # A rowid table, not WITHOUT ROWID: records are often larger than the twentieth of a page
+    # that WITHOUT ROWID tables are good at.
+    """CREATE TABLE customers (
+        customer_id TEXT PRIMARY KEY,
+        wake_at INTEGER,
+        lease_until INTEGER,
+        aside TEXT,
+        revision INTEGER NOT NULL,
+        data TEXT NOT NULL
+    )""",
+    # Exactly the customers that can be claimed, in the order they are claimed.
+    "CREATE INDEX customers_due ON customers (wake_at, customer_id) "
+    "WHERE wake_at IS NOT NULL AND aside IS NULL",
+    "CREATE TABLE events (event_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE INDEX events_seen ON events (seen_at)",
+    """CREATE TABLE outbox (
+        key TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        available_at INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        done_at INTEGER,
+        data TEXT NOT NULL
+    )""",
+    "CREATE INDEX outbox_pending ON outbox (available_at) WHERE status = 'pending'",
+    # Erasure must find a customer's messages without scanning every message ever sent.
+    "CREATE INDEX outbox_customer ON outbox (customer_id)",
+    "CREATE INDEX outbox_done ON outbox (done_at) WHERE done_at IS NOT NULL",
+    # Append-only, aggregated on read: counters updated in place would serialise every writer
+    # on a few hot rows. The index on ``at`` serves time-range reports and pruning; it costs
+    # little to keep because ``at`` mostly grows, so its entries go to the index's right edge
+    # (measured with bench/bench_sqlite_rmw.py: a few percent of a transaction). Without it a
+    # time range is a full scan: rows are appended in time order within one process, but not
+    # across processes or restarted simulations, so the rowid cannot stand in for the time.
+    # No index on journey or customer: reports by journey and erasures are rare and may scan.
+    """CREATE TABLE activity (
+        at INTEGER NOT NULL,
+        customer_id TEXT NOT NULL,
+        enrollment_id TEXT NOT NULL,
+        journey_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT,
+        kind TEXT NOT NULL,
+        detail TEXT,
+        channel TEXT,
+        content_id TEXT,
+        content_version INTEGER
+    )""",
+    "CREATE INDEX activity_at ON activity (at)",
+    # What prune() removed from the activity log, counted, so activity_counts keeps counting
+    # it. ``grp`` is the group as a JSON array: a primary key that tells NULL from "".
+    """CREATE TABLE activity_totals (
+        grp TEXT PRIMARY KEY,
+        journey_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT,
+        kind TEXT NOT NULL,
+        detail TEXT,
+        n INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX activity_totals_journey ON activity_totals (journey_id)",
+    "CREATE TABLE definitions (generation INTEGER PRIMARY KEY, data TEXT NOT NULL)",
+)
+
 #: Forward migrations; entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append only.
-MIGRATIONS: list[Migration] = [_V1]
+MIGRATIONS: list[Migration] = [_V1, _V2]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -151,73 +255,90 @@ def _migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
 
 # --- statements (module constants: identical text is reused from sqlite3's statement cache) ----
 
-_CLAIM_EVENT = "INSERT OR IGNORE INTO events (event_id) VALUES (?)"
-_LOAD_PROFILE = "SELECT data FROM profiles WHERE customer_id = ?"
-_LOAD_ACTIVE = (
-    "SELECT data FROM enrollments WHERE customer_id = ? AND status = 'active' ORDER BY id"
+# json_each keeps the SQL text the same whatever the number of ids.
+_CLAIM_EVENT = "INSERT OR IGNORE INTO events (event_id, seen_at) VALUES (?, ?)"
+_CLAIM_EVENTS = (
+    "INSERT OR IGNORE INTO events (event_id, seen_at) SELECT value, ? FROM json_each(?) "
+    "RETURNING event_id"
 )
-# json_each keeps the SQL text the same whatever the number of customers in a batch.
-_PREFETCH_ACTIVE = (
-    "SELECT customer_id, data FROM enrollments WHERE status = 'active' AND customer_id IN "
-    "(SELECT value FROM json_each(?)) ORDER BY id"
+_LOAD = "SELECT data FROM customers WHERE customer_id = ?"
+_PREFETCH = (
+    "SELECT customer_id, data FROM customers WHERE customer_id IN (SELECT value FROM json_each(?))"
 )
-_PREFETCH_PROFILES = (
-    "SELECT customer_id, data FROM profiles WHERE customer_id IN (SELECT value FROM json_each(?))"
+_SAVE = (
+    "INSERT INTO customers (customer_id, wake_at, lease_until, aside, revision, data) "
+    "VALUES (?, ?, NULL, NULL, ?, ?) "
+    "ON CONFLICT (customer_id) DO UPDATE SET wake_at = excluded.wake_at, lease_until = NULL, "
+    "revision = excluded.revision, data = excluded.data"
 )
-_PREFETCH_HISTORY = (
-    "SELECT customer_id, journey_id, instance_key, entered_at, ended_at FROM enrollments "
-    "WHERE customer_id IN (SELECT value FROM json_each(?)) ORDER BY entered_at, rowid"
-)
-_SEEN_EVENTS = "SELECT event_id FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
-_UPSERT_ENROLLMENT = (
-    "INSERT INTO enrollments (id, customer_id, journey_id, version, instance_key, status, "
-    "step_id, entered_at, step_entered_at, ended_at, wake_at, wake_lease_until, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) "
-    "ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, "
-    "journey_id = excluded.journey_id, version = excluded.version, "
-    "instance_key = excluded.instance_key, status = excluded.status, "
-    "step_id = excluded.step_id, entered_at = excluded.entered_at, "
-    "step_entered_at = excluded.step_entered_at, ended_at = excluded.ended_at, "
-    "wake_at = excluded.wake_at, wake_lease_until = NULL, data = excluded.data"
-)
-_UPSERT_PROFILE = (
-    "INSERT INTO profiles (customer_id, data) VALUES (?, ?) "
-    "ON CONFLICT (customer_id) DO UPDATE SET data = excluded.data"
-)
+_SET_ASIDE = "UPDATE customers SET aside = ? WHERE customer_id = ?"
 _INSERT_OUTBOX = (
     "INSERT OR IGNORE INTO outbox (key, customer_id, created_at, available_at, status, data) "
     "VALUES (?, ?, ?, ?, 'pending', ?)"
 )
 _INSERT_ACTIVITY = (
-    "INSERT INTO activity (journey_id, version, step_id, kind, detail, customer_id, at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO activity (at, customer_id, enrollment_id, journey_id, version, step_id, kind, "
+    "detail, channel, content_id, content_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_DUE_WAKEUPS = (
-    "SELECT customer_id, id, wake_at FROM enrollments WHERE wake_at IS NOT NULL "
-    "AND wake_at <= ? AND (wake_lease_until IS NULL OR wake_lease_until <= ?) "
-    "ORDER BY wake_at, COALESCE(step_entered_at, entered_at), id LIMIT ?"
+_DUE = (
+    "SELECT customer_id, wake_at FROM customers WHERE wake_at IS NOT NULL AND aside IS NULL "
+    "AND wake_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) "
+    "ORDER BY wake_at, customer_id LIMIT ?2"
 )
-_LEASE_WAKEUP = "UPDATE enrollments SET wake_lease_until = ? WHERE id = ?"
-_NEXT_WAKE = "SELECT MIN(wake_at) FROM enrollments WHERE wake_at IS NOT NULL"
-_DUE_OUTBOX = (
-    "SELECT key, data FROM outbox WHERE status = 'pending' AND available_at <= ? "
-    "ORDER BY created_at, rowid LIMIT ?"
+_ANY_DUE = (
+    "SELECT 1 FROM customers WHERE wake_at IS NOT NULL AND aside IS NULL "
+    "AND wake_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) LIMIT 1"
 )
-_LEASE_OUTBOX = "UPDATE outbox SET available_at = ? WHERE key = ?"
+_DUE_WITH_DATA = (
+    "SELECT customer_id, data FROM customers WHERE wake_at IS NOT NULL AND aside IS NULL "
+    "AND wake_at <= ?1 AND (lease_until IS NULL OR lease_until <= ?1) "
+    "ORDER BY wake_at, customer_id LIMIT ?2"
+)
+_CLAIM_DUE = (
+    f"UPDATE customers SET lease_until = ?3 WHERE customer_id IN "
+    f"(SELECT customer_id FROM ({_DUE})) RETURNING customer_id, wake_at"
+)
+_LEASE = (
+    "UPDATE customers SET lease_until = ? WHERE customer_id IN (SELECT value FROM json_each(?))"
+)
+_NEXT_WAKE = "SELECT MIN(wake_at) FROM customers WHERE wake_at IS NOT NULL AND aside IS NULL"
+_CLAIM_OUTBOX = (
+    "UPDATE outbox SET available_at = ?3 WHERE key IN (SELECT key FROM outbox "
+    "WHERE status = 'pending' AND available_at <= ?1 ORDER BY created_at, rowid LIMIT ?2) "
+    "RETURNING created_at, rowid, data"
+)
 _COMPLETE_OUTBOX = (
-    "UPDATE outbox SET status = ?, attempts = attempts + 1, available_at = ?, last_error = ? "
-    "WHERE key = ? AND status = 'pending'"
+    "UPDATE outbox SET status = ?1, attempts = attempts + 1, available_at = ?2, "
+    "last_error = ?3, done_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?4 END "
+    "WHERE key = ?5 AND status = 'pending'"
 )
 _OUTBOX_ENTRY = "SELECT data, status, attempts, available_at, last_error FROM outbox WHERE key = ?"
-_GET_ENROLLMENTS = "SELECT data FROM enrollments WHERE customer_id = ? ORDER BY entered_at, rowid"
-_ACTIVITY_COUNTS = (
-    "SELECT journey_id, version, step_id, kind, detail, COUNT(*) FROM activity "
-    "WHERE journey_id = ? GROUP BY version, step_id, kind, detail "
-    "ORDER BY version, step_id, kind, detail"
+_GENERATION = "SELECT COALESCE(MAX(generation), 0) FROM definitions"
+_LOAD_DEFINITIONS = "SELECT generation, data FROM definitions ORDER BY generation DESC LIMIT 1"
+_APPEND_DEFINITIONS = "INSERT INTO definitions (generation, data) VALUES (?, ?)"
+_ACTIVITIES = (
+    "SELECT at, customer_id, enrollment_id, journey_id, version, step_id, kind, detail, "
+    "channel, content_id, content_version FROM activity WHERE at >= ?1 AND at < ?2 "
+    "AND (?3 IS NULL OR journey_id = ?3) AND (?4 IS NULL OR customer_id = ?4) ORDER BY rowid"
 )
+_ACTIVITY_COUNTS = (
+    "SELECT journey_id, version, step_id, kind, detail, SUM(n) FROM ("
+    "SELECT journey_id, version, step_id, kind, detail, COUNT(*) AS n FROM activity "
+    "WHERE journey_id = ?1 GROUP BY version, step_id, kind, detail "
+    "UNION ALL SELECT journey_id, version, step_id, kind, detail, n FROM activity_totals "
+    "WHERE journey_id = ?1) "
+    "GROUP BY version, step_id, kind, detail ORDER BY version, step_id, kind, detail"
+)
+# The record's enrollments as codec's layout writes them ("enr": [{"j", "ver", "s"}, ...]).
+# ``instr`` skips, before any JSON parsing, the records that do not name the journey at all;
+# the CASEs keep a record or an element that is not what it should be from failing the query.
 _ACTIVE_COUNTS = (
-    "SELECT version, step_id, COUNT(*) FROM enrollments WHERE journey_id = ? "
-    "AND status = 'active' GROUP BY version, step_id"
+    "SELECT json_extract(e.value, '$.ver') AS version, json_extract(e.value, '$.s') AS step, "
+    "COUNT(*) FROM customers AS c, "
+    "json_each(CASE WHEN instr(c.data, json_quote(?1)) AND json_valid(c.data) THEN c.data END, "
+    "'$.enr') AS e "
+    "WHERE json_extract(CASE WHEN e.type = 'object' THEN e.value END, '$.j') = ?1 "
+    "GROUP BY version, step"
 )
 _GET_SETTING = "SELECT value FROM settings WHERE key = ?"
 _PUT_SETTING = (
@@ -225,171 +346,105 @@ _PUT_SETTING = (
     "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 )
 _ERASE: Final = (
-    "DELETE FROM profiles WHERE customer_id = ?",
-    "DELETE FROM enrollments WHERE customer_id = ?",
+    "DELETE FROM customers WHERE customer_id = ?",
+    # Every message, delivered ones too: they hold the recipient's address and content.
     "DELETE FROM outbox WHERE customer_id = ?",
-    "UPDATE activity SET customer_id = NULL WHERE customer_id = ?",
+    "UPDATE activity SET customer_id = '' WHERE customer_id = ?",
 )
+_PRUNE_EVENTS = "DELETE FROM events WHERE seen_at < ?"
+_PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
+# The parenthesised WHERE keeps the upsert unambiguous to SQLite's parser.
+_FOLD_ACTIVITY = (
+    "INSERT INTO activity_totals (grp, journey_id, version, step_id, kind, detail, n) "
+    "SELECT json_array(journey_id, version, step_id, kind, detail), journey_id, version, "
+    "step_id, kind, detail, COUNT(*) FROM activity WHERE (at < ?) "
+    "GROUP BY journey_id, version, step_id, kind, detail "
+    "ON CONFLICT (grp) DO UPDATE SET n = n + excluded.n"
+)
+_PRUNE_ACTIVITY = "DELETE FROM activity WHERE at < ?"
 
-_BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
+# --- transactions ------------------------------------------------------------------------------
 
-def _error(what: str, exc: sqlite3.Error) -> StorageError:
-    code = getattr(exc, "sqlite_errorcode", None)
-    # Extended result codes keep the primary code in their low byte.
-    if code is not None and code & 0xFF in _BUSY_CODES:
-        return ConflictError(f"SQLite {what}: the database stayed locked by another writer: {exc}")
-    return StorageError(f"SQLite {what} failed: {exc}")
+_NOT_FETCHED: Final = object()
 
-
-def _enrollment_row(e: Enrollment) -> tuple[object, ...]:
-    return (
-        e.id, e.customer_id, e.journey_id, e.version, e.instance_key, e.status, e.step_id,
-        _us(e.entered_at), _us_or_none(e.step_entered_at), _us_or_none(e.ended_at),
-        # Only an active enrollment can wake up.
-        _us(e.wake_at) if e.wake_at is not None and e.status == "active" else None,
-        encode(e),
-    )
+#: A buffered record write: customer id, wake_at, revision, data.
+_RecordRow = tuple[str, int | None, int, str]
 
 
 class _Txn:
-    """What the sessions of one transaction share: the connection, the prefetched rows, the
-    event ids claimed up front, and the writes buffered until commit (one executemany per
-    table, rather than one per customer)."""
+    """What the sessions of one transaction share: the connection, the records read up front,
+    the event ids claimed up front, and the writes buffered until commit."""
 
     __slots__ = (
-        "_history",
         "activities",
         "announced",
+        "aside",
+        "available_us",
         "conn",
-        "customer_ids",
-        "dirty",
-        "enrollments",
         "fresh",
         "messages",
-        "now",
+        "now_us",
         "open",
-        "profiles",
-        "stale_history",
-        "store",
+        "prefetched",
+        "records",
     )
 
-    def __init__(
-        self, store: SQLiteStorage, conn: sqlite3.Connection, customer_ids: list[str],
-        now: datetime,
-    ) -> None:
-        self.store = store
+    def __init__(self, conn: sqlite3.Connection, now: datetime, dispatch_lease: timedelta) -> None:
         self.conn = conn
-        self.customer_ids = customer_ids
-        self.now = now
+        self.now_us = us(now)
+        self.available_us = self.now_us + dispatch_lease // _MICROSECOND
         self.open = True
-        self.dirty = False
         self.announced: frozenset[str] = frozenset()
         self.fresh: set[str] = set()
-        self.enrollments: dict[str, tuple[object, ...]] = {}
-        self.profiles: dict[str, tuple[object, ...]] = {}
-        self.messages: dict[str, tuple[object, ...]] = {}
-        self.activities: list[tuple[object, ...]] = []
-        self._history: dict[str, list[tuple[str, str | None, int, int | None]]] | None = None
-        # Customers who applied changes since the history was loaded.
-        self.stale_history: set[str] = set()
+        # A batch's records as read at its start (None: no record); None: read when asked.
+        self.prefetched: dict[str, str | None] | None = None
+        self.records: dict[str, _RecordRow] = {}  # a second save of a customer replaces the first
+        self.aside: dict[str, str] = {}
+        self.messages: dict[str, tuple[Any, ...]] = {}  # the first message with a key wins
+        self.activities: list[tuple[Any, ...]] = []
 
     def check(self) -> sqlite3.Connection:
         if not self.open:
             raise StorageError("a customer session was used after its transaction ended")
         return self.conn
 
+    def prefetch(self, customer_ids: list[str]) -> None:
+        prefetched: dict[str, str | None] = dict.fromkeys(customer_ids)
+        for cid, data in self.conn.execute(_PREFETCH, (value_dumps(customer_ids),)):
+            prefetched[cid] = data
+        self.prefetched = prefetched
+
     def claim_up_front(self, claims: Sequence[tuple[str, str]]) -> None:
-        """Claim every announced event id in two statements; claim_event hands them out."""
+        """Claim every announced event id in one statement; claim_event hands them out."""
         ids = list(dict.fromkeys(eid for _, eid in claims))
         if not ids:
             return
-        seen = {r[0] for r in self.conn.execute(_SEEN_EVENTS, (encode(ids),))}
-        fresh = [eid for eid in ids if eid not in seen]
-        self.conn.executemany(_CLAIM_EVENT, [(eid,) for eid in fresh])
+        inserted = self.conn.execute(_CLAIM_EVENTS, (self.now_us, value_dumps(ids))).fetchall()
         self.announced = frozenset(ids)
-        self.fresh = set(fresh)
-
-    def history(self, customer_id: str) -> list[tuple[str, str | None, int, int | None]]:
-        if self._history is None or customer_id in self.stale_history:
-            self.flush()
-            self.stale_history.clear()
-            # One query for the whole transaction, on first need (entries are rarer than
-            # events); later calls filter in memory.
-            history: dict[str, list[tuple[str, str | None, int, int | None]]] = {}
-            for cid, jid, key, entered, ended in self.conn.execute(
-                _PREFETCH_HISTORY, (encode(self.customer_ids),)
-            ):
-                history.setdefault(cid, []).append((jid, key, entered, ended))
-            self._history = history
-        return self._history.get(customer_id, [])
-
-    def add(self, changes: Changes) -> None:
-        now = _us(self.now)
-        for e in changes.enrollments.values():
-            self.enrollments[e.id] = _enrollment_row(e)  # a second write keeps the last value
-        if changes.profile is not None:
-            self.profiles[changes.customer_id] = (changes.customer_id, encode(changes.profile))
-        if changes.messages:
-            available = now + self.store.dispatch_lease // _MICROSECOND
-            for m in changes.messages:
-                # The first message with a key wins, as INSERT OR IGNORE would have it.
-                if m.idempotency_key not in self.messages:
-                    self.messages[m.idempotency_key] = (
-                        m.idempotency_key, m.customer_id, now, available, encode(m)
-                    )
-        self.activities.extend(
-            (a.journey_id, a.version, a.step_id, a.kind, a.detail, a.customer_id, _us(a.at))
-            for a in changes.activities
-        )
-        self.stale_history.add(changes.customer_id)
-        self.dirty = True
+        self.fresh = {r[0] for r in inserted}
 
     def flush(self) -> None:
-        if not self.dirty:
-            return
         conn = self.conn
-        for sql, rows in (
-            (_UPSERT_ENROLLMENT, list(self.enrollments.values())),
-            (_UPSERT_PROFILE, list(self.profiles.values())),
-            (_INSERT_OUTBOX, list(self.messages.values())),
-            (_INSERT_ACTIVITY, self.activities),
-        ):
-            if rows:
-                conn.executemany(sql, rows)
-        self.enrollments.clear()
-        self.profiles.clear()
-        self.messages.clear()
-        self.activities = []
-        self.dirty = False
+        if self.records:
+            conn.executemany(_SAVE, self.records.values())
+        if self.aside:
+            # After the records: a customer set aside and saved in one transaction stays aside.
+            conn.executemany(_SET_ASIDE, [(why, cid) for cid, why in self.aside.items()])
+        if self.messages:
+            conn.executemany(_INSERT_OUTBOX, self.messages.values())
+        if self.activities:
+            conn.executemany(_INSERT_ACTIVITY, self.activities)
 
 
 class _Session(CustomerSession):
-    __slots__ = ("_profile", "_rows", "_txn", "customer_id")
+    __slots__ = ("_txn", "customer_id")
 
-    def __init__(
-        self,
-        txn: _Txn,
-        customer_id: str,
-        rows: list[str] | None = None,
-        profile: str | None = None,
-    ) -> None:
+    def __init__(self, txn: _Txn, customer_id: str) -> None:
         self._txn = txn
         self.customer_id = customer_id
-        # A batch's prefetch (raw JSON). ``rows`` None: nothing prefetched, query when asked;
-        # otherwise ``profile`` None means the customer has none.
-        self._rows = rows
-        self._profile = profile
 
-    def _reading(self) -> sqlite3.Connection:
-        """The connection; a read that goes to the database first flushes buffered writes, so
-        a session sees what it applied. (Applying drops the session's prefetch.)"""
-        txn = self._txn
-        conn = txn.check()
-        if self._rows is None and txn.dirty:
-            txn.flush()
-        return conn
-
+    @_Translated("claim_event")
     def claim_event(self, event_id: str) -> bool:
         txn = self._txn
         conn = txn.check()
@@ -398,53 +453,55 @@ class _Session(CustomerSession):
                 txn.fresh.discard(event_id)
                 return True
             return False  # handled before, or already handed out in this transaction
-        try:
-            return conn.execute(_CLAIM_EVENT, (event_id,)).rowcount == 1
-        except sqlite3.Error as exc:
-            raise _error("claim_event", exc) from exc
+        return conn.execute(_CLAIM_EVENT, (event_id, txn.now_us)).rowcount == 1
 
-    def load_profile(self) -> Profile | None:
-        try:
-            conn = self._reading()
-            text = self._profile
-            if text is None:
-                if self._rows is not None:
-                    return None
-                row = conn.execute(_LOAD_PROFILE, (self.customer_id,)).fetchone()
-                if row is None:
-                    return None
-                text = row[0]
-        except sqlite3.Error as exc:
-            raise _error("load_profile", exc) from exc
-        return profile_from_json(text)
-
-    def load_active(self) -> list[Enrollment]:
-        try:
-            conn = self._reading()
-            texts = self._rows
-            if texts is None:
-                texts = [r[0] for r in conn.execute(_LOAD_ACTIVE, (self.customer_id,))]
-        except sqlite3.Error as exc:
-            raise _error("load_active", exc) from exc
+    @_Translated("load")
+    def load(self) -> CustomerState | None:
+        txn = self._txn
+        conn = txn.check()
+        cid = self.customer_id
+        saved = txn.records.get(cid)
+        text: Any
+        if saved is not None:
+            text = saved[3]  # what this transaction saved (the revision it will have)
+        else:
+            text = _NOT_FETCHED if txn.prefetched is None else txn.prefetched.get(cid, _NOT_FETCHED)
+            if text is _NOT_FETCHED:
+                row = conn.execute(_LOAD, (cid,)).fetchone()
+                text = None if row is None else row[0]
         # Decoded on every call, so each caller gets its own objects.
-        return [enrollment_from_json(t) for t in texts]
+        return None if text is None else decode_state(text, cid)
 
-    def history(self, journey_id: str, instance_key: str | None) -> list[PastEntry]:
-        self._txn.check()
-        try:
-            rows = self._txn.history(self.customer_id)
-        except sqlite3.Error as exc:
-            raise _error("history", exc) from exc
-        return [
-            PastEntry(_dt(entered), None if ended is None else _dt(ended))
-            for jid, key, entered, ended in rows
-            if jid == journey_id and key == instance_key
-        ]
+    def save(
+        self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
+    ) -> None:
+        txn = self._txn
+        txn.check()
+        cid = self.customer_id
+        if state.customer_id != cid:
+            raise StorageError(f"a session of customer {cid!r} cannot save {state.customer_id!r}")
+        revision = state.revision + 1
+        data = state_to_dict(state)
+        data["rev"] = revision  # the caller's object is left as it is
+        wake_at = state.wake_at
+        txn.records[cid] = (
+            cid, None if wake_at is None else us(wake_at), revision, value_dumps(data)
+        )
+        if messages:
+            now_us, available_us, buffered = txn.now_us, txn.available_us, txn.messages
+            for m in messages:
+                key = m.idempotency_key
+                if key not in buffered:
+                    buffered[key] = (key, m.customer_id, now_us, available_us, encode(m))
+        if activities:
+            txn.activities.extend(activity_row(a) for a in activities)
 
-    def apply(self, changes: Changes) -> None:
+    def set_aside(self, reason: str) -> None:
         self._txn.check()
-        self._txn.add(changes)
-        self._rows = self._profile = None  # the prefetch is stale now: read the database
+        self._txn.aside[self.customer_id] = reason
+
+
+# --- the adapter -------------------------------------------------------------------------------
 
 
 def _database(path_or_url: str | os.PathLike[str]) -> str:
@@ -465,6 +522,14 @@ def _database(path_or_url: str | os.PathLike[str]) -> str:
     return text
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    # Some errors (disk full, I/O) already ended the transaction; there is nothing to undo.
+    if conn.in_transaction:
+        # The original error is the one worth reporting, not a failed rollback.
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 class SQLiteStorage(Storage):
     """Storage in one SQLite database: a file path, ``":memory:"``, or ``"sqlite:///path.db"``
     (``"sqlite:////absolute/path.db"``); ``database`` is the name it was opened with.
@@ -483,25 +548,21 @@ class SQLiteStorage(Storage):
         self.database = _database(path_or_url)
         self._lock = threading.RLock()  # re-entrant: a read inside a transaction must not hang
         timeout = busy_timeout.total_seconds()
-        try:
+        with _Translated(f"open {self.database!r}"):
             conn = sqlite3.connect(
                 self.database, timeout=timeout, isolation_level=None, check_same_thread=False
             )
-        except sqlite3.Error as exc:
-            raise _error(f"open {self.database!r}", exc) from exc
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            if self.database != ":memory:":
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode != "wal":
-                    raise StorageError(f"SQLite {self.database!r} refused WAL mode ({mode})")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            _migrate(conn, MIGRATIONS)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise _error(f"open {self.database!r}", exc) from exc
-            raise
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                if self.database != ":memory:":
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    if mode != "wal":
+                        raise StorageError(f"SQLite {self.database!r} refused WAL mode ({mode})")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                _migrate(conn, MIGRATIONS)
+            except BaseException:
+                conn.close()
+                raise
         self._conn: sqlite3.Connection | None = conn
 
     def __repr__(self) -> str:
@@ -515,47 +576,47 @@ class SQLiteStorage(Storage):
             raise StorageError(f"{self!r} is closed")
         return conn
 
-    @staticmethod
-    def _begin(conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise _error("begin transaction", exc) from exc
-
-    @staticmethod
-    def _rollback(conn: sqlite3.Connection) -> None:
-        # Some errors (disk full, I/O) already ended the transaction; there is nothing to undo.
-        if conn.in_transaction:
-            # The original error is the one worth reporting, not a failed rollback.
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-
-    @classmethod
-    def _commit(cls, conn: sqlite3.Connection) -> None:
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            cls._rollback(conn)
-            raise _error("commit", exc) from exc
-
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A short write transaction outside the engine's customer transactions."""
+        """A short write transaction outside the engine's customer transactions. Callers
+        translate errors (they name the operation)."""
         with self._lock:
             conn = self._connection()
-            self._begin(conn)
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                self._rollback(conn)
+                _rollback(conn)
                 raise
-            self._commit(conn)
+
+    @contextmanager
+    def _transaction(self, now: datetime, what: str) -> Iterator[_Txn]:
+        """BEGIN IMMEDIATE (it locks the whole database: no per-customer lock order to keep),
+        buffered writes flushed before COMMIT, ROLLBACK on any error."""
+        with self._lock:
+            conn = self._connection()
+            with _Translated(f"{what}: begin transaction"):
+                conn.execute("BEGIN IMMEDIATE")
+            txn = _Txn(conn, now, self.dispatch_lease)
+            try:
+                yield txn
+                with _Translated(f"{what}: save"):
+                    txn.flush()
+                with _Translated(f"{what}: commit"):
+                    conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+            finally:
+                txn.open = False
 
     # --- customer transactions -----------------------------------------------------------------
 
     @contextmanager
     def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
-        with self._transaction([customer_id], now) as txn:
+        # No prefetch: the session reads its one record when asked.
+        with self._transaction(now, "customer transaction") as txn:
             yield _Session(txn, customer_id)
 
     @contextmanager
@@ -563,214 +624,199 @@ class SQLiteStorage(Storage):
         self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
         ids = sorted(set(customer_ids))
-        with self._transaction(ids, now) as txn:
-            try:
-                rows, profiles = self._prefetch(txn.conn, ids)
+        with self._transaction(now, "batch") as txn:
+            with _Translated("batch: read up front"):
+                txn.prefetch(ids)
                 txn.claim_up_front(claims)
-            except sqlite3.Error as exc:
-                raise _error("batch prefetch", exc) from exc
-            yield {
-                cid: _Session(txn, cid, rows.get(cid, []), profiles.get(cid)) for cid in ids
-            }
+            yield {cid: _Session(txn, cid) for cid in ids}
 
-    @contextmanager
-    def _transaction(self, customer_ids: list[str], now: datetime) -> Iterator[_Txn]:
-        """BEGIN IMMEDIATE (it locks the whole database: no per-customer lock order to keep),
-        buffered writes flushed before COMMIT, ROLLBACK on any error."""
+    @_Translated("peek")
+    def peek(self, customer_id: str) -> CustomerState | None:
         with self._lock:
-            conn = self._connection()
-            self._begin(conn)
-            txn = _Txn(self, conn, customer_ids, now)
-            try:
-                yield txn
-                try:
-                    txn.flush()
-                except sqlite3.Error as exc:
-                    raise _error("apply", exc) from exc
-            except BaseException:
-                self._rollback(conn)
-                raise
-            finally:
-                txn.open = False
-            self._commit(conn)
-
-    @staticmethod
-    def _prefetch(
-        conn: sqlite3.Connection, ids: list[str]
-    ) -> tuple[dict[str, list[str]], dict[str, str]]:
-        """Every active enrollment and profile of the batch's customers, in two queries."""
-        key = encode(ids)
-        rows: dict[str, list[str]] = {}
-        for cid, data in conn.execute(_PREFETCH_ACTIVE, (key,)):
-            rows.setdefault(cid, []).append(data)
-        profiles = dict(conn.execute(_PREFETCH_PROFILES, (key,)).fetchall())
-        return rows, profiles
+            row = self._connection().execute(_LOAD, (customer_id,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return decode_state(row[0], customer_id)
+        except CorruptRecordError:
+            return None
 
     # --- wake-ups ------------------------------------------------------------------------------
 
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueWakeup]:
-        now_us = _us(now)
-        try:
-            with self._write() as conn:
-                rows = conn.execute(_DUE_WAKEUPS, (now_us, now_us, limit)).fetchall()
-                if rows:
-                    until = _us(now + lease)
-                    conn.executemany(_LEASE_WAKEUP, [(until, eid) for _, eid, _ in rows])
-        except sqlite3.Error as exc:
-            raise _error("claim_due", exc) from exc
-        return [DueWakeup(cid, eid, _dt(at)) for cid, eid, at in rows]
+    @_Translated("claim_due")
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
+        now_us = us(now)
+        with self._lock:
+            # One statement, its own transaction: pick, lease and return.
+            rows = self._connection().execute(
+                _CLAIM_DUE, (now_us, limit, us(now + lease))
+            ).fetchall()
+        rows.sort(key=lambda r: (r[1], r[0]))  # RETURNING keeps no order
+        return [DueCustomer(cid, dt(at)) for cid, at in rows]
 
     @contextmanager
     def due_batch(
         self, now: datetime, limit: int, lease: timedelta
     ) -> Iterator[Mapping[str, CustomerSession]]:
         # Claim and work in one transaction (one commit, not two): BEGIN IMMEDIATE holds the
-        # write lock throughout. The lease is still written, in the same transaction, so that a
-        # wake-up left as it was (a journey version this engine does not know) is not claimed
-        # again by the next pass; a crash rolls claim and work back together.
-        now_us = _us(now)
-        with self._transaction([], now) as txn:
-            try:
-                rows = txn.conn.execute(_DUE_WAKEUPS, (now_us, now_us, limit)).fetchall()
-                if rows:
-                    until = _us(now + lease)
-                    txn.conn.executemany(_LEASE_WAKEUP, [(until, eid) for _, eid, _ in rows])
-                customers = list(dict.fromkeys(cid for cid, _, _ in rows))
-                txn.customer_ids = sorted(customers)
-                prefetched, profiles = self._prefetch(txn.conn, txn.customer_ids)
-            except sqlite3.Error as exc:
-                raise _error("claim_due", exc) from exc
-            yield {
-                cid: _Session(txn, cid, prefetched.get(cid, []), profiles.get(cid))
-                for cid in customers
-            }
+        # write lock throughout, and the due customers' records come with the claim. The lease
+        # is still written, in the same transaction, so that a customer left as it was (a
+        # journey version this engine does not know) is not claimed again by the next pass; a
+        # crash rolls claim and work back together.
+        now_us = us(now)
+        with self._lock:
+            with _Translated("due_batch: look"):
+                # An idle poll reads, without taking the write lock from other processes.
+                idle = self._connection().execute(_ANY_DUE, (now_us,)).fetchone() is None
+            if idle:
+                yield {}
+                return
+            with self._transaction(now, "due_batch") as txn:
+                with _Translated("due_batch: claim"):
+                    rows = txn.conn.execute(_DUE_WITH_DATA, (now_us, limit)).fetchall()
+                    if rows:
+                        txn.conn.execute(
+                            _LEASE, (us(now + lease), value_dumps([r[0] for r in rows]))
+                        )
+                txn.prefetched = dict(rows)
+                yield {cid: _Session(txn, cid) for cid, _ in rows}
 
+    @_Translated("next_wake_at")
     def next_wake_at(self) -> datetime | None:
         with self._lock:
-            try:
-                (value,) = self._connection().execute(_NEXT_WAKE).fetchone()
-            except sqlite3.Error as exc:
-                raise _error("next_wake_at", exc) from exc
-        return None if value is None else _dt(value)
+            (value,) = self._connection().execute(_NEXT_WAKE).fetchone()
+        return None if value is None else dt(value)
 
     # --- outbox --------------------------------------------------------------------------------
 
+    @_Translated("claim_outbox")
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
-        try:
-            with self._write() as conn:
-                rows = conn.execute(_DUE_OUTBOX, (_us(now), limit)).fetchall()
-                if rows:
-                    until = _us(now + lease)
-                    conn.executemany(_LEASE_OUTBOX, [(until, key) for key, _ in rows])
-        except sqlite3.Error as exc:
-            raise _error("claim_outbox", exc) from exc
-        return [message_from_json(data) for _, data in rows]
+        with self._lock:
+            rows = self._connection().execute(
+                _CLAIM_OUTBOX, (us(now), limit, us(now + lease))
+            ).fetchall()
+        rows.sort(key=lambda r: (r[0], r[1]))  # RETURNING keeps no order
+        return [message_from_json(data) for _, _, data in rows]
 
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
-        status: OutboxStatus = "pending" if retry_at is not None else result.status
-        available = _us(retry_at if retry_at is not None else now)
-        with self._lock:
-            try:
-                # One statement in autocommit mode is its own transaction.
-                self._connection().execute(
-                    _COMPLETE_OUTBOX, (status, available, result.error, key)
-                )
-            except sqlite3.Error as exc:
-                raise _error("complete_outbox", exc) from exc
+        self.complete_outbox_many([Delivery(key, result, retry_at)], now)
 
+    @_Translated("complete_outbox")
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        now_us = us(now)
         rows = [
             (
                 "pending" if d.retry_at is not None else d.result.status,
-                _us(d.retry_at if d.retry_at is not None else now),
+                now_us if d.retry_at is None else us(d.retry_at),
                 d.result.error,
+                now_us,
                 d.key,
             )
             for d in deliveries
         ]
         if not rows:
             return
-        try:
-            with self._write() as conn:
-                conn.executemany(_COMPLETE_OUTBOX, rows)
-        except sqlite3.Error as exc:
-            raise _error("complete_outbox_many", exc) from exc
+        with self._write() as conn:
+            conn.executemany(_COMPLETE_OUTBOX, rows)
 
+    @_Translated("outbox_entry")
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
-            try:
-                row = self._connection().execute(_OUTBOX_ENTRY, (key,)).fetchone()
-            except sqlite3.Error as exc:
-                raise _error("outbox_entry", exc) from exc
+            row = self._connection().execute(_OUTBOX_ENTRY, (key,)).fetchone()
         if row is None:
             return None
         data, status, attempts, available, error = row
-        return OutboxEntry(message_from_json(data), status, attempts, _dt(available), error)
+        status_: OutboxStatus = status
+        return OutboxEntry(message_from_json(data), status_, attempts, dt(available), error)
+
+    # --- definitions ---------------------------------------------------------------------------
+
+    @_Translated("definitions_generation")
+    def definitions_generation(self) -> int:
+        with self._lock:
+            (generation,) = self._connection().execute(_GENERATION).fetchone()
+        return int(generation)
+
+    @_Translated("load_definitions")
+    def load_definitions(self) -> tuple[int, str] | None:
+        with self._lock:
+            row = self._connection().execute(_LOAD_DEFINITIONS).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    @_Translated("append_definitions")
+    def append_definitions(self, expected_generation: int, payload: str) -> int:
+        with self._write() as conn:
+            (current,) = conn.execute(_GENERATION).fetchone()
+            if current != expected_generation:
+                raise ConflictError(
+                    f"definitions generation {current} was published since generation "
+                    f"{expected_generation} was read: reload and publish again"
+                )
+            conn.execute(_APPEND_DEFINITIONS, (current + 1, payload))
+        return int(current) + 1
 
     # --- queries -------------------------------------------------------------------------------
 
-    def get_profile(self, customer_id: str) -> Profile | None:
+    @_Translated("activities")
+    def activities(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        journey_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> list[Activity]:
         with self._lock:
-            try:
-                row = self._connection().execute(_LOAD_PROFILE, (customer_id,)).fetchone()
-            except sqlite3.Error as exc:
-                raise _error("get_profile", exc) from exc
-        return None if row is None else profile_from_json(row[0])
+            rows = self._connection().execute(
+                _ACTIVITIES, (us(start), us(end), journey_id, customer_id)
+            ).fetchall()
+        return [activity_from_row(row) for row in rows]
 
-    def get_enrollments(self, customer_id: str) -> list[Enrollment]:
-        with self._lock:
-            try:
-                rows = self._connection().execute(_GET_ENROLLMENTS, (customer_id,)).fetchall()
-            except sqlite3.Error as exc:
-                raise _error("get_enrollments", exc) from exc
-        return [enrollment_from_json(r[0]) for r in rows]
-
+    @_Translated("activity_counts")
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         with self._lock:
-            try:
-                rows = self._connection().execute(_ACTIVITY_COUNTS, (journey_id,)).fetchall()
-            except sqlite3.Error as exc:
-                raise _error("activity_counts", exc) from exc
+            rows = self._connection().execute(_ACTIVITY_COUNTS, (journey_id,)).fetchall()
         return [ActivityCount(*row) for row in rows]
 
+    @_Translated("active_counts")
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         with self._lock:
-            try:
-                rows = self._connection().execute(_ACTIVE_COUNTS, (journey_id,)).fetchall()
-            except sqlite3.Error as exc:
-                raise _error("active_counts", exc) from exc
+            rows = self._connection().execute(_ACTIVE_COUNTS, (journey_id,)).fetchall()
         return {(version, step): n for version, step, n in rows}
 
+    @_Translated("erase_customer")
     def erase_customer(self, customer_id: str) -> None:
-        try:
-            with self._write() as conn:
-                for statement in _ERASE:
-                    conn.execute(statement, (customer_id,))
-        except sqlite3.Error as exc:
-            raise _error("erase_customer", exc) from exc
+        with self._write() as conn:
+            for statement in _ERASE:
+                conn.execute(statement, (customer_id,))
 
+    @_Translated("prune")
+    def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        with self._write() as conn:
+            events = conn.execute(_PRUNE_EVENTS, (us(now - retention.event_ids),)).rowcount
+            outbox = conn.execute(_PRUNE_OUTBOX, (us(now - retention.outbox),)).rowcount
+            before = us(now - retention.activity)
+            conn.execute(_FOLD_ACTIVITY, (before,))
+            activity = conn.execute(_PRUNE_ACTIVITY, (before,)).rowcount
+        return PruneResult(events, outbox, activity)
+
+    @_Translated("get_setting")
     def get_setting(self, key: str) -> str | None:
         with self._lock:
-            try:
-                row = self._connection().execute(_GET_SETTING, (key,)).fetchone()
-            except sqlite3.Error as exc:
-                raise _error("get_setting", exc) from exc
+            row = self._connection().execute(_GET_SETTING, (key,)).fetchone()
         return None if row is None else str(row[0])
 
+    @_Translated("put_setting")
     def put_setting(self, key: str, value: str) -> None:
         with self._lock:
-            try:
-                self._connection().execute(_PUT_SETTING, (key, value))
-            except sqlite3.Error as exc:
-                raise _error("put_setting", exc) from exc
+            # One statement in autocommit mode is its own transaction.
+            self._connection().execute(_PUT_SETTING, (key, value))
 
+    @_Translated("close")
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
             if conn is not None:
-                try:
-                    conn.close()
-                except sqlite3.Error as exc:
-                    raise _error("close", exc) from exc
+                conn.close()
