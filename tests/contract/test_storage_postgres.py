@@ -26,7 +26,7 @@ from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
 from cjo.model.events import Profile
 from cjo.runtime.state import Activity, CustomerState, EndedEnrollment, Enrollment, EntryHistory
-from cjo.storage.base import Delivery, Retention
+from cjo.storage.base import Delivery, Retention, Storage
 
 if os.environ.get("CI", "").strip().lower() == "true":
     import psycopg  # under CI a missing driver must fail, not skip
@@ -34,6 +34,7 @@ else:
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (cjo[postgres])")
 
 from cjo.storage.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresStorage
+from cjo.testing import StorageContract
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -62,6 +63,32 @@ def make_storage(postgres_dsn: str, postgres_schema: str) -> Iterator[StorageFac
 @pytest.fixture
 def storage(make_storage: StorageFactory) -> PostgresStorage:
     return make_storage()
+
+
+class TestPostgresStorage(StorageContract):
+    supports_concurrency = True
+
+    @pytest.fixture(autouse=True)
+    def _database(self, postgres_dsn: str, postgres_schema: str) -> None:
+        # Autouse: runs before the contract's ``storage`` fixture calls make_storage().
+        self.dsn, self.schema = postgres_dsn, postgres_schema
+        self.application_name = f"cjo-contract-{uuid.uuid4().hex[:8]}"
+
+    def make_storage(self) -> Storage:
+        return PostgresStorage(self.dsn, schema=self.schema, max_size=4,
+                               application_name=self.application_name)
+
+    def reopen(self, storage: Storage) -> Storage:
+        return self.make_storage()
+
+    def open_connections(self, storage: Storage) -> int:
+        assert isinstance(storage, PostgresStorage)
+        if storage._closed:
+            return _wait_for_connections(self.dsn, self.application_name, 0)
+        return _connections(self.dsn, self.application_name)
+
+    def corrupt_record(self, storage: Storage, customer_id: str) -> None:
+        corrupt(self.dsn, self.schema, customer_id)
 
 
 def _sql(dsn: str, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -160,70 +187,7 @@ def test_records_round_trip_with_aware_utc_datetimes(make_storage: StorageFactor
     assert storage.outbox_entry("nothing") is None
 
 
-def test_revision_counts_committed_writes(storage: PostgresStorage) -> None:
-    state = record()
-    save(storage, state)
-    assert state.revision == 1  # as the reference adapter: the saved object counts the write
-    for expected in (2, 3):
-        got = load(storage, "c1")
-        assert got is not None
-        save(storage, got)
-        assert load(storage, "c1").revision == expected  # type: ignore[union-attr]
-
-    def fail() -> None:
-        with storage.customer("c1", T0) as session:
-            again = session.load()
-            assert again is not None
-            session.save(again, (), ())
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        fail()
-    assert load(storage, "c1").revision == 3  # type: ignore[union-attr]
-
-
-def test_load_returns_independent_copies_and_sees_this_transactions_save(
-    storage: PostgresStorage,
-) -> None:
-    save(storage, record())
-    with storage.customer("c1", T0) as session:
-        first = session.load()
-        assert first is not None
-        first.enrollments[0].context["item"] = "changed"
-        assert session.load().enrollments[0].context["item"] == "shoes"  # type: ignore[union-attr]
-        first.timers["t"] = T0 + H
-        session.save(first, (), ())
-        first.timers["t"] = T0 + 2 * H  # changing the object after save changes nothing
-        assert session.load().timers == {"t": T0 + H}  # type: ignore[union-attr]
-    assert storage.peek("c1").timers == {"t": T0 + H}  # type: ignore[union-attr]
-
-
-def test_a_session_saves_only_its_customer(storage: PostgresStorage) -> None:
-    with pytest.raises(StorageError, match="cannot save"), storage.customer("c1", T0) as session:
-        session.save(record("c2"), (), ())
-    assert storage.peek("c1") is None
-    assert storage.peek("c2") is None
-
-
 # --- transactions ------------------------------------------------------------------------
-
-
-def test_event_claims_are_unique_and_roll_back(storage: PostgresStorage) -> None:
-    with storage.customer("c1", T0) as session:
-        assert session.claim_event("e1")
-        assert not session.claim_event("e1")  # twice in one transaction
-    with storage.customer("c2", T0) as session:
-        assert not session.claim_event("e1")  # after commit, for any customer
-
-    def claim_then_fail() -> None:
-        with storage.customer("c1", T0) as session:
-            assert session.claim_event("e2")
-            raise RuntimeError("boom")
-
-    with pytest.raises(RuntimeError):
-        claim_then_fail()
-    with storage.customer("c1", T0) as session:
-        assert session.claim_event("e2")  # the failed transaction kept nothing
 
 
 def test_announced_claims_answer_as_if_claimed_one_by_one(storage: PostgresStorage) -> None:
@@ -243,56 +207,6 @@ def test_announced_claims_answer_as_if_claimed_one_by_one(storage: PostgresStora
         assert not sessions["c1"].claim_event("e1")
         assert not sessions["c1"].claim_event("e2")
         assert not sessions["c1"].claim_event("unannounced")
-
-
-def test_a_session_used_after_its_transaction_is_refused(storage: PostgresStorage) -> None:
-    with storage.customer("c1", T0) as session:
-        pass
-    for use in (
-        lambda: session.claim_event("e1"),
-        session.load,
-        lambda: session.save(record(), (), ()),
-        lambda: session.set_aside("bad"),
-    ):
-        with pytest.raises(StorageError, match="after its transaction"):
-            use()
-
-
-def test_an_error_rolls_back_everything_and_propagates_unchanged(
-    storage: PostgresStorage,
-) -> None:
-    class BoomError(Exception):
-        pass
-
-    def write_then_fail() -> None:
-        with storage.batch(["c1", "c2"], T0) as sessions:
-            sessions["c1"].save(record("c1"), [message()], [activity()])
-            sessions["c2"].save(record("c2", wake_at=T0), [], [])
-            assert sessions["c2"].claim_event("e1")
-            raise BoomError
-
-    with pytest.raises(BoomError):
-        write_then_fail()
-    assert storage.peek("c1") is None
-    assert storage.peek("c2") is None
-    assert storage.outbox_entry("k1") is None
-    assert storage.activity_counts("j") == []
-    assert storage.next_wake_at() is None
-    with storage.customer("c1", T0) as session:
-        assert session.claim_event("e1")
-
-
-def test_batch_commits_every_customer_together(storage: PostgresStorage) -> None:
-    with storage.batch(["c2", "c1", "c2"], T0) as sessions:
-        assert list(sessions) == ["c1", "c2"]
-        for cid, session in sessions.items():
-            assert session.customer_id == cid
-            assert session.load() is None
-            session.save(record(cid, attributes={"n": cid}), [], [])
-    with storage.batch(["c1", "c2", "c3"], T0) as sessions:
-        assert sessions["c1"].load().profile == Profile("c1", {"n": "c1"})  # type: ignore[union-attr]
-        assert sessions["c2"].load().profile == Profile("c2", {"n": "c2"})  # type: ignore[union-attr]
-        assert sessions["c3"].load() is None
 
 
 def test_one_customer_at_a_time(storage: PostgresStorage) -> None:
@@ -648,40 +562,6 @@ def test_a_record_from_a_newer_layout_is_read_as_far_as_understood(
 # --- outbox --------------------------------------------------------------------------------
 
 
-def test_outbox_lease_claim_and_completion(storage: PostgresStorage) -> None:
-    lease = storage.dispatch_lease
-    save(storage, record("c1"), messages=(message(key="k1"), message(key="k2")))
-    save(storage, record("c2"), messages=(message("c2", key="k3"), message("c2", key="k1")),
-         now=T0 + timedelta(seconds=1))
-    # The writer dispatches; nobody else may until its lease runs out.
-    assert storage.claim_outbox(T0 + lease - timedelta(seconds=1), 10, lease) == []
-    claimed = storage.claim_outbox(T0 + lease, 10, timedelta(minutes=1))
-    assert [m.idempotency_key for m in claimed] == ["k1", "k2"]
-    assert claimed[0] == message(key="k1")  # the first write of a key wins
-    now = T0 + lease + timedelta(seconds=1)
-    assert [m.idempotency_key for m in storage.claim_outbox(now, 10, lease)] == ["k3"]
-    assert storage.claim_outbox(now, 10, lease) == []  # all three are leased
-
-    storage.complete_outbox("k1", DeliveryResult("delivered"), now)
-    retry_at = now + timedelta(minutes=5)
-    storage.complete_outbox("k2", DeliveryResult("failed", error="timeout"), now, retry_at)
-    storage.complete_outbox("k3", DeliveryResult("rejected", error="bad address"), now)
-    storage.complete_outbox("k1", DeliveryResult("failed"), now)  # no longer pending: ignored
-    storage.complete_outbox("unknown", DeliveryResult("delivered"), now)
-
-    entry = storage.outbox_entry("k1")
-    assert entry is not None and (entry.status, entry.attempts) == ("delivered", 1)
-    entry = storage.outbox_entry("k2")
-    assert entry is not None
-    assert (entry.status, entry.attempts, entry.available_at, entry.last_error) == (
-        "pending", 1, retry_at, "timeout"
-    )
-    entry = storage.outbox_entry("k3")
-    assert entry is not None and (entry.status, entry.last_error) == ("rejected", "bad address")
-    assert storage.claim_outbox(retry_at - timedelta(seconds=1), 10, lease) == []
-    assert [m.idempotency_key for m in storage.claim_outbox(retry_at, 10, lease)] == ["k2"]
-
-
 def test_complete_outbox_many(storage: PostgresStorage) -> None:
     save(storage, record(), messages=tuple(message(key=f"k{i}") for i in range(4)))
     now = T0 + H
@@ -711,30 +591,7 @@ def test_complete_outbox_many(storage: PostgresStorage) -> None:
     storage.complete_outbox_many([], now)
 
 
-def test_claim_outbox_respects_the_limit(storage: PostgresStorage) -> None:
-    save(storage, record(), messages=tuple(message(key=f"k{i:02}") for i in range(5)))
-    later = T0 + storage.dispatch_lease
-    first = storage.claim_outbox(later, 2, timedelta(minutes=1))
-    second = storage.claim_outbox(later, 10, timedelta(minutes=1))
-    assert [m.idempotency_key for m in first + second] == [f"k{i:02}" for i in range(5)]
-
-
 # --- definitions ---------------------------------------------------------------------------
-
-
-def test_definitions_are_appended_by_compare_and_set(make_storage: StorageFactory) -> None:
-    one, two = make_storage(), make_storage()
-    assert one.definitions_generation() == 0
-    assert one.load_definitions() is None
-    assert one.append_definitions(0, '{"a": 1}') == 1
-    assert two.definitions_generation() == 1  # another process sees it at once
-    assert two.load_definitions() == (1, '{"a": 1}')
-    with pytest.raises(ConflictError, match="generation is 1"):
-        one.append_definitions(0, "lost")
-    with pytest.raises(ConflictError):
-        one.append_definitions(5, "from the future")
-    assert two.append_definitions(1, "b") == 2
-    assert one.load_definitions() == (2, "b")
 
 
 def test_concurrent_publishers_never_lose_each_other(make_storage: StorageFactory) -> None:
@@ -763,28 +620,6 @@ def test_concurrent_publishers_never_lose_each_other(make_storage: StorageFactor
 
 
 # --- reporting, retention, erasure, settings -----------------------------------------------
-
-
-def test_activity_log_and_counts(storage: PostgresStorage) -> None:
-    sent = Activity(T0 + H, "c1", "j:c1:1", "j", 1, "send", "sent", None, "email", "hello", 3)
-    save(storage, record("c1"), activities=(activity(), activity(at=T0 + 2 * H), sent))
-    save(storage, record("c2"), activities=(activity("c2"), activity("c2", "entered",
-                                                                     journey="other")))
-    assert storage.activities(T0, T0 + 3 * H) == [
-        activity(), activity(at=T0 + 2 * H), sent, activity("c2"),
-        activity("c2", "entered", journey="other"),
-    ]
-    assert storage.activities(T0, T0 + 2 * H, journey_id="j") == [activity(), sent,
-                                                                   activity("c2")]
-    assert storage.activities(T0, T0 + 3 * H, customer_id="c2", journey_id="other") == [
-        activity("c2", "entered", journey="other")
-    ]
-    counts = storage.activity_counts("j")
-    assert [(c.step_id, c.kind, c.detail, c.count) for c in counts] == [
-        ("send", "sent", None, 1), ("wait", "step", None, 4 - 1)
-    ]
-    assert [c.kind for c in storage.activity_counts("other")] == ["entered"]
-    assert storage.activity_counts("none") == []
 
 
 def test_prune_keeps_counting_what_it_drops(storage: PostgresStorage) -> None:
@@ -816,17 +651,6 @@ def test_prune_keeps_counting_what_it_drops(storage: PostgresStorage) -> None:
                      ("wait", "step", "x"): 1}
 
 
-def test_prune_reports_what_it_removed(storage: PostgresStorage) -> None:
-    old = T0 - timedelta(days=500)
-    save(storage, record(), activities=(activity(at=old),) * 3, messages=(message(),), now=old)
-    storage.complete_outbox("k1", DeliveryResult("failed"), old)
-    with storage.customer("c1", old) as session:
-        session.claim_event("e1")
-        session.claim_event("e2")
-    result = storage.prune(T0, Retention())
-    assert (result.event_ids, result.outbox, result.activity) == (2, 1, 3)
-
-
 def test_active_counts(storage: PostgresStorage) -> None:
     save(storage, record("c1"))
     save(storage, record("c2"))
@@ -839,27 +663,6 @@ def test_active_counts(storage: PostgresStorage) -> None:
     assert storage.active_counts("j") == {(1, "wait"): 2, (2, None): 1}
     assert storage.active_counts('j"\u00e9') == {(1, "wait"): 1}
     assert storage.active_counts("none") == {}
-
-
-def test_erase_customer(storage: PostgresStorage) -> None:
-    save(storage, record("c1", wake_at=T0, attributes={"email": "x@y"}),
-         messages=(message("c1"),), activities=(activity("c1"),))
-    save(storage, record("c2"))
-    with storage.customer("c1", T0) as session:
-        assert session.claim_event("e1")
-    storage.erase_customer("c1")
-    storage.erase_customer("never-seen")
-    assert storage.peek("c1") is None
-    assert load(storage, "c1") is None
-    assert storage.outbox_entry("k1") is None
-    assert storage.next_wake_at() is None
-    assert storage.claim_due(T0 + timedelta(days=1), 10, timedelta(minutes=1)) == []
-    assert [c.count for c in storage.activity_counts("j")] == [1]  # kept, anonymous
-    assert [a.customer_id for a in storage.activities(T0, T0 + H)] == [""]
-    assert storage.activities(T0, T0 + H, customer_id="c1") == []
-    with storage.customer("c1", T0) as session:
-        assert not session.claim_event("e1")  # a replay stays a no-op
-    assert storage.peek("c2") is not None
 
 
 def test_settings(storage: PostgresStorage) -> None:
