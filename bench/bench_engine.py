@@ -91,16 +91,24 @@ def maxrss_mib() -> float:
 @contextmanager
 def count_wakeups(engine: Engine) -> Iterator[Callable[[], int]]:
     """Count the wake-ups ``run_due`` fires, whatever the adapter: every one goes through the
-    decision core's ``Decider._wake`` (patched for the duration, then restored)."""
+    decision core, as ``Decider._wake`` (an enrollment's wait, timeout or lifetime) or
+    ``Decider._fire_timer`` (a customer timer: the inactivity trigger). Both are patched for
+    the duration, then restored. Wake-ups fired by an event's catch-up are not counted."""
     fired = [0]
     inside = [False]
     original_wake = Decider._wake
+    original_fire = Decider._fire_timer
     original_run_due = engine.run_due
 
     def wake(self: Decider, enrollment: Any) -> None:
         if inside[0]:
             fired[0] += 1
         original_wake(self, enrollment)
+
+    def fire_timer(self: Decider, name: str) -> None:
+        if inside[0]:
+            fired[0] += 1
+        original_fire(self, name)
 
     def run_due(now: datetime | None = None) -> Any:
         inside[0] = True
@@ -110,11 +118,13 @@ def count_wakeups(engine: Engine) -> Iterator[Callable[[], int]]:
             inside[0] = False
 
     Decider._wake = wake  # type: ignore[method-assign]
+    Decider._fire_timer = fire_timer  # type: ignore[method-assign]
     engine.run_due = run_due  # type: ignore[method-assign]
     try:
         yield lambda: fired[0]
     finally:
         Decider._wake = original_wake  # type: ignore[method-assign]
+        Decider._fire_timer = original_fire  # type: ignore[method-assign]
 
 
 def run_cjo(name: str, storage: Storage, events: Sequence[Event], *, batch: bool,
@@ -153,11 +163,13 @@ def run_baseline(name: str, events: Sequence[Event], *, days: float, tick: timed
     began = time.perf_counter()
     stats = baseline.run(events, DEMO_START, DEMO_START + timedelta(days=days), tick)
     seconds = time.perf_counter() - began
-    ids = {"welcome": "welcome", "cart": "abandoned_cart"}
+    journeys = {"welcome": ("welcome", baseline.welcome),
+                "cart": ("abandoned_cart", baseline.cart),
+                "win_back": ("win_back", baseline.win_back)}
     outcomes: dict[str, int] = {}
-    for short, jid in ids.items():
+    for short, (jid, active) in journeys.items():
         outcomes[f"{jid}.entered"] = stats.entered[short]
-        outcomes[f"{jid}.active"] = len(baseline.welcome if short == "welcome" else baseline.cart)
+        outcomes[f"{jid}.active"] = len(active)
         for status in ("completed", "converted", "exited"):
             outcomes[f"{jid}.{status}"] = stats.ended[(short, status)]
     return Run(

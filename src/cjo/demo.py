@@ -1,4 +1,7 @@
-"""The demo shop: two journeys, their content, a synthetic customer stream and a simulator.
+"""The demo shop: three journeys, their content, a synthetic customer stream and a simulator.
+
+The journeys: a welcome series (on sign-up), an abandoned-cart reminder (on a cart), and a
+win-back ("We miss you") for customers who have not bought for 14 days.
 
 Used by ``cjo demo``, the benchmarks in ``bench/`` and the tests. Everything is deterministic:
 the same seed gives the same customers, the same events and the same results.
@@ -32,7 +35,7 @@ from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.steps import Branch, Case, Send, Wait, WaitForEvent
 from cjo.model.taxonomy import Category, Taxonomy
-from cjo.model.triggers import EventTrigger
+from cjo.model.triggers import EventTrigger, InactivityTrigger
 from cjo.outcome import Outcome
 from cjo.storage.base import Storage
 
@@ -51,6 +54,7 @@ __all__ = [
     "shop_definitions",
     "shop_workload",
     "simulate_shop",
+    "win_back_journey",
 ]
 
 DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)
@@ -64,12 +68,18 @@ def shop_taxonomy() -> Taxonomy:
         Category("lifecycle", "Lifecycle stage", (
             Category("onboarding", "Onboarding"),
             Category("recovery", "Recovery"),
+            Category("retention", "Retention"),
         )),
         Category("channel", "Channel", (
             Category("email", "Email"), Category("sms", "SMS"), Category("push", "Push"),
         )),
         Category("action", "Desired action", (Category("purchase", "Purchase"),)),
     ))
+
+
+# Pro members get a larger discount; the code is personal so that redemptions can be traced.
+_WIN_BACK_OFFER = "{% if profile.plan == 'pro' %}20{% else %}15{% endif %}% off"
+_WIN_BACK_CODE = "BACK-{{ customer_id | upcase }}"
 
 
 def shop_content() -> tuple[ContentItem, ...]:
@@ -103,6 +113,18 @@ def shop_content() -> tuple[ContentItem, ...]:
             }),
             Variant("sms", {"text": "Still thinking about {{ event.item }}? It's waiting."}),
             Variant("push", {"title": "Your cart", "body": "{{ event.item }} is waiting."}),
+        )),
+        ContentItem("win_back", name="We miss you",
+                    tags=("lifecycle/retention", "action/purchase"), variants=(
+            Variant("email", {
+                "subject": "{{ profile.first_name | default: 'Hi' }}, we miss you",
+                "body": f"It has been a while. Here is {_WIN_BACK_OFFER} on your next order "
+                        f"with code {_WIN_BACK_CODE}.",
+            }),
+            Variant("sms", {"text": f"Acme misses you: {_WIN_BACK_OFFER} with code "
+                                    f"{_WIN_BACK_CODE}."}),
+            Variant("push", {"title": "We miss you",
+                             "body": f"{hello}, {_WIN_BACK_OFFER} with code {_WIN_BACK_CODE}."}),
         )),
     )
 
@@ -155,9 +177,29 @@ def abandoned_cart_journey() -> Journey:
     )
 
 
+def win_back_journey() -> Journey:
+    """No purchase for 14 days (or since sign-up): an email; three days later, still no
+    purchase, a push. Once per quiet spell: the next purchase starts a new one."""
+    return Journey(
+        id="win_back",
+        name="We miss you",
+        trigger=InactivityTrigger("purchased", after=timedelta(days=14)),
+        entry="email",
+        steps={
+            "email": Send("win_back", "email", next="wait_3d", tags=("channel/email",)),
+            "wait_3d": Wait(timedelta(days=3), next="push"),
+            "push": Send("win_back", "push", tags=("channel/push",)),
+        },
+        exit_criteria=(ExitCriterion("purchased", event="purchased"),),
+        goal=Goal("purchased", within=timedelta(days=7), name="repurchase"),
+        reentry=ReentryPolicy.after_exit(),
+        tags=("lifecycle/retention", "action/purchase"),
+    )
+
+
 def shop_definitions() -> Definitions:
     return Definitions(
-        journeys=(welcome_journey(), abandoned_cart_journey()),
+        journeys=(welcome_journey(), abandoned_cart_journey(), win_back_journey()),
         content=shop_content(),
         taxonomy=shop_taxonomy(),
     )
