@@ -90,7 +90,18 @@ class ClockError(CjoError, ValueError):
 
 
 class RenderError(CjoError):
-    """A content template could not be rendered for one message."""
+    """A content template could not be rendered for one message.
+
+    ``field`` names the content field that failed (when known) and ``reason`` says why, without
+    the content and channel the message starts with.
+    """
+
+    def __init__(
+        self, message: str, *, field: str | None = None, reason: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.field = field
+        self.reason = reason if reason is not None else message
 
 
 class RenderLimitError(RenderError):

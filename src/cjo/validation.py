@@ -3,8 +3,11 @@
 The converter in :mod:`cjo.serialization` catches what is wrong with the *shape* of the data
 (a missing field, a bad duration). This module catches what is wrong with its *meaning*: a step
 that points nowhere, a segment that does not exist, a template that does not parse, a loop that
-would never stop. It never stops at the first problem, because fixing definitions one error per
-publish is miserable.
+would never stop, a definition over one of the limits in :class:`cjo.limits.Limits`. It never
+stops at the first problem, because fixing definitions one error per publish is miserable.
+
+It runs in time linear in the size of the definitions (graphs are walked once, conditions
+iteratively), so an oversized or hostile definition is refused quickly rather than slowly.
 
 Locations read like a path a person would follow::
 
@@ -15,34 +18,40 @@ Locations read like a path a person would follow::
 
 from __future__ import annotations
 
+import math
+import reprlib
 import zoneinfo
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import TypeGuard, get_args
-
-import liquid
-from liquid.exceptions import LiquidError
+from typing import Any, Final, TypeGuard, get_args
 
 from cjo.conditions import (
     OPS,
     SCOPES,
+    And,
     Compare,
     CompareFields,
     Condition,
     Exists,
     Field,
     InSegment,
+    Not,
+    Or,
     Ref,
     walk,
 )
-from cjo.errors import Problem
+from cjo.content.render import Renderer
+from cjo.errors import InvalidEventError, Problem, RenderLimitError
+from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
+from cjo.model.events import check_id, check_value, check_values, text_problem
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
     Branch,
+    Exit,
     Send,
     Split,
     Step,
@@ -51,7 +60,7 @@ from cjo.model.steps import (
     WaitForEvent,
     successors,
 )
-from cjo.model.triggers import EventTrigger
+from cjo.model.triggers import EventTrigger, InactivityTrigger
 
 __all__ = ["validate_definitions"]
 
@@ -67,27 +76,53 @@ _NON_WAITING = (Send, Branch, Split, UpdateProfile)
 
 _ZERO = timedelta(0)
 
+# What templates are rendered against at publish: a customer with nothing known about them.
+# A template that blows a limit on it would blow it for everyone.
+SAMPLE_DATA: Final[Mapping[str, Any]] = {
+    "profile": {}, "event": {}, "context": {}, "customer_id": "sample-customer",
+}
+
+# Ids quoted in locations are cut short: a hostile megabyte id must not make every message huge.
+_short = reprlib.Repr()
+_short.maxstring = 80
+_short.maxother = 80
+
+
+def _q(value: object) -> str:
+    """``repr(value)``, cut short when long."""
+    if (type(value) is str and len(value) <= 80) or type(value) is int:
+        return repr(value)  # the common cases, without reprlib's overhead
+    return _short.repr(value)
+
 
 def validate_definitions(
-    definitions: Definitions, *, channels: Collection[str] | None = None
+    definitions: Definitions,
+    *,
+    channels: Collection[str] | None = None,
+    limits: Limits | None = None,
+    renderer: Renderer | None = None,
 ) -> list[Problem]:
     """Every problem in ``definitions`` (an empty list when they are valid).
 
     ``channels`` names the channels registered with the engine; when given, every Send step
-    must use one of them.
+    must use one of them. ``limits`` are the limits to check against (the defaults of
+    :class:`~cjo.limits.Limits` when None). ``renderer`` renders every template against a
+    sample to refuse those that hit a template limit; pass the engine's own so parsed templates
+    are reused (a new one with ``limits`` when None).
     """
+    limits = limits if limits is not None else DEFAULT_LIMITS
+    renderer = renderer if renderer is not None else Renderer(limits)
     segment_ids = {s.id for s in definitions.segments}
     content = _content_by_id(definitions.content)
     problems: list[Problem] = []
     problems += _duplicates(definitions)
     for journey in definitions.journeys:
-        problems += _check_journey(journey, segment_ids, content, channels)
+        problems += _check_journey(journey, segment_ids, content, channels, limits)
     for segment in definitions.segments:
-        problems += _check_segment(segment, segment_ids)
-    problems += _segment_cycles(definitions.segments)
-    environment = liquid.Environment()
+        problems += _check_segment(segment, segment_ids, limits)
+    problems += _segment_cycles(definitions.segments, limits)
     for item in definitions.content:
-        problems += _check_content(item, environment)
+        problems += _check_content(item, renderer, limits)
     problems += _check_tags(definitions)
     return problems
 
@@ -96,24 +131,25 @@ def validate_definitions(
 
 
 def _journey_location(journey: Journey) -> str:
-    return f"journey {journey.id!r} v{journey.version}"
+    return f"journey {_q(journey.id)} v{_q(journey.version)}"
 
 
 def _step_location(journey: Journey, step_id: str) -> str:
-    return f"{_journey_location(journey)} / step {step_id!r}"
+    return f"{_journey_location(journey)} / step {_q(step_id)}"
 
 
 def _segment_location(segment_id: str) -> str:
-    return f"segment {segment_id!r}"
+    return f"segment {_q(segment_id)}"
 
 
 def _content_location(content_id: str) -> str:
-    return f"content {content_id!r}"
+    return f"content {_q(content_id)}"
 
 
 def _variant_location(content_id: str, variant: Variant) -> str:
-    locale = f" ({variant.locale})" if variant.locale else ""
-    return f"{_content_location(content_id)} / variant {variant.channel}{locale}"
+    locale = f" ({_q(variant.locale)[1:-1]})" if variant.locale else ""
+    channel = _q(variant.channel)[1:-1]
+    return f"{_content_location(content_id)} / variant {channel}{locale}"
 
 
 # --- small helpers -----------------------------------------------------------------------------
@@ -161,26 +197,80 @@ def _reachable(edges: Mapping[str, Sequence[str]], starts: Iterable[str]) -> set
     return seen
 
 
-def _loops(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
-    """Groups of nodes that can all reach each other through a cycle, in the order of ``edges``.
-
-    Quadratic, which is fine: journeys have tens of steps and definitions tens of segments, and
-    this reads far more plainly than Tarjan's algorithm.
-    """
-    onward = {node: _reachable(edges, targets) for node, targets in edges.items()}
-    grouped: set[str] = set()
-    groups: list[list[str]] = []
-    for node in edges:
-        if node in grouped or node not in onward[node]:
+def _components(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """The strongly connected components of a graph, sinks first: a component comes after
+    every component it can reach. Tarjan's algorithm, iterative, so time and stack are linear
+    in the size of the graph whatever its shape. Targets must be keys of ``edges``."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in edges:
+        if root in index:
             continue
-        group = [other for other in edges if other in onward[node] and node in onward[other]]
-        grouped.update(group)
-        groups.append(group)
-    return groups
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work: list[tuple[str, Iterator[str]]] = [(root, iter(edges[root]))]
+        while work:
+            node, targets = work[-1]
+            for target in targets:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    on_stack.add(target)
+                    work.append((target, iter(edges[target])))
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index[target])
+            else:
+                work.pop()
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+                if low[node] == index[node]:
+                    component: list[str] = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    components.append(component)
+    return components
 
 
-def _cycle_from(start: str, edges: Mapping[str, Sequence[str]]) -> list[str]:
-    """The shortest path ``start -> ... -> start`` (start must be on a cycle)."""
+def _is_cycle(component: Sequence[str], edges: Mapping[str, Sequence[str]]) -> bool:
+    return len(component) > 1 or component[0] in edges[component[0]]
+
+
+def _loops(edges: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """Groups of nodes that can all reach each other through a cycle, each group and its members
+    in the order of ``edges``. Linear in the size of the graph."""
+    return _loops_of(_components(edges), edges)
+
+
+def _loops_of(
+    components: Sequence[Sequence[str]], edges: Mapping[str, Sequence[str]]
+) -> list[list[str]]:
+    """The cyclic ``components``, each group and its members in the order of ``edges``."""
+    order = {node: i for i, node in enumerate(edges)}
+    groups = [
+        sorted(component, key=order.__getitem__)
+        for component in components
+        if _is_cycle(component, edges)
+    ]
+    return sorted(groups, key=lambda group: order[group[0]])
+
+
+def _cycle_from(
+    start: str, edges: Mapping[str, Sequence[str]], group: Collection[str]
+) -> list[str]:
+    """The shortest path ``start -> ... -> start`` (start must be on a cycle). The search stays
+    inside ``group``, the strongly connected component of ``start``: every cycle through it
+    does, so the work is bounded by the component, not the graph."""
+    members = set(group)
     parent: dict[str, str] = {}
     queue = deque([start])
     while queue:
@@ -191,14 +281,57 @@ def _cycle_from(start: str, edges: Mapping[str, Sequence[str]]) -> list[str]:
                 while path[-1] != start:
                     path.append(parent[path[-1]])
                 return [*reversed(path), start]
-            if target not in parent:
+            if target not in parent and target in members:
                 parent[target] = node
                 queue.append(target)
     return [start]
 
 
 def _arrow(path: Sequence[str]) -> str:
-    return " -> ".join(repr(node) for node in path)
+    return " -> ".join(_q(node) for node in path)
+
+
+def _id_problem(value: object, what: str) -> str | None:
+    """Why ``value`` cannot be an id (the rules of event ids: 1 to 256 characters, not only
+    whitespace, no NUL, no lone surrogate), or None. Ids become storage keys and index entries."""
+    if value == "":
+        return f"{what} must not be empty"
+    try:
+        check_id(value, what)
+    except InvalidEventError as exc:
+        return str(exc)
+    return None
+
+
+def _text_problems(texts: Iterable[tuple[str, object]], where: str) -> list[Problem]:
+    """Free text (names, reasons, templates) may hold anything a storage can keep: any string
+    without NUL or lone surrogates."""
+    problems: list[Problem] = []
+    for what, text in texts:
+        if not isinstance(text, str):
+            continue
+        problem = text_problem(text)
+        if problem is not None:
+            problems.append(Problem(where, f"{what} {problem}"))
+    return problems
+
+
+def _in_range(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _check_span(
+    duration: timedelta | None, name: str, where: str, limits: Limits
+) -> list[Problem]:
+    """A duration that must be positive (when set) and at most ``limits.max_duration``."""
+    if duration is None:
+        return []
+    if not _positive(duration):
+        return [Problem(where, f"{name} must be positive, got {_describe(duration)}")]
+    if duration > limits.max_duration:
+        return [Problem(where, f"{name} {_describe(duration)} is longer than the limit of "
+                               f"{_describe(limits.max_duration)}")]
+    return []
 
 
 # --- duplicates --------------------------------------------------------------------------------
@@ -235,9 +368,13 @@ def _check_condition(
     used_in: str,
     scopes: tuple[str, ...],
     segment_ids: Collection[str],
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Problem]:
     """Problems with every node of a condition tree. ``used_in`` names the place for messages
     ("an audience"); ``scopes`` lists what values are available there."""
+    too_big = _condition_size_problem(condition, limits)
+    if too_big is not None:
+        return [Problem(location, too_big)]  # its nodes are not worth walking one by one
     problems: list[Problem] = []
     for node in walk(condition):
         if not isinstance(node, Condition):
@@ -254,7 +391,44 @@ def _check_condition(
         elif isinstance(node, Compare | Exists):
             problems += _check_ref(node.ref, location, used_in=used_in, scopes=scopes)
             if isinstance(node, Compare):
-                problems += _check_compare(node, location)
+                found = _check_compare(node, location)
+                problems += found or _check_compare_value(node, location, limits)
+    return problems
+
+
+def _condition_size_problem(condition: Condition, limits: Limits) -> str | None:
+    """Why ``condition`` is too deep or too large, or None. Iterative, and it stops as soon as
+    a limit is passed, so a condition nested thousands deep costs no more than one at the
+    limit."""
+    stack: list[tuple[object, int]] = [(condition, 1)]
+    nodes = 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if depth > limits.max_condition_depth:
+            return (f"conditions nest more than {limits.max_condition_depth} levels of "
+                    "and/or/not; flatten the condition or move part of it into a segment")
+        if nodes > limits.max_condition_nodes:
+            return (f"the condition has more than {limits.max_condition_nodes} nodes; move "
+                    "parts of it into segments")
+        if isinstance(node, And | Or):
+            stack.extend((child, depth + 1) for child in node.conditions)
+        elif isinstance(node, Not):
+            stack.append((node.condition, depth + 1))
+    return None
+
+
+def _check_compare_value(node: Compare, location: str, limits: Limits) -> list[Problem]:
+    """The value a Compare node compares against: a value an event could carry, and a list of
+    bounded length for ``in`` and ``not_in``."""
+    problems: list[Problem] = []
+    if isinstance(node.value, list | tuple) and len(node.value) > limits.max_condition_values:
+        return [Problem(location, f"operator {node.op!r} on {node.ref} lists {len(node.value)} "
+                                  f"values; the limit is {limits.max_condition_values}")]
+    try:
+        check_value(node.value, f"the value compared with {node.ref}")
+    except InvalidEventError as exc:
+        problems.append(Problem(location, str(exc)))
     return problems
 
 
@@ -267,7 +441,7 @@ def _check_ref(ref: Ref, location: str, *, used_in: str, scopes: tuple[str, ...]
                                   f"{' and '.join(scopes)} values are available there")]
     if not ref.path:
         return [Problem(location, f"a reference to {ref.scope} needs a path")]
-    return []
+    return _text_problems([(f"the path of {ref.scope}.", ref.path)], location)
 
 
 def _check_compare(node: Compare, location: str) -> list[Problem]:
@@ -292,45 +466,91 @@ def _check_journey(
     segment_ids: Collection[str],
     content: Mapping[str, list[ContentItem]],
     channels: Collection[str] | None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Problem]:
-    problems = _check_journey_fields(journey)
-    problems += _check_reentry(journey.reentry, f"{_journey_location(journey)} / reentry")
-    problems += _check_journey_conditions(journey, segment_ids)
-    problems += _check_graph(journey)
+    problems = _check_journey_fields(journey, limits)
+    if len(journey.steps) > limits.max_steps_per_journey:
+        # Nothing else is checked: the journey must be split first, and checking (and listing
+        # problems for) an oversized graph is exactly the work this limit exists to bound.
+        problems.append(Problem(
+            _journey_location(journey),
+            f"has {len(journey.steps)} steps; the limit is {limits.max_steps_per_journey} "
+            "(split it into several journeys, or raise Limits.max_steps_per_journey)",
+        ))
+        return problems
+    problems += _check_reentry(
+        journey.reentry, f"{_journey_location(journey)} / reentry", limits
+    )
+    problems += _check_journey_conditions(journey, segment_ids, limits)
+    problems += _check_graph(journey, limits)
+    # Which channels each content item has a variant for, once, rather than once per Send.
+    variants = {
+        (item_id, variant.channel)
+        for item_id, items in content.items()
+        for item in items
+        for variant in item.variants
+    }
     for step_id, step in journey.steps.items():
         problems += _check_step(
-            journey, step_id, step, segment_ids=segment_ids, content=content, channels=channels
+            journey, step_id, step, segment_ids=segment_ids, content=content,
+            channels=channels, limits=limits, variants=variants,
         )
     return problems
 
 
-def _check_journey_fields(journey: Journey) -> list[Problem]:
+def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
     where = _journey_location(journey)
     problems: list[Problem] = []
-    if not journey.id:
-        problems.append(Problem(where, "journey id must not be empty"))
-    if journey.version < 1:
-        problems.append(Problem(where, f"version must be 1 or more, got {journey.version}"))
-    if journey.max_lifetime is not None and not _positive(journey.max_lifetime):
-        problems.append(Problem(
-            where, f"max_lifetime must be positive, got {_describe(journey.max_lifetime)}"
-        ))
-    if journey.goal is not None and journey.goal.within is not None and not _positive(
-        journey.goal.within
-    ):
-        problems.append(Problem(
-            f"{where} / goal", f"within must be positive, got {_describe(journey.goal.within)}"
-        ))
+    id_problem = _id_problem(journey.id, "journey id")
+    if id_problem is not None:
+        problems.append(Problem(where, id_problem))
+    if not _in_range(journey.version, 1, MAX_VERSION):
+        if isinstance(journey.version, int) and journey.version < 1:
+            message = f"version must be 1 or more, got {journey.version}"
+        else:
+            message = f"version must be a whole number from 1 to {MAX_VERSION}, got " \
+                      f"{_q(journey.version)}"
+        problems.append(Problem(where, message))
+    problems += _check_span(journey.max_lifetime, "max_lifetime", where, limits)
+    if journey.goal is not None:
+        goal_where = f"{where} / goal"
+        problems += _check_span(journey.goal.within, "within", goal_where, limits)
+        problems += _event_name_problems(journey.goal.event, goal_where)
+        problems += _text_problems([("the goal name", journey.goal.name)], goal_where)
     for criterion in journey.exit_criteria:
+        criterion_where = _exit_location(journey, criterion)
         if criterion.event is None and criterion.where is None:
-            problems.append(Problem(
-                _exit_location(journey, criterion), "needs an event, a where condition, or both"
-            ))
+            problems.append(Problem(criterion_where, "needs an event, a where condition, or both"))
+        if criterion.event is not None:
+            problems += _event_name_problems(criterion.event, criterion_where)
+        problems += _text_problems([("the name", criterion.name)], criterion_where)
     if journey.timezone is not None and not _is_time_zone(journey.timezone):
         problems.append(Problem(
-            where, f"timezone {journey.timezone!r} is not a known IANA time zone"
+            where, f"timezone {_q(journey.timezone)} is not a known IANA time zone"
         ))
+    problems += _text_problems([("the name", journey.name)], where)
+    problems += _check_trigger(journey, limits)
     return problems
+
+
+def _event_name_problems(name: object, where: str) -> list[Problem]:
+    problem = _id_problem(name, "event name")
+    return [] if problem is None else [Problem(where, problem)]
+
+
+def _check_trigger(journey: Journey, limits: Limits) -> list[Problem]:
+    where = f"{_journey_location(journey)} / trigger"
+    trigger = journey.trigger
+    if isinstance(trigger, EventTrigger):
+        return _event_name_problems(trigger.event, where)
+    if isinstance(trigger, InactivityTrigger):
+        problems = _event_name_problems(trigger.event, where)
+        problems += _check_span(trigger.after, "after", where, limits)
+        if _positive(trigger.after) and trigger.after < limits.min_wait:
+            problems.append(Problem(where, f"after {_describe(trigger.after)} is shorter than "
+                                           f"the minimum wait {_describe(limits.min_wait)}"))
+        return problems
+    return []
 
 
 def _exit_location(journey: Journey, criterion: ExitCriterion) -> str:
@@ -340,12 +560,15 @@ def _exit_location(journey: Journey, criterion: ExitCriterion) -> str:
 def _is_time_zone(name: str) -> bool:
     try:
         zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # ValueError: malformed key like "../x"
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        # ValueError: a malformed key like "../x"; OSError: one the file system refuses
         return False
     return True
 
 
-def _check_reentry(policy: ReentryPolicy, where: str) -> list[Problem]:
+def _check_reentry(
+    policy: ReentryPolicy, where: str, limits: Limits = DEFAULT_LIMITS
+) -> list[Problem]:
     modes = get_args(ReentryMode)
     if policy.mode not in modes:
         return [Problem(where, f"unknown mode {policy.mode!r}; expected one of "
@@ -364,17 +587,31 @@ def _check_reentry(policy: ReentryPolicy, where: str) -> list[Problem]:
     if policy.mode == "at_most":
         if policy.limit is None or policy.limit < 1:
             problems.append(Problem(where, "mode 'at_most' needs a limit of 1 or more"))
+        elif not _in_range(policy.limit, 1, MAX_VERSION):
+            problems.append(Problem(where, f"limit must be at most {MAX_VERSION}, got "
+                                           f"{_q(policy.limit)}"))
         if not _positive(policy.per):
             problems.append(Problem(where, "mode 'at_most' needs a positive per window"))
+    # Past the positivity checks above, only the upper bound is left to say.
+    for name in ("cooldown", "per"):
+        span = getattr(policy, name)
+        if _positive(span):
+            problems += _check_span(span, name, where, limits)
+    if policy.instance_key is not None:
+        key_problem = _id_problem(policy.instance_key, "instance_key")
+        if key_problem is not None:
+            problems.append(Problem(where, key_problem))
     return problems
 
 
-def _check_journey_conditions(journey: Journey, segment_ids: Collection[str]) -> list[Problem]:
+def _check_journey_conditions(
+    journey: Journey, segment_ids: Collection[str], limits: Limits = DEFAULT_LIMITS
+) -> list[Problem]:
     where = _journey_location(journey)
     checks: list[tuple[Condition, str, str, tuple[str, ...]]] = []
-    if isinstance(journey.trigger, EventTrigger) and journey.trigger.where is not None:
-        checks.append((journey.trigger.where, f"{where} / trigger", "a trigger",
-                       PROFILE_AND_EVENT))
+    trigger = journey.trigger
+    if isinstance(trigger, EventTrigger | InactivityTrigger) and trigger.where is not None:
+        checks.append((trigger.where, f"{where} / trigger", "a trigger", PROFILE_AND_EVENT))
     if journey.audience is not None:
         checks.append((journey.audience, f"{where} / audience", "an audience", PROFILE_ONLY))
     for criterion in journey.exit_criteria:
@@ -386,7 +623,8 @@ def _check_journey_conditions(journey: Journey, segment_ids: Collection[str]) ->
     problems: list[Problem] = []
     for condition, location, used_in, scopes in checks:
         problems += _check_condition(
-            condition, location, used_in=used_in, scopes=scopes, segment_ids=segment_ids
+            condition, location, used_in=used_in, scopes=scopes, segment_ids=segment_ids,
+            limits=limits,
         )
     return problems
 
@@ -407,8 +645,9 @@ def _references(step: Step) -> list[tuple[str, str | None]]:
     return []
 
 
-def _check_graph(journey: Journey) -> list[Problem]:
-    """Entry, dangling references, unreachable steps and loops that never wait."""
+def _check_graph(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
+    """Entry, dangling references, unreachable steps, loops that never wait, and runs of steps
+    without a wait longer than ``limits.max_steps_per_advance``."""
     where = _journey_location(journey)
     steps = journey.steps
     problems: list[Problem] = []
@@ -436,13 +675,60 @@ def _check_graph(journey: Journey) -> list[Problem]:
         for sid, targets in edges.items()
         if isinstance(steps[sid], _NON_WAITING)
     }
-    for group in _loops(busy):
+    components = _components(busy)
+    for group in _loops_of(components, busy):
         problems.append(Problem(
             _step_location(journey, group[0]),
-            f"loop without a wait: {_arrow(_cycle_from(group[0], busy))} would repeat forever; "
-            "add a Wait or WaitForEvent to it",
+            f"loop without a wait: {_arrow(_cycle_from(group[0], busy, group))} would repeat "
+            "forever; add a Wait or WaitForEvent to it",
         ))
+    problems += _check_runs(journey, edges, busy, components, limits)
     return problems
+
+
+def _check_runs(
+    journey: Journey,
+    edges: Mapping[str, Sequence[str]],
+    busy: Mapping[str, Sequence[str]],
+    components: Sequence[Sequence[str]],
+    limits: Limits,
+) -> list[Problem]:
+    """The longest run of steps one customer can go through without waiting, against
+    ``limits.max_steps_per_advance``.
+
+    A run counts every step it visits, the Wait, WaitForEvent or Exit that ends it included.
+    ``components`` come sinks first, so each step's longest run is known from those of the
+    steps after it: one pass, linear in the size of the journey. Steps on a loop without a wait
+    are reported as loops and left out here.
+    """
+    run: dict[str, int] = {}
+    onward: dict[str, str | None] = {}
+    for component in components:
+        if _is_cycle(component, busy):
+            for node in component:
+                run[node] = 0
+            continue
+        node = component[0]
+        best, best_next = 1, None
+        for target in edges[node]:
+            length = 1 + (run[target] if target in busy else 1)
+            if length > best:
+                best, best_next = length, target
+        run[node], onward[node] = best, best_next
+    if not run:
+        return []
+    start = max(run, key=run.__getitem__)
+    if run[start] <= limits.max_steps_per_advance:
+        return []
+    path = [start]
+    while (step := onward.get(path[-1])) is not None and len(path) < 4:
+        path.append(step)
+    shown = _arrow(path) + (" -> ..." if run[start] > len(path) else "")
+    return [Problem(
+        _step_location(journey, start),
+        f"{run[start]} steps run one after another without a wait ({shown}); the limit is "
+        f"{limits.max_steps_per_advance}: add a Wait, or split the journey",
+    )]
 
 
 def _check_step(
@@ -453,33 +739,42 @@ def _check_step(
     segment_ids: Collection[str],
     content: Mapping[str, list[ContentItem]],
     channels: Collection[str] | None,
+    limits: Limits = DEFAULT_LIMITS,
+    variants: Collection[tuple[str, str]] | None = None,
 ) -> list[Problem]:
     where = _step_location(journey, step_id)
     problems: list[Problem] = []
-    if not step_id:
-        problems.append(Problem(where, "step id must not be empty"))
+    id_problem = _id_problem(step_id, "step id")
+    if id_problem is not None:
+        problems.append(Problem(where, id_problem))
     if isinstance(step, Send):
-        problems += _check_send(step, where, content, channels)
+        problems += _check_send(step, where, content, channels, variants)
     elif isinstance(step, Wait):
-        problems += _check_duration(step.duration, "duration", where, journey.max_lifetime)
+        problems += _check_wait_duration(
+            step.duration, "duration", where, journey.max_lifetime, limits
+        )
     elif isinstance(step, WaitForEvent):
-        problems += _check_duration(step.timeout, "timeout", where, journey.max_lifetime)
+        problems += _check_wait_duration(
+            step.timeout, "timeout", where, journey.max_lifetime, limits
+        )
+        problems += _event_name_problems(step.event, where)
         if step.where is not None:
             problems += _check_condition(
                 step.where, where, used_in="a wait for an event", scopes=ALL_SCOPES,
-                segment_ids=segment_ids,
+                segment_ids=segment_ids, limits=limits,
             )
     elif isinstance(step, Branch):
-        if not step.cases:
-            problems.append(Problem(where, "a branch needs at least one case"))
-        for i, case in enumerate(step.cases, 1):
-            problems += _check_condition(
-                case.condition, f"{where} / case {i}", used_in="a branch", scopes=ALL_SCOPES,
-                segment_ids=segment_ids,
-            )
+        problems += _check_branch(step, where, segment_ids, limits)
     elif isinstance(step, Split):
-        problems += _check_split(step, where)
+        problems += _check_split(step, where, limits)
+    elif isinstance(step, UpdateProfile):
+        problems += _check_update_profile(step, where, limits)
+    elif isinstance(step, Exit):
+        problems += _text_problems([("the reason", step.reason)], where)
     return problems
+
+
+# Step checks, one small function per kind.
 
 
 def _check_send(
@@ -487,43 +782,97 @@ def _check_send(
     where: str,
     content: Mapping[str, list[ContentItem]],
     channels: Collection[str] | None,
+    variants: Collection[tuple[str, str]] | None = None,
 ) -> list[Problem]:
     problems: list[Problem] = []
+    channel_problem = _id_problem(step.channel, "channel")
+    if channel_problem is not None:
+        return [Problem(where, channel_problem)]
     if channels is not None and step.channel not in channels:
         known = ", ".join(sorted(channels)) or "none"
         problems.append(Problem(
-            where, f"channel {step.channel!r} is not registered (registered: {known})"
+            where, f"channel {_q(step.channel)} is not registered (registered: {known})"
         ))
     items = content.get(step.content)
     if items is None:
-        problems.append(Problem(where, f"content {step.content!r} does not exist"))
-    elif not any(v.channel == step.channel for item in items for v in item.variants):
+        problems.append(Problem(where, f"content {_q(step.content)} does not exist"))
+    elif (
+        (step.content, step.channel) not in variants
+        if variants is not None
+        else not any(v.channel == step.channel for item in items for v in item.variants)
+    ):
         problems.append(Problem(
-            where, f"content {step.content!r} has no variant for channel {step.channel!r}"
+            where, f"content {_q(step.content)} has no variant for channel "
+                   f"{_q(step.channel)}"
         ))
     return problems
 
 
-def _check_duration(
-    duration: timedelta, name: str, where: str, max_lifetime: timedelta | None
+def _check_wait_duration(
+    duration: timedelta,
+    name: str,
+    where: str,
+    max_lifetime: timedelta | None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> list[Problem]:
+    """A Wait's duration or a WaitForEvent's timeout: from ``limits.min_wait`` to
+    ``limits.max_duration``, and within the journey's lifetime."""
     if not _positive(duration):
         return [Problem(where, f"{name} must be positive, got {_describe(duration)}")]
+    if duration < limits.min_wait:
+        # A wait shorter than this turns a late run_due into a burst of messages.
+        return [Problem(where, f"{name} {_describe(duration)} is shorter than the minimum wait "
+                               f"{_describe(limits.min_wait)}")]
+    if duration > limits.max_duration:
+        return [Problem(where, f"{name} {_describe(duration)} is longer than the limit of "
+                               f"{_describe(limits.max_duration)}")]
     if _positive(max_lifetime) and duration > max_lifetime:
         return [Problem(where, f"{name} {_describe(duration)} is longer than the journey's "
                                f"max_lifetime {_describe(max_lifetime)}, so it could never end")]
     return []
 
 
-def _check_split(step: Split, where: str) -> list[Problem]:
+def _check_branch(
+    step: Branch, where: str, segment_ids: Collection[str], limits: Limits = DEFAULT_LIMITS
+) -> list[Problem]:
+    if not step.cases:
+        return [Problem(where, "a branch needs at least one case")]
+    if len(step.cases) > limits.max_branches_per_step:
+        return [Problem(where, f"a branch has {len(step.cases)} cases; the limit is "
+                               f"{limits.max_branches_per_step}")]
+    problems: list[Problem] = []
+    for i, case in enumerate(step.cases, 1):
+        problems += _check_condition(
+            case.condition, f"{where} / case {i}", used_in="a branch", scopes=ALL_SCOPES,
+            segment_ids=segment_ids, limits=limits,
+        )
+    return problems
+
+
+def _check_split(step: Split, where: str, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
     problems: list[Problem] = []
     if not step.paths:
         problems.append(Problem(where, "a split needs at least one path"))
+    if len(step.paths) > limits.max_branches_per_step:
+        return [Problem(where, f"a split has {len(step.paths)} paths; the limit is "
+                               f"{limits.max_branches_per_step}")]
     for path in step.paths:
-        if not path.weight > 0:  # written this way round so that NaN is rejected too
+        weight = path.weight
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
+            # "not weight > 0" rather than "weight <= 0", so that NaN is refused too
             problems.append(Problem(
-                where, f"path {path.name!r} has weight {path.weight}; weights must be positive"
+                where, f"path {path.name!r} has weight {weight}; weights must be positive"
             ))
+        elif not math.isfinite(weight):
+            problems.append(Problem(
+                where, f"path {path.name!r} has weight {weight}; weights must be finite"
+            ))
+        name_problem = _id_problem(path.name, "path name")
+        if name_problem is not None:
+            problems.append(Problem(where, name_problem))
+    if not problems and not math.isfinite(sum(float(p.weight) for p in step.paths)):
+        problems.append(Problem(where, "the weights add up past the largest float; scale them "
+                                       "down (only their ratios matter)"))
     for name, count in Counter(p.name for p in step.paths).items():
         if count > 1:
             problems.append(Problem(
@@ -532,48 +881,96 @@ def _check_split(step: Split, where: str) -> list[Problem]:
     return problems
 
 
-# --- segments ----------------------------------------------------------------------------------
-
-
-def _check_segment(segment: Segment, segment_ids: Collection[str]) -> list[Problem]:
-    where = _segment_location(segment.id)
+def _check_update_profile(
+    step: UpdateProfile, where: str, limits: Limits = DEFAULT_LIMITS
+) -> list[Problem]:
+    """The attributes an UpdateProfile sets end up in profiles: the values events may carry."""
+    count = len(step.set) + len(step.unset)
+    if count > limits.max_attributes_per_update:
+        return [Problem(where, f"sets and unsets {count} attributes; the limit is "
+                               f"{limits.max_attributes_per_update}")]
     problems: list[Problem] = []
-    if not segment.id:
-        problems.append(Problem(where, "segment id must not be empty"))
-    problems += _check_condition(
-        segment.condition, where, used_in="a segment", scopes=PROFILE_ONLY,
-        segment_ids=segment_ids,
+    try:
+        check_values(step.set, "attributes to set", "attribute to set")
+    except InvalidEventError as exc:
+        problems.append(Problem(where, str(exc)))
+    problems += _text_problems(
+        [("an attribute to unset", name) for name in step.unset], where
     )
     return problems
 
 
-def _segment_cycles(segments: Sequence[Segment]) -> list[Problem]:
+# --- segments ----------------------------------------------------------------------------------
+
+
+def _check_segment(
+    segment: Segment, segment_ids: Collection[str], limits: Limits = DEFAULT_LIMITS
+) -> list[Problem]:
+    where = _segment_location(segment.id)
+    problems: list[Problem] = []
+    id_problem = _id_problem(segment.id, "segment id")
+    if id_problem is not None:
+        problems.append(Problem(where, id_problem))
+    problems += _text_problems([("the name", segment.name)], where)
+    problems += _check_condition(
+        segment.condition, where, used_in="a segment", scopes=PROFILE_ONLY,
+        segment_ids=segment_ids, limits=limits,
+    )
+    return problems
+
+
+# Past this many segments in one cycle, only the first gets its own path in the message: a
+# shortest cycle per member would cost the square of the group's size.
+_CYCLE_PATHS = 100
+
+
+def _segment_cycles(
+    segments: Sequence[Segment], limits: Limits = DEFAULT_LIMITS
+) -> list[Problem]:
     """A segment defined in terms of itself has no membership to compute."""
     known = {s.id for s in segments}
     edges: dict[str, list[str]] = {}
     for segment in segments:
         targets = edges.setdefault(segment.id, [])
+        if _condition_size_problem(segment.condition, limits) is not None:
+            continue  # reported by _check_segment; not worth walking
         for node in walk(segment.condition):
             if isinstance(node, InSegment) and node.segment in known:
                 targets.append(node.segment)
-    return [
-        Problem(_segment_location(segment_id),
-                f"refers to itself through in_segment: {_arrow(_cycle_from(segment_id, edges))}")
-        for group in _loops(edges)
-        for segment_id in group
-    ]
+    problems: list[Problem] = []
+    for group in _loops(edges):
+        for i, segment_id in enumerate(group):
+            if i < _CYCLE_PATHS:
+                cycle = _arrow(_cycle_from(segment_id, edges, group))
+            else:
+                cycle = f"one of {len(group)} segments in a cycle with {_q(group[0])}"
+            problems.append(Problem(
+                _segment_location(segment_id), f"refers to itself through in_segment: {cycle}"
+            ))
+    return problems
 
 
 # --- content -----------------------------------------------------------------------------------
 
 
-def _check_content(item: ContentItem, environment: liquid.Environment) -> list[Problem]:
+def _check_content(
+    item: ContentItem, renderer: Renderer, limits: Limits = DEFAULT_LIMITS
+) -> list[Problem]:
     where = _content_location(item.id)
     problems: list[Problem] = []
-    if not item.id:
-        problems.append(Problem(where, "content id must not be empty"))
+    id_problem = _id_problem(item.id, "content id")
+    if id_problem is not None:
+        problems.append(Problem(where, id_problem))
+    if not _in_range(item.version, 1, MAX_VERSION):
+        problems.append(Problem(where, f"version must be a whole number from 1 to "
+                                       f"{MAX_VERSION}, got {_q(item.version)}"))
+    problems += _text_problems([("the name", item.name)], where)
     if not item.variants:
         problems.append(Problem(where, "has no variants"))
+    if len(item.variants) > limits.max_variants_per_content:
+        problems.append(Problem(where, f"has {len(item.variants)} variants; the limit is "
+                                       f"{limits.max_variants_per_content}"))
+        return problems
     for (channel, locale), count in Counter((v.channel, v.locale) for v in item.variants).items():
         if count > 1:
             variant = Variant(channel=channel, fields={}, locale=locale)
@@ -582,24 +979,38 @@ def _check_content(item: ContentItem, environment: liquid.Environment) -> list[P
                 f"defined {count} times for the same channel and locale",
             ))
     for variant in item.variants:
-        for field, source in variant.fields.items():
-            error = _liquid_error(environment, source)
-            if error is not None:
-                problems.append(Problem(
-                    _variant_location(item.id, variant),
-                    f"field {field!r} is not a valid Liquid template: {error}",
-                ))
+        problems += _check_variant(item, variant, renderer, limits)
     return problems
 
 
-def _liquid_error(environment: liquid.Environment, source: str) -> str | None:
-    try:
-        environment.from_string(source)
-    except LiquidError as exc:
-        # str(exc) carries a multi-line source excerpt; the bare message fits on one line.
-        message = getattr(exc, "message", None) or str(exc).splitlines()[0]
-        return str(message)
-    return None
+def _check_variant(
+    item: ContentItem, variant: Variant, renderer: Renderer, limits: Limits
+) -> list[Problem]:
+    where = _variant_location(item.id, variant)
+    problems: list[Problem] = []
+    for what, value in (("channel", variant.channel), ("locale", variant.locale)):
+        if value is not None:
+            problem = _id_problem(value, what)
+            if problem is not None:
+                problems.append(Problem(where, problem))
+    if len(variant.fields) > limits.max_fields_per_variant:
+        problems.append(Problem(where, f"has {len(variant.fields)} fields; the limit is "
+                                       f"{limits.max_fields_per_variant}"))
+        return problems
+    texts = [(f"the field name {name!r}", name) for name in variant.fields]
+    texts += [(f"field {name!r}", source) for name, source in variant.fields.items()]
+    text_problems = _text_problems(texts, where)
+    if text_problems:
+        return problems + text_problems
+    # Rendered against a sample: a template that does not parse, or hits a template limit even
+    # for a customer with no data, is refused here rather than failing every send.
+    for error in renderer.problems(item, variant, SAMPLE_DATA):
+        if isinstance(error, RenderLimitError):
+            message = f"field {error.field!r} is over a template limit: {error.reason}"
+        else:
+            message = f"field {error.field!r} is not a valid Liquid template: {error.reason}"
+        problems.append(Problem(where, message))
+    return problems
 
 
 # --- tags --------------------------------------------------------------------------------------
@@ -609,7 +1020,8 @@ def _tagged_places(definitions: Definitions) -> Iterator[tuple[str, tuple[str, .
     for journey in definitions.journeys:
         yield _journey_location(journey), journey.tags
         for step_id, step in journey.steps.items():
-            yield _step_location(journey, step_id), step.tags
+            if step.tags:  # most steps have none: skip building their location
+                yield _step_location(journey, step_id), step.tags
     for segment in definitions.segments:
         yield _segment_location(segment.id), segment.tags
     for item in definitions.content:

@@ -245,22 +245,37 @@ class Renderer:
     def check(
         self, item: ContentItem, variant: Variant, sample_data: Mapping[str, Any]
     ) -> None:
-        """Render every field of ``variant`` against ``sample_data``, for publish time.
+        """Render every field of ``variant`` against ``sample_data``, for publish time, and raise
+        the first of :meth:`problems`."""
+        for error in self.problems(item, variant, sample_data):
+            raise error
 
-        Raises ``RenderLimitError`` for the first field that is too long or hits a template
-        limit on the sample: such a template would fail for every customer, so it is refused
-        before it is stored, and ``RenderError`` for a field that does not parse. Other render
+    def problems(
+        self, item: ContentItem, variant: Variant, sample_data: Mapping[str, Any]
+    ) -> list[RenderError]:
+        """What is wrong with the fields of ``variant``, found by rendering them against
+        ``sample_data``: one error per failing field.
+
+        A field that is too long or hits a template limit on the sample gives a
+        ``RenderLimitError`` (such a template would fail for every customer, so it is refused
+        before it is stored); a field that does not parse gives a ``RenderError``. Other render
         errors depend on the data a customer brings (a missing attribute, a value of another
         type) and are left to send time.
         """
+        errors: list[RenderError] = []
         for name, source in variant.fields.items():
-            template = self._compile(item, variant, name, source)
+            try:
+                template = self._compile(item, variant, name, source)
+            except RenderError as exc:  # too long, or does not parse
+                errors.append(exc)
+                continue
             try:
                 self._run(item, variant, name, template, sample_data)
-            except RenderLimitError:
-                raise
+            except RenderLimitError as exc:
+                errors.append(exc)
             except RenderError:
-                continue
+                continue  # depends on the customer's data: left to send time
+        return errors
 
     def _render_field(
         self,
@@ -276,14 +291,13 @@ class Renderer:
         self, item: ContentItem, variant: Variant, name: str, source: str
     ) -> BoundTemplate | str:
         if len(source) > self.limits.max_template_length:
-            raise RenderLimitError(
-                f"{_where(item, variant, name)}: the template is {len(source)} characters "
-                f"long; the limit is {self.limits.max_template_length}"
-            )
+            raise _error(RenderLimitError, item, variant, name,
+                         f"the template is {len(source)} characters long; the limit is "
+                         f"{self.limits.max_template_length}")
         try:
             return self._template(source)
         except LiquidError as exc:
-            raise RenderError(f"{_where(item, variant, name)}: {_message(exc)}") from exc
+            raise _error(RenderError, item, variant, name, _message(exc)) from exc
 
     def _run(
         self,
@@ -298,13 +312,18 @@ class Renderer:
         try:
             return template.render(**data)
         except ResourceLimitError as exc:
-            raise RenderLimitError(f"{_where(item, variant, name)}: {_message(exc)}") from exc
+            raise _error(RenderLimitError, item, variant, name, _message(exc)) from exc
         except LiquidError as exc:
-            raise RenderError(f"{_where(item, variant, name)}: {_message(exc)}") from exc
+            raise _error(RenderError, item, variant, name, _message(exc)) from exc
         except Exception as exc:  # a template is user input: whatever it raises fails one field
-            raise RenderError(
-                f"{_where(item, variant, name)}: {type(exc).__name__}: {_message(exc)}"
-            ) from exc
+            reason = f"{type(exc).__name__}: {_message(exc)}"
+            raise _error(RenderError, item, variant, name, reason) from exc
+
+
+def _error(
+    cls: type[RenderError], item: ContentItem, variant: Variant, name: str, reason: str
+) -> RenderError:
+    return cls(f"{_where(item, variant, name)}: {reason}", field=name, reason=reason)
 
 
 def _where(item: ContentItem, variant: Variant, name: str) -> str:

@@ -48,7 +48,15 @@ from cjo.limits import (
     MIN_TIMESTAMP,
 )
 
-__all__ = ["Event", "Profile", "ProfileUpdate", "check_id", "check_value", "check_values"]
+__all__ = [
+    "Event",
+    "Profile",
+    "ProfileUpdate",
+    "check_id",
+    "check_value",
+    "check_values",
+    "text_problem",
+]
 
 # Lone surrogates cannot be encoded as UTF-8 (every SQL driver refuses them); PostgreSQL text
 # and jsonb refuse NUL. Refusing both here makes every adapter accept the same strings.
@@ -61,7 +69,7 @@ _show.maxstring = 60
 _show.maxother = 60
 
 
-def _bad_text(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
     """Why ``text`` cannot be stored alike everywhere, or None when it can."""
     if text.isascii() and "\x00" not in text:  # isascii is O(1) in CPython
         return None
@@ -104,7 +112,7 @@ def check_id(value: object, what: str) -> str:
         raise InvalidEventError(
             f"{what} is {len(text)} characters long; ids are at most {MAX_ID_LENGTH}"
         )
-    problem = _bad_text(text)
+    problem = text_problem(text)
     if problem is not None:
         raise InvalidEventError(f"{what} {problem}")
     return text
@@ -179,7 +187,7 @@ def _plain(value: object, label: str, path: str, depth: int, walk: _Walk) -> obj
         raise _invalid(label, path, f": more than {MAX_VALUES} values in one record")
     kind = type(value)
     if kind is str:
-        problem = _bad_text(value)  # type: ignore[arg-type]
+        problem = text_problem(value)  # type: ignore[arg-type]
         if problem is not None:
             raise _invalid(label, path, f" {problem}")
         return value
@@ -227,7 +235,7 @@ def _key(key: object, where: str) -> str:
     if not isinstance(key, str):
         raise InvalidEventError(f"{where}: names must be strings, got {_show.repr(key)}")
     text = key if type(key) is str else str.__str__(key)
-    problem = _bad_text(text)
+    problem = text_problem(text)
     if problem is not None:
         raise InvalidEventError(f"{where}: the name {text!r} {problem}")
     return text
