@@ -238,27 +238,28 @@ _QUERIES: dict[str, LiteralString] = {
     # consumes it in order): every transaction locks in the same order, so none deadlock.
     "lock": "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT "
     + _KEY.replace("{col}", "c")
-    + " AS k FROM unnest(%s::text[]) AS u (c) ORDER BY k) AS keys",
-    "records": "SELECT customer_id, data FROM {s}.customers WHERE customer_id = ANY(%s::text[])",
+    + " AS k FROM unnest(%b::text[]) AS u (c) ORDER BY k) AS keys",
+    "records": "SELECT customer_id, data FROM {s}.customers WHERE customer_id = ANY(%b::text[])",
     "claim_events": "INSERT INTO {s}.events (event_id, seen_at)"
-    " SELECT e, %s FROM unnest(%s::text[]) AS u (e) ON CONFLICT DO NOTHING RETURNING event_id",
+    " SELECT e, %s FROM unnest(%b::text[]) AS u (e) ON CONFLICT DO NOTHING RETURNING event_id",
     "claim_event": "INSERT INTO {s}.events (event_id, seen_at) VALUES (%s, %s)"
     " ON CONFLICT DO NOTHING RETURNING 1",
-    "unclaim_events": "DELETE FROM {s}.events WHERE event_id = ANY(%s::text[])",
+    "unclaim_events": "DELETE FROM {s}.events WHERE event_id = ANY(%b::text[])",
     # Writes send one array per column and unnest them server-side: one statement per table
-    # and transaction, however many rows.
+    # and transaction, however many rows. Arrays go in binary (``%b``): psycopg's text format
+    # escapes every element with a regular expression, many times slower for records.
     "save": "INSERT INTO {s}.customers (customer_id, wake_at, revision, data)"
-    " SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[], %s::text[])"
+    " SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::bigint[], %b::text[])"
     " ON CONFLICT (customer_id) DO UPDATE SET wake_at = EXCLUDED.wake_at, lease_until = NULL,"
     " revision = EXCLUDED.revision, data = EXCLUDED.data",
     "set_aside": "UPDATE {s}.customers AS r SET aside = u.reason"
-    " FROM unnest(%s::text[], %s::text[]) AS u (cid, reason) WHERE r.customer_id = u.cid",
+    " FROM unnest(%b::text[], %b::text[]) AS u (cid, reason) WHERE r.customer_id = u.cid",
     "insert_activity": "INSERT INTO {s}.activity (at, customer_id, enrollment_id, journey_id,"
     " version, step_id, kind, detail, channel, content_id, content_version)"
-    " SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::text[], %s::text[], %s::int[],"
-    " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::int[])",
+    " SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::int[],"
+    " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[])",
     "insert_outbox": "INSERT INTO {s}.outbox (key, customer_id, created_at, available_at, data)"
-    " SELECT k, c, %s, %s, d::json FROM unnest(%s::text[], %s::text[], %s::text[])"
+    " SELECT k, c, %s, %s, d::json FROM unnest(%b::text[], %b::text[], %b::text[])"
     " AS u (k, c, d) ON CONFLICT (key) DO NOTHING",
     "peek": "SELECT data FROM {s}.customers WHERE customer_id = %s",
     # Join against a locked, limited subquery (not ``IN``) so the claim runs exactly once.
@@ -294,7 +295,7 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE key = %s AND status = 'pending'",
     "complete_outbox_many": "UPDATE {s}.outbox AS o SET status = u.st,"
     " attempts = o.attempts + 1, available_at = u.av, last_error = u.err, done_at = u.done"
-    " FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::timestamptz[], %s::text[])"
+    " FROM unnest(%b::text[], %b::timestamptz[], %b::text[], %b::timestamptz[], %b::text[])"
     " AS u (st, av, err, done, k) WHERE o.key = u.k AND o.status = 'pending'",
     "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error"
     " FROM {s}.outbox WHERE key = %s",
@@ -724,6 +725,20 @@ class PostgresStorage(Storage):
             return decode_state(row[0], customer_id)
         except CorruptRecordError:
             return None
+
+    @_translating
+    def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        """``peek`` for several customers in one round trip (a group's relevance check need
+        not cost a round trip per event). Unknown and undecodable records are left out."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q["records"], [list(set(customer_ids))]).fetchall()
+        out: dict[str, CustomerState] = {}
+        for cid, data in rows:
+            try:
+                out[cid] = decode_state(data, cid)
+            except CorruptRecordError:
+                continue
+        return out
 
     # --- wake-ups ----------------------------------------------------------------------------
 
