@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import attrs
 import pytest
 
 from tests.concurrency import workload
@@ -95,8 +96,13 @@ def test_four_workers_match_one_in_memory_engine(postgres_dsn: str, postgres_sch
     customers = sorted({item.customer_id for item in stream})
     with PostgresStorage(postgres_dsn, schema=postgres_schema, max_size=2) as storage:
         for cid in customers:
-            assert storage.get_enrollments(cid) == expected_engine.enrollments(cid), cid
-            assert storage.get_profile(cid) == expected_engine.profile(cid), cid
+            # The whole record: profile, enrollments, ended ones, entry history, timers and
+            # marks. Not its revision: how many transactions wrote it depends on which worker
+            # got there first (a wake-up fired by run_due, or caught up by an event).
+            got, want = storage.peek(cid), expected_engine.storage.peek(cid)
+            assert (got is None) == (want is None), cid
+            if got is not None and want is not None:
+                assert attrs.evolve(got, revision=0) == attrs.evolve(want, revision=0), cid
         for journey in ("abandoned_cart", "welcome"):
             assert storage.activity_counts(journey) == (
                 expected_engine.storage.activity_counts(journey)

@@ -27,6 +27,7 @@ from cjo import (
     ManualClock,
     Message,
     ReentryPolicy,
+    Retention,
     Send,
     Split,
     SplitPath,
@@ -216,6 +217,9 @@ def make_engine(storage: Any, clock: ManualClock, **options: Any) -> tuple[
     Engine, dict[str, FlakyRecordingChannel]
 ]:
     channels = {name: FlakyRecordingChannel(clock) for name in CHANNELS}
+    # Delivered messages are kept for the whole run, so that every outbox entry can be
+    # compared at the end; event ids and activity are pruned as usual (by every worker).
+    options.setdefault("retention", Retention(outbox=timedelta(days=365)))
     engine = Engine(storage, channels=dict(channels), clock=clock, **options)
     engine.publish(journeys=[cart_journey(), welcome_journey()], content=list(CONTENT))
     return engine, channels
