@@ -99,8 +99,9 @@ class Limits:
     - ``max_duration``: longest duration anywhere in a definition (waits, timeouts, lifetimes,
       goal windows, re-entry windows).
     - ``max_json_depth``: nesting of definitions data (JSON objects and lists) accepted by
-      ``load_definitions`` and ``loads_definitions``; must leave room for the deepest condition
-      (two levels per and/or) plus the deepest value.
+      ``load_definitions`` and ``loads_definitions``. By default it follows
+      ``max_condition_depth``: room for the deepest condition (two levels per and/or), the
+      deepest value and the levels above them (100 for the default depth of 32).
 
     Catch-up (enforced by the decision core when ``run_due`` runs late):
 
@@ -124,7 +125,10 @@ class Limits:
     max_attributes_per_update: int = 100
     min_wait: timedelta = timedelta(minutes=1)
     max_duration: timedelta = timedelta(days=3_650)
-    max_json_depth: int = 100
+    max_json_depth: int = attrs.field(
+        default=attrs.Factory(lambda self: _json_depth_for(self.max_condition_depth),
+                              takes_self=True)
+    )
 
     max_messages_per_catch_up: int = 10
 
@@ -132,16 +136,21 @@ class Limits:
         problems: list[str] = []
         for field in attrs.fields(type(self)):
             value = getattr(self, field.name)
-            if isinstance(value, bool) or (isinstance(value, int) and value < 1):
+            if field.name in _DURATIONS:
+                if value is None and field.name == "render_timeout":
+                    continue
+                if not isinstance(value, timedelta):
+                    problems.append(f"{field.name} must be a timedelta, got {value!r}")
+                elif value <= timedelta(0):
+                    problems.append(f"{field.name} must be positive, got {value}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{field.name} must be a positive integer, got {value!r}")
-            elif isinstance(value, timedelta) and value <= timedelta(0):
-                problems.append(f"{field.name} must be positive, got {value}")
-            elif not isinstance(value, int | timedelta) and value is not None:
-                problems.append(f"{field.name} has the wrong type: {value!r}")
+        if problems:
+            raise UsageError("; ".join(problems))
         if self.min_wait > self.max_duration:
             problems.append(f"min_wait {self.min_wait} is longer than max_duration "
                             f"{self.max_duration}")
-        needed = 2 * self.max_condition_depth + MAX_VALUE_DEPTH + 16
+        needed = _json_depth_for(self.max_condition_depth)
         if self.max_json_depth < needed:
             problems.append(
                 f"max_json_depth {self.max_json_depth} leaves no room for conditions "
@@ -154,6 +163,17 @@ class Limits:
             )
         if problems:
             raise UsageError("; ".join(problems))
+
+
+_DURATIONS: Final = frozenset({"render_timeout", "min_wait", "max_duration"})
+
+
+def _json_depth_for(condition_depth: int) -> int:
+    # Two levels per and/or (the node and its list), the deepest value, and the definitions,
+    # journey, steps, step, cases and case levels above a condition, with some room to spare.
+    if isinstance(condition_depth, bool) or not isinstance(condition_depth, int):
+        return 0  # reported by the type check
+    return 2 * condition_depth + MAX_VALUE_DEPTH + 20
 
 
 DEFAULT_LIMITS: Final = Limits()
