@@ -30,12 +30,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 from baseline import RELEVANT, ShopBaseline
 
 import cjo
-from cjo import Engine, Event, InMemoryStorage, ManualClock
+from cjo import Engine, Event, InMemoryStorage, ManualClock, ProfileUpdate
 from cjo.analytics import journey_report
-from cjo.demo import DEMO_START, run_simulation, shop_channels, shop_definitions, shop_workload
+from cjo.demo import (
+    DEMO_START,
+    profile_from_signup,
+    run_simulation,
+    shop_channels,
+    shop_definitions,
+    shop_workload,
+)
 from cjo.errors import StorageError
 from cjo.runtime.core import Decider
 from cjo.storage.base import Storage
@@ -57,11 +65,13 @@ class Run:
     seconds: float  # wall time of the whole pass
     handle_seconds: float  # identify + handle_events / handle_event
     due_seconds: float  # run_due (every tick, also when nothing is due)
-    wakeups: int  # wake-ups fired by run_due
+    wakeups: int  # wake-ups fired by run_due (all wake-ups fired, when not due_only)
     sent: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)  # journey.status -> count
     maxrss_delta_mib: float | None = None
     workers: int = 1
+    due_only: bool = True  # wakeups counts only those run_due fired
+
 
     @property
     def events_per_s(self) -> float:
@@ -73,6 +83,8 @@ class Run:
 
     @property
     def wakeups_per_s(self) -> float:
+        if not self.due_only:
+            return 0.0  # some wake-ups fired outside run_due: no rate to give
         return self.wakeups / self.due_seconds if self.due_seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,42 +101,45 @@ def maxrss_mib() -> float:
 
 
 @contextmanager
-def count_wakeups(engine: Engine) -> Iterator[Callable[[], int]]:
+def count_wakeups(*, due_only: bool = True) -> Iterator[Callable[[], int]]:
     """Count the wake-ups ``run_due`` fires, whatever the adapter: every one goes through the
     decision core, as ``Decider._wake`` (an enrollment's wait, timeout or lifetime) or
-    ``Decider._fire_timer`` (a customer timer: the inactivity trigger). Both are patched for
-    the duration, then restored. Wake-ups fired by an event's catch-up are not counted."""
+    ``Decider._fire_timer`` (a customer timer: the inactivity trigger). They and
+    ``Engine.run_due`` are patched on their classes for the duration (so engines made inside,
+    such as a back-test's, count too), then restored. Wake-ups fired by an event's catch-up are
+    counted only when not ``due_only``."""
     fired = [0]
     inside = [False]
     original_wake = Decider._wake
     original_fire = Decider._fire_timer
-    original_run_due = engine.run_due
+    original_run_due = Engine.run_due
 
     def wake(self: Decider, enrollment: Any) -> None:
-        if inside[0]:
+        if inside[0] or not due_only:
             fired[0] += 1
         original_wake(self, enrollment)
 
     def fire_timer(self: Decider, name: str) -> None:
-        if inside[0]:
+        if inside[0] or not due_only:
             fired[0] += 1
         original_fire(self, name)
 
-    def run_due(now: datetime | None = None) -> Any:
+    def run_due(self: Engine, now: datetime | None = None) -> Any:
         inside[0] = True
         try:
-            return original_run_due(now)
+            return original_run_due(self, now)
         finally:
             inside[0] = False
 
     Decider._wake = wake  # type: ignore[method-assign]
     Decider._fire_timer = fire_timer  # type: ignore[method-assign]
-    engine.run_due = run_due  # type: ignore[method-assign]
+    Engine.run_due = run_due  # type: ignore[method-assign]
     try:
         yield lambda: fired[0]
     finally:
         Decider._wake = original_wake  # type: ignore[method-assign]
         Decider._fire_timer = original_fire  # type: ignore[method-assign]
+        Engine.run_due = original_run_due  # type: ignore[method-assign]
 
 
 def run_cjo(name: str, storage: Storage, events: Sequence[Event], *, batch: bool,
@@ -135,7 +150,7 @@ def run_cjo(name: str, storage: Storage, events: Sequence[Event], *, batch: bool
     engine.publish(shop_definitions())
     gc.collect()
     rss_before = maxrss_mib()
-    with count_wakeups(engine) as fired:
+    with count_wakeups() as fired:
         began = time.perf_counter()
         stats = run_simulation(engine, clock, events, tick=tick, batch=batch,
                                until=DEMO_START + timedelta(days=days))
@@ -179,6 +194,44 @@ def run_baseline(name: str, events: Sequence[Event], *, days: float, tick: timed
     )
 
 
+def run_backtest(name: str, events: Sequence[Event], *, days: float) -> Run | None:
+    """The same events through ``cjo.simulate.backtest`` (None where cjo has none): each event
+    decided at its own timestamp rather than at the end of a tick, so its sends and outcomes
+    may differ a little from the tick-by-tick runs; a throughput figure, not an oracle. It
+    fires many wake-ups in its own catch-ups rather than through ``run_due``: all are counted."""
+    try:
+        from cjo.simulate import backtest
+    except ImportError:
+        return None
+
+    def inputs() -> Iterator[Event | ProfileUpdate]:
+        for event in events:
+            if event.name == "signed_up":
+                # Applied at the instant of the next input: its sign-up.
+                yield profile_from_signup(event)
+            yield event
+
+    gc.collect()
+    with count_wakeups(due_only=False) as fired:
+        began = time.perf_counter()
+        result = backtest(shop_definitions(), inputs(), start=DEMO_START,
+                          until=DEMO_START + timedelta(days=days))
+        seconds = time.perf_counter() - began
+        wakeups = fired()
+    outcomes: dict[str, int] = {}
+    for jid, r in result.reports.items():
+        outcomes.update({
+            f"{jid}.entered": r.entered, f"{jid}.active": r.active,
+            f"{jid}.completed": r.completed, f"{jid}.converted": r.converted,
+            f"{jid}.exited": r.exited_total,
+        })
+    return Run(
+        name=name, events=result.events, relevant=_relevant(events), seconds=seconds,
+        handle_seconds=seconds - result.due_seconds, due_seconds=result.due_seconds,
+        wakeups=wakeups, sent=dict(result.messages), outcomes=outcomes, due_only=False,
+    )
+
+
 def _relevant(events: Sequence[Event]) -> int:
     return sum(1 for e in events if e.name in RELEVANT)
 
@@ -193,6 +246,86 @@ def traced_peak_mib(fn: Callable[[], object]) -> float:
     finally:
         tracemalloc.stop()
     return peak / 2**20
+
+
+# What the in-memory adapter keeps, by part, as its attributes (this measures that adapter's
+# internals on purpose: a dict emptied by deletions keeps its table, so only replacing the
+# containers frees everything). Dropped in this order: see state_memory.
+STATE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("event ids", ("_events",)),
+    ("outbox", ("_outbox", "_outbox_done", "_pending")),
+    ("activity log", ("_log",)),
+    ("customer records", ("_records", "_wakes", "_wake_keys", "_wake_leases", "_aside")),
+)
+
+
+@dataclass
+class StateMemory:
+    """What the engine's in-memory state holds at the end of a pass, in traced bytes."""
+
+    customers: int  # customer records
+    enrollments: int  # active enrollments in them
+    waiting: int  # customers with a wake-up pending
+    items: dict[str, int]  # part -> entries (records, event ids, outbox messages, log entries)
+    bytes: dict[str, int]  # part -> bytes freed by dropping it
+    sent: dict[str, int]
+    retention: dict[str, str]
+
+    def per_item(self, part: str) -> float:
+        n = self.items.get(part, 0)
+        return self.bytes.get(part, 0) / n if n else 0.0
+
+
+def _traced_now() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def state_memory(customers: int, days: float, seed: int, tick: timedelta) -> StateMemory:
+    """Run the full workload once more, untimed, under tracemalloc, then drop the in-memory
+    storage's parts one by one and measure what each drop frees.
+
+    The workload's raw events are generated before tracing starts and its ``Event`` objects are
+    created (traced) as the simulation reads them, so what the engine keeps of them (ids,
+    timestamps, properties) is counted and what it does not keep is freed. Event ids, the
+    outbox and the activity log are dropped first; the records go last, so objects they share
+    with the log or the outbox (customer and enrollment ids, instants) count as theirs.
+    """
+    stream = shop_workload(customers, days, seed)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        clock = ManualClock(DEMO_START)
+        channels = shop_channels()
+        storage = InMemoryStorage()
+        engine = Engine(storage, channels=dict(channels), clock=clock)
+        engine.publish(shop_definitions())
+        run_simulation(engine, clock, stream, tick=tick,
+                       until=DEMO_START + timedelta(days=days))
+        del stream
+        records = storage._records
+        result = StateMemory(
+            customers=len(records),
+            enrollments=sum(len(r.enrollments) for r in records.values()),
+            waiting=len(storage._wake_keys),
+            items={"event ids": len(storage._events), "outbox": len(storage._outbox),
+                   "activity log": len(storage._log), "customer records": len(records)},
+            bytes={},
+            sent={k: ch.sent for k, ch in sorted(channels.items())},
+            retention={k: str(v) for k, v in attrs.asdict(engine.retention).items()}
+            | {"prune_every": str(engine.prune_every)},
+        )
+        del records
+        before = _traced_now()
+        for part, names in STATE_PARTS:
+            for name in names:
+                setattr(storage, name, type(getattr(storage, name))())
+            after = _traced_now()
+            result.bytes[part] = before - after
+            before = after
+        return result
+    finally:
+        tracemalloc.stop()
 
 
 def subset(events: Sequence[Event], every: int) -> list[Event]:
@@ -332,7 +465,8 @@ def run_rows(runs: list[Run], reference: Run | None) -> list[list[str]]:
         ratio = f"{r.events_per_s / reference.events_per_s:.3f}" if reference else "-"
         rows.append([r.name, f"{r.events:,}", f"{r.seconds:.2f}", f"{r.events_per_s:,.0f}",
                      f"{r.relevant_per_s:,.0f}", ratio, f"{r.wakeups:,}",
-                     f"{r.due_seconds:.2f}", f"{r.wakeups_per_s:,.0f}"])
+                     f"{r.due_seconds:.2f}",
+                     f"{r.wakeups_per_s:,.0f}" if r.due_only else "-"])
     return rows
 
 
@@ -364,7 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tick", type=float, default=5.0, help="simulated minutes per tick")
     p.add_argument("--quick", action="store_true",
-                   help="smoke size: 3,000 customers, 7 days, 300 storage customers")
+                   help="smoke size: 3,000 customers, 21 days (long enough for the 14-day "
+                        "win-back), 300 storage customers")
     p.add_argument("--single-every", type=int, default=10,
                    help="one-event-at-a-time runs use one customer in N (default 10)")
     p.add_argument("--storage", default="memory",
@@ -374,15 +509,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=0,
                    help="also run N worker processes on a postgresql storage")
     p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--backtest", action="store_true",
+                   help="also time cjo.simulate.backtest on the full workload")
     p.add_argument("--no-tracemalloc", action="store_true",
-                   help="skip the (untimed) tracemalloc pass on the single-event subset")
+                   help="skip the (untimed) tracemalloc passes: the peak on the subset and the "
+                        "engine state per customer")
+    p.add_argument("--no-state-memory", action="store_true",
+                   help="skip the (untimed) full-size pass measuring engine state per customer")
     p.add_argument("--keep", action="store_true", help="keep SQL databases / schemas")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="also profile cjo (cProfile, batches, on the subset): print the top N")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.quick:
-        args.customers, args.days, args.storage_customers = 3_000, 7.0, 300
+        args.customers, args.days, args.storage_customers = 3_000, 21.0, 300
     tick = timedelta(minutes=args.tick)
     urls = [u.strip() for u in args.storage.split(",") if u.strip()]
     for url in urls:
@@ -438,6 +578,14 @@ def memory_phase(args: argparse.Namespace, tick: timedelta, report: dict[str, An
         base = run_baseline("baseline (plain Python)", events, days=args.days, tick=tick)
         runs.insert(0, base)
     gc.collect()
+    # (c) the back-test (each event at its own instant), where cjo has one.
+    if args.backtest:
+        bt = run_backtest("cjo backtest (no rendering)", events, days=args.days)
+        if bt is None:
+            print("  --backtest: this cjo has no cjo.simulate.backtest; skipped")
+        else:
+            runs.append(bt)
+        gc.collect()
     # One event at a time, on a subset of whole customers (and both others on the same subset).
     small = subset(events, args.single_every)
     sub = f"1/{args.single_every} customers"
@@ -462,8 +610,14 @@ def memory_phase(args: argparse.Namespace, tick: timedelta, report: dict[str, An
                   if base.outcomes.get(k) != v}
         print("  journey outcomes (entered, active, completed, converted, exited): "
               + ("identical" if not differ else f"differ (cjo, baseline): {differ}"))
+        print("  wake-ups fired by the due phase: "
+              + ("identical" if cjo_batch.wakeups == base.wakeups
+                 else f"differ (cjo {cjo_batch.wakeups:,}, baseline {base.wakeups:,})"))
         speed = base.events_per_s / cjo_batch.events_per_s if cjo_batch.events_per_s else 0
         print(f"  the baseline is {speed:.1f}x faster than cjo in memory (whole pass, batches)")
+    if any(not r.due_only for r in runs):
+        print("  (the back-test decides each event at its own timestamp, not at its tick's end, "
+              "so its sends may differ a little; its wake-ups count all it fired)")
     mem: dict[str, Any] = {"cjo_full_maxrss_delta_mib": cjo_batch.maxrss_delta_mib}
     print(f"\nmemory: cjo full run raised peak RSS by {cjo_batch.maxrss_delta_mib:,.0f} MiB "
           f"(ru_maxrss delta; includes the engine's state at the end: enrollments, outbox)")
@@ -477,12 +631,32 @@ def memory_phase(args: argparse.Namespace, tick: timedelta, report: dict[str, An
                 lambda: run_baseline("traced", small, days=args.days, tick=tick))
             line += f", baseline {mem['baseline_subset_tracemalloc_peak_mib']:,.1f} MiB"
         print(line)
+    if not (args.no_tracemalloc or args.no_state_memory):
+        state = state_memory(args.customers, args.days, args.seed, tick)
+        mem["state"] = {**asdict(state), "bytes_per_item": {
+            part: state.per_item(part) for part in state.bytes}}
+        print_state_memory(state, cjo_batch)
     report["runs"] = [r.as_dict() for r in runs]
     report["subset_runs"] = [r.as_dict() for r in sub_runs]
     report["memory"] = mem
     if args.profile:
         profile_run(small, args, tick)
 
+
+def print_state_memory(state: StateMemory, timed: Run) -> None:
+    print(f"\nengine state at the end of the full pass (a second, untimed pass under "
+          f"tracemalloc; retention {state.retention}):")
+    rows = [["part", "entries", "MiB", "bytes each"]]
+    for part, size in state.bytes.items():
+        rows.append([part, f"{state.items[part]:,}", f"{size / 2**20:,.1f}",
+                     f"{state.per_item(part):,.0f}"])
+    print(table(rows))
+    print(f"  customer records: {state.per_item('customer records'):,.0f} bytes per customer "
+          f"({state.customers:,} customers, {state.enrollments:,} active enrollments, "
+          f"{state.waiting:,} with a wake-up pending); event ids, outbox and activity log are "
+          "bounded by their retention windows, not by the number of customers")
+    if state.sent != timed.sent:
+        print(f"  WARNING: the traced pass sent {state.sent}, the timed pass {timed.sent}")
 
 
 def profile_run(events: list[Event], args: argparse.Namespace, tick: timedelta) -> None:
