@@ -8,8 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from cjo import Engine, InMemoryStorage, ManualClock, validate_definitions
+from cjo import Engine, Event, InMemoryStorage, ManualClock, validate_definitions
 from cjo.analytics import format_table, journey_report
+from cjo.channels.recording import RecordingChannel
 from cjo.cli import main
 from cjo.demo import (
     CURSOR_KEY,
@@ -58,7 +59,8 @@ def test_definitions_are_valid_and_use_the_taxonomy():
     assert validate_definitions(definitions, channels=["email", "sms", "push"]) == []
     assert definitions.taxonomy is not None
     tags = definitions.taxonomy.tags()
-    assert {"lifecycle/onboarding", "lifecycle/recovery"} <= tags
+    assert {"lifecycle/onboarding", "lifecycle/recovery", "lifecycle/retention"} <= tags
+    assert [j.id for j in definitions.journeys] == ["welcome", "abandoned_cart", "win_back"]
     for item in definitions.content:
         assert {v.channel for v in item.variants} == {"email", "sms", "push"}
         assert item.tags and set(item.tags) <= tags
@@ -184,6 +186,7 @@ def test_cli_demo_prints_both_journeys_with_plausible_numbers(capsys):
     assert "customers: 250 new" in out
     assert "== welcome (Welcome series)" in out
     assert "== abandoned_cart (Abandoned cart)" in out
+    assert "== win_back (We miss you)" in out
     welcome = summary_numbers(out, "welcome")
     cart = summary_numbers(out, "abandoned_cart")
     assert welcome["entered"] == 250
@@ -224,11 +227,59 @@ def test_cursor_is_kept_in_storage_settings():
     assert '"periods": 1' in (engine.storage.get_setting(CURSOR_KEY) or "")
 
 
-def test_bench_smoke_run_agrees_with_the_hand_written_baseline(tmp_path, monkeypatch, capsys):
-    """The benchmark's plain-Python version of the two journeys is an independent oracle: on
-    the same events and clock, cjo must send exactly the same messages with the same outcomes."""
+def test_win_back_fires_once_per_quiet_spell_from_creation_or_the_last_purchase():
+    clock = ManualClock(DEMO_START)
+    channels = {name: RecordingChannel() for name in ("email", "sms", "push")}
+    engine = Engine(channels=dict(channels), clock=clock)
+    engine.publish(shop_definitions())
+    day = timedelta(days=1)
+
+    def win_backs() -> list[tuple[str, str, object]]:
+        return sorted(
+            (m.customer_id, m.channel, m.created_at)
+            for ch in channels.values() for m in ch.messages if m.journey_id == "win_back"
+        )
+
+    def run_until(when):  # run_due at every hour, as a worker polling would
+        while clock.now() < when:
+            clock.set(min(clock.now() + timedelta(hours=1), when))
+            engine.run_due()
+
+    engine.identify("never", {"plan": "free", "first_name": "Ada"})  # created at DEMO_START
+    engine.identify("buyer", {"plan": "pro", "first_name": "Ben"})
+    run_until(DEMO_START + 14 * day - timedelta(seconds=1))
+    assert win_backs() == []
+    run_until(DEMO_START + 14 * day)
+    # Exactly 14 days after creation, both are emailed.
+    assert win_backs() == [("buyer", "email", DEMO_START + 14 * day),
+                           ("never", "email", DEMO_START + 14 * day)]
+    (email,) = [m for m in channels["email"].messages if m.customer_id == "buyer"
+                and m.journey_id == "win_back"]
+    assert email.fields["subject"] == "Ben, we miss you"
+    assert "20% off" in email.fields["body"] and "BACK-BUYER" in email.fields["body"]
+    # The buyer buys (stamped a little before it reaches the engine): converted, no push; the
+    # next quiet spell is measured from the purchase's own timestamp.
+    bought = DEMO_START + 15 * day
+    clock.set(bought + timedelta(minutes=5))
+    outcome = engine.handle_event(Event("buyer", "purchased", bought, event_id="p1"))
+    assert [(g.journey_id, g.goal) for g in outcome.goals] == [("win_back", "repurchase")]
+    run_until(DEMO_START + 40 * day)
+    assert win_backs() == [
+        ("buyer", "email", DEMO_START + 14 * day),
+        ("buyer", "email", bought + 14 * day),
+        ("buyer", "push", bought + 17 * day),
+        ("never", "email", DEMO_START + 14 * day),
+        ("never", "push", DEMO_START + 17 * day),
+    ]
+    # Once per quiet spell: nothing more without a new purchase.
+    run_until(DEMO_START + 80 * day)
+    assert len(win_backs()) == 5
+    report = journey_report(engine.storage, shop_definitions().journeys[2])
+    assert (report.entered, report.converted, report.completed, report.active) == (3, 1, 2, 0)
+
+
+def _bench_modules(monkeypatch):
     import importlib
-    import json
     import sys
     from pathlib import Path
 
@@ -236,20 +287,57 @@ def test_bench_smoke_run_agrees_with_the_hand_written_baseline(tmp_path, monkeyp
     monkeypatch.syspath_prepend(str(bench))
     for name in ("bench_engine", "baseline"):
         monkeypatch.delitem(sys.modules, name, raising=False)
-    bench_engine = importlib.import_module("bench_engine")
+    return importlib.import_module("bench_engine"), importlib.import_module("baseline")
+
+
+def test_bench_smoke_run_agrees_with_the_hand_written_baseline(tmp_path, monkeypatch, capsys):
+    """The benchmark's plain-Python version of the three journeys is an independent oracle: on
+    the same events and clock, cjo must send exactly the same messages with the same outcomes
+    and fire the same wake-ups. 20 days: long enough for the 14-day win-back to fire."""
+    import json
+
+    bench_engine, _baseline = _bench_modules(monkeypatch)
     assert bench_engine.main([
-        "--customers", "400", "--days", "5", "--seed", "9", "--no-tracemalloc",
-        "--out", str(tmp_path),
+        "--customers", "300", "--days", "20", "--seed", "9", "--out", str(tmp_path),
     ]) == 0
-    assert "journey outcomes (entered, active, completed, converted, exited): identical" in (
-        capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "journey outcomes (entered, active, completed, converted, exited): identical" in out
+    assert "wake-ups fired by the due phase: identical" in out
     (result,) = tmp_path.glob("bench-*.json")
-    runs = {r["name"]: r for r in json.loads(result.read_text())["runs"]}
+    report = json.loads(result.read_text())
+    runs = {r["name"]: r for r in report["runs"]}
     base, engine = runs["baseline (plain Python)"], runs["cjo memory, batches"]
     assert engine["sent"] == base["sent"] and sum(base["sent"].values()) > 0
     assert engine["outcomes"] == base["outcomes"]
+    assert base["outcomes"]["win_back.entered"] > 0 and base["outcomes"]["win_back.converted"] > 0
     assert engine["wakeups"] == base["wakeups"] > 0
+    # Engine state per customer, measured apart from what retention bounds.
+    state = report["memory"]["state"]
+    assert state["customers"] == 300 and state["sent"] == engine["sent"]
+    assert set(state["bytes"]) == {"event ids", "outbox", "activity log", "customer records"}
+    assert 500 < state["bytes_per_item"]["customer records"] < 20_000
+    assert "bytes per customer" in out
+
+
+def test_the_baseline_renders_what_cjo_renders(monkeypatch):
+    """Not only as many messages: the same customers, channels and rendered text."""
+    _bench_engine, baseline = _bench_modules(monkeypatch)
+    events = list(shop_workload(200, 20, seed=4))
+    until = DEMO_START + timedelta(days=20)
+    clock = ManualClock(DEMO_START)
+    channels = {name: RecordingChannel() for name in ("email", "sms", "push")}
+    engine = Engine(InMemoryStorage(), channels=dict(channels), clock=clock)
+    engine.publish(shop_definitions())
+    run_simulation(engine, clock, events, until=until)
+    sent = Counter(
+        (m.customer_id, m.channel, tuple(sorted(m.fields.items())))
+        for ch in channels.values() for m in ch.messages
+    )
+    shop = baseline.ShopBaseline()
+    shop.run(events, DEMO_START, until, timedelta(minutes=5))
+    expected = Counter((cid, ch, tuple(sorted(f.items()))) for cid, ch, f in shop.outbox)
+    assert sent == expected
+    assert any(m.journey_id == "win_back" for m in channels["push"].messages)
 
 
 def test_cli_demo_on_sqlite_resumes_the_waiting_customers(tmp_path, capsys):
