@@ -58,6 +58,8 @@ def main() -> None:
         channels={"webhook": WebhookChannel(posted, fail_first=1)},
         clock=clock,
         retry_backoff=timedelta(seconds=30),
+        # A message carries only the profile attributes named here (contact details).
+        recipient_attributes=("webhook_url",),
     )
     engine.publish(
         journeys=[Journey(

@@ -15,7 +15,12 @@ EXPECTED = {
         "Tue 13:00 sms   -> ann",
         "ann: completed at Tue 13:00",
     ],
-    "custom_channel.py": ["after the first attempt: 0 posted", "retried 1", "A-1001"],
+    "custom_channel.py": [
+        "after the first attempt: 0 posted",
+        "retried 1",
+        "A-1001",
+        '"to": "https://hooks.example.invalid/acme"',
+    ],
     "from_json.py": ["email ada: {'subject': 'Three tips for pros'}", "push  max:"],
 }
 
