@@ -34,7 +34,7 @@ def broken(tmp_path: Path, edit) -> Path:
 def test_validate_ok(good_file, capsys):
     assert main(["validate", str(good_file)]) == 0
     out = capsys.readouterr().out
-    assert out == f"{good_file}: OK (2 journeys, 0 segments, 3 content items)\n"
+    assert out == f"{good_file}: OK (3 journeys, 0 segments, 4 content items)\n"
 
 
 def test_validate_ok_with_the_channels_it_uses(good_file, capsys):
@@ -100,8 +100,8 @@ def test_python_dash_m_runs_the_cli(good_file):
         capture_output=True, text=True, check=False,
         env={"PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")},
     )
-    assert (done.returncode, done.stdout.strip().endswith("OK (2 journeys, 0 segments, "
-                                                          "3 content items)")) == (0, True)
+    assert (done.returncode, done.stdout.strip().endswith("OK (3 journeys, 0 segments, "
+                                                          "4 content items)")) == (0, True)
 
 
 # --- storage URLs ------------------------------------------------------------------------------

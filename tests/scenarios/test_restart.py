@@ -89,7 +89,7 @@ def test_a_wait_of_an_unknown_version_is_kept_not_dropped(tmp_path):
     first.publish(journeys=[v1()], content=SIMPLE_CONTENT)
     first.handle_event(ev("go", "c1", clock.now()))
     # As if the stored definitions had lost version 1 (say, written by a tool that dropped it).
-    first.storage.put_setting("cjo.definitions", dumps_definitions(Definitions()))
+    first.storage.append_definitions(first.generation, dumps_definitions(Definitions()))
     first.storage.close()
 
     blind, clock, channels = restarted(path, clock)
