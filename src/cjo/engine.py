@@ -152,6 +152,8 @@ class Engine:
             problems.extend(validate_definitions(merged, channels=self.channels.keys()))
             if problems:
                 raise DefinitionError(problems)
+            if merged == current and registry.generation > 0:
+                return registry.generation  # nothing new: no new generation
             try:
                 generation = self.storage.append_definitions(
                     registry.generation, dumps_definitions(merged, indent=None)
@@ -492,7 +494,7 @@ def _merge(
     for c in content:
         old = items.get(c.id)
         if old is None:
-            items[c.id] = c
+            items[c.id] = attrs.evolve(c, version=1) if c.version != 1 else c
         elif attrs.evolve(c, version=old.version) != old:
             # A change (whatever version the caller wrote) gets the next content version.
             items[c.id] = attrs.evolve(c, version=old.version + 1)

@@ -35,7 +35,8 @@ class InactivityTrigger:
     It fires exactly ``after`` past the last qualifying event (by the event's own timestamp),
     or past the customer's creation when there is none; each qualifying event moves that
     instant. It fires once per quiet spell: the next qualifying event starts a new one.
-    Customers created before the journey was published are armed at their next event.
+    For customers created before the journey was published, what they did before is unknown:
+    their quiet spell starts at their next input the engine handles.
     """
 
     kind: ClassVar[str] = "inactivity"

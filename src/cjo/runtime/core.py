@@ -169,7 +169,7 @@ class Decider:
         timeouts and lifetimes, and customer timers. Each fires at its own due instant, so a
         late worker still times the following steps from the schedule, and the outcome does
         not depend on when the worker came."""
-        self._arm()
+        self._arm(now)
         journeys = self.registry.journeys
         state = self.state
         while True:
@@ -232,9 +232,9 @@ class Decider:
 
     # --- timers ------------------------------------------------------------------------------
 
-    def _arm(self) -> None:
+    def _arm(self, now: datetime) -> None:
         for cj in self.registry.armed:
-            cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled)
+            cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled, now)
 
     def _fire_timer(self, name: str) -> None:
         at = self.state.timers.pop(name)

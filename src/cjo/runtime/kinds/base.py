@@ -3,7 +3,7 @@
 A step kind declares its labelled successors, whether it waits, its validation, what it
 compiles once at publish time, and how it runs (on arrival, on its wake-up, on an event while
 it waits). Validation, the registry and the decider dispatch through these objects, so a new
-kind is one module plus its tests: see docs/architecture.md, "Adding a step kind".
+kind is one module plus its tests: see docs/kinds.md.
 """
 
 from __future__ import annotations
@@ -133,7 +133,9 @@ class TriggerKind(Generic[S]):
     ) -> None:
         """An event of the customer arrived (one of ``entry_events`` or ``watched_events``)."""
 
-    def arm(self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any) -> None:
+    def arm(
+        self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, now: datetime
+    ) -> None:
         """Make sure the customer's timers for this trigger are set (each transaction)."""
 
     def on_timer(

@@ -60,8 +60,9 @@ class ApiTriggerKind(TriggerKind[ApiTrigger]):
 
 
 class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
-    """Keeps two marks per journey in the customer record (the last qualifying event's
-    timestamp, and the basis the trigger last fired for) and one customer timer."""
+    """Keeps marks per journey in the customer record (the last qualifying event's timestamp,
+    the instant the trigger first knew the customer, the basis it last fired for) and one
+    customer timer."""
 
     trigger_type = InactivityTrigger
 
@@ -100,15 +101,23 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
         d.touch()
 
     def arm(
-        self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any
+        self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any,
+        now: datetime,
     ) -> None:
         jid = cj.journey.id
         state = d.state
         name = timer_name(jid)
         if name in state.timers:
             return
-        basis = state.marks.get(f"seen:{jid}", state.created_at)
-        if state.marks.get(f"fired:{jid}") == basis:
+        marks = state.marks
+        basis = marks.get(f"seen:{jid}") or marks.get(f"since:{jid}")
+        if basis is None:
+            # The quiet spell starts when the trigger first knows the customer: at creation
+            # for customers who arrive after the journey was published; at their next input
+            # for earlier ones (what they did before is unknown: never fire in the past).
+            basis = marks[f"since:{jid}"] = now
+            d.touch()
+        if marks.get(f"fired:{jid}") == basis:
             return  # already fired for this quiet spell
         state.timers[name] = basis + trigger.after
         d.touch()
@@ -119,5 +128,6 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
     ) -> None:
         jid = cj.journey.id
         state = d.state
-        state.marks[f"fired:{jid}"] = state.marks.get(f"seen:{jid}", state.created_at)
+        marks = state.marks
+        marks[f"fired:{jid}"] = marks.get(f"seen:{jid}") or marks[f"since:{jid}"]
         d.consider_entry(cj, {}, None, at)
