@@ -252,8 +252,11 @@ _QUERIES: dict[str, LiteralString] = {
     " SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::bigint[], %b::text[])"
     " ON CONFLICT (customer_id) DO UPDATE SET wake_at = EXCLUDED.wake_at, lease_until = NULL,"
     " revision = EXCLUDED.revision, data = EXCLUDED.data",
+    # Updates joined to arrays also name the keys with ``= ANY``, so that the planner looks
+    # the rows up by primary key instead of hashing the whole table.
     "set_aside": "UPDATE {s}.customers AS r SET aside = u.reason"
-    " FROM unnest(%b::text[], %b::text[]) AS u (cid, reason) WHERE r.customer_id = u.cid",
+    " FROM unnest(%(ids)b::text[], %(reasons)b::text[]) AS u (cid, reason)"
+    " WHERE r.customer_id = u.cid AND r.customer_id = ANY(%(ids)b::text[])",
     "insert_activity": "INSERT INTO {s}.activity (at, customer_id, enrollment_id, journey_id,"
     " version, step_id, kind, detail, channel, content_id, content_version)"
     " SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::int[],"
@@ -262,41 +265,43 @@ _QUERIES: dict[str, LiteralString] = {
     " SELECT k, c, %s, %s, d::json FROM unnest(%b::text[], %b::text[], %b::text[])"
     " AS u (k, c, d) ON CONFLICT (key) DO NOTHING",
     "peek": "SELECT data FROM {s}.customers WHERE customer_id = %s",
-    # Join against a locked, limited subquery (not ``IN``) so the claim runs exactly once.
+    # The locked, limited subquery runs once (an InitPlan, as an array: not ``IN``, which
+    # may be re-planned as a join that runs it again), and the rows are then found by primary
+    # key (a join would be free to scan the whole table).
     "claim_due": "UPDATE {s}.customers AS r SET lease_until = %(until)s"
-    " FROM (SELECT customer_id FROM {s}.customers"
+    " WHERE r.customer_id = ANY(ARRAY(SELECT customer_id FROM {s}.customers"
     "   WHERE wake_at IS NOT NULL AND aside IS NULL AND wake_at <= %(now)s"
     "   AND (lease_until IS NULL OR lease_until <= %(now)s)"
-    "   ORDER BY wake_at, customer_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
-    " WHERE r.customer_id = due.customer_id"
+    "   ORDER BY wake_at, customer_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED))"
     " RETURNING r.customer_id, r.wake_at",
     # The same claim, inside the transaction that works on the customers: the advisory locks
-    # are only tried (never waited for while holding row locks), and the records come back
-    # with the claim. Rows locked here but left out stay untouched.
+    # are only tried (never waited for while holding row locks), after the limit, and the
+    # records come back with the claim. Rows locked here but left out stay untouched.
     "due_batch": "WITH due AS MATERIALIZED (SELECT customer_id FROM {s}.customers"
     "   WHERE wake_at IS NOT NULL AND aside IS NULL AND wake_at <= %(now)s"
     "   AND (lease_until IS NULL OR lease_until <= %(now)s)"
-    "   ORDER BY wake_at, customer_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
-    " mine AS MATERIALIZED (SELECT customer_id FROM due WHERE pg_try_advisory_xact_lock("
+    "   ORDER BY wake_at, customer_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+    " UPDATE {s}.customers AS r SET lease_until = %(until)s"
+    " WHERE r.customer_id = ANY(ARRAY(SELECT customer_id FROM due"
+    "   WHERE pg_try_advisory_xact_lock("
     + _KEY.replace("{col}", "customer_id")
-    + "))"
-    " UPDATE {s}.customers AS r SET lease_until = %(until)s FROM mine"
-    " WHERE r.customer_id = mine.customer_id"
+    + ")))"
     " RETURNING r.customer_id, r.wake_at, r.data",
     "next_wake_at": "SELECT min(wake_at) FROM {s}.customers"
     " WHERE wake_at IS NOT NULL AND aside IS NULL",
     "claim_outbox": "UPDATE {s}.outbox AS o SET available_at = %(until)s"
-    " FROM (SELECT key FROM {s}.outbox WHERE status = 'pending' AND available_at <= %(now)s"
-    "   ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AS due"
-    " WHERE o.key = due.key"
+    " WHERE o.key = ANY(ARRAY(SELECT key FROM {s}.outbox"
+    "   WHERE status = 'pending' AND available_at <= %(now)s"
+    "   ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED))"
     " RETURNING o.seq, o.data::text",
     "complete_outbox": "UPDATE {s}.outbox"
     " SET status = %s, attempts = attempts + 1, available_at = %s, last_error = %s, done_at = %s"
     " WHERE key = %s AND status = 'pending'",
     "complete_outbox_many": "UPDATE {s}.outbox AS o SET status = u.st,"
     " attempts = o.attempts + 1, available_at = u.av, last_error = u.err, done_at = u.done"
-    " FROM unnest(%b::text[], %b::timestamptz[], %b::text[], %b::timestamptz[], %b::text[])"
-    " AS u (st, av, err, done, k) WHERE o.key = u.k AND o.status = 'pending'",
+    " FROM unnest(%(st)b::text[], %(av)b::timestamptz[], %(err)b::text[],"
+    " %(done)b::timestamptz[], %(keys)b::text[]) AS u (st, av, err, done, k)"
+    " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'",
     "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error"
     " FROM {s}.outbox WHERE key = %s",
     "generation": "SELECT coalesce(max(generation), 0) FROM {s}.definitions",
@@ -475,7 +480,9 @@ class _Txn:
                 for cid, (_state, wake_at, revision, data) in self.saved.items()
             ]))
         if self.aside:
-            conn.execute(q["set_aside"], _columns(list(self.aside.items())))
+            conn.execute(q["set_aside"], {"ids": list(self.aside), "reasons": [
+                *self.aside.values()
+            ]})
         if self.activity:
             conn.execute(q["insert_activity"], _columns(self.activity))
         if self.outbox:
@@ -812,7 +819,9 @@ class PostgresStorage(Storage):
         ]
         with self._pool.connection() as conn:
             if len({d.key for d in deliveries}) == len(rows):
-                conn.execute(self._q["complete_outbox_many"], _columns(rows))
+                st, av, err, done, keys = _columns(rows)
+                conn.execute(self._q["complete_outbox_many"],
+                             {"st": st, "av": av, "err": err, "done": done, "keys": keys})
             else:
                 # A key twice: each attempt must see the one before (one joined UPDATE would
                 # apply only one of them). One transaction, pipelined.
