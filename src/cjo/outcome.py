@@ -20,8 +20,10 @@ class Entered:
     at: datetime
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class StepRun:
+    """A step an enrollment ran (read-only; not frozen because one is built per step run)."""
+
     journey_id: str
     enrollment_id: str
     customer_id: str

@@ -199,10 +199,11 @@ class CustomerState:
         return out
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Activity:
     """One entry of the activity log: one thing that happened in a journey, kept for
-    measurement. The same fields on every storage adapter.
+    measurement. The same fields on every storage adapter. Treat it as read-only (it is not
+    frozen only because several are built for every input, and frozen classes build slowly).
 
     ``kind`` is one of: entered, step, sent, send_failed, path, timeout, event_received, goal,
     and the terminal statuses (completed, exited, converted, expired, removed, ejected, merged).
