@@ -148,15 +148,25 @@ def _locale(value: object) -> str | None:
 # --- values ------------------------------------------------------------------------------------
 
 
-def _path(parent: str, key: str | int) -> str:
-    """``items[0].price``: how a person would point at a nested value."""
-    if isinstance(key, int):
-        return f"{parent}[{key}]"
-    return f"{parent}.{key}" if parent else key
+class _RefusedError(Exception):
+    """Raised inside the walk over a value; becomes an ``InvalidEventError`` at the top.
 
+    The path to the offending value is collected while the exception unwinds (each container
+    adds its key), so a walk that succeeds builds no path strings at all.
+    """
 
-def _where(label: str, path: str) -> str:
-    return f"{label} {path!r}" if path else label
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.keys: list[str | int] = []  # innermost first
+
+    def error(self, label: str) -> InvalidEventError:
+        path = ""
+        for key in reversed(self.keys):
+            path = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path
+                                                                  else key)
+        where = f"{label} {path!r}" if path else label
+        return InvalidEventError(f"{where}{self.problem}")
 
 
 class _Walk:
@@ -176,98 +186,109 @@ def check_value(value: object, where: str) -> object:
     Returns the value itself when it is already plain, otherwise a plain copy (a tuple becomes
     a list, a ``StrEnum`` member its ``str``, a datetime UTC).
     """
-    return _plain(value, where, "", 0, _Walk(None))
+    try:
+        return _plain(value, 0, _Walk(None))
+    except _RefusedError as refused:
+        raise refused.error(where) from None
 
 
-def _plain(value: object, label: str, path: str, depth: int, walk: _Walk) -> object:
+def _plain(value: object, depth: int, walk: _Walk) -> object:
     # Recursion is bounded by MAX_VALUE_DEPTH and work by MAX_VALUES, and a container already
     # open on the path is refused: a value that holds itself is an error, not a RecursionError.
     walk.budget -= 1
     if walk.budget < 0:
-        raise _invalid(label, path, f": more than {MAX_VALUES} values in one record")
+        raise _RefusedError(f": more than {MAX_VALUES} values in one record")
     kind = type(value)
     if kind is str:
         problem = text_problem(value)  # type: ignore[arg-type]
         if problem is not None:
-            raise _invalid(label, path, f" {problem}")
+            raise _RefusedError(f" {problem}")
         return value
     if kind is bool or value is None:
         return value
     if kind is int:
         if not _MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
-            raise _invalid(label, path, f" is {_show.repr(value)}, outside the stored integer "
-                                        "range ±(2**63 - 1); pass a float or a str")
+            raise _RefusedError(f" is {_show.repr(value)}, outside the stored integer range "
+                           "±(2**63 - 1); pass a float or a str")
         return value
     if kind is float:
         if value - value != 0.0:  # type: ignore[operator]  # inf - inf and nan - nan are nan
-            raise _invalid(label, path, f" is {value}; only finite numbers can be stored "
-                                        "(not NaN or infinity)")
+            raise _RefusedError(f" is {value}; only finite numbers can be stored (not NaN or "
+                           "infinity)")
         return value
-    if isinstance(value, list | tuple | Mapping):
-        if depth >= MAX_VALUE_DEPTH:
-            raise _invalid(label, path, f" nests more than {MAX_VALUE_DEPTH} levels of lists "
-                                        "and objects")
-        if id(value) in walk.open:
-            raise _invalid(label, path, " contains itself")
-        walk.open.add(id(value))
-        out: dict[str, object] | list[object]
-        if isinstance(value, Mapping):
-            mapping: dict[str, object] = {}
-            for key, item in value.items():
-                name = _key(key, _where(label, path))
-                mapping[name] = _plain(item, label, _path(path, name), depth + 1, walk)
-            out = mapping
-        else:
-            out = [
-                _plain(item, label, _path(path, i), depth + 1, walk)
-                for i, item in enumerate(value)
-            ]
-        walk.open.discard(id(value))
-        return out
-    return _plain_other(value, label, path, depth, walk)
+    if kind is dict or kind is list or isinstance(value, list | tuple | Mapping):
+        return _plain_container(value, depth, walk)  # type: ignore[arg-type]
+    return _plain_other(value, depth, walk)
 
 
-def _invalid(label: str, path: str, problem: str) -> InvalidEventError:
-    return InvalidEventError(f"{_where(label, path)}{problem}")
+def _plain_container(
+    value: list[Any] | tuple[Any, ...] | Mapping[Any, Any], depth: int, walk: _Walk
+) -> object:
+    if depth >= MAX_VALUE_DEPTH:
+        raise _RefusedError(f" nests more than {MAX_VALUE_DEPTH} levels of lists and objects")
+    if id(value) in walk.open:
+        raise _RefusedError(" contains itself")
+    walk.open.add(id(value))
+    out: dict[str, object] | list[object]
+    if type(value) is dict or isinstance(value, Mapping):
+        mapping: dict[str, object] = {}
+        for key, item in value.items():
+            # Plain ASCII keys, the common case, need no call.
+            name = key if type(key) is str and key.isascii() and "\x00" not in key else _key(key)
+            try:
+                mapping[name] = _plain(item, depth + 1, walk)
+            except _RefusedError as refused:
+                refused.keys.append(name)
+                raise
+        out = mapping
+    else:
+        items: list[object] = []
+        for i, item in enumerate(value):
+            try:
+                items.append(_plain(item, depth + 1, walk))
+            except _RefusedError as refused:
+                refused.keys.append(i)
+                raise
+        out = items
+    walk.open.discard(id(value))
+    return out
 
 
-def _key(key: object, where: str) -> str:
+def _key(key: object) -> str:
     if not isinstance(key, str):
-        raise InvalidEventError(f"{where}: names must be strings, got {_show.repr(key)}")
+        raise _RefusedError(f": names must be strings, got {_show.repr(key)}")
     text = key if type(key) is str else str.__str__(key)
     problem = text_problem(text)
     if problem is not None:
-        raise InvalidEventError(f"{where}: the name {text!r} {problem}")
+        raise _RefusedError(f": the name {text!r} {problem}")
     return text
 
 
-def _plain_other(value: object, label: str, path: str, depth: int, walk: _Walk) -> object:
+def _plain_other(value: object, depth: int, walk: _Walk) -> object:
     """Values that are not exactly str, int, float, bool, None, list, tuple or a mapping."""
     if isinstance(value, str):
-        return _plain(str.__str__(value), label, path, depth, walk)  # a StrEnum member's text
+        return _plain(str.__str__(value), depth, walk)  # a StrEnum member: its text
     if isinstance(value, int):
-        return _plain(int.__index__(value), label, path, depth, walk)  # an IntEnum's int
+        return _plain(int.__index__(value), depth, walk)  # an IntEnum member: its int
     if isinstance(value, float):
-        return _plain(float.__float__(value), label, path, depth, walk)
+        return _plain(float.__float__(value), depth, walk)
     if isinstance(value, datetime):
         if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
-            raise _invalid(label, path, f" is a naive datetime ({value.isoformat()}); pass a "
-                                        "timezone-aware one")
+            raise _RefusedError(f" is a naive datetime ({value.isoformat()}); pass a "
+                           "timezone-aware one")
         try:
             utc = value.astimezone(UTC)
-        except OverflowError as exc:
-            raise _invalid(label, path, f" is out of range once in UTC: {value}") from exc
+        except OverflowError:
+            raise _RefusedError(f" is out of range once in UTC: {value}") from None
         # A plain datetime in UTC, whatever the subclass or zone: what a storage gives back.
         return datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second,
                         utc.microsecond, tzinfo=UTC)
     if isinstance(value, Decimal):
-        raise _invalid(label, path, f" is a Decimal ({_show.repr(value)}); pass a float, or a "
-                                    "str to keep it exact (a Decimal would not come back the "
-                                    "same from every storage)")
+        raise _RefusedError(f" is a Decimal ({_show.repr(value)}); pass a float, or a str to keep "
+                       "it exact (a Decimal would not come back the same from every storage)")
     cls = type(value)
-    raise _invalid(label, path, f" is a {cls.__module__}.{cls.__qualname__}, which cannot be "
-                                "stored; use str, int, float, bool, None, an aware datetime, "
-                                "or lists and dicts of them")
+    raise _RefusedError(f" is a {cls.__module__}.{cls.__qualname__}, which cannot be stored; use "
+                   "str, int, float, bool, None, an aware datetime, or lists and dicts of them")
 
 
 def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]:
@@ -303,8 +324,15 @@ def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]
     for key, item in value.items():
         if not isinstance(key, str):
             raise InvalidEventError(f"{singular} names must be strings, got {_show.repr(key)}")
-        name = _key(key, plural)
-        out[name] = _plain(item, singular, name, 0, walk)
+        try:
+            name = _key(key)
+        except _RefusedError as refused:
+            raise refused.error(plural) from None
+        try:
+            out[name] = _plain(item, 0, walk)
+        except _RefusedError as refused:
+            refused.keys.append(name)
+            raise refused.error(singular) from None
     return out
 
 
@@ -322,7 +350,10 @@ def _names(value: object) -> tuple[str, ...]:
         raise InvalidEventError(
             f"profile update unset must be attribute names, got {_show.repr(value)}"
         )
-    return tuple(_key(n, "profile update unset") for n in names)
+    try:
+        return tuple(_key(n) for n in names)
+    except _RefusedError as refused:
+        raise refused.error("profile update unset") from None
 
 
 def _timestamp(value: object) -> datetime:
