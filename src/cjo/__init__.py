@@ -22,6 +22,7 @@ from cjo.errors import (
     UnknownJourneyError,
     UsageError,
 )
+from cjo.limits import Limits
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
@@ -91,6 +92,7 @@ __all__ = [
     "InactivityTrigger",
     "InvalidEventError",
     "Journey",
+    "Limits",
     "ManualClock",
     "Message",
     "Outcome",

@@ -20,9 +20,10 @@ from cjo.errors import (
     Problem,
     UnknownJourneyError,
 )
+from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, Profile, ProfileUpdate
+from cjo.model.events import Event, Profile, ProfileUpdate, check_id
 from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
@@ -59,6 +60,7 @@ class Engine:
       ``enrollments()``; the activity log keeps every end).
     - ``recipient_attributes``: the profile attributes a message carries for its channel.
     - ``render``: False records messages without rendering content (back-tests).
+    - ``limits``: template, definition and catch-up limits (``cjo.Limits``).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class Engine:
         keep_ended: int = 3,
         recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
         render: bool = True,
+        limits: Limits | None = None,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -91,6 +94,7 @@ class Engine:
         self.keep_ended = keep_ended
         self.recipient_attributes = tuple(recipient_attributes)
         self.render = render
+        self.limits = limits if limits is not None else DEFAULT_LIMITS
         self._registry = Registry()
         self._last_prune: datetime | None = None
 
@@ -115,7 +119,9 @@ class Engine:
             stored = self.storage.load_definitions()
             if stored is not None and stored[0] != registry.generation:
                 generation, text = stored
-                registry = self._registry = Registry.build(loads_definitions(text), generation)
+                registry = self._registry = Registry.build(
+                    loads_definitions(text), generation, self.limits
+                )
         return registry
 
     def publish(
@@ -149,7 +155,10 @@ class Engine:
             current = registry.definitions
             merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
             problems = _version_conflicts(current, new_journeys)
-            problems.extend(validate_definitions(merged, channels=self.channels.keys()))
+            problems.extend(validate_definitions(
+                merged, channels=self.channels.keys(), limits=self.limits,
+                renderer=registry.renderer.renderer,
+            ))
             if problems:
                 raise DefinitionError(problems)
             if merged == current and registry.generation > 0:
@@ -160,7 +169,7 @@ class Engine:
                 )
             except ConflictError:
                 continue  # another process published first: merge with theirs and retry
-            self._registry = Registry.build(merged, generation)
+            self._registry = Registry.build(merged, generation, self.limits)
             return generation
         raise ConflictError(
             f"publish lost the race for the definitions {_PUBLISH_ATTEMPTS} times in a row; "
@@ -470,7 +479,7 @@ class Engine:
                 state.revision = -1  # nothing to write unless something happens
         return Decider(
             registry, state, render=self.render, keep_ended=self.keep_ended,
-            recipient_attributes=self.recipient_attributes,
+            recipient_attributes=self.recipient_attributes, limits=self.limits,
         )
 
     @staticmethod
@@ -528,5 +537,4 @@ def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:
 
 
 def _check_customer_id(customer_id: object) -> None:
-    if not isinstance(customer_id, str) or not customer_id:
-        raise InvalidEventError(f"customer_id must be a non-empty string, got {customer_id!r}")
+    check_id(customer_id, "customer_id")

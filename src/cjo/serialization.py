@@ -20,6 +20,7 @@ from cattrs.v import format_exception
 
 from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
 from cjo.errors import DefinitionError, Problem
+from cjo.limits import check_json_nesting, check_nesting
 from cjo.model.definitions import Definitions
 from cjo.model.steps import STEP_TYPES, Step
 from cjo.model.triggers import TRIGGER_TYPES, Trigger
@@ -226,6 +227,7 @@ def load_definitions(data: Mapping[str, Any]) -> Definitions:
     """Definitions from JSON-compatible data; every problem is reported in one DefinitionError."""
     if not isinstance(data, Mapping):
         raise DefinitionError([Problem("$", "expected an object of definitions")])
+    check_nesting(data)  # the converter recurses once per level: refuse deep data first
     return structure(data, Definitions)
 
 
@@ -234,6 +236,7 @@ def dumps_definitions(definitions: Definitions, *, indent: int | None = 2) -> st
 
 
 def loads_definitions(text: str) -> Definitions:
+    check_json_nesting(text)  # json.loads recurses once per level: refuse deep text first
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -126,13 +126,9 @@ def test_a_condition_nested_past_the_limit_in_json_is_a_definition_error() -> No
     assert "nest more than 32 levels" in load_and_validate(deep_condition_json(60))
 
 
-# Until cjo.serialization calls the nesting guards (cjo.limits.check_json_nesting before
-# json.loads, cjo.limits.check_nesting before structuring), JSON nested hundreds deep reaches
-# Python's recursion limit: 500 levels give a DefinitionError reading "unknown error (maximum
-# recursion depth exceeded)" at a location 500 levels long, 5000 a raw RecursionError.
-# strict: the marker must go once the calls are in.
-@pytest.mark.xfail(raises=(RecursionError, AssertionError), strict=True,
-                   reason="serialization does not call the nesting guards yet")
+# Loading checks nesting before parsing and before structuring, both of which recurse once
+# per level: without that, 500 levels gave "unknown error (maximum recursion depth exceeded)",
+# 5000 a raw RecursionError.
 @pytest.mark.parametrize("depth", [500, 5_000])
 def test_json_nested_hundreds_deep_is_a_clear_definition_error(depth: int) -> None:
     assert "definitions nest" in load_and_validate(deep_condition_json(depth))

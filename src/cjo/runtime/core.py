@@ -18,6 +18,7 @@ from typing import Any
 
 from cjo.channels.base import Message
 from cjo.errors import RenderError
+from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
@@ -41,9 +42,6 @@ __all__ = [
     "split_fraction",
 ]
 
-# A journey whose steps loop without ever waiting is rejected by validation; this guard only
-# protects against definitions that bypassed it.
-MAX_STEPS_PER_ADVANCE = 1000
 _EMPTY: Mapping[str, Any] = {}
 _TRIGGER_TIMER = "trigger:"
 
@@ -121,8 +119,11 @@ class Decider:
 
     __slots__ = (
         "activities",
+        "catching_up",
+        "caught_up_messages",
         "dirty",
         "keep_ended",
+        "limits",
         "messages",
         "outcome",
         "recipient_attributes",
@@ -139,8 +140,12 @@ class Decider:
         render: bool = True,
         keep_ended: int = 3,
         recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.registry = registry
+        self.limits = limits
+        self.catching_up = False
+        self.caught_up_messages = 0
         self.state = state
         self.render = render
         self.keep_ended = keep_ended
@@ -172,6 +177,16 @@ class Decider:
         self._arm(now)
         journeys = self.registry.journeys
         state = self.state
+        self.catching_up, self.caught_up_messages = True, 0
+        try:
+            self._fire_due(now, journeys, state)
+        finally:
+            self.catching_up = False
+
+    def _fire_due(
+        self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
+        state: CustomerState,
+    ) -> None:
         while True:
             best: tuple[datetime, datetime, int, str] | None = None
             target: Enrollment | str | None = None
@@ -410,7 +425,9 @@ class Decider:
         steps = cj.steps
         self.dirty = True
         journey_id = cj.journey.id
-        for _ in range(MAX_STEPS_PER_ADVANCE):
+        # Validation refuses longer runs without a wait; this guard only protects against
+        # definitions that bypassed it. One more turn than the limit: completing takes one.
+        for _ in range(self.limits.max_steps_per_advance + 1):
             if not enrollment.active:
                 return
             if step_id is None:
@@ -458,6 +475,15 @@ class Decider:
             self.activity(enrollment, "send_failed", "no content variant", at,
                           channel=step.channel, content_id=step.content)
             return True
+        if self.catching_up:
+            # A worker that comes back late must not release a storm: past the limit, the
+            # sends of one catch-up are skipped (and recorded) and the journey goes on.
+            if self.caught_up_messages >= self.limits.max_messages_per_catch_up:
+                self.activity(enrollment, "send_skipped", "catch-up limit", at,
+                              channel=step.channel, content_id=item.id,
+                              content_version=item.version)
+                return True
+            self.caught_up_messages += 1
         fields: dict[str, str] = {}
         if self.render:
             data = {

@@ -11,6 +11,7 @@ import attrs
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.content.memo import MemoRenderer
 from cjo.content.render import Renderer
+from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.journey import Journey
@@ -99,7 +100,9 @@ class Registry:
     renderer: MemoRenderer = attrs.field(factory=lambda: MemoRenderer(Renderer()))
 
     @classmethod
-    def build(cls, definitions: Definitions, generation: int) -> Registry:
+    def build(
+        cls, definitions: Definitions, generation: int, limits: Limits = DEFAULT_LIMITS
+    ) -> Registry:
         journeys: dict[tuple[str, int], CompiledJourney] = {
             (j.id, j.version): CompiledJourney.compile(j) for j in definitions.journeys
         }
@@ -132,6 +135,7 @@ class Registry:
             segments={s.id: compile_condition(s.condition) for s in definitions.segments},
             content={c.id: c for c in definitions.content},
             definitions=definitions,
+            renderer=MemoRenderer(Renderer(limits)),
         )
 
     def may_matter(self, event_name: str) -> bool:
