@@ -305,3 +305,24 @@ def test_inactivity_fires_exactly_after_the_last_qualifying_event(
     clock.set(T0 + 90 * DAY)
     engine.run_due()
     assert len(channel.messages) == 2
+
+
+def test_a_late_worker_never_releases_a_storm(storage_factory: Factory) -> None:
+    # Send, wait a minute, send again, forever: a worker a day late would owe 1,440 messages.
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    engine.publish(journeys=[Journey(
+        "nag", trigger=EventTrigger("go"), entry="mail",
+        steps={"mail": Send("note", "email", next="wait"),
+               "wait": Wait(timedelta(minutes=1), next="mail")},
+        max_lifetime=timedelta(days=30),
+    )], content=[_note("again")])
+    engine.handle_event(_event("go", "c1", T0, "g1"))
+    clock.advance(DAY)
+    engine.run_due()
+    assert len(channel.messages) == 1 + engine.limits.max_messages_per_catch_up
+    skipped = engine.activities(T0, T0 + 2 * DAY, customer_id="c1")
+    assert sum(a.kind == "send_skipped" for a in skipped) == 1440 - 10
+    # The schedule went on: the next wake-up is the next minute, not a day of backlog.
+    assert engine.storage.next_wake_at() == T0 + DAY + timedelta(minutes=1)
