@@ -18,7 +18,6 @@ Locations read like a path a person would follow::
 
 from __future__ import annotations
 
-import math
 import reprlib
 import zoneinfo
 from collections import Counter, deque
@@ -50,17 +49,9 @@ from cjo.model.events import check_id, check_value, check_values, text_problem
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
-    Branch,
-    Exit,
-    Send,
-    Split,
     Step,
-    UpdateProfile,
-    Wait,
-    WaitForEvent,
-    successors,
 )
-from cjo.model.triggers import EventTrigger, InactivityTrigger
+from cjo.runtime.kinds import step_kind, trigger_kind
 
 __all__ = ["validate_definitions"]
 
@@ -71,8 +62,6 @@ PROFILE_ONLY: tuple[str, ...] = ("profile",)
 PROFILE_AND_EVENT: tuple[str, ...] = ("profile", "event")
 ALL_SCOPES: tuple[str, ...] = SCOPES
 
-# Steps that run straight through to the next one. A loop made only of these never yields.
-_NON_WAITING = (Send, Branch, Split, UpdateProfile)
 
 _ZERO = timedelta(0)
 
@@ -483,18 +472,13 @@ def _check_journey(
     )
     problems += _check_journey_conditions(journey, segment_ids, limits)
     problems += _check_graph(journey, limits)
-    # Which channels each content item has a variant for, once, rather than once per Send.
-    variants = {
-        (item_id, variant.channel)
-        for item_id, items in content.items()
-        for item in items
-        for variant in item.variants
-    }
+    checker = _Checker(segment_ids, content, channels, limits)
+    trigger = journey.trigger
+    problems += trigger_kind(trigger).check(
+        trigger, f"{_journey_location(journey)} / trigger", journey, checker
+    )
     for step_id, step in journey.steps.items():
-        problems += _check_step(
-            journey, step_id, step, segment_ids=segment_ids, content=content,
-            channels=channels, limits=limits, variants=variants,
-        )
+        problems += _check_step(journey, step_id, step, checker)
     return problems
 
 
@@ -529,28 +513,12 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
             where, f"timezone {_q(journey.timezone)} is not a known IANA time zone"
         ))
     problems += _text_problems([("the name", journey.name)], where)
-    problems += _check_trigger(journey, limits)
     return problems
 
 
 def _event_name_problems(name: object, where: str) -> list[Problem]:
     problem = _id_problem(name, "event name")
     return [] if problem is None else [Problem(where, problem)]
-
-
-def _check_trigger(journey: Journey, limits: Limits) -> list[Problem]:
-    where = f"{_journey_location(journey)} / trigger"
-    trigger = journey.trigger
-    if isinstance(trigger, EventTrigger):
-        return _event_name_problems(trigger.event, where)
-    if isinstance(trigger, InactivityTrigger):
-        problems = _event_name_problems(trigger.event, where)
-        problems += _check_span(trigger.after, "after", where, limits)
-        if _positive(trigger.after) and trigger.after < limits.min_wait:
-            problems.append(Problem(where, f"after {_describe(trigger.after)} is shorter than "
-                                           f"the minimum wait {_describe(limits.min_wait)}"))
-        return problems
-    return []
 
 
 def _exit_location(journey: Journey, criterion: ExitCriterion) -> str:
@@ -609,9 +577,6 @@ def _check_journey_conditions(
 ) -> list[Problem]:
     where = _journey_location(journey)
     checks: list[tuple[Condition, str, str, tuple[str, ...]]] = []
-    trigger = journey.trigger
-    if isinstance(trigger, EventTrigger | InactivityTrigger) and trigger.where is not None:
-        checks.append((trigger.where, f"{where} / trigger", "a trigger", PROFILE_AND_EVENT))
     if journey.audience is not None:
         checks.append((journey.audience, f"{where} / audience", "an audience", PROFILE_ONLY))
     for criterion in journey.exit_criteria:
@@ -629,22 +594,6 @@ def _check_journey_conditions(
     return problems
 
 
-def _references(step: Step) -> list[tuple[str, str | None]]:
-    """Each step id a step refers to, labelled with the field it comes from."""
-    if isinstance(step, Send | Wait | UpdateProfile):
-        return [("next", step.next)]
-    if isinstance(step, WaitForEvent):
-        return [("on_event", step.on_event), ("on_timeout", step.on_timeout)]
-    if isinstance(step, Branch):
-        cases: list[tuple[str, str | None]] = [
-            (f"case {i}", case.next) for i, case in enumerate(step.cases, 1)
-        ]
-        return [*cases, ("default", step.default)]
-    if isinstance(step, Split):
-        return [(f"path {path.name!r}", path.next) for path in step.paths]
-    return []
-
-
 def _check_graph(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
     """Entry, dangling references, unreachable steps, loops that never wait, and runs of steps
     without a wait longer than ``limits.max_steps_per_advance``."""
@@ -652,13 +601,16 @@ def _check_graph(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> list[Prob
     steps = journey.steps
     problems: list[Problem] = []
     for step_id, step in steps.items():
-        for label, target in _references(step):
+        for label, target in step_kind(step).successors(step):
             if target is not None and target not in steps:
                 problems.append(Problem(
                     _step_location(journey, step_id),
                     f"{label} refers to missing step {target!r}",
                 ))
-    edges = {sid: [t for t in successors(step) if t in steps] for sid, step in steps.items()}
+    edges = {
+        sid: [t for _, t in step_kind(step).successors(step) if t is not None and t in steps]
+        for sid, step in steps.items()
+    }
     if journey.entry not in steps:
         problems.append(Problem(where, f"entry step {journey.entry!r} does not exist"))
     else:
@@ -671,9 +623,9 @@ def _check_graph(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> list[Prob
             if sid not in reached
         ]
     busy = {
-        sid: [t for t in targets if isinstance(steps[t], _NON_WAITING)]
+        sid: [t for t in targets if not step_kind(steps[t]).waits]
         for sid, targets in edges.items()
-        if isinstance(steps[sid], _NON_WAITING)
+        if not step_kind(steps[sid]).waits
     }
     components = _components(busy)
     for group in _loops_of(components, busy):
@@ -731,173 +683,78 @@ def _check_runs(
     )]
 
 
-def _check_step(
-    journey: Journey,
-    step_id: str,
-    step: Step,
-    *,
-    segment_ids: Collection[str],
-    content: Mapping[str, list[ContentItem]],
-    channels: Collection[str] | None,
-    limits: Limits = DEFAULT_LIMITS,
-    variants: Collection[tuple[str, str]] | None = None,
-) -> list[Problem]:
+def _check_step(journey: Journey, step_id: str, step: Step, checker: _Checker) -> list[Problem]:
     where = _step_location(journey, step_id)
-    problems: list[Problem] = []
-    id_problem = _id_problem(step_id, "step id")
-    if id_problem is not None:
-        problems.append(Problem(where, id_problem))
-    if isinstance(step, Send):
-        problems += _check_send(step, where, content, channels, variants)
-    elif isinstance(step, Wait):
-        problems += _check_wait_duration(
-            step.duration, "duration", where, journey.max_lifetime, limits
-        )
-    elif isinstance(step, WaitForEvent):
-        problems += _check_wait_duration(
-            step.timeout, "timeout", where, journey.max_lifetime, limits
-        )
-        problems += _event_name_problems(step.event, where)
-        if step.where is not None:
-            problems += _check_condition(
-                step.where, where, used_in="a wait for an event", scopes=ALL_SCOPES,
-                segment_ids=segment_ids, limits=limits,
-            )
-    elif isinstance(step, Branch):
-        problems += _check_branch(step, where, segment_ids, limits)
-    elif isinstance(step, Split):
-        problems += _check_split(step, where, limits)
-    elif isinstance(step, UpdateProfile):
-        problems += _check_update_profile(step, where, limits)
-    elif isinstance(step, Exit):
-        problems += _text_problems([("the reason", step.reason)], where)
-    return problems
+    problems = checker.identifier(step_id, "step id", where)
+    found: list[Problem] = step_kind(step).check(step, where, journey, checker)
+    return problems + found
 
 
-# Step checks, one small function per kind.
+class _Checker:
+    """The shared checks a kind's ``check`` calls (``cjo.runtime.kinds.Checker``)."""
 
+    def __init__(
+        self,
+        segment_ids: Collection[str],
+        content: Mapping[str, list[ContentItem]],
+        channels: Collection[str] | None,
+        limits: Limits,
+    ) -> None:
+        self.segment_ids = segment_ids
+        self.content = content
+        self.channels = channels
+        self.limits = limits
+        # Which channels each content item has a variant for, once, rather than once per Send.
+        self._variants = {
+            (item_id, variant.channel)
+            for item_id, items in content.items()
+            for item in items
+            for variant in item.variants
+        }
 
-def _check_send(
-    step: Send,
-    where: str,
-    content: Mapping[str, list[ContentItem]],
-    channels: Collection[str] | None,
-    variants: Collection[tuple[str, str]] | None = None,
-) -> list[Problem]:
-    problems: list[Problem] = []
-    channel_problem = _id_problem(step.channel, "channel")
-    if channel_problem is not None:
-        return [Problem(where, channel_problem)]
-    if channels is not None and step.channel not in channels:
-        known = ", ".join(sorted(channels)) or "none"
-        problems.append(Problem(
-            where, f"channel {_q(step.channel)} is not registered (registered: {known})"
-        ))
-    items = content.get(step.content)
-    if items is None:
-        problems.append(Problem(where, f"content {_q(step.content)} does not exist"))
-    elif (
-        (step.content, step.channel) not in variants
-        if variants is not None
-        else not any(v.channel == step.channel for item in items for v in item.variants)
-    ):
-        problems.append(Problem(
-            where, f"content {_q(step.content)} has no variant for channel "
-                   f"{_q(step.channel)}"
-        ))
-    return problems
+    def has_variant(self, content_id: str, channel: str) -> bool:
+        return (content_id, channel) in self._variants
 
+    def condition(
+        self, condition: Condition, where: str, *, used_in: str, scopes: tuple[str, ...]
+    ) -> list[Problem]:
+        return _check_condition(condition, where, used_in=used_in, scopes=scopes,
+                                segment_ids=self.segment_ids, limits=self.limits)
 
-def _check_wait_duration(
-    duration: timedelta,
-    name: str,
-    where: str,
-    max_lifetime: timedelta | None,
-    limits: Limits = DEFAULT_LIMITS,
-) -> list[Problem]:
-    """A Wait's duration or a WaitForEvent's timeout: from ``limits.min_wait`` to
-    ``limits.max_duration``, and within the journey's lifetime."""
-    if not _positive(duration):
-        return [Problem(where, f"{name} must be positive, got {_describe(duration)}")]
-    if duration < limits.min_wait:
-        # A wait shorter than this turns a late run_due into a burst of messages.
-        return [Problem(where, f"{name} {_describe(duration)} is shorter than the minimum wait "
-                               f"{_describe(limits.min_wait)}")]
-    if duration > limits.max_duration:
-        return [Problem(where, f"{name} {_describe(duration)} is longer than the limit of "
-                               f"{_describe(limits.max_duration)}")]
-    if _positive(max_lifetime) and duration > max_lifetime:
-        return [Problem(where, f"{name} {_describe(duration)} is longer than the journey's "
-                               f"max_lifetime {_describe(max_lifetime)}, so it could never end")]
-    return []
+    def wait(
+        self, value: timedelta, name: str, where: str, journey: Journey | None
+    ) -> list[Problem]:
+        limits = self.limits
+        if not _positive(value):
+            return [Problem(where, f"{name} must be positive, got {_describe(value)}")]
+        if value < limits.min_wait:
+            # A wait shorter than this turns a late run_due into a burst of messages.
+            return [Problem(where, f"{name} {_describe(value)} is shorter than the minimum wait "
+                                   f"{_describe(limits.min_wait)}")]
+        if value > limits.max_duration:
+            return [Problem(where, f"{name} {_describe(value)} is longer than the limit of "
+                                   f"{_describe(limits.max_duration)}")]
+        lifetime = journey.max_lifetime if journey is not None else None
+        if _positive(lifetime) and value > lifetime:
+            return [Problem(where, f"{name} {_describe(value)} is longer than the journey's "
+                                   f"max_lifetime {_describe(lifetime)}, so it could never end")]
+        return []
 
+    def identifier(self, value: object, what: str, where: str) -> list[Problem]:
+        problem = _id_problem(value, what)
+        return [] if problem is None else [Problem(where, problem)]
 
-def _check_branch(
-    step: Branch, where: str, segment_ids: Collection[str], limits: Limits = DEFAULT_LIMITS
-) -> list[Problem]:
-    if not step.cases:
-        return [Problem(where, "a branch needs at least one case")]
-    if len(step.cases) > limits.max_branches_per_step:
-        return [Problem(where, f"a branch has {len(step.cases)} cases; the limit is "
-                               f"{limits.max_branches_per_step}")]
-    problems: list[Problem] = []
-    for i, case in enumerate(step.cases, 1):
-        problems += _check_condition(
-            case.condition, f"{where} / case {i}", used_in="a branch", scopes=ALL_SCOPES,
-            segment_ids=segment_ids, limits=limits,
-        )
-    return problems
+    def text(self, texts: Iterable[tuple[str, object]], where: str) -> list[Problem]:
+        return _text_problems(texts, where)
 
-
-def _check_split(step: Split, where: str, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
-    problems: list[Problem] = []
-    if not step.paths:
-        problems.append(Problem(where, "a split needs at least one path"))
-    if len(step.paths) > limits.max_branches_per_step:
-        return [Problem(where, f"a split has {len(step.paths)} paths; the limit is "
-                               f"{limits.max_branches_per_step}")]
-    for path in step.paths:
-        weight = path.weight
-        if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
-            # "not weight > 0" rather than "weight <= 0", so that NaN is refused too
-            problems.append(Problem(
-                where, f"path {path.name!r} has weight {weight}; weights must be positive"
-            ))
-        elif not math.isfinite(weight):
-            problems.append(Problem(
-                where, f"path {path.name!r} has weight {weight}; weights must be finite"
-            ))
-        name_problem = _id_problem(path.name, "path name")
-        if name_problem is not None:
-            problems.append(Problem(where, name_problem))
-    if not problems and not math.isfinite(sum(float(p.weight) for p in step.paths)):
-        problems.append(Problem(where, "the weights add up past the largest float; scale them "
-                                       "down (only their ratios matter)"))
-    for name, count in Counter(p.name for p in step.paths).items():
-        if count > 1:
-            problems.append(Problem(
-                where, f"path name {name!r} is used {count} times; path names must be unique"
-            ))
-    return problems
-
-
-def _check_update_profile(
-    step: UpdateProfile, where: str, limits: Limits = DEFAULT_LIMITS
-) -> list[Problem]:
-    """The attributes an UpdateProfile sets end up in profiles: the values events may carry."""
-    count = len(step.set) + len(step.unset)
-    if count > limits.max_attributes_per_update:
-        return [Problem(where, f"sets and unsets {count} attributes; the limit is "
-                               f"{limits.max_attributes_per_update}")]
-    problems: list[Problem] = []
-    try:
-        check_values(step.set, "attributes to set", "attribute to set")
-    except InvalidEventError as exc:
-        problems.append(Problem(where, str(exc)))
-    problems += _text_problems(
-        [("an attribute to unset", name) for name in step.unset], where
-    )
-    return problems
+    def values(
+        self, values: Mapping[str, Any], what: str, item: str, where: str
+    ) -> list[Problem]:
+        try:
+            check_values(values, what, item)
+        except InvalidEventError as exc:
+            return [Problem(where, str(exc))]
+        return []
 
 
 # --- segments ----------------------------------------------------------------------------------

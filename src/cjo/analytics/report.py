@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from cjo.model.journey import Journey
-from cjo.model.steps import successors
+from cjo.runtime.kinds import step_kind
 from cjo.storage.base import ActivityCount, Storage
 
 __all__ = [
@@ -104,7 +104,8 @@ def graph_order(journey: Journey) -> list[str]:
             continue
         seen.add(step_id)
         order.append(step_id)
-        queue.extend(successors(journey.steps[step_id]))
+        step = journey.steps[step_id]
+        queue.extend(t for _, t in step_kind(step).successors(step) if t is not None)
     order.extend(s for s in journey.steps if s not in seen)
     return order
 

@@ -118,18 +118,3 @@ class Exit:
 
 Step = Send | Wait | WaitForEvent | Branch | Split | UpdateProfile | Exit
 STEP_TYPES: tuple[type[Any], ...] = (Send, Wait, WaitForEvent, Branch, Split, UpdateProfile, Exit)
-
-
-def successors(step: Step) -> list[str]:
-    """The step ids a step can lead to (None, meaning 'complete', is left out)."""
-    if isinstance(step, Send | Wait | UpdateProfile):
-        targets: list[str | None] = [step.next]
-    elif isinstance(step, WaitForEvent):
-        targets = [step.on_event, step.on_timeout]
-    elif isinstance(step, Branch):
-        targets = [c.next for c in step.cases] + [step.default]
-    elif isinstance(step, Split):
-        targets = [p.next for p in step.paths]
-    else:
-        targets = []
-    return [t for t in targets if t is not None]

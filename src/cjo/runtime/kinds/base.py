@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from cjo.conditions import Condition
 from cjo.errors import Problem
+from cjo.limits import Limits
 from cjo.model.content import ContentItem
 
 if TYPE_CHECKING:
@@ -44,7 +45,8 @@ Next = str | None | Halt
 
 
 class Checker(Protocol):
-    """What validation offers a kind's ``check``: the shared checks and the definitions around."""
+    """What validation offers a kind's ``check``: the definitions around the step, the limits,
+    and the checks every kind shares (each returns the problems it found)."""
 
     @property
     def segment_ids(self) -> Collection[str]: ...
@@ -52,14 +54,32 @@ class Checker(Protocol):
     def content(self) -> Mapping[str, list[ContentItem]]: ...
     @property
     def channels(self) -> Collection[str] | None: ...
+    @property
+    def limits(self) -> Limits: ...
+
+    def has_variant(self, content_id: str, channel: str) -> bool: ...
 
     def condition(
         self, condition: Condition, where: str, *, used_in: str, scopes: tuple[str, ...]
     ) -> list[Problem]: ...
 
-    def duration(
-        self, value: timedelta, name: str, where: str, journey: Journey
-    ) -> list[Problem]: ...
+    def wait(
+        self, value: timedelta, name: str, where: str, journey: Journey | None
+    ) -> list[Problem]:
+        """A waiting duration: positive, within the minimum wait and the maximum duration,
+        and no longer than the journey's lifetime (when given)."""
+        ...
+
+    def identifier(self, value: object, what: str, where: str) -> list[Problem]: ...
+
+    def text(self, texts: Iterable[tuple[str, object]], where: str) -> list[Problem]: ...
+
+    def values(
+        self, values: Mapping[str, Any], what: str, item: str, where: str
+    ) -> list[Problem]:
+        """Values that end up in profiles: what events may carry (``what`` names the whole,
+        ``item`` one of them)."""
+        ...
 
 
 class StepKind(Generic[S]):

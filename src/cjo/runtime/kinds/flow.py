@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import math
 from collections import Counter
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,9 +35,12 @@ class BranchKind(StepKind[Branch]):
         return [*cases, ("default", step.default)]
 
     def check(self, step: Branch, where: str, journey: Journey, checker: Checker) -> list[Problem]:
-        problems: list[Problem] = []
         if not step.cases:
-            problems.append(Problem(where, "a branch needs at least one case"))
+            return [Problem(where, "a branch needs at least one case")]
+        limit = checker.limits.max_branches_per_step
+        if len(step.cases) > limit:
+            return [Problem(where, f"a branch has {len(step.cases)} cases; the limit is {limit}")]
+        problems: list[Problem] = []
         for i, case in enumerate(step.cases, 1):
             problems += checker.condition(
                 case.condition, f"{where} / case {i}", used_in="a branch",
@@ -76,11 +80,24 @@ class SplitKind(StepKind[Split]):
         problems: list[Problem] = []
         if not step.paths:
             problems.append(Problem(where, "a split needs at least one path"))
+        limit = checker.limits.max_branches_per_step
+        if len(step.paths) > limit:
+            return [Problem(where, f"a split has {len(step.paths)} paths; the limit is {limit}")]
         for path in step.paths:
-            if not path.weight > 0:  # written this way round so that NaN is rejected too
+            weight = path.weight
+            if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
+                # "not weight > 0" rather than "weight <= 0", so that NaN is refused too
                 problems.append(Problem(
-                    where, f"path {path.name!r} has weight {path.weight}; weights must be positive"
+                    where, f"path {path.name!r} has weight {weight}; weights must be positive"
                 ))
+            elif not math.isfinite(weight):
+                problems.append(Problem(
+                    where, f"path {path.name!r} has weight {weight}; weights must be finite"
+                ))
+            problems += checker.identifier(path.name, "path name", where)
+        if not problems and not math.isfinite(sum(float(p.weight) for p in step.paths)):
+            problems.append(Problem(where, "the weights add up past the largest float; scale "
+                                           "them down (only their ratios matter)"))
         for name, count in Counter(p.name for p in step.paths).items():
             if count > 1:
                 problems.append(Problem(
@@ -112,6 +129,9 @@ class SplitKind(StepKind[Split]):
 
 class ExitKind(StepKind[Exit]):
     step_type = Exit
+
+    def check(self, step: Exit, where: str, journey: Journey, checker: Checker) -> list[Problem]:
+        return checker.text([("the reason", step.reason)], where)
 
     def run(
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Exit,

@@ -25,17 +25,18 @@ class SendKind(StepKind[Send]):
         return [("next", step.next)]
 
     def check(self, step: Send, where: str, journey: Journey, checker: Checker) -> list[Problem]:
-        problems: list[Problem] = []
+        problems = checker.identifier(step.channel, "channel", where)
+        if problems:
+            return problems
         channels = checker.channels
         if channels is not None and step.channel not in channels:
             known = ", ".join(sorted(channels)) or "none"
             problems.append(Problem(
                 where, f"channel {step.channel!r} is not registered (registered: {known})"
             ))
-        items = checker.content.get(step.content)
-        if items is None:
+        if step.content not in checker.content:
             problems.append(Problem(where, f"content {step.content!r} does not exist"))
-        elif not any(v.channel == step.channel for item in items for v in item.variants):
+        elif not checker.has_variant(step.content, step.channel):
             problems.append(Problem(
                 where, f"content {step.content!r} has no variant for channel {step.channel!r}"
             ))

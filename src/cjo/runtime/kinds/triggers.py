@@ -33,10 +33,11 @@ class EventTriggerKind(TriggerKind[EventTrigger]):
     def check(
         self, trigger: EventTrigger, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
-        if trigger.where is None:
-            return []
-        return checker.condition(trigger.where, f"{where} / trigger", used_in="a trigger",
-                                 scopes=_TRIGGER_SCOPES)
+        problems = checker.identifier(trigger.event, "event name", where)
+        if trigger.where is not None:
+            problems += checker.condition(trigger.where, where, used_in="a trigger",
+                                          scopes=_TRIGGER_SCOPES)
+        return problems
 
     def compile(self, trigger: EventTrigger) -> CompiledCondition | None:
         return compile_condition(trigger.where) if trigger.where is not None else None
@@ -69,10 +70,13 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
     def check(
         self, trigger: InactivityTrigger, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
-        problems = checker.duration(trigger.after, "after", f"{where} / trigger", journey)
+        problems = checker.identifier(trigger.event, "event name", where)
+        # A quiet spell is a wait: the same bounds apply (but not the journey's lifetime, which
+        # starts only once the trigger fires).
+        problems += checker.wait(trigger.after, "after", where, None)
         if trigger.where is not None:
-            problems += checker.condition(trigger.where, f"{where} / trigger",
-                                          used_in="a trigger", scopes=_TRIGGER_SCOPES)
+            problems += checker.condition(trigger.where, where, used_in="a trigger",
+                                          scopes=_TRIGGER_SCOPES)
         return problems
 
     def compile(self, trigger: InactivityTrigger) -> CompiledCondition | None:

@@ -34,7 +34,7 @@ class WaitKind(StepKind[Wait]):
         return [("next", step.next)]
 
     def check(self, step: Wait, where: str, journey: Journey, checker: Checker) -> list[Problem]:
-        return checker.duration(step.duration, "duration", where, journey)
+        return checker.wait(step.duration, "duration", where, journey)
 
     def run(
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Wait,
@@ -60,7 +60,8 @@ class WaitForEventKind(StepKind[WaitForEvent]):
     def check(
         self, step: WaitForEvent, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
-        problems = checker.duration(step.timeout, "timeout", where, journey)
+        problems = checker.wait(step.timeout, "timeout", where, journey)
+        problems += checker.identifier(step.event, "event name", where)
         if step.where is not None:
             problems += checker.condition(
                 step.where, where, used_in="a wait for an event", scopes=WAIT_SCOPES
