@@ -218,36 +218,47 @@ class Engine:
         are dispatched after each group commits."""
         builder = OutcomeBuilder()
         chunk: list[Event | ProfileUpdate] = []
-        in_chunk: set[str] = set()
         now = self.clock.now()
         registry = self._sync()
-        storage = self.storage
         for item in items:
             if isinstance(item, Event):
                 self._check_event(item, now)
                 if not registry.may_matter(item.name):
-                    continue
-                # Irrelevant to this customer as committed, and to nothing earlier in the
-                # group (an earlier item could have enrolled them): skip.
-                if item.customer_id not in in_chunk and not registry.matters_to(
-                    storage.peek(item.customer_id), item.name
-                ):
                     continue
             elif not isinstance(item, ProfileUpdate):
                 raise InvalidEventError(
                     f"expected a cjo.Event or cjo.ProfileUpdate, got {type(item).__name__}"
                 )
             chunk.append(item)
-            in_chunk.add(item.customer_id)
             if len(chunk) >= batch_size:
-                self._handle_group(chunk, builder)
+                self._handle_relevant(chunk, registry, builder)
                 chunk = []
-                in_chunk = set()
                 now = self.clock.now()
                 registry = self._sync()
         if chunk:
-            self._handle_group(chunk, builder)
+            self._handle_relevant(chunk, registry, builder)
         return builder.build()
+
+    def _handle_relevant(
+        self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
+    ) -> None:
+        """Drop the events that cannot matter to their customer (one look-up for the whole
+        group), then handle the rest in one transaction."""
+        wanted = {i.customer_id for i in items if isinstance(i, Event)}
+        states = self.storage.peek_many(sorted(wanted)) if wanted else {}
+        kept: list[Event | ProfileUpdate] = []
+        touched: set[str] = set()
+        for item in items:
+            cid = item.customer_id
+            # An earlier item of the group may have changed the customer (enrolled them, say):
+            # from then on, everything of theirs goes in.
+            if isinstance(item, ProfileUpdate) or cid in touched or registry.matters_to(
+                states.get(cid), item.name
+            ):
+                kept.append(item)
+                touched.add(cid)
+        if kept:
+            self._handle_group(kept, builder)
 
     def _handle_group(
         self, items: list[Event | ProfileUpdate], builder: OutcomeBuilder

@@ -164,6 +164,16 @@ class Storage(abc.ABC):
         engine uses it to skip events that cannot matter to this customer). May be stale by
         the time it returns; never to be written back. None when unknown or undecodable."""
 
+    def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        """``peek`` for several customers at once (one round trip in SQL adapters); customers
+        unknown or undecodable are left out."""
+        out: dict[str, CustomerState] = {}
+        for cid in customer_ids:
+            state = self.peek(cid)
+            if state is not None:
+                out[cid] = state
+        return out
+
     # --- wake-ups ------------------------------------------------------------------------------
 
     @abc.abstractmethod
