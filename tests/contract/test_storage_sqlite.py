@@ -15,7 +15,7 @@ from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageEr
 from cjo.model.events import Profile
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.storage import sqlite as sqlite_module
-from cjo.storage.base import Storage
+from cjo.storage.base import ActivityCount, Retention, Storage
 from cjo.storage.codec import encode_state
 from cjo.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 from cjo.testing import StorageContract
@@ -496,3 +496,47 @@ def test_one_storage_shared_by_threads_on_different_customers(tmp_path: Path) ->
             state = storage.peek(f"c{i}")
             assert state is not None
             assert state.profile == Profile(f"c{i}", {"n": 49})
+
+
+# --- the activity log's order key ------------------------------------------------------------
+
+
+def test_activity_ranges_are_exact_whatever_the_order_of_appending(tmp_path: Path) -> None:
+    tick = timedelta(microseconds=1)
+    second = timedelta(seconds=1)
+    at_times = (
+        [T0] * 1500  # more entries in one microsecond than the order key has room for
+        + [T0 + tick, T0 + second]
+        + [T0 - timedelta(hours=1)] * 3  # a process whose clock is behind
+        + [T0 + 2 * second, T0 + second, T0 + 3 * second]
+    )
+    entries = [Activity(at, "c1", f"e{i}", "j", 1, None, "step", str(i))
+               for i, at in enumerate(at_times)]
+    with SQLiteStorage(tmp_path / "order.db") as storage:
+        # Appended over several transactions, a few entries each.
+        for i in range(0, len(entries), 7):
+            with storage.customer("c1", T0) as session:
+                session.save(CustomerState("c1", T0), (), entries[i:i + 7])
+        bounds = sorted({*at_times, T0 - timedelta(days=1), T0 + timedelta(days=1),
+                         T0 + tick + tick})
+        for start in bounds:
+            for end in bounds:
+                expected = [a for a in entries if start <= a.at < end]
+                assert storage.activities(start, end) == expected, (start, end)
+        conn = storage._conn
+        assert conn is not None
+        late = conn.execute(
+            "SELECT COUNT(*) FROM activity INDEXED BY activity_late WHERE (seq >> 10) != at"
+        ).fetchone()[0]
+        assert 0 < late < len(entries) // 2, "only entries out of order are indexed"
+        remaining = list(entries)
+        for cutoff in bounds:
+            pruned = [a for a in remaining if a.at < cutoff]
+            result = storage.prune(cutoff + timedelta(days=400), Retention())
+            assert result.activity == len(pruned), cutoff
+            remaining = [a for a in remaining if a.at >= cutoff]
+            assert storage.activities(T0 - timedelta(days=9), T0 + timedelta(days=9)) == remaining
+        assert storage.activity_counts("j") == [
+            ActivityCount("j", 1, None, "step", str(i), 1)
+            for i in sorted(range(len(entries)), key=str)
+        ]
