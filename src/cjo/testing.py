@@ -563,6 +563,18 @@ class StorageContract:
         assert peeked is not None
         assert peeked.profile == Profile("c1", {"n": 2})
 
+    def test_peek_many(self, storage: Storage) -> None:
+        assert storage.peek_many([]) == {}
+        assert storage.peek_many(["nobody"]) == {}
+        states = {cid: _state(cid, attributes={"cid": cid}) for cid in ("c1", "c2", "c3")}
+        for state in states.values():
+            _save(storage, state)
+        expected = {cid: _revised(state, 1) for cid, state in states.items() if cid != "c2"}
+        assert storage.peek_many(["c3", "nobody", "c1", "c3"]) == expected
+        with storage.customer("c1", T0) as session:
+            session.save(_state("c1", attributes={"n": 9}), (), ())
+            assert storage.peek_many(["c1"]) == {"c1": expected["c1"]}, "committed state only"
+
     # --- records that cannot be decoded --------------------------------------------------------
 
     def test_a_corrupt_record_raises_naming_the_customer(self, storage: Storage) -> None:
@@ -574,6 +586,7 @@ class StorageContract:
         assert info.value.customer_id == "bad"
         assert "'bad'" in str(info.value)
         assert storage.peek("bad") is None, "peek answers None for a record it cannot decode"
+        assert list(storage.peek_many(["bad", "good"])) == ["good"]
         with storage.batch(["bad", "good"], T0) as sessions:
             with pytest.raises(CorruptRecordError) as info:
                 sessions["bad"].load()
