@@ -132,6 +132,7 @@ def test_pragmas_of_a_file_database(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
         assert conn.execute("PRAGMA busy_timeout").fetchone() == (7000,)
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (10000,)
         assert conn.isolation_level is None  # autocommit; transactions are explicit
     assert not (tmp_path / "p.db-wal").exists(), "the last close checkpoints the WAL away"
 
