@@ -452,8 +452,8 @@ _RecordRow = tuple[int | None, int, str]
 
 
 class _Txn:
-    """What the sessions of one transaction share: the connection, the records read up front,
-    the event ids claimed up front, and the writes buffered until commit."""
+    """What the sessions of one transaction share: its cursor, the records read up front, the
+    event ids claimed up front, and the writes buffered until commit."""
 
     __slots__ = (
         "activities",
@@ -515,7 +515,7 @@ class _Txn:
         self.fresh = {r[0] for r in inserted}
 
     def flush(self) -> None:
-        conn = self.cur
+        cur = self.cur
         if self.records:
             stored = self.stored
             same: list[tuple[int, str, int]] = []
@@ -529,24 +529,24 @@ class _Txn:
                     same.append((revision, data, known[0]))
                 else:
                     moved.append((wake_at, revision, data, known[0]))
-            _write_rows(conn, _UPDATE, same)
-            _write_rows(conn, _UPDATE_WAKE, moved)
-            _write_rows(conn, _SAVE, new)
+            _write_rows(cur, _UPDATE, same)
+            _write_rows(cur, _UPDATE_WAKE, moved)
+            _write_rows(cur, _SAVE, new)
         if self.aside:
             # After the records: a customer set aside and saved in one transaction stays aside.
-            _write_rows(conn, _SET_ASIDE, [(why, cid) for cid, why in self.aside.items()])
+            _write_rows(cur, _SET_ASIDE, [(why, cid) for cid, why in self.aside.items()])
         if self.messages:
-            _write_rows(conn, _INSERT_OUTBOX, list(self.messages.values()))
-        _write_rows(conn, _INSERT_ACTIVITY, self.activities)
+            _write_rows(cur, _INSERT_OUTBOX, list(self.messages.values()))
+        _write_rows(cur, _INSERT_ACTIVITY, self.activities)
 
 
-def _write_rows(conn: sqlite3.Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+def _write_rows(cur: sqlite3.Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> None:
     """One statement for every row; ``execute`` for a single one (cheaper than a one-row
     ``executemany``, the common case of one event per transaction)."""
     if len(rows) > 1:
-        conn.executemany(sql, rows)
+        cur.executemany(sql, rows)
     elif rows:
-        conn.execute(sql, rows[0])
+        cur.execute(sql, rows[0])
 
 
 class _Session(CustomerSession):
@@ -559,18 +559,18 @@ class _Session(CustomerSession):
     @_Translated("claim_event")
     def claim_event(self, event_id: str) -> bool:
         txn = self._txn
-        conn = txn.check()
+        cur = txn.check()
         if event_id in txn.announced:
             if event_id in txn.fresh:
                 txn.fresh.discard(event_id)
                 return True
             return False  # handled before, or already handed out in this transaction
-        return conn.execute(_CLAIM_EVENT, (event_id, txn.now_us)).rowcount == 1
+        return cur.execute(_CLAIM_EVENT, (event_id, txn.now_us)).rowcount == 1
 
     @_Translated("load")
     def load(self) -> CustomerState | None:
         txn = self._txn
-        conn = txn.check()
+        cur = txn.check()
         cid = self.customer_id
         saved = txn.records.get(cid)
         text: Any
@@ -579,7 +579,7 @@ class _Session(CustomerSession):
         else:
             text = _NOT_FETCHED if txn.prefetched is None else txn.prefetched.get(cid, _NOT_FETCHED)
             if text is _NOT_FETCHED:
-                row = conn.execute(_LOAD, (cid,)).fetchone()
+                row = cur.execute(_LOAD, (cid,)).fetchone()
                 if row is None:
                     text = None
                 else:
