@@ -54,7 +54,6 @@ __all__ = [
     "shop_definitions",
     "shop_workload",
     "simulate_shop",
-    "win_back_journey",
 ]
 
 DEMO_START = datetime(2026, 3, 2, tzinfo=UTC)
