@@ -76,7 +76,7 @@ class Engine:
         future_tolerance: timedelta = timedelta(minutes=5),
         retention: Retention | None = None,
         prune_every: timedelta = timedelta(hours=1),
-        keep_ended: int = 3,
+        keep_ended: int = 1,
         recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
         render: bool = True,
         limits: Limits | None = None,

@@ -141,10 +141,10 @@ def _full_state(customer: str = "c1") -> CustomerState:
         ),
     ]
     history = {
-        ("cart", None): EntryHistory(4, [T0 - 5 * DAY + TICK, T0 - HOUR + TICK], T0 - 4 * DAY),
-        ("cart", "cart-7"): EntryHistory(1, [T0 - HOUR + TICK], None),
-        ("cart", ""): EntryHistory(0, [], None),
-        ("welcome", None): EntryHistory(2, [], T0 - 8 * DAY),
+        ("cart", None): EntryHistory(4, (T0 - 5 * DAY + TICK, T0 - HOUR + TICK), T0 - 4 * DAY),
+        ("cart", "cart-7"): EntryHistory(1, (T0 - HOUR + TICK,), None),
+        ("cart", ""): EntryHistory(0, (), None),
+        ("welcome", None): EntryHistory(2, (), T0 - 8 * DAY),
     }
     return CustomerState(
         customer_id=customer, created_at=T0 - 30 * DAY + TICK, revision=0, profile=profile,
@@ -467,7 +467,7 @@ class StorageContract:
             loaded.enrollments.append(_enrollment("new"))
             loaded.ended.clear()
             loaded.history[("cart", None)].count = 99
-            loaded.history[("cart", None)].recent.append(T0)
+            loaded.history[("cart", None)].recent += (T0,)
             loaded.history[("new", None)] = EntryHistory(1)
             loaded.timers["other"] = T0
             loaded.marks.clear()

@@ -138,7 +138,7 @@ class Decider:
         state: CustomerState,
         *,
         render: bool = True,
-        keep_ended: int = 3,
+        keep_ended: int = 1,
         recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
         limits: Limits = DEFAULT_LIMITS,
     ) -> None:
@@ -371,15 +371,15 @@ class Decider:
     ) -> Enrollment:
         journey = cj.journey
         state = self.state
-        h = state.history.get((journey.id, key))
+        hkey = cj.history_key if key is None else (journey.id, key)
+        h = state.history.get(hkey)
         if h is None:
-            h = state.history[(journey.id, key)] = EntryHistory()
+            h = state.history[hkey] = EntryHistory()
         h.count += 1
-        h.recent.append(now)
         policy = journey.reentry
-        keep = policy.limit if policy.mode == "at_most" and policy.limit else 1
-        if len(h.recent) > keep:
-            del h.recent[: len(h.recent) - keep]
+        if policy.mode == "at_most":
+            # Only an at_most rule counts entry instants, and only its last ``limit`` of them.
+            h.recent = (*h.recent, now)[-(policy.limit or 1):]
         enrollment = Enrollment(
             id=enrollment_id_for(journey.id, self.customer_id, key, h.count, now),
             journey_id=journey.id,
@@ -555,9 +555,9 @@ class Decider:
             return
         h.last_ended_at = at
         cj = self.registry.latest.get(enrollment.journey_id)
-        # A keyed instance under after_exit needs nothing once it ended: without this, one
-        # entry per cart would pile up forever. (The unkeyed entry stays: its count numbers
-        # the enrollments.)
+        # Under after_exit no rule reads a keyed instance's history once it ended: drop it, or
+        # one entry per cart would pile up forever. (The unkeyed entry stays: its count numbers
+        # the enrollments; keyed ids stay unique without it, as they carry the entry instant.)
         if (
             cj is not None and enrollment.instance_key is not None
             and cj.journey.reentry.mode == "after_exit"

@@ -3,6 +3,7 @@ are looked up, events are indexed, and content templates are parsed on first use
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,6 +47,8 @@ class CompiledJourney:
     watched_events: frozenset[str]
     # Whether any event at all may matter to an enrolled customer (condition exits).
     any_event: bool
+    # The entry-history key without an instance key, shared by every record that holds it.
+    history_key: tuple[str, None]
 
     @classmethod
     def compile(cls, journey: Journey) -> CompiledJourney:
@@ -76,6 +79,7 @@ class CompiledJourney:
             steps=steps,
             watched_events=frozenset(watched),
             any_event=bool(exit_conditions),
+            history_key=(sys.intern(journey.id), None),
         )
 
 

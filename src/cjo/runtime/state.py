@@ -129,11 +129,12 @@ class EntryHistory:
     many as an ``at_most`` rule counts) and when the last one ended."""
 
     count: int = 0
-    recent: list[datetime] = attrs.field(factory=list)
+    # A tuple, replaced on change: most histories hold none or one instant.
+    recent: tuple[datetime, ...] = ()
     last_ended_at: datetime | None = None
 
     def copy(self) -> EntryHistory:
-        return EntryHistory(self.count, list(self.recent), self.last_ended_at)
+        return EntryHistory(self.count, self.recent, self.last_ended_at)
 
 
 HistoryKey = tuple[str, str | None]  # (journey id, instance key)

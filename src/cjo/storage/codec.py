@@ -223,7 +223,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
                               prof.get("loc"))
         history: dict[tuple[str, str | None], EntryHistory] = {}
         for jid, key, count, recent, last_ended in data.get("hist") or ():
-            history[(jid, key)] = EntryHistory(count, [dt(t) for t in recent],
+            history[(jid, key)] = EntryHistory(count, tuple(dt(t) for t in recent),
                                                _dt_opt(last_ended))
         return CustomerState(
             customer_id=customer_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -60,10 +61,23 @@ class ApiTriggerKind(TriggerKind[ApiTrigger]):
     trigger_type = ApiTrigger
 
 
+class _Names:
+    """The record keys of one journey's inactivity trigger, interned: every record holds them,
+    and one shared string each keeps records small."""
+
+    __slots__ = ("fired", "seen", "since", "timer")
+
+    def __init__(self, journey_id: str) -> None:
+        self.seen = sys.intern(f"seen:{journey_id}")
+        self.since = sys.intern(f"since:{journey_id}")
+        self.fired = sys.intern(f"fired:{journey_id}")
+        self.timer = sys.intern(timer_name(journey_id))
+
+
 class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
-    """Keeps marks per journey in the customer record (the last qualifying event's timestamp,
-    the instant the trigger first knew the customer, the basis it last fired for) and one
-    customer timer."""
+    """Keeps up to three marks per journey in the customer record (the last qualifying event's
+    timestamp; the instant the trigger first knew the customer, when that is not the record's
+    creation; the basis it last fired for) and one customer timer."""
 
     trigger_type = InactivityTrigger
 
@@ -85,6 +99,13 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
     def watched_events(self, trigger: InactivityTrigger) -> Iterable[str]:
         return (trigger.event,)
 
+    @staticmethod
+    def _names(cj: CompiledJourney) -> _Names:
+        names = _NAMES.get(cj.journey.id)
+        if names is None:
+            names = _NAMES[cj.journey.id] = _Names(cj.journey.id)
+        return names
+
     def on_event(
         self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any,
         event: Event, now: datetime,
@@ -93,45 +114,51 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
             return
         if compiled is not None and not compiled(d.scope(event.properties, {})):
             return
-        jid = cj.journey.id
+        names = self._names(cj)
         marks = d.state.marks
-        seen = marks.get(f"seen:{jid}")
+        seen = marks.get(names.seen)
         # Windows and inactivity count by the event's own timestamp; a late event never moves
         # the instant backwards.
         if seen is not None and seen >= event.timestamp:
             return
-        marks[f"seen:{jid}"] = event.timestamp
-        d.state.timers[timer_name(jid)] = event.timestamp + trigger.after
+        marks[names.seen] = event.timestamp
+        d.state.timers[names.timer] = event.timestamp + trigger.after
         d.touch()
 
     def arm(
         self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any,
         now: datetime,
     ) -> None:
-        jid = cj.journey.id
+        names = self._names(cj)
         state = d.state
-        name = timer_name(jid)
-        if name in state.timers:
+        if names.timer in state.timers:
             return
         marks = state.marks
-        basis = marks.get(f"seen:{jid}") or marks.get(f"since:{jid}")
+        basis = marks.get(names.seen) or marks.get(names.since)
         if basis is None:
             # The quiet spell starts when the trigger first knows the customer: at creation
-            # for customers who arrive after the journey was published; at their next input
-            # for earlier ones (what they did before is unknown: never fire in the past).
-            basis = marks[f"since:{jid}"] = now
-            d.touch()
-        if marks.get(f"fired:{jid}") == basis:
+            # for customers who arrive after the journey was published (then nothing need be
+            # stored: the record knows its creation); at their next input for earlier ones
+            # (what they did before is unknown: never fire in the past).
+            if names.fired in marks or now == state.created_at:
+                basis = state.created_at
+            else:
+                basis = marks[names.since] = now
+                d.touch()
+        if marks.get(names.fired) == basis:
             return  # already fired for this quiet spell
-        state.timers[name] = basis + trigger.after
+        state.timers[names.timer] = basis + trigger.after
         d.touch()
 
     def on_timer(
         self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any,
         at: datetime,
     ) -> None:
-        jid = cj.journey.id
+        names = self._names(cj)
         state = d.state
         marks = state.marks
-        marks[f"fired:{jid}"] = marks.get(f"seen:{jid}") or marks[f"since:{jid}"]
+        marks[names.fired] = marks.get(names.seen) or marks.get(names.since) or state.created_at
         d.consider_entry(cj, {}, None, at)
+
+
+_NAMES: dict[str, _Names] = {}
