@@ -276,10 +276,14 @@ class Engine:
                 decider: Decider | None = None
                 for item in customer_items:
                     if isinstance(item, ProfileUpdate):
-                        decider = decider or self._decider(session, registry, now)
+                        decider = decider or self._decider(
+                            session, registry, now, outcome=builder
+                        )
                         decider.update_profile(item, now)
                     elif session.claim_event(item.event_id):
-                        decider = decider or self._decider(session, registry, now)
+                        decider = decider or self._decider(
+                            session, registry, now, outcome=builder
+                        )
                         decider.on_event(item, now)
                 if decider is not None:
                     self._save(session, decider)
@@ -290,7 +294,8 @@ class Engine:
         """After commit: dispatch what the group wrote to the outbox, collect what happened."""
         self._dispatch([m for d in deciders for m in d.messages], now)
         for decider in deciders:
-            builder.absorb(decider.outcome)
+            if decider.outcome is not builder:
+                builder.absorb(decider.outcome)
 
     def run_due(self, now: datetime | None = None) -> Outcome:
         """Fire every wake-up due by ``now`` (default: the clock), earliest first. Each fires at
@@ -305,7 +310,9 @@ class Engine:
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
                 for session in sessions.values():
                     try:
-                        decider = self._decider(session, registry, now, create=False)
+                        decider = self._decider(
+                            session, registry, now, create=False, outcome=builder
+                        )
                     except CorruptRecordError as exc:
                         log.error("setting a customer record aside: %s", exc)
                         session.set_aside(str(exc))
@@ -481,7 +488,7 @@ class Engine:
 
     def _decider(
         self, session: CustomerSession, registry: Registry, now: datetime, *,
-        create: bool = True,
+        create: bool = True, outcome: OutcomeBuilder | None = None,
     ) -> Decider:
         state = session.load()
         if state is None:
@@ -491,6 +498,7 @@ class Engine:
         return Decider(
             registry, state, render=self.render, keep_ended=self.keep_ended,
             recipient_attributes=self.recipient_attributes, limits=self.limits,
+            outcome=outcome,
         )
 
     @staticmethod

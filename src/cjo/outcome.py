@@ -11,7 +11,7 @@ from cjo.channels.base import Message
 __all__ = ["Ended", "Entered", "GoalReached", "Outcome", "StepRun"]
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Entered:
     journey_id: str
     version: int
@@ -32,7 +32,7 @@ class StepRun:
     at: datetime
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Ended:
     """An enrollment reached a terminal state: completed, exited, converted, expired, removed."""
 

@@ -141,6 +141,7 @@ class Decider:
         keep_ended: int = 1,
         recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
         limits: Limits = DEFAULT_LIMITS,
+        outcome: OutcomeBuilder | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits
@@ -153,7 +154,8 @@ class Decider:
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
         self.activities: list[Activity] = []
-        self.outcome = OutcomeBuilder()
+        # Deciders of one call may share one builder: what they do is reported together.
+        self.outcome = outcome if outcome is not None else OutcomeBuilder()
 
     @property
     def customer_id(self) -> str:
@@ -213,9 +215,15 @@ class Decider:
     def on_event(self, event: Event, now: datetime) -> None:
         self.catch_up(now)
         name = event.name
-        for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
-            if enrollment.active:
-                self._react(enrollment, event, now)
+        enrollments = self.state.enrollments
+        if enrollments:
+            if len(enrollments) > 1:
+                enrollments = sorted(enrollments, key=lambda e: (e.entered_at, e.id))
+            else:
+                enrollments = list(enrollments)  # reacting may end it, which removes it
+            for enrollment in enrollments:
+                if enrollment.active:
+                    self._react(enrollment, event, now)
         for cj in self.registry.triggers_by_event.get(name, ()):
             cj.trigger.on_event(self, cj, cj.journey.trigger, cj.trigger_compiled, event, now)
 
