@@ -12,6 +12,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from sortedcontainers import SortedList
 
@@ -105,7 +106,9 @@ class InMemoryStorage(Storage):
         self._wakes: SortedList = SortedList()
         self._wake_keys: dict[str, tuple[datetime, str]] = {}
         self._wake_leases: dict[str, datetime] = {}
-        self._outbox: dict[str, OutboxEntry] = {}
+        # key -> [message, status, attempts, available_at, last_error]: mutable rows, since
+        # every message is written once and completed once (OutboxEntry is built on request).
+        self._outbox: dict[str, list[Any]] = {}
         self._outbox_done: deque[tuple[datetime, str]] = deque()
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
         self._settings: dict[str, str] = {}
@@ -160,7 +163,7 @@ class InMemoryStorage(Storage):
                 key = message.idempotency_key
                 if key in self._outbox:
                     continue
-                self._outbox[key] = OutboxEntry(message, "pending", 0, available)
+                self._outbox[key] = [message, "pending", 0, available, None]
                 self._pending[key] = None
         if activities:
             counts = self._counts
@@ -229,32 +232,32 @@ class InMemoryStorage(Storage):
             for key in self._pending:
                 if len(out) >= limit:
                     break
-                entry = self._outbox[key]
-                if entry.available_at <= now:
-                    self._outbox[key] = OutboxEntry(
-                        entry.message, "pending", entry.attempts, now + lease, entry.last_error
-                    )
-                    out.append(entry.message)
+                row = self._outbox[key]
+                if row[3] <= now:
+                    row[3] = now + lease
+                    out.append(row[0])
         return out
 
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
         with self._lock:
-            entry = self._outbox.get(key)
-            if entry is None or entry.status != "pending":
+            row = self._outbox.get(key)
+            if row is None or row[1] != "pending":
                 return
             status: OutboxStatus = "pending" if retry_at is not None else result.status
-            self._outbox[key] = OutboxEntry(
-                entry.message, status, entry.attempts + 1, retry_at or now, result.error
-            )
+            row[1] = status
+            row[2] += 1
+            row[3] = retry_at or now
+            row[4] = result.error
             if status != "pending":
                 self._pending.pop(key, None)
                 self._outbox_done.append((now, key))
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
-            return self._outbox.get(key)
+            row = self._outbox.get(key)
+            return None if row is None else OutboxEntry(*row)
 
     # --- definitions ---------------------------------------------------------------------------
 
@@ -328,7 +331,7 @@ class InMemoryStorage(Storage):
             self._records.pop(customer_id, None)
             self._aside.pop(customer_id, None)
             self._set_wake(customer_id, None)
-            for key in [k for k, v in self._outbox.items() if v.message.customer_id == customer_id]:
+            for key in [k for k, v in self._outbox.items() if v[0].customer_id == customer_id]:
                 del self._outbox[key]
                 self._pending.pop(key, None)
             if any(a.customer_id == customer_id for a in self._log):
@@ -353,8 +356,8 @@ class InMemoryStorage(Storage):
             outbox = 0
             while self._outbox_done and self._outbox_done[0][0] < before:
                 _at, key = self._outbox_done.popleft()
-                entry = self._outbox.get(key)
-                if entry is not None and entry.status != "pending":
+                row = self._outbox.get(key)
+                if row is not None and row[1] != "pending":
                     del self._outbox[key]
                     outbox += 1
             before = now - retention.activity
