@@ -385,13 +385,17 @@ class _Run:
                 cid = item.customer_id
                 decider = deciders.get(cid)
                 if isinstance(item, Event):
+                    # First what a worker on time would have done by now: fire the wake-ups
+                    # due by this instant (each at its own); one may have enrolled them.
                     state = decider.state if decider is not None else peek(cid)
-                    # What Engine.handle_event skips, skip (it opens no transaction, so it
-                    # catches nothing up and claims no event id). A due wake-up counts: a
-                    # worker on time would have fired it, and it may have enrolled them.
-                    if not registry.matters_to(state, item.name) and not (
-                        state is not None and _due_by(state, at)
-                    ):
+                    if state is not None and _due_by(state, at):
+                        if decider is None:
+                            decider = deciders[cid] = self._decider(sessions[cid], at)
+                            state = decider.state
+                        decider.catch_up(at)
+                    # Then what Engine.handle_event skips, skip: it opens no transaction, so
+                    # it claims no event id.
+                    if not registry.matters_to(state, item.name):
                         continue
                     session = sessions[cid]
                     if not session.claim_event(item.event_id):
