@@ -273,10 +273,8 @@ class _Run:
         self.inputs = 0
         self.events = 0
         self.profile_updates = 0
-        self.windows = 0
         self.due_seconds = 0.0
         self.start: datetime | None = None
-        self.first_at: datetime | None = None
         self.until: datetime | None = None
 
     def play(
@@ -370,7 +368,6 @@ class _Run:
 
     def _decide(self, window: list[tuple[datetime, Item]]) -> None:
         """Decide one window's inputs in one transaction, then fire what is due by its end."""
-        self.windows += 1
         end = window[-1][0]
         self.clock.set(end)
         engine = self.engine
@@ -378,9 +375,8 @@ class _Run:
         storage = self.storage
         peek = storage.peek
         customer_ids = {item.customer_id for _at, item in window}
-        claims = [(i.customer_id, i.event_id) for _at, i in window if isinstance(i, Event)]
         deciders: dict[str, Decider] = {}
-        with storage.batch(list(customer_ids), end, claims=claims) as sessions:
+        with storage.batch(list(customer_ids), end) as sessions:
             for at, item in window:
                 cid = item.customer_id
                 decider = deciders.get(cid)

@@ -1,0 +1,331 @@
+"""cjo.simulate.backtest: inputs, instants, results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import attrs
+import pytest
+
+from cjo.analytics.report import journey_report
+from cjo.channels.recording import RecordingChannel
+from cjo.clock import ManualClock
+from cjo.conditions import attr, prop
+from cjo.demo import profile_from_signup, shop_definitions, shop_workload
+from cjo.engine import Engine
+from cjo.errors import ClockError, UsageError
+from cjo.model.content import ContentItem, Variant
+from cjo.model.definitions import Definitions
+from cjo.model.events import Event, ProfileUpdate
+from cjo.model.journey import Goal, Journey
+from cjo.model.steps import Branch, Case, Send, WaitForEvent
+from cjo.model.triggers import EventTrigger
+from cjo.simulate import BacktestInput, BacktestResult, backtest
+from cjo.storage.memory import InMemoryStorage
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+CONTENT = (
+    ContentItem("hello", (Variant("email", {"subject": "Hi {{ profile.name | default: 'you' }}",
+                                            "body": "{{ event.item }}"}),
+                          Variant("sms", {"text": "{{ profile.tier }}"}))),
+)
+
+
+def cart() -> Definitions:
+    """An hour to buy, else an email; goal: a purchase."""
+    return Definitions(journeys=(Journey(
+        id="cart",
+        entry="wait",
+        trigger=EventTrigger("cart"),
+        steps={
+            "wait": WaitForEvent("buy", HOUR, on_timeout="email"),
+            "email": Send("hello", "email"),
+        },
+        goal=Goal("buy"),
+    ),), content=CONTENT)
+
+
+def by_tier() -> Definitions:
+    """On sign-up: an SMS for gold customers, an email for everyone else."""
+    return Definitions(journeys=(Journey(
+        id="tiers",
+        entry="branch",
+        trigger=EventTrigger("signup"),
+        steps={
+            "branch": Branch((Case(attr("tier") == "gold", "sms"),), default="email"),
+            "sms": Send("hello", "sms"),
+            "email": Send("hello", "email"),
+        },
+    ),), content=CONTENT)
+
+
+def ev(name: str, at: datetime, customer: str = "c1", event_id: str | None = None,
+       **props: object) -> Event:
+    return Event(customer, name, at, props, event_id or f"{customer}-{name}-{at:%H%M%S}")
+
+
+def recording() -> dict[str, RecordingChannel]:
+    return {"email": RecordingChannel(), "sms": RecordingChannel()}
+
+
+# --- ordering and arguments --------------------------------------------------------------------
+
+
+def test_an_input_out_of_order_is_refused_by_its_position() -> None:
+    stream = [ev("cart", T0), ev("buy", T0 + HOUR), ev("cart", T0 + HOUR, "c2"),
+              ev("cart", T0, "c3")]
+    with pytest.raises(UsageError, match=r"input #3 .* earlier than the input before it"):
+        backtest(cart(), stream)
+
+
+def test_an_input_before_start_is_refused() -> None:
+    with pytest.raises(UsageError, match=r"input #0 .* earlier than start"):
+        backtest(cart(), [ev("cart", T0)], start=T0 + HOUR)
+
+
+def test_an_input_of_another_kind_is_refused_by_its_position() -> None:
+    with pytest.raises(UsageError, match=r"input #1 is a str"):
+        backtest(cart(), [ev("cart", T0), "cart"])  # type: ignore[list-item]
+    with pytest.raises(UsageError, match=r"input #0 is a tuple"):
+        backtest(cart(), [(T0, "not an update")])  # type: ignore[list-item]
+
+
+def test_arguments_are_checked() -> None:
+    with pytest.raises(UsageError, match="progress_every"):
+        backtest(cart(), [], progress_every=0)
+    with pytest.raises(UsageError, match="before start"):
+        backtest(cart(), [], start=T0, until=T0 - HOUR)
+    with pytest.raises(ClockError):
+        backtest(cart(), [], start=datetime(2026, 3, 2))  # naive on purpose
+
+
+def test_equal_timestamps_are_in_order() -> None:
+    result = backtest(cart(), [ev("cart", T0), ev("buy", T0)])
+    assert result.goals == {"cart": 1}
+    assert result.messages == {}
+
+
+# --- instants ----------------------------------------------------------------------------------
+
+
+def test_each_input_is_decided_at_its_own_timestamp() -> None:
+    result = backtest(cart(), [ev("cart", T0), ev("cart", T0 + 5 * HOUR, "c2")])
+    [first, second] = sorted(result.engine.enrollments("c1") + result.engine.enrollments("c2"),
+                             key=lambda e: e.customer_id)
+    assert first.entered_at == T0
+    assert second.entered_at == T0 + 5 * HOUR
+    # c1's wait ended at its own instant (T0 + 1h), well before c2's cart.
+    assert first.ended_at == T0 + HOUR
+    assert result.messages == {"email": 1}
+
+
+def test_a_wake_up_due_at_an_inputs_instant_fires_before_it() -> None:
+    # The timeout and the purchase share an instant: the timeout fires first (as a live
+    # engine's catch-up would), so the email is sent and the journey completes; the purchase
+    # comes too late for it.
+    channels = recording()
+    result = backtest(cart(), [ev("cart", T0), ev("buy", T0 + HOUR)], channels=channels)
+    assert [m.created_at for m in channels["email"].messages] == [T0 + HOUR]
+    assert result.ended == {"completed": 1}
+    assert result.goals == {}
+
+
+def test_a_purchase_a_moment_before_the_timeout_wins() -> None:
+    result = backtest(cart(), [ev("cart", T0), ev("buy", T0 + HOUR - timedelta(seconds=1))])
+    assert result.messages == {}
+    assert result.ended == {"converted": 1}
+
+
+def test_until_fires_what_is_due_and_stops_reading() -> None:
+    stream = [ev("cart", T0), ev("cart", T0 + 3 * HOUR, "c2"), ev("cart", T0 + 9 * HOUR, "c3")]
+    result = backtest(cart(), stream, until=T0 + 2 * HOUR)
+    assert result.inputs == 1  # the input after until ends the run: it and the rest are unread
+    assert result.until == T0 + 2 * HOUR
+    assert result.messages == {"email": 1}
+    assert result.engine.clock.now() == T0 + 2 * HOUR
+
+
+def test_without_until_the_run_ends_at_the_last_input() -> None:
+    result = backtest(cart(), [ev("cart", T0), ev("page", T0 + 30 * timedelta(minutes=1))])
+    assert (result.start, result.until) == (T0, T0 + 30 * timedelta(minutes=1))
+    assert result.messages == {}  # the timeout (T0 + 1h) is after the end
+    assert result.reports["cart"].active == 1
+
+
+def test_an_empty_stream() -> None:
+    result = backtest(cart(), [])
+    assert (result.start, result.until, result.inputs) == (None, None, 0)
+    assert result.reports["cart"].entered == 0
+    result = backtest(cart(), [], start=T0, until=T0 + HOUR)
+    assert (result.start, result.until) == (T0, T0 + HOUR)
+
+
+# --- profile updates ---------------------------------------------------------------------------
+
+
+def test_a_bare_profile_update_takes_the_next_events_instant() -> None:
+    channels = recording()
+    stream: list[BacktestInput] = [ProfileUpdate("c1", {"tier": "gold"}), ev("signup", T0 + HOUR)]
+    backtest(by_tier(), stream, channels=channels, render=True)
+    [sms] = channels["sms"].messages
+    assert sms.fields == {"text": "gold"}
+    assert sms.created_at == T0 + HOUR
+
+
+def test_a_timed_profile_update_applies_at_its_instant() -> None:
+    stream: list[BacktestInput] = [(T0, ProfileUpdate("c1", {"tier": "gold"})),
+                            ev("signup", T0 + HOUR, "c2"),
+                            (T0 + 2 * HOUR, ProfileUpdate("c2", {"tier": "gold"})),
+                            ev("signup", T0 + 3 * HOUR)]
+    result = backtest(by_tier(), stream)
+    assert result.messages == {"email": 1, "sms": 1}  # c2 signed up before turning gold
+    assert result.profile_updates == 2
+    assert result.engine.customer_state("c1").created_at == T0  # type: ignore[union-attr]
+
+
+def test_trailing_profile_updates_apply_at_the_last_instant() -> None:
+    result = backtest(by_tier(), [ev("signup", T0), ProfileUpdate("c2", {"tier": "gold"})])
+    state = result.engine.customer_state("c2")
+    assert state is not None
+    assert state.created_at == T0
+    assert state.profile is not None
+    assert state.profile.attributes == {"tier": "gold"}
+
+
+def test_profile_updates_alone_need_an_instant() -> None:
+    with pytest.raises(UsageError, match="no timestamped input"):
+        backtest(by_tier(), [ProfileUpdate("c1", {"tier": "gold"})])
+    result = backtest(by_tier(), [ProfileUpdate("c1", {"tier": "gold"})], until=T0)
+    assert result.engine.customer_state("c1").created_at == T0  # type: ignore[union-attr]
+
+
+# --- results -----------------------------------------------------------------------------------
+
+
+def test_the_result_counts_and_reports() -> None:
+    stream = [ev("cart", T0), ev("cart", T0, "c2"), ev("buy", T0 + HOUR / 2, "c2"),
+              ev("page", T0 + 2 * HOUR), ev("cart", T0 + 2 * HOUR, "c3")]
+    result = backtest(cart(), stream, until=T0 + 4 * HOUR)
+    assert isinstance(result, BacktestResult)
+    assert (result.inputs, result.events, result.profile_updates) == (5, 5, 0)
+    assert result.messages == {"email": 2}
+    assert result.messages_total == 2
+    assert result.entered == {"cart": 3}
+    assert result.ended == {"completed": 2, "converted": 1}
+    assert result.goals == {"cart": 1}
+    report = result.reports["cart"]
+    assert (report.entered, report.converted, report.completed) == (3, 1, 2)
+    assert "cart" in result.table()
+    assert result.wall_seconds >= result.due_seconds >= 0
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        result.inputs = 0  # type: ignore[misc]
+
+
+def test_reports_follow_the_latest_version() -> None:
+    [v1] = cart().journeys
+    v2 = attrs.evolve(v1, version=2, steps={**v1.steps, "email": Send("hello", "sms")})
+    defs = attrs.evolve(cart(), journeys=(v1, v2))
+    result = backtest(defs, [ev("cart", T0)], until=T0 + 2 * HOUR)
+    assert list(result.reports) == ["cart"]
+    assert result.messages == {"sms": 1}
+
+
+def test_default_channels_count_and_deliver_nothing() -> None:
+    result = backtest(cart(), [ev("cart", T0)], until=T0 + 2 * HOUR)
+    assert set(result.engine.channels) == {"email"}
+    assert result.messages == {"email": 1}
+    assert result.engine.storage.outbox_entry(  # delivered: nothing left pending
+        f"{result.engine.enrollments('c1')[0].id}:email:1"
+    ).status == "delivered"  # type: ignore[union-attr]
+
+
+def test_rendering_is_off_unless_asked() -> None:
+    for render, fields in ((False, {}), (True, {"subject": "Hi you", "body": "shoes"})):
+        channels = recording()
+        backtest(cart(), [ev("cart", T0, item="shoes")], until=T0 + HOUR, channels=channels,
+                 render=render)
+        assert [m.fields for m in channels["email"].messages] == [fields]
+
+
+def test_the_activity_log_is_kept_only_when_asked() -> None:
+    stream = [ev("cart", T0)]
+    for keep in (False, True):
+        result = backtest(cart(), stream, until=T0 + HOUR, keep_activity=keep)
+        log = result.engine.activities(T0, T0 + 2 * HOUR)
+        assert bool(log) is keep
+        assert result.reports["cart"].entered == 1
+
+
+def test_progress_is_reported() -> None:
+    calls: list[tuple[int, int | None, datetime]] = []
+    stream = [ev("page", T0 + i * HOUR, event_id=f"p{i}") for i in range(7)]
+    backtest(cart(), stream, progress=lambda *a: calls.append(a), progress_every=3)
+    assert calls == [(3, 7, T0 + 2 * HOUR), (6, 7, T0 + 5 * HOUR), (7, 7, T0 + 6 * HOUR)]
+
+    def generated() -> Iterator[Event]:
+        yield from stream
+
+    calls.clear()
+    backtest(cart(), generated(), progress=lambda *a: calls.append(a), progress_every=5)
+    assert calls == [(5, None, T0 + 4 * HOUR), (7, None, T0 + 6 * HOUR)]
+
+
+def test_a_repeated_event_id_changes_nothing() -> None:
+    result = backtest(cart(), [ev("cart", T0, event_id="x"), ev("cart", T0 + 2 * HOUR,
+                                                                  event_id="x")])
+    assert result.entered == {"cart": 1}
+
+
+def test_an_event_that_matters_to_no_customer_costs_no_record() -> None:
+    result = backtest(cart(), [ev("page", T0), ev("buy", T0)])
+    assert result.engine.customer_state("c1") is None
+    assert result.events == 2
+
+
+def test_a_condition_on_event_properties_is_read_at_each_event() -> None:
+    defs = attrs.evolve(cart(), journeys=(attrs.evolve(
+        cart().journeys[0], trigger=EventTrigger("cart", prop("price") > 10)
+    ),))
+    result = backtest(defs, [ev("cart", T0, price=5), ev("cart", T0, "c2", price=50)])
+    assert result.entered == {"cart": 1}
+
+
+# --- against a live engine ---------------------------------------------------------------------
+
+
+def test_the_demo_shop_decides_what_a_live_engine_decides() -> None:
+    items: list[Event | ProfileUpdate] = []
+    for event in shop_workload(300, 10, 7):
+        if event.name == "signed_up":
+            items.append(profile_from_signup(event))
+        items.append(event)
+    result = backtest(shop_definitions(), items, render=True,
+                      channels={c: RecordingChannel() for c in ("email", "sms", "push")})
+
+    clock = ManualClock(items[1].timestamp)  # type: ignore[union-attr]
+    engine = Engine(InMemoryStorage(), {c: RecordingChannel() for c in ("email", "sms", "push")},
+                    clock)
+    engine.publish(shop_definitions())
+    pending: list[ProfileUpdate] = []
+    for item in items:
+        if isinstance(item, ProfileUpdate):
+            pending.append(item)
+            continue
+        clock.set(item.timestamp)
+        engine.run_due()
+        engine.handle_events([*pending, item])
+        pending = []
+    engine.run_due()
+
+    def sent(e: Engine) -> list[tuple[str, str, dict[str, str]]]:
+        return sorted((m.idempotency_key, m.channel, dict(m.fields))
+                      for ch in e.channels.values()
+                      for m in ch.messages)  # type: ignore[attr-defined]
+
+    assert sent(result.engine) == sent(engine)
+    assert result.messages_total == len(sent(engine)) > 100
+    for journey in shop_definitions().journeys:
+        assert result.reports[journey.id] == journey_report(engine.storage, journey)
