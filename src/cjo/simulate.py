@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -219,7 +219,7 @@ def backtest(
 Item = Event | ProfileUpdate
 
 #: How many inputs that may matter are decided in one storage transaction (see ``_Run``).
-WINDOW = 65_536
+WINDOW = 262_144
 #: Customers per wake-up transaction in ``run_due``.
 DUE_BATCH = 64
 
@@ -285,14 +285,14 @@ class _Run:
         progress = self.progress or _no_progress
         next_progress = progress_every if self.progress is not None else -1
         registry = self.registry
-        # Event names some journey may read (None: any, as a condition exit re-checks every
-        # event of an enrolled customer).
-        relevant: frozenset[str] | None = (
-            None if registry.any_event_when_enrolled
+        # Event names some journey may read (any, when a condition exit re-checks every event
+        # of an enrolled customer).
+        relevant: Container[str] = (
+            _EVERYTHING if registry.any_event_when_enrolled
             else frozenset(registry.triggers_by_event) | registry.enrolled_events
         )
         # Inputs to decide, with their instants, and profile updates waiting for the next
-        # event's instant.
+        # timestamped input's instant.
         window: list[tuple[datetime, Item]] = []
         floating: list[ProfileUpdate] = []
         last = start if start is not None else _BEGINNING
@@ -300,38 +300,38 @@ class _Run:
         stop = until if until is not None else _END
         read = events = updates = 0
         # The hot loop of the run: one pass per input, most of them events nothing reads.
-        for position, item in enumerate(inputs):
+        for item in inputs:
             entry: Item
             if type(item) is Event or isinstance(item, Event):
                 entry, at = item, item.timestamp
+                matters = item.name in relevant
                 events += 1
-                matters = relevant is None or item.name in relevant
             elif isinstance(item, ProfileUpdate):
                 floating.append(item)
                 updates += 1
-                read = position + 1
+                read += 1
                 if read == next_progress:
                     next_progress += progress_every
                     progress(read, total, last)
                 continue
             else:
-                at, entry = _timed_update(item, position)
-                updates += 1
+                at, entry = _timed_update(item, read)
                 matters = True
+                updates += 1
             if at < last:
                 what = "the input before it" if first is not None else "start"
                 raise UsageError(
-                    f"input #{position} is stamped {at.isoformat()}, earlier than {what} "
+                    f"input #{read} is stamped {at.isoformat()}, earlier than {what} "
                     f"({last.isoformat()}): a back-test needs its inputs in timestamp order"
                 )
             if at > stop:
                 # The run ends at until: this input and those after it are not read.
-                if isinstance(entry, Event):
+                if entry is item:
                     events -= 1
                 else:
                     updates -= 1
                 break
-            read = position + 1
+            read += 1
             last = at
             if first is None:
                 first = at
@@ -382,7 +382,8 @@ class _Run:
                 decider = deciders.get(cid)
                 if isinstance(item, Event):
                     # First what a worker on time would have done by now: fire the wake-ups
-                    # due by this instant (each at its own); one may have enrolled them.
+                    # due by this instant (each at its own instant). They may end or start
+                    # enrollments, and so change whether this event matters.
                     state = decider.state if decider is not None else peek(cid)
                     if state is not None and _due_by(state, at):
                         if decider is None:
@@ -405,8 +406,10 @@ class _Run:
                     decider.update_profile(item, at)
             for cid, decider in deciders.items():
                 # Whatever falls due by the window's end fires now, at its own instant, so
-                # that run_due below has nothing left to do for this customer.
-                decider.catch_up(end)
+                # that run_due below has nothing left to do for this customer. (A customer
+                # with nothing due is left alone, as a worker would leave them.)
+                if _due_by(decider.state, end):
+                    decider.catch_up(end)
                 if decider.dirty:
                     state = decider.state
                     state.revision = max(state.revision, 0)
@@ -441,6 +444,16 @@ class _Run:
             outcome = self.engine.run_due(at)
             self.due_seconds += time.perf_counter() - began
             self.tally.add(outcome)
+
+
+class _Everything:
+    """Contains every name: the relevance filter when any event may matter."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+_EVERYTHING = _Everything()
 
 
 def _no_progress(done: int, total: int | None, now: datetime) -> None:
