@@ -197,7 +197,7 @@ class Engine:
         event = self._check_event(event, now)
         registry = self._sync()
         if not registry.may_matter(event.name) or not registry.matters_to(
-            self.storage.peek(event.customer_id), event.name
+            self.storage.peek(event.customer_id), event.name, now
         ):
             return Outcome(event_id=event.event_id)
         with self.storage.customer(event.customer_id, now) as session:
@@ -244,6 +244,7 @@ class Engine:
     ) -> None:
         """Drop the events that cannot matter to their customer (one look-up for the whole
         group), then handle the rest in one transaction."""
+        now = self.clock.now()
         wanted = {i.customer_id for i in items if isinstance(i, Event)}
         states = self.storage.peek_many(sorted(wanted)) if wanted else {}
         kept: list[Event | ProfileUpdate] = []
@@ -253,7 +254,7 @@ class Engine:
             # An earlier item of the group may have changed the customer (enrolled them, say):
             # from then on, everything of theirs goes in.
             if isinstance(item, ProfileUpdate) or cid in touched or registry.matters_to(
-                states.get(cid), item.name
+                states.get(cid), item.name, now
             ):
                 kept.append(item)
                 touched.add(cid)

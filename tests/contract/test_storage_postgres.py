@@ -155,7 +155,7 @@ def test_records_round_trip_with_aware_utc_datetimes(make_storage: StorageFactor
     state = record(wake_at=odd + 4 * H, attributes={"zeta": 1, "alpha": {"b": 2, "a": [1, "x"]},
                                                     "seen": odd.astimezone(paris)})
     state.ended.append(EndedEnrollment("j:c1:0", "j", 1, T0 - H, odd, "completed"))
-    state.history[("j", None)] = EntryHistory(2, [T0 - H, T0], odd)
+    state.history[("j", None)] = EntryHistory(2, (T0 - H, T0), odd)
     state.timers["inactive"] = odd + 48 * H
     state.marks["last_seen"] = odd
     state.extra["from_a_newer_cjo"] = {"kept": [1, 2]}

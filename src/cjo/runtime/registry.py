@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -151,13 +152,21 @@ class Registry:
             or self.any_event_when_enrolled
         )
 
-    def matters_to(self, state: CustomerState | None, event_name: str) -> bool:
-        """Whether an event can change anything for this customer (their committed record):
-        a look-up, so that irrelevant events never open a transaction."""
+    def matters_to(
+        self, state: CustomerState | None, event_name: str, now: datetime | None = None
+    ) -> bool:
+        """Whether an event can change anything for this customer (their committed record at
+        ``now``): a look-up, so that irrelevant events never open a transaction. Without
+        ``now`` the caller has fired the customer's due wake-ups already."""
         if event_name in self.triggers_by_event:
             return True
         if state is None:
             return False
+        wake_at = state.wake_at if now is not None else None
+        if now is not None and wake_at is not None and wake_at <= now:
+            # A due wake-up fires before the event is judged (it may enrol the customer in a
+            # journey that reads this event): the record as committed cannot tell.
+            return True
         journeys = self.journeys
         for e in state.enrollments:
             cj = journeys.get((e.journey_id, e.version))
