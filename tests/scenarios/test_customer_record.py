@@ -326,3 +326,52 @@ def test_a_late_worker_never_releases_a_storm(storage_factory: Factory) -> None:
     assert sum(a.kind == "send_skipped" for a in skipped) == 1440 - 10
     # The schedule went on: the next wake-up is the next minute, not a day of backlog.
     assert engine.storage.next_wake_at() == T0 + DAY + timedelta(minutes=1)
+
+
+def _self_containing() -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    d["me"] = d
+    return d
+
+
+def test_hostile_input_is_refused_alike_and_stores_nothing(storage_factory: Factory) -> None:
+    import math
+    from decimal import Decimal
+
+    from cjo import CjoError, InvalidEventError, Split, SplitPath
+
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(journeys=[_welcome()], content=[_note("hi")])
+    generation = engine.generation
+    bad_events: list[Callable[[], object]] = [
+        lambda: _event("signed_up", "c1", T0, "x1", total=Decimal("99.90")),
+        lambda: _event("signed_up", "c1", T0, "x2", total=math.nan),
+        lambda: _event("signed_up", "c1", T0, "x3", total=math.inf),
+        lambda: _event("signed_up", "c1", T0, "x4", cart=_self_containing()),
+        lambda: _event("signed_up", "c\ud800", T0, "x5"),
+        lambda: _event("signed_up", "c\x00", T0, "x6"),
+        lambda: _event("signed_up", "   ", T0, "x7"),
+        lambda: _event("signed_up", "c" * 1_000_000, T0, "x8"),
+        lambda: _event("", "c1", T0, "x9"),
+        lambda: engine.identify("c1", {"score": math.nan}),
+        lambda: engine.remove_from_journey(42),  # type: ignore[arg-type]
+    ]
+    for make in bad_events:
+        with pytest.raises(InvalidEventError):
+            made = make()
+            if isinstance(made, Event):
+                engine.handle_event(made)
+    assert engine.customer_state("c1") is None
+    bad_journeys = [
+        Journey("v", version=2**40, entry="w", steps={"w": Wait(HOUR)}),
+        Journey("d", entry="w", steps={"w": Wait(timedelta(days=999_999_999))}),
+        Journey("s", entry="s", steps={"s": Split((SplitPath("a", math.inf),
+                                                   SplitPath("b", 1.0)))}),
+        Journey("t", entry="w", steps={"w": Wait(timedelta(seconds=1))}),
+    ]
+    for journey in bad_journeys:
+        with pytest.raises(CjoError):
+            engine.publish(journeys=[journey])
+    assert engine.generation == generation
+    assert Engine(storage_factory(), clock=clock).definitions == engine.definitions
