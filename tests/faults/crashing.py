@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from cjo.channels.base import Channel, DeliveryResult, Message
-from cjo.model.events import Profile
-from cjo.runtime.state import Changes, Enrollment, PastEntry
+from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
     Delivery,
-    DueWakeup,
+    DueCustomer,
     OutboxEntry,
+    PruneResult,
+    Retention,
     Storage,
 )
 
@@ -38,7 +39,7 @@ class SimulatedCrash(BaseException):
 class CrashingStorage(Storage):
     """Wraps ``inner``; at call number ``crash_at`` (1-based) calls ``die`` (by default: raise
     ``SimulatedCrash``). With ``die_after_call`` a verb runs first and the death follows, still
-    inside the call: for an ``apply`` that means half-way through an open transaction."""
+    inside the call: for a ``save`` that means half-way through an open transaction."""
 
     def __init__(
         self,
@@ -106,7 +107,13 @@ class CrashingStorage(Storage):
 
     # --- everything else -------------------------------------------------------------------------
 
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueWakeup]:
+    def peek(self, customer_id: str) -> CustomerState | None:
+        return self._call("peek", self.inner.peek, customer_id)  # type: ignore[no-any-return]
+
+    def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        return self._call("peek_many", self.inner.peek_many, customer_ids)  # type: ignore[no-any-return]
+
+    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         return self._call("claim_due", self.inner.claim_due, now, limit, lease)  # type: ignore[no-any-return]
 
     def next_wake_at(self) -> datetime | None:
@@ -126,11 +133,26 @@ class CrashingStorage(Storage):
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         return self._call("outbox_entry", self.inner.outbox_entry, key)  # type: ignore[no-any-return]
 
-    def get_profile(self, customer_id: str) -> Profile | None:
-        return self._call("get_profile", self.inner.get_profile, customer_id)  # type: ignore[no-any-return]
+    def definitions_generation(self) -> int:
+        return self._call("definitions_generation", self.inner.definitions_generation)  # type: ignore[no-any-return]
 
-    def get_enrollments(self, customer_id: str) -> list[Enrollment]:
-        return self._call("get_enrollments", self.inner.get_enrollments, customer_id)  # type: ignore[no-any-return]
+    def load_definitions(self) -> tuple[int, str] | None:
+        return self._call("load_definitions", self.inner.load_definitions)  # type: ignore[no-any-return]
+
+    def append_definitions(self, expected_generation: int, payload: str) -> int:
+        return self._call("append_definitions", self.inner.append_definitions,  # type: ignore[no-any-return]
+                          expected_generation, payload)
+
+    def activities(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        journey_id: str | None = None,
+        customer_id: str | None = None,
+    ) -> list[Activity]:
+        return self._call("activities", lambda: self.inner.activities(  # type: ignore[no-any-return]
+            start, end, journey_id=journey_id, customer_id=customer_id))
 
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         return self._call("activity_counts", self.inner.activity_counts, journey_id)  # type: ignore[no-any-return]
@@ -140,6 +162,9 @@ class CrashingStorage(Storage):
 
     def erase_customer(self, customer_id: str) -> None:
         self._call("erase_customer", self.inner.erase_customer, customer_id)
+
+    def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        return self._call("prune", self.inner.prune, now, retention)  # type: ignore[no-any-return]
 
     def get_setting(self, key: str) -> str | None:
         return self._call("get_setting", self.inner.get_setting, key)  # type: ignore[no-any-return]
@@ -160,17 +185,16 @@ class _Session(CustomerSession):
     def claim_event(self, event_id: str) -> bool:
         return self._owner._call("claim_event", self._inner.claim_event, event_id)  # type: ignore[no-any-return]
 
-    def load_profile(self) -> Profile | None:
-        return self._owner._call("load_profile", self._inner.load_profile)  # type: ignore[no-any-return]
+    def load(self) -> CustomerState | None:
+        return self._owner._call("load", self._inner.load)  # type: ignore[no-any-return]
 
-    def load_active(self) -> list[Enrollment]:
-        return self._owner._call("load_active", self._inner.load_active)  # type: ignore[no-any-return]
+    def save(
+        self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
+    ) -> None:
+        self._owner._call("save", self._inner.save, state, messages, activities)
 
-    def history(self, journey_id: str, instance_key: str | None) -> list[PastEntry]:
-        return self._owner._call("history", self._inner.history, journey_id, instance_key)  # type: ignore[no-any-return]
-
-    def apply(self, changes: Changes) -> None:
-        self._owner._call("apply", self._inner.apply, changes)
+    def set_aside(self, reason: str) -> None:
+        self._owner._call("set_aside", self._inner.set_aside, reason)
 
 
 def _raise(why: str) -> None:

@@ -22,8 +22,7 @@ from cjo import (
     ManualClock,
 )
 from cjo.channels.base import Message
-from cjo.model.events import Profile
-from cjo.runtime.state import Enrollment
+from cjo.runtime.state import CustomerState
 from cjo.storage.base import ActivityCount, Storage
 from cjo.testing import CART_CONTENT, abandoned_cart_journey
 from tests.faults.crashing import LedgerChannel
@@ -134,12 +133,18 @@ def recover(engine: Engine, clock: ManualClock) -> None:
 
 @attrs.frozen
 class Snapshot:
-    enrollments: dict[str, list[Enrollment]]
-    profiles: dict[str, Profile | None]
+    records: dict[str, CustomerState | None]
     activity: frozenset[ActivityCount]
     outbox: dict[str, str | None]
     next_wake_at: datetime | None
     active: dict[tuple[int, str | None], int]
+
+
+def _record(storage: Storage, customer_id: str) -> CustomerState | None:
+    """The customer's record, its revision aside: how many times it was written back (a
+    replayed duplicate may write it once more) is not part of what it says."""
+    state = storage.peek(customer_id)
+    return None if state is None else attrs.evolve(state, revision=0)
 
 
 def snapshot(storage: Storage, keys: set[str]) -> Snapshot:
@@ -147,28 +152,50 @@ def snapshot(storage: Storage, keys: set[str]) -> Snapshot:
     for key in sorted(keys):
         entry = storage.outbox_entry(key)
         outbox[key] = None if entry is None else entry.status
+    counts = storage.activity_counts(JOURNEY)
+    assert len(counts) == len(set(counts)), f"a group is reported twice: {counts}"
     return Snapshot(
-        enrollments={c: storage.get_enrollments(c) for c in CUSTOMERS},
-        profiles={c: storage.get_profile(c) for c in CUSTOMERS},
-        activity=frozenset(storage.activity_counts(JOURNEY)),
+        records={c: _record(storage, c) for c in CUSTOMERS},
+        activity=frozenset(counts),
         outbox=outbox,
         next_wake_at=storage.next_wake_at(),
         active=storage.active_counts(JOURNEY),
     )
 
 
-def child_main(path: str, crash_at: int, ledger: str, exit_code: int) -> None:
+def child_main(
+    path: str, crash_at: int, ledger: str, exit_code: int, in_commit: bool = False
+) -> None:
     """The body of a child process that is killed (``os._exit``) inside storage call
-    ``crash_at``, half-way through whatever transaction that call belongs to."""
+    ``crash_at``, half-way through whatever transaction that call belongs to.
+
+    With ``in_commit`` (``crash_at`` then names a ``<kind>.commit`` call), the child dies later
+    in that transaction: once the adapter has written its buffered rows, before ``COMMIT``."""
     import os
 
-    from cjo.storage.sqlite import SQLiteStorage
+    from cjo.storage import sqlite as sqlite_module
     from tests.faults.crashing import CrashingStorage
 
     def die(_why: str) -> None:
         os._exit(exit_code)  # no cleanup, no rollback, no close: like a kill -9
 
-    storage = CrashingStorage(SQLiteStorage(path), crash_at, die=die, die_after_call=True)
+    armed: list[str] = []
+    if in_commit:
+        # SQLiteStorage writes a transaction's rows at commit (one statement per table): dying
+        # right after them leaves every row of the transaction written but not committed.
+        flush = sqlite_module._Txn.flush
+
+        def flush_then_die(txn: sqlite_module._Txn) -> None:
+            flush(txn)
+            if armed:
+                die("after the writes, before COMMIT")
+
+        sqlite_module._Txn.flush = flush_then_die  # type: ignore[method-assign]
+
+    storage = CrashingStorage(
+        sqlite_module.SQLiteStorage(path), crash_at, die=armed.append if in_commit else die,
+        die_after_call=True,
+    )
     world = World.new(storage, Path(ledger))
     engine, clock = world.engine()
     run(engine, clock)

@@ -21,7 +21,8 @@ from tests.faults.crashing import CrashingStorage, SimulatedCrash
 from tests.faults.scenario import World, child_main, recover, run, snapshot
 
 KILLED = 77
-TABLES = ("events", "profiles", "enrollments", "outbox", "activity", "settings", "cjo_schema")
+TABLES = ("customers", "events", "outbox", "activity", "activity_totals", "definitions",
+          "settings", "cjo_schema")
 
 
 def _baseline(tmp: Path) -> tuple[list[str], object, set[str]]:
@@ -38,20 +39,22 @@ def _baseline(tmp: Path) -> tuple[list[str], object, set[str]]:
         storage.close()
 
 
-def _points(calls: list[str]) -> dict[str, int]:
-    """Named crash points, found in the clean run's sequence of calls."""
+def _points(calls: list[str]) -> dict[str, tuple[int, bool]]:
+    """Named crash points, found in the clean run's sequence of calls: the call to die in, and
+    whether to die later, inside that call's commit (after the rows are written)."""
     batch = calls.index("batch.enter")
-    applies_in_batch = [n for n in range(batch, len(calls)) if calls[n] == "apply"]
-    sending = next(  # an apply whose transaction wrote a message (a reminder from run_due)
+    saves_in_batch = [n for n in range(batch, len(calls)) if calls[n] == "save"]
+    sending = next(  # a save whose transaction wrote a message (a reminder from run_due)
         n for n in range(len(calls) - 3)
-        if calls[n] == "apply" and calls[n + 1].endswith(".commit")
+        if calls[n] == "save" and calls[n + 1].endswith(".commit")
         and calls[n + 2].endswith(".exit") and calls[n + 3] == "complete_outbox_many"
     )
     return {
         # 1-based call numbers
-        "mid-batch apply": applies_in_batch[4] + 1,
-        "apply that queues a message": sending + 1,
-        "just before commit": sending + 2,
+        "mid-batch save": (saves_in_batch[4] + 1, False),
+        "save that queues a message": (sending + 1, False),
+        "just before commit": (sending + 2, False),
+        "inside commit, rows written": (sending + 2, True),
     }
 
 
@@ -75,17 +78,17 @@ def _rolled_back_at(tmp: Path, n: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("point", ["mid-batch apply", "apply that queues a message",
-                                   "just before commit"])
+@pytest.mark.parametrize("point", ["mid-batch save", "save that queues a message",
+                                   "just before commit", "inside commit, rows written"])
 def test_killed_mid_transaction_then_replay(tmp_path: Path, point: str) -> None:
     calls, expected, expected_keys = _baseline(tmp_path)
-    n = _points(calls)[point]
+    n, in_commit = _points(calls)[point]
     path, ledger = tmp_path / "killed.db", tmp_path / "ledger.txt"
     ledger.touch()
 
     # spawn, not fork: a clean interpreter, as a real second process would be.
     child = multiprocessing.get_context("spawn").Process(
-        target=child_main, args=(str(path), n, str(ledger), KILLED)
+        target=child_main, args=(str(path), n, str(ledger), KILLED, in_commit)
     )
     child.start()
     child.join(120)
