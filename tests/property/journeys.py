@@ -234,13 +234,19 @@ updates = st.builds(
 
 
 @st.composite
-def streams(draw: st.DrawFn, *, max_size: int = 25) -> list[Input]:
-    """A time-ordered stream for a few customers: events (sometimes with a repeated event id),
-    bare profile updates and timed profile updates."""
+def streams(draw: st.DrawFn, *, max_size: int = 25, reuse_ids: bool = False) -> list[Input]:
+    """A time-ordered stream for a few customers: events, bare profile updates and timed
+    profile updates. Some events are delivered twice (the same event again, at once). With
+    ``reuse_ids``, some events also take the id of an earlier, different event: a host's
+    mistake, whose handling is deterministic but depends on which events were claimed."""
     out: list[Input] = []
     at = T0
     seen: list[str] = []
     for i in range(draw(st.integers(0, max_size))):
+        previous = out[-1] if out else None
+        if isinstance(previous, Event) and draw(st.integers(0, 9)) == 0:
+            out.append(previous)  # a redelivery
+            continue
         at += timedelta(seconds=draw(gaps))
         kind = draw(st.sampled_from(["event"] * 6 + ["update", "timed"]))
         if kind == "update":
@@ -249,8 +255,8 @@ def streams(draw: st.DrawFn, *, max_size: int = 25) -> list[Input]:
             out.append((at, draw(updates)))
         else:
             event_id = f"e{i}"
-            if seen and draw(st.integers(0, 9)) == 0:
-                event_id = draw(st.sampled_from(seen))  # a redelivery
+            if reuse_ids and seen and draw(st.integers(0, 9)) == 0:
+                event_id = draw(st.sampled_from(seen))
             seen.append(event_id)
             out.append(Event(
                 draw(st.sampled_from(CUSTOMERS)), draw(events), at, draw(properties), event_id,

@@ -166,7 +166,7 @@ def _redelivered_id() -> tuple[Definitions, list[Input]]:
 
 @SETTINGS
 @example(*_redelivered_id(), True)
-@given(definitions(), streams(), st.booleans())
+@given(definitions(), streams(reuse_ids=True), st.booleans())
 def test_backtest_equals_a_live_engine_with_its_clock_at_each_input(
     defs: Definitions, stream: list[Input], render: bool
 ) -> None:
