@@ -12,8 +12,9 @@ The rules it mirrors, where they are not obvious:
   sign-up's profile update, handled at the end of the tick the sign-up falls in (the simulator
   moves the clock to the slice's end before handling the slice).
 - An event reaches the engine only if it can matter to the customer: a trigger event
-  (sign-up, cart, purchase) or an event a journey they are in waits for (a cart reminder open).
-  Only then does the customer catch up, first firing everything of theirs due by now.
+  (sign-up, cart, purchase), an event a journey they are in waits for (a cart reminder open),
+  or any event of a customer with something due by now. Only then does the customer catch up,
+  first firing everything of theirs due by now.
 - Every wake-up fires at its own instant, earliest first (enrollments before the inactivity
   timer at the same instant); a send at a wake-up is stamped with that instant.
 - Goals are measured from entry to the instant the engine handles the purchase (the tick's end);
@@ -153,7 +154,9 @@ class ShopBaseline:
     def handle(self, event: Event, now: datetime) -> None:
         name = event.name
         cid = event.customer_id
-        if name not in TRIGGERS and not (name == "email_opened" and cid in self.cart):
+        if name not in TRIGGERS and not (
+            name == "email_opened" and (cid in self.cart or self._due_by(cid, now))
+        ):
             return
         if event.event_id in self.seen_events:
             return
@@ -202,6 +205,15 @@ class ShopBaseline:
                       props.get("price"))
             self.cart[cid] = c
             self._schedule(c.wake_at, cid, "cart")
+
+    def _due_by(self, cid: str, now: datetime) -> bool:
+        """Whether anything of ``cid`` is due by ``now`` (cjo then lets any event in: the
+        wake-up fires first, in the event's catch-up rather than in the due phase)."""
+        for state in (self.welcome.get(cid), self.cart.get(cid), self.win_back.get(cid)):
+            if state is not None and state.wake_at <= now:
+                return True
+        at = self.inactive_at.get(cid)
+        return at is not None and at <= now
 
     # --- timers -----------------------------------------------------------------------------
 
