@@ -25,6 +25,7 @@ from cjo.channels.base import Message
 from cjo.errors import CorruptRecordError
 from cjo.model.events import Profile
 from cjo.runtime.state import (
+    ACTIVE,
     RECORD_LAYOUT,
     Activity,
     CustomerState,
@@ -87,8 +88,28 @@ def _hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
+def _revive(values: dict[str, Any]) -> dict[str, Any]:
+    """Tagged datetimes back to datetimes, in attributes or properties decoded without a hook
+    (a hook would run for every object of the record; values are mostly scalars)."""
+    for k, v in values.items():
+        if isinstance(v, dict | list):
+            values[k] = _revive_value(v)
+    return values
+
+
+def _revive_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and "$dt" in value:
+            return dt(value["$dt"])
+        return _revive(value)
+    if isinstance(value, list):
+        return [_revive_value(v) if isinstance(v, dict | list) else v for v in value]
+    return value
+
+
 _dumps = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False).encode
 _loads = json.JSONDecoder(object_hook=_hook).decode
+_loads_plain = json.JSONDecoder().decode
 
 
 # --- generic records (messages, definitions) ---------------------------------------------------
@@ -138,13 +159,17 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
 
 
 def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
+    get = d.get
+    ctx = get("ctx")
+    vis = get("vis")
+    paths = get("p")
+    sin, w, x, conv = get("sin"), get("w"), get("x"), get("conv")
     return Enrollment(
-        id=d["id"], journey_id=d["j"], version=d["ver"], customer_id=customer_id,
-        entered_at=dt(d["in"]), step_id=d.get("s"), step_entered_at=_dt_opt(d.get("sin")),
-        instance_key=d.get("k"), wake_at=_dt_opt(d.get("w")), expires_at=_dt_opt(d.get("x")),
-        converted_at=_dt_opt(d.get("conv")), trigger_event_id=d.get("t"),
-        context=dict(d.get("ctx") or {}), visits=dict(d.get("vis") or {}),
-        paths=dict(d.get("p") or {}),
+        d["id"], d["j"], d["ver"], customer_id, dt(d["in"]), get("s"),
+        None if sin is None else dt(sin), ACTIVE, get("k"),
+        None if w is None else dt(w), None if x is None else dt(x), None, None,
+        None if conv is None else dt(conv), get("t"),
+        _revive(ctx) if ctx else {}, dict(vis) if vis else {}, dict(paths) if paths else {},
     )
 
 
@@ -208,34 +233,45 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 
 def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
+    """A record from its decoded JSON (values' datetimes still tagged)."""
     try:
-        data = dict(d)
+        data = d
         layout = data.get("v", RECORD_LAYOUT)
         if not isinstance(layout, int) or layout < 1:
             raise ValueError(f"bad layout {layout!r}")
-        while layout < RECORD_LAYOUT:
-            data = UPGRADES[layout](data)
-            layout += 1
-        prof = data.get("profile")
+        if layout < RECORD_LAYOUT:
+            data = dict(data)
+            while layout < RECORD_LAYOUT:
+                data = UPGRADES[layout](data)
+                layout += 1
+        get = data.get
+        prof = get("profile")
         profile = None
         if prof is not None:
-            profile = Profile(customer_id, dict(prof.get("a") or {}), prof.get("tz"),
-                              prof.get("loc"))
+            attributes = prof.get("a")
+            profile = Profile(customer_id, _revive(dict(attributes)) if attributes else {},
+                              prof.get("tz"), prof.get("loc"))
         history: dict[tuple[str, str | None], EntryHistory] = {}
-        for jid, key, count, recent, last_ended in data.get("hist") or ():
-            history[(jid, key)] = EntryHistory(count, tuple(dt(t) for t in recent),
-                                               _dt_opt(last_ended))
+        hist = get("hist")
+        if hist:
+            for jid, key, count, recent, last_ended in hist:
+                history[(jid, key)] = EntryHistory(
+                    count, tuple(dt(t) for t in recent) if recent else (),
+                    None if last_ended is None else dt(last_ended),
+                )
+        enr, ended, timers, marks = get("enr"), get("ended"), get("timers"), get("marks")
+        extra = (
+            {k: v for k, v in data.items() if k not in _KNOWN}
+            if not _KNOWN.issuperset(data) else {}
+        )
         return CustomerState(
-            customer_id=customer_id,
-            created_at=dt(data["created"]),
-            revision=int(data.get("rev", 0)),
-            profile=profile,
-            enrollments=[_enrollment_from(e, customer_id) for e in data.get("enr") or ()],
-            ended=[_ended_from(x) for x in data.get("ended") or ()],
-            history=history,
-            timers={n: dt(t) for n, t in (data.get("timers") or {}).items()},
-            marks={n: dt(t) for n, t in (data.get("marks") or {}).items()},
-            extra={k: v for k, v in data.items() if k not in _KNOWN},
+            customer_id, dt(data["created"]), int(get("rev", 0)), profile,
+            [_enrollment_from(e, customer_id) for e in enr] if enr else [],
+            [_ended_from(x) for x in ended] if ended else [],
+            history,
+            {n: dt(t) for n, t in timers.items()} if timers else {},
+            {n: dt(t) for n, t in marks.items()} if marks else {},
+            _revive(extra) if extra else {},
         )
     except CorruptRecordError:
         raise
@@ -247,7 +283,7 @@ def decode_state(text: str | bytes, customer_id: str) -> CustomerState:
     """A record from its JSON text; ``CorruptRecordError`` (naming the customer) if it cannot
     be read."""
     try:
-        data = _loads(text if isinstance(text, str) else text.decode())
+        data = _loads_plain(text if isinstance(text, str) else text.decode())
     except Exception as exc:
         raise CorruptRecordError(customer_id, f"not JSON: {exc}") from exc
     if not isinstance(data, dict):
