@@ -270,6 +270,7 @@ class _Run:
         self.registry = engine._sync()
         self.progress = progress
         self.tally = _Tally()
+        self.outcome = OutcomeBuilder()
         self.inputs = 0
         self.events = 0
         self.profile_updates = 0
@@ -376,6 +377,7 @@ class _Run:
         peek = storage.peek
         customer_ids = {item.customer_id for _at, item in window}
         deciders: dict[str, Decider] = {}
+        outcome = self.outcome = OutcomeBuilder()  # shared by the window's deciders
         with storage.batch(list(customer_ids), end) as sessions:
             for at, item in window:
                 cid = item.customer_id
@@ -414,14 +416,10 @@ class _Run:
                     state = decider.state
                     state.revision = max(state.revision, 0)
                     sessions[cid].save(state, decider.messages, decider.activities)
-        messages: list[Message] = []
-        tally = self.tally
-        for decider in deciders.values():
-            messages.extend(decider.messages)
-            tally.add(decider.outcome)
-        if messages:
+        self.tally.add(outcome)
+        if outcome.messages:
             # The engine's own delivery path: channels, outcome statuses, retries.
-            engine._dispatch(messages, end)
+            engine._dispatch(outcome.messages, end)
         self._due(end)
 
     def _decider(self, session: CustomerSession, at: datetime) -> Decider:
@@ -434,6 +432,7 @@ class _Run:
             keep_ended=engine.keep_ended,
             recipient_attributes=engine.recipient_attributes,
             limits=engine.limits,
+            outcome=self.outcome,
         )
 
     def _due(self, at: datetime) -> None:
