@@ -255,7 +255,7 @@ STATE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("event ids", ("_events",)),
     ("outbox", ("_outbox", "_outbox_done", "_pending")),
     ("activity log", ("_log",)),
-    ("customer records", ("_records", "_wakes", "_wake_keys", "_wake_leases", "_aside")),
+    ("customer records", ("_records", "_wakes", "_wake_leases", "_aside")),
 )
 
 
@@ -307,7 +307,7 @@ def state_memory(customers: int, days: float, seed: int, tick: timedelta) -> Sta
         result = StateMemory(
             customers=len(records),
             enrollments=sum(len(r.enrollments) for r in records.values()),
-            waiting=len(storage._wake_keys),
+            waiting=len(storage._wakes),
             items={"event ids": len(storage._events), "outbox": len(storage._outbox),
                    "activity log": len(storage._log), "customer records": len(records)},
             bytes={},

@@ -466,8 +466,9 @@ class StorageContract:
             e.paths["split"] = "B"
             loaded.enrollments.append(_enrollment("new"))
             loaded.ended.clear()
-            loaded.history[("cart", None)].count = 99
-            loaded.history[("cart", None)].recent += (T0,)
+            cart = loaded.history[("cart", None)]
+            loaded.history[("cart", None)] = EntryHistory(99, (*cart.recent, T0),
+                                                          cart.last_ended_at)
             loaded.history[("new", None)] = EntryHistory(1)
             loaded.timers["other"] = T0
             loaded.marks.clear()

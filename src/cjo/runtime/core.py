@@ -44,6 +44,7 @@ __all__ = [
 
 _EMPTY: Mapping[str, Any] = {}
 _TRIGGER_TIMER = "trigger:"
+_NO_HISTORY = EntryHistory.of(0)
 
 #: Profile attributes a message carries for its channel by default (contact details).
 DEFAULT_RECIPIENT_ATTRIBUTES: tuple[str, ...] = (
@@ -380,14 +381,11 @@ class Decider:
         journey = cj.journey
         state = self.state
         hkey = cj.history_key if key is None else (journey.id, key)
-        h = state.history.get(hkey)
-        if h is None:
-            h = state.history[hkey] = EntryHistory()
-        h.count += 1
+        h = state.history.get(hkey) or _NO_HISTORY
         policy = journey.reentry
-        if policy.mode == "at_most":
-            # Only an at_most rule counts entry instants, and only its last ``limit`` of them.
-            h.recent = (*h.recent, now)[-(policy.limit or 1):]
+        # Only an at_most rule counts entry instants, and only its last ``limit`` of them.
+        recent = (*h.recent, now)[-(policy.limit or 1):] if policy.mode == "at_most" else ()
+        h = state.history[hkey] = EntryHistory.of(h.count + 1, recent, h.last_ended_at)
         enrollment = Enrollment(
             id=enrollment_id_for(journey.id, self.customer_id, key, h.count, now),
             journey_id=journey.id,
@@ -561,8 +559,10 @@ class Decider:
         h = history.get(key)
         if h is None:
             return
-        h.last_ended_at = at
         cj = self.registry.latest.get(enrollment.journey_id)
+        if cj is not None and cj.journey.reentry.mode == "after_cooldown":
+            # Only a cooldown reads when the last enrollment ended.
+            history[key] = EntryHistory.of(h.count, h.recent, at)
         # Under after_exit no rule reads a keyed instance's history once it ended: drop it, or
         # one entry per cart would pile up forever. (The unkeyed entry stays: its count numbers
         # the enrollments; keyed ids stay unique without it, as they carry the entry instant.)

@@ -122,19 +122,33 @@ class EndedEnrollment:
         )
 
 
-@attrs.define(slots=True, eq=True)
+@attrs.frozen(slots=True)
 class EntryHistory:
     """What re-entry rules need to know of a customer's past entries into one journey (any
-    version) for one instance key: how many there were, the most recent entry instants (as
-    many as an ``at_most`` rule counts) and when the last one ended."""
+    version) for one instance key: how many there were, the most recent entry instants (only
+    for an ``at_most`` rule, as many as it counts) and when the last one ended (only for an
+    ``after_cooldown`` rule).
+
+    Immutable, replaced on change: most histories are a bare count, and ``of`` hands out one
+    shared instance per small count, so they cost a record nothing but a dict entry."""
 
     count: int = 0
-    # A tuple, replaced on change: most histories hold none or one instant.
     recent: tuple[datetime, ...] = ()
     last_ended_at: datetime | None = None
 
+    @staticmethod
+    def of(
+        count: int, recent: tuple[datetime, ...] = (), last_ended_at: datetime | None = None
+    ) -> EntryHistory:
+        if not recent and last_ended_at is None and 0 <= count < len(_COUNTS):
+            return _COUNTS[count]
+        return EntryHistory(count, recent, last_ended_at)
+
     def copy(self) -> EntryHistory:
-        return EntryHistory(self.count, self.recent, self.last_ended_at)
+        return self  # immutable
+
+
+_COUNTS: tuple[EntryHistory, ...] = tuple(EntryHistory(n) for n in range(256))
 
 
 HistoryKey = tuple[str, str | None]  # (journey id, instance key)
@@ -188,7 +202,7 @@ class CustomerState:
         return CustomerState(
             self.customer_id, self.created_at, self.revision, self.profile,
             [e.copy() for e in self.enrollments], list(self.ended),
-            {k: h.copy() for k, h in self.history.items()},
+            dict(self.history),
             dict(self.timers), dict(self.marks), dict(self.extra),
         )
 

@@ -255,7 +255,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
         hist = get("hist")
         if hist:
             for jid, key, count, recent, last_ended in hist:
-                history[(jid, key)] = EntryHistory(
+                history[(jid, key)] = EntryHistory.of(
                     count, tuple(dt(t) for t in recent) if recent else (),
                     None if last_ended is None else dt(last_ended),
                 )

@@ -104,7 +104,6 @@ class InMemoryStorage(Storage):
         self._records: dict[str, CustomerState] = {}
         self._aside: dict[str, str] = {}
         self._wakes: SortedList = SortedList()
-        self._wake_keys: dict[str, tuple[datetime, str]] = {}
         self._wake_leases: dict[str, datetime] = {}
         # key -> [message, status, attempts, available_at, last_error]: mutable rows, since
         # every message is written once and completed once (OutboxEntry is built on request).
@@ -130,8 +129,8 @@ class InMemoryStorage(Storage):
             for eid in txn.event_ids:
                 self._events[eid] = now
             for cid, reason in txn.aside.items():
+                self._set_wake(cid, self._queued(cid), None)
                 self._aside[cid] = reason
-                self._set_wake(cid, None)
             for state, messages, activities in txn.writes:
                 self._commit(state, messages, activities, now)
 
@@ -153,10 +152,11 @@ class InMemoryStorage(Storage):
     ) -> None:
         cid = state.customer_id
         state.revision += 1
+        old = self._queued(cid)
         # The session's state was a copy (or a new object) and the engine drops it after
         # commit: keep it as it is.
         self._records[cid] = state
-        self._set_wake(cid, None if cid in self._aside else state.wake_at)
+        self._set_wake(cid, old, None if cid in self._aside else state.wake_at)
         if messages:
             available = now + self.dispatch_lease
             for message in messages:
@@ -172,19 +172,25 @@ class InMemoryStorage(Storage):
             if self._keep_activity:
                 self._log.extend(activities)
 
-    def _set_wake(self, customer_id: str, wake_at: datetime | None) -> None:
-        old = self._wake_keys.get(customer_id)
-        if old is not None and old[0] == wake_at:
-            self._wake_leases.pop(customer_id, None)
+    def _queued(self, customer_id: str) -> datetime | None:
+        """The customer's entry in the wake-up index: the stored record's ``wake_at`` unless
+        set aside (no second index to keep per customer: records are never changed in
+        place once stored)."""
+        if customer_id in self._aside:
+            return None
+        state = self._records.get(customer_id)
+        return None if state is None else state.wake_at
+
+    def _set_wake(
+        self, customer_id: str, old: datetime | None, wake_at: datetime | None
+    ) -> None:
+        self._wake_leases.pop(customer_id, None)
+        if old == wake_at:
             return
         if old is not None:
-            self._wakes.remove(old)
-            del self._wake_keys[customer_id]
-        self._wake_leases.pop(customer_id, None)
+            self._wakes.remove((old, customer_id))
         if wake_at is not None:
-            key = (wake_at, customer_id)
-            self._wakes.add(key)
-            self._wake_keys[customer_id] = key
+            self._wakes.add((wake_at, customer_id))
 
     def peek(self, customer_id: str) -> CustomerState | None:
         # A read of one dict entry needs no lock; the engine only reads it.
@@ -328,9 +334,9 @@ class InMemoryStorage(Storage):
 
     def erase_customer(self, customer_id: str) -> None:
         with self._lock:
+            self._set_wake(customer_id, self._queued(customer_id), None)
             self._records.pop(customer_id, None)
             self._aside.pop(customer_id, None)
-            self._set_wake(customer_id, None)
             for key in [k for k, v in self._outbox.items() if v[0].customer_id == customer_id]:
                 del self._outbox[key]
                 self._pending.pop(key, None)
