@@ -241,6 +241,13 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            if gc.get_freeze_count() == 0:
+                # What the run built is long-lived: hand it straight to the oldest generation
+                # (freezing and unfreezing moves every tracked object there at no cost), or
+                # the first young collection would traverse all of it. Skipped when the host
+                # froze objects itself: unfreezing would release them too.
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
 
 

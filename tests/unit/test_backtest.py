@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -329,3 +330,18 @@ def test_the_demo_shop_decides_what_a_live_engine_decides() -> None:
     assert result.messages_total == len(sent(engine)) > 100
     for journey in shop_definitions().journeys:
         assert result.reports[journey.id] == journey_report(engine.storage, journey)
+
+
+def test_the_garbage_collector_is_restored() -> None:
+    assert gc.isenabled()
+    backtest(cart(), [ev("cart", T0)])
+    assert gc.isenabled()
+    with pytest.raises(UsageError):
+        backtest(cart(), [ev("cart", T0 + HOUR), ev("cart", T0)])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        backtest(cart(), [ev("cart", T0)])
+        assert not gc.isenabled()  # a host that runs without the collector keeps it off
+    finally:
+        gc.enable()
