@@ -37,8 +37,8 @@ from cjo.storage.memory import InMemoryStorage
 __all__ = ["BacktestInput", "BacktestResult", "Progress", "backtest"]
 
 #: One input of a back-test: an event (decided at its timestamp), a profile update (applied at
-#: the instant of the next event, or of the last one when none follows), or a profile update
-#: with its own instant.
+#: the instant of the next input that has one, or of the last when none follows), or a
+#: profile update with its own instant.
 BacktestInput = Event | ProfileUpdate | tuple[datetime, ProfileUpdate]
 
 #: ``progress(done, total, now)``: inputs read so far, the stream's length when it has one
@@ -147,22 +147,24 @@ def backtest(
 ) -> BacktestResult:
     """Run ``definitions`` over ``inputs``, a time-ordered stream, and report what happened.
 
-    Each input is decided at its own timestamp, in stream order; wake-ups due before an input
-    fire first, each at its own instant (one due exactly at an input's instant fires before
-    it, as a live engine's catch-up does). Inputs sharing an instant are handled together
-    (``Engine.handle_events``). At the end, everything due by ``until`` fires.
+    Each input is decided at its own timestamp, in stream order (inputs sharing an instant in
+    the order given); wake-ups due before an input fire first, each at its own instant (one
+    due exactly at an input's instant fires before it, as a live engine's catch-up does). At
+    the end, everything due by ``until`` fires. The result is what a live engine decides with
+    its clock set to each input's timestamp and a worker that is never late.
 
-    - ``inputs``: ``Event``s; ``ProfileUpdate``s, applied at the instant of the next event (or
-      of the last input when none follows); ``(datetime, ProfileUpdate)`` pairs, applied at
-      that instant. An input stamped earlier than the one before it (or than ``start``) raises
-      ``UsageError`` naming its position (0-based).
+    - ``inputs``: ``Event``s; ``ProfileUpdate``s, applied at the instant of the next input
+      that has one (or of the last input when none follows); ``(datetime, ProfileUpdate)``
+      pairs, applied at that instant. An input stamped earlier than the one before it (or than
+      ``start``) raises ``UsageError`` naming its position (0-based).
     - ``start``: the instant the run begins (default: the first input's). ``until``: the
-      instant it ends (default: the last input's); inputs stamped after it are not read.
-    - ``channels``: delivery adapters by name (default: one counting channel, which delivers
-      nothing, per channel the journeys send on).
+      instant it ends (default: the last input's); an input stamped after it ends the run,
+      and it and the rest are not read.
+    - ``channels``: delivery adapters by name, covering every channel the journeys send on
+      (default: one counting channel, which delivers nothing, per channel).
     - ``render``: render message content (False records messages with empty ``fields``).
     - ``progress``: called as ``progress(done, total, now)`` every ``progress_every`` inputs
-      and once at the end.
+      read, and once at the end when everything is decided.
     - ``keep_activity``: keep the activity log itself (``engine.activities``), not only the
       counts the reports are built from.
     """
@@ -262,7 +264,7 @@ class _Run:
     customer it touched caught up to its last instant, and then ``run_due`` at that instant for
     everyone else. Since every wake-up fires at its own scheduled instant, whoever fires it,
     this decides exactly what a live engine would with the clock at each input's timestamp and
-    a worker calling ``run_due`` before each input (the property tests hold it to that).
+    a worker that is never late (tests/property/test_equivalence.py holds it to that).
     """
 
     def __init__(
