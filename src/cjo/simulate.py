@@ -184,7 +184,8 @@ def backtest(
     storage = InMemoryStorage(keep_activity=keep_activity)
     if channels is None:
         channels = {name: _CountingChannel() for name in _send_channels(definitions)}
-    # Small wake-up groups: a group is one in-memory transaction, and larger ones gain nothing.
+    # Small wake-up groups: each load in an in-memory group looks through the group's earlier
+    # writes, so a group's cost grows with its square.
     engine = Engine(
         storage, channels, clock, render=render, due_batch_size=DUE_BATCH,
         # The catch-up limit protects customers from a storm of overdue sends when a real
