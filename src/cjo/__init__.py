@@ -50,6 +50,7 @@ from cjo.serialization import (
     load_definitions,
     loads_definitions,
 )
+from cjo.simulate import BacktestResult, backtest
 from cjo.storage.base import Retention, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
@@ -61,6 +62,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activity",
     "ApiTrigger",
+    "BacktestResult",
     "Branch",
     "Case",
     "Category",
@@ -125,6 +127,7 @@ __all__ = [
     "WaitForEvent",
     "WorkerStats",
     "attr",
+    "backtest",
     "ctx",
     "dump_definitions",
     "dumps_definitions",

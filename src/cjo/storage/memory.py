@@ -38,13 +38,15 @@ _CountKey = tuple[str, int, str | None, str, str | None]
 class _Txn:
     """What the sessions of one transaction share: claimed event ids and the writes to commit."""
 
-    __slots__ = ("aside", "event_ids", "now", "open", "writes")
+    __slots__ = ("aside", "event_ids", "latest", "now", "open", "writes")
 
     def __init__(self, now: datetime) -> None:
         self.now = now
         self.event_ids: set[str] = set()
         self.aside: dict[str, str] = {}
         self.writes: list[tuple[CustomerState, Sequence[Message], Sequence[Activity]]] = []
+        # The last state each customer saved in this transaction (what a later load sees).
+        self.latest: dict[str, CustomerState] = {}
         self.open = True
 
 
@@ -69,10 +71,9 @@ class _Session(CustomerSession):
 
     def load(self) -> CustomerState | None:
         self._check()
-        for written, _m, _a in reversed(self._txn.writes):
-            if written.customer_id == self.customer_id:
-                return written.copy()
-        state = self._store._records.get(self.customer_id)
+        state = self._txn.latest.get(self.customer_id) or self._store._records.get(
+            self.customer_id
+        )
         return None if state is None else state.copy()
 
     def save(
@@ -84,6 +85,7 @@ class _Session(CustomerSession):
                 f"a session of customer {self.customer_id!r} cannot save {state.customer_id!r}"
             )
         self._txn.writes.append((state, messages, activities))
+        self._txn.latest[state.customer_id] = state
 
     def set_aside(self, reason: str) -> None:
         self._check()
