@@ -55,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--customers", type=_positive_int, default=3000,
                       help="new customers signing up during the period (default: 3000)")
-    demo.add_argument("--days", type=_positive_float, default=14.0,
-                      help="days to simulate (default: 14)")
+    demo.add_argument("--days", type=_positive_float, default=30.0,
+                      help="days to simulate (default: 30)")
     demo.add_argument("--seed", type=int, default=1,
                       help="random seed; a resumed simulation keeps its first seed (default: 1)")
     demo.add_argument("--storage", default="memory", metavar="URL",
