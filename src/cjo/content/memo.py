@@ -1,20 +1,32 @@
-"""Memoised rendering: a field's output is reused for the same values of what it reads.
+"""Fast rendering: memoised outputs, and output-only templates evaluated without the render
+machinery.
 
-Most sends of one content item differ in a handful of values (a first name, a plan, an item):
-Liquid's static analysis tells which variables a template reads, so the rendered text can be
-kept per (template, those values) and a repeat costs a dictionary look-up instead of a render.
-A template whose output may depend on anything else (loops, counters, partials, the ``date``
-filter, which can read the current time) or reads a value that is not a plain scalar is always
-rendered.
+- Most sends of one content item differ in a handful of values (a first name, a plan, an item):
+  Liquid's static analysis tells which variables a template reads, so the rendered text can be
+  kept per (template, those values) and a repeat costs a dictionary look-up. A template whose
+  output may depend on anything else (loops, counters, partials, the ``date`` filter, which can
+  read the current time) or reads a value that is not a plain scalar is never memoised.
+- Most templates are text and ``{{ path | filter: literal }}`` outputs. For those, Liquid's own
+  parse tree, filter functions and stringification are applied directly, with no render
+  context, output stream or limit bookkeeping (the output's length is still checked). Anything
+  else, a missing or non-scalar value, or a filter that raises, falls back to a full render, so
+  errors and limits are reported exactly as Liquid and the renderer report them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from liquid import Environment
+from liquid.builtin.content import ContentNode
+from liquid.builtin.expressions.arguments import PositionalArgument
+from liquid.builtin.expressions.filtered import FilteredExpression
+from liquid.builtin.expressions.path import Path as LiquidPath
+from liquid.builtin.expressions.primitive import Literal
+from liquid.builtin.output import OutputNode
 from liquid.exceptions import LiquidError
+from liquid.stringify import to_liquid_string
 
 from cjo.content.render import Renderer
 from cjo.model.content import ContentItem, Variant
@@ -32,6 +44,72 @@ _MISSING = object()
 _NO_MEMO = None
 
 Path = tuple[str, ...]
+
+# Pure filters of plain values, safe to call without a render context.
+_FAST_FILTERS = frozenset({
+    "default", "upcase", "downcase", "capitalize", "append", "prepend", "strip", "lstrip",
+    "rstrip", "plus", "minus", "times", "round", "abs",
+})
+_Part = str | tuple[Path, tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...]]
+_FastTemplate = tuple[_Part, ...]
+
+
+class _SlowPathError(Exception):
+    """The fast path does not apply to this render: use Liquid's."""
+
+
+def _fast(source: str, env: Environment) -> _FastTemplate | None:
+    """``source`` as text and outputs of paths through literal-argument filters, or None."""
+    try:
+        template = env.from_string(source)
+    except LiquidError:
+        return None
+    parts: list[_Part] = []
+    for node in template.nodes:
+        if type(node) is ContentNode:
+            parts.append(node.text)
+            continue
+        if type(node) is not OutputNode or type(node.expression) is not FilteredExpression:
+            return None
+        expression = node.expression
+        left = expression.left
+        if type(left) is not LiquidPath or not all(isinstance(p, str) for p in left.path):
+            return None
+        filters: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        for f in expression.filters or ():
+            func = env.filters.get(f.name)
+            if f.name not in _FAST_FILTERS or func is None:
+                return None
+            args: list[Any] = []
+            for arg in f.args:
+                if type(arg) is not PositionalArgument or not isinstance(arg.value, Literal):
+                    return None
+                args.append(arg.value.value)
+            filters.append((func, tuple(args)))
+        parts.append((tuple(str(p) for p in left.path), tuple(filters)))
+    return tuple(parts)
+
+
+def _run_fast(template: _FastTemplate, data: Mapping[str, Any], limit: int) -> str:
+    out: list[str] = []
+    for part in template:
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        path, filters = part
+        value = _value(data, path)
+        if value is _MISSING or not isinstance(value, _SCALARS) or value is None:
+            raise _SlowPathError  # Liquid's undefined and object semantics apply
+        try:
+            for func, args in filters:
+                value = func(value, *args)
+        except Exception as exc:
+            raise _SlowPathError from exc
+        out.append(to_liquid_string(value, False))
+    text = "".join(out)
+    if len(text) * 4 > limit and len(text.encode()) > limit:
+        raise _SlowPathError  # the renderer reports the limit (bytes of UTF-8)
+    return text
 
 
 def _reads(source: str, env: Environment) -> tuple[Path, ...] | None:
@@ -78,6 +156,7 @@ class MemoRenderer:
         self._env = Environment()
         self._reads: dict[str, tuple[Path, ...] | None] = {}
         self._memo: dict[tuple[Any, ...], dict[str, str]] = {}
+        self._fast: dict[str, _FastTemplate | None] = {}
 
     def _key(self, variant: Variant, data: Mapping[str, Any]) -> tuple[Any, ...] | None:
         key: list[Any] = [id(variant)]
@@ -101,11 +180,32 @@ class MemoRenderer:
     ) -> dict[str, str]:
         key = self._key(variant, data)
         if key is None:
-            return self.renderer.render(item, variant, data)
+            return self._render(item, variant, data)
         hit = self._memo.get(key)
         if hit is None:
-            hit = self.renderer.render(item, variant, data)
+            hit = self._render(item, variant, data)
             if len(self._memo) >= self._size:
                 self._memo.clear()
             self._memo[key] = hit
         return dict(hit)
+
+    def _render(
+        self, item: ContentItem, variant: Variant, data: Mapping[str, Any]
+    ) -> dict[str, str]:
+        out: dict[str, str] = {}
+        limit = self.renderer.limits.max_render_output
+        try:
+            for name, source in variant.fields.items():
+                if source in self._fast:
+                    fast = self._fast[source]
+                else:
+                    fast = self._fast[source] = (
+                        _fast(source, self._env)
+                        if len(source) <= self.renderer.limits.max_template_length else None
+                    )
+                if fast is None:
+                    raise _SlowPathError
+                out[name] = _run_fast(fast, data, limit)
+        except _SlowPathError:
+            return self.renderer.render(item, variant, data)
+        return out

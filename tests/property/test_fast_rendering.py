@@ -1,0 +1,51 @@
+"""The fast rendering path gives exactly what a full Liquid render gives, or defers to it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cjo.content.memo import MemoRenderer
+from cjo.content.render import Renderer
+from cjo.errors import RenderError
+from cjo.model.content import ContentItem, Variant
+
+NAMES = ["first_name", "plan", "total", "flag", "missing"]
+FILTERS = [
+    "", " | upcase", " | downcase", " | capitalize", " | default: 'there'", " | plus: 2",
+    " | times: 1.5", " | round", " | append: '!'", " | prepend: '#'", " | strip",
+    " | abs", " | minus: 3", " | default: 0 | plus: 1",
+]
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**6, 10**6),
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+    st.text(max_size=8), st.sampled_from(["", " ada ", "PRO", "3", "-2.5"]),
+)
+outputs = st.builds(
+    lambda scope, name, filters: f"{{{{ {scope}.{name}{filters} }}}}",
+    st.sampled_from(["profile", "event"]), st.sampled_from(NAMES), st.sampled_from(FILTERS),
+)
+templates = st.lists(st.one_of(outputs, st.sampled_from(["Hi ", ", ", "{{ customer_id }}", "x"])),
+                     min_size=1, max_size=5).map("".join)
+
+
+def _render(renderer: Renderer | MemoRenderer, source: str, data: dict[str, Any]) -> object:
+    item = ContentItem("c", (Variant("email", {"f": source}),))
+    try:
+        return renderer.render(item, item.variants[0], data)
+    except RenderError as exc:
+        return type(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(templates, st.dictionaries(st.sampled_from(NAMES[:-1]), scalars),
+       st.dictionaries(st.sampled_from(NAMES[:-1]), scalars))
+def test_fast_and_full_renders_agree(source: str, profile: dict[str, Any],
+                                     event: dict[str, Any]) -> None:
+    data = {"profile": profile, "event": event, "context": event, "customer_id": "c1"}
+    full = _render(Renderer(), source, data)
+    fast = MemoRenderer(Renderer())
+    assert _render(fast, source, data) == full
+    assert _render(fast, source, data) == full  # and again, from the memo
