@@ -156,7 +156,8 @@ class MemoRenderer:
         self._env = Environment()
         self._reads: dict[str, tuple[Path, ...] | None] = {}
         self._memo: dict[tuple[Any, ...], dict[str, str]] = {}
-        self._fast: dict[str, _FastTemplate | None] = {}
+        # Per variant (of this generation's definitions, so ids are stable).
+        self._plans: dict[int, Any] = {}
 
     def _key(self, variant: Variant, data: Mapping[str, Any]) -> tuple[Any, ...] | None:
         key: list[Any] = [id(variant)]
@@ -178,34 +179,34 @@ class MemoRenderer:
     def render(
         self, item: ContentItem, variant: Variant, data: Mapping[str, Any]
     ) -> dict[str, str]:
+        plan = self._plans.get(id(variant), _MISSING)
+        if plan is _MISSING:
+            plan = self._plans[id(variant)] = self._plan(variant)
+        if plan is not None:
+            try:
+                limit = self.renderer.limits.max_render_output
+                return {name: _run_fast(fast, data, limit) for name, fast in plan}
+            except _SlowPathError:
+                pass  # this time's values need Liquid's semantics: the memo or a full render
         key = self._key(variant, data)
         if key is None:
-            return self._render(item, variant, data)
+            return self.renderer.render(item, variant, data)
         hit = self._memo.get(key)
         if hit is None:
-            hit = self._render(item, variant, data)
+            hit = self.renderer.render(item, variant, data)
             if len(self._memo) >= self._size:
                 self._memo.clear()
             self._memo[key] = hit
         return dict(hit)
 
-    def _render(
-        self, item: ContentItem, variant: Variant, data: Mapping[str, Any]
-    ) -> dict[str, str]:
-        out: dict[str, str] = {}
-        limit = self.renderer.limits.max_render_output
-        try:
-            for name, source in variant.fields.items():
-                if source in self._fast:
-                    fast = self._fast[source]
-                else:
-                    fast = self._fast[source] = (
-                        _fast(source, self._env)
-                        if len(source) <= self.renderer.limits.max_template_length else None
-                    )
-                if fast is None:
-                    raise _SlowPathError
-                out[name] = _run_fast(fast, data, limit)
-        except _SlowPathError:
-            return self.renderer.render(item, variant, data)
-        return out
+    def _plan(self, variant: Variant) -> tuple[tuple[str, _FastTemplate], ...] | None:
+        """Every field of ``variant`` on the fast path, or None."""
+        plan: list[tuple[str, _FastTemplate]] = []
+        for name, source in variant.fields.items():
+            if len(source) > self.renderer.limits.max_template_length:
+                return None
+            fast = _fast(source, self._env)
+            if fast is None:
+                return None
+            plan.append((name, fast))
+        return tuple(plan)
