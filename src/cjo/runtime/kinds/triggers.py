@@ -28,20 +28,38 @@ def timer_name(journey_id: str) -> str:
     return f"trigger:{journey_id}"
 
 
+def _check_event_and_where(
+    trigger: EventTrigger | InactivityTrigger, where: str, checker: Checker
+) -> list[Problem]:
+    problems = checker.identifier(trigger.event, "event name", where)
+    if trigger.where is not None:
+        problems += checker.condition(trigger.where, where, used_in="a trigger",
+                                      scopes=_TRIGGER_SCOPES)
+    return problems
+
+
+def _compile_where(trigger: EventTrigger | InactivityTrigger) -> CompiledCondition | None:
+    return compile_condition(trigger.where) if trigger.where is not None else None
+
+
+def _matches(
+    d: Decider, trigger: EventTrigger | InactivityTrigger, compiled: Any, event: Event
+) -> bool:
+    return event.name == trigger.event and (
+        compiled is None or bool(compiled(d.scope(event.properties, {})))
+    )
+
+
 class EventTriggerKind(TriggerKind[EventTrigger]):
     trigger_type = EventTrigger
 
     def check(
         self, trigger: EventTrigger, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
-        problems = checker.identifier(trigger.event, "event name", where)
-        if trigger.where is not None:
-            problems += checker.condition(trigger.where, where, used_in="a trigger",
-                                          scopes=_TRIGGER_SCOPES)
-        return problems
+        return _check_event_and_where(trigger, where, checker)
 
     def compile(self, trigger: EventTrigger) -> CompiledCondition | None:
-        return compile_condition(trigger.where) if trigger.where is not None else None
+        return _compile_where(trigger)
 
     def entry_events(self, trigger: EventTrigger) -> Iterable[str]:
         return (trigger.event,)
@@ -50,11 +68,8 @@ class EventTriggerKind(TriggerKind[EventTrigger]):
         self, d: Decider, cj: CompiledJourney, trigger: EventTrigger, compiled: Any,
         event: Event, now: datetime,
     ) -> None:
-        if event.name != trigger.event:
-            return
-        if compiled is not None and not compiled(d.scope(event.properties, {})):
-            return
-        d.consider_entry(cj, event.properties, event.event_id, now)
+        if _matches(d, trigger, compiled, event):
+            d.consider_entry(cj, event.properties, event.event_id, now)
 
 
 class ApiTriggerKind(TriggerKind[ApiTrigger]):
@@ -84,17 +99,14 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
     def check(
         self, trigger: InactivityTrigger, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
-        problems = checker.identifier(trigger.event, "event name", where)
         # A quiet spell is a wait: the same bounds apply (but not the journey's lifetime, which
         # starts only once the trigger fires).
-        problems += checker.wait(trigger.after, "after", where, None)
-        if trigger.where is not None:
-            problems += checker.condition(trigger.where, where, used_in="a trigger",
-                                          scopes=_TRIGGER_SCOPES)
-        return problems
+        return _check_event_and_where(trigger, where, checker) + checker.wait(
+            trigger.after, "after", where, None
+        )
 
     def compile(self, trigger: InactivityTrigger) -> CompiledCondition | None:
-        return compile_condition(trigger.where) if trigger.where is not None else None
+        return _compile_where(trigger)
 
     def watched_events(self, trigger: InactivityTrigger) -> Iterable[str]:
         return (trigger.event,)
@@ -110,9 +122,7 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
         self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any,
         event: Event, now: datetime,
     ) -> None:
-        if event.name != trigger.event:
-            return
-        if compiled is not None and not compiled(d.scope(event.properties, {})):
+        if not _matches(d, trigger, compiled, event):
             return
         names = self._names(cj)
         marks = d.state.marks
