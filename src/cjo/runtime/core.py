@@ -13,7 +13,7 @@ shares: entering (audience, re-entry, instance keys), stepping, ending, exits, g
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cjo.channels.base import Message
@@ -45,21 +45,13 @@ __all__ = [
 _EMPTY: Mapping[str, Any] = {}
 _TRIGGER_TIMER = "trigger:"
 _NO_HISTORY = EntryHistory.of(0)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 #: Profile attributes a message carries for its channel by default (contact details).
 DEFAULT_RECIPIENT_ATTRIBUTES: tuple[str, ...] = (
     "email", "phone", "push_token", "device_token", "first_name", "last_name", "name",
 )
-
-
-def _base36(value: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        value, rest = divmod(value, 36)
-        out = digits[rest] + out
-        if not value:
-            return out
 
 
 def enrollment_id_for(
@@ -71,7 +63,8 @@ def enrollment_id_for(
     and a returning customer must not reuse an old id (providers de-duplicate on the keys
     built from it).
     """
-    stamp = _base36(int(entered_at.timestamp() * 1_000_000))
+    # Microseconds since the epoch in hexadecimal: exact, and formatted in C.
+    stamp = format((entered_at - _EPOCH) // _MICROSECOND, "x")
     if key is None:
         return f"{journey_id}:{customer_id}:{number}.{stamp}"
     return f"{journey_id}:{customer_id}:{key}:{number}.{stamp}"
@@ -122,6 +115,7 @@ class Decider:
         "activities",
         "catching_up",
         "caught_up_messages",
+        "customer_id",
         "dirty",
         "keep_ended",
         "limits",
@@ -145,6 +139,7 @@ class Decider:
         outcome: OutcomeBuilder | None = None,
     ) -> None:
         self.registry = registry
+        self.customer_id = state.customer_id
         self.limits = limits
         self.catching_up = False
         self.caught_up_messages = 0
@@ -157,10 +152,6 @@ class Decider:
         self.activities: list[Activity] = []
         # Deciders of one call may share one builder: what they do is reported together.
         self.outcome = outcome if outcome is not None else OutcomeBuilder()
-
-    @property
-    def customer_id(self) -> str:
-        return self.state.customer_id
 
     @property
     def profile(self) -> Profile:
@@ -431,6 +422,7 @@ class Decider:
         steps = cj.steps
         self.dirty = True
         journey_id = cj.journey.id
+        customer_id = self.customer_id
         # Validation refuses longer runs without a wait; this guard only protects against
         # definitions that bypassed it. One more turn than the limit: completing takes one.
         for _ in range(self.limits.max_steps_per_advance + 1):
@@ -443,9 +435,11 @@ class Decider:
             enrollment.step_id = step_id
             enrollment.step_entered_at = at
             enrollment.visits[step_id] = enrollment.visits.get(step_id, 0) + 1
-            self.activity(enrollment, "step", None, at)
+            self.activities.append(Activity(  # inline: one per step run
+                at, customer_id, enrollment.id, journey_id, enrollment.version, step_id, "step"
+            ))
             self.outcome.steps.append(StepRun(
-                journey_id, enrollment.id, self.customer_id, step_id, cs.step.kind, at
+                journey_id, enrollment.id, customer_id, step_id, cs.step.kind, at
             ))
             nxt = cs.kind.run(self, cj, enrollment, step_id, cs.step, cs.compiled, at)
             if isinstance(nxt, Halt):
@@ -465,14 +459,15 @@ class Decider:
     ) -> bool:
         """Queue one message. Returns False when the enrollment ended instead (send-time
         validation: the audience and exit conditions are checked again right before sending)."""
-        scope = self.scope(_EMPTY, enrollment.context)
-        if cj.audience is not None and not cj.audience(scope):
-            self.end(enrollment, "exited", "audience no longer matches", at)
-            return False
-        for criterion, where in cj.exit_conditions:
-            if where(scope):
-                self.end(enrollment, "exited", criterion, at)
+        if cj.audience is not None or cj.exit_conditions:
+            scope = self.scope(_EMPTY, enrollment.context)
+            if cj.audience is not None and not cj.audience(scope):
+                self.end(enrollment, "exited", "audience no longer matches", at)
                 return False
+            for criterion, where in cj.exit_conditions:
+                if where(scope):
+                    self.end(enrollment, "exited", criterion, at)
+                    return False
         registry = self.registry
         item = registry.content.get(step.content)
         profile = self.profile
@@ -508,27 +503,20 @@ class Decider:
         attrs_ = profile.attributes
         recipient = {k: attrs_[k] for k in self.recipient_attributes if k in attrs_}
         attempt = enrollment.visits.get(step_id, 1)
+        channel = step.channel
+        customer_id = self.customer_id
+        # Positional: one message per send, and keywords cost more.
         message = Message(
-            idempotency_key=f"{enrollment.id}:{step_id}:{attempt}",
-            customer_id=self.customer_id,
-            channel=step.channel,
-            content_id=item.id,
-            fields=fields,
-            journey_id=enrollment.journey_id,
-            journey_version=enrollment.version,
-            step_id=step_id,
-            enrollment_id=enrollment.id,
-            created_at=at,
-            transactional=step.transactional,
-            locale=variant.locale,
-            recipient=recipient,
-            content_version=item.version,
+            f"{enrollment.id}:{step_id}:{attempt}", customer_id, channel, item.id, fields,
+            enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
+            step.transactional, variant.locale, recipient, item.version,
         )
         self.messages.append(message)
         self.outcome.messages.append(message)
-        self.activity(enrollment, "sent", step.channel, at, channel=step.channel,
-                      content_id=item.id,
-                      content_version=item.version)
+        self.activities.append(Activity(
+            at, customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
+            enrollment.step_id, "sent", channel, channel, item.id, item.version,
+        ))
         return True
 
     # --- helpers -----------------------------------------------------------------------------
