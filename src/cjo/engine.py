@@ -196,8 +196,10 @@ class Engine:
         now = self.clock.now()
         event = self._check_event(event, now)
         registry = self._sync()
-        if not registry.may_matter(event.name) or not registry.matters_to(
-            self.storage.peek(event.customer_id), event.name, now
+        name = event.name
+        if not registry.may_matter(name) or (
+            name not in registry.triggers_by_event  # those matter to anyone: no look-up
+            and not registry.matters_to(self.storage.peek(event.customer_id), name, now)
         ):
             return Outcome(event_id=event.event_id)
         with self.storage.customer(event.customer_id, now) as session:
@@ -245,7 +247,11 @@ class Engine:
         """Drop the events that cannot matter to their customer (one look-up for the whole
         group), then handle the rest in one transaction."""
         now = self.clock.now()
-        wanted = {i.customer_id for i in items if isinstance(i, Event)}
+        # Only events that start no journey need the customer's record to be judged.
+        triggers = registry.triggers_by_event
+        wanted = {
+            i.customer_id for i in items if isinstance(i, Event) and i.name not in triggers
+        }
         states = self.storage.peek_many(sorted(wanted)) if wanted else {}
         kept: list[Event | ProfileUpdate] = []
         touched: set[str] = set()
@@ -259,12 +265,11 @@ class Engine:
                 kept.append(item)
                 touched.add(cid)
         if kept:
-            self._handle_group(kept, builder)
+            self._handle_group(kept, registry, builder)
 
     def _handle_group(
-        self, items: list[Event | ProfileUpdate], builder: OutcomeBuilder
+        self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
     ) -> None:
-        registry = self._sync()
         now = self.clock.now()
         by_customer: dict[str, list[Event | ProfileUpdate]] = {}
         for item in items:
@@ -305,8 +310,8 @@ class Engine:
         decoded is logged and set aside; the others go on."""
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
         builder = OutcomeBuilder()
+        registry = self._sync()
         while True:
-            registry = self._sync()
             deciders: list[Decider] = []
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
                 for session in sessions.values():
@@ -323,10 +328,12 @@ class Engine:
                     # cannot fire (an unknown journey version) is not claimed again at once.
                     self._save(session, decider)
                     deciders.append(decider)
-                claimed = bool(sessions)
-            if not claimed:
+                claimed = len(sessions)
+            if claimed:
+                self._finish(deciders, now, builder)
+            # A short claim took every due customer no other worker holds: nothing is left.
+            if claimed < self.due_batch_size:
                 break
-            self._finish(deciders, now, builder)
         self._maybe_prune(now)
         return builder.build()
 
