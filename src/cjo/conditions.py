@@ -16,12 +16,13 @@ Comparing values of incompatible types (``"3" < 5``) is false rather than an err
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol
 
 import attrs
 
 __all__ = [
+    "MISSING",
     "And",
     "Compare",
     "CompareFields",
@@ -38,6 +39,7 @@ __all__ = [
     "compile_condition",
     "ctx",
     "in_segment",
+    "lookup",
     "prop",
     "walk",
 ]
@@ -243,6 +245,8 @@ class Scope(Protocol):
 CompiledCondition = Callable[[Scope], bool]
 
 _MISSING: Any = object()
+#: What ``lookup`` returns for a path that leads nowhere.
+MISSING: Any = _MISSING
 
 
 def _getter(ref: Ref) -> Callable[[Scope], Any]:
@@ -257,16 +261,20 @@ def _getter(ref: Ref) -> Callable[[Scope], Any]:
         return get_one
 
     def get_path(s: Scope) -> Any:
-        value: Any = scope_get(s)
-        for part in parts:
-            if not isinstance(value, Mapping):
-                return _MISSING
-            value = value.get(part, _MISSING)
-            if value is _MISSING:
-                return _MISSING
-        return value
+        return lookup(scope_get(s), parts)
 
     return get_path
+
+
+def lookup(value: Any, parts: Sequence[str]) -> Any:
+    """The value at ``parts`` inside nested mappings, or ``MISSING``."""
+    for part in parts:
+        if not isinstance(value, Mapping):
+            return _MISSING
+        value = value.get(part, _MISSING)
+        if value is _MISSING:
+            return _MISSING
+    return value
 
 
 def _safe(fn: Callable[[Any, Any], Any], value: Any) -> Callable[[Any], bool]:

@@ -28,6 +28,7 @@ from liquid.builtin.output import OutputNode
 from liquid.exceptions import LiquidError
 from liquid.stringify import to_liquid_string
 
+from cjo.conditions import MISSING, lookup
 from cjo.content.render import Renderer
 from cjo.model.content import ContentItem, Variant
 
@@ -40,7 +41,7 @@ _UNSAFE_TAGS = frozenset({
 _UNSAFE_FILTERS = frozenset({"date"})
 _ROOTS = frozenset({"profile", "event", "context", "customer_id"})
 _SCALARS = (str, int, float, bool, type(None))
-_MISSING = object()
+_MISSING = MISSING
 _NO_MEMO = None
 
 Path = tuple[str, ...]
@@ -97,7 +98,7 @@ def _run_fast(template: _FastTemplate, data: Mapping[str, Any], limit: int) -> s
             out.append(part)
             continue
         path, filters = part
-        value = _value(data, path)
+        value = lookup(data, path)
         if value is _MISSING or not isinstance(value, _SCALARS) or value is None:
             raise _SlowPathError  # Liquid's undefined and object semantics apply
         try:
@@ -136,17 +137,6 @@ def _reads(source: str, env: Environment) -> tuple[Path, ...] | None:
     return tuple(sorted(set(paths)))
 
 
-def _value(data: Mapping[str, Any], path: Path) -> Any:
-    value: Any = data
-    for part in path:
-        if not isinstance(value, Mapping):
-            return _MISSING
-        value = value.get(part, _MISSING)
-        if value is _MISSING:
-            return _MISSING
-    return value
-
-
 class MemoRenderer:
     """Renders through ``renderer``, reusing outputs; at most ``size`` outputs are kept."""
 
@@ -169,7 +159,7 @@ class MemoRenderer:
             if reads is None:
                 return _NO_MEMO
             for path in reads:
-                v = _value(data, path)
+                v = lookup(data, path)
                 if v is not _MISSING and not isinstance(v, _SCALARS):
                     return _NO_MEMO
                 # The type too: 1, 1.0 and True are equal keys but render differently.
