@@ -24,6 +24,7 @@ from typing import Literal
 import attrs
 
 from cjo.channels.base import DeliveryResult, Message
+from cjo.errors import StorageError
 from cjo.runtime.state import Activity, CustomerState
 
 __all__ = [
@@ -124,6 +125,13 @@ class CustomerSession(abc.ABC):
         ``revision`` incremented), append ``activities`` to the activity log, and add
         ``messages`` to the outbox (a key already there is ignored), leased to this writer
         until ``now + dispatch_lease`` so no other worker dispatches them first."""
+
+    def check_owner(self, state: CustomerState) -> None:
+        """Refuse to save another customer's record through this session (for ``save``)."""
+        if state.customer_id != self.customer_id:
+            raise StorageError(
+                f"a session of customer {self.customer_id!r} cannot save {state.customer_id!r}"
+            )
 
     @abc.abstractmethod
     def set_aside(self, reason: str) -> None:

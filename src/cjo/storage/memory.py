@@ -80,10 +80,7 @@ class _Session(CustomerSession):
         self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
     ) -> None:
         self._check()
-        if state.customer_id != self.customer_id:
-            raise StorageError(
-                f"a session of customer {self.customer_id!r} cannot save {state.customer_id!r}"
-            )
+        self.check_owner(state)
         self._txn.writes.append((state, messages, activities))
         self._txn.latest[state.customer_id] = state
 

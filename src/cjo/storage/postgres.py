@@ -532,8 +532,7 @@ class _Session(CustomerSession):
         txn = self._txn
         txn.check_open()
         cid = self.customer_id
-        if state.customer_id != cid:
-            raise StorageError(f"a session of customer {cid!r} cannot save {state.customer_id!r}")
+        self.check_owner(state)
         # Encoded now: the caller may go on changing its objects.
         revision = state.revision + 1
         state.revision = revision

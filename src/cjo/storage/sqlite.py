@@ -594,8 +594,7 @@ class _Session(CustomerSession):
         txn = self._txn
         txn.check()
         cid = self.customer_id
-        if state.customer_id != cid:
-            raise StorageError(f"a session of customer {cid!r} cannot save {state.customer_id!r}")
+        self.check_owner(state)
         revision = state.revision + 1
         data = state_to_dict(state)
         data["rev"] = revision  # the caller's object is left as it is
