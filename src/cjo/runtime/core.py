@@ -26,6 +26,7 @@ from cjo.outcome import Ended, Entered, GoalReached, OutcomeBuilder, StepRun
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.registry import CompiledJourney, Registry
 from cjo.runtime.state import (
+    ACTIVE,
     Activity,
     CustomerState,
     EndedEnrollment,
@@ -377,16 +378,14 @@ class Decider:
         # Only an at_most rule counts entry instants, and only its last ``limit`` of them.
         recent = (*h.recent, now)[-(policy.limit or 1):] if policy.mode == "at_most" else ()
         h = state.history[hkey] = EntryHistory.of(h.count + 1, recent, h.last_ended_at)
+        # Positional (id, journey, version, customer, entered, step, step entered, status,
+        # key, wake, expires, ended, reason, converted, trigger event, context, visits, paths):
+        # one per entry, and keywords cost more.
         enrollment = Enrollment(
-            id=enrollment_id_for(journey.id, self.customer_id, key, h.count, now),
-            journey_id=journey.id,
-            version=journey.version,
-            customer_id=self.customer_id,
-            entered_at=now,
-            instance_key=key,
-            trigger_event_id=trigger_event_id,
-            context=context,
-            expires_at=now + journey.max_lifetime if journey.max_lifetime else None,
+            enrollment_id_for(journey.id, self.customer_id, key, h.count, now), journey.id,
+            journey.version, self.customer_id, now, None, None, ACTIVE, key, None,
+            now + journey.max_lifetime if journey.max_lifetime else None, None, None, None,
+            trigger_event_id, context, {}, {},
         )
         state.enrollments.append(enrollment)
         self.dirty = True
