@@ -222,9 +222,13 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
     return d
 
 
-def encode_state(state: CustomerState) -> str:
-    """The record as compact JSON text."""
-    return _dumps(state_to_dict(state))
+def encode_state(state: CustomerState, revision: int | None = None) -> str:
+    """The record as compact JSON text; ``revision`` (the one being written) in place of the
+    record's own, leaving the caller's object as it is."""
+    data = state_to_dict(state)
+    if revision is not None:
+        data["rev"] = revision
+    return _dumps(data)
 
 
 #: Upgrades from older layouts: ``UPGRADES[n]`` turns a layout-``n`` dict into layout ``n+1``.

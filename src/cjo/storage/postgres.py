@@ -535,11 +535,7 @@ class _Session(CustomerSession):
         self.check_owner(state)
         # Encoded now: the caller may go on changing its objects.
         revision = state.revision + 1
-        state.revision = revision
-        try:
-            data = encode_state(state)
-        finally:
-            state.revision = revision - 1
+        data = encode_state(state, revision)
         txn.saved[cid] = (state, state.wake_at, revision, data)
         rows = txn.activity
         for a in activities:

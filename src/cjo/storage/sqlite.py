@@ -46,8 +46,8 @@ from cjo.storage.codec import (
     decode_state,
     dt,
     encode,
+    encode_state,
     message_from_json,
-    state_to_dict,
     us,
     value_dumps,
 )
@@ -596,10 +596,10 @@ class _Session(CustomerSession):
         cid = self.customer_id
         self.check_owner(state)
         revision = state.revision + 1
-        data = state_to_dict(state)
-        data["rev"] = revision  # the caller's object is left as it is
         wake_at = state.wake_at
-        txn.records[cid] = (None if wake_at is None else us(wake_at), revision, value_dumps(data))
+        txn.records[cid] = (
+            None if wake_at is None else us(wake_at), revision, encode_state(state, revision)
+        )
         if messages:
             now_us, buffered = txn.now_us, txn.messages
             available_us = us(txn.now + txn.dispatch_lease)
