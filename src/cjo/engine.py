@@ -19,6 +19,7 @@ from cjo.errors import (
     InvalidEventError,
     Problem,
     UnknownJourneyError,
+    UsageError,
 )
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
@@ -28,12 +29,14 @@ from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
-from cjo.runtime.core import DEFAULT_RECIPIENT_ATTRIBUTES, Decider, new_state
+from cjo.runtime.core import Decider, new_state
+from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.serialization import dumps_definitions, loads_definitions
 from cjo.storage.base import CustomerSession, Delivery, PruneResult, Retention, Storage
 from cjo.storage.memory import InMemoryStorage
+from cjo.timezones import is_zone
 from cjo.validation import validate_definitions
 
 if TYPE_CHECKING:
@@ -61,6 +64,8 @@ class Engine:
     - ``recipient_attributes``: the profile attributes a message carries for its channel.
     - ``render``: False records messages without rendering content (back-tests).
     - ``limits``: template, definition and catch-up limits (``cjo.Limits``).
+    - ``default_timezone``: the IANA zone of calendar rules (waits until a time of day, quiet
+      hours...) for customers whose profile and journey name none; UTC when None.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Engine:
         recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
         render: bool = True,
         limits: Limits | None = None,
+        default_timezone: str | None = None,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -91,12 +97,35 @@ class Engine:
         self.future_tolerance = future_tolerance
         self.retention = retention if retention is not None else Retention()
         self.prune_every = prune_every
-        self.keep_ended = keep_ended
-        self.recipient_attributes = tuple(recipient_attributes)
-        self.render = render
-        self.limits = limits if limits is not None else DEFAULT_LIMITS
+        if default_timezone is not None and not is_zone(default_timezone):
+            raise UsageError(
+                f"default_timezone {default_timezone!r} is not a known IANA time zone"
+            )
+        self.options = DecisionOptions(
+            render=render,
+            keep_ended=keep_ended,
+            recipient_attributes=tuple(recipient_attributes),
+            limits=limits if limits is not None else DEFAULT_LIMITS,
+            default_timezone=default_timezone,
+        )
         self._registry = Registry()
         self._last_prune: datetime | None = None
+
+    @property
+    def render(self) -> bool:
+        return self.options.render
+
+    @property
+    def keep_ended(self) -> int:
+        return self.options.keep_ended
+
+    @property
+    def recipient_attributes(self) -> tuple[str, ...]:
+        return self.options.recipient_attributes
+
+    @property
+    def limits(self) -> Limits:
+        return self.options.limits
 
     # --- definitions -------------------------------------------------------------------------
 
@@ -503,11 +532,7 @@ class Engine:
             state = new_state(session.customer_id, now)
             if not create:
                 state.revision = -1  # nothing to write unless something happens
-        return Decider(
-            registry, state, render=self.render, keep_ended=self.keep_ended,
-            recipient_attributes=self.recipient_attributes, limits=self.limits,
-            outcome=outcome,
-        )
+        return Decider(registry, state, self.options, outcome=outcome)
 
     @staticmethod
     def _save(session: CustomerSession, decider: Decider) -> None:

@@ -434,14 +434,10 @@ class _Run:
 
     def _decider(self, session: CustomerSession, at: datetime) -> Decider:
         state = session.load()
-        engine = self.engine
         return Decider(
             self.registry,
             state if state is not None else new_state(session.customer_id, at),
-            render=engine.render,
-            keep_ended=engine.keep_ended,
-            recipient_attributes=engine.recipient_attributes,
-            limits=engine.limits,
+            self.engine.options,
             outcome=self.outcome,
         )
 

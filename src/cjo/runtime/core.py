@@ -18,12 +18,12 @@ from typing import Any
 
 from cjo.channels.base import Message
 from cjo.errors import RenderError
-from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, OutcomeBuilder, StepRun
 from cjo.runtime.kinds import Halt, split_fraction
+from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
 from cjo.runtime.state import (
     ACTIVE,
@@ -49,10 +49,6 @@ _NO_HISTORY = EntryHistory.of(0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
-#: Profile attributes a message carries for its channel by default (contact details).
-DEFAULT_RECIPIENT_ATTRIBUTES: tuple[str, ...] = (
-    "email", "phone", "push_token", "device_token", "first_name", "last_name", "name",
-)
 
 
 def enrollment_id_for(
@@ -121,6 +117,7 @@ class Decider:
         "keep_ended",
         "limits",
         "messages",
+        "options",
         "outcome",
         "recipient_attributes",
         "registry",
@@ -132,22 +129,21 @@ class Decider:
         self,
         registry: Registry,
         state: CustomerState,
+        options: DecisionOptions = DEFAULT_OPTIONS,
         *,
-        render: bool = True,
-        keep_ended: int = 1,
-        recipient_attributes: Sequence[str] = DEFAULT_RECIPIENT_ATTRIBUTES,
-        limits: Limits = DEFAULT_LIMITS,
         outcome: OutcomeBuilder | None = None,
     ) -> None:
         self.registry = registry
         self.customer_id = state.customer_id
-        self.limits = limits
+        self.options = options
+        # Copied out of options: read on hot paths.
+        self.limits = options.limits
+        self.render = options.render
+        self.keep_ended = options.keep_ended
+        self.recipient_attributes: Sequence[str] = options.recipient_attributes
         self.catching_up = False
         self.caught_up_messages = 0
         self.state = state
-        self.render = render
-        self.keep_ended = keep_ended
-        self.recipient_attributes = recipient_attributes
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
         self.activities: list[Activity] = []

@@ -1,0 +1,37 @@
+"""Engine-wide settings the decision core reads: one object, built once per engine.
+
+New engine-wide policies (default time zone, quiet hours, caps, consent, control group...) add a
+field here and a keyword to ``Engine``; the decider reads ``self.options``.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from cjo.limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["DEFAULT_RECIPIENT_ATTRIBUTES", "DecisionOptions"]
+
+#: Profile attributes a message carries for its channel by default (contact details).
+DEFAULT_RECIPIENT_ATTRIBUTES: tuple[str, ...] = (
+    "email", "phone", "push_token", "device_token", "first_name", "last_name", "name",
+)
+
+
+@attrs.frozen(slots=True)
+class DecisionOptions:
+    """- ``render``: False records messages without rendering content (back-tests).
+    - ``keep_ended``: how many ended enrollments each customer record keeps.
+    - ``recipient_attributes``: the profile attributes a message carries for its channel.
+    - ``limits``: template, definition and catch-up limits.
+    - ``default_timezone``: the zone of calendar rules for customers whose profile and journey
+      name none (then UTC)."""
+
+    render: bool = True
+    keep_ended: int = 1
+    recipient_attributes: tuple[str, ...] = DEFAULT_RECIPIENT_ATTRIBUTES
+    limits: Limits = DEFAULT_LIMITS
+    default_timezone: str | None = None
+
+
+DEFAULT_OPTIONS = DecisionOptions()
