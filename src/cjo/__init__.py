@@ -26,6 +26,7 @@ from cjo.limits import Limits
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
+from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, VersionChange
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
@@ -42,7 +43,7 @@ from cjo.model.steps import (
 )
 from cjo.model.taxonomy import Category, Taxonomy
 from cjo.model.triggers import ApiTrigger, EventTrigger, InactivityTrigger, Trigger
-from cjo.outcome import Ended, Entered, GoalReached, Outcome, StepRun
+from cjo.outcome import Ended, Entered, GoalReached, NotEntered, Outcome, StepRun
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.serialization import (
     dump_definitions,
@@ -75,6 +76,7 @@ __all__ = [
     "ConflictError",
     "ConsoleChannel",
     "ContentItem",
+    "ControlGroup",
     "CorruptRecordError",
     "CustomerState",
     "DefinitionError",
@@ -94,9 +96,11 @@ __all__ = [
     "InactivityTrigger",
     "InvalidEventError",
     "Journey",
+    "JourneyPause",
     "Limits",
     "ManualClock",
     "Message",
+    "NotEntered",
     "Outcome",
     "Problem",
     "Profile",
@@ -105,6 +109,7 @@ __all__ = [
     "ReentryPolicy",
     "RenderError",
     "RenderLimitError",
+    "ResumeRule",
     "Retention",
     "SQLiteStorage",
     "SchemaError",
@@ -123,6 +128,7 @@ __all__ = [
     "UpdateProfile",
     "UsageError",
     "Variant",
+    "VersionChange",
     "Wait",
     "WaitForEvent",
     "WorkerStats",

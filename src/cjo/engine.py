@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id
+from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
@@ -110,6 +111,7 @@ class Engine:
         )
         self._registry = Registry()
         self._last_prune: datetime | None = None
+        self._to_release: set[str] = set()
 
     @property
     def render(self) -> bool:
@@ -148,9 +150,18 @@ class Engine:
             stored = self.storage.load_definitions()
             if stored is not None and stored[0] != registry.generation:
                 generation, text = stored
-                registry = self._registry = Registry.build(
-                    loads_definitions(text), generation, self.limits
+                registry = self._adopt(
+                    Registry.build(loads_definitions(text), generation, self.limits)
                 )
+        return registry
+
+    def _adopt(self, registry: Registry) -> Registry:
+        """Run ``registry`` from now on; journeys it resumes get their held customers released
+        at this engine's next ``run_due`` (every worker does it once: idempotent)."""
+        previous = self._registry
+        if previous.generation:
+            self._to_release.update(j for j in previous.paused if j not in registry.paused)
+        self._registry = registry
         return registry
 
     def publish(
@@ -161,6 +172,9 @@ class Engine:
         segments: Iterable[Segment] = (),
         content: Iterable[ContentItem] = (),
         taxonomy: Taxonomy | None = None,
+        control_group: ControlGroup | None = None,
+        max_concurrent_journeys: int | None = None,
+        running: Mapping[str, VersionChange] | None = None,
     ) -> int:
         """Add or update definitions; returns the new generation. The whole resulting set is
         validated together; if any problem is found a ``DefinitionError`` lists them all and
@@ -171,6 +185,11 @@ class Engine:
         cannot be changed; publish the change as a new version. Content and segments are
         replaced by id; a changed content item gets the next content version.
 
+        ``running`` says, per journey id, what the new version does to customers inside the
+        previous one: ``VersionChange.drain()`` (the default), ``.migrate({old step: new
+        step})`` or ``.eject(reason)``. ``control_group`` and ``max_concurrent_journeys`` set
+        the rules across journeys (see docs/semantics.md).
+
         Publishing is a compare-and-set on the storage's generation: when another process
         published meanwhile, its definitions are merged with these and validated again.
         """
@@ -179,11 +198,31 @@ class Engine:
         new_segments = (*incoming.segments, *segments)
         new_content = (*incoming.content, *content)
         new_taxonomy = taxonomy or incoming.taxonomy
+        now = self.clock.now()
+
+        def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
+            merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
+            problems = _version_conflicts(current, new_journeys)
+            merged, more = _governance(
+                current, merged, new_journeys, now,
+                control_group=control_group or incoming.control_group,
+                max_concurrent=max_concurrent_journeys or incoming.max_concurrent_journeys,
+                running=running or {},
+            )
+            problems.extend(more)
+            return merged, problems
+
+        return self._change_definitions(change)
+
+    def _change_definitions(
+        self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]]
+    ) -> int:
+        """Apply ``change`` to the latest definitions, validate, and store the result as a new
+        generation with a compare-and-set (retried on a conflict, against the newer set)."""
         for _ in range(_PUBLISH_ATTEMPTS):
             registry = self._sync()
             current = registry.definitions
-            merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
-            problems = _version_conflicts(current, new_journeys)
+            merged, problems = change(current)
             problems.extend(validate_definitions(
                 merged, channels=self.channels.keys(), limits=self.limits,
                 renderer=registry.renderer.renderer,
@@ -198,7 +237,7 @@ class Engine:
                 )
             except ConflictError:
                 continue  # another process published first: merge with theirs and retry
-            self._registry = Registry.build(merged, generation, self.limits)
+            self._adopt(Registry.build(merged, generation, self.limits))
             return generation
         raise ConflictError(
             f"publish lost the race for the definitions {_PUBLISH_ATTEMPTS} times in a row; "
@@ -340,6 +379,8 @@ class Engine:
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
         builder = OutcomeBuilder()
         registry = self._sync()
+        if self._to_release:
+            self._release(now, builder)
         while True:
             deciders: list[Decider] = []
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
@@ -417,6 +458,66 @@ class Engine:
             decider.remove(journey_id, reason, now)
             self._save(session, decider)
         return decider.outcome.build()
+
+    def pause_journey(self, journey_id: str) -> int:
+        """Pause a journey (every version): it takes no new entries, and wake-ups that fall due
+        are held until ``resume_journey``; exits and goals keep working. Returns the new
+        definitions generation (every engine on this storage follows it)."""
+        now = self.clock.now()
+
+        def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
+            if journey_id not in {j.id for j in current.journeys}:
+                raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
+            if any(p.journey_id == journey_id for p in current.paused):
+                return current, []
+            paused = (*current.paused, JourneyPause(journey_id, now))
+            return attrs.evolve(current, paused=paused), []
+
+        return self._change_definitions(change)
+
+    def resume_journey(self, journey_id: str) -> Outcome:
+        """Resume a paused journey: entries start again, and the wake-ups held while it was
+        paused run now, by the journey's ``on_resume`` rule (send late, skip, or a grace
+        period). Returns what the held wake-ups did."""
+
+        def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
+            if journey_id not in {j.id for j in current.journeys}:
+                raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
+            paused = tuple(p for p in current.paused if p.journey_id != journey_id)
+            return attrs.evolve(current, paused=paused), []
+
+        self._change_definitions(change)
+        builder = OutcomeBuilder()
+        self._release(self.clock.now(), builder)
+        return builder.build()
+
+    def _release(self, now: datetime, builder: OutcomeBuilder) -> None:
+        """Wake the customers of journeys resumed since the last call, so their held wake-ups
+        run now (a customer's own wake-up index cannot know when a pause ends)."""
+        registry = self._sync()
+        while self._to_release:
+            journey_id = self._to_release.pop()
+            after: str | None = None
+            while True:
+                page = self.storage.enrolled_customers(journey_id, after=after, limit=500)
+                if not page:
+                    break
+                after = page[-1]
+                deciders: list[Decider] = []
+                with self.storage.batch(page, now) as sessions:
+                    for session in sessions.values():
+                        try:
+                            decider = self._decider(
+                                session, registry, now, create=False, outcome=builder
+                            )
+                        except CorruptRecordError as exc:
+                            log.error("setting a customer record aside: %s", exc)
+                            session.set_aside(str(exc))
+                            continue
+                        decider.catch_up(now)
+                        self._save(session, decider)
+                        deciders.append(decider)
+                self._finish(deciders, now, builder)
 
     def erase_customer(self, customer_id: str) -> None:
         """Forget everything about a customer (right to erasure)."""
@@ -559,12 +660,79 @@ def _merge(
         elif attrs.evolve(c, version=old.version) != old:
             # A change (whatever version the caller wrote) gets the next content version.
             items[c.id] = attrs.evolve(c, version=old.version + 1)
-    return Definitions(
+    # evolve: every other field (rules across journeys, pauses...) carries over.
+    return attrs.evolve(
+        current,
         journeys=tuple(by_version.values()),
         segments=tuple(_replace_by_id(current.segments, segments)),
         content=tuple(items.values()),
         taxonomy=taxonomy or current.taxonomy,
     )
+
+
+def _governance(
+    current: Definitions,
+    merged: Definitions,
+    journeys: Iterable[Journey],
+    now: datetime,
+    *,
+    control_group: ControlGroup | None,
+    max_concurrent: int | None,
+    running: Mapping[str, VersionChange],
+) -> tuple[Definitions, list[Problem]]:
+    """The rules across journeys a publish sets, checked against what is already published."""
+    problems: list[Problem] = []
+    changes: dict[str, Any] = {}
+    if control_group is not None:
+        published = current.control_group
+        if published is not None and published.salt != control_group.salt:
+            problems.append(Problem(
+                "control group", "its salt cannot change once published: that would move "
+                "customers between the control group and the others"
+            ))
+        elif published is not None and control_group.percent > published.percent:
+            problems.append(Problem(
+                "control group", f"its share can only shrink (published: {published.percent}%)"
+            ))
+        changes["control_group"] = control_group
+    if max_concurrent is not None:
+        changes["max_concurrent_journeys"] = max_concurrent
+    if running:
+        new_by_id = {j.id: j for j in journeys}
+        latest: dict[str, Journey] = {}
+        for j in current.journeys:
+            if j.id not in latest or latest[j.id].version < j.version:
+                latest[j.id] = j
+        version_changes = list(current.version_changes)
+        for journey_id, vc in running.items():
+            where = f"journey {journey_id!r}: running customers"
+            new, old = new_by_id.get(journey_id), latest.get(journey_id)
+            if new is None:
+                problems.append(Problem(where, "no new version of it is being published"))
+                continue
+            if old is None or old.version >= new.version:
+                problems.append(Problem(where, "no earlier version of it is running"))
+                continue
+            if vc.mode == "migrate":
+                missing = sorted(set(old.steps) - set(vc.steps))
+                if missing:
+                    problems.append(Problem(where, (
+                        f"the migration from v{old.version} to v{new.version} does not map "
+                        f"step(s) {', '.join(map(repr, missing))}"
+                    )))
+                unknown = sorted({t for t in vc.steps.values() if t not in new.steps})
+                if unknown:
+                    problems.append(Problem(where, (
+                        f"the migration maps to step(s) {', '.join(map(repr, unknown))}, "
+                        f"which v{new.version} does not have"
+                    )))
+            if vc.mode != "drain":
+                version_changes.append(attrs.evolve(
+                    vc, journey_id=journey_id, from_version=old.version,
+                    to_version=new.version, at=now,
+                ))
+        changes["version_changes"] = tuple(version_changes)
+    return (attrs.evolve(merged, **changes) if changes else merged), problems
 
 
 def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> list[Problem]:

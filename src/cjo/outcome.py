@@ -8,7 +8,7 @@ import attrs
 
 from cjo.channels.base import Message
 
-__all__ = ["Ended", "Entered", "GoalReached", "Outcome", "StepRun"]
+__all__ = ["Ended", "Entered", "GoalReached", "NotEntered", "Outcome", "StepRun"]
 
 
 @attrs.define(slots=True)
@@ -54,6 +54,17 @@ class GoalReached:
 
 
 @attrs.frozen(slots=True)
+class NotEntered:
+    """A journey the customer qualified for but did not enter: ``reason`` says what kept them
+    out (the journey is paused, an exclusive group, the concurrency limit)."""
+
+    journey_id: str
+    customer_id: str
+    reason: str
+    at: datetime
+
+
+@attrs.frozen(slots=True)
 class Outcome:
     """Everything that happened. ``messages`` were committed to the outbox and dispatched."""
 
@@ -64,6 +75,7 @@ class Outcome:
     messages: tuple[Message, ...] = ()
     ended: tuple[Ended, ...] = ()
     goals: tuple[GoalReached, ...] = ()
+    not_entered: tuple[NotEntered, ...] = ()
 
     @property
     def exited(self) -> tuple[Ended, ...]:
@@ -86,6 +98,7 @@ class Outcome:
             messages=self.messages + other.messages,
             ended=self.ended + other.ended,
             goals=self.goals + other.goals,
+            not_entered=self.not_entered + other.not_entered,
         )
 
 
@@ -98,6 +111,7 @@ class OutcomeBuilder:
     messages: list[Message] = attrs.field(factory=list)
     ended: list[Ended] = attrs.field(factory=list)
     goals: list[GoalReached] = attrs.field(factory=list)
+    not_entered: list[NotEntered] = attrs.field(factory=list)
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)
@@ -105,6 +119,7 @@ class OutcomeBuilder:
         self.messages.extend(other.messages)
         self.ended.extend(other.ended)
         self.goals.extend(other.goals)
+        self.not_entered.extend(other.not_entered)
 
     def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
         return Outcome(
@@ -115,4 +130,5 @@ class OutcomeBuilder:
             messages=tuple(self.messages),
             ended=tuple(self.ended),
             goals=tuple(self.goals),
+            not_entered=tuple(self.not_entered),
         )

@@ -1122,6 +1122,22 @@ class StorageContract:
             session.save(state, (), ())
         assert storage.active_counts("j") == {(1, "wait"): 2}
 
+    def test_enrolled_customers_walks_a_journeys_customers_in_pages(
+        self, storage: Storage
+    ) -> None:
+        for i in range(7):
+            cid = f"c{i}"
+            journey = "j" if i % 2 == 0 else "o"
+            _save(storage, _state(cid, enrollments=[_enrollment(f"{journey}:{cid}:1", cid,
+                                                                journey=journey)]))
+        _save(storage, _state("mentions_j", attributes={"note": "j"}))
+        assert storage.enrolled_customers("j") == ["c0", "c2", "c4", "c6"]
+        assert storage.enrolled_customers("j", limit=3) == ["c0", "c2", "c4"]
+        assert storage.enrolled_customers("j", after="c4", limit=3) == ["c6"]
+        assert storage.enrolled_customers("j", after="c6") == []
+        assert storage.enrolled_customers("o", after="c1") == ["c3", "c5"]
+        assert storage.enrolled_customers("none") == []
+
     # --- erasure -------------------------------------------------------------------------------
 
     def test_erase_customer(self, storage: Storage) -> None:

@@ -18,6 +18,7 @@ Locations read like a path a person would follow::
 
 from __future__ import annotations
 
+import math
 import reprlib
 import zoneinfo
 from collections import Counter, deque
@@ -113,6 +114,7 @@ def validate_definitions(
     for item in definitions.content:
         problems += _check_content(item, renderer, limits)
     problems += _check_tags(definitions)
+    problems += _check_governance(definitions)
     return problems
 
 
@@ -303,6 +305,10 @@ def _text_problems(texts: Iterable[tuple[str, object]], where: str) -> list[Prob
         if problem is not None:
             problems.append(Problem(where, f"{what} {problem}"))
     return problems
+
+
+#: Journey priorities stay within this (a plain, portable whole number).
+MAX_PRIORITY = 1_000_000
 
 
 def _in_range(value: object, low: int, high: int) -> bool:
@@ -513,6 +519,70 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
             where, f"timezone {_q(journey.timezone)} is not a known IANA time zone"
         ))
     problems += _text_problems([("the name", journey.name)], where)
+    if not _in_range(journey.priority, -MAX_PRIORITY, MAX_PRIORITY):
+        problems.append(Problem(
+            where, f"priority must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}, "
+            f"got {_q(journey.priority)}"
+        ))
+    if journey.exclusive_group is not None:
+        problem = _id_problem(journey.exclusive_group, "exclusive group")
+        if problem is not None:
+            problems.append(Problem(where, problem))
+    rule = journey.on_resume
+    if rule.late not in ("send_late", "skip", "grace"):
+        problems.append(Problem(
+            f"{where} / on_resume", f"late must be send_late, skip or grace, got {_q(rule.late)}"
+        ))
+    elif (rule.late == "grace") != (rule.grace is not None):
+        problems.append(Problem(
+            f"{where} / on_resume", "a grace period goes with late='grace', and only with it"
+        ))
+    problems += _check_span(rule.grace, "grace", f"{where} / on_resume", limits)
+    return problems
+
+
+def _check_governance(definitions: Definitions) -> list[Problem]:
+    """The rules across journeys: control group, concurrency limit, pauses, version changes."""
+    problems: list[Problem] = []
+    group = definitions.control_group
+    if group is not None:
+        percent = group.percent
+        if (
+            isinstance(percent, bool) or not isinstance(percent, int | float)
+            or not math.isfinite(percent) or not 0 <= percent < 100
+        ):
+            problems.append(Problem(
+                "control group", f"percent must be from 0 to less than 100, got {_q(percent)}"
+            ))
+        problem = _id_problem(group.salt, "salt")
+        if problem is not None:
+            problems.append(Problem("control group", problem))
+    limit = definitions.max_concurrent_journeys
+    if limit is not None and not _in_range(limit, 1, MAX_VERSION):
+        problems.append(Problem(
+            "max_concurrent_journeys", f"must be a whole number of 1 or more, got {_q(limit)}"
+        ))
+    versions = {(j.id, j.version): j for j in definitions.journeys}
+    ids = {j.id for j in definitions.journeys}
+    for pause in definitions.paused:
+        if pause.journey_id not in ids:
+            problems.append(Problem(
+                f"pause of journey {_q(pause.journey_id)}", "no such journey is published"
+            ))
+    for change in definitions.version_changes:
+        where = f"journey {_q(change.journey_id)}: running customers"
+        old = versions.get((change.journey_id, change.from_version))
+        new = versions.get((change.journey_id, change.to_version))
+        if old is None or new is None:
+            problems.append(Problem(where, (
+                f"a change from v{change.from_version} to v{change.to_version} names a "
+                "version that is not published"
+            )))
+        elif change.mode == "migrate" and (
+            set(old.steps) - set(change.steps)
+            or any(t not in new.steps for t in change.steps.values())
+        ):
+            problems.append(Problem(where, "the migration's step map is incomplete"))
     return problems
 
 

@@ -28,11 +28,13 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sized
 from contextlib import contextmanager
-from typing import Any, ClassVar, cast
+from io import StringIO
+from typing import Any, ClassVar, TextIO, cast
 
 from liquid import BoundTemplate, Environment, RenderContext
 from liquid.builtin.expressions.primitive import RangeLiteral
 from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
+from liquid.output import LimitedStringIO
 
 from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
@@ -76,6 +78,10 @@ class _LimitedContext(RenderContext):
         self._iterations_left = limits.max_loop_iterations
         timeout = limits.render_timeout
         self._deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+
+    def get_buffer(self, buf: TextIO | None = None) -> StringIO:
+        used = buf.size if isinstance(buf, LimitedStringIO) else 0
+        return _buffer(self.env.output_stream_limit, used)
 
     @contextmanager
     def loop(self, namespace: Mapping[str, object], forloop: Any) -> Iterator[RenderContext]:
@@ -143,6 +149,17 @@ def _check_filter_call(name: str, args: tuple[object, ...], output_limit: int) -
 
 class _LimitedTemplate(BoundTemplate):
     context_class = _LimitedContext
+
+    def _get_buffer(self) -> StringIO:
+        return _buffer(self.env.output_stream_limit, 0)
+
+
+def _buffer(limit: int | None, used: int) -> StringIO:
+    # newline="": Liquid's own buffers translate newlines, which turns a "\r" in a value
+    # into "\n"; output must be exactly what the template and the values say.
+    if limit is None:
+        return StringIO(newline="")
+    return LimitedStringIO(limit=limit - used, newline="")
 
 
 class _BoundedRange(RangeLiteral):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from cjo.model.content import ContentItem
+from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
@@ -20,3 +21,11 @@ class Definitions:
     segments: tuple[Segment, ...] = ()
     content: tuple[ContentItem, ...] = ()
     taxonomy: Taxonomy | None = None
+    #: The global control group (none by default).
+    control_group: ControlGroup | None = None
+    #: At most this many journeys at once per customer (None: no limit).
+    max_concurrent_journeys: int | None = None
+    #: Journeys paused now (``Engine.pause_journey``).
+    paused: tuple[JourneyPause, ...] = ()
+    #: Migrations and ejections of running customers, in publish order.
+    version_changes: tuple[VersionChange, ...] = ()

@@ -9,6 +9,7 @@ from typing import Literal
 import attrs
 
 from cjo.conditions import Condition
+from cjo.model.governance import ResumeRule
 from cjo.model.steps import Step
 from cjo.model.triggers import ApiTrigger, Trigger
 
@@ -99,3 +100,10 @@ class Journey:
     max_lifetime: timedelta | None = None
     timezone: str | None = None
     tags: tuple[str, ...] = ()
+    #: When one input qualifies a customer for several journeys that an exclusive group or the
+    #: concurrency limit keeps apart, the highest priority enters (ties: journey id order).
+    priority: int = 0
+    #: Journeys sharing a group are mutually exclusive: a customer is in one at a time.
+    exclusive_group: str | None = None
+    #: What wake-ups that fell due while the journey was paused do on resume.
+    on_resume: ResumeRule = attrs.field(factory=ResumeRule)

@@ -19,14 +19,16 @@ from typing import Any
 from cjo.channels.base import Message
 from cjo.errors import RenderError
 from cjo.model.events import Event, Profile, ProfileUpdate
+from cjo.model.governance import VersionChange, in_control_group
 from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
-from cjo.outcome import Ended, Entered, GoalReached, OutcomeBuilder, StepRun
+from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder, StepRun
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
 from cjo.runtime.state import (
     ACTIVE,
+    HELD,
     Activity,
     CustomerState,
     EndedEnrollment,
@@ -122,6 +124,7 @@ class Decider:
         "recipient_attributes",
         "registry",
         "render",
+        "skipping",
         "state",
     )
 
@@ -143,6 +146,9 @@ class Decider:
         self.recipient_attributes: Sequence[str] = options.recipient_attributes
         self.catching_up = False
         self.caught_up_messages = 0
+        # Set while a journey resumed under the ``skip`` rule runs its held wake-up: the sends
+        # it reaches are skipped, and recorded with this reason.
+        self.skipping: str | None = None
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
@@ -166,10 +172,17 @@ class Decider:
         late worker still times the following steps from the schedule, and the outcome does
         not depend on when the worker came."""
         self._arm(now)
-        journeys = self.registry.journeys
+        registry = self.registry
+        journeys = registry.journeys
         state = self.state
+        if registry.version_changes and state.enrollments:
+            self._change_versions(registry.version_changes)
         self.catching_up, self.caught_up_messages = True, 0
         try:
+            for e in state.enrollments:
+                if e.held_at is not None and e.journey_id not in registry.paused:
+                    self._release_all(now)
+                    break
             self._fire_due(now, journeys, state)
         finally:
             self.catching_up = False
@@ -191,7 +204,7 @@ class Decider:
                         best, target = order, e
             for name, w in state.timers.items():
                 if w <= now:
-                    order = (w, w, 1, name)
+                    order = (w, w, 1, self._timer_rank(name))
                     if best is None or order < best:
                         best, target = order, name
             if target is None:
@@ -248,6 +261,16 @@ class Decider:
         for cj in self.registry.armed:
             cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled, now)
 
+    def _timer_rank(self, name: str) -> str:
+        """Timers due at one instant fire in journey priority order (then name), as triggers
+        of one event do."""
+        if name.startswith(_TRIGGER_TIMER):
+            cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
+            if cj is not None and cj.journey.priority:
+                # Zero-padded, inverted priority: a higher priority sorts first.
+                return f"{_TRIGGER_TIMER}{2**31 - cj.journey.priority:011d}:{name}"
+        return f"{_TRIGGER_TIMER}{2**31:011d}:{name}"
+
     def _fire_timer(self, name: str) -> None:
         at = self.state.timers.pop(name)
         self.dirty = True
@@ -292,8 +315,8 @@ class Decider:
         if self._check_condition_exits(enrollment, event.properties, now, cj):
             return
         step_id = enrollment.step_id
-        if step_id is None:
-            return
+        if step_id is None or enrollment.held_at is not None or journey.id in self.registry.paused:
+            return  # a paused journey's exits and goal work; its steps wait for the resume
         cs = cj.steps.get(step_id)
         if cs is None:
             return
@@ -336,7 +359,40 @@ class Decider:
             key = str(value)
         if not self._may_enter(cj, key, now):
             return None
+        registry = self.registry
+        if registry.paused or registry.any_group or registry.max_concurrent is not None:
+            reason = self._arbitrate(cj)
+            if reason is not None:
+                self.outcome.not_entered.append(
+                    NotEntered(cj.journey.id, self.customer_id, reason, now)
+                )
+                return None
         return self._enter(cj, key, dict(data), trigger_event_id, now)
+
+    def _arbitrate(self, cj: CompiledJourney) -> str | None:
+        """What keeps the customer out of ``cj`` across journeys, if anything. Journeys one
+        input qualifies for are considered in priority order, so the highest enters first and
+        keeps the others out."""
+        registry = self.registry
+        jid = cj.journey.id
+        if jid in registry.paused:
+            return "paused"
+        enrollments = self.state.enrollments
+        group = cj.journey.exclusive_group
+        if group is not None:
+            for e in enrollments:
+                other = registry.journeys.get((e.journey_id, e.version))
+                if (
+                    e.journey_id != jid and other is not None
+                    and other.journey.exclusive_group == group
+                ):
+                    return f"exclusive group {group!r}: in journey {e.journey_id!r}"
+        limit = registry.max_concurrent
+        if limit is not None:
+            current = {e.journey_id for e in enrollments}
+            if jid not in current and len(current) >= limit:
+                return f"concurrency limit: in {limit} journeys"
+        return None
 
     def _may_enter(self, cj: CompiledJourney, key: str | None, now: datetime) -> bool:
         jid = cj.journey.id
@@ -385,7 +441,8 @@ class Decider:
         )
         state.enrollments.append(enrollment)
         self.dirty = True
-        self.activity(enrollment, "entered", None, now)
+        control = in_control_group(self.customer_id, self.registry.control_group)
+        self.activity(enrollment, "entered", "control" if control else None, now)
         self.outcome.entered.append(
             Entered(journey.id, journey.version, enrollment.id, self.customer_id, now)
         )
@@ -402,6 +459,12 @@ class Decider:
         self.dirty = True
         if enrollment.expires_at is not None and at >= enrollment.expires_at:
             self.end(enrollment, "expired", "max lifetime", at)
+            return
+        if enrollment.journey_id in self.registry.paused:
+            # Held until the resume; its lifetime still runs.
+            enrollment.held_at = at
+            enrollment.wake_at = enrollment.expires_at or HELD
+            self.activity(enrollment, "held", "paused", at)
             return
         cs = cj.steps.get(enrollment.step_id or "")
         if cs is None:
@@ -464,6 +527,18 @@ class Decider:
                     self.end(enrollment, "exited", criterion, at)
                     return False
         registry = self.registry
+        if not step.transactional:
+            withheld = self.skipping
+            if withheld is not None:
+                self.activity(enrollment, "send_skipped", withheld, at,
+                              channel=step.channel, content_id=step.content)
+                return True
+            if registry.control_group is not None and in_control_group(
+                self.customer_id, registry.control_group
+            ):
+                self.activity(enrollment, "suppressed", "control", at,
+                              channel=step.channel, content_id=step.content)
+                return True
         item = registry.content.get(step.content)
         profile = self.profile
         variant = item.variant_for(step.channel, profile.locale) if item else None
@@ -513,6 +588,54 @@ class Decider:
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
         ))
         return True
+
+    # --- pauses and new versions -------------------------------------------------------------
+
+    def _release_all(self, now: datetime) -> None:
+        """Run the held wake-ups of resumed journeys, by each journey's resume rule."""
+        held = [
+            e for e in self.state.enrollments
+            if e.held_at is not None and e.journey_id not in self.registry.paused
+        ]
+        held.sort(key=lambda e: (e.held_at, e.id))
+        for e in held:
+            due = e.held_at
+            assert due is not None
+            cj = self.registry.journeys.get((e.journey_id, e.version))
+            if cj is None or not e.active:
+                continue
+            rule = cj.journey.on_resume
+            late = rule.late
+            if late == "grace":
+                late = "send_late" if now - due <= (rule.grace or timedelta(0)) else "skip"
+            e.held_at = None
+            e.wake_at = now
+            self.activity(e, "resumed", late, now)
+            self.skipping = "paused" if late == "skip" else None
+            try:
+                self._wake(e)
+            finally:
+                self.skipping = None
+
+    def _change_versions(self, changes: Mapping[tuple[str, int], VersionChange]) -> None:
+        """Move or end enrollments whose version a newer publish migrated or ejected."""
+        journeys = self.registry.journeys
+        for e in list(self.state.enrollments):
+            change = changes.get((e.journey_id, e.version))
+            while change is not None and e.active:
+                at = max(change.at or e.entered_at, e.entered_at)
+                if change.mode == "eject":
+                    self.end(e, "ejected", change.reason, at)
+                    break
+                if (change.journey_id, change.to_version) not in journeys:
+                    break  # this process does not know the new version yet
+                from_version = e.version
+                e.version = change.to_version
+                if e.step_id is not None:
+                    e.step_id = change.steps.get(e.step_id, e.step_id)
+                self.dirty = True
+                self.activity(e, "migrated", f"v{from_version} to v{e.version}", at)
+                change = changes.get((e.journey_id, e.version))
 
     # --- helpers -----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from cjo.content.render import Renderer
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
+from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import StepKind, TriggerKind, step_kind, trigger_kind
 from cjo.runtime.state import CustomerState
@@ -103,6 +104,13 @@ class Registry:
     content: dict[str, ContentItem] = attrs.field(factory=dict)
     definitions: Definitions = attrs.field(factory=Definitions)
     renderer: MemoRenderer = attrs.field(factory=lambda: MemoRenderer(Renderer()))
+    control_group: ControlGroup | None = None
+    max_concurrent: int | None = None
+    # Whether any journey has an exclusive group (else arbitration has nothing to check).
+    any_group: bool = False
+    paused: dict[str, JourneyPause] = attrs.field(factory=dict)
+    # (journey id, version) -> what a newer version does to customers inside it.
+    version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
 
     @classmethod
     def build(
@@ -117,7 +125,9 @@ class Registry:
                 latest[jid] = cj
         triggers: dict[str, list[CompiledJourney]] = {}
         armed: list[CompiledJourney] = []
-        for cj in sorted(latest.values(), key=lambda c: c.journey.id):
+        # Highest priority first, then journey id: the order in which one input's journeys are
+        # considered, so arbitration between them is deterministic.
+        for cj in sorted(latest.values(), key=lambda c: (-c.journey.priority, c.journey.id)):
             trigger = cj.journey.trigger
             names: Iterable[str] = (
                 *cj.trigger.entry_events(trigger), *cj.trigger.watched_events(trigger)
@@ -141,6 +151,14 @@ class Registry:
             content={c.id: c for c in definitions.content},
             definitions=definitions,
             renderer=MemoRenderer(Renderer(limits)),
+            control_group=definitions.control_group,
+            max_concurrent=definitions.max_concurrent_journeys,
+            any_group=any(cj.journey.exclusive_group for cj in journeys.values()),
+            paused={p.journey_id: p for p in definitions.paused},
+            version_changes={
+                (c.journey_id, c.from_version): c
+                for c in definitions.version_changes if c.mode != "drain"
+            },
         )
 
     def may_matter(self, event_name: str) -> bool:

@@ -8,7 +8,7 @@ whole, with the transaction's effects (outbox messages and activity-log entries)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import attrs
@@ -17,6 +17,7 @@ from cjo.model.events import Profile
 
 __all__ = [
     "ACTIVE",
+    "HELD",
     "RECORD_LAYOUT",
     "TERMINAL_STATUSES",
     "Activity",
@@ -35,6 +36,10 @@ ACTIVE: EnrollmentStatus = "active"
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"completed", "exited", "converted", "expired", "removed", "ejected", "merged"}
 )
+
+#: The wake-up of an enrollment held by a paused journey: after every real instant, so the
+#: customer is not claimed for it; resuming the journey wakes its held customers.
+HELD = datetime(9000, 1, 1, tzinfo=UTC)
 
 #: The layout of stored customer records that this version writes. Older layouts are upgraded
 #: when read (``cjo.storage.codec``); fields a newer layout added are kept as they are.
@@ -68,6 +73,9 @@ class Enrollment:
     context: dict[str, Any] = attrs.field(factory=dict)
     visits: dict[str, int] = attrs.field(factory=dict)
     paths: dict[str, str] = attrs.field(factory=dict)
+    #: When a wake-up fell due while the journey was paused: the enrollment is held (its
+    #: ``wake_at`` is ``HELD``, or its expiry) until the journey resumes.
+    held_at: datetime | None = None
 
     @property
     def active(self) -> bool:
@@ -81,6 +89,7 @@ class Enrollment:
             self.step_id, self.step_entered_at, self.status, self.instance_key, self.wake_at,
             self.expires_at, self.ended_at, self.end_reason, self.converted_at,
             self.trigger_event_id, dict(self.context), dict(self.visits), dict(self.paths),
+            self.held_at,
         )
 
     def wake_order(self) -> tuple[datetime, datetime, str]:

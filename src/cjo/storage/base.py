@@ -274,6 +274,14 @@ class Storage(abc.ABC):
         """Active enrollments per (version, step)."""
 
     @abc.abstractmethod
+    def enrolled_customers(
+        self, journey_id: str, *, after: str | None = None, limit: int = 500
+    ) -> list[str]:
+        """Up to ``limit`` ids of customers with an active enrollment in ``journey_id``, in id
+        order, after ``after``: one page of a walk over a journey's customers (resuming a
+        paused journey wakes them). A scan of the records, not a hot path."""
+
+    @abc.abstractmethod
     def erase_customer(self, customer_id: str) -> None:
         """Forget a customer: their record and pending messages; their activity-log entries
         lose the customer id (counts are kept)."""

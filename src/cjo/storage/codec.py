@@ -42,6 +42,7 @@ __all__ = [
     "dt",
     "encode",
     "encode_state",
+    "has_enrollment",
     "message_from_json",
     "us",
 ]
@@ -155,6 +156,8 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
         d["vis"] = e.visits
     if e.paths:
         d["p"] = e.paths
+    if e.held_at is not None:
+        d["hold"] = us(e.held_at)
     return d
 
 
@@ -163,13 +166,14 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     ctx = get("ctx")
     vis = get("vis")
     paths = get("p")
-    sin, w, x, conv = get("sin"), get("w"), get("x"), get("conv")
+    sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
     return Enrollment(
         d["id"], d["j"], d["ver"], customer_id, dt(d["in"]), get("s"),
         None if sin is None else dt(sin), ACTIVE, get("k"),
         None if w is None else dt(w), None if x is None else dt(x), None, None,
         None if conv is None else dt(conv), get("t"),
         _revive(ctx) if ctx else {}, dict(vis) if vis else {}, dict(paths) if paths else {},
+        None if hold is None else dt(hold),
     )
 
 
@@ -316,3 +320,13 @@ def value_dumps(value: object) -> str:
 
 def value_loads(text: str) -> Any:
     return _loads(text)
+
+
+def has_enrollment(data: str | bytes, customer_id: str, journey_id: str) -> bool:
+    """Whether a stored record has an active enrollment in ``journey_id`` (a record that cannot
+    be decoded has none: it is about to be set aside)."""
+    try:
+        state = decode_state(data, customer_id)
+    except CorruptRecordError:
+        return False
+    return any(e.journey_id == journey_id for e in state.enrollments)

@@ -323,6 +323,17 @@ class InMemoryStorage(Storage):
                         out[(e.version, e.step_id)] += 1
         return dict(out)
 
+    def enrolled_customers(
+        self, journey_id: str, *, after: str | None = None, limit: int = 500
+    ) -> list[str]:
+        with self._lock:
+            ids = sorted(
+                cid for cid, state in self._records.items()
+                if (after is None or cid > after) and cid not in self._aside
+                and any(e.journey_id == journey_id for e in state.enrollments)
+            )
+        return ids[:limit]
+
     def get_setting(self, key: str) -> str | None:
         with self._lock:
             return self._settings.get(key)

@@ -70,7 +70,13 @@ from cjo.storage.base import (
     Retention,
     Storage,
 )
-from cjo.storage.codec import decode_state, encode, encode_state, message_from_json
+from cjo.storage.codec import (
+    decode_state,
+    encode,
+    encode_state,
+    has_enrollment,
+    message_from_json,
+)
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage"]
 
@@ -322,6 +328,9 @@ _QUERIES: dict[str, LiteralString] = {
     ") AS t GROUP BY version, step_id, kind, detail",
     # A pre-filter only: every record with an enrollment of the journey contains its id as a
     # JSON string; the records found are decoded to count exactly.
+    "enrolled_candidates": "SELECT customer_id, data FROM {s}.customers"
+    " WHERE customer_id > %s AND aside IS NULL AND (strpos(data, %s) > 0 OR strpos(data, %s) > 0)"
+    " ORDER BY customer_id LIMIT %s",
     "active_candidates": "SELECT customer_id, data FROM {s}.customers"
     " WHERE strpos(data, %s) > 0 OR strpos(data, %s) > 0",
     "erase_lock": "SELECT pg_advisory_xact_lock(" + _KEY.replace("{col}", "%s") + ")",
@@ -934,6 +943,26 @@ class PostgresStorage(Storage):
                     if e.journey_id == journey_id:
                         key = (e.version, e.step_id)
                         out[key] = out.get(key, 0) + 1
+        return out
+
+    @_translating
+    def enrolled_customers(
+        self, journey_id: str, *, after: str | None = None, limit: int = 500
+    ) -> list[str]:
+        needles = (json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False))
+        out: list[str] = []
+        cursor = after if after is not None else ""
+        while len(out) < limit:
+            with self._pool.connection() as conn:
+                rows = conn.execute(
+                    self._q["enrolled_candidates"], (cursor, *needles, limit)
+                ).fetchall()
+            if not rows:
+                break
+            for cid, data in rows:
+                if has_enrollment(data, cid, journey_id) and len(out) < limit:
+                    out.append(cid)
+            cursor = rows[-1][0]
         return out
 
     # --- customers, retention and settings ---------------------------------------------------

@@ -17,6 +17,7 @@ table; a batch reads all of its records in one query.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sqlite3
 import threading
@@ -47,6 +48,7 @@ from cjo.storage.codec import (
     dt,
     encode,
     encode_state,
+    has_enrollment,
     message_from_json,
     us,
     value_dumps,
@@ -412,6 +414,11 @@ _ACTIVE_COUNTS = (
     "'$.enr') AS e "
     "WHERE json_extract(CASE WHEN e.type = 'object' THEN e.value END, '$.j') = ?1 "
     "GROUP BY version, step"
+)
+# A text search narrows the scan to records that mention the journey; decoding decides.
+_ENROLLED_CANDIDATES = (
+    "SELECT customer_id, data FROM customers WHERE customer_id > ? AND aside IS NULL "
+    "AND (instr(data, ?) OR instr(data, ?)) ORDER BY customer_id LIMIT ?"
 )
 _GET_SETTING = "SELECT value FROM settings WHERE key = ?"
 _PUT_SETTING = (
@@ -943,6 +950,26 @@ class SQLiteStorage(Storage):
         with self._lock:
             rows = self._connection().execute(_ACTIVITY_COUNTS, (journey_id,)).fetchall()
         return [ActivityCount(*row) for row in rows]
+
+    @_Translated("enrolled_customers")
+    def enrolled_customers(
+        self, journey_id: str, *, after: str | None = None, limit: int = 500
+    ) -> list[str]:
+        needles = (json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False))
+        out: list[str] = []
+        cursor = after if after is not None else ""
+        while len(out) < limit:
+            with self._lock:
+                rows = self._connection().execute(
+                    _ENROLLED_CANDIDATES, (cursor, *needles, limit)
+                ).fetchall()
+            if not rows:
+                break
+            for cid, data in rows:
+                if has_enrollment(data, cid, journey_id) and len(out) < limit:
+                    out.append(cid)
+            cursor = rows[-1][0]
+        return out
 
     @_Translated("active_counts")
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:

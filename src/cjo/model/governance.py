@@ -1,0 +1,102 @@
+"""Rules across journeys: priorities' companions (concurrency, exclusive groups), the global
+control group, paused journeys, and what a new version does to customers already inside."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Literal
+
+import attrs
+
+__all__ = [
+    "ControlGroup",
+    "JourneyPause",
+    "ResumeRule",
+    "VersionChange",
+    "in_control_group",
+]
+
+LateRule = Literal["send_late", "skip", "grace"]
+VersionMode = Literal["drain", "migrate", "eject"]
+
+
+@attrs.frozen
+class ControlGroup:
+    """A stable ``percent`` of all customers, chosen by hashing the customer id with ``salt``:
+    they enter journeys and are measured, but receive no journey messages (each withheld send
+    is recorded as ``suppressed``/``control group``). Transactional messages are never withheld.
+
+    Once published, the salt cannot change and the share can only shrink, so no customer ever
+    moves from the control group into the treated population's history or back unnoticed."""
+
+    percent: float
+    salt: str = "cjo-control"
+
+
+def in_control_group(customer_id: str, group: ControlGroup | None) -> bool:
+    if group is None or group.percent <= 0:
+        return False
+    digest = hashlib.blake2b(
+        f"{group.salt}\x1f{customer_id}".encode(), digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") / 2**64 * 100 < group.percent
+
+
+@attrs.frozen
+class ResumeRule:
+    """What a journey does, on resume, with wake-ups that fell due while it was paused.
+
+    - ``send_late`` (default): they run at the resume instant, sends included.
+    - ``skip``: they run at the resume instant, but the sends they reach before the next wait
+      are skipped (recorded as ``send_skipped``/``paused``); the journey goes on.
+    - ``grace``: as ``send_late`` for wake-ups at most ``grace`` old at resume, else ``skip``.
+    """
+
+    late: LateRule = "send_late"
+    grace: timedelta | None = None
+
+
+@attrs.frozen
+class JourneyPause:
+    """A paused journey (every version): no new entries, wake-ups held until resumed."""
+
+    journey_id: str
+    since: datetime
+
+
+@attrs.frozen
+class VersionChange:
+    """What publishing version ``to_version`` of journey ``journey_id`` does to customers inside
+    version ``from_version``:
+
+    - ``drain`` (the default, and what happens without a VersionChange): they finish it;
+    - ``migrate``: they move to the new version at the step ``steps`` maps their current
+      step to (a map that must cover every step of the old version); wake-up instants already
+      scheduled are kept;
+    - ``eject``: they end as ``ejected`` with ``reason``, at the instant of the publish.
+
+    Applied to each customer at their next transaction (an event, a wake-up, an API call),
+    timed at ``at``, the instant of the publish, so the result does not depend on when."""
+
+    journey_id: str
+    from_version: int
+    to_version: int
+    mode: VersionMode = "drain"
+    steps: Mapping[str, str] = attrs.field(factory=dict)
+    reason: str = "new version"
+    at: datetime | None = None
+
+    @classmethod
+    def migrate(cls, steps: Mapping[str, str]) -> VersionChange:
+        """A migration to be completed by ``Engine.publish(..., running=...)``."""
+        return cls("", 0, 0, "migrate", dict(steps))
+
+    @classmethod
+    def eject(cls, reason: str = "new version") -> VersionChange:
+        return cls("", 0, 0, "eject", reason=reason)
+
+    @classmethod
+    def drain(cls) -> VersionChange:
+        return cls("", 0, 0, "drain")

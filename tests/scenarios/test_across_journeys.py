@@ -1,0 +1,330 @@
+"""Rules across journeys, tried as a user would on every storage: priorities with exclusive
+groups and a concurrency limit, the global control group, pause and resume under each late
+rule, and new versions that migrate or eject running customers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cjo import (
+    ContentItem,
+    ControlGroup,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    ResumeRule,
+    Send,
+    Variant,
+    VersionChange,
+    Wait,
+    WaitForEvent,
+)
+from cjo.errors import DefinitionError, UnknownJourneyError
+from cjo.model.governance import in_control_group
+from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+CONTENT = (
+    ContentItem("a", variants=(Variant("email", {"text": "A"}),)),
+    ContentItem("b", variants=(Variant("email", {"text": "B"}),)),
+    ContentItem("c", variants=(Variant("email", {"text": "C"}),)),
+    ContentItem("receipt", variants=(Variant("email", {"text": "Thanks"}),)),
+)
+_seq = iter(range(1_000_000))
+
+
+def _ev(name: str, customer: str, at: datetime, **props: object) -> Event:
+    return Event(customer_id=customer, name=name, timestamp=at, properties=props,
+                 event_id=f"e{next(_seq)}")
+
+
+def _engine(storage: object = None, clock: ManualClock | None = None
+            ) -> tuple[Engine, ManualClock, RecordingChannel]:
+    clock = clock or ManualClock(T0)
+    email = RecordingChannel()
+    return Engine(storage, {"email": email}, clock), clock, email  # type: ignore[arg-type]
+
+
+def _one_send(jid: str, content: str, *, priority: int = 0, group: str | None = None,
+              trigger: str = "signed_up") -> Journey:
+    return Journey(
+        id=jid, trigger=EventTrigger(trigger), entry="wait", priority=priority,
+        exclusive_group=group,
+        steps={"wait": Wait(DAY, next="send"), "send": Send(content, "email")},
+    )
+
+
+# --- priorities, exclusive groups, concurrency -------------------------------------------------
+
+
+def test_the_higher_priority_journey_of_an_exclusive_group_wins() -> None:
+    engine, clock, email = _engine()
+    engine.publish(content=CONTENT, journeys=[
+        _one_send("promo_low", "a", priority=1, group="promos"),
+        _one_send("promo_high", "b", priority=5, group="promos"),
+        _one_send("unrelated", "c"),
+    ])
+    out = engine.handle_event(_ev("signed_up", "ann", T0))
+    assert sorted(e.journey_id for e in out.entered) == ["promo_high", "unrelated"]
+    assert [(n.journey_id, n.reason) for n in out.not_entered] == [
+        ("promo_low", "exclusive group 'promos': in journey 'promo_high'"),
+    ]
+    clock.advance(DAY)
+    engine.run_due()
+    assert sorted(m.content_id for m in email.messages) == ["b", "c"]
+
+
+def test_equal_priorities_go_to_the_journey_id_in_lexical_order() -> None:
+    engine, _, _ = _engine()
+    engine.publish(content=CONTENT, journeys=[
+        _one_send("zeta", "a", group="g"), _one_send("alpha", "b", group="g"),
+    ])
+    out = engine.handle_event(_ev("signed_up", "ann", T0))
+    assert [e.journey_id for e in out.entered] == ["alpha"]
+
+
+def test_a_customer_already_in_a_group_stays_out_of_a_higher_priority_one() -> None:
+    engine, clock, _ = _engine()
+    engine.publish(content=CONTENT, journeys=[
+        _one_send("first", "a", priority=1, group="g", trigger="visited"),
+        _one_send("second", "b", priority=9, group="g"),
+    ])
+    engine.handle_event(_ev("visited", "ann", T0))
+    clock.set(T0 + HOUR)
+    out = engine.handle_event(_ev("signed_up", "ann", T0 + HOUR))
+    assert not out.entered and out.not_entered[0].journey_id == "second"
+    # Once the first ends, the second may start.
+    clock.advance(2 * DAY)
+    engine.run_due()
+    assert [e.journey_id for e in engine.handle_event(_ev("signed_up", "ann", clock.now())).entered
+            ] == ["second"]
+
+
+def test_the_concurrency_limit_keeps_the_lowest_priorities_out() -> None:
+    engine, _, _ = _engine()
+    engine.publish(
+        content=CONTENT, max_concurrent_journeys=2,
+        journeys=[_one_send("j1", "a", priority=1), _one_send("j2", "b", priority=3),
+                  _one_send("j3", "c", priority=2)],
+    )
+    out = engine.handle_event(_ev("signed_up", "ann", T0))
+    assert sorted(e.journey_id for e in out.entered) == ["j2", "j3"]
+    assert [(n.journey_id, n.reason) for n in out.not_entered] == [
+        ("j1", "concurrency limit: in 2 journeys"),
+    ]
+
+
+# --- the global control group -----------------------------------------------------------------
+
+
+def test_control_group_customers_enter_but_get_no_journey_messages() -> None:
+    group = ControlGroup(percent=20, salt="cg-2026")
+    customers = [f"c{i}" for i in range(200)]
+    control = {c for c in customers if in_control_group(c, group)}
+    assert 20 <= len(control) <= 60  # a stable share near 20%
+    engine, clock, email = _engine()
+    journey = Journey(
+        id="j", trigger=EventTrigger("signed_up"), entry="receipt",
+        steps={"receipt": Send("receipt", "email", transactional=True, next="wait"),
+               "wait": Wait(DAY, next="promo"), "promo": Send("a", "email")},
+    )
+    engine.publish(content=CONTENT, journeys=[journey], control_group=group)
+    for c in customers:
+        engine.handle_event(_ev("signed_up", c, T0))
+    clock.advance(DAY)
+    engine.run_due()
+    promos = {m.customer_id for m in email.messages if m.content_id == "a"}
+    receipts = {m.customer_id for m in email.messages if m.content_id == "receipt"}
+    assert promos == set(customers) - control
+    assert receipts == set(customers)  # transactional messages are never withheld
+    log = engine.activities(T0, T0 + 2 * DAY, journey_id="j")
+    assert {a.customer_id for a in log if a.kind == "entered" and a.detail == "control"} == control
+    assert {a.customer_id for a in log if a.kind == "suppressed" and a.detail == "control"
+            } == control
+    # Completed like everyone else: counted, not dropped.
+    assert {a.customer_id for a in log if a.kind == "completed"} == set(customers)
+
+
+def test_a_control_group_can_shrink_but_not_grow_or_change_salt() -> None:
+    engine, _, _ = _engine()
+    engine.publish(content=CONTENT, journeys=[_one_send("j", "a")],
+                   control_group=ControlGroup(10, "s"))
+    engine.publish(control_group=ControlGroup(5, "s"))
+    with pytest.raises(DefinitionError, match="can only shrink"):
+        engine.publish(control_group=ControlGroup(15, "s"))
+    with pytest.raises(DefinitionError, match="salt cannot change"):
+        engine.publish(control_group=ControlGroup(5, "other"))
+    with pytest.raises(DefinitionError, match="percent"):
+        Engine().publish(control_group=ControlGroup(100, "s"))
+
+
+# --- pause and resume -------------------------------------------------------------------------
+
+
+def _drip(rule: ResumeRule) -> Journey:
+    return Journey(
+        id="drip", trigger=EventTrigger("signed_up"), entry="w1", on_resume=rule,
+        steps={"w1": Wait(2 * HOUR, next="s1"), "s1": Send("a", "email", next="w2"),
+               "w2": Wait(DAY, next="s2"), "s2": Send("b", "email")},
+    )
+
+
+@pytest.mark.parametrize(("rule", "sent_at_resume"), [
+    (ResumeRule(), ["a"]),
+    (ResumeRule("skip"), []),
+    (ResumeRule("grace", timedelta(hours=5)), ["a"]),
+    (ResumeRule("grace", timedelta(hours=3)), []),
+])
+def test_pause_at_one_hour_and_resume_at_six(
+    storage_factory: Factory, rule: ResumeRule, sent_at_resume: list[str]  # noqa: F811
+) -> None:
+    engine, clock, email = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[_drip(rule)])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    clock.set(T0 + HOUR)
+    engine.pause_journey("drip")
+    # A worker started before the pause, on the same storage, follows it.
+    worker, _, worker_email = _engine(storage_factory(), clock)
+    assert not engine.handle_event(_ev("signed_up", "bob", clock.now())).entered
+    clock.set(T0 + 2 * HOUR)
+    worker.run_due()  # ann's wake-up falls due while paused: held
+    assert email.messages == [] and worker_email.messages == []
+    assert [a.kind for a in engine.activities(T0, T0 + DAY, customer_id="ann")][-1] == "held"
+    clock.set(T0 + 6 * HOUR)
+    out = engine.resume_journey("drip")
+    assert [m.content_id for m in out.messages] == sent_at_resume
+    assert [m.content_id for m in email.messages] == sent_at_resume
+    assert all(m.created_at == T0 + 6 * HOUR for m in email.messages)
+    # The journey goes on from the resume instant, whatever the rule.
+    clock.set(T0 + 6 * HOUR + DAY)
+    worker.run_due()
+    assert [m.content_id for m in email.messages + worker_email.messages] == [
+        *sent_at_resume, "b",
+    ]
+    kinds = [a.kind for a in engine.activities(T0, T0 + 3 * DAY, customer_id="ann")]
+    assert "resumed" in kinds and kinds[-1] == "completed"
+    if not sent_at_resume:
+        assert "send_skipped" in kinds
+    # New entries start again.
+    assert engine.handle_event(_ev("signed_up", "bob", clock.now())).entered
+
+
+def test_a_paused_journey_still_ends_on_its_exit_criteria() -> None:
+    from cjo import ExitCriterion
+
+    engine, clock, email = _engine()
+    journey = Journey(
+        id="j", trigger=EventTrigger("signed_up"), entry="w",
+        exit_criteria=(ExitCriterion("bought", event="purchased"),),
+        steps={"w": WaitForEvent("clicked", timeout=DAY, on_event="s", on_timeout="s"),
+               "s": Send("a", "email")},
+    )
+    engine.publish(content=CONTENT, journeys=[journey])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    engine.pause_journey("j")
+    # A wait's own event does not move a paused journey; its exits do end it.
+    clock.set(T0 + HOUR)
+    assert not engine.handle_event(_ev("clicked", "ann", T0 + HOUR)).steps
+    clock.set(T0 + 2 * HOUR)
+    out = engine.handle_event(_ev("purchased", "ann", T0 + 2 * HOUR))
+    assert [(e.status, e.reason) for e in out.ended] == [("exited", "bought")]
+    engine.resume_journey("j")
+    clock.advance(2 * DAY)
+    engine.run_due()
+    assert email.messages == []
+
+
+def test_pausing_an_unknown_journey_is_refused() -> None:
+    engine, _, _ = _engine()
+    with pytest.raises(UnknownJourneyError):
+        engine.pause_journey("nope")
+
+
+# --- new versions: migrate and eject ----------------------------------------------------------
+
+
+def _v1() -> Journey:
+    return Journey(
+        id="onboard", version=1, trigger=EventTrigger("signed_up"), entry="w1",
+        steps={"w1": Wait(DAY, next="s1"), "s1": Send("a", "email", next="w2"),
+               "w2": Wait(DAY, next="s2"), "s2": Send("b", "email", next="w3"),
+               "w3": WaitForEvent("clicked", timeout=DAY, on_timeout="s3"),
+               "s3": Send("c", "email")},
+    )
+
+
+def _v2() -> Journey:
+    return Journey(
+        id="onboard", version=2, trigger=EventTrigger("signed_up"), entry="first_wait",
+        steps={"first_wait": Wait(DAY, next="hello"), "hello": Send("a", "email", next="pause"),
+               "pause": Wait(DAY, next="last"), "last": Send("c", "email")},
+    )
+
+
+def test_a_migration_moves_customers_waiting_at_three_steps(
+    storage_factory: Factory,  # noqa: F811
+) -> None:
+    engine, clock, email = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[_v1()])
+    engine.handle_event(_ev("signed_up", "at_w3", T0))  # will wait at w3
+    clock.set(T0 + DAY)
+    engine.handle_event(_ev("signed_up", "at_w2", clock.now()))
+    clock.set(T0 + 2 * DAY)
+    engine.run_due()
+    engine.handle_event(_ev("signed_up", "at_w1", clock.now()))
+    steps = {e.customer_id: e.step_id for c in ("at_w1", "at_w2", "at_w3")
+             for e in engine.enrollments(c)}
+    assert steps == {"at_w1": "w1", "at_w2": "w2", "at_w3": "w3"}
+    email.clear()
+    with pytest.raises(DefinitionError, match="does not map step"):
+        engine.publish(journeys=[_v2()], running={
+            "onboard": VersionChange.migrate({"w1": "first_wait"}),
+        })
+    publish_at = clock.now()
+    engine.publish(journeys=[_v2()], running={"onboard": VersionChange.migrate({
+        "w1": "first_wait", "s1": "hello", "w2": "pause", "s2": "last", "w3": "pause",
+        "s3": "last",
+    })})
+    # Wake-up instants already scheduled are kept; each continues on version 2.
+    worker, _, worker_email = _engine(storage_factory(), clock)
+    for _ in range(4):
+        clock.advance(DAY)
+        worker.run_due()
+    sent = sorted((m.customer_id, m.content_id, m.journey_version, m.created_at)
+                  for m in email.messages + worker_email.messages)
+    assert sent == [
+        ("at_w1", "a", 2, T0 + 3 * DAY), ("at_w1", "c", 2, T0 + 4 * DAY),
+        ("at_w2", "c", 2, T0 + 3 * DAY),
+        ("at_w3", "c", 2, T0 + 3 * DAY),
+    ]
+    log = engine.activities(T0, T0 + 9 * DAY, journey_id="onboard")
+    migrated = {a.customer_id: a for a in log if a.kind == "migrated"}
+    assert set(migrated) == {"at_w1", "at_w2", "at_w3"}
+    assert {a.at for a in migrated.values()} == {publish_at}
+    assert all(a.detail == "v1 to v2" for a in migrated.values())
+
+
+def test_an_ejecting_publish_ends_running_customers_at_the_publish_instant(
+    storage_factory: Factory,  # noqa: F811
+) -> None:
+    engine, clock, email = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[_v1()])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    clock.set(T0 + HOUR)
+    engine.publish(journeys=[_v2()], running={"onboard": VersionChange.eject("redesign")})
+    clock.set(T0 + 5 * DAY)
+    engine.run_due()
+    assert email.messages == []
+    (ended,) = engine.enrollments("ann")
+    assert (ended.status, ended.end_reason, ended.ended_at) == ("ejected", "redesign",
+                                                                T0 + HOUR)
+    # New entries go to version 2.
+    out = engine.handle_event(_ev("signed_up", "bob", clock.now()))
+    assert [(e.journey_id, e.version) for e in out.entered] == [("onboard", 2)]
