@@ -116,6 +116,7 @@ class Decider:
         "caught_up_messages",
         "customer_id",
         "dirty",
+        "entered_now",
         "keep_ended",
         "limits",
         "messages",
@@ -149,6 +150,9 @@ class Decider:
         # Set while a journey resumed under the ``skip`` rule runs its held wake-up: the sends
         # it reaches are skipped, and recorded with this reason.
         self.skipping: str | None = None
+        # Journeys entered for the input being decided: arbitration counts them even when
+        # they ended at once, so one input never lets two journeys of a group in.
+        self.entered_now: list[CompiledJourney] = []
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
@@ -216,6 +220,7 @@ class Decider:
 
     def on_event(self, event: Event, now: datetime) -> None:
         self.catch_up(now)
+        self.entered_now.clear()
         name = event.name
         enrollments = self.state.enrollments
         if enrollments:
@@ -234,6 +239,7 @@ class Decider:
     ) -> Enrollment | None:
         """An explicit start through the API: audience and re-entry rules still apply."""
         self.catch_up(now)
+        self.entered_now.clear()
         return self.consider_entry(cj, context, None, now)
 
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
@@ -274,6 +280,7 @@ class Decider:
     def _fire_timer(self, name: str) -> None:
         at = self.state.timers.pop(name)
         self.dirty = True
+        self.entered_now.clear()  # each timer is an input of its own
         if name.startswith(_TRIGGER_TIMER):
             cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
             if cj is not None:
@@ -377,19 +384,21 @@ class Decider:
         jid = cj.journey.id
         if jid in registry.paused:
             return "paused"
-        enrollments = self.state.enrollments
+        # The journeys the customer is in, and those this input entered (even if done).
+        inside = [
+            c for c in (registry.journeys.get((e.journey_id, e.version))
+                        for e in self.state.enrollments)
+            if c is not None
+        ]
+        inside.extend(self.entered_now)
         group = cj.journey.exclusive_group
         if group is not None:
-            for e in enrollments:
-                other = registry.journeys.get((e.journey_id, e.version))
-                if (
-                    e.journey_id != jid and other is not None
-                    and other.journey.exclusive_group == group
-                ):
-                    return f"exclusive group {group!r}: in journey {e.journey_id!r}"
+            for other in inside:
+                if other.journey.id != jid and other.journey.exclusive_group == group:
+                    return f"exclusive group {group!r}: in journey {other.journey.id!r}"
         limit = registry.max_concurrent
         if limit is not None:
-            current = {e.journey_id for e in enrollments}
+            current = {c.journey.id for c in inside}
             if jid not in current and len(current) >= limit:
                 return f"concurrency limit: in {limit} journeys"
         return None
@@ -441,6 +450,7 @@ class Decider:
         )
         state.enrollments.append(enrollment)
         self.dirty = True
+        self.entered_now.append(cj)
         control = in_control_group(self.customer_id, self.registry.control_group)
         self.activity(enrollment, "entered", "control" if control else None, now)
         self.outcome.entered.append(
