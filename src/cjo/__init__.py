@@ -30,9 +30,12 @@ from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, Version
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
+    AudiencePath,
+    AudiencePaths,
     Branch,
     Case,
     Exit,
+    Jump,
     Send,
     Split,
     SplitPath,
@@ -63,6 +66,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Activity",
     "ApiTrigger",
+    "AudiencePath",
+    "AudiencePaths",
     "BacktestResult",
     "Branch",
     "Case",
@@ -97,6 +102,7 @@ __all__ = [
     "InvalidEventError",
     "Journey",
     "JourneyPause",
+    "Jump",
     "Limits",
     "ManualClock",
     "Message",

@@ -92,6 +92,8 @@ class Limits:
     - ``max_steps_per_advance``: steps one customer may run through without a wait: the longest
       chain of sends, branches, splits and profile updates between two waits.
     - ``max_branches_per_step``: cases of a Branch, paths of a Split.
+    - ``max_jumps_per_input``: journeys one input may enter through ``Jump`` steps, one after
+      another (journeys that jump to each other without a wait would never stop).
     - ``max_variants_per_content``: variants (channel and locale) of one content item.
     - ``max_fields_per_variant``: fields of one variant.
     - ``max_attributes_per_update``: attributes one UpdateProfile step sets and unsets.
@@ -120,6 +122,7 @@ class Limits:
     max_steps_per_journey: int = 1_000
     max_steps_per_advance: int = 100
     max_branches_per_step: int = 100
+    max_jumps_per_input: int = 10
     max_variants_per_content: int = 100
     max_fields_per_variant: int = 50
     max_attributes_per_update: int = 100

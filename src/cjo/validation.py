@@ -106,8 +106,10 @@ def validate_definitions(
     content = _content_by_id(definitions.content)
     problems: list[Problem] = []
     problems += _duplicates(definitions)
+    journey_ids = {j.id for j in definitions.journeys}
     for journey in definitions.journeys:
-        problems += _check_journey(journey, segment_ids, content, channels, limits)
+        problems += _check_journey(journey, segment_ids, content, channels, limits,
+                                   journey_ids=journey_ids)
     for segment in definitions.segments:
         problems += _check_segment(segment, segment_ids, limits)
     problems += _segment_cycles(definitions.segments, limits)
@@ -462,6 +464,8 @@ def _check_journey(
     content: Mapping[str, list[ContentItem]],
     channels: Collection[str] | None,
     limits: Limits = DEFAULT_LIMITS,
+    *,
+    journey_ids: Collection[str] = (),
 ) -> list[Problem]:
     problems = _check_journey_fields(journey, limits)
     if len(journey.steps) > limits.max_steps_per_journey:
@@ -478,7 +482,7 @@ def _check_journey(
     )
     problems += _check_journey_conditions(journey, segment_ids, limits)
     problems += _check_graph(journey, limits)
-    checker = _Checker(segment_ids, content, channels, limits)
+    checker = _Checker(segment_ids, content, channels, limits, journey_ids)
     trigger = journey.trigger
     problems += trigger_kind(trigger).check(
         trigger, f"{_journey_location(journey)} / trigger", journey, checker
@@ -769,8 +773,10 @@ class _Checker:
         content: Mapping[str, list[ContentItem]],
         channels: Collection[str] | None,
         limits: Limits,
+        journey_ids: Collection[str] = (),
     ) -> None:
         self.segment_ids = segment_ids
+        self.journey_ids = journey_ids
         self.content = content
         self.channels = channels
         self.limits = limits

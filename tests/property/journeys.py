@@ -19,12 +19,16 @@ from cjo.conditions import Condition, attr, ctx, in_segment, prop
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
+from cjo.model.governance import ControlGroup
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
+    AudiencePath,
+    AudiencePaths,
     Branch,
     Case,
     Exit,
+    Jump,
     Send,
     Split,
     SplitPath,
@@ -97,7 +101,8 @@ def step_graphs(draw: st.DrawFn) -> dict[str, Step]:
     for i, step_id in enumerate(ids):
         later = st.none() | st.sampled_from(ids[i + 1:]) if i + 1 < count else st.none()
         kind = draw(st.sampled_from(
-            ["send", "send", "wait", "wait_for_event", "branch", "split", "update", "exit"]
+            ["send", "send", "wait", "wait_for_event", "branch", "split", "update", "exit",
+             "audience", "jump"]
         ))
         step: Step
         if kind == "send":
@@ -127,6 +132,13 @@ def step_graphs(draw: st.DrawFn) -> dict[str, Step]:
                 unset=tuple(draw(st.lists(st.sampled_from(["tier", "n"]), max_size=1))),
                 next=draw(later),
             )
+        elif kind == "audience":
+            step = AudiencePaths((AudiencePath("gold", draw(later)),), default=draw(later))
+        elif kind == "jump":
+            # j0 exists in every definition set; jumping to itself is allowed too.
+            end_current = draw(st.booleans())
+            step = Jump("j0", end_current=end_current,
+                        next=None if end_current else draw(later))
         else:
             step = Exit(draw(st.sampled_from(["done", "bye"])))
         graph[step_id] = step
@@ -188,6 +200,8 @@ def journeys(draw: st.DrawFn, journey_id: str) -> Journey:
         goal=goal,
         reentry=draw(reentry_policies()),
         max_lifetime=lifetime,
+        priority=draw(st.integers(0, 2)),
+        exclusive_group=draw(st.sampled_from([None, None, "g"])),
     )
 
 
@@ -211,6 +225,8 @@ def definitions(draw: st.DrawFn) -> Definitions:
         journeys=tuple(draw(journeys(f"j{i}")) for i in range(count)),
         segments=SEGMENTS,
         content=CONTENT,
+        control_group=draw(st.sampled_from([None, None, ControlGroup(40, "cg")])),
+        max_concurrent_journeys=draw(st.sampled_from([None, None, 2])),
     )
 
 

@@ -11,9 +11,12 @@ import attrs
 from cjo.conditions import Condition
 
 __all__ = [
+    "AudiencePath",
+    "AudiencePaths",
     "Branch",
     "Case",
     "Exit",
+    "Jump",
     "Send",
     "Split",
     "SplitPath",
@@ -116,5 +119,42 @@ class Exit:
     tags: tuple[str, ...] = ()
 
 
-Step = Send | Wait | WaitForEvent | Branch | Split | UpdateProfile | Exit
-STEP_TYPES: tuple[type[Any], ...] = (Send, Wait, WaitForEvent, Branch, Split, UpdateProfile, Exit)
+@attrs.frozen
+class AudiencePath:
+    """One path of AudiencePaths: customers in ``segment`` go to ``next``."""
+
+    segment: str
+    next: str | None = None
+
+
+@attrs.frozen
+class AudiencePaths:
+    """Send each customer down the first path (in rank order) whose segment they are in, and
+    everyone else to ``default``. The path taken is recorded (``"everyone else"`` for the
+    default)."""
+
+    kind: ClassVar[str] = "audience_paths"
+    paths: tuple[AudiencePath, ...]
+    default: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Jump:
+    """Enter the customer into journey ``journey`` (its latest version, with this enrollment's
+    context; its audience, re-entry and cross-journey rules apply). With ``end_current`` (the
+    default) this enrollment ends as ``completed`` first; otherwise it goes on to ``next``."""
+
+    kind: ClassVar[str] = "jump"
+    journey: str
+    end_current: bool = True
+    next: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+Step = (
+    Send | Wait | WaitForEvent | Branch | Split | UpdateProfile | Exit | AudiencePaths | Jump
+)
+STEP_TYPES: tuple[type[Any], ...] = (
+    Send, Wait, WaitForEvent, Branch, Split, UpdateProfile, Exit, AudiencePaths, Jump,
+)

@@ -117,6 +117,7 @@ class Decider:
         "customer_id",
         "dirty",
         "entered_now",
+        "jumps",
         "keep_ended",
         "limits",
         "messages",
@@ -153,6 +154,7 @@ class Decider:
         # Journeys entered for the input being decided: arbitration counts them even when
         # they ended at once, so one input never lets two journeys of a group in.
         self.entered_now: list[CompiledJourney] = []
+        self.jumps = 0  # journeys entered by Jump steps in this transaction
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
@@ -598,6 +600,29 @@ class Decider:
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
         ))
         return True
+
+    def jump(self, enrollment: Enrollment, journey_id: str, at: datetime, *,
+             end_current: bool) -> None:
+        """A Jump step: enter ``journey_id`` with this enrollment's context."""
+        target = self.registry.latest.get(journey_id)
+        problem = (
+            "no such journey" if target is None  # a process on older definitions may meet it
+            else "jump limit reached" if self.jumps >= self.limits.max_jumps_per_input
+            else None
+        )
+        if end_current:
+            self.activity(enrollment, "jumped",
+                          journey_id if problem is None else f"{journey_id}: {problem}", at)
+            self.end(enrollment, "completed", f"jumped to {journey_id}", at)
+        entered = None
+        if target is not None and problem is None:
+            self.jumps += 1
+            entered = self.consider_entry(
+                target, dict(enrollment.context), enrollment.trigger_event_id, at
+            )
+        if not end_current:
+            self.activity(enrollment, "jumped", journey_id if entered is not None
+                          else f"{journey_id}: {problem or 'not entered'}", at)
 
     # --- pauses and new versions -------------------------------------------------------------
 

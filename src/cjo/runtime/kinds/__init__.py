@@ -13,6 +13,7 @@ from cjo.runtime.kinds.base import HALT, Checker, Halt, Next, StepKind, TriggerK
 from cjo.runtime.kinds.flow import BranchKind, ExitKind, SplitKind, split_fraction
 from cjo.runtime.kinds.messaging import SendKind
 from cjo.runtime.kinds.profile import UpdateProfileKind
+from cjo.runtime.kinds.routing import AudiencePathsKind, JumpKind
 from cjo.runtime.kinds.triggers import (
     ApiTriggerKind,
     EventTriggerKind,
@@ -40,7 +41,7 @@ STEP_KINDS: dict[type[Any], StepKind[Any]] = {
     k.step_type: k
     for k in (
         SendKind(), WaitKind(), WaitForEventKind(), BranchKind(), SplitKind(),
-        UpdateProfileKind(), ExitKind(),
+        UpdateProfileKind(), ExitKind(), AudiencePathsKind(), JumpKind(),
     )
 }
 

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from cjo.runtime.registry import CompiledJourney
     from cjo.runtime.state import Enrollment
 
-__all__ = ["WaitForEventKind", "WaitKind"]
+__all__ = ["RECEIVED", "WaitForEventKind", "WaitKind"]
+
+#: The context key under which a WaitForEvent keeps the events it received, by name.
+RECEIVED = "received"
 
 # What a wait's condition may read: the profile, the awaited event, and the enrollment's own
 # context (so a keyed journey's wait can match its own instance: prop("cart_id") ==
@@ -95,5 +98,11 @@ class WaitForEventKind(StepKind[WaitForEvent]):
         if event.name != step.event or (compiled is not None and not compiled(scope)):
             return HALT
         e.wake_at = None
+        # What the wait received stays readable by later steps: ctx("received.<event>.<prop>")
+        # in conditions, {{ context.received.<event>.<prop> }} in templates.
+        received = e.context.get(RECEIVED)
+        if not isinstance(received, dict):
+            received = e.context[RECEIVED] = {}
+        received[event.name] = dict(event.properties)
         d.activity(e, "event_received", event.name, at)
         return step.on_event
