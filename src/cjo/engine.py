@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -67,6 +67,8 @@ class Engine:
     - ``limits``: template, definition and catch-up limits (``cjo.Limits``).
     - ``default_timezone``: the IANA zone of calendar rules (waits until a time of day, quiet
       hours...) for customers whose profile and journey name none; UTC when None.
+    - ``late_events``: ``decide`` (default) or ``ignore`` an event stamped before the newest
+      one already decided for its customer; either way it is recorded (docs/semantics.md).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class Engine:
         render: bool = True,
         limits: Limits | None = None,
         default_timezone: str | None = None,
+        late_events: Literal["decide", "ignore"] = "decide",
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -108,6 +111,7 @@ class Engine:
             recipient_attributes=tuple(recipient_attributes),
             limits=limits if limits is not None else DEFAULT_LIMITS,
             default_timezone=default_timezone,
+            late_events=late_events,
         )
         self._registry = Registry()
         self._last_prune: datetime | None = None

@@ -15,6 +15,7 @@ from cjo.model.definitions import Definitions
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
+    STEP_TYPES,
     Branch,
     Case,
     Exit,
@@ -37,7 +38,7 @@ from cjo.serialization import (
 )
 
 HOUR = timedelta(hours=1)
-STEP_KINDS = "branch, exit, send, split, update_profile, wait, wait_for_event"
+STEP_KINDS = ", ".join(sorted(t.kind for t in STEP_TYPES))
 
 
 def journey_data(**fields: Any) -> dict[str, Any]:

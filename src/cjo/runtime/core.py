@@ -47,6 +47,8 @@ __all__ = [
 
 _EMPTY: Mapping[str, Any] = {}
 _TRIGGER_TIMER = "trigger:"
+#: The mark of the newest event timestamp that changed this customer's record.
+_DECIDED = "decided"
 _NO_HISTORY = EntryHistory.of(0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -223,6 +225,27 @@ class Decider:
     def on_event(self, event: Event, now: datetime) -> None:
         self.catch_up(now)
         self.entered_now.clear()
+        marks = self.state.marks
+        decided = marks.get(_DECIDED)
+        stamped = event.timestamp
+        if decided is not None and stamped < decided:
+            self.dirty = True
+            self.activities.append(Activity(
+                now, self.customer_id, "", "", 0, None, "late_event",
+                f"{event.name} stamped {stamped.isoformat()}, after {decided.isoformat()}",
+            ))
+            if self.options.late_events == "ignore":
+                return
+        # Whether this event itself changed anything (not the wake-ups caught up before it,
+        # which a worker may or may not have fired already): only then does it count as
+        # decided, so the mark does not depend on worker timing.
+        dirty_before, self.dirty = self.dirty, False
+        self._on_event(event, now)
+        if self.dirty and (decided is None or stamped > decided):
+            marks[_DECIDED] = stamped
+        self.dirty = self.dirty or dirty_before
+
+    def _on_event(self, event: Event, now: datetime) -> None:
         name = event.name
         enrollments = self.state.enrollments
         if enrollments:

@@ -6,6 +6,8 @@ field here and a keyword to ``Engine``; the decider reads ``self.options``.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from cjo.limits import DEFAULT_LIMITS, Limits
@@ -25,13 +27,17 @@ class DecisionOptions:
     - ``recipient_attributes``: the profile attributes a message carries for its channel.
     - ``limits``: template, definition and catch-up limits.
     - ``default_timezone``: the zone of calendar rules for customers whose profile and journey
-      name none (then UTC)."""
+      name none (then UTC).
+    - ``late_events``: what an event stamped before the newest event already decided for its
+      customer (with an effect) does: ``decide`` it at now like any other (the default), or
+      ``ignore`` it. Either way it is recorded as ``late_event`` in the activity log."""
 
     render: bool = True
     keep_ended: int = 1
     recipient_attributes: tuple[str, ...] = DEFAULT_RECIPIENT_ATTRIBUTES
     limits: Limits = DEFAULT_LIMITS
     default_timezone: str | None = None
+    late_events: Literal["decide", "ignore"] = "decide"
 
 
 DEFAULT_OPTIONS = DecisionOptions()

@@ -1,0 +1,82 @@
+"""Order and lateness: an event stamped before the newest event already decided for its
+customer is decided at now (default) or ignored, and recorded either way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import attrs
+import pytest
+
+from cjo import (
+    ContentItem,
+    Engine,
+    Event,
+    EventTrigger,
+    ExitCriterion,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Send,
+    Storage,
+    Variant,
+    Wait,
+    prop,
+)
+from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+JOURNEY = Journey(
+    id="cart", trigger=EventTrigger("added_to_cart"), entry="wait",
+    exit_criteria=(ExitCriterion("bought", event="purchased"),),
+    steps={"wait": Wait(4 * HOUR, next="nudge"), "nudge": Send("nudge", "email")},
+)
+CONTENT = (ContentItem("nudge", variants=(Variant("email", {"text": "Still there?"}),)),)
+
+
+def _engine(late_events: str, storage: Storage | None = None
+            ) -> tuple[Engine, ManualClock, RecordingChannel]:
+    clock, email = ManualClock(T0), RecordingChannel()
+    engine = Engine(storage, channels={"email": email}, clock=clock,
+                    late_events=late_events)  # type: ignore[arg-type]
+    engine.publish(journeys=[JOURNEY], content=CONTENT)
+    return engine, clock, email
+
+
+@pytest.mark.parametrize("rule", ["decide", "ignore"])
+def test_a_late_event_follows_the_rule_and_is_recorded(
+    rule: str, storage_factory: Factory  # noqa: F811
+) -> None:
+    engine, clock, email = _engine(rule, storage_factory())
+    clock.set(T0 + 2 * HOUR)
+    engine.handle_event(Event("ann", "added_to_cart", T0 + 2 * HOUR, {}, "e1"))
+    # The purchase happened before the cart event, but arrives after it.
+    out = engine.handle_event(Event("ann", "purchased", T0 + HOUR, {}, "e2"))
+    log = engine.activities(T0, T0 + 10 * HOUR, customer_id="ann")
+    late = [a for a in log if a.kind == "late_event"]
+    assert len(late) == 1 and late[0].detail is not None
+    assert late[0].detail.startswith("purchased stamped 2026-03-02T10:00:00+00:00")
+    clock.advance(5 * HOUR)
+    engine.run_due()
+    if rule == "decide":
+        assert [(e.status, e.reason) for e in out.ended] == [("exited", "bought")]
+        assert email.messages == []
+    else:
+        assert out.ended == ()
+        assert [m.content_id for m in email.messages] == ["nudge"]
+
+
+def test_only_events_that_changed_something_set_the_decided_instant() -> None:
+    clock, email = ManualClock(T0 + 3 * HOUR), RecordingChannel()
+    engine = Engine(channels={"email": email}, clock=clock)
+    engine.publish(content=CONTENT, journeys=[attrs.evolve(
+        JOURNEY, exit_criteria=(ExitCriterion("bought", "purchased", prop("sku") == "x"),),
+    )])
+    engine.handle_event(Event("ann", "added_to_cart", T0 + HOUR, {}, "e1"))
+    # Read by the exit criterion, but changes nothing: not counted as decided.
+    engine.handle_event(Event("ann", "purchased", T0 + 3 * HOUR, {"sku": "y"}, "e2"))
+    out = engine.handle_event(Event("ann", "purchased", T0 + 2 * HOUR, {"sku": "x"}, "e3"))
+    assert [e.reason for e in out.ended] == ["bought"]
+    log = engine.activities(T0, T0 + 10 * HOUR)
+    assert [a for a in log if a.kind == "late_event"] == []
