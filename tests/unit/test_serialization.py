@@ -37,7 +37,10 @@ from cjo.serialization import (
 )
 
 HOUR = timedelta(hours=1)
-STEP_KINDS = "branch, exit, send, split, update_profile, wait, wait_for_event"
+STEP_KINDS = (
+    "branch, exit, send, split, update_profile, wait, wait_for_event, wait_since_entry, "
+    "wait_until, wait_until_date"
+)
 
 
 def journey_data(**fields: Any) -> dict[str, Any]:
@@ -263,7 +266,7 @@ def test_a_step_that_is_not_an_object() -> None:
 def test_an_unknown_trigger_kind() -> None:
     problem = only_problem({"journeys": [journey_data(trigger={"kind": "cron"})]})
     assert problem == Problem(
-        "$.journeys[0].trigger", "unknown trigger kind 'cron'; expected one of api, event, inactivity"
+        "$.journeys[0].trigger", "unknown trigger kind 'cron'; expected one of api, attribute, event, inactivity",
     )
 
 
