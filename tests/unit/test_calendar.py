@@ -338,3 +338,38 @@ def test_a_chain_of_attribute_changes_between_journeys_stops() -> None:
     assert record is not None
     entries = record.history[("ping", None)].count + record.history[("pong", None)].count
     assert entries == Limits().max_steps_per_advance
+
+
+def test_entered_at_in_a_branch_and_in_an_exit_criterion() -> None:
+    from cjo import ContentItem, Event, ExitCriterion, RecordingChannel, Send, Variant, Wait
+
+    clock, email = ManualClock(T0), RecordingChannel()
+    engine = Engine(channels={"email": email}, clock=clock)
+    quick = ctx("paid_at") <= entered_at() + HOUR
+    engine.publish(journeys=[Journey(
+        "order", trigger=EventTrigger("ordered"), entry="wait",
+        steps={"wait": Wait(DAY, next="branch"),
+               "branch": Branch((Case(quick, "mail"),), default=None),
+               "mail": Send("note", "email")},
+        exit_criteria=(ExitCriterion("refund after a week", event="refunded",
+                                     where=prop("at") > entered_at() + 7 * DAY),),
+    )], content=[ContentItem("note", variants=(Variant("email", {"text": "x"}),))])
+
+    def order(cid: str, paid: datetime) -> None:
+        engine.handle_event(Event(customer_id=cid, name="ordered", timestamp=T0,
+                                  properties={"paid_at": paid.isoformat()},
+                                  event_id=f"o-{cid}"))
+
+    order("fast", T0 + 30 * 60 * timedelta(seconds=1))
+    order("slow", T0 + 2 * HOUR)
+    clock.advance(2 * DAY)
+    engine.run_due()
+    assert [m.customer_id for m in email.messages] == ["fast"]
+    order("late", T0)
+    # It entered at T0 + 2 days (the instant decided), so only a refund past T0 + 9 days exits.
+    for at, eid in ((T0 + 9 * DAY, "r1"), (T0 + 10 * DAY, "r2")):
+        engine.handle_event(Event(customer_id="late", name="refunded", timestamp=clock.now(),
+                                  properties={"at": at.isoformat()}, event_id=eid))
+        (enrollment,) = engine.enrollments("late")
+        assert enrollment.status == ("exited" if eid == "r2" else "active")
+    assert enrollment.end_reason == "refund after a week"
