@@ -141,6 +141,11 @@ def test_calendar_waits_are_valid_as_written() -> None:
          "values are available there"),
         (WaitUntilDate("planet.renewal"),
          "unknown scope 'planet' in planet.renewal; expected one of profile, event, context"),
+        (WaitUntilDate(5),  # type: ignore[arg-type]
+         "date must name a field, such as attr('renewal_date') or 'profile.renewal_date', "
+         "got 5"),
+        (WaitUntilDate(attr("renewal"), days=1.5),  # type: ignore[arg-type]
+         "days must be a whole number, got 1.5"),
         (WaitSinceEntry(timedelta(seconds=10)),
          "duration 10s is shorter than the minimum wait 1m"),
         (WaitSinceEntry(3651 * DAY), "duration 3651d is longer than the limit of 3650d"),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from cjo.conditions import MISSING, Exists, lookup
+from cjo.conditions import MISSING, Exists, Ref, lookup
 from cjo.errors import Problem
 from cjo.limits import MAX_TIMESTAMP, MIN_TIMESTAMP
 from cjo.model.steps import WaitSinceEntry, WaitUntil, WaitUntilDate
@@ -126,9 +126,13 @@ class WaitUntilDateKind(StepKind[WaitUntilDate]):
     def check(
         self, step: WaitUntilDate, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
-        problems = checker.condition(
-            Exists(step.date), where, used_in="a wait until a date", scopes=_DATE_SCOPES
-        )
+        if not isinstance(step.date, Ref):
+            problems = [Problem(where, f"date must name a field, such as attr('renewal_date') "
+                                       f"or 'profile.renewal_date', got {step.date!r}")]
+        else:
+            problems = checker.condition(
+                Exists(step.date), where, used_in="a wait until a date", scopes=_DATE_SCOPES
+            )
         limit = checker.limits.max_duration
         if isinstance(step.days, bool) or not isinstance(step.days, int):
             problems.append(Problem(where, f"days must be a whole number, got {step.days!r}"))
