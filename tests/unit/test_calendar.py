@@ -318,6 +318,14 @@ def test_wait_until_date_reads_the_profile_or_the_context() -> None:
     assert result == "n" and [a.kind for a in d.activities] == ["date_missing"]
     result, _, d = run(WaitUntilDate(ctx("due"), next="n"), T0)
     assert result == "n" and d.activities[0].detail == "context.due is missing"
+    far = WaitUntilDate(attr("renewal"), days=2, next="n", on_missing="n")
+    decider = Decider(Registry(), new_state("c", T0))
+    decider.change_profile({"renewal": "9999-12-31"})
+    e = Enrollment("e", "j", 1, "c", T0)
+    e.step_id = "s"
+    j = CompiledJourney.compile(Journey("j", "s", {"s": far, "n": Exit()}))
+    assert step_kind(far).run(decider, j, e, "s", far, None, T0) == "n"
+    assert decider.activities[-1].detail == "profile.renewal is out of range"
 
 
 def test_wait_since_entry_counts_from_the_entry() -> None:

@@ -162,7 +162,10 @@ class WaitUntilDateKind(StepKind[WaitUntilDate]):
             except OverflowError:
                 target = None
         if target is None or not MIN_TIMESTAMP <= target < MAX_TIMESTAMP:
-            state = "missing" if value is MISSING or value is None else "not a date"
+            if value is MISSING or value is None:
+                state = "missing"
+            else:
+                state = "not a date" if moment is None else "out of range"
             d.activity(e, "date_missing", f"{ref} is {state}", at)
             return step.on_missing if step.on_missing is not None else step.next
         if target > at:
