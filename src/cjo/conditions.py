@@ -318,7 +318,11 @@ def walk(condition: Condition) -> list[Condition]:
 
 class Scope(Protocol):
     """What a condition reads: the profile's attributes, the current event's properties, the
-    journey context, and the ids of the segments the customer is in."""
+    journey context, and the ids of the segments the customer is in.
+
+    Time comparisons also read ``now``, ``entered_at`` (aware datetimes, or None) and ``zone``
+    (a ``ZoneInfo`` for dates without one) where a scope has them; without them they are
+    false."""
 
     @property
     def profile(self) -> Mapping[str, Any]: ...
