@@ -151,6 +151,26 @@ def test_a_daily_0900_local_send_across_a_dst_change(
     assert len({at.hour for _, at in world.sent()}) == 2
 
 
+def test_a_0230_wait_in_the_gap_moves_forward_and_in_the_fold_takes_the_first(
+    storages: Factory,
+) -> None:
+    world = World(storages, datetime(2026, 3, 28, 12, tzinfo=UTC),
+                  default_timezone="Europe/Paris")
+    world.engine.publish(journeys=[Journey(
+        "night", trigger=EventTrigger("go"), entry="wait",
+        steps={"wait": WaitUntil("02:30", next="mail"), "mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.handle_event(event("go", "spring", world.clock.now(), "e1"))
+    world.run_until(datetime(2026, 3, 30, tzinfo=UTC))
+    world.clock.set(datetime(2026, 10, 24, 12, tzinfo=UTC))
+    world.engine.handle_event(event("go", "autumn", world.clock.now(), "e2"))
+    world.run_until(datetime(2026, 10, 26, tzinfo=UTC))
+    assert world.sent() == [
+        ("spring", datetime(2026, 3, 29, 1, tzinfo=UTC)),      # 03:00 CEST: the gap's end
+        ("autumn", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),  # the first 02:30 (CEST)
+    ]
+
+
 def test_arriving_exactly_at_the_time_goes_on_at_once_and_after_it_waits_a_day(
     storages: Factory,
 ) -> None:
