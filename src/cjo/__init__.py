@@ -4,7 +4,7 @@ from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.channels.console import ConsoleChannel
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import Clock, ManualClock, SystemClock
-from cjo.conditions import Condition, attr, ctx, in_segment, prop
+from cjo.conditions import Condition, attr, ctx, entered_at, in_segment, now, prop
 from cjo.engine import Engine
 from cjo.errors import (
     ChannelError,
@@ -43,9 +43,18 @@ from cjo.model.steps import (
     UpdateProfile,
     Wait,
     WaitForEvent,
+    WaitSinceEntry,
+    WaitUntil,
+    WaitUntilDate,
 )
 from cjo.model.taxonomy import Category, Taxonomy
-from cjo.model.triggers import ApiTrigger, EventTrigger, InactivityTrigger, Trigger
+from cjo.model.triggers import (
+    ApiTrigger,
+    AttributeTrigger,
+    EventTrigger,
+    InactivityTrigger,
+    Trigger,
+)
 from cjo.outcome import Ended, Entered, GoalReached, NotEntered, Outcome, StepRun
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.serialization import (
@@ -66,6 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activity",
     "ApiTrigger",
+    "AttributeTrigger",
     "AudiencePath",
     "AudiencePaths",
     "BacktestResult",
@@ -137,15 +147,20 @@ __all__ = [
     "VersionChange",
     "Wait",
     "WaitForEvent",
+    "WaitSinceEntry",
+    "WaitUntil",
+    "WaitUntilDate",
     "WorkerStats",
     "attr",
     "backtest",
     "ctx",
     "dump_definitions",
     "dumps_definitions",
+    "entered_at",
     "in_segment",
     "load_definitions",
     "loads_definitions",
+    "now",
     "prop",
     "run_worker",
     "validate_definitions",

@@ -11,26 +11,37 @@ handled), :func:`ctx` (the journey's context, which starts as the trigger event'
 
 Comparing against a missing value is false, except ``!=`` and ``not_in``, which are its negations.
 Comparing values of incompatible types (``"3" < 5``) is false rather than an error.
+
+Time: :func:`now` is the instant being decided (never the wall clock) and :func:`entered_at`
+the enrollment's entry; both take an offset and compare with a field holding a date or a
+datetime (a :class:`CompareTime` node)::
+
+    attr("signed_up_at") < now() - timedelta(days=7)     # signed up more than 7 days ago
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, Protocol
 
 import attrs
+
+from cjo.timezones import UTC_ZONE, instant_of, read_moment
 
 __all__ = [
     "MISSING",
     "And",
     "Compare",
     "CompareFields",
+    "CompareTime",
     "CompiledCondition",
     "Condition",
     "Exists",
     "Field",
     "InSegment",
+    "Moment",
     "Not",
     "Or",
     "Ref",
@@ -38,8 +49,10 @@ __all__ = [
     "attr",
     "compile_condition",
     "ctx",
+    "entered_at",
     "in_segment",
     "lookup",
+    "now",
     "prop",
     "walk",
 ]
@@ -48,6 +61,9 @@ ScopeName = Literal["profile", "event", "context"]
 Op = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains"]
 OPS: tuple[str, ...] = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains")
 SCOPES: tuple[str, ...] = ("profile", "event", "context")
+TimeBase = Literal["now", "entered_at"]
+TIME_BASES: tuple[str, ...] = ("now", "entered_at")
+TIME_OPS: tuple[str, ...] = ("lt", "le", "gt", "ge")
 
 
 class Condition:
@@ -103,6 +119,23 @@ class CompareFields(Condition):
 
 
 @attrs.frozen
+class CompareTime(Condition):
+    """``ref <op> base + offset``: a field holding a date or a datetime against ``now`` (the
+    instant being decided) or ``entered_at`` (the enrollment's entry), moved by ``offset``
+    (negative for earlier). op is one of lt (before), le, gt (after), ge.
+
+    The field may hold a datetime, an ISO datetime or an ISO date (the start of that day); one
+    without an offset is a wall time in the customer's time zone. A missing or unreadable
+    value makes the comparison false."""
+
+    kind: ClassVar[str] = "compare_time"
+    ref: Ref
+    op: Op
+    base: TimeBase = "now"
+    offset: timedelta = timedelta(0)
+
+
+@attrs.frozen
 class Exists(Condition):
     """True when the referenced value is present and not null."""
 
@@ -143,8 +176,59 @@ class InSegment(Condition):
 
 
 CONDITION_TYPES: tuple[type[Condition], ...] = (
-    Compare, CompareFields, Exists, And, Or, Not, InSegment
+    Compare, CompareFields, Exists, And, Or, Not, InSegment, CompareTime
 )
+
+_FLIPPED: dict[str, Op] = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le", "eq": "eq", "ne": "ne"}
+
+
+class Moment:
+    """Builder for an instant a condition compares with: ``now() - timedelta(days=7)``,
+    ``entered_at() + timedelta(hours=1)``. Compared with a field it makes a
+    :class:`CompareTime` node."""
+
+    __slots__ = ("base", "offset")
+    __hash__ = None  # type: ignore[assignment]  # comparisons build conditions
+
+    def __init__(self, base: TimeBase, offset: timedelta = timedelta(0)) -> None:
+        self.base = base
+        self.offset = offset
+
+    def __add__(self, delta: timedelta) -> Moment:
+        return Moment(self.base, self.offset + delta)
+
+    def __sub__(self, delta: timedelta) -> Moment:
+        return Moment(self.base, self.offset - delta)
+
+    def _flip(self, op: Op, field: object) -> CompareTime:
+        if not isinstance(field, Field):
+            raise TypeError(f"compare {self!r} with a field, such as attr('signed_up_at')")
+        return CompareTime(field.ref, _FLIPPED[op], self.base, self.offset)
+
+    def __lt__(self, field: object) -> CompareTime:
+        return self._flip("lt", field)
+
+    def __le__(self, field: object) -> CompareTime:
+        return self._flip("le", field)
+
+    def __gt__(self, field: object) -> CompareTime:
+        return self._flip("gt", field)
+
+    def __ge__(self, field: object) -> CompareTime:
+        return self._flip("ge", field)
+
+    def __repr__(self) -> str:
+        return f"Moment({self.base!r}, {self.offset!r})"
+
+
+def now() -> Moment:
+    """The instant being decided (an event's arrival, a wake-up's scheduled instant)."""
+    return Moment("now")
+
+
+def entered_at() -> Moment:
+    """The instant the enrollment entered the journey (where there is an enrollment)."""
+    return Moment("entered_at")
 
 
 class Field:
@@ -156,28 +240,31 @@ class Field:
     def __init__(self, scope: ScopeName, path: str) -> None:
         self.ref = Ref(scope, path)
 
-    def _compare(self, op: Op, value: object) -> Compare | CompareFields:
-        # Another field on the right compares two values read at evaluation time.
+    def _compare(self, op: Op, value: object) -> Compare | CompareFields | CompareTime:
+        # Another field on the right compares two values read at evaluation time; a Moment
+        # (now(), entered_at()) compares with an instant known only then.
         if isinstance(value, Field):
             return CompareFields(self.ref, op, value.ref)
+        if isinstance(value, Moment):
+            return CompareTime(self.ref, op, value.base, value.offset)
         return Compare(self.ref, op, value)
 
-    def __eq__(self, value: object) -> Compare | CompareFields:  # type: ignore[override]
+    def __eq__(self, value: object) -> Compare | CompareFields | CompareTime:  # type: ignore[override]
         return self._compare("eq", value)
 
-    def __ne__(self, value: object) -> Compare | CompareFields:  # type: ignore[override]
+    def __ne__(self, value: object) -> Compare | CompareFields | CompareTime:  # type: ignore[override]
         return self._compare("ne", value)
 
-    def __lt__(self, value: object) -> Compare | CompareFields:
+    def __lt__(self, value: object) -> Compare | CompareFields | CompareTime:
         return self._compare("lt", value)
 
-    def __le__(self, value: object) -> Compare | CompareFields:
+    def __le__(self, value: object) -> Compare | CompareFields | CompareTime:
         return self._compare("le", value)
 
-    def __gt__(self, value: object) -> Compare | CompareFields:
+    def __gt__(self, value: object) -> Compare | CompareFields | CompareTime:
         return self._compare("gt", value)
 
-    def __ge__(self, value: object) -> Compare | CompareFields:
+    def __ge__(self, value: object) -> Compare | CompareFields | CompareTime:
         return self._compare("ge", value)
 
     def is_in(self, values: Any) -> Compare:
@@ -231,7 +318,11 @@ def walk(condition: Condition) -> list[Condition]:
 
 class Scope(Protocol):
     """What a condition reads: the profile's attributes, the current event's properties, the
-    journey context, and the ids of the segments the customer is in."""
+    journey context, and the ids of the segments the customer is in.
+
+    Time comparisons also read ``now``, ``entered_at`` (aware datetimes, or None) and ``zone``
+    (a ``ZoneInfo`` for dates without one) where a scope has them; without them they are
+    false."""
 
     @property
     def profile(self) -> Mapping[str, Any]: ...
@@ -351,6 +442,32 @@ def _compare_fields(node: CompareFields) -> CompiledCondition:
     return test
 
 
+_TIME_TESTS: dict[str, Callable[[datetime, datetime], bool]] = {
+    "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
+    "eq": operator.eq, "ne": operator.ne,
+}
+
+
+def _compare_time(node: CompareTime) -> CompiledCondition:
+    get, base, offset = _getter(node.ref), node.base, node.offset
+    test = _TIME_TESTS[node.op]
+
+    def check(s: Scope) -> bool:
+        # Scopes that know no instant (a host's own scope, a segment read without a decision)
+        # make the comparison false, like a missing value.
+        reference = getattr(s, base, None)
+        moment = read_moment(get(s))
+        if reference is None or moment is None:
+            return False
+        try:
+            instant = instant_of(moment, getattr(s, "zone", UTC_ZONE))
+            return test(instant, reference + offset)
+        except (OverflowError, TypeError):
+            return False
+
+    return check
+
+
 def compile_condition(condition: Condition) -> CompiledCondition:
     """Turn a condition tree into a closure. The tree must already be valid."""
     if isinstance(condition, Compare):
@@ -359,6 +476,8 @@ def compile_condition(condition: Condition) -> CompiledCondition:
         return lambda s: test(get(s))
     if isinstance(condition, CompareFields):
         return _compare_fields(condition)
+    if isinstance(condition, CompareTime):
+        return _compare_time(condition)
     if isinstance(condition, Exists):
         get = _getter(condition.ref)
         return lambda s: (v := get(s)) is not _MISSING and v is not None

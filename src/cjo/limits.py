@@ -99,7 +99,8 @@ class Limits:
     - ``max_attributes_per_update``: attributes one UpdateProfile step sets and unsets.
     - ``min_wait``: shortest Wait duration and WaitForEvent timeout.
     - ``max_duration``: longest duration anywhere in a definition (waits, timeouts, lifetimes,
-      goal windows, re-entry windows).
+      goal windows, re-entry windows), and how far a date wait or a time condition may move
+      its instant either way.
     - ``max_json_depth``: nesting of definitions data (JSON objects and lists) accepted by
       ``load_definitions`` and ``loads_definitions``. By default it follows
       ``max_condition_depth``: room for the deepest condition (two levels per and/or), the

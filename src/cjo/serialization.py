@@ -11,7 +11,7 @@ import json
 import re
 import typing
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
 import cattrs
@@ -76,6 +76,15 @@ def _structure_duration(value: object, _t: object) -> timedelta:
         return parse_duration(value)
     except ValueError as exc:
         raise _BadValueError(str(exc)) from None
+
+
+def _structure_time(value: object, _t: object) -> time:
+    if isinstance(value, str):
+        try:
+            return time.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _BadValueError(f"not a time of day: {value!r} (use 'HH:MM', such as '09:00')")
 
 
 def _unstructure_duration(value: timedelta) -> int | float:
@@ -170,6 +179,10 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(timedelta, _unstructure_duration)
     conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
     conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
+    # A time of day reads as "09:00" (the zone is the customer's, never part of the value).
+    conv.register_structure_hook(time, _structure_time)
+    conv.register_unstructure_hook(time, lambda v: v.isoformat("minutes" if not v.second
+                                                               and not v.microsecond else "auto"))
     conv.register_structure_hook_func(_is_literal, _structure_literal)
     conv.register_structure_hook(str, _strict(str, (str,), "a string"))
     conv.register_structure_hook(int, _strict(int, (int,), "an integer"))

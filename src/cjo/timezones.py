@@ -8,6 +8,11 @@ through here, so they all agree on two things:
 - DST: a wall time that does not exist (02:30 on a spring-forward night) moves forward to the
   first instant after the gap (03:00); one that happens twice (autumn) takes its first
   occurrence.
+
+Dates and datetimes read from profiles and events (``read_moment``, ``instant_of``,
+``wall_time_of``) follow one rule too: an aware datetime is that instant; a naive datetime or
+an ISO string without an offset is a wall time in the customer's zone; a date alone is the
+start of that day (local midnight) there.
 """
 
 from __future__ import annotations
@@ -17,10 +22,28 @@ from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["UTC_ZONE", "customer_zone", "is_zone", "localize", "next_wall_time", "zone_or_none"]
+__all__ = [
+    "UTC_ZONE",
+    "WEEKDAYS",
+    "customer_zone",
+    "instant_of",
+    "is_zone",
+    "localize",
+    "next_wall_time",
+    "read_moment",
+    "wall_time_of",
+    "weekday_numbers",
+    "zone_or_none",
+]
 
 UTC_ZONE = ZoneInfo("UTC")
 _SECOND = timedelta(seconds=1)
+
+#: Weekday names as definitions write them, Monday first (``date.weekday()`` order).
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# The longest ISO 8601 date-time worth parsing ("2026-05-10T09:00:00.000000+05:30" is 32).
+_MAX_ISO_LENGTH = 40
 
 
 @functools.lru_cache(maxsize=4096)
@@ -88,3 +111,47 @@ def next_wall_time(
         if candidate > after or (inclusive and candidate == after):
             return candidate
     raise ValueError("weekdays must name at least one day from 0 (Monday) to 6 (Sunday)")
+
+
+def weekday_numbers(names: Collection[str]) -> frozenset[int]:
+    """The ``date.weekday()`` numbers of weekday names such as ``("mon", "fri")``; raises
+    ``ValueError`` for a name that is not one of ``WEEKDAYS``."""
+    numbers: set[int] = set()
+    for name in names:
+        if name not in WEEKDAYS:
+            raise ValueError(f"unknown weekday {name!r}; expected one of {', '.join(WEEKDAYS)}")
+        numbers.add(WEEKDAYS.index(name))
+    return frozenset(numbers)
+
+
+def read_moment(value: object) -> datetime | date | None:
+    """A datetime or a date read from a stored value: a ``datetime``, a ``date``, or an ISO 8601
+    string (``"2026-05-10"``, ``"2026-05-10T09:00"``, ``"2026-05-10T07:00:00Z"``,
+    ``"2026-05-10T09:00+02:00"``). None for anything else."""
+    if isinstance(value, datetime | date):
+        return value
+    if not isinstance(value, str) or not 10 <= len(value) <= _MAX_ISO_LENGTH:
+        return None
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def wall_time_of(value: datetime | date, zone: ZoneInfo) -> datetime:
+    """The naive local wall time of ``value`` in ``zone`` (a date is its local midnight)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return value
+        return value.astimezone(zone).replace(tzinfo=None)
+    return datetime.combine(value, time())
+
+
+def instant_of(value: datetime | date, zone: ZoneInfo) -> datetime:
+    """The UTC instant of ``value``: an aware datetime is itself; a naive one is a wall time in
+    ``zone``; a date is its local midnight in ``zone`` (by the DST rules above)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return localize(wall_time_of(value, zone), zone)

@@ -29,9 +29,12 @@ from typing import Any, Final, TypeGuard, get_args
 from cjo.conditions import (
     OPS,
     SCOPES,
+    TIME_BASES,
+    TIME_OPS,
     And,
     Compare,
     CompareFields,
+    CompareTime,
     Condition,
     Exists,
     Field,
@@ -385,6 +388,9 @@ def _check_condition(
             problems += _check_ref(node.right, location, used_in=used_in, scopes=scopes)
             if node.op not in OPS:
                 problems.append(Problem(location, f"unknown operator {node.op!r}"))
+        elif isinstance(node, CompareTime):
+            problems += _check_ref(node.ref, location, used_in=used_in, scopes=scopes)
+            problems += _check_compare_time(node, location, used_in, scopes, limits)
         elif isinstance(node, Compare | Exists):
             problems += _check_ref(node.ref, location, used_in=used_in, scopes=scopes)
             if isinstance(node, Compare):
@@ -439,6 +445,27 @@ def _check_ref(ref: Ref, location: str, *, used_in: str, scopes: tuple[str, ...]
     if not ref.path:
         return [Problem(location, f"a reference to {ref.scope} needs a path")]
     return _text_problems([(f"the path of {ref.scope}.", ref.path)], location)
+
+
+def _check_compare_time(
+    node: CompareTime, location: str, used_in: str, scopes: tuple[str, ...], limits: Limits
+) -> list[Problem]:
+    problems: list[Problem] = []
+    if node.op not in TIME_OPS:
+        problems.append(Problem(location, f"operator {node.op!r} cannot compare {node.ref} with "
+                                          f"{node.base}(); use lt (before), le, gt (after) or ge"))
+    if node.base not in TIME_BASES:
+        problems.append(Problem(location, f"unknown instant {node.base!r}; expected one of "
+                                          f"{', '.join(TIME_BASES)}"))
+    elif node.base == "entered_at" and "context" not in scopes:
+        problems.append(Problem(location, f"entered_at() cannot be used in {used_in}: there is "
+                                          "no enrollment there"))
+    if not isinstance(node.offset, timedelta):
+        problems.append(Problem(location, f"the offset must be a duration, got {node.offset!r}"))
+    elif abs(node.offset) > limits.max_duration:
+        problems.append(Problem(location, f"the offset {_describe(node.offset)} is beyond the "
+                                          f"limit of {_describe(limits.max_duration)} either way"))
+    return problems
 
 
 def _check_compare(node: Compare, location: str) -> list[Problem]:

@@ -14,7 +14,20 @@ from typing import Any, get_args
 
 from hypothesis import strategies as st
 
-from cjo.conditions import OPS, SCOPES, And, Compare, Condition, Exists, InSegment, Not, Or, Ref
+from cjo.conditions import (
+    OPS,
+    SCOPES,
+    TIME_BASES,
+    And,
+    Compare,
+    CompareTime,
+    Condition,
+    Exists,
+    InSegment,
+    Not,
+    Or,
+    Ref,
+)
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryMode, ReentryPolicy
@@ -30,9 +43,13 @@ from cjo.model.steps import (
     UpdateProfile,
     Wait,
     WaitForEvent,
+    WaitSinceEntry,
+    WaitUntil,
+    WaitUntilDate,
 )
 from cjo.model.taxonomy import Category, Taxonomy
-from cjo.model.triggers import ApiTrigger, EventTrigger, Trigger
+from cjo.model.triggers import ApiTrigger, AttributeTrigger, EventTrigger, Trigger
+from cjo.timezones import WEEKDAYS
 
 __all__ = ["conditions", "definitions", "durations", "journeys", "json_values", "steps"]
 
@@ -74,8 +91,11 @@ def compares(draw: st.DrawFn) -> Compare:
     return Compare(draw(refs), op, value)  # type: ignore[arg-type]
 
 
+signed_durations = durations | durations.map(lambda d: -d)
+time_compares = st.builds(CompareTime, refs, st.sampled_from(OPS), st.sampled_from(TIME_BASES),
+                          st.just(timedelta(0)) | signed_durations)
 leaves: st.SearchStrategy[Condition] = st.one_of(
-    compares(), st.builds(Exists, refs), st.builds(InSegment, ids)
+    compares(), st.builds(Exists, refs), st.builds(InSegment, ids), time_compares
 )
 conditions: st.SearchStrategy[Condition] = st.recursive(
     leaves,
@@ -110,13 +130,21 @@ steps: st.SearchStrategy[Step] = st.one_of(
     st.builds(UpdateProfile, set=st.dictionaries(ids, json_values, max_size=2),
               unset=st.lists(ids, max_size=2).map(tuple), next=targets, tags=tags),
     st.builds(Exit, names, tags=tags),
+    st.builds(WaitUntil, st.times(), st.lists(st.sampled_from(WEEKDAYS), max_size=3).map(tuple),
+              next=targets, tags=tags),
+    st.builds(WaitUntilDate, refs, st.integers(-400, 400), signed_durations,
+              st.none() | st.times(), next=targets, on_past=targets, on_missing=targets,
+              tags=tags),
+    st.builds(WaitSinceEntry, durations, next=targets, tags=tags),
 )
 
 
 # --- journeys ----------------------------------------------------------------------------------
 
 triggers: st.SearchStrategy[Trigger] = st.one_of(
-    st.builds(ApiTrigger), st.builds(EventTrigger, ids, maybe_conditions)
+    st.builds(ApiTrigger), st.builds(EventTrigger, ids, maybe_conditions),
+    st.builds(AttributeTrigger, ids, st.none() | st.lists(json_scalars, max_size=3),
+              st.none() | st.lists(json_scalars, max_size=3), maybe_conditions),
 )
 
 

@@ -264,7 +264,7 @@ def test_a_step_that_is_not_an_object() -> None:
 def test_an_unknown_trigger_kind() -> None:
     problem = only_problem({"journeys": [journey_data(trigger={"kind": "cron"})]})
     assert problem == Problem(
-        "$.journeys[0].trigger", "unknown trigger kind 'cron'; expected one of api, event, inactivity"
+        "$.journeys[0].trigger", "unknown trigger kind 'cron'; expected one of api, attribute, event, inactivity",
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any, ClassVar
 
 import attrs
 
-from cjo.conditions import Condition
+from cjo.conditions import Condition, Field, Ref
+from cjo.errors import DefinitionError
 
 __all__ = [
     "AudiencePath",
@@ -24,6 +25,9 @@ __all__ = [
     "UpdateProfile",
     "Wait",
     "WaitForEvent",
+    "WaitSinceEntry",
+    "WaitUntil",
+    "WaitUntilDate",
 ]
 
 
@@ -60,6 +64,82 @@ class WaitForEvent:
     on_event: str | None = None
     on_timeout: str | None = None
     where: Condition | None = None
+    tags: tuple[str, ...] = ()
+
+
+def _as_time(value: time | str) -> time:
+    """``"09:00"`` reads as ``time(9, 0)``."""
+    if isinstance(value, str):
+        try:
+            return time.fromisoformat(value)
+        except ValueError:
+            raise DefinitionError(f"not a time of day: {value!r} (use 'HH:MM')") from None
+    return value
+
+
+def _as_ref(value: Ref | Field | str) -> Ref:
+    """``attr("renewal_date")`` or ``"profile.renewal_date"`` reads as that reference."""
+    if isinstance(value, Field):
+        return value.ref
+    if isinstance(value, str):
+        scope, _, path = value.partition(".")
+        return Ref(scope, path)  # type: ignore[arg-type]  # an unknown scope is reported by validation
+    return value
+
+
+@attrs.frozen
+class WaitUntil:
+    """Wait until the wall time ``at`` in the customer's time zone, on one of ``weekdays``
+    (``"mon"`` ... ``"sun"``; any day when empty).
+
+    Arriving exactly at that time goes on at once; arriving after it waits for the next day (or
+    the next allowed weekday). The zone is the profile's, else the journey's, else the engine's
+    default, else UTC. A wall time that does not exist (a spring-forward gap) moves forward to
+    the first instant after the gap; one that happens twice (autumn) takes its first occurrence.
+    """
+
+    kind: ClassVar[str] = "wait_until"
+    at: time = attrs.field(converter=_as_time)
+    weekdays: tuple[str, ...] = ()
+    next: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class WaitUntilDate:
+    """Wait until the date or instant held in ``date`` (a profile attribute, a context value such
+    as a trigger event's property), moved by ``days`` calendar days and ``offset`` (exact time),
+    at the wall time ``at`` when given, in the customer's time zone.
+
+    ``days=-1, at="09:00"`` is 09:00 on the day before; ``offset=-2h`` is two hours (7,200 s)
+    before. Values may be ISO dates (``"2026-05-10"``, the start of that day), ISO datetimes, or
+    datetimes; one without an offset is a wall time in the customer's zone.
+
+    Arriving at or after that instant goes on at once to ``next``; strictly after it, to
+    ``on_past`` when given. A missing or unreadable value goes to ``on_missing`` when given,
+    else on to ``next``; both are recorded in the activity log (``date_past``,
+    ``date_missing``).
+    """
+
+    kind: ClassVar[str] = "wait_until_date"
+    date: Ref = attrs.field(converter=_as_ref)
+    days: int = 0
+    offset: timedelta = timedelta(0)
+    at: time | None = attrs.field(default=None, converter=attrs.converters.optional(_as_time))
+    next: str | None = None
+    on_past: str | None = None
+    on_missing: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class WaitSinceEntry:
+    """Wait until ``duration`` has passed since the enrollment entered the journey (its entry
+    instant plus exactly ``duration``); if that is already past, go on at once."""
+
+    kind: ClassVar[str] = "wait_since_entry"
+    duration: timedelta
+    next: str | None = None
     tags: tuple[str, ...] = ()
 
 
@@ -153,8 +233,10 @@ class Jump:
 
 
 Step = (
-    Send | Wait | WaitForEvent | Branch | Split | UpdateProfile | Exit | AudiencePaths | Jump
+    Send | Wait | WaitForEvent | Branch | Split | UpdateProfile | Exit | WaitUntil
+    | WaitUntilDate | WaitSinceEntry | AudiencePaths | Jump
 )
 STEP_TYPES: tuple[type[Any], ...] = (
-    Send, Wait, WaitForEvent, Branch, Split, UpdateProfile, Exit, AudiencePaths, Jump,
+    Send, Wait, WaitForEvent, Branch, Split, UpdateProfile, Exit, WaitUntil, WaitUntilDate,
+    WaitSinceEntry, AudiencePaths, Jump,
 )

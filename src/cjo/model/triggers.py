@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 
 from cjo.conditions import Condition
 
-__all__ = ["ApiTrigger", "EventTrigger", "InactivityTrigger", "Trigger"]
+__all__ = ["ApiTrigger", "AttributeTrigger", "EventTrigger", "InactivityTrigger", "Trigger"]
 
 
 @attrs.frozen
@@ -45,5 +45,30 @@ class InactivityTrigger:
     where: Condition | None = None
 
 
-Trigger = EventTrigger | ApiTrigger | InactivityTrigger
-TRIGGER_TYPES: tuple[type[object], ...] = (EventTrigger, ApiTrigger, InactivityTrigger)
+def _as_values(values: Any) -> tuple[Any, ...] | None:
+    return None if values is None else tuple(values)
+
+
+@attrs.frozen
+class AttributeTrigger:
+    """Start when the profile attribute ``attribute`` changes value: by ``Engine.identify``, a
+    ``ProfileUpdate``, or an ``UpdateProfile`` step.
+
+    Only an actual change counts: writing the value the attribute already has does nothing, and
+    no value (absent, or None) is one value. ``changed_to`` and ``changed_from`` (when given)
+    list the new and old values that qualify (None stands for no value); ``where`` reads the
+    profile and the change as event properties: ``attribute``, ``old_value``, ``new_value``.
+    The new enrollment's context holds the same three keys.
+    """
+
+    kind: ClassVar[str] = "attribute"
+    attribute: str
+    changed_to: tuple[Any, ...] | None = attrs.field(default=None, converter=_as_values)
+    changed_from: tuple[Any, ...] | None = attrs.field(default=None, converter=_as_values)
+    where: Condition | None = None
+
+
+Trigger = EventTrigger | ApiTrigger | InactivityTrigger | AttributeTrigger
+TRIGGER_TYPES: tuple[type[object], ...] = (
+    EventTrigger, ApiTrigger, InactivityTrigger, AttributeTrigger
+)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from cjo.channels.base import Message
 from cjo.errors import RenderError
@@ -36,6 +37,7 @@ from cjo.runtime.state import (
     EntryHistory,
     merge_attributes,
 )
+from cjo.timezones import customer_zone
 
 __all__ = [
     "DEFAULT_RECIPIENT_ATTRIBUTES",
@@ -77,9 +79,15 @@ def new_state(customer_id: str, now: datetime) -> CustomerState:
 
 
 class _Scope:
-    """What conditions read; segment memberships are computed on demand and cached."""
+    """What conditions read; segment memberships are computed on demand and cached.
 
-    __slots__ = ("_seg_cache", "_segments", "context", "event", "profile")
+    ``now`` is the instant being decided and ``entered_at`` the enrollment's entry (None where
+    there is no enrollment); ``zone`` is the customer's time zone, for dates without one."""
+
+    __slots__ = (
+        "_decider", "_enrollment", "_seg_cache", "_segments", "context", "entered_at", "event",
+        "now", "profile",
+    )
 
     def __init__(
         self,
@@ -87,12 +95,27 @@ class _Scope:
         event: Mapping[str, Any],
         context: Mapping[str, Any],
         segments: Mapping[str, Any],
+        now: datetime | None = None,
+        enrollment: Enrollment | None = None,
+        decider: Decider | None = None,
     ) -> None:
         self.profile = profile
         self.event = event
         self.context = context
         self._segments = segments
         self._seg_cache: dict[str, bool] | None = None
+        self.now = now
+        self.entered_at = enrollment.entered_at if enrollment is not None else None
+        self._enrollment = enrollment
+        self._decider = decider
+
+    @property
+    def zone(self) -> ZoneInfo:
+        d = self._decider
+        if d is None:
+            return customer_zone(None)
+        e = self._enrollment
+        return d.zone(d.registry.journeys.get((e.journey_id, e.version)) if e else None)
 
     def in_segment(self, segment_id: str) -> bool:
         cache = self._seg_cache
@@ -102,7 +125,8 @@ class _Scope:
         if hit is None:
             test = self._segments.get(segment_id)
             # Segments read the profile only: evaluate them on a profile-only scope.
-            profile_only = _Scope(self.profile, _EMPTY, _EMPTY, self._segments)
+            profile_only = _Scope(self.profile, _EMPTY, _EMPTY, self._segments, self.now,
+                                  None, self._decider)
             hit = bool(test(profile_only)) if test else False
             cache[segment_id] = hit
         return hit
@@ -123,8 +147,11 @@ class Decider:
         "keep_ended",
         "limits",
         "messages",
+        "now",
         "options",
         "outcome",
+        "passed",
+        "pending_changes",
         "recipient_attributes",
         "registry",
         "render",
@@ -161,6 +188,13 @@ class Decider:
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
         self.activities: list[Activity] = []
+        # The instant being decided: what conditions read as now().
+        self.now: datetime | None = None
+        # Calendar waits that let an enrollment through at an instant, in this decision: one
+        # reached again at that same instant (a daily loop) waits for the next occurrence.
+        self.passed: set[tuple[str, str, datetime]] = set()
+        # Profile attribute changes (name, old, new) not yet shown to attribute triggers.
+        self.pending_changes: list[tuple[str, Any, Any]] = []
         # Deciders of one call may share one builder: what they do is reported together.
         self.outcome = outcome if outcome is not None else OutcomeBuilder()
 
@@ -194,6 +228,7 @@ class Decider:
             self._fire_due(now, journeys, state)
         finally:
             self.catching_up = False
+        self.now = now
 
     def _fire_due(
         self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
@@ -215,12 +250,14 @@ class Decider:
                     order = (w, w, 1, self._timer_rank(name))
                     if best is None or order < best:
                         best, target = order, name
-            if target is None:
+            if target is None or best is None:
                 return
+            self.now = best[0]
             if isinstance(target, str):
                 self._fire_timer(target)
             else:
                 self._wake(target)
+            self.attribute_changes(best[0])
 
     def on_event(self, event: Event, now: datetime) -> None:
         self.catch_up(now)
@@ -258,6 +295,7 @@ class Decider:
                     self._react(enrollment, event, now)
         for cj in self.registry.triggers_by_event.get(name, ()):
             cj.trigger.on_event(self, cj, cj.journey.trigger, cj.trigger_compiled, event, now)
+        self.attribute_changes(now)
 
     def start(
         self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime
@@ -265,7 +303,9 @@ class Decider:
         """An explicit start through the API: audience and re-entry rules still apply."""
         self.catch_up(now)
         self.entered_now.clear()
-        return self.consider_entry(cj, context, None, now)
+        enrollment = self.consider_entry(cj, context, None, now)
+        self.attribute_changes(now)
+        return enrollment
 
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
         self.catch_up(now)
@@ -279,9 +319,11 @@ class Decider:
         for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
             if enrollment.active:
                 self._check_condition_exits(enrollment, _EMPTY, now)
+        self.attribute_changes(now)
 
     def remove(self, journey_id: str | None, reason: str, now: datetime) -> None:
         """End active enrollments (all, or one journey's) as ``removed`` by the host."""
+        self.now = now
         for enrollment in list(self.state.enrollments):
             if journey_id is None or enrollment.journey_id == journey_id:
                 self.end(enrollment, "removed", reason, now)
@@ -322,7 +364,7 @@ class Decider:
         if name not in cj.watched_events and not cj.any_event:
             return
         journey = cj.journey
-        scope = self.scope(event.properties, enrollment.context)
+        scope = self.scope(event.properties, enrollment.context, enrollment)
         goal = journey.goal
         if (
             goal is not None
@@ -366,7 +408,7 @@ class Decider:
         cj = cj or self.registry.journeys.get((enrollment.journey_id, enrollment.version))
         if cj is None or not cj.exit_conditions:
             return False
-        scope = self.scope(event_props, enrollment.context)
+        scope = self.scope(event_props, enrollment.context, enrollment)
         for criterion, where in cj.exit_conditions:
             if where(scope):
                 self.end(enrollment, "exited", criterion, now)
@@ -380,6 +422,7 @@ class Decider:
         now: datetime,
     ) -> Enrollment | None:
         """Enter ``cj`` with ``data`` as context if the audience and re-entry rules allow."""
+        self.now = now
         if cj.audience is not None and not cj.audience(self.scope(data, _EMPTY)):
             return None
         key_name = cj.journey.reentry.instance_key
@@ -492,6 +535,7 @@ class Decider:
         cj = self.registry.journeys[(enrollment.journey_id, enrollment.version)]
         enrollment.wake_at = None
         self.dirty = True
+        self.now = at
         if enrollment.expires_at is not None and at >= enrollment.expires_at:
             self.end(enrollment, "expired", "max lifetime", at)
             return
@@ -514,6 +558,7 @@ class Decider:
         """Run steps from ``step_id`` until the enrollment waits or ends."""
         steps = cj.steps
         self.dirty = True
+        self.now = at
         journey_id = cj.journey.id
         customer_id = self.customer_id
         # Validation refuses longer runs without a wait; this guard only protects against
@@ -553,7 +598,7 @@ class Decider:
         """Queue one message. Returns False when the enrollment ended instead (send-time
         validation: the audience and exit conditions are checked again right before sending)."""
         if cj.audience is not None or cj.exit_conditions:
-            scope = self.scope(_EMPTY, enrollment.context)
+            scope = self.scope(_EMPTY, enrollment.context, enrollment)
             if cj.audience is not None and not cj.audience(scope):
                 self.end(enrollment, "exited", "audience no longer matches", at)
                 return False
@@ -748,8 +793,45 @@ class Decider:
         ))
 
     def set_profile(self, profile: Profile) -> None:
+        watched = self.registry.triggers_by_attribute
+        if watched:
+            old = self.state.profile.attributes if self.state.profile is not None else _EMPTY
+            new = profile.attributes
+            for name in watched:
+                # Absent and None are the same: no value. Writing the value it has is no change.
+                before, after = old.get(name), new.get(name)
+                if before != after or type(before) is not type(after):
+                    self.pending_changes.append((name, before, after))
         self.state.profile = profile
         self.dirty = True
+
+    def attribute_changes(self, at: datetime) -> None:
+        """Show the profile changes made so far (by the host or by steps) to the journeys whose
+        trigger watches the attribute, in the order they were made. Entering may change the
+        profile again; a chain of changes stops after ``max_steps_per_advance`` of them."""
+        pending = self.pending_changes
+        if not pending:
+            return
+        by_attribute = self.registry.triggers_by_attribute
+        budget = self.limits.max_steps_per_advance
+        while pending and budget > 0:
+            budget -= 1
+            name, old, new = pending.pop(0)
+            for cj in by_attribute.get(name, ()):
+                cj.trigger.on_change(
+                    self, cj, cj.journey.trigger, cj.trigger_compiled, name, old, new, at
+                )
+        pending.clear()
+
+    def zone(self, cj: CompiledJourney | None = None) -> ZoneInfo:
+        """The customer's time zone: the profile's, else the journey's, else the engine's
+        default, else UTC."""
+        p = self.state.profile
+        return customer_zone(
+            p.timezone if p is not None else None,
+            cj.journey.timezone if cj is not None else None,
+            self.options.default_timezone,
+        )
 
     def change_profile(self, set_: Mapping[str, Any], unset: tuple[str, ...] = ()) -> None:
         p = self.profile
@@ -757,8 +839,12 @@ class Decider:
             p.customer_id, merge_attributes(p.attributes, set_, unset), p.timezone, p.locale
         ))
 
-    def scope(self, event: Mapping[str, Any], context: Mapping[str, Any]) -> _Scope:
+    def scope(
+        self, event: Mapping[str, Any], context: Mapping[str, Any],
+        enrollment: Enrollment | None = None,
+    ) -> _Scope:
+        """What conditions read; with ``enrollment``, its entry instant (``entered_at()``)."""
         p = self.state.profile
         return _Scope(p.attributes if p is not None else _EMPTY, event, context,
-                      self.registry.segments)
+                      self.registry.segments, self.now, enrollment, self)
 

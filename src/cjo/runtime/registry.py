@@ -98,6 +98,8 @@ class Registry:
     triggers_by_event: dict[str, list[CompiledJourney]] = attrs.field(factory=dict)
     # Journeys (latest versions) whose trigger keeps customer timers.
     armed: list[CompiledJourney] = attrs.field(factory=list)
+    # Profile attribute -> journeys (latest versions) whose trigger watches its changes.
+    triggers_by_attribute: dict[str, list[CompiledJourney]] = attrs.field(factory=dict)
     enrolled_events: frozenset[str] = frozenset()
     any_event_when_enrolled: bool = False
     segments: dict[str, CompiledCondition] = attrs.field(factory=dict)
@@ -125,9 +127,12 @@ class Registry:
                 latest[jid] = cj
         triggers: dict[str, list[CompiledJourney]] = {}
         armed: list[CompiledJourney] = []
+        by_attribute: dict[str, list[CompiledJourney]] = {}
         # Highest priority first, then journey id: the order in which one input's journeys are
         # considered, so arbitration between them is deterministic.
         for cj in sorted(latest.values(), key=lambda c: (-c.journey.priority, c.journey.id)):
+            for attribute in dict.fromkeys(cj.trigger.watched_attributes(cj.journey.trigger)):
+                by_attribute.setdefault(attribute, []).append(cj)
             trigger = cj.journey.trigger
             names: Iterable[str] = (
                 *cj.trigger.entry_events(trigger), *cj.trigger.watched_events(trigger)
@@ -145,6 +150,7 @@ class Registry:
             latest=latest,
             triggers_by_event=triggers,
             armed=armed,
+            triggers_by_attribute=by_attribute,
             enrolled_events=frozenset(enrolled),
             any_event_when_enrolled=any(cj.any_event for cj in journeys.values()),
             segments={s.id: compile_condition(s.condition) for s in definitions.segments},

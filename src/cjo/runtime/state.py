@@ -230,7 +230,8 @@ class Activity:
     frozen only because several are built for every input, and frozen classes build slowly).
 
     ``kind`` is one of: entered, step, sent, send_failed, path, timeout, event_received, goal,
-    and the terminal statuses (completed, exited, converted, expired, removed, ejected, merged).
+    date_past, date_missing (a date wait's date was past, or missing), and the terminal
+    statuses (completed, exited, converted, expired, removed, ejected, merged).
     ``detail`` qualifies it (the criterion of an exit, the path of a split, the event received).
     ``channel``, ``content_id`` and ``content_version`` are set on sends.
     """

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from cjo.runtime.kinds.base import HALT, Checker, Halt, Next, StepKind, TriggerKind
+from cjo.runtime.kinds.calendar import WaitSinceEntryKind, WaitUntilDateKind, WaitUntilKind
 from cjo.runtime.kinds.flow import BranchKind, ExitKind, SplitKind, split_fraction
 from cjo.runtime.kinds.messaging import SendKind
 from cjo.runtime.kinds.profile import UpdateProfileKind
 from cjo.runtime.kinds.routing import AudiencePathsKind, JumpKind
 from cjo.runtime.kinds.triggers import (
     ApiTriggerKind,
+    AttributeTriggerKind,
     EventTriggerKind,
     InactivityTriggerKind,
     timer_name,
@@ -41,12 +43,16 @@ STEP_KINDS: dict[type[Any], StepKind[Any]] = {
     k.step_type: k
     for k in (
         SendKind(), WaitKind(), WaitForEventKind(), BranchKind(), SplitKind(),
-        UpdateProfileKind(), ExitKind(), AudiencePathsKind(), JumpKind(),
+        UpdateProfileKind(), ExitKind(), WaitUntilKind(), WaitUntilDateKind(),
+        WaitSinceEntryKind(), AudiencePathsKind(), JumpKind(),
     )
 }
 
 TRIGGER_KINDS: dict[type[Any], TriggerKind[Any]] = {
-    k.trigger_type: k for k in (EventTriggerKind(), ApiTriggerKind(), InactivityTriggerKind())
+    k.trigger_type: k
+    for k in (
+        EventTriggerKind(), ApiTriggerKind(), InactivityTriggerKind(), AttributeTriggerKind(),
+    )
 }
 
 

@@ -149,11 +149,22 @@ class TriggerKind(Generic[S]):
         """Event names the trigger must see for every customer (not only to start)."""
         return ()
 
+    def watched_attributes(self, trigger: S) -> Iterable[str]:
+        """Profile attributes whose changes the trigger must see (indexed by the registry)."""
+        return ()
+
     def on_event(
         self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, event: Event,
         now: datetime,
     ) -> None:
         """An event of the customer arrived (one of ``entry_events`` or ``watched_events``)."""
+
+    def on_change(
+        self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, attribute: str,
+        old: Any, new: Any, at: datetime,
+    ) -> None:
+        """A profile attribute of ``watched_attributes`` changed from ``old`` to ``new`` (None
+        when it had or has no value), by the host or by a step."""
 
     def arm(
         self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, now: datetime

@@ -55,7 +55,7 @@ class BranchKind(StepKind[Branch]):
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Branch,
         compiled: Any, at: datetime,
     ) -> Next:
-        scope = d.scope(_EMPTY, e.context)
+        scope = d.scope(_EMPTY, e.context, e)
         for test, target in compiled:
             if test(scope):
                 return target  # type: ignore[no-any-return]

@@ -1,4 +1,5 @@
-"""Trigger kinds: an event, an explicit API call, and a customer's inactivity."""
+"""Trigger kinds: an event, an explicit API call, a customer's inactivity, and a change of a
+profile attribute."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
-from cjo.model.triggers import ApiTrigger, EventTrigger, InactivityTrigger
+from cjo.model.triggers import ApiTrigger, AttributeTrigger, EventTrigger, InactivityTrigger
 from cjo.runtime.kinds.base import Checker, TriggerKind
 
 if TYPE_CHECKING:
@@ -18,7 +19,13 @@ if TYPE_CHECKING:
     from cjo.runtime.core import Decider
     from cjo.runtime.registry import CompiledJourney
 
-__all__ = ["ApiTriggerKind", "EventTriggerKind", "InactivityTriggerKind", "timer_name"]
+__all__ = [
+    "ApiTriggerKind",
+    "AttributeTriggerKind",
+    "EventTriggerKind",
+    "InactivityTriggerKind",
+    "timer_name",
+]
 
 _TRIGGER_SCOPES: tuple[str, ...] = ("profile", "event")
 
@@ -172,3 +179,48 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
 
 
 _NAMES: dict[str, _Names] = {}
+
+
+class AttributeTriggerKind(TriggerKind[AttributeTrigger]):
+    """Enters on an actual change of one profile attribute; the decider detects changes where
+    the profile is written and hands them over in the order they were made."""
+
+    trigger_type = AttributeTrigger
+
+    def check(
+        self, trigger: AttributeTrigger, where: str, journey: Journey, checker: Checker
+    ) -> list[Problem]:
+        problems = checker.identifier(trigger.attribute, "attribute", where)
+        for name in ("changed_to", "changed_from"):
+            values = getattr(trigger, name)
+            if values is None:
+                continue
+            if not values:
+                problems.append(Problem(where, f"{name} lists no values, so it never fires; "
+                                               "leave it out to accept any value"))
+            problems += checker.values({name: list(values)}, name, name, where)
+        if trigger.where is not None:
+            problems += checker.condition(trigger.where, where, used_in="a trigger",
+                                          scopes=_TRIGGER_SCOPES)
+        return problems
+
+    def compile(self, trigger: AttributeTrigger) -> CompiledCondition | None:
+        return compile_condition(trigger.where) if trigger.where is not None else None
+
+    def watched_attributes(self, trigger: AttributeTrigger) -> Iterable[str]:
+        return (trigger.attribute,)
+
+    def on_change(
+        self, d: Decider, cj: CompiledJourney, trigger: AttributeTrigger, compiled: Any,
+        attribute: str, old: Any, new: Any, at: datetime,
+    ) -> None:
+        if trigger.changed_to is not None and new not in trigger.changed_to:
+            return
+        if trigger.changed_from is not None and old not in trigger.changed_from:
+            return
+        change = {"attribute": attribute, "old_value": old, "new_value": new}
+        if compiled is not None:
+            d.now = at
+            if not compiled(d.scope(change, {})):
+                return
+        d.consider_entry(cj, change, None, at)

@@ -1,0 +1,402 @@
+"""Calendar waits, time conditions and attribute-change triggers, tried as a user would, on
+every storage: exact instants, messages and terminal states under a manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cjo import (
+    ApiTrigger,
+    AttributeTrigger,
+    Branch,
+    Case,
+    ContentItem,
+    Engine,
+    Event,
+    EventTrigger,
+    Exit,
+    InMemoryStorage,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Send,
+    Storage,
+    UpdateProfile,
+    Variant,
+    Wait,
+    WaitForEvent,
+    WaitSinceEntry,
+    WaitUntil,
+    WaitUntilDate,
+    attr,
+    ctx,
+    now,
+    prop,
+)
+
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
+Factory = Callable[[], Storage]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """Makes handles on one database, so a test can restart the engine between steps."""
+    opened: list[Storage] = []
+    if request.param == "memory":
+        shared = InMemoryStorage()
+
+        def make() -> Storage:
+            return shared
+    elif request.param == "sqlite":
+        from cjo.storage.sqlite import SQLiteStorage
+
+        def make() -> Storage:
+            opened.append(SQLiteStorage(tmp_path / "cjo.db"))
+            return opened[-1]
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        schema = request.getfixturevalue("postgres_schema")
+        from cjo.storage.postgres import PostgresStorage
+
+        def make() -> Storage:
+            opened.append(PostgresStorage(dsn, schema=schema))
+            return opened[-1]
+    yield make
+    for s in opened:
+        s.close()
+
+
+def note(text: str = "hi") -> ContentItem:
+    return ContentItem("note", variants=(Variant("email", {"text": text}),))
+
+
+def event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:
+    return Event(customer_id=customer, name=name, timestamp=at, properties=props, event_id=eid)
+
+
+class World:
+    """An engine on a storage, with a manual clock and a recording email channel; ``restart``
+    builds a new engine on the same database (what a stored wake-up must survive)."""
+
+    def __init__(self, storages: Factory, start: datetime, **options: Any) -> None:
+        self.storages, self.options = storages, options
+        self.clock = ManualClock(start)
+        self.email = RecordingChannel()
+        self.engine = self._engine()
+
+    def _engine(self) -> Engine:
+        return Engine(self.storages(), channels={"email": self.email}, clock=self.clock,
+                      **self.options)
+
+    def restart(self) -> None:
+        self.engine = self._engine()
+
+    def run_until(self, end: datetime, every: timedelta = HOUR) -> None:
+        """Run the worker every ``every`` until ``end``, as a host's scheduler would."""
+        while self.clock.now() < end:
+            self.clock.set(min(self.clock.now() + every, end))
+            self.engine.run_due()
+
+    def sent(self) -> list[tuple[str, datetime]]:
+        return [(m.customer_id, m.created_at) for m in self.email.messages]
+
+    def texts(self) -> list[str]:
+        return [m.fields["text"] for m in self.email.messages]
+
+
+# --- WaitUntil across DST ---------------------------------------------------------------------
+
+DAILY = Journey(
+    "daily", trigger=EventTrigger("subscribed"), entry="wait",
+    steps={"wait": WaitUntil("09:00", next="mail"), "mail": Send("note", "email", next="wait")},
+)
+
+
+@pytest.mark.parametrize(
+    ("zone", "change"),
+    [
+        ("Europe/Paris", datetime(2026, 3, 29, 1, tzinfo=UTC)),     # spring forward
+        ("Europe/Paris", datetime(2026, 10, 25, 1, tzinfo=UTC)),    # fall back
+        ("America/New_York", datetime(2026, 3, 8, 7, tzinfo=UTC)),
+        ("America/New_York", datetime(2026, 11, 1, 6, tzinfo=UTC)),
+    ],
+)
+def test_a_daily_0900_local_send_across_a_dst_change(
+    storages: Factory, zone: str, change: datetime
+) -> None:
+    start = change - 3 * DAY
+    world = World(storages, start)
+    world.engine.publish(journeys=[DAILY], content=[note()])
+    world.engine.identify("ann", {"email": "a@example.com"}, timezone=zone)
+    world.engine.handle_event(event("subscribed", "ann", start, "s1"))
+    (enrollment,) = world.engine.customer_state("ann").enrollments  # type: ignore[union-attr]
+    first = enrollment.wake_at
+    assert first is not None and first.tzinfo is not None
+    assert first.astimezone(ZoneInfo(zone)).time() == time(9)
+    world.restart()
+    world.run_until(change + 4 * DAY)
+    local = [at.astimezone(ZoneInfo(zone)) for _, at in world.sent()]
+    assert len(local) == 7
+    assert all(t.time() == time(9) for t in local)          # never at 08:00 or 10:00
+    days = [t.date() for t in local]
+    assert days == sorted(set(days))                        # never twice a day
+    assert days[-1] - days[0] == timedelta(days=6)          # and never a day skipped
+    # The UTC hour moves by the change of offset, exactly once.
+    assert len({at.hour for _, at in world.sent()}) == 2
+
+
+def test_a_0230_wait_in_the_gap_moves_forward_and_in_the_fold_takes_the_first(
+    storages: Factory,
+) -> None:
+    world = World(storages, datetime(2026, 3, 28, 12, tzinfo=UTC),
+                  default_timezone="Europe/Paris")
+    world.engine.publish(journeys=[Journey(
+        "night", trigger=EventTrigger("go"), entry="wait",
+        steps={"wait": WaitUntil("02:30", next="mail"), "mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.handle_event(event("go", "spring", world.clock.now(), "e1"))
+    world.run_until(datetime(2026, 3, 30, tzinfo=UTC))
+    world.clock.set(datetime(2026, 10, 24, 12, tzinfo=UTC))
+    world.engine.handle_event(event("go", "autumn", world.clock.now(), "e2"))
+    world.run_until(datetime(2026, 10, 26, tzinfo=UTC))
+    assert world.sent() == [
+        ("spring", datetime(2026, 3, 29, 1, tzinfo=UTC)),      # 03:00 CEST: the gap's end
+        ("autumn", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),  # the first 02:30 (CEST)
+    ]
+
+
+def test_arriving_exactly_at_the_time_goes_on_at_once_and_after_it_waits_a_day(
+    storages: Factory,
+) -> None:
+    nine = datetime(2026, 6, 1, 9, tzinfo=UTC)     # a Monday
+    world = World(storages, nine)
+    world.engine.publish(journeys=[Journey(
+        "once", trigger=EventTrigger("go"), entry="wait",
+        steps={"wait": WaitUntil(time(9), next="mail"), "mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.handle_event(event("go", "ann", nine, "e1"))
+    world.clock.advance(timedelta(minutes=1))
+    world.engine.handle_event(event("go", "bob", world.clock.now(), "e2"))
+    assert world.sent() == [("ann", nine)]
+    world.run_until(nine + 2 * DAY)
+    assert world.sent() == [("ann", nine), ("bob", nine + DAY)]
+    assert [e.status for e in world.engine.enrollments("bob")] == ["completed"]
+
+
+def test_weekdays_and_the_journey_zone_and_the_engine_default(storages: Factory) -> None:
+    friday = datetime(2026, 6, 5, 12, tzinfo=UTC)
+    world = World(storages, friday, default_timezone="America/New_York")
+    world.engine.publish(journeys=[
+        Journey("weekly", trigger=EventTrigger("go"), entry="wait",
+                steps={"wait": WaitUntil("09:30", weekdays=("mon", "wed"), next="mail"),
+                       "mail": Send("note", "email")}, timezone="Asia/Tokyo"),
+    ], content=[note()])
+    world.engine.identify("tokyo", {})                      # no zone: the journey's
+    world.engine.identify("paris", {}, timezone="Europe/Paris")   # the profile's wins
+    world.engine.handle_event(event("go", "tokyo", friday, "e1"))
+    world.engine.handle_event(event("go", "paris", friday, "e2"))
+    world.run_until(friday + 4 * DAY)
+    assert sorted(world.sent()) == [
+        ("paris", datetime(2026, 6, 8, 7, 30, tzinfo=UTC)),   # Monday 09:30 CEST
+        ("tokyo", datetime(2026, 6, 8, 0, 30, tzinfo=UTC)),   # Monday 09:30 JST
+    ]
+    other = World(storages, friday, default_timezone="America/New_York")
+    other.engine.publish(journeys=[Journey(
+        "plain", trigger=EventTrigger("go"), entry="wait",
+        steps={"wait": WaitUntil("09:30", next="mail"), "mail": Send("note", "email")},
+    )])
+    other.engine.handle_event(event("go", "nyc", friday, "e3"))
+    other.run_until(friday + 2 * DAY)
+    # 08:00 in New York when it arrives: 09:30 EDT the same day.
+    assert other.sent() == [("nyc", datetime(2026, 6, 5, 13, 30, tzinfo=UTC))]
+
+
+# --- WaitUntilDate ---------------------------------------------------------------------------
+
+RENEWAL = Journey(
+    "renewal", trigger=EventTrigger("renewal_scheduled"), entry="wait",
+    steps={
+        "wait": WaitUntilDate(attr("renewal_date"), days=-1, at="09:00", next="remind",
+                              on_past="late", on_missing="ask"),
+        "remind": Send("note", "email"),
+        "late": Exit("renewal already due"),
+        "ask": Exit("no renewal date"),
+    },
+)
+
+
+def test_a_send_on_the_day_before_the_renewal_date(storages: Factory) -> None:
+    start = datetime(2026, 3, 20, 15, tzinfo=UTC)
+    world = World(storages, start)
+    world.engine.publish(journeys=[RENEWAL], content=[note()])
+    # The US changes to summer time on March 8, Europe on March 29: the day before April 1
+    # at 09:00 is 13:00 UTC in New York and 07:00 UTC in Paris.
+    world.engine.identify("ny", {"renewal_date": "2026-04-01"}, timezone="America/New_York")
+    world.engine.identify("pa", {"renewal_date": datetime(2026, 3, 31, 22, tzinfo=UTC)},
+                          timezone="Europe/Paris")              # April 1, 00:00 in Paris
+    world.engine.identify("old", {"renewal_date": "2026-03-20"})
+    world.engine.identify("none", {})
+    world.engine.identify("junk", {"renewal_date": "next spring"})
+    for i, cid in enumerate(("ny", "pa", "old", "none", "junk")):
+        world.engine.handle_event(event("renewal_scheduled", cid, start, f"r{i}"))
+    world.restart()
+    world.run_until(datetime(2026, 4, 2, tzinfo=UTC))
+    assert sorted(world.sent()) == [
+        ("ny", datetime(2026, 3, 31, 13, tzinfo=UTC)),
+        ("pa", datetime(2026, 3, 31, 7, tzinfo=UTC)),
+    ]
+    ends = {cid: [(e.status, e.end_reason) for e in world.engine.enrollments(cid)]
+            for cid in ("ny", "old", "none", "junk")}
+    assert ends == {
+        "ny": [("completed", None)],
+        "old": [("exited", "renewal already due")],
+        "none": [("exited", "no renewal date")],
+        "junk": [("exited", "no renewal date")],
+    }
+    log = world.engine.activities(start, start + DAY)
+    details = {(a.customer_id, a.kind, a.detail) for a in log
+               if a.kind in ("date_past", "date_missing")}
+    assert details == {
+        ("old", "date_past", "2026-03-19T09:00:00+00:00"),
+        ("none", "date_missing", "profile.renewal_date is missing"),
+        ("junk", "date_missing", "profile.renewal_date is not a date"),
+    }
+
+
+def test_a_date_from_the_trigger_event_with_an_exact_offset(storages: Factory) -> None:
+    start = datetime(2026, 5, 1, 8, tzinfo=UTC)
+    world = World(storages, start)
+    world.engine.publish(journeys=[Journey(
+        "delivery", trigger=EventTrigger("shipped"), entry="wait",
+        steps={"wait": WaitUntilDate(ctx("delivery_at"), offset=-2 * HOUR, next="mail"),
+               "mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.handle_event(
+        event("shipped", "ann", start, "s1", delivery_at="2026-05-03T14:00:00+02:00")
+    )
+    # Without on_past and on_missing, a past or missing date goes on at once.
+    world.engine.handle_event(
+        event("shipped", "bob", start, "s2", delivery_at="2026-04-03T14:00:00+02:00")
+    )
+    world.engine.handle_event(event("shipped", "cid", start, "s3"))
+    world.run_until(start + 3 * DAY)
+    assert sorted(world.sent()) == [
+        ("ann", datetime(2026, 5, 3, 10, tzinfo=UTC)), ("bob", start), ("cid", start),
+    ]
+
+
+# --- WaitSinceEntry --------------------------------------------------------------------------
+
+
+def test_seven_days_after_entry_whatever_the_wait_before_it(storages: Factory) -> None:
+    start = datetime(2026, 3, 25, 10, tzinfo=UTC)     # across the European change on March 29
+    world = World(storages, start)
+    world.engine.publish(journeys=[Journey(
+        "onboarding", trigger=EventTrigger("signed_up"), entry="opened?",
+        steps={"opened?": WaitForEvent("opened", timeout=9 * DAY, on_event="week",
+                                       on_timeout="week"),
+               "week": WaitSinceEntry(7 * DAY, next="mail"),
+               "mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.identify("ann", {}, timezone="Europe/Paris")
+    world.engine.handle_event(event("signed_up", "ann", start, "s1"))
+    world.clock.advance(HOUR)
+    world.engine.handle_event(event("signed_up", "bob", start + HOUR, "s2"))
+    world.clock.advance(2 * DAY + 4 * HOUR)
+    world.engine.handle_event(event("opened", "ann", world.clock.now(), "o1"))
+    world.run_until(start + 12 * DAY)
+    assert world.sent() == [
+        ("ann", start + 7 * DAY),        # exactly 7 x 86,400 s, DST or not
+        ("bob", start + HOUR + 9 * DAY),  # the timeout came later: already past, at once
+    ]
+
+
+# --- conditions that read time -----------------------------------------------------------------
+
+
+def test_now_in_a_condition_is_the_instant_decided_even_for_a_late_worker(
+    storages: Factory,
+) -> None:
+    start = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    world = World(storages, start)
+    veteran = attr("signed_up_at") < now() - 7 * DAY
+    world.engine.publish(journeys=[Journey(
+        "check", trigger=EventTrigger("go"), entry="wait",
+        steps={"wait": Wait(2 * DAY, next="branch"),
+               "branch": Branch((Case(veteran, "old"),), default="new"),
+               "old": Send("note", "email"), "new": Exit("new customer")},
+    )], content=[note("veteran")])
+    world.engine.identify("ann", {"signed_up_at": (start - 6 * DAY).isoformat()})
+    world.engine.identify("bob", {"signed_up_at": start - 4 * DAY})
+    world.engine.handle_event(event("go", "ann", start, "g1"))
+    world.engine.handle_event(event("go", "bob", start, "g2"))
+    world.clock.advance(5 * DAY)        # the worker comes three days late
+    world.engine.run_due()
+    # Decided at the wake-up (start + 2 days): Ann had been a customer 8 days, Bob 6.
+    assert world.sent() == [("ann", start + 2 * DAY)]
+    assert [e.end_reason for e in world.engine.enrollments("bob")] == ["new customer"]
+
+
+def test_a_trigger_filter_reading_now(storages: Factory) -> None:
+    start = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    world = World(storages, start)
+    world.engine.publish(journeys=[Journey(
+        "stale_cart", trigger=EventTrigger("cart_viewed",
+                                           where=prop("added_at") < now() - DAY),
+        entry="mail", steps={"mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.handle_event(event("cart_viewed", "ann", start, "c1",
+                                    added_at="2026-05-30T12:00:00Z"))
+    world.engine.handle_event(event("cart_viewed", "bob", start, "c2",
+                                    added_at="2026-06-01T08:00:00Z"))
+    assert world.sent() == [("ann", start)]
+
+
+# --- AttributeTrigger --------------------------------------------------------------------------
+
+
+def test_an_attribute_trigger_fires_once_per_actual_change(storages: Factory) -> None:
+    start = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    world = World(storages, start)
+    upgraded = ContentItem("upgraded", variants=(Variant(
+        "email", {"text": "{{ context.old_value }} -> {{ context.new_value }}"}),))
+    world.engine.publish(journeys=[
+        Journey("upgrade", trigger=AttributeTrigger("plan", changed_to=["pro", "team"]),
+                entry="mail", steps={"mail": Send("upgraded", "email")}),
+        Journey("promote", trigger=ApiTrigger(), entry="set",
+                steps={"set": UpdateProfile({"plan": "team"})}),
+    ], content=[upgraded])
+    world.engine.identify("ann", {"plan": "trial"})        # first value: not one it wants
+    world.engine.identify("ann", {"plan": "pro"})
+    world.engine.identify("ann", {"plan": "pro", "name": "Ann"})   # same value: nothing
+    world.restart()
+    world.engine.identify("ann", {"plan": "pro"})
+    world.clock.advance(HOUR)
+    world.engine.start_journey("promote", "ann")            # an UpdateProfile step changes it
+    world.engine.start_journey("promote", "ann")            # already team: nothing
+    assert world.texts() == ["trial -> pro", "pro -> team"]
+    assert [m.created_at for m in world.email.messages] == [start, start + HOUR]
+    record = world.engine.customer_state("ann")
+    assert record is not None and record.history[("upgrade", None)].count == 2
+
+
+def test_an_attribute_trigger_from_values_where_and_unset(storages: Factory) -> None:
+    start = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    world = World(storages, start)
+    world.engine.publish(journeys=[
+        Journey("downgrade", trigger=AttributeTrigger(
+            "plan", changed_from=["pro"], where=prop("new_value") != "enterprise"),
+            entry="mail", steps={"mail": Send("note", "email")}),
+    ], content=[note()])
+    world.engine.identify("ann", {"plan": "pro"})
+    world.engine.identify("ann", {"plan": "enterprise"})   # the where refuses it
+    world.engine.identify("bob", {"plan": "pro"})
+    world.engine.identify("bob", unset=["plan"])           # from pro to no value: fires
+    world.engine.identify("bob", {"plan": None})           # None is no value: nothing
+    assert world.sent() == [("bob", start)]
