@@ -10,7 +10,7 @@ attributes that conditions, segments, branches and templates read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
@@ -36,6 +36,9 @@ from cjo.model.steps import (
     UpdateProfile,
     Wait,
     WaitForEvent,
+    WaitSinceEntry,
+    WaitUntil,
+    WaitUntilDate,
 )
 from cjo.model.triggers import EventTrigger, InactivityTrigger, Trigger
 from cjo.runtime.kinds import step_kind
@@ -102,7 +105,7 @@ def step_graphs(draw: st.DrawFn) -> dict[str, Step]:
         later = st.none() | st.sampled_from(ids[i + 1:]) if i + 1 < count else st.none()
         kind = draw(st.sampled_from(
             ["send", "send", "wait", "wait_for_event", "branch", "split", "update", "exit",
-             "audience", "jump"]
+             "audience", "jump", "wait_until", "wait_until_date", "wait_since_entry"]
         ))
         step: Step
         if kind == "send":
@@ -132,6 +135,21 @@ def step_graphs(draw: st.DrawFn) -> dict[str, Step]:
                 unset=tuple(draw(st.lists(st.sampled_from(["tier", "n"]), max_size=1))),
                 next=draw(later),
             )
+        elif kind == "wait_until":
+            step = WaitUntil(
+                time(draw(st.integers(0, 23)), draw(st.sampled_from([0, 30]))),
+                weekdays=tuple(draw(st.sets(st.sampled_from(["mon", "wed", "sat"]),
+                                            max_size=2))),
+                next=draw(later),
+            )
+        elif kind == "wait_until_date":
+            step = WaitUntilDate(
+                attr("renews_on"), days=draw(st.integers(-1, 1)), next=draw(later),
+                on_past=draw(later), on_missing=draw(later),
+                at=draw(st.none() | st.just(time(9))),
+            )
+        elif kind == "wait_since_entry":
+            step = WaitSinceEntry(draw(minutes), next=draw(later))
         elif kind == "audience":
             step = AudiencePaths((AudiencePath("gold", draw(later)),), default=draw(later))
         elif kind == "jump":
@@ -243,6 +261,7 @@ updates = st.builds(
     st.sampled_from(CUSTOMERS),
     st.fixed_dictionaries({}, optional={
         "tier": st.sampled_from(["gold", "silver"]), "n": st.integers(0, 3),
+        "renews_on": st.sampled_from(["2026-03-02", "2026-03-03", "2026-03-05", "bad"]),
     }),
     st.lists(st.sampled_from(["tier", "n"]), max_size=1).map(tuple),
     st.sampled_from([None, None, "Europe/Paris"]),
