@@ -41,7 +41,7 @@ class WebhookChannel(Channel):
             return DeliveryResult("delivered", provider_id=message.idempotency_key)
         if self._failures_left:
             self._failures_left -= 1
-            return DeliveryResult("failed", error="HTTP 503 from provider")
+            return DeliveryResult("transient", error="HTTP 503 from provider")
         self.transport.append(json.dumps({
             "to": message.recipient.get("webhook_url", "unknown"),
             "key": message.idempotency_key,

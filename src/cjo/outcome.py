@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import attrs
@@ -55,7 +56,10 @@ class GoalReached:
 
 @attrs.frozen(slots=True)
 class Outcome:
-    """Everything that happened. ``messages`` were committed to the outbox and dispatched."""
+    """Everything that happened. ``messages`` were committed to the outbox; ``delivery`` maps
+    each one's idempotency key to where it stands after the call: ``delivered``, ``pending``
+    (deferred dispatch, or a transient failure awaiting its retry) or ``dead`` (a dead
+    letter)."""
 
     event_id: str | None = None
     duplicate: bool = False
@@ -64,6 +68,12 @@ class Outcome:
     messages: tuple[Message, ...] = ()
     ended: tuple[Ended, ...] = ()
     goals: tuple[GoalReached, ...] = ()
+    delivery: Mapping[str, str] = attrs.field(factory=dict)
+
+    @property
+    def pending(self) -> tuple[Message, ...]:
+        """The messages left in the outbox for ``dispatch_pending`` (or the worker) to send."""
+        return tuple(m for m in self.messages if self.delivery.get(m.idempotency_key) == "pending")
 
     @property
     def exited(self) -> tuple[Ended, ...]:
@@ -86,6 +96,7 @@ class Outcome:
             messages=self.messages + other.messages,
             ended=self.ended + other.ended,
             goals=self.goals + other.goals,
+            delivery={**self.delivery, **other.delivery},
         )
 
 
@@ -98,6 +109,8 @@ class OutcomeBuilder:
     messages: list[Message] = attrs.field(factory=list)
     ended: list[Ended] = attrs.field(factory=list)
     goals: list[GoalReached] = attrs.field(factory=list)
+    #: Idempotency key -> delivery status after this call (set by the engine after commit).
+    delivery: dict[str, str] = attrs.field(factory=dict)
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)
@@ -105,6 +118,7 @@ class OutcomeBuilder:
         self.messages.extend(other.messages)
         self.ended.extend(other.ended)
         self.goals.extend(other.goals)
+        self.delivery.update(other.delivery)
 
     def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
         return Outcome(
@@ -115,4 +129,5 @@ class OutcomeBuilder:
             messages=tuple(self.messages),
             ended=tuple(self.ended),
             goals=tuple(self.goals),
+            delivery=dict(self.delivery),
         )

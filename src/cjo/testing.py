@@ -922,7 +922,7 @@ class StorageContract:
         assert entry is not None
         assert entry.available_at == now + 2 * MINUTE
 
-    @pytest.mark.parametrize("status", ["delivered", "failed", "rejected"])
+    @pytest.mark.parametrize("status", ["delivered", "transient", "permanent"])
     def test_complete_outbox_records_the_result(
         self, storage: Storage, status: DeliveryStatus
     ) -> None:
@@ -933,7 +933,9 @@ class StorageContract:
         storage.complete_outbox("k1", DeliveryResult(status, "p-1", error), now)
         entry = storage.outbox_entry("k1")
         assert entry is not None
-        assert (entry.status, entry.attempts, entry.last_error) == (status, 1, error)
+        # Without a retry time, any failure is final: a dead letter.
+        outbox_status = "delivered" if status == "delivered" else "dead"
+        assert (entry.status, entry.attempts, entry.last_error) == (outbox_status, 1, error)
         assert storage.claim_outbox(now + 30 * DAY, 10, MINUTE) == []
         # A finished message stays finished.
         storage.complete_outbox("k1", DeliveryResult("delivered"), now + HOUR)
@@ -946,7 +948,7 @@ class StorageContract:
         now = T0 + storage.dispatch_lease
         storage.claim_outbox(now, 10, MINUTE)
         retry_at = now + 10 * MINUTE
-        storage.complete_outbox("k1", DeliveryResult("failed", error="timeout"), now, retry_at)
+        storage.complete_outbox("k1", DeliveryResult("transient", error="timeout"), now, retry_at)
         entry = storage.outbox_entry("k1")
         assert entry is not None
         assert (entry.status, entry.attempts, entry.last_error) == ("pending", 1, "timeout")
@@ -964,8 +966,8 @@ class StorageContract:
         storage.claim_outbox(now, 10, MINUTE)
         storage.complete_outbox_many([
             Delivery("k1", DeliveryResult("delivered", provider_id="p1")),
-            Delivery("k2", DeliveryResult("failed", error="503"), now + HOUR),
-            Delivery("k3", DeliveryResult("rejected", error="bad address")),
+            Delivery("k2", DeliveryResult("transient", error="503"), now + HOUR),
+            Delivery("k3", DeliveryResult("permanent", error="bad address")),
             Delivery("unknown", DeliveryResult("delivered")),
         ], now)
         states = {}
@@ -976,7 +978,7 @@ class StorageContract:
         assert states == {
             "k1": ("delivered", 1, None),
             "k2": ("pending", 1, "503"),
-            "k3": ("rejected", 1, "bad address"),
+            "k3": ("dead", 1, "bad address"),
         }
         assert storage.outbox_entry("unknown") is None
         assert [m.idempotency_key for m in storage.claim_outbox(now + HOUR, 10, MINUTE)] == ["k2"]
@@ -1184,25 +1186,27 @@ class StorageContract:
         assert storage.prune(T0 + 3 * DAY, retention) == PruneResult(event_ids=2)
 
     def test_prune_drops_finished_messages_never_pending_ones(self, storage: Storage) -> None:
-        keys = ("delivered", "failed", "rejected", "retrying", "pending", "recent")
+        keys = ("delivered", "transient", "permanent", "retrying", "pending", "recent")
         _save(storage, _state(), messages=[_message(k) for k in keys])
         now = T0 + storage.dispatch_lease
         storage.claim_outbox(now, 10, MINUTE)
         storage.complete_outbox_many([
             Delivery("delivered", DeliveryResult("delivered")),
-            Delivery("failed", DeliveryResult("failed", error="down")),
-            Delivery("rejected", DeliveryResult("rejected", error="no")),
-            Delivery("retrying", DeliveryResult("failed", error="busy"), now + 30 * DAY),
+            Delivery("transient", DeliveryResult("transient", error="down")),
+            Delivery("permanent", DeliveryResult("permanent", error="no")),
+            Delivery("retrying", DeliveryResult("transient", error="busy"), now + 30 * DAY),
         ], now)
         storage.complete_outbox("recent", DeliveryResult("delivered"), now + DAY)
         retention = Retention(outbox=DAY)
         assert storage.prune(now + DAY, retention) == PruneResult()
-        assert storage.prune(now + DAY + TICK, retention) == PruneResult(outbox=3)
+        assert storage.prune(now + DAY + TICK, retention) == PruneResult(outbox=1)
         remaining = {k for k in keys if storage.outbox_entry(k) is not None}
-        assert remaining == {"retrying", "pending", "recent"}
+        assert remaining == {"transient", "permanent", "retrying", "pending", "recent"}
         assert storage.prune(now + 365 * DAY, retention) == PruneResult(outbox=1)
         remaining = {k for k in keys if storage.outbox_entry(k) is not None}
-        assert remaining == {"retrying", "pending"}, "pending messages are never pruned"
+        assert remaining == {"transient", "permanent", "retrying", "pending"}, (
+            "pending messages and dead letters are never pruned"
+        )
         assert [m.idempotency_key for m in storage.claim_outbox(now + 365 * DAY, 10, MINUTE)] \
             == ["retrying", "pending"]
 

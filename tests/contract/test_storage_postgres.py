@@ -583,8 +583,8 @@ def test_complete_outbox_many(storage: PostgresStorage) -> None:
     retry = now + H
     storage.complete_outbox_many([
         Delivery("k0", DeliveryResult("delivered")),
-        Delivery("k1", DeliveryResult("failed", error="later"), retry),
-        Delivery("k2", DeliveryResult("rejected", error="no")),
+        Delivery("k1", DeliveryResult("transient", error="later"), retry),
+        Delivery("k2", DeliveryResult("permanent", error="no")),
         Delivery("unknown", DeliveryResult("delivered")),
     ], now)
     got = {k: storage.outbox_entry(k) for k in ("k0", "k1", "k2", "k3")}
@@ -592,14 +592,14 @@ def test_complete_outbox_many(storage: PostgresStorage) -> None:
             for k, e in got.items()} == {
         "k0": ("delivered", 1, now, None),
         "k1": ("pending", 1, retry, "later"),
-        "k2": ("rejected", 1, now, "no"),
+        "k2": ("dead", 1, now, "no"),
         "k3": ("pending", 0, T0 + storage.dispatch_lease, None),
     }
     # A key twice: applied in order, each seeing the one before.
     storage.complete_outbox_many([
-        Delivery("k3", DeliveryResult("failed", error="1"), retry),
+        Delivery("k3", DeliveryResult("transient", error="1"), retry),
         Delivery("k3", DeliveryResult("delivered")),
-        Delivery("k3", DeliveryResult("failed", error="ignored")),
+        Delivery("k3", DeliveryResult("transient", error="ignored")),
     ], now)
     entry = storage.outbox_entry("k3")
     assert entry is not None and (entry.status, entry.attempts) == ("delivered", 2)

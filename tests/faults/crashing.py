@@ -218,7 +218,7 @@ class LedgerChannel(Channel):
         key = message.idempotency_key
         if self._flaky is not None and self._flaky(message) and not self.failed[key]:
             self.failed[key] += 1
-            return DeliveryResult("failed", error="provider hiccup")
+            return DeliveryResult("transient", error="provider hiccup")
         self.delivered[key] += 1
         if self._ledger is not None:
             with self._ledger.open("a") as f:

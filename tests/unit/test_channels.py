@@ -38,5 +38,5 @@ def test_recording_channel_keeps_each_key_once():
 
 
 def test_delivery_result_ok_only_when_delivered():
-    assert not DeliveryResult("failed", error="x").ok
-    assert not DeliveryResult("rejected").ok
+    assert not DeliveryResult("transient", error="x").ok
+    assert not DeliveryResult("permanent").ok
