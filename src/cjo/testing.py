@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 
-from cjo.channels.base import DeliveryResult, DeliveryStatus, Message
+from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
 from cjo.errors import ConflictError, CorruptRecordError, StorageError
@@ -237,6 +237,21 @@ CART_CONTENT = ContentItem(
         Variant("sms", {"text": "Still want {{ event.item }}?"}),
     ),
 )
+
+
+class _ScriptedChannel(Channel):
+    """Fails for the customers named in ``script`` (customer id -> status), delivers the rest;
+    keeps every message it was given."""
+
+    def __init__(self, script: dict[str, DeliveryStatus]) -> None:
+        self.script = script
+        self.sent: list[Message] = []
+
+    def send(self, message: Message) -> DeliveryResult:
+        self.sent.append(message)
+        status = self.script.get(message.customer_id, "delivered")
+        error = None if status == "delivered" else f"{status}: {message.customer_id}"
+        return DeliveryResult(status, error=error)
 
 
 def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:
@@ -1007,6 +1022,137 @@ class StorageContract:
         assert (entry.status, entry.message) == ("delivered", first)
         assert storage.claim_outbox(now + DAY, 10, MINUTE) == []
 
+    def test_release_outbox_ends_the_writers_reservation(self, storage: Storage) -> None:
+        _save(storage, _state(), messages=[_message("k1"), _message("k2"), _message("k3")])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 1, MINUTE)  # k1
+        storage.complete_outbox("k1", DeliveryResult("delivered"), now)
+        storage.release_outbox(["k1", "k2", "unknown"], T0)
+        assert [m.idempotency_key for m in storage.claim_outbox(T0, 10, MINUTE)] == ["k2"]
+        entry = storage.outbox_entry("k1")
+        assert entry is not None
+        assert entry.status == "delivered", "a finished message stays finished"
+        entry = storage.outbox_entry("k3")
+        assert entry is not None
+        assert entry.available_at == now, "only the keys named are released"
+        storage.release_outbox([], T0)
+
+    # --- dead letters --------------------------------------------------------------------------
+
+    def _dead_letters_setup(self, storage: Storage) -> datetime:
+        keys = ("k1", "k2", "k3", "k4", "k5", "ok", "pending")
+        _save(storage, _state(), messages=[_message(k) for k in keys])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE)
+        storage.complete_outbox_many([
+            Delivery("k1", DeliveryResult("permanent", error="bad address")),
+            Delivery("k2", DeliveryResult("transient", error="503"), now + MINUTE),
+            Delivery("ok", DeliveryResult("delivered")),
+        ], now)
+        storage.complete_outbox("k2", DeliveryResult("transient", error="504"), now + MINUTE)
+        # Two at the same instant: ordered by key.
+        storage.complete_outbox_many([
+            Delivery("k4", DeliveryResult("permanent", error="no")),
+            Delivery("k3", DeliveryResult("permanent", error="no")),
+        ], now + 2 * MINUTE)
+        storage.complete_outbox("k5", DeliveryResult("transient", error="t"), now, now + DAY)
+        return now
+
+    def test_dead_letters_are_listed_with_their_last_error_and_attempts(
+        self, storage: Storage
+    ) -> None:
+        now = self._dead_letters_setup(storage)
+        dead = storage.dead_letters(10)
+        assert [(d.key, d.attempts, d.last_error, d.dead_at) for d in dead] == [
+            ("k4", 1, "no", now + 2 * MINUTE),
+            ("k3", 1, "no", now + 2 * MINUTE),
+            ("k2", 2, "504", now + MINUTE),
+            ("k1", 1, "bad address", now),
+        ]
+        assert dead[-1].message == _message("k1")
+        oldest = storage.dead_letters(10, newest_first=False)
+        assert [d.key for d in oldest] == ["k1", "k2", "k3", "k4"]
+        entry = storage.outbox_entry("k1")
+        assert entry is not None
+        assert (entry.status, entry.attempts, entry.last_error) == ("dead", 1, "bad address")
+        claimed = storage.claim_outbox(now + 30 * DAY, 10, MINUTE)
+        assert [m.idempotency_key for m in claimed] == ["k5", "pending"], (
+            "dead letters are not claimed"
+        )
+
+    def test_dead_letters_are_paged(self, storage: Storage) -> None:
+        self._dead_letters_setup(storage)
+        first = storage.dead_letters(3)
+        assert [d.key for d in first] == ["k4", "k3", "k2"]
+        rest = storage.dead_letters(3, after=first[-1].cursor)
+        assert [d.key for d in rest] == ["k1"]
+        assert storage.dead_letters(3, after=rest[-1].cursor) == []
+        first = storage.dead_letters(2, newest_first=False)
+        assert [d.key for d in first] == ["k1", "k2"]
+        page = storage.dead_letters(1, after=first[-1].cursor, newest_first=False)
+        assert [d.key for d in page] == ["k3"]
+        page = storage.dead_letters(5, after=page[-1].cursor, newest_first=False)
+        assert [d.key for d in page] == ["k4"]
+
+    def test_retry_dead_letter_makes_it_pending_again(self, storage: Storage) -> None:
+        now = self._dead_letters_setup(storage)
+        later = now + HOUR
+        assert storage.retry_dead_letter("k2", later) is True
+        entry = storage.outbox_entry("k2")
+        assert entry is not None
+        assert (entry.message, entry.status, entry.attempts, entry.available_at) == (
+            _message("k2"), "pending", 0, later
+        )
+        assert [d.key for d in storage.dead_letters(10)] == ["k4", "k3", "k1"]
+        early = storage.claim_outbox(later - TICK, 10, MINUTE)
+        assert [m.idempotency_key for m in early] == ["pending"]
+        assert storage.claim_outbox(later, 10, MINUTE) == [_message("k2")]
+        assert storage.retry_dead_letter("k2", later) is False, "pending: not a dead letter"
+        for key in ("ok", "k5", "unknown"):
+            assert storage.retry_dead_letter(key, later) is False
+        # It can die again, counted from its reset attempts.
+        storage.complete_outbox("k2", DeliveryResult("permanent", error="gone"), later)
+        dead = storage.dead_letters(1)
+        assert [(d.key, d.attempts, d.last_error, d.dead_at) for d in dead] == [
+            ("k2", 1, "gone", later)
+        ]
+
+    def test_discard_dead_letter_lets_prune_drop_it(self, storage: Storage) -> None:
+        now = self._dead_letters_setup(storage)
+        later = now + HOUR
+        assert storage.discard_dead_letter("k1", later) is True
+        assert storage.discard_dead_letter("k1", later) is False
+        for key in ("ok", "k5", "unknown"):
+            assert storage.discard_dead_letter(key, later) is False
+        entry = storage.outbox_entry("k1")
+        assert entry is not None
+        assert entry.status == "discarded"
+        assert storage.retry_dead_letter("k1", later) is False
+        assert [d.key for d in storage.dead_letters(10)] == ["k4", "k3", "k2"]
+        retention = Retention(outbox=DAY)
+        # "ok" (delivered at now) goes first; the discarded one a retention after its discard.
+        assert storage.prune(later + DAY - TICK, retention) == PruneResult(outbox=1)
+        assert storage.outbox_entry("k1") is not None
+        assert storage.prune(later + DAY + TICK, retention) == PruneResult(outbox=1)
+        assert storage.outbox_entry("k1") is None
+        assert storage.prune(later + 365 * DAY, retention) == PruneResult()
+        assert [d.key for d in storage.dead_letters(10)] == ["k4", "k3", "k2"], (
+            "dead letters are never pruned"
+        )
+
+    def test_erase_customer_drops_their_dead_letters(self, storage: Storage) -> None:
+        _save(storage, _state("c1"), messages=[_message("a", "c1")])
+        _save(storage, _state("c2"), messages=[_message("b", "c2")])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE)
+        storage.complete_outbox_many([
+            Delivery("a", DeliveryResult("permanent", error="x")),
+            Delivery("b", DeliveryResult("permanent", error="x")),
+        ], now)
+        storage.erase_customer("c1")
+        assert [d.key for d in storage.dead_letters(10)] == ["b"]
+        assert storage.retry_dead_letter("a", now) is False
+
     # --- definitions ---------------------------------------------------------------------------
 
     def test_definitions_start_empty(self, storage: Storage) -> None:
@@ -1323,6 +1469,55 @@ class StorageContract:
         }
 
     # --- end to end (needs the engine) ---------------------------------------------------------
+
+    def test_engine_deferred_dispatch_retries_and_dead_letters(self, storage: Storage) -> None:
+        from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
+
+        clock = ManualClock(T0)
+        email = _ScriptedChannel({"flaky": "transient", "bad": "permanent"})
+        engine = Engine(
+            storage=storage, channels={"email": email}, clock=clock, dispatch="deferred",
+            max_delivery_attempts=3, retry_backoff=MINUTE, max_retry_delay=2 * MINUTE,
+        )
+        engine.publish(journeys=[Journey(
+            id="welcome", trigger=EventTrigger("signed_up"), entry="email",
+            steps={"email": Send("cart_reminder", "email")},
+        )], content=[CART_CONTENT])
+        for customer in ("ok", "flaky", "bad"):
+            outcome = engine.handle_event(
+                _event("signed_up", customer, T0, f"su-{customer}", item="shoes")
+            )
+            assert [m.customer_id for m in outcome.pending] == [customer]
+        assert email.sent == [], "deferred: handle_event sends nothing"
+        assert engine.dispatch_pending() == 3
+        keys = {m.customer_id: m.idempotency_key for m in email.sent}
+        assert engine.dispatch_pending() == 0, "the transient failure waits for its back-off"
+        (bad,) = engine.dead_letters()
+        assert (bad.key, bad.attempts, bad.last_error) == (keys["bad"], 1, "permanent: bad")
+        for _ in range(2):
+            clock.advance(minutes=2)
+            assert engine.dispatch_pending() == 1
+        dead = engine.dead_letters()
+        assert [(d.key, d.attempts, d.last_error) for d in dead] == [
+            (keys["flaky"], 3, "transient: flaky"), (keys["bad"], 1, "permanent: bad")
+        ]
+        assert [d.key for d in engine.dead_letters(limit=1, after=dead[0])] == [keys["bad"]]
+        clock.advance(days=30)
+        engine.prune()
+        assert len(engine.dead_letters()) == 2, "dead letters wait for the host"
+
+        email.script.clear()
+        assert engine.retry_dead_letter(keys["flaky"]) is True
+        assert engine.dead_letters(newest_first=False)[0].key == keys["bad"]
+        assert engine.dispatch_pending() == 1
+        entry = storage.outbox_entry(keys["flaky"])
+        assert entry is not None
+        assert (entry.status, entry.attempts) == ("delivered", 1)
+        flaky_keys = [m.idempotency_key for m in email.sent if m.customer_id == "flaky"]
+        assert flaky_keys == [keys["flaky"]] * 4, "one idempotency key across all attempts"
+        assert engine.discard_dead_letter(keys["bad"]) is True
+        assert engine.dead_letters() == []
+        assert engine.retry_dead_letter(keys["bad"]) is False
 
     def test_engine_abandoned_cart_end_to_end(self, storage: Storage) -> None:
         # Imported here: the storage tests above need nothing of the engine.
