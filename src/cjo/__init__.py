@@ -3,6 +3,8 @@
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.channels.console import ConsoleChannel
 from cjo.channels.recording import RecordingChannel
+from cjo.channels.smtp import SmtpChannel
+from cjo.channels.webhook import WebhookChannel, verify_webhook_signature
 from cjo.clock import Clock, ManualClock, SystemClock
 from cjo.conditions import Condition, attr, ctx, in_segment, prop
 from cjo.engine import Engine
@@ -51,7 +53,7 @@ from cjo.serialization import (
     loads_definitions,
 )
 from cjo.simulate import BacktestResult, backtest
-from cjo.storage.base import Retention, Storage
+from cjo.storage.base import DeadLetter, Retention, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
 from cjo.validation import validate_definitions
@@ -77,6 +79,7 @@ __all__ = [
     "ContentItem",
     "CorruptRecordError",
     "CustomerState",
+    "DeadLetter",
     "DefinitionError",
     "Definitions",
     "DeliveryResult",
@@ -110,6 +113,7 @@ __all__ = [
     "SchemaError",
     "Segment",
     "Send",
+    "SmtpChannel",
     "Split",
     "SplitPath",
     "Step",
@@ -125,6 +129,7 @@ __all__ = [
     "Variant",
     "Wait",
     "WaitForEvent",
+    "WebhookChannel",
     "WorkerStats",
     "attr",
     "backtest",
@@ -137,4 +142,5 @@ __all__ = [
     "prop",
     "run_worker",
     "validate_definitions",
+    "verify_webhook_signature",
 ]

@@ -1,5 +1,8 @@
 """Conformance suites for adapters written outside cjo (needs pytest; ``import cjo`` does not).
 
+``ChannelContract`` (from ``cjo.channels.contract``) checks a ``Channel``: result types, the
+classification of failures, idempotency keys (see that module).
+
 ``StorageContract`` checks everything the engine relies on from a ``Storage``: customer records
 that round-trip whole (fields a newer cjo wrote included), transactions that commit whole or not
 at all, event de-duplication, customer wake-ups with their ordering and leases, records that
@@ -20,6 +23,7 @@ import attrs
 import pytest
 
 from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
+from cjo.channels.contract import ChannelContract
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
 from cjo.errors import ConflictError, CorruptRecordError, StorageError
@@ -45,7 +49,7 @@ from cjo.storage.base import (
     Storage,
 )
 
-__all__ = ["CART_CONTENT", "StorageContract", "abandoned_cart_journey"]
+__all__ = ["CART_CONTENT", "ChannelContract", "StorageContract", "abandoned_cart_journey"]
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)

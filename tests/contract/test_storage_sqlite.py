@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cjo.channels.base import Message
 from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
 from cjo.model.events import Profile
 from cjo.runtime.state import Activity, CustomerState, Enrollment
-from cjo.channels.base import Message
 from cjo.storage import codec
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import ActivityCount, Retention, Storage

@@ -26,7 +26,6 @@ from cjo.storage.base import (
     Delivery,
     DueCustomer,
     OutboxEntry,
-    OutboxStatus,
     PruneResult,
     Retention,
     Storage,

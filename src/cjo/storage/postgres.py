@@ -903,13 +903,13 @@ class PostgresStorage(Storage):
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
         now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
-            return conn.execute(self._q["retry_dead"], [now, key]).rowcount == 1
+            return bool(conn.execute(self._q["retry_dead"], [now, key]).rowcount == 1)
 
     @_translating
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
         now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
-            return conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1
+            return bool(conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1)
 
     # --- definitions -------------------------------------------------------------------------
 
