@@ -451,8 +451,9 @@ class Engine:
         self.storage.erase_customer(customer_id)
 
     def prune(self, now: datetime | None = None) -> PruneResult:
-        """Drop what ``retention`` no longer keeps (event ids, delivered messages, the activity
-        log). ``run_due`` does this at most once per ``prune_every``."""
+        """Drop what ``retention`` no longer keeps (event ids, delivered messages and
+        discarded dead letters, the activity log); dead letters stay until retried or
+        discarded. ``run_due`` does this at most once per ``prune_every``."""
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
         self._last_prune = now
         return self.storage.prune(now, self.retention)
