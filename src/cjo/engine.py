@@ -509,9 +509,13 @@ class Engine:
                     retry_at = now + retry_delay(
                         key, attempts, self.retry_backoff, self.max_retry_delay
                     )
-            if result.status != "delivered":
-                log.warning("delivery of %s failed (%s): %s", key, result.status, result.error)
             delivery = Delivery(key, result, retry_at)
+            if delivery.outbox_status == "dead":
+                log.warning("message %s is a dead letter (%s): %s", key, result.status,
+                            result.error)
+            elif retry_at is not None:
+                log.info("delivery of %s failed, retrying at %s: %s", key,
+                         retry_at.isoformat(), result.error)
             deliveries.append(delivery)
             if outcome is not None:
                 outcome.delivery[key] = delivery.outbox_status
