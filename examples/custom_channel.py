@@ -1,8 +1,9 @@
 """Plugging in your own delivery channel.
 
 A channel is any object with ``send(message) -> DeliveryResult``. Here a webhook-style channel
-posts JSON to a (fake) transport, honours idempotency keys, and reports temporary failures so
-that cjo retries with the same key.
+posts JSON to a (fake) transport, honours idempotency keys, and reports temporary failures as
+``transient`` so that cjo retries with the same key. (cjo ships a real one, ``cjo.WebhookChannel``:
+see docs/channels.md.)
 
 Run it with ``python examples/custom_channel.py``.
 """
@@ -27,7 +28,7 @@ from cjo import (
 )
 
 
-class WebhookChannel(Channel):
+class PostingChannel(Channel):
     """Posts each message as JSON. ``transport`` stands in for an HTTP client."""
 
     def __init__(self, transport: list[str], fail_first: int = 0) -> None:
@@ -41,7 +42,7 @@ class WebhookChannel(Channel):
             return DeliveryResult("delivered", provider_id=message.idempotency_key)
         if self._failures_left:
             self._failures_left -= 1
-            return DeliveryResult("failed", error="HTTP 503 from provider")
+            return DeliveryResult("transient", error="HTTP 503 from provider")
         self.transport.append(json.dumps({
             "to": message.recipient.get("webhook_url", "unknown"),
             "key": message.idempotency_key,
@@ -55,7 +56,7 @@ def main() -> None:
     clock = ManualClock(datetime(2026, 5, 1, 12, 0, tzinfo=UTC))
     posted: list[str] = []
     engine = Engine(
-        channels={"webhook": WebhookChannel(posted, fail_first=1)},
+        channels={"webhook": PostingChannel(posted, fail_first=1)},
         clock=clock,
         retry_backoff=timedelta(seconds=30),
         # A message carries only the profile attributes named here (contact details).

@@ -3,6 +3,8 @@
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.channels.console import ConsoleChannel
 from cjo.channels.recording import RecordingChannel
+from cjo.channels.smtp import SmtpChannel
+from cjo.channels.webhook import WebhookChannel, verify_webhook_signature
 from cjo.clock import Clock, ManualClock, SystemClock
 from cjo.conditions import Condition, attr, ctx, entered_at, in_segment, now, prop
 from cjo.engine import Engine
@@ -64,7 +66,7 @@ from cjo.serialization import (
     loads_definitions,
 )
 from cjo.simulate import BacktestResult, backtest
-from cjo.storage.base import Retention, Storage
+from cjo.storage.base import DeadLetter, Retention, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
 from cjo.validation import validate_definitions
@@ -94,6 +96,7 @@ __all__ = [
     "ControlGroup",
     "CorruptRecordError",
     "CustomerState",
+    "DeadLetter",
     "DefinitionError",
     "Definitions",
     "DeliveryResult",
@@ -131,6 +134,7 @@ __all__ = [
     "SchemaError",
     "Segment",
     "Send",
+    "SmtpChannel",
     "Split",
     "SplitPath",
     "Step",
@@ -150,6 +154,7 @@ __all__ = [
     "WaitSinceEntry",
     "WaitUntil",
     "WaitUntilDate",
+    "WebhookChannel",
     "WorkerStats",
     "attr",
     "backtest",
@@ -164,4 +169,5 @@ __all__ = [
     "prop",
     "run_worker",
     "validate_definitions",
+    "verify_webhook_signature",
 ]

@@ -21,6 +21,7 @@ from cjo.runtime.state import (
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    DeadLetter,
     Delivery,
     DueCustomer,
     OutboxEntry,
@@ -39,6 +40,7 @@ __all__ = [
     "Clock",
     "CustomerSession",
     "CustomerState",
+    "DeadLetter",
     "Delivery",
     "DeliveryResult",
     "DeliveryStatus",

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.channels.base import Channel, Message, deliver
+from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.errors import (
     ConflictError,
@@ -35,7 +36,14 @@ from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.serialization import dumps_definitions, loads_definitions
-from cjo.storage.base import CustomerSession, Delivery, PruneResult, Retention, Storage
+from cjo.storage.base import (
+    CustomerSession,
+    DeadLetter,
+    Delivery,
+    PruneResult,
+    Retention,
+    Storage,
+)
 from cjo.storage.memory import InMemoryStorage
 from cjo.timezones import is_zone
 from cjo.validation import validate_definitions
@@ -49,6 +57,8 @@ log = logging.getLogger("cjo.engine")
 
 #: How many times publish reloads and merges when another process published meanwhile.
 _PUBLISH_ATTEMPTS = 10
+
+DispatchMode = Literal["inline", "deferred"]
 
 
 class Engine:
@@ -69,6 +79,18 @@ class Engine:
       hours...) for customers whose profile and journey name none; UTC when None.
     - ``late_events``: ``decide`` (default) or ``ignore`` an event stamped before the newest
       one already decided for its customer; either way it is recorded (docs/semantics.md).
+
+    Delivery (see docs/channels.md):
+
+    - ``dispatch``: ``"inline"`` (default) sends a call's messages right after it commits,
+      before it returns; ``"deferred"`` only records them in the outbox, and
+      ``dispatch_pending()`` (the worker loop) sends them, so a slow provider never holds up
+      ``handle_event``.
+    - ``max_delivery_attempts``: attempts of a message that keeps failing transiently before it
+      becomes a dead letter (``dead_letters()``); a permanent failure is never retried.
+    - ``retry_backoff`` / ``max_retry_delay``: the wait before a retry doubles from
+      ``retry_backoff`` after each failed attempt, up to ``max_retry_delay``, less a jitter of
+      up to half fixed by the message's idempotency key and the attempt (reproducible runs).
     """
 
     def __init__(
@@ -81,6 +103,8 @@ class Engine:
         wake_lease: timedelta = timedelta(minutes=5),
         max_delivery_attempts: int = 5,
         retry_backoff: timedelta = timedelta(minutes=1),
+        max_retry_delay: timedelta = timedelta(hours=1),
+        dispatch: DispatchMode = "inline",
         future_tolerance: timedelta = timedelta(minutes=5),
         retention: Retention | None = None,
         prune_every: timedelta = timedelta(hours=1),
@@ -96,8 +120,11 @@ class Engine:
         self.clock = clock if clock is not None else SystemClock()
         self.due_batch_size = due_batch_size
         self.wake_lease = wake_lease
+        _check_delivery(dispatch, max_delivery_attempts, retry_backoff, max_retry_delay)
+        self.dispatch: DispatchMode = dispatch
         self.max_delivery_attempts = max_delivery_attempts
         self.retry_backoff = retry_backoff
+        self.max_retry_delay = max_retry_delay
         self.future_tolerance = future_tolerance
         self.retention = retention if retention is not None else Retention()
         self.prune_every = prune_every
@@ -280,7 +307,7 @@ class Engine:
             decider = self._decider(session, registry, now)
             decider.on_event(event, now)
             self._save(session, decider)
-        self._dispatch(decider.messages, now)
+        self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build(event.event_id)
 
     def handle_events(
@@ -370,7 +397,7 @@ class Engine:
 
     def _finish(self, deciders: list[Decider], now: datetime, builder: OutcomeBuilder) -> None:
         """After commit: dispatch what the group wrote to the outbox, collect what happened."""
-        self._dispatch([m for d in deciders for m in d.messages], now)
+        self._dispatch([m for d in deciders for m in d.messages], now, builder)
         for decider in deciders:
             if decider.outcome is not builder:
                 builder.absorb(decider.outcome)
@@ -426,7 +453,7 @@ class Engine:
             decider = self._decider(session, registry, now)
             decider.start(cj, dict(context or {}), now)
             self._save(session, decider)
-        self._dispatch(decider.messages, now)
+        self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build()
 
     def identify(
@@ -447,7 +474,7 @@ class Engine:
             decider = self._decider(session, registry, now)
             decider.update_profile(update, now)
             self._save(session, decider)
-        self._dispatch(decider.messages, now)
+        self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build()
 
     def remove_from_journey(
@@ -529,8 +556,9 @@ class Engine:
         self.storage.erase_customer(customer_id)
 
     def prune(self, now: datetime | None = None) -> PruneResult:
-        """Drop what ``retention`` no longer keeps (event ids, delivered messages, the activity
-        log). ``run_due`` does this at most once per ``prune_every``."""
+        """Drop what ``retention`` no longer keeps (event ids, delivered messages and
+        discarded dead letters, the activity log); dead letters stay until retried or
+        discarded. ``run_due`` does this at most once per ``prune_every``."""
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
         self._last_prune = now
         return self.storage.prune(now, self.retention)
@@ -544,43 +572,86 @@ class Engine:
     # --- delivery ----------------------------------------------------------------------------
 
     def dispatch_pending(self, now: datetime | None = None, limit: int = 1000) -> int:
-        """Dispatch outbox messages left undelivered (after a crash, or awaiting a retry).
-        Returns how many were attempted."""
+        """Send the outbox messages due by ``now``: those recorded in deferred mode, retries
+        whose back-off has passed, and any left behind by a crash. Returns how many were
+        attempted. The worker loop calls this."""
         now = ensure_aware(now, "now") if now is not None else self.clock.now()
         attempted = 0
         while True:
             batch = self.storage.claim_outbox(now, limit, self.storage.dispatch_lease)
             if not batch:
                 return attempted
-            self._dispatch(batch, now)
+            self._send(batch, now, None)
             attempted += len(batch)
 
-    def _dispatch(self, messages: Iterable[Message], now: datetime) -> None:
+    def _dispatch(
+        self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
+    ) -> None:
+        """After a commit: send what it wrote to the outbox (inline), or hand it over to
+        ``dispatch_pending`` (deferred)."""
+        if not messages:
+            return
+        if self.dispatch == "inline":
+            self._send(messages, now, outcome)
+            return
+        keys = [m.idempotency_key for m in messages]
+        self.storage.release_outbox(keys, now)
+        outcome.delivery.update(dict.fromkeys(keys, "pending"))
+
+    def _send(
+        self, messages: Iterable[Message], now: datetime, outcome: OutcomeBuilder | None
+    ) -> None:
         storage = self.storage
         deliveries: list[Delivery] = []
         for message in messages:
-            result = self._deliver(message)
+            key = message.idempotency_key
+            result = deliver(self.channels.get(message.channel), message)
             retry_at = None
-            if result.status == "failed":
-                entry = storage.outbox_entry(message.idempotency_key)
+            if result.status == "transient":
+                entry = storage.outbox_entry(key)
                 attempts = (entry.attempts if entry else 0) + 1
                 if attempts < self.max_delivery_attempts:
-                    retry_at = now + self.retry_backoff * (2 ** (attempts - 1))
-            deliveries.append(Delivery(message.idempotency_key, result, retry_at))
+                    retry_at = now + retry_delay(
+                        key, attempts, self.retry_backoff, self.max_retry_delay
+                    )
+            delivery = Delivery(key, result, retry_at)
+            if delivery.outbox_status == "dead":
+                log.warning("message %s is a dead letter (%s): %s", key, result.status,
+                            result.error)
+            elif retry_at is not None:
+                log.info("delivery of %s failed, retrying at %s: %s", key,
+                         retry_at.isoformat(), result.error)
+            deliveries.append(delivery)
+            if outcome is not None:
+                outcome.delivery[key] = delivery.outbox_status
         if deliveries:
             storage.complete_outbox_many(deliveries, now)
 
-    def _deliver(self, message: Message) -> DeliveryResult:
-        channel = self.channels.get(message.channel)
-        if channel is None:
-            return DeliveryResult("rejected", error=f"no channel {message.channel!r}")
-        try:
-            result = channel.send(message)
-        except Exception as exc:  # a failing adapter must not lose the message: retry it
-            return DeliveryResult("failed", error=f"{type(exc).__name__}: {exc}")
-        if not isinstance(result, DeliveryResult):
-            return DeliveryResult("failed", error=f"channel returned {type(result).__name__}")
-        return result
+    # --- dead letters ------------------------------------------------------------------------
+
+    def dead_letters(
+        self, *, limit: int = 100, after: DeadLetter | None = None, newest_first: bool = True
+    ) -> list[DeadLetter]:
+        """Messages that will not be sent unless retried: they failed permanently, or
+        transiently ``max_delivery_attempts`` times. Each has its last error and attempts.
+        Newest first (by the time of the last attempt) unless ``newest_first`` is False; pass
+        the last one of a page as ``after`` for the next page. Dead letters are never pruned
+        until discarded."""
+        if limit < 1:
+            raise UsageError(f"limit must be >= 1, got {limit}")
+        cursor = None if after is None else after.cursor
+        return self.storage.dead_letters(limit, after=cursor, newest_first=newest_first)
+
+    def retry_dead_letter(self, key: str) -> bool:
+        """Put the dead letter ``key`` (its idempotency key) back in the outbox, pending now
+        with its attempts reset and the same idempotency key; ``dispatch_pending`` (the worker)
+        sends it. False if there is no such dead letter."""
+        return self.storage.retry_dead_letter(key, self.clock.now())
+
+    def discard_dead_letter(self, key: str) -> bool:
+        """Give up on the dead letter ``key``: it leaves ``dead_letters()`` and is pruned like
+        a delivered message. False if there is no such dead letter."""
+        return self.storage.discard_dead_letter(key, self.clock.now())
 
     def run_worker(
         self,
@@ -758,6 +829,21 @@ def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:
     merged = {item.id: item for item in current}
     merged.update({item.id: item for item in new})
     return list(merged.values())
+
+
+def _check_delivery(
+    dispatch: object, attempts: object, backoff: object, max_delay: object
+) -> None:
+    if dispatch not in ("inline", "deferred"):
+        raise UsageError(f"dispatch must be 'inline' or 'deferred', got {dispatch!r}")
+    if not isinstance(attempts, int) or attempts < 1:
+        raise UsageError(f"max_delivery_attempts must be an int >= 1, got {attempts!r}")
+    if not isinstance(backoff, timedelta) or backoff <= timedelta(0):
+        raise UsageError(f"retry_backoff must be a positive timedelta, got {backoff!r}")
+    if not isinstance(max_delay, timedelta) or max_delay < backoff:
+        raise UsageError(
+            f"max_retry_delay must be a timedelta >= retry_backoff, got {max_delay!r}"
+        )
 
 
 def _check_customer_id(customer_id: object) -> None:

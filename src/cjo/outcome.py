@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import attrs
@@ -66,7 +67,10 @@ class NotEntered:
 
 @attrs.frozen(slots=True)
 class Outcome:
-    """Everything that happened. ``messages`` were committed to the outbox and dispatched."""
+    """Everything that happened. ``messages`` were committed to the outbox; ``delivery`` maps
+    each one's idempotency key to where it stands after the call: ``delivered``, ``pending``
+    (deferred dispatch, or a transient failure awaiting its retry) or ``dead`` (a dead
+    letter)."""
 
     event_id: str | None = None
     duplicate: bool = False
@@ -76,6 +80,12 @@ class Outcome:
     ended: tuple[Ended, ...] = ()
     goals: tuple[GoalReached, ...] = ()
     not_entered: tuple[NotEntered, ...] = ()
+    delivery: Mapping[str, str] = attrs.field(factory=dict)
+
+    @property
+    def pending(self) -> tuple[Message, ...]:
+        """The messages left in the outbox for ``dispatch_pending`` (or the worker) to send."""
+        return tuple(m for m in self.messages if self.delivery.get(m.idempotency_key) == "pending")
 
     @property
     def exited(self) -> tuple[Ended, ...]:
@@ -99,6 +109,7 @@ class Outcome:
             ended=self.ended + other.ended,
             goals=self.goals + other.goals,
             not_entered=self.not_entered + other.not_entered,
+            delivery={**self.delivery, **other.delivery},
         )
 
 
@@ -112,6 +123,8 @@ class OutcomeBuilder:
     ended: list[Ended] = attrs.field(factory=list)
     goals: list[GoalReached] = attrs.field(factory=list)
     not_entered: list[NotEntered] = attrs.field(factory=list)
+    #: Idempotency key -> delivery status after this call (set by the engine after commit).
+    delivery: dict[str, str] = attrs.field(factory=dict)
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)
@@ -120,6 +133,7 @@ class OutcomeBuilder:
         self.ended.extend(other.ended)
         self.goals.extend(other.goals)
         self.not_entered.extend(other.not_entered)
+        self.delivery.update(other.delivery)
 
     def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
         return Outcome(
@@ -131,4 +145,5 @@ class OutcomeBuilder:
             ended=tuple(self.ended),
             goals=tuple(self.goals),
             not_entered=tuple(self.not_entered),
+            delivery=dict(self.delivery),
         )

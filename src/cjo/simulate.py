@@ -429,7 +429,7 @@ class _Run:
         self.tally.add(outcome)
         if outcome.messages:
             # The engine's own delivery path: channels, outcome statuses, retries.
-            engine._dispatch(outcome.messages, end)
+            engine._dispatch(outcome.messages, end, outcome)
         self._due(end)
 
     def _decider(self, session: CustomerSession, at: datetime) -> Decider:

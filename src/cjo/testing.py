@@ -1,5 +1,8 @@
 """Conformance suites for adapters written outside cjo (needs pytest; ``import cjo`` does not).
 
+``ChannelContract`` (from ``cjo.channels.contract``) checks a ``Channel``: result types, the
+classification of failures, idempotency keys (see that module).
+
 ``StorageContract`` checks everything the engine relies on from a ``Storage``: customer records
 that round-trip whole (fields a newer cjo wrote included), transactions that commit whole or not
 at all, event de-duplication, customer wake-ups with their ordering and leases, records that
@@ -19,7 +22,8 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 
-from cjo.channels.base import DeliveryResult, DeliveryStatus, Message
+from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
+from cjo.channels.contract import ChannelContract
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
 from cjo.errors import ConflictError, CorruptRecordError, StorageError
@@ -45,7 +49,7 @@ from cjo.storage.base import (
     Storage,
 )
 
-__all__ = ["CART_CONTENT", "StorageContract", "abandoned_cart_journey"]
+__all__ = ["CART_CONTENT", "ChannelContract", "StorageContract", "abandoned_cart_journey"]
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -237,6 +241,21 @@ CART_CONTENT = ContentItem(
         Variant("sms", {"text": "Still want {{ event.item }}?"}),
     ),
 )
+
+
+class _ScriptedChannel(Channel):
+    """Fails for the customers named in ``script`` (customer id -> status), delivers the rest;
+    keeps every message it was given."""
+
+    def __init__(self, script: dict[str, DeliveryStatus]) -> None:
+        self.script = script
+        self.sent: list[Message] = []
+
+    def send(self, message: Message) -> DeliveryResult:
+        self.sent.append(message)
+        status = self.script.get(message.customer_id, "delivered")
+        error = None if status == "delivered" else f"{status}: {message.customer_id}"
+        return DeliveryResult(status, error=error)
 
 
 def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:
@@ -922,7 +941,7 @@ class StorageContract:
         assert entry is not None
         assert entry.available_at == now + 2 * MINUTE
 
-    @pytest.mark.parametrize("status", ["delivered", "failed", "rejected"])
+    @pytest.mark.parametrize("status", ["delivered", "transient", "permanent"])
     def test_complete_outbox_records_the_result(
         self, storage: Storage, status: DeliveryStatus
     ) -> None:
@@ -933,7 +952,9 @@ class StorageContract:
         storage.complete_outbox("k1", DeliveryResult(status, "p-1", error), now)
         entry = storage.outbox_entry("k1")
         assert entry is not None
-        assert (entry.status, entry.attempts, entry.last_error) == (status, 1, error)
+        # Without a retry time, any failure is final: a dead letter.
+        outbox_status = "delivered" if status == "delivered" else "dead"
+        assert (entry.status, entry.attempts, entry.last_error) == (outbox_status, 1, error)
         assert storage.claim_outbox(now + 30 * DAY, 10, MINUTE) == []
         # A finished message stays finished.
         storage.complete_outbox("k1", DeliveryResult("delivered"), now + HOUR)
@@ -946,7 +967,7 @@ class StorageContract:
         now = T0 + storage.dispatch_lease
         storage.claim_outbox(now, 10, MINUTE)
         retry_at = now + 10 * MINUTE
-        storage.complete_outbox("k1", DeliveryResult("failed", error="timeout"), now, retry_at)
+        storage.complete_outbox("k1", DeliveryResult("transient", error="timeout"), now, retry_at)
         entry = storage.outbox_entry("k1")
         assert entry is not None
         assert (entry.status, entry.attempts, entry.last_error) == ("pending", 1, "timeout")
@@ -964,8 +985,8 @@ class StorageContract:
         storage.claim_outbox(now, 10, MINUTE)
         storage.complete_outbox_many([
             Delivery("k1", DeliveryResult("delivered", provider_id="p1")),
-            Delivery("k2", DeliveryResult("failed", error="503"), now + HOUR),
-            Delivery("k3", DeliveryResult("rejected", error="bad address")),
+            Delivery("k2", DeliveryResult("transient", error="503"), now + HOUR),
+            Delivery("k3", DeliveryResult("permanent", error="bad address")),
             Delivery("unknown", DeliveryResult("delivered")),
         ], now)
         states = {}
@@ -976,7 +997,7 @@ class StorageContract:
         assert states == {
             "k1": ("delivered", 1, None),
             "k2": ("pending", 1, "503"),
-            "k3": ("rejected", 1, "bad address"),
+            "k3": ("dead", 1, "bad address"),
         }
         assert storage.outbox_entry("unknown") is None
         assert [m.idempotency_key for m in storage.claim_outbox(now + HOUR, 10, MINUTE)] == ["k2"]
@@ -1004,6 +1025,137 @@ class StorageContract:
         assert entry is not None
         assert (entry.status, entry.message) == ("delivered", first)
         assert storage.claim_outbox(now + DAY, 10, MINUTE) == []
+
+    def test_release_outbox_ends_the_writers_reservation(self, storage: Storage) -> None:
+        _save(storage, _state(), messages=[_message("k1"), _message("k2"), _message("k3")])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 1, MINUTE)  # k1
+        storage.complete_outbox("k1", DeliveryResult("delivered"), now)
+        storage.release_outbox(["k1", "k2", "unknown"], T0)
+        assert [m.idempotency_key for m in storage.claim_outbox(T0, 10, MINUTE)] == ["k2"]
+        entry = storage.outbox_entry("k1")
+        assert entry is not None
+        assert entry.status == "delivered", "a finished message stays finished"
+        entry = storage.outbox_entry("k3")
+        assert entry is not None
+        assert entry.available_at == now, "only the keys named are released"
+        storage.release_outbox([], T0)
+
+    # --- dead letters --------------------------------------------------------------------------
+
+    def _dead_letters_setup(self, storage: Storage) -> datetime:
+        keys = ("k1", "k2", "k3", "k4", "k5", "ok", "pending")
+        _save(storage, _state(), messages=[_message(k) for k in keys])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE)
+        storage.complete_outbox_many([
+            Delivery("k1", DeliveryResult("permanent", error="bad address")),
+            Delivery("k2", DeliveryResult("transient", error="503"), now + MINUTE),
+            Delivery("ok", DeliveryResult("delivered")),
+        ], now)
+        storage.complete_outbox("k2", DeliveryResult("transient", error="504"), now + MINUTE)
+        # Two at the same instant: ordered by key.
+        storage.complete_outbox_many([
+            Delivery("k4", DeliveryResult("permanent", error="no")),
+            Delivery("k3", DeliveryResult("permanent", error="no")),
+        ], now + 2 * MINUTE)
+        storage.complete_outbox("k5", DeliveryResult("transient", error="t"), now, now + DAY)
+        return now
+
+    def test_dead_letters_are_listed_with_their_last_error_and_attempts(
+        self, storage: Storage
+    ) -> None:
+        now = self._dead_letters_setup(storage)
+        dead = storage.dead_letters(10)
+        assert [(d.key, d.attempts, d.last_error, d.dead_at) for d in dead] == [
+            ("k4", 1, "no", now + 2 * MINUTE),
+            ("k3", 1, "no", now + 2 * MINUTE),
+            ("k2", 2, "504", now + MINUTE),
+            ("k1", 1, "bad address", now),
+        ]
+        assert dead[-1].message == _message("k1")
+        oldest = storage.dead_letters(10, newest_first=False)
+        assert [d.key for d in oldest] == ["k1", "k2", "k3", "k4"]
+        entry = storage.outbox_entry("k1")
+        assert entry is not None
+        assert (entry.status, entry.attempts, entry.last_error) == ("dead", 1, "bad address")
+        claimed = storage.claim_outbox(now + 30 * DAY, 10, MINUTE)
+        assert [m.idempotency_key for m in claimed] == ["k5", "pending"], (
+            "dead letters are not claimed"
+        )
+
+    def test_dead_letters_are_paged(self, storage: Storage) -> None:
+        self._dead_letters_setup(storage)
+        first = storage.dead_letters(3)
+        assert [d.key for d in first] == ["k4", "k3", "k2"]
+        rest = storage.dead_letters(3, after=first[-1].cursor)
+        assert [d.key for d in rest] == ["k1"]
+        assert storage.dead_letters(3, after=rest[-1].cursor) == []
+        first = storage.dead_letters(2, newest_first=False)
+        assert [d.key for d in first] == ["k1", "k2"]
+        page = storage.dead_letters(1, after=first[-1].cursor, newest_first=False)
+        assert [d.key for d in page] == ["k3"]
+        page = storage.dead_letters(5, after=page[-1].cursor, newest_first=False)
+        assert [d.key for d in page] == ["k4"]
+
+    def test_retry_dead_letter_makes_it_pending_again(self, storage: Storage) -> None:
+        now = self._dead_letters_setup(storage)
+        later = now + HOUR
+        assert storage.retry_dead_letter("k2", later) is True
+        entry = storage.outbox_entry("k2")
+        assert entry is not None
+        assert (entry.message, entry.status, entry.attempts, entry.available_at) == (
+            _message("k2"), "pending", 0, later
+        )
+        assert [d.key for d in storage.dead_letters(10)] == ["k4", "k3", "k1"]
+        early = storage.claim_outbox(later - TICK, 10, MINUTE)
+        assert [m.idempotency_key for m in early] == ["pending"]
+        assert storage.claim_outbox(later, 10, MINUTE) == [_message("k2")]
+        assert storage.retry_dead_letter("k2", later) is False, "pending: not a dead letter"
+        for key in ("ok", "k5", "unknown"):
+            assert storage.retry_dead_letter(key, later) is False
+        # It can die again, counted from its reset attempts.
+        storage.complete_outbox("k2", DeliveryResult("permanent", error="gone"), later)
+        dead = storage.dead_letters(1)
+        assert [(d.key, d.attempts, d.last_error, d.dead_at) for d in dead] == [
+            ("k2", 1, "gone", later)
+        ]
+
+    def test_discard_dead_letter_lets_prune_drop_it(self, storage: Storage) -> None:
+        now = self._dead_letters_setup(storage)
+        later = now + HOUR
+        assert storage.discard_dead_letter("k1", later) is True
+        assert storage.discard_dead_letter("k1", later) is False
+        for key in ("ok", "k5", "unknown"):
+            assert storage.discard_dead_letter(key, later) is False
+        entry = storage.outbox_entry("k1")
+        assert entry is not None
+        assert entry.status == "discarded"
+        assert storage.retry_dead_letter("k1", later) is False
+        assert [d.key for d in storage.dead_letters(10)] == ["k4", "k3", "k2"]
+        retention = Retention(outbox=DAY)
+        # "ok" (delivered at now) goes first; the discarded one a retention after its discard.
+        assert storage.prune(later + DAY - TICK, retention) == PruneResult(outbox=1)
+        assert storage.outbox_entry("k1") is not None
+        assert storage.prune(later + DAY + TICK, retention) == PruneResult(outbox=1)
+        assert storage.outbox_entry("k1") is None
+        assert storage.prune(later + 365 * DAY, retention) == PruneResult()
+        assert [d.key for d in storage.dead_letters(10)] == ["k4", "k3", "k2"], (
+            "dead letters are never pruned"
+        )
+
+    def test_erase_customer_drops_their_dead_letters(self, storage: Storage) -> None:
+        _save(storage, _state("c1"), messages=[_message("a", "c1")])
+        _save(storage, _state("c2"), messages=[_message("b", "c2")])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE)
+        storage.complete_outbox_many([
+            Delivery("a", DeliveryResult("permanent", error="x")),
+            Delivery("b", DeliveryResult("permanent", error="x")),
+        ], now)
+        storage.erase_customer("c1")
+        assert [d.key for d in storage.dead_letters(10)] == ["b"]
+        assert storage.retry_dead_letter("a", now) is False
 
     # --- definitions ---------------------------------------------------------------------------
 
@@ -1200,25 +1352,27 @@ class StorageContract:
         assert storage.prune(T0 + 3 * DAY, retention) == PruneResult(event_ids=2)
 
     def test_prune_drops_finished_messages_never_pending_ones(self, storage: Storage) -> None:
-        keys = ("delivered", "failed", "rejected", "retrying", "pending", "recent")
+        keys = ("delivered", "transient", "permanent", "retrying", "pending", "recent")
         _save(storage, _state(), messages=[_message(k) for k in keys])
         now = T0 + storage.dispatch_lease
         storage.claim_outbox(now, 10, MINUTE)
         storage.complete_outbox_many([
             Delivery("delivered", DeliveryResult("delivered")),
-            Delivery("failed", DeliveryResult("failed", error="down")),
-            Delivery("rejected", DeliveryResult("rejected", error="no")),
-            Delivery("retrying", DeliveryResult("failed", error="busy"), now + 30 * DAY),
+            Delivery("transient", DeliveryResult("transient", error="down")),
+            Delivery("permanent", DeliveryResult("permanent", error="no")),
+            Delivery("retrying", DeliveryResult("transient", error="busy"), now + 30 * DAY),
         ], now)
         storage.complete_outbox("recent", DeliveryResult("delivered"), now + DAY)
         retention = Retention(outbox=DAY)
         assert storage.prune(now + DAY, retention) == PruneResult()
-        assert storage.prune(now + DAY + TICK, retention) == PruneResult(outbox=3)
+        assert storage.prune(now + DAY + TICK, retention) == PruneResult(outbox=1)
         remaining = {k for k in keys if storage.outbox_entry(k) is not None}
-        assert remaining == {"retrying", "pending", "recent"}
+        assert remaining == {"transient", "permanent", "retrying", "pending", "recent"}
         assert storage.prune(now + 365 * DAY, retention) == PruneResult(outbox=1)
         remaining = {k for k in keys if storage.outbox_entry(k) is not None}
-        assert remaining == {"retrying", "pending"}, "pending messages are never pruned"
+        assert remaining == {"transient", "permanent", "retrying", "pending"}, (
+            "pending messages and dead letters are never pruned"
+        )
         assert [m.idempotency_key for m in storage.claim_outbox(now + 365 * DAY, 10, MINUTE)] \
             == ["retrying", "pending"]
 
@@ -1335,6 +1489,55 @@ class StorageContract:
         }
 
     # --- end to end (needs the engine) ---------------------------------------------------------
+
+    def test_engine_deferred_dispatch_retries_and_dead_letters(self, storage: Storage) -> None:
+        from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
+
+        clock = ManualClock(T0)
+        email = _ScriptedChannel({"flaky": "transient", "bad": "permanent"})
+        engine = Engine(
+            storage=storage, channels={"email": email}, clock=clock, dispatch="deferred",
+            max_delivery_attempts=3, retry_backoff=MINUTE, max_retry_delay=2 * MINUTE,
+        )
+        engine.publish(journeys=[Journey(
+            id="welcome", trigger=EventTrigger("signed_up"), entry="email",
+            steps={"email": Send("cart_reminder", "email")},
+        )], content=[CART_CONTENT])
+        for customer in ("ok", "flaky", "bad"):
+            outcome = engine.handle_event(
+                _event("signed_up", customer, T0, f"su-{customer}", item="shoes")
+            )
+            assert [m.customer_id for m in outcome.pending] == [customer]
+        assert email.sent == [], "deferred: handle_event sends nothing"
+        assert engine.dispatch_pending() == 3
+        keys = {m.customer_id: m.idempotency_key for m in email.sent}
+        assert engine.dispatch_pending() == 0, "the transient failure waits for its back-off"
+        (bad,) = engine.dead_letters()
+        assert (bad.key, bad.attempts, bad.last_error) == (keys["bad"], 1, "permanent: bad")
+        for _ in range(2):
+            clock.advance(minutes=2)
+            assert engine.dispatch_pending() == 1
+        dead = engine.dead_letters()
+        assert [(d.key, d.attempts, d.last_error) for d in dead] == [
+            (keys["flaky"], 3, "transient: flaky"), (keys["bad"], 1, "permanent: bad")
+        ]
+        assert [d.key for d in engine.dead_letters(limit=1, after=dead[0])] == [keys["bad"]]
+        clock.advance(days=30)
+        engine.prune()
+        assert len(engine.dead_letters()) == 2, "dead letters wait for the host"
+
+        email.script.clear()
+        assert engine.retry_dead_letter(keys["flaky"]) is True
+        assert engine.dead_letters(newest_first=False)[0].key == keys["bad"]
+        assert engine.dispatch_pending() == 1
+        entry = storage.outbox_entry(keys["flaky"])
+        assert entry is not None
+        assert (entry.status, entry.attempts) == ("delivered", 1)
+        flaky_keys = [m.idempotency_key for m in email.sent if m.customer_id == "flaky"]
+        assert flaky_keys == [keys["flaky"]] * 4, "one idempotency key across all attempts"
+        assert engine.discard_dead_letter(keys["bad"]) is True
+        assert engine.dead_letters() == []
+        assert engine.retry_dead_letter(keys["bad"]) is False
 
     def test_engine_abandoned_cart_end_to_end(self, storage: Storage) -> None:
         # Imported here: the storage tests above need nothing of the engine.

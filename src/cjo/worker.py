@@ -1,4 +1,8 @@
-"""The worker loop: fire due wake-ups and deliver left-over messages until told to stop.
+"""The worker loop: fire due wake-ups and send the outbox until told to stop.
+
+With ``Engine(dispatch="deferred")`` this loop is what sends messages: ``handle_event`` only
+records them. In either mode it also sends retries whose back-off has passed and messages a
+crashed process left behind.
 
 Run one loop per process (or thread) beside the code that calls ``handle_event``; with
 PostgreSQL storage, any number of them can share a database: wake-ups and messages are claimed
@@ -35,11 +39,13 @@ class WorkerStats:
     iterations: int = 0
     #: Steps run by due wake-ups.
     steps: int = 0
-    #: Messages queued (and dispatched) by due wake-ups.
+    #: Messages queued by due wake-ups (sent by ``run_due`` itself in inline mode, by the same
+    #: pass's ``dispatch_pending`` in deferred mode).
     messages: int = 0
     #: Enrollments that ended on a wake-up.
     ended: int = 0
-    #: Outbox messages delivery was attempted for by ``dispatch_pending`` (retries, left-overs).
+    #: Outbox messages delivery was attempted for by ``dispatch_pending`` (deferred messages,
+    #: retries, left-overs).
     dispatched: int = 0
     #: Times the loop found nothing to do and waited ``poll_interval``.
     idle_waits: int = 0

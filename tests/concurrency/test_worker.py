@@ -106,7 +106,7 @@ def test_failed_deliveries_are_retried_by_the_loop() -> None:
         def send(self, message: Message) -> DeliveryResult:
             if self.attempts == 0:
                 self.attempts += 1
-                return DeliveryResult("failed", error="try later")
+                return DeliveryResult("transient", error="try later")
             return super().send(message)
 
     clock = ManualClock(T0)

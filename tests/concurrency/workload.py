@@ -208,7 +208,7 @@ class FlakyRecordingChannel(Channel):
         digest = hashlib.blake2b(message.idempotency_key.encode(), digest_size=2).digest()
         if digest[0] < 51 and self.clock.now() == message.created_at:
             self.failed.append(sent_record(message))
-            return DeliveryResult("failed", error="flaky provider")
+            return DeliveryResult("transient", error="flaky provider")
         self.delivered.append(sent_record(message))
         return DeliveryResult("delivered", provider_id=message.idempotency_key)
 

@@ -33,6 +33,7 @@ if os.environ.get("CI", "").strip().lower() == "true":
 else:
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (cjo[postgres])")
 
+from cjo.storage.codec import encode
 from cjo.storage.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresStorage
 from cjo.testing import StorageContract
 
@@ -583,8 +584,8 @@ def test_complete_outbox_many(storage: PostgresStorage) -> None:
     retry = now + H
     storage.complete_outbox_many([
         Delivery("k0", DeliveryResult("delivered")),
-        Delivery("k1", DeliveryResult("failed", error="later"), retry),
-        Delivery("k2", DeliveryResult("rejected", error="no")),
+        Delivery("k1", DeliveryResult("transient", error="later"), retry),
+        Delivery("k2", DeliveryResult("permanent", error="no")),
         Delivery("unknown", DeliveryResult("delivered")),
     ], now)
     got = {k: storage.outbox_entry(k) for k in ("k0", "k1", "k2", "k3")}
@@ -592,14 +593,14 @@ def test_complete_outbox_many(storage: PostgresStorage) -> None:
             for k, e in got.items()} == {
         "k0": ("delivered", 1, now, None),
         "k1": ("pending", 1, retry, "later"),
-        "k2": ("rejected", 1, now, "no"),
+        "k2": ("dead", 1, now, "no"),
         "k3": ("pending", 0, T0 + storage.dispatch_lease, None),
     }
     # A key twice: applied in order, each seeing the one before.
     storage.complete_outbox_many([
-        Delivery("k3", DeliveryResult("failed", error="1"), retry),
+        Delivery("k3", DeliveryResult("transient", error="1"), retry),
         Delivery("k3", DeliveryResult("delivered")),
-        Delivery("k3", DeliveryResult("failed", error="ignored")),
+        Delivery("k3", DeliveryResult("transient", error="ignored")),
     ], now)
     entry = storage.outbox_entry("k3")
     assert entry is not None and (entry.status, entry.attempts) == ("delivered", 2)
@@ -726,6 +727,38 @@ def test_a_database_of_the_first_layout_is_migrated(
     assert storage.get_setting("cursor") == "7"  # settings survive
     save(storage, record(wake_at=T0))
     assert [d.customer_id for d in storage.claim_due(T0, 10, H)] == ["c1"]
+
+
+def test_messages_that_failed_for_good_become_dead_letters_on_migration(
+    postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory,
+) -> None:
+    from psycopg import sql
+
+    schema = sql.Identifier(postgres_schema)
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        conn.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer PRIMARY KEY)")
+                     .format(schema))
+        for number in (1, 2):
+            for statement in _MIGRATIONS[number - 1]:
+                conn.execute(sql.SQL(statement).format(s=schema))
+            conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
+                         [number])
+        for key, status, done in (("f", "failed", T0), ("r", "rejected", T0 + H),
+                                  ("d", "delivered", T0)):
+            conn.execute(
+                sql.SQL("INSERT INTO {}.outbox (key, customer_id, created_at, available_at,"
+                        " status, attempts, last_error, done_at, data)"
+                        " VALUES (%s, 'c1', %s, %s, %s, 3, 'boom', %s, %s::json)").format(schema),
+                [key, T0, T0, status, done, encode(message(key=key))],
+            )
+    storage = make_storage()
+    dead = storage.dead_letters(10)
+    assert [(d.key, d.attempts, d.last_error, d.dead_at) for d in dead] == [
+        ("r", 3, "boom", T0 + H), ("f", 3, "boom", T0)
+    ]
+    assert storage.prune(T0 + 30 * H, Retention(outbox=H)).outbox == 1
+    assert len(storage.dead_letters(10)) == 2, "dead letters are not pruned"
 
 
 def test_processes_starting_together_migrate_once(make_storage: StorageFactory) -> None:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from cjo.channels.base import Message
 from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
 from cjo.model.events import Profile
 from cjo.runtime.state import Activity, CustomerState, Enrollment
+from cjo.storage import codec
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import ActivityCount, Retention, Storage
 from cjo.storage.codec import encode_state
@@ -22,6 +24,14 @@ from cjo.testing import StorageContract
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+
+
+def _message(key: str) -> Message:
+    return Message(
+        idempotency_key=key, customer_id="c1", channel="email", content_id="hello",
+        fields={"subject": "Hi"}, journey_id="j", journey_version=1, step_id="send",
+        enrollment_id="j:c1:1", created_at=T0,
+    )
 
 
 def _connections(storage: Storage) -> int:
@@ -170,8 +180,35 @@ def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Pat
         conn.close()
 
 
-def test_schema_version_is_two() -> None:
-    assert SCHEMA_VERSION == 2
+def test_schema_version_is_three() -> None:
+    assert SCHEMA_VERSION == 3
+
+
+def test_a_version_2_database_gets_dead_letters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v2.db"
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:2])
+        SQLiteStorage(path).close()
+    conn = _raw(path)
+    try:
+        # Messages that failed for good, as version 2 kept them.
+        for key, status, done in (("f", "failed", 5), ("r", "rejected", 7), ("d", "delivered", 9)):
+            conn.execute(
+                "INSERT INTO outbox (key, customer_id, created_at, available_at, status, attempts, "
+                "last_error, done_at, data) VALUES (?, 'c1', 0, 0, ?, 2, 'boom', ?, ?)",
+                (key, status, done, codec.encode(_message(key))),
+            )
+    finally:
+        conn.close()
+    with SQLiteStorage(path) as storage:
+        dead = storage.dead_letters(10)
+        assert [(d.key, d.attempts, d.last_error, codec.us(d.dead_at)) for d in dead] == [
+            ("r", 2, "boom", 7), ("f", 2, "boom", 5)
+        ]
+        assert storage.prune(codec.dt(10), Retention(outbox=timedelta(0))).outbox == 1
+        assert len(storage.dead_letters(10)) == 2, "dead letters are not pruned"
 
 
 def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +245,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.Mo
         assert storage.peek("c1") == CustomerState("c1", T0, revision=1)
     conn = _raw(path)
     try:
-        assert conn.execute("SELECT version FROM cjo_schema").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM cjo_schema").fetchone() == (SCHEMA_VERSION,)
         assert "enrollments" not in _tables(conn)
         assert "profiles" not in _tables(conn)
     finally:

@@ -21,6 +21,7 @@ from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    DeadLetter,
     Delivery,
     DueCustomer,
     OutboxEntry,
@@ -133,6 +134,23 @@ class CrashingStorage(Storage):
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         return self._call("outbox_entry", self.inner.outbox_entry, key)  # type: ignore[no-any-return]
 
+    def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
+        self._call("release_outbox", self.inner.release_outbox, keys, now)
+
+    def dead_letters(
+        self, limit: int, *, after: tuple[datetime, str] | None = None, newest_first: bool = True
+    ) -> list[DeadLetter]:
+        return self._call(  # type: ignore[no-any-return]
+            "dead_letters",
+            lambda: self.inner.dead_letters(limit, after=after, newest_first=newest_first),
+        )
+
+    def retry_dead_letter(self, key: str, now: datetime) -> bool:
+        return self._call("retry_dead_letter", self.inner.retry_dead_letter, key, now)  # type: ignore[no-any-return]
+
+    def discard_dead_letter(self, key: str, now: datetime) -> bool:
+        return self._call("discard_dead_letter", self.inner.discard_dead_letter, key, now)  # type: ignore[no-any-return]
+
     def definitions_generation(self) -> int:
         return self._call("definitions_generation", self.inner.definitions_generation)  # type: ignore[no-any-return]
 
@@ -218,7 +236,7 @@ class LedgerChannel(Channel):
         key = message.idempotency_key
         if self._flaky is not None and self._flaky(message) and not self.failed[key]:
             self.failed[key] += 1
-            return DeliveryResult("failed", error="provider hiccup")
+            return DeliveryResult("transient", error="provider hiccup")
         self.delivered[key] += 1
         if self._ledger is not None:
             with self._ledger.open("a") as f:

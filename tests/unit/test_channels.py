@@ -1,9 +1,31 @@
 from __future__ import annotations
 
 import io
+import time
+from datetime import timedelta
+from typing import Any
 
-from cjo import ConsoleChannel, DeliveryResult, Message, RecordingChannel
-from tests.helpers import T0
+import pytest
+
+from cjo import (
+    Channel,
+    ConsoleChannel,
+    DeliveryResult,
+    Engine,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    Message,
+    Outcome,
+    RecordingChannel,
+    Send,
+    UsageError,
+    Wait,
+    run_worker,
+)
+from cjo.channels.base import deliver
+from cjo.channels.retry import retry_delay
+from tests.helpers import SIMPLE_CONTENT, T0, ev
 
 
 def message(key: str = "j:c1:1.x:send:1", customer: str = "c1") -> Message:
@@ -38,5 +60,222 @@ def test_recording_channel_keeps_each_key_once():
 
 
 def test_delivery_result_ok_only_when_delivered():
-    assert not DeliveryResult("failed", error="x").ok
-    assert not DeliveryResult("rejected").ok
+    assert not DeliveryResult("transient", error="x").ok
+    assert not DeliveryResult("permanent").ok
+
+
+# --- classification, back-off ----------------------------------------------------------------
+
+
+class _Raising(Channel):
+    def send(self, message: Message) -> DeliveryResult:
+        raise ConnectionResetError("peer reset")
+
+
+class _Odd(Channel):
+    def send(self, message: Message) -> DeliveryResult:
+        return "ok"  # type: ignore[return-value]
+
+
+def test_deliver_classifies_exceptions_odd_results_and_missing_channels() -> None:
+    assert deliver(RecordingChannel(), message()).status == "delivered"
+    raised = deliver(_Raising(), message())
+    assert (raised.status, raised.error) == ("transient", "ConnectionResetError: peer reset")
+    odd = deliver(_Odd(), message())
+    assert odd.status == "transient"
+    assert odd.error == "channel returned 'ok', not a DeliveryResult"
+    missing = deliver(None, message())
+    assert (missing.status, missing.error) == ("permanent", "no channel 'email'")
+    assert DeliveryResult.transient("x") == DeliveryResult("transient", error="x")
+    assert DeliveryResult.permanent("y") == DeliveryResult("permanent", error="y")
+
+
+def test_retry_delay_doubles_up_to_the_maximum_with_deterministic_jitter() -> None:
+    backoff, cap = timedelta(minutes=1), timedelta(minutes=10)
+    delays = [retry_delay("k1", n, backoff, cap) for n in range(1, 8)]
+    assert delays == [retry_delay("k1", n, backoff, cap) for n in range(1, 8)], "reproducible"
+    for n, delay in enumerate(delays, start=1):
+        full = min(backoff * 2 ** (n - 1), cap)
+        assert full / 2 <= delay <= full, (n, delay)
+    assert delays[-1] <= cap
+    # The jitter depends on key and attempt: messages failing together spread out.
+    spread = {retry_delay(f"k{i}", 3, backoff, cap) for i in range(50)}
+    assert len(spread) > 40
+    assert retry_delay("k", 10_000, backoff, cap) <= cap, "no overflow"
+    with pytest.raises(ValueError, match="attempt"):
+        retry_delay("k", 0, backoff, cap)
+
+
+# --- the engine's delivery -------------------------------------------------------------------
+
+
+class _Scripted(Channel):
+    """Answers each send with the next status of ``script`` (then ``delivered``), keeping
+    what it was sent; ``delay`` seconds of real time per send (a slow provider)."""
+
+    def __init__(self, *script: str, delay: float = 0.0) -> None:
+        self.script = list(script)
+        self.sent: list[Message] = []
+        self.delay = delay
+
+    def send(self, message: Message) -> DeliveryResult:
+        if self.delay:
+            time.sleep(self.delay)
+        self.sent.append(message)
+        status = self.script.pop(0) if self.script else "delivered"
+        return DeliveryResult(status, error=None if status == "delivered" else f"{status}!")  # type: ignore[arg-type]
+
+
+def _engine(channel: Channel, **kwargs: Any) -> tuple[Engine, ManualClock]:
+    clock = ManualClock(T0)
+    engine = Engine(channels={"email": channel}, clock=clock, **kwargs)
+    engine.publish(
+        journeys=[Journey(id="welcome", trigger=EventTrigger("signed_up"), entry="send",
+                          steps={"send": Send("hello", "email")})],
+        content=SIMPLE_CONTENT,
+    )
+    engine.identify("c1", {"first_name": "Ada", "email": "ada@example.com"})
+    return engine, clock
+
+
+def _signup(engine: Engine, customer: str = "c1") -> Outcome:
+    return engine.handle_event(ev("signed_up", customer, engine.clock.now()))
+
+
+def test_inline_dispatch_sends_before_handle_event_returns() -> None:
+    channel = _Scripted()
+    engine, _ = _engine(channel)
+    outcome = _signup(engine)
+    (sent,) = outcome.messages
+    assert channel.sent == [sent]
+    assert outcome.delivery == {sent.idempotency_key: "delivered"}
+    assert outcome.pending == ()
+
+
+def test_transient_failures_are_retried_with_back_off_then_become_dead_letters() -> None:
+    channel = _Scripted("transient", "transient", "transient")
+    backoff, cap = timedelta(minutes=1), timedelta(minutes=3)
+    engine, clock = _engine(channel, max_delivery_attempts=3, retry_backoff=backoff,
+                            max_retry_delay=cap)
+    outcome = _signup(engine)
+    (sent,) = outcome.messages
+    key = sent.idempotency_key
+    assert outcome.delivery == {key: "pending"}
+    assert outcome.pending == (sent,)
+    for attempt in (1, 2):
+        entry = engine.storage.outbox_entry(key)
+        assert entry is not None
+        assert (entry.status, entry.attempts, entry.last_error) == ("pending", attempt,
+                                                                      "transient!")
+        assert entry.available_at == clock.now() + retry_delay(key, attempt, backoff, cap)
+        clock.set(entry.available_at - timedelta(microseconds=1))
+        assert engine.dispatch_pending() == 0, "not before its back-off"
+        clock.set(entry.available_at)
+        assert engine.dispatch_pending() == 1
+    (dead,) = engine.dead_letters()
+    assert (dead.key, dead.attempts, dead.last_error, dead.dead_at) == (
+        key, 3, "transient!", clock.now()
+    )
+    assert dead.message == sent
+    assert [m.idempotency_key for m in channel.sent] == [key] * 3, "one key for every attempt"
+
+
+def test_a_permanent_failure_is_never_retried() -> None:
+    channel = _Scripted("permanent")
+    engine, clock = _engine(channel)
+    outcome = _signup(engine)
+    (sent,) = outcome.messages
+    assert outcome.delivery == {sent.idempotency_key: "dead"}
+    clock.advance(days=1)
+    assert engine.dispatch_pending() == 0
+    assert [d.last_error for d in engine.dead_letters()] == ["permanent!"]
+    assert len(channel.sent) == 1
+
+
+def test_a_missing_channel_makes_a_dead_letter() -> None:
+    engine, clock = _engine(RecordingChannel(), dispatch="deferred")
+    _signup(engine)
+    # Another process on the same storage, without the channel, does the sending.
+    other = Engine(engine.storage, channels={}, clock=clock)
+    assert other.dispatch_pending() == 1
+    (dead,) = other.dead_letters()
+    assert (dead.attempts, dead.last_error) == (1, "no channel 'email'")
+
+
+def test_dead_letters_retry_and_discard_through_the_engine() -> None:
+    channel = _Scripted("permanent", "permanent", "permanent")
+    engine, clock = _engine(channel)
+    keys = []
+    for customer in ("c1", "c2", "c3"):
+        engine.identify(customer, {"first_name": customer})
+        keys.append(_signup(engine, customer).messages[0].idempotency_key)
+        clock.advance(minutes=1)
+    assert [d.key for d in engine.dead_letters()] == keys[::-1]
+    page = engine.dead_letters(limit=2, newest_first=False)
+    assert [d.key for d in page] == keys[:2]
+    assert [d.key for d in engine.dead_letters(after=page[-1], newest_first=False)] == keys[2:]
+    with pytest.raises(UsageError, match="limit"):
+        engine.dead_letters(limit=0)
+
+    assert engine.retry_dead_letter(keys[0]) is True
+    assert engine.retry_dead_letter(keys[0]) is False
+    assert engine.dispatch_pending() == 1
+    entry = engine.storage.outbox_entry(keys[0])
+    assert entry is not None
+    assert (entry.status, entry.attempts) == ("delivered", 1)
+    assert [m.idempotency_key for m in channel.sent].count(keys[0]) == 2
+
+    assert engine.discard_dead_letter(keys[1]) is True
+    assert engine.discard_dead_letter(keys[1]) is False
+    assert [d.key for d in engine.dead_letters()] == [keys[2]]
+    assert engine.retry_dead_letter("nope") is False
+
+
+def test_deferred_dispatch_keeps_a_slow_channel_out_of_handle_event() -> None:
+    slow = _Scripted(delay=0.5)
+    engine, _ = _engine(slow, dispatch="deferred")
+    started = time.monotonic()
+    outcome = _signup(engine)
+    assert time.monotonic() - started < 0.5
+    assert slow.sent == [], "nothing was sent inside handle_event"
+    (pending,) = outcome.pending
+    assert outcome.delivery == {pending.idempotency_key: "pending"}
+    entry = engine.storage.outbox_entry(pending.idempotency_key)
+    assert entry is not None
+    assert (entry.status, entry.available_at) == ("pending", engine.clock.now())
+    stats = run_worker(engine, poll_interval=0, max_iterations=1)
+    assert stats.dispatched == 1
+    assert slow.sent == [pending]
+
+
+def test_deferred_dispatch_applies_to_run_due_and_identify() -> None:
+    channel = _Scripted()
+    clock = ManualClock(T0)
+    engine = Engine(channels={"email": channel}, clock=clock, dispatch="deferred")
+    engine.publish(
+        journeys=[Journey(id="later", trigger=EventTrigger("signed_up"), entry="wait",
+                          steps={"wait": Wait(timedelta(hours=1), next="send"),
+                                 "send": Send("hello", "email")})],
+        content=SIMPLE_CONTENT,
+    )
+    engine.identify("c1", {"first_name": "Ada"})
+    _signup(engine)
+    clock.advance(hours=1)
+    outcome = engine.run_due()
+    assert len(outcome.pending) == 1
+    assert channel.sent == []
+    assert engine.dispatch_pending() == 1
+    assert channel.sent == list(outcome.pending)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"dispatch": "later"}, "dispatch"),
+     ({"max_delivery_attempts": 0}, "max_delivery_attempts"),
+     ({"retry_backoff": timedelta(0)}, "retry_backoff"),
+     ({"retry_backoff": timedelta(minutes=5), "max_retry_delay": timedelta(minutes=1)},
+      "max_retry_delay")],
+)
+def test_delivery_settings_are_checked(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        Engine(**kwargs)

@@ -1,1 +1,2 @@
-"""Delivery channels: the host's adapters, and two that ship with cjo."""
+"""Delivery channels: the host's adapters, and those that ship with cjo (console, recording,
+SMTP email, signed webhook)."""

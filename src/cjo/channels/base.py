@@ -9,9 +9,13 @@ from typing import Any, Literal
 
 import attrs
 
-__all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message"]
+__all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
 
-DeliveryStatus = Literal["delivered", "failed", "rejected"]
+#: ``delivered``: the provider accepted the message. ``transient``: it did not, but a later
+#: attempt may succeed (a timeout, a 503, a full mailbox); the engine retries it with back-off.
+#: ``permanent``: no attempt will ever succeed (no address, a 400, a rejected recipient); the
+#: message becomes a dead letter at once.
+DeliveryStatus = Literal["delivered", "transient", "permanent"]
 
 
 @attrs.frozen(slots=True)
@@ -39,7 +43,8 @@ class Message:
 
 @attrs.frozen(slots=True)
 class DeliveryResult:
-    """What a channel did with a message. ``failed`` may be retried; ``rejected`` will not."""
+    """What a channel did with a message: ``delivered``, ``transient`` (may be retried) or
+    ``permanent`` (never retried). ``error`` says why an attempt failed."""
 
     status: DeliveryStatus = "delivered"
     provider_id: str | None = None
@@ -49,10 +54,38 @@ class DeliveryResult:
     def ok(self) -> bool:
         return self.status == "delivered"
 
+    @classmethod
+    def transient(cls, error: str) -> DeliveryResult:
+        return cls("transient", error=error)
+
+    @classmethod
+    def permanent(cls, error: str) -> DeliveryResult:
+        return cls("permanent", error=error)
+
 
 class Channel(abc.ABC):
-    """A delivery adapter (email, SMS, push, webhook...). Subclass it and implement ``send``."""
+    """A delivery adapter (email, SMS, push, webhook...). Subclass it and implement ``send``.
+    Check it with ``cjo.testing.ChannelContract``."""
 
     @abc.abstractmethod
     def send(self, message: Message) -> DeliveryResult:
-        """Deliver ``message``. Raise or return ``failed`` for a temporary problem."""
+        """Deliver ``message``. Return ``transient`` (or raise) for a problem a later attempt
+        may not have, ``permanent`` for one it will."""
+
+
+_STATUSES = frozenset(("delivered", "transient", "permanent"))
+
+
+def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
+    """One delivery attempt as the engine classifies it: a missing channel is permanent; an
+    exception raised by the channel, or a result that is not a ``DeliveryResult``, is
+    transient (a failing adapter must not lose the message)."""
+    if channel is None:
+        return DeliveryResult.permanent(f"no channel {message.channel!r}")
+    try:
+        result = channel.send(message)
+    except Exception as exc:
+        return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
+    if not isinstance(result, DeliveryResult) or result.status not in _STATUSES:
+        return DeliveryResult.transient(f"channel returned {result!r}, not a DeliveryResult")
+    return result

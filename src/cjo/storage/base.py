@@ -30,6 +30,7 @@ from cjo.runtime.state import Activity, CustomerState
 __all__ = [
     "ActivityCount",
     "CustomerSession",
+    "DeadLetter",
     "Delivery",
     "DueCustomer",
     "OutboxEntry",
@@ -39,7 +40,11 @@ __all__ = [
     "Storage",
 ]
 
-OutboxStatus = Literal["pending", "delivered", "failed", "rejected"]
+#: ``pending``: to be sent (now, or at ``available_at`` after a failed attempt);
+#: ``delivered``; ``dead``: a dead letter (failed permanently, or transiently too many times),
+#: kept until the host retries or discards it; ``discarded``: a dead letter the host gave up on,
+#: pruned like a delivered message.
+OutboxStatus = Literal["pending", "delivered", "dead", "discarded"]
 
 
 @attrs.frozen(slots=True)
@@ -58,6 +63,13 @@ class Delivery:
     result: DeliveryResult
     retry_at: datetime | None = None
 
+    @property
+    def outbox_status(self) -> OutboxStatus:
+        """What the message becomes: pending again (a retry is due), delivered, or dead."""
+        if self.retry_at is not None:
+            return "pending"
+        return "delivered" if self.result.ok else "dead"
+
 
 @attrs.frozen(slots=True)
 class OutboxEntry:
@@ -66,6 +78,26 @@ class OutboxEntry:
     attempts: int
     available_at: datetime
     last_error: str | None = None
+
+
+@attrs.frozen(slots=True)
+class DeadLetter:
+    """A message that will not be sent unless the host retries it: it failed permanently, or
+    transiently ``attempts`` times. ``dead_at`` is when its last attempt failed."""
+
+    message: Message
+    attempts: int
+    last_error: str | None
+    dead_at: datetime
+
+    @property
+    def key(self) -> str:
+        return self.message.idempotency_key
+
+    @property
+    def cursor(self) -> tuple[datetime, str]:
+        """Where a page of dead letters ending with this one stops (for ``after=``)."""
+        return (self.dead_at, self.message.idempotency_key)
 
 
 @attrs.frozen(slots=True)
@@ -84,7 +116,8 @@ class Retention:
 
     - ``event_ids``: handled event ids, for de-duplication. A repeat of an event older than
       this is handled again, so keep it longer than any redelivery your event source does.
-    - ``outbox``: delivered (or finally failed) messages; pending ones are never pruned.
+    - ``outbox``: delivered messages and discarded dead letters; pending messages and dead
+      letters are never pruned (a dead letter waits for the host to retry or discard it).
     - ``activity``: the activity log. ``activity_counts`` keeps counting pruned entries.
     """
 
@@ -233,6 +266,37 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def outbox_entry(self, key: str) -> OutboxEntry | None: ...
 
+    @abc.abstractmethod
+    def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
+        """End the writer's reservation of the pending messages among ``keys``: they become
+        available to ``claim_outbox`` at ``now`` (the engine's deferred dispatch mode, where
+        the writer does not send)."""
+
+    # --- dead letters --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def dead_letters(
+        self,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest_first: bool = True,
+    ) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters ordered by (``dead_at``, key), newest first unless
+        ``newest_first`` is False; with ``after`` (a ``DeadLetter.cursor``), only those that
+        come after it in that order (the next page)."""
+
+    @abc.abstractmethod
+    def retry_dead_letter(self, key: str, now: datetime) -> bool:
+        """Make the dead letter ``key`` pending again, available at ``now``, with its attempts
+        reset (its last error is kept until the next attempt); False if ``key`` is not a dead
+        letter."""
+
+    @abc.abstractmethod
+    def discard_dead_letter(self, key: str, now: datetime) -> bool:
+        """Give up on the dead letter ``key``: it becomes ``discarded`` at ``now`` and is
+        pruned like a delivered message; False if ``key`` is not a dead letter."""
+
     # --- definitions ---------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -288,8 +352,9 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
-        """Drop what is older than ``retention`` allows: handled event ids, delivered (or
-        finally failed) outbox messages, activity-log entries."""
+        """Drop what is older than ``retention`` allows: handled event ids, delivered messages
+        and discarded dead letters (never pending messages or dead letters), activity-log
+        entries."""
 
     @abc.abstractmethod
     def get_setting(self, key: str) -> str | None:

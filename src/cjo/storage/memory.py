@@ -22,9 +22,10 @@ from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    DeadLetter,
+    Delivery,
     DueCustomer,
     OutboxEntry,
-    OutboxStatus,
     PruneResult,
     Retention,
     Storage,
@@ -109,6 +110,7 @@ class InMemoryStorage(Storage):
         self._outbox: dict[str, list[Any]] = {}
         self._outbox_done: deque[tuple[datetime, str]] = deque()
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
+        self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
         self._settings: dict[str, str] = {}
         self._log: deque[Activity] = deque()
         self._counts: Counter[_CountKey] = Counter()
@@ -246,23 +248,70 @@ class InMemoryStorage(Storage):
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
+        status = Delivery(key, result, retry_at).outbox_status
         with self._lock:
             row = self._outbox.get(key)
             if row is None or row[1] != "pending":
                 return
-            status: OutboxStatus = "pending" if retry_at is not None else result.status
             row[1] = status
             row[2] += 1
             row[3] = retry_at or now
             row[4] = result.error
-            if status != "pending":
+            if status == "delivered":
                 self._pending.pop(key, None)
                 self._outbox_done.append((now, key))
+            elif status == "dead":
+                self._pending.pop(key, None)
+                self._dead[key] = now
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
             row = self._outbox.get(key)
             return None if row is None else OutboxEntry(*row)
+
+    def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
+        with self._lock:
+            for key in keys:
+                row = self._outbox.get(key)
+                if row is not None and row[1] == "pending":
+                    row[3] = min(row[3], now)
+
+    # --- dead letters --------------------------------------------------------------------------
+
+    def dead_letters(
+        self,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest_first: bool = True,
+    ) -> list[DeadLetter]:
+        with self._lock:
+            order = sorted(((at, key) for key, at in self._dead.items()), reverse=newest_first)
+            if after is not None:
+                order = [k for k in order if (k < after if newest_first else k > after)]
+            out: list[DeadLetter] = []
+            for at, key in order[:limit]:
+                row = self._outbox[key]
+                out.append(DeadLetter(row[0], row[2], row[4], at))
+            return out
+
+    def retry_dead_letter(self, key: str, now: datetime) -> bool:
+        with self._lock:
+            if self._dead.pop(key, None) is None:
+                return False
+            row = self._outbox[key]
+            row[1], row[2], row[3] = "pending", 0, now
+            self._pending[key] = None
+            return True
+
+    def discard_dead_letter(self, key: str, now: datetime) -> bool:
+        with self._lock:
+            if self._dead.pop(key, None) is None:
+                return False
+            row = self._outbox[key]
+            row[1] = "discarded"
+            self._outbox_done.append((now, key))
+            return True
 
     # --- definitions ---------------------------------------------------------------------------
 
@@ -350,6 +399,7 @@ class InMemoryStorage(Storage):
             for key in [k for k, v in self._outbox.items() if v[0].customer_id == customer_id]:
                 del self._outbox[key]
                 self._pending.pop(key, None)
+                self._dead.pop(key, None)
             if any(a.customer_id == customer_id for a in self._log):
                 self._log = deque(
                     a if a.customer_id != customer_id else _anonymous(a) for a in self._log
@@ -373,7 +423,7 @@ class InMemoryStorage(Storage):
             while self._outbox_done and self._outbox_done[0][0] < before:
                 _at, key = self._outbox_done.popleft()
                 row = self._outbox.get(key)
-                if row is not None and row[1] != "pending":
+                if row is not None and row[1] in ("delivered", "discarded"):
                     del self._outbox[key]
                     outbox += 1
             before = now - retention.activity

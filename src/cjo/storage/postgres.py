@@ -63,6 +63,7 @@ from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    DeadLetter,
     Delivery,
     DueCustomer,
     OutboxEntry,
@@ -229,6 +230,18 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
             data text NOT NULL
         )""",
     ),
+    # 3: dead letters. A message that failed for good was ``failed`` or ``rejected`` with a
+    # ``done_at`` (pruned with delivered ones); it is now ``dead`` with a ``dead_at`` and no
+    # ``done_at``, kept until the host retries or discards it.
+    (
+        "ALTER TABLE {s}.outbox ADD COLUMN dead_at timestamptz",
+        "ALTER TABLE {s}.outbox DROP CONSTRAINT outbox_status_check",
+        "UPDATE {s}.outbox SET status = 'dead', dead_at = done_at, done_at = NULL"
+        " WHERE status IN ('failed', 'rejected')",
+        "ALTER TABLE {s}.outbox ADD CONSTRAINT outbox_status_check"
+        " CHECK (status IN ('pending', 'delivered', 'dead', 'discarded'))",
+        "CREATE INDEX outbox_dead ON {s}.outbox (dead_at, key) WHERE status = 'dead'",
+    ),
 )
 
 #: The schema version this cjo writes; a database at a higher version is refused.
@@ -300,16 +313,37 @@ _QUERIES: dict[str, LiteralString] = {
     "   WHERE status = 'pending' AND available_at <= %(now)s"
     "   ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED))"
     " RETURNING o.seq, o.data::text",
+    # ``done_at`` is when a message was delivered (pruned after it), ``dead_at`` when it
+    # became a dead letter (never pruned).
     "complete_outbox": "UPDATE {s}.outbox"
-    " SET status = %s, attempts = attempts + 1, available_at = %s, last_error = %s, done_at = %s"
-    " WHERE key = %s AND status = 'pending'",
+    " SET status = %(st)s, attempts = attempts + 1, available_at = %(av)s, last_error = %(err)s,"
+    " done_at = CASE WHEN %(st)s = 'delivered' THEN %(done)s::timestamptz END,"
+    " dead_at = CASE WHEN %(st)s = 'dead' THEN %(done)s::timestamptz END"
+    " WHERE key = %(k)s AND status = 'pending'",
     "complete_outbox_many": "UPDATE {s}.outbox AS o SET status = u.st,"
-    " attempts = o.attempts + 1, available_at = u.av, last_error = u.err, done_at = u.done"
+    " attempts = o.attempts + 1, available_at = u.av, last_error = u.err,"
+    " done_at = CASE WHEN u.st = 'delivered' THEN u.done END,"
+    " dead_at = CASE WHEN u.st = 'dead' THEN u.done END"
     " FROM unnest(%(st)b::text[], %(av)b::timestamptz[], %(err)b::text[],"
     " %(done)b::timestamptz[], %(keys)b::text[]) AS u (st, av, err, done, k)"
     " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'",
     "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error"
     " FROM {s}.outbox WHERE key = %s",
+    "release_outbox": "UPDATE {s}.outbox SET available_at = least(available_at, %(now)s)"
+    " WHERE key = ANY(%(keys)b::text[]) AND status = 'pending'",
+    # Pages by (dead_at, key), both ways, on the partial index ``outbox_dead``.
+    "dead_newest": "SELECT data::text, attempts, last_error, dead_at FROM {s}.outbox"
+    " WHERE status = 'dead' AND (%(after)s::timestamptz IS NULL"
+    "  OR (dead_at, key) < (%(after)s::timestamptz, %(key)s::text))"
+    " ORDER BY dead_at DESC, key DESC LIMIT %(limit)s",
+    "dead_oldest": "SELECT data::text, attempts, last_error, dead_at FROM {s}.outbox"
+    " WHERE status = 'dead' AND (%(after)s::timestamptz IS NULL"
+    "  OR (dead_at, key) > (%(after)s::timestamptz, %(key)s::text))"
+    " ORDER BY dead_at, key LIMIT %(limit)s",
+    "retry_dead": "UPDATE {s}.outbox SET status = 'pending', attempts = 0, available_at = %s,"
+    " dead_at = NULL WHERE key = %s AND status = 'dead'",
+    "discard_dead": "UPDATE {s}.outbox SET status = 'discarded', done_at = %s"
+    " WHERE key = %s AND status = 'dead'",
     "generation": "SELECT coalesce(max(generation), 0) FROM {s}.definitions",
     "load_definitions": "SELECT generation, data FROM {s}.definitions"
     " ORDER BY generation DESC LIMIT 1",
@@ -339,7 +373,8 @@ _QUERIES: dict[str, LiteralString] = {
     "erase_activity": "UPDATE {s}.activity SET customer_id = NULL WHERE customer_id = %s",
     "prune_lock": "SELECT pg_advisory_xact_lock(%s)",
     "prune_events": "DELETE FROM {s}.events WHERE seen_at < %s",
-    "prune_outbox": "DELETE FROM {s}.outbox WHERE status <> 'pending' AND done_at < %s",
+    "prune_outbox": "DELETE FROM {s}.outbox"
+    " WHERE status IN ('delivered', 'discarded') AND done_at < %s",
     # Dropped entries are counted into the totals by the same statement: no instant in which
     # a reader could miss them.
     "prune_activity": "WITH gone AS (DELETE FROM {s}.activity WHERE at < %s"
@@ -799,11 +834,11 @@ class PostgresStorage(Storage):
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
         now = ensure_aware(now, "now")
-        status = "pending" if retry_at is not None else result.status
-        done = None if retry_at is not None else now
+        status = Delivery(key, result, retry_at).outbox_status
         with self._pool.connection() as conn:
             conn.execute(
-                self._q["complete_outbox"], (status, retry_at or now, result.error, done, key)
+                self._q["complete_outbox"],
+                {"st": status, "av": retry_at or now, "err": result.error, "done": now, "k": key},
             )
 
     @_translating
@@ -812,14 +847,7 @@ class PostgresStorage(Storage):
         if not deliveries:
             return
         rows = [
-            (
-                "pending" if d.retry_at is not None else d.result.status,
-                d.retry_at or now,
-                d.result.error,
-                None if d.retry_at is not None else now,
-                d.key,
-            )
-            for d in deliveries
+            (d.outbox_status, d.retry_at or now, d.result.error, now, d.key) for d in deliveries
         ]
         with self._pool.connection() as conn, conn.pipeline():
             # This commit need not wait for the disk: if the server loses it, the messages are
@@ -834,7 +862,10 @@ class PostgresStorage(Storage):
                 # A key twice: each attempt must see the one before (one joined UPDATE would
                 # apply only one of them).
                 with conn.cursor() as cur:
-                    cur.executemany(self._q["complete_outbox"], rows)
+                    cur.executemany(self._q["complete_outbox"], [
+                        {"st": st, "av": av, "err": err, "done": done, "k": k}
+                        for st, av, err, done, k in rows
+                    ])
 
     @_translating
     def outbox_entry(self, key: str) -> OutboxEntry | None:
@@ -845,6 +876,49 @@ class PostgresStorage(Storage):
         data, status, attempts, available_at, last_error = row
         return OutboxEntry(message_from_json(data), status, attempts, _utc(available_at),
                            last_error)
+
+    @_translating
+    def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
+        now = ensure_aware(now, "now")
+        if not keys:
+            return
+        with self._pool.connection() as conn:
+            conn.execute(self._q["release_outbox"], {"now": now, "keys": list(keys)})
+
+    # --- dead letters ------------------------------------------------------------------------
+
+    @_translating
+    def dead_letters(
+        self,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest_first: bool = True,
+    ) -> list[DeadLetter]:
+        params = {
+            "after": None if after is None else ensure_aware(after[0], "after"),
+            "key": None if after is None else after[1],
+            "limit": limit,
+        }
+        query = self._q["dead_newest" if newest_first else "dead_oldest"]
+        with self._pool.connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [
+            DeadLetter(message_from_json(data), attempts, error, _utc(dead_at))
+            for data, attempts, error, dead_at in rows
+        ]
+
+    @_translating
+    def retry_dead_letter(self, key: str, now: datetime) -> bool:
+        now = ensure_aware(now, "now")
+        with self._pool.connection() as conn:
+            return bool(conn.execute(self._q["retry_dead"], [now, key]).rowcount == 1)
+
+    @_translating
+    def discard_dead_letter(self, key: str, now: datetime) -> bool:
+        now = ensure_aware(now, "now")
+        with self._pool.connection() as conn:
+            return bool(conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1)
 
     # --- definitions -------------------------------------------------------------------------
 

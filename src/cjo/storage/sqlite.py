@@ -33,6 +33,7 @@ from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
+    DeadLetter,
     Delivery,
     DueCustomer,
     OutboxEntry,
@@ -262,8 +263,18 @@ _V2: Final[tuple[str, ...]] = (
     "CREATE TABLE definitions (generation INTEGER PRIMARY KEY, data TEXT NOT NULL)",
 )
 
+# Version 3: dead letters. A message that failed for good was ``failed`` or ``rejected`` with a
+# ``done_at`` (pruned with delivered ones); it is now ``dead`` with a ``dead_at`` and no
+# ``done_at``, kept until the host retries or discards it.
+_V3: Final[tuple[str, ...]] = (
+    "ALTER TABLE outbox ADD COLUMN dead_at INTEGER",
+    "UPDATE outbox SET status = 'dead', dead_at = done_at, done_at = NULL "
+    "WHERE status IN ('failed', 'rejected')",
+    "CREATE INDEX outbox_dead ON outbox (dead_at, key) WHERE status = 'dead'",
+)
+
 #: Forward migrations; entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append only.
-MIGRATIONS: list[Migration] = [_V1, _V2]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -385,10 +396,30 @@ _CLAIM_OUTBOX = (
 )
 _COMPLETE_OUTBOX = (
     "UPDATE outbox SET status = ?1, attempts = attempts + 1, available_at = ?2, "
-    "last_error = ?3, done_at = CASE WHEN ?1 = 'pending' THEN NULL ELSE ?4 END "
+    "last_error = ?3, done_at = CASE WHEN ?1 = 'delivered' THEN ?4 END, "
+    "dead_at = CASE WHEN ?1 = 'dead' THEN ?4 END "
     "WHERE key = ?5 AND status = 'pending'"
 )
 _OUTBOX_ENTRY = "SELECT data, status, attempts, available_at, last_error FROM outbox WHERE key = ?"
+_RELEASE_OUTBOX = (
+    "UPDATE outbox SET available_at = min(available_at, ?1) "
+    "WHERE key IN (SELECT value FROM json_each(?2)) AND status = 'pending'"
+)
+# Pages by (dead_at, key), both ways; the condition repeats the partial index's own.
+_DEAD_LETTERS = "SELECT data, attempts, last_error, dead_at FROM outbox WHERE status = 'dead' "
+_DEAD_NEWEST = _DEAD_LETTERS + "ORDER BY dead_at DESC, key DESC LIMIT ?"
+_DEAD_NEWEST_AFTER = (
+    _DEAD_LETTERS + "AND (dead_at, key) < (?, ?) ORDER BY dead_at DESC, key DESC LIMIT ?"
+)
+_DEAD_OLDEST = _DEAD_LETTERS + "ORDER BY dead_at, key LIMIT ?"
+_DEAD_OLDEST_AFTER = _DEAD_LETTERS + "AND (dead_at, key) > (?, ?) ORDER BY dead_at, key LIMIT ?"
+_RETRY_DEAD = (
+    "UPDATE outbox SET status = 'pending', attempts = 0, available_at = ?, dead_at = NULL "
+    "WHERE key = ? AND status = 'dead'"
+)
+_DISCARD_DEAD = (
+    "UPDATE outbox SET status = 'discarded', done_at = ? WHERE key = ? AND status = 'dead'"
+)
 _GENERATION = "SELECT COALESCE(MAX(generation), 0) FROM definitions"
 _LOAD_DEFINITIONS = "SELECT generation, data FROM definitions ORDER BY generation DESC LIMIT 1"
 _APPEND_DEFINITIONS = "INSERT INTO definitions (generation, data) VALUES (?, ?)"
@@ -879,7 +910,7 @@ class SQLiteStorage(Storage):
         now_us = us(now)
         rows = [
             (
-                "pending" if d.retry_at is not None else d.result.status,
+                d.outbox_status,
                 now_us if d.retry_at is None else us(d.retry_at),
                 d.result.error,
                 now_us,
@@ -901,6 +932,47 @@ class SQLiteStorage(Storage):
         data, status, attempts, available, error = row
         status_: OutboxStatus = status
         return OutboxEntry(message_from_json(data), status_, attempts, dt(available), error)
+
+    @_Translated("release_outbox")
+    def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
+        if not keys:
+            return
+        with self._write() as conn:
+            conn.execute(_RELEASE_OUTBOX, (us(now), value_dumps(list(keys))))
+
+    # --- dead letters --------------------------------------------------------------------------
+
+    @_Translated("dead_letters")
+    def dead_letters(
+        self,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest_first: bool = True,
+    ) -> list[DeadLetter]:
+        params: tuple[Any, ...]
+        if after is None:
+            sql = _DEAD_NEWEST if newest_first else _DEAD_OLDEST
+            params = (limit,)
+        else:
+            sql = _DEAD_NEWEST_AFTER if newest_first else _DEAD_OLDEST_AFTER
+            params = (us(after[0]), after[1], limit)
+        with self._lock:
+            rows = self._connection().execute(sql, params).fetchall()
+        return [
+            DeadLetter(message_from_json(data), attempts, error, dt(dead_at))
+            for data, attempts, error, dead_at in rows
+        ]
+
+    @_Translated("retry_dead_letter")
+    def retry_dead_letter(self, key: str, now: datetime) -> bool:
+        with self._write() as conn:
+            return conn.execute(_RETRY_DEAD, (us(now), key)).rowcount == 1
+
+    @_Translated("discard_dead_letter")
+    def discard_dead_letter(self, key: str, now: datetime) -> bool:
+        with self._write() as conn:
+            return conn.execute(_DISCARD_DEAD, (us(now), key)).rowcount == 1
 
     # --- definitions ---------------------------------------------------------------------------
 

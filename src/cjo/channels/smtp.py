@@ -1,0 +1,177 @@
+"""Email over SMTP, with the standard library only.
+
+Each message is a multipart email built from its rendered fields: ``subject``; ``text`` (or
+``body``) as the plain-text part; ``html`` as the HTML alternative, with ``preheader`` (when
+given) as hidden text at the top of it. It goes to ``message.recipient["email"]``; a message
+without one fails permanently.
+
+The idempotency key travels twice: in an ``X-Idempotency-Key`` header, and as the
+``Message-ID``, derived from it, so a relay or mailbox that drops repeated Message-IDs sees a
+retry as the same email. SMTP has no de-duplication of its own: a retry after a reply that was
+lost on the way back can deliver twice.
+
+Classification: a 4xx reply, a dropped or refused connection and a timeout are transient; a
+5xx reply (a refused sender or recipient, failed authentication, a rejected message) is
+permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import formataddr
+from html import escape
+from typing import Literal
+
+from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.errors import UsageError
+
+__all__ = ["SmtpChannel", "SmtpSecurity"]
+
+#: ``starttls``: upgrade a plain connection (port 587); ``tls``: TLS from the first byte (port
+#: 465); ``none``: no encryption (a relay on the same host, tests).
+SmtpSecurity = Literal["starttls", "tls", "none"]
+
+_DEFAULT_PORTS: dict[str, int] = {"starttls": 587, "tls": 465, "none": 25}
+
+
+class SmtpChannel(Channel):
+    """Sends each message as an email through one SMTP server (a new connection per message).
+
+    - ``host``, ``port`` (default by ``security``: 587, 465 or 25), ``security``;
+    - ``username`` / ``password``: log in when given;
+    - ``from_address`` (and optional ``from_name``): the sender;
+    - ``ssl_context``: for ``starttls`` and ``tls`` (default: the system's trusted
+      certificates, host names checked);
+    - ``message_id_domain``: the right-hand side of generated Message-IDs (default: the
+      domain of ``from_address``);
+    - ``timeout``: seconds for connecting and for each reply.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        from_address: str,
+        from_name: str | None = None,
+        security: SmtpSecurity = "starttls",
+        username: str | None = None,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        message_id_domain: str | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        if security not in _DEFAULT_PORTS:
+            raise UsageError(f"security must be 'starttls', 'tls' or 'none', got {security!r}")
+        if "@" not in from_address:
+            raise UsageError(f"from_address {from_address!r} is not an email address")
+        if (username is None) != (password is None):
+            raise UsageError("give both username and password, or neither")
+        self.host = host
+        self.port = port if port is not None else _DEFAULT_PORTS[security]
+        self.security: SmtpSecurity = security
+        self.from_address = from_address
+        self.from_name = from_name
+        self.username = username
+        self.password = password
+        self.ssl_context = ssl_context
+        self.message_id_domain = message_id_domain or from_address.rpartition("@")[2]
+        self.timeout = timeout
+
+    def send(self, message: Message) -> DeliveryResult:
+        to = message.recipient.get("email")
+        if not isinstance(to, str) or "@" not in to:
+            return DeliveryResult.permanent(
+                f"customer {message.customer_id!r} has no email address (recipient 'email')"
+            )
+        try:
+            email = self.build(message, to)
+        except ValueError as exc:  # a header with a line break, an unusable address...
+            return DeliveryResult.permanent(f"cannot build the email: {exc}")
+        try:
+            with self._connect() as smtp:
+                # Serialised here with the SMTP policy: send_message's own generator would
+                # rewrite body lines starting with "From " (mbox quoting).
+                refused = smtp.sendmail(self.from_address, [to], email.as_bytes(policy=SMTP))
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, reply = next(iter(exc.recipients.values()))
+            return _classified(code, f"recipient refused: {code} {_text(reply)}")
+        except smtplib.SMTPResponseException as exc:
+            return _classified(exc.smtp_code, f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}")
+        except (smtplib.SMTPException, OSError) as exc:  # dropped, refused, timed out, TLS
+            return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
+        if refused:  # one recipient only: refusing it raises above, but be exact
+            code, reply = next(iter(refused.values()))
+            return _classified(code, f"recipient refused: {code} {_text(reply)}")
+        return DeliveryResult("delivered", provider_id=str(email["Message-ID"]))
+
+    def build(self, message: Message, to: str) -> EmailMessage:
+        """The email for ``message`` (public so hosts can inspect or extend it)."""
+        fields = message.fields
+        email = EmailMessage()
+        email["From"] = formataddr((self.from_name, self.from_address)) if self.from_name \
+            else self.from_address
+        email["To"] = to
+        email["Subject"] = fields.get("subject", "")
+        email["Message-ID"] = self.message_id(message.idempotency_key)
+        email["X-Idempotency-Key"] = message.idempotency_key
+        text = fields.get("text", fields.get("body"))
+        html = fields.get("html")
+        if html is not None:
+            preheader = fields.get("preheader")
+            if preheader:
+                html = _PREHEADER.format(escape(preheader)) + html
+            email.set_content(text if text is not None else "")
+            email.add_alternative(html, subtype="html")
+        else:
+            email.set_content(text if text is not None else "")
+        if message.locale:  # after set_content, which clears Content-* headers
+            email["Content-Language"] = message.locale
+        return email
+
+    def message_id(self, key: str) -> str:
+        """The Message-ID of every attempt of the message with idempotency key ``key``."""
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return f"<cjo.{digest}@{self.message_id_domain}>"
+
+    def _connect(self) -> smtplib.SMTP:
+        if self.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                self.host, self.port, timeout=self.timeout, context=self._context()
+            )
+        else:
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            if self.security == "starttls":
+                smtp.starttls(context=self._context())
+            if self.username is not None and self.password is not None:
+                smtp.login(self.username, self.password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _context(self) -> ssl.SSLContext:
+        return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
+
+
+# Shown by mail clients as the inbox preview, hidden in the message itself.
+_PREHEADER = (
+    '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{}</div>\n'
+)
+
+
+def _classified(code: int, error: str) -> DeliveryResult:
+    if 400 <= code < 500:
+        return DeliveryResult.transient(error)
+    if 500 <= code < 600:
+        return DeliveryResult.permanent(error)
+    return DeliveryResult.transient(error)  # not a reply code at all (-1: a dropped line)
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply

@@ -1,0 +1,198 @@
+"""A signed webhook: each message POSTed as JSON to the host's endpoint (needs ``cjo[webhook]``,
+which installs ``httpx``).
+
+The request carries:
+
+- the message as a JSON object (``WebhookChannel.payload``): its idempotency key, customer,
+  channel, journey (id, version, step, enrollment), content (id, version), rendered ``fields``,
+  ``recipient``, ``locale``, ``transactional`` and ``created_at``;
+- ``Idempotency-Key``: the message's idempotency key, the same on every attempt (a key that is
+  not printable ASCII is percent-encoded; the body carries it as it is);
+- ``X-Cjo-Timestamp``: when the attempt was signed, in whole seconds since the epoch;
+- ``X-Cjo-Signature``: ``v1=`` and the hex HMAC-SHA256, keyed with the shared secret, of the
+  timestamp, a full stop and the body bytes exactly as received.
+
+The receiver recomputes the signature over the raw body before parsing it, compares in constant
+time and refuses a timestamp too far from its own clock (a replayed request):
+``verify_webhook_signature`` does all three.
+
+Classification: a 2xx reply is delivered; a timeout, a connection error, 408, 429 and any 5xx
+are transient; any other reply (a 4xx, a redirect) is permanent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.clock import Clock, SystemClock
+from cjo.errors import UsageError
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "WebhookChannel",
+    "sign_webhook",
+    "verify_webhook_signature",
+]
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+TIMESTAMP_HEADER = "X-Cjo-Timestamp"
+SIGNATURE_HEADER = "X-Cjo-Signature"
+
+_TRANSIENT_CODES = frozenset((408, 429))
+
+
+def sign_webhook(secret: str | bytes, timestamp: int, body: bytes) -> str:
+    """The ``X-Cjo-Signature`` value of ``body`` sent at ``timestamp``."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def verify_webhook_signature(
+    secret: str | bytes,
+    body: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    *,
+    now: datetime | None = None,
+    tolerance: timedelta = timedelta(minutes=5),
+) -> bool:
+    """For the receiver: True if ``signature`` (the ``X-Cjo-Signature`` header) signs the raw
+    ``body`` with ``timestamp`` (the ``X-Cjo-Timestamp`` header) and ``secret``, and the
+    timestamp is within ``tolerance`` of ``now`` (default: the system clock)."""
+    if timestamp is None or signature is None:
+        return False
+    try:
+        sent = int(timestamp)
+    except ValueError:
+        return False
+    at = now if now is not None else SystemClock().now()
+    if abs(at.timestamp() - sent) > tolerance.total_seconds():
+        return False
+    return hmac.compare_digest(sign_webhook(secret, sent, body), signature)
+
+
+def _httpx() -> Any:
+    try:
+        import httpx  # noqa: PLC0415  (optional: only this channel needs it)
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            "WebhookChannel needs httpx: install it with `pip install cjo[webhook]`"
+        ) from exc
+    return httpx
+
+
+class WebhookChannel(Channel):
+    """POSTs each message, signed, to ``url``.
+
+    - ``secret``: the key shared with the receiver for the HMAC-SHA256 signature;
+    - ``timeout``: seconds for connecting, sending and reading the reply (a timeout is
+      transient);
+    - ``headers``: more headers for every request (an API key...);
+    - ``client``: an ``httpx.Client`` to use (proxies, TLS settings, a mock transport); by
+      default the channel makes its own and ``close()`` closes it;
+    - ``clock``: what signs the timestamp (default: the system clock).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        secret: str | bytes,
+        *,
+        timeout: float = 10.0,
+        headers: Mapping[str, str] | None = None,
+        client: httpx.Client | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        httpx_module = _httpx()
+        if not url.startswith(("http://", "https://")):
+            raise UsageError(f"webhook url must start with http:// or https://, got {url!r}")
+        if not secret:
+            raise UsageError("webhook secret must not be empty")
+        if timeout <= 0:
+            raise UsageError(f"timeout must be > 0, got {timeout}")
+        self.url = url
+        self._secret = secret
+        self.timeout = timeout
+        self.headers = dict(headers or {})
+        self.clock = clock if clock is not None else SystemClock()
+        self._own_client = client is None
+        self._client: httpx.Client = (
+            client if client is not None else httpx_module.Client(timeout=timeout)
+        )
+
+    def send(self, message: Message) -> DeliveryResult:
+        httpx_module = _httpx()
+        body = json.dumps(self.payload(message), separators=(",", ":"), default=str).encode()
+        timestamp = int(self.clock.now().timestamp())
+        headers = {
+            **self.headers,
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: _header_value(message.idempotency_key),
+            TIMESTAMP_HEADER: str(timestamp),
+            SIGNATURE_HEADER: sign_webhook(self._secret, timestamp, body),
+        }
+        try:
+            response = self._client.post(
+                self.url, content=body, headers=headers, timeout=self.timeout
+            )
+        except httpx_module.TimeoutException as exc:
+            return DeliveryResult.transient(f"timed out after {self.timeout}s: {exc}")
+        except httpx_module.TransportError as exc:
+            return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
+        code = response.status_code
+        if 200 <= code < 300:
+            return DeliveryResult("delivered", provider_id=response.headers.get("X-Request-Id"))
+        error = f"HTTP {code} from {self.url}: {response.text[:200]}"
+        if code >= 500 or code in _TRANSIENT_CODES:
+            return DeliveryResult.transient(error)
+        return DeliveryResult.permanent(error)
+
+    @staticmethod
+    def payload(message: Message) -> dict[str, Any]:
+        """The JSON body of ``message``."""
+        return {
+            "idempotency_key": message.idempotency_key,
+            "customer_id": message.customer_id,
+            "channel": message.channel,
+            "journey_id": message.journey_id,
+            "journey_version": message.journey_version,
+            "step_id": message.step_id,
+            "enrollment_id": message.enrollment_id,
+            "content_id": message.content_id,
+            "content_version": message.content_version,
+            "fields": dict(message.fields),
+            "recipient": dict(message.recipient),
+            "locale": message.locale,
+            "transactional": message.transactional,
+            "created_at": message.created_at.isoformat(),
+        }
+
+    def close(self) -> None:
+        """Close the HTTP client the channel made (not one it was given)."""
+        if self._own_client:
+            self._client.close()
+
+    def __enter__(self) -> WebhookChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _header_value(key: str) -> str:
+    if key.isascii() and key.isprintable():
+        return key
+    return quote(key, safe="")

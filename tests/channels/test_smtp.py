@@ -1,0 +1,289 @@
+"""SmtpChannel against a real SMTP server (aiosmtpd) on the loopback interface: plain, STARTTLS
+with login, and implicit TLS; the channel contract on each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjo import SmtpChannel, UsageError
+from cjo.channels.base import Channel, Message
+from cjo.testing import ChannelContract
+from tests.channels.servers import (
+    Mailbox,
+    client_context,
+    free_port,
+    self_signed,
+    server_context,
+)
+from tests.helpers import T0
+
+aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
+aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp")
+
+USER, PASSWORD = "cjo", "s3cret"
+
+
+class SmtpServer:
+    def __init__(self, mailbox: Mailbox, port: int, controller: Any) -> None:
+        self.mailbox = mailbox
+        self.port = port
+        self.controller = controller
+
+
+def _start(**kwargs: Any) -> tuple[Mailbox, int, Any]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = aiosmtpd_controller.Controller(
+        mailbox, hostname="127.0.0.1", port=port, **kwargs
+    )
+    controller.start()
+    return mailbox, port, controller
+
+
+def _login(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> Any:
+    ok = auth_data.login == USER.encode() and auth_data.password == PASSWORD.encode()
+    # handled=False: aiosmtpd then sends its 535 reply itself.
+    return aiosmtpd_smtp.AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def plain_server() -> Iterator[SmtpServer]:
+    mailbox, port, controller = _start()
+    try:
+        yield SmtpServer(mailbox, port, controller)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def starttls_server(certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
+    mailbox, port, controller = _start(
+        tls_context=server_context(*certificate), require_starttls=True,
+        authenticator=_login, auth_required=True,
+    )
+    try:
+        yield SmtpServer(mailbox, port, controller)
+    finally:
+        controller.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_server(certificate: tuple[Path, Path]) -> Iterator[SmtpServer]:
+    mailbox, port, controller = _start(ssl_context=server_context(*certificate))
+    try:
+        yield SmtpServer(mailbox, port, controller)
+    finally:
+        controller.stop()
+
+
+def message(key: str = "onboarding:c1:1.x:welcome:1", **changes: Any) -> Message:
+    values: dict[str, Any] = {
+        "idempotency_key": key, "customer_id": "c1", "channel": "email",
+        "content_id": "welcome", "journey_id": "onboarding", "journey_version": 1,
+        "step_id": "welcome", "enrollment_id": "onboarding:c1:1.x",
+        "created_at": T0,
+        "fields": {"subject": "Welcome, Ada", "text": "Hello Ada.",
+                   "html": "<p>Hello <b>Ada</b>.</p>", "preheader": "Your first steps"},
+        "recipient": {"email": "ada@example.com"},
+    }
+    values.update(changes)
+    return Message(**values)
+
+
+# --- the contract on each kind of connection -----------------------------------------------
+
+
+class _SmtpContract(ChannelContract):
+    server: SmtpServer
+
+    def endpoint_succeeds(self) -> None:
+        self.server.mailbox.mode = "ok"
+
+    def endpoint_fails_transiently(self) -> None:
+        self.server.mailbox.mode = "transient"
+
+    def endpoint_fails_permanently(self) -> None:
+        self.server.mailbox.mode = "permanent"
+
+    def received_keys(self) -> list[str]:
+        return self.server.mailbox.keys()
+
+
+class TestSmtpPlain(_SmtpContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, plain_server: SmtpServer) -> None:
+        plain_server.mailbox.reset()
+        self.server = plain_server
+
+    def make_channel(self) -> Channel:
+        return SmtpChannel("127.0.0.1", self.server.port, security="none",
+                           from_address="journeys@shop.example", timeout=5)
+
+
+class TestSmtpStartTlsWithLogin(_SmtpContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, starttls_server: SmtpServer, certificate: tuple[Path, Path]) -> None:
+        starttls_server.mailbox.reset()
+        self.server = starttls_server
+        self.cert = certificate[0]
+
+    def make_channel(self) -> Channel:
+        return SmtpChannel("localhost", self.server.port, security="starttls",
+                           username=USER, password=PASSWORD,
+                           ssl_context=client_context(self.cert),
+                           from_address="journeys@shop.example", timeout=5)
+
+
+class TestSmtpImplicitTls(_SmtpContract):
+    @pytest.fixture(autouse=True)
+    def _server(self, tls_server: SmtpServer, certificate: tuple[Path, Path]) -> None:
+        tls_server.mailbox.reset()
+        self.server = tls_server
+        self.cert = certificate[0]
+
+    def make_channel(self) -> Channel:
+        return SmtpChannel("localhost", self.server.port, security="tls",
+                           ssl_context=client_context(self.cert),
+                           from_address="journeys@shop.example", timeout=5)
+
+
+# --- what the email looks like -------------------------------------------------------------
+
+
+@pytest.fixture
+def mailbox(plain_server: SmtpServer) -> Mailbox:
+    plain_server.mailbox.reset()
+    return plain_server.mailbox
+
+
+@pytest.fixture
+def channel(plain_server: SmtpServer) -> SmtpChannel:
+    return SmtpChannel("127.0.0.1", plain_server.port, security="none",
+                       from_address="journeys@shop.example", from_name="Shop Journeys",
+                       timeout=5)
+
+
+def test_the_email_is_multipart_text_and_html(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    result = channel.send(message(locale="en-GB"))
+    assert result.status == "delivered", result.error
+    (email,) = mailbox.received
+    assert mailbox.envelopes == [("journeys@shop.example", ["ada@example.com"])]
+    assert email["Subject"] == "Welcome, Ada"
+    assert email["From"] == "Shop Journeys <journeys@shop.example>"
+    assert email["To"] == "ada@example.com"
+    assert email["Content-Language"] == "en-GB"
+    assert email.get_content_type() == "multipart/alternative"
+    text = email.get_body(("plain",))
+    html = email.get_body(("html",))
+    assert text is not None
+    assert html is not None
+    assert text.get_content().strip() == "Hello Ada."
+    body = html.get_content()
+    assert body.index("Your first steps") < body.index("<p>Hello <b>Ada</b>.</p>")
+    assert "display:none" in body.split("Your first steps")[0], "the preheader is hidden"
+
+
+def test_the_idempotency_key_is_a_header_and_the_message_id(
+    channel: SmtpChannel, mailbox: Mailbox
+) -> None:
+    first = channel.send(message())
+    again = channel.send(message())
+    other = channel.send(message("onboarding:c1:1.x:welcome:2"))
+    emails = mailbox.received
+    assert [str(e["X-Idempotency-Key"]) for e in emails] == [
+        "onboarding:c1:1.x:welcome:1", "onboarding:c1:1.x:welcome:1",
+        "onboarding:c1:1.x:welcome:2",
+    ]
+    ids = [str(e["Message-ID"]) for e in emails]
+    assert ids[0] == ids[1] != ids[2], "a retry carries the same Message-ID"
+    assert ids[0].startswith("<cjo.")
+    assert ids[0].endswith("@shop.example>")
+    assert first.provider_id == again.provider_id == ids[0]
+    assert other.provider_id == ids[2]
+
+
+def test_text_only_and_body_field(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    assert channel.send(message(fields={"subject": "Hi", "body": "From body."})).ok
+    (email,) = mailbox.received
+    assert email.get_content_type() == "text/plain"
+    assert email.get_content().strip() == "From body."
+
+
+def test_no_email_address_is_permanent(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    for recipient in ({}, {"email": None}, {"email": "not an address"}):
+        result = channel.send(message(recipient=recipient))
+        assert result.status == "permanent"
+        assert result.error is not None
+        assert "no email address" in result.error
+    assert mailbox.received == []
+
+
+def test_a_header_with_a_line_break_is_permanent(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    result = channel.send(message(fields={"subject": "Hi\r\nBcc: x@evil.example", "text": "x"}))
+    assert result.status == "permanent"
+    assert mailbox.received == []
+
+
+def test_4xx_is_transient_and_5xx_permanent(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    mailbox.mode = "transient"
+    result = channel.send(message())
+    assert (result.status, result.error) == (
+        "transient", "recipient refused: 451 4.3.0 Mailbox busy, try again later"
+    )
+    mailbox.mode = "permanent"
+    result = channel.send(message())
+    assert (result.status, result.error) == (
+        "permanent", "recipient refused: 550 5.1.1 No such user"
+    )
+
+
+def test_connection_errors_are_transient() -> None:
+    channel = SmtpChannel("127.0.0.1", free_port(), security="none",
+                          from_address="journeys@shop.example", timeout=2)
+    result = channel.send(message())
+    assert result.status == "transient"
+    assert result.error is not None
+    assert "Connection" in result.error or "refused" in result.error
+
+
+def test_a_wrong_password_is_permanent(
+    starttls_server: SmtpServer, certificate: tuple[Path, Path]
+) -> None:
+    starttls_server.mailbox.reset()
+    channel = SmtpChannel("localhost", starttls_server.port, username=USER, password="wrong",
+                          ssl_context=client_context(certificate[0]),
+                          from_address="journeys@shop.example", timeout=5)
+    result = channel.send(message())
+    assert result.status == "permanent"
+    assert result.error is not None
+    assert result.error.startswith("SMTP 535")
+    assert starttls_server.mailbox.received == []
+
+
+def test_an_untrusted_certificate_is_transient(starttls_server: SmtpServer) -> None:
+    channel = SmtpChannel("localhost", starttls_server.port, username=USER, password=PASSWORD,
+                          from_address="journeys@shop.example", timeout=5)
+    result = channel.send(message())
+    assert result.status == "transient"
+    assert result.error is not None
+    assert "CERTIFICATE_VERIFY_FAILED" in result.error
+
+
+def test_construction_checks_its_arguments() -> None:
+    assert SmtpChannel("mail.example", from_address="a@b.example").port == 587
+    assert SmtpChannel("mail.example", from_address="a@b.example", security="tls").port == 465
+    with pytest.raises(UsageError, match="security"):
+        SmtpChannel("mail.example", from_address="a@b.example", security="ssl")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="from_address"):
+        SmtpChannel("mail.example", from_address="nobody")
+    with pytest.raises(UsageError, match="username and password"):
+        SmtpChannel("mail.example", from_address="a@b.example", username="u")

@@ -1,0 +1,192 @@
+"""WebhookChannel against a real local HTTP server (http.server in a thread); the channel
+contract on it."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cjo import ManualClock, SystemClock, UsageError, WebhookChannel, verify_webhook_signature
+from cjo.channels.base import Channel, Message
+from cjo.channels.webhook import sign_webhook
+from cjo.testing import ChannelContract
+from tests.channels.servers import WebhookReceiver, free_port
+from tests.helpers import T0
+
+pytest.importorskip("httpx")
+
+SECRET = "whsec-test-0123456789"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver(SECRET, slow_seconds=2.0)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def hook(receiver: WebhookReceiver) -> WebhookReceiver:
+    receiver.reset()
+    return receiver
+
+
+class TestWebhookContract(ChannelContract):
+    deduplicates = True  # the receiver keeps one request per Idempotency-Key
+
+    @pytest.fixture(autouse=True)
+    def _server(self, hook: WebhookReceiver) -> Iterator[None]:
+        self.hook = hook
+        self._channels: list[WebhookChannel] = []
+        yield
+        for channel in self._channels:
+            channel.close()
+
+    def make_channel(self) -> Channel:
+        channel = WebhookChannel(self.hook.url, SECRET, timeout=5)
+        self._channels.append(channel)
+        return channel
+
+    def endpoint_succeeds(self) -> None:
+        self.hook.mode = "ok"
+
+    def endpoint_fails_transiently(self) -> None:
+        self.hook.mode = "503"
+
+    def endpoint_fails_permanently(self) -> None:
+        self.hook.mode = "400"
+
+    def received_keys(self) -> list[str]:
+        return self.hook.keys()
+
+
+def message(key: str = "orders:acme:1.x:notify:1", **changes: Any) -> Message:
+    values: dict[str, Any] = {
+        "idempotency_key": key, "customer_id": "acme", "channel": "webhook",
+        "content_id": "order_paid", "journey_id": "orders", "journey_version": 2,
+        "step_id": "notify", "enrollment_id": "orders:acme:1.x", "created_at": T0,
+        "fields": {"order": "A-1001", "total": "99.5"}, "content_version": 3,
+        "recipient": {"email": "ops@acme.example"}, "transactional": True, "locale": "de",
+    }
+    values.update(changes)
+    return Message(**values)
+
+
+@pytest.fixture
+def channel(hook: WebhookReceiver) -> Iterator[WebhookChannel]:
+    with WebhookChannel(hook.url, SECRET, timeout=5, headers={"X-Api-Key": "k1"}) as channel:
+        yield channel
+
+
+def test_the_body_is_the_message_as_json(channel: WebhookChannel, hook: WebhookReceiver) -> None:
+    result = channel.send(message())
+    assert result.status == "delivered", result.error
+    assert result.provider_id == "req-1"
+    ((headers, body),) = hook.accepted
+    assert headers["content-type"] == "application/json"
+    assert headers["x-api-key"] == "k1"
+    assert headers["idempotency-key"] == "orders:acme:1.x:notify:1"
+    assert json.loads(body) == {
+        "idempotency_key": "orders:acme:1.x:notify:1", "customer_id": "acme",
+        "channel": "webhook", "journey_id": "orders", "journey_version": 2,
+        "step_id": "notify", "enrollment_id": "orders:acme:1.x", "content_id": "order_paid",
+        "content_version": 3, "fields": {"order": "A-1001", "total": "99.5"},
+        "recipient": {"email": "ops@acme.example"}, "locale": "de", "transactional": True,
+        "created_at": "2026-03-02T10:00:00+00:00",
+    }
+
+
+def test_the_signature_is_hmac_sha256_of_timestamp_and_body(hook: WebhookReceiver) -> None:
+    # The receiver checks the timestamp against its own (system) clock.
+    clock = ManualClock(SystemClock().now().replace(microsecond=500000))
+    with WebhookChannel(hook.url, SECRET, clock=clock) as channel:
+        assert channel.send(message()).ok
+    ((headers, body),) = hook.accepted
+    assert headers["x-cjo-timestamp"] == str(int(clock.now().timestamp()))
+    expected = hmac.new(SECRET.encode(), headers["x-cjo-timestamp"].encode() + b"." + body,
+                        hashlib.sha256).hexdigest()
+    assert headers["x-cjo-signature"] == f"v1={expected}"
+
+
+def test_verify_webhook_signature() -> None:
+    body = b'{"a":1}'
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    ts = int(now.timestamp())
+    good = sign_webhook(SECRET, ts, body)
+    assert verify_webhook_signature(SECRET, body, str(ts), good, now=now)
+    assert verify_webhook_signature(SECRET.encode(), body, str(ts), good,
+                                    now=now + timedelta(minutes=5))
+    assert not verify_webhook_signature(SECRET, body, str(ts), good,
+                                        now=now + timedelta(minutes=5, seconds=1)), "replayed"
+    assert not verify_webhook_signature(SECRET, body + b" ", str(ts), good, now=now)
+    assert not verify_webhook_signature("other", body, str(ts), good, now=now)
+    assert not verify_webhook_signature(SECRET, body, str(ts + 1), good, now=now)
+    assert not verify_webhook_signature(SECRET, body, "soon", good, now=now)
+    assert not verify_webhook_signature(SECRET, body, None, good, now=now)
+    assert not verify_webhook_signature(SECRET, body, str(ts), None, now=now)
+
+
+@pytest.mark.parametrize(
+    ("mode", "status"),
+    [("500", "transient"), ("503", "transient"), ("429", "transient"), ("408", "transient"),
+     ("400", "permanent"), ("404", "permanent"), ("410", "permanent"), ("301", "permanent")],
+)
+def test_http_status_classification(
+    channel: WebhookChannel, hook: WebhookReceiver, mode: str, status: str
+) -> None:
+    hook.mode = mode
+    result = channel.send(message())
+    assert result.status == status
+    assert result.error is not None
+    assert result.error.startswith(f"HTTP {mode} from {hook.url}")
+    assert hook.accepted == []
+
+
+def test_a_timeout_is_transient(hook: WebhookReceiver) -> None:
+    hook.mode = "slow"
+    with WebhookChannel(hook.url, SECRET, timeout=0.2) as channel:
+        result = channel.send(message())
+    assert result.status == "transient"
+    assert result.error is not None
+    assert result.error.startswith("timed out after 0.2s")
+
+
+def test_a_refused_connection_is_transient() -> None:
+    with WebhookChannel(f"http://127.0.0.1:{free_port()}/x", SECRET, timeout=2) as channel:
+        result = channel.send(message())
+    assert result.status == "transient"
+    assert result.error is not None
+    assert result.error.startswith("ConnectError")
+
+
+def test_a_key_that_is_not_ascii_is_percent_encoded_in_the_header(
+    channel: WebhookChannel, hook: WebhookReceiver
+) -> None:
+    assert channel.send(message("orders:zoë:1.x:notify:1")).ok
+    ((headers, body),) = hook.accepted
+    assert headers["idempotency-key"] == "orders%3Azo%C3%AB%3A1.x%3Anotify%3A1"
+    assert json.loads(body)["idempotency_key"] == "orders:zoë:1.x:notify:1"
+
+
+def test_construction_checks_its_arguments() -> None:
+    with pytest.raises(UsageError, match="http"):
+        WebhookChannel("ftp://x", SECRET)
+    with pytest.raises(UsageError, match="secret"):
+        WebhookChannel("https://x.example", "")
+    with pytest.raises(UsageError, match="timeout"):
+        WebhookChannel("https://x.example", SECRET, timeout=0)
+
+
+def test_without_httpx_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "httpx", None)
+    with pytest.raises(ImportError, match=r"pip install cjo\[webhook\]"):
+        WebhookChannel("https://x.example", SECRET)
