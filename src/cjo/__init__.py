@@ -32,6 +32,7 @@ from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, Version
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
+    Action,
     AudiencePath,
     AudiencePaths,
     Branch,
@@ -75,6 +76,7 @@ from cjo.worker import WorkerStats, run_worker
 __version__ = "0.1.0"
 
 __all__ = [
+    "Action",
     "Activity",
     "ApiTrigger",
     "AttributeTrigger",

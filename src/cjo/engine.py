@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, Message, deliver
 from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
@@ -29,9 +30,11 @@ from cjo.model.events import Event, Profile, ProfileUpdate, check_id
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.model.segments import Segment
+from cjo.model.steps import Action
 from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
+from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
@@ -114,9 +117,12 @@ class Engine:
         limits: Limits | None = None,
         default_timezone: str | None = None,
         late_events: Literal["decide", "ignore"] = "decide",
+        actions: Mapping[str, ActionFunction] | None = None,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
+        self.actions: dict[str, ActionFunction] = dict(actions or {})
+        self._action_channels = action_channels(self.actions)
         self.clock = clock if clock is not None else SystemClock()
         self.due_batch_size = due_batch_size
         self.wake_lease = wake_lease
@@ -255,7 +261,8 @@ class Engine:
             current = registry.definitions
             merged, problems = change(current)
             problems.extend(validate_definitions(
-                merged, channels=self.channels.keys(), limits=self.limits,
+                merged, channels=self.channels.keys(), actions=self.actions.keys(),
+                limits=self.limits,
                 renderer=registry.renderer.renderer,
             ))
             if problems:
@@ -603,14 +610,20 @@ class Engine:
     ) -> None:
         storage = self.storage
         deliveries: list[Delivery] = []
+        failed_actions: list[Message] = []
         for message in messages:
             key = message.idempotency_key
-            result = deliver(self.channels.get(message.channel), message)
+            channel = self.channels.get(message.channel)
+            policy = None
+            if channel is None and message.channel.startswith(ACTION_CHANNEL_PREFIX):
+                channel = self._action_channels.get(message.channel)
+                policy = self._action_policy(message)
+            result = deliver(channel, message)
             retry_at = None
             if result.status == "transient":
                 entry = storage.outbox_entry(key)
                 attempts = (entry.attempts if entry else 0) + 1
-                if attempts < self.max_delivery_attempts:
+                if attempts < self.max_delivery_attempts and policy != "skip":
                     retry_at = now + retry_delay(
                         key, attempts, self.retry_backoff, self.max_retry_delay
                     )
@@ -618,6 +631,8 @@ class Engine:
             if delivery.outbox_status == "dead":
                 log.warning("message %s is a dead letter (%s): %s", key, result.status,
                             result.error)
+                if policy == "exit":
+                    failed_actions.append(message)
             elif retry_at is not None:
                 log.info("delivery of %s failed, retrying at %s: %s", key,
                          retry_at.isoformat(), result.error)
@@ -626,6 +641,27 @@ class Engine:
                 outcome.delivery[key] = delivery.outbox_status
         if deliveries:
             storage.complete_outbox_many(deliveries, now)
+        for message in failed_actions:
+            self._end_enrollment(
+                message.customer_id, message.enrollment_id, f"action {message.content_id} failed",
+                now,
+            )
+
+    def _action_policy(self, message: Message) -> str | None:
+        """The ``on_failure`` of the Action step that wrote ``message`` (None if unknown)."""
+        cj = self._registry.journeys.get((message.journey_id, message.journey_version))
+        cs = cj.steps.get(message.step_id) if cj is not None else None
+        return cs.step.on_failure if cs is not None and isinstance(cs.step, Action) else None
+
+    def _end_enrollment(
+        self, customer_id: str, enrollment_id: str, reason: str, now: datetime
+    ) -> None:
+        """End one enrollment as ``exited`` (an action that finally failed under ``exit``)."""
+        registry = self._sync()
+        with self.storage.customer(customer_id, now) as session:
+            decider = self._decider(session, registry, now, create=False)
+            decider.end_enrollment(enrollment_id, "exited", reason, now)
+            self._save(session, decider)
 
     # --- dead letters ------------------------------------------------------------------------
 

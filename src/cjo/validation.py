@@ -92,16 +92,18 @@ def validate_definitions(
     definitions: Definitions,
     *,
     channels: Collection[str] | None = None,
+    actions: Collection[str] | None = None,
     limits: Limits | None = None,
     renderer: Renderer | None = None,
 ) -> list[Problem]:
     """Every problem in ``definitions`` (an empty list when they are valid).
 
     ``channels`` names the channels registered with the engine; when given, every Send step
-    must use one of them. ``limits`` are the limits to check against (the defaults of
-    :class:`~cjo.limits.Limits` when None). ``renderer`` renders every template against a
-    sample to refuse those that hit a template limit; pass the engine's own so parsed templates
-    are reused (a new one with ``limits`` when None).
+    must use one of them (and ``actions`` likewise for Action steps). ``limits`` are the
+    limits to check against (the defaults of :class:`~cjo.limits.Limits` when None).
+    ``renderer`` renders every template against a sample to refuse those that hit a template
+    limit; pass the engine's own so parsed templates are reused (a new one with ``limits`` when
+    None).
     """
     limits = limits if limits is not None else DEFAULT_LIMITS
     renderer = renderer if renderer is not None else Renderer(limits)
@@ -112,7 +114,7 @@ def validate_definitions(
     journey_ids = {j.id for j in definitions.journeys}
     for journey in definitions.journeys:
         problems += _check_journey(journey, segment_ids, content, channels, limits,
-                                   journey_ids=journey_ids)
+                                   journey_ids=journey_ids, actions=actions)
     for segment in definitions.segments:
         problems += _check_segment(segment, segment_ids, limits)
     problems += _segment_cycles(definitions.segments, limits)
@@ -493,6 +495,7 @@ def _check_journey(
     limits: Limits = DEFAULT_LIMITS,
     *,
     journey_ids: Collection[str] = (),
+    actions: Collection[str] | None = None,
 ) -> list[Problem]:
     problems = _check_journey_fields(journey, limits)
     if len(journey.steps) > limits.max_steps_per_journey:
@@ -509,7 +512,7 @@ def _check_journey(
     )
     problems += _check_journey_conditions(journey, segment_ids, limits)
     problems += _check_graph(journey, limits)
-    checker = _Checker(segment_ids, content, channels, limits, journey_ids)
+    checker = _Checker(segment_ids, content, channels, limits, journey_ids, actions)
     trigger = journey.trigger
     problems += trigger_kind(trigger).check(
         trigger, f"{_journey_location(journey)} / trigger", journey, checker
@@ -801,8 +804,10 @@ class _Checker:
         channels: Collection[str] | None,
         limits: Limits,
         journey_ids: Collection[str] = (),
+        actions: Collection[str] | None = None,
     ) -> None:
         self.segment_ids = segment_ids
+        self.actions = actions
         self.journey_ids = journey_ids
         self.content = content
         self.channels = channels

@@ -9,7 +9,7 @@ durations of whole or quarter seconds (exact in binary, so exact after a trip th
 from __future__ import annotations
 
 import string
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any, get_args
 
 from hypothesis import strategies as st
@@ -30,12 +30,17 @@ from cjo.conditions import (
 )
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
+from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, VersionChange
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryMode, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
+    Action,
+    AudiencePath,
+    AudiencePaths,
     Branch,
     Case,
     Exit,
+    Jump,
     Send,
     Split,
     SplitPath,
@@ -136,6 +141,11 @@ steps: st.SearchStrategy[Step] = st.one_of(
               st.none() | st.times(), next=targets, on_past=targets, on_missing=targets,
               tags=tags),
     st.builds(WaitSinceEntry, durations, next=targets, tags=tags),
+    st.builds(AudiencePaths, st.lists(st.builds(AudiencePath, ids, targets), max_size=3)
+              .map(tuple), default=targets, tags=tags),
+    st.builds(Jump, ids, st.booleans(), targets, tags=tags),
+    st.builds(Action, ids, st.dictionaries(ids, names, max_size=2), next=targets,
+              on_failure=st.sampled_from(["retry", "skip", "exit"]), tags=tags),
 )
 
 
@@ -184,6 +194,11 @@ def journeys(draw: st.DrawFn) -> Journey:
         max_lifetime=draw(st.none() | durations),
         timezone=draw(st.sampled_from([None, "UTC", "Europe/Paris", "America/New_York"])),
         tags=draw(tags),
+        priority=draw(st.integers(-5, 5)),
+        exclusive_group=draw(st.none() | ids),
+        on_resume=draw(st.sampled_from([
+            ResumeRule(), ResumeRule("skip"), ResumeRule("grace", timedelta(hours=2)),
+        ])),
     )
 
 
@@ -212,4 +227,13 @@ definitions: st.SearchStrategy[Definitions] = st.builds(
     segments=st.lists(segments, max_size=3).map(tuple),
     content=st.lists(content_items, max_size=3).map(tuple),
     taxonomy=st.none() | taxonomies,
+    control_group=st.none() | st.builds(ControlGroup, st.floats(0, 99), ids),
+    max_concurrent_journeys=st.none() | st.integers(1, 5),
+    paused=st.lists(st.builds(JourneyPause, ids, st.datetimes(timezones=st.just(UTC))),
+                    max_size=2).map(tuple),
+    version_changes=st.lists(st.builds(
+        VersionChange, ids, st.integers(1, 9), st.integers(1, 9),
+        st.sampled_from(["migrate", "eject"]), st.dictionaries(ids, ids, max_size=2), names,
+        st.none() | st.datetimes(timezones=st.just(UTC)),
+    ), max_size=2).map(tuple),
 )

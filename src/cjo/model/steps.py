@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import time, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -12,6 +12,7 @@ from cjo.conditions import Condition, Field, Ref
 from cjo.errors import DefinitionError
 
 __all__ = [
+    "Action",
     "AudiencePath",
     "AudiencePaths",
     "Branch",
@@ -220,6 +221,26 @@ class AudiencePaths:
 
 
 @attrs.frozen
+class Action:
+    """Call the host's action ``action`` (registered with ``Engine(actions=...)``) with
+    ``params``, Liquid templates rendered like content fields. The call goes through the
+    outbox, after the transaction commits, with an idempotency key that is stable across
+    retries; the journey goes on to ``next`` at once.
+
+    ``on_failure``: ``retry`` (default: a failing call is retried with back-off, as messages
+    are, and kept as a dead letter if it never succeeds), ``skip`` (not retried: the first
+    failure is final) or ``exit`` (retried; when it finally fails the enrollment ends as
+    ``exited``)."""
+
+    kind: ClassVar[str] = "action"
+    action: str
+    params: Mapping[str, str] = attrs.field(factory=dict)
+    next: str | None = None
+    on_failure: Literal["retry", "skip", "exit"] = "retry"
+    tags: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class Jump:
     """Enter the customer into journey ``journey`` (its latest version, with this enrollment's
     context; its audience, re-entry and cross-journey rules apply). With ``end_current`` (the
@@ -234,9 +255,9 @@ class Jump:
 
 Step = (
     Send | Wait | WaitForEvent | Branch | Split | UpdateProfile | Exit | WaitUntil
-    | WaitUntilDate | WaitSinceEntry | AudiencePaths | Jump
+    | WaitUntilDate | WaitSinceEntry | AudiencePaths | Jump | Action
 )
 STEP_TYPES: tuple[type[Any], ...] = (
     Send, Wait, WaitForEvent, Branch, Split, UpdateProfile, Exit, WaitUntil, WaitUntilDate,
-    WaitSinceEntry, AudiencePaths, Jump,
+    WaitSinceEntry, AudiencePaths, Jump, Action,
 )

@@ -321,6 +321,13 @@ class Decider:
                 self._check_condition_exits(enrollment, _EMPTY, now)
         self.attribute_changes(now)
 
+    def end_enrollment(self, enrollment_id: str, status: str, reason: str, now: datetime) -> None:
+        """End one active enrollment (if it still is) with ``status`` and ``reason``."""
+        self.catch_up(now)
+        for enrollment in list(self.state.enrollments):
+            if enrollment.id == enrollment_id:
+                self.end(enrollment, status, reason, now)
+
     def remove(self, journey_id: str | None, reason: str, now: datetime) -> None:
         """End active enrollments (all, or one journey's) as ``removed`` by the host."""
         self.now = now
@@ -637,14 +644,8 @@ class Decider:
             self.caught_up_messages += 1
         fields: dict[str, str] = {}
         if self.render:
-            data = {
-                "profile": profile.attributes,
-                "event": enrollment.context,
-                "context": enrollment.context,
-                "customer_id": self.customer_id,
-            }
             try:
-                fields = registry.renderer.render(item, variant, data)
+                fields = registry.renderer.render(item, variant, self.template_data(enrollment))
             except RenderError as exc:
                 self.activity(enrollment, "send_failed", str(exc)[:200], at,
                               channel=step.channel, content_id=item.id,
@@ -741,6 +742,17 @@ class Decider:
                 change = changes.get((e.journey_id, e.version))
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def template_data(self, enrollment: Enrollment) -> dict[str, Any]:
+        """What templates read: the profile, the enrollment's context (as ``event`` too: the
+        trigger's properties), the customer id."""
+        p = self.state.profile
+        return {
+            "profile": p.attributes if p is not None else _EMPTY,
+            "event": enrollment.context,
+            "context": enrollment.context,
+            "customer_id": self.customer_id,
+        }
 
     def end(self, enrollment: Enrollment, status: str, reason: str | None, at: datetime) -> None:
         enrollment.status = status  # type: ignore[assignment]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cjo.runtime.kinds.action import ActionKind
 from cjo.runtime.kinds.base import HALT, Checker, Halt, Next, StepKind, TriggerKind
 from cjo.runtime.kinds.calendar import WaitSinceEntryKind, WaitUntilDateKind, WaitUntilKind
 from cjo.runtime.kinds.flow import BranchKind, ExitKind, SplitKind, split_fraction
@@ -45,6 +46,7 @@ STEP_KINDS: dict[type[Any], StepKind[Any]] = {
         SendKind(), WaitKind(), WaitForEventKind(), BranchKind(), SplitKind(),
         UpdateProfileKind(), ExitKind(), WaitUntilKind(), WaitUntilDateKind(),
         WaitSinceEntryKind(), AudiencePathsKind(), JumpKind(),
+        ActionKind(),
     )
 }
 

@@ -1,0 +1,114 @@
+"""Action steps: host callables called through the outbox, with each failure policy."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cjo import (
+    Action,
+    DeliveryResult,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    Message,
+    Wait,
+)
+from cjo.errors import DefinitionError
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+class Desk:
+    """A ticketing system that fails its first ``failures`` calls."""
+
+    def __init__(self, failures: int = 0, permanent: bool = False) -> None:
+        self.failures, self.permanent = failures, permanent
+        self.calls: list[Message] = []
+        self.tickets: dict[str, dict[str, str]] = {}
+
+    def __call__(self, call: Message) -> DeliveryResult | None:
+        self.calls.append(call)
+        if self.failures:
+            self.failures -= 1
+            if self.permanent:
+                return DeliveryResult.permanent("bad request")
+            raise ConnectionError("desk is down")
+        self.tickets.setdefault(call.idempotency_key, dict(call.fields))
+        return None
+
+
+def _journey(on_failure: str = "retry") -> Journey:
+    return Journey(
+        id="vip_care", trigger=EventTrigger("complained"), entry="ticket",
+        steps={
+            "ticket": Action("open_ticket", {"subject": "{{ profile.name }}: {{ event.topic }}"},
+                             next="wait", on_failure=on_failure),  # type: ignore[arg-type]
+            "wait": Wait(DAY),
+        },
+    )
+
+
+def _engine(desk: Desk, on_failure: str = "retry") -> tuple[Engine, ManualClock]:
+    clock = ManualClock(T0)
+    engine = Engine(clock=clock, actions={"open_ticket": desk},
+                    retry_backoff=timedelta(minutes=1), max_delivery_attempts=3)
+    engine.publish(journeys=[_journey(on_failure)])
+    engine.identify("ann", {"name": "Ann"})
+    return engine, clock
+
+
+def _retry_until_done(engine: Engine, clock: ManualClock) -> None:
+    for _ in range(10):
+        clock.advance(timedelta(minutes=5))
+        engine.dispatch_pending()
+
+
+def test_an_action_is_called_with_its_rendered_parameters() -> None:
+    desk = Desk()
+    engine, _ = _engine(desk)
+    out = engine.handle_event(Event("ann", "complained", T0, {"topic": "late parcel"}, "e1"))
+    assert desk.tickets == {out.messages[0].idempotency_key: {"subject": "Ann: late parcel"}}
+    (call,) = desk.calls
+    assert (call.content_id, call.channel, call.step_id) == ("open_ticket", "action:open_ticket",
+                                                             "ticket")
+    assert [e.step_id for e in engine.enrollments("ann")] == ["wait"]
+
+
+def test_a_failing_action_is_retried_with_one_idempotency_key() -> None:
+    desk = Desk(failures=2)
+    engine, clock = _engine(desk)
+    engine.handle_event(Event("ann", "complained", T0, {"topic": "x"}, "e1"))
+    _retry_until_done(engine, clock)
+    assert len(desk.calls) == 3 and len({c.idempotency_key for c in desk.calls}) == 1
+    assert len(desk.tickets) == 1 and engine.dead_letters() == []
+
+
+def test_skip_gives_up_at_the_first_failure_and_the_journey_goes_on() -> None:
+    desk = Desk(failures=1)
+    engine, clock = _engine(desk, "skip")
+    engine.handle_event(Event("ann", "complained", T0, {"topic": "x"}, "e1"))
+    _retry_until_done(engine, clock)
+    assert len(desk.calls) == 1 and desk.tickets == {}
+    assert [d.message.content_id for d in engine.dead_letters()] == ["open_ticket"]
+    assert [e.step_id for e in engine.enrollments("ann") if e.active] == ["wait"]
+
+
+@pytest.mark.parametrize("permanent", [False, True])
+def test_exit_ends_the_enrollment_when_the_action_finally_fails(permanent: bool) -> None:
+    desk = Desk(failures=10, permanent=permanent)
+    engine, clock = _engine(desk, "exit")
+    engine.handle_event(Event("ann", "complained", T0, {"topic": "x"}, "e1"))
+    _retry_until_done(engine, clock)
+    assert len(desk.calls) == (1 if permanent else 3)
+    (ended,) = engine.enrollments("ann")
+    assert (ended.status, ended.end_reason) == ("exited", "action open_ticket failed")
+
+
+def test_an_unregistered_action_is_refused_at_publish() -> None:
+    with pytest.raises(DefinitionError, match="action 'open_ticket' is not registered"):
+        Engine().publish(journeys=[_journey()])
