@@ -27,6 +27,7 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
+from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import (
     Branch,
@@ -88,6 +89,7 @@ __all__ = [
     "EventTrigger",
     "Exit",
     "ExitCriterion",
+    "FrequencyCap",
     "Goal",
     "GoalReached",
     "InMemoryStorage",
@@ -101,6 +103,7 @@ __all__ = [
     "Problem",
     "Profile",
     "ProfileUpdate",
+    "QuietHours",
     "RecordingChannel",
     "ReentryPolicy",
     "RenderError",
@@ -118,6 +121,7 @@ __all__ = [
     "StorageError",
     "SystemClock",
     "Taxonomy",
+    "Topic",
     "Trigger",
     "UnknownJourneyError",
     "UpdateProfile",

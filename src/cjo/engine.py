@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +12,7 @@ import attrs
 
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import Clock, SystemClock, ensure_aware
+from cjo.delivery.consent import block, set_consent, unblock
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -26,6 +27,7 @@ from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id
 from cjo.model.journey import Journey
+from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
@@ -66,6 +68,9 @@ class Engine:
     - ``limits``: template, definition and catch-up limits (``cjo.Limits``).
     - ``default_timezone``: the IANA zone of calendar rules (waits until a time of day, quiet
       hours...) for customers whose profile and journey name none; UTC when None.
+    - ``contact_attributes``: channel -> the profile attribute needed to reach a customer on
+      it (``{"sms": "phone"}``); see ``cjo.delivery.STANDARD_CONTACT_ATTRIBUTES`` and
+      docs/delivery-policies.md.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class Engine:
         render: bool = True,
         limits: Limits | None = None,
         default_timezone: str | None = None,
+        contact_attributes: Mapping[str, str] | None = None,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -107,6 +113,7 @@ class Engine:
             recipient_attributes=tuple(recipient_attributes),
             limits=limits if limits is not None else DEFAULT_LIMITS,
             default_timezone=default_timezone,
+            contact_attributes=dict(contact_attributes or {}),
         )
         self._registry = Registry()
         self._last_prune: datetime | None = None
@@ -161,6 +168,9 @@ class Engine:
         segments: Iterable[Segment] = (),
         content: Iterable[ContentItem] = (),
         taxonomy: Taxonomy | None = None,
+        topics: Iterable[Topic] = (),
+        caps: Iterable[FrequencyCap] = (),
+        quiet_hours: Iterable[QuietHours] = (),
     ) -> int:
         """Add or update definitions; returns the new generation. The whole resulting set is
         validated together; if any problem is found a ``DefinitionError`` lists them all and
@@ -168,8 +178,9 @@ class Engine:
 
         A journey is identified by (id, version): publishing a new version starts new entries
         on it while customers already inside older versions finish them. A published version
-        cannot be changed; publish the change as a new version. Content and segments are
-        replaced by id; a changed content item gets the next content version.
+        cannot be changed; publish the change as a new version. Content, segments and delivery
+        policies (topics, caps, quiet hours) are replaced by id; a changed content item gets
+        the next content version.
 
         Publishing is a compare-and-set on the storage's generation: when another process
         published meanwhile, its definitions are merged with these and validated again.
@@ -179,10 +190,17 @@ class Engine:
         new_segments = (*incoming.segments, *segments)
         new_content = (*incoming.content, *content)
         new_taxonomy = taxonomy or incoming.taxonomy
+        new_policies = (
+            (*incoming.topics, *topics), (*incoming.caps, *caps),
+            (*incoming.quiet_hours, *quiet_hours),
+        )
         for _ in range(_PUBLISH_ATTEMPTS):
             registry = self._sync()
             current = registry.definitions
-            merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
+            merged = _merge_policies(
+                current, _merge(current, new_journeys, new_segments, new_content, new_taxonomy),
+                *new_policies,
+            )
             problems = _version_conflicts(current, new_journeys)
             problems.extend(validate_definitions(
                 merged, channels=self.channels.keys(), limits=self.limits,
@@ -418,6 +436,41 @@ class Engine:
             self._save(session, decider)
         return decider.outcome.build()
 
+    def set_consent(
+        self, customer_id: str, *, subscribed: bool, topic: str | None = None,
+        channel: str | None = None,
+    ) -> Outcome:
+        """Record that the customer subscribed to (or unsubscribed from) ``topic`` (None: all
+        marketing) on ``channel`` (None: every channel). The most recent statement covering a
+        send decides it; see docs/delivery-policies.md."""
+        return self._change_consent(customer_id, lambda s, now: set_consent(
+            s, topic, channel, subscribed, now))
+
+    def block_channel(
+        self, customer_id: str, channel: str, reason: str = "blocked by host"
+    ) -> Outcome:
+        """Send nothing more to the customer on ``channel``, transactional messages included,
+        until ``unblock_channel``."""
+        return self._change_consent(customer_id, lambda s, _now: block(s, channel, reason))
+
+    def unblock_channel(self, customer_id: str, channel: str) -> Outcome:
+        return self._change_consent(customer_id, lambda s, _now: unblock(s, channel))
+
+    def _change_consent(
+        self, customer_id: str, change: Callable[[CustomerState, datetime], object]
+    ) -> Outcome:
+        _check_customer_id(customer_id)
+        registry = self._sync()
+        now = self.clock.now()
+        with self.storage.customer(customer_id, now) as session:
+            decider = self._decider(session, registry, now)
+            decider.catch_up(now)  # what fell due before the change is decided without it
+            change(decider.state, now)
+            decider.touch()
+            self._save(session, decider)
+        self._dispatch(decider.messages, now)
+        return decider.outcome.build()
+
     def erase_customer(self, customer_id: str) -> None:
         """Forget everything about a customer (right to erasure)."""
         _check_customer_id(customer_id)
@@ -564,6 +617,22 @@ def _merge(
         segments=tuple(_replace_by_id(current.segments, segments)),
         content=tuple(items.values()),
         taxonomy=taxonomy or current.taxonomy,
+    )
+
+
+def _merge_policies(
+    current: Definitions,
+    merged: Definitions,
+    topics: Iterable[Topic],
+    caps: Iterable[FrequencyCap],
+    quiet_hours: Iterable[QuietHours],
+) -> Definitions:
+    """Delivery policies are replaced by id, like segments."""
+    return attrs.evolve(
+        merged,
+        topics=tuple(_replace_by_id(current.topics, topics)),
+        caps=tuple(_replace_by_id(current.caps, caps)),
+        quiet_hours=tuple(_replace_by_id(current.quiet_hours, quiet_hours)),
     )
 
 

@@ -11,7 +11,7 @@ import json
 import re
 import typing
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any, Literal, TypeVar
 
 import cattrs
@@ -81,6 +81,22 @@ def _structure_duration(value: object, _t: object) -> timedelta:
 def _unstructure_duration(value: timedelta) -> int | float:
     seconds = value.total_seconds()
     return int(seconds) if seconds == int(seconds) else seconds
+
+
+def _structure_time(value: object, _t: object) -> time:
+    """A wall time as ``"HH:MM"`` or ``"HH:MM:SS"`` (no zone: the customer's zone applies)."""
+    if isinstance(value, str):
+        try:
+            parsed = time.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is None:
+            return parsed
+    raise _BadValueError(f"not a wall time: {value!r} (use 'HH:MM', e.g. '21:00')")
+
+
+def _unstructure_time(value: time) -> str:
+    return value.isoformat() if value.second or value.microsecond else value.strftime("%H:%M")
 
 
 def _is_literal(t: Any) -> bool:
@@ -170,6 +186,8 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(timedelta, _unstructure_duration)
     conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
     conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
+    conv.register_structure_hook(time, _structure_time)
+    conv.register_unstructure_hook(time, _unstructure_time)
     conv.register_structure_hook_func(_is_literal, _structure_literal)
     conv.register_structure_hook(str, _strict(str, (str,), "a string"))
     conv.register_structure_hook(int, _strict(int, (int,), "an integer"))

@@ -41,6 +41,7 @@ from cjo.conditions import (
     walk,
 )
 from cjo.content.render import Renderer
+from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import ContentItem, Variant
@@ -113,6 +114,7 @@ def validate_definitions(
     for item in definitions.content:
         problems += _check_content(item, renderer, limits)
     problems += _check_tags(definitions)
+    problems += check_policies(definitions, channels, limits)
     return problems
 
 

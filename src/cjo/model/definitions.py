@@ -6,6 +6,7 @@ import attrs
 
 from cjo.model.content import ContentItem
 from cjo.model.journey import Journey
+from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 
@@ -20,3 +21,6 @@ class Definitions:
     segments: tuple[Segment, ...] = ()
     content: tuple[ContentItem, ...] = ()
     taxonomy: Taxonomy | None = None
+    topics: tuple[Topic, ...] = ()
+    caps: tuple[FrequencyCap, ...] = ()
+    quiet_hours: tuple[QuietHours, ...] = ()

@@ -6,16 +6,24 @@ field here and a keyword to ``Engine``; the decider reads ``self.options``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import attrs
 
 from cjo.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["DEFAULT_RECIPIENT_ATTRIBUTES", "DecisionOptions"]
+__all__ = ["DEFAULT_RECIPIENT_ATTRIBUTES", "STANDARD_CONTACT_ATTRIBUTES", "DecisionOptions"]
 
 #: Profile attributes a message carries for its channel by default (contact details).
 DEFAULT_RECIPIENT_ATTRIBUTES: tuple[str, ...] = (
     "email", "phone", "push_token", "device_token", "first_name", "last_name", "name",
 )
+
+#: A common mapping of channels to the profile attribute each needs (pass it, or your own, as
+#: ``Engine(contact_attributes=...)``; exported as ``cjo.delivery.STANDARD_CONTACT_ATTRIBUTES``).
+STANDARD_CONTACT_ATTRIBUTES: Mapping[str, str] = {
+    "email": "email", "sms": "phone", "push": "push_token",
+}
 
 
 @attrs.frozen(slots=True)
@@ -25,13 +33,17 @@ class DecisionOptions:
     - ``recipient_attributes``: the profile attributes a message carries for its channel.
     - ``limits``: template, definition and catch-up limits.
     - ``default_timezone``: the zone of calendar rules for customers whose profile and journey
-      name none (then UTC)."""
+      name none (then UTC).
+    - ``contact_attributes``: channel -> the profile attribute a customer needs to be reached
+      on it (a customer without it is not sent to on that channel; fallbacks are tried).
+      Channels not named need none."""
 
     render: bool = True
     keep_ended: int = 1
     recipient_attributes: tuple[str, ...] = DEFAULT_RECIPIENT_ATTRIBUTES
     limits: Limits = DEFAULT_LIMITS
     default_timezone: str | None = None
+    contact_attributes: Mapping[str, str] = attrs.field(factory=dict)
 
 
 DEFAULT_OPTIONS = DecisionOptions()

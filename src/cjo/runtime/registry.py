@@ -13,6 +13,8 @@ import attrs
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.content.memo import MemoRenderer
 from cjo.content.render import Renderer
+from cjo.delivery.feedback import DELIVERY_EVENTS
+from cjo.delivery.gate import NO_POLICIES, DeliveryPolicies
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
@@ -103,6 +105,7 @@ class Registry:
     content: dict[str, ContentItem] = attrs.field(factory=dict)
     definitions: Definitions = attrs.field(factory=Definitions)
     renderer: MemoRenderer = attrs.field(factory=lambda: MemoRenderer(Renderer()))
+    delivery: DeliveryPolicies = NO_POLICIES
 
     @classmethod
     def build(
@@ -141,6 +144,7 @@ class Registry:
             content={c.id: c for c in definitions.content},
             definitions=definitions,
             renderer=MemoRenderer(Renderer(limits)),
+            delivery=DeliveryPolicies.of(definitions),
         )
 
     def may_matter(self, event_name: str) -> bool:
@@ -148,6 +152,7 @@ class Registry:
         trigger, end a wait, exit or convert."""
         return (
             event_name in self.triggers_by_event
+            or event_name in DELIVERY_EVENTS  # consent and feedback concern every customer
             or event_name in self.enrolled_events
             or self.any_event_when_enrolled
         )
@@ -158,7 +163,7 @@ class Registry:
         """Whether an event can change anything for this customer (their committed record at
         ``now``): a look-up, so that irrelevant events never open a transaction. Without
         ``now`` the caller has fired the customer's due wake-ups already."""
-        if event_name in self.triggers_by_event:
+        if event_name in self.triggers_by_event or event_name in DELIVERY_EVENTS:
             return True
         if state is None:
             return False
