@@ -4,7 +4,7 @@ The record keeps two things (``CustomerState.consent`` and ``CustomerState.block
 
 - subscription statements: (topic or ``*``, channel or ``*``) -> (subscribed, instant). Of the
   statements that cover a send's (topic, channel), the most recent wins (on the same instant,
-  the more specific). An opt-in topic needs a statement naming it: a broad "subscribe to
+  the one said last). An opt-in topic needs a statement naming it: a broad "subscribe to
   everything" lifts broad opt-outs but does not opt anyone in to an opt-in topic.
 - channel blocks (hard bounce, "STOP"): nothing at all goes out on a blocked channel, not even
   a transactional message.
@@ -39,10 +39,9 @@ def set_consent(
     consent = state.consent
     # Older statements this one covers can never win again: drop them, so the record stays
     # as small as what the customer said last.
-    for k in [k for k, (_, when) in consent.items() if k != key and _covers(key, k)]:
-        if consent[k][1] <= at:
-            del consent[k]
-    consent[key] = (value, at)
+    for k in [k for k, (_, when) in consent.items() if _covers(key, k) and when <= at]:
+        del consent[k]
+    consent[key] = (value, at)  # last in order: said last
 
 
 def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bool) -> bool:
@@ -50,22 +49,22 @@ def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bo
     consent = state.consent
     if not consent:
         return not opt_in
-    keys: tuple[ConsentKey, ...] = (
-        ((topic, channel), (topic, ANY), (ANY, channel), (ANY, ANY)) if topic is not None
-        else ((ANY, channel), (ANY, ANY))
-    )
-    best: tuple[datetime, int] | None = None
-    best_value, best_key = not opt_in, None
-    for rank, key in enumerate(keys):
-        found = consent.get(key)
-        if found is not None and (best is None or (found[1], -rank) > best):
-            best, best_value, best_key = (found[1], -rank), found[0], key
-    if best_value and opt_in and best_key is not None and best_key[0] == ANY:
+    # The record keeps statements in the order they were said: on the same instant, the one
+    # said last wins.
+    covering = [
+        (when, i, value, key[0] != ANY)
+        for i, (key, (value, when)) in enumerate(consent.items())
+        if key[0] in (ANY, topic) and key[1] in (ANY, channel)
+    ]
+    if not covering:
+        return not opt_in
+    _, _, value, named = max(covering)
+    if value and opt_in and not named:
         # A broad "yes" lifts broad opt-outs, but only a statement naming an opt-in topic
         # opts the customer in to it.
-        named = [consent[k] for k in keys if k[0] != ANY and k in consent]
-        return bool(named) and max(named, key=lambda v: v[1])[0]
-    return best_value
+        naming = [c for c in covering if c[3]]
+        return bool(naming) and max(naming)[2]
+    return value
 
 
 def block(state: CustomerState, channel: str, reason: str) -> None:
