@@ -107,6 +107,12 @@ class Engine:
             raise UsageError(
                 f"default_timezone {default_timezone!r} is not a known IANA time zone"
             )
+        for channel, attribute in (contact_attributes or {}).items():
+            if not (isinstance(channel, str) and isinstance(attribute, str) and attribute):
+                raise UsageError(
+                    f"contact_attributes maps channel names to profile attribute names; got "
+                    f"{channel!r}: {attribute!r}"
+                )
         self.options = DecisionOptions(
             render=render,
             keep_ended=keep_ended,

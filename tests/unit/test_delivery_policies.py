@@ -279,3 +279,36 @@ def test_consent_blocks_and_the_ledger_survive_the_record_codec() -> None:
     assert (back.consent, back.blocked, back.sends) == (s.consent, s.blocked, s.sends)
     assert back.extra == {}
     assert back.copy() == back
+
+
+# --- feedback ----------------------------------------------------------------------------------
+
+
+def test_a_message_id_leads_back_to_its_enrollment_and_step_even_with_colons_in_ids() -> None:
+    from cjo.delivery.feedback import locate_message
+    from cjo.runtime.core import Decider
+    from cjo.runtime.registry import Registry
+
+    item = ContentItem("c", (Variant("email", {"s": "x"}),))
+    journeys = (
+        Journey("shop", "a", {"a": Send("c", "email")}),
+        Journey("shop:vip", "x:y", {"x:y": Send("c", "email")}),
+    )
+    registry = Registry.build(Definitions(journeys=journeys, content=(item,)), 1)
+    decider = Decider(registry, CustomerState("c:1", T0))
+    assert locate_message(decider, "shop:vip:c:1:cart:9:2.5f:x:y:1") == (
+        "shop:vip", 1, "shop:vip:c:1:cart:9:2.5f", "x:y", journeys[1].steps["x:y"])
+    assert locate_message(decider, "shop:c:1:1.5f:a:3")[2:4] == (  # type: ignore[index]
+        "shop:c:1:1.5f", "a")
+    assert locate_message(decider, "shop:c:1:1.5f:a:x") is None
+    assert locate_message(decider, "shop:c:2:1.5f:a:1") is None  # another customer's
+    assert locate_message(decider, "shop:c:1:1.5f:nope:1") is None
+
+
+def test_contact_attributes_must_name_profile_attributes() -> None:
+    from cjo import Engine, UsageError
+
+    with pytest.raises(UsageError, match="'sms': None"):
+        Engine(contact_attributes={"sms": None})  # type: ignore[dict-item]
+    assert Engine(contact_attributes={"sms": "phone"}).options.contact_attributes == {
+        "sms": "phone"}

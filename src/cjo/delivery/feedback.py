@@ -66,10 +66,8 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
         return None
     versions = {e.id: e.version for e in d.state.enrollments}
     versions.update((x.id, x.version) for x in d.state.ended)
-    best: LinkedMessage | None = None
-    # Newest versions first: an enrollment the record no longer holds maps to the newest
-    # version that has the step.
-    for (jid, version), cj in sorted(d.registry.journeys.items(), key=lambda kv: -kv[0][1]):
+    found: list[tuple[bool, int, int, int, LinkedMessage]] = []
+    for (jid, version), cj in d.registry.journeys.items():
         prefix = f"{jid}:{d.customer_id}:"
         if not head.startswith(prefix):
             continue
@@ -77,16 +75,13 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
             if not isinstance(cs.step, Send) or not head.endswith(f":{step_id}"):
                 continue
             enrollment_id = head[: -len(step_id) - 1]
-            tail = enrollment_id[len(prefix):]
-            if not _ENTRY_TAIL.search(tail):
+            if not _ENTRY_TAIL.search(enrollment_id[len(prefix):]):
                 continue
-            known = versions.get(enrollment_id)
-            if known is not None and known != version:
-                continue
-            # Several ids can fit when ids contain ':'; the longest journey id is the most exact.
-            if best is None or len(jid) > len(best[0]) or known is not None:
-                best = (jid, version, enrollment_id, step_id, cs.step)
-    return best
+            # Ids may contain ':', so several may fit: prefer the version the record knows for
+            # the enrollment, then the longest journey id, then the newest version.
+            found.append((versions.get(enrollment_id) == version, len(jid), version, len(found),
+                          (jid, version, enrollment_id, step_id, cs.step)))
+    return max(found)[4] if found else None
 
 
 def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
