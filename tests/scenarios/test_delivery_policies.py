@@ -10,6 +10,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from cjo import (
@@ -27,11 +28,13 @@ from cjo import (
     RecordingChannel,
     Send,
     Storage,
+    Taxonomy,
     Topic,
     Variant,
     Wait,
 )
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
+from cjo.model.taxonomy import Category
 from cjo.runtime.kinds import split_fraction
 from cjo.storage.memory import InMemoryStorage
 
@@ -496,3 +499,26 @@ def test_policies_are_published_definitions_every_engine_applies(storage: Storag
     other.publish(caps=[FrequencyCap("daily", 2, period="calendar_day")])
     assert host.engine.definitions.caps == (FrequencyCap("daily", 2, period="calendar_day"),)
     assert host.engine.definitions.topics == TOPICS
+
+
+def test_a_tag_cap_counts_sends_tagged_below_it_by_step_content_or_journey(
+    storage: Storage,
+) -> None:
+    host = Host(storage)
+    taxonomy = Taxonomy((Category("marketing", children=(Category("promo"),)),
+                         Category("lifecycle")))
+    promo = attrs.evolve(_send_journey("promo", "promo"), tags=("marketing/promo",))
+    tagged_step = Journey("flash", "send", {"send": Send("news", "email",
+                                                         tags=("marketing",))},
+                          trigger=EventTrigger("flash"))
+    onboarding = attrs.evolve(_send_journey("onboarding", "signed_up"), tags=("lifecycle",))
+    host.engine.publish(
+        journeys=[promo, tagged_step, onboarding], content=[NEWS], topics=TOPICS,
+        taxonomy=taxonomy, caps=[FrequencyCap("marketing", 1, per=DAY, tag="marketing")],
+    )
+    host.event("promo")
+    host.event("signed_up")  # not marketing: neither capped nor counted
+    host.event("flash")
+    assert [m.journey_id for ch in host.channels.values() for m in ch.messages] == [
+        "promo", "onboarding"]
+    assert host.log(kinds=("capped",)) == [("capped", "marketing: skipped", "email")]

@@ -25,6 +25,7 @@ from cjo.delivery.consent import consent_problem
 from cjo.delivery.quiet_hours import applies, release_at
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
+from cjo.model.journey import Journey
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.steps import Send
 from cjo.runtime.kinds.base import HALT, Halt
@@ -55,9 +56,9 @@ class DeliveryPolicies:
 NO_POLICIES = DeliveryPolicies()
 
 
-def send_tags(step: Send, item: ContentItem) -> tuple[str, ...]:
-    """What a send is tagged with: the step's tags and its content's."""
-    return tuple(dict.fromkeys((*step.tags, *item.tags)))
+def send_tags(step: Send, item: ContentItem, journey: Journey) -> tuple[str, ...]:
+    """What a send is tagged with: the step's tags, its content's and its journey's."""
+    return tuple(dict.fromkeys((*step.tags, *item.tags, *journey.tags)))
 
 
 def choose_channel(
@@ -115,7 +116,8 @@ def gate(
         return HALT
     if step.transactional or not policies.caps:
         return channel
-    capped = capped_by(policies.caps, d.state.sends, channel, send_tags(step, item), at, zone)
+    tags = send_tags(step, item, cj.journey)
+    capped = capped_by(policies.caps, d.state.sends, channel, tags, at, zone)
     if capped is None:
         return channel
     cap, until = capped
@@ -134,8 +136,10 @@ def gate(
     return HALT
 
 
-def record(d: Decider, step: Send, item: ContentItem, channel: str, at: datetime) -> None:
+def record(
+    d: Decider, cj: CompiledJourney, step: Send, item: ContentItem, channel: str, at: datetime
+) -> None:
     """Count a send that went out in the ledger (marketing sends, when caps exist)."""
     caps = d.registry.delivery.caps
     if caps and not step.transactional:
-        record_send(d.state, caps, channel, send_tags(step, item), at)
+        record_send(d.state, caps, channel, send_tags(step, item, cj.journey), at)

@@ -41,7 +41,8 @@ class FrequencyCap:
     - ``period="calendar_day"``: the customer's calendar day, in their time zone.
 
     ``channel`` and ``tag`` narrow what counts (and what is capped): only sends on that channel,
-    only sends tagged with that taxonomy tag or one below it (the Send's tags and its content's).
+    only sends tagged with that taxonomy tag or one below it (the Send's tags, its content's and
+    its journey's).
     Neither: every marketing send. Transactional sends are never capped and never counted.
     """
 

@@ -525,7 +525,7 @@ class Decider:
             at, customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
         ))
-        record_send(self, step, item, channel, at)
+        record_send(self, cj, step, item, channel, at)
         return True
 
     # --- helpers -----------------------------------------------------------------------------
