@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, time, timedelta
@@ -18,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cjo import (
+    Activity,
     ContentItem,
     Engine,
     Event,
@@ -225,6 +227,33 @@ def _run(storage: Storage, setup: Setup, steps: list[tuple[Any, ...]]) -> None:
     for a in activities:
         if a.kind in ("suppressed", "fallback", "capped", "quiet_hours"):
             assert a.detail and a.channel, a
+    _every_send_is_decided(engine, activities)
+
+
+_FINAL = ("sent", "suppressed", "send_failed", "send_skipped")
+
+
+def _every_send_is_decided(engine: Engine, activities: list[Activity]) -> None:
+    """Each arrival at a Send step ends in exactly one recorded decision (sent, suppressed,
+    skipped or exited by a rule), unless it is still deferred."""
+    sends = {(j.id, sid) for j in DEFINITIONS["journeys"] for sid, st_ in j.steps.items()
+             if isinstance(st_, Send)}
+    runs: Counter[tuple[str, str | None]] = Counter()
+    decided: Counter[tuple[str, str | None]] = Counter()
+    for a in activities:
+        key = (a.enrollment_id, a.step_id)
+        if a.kind == "step" and (a.journey_id, a.step_id) in sends:
+            runs[key] += 1
+        elif a.kind in _FINAL or (
+            a.kind in ("capped", "quiet_hours") and "deferred" not in (a.detail or "")
+        ):
+            decided[key] += 1
+    for customer in CUSTOMERS:
+        state = engine.customer_state(customer)
+        for e in state.enrollments if state is not None else ():
+            if e.wake_at is not None and (e.journey_id, e.step_id) in sends:
+                decided[(e.id, e.step_id)] += 1  # deferred, still to be decided
+    assert decided == runs
 
 
 @contextmanager
