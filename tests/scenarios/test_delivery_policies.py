@@ -474,13 +474,16 @@ def test_a_hard_bounce_blocks_the_channel_and_unsubscribe_takes_the_messages_top
     assert state.blocked == {}
     assert state.consent == {("newsletter", "*"): (False, T0)}
     [receipt] = host.event("ordered").messages
+    # The receipt has no topic: unsubscribing from it leaves marketing on its channel.
+    host.event("unsubscribed", message_id=receipt.idempotency_key)
     host.event("bounced", message_id=receipt.idempotency_key, type="hard")
     state = host.engine.customer_state("c1")
     assert state is not None
     assert state.blocked == {"sms": "hard bounce"}
+    assert state.consent == {("newsletter", "*"): (False, T0), ("*", "sms"): (False, T0)}
     assert host.log(kinds=("bounced", "unsubscribed")) == [
         ("bounced", "soft", "email"), ("unsubscribed", "newsletter", "email"),
-        ("bounced", "hard", "sms"),
+        ("unsubscribed", "*", "sms"), ("bounced", "hard", "sms"),
     ]
 
 

@@ -14,7 +14,8 @@ Feedback events carry ``message_id`` (the message's ``idempotency_key``) and opt
 ``complained``, and ``unsubscribed`` [``topic``]. Each is written to the activity log with
 the journey, version, enrollment and step of the message it names. A hard bounce blocks the
 channel; a complaint unsubscribes the customer from all marketing on it; an unsubscribe without
-``topic`` but with a ``message_id`` unsubscribes from that message's topic.
+``topic`` but with a ``message_id`` unsubscribes from that message's topic (from all marketing
+on its channel when it has none).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
         if name == "unsubscribed" and topic is None:
             item = d.registry.content.get(step.content)
             topic = step.topic or (item.topic if item is not None else None)
+            if topic is None:
+                channel = sent_on  # a message of no topic: all marketing on its channel
     state = d.state
     if name in {"subscribed", "unsubscribed"}:
         set_consent(state, topic, channel, name == "subscribed", now)
