@@ -30,6 +30,7 @@ from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, VersionChange
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
+from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import (
     Action,
@@ -110,6 +111,7 @@ __all__ = [
     "EventTrigger",
     "Exit",
     "ExitCriterion",
+    "FrequencyCap",
     "Goal",
     "GoalReached",
     "InMemoryStorage",
@@ -126,6 +128,7 @@ __all__ = [
     "Problem",
     "Profile",
     "ProfileUpdate",
+    "QuietHours",
     "RecordingChannel",
     "ReentryPolicy",
     "RenderError",
@@ -145,6 +148,7 @@ __all__ = [
     "StorageError",
     "SystemClock",
     "Taxonomy",
+    "Topic",
     "Trigger",
     "UnknownJourneyError",
     "UpdateProfile",

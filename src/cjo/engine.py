@@ -14,6 +14,7 @@ from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, Message, deliver
 from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
+from cjo.delivery.consent import block, set_consent, unblock
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -29,6 +30,7 @@ from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
+from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import Action
 from cjo.model.taxonomy import Taxonomy
@@ -94,6 +96,9 @@ class Engine:
     - ``retry_backoff`` / ``max_retry_delay``: the wait before a retry doubles from
       ``retry_backoff`` after each failed attempt, up to ``max_retry_delay``, less a jitter of
       up to half fixed by the message's idempotency key and the attempt (reproducible runs).
+    - ``contact_attributes``: channel -> the profile attribute needed to reach a customer on
+      it (``{"sms": "phone"}``); see ``cjo.delivery.STANDARD_CONTACT_ATTRIBUTES`` and
+      docs/delivery-policies.md.
     """
 
     def __init__(
@@ -118,6 +123,7 @@ class Engine:
         default_timezone: str | None = None,
         late_events: Literal["decide", "ignore"] = "decide",
         actions: Mapping[str, ActionFunction] | None = None,
+        contact_attributes: Mapping[str, str] | None = None,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -138,6 +144,12 @@ class Engine:
             raise UsageError(
                 f"default_timezone {default_timezone!r} is not a known IANA time zone"
             )
+        for channel, attribute in (contact_attributes or {}).items():
+            if not (isinstance(channel, str) and isinstance(attribute, str) and attribute):
+                raise UsageError(
+                    f"contact_attributes maps channel names to profile attribute names; got "
+                    f"{channel!r}: {attribute!r}"
+                )
         self.options = DecisionOptions(
             render=render,
             keep_ended=keep_ended,
@@ -145,6 +157,7 @@ class Engine:
             limits=limits if limits is not None else DEFAULT_LIMITS,
             default_timezone=default_timezone,
             late_events=late_events,
+            contact_attributes=dict(contact_attributes or {}),
         )
         self._registry = Registry()
         self._last_prune: datetime | None = None
@@ -212,6 +225,9 @@ class Engine:
         control_group: ControlGroup | None = None,
         max_concurrent_journeys: int | None = None,
         running: Mapping[str, VersionChange] | None = None,
+        topics: Iterable[Topic] = (),
+        caps: Iterable[FrequencyCap] = (),
+        quiet_hours: Iterable[QuietHours] = (),
     ) -> int:
         """Add or update definitions; returns the new generation. The whole resulting set is
         validated together; if any problem is found a ``DefinitionError`` lists them all and
@@ -219,8 +235,9 @@ class Engine:
 
         A journey is identified by (id, version): publishing a new version starts new entries
         on it while customers already inside older versions finish them. A published version
-        cannot be changed; publish the change as a new version. Content and segments are
-        replaced by id; a changed content item gets the next content version.
+        cannot be changed; publish the change as a new version. Content, segments and delivery
+        policies (topics, caps, quiet hours) are replaced by id; a changed content item gets
+        the next content version.
 
         ``running`` says, per journey id, what the new version does to customers inside the
         previous one: ``VersionChange.drain()`` (the default), ``.migrate({old step: new
@@ -235,10 +252,17 @@ class Engine:
         new_segments = (*incoming.segments, *segments)
         new_content = (*incoming.content, *content)
         new_taxonomy = taxonomy or incoming.taxonomy
+        new_policies = (
+            (*incoming.topics, *topics), (*incoming.caps, *caps),
+            (*incoming.quiet_hours, *quiet_hours),
+        )
         now = self.clock.now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
-            merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
+            merged = _merge_policies(
+                current, _merge(current, new_journeys, new_segments, new_content, new_taxonomy),
+                *new_policies,
+            )
             problems = _version_conflicts(current, new_journeys)
             merged, more = _governance(
                 current, merged, new_journeys, now,
@@ -556,6 +580,40 @@ class Engine:
                         self._save(session, decider)
                         deciders.append(decider)
                 self._finish(deciders, now, builder)
+    def set_consent(
+        self, customer_id: str, *, subscribed: bool, topic: str | None = None,
+        channel: str | None = None,
+    ) -> Outcome:
+        """Record that the customer subscribed to (or unsubscribed from) ``topic`` (None: all
+        marketing) on ``channel`` (None: every channel). The most recent statement covering a
+        send decides it; see docs/delivery-policies.md."""
+        return self._change_consent(customer_id, lambda s, now: set_consent(
+            s, topic, channel, subscribed, now))
+
+    def block_channel(
+        self, customer_id: str, channel: str, reason: str = "blocked by host"
+    ) -> Outcome:
+        """Send nothing more to the customer on ``channel``, transactional messages included,
+        until ``unblock_channel``."""
+        return self._change_consent(customer_id, lambda s, _now: block(s, channel, reason))
+
+    def unblock_channel(self, customer_id: str, channel: str) -> Outcome:
+        return self._change_consent(customer_id, lambda s, _now: unblock(s, channel))
+
+    def _change_consent(
+        self, customer_id: str, change: Callable[[CustomerState, datetime], object]
+    ) -> Outcome:
+        _check_customer_id(customer_id)
+        registry = self._sync()
+        now = self.clock.now()
+        with self.storage.customer(customer_id, now) as session:
+            decider = self._decider(session, registry, now)
+            decider.catch_up(now)  # what fell due before the change is decided without it
+            change(decider.state, now)
+            decider.touch()
+            self._save(session, decider)
+        self._dispatch(decider.messages, now, decider.outcome)
+        return decider.outcome.build()
 
     def erase_customer(self, customer_id: str) -> None:
         """Forget everything about a customer (right to erasure)."""
@@ -844,6 +902,20 @@ def _governance(
                 ))
         changes["version_changes"] = tuple(version_changes)
     return (attrs.evolve(merged, **changes) if changes else merged), problems
+def _merge_policies(
+    current: Definitions,
+    merged: Definitions,
+    topics: Iterable[Topic],
+    caps: Iterable[FrequencyCap],
+    quiet_hours: Iterable[QuietHours],
+) -> Definitions:
+    """Delivery policies are replaced by id, like segments."""
+    return attrs.evolve(
+        merged,
+        topics=tuple(_replace_by_id(current.topics, topics)),
+        caps=tuple(_replace_by_id(current.caps, caps)),
+        quiet_hours=tuple(_replace_by_id(current.quiet_hours, quiet_hours)),
+    )
 
 
 def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> list[Problem]:

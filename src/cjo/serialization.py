@@ -78,18 +78,25 @@ def _structure_duration(value: object, _t: object) -> timedelta:
         raise _BadValueError(str(exc)) from None
 
 
-def _structure_time(value: object, _t: object) -> time:
-    if isinstance(value, str):
-        try:
-            return time.fromisoformat(value)
-        except ValueError:
-            pass
-    raise _BadValueError(f"not a time of day: {value!r} (use 'HH:MM', such as '09:00')")
-
-
 def _unstructure_duration(value: timedelta) -> int | float:
     seconds = value.total_seconds()
     return int(seconds) if seconds == int(seconds) else seconds
+
+
+def _structure_time(value: object, _t: object) -> time:
+    """A wall time as ``"HH:MM"`` or ``"HH:MM:SS"`` (no zone: the customer's zone applies)."""
+    if isinstance(value, str):
+        try:
+            parsed = time.fromisoformat(value)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is None:
+            return parsed
+    raise _BadValueError(f"not a time of day: {value!r} (use 'HH:MM', such as '09:00')")
+
+
+def _unstructure_time(value: time) -> str:
+    return value.isoformat() if value.second or value.microsecond else value.strftime("%H:%M")
 
 
 def _is_literal(t: Any) -> bool:
@@ -179,10 +186,8 @@ def _make_converter() -> cattrs.Converter:
     conv.register_unstructure_hook(timedelta, _unstructure_duration)
     conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
     conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
-    # A time of day reads as "09:00" (the zone is the customer's, never part of the value).
     conv.register_structure_hook(time, _structure_time)
-    conv.register_unstructure_hook(time, lambda v: v.isoformat("minutes" if not v.second
-                                                               and not v.microsecond else "auto"))
+    conv.register_unstructure_hook(time, _unstructure_time)
     conv.register_structure_hook_func(_is_literal, _structure_literal)
     conv.register_structure_hook(str, _strict(str, (str,), "a string"))
     conv.register_structure_hook(int, _strict(int, (int,), "an integer"))

@@ -156,6 +156,12 @@ def _full_state(customer: str = "c1") -> CustomerState:
         timers={"inactivity": T0 + 3 * DAY + TICK, "birthday": T0 + 40 * DAY},
         marks={"last_seen": T0 - 3 * HOUR + TICK, "fired": T0 - DAY},
         extra={"future_field": {"nested": [1, "x", None, {"deep": True}]}, "future_flag": 7},
+        # Delivery policies: statement order matters (the last said wins a tie).
+        consent={("news", "email"): (False, T0 - DAY + TICK), ("*", "*"): (True, T0 - DAY + TICK),
+                 ("offers", "*"): (True, T0 - HOUR)},
+        blocked={"sms": "STOP", "push": "hard bounce"},
+        sends=[(T0 - 2 * DAY + TICK, "email", ("promo", "lifecycle/onboarding")),
+               (T0 - HOUR, "sms", ())],
     )
 
 
@@ -432,6 +438,10 @@ class StorageContract:
         assert loaded.timers == state.timers
         assert loaded.marks == state.marks
         assert loaded.extra == state.extra
+        # Consent statements keep the order they were said in (it breaks ties).
+        assert list(loaded.consent.items()) == list(state.consent.items())
+        assert loaded.blocked == state.blocked
+        assert loaded.sends == state.sends
         assert loaded.created_at == state.created_at
         assert loaded.wake_at == T0 + 2 * HOUR + 3 * TICK
         # None stays None and "" stays "".

@@ -45,6 +45,7 @@ from cjo.conditions import (
     walk,
 )
 from cjo.content.render import Renderer
+from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import ContentItem, Variant
@@ -122,6 +123,7 @@ def validate_definitions(
         problems += _check_content(item, renderer, limits)
     problems += _check_tags(definitions)
     problems += _check_governance(definitions)
+    problems += check_policies(definitions, channels, limits)
     return problems
 
 

@@ -32,6 +32,7 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, VersionChange
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryMode, ReentryPolicy
+from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import (
     Action,
@@ -123,7 +124,9 @@ step_ids = st.sampled_from(STEP_POOL) | ids
 targets = st.none() | step_ids
 
 steps: st.SearchStrategy[Step] = st.one_of(
-    st.builds(Send, ids, channels, next=targets, transactional=st.booleans(), tags=tags),
+    st.builds(Send, ids, channels, next=targets, transactional=st.booleans(), tags=tags,
+              topic=st.none() | ids, fallbacks=st.lists(channels, max_size=2).map(tuple),
+              when_capped=st.sampled_from(["skip", "defer", "exit"])),
     st.builds(Wait, durations, next=targets, tags=tags),
     st.builds(WaitForEvent, ids, durations, on_event=targets, on_timeout=targets,
               where=maybe_conditions, tags=tags),
@@ -212,7 +215,8 @@ variants = st.builds(
     st.none() | st.sampled_from(["en", "fr", "pt-BR"]),
 )
 content_items = st.builds(
-    ContentItem, ids, st.lists(variants, max_size=3).map(tuple), names, tags
+    ContentItem, ids, st.lists(variants, max_size=3).map(tuple), names, tags,
+    topic=st.none() | ids,
 )
 categories: st.SearchStrategy[Category] = st.recursive(
     st.builds(Category, ids, names),
@@ -220,6 +224,23 @@ categories: st.SearchStrategy[Category] = st.recursive(
     max_leaves=5,
 )
 taxonomies = st.builds(Taxonomy, st.lists(categories, max_size=3).map(tuple))
+
+topics = st.builds(Topic, ids, st.sampled_from(["opt_out", "opt_in"]), names)
+wall_times = st.times().map(lambda t: t.replace(microsecond=t.microsecond // 1000 * 1000))
+caps = st.one_of(
+    st.builds(FrequencyCap, ids, st.integers(0, 10), per=st.none() | durations,
+              channel=st.none() | channels, tag=st.none() | st.sampled_from(["promo", "x/y"])),
+    st.builds(FrequencyCap, ids, st.integers(1, 10), period=st.just("calendar_day")),
+)
+quiet_hours = st.builds(
+    QuietHours, ids, wall_times, wall_times,
+    weekdays=st.lists(st.integers(0, 6), max_size=3, unique=True).map(tuple),
+    journeys=st.lists(ids, max_size=2).map(tuple),
+    channels=st.lists(channels, max_size=2).map(tuple),
+    action=st.sampled_from(["defer", "skip"]), spread=st.sampled_from(
+        [timedelta(0), timedelta(minutes=30), timedelta(hours=2)]),
+    include_transactional=st.booleans(),
+)
 
 definitions: st.SearchStrategy[Definitions] = st.builds(
     Definitions,
@@ -236,4 +257,7 @@ definitions: st.SearchStrategy[Definitions] = st.builds(
         st.sampled_from(["migrate", "eject"]), st.dictionaries(ids, ids, max_size=2), names,
         st.none() | st.datetimes(timezones=st.just(UTC)),
     ), max_size=2).map(tuple),
+    topics=st.lists(topics, max_size=2).map(tuple),
+    caps=st.lists(caps, max_size=2).map(tuple),
+    quiet_hours=st.lists(quiet_hours, max_size=2).map(tuple),
 )

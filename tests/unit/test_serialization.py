@@ -72,9 +72,11 @@ def only_problem(data: Any) -> Problem:
 
 STEP_CASES: list[tuple[Step, dict[str, Any]]] = [
     (
-        Send("welcome", "email", next="b", transactional=True, tags=("t",)),
+        Send("welcome", "email", next="b", transactional=True, tags=("t",), topic="news",
+             fallbacks=("sms",), when_capped="defer"),
         {"kind": "send", "content": "welcome", "channel": "email", "next": "b",
-         "transactional": True, "tags": ["t"]},
+         "transactional": True, "tags": ["t"], "topic": "news", "fallbacks": ["sms"],
+         "when_capped": "defer"},
     ),
     (
         Wait(timedelta(hours=4), next="b"),

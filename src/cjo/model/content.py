@@ -28,6 +28,8 @@ class ContentItem:
     variants: tuple[Variant, ...]
     name: str = ""
     tags: tuple[str, ...] = ()
+    #: The subscription topic of marketing sends of this item (a Send may name its own).
+    topic: str | None = None
     #: Set by publishing: 1 for the first definition of an id, one more for each change.
     #: Every message records the version it rendered.
     version: int = 1

@@ -7,6 +7,7 @@ import attrs
 from cjo.model.content import ContentItem
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
+from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 
@@ -29,3 +30,6 @@ class Definitions:
     paused: tuple[JourneyPause, ...] = ()
     #: Migrations and ejections of running customers, in publish order.
     version_changes: tuple[VersionChange, ...] = ()
+    topics: tuple[Topic, ...] = ()
+    caps: tuple[FrequencyCap, ...] = ()
+    quiet_hours: tuple[QuietHours, ...] = ()

@@ -34,7 +34,13 @@ __all__ = [
 
 @attrs.frozen
 class Send:
-    """Send content ``content`` on channel ``channel``."""
+    """Send content ``content`` on channel ``channel``.
+
+    Delivery policies (docs/delivery-policies.md): ``topic`` is the subscription topic of a
+    marketing send (else the content item's); ``fallbacks`` are the channels tried in order
+    when the customer cannot be reached on ``channel``; ``when_capped`` is what a frequency cap
+    does to it: ``skip`` (go on), ``defer`` (wait until the cap allows) or ``exit``.
+    """
 
     kind: ClassVar[str] = "send"
     content: str
@@ -42,6 +48,9 @@ class Send:
     next: str | None = None
     transactional: bool = False
     tags: tuple[str, ...] = ()
+    topic: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    when_capped: Literal["skip", "defer", "exit"] = "skip"
 
 
 @attrs.frozen

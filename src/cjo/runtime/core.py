@@ -18,6 +18,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cjo.channels.base import Message
+from cjo.delivery.feedback import DELIVERY_EVENTS, apply_delivery_event
+from cjo.delivery.gate import gate
+from cjo.delivery.gate import record as record_send
 from cjo.errors import RenderError
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.governance import VersionChange, in_control_group
@@ -284,6 +287,9 @@ class Decider:
 
     def _on_event(self, event: Event, now: datetime) -> None:
         name = event.name
+        if name in DELIVERY_EVENTS:
+            # Consent changes first: a journey this event starts already sees them.
+            apply_delivery_event(self, event, now)
         enrollments = self.state.enrollments
         if enrollments:
             if len(enrollments) > 1:
@@ -603,7 +609,8 @@ class Decider:
         at: datetime,
     ) -> bool:
         """Queue one message. Returns False when the enrollment ended instead (send-time
-        validation: the audience and exit conditions are checked again right before sending)."""
+        validation: the audience and exit conditions are checked again right before sending)
+        or now waits (a send deferred by delivery policies, see ``cjo.delivery.gate``)."""
         if cj.audience is not None or cj.exit_conditions:
             scope = self.scope(_EMPTY, enrollment.context, enrollment)
             if cj.audience is not None and not cj.audience(scope):
@@ -628,17 +635,24 @@ class Decider:
                 return True
         item = registry.content.get(step.content)
         profile = self.profile
-        variant = item.variant_for(step.channel, profile.locale) if item else None
+        # Delivery policies pick the channel (consent, fallbacks) and may drop or defer.
+        channel_or_halt = gate(self, cj, enrollment, step, item, at) if item else step.channel
+        if channel_or_halt is None:
+            return True
+        if isinstance(channel_or_halt, Halt):
+            return False
+        channel = channel_or_halt
+        variant = item.variant_for(channel, profile.locale) if item else None
         if item is None or variant is None:
             self.activity(enrollment, "send_failed", "no content variant", at,
-                          channel=step.channel, content_id=step.content)
+                          channel=channel, content_id=step.content)
             return True
         if self.catching_up:
             # A worker that comes back late must not release a storm: past the limit, the
             # sends of one catch-up are skipped (and recorded) and the journey goes on.
             if self.caught_up_messages >= self.limits.max_messages_per_catch_up:
                 self.activity(enrollment, "send_skipped", "catch-up limit", at,
-                              channel=step.channel, content_id=item.id,
+                              channel=channel, content_id=item.id,
                               content_version=item.version)
                 return True
             self.caught_up_messages += 1
@@ -648,13 +662,12 @@ class Decider:
                 fields = registry.renderer.render(item, variant, self.template_data(enrollment))
             except RenderError as exc:
                 self.activity(enrollment, "send_failed", str(exc)[:200], at,
-                              channel=step.channel, content_id=item.id,
+                              channel=channel, content_id=item.id,
                               content_version=item.version)
                 return True
         attrs_ = profile.attributes
         recipient = {k: attrs_[k] for k in self.recipient_attributes if k in attrs_}
         attempt = enrollment.visits.get(step_id, 1)
-        channel = step.channel
         customer_id = self.customer_id
         # Positional: one message per send, and keywords cost more.
         message = Message(
@@ -668,6 +681,7 @@ class Decider:
             at, customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
         ))
+        record_send(self, cj, step, item, channel, at)
         return True
 
     def jump(self, enrollment: Enrollment, journey_id: str, at: datetime, *,

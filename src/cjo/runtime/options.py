@@ -6,18 +6,25 @@ field here and a keyword to ``Engine``; the decider reads ``self.options``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import attrs
 
 from cjo.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["DEFAULT_RECIPIENT_ATTRIBUTES", "DecisionOptions"]
+__all__ = ["DEFAULT_RECIPIENT_ATTRIBUTES", "STANDARD_CONTACT_ATTRIBUTES", "DecisionOptions"]
 
 #: Profile attributes a message carries for its channel by default (contact details).
 DEFAULT_RECIPIENT_ATTRIBUTES: tuple[str, ...] = (
     "email", "phone", "push_token", "device_token", "first_name", "last_name", "name",
 )
+
+#: A common mapping of channels to the profile attribute each needs (pass it, or your own, as
+#: ``Engine(contact_attributes=...)``; exported as ``cjo.delivery.STANDARD_CONTACT_ATTRIBUTES``).
+STANDARD_CONTACT_ATTRIBUTES: Mapping[str, str] = {
+    "email": "email", "sms": "phone", "push": "push_token",
+}
 
 
 @attrs.frozen(slots=True)
@@ -30,7 +37,10 @@ class DecisionOptions:
       name none (then UTC).
     - ``late_events``: what an event stamped before the newest event already decided for its
       customer (with an effect) does: ``decide`` it at now like any other (the default), or
-      ``ignore`` it. Either way it is recorded as ``late_event`` in the activity log."""
+      ``ignore`` it. Either way it is recorded as ``late_event`` in the activity log.
+    - ``contact_attributes``: channel -> the profile attribute a customer needs to be reached
+      on it (a customer without it is not sent to on that channel; fallbacks are tried).
+      Channels not named need none."""
 
     render: bool = True
     keep_ended: int = 1
@@ -38,6 +48,7 @@ class DecisionOptions:
     limits: Limits = DEFAULT_LIMITS
     default_timezone: str | None = None
     late_events: Literal["decide", "ignore"] = "decide"
+    contact_attributes: Mapping[str, str] = attrs.field(factory=dict)
 
 
 DEFAULT_OPTIONS = DecisionOptions()

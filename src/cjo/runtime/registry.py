@@ -13,6 +13,8 @@ import attrs
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.content.memo import MemoRenderer
 from cjo.content.render import Renderer
+from cjo.delivery.feedback import DELIVERY_EVENTS
+from cjo.delivery.gate import NO_POLICIES, DeliveryPolicies
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
@@ -113,6 +115,7 @@ class Registry:
     paused: dict[str, JourneyPause] = attrs.field(factory=dict)
     # (journey id, version) -> what a newer version does to customers inside it.
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
+    delivery: DeliveryPolicies = NO_POLICIES
 
     @classmethod
     def build(
@@ -165,6 +168,7 @@ class Registry:
                 (c.journey_id, c.from_version): c
                 for c in definitions.version_changes if c.mode != "drain"
             },
+            delivery=DeliveryPolicies.of(definitions),
         )
 
     def may_matter(self, event_name: str) -> bool:
@@ -172,6 +176,7 @@ class Registry:
         trigger, end a wait, exit or convert."""
         return (
             event_name in self.triggers_by_event
+            or event_name in DELIVERY_EVENTS  # consent and feedback concern every customer
             or event_name in self.enrolled_events
             or self.any_event_when_enrolled
         )
@@ -182,7 +187,7 @@ class Registry:
         """Whether an event can change anything for this customer (their committed record at
         ``now``): a look-up, so that irrelevant events never open a transaction. Without
         ``now`` the caller has fired the customer's due wake-ups already."""
-        if event_name in self.triggers_by_event:
+        if event_name in self.triggers_by_event or event_name in DELIVERY_EVENTS:
             return True
         if state is None:
             return False

@@ -21,11 +21,13 @@ __all__ = [
     "RECORD_LAYOUT",
     "TERMINAL_STATUSES",
     "Activity",
+    "ConsentKey",
     "CustomerState",
     "EndedEnrollment",
     "Enrollment",
     "EnrollmentStatus",
     "EntryHistory",
+    "LedgerEntry",
     "merge_attributes",
 ]
 
@@ -162,6 +164,11 @@ _COUNTS: tuple[EntryHistory, ...] = tuple(EntryHistory(n) for n in range(256))
 
 HistoryKey = tuple[str, str | None]  # (journey id, instance key)
 
+#: (topic or ``*``, channel or ``*``) -> (subscribed, when it was said): see ``cjo.delivery``.
+ConsentKey = tuple[str, str]
+#: One marketing send counted by frequency caps: (instant, channel, tags).
+LedgerEntry = tuple[datetime, str, tuple[str, ...]]
+
 
 @attrs.define(slots=True, eq=True)
 class CustomerState:
@@ -175,6 +182,10 @@ class CustomerState:
     - ``timers``: customer-level wake-ups by name (an inactivity trigger's instant, ...).
     - ``marks``: instants the core remembers by name (the last qualifying event of an
       inactivity trigger, the basis it last fired for).
+    - ``consent``: subscription statements per (topic, channel), ``*`` for all, with their
+      instant; ``blocked``: channels the customer cannot receive anything on, with the reason.
+    - ``sends``: the send ledger of frequency caps (marketing sends, oldest first, kept only as
+      far back as the longest cap counts).
     - ``extra``: fields written by a newer cjo that this one does not know; written back
       untouched, so a rolling upgrade loses nothing.
 
@@ -192,6 +203,9 @@ class CustomerState:
     timers: dict[str, datetime] = attrs.field(factory=dict)
     marks: dict[str, datetime] = attrs.field(factory=dict)
     extra: dict[str, Any] = attrs.field(factory=dict)
+    consent: dict[ConsentKey, tuple[bool, datetime]] = attrs.field(factory=dict)
+    blocked: dict[str, str] = attrs.field(factory=dict)
+    sends: list[LedgerEntry] = attrs.field(factory=list)
 
     @property
     def wake_at(self) -> datetime | None:
@@ -213,6 +227,7 @@ class CustomerState:
             [e.copy() for e in self.enrollments], list(self.ended),
             dict(self.history),
             dict(self.timers), dict(self.marks), dict(self.extra),
+            consent=dict(self.consent), blocked=dict(self.blocked), sends=list(self.sends),
         )
 
     def all_enrollments(self) -> list[Enrollment]:
@@ -230,7 +245,9 @@ class Activity:
     frozen only because several are built for every input, and frozen classes build slowly).
 
     ``kind`` is one of: entered, step, sent, send_failed, path, timeout, event_received, goal,
-    date_past, date_missing (a date wait's date was past, or missing), and the terminal
+    date_past, date_missing (a date wait's date was past, or missing), the delivery-policy
+    decisions (suppressed, fallback, capped, quiet_hours), delivery feedback
+    (message_delivered, opened, clicked, bounced, complained, unsubscribed), and the terminal
     statuses (completed, exited, converted, expired, removed, ejected, merged).
     ``detail`` qualifies it (the criterion of an exit, the path of a split, the event received).
     ``channel``, ``content_id`` and ``content_version`` are set on sends.

@@ -193,6 +193,7 @@ def _ended_from(row: list[Any]) -> EndedEnrollment:
 
 _KNOWN: Final = frozenset({
     "v", "cid", "created", "rev", "profile", "enr", "ended", "hist", "timers", "marks",
+    "cons", "blk", "led",
 })
 
 
@@ -223,6 +224,13 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
         d["timers"] = {name: us(at) for name, at in state.timers.items()}
     if state.marks:
         d["marks"] = {name: us(at) for name, at in state.marks.items()}
+    # Delivery policies: consent statements, blocked channels, the send ledger of caps.
+    if state.consent:
+        d["cons"] = [[t, c, ok, us(at)] for (t, c), (ok, at) in state.consent.items()]
+    if state.blocked:
+        d["blk"] = dict(state.blocked)
+    if state.sends:
+        d["led"] = [[us(at), channel, list(tags)] for at, channel, tags in state.sends]
     return d
 
 
@@ -272,6 +280,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             {k: v for k, v in data.items() if k not in _KNOWN}
             if not _KNOWN.issuperset(data) else {}
         )
+        cons, blk, led = get("cons"), get("blk"), get("led")
         return CustomerState(
             customer_id, dt(data["created"]), int(get("rev", 0)), profile,
             [_enrollment_from(e, customer_id) for e in enr] if enr else [],
@@ -280,6 +289,9 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             {n: dt(t) for n, t in timers.items()} if timers else {},
             {n: dt(t) for n, t in marks.items()} if marks else {},
             _revive(extra) if extra else {},
+            consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else {},
+            blocked={str(c): str(r) for c, r in blk.items()} if blk else {},
+            sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else [],
         )
     except CorruptRecordError:
         raise

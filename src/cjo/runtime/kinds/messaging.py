@@ -40,7 +40,7 @@ class SendKind(StepKind[Send]):
             problems.append(Problem(
                 where, f"content {step.content!r} has no variant for channel {step.channel!r}"
             ))
-        return problems
+        return problems + _check_fallbacks(step, where, checker)
 
     def run(
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Send,
@@ -49,3 +49,35 @@ class SendKind(StepKind[Send]):
         if not d.send(cj, e, step_id, step, at):
             return HALT
         return step.next
+
+    def wake(
+        self, d: Decider, cj: CompiledJourney, e: Enrollment, step: Send, compiled: Any,
+        at: datetime,
+    ) -> Next:
+        # A send deferred by quiet hours or a frequency cap: every rule is checked again.
+        assert e.step_id is not None
+        if not d.send(cj, e, e.step_id, step, at):
+            return HALT
+        return step.next
+
+
+def _check_fallbacks(step: Send, where: str, checker: Checker) -> list[Problem]:
+    problems: list[Problem] = []
+    seen = {step.channel}
+    for channel in step.fallbacks:
+        found = checker.identifier(channel, "fallback channel", where)
+        if found:
+            problems += found
+            continue
+        if channel in seen:
+            problems.append(Problem(where, f"fallback channel {channel!r} is named twice"))
+            continue
+        seen.add(channel)
+        channels = checker.channels
+        if channels is not None and channel not in channels:
+            problems.append(Problem(where, f"fallback channel {channel!r} is not registered"))
+        if step.content in checker.content and not checker.has_variant(step.content, channel):
+            problems.append(Problem(
+                where, f"content {step.content!r} has no variant for fallback channel {channel!r}"
+            ))
+    return problems

@@ -1,0 +1,99 @@
+"""Consent: may this customer receive this message on this channel?
+
+The record keeps two things (``CustomerState.consent`` and ``CustomerState.blocked``):
+
+- subscription statements: (topic or ``*``, channel or ``*``) -> (subscribed, instant). Of the
+  statements that cover a send's (topic, channel), the most recent wins (on the same instant,
+  the one said last). An opt-in topic needs a statement naming it: a broad "subscribe to
+  everything" lifts broad opt-outs but does not opt anyone in to an opt-in topic.
+- channel blocks (hard bounce, "STOP"): nothing at all goes out on a blocked channel, not even
+  a transactional message.
+
+Transactional sends pass subscription statements; marketing sends need them to allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from cjo.model.policies import Topic
+from cjo.runtime.state import ConsentKey, CustomerState
+
+__all__ = ["ANY", "block", "consent_problem", "set_consent", "subscribed", "unblock"]
+
+#: Stands for every topic or every channel in a consent statement.
+ANY = "*"
+
+
+def _covers(broad: ConsentKey, narrow: ConsentKey) -> bool:
+    return broad[0] in (ANY, narrow[0]) and broad[1] in (ANY, narrow[1])
+
+
+def set_consent(
+    state: CustomerState, topic: str | None, channel: str | None, value: bool, at: datetime
+) -> None:
+    """Record that the customer subscribed (``value``) or unsubscribed at ``at``, to ``topic``
+    (None: every topic) on ``channel`` (None: every channel)."""
+    key = (topic or ANY, channel or ANY)
+    consent = state.consent
+    # Older statements this one covers can never win again: drop them, so the record stays
+    # as small as what the customer said last.
+    for k in [k for k, (_, when) in consent.items() if _covers(key, k) and when <= at]:
+        del consent[k]
+    consent[key] = (value, at)  # last in order: said last
+
+
+def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bool) -> bool:
+    """Whether a marketing send of ``topic`` (None: no topic) may go out on ``channel``."""
+    consent = state.consent
+    if not consent:
+        return not opt_in
+    # The record keeps statements in the order they were said: on the same instant, the one
+    # said last wins.
+    covering = [
+        (when, i, value, key[0] != ANY)
+        for i, (key, (value, when)) in enumerate(consent.items())
+        if key[0] in (ANY, topic) and key[1] in (ANY, channel)
+    ]
+    if not covering:
+        return not opt_in
+    _, _, value, named = max(covering)
+    if value and opt_in and not named:
+        # A broad "yes" lifts broad opt-outs, but only a statement naming an opt-in topic
+        # opts the customer in to it.
+        naming = [c for c in covering if c[3]]
+        return bool(naming) and max(naming)[2]
+    return value
+
+
+def block(state: CustomerState, channel: str, reason: str) -> None:
+    state.blocked[channel] = reason
+
+
+def unblock(state: CustomerState, channel: str) -> bool:
+    return state.blocked.pop(channel, None) is not None
+
+
+def consent_problem(
+    state: CustomerState,
+    channel: str,
+    topic: str | None,
+    transactional: bool,
+    topics: Mapping[str, Topic],
+) -> str | None:
+    """Why this send may not go out on ``channel`` for lack of consent, or None."""
+    reason = state.blocked.get(channel)
+    if reason is not None:
+        return f"channel blocked: {reason}"
+    if transactional:
+        return None
+    declared = topics.get(topic) if topic is not None else None
+    opt_in = declared is not None and declared.default == "opt_in"
+    if subscribed(state, topic, channel, opt_in):
+        return None
+    if topic is None:
+        return f"unsubscribed from marketing on {channel}"
+    if opt_in and not any(k[0] == topic for k in state.consent):
+        return f"no opt-in to {topic}"
+    return f"unsubscribed from {topic}"

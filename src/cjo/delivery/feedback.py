@@ -1,0 +1,128 @@
+"""Events that change consent, and delivery feedback from providers.
+
+Consent events (properties in brackets are optional):
+
+- ``subscribed`` / ``unsubscribed`` [``topic``, ``channel``]: a subscription statement; without
+  ``topic`` it is about every topic (all marketing), without ``channel`` about every channel.
+- ``channel_blocked`` ``channel`` [``reason``] / ``channel_unblocked`` ``channel``: a channel
+  block ("STOP" to SMS, a hard bounce reported elsewhere); nothing goes out on a blocked
+  channel, transactional messages included.
+
+Feedback events carry ``message_id`` (the message's ``idempotency_key``) and optionally
+``channel`` (the channel it went out on; else the Send step's channel): ``message_delivered``,
+``opened``, ``clicked`` [``url``], ``bounced`` [``type``: ``hard`` or ``soft`` (default)],
+``complained``, and ``unsubscribed`` [``topic``]. Each is written to the activity log with
+the journey, version, enrollment and step of the message it names. A hard bounce blocks the
+channel; a complaint unsubscribes the customer from all marketing on it; an unsubscribe without
+``topic`` but with a ``message_id`` unsubscribes from that message's topic (from all marketing
+on its channel when it has none).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from cjo.delivery.consent import block, set_consent, unblock
+from cjo.model.steps import Send
+from cjo.runtime.state import Activity
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from cjo.model.events import Event
+    from cjo.runtime.core import Decider
+
+__all__ = [
+    "CONSENT_EVENTS",
+    "DELIVERY_EVENTS",
+    "FEEDBACK_EVENTS",
+    "LinkedMessage",
+    "apply_delivery_event",
+    "locate_message",
+]
+
+FEEDBACK_EVENTS = frozenset({
+    "message_delivered", "opened", "clicked", "bounced", "complained", "unsubscribed",
+})
+CONSENT_EVENTS = frozenset({"subscribed", "unsubscribed", "channel_blocked", "channel_unblocked"})
+#: Every event name the delivery policies read, whatever journeys are published.
+DELIVERY_EVENTS = FEEDBACK_EVENTS | CONSENT_EVENTS
+
+# The tail of an enrollment id: the entry number and the entry instant in hexadecimal.
+_ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+$")
+
+LinkedMessage = tuple[str, int, str, str, Send]  # journey, version, enrollment, step, step def
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
+    """The journey, version, enrollment and Send step of one of this customer's messages,
+    from its idempotency key ``<enrollment id>:<step id>:<attempt>``."""
+    head, _, attempt = message_id.rpartition(":")
+    if not attempt.isdigit():
+        return None
+    versions = {e.id: e.version for e in d.state.enrollments}
+    versions.update((x.id, x.version) for x in d.state.ended)
+    found: list[tuple[bool, int, int, int, LinkedMessage]] = []
+    for (jid, version), cj in d.registry.journeys.items():
+        prefix = f"{jid}:{d.customer_id}:"
+        if not head.startswith(prefix):
+            continue
+        for step_id, cs in cj.steps.items():
+            if not isinstance(cs.step, Send) or not head.endswith(f":{step_id}"):
+                continue
+            enrollment_id = head[: -len(step_id) - 1]
+            if not _ENTRY_TAIL.search(enrollment_id[len(prefix):]):
+                continue
+            # Ids may contain ':', so several may fit: prefer the version the record knows for
+            # the enrollment, then the longest journey id, then the newest version.
+            found.append((versions.get(enrollment_id) == version, len(jid), version, len(found),
+                          (jid, version, enrollment_id, step_id, cs.step)))
+    return max(found)[4] if found else None
+
+
+def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
+    """Apply a consent or feedback event to the customer's record (and activity log)."""
+    name = event.name
+    props = event.properties
+    channel = _text(props.get("channel"))
+    topic = _text(props.get("topic"))
+    message_id = _text(props.get("message_id"))
+    linked = locate_message(d, message_id) if message_id is not None else None
+    # The channel the message went out on (a subscription statement keeps the event's own).
+    sent_on = channel
+    if linked is not None:
+        step = linked[4]
+        sent_on = channel or step.channel
+        if name == "unsubscribed" and topic is None:
+            item = d.registry.content.get(step.content)
+            topic = step.topic or (item.topic if item is not None else None)
+            if topic is None:
+                channel = sent_on  # a message of no topic: all marketing on its channel
+    state = d.state
+    if name in {"subscribed", "unsubscribed"}:
+        set_consent(state, topic, channel, name == "subscribed", now)
+    elif name == "channel_blocked" and channel is not None:
+        block(state, channel, _text(props.get("reason")) or "blocked")
+    elif name == "channel_unblocked" and channel is not None:
+        unblock(state, channel)
+    elif name == "bounced" and sent_on is not None and props.get("type") == "hard":
+        block(state, sent_on, "hard bounce")
+    elif name == "complained" and sent_on is not None:
+        set_consent(state, None, sent_on, False, now)
+    d.touch()
+    if linked is not None and name in FEEDBACK_EVENTS:
+        jid, version, enrollment_id, step_id, step = linked
+        detail = {
+            "bounced": "hard" if props.get("type") == "hard" else "soft",
+            "clicked": _text(props.get("url")),
+            "unsubscribed": topic or "*",
+        }.get(name)
+        d.activities.append(Activity(
+            now, d.customer_id, enrollment_id, jid, version, step_id, name, detail, sent_on,
+            step.content, None,
+        ))

@@ -1,0 +1,131 @@
+"""Static checks of delivery policies: topics, frequency caps, quiet hours, and the topics
+that Sends and content items name. Called by ``cjo.validation.validate_definitions``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable
+from datetime import datetime, timedelta
+
+from cjo.errors import InvalidEventError, Problem
+from cjo.limits import Limits
+from cjo.model.definitions import Definitions
+from cjo.model.events import check_id
+from cjo.model.policies import FrequencyCap, QuietHours
+from cjo.model.steps import Send
+
+__all__ = ["check_policies"]
+
+_DAY = timedelta(days=1)
+
+
+def _id(value: object, what: str, where: str) -> list[Problem]:
+    try:
+        check_id(value, what)
+    except InvalidEventError as exc:
+        return [Problem(where, str(exc))]
+    return []
+
+
+def _duplicates(kind: str, ids: Iterable[str]) -> list[Problem]:
+    return [
+        Problem(f"{kind} {item!r}", f"defined {count} times; {kind} ids must be unique")
+        for item, count in Counter(ids).items() if count > 1
+    ]
+
+
+def _channel(channel: str, channels: Collection[str] | None, where: str) -> list[Problem]:
+    if channels is not None and channel not in channels:
+        return [Problem(where, f"channel {channel!r} is not registered")]
+    return []
+
+
+def _check_cap(
+    cap: FrequencyCap, channels: Collection[str] | None, tags: frozenset[str] | None,
+    limits: Limits,
+) -> list[Problem]:
+    where = f"frequency cap {cap.id!r}"
+    problems = _id(cap.id, "frequency cap id", where)
+    if isinstance(cap.limit, bool) or not isinstance(cap.limit, int) or cap.limit < 1:
+        problems.append(Problem(where, f"limit must be a positive integer, got {cap.limit!r}"))
+    if cap.period == "rolling":
+        if cap.per is None or cap.per <= timedelta(0):
+            problems.append(Problem(where, "a rolling cap needs a positive 'per' window"))
+        elif cap.per > limits.max_duration:
+            problems.append(Problem(where, "'per' is longer than the longest duration allowed"))
+    elif cap.per is not None:
+        problems.append(Problem(where, "a calendar_day cap counts one calendar day: drop 'per'"))
+    if cap.channel is not None:
+        problems += _channel(cap.channel, channels, where)
+    if cap.tag is not None:
+        if tags is None:
+            problems.append(Problem(where, f"tag {cap.tag!r} used but no taxonomy is published"))
+        elif cap.tag not in tags:
+            problems.append(Problem(where, f"tag {cap.tag!r} is not in the taxonomy"))
+    return problems
+
+
+def _quiet_length(q: QuietHours) -> timedelta:
+    day = datetime(2000, 1, 3)
+    start, end = datetime.combine(day, q.start), datetime.combine(day, q.end)
+    return end - start if end > start else end + _DAY - start
+
+
+def _check_quiet(
+    q: QuietHours, journey_ids: Collection[str], channels: Collection[str] | None
+) -> list[Problem]:
+    where = f"quiet hours {q.id!r}"
+    problems = _id(q.id, "quiet hours id", where)
+    if q.start.tzinfo is not None or q.end.tzinfo is not None:
+        problems.append(Problem(where, "start and end are wall times: give them no time zone"))
+        return problems
+    if q.start == q.end:
+        problems.append(Problem(where, "start and end are the same time: nothing is quiet"))
+        return problems
+    for day in q.weekdays:
+        if isinstance(day, bool) or not isinstance(day, int) or not 0 <= day <= 6:
+            problems.append(Problem(where, f"weekday {day!r} is not 0 (Monday) to 6 (Sunday)"))
+    if len(set(q.weekdays)) != len(q.weekdays):
+        problems.append(Problem(where, "a weekday is named twice"))
+    for journey_id in q.journeys:
+        if journey_id not in journey_ids:
+            problems.append(Problem(where, f"journey {journey_id!r} does not exist"))
+    for channel in q.channels:
+        problems += _channel(channel, channels, where)
+    if q.spread < timedelta(0):
+        problems.append(Problem(where, "spread must not be negative"))
+    elif q.spread >= _DAY - _quiet_length(q):
+        # Released sends must still leave before the next quiet period begins.
+        problems.append(Problem(where, "spread must be shorter than the hours that are not quiet"))
+    return problems
+
+
+def check_policies(
+    definitions: Definitions, channels: Collection[str] | None, limits: Limits
+) -> list[Problem]:
+    """Every problem with the delivery policies of ``definitions``."""
+    problems = _duplicates("topic", (t.id for t in definitions.topics))
+    problems += _duplicates("frequency cap", (c.id for c in definitions.caps))
+    problems += _duplicates("quiet hours", (q.id for q in definitions.quiet_hours))
+    topics = {t.id for t in definitions.topics}
+    for topic in definitions.topics:
+        problems += _id(topic.id, "topic id", f"topic {topic.id!r}")
+    taxonomy = definitions.taxonomy
+    tags = taxonomy.tags() if taxonomy is not None else None
+    for cap in definitions.caps:
+        problems += _check_cap(cap, channels, tags, limits)
+    journey_ids = {j.id for j in definitions.journeys}
+    for q in definitions.quiet_hours:
+        problems += _check_quiet(q, journey_ids, channels)
+    for item in definitions.content:
+        if item.topic is not None and item.topic not in topics:
+            problems.append(Problem(f"content {item.id!r}",
+                                    f"topic {item.topic!r} is not a declared topic"))
+    for journey in definitions.journeys:
+        for step_id, step in journey.steps.items():
+            if isinstance(step, Send) and step.topic is not None and step.topic not in topics:
+                problems.append(Problem(
+                    f"journey {journey.id!r} v{journey.version} / step {step_id!r}",
+                    f"topic {step.topic!r} is not a declared topic",
+                ))
+    return problems

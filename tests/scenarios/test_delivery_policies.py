@@ -1,0 +1,527 @@
+"""Delivery policies as a host sees them, on every storage: consent topics and channel blocks,
+fallback channels, frequency caps (rolling and per calendar day, skip / defer / exit), quiet
+hours across DST, and delivery feedback linked back to the message."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from cjo import (
+    Activity,
+    ContentItem,
+    DefinitionError,
+    Definitions,
+    Engine,
+    Event,
+    EventTrigger,
+    FrequencyCap,
+    Journey,
+    ManualClock,
+    QuietHours,
+    RecordingChannel,
+    Send,
+    Storage,
+    Taxonomy,
+    Topic,
+    Variant,
+    Wait,
+)
+from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
+from cjo.model.taxonomy import Category
+from cjo.runtime.kinds import split_fraction
+from cjo.storage.memory import InMemoryStorage
+
+T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+_ids = itertools.count(1)
+
+NEWS = ContentItem("news", (
+    Variant("email", {"subject": "News"}),
+    Variant("sms", {"text": "News by SMS"}),
+    Variant("push", {"text": "News by push"}),
+), topic="newsletter")
+RECEIPT = ContentItem("receipt", (
+    Variant("email", {"subject": "Your receipt"}), Variant("sms", {"text": "Receipt"}),
+))
+TOPICS = (Topic("newsletter"), Topic("offers", default="opt_in"))
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    if request.param == "memory":
+        yield InMemoryStorage()
+        return
+    if request.param == "sqlite":
+        from cjo.storage.sqlite import SQLiteStorage
+
+        s: Storage = SQLiteStorage(tmp_path / "cjo.db")
+    else:
+        from cjo.storage.postgres import PostgresStorage
+
+        s = PostgresStorage(request.getfixturevalue("postgres_dsn"),
+                            schema=request.getfixturevalue("postgres_schema"))
+    yield s
+    s.close()
+
+
+class Host:
+    """An engine on a manual clock with one recording channel per channel name."""
+
+    def __init__(self, storage: Storage, **options: Any) -> None:
+        self.clock = ManualClock(T0)
+        self.channels = {name: RecordingChannel() for name in ("email", "sms", "push")}
+        self.engine = Engine(storage, channels=self.channels, clock=self.clock, **options)  # type: ignore[arg-type]
+
+    def event(self, name: str, customer: str = "c1", **props: Any) -> Any:
+        return self.engine.handle_event(Event(
+            customer_id=customer, name=name, timestamp=self.clock.now(), properties=props,
+            event_id=f"e{next(_ids)}",
+        ))
+
+    def sent(self, customer: str = "c1") -> list[tuple[str, str, datetime]]:
+        """(channel, content, created at) of every message, in order."""
+        out = [m for ch in self.channels.values() for m in ch.for_customer(customer)]
+        return sorted(((m.channel, m.content_id, m.created_at) for m in out),
+                      key=lambda x: x[2])
+
+    def log(self, customer: str = "c1", *, kinds: tuple[str, ...] | None = None,
+            ) -> list[tuple[str, str | None, str | None]]:
+        """(kind, detail, channel) of the customer's activities, leaving out step runs."""
+        acts: list[Activity] = self.engine.activities(
+            T0 - DAY, T0 + 400 * DAY, customer_id=customer)
+        return [(a.kind, a.detail, a.channel) for a in acts
+                if a.kind != "step" and (kinds is None or a.kind in kinds)]
+
+
+def _send_journey(jid: str = "digest", event: str = "digest_ready", **send: Any) -> Journey:
+    step = Send(send.pop("content", "news"), send.pop("channel", "email"), **send)
+    return Journey(jid, "send", {"send": step}, trigger=EventTrigger(event))
+
+
+# --- consent -----------------------------------------------------------------------------------
+
+
+def test_topic_opt_out_suppresses_marketing_and_the_journey_goes_on(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)
+    host.event("unsubscribed", topic="newsletter")
+    out = host.event("digest_ready")
+    assert out.messages == ()
+    assert [e.status for e in out.ended] == ["completed"]
+    assert host.log() == [
+        ("entered", None, None),
+        ("suppressed", "unsubscribed from newsletter", "email"),
+        ("completed", None, None),
+    ]
+    # Someone who said nothing gets it: the topic is opt-out.
+    assert len(host.event("digest_ready", customer="c2").messages) == 1
+    # Resubscribing on email alone is newer than the opt-out, so it wins there.
+    host.clock.advance(HOUR)
+    host.event("subscribed", topic="newsletter", channel="email")
+    host.event("digest_ready")
+    assert host.sent() == [("email", "news", T0 + HOUR)]
+
+
+def test_an_opt_in_topic_needs_an_explicit_subscription(storage: Storage) -> None:
+    host = Host(storage)
+    offers = ContentItem("offer", (Variant("email", {"subject": "Deal"}),))
+    host.engine.publish(journeys=[_send_journey(content="offer", topic="offers")],
+                        content=[offers], topics=TOPICS)
+    host.event("digest_ready")
+    assert host.log(kinds=("suppressed",)) == [("suppressed", "no opt-in to offers", "email")]
+    # A broad "yes to everything" does not opt anyone in to an opt-in topic...
+    host.engine.set_consent("c1", subscribed=True)
+    host.clock.advance(HOUR)
+    host.event("digest_ready")
+    assert host.sent() == []
+    # ... a statement naming it does.
+    host.engine.set_consent("c1", topic="offers", subscribed=True)
+    host.clock.advance(HOUR)
+    host.event("digest_ready")
+    assert host.sent() == [("email", "offer", T0 + 2 * HOUR)]
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.consent == {("*", "*"): (True, T0), ("offers", "*"): (True, T0 + HOUR)}
+
+
+def test_the_most_recent_statement_covering_a_send_wins(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)
+    host.engine.set_consent("c1", topic="newsletter", subscribed=True)
+    host.clock.advance(HOUR)
+    # A complaint-like opt-out of all marketing on email, newer than the subscription.
+    host.engine.set_consent("c1", channel="email", subscribed=False)
+    host.event("digest_ready")
+    assert host.sent() == []
+    assert host.log(kinds=("suppressed",)) == [
+        ("suppressed", "unsubscribed from newsletter", "email")
+    ]
+
+
+def test_transactional_sends_pass_opt_outs_but_never_a_channel_block(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(
+        journeys=[_send_journey("receipt", "ordered", content="receipt", channel="sms",
+                                transactional=True)],
+        content=[RECEIPT], topics=TOPICS,
+    )
+    host.event("unsubscribed")  # all marketing, every channel
+    host.event("ordered")
+    assert host.sent() == [("sms", "receipt", T0)]
+    host.clock.advance(HOUR)
+    host.event("channel_blocked", channel="sms", reason="STOP")
+    host.event("ordered")
+    assert host.sent() == [("sms", "receipt", T0)]
+    assert host.log(kinds=("suppressed",)) == [
+        ("suppressed", "channel blocked: STOP", "sms")
+    ]
+    host.engine.unblock_channel("c1", "sms")
+    host.clock.advance(HOUR)
+    host.event("ordered")
+    assert host.sent()[-1] == ("sms", "receipt", T0 + 2 * HOUR)
+
+
+def test_consent_arriving_while_a_send_is_deferred_is_honoured(storage: Storage) -> None:
+    host = Host(storage)
+    quiet = QuietHours("night", time(21), time(8))
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS,
+                        quiet_hours=[quiet])
+    host.clock.set(T0.replace(hour=22))
+    host.event("digest_ready")
+    host.clock.advance(HOUR)
+    host.event("unsubscribed", topic="newsletter")
+    host.clock.set(T0.replace(hour=8) + DAY)
+    host.engine.run_due()
+    assert host.sent() == []
+    assert host.log() == [
+        ("entered", None, None),
+        ("quiet_hours", f"night: deferred to {(T0.replace(hour=8) + DAY).isoformat()}", "email"),
+        ("suppressed", "unsubscribed from newsletter", "email"),
+        ("completed", None, None),
+    ]
+
+
+# --- fallback channels -------------------------------------------------------------------------
+
+
+def test_a_fallback_channel_is_used_when_the_customer_cannot_be_reached(storage: Storage) -> None:
+    host = Host(storage, contact_attributes=STANDARD_CONTACT_ATTRIBUTES)
+    host.engine.publish(
+        journeys=[_send_journey(channel="push", fallbacks=("sms", "email"))],
+        content=[NEWS], topics=TOPICS,
+    )
+    host.engine.identify("c1", {"phone": "+15550100", "email": "c1@example.com"})
+    host.event("unsubscribed", topic="newsletter", channel="sms")
+    out = host.event("digest_ready")
+    [message] = out.messages
+    assert (message.channel, message.fields) == ("email", {"subject": "News"})
+    assert message.recipient == {"phone": "+15550100", "email": "c1@example.com"}
+    assert host.log() == [
+        ("entered", None, None),
+        ("fallback", "no push_token", "push"),
+        ("fallback", "unsubscribed from newsletter", "sms"),
+        ("sent", "email", "email"),
+        ("completed", None, None),
+    ]
+    # Nobody reachable on any of them: suppressed on the last, and the journey goes on.
+    host.engine.identify("c2", {})
+    host.event("digest_ready", customer="c2")
+    assert host.log("c2") == [
+        ("entered", None, None),
+        ("fallback", "no push_token", "push"),
+        ("fallback", "no phone", "sms"),
+        ("suppressed", "no email", "email"),
+        ("completed", None, None),
+    ]
+
+
+def test_validation_wants_a_variant_for_every_fallback_channel() -> None:
+    engine = Engine(channels={"email": RecordingChannel(), "sms": RecordingChannel(),
+                              "push": RecordingChannel()}, clock=ManualClock(T0))
+    with pytest.raises(DefinitionError) as caught:
+        engine.publish(journeys=[_send_journey(content="receipt", fallbacks=("push", "sms",
+                                                                               "sms"))],
+                       content=[RECEIPT])
+    assert [p.message for p in caught.value.problems] == [
+        "content 'receipt' has no variant for fallback channel 'push'",
+        "fallback channel 'sms' is named twice",
+    ]
+
+
+# --- frequency caps ----------------------------------------------------------------------------
+
+
+def _promo_host(storage: Storage, when_capped: str = "skip", **cap: Any) -> Host:
+    host = Host(storage)
+    host.engine.publish(
+        journeys=[_send_journey("promo", "promo", when_capped=when_capped),
+                  _send_journey("receipt", "ordered", content="receipt", transactional=True)],
+        content=[NEWS, RECEIPT], topics=TOPICS,
+        caps=[FrequencyCap("weekly", **({"limit": 2, "per": 7 * DAY} | cap))],
+    )
+    return host
+
+
+def test_a_rolling_cap_skips_and_its_window_is_half_open(storage: Storage) -> None:
+    host = _promo_host(storage)
+    for _ in range(3):
+        host.event("promo")
+        host.event("ordered")  # transactional: neither capped nor counted
+        host.clock.advance(DAY)
+    assert [s[2] for s in host.sent() if s[1] == "news"] == [T0, T0 + DAY]
+    assert host.log(kinds=("capped",)) == [("capped", "weekly: skipped", "email")]
+    assert len([s for s in host.sent() if s[1] == "receipt"]) == 3
+    # Exactly 7 days after the first send it has left the window: one slot is free.
+    host.clock.set(T0 + 7 * DAY)
+    host.event("promo")
+    host.event("promo")
+    assert [s[2] for s in host.sent() if s[1] == "news"] == [T0, T0 + DAY, T0 + 7 * DAY]
+    # The ledger keeps only what the cap can still count.
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert [at for at, _, _ in state.sends] == [T0 + DAY, T0 + 7 * DAY]
+
+
+def test_a_deferred_capped_send_goes_out_when_the_cap_allows(storage: Storage) -> None:
+    host = _promo_host(storage, when_capped="defer")
+    host.event("promo")
+    host.clock.advance(HOUR)
+    host.event("promo")
+    host.clock.advance(HOUR)
+    host.event("promo")
+    assert host.log(kinds=("capped",)) == [
+        ("capped", f"weekly: deferred to {(T0 + 7 * DAY).isoformat()}", "email")
+    ]
+    host.clock.set(T0 + 7 * DAY - timedelta(seconds=1))
+    assert host.engine.run_due().messages == ()
+    host.clock.set(T0 + 8 * DAY)
+    out = host.engine.run_due()
+    assert [m.created_at for m in out.messages] == [T0 + 7 * DAY]
+    assert out.ended[0].status == "completed"
+
+
+def test_a_capped_send_can_end_the_enrollment(storage: Storage) -> None:
+    host = _promo_host(storage, when_capped="exit", limit=1)
+    host.event("promo")
+    out = host.event("promo")
+    assert [(e.status, e.reason) for e in out.ended] == [("exited", "frequency cap weekly")]
+    assert host.log(kinds=("capped", "exited")) == [
+        ("capped", "weekly: exited", "email"), ("exited", "frequency cap weekly", None),
+    ]
+
+
+def test_two_journeys_never_both_take_the_last_slot(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(
+        journeys=[_send_journey("a_promo", "sale"), _send_journey("b_promo", "sale")],
+        content=[NEWS], topics=TOPICS, caps=[FrequencyCap("one", 1, per=DAY, channel="email")],
+    )
+    out = host.event("sale")
+    assert [m.journey_id for m in out.messages] == ["a_promo"]
+    assert host.log(kinds=("capped",)) == [("capped", "one: skipped", "email")]
+
+
+def test_a_calendar_day_cap_counts_the_customers_own_day(storage: Storage) -> None:
+    host = _promo_host(storage, when_capped="defer", limit=1, per=None,
+                       period="calendar_day")
+    host.engine.identify("c1", timezone="America/New_York")
+    host.event("promo")  # 05:00 in New York
+    host.clock.set(T0.replace(hour=23))  # 18:00 the same New York day
+    host.event("promo")
+    ny_midnight = datetime(2026, 3, 3, 5, 0, tzinfo=UTC)  # EST is UTC-5
+    assert host.log(kinds=("capped",)) == [
+        ("capped", f"weekly: deferred to {ny_midnight.isoformat()}", "email")
+    ]
+    host.clock.set(ny_midnight + HOUR)
+    host.engine.run_due()
+    assert [s[2] for s in host.sent()] == [T0, ny_midnight]
+
+
+# --- quiet hours -------------------------------------------------------------------------------
+
+
+def test_quiet_hours_defer_to_the_customers_morning_across_dst(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS,
+                        quiet_hours=[QuietHours("night", time(21), time(8))])
+    host.engine.identify("c1", timezone="Europe/Paris")
+    # Saturday 23:00 in Paris; the clocks go forward that night (02:00 -> 03:00).
+    host.clock.set(datetime(2026, 3, 28, 22, 0, tzinfo=UTC))
+    assert host.event("digest_ready").messages == ()
+    eight_cest = datetime(2026, 3, 29, 6, 0, tzinfo=UTC)
+    host.clock.set(eight_cest - timedelta(seconds=1))
+    assert host.engine.run_due().messages == ()
+    host.clock.set(eight_cest)
+    assert [m.created_at for m in host.engine.run_due().messages] == [eight_cest]
+
+
+def test_quiet_hours_starting_in_a_dst_gap_start_after_it(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS,
+                        quiet_hours=[QuietHours("early", time(2, 30), time(5))])
+    host.engine.identify("c1", timezone="Europe/Paris")
+    host.engine.identify("c2", timezone="Europe/Paris")
+    host.clock.set(datetime(2026, 3, 29, 0, 45, tzinfo=UTC))  # 01:45 CET: not quiet
+    assert len(host.event("digest_ready").messages) == 1
+    host.clock.set(datetime(2026, 3, 29, 1, 10, tzinfo=UTC))  # 03:10 CEST: quiet
+    assert host.event("digest_ready", customer="c2").messages == ()
+    assert host.log("c2", kinds=("quiet_hours",)) == [
+        ("quiet_hours", "early: deferred to 2026-03-29T03:00:00+00:00", "email")
+    ]
+
+
+def test_released_sends_are_spread_by_enrollment_and_transactional_ones_wait_not(
+    storage: Storage,
+) -> None:
+    host = Host(storage)
+    spread = timedelta(minutes=30)
+    host.engine.publish(
+        journeys=[_send_journey(),
+                  _send_journey("receipt", "ordered", content="receipt", transactional=True)],
+        content=[NEWS, RECEIPT], topics=TOPICS,
+        quiet_hours=[QuietHours("night", time(21), time(8), spread=spread)],
+    )
+    host.clock.set(T0.replace(hour=22))
+    for customer in ("c1", "c2", "c3"):
+        host.event("digest_ready", customer=customer)
+    assert [s[1] for s in host.sent()] == []
+    host.event("ordered")
+    assert host.sent() == [("email", "receipt", T0.replace(hour=22))]
+    host.clock.set(T0.replace(hour=9) + DAY)
+    out = host.engine.run_due()
+    morning = T0.replace(hour=8) + DAY
+    expected = {}
+    for m in out.messages:
+        share = split_fraction(m.enrollment_id, "quiet_hours", "night")
+        expected[m.customer_id] = morning + spread * share
+        assert morning <= m.created_at < morning + spread
+    assert {m.customer_id: m.created_at for m in out.messages} == expected
+    assert len({m.created_at for m in out.messages}) == 3
+
+
+def test_quiet_hours_can_skip_and_be_limited_to_a_journey(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(
+        journeys=[_send_journey(), _send_journey("other", "other_ready")],
+        content=[NEWS], topics=TOPICS,
+        quiet_hours=[QuietHours("night", time(21), time(8), journeys=("digest",),
+                                action="skip")],
+    )
+    host.clock.set(T0.replace(hour=22))
+    host.event("digest_ready")
+    host.event("other_ready")
+    assert [(s[1], s[2]) for s in host.sent()] == [("news", T0.replace(hour=22))]
+    assert host.log(kinds=("quiet_hours",)) == [("quiet_hours", "night: skipped", "email")]
+
+
+# --- delivery feedback -------------------------------------------------------------------------
+
+
+def test_feedback_is_logged_against_the_message_and_changes_consent(storage: Storage) -> None:
+    host = Host(storage)
+    journey = Journey("digest", "first", {
+        "first": Send("news", "email", next="wait"),
+        "wait": Wait(DAY, next="second"),
+        "second": Send("news", "email", next="third"),
+        "third": Send("receipt", "email", transactional=True),
+    }, trigger=EventTrigger("digest_ready"))
+    host.engine.publish(journeys=[journey], content=[NEWS, RECEIPT], topics=TOPICS)
+    [message] = host.event("digest_ready").messages
+    key = message.idempotency_key
+    host.event("message_delivered", message_id=key)
+    host.event("opened", message_id=key)
+    host.event("clicked", message_id=key, url="https://example.com/a")
+    host.event("complained", message_id=key)
+    acts = [a for a in host.engine.activities(T0, T0 + DAY, customer_id="c1")
+            if a.kind in ("message_delivered", "opened", "clicked", "complained")]
+    assert [(a.kind, a.detail, a.journey_id, a.enrollment_id, a.step_id, a.channel,
+             a.content_id) for a in acts] == [
+        (kind, detail, "digest", message.enrollment_id, "first", "email", "news")
+        for kind, detail in (("message_delivered", None), ("opened", None),
+                             ("clicked", "https://example.com/a"), ("complained", None))
+    ]
+    # The complaint opted c1 out of marketing on email; transactional mail still goes.
+    host.clock.advance(DAY)
+    host.engine.run_due()
+    assert [s[1] for s in host.sent()] == ["news", "receipt"]
+    assert host.log(kinds=("suppressed",)) == [
+        ("suppressed", "unsubscribed from newsletter", "email")
+    ]
+
+
+def test_a_hard_bounce_blocks_the_channel_and_unsubscribe_takes_the_messages_topic(
+    storage: Storage,
+) -> None:
+    host = Host(storage)
+    host.engine.publish(
+        journeys=[_send_journey(), _send_journey("receipt", "ordered", content="receipt",
+                                                 channel="sms", transactional=True)],
+        content=[NEWS, RECEIPT], topics=TOPICS,
+    )
+    [first] = host.event("digest_ready").messages
+    host.event("bounced", message_id=first.idempotency_key, type="soft")
+    host.event("unsubscribed", message_id=first.idempotency_key)
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.blocked == {}
+    assert state.consent == {("newsletter", "*"): (False, T0)}
+    [receipt] = host.event("ordered").messages
+    # The receipt has no topic: unsubscribing from it leaves marketing on its channel.
+    host.event("unsubscribed", message_id=receipt.idempotency_key)
+    host.event("bounced", message_id=receipt.idempotency_key, type="hard")
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.blocked == {"sms": "hard bounce"}
+    assert state.consent == {("newsletter", "*"): (False, T0), ("*", "sms"): (False, T0)}
+    assert host.log(kinds=("bounced", "unsubscribed")) == [
+        ("bounced", "soft", "email"), ("unsubscribed", "newsletter", "email"),
+        ("unsubscribed", "*", "sms"), ("bounced", "hard", "sms"),
+    ]
+
+
+def test_policies_are_published_definitions_every_engine_applies(storage: Storage) -> None:
+    host = Host(storage)
+    definitions = Definitions(
+        journeys=(_send_journey(),), content=(NEWS,), topics=TOPICS,
+        caps=(FrequencyCap("daily", 1, period="calendar_day"),),
+        quiet_hours=(QuietHours("night", time(21), time(8)),),
+    )
+    host.engine.publish(definitions)
+    other = Engine(storage, channels=host.channels, clock=host.clock)  # type: ignore[arg-type]
+    assert other.definitions.caps == definitions.caps
+    assert other.definitions.quiet_hours == definitions.quiet_hours
+    # Replaced by id, like segments.
+    other.publish(caps=[FrequencyCap("daily", 2, period="calendar_day")])
+    assert host.engine.definitions.caps == (FrequencyCap("daily", 2, period="calendar_day"),)
+    assert host.engine.definitions.topics == TOPICS
+
+
+def test_a_tag_cap_counts_sends_tagged_below_it_by_step_content_or_journey(
+    storage: Storage,
+) -> None:
+    host = Host(storage)
+    taxonomy = Taxonomy((Category("marketing", children=(Category("promo"),)),
+                         Category("lifecycle")))
+    promo = attrs.evolve(_send_journey("promo", "promo"), tags=("marketing/promo",))
+    tagged_step = Journey("flash", "send", {"send": Send("news", "email",
+                                                         tags=("marketing",))},
+                          trigger=EventTrigger("flash"))
+    onboarding = attrs.evolve(_send_journey("onboarding", "signed_up"), tags=("lifecycle",))
+    host.engine.publish(
+        journeys=[promo, tagged_step, onboarding], content=[NEWS], topics=TOPICS,
+        taxonomy=taxonomy, caps=[FrequencyCap("marketing", 1, per=DAY, tag="marketing")],
+    )
+    host.event("promo")
+    host.event("signed_up")  # not marketing: neither capped nor counted
+    host.event("flash")
+    assert [m.journey_id for ch in host.channels.values() for m in ch.messages] == [
+        "promo", "onboarding"]
+    assert host.log(kinds=("capped",)) == [("capped", "marketing: skipped", "email")]
