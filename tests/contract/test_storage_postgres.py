@@ -159,7 +159,7 @@ def test_records_round_trip_with_aware_utc_datetimes(make_storage: StorageFactor
     state.history[("j", None)] = EntryHistory(2, (T0 - H, T0), odd)
     state.timers["inactive"] = odd + 48 * H
     state.marks["last_seen"] = odd
-    state.extra["from_a_newer_cjo"] = {"kept": [1, 2]}
+    state.extra = {"from_a_newer_cjo": {"kept": [1, 2]}}
     save(storage, state, messages=(message(),), now=odd.astimezone(paris))
 
     got = load(storage, "c1")

@@ -13,7 +13,7 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from cjo.model.policies import FrequencyCap
-from cjo.runtime.state import CustomerState, LedgerEntry
+from cjo.runtime.state import NO_ENTRIES, CustomerState, LedgerEntry
 from cjo.timezones import localize, next_wall_time
 
 __all__ = ["capped_by", "counts", "record_send", "window_start"]
@@ -105,4 +105,4 @@ def record_send(
             if at > now - horizon and counts(cap, ch, tg):
                 kept.append(entry)
                 break
-    state.sends = kept
+    state.sends = kept or NO_ENTRIES

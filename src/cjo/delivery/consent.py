@@ -36,7 +36,7 @@ def set_consent(
     """Record that the customer subscribed (``value``) or unsubscribed at ``at``, to ``topic``
     (None: every topic) on ``channel`` (None: every channel)."""
     key = (topic or ANY, channel or ANY)
-    consent = state.consent
+    consent = state.own_consent()
     # Older statements this one covers can never win again: drop them, so the record stays
     # as small as what the customer said last.
     for k in [k for k, (_, when) in consent.items() if _covers(key, k) and when <= at]:
@@ -68,11 +68,14 @@ def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bo
 
 
 def block(state: CustomerState, channel: str, reason: str) -> None:
-    state.blocked[channel] = reason
+    state.own_blocked()[channel] = reason
 
 
 def unblock(state: CustomerState, channel: str) -> bool:
-    return state.blocked.pop(channel, None) is not None
+    if channel not in state.blocked:
+        return False
+    del state.own_blocked()[channel]
+    return True
 
 
 def consent_problem(

@@ -164,6 +164,41 @@ _COUNTS: tuple[EntryHistory, ...] = tuple(EntryHistory(n) for n in range(256))
 
 HistoryKey = tuple[str, str | None]  # (journey id, instance key)
 
+
+class _SharedEmptyDict(dict[Any, Any]):
+    """The one empty dict that records share for fields most of them leave empty (extra,
+    consent, blocked channels): an empty dict costs 64 bytes a record. Reading works; writing
+    raises, so a writer must take its own first (``CustomerState.own_consent``...)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("a shared empty record field: take the record's own copy first")
+
+    __setitem__ = __delitem__ = update = pop = popitem = setdefault = clear = _refuse
+    __ior__ = _refuse
+
+
+class _SharedEmptyList(list[Any]):
+    """The one empty list records share for the send ledger (see ``_SharedEmptyDict``)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise TypeError("a shared empty record field: take the record's own copy first")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+
+
+NO_ITEMS: dict[Any, Any] = _SharedEmptyDict()
+NO_ENTRIES: list[Any] = _SharedEmptyList()
+
+
+def _own_dict(value: dict[Any, Any]) -> dict[Any, Any]:
+    """A copy of ``value`` for a copied record (the shared empty one stays shared)."""
+    return value if value is NO_ITEMS else dict(value)
+
 #: (topic or ``*``, channel or ``*``) -> (subscribed, when it was said): see ``cjo.delivery``.
 ConsentKey = tuple[str, str]
 #: One marketing send counted by frequency caps: (instant, channel, tags).
@@ -189,6 +224,10 @@ class CustomerState:
     - ``extra``: fields written by a newer cjo that this one does not know; written back
       untouched, so a rolling upgrade loses nothing.
 
+    ``extra``, ``consent``, ``blocked`` and ``sends`` start as one empty container shared by
+    every record (most records never fill them): assign a new container, or use
+    ``own_consent()``/``own_blocked()``, to change one; changing the shared one raises.
+
     New features add fields here with a default (and a layout upgrade in
     ``cjo.storage.codec`` if an old layout must be converted), not verbs to ``Storage``.
     """
@@ -202,10 +241,22 @@ class CustomerState:
     history: dict[HistoryKey, EntryHistory] = attrs.field(factory=dict)
     timers: dict[str, datetime] = attrs.field(factory=dict)
     marks: dict[str, datetime] = attrs.field(factory=dict)
-    extra: dict[str, Any] = attrs.field(factory=dict)
-    consent: dict[ConsentKey, tuple[bool, datetime]] = attrs.field(factory=dict)
-    blocked: dict[str, str] = attrs.field(factory=dict)
-    sends: list[LedgerEntry] = attrs.field(factory=list)
+    # Most records leave these empty: they share one empty container until written (through
+    # the own_* methods), rather than each holding its own.
+    extra: dict[str, Any] = NO_ITEMS
+    consent: dict[ConsentKey, tuple[bool, datetime]] = NO_ITEMS
+    blocked: dict[str, str] = NO_ITEMS
+    sends: list[LedgerEntry] = NO_ENTRIES
+
+    def own_consent(self) -> dict[ConsentKey, tuple[bool, datetime]]:
+        if self.consent is NO_ITEMS:
+            self.consent = {}
+        return self.consent
+
+    def own_blocked(self) -> dict[str, str]:
+        if self.blocked is NO_ITEMS:
+            self.blocked = {}
+        return self.blocked
 
     @property
     def wake_at(self) -> datetime | None:
@@ -226,8 +277,10 @@ class CustomerState:
             self.customer_id, self.created_at, self.revision, self.profile,
             [e.copy() for e in self.enrollments], list(self.ended),
             dict(self.history),
-            dict(self.timers), dict(self.marks), dict(self.extra),
-            consent=dict(self.consent), blocked=dict(self.blocked), sends=list(self.sends),
+            dict(self.timers), dict(self.marks), _own_dict(self.extra),
+            consent=_own_dict(self.consent), blocked=_own_dict(self.blocked),
+            # The ledger is replaced, never changed in place (``delivery.caps.record_send``).
+            sends=self.sends,
         )
 
     def all_enrollments(self) -> list[Enrollment]:

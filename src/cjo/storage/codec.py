@@ -26,6 +26,8 @@ from cjo.errors import CorruptRecordError
 from cjo.model.events import Profile
 from cjo.runtime.state import (
     ACTIVE,
+    NO_ENTRIES,
+    NO_ITEMS,
     RECORD_LAYOUT,
     Activity,
     CustomerState,
@@ -288,10 +290,10 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             history,
             {n: dt(t) for n, t in timers.items()} if timers else {},
             {n: dt(t) for n, t in marks.items()} if marks else {},
-            _revive(extra) if extra else {},
-            consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else {},
-            blocked={str(c): str(r) for c, r in blk.items()} if blk else {},
-            sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else [],
+            _revive(extra) if extra else NO_ITEMS,
+            consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else NO_ITEMS,
+            blocked={str(c): str(r) for c, r in blk.items()} if blk else NO_ITEMS,
+            sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else NO_ENTRIES,
         )
     except CorruptRecordError:
         raise
