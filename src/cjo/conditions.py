@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import attrs
 
 __all__ = [
+    "EXTENSIONS",
     "MISSING",
     "And",
     "Compare",
@@ -376,4 +377,12 @@ def compile_condition(condition: Condition) -> CompiledCondition:
     if isinstance(condition, InSegment):
         segment = condition.segment
         return lambda s: s.in_segment(segment)
+    extension = EXTENSIONS.get(type(condition))
+    if extension is not None:
+        return extension(condition)
     raise TypeError(f"not a condition: {condition!r}")
+
+
+#: Compilers of condition kinds defined in other modules (event history, text, lists, buckets:
+#: ``cjo.segments``), by class; those modules register themselves when imported.
+EXTENSIONS: dict[type[Condition], Callable[[Condition], CompiledCondition]] = {}

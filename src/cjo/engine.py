@@ -33,6 +33,7 @@ from cjo.runtime.core import Decider, new_state
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
+from cjo.segments.rules import ProfileRule
 from cjo.serialization import dumps_definitions, loads_definitions
 from cjo.storage.base import CustomerSession, Delivery, PruneResult, Retention, Storage
 from cjo.storage.memory import InMemoryStorage
@@ -161,6 +162,7 @@ class Engine:
         segments: Iterable[Segment] = (),
         content: Iterable[ContentItem] = (),
         taxonomy: Taxonomy | None = None,
+        profile_rules: Iterable[ProfileRule] = (),
     ) -> int:
         """Add or update definitions; returns the new generation. The whole resulting set is
         validated together; if any problem is found a ``DefinitionError`` lists them all and
@@ -168,8 +170,8 @@ class Engine:
 
         A journey is identified by (id, version): publishing a new version starts new entries
         on it while customers already inside older versions finish them. A published version
-        cannot be changed; publish the change as a new version. Content and segments are
-        replaced by id; a changed content item gets the next content version.
+        cannot be changed; publish the change as a new version. Content, segments and profile
+        rules are replaced by id; a changed content item gets the next content version.
 
         Publishing is a compare-and-set on the storage's generation: when another process
         published meanwhile, its definitions are merged with these and validated again.
@@ -179,10 +181,12 @@ class Engine:
         new_segments = (*incoming.segments, *segments)
         new_content = (*incoming.content, *content)
         new_taxonomy = taxonomy or incoming.taxonomy
+        new_rules = (*incoming.profile_rules, *profile_rules)
         for _ in range(_PUBLISH_ATTEMPTS):
             registry = self._sync()
             current = registry.definitions
-            merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
+            merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy,
+                            new_rules)
             problems = _version_conflicts(current, new_journeys)
             problems.extend(validate_definitions(
                 merged, channels=self.channels.keys(), limits=self.limits,
@@ -513,6 +517,19 @@ class Engine:
         state = self.storage.peek(customer_id)
         return None if state is None else state.copy()
 
+    def in_segment(self, customer_id: str, segment_id: str) -> bool:
+        """Whether the customer is in the segment now (by the clock): evaluated on their
+        committed record, so a time-relative change not yet fired by a worker counts."""
+        registry = self._sync()
+        if segment_id not in registry.segments:
+            raise UsageError(f"no segment {segment_id!r} has been published")
+        _check_customer_id(customer_id)
+        state = self.storage.peek(customer_id)
+        if state is None:
+            return False
+        decider = Decider(registry, state.copy(), self.options)
+        return registry.plan.is_member(decider, segment_id, self.clock.now())
+
     def activities(
         self, start: datetime, end: datetime, *, journey_id: str | None = None,
         customer_id: str | None = None,
@@ -547,6 +564,7 @@ def _merge(
     segments: Iterable[Segment],
     content: Iterable[ContentItem],
     taxonomy: Taxonomy | None,
+    profile_rules: Iterable[ProfileRule] = (),
 ) -> Definitions:
     by_version = {(j.id, j.version): j for j in current.journeys}
     for j in journeys:
@@ -564,6 +582,7 @@ def _merge(
         segments=tuple(_replace_by_id(current.segments, segments)),
         content=tuple(items.values()),
         taxonomy=taxonomy or current.taxonomy,
+        profile_rules=tuple(_replace_by_id(current.profile_rules, profile_rules)),
     )
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import attrs
 
 from cjo.conditions import Condition
 
-__all__ = ["ApiTrigger", "EventTrigger", "InactivityTrigger", "Trigger"]
+__all__ = ["ApiTrigger", "EventTrigger", "InactivityTrigger", "SegmentTrigger", "Trigger"]
 
 
 @attrs.frozen
@@ -45,5 +45,17 @@ class InactivityTrigger:
     where: Condition | None = None
 
 
-Trigger = EventTrigger | ApiTrigger | InactivityTrigger
-TRIGGER_TYPES: tuple[type[object], ...] = (EventTrigger, ApiTrigger, InactivityTrigger)
+@attrs.frozen
+class SegmentTrigger:
+    """Start when the customer enters (``on="enter"``) or leaves (``on="exit"``) ``segment``,
+    at the instant the membership changes (an event, a profile change, or time passing)."""
+
+    kind: ClassVar[str] = "segment"
+    segment: str
+    on: Literal["enter", "exit"] = "enter"
+
+
+Trigger = EventTrigger | ApiTrigger | InactivityTrigger | SegmentTrigger
+TRIGGER_TYPES: tuple[type[object], ...] = (
+    EventTrigger, ApiTrigger, InactivityTrigger, SegmentTrigger
+)

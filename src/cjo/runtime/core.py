@@ -34,6 +34,7 @@ from cjo.runtime.state import (
     EntryHistory,
     merge_attributes,
 )
+from cjo.segments.membership import SEGMENT_TIMER
 
 __all__ = [
     "DEFAULT_RECIPIENT_ATTRIBUTES",
@@ -73,9 +74,10 @@ def new_state(customer_id: str, now: datetime) -> CustomerState:
 
 
 class _Scope:
-    """What conditions read; segment memberships are computed on demand and cached."""
+    """What conditions read; segment memberships are computed on demand and cached. History
+    conditions read ``record`` (its tracks) at the decision instant ``now``."""
 
-    __slots__ = ("_seg_cache", "_segments", "context", "event", "profile")
+    __slots__ = ("_seg_cache", "_segments", "context", "event", "now", "profile", "record")
 
     def __init__(
         self,
@@ -83,12 +85,16 @@ class _Scope:
         event: Mapping[str, Any],
         context: Mapping[str, Any],
         segments: Mapping[str, Any],
+        record: CustomerState | None = None,
+        now: datetime | None = None,
     ) -> None:
         self.profile = profile
         self.event = event
         self.context = context
         self._segments = segments
         self._seg_cache: dict[str, bool] | None = None
+        self.record = record
+        self.now = now
 
     def in_segment(self, segment_id: str) -> bool:
         cache = self._seg_cache
@@ -98,7 +104,8 @@ class _Scope:
         if hit is None:
             test = self._segments.get(segment_id)
             # Segments read the profile only: evaluate them on a profile-only scope.
-            profile_only = _Scope(self.profile, _EMPTY, _EMPTY, self._segments)
+            profile_only = _Scope(self.profile, _EMPTY, _EMPTY, self._segments, self.record,
+                                  self.now)
             hit = bool(test(profile_only)) if test else False
             cache[segment_id] = hit
         return hit
@@ -110,10 +117,12 @@ class Decider:
 
     __slots__ = (
         "activities",
+        "cascade",
         "catching_up",
         "caught_up_messages",
         "customer_id",
         "dirty",
+        "instant",
         "keep_ended",
         "limits",
         "messages",
@@ -143,6 +152,10 @@ class Decider:
         self.recipient_attributes: Sequence[str] = options.recipient_attributes
         self.catching_up = False
         self.caught_up_messages = 0
+        # The decision instant conditions are evaluated at (windows end there); entry points
+        # set it, and each wake-up sets its own due instant.
+        self.instant: datetime | None = None
+        self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
@@ -165,6 +178,7 @@ class Decider:
         timeouts and lifetimes, and customer timers. Each fires at its own due instant, so a
         late worker still times the following steps from the schedule, and the outcome does
         not depend on when the worker came."""
+        self.instant = now
         self._arm(now)
         journeys = self.registry.journeys
         state = self.state
@@ -173,6 +187,8 @@ class Decider:
             self._fire_due(now, journeys, state)
         finally:
             self.catching_up = False
+            self.instant = now
+        self.registry.plan.sync(self, now)
 
     def _fire_due(
         self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
@@ -194,8 +210,9 @@ class Decider:
                     order = (w, w, 1, name)
                     if best is None or order < best:
                         best, target = order, name
-            if target is None:
+            if target is None or best is None:
                 return
+            self.instant = best[0]
             if isinstance(target, str):
                 self._fire_timer(target)
             else:
@@ -203,6 +220,8 @@ class Decider:
 
     def on_event(self, event: Event, now: datetime) -> None:
         self.catch_up(now)
+        # Profile rules, tracks and segment memberships first: journeys react to the result.
+        self.registry.plan.on_event(self, event, now)
         name = event.name
         enrollments = self.state.enrollments
         if enrollments:
@@ -226,12 +245,14 @@ class Decider:
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
         self.catch_up(now)
         p = self.profile
+        attributes = merge_attributes(p.attributes, update.attributes, update.unset)
         self.set_profile(Profile(
             p.customer_id,
-            merge_attributes(p.attributes, update.attributes, update.unset),
+            attributes,
             update.timezone if update.timezone is not None else p.timezone,
             update.locale if update.locale is not None else p.locale,
         ))
+        self.registry.plan.on_profile(self, _changed(p.attributes, attributes), now)
         for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
             if enrollment.active:
                 self._check_condition_exits(enrollment, _EMPTY, now)
@@ -255,6 +276,8 @@ class Decider:
             cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
             if cj is not None:
                 cj.trigger.on_timer(self, cj, cj.journey.trigger, cj.trigger_compiled, at)
+        elif name == SEGMENT_TIMER:
+            self.registry.plan.on_timer(self, at)
         # A timer nothing claims any more (its journey changed trigger) is dropped.
 
     # --- reacting to events ------------------------------------------------------------------
@@ -570,14 +593,27 @@ class Decider:
         self.state.profile = profile
         self.dirty = True
 
-    def change_profile(self, set_: Mapping[str, Any], unset: tuple[str, ...] = ()) -> None:
+    def change_profile(
+        self, set_: Mapping[str, Any], unset: tuple[str, ...] = (), *, notify: bool = True
+    ) -> None:
+        """Change attributes; ``notify`` re-evaluates the segments that read them."""
         p = self.profile
-        self.set_profile(Profile(
-            p.customer_id, merge_attributes(p.attributes, set_, unset), p.timezone, p.locale
-        ))
+        attributes = merge_attributes(p.attributes, set_, unset)
+        self.set_profile(Profile(p.customer_id, attributes, p.timezone, p.locale))
+        if notify and self.instant is not None:
+            self.registry.plan.on_profile(self, _changed(p.attributes, attributes),
+                                          self.instant)
 
     def scope(self, event: Mapping[str, Any], context: Mapping[str, Any]) -> _Scope:
         p = self.state.profile
         return _Scope(p.attributes if p is not None else _EMPTY, event, context,
-                      self.registry.segments)
+                      self.registry.segments, self.state, self.instant)
+
+
+def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str]:
+    """The attribute names whose value differs."""
+    missing = object()
+    return {
+        k for k in before.keys() | after.keys() if before.get(k, missing) != after.get(k, missing)
+    }
 

@@ -25,6 +25,7 @@ __all__ = [
     "Enrollment",
     "EnrollmentStatus",
     "EntryHistory",
+    "Track",
     "merge_attributes",
 ]
 
@@ -155,6 +156,36 @@ HistoryKey = tuple[str, str | None]  # (journey id, instance key)
 
 
 @attrs.define(slots=True, eq=True)
+class Track:
+    """What the customer record keeps of one stream of events (an event name with a property
+    filter, and the numeric property aggregated, if any): only what the published conditions
+    read (``cjo.segments.tracking`` decides what is kept and for how long).
+
+    - ``since``: when tracking began for this customer (the basis of inactivity with no event).
+    - ``first`` / ``last``: the earliest and latest event timestamps seen.
+    - ``count``, ``total``, ``low``, ``high``: lifetime count, and sum, minimum and maximum of
+      the property's numeric values.
+    - ``recent``: (timestamp, value) of the events inside the longest rolling window that reads
+      the stream, oldest first (only as many as a count can need, when nothing sums them).
+    - ``ranges``: per fixed date range, [count, sum, min, max] of the events stamped inside it.
+    """
+
+    since: datetime
+    first: datetime | None = None
+    last: datetime | None = None
+    count: int = 0
+    total: float = 0
+    low: float | None = None
+    high: float | None = None
+    recent: list[tuple[datetime, float | None]] = attrs.field(factory=list)
+    ranges: dict[str, list[float]] = attrs.field(factory=dict)
+
+    def copy(self) -> Track:
+        return Track(self.since, self.first, self.last, self.count, self.total, self.low,
+                     self.high, list(self.recent), {k: list(v) for k, v in self.ranges.items()})
+
+
+@attrs.define(slots=True, eq=True)
 class CustomerState:
     """Everything the decision core knows of one customer, kept as one versioned record.
 
@@ -166,6 +197,10 @@ class CustomerState:
     - ``timers``: customer-level wake-ups by name (an inactivity trigger's instant, ...).
     - ``marks``: instants the core remembers by name (the last qualifying event of an
       inactivity trigger, the basis it last fired for).
+    - ``tracks``: bounded aggregates of the event streams that conditions read, by stream key.
+    - ``segments``: the segments the customer is in, with the instant each was entered.
+    - ``segments_basis``: a digest of the segment definitions the memberships were last
+      computed against (a changed definition is re-evaluated at the customer's next input).
     - ``extra``: fields written by a newer cjo that this one does not know; written back
       untouched, so a rolling upgrade loses nothing.
 
@@ -183,6 +218,9 @@ class CustomerState:
     timers: dict[str, datetime] = attrs.field(factory=dict)
     marks: dict[str, datetime] = attrs.field(factory=dict)
     extra: dict[str, Any] = attrs.field(factory=dict)
+    tracks: dict[str, Track] = attrs.field(factory=dict)
+    segments: dict[str, datetime] = attrs.field(factory=dict)
+    segments_basis: str | None = None
 
     @property
     def wake_at(self) -> datetime | None:
@@ -204,6 +242,8 @@ class CustomerState:
             [e.copy() for e in self.enrollments], list(self.ended),
             dict(self.history),
             dict(self.timers), dict(self.marks), dict(self.extra),
+            {k: t.copy() for k, t in self.tracks.items()}, dict(self.segments),
+            self.segments_basis,
         )
 
     def all_enrollments(self) -> list[Enrollment]:

@@ -32,6 +32,7 @@ from cjo.runtime.state import (
     EndedEnrollment,
     Enrollment,
     EntryHistory,
+    Track,
 )
 from cjo.serialization import converter
 
@@ -188,8 +189,33 @@ def _ended_from(row: list[Any]) -> EndedEnrollment:
 
 
 _KNOWN: Final = frozenset({
-    "v", "cid", "created", "rev", "profile", "enr", "ended", "hist", "timers", "marks",
+    "v", "cid", "created", "rev", "profile", "enr", "ended", "hist", "timers", "marks", "trk",
+    "seg", "segb",
 })
+
+
+_TRACK_DEFAULTS: Final[tuple[Any, ...]] = (None, None, None, 0, 0, None, None, [], {})
+
+
+def _track(t: Track) -> list[Any]:
+    # Positional, trailing defaults left out: most tracks are a timestamp or two and a count.
+    row: list[Any] = [
+        us(t.since), _us_opt(t.first), _us_opt(t.last), t.count, t.total, t.low, t.high,
+        [us(at) if v is None else [us(at), v] for at, v in t.recent], t.ranges,
+    ]
+    while len(row) > 1 and row[-1] == _TRACK_DEFAULTS[len(row) - 1]:
+        row.pop()
+    return row
+
+
+def _track_from(row: list[Any]) -> Track:
+    full: list[Any] = [*row, *_TRACK_DEFAULTS[len(row):]]
+    since, first, last, count, total, low, high, recent, ranges = full[:9]
+    return Track(
+        dt(since), _dt_opt(first), _dt_opt(last), int(count), total, low, high,
+        [(dt(e), None) if isinstance(e, int) else (dt(e[0]), e[1]) for e in recent],
+        {k: list(v) for k, v in ranges.items()},
+    )
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
@@ -219,6 +245,12 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
         d["timers"] = {name: us(at) for name, at in state.timers.items()}
     if state.marks:
         d["marks"] = {name: us(at) for name, at in state.marks.items()}
+    if state.tracks:
+        d["trk"] = {key: _track(t) for key, t in state.tracks.items()}
+    if state.segments:
+        d["seg"] = {sid: us(at) for sid, at in state.segments.items()}
+    if state.segments_basis is not None:
+        d["segb"] = state.segments_basis
     return d
 
 
@@ -268,6 +300,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             {k: v for k, v in data.items() if k not in _KNOWN}
             if not _KNOWN.issuperset(data) else {}
         )
+        trk, seg = get("trk"), get("seg")
         return CustomerState(
             customer_id, dt(data["created"]), int(get("rev", 0)), profile,
             [_enrollment_from(e, customer_id) for e in enr] if enr else [],
@@ -276,6 +309,9 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             {n: dt(t) for n, t in timers.items()} if timers else {},
             {n: dt(t) for n, t in marks.items()} if marks else {},
             _revive(extra) if extra else {},
+            {k: _track_from(row) for k, row in trk.items()} if trk else {},
+            {sid: dt(at) for sid, at in seg.items()} if seg else {},
+            get("segb"),
         )
     except CorruptRecordError:
         raise

@@ -20,6 +20,7 @@ from cjo.runtime.kinds.triggers import (
     timer_name,
 )
 from cjo.runtime.kinds.waiting import WaitForEventKind, WaitKind
+from cjo.segments.trigger import SegmentTriggerKind
 
 __all__ = [
     "HALT",
@@ -45,7 +46,8 @@ STEP_KINDS: dict[type[Any], StepKind[Any]] = {
 }
 
 TRIGGER_KINDS: dict[type[Any], TriggerKind[Any]] = {
-    k.trigger_type: k for k in (EventTriggerKind(), ApiTriggerKind(), InactivityTriggerKind())
+    k.trigger_type: k
+    for k in (EventTriggerKind(), ApiTriggerKind(), InactivityTriggerKind(), SegmentTriggerKind())
 }
 
 
