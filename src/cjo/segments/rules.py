@@ -46,6 +46,28 @@ class AttributeUpdate:
     prop: str | None = None
     value: Any = None
 
+    # The builders below, as class methods too: ``AttributeUpdate.stamp("last_seen_at")``.
+    @classmethod
+    def stamp(cls, attribute: str) -> AttributeUpdate:
+        return stamp(attribute)
+
+    @classmethod
+    def copy(cls, attribute: str, *, prop: str) -> AttributeUpdate:
+        return copy(attribute, prop=prop)
+
+    @classmethod
+    def assign(cls, attribute: str, value: Any) -> AttributeUpdate:
+        return assign(attribute, value)
+
+    @classmethod
+    def add(cls, attribute: str, value: float | None = None, *,
+            prop: str | None = None) -> AttributeUpdate:
+        return add(attribute, value, prop=prop)
+
+    @classmethod
+    def increment(cls, attribute: str, by: float = 1) -> AttributeUpdate:
+        return increment(attribute, by)
+
 
 @attrs.frozen
 class ProfileRule:
