@@ -520,15 +520,33 @@ class Engine:
     def in_segment(self, customer_id: str, segment_id: str) -> bool:
         """Whether the customer is in the segment now (by the clock): evaluated on their
         committed record, so a time-relative change not yet fired by a worker counts."""
-        registry = self._sync()
-        if segment_id not in registry.segments:
-            raise UsageError(f"no segment {segment_id!r} has been published")
+        registry = self._check_segment(segment_id)
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         if state is None:
             return False
         decider = Decider(registry, state.copy(), self.options)
         return registry.plan.is_member(decider, segment_id, self.clock.now())
+
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Ids of the customers in the segment as their records were last committed, in id
+        order: a page of up to ``limit`` after ``after`` (the last id of the previous page).
+        Time-relative changes count once a worker has fired them (``run_due``)."""
+        self._check_segment(segment_id)
+        return self.storage.segment_members(segment_id, after=after, limit=limit)
+
+    def segment_count(self, segment_id: str) -> int:
+        """How many customers are in the segment (as ``segment_members`` lists them)."""
+        self._check_segment(segment_id)
+        return self.storage.segment_count(segment_id)
+
+    def _check_segment(self, segment_id: str) -> Registry:
+        registry = self._sync()
+        if segment_id not in registry.segments:
+            raise UsageError(f"no segment {segment_id!r} has been published")
+        return registry
 
     def activities(
         self, start: datetime, end: datetime, *, journey_id: str | None = None,

@@ -165,13 +165,14 @@ def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Pat
     try:
         assert conn.execute("SELECT version FROM cjo_schema").fetchall() == [(SCHEMA_VERSION,)]
         assert _tables(conn) == {"cjo_schema", "customers", "events", "outbox", "activity",
-                                 "activity_totals", "definitions", "settings"}
+                                 "activity_totals", "definitions", "settings",
+                                 "segment_members"}
     finally:
         conn.close()
 
 
 def test_schema_version_is_two() -> None:
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
 
 
 def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +209,7 @@ def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.Mo
         assert storage.peek("c1") == CustomerState("c1", T0, revision=1)
     conn = _raw(path)
     try:
-        assert conn.execute("SELECT version FROM cjo_schema").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM cjo_schema").fetchone() == (SCHEMA_VERSION,)
         assert "enrollments" not in _tables(conn)
         assert "profiles" not in _tables(conn)
     finally:

@@ -160,6 +160,14 @@ class CrashingStorage(Storage):
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         return self._call("active_counts", self.inner.active_counts, journey_id)  # type: ignore[no-any-return]
 
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        return self.inner.segment_members(segment_id, after=after, limit=limit)
+
+    def segment_count(self, segment_id: str) -> int:
+        return self.inner.segment_count(segment_id)
+
     def erase_customer(self, customer_id: str) -> None:
         self._call("erase_customer", self.inner.erase_customer, customer_id)
 
