@@ -117,7 +117,8 @@ def apply_updates(
         old = current(u.attribute)
         new: Any
         if u.op == "stamp":
-            if isinstance(old, datetime) and old >= timestamp:
+            # A naive datetime cannot be compared with an instant: the stamp replaces it.
+            if isinstance(old, datetime) and old.tzinfo is not None and old >= timestamp:
                 continue
             new = timestamp
         elif u.op == "copy":
