@@ -528,6 +528,40 @@ class Engine:
         decider = Decider(registry, state.copy(), self.options)
         return registry.plan.is_member(decider, segment_id, self.clock.now())
 
+    def refresh_segments(self, *, batch_size: int = 500) -> Outcome:
+        """Evaluate every stored customer's segments against the published definitions, now:
+        run it after a publish that changed segments, so that the changes it causes are
+        recorded (and start or end journeys) at once rather than at each customer's next input.
+        Customers already evaluated against these definitions cost a look-up; the others are
+        handled in groups, one transaction per group."""
+        registry = self._sync()
+        plan = registry.plan
+        builder = OutcomeBuilder()
+        after: str | None = None
+        while True:
+            ids = self.storage.customer_ids(after=after, limit=batch_size)
+            if not ids:
+                break
+            after = ids[-1]
+            stale = [
+                cid for cid, state in self.storage.peek_many(ids).items()
+                if state.segments_basis != (plan.basis or None)
+                and (plan.basis or state.segments or state.tracks)
+            ]
+            if not stale:
+                continue
+            now = self.clock.now()
+            deciders: list[Decider] = []
+            with self.storage.batch(stale, now) as sessions:
+                for cid in stale:
+                    decider = self._decider(sessions[cid], registry, now, create=False,
+                                            outcome=builder)
+                    decider.catch_up(now)  # evaluates the segments of a stale record
+                    self._save(sessions[cid], decider)
+                    deciders.append(decider)
+            self._finish(deciders, now, builder)
+        return builder.build()
+
     def segment_members(
         self, segment_id: str, *, after: str | None = None, limit: int = 1000
     ) -> list[str]:

@@ -1176,6 +1176,17 @@ class StorageContract:
         assert storage.segment_members("vip") == ["c2", "c3"]
         assert storage.segment_count("all") == 2
 
+    def test_customer_ids_are_paged_in_id_order(self, storage: Storage) -> None:
+        assert storage.customer_ids() == []
+        for customer in ("c3", "c1", "c10", "c2"):
+            _save(storage, _state(customer))
+        assert storage.customer_ids() == ["c1", "c10", "c2", "c3"]
+        assert storage.customer_ids(limit=2) == ["c1", "c10"]
+        assert storage.customer_ids(after="c10", limit=2) == ["c2", "c3"]
+        assert storage.customer_ids(after="c3") == []
+        storage.erase_customer("c2")
+        assert storage.customer_ids(after="c10") == ["c3"]
+
     def test_engine_segment_members_are_maintained_in_real_time(self, storage: Storage) -> None:
         from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart...)
         from cjo.model.segments import Segment  # noqa: PLC0415

@@ -160,6 +160,9 @@ class CrashingStorage(Storage):
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         return self._call("active_counts", self.inner.active_counts, journey_id)  # type: ignore[no-any-return]
 
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        return self.inner.customer_ids(after=after, limit=limit)
+
     def segment_members(
         self, segment_id: str, *, after: str | None = None, limit: int = 1000
     ) -> list[str]:

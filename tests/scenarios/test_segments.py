@@ -357,3 +357,22 @@ def test_membership_query_evaluates_now_and_records_stay_small(
     assert not w.engine.in_segment("nobody", "s")
     with pytest.raises(Exception, match="no segment"):
         w.engine.in_segment("c1", "missing")
+
+
+def test_refresh_segments_re_evaluates_every_customer_after_a_changed_definition(
+    storage_factory: Factory,  # noqa: F811
+) -> None:
+    vip = Journey(id="vip", trigger=SegmentTrigger("rich", on="enter"), entry="mail",
+                  steps={"mail": Send("note", "email")})
+    w = World(storage_factory(), Segment("rich", attr("spend") > 1000), journeys=[vip],
+              content=[ContentItem("note", variants=(Variant("email", {"t": "hi"}),))])
+    for i, spend in enumerate((500, 1500, 800)):
+        w.engine.identify(f"c{i}", {"spend": spend})
+    assert w.engine.segment_members("rich") == ["c1"]
+    w.clock.set(T0 + DAY)
+    w.engine.publish(segments=[Segment("rich", attr("spend") > 600)])
+    outcome = w.engine.refresh_segments(batch_size=2)
+    assert w.engine.segment_members("rich") == ["c1", "c2"]
+    assert [(e.customer_id, e.at) for e in outcome.entered] == [("c2", T0 + DAY)]
+    assert w.changes("c2") == [(T0 + DAY, "segment_entered", "rich")]
+    assert w.engine.refresh_segments().entered == ()  # nothing stale any more

@@ -275,6 +275,11 @@ class Storage(abc.ABC):
         """Active enrollments per (version, step)."""
 
     @abc.abstractmethod
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Ids of the stored customers in id order: up to ``limit`` after ``after`` (the last id
+        of the previous page). For sweeps such as ``Engine.refresh_segments``."""
+
+    @abc.abstractmethod
     def segment_members(
         self, segment_id: str, *, after: str | None = None, limit: int = 1000
     ) -> list[str]:

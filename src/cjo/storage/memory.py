@@ -7,6 +7,7 @@ rolled-back transaction leaves nothing behind. Due customers sit in a sorted lis
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -345,6 +346,12 @@ class InMemoryStorage(Storage):
                 del self._members[sid]
         for sid in after.keys() - before.keys():
             self._members.setdefault(sid, SortedList()).add(customer_id)
+
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        with self._lock:
+            ids = sorted(self._records)
+        start = 0 if after is None else bisect.bisect_right(ids, after)
+        return ids[start:start + limit]
 
     def segment_members(
         self, segment_id: str, *, after: str | None = None, limit: int = 1000

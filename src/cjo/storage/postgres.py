@@ -351,6 +351,8 @@ _QUERIES: dict[str, LiteralString] = {
     "members_page": "SELECT customer_id FROM {s}.segment_members"
     " WHERE segment_id = %s AND customer_id > %s ORDER BY customer_id LIMIT %s",
     "members_count": "SELECT count(*) FROM {s}.segment_members WHERE segment_id = %s",
+    "customer_page": "SELECT customer_id FROM {s}.customers WHERE customer_id > %s"
+    " ORDER BY customer_id LIMIT %s",
     "prune_lock": "SELECT pg_advisory_xact_lock(%s)",
     "prune_events": "DELETE FROM {s}.events WHERE seen_at < %s",
     "prune_outbox": "DELETE FROM {s}.outbox WHERE status <> 'pending' AND done_at < %s",
@@ -994,6 +996,12 @@ class PostgresStorage(Storage):
         return out
 
     # --- segments ------------------------------------------------------------------------------
+
+    @_translating
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q["customer_page"], (after or "", limit))
+            return [cid for (cid,) in rows.fetchall()]
 
     @_translating
     def segment_members(

@@ -449,6 +449,9 @@ _MEMBERS_PAGE = (
     "ORDER BY customer_id LIMIT ?"
 )
 _MEMBERS_COUNT = "SELECT count(*) FROM segment_members WHERE segment_id = ?"
+_CUSTOMER_PAGE = (
+    "SELECT customer_id FROM customers WHERE customer_id > ? ORDER BY customer_id LIMIT ?"
+)
 _PRUNE_EVENTS = "DELETE FROM events WHERE seen_at < ?"
 _PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
 # Everything before ?2 (?1 is the start of time: the range query's own text, reused).
@@ -1002,6 +1005,12 @@ class SQLiteStorage(Storage):
         with self._lock:
             rows = self._connection().execute(_ACTIVE_COUNTS, (journey_id,)).fetchall()
         return {(version, step): n for version, step, n in rows}
+
+    @_Translated("customer_ids")
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        with self._lock:
+            rows = self._connection().execute(_CUSTOMER_PAGE, (after or "", limit)).fetchall()
+        return [row[0] for row in rows]
 
     @_Translated("segment_members")
     def segment_members(
