@@ -112,19 +112,28 @@ def test_counts_with_a_property_filter_between_dates_and_exact_counts(
     storage_factory: Factory,  # noqa: F811
 ) -> None:
     shoes = prop("category") == "shoes"
-    march = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    paris = timezone(timedelta(hours=1))
+    # [T0 - 1 day, T0 + 1 day), the start written in Paris time.
+    since, until = (T0 - DAY).astimezone(paris), T0 + DAY
     w = one(storage_factory,
-            performed("view", where=shoes).exactly(2).between(*march)
+            performed("view", where=shoes).exactly(2).between(since, until)
             & performed("purchase").never())
-    w.send("view", category="shoes")
+    w.send("view", category="shoes", at=T0 - DAY - US)  # just before the range
     w.send("view", category="hats")
+    assert w.members() == set()
+    w.send("view", category="shoes", at=T0 - DAY)  # the first instant of the range
     assert w.members() == set()
     w.send("view", category="shoes")
     assert w.members() == {"s"}
-    w.send("view", category="shoes", at=datetime(2026, 2, 28, 23, 59, tzinfo=UTC))  # before
+    w.at(until)
+    w.send("view", category="shoes")  # the range's end is excluded
     assert w.members() == {"s"}
-    w.send("view", category="shoes")
+    w.send("view", category="shoes", at=until - US)
     assert w.members() == set()  # three now: "exactly 2" no longer holds
+    w.at(until + DAY)
+    w.send("view", category="shoes", at=T0)
+    w.send("purchase")
+    assert w.members() == set()
 
 
 def test_viewed_twice_this_week_but_did_not_buy(storage_factory: Factory) -> None:  # noqa: F811
@@ -159,6 +168,8 @@ def test_first_and_last_performed(storage_factory: Factory) -> None:  # noqa: F8
     assert w.members() == {"early"}
     w.send("signup", customer="c2")
     assert w.members("c2") == {"late", "new"}
+    w.send("signup", customer="c3", at=cutoff)  # exactly at the instant: neither early nor late
+    assert w.members("c3") == {"new"}
 
 
 def test_inactive_counts_from_creation_when_there_is_no_event(
@@ -376,3 +387,22 @@ def test_refresh_segments_re_evaluates_every_customer_after_a_changed_definition
     assert [(e.customer_id, e.at) for e in outcome.entered] == [("c2", T0 + DAY)]
     assert w.changes("c2") == [(T0 + DAY, "segment_entered", "rich")]
     assert w.engine.refresh_segments().entered == ()  # nothing stale any more
+
+
+def test_a_back_test_fires_segment_journeys_at_their_instants() -> None:
+    from cjo import Definitions, backtest
+
+    winback = Journey(id="winback", trigger=SegmentTrigger("inactive_14d"), entry="mail",
+                      steps={"mail": Send("note", "email")})
+    definitions = Definitions(
+        journeys=(winback,), segments=(Segment("inactive_14d", inactive("purchase", days=14)),),
+        content=(ContentItem("note", variants=(Variant("email", {"t": "hi"}),)),),
+    )
+    stream = [Event(customer_id=c, name="purchase", timestamp=T0 + d * DAY, properties={},
+                    event_id=f"{c}-{d}") for d, c in ((0, "a"), (1, "b"), (5, "a"))]
+    channel = RecordingChannel()
+    result = backtest(definitions, stream, until=T0 + 30 * DAY, channels={"email": channel})
+    assert result.entered == {"winback": 2}
+    assert sorted((m.customer_id, m.created_at) for m in channel.messages) == [
+        ("a", T0 + 19 * DAY), ("b", T0 + 15 * DAY)
+    ]
