@@ -405,6 +405,9 @@ def _check_extended(
         problems.append(Problem(location, f"{used_in} cannot read the customer's history"))
     event, where, prop = stream
     problems += _event_name_problems(event, location)
+    span = getattr(node, "window", None) or getattr(node, "span", None)
+    if isinstance(span, timedelta) and span > limits.max_duration:
+        problems += _check_span(span, "the window", location, limits)
     if prop is not None and _id_problem(prop, "property") is not None:
         problems.append(Problem(location, f"bad property {_q(prop)}"))
     if where is not None:

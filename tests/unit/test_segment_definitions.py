@@ -91,6 +91,7 @@ def test_every_new_kind_round_trips_through_json_and_validates() -> None:
     (performed("x", where=attr("plan") == "pro"), "profile.plan cannot be used in an event filter"),
     (last_performed("x").before(datetime(2026, 1, 1)), "timezone-aware"),
     (inactive("x", timedelta(0)), "must be positive"),
+    (performed("x").within(days=4000), "longer than the limit"),
     (bucket("s").between(50, 200), "buckets must satisfy"),
     (ends_with(attr("e"), 5), "must be a string"),  # type: ignore[arg-type]
 ])
