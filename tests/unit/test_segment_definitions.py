@@ -82,6 +82,9 @@ def test_every_new_kind_round_trips_through_json_and_validates() -> None:
 
 @pytest.mark.parametrize(("condition", "message"), [
     (matches(attr("e"), "("), "not a regular expression"),
+    (matches(attr("e"), r"^(a+)+$"), "exponential time"),
+    (matches(attr("e"), r"(x|xy)*z"), "exponential time"),
+    (matches(attr("e"), r"((ab)*c)+"), "exponential time"),
     (matches(attr("e"), "a" * (MAX_PATTERN_LENGTH + 1)), f"the limit is {MAX_PATTERN_LENGTH}"),
     (starts_with(prop("e"), "a"), "cannot read event.e"),
     (Performed("x", window=DAY, since=T0), "not both"),
@@ -118,6 +121,12 @@ def test_segment_triggers_exits_and_rules_are_checked() -> None:
         "profile rule 'r': add to 'a' needs a prop or a number",
         "profile rule 'r': copy into 'b' needs a prop",
     ]
+
+
+def test_safe_patterns_pass_the_repetition_check() -> None:
+    for pattern in (r"^[a-z]+@(acme|initech)\.com$", r"(ab)+", r"[(+]*x", r"\(a+\)+",
+                    r"^\d{3}-\d{4}$", r"(a|b)?c"):
+        assert _problems(Segment("s", matches(attr("e"), pattern))) == [], pattern
 
 
 def test_profile_rule_updates() -> None:

@@ -762,4 +762,36 @@ def _check_text(node: TextMatch) -> list[str]:
         re.compile(node.value)
     except re.error as exc:
         return [f"not a regular expression: {exc}"]
+    if _repeats_a_choice(node.value):
+        return ["the pattern repeats a group that itself repeats or alternates (such as "
+                "'(a+)+' or '(a|ab)*'), which can take exponential time; rewrite it"]
     return []
+
+
+def _repeats_a_choice(pattern: str) -> bool:
+    """Whether a group containing a repetition or an alternation is itself repeated: the shapes
+    that make a backtracking matcher take exponential time on some texts."""
+    stack: list[bool] = []  # per open group: whether it holds a repetition or alternation
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":  # a character class: skip to its end
+            i += 2 if pattern.startswith("[]", i) or pattern.startswith("[^]", i) else 1
+            while i < n and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+        elif c == "(":
+            stack.append(False)
+        elif c == ")" and stack:
+            risky = stack.pop()
+            repeated = i + 1 < n and pattern[i + 1] in "*+{"
+            if risky and repeated:
+                return True
+            if (risky or repeated) and stack:
+                stack[-1] = True
+        elif c in "*+{|" and stack:
+            stack[-1] = True
+        i += 1
+    return False
