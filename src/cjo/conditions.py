@@ -31,6 +31,7 @@ import attrs
 from cjo.timezones import UTC_ZONE, instant_of, read_moment
 
 __all__ = [
+    "EXTENSIONS",
     "MISSING",
     "And",
     "Compare",
@@ -495,4 +496,12 @@ def compile_condition(condition: Condition) -> CompiledCondition:
     if isinstance(condition, InSegment):
         segment = condition.segment
         return lambda s: s.in_segment(segment)
+    extension = EXTENSIONS.get(type(condition))
+    if extension is not None:
+        return extension(condition)
     raise TypeError(f"not a condition: {condition!r}")
+
+
+#: Compilers of condition kinds defined in other modules (event history, text, lists, buckets:
+#: ``cjo.segments``), by class; those modules register themselves when imported.
+EXTENSIONS: dict[type[Condition], Callable[[Condition], CompiledCondition]] = {}

@@ -40,6 +40,7 @@ from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
+from cjo.segments.rules import ProfileRule
 from cjo.serialization import dumps_definitions, loads_definitions
 from cjo.storage.base import (
     CustomerSession,
@@ -228,6 +229,7 @@ class Engine:
         topics: Iterable[Topic] = (),
         caps: Iterable[FrequencyCap] = (),
         quiet_hours: Iterable[QuietHours] = (),
+        profile_rules: Iterable[ProfileRule] = (),
     ) -> int:
         """Add or update definitions; returns the new generation. The whole resulting set is
         validated together; if any problem is found a ``DefinitionError`` lists them all and
@@ -235,9 +237,9 @@ class Engine:
 
         A journey is identified by (id, version): publishing a new version starts new entries
         on it while customers already inside older versions finish them. A published version
-        cannot be changed; publish the change as a new version. Content, segments and delivery
-        policies (topics, caps, quiet hours) are replaced by id; a changed content item gets
-        the next content version.
+        cannot be changed; publish the change as a new version. Content, segments, profile rules
+        and delivery policies (topics, caps, quiet hours) are replaced by id; a changed content
+        item gets the next content version.
 
         ``running`` says, per journey id, what the new version does to customers inside the
         previous one: ``VersionChange.drain()`` (the default), ``.migrate({old step: new
@@ -256,11 +258,13 @@ class Engine:
             (*incoming.topics, *topics), (*incoming.caps, *caps),
             (*incoming.quiet_hours, *quiet_hours),
         )
+        new_rules = (*incoming.profile_rules, *profile_rules)
         now = self.clock.now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             merged = _merge_policies(
-                current, _merge(current, new_journeys, new_segments, new_content, new_taxonomy),
+                current,
+                _merge(current, new_journeys, new_segments, new_content, new_taxonomy, new_rules),
                 *new_policies,
             )
             problems = _version_conflicts(current, new_journeys)
@@ -783,6 +787,71 @@ class Engine:
         state = self.storage.peek(customer_id)
         return None if state is None else state.copy()
 
+    def in_segment(self, customer_id: str, segment_id: str) -> bool:
+        """Whether the customer is in the segment now (by the clock): evaluated on their
+        committed record, so a time-relative change not yet fired by a worker counts."""
+        registry = self._check_segment(segment_id)
+        _check_customer_id(customer_id)
+        state = self.storage.peek(customer_id)
+        if state is None:
+            return False
+        decider = Decider(registry, state.copy(), self.options)
+        return registry.plan.is_member(decider, segment_id, self.clock.now())
+
+    def refresh_segments(self, *, batch_size: int = 500) -> Outcome:
+        """Evaluate every stored customer's segments against the published definitions, now:
+        run it after a publish that changed segments, so that the changes it causes are
+        recorded (and start or end journeys) at once rather than at each customer's next input.
+        Customers already evaluated against these definitions cost a look-up; the others are
+        handled in groups, one transaction per group."""
+        registry = self._sync()
+        plan = registry.plan
+        builder = OutcomeBuilder()
+        after: str | None = None
+        while True:
+            ids = self.storage.customer_ids(after=after, limit=batch_size)
+            if not ids:
+                break
+            after = ids[-1]
+            stale = [
+                cid for cid, state in self.storage.peek_many(ids).items()
+                if state.segments_basis != (plan.basis or None)
+                and (plan.basis or state.segments or state.tracks)
+            ]
+            if not stale:
+                continue
+            now = self.clock.now()
+            deciders: list[Decider] = []
+            with self.storage.batch(stale, now) as sessions:
+                for cid in stale:
+                    decider = self._decider(sessions[cid], registry, now, create=False,
+                                            outcome=builder)
+                    decider.catch_up(now)  # evaluates the segments of a stale record
+                    self._save(sessions[cid], decider)
+                    deciders.append(decider)
+            self._finish(deciders, now, builder)
+        return builder.build()
+
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Ids of the customers in the segment as their records were last committed, in id
+        order: a page of up to ``limit`` after ``after`` (the last id of the previous page).
+        Time-relative changes count once a worker has fired them (``run_due``)."""
+        self._check_segment(segment_id)
+        return self.storage.segment_members(segment_id, after=after, limit=limit)
+
+    def segment_count(self, segment_id: str) -> int:
+        """How many customers are in the segment (as ``segment_members`` lists them)."""
+        self._check_segment(segment_id)
+        return self.storage.segment_count(segment_id)
+
+    def _check_segment(self, segment_id: str) -> Registry:
+        registry = self._sync()
+        if segment_id not in registry.segments:
+            raise UsageError(f"no segment {segment_id!r} has been published")
+        return registry
+
     def activities(
         self, start: datetime, end: datetime, *, journey_id: str | None = None,
         customer_id: str | None = None,
@@ -817,6 +886,7 @@ def _merge(
     segments: Iterable[Segment],
     content: Iterable[ContentItem],
     taxonomy: Taxonomy | None,
+    profile_rules: Iterable[ProfileRule] = (),
 ) -> Definitions:
     by_version = {(j.id, j.version): j for j in current.journeys}
     for j in journeys:
@@ -836,6 +906,7 @@ def _merge(
         segments=tuple(_replace_by_id(current.segments, segments)),
         content=tuple(items.values()),
         taxonomy=taxonomy or current.taxonomy,
+        profile_rules=tuple(_replace_by_id(current.profile_rules, profile_rules)),
     )
 
 

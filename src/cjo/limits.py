@@ -27,6 +27,8 @@ from cjo.errors import DefinitionError, Problem, UsageError
 __all__ = [
     "MAX_ID_LENGTH",
     "MAX_INT",
+    "MAX_MATCHED_TEXT",
+    "MAX_PATTERN_LENGTH",
     "MAX_TIMESTAMP",
     "MAX_VALUES",
     "MAX_VALUE_DEPTH",
@@ -58,6 +60,12 @@ MAX_VERSION: Final = 2**31 - 1
 #: ``datetime`` that adding the longest duration or subtracting a window never overflows.
 MIN_TIMESTAMP: Final = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP: Final = datetime(9000, 1, 1, tzinfo=UTC)
+
+#: Longest regular expression a text condition may use, in characters, and longest text one is
+#: matched against (longer values do not match). Python's ``re`` has no time limit: bounding
+#: both bounds the work of a match for patterns without nested repetition.
+MAX_PATTERN_LENGTH: Final = 200
+MAX_MATCHED_TEXT: Final = 10_000
 
 # cattrs spends several Python frames on each nesting level; above this the converter could
 # reach Python's default recursion limit (1000) before the nesting guard has a say.

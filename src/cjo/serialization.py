@@ -24,6 +24,7 @@ from cjo.limits import check_json_nesting, check_nesting
 from cjo.model.definitions import Definitions
 from cjo.model.steps import STEP_TYPES, Step
 from cjo.model.triggers import TRIGGER_TYPES, Trigger
+from cjo.segments.history import HISTORY_CONDITION_TYPES
 
 __all__ = [
     "converter",
@@ -199,12 +200,13 @@ def _make_converter() -> cattrs.Converter:
 
     # Conditions are a class hierarchy (so they can share operators), not a Union: any
     # Condition-typed field dispatches on the "kind" tag, and every node writes its kind.
-    structure_condition, unstructure_condition = _tagged(conv, "condition", CONDITION_TYPES)
+    condition_types = CONDITION_TYPES + HISTORY_CONDITION_TYPES
+    structure_condition, unstructure_condition = _tagged(conv, "condition", condition_types)
     conv.register_structure_hook_func(
         lambda t: isinstance(t, type) and issubclass(t, Condition), structure_condition
     )
     conv.register_unstructure_hook_func(lambda t: t is Condition, unstructure_condition)
-    for cls in CONDITION_TYPES:
+    for cls in condition_types:
         conv.register_unstructure_hook(cls, unstructure_condition)
 
     # Steps and triggers are Unions; only fields typed as the Union carry the tag.

@@ -301,6 +301,7 @@ class _Run:
         relevant: Container[str] = (
             _EVERYTHING if registry.any_event_when_enrolled
             else frozenset(registry.triggers_by_event) | registry.enrolled_events
+            | registry.plan.events
         )
         # Inputs to decide, with their instants, and profile updates waiting for the next
         # timestamped input's instant.

@@ -57,6 +57,8 @@ from cjo.model.steps import (
     Step,
 )
 from cjo.runtime.kinds import step_kind, trigger_kind
+from cjo.segments.history import HISTORY_CONDITION_TYPES, check_node, stream_of
+from cjo.segments.rules import ProfileRule
 
 __all__ = ["validate_definitions"]
 
@@ -119,6 +121,7 @@ def validate_definitions(
     for segment in definitions.segments:
         problems += _check_segment(segment, segment_ids, limits)
     problems += _segment_cycles(definitions.segments, limits)
+    problems += _check_rules(definitions.profile_rules, segment_ids, limits)
     for item in definitions.content:
         problems += _check_content(item, renderer, limits)
     problems += _check_tags(definitions)
@@ -400,6 +403,76 @@ def _check_condition(
             if isinstance(node, Compare):
                 found = _check_compare(node, location)
                 problems += found or _check_compare_value(node, location, limits)
+        elif isinstance(node, HISTORY_CONDITION_TYPES):
+            problems += _check_extended(node, location, used_in=used_in, scopes=scopes,
+                                        segment_ids=segment_ids, limits=limits)
+    return problems
+
+
+def _check_extended(
+    node: Condition, location: str, *, used_in: str, scopes: tuple[str, ...],
+    segment_ids: Collection[str], limits: Limits,
+) -> list[Problem]:
+    """History, text, list and bucket conditions (``cjo.segments.history``)."""
+    problems = [Problem(location, text) for text in check_node(node, scopes, used_in)]
+    stream = stream_of(node)
+    if stream is None:
+        return problems
+    if "profile" not in scopes:
+        # History is the customer's: it is read wherever the profile is.
+        problems.append(Problem(location, f"{used_in} cannot read the customer's history"))
+    event, where, prop = stream
+    problems += _event_name_problems(event, location)
+    span = getattr(node, "window", None) or getattr(node, "span", None)
+    if isinstance(span, timedelta) and span > limits.max_duration:
+        problems += _check_span(span, "the window", location, limits)
+    if prop is not None and _id_problem(prop, "property") is not None:
+        problems.append(Problem(location, f"bad property {_q(prop)}"))
+    if where is not None:
+        problems += _check_condition(where, location, used_in="an event filter",
+                                     scopes=("event",), segment_ids=segment_ids, limits=limits)
+    return problems
+
+
+def _check_rules(
+    rules: Sequence[ProfileRule], segment_ids: Collection[str], limits: Limits
+) -> list[Problem]:
+    problems: list[Problem] = []
+    for rule_id, count in Counter(r.id for r in rules).items():
+        if count > 1:
+            problems.append(Problem(f"profile rule {_q(rule_id)}",
+                                    f"defined {count} times; profile rule ids must be unique"))
+    for rule in rules:
+        where = f"profile rule {_q(rule.id)}"
+        id_problem = _id_problem(rule.id, "profile rule id")
+        if id_problem is not None:
+            problems.append(Problem(where, id_problem))
+        problems += _event_name_problems(rule.event, where)
+        if not rule.updates:
+            problems.append(Problem(where, "has no updates"))
+        if len(rule.updates) > limits.max_attributes_per_update:
+            problems.append(Problem(where, f"makes {len(rule.updates)} updates; the limit is "
+                                           f"{limits.max_attributes_per_update}"))
+        for u in rule.updates:
+            problems += _text_problems([("the attribute", u.attribute)], where)
+            if u.op not in ("stamp", "copy", "assign", "add"):
+                problems.append(Problem(where, f"unknown update {u.op!r} of {_q(u.attribute)}"))
+            if u.op == "copy" and not u.prop:
+                problems.append(Problem(where, f"copy into {_q(u.attribute)} needs a prop"))
+            if u.op == "add" and u.prop is None and (
+                isinstance(u.value, bool) or not isinstance(u.value, int | float)
+            ):
+                problems.append(Problem(where, f"add to {_q(u.attribute)} needs a prop or a "
+                                               "number"))
+            if u.op == "assign":
+                try:
+                    check_value(u.value, f"the value assigned to {u.attribute!r}")
+                except InvalidEventError as exc:
+                    problems.append(Problem(where, str(exc)))
+        if rule.where is not None:
+            problems += _check_condition(rule.where, where, used_in="a profile rule",
+                                         scopes=("event",), segment_ids=segment_ids,
+                                         limits=limits)
     return problems
 
 
@@ -500,6 +573,10 @@ def _check_journey(
     actions: Collection[str] | None = None,
 ) -> list[Problem]:
     problems = _check_journey_fields(journey, limits)
+    problems += [
+        Problem(_exit_location(journey, c), f"segment {c.segment!r} does not exist")
+        for c in journey.exit_criteria if c.segment is not None and c.segment not in segment_ids
+    ]
     if len(journey.steps) > limits.max_steps_per_journey:
         # Nothing else is checked: the journey must be split first, and checking (and listing
         # problems for) an oversized graph is exactly the work this limit exists to bound.
@@ -545,7 +622,14 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
         problems += _text_problems([("the goal name", journey.goal.name)], goal_where)
     for criterion in journey.exit_criteria:
         criterion_where = _exit_location(journey, criterion)
-        if criterion.event is None and criterion.where is None:
+        if criterion.segment is not None:
+            if criterion.event is not None or criterion.where is not None:
+                problems.append(Problem(criterion_where,
+                                        "a segment criterion takes no event or where"))
+            if criterion.on not in ("enter", "exit"):
+                problems.append(Problem(criterion_where,
+                                        f"on must be 'enter' or 'exit', got {criterion.on!r}"))
+        elif criterion.event is None and criterion.where is None:
             problems.append(Problem(criterion_where, "needs an event, a where condition, or both"))
         if criterion.event is not None:
             problems += _event_name_problems(criterion.event, criterion_where)

@@ -703,7 +703,7 @@ def test_tables_live_in_the_configured_schema(postgres_dsn: str, postgres_schema
         postgres_dsn, f'SELECT version FROM "{postgres_schema}".schema_version ORDER BY version'
     )]
     assert tables == {"schema_version", "customers", "events", "outbox", "activity",
-                      "activity_totals", "definitions", "settings"}
+                      "activity_totals", "definitions", "settings", "segment_members"}
     assert versions == list(range(1, SCHEMA_VERSION + 1))
 
 

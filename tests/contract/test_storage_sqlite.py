@@ -175,13 +175,14 @@ def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Pat
     try:
         assert conn.execute("SELECT version FROM cjo_schema").fetchall() == [(SCHEMA_VERSION,)]
         assert _tables(conn) == {"cjo_schema", "customers", "events", "outbox", "activity",
-                                 "activity_totals", "definitions", "settings"}
+                                 "activity_totals", "definitions", "settings",
+                                 "segment_members"}
     finally:
         conn.close()
 
 
-def test_schema_version_is_three() -> None:
-    assert SCHEMA_VERSION == 3
+def test_schema_version_is_four() -> None:
+    assert SCHEMA_VERSION == 4
 
 
 def test_a_version_2_database_gets_dead_letters(

@@ -186,6 +186,17 @@ class CrashingStorage(Storage):
             lambda j: self.inner.enrolled_customers(j, after=after, limit=limit), journey_id,
         )
 
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        return self.inner.customer_ids(after=after, limit=limit)
+
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        return self.inner.segment_members(segment_id, after=after, limit=limit)
+
+    def segment_count(self, segment_id: str) -> int:
+        return self.inner.segment_count(segment_id)
+
     def erase_customer(self, customer_id: str) -> None:
         self._call("erase_customer", self.inner.erase_customer, customer_id)
 

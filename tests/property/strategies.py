@@ -9,7 +9,7 @@ durations of whole or quarter seconds (exact in binary, so exact after a trip th
 from __future__ import annotations
 
 import string
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, get_args
 
 from hypothesis import strategies as st
@@ -54,7 +54,24 @@ from cjo.model.steps import (
     WaitUntilDate,
 )
 from cjo.model.taxonomy import Category, Taxonomy
-from cjo.model.triggers import ApiTrigger, AttributeTrigger, EventTrigger, Trigger
+from cjo.model.triggers import (
+    ApiTrigger,
+    AttributeTrigger,
+    EventTrigger,
+    SegmentTrigger,
+    Trigger,
+)
+from cjo.segments.history import (
+    Aggregate,
+    Bucket,
+    FirstPerformed,
+    Inactive,
+    LastPerformed,
+    ListHas,
+    Performed,
+    TextMatch,
+)
+from cjo.segments.rules import AttributeUpdate, ProfileRule
 from cjo.timezones import WEEKDAYS
 
 __all__ = ["conditions", "definitions", "durations", "journeys", "json_values", "steps"]
@@ -100,8 +117,31 @@ def compares(draw: st.DrawFn) -> Compare:
 signed_durations = durations | durations.map(lambda d: -d)
 time_compares = st.builds(CompareTime, refs, st.sampled_from(OPS), st.sampled_from(TIME_BASES),
                           st.just(timedelta(0)) | signed_durations)
+instants = st.datetimes(datetime(1950, 1, 1), datetime(2100, 1, 1),
+                        timezones=st.just(UTC))
+count_ops = st.sampled_from(["eq", "ne", "lt", "le", "gt", "ge"])
+event_filters = st.none() | st.builds(Compare, st.builds(Ref, st.just("event"), paths),
+                                      st.sampled_from(["eq", "gt"]), json_scalars)
+history_leaves: st.SearchStrategy[Condition] = st.one_of(
+    st.builds(Performed, ids, event_filters, count_ops, st.integers(0, 50),
+              st.none() | durations, st.none() | instants, st.none() | instants),
+    st.builds(FirstPerformed, ids, event_filters, st.sampled_from(["before", "after", "within"]),
+              st.none() | instants, st.none() | durations),
+    st.builds(LastPerformed, ids, event_filters, st.sampled_from(["before", "after", "within"]),
+              st.none() | instants, st.none() | durations),
+    st.builds(Inactive, ids, durations, event_filters),
+    st.builds(Aggregate, ids, ids, st.sampled_from(["sum", "avg", "min", "max"]), count_ops,
+              st.floats(-1e6, 1e6, allow_nan=False), event_filters, st.none() | durations,
+              st.none() | instants, st.none() | instants),
+    st.builds(TextMatch, refs, st.sampled_from(["prefix", "suffix", "contains", "regex"]),
+              st.text(max_size=6), st.booleans()),
+    st.builds(ListHas, refs, st.sampled_from(["any", "all", "none"]),
+              st.lists(json_scalars, max_size=3).map(tuple)),
+    st.builds(Bucket, ids, st.integers(0, 50), st.integers(50, 100), st.just(100)),
+)
 leaves: st.SearchStrategy[Condition] = st.one_of(
-    compares(), st.builds(Exists, refs), st.builds(InSegment, ids), time_compares
+    compares(), st.builds(Exists, refs), st.builds(InSegment, ids), time_compares,
+    history_leaves
 )
 conditions: st.SearchStrategy[Condition] = st.recursive(
     leaves,
@@ -158,6 +198,7 @@ triggers: st.SearchStrategy[Trigger] = st.one_of(
     st.builds(ApiTrigger), st.builds(EventTrigger, ids, maybe_conditions),
     st.builds(AttributeTrigger, ids, st.none() | st.lists(json_scalars, max_size=3),
               st.none() | st.lists(json_scalars, max_size=3), maybe_conditions),
+    st.builds(SegmentTrigger, ids, st.sampled_from(["enter", "exit"])),
 )
 
 
@@ -177,6 +218,8 @@ goals = st.builds(Goal, ids, maybe_conditions, st.none() | durations, st.boolean
 exit_criteria = st.one_of(
     st.builds(ExitCriterion, names, ids, maybe_conditions),
     st.builds(ExitCriterion, names, st.none(), conditions),
+    st.builds(ExitCriterion, names, st.none(), st.none(), ids,
+              st.sampled_from(["enter", "exit"])),
 )
 
 
@@ -241,6 +284,15 @@ quiet_hours = st.builds(
         [timedelta(0), timedelta(minutes=30), timedelta(hours=2)]),
     include_transactional=st.booleans(),
 )
+attribute_updates = st.one_of(
+    st.builds(AttributeUpdate, ids, st.just("stamp")),
+    st.builds(AttributeUpdate, ids, st.just("copy"), paths),
+    st.builds(AttributeUpdate, ids, st.just("assign"), st.none(), json_values),
+    st.builds(AttributeUpdate, ids, st.just("add"), st.none() | paths,
+              st.integers(-100, 100)),
+)
+profile_rules = st.builds(ProfileRule, ids, ids,
+                          st.lists(attribute_updates, max_size=3).map(tuple), event_filters)
 
 definitions: st.SearchStrategy[Definitions] = st.builds(
     Definitions,
@@ -260,4 +312,5 @@ definitions: st.SearchStrategy[Definitions] = st.builds(
     topics=st.lists(topics, max_size=2).map(tuple),
     caps=st.lists(caps, max_size=2).map(tuple),
     quiet_hours=st.lists(quiet_hours, max_size=2).map(tuple),
+    profile_rules=st.lists(profile_rules, max_size=2).map(tuple),
 )

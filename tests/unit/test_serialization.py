@@ -266,7 +266,8 @@ def test_a_step_that_is_not_an_object() -> None:
 def test_an_unknown_trigger_kind() -> None:
     problem = only_problem({"journeys": [journey_data(trigger={"kind": "cron"})]})
     assert problem == Problem(
-        "$.journeys[0].trigger", "unknown trigger kind 'cron'; expected one of api, attribute, event, inactivity",
+        "$.journeys[0].trigger",
+        "unknown trigger kind 'cron'; expected one of api, attribute, event, inactivity, segment",
     )
 
 
@@ -274,7 +275,8 @@ def test_an_unknown_condition_kind_deep_in_a_tree() -> None:
     condition = {"kind": "and", "conditions": [PLAN, {"kind": "not", "condition": {"kind": "xor"}}]}
     problem = only_problem({"journeys": [journey_data(audience=condition)]})
     assert problem.location == "$.journeys[0].audience.conditions[1].condition"
-    assert problem.message.startswith("unknown condition kind 'xor'; expected one of and, compare")
+    assert problem.message.startswith("unknown condition kind 'xor'; expected one of ")
+    assert "and, bucket, compare, compare_fields" in problem.message
 
 
 def test_an_unknown_operator() -> None:

@@ -10,13 +10,15 @@ from cjo.model.journey import Journey
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
+from cjo.segments.rules import ProfileRule
 
 __all__ = ["Definitions"]
 
 
 @attrs.frozen
 class Definitions:
-    """Everything a host declares. Published and validated as one set."""
+    """Everything a host declares. Published and validated as one set. ``profile_rules``
+    keep profile attributes current from events (``cjo.ProfileRule``)."""
 
     journeys: tuple[Journey, ...] = ()
     segments: tuple[Segment, ...] = ()
@@ -33,3 +35,4 @@ class Definitions:
     topics: tuple[Topic, ...] = ()
     caps: tuple[FrequencyCap, ...] = ()
     quiet_hours: tuple[QuietHours, ...] = ()
+    profile_rules: tuple[ProfileRule, ...] = ()

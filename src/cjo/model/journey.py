@@ -63,12 +63,15 @@ class ExitCriterion:
     """End the enrollment as ``exited`` when it matches, even in the middle of a wait.
 
     With ``event``: when the customer sends that event (and ``where`` holds for it).
-    Without: when ``where`` holds after any event of the customer.
+    With ``segment``: when the customer leaves it (``on="exit"``) or enters it (``"enter"``).
+    Otherwise: when ``where`` holds after any event of the customer.
     """
 
     name: str
     event: str | None = None
     where: Condition | None = None
+    segment: str | None = None
+    on: Literal["enter", "exit"] = "exit"
 
 
 @attrs.frozen

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 
 from cjo.conditions import Condition
 
-__all__ = ["ApiTrigger", "AttributeTrigger", "EventTrigger", "InactivityTrigger", "Trigger"]
+__all__ = [
+    "ApiTrigger",
+    "AttributeTrigger",
+    "EventTrigger",
+    "InactivityTrigger",
+    "SegmentTrigger",
+    "Trigger",
+]
 
 
 @attrs.frozen
@@ -68,7 +75,17 @@ class AttributeTrigger:
     where: Condition | None = None
 
 
-Trigger = EventTrigger | ApiTrigger | InactivityTrigger | AttributeTrigger
+@attrs.frozen
+class SegmentTrigger:
+    """Start when the customer enters (``on="enter"``) or leaves (``on="exit"``) ``segment``,
+    at the instant the membership changes (an event, a profile change, or time passing)."""
+
+    kind: ClassVar[str] = "segment"
+    segment: str
+    on: Literal["enter", "exit"] = "enter"
+
+
+Trigger = EventTrigger | ApiTrigger | InactivityTrigger | AttributeTrigger | SegmentTrigger
 TRIGGER_TYPES: tuple[type[object], ...] = (
-    EventTrigger, ApiTrigger, InactivityTrigger, AttributeTrigger
+    EventTrigger, ApiTrigger, InactivityTrigger, AttributeTrigger, SegmentTrigger
 )

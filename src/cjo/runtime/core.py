@@ -40,6 +40,7 @@ from cjo.runtime.state import (
     EntryHistory,
     merge_attributes,
 )
+from cjo.segments.membership import SEGMENT_TIMER
 from cjo.timezones import customer_zone
 
 __all__ = [
@@ -85,11 +86,12 @@ class _Scope:
     """What conditions read; segment memberships are computed on demand and cached.
 
     ``now`` is the instant being decided and ``entered_at`` the enrollment's entry (None where
-    there is no enrollment); ``zone`` is the customer's time zone, for dates without one."""
+    there is no enrollment); ``zone`` is the customer's time zone, for dates without one.
+    History conditions read ``record`` (its tracks) at ``now``."""
 
     __slots__ = (
         "_decider", "_enrollment", "_seg_cache", "_segments", "context", "entered_at", "event",
-        "now", "profile",
+        "now", "profile", "record",
     )
 
     def __init__(
@@ -101,6 +103,7 @@ class _Scope:
         now: datetime | None = None,
         enrollment: Enrollment | None = None,
         decider: Decider | None = None,
+        record: CustomerState | None = None,
     ) -> None:
         self.profile = profile
         self.event = event
@@ -111,6 +114,7 @@ class _Scope:
         self.entered_at = enrollment.entered_at if enrollment is not None else None
         self._enrollment = enrollment
         self._decider = decider
+        self.record = record
 
     @property
     def zone(self) -> ZoneInfo:
@@ -129,7 +133,7 @@ class _Scope:
             test = self._segments.get(segment_id)
             # Segments read the profile only: evaluate them on a profile-only scope.
             profile_only = _Scope(self.profile, _EMPTY, _EMPTY, self._segments, self.now,
-                                  None, self._decider)
+                                  None, self._decider, self.record)
             hit = bool(test(profile_only)) if test else False
             cache[segment_id] = hit
         return hit
@@ -141,6 +145,7 @@ class Decider:
 
     __slots__ = (
         "activities",
+        "cascade",
         "catching_up",
         "caught_up_messages",
         "customer_id",
@@ -187,6 +192,7 @@ class Decider:
         # they ended at once, so one input never lets two journeys of a group in.
         self.entered_now: list[CompiledJourney] = []
         self.jumps = 0  # journeys entered by Jump steps in this transaction
+        self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
         self.messages: list[Message] = []
@@ -216,6 +222,7 @@ class Decider:
         timeouts and lifetimes, and customer timers. Each fires at its own due instant, so a
         late worker still times the following steps from the schedule, and the outcome does
         not depend on when the worker came."""
+        self.now = now
         self._arm(now)
         registry = self.registry
         journeys = registry.journeys
@@ -231,7 +238,8 @@ class Decider:
             self._fire_due(now, journeys, state)
         finally:
             self.catching_up = False
-        self.now = now
+            self.now = now
+        self.registry.plan.sync(self, now)
 
     def _fire_due(
         self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
@@ -286,6 +294,8 @@ class Decider:
         self.dirty = self.dirty or dirty_before
 
     def _on_event(self, event: Event, now: datetime) -> None:
+        # Profile rules, tracks and segment memberships first: journeys react to the result.
+        self.registry.plan.on_event(self, event, now)
         name = event.name
         if name in DELIVERY_EVENTS:
             # Consent changes first: a journey this event starts already sees them.
@@ -316,12 +326,14 @@ class Decider:
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
         self.catch_up(now)
         p = self.profile
+        attributes = merge_attributes(p.attributes, update.attributes, update.unset)
         self.set_profile(Profile(
             p.customer_id,
-            merge_attributes(p.attributes, update.attributes, update.unset),
+            attributes,
             update.timezone if update.timezone is not None else p.timezone,
             update.locale if update.locale is not None else p.locale,
         ))
+        self.registry.plan.on_profile(self, _changed(p.attributes, attributes), now)
         for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
             if enrollment.active:
                 self._check_condition_exits(enrollment, _EMPTY, now)
@@ -365,6 +377,8 @@ class Decider:
             cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
             if cj is not None:
                 cj.trigger.on_timer(self, cj, cj.journey.trigger, cj.trigger_compiled, at)
+        elif name == SEGMENT_TIMER:
+            self.registry.plan.on_timer(self, at)
         # A timer nothing claims any more (its journey changed trigger) is dropped.
 
     # --- reacting to events ------------------------------------------------------------------
@@ -859,11 +873,16 @@ class Decider:
             self.options.default_timezone,
         )
 
-    def change_profile(self, set_: Mapping[str, Any], unset: tuple[str, ...] = ()) -> None:
+    def change_profile(
+        self, set_: Mapping[str, Any], unset: tuple[str, ...] = (), *, notify: bool = True
+    ) -> None:
+        """Change attributes; ``notify`` re-evaluates the segments that read them."""
         p = self.profile
-        self.set_profile(Profile(
-            p.customer_id, merge_attributes(p.attributes, set_, unset), p.timezone, p.locale
-        ))
+        attributes = merge_attributes(p.attributes, set_, unset)
+        self.set_profile(Profile(p.customer_id, attributes, p.timezone, p.locale))
+        if notify and self.now is not None:
+            self.registry.plan.on_profile(self, _changed(p.attributes, attributes),
+                                          self.now)
 
     def scope(
         self, event: Mapping[str, Any], context: Mapping[str, Any],
@@ -872,5 +891,13 @@ class Decider:
         """What conditions read; with ``enrollment``, its entry instant (``entered_at()``)."""
         p = self.state.profile
         return _Scope(p.attributes if p is not None else _EMPTY, event, context,
-                      self.registry.segments, self.now, enrollment, self)
+                      self.registry.segments, self.now, enrollment, self, self.state)
+
+
+def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str]:
+    """The attribute names whose value differs."""
+    missing = object()
+    return {
+        k for k in before.keys() | after.keys() if before.get(k, missing) != after.get(k, missing)
+    }
 

@@ -22,6 +22,7 @@ from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import StepKind, TriggerKind, step_kind, trigger_kind
 from cjo.runtime.state import CustomerState
+from cjo.segments.membership import SegmentPlan
 
 __all__ = ["CompiledJourney", "CompiledStep", "Registry"]
 
@@ -59,6 +60,8 @@ class CompiledJourney:
         exit_by_event: dict[str, list[tuple[str, CompiledCondition | None]]] = {}
         exit_conditions: list[tuple[str, CompiledCondition]] = []
         for crit in journey.exit_criteria:
+            if crit.segment is not None:
+                continue  # a membership change: the segment plan handles it
             if crit.event is not None:
                 exit_by_event.setdefault(crit.event, []).append((crit.name, _maybe(crit.where)))
             elif crit.where is not None:
@@ -105,6 +108,7 @@ class Registry:
     enrolled_events: frozenset[str] = frozenset()
     any_event_when_enrolled: bool = False
     segments: dict[str, CompiledCondition] = attrs.field(factory=dict)
+    plan: SegmentPlan = attrs.field(factory=SegmentPlan)
     content: dict[str, ContentItem] = attrs.field(factory=dict)
     definitions: Definitions = attrs.field(factory=Definitions)
     renderer: MemoRenderer = attrs.field(factory=lambda: MemoRenderer(Renderer()))
@@ -147,6 +151,7 @@ class Registry:
         enrolled: set[str] = set()
         for cj in journeys.values():
             enrolled |= cj.watched_events
+        segments = {s.id: compile_condition(s.condition) for s in definitions.segments}
         return cls(
             generation=generation,
             journeys=journeys,
@@ -156,7 +161,8 @@ class Registry:
             triggers_by_attribute=by_attribute,
             enrolled_events=frozenset(enrolled),
             any_event_when_enrolled=any(cj.any_event for cj in journeys.values()),
-            segments={s.id: compile_condition(s.condition) for s in definitions.segments},
+            segments=segments,
+            plan=SegmentPlan.build(definitions, segments, latest, journeys),
             content={c.id: c for c in definitions.content},
             definitions=definitions,
             renderer=MemoRenderer(Renderer(limits)),
@@ -179,6 +185,7 @@ class Registry:
             or event_name in DELIVERY_EVENTS  # consent and feedback concern every customer
             or event_name in self.enrolled_events
             or self.any_event_when_enrolled
+            or event_name in self.plan.events
         )
 
     def matters_to(
@@ -187,7 +194,10 @@ class Registry:
         """Whether an event can change anything for this customer (their committed record at
         ``now``): a look-up, so that irrelevant events never open a transaction. Without
         ``now`` the caller has fired the customer's due wake-ups already."""
-        if event_name in self.triggers_by_event or event_name in DELIVERY_EVENTS:
+        if (
+            event_name in self.triggers_by_event or event_name in DELIVERY_EVENTS
+            or event_name in self.plan.events
+        ):
             return True
         if state is None:
             return False

@@ -28,6 +28,7 @@ __all__ = [
     "EnrollmentStatus",
     "EntryHistory",
     "LedgerEntry",
+    "Track",
     "merge_attributes",
 ]
 
@@ -206,6 +207,36 @@ LedgerEntry = tuple[datetime, str, tuple[str, ...]]
 
 
 @attrs.define(slots=True, eq=True)
+class Track:
+    """What the customer record keeps of one stream of events (an event name with a property
+    filter, and the numeric property aggregated, if any): only what the published conditions
+    read (``cjo.segments.tracking`` decides what is kept and for how long).
+
+    - ``since``: when tracking began for this customer (the basis of inactivity with no event).
+    - ``first`` / ``last``: the earliest and latest event timestamps seen.
+    - ``count``, ``total``, ``low``, ``high``: lifetime count, and sum, minimum and maximum of
+      the property's numeric values.
+    - ``recent``: (timestamp, value) of the events inside the longest rolling window that reads
+      the stream, oldest first (only as many as a count can need, when nothing sums them).
+    - ``ranges``: per fixed date range, [count, sum, min, max] of the events stamped inside it.
+    """
+
+    since: datetime
+    first: datetime | None = None
+    last: datetime | None = None
+    count: int = 0
+    total: float = 0
+    low: float | None = None
+    high: float | None = None
+    recent: list[tuple[datetime, float | None]] = attrs.field(factory=list)
+    ranges: dict[str, list[float]] = attrs.field(factory=dict)
+
+    def copy(self) -> Track:
+        return Track(self.since, self.first, self.last, self.count, self.total, self.low,
+                     self.high, list(self.recent), {k: list(v) for k, v in self.ranges.items()})
+
+
+@attrs.define(slots=True, eq=True)
 class CustomerState:
     """Everything the decision core knows of one customer, kept as one versioned record.
 
@@ -221,6 +252,10 @@ class CustomerState:
       instant; ``blocked``: channels the customer cannot receive anything on, with the reason.
     - ``sends``: the send ledger of frequency caps (marketing sends, oldest first, kept only as
       far back as the longest cap counts).
+    - ``tracks``: bounded aggregates of the event streams that conditions read, by stream key.
+    - ``segments``: the segments the customer is in, with the instant each was entered.
+    - ``segments_basis``: a digest of the segment definitions the memberships were last
+      computed against (a changed definition is re-evaluated at the customer's next input).
     - ``extra``: fields written by a newer cjo that this one does not know; written back
       untouched, so a rolling upgrade loses nothing.
 
@@ -257,6 +292,9 @@ class CustomerState:
         if self.blocked is NO_ITEMS:
             self.blocked = {}
         return self.blocked
+    tracks: dict[str, Track] = attrs.field(factory=dict)
+    segments: dict[str, datetime] = attrs.field(factory=dict)
+    segments_basis: str | None = None
 
     @property
     def wake_at(self) -> datetime | None:
@@ -281,6 +319,8 @@ class CustomerState:
             consent=_own_dict(self.consent), blocked=_own_dict(self.blocked),
             # The ledger is replaced, never changed in place (``delivery.caps.record_send``).
             sends=self.sends,
+            tracks={k: t.copy() for k, t in self.tracks.items()},
+            segments=dict(self.segments), segments_basis=self.segments_basis,
         )
 
     def all_enrollments(self) -> list[Enrollment]:

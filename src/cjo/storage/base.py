@@ -38,6 +38,7 @@ __all__ = [
     "PruneResult",
     "Retention",
     "Storage",
+    "membership_changes",
 ]
 
 #: ``pending``: to be sent (now, or at ``available_at`` after a failed attempt);
@@ -346,6 +347,23 @@ class Storage(abc.ABC):
         paused journey wakes them). A scan of the records, not a hot path."""
 
     @abc.abstractmethod
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        """Ids of the stored customers in id order: up to ``limit`` after ``after`` (the last id
+        of the previous page). For sweeps such as ``Engine.refresh_segments``."""
+
+    @abc.abstractmethod
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        """Ids of the customers whose committed record is in the segment, in id order: up to
+        ``limit`` of them after ``after`` (the last id of the previous page). SQL adapters keep
+        an indexed table of memberships, written with each record."""
+
+    @abc.abstractmethod
+    def segment_count(self, segment_id: str) -> int:
+        """How many customers' committed records are in the segment."""
+
+    @abc.abstractmethod
     def erase_customer(self, customer_id: str) -> None:
         """Forget a customer: their record and pending messages; their activity-log entries
         lose the customer id (counts are kept)."""
@@ -371,3 +389,16 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def membership_changes(
+    before: Mapping[str, datetime] | None, after: Mapping[str, datetime]
+) -> tuple[list[str], list[tuple[str, datetime]]]:
+    """What a save changes in a customer's segment memberships: the segments left, and the
+    segments entered (or re-entered at another instant). ``before`` None (not known) rewrites
+    them all; adapters delete the left ones first."""
+    if before is None:
+        return [], list(after.items())
+    left = [sid for sid in before if sid not in after]
+    entered = [(sid, at) for sid, at in after.items() if before.get(sid) != at]
+    return left, entered

@@ -34,6 +34,7 @@ from cjo.runtime.state import (
     EndedEnrollment,
     Enrollment,
     EntryHistory,
+    Track,
 )
 from cjo.serialization import converter
 
@@ -195,8 +196,32 @@ def _ended_from(row: list[Any]) -> EndedEnrollment:
 
 _KNOWN: Final = frozenset({
     "v", "cid", "created", "rev", "profile", "enr", "ended", "hist", "timers", "marks",
-    "cons", "blk", "led",
+    "cons", "blk", "led", "trk", "seg", "segb",
 })
+
+
+_TRACK_DEFAULTS: Final[tuple[Any, ...]] = (None, None, None, 0, 0, None, None, [], {})
+
+
+def _track(t: Track) -> list[Any]:
+    # Positional, trailing defaults left out: most tracks are a timestamp or two and a count.
+    row: list[Any] = [
+        us(t.since), _us_opt(t.first), _us_opt(t.last), t.count, t.total, t.low, t.high,
+        [us(at) if v is None else [us(at), v] for at, v in t.recent], t.ranges,
+    ]
+    while len(row) > 1 and row[-1] == _TRACK_DEFAULTS[len(row) - 1]:
+        row.pop()
+    return row
+
+
+def _track_from(row: list[Any]) -> Track:
+    full: list[Any] = [*row, *_TRACK_DEFAULTS[len(row):]]
+    since, first, last, count, total, low, high, recent, ranges = full[:9]
+    return Track(
+        dt(since), _dt_opt(first), _dt_opt(last), int(count), total, low, high,
+        [(dt(e), None) if isinstance(e, int) else (dt(e[0]), e[1]) for e in recent],
+        {k: list(v) for k, v in ranges.items()},
+    )
 
 
 def state_to_dict(state: CustomerState) -> dict[str, Any]:
@@ -233,6 +258,12 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
         d["blk"] = dict(state.blocked)
     if state.sends:
         d["led"] = [[us(at), channel, list(tags)] for at, channel, tags in state.sends]
+    if state.tracks:
+        d["trk"] = {key: _track(t) for key, t in state.tracks.items()}
+    if state.segments:
+        d["seg"] = {sid: us(at) for sid, at in state.segments.items()}
+    if state.segments_basis is not None:
+        d["segb"] = state.segments_basis
     return d
 
 
@@ -283,6 +314,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             if not _KNOWN.issuperset(data) else {}
         )
         cons, blk, led = get("cons"), get("blk"), get("led")
+        trk, seg = get("trk"), get("seg")
         return CustomerState(
             customer_id, dt(data["created"]), int(get("rev", 0)), profile,
             [_enrollment_from(e, customer_id) for e in enr] if enr else [],
@@ -294,6 +326,9 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else NO_ITEMS,
             blocked={str(c): str(r) for c, r in blk.items()} if blk else NO_ITEMS,
             sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else NO_ENTRIES,
+            tracks={k: _track_from(row) for k, row in trk.items()} if trk else {},
+            segments={sid: dt(at) for sid, at in seg.items()} if seg else {},
+            segments_basis=get("segb"),
         )
     except CorruptRecordError:
         raise

@@ -7,6 +7,7 @@ rolled-back transaction leaves nothing behind. Due customers sit in a sorted lis
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -115,6 +116,7 @@ class InMemoryStorage(Storage):
         self._log: deque[Activity] = deque()
         self._counts: Counter[_CountKey] = Counter()
         self._definitions: list[str] = []
+        self._members: dict[str, SortedList] = {}  # segment id -> customer ids
 
     # --- customer transactions -----------------------------------------------------------------
 
@@ -154,6 +156,9 @@ class InMemoryStorage(Storage):
         cid = state.customer_id
         state.revision += 1
         old = self._queued(cid)
+        previous = self._records.get(cid)
+        self._index_members(cid, previous.segments if previous is not None else {},
+                            state.segments)
         # The session's state was a copy (or a new object) and the engine drops it after
         # commit: keep it as it is.
         self._records[cid] = state
@@ -391,9 +396,43 @@ class InMemoryStorage(Storage):
         with self._lock:
             self._settings[key] = value
 
+    def _index_members(
+        self, customer_id: str, before: Mapping[str, datetime], after: Mapping[str, datetime]
+    ) -> None:
+        for sid in before.keys() - after.keys():
+            members = self._members[sid]
+            members.remove(customer_id)
+            if not members:
+                del self._members[sid]
+        for sid in after.keys() - before.keys():
+            self._members.setdefault(sid, SortedList()).add(customer_id)
+
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        with self._lock:
+            ids = sorted(self._records)
+        start = 0 if after is None else bisect.bisect_right(ids, after)
+        return ids[start:start + limit]
+
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        with self._lock:
+            members = self._members.get(segment_id)
+            if not members:
+                return []
+            start = 0 if after is None else members.bisect_right(after)
+            return list(members.islice(start, start + limit))
+
+    def segment_count(self, segment_id: str) -> int:
+        with self._lock:
+            return len(self._members.get(segment_id, ()))
+
     def erase_customer(self, customer_id: str) -> None:
         with self._lock:
             self._set_wake(customer_id, self._queued(customer_id), None)
+            erased = self._records.get(customer_id)
+            if erased is not None:
+                self._index_members(customer_id, erased.segments, {})
             self._records.pop(customer_id, None)
             self._aside.pop(customer_id, None)
             for key in [k for k, v in self._outbox.items() if v[0].customer_id == customer_id]:

@@ -70,6 +70,7 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
+    membership_changes,
 )
 from cjo.storage.codec import (
     decode_state,
@@ -242,6 +243,17 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         " CHECK (status IN ('pending', 'delivered', 'dead', 'discarded'))",
         "CREATE INDEX outbox_dead ON {s}.outbox (dead_at, key) WHERE status = 'dead'",
     ),
+    # 4: segment memberships, one row per (segment, customer), written with each record, so
+    # that members are listed and counted with an index.
+    (
+        """CREATE TABLE {s}.segment_members (
+            segment_id text COLLATE "C" NOT NULL,
+            customer_id text COLLATE "C" NOT NULL,
+            entered_at timestamptz NOT NULL,
+            PRIMARY KEY (segment_id, customer_id)
+        )""",
+        "CREATE INDEX segment_members_customer ON {s}.segment_members (customer_id)",
+    ),
 )
 
 #: The schema version this cjo writes; a database at a higher version is refused.
@@ -371,6 +383,19 @@ _QUERIES: dict[str, LiteralString] = {
     "erase_record": "DELETE FROM {s}.customers WHERE customer_id = %s",
     "erase_outbox": "DELETE FROM {s}.outbox WHERE customer_id = %s",
     "erase_activity": "UPDATE {s}.activity SET customer_id = NULL WHERE customer_id = %s",
+    "erase_members": "DELETE FROM {s}.segment_members WHERE customer_id = %s",
+    "members_clear": "DELETE FROM {s}.segment_members WHERE customer_id = ANY(%b::text[])",
+    "members_leave": "DELETE FROM {s}.segment_members AS m"
+    " USING unnest(%b::text[], %b::text[]) AS u (sid, cid)"
+    " WHERE m.segment_id = u.sid AND m.customer_id = u.cid",
+    "members_enter": "INSERT INTO {s}.segment_members (segment_id, customer_id, entered_at)"
+    " SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[])"
+    " ON CONFLICT (segment_id, customer_id) DO UPDATE SET entered_at = EXCLUDED.entered_at",
+    "members_page": "SELECT customer_id FROM {s}.segment_members"
+    " WHERE segment_id = %s AND customer_id > %s ORDER BY customer_id LIMIT %s",
+    "members_count": "SELECT count(*) FROM {s}.segment_members WHERE segment_id = %s",
+    "customer_page": "SELECT customer_id FROM {s}.customers WHERE customer_id > %s"
+    " ORDER BY customer_id LIMIT %s",
     "prune_lock": "SELECT pg_advisory_xact_lock(%s)",
     "prune_events": "DELETE FROM {s}.events WHERE seen_at < %s",
     "prune_outbox": "DELETE FROM {s}.outbox"
@@ -447,8 +472,8 @@ class _Txn:
     began, the event ids claimed up front, and the writes buffered until commit."""
 
     __slots__ = (
-        "_conn", "activity", "announced", "aside", "fresh", "now", "outbox", "records", "saved",
-        "storage",
+        "_conn", "activity", "announced", "aside", "fresh", "members", "members_before", "now",
+        "outbox", "records", "saved", "storage",
     )
 
     def __init__(
@@ -467,6 +492,9 @@ class _Txn:
         self.aside: dict[str, str] = {}
         self.activity: list[tuple[Any, ...]] = []
         self.outbox: dict[str, tuple[str, str, str]] = {}
+        # Segment memberships of the records as read (to write only what a save changes).
+        self.members_before: dict[str, dict[str, datetime]] = {}
+        self.members: dict[str, dict[str, datetime]] = {}  # as saved; the last save wins
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
@@ -523,6 +551,8 @@ class _Txn:
                 (cid, wake_at, revision, data)
                 for cid, (_state, wake_at, revision, data) in self.saved.items()
             ]))
+        if self.members:
+            self.flush_members()
         if self.aside:
             conn.execute(q["set_aside"], {"ids": list(self.aside), "reasons": [
                 *self.aside.values()
@@ -535,6 +565,26 @@ class _Txn:
                 q["insert_outbox"],
                 [now, now + self.storage.dispatch_lease, *_columns(list(self.outbox.values()))],
             )
+
+    def flush_members(self) -> None:
+        q = self.storage._q
+        conn = self.conn
+        unknown: list[str] = []
+        left: list[tuple[str, str]] = []
+        entered: list[tuple[str, str, datetime]] = []
+        for cid, after in self.members.items():
+            before = self.members_before.get(cid)
+            if before is None:
+                unknown.append(cid)
+            gone, new = membership_changes(before, after)
+            left.extend((sid, cid) for sid in gone)
+            entered.extend((sid, cid, at) for sid, at in new)
+        if unknown:
+            conn.execute(q["members_clear"], [unknown])
+        if left:
+            conn.execute(q["members_leave"], _columns(left))
+        if entered:
+            conn.execute(q["members_enter"], _columns(entered))
 
     def committed(self) -> None:
         # As the reference adapter does: a saved record's revision counts the write once it
@@ -568,7 +618,12 @@ class _Session(CustomerSession):
         saved = txn.saved.get(self.customer_id)
         # Decoded afresh on every call: the caller owns (and changes) what it gets.
         text = saved[3] if saved is not None else txn.records.get(self.customer_id)
-        return None if text is None else decode_state(text, self.customer_id)
+        state = None if text is None else decode_state(text, self.customer_id)
+        if saved is None and self.customer_id not in txn.members_before:
+            txn.members_before[self.customer_id] = (
+                dict(state.segments) if state is not None else {}
+            )
+        return state
 
     def save(
         self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
@@ -581,6 +636,10 @@ class _Session(CustomerSession):
         revision = state.revision + 1
         data = encode_state(state, revision)
         txn.saved[cid] = (state, state.wake_at, revision, data)
+        if state.segments or txn.members_before.get(cid):
+            txn.members[cid] = dict(state.segments)
+        else:
+            txn.members.pop(cid, None)  # none before, none now: nothing to write
         rows = txn.activity
         for a in activities:
             rows.append((
@@ -1039,6 +1098,28 @@ class PostgresStorage(Storage):
             cursor = rows[-1][0]
         return out
 
+    # --- segments ------------------------------------------------------------------------------
+
+    @_translating
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q["customer_page"], (after or "", limit))
+            return [cid for (cid,) in rows.fetchall()]
+
+    @_translating
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q["members_page"], (segment_id, after or "", limit))
+            return [cid for (cid,) in rows.fetchall()]
+
+    @_translating
+    def segment_count(self, segment_id: str) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute(self._q["members_count"], (segment_id,)).fetchone()
+        return int(row[0]) if row else 0
+
     # --- customers, retention and settings ---------------------------------------------------
 
     @_translating
@@ -1047,7 +1128,7 @@ class PostgresStorage(Storage):
         with self._pool.connection() as conn, conn.transaction():
             # Under the customer's lock, so no engine transaction writes the record back.
             conn.execute(q["erase_lock"], [customer_id])
-            for name in ("erase_record", "erase_outbox", "erase_activity"):
+            for name in ("erase_record", "erase_outbox", "erase_activity", "erase_members"):
                 conn.execute(q[name], [customer_id])
 
     @_translating

@@ -41,6 +41,7 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
+    membership_changes,
 )
 from cjo.storage.codec import (
     activity_from_row,
@@ -273,8 +274,20 @@ _V3: Final[tuple[str, ...]] = (
     "CREATE INDEX outbox_dead ON outbox (dead_at, key) WHERE status = 'dead'",
 )
 
+# Version 4: segment memberships, one row per (segment, customer), written with each record,
+# so that members are listed and counted with an index.
+_V4: Final[tuple[str, ...]] = (
+    """CREATE TABLE segment_members (
+        segment_id TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        entered_at INTEGER NOT NULL,
+        PRIMARY KEY (segment_id, customer_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX segment_members_customer ON segment_members (customer_id)",
+)
+
 #: Forward migrations; entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append only.
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -461,6 +474,21 @@ _ERASE: Final = (
     # Every message, delivered ones too: they hold the recipient's address and content.
     "DELETE FROM outbox WHERE customer_id = ?",
     "UPDATE activity SET customer_id = '' WHERE customer_id = ?",
+    "DELETE FROM segment_members WHERE customer_id = ?",
+)
+_MEMBERS_LEAVE = "DELETE FROM segment_members WHERE segment_id = ? AND customer_id = ?"
+_MEMBERS_CLEAR = "DELETE FROM segment_members WHERE customer_id = ?"
+_MEMBERS_ENTER = (
+    "INSERT INTO segment_members (segment_id, customer_id, entered_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (segment_id, customer_id) DO UPDATE SET entered_at = excluded.entered_at"
+)
+_MEMBERS_PAGE = (
+    "SELECT customer_id FROM segment_members WHERE segment_id = ? AND customer_id > ? "
+    "ORDER BY customer_id LIMIT ?"
+)
+_MEMBERS_COUNT = "SELECT count(*) FROM segment_members WHERE segment_id = ?"
+_CUSTOMER_PAGE = (
+    "SELECT customer_id FROM customers WHERE customer_id > ? ORDER BY customer_id LIMIT ?"
 )
 _PRUNE_EVENTS = "DELETE FROM events WHERE seen_at < ?"
 _PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
@@ -500,6 +528,8 @@ class _Txn:
         "cur",
         "dispatch_lease",
         "fresh",
+        "members",
+        "members_before",
         "messages",
         "now",
         "now_us",
@@ -527,6 +557,9 @@ class _Txn:
         self.aside: dict[str, str] = {}
         self.messages: dict[str, tuple[Any, ...]] = {}  # the first message with a key wins
         self.activities: list[tuple[Any, ...]] = []
+        # Segment memberships of the records as read, and as saved (to write only changes).
+        self.members_before: dict[str, dict[str, datetime]] = {}
+        self.members: dict[str, dict[str, datetime]] = {}
 
     def check(self) -> sqlite3.Cursor:
         if not self.open:
@@ -570,12 +603,28 @@ class _Txn:
             _write_rows(cur, _UPDATE, same)
             _write_rows(cur, _UPDATE_WAKE, moved)
             _write_rows(cur, _SAVE, new)
+        if self.members:
+            self.flush_members()
         if self.aside:
             # After the records: a customer set aside and saved in one transaction stays aside.
             _write_rows(cur, _SET_ASIDE, [(why, cid) for cid, why in self.aside.items()])
         if self.messages:
             _write_rows(cur, _INSERT_OUTBOX, list(self.messages.values()))
         _write_rows(cur, _INSERT_ACTIVITY, self.activities)
+
+
+    def flush_members(self) -> None:
+        left: list[tuple[str, str]] = []
+        entered: list[tuple[str, str, int]] = []
+        for cid, after in self.members.items():
+            before = self.members_before.get(cid)
+            if before is None:
+                self.cur.execute(_MEMBERS_CLEAR, (cid,))
+            gone, new = membership_changes(before, after)
+            left.extend((sid, cid) for sid in gone)
+            entered.extend((sid, cid, us(at)) for sid, at in new)
+        _write_rows(self.cur, _MEMBERS_LEAVE, left)
+        _write_rows(self.cur, _MEMBERS_ENTER, entered)
 
 
 def _write_rows(cur: sqlite3.Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -624,7 +673,10 @@ class _Session(CustomerSession):
                     rowid, wake_at, text = row
                     txn.stored[cid] = (rowid, wake_at)
         # Decoded on every call, so each caller gets its own objects.
-        return None if text is None else decode_state(text, cid)
+        state = None if text is None else decode_state(text, cid)
+        if saved is None and cid not in txn.members_before:
+            txn.members_before[cid] = dict(state.segments) if state is not None else {}
+        return state
 
     def save(
         self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
@@ -638,6 +690,10 @@ class _Session(CustomerSession):
         txn.records[cid] = (
             None if wake_at is None else us(wake_at), revision, encode_state(state, revision)
         )
+        if state.segments or txn.members_before.get(cid):
+            txn.members[cid] = dict(state.segments)
+        else:
+            txn.members.pop(cid, None)  # none before, none now: nothing to write
         if messages:
             now_us, buffered = txn.now_us, txn.messages
             available_us = us(txn.now + txn.dispatch_lease)
@@ -1048,6 +1104,28 @@ class SQLiteStorage(Storage):
         with self._lock:
             rows = self._connection().execute(_ACTIVE_COUNTS, (journey_id,)).fetchall()
         return {(version, step): n for version, step, n in rows}
+
+    @_Translated("customer_ids")
+    def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
+        with self._lock:
+            rows = self._connection().execute(_CUSTOMER_PAGE, (after or "", limit)).fetchall()
+        return [row[0] for row in rows]
+
+    @_Translated("segment_members")
+    def segment_members(
+        self, segment_id: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[str]:
+        with self._lock:
+            rows = self._connection().execute(
+                _MEMBERS_PAGE, (segment_id, after or "", limit)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    @_Translated("segment_count")
+    def segment_count(self, segment_id: str) -> int:
+        with self._lock:
+            row = self._connection().execute(_MEMBERS_COUNT, (segment_id,)).fetchone()
+        return int(row[0])
 
     @_Translated("erase_customer")
     def erase_customer(self, customer_id: str) -> None:

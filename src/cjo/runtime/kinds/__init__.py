@@ -24,6 +24,7 @@ from cjo.runtime.kinds.triggers import (
     timer_name,
 )
 from cjo.runtime.kinds.waiting import WaitForEventKind, WaitKind
+from cjo.segments.trigger import SegmentTriggerKind
 
 __all__ = [
     "HALT",
@@ -54,6 +55,7 @@ TRIGGER_KINDS: dict[type[Any], TriggerKind[Any]] = {
     k.trigger_type: k
     for k in (
         EventTriggerKind(), ApiTriggerKind(), InactivityTriggerKind(), AttributeTriggerKind(),
+        SegmentTriggerKind(),
     )
 }
 
