@@ -57,6 +57,7 @@ from cjo.model.triggers import (
     AttributeTrigger,
     EventTrigger,
     InactivityTrigger,
+    ScheduleTrigger,
     SegmentTrigger,
     Trigger,
 )
@@ -173,6 +174,7 @@ __all__ = [
     "ResumeRule",
     "Retention",
     "SQLiteStorage",
+    "ScheduleTrigger",
     "SchemaError",
     "Segment",
     "SegmentTrigger",

@@ -40,6 +40,7 @@ from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
+from cjo.scheduling import mark_new_schedules, run_schedules
 from cjo.segments.rules import ProfileRule
 from cjo.serialization import dumps_definitions, loads_definitions
 from cjo.storage.base import (
@@ -304,6 +305,7 @@ class Engine:
             except ConflictError:
                 continue  # another process published first: merge with theirs and retry
             self._adopt(Registry.build(merged, generation, self.limits))
+            mark_new_schedules(self, merged, self.clock.now())
             return generation
         raise ConflictError(
             f"publish lost the race for the definitions {_PUBLISH_ATTEMPTS} times in a row; "
@@ -447,6 +449,8 @@ class Engine:
         registry = self._sync()
         if self._to_release:
             self._release(now, builder)
+        if registry.any_schedule:
+            run_schedules(self, now, builder)
         while True:
             deciders: list[Decider] = []
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:

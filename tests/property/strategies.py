@@ -58,6 +58,7 @@ from cjo.model.triggers import (
     ApiTrigger,
     AttributeTrigger,
     EventTrigger,
+    ScheduleTrigger,
     SegmentTrigger,
     Trigger,
 )
@@ -199,6 +200,8 @@ triggers: st.SearchStrategy[Trigger] = st.one_of(
     st.builds(AttributeTrigger, ids, st.none() | st.lists(json_scalars, max_size=3),
               st.none() | st.lists(json_scalars, max_size=3), maybe_conditions),
     st.builds(SegmentTrigger, ids, st.sampled_from(["enter", "exit"])),
+    st.builds(ScheduleTrigger, st.sampled_from(["0 9 * * MON", "*/15 * * * *"]),
+              st.sampled_from([None, "Europe/Paris"]), st.none() | ids),
 )
 
 

@@ -28,7 +28,7 @@ from cjo.model.steps import (
     WaitForEvent,
 )
 from cjo.model.taxonomy import Category, Taxonomy
-from cjo.model.triggers import ApiTrigger, EventTrigger, Trigger
+from cjo.model.triggers import TRIGGER_TYPES, ApiTrigger, EventTrigger, Trigger
 from cjo.serialization import (
     dump_definitions,
     dumps_definitions,
@@ -267,7 +267,8 @@ def test_an_unknown_trigger_kind() -> None:
     problem = only_problem({"journeys": [journey_data(trigger={"kind": "cron"})]})
     assert problem == Problem(
         "$.journeys[0].trigger",
-        "unknown trigger kind 'cron'; expected one of api, attribute, event, inactivity, segment",
+        "unknown trigger kind 'cron'; expected one of "
+        + ", ".join(sorted(t.kind for t in TRIGGER_TYPES)),  # type: ignore[attr-defined]
     )
 
 

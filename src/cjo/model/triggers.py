@@ -14,6 +14,7 @@ __all__ = [
     "AttributeTrigger",
     "EventTrigger",
     "InactivityTrigger",
+    "ScheduleTrigger",
     "SegmentTrigger",
     "Trigger",
 ]
@@ -85,7 +86,29 @@ class SegmentTrigger:
     on: Literal["enter", "exit"] = "enter"
 
 
-Trigger = EventTrigger | ApiTrigger | InactivityTrigger | AttributeTrigger | SegmentTrigger
+@attrs.frozen
+class ScheduleTrigger:
+    """Start the journey for every member of ``segment`` (every customer when None) at each
+    occurrence of the cron rule ``cron`` (``"0 9 * * MON"``: Mondays at 09:00), read in the
+    zone ``timezone`` (UTC when None; DST as cjo's calendar rules: a time in a spring gap moves
+    forward, an ambiguous one takes its first occurrence).
+
+    Each occurrence runs once, whichever worker's ``run_due`` notices it, and enters each
+    customer at most once (re-entry rules and the journey's audience apply as for any entry);
+    a missed occurrence older than the latest due one is skipped, not caught up. The
+    enrollment's context holds ``scheduled_at`` (the occurrence, ISO 8601)."""
+
+    kind: ClassVar[str] = "schedule"
+    cron: str
+    timezone: str | None = None
+    segment: str | None = None
+
+
+Trigger = (
+    EventTrigger | ApiTrigger | InactivityTrigger | AttributeTrigger | SegmentTrigger
+    | ScheduleTrigger
+)
 TRIGGER_TYPES: tuple[type[object], ...] = (
-    EventTrigger, ApiTrigger, InactivityTrigger, AttributeTrigger, SegmentTrigger
+    EventTrigger, ApiTrigger, InactivityTrigger, AttributeTrigger, SegmentTrigger,
+    ScheduleTrigger,
 )

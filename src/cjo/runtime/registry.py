@@ -113,6 +113,8 @@ class Registry:
     definitions: Definitions = attrs.field(factory=Definitions)
     renderer: MemoRenderer = attrs.field(factory=lambda: MemoRenderer(Renderer()))
     control_group: ControlGroup | None = None
+    # Whether a journey starts on a schedule (run_due then looks for due occurrences).
+    any_schedule: bool = False
     max_concurrent: int | None = None
     # Whether any journey has an exclusive group (else arbitration has nothing to check).
     any_group: bool = False
@@ -167,6 +169,7 @@ class Registry:
             definitions=definitions,
             renderer=MemoRenderer(Renderer(limits)),
             control_group=definitions.control_group,
+            any_schedule=any(cj.journey.trigger.kind == "schedule" for cj in latest.values()),
             max_concurrent=definitions.max_concurrent_journeys,
             any_group=any(cj.journey.exclusive_group for cj in journeys.values()),
             paused={p.journey_id: p for p in definitions.paused},

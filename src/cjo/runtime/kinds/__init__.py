@@ -16,6 +16,7 @@ from cjo.runtime.kinds.flow import BranchKind, ExitKind, SplitKind, split_fracti
 from cjo.runtime.kinds.messaging import SendKind
 from cjo.runtime.kinds.profile import UpdateProfileKind
 from cjo.runtime.kinds.routing import AudiencePathsKind, JumpKind
+from cjo.runtime.kinds.schedule import ScheduleTriggerKind
 from cjo.runtime.kinds.triggers import (
     ApiTriggerKind,
     AttributeTriggerKind,
@@ -55,7 +56,7 @@ TRIGGER_KINDS: dict[type[Any], TriggerKind[Any]] = {
     k.trigger_type: k
     for k in (
         EventTriggerKind(), ApiTriggerKind(), InactivityTriggerKind(), AttributeTriggerKind(),
-        SegmentTriggerKind(),
+        SegmentTriggerKind(), ScheduleTriggerKind(),
     )
 }
 

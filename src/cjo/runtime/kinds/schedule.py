@@ -1,0 +1,56 @@
+"""The schedule trigger kind: a journey started for a segment's members on a cron rule.
+
+Nothing here runs per customer: occurrences are found and run by ``cjo.runtime.schedules``
+(from ``Engine.run_due``), which enters each member through ``Decider.consider_entry``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from croniter import croniter
+
+from cjo.errors import Problem
+from cjo.model.triggers import ScheduleTrigger
+from cjo.runtime.kinds.base import Checker, TriggerKind
+from cjo.timezones import UTC_ZONE, zone_or_none
+
+if TYPE_CHECKING:
+    from cjo.model.journey import Journey
+
+__all__ = ["ScheduleTriggerKind", "latest_occurrence"]
+
+
+class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
+    trigger_type = ScheduleTrigger
+
+    def check(
+        self, trigger: ScheduleTrigger, where: str, journey: Journey, checker: Checker
+    ) -> list[Problem]:
+        problems: list[Problem] = []
+        if not isinstance(trigger.cron, str) or not croniter.is_valid(trigger.cron):
+            problems.append(Problem(where, (
+                f"cron {trigger.cron!r} is not a cron rule (five fields: minute hour "
+                "day-of-month month day-of-week, such as '0 9 * * MON')"
+            )))
+        if trigger.timezone is not None and zone_or_none(trigger.timezone) is None:
+            problems.append(Problem(
+                where, f"timezone {trigger.timezone!r} is not a known IANA time zone"
+            ))
+        if trigger.segment is not None and trigger.segment not in checker.segment_ids:
+            problems.append(Problem(where, f"segment {trigger.segment!r} does not exist"))
+        return problems
+
+
+def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:
+    """The latest occurrence of the rule at or before ``now`` (an aware instant)."""
+    zone = zone_or_none(trigger.timezone) or UTC_ZONE
+    local = now.astimezone(zone)
+    rule = croniter(trigger.cron, local)
+    # croniter's previous occurrence is strictly before its base: step past ``now`` first.
+    following: datetime = rule.get_next(datetime)
+    if following == local:
+        return now
+    previous: datetime = rule.get_prev(datetime)
+    return previous

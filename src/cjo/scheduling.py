@@ -1,0 +1,109 @@
+"""Schedule triggers: journeys started for a segment's members at each occurrence of a cron
+rule. ``Engine.run_due`` runs the occurrences that fell due; ``Engine.publish`` records where
+a new schedule starts, so no occurrence before the publish is ever run.
+
+Each occurrence runs once per customer whatever the number of workers: every entry claims the
+id ``schedule:<journey>:<occurrence>:<customer>`` in the customer's transaction (as an event id
+is claimed), and the occurrence is marked done once every page of members was walked. Two
+workers that notice the same occurrence both walk the members; each customer still enters once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from cjo.errors import CorruptRecordError
+from cjo.model.definitions import Definitions
+from cjo.model.triggers import ScheduleTrigger
+from cjo.outcome import OutcomeBuilder
+from cjo.runtime.kinds.schedule import latest_occurrence
+
+if TYPE_CHECKING:
+    from cjo.engine import Engine
+    from cjo.runtime.core import Decider
+    from cjo.runtime.registry import CompiledJourney
+
+__all__ = ["mark_new_schedules", "run_schedules"]
+
+log = logging.getLogger("cjo.scheduling")
+
+_PAGE = 500
+
+
+def _setting(journey_id: str) -> str:
+    return f"schedule:{journey_id}"
+
+
+def mark_new_schedules(engine: Engine, definitions: Definitions, now: datetime) -> None:
+    """Record, for each schedule not seen before, the latest occurrence at or before the
+    publish as already done: the first one run is the next."""
+    storage = engine.storage
+    latest: dict[str, int] = {}
+    for j in definitions.journeys:
+        latest[j.id] = max(latest.get(j.id, 0), j.version)
+    for j in definitions.journeys:
+        trigger = j.trigger
+        if (
+            isinstance(trigger, ScheduleTrigger) and j.version == latest[j.id]
+            and storage.get_setting(_setting(j.id)) is None
+        ):
+            storage.put_setting(_setting(j.id), latest_occurrence(trigger, now).isoformat())
+
+
+def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> None:
+    """Run every schedule occurrence due by ``now`` that is not done yet (the latest one only:
+    older missed occurrences are skipped)."""
+    registry = engine._sync()
+    storage = engine.storage
+    for cj in registry.latest.values():
+        trigger = cj.journey.trigger
+        if not isinstance(trigger, ScheduleTrigger) or cj.journey.id in registry.paused:
+            continue
+        key = _setting(cj.journey.id)
+        done = storage.get_setting(key)
+        occurrence = latest_occurrence(trigger, now)
+        if done is None:
+            storage.put_setting(key, occurrence.isoformat())  # published elsewhere: from now
+            continue
+        if occurrence <= datetime.fromisoformat(done):
+            continue
+        _run_occurrence(engine, cj, trigger, occurrence, now, builder)
+        storage.put_setting(key, occurrence.isoformat())
+
+
+def _run_occurrence(
+    engine: Engine, cj: CompiledJourney, trigger: ScheduleTrigger, occurrence: datetime,
+    now: datetime, builder: OutcomeBuilder,
+) -> None:
+    storage = engine.storage
+    segment = trigger.segment
+    pages: Callable[[str | None], list[str]] = (
+        (lambda after: storage.segment_members(segment, after=after, limit=_PAGE))
+        if segment is not None else (lambda after: storage.customer_ids(after=after, limit=_PAGE))
+    )
+    stamp = occurrence.isoformat()
+    claim = f"schedule:{cj.journey.id}:{stamp}:"
+    registry = engine._sync()
+    after: str | None = None
+    while page := pages(after):
+        after = page[-1]
+        deciders: list[Decider] = []
+        with storage.batch(page, now) as sessions:
+            for cid, session in sessions.items():
+                if not session.claim_event(claim + cid):
+                    continue  # this occurrence already entered them (another worker)
+                try:
+                    decider = engine._decider(
+                        session, registry, now, create=False, outcome=builder
+                    )
+                except CorruptRecordError as exc:
+                    log.error("setting a customer record aside: %s", exc)
+                    session.set_aside(str(exc))
+                    continue
+                decider.start(cj, {"scheduled_at": stamp}, now)
+                engine._save(session, decider)
+                deciders.append(decider)
+        engine._finish(deciders, now, builder)

@@ -1,0 +1,124 @@
+"""Schedule triggers: a journey started for a segment's members on a cron rule in a time zone,
+each occurrence once per customer, with several workers, on every storage."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cjo import (
+    ContentItem,
+    Engine,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    ScheduleTrigger,
+    Segment,
+    Send,
+    Variant,
+    attr,
+)
+from cjo.errors import DefinitionError
+from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+
+PARIS = ZoneInfo("Europe/Paris")
+SUNDAY = datetime(2026, 3, 1, 12, 0, tzinfo=PARIS)  # a Sunday
+CONTENT = (ContentItem("digest", variants=(Variant("email", {
+    "subject": "Your week", "text": "Week of {{ context.scheduled_at }}",
+}),)),)
+
+
+def _weekly(segment: str | None = "vip", cron: str = "0 9 * * MON") -> Journey:
+    return Journey(id="digest", trigger=ScheduleTrigger(cron, "Europe/Paris", segment),
+                   entry="send", steps={"send": Send("digest", "email")})
+
+
+def _engine(storage: object, clock: ManualClock) -> tuple[Engine, RecordingChannel]:
+    email = RecordingChannel()
+    return Engine(storage, {"email": email}, clock), email  # type: ignore[arg-type]
+
+
+def test_a_weekly_digest_reaches_each_member_once_per_occurrence(
+    storage_factory: Factory,  # noqa: F811
+) -> None:
+    clock = ManualClock(SUNDAY)
+    engine, email = _engine(storage_factory(), clock)
+    engine.publish(journeys=[_weekly()], content=CONTENT,
+                   segments=[Segment("vip", attr("tier") == "gold")])
+    for cid, tier in (("ann", "gold"), ("bob", "silver"), ("cat", "gold")):
+        engine.identify(cid, {"tier": tier, "email": f"{cid}@example.com"})
+    worker, worker_email = _engine(storage_factory(), clock)  # a second worker
+    clock.set(datetime(2026, 3, 2, 8, 59, tzinfo=PARIS))
+    engine.run_due()
+    assert email.messages == []
+    clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=PARIS))
+    out = engine.run_due()
+    worker.run_due()
+    engine.run_due()
+    assert sorted(e.customer_id for e in out.entered) == ["ann", "cat"]
+    sent = email.messages + worker_email.messages
+    assert sorted(m.customer_id for m in sent) == ["ann", "cat"]
+    assert {m.fields["text"] for m in sent} == {"Week of 2026-03-02T09:00:00+01:00"}
+    # The next Monday, again once each; bob has joined the segment meanwhile.
+    engine.identify("bob", {"tier": "gold"})
+    clock.set(datetime(2026, 3, 9, 9, 30, tzinfo=PARIS))
+    worker.run_due()
+    engine.run_due()
+    sent = email.messages + worker_email.messages
+    assert sorted(m.customer_id for m in sent) == ["ann", "ann", "bob", "cat", "cat"]
+
+
+def test_no_occurrence_before_the_publish_is_run() -> None:
+    clock = ManualClock(datetime(2026, 3, 2, 9, 30, tzinfo=PARIS))  # just after Monday 09:00
+    engine, email = _engine(None, clock)
+    engine.identify("ann", {"tier": "gold"})
+    engine.publish(journeys=[_weekly(None)], content=CONTENT)
+    engine.run_due()
+    assert email.messages == []
+    clock.set(datetime(2026, 3, 9, 9, 0, tzinfo=PARIS))
+    engine.run_due()
+    assert [m.customer_id for m in email.messages] == ["ann"]  # every customer: no segment
+
+
+def test_a_missed_occurrence_is_skipped_and_the_latest_runs_once() -> None:
+    clock = ManualClock(SUNDAY)
+    engine, email = _engine(None, clock)
+    engine.publish(journeys=[_weekly(None, "0 9 * * *")], content=CONTENT)
+    engine.identify("ann", {})
+    clock.set(datetime(2026, 3, 5, 12, 0, tzinfo=PARIS))  # three days of 09:00s later
+    engine.run_due()
+    assert [m.fields["text"] for m in email.messages] == ["Week of 2026-03-05T09:00:00+01:00"]
+
+
+def test_a_time_in_the_spring_gap_runs_at_the_end_of_the_gap() -> None:
+    clock = ManualClock(datetime(2026, 3, 28, 12, 0, tzinfo=PARIS))
+    engine, email = _engine(None, clock)
+    engine.publish(journeys=[_weekly(None, "30 2 * * *")], content=CONTENT)
+    engine.identify("ann", {})
+    clock.set(datetime(2026, 3, 29, 1, 0, tzinfo=UTC))  # 03:00 Paris, summer time
+    engine.run_due()
+    assert [m.created_at for m in email.messages] == [datetime(2026, 3, 29, 1, 0, tzinfo=UTC)]
+    assert email.messages[0].fields["text"] == "Week of 2026-03-29T03:00:00+02:00"
+
+
+@pytest.mark.parametrize(("trigger", "message"), [
+    (ScheduleTrigger("every monday"), "is not a cron rule"),
+    (ScheduleTrigger("0 9 * * *", "Mars/Olympus"), "not a known IANA time zone"),
+    (ScheduleTrigger("0 9 * * *", segment="nobody"), "segment 'nobody' does not exist"),
+])
+def test_bad_schedules_are_refused(trigger: ScheduleTrigger, message: str) -> None:
+    journey = Journey(id="j", trigger=trigger, entry="send",
+                      steps={"send": Send("digest", "email")})
+    with pytest.raises(DefinitionError, match=message):
+        Engine(channels={"email": RecordingChannel()}).publish(journeys=[journey],
+                                                              content=CONTENT)
+
+
+def test_run_due_after_a_day_without_schedules_costs_nothing_extra() -> None:
+    clock = ManualClock(SUNDAY)
+    engine, _ = _engine(None, clock)
+    engine.publish(content=CONTENT)
+    clock.advance(timedelta(days=1))
+    assert engine.run_due().nothing_happened
