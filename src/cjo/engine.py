@@ -12,6 +12,8 @@ import attrs
 
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import Clock, SystemClock, ensure_aware
+from cjo.content.checks import revise_for_blocks
+from cjo.content.offers import Scorer
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -22,11 +24,12 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.limits import DEFAULT_LIMITS, Limits
-from cjo.model.content import ContentItem
+from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
+from cjo.model.offers import Offer
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
@@ -69,6 +72,11 @@ class Engine:
       hours...) for customers whose profile and journey name none; UTC when None.
     - ``late_events``: ``decide`` (default) or ``ignore`` an event stamped before the newest
       one already decided for its customer; either way it is recorded (docs/semantics.md).
+    - ``channel_types``: the channel type (``email``, ``sms``, ``push``, ``in_app``,
+      ``webhook``) of channels registered under other names; content for a typed channel
+      must have its fields (docs/content.md).
+    - ``scorers``: offer scorers by name: ``fn(profile attributes, context) -> float``,
+      deterministic.
     """
 
     def __init__(
@@ -90,6 +98,8 @@ class Engine:
         limits: Limits | None = None,
         default_timezone: str | None = None,
         late_events: Literal["decide", "ignore"] = "decide",
+        channel_types: Mapping[str, str] | None = None,
+        scorers: Mapping[str, Scorer] | None = None,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -112,6 +122,11 @@ class Engine:
             limits=limits if limits is not None else DEFAULT_LIMITS,
             default_timezone=default_timezone,
             late_events=late_events,
+            channel_types={
+                **{n: c.channel_type for n, c in self.channels.items() if c.channel_type},
+                **(channel_types or {}),
+            },
+            scorers=dict(scorers or {}),
         )
         self._registry = Registry()
         self._last_prune: datetime | None = None
@@ -179,6 +194,8 @@ class Engine:
         control_group: ControlGroup | None = None,
         max_concurrent_journeys: int | None = None,
         running: Mapping[str, VersionChange] | None = None,
+        blocks: Iterable[ContentBlock] = (),
+        offers: Iterable[Offer] = (),
     ) -> int:
         """Add or update definitions; returns the new generation. The whole resulting set is
         validated together; if any problem is found a ``DefinitionError`` lists them all and
@@ -186,8 +203,9 @@ class Engine:
 
         A journey is identified by (id, version): publishing a new version starts new entries
         on it while customers already inside older versions finish them. A published version
-        cannot be changed; publish the change as a new version. Content and segments are
-        replaced by id; a changed content item gets the next content version.
+        cannot be changed; publish the change as a new version. Content, blocks, offers and
+        segments are replaced by id; a changed content item gets the next content version, and
+        so does every item that includes a changed block.
 
         ``running`` says, per journey id, what the new version does to customers inside the
         previous one: ``VersionChange.drain()`` (the default), ``.migrate({old step: new
@@ -202,10 +220,14 @@ class Engine:
         new_segments = (*incoming.segments, *segments)
         new_content = (*incoming.content, *content)
         new_taxonomy = taxonomy or incoming.taxonomy
+        new_blocks = (*incoming.blocks, *blocks)
+        new_offers = (*incoming.offers, *offers)
         now = self.clock.now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             merged = _merge(current, new_journeys, new_segments, new_content, new_taxonomy)
+            if new_blocks or new_offers:
+                merged = _merge_content_parts(current, merged, new_blocks, new_offers)
             problems = _version_conflicts(current, new_journeys)
             merged, more = _governance(
                 current, merged, new_journeys, now,
@@ -230,6 +252,7 @@ class Engine:
             problems.extend(validate_definitions(
                 merged, channels=self.channels.keys(), limits=self.limits,
                 renderer=registry.renderer.renderer,
+                channel_types=self.options.channel_types, scorers=self.options.scorers.keys(),
             ))
             if problems:
                 raise DefinitionError(problems)
@@ -671,6 +694,20 @@ def _merge(
         segments=tuple(_replace_by_id(current.segments, segments)),
         content=tuple(items.values()),
         taxonomy=taxonomy or current.taxonomy,
+    )
+
+
+def _merge_content_parts(
+    current: Definitions, merged: Definitions, blocks: Iterable[ContentBlock],
+    offers: Iterable[Offer],
+) -> Definitions:
+    """Blocks and offers replaced by id; items that include a changed block get a new version."""
+    new_blocks = tuple(_replace_by_id(current.blocks, blocks))
+    return attrs.evolve(
+        merged,
+        blocks=new_blocks,
+        offers=tuple(_replace_by_id(current.offers, offers)),
+        content=revise_for_blocks(current.content, current.blocks, merged.content, new_blocks),
     )
 
 

@@ -8,7 +8,9 @@ import attrs
 
 from cjo.channels.base import Message
 
-__all__ = ["Ended", "Entered", "GoalReached", "NotEntered", "Outcome", "StepRun"]
+__all__ = [
+    "Ended", "Entered", "GoalReached", "NotEntered", "Outcome", "SendFailure", "StepRun",
+]
 
 
 @attrs.define(slots=True)
@@ -65,6 +67,22 @@ class NotEntered:
 
 
 @attrs.frozen(slots=True)
+class SendFailure:
+    """A Send that could not send: no variant for the channel, or a template that failed to
+    render. ``action`` is what the step's policy did: ``skipped`` (the journey went on),
+    ``retrying`` (the step waits to render again) or ``exited`` (the enrollment ended)."""
+
+    journey_id: str
+    enrollment_id: str
+    customer_id: str
+    step_id: str
+    content_id: str
+    reason: str
+    action: str
+    at: datetime
+
+
+@attrs.frozen(slots=True)
 class Outcome:
     """Everything that happened. ``messages`` were committed to the outbox and dispatched."""
 
@@ -76,6 +94,7 @@ class Outcome:
     ended: tuple[Ended, ...] = ()
     goals: tuple[GoalReached, ...] = ()
     not_entered: tuple[NotEntered, ...] = ()
+    failures: tuple[SendFailure, ...] = ()
 
     @property
     def exited(self) -> tuple[Ended, ...]:
@@ -99,6 +118,7 @@ class Outcome:
             ended=self.ended + other.ended,
             goals=self.goals + other.goals,
             not_entered=self.not_entered + other.not_entered,
+            failures=self.failures + other.failures,
         )
 
 
@@ -112,6 +132,7 @@ class OutcomeBuilder:
     ended: list[Ended] = attrs.field(factory=list)
     goals: list[GoalReached] = attrs.field(factory=list)
     not_entered: list[NotEntered] = attrs.field(factory=list)
+    failures: list[SendFailure] = attrs.field(factory=list)
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)
@@ -120,6 +141,7 @@ class OutcomeBuilder:
         self.ended.extend(other.ended)
         self.goals.extend(other.goals)
         self.not_entered.extend(other.not_entered)
+        self.failures.extend(other.failures)
 
     def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
         return Outcome(
@@ -131,4 +153,5 @@ class OutcomeBuilder:
             ended=tuple(self.ended),
             goals=tuple(self.goals),
             not_entered=tuple(self.not_entered),
+            failures=tuple(self.failures),
         )

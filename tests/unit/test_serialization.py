@@ -74,7 +74,8 @@ STEP_CASES: list[tuple[Step, dict[str, Any]]] = [
     (
         Send("welcome", "email", next="b", transactional=True, tags=("t",)),
         {"kind": "send", "content": "welcome", "channel": "email", "next": "b",
-         "transactional": True, "tags": ["t"]},
+         "transactional": True, "tags": ["t"], "variant": None, "offers": [],
+         "on_render_error": "skip"},
     ),
     (
         Wait(timedelta(hours=4), next="b"),
@@ -403,8 +404,8 @@ def full_definitions() -> Definitions:
                                 reentry=ReentryPolicy.after_cooldown(timedelta(days=1)))),
         segments=(Segment("unsubscribed", attr("unsubscribed") == True, name="Opted out"),),  # noqa: E712
         content=(ContentItem("cart", (
-            Variant("email", {"subject": "Your cart", "body": "{{ event.total }}"}),
-            Variant("email", {"subject": "Votre panier"}, locale="fr"),
+            Variant("email", {"subject": "Your cart", "text": "{{ event.total }}"}),
+            Variant("email", {"subject": "Votre panier", "text": "Bonjour"}, locale="fr"),
         ), name="Cart reminder", tags=("lifecycle",)),),
         taxonomy=Taxonomy((Category("lifecycle", "Lifecycle", (Category("onboarding"),)),)),
     )

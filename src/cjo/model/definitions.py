@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import attrs
 
-from cjo.model.content import ContentItem
+from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
+from cjo.model.offers import Offer
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 
@@ -29,3 +30,7 @@ class Definitions:
     paused: tuple[JourneyPause, ...] = ()
     #: Migrations and ejections of running customers, in publish order.
     version_changes: tuple[VersionChange, ...] = ()
+    #: Template blocks content includes by id.
+    blocks: tuple[ContentBlock, ...] = ()
+    #: Offers Send steps choose from.
+    offers: tuple[Offer, ...] = ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import time, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -31,9 +31,20 @@ __all__ = [
 ]
 
 
+RenderErrorPolicy = Literal["skip", "retry", "exit"]
+
+
 @attrs.frozen
 class Send:
-    """Send content ``content`` on channel ``channel``."""
+    """Send content ``content`` on channel ``channel``.
+
+    - ``variant``: the A/B variant (``Variant.name``) to send; None sends the unnamed ones.
+    - ``offers``: offer ids to choose from (the best eligible one is sent; ``content`` when
+      none is eligible).
+    - ``on_render_error``: what a template that fails to render for this customer does:
+      ``skip`` (record ``send_failed`` and go on), ``retry`` (wait and render again a few
+      times, then skip) or ``exit`` (end the enrollment as ``exited``, ``render failed``).
+    """
 
     kind: ClassVar[str] = "send"
     content: str
@@ -41,6 +52,9 @@ class Send:
     next: str | None = None
     transactional: bool = False
     tags: tuple[str, ...] = ()
+    variant: str | None = None
+    offers: tuple[str, ...] = ()
+    on_render_error: RenderErrorPolicy = "skip"
 
 
 @attrs.frozen

@@ -27,6 +27,13 @@ from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder,
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
+from cjo.runtime.sending import (
+    choose_content,
+    count_offer,
+    render_failed,
+    render_fields,
+    send_failed,
+)
 from cjo.runtime.state import (
     ACTIVE,
     HELD,
@@ -596,7 +603,8 @@ class Decider:
         at: datetime,
     ) -> bool:
         """Queue one message. Returns False when the enrollment ended instead (send-time
-        validation: the audience and exit conditions are checked again right before sending)."""
+        validation: the audience and exit conditions are checked again right before sending)
+        or waits (a render to retry: ``cjo.runtime.sending``)."""
         if cj.audience is not None or cj.exit_conditions:
             scope = self.scope(_EMPTY, enrollment.context, enrollment)
             if cj.audience is not None and not cj.audience(scope):
@@ -619,12 +627,12 @@ class Decider:
                 self.activity(enrollment, "suppressed", "control", at,
                               channel=step.channel, content_id=step.content)
                 return True
-        item = registry.content.get(step.content)
+        content_id, offer_id = choose_content(self, enrollment, step, at)
+        item = registry.content.get(content_id)
         profile = self.profile
-        variant = item.variant_for(step.channel, profile.locale) if item else None
+        variant = item.variant_for(step.channel, profile.locale, step.variant) if item else None
         if item is None or variant is None:
-            self.activity(enrollment, "send_failed", "no content variant", at,
-                          channel=step.channel, content_id=step.content)
+            send_failed(self, enrollment, step, content_id, "no content variant", "skipped", at)
             return True
         if self.catching_up:
             # A worker that comes back late must not release a storm: past the limit, the
@@ -644,12 +652,9 @@ class Decider:
                 "customer_id": self.customer_id,
             }
             try:
-                fields = registry.renderer.render(item, variant, data)
+                fields = render_fields(self, item, variant, step.channel, data)
             except RenderError as exc:
-                self.activity(enrollment, "send_failed", str(exc)[:200], at,
-                              channel=step.channel, content_id=item.id,
-                              content_version=item.version)
-                return True
+                return render_failed(self, enrollment, step, item, exc, at)
         attrs_ = profile.attributes
         recipient = {k: attrs_[k] for k in self.recipient_attributes if k in attrs_}
         attempt = enrollment.visits.get(step_id, 1)
@@ -659,8 +664,10 @@ class Decider:
         message = Message(
             f"{enrollment.id}:{step_id}:{attempt}", customer_id, channel, item.id, fields,
             enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
-            step.transactional, variant.locale, recipient, item.version,
+            step.transactional, variant.locale, recipient, item.version, variant.name, offer_id,
         )
+        if offer_id is not None:
+            count_offer(self, offer_id, at)
         self.messages.append(message)
         self.outcome.messages.append(message)
         self.activities.append(Activity(

@@ -6,7 +6,8 @@ field here and a keyword to ``Engine``; the decider reads ``self.options``.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import attrs
 
@@ -30,7 +31,10 @@ class DecisionOptions:
       name none (then UTC).
     - ``late_events``: what an event stamped before the newest event already decided for its
       customer (with an effect) does: ``decide`` it at now like any other (the default), or
-      ``ignore`` it. Either way it is recorded as ``late_event`` in the activity log."""
+      ``ignore`` it. Either way it is recorded as ``late_event`` in the activity log.
+    - ``channel_types``: registered channel name -> channel type (``cjo.content.channels``).
+    - ``scorers``: offer scorers by name, called with the profile's attributes and the
+      enrollment's context; they must be deterministic."""
 
     render: bool = True
     keep_ended: int = 1
@@ -38,6 +42,10 @@ class DecisionOptions:
     limits: Limits = DEFAULT_LIMITS
     default_timezone: str | None = None
     late_events: Literal["decide", "ignore"] = "decide"
+    channel_types: Mapping[str, str] = attrs.field(factory=dict)
+    scorers: Mapping[str, Callable[[Mapping[str, Any], Mapping[str, Any]], float]] = (
+        attrs.field(factory=dict)
+    )
 
 
 DEFAULT_OPTIONS = DecisionOptions()

@@ -12,6 +12,7 @@ import attrs
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.content.memo import MemoRenderer
+from cjo.content.offers import CompiledOffer
 from cjo.content.render import Renderer
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem
@@ -113,6 +114,7 @@ class Registry:
     paused: dict[str, JourneyPause] = attrs.field(factory=dict)
     # (journey id, version) -> what a newer version does to customers inside it.
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
+    offers: dict[str, CompiledOffer] = attrs.field(factory=dict)
 
     @classmethod
     def build(
@@ -156,7 +158,7 @@ class Registry:
             segments={s.id: compile_condition(s.condition) for s in definitions.segments},
             content={c.id: c for c in definitions.content},
             definitions=definitions,
-            renderer=MemoRenderer(Renderer(limits)),
+            renderer=MemoRenderer(Renderer(limits, {b.id: b.source for b in definitions.blocks})),
             control_group=definitions.control_group,
             max_concurrent=definitions.max_concurrent_journeys,
             any_group=any(cj.journey.exclusive_group for cj in journeys.values()),
@@ -165,6 +167,7 @@ class Registry:
                 (c.journey_id, c.from_version): c
                 for c in definitions.version_changes if c.mode != "drain"
             },
+            offers={o.id: CompiledOffer.compile(o) for o in definitions.offers},
         )
 
     def may_matter(self, event_name: str) -> bool:

@@ -26,6 +26,7 @@ __all__ = [
     "Enrollment",
     "EnrollmentStatus",
     "EntryHistory",
+    "OfferHistory",
     "merge_attributes",
 ]
 
@@ -76,6 +77,8 @@ class Enrollment:
     #: When a wake-up fell due while the journey was paused: the enrollment is held (its
     #: ``wake_at`` is ``HELD``, or its expiry) until the journey resumes.
     held_at: datetime | None = None
+    #: Render retries so far of the Send step it waits on (``on_render_error="retry"``).
+    retries: int = 0
 
     @property
     def active(self) -> bool:
@@ -89,7 +92,7 @@ class Enrollment:
             self.step_id, self.step_entered_at, self.status, self.instance_key, self.wake_at,
             self.expires_at, self.ended_at, self.end_reason, self.converted_at,
             self.trigger_event_id, dict(self.context), dict(self.visits), dict(self.paths),
-            self.held_at,
+            self.held_at, self.retries,
         )
 
     def wake_order(self) -> tuple[datetime, datetime, str]:
@@ -163,6 +166,15 @@ _COUNTS: tuple[EntryHistory, ...] = tuple(EntryHistory(n) for n in range(256))
 HistoryKey = tuple[str, str | None]  # (journey id, instance key)
 
 
+@attrs.frozen(slots=True)
+class OfferHistory:
+    """What offer caps need to know of one offer sent to one customer: how many times in all,
+    and the most recent send instants (as many as the offer's cap counts)."""
+
+    count: int = 0
+    recent: tuple[datetime, ...] = ()
+
+
 @attrs.define(slots=True, eq=True)
 class CustomerState:
     """Everything the decision core knows of one customer, kept as one versioned record.
@@ -177,6 +189,7 @@ class CustomerState:
       inactivity trigger, the basis it last fired for).
     - ``extra``: fields written by a newer cjo that this one does not know; written back
       untouched, so a rolling upgrade loses nothing.
+    - ``offers``: per offer id, how often it was sent to this customer (for offer caps).
 
     New features add fields here with a default (and a layout upgrade in
     ``cjo.storage.codec`` if an old layout must be converted), not verbs to ``Storage``.
@@ -192,6 +205,7 @@ class CustomerState:
     timers: dict[str, datetime] = attrs.field(factory=dict)
     marks: dict[str, datetime] = attrs.field(factory=dict)
     extra: dict[str, Any] = attrs.field(factory=dict)
+    offers: dict[str, OfferHistory] = attrs.field(factory=dict)
 
     @property
     def wake_at(self) -> datetime | None:
@@ -212,7 +226,7 @@ class CustomerState:
             self.customer_id, self.created_at, self.revision, self.profile,
             [e.copy() for e in self.enrollments], list(self.ended),
             dict(self.history),
-            dict(self.timers), dict(self.marks), dict(self.extra),
+            dict(self.timers), dict(self.marks), dict(self.extra), dict(self.offers),
         )
 
     def all_enrollments(self) -> list[Enrollment]:
@@ -229,7 +243,8 @@ class Activity:
     measurement. The same fields on every storage adapter. Treat it as read-only (it is not
     frozen only because several are built for every input, and frozen classes build slowly).
 
-    ``kind`` is one of: entered, step, sent, send_failed, path, timeout, event_received, goal,
+    ``kind`` is one of: entered, step, sent, send_failed, render_retry, offer, path, timeout,
+    event_received, goal,
     date_past, date_missing (a date wait's date was past, or missing), and the terminal
     statuses (completed, exited, converted, expired, removed, ejected, merged).
     ``detail`` qualifies it (the criterion of an exit, the path of a split, the event received).
