@@ -24,7 +24,8 @@ item, channel and field.
 Rendering is strict: a variable the customer's data does not have fails the render (a
 ``RenderError``), unless the template gives it a ``default`` (``{{ profile.first_name |
 default: "there" }}``) or only tests it (``{% if profile.vip %}``, where it is false). An unknown
-filter fails too. Blocks (``ContentBlock``) are included by id with ``{% include %}`` and
+filter fails too; besides Liquid's standard filters there is ``json``, which writes a value as
+JSON (for webhook bodies). Blocks (``ContentBlock``) are included by id with ``{% include %}`` and
 ``{% render %}``.
 """
 
@@ -40,6 +41,7 @@ from typing import Any, ClassVar, TextIO, cast
 from liquid import BoundTemplate, DictLoader, Environment, RenderContext
 from liquid.builtin.expressions.primitive import RangeLiteral
 from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
+from liquid.extra import JSON
 from liquid.output import LimitedStringIO
 from liquid.undefined import FalsyStrictUndefined
 
@@ -213,9 +215,12 @@ def _environment(limits: Limits, blocks: Mapping[str, str]) -> Environment:
         "output_stream_limit": limits.max_render_output,
         "local_namespace_limit": limits.max_template_variables,
     })
-    return cast(Environment, cls(
+    env = cast(Environment, cls(
         loader=DictLoader(dict(blocks)), undefined=_Undefined, strict_filters=True,
     ))
+    # ``json`` writes a value as JSON (strings quoted and escaped): what webhook bodies need.
+    env.add_filter("json", JSON(default=str))
+    return env
 
 
 def _bound_ranges(template: BoundTemplate) -> None:
