@@ -23,11 +23,12 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.limits import Limits
-from cjo.model.content import ContentItem, Variant
+from cjo.model.content import ContentBlock, ContentItem, ContentSample, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, VersionChange
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
+from cjo.model.offers import Offer, OfferCap
 from cjo.model.segments import Segment
 from cjo.model.steps import (
     AudiencePath,
@@ -55,7 +56,7 @@ from cjo.model.triggers import (
     InactivityTrigger,
     Trigger,
 )
-from cjo.outcome import Ended, Entered, GoalReached, NotEntered, Outcome, StepRun
+from cjo.outcome import Ended, Entered, GoalReached, NotEntered, Outcome, SendFailure, StepRun
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.serialization import (
     dump_definitions,
@@ -90,7 +91,9 @@ __all__ = [
     "Condition",
     "ConflictError",
     "ConsoleChannel",
+    "ContentBlock",
     "ContentItem",
+    "ContentSample",
     "ControlGroup",
     "CorruptRecordError",
     "CustomerState",
@@ -117,6 +120,8 @@ __all__ = [
     "ManualClock",
     "Message",
     "NotEntered",
+    "Offer",
+    "OfferCap",
     "Outcome",
     "Problem",
     "Profile",
@@ -131,6 +136,7 @@ __all__ = [
     "SchemaError",
     "Segment",
     "Send",
+    "SendFailure",
     "Split",
     "SplitPath",
     "Step",

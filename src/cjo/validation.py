@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeGuard, get_args
 
-from liquid.exceptions import LiquidSyntaxError
+from liquid.exceptions import LiquidSyntaxError, UndefinedError
 
 from cjo.conditions import (
     OPS,
@@ -1003,7 +1003,12 @@ def _check_variant(
     # variable the sample lacks, or hits a template limit, is refused here rather than failing
     # every send.
     data = sample_data(item, variant, renderer)
-    errors = renderer.problems(item, variant, data)
+    found = renderer.problems(item, variant, data)
+    errors = found
+    if item.sample is None:
+        # A derived sample cannot know the shape of a value (a loop over a list of objects):
+        # its undefined variables say nothing about the template. Give a sample to check them.
+        errors = [e for e in found if not isinstance(e.__cause__, UndefinedError)]
     for error in errors:
         if isinstance(error, RenderLimitError):
             message = f"field {error.field!r} is over a template limit: {error.reason}"
@@ -1012,7 +1017,7 @@ def _check_variant(
         else:
             message = f"field {error.field!r} does not render on the sample: {error.reason}"
         problems.append(Problem(where, message))
-    if not errors:
+    if not found:
         bad = output_problem(ctype, renderer.render(item, variant, data))
         if bad is not None:
             problems.append(Problem(where, f"field {bad[0]!r} {bad[1]}"))

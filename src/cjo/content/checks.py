@@ -3,8 +3,9 @@ rendered against, and the blocks templates include (every one published, no cycl
 
 Without a ``ContentItem.sample``, a variant is rendered against a derived sample: every
 variable its templates read (blocks included) holds the text ``"1"``, which reads as a word
-and as a number, so text, arithmetic and JSON bodies all render. A template that needs a
-structured value (a list to loop over, an object) needs a sample that has one.
+and as a number, so text, arithmetic and JSON bodies all render. What such a sample cannot
+tell (whether a loop's items have a ``name``) is not reported: variables are checked only
+against a sample the host gives.
 """
 
 from __future__ import annotations
