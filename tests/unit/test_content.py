@@ -20,12 +20,17 @@ from cjo import (
     Journey,
     ManualClock,
     Message,
+    Offer,
+    OfferCap,
     RecordingChannel,
     Send,
     Split,
     SplitPath,
     Variant,
     Wait,
+    attr,
+    ctx,
+    prop,
 )
 from cjo.content.channels import CHANNEL_TYPES
 from cjo.runtime.sending import RENDER_RETRY_DELAYS
@@ -395,4 +400,58 @@ def test_an_unknown_render_policy_is_refused() -> None:
     assert problems(engine, item, journeys=[one_send(on_render_error="ignore")]) == [
         "journey 'j' v1 / step 's': on_render_error must be one of exit, retry, skip, got "
         "'ignore'",
+    ]
+
+
+# --- offers ------------------------------------------------------------------------------------
+
+
+def test_offers_tie_on_score_go_to_the_lower_id_and_a_failing_scorer_leaves_its_offer_out(
+) -> None:
+    def boom(profile: object, context: object) -> float:
+        raise RuntimeError("scorer down")
+
+    engine, _ = engine_with(scorers={"boom": boom, "nan": lambda p, c: float("nan")})
+    items = [ContentItem(i, (Variant("email", email(i)),)) for i in ("x", "y", "z", "f")]
+    offers = [Offer("b", "y", priority=3), Offer("a", "x", priority=3),
+              Offer("c", "z", scorer="boom"), Offer("d", "z", scorer="nan", priority=9)]
+    engine.publish(journeys=[one_send("f", offers=("b", "a", "c", "d"))], content=items,
+                   offers=offers)
+    [message] = engine.handle_event(ev("go", "ann", T0)).messages
+    assert (message.offer_id, message.content_id) == ("a", "x")
+
+
+def test_an_offer_condition_reads_the_trigger_event_through_the_context() -> None:
+    engine, _ = engine_with()
+    items = [ContentItem(i, (Variant("email", email(i)),)) for i in ("big", "small")]
+    offers = [Offer("upsell", "big", when=ctx("total") > 100)]
+    engine.publish(journeys=[one_send("small", offers=("upsell",))], content=items,
+                   offers=offers)
+    [big] = engine.handle_event(ev("go", "ann", T0, total=150)).messages
+    [small] = engine.handle_event(ev("go", "bob", T0, total=50)).messages
+    assert (big.offer_id, big.content_id, small.offer_id, small.content_id) == (
+        "upsell", "big", None, "small"
+    )
+
+
+def test_offers_are_validated_at_publish() -> None:
+    engine, _ = engine_with("email", "sms", scorers={"affinity": lambda p, c: 1.0})
+    items = (ContentItem("f", (Variant("email", email()),)),
+             ContentItem("sms_only", (Variant("sms", {"text": "Hi"}),)))
+    found = problems(engine, *items, journeys=[one_send("f", offers=("o1", "o2", "nope"))],
+                     offers=[
+                         Offer("o1", "sms_only", scorer="affinty"),
+                         Offer("o2", "gone", cap=OfferCap(0, per=timedelta(0)),
+                               when=attr("x") == prop("y")),
+                     ])
+    assert found == [
+        "journey 'j' v1 / step 's': offer 'nope' does not exist",
+        "journey 'j' v1 / step 's': offer 'o1': content 'sms_only' has no variant for "
+        "channel 'email'",
+        "offer 'o1': scorer 'affinty' is not registered (registered: affinity)",
+        "offer 'o2': content 'gone' does not exist",
+        "offer 'o2': event.y cannot be used in an offer: only profile and context values are "
+        "available there",
+        "offer 'o2': cap times must be 1 or more, got 0",
+        "offer 'o2': cap per must be positive, got 0s",
     ]
