@@ -81,25 +81,23 @@ JOURNEY = Journey("offer", trigger=EventTrigger("visit"), entry="s",
                   steps={"s": Send("generic", "email", offers=tuple(o.id for o in OFFERS))})
 
 
-def _engine(storages: Factory, clock: ManualClock) -> tuple[Engine, RecordingChannel]:
-    email = RecordingChannel()
-    engine = Engine(storage=storages(), channels={"email": email}, clock=clock,
-                    scorers={"affinity": _affinity})
-    return engine, email
+def _engine(storages: Factory, clock: ManualClock) -> Engine:
+    return Engine(storage=storages(), channels={"email": RecordingChannel()}, clock=clock,
+                  scorers={"affinity": _affinity})
 
 
 def test_the_best_eligible_offer_is_sent_within_its_caps_across_restarts(
     storages: Factory,
 ) -> None:
     clock = ManualClock(T0)
-    engine, _ = _engine(storages, clock)
+    engine = _engine(storages, clock)
     engine.publish(journeys=[JOURNEY], content=CONTENT, offers=OFFERS)
     engine.identify("ann", {"tier": "gold", "travel_score": 50})
     engine.identify("bob", {"tier": "silver", "travels": True, "travel_score": 5})
     chosen: list[tuple[str, str | None, str]] = []
     for day in (0, 1, 2, 8):
         clock.set(T0 + day * DAY)
-        engine, email = _engine(storages, clock)  # a restart: counts come from the record
+        engine = _engine(storages, clock)  # a restart: counts come from the record
         for customer in ("ann", "bob"):
             [message] = engine.handle_event(ev("visit", customer, clock.now())).messages
             chosen.append((customer, message.offer_id, message.fields["subject"]))
@@ -122,7 +120,7 @@ def test_the_best_eligible_offer_is_sent_within_its_caps_across_restarts(
 
 def test_a_render_retry_survives_a_restart(storages: Factory) -> None:
     clock = ManualClock(T0)
-    engine, _ = _engine(storages, clock)
+    engine = _engine(storages, clock)
     item = ContentItem("c", (Variant("email", {"subject": "Hi {{ profile.first_name }}",
                                               "text": "Hello"}),),
                        sample=ContentSample(profile={"first_name": "Ann"}))
@@ -132,9 +130,9 @@ def test_a_render_retry_survives_a_restart(storages: Factory) -> None:
     )])
     engine.handle_event(ev("go", "bob", T0))
     clock.advance(RENDER_RETRY_DELAYS[0])
-    engine, _ = _engine(storages, clock)
+    engine = _engine(storages, clock)
     assert [f.action for f in engine.run_due().failures] == ["retrying"]
-    engine, email = _engine(storages, clock)
+    engine = _engine(storages, clock)
     [waiting] = engine.enrollments("bob")
     assert (waiting.retries, waiting.wake_at) == (2, clock.now() + RENDER_RETRY_DELAYS[1])
     engine.identify("bob", {"first_name": "Bob"})
