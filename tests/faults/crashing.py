@@ -160,6 +160,14 @@ class CrashingStorage(Storage):
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         return self._call("active_counts", self.inner.active_counts, journey_id)  # type: ignore[no-any-return]
 
+    def enrolled_customers(
+        self, journey_id: str, *, after: str | None = None, limit: int = 500
+    ) -> list[str]:
+        return self._call(  # type: ignore[no-any-return]
+            "enrolled_customers",
+            lambda: self.inner.enrolled_customers(journey_id, after=after, limit=limit),
+        )
+
     def erase_customer(self, customer_id: str) -> None:
         self._call("erase_customer", self.inner.erase_customer, customer_id)
 
