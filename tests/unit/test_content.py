@@ -4,6 +4,7 @@ template that fails at send time does."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from cjo import (
     ContentItem,
     ContentSample,
     DefinitionError,
+    Definitions,
     DeliveryResult,
     Engine,
     EventTrigger,
@@ -30,6 +32,8 @@ from cjo import (
     Wait,
     attr,
     ctx,
+    dumps_definitions,
+    loads_definitions,
     prop,
 )
 from cjo.content.channels import CHANNEL_TYPES
@@ -455,3 +459,19 @@ def test_offers_are_validated_at_publish() -> None:
         "offer 'o2': cap times must be 1 or more, got 0",
         "offer 'o2': cap per must be positive, got 0s",
     ]
+
+
+def test_content_offers_and_blocks_round_trip_through_json() -> None:
+    definitions = Definitions(
+        journeys=(one_send("c", offers=("o",), variant="B", on_render_error="retry"),),
+        content=(ContentItem("c", (Variant("email", email(), locale="fr", name="B"),),
+                             sample=ContentSample({"first_name": "Ann"}, {"total": 3})),),
+        blocks=(ContentBlock("footer", "-- {{ profile.first_name }}"),),
+        offers=(Offer("o", "c", when=attr("tier") == "gold", priority=2, scorer="s",
+                      cap=OfferCap(2, per=timedelta(days=7)), tags=()),),
+    )
+    text = dumps_definitions(definitions)
+    assert loads_definitions(text) == definitions
+    data = json.loads(text)
+    assert data["offers"][0]["cap"] == {"times": 2, "per": 604800}
+    assert data["journeys"][0]["steps"]["s"]["on_render_error"] == "retry"

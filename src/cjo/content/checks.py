@@ -43,7 +43,7 @@ def includes(source: str) -> tuple[frozenset[str], bool]:
     """The block ids ``source`` includes, and whether it includes any by a computed name
     (which cannot be checked before it renders). A source that does not parse includes none:
     the renderer reports it."""
-    if "{%" not in source:
+    if "{%" not in source or ("include" not in source and "render" not in source):
         return frozenset(), False
     try:
         template = _PARSER.from_string(source)
