@@ -444,7 +444,7 @@ def test_offers_are_validated_at_publish() -> None:
              ContentItem("sms_only", (Variant("sms", {"text": "Hi"}),)))
     found = problems(engine, *items, journeys=[one_send("f", offers=("o1", "o2", "nope"))],
                      offers=[
-                         Offer("o1", "sms_only", scorer="affinty"),
+                         Offer("o1", "sms_only", scorer="affinty", tags=("vip",)),
                          Offer("o2", "gone", cap=OfferCap(0, per=timedelta(0)),
                                when=attr("x") == prop("y")),
                      ])
@@ -458,6 +458,7 @@ def test_offers_are_validated_at_publish() -> None:
         "available there",
         "offer 'o2': cap times must be 1 or more, got 0",
         "offer 'o2': cap per must be positive, got 0s",
+        "offer 'o1': tag 'vip' used but no taxonomy is published",
     ]
 
 
