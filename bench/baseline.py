@@ -327,25 +327,25 @@ def _render(cid: str, content: str, channel: str, p: Mapping[str, Any],
     hello = p.get("first_name") or "there"
     if content == "welcome":
         return {"subject": f"Welcome to Acme, {hello}!",
-                "body": f"Thanks for joining from {p.get('country') or 'afar'}. "
+                "text": f"Thanks for joining from {p.get('country') or 'afar'}. "
                         f"Your {p.get('plan')} plan is ready."}
     if content == "tips":
         if channel == "email":
             plan = str(p.get("plan") or "")
             return {"subject": f"{p.get('first_name') or 'Hi'}, make the most of "
                                f"{plan.capitalize()}",
-                    "body": f"Three things {plan} members love..."}
+                    "text": f"Three things {plan} members love..."}
         return {"title": "Tip of the day", "body": f"{hello}, save items to your wishlist."}
     if content == "win_back":
         offer = f"{20 if p.get('plan') == 'pro' else 15}% off"
         code = f"BACK-{cid.upper()}"
         if channel == "email":
             return {"subject": f"{p.get('first_name') or 'Hi'}, we miss you",
-                    "body": f"It has been a while. Here is {offer} on your next order "
+                    "text": f"It has been a while. Here is {offer} on your next order "
                             f"with code {code}."}
         return {"title": "We miss you", "body": f"{hello}, {offer} with code {code}."}
     assert cart is not None
     if channel == "email":
         return {"subject": f"{p.get('first_name') or 'Hi'}, you left something behind",
-                "body": f"Your {cart.item} ({cart.price} EUR) is still in your cart."}
+                "text": f"Your {cart.item} ({cart.price} EUR) is still in your cart."}
     return {"text": f"Still thinking about {cart.item}? It's waiting."}

@@ -31,6 +31,10 @@ from cjo import (
 class PostingChannel(Channel):
     """Posts each message as JSON. ``transport`` stands in for an HTTP client."""
 
+    # Content for it must have a ``body`` that renders to JSON (checked at publish, and at
+    # every send), whatever name the channel is registered under.
+    channel_type = "webhook"
+
     def __init__(self, transport: list[str], fail_first: int = 0) -> None:
         self.transport = transport
         self.delivered: set[str] = set()
@@ -46,7 +50,7 @@ class PostingChannel(Channel):
         self.transport.append(json.dumps({
             "to": message.recipient.get("webhook_url", "unknown"),
             "key": message.idempotency_key,
-            "payload": dict(message.fields),
+            "payload": json.loads(message.fields["body"]),
         }))
         self.delivered.add(message.idempotency_key)
         return DeliveryResult("delivered", provider_id=f"wh-{len(self.transport)}")
@@ -70,7 +74,9 @@ def main() -> None:
             steps={"notify": Send("order_webhook", "webhook", transactional=True)},
         )],
         content=[ContentItem("order_webhook", (
-            Variant("webhook", {"order": "{{ event.order_id }}", "total": "{{ event.total }}"}),
+            Variant("webhook", {
+                "body": '{"order": {{ event.order_id | json }}, "total": {{ event.total }}}',
+            }),
         ))],
     )
     engine.identify("acme", {"webhook_url": "https://hooks.example.invalid/acme"})

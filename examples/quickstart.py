@@ -49,7 +49,7 @@ reminder = ContentItem(
     variants=(
         Variant("email", {
             "subject": "{{ profile.first_name | default: 'Hello' }}, you left something behind",
-            "body": "Your {{ event.item }} is still in your cart.",
+            "text": "Your {{ event.item }} is still in your cart.",
         }),
         Variant("sms", {"text": "Your {{ event.item }} is waiting: reply STOP to opt out"}),
     ),

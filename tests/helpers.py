@@ -12,9 +12,10 @@ _ids = itertools.count(1)
 
 SIMPLE_CONTENT = (
     ContentItem("hello", (
-        Variant("email", {"subject": "Hello {{ profile.first_name }}"}),
+        Variant("email", {"subject": "Hello {{ profile.first_name | default: 'there' }}",
+                          "text": "Hi"}),
         Variant("sms", {"text": "Hi"}),
-        Variant("push", {"text": "Hey"}),
+        Variant("push", {"title": "Hey", "body": "Hey"}),
     )),
 )
 

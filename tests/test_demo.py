@@ -266,7 +266,7 @@ def test_win_back_fires_once_per_quiet_spell_from_creation_or_the_last_purchase(
     (email,) = [m for m in channels["email"].messages if m.customer_id == "buyer"
                 and m.journey_id == "win_back"]
     assert email.fields["subject"] == "Ben, we miss you"
-    assert "20% off" in email.fields["body"] and "BACK-BUYER" in email.fields["body"]
+    assert "20% off" in email.fields["text"] and "BACK-BUYER" in email.fields["text"]
     # The buyer buys (stamped a little before it reaches the engine): converted, no push; the
     # next quiet spell is measured from the purchase's own timestamp.
     bought = DEMO_START + 15 * day

@@ -21,7 +21,10 @@ EXPECTED = {
         "A-1001",
         '"to": "https://hooks.example.invalid/acme"',
     ],
-    "from_json.py": ["email ada: {'subject': 'Three tips for pros'}", "push  max:"],
+    "from_json.py": [
+        "email ada: {'subject': 'Three tips for pros', 'text': 'One: invite your team.'}",
+        "push  max:",
+    ],
 }
 
 

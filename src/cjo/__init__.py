@@ -25,11 +25,12 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.limits import Limits
-from cjo.model.content import ContentItem, Variant
+from cjo.model.content import ContentBlock, ContentItem, ContentSample, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, VersionChange
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
+from cjo.model.offers import Offer, OfferCap
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import (
@@ -61,7 +62,7 @@ from cjo.model.triggers import (
     SegmentTrigger,
     Trigger,
 )
-from cjo.outcome import Ended, Entered, GoalReached, NotEntered, Outcome, StepRun
+from cjo.outcome import Ended, Entered, GoalReached, NotEntered, Outcome, SendFailure, StepRun
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.segments.history import (
     Aggregate,
@@ -127,7 +128,9 @@ __all__ = [
     "Condition",
     "ConflictError",
     "ConsoleChannel",
+    "ContentBlock",
     "ContentItem",
+    "ContentSample",
     "ControlGroup",
     "CorruptRecordError",
     "CustomerState",
@@ -160,6 +163,8 @@ __all__ = [
     "ManualClock",
     "Message",
     "NotEntered",
+    "Offer",
+    "OfferCap",
     "Outcome",
     "Performed",
     "Problem",
@@ -179,6 +184,7 @@ __all__ = [
     "Segment",
     "SegmentTrigger",
     "Send",
+    "SendFailure",
     "SmtpChannel",
     "Split",
     "SplitPath",

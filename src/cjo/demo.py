@@ -87,7 +87,7 @@ def shop_content() -> tuple[ContentItem, ...]:
         ContentItem("welcome", name="Welcome", tags=("lifecycle/onboarding",), variants=(
             Variant("email", {
                 "subject": f"Welcome to Acme, {hello}!",
-                "body": "Thanks for joining from {{ profile.country | default: 'afar' }}. "
+                "text": "Thanks for joining from {{ profile.country | default: 'afar' }}. "
                         "Your {{ profile.plan }} plan is ready.",
             }),
             Variant("sms", {"text": f"Welcome to Acme, {hello}!"}),
@@ -98,7 +98,7 @@ def shop_content() -> tuple[ContentItem, ...]:
             Variant("email", {
                 "subject": "{{ profile.first_name | default: 'Hi' }}, make the most of "
                            "{{ profile.plan | capitalize }}",
-                "body": "Three things {{ profile.plan }} members love...",
+                "text": "Three things {{ profile.plan }} members love...",
             }),
             Variant("sms", {"text": "Tip: save items to your wishlist."}),
             Variant("push", {"title": "Tip of the day",
@@ -108,7 +108,7 @@ def shop_content() -> tuple[ContentItem, ...]:
                     tags=("lifecycle/recovery", "action/purchase"), variants=(
             Variant("email", {
                 "subject": "{{ profile.first_name | default: 'Hi' }}, you left something behind",
-                "body": "Your {{ event.item }} ({{ event.price }} EUR) is still in your cart.",
+                "text": "Your {{ event.item }} ({{ event.price }} EUR) is still in your cart.",
             }),
             Variant("sms", {"text": "Still thinking about {{ event.item }}? It's waiting."}),
             Variant("push", {"title": "Your cart", "body": "{{ event.item }} is waiting."}),
@@ -117,7 +117,7 @@ def shop_content() -> tuple[ContentItem, ...]:
                     tags=("lifecycle/retention", "action/purchase"), variants=(
             Variant("email", {
                 "subject": "{{ profile.first_name | default: 'Hi' }}, we miss you",
-                "body": f"It has been a while. Here is {_WIN_BACK_OFFER} on your next order "
+                "text": f"It has been a while. Here is {_WIN_BACK_OFFER} on your next order "
                         f"with code {_WIN_BACK_CODE}.",
             }),
             Variant("sms", {"text": f"Acme misses you: {_WIN_BACK_OFFER} with code "

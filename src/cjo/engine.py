@@ -14,6 +14,8 @@ from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, Message, deliver
 from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
+from cjo.content.checks import revise_for_blocks
+from cjo.content.offers import Scorer
 from cjo.delivery.consent import block, set_consent, unblock
 from cjo.errors import (
     ConflictError,
@@ -25,11 +27,12 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.limits import DEFAULT_LIMITS, Limits
-from cjo.model.content import ContentItem
+from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
+from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import Action
@@ -101,6 +104,11 @@ class Engine:
     - ``contact_attributes``: channel -> the profile attribute needed to reach a customer on
       it (``{"sms": "phone"}``); see ``cjo.delivery.STANDARD_CONTACT_ATTRIBUTES`` and
       docs/delivery-policies.md.
+    - ``channel_types``: the channel type (``email``, ``sms``, ``push``, ``in_app``,
+      ``webhook``) of channels registered under other names; content for a typed channel
+      must have its fields (docs/content.md).
+    - ``scorers``: offer scorers by name: ``fn(profile attributes, context) -> float``,
+      deterministic.
     """
 
     def __init__(
@@ -126,6 +134,8 @@ class Engine:
         late_events: Literal["decide", "ignore"] = "decide",
         actions: Mapping[str, ActionFunction] | None = None,
         contact_attributes: Mapping[str, str] | None = None,
+        channel_types: Mapping[str, str] | None = None,
+        scorers: Mapping[str, Scorer] | None = None,
     ) -> None:
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
@@ -160,6 +170,11 @@ class Engine:
             default_timezone=default_timezone,
             late_events=late_events,
             contact_attributes=dict(contact_attributes or {}),
+            channel_types={
+                **{n: c.channel_type for n, c in self.channels.items() if c.channel_type},
+                **(channel_types or {}),
+            },
+            scorers=dict(scorers or {}),
         )
         self._registry = Registry()
         self._last_prune: datetime | None = None
@@ -231,6 +246,8 @@ class Engine:
         caps: Iterable[FrequencyCap] = (),
         quiet_hours: Iterable[QuietHours] = (),
         profile_rules: Iterable[ProfileRule] = (),
+        blocks: Iterable[ContentBlock] = (),
+        offers: Iterable[Offer] = (),
     ) -> int:
         """Add or update definitions; returns the new generation. The whole resulting set is
         validated together; if any problem is found a ``DefinitionError`` lists them all and
@@ -238,9 +255,10 @@ class Engine:
 
         A journey is identified by (id, version): publishing a new version starts new entries
         on it while customers already inside older versions finish them. A published version
-        cannot be changed; publish the change as a new version. Content, segments, profile rules
-        and delivery policies (topics, caps, quiet hours) are replaced by id; a changed content
-        item gets the next content version.
+        cannot be changed; publish the change as a new version. Content, blocks, offers,
+        segments, profile rules and delivery policies (topics, caps, quiet hours) are replaced by
+        id; a changed content item gets the next content version, and so does every item that
+        includes a changed block.
 
         ``running`` says, per journey id, what the new version does to customers inside the
         previous one: ``VersionChange.drain()`` (the default), ``.migrate({old step: new
@@ -260,6 +278,8 @@ class Engine:
             (*incoming.quiet_hours, *quiet_hours),
         )
         new_rules = (*incoming.profile_rules, *profile_rules)
+        new_blocks = (*incoming.blocks, *blocks)
+        new_offers = (*incoming.offers, *offers)
         now = self.clock.now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
@@ -268,6 +288,8 @@ class Engine:
                 _merge(current, new_journeys, new_segments, new_content, new_taxonomy, new_rules),
                 *new_policies,
             )
+            if new_blocks or new_offers:
+                merged = _merge_content_parts(current, merged, new_blocks, new_offers)
             problems = _version_conflicts(current, new_journeys)
             merged, more = _governance(
                 current, merged, new_journeys, now,
@@ -293,6 +315,7 @@ class Engine:
                 merged, channels=self.channels.keys(), actions=self.actions.keys(),
                 limits=self.limits,
                 renderer=registry.renderer.renderer,
+                channel_types=self.options.channel_types, scorers=self.options.scorers.keys(),
             ))
             if problems:
                 raise DefinitionError(problems)
@@ -911,6 +934,20 @@ def _merge(
         content=tuple(items.values()),
         taxonomy=taxonomy or current.taxonomy,
         profile_rules=tuple(_replace_by_id(current.profile_rules, profile_rules)),
+    )
+
+
+def _merge_content_parts(
+    current: Definitions, merged: Definitions, blocks: Iterable[ContentBlock],
+    offers: Iterable[Offer],
+) -> Definitions:
+    """Blocks and offers replaced by id; items that include a changed block get a new version."""
+    new_blocks = tuple(_replace_by_id(current.blocks, blocks))
+    return attrs.evolve(
+        merged,
+        blocks=new_blocks,
+        offers=tuple(_replace_by_id(current.offers, offers)),
+        content=revise_for_blocks(current.content, current.blocks, merged.content, new_blocks),
     )
 
 

@@ -9,7 +9,9 @@ import attrs
 
 from cjo.channels.base import Message
 
-__all__ = ["Ended", "Entered", "GoalReached", "NotEntered", "Outcome", "StepRun"]
+__all__ = [
+    "Ended", "Entered", "GoalReached", "NotEntered", "Outcome", "SendFailure", "StepRun",
+]
 
 
 @attrs.define(slots=True)
@@ -66,6 +68,22 @@ class NotEntered:
 
 
 @attrs.frozen(slots=True)
+class SendFailure:
+    """A Send that could not send: no variant for the channel, or a template that failed to
+    render. ``action`` is what the step's policy did: ``skipped`` (the journey went on),
+    ``retrying`` (the step waits to render again) or ``exited`` (the enrollment ended)."""
+
+    journey_id: str
+    enrollment_id: str
+    customer_id: str
+    step_id: str
+    content_id: str
+    reason: str
+    action: str
+    at: datetime
+
+
+@attrs.frozen(slots=True)
 class Outcome:
     """Everything that happened. ``messages`` were committed to the outbox; ``delivery`` maps
     each one's idempotency key to where it stands after the call: ``delivered``, ``pending``
@@ -86,6 +104,7 @@ class Outcome:
     def pending(self) -> tuple[Message, ...]:
         """The messages left in the outbox for ``dispatch_pending`` (or the worker) to send."""
         return tuple(m for m in self.messages if self.delivery.get(m.idempotency_key) == "pending")
+    failures: tuple[SendFailure, ...] = ()
 
     @property
     def exited(self) -> tuple[Ended, ...]:
@@ -110,6 +129,7 @@ class Outcome:
             goals=self.goals + other.goals,
             not_entered=self.not_entered + other.not_entered,
             delivery={**self.delivery, **other.delivery},
+            failures=self.failures + other.failures,
         )
 
 
@@ -125,6 +145,7 @@ class OutcomeBuilder:
     not_entered: list[NotEntered] = attrs.field(factory=list)
     #: Idempotency key -> delivery status after this call (set by the engine after commit).
     delivery: dict[str, str] = attrs.field(factory=dict)
+    failures: list[SendFailure] = attrs.field(factory=list)
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)
@@ -134,6 +155,7 @@ class OutcomeBuilder:
         self.goals.extend(other.goals)
         self.not_entered.extend(other.not_entered)
         self.delivery.update(other.delivery)
+        self.failures.extend(other.failures)
 
     def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
         return Outcome(
@@ -146,4 +168,5 @@ class OutcomeBuilder:
             goals=tuple(self.goals),
             not_entered=tuple(self.not_entered),
             delivery=dict(self.delivery),
+            failures=tuple(self.failures),
         )

@@ -257,7 +257,7 @@ CART_CONTENT = ContentItem(
     "cart_reminder",
     variants=(
         Variant("email", {"subject": "{{ profile.first_name | default: 'Hi' }}, your cart",
-                          "body": "You left {{ event.item }} behind."}),
+                          "text": "You left {{ event.item }} behind."}),
         Variant("sms", {"text": "Still want {{ event.item }}?"}),
     ),
 )
@@ -1674,7 +1674,7 @@ class StorageContract:
         assert sms.attempts == 2
         (ada_email,) = email.for_customer("ada")
         assert ada_email.fields["subject"] == "Ada, your cart"
-        assert ada_email.fields["body"] == "You left ada's shoes behind."
+        assert ada_email.fields["text"] == "You left ada's shoes behind."
         assert ada_email.created_at == T0 + 4 * HOUR
         assert [m.created_at for m in sms.messages] == [T0 + 28 * HOUR] * 2
         for message in email.messages + sms.messages:

@@ -24,7 +24,9 @@ import zoneinfo
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, Final, TypeGuard, get_args
+from typing import Any, TypeGuard, get_args
+
+from liquid.exceptions import LiquidSyntaxError, UndefinedError
 
 from cjo.conditions import (
     OPS,
@@ -44,6 +46,8 @@ from cjo.conditions import (
     Ref,
     walk,
 )
+from cjo.content.channels import channel_type_of, field_problems, output_problem
+from cjo.content.checks import block_problems, sample_data
 from cjo.content.render import Renderer
 from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderLimitError
@@ -52,6 +56,7 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import check_id, check_value, check_values, text_problem
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
+from cjo.model.offers import Offer
 from cjo.model.segments import Segment
 from cjo.model.steps import (
     Step,
@@ -71,12 +76,6 @@ ALL_SCOPES: tuple[str, ...] = SCOPES
 
 
 _ZERO = timedelta(0)
-
-# What templates are rendered against at publish: a customer with nothing known about them.
-# A template that blows a limit on it would blow it for everyone.
-SAMPLE_DATA: Final[Mapping[str, Any]] = {
-    "profile": {}, "event": {}, "context": {}, "customer_id": "sample-customer",
-}
 
 # Ids quoted in locations are cut short: a hostile megabyte id must not make every message huge.
 _short = reprlib.Repr()
@@ -98,32 +97,45 @@ def validate_definitions(
     actions: Collection[str] | None = None,
     limits: Limits | None = None,
     renderer: Renderer | None = None,
+    channel_types: Mapping[str, str] | None = None,
+    scorers: Collection[str] | None = None,
 ) -> list[Problem]:
     """Every problem in ``definitions`` (an empty list when they are valid).
 
     ``channels`` names the channels registered with the engine; when given, every Send step
     must use one of them (and ``actions`` likewise for Action steps). ``limits`` are the
     limits to check against (the defaults of :class:`~cjo.limits.Limits` when None).
-    ``renderer`` renders every template against a sample to refuse those that hit a template
-    limit; pass the engine's own so parsed templates are reused (a new one with ``limits`` when
-    None).
+    ``renderer`` renders every template against a sample (the item's ``sample``, else one
+    derived from what its templates read) and refuses those that fail; pass the engine's own so
+    parsed templates are reused (a new one with ``limits`` and the definitions' blocks when
+    None or when its blocks differ). ``channel_types`` maps registered channel names to channel
+    types (``cjo.content.channels``); ``scorers`` names the host's offer scorers (when given,
+    every offer's scorer must be one).
     """
     limits = limits if limits is not None else DEFAULT_LIMITS
-    renderer = renderer if renderer is not None else Renderer(limits)
+    blocks = {b.id: b.source for b in definitions.blocks}
+    if renderer is None or dict(renderer.blocks) != blocks:
+        renderer = Renderer(limits, blocks)
+    channel_types = channel_types if channel_types is not None else {}
     segment_ids = {s.id for s in definitions.segments}
     content = _content_by_id(definitions.content)
+    offers = {o.id: o for o in definitions.offers}
     problems: list[Problem] = []
     problems += _duplicates(definitions)
     journey_ids = {j.id for j in definitions.journeys}
     for journey in definitions.journeys:
         problems += _check_journey(journey, segment_ids, content, channels, limits,
-                                   journey_ids=journey_ids, actions=actions)
+                                   journey_ids=journey_ids, actions=actions, offers=offers)
     for segment in definitions.segments:
         problems += _check_segment(segment, segment_ids, limits)
     problems += _segment_cycles(definitions.segments, limits)
     problems += _check_rules(definitions.profile_rules, segment_ids, limits)
     for item in definitions.content:
-        problems += _check_content(item, renderer, limits)
+        problems += _check_content(item, renderer, limits, channel_types)
+    problems += [Problem(where, message)
+                 for where, message in block_problems(definitions.blocks, definitions.content)]
+    for offer in definitions.offers:
+        problems += _check_offer(offer, content, segment_ids, scorers, limits)
     problems += _check_tags(definitions)
     problems += _check_governance(definitions)
     problems += check_policies(definitions, channels, limits)
@@ -152,7 +164,12 @@ def _content_location(content_id: str) -> str:
 def _variant_location(content_id: str, variant: Variant) -> str:
     locale = f" ({_q(variant.locale)[1:-1]})" if variant.locale else ""
     channel = _q(variant.channel)[1:-1]
-    return f"{_content_location(content_id)} / variant {channel}{locale}"
+    name = f" [{_q(variant.name)[1:-1]}]" if variant.name is not None else ""
+    return f"{_content_location(content_id)} / variant {channel}{locale}{name}"
+
+
+def _offer_location(offer_id: str) -> str:
+    return f"offer {_q(offer_id)}"
 
 
 # --- small helpers -----------------------------------------------------------------------------
@@ -356,6 +373,8 @@ def _duplicates(definitions: Definitions) -> list[Problem]:
     for what, location, ids in (
         ("segment", _segment_location, [s.id for s in definitions.segments]),
         ("content", _content_location, [c.id for c in definitions.content]),
+        ("block", lambda i: f"block {_q(i)}", [b.id for b in definitions.blocks]),
+        ("offer", _offer_location, [o.id for o in definitions.offers]),
     ):
         for item_id, count in Counter(ids).items():
             if count > 1:
@@ -571,6 +590,7 @@ def _check_journey(
     *,
     journey_ids: Collection[str] = (),
     actions: Collection[str] | None = None,
+    offers: Mapping[str, Offer] | None = None,
 ) -> list[Problem]:
     problems = _check_journey_fields(journey, limits)
     problems += [
@@ -591,7 +611,8 @@ def _check_journey(
     )
     problems += _check_journey_conditions(journey, segment_ids, limits)
     problems += _check_graph(journey, limits)
-    checker = _Checker(segment_ids, content, channels, limits, journey_ids, actions)
+    checker = _Checker(segment_ids, content, channels, limits, journey_ids, actions,
+                       offers or {})
     trigger = journey.trigger
     problems += trigger_kind(trigger).check(
         trigger, f"{_journey_location(journey)} / trigger", journey, checker
@@ -891,23 +912,25 @@ class _Checker:
         limits: Limits,
         journey_ids: Collection[str] = (),
         actions: Collection[str] | None = None,
+        offers: Mapping[str, Offer] | None = None,
     ) -> None:
         self.segment_ids = segment_ids
         self.actions = actions
+        self.offers: Mapping[str, Offer] = offers or {}
         self.journey_ids = journey_ids
         self.content = content
         self.channels = channels
         self.limits = limits
         # Which channels each content item has a variant for, once, rather than once per Send.
         self._variants = {
-            (item_id, variant.channel)
+            (item_id, variant.channel, variant.name)
             for item_id, items in content.items()
             for item in items
             for variant in item.variants
         }
 
-    def has_variant(self, content_id: str, channel: str) -> bool:
-        return (content_id, channel) in self._variants
+    def has_variant(self, content_id: str, channel: str, name: str | None = None) -> bool:
+        return (content_id, channel, name) in self._variants
 
     def condition(
         self, condition: Condition, where: str, *, used_in: str, scopes: tuple[str, ...]
@@ -1005,7 +1028,8 @@ def _segment_cycles(
 
 
 def _check_content(
-    item: ContentItem, renderer: Renderer, limits: Limits = DEFAULT_LIMITS
+    item: ContentItem, renderer: Renderer, limits: Limits = DEFAULT_LIMITS,
+    channel_types: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     where = _content_location(item.id)
     problems: list[Problem] = []
@@ -1022,24 +1046,35 @@ def _check_content(
         problems.append(Problem(where, f"has {len(item.variants)} variants; the limit is "
                                        f"{limits.max_variants_per_content}"))
         return problems
-    for (channel, locale), count in Counter((v.channel, v.locale) for v in item.variants).items():
+    counts = Counter((v.channel, v.locale, v.name) for v in item.variants)
+    for (channel, locale, name), count in counts.items():
         if count > 1:
-            variant = Variant(channel=channel, fields={}, locale=locale)
+            variant = Variant(channel=channel, fields={}, locale=locale, name=name)
             problems.append(Problem(
                 _variant_location(item.id, variant),
-                f"defined {count} times for the same channel and locale",
+                f"defined {count} times for the same channel, locale and name",
             ))
+    if item.sample is not None:
+        for what, values in (("sample profile", item.sample.profile),
+                             ("sample event", item.sample.event)):
+            try:
+                check_values(values, what, "value")
+            except InvalidEventError as exc:
+                problems.append(Problem(where, str(exc)))
+                return problems
     for variant in item.variants:
-        problems += _check_variant(item, variant, renderer, limits)
+        problems += _check_variant(item, variant, renderer, limits, channel_types)
     return problems
 
 
 def _check_variant(
-    item: ContentItem, variant: Variant, renderer: Renderer, limits: Limits
+    item: ContentItem, variant: Variant, renderer: Renderer, limits: Limits,
+    channel_types: Mapping[str, str] | None = None,
 ) -> list[Problem]:
     where = _variant_location(item.id, variant)
     problems: list[Problem] = []
-    for what, value in (("channel", variant.channel), ("locale", variant.locale)):
+    for what, value in (("channel", variant.channel), ("locale", variant.locale),
+                        ("variant name", variant.name)):
         if value is not None:
             problem = _id_problem(value, what)
             if problem is not None:
@@ -1053,14 +1088,68 @@ def _check_variant(
     text_problems = _text_problems(texts, where)
     if text_problems:
         return problems + text_problems
-    # Rendered against a sample: a template that does not parse, or hits a template limit even
-    # for a customer with no data, is refused here rather than failing every send.
-    for error in renderer.problems(item, variant, SAMPLE_DATA):
+    ctype = channel_type_of(variant.channel, channel_types or {})
+    if ctype is not None:
+        problems += [Problem(where, message) for message in field_problems(ctype, variant.fields)]
+    # Rendered against a sample: a template that does not parse, uses an unknown filter or a
+    # variable the sample lacks, or hits a template limit, is refused here rather than failing
+    # every send.
+    data = sample_data(item, variant, renderer)
+    found = renderer.problems(item, variant, data)
+    errors = found
+    if item.sample is None:
+        # A derived sample cannot know the shape of a value (a loop over a list of objects):
+        # its undefined variables say nothing about the template. Give a sample to check them.
+        errors = [e for e in found if not isinstance(e.__cause__, UndefinedError)]
+    for error in errors:
         if isinstance(error, RenderLimitError):
             message = f"field {error.field!r} is over a template limit: {error.reason}"
-        else:
+        elif isinstance(error.__cause__, LiquidSyntaxError):
             message = f"field {error.field!r} is not a valid Liquid template: {error.reason}"
+        else:
+            message = f"field {error.field!r} does not render on the sample: {error.reason}"
         problems.append(Problem(where, message))
+    if not found:
+        bad = output_problem(ctype, renderer.render(item, variant, data))
+        if bad is not None:
+            problems.append(Problem(where, f"field {bad[0]!r} {bad[1]}"))
+    return problems
+
+
+# --- offers ------------------------------------------------------------------------------------
+
+
+def _check_offer(
+    offer: Offer,
+    content: Mapping[str, list[ContentItem]],
+    segment_ids: Collection[str],
+    scorers: Collection[str] | None,
+    limits: Limits,
+) -> list[Problem]:
+    where = _offer_location(offer.id)
+    problems: list[Problem] = []
+    id_problem = _id_problem(offer.id, "offer id")
+    if id_problem is not None:
+        problems.append(Problem(where, id_problem))
+    if offer.content not in content:
+        problems.append(Problem(where, f"content {offer.content!r} does not exist"))
+    if offer.when is not None:
+        problems += _check_condition(offer.when, where, used_in="an offer",
+                                     scopes=("profile", "context"), segment_ids=segment_ids,
+                                     limits=limits)
+    if isinstance(offer.priority, bool) or not isinstance(offer.priority, int):
+        problems.append(Problem(where, f"priority must be a whole number, got "
+                                       f"{_q(offer.priority)}"))
+    if offer.scorer is not None and scorers is not None and offer.scorer not in scorers:
+        known = ", ".join(sorted(scorers)) or "none"
+        problems.append(Problem(where, f"scorer {offer.scorer!r} is not registered "
+                                       f"(registered: {known})"))
+    cap = offer.cap
+    if cap is not None:
+        if isinstance(cap.times, bool) or not isinstance(cap.times, int) or cap.times < 1:
+            problems.append(Problem(where, f"cap times must be 1 or more, got {_q(cap.times)}"))
+        if cap.per is not None:
+            problems += _check_span(cap.per, "cap per", where, limits)
     return problems
 
 
@@ -1077,6 +1166,8 @@ def _tagged_places(definitions: Definitions) -> Iterator[tuple[str, tuple[str, .
         yield _segment_location(segment.id), segment.tags
     for item in definitions.content:
         yield _content_location(item.id), item.tags
+    for offer in definitions.offers:
+        yield _offer_location(offer.id), offer.tags
 
 
 def _check_tags(definitions: Definitions) -> list[Problem]:

@@ -36,7 +36,7 @@ def journey() -> Journey:
     )
 
 
-CONTENT = ContentItem("hi", (Variant("email", {"subject": "Hi"}),))
+CONTENT = ContentItem("hi", (Variant("email", {"subject": "Hi", "text": "Hi"}),))
 
 
 def engine_on(storage: object, clock: ManualClock, channel: object) -> Engine:

@@ -82,15 +82,17 @@ def welcome_journey() -> Journey:
 CONTENT = (
     ContentItem("cart_reminder", variants=(
         Variant("email", {"subject": "{{ profile.first_name | default: 'Hi' }}, your cart",
-                          "body": "You left {{ event.item }} behind."}),
+                          "text": "You left {{ event.item }} behind."}),
         Variant("sms", {"text": "Still want {{ event.item }}?"}),
     )),
     ContentItem("welcome", variants=(
-        Variant("email", {"subject": "Welcome, {{ profile.first_name | default: 'friend' }}"}),
+        Variant("email", {"subject": "Welcome, {{ profile.first_name | default: 'friend' }}",
+                          "text": "Welcome"}),
     )),
     ContentItem("tips", variants=(
-        Variant("email", {"subject": "Tips for {{ event.plan }} users"}),
-        Variant("push", {"text": "Pro tip for {{ profile.first_name | default: 'you' }}"}),
+        Variant("email", {"subject": "Tips for {{ event.plan }} users", "text": "Tips"}),
+        Variant("push", {"title": "Pro tip",
+                         "body": "Pro tip for {{ profile.first_name | default: 'you' }}"}),
     )),
     ContentItem("nudge", variants=(Variant("sms", {"text": "Open the app?"}),)),
 )

@@ -227,11 +227,11 @@ CONTENT = (
     ContentItem("m", (
         Variant("email", {
             "subject": "Hi {{ profile.tier | default: 'friend' }}",
-            "body": "{{ event.k }}/{{ context.v }} n={{ profile.n }}",
+            "text": "{{ event.k }}/{{ context.v }} n={{ profile.n }}",
         }),
         Variant("sms", {"text": "{{ customer_id }}: {{ event.k | default: '-' }}"}),
     )),
-    ContentItem("email_only", (Variant("email", {"subject": "only email"}),)),
+    ContentItem("email_only", (Variant("email", {"subject": "only email", "text": "x"}),)),
 )
 SEGMENTS = (Segment("gold", attr("tier") == "gold"),)
 

@@ -28,10 +28,11 @@ from cjo.conditions import (
     Or,
     Ref,
 )
-from cjo.model.content import ContentItem, Variant
+from cjo.model.content import ContentBlock, ContentItem, ContentSample, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.governance import ControlGroup, JourneyPause, ResumeRule, VersionChange
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryMode, ReentryPolicy
+from cjo.model.offers import Offer, OfferCap
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import (
@@ -167,7 +168,9 @@ targets = st.none() | step_ids
 steps: st.SearchStrategy[Step] = st.one_of(
     st.builds(Send, ids, channels, next=targets, transactional=st.booleans(), tags=tags,
               topic=st.none() | ids, fallbacks=st.lists(channels, max_size=2).map(tuple),
-              when_capped=st.sampled_from(["skip", "defer", "exit"])),
+              when_capped=st.sampled_from(["skip", "defer", "exit"]),
+              variant=st.none() | ids, offers=st.lists(ids, max_size=2).map(tuple),
+              on_render_error=st.sampled_from(["skip", "retry", "exit"])),
     st.builds(Wait, durations, next=targets, tags=tags),
     st.builds(WaitForEvent, ids, durations, on_event=targets, on_timeout=targets,
               where=maybe_conditions, tags=tags),
@@ -259,10 +262,22 @@ variants = st.builds(
     channels,
     st.dictionaries(ids, st.text(max_size=20) | st.just("Hi {{ profile.name }}"), max_size=3),
     st.none() | st.sampled_from(["en", "fr", "pt-BR"]),
+    st.none() | st.sampled_from(["A", "B"]),
+)
+samples = st.builds(
+    ContentSample,
+    st.dictionaries(ids, st.text(max_size=10) | st.integers(-100, 100), max_size=3),
+    st.dictionaries(ids, st.text(max_size=10) | st.booleans(), max_size=3),
 )
 content_items = st.builds(
     ContentItem, ids, st.lists(variants, max_size=3).map(tuple), names, tags,
     topic=st.none() | ids,
+    sample=st.none() | samples,
+)
+blocks = st.builds(ContentBlock, ids, st.text(max_size=20) | st.just("Bye {{ profile.name }}"))
+offers = st.builds(
+    Offer, ids, ids, maybe_conditions, st.integers(-5, 5), st.none() | ids,
+    st.none() | st.builds(OfferCap, st.integers(1, 5), st.none() | durations), tags,
 )
 categories: st.SearchStrategy[Category] = st.recursive(
     st.builds(Category, ids, names),
@@ -316,4 +331,6 @@ definitions: st.SearchStrategy[Definitions] = st.builds(
     caps=st.lists(caps, max_size=2).map(tuple),
     quiet_hours=st.lists(quiet_hours, max_size=2).map(tuple),
     profile_rules=st.lists(profile_rules, max_size=2).map(tuple),
+    blocks=st.lists(blocks, max_size=2).map(tuple),
+    offers=st.lists(offers, max_size=2).map(tuple),
 )

@@ -50,7 +50,7 @@ EMAIL_CAP, DAY_CAP = 1, 2
 
 
 def _content(cid: str, topic: str | None) -> ContentItem:
-    return ContentItem(cid, (Variant("email", {"s": cid}), Variant("sms", {"t": cid})),
+    return ContentItem(cid, (Variant("email", {"subject": cid, "text": cid}), Variant("sms", {"text": cid})),
                        topic=topic)
 
 

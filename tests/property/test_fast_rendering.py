@@ -16,7 +16,7 @@ NAMES = ["first_name", "plan", "total", "flag", "missing"]
 FILTERS = [
     "", " | upcase", " | downcase", " | capitalize", " | default: 'there'", " | plus: 2",
     " | times: 1.5", " | round", " | append: '!'", " | prepend: '#'", " | strip",
-    " | abs", " | minus: 3", " | default: 0 | plus: 1",
+    " | abs", " | minus: 3", " | default: 0 | plus: 1", " | json",
 ]
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-10**6, 10**6),
@@ -27,7 +27,13 @@ outputs = st.builds(
     lambda scope, name, filters: f"{{{{ {scope}.{name}{filters} }}}}",
     st.sampled_from(["profile", "event"]), st.sampled_from(NAMES), st.sampled_from(FILTERS),
 )
-templates = st.lists(st.one_of(outputs, st.sampled_from(["Hi ", ", ", "{{ customer_id }}", "x"])),
+# Strict rendering: a missing value fails the render on both paths unless a default or a test
+# (``if``, where it is false) covers it.
+tests_ = st.builds(
+    lambda name: f"{{% if profile.{name} %}}y{{% else %}}n{{% endif %}}", st.sampled_from(NAMES)
+)
+templates = st.lists(st.one_of(outputs, tests_,
+                               st.sampled_from(["Hi ", ", ", "{{ customer_id }}", "x"])),
                      min_size=1, max_size=5).map("".join)
 
 

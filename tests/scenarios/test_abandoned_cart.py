@@ -57,7 +57,7 @@ def test_non_buyer_gets_email_at_4h_and_sms_at_28h(world):
     out = engine.run_due()
     assert [m.channel for m in out.messages] == ["email"]
     assert email.messages[0].created_at == T0 + timedelta(hours=4)
-    assert email.messages[0].fields["body"] == "You left shoes behind."
+    assert email.messages[0].fields["text"] == "You left shoes behind."
     clock.advance(hours=23, minutes=59)
     assert engine.run_due().messages == ()
     clock.advance(minutes=1)

@@ -32,10 +32,10 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 CONTENT = (
-    ContentItem("a", variants=(Variant("email", {"text": "A"}),)),
-    ContentItem("b", variants=(Variant("email", {"text": "B"}),)),
-    ContentItem("c", variants=(Variant("email", {"text": "C"}),)),
-    ContentItem("receipt", variants=(Variant("email", {"text": "Thanks"}),)),
+    ContentItem("a", variants=(Variant("email", {"subject": "Note", "text": "A"}),)),
+    ContentItem("b", variants=(Variant("email", {"subject": "Note", "text": "B"}),)),
+    ContentItem("c", variants=(Variant("email", {"subject": "Note", "text": "C"}),)),
+    ContentItem("receipt", variants=(Variant("email", {"subject": "Note", "text": "Thanks"}),)),
 )
 _seq = iter(range(1_000_000))
 

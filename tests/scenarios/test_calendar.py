@@ -73,7 +73,7 @@ def storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory
 
 
 def note(text: str = "hi") -> ContentItem:
-    return ContentItem("note", variants=(Variant("email", {"text": text}),))
+    return ContentItem("note", variants=(Variant("email", {"subject": "Note", "text": text}),))
 
 
 def event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:
@@ -365,7 +365,7 @@ def test_an_attribute_trigger_fires_once_per_actual_change(storages: Factory) ->
     start = datetime(2026, 6, 1, 12, tzinfo=UTC)
     world = World(storages, start)
     upgraded = ContentItem("upgraded", variants=(Variant(
-        "email", {"text": "{{ context.old_value }} -> {{ context.new_value }}"}),))
+        "email", {"subject": "Note", "text": "{{ context.old_value }} -> {{ context.new_value }}"}),))
     world.engine.publish(journeys=[
         Journey("upgrade", trigger=AttributeTrigger("plan", changed_to=["pro", "team"]),
                 entry="mail", steps={"mail": Send("upgraded", "email")}),

@@ -82,7 +82,7 @@ def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Ev
 
 
 def _note(text: str) -> ContentItem:
-    return ContentItem("note", variants=(Variant("email", {"text": text}),))
+    return ContentItem("note", variants=(Variant("email", {"subject": "Note", "text": text}),))
 
 
 def _welcome(version: int = 1) -> Journey:

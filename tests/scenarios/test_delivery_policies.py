@@ -44,12 +44,12 @@ HOUR = timedelta(hours=1)
 _ids = itertools.count(1)
 
 NEWS = ContentItem("news", (
-    Variant("email", {"subject": "News"}),
+    Variant("email", {"subject": "News", "text": "News"}),
     Variant("sms", {"text": "News by SMS"}),
-    Variant("push", {"text": "News by push"}),
+    Variant("push", {"title": "News by push", "body": "News by push"}),
 ), topic="newsletter")
 RECEIPT = ContentItem("receipt", (
-    Variant("email", {"subject": "Your receipt"}), Variant("sms", {"text": "Receipt"}),
+    Variant("email", {"subject": "Your receipt", "text": "Your receipt"}), Variant("sms", {"text": "Receipt"}),
 ))
 TOPICS = (Topic("newsletter"), Topic("offers", default="opt_in"))
 
@@ -132,7 +132,7 @@ def test_topic_opt_out_suppresses_marketing_and_the_journey_goes_on(storage: Sto
 
 def test_an_opt_in_topic_needs_an_explicit_subscription(storage: Storage) -> None:
     host = Host(storage)
-    offers = ContentItem("offer", (Variant("email", {"subject": "Deal"}),))
+    offers = ContentItem("offer", (Variant("email", {"subject": "Deal", "text": "Deal"}),))
     host.engine.publish(journeys=[_send_journey(content="offer", topic="offers")],
                         content=[offers], topics=TOPICS)
     host.event("digest_ready")
@@ -222,7 +222,7 @@ def test_a_fallback_channel_is_used_when_the_customer_cannot_be_reached(storage:
     host.event("unsubscribed", topic="newsletter", channel="sms")
     out = host.event("digest_ready")
     [message] = out.messages
-    assert (message.channel, message.fields) == ("email", {"subject": "News"})
+    assert (message.channel, message.fields) == ("email", {"subject": "News", "text": "News"})
     assert message.recipient == {"phone": "+15550100", "email": "c1@example.com"}
     assert host.log() == [
         ("entered", None, None),

@@ -32,7 +32,7 @@ JOURNEY = Journey(
     exit_criteria=(ExitCriterion("bought", event="purchased"),),
     steps={"wait": Wait(4 * HOUR, next="nudge"), "nudge": Send("nudge", "email")},
 )
-CONTENT = (ContentItem("nudge", variants=(Variant("email", {"text": "Still there?"}),)),)
+CONTENT = (ContentItem("nudge", variants=(Variant("email", {"subject": "Note", "text": "Still there?"}),)),)
 
 
 def _engine(late_events: str, storage: Storage | None = None

@@ -33,7 +33,7 @@ from cjo.serialization import dumps_definitions, loads_definitions
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 CONTENT = tuple(
-    ContentItem(name, variants=(Variant("email", {"text": text}),))
+    ContentItem(name, variants=(Variant("email", {"subject": "Note", "text": text}),))
     for name, text in (("vip", "VIP"), ("regular", "Hi"), ("other", "Hello"),
                        ("thanks", "Thanks for {{ context.received.purchased.total }}"))
 )

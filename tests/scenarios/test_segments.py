@@ -274,7 +274,7 @@ def test_profile_rules_keep_attributes_current_before_journeys_react(
     thanks = Journey(id="thanks", trigger=SegmentTrigger("high"), entry="mail",
                      steps={"mail": Send("note", "email")})
     w = World(storage_factory(), high, profile_rules=[rule], journeys=[thanks],
-              content=[ContentItem("note", variants=(Variant("email", {"t": "hi"}),))])
+              content=[ContentItem("note", variants=(Variant("email", {"subject": "hi", "text": "hi"}),))])
     w.send("purchase", total=400, sku="A")
     w.send("purchase", total=200, sku="B", at=T0 - DAY)  # late: the stamp stays
     profile = w.engine.profile("c1")
@@ -296,7 +296,7 @@ def test_win_back_fires_exactly_14_days_after_the_last_purchase_and_ends_on_a_pu
     )
     w = World(storage_factory(), Segment("inactive_14d", inactive("purchase", days=14)),
               journeys=[winback],
-              content=[ContentItem("note", variants=(Variant("email", {"t": "hi"}),))])
+              content=[ContentItem("note", variants=(Variant("email", {"subject": "hi", "text": "hi"}),))])
     w.send("purchase")
     w.at(T0 + 3 * DAY)
     w.send("purchase", at=T0 + 2 * DAY)  # stamped a day late: the quiet spell starts then
@@ -320,7 +320,7 @@ def test_an_exit_criterion_on_segment_entry_interrupts_a_wait(
         exit_criteria=(ExitCriterion("bought", segment="buyer", on="enter"),),
     )
     w = World(storage_factory(), Segment("buyer", performed("purchase")), journeys=[journey],
-              content=[ContentItem("note", variants=(Variant("email", {"t": "hi"}),))])
+              content=[ContentItem("note", variants=(Variant("email", {"subject": "hi", "text": "hi"}),))])
     w.send("signed_up")
     w.at(T0 + DAY)
     w.send("purchase")
@@ -372,7 +372,7 @@ def test_refresh_segments_re_evaluates_every_customer_after_a_changed_definition
     vip = Journey(id="vip", trigger=SegmentTrigger("rich", on="enter"), entry="mail",
                   steps={"mail": Send("note", "email")})
     w = World(storage_factory(), Segment("rich", attr("spend") > 1000), journeys=[vip],
-              content=[ContentItem("note", variants=(Variant("email", {"t": "hi"}),))])
+              content=[ContentItem("note", variants=(Variant("email", {"subject": "hi", "text": "hi"}),))])
     for i, spend in enumerate((500, 1500, 800)):
         w.engine.identify(f"c{i}", {"spend": spend})
     assert w.engine.segment_members("rich") == ["c1"]
@@ -392,7 +392,7 @@ def test_a_back_test_fires_segment_journeys_at_their_instants() -> None:
                       steps={"mail": Send("note", "email")})
     definitions = Definitions(
         journeys=(winback,), segments=(Segment("inactive_14d", inactive("purchase", days=14)),),
-        content=(ContentItem("note", variants=(Variant("email", {"t": "hi"}),)),),
+        content=(ContentItem("note", variants=(Variant("email", {"subject": "hi", "text": "hi"}),)),),
     )
     stream = [Event(customer_id=c, name="purchase", timestamp=T0 + d * DAY, properties={},
                     event_id=f"{c}-{d}") for d, c in ((0, "a"), (1, "b"), (5, "a"))]

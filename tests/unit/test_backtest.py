@@ -30,7 +30,7 @@ HOUR = timedelta(hours=1)
 
 CONTENT = (
     ContentItem("hello", (Variant("email", {"subject": "Hi {{ profile.name | default: 'you' }}",
-                                            "body": "{{ event.item }}"}),
+                                            "text": "{{ event.item }}"}),
                           Variant("sms", {"text": "{{ profile.tier }}"}))),
 )
 
@@ -244,7 +244,7 @@ def test_default_channels_count_and_deliver_nothing() -> None:
 
 
 def test_rendering_is_off_unless_asked() -> None:
-    for render, fields in ((False, {}), (True, {"subject": "Hi you", "body": "shoes"})):
+    for render, fields in ((False, {}), (True, {"subject": "Hi you", "text": "shoes"})):
         channels = recording()
         backtest(cart(), [ev("cart", T0, item="shoes")], until=T0 + HOUR, channels=channels,
                  render=render)

@@ -366,7 +366,7 @@ def test_entered_at_in_a_branch_and_in_an_exit_criterion() -> None:
                "mail": Send("note", "email")},
         exit_criteria=(ExitCriterion("refund after a week", event="refunded",
                                      where=prop("at") > entered_at() + 7 * DAY),),
-    )], content=[ContentItem("note", variants=(Variant("email", {"text": "x"}),))])
+    )], content=[ContentItem("note", variants=(Variant("email", {"subject": "Note", "text": "x"}),))])
 
     def order(cid: str, paid: datetime) -> None:
         engine.handle_event(Event(customer_id=cid, name="ordered", timestamp=T0,

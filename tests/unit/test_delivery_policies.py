@@ -202,7 +202,7 @@ def test_the_spread_share_is_stable_per_enrollment() -> None:
 
 
 def _definitions(**changes: object) -> Definitions:
-    item = ContentItem("c", (Variant("email", {"s": "x"}),), topic="news")
+    item = ContentItem("c", (Variant("email", {"subject": "x", "text": "x"}),), topic="news")
     journey = Journey("j", "a", {"a": Send("c", "email", topic="news")})
     base: dict[str, object] = {"journeys": (journey,), "content": (item,),
                                "topics": (Topic("news"),)}
@@ -289,7 +289,7 @@ def test_a_message_id_leads_back_to_its_enrollment_and_step_even_with_colons_in_
     from cjo.runtime.core import Decider
     from cjo.runtime.registry import Registry
 
-    item = ContentItem("c", (Variant("email", {"s": "x"}),))
+    item = ContentItem("c", (Variant("email", {"subject": "x", "text": "x"}),))
     journeys = (
         Journey("shop", "a", {"a": Send("c", "email")}),
         Journey("shop:vip", "x:y", {"x:y": Send("c", "email")}),

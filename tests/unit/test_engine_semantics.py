@@ -413,7 +413,7 @@ def test_profile_updates_share_the_group_with_events_in_order():
         ProfileUpdate("b", {"vip": True}, timezone="Europe/Paris", locale="fr"),
     ])
     assert [e.customer_id for e in out.entered] == ["a"]
-    assert channels["email"].messages[0].fields == {"subject": "Hello Ann"}
+    assert channels["email"].messages[0].fields == {"subject": "Hello Ann", "text": "Hi"}
     profile = engine.profile("b")
     assert profile is not None
     assert (profile.attributes, profile.timezone, profile.locale) == (

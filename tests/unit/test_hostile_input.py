@@ -46,7 +46,7 @@ DOUBLING = ('{% assign s = "xy" %}{% for i in (1..64) %}{% assign s = s | append
 
 
 def content(body: str, item_id: str = "promo") -> ContentItem:
-    return ContentItem(item_id, (Variant("email", {"subject": "Hi", "body": body}),))
+    return ContentItem(item_id, (Variant("email", {"subject": "Hi", "text": body}),))
 
 
 def send_journey(item_id: str = "promo", **kwargs: object) -> Journey:
@@ -71,7 +71,7 @@ def test_a_template_that_would_never_return_is_refused_at_publish(body: str) -> 
     text = refused_at_publish(send_journey(), items=(content(body),))
     assert time.perf_counter() - started < 2
     assert "content 'promo' / variant email" in text
-    assert "field 'body' is over a template limit" in text
+    assert "field 'text' is over a template limit" in text
 
 
 def test_a_loop_sized_by_customer_data_fails_that_one_send() -> None:
@@ -86,7 +86,7 @@ def test_a_loop_sized_by_customer_data_fails_that_one_send() -> None:
     assert channels["email"].messages == []
     renderer = Renderer()
     item = content(body)
-    with pytest.raises(RenderLimitError, match="content 'promo' / email / field 'body'"):
+    with pytest.raises(RenderLimitError, match="content 'promo' / email / field 'text'"):
         renderer.render(item, item.variants[0], {"profile": {"n": 10**7}})
 
 

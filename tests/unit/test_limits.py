@@ -39,7 +39,7 @@ from cjo.model.triggers import EventTrigger
 from cjo.validation import validate_definitions
 
 HOUR = timedelta(hours=1)
-CONTENT = ContentItem("c", (Variant("email", {"subject": "Hi {{ profile.name }}"}),))
+CONTENT = ContentItem("c", (Variant("email", {"subject": "Hi {{ profile.name }}", "text": "Hi"}),))
 
 
 def problems_of(*journeys: Journey, limits: Limits | None = None, **defs: object) -> list[Problem]:
@@ -255,17 +255,20 @@ def test_check_refuses_templates_over_a_limit_on_the_sample() -> None:
     item = ContentItem("promo", (Variant("email", {
         "subject": "Hi {{ profile.name }}",
         "body": "{% for i in (1..1000000000000) %}{% endfor %}",
-        "footer": "{{ profile.total | divided_by: 0 }}",  # fails only with data: left for later
+        "footer": "{{ profile.total | divided_by: 0 }}",
         "broken": "{% if %}",
     }),))
-    problems = renderer.problems(item, item.variants[0], {"profile": {}})
+    problems = renderer.problems(item, item.variants[0], {"profile": {"total": 5}})
+    # The sample has no name (strict), the loop is over the limit, the division fails on the
+    # sample's total, and the last field does not parse.
     assert [(type(p), p.field) for p in problems] == [
-        (RenderLimitError, "body"), (RenderError, "broken"),
+        (RenderError, "subject"), (RenderLimitError, "body"), (RenderError, "footer"),
+        (RenderError, "broken"),
     ]
-    with pytest.raises(RenderLimitError, match="field 'body'"):
+    with pytest.raises(RenderError, match="field 'subject'"):
         renderer.check(item, item.variants[0], {"profile": {}})
-    fine = ContentItem("ok", (Variant("email", {"subject": "{{ profile.x | divided_by: 0 }}"}),))
-    renderer.check(fine, fine.variants[0], {"profile": {}})
+    fine = ContentItem("ok", (Variant("email", {"subject": "{{ profile.x | divided_by: 2 }}"}),))
+    renderer.check(fine, fine.variants[0], {"profile": {"x": 4}})
 
 
 # --- definition limits -------------------------------------------------------------------------
@@ -444,20 +447,20 @@ def test_variants_and_fields_per_content() -> None:
     many_variants = ContentItem("m", tuple(Variant(f"ch{i}", {"x": "y"}) for i in range(101)))
     problems = validate_definitions(Definitions(content=(many_variants,)))
     assert problems == [Problem("content 'm'", "has 101 variants; the limit is 100")]
-    many_fields = ContentItem("f", (Variant("email", {f"f{i}": "x" for i in range(51)}),))
+    many_fields = ContentItem("f", (Variant("note", {f"f{i}": "x" for i in range(51)}),))
     assert validate_definitions(Definitions(content=(many_fields,))) == [
-        Problem("content 'f' / variant email", "has 51 fields; the limit is 50")
+        Problem("content 'f' / variant note", "has 51 fields; the limit is 50")
     ]
 
 
 def test_templates_are_rendered_against_a_sample_at_publish() -> None:
-    item = ContentItem("promo", (Variant("email", {
+    item = ContentItem("promo", (Variant("note", {
         "body": "{% for i in (1..1000000000000) %}{% endfor %}",
         "ok": "Hi {{ profile.name | upcase }}",
     }),))
     problems = validate_definitions(Definitions(content=(item,)))
     assert problems == [Problem(
-        "content 'promo' / variant email",
+        "content 'promo' / variant note",
         "field 'body' is over a template limit: range of 1000000000000 items is longer than "
         "the limit of 10000",
     )]

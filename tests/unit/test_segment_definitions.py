@@ -75,7 +75,7 @@ def test_every_new_kind_round_trips_through_json_and_validates() -> None:
                       steps={"s": Send("n", "email")},
                       exit_criteria=(ExitCriterion("back", segment="b", on="enter"),))
     defs = Definitions(journeys=(journey,), segments=segments, profile_rules=(rule,),
-                       content=(ContentItem("n", variants=(Variant("email", {"t": "x"}),)),))
+                       content=(ContentItem("n", variants=(Variant("email", {"subject": "x", "text": "x"}),)),))
     assert loads_definitions(dumps_definitions(defs)) == defs
     assert validate_definitions(defs) == []
 
@@ -111,7 +111,7 @@ def test_segment_triggers_exits_and_rules_are_checked() -> None:
     rules = (ProfileRule("r", "purchase", ()),
              ProfileRule("r", "purchase", (AttributeUpdate("a", "add"), copy("b", prop=""))))
     problems = _problems(journeys=(journey,), profile_rules=rules,
-                         content=(ContentItem("n", variants=(Variant("email", {"t": "x"}),)),))
+                         content=(ContentItem("n", variants=(Variant("email", {"subject": "x", "text": "x"}),)),))
     assert problems == [
         "journey 'j' v1 / exit criterion 'x': a segment criterion takes no event or where",
         "journey 'j' v1 / exit criterion 'x': segment 'gone' does not exist",

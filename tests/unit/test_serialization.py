@@ -76,7 +76,7 @@ STEP_CASES: list[tuple[Step, dict[str, Any]]] = [
              fallbacks=("sms",), when_capped="defer"),
         {"kind": "send", "content": "welcome", "channel": "email", "next": "b",
          "transactional": True, "tags": ["t"], "topic": "news", "fallbacks": ["sms"],
-         "when_capped": "defer"},
+         "when_capped": "defer", "variant": None, "offers": [], "on_render_error": "skip"},
     ),
     (
         Wait(timedelta(hours=4), next="b"),
@@ -408,8 +408,8 @@ def full_definitions() -> Definitions:
                                 reentry=ReentryPolicy.after_cooldown(timedelta(days=1)))),
         segments=(Segment("unsubscribed", attr("unsubscribed") == True, name="Opted out"),),  # noqa: E712
         content=(ContentItem("cart", (
-            Variant("email", {"subject": "Your cart", "body": "{{ event.total }}"}),
-            Variant("email", {"subject": "Votre panier"}, locale="fr"),
+            Variant("email", {"subject": "Your cart", "text": "{{ event.total }}"}),
+            Variant("email", {"subject": "Votre panier", "text": "Bonjour"}, locale="fr"),
         ), name="Cart reminder", tags=("lifecycle",)),),
         taxonomy=Taxonomy((Category("lifecycle", "Lifecycle", (Category("onboarding"),)),)),
     )

@@ -85,11 +85,11 @@ def abandoned_cart() -> Definitions:
         content=(
             ContentItem("cart_reminder", (
                 Variant("email", {"subject": "You left {{ event.items }} items",
-                                  "body": "{% if profile.name %}Hi {{ profile.name }}{% endif %}"}),
-                Variant("email", {"subject": "Votre panier", "body": "Bonjour"}, locale="fr"),
+                                  "text": "{% if profile.name %}Hi {{ profile.name }}{% endif %}"}),
+                Variant("email", {"subject": "Votre panier", "text": "Bonjour"}, locale="fr"),
                 Variant("sms", {"text": "Your cart: {{ event.url | default: 'shop' }}"}),
             ), tags=("lifecycle",)),
-            ContentItem("cart_vip", (Variant("email", {"subject": "A gift", "body": "..."}),)),
+            ContentItem("cart_vip", (Variant("email", {"subject": "A gift", "text": "..."}),)),
         ),
         taxonomy=Taxonomy((
             Category("lifecycle", children=(Category("recovery"),)),
@@ -107,7 +107,7 @@ def definitions(*journeys: Journey, **fields: Any) -> Definitions:
     """Definitions around small journeys: content 'c' has an email variant; segment 's' exists."""
     base: dict[str, Any] = {
         "segments": (Segment("s", attr("x") == 1),),
-        "content": (ContentItem("c", (Variant("email", {"subject": "hi"}),)),),
+        "content": (ContentItem("c", (Variant("email", {"subject": "hi", "text": "hi"}),)),),
     }
     return Definitions(journeys=journeys, **{**base, **fields})
 
@@ -148,7 +148,7 @@ def test_three_distinct_mistakes_give_exactly_three_problems() -> None:
         valid,
         journeys=(attrs.evolve(cart, steps=steps),),
         segments=(*valid.segments, Segment("recent", prop("days") < 3)),
-        content=(*valid.content, ContentItem("promo", (Variant("email", {"body": "{{ x"}),))),
+        content=(*valid.content, ContentItem("promo", (Variant("email", {"subject": "{{ x", "text": "t"}),))),
     )
     problems = validate_definitions(broken, channels=CHANNELS)
     assert [p.location for p in problems] == [
@@ -158,7 +158,7 @@ def test_three_distinct_mistakes_give_exactly_three_problems() -> None:
     ]
     assert problems[0].message == "content 'cart_vip' has no variant for channel 'sms'"
     assert "event.days cannot be used in a segment" in problems[1].message
-    assert "field 'body' is not a valid Liquid template" in problems[2].message
+    assert "field 'subject' is not a valid Liquid template" in problems[2].message
 
 
 def test_a_dangling_reference_also_reports_what_it_cut_off() -> None:
@@ -291,7 +291,7 @@ def test_send_content_needs_a_variant_for_the_channel() -> None:
 
 
 def test_send_channel_must_be_registered_when_channels_are_given() -> None:
-    content = (ContentItem("c", (Variant("push", {"title": "hi"}),)),)
+    content = (ContentItem("c", (Variant("push", {"title": "hi", "body": "hi"}),)),)
     j = journey({"a": Send("c", "push")})
     problem = only(problems_of(j, content=content))
     assert problem.location == f"{J} / step 'a'"
@@ -350,7 +350,7 @@ def test_ids_must_not_be_empty() -> None:
     problems = validate_definitions(Definitions(
         journeys=(j,),
         segments=(Segment("", attr("x") == 1),),
-        content=(ContentItem("", (Variant("email", {}),)),),
+        content=(ContentItem("", (Variant("note", {}),)),),
     ))
     assert problems == [
         Problem("journey '' v1", "journey id must not be empty"),
@@ -573,8 +573,8 @@ def test_segments_referring_to_themselves_indirectly() -> None:
 
 def test_content_fields_must_parse_as_liquid() -> None:
     item = ContentItem("welcome", (
-        Variant("email", {"subject": "Hi {{ profile.name }", "body": "fine"}),
-        Variant("email", {"body": "{% if x %}open"}, locale="fr"),
+        Variant("email", {"subject": "Hi {{ profile.name }", "text": "fine"}),
+        Variant("email", {"subject": "Salut", "text": "{% if x %}open"}, locale="fr"),
     ))
     problems = problems_of(content=(item,))
     assert [p.location for p in problems] == [
@@ -584,7 +584,7 @@ def test_content_fields_must_parse_as_liquid() -> None:
     assert problems[0].message.startswith("field 'subject' is not a valid Liquid template: ")
     assert "expected '}}'" in problems[0].message
     assert "\n" not in problems[0].message
-    assert problems[1].message.startswith("field 'body' is not a valid Liquid template: ")
+    assert problems[1].message.startswith("field 'text' is not a valid Liquid template: ")
     assert "endif" in problems[1].message
 
 
@@ -595,12 +595,12 @@ def test_content_needs_variants() -> None:
 
 def test_content_variants_must_differ_in_channel_or_locale() -> None:
     item = ContentItem("w", (
-        Variant("email", {}), Variant("email", {}, locale="fr"), Variant("sms", {}),
-        Variant("email", {}, locale="fr"),
+        Variant("note", {}), Variant("note", {}, locale="fr"), Variant("chat", {}),
+        Variant("note", {}, locale="fr"), Variant("note", {}, locale="fr", name="B"),
     ))
     problem = only(problems_of(content=(item,)))
     assert problem == Problem(
-        "content 'w' / variant email (fr)", "defined 2 times for the same channel and locale"
+        "content 'w' / variant note (fr)", "defined 2 times for the same channel, locale and name"
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import attrs
 
@@ -39,6 +39,10 @@ class Message:
     #: whole profile: see ``Engine(recipient_attributes=...)``.
     recipient: Mapping[str, Any] = attrs.field(factory=dict)
     content_version: int = 1
+    #: The A/B variant sent (``Variant.name``), None for the unnamed one.
+    variant: str | None = None
+    #: The offer chosen, when the Send chose among offers (None: none, or the fallback).
+    offer_id: str | None = None
 
 
 @attrs.frozen(slots=True)
@@ -65,7 +69,13 @@ class DeliveryResult:
 
 class Channel(abc.ABC):
     """A delivery adapter (email, SMS, push, webhook...). Subclass it and implement ``send``.
-    Check it with ``cjo.testing.ChannelContract``."""
+    Check it with ``cjo.testing.ChannelContract``.
+
+    ``channel_type`` (``"email"``, ``"sms"``, ``"push"``, ``"in_app"``, ``"webhook"``) says
+    which fields content for it must have, whatever name it is registered under; None leaves
+    it to the registered name (docs/content.md)."""
+
+    channel_type: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def send(self, message: Message) -> DeliveryResult:

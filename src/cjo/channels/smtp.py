@@ -51,6 +51,9 @@ class SmtpChannel(Channel):
     - ``timeout``: seconds for connecting and for each reply.
     """
 
+    # Content for it needs the email fields (subject, text or html), whatever its name.
+    channel_type = "email"
+
     def __init__(
         self,
         host: str,

@@ -20,6 +20,13 @@ Every render runs under the template limits of :class:`cjo.limits.Limits`:
 
 A render that hits any of them raises :class:`~cjo.errors.RenderLimitError` naming the content
 item, channel and field.
+
+Rendering is strict: a variable the customer's data does not have fails the render (a
+``RenderError``), unless the template gives it a ``default`` (``{{ profile.first_name |
+default: "there" }}``) or only tests it (``{% if profile.vip %}``, where it is false). An unknown
+filter fails too; besides Liquid's standard filters there is ``json``, which writes a value as
+JSON (for webhook bodies). Blocks (``ContentBlock``) are included by id with ``{% include %}`` and
+``{% render %}``.
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from contextlib import contextmanager
 from io import StringIO
 from typing import Any, ClassVar, TextIO, cast
 
-from liquid import BoundTemplate, Environment, RenderContext
+from liquid import BoundTemplate, DictLoader, Environment, RenderContext
 from liquid.builtin.expressions.primitive import RangeLiteral
 from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
+from liquid.extra import JSON
 from liquid.output import LimitedStringIO
+from liquid.undefined import FalsyStrictUndefined
 
 from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
@@ -186,12 +195,19 @@ class _BoundedRange(RangeLiteral):
         return result
 
 
+class _Undefined(FalsyStrictUndefined):
+    """A missing variable: an error when output or used, false when tested, and replaced by
+    the ``default`` filter."""
+
+    force_liquid_default = True
+
+
 class _LimitedEnvironment(Environment):
     template_class = _LimitedTemplate
     cjo_limits: ClassVar[Limits] = DEFAULT_LIMITS
 
 
-def _environment(limits: Limits) -> Environment:
+def _environment(limits: Limits, blocks: Mapping[str, str]) -> Environment:
     # Liquid reads its limits from class attributes, so each Limits gets its own subclass.
     cls = type("LimitedEnvironment", (_LimitedEnvironment,), {
         "cjo_limits": limits,
@@ -199,7 +215,12 @@ def _environment(limits: Limits) -> Environment:
         "output_stream_limit": limits.max_render_output,
         "local_namespace_limit": limits.max_template_variables,
     })
-    return cast(Environment, cls())
+    env = cast(Environment, cls(
+        loader=DictLoader(dict(blocks)), undefined=_Undefined, strict_filters=True,
+    ))
+    # ``json`` writes a value as JSON (strings quoted and escaped): what webhook bodies need.
+    env.add_filter("json", JSON(default=str))
+    return env
 
 
 def _bound_ranges(template: BoundTemplate) -> None:
@@ -229,12 +250,21 @@ def _message(exc: BaseException) -> str:
 
 
 class Renderer:
-    """Parses each template once and renders it many times, within ``limits``."""
+    """Parses each template once and renders it many times, within ``limits``; ``blocks``
+    (block id to source) are what templates may include."""
 
-    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, limits: Limits = DEFAULT_LIMITS, blocks: Mapping[str, str] | None = None
+    ) -> None:
         self.limits = limits
-        self._env = _environment(limits)
+        self.blocks: Mapping[str, str] = dict(blocks or {})
+        self._env = _environment(limits, self.blocks)
         self._template = functools.lru_cache(maxsize=_CACHE_SIZE)(self._parse)
+
+    @property
+    def environment(self) -> Environment:
+        """The Liquid environment templates are parsed in (its loader reads the blocks)."""
+        return self._env
 
     def _parse(self, source: str) -> BoundTemplate | str:
         if "{{" not in source and "{%" not in source:
@@ -271,27 +301,15 @@ class Renderer:
         self, item: ContentItem, variant: Variant, sample_data: Mapping[str, Any]
     ) -> list[RenderError]:
         """What is wrong with the fields of ``variant``, found by rendering them against
-        ``sample_data``: one error per failing field.
-
-        A field that is too long or hits a template limit on the sample gives a
-        ``RenderLimitError`` (such a template would fail for every customer, so it is refused
-        before it is stored); a field that does not parse gives a ``RenderError``. Other render
-        errors depend on the data a customer brings (a missing attribute, a value of another
-        type) and are left to send time.
-        """
+        ``sample_data``: one error per failing field (``RenderLimitError`` for a field that is
+        too long or hits a template limit, ``RenderError`` for anything else: a template that
+        does not parse, an unknown filter, a variable the sample does not have)."""
         errors: list[RenderError] = []
         for name, source in variant.fields.items():
             try:
-                template = self._compile(item, variant, name, source)
-            except RenderError as exc:  # too long, or does not parse
+                self._render_field(item, variant, name, source, sample_data)
+            except RenderError as exc:
                 errors.append(exc)
-                continue
-            try:
-                self._run(item, variant, name, template, sample_data)
-            except RenderLimitError as exc:
-                errors.append(exc)
-            except RenderError:
-                continue  # depends on the customer's data: left to send time
         return errors
 
     def _render_field(
@@ -345,4 +363,5 @@ def _error(
 
 def _where(item: ContentItem, variant: Variant, name: str) -> str:
     locale = f" ({variant.locale})" if variant.locale else ""
-    return f"content {item.id!r} / {variant.channel}{locale} / field {name!r}"
+    ab = f" [{variant.name}]" if variant.name is not None else ""
+    return f"content {item.id!r} / {variant.channel}{locale}{ab} / field {name!r}"

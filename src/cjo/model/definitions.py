@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import attrs
 
-from cjo.model.content import ContentItem
+from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
+from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
@@ -36,3 +37,7 @@ class Definitions:
     caps: tuple[FrequencyCap, ...] = ()
     quiet_hours: tuple[QuietHours, ...] = ()
     profile_rules: tuple[ProfileRule, ...] = ()
+    #: Template blocks content includes by id.
+    blocks: tuple[ContentBlock, ...] = ()
+    #: Offers Send steps choose from.
+    offers: tuple[Offer, ...] = ()

@@ -32,14 +32,23 @@ __all__ = [
 ]
 
 
+RenderErrorPolicy = Literal["skip", "retry", "exit"]
+
+
 @attrs.frozen
 class Send:
     """Send content ``content`` on channel ``channel``.
 
-    Delivery policies (docs/delivery-policies.md): ``topic`` is the subscription topic of a
-    marketing send (else the content item's); ``fallbacks`` are the channels tried in order
-    when the customer cannot be reached on ``channel``; ``when_capped`` is what a frequency cap
-    does to it: ``skip`` (go on), ``defer`` (wait until the cap allows) or ``exit``.
+    - Delivery policies (docs/delivery-policies.md): ``topic`` is the subscription topic of a
+      marketing send (else the content item's); ``fallbacks`` are the channels tried in order
+      when the customer cannot be reached on ``channel``; ``when_capped`` is what a frequency
+      cap does to it: ``skip`` (go on), ``defer`` (wait until the cap allows) or ``exit``.
+    - ``variant``: the A/B variant (``Variant.name``) to send; None sends the unnamed ones.
+    - ``offers``: offer ids to choose from (the best eligible one is sent; ``content`` when
+      none is eligible).
+    - ``on_render_error``: what a template that fails to render for this customer does:
+      ``skip`` (record ``send_failed`` and go on), ``retry`` (wait and render again a few
+      times, then skip) or ``exit`` (end the enrollment as ``exited``, ``render failed``).
     """
 
     kind: ClassVar[str] = "send"
@@ -51,6 +60,9 @@ class Send:
     topic: str | None = None
     fallbacks: tuple[str, ...] = ()
     when_capped: Literal["skip", "defer", "exit"] = "skip"
+    variant: str | None = None
+    offers: tuple[str, ...] = ()
+    on_render_error: RenderErrorPolicy = "skip"
 
 
 @attrs.frozen

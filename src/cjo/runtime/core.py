@@ -30,6 +30,13 @@ from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder,
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
+from cjo.runtime.sending import (
+    choose_content,
+    count_offer,
+    render_failed,
+    render_fields,
+    send_failed,
+)
 from cjo.runtime.state import (
     ACTIVE,
     HELD,
@@ -624,7 +631,8 @@ class Decider:
     ) -> bool:
         """Queue one message. Returns False when the enrollment ended instead (send-time
         validation: the audience and exit conditions are checked again right before sending)
-        or now waits (a send deferred by delivery policies, see ``cjo.delivery.gate``)."""
+        or now waits (a send deferred by delivery policies, see ``cjo.delivery.gate``, or a
+        render to retry, ``cjo.runtime.sending``)."""
         if cj.audience is not None or cj.exit_conditions:
             scope = self.scope(_EMPTY, enrollment.context, enrollment)
             if cj.audience is not None and not cj.audience(scope):
@@ -647,7 +655,8 @@ class Decider:
                 self.activity(enrollment, "suppressed", "control", at,
                               channel=step.channel, content_id=step.content)
                 return True
-        item = registry.content.get(step.content)
+        content_id, offer_id = choose_content(self, enrollment, step, at)
+        item = registry.content.get(content_id)
         profile = self.profile
         # Delivery policies pick the channel (consent, fallbacks) and may drop or defer.
         channel_or_halt = gate(self, cj, enrollment, step, item, at) if item else step.channel
@@ -656,10 +665,9 @@ class Decider:
         if isinstance(channel_or_halt, Halt):
             return False
         channel = channel_or_halt
-        variant = item.variant_for(channel, profile.locale) if item else None
+        variant = item.variant_for(channel, profile.locale, step.variant) if item else None
         if item is None or variant is None:
-            self.activity(enrollment, "send_failed", "no content variant", at,
-                          channel=channel, content_id=step.content)
+            send_failed(self, enrollment, step, content_id, "no content variant", "skipped", at)
             return True
         if self.catching_up:
             # A worker that comes back late must not release a storm: past the limit, the
@@ -673,12 +681,10 @@ class Decider:
         fields: dict[str, str] = {}
         if self.render:
             try:
-                fields = registry.renderer.render(item, variant, self.template_data(enrollment))
+                fields = render_fields(self, item, variant, channel,
+                                       self.template_data(enrollment))
             except RenderError as exc:
-                self.activity(enrollment, "send_failed", str(exc)[:200], at,
-                              channel=channel, content_id=item.id,
-                              content_version=item.version)
-                return True
+                return render_failed(self, enrollment, step, item, exc, at)
         attrs_ = profile.attributes
         recipient = {k: attrs_[k] for k in self.recipient_attributes if k in attrs_}
         attempt = enrollment.visits.get(step_id, 1)
@@ -687,8 +693,10 @@ class Decider:
         message = Message(
             f"{enrollment.id}:{step_id}:{attempt}", customer_id, channel, item.id, fields,
             enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
-            step.transactional, variant.locale, recipient, item.version,
+            step.transactional, variant.locale, recipient, item.version, variant.name, offer_id,
         )
+        if offer_id is not None:
+            count_offer(self, offer_id, at)
         self.messages.append(message)
         self.outcome.messages.append(message)
         self.activities.append(Activity(

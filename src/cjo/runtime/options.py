@@ -6,8 +6,8 @@ field here and a keyword to ``Engine``; the decider reads ``self.options``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import attrs
 
@@ -40,7 +40,10 @@ class DecisionOptions:
       ``ignore`` it. Either way it is recorded as ``late_event`` in the activity log.
     - ``contact_attributes``: channel -> the profile attribute a customer needs to be reached
       on it (a customer without it is not sent to on that channel; fallbacks are tried).
-      Channels not named need none."""
+      Channels not named need none.
+    - ``channel_types``: registered channel name -> channel type (``cjo.content.channels``).
+    - ``scorers``: offer scorers by name, called with the profile's attributes and the
+      enrollment's context; they must be deterministic."""
 
     render: bool = True
     keep_ended: int = 1
@@ -49,6 +52,10 @@ class DecisionOptions:
     default_timezone: str | None = None
     late_events: Literal["decide", "ignore"] = "decide"
     contact_attributes: Mapping[str, str] = attrs.field(factory=dict)
+    channel_types: Mapping[str, str] = attrs.field(factory=dict)
+    scorers: Mapping[str, Callable[[Mapping[str, Any], Mapping[str, Any]], float]] = (
+        attrs.field(factory=dict)
+    )
 
 
 DEFAULT_OPTIONS = DecisionOptions()

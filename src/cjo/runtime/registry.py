@@ -12,6 +12,7 @@ import attrs
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.content.memo import MemoRenderer
+from cjo.content.offers import CompiledOffer
 from cjo.content.render import Renderer
 from cjo.delivery.feedback import DELIVERY_EVENTS
 from cjo.delivery.gate import NO_POLICIES, DeliveryPolicies
@@ -122,6 +123,7 @@ class Registry:
     # (journey id, version) -> what a newer version does to customers inside it.
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
     delivery: DeliveryPolicies = NO_POLICIES
+    offers: dict[str, CompiledOffer] = attrs.field(factory=dict)
 
     @classmethod
     def build(
@@ -167,7 +169,7 @@ class Registry:
             plan=SegmentPlan.build(definitions, segments, latest, journeys),
             content={c.id: c for c in definitions.content},
             definitions=definitions,
-            renderer=MemoRenderer(Renderer(limits)),
+            renderer=MemoRenderer(Renderer(limits, {b.id: b.source for b in definitions.blocks})),
             control_group=definitions.control_group,
             any_schedule=any(cj.journey.trigger.kind == "schedule" for cj in latest.values()),
             max_concurrent=definitions.max_concurrent_journeys,
@@ -178,6 +180,7 @@ class Registry:
                 for c in definitions.version_changes if c.mode != "drain"
             },
             delivery=DeliveryPolicies.of(definitions),
+            offers={o.id: CompiledOffer.compile(o) for o in definitions.offers},
         )
 
     def may_matter(self, event_name: str) -> bool:

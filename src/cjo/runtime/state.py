@@ -28,6 +28,7 @@ __all__ = [
     "EnrollmentStatus",
     "EntryHistory",
     "LedgerEntry",
+    "OfferHistory",
     "Track",
     "merge_attributes",
 ]
@@ -79,6 +80,8 @@ class Enrollment:
     #: When a wake-up fell due while the journey was paused: the enrollment is held (its
     #: ``wake_at`` is ``HELD``, or its expiry) until the journey resumes.
     held_at: datetime | None = None
+    #: Render retries so far of the Send step it waits on (``on_render_error="retry"``).
+    retries: int = 0
 
     @property
     def active(self) -> bool:
@@ -92,7 +95,7 @@ class Enrollment:
             self.step_id, self.step_entered_at, self.status, self.instance_key, self.wake_at,
             self.expires_at, self.ended_at, self.end_reason, self.converted_at,
             self.trigger_event_id, dict(self.context), dict(self.visits), dict(self.paths),
-            self.held_at,
+            self.held_at, self.retries,
         )
 
     def wake_order(self) -> tuple[datetime, datetime, str]:
@@ -236,6 +239,15 @@ class Track:
                      self.high, list(self.recent), {k: list(v) for k, v in self.ranges.items()})
 
 
+@attrs.frozen(slots=True)
+class OfferHistory:
+    """What offer caps need to know of one offer sent to one customer: how many times in all,
+    and the most recent send instants (as many as the offer's cap counts)."""
+
+    count: int = 0
+    recent: tuple[datetime, ...] = ()
+
+
 @attrs.define(slots=True, eq=True)
 class CustomerState:
     """Everything the decision core knows of one customer, kept as one versioned record.
@@ -258,6 +270,7 @@ class CustomerState:
       computed against (a changed definition is re-evaluated at the customer's next input).
     - ``extra``: fields written by a newer cjo that this one does not know; written back
       untouched, so a rolling upgrade loses nothing.
+    - ``offers``: per offer id, how often it was sent to this customer (for offer caps).
 
     ``extra``, ``consent``, ``blocked`` and ``sends`` start as one empty container shared by
     every record (most records never fill them): assign a new container, or use
@@ -295,6 +308,7 @@ class CustomerState:
     tracks: dict[str, Track] = attrs.field(factory=dict)
     segments: dict[str, datetime] = attrs.field(factory=dict)
     segments_basis: str | None = None
+    offers: dict[str, OfferHistory] = attrs.field(factory=dict)
 
     @property
     def wake_at(self) -> datetime | None:
@@ -321,6 +335,7 @@ class CustomerState:
             sends=self.sends,
             tracks={k: t.copy() for k, t in self.tracks.items()},
             segments=dict(self.segments), segments_basis=self.segments_basis,
+            offers=dict(self.offers),
         )
 
     def all_enrollments(self) -> list[Enrollment]:
@@ -337,10 +352,11 @@ class Activity:
     measurement. The same fields on every storage adapter. Treat it as read-only (it is not
     frozen only because several are built for every input, and frozen classes build slowly).
 
-    ``kind`` is one of: entered, step, sent, send_failed, path, timeout, event_received, goal,
-    date_past, date_missing (a date wait's date was past, or missing), the delivery-policy
-    decisions (suppressed, fallback, capped, quiet_hours), delivery feedback
-    (message_delivered, opened, clicked, bounced, complained, unsubscribed), and the terminal
+    ``kind`` is one of: entered, step, sent, send_failed, render_retry, offer, path, timeout,
+    event_received, goal, date_past, date_missing (a date wait's date was past, or missing),
+    the delivery-policy decisions (suppressed, fallback, capped, quiet_hours), delivery
+    feedback (message_delivered, opened, clicked, bounced, complained, unsubscribed), and the
+    terminal
     statuses (completed, exited, converted, expired, removed, ejected, merged).
     ``detail`` qualifies it (the criterion of an exit, the path of a split, the event received).
     ``channel``, ``content_id`` and ``content_version`` are set on sends.

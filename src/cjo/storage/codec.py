@@ -34,6 +34,7 @@ from cjo.runtime.state import (
     EndedEnrollment,
     Enrollment,
     EntryHistory,
+    OfferHistory,
     Track,
 )
 from cjo.serialization import converter
@@ -161,6 +162,8 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
         d["p"] = e.paths
     if e.held_at is not None:
         d["hold"] = us(e.held_at)
+    if e.retries:
+        d["rr"] = e.retries
     return d
 
 
@@ -176,7 +179,7 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
         None if w is None else dt(w), None if x is None else dt(x), None, None,
         None if conv is None else dt(conv), get("t"),
         _revive(ctx) if ctx else {}, dict(vis) if vis else {}, dict(paths) if paths else {},
-        None if hold is None else dt(hold),
+        None if hold is None else dt(hold), int(get("rr", 0)),
     )
 
 
@@ -196,7 +199,7 @@ def _ended_from(row: list[Any]) -> EndedEnrollment:
 
 _KNOWN: Final = frozenset({
     "v", "cid", "created", "rev", "profile", "enr", "ended", "hist", "timers", "marks",
-    "cons", "blk", "led", "trk", "seg", "segb",
+    "cons", "blk", "led", "trk", "seg", "segb", "offers",
 })
 
 
@@ -264,6 +267,11 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
         d["seg"] = {sid: us(at) for sid, at in state.segments.items()}
     if state.segments_basis is not None:
         d["segb"] = state.segments_basis
+    if state.offers:
+        d["offers"] = {
+            offer_id: [h.count, [us(t) for t in h.recent]]
+            for offer_id, h in state.offers.items()
+        }
     return d
 
 
@@ -309,6 +317,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
                     None if last_ended is None else dt(last_ended),
                 )
         enr, ended, timers, marks = get("enr"), get("ended"), get("timers"), get("marks")
+        offers = get("offers")
         extra = (
             {k: v for k, v in data.items() if k not in _KNOWN}
             if not _KNOWN.issuperset(data) else {}
@@ -329,6 +338,10 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             tracks={k: _track_from(row) for k, row in trk.items()} if trk else {},
             segments={sid: dt(at) for sid, at in seg.items()} if seg else {},
             segments_basis=get("segb"),
+            offers={
+                offer_id: OfferHistory(int(count), tuple(dt(t) for t in recent))
+                for offer_id, (count, recent) in offers.items()
+            } if offers else {},
         )
     except CorruptRecordError:
         raise

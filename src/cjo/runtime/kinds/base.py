@@ -16,6 +16,7 @@ from cjo.conditions import Condition
 from cjo.errors import Problem
 from cjo.limits import Limits
 from cjo.model.content import ContentItem
+from cjo.model.offers import Offer
 
 if TYPE_CHECKING:
     from cjo.model.events import Event
@@ -60,8 +61,12 @@ class Checker(Protocol):
     def actions(self) -> Collection[str] | None: ...
     @property
     def limits(self) -> Limits: ...
+    @property
+    def offers(self) -> Mapping[str, Offer]: ...
 
-    def has_variant(self, content_id: str, channel: str) -> bool: ...
+    def has_variant(self, content_id: str, channel: str, name: str | None = None) -> bool:
+        """Whether the item has a variant for the channel (named ``name``; None: unnamed)."""
+        ...
 
     def condition(
         self, condition: Condition, where: str, *, used_in: str, scopes: tuple[str, ...]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from cjo.errors import Problem
 from cjo.model.steps import Send
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
+from cjo.runtime.sending import retry_render, send_content_problems
 
 if TYPE_CHECKING:
     from cjo.model.journey import Journey
@@ -34,12 +35,7 @@ class SendKind(StepKind[Send]):
             problems.append(Problem(
                 where, f"channel {step.channel!r} is not registered (registered: {known})"
             ))
-        if step.content not in checker.content:
-            problems.append(Problem(where, f"content {step.content!r} does not exist"))
-        elif not checker.has_variant(step.content, step.channel):
-            problems.append(Problem(
-                where, f"content {step.content!r} has no variant for channel {step.channel!r}"
-            ))
+        problems += send_content_problems(step, where, checker)
         return problems + _check_fallbacks(step, where, checker)
 
     def run(
@@ -54,9 +50,9 @@ class SendKind(StepKind[Send]):
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step: Send, compiled: Any,
         at: datetime,
     ) -> Next:
-        # A send deferred by quiet hours or a frequency cap: every rule is checked again.
-        assert e.step_id is not None
-        if not d.send(cj, e, e.step_id, step, at):
+        # A send waits on its step when delivery policies deferred it (quiet hours, a
+        # frequency cap) or a render is retried: every rule is checked again.
+        if not retry_render(d, cj, e, step, at):
             return HALT
         return step.next
 

@@ -1,0 +1,84 @@
+"""Channel types: which fields a variant must and may have on each kind of channel, and what a
+rendered field must look like.
+
+A variant names a channel as the engine registers it (``"email"``, ``"transactional_email"``).
+Its type is, in order: ``Engine(channel_types={name: type})``, the ``channel_type`` attribute
+of the registered ``Channel`` class, or the name itself when it is a type's name. A channel of
+no known type is free-form: any fields.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import attrs
+
+__all__ = ["CHANNEL_TYPES", "ChannelType", "channel_type_of", "field_problems", "output_problem"]
+
+
+@attrs.frozen
+class ChannelType:
+    """``required`` fields must be present; at least one field of each ``one_of`` group must
+    be; ``json`` fields must render to valid JSON; no field outside these is allowed."""
+
+    name: str
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    one_of: tuple[tuple[str, ...], ...] = ()
+    json: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        return (*self.required, *self.optional)
+
+
+CHANNEL_TYPES: Mapping[str, ChannelType] = {
+    t.name: t for t in (
+        ChannelType("email", ("subject",), ("preheader", "html", "text"),
+                    one_of=(("html", "text"),)),
+        ChannelType("sms", ("text",)),
+        ChannelType("push", ("title", "body"), ("deep_link",)),
+        ChannelType("in_app", ("title", "body"), ("image_url", "button_label", "button_url")),
+        ChannelType("webhook", ("body",), json=("body",)),
+    )
+}
+
+
+def channel_type_of(channel: str, channel_types: Mapping[str, str]) -> ChannelType | None:
+    """The type of the channel registered as ``channel`` (None: free-form)."""
+    return CHANNEL_TYPES.get(channel_types.get(channel, channel))
+
+
+def field_problems(ctype: ChannelType, fields: Mapping[str, str]) -> list[str]:
+    """What is missing or unknown in a variant's ``fields`` for channel type ``ctype``."""
+    problems = [
+        f"field {name!r} is required on {ctype.name} channels"
+        for name in ctype.required if name not in fields
+    ]
+    for group in ctype.one_of:
+        if not any(name in fields for name in group):
+            names = " or ".join(repr(n) for n in group)
+            problems.append(f"needs field {names} on {ctype.name} channels")
+    known = ctype.known
+    for name in fields:
+        if name not in known:
+            problems.append(
+                f"field {name!r} is not a {ctype.name} field (known: {', '.join(known)})"
+            )
+    return problems
+
+
+def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tuple[str, str] | None:
+    """(field, reason) when rendered ``fields`` are not what the channel type needs."""
+    if ctype is None:
+        return None
+    for name in ctype.json:
+        text = fields.get(name)
+        if text is None:
+            continue
+        try:
+            json.loads(text)
+        except ValueError as exc:
+            return name, f"does not render to valid JSON: {exc}"
+    return None

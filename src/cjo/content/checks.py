@@ -1,0 +1,215 @@
+"""What publishing checks of content beyond the shape of its data: the sample each variant is
+rendered against, and the blocks templates include (every one published, no cycles).
+
+Without a ``ContentItem.sample``, a variant is rendered against a derived sample: every
+variable its templates read (blocks included) holds the text ``"1"``, which reads as a word
+and as a number, so text, arithmetic and JSON bodies all render. What such a sample cannot
+tell (whether a loop's items have a ``name``) is not reported: variables are checked only
+against a sample the host gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+from liquid import Environment
+from liquid.builtin.expressions.primitive import StringLiteral
+from liquid.builtin.tags.include_tag import IncludeNode
+from liquid.builtin.tags.render_tag import RenderNode
+from liquid.context import RenderContext
+from liquid.exceptions import LiquidError
+
+from cjo.content.render import Renderer
+from cjo.model.content import ContentBlock, ContentItem, Variant
+
+__all__ = [
+    "SAMPLE_CUSTOMER",
+    "block_problems",
+    "blocks_used",
+    "includes",
+    "revise_for_blocks",
+    "sample_data",
+]
+
+SAMPLE_CUSTOMER = "sample-customer"
+_PLACEHOLDER = "1"
+_ROOTS = frozenset({"profile", "event", "context"})
+_PARSER = Environment()
+
+
+def includes(source: str) -> tuple[frozenset[str], bool]:
+    """The block ids ``source`` includes, and whether it includes any by a computed name
+    (which cannot be checked before it renders). A source that does not parse includes none:
+    the renderer reports it."""
+    if "{%" not in source or ("include" not in source and "render" not in source):
+        return frozenset(), False
+    try:
+        template = _PARSER.from_string(source)
+    except LiquidError:
+        return frozenset(), False
+    names: set[str] = set()
+    dynamic = False
+    static_context = RenderContext(template)
+    nodes: list[Any] = list(template.nodes)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, IncludeNode | RenderNode):
+            if isinstance(node.name, StringLiteral):
+                names.add(node.name.value)
+            else:
+                dynamic = True
+        nodes.extend(node.children(static_context, include_partials=False))
+    return frozenset(names), dynamic
+
+
+def _sources(item: ContentItem) -> Iterable[str]:
+    for variant in item.variants:
+        yield from variant.fields.values()
+
+
+def blocks_used(item: ContentItem, blocks: Mapping[str, str]) -> frozenset[str]:
+    """Every block ``item`` includes, directly or through other blocks (published ones)."""
+    seen: set[str] = set()
+    todo: list[str] = []
+    for source in _sources(item):
+        todo.extend(includes(source)[0])
+    while todo:
+        block_id = todo.pop()
+        if block_id in seen:
+            continue
+        seen.add(block_id)
+        block = blocks.get(block_id)
+        if block is not None:
+            todo.extend(includes(block)[0])
+    return frozenset(seen)
+
+
+def block_problems(
+    blocks: Iterable[ContentBlock], items: Iterable[ContentItem]
+) -> list[tuple[str, str]]:
+    """(location, message) for every include of a block that is not published, by a computed
+    name, or that leads back to itself."""
+    by_id = {b.id: b.source for b in blocks}
+    problems: list[tuple[str, str]] = []
+    edges: dict[str, frozenset[str]] = {}
+    for block_id, source in by_id.items():
+        names, dynamic = includes(source)
+        edges[block_id] = names
+        where = f"block {block_id!r}"
+        problems += _include_problems(where, names, dynamic, by_id)
+    for item in items:
+        for variant in item.variants:
+            for field, source in variant.fields.items():
+                names, dynamic = includes(source)
+                where = f"{_variant_where(item, variant)} / field {field!r}"
+                problems += _include_problems(where, names, dynamic, by_id)
+    for block_id in sorted(edges):
+        cycle = _cycle(block_id, edges)
+        if cycle is not None:
+            path = " -> ".join(repr(b) for b in cycle)
+            problems.append((f"block {block_id!r}", f"includes itself: {path}"))
+    return problems
+
+
+def _include_problems(
+    where: str, names: Iterable[str], dynamic: bool, blocks: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    problems = [
+        (where, f"includes block {name!r}, which is not published")
+        for name in sorted(names) if name not in blocks
+    ]
+    if dynamic:
+        problems.append((where, "includes a block by a computed name; name blocks with a "
+                                "quoted id ({% include 'footer' %})"))
+    return problems
+
+
+def _cycle(start: str, edges: Mapping[str, frozenset[str]]) -> list[str] | None:
+    """A path of includes from ``start`` back to ``start``, if there is one."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    seen: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in sorted(edges.get(node, ())):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None
+
+
+def _variant_where(item: ContentItem, variant: Variant) -> str:
+    locale = f" ({variant.locale})" if variant.locale else ""
+    name = f" [{variant.name}]" if variant.name is not None else ""
+    return f"content {item.id!r} / variant {variant.channel}{locale}{name}"
+
+
+def sample_data(item: ContentItem, variant: Variant, renderer: Renderer) -> dict[str, Any]:
+    """What ``variant`` is rendered against at publish: the item's sample, else one derived
+    from the variables its templates read."""
+    sample = item.sample
+    if sample is not None:
+        event = dict(sample.event)
+        return {"profile": dict(sample.profile), "event": event, "context": event,
+                "customer_id": SAMPLE_CUSTOMER}
+    profile: dict[str, Any] = {}
+    event = {}
+    env = renderer.environment
+    for source in variant.fields.values():
+        if "{{" not in source and "{%" not in source:
+            continue
+        try:
+            analysis = env.from_string(source).analyze(include_partials=True)
+        except LiquidError:
+            continue  # the render reports it
+        for variables in analysis.globals.values():
+            for variable in variables:
+                segments = tuple(getattr(variable, "segments", ()))
+                if len(segments) < 2 or segments[0] not in _ROOTS:
+                    continue
+                _fill(profile if segments[0] == "profile" else event, segments[1:])
+    return {"profile": profile, "event": event, "context": event,
+            "customer_id": SAMPLE_CUSTOMER}
+
+
+def _fill(target: dict[str, Any], path: tuple[Any, ...]) -> None:
+    for i, segment in enumerate(path):
+        if not isinstance(segment, str):
+            return  # an index or a computed key: nothing sensible to derive
+        last = i == len(path) - 1 or not isinstance(path[i + 1], str)
+        current = target.get(segment)
+        if last:
+            if current is None:
+                target[segment] = _PLACEHOLDER
+            return
+        if not isinstance(current, dict):
+            current = target[segment] = {}
+        target = current
+
+
+def revise_for_blocks(
+    current_items: Iterable[ContentItem],
+    current_blocks: Iterable[ContentBlock],
+    items: Iterable[ContentItem],
+    blocks: Iterable[ContentBlock],
+) -> tuple[ContentItem, ...]:
+    """``items`` with the next content version for every item that includes (directly or
+    not) a block whose source changed or went away, unless publishing bumped it already: a
+    block change is a change of every item that uses it."""
+    old = {b.id: b.source for b in current_blocks}
+    new = {b.id: b.source for b in blocks}
+    changed = {i for i in old.keys() | new.keys() if old.get(i) != new.get(i)}
+    versions = {c.id: c.version for c in current_items}
+    if not changed:
+        return tuple(items)
+    out: list[ContentItem] = []
+    for item in items:
+        bump = (
+            item.id in versions and item.version == versions[item.id]
+            and blocks_used(item, new | old) & changed
+        )
+        out.append(attrs.evolve(item, version=item.version + 1) if bump else item)
+    return tuple(out)

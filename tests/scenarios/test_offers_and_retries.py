@@ -1,0 +1,141 @@
+"""Offers and render retries on every storage: the per-customer offer counts and a Send's
+retry count live in the customer record, so they must survive a restart of the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjo import (
+    ContentItem,
+    ContentSample,
+    Engine,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    Offer,
+    OfferCap,
+    RecordingChannel,
+    Send,
+    Storage,
+    Variant,
+    attr,
+)
+from cjo.runtime.sending import RENDER_RETRY_DELAYS
+from cjo.storage.memory import InMemoryStorage
+from tests.helpers import T0, ev
+
+DAY = timedelta(days=1)
+Factory = Callable[[], Storage]
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """Makes handles on one database, so a test can restart the engine between steps."""
+    opened: list[Storage] = []
+    if request.param == "memory":
+        shared = InMemoryStorage()
+
+        def make() -> Storage:
+            return shared
+    elif request.param == "sqlite":
+        from cjo.storage.sqlite import SQLiteStorage
+
+        def make() -> Storage:
+            opened.append(SQLiteStorage(tmp_path / "cjo.db"))
+            return opened[-1]
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        schema = request.getfixturevalue("postgres_schema")
+        from cjo.storage.postgres import PostgresStorage
+
+        def make() -> Storage:
+            opened.append(PostgresStorage(dsn, schema=schema))
+            return opened[-1]
+    yield make
+    for s in opened:
+        s.close()
+
+
+def _item(item_id: str, subject: str) -> ContentItem:
+    return ContentItem(item_id, (Variant("email", {"subject": subject, "text": subject}),))
+
+
+def _affinity(profile: Mapping[str, Any], context: Mapping[str, Any]) -> float:
+    return float(profile.get("travel_score", 0))
+
+
+OFFERS = (
+    Offer("gold_card", "gold", when=attr("tier") == "gold", priority=10, cap=OfferCap(1)),
+    Offer("basic_card", "basic", priority=1, cap=OfferCap(1, per=7 * DAY)),
+    Offer("travel_card", "travel", when=attr("travels") == True,  # noqa: E712 (a condition)
+          scorer="affinity"),
+)
+CONTENT = (_item("gold", "Gold"), _item("basic", "Basic"), _item("travel", "Travel"),
+           _item("generic", "Hello"))
+JOURNEY = Journey("offer", trigger=EventTrigger("visit"), entry="s",
+                  steps={"s": Send("generic", "email", offers=tuple(o.id for o in OFFERS))})
+
+
+def _engine(storages: Factory, clock: ManualClock) -> Engine:
+    return Engine(storage=storages(), channels={"email": RecordingChannel()}, clock=clock,
+                  scorers={"affinity": _affinity})
+
+
+def test_the_best_eligible_offer_is_sent_within_its_caps_across_restarts(
+    storages: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    engine = _engine(storages, clock)
+    engine.publish(journeys=[JOURNEY], content=CONTENT, offers=OFFERS)
+    engine.identify("ann", {"tier": "gold", "travel_score": 50})
+    engine.identify("bob", {"tier": "silver", "travels": True, "travel_score": 5})
+    chosen: list[tuple[str, str | None, str]] = []
+    for day in (0, 1, 2, 8):
+        clock.set(T0 + day * DAY)
+        engine = _engine(storages, clock)  # a restart: counts come from the record
+        for customer in ("ann", "bob"):
+            [message] = engine.handle_event(ev("visit", customer, clock.now())).messages
+            chosen.append((customer, message.offer_id, message.fields["subject"]))
+    assert chosen == [
+        # Ann: gold (priority 10) once ever, then basic once a week, else the fallback.
+        ("ann", "gold_card", "Gold"), ("bob", "travel_card", "Travel"),
+        ("ann", "basic_card", "Basic"), ("bob", "travel_card", "Travel"),
+        ("ann", None, "Hello"), ("bob", "travel_card", "Travel"),
+        # Exactly 7 days after Ann's basic card, it has left the window (half-open).
+        ("ann", "basic_card", "Basic"), ("bob", "travel_card", "Travel"),
+    ]
+    state = engine.customer_state("ann")
+    assert state is not None
+    assert {k: v.count for k, v in state.offers.items()} == {"gold_card": 1, "basic_card": 2}
+    assert state.offers["basic_card"].recent == (T0 + 8 * DAY,)
+    details = [a.detail for a in engine.activities(T0, T0 + 9 * DAY, customer_id="ann")
+               if a.kind == "offer"]
+    assert details == ["gold_card", "basic_card", "fallback", "basic_card"]
+
+
+def test_a_render_retry_survives_a_restart(storages: Factory) -> None:
+    clock = ManualClock(T0)
+    engine = _engine(storages, clock)
+    item = ContentItem("c", (Variant("email", {"subject": "Hi {{ profile.first_name }}",
+                                              "text": "Hello"}),),
+                       sample=ContentSample(profile={"first_name": "Ann"}))
+    engine.publish(content=[item], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s",
+        steps={"s": Send("c", "email", on_render_error="retry")},
+    )])
+    engine.handle_event(ev("go", "bob", T0))
+    clock.advance(RENDER_RETRY_DELAYS[0])
+    engine = _engine(storages, clock)
+    assert [f.action for f in engine.run_due().failures] == ["retrying"]
+    engine = _engine(storages, clock)
+    [waiting] = engine.enrollments("bob")
+    assert (waiting.retries, waiting.wake_at) == (2, clock.now() + RENDER_RETRY_DELAYS[1])
+    engine.identify("bob", {"first_name": "Bob"})
+    clock.advance(RENDER_RETRY_DELAYS[1])
+    assert [m.fields["subject"] for m in engine.run_due().messages] == ["Hi Bob"]
+    assert [e.status for e in engine.enrollments("bob")] == ["completed"]
