@@ -14,6 +14,7 @@ from cjo import (
     Engine,
     Event,
     EventTrigger,
+    Goal,
     Journey,
     ManualClock,
     RecordingChannel,
@@ -24,6 +25,7 @@ from cjo import (
     Wait,
     WaitForEvent,
 )
+from cjo.analytics.report import journey_report
 from cjo.errors import DefinitionError, UnknownJourneyError
 from cjo.model.governance import in_control_group
 from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
@@ -150,6 +152,35 @@ def test_control_group_customers_enter_but_get_no_journey_messages() -> None:
             } == control
     # Completed like everyone else: counted, not dropped.
     assert {a.customer_id for a in log if a.kind == "completed"} == set(customers)
+    report = journey_report(engine.storage, journey)
+    assert (report.entered, report.control) == (200, len(control))
+    assert report.suppressed == {"control": len(control)}
+
+
+def test_the_report_compares_the_control_groups_conversions() -> None:
+    group = ControlGroup(percent=50, salt="half")
+    engine, clock, _ = _engine()
+    journey = Journey(
+        id="j", trigger=EventTrigger("signed_up"), entry="wait", goal=Goal("purchased"),
+        steps={"wait": Wait(DAY, next="promo"), "promo": Send("a", "email")},
+    )
+    engine.publish(content=CONTENT, journeys=[journey], control_group=group)
+    customers = [f"c{i}" for i in range(40)]
+    for c in customers:
+        engine.handle_event(_ev("signed_up", c, T0))
+    buyers = customers[::3]
+    clock.advance(HOUR)
+    for c in buyers:
+        engine.handle_event(_ev("purchased", c, clock.now()))
+    report = journey_report(engine.storage, journey)
+    control = [c for c in customers if in_control_group(c, group)]
+    control_buyers = [c for c in buyers if c in control]
+    assert (report.control, report.control_converted) == (len(control), len(control_buyers))
+    assert report.converted == len(buyers)
+    assert report.control_conversion_rate == len(control_buyers) / len(control)
+    assert report.treated_conversion_rate == (
+        (len(buyers) - len(control_buyers)) / (len(customers) - len(control))
+    )
 
 
 def test_a_control_group_can_shrink_but_not_grow_or_change_salt() -> None:

@@ -52,6 +52,9 @@ class JourneyReport:
 
     ``converted`` counts goals reached (whether or not the goal ends the enrollment);
     ``exited`` maps each exit reason (criterion name, exit step reason...) to its count.
+    ``control`` and ``control_converted`` count the global control group's customers among
+    those (they entered but got no journey message); ``suppressed`` maps each reason a send was
+    withheld (``control``, consent...) to its count.
     """
 
     journey_id: str
@@ -66,6 +69,9 @@ class JourneyReport:
     ejected: int = 0
     sent: Mapping[str, int] = attrs.field(factory=dict)
     steps: tuple[StepRow, ...] = ()
+    control: int = 0
+    control_converted: int = 0
+    suppressed: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def exited_total(self) -> int:
@@ -78,6 +84,16 @@ class JourneyReport:
     @property
     def conversion_rate(self) -> float:
         return self.converted / self.entered if self.entered else 0.0
+
+    @property
+    def treated_conversion_rate(self) -> float:
+        """The conversion rate of customers outside the control group."""
+        treated = self.entered - self.control
+        return (self.converted - self.control_converted) / treated if treated else 0.0
+
+    @property
+    def control_conversion_rate(self) -> float:
+        return self.control_converted / self.control if self.control else 0.0
 
     def step(self, step_id: str) -> StepRow:
         for row in self.steps:
@@ -120,10 +136,16 @@ def build_report(
     totals: Counter[str] = Counter()
     exited: Counter[str] = Counter()
     sent: Counter[str] = Counter()
+    suppressed: Counter[str] = Counter()
+    control: Counter[str] = Counter()
     for c in counts:
         if c.journey_id != journey.id:
             continue
         totals[c.kind] += c.count
+        if c.detail == "control" and c.kind in ("entered", "goal"):
+            control[c.kind] += c.count
+        if c.kind == "suppressed":
+            suppressed[c.detail or "unspecified"] += c.count
         if c.kind == "exited":
             exited[c.detail or "unspecified"] += c.count
         elif c.kind == "sent":
@@ -169,6 +191,9 @@ def build_report(
         ejected=totals["ejected"],
         sent=dict(sorted(sent.items())),
         steps=tuple(rows),
+        control=control["entered"],
+        control_converted=control["goal"],
+        suppressed=dict(sorted(suppressed.items())),
     )
 
 

@@ -409,7 +409,9 @@ class Decider:
         ):
             enrollment.converted_at = now
             self.dirty = True
-            self.activity(enrollment, "goal", goal.name, now)
+            # A control-group conversion is told apart in the log, so reports can compare.
+            control = in_control_group(self.customer_id, self.registry.control_group)
+            self.activity(enrollment, "goal", "control" if control else goal.name, now)
             self.outcome.goals.append(GoalReached(
                 journey.id, enrollment.id, self.customer_id, goal.name, now
             ))
