@@ -89,14 +89,22 @@ def gate(
 ) -> str | Halt | None:
     """The channel to send on now; None when the send is dropped and the journey goes on;
     HALT when the enrollment now waits (deferred) or has ended (capped with ``exit``)."""
-    channel, passed = choose_channel(d, step, item, d.options.contact_attributes)
+    policies = d.registry.delivery
+    contact = d.options.contact_attributes
+    state = d.state
+    if not (state.blocked or state.consent or contact or policies.topics):
+        # Nothing can stand in the way of the step's own channel: the common case, decided
+        # without looking at topics, statements or contact details.
+        channel: str | None = step.channel
+        passed: list[tuple[str, str]] = []
+    else:
+        channel, passed = choose_channel(d, step, item, contact)
     for i, (ch, reason) in enumerate(passed):
         last = channel is None and i == len(passed) - 1
         d.activity(enrollment, "suppressed" if last else "fallback", reason, at, channel=ch,
                    content_id=item.id, content_version=item.version)
     if channel is None:
         return None
-    policies = d.registry.delivery
     if not (policies.quiet_hours or (policies.caps and not step.transactional)):
         return channel
     profile = d.profile

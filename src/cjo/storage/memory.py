@@ -7,7 +7,7 @@ rolled-back transaction leaves nothing behind. Due customers sit in a sorted lis
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -103,6 +103,7 @@ class InMemoryStorage(Storage):
         # Event ids in the order they were claimed, with the instant, for pruning.
         self._events: dict[str, datetime] = {}
         self._records: dict[str, CustomerState] = {}
+        self._ids: SortedList = SortedList()  # the ids of the records, for walks in id order
         self._aside: dict[str, str] = {}
         self._wakes: SortedList = SortedList()
         self._wake_leases: dict[str, datetime] = {}
@@ -157,8 +158,11 @@ class InMemoryStorage(Storage):
         state.revision += 1
         old = self._queued(cid)
         previous = self._records.get(cid)
-        self._index_members(cid, previous.segments if previous is not None else {},
-                            state.segments)
+        if previous is None:
+            self._ids.add(cid)
+        if state.segments or (previous is not None and previous.segments):
+            self._index_members(cid, previous.segments if previous is not None else {},
+                                state.segments)
         # The session's state was a copy (or a new object) and the engine drops it after
         # commit: keep it as it is.
         self._records[cid] = state
@@ -380,13 +384,24 @@ class InMemoryStorage(Storage):
     def enrolled_customers(
         self, journey_id: str, *, after: str | None = None, limit: int = 500
     ) -> list[str]:
+        found: list[str] = []
         with self._lock:
-            ids = sorted(
-                cid for cid, state in self._records.items()
-                if (after is None or cid > after) and cid not in self._aside
-                and any(e.journey_id == journey_id for e in state.enrollments)
-            )
-        return ids[:limit]
+            records, aside = self._records, self._aside
+            for cid in self._ids_after(after):
+                if cid not in aside and any(
+                    e.journey_id == journey_id for e in records[cid].enrollments
+                ):
+                    found.append(cid)
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def _ids_after(self, after: str | None) -> Iterator[str]:
+        """Stored customer ids in order, after ``after`` (a walk of the sorted index)."""
+        if after is None:
+            return iter(self._ids)
+        walk: Iterator[str] = self._ids.irange(minimum=after, inclusive=(False, True))
+        return walk
 
     def get_setting(self, key: str) -> str | None:
         with self._lock:
@@ -409,9 +424,7 @@ class InMemoryStorage(Storage):
 
     def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
         with self._lock:
-            ids = sorted(self._records)
-        start = 0 if after is None else bisect.bisect_right(ids, after)
-        return ids[start:start + limit]
+            return list(itertools.islice(self._ids_after(after), limit))
 
     def segment_members(
         self, segment_id: str, *, after: str | None = None, limit: int = 1000
@@ -433,6 +446,7 @@ class InMemoryStorage(Storage):
             erased = self._records.get(customer_id)
             if erased is not None:
                 self._index_members(customer_id, erased.segments, {})
+                self._ids.remove(customer_id)
             self._records.pop(customer_id, None)
             self._aside.pop(customer_id, None)
             for key in [k for k, v in self._outbox.items() if v[0].customer_id == customer_id]:
