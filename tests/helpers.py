@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime
 
-from cjo import ContentItem, Engine, Event, ManualClock, RecordingChannel, Variant
+from cjo import ContentItem, Engine, Event, ManualClock, RecordingChannel, Storage, Variant
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 _ids = itertools.count(1)
+
+#: Makes handles on one shared database (the ``storage_factory`` fixture of scenario tests).
+Factory = Callable[[], Storage]
 
 SIMPLE_CONTENT = (
     ContentItem("hello", (

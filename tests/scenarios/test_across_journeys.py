@@ -28,7 +28,7 @@ from cjo import (
 from cjo.analytics.report import journey_report
 from cjo.errors import DefinitionError, UnknownJourneyError
 from cjo.model.governance import in_control_group
-from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -214,7 +214,7 @@ def _drip(rule: ResumeRule) -> Journey:
     (ResumeRule("grace", timedelta(hours=3)), []),
 ])
 def test_pause_at_one_hour_and_resume_at_six(
-    storage_factory: Factory, rule: ResumeRule, sent_at_resume: list[str]  # noqa: F811
+    storage_factory: Factory, rule: ResumeRule, sent_at_resume: list[str]
 ) -> None:
     engine, clock, email = _engine(storage_factory())
     engine.publish(content=CONTENT, journeys=[_drip(rule)])
@@ -300,7 +300,7 @@ def _v2() -> Journey:
 
 
 def test_a_migration_moves_customers_waiting_at_three_steps(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     engine, clock, email = _engine(storage_factory())
     engine.publish(content=CONTENT, journeys=[_v1()])
@@ -343,7 +343,7 @@ def test_a_migration_moves_customers_waiting_at_three_steps(
 
 
 def test_an_ejecting_publish_ends_running_customers_at_the_publish_instant(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     engine, clock, email = _engine(storage_factory())
     engine.publish(content=CONTENT, journeys=[_v1()])

@@ -3,9 +3,7 @@ every storage: exact instants, messages and terminal states under a manual clock
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,12 +19,10 @@ from cjo import (
     Event,
     EventTrigger,
     Exit,
-    InMemoryStorage,
     Journey,
     ManualClock,
     RecordingChannel,
     Send,
-    Storage,
     UpdateProfile,
     Variant,
     Wait,
@@ -39,37 +35,9 @@ from cjo import (
     now,
     prop,
 )
+from tests.helpers import Factory
 
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)
-Factory = Callable[[], Storage]
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
-    """Makes handles on one database, so a test can restart the engine between steps."""
-    opened: list[Storage] = []
-    if request.param == "memory":
-        shared = InMemoryStorage()
-
-        def make() -> Storage:
-            return shared
-    elif request.param == "sqlite":
-        from cjo.storage.sqlite import SQLiteStorage
-
-        def make() -> Storage:
-            opened.append(SQLiteStorage(tmp_path / "cjo.db"))
-            return opened[-1]
-    else:
-        dsn = request.getfixturevalue("postgres_dsn")
-        schema = request.getfixturevalue("postgres_schema")
-        from cjo.storage.postgres import PostgresStorage
-
-        def make() -> Storage:
-            opened.append(PostgresStorage(dsn, schema=schema))
-            return opened[-1]
-    yield make
-    for s in opened:
-        s.close()
 
 
 def note(text: str = "hi") -> ContentItem:
@@ -84,14 +52,14 @@ class World:
     """An engine on a storage, with a manual clock and a recording email channel; ``restart``
     builds a new engine on the same database (what a stored wake-up must survive)."""
 
-    def __init__(self, storages: Factory, start: datetime, **options: Any) -> None:
-        self.storages, self.options = storages, options
+    def __init__(self, storage_factory: Factory, start: datetime, **options: Any) -> None:
+        self.storage_factory, self.options = storage_factory, options
         self.clock = ManualClock(start)
         self.email = RecordingChannel()
         self.engine = self._engine()
 
     def _engine(self) -> Engine:
-        return Engine(self.storages(), channels={"email": self.email}, clock=self.clock,
+        return Engine(self.storage_factory(), channels={"email": self.email}, clock=self.clock,
                       **self.options)
 
     def restart(self) -> None:
@@ -128,10 +96,10 @@ DAILY = Journey(
     ],
 )
 def test_a_daily_0900_local_send_across_a_dst_change(
-    storages: Factory, zone: str, change: datetime
+    storage_factory: Factory, zone: str, change: datetime
 ) -> None:
     start = change - 3 * DAY
-    world = World(storages, start)
+    world = World(storage_factory, start)
     world.engine.publish(journeys=[DAILY], content=[note()])
     world.engine.identify("ann", {"email": "a@example.com"}, timezone=zone)
     world.engine.handle_event(event("subscribed", "ann", start, "s1"))
@@ -152,9 +120,9 @@ def test_a_daily_0900_local_send_across_a_dst_change(
 
 
 def test_a_0230_wait_in_the_gap_moves_forward_and_in_the_fold_takes_the_first(
-    storages: Factory,
+    storage_factory: Factory,
 ) -> None:
-    world = World(storages, datetime(2026, 3, 28, 12, tzinfo=UTC),
+    world = World(storage_factory, datetime(2026, 3, 28, 12, tzinfo=UTC),
                   default_timezone="Europe/Paris")
     world.engine.publish(journeys=[Journey(
         "night", trigger=EventTrigger("go"), entry="wait",
@@ -172,10 +140,10 @@ def test_a_0230_wait_in_the_gap_moves_forward_and_in_the_fold_takes_the_first(
 
 
 def test_arriving_exactly_at_the_time_goes_on_at_once_and_after_it_waits_a_day(
-    storages: Factory,
+    storage_factory: Factory,
 ) -> None:
     nine = datetime(2026, 6, 1, 9, tzinfo=UTC)     # a Monday
-    world = World(storages, nine)
+    world = World(storage_factory, nine)
     world.engine.publish(journeys=[Journey(
         "once", trigger=EventTrigger("go"), entry="wait",
         steps={"wait": WaitUntil(time(9), next="mail"), "mail": Send("note", "email")},
@@ -189,9 +157,9 @@ def test_arriving_exactly_at_the_time_goes_on_at_once_and_after_it_waits_a_day(
     assert [e.status for e in world.engine.enrollments("bob")] == ["completed"]
 
 
-def test_weekdays_and_the_journey_zone_and_the_engine_default(storages: Factory) -> None:
+def test_weekdays_and_the_journey_zone_and_the_engine_default(storage_factory: Factory) -> None:
     friday = datetime(2026, 6, 5, 12, tzinfo=UTC)
-    world = World(storages, friday, default_timezone="America/New_York")
+    world = World(storage_factory, friday, default_timezone="America/New_York")
     world.engine.publish(journeys=[
         Journey("weekly", trigger=EventTrigger("go"), entry="wait",
                 steps={"wait": WaitUntil("09:30", weekdays=("mon", "wed"), next="mail"),
@@ -206,7 +174,7 @@ def test_weekdays_and_the_journey_zone_and_the_engine_default(storages: Factory)
         ("paris", datetime(2026, 6, 8, 7, 30, tzinfo=UTC)),   # Monday 09:30 CEST
         ("tokyo", datetime(2026, 6, 8, 0, 30, tzinfo=UTC)),   # Monday 09:30 JST
     ]
-    other = World(storages, friday, default_timezone="America/New_York")
+    other = World(storage_factory, friday, default_timezone="America/New_York")
     other.engine.publish(journeys=[Journey(
         "plain", trigger=EventTrigger("go"), entry="wait",
         steps={"wait": WaitUntil("09:30", next="mail"), "mail": Send("note", "email")},
@@ -231,9 +199,9 @@ RENEWAL = Journey(
 )
 
 
-def test_a_send_on_the_day_before_the_renewal_date(storages: Factory) -> None:
+def test_a_send_on_the_day_before_the_renewal_date(storage_factory: Factory) -> None:
     start = datetime(2026, 3, 20, 15, tzinfo=UTC)
-    world = World(storages, start)
+    world = World(storage_factory, start)
     world.engine.publish(journeys=[RENEWAL], content=[note()])
     # The US changes to summer time on March 8, Europe on March 29: the day before April 1
     # at 09:00 is 13:00 UTC in New York and 07:00 UTC in Paris.
@@ -269,9 +237,9 @@ def test_a_send_on_the_day_before_the_renewal_date(storages: Factory) -> None:
     }
 
 
-def test_a_date_from_the_trigger_event_with_an_exact_offset(storages: Factory) -> None:
+def test_a_date_from_the_trigger_event_with_an_exact_offset(storage_factory: Factory) -> None:
     start = datetime(2026, 5, 1, 8, tzinfo=UTC)
-    world = World(storages, start)
+    world = World(storage_factory, start)
     world.engine.publish(journeys=[Journey(
         "delivery", trigger=EventTrigger("shipped"), entry="wait",
         steps={"wait": WaitUntilDate(ctx("delivery_at"), offset=-2 * HOUR, next="mail"),
@@ -294,9 +262,9 @@ def test_a_date_from_the_trigger_event_with_an_exact_offset(storages: Factory) -
 # --- WaitSinceEntry --------------------------------------------------------------------------
 
 
-def test_seven_days_after_entry_whatever_the_wait_before_it(storages: Factory) -> None:
+def test_seven_days_after_entry_whatever_the_wait_before_it(storage_factory: Factory) -> None:
     start = datetime(2026, 3, 25, 10, tzinfo=UTC)     # across the European change on March 29
-    world = World(storages, start)
+    world = World(storage_factory, start)
     world.engine.publish(journeys=[Journey(
         "onboarding", trigger=EventTrigger("signed_up"), entry="opened?",
         steps={"opened?": WaitForEvent("opened", timeout=9 * DAY, on_event="week",
@@ -321,10 +289,10 @@ def test_seven_days_after_entry_whatever_the_wait_before_it(storages: Factory) -
 
 
 def test_now_in_a_condition_is_the_instant_decided_even_for_a_late_worker(
-    storages: Factory,
+    storage_factory: Factory,
 ) -> None:
     start = datetime(2026, 6, 1, 12, tzinfo=UTC)
-    world = World(storages, start)
+    world = World(storage_factory, start)
     veteran = attr("signed_up_at") < now() - 7 * DAY
     world.engine.publish(journeys=[Journey(
         "check", trigger=EventTrigger("go"), entry="wait",
@@ -343,9 +311,9 @@ def test_now_in_a_condition_is_the_instant_decided_even_for_a_late_worker(
     assert [e.end_reason for e in world.engine.enrollments("bob")] == ["new customer"]
 
 
-def test_a_trigger_filter_reading_now(storages: Factory) -> None:
+def test_a_trigger_filter_reading_now(storage_factory: Factory) -> None:
     start = datetime(2026, 6, 1, 12, tzinfo=UTC)
-    world = World(storages, start)
+    world = World(storage_factory, start)
     world.engine.publish(journeys=[Journey(
         "stale_cart", trigger=EventTrigger("cart_viewed",
                                            where=prop("added_at") < now() - DAY),
@@ -361,9 +329,9 @@ def test_a_trigger_filter_reading_now(storages: Factory) -> None:
 # --- AttributeTrigger --------------------------------------------------------------------------
 
 
-def test_an_attribute_trigger_fires_once_per_actual_change(storages: Factory) -> None:
+def test_an_attribute_trigger_fires_once_per_actual_change(storage_factory: Factory) -> None:
     start = datetime(2026, 6, 1, 12, tzinfo=UTC)
-    world = World(storages, start)
+    world = World(storage_factory, start)
     upgraded = ContentItem("upgraded", variants=(Variant(
         "email", {"subject": "Note", "text": "{{ context.old_value }} -> {{ context.new_value }}"}),))
     world.engine.publish(journeys=[
@@ -386,9 +354,9 @@ def test_an_attribute_trigger_fires_once_per_actual_change(storages: Factory) ->
     assert record is not None and record.history[("upgrade", None)].count == 2
 
 
-def test_an_attribute_trigger_from_values_where_and_unset(storages: Factory) -> None:
+def test_an_attribute_trigger_from_values_where_and_unset(storage_factory: Factory) -> None:
     start = datetime(2026, 6, 1, 12, tzinfo=UTC)
-    world = World(storages, start)
+    world = World(storage_factory, start)
     world.engine.publish(journeys=[
         Journey("downgrade", trigger=AttributeTrigger(
             "plan", changed_from=["pro"], where=prop("new_value") != "enterprise"),

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from cjo import (
     RecordingChannel,
     ReentryPolicy,
     Send,
-    Storage,
     Variant,
     Wait,
     WaitForEvent,
@@ -35,46 +33,12 @@ from cjo import (
 from cjo.errors import CorruptRecordError
 from cjo.model.triggers import EventTrigger
 from cjo.storage.codec import encode_state
-from cjo.storage.memory import InMemoryStorage
+from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
-Factory = Callable[[], Storage]
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def storage_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
-    """Makes handles on ONE shared database (memory: one shared object)."""
-    kind = request.param
-    opened: list[Storage] = []
-    if kind == "memory":
-        shared = InMemoryStorage()
-
-        def make() -> Storage:
-            return shared
-    elif kind == "sqlite":
-        from cjo.storage.sqlite import SQLiteStorage
-
-        path = tmp_path / "cjo.db"
-
-        def make() -> Storage:
-            s = SQLiteStorage(path)
-            opened.append(s)
-            return s
-    else:
-        dsn = request.getfixturevalue("postgres_dsn")
-        schema = request.getfixturevalue("postgres_schema")
-        from cjo.storage.postgres import PostgresStorage
-
-        def make() -> Storage:
-            s = PostgresStorage(dsn, schema=schema)
-            opened.append(s)
-            return s
-    yield make
-    for s in opened:
-        s.close()
 
 
 def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:

@@ -23,7 +23,7 @@ from cjo import (
     Wait,
     prop,
 )
-from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -46,7 +46,7 @@ def _engine(late_events: str, storage: Storage | None = None
 
 @pytest.mark.parametrize("rule", ["decide", "ignore"])
 def test_a_late_event_follows_the_rule_and_is_recorded(
-    rule: str, storage_factory: Factory  # noqa: F811
+    rule: str, storage_factory: Factory
 ) -> None:
     engine, clock, email = _engine(rule, storage_factory())
     clock.set(T0 + 2 * HOUR)

@@ -3,12 +3,9 @@ retry count live in the customer record, so they must survive a restart of the e
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from cjo import (
     ContentItem,
@@ -21,44 +18,13 @@ from cjo import (
     OfferCap,
     RecordingChannel,
     Send,
-    Storage,
     Variant,
     attr,
 )
 from cjo.runtime.sending import RENDER_RETRY_DELAYS
-from cjo.storage.memory import InMemoryStorage
-from tests.helpers import T0, ev
+from tests.helpers import T0, Factory, ev
 
 DAY = timedelta(days=1)
-Factory = Callable[[], Storage]
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def storages(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
-    """Makes handles on one database, so a test can restart the engine between steps."""
-    opened: list[Storage] = []
-    if request.param == "memory":
-        shared = InMemoryStorage()
-
-        def make() -> Storage:
-            return shared
-    elif request.param == "sqlite":
-        from cjo.storage.sqlite import SQLiteStorage
-
-        def make() -> Storage:
-            opened.append(SQLiteStorage(tmp_path / "cjo.db"))
-            return opened[-1]
-    else:
-        dsn = request.getfixturevalue("postgres_dsn")
-        schema = request.getfixturevalue("postgres_schema")
-        from cjo.storage.postgres import PostgresStorage
-
-        def make() -> Storage:
-            opened.append(PostgresStorage(dsn, schema=schema))
-            return opened[-1]
-    yield make
-    for s in opened:
-        s.close()
 
 
 def _item(item_id: str, subject: str) -> ContentItem:
@@ -81,23 +47,23 @@ JOURNEY = Journey("offer", trigger=EventTrigger("visit"), entry="s",
                   steps={"s": Send("generic", "email", offers=tuple(o.id for o in OFFERS))})
 
 
-def _engine(storages: Factory, clock: ManualClock) -> Engine:
-    return Engine(storage=storages(), channels={"email": RecordingChannel()}, clock=clock,
+def _engine(storage_factory: Factory, clock: ManualClock) -> Engine:
+    return Engine(storage=storage_factory(), channels={"email": RecordingChannel()}, clock=clock,
                   scorers={"affinity": _affinity})
 
 
 def test_the_best_eligible_offer_is_sent_within_its_caps_across_restarts(
-    storages: Factory,
+    storage_factory: Factory,
 ) -> None:
     clock = ManualClock(T0)
-    engine = _engine(storages, clock)
+    engine = _engine(storage_factory, clock)
     engine.publish(journeys=[JOURNEY], content=CONTENT, offers=OFFERS)
     engine.identify("ann", {"tier": "gold", "travel_score": 50})
     engine.identify("bob", {"tier": "silver", "travels": True, "travel_score": 5})
     chosen: list[tuple[str, str | None, str]] = []
     for day in (0, 1, 2, 8):
         clock.set(T0 + day * DAY)
-        engine = _engine(storages, clock)  # a restart: counts come from the record
+        engine = _engine(storage_factory, clock)  # a restart: counts come from the record
         for customer in ("ann", "bob"):
             [message] = engine.handle_event(ev("visit", customer, clock.now())).messages
             chosen.append((customer, message.offer_id, message.fields["subject"]))
@@ -118,9 +84,9 @@ def test_the_best_eligible_offer_is_sent_within_its_caps_across_restarts(
     assert details == ["gold_card", "basic_card", "fallback", "basic_card"]
 
 
-def test_a_render_retry_survives_a_restart(storages: Factory) -> None:
+def test_a_render_retry_survives_a_restart(storage_factory: Factory) -> None:
     clock = ManualClock(T0)
-    engine = _engine(storages, clock)
+    engine = _engine(storage_factory, clock)
     item = ContentItem("c", (Variant("email", {"subject": "Hi {{ profile.first_name }}",
                                               "text": "Hello"}),),
                        sample=ContentSample(profile={"first_name": "Ann"}))
@@ -130,9 +96,9 @@ def test_a_render_retry_survives_a_restart(storages: Factory) -> None:
     )])
     engine.handle_event(ev("go", "bob", T0))
     clock.advance(RENDER_RETRY_DELAYS[0])
-    engine = _engine(storages, clock)
+    engine = _engine(storage_factory, clock)
     assert [f.action for f in engine.run_due().failures] == ["retrying"]
-    engine = _engine(storages, clock)
+    engine = _engine(storage_factory, clock)
     [waiting] = engine.enrollments("bob")
     assert (waiting.retries, waiting.wake_at) == (2, clock.now() + RENDER_RETRY_DELAYS[1])
     engine.identify("bob", {"first_name": "Bob"})

@@ -21,7 +21,7 @@ from cjo import (
     attr,
 )
 from cjo.errors import DefinitionError
-from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+from tests.helpers import Factory
 
 PARIS = ZoneInfo("Europe/Paris")
 SUNDAY = datetime(2026, 3, 1, 12, 0, tzinfo=PARIS)  # a Sunday
@@ -41,7 +41,7 @@ def _engine(storage: object, clock: ManualClock) -> tuple[Engine, RecordingChann
 
 
 def test_a_weekly_digest_reaches_each_member_once_per_occurrence(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     clock = ManualClock(SUNDAY)
     engine, email = _engine(storage_factory(), clock)

@@ -45,7 +45,7 @@ from cjo.segments.history import bucket_of
 from cjo.segments.membership import SEGMENT_TIMER
 from cjo.segments.rules import ProfileRule, add, copy, increment, stamp
 from cjo.storage.base import Storage
-from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -86,12 +86,12 @@ class World:
         ]
 
 
-def one(storage_factory: Factory, condition: Condition, **publish: Any) -> World:  # noqa: F811
+def one(storage_factory: Factory, condition: Condition, **publish: Any) -> World:
     return World(storage_factory(), Segment("s", condition), **publish)
 
 
 def test_three_purchases_in_30_days_is_left_exactly_when_the_oldest_leaves(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     w = one(storage_factory, performed("purchase").at_least(3).within(days=30))
     for day in (0, 5, 10):
@@ -109,7 +109,7 @@ def test_three_purchases_in_30_days_is_left_exactly_when_the_oldest_leaves(
 
 
 def test_counts_with_a_property_filter_between_dates_and_exact_counts(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     shoes = prop("category") == "shoes"
     paris = timezone(timedelta(hours=1))
@@ -132,7 +132,7 @@ def test_counts_with_a_property_filter_between_dates_and_exact_counts(
     assert w.members() == set()  # three now: "exactly 2" no longer holds
 
 
-def test_viewed_twice_this_week_but_did_not_buy(storage_factory: Factory) -> None:  # noqa: F811
+def test_viewed_twice_this_week_but_did_not_buy(storage_factory: Factory) -> None:
     week = 7 * DAY
     w = one(storage_factory,
             performed("view", where=prop("category") == "shoes").at_least(2).within(week)
@@ -148,7 +148,7 @@ def test_viewed_twice_this_week_but_did_not_buy(storage_factory: Factory) -> Non
     assert w.members() == set()
 
 
-def test_first_and_last_performed(storage_factory: Factory) -> None:  # noqa: F811
+def test_first_and_last_performed(storage_factory: Factory) -> None:
     cutoff = T0 + DAY
     w = World(storage_factory(),
               Segment("early", first_performed("signup").before(cutoff)),
@@ -169,7 +169,7 @@ def test_first_and_last_performed(storage_factory: Factory) -> None:  # noqa: F8
 
 
 def test_inactive_counts_from_creation_when_there_is_no_event(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     w = one(storage_factory, inactive("purchase", days=14))
     w.engine.identify("c1", {"name": "Ann"})  # creates the customer at T0
@@ -186,7 +186,7 @@ def test_inactive_counts_from_creation_when_there_is_no_event(
     assert [c[0] for c in w.changes()] == [T0 + 14 * DAY, T0 + 15 * DAY, T0 + 29 * DAY]
 
 
-def test_aggregates_in_a_window_and_over_the_lifetime(storage_factory: Factory) -> None:  # noqa: F811
+def test_aggregates_in_a_window_and_over_the_lifetime(storage_factory: Factory) -> None:
     w = World(storage_factory(),
               Segment("big_week", total("purchase", "amount").within(days=7) > 500),
               Segment("avg", average("purchase", "amount") >= 200),
@@ -209,7 +209,7 @@ def test_aggregates_in_a_window_and_over_the_lifetime(storage_factory: Factory) 
 
 
 def test_windows_read_instants_whatever_the_time_zone_of_the_timestamp(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     tokyo = timezone(timedelta(hours=9))
     w = one(storage_factory, performed("purchase").within(days=30))
@@ -223,7 +223,7 @@ def test_windows_read_instants_whatever_the_time_zone_of_the_timestamp(
     assert w.members() == set()
 
 
-def test_text_list_and_bucket_conditions(storage_factory: Factory) -> None:  # noqa: F811
+def test_text_list_and_bucket_conditions(storage_factory: Factory) -> None:
     w = World(storage_factory(),
               Segment("vip_mail", starts_with(attr("email"), "VIP.", ignore_case=True)),
               Segment("corp", matches(attr("email"), r"@(acme|initech)\.com$")),
@@ -246,7 +246,7 @@ def test_text_list_and_bucket_conditions(storage_factory: Factory) -> None:  # n
 
 
 def test_segments_of_segments_and_attributes_follow_in_order(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     w = World(storage_factory(),
               Segment("buyer", performed("purchase").within(days=10)),
@@ -263,7 +263,7 @@ def test_segments_of_segments_and_attributes_follow_in_order(
 
 
 def test_profile_rules_keep_attributes_current_before_journeys_react(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     rule = ProfileRule("purchases", "purchase", (
         stamp("last_purchase_at"), add("lifetime_spend", prop="total"), increment("orders"),
@@ -286,7 +286,7 @@ def test_profile_rules_keep_attributes_current_before_journeys_react(
 
 
 def test_win_back_fires_exactly_14_days_after_the_last_purchase_and_ends_on_a_purchase(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     winback = Journey(
         id="winback", trigger=SegmentTrigger("inactive_14d"), entry="mail",
@@ -310,7 +310,7 @@ def test_win_back_fires_exactly_14_days_after_the_last_purchase_and_ends_on_a_pu
 
 
 def test_an_exit_criterion_on_segment_entry_interrupts_a_wait(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     from cjo import EventTrigger, Wait
 
@@ -333,7 +333,7 @@ def test_an_exit_criterion_on_segment_entry_interrupts_a_wait(
 
 
 def test_a_segment_published_later_is_evaluated_at_the_next_input(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     w = World(storage_factory(), Segment("a", attr("plan") == "pro"))
     w.engine.identify("c1", {"plan": "pro"})
@@ -349,7 +349,7 @@ def test_a_segment_published_later_is_evaluated_at_the_next_input(
 
 
 def test_membership_query_evaluates_now_and_records_stay_small(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     w = one(storage_factory, performed("view").at_least(2).within(days=1))
     for i in range(500):
@@ -367,7 +367,7 @@ def test_membership_query_evaluates_now_and_records_stay_small(
 
 
 def test_refresh_segments_re_evaluates_every_customer_after_a_changed_definition(
-    storage_factory: Factory,  # noqa: F811
+    storage_factory: Factory,
 ) -> None:
     vip = Journey(id="vip", trigger=SegmentTrigger("rich", on="enter"), entry="mail",
                   steps={"mail": Send("note", "email")})
