@@ -475,22 +475,13 @@ class Engine:
         if registry.any_schedule:
             run_schedules(self, now, builder)
         while True:
-            deciders: list[Decider] = []
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
-                for session in sessions.values():
-                    try:
-                        decider = self._decider(
-                            session, registry, now, create=False, outcome=builder
-                        )
-                    except CorruptRecordError as exc:
-                        log.error("setting a customer record aside: %s", exc)
-                        session.set_aside(str(exc))
-                        continue
-                    decider.catch_up(now)
-                    # An untouched record keeps its claim's lease, so a wake-up this engine
-                    # cannot fire (an unknown journey version) is not claimed again at once.
-                    self._save(session, decider)
-                    deciders.append(decider)
+                # An untouched record keeps its claim's lease, so a wake-up this engine cannot
+                # fire (an unknown journey version) is not claimed again at once.
+                deciders = self._decide_each(
+                    sessions.values(), registry, now, builder,
+                    lambda decider: decider.catch_up(now),
+                )
                 claimed = len(sessions)
             if claimed:
                 self._finish(deciders, now, builder)
@@ -596,20 +587,11 @@ class Engine:
                 if not page:
                     break
                 after = page[-1]
-                deciders: list[Decider] = []
                 with self.storage.batch(page, now) as sessions:
-                    for session in sessions.values():
-                        try:
-                            decider = self._decider(
-                                session, registry, now, create=False, outcome=builder
-                            )
-                        except CorruptRecordError as exc:
-                            log.error("setting a customer record aside: %s", exc)
-                            session.set_aside(str(exc))
-                            continue
-                        decider.catch_up(now)
-                        self._save(session, decider)
-                        deciders.append(decider)
+                    deciders = self._decide_each(
+                        sessions.values(), registry, now, builder,
+                        lambda decider: decider.catch_up(now),
+                    )
                 self._finish(deciders, now, builder)
     def set_consent(
         self, customer_id: str, *, subscribed: bool, topic: str | None = None,
@@ -899,6 +881,26 @@ class Engine:
             if not create:
                 state.revision = -1  # nothing to write unless something happens
         return Decider(registry, state, self.options, outcome=outcome)
+
+    def _decide_each(
+        self, sessions: Iterable[CustomerSession], registry: Registry, now: datetime,
+        builder: OutcomeBuilder, decide: Callable[[Decider], object],
+    ) -> list[Decider]:
+        """Decide for existing customers of one storage transaction (worker passes, resumes,
+        schedules): ``decide`` each loaded record and save it; a record that cannot be decoded
+        is logged and set aside, and the others go on."""
+        deciders: list[Decider] = []
+        for session in sessions:
+            try:
+                decider = self._decider(session, registry, now, create=False, outcome=builder)
+            except CorruptRecordError as exc:
+                log.error("setting a customer record aside: %s", exc)
+                session.set_aside(str(exc))
+                continue
+            decide(decider)
+            self._save(session, decider)
+            deciders.append(decider)
+        return deciders
 
     @staticmethod
     def _save(session: CustomerSession, decider: Decider) -> None:

@@ -10,12 +10,10 @@ workers that notice the same occurrence both walk the members; each customer sti
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cjo.errors import CorruptRecordError
 from cjo.model.definitions import Definitions
 from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
@@ -23,12 +21,9 @@ from cjo.runtime.kinds.schedule import latest_occurrence
 
 if TYPE_CHECKING:
     from cjo.engine import Engine
-    from cjo.runtime.core import Decider
     from cjo.runtime.registry import CompiledJourney
 
 __all__ = ["mark_new_schedules", "run_schedules"]
-
-log = logging.getLogger("cjo.scheduling")
 
 _PAGE = 500
 
@@ -90,20 +85,11 @@ def _run_occurrence(
     after: str | None = None
     while page := pages(after):
         after = page[-1]
-        deciders: list[Decider] = []
         with storage.batch(page, now) as sessions:
-            for cid, session in sessions.items():
-                if not session.claim_event(claim + cid):
-                    continue  # this occurrence already entered them (another worker)
-                try:
-                    decider = engine._decider(
-                        session, registry, now, create=False, outcome=builder
-                    )
-                except CorruptRecordError as exc:
-                    log.error("setting a customer record aside: %s", exc)
-                    session.set_aside(str(exc))
-                    continue
-                decider.start(cj, {"scheduled_at": stamp}, now)
-                engine._save(session, decider)
-                deciders.append(decider)
+            # A customer this occurrence already entered (another worker) is left alone.
+            fresh = [s for cid, s in sessions.items() if s.claim_event(claim + cid)]
+            deciders = engine._decide_each(
+                fresh, registry, now, builder,
+                lambda decider: decider.start(cj, {"scheduled_at": stamp}, now),
+            )
         engine._finish(deciders, now, builder)

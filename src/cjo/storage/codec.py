@@ -17,7 +17,7 @@ properties are tagged ``{"$dt": microseconds}`` so they come back as aware datet
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
@@ -46,7 +46,9 @@ __all__ = [
     "dt",
     "encode",
     "encode_state",
+    "enrolled_page",
     "has_enrollment",
+    "journey_needles",
     "message_from_json",
     "us",
 ]
@@ -382,6 +384,33 @@ def value_dumps(value: object) -> str:
 
 def value_loads(text: str) -> Any:
     return _loads(text)
+
+
+def enrolled_page(
+    candidates: Callable[[str], Sequence[tuple[str, str | bytes]]], journey_id: str,
+    after: str | None, limit: int,
+) -> list[str]:
+    """One page of ``Storage.enrolled_customers`` for SQL adapters: ``candidates(after_id)``
+    returns the next (id, record) rows, in id order, of records that mention the journey; the
+    records decide."""
+    out: list[str] = []
+    cursor = after if after is not None else ""
+    while len(out) < limit:
+        rows = candidates(cursor)
+        if not rows:
+            break
+        for cid, data in rows:
+            if has_enrollment(data, cid, journey_id):
+                out.append(cid)
+                if len(out) == limit:
+                    break
+        cursor = rows[-1][0]
+    return out
+
+
+def journey_needles(journey_id: str) -> tuple[str, str]:
+    """How a journey id appears in a stored record (JSON, ASCII-escaped or not)."""
+    return json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False)
 
 
 def has_enrollment(data: str | bytes, customer_id: str, journey_id: str) -> bool:

@@ -76,7 +76,8 @@ from cjo.storage.codec import (
     decode_state,
     encode,
     encode_state,
-    has_enrollment,
+    enrolled_page,
+    journey_needles,
     message_from_json,
 )
 
@@ -1082,21 +1083,15 @@ class PostgresStorage(Storage):
     def enrolled_customers(
         self, journey_id: str, *, after: str | None = None, limit: int = 500
     ) -> list[str]:
-        needles = (json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False))
-        out: list[str] = []
-        cursor = after if after is not None else ""
-        while len(out) < limit:
+        needles = journey_needles(journey_id)
+
+        def candidates(cursor: str) -> list[tuple[str, str]]:
             with self._pool.connection() as conn:
-                rows = conn.execute(
+                return conn.execute(  # type: ignore[no-any-return]
                     self._q["enrolled_candidates"], (cursor, *needles, limit)
                 ).fetchall()
-            if not rows:
-                break
-            for cid, data in rows:
-                if has_enrollment(data, cid, journey_id) and len(out) < limit:
-                    out.append(cid)
-            cursor = rows[-1][0]
-        return out
+
+        return enrolled_page(candidates, journey_id, after, limit)
 
     # --- segments ------------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ table; a batch reads all of its records in one query.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sqlite3
 import threading
@@ -50,7 +49,8 @@ from cjo.storage.codec import (
     dt,
     encode,
     encode_state,
-    has_enrollment,
+    enrolled_page,
+    journey_needles,
     message_from_json,
     us,
     value_dumps,
@@ -1083,21 +1083,15 @@ class SQLiteStorage(Storage):
     def enrolled_customers(
         self, journey_id: str, *, after: str | None = None, limit: int = 500
     ) -> list[str]:
-        needles = (json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False))
-        out: list[str] = []
-        cursor = after if after is not None else ""
-        while len(out) < limit:
+        needles = journey_needles(journey_id)
+
+        def candidates(cursor: str) -> list[tuple[str, str]]:
             with self._lock:
-                rows = self._connection().execute(
+                return self._connection().execute(
                     _ENROLLED_CANDIDATES, (cursor, *needles, limit)
                 ).fetchall()
-            if not rows:
-                break
-            for cid, data in rows:
-                if has_enrollment(data, cid, journey_id) and len(out) < limit:
-                    out.append(cid)
-            cursor = rows[-1][0]
-        return out
+
+        return enrolled_page(candidates, journey_id, after, limit)
 
     @_Translated("active_counts")
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
