@@ -5,9 +5,7 @@ hours across DST, and delivery feedback linked back to the message."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -36,7 +34,6 @@ from cjo import (
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
 from cjo.model.taxonomy import Category
 from cjo.runtime.kinds import split_fraction
-from cjo.storage.memory import InMemoryStorage
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)
@@ -52,24 +49,6 @@ RECEIPT = ContentItem("receipt", (
     Variant("email", {"subject": "Your receipt", "text": "Your receipt"}), Variant("sms", {"text": "Receipt"}),
 ))
 TOPICS = (Topic("newsletter"), Topic("offers", default="opt_in"))
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    if request.param == "memory":
-        yield InMemoryStorage()
-        return
-    if request.param == "sqlite":
-        from cjo.storage.sqlite import SQLiteStorage
-
-        s: Storage = SQLiteStorage(tmp_path / "cjo.db")
-    else:
-        from cjo.storage.postgres import PostgresStorage
-
-        s = PostgresStorage(request.getfixturevalue("postgres_dsn"),
-                            schema=request.getfixturevalue("postgres_schema"))
-    yield s
-    s.close()
 
 
 class Host:
