@@ -701,9 +701,8 @@ class Engine:
         storage = self.storage
         deliveries: list[Delivery] = []
         failed_actions: list[Message] = []
-        # Messages whose address is dead, by customer: a permanent failure on a configured
-        # channel (not an action's call, which has its own policy; nor a channel this engine
-        # lacks, which says nothing of the address).
+        # Messages whose address is dead, by customer: a permanent failure that blames the
+        # recipient (not an action's call, which has its own failure policy).
         unreachable: dict[str, list[tuple[Message, str | None]]] = {}
         for message in messages:
             key = message.idempotency_key
@@ -727,7 +726,7 @@ class Engine:
                             result.error)
                 if policy == "exit":
                     failed_actions.append(message)
-                if (result.status == "permanent" and channel is not None
+                if (result.status == "permanent" and result.unreachable
                         and not message.channel.startswith(ACTION_CHANNEL_PREFIX)):
                     unreachable.setdefault(message.customer_id, []).append(
                         (message, result.error))

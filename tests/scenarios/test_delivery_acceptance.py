@@ -324,8 +324,9 @@ def test_a_permanent_delivery_failure_marks_the_channel_unreachable(storage: Sto
 
 
 def test_what_a_permanent_failure_does_not_block(storage: Storage) -> None:
-    """An action's call has its own failure policy; a channel this engine lacks says nothing
-    of the customer's address; a transient failure that used up its attempts may pass."""
+    """An action's call has its own failure policy; a channel this engine lacks, or a
+    permanent failure on the sending side, says nothing of the customer's address; a
+    transient failure that used up its attempts may pass."""
     desk_calls: list[str] = []
 
     def open_ticket(call: Message) -> DeliveryResult:
@@ -342,6 +343,9 @@ def test_what_a_permanent_failure_does_not_block(storage: Storage) -> None:
     shop.event("complained_to_support")
     shop.providers["sms"].failures = [DeliveryResult.transient("carrier busy")]
     shop.event("ordered")
+    shop.providers["sms"].failures = [DeliveryResult.permanent("401 bad API key",
+                                                               unreachable=False)]
+    shop.event("ordered")
     # Another process, configured without SMS, dispatches a receipt.
     without_sms = Engine(storage, channels={"email": shop.providers["email"]}, clock=shop.clock)
     without_sms.handle_event(Event(customer_id="ann", name="ordered", timestamp=T0,
@@ -349,7 +353,7 @@ def test_what_a_permanent_failure_does_not_block(storage: Storage) -> None:
 
     assert len(desk_calls) == 1
     assert sorted(d.last_error or "" for d in shop.engine.dead_letters()) == [
-        "400 bad request", "carrier busy", "no channel 'sms'"]
+        "400 bad request", "401 bad API key", "carrier busy", "no channel 'sms'"]
     state = shop.engine.customer_state("ann")
     assert state is not None and state.blocked == {}
     assert shop.log(kinds=("unreachable",)) == []
