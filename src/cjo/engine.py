@@ -98,7 +98,9 @@ class Engine:
       ``dispatch_pending()`` (the worker loop) sends them, so a slow provider never holds up
       ``handle_event``.
     - ``max_delivery_attempts``: attempts of a message that keeps failing transiently before it
-      becomes a dead letter (``dead_letters()``); a permanent failure is never retried.
+      becomes a dead letter (``dead_letters()``); a permanent failure is never retried, and
+      one that blames the recipient (``DeliveryResult.unreachable``) blocks the message's
+      channel for the customer, as a hard bounce does.
     - ``retry_backoff`` / ``max_retry_delay``: the wait before a retry doubles from
       ``retry_backoff`` after each failed attempt, up to ``max_retry_delay``, less a jitter of
       up to half fixed by the message's idempotency key and the attempt (reproducible runs).
