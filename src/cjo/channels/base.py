@@ -95,9 +95,9 @@ _STATUSES = frozenset(("delivered", "transient", "permanent"))
 
 def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
     """One delivery attempt as the engine classifies it: a missing channel is permanent (and
-    says nothing of the customer's address); an
-    exception raised by the channel, or a result that is not a ``DeliveryResult``, is
-    transient (a failing adapter must not lose the message)."""
+    says nothing of the customer's address); an exception raised by the channel, or a result
+    that is not a ``DeliveryResult``, is transient (a failing adapter must not lose the
+    message)."""
     if channel is None:
         return DeliveryResult.permanent(f"no channel {message.channel!r}", unreachable=False)
     try:

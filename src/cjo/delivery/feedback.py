@@ -148,7 +148,7 @@ def record_permanent_failure(
     it as ``unreachable`` (detail: the reason) against the message's journey and step."""
     reason = f"permanent failure: {error}" if error else "permanent failure"
     mark_unreachable(d, message.channel, reason)
-    d.touch()
+    d.touch()  # the activity is written even when the channel was blocked already
     d.activities.append(Activity(
         now, d.customer_id, message.enrollment_id, message.journey_id, message.journey_version,
         message.step_id, "unreachable", reason, message.channel, message.content_id,
