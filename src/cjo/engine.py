@@ -17,6 +17,7 @@ from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
 from cjo.delivery.consent import block, set_consent, unblock
+from cjo.delivery.feedback import record_permanent_failure
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -97,7 +98,9 @@ class Engine:
       ``dispatch_pending()`` (the worker loop) sends them, so a slow provider never holds up
       ``handle_event``.
     - ``max_delivery_attempts``: attempts of a message that keeps failing transiently before it
-      becomes a dead letter (``dead_letters()``); a permanent failure is never retried.
+      becomes a dead letter (``dead_letters()``); a permanent failure is never retried, and
+      one that blames the recipient (``DeliveryResult.unreachable``) blocks the message's
+      channel for the customer, as a hard bounce does.
     - ``retry_backoff`` / ``max_retry_delay``: the wait before a retry doubles from
       ``retry_backoff`` after each failed attempt, up to ``max_retry_delay``, less a jitter of
       up to half fixed by the message's idempotency key and the attempt (reproducible runs).
@@ -682,6 +685,9 @@ class Engine:
         storage = self.storage
         deliveries: list[Delivery] = []
         failed_actions: list[Message] = []
+        # Messages whose address is dead, by customer: a permanent failure that blames the
+        # recipient (not an action's call, which has its own failure policy).
+        unreachable: dict[str, list[tuple[Message, str | None]]] = {}
         for message in messages:
             key = message.idempotency_key
             channel = self.channels.get(message.channel)
@@ -704,6 +710,10 @@ class Engine:
                             result.error)
                 if policy == "exit":
                     failed_actions.append(message)
+                if (result.status == "permanent" and result.unreachable
+                        and not message.channel.startswith(ACTION_CHANNEL_PREFIX)):
+                    unreachable.setdefault(message.customer_id, []).append(
+                        (message, result.error))
             elif retry_at is not None:
                 log.info("delivery of %s failed, retrying at %s: %s", key,
                          retry_at.isoformat(), result.error)
@@ -712,11 +722,27 @@ class Engine:
                 outcome.delivery[key] = delivery.outbox_status
         if deliveries:
             storage.complete_outbox_many(deliveries, now)
+        for customer_id, failures in unreachable.items():
+            self._mark_unreachable(customer_id, failures, now)
         for message in failed_actions:
             self._end_enrollment(
                 message.customer_id, message.enrollment_id, f"action {message.content_id} failed",
                 now,
             )
+
+    def _mark_unreachable(
+        self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime
+    ) -> None:
+        """After the outbox recorded them: block the channels of messages that failed
+        permanently in the customer's record (as a hard bounce does), in one transaction."""
+        registry = self._sync()
+        with self.storage.customer(customer_id, now) as session:
+            decider = self._decider(session, registry, now, create=False)
+            if decider.state.revision < 0:
+                return  # erased since the message was written: nothing to mark
+            for message, error in failures:
+                record_permanent_failure(decider, message, error, now)
+            self._save(session, decider)
 
     def _action_policy(self, message: Message) -> str | None:
         """The ``on_failure`` of the Action step that wrote ``message`` (None if unknown)."""

@@ -224,12 +224,14 @@ def test_no_email_address_is_permanent(channel: SmtpChannel, mailbox: Mailbox) -
         assert result.status == "permanent"
         assert result.error is not None
         assert "no email address" in result.error
+        assert result.unreachable
     assert mailbox.received == []
 
 
 def test_a_header_with_a_line_break_is_permanent(channel: SmtpChannel, mailbox: Mailbox) -> None:
     result = channel.send(message(fields={"subject": "Hi\r\nBcc: x@evil.example", "text": "x"}))
     assert result.status == "permanent"
+    assert not result.unreachable  # the content is at fault, not the address
     assert mailbox.received == []
 
 
@@ -241,8 +243,8 @@ def test_4xx_is_transient_and_5xx_permanent(channel: SmtpChannel, mailbox: Mailb
     )
     mailbox.mode = "permanent"
     result = channel.send(message())
-    assert (result.status, result.error) == (
-        "permanent", "recipient refused: 550 5.1.1 No such user"
+    assert (result.status, result.error, result.unreachable) == (
+        "permanent", "recipient refused: 550 5.1.1 No such user", True
     )
 
 
@@ -266,6 +268,7 @@ def test_a_wrong_password_is_permanent(
     assert result.status == "permanent"
     assert result.error is not None
     assert result.error.startswith("SMTP 535")
+    assert not result.unreachable  # the sender's login, not the customer's address
     assert starttls_server.mailbox.received == []
 
 

@@ -148,6 +148,8 @@ def test_http_status_classification(
     assert result.status == status
     assert result.error is not None
     assert result.error.startswith(f"HTTP {mode} from {hook.url}")
+    # Only 410 Gone blames the recipient; other refusals are about the request.
+    assert result.unreachable == (status != "permanent" or mode == "410")
     assert hook.accepted == []
 
 

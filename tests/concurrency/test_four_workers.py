@@ -12,9 +12,6 @@ the same stream.
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
-import time
 from collections import Counter
 from typing import Any
 
@@ -22,6 +19,7 @@ import attrs
 import pytest
 
 from tests.concurrency import workload
+from tests.concurrency.processes import run_processes
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -30,40 +28,8 @@ CUSTOMERS = 300
 WORKERS = 4
 
 
-def run_workers(dsn: str, schema: str) -> list[tuple[int, Any, list[Any], list[Any], int]]:
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(WORKERS)
-    results = ctx.Queue()
-    processes = [
-        ctx.Process(
-            target=workload.worker_main,
-            args=(i, WORKERS, dsn, schema, SEED, CUSTOMERS, barrier, results),
-            name=f"cjo-worker-{i}",
-        )
-        for i in range(WORKERS)
-    ]
-    for p in processes:
-        p.start()
-    collected = []
-    try:
-        deadline = time.monotonic() + 240
-        while len(collected) < WORKERS:
-            try:
-                collected.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
-            except queue.Empty:
-                pytest.fail(f"workers did not finish in time; got {len(collected)} results")
-    finally:
-        for p in processes:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        results.close()
-        results.join_thread()
-    failures = [tb for _, tb, *_ in collected if tb]
-    assert not failures, "a worker failed:\n" + "\n".join(failures)
-    assert [p.exitcode for p in processes] == [0] * WORKERS
-    return sorted(collected, key=lambda r: r[0])
+def run_workers(dsn: str, schema: str) -> list[tuple[Any, ...]]:
+    return run_processes(workload.worker_main, WORKERS, (dsn, schema, SEED, CUSTOMERS))
 
 
 def test_four_workers_match_one_in_memory_engine(postgres_dsn: str, postgres_schema: str) -> None:

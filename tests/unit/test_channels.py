@@ -86,8 +86,11 @@ def test_deliver_classifies_exceptions_odd_results_and_missing_channels() -> Non
     assert odd.error == "channel returned 'ok', not a DeliveryResult"
     missing = deliver(None, message())
     assert (missing.status, missing.error) == ("permanent", "no channel 'email'")
+    assert not missing.unreachable  # a channel this engine lacks blames no address
     assert DeliveryResult.transient("x") == DeliveryResult("transient", error="x")
     assert DeliveryResult.permanent("y") == DeliveryResult("permanent", error="y")
+    assert DeliveryResult.permanent("y").unreachable
+    assert not DeliveryResult.permanent("z", unreachable=False).unreachable
 
 
 def test_retry_delay_doubles_up_to_the_maximum_with_deterministic_jitter() -> None:

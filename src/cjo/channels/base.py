@@ -48,11 +48,18 @@ class Message:
 @attrs.frozen(slots=True)
 class DeliveryResult:
     """What a channel did with a message: ``delivered``, ``transient`` (may be retried) or
-    ``permanent`` (never retried). ``error`` says why an attempt failed."""
+    ``permanent`` (never retried). ``error`` says why an attempt failed.
+
+    ``unreachable`` (read for ``permanent`` only): the failure says the customer cannot be
+    reached on this channel (a refused address, a dead device token), so the engine blocks
+    the channel in their record, as a hard bounce does. False for a failure on the sending
+    side (a refused login, rejected content, a wrong secret): the message is a dead letter,
+    and the customer's address is not blamed."""
 
     status: DeliveryStatus = "delivered"
     provider_id: str | None = None
     error: str | None = None
+    unreachable: bool = True
 
     @property
     def ok(self) -> bool:
@@ -63,8 +70,8 @@ class DeliveryResult:
         return cls("transient", error=error)
 
     @classmethod
-    def permanent(cls, error: str) -> DeliveryResult:
-        return cls("permanent", error=error)
+    def permanent(cls, error: str, *, unreachable: bool = True) -> DeliveryResult:
+        return cls("permanent", error=error, unreachable=unreachable)
 
 
 class Channel(abc.ABC):
@@ -87,11 +94,12 @@ _STATUSES = frozenset(("delivered", "transient", "permanent"))
 
 
 def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
-    """One delivery attempt as the engine classifies it: a missing channel is permanent; an
-    exception raised by the channel, or a result that is not a ``DeliveryResult``, is
-    transient (a failing adapter must not lose the message)."""
+    """One delivery attempt as the engine classifies it: a missing channel is permanent (and
+    says nothing of the customer's address); an exception raised by the channel, or a result
+    that is not a ``DeliveryResult``, is transient (a failing adapter must not lose the
+    message)."""
     if channel is None:
-        return DeliveryResult.permanent(f"no channel {message.channel!r}")
+        return DeliveryResult.permanent(f"no channel {message.channel!r}", unreachable=False)
     try:
         result = channel.send(message)
     except Exception as exc:

@@ -12,7 +12,8 @@ lost on the way back can deliver twice.
 
 Classification: a 4xx reply, a dropped or refused connection and a timeout are transient; a
 5xx reply (a refused sender or recipient, failed authentication, a rejected message) is
-permanent.
+permanent. Only a refused recipient, or a missing address, marks the customer unreachable on
+email (``DeliveryResult.unreachable``); the other permanent failures are the sender's.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class SmtpChannel(Channel):
         try:
             email = self.build(message, to)
         except ValueError as exc:  # a header with a line break, an unusable address...
-            return DeliveryResult.permanent(f"cannot build the email: {exc}")
+            return DeliveryResult.permanent(f"cannot build the email: {exc}", unreachable=False)
         try:
             with self._connect() as smtp:
                 # Serialised here with the SMTP policy: send_message's own generator would
@@ -102,14 +103,15 @@ class SmtpChannel(Channel):
                 refused = smtp.sendmail(self.from_address, [to], email.as_bytes(policy=SMTP))
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
-            return _classified(code, f"recipient refused: {code} {_text(reply)}")
+            return _classified(code, f"recipient refused: {code} {_text(reply)}", recipient=True)
         except smtplib.SMTPResponseException as exc:
-            return _classified(exc.smtp_code, f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}")
+            return _classified(exc.smtp_code, f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}",
+                               recipient=False)
         except (smtplib.SMTPException, OSError) as exc:  # dropped, refused, timed out, TLS
             return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
         if refused:  # one recipient only: refusing it raises above, but be exact
             code, reply = next(iter(refused.values()))
-            return _classified(code, f"recipient refused: {code} {_text(reply)}")
+            return _classified(code, f"recipient refused: {code} {_text(reply)}", recipient=True)
         return DeliveryResult("delivered", provider_id=str(email["Message-ID"]))
 
     def build(self, message: Message, to: str) -> EmailMessage:
@@ -168,11 +170,12 @@ _PREHEADER = (
 )
 
 
-def _classified(code: int, error: str) -> DeliveryResult:
+def _classified(code: int, error: str, *, recipient: bool) -> DeliveryResult:
+    """``recipient``: the reply refuses the recipient (not the sender, login or message)."""
     if 400 <= code < 500:
         return DeliveryResult.transient(error)
     if 500 <= code < 600:
-        return DeliveryResult.permanent(error)
+        return DeliveryResult.permanent(error, unreachable=recipient)
     return DeliveryResult.transient(error)  # not a reply code at all (-1: a dropped line)
 
 

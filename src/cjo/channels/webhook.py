@@ -17,7 +17,9 @@ time and refuses a timestamp too far from its own clock (a replayed request):
 ``verify_webhook_signature`` does all three.
 
 Classification: a 2xx reply is delivered; a timeout, a connection error, 408, 429 and any 5xx
-are transient; any other reply (a 4xx, a redirect) is permanent.
+are transient; any other reply (a 4xx, a redirect) is permanent. Of those, only 410 Gone
+marks the customer unreachable on the channel (``DeliveryResult.unreachable``): the receiver
+answers it when the recipient is gone for good (a dead device token, a closed account).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ TIMESTAMP_HEADER = "X-Cjo-Timestamp"
 SIGNATURE_HEADER = "X-Cjo-Signature"
 
 _TRANSIENT_CODES = frozenset((408, 429))
+_GONE = 410
 
 
 def sign_webhook(secret: str | bytes, timestamp: int, body: bytes) -> str:
@@ -158,7 +161,8 @@ class WebhookChannel(Channel):
         error = f"HTTP {code} from {self.url}: {response.text[:200]}"
         if code >= 500 or code in _TRANSIENT_CODES:
             return DeliveryResult.transient(error)
-        return DeliveryResult.permanent(error)
+        # The endpoint is the host's: only 410 Gone says the customer cannot be reached.
+        return DeliveryResult.permanent(error, unreachable=code == _GONE)
 
     @staticmethod
     def payload(message: Message) -> dict[str, Any]:

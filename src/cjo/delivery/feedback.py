@@ -13,9 +13,10 @@ Feedback events carry ``message_id`` (the message's ``idempotency_key``) and opt
 ``opened``, ``clicked`` [``url``], ``bounced`` [``type``: ``hard`` or ``soft`` (default)],
 ``complained``, and ``unsubscribed`` [``topic``]. Each is written to the activity log with
 the journey, version, enrollment and step of the message it names. A hard bounce blocks the
-channel; a complaint unsubscribes the customer from all marketing on it; an unsubscribe without
-``topic`` but with a ``message_id`` unsubscribes from that message's topic (from all marketing
-on its channel when it has none).
+channel (``mark_unreachable``, which a message that failed permanently goes through too:
+``record_permanent_failure``); a complaint unsubscribes the customer from all marketing on
+it; an unsubscribe without ``topic`` but with a ``message_id`` unsubscribes from that
+message's topic (from all marketing on its channel when it has none).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from cjo.runtime.state import Activity
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from cjo.channels.base import Message
     from cjo.model.events import Event
     from cjo.runtime.core import Decider
 
@@ -40,6 +42,8 @@ __all__ = [
     "LinkedMessage",
     "apply_delivery_event",
     "locate_message",
+    "mark_unreachable",
+    "record_permanent_failure",
 ]
 
 FEEDBACK_EVENTS = frozenset({
@@ -111,7 +115,7 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
     elif name == "channel_unblocked" and channel is not None:
         unblock(state, channel)
     elif name == "bounced" and sent_on is not None and props.get("type") == "hard":
-        block(state, sent_on, "hard bounce")
+        mark_unreachable(d, sent_on, "hard bounce")
     elif name == "complained" and sent_on is not None:
         set_consent(state, None, sent_on, False, now)
     d.touch()
@@ -126,3 +130,27 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
             now, d.customer_id, enrollment_id, jid, version, step_id, name, detail, sent_on,
             step.content, None,
         ))
+
+
+def mark_unreachable(d: Decider, channel: str, reason: str) -> None:
+    """The customer's address on ``channel`` is dead (a hard bounce, a permanent delivery
+    failure): block the channel, so that sends on it are suppressed and fallbacks apply. A
+    channel already blocked keeps the reason it was blocked for (a "STOP" stays a "STOP")."""
+    if channel not in d.state.blocked:
+        block(d.state, channel, reason)
+        d.touch()
+
+
+def record_permanent_failure(
+    d: Decider, message: Message, error: str | None, now: datetime
+) -> None:
+    """``message`` failed permanently: mark its channel unreachable for the customer, and log
+    it as ``unreachable`` (detail: the reason) against the message's journey and step."""
+    reason = f"permanent failure: {error}" if error else "permanent failure"
+    mark_unreachable(d, message.channel, reason)
+    d.touch()  # the activity is written even when the channel was blocked already
+    d.activities.append(Activity(
+        now, d.customer_id, message.enrollment_id, message.journey_id, message.journey_version,
+        message.step_id, "unreachable", reason, message.channel, message.content_id,
+        message.content_version,
+    ))

@@ -355,8 +355,8 @@ class Activity:
     ``kind`` is one of: entered, step, sent, send_failed, render_retry, offer, path, timeout,
     event_received, goal, date_past, date_missing (a date wait's date was past, or missing),
     the delivery-policy decisions (suppressed, fallback, capped, quiet_hours), delivery
-    feedback (message_delivered, opened, clicked, bounced, complained, unsubscribed), and the
-    terminal
+    feedback (message_delivered, opened, clicked, bounced, complained, unsubscribed),
+    unreachable (a message failed permanently and its channel was blocked), and the terminal
     statuses (completed, exited, converted, expired, removed, ejected, merged).
     ``detail`` qualifies it (the criterion of an exit, the path of a split, the event received).
     ``channel``, ``content_id`` and ``content_version`` are set on sends.
