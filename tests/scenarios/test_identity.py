@@ -30,7 +30,11 @@ from cjo import (
     total,
 )
 from cjo.model.triggers import EventTrigger
-from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+from tests.scenarios import test_customer_record
+from tests.scenarios.test_customer_record import Factory
+
+#: The fixture that runs each test on memory, SQLite and PostgreSQL.
+storage_factory = test_customer_record.storage_factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

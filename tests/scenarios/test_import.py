@@ -25,7 +25,11 @@ from cjo import (
     attr,
 )
 from cjo.cli import main
-from tests.scenarios.test_customer_record import Factory, storage_factory  # noqa: F401
+from tests.scenarios import test_customer_record
+from tests.scenarios.test_customer_record import Factory
+
+#: The fixture that runs each test on memory, SQLite and PostgreSQL.
+storage_factory = test_customer_record.storage_factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
