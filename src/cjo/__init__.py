@@ -24,6 +24,7 @@ from cjo.errors import (
     UnknownJourneyError,
     UsageError,
 )
+from cjo.importing import ImportProblem, ImportResult
 from cjo.limits import Limits
 from cjo.model.content import ContentBlock, ContentItem, ContentSample, Variant
 from cjo.model.definitions import Definitions
@@ -150,6 +151,8 @@ __all__ = [
     "FrequencyCap",
     "Goal",
     "GoalReached",
+    "ImportProblem",
+    "ImportResult",
     "InMemoryStorage",
     "Inactive",
     "InactivityTrigger",

@@ -27,6 +27,9 @@ from cjo.errors import (
     UnknownJourneyError,
     UsageError,
 )
+from cjo.export import export_customer
+from cjo.identity import merge_into
+from cjo.importing import ImportResult, import_profiles
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
@@ -520,18 +523,53 @@ class Engine:
         unset: Iterable[str] = (),
         timezone: str | None = None,
         locale: str | None = None,
+        anonymous_id: str | None = None,
     ) -> Outcome:
         """Create or update a customer's profile. Exit conditions of the customer's journeys
-        are re-checked against the new profile."""
+        are re-checked against the new profile.
+
+        With ``anonymous_id`` (the id the customer's events carried before they were known),
+        that customer's record is first merged into this one, both in one transaction: see
+        ``cjo.identity`` and docs/segments.md. Events still sent under the anonymous id later
+        start a new anonymous record (no alias is kept)."""
         update = ProfileUpdate(customer_id, attributes or {}, tuple(unset), timezone, locale)
         registry = self._sync()
         now = self.clock.now()
+        if anonymous_id is not None:
+            return self._identify_merging(update, anonymous_id, registry, now)
         with self.storage.customer(customer_id, now) as session:
             decider = self._decider(session, registry, now)
             decider.update_profile(update, now)
             self._save(session, decider)
         self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build()
+
+    def _identify_merging(
+        self, update: ProfileUpdate, anonymous_id: str, registry: Registry, now: datetime
+    ) -> Outcome:
+        known_id = update.customer_id
+        anonymous_id = check_id(anonymous_id, "anonymous_id")
+        if anonymous_id == known_id:
+            raise UsageError(f"cannot merge customer {known_id!r} into itself")
+        builder = OutcomeBuilder()
+        with self.storage.batch([known_id, anonymous_id], now) as sessions:
+            known = self._decider(sessions[known_id], registry, now, outcome=builder)
+            anonymous = self._decider(sessions[anonymous_id], registry, now, create=False,
+                                      outcome=builder)
+            if anonymous.state.revision >= 0:  # a stored record: something to merge
+                anonymous.catch_up(now)
+                known.catch_up(now)
+                merge_into(known, anonymous, now)
+                for key, track in known.state.tracks.items():
+                    spec = registry.plan.tracks.get(key)
+                    if spec is not None:
+                        spec.prune(track, now)
+                known.state.segments_basis = None  # every membership is evaluated again
+            known.update_profile(update, now)
+            self._save(sessions[anonymous_id], anonymous)
+            self._save(sessions[known_id], known)
+        self._finish([known, anonymous], now, builder)
+        return builder.build()
 
     def remove_from_journey(
         self, customer_id: str, journey_id: str | None = None, reason: str = "removed by host"
@@ -630,6 +668,27 @@ class Engine:
             self._save(session, decider)
         self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build()
+
+    def export_customer(self, customer_id: str) -> dict[str, Any]:
+        """Everything held about a customer, as JSON-ready data with stable keys (right of
+        access): their record, their outbox messages and their activity-log entries. See
+        ``cjo.export``."""
+        _check_customer_id(customer_id)
+        return export_customer(self.storage, customer_id)
+
+    def import_profiles(
+        self,
+        records: Iterable[object],
+        *,
+        progress: Callable[[ImportResult], object] | None = None,
+        batch_size: int = 500,
+    ) -> ImportResult:
+        """Create or update many profiles: each record a mapping with ``customer_id`` and
+        optional ``attributes``, ``timezone``, ``locale``. Bad records are reported (position
+        and reason) and the good ones imported, one transaction per ``batch_size`` records
+        read, as ``ProfileUpdate``s; ``progress`` gets the running totals after each. See
+        ``cjo.importing``."""
+        return import_profiles(self, records, progress=progress, batch_size=batch_size)
 
     def erase_customer(self, customer_id: str) -> None:
         """Forget everything about a customer (right to erasure)."""

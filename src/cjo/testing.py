@@ -1027,6 +1027,25 @@ class StorageContract:
         assert [m.idempotency_key for m in storage.claim_outbox(now + HOUR, 10, MINUTE)] == ["k2"]
         storage.complete_outbox_many([], now)  # nothing to record is fine
 
+    def test_customer_outbox_lists_one_customers_messages_in_order(
+        self, storage: Storage
+    ) -> None:
+        _save(storage, _state("c1"), messages=[_message("k-b"), _message("k-a")])
+        _save(storage, _state("c2"), messages=[_message("k-c", "c2")])
+        _save(storage, _state("c1"), T0 + TICK, messages=[_message("k-0")])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE)
+        storage.complete_outbox("k-a", DeliveryResult("permanent", error="bad address"), now)
+        listed = storage.customer_outbox("c1")
+        assert [(e.message.idempotency_key, e.status) for e in listed] == [
+            ("k-b", "pending"), ("k-a", "dead"), ("k-0", "pending"),
+        ]
+        assert listed[1].last_error == "bad address"
+        assert storage.customer_outbox("nobody") == []
+        storage.erase_customer("c1")
+        assert storage.customer_outbox("c1") == []
+        assert [e.message.idempotency_key for e in storage.customer_outbox("c2")] == ["k-c"]
+
     def test_complete_outbox_ignores_unknown_keys(self, storage: Storage) -> None:
         storage.complete_outbox("nope", DeliveryResult("delivered"), T0)
         assert storage.outbox_entry("nope") is None

@@ -197,6 +197,9 @@ class CrashingStorage(Storage):
     def segment_count(self, segment_id: str) -> int:
         return self.inner.segment_count(segment_id)
 
+    def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
+        return self._call("customer_outbox", self.inner.customer_outbox, customer_id)  # type: ignore[no-any-return]
+
     def erase_customer(self, customer_id: str) -> None:
         self._call("erase_customer", self.inner.erase_customer, customer_id)
 

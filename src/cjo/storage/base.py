@@ -268,6 +268,11 @@ class Storage(abc.ABC):
     def outbox_entry(self, key: str) -> OutboxEntry | None: ...
 
     @abc.abstractmethod
+    def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
+        """Every outbox message of one customer still held, whatever its status (pending,
+        delivered, dead, discarded), in the order they were written: for a privacy export."""
+
+    @abc.abstractmethod
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
         """End the writer's reservation of the pending messages among ``keys``: they become
         available to ``claim_outbox`` at ``now`` (the engine's deferred dispatch mode, where

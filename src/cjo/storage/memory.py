@@ -278,6 +278,12 @@ class InMemoryStorage(Storage):
             row = self._outbox.get(key)
             return None if row is None else OutboxEntry(*row)
 
+    def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
+        with self._lock:
+            # A scan: an export is rare, and the outbox is bounded by retention.
+            return [OutboxEntry(*row) for row in self._outbox.values()
+                    if row[0].customer_id == customer_id]
+
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
         with self._lock:
             for key in keys:

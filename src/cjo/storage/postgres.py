@@ -342,6 +342,8 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'",
     "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error"
     " FROM {s}.outbox WHERE key = %s",
+    "customer_outbox": "SELECT data::text, status, attempts, available_at, last_error"
+    " FROM {s}.outbox WHERE customer_id = %s ORDER BY seq",
     "release_outbox": "UPDATE {s}.outbox SET available_at = least(available_at, %(now)s)"
     " WHERE key = ANY(%(keys)b::text[]) AND status = 'pending'",
     # Pages by (dead_at, key), both ways, on the partial index ``outbox_dead``.
@@ -936,6 +938,16 @@ class PostgresStorage(Storage):
         data, status, attempts, available_at, last_error = row
         return OutboxEntry(message_from_json(data), status, attempts, _utc(available_at),
                            last_error)
+
+    @_translating
+    def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q["customer_outbox"], [customer_id]).fetchall()
+        return [
+            OutboxEntry(message_from_json(data), status, attempts, _utc(available_at),
+                        last_error)
+            for data, status, attempts, available_at, last_error in rows
+        ]
 
     @_translating
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:

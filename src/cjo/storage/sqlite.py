@@ -414,6 +414,10 @@ _COMPLETE_OUTBOX = (
     "WHERE key = ?5 AND status = 'pending'"
 )
 _OUTBOX_ENTRY = "SELECT data, status, attempts, available_at, last_error FROM outbox WHERE key = ?"
+_CUSTOMER_OUTBOX = (
+    "SELECT data, status, attempts, available_at, last_error FROM outbox "
+    "WHERE customer_id = ? ORDER BY rowid"
+)
 _RELEASE_OUTBOX = (
     "UPDATE outbox SET available_at = min(available_at, ?1) "
     "WHERE key IN (SELECT value FROM json_each(?2)) AND status = 'pending'"
@@ -988,6 +992,15 @@ class SQLiteStorage(Storage):
         data, status, attempts, available, error = row
         status_: OutboxStatus = status
         return OutboxEntry(message_from_json(data), status_, attempts, dt(available), error)
+
+    @_Translated("customer_outbox")
+    def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
+        with self._lock:
+            rows = self._connection().execute(_CUSTOMER_OUTBOX, (customer_id,)).fetchall()
+        return [
+            OutboxEntry(message_from_json(data), status, attempts, dt(available), error)
+            for data, status, attempts, available, error in rows
+        ]
 
     @_Translated("release_outbox")
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:

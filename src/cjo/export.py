@@ -1,0 +1,122 @@
+"""Privacy export: everything cjo holds about one customer, as plain JSON-ready data.
+
+``export_customer(storage, customer_id)`` reads the customer's record (profile, enrollments
+active and kept ended, entry histories, consent and channel blocks, the send ledger, event
+aggregates, segment memberships, offer counts, timers and marks), the outbox messages still
+held for them (pending, delivered, dead letters) and their activity-log entries. Instants are
+ISO 8601 strings in UTC; every key is always present, so the shape does not depend on the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from cjo.runtime.state import CustomerState, Enrollment
+from cjo.storage.base import OutboxEntry, Storage
+
+__all__ = ["EXPORT_FORMAT", "export_customer"]
+
+#: The version of the export's shape (a change of keys gets a new number).
+EXPORT_FORMAT = 1
+
+#: Every activity instant storage can hold (SQLite keys the log by microseconds shifted 10 bits
+#: left, which a later bound would overflow).
+_ALL_TIME = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2250, 1, 1, tzinfo=UTC))
+
+
+def export_customer(storage: Storage, customer_id: str) -> dict[str, Any]:
+    """Everything ``storage`` holds about ``customer_id`` (see the module docstring). A
+    customer never seen exports with ``record`` None and empty lists."""
+    state = storage.peek(customer_id)
+    return {
+        "format": EXPORT_FORMAT,
+        "customer_id": customer_id,
+        "record": None if state is None else _record(state),
+        "messages": [_message(e) for e in storage.customer_outbox(customer_id)],
+        "activities": [
+            _plain_dict(attrs.asdict(a, recurse=False))
+            for a in storage.activities(*_ALL_TIME, customer_id=customer_id)
+        ],
+    }
+
+
+def _record(state: CustomerState) -> dict[str, Any]:
+    p = state.profile
+    return _plain_dict({
+        "created_at": state.created_at,
+        "profile": None if p is None else {
+            "attributes": dict(p.attributes), "timezone": p.timezone, "locale": p.locale,
+        },
+        "enrollments": [_enrollment(e) for e in state.all_enrollments()],
+        "entry_history": [
+            {"journey_id": jid, "instance_key": key, "count": h.count, "recent": list(h.recent),
+             "last_ended_at": h.last_ended_at}
+            for (jid, key), h in sorted(state.history.items(), key=lambda kv: (kv[0][0],
+                                                                              kv[0][1] or ""))
+        ],
+        "consent": [
+            {"topic": topic, "channel": channel, "subscribed": value, "at": at}
+            for (topic, channel), (value, at) in state.consent.items()
+        ],
+        "blocked_channels": dict(state.blocked),
+        "sends": [{"at": at, "channel": ch, "tags": list(tags)} for at, ch, tags in state.sends],
+        "tracks": {
+            key: {
+                "since": t.since, "first": t.first, "last": t.last, "count": t.count,
+                "total": t.total, "low": t.low, "high": t.high,
+                "recent": [[at, value] for at, value in t.recent],
+                "ranges": {r: list(acc) for r, acc in t.ranges.items()},
+            }
+            for key, t in sorted(state.tracks.items())
+        },
+        "segments": dict(sorted(state.segments.items())),
+        "offers": {
+            oid: {"count": o.count, "recent": list(o.recent)}
+            for oid, o in sorted(state.offers.items())
+        },
+        "timers": dict(sorted(state.timers.items())),
+        "marks": dict(sorted(state.marks.items())),
+    })
+
+
+def _enrollment(e: Enrollment) -> dict[str, Any]:
+    return {
+        "id": e.id, "journey_id": e.journey_id, "version": e.version, "status": e.status,
+        "step_id": e.step_id, "instance_key": e.instance_key, "entered_at": e.entered_at,
+        "step_entered_at": e.step_entered_at, "wake_at": e.wake_at, "expires_at": e.expires_at,
+        "ended_at": e.ended_at, "end_reason": e.end_reason, "converted_at": e.converted_at,
+        "context": dict(e.context), "paths": dict(e.paths), "visits": dict(e.visits),
+    }
+
+
+def _message(entry: OutboxEntry) -> dict[str, Any]:
+    m = entry.message
+    return _plain_dict({
+        "idempotency_key": m.idempotency_key, "status": entry.status,
+        "attempts": entry.attempts, "available_at": entry.available_at,
+        "last_error": entry.last_error, "channel": m.channel, "content_id": m.content_id,
+        "content_version": m.content_version, "journey_id": m.journey_id,
+        "journey_version": m.journey_version, "step_id": m.step_id,
+        "enrollment_id": m.enrollment_id, "created_at": m.created_at,
+        "transactional": m.transactional, "locale": m.locale, "variant": m.variant,
+        "offer_id": m.offer_id, "recipient": dict(m.recipient), "fields": dict(m.fields),
+    })
+
+
+def _plain_dict(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _plain(v) for k, v in value.items()}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with instants as ISO strings and every container a dict or list."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,168 @@
+"""Identity merge: folding an anonymous customer's record into a known customer's.
+
+``merge_into(known, anonymous, now)`` works on the two customers' deciders inside one storage
+transaction (``Engine.identify(..., anonymous_id=...)`` opens it), without I/O:
+
+- profile: the known customer's attribute values win on conflict; the known time zone and
+  locale win, the anonymous ones fill a gap;
+- enrollments: an active enrollment of the anonymous customer in a journey the known one is not
+  in moves over as it is (same id, so the idempotency keys of its sends are the same and a step
+  already sent is never sent again; its wake-up is kept); where both are in the journey, the
+  known one's continues and the anonymous one ends as ``merged``;
+- entry histories, offer counts, the send ledger and the kept ended enrollments are combined;
+- tracks (event-history aggregates) are combined, then trimmed as the published conditions
+  need; segment memberships are combined and evaluated again afterwards (``Engine`` does it);
+- consent: every statement of both is replayed in time order, so the most recent one wins;
+  channel blocks of either customer stay (a block is never lifted by a merge);
+- marks (last event instants) keep the later instant, customer timers the later wake-up.
+
+The anonymous record is emptied: it keeps no profile, enrollments, histories or memberships.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from cjo.delivery.consent import set_consent
+from cjo.model.events import Profile
+from cjo.runtime.core import Decider
+from cjo.runtime.state import (
+    NO_ENTRIES,
+    CustomerState,
+    EntryHistory,
+    OfferHistory,
+    Track,
+)
+from cjo.segments.membership import SEGMENT_TIMER
+
+__all__ = ["MERGED", "merge_into", "merged_profile"]
+
+#: The end status of an anonymous enrollment whose journey the known customer is already in.
+MERGED = "merged"
+
+_C = TypeVar("_C", datetime, float)
+
+
+def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
+    """Move everything of ``anonymous`` into ``known`` (see the module docstring); returns the
+    ids of the enrollments that moved. Both deciders must be caught up to ``now``. Segment
+    memberships are left for the caller to evaluate again (the combined record may qualify for
+    segments neither record was in, or leave some)."""
+    k, a = known.state, anonymous.state
+    busy = {e.journey_id for e in k.enrollments if e.active}
+    moved: list[str] = []
+    for e in sorted(a.enrollments, key=lambda e: (e.entered_at, e.id)):
+        if not e.active:
+            continue
+        if e.journey_id in busy:
+            anonymous.end(e, MERGED, f"merged into {k.customer_id}", now)
+            continue
+        a.enrollments.remove(e)
+        e.customer_id = k.customer_id
+        k.enrollments.append(e)
+        moved.append(e.id)
+        known.activity(e, "merged_in", a.customer_id, now)
+    ended = sorted([*k.ended, *a.ended], key=lambda x: (x.ended_at, x.id))
+    k.ended = ended[max(0, len(ended) - known.keep_ended):]
+    for key, h in a.history.items():
+        k.history[key] = _combine_history(k.history.get(key), h)
+    for offer, o in a.offers.items():
+        mine = k.offers.get(offer)
+        k.offers[offer] = o if mine is None else OfferHistory(
+            mine.count + o.count, _newest(mine.recent, o.recent)
+        )
+    if a.sends:
+        k.sends = list(heapq.merge(k.sends, a.sends, key=lambda s: s[0])) or NO_ENTRIES
+    _merge_consent(k, a)
+    if a.blocked:
+        k.blocked = {**a.blocked, **k.blocked}
+    for stream, t in a.tracks.items():
+        mine_t = k.tracks.get(stream)
+        k.tracks[stream] = t.copy() if mine_t is None else _combine_track(mine_t, t)
+    for sid, at in a.segments.items():
+        if sid not in k.segments or at < k.segments[sid]:
+            k.segments[sid] = at
+    for name, at in a.marks.items():
+        if name not in k.marks or at > k.marks[name]:
+            k.marks[name] = at
+    for name, at in a.timers.items():
+        if name != SEGMENT_TIMER and (name not in k.timers or at > k.timers[name]):
+            k.timers[name] = at
+    if a.profile is not None:
+        known.set_profile(merged_profile(k.customer_id, k.profile, a.profile))
+    known.touch()
+    empty = CustomerState(a.customer_id, a.created_at, a.revision)
+    anonymous.state = empty
+    anonymous.touch()
+    return moved
+
+
+def merged_profile(customer_id: str, known: Profile | None, anonymous: Profile) -> Profile:
+    """The known profile with the anonymous one's attributes it lacks (known values win)."""
+    if known is None:
+        return Profile(customer_id, dict(anonymous.attributes), anonymous.timezone,
+                       anonymous.locale)
+    return Profile(
+        customer_id,
+        {**anonymous.attributes, **known.attributes},
+        known.timezone if known.timezone is not None else anonymous.timezone,
+        known.locale if known.locale is not None else anonymous.locale,
+    )
+
+
+def _merge_consent(k: CustomerState, a: CustomerState) -> None:
+    """Replay both customers' statements oldest first (the known one's last on a tie): the most
+    recent statement covering a send decides it, as if one customer had said them all."""
+    if not a.consent:
+        return
+    statements = [(when, 0, key, value) for key, (value, when) in a.consent.items()]
+    statements += [(when, 1, key, value) for key, (value, when) in k.consent.items()]
+    k.consent = {}
+    for when, _side, (topic, channel), value in sorted(statements, key=lambda s: (s[0], s[1])):
+        set_consent(k, topic, channel, value, when)
+
+
+def _combine_history(mine: EntryHistory | None, other: EntryHistory) -> EntryHistory:
+    if mine is None:
+        return other
+    ended = [t for t in (mine.last_ended_at, other.last_ended_at) if t is not None]
+    return EntryHistory.of(
+        mine.count + other.count, _newest(mine.recent, other.recent),
+        max(ended) if ended else None,
+    )
+
+
+def _newest(mine: Sequence[datetime], other: Sequence[datetime]) -> tuple[datetime, ...]:
+    """Both lists of instants in order, as many of the newest as the longer one kept."""
+    keep = max(len(mine), len(other))
+    return tuple(sorted([*mine, *other])[-keep:]) if keep else ()
+
+
+def _combine_track(mine: Track, other: Track) -> Track:
+    out = mine.copy()
+    out.since = min(mine.since, other.since)
+    out.first = _least(mine.first, other.first)
+    out.last = _greatest(mine.last, other.last)
+    out.count = mine.count + other.count
+    out.total = mine.total + other.total
+    out.low = _least(mine.low, other.low)
+    out.high = _greatest(mine.high, other.high)
+    # Oldest first, as the tracks keep them; the caller trims them to what windows read.
+    out.recent = list(heapq.merge(mine.recent, other.recent, key=lambda r: r[0]))
+    for rkey, acc in other.ranges.items():
+        have = out.ranges.get(rkey)
+        out.ranges[rkey] = list(acc) if have is None else [
+            have[0] + acc[0], have[1] + acc[1], min(have[2], acc[2]), max(have[3], acc[3]),
+        ]
+    return out
+
+
+def _least(a: _C | None, b: _C | None) -> _C | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _greatest(a: _C | None, b: _C | None) -> _C | None:
+    return b if a is None else a if b is None else max(a, b)

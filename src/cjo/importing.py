@@ -1,0 +1,177 @@
+"""Bulk profile import: many profiles at once, through the same path as any profile change.
+
+Each record is a mapping ``{"customer_id": ..., "attributes": {...}, "timezone": ...,
+"locale": ...}`` (only ``customer_id`` is required). A record is checked by the rules of
+``ProfileUpdate`` (ids, attribute names and values, locale), and its time zone must be a
+known IANA zone; a bad one is
+reported with its position (1-based) and the reason, and the others are kept. The good ones
+are handled as ``ProfileUpdate`` groups by ``Engine.handle_events``, one transaction per group,
+so segment memberships, attribute triggers and exit conditions react as for ``identify``.
+
+``read_csv`` and ``read_json_lines`` turn files into such records (``cjo import`` uses them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+import attrs
+
+from cjo.errors import InvalidEventError, UsageError
+from cjo.model.events import ProfileUpdate
+from cjo.timezones import is_zone
+
+if TYPE_CHECKING:
+    from cjo.engine import Engine
+
+__all__ = [
+    "ImportProblem",
+    "ImportResult",
+    "Unreadable",
+    "import_profiles",
+    "read_csv",
+    "read_json_lines",
+]
+
+_KEYS = frozenset({"customer_id", "attributes", "timezone", "locale"})
+#: Columns of a CSV file that are not attributes.
+_CSV_FIELDS = ("customer_id", "timezone", "locale")
+
+
+@attrs.frozen(slots=True)
+class ImportProblem:
+    """A record that was not imported: its position in the input (1-based) and why."""
+
+    position: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"record {self.position}: {self.reason}"
+
+
+@attrs.frozen(slots=True)
+class ImportResult:
+    """What an import did so far: records read, profiles imported, records refused."""
+
+    read: int = 0
+    imported: int = 0
+    problems: tuple[ImportProblem, ...] = ()
+
+
+Progress = Callable[[ImportResult], object]
+
+
+def import_profiles(
+    engine: Engine,
+    records: Iterable[object],
+    *,
+    progress: Progress | None = None,
+    batch_size: int = 500,
+) -> ImportResult:
+    """Check each record and import the good ones: each ``batch_size`` records read, the good
+    ones among them are one transaction, and ``progress`` then gets the running totals."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    read = imported = reported = 0
+    problems: list[ImportProblem] = []
+    group: list[ProfileUpdate] = []
+
+    def flush() -> None:
+        nonlocal imported, reported
+        if group:
+            engine.handle_events(group, batch_size=len(group))
+            imported += len(group)
+            group.clear()
+        reported = read
+        if progress is not None:
+            progress(ImportResult(read, imported, tuple(problems)))
+
+    for position, record in enumerate(records, 1):
+        read = position
+        try:
+            group.append(_update(record))
+        except InvalidEventError as exc:
+            problems.append(ImportProblem(position, str(exc)))
+        if position % batch_size == 0:
+            flush()
+    if reported != read:
+        flush()
+    return ImportResult(read, imported, tuple(problems))
+
+
+def _update(record: object) -> ProfileUpdate:
+    if isinstance(record, Unreadable):
+        raise InvalidEventError(record.reason)
+    if not isinstance(record, Mapping):
+        raise InvalidEventError(
+            f"a profile record must be a mapping, got {type(record).__name__}"
+        )
+    unknown = sorted(str(k) for k in record if k not in _KEYS)
+    if unknown:
+        raise InvalidEventError(
+            f"unknown key(s) {', '.join(map(repr, unknown))}: a profile record has "
+            "customer_id, attributes, timezone and locale"
+        )
+    if "customer_id" not in record:
+        raise InvalidEventError("customer_id is missing")
+    update = ProfileUpdate(
+        record["customer_id"], record.get("attributes") or {}, (),
+        record.get("timezone"), record.get("locale"),
+    )
+    if update.timezone is not None and not is_zone(update.timezone):
+        # A typo in a file would otherwise silently fall back to the default zone.
+        raise InvalidEventError(
+            f"timezone {update.timezone!r} is not a known IANA time zone"
+        )
+    return update
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+@attrs.frozen(slots=True)
+class Unreadable:
+    """A line of a file that could not be read as a record (the reason says why)."""
+
+    reason: str
+
+
+def read_csv(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | Unreadable]]:
+    """(line number, record) of a CSV file with a header row: a ``customer_id`` column, optional
+    ``timezone`` and ``locale`` columns, and every other column an attribute (a string; an
+    empty cell sets nothing). Raises ``UsageError`` when there is no ``customer_id`` column."""
+    reader = csv.reader(stream)
+    header = next(reader, None)
+    if header is None or "customer_id" not in header:
+        raise UsageError("the CSV file needs a header row with a customer_id column")
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line
+        if len(row) != len(header):
+            yield line, Unreadable(f"{len(row)} cells where the header has {len(header)}")
+            continue
+        cells = dict(zip(header, row, strict=True))
+        record: dict[str, Any] = {"customer_id": cells["customer_id"]}
+        for name in _CSV_FIELDS[1:]:
+            if cells.get(name):
+                record[name] = cells[name]
+        record["attributes"] = {
+            k: v for k, v in cells.items() if k not in _CSV_FIELDS and v != ""
+        }
+        yield line, record
+
+
+def read_json_lines(stream: TextIO) -> Iterator[tuple[int, object]]:
+    """(line number, record) of a JSON lines file: one record object per line (see
+    ``import_profiles``); blank lines are skipped."""
+    for line, text in enumerate(stream, 1):
+        if not text.strip():
+            continue
+        try:
+            yield line, json.loads(text)
+        except ValueError as exc:
+            yield line, Unreadable(f"not JSON: {exc}")

@@ -1,0 +1,280 @@
+"""Identity merge, on every storage: ``identify(known, ..., anonymous_id=anonymous)`` folds the
+anonymous customer's record into the known one in one transaction."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cjo import (
+    ContentItem,
+    Engine,
+    Event,
+    FrequencyCap,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    ReentryPolicy,
+    Segment,
+    SegmentTrigger,
+    Send,
+    Topic,
+    UsageError,
+    Variant,
+    Wait,
+    attr,
+    performed,
+    total,
+)
+from cjo.model.triggers import EventTrigger
+from tests.helpers import Factory
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+NOTE = ContentItem("note", variants=(Variant("inbox", {"subject": "Hi", "text": "hello"}),))
+
+
+def _two_sends(journey_id: str, trigger: str, wait: timedelta, **kw: Any) -> Journey:
+    return Journey(
+        id=journey_id, trigger=EventTrigger(trigger), entry="first",
+        steps={"first": Send("note", "inbox", next="wait"), "wait": Wait(wait, next="second"),
+               "second": Send("note", "inbox")},
+        **kw,
+    )
+
+
+class Host:
+    def __init__(self, factory: Factory, **publish: Any) -> None:
+        self.clock = ManualClock(T0)
+        self.channel = RecordingChannel()
+        self.engine = Engine(factory(), channels={"inbox": self.channel}, clock=self.clock,
+                             recipient_attributes=("email",))
+        self.engine.publish(content=[NOTE], **publish)
+        self._n = 0
+
+    def event(self, name: str, customer: str, **props: Any) -> None:
+        self._n += 1
+        self.engine.handle_event(Event(customer_id=customer, name=name, timestamp=self.clock.now(),
+                                       properties=props, event_id=f"e{self._n}"))
+
+    def sent(self) -> list[tuple[str, str, str]]:
+        return [(m.customer_id, m.journey_id, m.step_id) for m in self.channel.messages]
+
+    def keys(self) -> list[str]:
+        return [m.idempotency_key for m in self.channel.messages]
+
+
+def test_known_attribute_values_win_and_the_anonymous_record_is_emptied(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory)
+    host.engine.identify("anon-1", {"color": "red", "size": "M"}, timezone="Europe/Paris")
+    host.engine.identify("c1", {"color": "blue", "email": "c1@example.com"}, locale="fr")
+    host.engine.identify("c1", {"plan": "pro"}, anonymous_id="anon-1")
+    profile = host.engine.profile("c1")
+    assert profile is not None
+    assert dict(profile.attributes) == {
+        "color": "blue", "size": "M", "email": "c1@example.com", "plan": "pro",
+    }
+    assert (profile.timezone, profile.locale) == ("Europe/Paris", "fr")
+    assert host.engine.profile("anon-1") is None
+    assert host.engine.enrollments("anon-1") == []
+    # A merge of a customer never seen is an identify.
+    host.engine.identify("c2", {"x": 1}, anonymous_id="never-seen")
+    p2 = host.engine.profile("c2")
+    assert p2 is not None
+    assert dict(p2.attributes) == {"x": 1}
+    assert host.engine.customer_state("never-seen") is None
+    with pytest.raises(UsageError, match="into itself"):
+        host.engine.identify("c1", anonymous_id="c1")
+
+
+def test_enrollments_move_over_or_end_as_merged_and_nothing_is_sent_twice(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, journeys=[
+        _two_sends("welcome", "signed_up", DAY), _two_sends("browse", "viewed", 2 * DAY),
+    ])
+    host.event("signed_up", "anon-1")
+    host.event("viewed", "anon-1")
+    host.event("signed_up", "c1")
+    assert host.sent() == [("anon-1", "welcome", "first"), ("anon-1", "browse", "first"),
+                           ("c1", "welcome", "first")]
+    browse = next(e for e in host.engine.enrollments("anon-1") if e.journey_id == "browse")
+    host.clock.advance(HOUR)
+    outcome = host.engine.identify("c1", {"email": "c1@example.com"}, anonymous_id="anon-1")
+    assert [(e.journey_id, e.customer_id, e.status) for e in outcome.ended] == [
+        ("welcome", "anon-1", "merged"),
+    ]
+    active = {e.journey_id: e for e in host.engine.enrollments("c1") if e.active}
+    assert set(active) == {"welcome", "browse"}
+    moved = active["browse"]
+    # The moved enrollment keeps its id, step and wake-up; the known welcome continues.
+    assert (moved.id, moved.step_id, moved.wake_at) == (browse.id, "wait", browse.wake_at)
+    assert moved.customer_id == "c1"
+    assert host.engine.enrollments("anon-1") == []
+    # A second identify with the same anonymous id finds nothing left to merge.
+    host.engine.identify("c1", anonymous_id="anon-1")
+    host.clock.advance(3 * DAY)
+    host.engine.run_due()
+    assert host.sent()[3:] == [("c1", "welcome", "second"), ("c1", "browse", "second")]
+    assert host.channel.messages[-1].recipient.get("email") == "c1@example.com"
+    assert len(set(host.keys())) == len(host.keys()) == 5
+    kinds = [(a.customer_id, a.journey_id, a.kind, a.detail) for a in
+             host.engine.activities(T0, T0 + 10 * DAY) if a.kind in ("merged", "merged_in")]
+    assert kinds == [("anon-1", "welcome", "merged", "merged into c1"),
+                     ("c1", "browse", "merged_in", "anon-1")]
+
+
+def test_entry_histories_combine_so_reentry_rules_see_both(storage_factory: Factory) -> None:
+    host = Host(storage_factory, journeys=[
+        Journey(id="once", trigger=EventTrigger("promo"), entry="mail",
+                steps={"mail": Send("note", "inbox")}, reentry=ReentryPolicy.never()),
+    ])
+    host.event("promo", "anon-1")
+    host.engine.identify("c1", anonymous_id="anon-1")
+    host.event("promo", "c1")
+    assert host.sent() == [("anon-1", "once", "mail")]
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.history[("once", None)].count == 1
+
+
+def test_event_histories_combine_and_memberships_are_evaluated_again(
+    storage_factory: Factory,
+) -> None:
+    host = Host(
+        storage_factory,
+        segments=[Segment("big_spender", total("purchase", "amount") > 100),
+                  Segment("regular", performed("purchase").at_least(3)),
+                  Segment("anonymous_browser", ~attr("email").exists())],
+        journeys=[Journey(id="vip", trigger=SegmentTrigger("big_spender"), entry="mail",
+                          steps={"mail": Send("note", "inbox")})],
+    )
+    host.event("purchase", "anon-1", amount=60)
+    host.event("purchase", "anon-1", amount=30)
+    host.engine.identify("c1", {"email": "c1@example.com"})
+    host.event("purchase", "c1", amount=20)
+    assert host.engine.segment_members("anonymous_browser") == ["anon-1"]
+    assert host.engine.segment_members("big_spender") == []
+    host.clock.advance(HOUR)
+    host.engine.identify("c1", anonymous_id="anon-1")
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    track = state.tracks["purchase|amount"]
+    assert (track.count, track.total, track.low, track.high) == (3, 110, 20, 60)
+    assert host.engine.segment_members("big_spender") == ["c1"]
+    assert host.engine.segment_members("regular") == ["c1"]
+    assert host.engine.segment_count("anonymous_browser") == 0
+    assert state.segments["big_spender"] == T0 + HOUR
+    # Entering by the merge starts the segment's journey for the known customer.
+    assert ("c1", "vip", "mail") in host.sent()
+    assert host.engine.customer_state("anon-1").tracks == {}  # type: ignore[union-attr]
+
+
+def test_the_most_recent_consent_statement_wins_and_blocks_stay(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, topics=[Topic("news"), Topic("tips")])
+    host.engine.set_consent("c1", topic="news", subscribed=True)
+    host.engine.set_consent("anon-1", topic="tips", subscribed=True)
+    host.clock.advance(HOUR)
+    host.engine.set_consent("anon-1", topic="news", subscribed=False)
+    host.engine.set_consent("c1", topic="tips", subscribed=False)
+    host.engine.block_channel("anon-1", "sms", "STOP")
+    host.engine.identify("c1", anonymous_id="anon-1")
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.consent == {("news", "*"): (False, T0 + HOUR), ("tips", "*"): (False, T0 + HOUR)}
+    assert state.blocked == {"sms": "STOP"}
+
+
+def test_the_send_ledger_combines_so_caps_count_both(storage_factory: Factory) -> None:
+    host = Host(storage_factory, caps=[FrequencyCap("daily", 2, per=DAY)], journeys=[
+        Journey(id="news", trigger=EventTrigger("news"), entry="mail",
+                steps={"mail": Send("note", "inbox")}),
+    ])
+    host.engine.identify("c1", {"email": "c1@example.com"})
+    host.event("news", "anon-1")
+    host.event("news", "c1")
+    host.engine.identify("c1", anonymous_id="anon-1")
+    host.event("news", "c1")
+    assert host.sent() == [("anon-1", "news", "mail"), ("c1", "news", "mail")]
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert len(state.sends) == 2
+
+
+def test_a_failed_merge_changes_neither_customer(
+    storage_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = Host(storage_factory, journeys=[_two_sends("browse", "viewed", DAY)])
+    host.event("viewed", "anon-1")
+    host.engine.identify("c1", {"email": "c1@example.com"})
+    before = (host.engine.export_customer("anon-1"), host.engine.export_customer("c1"))
+    saves: list[str] = []
+    real = Engine._save
+
+    def failing(session: Any, decider: Any) -> None:
+        saves.append(session.customer_id)
+        real(session, decider)
+        if len(saves) == 2:
+            raise RuntimeError("the process died half-way through the merge")
+
+    monkeypatch.setattr(Engine, "_save", staticmethod(failing))
+    with pytest.raises(RuntimeError):
+        host.engine.identify("c1", anonymous_id="anon-1")
+    monkeypatch.undo()
+    assert saves == ["anon-1", "c1"]
+    assert (host.engine.export_customer("anon-1"), host.engine.export_customer("c1")) == before
+    host.engine.identify("c1", anonymous_id="anon-1")  # the retry merges
+    assert [e.journey_id for e in host.engine.enrollments("c1")] == ["browse"]
+
+
+def test_export_holds_everything_and_erase_leaves_nothing(storage_factory: Factory) -> None:
+    host = Host(
+        storage_factory,
+        segments=[Segment("buyer", performed("purchase"))],
+        journeys=[_two_sends("welcome", "signed_up", DAY)],
+    )
+    host.engine.identify("c1", {"email": "c1@example.com"}, timezone="Europe/Paris")
+    host.event("signed_up", "c1")
+    host.event("purchase", "c1", amount=12)
+    host.engine.set_consent("c1", topic=None, subscribed=True)
+    host.event("signed_up", "c2")
+    exported = host.engine.export_customer("c1")
+    assert json.loads(json.dumps(exported)) == exported  # plain JSON
+    assert list(exported) == ["format", "customer_id", "record", "messages", "activities"]
+    record = exported["record"]
+    assert list(record) == [
+        "created_at", "profile", "enrollments", "entry_history", "consent", "blocked_channels",
+        "sends", "tracks", "segments", "offers", "timers", "marks",
+    ]
+    assert record["profile"] == {"attributes": {"email": "c1@example.com"},
+                                 "timezone": "Europe/Paris", "locale": None}
+    assert [(e["journey_id"], e["step_id"]) for e in record["enrollments"]] == [
+        ("welcome", "wait"),
+    ]
+    assert record["entry_history"][0]["count"] == 1
+    assert record["consent"] == [{"topic": "*", "channel": "*", "subscribed": True,
+                                  "at": T0.isoformat()}]
+    assert record["tracks"]["purchase"]["count"] == 1
+    assert record["segments"] == {"buyer": T0.isoformat()}
+    assert [m["step_id"] for m in exported["messages"]] == ["first"]
+    assert exported["messages"][0]["status"] == "delivered"
+    assert {a["kind"] for a in exported["activities"]} >= {"entered", "sent",
+                                                           "segment_entered"}
+    assert all(a["customer_id"] == "c1" for a in exported["activities"])
+
+    host.engine.erase_customer("c1")
+    assert host.engine.export_customer("c1") == {
+        "format": 1, "customer_id": "c1", "record": None, "messages": [], "activities": [],
+    }
+    assert host.engine.segment_members("buyer") == []
+    assert host.engine.segment_count("buyer") == 0
+    assert host.engine.export_customer("c2")["record"] is not None

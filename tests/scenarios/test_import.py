@@ -1,0 +1,159 @@
+"""Bulk profile import, on every storage, and the ``cjo import`` command."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjo import (
+    AttributeTrigger,
+    ContentItem,
+    Engine,
+    ImportProblem,
+    ImportResult,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Segment,
+    Send,
+    UsageError,
+    Variant,
+    attr,
+)
+from cjo.cli import main
+from tests.helpers import Factory
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _engine(storage: Any) -> tuple[Engine, RecordingChannel]:
+    channel = RecordingChannel()
+    engine = Engine(storage, channels={"inbox": channel}, clock=ManualClock(T0))
+    engine.publish(
+        content=[ContentItem("hi", variants=(Variant("inbox", {"text": "welcome, gold"}),))],
+        segments=[Segment("gold", attr("tier") == "gold")],
+        journeys=[Journey(id="upgraded", trigger=AttributeTrigger("tier", changed_to=("gold",)),
+                          entry="mail", steps={"mail": Send("hi", "inbox")})],
+    )
+    return engine, channel
+
+
+def test_good_records_are_imported_bad_ones_reported_and_journeys_react(
+    storage_factory: Factory,
+) -> None:
+    engine, channel = _engine(storage_factory())
+    engine.identify("c2", {"tier": "silver", "name": "Bo"})
+    records: list[object] = [
+        {"customer_id": "c1", "attributes": {"tier": "gold"}, "timezone": "Europe/Paris"},
+        {"customer_id": "c2", "attributes": {"tier": "gold"}, "locale": "sv"},
+        {"attributes": {"tier": "gold"}},
+        {"customer_id": "c4", "timezone": "Mars/Olympus"},
+        "c5",
+        {"customer_id": "c6", "email": "c6@example.com"},
+        {"customer_id": "", "attributes": {}},
+        {"customer_id": "c8", "attributes": {"tier": "bronze"}},
+    ]
+    seen: list[ImportResult] = []
+    result = engine.import_profiles(records, batch_size=3, progress=seen.append)
+    assert (result.read, result.imported) == (8, 3)
+    assert [p.position for p in result.problems] == [3, 4, 5, 6, 7]
+    reasons = [p.reason for p in result.problems]
+    assert "customer_id is missing" in reasons[0]
+    assert "Mars/Olympus" in reasons[1]
+    assert "mapping" in reasons[2]
+    assert "'email'" in reasons[3]
+    assert "customer_id" in reasons[4]
+    assert str(result.problems[0]).startswith("record 3: ")
+    # One call per batch of three records read, with the running totals.
+    assert [(r.read, r.imported, len(r.problems)) for r in seen] == [
+        (3, 2, 1), (6, 2, 4), (8, 3, 5),
+    ]
+    p2 = engine.profile("c2")
+    assert p2 is not None
+    assert (dict(p2.attributes), p2.locale) == ({"tier": "gold", "name": "Bo"}, "sv")
+    p1 = engine.profile("c1")
+    assert p1 is not None and p1.timezone == "Europe/Paris"
+    assert engine.segment_members("gold") == ["c1", "c2"]
+    assert sorted(m.customer_id for m in channel.messages) == ["c1", "c2"]
+    assert engine.profile("c4") is None
+
+
+def test_import_checks_its_batch_size() -> None:
+    engine, _ = _engine(None)
+    with pytest.raises(UsageError, match="batch_size"):
+        engine.import_profiles([], batch_size=0)
+    assert engine.import_profiles([]) == ImportResult(0, 0, ())
+    assert ImportProblem(2, "x") == ImportProblem(2, "x")
+
+
+def test_cli_imports_a_csv_file_into_sqlite(tmp_path: Path, capsys: Any) -> None:
+    db = tmp_path / "cjo.db"
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "customer_id,tier,name,timezone,locale\n"
+        "c1,gold,Ann,Europe/Paris,fr\n"
+        ",gold,Nobody,,\n"
+        "\n"
+        "c2,,Bo,,\n"
+        "c3,silver\n"
+        "c4,silver,Cy,Nowhere/Land,\n",
+        encoding="utf-8",
+    )
+    status = main(["import", str(path), "--storage", f"sqlite:///{db}", "--batch-size", "2"])
+    out = capsys.readouterr().out
+    assert status == 1
+    lines = out.splitlines()
+    assert lines[0] == f"{path}: 2 profiles imported, 3 records refused"
+    assert lines[1].startswith("  - line 3: ") and "customer_id" in lines[1]
+    assert lines[2] == "  - line 6: 2 cells where the header has 5"
+    assert lines[3].startswith("  - line 7: ") and "Nowhere/Land" in lines[3]
+    from cjo.storage.sqlite import SQLiteStorage
+
+    with SQLiteStorage(db) as storage:
+        engine = Engine(storage, clock=ManualClock(T0))
+        p1, p2 = engine.profile("c1"), engine.profile("c2")
+        assert p1 is not None and p2 is not None
+        assert (dict(p1.attributes), p1.timezone, p1.locale) == (
+            {"tier": "gold", "name": "Ann"}, "Europe/Paris", "fr")
+        assert dict(p2.attributes) == {"name": "Bo"}
+
+
+def test_cli_imports_json_lines(tmp_path: Path, capsys: Any) -> None:
+    db = tmp_path / "cjo.db"
+    path = tmp_path / "people.jsonl"
+    rows = [
+        json.dumps({"customer_id": "c1", "attributes": {"orders": 3, "vip": True}}),
+        "",
+        "{not json",
+        json.dumps({"customer_id": "c2", "attributes": {"tags": ["a", "b"]}, "locale": "en"}),
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    status = main(["import", str(path), "--storage", f"sqlite:///{db}", "-v"])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out.splitlines()[0] == f"{path}: 2 profiles imported, 1 record refused"
+    assert captured.out.splitlines()[1].startswith("  - line 3: not JSON")
+    assert "3 records read, 2 imported" in captured.err
+    from cjo.storage.sqlite import SQLiteStorage
+
+    with SQLiteStorage(db) as storage:
+        p1 = Engine(storage, clock=ManualClock(T0)).profile("c1")
+        assert p1 is not None and dict(p1.attributes) == {"orders": 3, "vip": True}
+
+
+def test_cli_import_usage_errors(tmp_path: Path, capsys: Any) -> None:
+    assert main(["import", str(tmp_path / "missing.csv")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    path = tmp_path / "bad.csv"
+    path.write_text("id,name\n1,x\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 2
+    assert "customer_id column" in capsys.readouterr().err
+    ok = tmp_path / "ok.csv"
+    ok.write_text("customer_id\nc1\n", encoding="utf-8")
+    assert main(["import", str(ok), "--storage", "nosuch://x"]) == 2
+    assert main(["import", str(ok)]) == 0
+    assert capsys.readouterr().out.startswith(f"{ok}: 1 profile imported, 0 records refused")

@@ -1,0 +1,116 @@
+"""The record merge of ``cjo.identity``, field by field, on records built by hand."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from cjo.identity import merge_into, merged_profile
+from cjo.model.definitions import Definitions
+from cjo.model.events import Profile
+from cjo.runtime.core import Decider
+from cjo.runtime.options import DecisionOptions
+from cjo.runtime.registry import Registry
+from cjo.runtime.state import (
+    CustomerState,
+    EndedEnrollment,
+    Enrollment,
+    EntryHistory,
+    OfferHistory,
+    Track,
+)
+from cjo.segments.membership import SEGMENT_TIMER
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+def _deciders(known: CustomerState, anonymous: CustomerState) -> tuple[Decider, Decider]:
+    registry = Registry.build(Definitions(), 1)
+    options = DecisionOptions(keep_ended=2)
+    return Decider(registry, known, options), Decider(registry, anonymous, options)
+
+
+def test_offer_counts_entry_histories_ledger_and_ended_combine() -> None:
+    known = CustomerState("c1", T0, revision=3)
+    anon = CustomerState("a1", T0, revision=2)
+    known.offers = {"gold": OfferHistory(2, (T0, T0 + 2 * H)), "silver": OfferHistory(1, (T0,))}
+    anon.offers = {"gold": OfferHistory(1, (T0 + H,)), "bronze": OfferHistory(4, ())}
+    known.history = {("j", None): EntryHistory.of(2, (T0, T0 + 3 * H), T0 + H)}
+    anon.history = {("j", None): EntryHistory.of(1, (T0 + 2 * H,), T0 + 4 * H),
+                    ("k", "cart-1"): EntryHistory.of(1)}
+    known.sends = [(T0, "email", ()), (T0 + 2 * H, "sms", ("promo",))]
+    anon.sends = [(T0 + H, "email", ("promo",))]
+    known.ended = [EndedEnrollment("e1", "j", 1, T0, T0 + H, "completed")]
+    anon.ended = [EndedEnrollment("e2", "j", 1, T0, T0 + 3 * H, "exited"),
+                  EndedEnrollment("e3", "j", 1, T0, T0 + 2 * H, "completed")]
+    k, a = _deciders(known, anon)
+    merge_into(k, a, T0 + 5 * H)
+    assert known.offers == {"gold": OfferHistory(3, (T0 + H, T0 + 2 * H)),
+                            "silver": OfferHistory(1, (T0,)), "bronze": OfferHistory(4, ())}
+    assert known.history[("j", None)] == EntryHistory(3, (T0 + 2 * H, T0 + 3 * H), T0 + 4 * H)
+    assert known.history[("k", "cart-1")].count == 1
+    assert [s[0] for s in known.sends] == [T0, T0 + H, T0 + 2 * H]
+    assert [x.id for x in known.ended] == ["e3", "e2"]  # keep_ended newest
+    assert a.state.customer_id == "a1" and a.state.revision == 2
+    assert (a.state.offers, a.state.history, a.state.sends, a.state.ended) == ({}, {}, [], [])
+    assert a.dirty and k.dirty
+
+
+def test_tracks_marks_timers_and_memberships_combine() -> None:
+    known = CustomerState("c1", T0)
+    anon = CustomerState("a1", T0 - H)
+    known.tracks = {"buy|amount": Track(T0, T0 + H, T0 + 3 * H, 2, 30, 10, 20,
+                                        [(T0 + H, 10), (T0 + 3 * H, 20)], {"r": [2, 30, 10, 20]})}
+    anon.tracks = {"buy|amount": Track(T0 - H, T0, T0 + 2 * H, 2, 105, 5, 100,
+                                       [(T0, 5), (T0 + 2 * H, 100)], {"r": [1, 5, 5, 5]}),
+                   "login": Track(T0 - H, T0, T0, 1)}
+    known.marks = {"decided": T0 + 3 * H, "seen": T0}
+    anon.marks = {"decided": T0 + 2 * H, "seen": T0 + H, "other": T0}
+    known.timers = {"trigger:idle": T0 + 10 * H, SEGMENT_TIMER: T0 + 9 * H}
+    anon.timers = {"trigger:idle": T0 + 11 * H, SEGMENT_TIMER: T0 + 5 * H}
+    known.segments = {"s1": T0 + H}
+    anon.segments = {"s1": T0, "s2": T0 + 2 * H}
+    k, a = _deciders(known, anon)
+    merge_into(k, a, T0 + 4 * H)
+    t = known.tracks["buy|amount"]
+    assert (t.since, t.first, t.last, t.count, t.total, t.low, t.high) == (
+        T0 - H, T0, T0 + 3 * H, 4, 135, 5, 100)
+    assert [r[0] for r in t.recent] == [T0, T0 + H, T0 + 2 * H, T0 + 3 * H]
+    assert t.ranges == {"r": [3, 35, 5, 20]}
+    assert known.tracks["login"].count == 1
+    assert known.tracks["login"] is not anon.tracks.get("login")
+    assert known.marks == {"decided": T0 + 3 * H, "seen": T0 + H, "other": T0}
+    # The segment timer is set again when memberships are evaluated; others keep the later.
+    assert known.timers == {"trigger:idle": T0 + 11 * H, SEGMENT_TIMER: T0 + 9 * H}
+    assert known.segments == {"s1": T0, "s2": T0 + 2 * H}
+    assert a.state.tracks == {} and a.state.segments == {}
+
+
+def test_enrollments_move_unless_the_known_customer_is_in_the_journey() -> None:
+    known = CustomerState("c1", T0)
+    anon = CustomerState("a1", T0)
+    known.enrollments = [Enrollment("j1:c1:1", "j1", 1, "c1", T0, "wait", wake_at=T0 + H)]
+    anon.enrollments = [
+        Enrollment("j1:a1:1", "j1", 1, "a1", T0, "wait", wake_at=T0 + 2 * H),
+        Enrollment("j2:a1:1", "j2", 3, "a1", T0, "wait", wake_at=T0 + 3 * H),
+    ]
+    k, a = _deciders(known, anon)
+    moved = merge_into(k, a, T0 + 30 * timedelta(minutes=1))
+    assert moved == ["j2:a1:1"]
+    assert [(e.id, e.customer_id, e.wake_at) for e in known.enrollments] == [
+        ("j1:c1:1", "c1", T0 + H), ("j2:a1:1", "c1", T0 + 3 * H),
+    ]
+    assert [(e.id, e.status) for e in a.state.enrollments] == []
+    assert [(x.kind, x.enrollment_id) for x in a.activities] == [("merged", "j1:a1:1")]
+    assert [(x.kind, x.enrollment_id, x.detail) for x in k.activities] == [
+        ("merged_in", "j2:a1:1", "a1"),
+    ]
+
+
+def test_merged_profile_prefers_known_values_and_fills_gaps() -> None:
+    anon = Profile("a1", {"color": "red", "size": "M"}, "Europe/Paris", "de")
+    assert merged_profile("c1", None, anon) == Profile(
+        "c1", {"color": "red", "size": "M"}, "Europe/Paris", "de")
+    known = Profile("c1", {"color": "blue"}, None, "fr")
+    assert merged_profile("c1", known, anon) == Profile(
+        "c1", {"color": "blue", "size": "M"}, "Europe/Paris", "fr")
