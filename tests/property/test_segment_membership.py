@@ -3,11 +3,12 @@
 After any stream of events (some stamped late), profile changes and time passing, the
 memberships the engine keeps up to date (only the segments that read what changed, timers at
 the instants windows move) are exactly those a naive evaluation over the whole event history
-gives, at every step, on the in-memory and SQLite adapters.
+gives, at every step, on the in-memory, SQLite and PostgreSQL adapters.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -146,3 +147,25 @@ def test_incremental_membership_equals_scratch_on_sqlite(
         _run(storage, ops)
     finally:
         storage.close()
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps)
+def test_incremental_membership_equals_scratch_on_postgres(
+    postgres_dsn: str, ops: list[tuple[Any, ...]]
+) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from cjo.storage.postgres import PostgresStorage
+
+    schema = f"cjo_seg_{uuid.uuid4().hex[:12]}"
+    storage = PostgresStorage(postgres_dsn, schema=schema)
+    try:
+        _run(storage, ops)
+    finally:
+        storage.close()
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                sql.Identifier(schema)))
