@@ -52,10 +52,12 @@ __all__ = [
     "Inactive",
     "LastPerformed",
     "ListHas",
+    "NextChange",
     "Performed",
     "TextMatch",
     "average",
     "bucket",
+    "change_clock",
     "check_node",
     "compile_extended",
     "contains_text",
@@ -647,31 +649,68 @@ def compile_filter(where: Condition | None) -> CompiledCondition | None:
 # --- time -------------------------------------------------------------------------------------
 
 
+#: When a node's truth can next change: (its track, now) -> an instant after now, or None.
+NextChange = Callable[[Track | None, datetime], datetime | None]
+
+
 def next_change(node: Condition, track: Track | None, now: datetime) -> datetime | None:
     """The earliest instant after ``now`` at which ``node``'s truth can change with no new
     input (an event leaving a window, a quiet spell reaching its length), or None."""
-    if track is None:
-        return None
-    span: timedelta | None
+    return change_clock(node)(track, now)
+
+
+def change_clock(node: Condition) -> NextChange:
+    """``next_change`` for one node, compiled once: what it reads is decided here, not at each
+    call."""
     if isinstance(node, Performed | Aggregate):
-        span = node.window
-        if span is None:
+        return _never if node.window is None else _window_change(node.window)
+    if isinstance(node, FirstPerformed | LastPerformed):
+        if node.op != "within" or node.window is None:
+            return _never
+        return _when_change(node.window, isinstance(node, FirstPerformed))
+    if isinstance(node, Inactive):
+        return _quiet_change(node.span)
+    return _never
+
+
+def _never(track: Track | None, now: datetime) -> None:
+    return None
+
+
+def _window_change(span: timedelta) -> NextChange:
+    def change(track: Track | None, now: datetime) -> datetime | None:
+        if track is None:
             return None
         start = now - span
         for t, _ in track.recent:  # oldest first: the first one still inside leaves first
             if t > start:
                 return t + span
         return None
-    if isinstance(node, FirstPerformed | LastPerformed):
-        when = track.first if isinstance(node, FirstPerformed) else track.last
-        if node.op != "within" or node.window is None or when is None:
+
+    return change
+
+
+def _when_change(span: timedelta, first: bool) -> NextChange:
+    def change(track: Track | None, now: datetime) -> datetime | None:
+        if track is None:
             return None
-        at = when + node.window
+        when = track.first if first else track.last
+        if when is None:
+            return None
+        at = when + span
         return at if at > now else None
-    if isinstance(node, Inactive):
-        at = (track.last or track.since) + node.span
+
+    return change
+
+
+def _quiet_change(span: timedelta) -> NextChange:
+    def change(track: Track | None, now: datetime) -> datetime | None:
+        if track is None:
+            return None
+        at = (track.last or track.since) + span
         return at if at > now else None
-    return None
+
+    return change
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -22,9 +22,10 @@ criterion names it, and starts journeys whose ``SegmentTrigger`` names it.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from graphlib import TopologicalSorter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -33,6 +34,7 @@ import attrs
 from cjo.conditions import (
     Compare,
     CompareFields,
+    CompareTime,
     CompiledCondition,
     Condition,
     Exists,
@@ -50,9 +52,10 @@ from cjo.segments.history import (
     Inactive,
     LastPerformed,
     ListHas,
+    NextChange,
     Performed,
     TextMatch,
-    next_change,
+    change_clock,
 )
 from cjo.segments.rules import ProfileRule, apply_updates
 from cjo.segments.tracking import TrackSpec, plan_tracks, stream_key
@@ -75,6 +78,7 @@ MAX_CASCADE: Final = 8
 
 _EMPTY: Mapping[str, Any] = {}
 _TIMED: Final = (Performed, Aggregate, FirstPerformed, LastPerformed, Inactive)
+_MICROSECOND: Final = timedelta(microseconds=1)
 
 
 class _EventScope:
@@ -101,12 +105,16 @@ class _Reads:
     segments: frozenset[str]
     #: (node, track key) of the nodes whose truth changes with time.
     timed: tuple[tuple[Condition, str], ...]
+    #: Whether it compares a field with now() (its truth moves with time, but no timer follows
+    #: it: it is evaluated when something else makes cjo look).
+    reads_now: bool = False
 
 
 def _reads(condition: Condition) -> _Reads:
     tracks: set[str] = set()
     names: set[str] = set()
     any_attribute = False
+    reads_now = False
     segments: set[str] = set()
     timed: list[tuple[Condition, str]] = []
     for node in walk(condition):
@@ -115,6 +123,8 @@ def _reads(condition: Condition) -> _Reads:
             refs = (node.ref,)
         elif isinstance(node, CompareFields):
             refs = (node.left, node.right)
+        elif isinstance(node, CompareTime):
+            reads_now = reads_now or node.base == "now"
         elif isinstance(node, InSegment):
             segments.add(node.segment)
         elif isinstance(node, _TIMED):
@@ -128,7 +138,59 @@ def _reads(condition: Condition) -> _Reads:
             else:
                 any_attribute = True  # not expected in a segment; re-evaluate to be safe
     return _Reads(frozenset(tracks), frozenset(names), any_attribute, frozenset(segments),
-                  tuple(timed))
+                  tuple(timed), reads_now)
+
+
+def _clock_key(node: Condition, key: str) -> tuple[str, str, timedelta | None]:
+    """Nodes with one clock key change at the same instants, whatever the record holds."""
+    if isinstance(node, Performed | Aggregate):
+        return "window", key, node.window
+    if isinstance(node, FirstPerformed | LastPerformed):
+        return node.kind, key, node.window
+    assert isinstance(node, Inactive)
+    return "inactive", key, node.span
+
+
+@attrs.frozen
+class _Clock:
+    """One time-relative input, shared by the timed nodes of one clock key: when it next
+    changes, the track it reads, and the segments that read it."""
+
+    next_change: NextChange
+    key: str
+    segments: frozenset[str]
+
+
+#: A clock at the segment timer: whether its next change must be computed again, else what it is.
+_Pending = tuple[_Clock, bool, datetime | None]
+
+
+def _clocks(reads: Mapping[str, _Reads]) -> tuple[_Clock, ...]:
+    nodes: dict[tuple[str, str, timedelta | None], tuple[Condition, str, set[str]]] = {}
+    for sid, r in reads.items():
+        for node, key in r.timed:
+            entry = nodes.setdefault(_clock_key(node, key), (node, key, set()))
+            entry[2].add(sid)
+    return tuple(_Clock(change_clock(node), key, frozenset(sids))
+                 for node, key, sids in nodes.values())
+
+
+def _index(pairs: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for name, sid in pairs:
+        out.setdefault(name, set()).add(sid)
+    return {name: frozenset(sids) for name, sids in out.items()}
+
+
+def _follows_now(reads: Mapping[str, _Reads], order: list[str]) -> frozenset[str]:
+    """The segments whose truth can move with now() in a way no clock follows: those comparing
+    a field with now(), and those reading such a segment (a segment is read live)."""
+    out: set[str] = set()
+    for sid in order:  # readers after what they read
+        r = reads[sid]
+        if r.reads_now or not r.segments.isdisjoint(out):
+            out.add(sid)
+    return frozenset(out)
 
 
 def _is_timed(node: Condition) -> bool:
@@ -167,6 +229,21 @@ class SegmentPlan:
     basis: str = ""
     #: Event names that rules or tracks read (they matter to every customer).
     events: frozenset[str] = frozenset()
+    #: Each segment's position in ``order``.
+    rank: dict[str, int] = attrs.field(factory=dict)
+    #: Segment -> the segments whose condition reads it (``in_segment``).
+    readers: dict[str, frozenset[str]] = attrs.field(factory=dict)
+    #: Track key -> the segments reading it; attribute name -> the segments reading it.
+    by_track: dict[str, frozenset[str]] = attrs.field(factory=dict)
+    by_attribute: dict[str, frozenset[str]] = attrs.field(factory=dict)
+    #: Segments that read a value outside the profile: any attribute change concerns them.
+    any_attribute: frozenset[str] = frozenset()
+    #: The distinct time-relative inputs of the segments, and those reading each track.
+    clocks: tuple[_Clock, ...] = ()
+    clocks_by_track: dict[str, tuple[_Clock, ...]] = attrs.field(factory=dict)
+    #: Time-relative segments evaluated at every segment timer, due or not: they also compare
+    #: a field with now() (directly or through a segment they read), which no clock follows.
+    always_timed: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -196,11 +273,23 @@ class SegmentPlan:
                     exits.setdefault((crit.segment, crit.on), {}).setdefault(key, []).append(
                         crit.name
                     )
+        follows_now = _follows_now(reads, order)
+        clocks = _clocks(reads)
         return cls(
             tracks=tracks, tracks_by_event=by_event, rules_by_event=rules, order=order,
             compiled=dict(compiled), reads=reads, triggers=triggers, exits=exits,
             basis=_digest(definitions, tracks) if reads or tracks else "",
             events=frozenset(by_event) | frozenset(rules),
+            rank={sid: i for i, sid in enumerate(order)},
+            readers=_index((read, sid) for sid, r in reads.items() for read in r.segments),
+            by_track=_index((key, sid) for sid, r in reads.items() for key in r.tracks),
+            by_attribute=_index((name, sid) for sid, r in reads.items()
+                                for name in r.attributes),
+            any_attribute=frozenset(sid for sid, r in reads.items() if r.any_attribute),
+            clocks=clocks,
+            clocks_by_track={key: tuple(c for c in clocks if c.key == key)
+                             for key in {c.key for c in clocks}},
+            always_timed=frozenset(sid for sid in follows_now if reads[sid].timed),
         )
 
     # --- entry points from the decision core ---------------------------------------------------
@@ -224,14 +313,22 @@ class SegmentPlan:
                 d.change_profile(changes, notify=False)
                 changed_attrs.update(changes)
         changed_tracks: set[str] = set()
+        tracks = state.tracks
+        # The earliest next change of the changed tracks' clocks before the event: with the
+        # segment timer, it tells whether the clocks of other tracks need computing again.
+        was: datetime | None = None
         for spec in self.tracks_by_event.get(name, ()):
-            if (spec.where is None or spec.where(scope)) and spec.record(
-                state.tracks, props, event.timestamp, now
-            ):
-                changed_tracks.add(spec.key)
+            if spec.where is not None and not spec.where(scope):
+                continue
+            key = spec.key
+            before = self._next_change(self.clocks_by_track.get(key, ()), tracks, now)
+            if spec.record(tracks, props, event.timestamp, now):
+                changed_tracks.add(key)
+                if before is not None and (was is None or before < was):
+                    was = before
         if changed_tracks:
             d.touch()
-        self.refresh(d, now, changed_tracks, changed_attrs)
+        self.refresh(d, now, changed_tracks, changed_attrs, was=was)
 
     def on_profile(self, d: Decider, changed: set[str], at: datetime) -> None:
         if changed and self.order:
@@ -264,63 +361,130 @@ class SegmentPlan:
             del state.segments[sid]
             _log(d, sid, EXITED, at)
         changes += self._evaluate(d, at, set(self.order))
-        self._arm(d, at)
+        self._arm(d, self.next_change(state, at))
         self._dispatch(d, changes, at)
         return True
 
     # --- evaluation ----------------------------------------------------------------------------
 
     def refresh(self, d: Decider, at: datetime, tracks: set[str], attributes: set[str], *,
-                timed: bool = False) -> None:
-        """Evaluate again the segments that read what changed, then follow the changes."""
+                timed: bool = False, was: datetime | None = None) -> None:
+        """Evaluate again the segments that read what changed (at the segment timer: those
+        whose time-relative input changes at ``at``), then follow the changes.
+
+        ``was`` is the earliest instant the clocks of ``tracks`` would have changed before they
+        did (None: never). The segment timer is always the earliest change of every clock, and
+        a clock's next change stays put until it comes or its track changes: so the clocks of
+        other tracks need computing again only when the timer was one of the changed ones."""
         if not self.order:
             return
         wanted: set[str] = set()
-        for sid, r in self.reads.items():
-            if (
-                (timed and r.timed)
-                or (tracks and not tracks.isdisjoint(r.tracks))
-                or (attributes and (r.any_attribute or not attributes.isdisjoint(r.attributes)))
-            ):
-                wanted.add(sid)
-        for spec_key in tracks:
-            track = d.state.tracks.get(spec_key)
+        by_track = self.by_track
+        for key in tracks:
+            read = by_track.get(key)
+            if read:
+                wanted |= read
+        if attributes:
+            wanted |= self.any_attribute
+            by_attribute = self.by_attribute
+            for name in attributes:
+                read = by_attribute.get(name)
+                if read:
+                    wanted |= read
+        state = d.state
+        state_tracks = state.tracks
+        specs = self.tracks
+        for key in tracks:
+            track = state_tracks.get(key)
             if track is not None:
-                self.tracks[spec_key].prune(track, at)
-        if timed:
-            for key, track in d.state.tracks.items():
-                spec = self.tracks.get(key)
-                if spec is not None and spec.prune(track, at):
-                    d.touch()
+                specs[key].prune(track, at)
+        pending = self._timed(d, at, wanted) if timed else None
         changes = self._evaluate(d, at, wanted) if wanted else []
-        if wanted or tracks or timed:
-            self._arm(d, at)
+        if pending is not None:
+            self._arm(d, self._wake_after(pending, state_tracks, at))
+        elif tracks:
+            timer = state.timers.get(SEGMENT_TIMER)
+            if timer is not None and (timer <= at or (was is not None and was <= timer)):
+                self._arm(d, self.next_change(state, at))
+            else:  # the other clocks' earliest change is the timer (None: none has one)
+                clocks_by_track = self.clocks_by_track
+                for key in tracks:
+                    t = self._next_change(clocks_by_track.get(key, ()), state_tracks, at)
+                    if t is not None and (timer is None or t < timer):
+                        timer = t
+                self._arm(d, timer)
         self._dispatch(d, changes, at)
+
+    def _timed(self, d: Decider, at: datetime, wanted: set[str]) -> list[_Pending]:
+        """At the segment timer: add to ``wanted`` the segments reading a clock that changes
+        at ``at`` (and those always evaluated there), prune every track, and return each clock
+        with whether its next change must be computed again after ``at``, and else what it is.
+
+        Between inputs a clock's truth holds until its next change, and the timer is the
+        earliest of them: a clock not changing at ``at`` keeps the truth its segments were
+        evaluated with, and its next change."""
+        just_before = at - _MICROSECOND  # instants are whole microseconds
+        tracks = d.state.tracks
+        wanted |= self.always_timed
+        pending: list[_Pending] = []
+        for clock in self.clocks:
+            t = clock.next_change(tracks.get(clock.key), just_before)  # before pruning
+            if t is not None and t <= at:
+                wanted |= clock.segments
+                pending.append((clock, True, None))
+            else:
+                pending.append((clock, False, t))
+        pruned: set[str] = set()
+        specs = self.tracks
+        for key, track in tracks.items():
+            spec = specs.get(key)
+            if spec is not None and spec.prune(track, at):
+                pruned.add(key)
+        if pruned:
+            d.touch()
+            pending = [(c, again or c.key in pruned, t) for c, again, t in pending]
+        return pending
+
+    @staticmethod
+    def _wake_after(pending: list[_Pending], tracks: Mapping[str, Track],
+                    at: datetime) -> datetime | None:
+        best: datetime | None = None
+        for clock, again, kept in pending:
+            t = clock.next_change(tracks.get(clock.key), at) if again else kept
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def _evaluate(self, d: Decider, at: datetime, wanted: set[str]) -> list[tuple[str, str]]:
         """Evaluate ``wanted`` segments (and those reading one that changed) at ``at``, in
         dependency order; store and log each change; return them in that order."""
         state = d.state
+        members = state.segments
+        compiled, order, rank, readers = self.compiled, self.order, self.rank, self.readers
         previous, d.now = d.now, at
         try:
             scope = d.scope(_EMPTY, _EMPTY)
-            changed: set[str] = set()
             out: list[tuple[str, str]] = []
-            for sid in self.order:
-                if sid not in wanted and changed.isdisjoint(self.reads[sid].segments):
+            queue = sorted(rank[sid] for sid in wanted)  # a sorted list is a heap
+            queued = set(queue)
+            while queue:
+                sid = order[heapq.heappop(queue)]
+                now_in = bool(compiled[sid](scope))
+                if now_in == (sid in members):
                     continue
-                now_in = bool(self.compiled[sid](scope))
-                if now_in == (sid in state.segments):
-                    continue
-                changed.add(sid)
                 if now_in:
-                    state.segments[sid] = at
+                    members[sid] = at
                     _log(d, sid, ENTERED, at)
                     out.append((sid, "enter"))
                 else:
-                    del state.segments[sid]
+                    del members[sid]
                     _log(d, sid, EXITED, at)
                     out.append((sid, "exit"))
+                for reader in readers.get(sid, ()):
+                    i = rank[reader]  # after ``sid`` in ``order``
+                    if i not in queued:
+                        queued.add(i)
+                        heapq.heappush(queue, i)
                 scope = d.scope(_EMPTY, _EMPTY)  # a fresh cache: a membership changed
             if out:
                 d.touch()
@@ -330,18 +494,22 @@ class SegmentPlan:
 
     def next_change(self, state: CustomerState, at: datetime) -> datetime | None:
         """The earliest instant after ``at`` when a time-relative segment can change."""
+        return self._next_change(self.clocks, state.tracks, at)
+
+    @staticmethod
+    def _next_change(clocks: Iterable[_Clock], tracks: Mapping[str, Track],
+                     at: datetime) -> datetime | None:
         best: datetime | None = None
-        tracks = state.tracks
-        for r in self.reads.values():
-            for node, key in r.timed:
-                t = next_change(node, tracks.get(key), at)
-                if t is not None and (best is None or t < best):
-                    best = t
+        for clock in clocks:
+            t = clock.next_change(tracks.get(clock.key), at)
+            if t is not None and (best is None or t < best):
+                best = t
         return best
 
-    def _arm(self, d: Decider, at: datetime) -> None:
+    @staticmethod
+    def _arm(d: Decider, wake: datetime | None) -> None:
+        """Set the segment timer at ``wake`` (None: no timer)."""
         timers = d.state.timers
-        wake = self.next_change(d.state, at)
         if timers.get(SEGMENT_TIMER) != wake:
             if wake is None:
                 timers.pop(SEGMENT_TIMER, None)
