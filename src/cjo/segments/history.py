@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, Literal
 
@@ -59,6 +59,7 @@ __all__ = [
     "bucket",
     "change_clock",
     "check_node",
+    "clock_key",
     "compile_extended",
     "contains_text",
     "ends_with",
@@ -655,15 +656,40 @@ NextChange = Callable[[Track | None, datetime], datetime | None]
 
 def next_change(node: Condition, track: Track | None, now: datetime) -> datetime | None:
     """The earliest instant after ``now`` at which ``node``'s truth can change with no new
-    input (an event leaving a window, a quiet spell reaching its length), or None."""
-    return change_clock(node)(track, now)
+    input (a count crossing its bound as events leave its window, a quiet spell reaching its
+    length), or None."""
+    return change_clock((node,))(track, now)
 
 
-def change_clock(node: Condition) -> NextChange:
-    """``next_change`` for one node, compiled once: what it reads is decided here, not at each
-    call."""
+def clock_key(node: Condition) -> tuple[str, timedelta | None]:
+    """Time-relative nodes of one track with one clock key share one :func:`change_clock`."""
+    if isinstance(node, Performed):
+        return "count", node.window
+    if isinstance(node, Aggregate):
+        return "window", node.window
+    if isinstance(node, FirstPerformed | LastPerformed):
+        return node.kind, node.window
+    if isinstance(node, Inactive):
+        return "inactive", node.span
+    return "never", None
+
+
+def change_clock(nodes: Sequence[Condition], *, exact: bool = True) -> NextChange:
+    """``next_change`` of the earliest of ``nodes`` (of one track and one :func:`clock_key`),
+    compiled once.
+
+    ``exact``: a count in a rolling window changes when it crosses its bound, not each time an
+    event leaves; otherwise (and always for sums, averages, minimums and maximums) the next
+    event leaving the window is the next instant."""
+    node = nodes[0]
     if isinstance(node, Performed | Aggregate):
-        return _never if node.window is None else _window_change(node.window)
+        span = node.window
+        if span is None:
+            return _never
+        if exact and isinstance(node, Performed):
+            return _count_change(span, tuple((n.op, n.count) for n in nodes
+                                             if isinstance(n, Performed)))
+        return _window_change(span)
     if isinstance(node, FirstPerformed | LastPerformed):
         if node.op != "within" or node.window is None:
             return _never
@@ -686,6 +712,43 @@ def _window_change(span: timedelta) -> NextChange:
             if t > start:
                 return t + span
         return None
+
+    return change
+
+
+def _drop_to(op: CountOp, n: int, count: int) -> int | None:
+    """The count at or below which ``count op n`` changes truth as events leave (None: it
+    never does). Counts only fall without input."""
+    if op in ("ge", "lt"):
+        return n - 1 if count >= n >= 1 else None  # "ge" turns false, "lt" true
+    if op in ("gt", "le"):
+        return n if count > n else None  # "gt" turns false, "le" true
+    if count == n >= 1:  # "eq" turns false, "ne" true
+        return n - 1
+    return n if count > n else None  # it may reach n ("eq" true); below n, nothing changes
+
+
+def _count_change(span: timedelta, tests: tuple[tuple[CountOp, int], ...]) -> NextChange:
+    def change(track: Track | None, now: datetime) -> datetime | None:
+        if track is None:
+            return None
+        recent = track.recent
+        size = len(recent)
+        start = now - span
+        inside = size
+        for t, _ in recent:  # oldest first
+            if t > start:
+                break
+            inside -= 1
+        best: datetime | None = None
+        for op, n in tests:
+            m = _drop_to(op, n, inside)
+            if m is not None:
+                # The count first falls to m when the (m+1)-th newest event leaves.
+                at = recent[size - m - 1][0] + span
+                if best is None or at < best:
+                    best = at
+        return best
 
     return change
 

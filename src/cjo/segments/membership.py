@@ -56,6 +56,7 @@ from cjo.segments.history import (
     Performed,
     TextMatch,
     change_clock,
+    clock_key,
 )
 from cjo.segments.rules import ProfileRule, apply_updates
 from cjo.segments.tracking import TrackSpec, plan_tracks, stream_key
@@ -141,16 +142,6 @@ def _reads(condition: Condition) -> _Reads:
                   tuple(timed), reads_now)
 
 
-def _clock_key(node: Condition, key: str) -> tuple[str, str, timedelta | None]:
-    """Nodes with one clock key change at the same instants, whatever the record holds."""
-    if isinstance(node, Performed | Aggregate):
-        return "window", key, node.window
-    if isinstance(node, FirstPerformed | LastPerformed):
-        return node.kind, key, node.window
-    assert isinstance(node, Inactive)
-    return "inactive", key, node.span
-
-
 @attrs.frozen
 class _Clock:
     """One time-relative input, shared by the timed nodes of one clock key: when it next
@@ -165,14 +156,16 @@ class _Clock:
 _Pending = tuple[_Clock, bool, datetime | None]
 
 
-def _clocks(reads: Mapping[str, _Reads]) -> tuple[_Clock, ...]:
-    nodes: dict[tuple[str, str, timedelta | None], tuple[Condition, str, set[str]]] = {}
+def _clocks(reads: Mapping[str, _Reads], *, exact: bool) -> tuple[_Clock, ...]:
+    groups: dict[tuple[str, tuple[str, timedelta | None]], tuple[list[Condition], set[str]]] = {}
     for sid, r in reads.items():
         for node, key in r.timed:
-            entry = nodes.setdefault(_clock_key(node, key), (node, key, set()))
-            entry[2].add(sid)
-    return tuple(_Clock(change_clock(node), key, frozenset(sids))
-                 for node, key, sids in nodes.values())
+            nodes, sids = groups.setdefault((key, clock_key(node)), ([], set()))
+            if node not in nodes:
+                nodes.append(node)
+            sids.add(sid)
+    return tuple(_Clock(change_clock(nodes, exact=exact), key, frozenset(sids))
+                 for (key, _), (nodes, sids) in groups.items())
 
 
 def _index(pairs: Iterable[tuple[str, str]]) -> dict[str, frozenset[str]]:
@@ -274,7 +267,10 @@ class SegmentPlan:
                         crit.name
                     )
         follows_now = _follows_now(reads, order)
-        clocks = _clocks(reads)
+        always_timed = frozenset(sid for sid in follows_now if reads[sid].timed)
+        # Segments evaluated at every segment timer must keep being evaluated where they were
+        # (each event leaving a window), not only where a count crosses its bound.
+        clocks = _clocks(reads, exact=not always_timed)
         return cls(
             tracks=tracks, tracks_by_event=by_event, rules_by_event=rules, order=order,
             compiled=dict(compiled), reads=reads, triggers=triggers, exits=exits,
@@ -289,7 +285,7 @@ class SegmentPlan:
             clocks=clocks,
             clocks_by_track={key: tuple(c for c in clocks if c.key == key)
                              for key in {c.key for c in clocks}},
-            always_timed=frozenset(sid for sid in follows_now if reads[sid].timed),
+            always_timed=always_timed,
         )
 
     # --- entry points from the decision core ---------------------------------------------------
