@@ -470,10 +470,22 @@ def compile_extended(node: Condition, key_of: Callable[[Condition], str]) -> Com
 
 
 def _track(s: Scope, key: str) -> tuple[Track | None, datetime | None, bool]:
-    record, now = _record(s)
+    record = getattr(s, "record", None)
+    now = getattr(s, "now", None)
     if record is None or now is None:
         return None, None, False
     return record.tracks.get(key), now, True
+
+
+def _first_inside(recent: list[tuple[datetime, float | None]], start: datetime) -> int:
+    """The index of the first event stamped after ``start`` (oldest first; pruning leaves few
+    before it)."""
+    i = 0
+    for t, _ in recent:
+        if t > start:
+            return i
+        i += 1
+    return i
 
 
 def _compile_performed(node: Performed, key: str) -> CompiledCondition:
@@ -488,8 +500,8 @@ def _compile_performed(node: Performed, key: str) -> CompiledCondition:
             count = 0
         elif within is not None:
             assert now is not None
-            start = now - within
-            count = sum(1 for t, _ in track.recent if t > start)
+            recent = track.recent
+            count = len(recent) - _first_inside(recent, now - within)
         elif rkey is not None:
             acc = track.ranges.get(rkey)
             count = int(acc[0]) if acc else 0
@@ -548,8 +560,9 @@ def _compile_aggregate(node: Aggregate, key: str) -> CompiledCondition:
 
     def value_of(track: Track, now: datetime) -> float | None:
         if within is not None:
-            start = now - within
-            return _aggregate(fn, [v for t, v in track.recent if t > start and v is not None])
+            recent = track.recent
+            inside = recent[_first_inside(recent, now - within):]
+            return _aggregate(fn, [v for _, v in inside if v is not None])
         if rkey is not None:
             acc = track.ranges.get(rkey)
             return None if not acc else _summary(fn, acc[0], acc[1], acc[2], acc[3])

@@ -459,10 +459,12 @@ class SegmentPlan:
         compiled, order, rank, readers = self.compiled, self.order, self.rank, self.readers
         previous, d.now = d.now, at
         try:
+            # One scope for the whole pass: ``in_segment`` evaluates the segment it names on the
+            # record (it does not read the stored memberships), so its cache holds throughout.
             scope = d.scope(_EMPTY, _EMPTY)
             out: list[tuple[str, str]] = []
             queue = sorted(rank[sid] for sid in wanted)  # a sorted list is a heap
-            queued = set(queue)
+            queued = set(queue) if readers else None
             while queue:
                 sid = order[heapq.heappop(queue)]
                 now_in = bool(compiled[sid](scope))
@@ -476,12 +478,12 @@ class SegmentPlan:
                     del members[sid]
                     _log(d, sid, EXITED, at)
                     out.append((sid, "exit"))
-                for reader in readers.get(sid, ()):
-                    i = rank[reader]  # after ``sid`` in ``order``
-                    if i not in queued:
-                        queued.add(i)
-                        heapq.heappush(queue, i)
-                scope = d.scope(_EMPTY, _EMPTY)  # a fresh cache: a membership changed
+                if queued is not None:
+                    for reader in readers.get(sid, ()):
+                        i = rank[reader]  # after ``sid`` in ``order``
+                        if i not in queued:
+                            queued.add(i)
+                            heapq.heappush(queue, i)
             if out:
                 d.touch()
             return out
