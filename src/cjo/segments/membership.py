@@ -152,10 +152,6 @@ class _Clock:
     segments: frozenset[str]
 
 
-#: A clock at the segment timer: whether its next change must be computed again, else what it is.
-_Pending = tuple[_Clock, bool, datetime | None]
-
-
 def _clocks(reads: Mapping[str, _Reads], *, exact: bool) -> tuple[_Clock, ...]:
     groups: dict[tuple[str, tuple[str, timedelta | None]], tuple[list[Condition], set[str]]] = {}
     for sid, r in reads.items():
@@ -394,10 +390,10 @@ class SegmentPlan:
             track = state_tracks.get(key)
             if track is not None:
                 specs[key].prune(track, at)
-        pending = self._timed(d, at, wanted) if timed else None
+        timed_state = self._timed(d, at, wanted) if timed else None
         changes = self._evaluate(d, at, wanted) if wanted else []
-        if pending is not None:
-            self._arm(d, self._wake_after(pending, state_tracks, at))
+        if timed_state is not None:
+            self._arm(d, self._wake_after(*timed_state, state_tracks, at))
         elif tracks:
             timer = state.timers.get(SEGMENT_TIMER)
             if timer is not None and (timer <= at or (was is not None and was <= timer)):
@@ -411,10 +407,11 @@ class SegmentPlan:
                 self._arm(d, timer)
         self._dispatch(d, changes, at)
 
-    def _timed(self, d: Decider, at: datetime, wanted: set[str]) -> list[_Pending]:
+    def _timed(self, d: Decider, at: datetime, wanted: set[str]
+               ) -> tuple[list[datetime | None], set[str]]:
         """At the segment timer: add to ``wanted`` the segments reading a clock that changes
-        at ``at`` (and those always evaluated there), prune every track, and return each clock
-        with whether its next change must be computed again after ``at``, and else what it is.
+        at ``at`` (and those always evaluated there), prune every track; return each clock's
+        next change as of just before ``at``, and the tracks pruning changed.
 
         Between inputs a clock's truth holds until its next change, and the timer is the
         earliest of them: a clock not changing at ``at`` keeps the truth its segments were
@@ -422,14 +419,10 @@ class SegmentPlan:
         just_before = at - _MICROSECOND  # instants are whole microseconds
         tracks = d.state.tracks
         wanted |= self.always_timed
-        pending: list[_Pending] = []
-        for clock in self.clocks:
-            t = clock.next_change(tracks.get(clock.key), just_before)  # before pruning
+        times = [c.next_change(tracks.get(c.key), just_before) for c in self.clocks]
+        for clock, t in zip(self.clocks, times, strict=True):
             if t is not None and t <= at:
                 wanted |= clock.segments
-                pending.append((clock, True, None))
-            else:
-                pending.append((clock, False, t))
         pruned: set[str] = set()
         specs = self.tracks
         for key, track in tracks.items():
@@ -438,15 +431,16 @@ class SegmentPlan:
                 pruned.add(key)
         if pruned:
             d.touch()
-            pending = [(c, again or c.key in pruned, t) for c, again, t in pending]
-        return pending
+        return times, pruned
 
-    @staticmethod
-    def _wake_after(pending: list[_Pending], tracks: Mapping[str, Track],
-                    at: datetime) -> datetime | None:
+    def _wake_after(self, times: list[datetime | None], pruned: set[str],
+                    tracks: Mapping[str, Track], at: datetime) -> datetime | None:
+        """The segment timer after a timed refresh: the clocks that changed at ``at`` or whose
+        track was pruned are computed again, the others keep their next change."""
         best: datetime | None = None
-        for clock, again, kept in pending:
-            t = clock.next_change(tracks.get(clock.key), at) if again else kept
+        for clock, before in zip(self.clocks, times, strict=True):
+            t = (clock.next_change(tracks.get(clock.key), at)
+                 if (before is not None and before <= at) or clock.key in pruned else before)
             if t is not None and (best is None or t < best):
                 best = t
         return best
@@ -463,7 +457,10 @@ class SegmentPlan:
             # record (it does not read the stored memberships), so its cache holds throughout.
             scope = d.scope(_EMPTY, _EMPTY)
             out: list[tuple[str, str]] = []
-            queue = sorted(rank[sid] for sid in wanted)  # a sorted list is a heap
+            # A sorted list is a heap; every segment (a new record, new definitions) is already
+            # in order.
+            queue = (list(range(len(order))) if len(wanted) == len(order)
+                     else sorted(rank[sid] for sid in wanted))
             queued = set(queue) if readers else None
             while queue:
                 sid = order[heapq.heappop(queue)]
