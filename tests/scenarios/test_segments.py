@@ -402,3 +402,66 @@ def test_a_back_test_fires_segment_journeys_at_their_instants() -> None:
     assert sorted((m.customer_id, m.created_at) for m in channel.messages) == [
         ("a", T0 + 19 * DAY), ("b", T0 + 15 * DAY)
     ]
+
+
+def test_a_window_count_arms_its_timer_where_it_crosses_its_bound(
+    storage_factory: Factory,
+) -> None:
+    w = one(storage_factory, performed("view").at_least(2).within(days=7))
+    for day in (0, 1, 2):
+        w.at(T0 + day * DAY)
+        w.send("view")
+    # The first view leaving leaves two: the count falls below 2 when the second one leaves.
+    assert w.engine.customer_state("c1").timers[SEGMENT_TIMER] == T0 + 8 * DAY  # type: ignore[union-attr]
+    w.at(T0 + 7 * DAY)
+    assert w.members() == {"s"}
+    w.at(T0 + 8 * DAY - US)
+    assert w.members() == {"s"}
+    w.at(T0 + 8 * DAY)
+    assert w.members() == set()
+    assert SEGMENT_TIMER not in w.engine.customer_state("c1").timers  # type: ignore[union-attr]
+    assert w.changes() == [(T0 + DAY, "segment_entered", "s"),
+                           (T0 + 8 * DAY, "segment_exited", "s")]
+
+
+def test_a_timed_segment_that_also_reads_now_is_evaluated_as_each_event_leaves(
+    storage_factory: Factory,
+) -> None:
+    from cjo import now
+
+    # Its comparison with now() moves with time alone, and no timer follows it: it is evaluated
+    # wherever the segment timer fires, which is at every event leaving the window.
+    w = one(storage_factory, performed("view").at_least(1).within(days=3)
+            & (attr("open_at") < now()))
+    w.engine.identify("c1", {"open_at": T0 + DAY + DAY / 2})
+    w.send("view")
+    w.at(T0 + DAY)
+    w.send("view")
+    assert w.members() == set()
+    assert w.engine.customer_state("c1").timers[SEGMENT_TIMER] == T0 + 3 * DAY  # type: ignore[union-attr]
+    w.at(T0 + 3 * DAY)  # one view left, one still inside: open by now
+    assert w.members() == {"s"}
+    w.at(T0 + 4 * DAY)
+    assert w.changes() == [(T0 + 3 * DAY, "segment_entered", "s"),
+                           (T0 + 4 * DAY, "segment_exited", "s")]
+
+
+def test_a_profile_change_at_the_segment_timer_does_not_put_the_timer_off(
+    storage_factory: Factory,
+) -> None:
+    from cjo import EventTrigger, UpdateProfile, Wait
+
+    # A journey wakes at the instant a view leaves the window, just before the segment timer
+    # due then, and changes an attribute another segment reads.
+    w = World(storage_factory(),
+              Segment("viewer", performed("view").at_least(1).within(days=2)),
+              Segment("flagged", attr("flag") == True),  # noqa: E712
+              journeys=[Journey(id="flag", trigger=EventTrigger("view"), entry="wait",
+                                steps={"wait": Wait(2 * DAY, next="set"),
+                                       "set": UpdateProfile({"flag": True})})])
+    w.send("view")
+    w.at(T0 + 2 * DAY)
+    assert w.members() == {"flagged"}
+    assert w.changes() == [(T0, "segment_entered", "viewer"),
+                           (T0 + 2 * DAY, "segment_entered", "flagged"),
+                           (T0 + 2 * DAY, "segment_exited", "viewer")]

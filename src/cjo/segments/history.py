@@ -729,21 +729,24 @@ def _window_change(span: timedelta) -> NextChange:
     return change
 
 
-def _drop_to(op: CountOp, n: int, count: int) -> int | None:
-    """The count at or below which ``count op n`` changes truth as events leave (None: it
-    never does). Counts only fall without input."""
-    if op in ("ge", "lt"):
-        return n - 1 if count >= n >= 1 else None  # "ge" turns false, "lt" true
-    if op in ("gt", "le"):
-        return n if count > n else None  # "gt" turns false, "le" true
-    if count == n >= 1:  # "eq" turns false, "ne" true
-        return n - 1
-    return n if count > n else None  # it may reach n ("eq" true); below n, nothing changes
+def _drops(op: CountOp, n: int) -> tuple[tuple[int, int], ...]:
+    """When ``count op n`` changes truth as events leave its window (counts only fall without
+    input): (at least this count now, the count at or below which it changes), first match
+    wins; none: it never changes."""
+    if op in ("ge", "lt"):  # "ge" turns false, "lt" true
+        return ((n, n - 1),) if n >= 1 else ()
+    if op in ("gt", "le"):  # "gt" turns false, "le" true
+        return ((n + 1, n),)
+    # "eq" turns true when the count reaches n (below n, nothing more changes), and false when
+    # it falls below n; "ne" the other way round.
+    return ((n + 1, n), (n, n - 1)) if n >= 1 else ((1, 0),)
 
 
 def _count_change(span: timedelta, tests: tuple[tuple[CountOp, int], ...]) -> NextChange:
+    drops = tuple(_drops(op, n) for op, n in tests)
+
     def change(track: Track | None, now: datetime) -> datetime | None:
-        if track is None:
+        if track is None or not track.recent:
             return None
         recent = track.recent
         size = len(recent)
@@ -753,15 +756,15 @@ def _count_change(span: timedelta, tests: tuple[tuple[CountOp, int], ...]) -> Ne
             if t > start:
                 break
             inside -= 1
-        best: datetime | None = None
-        for op, n in tests:
-            m = _drop_to(op, n, inside)
-            if m is not None:
-                # The count first falls to m when the (m+1)-th newest event leaves.
-                at = recent[size - m - 1][0] + span
-                if best is None or at < best:
-                    best = at
-        return best
+        # The count first falls to m when the (m+1)-th newest event leaves: the highest m
+        # any test waits for comes first.
+        highest = -1
+        for test in drops:
+            for least, m in test:
+                if inside >= least:
+                    highest = max(highest, m)
+                    break
+        return None if highest < 0 else recent[size - highest - 1][0] + span
 
     return change
 

@@ -158,6 +158,8 @@ class TrackSpec:
         if self.horizon is None:
             recent.clear()
             return before > 0
+        if not recent:
+            return False
         start = now - self.horizon
         drop = 0
         while drop < len(recent) and recent[drop][0] <= start:
