@@ -9,8 +9,9 @@ core calls it in the customer's transaction:
   before journeys react to the event;
 - ``on_profile``: after attributes change (``identify``, an UpdateProfile step);
 - ``on_timer``: at the one customer timer (``SEGMENT_TIMER``) set to the earliest instant a
-  time-relative condition can change (an event leaving a window, a quiet spell reaching its
-  length), the time-relative segments are evaluated again at exactly that instant;
+  time-relative condition can change (a count crossing its bound as events leave its window, a
+  quiet spell reaching its length), the segments whose condition changes then are evaluated
+  again at exactly that instant;
 - ``sync``: when the definitions changed since the record was last evaluated (or the record is
   new), every segment is evaluated again.
 
