@@ -32,6 +32,7 @@ from cjo import (
     prop,
     total,
 )
+from cjo.segments.membership import SEGMENT_TIMER
 from cjo.storage.base import Storage
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
@@ -81,6 +82,16 @@ def _naive(history: History, profile: dict[str, Any], created: datetime,
     return out
 
 
+def _next_naive_change(history: History, profile: dict[str, Any], now: datetime,
+                       members: set[str]) -> datetime | None:
+    spans = (5 * DAY, 3 * DAY, 2 * DAY, 4 * DAY, 36 * HOUR)
+    moments = {t + span for _, t, _ in history for span in spans} | {T0 + 3 * DAY}
+    for at in sorted(m for m in moments if m > now):
+        if _naive(history, profile, T0, at) != members:
+            return at
+    return None
+
+
 LATENESS = st.sampled_from([0, 0, 12, 24]) | st.integers(0, 48)
 steps = st.lists(
     st.one_of(
@@ -122,6 +133,12 @@ def _run(storage: Storage, ops: list[tuple[Any, ...]]) -> None:
         assert state is not None
         expected = _naive(history, profile, T0, now)
         assert set(state.segments) == expected, (i, op)
+        # The segment timer comes no later than the next change a naive evaluation finds at
+        # the instants windows can move (it may come earlier, where nothing changes).
+        change = _next_naive_change(history, profile, now, expected)
+        if change is not None:
+            timer = state.timers.get(SEGMENT_TIMER)
+            assert timer is not None and now < timer <= change, (i, op, timer, change)
         for segment in SEGMENTS:
             assert engine.in_segment("c", segment.id) == (segment.id in expected)
 
