@@ -310,11 +310,13 @@ class SegmentPlan:
         # The earliest next change of the changed tracks' clocks before the event: with the
         # segment timer, it tells whether the clocks of other tracks need computing again.
         was: datetime | None = None
+        timer = SEGMENT_TIMER in state.timers  # without one, no clock had a next change
         for spec in self.tracks_by_event.get(name, ()):
             if spec.where is not None and not spec.where(scope):
                 continue
             key = spec.key
-            before = self._next_change(self.clocks_by_track.get(key, ()), tracks, now)
+            before = (self._next_change(self.clocks_by_track.get(key, ()), tracks, now)
+                      if timer else None)
             if spec.record(tracks, props, event.timestamp, now):
                 changed_tracks.add(key)
                 if before is not None and (was is None or before < was):
