@@ -42,7 +42,6 @@ _UNSAFE_FILTERS = frozenset({"date"})
 _ROOTS = frozenset({"profile", "event", "context", "customer_id"})
 _SCALARS = (str, int, float, bool, type(None))
 _MISSING = MISSING
-_NO_MEMO = None
 
 Path = tuple[str, ...]
 
@@ -137,66 +136,74 @@ def _reads(source: str, env: Environment) -> tuple[Path, ...] | None:
     return tuple(sorted(set(paths)))
 
 
+_FieldPlan = tuple[str, _FastTemplate | None, tuple[Path, ...] | None]
+
+
 class MemoRenderer:
-    """Renders through ``renderer``, reusing outputs; at most ``size`` outputs are kept."""
+    """Renders through ``renderer``, reusing outputs; at most ``size`` outputs are kept.
+
+    Each field is taken on its own: a field on the fast path is evaluated directly even when
+    another field of its variant needs Liquid (the win-back's ``{% if %}`` offer beside its
+    per-customer code), and a field that needs Liquid is memoised on the values it reads, not
+    on everything its variant reads. Fields are rendered in order, so the first field that
+    fails raises, as a full render of the variant does."""
 
     def __init__(self, renderer: Renderer, size: int = 50_000) -> None:
         self.renderer = renderer
         self._size = size
         self._env = Environment()
-        self._reads: dict[str, tuple[Path, ...] | None] = {}
-        self._memo: dict[tuple[Any, ...], dict[str, str]] = {}
-        # Per variant (of this generation's definitions, so ids are stable).
-        self._plans: dict[int, Any] = {}
-
-    def _key(self, variant: Variant, data: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        key: list[Any] = [id(variant)]
-        for source in variant.fields.values():
-            if source in self._reads:
-                reads = self._reads[source]
-            else:
-                reads = self._reads[source] = _reads(source, self._env)
-            if reads is None:
-                return _NO_MEMO
-            for path in reads:
-                v = lookup(data, path)
-                if v is not _MISSING and not isinstance(v, _SCALARS):
-                    return _NO_MEMO
-                # The type too: 1, 1.0 and True are equal keys but render differently.
-                key.append((type(v), v))
-        return tuple(key)
+        self._memo: dict[tuple[Any, ...], str] = {}
+        # Per variant (of this generation's definitions, so ids are stable): per field, its
+        # name, its fast form (or None) and the paths it reads (None: never memoised).
+        self._plans: dict[int, tuple[_FieldPlan, ...]] = {}
 
     def render(
         self, item: ContentItem, variant: Variant, data: Mapping[str, Any]
     ) -> dict[str, str]:
-        plan = self._plans.get(id(variant), _MISSING)
-        if plan is _MISSING:
+        plan = self._plans.get(id(variant))
+        if plan is None:
             plan = self._plans[id(variant)] = self._plan(variant)
-        if plan is not None:
-            try:
-                limit = self.renderer.limits.max_render_output
-                return {name: _run_fast(fast, data, limit) for name, fast in plan}
-            except _SlowPathError:
-                pass  # this time's values need Liquid's semantics: the memo or a full render
-        key = self._key(variant, data)
-        if key is None:
-            return self.renderer.render(item, variant, data)
-        hit = self._memo.get(key)
+        limit = self.renderer.limits.max_render_output
+        out: dict[str, str] = {}
+        for name, fast, reads in plan:
+            if fast is not None:
+                try:
+                    out[name] = _run_fast(fast, data, limit)
+                    continue
+                except _SlowPathError:
+                    pass  # this time's values need Liquid's semantics: the memo or a render
+            out[name] = self._memoised(item, variant, name, reads, data)
+        return out
+
+    def _memoised(
+        self, item: ContentItem, variant: Variant, name: str, reads: tuple[Path, ...] | None,
+        data: Mapping[str, Any],
+    ) -> str:
+        if reads is None:
+            return self.renderer.render_field(item, variant, name, data)
+        key: list[Any] = [id(variant), name]
+        for path in reads:
+            v = lookup(data, path)
+            if v is not _MISSING and not isinstance(v, _SCALARS):
+                return self.renderer.render_field(item, variant, name, data)
+            # The type too: 1, 1.0 and True are equal keys but render differently.
+            key.append((type(v), v))
+        memo_key = tuple(key)
+        hit = self._memo.get(memo_key)
         if hit is None:
-            hit = self.renderer.render(item, variant, data)
+            hit = self.renderer.render_field(item, variant, name, data)
             if len(self._memo) >= self._size:
                 self._memo.clear()
-            self._memo[key] = hit
-        return dict(hit)
+            self._memo[memo_key] = hit
+        return hit
 
-    def _plan(self, variant: Variant) -> tuple[tuple[str, _FastTemplate], ...] | None:
-        """Every field of ``variant`` on the fast path, or None."""
-        plan: list[tuple[str, _FastTemplate]] = []
+    def _plan(self, variant: Variant) -> tuple[_FieldPlan, ...]:
+        plan: list[_FieldPlan] = []
         for name, source in variant.fields.items():
             if len(source) > self.renderer.limits.max_template_length:
-                return None
-            fast = _fast(source, self._env)
-            if fast is None:
-                return None
-            plan.append((name, fast))
+                # The renderer reports the limit, every time.
+                plan.append((name, None, None))
+                continue
+            plan.append((name, _fast(source, self._env), _reads(source, self._env)))
         return tuple(plan)
+
