@@ -164,7 +164,8 @@ class InMemoryStorage(Storage):
             self._index_members(cid, previous.segments if previous is not None else {},
                                 state.segments)
         # The session's state was a copy (or a new object) and the engine drops it after
-        # commit: keep it as it is.
+        # commit: keep it as it is, its empty containers shared (a load copies it anyway).
+        state.share_empty()
         self._records[cid] = state
         self._set_wake(cid, old, None if cid in self._aside else state.wake_at)
         if messages:
