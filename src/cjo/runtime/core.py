@@ -801,10 +801,14 @@ class Decider:
         state = self.state
         if enrollment in state.enrollments:
             state.enrollments.remove(enrollment)
-        ended = state.ended
-        ended.append(EndedEnrollment.of(enrollment))
-        if len(ended) > self.keep_ended:
-            del ended[: len(ended) - self.keep_ended]
+        # A new list of exactly the kept ones (an appended list keeps room to grow, and most
+        # records keep one ended enrollment for good).
+        keep, ended = self.keep_ended, state.ended
+        if keep > 0:
+            kept = ended[max(0, len(ended) - keep + 1):]
+            state.ended = kept + [EndedEnrollment.of(enrollment)]  # noqa: RUF005 (exact size)
+        elif ended:
+            state.ended = []
         self._fold_history(enrollment, at)
         self.activity(enrollment, status, reason, at)
         self.outcome.ended.append(Ended(
