@@ -764,7 +764,8 @@ class Engine:
                         key, attempts, self.retry_backoff, self.max_retry_delay
                     )
             delivery = Delivery(key, result, retry_at)
-            if delivery.outbox_status == "dead":
+            status = delivery.outbox_status
+            if status == "dead":
                 log.warning("message %s is a dead letter (%s): %s", key, result.status,
                             result.error)
                 if policy == "exit":
@@ -778,7 +779,7 @@ class Engine:
                          retry_at.isoformat(), result.error)
             deliveries.append(delivery)
             if outcome is not None:
-                outcome.delivery[key] = delivery.outbox_status
+                outcome.delivery[key] = status
         if deliveries:
             storage.complete_outbox_many(deliveries, now)
         for customer_id, failures in unreachable.items():

@@ -398,10 +398,12 @@ class _Run:
                     # due by this instant (each at its own instant). They may end or start
                     # enrollments, and so change whether this event matters.
                     state = decider.state if decider is not None else peek(cid)
-                    if state is not None and _due_by(state, at):
+                    caught_up = state is not None and _due_by(state, at)
+                    if caught_up:
                         if decider is None:
                             decider = deciders[cid] = self._decider(sessions[cid], at)
                             state = decider.state
+                        assert decider is not None
                         decider.catch_up(at)
                     # Then what Engine.handle_event skips, skip: it opens no transaction, so
                     # it claims no event id.
@@ -412,7 +414,7 @@ class _Run:
                         continue  # a duplicate changes nothing
                     if decider is None:
                         decider = deciders[cid] = self._decider(session, at)
-                    decider.on_event(item, at)
+                    decider.on_event(item, at, caught_up=caught_up)
                 else:
                     if decider is None:
                         decider = deciders[cid] = self._decider(sessions[cid], at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +33,19 @@ outputs = st.builds(
 tests_ = st.builds(
     lambda name: f"{{% if profile.{name} %}}y{{% else %}}n{{% endif %}}", st.sampled_from(NAMES)
 )
-templates = st.lists(st.one_of(outputs, tests_,
+# ``if path == literal`` with an ``else``, or without, around text and outputs: the fast path's
+# choice (a boolean, a number, a string that looks like one, a missing value, a blank branch).
+literals = st.sampled_from(["'pro'", "'PRO'", "3", "1", "0", "-2.5", "'3'", "''", "true", "nil"])
+simple = st.one_of(outputs, st.sampled_from(["y", " ", "", "{{ customer_id | upcase }}"]))
+choices = st.builds(
+    lambda scope, name, literal, then, otherwise: (
+        f"{{% if {scope}.{name} == {literal} %}}{then}"
+        + (f"{{% else %}}{otherwise}" if otherwise is not None else "") + "{% endif %}"
+    ),
+    st.sampled_from(["profile", "event"]), st.sampled_from(NAMES), literals, simple,
+    st.none() | simple,
+)
+templates = st.lists(st.one_of(outputs, tests_, choices,
                                st.sampled_from(["Hi ", ", ", "{{ customer_id }}", "x"])),
                      min_size=1, max_size=5).map("".join)
 
@@ -55,3 +68,42 @@ def test_fast_and_full_renders_agree(source: str, profile: dict[str, Any],
     fast = MemoRenderer(Renderer())
     assert _render(fast, source, data) == full
     assert _render(fast, source, data) == full  # and again, from the memo
+
+
+def _render_variant(renderer: Renderer | MemoRenderer, fields: dict[str, str],
+                    data: dict[str, Any]) -> object:
+    item = ContentItem("c", (Variant("email", fields),))
+    try:
+        return renderer.render(item, item.variants[0], data)
+    except RenderError as exc:
+        return (type(exc), exc.field)
+
+
+# A variant mixes fields the fast path takes with fields only Liquid renders (an ``if``, a
+# per-customer code): each field goes its own way, and the result is the full render's.
+@settings(max_examples=300, deadline=None)
+@given(st.lists(templates, min_size=1, max_size=4),
+       st.dictionaries(st.sampled_from(NAMES[:-1]), scalars),
+       st.dictionaries(st.sampled_from(NAMES[:-1]), scalars),
+       st.sampled_from(["c1", "ada", ""]))
+def test_fast_and_full_renders_agree_field_by_field(
+    sources: list[str], profile: dict[str, Any], event: dict[str, Any], customer_id: str,
+) -> None:
+    fields = {f"f{i}": source for i, source in enumerate(sources)}
+    fields["code"] = "BACK-{{ customer_id | upcase }}"
+    data = {"profile": profile, "event": event, "context": event, "customer_id": customer_id}
+    full = _render_variant(Renderer(), fields, data)
+    fast = MemoRenderer(Renderer())
+    assert _render_variant(fast, fields, data) == full
+    assert _render_variant(fast, fields, data) == full  # and again, from the memo
+    other = {**data, "customer_id": customer_id + "x"}
+    assert _render_variant(fast, fields, other) == _render_variant(Renderer(), fields, other)
+
+
+@pytest.mark.parametrize("value", [True, False, 1, 0, 1.0, 3, "3", "pro", "", None, 2.5])
+@pytest.mark.parametrize("literal", ["1", "0", "3", "'3'", "'pro'", "''", "1.0"])
+def test_if_equals_literal_agrees_with_liquid(value: object, literal: str) -> None:
+    """Liquid's ``==``: a boolean equals only a boolean, whatever Python says of True == 1."""
+    source = f"{{% if profile.flag == {literal} %}}y{{% else %}}n{{% endif %}}"
+    data = {"profile": {"flag": value}, "event": {}, "context": {}, "customer_id": "c1"}
+    assert _render(MemoRenderer(Renderer()), source, data) == _render(Renderer(), source, data)

@@ -6,7 +6,8 @@ machinery.
   kept per (template, those values) and a repeat costs a dictionary look-up. A template whose
   output may depend on anything else (loops, counters, partials, the ``date`` filter, which can
   read the current time) or reads a value that is not a plain scalar is never memoised.
-- Most templates are text and ``{{ path | filter: literal }}`` outputs. For those, Liquid's own
+- Most templates are text, ``{{ path | filter: literal }}`` outputs and ``{% if path ==
+  literal %}...{% else %}...{% endif %}`` choices between such parts. For those, Liquid's own
   parse tree, filter functions and stringification are applied directly, with no render
   context, output stream or limit bookkeeping (the output's length is still checked). Anything
   else, a missing or non-scalar value, or a filter that raises, falls back to a full render, so
@@ -15,16 +16,18 @@ machinery.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from liquid import Environment
 from liquid.builtin.content import ContentNode
 from liquid.builtin.expressions.arguments import PositionalArgument
 from liquid.builtin.expressions.filtered import FilteredExpression
+from liquid.builtin.expressions.logical import BooleanExpression, EqExpression
 from liquid.builtin.expressions.path import Path as LiquidPath
 from liquid.builtin.expressions.primitive import Literal
 from liquid.builtin.output import OutputNode
+from liquid.builtin.tags.if_tag import IfNode
 from liquid.exceptions import LiquidError
 from liquid.stringify import to_liquid_string
 
@@ -42,7 +45,6 @@ _UNSAFE_FILTERS = frozenset({"date"})
 _ROOTS = frozenset({"profile", "event", "context", "customer_id"})
 _SCALARS = (str, int, float, bool, type(None))
 _MISSING = MISSING
-_NO_MEMO = None
 
 Path = tuple[str, ...]
 
@@ -51,8 +53,27 @@ _FAST_FILTERS = frozenset({
     "default", "upcase", "downcase", "capitalize", "append", "prepend", "strip", "lstrip",
     "rstrip", "plus", "minus", "times", "round", "abs",
 })
-_Part = str | tuple[Path, tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...]]
+_Output = tuple[Path, tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...]]
+
+
+class _Choice:
+    """``{% if <path> == <literal> %}then{% else %}otherwise{% endif %}`` on the fast path."""
+
+    __slots__ = ("literal", "otherwise", "path", "then")
+
+    def __init__(self, path: Path, literal: str | int | float, then: _FastTemplate,
+                 otherwise: _FastTemplate) -> None:
+        self.path = path
+        self.literal = literal
+        self.then = then
+        self.otherwise = otherwise
+
+
+_Part = str | _Output | _Choice
 _FastTemplate = tuple[_Part, ...]
+# Literals an ``if`` may compare with on the fast path: Liquid's ``==`` on a plain value is
+# Python's, except that a boolean equals only a boolean (handled in ``_run_parts``).
+_LITERALS = (str, int, float)
 
 
 class _SlowPathError(Exception):
@@ -60,15 +81,26 @@ class _SlowPathError(Exception):
 
 
 def _fast(source: str, env: Environment) -> _FastTemplate | None:
-    """``source`` as text and outputs of paths through literal-argument filters, or None."""
+    """``source`` as text, outputs of paths through literal-argument filters, and ``if``s
+    comparing a path with a literal, or None."""
     try:
         template = env.from_string(source)
     except LiquidError:
         return None
+    return _fast_nodes(template.nodes, env)
+
+
+def _fast_nodes(nodes: Iterable[object], env: Environment) -> _FastTemplate | None:
     parts: list[_Part] = []
-    for node in template.nodes:
+    for node in nodes:
         if type(node) is ContentNode:
             parts.append(node.text)
+            continue
+        if type(node) is IfNode:
+            choice = _fast_choice(node, env)
+            if choice is None:
+                return None
+            parts.append(choice)
             continue
         if type(node) is not OutputNode or type(node.expression) is not FilteredExpression:
             return None
@@ -91,11 +123,49 @@ def _fast(source: str, env: Environment) -> _FastTemplate | None:
     return tuple(parts)
 
 
+def _fast_choice(node: IfNode, env: Environment) -> _Choice | None:
+    condition = node.condition
+    if type(condition) is not BooleanExpression or node.alternatives:
+        return None
+    test = condition.expression
+    if type(test) is not EqExpression:
+        return None
+    left, right = test.left, test.right
+    if type(left) is not LiquidPath or not all(isinstance(p, str) for p in left.path):
+        return None
+    if not isinstance(right, Literal) or type(right.value) not in _LITERALS:
+        return None
+    # A block of nothing but whitespace renders nothing in Liquid: left to Liquid.
+    blocks = [node.consequence] + ([node.default] if node.default is not None else [])
+    if any(block.blank for block in blocks):
+        return None
+    then = _fast_nodes(node.consequence.nodes, env)
+    otherwise = _fast_nodes(node.default.nodes, env) if node.default is not None else ()
+    if then is None or otherwise is None:
+        return None
+    return _Choice(tuple(str(p) for p in left.path), right.value, then, otherwise)
+
+
 def _run_fast(template: _FastTemplate, data: Mapping[str, Any], limit: int) -> str:
     out: list[str] = []
+    _run_parts(template, data, out)
+    text = "".join(out)
+    if len(text) * 4 > limit and len(text.encode()) > limit:
+        raise _SlowPathError  # the renderer reports the limit (bytes of UTF-8)
+    return text
+
+
+def _run_parts(template: _FastTemplate, data: Mapping[str, Any], out: list[str]) -> None:
     for part in template:
         if isinstance(part, str):
             out.append(part)
+            continue
+        if isinstance(part, _Choice):
+            value = lookup(data, part.path)
+            if value is _MISSING or not isinstance(value, _SCALARS) or value is None:
+                raise _SlowPathError  # Liquid's undefined and object semantics apply
+            equal = type(value) is not bool and value == part.literal
+            _run_parts(part.then if equal else part.otherwise, data, out)
             continue
         path, filters = part
         value = lookup(data, path)
@@ -107,10 +177,6 @@ def _run_fast(template: _FastTemplate, data: Mapping[str, Any], limit: int) -> s
         except Exception as exc:
             raise _SlowPathError from exc
         out.append(to_liquid_string(value, False))
-    text = "".join(out)
-    if len(text) * 4 > limit and len(text.encode()) > limit:
-        raise _SlowPathError  # the renderer reports the limit (bytes of UTF-8)
-    return text
 
 
 def _reads(source: str, env: Environment) -> tuple[Path, ...] | None:
@@ -137,66 +203,74 @@ def _reads(source: str, env: Environment) -> tuple[Path, ...] | None:
     return tuple(sorted(set(paths)))
 
 
+_FieldPlan = tuple[str, _FastTemplate | None, tuple[Path, ...] | None]
+
+
 class MemoRenderer:
-    """Renders through ``renderer``, reusing outputs; at most ``size`` outputs are kept."""
+    """Renders through ``renderer``, reusing outputs; at most ``size`` outputs are kept.
+
+    Each field is taken on its own: a field on the fast path is evaluated directly even when
+    another field of its variant needs Liquid (the win-back's ``{% if %}`` offer beside its
+    per-customer code), and a field that needs Liquid is memoised on the values it reads, not
+    on everything its variant reads. Fields are rendered in order, so the first field that
+    fails raises, as a full render of the variant does."""
 
     def __init__(self, renderer: Renderer, size: int = 50_000) -> None:
         self.renderer = renderer
         self._size = size
         self._env = Environment()
-        self._reads: dict[str, tuple[Path, ...] | None] = {}
-        self._memo: dict[tuple[Any, ...], dict[str, str]] = {}
-        # Per variant (of this generation's definitions, so ids are stable).
-        self._plans: dict[int, Any] = {}
-
-    def _key(self, variant: Variant, data: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        key: list[Any] = [id(variant)]
-        for source in variant.fields.values():
-            if source in self._reads:
-                reads = self._reads[source]
-            else:
-                reads = self._reads[source] = _reads(source, self._env)
-            if reads is None:
-                return _NO_MEMO
-            for path in reads:
-                v = lookup(data, path)
-                if v is not _MISSING and not isinstance(v, _SCALARS):
-                    return _NO_MEMO
-                # The type too: 1, 1.0 and True are equal keys but render differently.
-                key.append((type(v), v))
-        return tuple(key)
+        self._memo: dict[tuple[Any, ...], str] = {}
+        # Per variant (of this generation's definitions, so ids are stable): per field, its
+        # name, its fast form (or None) and the paths it reads (None: never memoised).
+        self._plans: dict[int, tuple[_FieldPlan, ...]] = {}
 
     def render(
         self, item: ContentItem, variant: Variant, data: Mapping[str, Any]
     ) -> dict[str, str]:
-        plan = self._plans.get(id(variant), _MISSING)
-        if plan is _MISSING:
+        plan = self._plans.get(id(variant))
+        if plan is None:
             plan = self._plans[id(variant)] = self._plan(variant)
-        if plan is not None:
-            try:
-                limit = self.renderer.limits.max_render_output
-                return {name: _run_fast(fast, data, limit) for name, fast in plan}
-            except _SlowPathError:
-                pass  # this time's values need Liquid's semantics: the memo or a full render
-        key = self._key(variant, data)
-        if key is None:
-            return self.renderer.render(item, variant, data)
-        hit = self._memo.get(key)
+        limit = self.renderer.limits.max_render_output
+        out: dict[str, str] = {}
+        for name, fast, reads in plan:
+            if fast is not None:
+                try:
+                    out[name] = _run_fast(fast, data, limit)
+                    continue
+                except _SlowPathError:
+                    pass  # this time's values need Liquid's semantics: the memo or a render
+            out[name] = self._memoised(item, variant, name, reads, data)
+        return out
+
+    def _memoised(
+        self, item: ContentItem, variant: Variant, name: str, reads: tuple[Path, ...] | None,
+        data: Mapping[str, Any],
+    ) -> str:
+        if reads is None:
+            return self.renderer.render_field(item, variant, name, data)
+        key: list[Any] = [id(variant), name]
+        for path in reads:
+            v = lookup(data, path)
+            if v is not _MISSING and not isinstance(v, _SCALARS):
+                return self.renderer.render_field(item, variant, name, data)
+            # The type too: 1, 1.0 and True are equal keys but render differently.
+            key.append((type(v), v))
+        memo_key = tuple(key)
+        hit = self._memo.get(memo_key)
         if hit is None:
-            hit = self.renderer.render(item, variant, data)
+            hit = self.renderer.render_field(item, variant, name, data)
             if len(self._memo) >= self._size:
                 self._memo.clear()
-            self._memo[key] = hit
-        return dict(hit)
+            self._memo[memo_key] = hit
+        return hit
 
-    def _plan(self, variant: Variant) -> tuple[tuple[str, _FastTemplate], ...] | None:
-        """Every field of ``variant`` on the fast path, or None."""
-        plan: list[tuple[str, _FastTemplate]] = []
+    def _plan(self, variant: Variant) -> tuple[_FieldPlan, ...]:
+        plan: list[_FieldPlan] = []
         for name, source in variant.fields.items():
             if len(source) > self.renderer.limits.max_template_length:
-                return None
-            fast = _fast(source, self._env)
-            if fast is None:
-                return None
-            plan.append((name, fast))
+                # The renderer reports the limit, every time.
+                plan.append((name, None, None))
+                continue
+            plan.append((name, _fast(source, self._env), _reads(source, self._env)))
         return tuple(plan)
+

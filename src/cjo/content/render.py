@@ -289,6 +289,12 @@ class Renderer:
             for name, source in variant.fields.items()
         }
 
+    def render_field(
+        self, item: ContentItem, variant: Variant, name: str, data: Mapping[str, Any]
+    ) -> str:
+        """One field of ``variant`` rendered with ``data``; errors as :meth:`render`'s."""
+        return self._render_field(item, variant, name, variant.fields[name], data)
+
     def check(
         self, item: ContentItem, variant: Variant, sample_data: Mapping[str, Any]
     ) -> None:

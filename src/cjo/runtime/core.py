@@ -230,23 +230,26 @@ class Decider:
         late worker still times the following steps from the schedule, and the outcome does
         not depend on when the worker came."""
         self.now = now
-        self._arm(now)
         registry = self.registry
-        journeys = registry.journeys
+        for cj in registry.armed:
+            cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled, now)
         state = self.state
-        if registry.version_changes and state.enrollments:
+        enrollments = state.enrollments
+        if enrollments and registry.version_changes:
             self._change_versions(registry.version_changes)
-        self.catching_up, self.caught_up_messages = True, 0
-        try:
-            for e in state.enrollments:
-                if e.held_at is not None and e.journey_id not in registry.paused:
-                    self._release_all(now)
-                    break
-            self._fire_due(now, journeys, state)
-        finally:
-            self.catching_up = False
-            self.now = now
-        self.registry.plan.sync(self, now)
+        # A customer with nothing scheduled has nothing to fire or release.
+        if enrollments or state.timers:
+            self.catching_up, self.caught_up_messages = True, 0
+            try:
+                for e in enrollments:
+                    if e.held_at is not None and e.journey_id not in registry.paused:
+                        self._release_all(now)
+                        break
+                self._fire_due(now, registry.journeys, state)
+            finally:
+                self.catching_up = False
+                self.now = now
+        registry.plan.sync(self, now)
 
     def _fire_due(
         self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
@@ -277,8 +280,11 @@ class Decider:
                 self._wake(target)
             self.attribute_changes(best[0])
 
-    def on_event(self, event: Event, now: datetime) -> None:
-        self.catch_up(now)
+    def on_event(self, event: Event, now: datetime, *, caught_up: bool = False) -> None:
+        """Decide ``event`` at ``now``, after catching up, unless the caller says it just did
+        (``catch_up(now)`` and nothing else since: catching up again would find nothing)."""
+        if not caught_up:
+            self.catch_up(now)
         self.entered_now.clear()
         marks = self.state.marks
         decided = marks.get(_DECIDED)
@@ -361,10 +367,6 @@ class Decider:
                 self.end(enrollment, "removed", reason, now)
 
     # --- timers ------------------------------------------------------------------------------
-
-    def _arm(self, now: datetime) -> None:
-        for cj in self.registry.armed:
-            cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled, now)
 
     def _timer_rank(self, name: str) -> str:
         """Timers due at one instant fire in journey priority order (then name), as triggers
@@ -801,10 +803,14 @@ class Decider:
         state = self.state
         if enrollment in state.enrollments:
             state.enrollments.remove(enrollment)
-        ended = state.ended
-        ended.append(EndedEnrollment.of(enrollment))
-        if len(ended) > self.keep_ended:
-            del ended[: len(ended) - self.keep_ended]
+        # A new list of exactly the kept ones (an appended list keeps room to grow, and most
+        # records keep one ended enrollment for good).
+        keep, ended = self.keep_ended, state.ended
+        if keep > 0:
+            kept = ended[max(0, len(ended) - keep + 1):]
+            state.ended = kept + [EndedEnrollment.of(enrollment)]  # noqa: RUF005 (exact size)
+        elif ended:
+            state.ended = []
         self._fold_history(enrollment, at)
         self.activity(enrollment, status, reason, at)
         self.outcome.ended.append(Ended(

@@ -164,7 +164,8 @@ class InMemoryStorage(Storage):
             self._index_members(cid, previous.segments if previous is not None else {},
                                 state.segments)
         # The session's state was a copy (or a new object) and the engine drops it after
-        # commit: keep it as it is.
+        # commit: keep it as it is, its empty containers shared (a load copies it anyway).
+        state.share_empty()
         self._records[cid] = state
         self._set_wake(cid, old, None if cid in self._aside else state.wake_at)
         if messages:
@@ -257,21 +258,27 @@ class InMemoryStorage(Storage):
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
-        status = Delivery(key, result, retry_at).outbox_status
+        self.complete_outbox_many([Delivery(key, result, retry_at)], now)
+
+    def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        # One lock for the lot, and each delivery's status as it is (no Delivery rebuilt).
         with self._lock:
-            row = self._outbox.get(key)
-            if row is None or row[1] != "pending":
-                return
-            row[1] = status
-            row[2] += 1
-            row[3] = retry_at or now
-            row[4] = result.error
-            if status == "delivered":
-                self._pending.pop(key, None)
-                self._outbox_done.append((now, key))
-            elif status == "dead":
-                self._pending.pop(key, None)
-                self._dead[key] = now
+            outbox, pending = self._outbox, self._pending
+            for d in deliveries:
+                row = outbox.get(d.key)
+                if row is None or row[1] != "pending":
+                    continue
+                status = d.outbox_status
+                row[1] = status
+                row[2] += 1
+                row[3] = d.retry_at or now
+                row[4] = d.result.error
+                if status == "delivered":
+                    pending.pop(d.key, None)
+                    self._outbox_done.append((now, d.key))
+                elif status == "dead":
+                    pending.pop(d.key, None)
+                    self._dead[d.key] = now
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
