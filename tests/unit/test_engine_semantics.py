@@ -109,8 +109,24 @@ def test_instance_key_gives_one_enrollment_per_value():
     assert engine.handle_event(ev("go", "c1", clock.now(), cart_id="B")).entered
     assert not engine.handle_event(ev("go", "c1", clock.now(), cart_id="A")).entered
     assert not engine.handle_event(ev("go", "c1", clock.now())).entered  # no key, no instance
-    assert sorted(e.id.split(".")[0] for e in _entries(engine)) == ["j:c1:A:1", "j:c1:B:1"]
+    # Numbered per journey, keyed instances included.
+    assert sorted(e.id.split(".")[0] for e in _entries(engine)) == ["j:c1:A:1", "j:c1:B:2"]
     assert len(channels["email"].messages) == 2
+
+
+def test_a_keyed_instance_entered_twice_at_one_instant_gets_two_ids():
+    # The first instance ends at once (one send, no wait), so the second entry of the same key
+    # at the same instant is allowed: it must not reuse the first one's id (nor its message's
+    # idempotency key, which would swallow the second message).
+    engine, clock, channels = make_engine()
+    journey = Journey(id="j", trigger=EventTrigger("go"), entry="send",
+                      reentry=ReentryPolicy.after_exit(instance_key="cart_id"),
+                      steps={"send": Send("hello", "email")})
+    engine.publish(journeys=[journey], content=SIMPLE_CONTENT)
+    out = engine.handle_events([ev("go", "c1", clock.now(), cart_id="A"),
+                                ev("go", "c1", clock.now(), cart_id="A")])
+    assert len({e.enrollment_id for e in out.entered}) == 2
+    assert len({m.idempotency_key for m in channels["email"].messages}) == 2
 
 
 # --- steps ---------------------------------------------------------------------------------

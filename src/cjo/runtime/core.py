@@ -198,7 +198,7 @@ class Decider:
         # Journeys entered for the input being decided: arbitration counts them even when
         # they ended at once, so one input never lets two journeys of a group in.
         self.entered_now: list[CompiledJourney] = []
-        self.jumps = 0  # journeys entered by Jump steps in this transaction
+        self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
@@ -274,6 +274,7 @@ class Decider:
             if target is None or best is None:
                 return
             self.now = best[0]
+            self.jumps = 0  # each wake-up is an input of its own
             if isinstance(target, str):
                 self._fire_timer(target)
             else:
@@ -286,6 +287,7 @@ class Decider:
         if not caught_up:
             self.catch_up(now)
         self.entered_now.clear()
+        self.jumps = 0
         marks = self.state.marks
         decided = marks.get(_DECIDED)
         stamped = event.timestamp
@@ -332,12 +334,15 @@ class Decider:
         """An explicit start through the API: audience and re-entry rules still apply."""
         self.catch_up(now)
         self.entered_now.clear()
+        self.jumps = 0
         enrollment = self.consider_entry(cj, context, None, now)
         self.attribute_changes(now)
         return enrollment
 
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
         self.catch_up(now)
+        self.entered_now.clear()
+        self.jumps = 0
         p = self.profile
         attributes = merge_attributes(p.attributes, update.attributes, update.unset)
         self.set_profile(Profile(
@@ -382,6 +387,7 @@ class Decider:
         at = self.state.timers.pop(name)
         self.dirty = True
         self.entered_now.clear()  # each timer is an input of its own
+        self.jumps = 0
         if name.startswith(_TRIGGER_TIMER):
             cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
             if cj is not None:
@@ -545,11 +551,21 @@ class Decider:
         # Only an at_most rule counts entry instants, and only its last ``limit`` of them.
         recent = (*h.recent, now)[-(policy.limit or 1):] if policy.mode == "at_most" else ()
         h = state.history[hkey] = EntryHistory.of(h.count + 1, recent, h.last_ended_at)
+        number = h.count
+        if key is not None:
+            # A keyed instance's history may be dropped when it ends (after_exit), so its count
+            # can start again: the journey's own entry count numbers keyed entries, so two
+            # entries at one instant (a group, a jump) never share an id.
+            j = state.history.get(cj.history_key) or _NO_HISTORY
+            state.history[cj.history_key] = EntryHistory.of(
+                j.count + 1, j.recent, j.last_ended_at
+            )
+            number = j.count + 1
         # Positional (id, journey, version, customer, entered, step, step entered, status,
         # key, wake, expires, ended, reason, converted, trigger event, context, visits, paths):
         # one per entry, and keywords cost more.
         enrollment = Enrollment(
-            enrollment_id_for(journey.id, self.customer_id, key, h.count, now), journey.id,
+            enrollment_id_for(journey.id, self.customer_id, key, number, now), journey.id,
             journey.version, self.customer_id, now, None, None, ACTIVE, key, None,
             now + journey.max_lifetime if journey.max_lifetime else None, None, None, None,
             trigger_event_id, context, {}, {},
