@@ -69,6 +69,9 @@ __all__ = ["Engine"]
 
 log = logging.getLogger("cjo.engine")
 
+#: The setting holding the segment definitions every customer was last evaluated against.
+_SEGMENTS_REFRESHED = "segments:refreshed"
+
 #: How many times publish reloads and merges when another process published meanwhile.
 _PUBLISH_ATTEMPTS = 10
 
@@ -185,6 +188,8 @@ class Engine:
         self._registry = Registry()
         self._last_prune: datetime | None = None
         self._to_release: set[str] = set()
+        # The segment definitions (plan basis) every stored customer was last evaluated against.
+        self._segments_refreshed: str | None = None
 
     @property
     def render(self) -> bool:
@@ -480,6 +485,7 @@ class Engine:
             self._release(now, builder)
         if registry.any_schedule:
             run_schedules(self, now, builder)
+        self._maybe_refresh_segments(registry, builder)
         while True:
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
                 # An untouched record keeps its claim's lease, so a wake-up this engine cannot
@@ -899,9 +905,14 @@ class Engine:
         recorded (and start or end journeys) at once rather than at each customer's next input.
         Customers already evaluated against these definitions cost a look-up; the others are
         handled in groups, one transaction per group."""
-        registry = self._sync()
-        plan = registry.plan
         builder = OutcomeBuilder()
+        self._refresh_segments(self._sync(), builder, batch_size)
+        return builder.build()
+
+    def _refresh_segments(
+        self, registry: Registry, builder: OutcomeBuilder, batch_size: int = 500
+    ) -> None:
+        plan = registry.plan
         after: str | None = None
         while True:
             ids = self.storage.customer_ids(after=after, limit=batch_size)
@@ -915,17 +926,35 @@ class Engine:
             ]
             if not stale:
                 continue
-            now = self.clock.now()
-            deciders: list[Decider] = []
-            with self.storage.batch(stale, now) as sessions:
-                for cid in stale:
-                    decider = self._decider(sessions[cid], registry, now, create=False,
-                                            outcome=builder)
-                    decider.catch_up(now)  # evaluates the segments of a stale record
-                    self._save(sessions[cid], decider)
-                    deciders.append(decider)
-            self._finish(deciders, now, builder)
-        return builder.build()
+            self._refresh_page(stale, registry, builder)
+        self.storage.put_setting(_SEGMENTS_REFRESHED, plan.basis)
+        self._segments_refreshed = plan.basis
+
+    def _refresh_page(
+        self, customer_ids: list[str], registry: Registry, builder: OutcomeBuilder
+    ) -> None:
+        now = self.clock.now()
+        with self.storage.batch(customer_ids, now) as sessions:
+            deciders = self._decide_each(
+                sessions.values(), registry, now, builder,
+                # Catching up evaluates the segments of a stale record.
+                lambda decider: decider.catch_up(now),
+            )
+        self._finish(deciders, now, builder)
+
+    def _maybe_refresh_segments(self, registry: Registry, builder: OutcomeBuilder) -> None:
+        """After a publish that changed segments, the first ``run_due`` (of any worker)
+        evaluates every customer against them, so the changes are recorded at once, not at
+        each customer's next input; the storage remembers it was done."""
+        basis = registry.plan.basis
+        if basis == self._segments_refreshed:
+            return
+        stored = self.storage.get_setting(_SEGMENTS_REFRESHED)
+        if stored == basis or (stored is None and not basis):
+            # Done by another worker; or no segment was ever published here: nothing to undo.
+            self._segments_refreshed = basis
+            return
+        self._refresh_segments(registry, builder)
 
     def segment_members(
         self, segment_id: str, *, after: str | None = None, limit: int = 1000

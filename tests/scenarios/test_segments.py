@@ -465,3 +465,27 @@ def test_a_profile_change_at_the_segment_timer_does_not_put_the_timer_off(
     assert w.changes() == [(T0, "segment_entered", "viewer"),
                            (T0 + 2 * DAY, "segment_entered", "flagged"),
                            (T0 + 2 * DAY, "segment_exited", "viewer")]
+
+
+def test_a_changed_segment_is_evaluated_for_everyone_at_the_next_run_due(
+    storage_factory: Factory,
+) -> None:
+    from cjo import Engine, ManualClock
+
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), clock=clock)
+    engine.publish(segments=[Segment("big", attr("spend") > 100)])
+    for cid, spend in (("ann", 50), ("bob", 150), ("cyd", 80)):
+        engine.identify(cid, {"spend": spend})
+    assert engine.segment_members("big") == ["bob"]
+    engine.publish(segments=[Segment("big", attr("spend") > 60)])
+    clock.advance(timedelta(minutes=1))
+    worker = Engine(storage_factory(), clock=clock)  # another process, started after it
+    worker.run_due()
+    assert engine.segment_members("big") == ["bob", "cyd"]
+    entered = [a for a in engine.activities(T0, clock.now() + timedelta(seconds=1))
+               if a.kind == "segment_entered" and a.customer_id == "cyd"]
+    assert [a.at for a in entered] == [clock.now()]
+    # Done once: the storage remembers it, so the next pass has nothing to evaluate.
+    assert engine.storage.get_setting("segments:refreshed")
+    assert worker.run_due().nothing_happened
