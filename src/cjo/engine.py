@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from cjo.analytics.segments import SegmentSize, segment_sizes, size_instants
 from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, Message, deliver
 from cjo.channels.retry import retry_delay
@@ -969,6 +970,20 @@ class Engine:
         """How many customers are in the segment (as ``segment_members`` lists them)."""
         self._check_segment(segment_id)
         return self.storage.segment_count(segment_id)
+
+    def segment_sizes(
+        self, segment_ids: Sequence[str], start: datetime, end: datetime | None = None, *,
+        every: timedelta = timedelta(days=1),
+    ) -> dict[str, list[SegmentSize]]:
+        """The size of each segment from ``start`` to ``end`` (default: now), every ``every``:
+        today's committed count less the membership changes logged since each instant
+        (within the activity log's retention)."""
+        for segment_id in segment_ids:
+            self._check_segment(segment_id)
+        now = self.clock.now()
+        instants = size_instants(ensure_aware(start, "start"),
+                                 ensure_aware(end, "end") if end is not None else now, every)
+        return segment_sizes(self.storage, segment_ids, instants, now)
 
     def _check_segment(self, segment_id: str) -> Registry:
         registry = self._sync()

@@ -40,6 +40,7 @@ from cjo import (
     total,
 )
 from cjo.conditions import Condition
+from cjo.errors import UsageError
 from cjo.limits import MAX_MATCHED_TEXT
 from cjo.segments.history import bucket_of
 from cjo.segments.membership import SEGMENT_TIMER
@@ -489,3 +490,30 @@ def test_a_changed_segment_is_evaluated_for_everyone_at_the_next_run_due(
     # Done once: the storage remembers it, so the next pass has nothing to evaluate.
     assert engine.storage.get_setting("segments:refreshed")
     assert worker.run_due().nothing_happened
+
+
+def test_segment_sizes_over_time_come_from_the_log(storage_factory: Factory) -> None:
+    from cjo import Engine, ManualClock
+    from cjo.analytics import format_segment_sizes
+
+    day = timedelta(days=1)
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), clock=clock)
+    engine.publish(segments=[Segment("big", attr("spend") > 100),
+                             Segment("small", attr("spend") <= 100)])
+    engine.identify("ann", {"spend": 150})                 # day 0: big 1, small 0
+    clock.advance(day)
+    engine.identify("bob", {"spend": 200})                 # day 1: big 2
+    engine.identify("cyd", {"spend": 20})                  #        small 1
+    clock.advance(day)
+    engine.identify("ann", {"spend": 50})                  # day 2: big 1, small 2
+    clock.advance(day)
+    sizes = engine.segment_sizes(["big", "small"], T0, every=day)
+    assert [(s.at, s.size) for s in sizes["big"]] == [
+        (T0, 1), (T0 + day, 2), (T0 + 2 * day, 1), (T0 + 3 * day, 1),
+    ]
+    assert [s.size for s in sizes["small"]] == [0, 1, 2, 2]
+    table = format_segment_sizes(sizes).splitlines()
+    assert table[0].split() == ["at", "big", "small"] and len(table) == 5
+    with pytest.raises(UsageError, match="no segment 'nope'"):
+        engine.segment_sizes(["nope"], T0)

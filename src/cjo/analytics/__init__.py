@@ -1,5 +1,20 @@
 """Analytics: measuring journeys from what the storage has recorded."""
 
 from cjo.analytics.report import JourneyReport, StepRow, format_table, journey_report
+from cjo.analytics.segments import (
+    SegmentSize,
+    format_segment_sizes,
+    segment_sizes,
+    size_instants,
+)
 
-__all__ = ["JourneyReport", "StepRow", "format_table", "journey_report"]
+__all__ = [
+    "JourneyReport",
+    "SegmentSize",
+    "StepRow",
+    "format_segment_sizes",
+    "format_table",
+    "journey_report",
+    "segment_sizes",
+    "size_instants",
+]
