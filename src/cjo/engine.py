@@ -15,6 +15,7 @@ from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, Message, deliver
 from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
+from cjo.content.channels import CHANNEL_TYPES
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
 from cjo.delivery.consent import block, set_consent, unblock
@@ -162,16 +163,10 @@ class Engine:
         self.future_tolerance = future_tolerance
         self.retention = retention if retention is not None else Retention()
         self.prune_every = prune_every
-        if default_timezone is not None and not is_zone(default_timezone):
-            raise UsageError(
-                f"default_timezone {default_timezone!r} is not a known IANA time zone"
-            )
-        for channel, attribute in (contact_attributes or {}).items():
-            if not (isinstance(channel, str) and isinstance(attribute, str) and attribute):
-                raise UsageError(
-                    f"contact_attributes maps channel names to profile attribute names; got "
-                    f"{channel!r}: {attribute!r}"
-                )
+        _check_decision_options(
+            default_timezone, late_events, contact_attributes or {}, channel_types or {},
+            scorers or {},
+        )
         self.options = DecisionOptions(
             render=render,
             keep_ended=keep_ended,
@@ -305,8 +300,13 @@ class Engine:
             problems = _version_conflicts(current, new_journeys)
             merged, more = _governance(
                 current, merged, new_journeys, now,
-                control_group=control_group or incoming.control_group,
-                max_concurrent=max_concurrent_journeys or incoming.max_concurrent_journeys,
+                control_group=(
+                    control_group if control_group is not None else incoming.control_group
+                ),
+                max_concurrent=(
+                    max_concurrent_journeys if max_concurrent_journeys is not None
+                    else incoming.max_concurrent_journeys
+                ),
                 running=running or {},
             )
             problems.extend(more)
@@ -1119,6 +1119,17 @@ def _governance(
         version_changes = list(current.version_changes)
         for journey_id, vc in running.items():
             where = f"journey {journey_id!r}: running customers"
+            if not isinstance(vc, VersionChange):
+                problems.append(Problem(where, (
+                    "expected a VersionChange (VersionChange.drain(), .migrate({...}) or "
+                    f".eject(reason)), got {type(vc).__name__}"
+                )))
+                continue
+            if vc.mode not in ("drain", "migrate", "eject"):
+                problems.append(Problem(
+                    where, f"mode must be drain, migrate or eject, got {vc.mode!r}"
+                ))
+                continue
             new, old = new_by_id.get(journey_id), latest.get(journey_id)
             if new is None:
                 problems.append(Problem(where, "no new version of it is being published"))
@@ -1196,6 +1207,34 @@ def _check_delivery(
         raise UsageError(
             f"max_retry_delay must be a timedelta >= retry_backoff, got {max_delay!r}"
         )
+
+
+def _check_decision_options(
+    default_timezone: object, late_events: object, contact_attributes: Mapping[Any, Any],
+    channel_types: Mapping[Any, Any], scorers: Mapping[Any, Any],
+) -> None:
+    if default_timezone is not None and not (
+        isinstance(default_timezone, str) and is_zone(default_timezone)
+    ):
+        raise UsageError(f"default_timezone {default_timezone!r} is not a known IANA time zone")
+    if late_events not in ("decide", "ignore"):
+        raise UsageError(f"late_events must be 'decide' or 'ignore', got {late_events!r}")
+    for channel, attribute in contact_attributes.items():
+        if not (isinstance(channel, str) and isinstance(attribute, str) and attribute):
+            raise UsageError(
+                f"contact_attributes maps channel names to profile attribute names; got "
+                f"{channel!r}: {attribute!r}"
+            )
+    for channel, ctype in channel_types.items():
+        if not isinstance(channel, str) or ctype not in CHANNEL_TYPES:
+            known = ", ".join(sorted(CHANNEL_TYPES))
+            raise UsageError(
+                f"channel_types maps channel names to a channel type ({known}); got "
+                f"{channel!r}: {ctype!r}"
+            )
+    for name, scorer in scorers.items():
+        if not isinstance(name, str) or not callable(scorer):
+            raise UsageError(f"scorers maps names to callables; got {name!r}: {scorer!r}")
 
 
 def _check_customer_id(customer_id: object) -> None:

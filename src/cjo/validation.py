@@ -712,6 +712,11 @@ def _check_governance(definitions: Definitions) -> list[Problem]:
             ))
     for change in definitions.version_changes:
         where = f"journey {_q(change.journey_id)}: running customers"
+        if change.mode not in ("drain", "migrate", "eject"):
+            problems.append(Problem(
+                where, f"mode must be drain, migrate or eject, got {_q(change.mode)}"
+            ))
+            continue
         old = versions.get((change.journey_id, change.from_version))
         new = versions.get((change.journey_id, change.to_version))
         if old is None or new is None:
