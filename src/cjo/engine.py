@@ -514,13 +514,9 @@ class Engine:
         if cj is None:
             raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
         _check_customer_id(customer_id)
-        now = self.clock.now()
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now)
-            decider.start(cj, dict(context or {}), now)
-            self._save(session, decider)
-        self._dispatch(decider.messages, now, decider.outcome)
-        return decider.outcome.build()
+        return self._for_customer(
+            customer_id, lambda d, now: d.start(cj, dict(context or {}), now), registry=registry
+        ).outcome.build()
 
     def identify(
         self,
@@ -544,12 +540,9 @@ class Engine:
         now = self.clock.now()
         if anonymous_id is not None:
             return self._identify_merging(update, anonymous_id, registry, now)
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now)
-            decider.update_profile(update, now)
-            self._save(session, decider)
-        self._dispatch(decider.messages, now, decider.outcome)
-        return decider.outcome.build()
+        return self._for_customer(
+            customer_id, lambda d, at: d.update_profile(update, at), registry=registry, now=now
+        ).outcome.build()
 
     def _identify_merging(
         self, update: ProfileUpdate, anonymous_id: str, registry: Registry, now: datetime
@@ -583,13 +576,9 @@ class Engine:
     ) -> Outcome:
         """End the customer's active enrollments (in one journey, or all) as ``removed``."""
         _check_customer_id(customer_id)
-        registry = self._sync()
-        now = self.clock.now()
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now, create=False)
-            decider.remove(journey_id, reason, now)
-            self._save(session, decider)
-        return decider.outcome.build()
+        return self._for_customer(
+            customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False
+        ).outcome.build()
 
     def pause_journey(self, journey_id: str) -> int:
         """Pause a journey (every version): it takes no new entries, and wake-ups that fall due
@@ -665,16 +654,13 @@ class Engine:
         self, customer_id: str, change: Callable[[CustomerState, datetime], object]
     ) -> Outcome:
         _check_customer_id(customer_id)
-        registry = self._sync()
-        now = self.clock.now()
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now)
-            decider.catch_up(now)  # what fell due before the change is decided without it
-            change(decider.state, now)
-            decider.touch()
-            self._save(session, decider)
-        self._dispatch(decider.messages, now, decider.outcome)
-        return decider.outcome.build()
+
+        def decide(d: Decider, now: datetime) -> None:
+            d.catch_up(now)  # what fell due before the change is decided without it
+            change(d.state, now)
+            d.touch()
+
+        return self._for_customer(customer_id, decide).outcome.build()
 
     def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about a customer, as JSON-ready data with stable keys (right of
@@ -802,14 +788,13 @@ class Engine:
     ) -> None:
         """After the outbox recorded them: block the channels of messages that failed
         permanently in the customer's record (as a hard bounce does), in one transaction."""
-        registry = self._sync()
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now, create=False)
-            if decider.state.revision < 0:
+        def decide(d: Decider, at: datetime) -> None:
+            if d.state.revision < 0:
                 return  # erased since the message was written: nothing to mark
             for message, error in failures:
-                record_permanent_failure(decider, message, error, now)
-            self._save(session, decider)
+                record_permanent_failure(d, message, error, at)
+
+        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False)
 
     def _action_policy(self, message: Message) -> str | None:
         """The ``on_failure`` of the Action step that wrote ``message`` (None if unknown)."""
@@ -821,11 +806,10 @@ class Engine:
         self, customer_id: str, enrollment_id: str, reason: str, now: datetime
     ) -> None:
         """End one enrollment as ``exited`` (an action that finally failed under ``exit``)."""
-        registry = self._sync()
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now, create=False)
-            decider.end_enrollment(enrollment_id, "exited", reason, now)
-            self._save(session, decider)
+        self._for_customer(
+            customer_id, lambda d, at: d.end_enrollment(enrollment_id, "exited", reason, at),
+            now=now, create=False, dispatch=False,
+        )
 
     # --- dead letters ------------------------------------------------------------------------
 
@@ -1011,6 +995,23 @@ class Engine:
             if not create:
                 state.revision = -1  # nothing to write unless something happens
         return Decider(registry, state, self.options, outcome=outcome)
+
+    def _for_customer(
+        self, customer_id: str, decide: Callable[[Decider, datetime], object], *,
+        registry: Registry | None = None, now: datetime | None = None, create: bool = True,
+        dispatch: bool = True,
+    ) -> Decider:
+        """One customer's transaction for an API call: load, ``decide(decider, now)``, save,
+        then (unless ``dispatch`` is False) send what it wrote to the outbox."""
+        registry = registry if registry is not None else self._sync()
+        now = now if now is not None else self.clock.now()
+        with self.storage.customer(customer_id, now) as session:
+            decider = self._decider(session, registry, now, create=create)
+            decide(decider, now)
+            self._save(session, decider)
+        if dispatch:
+            self._dispatch(decider.messages, now, decider.outcome)
+        return decider
 
     def _decide_each(
         self, sessions: Iterable[CustomerSession], registry: Registry, now: datetime,

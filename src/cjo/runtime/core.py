@@ -376,6 +376,8 @@ class Decider:
     def _timer_rank(self, name: str) -> str:
         """Timers due at one instant fire in journey priority order (then name), as triggers
         of one event do."""
+        if not self.registry.any_priority:
+            return name  # every rank would be the same prefix and the name: the name decides
         if name.startswith(_TRIGGER_TIMER):
             cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
             if cj is not None and cj.journey.priority:

@@ -119,6 +119,8 @@ class Registry:
     max_concurrent: int | None = None
     # Whether any journey has an exclusive group (else arbitration has nothing to check).
     any_group: bool = False
+    # Whether any journey has a priority (else timers due at one instant go by name alone).
+    any_priority: bool = False
     paused: dict[str, JourneyPause] = attrs.field(factory=dict)
     # (journey id, version) -> what a newer version does to customers inside it.
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
@@ -174,6 +176,7 @@ class Registry:
             any_schedule=any(cj.journey.trigger.kind == "schedule" for cj in latest.values()),
             max_concurrent=definitions.max_concurrent_journeys,
             any_group=any(cj.journey.exclusive_group for cj in journeys.values()),
+            any_priority=any(cj.journey.priority for cj in latest.values()),
             paused={p.journey_id: p for p in definitions.paused},
             version_changes={
                 (c.journey_id, c.from_version): c
