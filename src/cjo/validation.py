@@ -463,9 +463,7 @@ def _check_rules(
                                     f"defined {count} times; profile rule ids must be unique"))
     for rule in rules:
         where = f"profile rule {_q(rule.id)}"
-        id_problem = _id_problem(rule.id, "profile rule id")
-        if id_problem is not None:
-            problems.append(Problem(where, id_problem))
+        problems += _id_problems(rule.id, "profile rule id", where)
         problems += _event_name_problems(rule.event, where)
         if not rule.updates:
             problems.append(Problem(where, "has no updates"))
@@ -625,9 +623,7 @@ def _check_journey(
 def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> list[Problem]:
     where = _journey_location(journey)
     problems: list[Problem] = []
-    id_problem = _id_problem(journey.id, "journey id")
-    if id_problem is not None:
-        problems.append(Problem(where, id_problem))
+    problems += _id_problems(journey.id, "journey id", where)
     if not _in_range(journey.version, 1, MAX_VERSION):
         if isinstance(journey.version, int) and journey.version < 1:
             message = f"version must be 1 or more, got {journey.version}"
@@ -666,9 +662,7 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
             f"got {_q(journey.priority)}"
         ))
     if journey.exclusive_group is not None:
-        problem = _id_problem(journey.exclusive_group, "exclusive group")
-        if problem is not None:
-            problems.append(Problem(where, problem))
+        problems += _id_problems(journey.exclusive_group, "exclusive group", where)
     rule = journey.on_resume
     if rule.late not in ("send_late", "skip", "grace"):
         problems.append(Problem(
@@ -695,9 +689,7 @@ def _check_governance(definitions: Definitions) -> list[Problem]:
             problems.append(Problem(
                 "control group", f"percent must be from 0 to less than 100, got {_q(percent)}"
             ))
-        problem = _id_problem(group.salt, "salt")
-        if problem is not None:
-            problems.append(Problem("control group", problem))
+        problems += _id_problems(group.salt, "salt", "control group")
     limit = definitions.max_concurrent_journeys
     if limit is not None and not _in_range(limit, 1, MAX_VERSION):
         problems.append(Problem(
@@ -733,7 +725,12 @@ def _check_governance(definitions: Definitions) -> list[Problem]:
 
 
 def _event_name_problems(name: object, where: str) -> list[Problem]:
-    problem = _id_problem(name, "event name")
+    return _id_problems(name, "event name", where)
+
+
+def _id_problems(value: object, what: str, where: str) -> list[Problem]:
+    """Why ``value`` cannot be an id, as a problem at ``where`` (none when it can)."""
+    problem = _id_problem(value, what)
     return [] if problem is None else [Problem(where, problem)]
 
 
@@ -782,9 +779,7 @@ def _check_reentry(
         if _positive(span):
             problems += _check_span(span, name, where, limits)
     if policy.instance_key is not None:
-        key_problem = _id_problem(policy.instance_key, "instance_key")
-        if key_problem is not None:
-            problems.append(Problem(where, key_problem))
+        problems += _id_problems(policy.instance_key, "instance_key", where)
     return problems
 
 
@@ -963,8 +958,7 @@ class _Checker:
         return []
 
     def identifier(self, value: object, what: str, where: str) -> list[Problem]:
-        problem = _id_problem(value, what)
-        return [] if problem is None else [Problem(where, problem)]
+        return _id_problems(value, what, where)
 
     def text(self, texts: Iterable[tuple[str, object]], where: str) -> list[Problem]:
         return _text_problems(texts, where)
@@ -987,9 +981,7 @@ def _check_segment(
 ) -> list[Problem]:
     where = _segment_location(segment.id)
     problems: list[Problem] = []
-    id_problem = _id_problem(segment.id, "segment id")
-    if id_problem is not None:
-        problems.append(Problem(where, id_problem))
+    problems += _id_problems(segment.id, "segment id", where)
     problems += _text_problems([("the name", segment.name)], where)
     problems += _check_condition(
         segment.condition, where, used_in="a segment", scopes=PROFILE_ONLY,
@@ -1038,9 +1030,7 @@ def _check_content(
 ) -> list[Problem]:
     where = _content_location(item.id)
     problems: list[Problem] = []
-    id_problem = _id_problem(item.id, "content id")
-    if id_problem is not None:
-        problems.append(Problem(where, id_problem))
+    problems += _id_problems(item.id, "content id", where)
     if not _in_range(item.version, 1, MAX_VERSION):
         problems.append(Problem(where, f"version must be a whole number from 1 to "
                                        f"{MAX_VERSION}, got {_q(item.version)}"))
@@ -1081,9 +1071,7 @@ def _check_variant(
     for what, value in (("channel", variant.channel), ("locale", variant.locale),
                         ("variant name", variant.name)):
         if value is not None:
-            problem = _id_problem(value, what)
-            if problem is not None:
-                problems.append(Problem(where, problem))
+            problems += _id_problems(value, what, where)
     if len(variant.fields) > limits.max_fields_per_variant:
         problems.append(Problem(where, f"has {len(variant.fields)} fields; the limit is "
                                        f"{limits.max_fields_per_variant}"))
@@ -1133,9 +1121,7 @@ def _check_offer(
 ) -> list[Problem]:
     where = _offer_location(offer.id)
     problems: list[Problem] = []
-    id_problem = _id_problem(offer.id, "offer id")
-    if id_problem is not None:
-        problems.append(Problem(where, id_problem))
+    problems += _id_problems(offer.id, "offer id", where)
     if offer.content not in content:
         problems.append(Problem(where, f"content {offer.content!r} does not exist"))
     if offer.when is not None:
