@@ -1,13 +1,15 @@
 """In-memory storage: tests, simulations and back-tests. Not durable.
 
 Records are kept as objects (no encoding); a session hands out a copy of the record so that a
-rolled-back transaction leaves nothing behind. Due customers sit in a sorted list keyed by
-(wake_at, customer id).
+rolled-back transaction leaves nothing behind. Due customers sit in a heap keyed by
+(wake_at, customer id); the activity log is kept as plain tuples.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import operator
 import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -15,6 +17,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
+import attrs
 from sortedcontainers import SortedList
 
 from cjo.channels.base import DeliveryResult, Message
@@ -35,6 +38,12 @@ from cjo.storage.base import (
 __all__ = ["InMemoryStorage"]
 
 _CountKey = tuple[str, int, str | None, str, str | None]
+
+#: An activity-log entry as kept: a plain tuple of the ``Activity`` fields, in field order.
+#: The garbage collector stops tracking a tuple of strings, numbers and instants, so a long log
+#: costs full collections nothing (an ``Activity`` object is tracked for as long as it lives).
+_LogRow = tuple[Any, ...]
+_log_row = operator.attrgetter(*(a.name for a in attrs.fields(Activity)))
 
 
 class _Txn:
@@ -105,7 +114,9 @@ class InMemoryStorage(Storage):
         self._records: dict[str, CustomerState] = {}
         self._ids: SortedList = SortedList()  # the ids of the records, for walks in id order
         self._aside: dict[str, str] = {}
-        self._wakes: SortedList = SortedList()
+        # (wake_at, customer id) heap, with stale entries (see ``_set_wake``).
+        self._wakes: list[tuple[datetime, str]] = []
+        self._waiting = 0  # customers with a wake-up in the index
         self._wake_leases: dict[str, datetime] = {}
         # key -> [message, status, attempts, available_at, last_error]: mutable rows, since
         # every message is written once and completed once (OutboxEntry is built on request).
@@ -114,7 +125,7 @@ class InMemoryStorage(Storage):
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
         self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
         self._settings: dict[str, str] = {}
-        self._log: deque[Activity] = deque()
+        self._log: deque[_LogRow] = deque()
         self._counts: Counter[_CountKey] = Counter()
         self._definitions: list[str] = []
         self._members: dict[str, SortedList] = {}  # segment id -> customer ids
@@ -181,10 +192,10 @@ class InMemoryStorage(Storage):
             for a in activities:
                 counts[(a.journey_id, a.version, a.step_id, a.kind, a.detail)] += 1
             if self._keep_activity:
-                self._log.extend(activities)
+                self._log.extend(map(_log_row, activities))
 
     def _queued(self, customer_id: str) -> datetime | None:
-        """The customer's entry in the wake-up index: the stored record's ``wake_at`` unless
+        """The customer's place in the wake-up index: the stored record's ``wake_at`` unless
         set aside (no second index to keep per customer: records are never changed in
         place once stored)."""
         if customer_id in self._aside:
@@ -198,10 +209,20 @@ class InMemoryStorage(Storage):
         self._wake_leases.pop(customer_id, None)
         if old == wake_at:
             return
-        if old is not None:
-            self._wakes.remove((old, customer_id))
+        # The index is a heap with lazy deletion: an entry whose instant is no longer the
+        # customer's (``_queued``) is dropped when it comes up. A push costs far less than
+        # keeping a sorted list exact; stale entries are bounded by ``_compact_wakes``.
+        self._waiting += (wake_at is not None) - (old is not None)
         if wake_at is not None:
-            self._wakes.add((wake_at, customer_id))
+            heapq.heappush(self._wakes, (wake_at, customer_id))
+            if len(self._wakes) > 2 * self._waiting + 1024:
+                self._compact_wakes()
+
+    def _compact_wakes(self) -> None:
+        """Drop the stale entries of the wake-up index (amortised: the index at least halves)."""
+        queued = self._queued
+        self._wakes = [(w, cid) for w, cid in self._wakes if queued(cid) == w]
+        heapq.heapify(self._wakes)
 
     def peek(self, customer_id: str) -> CustomerState | None:
         # A read of one dict entry needs no lock; the engine only reads it.
@@ -212,14 +233,25 @@ class InMemoryStorage(Storage):
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         out: list[DueCustomer] = []
         with self._lock:
-            for wake_at, cid in self._wakes:
-                if wake_at > now or len(out) >= limit:
-                    break
-                held = self._wake_leases.get(cid)
+            wakes, leases, queued = self._wakes, self._wake_leases, self._queued
+            # Due entries still current are put back after the scan: a claimed customer's
+            # commit makes theirs stale, or keeps it (nothing fired) for a later pass.
+            current: list[tuple[datetime, str]] = []
+            seen: set[str] = set()
+            while wakes and wakes[0][0] <= now and len(out) < limit:
+                entry = heapq.heappop(wakes)
+                wake_at, cid = entry
+                if cid in seen or queued(cid) != wake_at:
+                    continue  # stale, or a second entry for the same instant
+                seen.add(cid)
+                current.append(entry)
+                held = leases.get(cid)
                 if held is not None and held > now:
                     continue
-                self._wake_leases[cid] = now + lease
+                leases[cid] = now + lease
                 out.append(DueCustomer(cid, wake_at))
+            for entry in current:
+                heapq.heappush(wakes, entry)
         return out
 
     @contextmanager
@@ -239,7 +271,10 @@ class InMemoryStorage(Storage):
 
     def next_wake_at(self) -> datetime | None:
         with self._lock:
-            return self._wakes[0][0] if self._wakes else None
+            wakes = self._wakes
+            while wakes and self._queued(wakes[0][1]) != wakes[0][0]:
+                heapq.heappop(wakes)  # stale
+            return wakes[0][0] if wakes else None
 
     # --- outbox --------------------------------------------------------------------------------
 
@@ -368,11 +403,12 @@ class InMemoryStorage(Storage):
         customer_id: str | None = None,
     ) -> list[Activity]:
         with self._lock:
+            # Row positions: 0 at, 1 customer, 3 journey (the Activity field order).
             return [
-                a for a in self._log
-                if start <= a.at < end
-                and (journey_id is None or a.journey_id == journey_id)
-                and (customer_id is None or a.customer_id == customer_id)
+                Activity(*row) for row in self._log
+                if start <= row[0] < end
+                and (journey_id is None or row[3] == journey_id)
+                and (customer_id is None or row[1] == customer_id)
             ]
 
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
@@ -466,9 +502,10 @@ class InMemoryStorage(Storage):
                 del self._outbox[key]
                 self._pending.pop(key, None)
                 self._dead.pop(key, None)
-            if any(a.customer_id == customer_id for a in self._log):
+            if any(row[1] == customer_id for row in self._log):
                 self._log = deque(
-                    a if a.customer_id != customer_id else _anonymous(a) for a in self._log
+                    row if row[1] != customer_id else (row[0], "", *row[2:])
+                    for row in self._log
                 )
 
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
@@ -495,12 +532,8 @@ class InMemoryStorage(Storage):
             before = now - retention.activity
             activity = 0
             log = self._log
-            while log and log[0].at < before:
+            while log and log[0][0] < before:
                 log.popleft()
                 activity += 1
             return PruneResult(len(stale), outbox, activity)
 
-
-def _anonymous(a: Activity) -> Activity:
-    return Activity(a.at, "", a.enrollment_id, a.journey_id, a.version, a.step_id, a.kind,
-                    a.detail, a.channel, a.content_id, a.content_version)
