@@ -255,7 +255,7 @@ STATE_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("event ids", ("_events",)),
     ("outbox", ("_outbox", "_outbox_done", "_pending")),
     ("activity log", ("_log",)),
-    ("customer records", ("_records", "_wakes", "_wake_leases", "_aside")),
+    ("customer records", ("_records", "_ids", "_wakes", "_wake_leases", "_aside", "_members")),
 )
 
 

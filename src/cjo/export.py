@@ -80,6 +80,7 @@ def _record(state: CustomerState) -> dict[str, Any]:
         },
         "timers": dict(sorted(state.timers.items())),
         "marks": dict(sorted(state.marks.items())),
+        "decided_at": state.decided_at,
     })
 
 

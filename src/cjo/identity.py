@@ -66,7 +66,7 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         moved.append(e.id)
         known.activity(e, "merged_in", a.customer_id, now)
     ended = sorted([*k.ended, *a.ended], key=lambda x: (x.ended_at, x.id))
-    k.ended = ended[max(0, len(ended) - known.keep_ended):]
+    k.ended = tuple(ended[max(0, len(ended) - known.keep_ended):])
     for key, h in a.history.items():
         k.history[key] = _combine_history(k.history.get(key), h)
     for offer, o in a.offers.items():
@@ -85,6 +85,8 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     for sid, at in a.segments.items():
         if sid not in k.segments or at < k.segments[sid]:
             k.segments[sid] = at
+    if a.decided_at is not None and (k.decided_at is None or a.decided_at > k.decided_at):
+        k.decided_at = a.decided_at
     for name, at in a.marks.items():
         if name not in k.marks or at > k.marks[name]:
             k.marks[name] = at

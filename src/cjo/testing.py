@@ -154,9 +154,10 @@ def _full_state(customer: str = "c1") -> CustomerState:
     }
     return CustomerState(
         customer_id=customer, created_at=T0 - 30 * DAY + TICK, revision=0, profile=profile,
-        enrollments=[full, bare], ended=ended, history=history,
+        enrollments=[full, bare], ended=tuple(ended), history=history,
         timers={"inactivity": T0 + 3 * DAY + TICK, "birthday": T0 + 40 * DAY},
         marks={"last_seen": T0 - 3 * HOUR + TICK, "fired": T0 - DAY},
+        decided_at=T0 - HOUR,
         extra={"future_field": {"nested": [1, "x", None, {"deep": True}]}, "future_flag": 7},
         # Delivery policies: statement order matters (the last said wins a tie).
         consent={("news", "email"): (False, T0 - DAY + TICK), ("*", "*"): (True, T0 - DAY + TICK),
@@ -451,6 +452,7 @@ class StorageContract:
         assert loaded.history == state.history
         assert loaded.timers == state.timers
         assert loaded.marks == state.marks
+        assert loaded.decided_at == state.decided_at
         assert loaded.extra == state.extra
         # Consent statements keep the order they were said in (it breaks ties).
         assert list(loaded.consent.items()) == list(state.consent.items())
@@ -508,7 +510,7 @@ class StorageContract:
             e.visits["email"] = 9
             e.paths["split"] = "B"
             loaded.enrollments.append(_enrollment("new"))
-            loaded.ended.clear()
+            loaded.ended = ()
             cart = loaded.history[("cart", None)]
             loaded.history[("cart", None)] = EntryHistory(99, (*cart.recent, T0),
                                                           cart.last_ended_at)

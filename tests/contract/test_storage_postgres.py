@@ -155,7 +155,7 @@ def test_records_round_trip_with_aware_utc_datetimes(make_storage: StorageFactor
     odd = T0 + timedelta(microseconds=123_457)
     state = record(wake_at=odd + 4 * H, attributes={"zeta": 1, "alpha": {"b": 2, "a": [1, "x"]},
                                                     "seen": odd.astimezone(paris)})
-    state.ended.append(EndedEnrollment("j:c1:0", "j", 1, T0 - H, odd, "completed"))
+    state.ended = (EndedEnrollment("j:c1:0", "j", 1, T0 - H, odd, "completed"),)
     state.history[("j", None)] = EntryHistory(2, (T0 - H, T0), odd)
     state.timers["inactive"] = odd + 48 * H
     state.marks["last_seen"] = odd
@@ -671,7 +671,7 @@ def test_active_counts(storage: PostgresStorage) -> None:
     save(storage, record("c1"))
     save(storage, record("c2"))
     ended = record("c3")
-    ended.ended.append(EndedEnrollment("j:c3:0", "j", 1, T0, T0, "completed"))
+    ended.ended = (EndedEnrollment("j:c3:0", "j", 1, T0, T0, "completed"),)
     ended.enrollments[0].version, ended.enrollments[0].step_id = 2, None
     save(storage, ended)
     save(storage, record("c4", journey="other"))

@@ -253,7 +253,7 @@ def test_export_holds_everything_and_erase_leaves_nothing(storage_factory: Facto
     record = exported["record"]
     assert list(record) == [
         "created_at", "profile", "enrollments", "entry_history", "consent", "blocked_channels",
-        "sends", "tracks", "segments", "offers", "timers", "marks",
+        "sends", "tracks", "segments", "offers", "timers", "marks", "decided_at",
     ]
     assert record["profile"] == {"attributes": {"email": "c1@example.com"},
                                  "timezone": "Europe/Paris", "locale": None}

@@ -40,9 +40,9 @@ def test_offer_counts_entry_histories_ledger_and_ended_combine() -> None:
                     ("k", "cart-1"): EntryHistory.of(1)}
     known.sends = [(T0, "email", ()), (T0 + 2 * H, "sms", ("promo",))]
     anon.sends = [(T0 + H, "email", ("promo",))]
-    known.ended = [EndedEnrollment("e1", "j", 1, T0, T0 + H, "completed")]
-    anon.ended = [EndedEnrollment("e2", "j", 1, T0, T0 + 3 * H, "exited"),
-                  EndedEnrollment("e3", "j", 1, T0, T0 + 2 * H, "completed")]
+    known.ended = (EndedEnrollment("e1", "j", 1, T0, T0 + H, "completed"),)
+    anon.ended = (EndedEnrollment("e2", "j", 1, T0, T0 + 3 * H, "exited"),
+                  EndedEnrollment("e3", "j", 1, T0, T0 + 2 * H, "completed"))
     k, a = _deciders(known, anon)
     merge_into(k, a, T0 + 5 * H)
     assert known.offers == {"gold": OfferHistory(3, (T0 + H, T0 + 2 * H)),
@@ -52,7 +52,7 @@ def test_offer_counts_entry_histories_ledger_and_ended_combine() -> None:
     assert [s[0] for s in known.sends] == [T0, T0 + H, T0 + 2 * H]
     assert [x.id for x in known.ended] == ["e3", "e2"]  # keep_ended newest
     assert a.state.customer_id == "a1" and a.state.revision == 2
-    assert (a.state.offers, a.state.history, a.state.sends, a.state.ended) == ({}, {}, [], [])
+    assert (a.state.offers, a.state.history, a.state.sends, a.state.ended) == ({}, {}, [], ())
     assert a.dirty and k.dirty
 
 
@@ -64,8 +64,9 @@ def test_tracks_marks_timers_and_memberships_combine() -> None:
     anon.tracks = {"buy|amount": Track(T0 - H, T0, T0 + 2 * H, 2, 105, 5, 100,
                                        [(T0, 5), (T0 + 2 * H, 100)], {"r": [1, 5, 5, 5]}),
                    "login": Track(T0 - H, T0, T0, 1)}
-    known.marks = {"decided": T0 + 3 * H, "seen": T0}
-    anon.marks = {"decided": T0 + 2 * H, "seen": T0 + H, "other": T0}
+    known.marks = {"seen": T0}
+    anon.marks = {"seen": T0 + H, "other": T0}
+    known.decided_at, anon.decided_at = T0 + 2 * H, T0 + 3 * H
     known.timers = {"trigger:idle": T0 + 10 * H, SEGMENT_TIMER: T0 + 9 * H}
     anon.timers = {"trigger:idle": T0 + 11 * H, SEGMENT_TIMER: T0 + 5 * H}
     known.segments = {"s1": T0 + H}
@@ -79,7 +80,8 @@ def test_tracks_marks_timers_and_memberships_combine() -> None:
     assert t.ranges == {"r": [3, 35, 5, 20]}
     assert known.tracks["login"].count == 1
     assert known.tracks["login"] is not anon.tracks.get("login")
-    assert known.marks == {"decided": T0 + 3 * H, "seen": T0 + H, "other": T0}
+    assert known.marks == {"seen": T0 + H, "other": T0}
+    assert known.decided_at == T0 + 3 * H  # the later of the two
     # The segment timer is set again when memberships are evaluated; others keep the later.
     assert known.timers == {"trigger:idle": T0 + 11 * H, SEGMENT_TIMER: T0 + 9 * H}
     assert known.segments == {"s1": T0, "s2": T0 + 2 * H}

@@ -60,8 +60,6 @@ __all__ = [
 
 _EMPTY: Mapping[str, Any] = {}
 _TRIGGER_TIMER = "trigger:"
-#: The mark of the newest event timestamp that changed this customer's record.
-_DECIDED = "decided"
 _NO_HISTORY = EntryHistory.of(0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -288,8 +286,8 @@ class Decider:
             self.catch_up(now)
         self.entered_now.clear()
         self.jumps = 0
-        marks = self.state.marks
-        decided = marks.get(_DECIDED)
+        state = self.state
+        decided = state.decided_at
         stamped = event.timestamp
         if decided is not None and stamped < decided:
             self.dirty = True
@@ -305,7 +303,7 @@ class Decider:
         dirty_before, self.dirty = self.dirty, False
         self._on_event(event, now)
         if self.dirty and (decided is None or stamped > decided):
-            marks[_DECIDED] = stamped
+            state.decided_at = stamped
         self.dirty = self.dirty or dirty_before
 
     def _on_event(self, event: Event, now: datetime) -> None:
@@ -821,14 +819,11 @@ class Decider:
         state = self.state
         if enrollment in state.enrollments:
             state.enrollments.remove(enrollment)
-        # A new list of exactly the kept ones (an appended list keeps room to grow, and most
-        # records keep one ended enrollment for good).
         keep, ended = self.keep_ended, state.ended
         if keep > 0:
-            kept = ended[max(0, len(ended) - keep + 1):]
-            state.ended = kept + [EndedEnrollment.of(enrollment)]  # noqa: RUF005 (exact size)
+            state.ended = (*ended[max(0, len(ended) - keep + 1):], EndedEnrollment.of(enrollment))
         elif ended:
-            state.ended = []
+            state.ended = ()
         self._fold_history(enrollment, at)
         self.activity(enrollment, status, reason, at)
         self.outcome.ended.append(Ended(

@@ -280,6 +280,7 @@ class CustomerState:
     - ``extra``: fields written by a newer cjo that this one does not know; written back
       untouched, so a rolling upgrade loses nothing.
     - ``offers``: per offer id, how often it was sent to this customer (for offer caps).
+    - ``decided_at``: the newest event timestamp that changed the record (late events).
 
     ``extra``, ``consent``, ``blocked`` and ``sends`` start as one empty container shared by
     every record (most records never fill them): assign a new container, or use
@@ -294,7 +295,8 @@ class CustomerState:
     revision: int = 0
     profile: Profile | None = None
     enrollments: list[Enrollment] = attrs.field(factory=list)
-    ended: list[EndedEnrollment] = attrs.field(factory=list)
+    # A tuple, replaced on change: records share it when copied (its entries never change).
+    ended: tuple[EndedEnrollment, ...] = ()
     history: dict[HistoryKey, EntryHistory] = attrs.field(factory=dict)
     timers: dict[str, datetime] = attrs.field(factory=dict)
     marks: dict[str, datetime] = attrs.field(factory=dict)
@@ -318,6 +320,10 @@ class CustomerState:
     segments: dict[str, datetime] = attrs.field(factory=dict)
     segments_basis: str | None = None
     offers: dict[str, OfferHistory] = attrs.field(factory=dict)
+    #: The newest event timestamp that changed this record (late events are told apart by
+    #: it). A field of its own, not a mark: nearly every record has one, and for most it
+    #: would be the only mark (an empty ``marks`` costs a record nothing).
+    decided_at: datetime | None = None
 
     @property
     def wake_at(self) -> datetime | None:
@@ -339,13 +345,13 @@ class CustomerState:
         # Positional, in field order: one copy per customer transaction.
         return CustomerState(
             self.customer_id, self.created_at, self.revision, self.profile,
-            [e.copy() for e in enrollments] if enrollments else [], list(self.ended),
+            [e.copy() for e in enrollments] if enrollments else [], self.ended,
             dict(self.history), dict(self.timers), dict(self.marks), _own_dict(self.extra),
             _own_dict(self.consent), _own_dict(self.blocked),
             # The ledger is replaced, never changed in place (``delivery.caps.record_send``).
             self.sends,
             {k: t.copy() for k, t in tracks.items()} if tracks else {},
-            dict(self.segments), self.segments_basis, dict(self.offers),
+            dict(self.segments), self.segments_basis, dict(self.offers), self.decided_at,
         )
 
     def share_empty(self) -> None:
@@ -358,8 +364,6 @@ class CustomerState:
         else:
             for e in self.enrollments:
                 e.share_empty()
-        if not self.ended:
-            self.ended = NO_ENTRIES
         if not self.history:
             self.history = NO_ITEMS
         if not self.timers:

@@ -254,8 +254,12 @@ def state_to_dict(state: CustomerState) -> dict[str, Any]:
         ]
     if state.timers:
         d["timers"] = {name: us(at) for name, at in state.timers.items()}
-    if state.marks:
-        d["marks"] = {name: us(at) for name, at in state.marks.items()}
+    if state.marks or state.decided_at is not None:
+        marks = {name: us(at) for name, at in state.marks.items()}
+        # Stored among the marks, where it was before it had a field of its own.
+        if state.decided_at is not None:
+            marks[_DECIDED] = us(state.decided_at)
+        d["marks"] = marks
     # Delivery policies: consent statements, blocked channels, the send ledger of caps.
     if state.consent:
         d["cons"] = [[t, c, ok, us(at)] for (t, c), (ok, at) in state.consent.items()]
@@ -290,6 +294,9 @@ def encode_state(state: CustomerState, revision: int | None = None) -> str:
 #: Append one whenever ``RECORD_LAYOUT`` grows and old records need more than defaults.
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
+#: ``CustomerState.decided_at``'s name among the stored marks.
+_DECIDED: Final = "decided"
+
 
 def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
     """A record from its decoded JSON (values' datetimes still tagged)."""
@@ -319,6 +326,10 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
                     None if last_ended is None else dt(last_ended),
                 )
         enr, ended, timers, marks = get("enr"), get("ended"), get("timers"), get("marks")
+        decided = None
+        if marks and _DECIDED in marks:
+            marks = dict(marks)
+            decided = dt(marks.pop(_DECIDED))
         offers = get("offers")
         extra = (
             {k: v for k, v in data.items() if k not in _KNOWN}
@@ -329,7 +340,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
         return CustomerState(
             customer_id, dt(data["created"]), int(get("rev", 0)), profile,
             [_enrollment_from(e, customer_id) for e in enr] if enr else [],
-            [_ended_from(x) for x in ended] if ended else [],
+            tuple(_ended_from(x) for x in ended) if ended else (),
             history,
             {n: dt(t) for n, t in timers.items()} if timers else {},
             {n: dt(t) for n, t in marks.items()} if marks else {},
@@ -344,6 +355,7 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
                 offer_id: OfferHistory(int(count), tuple(dt(t) for t in recent))
                 for offer_id, (count, recent) in offers.items()
             } if offers else {},
+            decided_at=decided,
         )
     except CorruptRecordError:
         raise

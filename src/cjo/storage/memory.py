@@ -7,6 +7,7 @@ rolled-back transaction leaves nothing behind. Due customers sit in a heap keyed
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import operator
@@ -112,7 +113,10 @@ class InMemoryStorage(Storage):
         # Event ids in the order they were claimed, with the instant, for pruning.
         self._events: dict[str, datetime] = {}
         self._records: dict[str, CustomerState] = {}
-        self._ids: SortedList = SortedList()  # the ids of the records, for walks in id order
+        # The records' ids in order, for walks (segment refreshes, resumes): built when a walk
+        # needs it and dropped when a customer is created or erased, since walks are rare and
+        # an always-kept sorted index costs every record about 60 bytes.
+        self._ids: list[str] | None = None
         self._aside: dict[str, str] = {}
         # (wake_at, customer id) heap, with stale entries (see ``_set_wake``).
         self._wakes: list[tuple[datetime, str]] = []
@@ -170,7 +174,7 @@ class InMemoryStorage(Storage):
         old = self._queued(cid)
         previous = self._records.get(cid)
         if previous is None:
-            self._ids.add(cid)
+            self._ids = None
         if state.segments or (previous is not None and previous.segments):
             self._index_members(cid, previous.segments if previous is not None else {},
                                 state.segments)
@@ -215,11 +219,13 @@ class InMemoryStorage(Storage):
         self._waiting += (wake_at is not None) - (old is not None)
         if wake_at is not None:
             heapq.heappush(self._wakes, (wake_at, customer_id))
-            if len(self._wakes) > 2 * self._waiting + 1024:
+            # An eighth of slack: stale entries cost memory, compactions time.
+            if len(self._wakes) > self._waiting + (self._waiting >> 3) + 1024:
                 self._compact_wakes()
 
     def _compact_wakes(self) -> None:
-        """Drop the stale entries of the wake-up index (amortised: the index at least halves)."""
+        """Drop the stale entries of the wake-up index (amortised over the pushes since the
+        last compaction: at least a ninth of the index)."""
         queued = self._queued
         self._wakes = [(w, cid) for w, cid in self._wakes if queued(cid) == w]
         heapq.heapify(self._wakes)
@@ -446,11 +452,12 @@ class InMemoryStorage(Storage):
         return found
 
     def _ids_after(self, after: str | None) -> Iterator[str]:
-        """Stored customer ids in order, after ``after`` (a walk of the sorted index)."""
-        if after is None:
-            return iter(self._ids)
-        walk: Iterator[str] = self._ids.irange(minimum=after, inclusive=(False, True))
-        return walk
+        """Stored customer ids in order, after ``after`` (a walk of the sorted ids)."""
+        ids = self._ids
+        if ids is None:
+            ids = self._ids = sorted(self._records)
+        start = 0 if after is None else bisect.bisect_right(ids, after)
+        return (ids[i] for i in range(start, len(ids)))
 
     def get_setting(self, key: str) -> str | None:
         with self._lock:
@@ -495,7 +502,7 @@ class InMemoryStorage(Storage):
             erased = self._records.get(customer_id)
             if erased is not None:
                 self._index_members(customer_id, erased.segments, {})
-                self._ids.remove(customer_id)
+                self._ids = None
             self._records.pop(customer_id, None)
             self._aside.pop(customer_id, None)
             for key in [k for k, v in self._outbox.items() if v[0].customer_id == customer_id]:
