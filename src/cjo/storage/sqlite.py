@@ -608,12 +608,22 @@ class _Txn:
 
     def flush(self) -> None:
         cur = self.cur
-        if self.records:
+        records = self.records
+        if len(records) == 1:  # one event per transaction: no lists to sort rows into
+            ((cid, (wake_at, revision, data)),) = records.items()
+            known = self.stored.get(cid)
+            if known is None:
+                cur.execute(_SAVE, (cid, wake_at, revision, data))
+            elif known[1] == wake_at:
+                cur.execute(_UPDATE, (revision, data, known[0]))
+            else:
+                cur.execute(_UPDATE_WAKE, (wake_at, revision, data, known[0]))
+        elif records:
             stored = self.stored
             same: list[tuple[int, str, int]] = []
             moved: list[tuple[int | None, int, str, int]] = []
             new: list[tuple[str, int | None, int, str]] = []
-            for cid, (wake_at, revision, data) in self.records.items():
+            for cid, (wake_at, revision, data) in records.items():
                 known = stored.get(cid)
                 if known is None:
                     new.append((cid, wake_at, revision, data))
@@ -631,7 +641,8 @@ class _Txn:
             _write_rows(cur, _SET_ASIDE, [(why, cid) for cid, why in self.aside.items()])
         if self.messages:
             _write_rows(cur, _INSERT_OUTBOX, list(self.messages.values()))
-        _write_rows(cur, _INSERT_ACTIVITY, self.activities)
+        if self.activities:
+            _write_rows(cur, _INSERT_ACTIVITY, self.activities)
 
 
     def flush_members(self) -> None:
@@ -664,7 +675,9 @@ class _Session(CustomerSession):
         self._txn = txn
         self.customer_id = customer_id
 
-    @_Translated("claim_event")
+    # Session methods translate errors with their own try (not the decorator): they run once
+    # or more per event.
+
     def claim_event(self, event_id: str) -> bool:
         txn = self._txn
         cur = txn.check()
@@ -673,9 +686,11 @@ class _Session(CustomerSession):
                 txn.fresh.discard(event_id)
                 return True
             return False  # handled before, or already handed out in this transaction
-        return cur.execute(_CLAIM_EVENT, (event_id, txn.now_us)).rowcount == 1
+        try:
+            return cur.execute(_CLAIM_EVENT, (event_id, txn.now_us)).rowcount == 1
+        except sqlite3.Error as exc:
+            raise _error("claim_event", exc) from exc
 
-    @_Translated("load")
     def load(self) -> CustomerState | None:
         txn = self._txn
         cur = txn.check()
@@ -687,7 +702,10 @@ class _Session(CustomerSession):
         else:
             text = _NOT_FETCHED if txn.prefetched is None else txn.prefetched.get(cid, _NOT_FETCHED)
             if text is _NOT_FETCHED:
-                row = cur.execute(_LOAD, (cid,)).fetchone()
+                try:
+                    row = cur.execute(_LOAD, (cid,)).fetchone()
+                except sqlite3.Error as exc:
+                    raise _error("load", exc) from exc
                 if row is None:
                     text = None
                 else:
@@ -705,7 +723,8 @@ class _Session(CustomerSession):
         txn = self._txn
         txn.check()
         cid = self.customer_id
-        self.check_owner(state)
+        if state.customer_id != cid:
+            self.check_owner(state)  # raises
         revision = state.revision + 1
         wake_at = state.wake_at
         txn.records[cid] = (
@@ -723,7 +742,7 @@ class _Session(CustomerSession):
                 if key not in buffered:
                     buffered[key] = (key, m.customer_id, now_us, available_us, encode(m))
         if activities:
-            txn.activities.extend(activity_row(a) for a in activities)
+            txn.activities += [activity_row(a) for a in activities]
 
     def set_aside(self, reason: str) -> None:
         self._txn.check()
@@ -799,6 +818,9 @@ class SQLiteStorage(Storage):
                 conn.close()
                 raise
         self._conn: sqlite3.Connection | None = conn
+        # The one cursor of the customer transactions (they run one at a time, under the lock):
+        # cheaper than a new cursor per transaction.
+        self._cursor: sqlite3.Cursor | None = conn.cursor()
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.database!r})"
@@ -833,9 +855,13 @@ class SQLiteStorage(Storage):
     def _begin(self, now: datetime, what: _Phases) -> _Txn:
         self._lock.acquire()
         try:
-            with what.begin:
-                cur = self._connection().cursor()
-                cur.execute("BEGIN IMMEDIATE")
+            cur = self._cursor
+            if cur is None:
+                raise StorageError(f"{self!r} is closed")
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._lock.release()
+            raise _error(what.begin.what, exc) from exc
         except BaseException:
             self._lock.release()
             raise
@@ -844,9 +870,11 @@ class SQLiteStorage(Storage):
     def _end(self, txn: _Txn, what: _Phases) -> None:
         cur = txn.cur
         try:
-            with what.commit:
-                txn.flush()
-                cur.execute("COMMIT")
+            txn.flush()
+            cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(cur.connection)
+            raise _error(what.commit.what, exc) from exc
         except BaseException:
             _rollback(cur.connection)
             raise
@@ -1198,6 +1226,6 @@ class SQLiteStorage(Storage):
     @_Translated("close")
     def close(self) -> None:
         with self._lock:
-            conn, self._conn = self._conn, None
+            conn, self._conn, self._cursor = self._conn, None, None
             if conn is not None:
                 conn.close()
