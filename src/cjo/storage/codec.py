@@ -380,7 +380,6 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
         )
         cons, blk, led = get("cons"), get("blk"), get("led")
         trk, seg = get("trk"), get("seg")
-        # Positional, in field order (keywords cost more, for eighteen fields).
         return CustomerState(
             customer_id, epoch + tick * data["created"], int(get("rev", 0)), profile,
             [_enrollment_from(e, customer_id) for e in enr] if enr else [],
@@ -389,13 +388,13 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             {n: epoch + tick * t for n, t in timers.items()} if timers else {},
             {n: epoch + tick * t for n, t in marks.items()} if marks else {},
             _revive(extra) if extra else NO_ITEMS,
-            {(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else NO_ITEMS,
-            {str(c): str(r) for c, r in blk.items()} if blk else NO_ITEMS,
-            [(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else NO_ENTRIES,
-            {k: _track_from(row) for k, row in trk.items()} if trk else {},
-            {sid: epoch + tick * at for sid, at in seg.items()} if seg else {},
-            get("segb"),
-            {
+            consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else NO_ITEMS,
+            blocked={str(c): str(r) for c, r in blk.items()} if blk else NO_ITEMS,
+            sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else NO_ENTRIES,
+            tracks={k: _track_from(row) for k, row in trk.items()} if trk else {},
+            segments={sid: epoch + tick * at for sid, at in seg.items()} if seg else {},
+            segments_basis=get("segb"),
+            offers={
                 offer_id: OfferHistory(int(count), tuple(dt(t) for t in recent))
                 for offer_id, (count, recent) in offers.items()
             } if offers else {},
