@@ -181,8 +181,8 @@ def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Pat
         conn.close()
 
 
-def test_schema_version_is_four() -> None:
-    assert SCHEMA_VERSION == 4
+def test_schema_version_is_five() -> None:
+    assert SCHEMA_VERSION == 5
 
 
 def test_a_version_2_database_gets_dead_letters(

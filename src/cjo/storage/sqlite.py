@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
@@ -202,9 +202,7 @@ _V2: Final[tuple[str, ...]] = (
     "CREATE INDEX customers_due ON customers (wake_at, customer_id) "
     "WHERE wake_at IS NOT NULL AND aside IS NULL",
     "CREATE TABLE events (event_id TEXT PRIMARY KEY, seen_at INTEGER NOT NULL) WITHOUT ROWID",
-    # Costs an index page per transaction (about a twelfth of a one-event transaction), but
-    # without it prune() would scan every id of the retention window while it holds the
-    # database's write lock, stopping every engine for that long.
+    # Dropped again by version 5 (an index page more per event).
     "CREATE INDEX events_seen ON events (seen_at)",
     """CREATE TABLE outbox (
         key TEXT PRIMARY KEY,
@@ -286,8 +284,15 @@ _V4: Final[tuple[str, ...]] = (
     "CREATE INDEX segment_members_customer ON segment_members (customer_id)",
 )
 
+# Version 5: handled event ids lose their index by age. Every page a transaction changes is
+# one more WAL frame written at commit (measured with bench/bench_sqlite_rmw.py: about 7 us per
+# 4 KiB page, a ninth of a one-event transaction then), and that index's page was one of four
+# per event. prune() now finds old ids by walking the table in bounded slices, one short write
+# transaction each, so it never holds the write lock for long (``_prune_event_ids``).
+_V5: Final[tuple[str, ...]] = ("DROP INDEX IF EXISTS events_seen",)
+
 #: Forward migrations; entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append only.
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -494,7 +499,19 @@ _MEMBERS_COUNT = "SELECT count(*) FROM segment_members WHERE segment_id = ?"
 _CUSTOMER_PAGE = (
     "SELECT customer_id FROM customers WHERE customer_id > ? ORDER BY customer_id LIMIT ?"
 )
-_PRUNE_EVENTS = "DELETE FROM events WHERE seen_at < ?"
+# Old event ids, one slice of the table at a time (no index by age: see version 5): the last
+# id of the next ?2 ids from ?1 on, then the old ones up to it. The first slice starts at ""
+# inclusive (an empty id is an id), the next ones after the previous slice's end.
+_EVENTS_SLICE_END = tuple(
+    "SELECT max(event_id) FROM (SELECT event_id FROM events "
+    f"WHERE event_id {op} ? ORDER BY event_id LIMIT ?)" for op in (">=", ">")
+)
+_PRUNE_EVENTS = tuple(
+    f"DELETE FROM events WHERE event_id {op} ? AND event_id <= ? AND seen_at < ?"
+    for op in (">=", ">")
+)
+#: How many event ids one of prune()'s write transactions looks at (a few milliseconds).
+_PRUNE_SLICE: Final = 20_000
 _PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
 # Everything before ?2 (?1 is the start of time: the range query's own text, reused).
 # ``WHERE true`` keeps the upsert unambiguous to SQLite's parser.
@@ -511,6 +528,10 @@ _PRUNE_ACTIVITY: Final = (
 )
 # Below any instant cjo stores (microseconds since 1970, shifted by 10 bits, must fit 63).
 _START_OF_TIME: Final = -(2**52)
+
+
+#: The page size of new databases (see ``SQLiteStorage.__init__``).
+_PAGE_SIZE: Final = 2048
 
 
 # --- transactions ------------------------------------------------------------------------------
@@ -591,12 +612,22 @@ class _Txn:
 
     def flush(self) -> None:
         cur = self.cur
-        if self.records:
+        records = self.records
+        if len(records) == 1:  # one event per transaction: no lists to sort rows into
+            ((cid, (wake_at, revision, data)),) = records.items()
+            known = self.stored.get(cid)
+            if known is None:
+                cur.execute(_SAVE, (cid, wake_at, revision, data))
+            elif known[1] == wake_at:
+                cur.execute(_UPDATE, (revision, data, known[0]))
+            else:
+                cur.execute(_UPDATE_WAKE, (wake_at, revision, data, known[0]))
+        elif records:
             stored = self.stored
             same: list[tuple[int, str, int]] = []
             moved: list[tuple[int | None, int, str, int]] = []
             new: list[tuple[str, int | None, int, str]] = []
-            for cid, (wake_at, revision, data) in self.records.items():
+            for cid, (wake_at, revision, data) in records.items():
                 known = stored.get(cid)
                 if known is None:
                     new.append((cid, wake_at, revision, data))
@@ -614,7 +645,8 @@ class _Txn:
             _write_rows(cur, _SET_ASIDE, [(why, cid) for cid, why in self.aside.items()])
         if self.messages:
             _write_rows(cur, _INSERT_OUTBOX, list(self.messages.values()))
-        _write_rows(cur, _INSERT_ACTIVITY, self.activities)
+        if self.activities:
+            _write_rows(cur, _INSERT_ACTIVITY, self.activities)
 
 
     def flush_members(self) -> None:
@@ -647,7 +679,9 @@ class _Session(CustomerSession):
         self._txn = txn
         self.customer_id = customer_id
 
-    @_Translated("claim_event")
+    # Session methods translate errors with their own try (not the decorator): they run once
+    # or more per event.
+
     def claim_event(self, event_id: str) -> bool:
         txn = self._txn
         cur = txn.check()
@@ -656,9 +690,11 @@ class _Session(CustomerSession):
                 txn.fresh.discard(event_id)
                 return True
             return False  # handled before, or already handed out in this transaction
-        return cur.execute(_CLAIM_EVENT, (event_id, txn.now_us)).rowcount == 1
+        try:
+            return cur.execute(_CLAIM_EVENT, (event_id, txn.now_us)).rowcount == 1
+        except sqlite3.Error as exc:
+            raise _error("claim_event", exc) from exc
 
-    @_Translated("load")
     def load(self) -> CustomerState | None:
         txn = self._txn
         cur = txn.check()
@@ -670,7 +706,10 @@ class _Session(CustomerSession):
         else:
             text = _NOT_FETCHED if txn.prefetched is None else txn.prefetched.get(cid, _NOT_FETCHED)
             if text is _NOT_FETCHED:
-                row = cur.execute(_LOAD, (cid,)).fetchone()
+                try:
+                    row = cur.execute(_LOAD, (cid,)).fetchone()
+                except sqlite3.Error as exc:
+                    raise _error("load", exc) from exc
                 if row is None:
                     text = None
                 else:
@@ -688,7 +727,8 @@ class _Session(CustomerSession):
         txn = self._txn
         txn.check()
         cid = self.customer_id
-        self.check_owner(state)
+        if state.customer_id != cid:
+            self.check_owner(state)  # raises
         revision = state.revision + 1
         wake_at = state.wake_at
         txn.records[cid] = (
@@ -706,11 +746,41 @@ class _Session(CustomerSession):
                 if key not in buffered:
                     buffered[key] = (key, m.customer_id, now_us, available_us, encode(m))
         if activities:
-            txn.activities.extend(activity_row(a) for a in activities)
+            txn.activities += [activity_row(a) for a in activities]
 
     def set_aside(self, reason: str) -> None:
         self._txn.check()
         self._txn.aside[self.customer_id] = reason
+
+
+class _CustomerTransaction:
+    """``SQLiteStorage.customer``: one customer's transaction, as a context manager."""
+
+    __slots__ = ("customer_id", "now", "storage", "txn")
+
+    def __init__(self, storage: SQLiteStorage, customer_id: str, now: datetime) -> None:
+        self.storage = storage
+        self.customer_id = customer_id
+        self.now = now
+        self.txn: _Txn | None = None
+
+    def __enter__(self) -> CustomerSession:
+        if self.txn is not None:
+            raise StorageError("a customer transaction cannot be entered twice")
+        # No prefetch: the session reads its one record when asked.
+        self.txn = txn = self.storage._begin(self.now, _CUSTOMER)
+        return _Session(txn, self.customer_id)
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        txn = self.txn
+        assert txn is not None
+        if exc_type is None:
+            self.storage._end(txn, _CUSTOMER)
+        else:
+            self.storage._abort(txn)
 
 
 # --- the adapter -------------------------------------------------------------------------------
@@ -766,6 +836,14 @@ class SQLiteStorage(Storage):
             )
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                # A new database gets 2 KiB pages rather than 4 KiB: a customer transaction
+                # writes three or more pages (record, event id, activity entry), each a whole
+                # WAL frame, and a frame's cost grows with its bytes (copied, checksummed,
+                # written): about 2 us less per frame here, 5 to 7 us per event
+                # (bench/bench_sqlite_rmw.py). Records up to about 2 KB (most: see
+                # bench/README.md) still fit in their page; larger ones spill to overflow pages.
+                # No effect on an existing database (it keeps its page size).
+                conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
                 if self.database != ":memory:":
                     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                     if mode != "wal":
@@ -782,6 +860,9 @@ class SQLiteStorage(Storage):
                 conn.close()
                 raise
         self._conn: sqlite3.Connection | None = conn
+        # The one cursor of the customer transactions (they run one at a time, under the lock):
+        # cheaper than a new cursor per transaction.
+        self._cursor: sqlite3.Cursor | None = conn.cursor()
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({self.database!r})"
@@ -816,9 +897,13 @@ class SQLiteStorage(Storage):
     def _begin(self, now: datetime, what: _Phases) -> _Txn:
         self._lock.acquire()
         try:
-            with what.begin:
-                cur = self._connection().cursor()
-                cur.execute("BEGIN IMMEDIATE")
+            cur = self._cursor
+            if cur is None:
+                raise StorageError(f"{self!r} is closed")
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._lock.release()
+            raise _error(what.begin.what, exc) from exc
         except BaseException:
             self._lock.release()
             raise
@@ -827,9 +912,11 @@ class SQLiteStorage(Storage):
     def _end(self, txn: _Txn, what: _Phases) -> None:
         cur = txn.cur
         try:
-            with what.commit:
-                txn.flush()
-                cur.execute("COMMIT")
+            txn.flush()
+            cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(cur.connection)
+            raise _error(what.commit.what, exc) from exc
         except BaseException:
             _rollback(cur.connection)
             raise
@@ -846,16 +933,14 @@ class SQLiteStorage(Storage):
 
     # --- customer transactions -----------------------------------------------------------------
 
-    @contextmanager
-    def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
-        # No prefetch: the session reads its one record when asked.
-        txn = self._begin(now, _CUSTOMER)
-        try:
-            yield _Session(txn, customer_id)
-        except BaseException:
-            self._abort(txn)
-            raise
-        self._end(txn, _CUSTOMER)
+    def customer(  # type: ignore[override]
+        self, customer_id: str, now: datetime
+    ) -> AbstractContextManager[CustomerSession]:
+        # A class rather than @contextmanager (whose generator and wrapper cost about 0.6 us
+        # per event, a fifth of the adapter's own Python then). Same behaviour: begin on entry;
+        # commit on a normal exit, roll back on an exception. The base class declares a
+        # @contextmanager, whose type callers only use as a context manager.
+        return _CustomerTransaction(self, customer_id, now)
 
     @contextmanager
     def batch(
@@ -1142,13 +1227,29 @@ class SQLiteStorage(Storage):
 
     @_Translated("prune")
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        events = self._prune_event_ids(us(now - retention.event_ids))
         with self._write() as conn:
-            events = conn.execute(_PRUNE_EVENTS, (us(now - retention.event_ids),)).rowcount
             outbox = conn.execute(_PRUNE_OUTBOX, (us(now - retention.outbox),)).rowcount
             before = us(now - retention.activity)
             conn.execute(_FOLD_ACTIVITY, (_START_OF_TIME, before))
             activity = sum(conn.execute(sql, (before,)).rowcount for sql in _PRUNE_ACTIVITY)
         return PruneResult(events, outbox, activity)
+
+    def _prune_event_ids(self, before_us: int) -> int:
+        """Forget the event ids seen before ``before_us``: the table in key order, a slice per
+        write transaction, so other writers (threads and processes) get the lock in between.
+        Ids claimed meanwhile are newer than the cutoff, wherever they land."""
+        removed = 0
+        start, later = "", 0
+        while True:
+            with self._write() as conn:
+                (end,) = conn.execute(_EVENTS_SLICE_END[later], (start, _PRUNE_SLICE)).fetchone()
+                if end is None:
+                    return removed
+                removed += conn.execute(
+                    _PRUNE_EVENTS[later], (start, end, before_us)
+                ).rowcount
+            start, later = end, 1
 
     @_Translated("get_setting")
     def get_setting(self, key: str) -> str | None:
@@ -1165,6 +1266,6 @@ class SQLiteStorage(Storage):
     @_Translated("close")
     def close(self) -> None:
         with self._lock:
-            conn, self._conn = self._conn, None
+            conn, self._conn, self._cursor = self._conn, None, None
             if conn is not None:
                 conn.close()
