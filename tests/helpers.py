@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from cjo import ContentItem, Engine, Event, ManualClock, RecordingChannel, Storage, Variant
+from cjo.storage import sqlite as sqlite_module
+from cjo.storage.sqlite import SQLiteStorage
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -36,3 +42,16 @@ def make_engine(
     channels = {name: RecordingChannel() for name in ("email", "sms", "push")}
     engine = Engine(channels=channels, clock=clock)  # type: ignore[arg-type]
     return engine, clock, channels
+
+
+
+@contextmanager
+def sqlite_at_schema(
+    path: Path, version: int, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[SQLiteStorage]:
+    """A SQLiteStorage on a new database at ``path`` made by an older cjo: only the first
+    ``version`` migrations (an upgrade test then opens it with today's)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:version])
+        with SQLiteStorage(path) as storage:
+            yield storage

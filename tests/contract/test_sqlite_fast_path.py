@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from cjo.storage import codec
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import PruneResult, Retention, Storage
 from cjo.storage.sqlite import SQLiteStorage
+from tests.helpers import sqlite_at_schema
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -90,21 +91,16 @@ def test_prune_gives_other_writers_the_lock_between_slices(
 
 
 def _indexes(path: Path) -> set[str]:
-    conn = _raw(path)
-    try:
+    with closing(_raw(path)) as conn:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    finally:
-        conn.close()
 
 
 def test_a_version_4_database_loses_the_age_index_and_keeps_its_event_ids(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "v4.db"
-    with monkeypatch.context() as patch:
-        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:4])
-        with SQLiteStorage(path) as storage:
-            assert _claim(storage, "seen", T0)
+    with sqlite_at_schema(path, 4, monkeypatch) as storage:
+        assert _claim(storage, "seen", T0)
     assert "events_seen" in _indexes(path)
     with SQLiteStorage(path) as storage:
         assert not _claim(storage, "seen", T0 + DAY), "a migrated database still de-duplicates"

@@ -21,6 +21,7 @@ from cjo.storage.base import ActivityCount, Retention, Storage
 from cjo.storage.codec import encode_state
 from cjo.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 from cjo.testing import StorageContract
+from tests.helpers import sqlite_at_schema
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
@@ -189,9 +190,8 @@ def test_a_version_2_database_gets_dead_letters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "v2.db"
-    with monkeypatch.context() as patch:
-        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:2])
-        SQLiteStorage(path).close()
+    with sqlite_at_schema(path, 2, monkeypatch):
+        pass
     conn = _raw(path)
     try:
         # Messages that failed for good, as version 2 kept them.
@@ -214,9 +214,8 @@ def test_a_version_2_database_gets_dead_letters(
 
 def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "v1.db"
-    with monkeypatch.context() as patch:
-        patch.setattr(sqlite_module, "MIGRATIONS", sqlite_module.MIGRATIONS[:1])
-        SQLiteStorage(path).close()
+    with sqlite_at_schema(path, 1, monkeypatch):
+        pass
     conn = _raw(path)
     try:
         assert conn.execute("SELECT version FROM cjo_schema").fetchone() == (1,)
