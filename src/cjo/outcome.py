@@ -146,6 +146,9 @@ class OutcomeBuilder:
     #: Idempotency key -> delivery status after this call (set by the engine after commit).
     delivery: dict[str, str] = attrs.field(factory=dict)
     failures: list[SendFailure] = attrs.field(factory=list)
+    #: False leaves ``steps`` empty: for callers that only count what happened (back-tests),
+    #: a record per step run is work for nothing.
+    record_steps: bool = True
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)

@@ -280,7 +280,7 @@ class _Run:
         self.registry = engine._sync()
         self.progress = progress
         self.tally = _Tally()
-        self.outcome = OutcomeBuilder()
+        self.outcome = OutcomeBuilder(record_steps=False)
         self.inputs = 0
         self.events = 0
         self.profile_updates = 0
@@ -388,7 +388,8 @@ class _Run:
         peek = storage.peek
         customer_ids = {item.customer_id for _at, item in window}
         deciders: dict[str, Decider] = {}
-        outcome = self.outcome = OutcomeBuilder()  # shared by the window's deciders
+        # Shared by the window's deciders.
+        outcome = self.outcome = OutcomeBuilder(record_steps=False)
         with storage.batch(list(customer_ids), end) as sessions:
             for at, item in window:
                 cid = item.customer_id

@@ -630,9 +630,11 @@ class Decider:
             self.activities.append(Activity(  # inline: one per step run
                 at, customer_id, enrollment.id, journey_id, enrollment.version, step_id, "step"
             ))
-            self.outcome.steps.append(StepRun(
-                journey_id, enrollment.id, customer_id, step_id, cs.step.kind, at
-            ))
+            outcome = self.outcome
+            if outcome.record_steps:
+                outcome.steps.append(StepRun(
+                    journey_id, enrollment.id, customer_id, step_id, cs.step.kind, at
+                ))
             nxt = cs.kind.run(self, cj, enrollment, step_id, cs.step, cs.compiled, at)
             if isinstance(nxt, Halt):
                 return

@@ -45,6 +45,8 @@ _CountKey = tuple[str, int, str | None, str, str | None]
 #: costs full collections nothing (an ``Activity`` object is tracked for as long as it lives).
 _LogRow = tuple[Any, ...]
 _log_row = operator.attrgetter(*(a.name for a in attrs.fields(Activity)))
+#: What the activity counts are keyed by (``_log_row``'s items 3 to 7).
+_count_key = operator.attrgetter("journey_id", "version", "step_id", "kind", "detail")
 
 
 class _Txn:
@@ -193,10 +195,14 @@ class InMemoryStorage(Storage):
                 self._pending[key] = None
         if activities:
             counts = self._counts
-            for a in activities:
-                counts[(a.journey_id, a.version, a.step_id, a.kind, a.detail)] += 1
             if self._keep_activity:
-                self._log.extend(map(_log_row, activities))
+                rows = list(map(_log_row, activities))
+                for row in rows:
+                    counts[row[3:8]] += 1  # (journey, version, step, kind, detail)
+                self._log.extend(rows)
+            else:
+                for count_key in map(_count_key, activities):
+                    counts[count_key] += 1
 
     def _queued(self, customer_id: str) -> datetime | None:
         """The customer's place in the wake-up index: the stored record's ``wake_at`` unless
