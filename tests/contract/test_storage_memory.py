@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from cjo.runtime.state import CustomerState
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.testing import StorageContract
@@ -12,3 +15,46 @@ class TestInMemoryStorage(StorageContract):
 
     def make_storage(self) -> Storage:
         return InMemoryStorage()
+
+
+# --- what the in-memory adapter does its own way -----------------------------------------------
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def _reschedule(storage: InMemoryStorage, customer_id: str, wake_at: datetime) -> None:
+    with storage.customer(customer_id, T0) as session:
+        state = session.load() or CustomerState(customer_id, T0)
+        state.timers = {"t": wake_at}
+        session.save(state, (), ())
+
+
+def test_a_wake_up_moved_many_times_is_claimed_once_at_its_last_instant() -> None:
+    storage = InMemoryStorage()
+    _reschedule(storage, "steady", T0 + timedelta(hours=5))
+    # Each move leaves a stale entry in the heap; the index stays bounded all the same.
+    for i in range(5_000):
+        _reschedule(storage, "mover", T0 + timedelta(minutes=i % 240))
+    _reschedule(storage, "mover", T0 + timedelta(hours=3))
+    assert len(storage._wakes) <= 2 + 1024 + 1
+    assert storage.next_wake_at() == T0 + timedelta(hours=3)
+    assert storage.claim_due(T0 + timedelta(hours=2), 10, timedelta(minutes=5)) == []
+    due = storage.claim_due(T0 + timedelta(hours=6), 10, timedelta(minutes=5))
+    assert [(d.customer_id, d.wake_at) for d in due] == [
+        ("mover", T0 + timedelta(hours=3)), ("steady", T0 + timedelta(hours=5)),
+    ]
+    # Leased now: not claimed again until the lease runs out or the record changes.
+    assert storage.claim_due(T0 + timedelta(hours=6), 10, timedelta(minutes=5)) == []
+    later = storage.claim_due(T0 + timedelta(hours=7), 10, timedelta(minutes=5))
+    assert {d.customer_id for d in later} == {"mover", "steady"}
+
+
+def test_walks_see_customers_created_after_the_last_walk() -> None:
+    storage = InMemoryStorage()
+    for cid in ("c3", "c1"):
+        _reschedule(storage, cid, T0)
+    assert storage.customer_ids() == ["c1", "c3"]
+    _reschedule(storage, "c2", T0)
+    assert storage.customer_ids(after="c1") == ["c2", "c3"]
+    storage.erase_customer("c3")
+    assert storage.customer_ids(after="c1", limit=5) == ["c2"]
