@@ -181,9 +181,13 @@ def backtest(
     # Wall time is measured for the report only; it never steers the run.
     began = time.perf_counter()
     clock = ManualClock(start if start is not None else _BEGINNING)
-    storage = InMemoryStorage(keep_activity=keep_activity)
+    counters: dict[str, _CountingChannel] | None = None
     if channels is None:
-        channels = {name: _CountingChannel() for name in _send_channels(definitions)}
+        counters = {name: _CountingChannel() for name in _send_channels(definitions)}
+        channels = counters
+    # Counting channels deliver everything: no message is ever retried or read back, so none
+    # is recorded (the outbox would only be written, completed and pruned).
+    storage = InMemoryStorage(keep_activity=keep_activity, keep_outbox=counters is None)
     # Small wake-up groups: each load in an in-memory group looks through the group's earlier
     # writes, so a group's cost grows with its square.
     engine = Engine(
@@ -194,7 +198,7 @@ def backtest(
         limits=attrs.evolve(DEFAULT_LIMITS, max_messages_per_catch_up=_NO_CATCH_UP_LIMIT),
     )
     engine.publish(definitions)
-    run = _Run(engine, clock, storage, progress)
+    run = _Run(engine, clock, storage, progress, counters)
     with _collector_paused():
         run.play(inputs, start, until, progress_every)
     reports = {
@@ -270,9 +274,12 @@ class _Run:
 
     def __init__(
         self, engine: Engine, clock: ManualClock, storage: InMemoryStorage,
-        progress: Progress | None,
+        progress: Progress | None, counters: Mapping[str, _CountingChannel] | None = None,
     ) -> None:
         self.engine = engine
+        # The back-test's own counting channels, when the caller gave none: the windows'
+        # messages are counted on them directly rather than dispatched.
+        self.counters = counters
         self.clock = clock
         self.storage = storage
         # The engine's own compiled definitions, so that a window decides exactly as the
@@ -432,8 +439,13 @@ class _Run:
                     sessions[cid].save(state, decider.messages, decider.activities)
         self.tally.add(outcome)
         if outcome.messages:
-            # The engine's own delivery path: channels, outcome statuses, retries.
-            engine._dispatch(outcome.messages, end, outcome)
+            counters = self.counters
+            if counters is not None:
+                for message in outcome.messages:
+                    counters[message.channel].sent += 1
+            else:
+                # The engine's own delivery path: channels, outcome statuses, retries.
+                engine._dispatch(outcome.messages, end, outcome)
         self._due(end)
 
     def _decider(self, session: CustomerSession, at: datetime) -> Decider:

@@ -107,11 +107,14 @@ class InMemoryStorage(Storage):
     """Everything in dictionaries; wake-ups in a sorted list. Thread-safe, one writer at a time.
 
     ``keep_activity`` False keeps only the activity counts, not the log itself (back-tests
-    that need only the report)."""
+    that need only the report). ``keep_outbox`` False records no message at all: for
+    back-tests whose channels count what they are given and never fail (nothing to retry,
+    nothing to read back)."""
 
-    def __init__(self, *, keep_activity: bool = True) -> None:
+    def __init__(self, *, keep_activity: bool = True, keep_outbox: bool = True) -> None:
         self._lock = threading.RLock()
         self._keep_activity = keep_activity
+        self._keep_outbox = keep_outbox
         # Event ids in the order they were claimed, with the instant, for pruning.
         self._events: dict[str, datetime] = {}
         self._records: dict[str, CustomerState] = {}
@@ -185,7 +188,7 @@ class InMemoryStorage(Storage):
         state.share_empty()
         self._records[cid] = state
         self._set_wake(cid, old, None if cid in self._aside else state.wake_at)
-        if messages:
+        if messages and self._keep_outbox:
             available = now + self.dispatch_lease
             for message in messages:
                 key = message.idempotency_key
