@@ -393,10 +393,14 @@ class Engine:
         chunk: list[Event | ProfileUpdate] = []
         now = self.clock.now()
         registry = self._sync()
+        relevant = registry.relevant_events
+        latest = now + self.future_tolerance
+        # The hot loop of a stream: most events matter to no journey and cost only this.
         for item in items:
             if isinstance(item, Event):
-                self._check_event(item, now)
-                if not registry.may_matter(item.name):
+                if item.timestamp > latest:
+                    self._check_event(item, now)  # raises, naming the event
+                if item.name not in relevant:
                     continue
             elif not isinstance(item, ProfileUpdate):
                 raise InvalidEventError(
@@ -408,6 +412,8 @@ class Engine:
                 chunk = []
                 now = self.clock.now()
                 registry = self._sync()
+                relevant = registry.relevant_events
+                latest = now + self.future_tolerance
         if chunk:
             self._handle_relevant(chunk, registry, builder)
         return builder.build()

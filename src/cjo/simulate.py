@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -303,13 +303,7 @@ class _Run:
         progress = self.progress or _no_progress
         next_progress = progress_every if self.progress is not None else -1
         registry = self.registry
-        # Event names some journey may read (any, when a condition exit re-checks every event
-        # of an enrolled customer).
-        relevant: Container[str] = (
-            _EVERYTHING if registry.any_event_when_enrolled
-            else frozenset(registry.triggers_by_event) | registry.enrolled_events
-            | registry.plan.events
-        )
+        relevant = registry.relevant_events
         # Inputs to decide, with their instants, and profile updates waiting for the next
         # timestamped input's instant.
         window: list[tuple[datetime, Item]] = []
@@ -465,16 +459,6 @@ class _Run:
             outcome = self.engine.run_due(at)
             self.due_seconds += time.perf_counter() - began
             self.tally.add(outcome)
-
-
-class _Everything:
-    """Contains every name: the relevance filter when any event may matter."""
-
-    def __contains__(self, name: object) -> bool:
-        return True
-
-
-_EVERYTHING = _Everything()
 
 
 def _no_progress(done: int, total: int | None, now: datetime) -> None:

@@ -355,3 +355,22 @@ def test_the_garbage_collector_is_restored() -> None:
         assert not gc.isenabled()  # a host that runs without the collector keeps it off
     finally:
         gc.enable()
+
+
+def test_a_consent_event_of_a_customer_in_no_journey_counts_as_it_would_live() -> None:
+    # The customer unsubscribes from email before they ever enter: the reminder an hour after
+    # their cart is not sent, in the back-test as by a live engine.
+    stream = [ev("unsubscribed", T0, channel="email"), ev("cart", T0 + timedelta(minutes=1))]
+    assert backtest(cart(), stream[1:], until=T0 + 2 * HOUR).messages == {"email": 1}
+    result = backtest(cart(), stream, until=T0 + 2 * HOUR)
+    assert result.messages == {}
+    clock = ManualClock(T0)
+    live = Engine(channels=recording(), clock=clock)
+    live.publish(cart())
+    for event in stream:
+        clock.set(event.timestamp)
+        live.handle_event(event)
+    clock.set(T0 + 2 * HOUR)
+    live.run_due()
+    assert live.channels["email"].messages == []  # type: ignore[attr-defined]
+    assert result.reports["cart"].entered == 1

@@ -4,7 +4,7 @@ are looked up, events are indexed, and content templates are parsed on first use
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -91,6 +91,16 @@ class CompiledJourney:
         )
 
 
+class _EveryEvent:
+    """Contains every event name: the relevant events when any event may matter."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+EVERY_EVENT: Container[str] = _EveryEvent()
+
+
 @attrs.define(slots=True)
 class Registry:
     """Every published journey version, the latest version per id, segments and content, as of
@@ -126,6 +136,8 @@ class Registry:
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
     delivery: DeliveryPolicies = NO_POLICIES
     offers: dict[str, CompiledOffer] = attrs.field(factory=dict)
+    #: The event names that can change anything for some customer (``may_matter``).
+    relevant_events: Container[str] = DELIVERY_EVENTS
 
     @classmethod
     def build(
@@ -158,6 +170,8 @@ class Registry:
         for cj in journeys.values():
             enrolled |= cj.watched_events
         segments = {s.id: compile_condition(s.condition) for s in definitions.segments}
+        plan = SegmentPlan.build(definitions, segments, latest, journeys)
+        any_event = any(cj.any_event for cj in journeys.values())
         return cls(
             generation=generation,
             journeys=journeys,
@@ -166,9 +180,9 @@ class Registry:
             armed=armed,
             triggers_by_attribute=by_attribute,
             enrolled_events=frozenset(enrolled),
-            any_event_when_enrolled=any(cj.any_event for cj in journeys.values()),
+            any_event_when_enrolled=any_event,
             segments=segments,
-            plan=SegmentPlan.build(definitions, segments, latest, journeys),
+            plan=plan,
             content={c.id: c for c in definitions.content},
             definitions=definitions,
             renderer=MemoRenderer(Renderer(limits, {b.id: b.source for b in definitions.blocks})),
@@ -184,18 +198,18 @@ class Registry:
             },
             delivery=DeliveryPolicies.of(definitions),
             offers={o.id: CompiledOffer.compile(o) for o in definitions.offers},
+            # Any event at all, when a condition exit re-checks every event of an enrolled
+            # customer; else starting, feeding a trigger, ending a wait, exiting, converting,
+            # a segment's input, and the delivery policies' events (they concern everyone).
+            relevant_events=EVERY_EVENT if any_event else (
+                frozenset(triggers) | frozenset(enrolled) | plan.events | DELIVERY_EVENTS
+            ),
         )
 
     def may_matter(self, event_name: str) -> bool:
         """Whether an event can change anything for some customer: start a journey, feed a
-        trigger, end a wait, exit or convert."""
-        return (
-            event_name in self.triggers_by_event
-            or event_name in DELIVERY_EVENTS  # consent and feedback concern every customer
-            or event_name in self.enrolled_events
-            or self.any_event_when_enrolled
-            or event_name in self.plan.events
-        )
+        trigger, end a wait, exit or convert, feed a segment or a delivery policy."""
+        return event_name in self.relevant_events
 
     def matters_to(
         self, state: CustomerState | None, event_name: str, now: datetime | None = None
