@@ -235,9 +235,15 @@ class InMemoryStorage(Storage):
     def _compact_wakes(self) -> None:
         """Drop the stale entries of the wake-up index (amortised over the pushes since the
         last compaction: at least a ninth of the index)."""
-        queued = self._queued
-        self._wakes = [(w, cid) for w, cid in self._wakes if queued(cid) == w]
-        heapq.heapify(self._wakes)
+        records, aside = self._records, self._aside
+        kept: list[tuple[datetime, str]] = []
+        for entry in self._wakes:
+            state = records.get(entry[1])
+            # ``_queued`` inlined: this runs for every entry of the index.
+            if state is not None and state.wake_at == entry[0] and entry[1] not in aside:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._wakes = kept
 
     def peek(self, customer_id: str) -> CustomerState | None:
         # A read of one dict entry needs no lock; the engine only reads it.
