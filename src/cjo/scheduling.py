@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from cjo.model.definitions import Definitions
 from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
-from cjo.runtime.kinds.schedule import latest_occurrence
+from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence
 
 if TYPE_CHECKING:
     from cjo.engine import Engine
     from cjo.runtime.registry import CompiledJourney
 
-__all__ = ["mark_new_schedules", "run_schedules"]
+__all__ = ["mark_new_schedules", "next_schedule_run", "run_schedules", "start_schedules_at"]
 
 _PAGE = 500
 
@@ -45,7 +45,45 @@ def mark_new_schedules(engine: Engine, definitions: Definitions, now: datetime) 
             isinstance(trigger, ScheduleTrigger) and j.version == latest[j.id]
             and storage.get_setting(_setting(j.id)) is None
         ):
-            storage.put_setting(_setting(j.id), latest_occurrence(trigger, now).isoformat())
+            try:
+                latest_run = latest_occurrence(trigger, now)
+            except (OverflowError, ValueError):
+                # No occurrence can precede ``now`` (a back-test publishing before its first
+                # input): nothing is marked, and the first run counts from its own instant.
+                continue
+            storage.put_setting(_setting(j.id), latest_run.isoformat())
+
+
+def start_schedules_at(engine: Engine, at: datetime) -> None:
+    """Count every schedule from ``at``, as if published then: the latest occurrence at or
+    before it is recorded as done, whatever was recorded before (a back-test without a start
+    publishes before it knows its first instant)."""
+    registry = engine._sync()
+    for cj in registry.latest.values():
+        trigger = cj.journey.trigger
+        if isinstance(trigger, ScheduleTrigger):
+            engine.storage.put_setting(
+                _setting(cj.journey.id), latest_occurrence(trigger, at).isoformat()
+            )
+
+
+def next_schedule_run(engine: Engine) -> datetime | None:
+    """The earliest occurrence, among the running schedules, after the last one each has run
+    (None without schedules, or before any instant was recorded for them). Back-tests run
+    each occurrence at its own instant with it."""
+    registry = engine._sync()
+    earliest: datetime | None = None
+    for cj in registry.latest.values():
+        trigger = cj.journey.trigger
+        if not isinstance(trigger, ScheduleTrigger) or cj.journey.id in registry.paused:
+            continue
+        done = engine.storage.get_setting(_setting(cj.journey.id))
+        if done is None:
+            continue
+        following = next_occurrence(trigger, datetime.fromisoformat(done))
+        if earliest is None or following < earliest:
+            earliest = following
+    return earliest
 
 
 def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> None:

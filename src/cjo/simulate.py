@@ -31,6 +31,7 @@ from cjo.model.steps import Send
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.state import CustomerState
+from cjo.scheduling import next_schedule_run, start_schedules_at
 from cjo.storage.base import CustomerSession
 from cjo.storage.memory import InMemoryStorage
 
@@ -288,6 +289,11 @@ class _Run:
         self.progress = progress
         self.tally = _Tally()
         self.outcome = OutcomeBuilder(record_steps=False)
+        # The next schedule occurrence to run, each at its own instant (None: none to run).
+        # Without a start, schedules count from the first input's instant (set there).
+        self.next_run: datetime | None = (
+            next_schedule_run(engine) if clock.now() != _BEGINNING else None
+        )
         self.inputs = 0
         self.events = 0
         self.profile_updates = 0
@@ -348,6 +354,17 @@ class _Run:
             last = at
             if first is None:
                 first = at
+                if start is None and registry.any_schedule:
+                    # Schedules start where the stream does, as at a publish then.
+                    start_schedules_at(self.engine, at)
+                    self.next_run = next_schedule_run(self.engine)
+            if self.next_run is not None and self.next_run <= at:
+                # A schedule occurrence comes first: decide what came before it, then run it
+                # (and what falls due by then) at its own instant.
+                if window:
+                    self._decide(window)
+                    window = []
+                self._run_schedules(at)
             if floating:
                 window.extend([(at, u) for u in floating])
                 floating = []
@@ -373,6 +390,7 @@ class _Run:
         if window:
             self._decide(window)
         if end is not None:
+            self._run_schedules(end)
             self.clock.set(end)
             self._due(end)
         self.start = start if start is not None else (first or end)
@@ -450,6 +468,18 @@ class _Run:
             self.engine.options,
             outcome=self.outcome,
         )
+
+    def _run_schedules(self, limit: datetime) -> None:
+        """Run every schedule occurrence due by ``limit``, each at its own instant, in order
+        (``Engine.run_due`` at that instant: wake-ups due by then fire first)."""
+        while self.next_run is not None and self.next_run <= limit:
+            at = self.next_run
+            self.clock.set(at)
+            began = time.perf_counter()
+            outcome = self.engine.run_due(at)
+            self.due_seconds += time.perf_counter() - began
+            self.tally.add(outcome)
+            self.next_run = next_schedule_run(self.engine)
 
     def _due(self, at: datetime) -> None:
         # Only when something is due: a call for nothing costs more than the look-up.

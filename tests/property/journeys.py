@@ -40,7 +40,7 @@ from cjo.model.steps import (
     WaitUntil,
     WaitUntilDate,
 )
-from cjo.model.triggers import EventTrigger, InactivityTrigger, Trigger
+from cjo.model.triggers import EventTrigger, InactivityTrigger, ScheduleTrigger, Trigger
 from cjo.runtime.kinds import step_kind
 
 __all__ = [
@@ -181,6 +181,14 @@ triggers: st.SearchStrategy[Trigger] = st.one_of(
     st.builds(InactivityTrigger, events, st.integers(10, 12 * 60).map(
         lambda m: timedelta(minutes=m)), st.none() | trigger_conditions),
 )
+# Occurrences inside the streams (a couple of days): every customer known by then, or the
+# segment's members, enter at each one. Kept apart: a worker that comes late runs only the
+# latest missed occurrence, at its own instant (docs/semantics.md), so only a worker on time
+# and a back-test agree on them.
+schedules: st.SearchStrategy[Trigger] = st.builds(
+    ScheduleTrigger, st.sampled_from(["*/45 * * * *", "0 9 * * *", "30 2 * * *"]),
+    st.sampled_from([None, "Europe/Paris"]), st.sampled_from([None, "gold"]),
+)
 
 
 @st.composite
@@ -196,7 +204,7 @@ def reentry_policies(draw: st.DrawFn) -> ReentryPolicy:
 
 
 @st.composite
-def journeys(draw: st.DrawFn, journey_id: str) -> Journey:
+def journeys(draw: st.DrawFn, journey_id: str, *, with_schedules: bool = False) -> Journey:
     graph = draw(step_graphs())
     exits = draw(st.lists(st.one_of(
         st.builds(ExitCriterion, st.just("on_event"), events, st.none() | reading_conditions),
@@ -212,7 +220,7 @@ def journeys(draw: st.DrawFn, journey_id: str) -> Journey:
         id=journey_id,
         entry="s0",
         steps=graph,
-        trigger=draw(triggers),
+        trigger=draw(triggers | schedules if with_schedules else triggers),
         audience=draw(st.none() | profile_conditions),
         exit_criteria=tuple(exits),
         goal=goal,
@@ -237,10 +245,11 @@ SEGMENTS = (Segment("gold", attr("tier") == "gold"),)
 
 
 @st.composite
-def definitions(draw: st.DrawFn) -> Definitions:
+def definitions(draw: st.DrawFn, *, with_schedules: bool = False) -> Definitions:
     count = draw(st.integers(1, 3))
     return Definitions(
-        journeys=tuple(draw(journeys(f"j{i}")) for i in range(count)),
+        journeys=tuple(draw(journeys(f"j{i}", with_schedules=with_schedules))
+                       for i in range(count)),
         segments=SEGMENTS,
         content=CONTENT,
         control_group=draw(st.sampled_from([None, None, ControlGroup(40, "cg")])),

@@ -31,6 +31,7 @@ from cjo.model.governance import in_control_group
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.steps import Send, Wait, WaitForEvent
 from cjo.model.triggers import EventTrigger, InactivityTrigger
+from cjo.scheduling import next_schedule_run
 from cjo.simulate import backtest
 from cjo.storage.memory import InMemoryStorage
 from tests.property.journeys import (
@@ -63,13 +64,20 @@ def new_engine(defs: Definitions, *, render: bool = True,
 
 
 def on_time(engine: Engine, clock: ManualClock, at: datetime) -> None:
-    """Move to ``at`` with a worker that fires every wake-up at its own instant."""
-    clock.set(at)
+    """Move to ``at`` with a worker that fires every wake-up, and runs every schedule
+    occurrence, at its own instant."""
     previous = None
-    while (wake := engine.storage.next_wake_at()) is not None and wake <= at:
+    while True:
+        due = [t for t in (engine.storage.next_wake_at(), next_schedule_run(engine))
+               if t is not None and t <= at]
+        if not due:
+            break
+        wake = min(due)
         assert wake != previous, "a due wake-up was not fired"
+        clock.set(wake)
         engine.run_due(wake)
         previous = wake
+    clock.set(at)
 
 
 def apply(engine: Engine, update: ProfileUpdate) -> None:
@@ -177,7 +185,7 @@ def _redelivered_id() -> tuple[Definitions, list[Input]]:
 
 @SETTINGS
 @example(*_redelivered_id(), True)
-@given(definitions(), streams(reuse_ids=True), st.booleans())
+@given(definitions(with_schedules=True), streams(reuse_ids=True), st.booleans())
 def test_backtest_equals_a_live_engine_with_its_clock_at_each_input(
     defs: Definitions, stream: list[Input], render: bool
 ) -> None:
@@ -191,7 +199,7 @@ def test_backtest_equals_a_live_engine_with_its_clock_at_each_input(
 
 
 @SETTINGS
-@given(definitions(), streams())
+@given(definitions(with_schedules=True), streams())
 def test_backtest_counts_match_its_outcomes(defs: Definitions, stream: list[Input]) -> None:
     assume(not stream or not all(isinstance(item, ProfileUpdate) for item in stream))
     channels = {name: RecordingChannel() for name in CHANNELS}

@@ -19,7 +19,7 @@ from cjo.timezones import UTC_ZONE, zone_or_none
 if TYPE_CHECKING:
     from cjo.model.journey import Journey
 
-__all__ = ["ScheduleTriggerKind", "latest_occurrence"]
+__all__ = ["ScheduleTriggerKind", "latest_occurrence", "next_occurrence"]
 
 
 class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
@@ -54,3 +54,10 @@ def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:
         return now
     previous: datetime = rule.get_prev(datetime)
     return previous
+
+
+def next_occurrence(trigger: ScheduleTrigger, after: datetime) -> datetime:
+    """The first occurrence of the rule strictly after ``after`` (an aware instant)."""
+    zone = zone_or_none(trigger.timezone) or UTC_ZONE
+    following: datetime = croniter(trigger.cron, after.astimezone(zone)).get_next(datetime)
+    return following
