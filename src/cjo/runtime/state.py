@@ -146,7 +146,7 @@ class EndedEnrollment:
         )
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class EntryHistory:
     """What re-entry rules need to know of a customer's past entries into one journey (any
     version) for one instance key: how many there were, the most recent entry instants (only
@@ -218,7 +218,7 @@ ConsentKey = tuple[str, str]
 LedgerEntry = tuple[datetime, str, tuple[str, ...]]
 
 
-@attrs.define(slots=True, eq=True)
+@attrs.define(slots=True, eq=True, weakref_slot=False)
 class Track:
     """What the customer record keeps of one stream of events (an event name with a property
     filter, and the numeric property aggregated, if any): only what the published conditions
@@ -248,7 +248,7 @@ class Track:
                      self.high, list(self.recent), {k: list(v) for k, v in self.ranges.items()})
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class OfferHistory:
     """What offer caps need to know of one offer sent to one customer: how many times in all,
     and the most recent send instants (as many as the offer's cap counts)."""
