@@ -4,6 +4,7 @@ as attributes, compared, copied and shared-when-empty like the others."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import attrs
@@ -100,13 +101,16 @@ def test_a_copy_changes_independently() -> None:
     assert CustomerState("c1", T0).copy().tracks is NO_ITEMS  # nothing to copy: still shared
 
 
-def test_evolve_keeps_the_rare_fields_and_never_assigns_the_originals() -> None:
+def test_evolve_and_copy_keep_the_rare_fields_and_never_assign_the_originals() -> None:
     state = _filled()
     later = attrs.evolve(state, revision=4)
     assert later.revision == 4 and later.segments == state.segments
     later.segments = {}
     later.consent = {}
     assert state == _filled()
+    shallow = copy.copy(state)
+    shallow.segments_basis = "other"
+    assert shallow.segments is state.segments and state.segments_basis == "abc"
     changed = attrs.evolve(state, segments_basis=None, blocked={})
     assert changed.segments_basis is None and changed.blocked == {}
     assert changed.consent == state.consent and state == _filled()

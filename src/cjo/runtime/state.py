@@ -459,6 +459,10 @@ class CustomerState:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELD_ORDER)
         return f"CustomerState({fields})"
 
+    def __copy__(self) -> CustomerState:
+        # Containers shared, fields not: the rare ones too (``__init__`` copies the sub-record).
+        return attrs.evolve(self)
+
     # --- the rarely set fields ----------------------------------------------------------------
 
     def _own_rare(self) -> _RareFields:
