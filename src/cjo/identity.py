@@ -71,7 +71,7 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         k.history[key] = _combine_history(k.history.get(key), h)
     for offer, o in a.offers.items():
         mine = k.offers.get(offer)
-        k.offers[offer] = o if mine is None else OfferHistory(
+        k.own_offers()[offer] = o if mine is None else OfferHistory(
             mine.count + o.count, _newest(mine.recent, o.recent)
         )
     if a.sends:
@@ -81,10 +81,10 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         k.blocked = {**a.blocked, **k.blocked}
     for stream, t in a.tracks.items():
         mine_t = k.tracks.get(stream)
-        k.tracks[stream] = t.copy() if mine_t is None else _combine_track(mine_t, t)
+        k.own_tracks()[stream] = t.copy() if mine_t is None else _combine_track(mine_t, t)
     for sid, at in a.segments.items():
         if sid not in k.segments or at < k.segments[sid]:
-            k.segments[sid] = at
+            k.own_segments()[sid] = at
     if a.decided_at is not None and (k.decided_at is None or a.decided_at > k.decided_at):
         k.decided_at = a.decided_at
     for name, at in a.marks.items():

@@ -408,7 +408,7 @@ class ProfileUpdate:
     locale: str | None = attrs.field(default=None, converter=_locale)
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class Profile:
     """The unified view of one customer.
 

@@ -95,7 +95,7 @@ def count_offer(d: Decider, offer_id: str, at: datetime) -> None:
     """Count a send of ``offer_id`` for the customer's caps."""
     compiled = d.registry.offers.get(offer_id)
     if compiled is not None:
-        histories = d.state.offers
+        histories = d.state.own_offers()
         histories[offer_id] = counted(compiled.offer, histories.get(offer_id), at)
 
 

@@ -50,7 +50,7 @@ HELD = datetime(9000, 1, 1, tzinfo=UTC)
 RECORD_LAYOUT = 1
 
 
-@attrs.define(slots=True, eq=True)
+@attrs.define(slots=True, eq=True, weakref_slot=False)
 class Enrollment:
     """One customer's run through one journey version.
 
@@ -113,7 +113,7 @@ class Enrollment:
         return (self.wake_at, self.step_entered_at or self.entered_at, self.id)
 
 
-@attrs.define(slots=True, eq=True)
+@attrs.define(slots=True, eq=True, weakref_slot=False)
 class EndedEnrollment:
     """What is kept of an ended enrollment: its identity and how it ended (the activity log
     keeps the details). A record keeps the last few; see ``CustomerState.ended``."""
@@ -146,7 +146,7 @@ class EndedEnrollment:
         )
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class EntryHistory:
     """What re-entry rules need to know of a customer's past entries into one journey (any
     version) for one instance key: how many there were, the most recent entry instants (only
@@ -218,7 +218,7 @@ ConsentKey = tuple[str, str]
 LedgerEntry = tuple[datetime, str, tuple[str, ...]]
 
 
-@attrs.define(slots=True, eq=True)
+@attrs.define(slots=True, eq=True, weakref_slot=False)
 class Track:
     """What the customer record keeps of one stream of events (an event name with a property
     filter, and the numeric property aggregated, if any): only what the published conditions
@@ -248,7 +248,7 @@ class Track:
                      self.high, list(self.recent), {k: list(v) for k, v in self.ranges.items()})
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, weakref_slot=False)
 class OfferHistory:
     """What offer caps need to know of one offer sent to one customer: how many times in all,
     and the most recent send instants (as many as the offer's cap counts)."""
@@ -257,7 +257,90 @@ class OfferHistory:
     recent: tuple[datetime, ...] = ()
 
 
-@attrs.define(slots=True, eq=True)
+#: "Not given", for the keyword arguments of ``CustomerState`` that default to a new container
+#: or to the value of ``_rare``.
+_DEFAULT: Any = object()
+
+
+@attrs.define(slots=True, eq=True, weakref_slot=False)
+class _RareFields:
+    """The fields of ``CustomerState`` that most records leave empty, kept apart so that a
+    record without any holds one empty slot rather than eight (``CustomerState._rare``)."""
+
+    extra: dict[str, Any] = NO_ITEMS
+    consent: dict[ConsentKey, tuple[bool, datetime]] = NO_ITEMS
+    blocked: dict[str, str] = NO_ITEMS
+    sends: list[LedgerEntry] = NO_ENTRIES
+    tracks: dict[str, Track] = NO_ITEMS
+    segments: dict[str, datetime] = NO_ITEMS
+    segments_basis: str | None = None
+    offers: dict[str, OfferHistory] = NO_ITEMS
+
+    def shallow(self) -> _RareFields:
+        return _RareFields(self.extra, self.consent, self.blocked, self.sends, self.tracks,
+                           self.segments, self.segments_basis, self.offers)
+
+    def copy(self) -> _RareFields:
+        tracks = self.tracks
+        return _RareFields(
+            _own_dict(self.extra), _own_dict(self.consent), _own_dict(self.blocked),
+            # The ledger is replaced, never changed in place (``delivery.caps.record_send``).
+            self.sends,
+            {k: t.copy() for k, t in tracks.items()} if tracks else _own_dict(tracks),
+            _own_dict(self.segments), self.segments_basis, _own_dict(self.offers),
+        )
+
+    def share_empty(self) -> bool:
+        """Swap empty containers for the shared ones; whether every field is now empty."""
+        empty = True
+        if self.extra:
+            empty = False
+        else:
+            self.extra = NO_ITEMS
+        if self.consent:
+            empty = False
+        else:
+            self.consent = NO_ITEMS
+        if self.blocked:
+            empty = False
+        else:
+            self.blocked = NO_ITEMS
+        if self.sends:
+            empty = False
+        else:
+            self.sends = NO_ENTRIES
+        if self.tracks:
+            empty = False
+        else:
+            self.tracks = NO_ITEMS
+        if self.segments:
+            empty = False
+        else:
+            self.segments = NO_ITEMS
+        if self.offers:
+            empty = False
+        else:
+            self.offers = NO_ITEMS
+        return empty and self.segments_basis is None
+
+
+_NO_RARE = _RareFields()
+
+
+def _rare_key(rare: _RareFields | None) -> _RareFields:
+    """Records compare equal whether or not they hold empty rare fields of their own."""
+    return _NO_RARE if rare is None else rare
+
+
+# The order of the record's fields, as its constructor takes them (and ``repr`` shows them).
+_FIELD_ORDER = (
+    "customer_id", "created_at", "revision", "profile", "enrollments", "ended", "history",
+    "timers", "marks", "extra", "consent", "blocked", "sends", "tracks", "segments",
+    "segments_basis", "offers", "decided_at",
+)
+
+
+@attrs.define(slots=True, eq=True, init=False, repr=False, weakref_slot=False)
 class CustomerState:
     """Everything the decision core knows of one customer, kept as one versioned record.
 
@@ -282,9 +365,12 @@ class CustomerState:
     - ``offers``: per offer id, how often it was sent to this customer (for offer caps).
     - ``decided_at``: the newest event timestamp that changed the record (late events).
 
-    ``extra``, ``consent``, ``blocked`` and ``sends`` start as one empty container shared by
-    every record (most records never fill them): assign a new container, or use
-    ``own_consent()``/``own_blocked()``, to change one; changing the shared one raises.
+    ``extra``, ``consent``, ``blocked``, ``sends``, ``tracks``, ``segments`` and ``offers``
+    start as one empty container shared by every record (most records never fill them):
+    assign a new container, or use ``own_consent()``, ``own_tracks()``... to change one;
+    changing the shared one raises. These fields and ``segments_basis`` are kept together
+    in one sub-record, made when the first of them is set: read and assign them as
+    attributes, as the others.
 
     New features add fields here with a default (and a layout upgrade in
     ``cjo.storage.codec`` if an old layout must be converted), not verbs to ``Storage``.
@@ -300,30 +386,196 @@ class CustomerState:
     history: dict[HistoryKey, EntryHistory] = attrs.field(factory=dict)
     timers: dict[str, datetime] = attrs.field(factory=dict)
     marks: dict[str, datetime] = attrs.field(factory=dict)
-    # Most records leave these empty: they share one empty container until written (through
-    # the own_* methods), rather than each holding its own.
-    extra: dict[str, Any] = NO_ITEMS
-    consent: dict[ConsentKey, tuple[bool, datetime]] = NO_ITEMS
-    blocked: dict[str, str] = NO_ITEMS
-    sends: list[LedgerEntry] = NO_ENTRIES
-
-    def own_consent(self) -> dict[ConsentKey, tuple[bool, datetime]]:
-        if self.consent is NO_ITEMS:
-            self.consent = {}
-        return self.consent
-
-    def own_blocked(self) -> dict[str, str]:
-        if self.blocked is NO_ITEMS:
-            self.blocked = {}
-        return self.blocked
-    tracks: dict[str, Track] = attrs.field(factory=dict)
-    segments: dict[str, datetime] = attrs.field(factory=dict)
-    segments_basis: str | None = None
-    offers: dict[str, OfferHistory] = attrs.field(factory=dict)
     #: The newest event timestamp that changed this record (late events are told apart by
     #: it). A field of its own, not a mark: nearly every record has one, and for most it
     #: would be the only mark (an empty ``marks`` costs a record nothing).
     decided_at: datetime | None = None
+    # extra, consent, blocked, sends, tracks, segments, segments_basis and offers: None while
+    # they are all empty (as for most records), which saves seven slots a record. Passed
+    # (copied shallowly) by ``attrs.evolve``.
+    _rare: _RareFields | None = attrs.field(default=None, alias="_rare", eq=_rare_key)
+
+    def __init__(
+        self,
+        customer_id: str,
+        created_at: datetime,
+        revision: int = 0,
+        profile: Profile | None = None,
+        enrollments: list[Enrollment] = _DEFAULT,
+        ended: tuple[EndedEnrollment, ...] = (),
+        history: dict[HistoryKey, EntryHistory] = _DEFAULT,
+        timers: dict[str, datetime] = _DEFAULT,
+        marks: dict[str, datetime] = _DEFAULT,
+        extra: dict[str, Any] = _DEFAULT,
+        consent: dict[ConsentKey, tuple[bool, datetime]] = _DEFAULT,
+        blocked: dict[str, str] = _DEFAULT,
+        sends: list[LedgerEntry] = _DEFAULT,
+        tracks: dict[str, Track] = _DEFAULT,
+        segments: dict[str, datetime] = _DEFAULT,
+        segments_basis: str | None = _DEFAULT,
+        offers: dict[str, OfferHistory] = _DEFAULT,
+        decided_at: datetime | None = None,
+        *,
+        _rare: _RareFields | None = None,
+    ) -> None:
+        self.customer_id = customer_id
+        self.created_at = created_at
+        self.revision = revision
+        self.profile = profile
+        self.enrollments = [] if enrollments is _DEFAULT else enrollments
+        self.ended = ended
+        self.history = {} if history is _DEFAULT else history
+        self.timers = {} if timers is _DEFAULT else timers
+        self.marks = {} if marks is _DEFAULT else marks
+        self.decided_at = decided_at
+        # A copy of a given sub-record: assigning a field of this record must not change the
+        # record it came from (``attrs.evolve`` shares containers, never fields).
+        rare = None if _rare is None else _rare.shallow()
+        given = (extra, consent, blocked, sends, tracks, segments, segments_basis, offers)
+        # Without a sub-record, one is made only for a value that is not empty and shared.
+        if rare is not None or any(v is not _DEFAULT and v is not NO_ITEMS and v is not None
+                                   and v is not NO_ENTRIES for v in given):
+            if rare is None:
+                rare = _RareFields()
+            if extra is not _DEFAULT:
+                rare.extra = extra
+            if consent is not _DEFAULT:
+                rare.consent = consent
+            if blocked is not _DEFAULT:
+                rare.blocked = blocked
+            if sends is not _DEFAULT:
+                rare.sends = sends
+            if tracks is not _DEFAULT:
+                rare.tracks = tracks
+            if segments is not _DEFAULT:
+                rare.segments = segments
+            if segments_basis is not _DEFAULT:
+                rare.segments_basis = segments_basis
+            if offers is not _DEFAULT:
+                rare.offers = offers
+        self._rare = rare
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELD_ORDER)
+        return f"CustomerState({fields})"
+
+    def __copy__(self) -> CustomerState:
+        # Containers shared, fields not: the rare ones too (``__init__`` copies the sub-record).
+        return attrs.evolve(self)
+
+    # --- the rarely set fields ----------------------------------------------------------------
+
+    def _own_rare(self) -> _RareFields:
+        rare = self._rare
+        if rare is None:
+            rare = self._rare = _RareFields()
+        return rare
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        rare = self._rare
+        return NO_ITEMS if rare is None else rare.extra
+
+    @extra.setter
+    def extra(self, value: dict[str, Any]) -> None:
+        self._own_rare().extra = value
+
+    @property
+    def consent(self) -> dict[ConsentKey, tuple[bool, datetime]]:
+        rare = self._rare
+        return NO_ITEMS if rare is None else rare.consent
+
+    @consent.setter
+    def consent(self, value: dict[ConsentKey, tuple[bool, datetime]]) -> None:
+        self._own_rare().consent = value
+
+    @property
+    def blocked(self) -> dict[str, str]:
+        rare = self._rare
+        return NO_ITEMS if rare is None else rare.blocked
+
+    @blocked.setter
+    def blocked(self, value: dict[str, str]) -> None:
+        self._own_rare().blocked = value
+
+    @property
+    def sends(self) -> list[LedgerEntry]:
+        rare = self._rare
+        return NO_ENTRIES if rare is None else rare.sends
+
+    @sends.setter
+    def sends(self, value: list[LedgerEntry]) -> None:
+        self._own_rare().sends = value
+
+    @property
+    def tracks(self) -> dict[str, Track]:
+        rare = self._rare
+        return NO_ITEMS if rare is None else rare.tracks
+
+    @tracks.setter
+    def tracks(self, value: dict[str, Track]) -> None:
+        self._own_rare().tracks = value
+
+    @property
+    def segments(self) -> dict[str, datetime]:
+        rare = self._rare
+        return NO_ITEMS if rare is None else rare.segments
+
+    @segments.setter
+    def segments(self, value: dict[str, datetime]) -> None:
+        self._own_rare().segments = value
+
+    @property
+    def segments_basis(self) -> str | None:
+        rare = self._rare
+        return None if rare is None else rare.segments_basis
+
+    @segments_basis.setter
+    def segments_basis(self, value: str | None) -> None:
+        if value is not None or self._rare is not None:
+            self._own_rare().segments_basis = value
+
+    @property
+    def offers(self) -> dict[str, OfferHistory]:
+        rare = self._rare
+        return NO_ITEMS if rare is None else rare.offers
+
+    @offers.setter
+    def offers(self, value: dict[str, OfferHistory]) -> None:
+        self._own_rare().offers = value
+
+    def own_consent(self) -> dict[ConsentKey, tuple[bool, datetime]]:
+        """``consent``, made this record's own (changeable) container if it was the shared one."""
+        rare = self._own_rare()
+        if rare.consent is NO_ITEMS:
+            rare.consent = {}
+        return rare.consent
+
+    def own_blocked(self) -> dict[str, str]:
+        rare = self._own_rare()
+        if rare.blocked is NO_ITEMS:
+            rare.blocked = {}
+        return rare.blocked
+
+    def own_tracks(self) -> dict[str, Track]:
+        rare = self._own_rare()
+        if rare.tracks is NO_ITEMS:
+            rare.tracks = {}
+        return rare.tracks
+
+    def own_segments(self) -> dict[str, datetime]:
+        rare = self._own_rare()
+        if rare.segments is NO_ITEMS:
+            rare.segments = {}
+        return rare.segments
+
+    def own_offers(self) -> dict[str, OfferHistory]:
+        rare = self._own_rare()
+        if rare.offers is NO_ITEMS:
+            rare.offers = {}
+        return rare.offers
+
+    # ------------------------------------------------------------------------------------------
 
     @property
     def wake_at(self) -> datetime | None:
@@ -340,19 +592,23 @@ class CustomerState:
 
     def copy(self) -> CustomerState:
         """A copy the core may change freely (a rolled-back transaction leaves no trace).
-        Every container is the copy's own, except those that have ``own_*`` accessors."""
-        enrollments, tracks = self.enrollments, self.tracks
-        # Positional, in field order: one copy per customer transaction.
-        return CustomerState(
-            self.customer_id, self.created_at, self.revision, self.profile,
-            [e.copy() for e in enrollments] if enrollments else [], self.ended,
-            dict(self.history), dict(self.timers), dict(self.marks), _own_dict(self.extra),
-            _own_dict(self.consent), _own_dict(self.blocked),
-            # The ledger is replaced, never changed in place (``delivery.caps.record_send``).
-            self.sends,
-            {k: t.copy() for k, t in tracks.items()} if tracks else {},
-            dict(self.segments), self.segments_basis, dict(self.offers), self.decided_at,
-        )
+        Every container is the copy's own, except the empty shared ones (see ``own_*``)."""
+        # Slot by slot rather than through __init__: one copy per customer transaction.
+        c = _new_record(CustomerState)
+        c.customer_id = self.customer_id
+        c.created_at = self.created_at
+        c.revision = self.revision
+        c.profile = self.profile
+        enrollments = self.enrollments
+        c.enrollments = [e.copy() for e in enrollments] if enrollments else []
+        c.ended = self.ended
+        c.history = dict(self.history)
+        c.timers = dict(self.timers)
+        c.marks = dict(self.marks)
+        c.decided_at = self.decided_at
+        rare = self._rare
+        c._rare = None if rare is None else rare.copy()
+        return c
 
     def share_empty(self) -> None:
         """Swap every empty container of this record (and of its enrollments) for the shared
@@ -370,12 +626,9 @@ class CustomerState:
             self.timers = NO_ITEMS
         if not self.marks:
             self.marks = NO_ITEMS
-        if not self.tracks:
-            self.tracks = NO_ITEMS
-        if not self.segments:
-            self.segments = NO_ITEMS
-        if not self.offers:
-            self.offers = NO_ITEMS
+        rare = self._rare
+        if rare is not None and rare.share_empty():
+            self._rare = None
 
     def all_enrollments(self) -> list[Enrollment]:
         """The kept ended enrollments and the active ones, oldest entry first."""
@@ -383,6 +636,9 @@ class CustomerState:
         out.extend(e.copy() for e in self.enrollments)
         out.sort(key=lambda e: (e.entered_at, e.id))
         return out
+
+
+_new_record = object.__new__
 
 
 @attrs.define(slots=True)

@@ -306,7 +306,6 @@ class SegmentPlan:
                 d.change_profile(changes, notify=False)
                 changed_attrs.update(changes)
         changed_tracks: set[str] = set()
-        tracks = state.tracks
         # The earliest next change of the changed tracks' clocks before the event: with the
         # segment timer, it tells whether the clocks of other tracks need computing again.
         was: datetime | None = None
@@ -315,9 +314,9 @@ class SegmentPlan:
             if spec.where is not None and not spec.where(scope):
                 continue
             key = spec.key
-            before = (self._next_change(self.clocks_by_track.get(key, ()), tracks, now)
+            before = (self._next_change(self.clocks_by_track.get(key, ()), state.tracks, now)
                       if timer else None)
-            if spec.record(tracks, props, event.timestamp, now):
+            if spec.record(state, props, event.timestamp, now):
                 changed_tracks.add(key)
                 if before is not None and (was is None or before < was):
                     was = before
@@ -348,7 +347,7 @@ class SegmentPlan:
             del state.tracks[key]  # no condition reads it any more
         for spec in self.tracks.values():
             if spec.from_start and spec.key not in state.tracks:
-                state.tracks[spec.key] = _start(state, at)
+                state.own_tracks()[spec.key] = _start(state, at)
         d.touch()
         gone = [sid for sid in state.segments if sid not in self.compiled]
         changes = [(sid, "exit") for sid in sorted(gone)]
@@ -471,6 +470,7 @@ class SegmentPlan:
                 if now_in == (sid in members):
                     continue
                 if now_in:
+                    members = state.own_segments()
                     members[sid] = at
                     _log(d, sid, ENTERED, at)
                     out.append((sid, "enter"))

@@ -37,7 +37,7 @@ from cjo.conditions import (
     lookup,
     walk,
 )
-from cjo.runtime.state import Track
+from cjo.runtime.state import CustomerState, Track
 from cjo.segments.history import (
     HISTORY_CONDITION_TYPES,
     Aggregate,
@@ -114,18 +114,19 @@ class TrackSpec:
         if window is not None and (self.horizon is None or window > self.horizon):
             self.horizon = window
 
-    def record(self, tracks: dict[str, Track], properties: Mapping[str, Any], ts: datetime,
+    def record(self, state: CustomerState, properties: Mapping[str, Any], ts: datetime,
                now: datetime) -> bool:
-        """Count an event stamped ``ts`` (already known to match); whether anything changed."""
+        """Count an event stamped ``ts`` (already known to match) in the record's track;
+        whether anything changed."""
         value: float | None = None
         if self.prop is not None:
             found = lookup(properties, self.prop.split("."))
             if found is MISSING or isinstance(found, bool) or not isinstance(found, int | float):
                 return False  # aggregates read numbers only
             value = found
-        track = tracks.get(self.key)
+        track = state.tracks.get(self.key)
         if track is None:
-            track = tracks[self.key] = Track(now)
+            track = state.own_tracks()[self.key] = Track(now)
         if track.first is None or ts < track.first:
             track.first = ts
         if track.last is None or ts > track.last:

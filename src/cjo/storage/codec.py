@@ -402,13 +402,13 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else NO_ITEMS,
             blocked={str(c): str(r) for c, r in blk.items()} if blk else NO_ITEMS,
             sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else NO_ENTRIES,
-            tracks={k: _track_from(row) for k, row in trk.items()} if trk else {},
-            segments={sid: epoch + tick * at for sid, at in seg.items()} if seg else {},
+            tracks={k: _track_from(row) for k, row in trk.items()} if trk else NO_ITEMS,
+            segments={sid: epoch + tick * at for sid, at in seg.items()} if seg else NO_ITEMS,
             segments_basis=get("segb"),
             offers={
                 offer_id: OfferHistory(int(count), tuple(dt(t) for t in recent))
                 for offer_id, (count, recent) in offers.items()
-            } if offers else {},
+            } if offers else NO_ITEMS,
             decided_at=decided,
         )
     except CorruptRecordError:

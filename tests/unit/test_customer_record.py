@@ -1,0 +1,131 @@
+"""The customer record's rarely set fields (extra, consent, blocked, sends, tracks, segments,
+segments_basis, offers): kept in one sub-record made when the first is set, read and assigned
+as attributes, compared, copied and shared-when-empty like the others."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+
+import attrs
+import pytest
+
+from cjo.abc import CustomerState
+from cjo.model.events import Profile
+from cjo.runtime.state import NO_ENTRIES, NO_ITEMS, OfferHistory, Track
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+RARE = ("extra", "consent", "blocked", "sends", "tracks", "segments", "segments_basis", "offers")
+
+
+def _filled() -> CustomerState:
+    return CustomerState(
+        "c1", T0, 3, Profile("c1", {"n": 1}),
+        extra={"future": 1}, consent={("news", "*"): (True, T0)}, blocked={"sms": "STOP"},
+        sends=[(T0, "email", ("promo",))], tracks={"buy": Track(T0, count=2)},
+        segments={"vip": T0}, segments_basis="abc", offers={"o1": OfferHistory(1, (T0,))},
+        decided_at=T0,
+    )
+
+
+def test_a_record_without_rare_fields_reads_them_empty_and_shared() -> None:
+    state = CustomerState("c1", T0)
+    assert (state.extra, state.consent, state.blocked, state.tracks, state.segments,
+            state.offers) == ({}, {}, {}, {}, {}, {})
+    assert state.sends is NO_ENTRIES and state.segments_basis is None
+    for name in ("extra", "consent", "blocked", "tracks", "segments", "offers"):
+        assert getattr(state, name) is NO_ITEMS
+        with pytest.raises(TypeError, match="shared empty"):
+            getattr(state, name)["x"] = 1
+    with pytest.raises(TypeError, match="shared empty"):
+        state.sends.append((T0, "email", ()))
+
+
+def test_keyword_and_positional_arguments_keep_their_order_and_names() -> None:
+    by_keyword = _filled()
+    by_position = CustomerState(
+        "c1", T0, 3, Profile("c1", {"n": 1}), [], (), {}, {}, {}, {"future": 1},
+        {("news", "*"): (True, T0)}, {"sms": "STOP"}, [(T0, "email", ("promo",))],
+        {"buy": Track(T0, count=2)}, {"vip": T0}, "abc", {"o1": OfferHistory(1, (T0,))}, T0,
+    )
+    assert by_position == by_keyword
+    assert by_keyword.segments_basis == "abc" and by_keyword.blocked == {"sms": "STOP"}
+    assert repr(by_keyword).startswith("CustomerState(customer_id='c1', created_at=")
+    assert "segments_basis='abc', offers={'o1'" in repr(by_keyword)
+
+
+def test_equality_does_not_depend_on_holding_empty_rare_fields() -> None:
+    assert CustomerState("c1", T0) == CustomerState("c1", T0, tracks={}, segments_basis=None)
+    assert CustomerState("c1", T0) != CustomerState("c1", T0, segments_basis="x")
+    assert CustomerState("c1", T0) != CustomerState("c1", T0, sends=[(T0, "sms", ())])
+
+
+def test_own_accessors_give_a_changeable_container_kept_by_the_record() -> None:
+    state = CustomerState("c1", T0)
+    state.own_tracks()["buy"] = Track(T0)
+    state.own_segments()["vip"] = T0
+    state.own_offers()["o1"] = OfferHistory(1)
+    state.own_consent()[("*", "*")] = (False, T0)
+    state.own_blocked()["sms"] = "STOP"
+    assert state == CustomerState(
+        "c1", T0, tracks={"buy": Track(T0)}, segments={"vip": T0},
+        offers={"o1": OfferHistory(1)}, consent={("*", "*"): (False, T0)},
+        blocked={"sms": "STOP"},
+    )
+    assert state.own_tracks() is state.tracks  # the same container once owned
+
+
+def test_assigning_a_rare_field_keeps_the_others() -> None:
+    state = _filled()
+    state.segments_basis = None
+    state.sends = NO_ENTRIES
+    assert state.segments == {"vip": T0} and state.extra == {"future": 1}
+    assert state.segments_basis is None and state.sends == []
+    bare = CustomerState("c1", T0)
+    bare.segments_basis = None  # clearing what is not set makes nothing
+    assert bare == CustomerState("c1", T0)
+
+
+def test_a_copy_changes_independently() -> None:
+    state = _filled()
+    copy = state.copy()
+    assert copy == state
+    copy.consent[("news", "email")] = (False, T0)
+    copy.tracks["buy"].count += 1
+    copy.segments.pop("vip")
+    copy.offers["o2"] = OfferHistory(1)
+    copy.blocked.clear()
+    copy.extra["more"] = 2
+    copy.segments_basis = "new"
+    assert state == _filled()
+    assert CustomerState("c1", T0).copy().tracks is NO_ITEMS  # nothing to copy: still shared
+
+
+def test_evolve_and_copy_keep_the_rare_fields_and_never_assign_the_originals() -> None:
+    state = _filled()
+    later = attrs.evolve(state, revision=4)
+    assert later.revision == 4 and later.segments == state.segments
+    later.segments = {}
+    later.consent = {}
+    assert state == _filled()
+    shallow = copy.copy(state)
+    shallow.segments_basis = "other"
+    assert shallow.segments is state.segments and state.segments_basis == "abc"
+    changed = attrs.evolve(state, segments_basis=None, blocked={})
+    assert changed.segments_basis is None and changed.blocked == {}
+    assert changed.consent == state.consent and state == _filled()
+
+
+def test_share_empty_drops_a_sub_record_left_empty() -> None:
+    state = CustomerState("c1", T0, tracks={}, segments={}, offers={}, consent={})
+    state.share_empty()
+    assert state == CustomerState("c1", T0)
+    assert state.tracks is NO_ITEMS and state.consent is NO_ITEMS
+    # What it is for: a stored record with every rare field empty holds no sub-record.
+    assert state._rare is None
+    kept = _filled()
+    kept.segments = {}
+    kept.share_empty()
+    assert kept.segments is NO_ITEMS and kept.segments_basis == "abc"
+    with pytest.raises(TypeError, match="shared empty"):
+        kept.segments["x"] = T0 + timedelta(hours=1)
