@@ -580,13 +580,11 @@ class CustomerState:
     @property
     def wake_at(self) -> datetime | None:
         """The earliest instant anything of this customer must be looked at again."""
-        best: datetime | None = None
+        timers = self.timers
+        best: datetime | None = min(timers.values()) if timers else None
         for e in self.enrollments:
             w = e.wake_at
             if w is not None and (best is None or w < best):
-                best = w
-        for w in self.timers.values():
-            if best is None or w < best:
                 best = w
         return best
 
