@@ -293,37 +293,22 @@ class _RareFields:
     def share_empty(self) -> bool:
         """Swap empty containers for the shared ones; whether every field is now empty."""
         empty = True
-        if self.extra:
-            empty = False
-        else:
-            self.extra = NO_ITEMS
-        if self.consent:
-            empty = False
-        else:
-            self.consent = NO_ITEMS
-        if self.blocked:
-            empty = False
-        else:
-            self.blocked = NO_ITEMS
+        for name in _RARE_MAPPINGS:
+            if getattr(self, name):
+                empty = False
+            else:
+                setattr(self, name, NO_ITEMS)
         if self.sends:
             empty = False
         else:
             self.sends = NO_ENTRIES
-        if self.tracks:
-            empty = False
-        else:
-            self.tracks = NO_ITEMS
-        if self.segments:
-            empty = False
-        else:
-            self.segments = NO_ITEMS
-        if self.offers:
-            empty = False
-        else:
-            self.offers = NO_ITEMS
         return empty and self.segments_basis is None
 
 
+#: The dict fields of ``_RareFields`` (a record's own until emptied, then the shared one).
+_RARE_MAPPINGS = ("extra", "consent", "blocked", "tracks", "segments", "offers")
+#: Every field of ``_RareFields``, in order.
+_RARE_NAMES = tuple(a.name for a in attrs.fields(_RareFields))
 _NO_RARE = _RareFields()
 
 
@@ -437,22 +422,9 @@ class CustomerState:
                                    and v is not NO_ENTRIES for v in given):
             if rare is None:
                 rare = _RareFields()
-            if extra is not _DEFAULT:
-                rare.extra = extra
-            if consent is not _DEFAULT:
-                rare.consent = consent
-            if blocked is not _DEFAULT:
-                rare.blocked = blocked
-            if sends is not _DEFAULT:
-                rare.sends = sends
-            if tracks is not _DEFAULT:
-                rare.tracks = tracks
-            if segments is not _DEFAULT:
-                rare.segments = segments
-            if segments_basis is not _DEFAULT:
-                rare.segments_basis = segments_basis
-            if offers is not _DEFAULT:
-                rare.offers = offers
+            for name, value in zip(_RARE_NAMES, given, strict=True):
+                if value is not _DEFAULT:
+                    setattr(rare, name, value)
         self._rare = rare
 
     def __repr__(self) -> str:
