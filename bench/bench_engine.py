@@ -307,7 +307,7 @@ def state_memory(customers: int, days: float, seed: int, tick: timedelta) -> Sta
         result = StateMemory(
             customers=len(records),
             enrollments=sum(len(r.enrollments) for r in records.values()),
-            waiting=storage._waiting,
+            waiting=len(storage._wakes),
             items={"event ids": len(storage._events), "outbox": len(storage._outbox),
                    "activity log": len(storage._log), "customer records": len(records)},
             bytes={},

@@ -1,14 +1,13 @@
 """In-memory storage: tests, simulations and back-tests. Not durable.
 
 Records are kept as objects (no encoding); a session hands out a copy of the record so that a
-rolled-back transaction leaves nothing behind. Due customers sit in a heap keyed by
+rolled-back transaction leaves nothing behind. Due customers sit in a sorted list keyed by
 (wake_at, customer id); the activity log is kept as plain tuples.
 """
 
 from __future__ import annotations
 
 import bisect
-import heapq
 import itertools
 import operator
 import threading
@@ -123,9 +122,7 @@ class InMemoryStorage(Storage):
         # an always-kept sorted index costs every record about 60 bytes.
         self._ids: list[str] | None = None
         self._aside: dict[str, str] = {}
-        # (wake_at, customer id) heap, with stale entries (see ``_set_wake``).
-        self._wakes: list[tuple[datetime, str]] = []
-        self._waiting = 0  # customers with a wake-up in the index
+        self._wakes: SortedList = SortedList()  # (wake_at, customer id)
         self._wake_leases: dict[str, datetime] = {}
         # key -> [message, status, attempts, available_at, last_error]: mutable rows, since
         # every message is written once and completed once (OutboxEntry is built on request).
@@ -222,28 +219,10 @@ class InMemoryStorage(Storage):
         self._wake_leases.pop(customer_id, None)
         if old == wake_at:
             return
-        # The index is a heap with lazy deletion: an entry whose instant is no longer the
-        # customer's (``_queued``) is dropped when it comes up. A push costs far less than
-        # keeping a sorted list exact; stale entries are bounded by ``_compact_wakes``.
-        self._waiting += (wake_at is not None) - (old is not None)
+        if old is not None:
+            self._wakes.remove((old, customer_id))
         if wake_at is not None:
-            heapq.heappush(self._wakes, (wake_at, customer_id))
-            # An eighth of slack: stale entries cost memory, compactions time.
-            if len(self._wakes) > self._waiting + (self._waiting >> 3) + 1024:
-                self._compact_wakes()
-
-    def _compact_wakes(self) -> None:
-        """Drop the stale entries of the wake-up index (amortised over the pushes since the
-        last compaction: at least a ninth of the index)."""
-        records, aside = self._records, self._aside
-        kept: list[tuple[datetime, str]] = []
-        for entry in self._wakes:
-            state = records.get(entry[1])
-            # ``_queued`` inlined: this runs for every entry of the index.
-            if state is not None and state.wake_at == entry[0] and entry[1] not in aside:
-                kept.append(entry)
-        heapq.heapify(kept)
-        self._wakes = kept
+            self._wakes.add((wake_at, customer_id))
 
     def peek(self, customer_id: str) -> CustomerState | None:
         # A read of one dict entry needs no lock; the engine only reads it.
@@ -254,25 +233,14 @@ class InMemoryStorage(Storage):
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         out: list[DueCustomer] = []
         with self._lock:
-            wakes, leases, queued = self._wakes, self._wake_leases, self._queued
-            # Due entries still current are put back after the scan: a claimed customer's
-            # commit makes theirs stale, or keeps it (nothing fired) for a later pass.
-            current: list[tuple[datetime, str]] = []
-            seen: set[str] = set()
-            while wakes and wakes[0][0] <= now and len(out) < limit:
-                entry = heapq.heappop(wakes)
-                wake_at, cid = entry
-                if cid in seen or queued(cid) != wake_at:
-                    continue  # stale, or a second entry for the same instant
-                seen.add(cid)
-                current.append(entry)
-                held = leases.get(cid)
+            for wake_at, cid in self._wakes:
+                if wake_at > now or len(out) >= limit:
+                    break
+                held = self._wake_leases.get(cid)
                 if held is not None and held > now:
                     continue
-                leases[cid] = now + lease
+                self._wake_leases[cid] = now + lease
                 out.append(DueCustomer(cid, wake_at))
-            for entry in current:
-                heapq.heappush(wakes, entry)
         return out
 
     @contextmanager
@@ -292,10 +260,7 @@ class InMemoryStorage(Storage):
 
     def next_wake_at(self) -> datetime | None:
         with self._lock:
-            wakes = self._wakes
-            while wakes and self._queued(wakes[0][1]) != wakes[0][0]:
-                heapq.heappop(wakes)  # stale
-            return wakes[0][0] if wakes else None
+            return self._wakes[0][0] if self._wakes else None
 
     # --- outbox --------------------------------------------------------------------------------
 
