@@ -183,6 +183,11 @@ class InMemoryStorage(Storage):
         # The session's state was a copy (or a new object) and the engine drops it after
         # commit: keep it as it is, its empty containers shared (a load copies it anyway).
         state.share_empty()
+        if previous is not None and state.history == previous.history:
+            # Keep the stored entry history when it did not change (most inputs enter or end
+            # nothing): the copy dies young instead of joining the long-lived objects that the
+            # garbage collector's full passes walk.
+            state.history = previous.history
         self._records[cid] = state
         self._set_wake(cid, old, None if cid in self._aside else state.wake_at)
         if messages and self._keep_outbox:
