@@ -49,7 +49,7 @@ from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
-from cjo.scheduling import mark_new_schedules, run_schedules
+from cjo.scheduling import mark_schedules, run_schedules
 from cjo.segments.rules import ProfileRule
 from cjo.serialization import dumps_definitions, loads_definitions
 from cjo.storage.base import (
@@ -339,8 +339,8 @@ class Engine:
                 )
             except ConflictError:
                 continue  # another process published first: merge with theirs and retry
-            self._adopt(Registry.build(merged, generation, self.limits))
-            mark_new_schedules(self, merged, self.clock.now())
+            registry = self._adopt(Registry.build(merged, generation, self.limits))
+            mark_schedules(self, registry, self.clock.now())
             return generation
         raise ConflictError(
             f"publish lost the race for the definitions {_PUBLISH_ATTEMPTS} times in a row; "
@@ -369,7 +369,7 @@ class Engine:
         registry = self._sync()
         name = event.name
         if not registry.may_matter(name) or (
-            name not in registry.triggers_by_event  # those matter to anyone: no look-up
+            name not in registry.shared_events  # those matter to anyone: no look-up
             and not registry.matters_to(self.storage.peek(event.customer_id), name, now)
         ):
             return Outcome(event_id=event.event_id)
@@ -424,10 +424,10 @@ class Engine:
         """Drop the events that cannot matter to their customer (one look-up for the whole
         group), then handle the rest in one transaction."""
         now = self.clock.now()
-        # Only events that start no journey need the customer's record to be judged.
-        triggers = registry.triggers_by_event
+        # Only events that matter to some customers, not all, need the record to be judged.
+        shared = registry.shared_events
         wanted = {
-            i.customer_id for i in items if isinstance(i, Event) and i.name not in triggers
+            i.customer_id for i in items if isinstance(i, Event) and i.name not in shared
         }
         states = self.storage.peek_many(sorted(wanted)) if wanted else {}
         kept: list[Event | ProfileUpdate] = []

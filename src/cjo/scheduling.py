@@ -10,20 +10,19 @@ workers that notice the same occurrence both walk the members; each customer sti
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cjo.model.definitions import Definitions
 from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
 from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence
 
 if TYPE_CHECKING:
     from cjo.engine import Engine
-    from cjo.runtime.registry import CompiledJourney
+    from cjo.runtime.registry import CompiledJourney, Registry
 
-__all__ = ["mark_new_schedules", "next_schedule_run", "run_schedules", "start_schedules_at"]
+__all__ = ["mark_schedules", "next_schedule_run", "run_schedules"]
 
 _PAGE = 500
 
@@ -32,55 +31,52 @@ def _setting(journey_id: str) -> str:
     return f"schedule:{journey_id}"
 
 
-def mark_new_schedules(engine: Engine, definitions: Definitions, now: datetime) -> None:
-    """Record, for each schedule not seen before, the latest occurrence at or before the
-    publish as already done: the first one run is the next."""
-    storage = engine.storage
-    latest: dict[str, int] = {}
-    for j in definitions.journeys:
-        latest[j.id] = max(latest.get(j.id, 0), j.version)
-    for j in definitions.journeys:
-        trigger = j.trigger
-        if (
-            isinstance(trigger, ScheduleTrigger) and j.version == latest[j.id]
-            and storage.get_setting(_setting(j.id)) is None
-        ):
-            try:
-                latest_run = latest_occurrence(trigger, now)
-            except (OverflowError, ValueError):
-                # No occurrence can precede ``now`` (a back-test publishing before its first
-                # input): nothing is marked, and the first run counts from its own instant.
-                continue
-            storage.put_setting(_setting(j.id), latest_run.isoformat())
-
-
-def start_schedules_at(engine: Engine, at: datetime) -> None:
-    """Count every schedule from ``at``, as if published then: the latest occurrence at or
-    before it is recorded as done, whatever was recorded before (a back-test without a start
-    publishes before it knows its first instant)."""
-    registry = engine._sync()
+def _schedules(
+    registry: Registry, *, paused: bool = False
+) -> Iterator[tuple[CompiledJourney, ScheduleTrigger]]:
+    """The latest version of every journey started by a schedule (paused ones if asked)."""
     for cj in registry.latest.values():
         trigger = cj.journey.trigger
-        if isinstance(trigger, ScheduleTrigger):
-            engine.storage.put_setting(
-                _setting(cj.journey.id), latest_occurrence(trigger, at).isoformat()
-            )
+        running = paused or cj.journey.id not in registry.paused
+        if isinstance(trigger, ScheduleTrigger) and running:
+            yield cj, trigger
+
+
+def _done(engine: Engine, journey_id: str) -> datetime | None:
+    """The last occurrence of the journey's schedule run (or counted as run), if any."""
+    done = engine.storage.get_setting(_setting(journey_id))
+    return None if done is None else datetime.fromisoformat(done)
+
+
+def mark_schedules(
+    engine: Engine, registry: Registry, at: datetime, *, replace: bool = False
+) -> None:
+    """Count schedules from ``at``, as if published then: the latest occurrence at or before
+    it is recorded as done, so the first one run is the next. Only schedules not seen before,
+    unless ``replace`` (a back-test without a start publishes before it knows its first
+    instant, and counts from that instant once it does)."""
+    for cj, trigger in _schedules(registry, paused=True):
+        if not replace and _done(engine, cj.journey.id) is not None:
+            continue
+        try:
+            latest_run = latest_occurrence(trigger, at)
+        except (OverflowError, ValueError):
+            # No occurrence can precede ``at`` (a back-test publishing before its first
+            # input): nothing is marked, and the first run counts from its own instant.
+            continue
+        engine.storage.put_setting(_setting(cj.journey.id), latest_run.isoformat())
 
 
 def next_schedule_run(engine: Engine) -> datetime | None:
     """The earliest occurrence, among the running schedules, after the last one each has run
     (None without schedules, or before any instant was recorded for them). Back-tests run
     each occurrence at its own instant with it."""
-    registry = engine._sync()
     earliest: datetime | None = None
-    for cj in registry.latest.values():
-        trigger = cj.journey.trigger
-        if not isinstance(trigger, ScheduleTrigger) or cj.journey.id in registry.paused:
-            continue
-        done = engine.storage.get_setting(_setting(cj.journey.id))
+    for cj, trigger in _schedules(engine._sync()):
+        done = _done(engine, cj.journey.id)
         if done is None:
             continue
-        following = next_occurrence(trigger, datetime.fromisoformat(done))
+        following = next_occurrence(trigger, done)
         if earliest is None or following < earliest:
             earliest = following
     return earliest
@@ -89,22 +85,15 @@ def next_schedule_run(engine: Engine) -> datetime | None:
 def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> None:
     """Run every schedule occurrence due by ``now`` that is not done yet (the latest one only:
     older missed occurrences are skipped)."""
-    registry = engine._sync()
-    storage = engine.storage
-    for cj in registry.latest.values():
-        trigger = cj.journey.trigger
-        if not isinstance(trigger, ScheduleTrigger) or cj.journey.id in registry.paused:
-            continue
-        key = _setting(cj.journey.id)
-        done = storage.get_setting(key)
+    for cj, trigger in _schedules(engine._sync()):
+        done = _done(engine, cj.journey.id)
         occurrence = latest_occurrence(trigger, now)
-        if done is None:
-            storage.put_setting(key, occurrence.isoformat())  # published elsewhere: from now
-            continue
-        if occurrence <= datetime.fromisoformat(done):
-            continue
-        _run_occurrence(engine, cj, trigger, occurrence, now, builder)
-        storage.put_setting(key, occurrence.isoformat())
+        if done is not None:
+            if occurrence <= done:
+                continue
+            _run_occurrence(engine, cj, trigger, occurrence, now, builder)
+        # Run now, or published by a process that marked nothing: counted from here.
+        engine.storage.put_setting(_setting(cj.journey.id), occurrence.isoformat())
 
 
 def _run_occurrence(

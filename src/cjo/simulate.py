@@ -31,7 +31,7 @@ from cjo.model.steps import Send
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.state import CustomerState
-from cjo.scheduling import next_schedule_run, start_schedules_at
+from cjo.scheduling import mark_schedules, next_schedule_run
 from cjo.storage.base import CustomerSession
 from cjo.storage.memory import InMemoryStorage
 
@@ -356,7 +356,7 @@ class _Run:
                 first = at
                 if start is None and registry.any_schedule:
                     # Schedules start where the stream does, as at a publish then.
-                    start_schedules_at(self.engine, at)
+                    mark_schedules(self.engine, registry, at, replace=True)
                     self.next_run = next_schedule_run(self.engine)
             if self.next_run is not None and self.next_run <= at:
                 # A schedule occurrence comes first: decide what came before it, then run it

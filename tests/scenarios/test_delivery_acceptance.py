@@ -248,13 +248,19 @@ def test_a_transient_failure_is_retried_three_times_then_delivered_under_one_key
     assert state is not None and state.blocked == {}  # transient failures block nothing
 
 
-def test_a_hard_bounce_marks_email_unreachable(storage: Storage) -> None:
+def _digest_and_receipts(storage: Storage) -> Shop:
+    """A shop sending a marketing digest (falling back to SMS) and transactional receipts."""
     shop = Shop(storage)
     shop.engine.publish(
         journeys=[_journey("digest", "digest_ready", fallbacks=("sms",)),
                   _journey("receipts", "ordered", "receipt", transactional=True)],
         content=[NEWS, RECEIPT], topics=TOPICS,
     )
+    return shop
+
+
+def test_a_hard_bounce_marks_email_unreachable(storage: Storage) -> None:
+    shop = _digest_and_receipts(storage)
     shop.customer()
     (first,) = shop.event("digest_ready").messages
     assert first.channel == "email"
@@ -278,12 +284,7 @@ def test_a_hard_bounce_marks_email_unreachable(storage: Storage) -> None:
 
 
 def test_a_permanent_delivery_failure_marks_the_channel_unreachable(storage: Storage) -> None:
-    shop = Shop(storage)
-    shop.engine.publish(
-        journeys=[_journey("digest", "digest_ready", fallbacks=("sms",)),
-                  _journey("receipts", "ordered", "receipt", transactional=True)],
-        content=[NEWS, RECEIPT], topics=TOPICS,
-    )
+    shop = _digest_and_receipts(storage)
     shop.customer()
     shop.customer("bob")
     shop.providers["email"].failures = [DeliveryResult.permanent("550 mailbox unavailable")]

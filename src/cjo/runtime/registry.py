@@ -138,6 +138,9 @@ class Registry:
     offers: dict[str, CompiledOffer] = attrs.field(factory=dict)
     #: The event names that can change anything for some customer (``may_matter``).
     relevant_events: Container[str] = DELIVERY_EVENTS
+    #: The event names that matter to every customer, enrolled or not: triggers' events,
+    #: segments' inputs, the delivery policies' events.
+    shared_events: frozenset[str] = DELIVERY_EVENTS
 
     @classmethod
     def build(
@@ -172,6 +175,7 @@ class Registry:
         segments = {s.id: compile_condition(s.condition) for s in definitions.segments}
         plan = SegmentPlan.build(definitions, segments, latest, journeys)
         any_event = any(cj.any_event for cj in journeys.values())
+        shared = frozenset(triggers) | plan.events | DELIVERY_EVENTS
         return cls(
             generation=generation,
             journeys=journeys,
@@ -201,9 +205,8 @@ class Registry:
             # Any event at all, when a condition exit re-checks every event of an enrolled
             # customer; else starting, feeding a trigger, ending a wait, exiting, converting,
             # a segment's input, and the delivery policies' events (they concern everyone).
-            relevant_events=EVERY_EVENT if any_event else (
-                frozenset(triggers) | frozenset(enrolled) | plan.events | DELIVERY_EVENTS
-            ),
+            relevant_events=EVERY_EVENT if any_event else shared | enrolled,
+            shared_events=shared,
         )
 
     def may_matter(self, event_name: str) -> bool:
@@ -217,10 +220,7 @@ class Registry:
         """Whether an event can change anything for this customer (their committed record at
         ``now``): a look-up, so that irrelevant events never open a transaction. Without
         ``now`` the caller has fired the customer's due wake-ups already."""
-        if (
-            event_name in self.triggers_by_event or event_name in DELIVERY_EVENTS
-            or event_name in self.plan.events
-        ):
+        if event_name in self.shared_events:
             return True
         if state is None:
             return False
