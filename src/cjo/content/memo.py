@@ -5,7 +5,8 @@ machinery.
   Liquid's static analysis tells which variables a template reads, so the rendered text can be
   kept per (template, those values) and a repeat costs a dictionary look-up. A template whose
   output may depend on anything else (loops, counters, partials, the ``date`` filter, which can
-  read the current time) or reads a value that is not a plain scalar is never memoised.
+  read the current time), reads a value that is not a plain scalar, or reads the customer id
+  (unique to each customer: never repeated) is never memoised.
 - Most templates are text, ``{{ path | filter: literal }}`` outputs and ``{% if path ==
   literal %}...{% else %}...{% endif %}`` choices between such parts. For those, Liquid's own
   parse tree, filter functions and stringification are applied directly, with no render
@@ -230,39 +231,45 @@ class MemoRenderer:
         plan = self._plans.get(id(variant))
         if plan is None:
             plan = self._plans[id(variant)] = self._plan(variant)
-        limit = self.renderer.limits.max_render_output
         out: dict[str, str] = {}
         for name, fast, reads in plan:
-            if fast is not None:
-                try:
-                    out[name] = _run_fast(fast, data, limit)
-                    continue
-                except _SlowPathError:
-                    pass  # this time's values need Liquid's semantics: the memo or a render
-            out[name] = self._memoised(item, variant, name, reads, data)
+            out[name] = self._field(item, variant, name, fast, reads, data)
         return out
 
-    def _memoised(
-        self, item: ContentItem, variant: Variant, name: str, reads: tuple[Path, ...] | None,
-        data: Mapping[str, Any],
+    def _field(
+        self, item: ContentItem, variant: Variant, name: str, fast: _FastTemplate | None,
+        reads: tuple[Path, ...] | None, data: Mapping[str, Any],
     ) -> str:
+        """One field: from the memo when its values were seen before, else evaluated on the
+        fast path when it applies, else rendered by Liquid."""
         if reads is None:
-            return self.renderer.render_field(item, variant, name, data)
+            return self._evaluate(item, variant, name, fast, data)
         key: list[Any] = [id(variant), name]
         for path in reads:
             v = lookup(data, path)
             if v is not _MISSING and not isinstance(v, _SCALARS):
-                return self.renderer.render_field(item, variant, name, data)
+                return self._evaluate(item, variant, name, fast, data)
             # The type too: 1, 1.0 and True are equal keys but render differently.
             key.append((type(v), v))
         memo_key = tuple(key)
         hit = self._memo.get(memo_key)
         if hit is None:
-            hit = self.renderer.render_field(item, variant, name, data)
+            hit = self._evaluate(item, variant, name, fast, data)
             if len(self._memo) >= self._size:
                 self._memo.clear()
             self._memo[memo_key] = hit
         return hit
+
+    def _evaluate(
+        self, item: ContentItem, variant: Variant, name: str, fast: _FastTemplate | None,
+        data: Mapping[str, Any],
+    ) -> str:
+        if fast is not None:
+            try:
+                return _run_fast(fast, data, self.renderer.limits.max_render_output)
+            except _SlowPathError:
+                pass  # this time's values need Liquid's semantics
+        return self.renderer.render_field(item, variant, name, data)
 
     def _plan(self, variant: Variant) -> tuple[_FieldPlan, ...]:
         plan: list[_FieldPlan] = []
@@ -271,6 +278,10 @@ class MemoRenderer:
                 # The renderer reports the limit, every time.
                 plan.append((name, None, None))
                 continue
-            plan.append((name, _fast(source, self._env), _reads(source, self._env)))
+            reads = _reads(source, self._env)
+            if reads is not None and any(path[0] == "customer_id" for path in reads):
+                # Unique to each customer: a memo would fill up with outputs never read again.
+                reads = None
+            plan.append((name, _fast(source, self._env), reads))
         return tuple(plan)
 

@@ -345,6 +345,8 @@ def _attributes(value: object) -> Mapping[str, Any]:
 
 
 def _names(value: object) -> tuple[str, ...]:
+    if type(value) is tuple and not value:
+        return ()  # the usual case: nothing to unset
     names = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
     if names is None or not all(isinstance(n, str) for n in names):
         raise InvalidEventError(
