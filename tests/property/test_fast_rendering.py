@@ -107,3 +107,19 @@ def test_if_equals_literal_agrees_with_liquid(value: object, literal: str) -> No
     source = f"{{% if profile.flag == {literal} %}}y{{% else %}}n{{% endif %}}"
     data = {"profile": {"flag": value}, "event": {}, "context": {}, "customer_id": "c1"}
     assert _render(MemoRenderer(Renderer()), source, data) == _render(Renderer(), source, data)
+
+
+def test_outputs_that_read_the_customer_id_are_not_kept() -> None:
+    """A per-customer code is never read again: keeping it would only fill the memo (and the
+    engine's memory); outputs shared by many customers are kept."""
+    renderer = MemoRenderer(Renderer())
+    item = ContentItem("c", (Variant("email", {
+        "subject": "Hi {{ profile.first_name | default: 'there' }}",
+        "code": "BACK-{{ customer_id | upcase }}",
+    }),))
+    for n in range(50):
+        data = {"profile": {"first_name": "Ada"}, "event": {}, "context": {},
+                "customer_id": f"c{n}"}
+        out = renderer.render(item, item.variants[0], data)
+        assert out == {"subject": "Hi Ada", "code": f"BACK-C{n}"}
+    assert len(renderer._memo) == 1
