@@ -246,6 +246,31 @@ def test_a_locale_falls_back_to_its_language_then_to_the_default() -> None:
         assert (message.fields["subject"], message.locale) == expected
 
 
+def test_remembered_variant_choices_follow_each_generation_and_stay_bounded() -> None:
+    """The engine remembers which variant fits (content, channel, locale): a republished item
+    is chosen afresh, and profiles with ever new locales do not grow the memory forever."""
+    from cjo.runtime import registry as registry_module
+
+    engine, _ = engine_with()
+    engine.publish(journeys=[one_send()], content=[ContentItem("c", (
+        Variant("email", email("Hello")), Variant("email", email("Bonjour"), locale="fr"),
+    ))])
+    engine.identify("a", locale="fr")
+    [message] = engine.handle_event(ev("go", "a", T0)).messages
+    assert message.fields["subject"] == "Bonjour"
+    engine.publish(content=[ContentItem("c", (
+        Variant("email", email("Hello")), Variant("email", email("Salut"), locale="fr"),
+    ))])
+    engine.identify("b", locale="fr")
+    [message] = engine.handle_event(ev("go", "b", T0)).messages
+    assert message.fields["subject"] == "Salut"
+    registry = engine._sync()
+    item = registry.content["c"]
+    for n in range(registry_module._MAX_VARIANT_CHOICES + 5):
+        assert registry.variant_for(item, "email", f"x-{n}", None) is item.variants[0]
+    assert len(registry._variants) <= registry_module._MAX_VARIANT_CHOICES
+
+
 # --- A/B variants ------------------------------------------------------------------------------
 
 

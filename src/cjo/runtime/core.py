@@ -687,7 +687,9 @@ class Decider:
         if isinstance(channel_or_halt, Halt):
             return False
         channel = channel_or_halt
-        variant = item.variant_for(channel, profile.locale, step.variant) if item else None
+        variant = (
+            registry.variant_for(item, channel, profile.locale, step.variant) if item else None
+        )
         if item is None or variant is None:
             send_failed(self, enrollment, step, content_id, "no content variant", "skipped", at)
             return True

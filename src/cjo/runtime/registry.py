@@ -17,7 +17,7 @@ from cjo.content.render import Renderer
 from cjo.delivery.feedback import DELIVERY_EVENTS
 from cjo.delivery.gate import NO_POLICIES, DeliveryPolicies
 from cjo.limits import DEFAULT_LIMITS, Limits
-from cjo.model.content import ContentItem
+from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
@@ -99,6 +99,8 @@ class _EveryEvent:
 
 
 EVERY_EVENT: Container[str] = _EveryEvent()
+# Profiles may carry any locale string: the remembered variant choices are bounded.
+_MAX_VARIANT_CHOICES = 10_000
 
 
 @attrs.define(slots=True)
@@ -141,6 +143,11 @@ class Registry:
     #: The event names that matter to every customer, enrolled or not: triggers' events,
     #: segments' inputs, the delivery policies' events.
     shared_events: frozenset[str] = DELIVERY_EVENTS
+    # (content id, channel, locale, variant name) -> the variant chosen (None: none fits),
+    # filled as sends ask; locales come from profiles, so it is bounded (``variant_for``).
+    _variants: dict[tuple[str, str, str | None, str | None], Variant | None] = attrs.field(
+        factory=dict, alias="_variants"
+    )
 
     @classmethod
     def build(
@@ -208,6 +215,21 @@ class Registry:
             relevant_events=EVERY_EVENT if any_event else shared | enrolled,
             shared_events=shared,
         )
+
+    def variant_for(
+        self, item: ContentItem, channel: str, locale: str | None, name: str | None
+    ) -> Variant | None:
+        """``item.variant_for``, remembered: every send asks, and the answer depends only on
+        the definitions and these four values."""
+        key = (item.id, channel, locale, name)
+        variants = self._variants
+        try:
+            return variants[key]
+        except KeyError:
+            if len(variants) >= _MAX_VARIANT_CHOICES:
+                variants.clear()
+            variant = variants[key] = item.variant_for(channel, locale, name)
+            return variant
 
     def may_matter(self, event_name: str) -> bool:
         """Whether an event can change anything for some customer: start a journey, feed a
