@@ -111,9 +111,8 @@ class _Wakes:
 
     def _unsort(self, entry: tuple[datetime, str]) -> None:
         entries, pos = self._sorted, self._pos
-        i = bisect.bisect_left(entries, entry, pos)
-        if i > pos:
-            del entries[i]
+        if entries[pos] != entry:
+            del entries[bisect.bisect_left(entries, entry, pos)]
         elif pos >= 64 and 2 * pos >= len(entries):
             del entries[: pos + 1]  # the dropped front is as long as what follows: amortised
             self._pos = 0
@@ -214,11 +213,16 @@ class _EventIds:
 
 
 class _Txn:
-    """What the sessions of one transaction share: claimed event ids and the writes to commit."""
+    """One transaction, a context manager (a class costs less than a generator's): the storage
+    lock is held from enter to exit, and a clean exit commits. Its sessions share the claimed
+    event ids and the writes to commit; a batch is handed them all."""
 
-    __slots__ = ("aside", "event_ids", "latest", "now", "open", "writes")
+    __slots__ = ("aside", "event_ids", "latest", "now", "open", "sessions", "store", "writes")
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(
+        self, store: InMemoryStorage, now: datetime, customer_ids: Iterable[str] = ()
+    ) -> None:
+        self.store = store
         self.now = now
         self.event_ids: set[str] = set()
         self.aside: dict[str, str] = {}
@@ -226,6 +230,21 @@ class _Txn:
         # The last state each customer saved in this transaction (what a later load sees).
         self.latest: dict[str, CustomerState] = {}
         self.open = True
+        self.sessions = {cid: _Session(store, self, cid) for cid in customer_ids}
+
+    def __enter__(self) -> dict[str, _Session]:
+        self.store._lock.acquire()
+        return self.sessions
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self.open = False
+        try:
+            if exc_type is None:
+                self.store._commit_txn(self)
+        finally:
+            self.store._lock.release()
 
 
 class _Session(CustomerSession):
@@ -303,33 +322,26 @@ class InMemoryStorage(Storage):
     # --- customer transactions -----------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, now: datetime) -> Iterator[_Txn]:
-        with self._lock:
-            txn = _Txn(now)
-            try:
-                yield txn
-            finally:
-                txn.open = False
-            # Reached only when the block raised nothing: commit.
-            if txn.event_ids:
-                self._events.add(txn.event_ids, now)
-            for cid, reason in txn.aside.items():
-                self._set_wake(cid, self._queued(cid), None)
-                self._aside[cid] = reason
-            for state, messages, activities in txn.writes:
-                self._commit(state, messages, activities, now)
-
-    @contextmanager
     def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
-        with self._transaction(now) as txn:
+        txn = _Txn(self, now)
+        with txn:
             yield _Session(self, txn, customer_id)
 
-    @contextmanager
     def batch(
         self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
-    ) -> Iterator[Mapping[str, CustomerSession]]:
-        with self._transaction(now) as txn:
-            yield {cid: _Session(self, txn, cid) for cid in sorted(set(customer_ids))}
+    ) -> _Txn:
+        return _Txn(self, now, sorted(set(customer_ids)))
+
+    def _commit_txn(self, txn: _Txn) -> None:
+        """What a transaction wrote, made the stored state (the lock is held)."""
+        now = txn.now
+        if txn.event_ids:
+            self._events.add(txn.event_ids, now)
+        for cid, reason in txn.aside.items():
+            self._set_wake(cid, self._queued(cid), None)
+            self._aside[cid] = reason
+        for state, messages, activities in txn.writes:
+            self._commit(state, messages, activities, now)
 
     def _commit(
         self, state: CustomerState, messages: Sequence[Message],
@@ -421,8 +433,8 @@ class InMemoryStorage(Storage):
             if not due:
                 yield {}
                 return
-            with self._transaction(now) as txn:
-                yield {d.customer_id: _Session(self, txn, d.customer_id) for d in due}
+            with _Txn(self, now, [d.customer_id for d in due]) as sessions:
+                yield sessions
 
     def next_wake_at(self) -> datetime | None:
         with self._lock:
