@@ -4,6 +4,7 @@ and claims, compared with sorting every wake-up."""
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -18,6 +19,7 @@ from cjo.storage.memory import InMemoryStorage, _Wakes
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 # Instants in other offsets fall in the same hourly buckets as their UTC equivalents.
 ZONES = (UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-3)))
 
@@ -233,3 +235,25 @@ def test_event_ids_pruned_as_a_list_in_claim_order_would(ops: list[tuple[Any, ..
             assert storage.prune(at, Retention(event_ids=timedelta(hours=arg))).event_ids == kept
             del claimed[:kept]
         assert len(storage._events) == len(claimed)
+
+
+def test_a_transaction_leaves_no_garbage_cycle() -> None:
+    """A committed transaction is freed by reference counting, its writes with it, rather than
+    waiting for the garbage collector (sessions point to their transaction, not back)."""
+    storage = InMemoryStorage()
+    _save(storage, "a", T0)
+    state = _state(storage, "a", T0 + MINUTE)
+    gc.collect()
+    gc.disable()
+    try:
+        with storage.batch(["a", "b"], T0) as sessions:
+            sessions["a"].save(state, (), ())
+            assert sessions["b"].claim_event("e1")
+        with storage.customer("b", T0) as session:
+            session.load()
+        with storage.due_batch(T0 + HOUR, 10, MINUTE) as sessions:
+            assert list(sessions) == ["a"]
+        del sessions, session, state
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

@@ -217,24 +217,26 @@ class _Txn:
     lock is held from enter to exit, and a clean exit commits. Its sessions share the claimed
     event ids and the writes to commit; a batch is handed them all."""
 
-    __slots__ = ("aside", "event_ids", "latest", "now", "open", "sessions", "store", "writes")
+    __slots__ = ("aside", "customer_ids", "event_ids", "latest", "now", "open", "store", "writes")
 
     def __init__(
         self, store: InMemoryStorage, now: datetime, customer_ids: Iterable[str] = ()
     ) -> None:
         self.store = store
         self.now = now
+        self.customer_ids = customer_ids
         self.event_ids: set[str] = set()
         self.aside: dict[str, str] = {}
         self.writes: list[tuple[CustomerState, Sequence[Message], Sequence[Activity]]] = []
         # The last state each customer saved in this transaction (what a later load sees).
         self.latest: dict[str, CustomerState] = {}
         self.open = True
-        self.sessions = {cid: _Session(store, self, cid) for cid in customer_ids}
 
     def __enter__(self) -> dict[str, _Session]:
         self.store._lock.acquire()
-        return self.sessions
+        # Not kept here: sessions point to their transaction, and a cycle would keep the
+        # transaction's writes alive until the garbage collector's next pass.
+        return {cid: _Session(self.store, self, cid) for cid in self.customer_ids}
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
