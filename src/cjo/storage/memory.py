@@ -1,8 +1,8 @@
 """In-memory storage: tests, simulations and back-tests. Not durable.
 
 Records are kept as objects (no encoding); a session hands out a copy of the record so that a
-rolled-back transaction leaves nothing behind. Due customers sit in a sorted list keyed by
-(wake_at, customer id); the activity log is kept as plain tuples.
+rolled-back transaction leaves nothing behind. Due customers sit in a calendar queue of hourly
+buckets (``_Wakes``); the activity log is kept as plain tuples.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import itertools
 import operator
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -48,19 +48,207 @@ _log_row = operator.attrgetter(*(a.name for a in attrs.fields(Activity)))
 _count_key = operator.attrgetter("journey_id", "version", "step_id", "kind", "detail")
 
 
+def _hour(at: datetime) -> int:
+    """The wake-up bucket of an instant: its hour since the POSIX epoch."""
+    return int(at.timestamp()) // 3600
+
+
+class _Wakes:
+    """The wake-up index: a calendar queue. Each customer with a wake-up sits in the bucket of
+    the hour their ``wake_at`` falls in (customer id -> wake_at: a dict of string keys takes
+    less than a set, and less than half a sorted list's (wake_at, id) entry), so a move costs
+    a few dict operations where a sorted list's remove and add cost about twice as much.
+
+    Order is needed only at the front: the bucket being read is sorted by (wake_at, customer
+    id) and kept sorted as customers move in and out of it, until another bucket is read, so a
+    burst of thousands of due customers is sorted once, not once per claim. Customers leave it
+    mostly from the front (claimed, then committed), which only moves ``_pos``."""
+
+    __slots__ = ("_buckets", "_keys", "_pos", "_sorted", "_sorted_key")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, dict[str, datetime]] = {}
+        self._keys: list[int] = []  # the buckets' keys, in order (a few hundred at most)
+        # The bucket kept sorted: ``_sorted[_pos:]`` holds exactly its entries.
+        self._sorted_key: int | None = None
+        self._sorted: list[tuple[datetime, str]] = []
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return sum(map(len, self._buckets.values()))
+
+    def move(self, customer_id: str, old: datetime | None, new: datetime | None) -> None:
+        """The customer's wake-up went from ``old`` to ``new`` (None: none)."""
+        if new is None:
+            if old is not None:
+                self._leave(customer_id, old, None)
+            return
+        key = _hour(new)
+        if old is not None:
+            self._leave(customer_id, old, key)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = {}
+            bisect.insort(self._keys, key)
+        bucket[customer_id] = new
+        if key == self._sorted_key:
+            self._insort((new, customer_id))
+
+    def _leave(self, customer_id: str, old: datetime, new_key: int | None) -> None:
+        """Out of ``old``'s place; out of its bucket too unless ``new_key`` is the same."""
+        key = _hour(old)
+        if key == self._sorted_key:
+            self._unsort((old, customer_id))
+        if key == new_key:
+            return
+        bucket = self._buckets[key]
+        del bucket[customer_id]
+        if not bucket:
+            del self._buckets[key]
+            del self._keys[bisect.bisect_left(self._keys, key)]
+            if key == self._sorted_key:
+                self._sorted_key, self._sorted, self._pos = None, [], 0
+
+    def _unsort(self, entry: tuple[datetime, str]) -> None:
+        entries, pos = self._sorted, self._pos
+        if entries[pos] != entry:
+            del entries[bisect.bisect_left(entries, entry, pos)]
+        elif pos >= 64 and 2 * pos >= len(entries):
+            del entries[: pos + 1]  # the dropped front is as long as what follows: amortised
+            self._pos = 0
+        else:
+            self._pos = pos + 1
+
+    def _insort(self, entry: tuple[datetime, str]) -> None:
+        entries, pos = self._sorted, self._pos
+        i = bisect.bisect_left(entries, entry, pos)
+        if i == pos and pos:
+            self._pos = pos = pos - 1
+            entries[pos] = entry
+        else:
+            entries.insert(i, entry)
+
+    def _ordered(self, key: int) -> list[tuple[datetime, str]]:
+        """The entries of bucket ``key`` in order, from ``_pos`` on (it becomes the one kept
+        sorted)."""
+        if key != self._sorted_key:
+            entries = sorted([(at, cid) for cid, at in self._buckets[key].items()])
+            self._sorted_key, self._sorted, self._pos = key, entries, 0
+        return self._sorted
+
+    def first(self) -> datetime | None:
+        if not self._keys:
+            return None
+        entries = self._ordered(self._keys[0])
+        return entries[self._pos][0]
+
+    def due(self, now: datetime) -> Iterator[tuple[datetime, str]]:
+        """(wake_at, customer id) of every wake-up due by ``now``, earliest first."""
+        last = _hour(now)
+        for key in self._keys:
+            if key > last:
+                return
+            entries = self._ordered(key)
+            for i in range(self._pos, len(entries)):
+                entry = entries[i]
+                if entry[0] > now:
+                    return
+                yield entry
+
+
+class _EventIds:
+    """Claimed event ids, in the order they were claimed, so that pruning costs what it
+    removes (a dict pruned from its front is scanned over its deleted slots each time).
+
+    The order is a list linked through the dict's values (each id -> the id claimed after it),
+    so it costs the ids nothing more; the instants they were claimed at are kept once per run
+    of ids claimed at the same instant, with the run's first id."""
+
+    __slots__ = ("_head", "_next", "_starts", "_tail", "_times")
+
+    def __init__(self) -> None:
+        self._next: dict[str, str | None] = {}
+        self._head: str | None = None  # the oldest id
+        self._tail: str | None = None  # the newest id
+        self._times: deque[datetime] = deque()  # each run's instant
+        self._starts: deque[str] = deque()  # each run's first id
+
+    def __len__(self) -> int:
+        return len(self._next)
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._next
+
+    def add(self, event_ids: Iterable[str], now: datetime) -> None:
+        """Claimed by one transaction at ``now`` (none of them claimed before)."""
+        order = list(event_ids)
+        if not order:
+            return
+        tail = self._tail
+        if tail is None:
+            self._head = order[0]
+        else:
+            self._next[tail] = order[0]
+        if tail is None or now != self._times[-1]:
+            self._times.append(now)
+            self._starts.append(order[0])
+        self._next.update(itertools.pairwise(order))
+        self._next[order[-1]] = None
+        self._tail = order[-1]
+
+    def prune(self, before: datetime) -> int:
+        """Forget the ids claimed before ``before``, up to the first run to keep."""
+        times, starts = self._times, self._starts
+        while times and times[0] < before:
+            times.popleft()
+            starts.popleft()
+        keep = starts[0] if starts else None
+        nxt, head = self._next, self._head
+        removed = 0
+        while head is not None and head != keep:
+            head = nxt.pop(head)
+            removed += 1
+        self._head = head
+        if head is None:
+            self._tail = None
+        return removed
+
+
 class _Txn:
-    """What the sessions of one transaction share: claimed event ids and the writes to commit."""
+    """One transaction, a context manager (a class costs less than a generator's): the storage
+    lock is held from enter to exit, and a clean exit commits. Its sessions share the claimed
+    event ids and the writes to commit; a batch is handed them all."""
 
-    __slots__ = ("aside", "event_ids", "latest", "now", "open", "writes")
+    __slots__ = ("aside", "customer_ids", "event_ids", "latest", "now", "open", "store", "writes")
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(
+        self, store: InMemoryStorage, now: datetime, customer_ids: Iterable[str] = ()
+    ) -> None:
+        self.store = store
         self.now = now
+        self.customer_ids = customer_ids
         self.event_ids: set[str] = set()
         self.aside: dict[str, str] = {}
         self.writes: list[tuple[CustomerState, Sequence[Message], Sequence[Activity]]] = []
         # The last state each customer saved in this transaction (what a later load sees).
         self.latest: dict[str, CustomerState] = {}
         self.open = True
+
+    def __enter__(self) -> dict[str, _Session]:
+        self.store._lock.acquire()
+        # Not kept here: sessions point to their transaction, and a cycle would keep the
+        # transaction's writes alive until the garbage collector's next pass.
+        return {cid: _Session(self.store, self, cid) for cid in self.customer_ids}
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        self.open = False
+        try:
+            if exc_type is None:
+                self.store._commit_txn(self)
+        finally:
+            self.store._lock.release()
 
 
 class _Session(CustomerSession):
@@ -103,7 +291,7 @@ class _Session(CustomerSession):
 
 
 class InMemoryStorage(Storage):
-    """Everything in dictionaries; wake-ups in a sorted list. Thread-safe, one writer at a time.
+    """Everything in dictionaries; wake-ups in a calendar queue. Thread-safe, one writer at a time.
 
     ``keep_activity`` False keeps only the activity counts, not the log itself (back-tests
     that need only the report). ``keep_outbox`` False records no message at all: for
@@ -114,15 +302,14 @@ class InMemoryStorage(Storage):
         self._lock = threading.RLock()
         self._keep_activity = keep_activity
         self._keep_outbox = keep_outbox
-        # Event ids in the order they were claimed, with the instant, for pruning.
-        self._events: dict[str, datetime] = {}
+        self._events = _EventIds()
         self._records: dict[str, CustomerState] = {}
         # The records' ids in order, for walks (segment refreshes, resumes): built when a walk
         # needs it and dropped when a customer is created or erased, since walks are rare and
         # an always-kept sorted index costs every record about 60 bytes.
         self._ids: list[str] | None = None
         self._aside: dict[str, str] = {}
-        self._wakes: SortedList = SortedList()  # (wake_at, customer id)
+        self._wakes = _Wakes()
         self._wake_leases: dict[str, datetime] = {}
         # key -> [message, status, attempts, available_at, last_error]: mutable rows, since
         # every message is written once and completed once (OutboxEntry is built on request).
@@ -139,33 +326,26 @@ class InMemoryStorage(Storage):
     # --- customer transactions -----------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, now: datetime) -> Iterator[_Txn]:
-        with self._lock:
-            txn = _Txn(now)
-            try:
-                yield txn
-            finally:
-                txn.open = False
-            # Reached only when the block raised nothing: commit.
-            for eid in txn.event_ids:
-                self._events[eid] = now
-            for cid, reason in txn.aside.items():
-                self._set_wake(cid, self._queued(cid), None)
-                self._aside[cid] = reason
-            for state, messages, activities in txn.writes:
-                self._commit(state, messages, activities, now)
-
-    @contextmanager
     def customer(self, customer_id: str, now: datetime) -> Iterator[CustomerSession]:
-        with self._transaction(now) as txn:
+        txn = _Txn(self, now)
+        with txn:
             yield _Session(self, txn, customer_id)
 
-    @contextmanager
     def batch(
         self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
-    ) -> Iterator[Mapping[str, CustomerSession]]:
-        with self._transaction(now) as txn:
-            yield {cid: _Session(self, txn, cid) for cid in sorted(set(customer_ids))}
+    ) -> _Txn:
+        return _Txn(self, now, sorted(set(customer_ids)))
+
+    def _commit_txn(self, txn: _Txn) -> None:
+        """What a transaction wrote, made the stored state (the lock is held)."""
+        now = txn.now
+        if txn.event_ids:
+            self._events.add(txn.event_ids, now)
+        for cid, reason in txn.aside.items():
+            self._set_wake(cid, self._queued(cid), None)
+            self._aside[cid] = reason
+        for state, messages, activities in txn.writes:
+            self._commit(state, messages, activities, now)
 
     def _commit(
         self, state: CustomerState, messages: Sequence[Message],
@@ -222,12 +402,8 @@ class InMemoryStorage(Storage):
         self, customer_id: str, old: datetime | None, wake_at: datetime | None
     ) -> None:
         self._wake_leases.pop(customer_id, None)
-        if old == wake_at:
-            return
-        if old is not None:
-            self._wakes.remove((old, customer_id))
-        if wake_at is not None:
-            self._wakes.add((wake_at, customer_id))
+        if old != wake_at:
+            self._wakes.move(customer_id, old, wake_at)
 
     def peek(self, customer_id: str) -> CustomerState | None:
         # A read of one dict entry needs no lock; the engine only reads it.
@@ -238,13 +414,14 @@ class InMemoryStorage(Storage):
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         out: list[DueCustomer] = []
         with self._lock:
-            for wake_at, cid in self._wakes:
-                if wake_at > now or len(out) >= limit:
+            leases = self._wake_leases
+            for wake_at, cid in self._wakes.due(now):
+                if len(out) >= limit:
                     break
-                held = self._wake_leases.get(cid)
+                held = leases.get(cid)
                 if held is not None and held > now:
                     continue
-                self._wake_leases[cid] = now + lease
+                leases[cid] = now + lease
                 out.append(DueCustomer(cid, wake_at))
         return out
 
@@ -260,12 +437,12 @@ class InMemoryStorage(Storage):
             if not due:
                 yield {}
                 return
-            with self._transaction(now) as txn:
-                yield {d.customer_id: _Session(self, txn, d.customer_id) for d in due}
+            with _Txn(self, now, [d.customer_id for d in due]) as sessions:
+                yield sessions
 
     def next_wake_at(self) -> datetime | None:
         with self._lock:
-            return self._wakes[0][0] if self._wakes else None
+            return self._wakes.first()
 
     # --- outbox --------------------------------------------------------------------------------
 
@@ -505,14 +682,7 @@ class InMemoryStorage(Storage):
         # each prune drops from the front and stops at the first entry to keep, so it costs
         # what it removes, not what is kept.
         with self._lock:
-            before = now - retention.event_ids
-            stale: list[str] = []
-            for eid, at in self._events.items():
-                if at >= before:
-                    break
-                stale.append(eid)
-            for eid in stale:
-                del self._events[eid]
+            events = self._events.prune(now - retention.event_ids)
             before = now - retention.outbox
             outbox = 0
             while self._outbox_done and self._outbox_done[0][0] < before:
@@ -527,5 +697,5 @@ class InMemoryStorage(Storage):
             while log and log[0][0] < before:
                 log.popleft()
                 activity += 1
-            return PruneResult(len(stale), outbox, activity)
+            return PruneResult(events, outbox, activity)
 

@@ -1,0 +1,259 @@
+"""InMemoryStorage's wake-up index (a calendar queue of hourly buckets) and event-id pruning,
+against a plain reference model: random moves, set-asides, erasures, rolled-back transactions
+and claims, compared with sorting every wake-up."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cjo.runtime.state import CustomerState
+from cjo.storage.base import Retention
+from cjo.storage.memory import InMemoryStorage, _Wakes
+
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+# Instants in other offsets fall in the same hourly buckets as their UTC equivalents.
+ZONES = (UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-3)))
+
+customers = st.sampled_from(["a", "b", "c", "d", "e", "f", "customer-10", "customer-9"])
+# Minutes over a few hours, with ties and hour boundaries likely.
+instants = st.builds(
+    lambda minutes, zone: (T0 + minutes * MINUTE).astimezone(zone),
+    st.one_of(st.sampled_from([0, 59, 60, 61, 119, 120]), st.integers(-30, 300)),
+    st.sampled_from(ZONES),
+)
+wakes = st.one_of(st.none(), instants)
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("save"), customers, wakes),
+        st.tuples(st.just("batch"), st.lists(st.tuples(customers, wakes), max_size=4)),
+        st.tuples(st.just("aside"), customers),
+        st.tuples(st.just("erase"), customers),
+        st.tuples(st.just("rollback"), customers, wakes),
+        st.tuples(st.just("claim"), instants, st.integers(0, 4), st.integers(0, 30)),
+        st.tuples(st.just("next"),),
+    ),
+    max_size=60,
+)
+
+
+@dataclass
+class Model:
+    """What the index must answer, computed the slow way."""
+
+    wake: dict[str, datetime | None] = field(default_factory=dict)  # stored records
+    aside: set[str] = field(default_factory=set)
+    leases: dict[str, datetime] = field(default_factory=dict)
+
+    def queued(self) -> list[tuple[datetime, str]]:
+        return sorted(
+            (w, cid) for cid, w in self.wake.items() if w is not None and cid not in self.aside
+        )
+
+    def save(self, cid: str, wake_at: datetime | None) -> None:
+        self.wake[cid] = wake_at
+        self.leases.pop(cid, None)
+
+    def claim(self, now: datetime, limit: int, lease: timedelta) -> list[tuple[str, datetime]]:
+        out: list[tuple[str, datetime]] = []
+        for w, cid in self.queued():
+            if w > now or len(out) >= limit:
+                break
+            held = self.leases.get(cid)
+            if held is not None and held > now:
+                continue
+            self.leases[cid] = now + lease
+            out.append((cid, w))
+        return out
+
+
+def _state(storage: InMemoryStorage, cid: str, wake_at: datetime | None) -> CustomerState:
+    with storage.customer(cid, T0) as session:
+        state = session.load()
+    state = state or CustomerState(cid, T0)
+    state.timers = {} if wake_at is None else {"t": wake_at}
+    return state
+
+
+def _save(storage: InMemoryStorage, cid: str, wake_at: datetime | None) -> None:
+    state = _state(storage, cid, wake_at)
+    with storage.customer(cid, T0) as session:
+        session.save(state, (), ())
+
+
+def _save_and_fail(storage: InMemoryStorage, state: CustomerState) -> None:
+    with storage.customer(state.customer_id, T0) as session:
+        session.save(state, (), ())
+        raise RuntimeError("rolled back")
+
+
+def _check_sorted_front(wakes: _Wakes) -> None:
+    """The bucket kept sorted holds exactly that bucket's entries, in order."""
+    key = wakes._sorted_key
+    if key is not None:
+        bucket = wakes._buckets[key]
+        assert wakes._sorted[wakes._pos:] == sorted((w, c) for c, w in bucket.items())
+    assert wakes._keys == sorted(wakes._buckets)
+    assert all(wakes._buckets.values())
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations)
+def test_the_index_answers_as_a_sorted_list_would(ops: list[tuple[Any, ...]]) -> None:
+    storage = InMemoryStorage()
+    model = Model()
+    for op in ops:
+        kind = op[0]
+        if kind == "save":
+            _, cid, wake_at = op
+            _save(storage, cid, wake_at)
+            model.save(cid, wake_at)
+        elif kind == "batch":
+            items: dict[str, datetime | None] = dict(op[1])
+            states = [_state(storage, cid, w) for cid, w in items.items()]
+            with storage.batch(list(items), T0) as sessions:
+                for state in states:
+                    sessions[state.customer_id].save(state, (), ())
+            for cid, w in items.items():
+                model.save(cid, w)
+        elif kind == "aside":
+            cid = op[1]
+            with storage.customer(cid, T0) as session:
+                session.set_aside("test")
+            model.aside.add(cid)
+            model.leases.pop(cid, None)
+        elif kind == "erase":
+            cid = op[1]
+            storage.erase_customer(cid)
+            model.wake.pop(cid, None)
+            model.aside.discard(cid)
+            model.leases.pop(cid, None)
+        elif kind == "rollback":
+            _, cid, wake_at = op
+            with pytest.raises(RuntimeError, match="rolled back"):
+                _save_and_fail(storage, _state(storage, cid, wake_at))
+        elif kind == "claim":
+            _, now, limit, lease_minutes = op
+            lease = lease_minutes * MINUTE
+            got = storage.claim_due(now, limit, lease)
+            assert [(d.customer_id, d.wake_at) for d in got] == model.claim(now, limit, lease)
+        else:
+            queued = model.queued()
+            assert storage.next_wake_at() == (queued[0][0] if queued else None)
+        assert len(storage._wakes) == len(model.queued())
+        _check_sorted_front(storage._wakes)
+
+
+def test_a_burst_in_one_bucket_is_claimed_in_order_and_sorted_once() -> None:
+    storage = InMemoryStorage()
+    n = 20_000
+    # One hour's bucket: thousands due at a few instants, ties broken by customer id.
+    for i in range(n):
+        _save(storage, f"c{(i * 7919) % n:05d}", T0 + (i % 3) * MINUTE)
+    order = sorted((T0 + (i % 3) * MINUTE, f"c{(i * 7919) % n:05d}") for i in range(n))
+    now = T0 + 10 * MINUTE
+    claimed: list[tuple[datetime, str]] = []
+    sorts = 0
+    while True:
+        sorted_list = storage._wakes._sorted
+        due = storage.claim_due(now, 500, timedelta(minutes=5))
+        sorts += storage._wakes._sorted is not sorted_list
+        if not due:
+            break
+        claimed.extend((d.wake_at, d.customer_id) for d in due)
+        # Each claimed customer commits a later wake-up (another bucket), in claim order.
+        with storage.batch([d.customer_id for d in due], now) as sessions:
+            for d in due:
+                state = CustomerState(d.customer_id, T0)
+                state.timers = {"t": T0 + timedelta(days=1)}
+                sessions[d.customer_id].save(state, (), ())
+        _check_sorted_front(storage._wakes)
+    assert claimed == order
+    assert sorts == 1
+    assert storage.next_wake_at() == T0 + timedelta(days=1)
+    assert len(storage._wakes) == n
+
+
+def test_event_ids_pruned_by_the_claim_order_of_transactions() -> None:
+    storage = InMemoryStorage()
+    retention = Retention(event_ids=timedelta(hours=1))
+    for hour in range(4):
+        with storage.batch(["a", "b"], T0 + timedelta(hours=hour)) as sessions:
+            for n in range(hour + 1):
+                assert sessions["a"].claim_event(f"e{hour}-{n}")
+            assert not sessions["b"].claim_event(f"e{hour}-0")
+    assert len(storage._events) == 1 + 2 + 3 + 4
+    # Ids claimed before 2 h ago go (hours 0 and 1: 3 ids); nothing is left to drop again.
+    assert storage.prune(T0 + timedelta(hours=3), retention).event_ids == 3
+    assert storage.prune(T0 + timedelta(hours=3), retention).event_ids == 0
+    with storage.customer("a", T0) as session:
+        assert session.claim_event("e0-0"), "a forgotten id can be claimed again"
+        assert not session.claim_event("e2-0")
+    # Kept in claim order, not time order: the late claim at T0 goes with the rest.
+    assert storage.prune(T0 + timedelta(hours=10), retention).event_ids == 3 + 4 + 1
+    assert len(storage._events) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            # A transaction claiming some ids at an instant (instants need not increase).
+            st.tuples(
+                st.just("claim"), st.integers(0, 6), st.lists(st.integers(0, 30), max_size=4)
+            ),
+            st.tuples(st.just("prune"), st.integers(0, 10), st.integers(1, 3)),
+        ),
+        max_size=40,
+    )
+)
+def test_event_ids_pruned_as_a_list_in_claim_order_would(ops: list[tuple[Any, ...]]) -> None:
+    storage = InMemoryStorage()
+    claimed: list[tuple[datetime, str]] = []  # the reference, in claim order
+    for kind, hours, arg in ops:
+        at = T0 + timedelta(hours=hours)
+        if kind == "claim":
+            with storage.customer("a", at) as session:
+                for n in arg:
+                    eid = f"e{n}"
+                    expected = all(eid != e for _at, e in claimed)
+                    assert session.claim_event(eid) == expected
+                    if expected:
+                        claimed.append((at, eid))
+        else:
+            before = at - timedelta(hours=arg)
+            kept = next((i for i, (t, _e) in enumerate(claimed) if t >= before), len(claimed))
+            assert storage.prune(at, Retention(event_ids=timedelta(hours=arg))).event_ids == kept
+            del claimed[:kept]
+        assert len(storage._events) == len(claimed)
+
+
+def test_a_transaction_leaves_no_garbage_cycle() -> None:
+    """A committed transaction is freed by reference counting, its writes with it, rather than
+    waiting for the garbage collector (sessions point to their transaction, not back)."""
+    storage = InMemoryStorage()
+    _save(storage, "a", T0)
+    state = _state(storage, "a", T0 + MINUTE)
+    gc.collect()
+    gc.disable()
+    try:
+        with storage.batch(["a", "b"], T0) as sessions:
+            sessions["a"].save(state, (), ())
+            assert sessions["b"].claim_event("e1")
+        with storage.customer("b", T0) as session:
+            session.load()
+        with storage.due_batch(T0 + HOUR, 10, MINUTE) as sessions:
+            assert list(sessions) == ["a"]
+        del sessions, session, state
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
