@@ -129,3 +129,31 @@ def test_share_empty_drops_a_sub_record_left_empty() -> None:
     assert kept.segments is NO_ITEMS and kept.segments_basis == "abc"
     with pytest.raises(TypeError, match="shared empty"):
         kept.segments["x"] = T0 + timedelta(hours=1)
+
+
+def test_an_enrollment_copy_holds_every_field_and_its_own_containers() -> None:
+    """The copy is written out field by field (it runs for every loaded enrollment): a field
+    added to ``Enrollment`` and forgotten there fails here."""
+    from cjo.runtime.state import Enrollment
+
+    values: dict[str, object] = {}
+    for n, field in enumerate(attrs.fields(Enrollment)):
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            values[field.name] = {"k": n}
+        elif field.type in ("int", int) or isinstance(default, int):
+            values[field.name] = 100 + n
+        elif "datetime" in str(field.type):
+            values[field.name] = T0 + timedelta(minutes=n)
+        else:
+            values[field.name] = f"v{n}"
+    original = Enrollment(**values)  # type: ignore[arg-type]
+    twin = Enrollment(**values)  # type: ignore[arg-type]
+    copied = original.copy()
+    assert copied == original
+    for field in attrs.fields(Enrollment):
+        assert getattr(copied, field.name) == values[field.name], field.name
+    copied.context["k"] = "changed"
+    copied.visits["k"] = 99
+    copied.paths["more"] = "x"
+    assert original == twin

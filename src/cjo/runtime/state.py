@@ -89,14 +89,30 @@ class Enrollment:
 
     def copy(self) -> Enrollment:
         """A copy whose mutable fields are independent of this one."""
-        # Written out rather than attrs.evolve: this runs for every loaded enrollment.
-        return Enrollment(
-            self.id, self.journey_id, self.version, self.customer_id, self.entered_at,
-            self.step_id, self.step_entered_at, self.status, self.instance_key, self.wake_at,
-            self.expires_at, self.ended_at, self.end_reason, self.converted_at,
-            self.trigger_event_id, dict(self.context), dict(self.visits), dict(self.paths),
-            self.held_at, self.retries,
-        )
+        # Slot by slot, not through __init__ or attrs.evolve: this runs for every loaded
+        # enrollment.
+        c = _new_record(Enrollment)
+        c.id = self.id
+        c.journey_id = self.journey_id
+        c.version = self.version
+        c.customer_id = self.customer_id
+        c.entered_at = self.entered_at
+        c.step_id = self.step_id
+        c.step_entered_at = self.step_entered_at
+        c.status = self.status
+        c.instance_key = self.instance_key
+        c.wake_at = self.wake_at
+        c.expires_at = self.expires_at
+        c.ended_at = self.ended_at
+        c.end_reason = self.end_reason
+        c.converted_at = self.converted_at
+        c.trigger_event_id = self.trigger_event_id
+        c.context = _own_copy(self.context)
+        c.visits = _own_copy(self.visits)
+        c.paths = _own_copy(self.paths)
+        c.held_at = self.held_at
+        c.retries = self.retries
+        return c
 
     def share_empty(self) -> None:
         """Swap empty containers for the shared empty one (see ``CustomerState.share_empty``)."""
@@ -211,6 +227,12 @@ NO_ENTRIES: list[Any] = _SharedEmptyList()
 def _own_dict(value: dict[Any, Any]) -> dict[Any, Any]:
     """A copy of ``value`` for a copied record (the shared empty one stays shared)."""
     return value if value is NO_ITEMS else dict(value)
+
+
+def _own_copy(items: dict[Any, Any]) -> dict[Any, Any]:
+    """A changeable copy for a copied record: most are empty (the shared empty one), and
+    ``{}`` costs less than copying it."""
+    return dict(items) if items else {}
 
 #: (topic or ``*``, channel or ``*``) -> (subscribed, when it was said): see ``cjo.delivery``.
 ConsentKey = tuple[str, str]
@@ -572,9 +594,9 @@ class CustomerState:
         enrollments = self.enrollments
         c.enrollments = [e.copy() for e in enrollments] if enrollments else []
         c.ended = self.ended
-        c.history = dict(self.history)
-        c.timers = dict(self.timers)
-        c.marks = dict(self.marks)
+        c.history = _own_copy(self.history)
+        c.timers = _own_copy(self.timers)
+        c.marks = _own_copy(self.marks)
         c.decided_at = self.decided_at
         rare = self._rare
         c._rare = None if rare is None else rare.copy()

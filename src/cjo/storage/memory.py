@@ -14,7 +14,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -50,7 +50,13 @@ _count_key = operator.attrgetter("journey_id", "version", "step_id", "kind", "de
 
 def _hour(at: datetime) -> int:
     """The wake-up bucket of an instant: its hour since the POSIX epoch."""
+    if at.tzinfo is UTC:
+        # Most instants are in UTC: their calendar fields give the hour at half the cost.
+        return at.toordinal() * 24 + at.hour - _EPOCH_HOURS
     return int(at.timestamp()) // 3600
+
+
+_EPOCH_HOURS = datetime(1970, 1, 1).toordinal() * 24
 
 
 class _Wakes:
