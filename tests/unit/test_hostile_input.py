@@ -187,6 +187,9 @@ def test_a_wait_shorter_than_a_minute_is_refused_at_publish(wait: timedelta) -> 
         (b"bytes", "is a builtins.bytes, which cannot be stored"),
         (datetime(2026, 1, 1), "is a naive datetime"),
         ([{"deep": [Decimal(1)]}], "event property 'total[0].deep[0]' is a Decimal"),
+        # The shape storage keeps instants in: it would come back as an instant, or not at all.
+        ({"$dt": 5}, 'is an object whose only key is "$dt"'),
+        ([{"x": {"$dt": None}}], "event property 'total[0].x' is an object whose only key"),
     ],
 )
 def test_values_that_cannot_be_stored_alike_are_refused(value: object, message: str) -> None:
@@ -194,6 +197,16 @@ def test_values_that_cannot_be_stored_alike_are_refused(value: object, message: 
         Event("c1", "checkout", T0, {"total": value})
     with pytest.raises(InvalidEventError, match="profile attribute 'total"):
         ProfileUpdate("c1", {"total": value})
+
+
+def test_an_object_with_the_instant_tag_and_more_keys_is_kept_as_it_is() -> None:
+    from cjo.abc import CustomerState
+    from cjo.model.events import Profile
+    from cjo.storage.codec import decode_state, encode_state
+
+    update = ProfileUpdate("c1", {"meta": {"$dt": 5, "note": "x"}})
+    state = CustomerState("c1", T0, profile=Profile("c1", dict(update.attributes)))
+    assert decode_state(encode_state(state), "c1").profile == state.profile
 
 
 def test_accepted_values_are_stored_as_plain_values() -> None:

@@ -49,6 +49,7 @@ from cjo.limits import (
 )
 
 __all__ = [
+    "INSTANT_TAG",
     "Event",
     "Profile",
     "ProfileUpdate",
@@ -192,6 +193,10 @@ def check_value(value: object, where: str) -> object:
         raise refused.error(where) from None
 
 
+#: How storage adapters tag an instant inside stored values (``cjo.storage.codec``).
+INSTANT_TAG = "$dt"
+
+
 def _plain(value: object, depth: int, walk: _Walk) -> object:
     # Recursion is bounded by MAX_VALUE_DEPTH and work by MAX_VALUES, and a container already
     # open on the path is refused: a value that holds itself is an error, not a RecursionError.
@@ -240,6 +245,10 @@ def _plain_container(
             except _RefusedError as refused:
                 refused.keys.append(name)
                 raise
+        if len(mapping) == 1 and INSTANT_TAG in mapping:
+            # Stored records tag instants so: such an object would come back as an instant.
+            raise _RefusedError(f' is an object whose only key is "{INSTANT_TAG}", the shape '
+                                "storage keeps instants in; add another key or rename it")
         out = mapping
     else:
         items: list[object] = []

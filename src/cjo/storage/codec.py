@@ -25,7 +25,7 @@ from typing import Any, Final, TypeVar, cast
 
 from cjo.channels.base import Message
 from cjo.errors import CorruptRecordError
-from cjo.model.events import Profile
+from cjo.model.events import INSTANT_TAG, Profile
 from cjo.runtime.state import (
     ACTIVE,
     NO_ENTRIES,
@@ -85,7 +85,7 @@ def _dt_opt(value: int | None) -> datetime | None:
 
 def _default(value: object) -> Any:
     if isinstance(value, datetime):
-        return {"$dt": us(value)}
+        return {INSTANT_TAG: us(value)}
     if isinstance(value, Mapping):
         return dict(value)
     if isinstance(value, tuple | set | frozenset):
@@ -94,8 +94,8 @@ def _default(value: object) -> Any:
 
 
 def _hook(obj: dict[str, Any]) -> Any:
-    if len(obj) == 1 and "$dt" in obj:
-        return dt(obj["$dt"])
+    if len(obj) == 1 and INSTANT_TAG in obj:
+        return dt(obj[INSTANT_TAG])
     return obj
 
 
@@ -110,8 +110,8 @@ def _revive(values: dict[str, Any]) -> dict[str, Any]:
 
 def _revive_value(value: Any) -> Any:
     if isinstance(value, dict):
-        if len(value) == 1 and "$dt" in value:
-            return dt(value["$dt"])
+        if len(value) == 1 and INSTANT_TAG in value:
+            return dt(value[INSTANT_TAG])
         return _revive(value)
     if isinstance(value, list):
         return [_revive_value(v) if isinstance(v, dict | list) else v for v in value]
