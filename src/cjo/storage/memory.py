@@ -74,7 +74,7 @@ class _Wakes:
 
     def __init__(self) -> None:
         self._buckets: dict[int, dict[str, datetime]] = {}
-        self._keys: list[int] = []  # the buckets' keys, in order (a few hundred at most)
+        self._keys: list[int] = []  # the buckets' keys, in order (one per hour holding any)
         # The bucket kept sorted: ``_sorted[_pos:]`` holds exactly its entries.
         self._sorted_key: int | None = None
         self._sorted: list[tuple[datetime, str]] = []
