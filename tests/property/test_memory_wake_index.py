@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cjo.runtime.state import CustomerState
@@ -257,3 +257,17 @@ def test_a_transaction_leaves_no_garbage_cycle() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9998, 12, 30),
+                    timezones=st.sampled_from(ZONES)))
+@example(datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC).astimezone(ZONES[1]))
+def test_an_instant_falls_in_its_hour_whatever_its_offset(at: datetime) -> None:
+    """The bucket is the floored hour since the epoch, the same for one instant in any offset
+    (before the epoch too, where truncating a timestamp would round the wrong way)."""
+    from cjo.storage.memory import _hour
+
+    expected = (at - datetime(1970, 1, 1, tzinfo=UTC)) // HOUR
+    assert _hour(at) == expected
+    for zone in ZONES:
+        assert _hour(at.astimezone(zone)) == expected

@@ -53,10 +53,12 @@ def _hour(at: datetime) -> int:
     if at.tzinfo is UTC:
         # Most instants are in UTC: their calendar fields give the hour at half the cost.
         return at.toordinal() * 24 + at.hour - _EPOCH_HOURS
-    return int(at.timestamp()) // 3600
+    return (at - _EPOCH) // _HOUR  # exact, and floored before the epoch too
 
 
 _EPOCH_HOURS = datetime(1970, 1, 1).toordinal() * 24
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_HOUR = timedelta(hours=1)
 
 
 class _Wakes:
