@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import attrs
 
@@ -339,6 +339,35 @@ def _rare_key(rare: _RareFields | None) -> _RareFields:
     return _NO_RARE if rare is None else rare
 
 
+_T = TypeVar("_T")
+
+
+class _RareField(Generic[_T]):
+    """A ``CustomerState`` field kept in its rare sub-record: it reads as ``empty`` while the
+    record has none, and assigning anything but ``empty`` makes one."""
+
+    __slots__ = ("empty", "name")
+
+    def __init__(self, name: str, empty: _T) -> None:
+        self.name = name
+        self.empty = empty
+
+    @overload
+    def __get__(self, record: None, owner: type[Any]) -> _RareField[_T]: ...
+    @overload
+    def __get__(self, record: CustomerState, owner: type[Any]) -> _T: ...
+
+    def __get__(self, record: CustomerState | None, owner: type[Any]) -> Any:
+        if record is None:
+            return self
+        rare = record._rare
+        return self.empty if rare is None else getattr(rare, self.name)
+
+    def __set__(self, record: CustomerState, value: _T) -> None:
+        if value is not self.empty or record._rare is not None:
+            setattr(record._own_rare(), self.name, value)
+
+
 # The order of the record's fields, as its constructor takes them (and ``repr`` shows them).
 _FIELD_ORDER = (
     "customer_id", "created_at", "revision", "profile", "enrollments", "ended", "history",
@@ -465,109 +494,40 @@ class CustomerState:
             rare = self._rare = _RareFields()
         return rare
 
-    @property
-    def extra(self) -> dict[str, Any]:
-        rare = self._rare
-        return NO_ITEMS if rare is None else rare.extra
+    extra = _RareField[dict[str, Any]]("extra", NO_ITEMS)
+    consent = _RareField[dict[ConsentKey, tuple[bool, datetime]]]("consent", NO_ITEMS)
+    blocked = _RareField[dict[str, str]]("blocked", NO_ITEMS)
+    sends = _RareField[list[LedgerEntry]]("sends", NO_ENTRIES)
+    tracks = _RareField[dict[str, Track]]("tracks", NO_ITEMS)
+    segments = _RareField[dict[str, datetime]]("segments", NO_ITEMS)
+    segments_basis = _RareField[str | None]("segments_basis", None)
+    offers = _RareField[dict[str, OfferHistory]]("offers", NO_ITEMS)
 
-    @extra.setter
-    def extra(self, value: dict[str, Any]) -> None:
-        self._own_rare().extra = value
-
-    @property
-    def consent(self) -> dict[ConsentKey, tuple[bool, datetime]]:
-        rare = self._rare
-        return NO_ITEMS if rare is None else rare.consent
-
-    @consent.setter
-    def consent(self, value: dict[ConsentKey, tuple[bool, datetime]]) -> None:
-        self._own_rare().consent = value
-
-    @property
-    def blocked(self) -> dict[str, str]:
-        rare = self._rare
-        return NO_ITEMS if rare is None else rare.blocked
-
-    @blocked.setter
-    def blocked(self, value: dict[str, str]) -> None:
-        self._own_rare().blocked = value
-
-    @property
-    def sends(self) -> list[LedgerEntry]:
-        rare = self._rare
-        return NO_ENTRIES if rare is None else rare.sends
-
-    @sends.setter
-    def sends(self, value: list[LedgerEntry]) -> None:
-        self._own_rare().sends = value
-
-    @property
-    def tracks(self) -> dict[str, Track]:
-        rare = self._rare
-        return NO_ITEMS if rare is None else rare.tracks
-
-    @tracks.setter
-    def tracks(self, value: dict[str, Track]) -> None:
-        self._own_rare().tracks = value
-
-    @property
-    def segments(self) -> dict[str, datetime]:
-        rare = self._rare
-        return NO_ITEMS if rare is None else rare.segments
-
-    @segments.setter
-    def segments(self, value: dict[str, datetime]) -> None:
-        self._own_rare().segments = value
-
-    @property
-    def segments_basis(self) -> str | None:
-        rare = self._rare
-        return None if rare is None else rare.segments_basis
-
-    @segments_basis.setter
-    def segments_basis(self, value: str | None) -> None:
-        if value is not None or self._rare is not None:
-            self._own_rare().segments_basis = value
-
-    @property
-    def offers(self) -> dict[str, OfferHistory]:
-        rare = self._rare
-        return NO_ITEMS if rare is None else rare.offers
-
-    @offers.setter
-    def offers(self, value: dict[str, OfferHistory]) -> None:
-        self._own_rare().offers = value
+    def _own(self, name: str) -> Any:
+        """The sub-record's container ``name``, made this record's own if it was the shared
+        empty one."""
+        rare = self._own_rare()
+        container = getattr(rare, name)
+        if container is NO_ITEMS:
+            container = {}
+            setattr(rare, name, container)
+        return container
 
     def own_consent(self) -> dict[ConsentKey, tuple[bool, datetime]]:
         """``consent``, made this record's own (changeable) container if it was the shared one."""
-        rare = self._own_rare()
-        if rare.consent is NO_ITEMS:
-            rare.consent = {}
-        return rare.consent
+        return self._own("consent")  # type: ignore[no-any-return]
 
     def own_blocked(self) -> dict[str, str]:
-        rare = self._own_rare()
-        if rare.blocked is NO_ITEMS:
-            rare.blocked = {}
-        return rare.blocked
+        return self._own("blocked")  # type: ignore[no-any-return]
 
     def own_tracks(self) -> dict[str, Track]:
-        rare = self._own_rare()
-        if rare.tracks is NO_ITEMS:
-            rare.tracks = {}
-        return rare.tracks
+        return self._own("tracks")  # type: ignore[no-any-return]
 
     def own_segments(self) -> dict[str, datetime]:
-        rare = self._own_rare()
-        if rare.segments is NO_ITEMS:
-            rare.segments = {}
-        return rare.segments
+        return self._own("segments")  # type: ignore[no-any-return]
 
     def own_offers(self) -> dict[str, OfferHistory]:
-        rare = self._own_rare()
-        if rare.offers is NO_ITEMS:
-            rare.offers = {}
-        return rare.offers
+        return self._own("offers")  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------------------------------
 
