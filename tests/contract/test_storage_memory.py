@@ -58,3 +58,33 @@ def test_walks_see_customers_created_after_the_last_walk() -> None:
     assert storage.customer_ids(after="c1") == ["c2", "c3"]
     storage.erase_customer("c3")
     assert storage.customer_ids(after="c1", limit=5) == ["c2"]
+
+
+def test_activity_counts_are_exact_across_bulk_counting() -> None:
+    # Counts are added in bulk once a few thousand activities wait: whatever the moment they
+    # are read (below, at, past the threshold, after an erase), every activity counts once.
+    from cjo.runtime.state import Activity
+    from cjo.storage import memory
+
+    for keep in (True, False):
+        storage = InMemoryStorage(keep_activity=keep)
+        written = 0
+        for i in range(memory._COUNT_EVERY * 2 + 7):
+            cid = f"c{i % 50}"
+            with storage.customer(cid, T0) as session:
+                state = session.load() or CustomerState(cid, T0)
+                kinds = ("step",) * (i % 3) + ("sent",)
+                session.save(state, (), [
+                    Activity(T0, cid, f"{cid}:e", "j", 1, "s1", kind) for kind in kinds
+                ])
+                written += len(kinds)
+            if i in (10, memory._COUNT_EVERY // 2, memory._COUNT_EVERY + 3):
+                counted = sum(c.count for c in storage.activity_counts("j"))
+                assert counted == written
+            if i == 5000:
+                storage.erase_customer("c7")
+                assert not any(a.customer_id == "c7" for batch in storage._uncounted
+                               for a in batch)
+        counts = {c.kind: c.count for c in storage.activity_counts("j")}
+        assert sum(counts.values()) == written
+        assert counts["sent"] == memory._COUNT_EVERY * 2 + 7

@@ -131,6 +131,29 @@ def test_share_empty_drops_a_sub_record_left_empty() -> None:
         kept.segments["x"] = T0 + timedelta(hours=1)
 
 
+def test_a_sealed_record_keeps_its_wake_up_and_a_copy_computes_it_again() -> None:
+    import pickle
+
+    from cjo.runtime.state import Enrollment
+
+    state = CustomerState("c1", T0, timers={"t": T0 + timedelta(days=3)})
+    state.enrollments.append(Enrollment("e1", "j", 1, "c1", T0, wake_at=T0 + timedelta(days=1)))
+    state.share_empty()  # sealed, as the in-memory storage keeps it
+    assert state.wake_at == T0 + timedelta(days=1)
+    for twin in (state.copy(), copy.copy(state), copy.deepcopy(state),
+                 pickle.loads(pickle.dumps(state))):
+        assert twin == state and twin.wake_at == T0 + timedelta(days=1)
+    # A copy is the core's to change: its wake-up follows what it holds, not the seal.
+    changed = state.copy()
+    changed.enrollments[0].wake_at = None
+    assert changed.wake_at == T0 + timedelta(days=3)
+    changed.timers = {}
+    assert changed.wake_at is None
+    # A record with nothing to wait for is sealed as such.
+    changed.share_empty()
+    assert changed.wake_at is None and changed.copy().wake_at is None
+
+
 def test_an_enrollment_copy_holds_every_field_and_its_own_containers() -> None:
     """The copy is written out field by field (it runs for every loaded enrollment): a field
     added to ``Enrollment`` and forgotten there fails here."""

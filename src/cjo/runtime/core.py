@@ -618,7 +618,7 @@ class Decider:
         # Validation refuses longer runs without a wait; this guard only protects against
         # definitions that bypassed it. One more turn than the limit: completing takes one.
         for _ in range(self.limits.max_steps_per_advance + 1):
-            if not enrollment.active:
+            if enrollment.status != ACTIVE:  # ``active``, inline: once per step run
                 return
             if step_id is None:
                 self.end(enrollment, "completed", None, at)
@@ -627,8 +627,10 @@ class Decider:
             enrollment.step_id = step_id
             enrollment.step_entered_at = at
             enrollment.visits[step_id] = enrollment.visits.get(step_id, 0) + 1
-            self.activities.append(Activity(  # inline: one per step run
-                at, customer_id, enrollment.id, journey_id, enrollment.version, step_id, "step"
+            # Inline, every field given: one per step run, and defaults cost more to fill.
+            self.activities.append(Activity(
+                at, customer_id, enrollment.id, journey_id, enrollment.version, step_id, "step",
+                None, None, None, None,
             ))
             outcome = self.outcome
             if outcome.record_steps:
@@ -710,7 +712,10 @@ class Decider:
             except RenderError as exc:
                 return render_failed(self, enrollment, step, item, exc, at)
         attrs_ = profile.attributes
-        recipient = {k: attrs_[k] for k in self.recipient_attributes if k in attrs_}
+        recipient = {}  # a loop, not a comprehension: no function to build per send
+        for k in self.recipient_attributes:
+            if k in attrs_:
+                recipient[k] = attrs_[k]
         attempt = enrollment.visits.get(step_id, 1)
         customer_id = self.customer_id
         # Positional: one message per send, and keywords cost more.

@@ -430,6 +430,11 @@ class CustomerState:
     # they are all empty (as for most records), which saves seven slots a record. Passed
     # (copied shallowly) by ``attrs.evolve``.
     _rare: _RareFields | None = attrs.field(default=None, alias="_rare", eq=_rare_key)
+    # ``wake_at`` as it was when the record was sealed (see ``share_empty``), or _UNSEALED: a
+    # kept record is read far more often than it is written (every event peeks at it).
+    _sealed_wake: datetime | bool | None = attrs.field(
+        default=None, init=False, eq=False, repr=False
+    )
 
     def __init__(
         self,
@@ -477,6 +482,7 @@ class CustomerState:
                 if value is not _DEFAULT:
                     setattr(rare, name, value)
         self._rare = rare
+        self._sealed_wake = _UNSEALED
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELD_ORDER)
@@ -534,6 +540,9 @@ class CustomerState:
     @property
     def wake_at(self) -> datetime | None:
         """The earliest instant anything of this customer must be looked at again."""
+        sealed = self._sealed_wake
+        if sealed is not _UNSEALED:
+            return sealed  # type: ignore[return-value]
         timers = self.timers
         best: datetime | None = min(timers.values()) if timers else None
         for e in self.enrollments:
@@ -560,13 +569,15 @@ class CustomerState:
         c.decided_at = self.decided_at
         rare = self._rare
         c._rare = None if rare is None else rare.copy()
+        c._sealed_wake = _UNSEALED
         return c
 
     def share_empty(self) -> None:
         """Swap every empty container of this record (and of its enrollments) for the shared
         empty one: for a record kept as it is and only read, never changed, until ``copy``
         gives a changeable one (the in-memory storage's stored records). Most customers leave
-        most containers empty, and an empty dict costs 64 bytes."""
+        most containers empty, and an empty dict costs 64 bytes. The record is sealed: its
+        ``wake_at`` is computed once, here, and not again."""
         if not self.enrollments:
             self.enrollments = NO_ENTRIES
         else:
@@ -581,6 +592,8 @@ class CustomerState:
         rare = self._rare
         if rare is not None and rare.share_empty():
             self._rare = None
+        self._sealed_wake = _UNSEALED
+        self._sealed_wake = self.wake_at
 
     def all_enrollments(self) -> list[Enrollment]:
         """The kept ended enrollments and the active ones, oldest entry first."""
@@ -591,6 +604,9 @@ class CustomerState:
 
 
 _new_record = object.__new__
+# A record whose ``wake_at`` is computed on each read (every record but a sealed one). False,
+# not a new object: a copied or unpickled record must still compare to it.
+_UNSEALED = False
 
 
 @attrs.define(slots=True)

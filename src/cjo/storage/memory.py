@@ -46,6 +46,9 @@ _LogRow = tuple[Any, ...]
 _log_row = operator.attrgetter(*(a.name for a in attrs.fields(Activity)))
 #: What the activity counts are keyed by (``_log_row``'s items 3 to 7).
 _count_key = operator.attrgetter("journey_id", "version", "step_id", "kind", "detail")
+#: Activities counted in bulk once this many wait: one C loop over thousands of entries costs
+#: about a third less than counting each transaction's few in Python.
+_COUNT_EVERY = 4096
 
 
 def _hour(at: datetime) -> int:
@@ -328,6 +331,9 @@ class InMemoryStorage(Storage):
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
         self._counts: Counter[_CountKey] = Counter()
+        # Committed activities not yet in ``_counts`` (see ``_count_pending``), and how many.
+        self._uncounted: list[Sequence[Activity]] = []
+        self._uncounted_n = 0
         self._definitions: list[str] = []
         self._members: dict[str, SortedList] = {}  # segment id -> customer ids
 
@@ -387,15 +393,19 @@ class InMemoryStorage(Storage):
                 self._outbox[key] = [message, "pending", 0, available, None]
                 self._pending[key] = None
         if activities:
-            counts = self._counts
             if self._keep_activity:
-                rows = list(map(_log_row, activities))
-                for row in rows:
-                    counts[row[3:8]] += 1  # (journey, version, step, kind, detail)
-                self._log.extend(rows)
-            else:
-                for count_key in map(_count_key, activities):
-                    counts[count_key] += 1
+                self._log.extend(map(_log_row, activities))
+            self._uncounted.append(activities)
+            self._uncounted_n += len(activities)
+            if self._uncounted_n >= _COUNT_EVERY:
+                self._count_pending()
+
+    def _count_pending(self) -> None:
+        """Add the committed activities not yet counted to the counts (the lock is held)."""
+        if self._uncounted:
+            self._counts.update(map(_count_key, itertools.chain.from_iterable(self._uncounted)))
+            self._uncounted = []
+            self._uncounted_n = 0
 
     def _queued(self, customer_id: str) -> datetime | None:
         """The customer's place in the wake-up index: the stored record's ``wake_at`` unless
@@ -589,6 +599,7 @@ class InMemoryStorage(Storage):
 
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         with self._lock:
+            self._count_pending()
             return [
                 ActivityCount(jid, version, step, kind, detail, n)
                 for (jid, version, step, kind, detail), n in sorted(
@@ -668,6 +679,7 @@ class InMemoryStorage(Storage):
 
     def erase_customer(self, customer_id: str) -> None:
         with self._lock:
+            self._count_pending()  # the waiting activities name the customer
             self._set_wake(customer_id, self._queued(customer_id), None)
             erased = self._records.get(customer_id)
             if erased is not None:
