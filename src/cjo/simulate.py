@@ -320,6 +320,18 @@ class _Run:
         read = events = updates = 0
         # The hot loop of the run: one pass per input, most of them events nothing reads.
         for item in inputs:
+            if type(item) is Event and item.name not in relevant and not floating:
+                # The common case first: an event nothing reads, in order, within the run,
+                # with no schedule before it and no progress to report: counted, and dropped.
+                at = item.timestamp
+                if (
+                    last <= at <= stop and first is not None and read + 1 != next_progress
+                    and (self.next_run is None or self.next_run > at)
+                ):
+                    read += 1
+                    events += 1
+                    last = at
+                    continue
             entry: Item
             if type(item) is Event or isinstance(item, Event):
                 entry, at = item, item.timestamp

@@ -934,6 +934,8 @@ class Decider:
 
 def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str]:
     """The attribute names whose value differs."""
+    if not before:
+        return set(after)  # a first profile: every attribute it has is new
     missing = object()
     return {
         k for k in before.keys() | after.keys() if before.get(k, missing) != after.get(k, missing)

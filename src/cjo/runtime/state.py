@@ -331,6 +331,8 @@ class _RareFields:
 _RARE_MAPPINGS = ("extra", "consent", "blocked", "tracks", "segments", "offers")
 #: Every field of ``_RareFields``, in order.
 _RARE_NAMES = tuple(a.name for a in attrs.fields(_RareFields))
+# What the constructor is given for the rare fields when it is given none of them.
+_NONE_GIVEN = (_DEFAULT,) * len(_RARE_NAMES)
 _NO_RARE = _RareFields()
 
 
@@ -474,8 +476,10 @@ class CustomerState:
         rare = None if _rare is None else _rare.shallow()
         given = (extra, consent, blocked, sends, tracks, segments, segments_basis, offers)
         # Without a sub-record, one is made only for a value that is not empty and shared.
-        if rare is not None or any(v is not _DEFAULT and v is not NO_ITEMS and v is not None
-                                   and v is not NO_ENTRIES for v in given):
+        if rare is not None or (given != _NONE_GIVEN and any(
+            v is not _DEFAULT and v is not NO_ITEMS and v is not None and v is not NO_ENTRIES
+            for v in given
+        )):
             if rare is None:
                 rare = _RareFields()
             for name, value in zip(_RARE_NAMES, given, strict=True):

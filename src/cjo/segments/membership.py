@@ -337,6 +337,8 @@ class SegmentPlan:
         """Evaluate every segment if the record was last evaluated against other definitions
         (or never); whether it did."""
         state = d.state
+        if not self.basis and state._rare is None:
+            return False  # no segment defined, and a record with none (nor tracks) to drop
         if state.segments_basis == self.basis or (
             not self.basis and not state.segments and not state.tracks
             and state.segments_basis is None
