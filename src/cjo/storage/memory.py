@@ -331,9 +331,10 @@ class InMemoryStorage(Storage):
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
         self._counts: Counter[_CountKey] = Counter()
-        # Committed activities not yet in ``_counts`` (see ``_count_pending``), and how many.
-        self._uncounted: list[Sequence[Activity]] = []
-        self._uncounted_n = 0
+        # The count keys of committed activities not yet in ``_counts`` (``_count_pending``):
+        # tuples of plain values, which the garbage collector stops tracking at once, where
+        # the activities themselves would live long enough to join its long-lived objects.
+        self._uncounted: list[_CountKey] = []
         self._definitions: list[str] = []
         self._members: dict[str, SortedList] = {}  # segment id -> customer ids
 
@@ -395,17 +396,16 @@ class InMemoryStorage(Storage):
         if activities:
             if self._keep_activity:
                 self._log.extend(map(_log_row, activities))
-            self._uncounted.append(activities)
-            self._uncounted_n += len(activities)
-            if self._uncounted_n >= _COUNT_EVERY:
+            uncounted = self._uncounted
+            uncounted.extend(map(_count_key, activities))
+            if len(uncounted) >= _COUNT_EVERY:
                 self._count_pending()
 
     def _count_pending(self) -> None:
         """Add the committed activities not yet counted to the counts (the lock is held)."""
         if self._uncounted:
-            self._counts.update(map(_count_key, itertools.chain.from_iterable(self._uncounted)))
+            self._counts.update(self._uncounted)
             self._uncounted = []
-            self._uncounted_n = 0
 
     def _queued(self, customer_id: str) -> datetime | None:
         """The customer's place in the wake-up index: the stored record's ``wake_at`` unless
@@ -679,7 +679,6 @@ class InMemoryStorage(Storage):
 
     def erase_customer(self, customer_id: str) -> None:
         with self._lock:
-            self._count_pending()  # the waiting activities name the customer
             self._set_wake(customer_id, self._queued(customer_id), None)
             erased = self._records.get(customer_id)
             if erased is not None:
