@@ -430,7 +430,8 @@ class _Run:
                     # due by this instant (each at its own instant). They may end or start
                     # enrollments, and so change whether this event matters.
                     state = decider.state if decider is not None else peek(cid)
-                    caught_up = state is not None and _due_by(state, at)
+                    wake = state.wake_at if state is not None else None  # _due_by, inline
+                    caught_up = wake is not None and wake <= at
                     if caught_up:
                         if decider is None:
                             decider = deciders[cid] = self._decider(sessions[cid], at)

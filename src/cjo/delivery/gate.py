@@ -92,7 +92,12 @@ def gate(
     policies = d.registry.delivery
     contact = d.options.contact_attributes
     state = d.state
-    if not (state.blocked or state.consent or contact or policies.topics):
+    # A record without the rarely set fields has no statements and blocks nothing: decided
+    # without reading them (each is a descriptor call).
+    if not (
+        contact or policies.topics
+        or (state._rare is not None and (state.blocked or state.consent))
+    ):
         # Nothing can stand in the way of the step's own channel: the common case, decided
         # without looking at topics, statements or contact details.
         channel: str | None = step.channel

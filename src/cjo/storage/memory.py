@@ -372,7 +372,10 @@ class InMemoryStorage(Storage):
         previous = self._records.get(cid)
         if previous is None:
             self._ids = None
-        if state.segments or (previous is not None and previous.segments):
+        # Segments are rare fields: a record without any has none (and costs no look-up).
+        if (state._rare is not None and state.segments) or (
+            previous is not None and previous._rare is not None and previous.segments
+        ):
             self._index_members(cid, previous.segments if previous is not None else {},
                                 state.segments)
         # The session's state was a copy (or a new object) and the engine drops it after
