@@ -149,6 +149,12 @@ class OutcomeBuilder:
     #: False leaves ``steps`` empty: for callers that only count what happened (back-tests),
     #: a record per step run is work for nothing.
     record_steps: bool = True
+    #: False builds no ``Message`` at all: each send is counted per channel in ``sent``, and
+    #: nothing goes to the outbox. Only for callers whose storage keeps no outbox and whose
+    #: channels would only count (back-tests on their counting channels).
+    record_messages: bool = True
+    #: Sends per channel, when messages are not recorded.
+    sent: dict[str, int] = attrs.field(factory=dict)
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)
@@ -159,6 +165,8 @@ class OutcomeBuilder:
         self.not_entered.extend(other.not_entered)
         self.delivery.update(other.delivery)
         self.failures.extend(other.failures)
+        for channel, n in other.sent.items():
+            self.sent[channel] = self.sent.get(channel, 0) + n
 
     def build(self, event_id: str | None = None, duplicate: bool = False) -> Outcome:
         return Outcome(

@@ -126,6 +126,8 @@ class _Tally:
         # Most outcomes are empty: test before looping.
         if outcome.messages:
             self.messages.update(m.channel for m in outcome.messages)
+        if isinstance(outcome, OutcomeBuilder) and outcome.sent:
+            self.messages.update(outcome.sent)  # sends counted, not recorded (see _decide)
         if outcome.entered:
             self.entered.update(e.journey_id for e in outcome.entered)
         if outcome.ended:
@@ -420,7 +422,11 @@ class _Run:
         customer_ids = {item.customer_id for _at, item in window}
         deciders: dict[str, Decider] = {}
         # Shared by the window's deciders.
-        outcome = self.outcome = OutcomeBuilder(record_steps=False)
+        # On the back-test's own counting channels, a send is only counted: no message is
+        # built (the storage keeps no outbox, and the channels would only count it).
+        outcome = self.outcome = OutcomeBuilder(
+            record_steps=False, record_messages=self.counters is None
+        )
         with storage.batch(list(customer_ids), end) as sessions:
             for at, item in window:
                 cid = item.customer_id
@@ -463,14 +469,13 @@ class _Run:
                     state.revision = max(state.revision, 0)
                     sessions[cid].save(state, decider.messages, decider.activities)
         self.tally.add(outcome)
-        if outcome.messages:
-            counters = self.counters
-            if counters is not None:
-                for message in outcome.messages:
-                    counters[message.channel].sent += 1
-            else:
-                # The engine's own delivery path: channels, outcome statuses, retries.
-                engine._dispatch(outcome.messages, end, outcome)
+        counters = self.counters
+        if counters is not None:
+            for channel, n in outcome.sent.items():
+                counters[channel].sent += n
+        elif outcome.messages:
+            # The engine's own delivery path: channels, outcome statuses, retries.
+            engine._dispatch(outcome.messages, end, outcome)
         self._due(end)
 
     def _decider(self, session: CustomerSession, at: datetime) -> Decider:

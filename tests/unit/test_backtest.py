@@ -342,6 +342,34 @@ def test_the_demo_shop_decides_what_a_live_engine_decides() -> None:
         assert result.reports[journey.id] == journey_report(engine.storage, journey)
 
 
+def test_counting_channels_count_what_recording_channels_receive() -> None:
+    # On its own counting channels a back-test builds no message, and only counts each send:
+    # the counts must be those of channels that receive every message.
+    items: list[Event | ProfileUpdate] = []
+    for event in shop_workload(300, 21, 3):
+        if event.name == "signed_up":
+            items.append(profile_from_signup(event))
+        items.append(event)
+    recorded = backtest(shop_definitions(), items,
+                        channels={c: RecordingChannel() for c in ("email", "sms", "push")})
+    counted = backtest(shop_definitions(), items)
+    received = {name: len(ch.messages)  # type: ignore[attr-defined]
+                for name, ch in recorded.engine.channels.items()}
+    assert counted.messages == recorded.messages == received
+    assert {name: ch.sent for name, ch in counted.engine.channels.items()} == received  # type: ignore[attr-defined]
+    assert set(received) == {"email", "sms", "push"} and min(received.values()) > 10
+    assert counted.reports == recorded.reports
+
+
+def test_an_outcome_that_records_no_messages_counts_sends_and_merges_counts() -> None:
+    from cjo.outcome import OutcomeBuilder
+
+    one = OutcomeBuilder(record_messages=False, sent={"email": 2})
+    other = OutcomeBuilder(record_messages=False, sent={"email": 1, "sms": 4})
+    one.absorb(other)
+    assert one.sent == {"email": 3, "sms": 4} and one.messages == []
+
+
 def test_the_garbage_collector_is_restored() -> None:
     assert gc.isenabled()
     backtest(cart(), [ev("cart", T0)])

@@ -711,23 +711,29 @@ class Decider:
                                        self.template_data(enrollment))
             except RenderError as exc:
                 return render_failed(self, enrollment, step, item, exc, at)
-        attrs_ = profile.attributes
-        recipient = {}  # a loop, not a comprehension: no function to build per send
-        for k in self.recipient_attributes:
-            if k in attrs_:
-                recipient[k] = attrs_[k]
-        attempt = enrollment.visits.get(step_id, 1)
         customer_id = self.customer_id
-        # Positional: one message per send, and keywords cost more.
-        message = Message(
-            f"{enrollment.id}:{step_id}:{attempt}", customer_id, channel, item.id, fields,
-            enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
-            step.transactional, variant.locale, recipient, item.version, variant.name, offer_id,
-        )
+        outcome = self.outcome
+        if outcome.record_messages:
+            attrs_ = profile.attributes
+            recipient = {}  # a loop, not a comprehension: no function to build per send
+            for k in self.recipient_attributes:
+                if k in attrs_:
+                    recipient[k] = attrs_[k]
+            attempt = enrollment.visits.get(step_id, 1)
+            # Positional: one message per send, and keywords cost more.
+            message = Message(
+                f"{enrollment.id}:{step_id}:{attempt}", customer_id, channel, item.id, fields,
+                enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
+                step.transactional, variant.locale, recipient, item.version, variant.name,
+                offer_id,
+            )
+            self.messages.append(message)
+            outcome.messages.append(message)
+        else:
+            sent = outcome.sent
+            sent[channel] = sent.get(channel, 0) + 1
         if offer_id is not None:
             count_offer(self, offer_id, at)
-        self.messages.append(message)
-        self.outcome.messages.append(message)
         self.activities.append(Activity(
             at, customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
