@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import attrs
 
 from cjo.analytics.report import JourneyReport, format_table, journey_report
+from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
 from cjo.engine import Engine
@@ -27,7 +28,7 @@ from cjo.limits import DEFAULT_LIMITS
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import Journey
-from cjo.model.steps import Send
+from cjo.model.steps import Action, Send
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.state import CustomerState
@@ -143,6 +144,7 @@ def backtest(
     start: datetime | None = None,
     until: datetime | None = None,
     channels: Mapping[str, Channel] | None = None,
+    actions: Mapping[str, ActionFunction] | None = None,
     render: bool = False,
     progress: Progress | None = None,
     progress_every: int = 10_000,
@@ -165,6 +167,9 @@ def backtest(
       and it and the rest are not read.
     - ``channels``: delivery adapters by name, covering every channel the journeys send on
       (default: one counting channel, which delivers nothing, per channel).
+    - ``actions``: the host actions of ``Action`` steps, by name (default: each action the
+      journeys call is counted and not called, so a back-test never reaches the host's real
+      systems). Their calls are counted in ``messages`` under ``action:<name>``.
     - ``render``: render message content (False records messages with empty ``fields``).
     - ``progress``: called as ``progress(done, total, now)`` every ``progress_every`` inputs
       read, and once at the end when everything is decided.
@@ -185,16 +190,19 @@ def backtest(
     began = time.perf_counter()
     clock = ManualClock(start if start is not None else _BEGINNING)
     counters: dict[str, _CountingChannel] | None = None
-    if channels is None:
+    if channels is None and actions is None:
         counters = {name: _CountingChannel() for name in _send_channels(definitions)}
-        channels = counters
-    # Counting channels deliver everything: no message is ever retried or read back, so none
-    # is recorded (the outbox would only be written, completed and pruned).
+    if channels is None:
+        channels = counters or {n: _CountingChannel() for n in _send_channels(definitions)}
+    if actions is None:
+        actions = dict.fromkeys(_action_names(definitions), _count_call)
+    # Counting channels and actions deliver everything: no message is ever retried or read
+    # back, so none is recorded (the outbox would only be written, completed and pruned).
     storage = InMemoryStorage(keep_activity=keep_activity, keep_outbox=counters is None)
     # Small wake-up groups: each load in an in-memory group looks through the group's earlier
     # writes, so a group's cost grows with its square.
     engine = Engine(
-        storage, channels, clock, render=render, due_batch_size=DUE_BATCH,
+        storage, channels, clock, render=render, due_batch_size=DUE_BATCH, actions=actions,
         # The catch-up limit protects customers from a storm of overdue sends when a real
         # worker comes back late. A back-test's wake-ups are never late (each fires at its own
         # instant, whoever fires it), so no catch-up is a storm: the limit must not apply.
@@ -528,6 +536,19 @@ def _timed_update(item: object, position: int) -> tuple[datetime, ProfileUpdate]
         f"input #{position} is a {type(item).__name__}: a back-test reads Event, ProfileUpdate "
         "and (datetime, ProfileUpdate) items"
     )
+
+
+def _count_call(call: Message) -> None:
+    """The default action of a back-test: called for nothing (the run counts the call)."""
+
+
+def _action_names(definitions: Definitions) -> list[str]:
+    return sorted({
+        step.action
+        for journey in definitions.journeys
+        for step in journey.steps.values()
+        if isinstance(step, Action)
+    })
 
 
 def _send_channels(definitions: Definitions) -> list[str]:

@@ -10,6 +10,7 @@ import attrs
 import pytest
 
 from cjo.analytics.report import journey_report
+from cjo.channels.base import Message
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
 from cjo.conditions import attr, prop
@@ -368,6 +369,48 @@ def test_an_outcome_that_records_no_messages_counts_sends_and_merges_counts() ->
     other = OutcomeBuilder(record_messages=False, sent={"email": 1, "sms": 4})
     one.absorb(other)
     assert one.sent == {"email": 3, "sms": 4} and one.messages == []
+
+
+def ticketing() -> Definitions:
+    """On a complaint: open a ticket now (an action), and again after an hour (after a wait),
+    then email."""
+    from cjo.model.steps import Action, Wait
+
+    return Definitions(journeys=(Journey(
+        id="care", entry="ticket", trigger=EventTrigger("complained"),
+        steps={
+            "ticket": Action("open_ticket", {"about": "{{ event.topic }}"}, next="wait"),
+            "wait": Wait(HOUR, next="again"),
+            "again": Action("open_ticket", {"about": "follow-up"}, next="email"),
+            "email": Send("hello", "email"),
+        },
+    ),), content=CONTENT)
+
+
+def test_actions_are_counted_and_not_called_unless_given() -> None:
+    stream = [ev("complained", T0, topic="late", item="socks"),
+              ev("complained", T0 + HOUR / 2, "c2", topic="rude", item="hat")]
+    counted = backtest(ticketing(), stream, until=T0 + 2 * HOUR)
+    # Both calls of both customers: the first in the event's window, the second at a wake-up.
+    assert counted.messages == {"action:open_ticket": 4, "email": 2}
+    assert counted.ended == {"completed": 2}
+
+    calls: list[tuple[str, str]] = []
+
+    def open_ticket(call: Message) -> None:
+        calls.append((call.customer_id, call.fields.get("about", "")))  # "" unrendered
+
+    given = backtest(ticketing(), stream, until=T0 + 2 * HOUR, render=True,
+                     actions={"open_ticket": open_ticket})
+    assert given.messages == counted.messages
+    assert sorted(calls) == [("c1", "follow-up"), ("c1", "late"),
+                             ("c2", "follow-up"), ("c2", "rude")]
+    # With channels of its own too, the calls are made as well.
+    calls.clear()
+    channels = recording()
+    backtest(ticketing(), stream, until=T0 + 2 * HOUR, channels=channels,
+             actions={"open_ticket": open_ticket})
+    assert len(calls) == 4 and len(channels["email"].messages) == 2
 
 
 def test_the_garbage_collector_is_restored() -> None:
