@@ -308,12 +308,18 @@ def test_a_condition_on_event_properties_is_read_at_each_event() -> None:
 # --- against a live engine ---------------------------------------------------------------------
 
 
-def test_the_demo_shop_decides_what_a_live_engine_decides() -> None:
+def shop_inputs(customers: int, days: int, seed: int) -> list[Event | ProfileUpdate]:
+    """The demo shop's events, each sign-up preceded by its profile."""
     items: list[Event | ProfileUpdate] = []
-    for event in shop_workload(300, 10, 7):
+    for event in shop_workload(customers, days, seed):
         if event.name == "signed_up":
             items.append(profile_from_signup(event))
         items.append(event)
+    return items
+
+
+def test_the_demo_shop_decides_what_a_live_engine_decides() -> None:
+    items = shop_inputs(300, 10, 7)
     result = backtest(shop_definitions(), items, render=True,
                       channels={c: RecordingChannel() for c in ("email", "sms", "push")})
 
@@ -346,11 +352,7 @@ def test_the_demo_shop_decides_what_a_live_engine_decides() -> None:
 def test_counting_channels_count_what_recording_channels_receive() -> None:
     # On its own counting channels a back-test builds no message, and only counts each send:
     # the counts must be those of channels that receive every message.
-    items: list[Event | ProfileUpdate] = []
-    for event in shop_workload(300, 21, 3):
-        if event.name == "signed_up":
-            items.append(profile_from_signup(event))
-        items.append(event)
+    items = shop_inputs(300, 21, 3)
     recorded = backtest(shop_definitions(), items,
                         channels={c: RecordingChannel() for c in ("email", "sms", "push")})
     counted = backtest(shop_definitions(), items)
