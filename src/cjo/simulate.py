@@ -237,7 +237,10 @@ def backtest(
 Item = Event | ProfileUpdate
 
 #: How many inputs that may matter are decided in one storage transaction (see ``_Run``).
-WINDOW = 262_144
+WINDOW = 1_048_576
+#: ... and of at most this many customers: what a window holds in memory is a decider and a
+#: record for each (the demo shop's 100,000 customers fit in one window: about 490 MiB).
+WINDOW_CUSTOMERS = 131_072
 #: Customers per wake-up transaction in ``run_due``.
 DUE_BATCH = 64
 
@@ -273,10 +276,11 @@ class _Run:
     """The replay loop and what it counts.
 
     Inputs are read in order and checked; events that no journey can read are counted and
-    dropped at once. The others are decided in windows of up to ``WINDOW`` inputs, one storage
-    transaction per window, each input at its own timestamp by the decision core, with one
-    ``Decider`` per customer per window (a customer record is loaded and written once per
-    window, not once per input: that is where the speed comes from). A window ends with every
+    dropped at once. The others are decided in windows of up to ``WINDOW`` inputs (and
+    ``WINDOW_CUSTOMERS`` customers), one storage transaction per window, each input at its own
+    timestamp by the decision core, with one ``Decider`` per customer per window (a customer
+    record is loaded and written once per window, not once per input: that is where the speed
+    comes from). A window ends with every
     customer it touched caught up to its last instant, and then ``run_due`` at that instant for
     everyone else. Since every wake-up fires at its own scheduled instant, whoever fires it,
     this decides exactly what a live engine would with the clock at each input's timestamp and
@@ -323,6 +327,7 @@ class _Run:
         # Inputs to decide, with their instants, and profile updates waiting for the next
         # timestamped input's instant.
         window: list[tuple[datetime, Item]] = []
+        customers: set[str] = set()  # the window's customers
         floating: list[ProfileUpdate] = []
         last = start if start is not None else _BEGINNING
         first: datetime | None = None
@@ -384,17 +389,19 @@ class _Run:
                 # A schedule occurrence comes first: decide what came before it, then run it
                 # (and what falls due by then) at its own instant.
                 if window:
-                    self._decide(window)
-                    window = []
+                    self._decide(window, customers)
+                    window, customers = [], set()
                 self._run_schedules(at)
             if floating:
                 window.extend([(at, u) for u in floating])
+                customers.update(u.customer_id for u in floating)
                 floating = []
             if matters:
                 window.append((at, entry))
-                if len(window) >= WINDOW:
-                    self._decide(window)
-                    window = []
+                customers.add(entry.customer_id)
+                if len(window) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:
+                    self._decide(window, customers)
+                    window, customers = [], set()
             if read == next_progress:
                 next_progress += progress_every
                 progress(read, total, at)
@@ -409,8 +416,9 @@ class _Run:
                     "or until, so that they have an instant"
                 )
             window.extend([(final, u) for u in floating])
+            customers.update(u.customer_id for u in floating)
         if window:
-            self._decide(window)
+            self._decide(window, customers)
         if end is not None:
             self._run_schedules(end)
             self.clock.set(end)
@@ -419,15 +427,15 @@ class _Run:
         self.until = end
         progress(read, total, end if end is not None else self.clock.now())
 
-    def _decide(self, window: list[tuple[datetime, Item]]) -> None:
-        """Decide one window's inputs in one transaction, then fire what is due by its end."""
+    def _decide(self, window: list[tuple[datetime, Item]], customer_ids: set[str]) -> None:
+        """Decide one window's inputs (of ``customer_ids``) in one transaction, then fire what
+        is due by its end."""
         end = window[-1][0]
         self.clock.set(end)
         engine = self.engine
         registry = self.registry
         storage = self.storage
         peek = storage.peek
-        customer_ids = {item.customer_id for _at, item in window}
         deciders: dict[str, Decider] = {}
         # Shared by the window's deciders.
         # On the back-test's own counting channels, a send is only counted: no message is

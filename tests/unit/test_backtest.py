@@ -415,6 +415,33 @@ def test_actions_are_counted_and_not_called_unless_given() -> None:
     assert len(calls) == 4 and len(channels["email"].messages) == 2
 
 
+@pytest.mark.parametrize(("inputs", "customers"), [(40, 10_000), (10_000, 7), (1, 1)])
+def test_windows_of_any_size_decide_alike(
+    monkeypatch: pytest.MonkeyPatch, inputs: int, customers: int
+) -> None:
+    # A window ends after so many inputs or customers; where it ends must change nothing.
+    import cjo.simulate
+
+    items = shop_inputs(200, 21, 5)
+
+    def run() -> tuple[BacktestResult, list[tuple[str, str, datetime]], dict[str, object]]:
+        channels = {c: RecordingChannel() for c in ("email", "sms", "push")}
+        result = backtest(shop_definitions(), items, channels=channels)
+        sent = sorted((m.idempotency_key, m.channel, m.created_at)
+                      for ch in channels.values() for m in ch.messages)
+        engine = result.engine
+        customers_ = {i.customer_id for i in items}
+        return result, sent, {c: engine.enrollments(c) for c in sorted(customers_)}
+
+    one_window, sent, enrollments = run()
+    monkeypatch.setattr(cjo.simulate, "WINDOW", inputs)
+    monkeypatch.setattr(cjo.simulate, "WINDOW_CUSTOMERS", customers)
+    many, sent_many, enrollments_many = run()
+    assert many == one_window  # counts and reports
+    assert sent_many == sent and len(sent) > 100
+    assert enrollments_many == enrollments
+
+
 def test_the_garbage_collector_is_restored() -> None:
     assert gc.isenabled()
     backtest(cart(), [ev("cart", T0)])
