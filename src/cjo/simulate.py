@@ -193,11 +193,15 @@ def backtest(
     if channels is None and actions is None:
         counters = {name: _CountingChannel() for name in _send_channels(definitions)}
     if channels is None:
-        channels = counters or {n: _CountingChannel() for n in _send_channels(definitions)}
+        channels = (
+            counters if counters is not None
+            else {name: _CountingChannel() for name in _send_channels(definitions)}
+        )
     if actions is None:
         actions = dict.fromkeys(_action_names(definitions), _count_call)
-    # Counting channels and actions deliver everything: no message is ever retried or read
-    # back, so none is recorded (the outbox would only be written, completed and pruned).
+    # With the back-test's own channels and actions, every delivery succeeds: no message is
+    # ever retried or read back, so none is built or recorded (the outbox would only be
+    # written, completed and pruned). Channels or actions given get the whole delivery path.
     storage = InMemoryStorage(keep_activity=keep_activity, keep_outbox=counters is None)
     # Small wake-up groups: each load in an in-memory group looks through the group's earlier
     # writes, so a group's cost grows with its square.
@@ -280,11 +284,11 @@ class _Run:
     ``WINDOW_CUSTOMERS`` customers), one storage transaction per window, each input at its own
     timestamp by the decision core, with one ``Decider`` per customer per window (a customer
     record is loaded and written once per window, not once per input: that is where the speed
-    comes from). A window ends with every
-    customer it touched caught up to its last instant, and then ``run_due`` at that instant for
-    everyone else. Since every wake-up fires at its own scheduled instant, whoever fires it,
-    this decides exactly what a live engine would with the clock at each input's timestamp and
-    a worker that is never late (tests/property/test_equivalence.py holds it to that).
+    comes from). A window ends with every customer it touched caught up to its last instant,
+    and then ``run_due`` at that instant for everyone else. Since every wake-up fires at its
+    own scheduled instant, whoever fires it, this decides exactly what a live engine would with
+    the clock at each input's timestamp and a worker that is never late
+    (tests/property/test_equivalence.py holds it to that).
     """
 
     def __init__(
