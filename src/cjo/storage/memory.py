@@ -46,6 +46,8 @@ _LogRow = tuple[Any, ...]
 _log_row = operator.attrgetter(*(a.name for a in attrs.fields(Activity)))
 #: What the activity counts are keyed by (``_log_row``'s items 3 to 7).
 _count_key = operator.attrgetter("journey_id", "version", "step_id", "kind", "detail")
+#: The same key, read from a log row.
+_row_count_key = operator.itemgetter(3, 4, 5, 6, 7)
 #: Activities counted in bulk once this many wait: one C loop over thousands of entries costs
 #: about a third less than counting each transaction's few in Python.
 _COUNT_EVERY = 4096
@@ -331,9 +333,11 @@ class InMemoryStorage(Storage):
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
         self._counts: Counter[_CountKey] = Counter()
-        # The count keys of committed activities not yet in ``_counts`` (``_count_pending``):
-        # tuples of plain values, which the garbage collector stops tracking at once, where
-        # the activities themselves would live long enough to join its long-lived objects.
+        # Committed activities not yet in ``_counts`` (``_count_pending``): with the log kept,
+        # how many of its newest rows; without, their count keys (tuples of plain values, which
+        # the garbage collector stops tracking at once, where the activities themselves would
+        # live long enough to join its long-lived objects).
+        self._uncounted_rows = 0
         self._uncounted: list[_CountKey] = []
         self._definitions: list[str] = []
         self._members: dict[str, SortedList] = {}  # segment id -> customer ids
@@ -399,16 +403,24 @@ class InMemoryStorage(Storage):
         if activities:
             if self._keep_activity:
                 self._log.extend(map(_log_row, activities))
-            uncounted = self._uncounted
-            uncounted.extend(map(_count_key, activities))
-            if len(uncounted) >= _COUNT_EVERY:
-                self._count_pending()
+                self._uncounted_rows += len(activities)
+                if self._uncounted_rows >= _COUNT_EVERY:
+                    self._count_pending()
+            else:
+                uncounted = self._uncounted
+                uncounted.extend(map(_count_key, activities))
+                if len(uncounted) >= _COUNT_EVERY:
+                    self._count_pending()
 
     def _count_pending(self) -> None:
         """Add the committed activities not yet counted to the counts (the lock is held)."""
         if self._uncounted:
             self._counts.update(self._uncounted)
             self._uncounted = []
+        if self._uncounted_rows:
+            newest = itertools.islice(reversed(self._log), self._uncounted_rows)
+            self._counts.update(map(_row_count_key, newest))
+            self._uncounted_rows = 0
 
     def _queued(self, customer_id: str) -> datetime | None:
         """The customer's place in the wake-up index: the stored record's ``wake_at`` unless
@@ -704,6 +716,7 @@ class InMemoryStorage(Storage):
         # each prune drops from the front and stops at the first entry to keep, so it costs
         # what it removes, not what is kept.
         with self._lock:
+            self._count_pending()  # the log's newest rows may be pruned: count them first
             events = self._events.prune(now - retention.event_ids)
             before = now - retention.outbox
             outbox = 0
