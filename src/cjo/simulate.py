@@ -28,7 +28,7 @@ from cjo.limits import DEFAULT_LIMITS
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import Journey
-from cjo.model.steps import Action, Send
+from cjo.model.steps import Action, Send, Step
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.state import CustomerState
@@ -189,16 +189,14 @@ def backtest(
     # Wall time is measured for the report only; it never steers the run.
     began = time.perf_counter()
     clock = ManualClock(start if start is not None else _BEGINNING)
-    counters: dict[str, _CountingChannel] | None = None
-    if channels is None and actions is None:
-        counters = {name: _CountingChannel() for name in _send_channels(definitions)}
+    own: dict[str, _CountingChannel] | None = None
     if channels is None:
-        channels = (
-            counters if counters is not None
-            else {name: _CountingChannel() for name in _send_channels(definitions)}
-        )
+        own = {name: _CountingChannel() for name in _named_in_steps(definitions, Send, "channel")}
+        channels = own
+    # Counted rather than delivered only when channels and actions are both the run's own.
+    counters = own if actions is None else None
     if actions is None:
-        actions = dict.fromkeys(_action_names(definitions), _count_call)
+        actions = dict.fromkeys(_named_in_steps(definitions, Action, "action"), _count_call)
     # With the back-test's own channels and actions, every delivery succeeds: no message is
     # ever retried or read back, so none is built or recorded (the outbox would only be
     # written, completed and pruned). Channels or actions given get the whole delivery path.
@@ -554,23 +552,15 @@ def _count_call(call: Message) -> None:
     """The default action of a back-test: called for nothing (the run counts the call)."""
 
 
-def _action_names(definitions: Definitions) -> list[str]:
+def _named_in_steps(definitions: Definitions, kind: type[Step], attribute: str) -> list[str]:
+    """The names the steps of one kind give in ``attribute`` (channels of sends, actions of
+    action steps), in order."""
     return sorted({
-        step.action
+        getattr(step, attribute)
         for journey in definitions.journeys
         for step in journey.steps.values()
-        if isinstance(step, Action)
+        if isinstance(step, kind)
     })
-
-
-def _send_channels(definitions: Definitions) -> list[str]:
-    names = {
-        step.channel
-        for journey in definitions.journeys
-        for step in journey.steps.values()
-        if isinstance(step, Send)
-    }
-    return sorted(names)
 
 
 def _latest_journeys(definitions: Definitions) -> list[Journey]:

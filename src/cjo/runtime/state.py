@@ -409,7 +409,8 @@ class CustomerState:
     assign a new container, or use ``own_consent()``, ``own_tracks()``... to change one;
     changing the shared one raises. These fields and ``segments_basis`` are kept together
     in one sub-record, made when the first of them is set: read and assign them as
-    attributes, as the others.
+    attributes, as the others. Each read is a descriptor call; hot paths of the package test
+    ``_rare is None`` first (then every one of them is empty) and skip them.
 
     New features add fields here with a default (and a layout upgrade in
     ``cjo.storage.codec`` if an old layout must be converted), not verbs to ``Storage``.

@@ -404,13 +404,10 @@ class InMemoryStorage(Storage):
             if self._keep_activity:
                 self._log.extend(map(_log_row, activities))
                 self._uncounted_rows += len(activities)
-                if self._uncounted_rows >= _COUNT_EVERY:
-                    self._count_pending()
             else:
-                uncounted = self._uncounted
-                uncounted.extend(map(_count_key, activities))
-                if len(uncounted) >= _COUNT_EVERY:
-                    self._count_pending()
+                self._uncounted.extend(map(_count_key, activities))
+            if self._uncounted_rows + len(self._uncounted) >= _COUNT_EVERY:
+                self._count_pending()
 
     def _count_pending(self) -> None:
         """Add the committed activities not yet counted to the counts (the lock is held)."""
