@@ -12,7 +12,15 @@ import pytest
 
 from cjo.abc import CustomerState
 from cjo.model.events import Profile
-from cjo.runtime.state import NO_ENTRIES, NO_ITEMS, OfferHistory, Track
+from cjo.runtime.state import (
+    NO_ENTRIES,
+    NO_ITEMS,
+    Enrollment,
+    EntryHistory,
+    KeptRecord,
+    OfferHistory,
+    Track,
+)
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 RARE = ("extra", "consent", "blocked", "sends", "tracks", "segments", "segments_basis", "offers")
@@ -116,42 +124,99 @@ def test_evolve_and_copy_keep_the_rare_fields_and_never_assign_the_originals() -
     assert changed.consent == state.consent and state == _filled()
 
 
-def test_share_empty_drops_a_sub_record_left_empty() -> None:
+def test_a_kept_record_drops_a_sub_record_left_empty() -> None:
     state = CustomerState("c1", T0, tracks={}, segments={}, offers={}, consent={})
-    state.share_empty()
-    assert state == CustomerState("c1", T0)
-    assert state.tracks is NO_ITEMS and state.consent is NO_ITEMS
+    kept = KeptRecord(state)
     # What it is for: a stored record with every rare field empty holds no sub-record.
-    assert state._rare is None
-    kept = _filled()
-    kept.segments = {}
-    kept.share_empty()
-    assert kept.segments is NO_ITEMS and kept.segments_basis == "abc"
+    assert kept.rare is None
+    assert kept.state() == CustomerState("c1", T0)
+    filled = _filled()
+    filled.segments = {}
+    kept = KeptRecord(filled)
+    assert kept.rare is not None
+    assert kept.segments is NO_ITEMS and kept.rare.segments_basis == "abc"
     with pytest.raises(TypeError, match="shared empty"):
-        kept.segments["x"] = T0 + timedelta(hours=1)
+        kept.rare.segments["x"] = T0 + timedelta(hours=1)
+    # A record taken from it is the core's to change.
+    loaded = kept.state()
+    loaded.own_segments()["x"] = T0
+    assert kept.segments is NO_ITEMS and kept.state().segments == {}
 
 
-def test_a_sealed_record_keeps_its_wake_up_and_a_copy_computes_it_again() -> None:
-    import pickle
+def test_a_kept_record_holds_its_wake_up_and_gives_independent_copies() -> None:
+    state = CustomerState("c1", T0, 4, Profile("c1", {"n": 1}), timers={"t": T0 + timedelta(days=3)},
+                          marks={"m": T0}, decided_at=T0)
+    state.enrollments.append(Enrollment("e1", "j", 1, "c1", T0, wake_at=T0 + timedelta(days=1),
+                                        context={"cart": "A"}))
+    state.history[("j", None)] = EntryHistory.of(1, (), None)
+    kept = KeptRecord(state)
+    assert kept.wake_at == T0 + timedelta(days=1)
+    loaded = kept.state()
+    assert loaded == state
+    loaded.enrollments[0].context["cart"] = "B"
+    loaded.enrollments[0].wake_at = None
+    loaded.timers["t"] = T0
+    loaded.history.clear()
+    assert kept.state() == state and kept.wake_at == T0 + timedelta(days=1)
+    # Keeping a changed record follows it, in the same object.
+    kept.keep(loaded)
+    assert kept.state() == loaded and kept.wake_at == T0
+    loaded.timers = {}
+    kept.keep(loaded)
+    assert kept.wake_at is None and kept.timers is NO_ITEMS
 
-    from cjo.runtime.state import Enrollment
 
-    state = CustomerState("c1", T0, timers={"t": T0 + timedelta(days=3)})
-    state.enrollments.append(Enrollment("e1", "j", 1, "c1", T0, wake_at=T0 + timedelta(days=1)))
-    state.share_empty()  # sealed, as the in-memory storage keeps it
-    assert state.wake_at == T0 + timedelta(days=1)
-    for twin in (state.copy(), copy.copy(state), copy.deepcopy(state),
-                 pickle.loads(pickle.dumps(state))):
-        assert twin == state and twin.wake_at == T0 + timedelta(days=1)
-    # A copy is the core's to change: its wake-up follows what it holds, not the seal.
-    changed = state.copy()
-    changed.enrollments[0].wake_at = None
-    assert changed.wake_at == T0 + timedelta(days=3)
-    changed.timers = {}
-    assert changed.wake_at is None
-    # A record with nothing to wait for is sealed as such.
-    changed.share_empty()
-    assert changed.wake_at is None and changed.copy().wake_at is None
+def test_a_kept_record_is_updated_in_place_and_its_outbox_is_untracked() -> None:
+    """Why ``KeptRecord`` exists: a commit updates the kept record and enrollments in place
+    (the garbage collector moves each to its oldest generation once, not at every commit), and
+    the in-memory outbox keeps plain tuples, which the collector stops tracking."""
+    import gc
+
+    from cjo.channels.recording import RecordingChannel
+    from cjo.clock import ManualClock
+    from cjo.engine import Engine
+    from cjo.model.content import ContentItem, Variant
+    from cjo.model.definitions import Definitions
+    from cjo.model.events import Event
+    from cjo.model.journey import Journey
+    from cjo.model.steps import Send, Wait
+    from cjo.model.triggers import EventTrigger
+    from cjo.storage.memory import InMemoryStorage
+
+    clock = ManualClock(T0)
+    storage = InMemoryStorage()
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(Definitions(
+        journeys=(Journey(
+            id="j", entry="email", trigger=EventTrigger("cart"),
+            steps={"email": Send("hello", "email", next="wait"),
+                   "wait": Wait(timedelta(days=1), next="again"),
+                   "again": Send("hello", "email", next="rest"),
+                   "rest": Wait(timedelta(days=1))},
+        ),),
+        content=(ContentItem("hello", (Variant("email", {"subject": "Hi",
+                                                         "text": "{{ event.item }}"}),)),),
+    ))
+    engine.handle_event(Event("c1", "cart", T0, {"item": "A"}, "e1"))
+    kept = storage._records["c1"]
+    (enrollment,) = kept.enrollments
+    assert enrollment.step_id == "wait" and kept.wake_at == T0 + timedelta(days=1)
+    clock.advance(timedelta(days=1))
+    engine.run_due()
+    assert storage._records["c1"] is kept and kept.enrollments[0] is enrollment
+    assert enrollment.step_id == "rest" and kept.wake_at == T0 + timedelta(days=2)
+    assert enrollment.context == {"item": "A"} and not gc.is_tracked(enrollment.context)
+    # What a load hands out is a copy: changing it changes nothing kept.
+    (loaded,) = engine.enrollments("c1")
+    loaded.context["item"] = "B"
+    assert enrollment.context == {"item": "A"}
+    gc.collect()
+    gc.collect()  # a tuple is untracked once what it holds is
+    rows = list(storage._outbox.values())
+    assert len(rows) == 2 and not any(gc.is_tracked(row) for row in rows)
+    entries = storage.customer_outbox("c1")
+    assert [e.status for e in entries] == ["delivered", "delivered"]
+    assert entries[0].message.fields == {"subject": "Hi", "text": "A"}
 
 
 def test_an_enrollment_copy_holds_every_field_and_its_own_containers() -> None:

@@ -1,8 +1,10 @@
 """In-memory storage: tests, simulations and back-tests. Not durable.
 
-Records are kept as objects (no encoding); a session hands out a copy of the record so that a
-rolled-back transaction leaves nothing behind. Due customers sit in a calendar queue of hourly
-buckets (``_Wakes``); the activity log is kept as plain tuples.
+Records are kept as objects (no encoding), one ``KeptRecord`` per customer updated in place,
+and the outbox's messages as plain tuples (see ``KeptRecord`` for why); a session hands out a
+copy of the record so that a rolled-back transaction leaves nothing behind. Due
+customers sit in a calendar queue of hourly buckets (``_Wakes``); the activity log is kept as
+plain tuples too.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sortedcontainers import SortedList
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import ConflictError, StorageError
-from cjo.runtime.state import Activity, CustomerState
+from cjo.runtime.state import Activity, CustomerState, KeptRecord
 from cjo.storage.base import (
     ActivityCount,
     CustomerSession,
@@ -30,6 +32,7 @@ from cjo.storage.base import (
     Delivery,
     DueCustomer,
     OutboxEntry,
+    OutboxStatus,
     PruneResult,
     Retention,
     Storage,
@@ -59,6 +62,54 @@ def _hour(at: datetime) -> int:
         # Most instants are in UTC: their calendar fields give the hour at half the cost.
         return at.toordinal() * 24 + at.hour - _EPOCH_HOURS
     return (at - _EPOCH) // _HOUR  # exact, and floored before the epoch too
+
+
+#: An outbox entry as kept: one flat tuple of the message's fields in order (each mapping as a
+#: flat tuple of keys and values), then status, attempts, available at and last error. Plain
+#: and flat because the garbage collector stops tracking such a tuple (it keeps tracking one
+#: that holds a dict, and peels nested tuples one level per pass): kept messages (for the
+#: retention period) do not join the long-lived objects its full passes walk.
+_OutboxRow = tuple[Any, ...]
+_MESSAGE_FIELDS = tuple(a.name for a in attrs.fields(Message))
+_message_values = operator.attrgetter(*_MESSAGE_FIELDS)
+_FIELDS_AT, _RECIPIENT_AT = _MESSAGE_FIELDS.index("fields"), _MESSAGE_FIELDS.index("recipient")
+_MESSAGE_MAPPINGS = (_FIELDS_AT, _RECIPIENT_AT)
+assert _FIELDS_AT < _RECIPIENT_AT
+_chain = itertools.chain.from_iterable
+_MESSAGE_CUSTOMER = _MESSAGE_FIELDS.index("customer_id")
+_STATUS = len(_MESSAGE_FIELDS)
+_ATTEMPTS, _AVAILABLE, _ERROR = _STATUS + 1, _STATUS + 2, _STATUS + 3
+
+
+def _outbox_row(message: Message, available: datetime) -> _OutboxRow:
+    """A new pending entry."""
+    values = _message_values(message)
+    fields, recipient = message.fields, message.recipient
+    return (
+        *values[:_FIELDS_AT], tuple(_chain(fields.items())),
+        *values[_FIELDS_AT + 1:_RECIPIENT_AT],
+        tuple(_chain(recipient.items())) if recipient else (),
+        *values[_RECIPIENT_AT + 1:], "pending", 0, available, None,
+    )
+
+
+def _changed(
+    row: _OutboxRow, status: OutboxStatus, attempts: int, available: datetime,
+    error: str | None,
+) -> _OutboxRow:
+    return (*row[:_STATUS], status, attempts, available, error)
+
+
+def _message(row: _OutboxRow) -> Message:
+    values = list(row[:_STATUS])
+    for i in _MESSAGE_MAPPINGS:
+        items = values[i]
+        values[i] = dict(zip(items[::2], items[1::2], strict=True))
+    return Message(*values)
+
+
+def _entry(row: _OutboxRow) -> OutboxEntry:
+    return OutboxEntry(_message(row), row[_STATUS], row[_ATTEMPTS], row[_AVAILABLE], row[_ERROR])
 
 
 _EPOCH_HOURS = datetime(1970, 1, 1).toordinal() * 24
@@ -285,10 +336,11 @@ class _Session(CustomerSession):
 
     def load(self) -> CustomerState | None:
         self._check()
-        state = self._txn.latest.get(self.customer_id) or self._store._records.get(
-            self.customer_id
-        )
-        return None if state is None else state.copy()
+        latest = self._txn.latest.get(self.customer_id)
+        if latest is not None:
+            return latest.copy()
+        kept = self._store._records.get(self.customer_id)
+        return None if kept is None else kept.state()
 
     def save(
         self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
@@ -316,7 +368,7 @@ class InMemoryStorage(Storage):
         self._keep_activity = keep_activity
         self._keep_outbox = keep_outbox
         self._events = _EventIds()
-        self._records: dict[str, CustomerState] = {}
+        self._records: dict[str, KeptRecord] = {}
         # The records' ids in order, for walks (segment refreshes, resumes): built when a walk
         # needs it and dropped when a customer is created or erased, since walks are rare and
         # an always-kept sorted index costs every record about 60 bytes.
@@ -324,9 +376,10 @@ class InMemoryStorage(Storage):
         self._aside: dict[str, str] = {}
         self._wakes = _Wakes()
         self._wake_leases: dict[str, datetime] = {}
-        # key -> [message, status, attempts, available_at, last_error]: mutable rows, since
-        # every message is written once and completed once (OutboxEntry is built on request).
-        self._outbox: dict[str, list[Any]] = {}
+        # key -> (message row, status, attempts, available_at, last_error), replaced on change:
+        # plain tuples, which the garbage collector stops tracking, where messages kept for
+        # the retention period would join its long-lived objects (``_message`` rebuilds one).
+        self._outbox: dict[str, _OutboxRow] = {}
         self._outbox_done: deque[tuple[datetime, str]] = deque()
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
         self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
@@ -378,27 +431,25 @@ class InMemoryStorage(Storage):
             self._ids = None
         # Segments are rare fields: a record without any has none (and costs no look-up).
         if (state._rare is not None and state.segments) or (
-            previous is not None and previous._rare is not None and previous.segments
+            previous is not None and previous.rare is not None and previous.segments
         ):
             self._index_members(cid, previous.segments if previous is not None else {},
                                 state.segments)
         # The session's state was a copy (or a new object) and the engine drops it after
-        # commit: keep it as it is, its empty containers shared (a load copies it anyway).
-        state.share_empty()
-        if previous is not None and state.history == previous.history:
-            # Keep the stored entry history when it did not change (most inputs enter or end
-            # nothing): the copy dies young instead of joining the long-lived objects that the
-            # garbage collector's full passes walk.
-            state.history = previous.history
-        self._records[cid] = state
-        self._set_wake(cid, old, None if cid in self._aside else state.wake_at)
+        # commit: the kept record takes its values as they are.
+        if previous is None:
+            previous = self._records[cid] = KeptRecord(state)
+        else:
+            previous.keep(state)
+        self._set_wake(cid, old, None if cid in self._aside else previous.wake_at)
         if messages and self._keep_outbox:
             available = now + self.dispatch_lease
+            outbox = self._outbox
             for message in messages:
                 key = message.idempotency_key
-                if key in self._outbox:
+                if key in outbox:
                     continue
-                self._outbox[key] = [message, "pending", 0, available, None]
+                outbox[key] = _outbox_row(message, available)
                 self._pending[key] = None
         if activities:
             if self._keep_activity:
@@ -425,8 +476,8 @@ class InMemoryStorage(Storage):
         place once stored)."""
         if customer_id in self._aside:
             return None
-        state = self._records.get(customer_id)
-        return None if state is None else state.wake_at
+        kept = self._records.get(customer_id)
+        return None if kept is None else kept.wake_at
 
     def _set_wake(
         self, customer_id: str, old: datetime | None, wake_at: datetime | None
@@ -436,8 +487,9 @@ class InMemoryStorage(Storage):
             self._wakes.move(customer_id, old, wake_at)
 
     def peek(self, customer_id: str) -> CustomerState | None:
-        # A read of one dict entry needs no lock; the engine only reads it.
-        return self._records.get(customer_id)
+        # A read of one dict entry needs no lock.
+        kept = self._records.get(customer_id)
+        return None if kept is None else kept.state()
 
     # --- wake-ups ------------------------------------------------------------------------------
 
@@ -483,9 +535,11 @@ class InMemoryStorage(Storage):
                 if len(out) >= limit:
                     break
                 row = self._outbox[key]
-                if row[3] <= now:
-                    row[3] = now + lease
-                    out.append(row[0])
+                if row[_AVAILABLE] <= now:
+                    self._outbox[key] = _changed(
+                        row, row[_STATUS], row[_ATTEMPTS], now + lease, row[_ERROR]
+                    )
+                    out.append(_message(row))
         return out
 
     def complete_outbox(
@@ -499,13 +553,12 @@ class InMemoryStorage(Storage):
             outbox, pending = self._outbox, self._pending
             for d in deliveries:
                 row = outbox.get(d.key)
-                if row is None or row[1] != "pending":
+                if row is None or row[_STATUS] != "pending":
                     continue
                 status = d.outbox_status
-                row[1] = status
-                row[2] += 1
-                row[3] = d.retry_at or now
-                row[4] = d.result.error
+                outbox[d.key] = _changed(
+                    row, status, row[_ATTEMPTS] + 1, d.retry_at or now, d.result.error
+                )
                 if status == "delivered":
                     pending.pop(d.key, None)
                     self._outbox_done.append((now, d.key))
@@ -516,20 +569,20 @@ class InMemoryStorage(Storage):
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
             row = self._outbox.get(key)
-            return None if row is None else OutboxEntry(*row)
+            return None if row is None else _entry(row)
 
     def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
         with self._lock:
             # A scan: an export is rare, and the outbox is bounded by retention.
-            return [OutboxEntry(*row) for row in self._outbox.values()
-                    if row[0].customer_id == customer_id]
+            return [_entry(row) for row in self._outbox.values()
+                    if row[_MESSAGE_CUSTOMER] == customer_id]
 
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
         with self._lock:
             for key in keys:
                 row = self._outbox.get(key)
-                if row is not None and row[1] == "pending":
-                    row[3] = min(row[3], now)
+                if row is not None and row[_STATUS] == "pending" and now < row[_AVAILABLE]:
+                    self._outbox[key] = _changed(row, "pending", row[_ATTEMPTS], now, row[_ERROR])
 
     # --- dead letters --------------------------------------------------------------------------
 
@@ -547,7 +600,7 @@ class InMemoryStorage(Storage):
             out: list[DeadLetter] = []
             for at, key in order[:limit]:
                 row = self._outbox[key]
-                out.append(DeadLetter(row[0], row[2], row[4], at))
+                out.append(DeadLetter(_message(row), row[_ATTEMPTS], row[_ERROR], at))
             return out
 
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
@@ -555,7 +608,7 @@ class InMemoryStorage(Storage):
             if self._dead.pop(key, None) is None:
                 return False
             row = self._outbox[key]
-            row[1], row[2], row[3] = "pending", 0, now
+            self._outbox[key] = _changed(row, "pending", 0, now, row[_ERROR])
             self._pending[key] = None
             return True
 
@@ -564,7 +617,9 @@ class InMemoryStorage(Storage):
             if self._dead.pop(key, None) is None:
                 return False
             row = self._outbox[key]
-            row[1] = "discarded"
+            self._outbox[key] = _changed(
+                row, "discarded", row[_ATTEMPTS], row[_AVAILABLE], row[_ERROR]
+            )
             self._outbox_done.append((now, key))
             return True
 
@@ -623,8 +678,8 @@ class InMemoryStorage(Storage):
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         out: Counter[tuple[int, str | None]] = Counter()
         with self._lock:
-            for state in self._records.values():
-                for e in state.enrollments:
+            for kept in self._records.values():
+                for e in kept.enrollments:
                     if e.journey_id == journey_id:
                         out[(e.version, e.step_id)] += 1
         return dict(out)
@@ -698,7 +753,8 @@ class InMemoryStorage(Storage):
                 self._ids = None
             self._records.pop(customer_id, None)
             self._aside.pop(customer_id, None)
-            for key in [k for k, v in self._outbox.items() if v[0].customer_id == customer_id]:
+            for key in [k for k, v in self._outbox.items()
+                        if v[_MESSAGE_CUSTOMER] == customer_id]:
                 del self._outbox[key]
                 self._pending.pop(key, None)
                 self._dead.pop(key, None)
@@ -720,7 +776,7 @@ class InMemoryStorage(Storage):
             while self._outbox_done and self._outbox_done[0][0] < before:
                 _at, key = self._outbox_done.popleft()
                 row = self._outbox.get(key)
-                if row is not None and row[1] in ("delivered", "discarded"):
+                if row is not None and row[_STATUS] in ("delivered", "discarded"):
                     del self._outbox[key]
                     outbox += 1
             before = now - retention.activity
