@@ -634,9 +634,13 @@ class KeptRecord:
         if not history:
             self.history = NO_ITEMS
         elif history != self.history:
-            # Replaced only when it changed (most inputs enter or end nothing): the unchanged
-            # copy dies young instead of joining the collector's oldest generation.
-            self.history = history
+            # Changed only when it changed (most inputs enter or end nothing), and in place
+            # when there is one: the new copy dies young.
+            if self.history is NO_ITEMS:
+                self.history = history
+            else:
+                self.history.clear()
+                self.history.update(history)
         self.timers: dict[str, datetime] = state.timers or NO_ITEMS
         self.marks: dict[str, datetime] = state.marks or NO_ITEMS
         self.decided_at: datetime | None = state.decided_at
@@ -666,7 +670,10 @@ class KeptRecord:
                 mine = _new_record(Enrollment)
             mine.keep(e)
             out.append(mine)
-        self.enrollments = out
+        if kept is NO_ENTRIES:
+            self.enrollments = out
+        else:
+            kept[:] = out
 
     def state(self) -> CustomerState:
         """The record, a copy the core may change freely (every container its own, except the

@@ -487,9 +487,15 @@ class InMemoryStorage(Storage):
             self._wakes.move(customer_id, old, wake_at)
 
     def peek(self, customer_id: str) -> CustomerState | None:
-        # A read of one dict entry needs no lock.
-        kept = self._records.get(customer_id)
-        return None if kept is None else kept.state()
+        # Under the lock: a commit updates the kept record in place.
+        with self._lock:
+            kept = self._records.get(customer_id)
+            return None if kept is None else kept.state()
+
+    def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
+        with self._lock:
+            records = self._records
+            return {cid: records[cid].state() for cid in customer_ids if cid in records}
 
     # --- wake-ups ------------------------------------------------------------------------------
 
