@@ -94,3 +94,34 @@ def test_activity_counts_are_exact_across_bulk_counting() -> None:
         counts = {c.kind: c.count for c in storage.activity_counts("j")}
         assert sum(counts.values()) == written
         assert counts["sent"] == memory._COUNT_EVERY * 2 + 7
+
+
+def test_the_outbox_keeps_every_field_of_a_message() -> None:
+    """A kept message is a flat tuple written field by field: a field added to ``Message`` and
+    forgotten there fails here. Read back, it is the message that was written."""
+    import attrs
+
+    from cjo.channels.base import Message
+
+    values: dict[str, object] = {}
+    for n, field in enumerate(attrs.fields(Message)):
+        kind = str(field.type)
+        if "Mapping" in kind:
+            values[field.name] = {f"k{n}": f"v{n}", "other": n}
+        elif "datetime" in kind:
+            values[field.name] = T0 + timedelta(minutes=n)
+        elif "bool" in kind:
+            values[field.name] = True
+        elif "int" in kind:
+            values[field.name] = 100 + n
+        else:
+            values[field.name] = f"v{n}"
+    message = Message(**values)  # type: ignore[arg-type]
+    assert all(getattr(message, name) != attrs.fields_dict(Message)[name].default
+               for name in values)
+    storage = InMemoryStorage()
+    with storage.customer(str(values["customer_id"]), T0) as session:
+        session.save(CustomerState(str(values["customer_id"]), T0), (message,), ())
+    entry = storage.outbox_entry(message.idempotency_key)
+    assert entry is not None and entry.message == message and entry.status == "pending"
+    assert storage.claim_outbox(T0 + timedelta(days=1), 10, timedelta(minutes=1)) == [message]

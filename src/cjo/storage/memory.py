@@ -65,31 +65,27 @@ def _hour(at: datetime) -> int:
 
 
 #: An outbox entry as kept: one flat tuple of the message's fields in order (each mapping as a
-#: flat tuple of keys and values), then status, attempts, available at and last error. Plain
+#: flat tuple of its keys, then its values), then status, attempts, available at and last
+#: error. Plain
 #: and flat because the garbage collector stops tracking such a tuple (it keeps tracking one
 #: that holds a dict, and peels nested tuples one level per pass): kept messages (for the
 #: retention period) do not join the long-lived objects its full passes walk.
 _OutboxRow = tuple[Any, ...]
 _MESSAGE_FIELDS = tuple(a.name for a in attrs.fields(Message))
-_message_values = operator.attrgetter(*_MESSAGE_FIELDS)
-_FIELDS_AT, _RECIPIENT_AT = _MESSAGE_FIELDS.index("fields"), _MESSAGE_FIELDS.index("recipient")
-_MESSAGE_MAPPINGS = (_FIELDS_AT, _RECIPIENT_AT)
-assert _FIELDS_AT < _RECIPIENT_AT
-_chain = itertools.chain.from_iterable
+_MESSAGE_MAPPINGS = (_MESSAGE_FIELDS.index("fields"), _MESSAGE_FIELDS.index("recipient"))
 _MESSAGE_CUSTOMER = _MESSAGE_FIELDS.index("customer_id")
 _STATUS = len(_MESSAGE_FIELDS)
 _ATTEMPTS, _AVAILABLE, _ERROR = _STATUS + 1, _STATUS + 2, _STATUS + 3
 
 
-def _outbox_row(message: Message, available: datetime) -> _OutboxRow:
-    """A new pending entry."""
-    values = _message_values(message)
-    fields, recipient = message.fields, message.recipient
+def _outbox_row(m: Message, available: datetime) -> _OutboxRow:
+    """A new pending entry (field by field, in ``Message``'s order: one per message sent)."""
+    fields, recipient = m.fields, m.recipient
     return (
-        *values[:_FIELDS_AT], tuple(_chain(fields.items())),
-        *values[_FIELDS_AT + 1:_RECIPIENT_AT],
-        tuple(_chain(recipient.items())) if recipient else (),
-        *values[_RECIPIENT_AT + 1:], "pending", 0, available, None,
+        m.idempotency_key, m.customer_id, m.channel, m.content_id, (*fields, *fields.values()),
+        m.journey_id, m.journey_version, m.step_id, m.enrollment_id, m.created_at,
+        m.transactional, m.locale, (*recipient, *recipient.values()) if recipient else (),
+        m.content_version, m.variant, m.offer_id, "pending", 0, available, None,
     )
 
 
@@ -103,8 +99,9 @@ def _changed(
 def _message(row: _OutboxRow) -> Message:
     values = list(row[:_STATUS])
     for i in _MESSAGE_MAPPINGS:
-        items = values[i]
-        values[i] = dict(zip(items[::2], items[1::2], strict=True))
+        flat = values[i]
+        half = len(flat) // 2
+        values[i] = dict(zip(flat[:half], flat[half:], strict=True))
     return Message(*values)
 
 
