@@ -422,10 +422,13 @@ class InMemoryStorage(Storage):
     ) -> None:
         cid = state.customer_id
         state.revision += 1
-        old = self._queued(cid)
         previous = self._records.get(cid)
+        aside = cid in self._aside
         if previous is None:
             self._ids = None
+            old = None
+        else:
+            old = None if aside else previous.wake_at
         # Segments are rare fields: a record without any has none (and costs no look-up).
         if (state._rare is not None and state.segments) or (
             previous is not None and previous.rare is not None and previous.segments
@@ -438,7 +441,7 @@ class InMemoryStorage(Storage):
             previous = self._records[cid] = KeptRecord(state)
         else:
             previous.keep(state)
-        self._set_wake(cid, old, None if cid in self._aside else previous.wake_at)
+        self._set_wake(cid, old, None if aside else previous.wake_at)
         if messages and self._keep_outbox:
             available = now + self.dispatch_lease
             outbox = self._outbox
