@@ -128,15 +128,15 @@ def test_a_kept_record_drops_a_sub_record_left_empty() -> None:
     state = CustomerState("c1", T0, tracks={}, segments={}, offers={}, consent={})
     kept = KeptRecord(state)
     # What it is for: a stored record with every rare field empty holds no sub-record.
-    assert kept.rare is None
+    assert kept._rare is None
     assert kept.state() == CustomerState("c1", T0)
     filled = _filled()
     filled.segments = {}
     kept = KeptRecord(filled)
-    assert kept.rare is not None
-    assert kept.segments is NO_ITEMS and kept.rare.segments_basis == "abc"
+    assert kept._rare is not None
+    assert kept.segments is NO_ITEMS and kept._rare.segments_basis == "abc"
     with pytest.raises(TypeError, match="shared empty"):
-        kept.rare.segments["x"] = T0 + timedelta(hours=1)
+        kept._rare.segments["x"] = T0 + timedelta(hours=1)
     # A record taken from it is the core's to change.
     loaded = kept.state()
     loaded.own_segments()["x"] = T0

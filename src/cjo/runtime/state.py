@@ -89,24 +89,10 @@ class Enrollment:
 
     def copy(self) -> Enrollment:
         """A copy whose mutable fields are independent of this one."""
-        # Slot by slot, not through __init__ or attrs.evolve: this runs for every loaded
-        # enrollment.
+        # Slot by slot (``keep``), not through __init__ or attrs.evolve: this runs for every
+        # loaded enrollment.
         c = _new_record(Enrollment)
-        c.id = self.id
-        c.journey_id = self.journey_id
-        c.version = self.version
-        c.customer_id = self.customer_id
-        c.entered_at = self.entered_at
-        c.step_id = self.step_id
-        c.step_entered_at = self.step_entered_at
-        c.status = self.status
-        c.instance_key = self.instance_key
-        c.wake_at = self.wake_at
-        c.expires_at = self.expires_at
-        c.ended_at = self.ended_at
-        c.end_reason = self.end_reason
-        c.converted_at = self.converted_at
-        c.trigger_event_id = self.trigger_event_id
+        c.keep(self)
         # Each container the copy's own: an empty one (most often the shared empty one) as a
         # new ``{}``, which costs less than copying it. Inline, not a helper: this runs three
         # times per enrollment of every load.
@@ -116,13 +102,11 @@ class Enrollment:
         c.visits = dict(items) if items else {}
         items = self.paths
         c.paths = dict(items) if items else {}
-        c.held_at = self.held_at
-        c.retries = self.retries
         return c
 
     def keep(self, other: Enrollment) -> None:
-        """Take ``other``'s values, its containers as they are (empty ones shared): for the
-        in-memory storage's kept enrollments, updated in place (see ``KeptRecord``)."""
+        """Take ``other``'s values, its containers as they are (empty ones shared): how the
+        in-memory storage updates its kept enrollments in place (see ``KeptRecord``)."""
         self.id = other.id
         self.journey_id = other.journey_id
         self.version = other.version
@@ -566,26 +550,7 @@ class CustomerState:
     def copy(self) -> CustomerState:
         """A copy the core may change freely (a rolled-back transaction leaves no trace).
         Every container is the copy's own, except the empty shared ones (see ``own_*``)."""
-        # Slot by slot rather than through __init__: one copy per customer transaction.
-        c = _new_record(CustomerState)
-        c.customer_id = self.customer_id
-        c.created_at = self.created_at
-        c.revision = self.revision
-        c.profile = self.profile
-        enrollments = self.enrollments
-        c.enrollments = [e.copy() for e in enrollments] if enrollments else []
-        c.ended = self.ended
-        # Each container the copy's own, as in ``Enrollment.copy``.
-        items = self.history
-        c.history = dict(items) if items else {}
-        timers = self.timers
-        c.timers = dict(timers) if timers else {}
-        marks = self.marks
-        c.marks = dict(marks) if marks else {}
-        c.decided_at = self.decided_at
-        rare = self._rare
-        c._rare = None if rare is None else rare.copy()
-        return c
+        return _copy_record(self)
 
     def all_enrollments(self) -> list[Enrollment]:
         """The kept ended enrollments and the active ones, oldest entry first."""
@@ -612,8 +577,8 @@ class KeptRecord:
     the rest (profile, ended enrollments, entry history, the rare fields) changes seldom."""
 
     __slots__ = (
-        "created_at", "customer_id", "decided_at", "ended", "enrollments", "history", "marks",
-        "profile", "rare", "revision", "timers", "wake_at",
+        "_rare", "created_at", "customer_id", "decided_at", "ended", "enrollments", "history",
+        "marks", "profile", "revision", "timers", "wake_at",
     )
 
     def __init__(self, state: CustomerState) -> None:
@@ -645,7 +610,7 @@ class KeptRecord:
         self.marks: dict[str, datetime] = state.marks or NO_ITEMS
         self.decided_at: datetime | None = state.decided_at
         rare = state._rare
-        self.rare: _RareFields | None = None if rare is None or rare.share_empty() else rare
+        self._rare: _RareFields | None = None if rare is None or rare.share_empty() else rare
         self.wake_at: datetime | None = state.wake_at
 
     def _keep_enrollments(self, enrollments: list[Enrollment]) -> None:
@@ -678,31 +643,36 @@ class KeptRecord:
     def state(self) -> CustomerState:
         """The record, a copy the core may change freely (every container its own, except the
         empty shared ones: see ``CustomerState.own_*``)."""
-        # Slot by slot rather than through __init__: one per customer transaction.
-        c = _new_record(CustomerState)
-        c.customer_id = self.customer_id
-        c.created_at = self.created_at
-        c.revision = self.revision
-        c.profile = self.profile
-        enrollments = self.enrollments
-        c.enrollments = [e.copy() for e in enrollments] if enrollments else []
-        c.ended = self.ended
-        # Each container the copy's own, as in ``Enrollment.copy``.
-        items = self.history
-        c.history = dict(items) if items else {}
-        timers = self.timers
-        c.timers = dict(timers) if timers else {}
-        marks = self.marks
-        c.marks = dict(marks) if marks else {}
-        c.decided_at = self.decided_at
-        rare = self.rare
-        c._rare = None if rare is None else rare.copy()
-        return c
+        return _copy_record(self)
 
     @property
     def segments(self) -> Mapping[str, datetime]:
-        rare = self.rare
+        rare = self._rare
         return NO_ITEMS if rare is None else rare.segments
+
+
+def _copy_record(source: CustomerState | KeptRecord) -> CustomerState:
+    """A changeable record from a record or a kept one (they share these fields' names)."""
+    # Slot by slot rather than through __init__: one copy per customer transaction.
+    c = _new_record(CustomerState)
+    c.customer_id = source.customer_id
+    c.created_at = source.created_at
+    c.revision = source.revision
+    c.profile = source.profile
+    enrollments = source.enrollments
+    c.enrollments = [e.copy() for e in enrollments] if enrollments else []
+    c.ended = source.ended
+    # Each container the copy's own, as in ``Enrollment.copy``.
+    items = source.history
+    c.history = dict(items) if items else {}
+    timers = source.timers
+    c.timers = dict(timers) if timers else {}
+    marks = source.marks
+    c.marks = dict(marks) if marks else {}
+    c.decided_at = source.decided_at
+    rare = source._rare
+    c._rare = None if rare is None else rare.copy()
+    return c
 
 
 @attrs.define(slots=True)

@@ -431,7 +431,7 @@ class InMemoryStorage(Storage):
             old = None if aside else previous.wake_at
         # Segments are rare fields: a record without any has none (and costs no look-up).
         if (state._rare is not None and state.segments) or (
-            previous is not None and previous.rare is not None and previous.segments
+            previous is not None and previous._rare is not None and previous.segments
         ):
             self._index_members(cid, previous.segments if previous is not None else {},
                                 state.segments)
