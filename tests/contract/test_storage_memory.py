@@ -125,3 +125,56 @@ def test_the_outbox_keeps_every_field_of_a_message() -> None:
     entry = storage.outbox_entry(message.idempotency_key)
     assert entry is not None and entry.message == message and entry.status == "pending"
     assert storage.claim_outbox(T0 + timedelta(days=1), 10, timedelta(minutes=1)) == [message]
+
+
+def test_a_kept_record_is_updated_in_place_and_its_outbox_is_untracked() -> None:
+    """Why ``KeptRecord`` exists: a commit updates the kept record and enrollments in place
+    (the garbage collector moves each to its oldest generation once, not at every commit), and
+    the in-memory outbox keeps plain tuples, which the collector stops tracking."""
+    import gc
+
+    from cjo.channels.recording import RecordingChannel
+    from cjo.clock import ManualClock
+    from cjo.engine import Engine
+    from cjo.model.content import ContentItem, Variant
+    from cjo.model.definitions import Definitions
+    from cjo.model.events import Event
+    from cjo.model.journey import Journey
+    from cjo.model.steps import Send, Wait
+    from cjo.model.triggers import EventTrigger
+    from cjo.storage.memory import InMemoryStorage
+
+    clock = ManualClock(T0)
+    storage = InMemoryStorage()
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(Definitions(
+        journeys=(Journey(
+            id="j", entry="email", trigger=EventTrigger("cart"),
+            steps={"email": Send("hello", "email", next="wait"),
+                   "wait": Wait(timedelta(days=1), next="again"),
+                   "again": Send("hello", "email", next="rest"),
+                   "rest": Wait(timedelta(days=1))},
+        ),),
+        content=(ContentItem("hello", (Variant("email", {"subject": "Hi",
+                                                         "text": "{{ event.item }}"}),)),),
+    ))
+    engine.handle_event(Event("c1", "cart", T0, {"item": "A"}, "e1"))
+    kept = storage._records["c1"]
+    (enrollment,) = kept.enrollments
+    assert enrollment.step_id == "wait" and kept.wake_at == T0 + timedelta(days=1)
+    clock.advance(timedelta(days=1))
+    engine.run_due()
+    assert storage._records["c1"] is kept and kept.enrollments[0] is enrollment
+    assert enrollment.step_id == "rest" and kept.wake_at == T0 + timedelta(days=2)
+    assert enrollment.context == {"item": "A"} and not gc.is_tracked(enrollment.context)
+    # What a load hands out is a copy: changing it changes nothing kept.
+    (loaded,) = engine.enrollments("c1")
+    loaded.context["item"] = "B"
+    assert enrollment.context == {"item": "A"}
+    gc.collect()
+    gc.collect()  # a tuple is untracked once what it holds is
+    rows = list(storage._outbox.values())
+    assert len(rows) == 2 and not any(gc.is_tracked(row) for row in rows)
+    entries = storage.customer_outbox("c1")
+    assert [e.status for e in entries] == ["delivered", "delivered"]
+    assert entries[0].message.fields == {"subject": "Hi", "text": "A"}

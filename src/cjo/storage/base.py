@@ -202,9 +202,11 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def peek(self, customer_id: str) -> CustomerState | None:
-        """The customer's record as last committed, read without a transaction or lock (the
-        engine uses it to skip events that cannot matter to this customer). May be stale by
-        the time it returns; never to be written back. None when unknown or undecodable."""
+        """The customer's record as last committed, read without a transaction or a customer
+        lock (the engine uses it to skip events that cannot matter to this customer; the
+        in-memory adapter holds its own lock for the read, as its commits update records in
+        place). May be stale by the time it returns; never to be written back. None when
+        unknown or undecodable."""
 
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         """``peek`` for several customers at once (one round trip in SQL adapters); customers
