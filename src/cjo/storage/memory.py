@@ -1,10 +1,10 @@
 """In-memory storage: tests, simulations and back-tests. Not durable.
 
-Records are kept as objects (no encoding), one ``KeptRecord`` per customer updated in place,
-and the outbox's messages as plain tuples (see ``KeptRecord`` for why); a session hands out a
-copy of the record so that a rolled-back transaction leaves nothing behind. Due
-customers sit in a calendar queue of hourly buckets (``_Wakes``); the activity log is kept as
-plain tuples too.
+Records are kept as objects (no encoding), one ``KeptRecord`` per customer, updated in place by
+each commit; a session hands out a copy of it, so that a rolled-back transaction leaves nothing
+behind. Due customers sit in a calendar queue of hourly buckets (``_Wakes``). The outbox and
+the activity log are kept as flat tuples of plain values, which the garbage collector stops
+tracking (see ``KeptRecord`` for why that matters).
 """
 
 from __future__ import annotations
@@ -66,10 +66,9 @@ def _hour(at: datetime) -> int:
 
 #: An outbox entry as kept: one flat tuple of the message's fields in order (each mapping as a
 #: flat tuple of its keys, then its values), then status, attempts, available at and last
-#: error. Plain
-#: and flat because the garbage collector stops tracking such a tuple (it keeps tracking one
-#: that holds a dict, and peels nested tuples one level per pass): kept messages (for the
-#: retention period) do not join the long-lived objects its full passes walk.
+#: error. Plain and flat because the garbage collector stops tracking such a tuple (it keeps
+#: tracking one that holds a dict, and untracks nested tuples one level per pass): messages
+#: kept for the retention period do not join the long-lived objects its full passes walk.
 _OutboxRow = tuple[Any, ...]
 _MESSAGE_FIELDS = tuple(a.name for a in attrs.fields(Message))
 _MESSAGE_MAPPINGS = (_MESSAGE_FIELDS.index("fields"), _MESSAGE_FIELDS.index("recipient"))
@@ -373,9 +372,8 @@ class InMemoryStorage(Storage):
         self._aside: dict[str, str] = {}
         self._wakes = _Wakes()
         self._wake_leases: dict[str, datetime] = {}
-        # key -> (message row, status, attempts, available_at, last_error), replaced on change:
-        # plain tuples, which the garbage collector stops tracking, where messages kept for
-        # the retention period would join its long-lived objects (``_message`` rebuilds one).
+        # key -> the entry as a flat tuple (``_OutboxRow``), replaced on change; ``_message``
+        # and ``_entry`` rebuild the records on request.
         self._outbox: dict[str, _OutboxRow] = {}
         self._outbox_done: deque[tuple[datetime, str]] = deque()
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
@@ -471,9 +469,9 @@ class InMemoryStorage(Storage):
             self._uncounted_rows = 0
 
     def _queued(self, customer_id: str) -> datetime | None:
-        """The customer's place in the wake-up index: the stored record's ``wake_at`` unless
-        set aside (no second index to keep per customer: records are never changed in
-        place once stored)."""
+        """The customer's place in the wake-up index: the kept record's ``wake_at`` unless
+        set aside (no second index to keep per customer: only a commit changes a kept record,
+        and it moves the customer in the index with it)."""
         if customer_id in self._aside:
             return None
         kept = self._records.get(customer_id)
