@@ -31,7 +31,7 @@ from cjo.model.journey import Journey
 from cjo.model.steps import Action, Send, Step
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
-from cjo.runtime.state import CustomerState
+from cjo.runtime.state import CustomerState, RecordView
 from cjo.scheduling import mark_schedules, next_schedule_run
 from cjo.storage.base import CustomerSession
 from cjo.storage.memory import InMemoryStorage
@@ -437,7 +437,8 @@ class _Run:
         engine = self.engine
         registry = self.registry
         storage = self.storage
-        peek = storage.peek
+        # The back-test's own storage, which no other thread commits to: read in place.
+        kept = storage.kept
         deciders: dict[str, Decider] = {}
         # Shared by the window's deciders.
         # On the back-test's own counting channels, a send is only counted: no message is
@@ -453,7 +454,9 @@ class _Run:
                     # First what a worker on time would have done by now: fire the wake-ups
                     # due by this instant (each at its own instant). They may end or start
                     # enrollments, and so change whether this event matters.
-                    state = decider.state if decider is not None else peek(cid)
+                    state: RecordView | None = (
+                        decider.state if decider is not None else kept(cid)
+                    )
                     wake = state.wake_at if state is not None else None  # _due_by, inline
                     caught_up = wake is not None and wake <= at
                     if caught_up:

@@ -22,7 +22,7 @@ from cjo.model.definitions import Definitions
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import StepKind, TriggerKind, step_kind, trigger_kind
-from cjo.runtime.state import CustomerState
+from cjo.runtime.state import RecordView
 from cjo.segments.membership import SegmentPlan
 
 __all__ = ["CompiledJourney", "CompiledStep", "Registry"]
@@ -237,7 +237,7 @@ class Registry:
         return event_name in self.relevant_events
 
     def matters_to(
-        self, state: CustomerState | None, event_name: str, now: datetime | None = None
+        self, state: RecordView | None, event_name: str, now: datetime | None = None
     ) -> bool:
         """Whether an event can change anything for this customer (their committed record at
         ``now``): a look-up, so that irrelevant events never open a transaction. Without

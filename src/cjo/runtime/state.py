@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 import attrs
 
@@ -561,6 +561,17 @@ class CustomerState:
 
 
 _new_record = object.__new__
+
+
+class RecordView(Protocol):
+    """What reading a record's wake-up and active enrollments needs: a ``CustomerState``, or
+    the in-memory storage's ``KeptRecord`` read in place."""
+
+    @property
+    def wake_at(self) -> datetime | None: ...
+
+    @property
+    def enrollments(self) -> list[Enrollment]: ...
 
 
 class KeptRecord:

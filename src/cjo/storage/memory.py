@@ -490,6 +490,11 @@ class InMemoryStorage(Storage):
             kept = self._records.get(customer_id)
             return None if kept is None else kept.state()
 
+    def kept(self, customer_id: str) -> KeptRecord | None:
+        """The kept record itself, to read only, without a copy or the lock: for a reader
+        that no commit can run beside (a back-test on its own storage)."""
+        return self._records.get(customer_id)
+
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         with self._lock:
             records = self._records
