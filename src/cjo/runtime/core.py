@@ -40,6 +40,7 @@ from cjo.runtime.sending import (
 from cjo.runtime.state import (
     ACTIVE,
     HELD,
+    NO_ENTRIES,
     Activity,
     CustomerState,
     EndedEnrollment,
@@ -195,22 +196,36 @@ class Decider:
         self.skipping: str | None = None
         # Journeys entered for the input being decided: arbitration counts them even when
         # they ended at once, so one input never lets two journeys of a group in.
-        self.entered_now: list[CompiledJourney] = []
+        self.entered_now: tuple[CompiledJourney, ...] = ()
         self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
-        self.messages: list[Message] = []
+        # The shared empty list until the first send (``add_message``): most decisions send
+        # nothing.
+        self.messages: list[Message] = NO_ENTRIES
         self.activities: list[Activity] = []
         # The instant being decided: what conditions read as now().
         self.now: datetime | None = None
         # Calendar waits that let an enrollment through at an instant, in this decision: one
         # reached again at that same instant (a daily loop) waits for the next occurrence.
-        self.passed: set[tuple[str, str, datetime]] = set()
-        # Profile attribute changes (name, old, new) not yet shown to attribute triggers.
-        self.pending_changes: list[tuple[str, Any, Any]] = []
+        # (None until the first: most deciders never need it, and each container a decider
+        # makes lives until its transaction commits, which counts towards the next young
+        # collection.)
+        self.passed: set[tuple[str, str, datetime]] | None = None
+        # Profile attribute changes (name, old, new) not yet shown to attribute triggers (None
+        # while there is none, as ``passed``).
+        self.pending_changes: list[tuple[str, Any, Any]] | None = None
         # Deciders of one call may share one builder: what they do is reported together.
         self.outcome = outcome if outcome is not None else OutcomeBuilder()
+
+    def add_message(self, message: Message) -> None:
+        """A message for the outbox (and the outcome)."""
+        messages = self.messages
+        if messages is NO_ENTRIES:
+            messages = self.messages = []
+        messages.append(message)
+        self.outcome.messages.append(message)
 
     @property
     def profile(self) -> Profile:
@@ -284,7 +299,7 @@ class Decider:
         (``catch_up(now)`` and nothing else since: catching up again would find nothing)."""
         if not caught_up:
             self.catch_up(now)
-        self.entered_now.clear()
+        self.entered_now = ()
         self.jumps = 0
         state = self.state
         decided = state.decided_at
@@ -331,7 +346,7 @@ class Decider:
     ) -> Enrollment | None:
         """An explicit start through the API: audience and re-entry rules still apply."""
         self.catch_up(now)
-        self.entered_now.clear()
+        self.entered_now = ()
         self.jumps = 0
         enrollment = self.consider_entry(cj, context, None, now)
         self.attribute_changes(now)
@@ -339,7 +354,7 @@ class Decider:
 
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
         self.catch_up(now)
-        self.entered_now.clear()
+        self.entered_now = ()
         self.jumps = 0
         p = self.profile
         attributes = merge_attributes(p.attributes, update.attributes, update.unset)
@@ -386,7 +401,7 @@ class Decider:
     def _fire_timer(self, name: str) -> None:
         at = self.state.timers.pop(name)
         self.dirty = True
-        self.entered_now.clear()  # each timer is an input of its own
+        self.entered_now = ()  # each timer is an input of its own
         self.jumps = 0
         if name.startswith(_TRIGGER_TIMER):
             cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
@@ -572,7 +587,7 @@ class Decider:
         )
         state.enrollments.append(enrollment)
         self.dirty = True
-        self.entered_now.append(cj)
+        self.entered_now += (cj,)
         control = in_control_group(self.customer_id, self.registry.control_group)
         self.activity(enrollment, "entered", "control" if control else None, now)
         self.outcome.entered.append(
@@ -727,8 +742,7 @@ class Decider:
                 step.transactional, variant.locale, recipient, item.version, variant.name,
                 offer_id,
             )
-            self.messages.append(message)
-            outcome.messages.append(message)
+            self.add_message(message)
         else:
             sent = outcome.sent
             sent[channel] = sent.get(channel, 0) + 1
@@ -885,6 +899,8 @@ class Decider:
                 # Absent and None are the same: no value. Writing the value it has is no change.
                 before, after = old.get(name), new.get(name)
                 if before != after or type(before) is not type(after):
+                    if self.pending_changes is None:
+                        self.pending_changes = []
                     self.pending_changes.append((name, before, after))
         self.state.profile = profile
         self.dirty = True

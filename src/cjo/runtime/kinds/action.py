@@ -75,7 +75,6 @@ class ActionKind(StepKind[Action]):
             f"{e.id}:{step_id}:{attempt}", d.customer_id, action_channel(step.action),
             step.action, params, e.journey_id, e.version, step_id, e.id, at,
         )
-        d.messages.append(message)
-        d.outcome.messages.append(message)
+        d.add_message(message)
         d.activity(e, "action", step.action, at)
         return step.next

@@ -47,10 +47,13 @@ def _wall_time_problems(value: object, name: str, where: str) -> list[Problem]:
 
 
 def _released(d: Decider, e: Enrollment, at: datetime) -> bool:
-    return (e.id, e.step_id or "", at) in d.passed
+    passed = d.passed
+    return passed is not None and (e.id, e.step_id or "", at) in passed
 
 
 def _release(d: Decider, e: Enrollment, at: datetime) -> None:
+    if d.passed is None:
+        d.passed = set()
     d.passed.add((e.id, e.step_id or "", at))
 
 
