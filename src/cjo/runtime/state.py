@@ -89,10 +89,10 @@ class Enrollment:
 
     def copy(self) -> Enrollment:
         """A copy whose mutable fields are independent of this one."""
-        # Slot by slot (``keep``), not through __init__ or attrs.evolve: this runs for every
+        # Slot by slot (``_take``), not through __init__ or attrs.evolve: this runs for every
         # loaded enrollment.
         c = _new_record(Enrollment)
-        c.keep(self)
+        c._take(self)
         # Each container the copy's own: an empty one (most often the shared empty one) as a
         # new ``{}``, which costs less than copying it. Inline, not a helper: this runs three
         # times per enrollment of every load.
@@ -107,6 +107,14 @@ class Enrollment:
     def keep(self, other: Enrollment) -> None:
         """Take ``other``'s values, its containers as they are (empty ones shared): how the
         in-memory storage updates its kept enrollments in place (see ``KeptRecord``)."""
+        self._take(other)
+        self.context = other.context or NO_ITEMS
+        self.visits = other.visits or NO_ITEMS
+        self.paths = other.paths or NO_ITEMS
+
+    def _take(self, other: Enrollment) -> None:
+        """Take ``other``'s values but its containers (``copy`` and ``keep`` take those each
+        their own way)."""
         self.id = other.id
         self.journey_id = other.journey_id
         self.version = other.version
@@ -122,9 +130,6 @@ class Enrollment:
         self.end_reason = other.end_reason
         self.converted_at = other.converted_at
         self.trigger_event_id = other.trigger_event_id
-        self.context = other.context or NO_ITEMS
-        self.visits = other.visits or NO_ITEMS
-        self.paths = other.paths or NO_ITEMS
         self.held_at = other.held_at
         self.retries = other.retries
 

@@ -422,11 +422,9 @@ class InMemoryStorage(Storage):
         state.revision += 1
         previous = self._records.get(cid)
         aside = cid in self._aside
+        old = None if previous is None or aside else previous.wake_at  # ``_queued``, inline
         if previous is None:
             self._ids = None
-            old = None
-        else:
-            old = None if aside else previous.wake_at
         # Segments are rare fields: a record without any has none (and costs no look-up).
         if (state._rare is not None and state.segments) or (
             previous is not None and previous._rare is not None and previous.segments
