@@ -365,3 +365,18 @@ def test_cli_demo_on_sqlite_resumes_the_waiting_customers(tmp_path, capsys):
     assert summary_numbers(second, "welcome")["completed"] > summary_numbers(
         first, "welcome"
     )["completed"]
+
+
+def test_bench_collector_times_a_pass_and_its_collections() -> None:
+    """``bench/collector.py`` runs the in-memory pass and reports the collector's share."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "collector.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--customers", "300", "--days", "15"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )
+    assert "in the collector" in done.stdout and "generation 2" in done.stdout
+    assert "'email': " in done.stdout
