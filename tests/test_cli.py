@@ -89,6 +89,21 @@ def test_validate_missing_file(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_validate_refuses_a_file_that_is_not_utf8(tmp_path, capsys):
+    path = tmp_path / "bin.json"
+    path.write_bytes(b"\xff\xfe{}")
+    assert main(["validate", str(path)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_demo_help_names_every_journey(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    # argparse wraps lines at hyphens too
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
+    assert "welcome series" in text and "abandoned-cart" in text and "win-back" in text
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "demo" in capsys.readouterr().err

@@ -51,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="simulate the demo shop and print its journey report",
-        description="Simulate a small shop (a welcome series and an abandoned-cart journey) "
-                    "with synthetic customers, then print what each journey step did. On a "
-                    "durable storage a second run continues the simulation where it stopped.",
+        description="Simulate a small shop (a welcome series, an abandoned-cart reminder and a "
+                    "win-back) with synthetic customers, then print what each journey step did. "
+                    "On a durable storage a second run continues the simulation where it "
+                    "stopped.",
     )
     demo.add_argument("--customers", type=_positive_int, default=3000,
                       help="new customers signing up during the period (default: 3000)")
@@ -182,6 +183,10 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         err.write(f"cjo validate: cannot read {path}: {exc.strerror or exc}\n")
+        return 2
+    except UnicodeDecodeError as exc:
+        err.write(f"cjo validate: {path} is not UTF-8 text (byte {exc.start}): definitions are "
+                  "JSON\n")
         return 2
     channels = None
     if args.channels is not None:
