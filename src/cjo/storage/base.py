@@ -265,6 +265,7 @@ class Storage(abc.ABC):
 
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
         """Record several delivery attempts at once (one transaction in SQL adapters)."""
+        now = checked_now(now)
         for d in deliveries:
             self.complete_outbox(d.key, d.result, now, d.retry_at)
 
