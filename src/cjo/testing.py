@@ -14,8 +14,9 @@ with compare-and-set, the activity log, erasure, pruning, and (in the tests name
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -27,7 +28,7 @@ from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
 from cjo.channels.contract import ChannelContract
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
-from cjo.errors import ConflictError, CorruptRecordError, StorageError
+from cjo.errors import ClockError, ConflictError, CorruptRecordError, StorageError
 from cjo.model.content import ContentItem, Variant
 from cjo.model.events import Event, Profile
 from cjo.model.journey import ExitCriterion, Goal, Journey
@@ -1563,6 +1564,112 @@ class StorageContract:
             assert session.claim_event("e1") is False
             assert session.claim_event("e-after-reopen")
             assert session.load() == _revised(state, 1)
+
+    # --- bad input -----------------------------------------------------------------------------
+
+    def _calls_at(self, storage: Storage, now: Any) -> dict[str, Callable[[], object]]:
+        """Every call that takes ``now``, made at ``now`` (transactions opened and left)."""
+
+        def enter(transaction: contextlib.AbstractContextManager[object]) -> None:
+            with transaction:
+                pass
+
+        delivered = DeliveryResult("delivered")
+        return {
+            "customer": lambda: enter(storage.customer("c1", now)),
+            "batch": lambda: enter(storage.batch(["c1", "c2"], now, claims=[("c1", "e9")])),
+            "due_batch": lambda: enter(storage.due_batch(now, 10, MINUTE)),
+            "claim_due": lambda: storage.claim_due(now, 10, MINUTE),
+            "claim_outbox": lambda: storage.claim_outbox(now, 10, MINUTE),
+            "complete_outbox": lambda: storage.complete_outbox("m1", delivered, now),
+            "complete_outbox_many": lambda: storage.complete_outbox_many(
+                [Delivery("m1", delivered)], now),
+            "release_outbox": lambda: storage.release_outbox(["m1"], now),
+            "retry_dead_letter": lambda: storage.retry_dead_letter("m1", now),
+            "discard_dead_letter": lambda: storage.discard_dead_letter("m1", now),
+            "prune": lambda: storage.prune(now, Retention()),
+        }
+
+    @pytest.mark.parametrize(
+        "bad_now", [T0.replace(tzinfo=None), T0.isoformat(), None], ids=["naive", "str", "none"]
+    )
+    def test_a_bad_now_raises_clock_error_and_holds_nothing(
+        self, storage: Storage, bad_now: Any
+    ) -> None:
+        state = _state(wake_at=T0 - HOUR)
+        _save(storage, state, messages=[_message("m1")], activities=[_activity("entered")])
+        stored = _revised(state, 1)
+        for name, call in self._calls_at(storage, bad_now).items():
+            with pytest.raises(ClockError):
+                call()
+            assert storage.peek("c1") == stored, f"{name} changed the record"
+        # Nothing was held: the same handle, another handle and another thread all write.
+        assert storage.outbox_entry("m1") is not None
+        assert storage.claim_outbox(T0 + DAY, 10, MINUTE) == [_message("m1")]
+        assert _due(storage, T0) == ["c1"]
+        with storage.customer("c1", T0) as session:
+            assert session.claim_event("e9"), "an announced claim was kept"
+            assert session.load() == stored
+            session.save(_state(attributes={"n": 1}), (), ())
+        other = self._reopen(storage)
+        if other is not None:
+            _save(other, _state("c2"))
+            assert storage.peek("c2") is not None
+        if self.supports_concurrency:
+            done: list[bool] = []
+
+            def write() -> None:
+                _save(storage, _state("c3"))
+                done.append(True)
+
+            thread = threading.Thread(target=write, daemon=True)
+            thread.start()
+            thread.join(timeout=60)
+            assert done == [True], "a transaction in another thread did not finish"
+        assert storage.activities(T0 - DAY, T0 + DAY) == [_activity("entered")]
+
+    def test_a_value_json_cannot_hold_is_refused_or_kept(self, storage: Storage) -> None:
+        """NaN put into a record or a message after validation (a host changing an event's
+        properties after building it): an adapter that encodes refuses the transaction with
+        ``StorageError``, which rolls it back whole; one that keeps objects keeps it."""
+        stored = {cid: self._seed(storage, cid) for cid in ("c1", "c2")}
+
+        def poisoned(customer: str) -> None:
+            with storage.customer(customer, T0) as session:
+                assert session.claim_event(f"ev-{customer}")
+                state = session.load()
+                assert state is not None
+                state.enrollments[0].wake_at = T0 + 5 * HOUR
+                message = _message(f"m-{customer}", customer)
+                if customer == "c1":
+                    state.enrollments[0].context["score"] = math.nan
+                else:
+                    message = attrs.evolve(message, recipient={"score": math.inf})
+                session.save(state, [message],
+                             [_activity("entered", customer=customer, journey="k")])
+
+        for customer, state in stored.items():
+            try:
+                poisoned(customer)
+            except StorageError as exc:
+                error: StorageError | None = exc
+            else:
+                error = None
+            if error is None:  # kept as objects: committed whole
+                kept = storage.peek(customer)
+                assert kept is not None
+                assert kept.enrollments[0].wake_at == T0 + 5 * HOUR
+                assert storage.outbox_entry(f"m-{customer}") is not None
+                continue
+            assert repr(customer) in str(error), f"the error does not name {customer}: {error}"
+            # Rolled back whole: the record, its message, its activities and its event id.
+            assert _load(storage, customer) == state
+            assert storage.peek(customer) == state
+            assert storage.outbox_entry(f"m-{customer}") is None
+            assert storage.activities(T0 - DAY, T0 + DAY, journey_id="k",
+                                      customer_id=customer) == []
+            with storage.customer(customer, T0) as session:
+                assert session.claim_event(f"ev-{customer}") is True
 
     # --- concurrency ---------------------------------------------------------------------------
 

@@ -213,7 +213,7 @@ def test_the_record_encoder_writes_what_the_generic_one_does(attributes: dict[st
 
 def test_the_record_encoder_refuses_what_json_cannot_hold() -> None:
     state = CustomerState("c1", T0, profile=Profile("c1", {"x": math.nan}))
-    with pytest.raises(ValueError, match="not JSON compliant"):
+    with pytest.raises(StorageError, match="not JSON compliant"):
         codec.encode_state(state)
 
 

@@ -10,6 +10,10 @@ hand-written codec is several times faster than a generic one) and decoded lenie
   ignored;
 - anything else that does not decode raises ``CorruptRecordError`` naming the customer.
 
+A value JSON cannot hold (NaN or an infinity put into a record after it was validated, a key
+that is not a string...) is refused when the record is encoded: ``StorageError`` naming the
+customer and where the value is, raised inside the transaction, which then rolls back.
+
 Instants are integer microseconds since the epoch (UTC). Datetimes inside attributes and event
 properties are tagged ``{"$dt": microseconds}`` so they come back as aware datetimes.
 """
@@ -19,12 +23,13 @@ from __future__ import annotations
 import json
 import json.encoder
 import json.scanner
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar, cast
 
 from cjo.channels.base import Message
-from cjo.errors import CorruptRecordError
+from cjo.errors import CorruptRecordError, StorageError
 from cjo.model.events import INSTANT_TAG, Profile
 from cjo.runtime.state import (
     ACTIVE,
@@ -170,8 +175,79 @@ def _parse_record(text: str) -> Any:
 
 
 def encode(record: object) -> str:
-    """A record (Message, ...) as compact JSON text, through the project's one converter."""
-    return _dumps(converter.unstructure(record))
+    """A record (Message, ...) as compact JSON text, through the project's one converter;
+    ``StorageError`` if it holds a value JSON cannot hold."""
+    data = converter.unstructure(record)
+    try:
+        return _dumps(data)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _unencodable(_describe(record), _locate(data), exc) from exc
+
+
+def _describe(record: object) -> str:
+    """A record as an error message names it: its kind, its key and its customer, if any."""
+    what = type(record).__name__
+    key = getattr(record, "idempotency_key", None)
+    if key is not None:
+        what += f" {key!r}"
+    customer = getattr(record, "customer_id", None)
+    return what if customer is None else f"{what} of customer {customer!r}"
+
+
+#: How deep ``_locate`` looks for the value that failed (records are depth-bounded; a cycle
+#: built by hand is not).
+_LOCATE_DEPTH: Final = 64
+
+
+def _locate(value: object, path: str = "", depth: int = 0) -> str | None:
+    """Where in ``value`` (a record's JSON data) the first thing JSON cannot hold is, as a
+    path of keys and indexes; None if it cannot be found. Runs only once encoding failed."""
+    if depth > _LOCATE_DEPTH:
+        return path or None
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str | int | float | None) or (
+                isinstance(k, float) and not math.isfinite(k)
+            ):
+                return f"{path}[{k!r}] (the key)"
+            found = _locate(v, f"{path}[{k!r}]", depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple | set | frozenset):
+        for i, v in enumerate(value):
+            found = _locate(v, f"{path}[{i}]", depth + 1)
+            if found is not None:
+                return found
+        return None
+    try:
+        _dumps(value)
+    except (ValueError, TypeError, RecursionError):
+        return f"{path} = {value!r}" if path else repr(value)
+    return None
+
+
+def _unencodable(what: str, where: str | None, exc: BaseException) -> StorageError:
+    at = f" ({where})" if where is not None else ""
+    return StorageError(
+        f"the {what} cannot be stored: it holds a value JSON cannot hold{at}: "
+        f"{type(exc).__name__}: {exc}"
+    )
+
+
+def _locate_in_state(state: CustomerState, data: Mapping[str, Any]) -> str | None:
+    """Where in a customer record the value that failed is, named as the record's fields are
+    (the places host values reach first), else as a path in its encoded form."""
+    places: list[tuple[str, object]] = []
+    if state.profile is not None:
+        places.append(("profile attribute ", state.profile.attributes))
+    places += [(f"context of enrollment {e.id!r} at ", e.context) for e in state.enrollments]
+    places.append(("", data))
+    for label, value in places:
+        found = _locate(value)
+        if found is not None:
+            return label + found
+    return None
 
 
 def decode(text: str | bytes, cls: type[T]) -> T:
@@ -337,8 +413,15 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
 
 def encode_state(state: CustomerState, revision: int | None = None) -> str:
     """The record as compact JSON text; ``revision`` (the one being written) in place of the
-    record's own, leaving the caller's object as it is."""
-    return _dumps_record(state_to_dict(state, revision))
+    record's own, leaving the caller's object as it is. ``StorageError`` naming the customer
+    and where the value is, if the record holds a value JSON cannot hold."""
+    data = state_to_dict(state, revision)
+    try:
+        return _dumps_record(data)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise _unencodable(
+            f"record of customer {state.customer_id!r}", _locate_in_state(state, data), exc
+        ) from exc
 
 
 #: Upgrades from older layouts: ``UPGRADES[n]`` turns a layout-``n`` dict into layout ``n+1``.

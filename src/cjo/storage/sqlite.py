@@ -40,6 +40,7 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
+    checked_now,
     membership_changes,
 )
 from cjo.storage.codec import (
@@ -895,19 +896,25 @@ class SQLiteStorage(Storage):
     # runs once per event.
 
     def _begin(self, now: datetime, what: _Phases) -> _Txn:
+        now = checked_now(now)  # before the lock: a bad instant leaves nothing to release
         self._lock.acquire()
+        cur = self._cursor
         try:
-            cur = self._cursor
             if cur is None:
                 raise StorageError(f"{self!r} is closed")
             cur.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._lock.release()
-            raise _error(what.begin.what, exc) from exc
-        except BaseException:
-            self._lock.release()
+            return _Txn(cur, now, self.dispatch_lease)
+        except BaseException as exc:
+            # Whatever failed after BEGIN, the write lock of the database and the storage's own
+            # lock are released: otherwise every later writer would wait for them forever.
+            try:
+                if cur is not None:
+                    _rollback(cur.connection)
+            finally:
+                self._lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise _error(what.begin.what, exc) from exc
             raise
-        return _Txn(cur, now, self.dispatch_lease)
 
     def _end(self, txn: _Txn, what: _Phases) -> None:
         cur = txn.cur
@@ -986,7 +993,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("claim_due")
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
-        now_us = us(now)
+        now_us = us(checked_now(now))
         with self._lock:
             # One statement, its own transaction: pick, lease and return.
             rows = self._connection().execute(
@@ -1004,6 +1011,7 @@ class SQLiteStorage(Storage):
         # is still written, in the same transaction, so that a customer left as it was (a
         # journey version this engine does not know) is not claimed again by the next pass; a
         # crash rolls claim and work back together.
+        now = checked_now(now)
         now_us = us(now)
         with self._lock:
             with _Translated("due_batch: look"):
@@ -1038,6 +1046,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("claim_outbox")
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
+        now = checked_now(now)
         with self._lock:
             rows = self._connection().execute(
                 _CLAIM_OUTBOX, (us(now), limit, us(now + lease))
@@ -1052,7 +1061,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("complete_outbox")
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
-        now_us = us(now)
+        now_us = us(checked_now(now))
         rows = [
             (
                 d.outbox_status,
@@ -1089,10 +1098,11 @@ class SQLiteStorage(Storage):
 
     @_Translated("release_outbox")
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
+        now_us = us(checked_now(now))
         if not keys:
             return
         with self._write() as conn:
-            conn.execute(_RELEASE_OUTBOX, (us(now), value_dumps(list(keys))))
+            conn.execute(_RELEASE_OUTBOX, (now_us, value_dumps(list(keys))))
 
     # --- dead letters --------------------------------------------------------------------------
 
@@ -1110,7 +1120,7 @@ class SQLiteStorage(Storage):
             params = (limit,)
         else:
             sql = _DEAD_NEWEST_AFTER if newest_first else _DEAD_OLDEST_AFTER
-            params = (us(after[0]), after[1], limit)
+            params = (us(checked_now(after[0], "after")), after[1], limit)
         with self._lock:
             rows = self._connection().execute(sql, params).fetchall()
         return [
@@ -1120,13 +1130,15 @@ class SQLiteStorage(Storage):
 
     @_Translated("retry_dead_letter")
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
+        now_us = us(checked_now(now))
         with self._write() as conn:
-            return conn.execute(_RETRY_DEAD, (us(now), key)).rowcount == 1
+            return conn.execute(_RETRY_DEAD, (now_us, key)).rowcount == 1
 
     @_Translated("discard_dead_letter")
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
+        now_us = us(checked_now(now))
         with self._write() as conn:
-            return conn.execute(_DISCARD_DEAD, (us(now), key)).rowcount == 1
+            return conn.execute(_DISCARD_DEAD, (now_us, key)).rowcount == 1
 
     # --- definitions ---------------------------------------------------------------------------
 
@@ -1165,9 +1177,10 @@ class SQLiteStorage(Storage):
         journey_id: str | None = None,
         customer_id: str | None = None,
     ) -> list[Activity]:
+        span = us(checked_now(start, "start")), us(checked_now(end, "end"))
         with self._lock:
             rows = self._connection().execute(
-                _ACTIVITIES, (us(start), us(end), journey_id, customer_id)
+                _ACTIVITIES, (*span, journey_id, customer_id)
             ).fetchall()
         return [activity_from_row(row) for row in rows]
 
@@ -1227,6 +1240,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("prune")
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
+        now = checked_now(now)
         events = self._prune_event_ids(us(now - retention.event_ids))
         with self._write() as conn:
             outbox = conn.execute(_PRUNE_OUTBOX, (us(now - retention.outbox),)).rowcount

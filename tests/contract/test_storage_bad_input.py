@@ -1,0 +1,207 @@
+"""Bad input reaching the storage adapters through an engine: a clock that answers a naive
+instant, values changed after validation that JSON cannot hold, and a SQLite transaction that
+fails after it began. Each raises an error of cjo's, holds nothing and loses nothing stored."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from pathlib import Path
+
+import pytest
+
+from cjo import (
+    Clock,
+    ContentItem,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Send,
+    Variant,
+    Wait,
+)
+from cjo.errors import ClockError, StorageError
+from cjo.storage import sqlite as sqlite_module
+from cjo.storage.base import Storage, checked_now
+from cjo.storage.memory import InMemoryStorage
+from cjo.storage.sqlite import SQLiteStorage
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+NOTE = ContentItem("note", variants=(Variant("email", {"subject": "S", "text": "t"}),))
+JOURNEY = Journey("j", trigger=EventTrigger("x"), entry="w",
+                  steps={"w": Wait(HOUR, next="m"), "m": Send("note", "email")})
+
+
+class _NaiveClock(Clock):
+    """A host clock that forgot its time zone."""
+
+    def now(self) -> datetime:
+        return datetime(2026, 3, 2, 9, 0)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    made: Storage
+    if request.param == "memory":
+        made = InMemoryStorage()
+    elif request.param == "sqlite":
+        made = SQLiteStorage(tmp_path / "cjo.db")
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")  # skips without a server or a driver
+        from cjo.storage.postgres import PostgresStorage
+
+        made = PostgresStorage(dsn, schema=request.getfixturevalue("postgres_schema"),
+                               max_size=4)
+    with made:
+        yield made
+
+
+def _engine(storage: Storage, clock: Clock | None = None) -> Engine:
+    engine = Engine(storage=storage, channels={"email": RecordingChannel()},
+                    clock=clock or ManualClock(T0))
+    engine.publish(journeys=[JOURNEY], content=[NOTE])
+    return engine
+
+
+def _event(customer: str, **props: object) -> Event:
+    return Event(customer, "x", T0, props, event_id=uuid.uuid4().hex)
+
+
+def _in_another_thread(work: object) -> None:
+    """Run ``work`` in a thread; fail (rather than hang) if it never finishes."""
+    assert callable(work)
+    done: list[object] = []
+    thread = threading.Thread(target=lambda: done.append(work()), daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert done, "a transaction in another thread never finished: something was left held"
+
+
+# --- the instant every call is given -----------------------------------------------------------
+
+
+class _NoOffset(tzinfo):
+    """A time zone that knows no offset: its datetimes are naive all the same."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        return None
+
+
+@pytest.mark.parametrize("bad", [
+    datetime(2026, 3, 2, 9), datetime(2026, 3, 2, 9, tzinfo=_NoOffset()), "2026-03-02", None,
+    1_772_442_000.0,
+])
+def test_checked_now_refuses_whatever_is_not_an_aware_datetime(bad: object) -> None:
+    with pytest.raises(ClockError, match="now"):
+        checked_now(bad)  # type: ignore[arg-type]
+
+
+def test_checked_now_gives_utc() -> None:
+    assert checked_now(T0) is T0
+    paris = T0.astimezone(timezone(timedelta(hours=1)))
+    assert checked_now(paris) == T0
+    assert checked_now(paris).tzinfo is UTC
+
+
+def test_a_naive_clock_raises_clock_error_and_leaves_nothing_held(storage: Storage) -> None:
+    good = _engine(storage)
+    good.identify("kept", {"a": 1})
+    with pytest.raises(ClockError, match="timezone-aware"):
+        _engine(storage, _NaiveClock()).identify("c", {"a": 1})
+    assert storage.peek("c") is None
+    # The same storage, from another thread (whose lock would never come back if held).
+    _in_another_thread(lambda: good.identify("d", {"a": 1}))
+    assert good.customer_state("d") is not None
+    state = good.customer_state("kept")
+    assert state is not None
+    assert state.profile is not None
+    assert state.profile.attributes == {"a": 1}
+
+
+def test_a_naive_clock_leaves_another_sqlite_connection_free(tmp_path: Path) -> None:
+    with SQLiteStorage(tmp_path / "cjo.db") as storage:
+        with pytest.raises(ClockError):
+            _engine(storage, _NaiveClock()).identify("c", {"a": 1})
+        other = sqlite3.connect(tmp_path / "cjo.db", timeout=1)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" if the write lock was kept
+            other.rollback()
+        finally:
+            other.close()
+
+
+# --- a SQLite transaction that fails after BEGIN -----------------------------------------------
+
+
+class _BrokenTxnError(Exception):
+    pass
+
+
+def test_sqlite_releases_its_transaction_and_lock_when_starting_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "cjo.db"
+    with SQLiteStorage(path) as storage:
+        engine = _engine(storage)
+        engine.handle_event(_event("kept"))  # due in an hour: due_batch then begins
+
+        def broken(*args: object) -> None:
+            raise _BrokenTxnError
+
+        with monkeypatch.context() as patch:
+            patch.setattr(sqlite_module, "_Txn", broken)
+            for open_ in (lambda: storage.customer("c", T0),
+                          lambda: storage.batch(["c"], T0),
+                          lambda: storage.due_batch(T0 + 2 * HOUR, 10, HOUR)):
+                with pytest.raises(_BrokenTxnError), open_():
+                    pass
+        conn = storage._conn
+        assert conn is not None
+        assert not conn.in_transaction
+        other = sqlite3.connect(path, timeout=1)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.rollback()
+        finally:
+            other.close()
+        engine.identify("same", {"a": 2})  # the same handle and thread
+        _in_another_thread(lambda: engine.identify("thread", {"a": 3}))
+        assert storage.peek("kept") is not None
+        assert storage.peek("thread") is not None
+
+
+# --- values changed after validation -----------------------------------------------------------
+
+
+def test_a_value_changed_after_validation_is_refused_by_sql_storage_and_nothing_is_lost(
+    storage: Storage,
+) -> None:
+    engine = _engine(storage)
+    engine.identify("c", {"a": 1})
+    before = storage.peek("c")
+    assert before is not None
+    event = _event("c", n=2)
+    event.properties["bad"] = math.nan  # after the event was built (and validated)
+    if isinstance(storage, InMemoryStorage):
+        # Records are kept as objects: nothing is encoded, nothing is refused.
+        engine.handle_event(event)
+        return
+    with pytest.raises(StorageError, match=r"customer 'c'.*\['bad'\] = nan"):
+        engine.handle_event(event)
+    assert storage.peek("c") == before
+    # Rolled back whole: the event id was not spent, so the event, mended, is handled.
+    del event.properties["bad"]
+    outcome = engine.handle_event(event)
+    assert not outcome.duplicate
+    assert len(outcome.entered) == 1
+    after = storage.peek("c")
+    assert after is not None
+    assert after.revision == before.revision + 1
