@@ -65,7 +65,7 @@ def _engine(storage: Storage | None = None, clock: Clock | None = None) -> Engin
     ({"x": float("nan")}, "'x' is nan"),
     ({"x": Decimal("1.5")}, "is a Decimal"),
     ({"x": {1}}, "builtins.set"),
-    ({"x": datetime(2026, 1, 1)}, "naive datetime"),  # noqa: DTZ001
+    ({"x": datetime(2026, 1, 1)}, "naive datetime"),
     ({"x": object()}, "builtins.object"),
     ({1: 2}, "names must be strings"),
     ([1, 2], "journey context must be a mapping"),
@@ -95,7 +95,7 @@ def test_a_valid_context_comes_back_as_given(storage: Storage) -> None:
 
 class NaiveClock(Clock):
     def now(self) -> datetime:
-        return datetime(2026, 3, 2, 9)  # noqa: DTZ001
+        return datetime(2026, 3, 2, 9)
 
 
 class TextClock(Clock):
@@ -129,7 +129,7 @@ def test_a_clock_reading_that_is_not_an_aware_datetime_is_refused_naming_the_clo
 
 
 @pytest.mark.parametrize("method", ["run_due", "prune", "dispatch_pending"])
-@pytest.mark.parametrize("now", ["2026", 20260302, datetime(2026, 3, 2)],  # noqa: DTZ001
+@pytest.mark.parametrize("now", ["2026", 20260302, datetime(2026, 3, 2)],
                          ids=["str", "int", "naive"])
 def test_a_now_that_is_not_an_aware_datetime_is_a_clock_error(method: str, now: object) -> None:
     engine = _engine()
@@ -138,7 +138,7 @@ def test_a_now_that_is_not_an_aware_datetime_is_a_clock_error(method: str, now: 
 
 
 @pytest.mark.parametrize(("start", "end"), [
-    (datetime(2026, 3, 1), datetime(2026, 3, 3)),  # noqa: DTZ001
+    (datetime(2026, 3, 1), datetime(2026, 3, 3)),
     (T0, None),
     ("2026-03-01", "2026-03-03"),
 ], ids=["naive", "none", "str"])
