@@ -11,11 +11,23 @@ from typing import TYPE_CHECKING, Any, Literal
 import attrs
 
 from cjo.analytics.segments import SegmentSize, segment_sizes, size_instants
+from cjo.arguments import (
+    activity_window,
+    attribute_names,
+    check_consent,
+    check_decision_options,
+    check_delivery,
+    check_engine_options,
+    clock_now,
+    count,
+    definitions_of,
+    instant,
+    refuse_duplicates,
+)
 from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, Message, deliver
 from cjo.channels.retry import retry_delay
-from cjo.clock import Clock, SystemClock, ensure_aware
-from cjo.content.channels import CHANNEL_TYPES
+from cjo.clock import Clock, SystemClock
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
 from cjo.delivery.consent import block, set_consent, unblock
@@ -35,7 +47,7 @@ from cjo.importing import ImportResult, import_profiles
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, Profile, ProfileUpdate, check_id
+from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.model.offers import Offer
@@ -61,7 +73,6 @@ from cjo.storage.base import (
     Storage,
 )
 from cjo.storage.memory import InMemoryStorage
-from cjo.timezones import is_zone
 from cjo.validation import validate_definitions
 
 if TYPE_CHECKING:
@@ -148,6 +159,15 @@ class Engine:
         channel_types: Mapping[str, str] | None = None,
         scorers: Mapping[str, Scorer] | None = None,
     ) -> None:
+        check_engine_options(
+            storage=storage, clock=clock,
+            mappings={"channels": channels, "actions": actions, "scorers": scorers,
+                      "contact_attributes": contact_attributes, "channel_types": channel_types},
+            counts={"due_batch_size": (due_batch_size, 1), "keep_ended": (keep_ended, 0)},
+            spans={"wake_lease": (wake_lease, False), "prune_every": (prune_every, False),
+                   "future_tolerance": (future_tolerance, True)},
+            render=render, limits=limits, retention=retention,
+        )
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
         self.actions: dict[str, ActionFunction] = dict(actions or {})
@@ -155,7 +175,7 @@ class Engine:
         self.clock = clock if clock is not None else SystemClock()
         self.due_batch_size = due_batch_size
         self.wake_lease = wake_lease
-        _check_delivery(dispatch, max_delivery_attempts, retry_backoff, max_retry_delay)
+        check_delivery(dispatch, max_delivery_attempts, retry_backoff, max_retry_delay)
         self.dispatch: DispatchMode = dispatch
         self.max_delivery_attempts = max_delivery_attempts
         self.retry_backoff = retry_backoff
@@ -163,14 +183,14 @@ class Engine:
         self.future_tolerance = future_tolerance
         self.retention = retention if retention is not None else Retention()
         self.prune_every = prune_every
-        _check_decision_options(
+        check_decision_options(
             default_timezone, late_events, contact_attributes or {}, channel_types or {},
             scorers or {},
         )
         self.options = DecisionOptions(
             render=render,
             keep_ended=keep_ended,
-            recipient_attributes=tuple(recipient_attributes),
+            recipient_attributes=attribute_names(recipient_attributes, "recipient_attributes"),
             limits=limits if limits is not None else DEFAULT_LIMITS,
             default_timezone=default_timezone,
             late_events=late_events,
@@ -186,6 +206,10 @@ class Engine:
         self._to_release: set[str] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
         self._segments_refreshed: str | None = None
+
+    def _now(self) -> datetime:
+        """The clock's reading, checked once per host call (not per event)."""
+        return clock_now(self.clock)
 
     @property
     def render(self) -> bool:
@@ -275,19 +299,36 @@ class Engine:
         Publishing is a compare-and-set on the storage's generation: when another process
         published meanwhile, its definitions are merged with these and validated again.
         """
+        if definitions is not None and not isinstance(definitions, Definitions):
+            raise DefinitionError([Problem("publish definitions", (
+                f"expected a Definitions, got {type(definitions).__name__}; pass lists of "
+                "definitions by keyword (journeys=[...], segments=[...]...)"
+            ))])
+        if running is not None and not isinstance(running, Mapping):
+            raise DefinitionError([Problem("publish running", (
+                f"expected a mapping of journey ids to VersionChange, got "
+                f"{type(running).__name__}"
+            ))])
         incoming = definitions or Definitions()
-        new_journeys = (*incoming.journeys, *journeys)
-        new_segments = (*incoming.segments, *segments)
-        new_content = (*incoming.content, *content)
-        new_taxonomy = taxonomy or incoming.taxonomy
-        new_policies = (
-            (*incoming.topics, *topics), (*incoming.caps, *caps),
-            (*incoming.quiet_hours, *quiet_hours),
+        new = Definitions(
+            journeys=definitions_of(Journey, "journeys", incoming.journeys, journeys),
+            segments=definitions_of(Segment, "segments", incoming.segments, segments),
+            content=definitions_of(ContentItem, "content", incoming.content, content),
+            topics=definitions_of(Topic, "topics", incoming.topics, topics),
+            caps=definitions_of(FrequencyCap, "caps", incoming.caps, caps),
+            quiet_hours=definitions_of(QuietHours, "quiet_hours", incoming.quiet_hours,
+                                       quiet_hours),
+            profile_rules=definitions_of(ProfileRule, "profile_rules", incoming.profile_rules,
+                                         profile_rules),
+            blocks=definitions_of(ContentBlock, "blocks", incoming.blocks, blocks),
+            offers=definitions_of(Offer, "offers", incoming.offers, offers),
         )
-        new_rules = (*incoming.profile_rules, *profile_rules)
-        new_blocks = (*incoming.blocks, *blocks)
-        new_offers = (*incoming.offers, *offers)
-        now = self.clock.now()
+        refuse_duplicates(new)
+        new_journeys, new_segments, new_content = new.journeys, new.segments, new.content
+        new_taxonomy = taxonomy or incoming.taxonomy
+        new_policies = (new.topics, new.caps, new.quiet_hours)
+        new_rules, new_blocks, new_offers = new.profile_rules, new.blocks, new.offers
+        now = self._now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             merged = _merge_policies(
@@ -340,7 +381,7 @@ class Engine:
             except ConflictError:
                 continue  # another process published first: merge with theirs and retry
             registry = self._adopt(Registry.build(merged, generation, self.limits))
-            mark_schedules(self, registry, self.clock.now())
+            mark_schedules(self, registry, self._now())
             return generation
         raise ConflictError(
             f"publish lost the race for the definitions {_PUBLISH_ATTEMPTS} times in a row; "
@@ -364,7 +405,7 @@ class Engine:
         clock's now (histories and inactivity use the event's own timestamp). A repeated
         ``event_id`` is a no-op (the outcome says ``duplicate``). An event that can matter to
         no journey of this customer costs a look-up, not a transaction."""
-        now = self.clock.now()
+        now = self._now()
         event = self._check_event(event, now)
         registry = self._sync()
         name = event.name
@@ -389,9 +430,10 @@ class Engine:
         ``batch_size`` items is one storage transaction. Each customer's items are handled in
         the order given, with every guarantee of ``handle_event`` and ``identify``; messages
         are dispatched after each group commits."""
+        count(batch_size, "batch_size")
         builder = OutcomeBuilder()
         chunk: list[Event | ProfileUpdate] = []
-        now = self.clock.now()
+        now = self._now()
         registry = self._sync()
         relevant = registry.relevant_events
         latest = now + self.future_tolerance
@@ -410,7 +452,7 @@ class Engine:
             if len(chunk) >= batch_size:
                 self._handle_relevant(chunk, registry, builder)
                 chunk = []
-                now = self.clock.now()
+                now = self._now()
                 registry = self._sync()
                 relevant = registry.relevant_events
                 latest = now + self.future_tolerance
@@ -423,7 +465,7 @@ class Engine:
     ) -> None:
         """Drop the events that cannot matter to their customer (one look-up for the whole
         group), then handle the rest in one transaction."""
-        now = self.clock.now()
+        now = self._now()
         # Only events that matter to some customers, not all, need the record to be judged.
         shared = registry.shared_events
         wanted = {
@@ -447,7 +489,7 @@ class Engine:
     def _handle_group(
         self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
     ) -> None:
-        now = self.clock.now()
+        now = self._now()
         by_customer: dict[str, list[Event | ProfileUpdate]] = {}
         for item in items:
             by_customer.setdefault(item.customer_id, []).append(item)
@@ -485,7 +527,7 @@ class Engine:
         its scheduled instant, so following waits are timed from the schedule. Customers are
         handled in groups, one transaction per group claimed. A stored record that cannot be
         decoded is logged and set aside; the others go on."""
-        now = ensure_aware(now, "now") if now is not None else self.clock.now()
+        now = instant(now, "now") if now is not None else self._now()
         builder = OutcomeBuilder()
         registry = self._sync()
         if self._to_release:
@@ -520,8 +562,10 @@ class Engine:
         if cj is None:
             raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
         _check_customer_id(customer_id)
+        # Checked as event properties are: the context is stored in the customer's record.
+        values = dict(check_values(context, "journey context", "journey context value"))
         return self._for_customer(
-            customer_id, lambda d, now: d.start(cj, dict(context or {}), now), registry=registry
+            customer_id, lambda d, now: d.start(cj, values, now), registry=registry
         ).outcome.build()
 
     def identify(
@@ -541,9 +585,10 @@ class Engine:
         that customer's record is first merged into this one, both in one transaction: see
         ``cjo.identity`` and docs/segments.md. Events still sent under the anonymous id later
         start a new anonymous record (no alias is kept)."""
-        update = ProfileUpdate(customer_id, attributes or {}, tuple(unset), timezone, locale)
+        # ProfileUpdate checks ``unset`` (a bare str is refused, not split into letters).
+        update = ProfileUpdate(customer_id, attributes or {}, unset, timezone, locale)
         registry = self._sync()
-        now = self.clock.now()
+        now = self._now()
         if anonymous_id is not None:
             return self._identify_merging(update, anonymous_id, registry, now)
         return self._for_customer(
@@ -582,6 +627,9 @@ class Engine:
     ) -> Outcome:
         """End the customer's active enrollments (in one journey, or all) as ``removed``."""
         _check_customer_id(customer_id)
+        if journey_id is not None:
+            check_id(journey_id, "journey_id")
+        check_id(reason, "removal reason")
         return self._for_customer(
             customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False
         ).outcome.build()
@@ -590,7 +638,7 @@ class Engine:
         """Pause a journey (every version): it takes no new entries, and wake-ups that fall due
         are held until ``resume_journey``; exits and goals keep working. Returns the new
         definitions generation (every engine on this storage follows it)."""
-        now = self.clock.now()
+        now = self._now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             if journey_id not in {j.id for j in current.journeys}:
@@ -615,7 +663,7 @@ class Engine:
 
         self._change_definitions(change)
         builder = OutcomeBuilder()
-        self._release(self.clock.now(), builder)
+        self._release(self._now(), builder)
         return builder.build()
 
     def _release(self, now: datetime, builder: OutcomeBuilder) -> None:
@@ -643,6 +691,7 @@ class Engine:
         """Record that the customer subscribed to (or unsubscribed from) ``topic`` (None: all
         marketing) on ``channel`` (None: every channel). The most recent statement covering a
         send decides it; see docs/delivery-policies.md."""
+        check_consent(subscribed, topic, channel)
         return self._change_consent(customer_id, lambda s, now: set_consent(
             s, topic, channel, subscribed, now))
 
@@ -651,9 +700,12 @@ class Engine:
     ) -> Outcome:
         """Send nothing more to the customer on ``channel``, transactional messages included,
         until ``unblock_channel``."""
+        check_id(channel, "channel")
+        check_id(reason, "block reason")
         return self._change_consent(customer_id, lambda s, _now: block(s, channel, reason))
 
     def unblock_channel(self, customer_id: str, channel: str) -> Outcome:
+        check_id(channel, "channel")
         return self._change_consent(customer_id, lambda s, _now: unblock(s, channel))
 
     def _change_consent(
@@ -698,7 +750,7 @@ class Engine:
         """Drop what ``retention`` no longer keeps (event ids, delivered messages and
         discarded dead letters, the activity log); dead letters stay until retried or
         discarded. ``run_due`` does this at most once per ``prune_every``."""
-        now = ensure_aware(now, "now") if now is not None else self.clock.now()
+        now = instant(now, "now") if now is not None else self._now()
         self._last_prune = now
         return self.storage.prune(now, self.retention)
 
@@ -714,7 +766,8 @@ class Engine:
         """Send the outbox messages due by ``now``: those recorded in deferred mode, retries
         whose back-off has passed, and any left behind by a crash. Returns how many were
         attempted. The worker loop calls this."""
-        now = ensure_aware(now, "now") if now is not None else self.clock.now()
+        now = instant(now, "now") if now is not None else self._now()
+        count(limit, "limit")
         attempted = 0
         while True:
             batch = self.storage.claim_outbox(now, limit, self.storage.dispatch_lease)
@@ -827,8 +880,7 @@ class Engine:
         Newest first (by the time of the last attempt) unless ``newest_first`` is False; pass
         the last one of a page as ``after`` for the next page. Dead letters are never pruned
         until discarded."""
-        if limit < 1:
-            raise UsageError(f"limit must be >= 1, got {limit}")
+        count(limit, "limit")
         cursor = None if after is None else after.cursor
         return self.storage.dead_letters(limit, after=cursor, newest_first=newest_first)
 
@@ -836,12 +888,12 @@ class Engine:
         """Put the dead letter ``key`` (its idempotency key) back in the outbox, pending now
         with its attempts reset and the same idempotency key; ``dispatch_pending`` (the worker)
         sends it. False if there is no such dead letter."""
-        return self.storage.retry_dead_letter(key, self.clock.now())
+        return self.storage.retry_dead_letter(key, self._now())
 
     def discard_dead_letter(self, key: str) -> bool:
         """Give up on the dead letter ``key``: it leaves ``dead_letters()`` and is pruned like
         a delivered message. False if there is no such dead letter."""
-        return self.storage.discard_dead_letter(key, self.clock.now())
+        return self.storage.discard_dead_letter(key, self._now())
 
     def run_worker(
         self,
@@ -888,7 +940,7 @@ class Engine:
         if state is None:
             return False
         decider = Decider(registry, state.copy(), self.options)
-        return registry.plan.is_member(decider, segment_id, self.clock.now())
+        return registry.plan.is_member(decider, segment_id, self._now())
 
     def refresh_segments(self, *, batch_size: int = 500) -> Outcome:
         """Evaluate every stored customer's segments against the published definitions, now:
@@ -896,6 +948,7 @@ class Engine:
         recorded (and start or end journeys) at once rather than at each customer's next input.
         Customers already evaluated against these definitions cost a look-up; the others are
         handled in groups, one transaction per group."""
+        count(batch_size, "batch_size")
         builder = OutcomeBuilder()
         self._refresh_segments(self._sync(), builder, batch_size)
         return builder.build()
@@ -924,7 +977,7 @@ class Engine:
     def _refresh_page(
         self, customer_ids: list[str], registry: Registry, builder: OutcomeBuilder
     ) -> None:
-        now = self.clock.now()
+        now = self._now()
         with self.storage.batch(customer_ids, now) as sessions:
             deciders = self._decide_each(
                 sessions.values(), registry, now, builder,
@@ -954,6 +1007,7 @@ class Engine:
         order: a page of up to ``limit`` after ``after`` (the last id of the previous page).
         Time-relative changes count once a worker has fired them (``run_due``)."""
         self._check_segment(segment_id)
+        count(limit, "limit")
         return self.storage.segment_members(segment_id, after=after, limit=limit)
 
     def segment_count(self, segment_id: str) -> int:
@@ -970,9 +1024,9 @@ class Engine:
         (within the activity log's retention)."""
         for segment_id in segment_ids:
             self._check_segment(segment_id)
-        now = self.clock.now()
-        instants = size_instants(ensure_aware(start, "start"),
-                                 ensure_aware(end, "end") if end is not None else now, every)
+        now = self._now()
+        instants = size_instants(instant(start, "start"),
+                                 instant(end, "end") if end is not None else now, every)
         return segment_sizes(self.storage, segment_ids, instants, now)
 
     def _check_segment(self, segment_id: str) -> Registry:
@@ -986,6 +1040,7 @@ class Engine:
         customer_id: str | None = None,
     ) -> list[Activity]:
         """The activity log between ``start`` (included) and ``end`` (excluded)."""
+        start, end = activity_window(start, end, journey_id, customer_id)
         return self.storage.activities(start, end, journey_id=journey_id,
                                        customer_id=customer_id)
 
@@ -1010,7 +1065,7 @@ class Engine:
         """One customer's transaction for an API call: load, ``decide(decider, now)``, save,
         then (unless ``dispatch`` is False) send what it wrote to the outbox."""
         registry = registry if registry is not None else self._sync()
-        now = now if now is not None else self.clock.now()
+        now = now if now is not None else self._now()
         with self.storage.customer(customer_id, now) as session:
             decider = self._decider(session, registry, now, create=create)
             decide(decider, now)
@@ -1199,49 +1254,6 @@ def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:
     merged = {item.id: item for item in current}
     merged.update({item.id: item for item in new})
     return list(merged.values())
-
-
-def _check_delivery(
-    dispatch: object, attempts: object, backoff: object, max_delay: object
-) -> None:
-    if dispatch not in ("inline", "deferred"):
-        raise UsageError(f"dispatch must be 'inline' or 'deferred', got {dispatch!r}")
-    if not isinstance(attempts, int) or attempts < 1:
-        raise UsageError(f"max_delivery_attempts must be an int >= 1, got {attempts!r}")
-    if not isinstance(backoff, timedelta) or backoff <= timedelta(0):
-        raise UsageError(f"retry_backoff must be a positive timedelta, got {backoff!r}")
-    if not isinstance(max_delay, timedelta) or max_delay < backoff:
-        raise UsageError(
-            f"max_retry_delay must be a timedelta >= retry_backoff, got {max_delay!r}"
-        )
-
-
-def _check_decision_options(
-    default_timezone: object, late_events: object, contact_attributes: Mapping[Any, Any],
-    channel_types: Mapping[Any, Any], scorers: Mapping[Any, Any],
-) -> None:
-    if default_timezone is not None and not (
-        isinstance(default_timezone, str) and is_zone(default_timezone)
-    ):
-        raise UsageError(f"default_timezone {default_timezone!r} is not a known IANA time zone")
-    if late_events not in ("decide", "ignore"):
-        raise UsageError(f"late_events must be 'decide' or 'ignore', got {late_events!r}")
-    for channel, attribute in contact_attributes.items():
-        if not (isinstance(channel, str) and isinstance(attribute, str) and attribute):
-            raise UsageError(
-                f"contact_attributes maps channel names to profile attribute names; got "
-                f"{channel!r}: {attribute!r}"
-            )
-    for channel, ctype in channel_types.items():
-        if not isinstance(channel, str) or ctype not in CHANNEL_TYPES:
-            known = ", ".join(sorted(CHANNEL_TYPES))
-            raise UsageError(
-                f"channel_types maps channel names to a channel type ({known}); got "
-                f"{channel!r}: {ctype!r}"
-            )
-    for name, scorer in scorers.items():
-        if not isinstance(name, str) or not callable(scorer):
-            raise UsageError(f"scorers maps names to callables; got {name!r}: {scorer!r}")
 
 
 def _check_customer_id(customer_id: object) -> None:

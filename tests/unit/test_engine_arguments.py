@@ -1,0 +1,311 @@
+"""Arguments the Engine's constructor and public methods refuse: each gets a cjo error naming
+what is wrong, raised before any transaction, so nothing is stored and nothing hangs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjo import (
+    ApiTrigger,
+    Clock,
+    ContentItem,
+    Engine,
+    Event,
+    EventTrigger,
+    InMemoryStorage,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Segment,
+    Send,
+    SQLiteStorage,
+    Topic,
+    Variant,
+    Wait,
+    attr,
+)
+from cjo.errors import ClockError, DefinitionError, InvalidEventError, UsageError
+from cjo.storage.base import Storage
+
+T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+NOTE = ContentItem("note", variants=(Variant("email", {"subject": "S", "text": "t"}),))
+API = Journey("api", trigger=ApiTrigger(), entry="w",
+              steps={"w": Wait(DAY, next="m"), "m": Send("note", "email")})
+ON_X = Journey("j", trigger=EventTrigger("x"), entry="w", steps={"w": Wait(DAY)})
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
+    store: Storage = (
+        InMemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "s.db")
+    )
+    with store:
+        yield store
+
+
+def _engine(storage: Storage | None = None, clock: Clock | None = None) -> Engine:
+    engine = Engine(storage=storage, channels={"email": RecordingChannel()},
+                    clock=clock or ManualClock(T0))
+    engine.publish(journeys=[API, ON_X], content=[NOTE])
+    return engine
+
+
+# --- journey context ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("context", "message"), [
+    ({"x": float("nan")}, "'x' is nan"),
+    ({"x": Decimal("1.5")}, "is a Decimal"),
+    ({"x": {1}}, "builtins.set"),
+    ({"x": datetime(2026, 1, 1)}, "naive datetime"),
+    ({"x": object()}, "builtins.object"),
+    ({1: 2}, "names must be strings"),
+    ([1, 2], "journey context must be a mapping"),
+    ({"x": {"$dt": "zz"}}, 'only key is "\\$dt"'),
+    ({"x": 2**80}, "outside the stored integer range"),
+])
+def test_a_context_that_cannot_be_stored_alike_is_refused_and_nothing_is_stored(
+    storage: Storage, context: Any, message: str
+) -> None:
+    engine = _engine(storage)
+    with pytest.raises(InvalidEventError, match=message):
+        engine.start_journey("api", "c", context)
+    assert engine.customer_state("c") is None
+
+
+def test_a_valid_context_comes_back_as_given(storage: Storage) -> None:
+    engine = _engine(storage)
+    context = {"cart": {"at": T0, "items": ["a", 1, 2.5, None, True]}, "$dt": 5}
+    engine.start_journey("api", "c", context)
+    state = engine.customer_state("c")
+    assert state is not None
+    assert state.enrollments[0].context == context
+
+
+# --- the clock and instants --------------------------------------------------------------------
+
+
+class NaiveClock(Clock):
+    def now(self) -> datetime:
+        return datetime(2026, 3, 2, 9)
+
+
+class TextClock(Clock):
+    def now(self) -> datetime:
+        return "2026-03-02"  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("clock", [NaiveClock(), TextClock()], ids=["naive", "text"])
+@pytest.mark.parametrize("call", [
+    lambda e: e.identify("c", {"a": 1}),
+    lambda e: e.handle_event(Event("c", "x", T0)),
+    lambda e: e.handle_events([Event("c", "x", T0)]),
+    lambda e: e.publish(journeys=[ON_X]),
+    lambda e: e.run_due(),
+    lambda e: e.start_journey("api", "c"),
+    lambda e: e.set_consent("c", subscribed=False),
+], ids=["identify", "handle_event", "handle_events", "publish", "run_due", "start", "consent"])
+def test_a_clock_reading_that_is_not_an_aware_datetime_is_refused_naming_the_clock(
+    storage: Storage, clock: Clock, call: Callable[[Engine], object]
+) -> None:
+    _engine(storage)  # publish with a good clock first
+    engine = Engine(storage=storage, channels={"email": RecordingChannel()}, clock=clock)
+    with pytest.raises(ClockError, match=f"{type(clock).__name__}.now\\(\\) must return"):
+        call(engine)
+    # Nothing was stored, and the storage goes on serving a well-behaved engine.
+    good = Engine(storage=storage, channels={"email": RecordingChannel()},
+                  clock=ManualClock(T0))
+    assert good.customer_state("c") is None
+    good.identify("c", {"a": 1})
+    assert good.profile("c") is not None
+
+
+@pytest.mark.parametrize("method", ["run_due", "prune", "dispatch_pending"])
+@pytest.mark.parametrize("now", ["2026", 20260302, datetime(2026, 3, 2)],
+                         ids=["str", "int", "naive"])
+def test_a_now_that_is_not_an_aware_datetime_is_a_clock_error(method: str, now: object) -> None:
+    engine = _engine()
+    with pytest.raises(ClockError, match="now must be"):
+        getattr(engine, method)(now)
+
+
+@pytest.mark.parametrize(("start", "end"), [
+    (datetime(2026, 3, 1), datetime(2026, 3, 3)),
+    (T0, None),
+    ("2026-03-01", "2026-03-03"),
+], ids=["naive", "none", "str"])
+def test_activity_bounds_must_be_aware_datetimes(
+    storage: Storage, start: object, end: object
+) -> None:
+    engine = _engine(storage)
+    engine.handle_event(Event("c", "x", T0))
+    assert engine.activities(T0, T0 + DAY)  # the log has entries
+    with pytest.raises(ClockError, match="must be"):
+        engine.activities(start, end)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("filters", [{"journey_id": 5}, {"customer_id": ""}])
+def test_activity_filters_must_be_ids(filters: dict[str, Any]) -> None:
+    with pytest.raises(InvalidEventError):
+        _engine().activities(T0, T0 + DAY, **filters)
+
+
+# --- the constructor ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"due_batch_size": 0}, "due_batch_size must be an int >= 1"),
+    ({"due_batch_size": -1}, "due_batch_size must be an int >= 1"),
+    ({"due_batch_size": True}, "due_batch_size must be an int >= 1"),
+    ({"wake_lease": timedelta(0)}, "wake_lease must be a positive timedelta"),
+    ({"prune_every": timedelta(0)}, "prune_every must be a positive timedelta"),
+    ({"future_tolerance": None}, "future_tolerance must be a non-negative timedelta"),
+    ({"future_tolerance": -DAY}, "future_tolerance must be a non-negative timedelta"),
+    ({"keep_ended": -1}, "keep_ended must be an int >= 0"),
+    ({"recipient_attributes": "email"}, "recipient_attributes must be a list or tuple"),
+    ({"recipient_attributes": ["email", 3]}, "recipient_attributes must hold"),
+    ({"limits": "x"}, "limits must be a cjo Limits"),
+    ({"retention": DAY}, "retention must be a cjo Retention"),
+    ({"render": "yes"}, "render must be True or False"),
+    ({"channels": [RecordingChannel()]}, "channels must be a mapping"),
+    ({"actions": ["a"]}, "actions must be a mapping"),
+    ({"scorers": ["a"]}, "scorers must be a mapping"),
+    ({"contact_attributes": ["email"]}, "contact_attributes must be a mapping"),
+    ({"channel_types": ["email"]}, "channel_types must be a mapping"),
+    ({"storage": "sqlite:///x.db"}, "storage must be a cjo Storage.*open_storage"),
+    ({"clock": T0}, "clock must be a cjo Clock"),
+    ({"clock": "now"}, "clock must be a cjo Clock"),
+])
+def test_bad_constructor_options_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        Engine(**options)
+
+
+def test_zero_ended_enrollments_kept_is_accepted() -> None:
+    assert Engine(keep_ended=0).keep_ended == 0
+
+
+# --- identify ----------------------------------------------------------------------------------
+
+
+def test_unset_given_as_a_bare_string_is_refused_not_split_into_letters(
+    storage: Storage
+) -> None:
+    engine = _engine(storage)
+    engine.identify("c", {"e": 1, "m": 2, "email": "x@y"})
+    with pytest.raises(InvalidEventError, match="unset must be attribute names"):
+        engine.identify("c", unset="email")
+    profile = engine.profile("c")
+    assert profile is not None
+    assert profile.attributes == {"e": 1, "m": 2, "email": "x@y"}
+    engine.identify("c", unset=["email"])
+    assert engine.profile("c").attributes == {"e": 1, "m": 2}  # type: ignore[union-attr]
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+
+def _journey(version: int = 1) -> Journey:
+    return Journey("k", version=version, trigger=EventTrigger("x"), entry="w",
+                   steps={"w": Wait(DAY * version)})
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"segments": [Segment("s", attr("a") == 1), Segment("s", attr("a") == 2)]},
+     "segment 's': defined 2 times; segment ids must be unique"),
+    ({"content": [NOTE, ContentItem("note", variants=(
+        Variant("email", {"subject": "T", "text": "u"}),))]},
+     "content 'note': defined 2 times; content ids must be unique"),
+    ({"journeys": [_journey(), Journey("k", trigger=EventTrigger("y"), entry="w",
+                                       steps={"w": Wait(DAY)})]},
+     "journey 'k' v1: defined 2 times"),
+    ({"topics": [Topic("news"), Topic("news", default="opt_in")]},
+     "topic 'news': defined 2 times"),
+], ids=["segments", "content", "journeys", "topics"])
+def test_an_id_given_twice_in_one_publish_is_refused_as_validation_reports_it(
+    arguments: dict[str, Any], message: str
+) -> None:
+    engine = _engine()
+    generation = engine.generation
+    with pytest.raises(DefinitionError, match=message):
+        engine.publish(**arguments)
+    assert engine.generation == generation
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"journeys": _journey()}, "publish journeys: expected a list or tuple of Journey"),
+    ({"journeys": "abc"}, "publish journeys: expected a list or tuple of Journey"),
+    ({"journeys": ["abc"]}, "publish journeys\\[0\\]: expected a Journey, got str"),
+    ({"segments": 5}, "publish segments: expected a list or tuple of Segment"),
+    ({"content": {"note": NOTE}}, "publish content: expected a list or tuple of ContentItem"),
+    ({"definitions": [_journey()]}, "publish definitions: expected a Definitions"),
+    ({"running": ["k"]}, "publish running: expected a mapping"),
+], ids=["one journey", "str", "str item", "int", "mapping", "list as definitions", "running"])
+def test_a_collection_of_definitions_of_the_wrong_shape_is_refused(
+    arguments: dict[str, Any], message: str
+) -> None:
+    engine = _engine()
+    generation = engine.generation
+    with pytest.raises(DefinitionError, match=message):
+        engine.publish(**arguments)
+    assert engine.generation == generation
+
+
+def test_the_same_definitions_given_once_still_publish() -> None:
+    engine = _engine()
+    assert engine.publish(journeys=(j for j in [_journey()])) == engine.generation
+
+
+# --- consent and channel blocks ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda e: e.set_consent("c", subscribed=False, topic=5), InvalidEventError,
+     "consent topic must be a non-empty string"),
+    (lambda e: e.set_consent("c", subscribed="no"), UsageError,
+     "subscribed must be True or False"),
+    (lambda e: e.set_consent("c", subscribed=True, channel=""), InvalidEventError,
+     "consent channel"),
+    (lambda e: e.block_channel("c", None), InvalidEventError, "channel must be"),
+    (lambda e: e.block_channel("c", {"x": 1}), InvalidEventError, "channel must be"),
+    (lambda e: e.block_channel("c", "email", reason=float("nan")), InvalidEventError,
+     "block reason must be"),
+    (lambda e: e.block_channel("c", "email", reason="x" * 1000), InvalidEventError,
+     "block reason is 1000 characters long"),
+    (lambda e: e.unblock_channel("c", 5), InvalidEventError, "channel must be"),
+    (lambda e: e.remove_from_journey("c", None, reason=object()), InvalidEventError,
+     "removal reason must be"),
+    (lambda e: e.remove_from_journey("c", 5), InvalidEventError, "journey_id must be"),
+], ids=["topic", "subscribed", "channel", "block none", "block dict", "block nan",
+        "block long", "unblock", "remove reason", "remove journey"])
+def test_bad_consent_and_block_arguments_are_refused_and_nothing_changes(
+    storage: Storage, call: Callable[[Engine], object], error: type[Exception], message: str
+) -> None:
+    engine = _engine(storage)
+    engine.identify("c", {"email": "x@y"})
+    before = engine.customer_state("c")
+    with pytest.raises(error, match=message):
+        call(engine)
+    assert engine.customer_state("c") == before
+
+
+# --- page and batch sizes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", [
+    lambda e: e.refresh_segments(batch_size=0),
+    lambda e: e.handle_events([], batch_size=0),
+    lambda e: e.dispatch_pending(limit=-1),
+    lambda e: e.dead_letters(limit=0),
+], ids=["refresh_segments", "handle_events", "dispatch_pending", "dead_letters"])
+def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
+    with pytest.raises(UsageError, match="must be an int >= 1"):
+        call(_engine())
