@@ -8,7 +8,7 @@ checks everything the engine relies on.
 """
 
 from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
-from cjo.clock import Clock
+from cjo.clock import Clock, ensure_aware
 from cjo.runtime.state import (
     RECORD_LAYOUT,
     Activity,
@@ -29,7 +29,6 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
-    checked_now,
 )
 from cjo.storage.codec import decode_state, encode_state
 
@@ -56,7 +55,7 @@ __all__ = [
     "PruneResult",
     "Retention",
     "Storage",
-    "checked_now",
     "decode_state",
     "encode_state",
+    "ensure_aware",
 ]

@@ -34,7 +34,6 @@ __all__ = [
     "clock_now",
     "count",
     "definitions_of",
-    "instant",
     "refuse_duplicates",
 ]
 
@@ -62,14 +61,6 @@ def clock_now(clock: Clock) -> datetime:
     raise ClockError(
         f"{type(clock).__name__}.now() must return a timezone-aware datetime, got {_given(now)}"
     )
-
-
-def instant(value: object, what: str) -> datetime:
-    """``value`` in UTC, or ``ClockError``: ``ensure_aware`` for values that may not be
-    datetimes at all."""
-    if not isinstance(value, datetime):
-        raise ClockError(f"{what} must be a timezone-aware datetime, got {_given(value)}")
-    return ensure_aware(value, what)
 
 
 # --- the constructor ---------------------------------------------------------------------------
@@ -256,4 +247,4 @@ def activity_window(
         check_id(journey_id, "journey_id")
     if customer_id is not None:
         check_id(customer_id, "customer_id")
-    return instant(start, "start"), instant(end, "end")
+    return ensure_aware(start, "start"), ensure_aware(end, "end")

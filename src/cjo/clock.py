@@ -10,9 +10,19 @@ from cjo.errors import ClockError
 __all__ = ["Clock", "ManualClock", "SystemClock", "ensure_aware"]
 
 
-def ensure_aware(value: datetime, what: str = "datetime") -> datetime:
-    """Return ``value`` in UTC, refusing naive datetimes (their meaning depends on the machine)."""
-    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+def ensure_aware(value: object, what: str = "datetime") -> datetime:
+    """``value`` in UTC, or ``ClockError`` for a naive datetime (its meaning depends on the
+    machine) or anything that is not a datetime. O(1), and an instant already in UTC is
+    returned as is: adapters call it once per call they are given an instant in, before they
+    take a lock or open a transaction, so a bad instant is refused with nothing held."""
+    if not isinstance(value, datetime):
+        raise ClockError(
+            f"{what} must be a timezone-aware datetime, got {type(value).__name__} {value!r:.80}"
+        )
+    tz = value.tzinfo
+    if tz is UTC:
+        return value
+    if tz is None or tz.utcoffset(value) is None:
         raise ClockError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
     return value.astimezone(UTC)
 

@@ -21,13 +21,12 @@ from cjo.arguments import (
     clock_now,
     count,
     definitions_of,
-    instant,
     refuse_duplicates,
 )
 from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, Message, deliver
 from cjo.channels.retry import retry_delay
-from cjo.clock import Clock, SystemClock
+from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
 from cjo.delivery.consent import block, set_consent, unblock
@@ -527,7 +526,7 @@ class Engine:
         its scheduled instant, so following waits are timed from the schedule. Customers are
         handled in groups, one transaction per group claimed. A stored record that cannot be
         decoded is logged and set aside; the others go on."""
-        now = instant(now, "now") if now is not None else self._now()
+        now = ensure_aware(now, "now") if now is not None else self._now()
         builder = OutcomeBuilder()
         registry = self._sync()
         if self._to_release:
@@ -750,7 +749,7 @@ class Engine:
         """Drop what ``retention`` no longer keeps (event ids, delivered messages and
         discarded dead letters, the activity log); dead letters stay until retried or
         discarded. ``run_due`` does this at most once per ``prune_every``."""
-        now = instant(now, "now") if now is not None else self._now()
+        now = ensure_aware(now, "now") if now is not None else self._now()
         self._last_prune = now
         return self.storage.prune(now, self.retention)
 
@@ -766,7 +765,7 @@ class Engine:
         """Send the outbox messages due by ``now``: those recorded in deferred mode, retries
         whose back-off has passed, and any left behind by a crash. Returns how many were
         attempted. The worker loop calls this."""
-        now = instant(now, "now") if now is not None else self._now()
+        now = ensure_aware(now, "now") if now is not None else self._now()
         count(limit, "limit")
         attempted = 0
         while True:
@@ -1025,8 +1024,8 @@ class Engine:
         for segment_id in segment_ids:
             self._check_segment(segment_id)
         now = self._now()
-        instants = size_instants(instant(start, "start"),
-                                 instant(end, "end") if end is not None else now, every)
+        instants = size_instants(ensure_aware(start, "start"),
+                                 ensure_aware(end, "end") if end is not None else now, every)
         return segment_sizes(self.storage, segment_ids, instants, now)
 
     def _check_segment(self, segment_id: str) -> Registry:

@@ -27,9 +27,10 @@ from cjo import (
     Variant,
     Wait,
 )
+from cjo.clock import ensure_aware
 from cjo.errors import ClockError, StorageError
 from cjo.storage import sqlite as sqlite_module
-from cjo.storage.base import Storage, checked_now
+from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
 
@@ -99,16 +100,16 @@ class _NoOffset(tzinfo):
     datetime(2026, 3, 2, 9), datetime(2026, 3, 2, 9, tzinfo=_NoOffset()), "2026-03-02", None,
     1_772_442_000.0,
 ])
-def test_checked_now_refuses_whatever_is_not_an_aware_datetime(bad: object) -> None:
+def test_ensure_aware_refuses_whatever_is_not_an_aware_datetime(bad: object) -> None:
     with pytest.raises(ClockError, match="now"):
-        checked_now(bad)  # type: ignore[arg-type]
+        ensure_aware(bad, "now")
 
 
-def test_checked_now_gives_utc() -> None:
-    assert checked_now(T0) is T0
+def test_ensure_aware_gives_utc() -> None:
+    assert ensure_aware(T0) is T0
     paris = T0.astimezone(timezone(timedelta(hours=1)))
-    assert checked_now(paris) == T0
-    assert checked_now(paris).tzinfo is UTC
+    assert ensure_aware(paris) == T0
+    assert ensure_aware(paris).tzinfo is UTC
 
 
 def test_a_naive_clock_raises_clock_error_and_leaves_nothing_held(storage: Storage) -> None:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import attrs
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import ClockError, StorageError
+from cjo.errors import StorageError
 from cjo.runtime.state import Activity, CustomerState
 
 __all__ = [
@@ -39,7 +39,7 @@ __all__ = [
     "PruneResult",
     "Retention",
     "Storage",
-    "checked_now",
+    "ensure_aware",
     "membership_changes",
 ]
 
@@ -265,7 +265,7 @@ class Storage(abc.ABC):
 
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
         """Record several delivery attempts at once (one transaction in SQL adapters)."""
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         for d in deliveries:
             self.complete_outbox(d.key, d.result, now, d.retry_at)
 
@@ -399,17 +399,6 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def checked_now(now: datetime, what: str = "now") -> datetime:
-    """``now`` in UTC, or ``ClockError`` for a naive datetime or anything else: what adapters
-    check once when a call begins, before they take a lock or open a transaction, so a bad
-    instant is refused with nothing held. O(1): an instant already in UTC is returned as is."""
-    if isinstance(now, datetime):
-        if now.tzinfo is UTC:
-            return now
-        return ensure_aware(now, what)
-    raise ClockError(f"{what} must be a timezone-aware datetime, got {type(now).__name__}")
 
 
 def membership_changes(

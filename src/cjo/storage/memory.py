@@ -23,6 +23,7 @@ import attrs
 from sortedcontainers import SortedList
 
 from cjo.channels.base import DeliveryResult, Message
+from cjo.clock import ensure_aware
 from cjo.errors import ConflictError, StorageError
 from cjo.runtime.state import Activity, CustomerState, KeptRecord
 from cjo.storage.base import (
@@ -36,7 +37,6 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
-    checked_now,
 )
 
 __all__ = ["InMemoryStorage"]
@@ -288,7 +288,7 @@ class _Txn:
         self.store = store
         # Checked before the lock is taken: a naive instant would be kept, and fail later
         # comparisons with the aware ones around it.
-        self.now = checked_now(now)
+        self.now = ensure_aware(now, "now")
         self.customer_ids = customer_ids
         self.event_ids: set[str] = set()
         self.aside: dict[str, str] = {}
@@ -504,7 +504,7 @@ class InMemoryStorage(Storage):
     # --- wake-ups ------------------------------------------------------------------------------
 
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         out: list[DueCustomer] = []
         with self._lock:
             leases = self._wake_leases
@@ -540,7 +540,7 @@ class InMemoryStorage(Storage):
     # --- outbox --------------------------------------------------------------------------------
 
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         out: list[Message] = []
         with self._lock:
             for key in self._pending:
@@ -560,7 +560,7 @@ class InMemoryStorage(Storage):
         self.complete_outbox_many([Delivery(key, result, retry_at)], now)
 
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         # One lock for the lot, and each delivery's status as it is (no Delivery rebuilt).
         with self._lock:
             outbox, pending = self._outbox, self._pending
@@ -591,7 +591,7 @@ class InMemoryStorage(Storage):
                     if row[_MESSAGE_CUSTOMER] == customer_id]
 
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._lock:
             for key in keys:
                 row = self._outbox.get(key)
@@ -608,7 +608,7 @@ class InMemoryStorage(Storage):
         newest_first: bool = True,
     ) -> list[DeadLetter]:
         if after is not None:
-            after = (checked_now(after[0], "after"), after[1])
+            after = (ensure_aware(after[0], "after"), after[1])
         with self._lock:
             order = sorted(((at, key) for key, at in self._dead.items()), reverse=newest_first)
             if after is not None:
@@ -620,7 +620,7 @@ class InMemoryStorage(Storage):
             return out
 
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._lock:
             if self._dead.pop(key, None) is None:
                 return False
@@ -630,7 +630,7 @@ class InMemoryStorage(Storage):
             return True
 
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._lock:
             if self._dead.pop(key, None) is None:
                 return False
@@ -673,7 +673,7 @@ class InMemoryStorage(Storage):
         journey_id: str | None = None,
         customer_id: str | None = None,
     ) -> list[Activity]:
-        start, end = checked_now(start, "start"), checked_now(end, "end")
+        start, end = ensure_aware(start, "start"), ensure_aware(end, "end")
         with self._lock:
             # Row positions: 0 at, 1 customer, 3 journey (the Activity field order).
             return [
@@ -787,7 +787,7 @@ class InMemoryStorage(Storage):
         # Everything here is kept in the order it was written, which is (nearly) time order:
         # each prune drops from the front and stops at the first entry to keep, so it costs
         # what it removes, not what is kept.
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._lock:
             self._count_pending()  # the log's newest rows may be pruned: count them first
             events = self._events.prune(now - retention.event_ids)

@@ -57,6 +57,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from cjo.channels.base import DeliveryResult, Message
+from cjo.clock import ensure_aware
 from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
 from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
@@ -69,7 +70,6 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
-    checked_now,
     membership_changes,
 )
 from cjo.storage.codec import (
@@ -817,7 +817,7 @@ class PostgresStorage(Storage):
     def batch(
         self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         ids = sorted(set(customer_ids))
         with self._transaction(now) as txn:
             txn.begin(ids, claims)
@@ -852,7 +852,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
             rows = conn.execute(
                 self._q["claim_due"], {"now": now, "until": now + lease, "limit": limit}
@@ -868,7 +868,7 @@ class PostgresStorage(Storage):
         # Claimed and locked inside the transaction (two round trips in all). The lease is
         # committed with the work: a customer that was claimed but not saved (a wake-up this
         # engine cannot handle yet) is not claimed again before it runs out.
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._transaction(now) as txn:
             ids = txn.claim_due(now, limit, lease)
             yield {cid: _Session(txn, cid) for cid in ids}
@@ -883,7 +883,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
             rows = conn.execute(
                 self._q["claim_outbox"], {"now": now, "until": now + lease, "limit": limit}
@@ -895,7 +895,7 @@ class PostgresStorage(Storage):
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         status = Delivery(key, result, retry_at).outbox_status
         with self._pool.connection() as conn:
             conn.execute(
@@ -905,7 +905,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         if not deliveries:
             return
         rows = [
@@ -951,7 +951,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         if not keys:
             return
         with self._pool.connection() as conn:
@@ -968,7 +968,7 @@ class PostgresStorage(Storage):
         newest_first: bool = True,
     ) -> list[DeadLetter]:
         params = {
-            "after": None if after is None else checked_now(after[0], "after"),
+            "after": None if after is None else ensure_aware(after[0], "after"),
             "key": None if after is None else after[1],
             "limit": limit,
         }
@@ -982,13 +982,13 @@ class PostgresStorage(Storage):
 
     @_translating
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
             return bool(conn.execute(self._q["retry_dead"], [now, key]).rowcount == 1)
 
     @_translating
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
             return bool(conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1)
 
@@ -1032,7 +1032,7 @@ class PostgresStorage(Storage):
         journey_id: str | None = None,
         customer_id: str | None = None,
     ) -> list[Activity]:
-        start, end = checked_now(start, "start"), checked_now(end, "end")
+        start, end = ensure_aware(start, "start"), ensure_aware(end, "end")
         where = [sql.SQL("at >= %s AND at < %s")]
         params: list[Any] = [start, end]
         if journey_id is not None:
@@ -1140,7 +1140,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         q = self._q
         with self._pool.connection() as conn, conn.transaction():
             # Prunes take turns, so the totals are re-aggregated by one at a time.

@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any, Final, ParamSpec, TypeVar
 
 from cjo.channels.base import DeliveryResult, Message
+from cjo.clock import ensure_aware
 from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
 from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
@@ -40,7 +41,6 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
-    checked_now,
     membership_changes,
 )
 from cjo.storage.codec import (
@@ -896,7 +896,7 @@ class SQLiteStorage(Storage):
     # runs once per event.
 
     def _begin(self, now: datetime, what: _Phases) -> _Txn:
-        now = checked_now(now)  # before the lock: a bad instant leaves nothing to release
+        now = ensure_aware(now, "now")  # before the lock: a bad instant leaves nothing to release
         self._lock.acquire()
         cur = self._cursor
         try:
@@ -993,7 +993,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("claim_due")
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
-        now_us = us(checked_now(now))
+        now_us = us(ensure_aware(now, "now"))
         with self._lock:
             # One statement, its own transaction: pick, lease and return.
             rows = self._connection().execute(
@@ -1011,7 +1011,7 @@ class SQLiteStorage(Storage):
         # is still written, in the same transaction, so that a customer left as it was (a
         # journey version this engine does not know) is not claimed again by the next pass; a
         # crash rolls claim and work back together.
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         now_us = us(now)
         with self._lock:
             with _Translated("due_batch: look"):
@@ -1046,7 +1046,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("claim_outbox")
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         with self._lock:
             rows = self._connection().execute(
                 _CLAIM_OUTBOX, (us(now), limit, us(now + lease))
@@ -1061,7 +1061,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("complete_outbox")
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
-        now_us = us(checked_now(now))
+        now_us = us(ensure_aware(now, "now"))
         rows = [
             (
                 d.outbox_status,
@@ -1098,7 +1098,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("release_outbox")
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
-        now_us = us(checked_now(now))
+        now_us = us(ensure_aware(now, "now"))
         if not keys:
             return
         with self._write() as conn:
@@ -1120,7 +1120,7 @@ class SQLiteStorage(Storage):
             params = (limit,)
         else:
             sql = _DEAD_NEWEST_AFTER if newest_first else _DEAD_OLDEST_AFTER
-            params = (us(checked_now(after[0], "after")), after[1], limit)
+            params = (us(ensure_aware(after[0], "after")), after[1], limit)
         with self._lock:
             rows = self._connection().execute(sql, params).fetchall()
         return [
@@ -1130,13 +1130,13 @@ class SQLiteStorage(Storage):
 
     @_Translated("retry_dead_letter")
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
-        now_us = us(checked_now(now))
+        now_us = us(ensure_aware(now, "now"))
         with self._write() as conn:
             return conn.execute(_RETRY_DEAD, (now_us, key)).rowcount == 1
 
     @_Translated("discard_dead_letter")
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
-        now_us = us(checked_now(now))
+        now_us = us(ensure_aware(now, "now"))
         with self._write() as conn:
             return conn.execute(_DISCARD_DEAD, (now_us, key)).rowcount == 1
 
@@ -1177,7 +1177,7 @@ class SQLiteStorage(Storage):
         journey_id: str | None = None,
         customer_id: str | None = None,
     ) -> list[Activity]:
-        span = us(checked_now(start, "start")), us(checked_now(end, "end"))
+        span = us(ensure_aware(start, "start")), us(ensure_aware(end, "end"))
         with self._lock:
             rows = self._connection().execute(
                 _ACTIVITIES, (*span, journey_id, customer_id)
@@ -1240,7 +1240,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("prune")
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
-        now = checked_now(now)
+        now = ensure_aware(now, "now")
         events = self._prune_event_ids(us(now - retention.event_ids))
         with self._write() as conn:
             outbox = conn.execute(_PRUNE_OUTBOX, (us(now - retention.outbox),)).rowcount
