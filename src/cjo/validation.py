@@ -652,6 +652,7 @@ def _check_journey(
     problems += _check_reentry(
         journey.reentry, f"{_journey_location(journey)} / reentry", limits
     )
+    problems += _check_instance_source(journey)
     problems += _check_journey_conditions(journey, segment_ids, limits)
     problems += _check_graph(journey, limits)
     checker = _Checker(segment_ids, content, channels, limits, journey_ids, actions,
@@ -826,6 +827,22 @@ def _check_reentry(
     if policy.instance_key is not None:
         problems += _id_problems(policy.instance_key, "instance_key", where)
     return problems
+
+
+def _check_instance_source(journey: Journey) -> list[Problem]:
+    """A keyed journey whose trigger cannot supply the key would never enter anyone: a trigger
+    that declares its context's keys (``context_keys``) must list it."""
+    key = journey.reentry.instance_key
+    keys = getattr(journey.trigger, "context_keys", None)
+    if key is None or keys is None or key in keys:
+        return []
+    held = ", ".join(keys) or "nothing"
+    return [Problem(
+        f"{_journey_location(journey)} / reentry",
+        f"instance_key {_q(key)} is never supplied by a {journey.trigger.kind} trigger (its "
+        f"entries' context holds {held}), so no one would enter; key instances on an event "
+        "or API trigger",
+    )]
 
 
 def _check_journey_conditions(
