@@ -9,6 +9,9 @@ handled), :func:`ctx` (the journey's context, which starts as the trigger event'
 
     (attr("plan") == "pro") & (prop("total") >= 50) & ~in_segment("churned")
 
+Python's ``and``, ``or`` and ``not`` cannot be used: a condition has no truth value (it is
+evaluated later), and ``a and b`` would silently be ``b``.
+
 Comparing against a missing value is false, except ``!=`` and ``not_in``, which are its negations.
 Comparing values of incompatible types (``"3" < 5``) is false rather than an error.
 
