@@ -839,9 +839,9 @@ def _check_instance_source(journey: Journey) -> list[Problem]:
     held = ", ".join(keys) or "nothing"
     return [Problem(
         f"{_journey_location(journey)} / reentry",
-        f"instance_key {_q(key)} is never supplied by a {journey.trigger.kind} trigger (its "
-        f"entries' context holds {held}), so no one would enter; key instances on an event "
-        "or API trigger",
+        f"instance_key {_q(key)} is never supplied by the trigger: entries by a "
+        f"{_q(journey.trigger.kind)} trigger hold {held} in their context, so no one would "
+        "enter; key instances on an event or API trigger",
     )]
 
 
