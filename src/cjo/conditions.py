@@ -9,6 +9,9 @@ handled), :func:`ctx` (the journey's context, which starts as the trigger event'
 
     (attr("plan") == "pro") & (prop("total") >= 50) & ~in_segment("churned")
 
+Python's ``and``, ``or`` and ``not`` cannot be used: a condition has no truth value (it is
+evaluated later), and ``a and b`` would silently be ``b``.
+
 Comparing against a missing value is false, except ``!=`` and ``not_in``, which are its negations.
 Comparing values of incompatible types (``"3" < 5``) is false rather than an error.
 
@@ -22,12 +25,13 @@ datetime (a :class:`CompareTime` node)::
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, Protocol
 
 import attrs
 
+from cjo.errors import DefinitionError
 from cjo.timezones import UTC_ZONE, instant_of, read_moment
 
 __all__ = [
@@ -85,6 +89,14 @@ class Condition:
 
     def __invert__(self) -> Not:
         return Not(self)
+
+    def __bool__(self) -> bool:
+        # ``a and b`` would silently be ``b``, ``a or b`` would be ``a``: a condition is data,
+        # evaluated later, so it has no truth value now.
+        raise DefinitionError(
+            "a condition has no truth value: combine conditions with & (and), | (or) and "
+            "~ (not), not with Python's and, or, not"
+        )
 
 
 @attrs.frozen
@@ -239,6 +251,9 @@ class Field:
     __hash__ = None  # type: ignore[assignment]  # == builds a condition, so a Field is not hashable
 
     def __init__(self, scope: ScopeName, path: str) -> None:
+        if not isinstance(path, str):
+            raise DefinitionError(f"the path of a {scope} field must be a string such as 'plan' "
+                                  f"or 'address.country', got {path!r}")
         self.ref = Ref(scope, path)
 
     def _compare(self, op: Op, value: object) -> Compare | CompareFields | CompareTime:
@@ -268,11 +283,17 @@ class Field:
     def __ge__(self, value: object) -> Compare | CompareFields | CompareTime:
         return self._compare("ge", value)
 
-    def is_in(self, values: Any) -> Compare:
-        return Compare(self.ref, "in", list(values))
+    def is_in(self, values: Iterable[Any]) -> Compare:
+        return Compare(self.ref, "in", self._values("is_in", values))
 
-    def not_in(self, values: Any) -> Compare:
-        return Compare(self.ref, "not_in", list(values))
+    def not_in(self, values: Iterable[Any]) -> Compare:
+        return Compare(self.ref, "not_in", self._values("not_in", values))
+
+    def _values(self, op: str, values: object) -> list[Any]:
+        # A string is iterable, but is_in("abc") almost never means is_in(["a", "b", "c"]).
+        if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+            raise DefinitionError(f"{self.ref}.{op}() needs a list of values, got {values!r}")
+        return list(values)
 
     def contains(self, value: Any) -> Compare:
         return Compare(self.ref, "contains", value)

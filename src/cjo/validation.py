@@ -50,7 +50,7 @@ from cjo.content.channels import channel_type_of, field_problems, output_problem
 from cjo.content.checks import block_problems, sample_data
 from cjo.content.render import Renderer
 from cjo.delivery.validation import check_policies
-from cjo.errors import InvalidEventError, Problem, RenderLimitError
+from cjo.errors import InvalidEventError, Problem, RenderLimitError, UsageError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
@@ -58,6 +58,7 @@ from cjo.model.events import check_id, check_value, check_values, text_problem
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.offers import Offer
 from cjo.model.segments import Segment
+from cjo.model.shapes import shape_problems
 from cjo.model.steps import (
     Step,
 )
@@ -111,8 +112,16 @@ def validate_definitions(
     None or when its blocks differ). ``channel_types`` maps registered channel names to channel
     types (``cjo.content.channels``); ``scorers`` names the host's offer scorers (when given,
     every offer's scorer must be one).
+
+    A field of the wrong type (``Wait(3600)``, ``steps=[...]``) is a problem at its place; when
+    there is one, only those are reported, since every other check reads the fields as declared.
     """
     limits = limits if limits is not None else DEFAULT_LIMITS
+    if not isinstance(limits, Limits):
+        raise UsageError(f"limits must be a cjo.Limits, got {type(limits).__name__}")
+    shape = _shape_problems(definitions)
+    if shape:
+        return shape
     blocks = {b.id: b.source for b in definitions.blocks}
     if renderer is None or dict(renderer.blocks) != blocks:
         renderer = Renderer(limits, blocks)
@@ -170,6 +179,42 @@ def _variant_location(content_id: str, variant: Variant) -> str:
 
 def _offer_location(offer_id: str) -> str:
     return f"offer {_q(offer_id)}"
+
+
+#: How an element of a collection field is named in locations, by the field's name.
+_ELEMENT_NAMES = {
+    "journeys": "journey", "segments": "segment", "content": "content", "variants": "variant",
+    "steps": "step", "exit_criteria": "exit criterion", "cases": "case", "paths": "path",
+    "offers": "offer", "topics": "topic", "caps": "cap", "quiet_hours": "quiet hours",
+    "profile_rules": "profile rule", "blocks": "block", "updates": "update",
+    "categories": "category", "children": "category", "paused": "pause",
+    "version_changes": "version change",
+}
+
+
+def _element_location(field: str, key: object, element: object) -> str:
+    """``journey 'cart' v1``, ``step 'email'``, ``exit criterion 'left'``, ``case 0``: an
+    element by its id or name where it has one, else by its key or index."""
+    if isinstance(element, Journey):
+        return _journey_location(element)
+    word = _ELEMENT_NAMES.get(field, field)
+    if isinstance(key, int):
+        for name in ("id", "name", "channel"):
+            ident = getattr(element, name, None)
+            if isinstance(ident, str) and ident:
+                return f"{word} {_q(ident)}"
+    return f"{word} {_q(key)}"
+
+
+def _shape_problems(definitions: object) -> list[Problem]:
+    """Fields that do not hold a value of their declared type (``cjo.model.shapes``)."""
+    if not isinstance(definitions, Definitions):
+        return [Problem("definitions", f"expected a cjo.Definitions, got "
+                                       f"{type(definitions).__name__}")]
+    return [
+        Problem(" / ".join(parts) or "definitions", message)
+        for parts, message in shape_problems(definitions, _element_location)
+    ]
 
 
 # --- small helpers -----------------------------------------------------------------------------
@@ -314,7 +359,7 @@ def _arrow(path: Sequence[str]) -> str:
 def _id_problem(value: object, what: str) -> str | None:
     """Why ``value`` cannot be an id (the rules of event ids: 1 to 256 characters, not only
     whitespace, no NUL, no lone surrogate), or None. Ids become storage keys and index entries."""
-    if value == "":
+    if isinstance(value, str) and value == "":
         return f"{what} must not be empty"
     try:
         check_id(value, what)
@@ -607,6 +652,7 @@ def _check_journey(
     problems += _check_reentry(
         journey.reentry, f"{_journey_location(journey)} / reentry", limits
     )
+    problems += _check_instance_source(journey)
     problems += _check_journey_conditions(journey, segment_ids, limits)
     problems += _check_graph(journey, limits)
     checker = _Checker(segment_ids, content, channels, limits, journey_ids, actions,
@@ -781,6 +827,22 @@ def _check_reentry(
     if policy.instance_key is not None:
         problems += _id_problems(policy.instance_key, "instance_key", where)
     return problems
+
+
+def _check_instance_source(journey: Journey) -> list[Problem]:
+    """A keyed journey whose trigger cannot supply the key would never enter anyone: a trigger
+    that declares its context's keys (``context_keys``) must list it."""
+    key = journey.reentry.instance_key
+    keys = getattr(journey.trigger, "context_keys", None)
+    if key is None or keys is None or key in keys:
+        return []
+    held = ", ".join(keys) or "nothing"
+    return [Problem(
+        f"{_journey_location(journey)} / reentry",
+        f"instance_key {_q(key)} is never supplied by the trigger: entries by a "
+        f"{_q(journey.trigger.kind)} trigger hold {held} in their context, so no one would "
+        "enter; key instances on an event or API trigger",
+    )]
 
 
 def _check_journey_conditions(

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import attrs
 from hypothesis import strategies as st
 
 from cjo.conditions import Condition, attr, ctx, in_segment, prop
@@ -216,15 +217,19 @@ def journeys(draw: st.DrawFn, journey_id: str, *, with_schedules: bool = False) 
     # Every wait is at most six hours: a lifetime of a day or more never cuts one short at
     # validation, and a shorter one is not offered.
     lifetime = draw(st.sampled_from([None, None, timedelta(days=1), timedelta(hours=30)]))
+    trigger = draw(triggers | schedules if with_schedules else triggers)
+    reentry = draw(reentry_policies())
+    if trigger.context_keys is not None:  # only event and API triggers supply an instance key
+        reentry = attrs.evolve(reentry, instance_key=None)
     return Journey(
         id=journey_id,
         entry="s0",
         steps=graph,
-        trigger=draw(triggers | schedules if with_schedules else triggers),
+        trigger=trigger,
         audience=draw(st.none() | profile_conditions),
         exit_criteria=tuple(exits),
         goal=goal,
-        reentry=draw(reentry_policies()),
+        reentry=reentry,
         max_lifetime=lifetime,
         priority=draw(st.integers(0, 2)),
         exclusive_group=draw(st.sampled_from([None, None, "g"])),

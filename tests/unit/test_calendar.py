@@ -110,8 +110,9 @@ def test_a_bad_time_of_day_says_where() -> None:
     assert list(caught.value.problems) == [Problem(
         "$.journeys[0].steps['a'].at", "not a time of day: '9am' (use 'HH:MM', such as '09:00')"
     )]
-    with pytest.raises(DefinitionError, match="not a time of day: '25:00'"):
-        WaitUntil("25:00")
+    with pytest.raises(DefinitionError) as caught:
+        Engine().publish(journeys=[Journey("j", entry="a", steps={"a": WaitUntil("25:00")})])
+    assert [p.location for p in caught.value.problems] == ["journey 'j' v1 / step 'a'"]
 
 
 # --- validation --------------------------------------------------------------------------------

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import time, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import attrs
 
 from cjo.conditions import Condition, Field, Ref
-from cjo.errors import DefinitionError
 
 __all__ = [
     "Action",
@@ -90,12 +89,13 @@ class WaitForEvent:
 
 
 def _as_time(value: time | str) -> time:
-    """``"09:00"`` reads as ``time(9, 0)``."""
+    """``"09:00"`` reads as ``time(9, 0)``. Anything else is kept as given: validation reports it
+    at the step's place, which a constructor cannot know."""
     if isinstance(value, str):
         try:
             return time.fromisoformat(value)
         except ValueError:
-            raise DefinitionError(f"not a time of day: {value!r} (use 'HH:MM')") from None
+            return cast(time, value)
     return value
 
 
@@ -107,6 +107,10 @@ def _as_ref(value: Ref | Field | str) -> Ref:
         scope, _, path = value.partition(".")
         return Ref(scope, path)  # type: ignore[arg-type]  # an unknown scope is reported by validation
     return value
+
+
+_FIELD_NAME = "must name a field, such as attr('renewal_date') or 'profile.renewal_date'"
+_TIME_OF_DAY = "must be a time of day: 'HH:MM' or a datetime.time"
 
 
 @attrs.frozen
@@ -121,7 +125,7 @@ class WaitUntil:
     """
 
     kind: ClassVar[str] = "wait_until"
-    at: time = attrs.field(converter=_as_time)
+    at: time = attrs.field(converter=_as_time, metadata={"expects": _TIME_OF_DAY})
     weekdays: tuple[str, ...] = ()
     next: str | None = None
     tags: tuple[str, ...] = ()
@@ -144,10 +148,13 @@ class WaitUntilDate:
     """
 
     kind: ClassVar[str] = "wait_until_date"
-    date: Ref = attrs.field(converter=_as_ref)
+    date: Ref = attrs.field(converter=_as_ref, metadata={"expects": _FIELD_NAME})
     days: int = 0
     offset: timedelta = timedelta(0)
-    at: time | None = attrs.field(default=None, converter=attrs.converters.optional(_as_time))
+    at: time | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_as_time),
+        metadata={"expects": f"{_TIME_OF_DAY}, or None"},
+    )
     next: str | None = None
     on_past: str | None = None
     on_missing: str | None = None

@@ -25,6 +25,8 @@ class EventTrigger:
     """Start when the customer sends ``event`` and ``where`` (if any) holds for it."""
 
     kind: ClassVar[str] = "event"
+    #: The keys of an entry's context (None: the input's own, here the event's properties).
+    context_keys: ClassVar[tuple[str, ...] | None] = None
     event: str
     where: Condition | None = None
 
@@ -34,6 +36,7 @@ class ApiTrigger:
     """Start only through ``Engine.start_journey``."""
 
     kind: ClassVar[str] = "api"
+    context_keys: ClassVar[tuple[str, ...] | None] = None  # the context given to start_journey
 
 
 @attrs.frozen
@@ -48,6 +51,7 @@ class InactivityTrigger:
     """
 
     kind: ClassVar[str] = "inactivity"
+    context_keys: ClassVar[tuple[str, ...] | None] = ()
     event: str
     after: timedelta
     where: Condition | None = None
@@ -70,6 +74,7 @@ class AttributeTrigger:
     """
 
     kind: ClassVar[str] = "attribute"
+    context_keys: ClassVar[tuple[str, ...] | None] = ("attribute", "old_value", "new_value")
     attribute: str
     changed_to: tuple[Any, ...] | None = attrs.field(default=None, converter=_as_values)
     changed_from: tuple[Any, ...] | None = attrs.field(default=None, converter=_as_values)
@@ -82,6 +87,7 @@ class SegmentTrigger:
     at the instant the membership changes (an event, a profile change, or time passing)."""
 
     kind: ClassVar[str] = "segment"
+    context_keys: ClassVar[tuple[str, ...] | None] = ("segment",)
     segment: str
     on: Literal["enter", "exit"] = "enter"
 
@@ -99,6 +105,7 @@ class ScheduleTrigger:
     enrollment's context holds ``scheduled_at`` (the occurrence, ISO 8601)."""
 
     kind: ClassVar[str] = "schedule"
+    context_keys: ClassVar[tuple[str, ...] | None] = ("scheduled_at",)
     cron: str
     timezone: str | None = None
     segment: str | None = None

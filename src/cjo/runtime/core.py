@@ -22,6 +22,7 @@ from cjo.delivery.feedback import DELIVERY_EVENTS, apply_delivery_event
 from cjo.delivery.gate import gate
 from cjo.delivery.gate import record as record_send
 from cjo.errors import RenderError
+from cjo.limits import MAX_ID_LENGTH
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.governance import VersionChange, in_control_group
 from cjo.model.journey import ReentryPolicy
@@ -490,7 +491,21 @@ class Decider:
             value = data.get(key_name)
             if value is None:
                 return None  # the input lacks the instance key: it cannot name an instance
-            key = str(value)
+            # A key is text or a whole number (5 and "5" name one instance): a list or a float
+            # names no instance reliably, and a key longer than an id would swell every id.
+            if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:
+                key = value
+            elif isinstance(value, int) and not isinstance(value, bool):
+                key = str(value)
+            else:
+                got = (f"{len(value)} characters" if isinstance(value, str)
+                       else f"a {type(value).__name__}")
+                self.outcome.not_entered.append(NotEntered(
+                    cj.journey.id, self.customer_id,
+                    f"instance key {key_name!r} must be a string of 1 to {MAX_ID_LENGTH} "
+                    f"characters or a whole number, got {got}", now,
+                ))
+                return None
         if not self._may_enter(cj, key, now):
             return None
         registry = self.registry

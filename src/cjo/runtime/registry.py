@@ -81,7 +81,7 @@ class CompiledJourney:
             trigger=tkind,
             trigger_compiled=tkind.compile(journey.trigger),
             audience=_maybe(journey.audience),
-            goal_where=_maybe(journey.goal.where) if journey.goal else None,
+            goal_where=_maybe(journey.goal.where) if journey.goal is not None else None,
             exit_by_event=exit_by_event,
             exit_conditions=exit_conditions,
             steps=steps,
