@@ -15,14 +15,13 @@ from typing import Any, TypeVar
 
 from cjo.clock import Clock, ensure_aware
 from cjo.content.channels import CHANNEL_TYPES
-from cjo.delivery import validation as policy_validation
 from cjo.errors import ClockError, DefinitionError, Problem, UsageError
 from cjo.limits import Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import check_id
 from cjo.storage.base import Retention, Storage
 from cjo.timezones import is_zone
-from cjo.validation import _duplicates
+from cjo.validation import duplicate_ids
 
 __all__ = [
     "activity_window",
@@ -215,14 +214,7 @@ def definitions_of(cls: type[T], what: str, *collections: object) -> tuple[T, ..
 def refuse_duplicates(incoming: Definitions) -> None:
     """What one ``publish`` call is given must not name an id twice: merging by id would keep
     only the last silently. The problems are those validation reports for a whole set."""
-    problems = _duplicates(incoming)
-    for kind, ids in (
-        ("topic", (t.id for t in incoming.topics)),
-        ("frequency cap", (c.id for c in incoming.caps)),
-        ("quiet hours", (q.id for q in incoming.quiet_hours)),
-        ("profile rule", (r.id for r in incoming.profile_rules)),
-    ):
-        problems += policy_validation._duplicates(kind, ids)
+    problems = duplicate_ids(incoming)
     if problems:
         raise DefinitionError(problems)
 

@@ -130,7 +130,7 @@ def validate_definitions(
     content = _content_by_id(definitions.content)
     offers = {o.id: o for o in definitions.offers}
     problems: list[Problem] = []
-    problems += _duplicates(definitions)
+    problems += duplicate_ids(definitions)
     journey_ids = {j.id for j in definitions.journeys}
     for journey in definitions.journeys:
         problems += _check_journey(journey, segment_ids, content, channels, limits,
@@ -406,7 +406,10 @@ def _check_span(
 # --- duplicates --------------------------------------------------------------------------------
 
 
-def _duplicates(definitions: Definitions) -> list[Problem]:
+def duplicate_ids(definitions: Definitions) -> list[Problem]:
+    """Every id ``definitions`` names twice (journeys by id and version): what a whole set
+    must not hold, and what one ``publish`` call must not either (merging by id would keep
+    only the last one silently)."""
     problems: list[Problem] = []
     journeys = Counter((j.id, j.version) for j in definitions.journeys)
     for (journey_id, version), count in journeys.items():
@@ -420,6 +423,11 @@ def _duplicates(definitions: Definitions) -> list[Problem]:
         ("content", _content_location, [c.id for c in definitions.content]),
         ("block", lambda i: f"block {_q(i)}", [b.id for b in definitions.blocks]),
         ("offer", _offer_location, [o.id for o in definitions.offers]),
+        ("profile rule", lambda i: f"profile rule {_q(i)}",
+         [r.id for r in definitions.profile_rules]),
+        ("topic", lambda i: f"topic {i!r}", [t.id for t in definitions.topics]),
+        ("frequency cap", lambda i: f"frequency cap {i!r}", [c.id for c in definitions.caps]),
+        ("quiet hours", lambda i: f"quiet hours {i!r}", [q.id for q in definitions.quiet_hours]),
     ):
         for item_id, count in Counter(ids).items():
             if count > 1:
@@ -502,10 +510,6 @@ def _check_rules(
     rules: Sequence[ProfileRule], segment_ids: Collection[str], limits: Limits
 ) -> list[Problem]:
     problems: list[Problem] = []
-    for rule_id, count in Counter(r.id for r in rules).items():
-        if count > 1:
-            problems.append(Problem(f"profile rule {_q(rule_id)}",
-                                    f"defined {count} times; profile rule ids must be unique"))
     for rule in rules:
         where = f"profile rule {_q(rule.id)}"
         problems += _id_problems(rule.id, "profile rule id", where)

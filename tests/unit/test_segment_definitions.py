@@ -112,11 +112,12 @@ def test_segment_triggers_exits_and_rules_are_checked() -> None:
              ProfileRule("r", "purchase", (AttributeUpdate("a", "add"), copy("b", prop=""))))
     problems = _problems(journeys=(journey,), profile_rules=rules,
                          content=(ContentItem("n", variants=(Variant("email", {"subject": "x", "text": "x"}),)),))
+    # Duplicate ids first, of every kind at once (as one publish call reports them).
     assert problems == [
+        "profile rule 'r': defined 2 times; profile rule ids must be unique",
         "journey 'j' v1 / exit criterion 'x': a segment criterion takes no event or where",
         "journey 'j' v1 / exit criterion 'x': segment 'gone' does not exist",
         "journey 'j' v1 / trigger: segment 'nope' does not exist",
-        "profile rule 'r': defined 2 times; profile rule ids must be unique",
         "profile rule 'r': has no updates",
         "profile rule 'r': add to 'a' needs a prop or a number",
         "profile rule 'r': copy into 'b' needs a prop",

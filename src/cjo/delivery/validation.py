@@ -3,8 +3,7 @@ that Sends and content items name. Called by ``cjo.validation.validate_definitio
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from cjo.errors import InvalidEventError, Problem
@@ -25,13 +24,6 @@ def _id(value: object, what: str, where: str) -> list[Problem]:
     except InvalidEventError as exc:
         return [Problem(where, str(exc))]
     return []
-
-
-def _duplicates(kind: str, ids: Iterable[str]) -> list[Problem]:
-    return [
-        Problem(f"{kind} {item!r}", f"defined {count} times; {kind} ids must be unique")
-        for item, count in Counter(ids).items() if count > 1
-    ]
 
 
 def _channel(channel: str, channels: Collection[str] | None, where: str) -> list[Problem]:
@@ -104,9 +96,8 @@ def check_policies(
     definitions: Definitions, channels: Collection[str] | None, limits: Limits
 ) -> list[Problem]:
     """Every problem with the delivery policies of ``definitions``."""
-    problems = _duplicates("topic", (t.id for t in definitions.topics))
-    problems += _duplicates("frequency cap", (c.id for c in definitions.caps))
-    problems += _duplicates("quiet hours", (q.id for q in definitions.quiet_hours))
+    # Duplicate ids are reported by ``cjo.validation.duplicate_ids`` with every other kind's.
+    problems: list[Problem] = []
     topics = {t.id for t in definitions.topics}
     for topic in definitions.topics:
         problems += _id(topic.id, "topic id", f"topic {topic.id!r}")
