@@ -229,18 +229,7 @@ def _journey(version: int = 1) -> Journey:
      "journey 'k' v1: defined 2 times"),
     ({"topics": [Topic("news"), Topic("news", default="opt_in")]},
      "topic 'news': defined 2 times"),
-], ids=["segments", "content", "journeys", "topics"])
-def test_an_id_given_twice_in_one_publish_is_refused_as_validation_reports_it(
-    arguments: dict[str, Any], message: str
-) -> None:
-    engine = _engine()
-    generation = engine.generation
-    with pytest.raises(DefinitionError, match=message):
-        engine.publish(**arguments)
-    assert engine.generation == generation
-
-
-@pytest.mark.parametrize(("arguments", "message"), [
+    # Collections of the wrong shape.
     ({"journeys": _journey()}, "publish journeys: expected a list or tuple of Journey"),
     ({"journeys": "abc"}, "publish journeys: expected a list or tuple of Journey"),
     ({"journeys": ["abc"]}, "publish journeys\\[0\\]: expected a Journey, got str"),
@@ -248,8 +237,9 @@ def test_an_id_given_twice_in_one_publish_is_refused_as_validation_reports_it(
     ({"content": {"note": NOTE}}, "publish content: expected a list or tuple of ContentItem"),
     ({"definitions": [_journey()]}, "publish definitions: expected a Definitions"),
     ({"running": ["k"]}, "publish running: expected a mapping"),
-], ids=["one journey", "str", "str item", "int", "mapping", "list as definitions", "running"])
-def test_a_collection_of_definitions_of_the_wrong_shape_is_refused(
+], ids=["segments", "content", "journeys", "topics", "one journey", "str", "str item", "int",
+        "mapping", "list as definitions", "running"])
+def test_ids_given_twice_or_collections_of_the_wrong_shape_are_refused_unpublished(
     arguments: dict[str, Any], message: str
 ) -> None:
     engine = _engine()
