@@ -75,6 +75,12 @@ def import_profiles(
     ones among them are one transaction, and ``progress`` then gets the running totals."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise UsageError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    # A str or a mapping is iterable too, but a record per character or key is never meant.
+    if isinstance(records, str | bytes | Mapping) or not isinstance(records, Iterable):
+        raise UsageError(
+            "records must be an iterable of profile records (mappings), got "
+            f"{type(records).__name__}"
+        )
     read = imported = reported = 0
     problems: list[ImportProblem] = []
     group: list[ProfileUpdate] = []

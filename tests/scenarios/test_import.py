@@ -90,6 +90,13 @@ def test_import_checks_its_batch_size() -> None:
     assert ImportProblem(2, "x") == ImportProblem(2, "x")
 
 
+@pytest.mark.parametrize("records", [5, None, "abc", {"customer_id": "a"}])
+def test_import_takes_an_iterable_of_records_not_one_record_or_a_string(records: Any) -> None:
+    engine, _ = _engine(None)
+    with pytest.raises(UsageError, match="records must be an iterable of profile records"):
+        engine.import_profiles(records)
+
+
 def test_cli_imports_a_csv_file_into_sqlite(tmp_path: Path, capsys: Any) -> None:
     db = tmp_path / "cjo.db"
     path = tmp_path / "people.csv"
