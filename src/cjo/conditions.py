@@ -208,14 +208,23 @@ class Moment:
         self.offset = offset
 
     def __add__(self, delta: timedelta) -> Moment:
-        return Moment(self.base, self.offset + delta)
+        return Moment(self.base, self.offset + self._duration(delta))
 
     def __sub__(self, delta: timedelta) -> Moment:
-        return Moment(self.base, self.offset - delta)
+        return Moment(self.base, self.offset - self._duration(delta))
+
+    def _duration(self, delta: object) -> timedelta:
+        if not isinstance(delta, timedelta):
+            raise DefinitionError(
+                f"{self!r} moves by a timedelta, such as timedelta(days=14), got {delta!r:.80}"
+            )
+        return delta
 
     def _flip(self, op: Op, field: object) -> CompareTime:
         if not isinstance(field, Field):
-            raise TypeError(f"compare {self!r} with a field, such as attr('signed_up_at')")
+            raise DefinitionError(
+                f"compare {self!r} with a field, such as attr('signed_up_at')"
+            )
         return CompareTime(field.ref, _FLIPPED[op], self.base, self.offset)
 
     def __lt__(self, field: object) -> CompareTime:

@@ -226,8 +226,10 @@ def test_the_builder_makes_time_comparisons_both_ways() -> None:
     assert (ctx("b") >= entered_at() + HOUR) == CompareTime(
         Ref("context", "b"), "ge", "entered_at", HOUR
     )
-    with pytest.raises(TypeError, match="compare Moment"):
+    with pytest.raises(DefinitionError, match="compare Moment"):
         _ = now() < 5  # type: ignore[operator]
+    with pytest.raises(DefinitionError, match="moves by a timedelta"):
+        _ = now() - 5  # type: ignore[operator]
 
 
 @pytest.mark.parametrize(
