@@ -30,7 +30,7 @@ __all__ = [
     "check_decision_options",
     "check_delivery",
     "check_engine_options",
-    "clock_now",
+    "clock_reading",
     "count",
     "definitions_of",
     "refuse_duplicates",
@@ -50,11 +50,10 @@ def _given(value: object) -> str:
 # --- instants ----------------------------------------------------------------------------------
 
 
-def clock_now(clock: Clock) -> datetime:
-    """The clock's reading, or ``ClockError`` naming the clock when it is not an aware
+def clock_reading(clock: Clock, now: object) -> datetime:
+    """``now``, the clock's reading, or ``ClockError`` naming the clock when it is not an aware
     datetime (a naive one would be read in the machine's zone by some storages and fail in
     others)."""
-    now = clock.now()
     if isinstance(now, datetime) and now.utcoffset() is not None:
         return now
     raise ClockError(

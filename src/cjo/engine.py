@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
@@ -18,7 +18,7 @@ from cjo.arguments import (
     check_decision_options,
     check_delivery,
     check_engine_options,
-    clock_now,
+    clock_reading,
     count,
     definitions_of,
     refuse_duplicates,
@@ -208,7 +208,11 @@ class Engine:
 
     def _now(self) -> datetime:
         """The clock's reading, checked once per host call (not per event)."""
-        return clock_now(self.clock)
+        now = self.clock.now()
+        # The usual reading, an instant in UTC, passes without a call.
+        if type(now) is datetime and now.tzinfo is UTC:
+            return now
+        return clock_reading(self.clock, now)
 
     @property
     def render(self) -> bool:
