@@ -287,8 +287,10 @@ class _Txn:
     ) -> None:
         self.store = store
         # Checked before the lock is taken: a naive instant would be kept, and fail later
-        # comparisons with the aware ones around it.
-        self.now = ensure_aware(now, "now")
+        # comparisons with the aware ones around it. An instant in UTC (the usual one) passes
+        # without a call: this runs for every transaction (so do claim_due's and
+        # complete_outbox_many's checks for every worker pass).
+        self.now = now if type(now) is datetime and now.tzinfo is UTC else ensure_aware(now, "now")
         self.customer_ids = customer_ids
         self.event_ids: set[str] = set()
         self.aside: dict[str, str] = {}
@@ -504,7 +506,8 @@ class InMemoryStorage(Storage):
     # --- wake-ups ------------------------------------------------------------------------------
 
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
-        now = ensure_aware(now, "now")
+        if type(now) is not datetime or now.tzinfo is not UTC:
+            now = ensure_aware(now, "now")
         out: list[DueCustomer] = []
         with self._lock:
             leases = self._wake_leases
@@ -560,7 +563,8 @@ class InMemoryStorage(Storage):
         self.complete_outbox_many([Delivery(key, result, retry_at)], now)
 
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
-        now = ensure_aware(now, "now")
+        if type(now) is not datetime or now.tzinfo is not UTC:
+            now = ensure_aware(now, "now")
         # One lock for the lot, and each delivery's status as it is (no Delivery rebuilt).
         with self._lock:
             outbox, pending = self._outbox, self._pending
