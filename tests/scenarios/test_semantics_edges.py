@@ -228,7 +228,7 @@ def test_after_a_merge_an_exclusive_group_keeps_its_highest_priority_journey(
 
 
 def test_after_a_merge_the_concurrency_limit_holds() -> None:
-    engine, clock, email = _engine(T0)
+    engine, _, _ = _engine(T0)
     engine.publish(journeys=[_promo("p", "p", 0, None), _promo("q", "q", 3, None),
                              _promo("r", "r", 1, None)],
                    content=[NOTE], max_concurrent_journeys=2)
@@ -241,7 +241,7 @@ def test_after_a_merge_the_concurrency_limit_holds() -> None:
 
 
 def test_a_merge_bringing_no_enrollment_ends_nothing() -> None:
-    engine, clock, email = _engine(T0)
+    engine, _, _ = _engine(T0)
     engine.publish(journeys=[_promo("p", "p", 0, None), _promo("q", "q", 0, None)],
                    content=[NOTE])
     engine.handle_event(_event("p", "ada", T0, "1"))
