@@ -5,10 +5,13 @@ transaction (``Engine.identify(..., anonymous_id=...)`` opens it), without I/O:
 
 - profile: the known customer's attribute values win on conflict; the known time zone and
   locale win, the anonymous ones fill a gap;
-- enrollments: an active enrollment of the anonymous customer in a journey the known one is not
-  in moves over as it is (same id, so the idempotency keys of its sends are the same and a step
-  already sent is never sent again; its wake-up is kept); where both are in the journey, the
-  known one's continues and the anonymous one ends as ``merged``;
+- enrollments: an active enrollment of the anonymous customer in a journey instance (journey
+  and instance key) the known one is not in moves over as it is (same id, so the idempotency
+  keys of its sends are the same and a step already sent is never sent again; its wake-up is
+  kept); where both are in the instance, the known one's continues and the anonymous one ends
+  as ``merged``. The rules across journeys then hold in the merged record: of two journeys of
+  an exclusive group, and beyond ``max_concurrent_journeys``, the lower-priority journey's
+  enrollments (either customer's) end as ``merged``;
 - entry histories, offer counts, the send ledger and the kept ended enrollments are combined;
 - tracks (event-history aggregates) are combined, then trimmed as the published conditions
   need; segment memberships are combined and evaluated again afterwards (``Engine`` does it);
@@ -22,9 +25,9 @@ The anonymous record is emptied: it keeps no profile, enrollments, histories or 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from cjo.delivery.consent import set_consent
 from cjo.model.events import Profile
@@ -32,15 +35,20 @@ from cjo.runtime.core import Decider
 from cjo.runtime.state import (
     NO_ENTRIES,
     CustomerState,
+    Enrollment,
     EntryHistory,
     OfferHistory,
     Track,
 )
 from cjo.segments.membership import SEGMENT_TIMER
 
+if TYPE_CHECKING:
+    from cjo.runtime.registry import CompiledJourney, Registry
+
 __all__ = ["MERGED", "merge_into", "merged_profile"]
 
-#: The end status of an anonymous enrollment whose journey the known customer is already in.
+#: The end status of an enrollment a merge ends: an anonymous one whose journey instance the
+#: known customer is already in, or one the rules across journeys leave out of the merged record.
 MERGED = "merged"
 
 _C = TypeVar("_C", datetime, float)
@@ -52,13 +60,25 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     memberships are left for the caller to evaluate again (the combined record may qualify for
     segments neither record was in, or leave some)."""
     k, a = known.state, anonymous.state
-    busy = {e.journey_id for e in k.enrollments if e.active}
+    # One enrollment per journey and instance key, as at entry: another cart moves over.
+    busy = {(e.journey_id, e.instance_key) for e in k.enrollments if e.active}
+    # Only what the anonymous record brings can break the rules across journeys.
+    left_out = (
+        _left_out(known.registry, [*k.enrollments, *a.enrollments])
+        if any(e.active for e in a.enrollments) else {}
+    )
+    merged = f"merged into {k.customer_id}"
+    for e in [e for e in k.enrollments if e.active and e.journey_id in left_out]:
+        known.end(e, MERGED, f"merged with {a.customer_id}: {left_out[e.journey_id]}", now)
     moved: list[str] = []
     for e in sorted(a.enrollments, key=lambda e: (e.entered_at, e.id)):
         if not e.active:
             continue
-        if e.journey_id in busy:
-            anonymous.end(e, MERGED, f"merged into {k.customer_id}", now)
+        if e.journey_id in left_out:
+            anonymous.end(e, MERGED, f"{merged}: {left_out[e.journey_id]}", now)
+            continue
+        if (e.journey_id, e.instance_key) in busy:
+            anonymous.end(e, MERGED, merged, now)
             continue
         a.enrollments.remove(e)
         e.customer_id = k.customer_id
@@ -100,6 +120,35 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     anonymous.state = empty
     anonymous.touch()
     return moved
+
+
+def _left_out(registry: Registry, enrollments: Iterable[Enrollment]) -> dict[str, str]:
+    """The journeys of the active ``enrollments`` that must end for the rules across journeys
+    to hold in the merged record, each with why. As at entry, journeys go highest priority
+    first (ties: journey id), so each exclusive group keeps its highest journey and only the
+    first ``max_concurrent_journeys`` stay."""
+    limit = registry.max_concurrent
+    if not registry.any_group and limit is None:
+        return {}
+    inside: dict[str, CompiledJourney] = {}
+    for e in enrollments:
+        cj = registry.journeys.get((e.journey_id, e.version))
+        if e.active and cj is not None:
+            inside.setdefault(e.journey_id, cj)
+    groups: dict[str, str] = {}  # exclusive group -> the journey kept in it
+    kept = 0
+    out: dict[str, str] = {}
+    for jid, cj in sorted(inside.items(), key=lambda item: (-item[1].journey.priority, item[0])):
+        group = cj.journey.exclusive_group
+        if group is not None and group in groups:
+            out[jid] = f"exclusive group {group!r}: in journey {groups[group]!r}"
+        elif limit is not None and kept >= limit:
+            out[jid] = f"concurrency limit: in {limit} journeys"
+        else:
+            kept += 1
+            if group is not None:
+                groups[group] = jid
+    return out
 
 
 def merged_profile(customer_id: str, known: Profile | None, anonymous: Profile) -> Profile:

@@ -1,6 +1,7 @@
 """Schedule triggers: journeys started for a segment's members at each occurrence of a cron
 rule. ``Engine.run_due`` runs the occurrences that fell due; ``Engine.publish`` records where
-a new schedule starts, so no occurrence before the publish is ever run.
+a new schedule starts, so no occurrence before the publish is ever run (one at the publish
+instant is).
 
 Each occurrence runs once per customer whatever the number of workers: every entry claims the
 id ``schedule:<journey>:<occurrence>:<customer>`` in the customer's transaction (as an event id
@@ -11,7 +12,7 @@ workers that notice the same occurrence both walk the members; each customer sti
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from cjo.model.triggers import ScheduleTrigger
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["mark_schedules", "next_schedule_run", "run_schedules"]
 
 _PAGE = 500
+# An occurrence at the very instant of the publish is not before it: it runs.
+_JUST_BEFORE = timedelta(microseconds=1)
 
 
 def _setting(journey_id: str) -> str:
@@ -51,15 +54,16 @@ def _done(engine: Engine, journey_id: str) -> datetime | None:
 def mark_schedules(
     engine: Engine, registry: Registry, at: datetime, *, replace: bool = False
 ) -> None:
-    """Count schedules from ``at``, as if published then: the latest occurrence at or before
-    it is recorded as done, so the first one run is the next. Only schedules not seen before,
-    unless ``replace`` (a back-test without a start publishes before it knows its first
-    instant, and counts from that instant once it does)."""
+    """Count schedules from ``at``, as if published then: the latest occurrence strictly
+    before it is recorded as done, so the first one run is the next (``at`` itself, if an
+    occurrence). Only schedules not seen before, unless ``replace`` (a back-test without a
+    start publishes before it knows its first instant, and counts from that instant once it
+    does)."""
     for cj, trigger in _schedules(registry, paused=True):
         if not replace and _done(engine, cj.journey.id) is not None:
             continue
         try:
-            latest_run = latest_occurrence(trigger, at)
+            latest_run = latest_occurrence(trigger, at - _JUST_BEFORE)
         except (OverflowError, ValueError):
             # No occurrence can precede ``at`` (a back-test publishing before its first
             # input): nothing is marked, and the first run counts from its own instant.

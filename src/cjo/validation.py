@@ -1018,9 +1018,12 @@ class _Checker:
             return [Problem(where, f"{name} {_describe(value)} is longer than the limit of "
                                    f"{_describe(limits.max_duration)}")]
         lifetime = journey.max_lifetime if journey is not None else None
-        if _positive(lifetime) and value > lifetime:
-            return [Problem(where, f"{name} {_describe(value)} is longer than the journey's "
-                                   f"max_lifetime {_describe(lifetime)}, so it could never end")]
+        if _positive(lifetime) and value >= lifetime:
+            # Even from the entry, such a wait ends no sooner than the enrollment expires.
+            than = "longer than" if value > lifetime else "as long as"
+            return [Problem(where, f"{name} {_describe(value)} is {than} the journey's "
+                                   f"max_lifetime {_describe(lifetime)}, so the enrollment would "
+                                   "expire by the time the wait ends")]
         return []
 
     def identifier(self, value: object, what: str, where: str) -> list[Problem]:

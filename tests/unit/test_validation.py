@@ -420,8 +420,9 @@ def test_a_wait_longer_than_max_lifetime(step: Step, message: str) -> None:
     assert message in problem.message
 
 
-def test_a_wait_as_long_as_max_lifetime_is_fine() -> None:
-    assert problems_of(journey({"a": Wait(DAY)}, max_lifetime=DAY)) == []
+def test_a_wait_as_long_as_max_lifetime_is_refused() -> None:
+    problem = only(problems_of(journey({"a": Wait(DAY)}, max_lifetime=DAY)))
+    assert "duration 1d is as long as the journey's max_lifetime 1d" in problem.message
 
 
 def test_exit_criterion_needs_an_event_or_a_where() -> None:

@@ -6,8 +6,9 @@ Nothing here runs per customer: occurrences are found and run by ``cjo.runtime.s
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
@@ -45,19 +46,32 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
 
 def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:
     """The latest occurrence of the rule at or before ``now`` (an aware instant)."""
-    zone = zone_or_none(trigger.timezone) or UTC_ZONE
-    local = now.astimezone(zone)
-    rule = croniter(trigger.cron, local)
+    zone = _zone(trigger)
+    rule = croniter(trigger.cron, now.astimezone(zone))
     # croniter's previous occurrence is strictly before its base: step past ``now`` first.
-    following: datetime = rule.get_next(datetime)
-    if following == local:
-        return now
-    previous: datetime = rule.get_prev(datetime)
-    return previous
+    rule.get_next(datetime)
+    while (found := _first_pass(rule.get_prev(datetime), zone)) is None:
+        pass
+    return found
 
 
 def next_occurrence(trigger: ScheduleTrigger, after: datetime) -> datetime:
     """The first occurrence of the rule strictly after ``after`` (an aware instant)."""
-    zone = zone_or_none(trigger.timezone) or UTC_ZONE
-    following: datetime = croniter(trigger.cron, after.astimezone(zone)).get_next(datetime)
-    return following
+    zone = _zone(trigger)
+    rule = croniter(trigger.cron, after.astimezone(zone))
+    # From a base inside a repeated hour croniter may answer an earlier instant: skip it too.
+    while (found := _first_pass(rule.get_next(datetime), zone)) is None or found <= after:
+        pass
+    return found
+
+
+def _zone(trigger: ScheduleTrigger) -> ZoneInfo:
+    return zone_or_none(trigger.timezone) or UTC_ZONE
+
+
+def _first_pass(found: datetime, zone: ZoneInfo) -> datetime | None:
+    """``found`` as a wall time in ``zone``, or None when it is the second pass of a wall time
+    the clocks went back over: an ambiguous wall time runs at its first occurrence only."""
+    # Through UTC, so the zone sets ``fold`` itself (croniter's own fold is not reliable).
+    local = found.astimezone(UTC).astimezone(zone)
+    return None if local.fold else local
