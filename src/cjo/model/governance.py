@@ -28,8 +28,9 @@ class ControlGroup:
     they enter journeys and are measured, but receive no journey messages (each withheld send
     is recorded as ``suppressed``/``control group``). Transactional messages are never withheld.
 
-    Once published, the salt cannot change and the share can only shrink, so no customer ever
-    moves from the control group into the treated population's history or back unnoticed."""
+    Once published, the salt cannot change and the share cannot grow, so no treated customer
+    ever becomes control; shrinking it releases part of the control group into the treated
+    group (their sends from then on are delivered; docs/semantics.md)."""
 
     percent: float
     salt: str = "cjo-control"
