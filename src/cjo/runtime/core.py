@@ -304,7 +304,9 @@ class Decider:
                 self._fire_timer(target)
             elif best[2] < 0:
                 self._change_version(target, at)
-            elif target.held_at is not None and target.wake_at != at:
+            elif target.held_at is not None and (
+                target.expires_at is None or at < target.expires_at
+            ):
                 self._release(target, at)
             else:
                 self._wake(target)
@@ -640,11 +642,9 @@ class Decider:
             self.end(enrollment, "expired", "max lifetime", at)
             return
         registry = self.registry
-        if registry.pauses and registry.pause_at(enrollment.journey_id, at) is not None:
-            # Held until the resume; its lifetime still runs.
-            enrollment.held_at = at
-            enrollment.wake_at = enrollment.expires_at or HELD
-            self.activity(enrollment, "held", "paused", at)
+        pause = registry.pause_at(enrollment.journey_id, at) if registry.pauses else None
+        if pause is not None:
+            self._hold(enrollment, pause.until, at)
             return
         cs = cj.steps.get(enrollment.step_id or "")
         if cs is None:
@@ -811,6 +811,16 @@ class Decider:
                           else f"{journey_id}: {problem or 'not entered'}", at)
 
     # --- pauses and new versions -------------------------------------------------------------
+
+    def _hold(self, enrollment: Enrollment, until: datetime | None, at: datetime) -> None:
+        """Hold a wake-up due at ``at`` while its journey is paused, until the resume (``until``,
+        when the pause is over already: the record's wake-up index then knows it). Its
+        lifetime still runs."""
+        enrollment.held_at = at
+        wake = until or HELD
+        expires = enrollment.expires_at
+        enrollment.wake_at = expires if expires is not None and expires < wake else wake
+        self.activity(enrollment, "held", "paused", at)
 
     def _released_at(self, enrollment: Enrollment, now: datetime) -> datetime | None:
         """When a held enrollment's pause ended (None: it has not). A hold this engine knows no
