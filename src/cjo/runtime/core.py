@@ -466,8 +466,10 @@ class Decider:
         if self._check_condition_exits(enrollment, event.properties, now, cj):
             return
         step_id = enrollment.step_id
-        if (step_id is None or enrollment.held_at is not None
-                or self.registry.pause_at(journey.id, now) is not None):
+        registry = self.registry
+        if step_id is None or enrollment.held_at is not None or (
+            registry.pauses and registry.pause_at(journey.id, now) is not None
+        ):
             return  # a paused journey's exits and goal work; its steps wait for the resume
         cs = cj.steps.get(step_id)
         if cs is None:
