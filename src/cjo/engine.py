@@ -47,7 +47,7 @@ from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values
-from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
+from cjo.model.governance import PAUSES_KEPT, ControlGroup, JourneyPause, VersionChange
 from cjo.model.journey import Journey
 from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
@@ -646,7 +646,7 @@ class Engine:
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             if journey_id not in {j.id for j in current.journeys}:
                 raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
-            if any(p.journey_id == journey_id for p in current.paused):
+            if any(p.journey_id == journey_id and p.until is None for p in current.paused):
                 return current, []
             paused = (*current.paused, JourneyPause(journey_id, now))
             return attrs.evolve(current, paused=paused), []
@@ -656,22 +656,29 @@ class Engine:
     def resume_journey(self, journey_id: str) -> Outcome:
         """Resume a paused journey: entries start again, and the wake-ups held while it was
         paused run now, by the journey's ``on_resume`` rule (send late, skip, or a grace
-        period). Returns what the held wake-ups did."""
+        period). Returns what the held wake-ups did.
+
+        The pause is kept with its resume instant (the journey's last ``PAUSES_KEPT``
+        pauses), so a wake-up that fell due inside it is held and released at that instant
+        whenever a worker gets to it."""
+        now = self._now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             if journey_id not in {j.id for j in current.journeys}:
                 raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
-            paused = tuple(p for p in current.paused if p.journey_id != journey_id)
-            return attrs.evolve(current, paused=paused), []
+            if not any(p.journey_id == journey_id and p.until is None for p in current.paused):
+                return current, []
+            return attrs.evolve(current, paused=_resumed(current.paused, journey_id, now)), []
 
         self._change_definitions(change)
         builder = OutcomeBuilder()
-        self._release(self._now(), builder)
+        self._release(now, builder)
         return builder.build()
 
     def _release(self, now: datetime, builder: OutcomeBuilder) -> None:
         """Wake the customers of journeys resumed since the last call, so their held wake-ups
-        run now (a customer's own wake-up index cannot know when a pause ends)."""
+        are released, at the resume instant (a customer's own wake-up index cannot know when
+        a pause ends)."""
         registry = self._sync()
         while self._to_release:
             journey_id = self._to_release.pop()
@@ -1146,6 +1153,18 @@ def _merge_content_parts(
         offers=tuple(_replace_by_id(current.offers, offers)),
         content=revise_for_blocks(current.content, current.blocks, merged.content, new_blocks),
     )
+
+
+def _resumed(
+    pauses: tuple[JourneyPause, ...], journey_id: str, now: datetime
+) -> tuple[JourneyPause, ...]:
+    """``pauses`` with the journey's pause ended at ``now``, keeping its last ``PAUSES_KEPT``."""
+    others = [p for p in pauses if p.journey_id != journey_id]
+    mine = [
+        p if p.until is not None else attrs.evolve(p, until=max(now, p.since))
+        for p in pauses if p.journey_id == journey_id
+    ]
+    return (*others, *mine[-PAUSES_KEPT:])
 
 
 def _governance(

@@ -11,6 +11,7 @@ from typing import Literal
 import attrs
 
 __all__ = [
+    "PAUSES_KEPT",
     "ControlGroup",
     "JourneyPause",
     "ResumeRule",
@@ -59,12 +60,26 @@ class ResumeRule:
     grace: timedelta | None = None
 
 
+#: Past pauses kept per journey (the most recent ones): a wake-up that fell due inside one is
+#: held and released at its resume even when no worker ran during the pause. A wake-up left
+#: unfired through more pauses than this fires as if the older ones had not been.
+PAUSES_KEPT = 16
+
+
 @attrs.frozen
 class JourneyPause:
-    """A paused journey (every version): no new entries, wake-ups held until resumed."""
+    """A pause of a journey (every version) from ``since`` until ``until`` (None: paused now):
+    no new entries, and wake-ups due in ``[since, until)`` are held and released at ``until``
+    by the journey's ``on_resume`` rule."""
 
     journey_id: str
     since: datetime
+    until: datetime | None = None
+
+    def covers(self, at: datetime) -> bool:
+        """Whether the journey was paused at ``at``."""
+        until = self.until
+        return self.since <= at and (until is None or at < until)
 
 
 @attrs.frozen

@@ -65,6 +65,8 @@ _TRIGGER_TIMER = "trigger:"
 _NO_HISTORY = EntryHistory.of(0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+# Sorts before any instant: what happens at an instant before everything else due then.
+_FIRST = datetime.min.replace(tzinfo=UTC)
 
 
 
@@ -240,25 +242,19 @@ class Decider:
 
     def catch_up(self, now: datetime) -> None:
         """Fire every wake-up of this customer due by ``now``, earliest first: enrollment waits,
-        timeouts and lifetimes, and customer timers. Each fires at its own due instant, so a
-        late worker still times the following steps from the schedule, and the outcome does
-        not depend on when the worker came."""
+        timeouts and lifetimes, customer timers, the releases of pauses that ended, and the
+        version changes of newer publishes. Each happens at its own instant, so a late worker
+        still times the following steps from the schedule, and the outcome does not depend on
+        when the worker came."""
         self.now = now
         registry = self.registry
         for cj in registry.armed:
             cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled, now)
         state = self.state
-        enrollments = state.enrollments
-        if enrollments and registry.version_changes:
-            self._change_versions(registry.version_changes)
-        # A customer with nothing scheduled has nothing to fire or release.
-        if enrollments or state.timers:
+        # A customer with nothing scheduled has nothing to fire, release or change.
+        if state.enrollments or state.timers:
             self.catching_up, self.caught_up_messages = True, 0
             try:
-                for e in enrollments:
-                    if e.held_at is not None and e.journey_id not in registry.paused:
-                        self._release_all(now)
-                        break
                 self._fire_due(now, registry.journeys, state)
             finally:
                 self.catching_up = False
@@ -269,17 +265,31 @@ class Decider:
         self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
         state: CustomerState,
     ) -> None:
+        # None unless some publish moves or ends running customers: most runs have none.
+        changes = self.registry.version_changes or None
         while True:
             best: tuple[datetime, datetime, int, str] | None = None
             target: Enrollment | str | None = None
             for e in state.enrollments:
                 w = e.wake_at
+                if e.held_at is not None:  # held by a pause: due again when it ended
+                    released = self._released_at(e, now)
+                    if released is not None and (w is None or released < w):
+                        w = released
                 # An enrollment whose journey version this engine does not know is left as it
                 # is, wake-up included, until a process that knows it comes along.
                 if w is not None and w <= now and (e.journey_id, e.version) in journeys:
                     order = (w, e.step_entered_at or e.entered_at, 0, e.id)
                     if best is None or order < best:
                         best, target = order, e
+                if changes is not None:
+                    at = self._change_at(e, changes)
+                    # A change first among what happens at its instant: the wake-ups due
+                    # then run on the new version.
+                    if at is not None and at <= now and (
+                        best is None or (at, _FIRST, -1, e.id) < best
+                    ):
+                        best, target = (at, _FIRST, -1, e.id), e
             for name, w in state.timers.items():
                 if w <= now:
                     order = (w, w, 1, self._timer_rank(name))
@@ -287,13 +297,20 @@ class Decider:
                         best, target = order, name
             if target is None or best is None:
                 return
-            self.now = best[0]
+            at = best[0]
+            self.now = at
             self.jumps = 0  # each wake-up is an input of its own
             if isinstance(target, str):
                 self._fire_timer(target)
+            elif best[2] < 0:
+                self._change_version(target, at)
+            elif target.held_at is not None and (
+                target.expires_at is None or at < target.expires_at
+            ):
+                self._release(target, at)
             else:
                 self._wake(target)
-            self.attribute_changes(best[0])
+            self.attribute_changes(at)
 
     def on_event(self, event: Event, now: datetime, *, caught_up: bool = False) -> None:
         """Decide ``event`` at ``now``, after catching up, unless the caller says it just did
@@ -449,7 +466,10 @@ class Decider:
         if self._check_condition_exits(enrollment, event.properties, now, cj):
             return
         step_id = enrollment.step_id
-        if step_id is None or enrollment.held_at is not None or journey.id in self.registry.paused:
+        registry = self.registry
+        if step_id is None or enrollment.held_at is not None or (
+            registry.pauses and registry.pause_at(journey.id, now) is not None
+        ):
             return  # a paused journey's exits and goal work; its steps wait for the resume
         cs = cj.steps.get(step_id)
         if cs is None:
@@ -509,8 +529,8 @@ class Decider:
         if not self._may_enter(cj, key, now):
             return None
         registry = self.registry
-        if registry.paused or registry.any_group or registry.max_concurrent is not None:
-            reason = self._arbitrate(cj)
+        if registry.pauses or registry.any_group or registry.max_concurrent is not None:
+            reason = self._arbitrate(cj, now)
             if reason is not None:
                 self.outcome.not_entered.append(
                     NotEntered(cj.journey.id, self.customer_id, reason, now)
@@ -518,13 +538,13 @@ class Decider:
                 return None
         return self._enter(cj, key, dict(data), trigger_event_id, now)
 
-    def _arbitrate(self, cj: CompiledJourney) -> str | None:
-        """What keeps the customer out of ``cj`` across journeys, if anything. Journeys one
-        input qualifies for are considered in priority order, so the highest enters first and
-        keeps the others out."""
+    def _arbitrate(self, cj: CompiledJourney, now: datetime) -> str | None:
+        """What keeps the customer out of ``cj`` at ``now`` across journeys, if anything.
+        Journeys one input qualifies for are considered in priority order, so the highest
+        enters first and keeps the others out."""
         registry = self.registry
         jid = cj.journey.id
-        if jid in registry.paused:
+        if registry.pauses and registry.pause_at(jid, now) is not None:
             return "paused"
         # The journeys the customer is in, and those this input entered (even if done).
         inside = [
@@ -623,11 +643,10 @@ class Decider:
         if enrollment.expires_at is not None and at >= enrollment.expires_at:
             self.end(enrollment, "expired", "max lifetime", at)
             return
-        if enrollment.journey_id in self.registry.paused:
-            # Held until the resume; its lifetime still runs.
-            enrollment.held_at = at
-            enrollment.wake_at = enrollment.expires_at or HELD
-            self.activity(enrollment, "held", "paused", at)
+        registry = self.registry
+        pause = registry.pause_at(enrollment.journey_id, at) if registry.pauses else None
+        if pause is not None:
+            self._hold(enrollment, pause.until, at)
             return
         cs = cj.steps.get(enrollment.step_id or "")
         if cs is None:
@@ -795,51 +814,70 @@ class Decider:
 
     # --- pauses and new versions -------------------------------------------------------------
 
-    def _release_all(self, now: datetime) -> None:
-        """Run the held wake-ups of resumed journeys, by each journey's resume rule."""
-        held = [
-            e for e in self.state.enrollments
-            if e.held_at is not None and e.journey_id not in self.registry.paused
-        ]
-        held.sort(key=lambda e: (e.held_at, e.id))
-        for e in held:
-            due = e.held_at
-            assert due is not None
-            cj = self.registry.journeys.get((e.journey_id, e.version))
-            if cj is None or not e.active:
-                continue
-            rule = cj.journey.on_resume
-            late = rule.late
-            if late == "grace":
-                late = "send_late" if now - due <= (rule.grace or timedelta(0)) else "skip"
-            e.held_at = None
-            e.wake_at = now
-            self.activity(e, "resumed", late, now)
-            self.skipping = "paused" if late == "skip" else None
-            try:
-                self._wake(e)
-            finally:
-                self.skipping = None
+    def _hold(self, enrollment: Enrollment, until: datetime | None, at: datetime) -> None:
+        """Hold a wake-up due at ``at`` while its journey is paused, until the resume (``until``,
+        when the pause is over already: the record's wake-up index then knows it). Its
+        lifetime still runs."""
+        enrollment.held_at = at
+        wake = until or HELD
+        expires = enrollment.expires_at
+        enrollment.wake_at = expires if expires is not None and expires < wake else wake
+        self.activity(enrollment, "held", "paused", at)
 
-    def _change_versions(self, changes: Mapping[tuple[str, int], VersionChange]) -> None:
-        """Move or end enrollments whose version a newer publish migrated or ejected."""
-        journeys = self.registry.journeys
-        for e in list(self.state.enrollments):
-            change = changes.get((e.journey_id, e.version))
-            while change is not None and e.active:
-                at = max(change.at or e.entered_at, e.entered_at)
-                if change.mode == "eject":
-                    self.end(e, "ejected", change.reason, at)
-                    break
-                if (change.journey_id, change.to_version) not in journeys:
-                    break  # this process does not know the new version yet
-                from_version = e.version
-                e.version = change.to_version
-                if e.step_id is not None:
-                    e.step_id = change.steps.get(e.step_id, e.step_id)
-                self.dirty = True
-                self.activity(e, "migrated", f"v{from_version} to v{e.version}", at)
-                change = changes.get((e.journey_id, e.version))
+    def _released_at(self, enrollment: Enrollment, now: datetime) -> datetime | None:
+        """When a held enrollment's pause ended (None: it has not). A hold this engine knows no
+        pause for (older than the pauses kept) is released now, unless the journey is paused."""
+        held_at = enrollment.held_at
+        assert held_at is not None
+        registry = self.registry
+        pause = registry.pause_at(enrollment.journey_id, held_at)
+        if pause is not None:
+            return pause.until
+        return None if enrollment.journey_id in registry.paused else max(now, held_at)
+
+    def _release(self, enrollment: Enrollment, at: datetime) -> None:
+        """Run the wake-up held by a pause that ended at ``at``, by the journey's resume rule."""
+        due = enrollment.held_at
+        assert due is not None
+        cj = self.registry.journeys[(enrollment.journey_id, enrollment.version)]
+        rule = cj.journey.on_resume
+        late = rule.late
+        if late == "grace":
+            late = "send_late" if at - due <= (rule.grace or timedelta(0)) else "skip"
+        enrollment.held_at = None
+        enrollment.wake_at = at
+        self.activity(enrollment, "resumed", late, at)
+        self.skipping = "paused" if late == "skip" else None
+        try:
+            self._wake(enrollment)
+        finally:
+            self.skipping = None
+
+    def _change_at(
+        self, enrollment: Enrollment, changes: Mapping[tuple[str, int], VersionChange]
+    ) -> datetime | None:
+        """When a newer publish moves or ends ``enrollment`` (None: it does not, or this
+        process does not know the version it moves to yet)."""
+        change = changes.get((enrollment.journey_id, enrollment.version))
+        if change is None or (
+            change.mode != "eject"
+            and (change.journey_id, change.to_version) not in self.registry.journeys
+        ):
+            return None
+        return max(change.at or enrollment.entered_at, enrollment.entered_at)
+
+    def _change_version(self, enrollment: Enrollment, at: datetime) -> None:
+        """Move or end an enrollment whose version a newer publish migrated or ejected."""
+        change = self.registry.version_changes[(enrollment.journey_id, enrollment.version)]
+        if change.mode == "eject":
+            self.end(enrollment, "ejected", change.reason, at)
+            return
+        from_version = enrollment.version
+        enrollment.version = change.to_version
+        if enrollment.step_id is not None:
+            enrollment.step_id = change.steps.get(enrollment.step_id, enrollment.step_id)
+        self.dirty = True
+        self.activity(enrollment, "migrated", f"v{from_version} to v{enrollment.version}", at)
 
     # --- helpers -----------------------------------------------------------------------------
 

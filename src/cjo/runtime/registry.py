@@ -133,7 +133,11 @@ class Registry:
     any_group: bool = False
     # Whether any journey has a priority (else timers due at one instant go by name alone).
     any_priority: bool = False
+    # Journey id -> its pause in force now (``until`` None).
     paused: dict[str, JourneyPause] = attrs.field(factory=dict)
+    # Journey id -> its pauses, past and present, earliest first (empty: none ever paused, and
+    # wake-ups need no look-up).
+    pauses: dict[str, tuple[JourneyPause, ...]] = attrs.field(factory=dict)
     # (journey id, version) -> what a newer version does to customers inside it.
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
     delivery: DeliveryPolicies = NO_POLICIES
@@ -202,7 +206,8 @@ class Registry:
             max_concurrent=definitions.max_concurrent_journeys,
             any_group=any(cj.journey.exclusive_group for cj in journeys.values()),
             any_priority=any(cj.journey.priority for cj in latest.values()),
-            paused={p.journey_id: p for p in definitions.paused},
+            paused={p.journey_id: p for p in definitions.paused if p.until is None},
+            pauses=_pauses_by_journey(definitions.paused),
             version_changes={
                 (c.journey_id, c.from_version): c
                 for c in definitions.version_changes if c.mode != "drain"
@@ -231,6 +236,13 @@ class Registry:
             variant = variants[key] = item.variant_for(channel, locale, name)
             return variant
 
+    def pause_at(self, journey_id: str, at: datetime) -> JourneyPause | None:
+        """The pause of ``journey_id`` in force at ``at``, if any (a few kept per journey)."""
+        for pause in self.pauses.get(journey_id, ()):
+            if pause.covers(at):
+                return pause
+        return None
+
     def may_matter(self, event_name: str) -> bool:
         """Whether an event can change anything for some customer: start a journey, feed a
         trigger, end a wait, exit or convert, feed a segment or a delivery policy."""
@@ -252,8 +264,19 @@ class Registry:
             # journey that reads this event): the record as committed cannot tell.
             return True
         journeys = self.journeys
+        changes = self.version_changes
         for e in state.enrollments:
-            cj = journeys.get((e.journey_id, e.version))
+            key = (e.journey_id, e.version)
+            if changes and key in changes:
+                return True  # the version it moves to may read the event
+            cj = journeys.get(key)
             if cj is not None and (cj.any_event or event_name in cj.watched_events):
                 return True
         return False
+
+
+def _pauses_by_journey(pauses: Iterable[JourneyPause]) -> dict[str, tuple[JourneyPause, ...]]:
+    by_journey: dict[str, list[JourneyPause]] = {}
+    for pause in pauses:
+        by_journey.setdefault(pause.journey_id, []).append(pause)
+    return {jid: tuple(sorted(ps, key=lambda p: p.since)) for jid, ps in by_journey.items()}
