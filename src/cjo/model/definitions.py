@@ -29,7 +29,9 @@ class Definitions:
     control_group: ControlGroup | None = None
     #: At most this many journeys at once per customer (None: no limit).
     max_concurrent_journeys: int | None = None
-    #: Journeys paused now (``Engine.pause_journey``).
+    #: Pauses (``Engine.pause_journey``): those in force now (no ``until``) and each journey's
+    #: last ended ones, with their resume instants, so that a late worker decides as if it had
+    #: come during the pause.
     paused: tuple[JourneyPause, ...] = ()
     #: Migrations and ejections of running customers, in publish order.
     version_changes: tuple[VersionChange, ...] = ()
