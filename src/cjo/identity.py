@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from cjo.delivery.consent import set_consent
 from cjo.model.events import Profile
+from cjo.runtime.arbitration import kept_out
 from cjo.runtime.core import Decider
 from cjo.runtime.state import (
     NO_ENTRIES,
@@ -135,19 +136,14 @@ def _left_out(registry: Registry, enrollments: Iterable[Enrollment]) -> dict[str
         cj = registry.journeys.get((e.journey_id, e.version))
         if e.active and cj is not None:
             inside.setdefault(e.journey_id, cj)
-    groups: dict[str, str] = {}  # exclusive group -> the journey kept in it
-    kept = 0
+    kept: list[CompiledJourney] = []
     out: dict[str, str] = {}
     for jid, cj in sorted(inside.items(), key=lambda item: (-item[1].journey.priority, item[0])):
-        group = cj.journey.exclusive_group
-        if group is not None and group in groups:
-            out[jid] = f"exclusive group {group!r}: in journey {groups[group]!r}"
-        elif limit is not None and kept >= limit:
-            out[jid] = f"concurrency limit: in {limit} journeys"
+        reason = kept_out(cj, kept, limit)
+        if reason is None:
+            kept.append(cj)
         else:
-            kept += 1
-            if group is not None:
-                groups[group] = jid
+            out[jid] = reason
     return out
 
 

@@ -28,6 +28,7 @@ from cjo.model.governance import VersionChange, in_control_group
 from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder, StepRun
+from cjo.runtime.arbitration import kept_out
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
@@ -553,17 +554,7 @@ class Decider:
             if c is not None
         ]
         inside.extend(self.entered_now)
-        group = cj.journey.exclusive_group
-        if group is not None:
-            for other in inside:
-                if other.journey.id != jid and other.journey.exclusive_group == group:
-                    return f"exclusive group {group!r}: in journey {other.journey.id!r}"
-        limit = registry.max_concurrent
-        if limit is not None:
-            current = {c.journey.id for c in inside}
-            if jid not in current and len(current) >= limit:
-                return f"concurrency limit: in {limit} journeys"
-        return None
+        return kept_out(cj, inside, registry.max_concurrent)
 
     def _may_enter(self, cj: CompiledJourney, key: str | None, now: datetime) -> bool:
         jid = cj.journey.id
