@@ -47,7 +47,13 @@ from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values
-from cjo.model.governance import PAUSES_KEPT, ControlGroup, JourneyPause, VersionChange
+from cjo.model.governance import (
+    PAUSES_KEPT,
+    ControlGroup,
+    JourneyPause,
+    VersionChange,
+    VersionPublished,
+)
 from cjo.model.journey import Journey
 from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
@@ -354,6 +360,11 @@ class Engine:
                 running=running or {},
             )
             problems.extend(more)
+            known = {(j.id, j.version) for j in current.journeys}
+            fresh = tuple(VersionPublished(j.id, j.version, now) for j in new_journeys
+                          if (j.id, j.version) not in known)
+            if fresh:
+                merged = attrs.evolve(merged, published=(*merged.published, *fresh))
             return merged, problems
 
         return self._change_definitions(change)

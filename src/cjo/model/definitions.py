@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from cjo.model.content import ContentBlock, ContentItem
-from cjo.model.governance import ControlGroup, JourneyPause, VersionChange
+from cjo.model.governance import ControlGroup, JourneyPause, VersionChange, VersionPublished
 from cjo.model.journey import Journey
 from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
@@ -35,6 +35,8 @@ class Definitions:
     paused: tuple[JourneyPause, ...] = ()
     #: Migrations and ejections of running customers, in publish order.
     version_changes: tuple[VersionChange, ...] = ()
+    #: When each journey version was published (those published by ``Engine.publish``).
+    published: tuple[VersionPublished, ...] = ()
     topics: tuple[Topic, ...] = ()
     caps: tuple[FrequencyCap, ...] = ()
     quiet_hours: tuple[QuietHours, ...] = ()

@@ -83,6 +83,17 @@ class JourneyPause:
 
 
 @attrs.frozen
+class VersionPublished:
+    """When version ``version`` of journey ``journey_id`` was published: entries decided at an
+    earlier instant (a timer a late worker fires, a jump in a late wake-up) take the version
+    that was the newest then, as a worker on time would have."""
+
+    journey_id: str
+    version: int
+    at: datetime
+
+
+@attrs.frozen
 class VersionChange:
     """What publishing version ``to_version`` of journey ``journey_id`` does to customers inside
     version ``from_version``:

@@ -423,7 +423,8 @@ class Decider:
         self.entered_now = ()  # each timer is an input of its own
         self.jumps = 0
         if name.startswith(_TRIGGER_TIMER):
-            cj = self.registry.latest.get(name[len(_TRIGGER_TIMER):])
+            # The version that was the newest at the timer's instant, however late it fires.
+            cj = self.registry.latest_at(name[len(_TRIGGER_TIMER):], at)
             if cj is not None:
                 cj.trigger.on_timer(self, cj, cj.journey.trigger, cj.trigger_compiled, at)
         elif name == SEGMENT_TIMER:
@@ -783,7 +784,7 @@ class Decider:
     def jump(self, enrollment: Enrollment, journey_id: str, at: datetime, *,
              end_current: bool) -> None:
         """A Jump step: enter ``journey_id`` with this enrollment's context."""
-        target = self.registry.latest.get(journey_id)
+        target = self.registry.latest_at(journey_id, at)
         problem = (
             "no such journey" if target is None  # a process on older definitions may meet it
             else "jump limit reached" if self.jumps >= self.limits.max_jumps_per_input

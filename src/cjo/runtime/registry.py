@@ -4,8 +4,8 @@ are looked up, events are indexed, and content templates are parsed on first use
 from __future__ import annotations
 
 import sys
-from collections.abc import Container, Iterable
-from datetime import datetime
+from collections.abc import Container, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -140,6 +140,9 @@ class Registry:
     pauses: dict[str, tuple[JourneyPause, ...]] = attrs.field(factory=dict)
     # (journey id, version) -> what a newer version does to customers inside it.
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
+    # Journey id -> (publish instant, compiled version) of its versions after the first, newest
+    # first (empty for a journey published once: ``latest`` is the answer at every instant).
+    newer: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = attrs.field(factory=dict)
     delivery: DeliveryPolicies = NO_POLICIES
     offers: dict[str, CompiledOffer] = attrs.field(factory=dict)
     #: The event names that can change anything for some customer (``may_matter``).
@@ -212,6 +215,7 @@ class Registry:
                 (c.journey_id, c.from_version): c
                 for c in definitions.version_changes if c.mode != "drain"
             },
+            newer=_newer_versions(definitions, journeys),
             delivery=DeliveryPolicies.of(definitions),
             offers={o.id: CompiledOffer.compile(o) for o in definitions.offers},
             # Any event at all, when a condition exit re-checks every event of an enrolled
@@ -235,6 +239,17 @@ class Registry:
                 variants.clear()
             variant = variants[key] = item.variant_for(channel, locale, name)
             return variant
+
+    def latest_at(self, journey_id: str, at: datetime) -> CompiledJourney | None:
+        """The newest version of ``journey_id`` published by ``at``: what an entry decided at
+        ``at`` takes (a timer fired late, a jump in a late wake-up), as a worker on time would
+        have. Versions without a recorded publish instant count as published from the start."""
+        newer = self.newer.get(journey_id)
+        if newer:
+            for published, cj in newer:
+                if published <= at:
+                    return cj
+        return self.latest.get(journey_id)
 
     def pause_at(self, journey_id: str, at: datetime) -> JourneyPause | None:
         """The pause of ``journey_id`` in force at ``at``, if any (a few kept per journey)."""
@@ -273,6 +288,34 @@ class Registry:
             if cj is not None and (cj.any_event or event_name in cj.watched_events):
                 return True
         return False
+
+
+#: Before every publish: the instant of versions whose publish instant is not recorded.
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
+
+
+def _newer_versions(
+    definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
+) -> dict[str, tuple[tuple[datetime, CompiledJourney], ...]]:
+    """For each journey with a version published after its first: its versions with a recorded
+    publish instant, newest first, then the newest without one (its first version at least)
+    from the beginning of time (``Registry.latest_at``)."""
+    published = {(p.journey_id, p.version): p.at for p in definitions.published}
+    by_id: dict[str, list[CompiledJourney]] = {}
+    for cj in journeys.values():
+        by_id.setdefault(cj.journey.id, []).append(cj)
+    out: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = {}
+    for jid, versions in by_id.items():
+        versions.sort(key=lambda cj: -cj.journey.version)
+        first = versions[-1]
+        timed = [(published[(jid, cj.journey.version)], cj) for cj in versions[:-1]
+                 if (jid, cj.journey.version) in published]
+        if not timed:
+            continue
+        untimed = next((cj for cj in versions
+                        if cj is first or (jid, cj.journey.version) not in published), first)
+        out[jid] = (*timed, (_BEGINNING, untimed))
+    return out
 
 
 def _pauses_by_journey(pauses: Iterable[JourneyPause]) -> dict[str, tuple[JourneyPause, ...]]:
