@@ -241,12 +241,16 @@ class Decider:
 
     # --- entry points ------------------------------------------------------------------------
 
-    def catch_up(self, now: datetime) -> None:
+    def catch_up(self, now: datetime, *, settle: bool = True) -> bool:
         """Fire every wake-up of this customer due by ``now``, earliest first: enrollment waits,
         timeouts and lifetimes, customer timers, the releases of pauses that ended, and the
         version changes of newer publishes. Each happens at its own instant, so a late worker
         still times the following steps from the schedule, and the outcome does not depend on
-        when the worker came."""
+        when the worker came.
+
+        A record evaluated against other segment definitions (or a new one) then has every
+        segment evaluated; with ``settle`` False, when an input follows at ``now``, that is
+        left to the input (returns True), so it judges the state the input leaves."""
         self.now = now
         registry = self.registry
         for cj in registry.armed:
@@ -260,7 +264,10 @@ class Decider:
             finally:
                 self.catching_up = False
                 self.now = now
-        registry.plan.sync(self, now)
+        if settle:
+            registry.plan.sync(self, now)
+            return False
+        return registry.plan.prepare(self, now)
 
     def _fire_due(
         self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
@@ -316,8 +323,8 @@ class Decider:
     def on_event(self, event: Event, now: datetime, *, caught_up: bool = False) -> None:
         """Decide ``event`` at ``now``, after catching up, unless the caller says it just did
         (``catch_up(now)`` and nothing else since: catching up again would find nothing)."""
-        if not caught_up:
-            self.catch_up(now)
+        # Segments left to this event (``catch_up``) are evaluated once it is applied.
+        pending = False if caught_up else self.catch_up(now, settle=False)
         self.entered_now = ()
         self.jumps = 0
         state = self.state
@@ -330,19 +337,21 @@ class Decider:
                 f"{event.name} stamped {stamped.isoformat()}, after {decided.isoformat()}",
             ))
             if self.options.late_events == "ignore":
+                if pending:
+                    self.registry.plan.settle(self, now)
                 return
         # Whether this event itself changed anything (not the wake-ups caught up before it,
         # which a worker may or may not have fired already): only then does it count as
         # decided, so the mark does not depend on worker timing.
         dirty_before, self.dirty = self.dirty, False
-        self._on_event(event, now)
+        self._on_event(event, now, pending)
         if self.dirty and (decided is None or stamped > decided):
             state.decided_at = stamped
         self.dirty = self.dirty or dirty_before
 
-    def _on_event(self, event: Event, now: datetime) -> None:
+    def _on_event(self, event: Event, now: datetime, pending: bool = False) -> None:
         # Profile rules, tracks and segment memberships first: journeys react to the result.
-        self.registry.plan.on_event(self, event, now)
+        self.registry.plan.on_event(self, event, now, pending)
         name = event.name
         if name in DELIVERY_EVENTS:
             # Consent changes first: a journey this event starts already sees them.
@@ -372,7 +381,7 @@ class Decider:
         return enrollment
 
     def update_profile(self, update: ProfileUpdate, now: datetime) -> None:
-        self.catch_up(now)
+        pending = self.catch_up(now, settle=False)  # segments judged after the update
         self.entered_now = ()
         self.jumps = 0
         p = self.profile
@@ -383,7 +392,7 @@ class Decider:
             update.timezone if update.timezone is not None else p.timezone,
             update.locale if update.locale is not None else p.locale,
         ))
-        self.registry.plan.on_profile(self, _changed(p.attributes, attributes), now)
+        self.registry.plan.on_profile(self, _changed(p.attributes, attributes), now, pending)
         for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
             if enrollment.active:
                 self._check_condition_exits(enrollment, _EMPTY, now)

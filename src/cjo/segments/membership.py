@@ -13,7 +13,9 @@ core calls it in the customer's transaction:
   quiet spell reaching its length), the segments whose condition changes then are evaluated
   again at exactly that instant;
 - ``sync``: when the definitions changed since the record was last evaluated (or the record is
-  new), every segment is evaluated again.
+  new), every segment is evaluated again. Before an event or a profile change, ``prepare``
+  only brings the tracks up to date, and ``settle`` evaluates every segment once the input is
+  applied: one input changes a membership once, judged on the state it leaves.
 
 Each change is stored in ``CustomerState.segments``, logged as a ``segment_entered`` or
 ``segment_exited`` activity (detail: the segment id) at its instant, ends enrollments whose exit
@@ -287,11 +289,14 @@ class SegmentPlan:
 
     # --- entry points from the decision core ---------------------------------------------------
 
-    def on_event(self, d: Decider, event: Event, now: datetime) -> None:
+    def on_event(self, d: Decider, event: Event, now: datetime, pending: bool = False) -> None:
+        """``pending``: ``prepare`` left every segment to be evaluated after this event."""
         name = event.name
         if name not in self.events:
+            if pending:  # the event changes nothing a segment reads
+                self.settle(d, now)
             return
-        self.sync(d, now)
+        pending = self.prepare(d, now) or pending
         state = d.state
         props = event.properties
         scope = _EventScope(props)
@@ -309,7 +314,8 @@ class SegmentPlan:
         # The earliest next change of the changed tracks' clocks before the event: with the
         # segment timer, it tells whether the clocks of other tracks need computing again.
         was: datetime | None = None
-        timer = SEGMENT_TIMER in state.timers  # without one, no clock had a next change
+        # Without a timer no clock had a next change; pending, every clock is computed again.
+        timer = not pending and SEGMENT_TIMER in state.timers
         for spec in self.tracks_by_event.get(name, ()):
             if spec.where is not None and not spec.where(scope):
                 continue
@@ -322,11 +328,18 @@ class SegmentPlan:
                     was = before
         if changed_tracks:
             d.touch()
-        self.refresh(d, now, changed_tracks, changed_attrs, was=was)
+        if pending:
+            self._prune(state.tracks, changed_tracks, now)
+            self.settle(d, now)
+        else:
+            self.refresh(d, now, changed_tracks, changed_attrs, was=was)
 
-    def on_profile(self, d: Decider, changed: set[str], at: datetime) -> None:
-        if changed and self.order:
-            self.sync(d, at)
+    def on_profile(self, d: Decider, changed: set[str], at: datetime,
+                   pending: bool = False) -> None:
+        """After attributes changed; ``pending`` as for ``on_event``."""
+        if pending or (changed and self.order and self.prepare(d, at)):
+            self.settle(d, at)
+        elif changed and self.order:
             self.refresh(d, at, set(), changed)
 
     def on_timer(self, d: Decider, at: datetime) -> None:
@@ -336,6 +349,15 @@ class SegmentPlan:
     def sync(self, d: Decider, at: datetime) -> bool:
         """Evaluate every segment if the record was last evaluated against other definitions
         (or never); whether it did."""
+        if not self.prepare(d, at):
+            return False
+        self.settle(d, at)
+        return True
+
+    def prepare(self, d: Decider, at: datetime) -> bool:
+        """The first half of ``sync``: if the record was last evaluated against other
+        definitions (or never), bring its tracks to these and return True; ``settle`` must then
+        evaluate every segment, once the input being decided at ``at`` is applied."""
         state = d.state
         if not self.basis and state._rare is None:
             return False  # no segment defined, and a record with none (nor tracks) to drop
@@ -351,6 +373,14 @@ class SegmentPlan:
             if spec.from_start and spec.key not in state.tracks:
                 state.own_tracks()[spec.key] = _start(state, at)
         d.touch()
+        return True
+
+    def settle(self, d: Decider, at: datetime) -> None:
+        """The second half of ``sync``: evaluate every segment at ``at`` and follow the
+        changes. Called after the input, so one input changes a membership once, on the
+        state it leaves (a new customer's first event or profile never enters a segment it
+        leaves at once)."""
+        state = d.state
         gone = [sid for sid in state.segments if sid not in self.compiled]
         changes = [(sid, "exit") for sid in sorted(gone)]
         for sid in gone:
@@ -359,7 +389,6 @@ class SegmentPlan:
         changes += self._evaluate(d, at, set(self.order))
         self._arm(d, self.next_change(state, at))
         self._dispatch(d, changes, at)
-        return True
 
     # --- evaluation ----------------------------------------------------------------------------
 
@@ -389,11 +418,7 @@ class SegmentPlan:
                     wanted |= read
         state = d.state
         state_tracks = state.tracks
-        specs = self.tracks
-        for key in tracks:
-            track = state_tracks.get(key)
-            if track is not None:
-                specs[key].prune(track, at)
+        self._prune(state_tracks, tracks, at)
         timed_state = self._timed(d, at, wanted) if timed else None
         changes = self._evaluate(d, at, wanted) if wanted else []
         if timed_state is not None:
@@ -410,6 +435,15 @@ class SegmentPlan:
                         timer = t
                 self._arm(d, timer)
         self._dispatch(d, changes, at)
+
+    def _prune(self, state_tracks: Mapping[str, Track], keys: Iterable[str],
+               at: datetime) -> None:
+        """Drop from the tracks ``keys`` (changed by an event) what left their windows."""
+        specs = self.tracks
+        for key in keys:
+            track = state_tracks.get(key)
+            if track is not None:
+                specs[key].prune(track, at)
 
     def _timed(self, d: Decider, at: datetime, wanted: set[str]
                ) -> tuple[list[datetime | None], set[str]]:
