@@ -778,8 +778,10 @@ class Engine:
 
     def dispatch_pending(self, now: datetime | None = None, limit: int = 1000) -> int:
         """Send the outbox messages due by ``now``: those recorded in deferred mode, retries
-        whose back-off has passed, and any left behind by a crash. Returns how many were
-        attempted. The worker loop calls this."""
+        whose back-off has passed, and any left behind by a crash. Each is first checked
+        against its customer's current blocks and consent; one that may no longer go out is
+        withheld, not sent (docs/delivery-policies.md). Returns how many were attempted. The
+        worker loop calls this."""
         now = ensure_aware(now, "now") if now is not None else self._now()
         count(limit, "limit")
         registry = self._sync()
