@@ -239,7 +239,7 @@ class _Returns(Channel):
 
 
 @pytest.mark.parametrize(("make", "error"), [
-    (lambda: {"status": "sent"}, "channel returned dict {'status': 'sent'}, not a DeliveryResult"),
+    (lambda: {"status": "sent"}, "channel returned {'status': 'sent'}, not a DeliveryResult"),
     (lambda: DeliveryResult("sent"),  # type: ignore[arg-type]
      "UsageError: DeliveryResult status 'sent' is not one of delivered, transient, permanent"),
 ])

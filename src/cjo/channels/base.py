@@ -113,9 +113,7 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
     except Exception as exc:
         return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
     if not isinstance(result, DeliveryResult):
-        return DeliveryResult.transient(
-            f"channel returned {type(result).__name__} {result!r}, not a DeliveryResult"
-        )
+        return DeliveryResult.transient(f"channel returned {result!r}, not a DeliveryResult")
     if result.status not in _STATUSES:  # set past the constructor's check
         return DeliveryResult.transient(
             f"channel returned a DeliveryResult of unknown status {result.status!r}"
