@@ -24,13 +24,13 @@ from cjo.arguments import (
     refuse_duplicates,
 )
 from cjo.channels.actions import ActionFunction, action_channels
-from cjo.channels.base import Channel, Message, deliver
+from cjo.channels.base import Channel, DeliveryResult, Message, deliver
 from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
-from cjo.delivery.consent import block, set_consent, unblock
-from cjo.delivery.feedback import record_permanent_failure
+from cjo.delivery.consent import block, set_consent, unblock, withheld
+from cjo.delivery.feedback import linked_messages, record_permanent_failure, sent_messages
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -428,7 +428,8 @@ class Engine:
             and not registry.matters_to(self.storage.peek(event.customer_id), name, now)
         ):
             return Outcome(event_id=event.event_id)
-        with self.storage.customer(event.customer_id, now) as session:
+        sent = sent_messages(self.storage, (event,))
+        with linked_messages(sent), self.storage.customer(event.customer_id, now) as session:
             if not session.claim_event(event.event_id):
                 return Outcome(event_id=event.event_id, duplicate=True)
             decider = self._decider(session, registry, now)
@@ -509,7 +510,10 @@ class Engine:
             by_customer.setdefault(item.customer_id, []).append(item)
         deciders: list[Decider] = []
         claims = [(i.customer_id, i.event_id) for i in items if isinstance(i, Event)]
-        with self.storage.batch(list(by_customer), now, claims=claims) as sessions:
+        sent = sent_messages(self.storage, items)
+        with linked_messages(sent), self.storage.batch(
+            list(by_customer), now, claims=claims
+        ) as sessions:
             for customer_id, customer_items in by_customer.items():
                 session = sessions[customer_id]
                 decider: Decider | None = None
@@ -785,17 +789,69 @@ class Engine:
 
     def dispatch_pending(self, now: datetime | None = None, limit: int = 1000) -> int:
         """Send the outbox messages due by ``now``: those recorded in deferred mode, retries
-        whose back-off has passed, and any left behind by a crash. Returns how many were
-        attempted. The worker loop calls this."""
+        whose back-off has passed, and any left behind by a crash. Each is first checked
+        against its customer's current blocks and consent; one that may no longer go out is
+        withheld, not sent (docs/delivery-policies.md). Returns how many were attempted. The
+        worker loop calls this."""
         now = ensure_aware(now, "now") if now is not None else self._now()
         count(limit, "limit")
+        registry = self._sync()
         attempted = 0
         while True:
             batch = self.storage.claim_outbox(now, limit, self.storage.dispatch_lease)
             if not batch:
                 return attempted
+            # Written by an earlier transaction: a block or an unsubscribe may have come since.
+            batch = self._withhold(batch, registry, now)
             self._send(batch, now, None)
             attempted += len(batch)
+
+    def _withhold(
+        self, messages: list[Message], registry: Registry, now: datetime
+    ) -> list[Message]:
+        """The messages that may still go out (one read of their customers' records); the
+        others are discarded in the outbox and logged as ``withheld`` (detail: why)."""
+        states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
+        kept: list[Message] = []
+        stopped: dict[str, list[tuple[Message, str]]] = {}
+        for message in messages:
+            state = states.get(message.customer_id)
+            reason = None if state is None or message.channel.startswith(
+                ACTION_CHANNEL_PREFIX) else withheld(registry, state, message)
+            if reason is None:
+                kept.append(message)
+            else:
+                stopped.setdefault(message.customer_id, []).append((message, reason))
+        if not stopped:
+            return kept
+        self.storage.complete_outbox_many([
+            Delivery(m.idempotency_key, DeliveryResult.permanent(f"withheld: {reason}",
+                                                                 unreachable=False))
+            for found in stopped.values() for m, reason in found
+        ], now)
+        for customer_id, found in stopped.items():
+            for message, reason in found:
+                log.info("message %s withheld: %s", message.idempotency_key, reason)
+                # Not a dead letter: nothing to retry while the reason holds.
+                self.storage.discard_dead_letter(message.idempotency_key, now)
+            self._log_withheld(customer_id, found, now)
+        return kept
+
+    def _log_withheld(
+        self, customer_id: str, found: list[tuple[Message, str]], now: datetime
+    ) -> None:
+        def decide(d: Decider, at: datetime) -> None:
+            if d.state.revision < 0:
+                return  # erased meanwhile: nothing to log against
+            d.touch()
+            d.activities.extend(
+                Activity(at, d.customer_id, m.enrollment_id, m.journey_id, m.journey_version,
+                         m.step_id, "withheld", reason, m.channel, m.content_id,
+                         m.content_version)
+                for m, reason in found
+            )
+
+        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False)
 
     def _dispatch(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder

@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Literal
 
 import attrs
 
+from cjo.errors import UsageError
+
 __all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
 
 #: ``delivered``: the provider accepted the message. ``transient``: it did not, but a later
@@ -16,6 +18,15 @@ __all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
 #: ``permanent``: no attempt will ever succeed (no address, a 400, a rejected recipient); the
 #: message becomes a dead letter at once.
 DeliveryStatus = Literal["delivered", "transient", "permanent"]
+
+_STATUSES = ("delivered", "transient", "permanent")
+
+
+def _check_status(_result: object, _attribute: object, status: object) -> None:
+    if status not in _STATUSES:
+        raise UsageError(
+            f"DeliveryResult status {status!r} is not one of {', '.join(_STATUSES)}"
+        )
 
 
 @attrs.frozen(slots=True)
@@ -56,7 +67,7 @@ class DeliveryResult:
     side (a refused login, rejected content, a wrong secret): the message is a dead letter,
     and the customer's address is not blamed."""
 
-    status: DeliveryStatus = "delivered"
+    status: DeliveryStatus = attrs.field(default="delivered", validator=_check_status)
     provider_id: str | None = None
     error: str | None = None
     unreachable: bool = True
@@ -90,9 +101,6 @@ class Channel(abc.ABC):
         may not have, ``permanent`` for one it will."""
 
 
-_STATUSES = frozenset(("delivered", "transient", "permanent"))
-
-
 def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
     """One delivery attempt as the engine classifies it: a missing channel is permanent (and
     says nothing of the customer's address); an exception raised by the channel, or a result
@@ -104,6 +112,10 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
         result = channel.send(message)
     except Exception as exc:
         return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
-    if not isinstance(result, DeliveryResult) or result.status not in _STATUSES:
+    if not isinstance(result, DeliveryResult):
         return DeliveryResult.transient(f"channel returned {result!r}, not a DeliveryResult")
+    if result.status not in _STATUSES:  # set past the constructor's check
+        return DeliveryResult.transient(
+            f"channel returned a DeliveryResult of unknown status {result.status!r}"
+        )
     return result

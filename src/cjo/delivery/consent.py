@@ -16,11 +16,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from cjo.model.policies import Topic
+from cjo.model.steps import Send
 from cjo.runtime.state import ConsentKey, CustomerState
 
-__all__ = ["ANY", "block", "consent_problem", "set_consent", "subscribed", "unblock"]
+if TYPE_CHECKING:
+    from cjo.channels.base import Message
+    from cjo.runtime.registry import Registry
+
+__all__ = [
+    "ANY",
+    "block",
+    "consent_problem",
+    "message_step",
+    "send_topic",
+    "set_consent",
+    "subscribed",
+    "unblock",
+    "withheld",
+]
 
 #: Stands for every topic or every channel in a consent statement.
 ANY = "*"
@@ -100,3 +116,29 @@ def consent_problem(
     if opt_in and not any(k[0] == topic for k in state.consent):
         return f"no opt-in to {topic}"
     return f"unsubscribed from {topic}"
+
+
+def message_step(registry: Registry, journey_id: str, version: int, step_id: str) -> Send | None:
+    """The Send step that wrote a message, if its journey version is still known."""
+    cj = registry.journeys.get((journey_id, version))
+    cs = cj.steps.get(step_id) if cj is not None else None
+    return cs.step if cs is not None and isinstance(cs.step, Send) else None
+
+
+def send_topic(registry: Registry, step: Send | None, content_id: str) -> str | None:
+    """The topic of a send of ``content_id`` (the content actually sent: an offer's, say):
+    the Send step's topic, else the content's."""
+    if step is not None and step.topic is not None:
+        return step.topic
+    item = registry.content.get(content_id)
+    return item.topic if item is not None else None
+
+
+def withheld(registry: Registry, state: CustomerState, message: Message) -> str | None:
+    """Why ``message``, written earlier, may no longer go out (a block, an unsubscribe since),
+    or None. The same rule as at the send: a block stops everything, consent only marketing."""
+    step = message_step(registry, message.journey_id, message.journey_version, message.step_id)
+    return consent_problem(
+        state, message.channel, send_topic(registry, step, message.content_id),
+        message.transactional, registry.delivery.topics,
+    )

@@ -9,22 +9,30 @@ Consent events (properties in brackets are optional):
   channel, transactional messages included.
 
 Feedback events carry ``message_id`` (the message's ``idempotency_key``) and optionally
-``channel`` (the channel it went out on; else the Send step's channel): ``message_delivered``,
-``opened``, ``clicked`` [``url``], ``bounced`` [``type``: ``hard`` or ``soft`` (default)],
-``complained``, and ``unsubscribed`` [``topic``]. Each is written to the activity log with
-the journey, version, enrollment and step of the message it names. A hard bounce blocks the
-channel (``mark_unreachable``, which a message that failed permanently goes through too:
-``record_permanent_failure``); a complaint unsubscribes the customer from all marketing on
-it; an unsubscribe without ``topic`` but with a ``message_id`` unsubscribes from that
-message's topic (from all marketing on its channel when it has none).
+``channel``: ``message_delivered``, ``opened``, ``clicked`` [``url``], ``bounced`` [``type``:
+``hard`` or ``soft`` (default)], ``complained``, and ``unsubscribed`` [``topic``]. Each is
+written to the activity log with the journey, version, enrollment and step of the message it
+names, and the channel, content and topic of the message as sent (a fallback channel, an
+offer's content): the engine reads them from the outbox (``sent_messages``) and hands them to
+the decision with ``linked_messages``. A message pruned from the outbox is taken to have gone
+out on the event's ``channel``, else the Send step's, with the step's content.
+
+A hard bounce blocks the channel (``mark_unreachable``, which a message that failed
+permanently goes through too: ``record_permanent_failure``); a complaint unsubscribes the
+customer from all marketing on it; an unsubscribe without ``topic`` but with a ``message_id``
+unsubscribes from that message's topic (from all marketing on its channel when it has none).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from cjo.delivery.consent import block, set_consent, unblock
+from cjo.delivery.consent import block, send_topic, set_consent, unblock
+from cjo.model.events import Event
 from cjo.model.steps import Send
 from cjo.runtime.state import Activity
 
@@ -32,8 +40,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from cjo.channels.base import Message
-    from cjo.model.events import Event
     from cjo.runtime.core import Decider
+    from cjo.storage.base import Storage
 
 __all__ = [
     "CONSENT_EVENTS",
@@ -41,9 +49,11 @@ __all__ = [
     "FEEDBACK_EVENTS",
     "LinkedMessage",
     "apply_delivery_event",
+    "linked_messages",
     "locate_message",
     "mark_unreachable",
     "record_permanent_failure",
+    "sent_messages",
 ]
 
 FEEDBACK_EVENTS = frozenset({
@@ -57,6 +67,34 @@ DELIVERY_EVENTS = FEEDBACK_EVENTS | CONSENT_EVENTS
 _ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+$")
 
 LinkedMessage = tuple[str, int, str, str, Send]  # journey, version, enrollment, step, step def
+
+# The messages named by the feedback events being decided, by idempotency key, as the outbox
+# holds them: the decision core reads no storage, so the engine looks them up beforehand.
+_SENT: ContextVar[Mapping[str, Message] | None] = ContextVar("cjo_sent_messages", default=None)
+
+
+def sent_messages(storage: Storage, items: Iterable[object]) -> dict[str, Message]:
+    """The outbox messages that the feedback events among ``items`` name (one read per such
+    event; other items cost a test), each only if it is the event's customer's."""
+    found: dict[str, Message] = {}
+    for item in items:
+        if not isinstance(item, Event) or item.name not in FEEDBACK_EVENTS:
+            continue
+        key = _text(item.properties.get("message_id"))
+        entry = storage.outbox_entry(key) if key is not None else None
+        if entry is not None and entry.message.customer_id == item.customer_id:
+            found[entry.message.idempotency_key] = entry.message
+    return found
+
+
+@contextmanager
+def linked_messages(messages: Mapping[str, Message]) -> Iterator[None]:
+    """Decide feedback events knowing ``messages`` (from ``sent_messages``)."""
+    token = _SENT.set(messages)
+    try:
+        yield
+    finally:
+        _SENT.reset(token)
 
 
 def _text(value: Any) -> str | None:
@@ -99,12 +137,12 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
     linked = locate_message(d, message_id) if message_id is not None else None
     # The channel the message went out on (a subscription statement keeps the event's own).
     sent_on = channel
-    if linked is not None:
-        step = linked[4]
-        sent_on = channel or step.channel
+    content: tuple[str, int | None] | None = None
+    if linked is not None and message_id is not None:
+        sent_on, content_id, version = _as_sent(d, message_id, linked[4], channel)
+        content = (content_id, version)
         if name == "unsubscribed" and topic is None:
-            item = d.registry.content.get(step.content)
-            topic = step.topic or (item.topic if item is not None else None)
+            topic = send_topic(d.registry, linked[4], content_id)
             if topic is None:
                 channel = sent_on  # a message of no topic: all marketing on its channel
     state = d.state
@@ -119,8 +157,8 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
     elif name == "complained" and sent_on is not None:
         set_consent(state, None, sent_on, False, now)
     d.touch()
-    if linked is not None and name in FEEDBACK_EVENTS:
-        jid, version, enrollment_id, step_id, step = linked
+    if linked is not None and content is not None and name in FEEDBACK_EVENTS:
+        jid, version, enrollment_id, step_id, _ = linked
         detail = {
             "bounced": "hard" if props.get("type") == "hard" else "soft",
             "clicked": _text(props.get("url")),
@@ -128,8 +166,21 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
         }.get(name)
         d.activities.append(Activity(
             now, d.customer_id, enrollment_id, jid, version, step_id, name, detail, sent_on,
-            step.content, None,
+            content[0], content[1],
         ))
+
+
+def _as_sent(
+    d: Decider, message_id: str, step: Send, channel: str | None
+) -> tuple[str, str, int | None]:
+    """The channel, content id and content version ``message_id`` went out with: the outbox's
+    message when the engine found it, else the event's channel, or the step's, and the step's
+    content (version unknown)."""
+    sent = _SENT.get()
+    message = sent.get(message_id) if sent is not None else None
+    if message is not None and message.customer_id == d.customer_id:
+        return channel or message.channel, message.content_id, message.content_version
+    return channel or step.channel, step.content, None
 
 
 def mark_unreachable(d: Decider, channel: str, reason: str) -> None:

@@ -1,0 +1,254 @@
+"""Delivery feedback acts on the message as it was sent (its channel, content and topic), and a
+message written earlier (deferred, or retried) is not sent after a block or an unsubscribe."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cjo import (
+    Channel,
+    ContentItem,
+    DeliveryResult,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    Message,
+    Offer,
+    RecordingChannel,
+    Send,
+    Storage,
+    Topic,
+    UsageError,
+    Variant,
+    attr,
+)
+from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+_ids = itertools.count()
+
+
+def _content(content_id: str, topic: str | None = None) -> ContentItem:
+    return ContentItem(content_id, (
+        Variant("email", {"subject": content_id, "text": content_id}),
+        Variant("sms", {"text": content_id}),
+    ), topic=topic)
+
+
+def _event(engine: Engine, name: str, customer: str = "ann", **props: Any) -> Any:
+    return engine.handle_event(Event(customer_id=customer, name=name, properties=props,
+                                     timestamp=engine.clock.now(), event_id=f"e{next(_ids)}"))
+
+
+def _activities(engine: Engine, *kinds: str, customer: str = "ann") -> list[tuple[Any, ...]]:
+    return [(a.kind, a.channel, a.content_id, a.content_version, a.detail)
+            for a in engine.activities(T0 - DAY, T0 + 30 * DAY, customer_id=customer)
+            if a.kind in kinds]
+
+
+# --- feedback on the message as sent ---------------------------------------------------------
+
+
+def _fallback_engine(storage: Storage, **send: Any) -> Engine:
+    """Sends ``hello`` by email, falling back to SMS; a gold customer gets the ``gold`` offer
+    (content of topic ``deals``) instead."""
+    engine = Engine(storage=storage, channels={"email": RecordingChannel(),
+                                               "sms": RecordingChannel()},
+                    clock=ManualClock(T0), contact_attributes=STANDARD_CONTACT_ATTRIBUTES)
+    engine.publish(
+        content=[_content("hello"), _content("gold", topic="deals")],
+        topics=[Topic("news"), Topic("deals")],
+        offers=[Offer("gold_card", "gold", when=attr("tier") == "gold")],
+        journeys=[Journey("j", trigger=EventTrigger("go"), entry="s", steps={
+            "s": Send("hello", "email", fallbacks=("sms",), offers=("gold_card",), **send)})],
+    )
+    return engine
+
+
+def test_feedback_is_logged_and_acted_on_for_the_channel_and_content_sent(
+    storage: Storage,
+) -> None:
+    engine = _fallback_engine(storage)
+    engine.identify("ann", {"phone": "+15550100", "tier": "gold"})  # no email: SMS
+    (message,) = _event(engine, "go").messages
+    assert (message.channel, message.content_id, message.offer_id) == ("sms", "gold", "gold_card")
+
+    _event(engine, "clicked", message_id=message.idempotency_key, url="u")
+    # The batch path links the message too.
+    engine.handle_events([Event(customer_id="ann", name="bounced", timestamp=T0,
+                                properties={"message_id": message.idempotency_key,
+                                            "type": "hard"}, event_id="bounce")])
+
+    assert _activities(engine, "clicked", "bounced") == [
+        ("clicked", "sms", "gold", 1, "u"), ("bounced", "sms", "gold", 1, "hard"),
+    ]
+    state = engine.customer_state("ann")
+    assert state is not None and state.blocked == {"sms": "hard bounce"}
+
+
+def test_unsubscribing_from_a_message_uses_its_channel_and_its_content_topic(
+    storage: Storage,
+) -> None:
+    engine = _fallback_engine(storage)
+    engine.identify("ann", {"phone": "+15550100"})
+    engine.identify("bob", {"phone": "+15550101", "tier": "gold"})
+    (plain,) = _event(engine, "go").messages
+    (offer,) = _event(engine, "go", customer="bob").messages
+
+    _event(engine, "unsubscribed", message_id=plain.idempotency_key)
+    _event(engine, "unsubscribed", "bob", message_id=offer.idempotency_key)
+    _event(engine, "complained", "bob", message_id=offer.idempotency_key)
+
+    ann, bob = engine.customer_state("ann"), engine.customer_state("bob")
+    assert ann is not None and bob is not None
+    # No topic: all marketing on the channel it went out on.
+    assert ann.consent == {("*", "sms"): (False, T0)}
+    # The offer's content has a topic: that one, on every channel; a complaint, all on SMS.
+    assert bob.consent == {("deals", "*"): (False, T0), ("*", "sms"): (False, T0)}
+    assert _activities(engine, "unsubscribed", customer="bob") == [
+        ("unsubscribed", "sms", "gold", 1, "deals")]
+
+
+def test_the_step_topic_still_wins_over_the_content_topic(storage: Storage) -> None:
+    engine = _fallback_engine(storage, topic="news")
+    engine.identify("ann", {"phone": "+15550100", "tier": "gold"})
+    (message,) = _event(engine, "go").messages
+    _event(engine, "unsubscribed", message_id=message.idempotency_key)
+    state = engine.customer_state("ann")
+    assert state is not None and state.consent == {("news", "*"): (False, T0)}
+
+
+# --- messages written earlier are checked again before they go out --------------------------
+
+
+def _deferred(storage: Storage, *, transactional: bool = False) -> tuple[Engine, RecordingChannel]:
+    sms = RecordingChannel()
+    engine = Engine(storage=storage, channels={"sms": sms}, clock=ManualClock(T0),
+                    dispatch="deferred")
+    engine.publish(content=[_content("c", topic="promo")], topics=[Topic("promo")],
+                   journeys=[Journey("j", trigger=EventTrigger("go"), entry="s", steps={
+                       "s": Send("c", "sms", transactional=transactional)})])
+    return engine, sms
+
+
+def test_a_deferred_message_is_withheld_after_a_block_or_an_unsubscribe(
+    storage: Storage,
+) -> None:
+    engine, sms = _deferred(storage)
+    keys = {c: _event(engine, "go", c).pending[0].idempotency_key for c in ("a", "b", "c")}
+    _event(engine, "unsubscribed", "a", topic="promo")
+    engine.block_channel("b", "sms", reason="STOP")
+
+    assert engine.dispatch_pending() == 1
+    assert [m.customer_id for m in sms.messages] == ["c"]
+    assert _activities(engine, "withheld", customer="a") == [
+        ("withheld", "sms", "c", 1, "unsubscribed from promo")]
+    assert _activities(engine, "withheld", customer="b") == [
+        ("withheld", "sms", "c", 1, "channel blocked: STOP")]
+    # Given up on, not a dead letter to retry, and never sent by a later pass.
+    for customer in ("a", "b"):
+        entry = storage.outbox_entry(keys[customer])
+        assert entry is not None and entry.status == "discarded"
+    assert engine.dead_letters() == []
+    assert engine.dispatch_pending() == 0
+
+
+def test_a_deferred_transactional_message_passes_an_unsubscribe_but_not_a_block(
+    storage: Storage,
+) -> None:
+    engine, sms = _deferred(storage, transactional=True)
+    _event(engine, "go", "a")
+    _event(engine, "go", "b")
+    engine.set_consent("a", subscribed=False)
+    _event(engine, "channel_blocked", "b", channel="sms", reason="STOP")
+
+    assert engine.dispatch_pending() == 1
+    assert [m.customer_id for m in sms.messages] == ["a"]
+    assert _activities(engine, "withheld", customer="b") == [
+        ("withheld", "sms", "c", 1, "channel blocked: STOP")]
+
+
+class _FailsOnce(Channel):
+    def __init__(self) -> None:
+        self.calls = 0
+        self.delivered: list[Message] = []
+
+    def send(self, message: Message) -> DeliveryResult:
+        self.calls += 1
+        if self.calls == 1:
+            return DeliveryResult.transient("503")
+        self.delivered.append(message)
+        return DeliveryResult("delivered")
+
+
+def test_a_retry_is_withheld_after_a_stop(storage: Storage) -> None:
+    channel = _FailsOnce()
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage, channels={"sms": channel}, clock=clock)
+    engine.publish(content=[_content("c")], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "sms")})])
+    (message,) = _event(engine, "go").messages
+    clock.advance(seconds=10)
+    _event(engine, "channel_blocked", channel="sms", reason="STOP")
+    clock.advance(DAY)
+
+    assert engine.dispatch_pending() == 0
+    assert (channel.calls, channel.delivered) == (1, [])
+    entry = storage.outbox_entry(message.idempotency_key)
+    assert entry is not None and entry.status == "discarded"
+    assert _activities(engine, "withheld") == [
+        ("withheld", "sms", "c", 1, "channel blocked: STOP")]
+
+
+def test_inline_dispatch_reads_no_record_before_sending(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sms = RecordingChannel()
+    engine = Engine(storage=storage, channels={"sms": sms}, clock=ManualClock(T0))
+    engine.publish(content=[_content("c")], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "sms")})])
+    reads: list[object] = []
+    monkeypatch.setattr(storage, "peek_many", lambda ids: reads.append(ids) or {})
+    _event(engine, "go")
+    assert len(sms.messages) == 1
+    assert reads == []
+
+
+# --- delivery results ----------------------------------------------------------------------
+
+
+def test_an_unknown_delivery_status_is_refused_naming_the_valid_ones() -> None:
+    with pytest.raises(UsageError, match="'sent' is not one of delivered, transient, permanent"):
+        DeliveryResult("sent")  # type: ignore[arg-type]
+
+
+class _Returns(Channel):
+    def __init__(self, make: Any) -> None:
+        self.make = make
+
+    def send(self, message: Message) -> DeliveryResult:
+        result: DeliveryResult = self.make()
+        return result
+
+
+@pytest.mark.parametrize(("make", "error"), [
+    (lambda: {"status": "sent"}, "channel returned {'status': 'sent'}, not a DeliveryResult"),
+    (lambda: DeliveryResult("sent"),  # type: ignore[arg-type]
+     "UsageError: DeliveryResult status 'sent' is not one of delivered, transient, permanent"),
+])
+def test_a_bad_result_from_a_channel_is_reported_as_it_is(
+    storage: Storage, make: Any, error: str
+) -> None:
+    engine = Engine(storage=storage, channels={"sms": _Returns(make)}, clock=ManualClock(T0))
+    engine.publish(content=[_content("c")], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "sms")})])
+    (message,) = _event(engine, "go").messages
+    entry = storage.outbox_entry(message.idempotency_key)
+    assert entry is not None and (entry.status, entry.last_error) == ("pending", error)
