@@ -627,7 +627,7 @@ class Engine:
                                       outcome=builder)
             if anonymous.state.revision >= 0:  # a stored record: something to merge
                 anonymous.catch_up(now)
-                known.catch_up(now)
+                known.catch_up(now, settle=False)
                 merge_into(known, anonymous, now)
                 for key, track in known.state.tracks.items():
                     spec = registry.plan.tracks.get(key)

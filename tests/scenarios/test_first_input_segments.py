@@ -95,6 +95,15 @@ def test_a_first_profile_does_not_enter_a_segment_it_leaves(storage: Storage) ->
     assert shop.sent() == [("new2", "on_no_recent_buy")]
 
 
+def test_a_merge_into_a_new_known_customer_is_judged_after_it(storage: Storage) -> None:
+    shop = Shop(storage, NOT_VIP)
+    shop.engine.identify("anon", {"vip": True})
+    assert shop.changes("anon") == []
+    shop.engine.identify("known", {"vip": True}, anonymous_id="anon")
+    assert shop.changes("known") == []
+    assert shop.sent() == []
+
+
 def test_a_first_profile_that_belongs_enters_at_once(storage: Storage) -> None:
     shop = Shop(storage, NOT_PAID)
     shop.engine.identify("free", {"plan": "free"})
