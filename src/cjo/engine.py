@@ -30,7 +30,7 @@ from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
 from cjo.delivery.consent import block, set_consent, unblock, withheld
-from cjo.delivery.feedback import linked_messages, record_permanent_failure, sent_messages
+from cjo.delivery.feedback import record_permanent_failure, sent_messages
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -429,10 +429,12 @@ class Engine:
         ):
             return Outcome(event_id=event.event_id)
         sent = sent_messages(self.storage, (event,))
-        with linked_messages(sent), self.storage.customer(event.customer_id, now) as session:
+        with self.storage.customer(event.customer_id, now) as session:
             if not session.claim_event(event.event_id):
                 return Outcome(event_id=event.event_id, duplicate=True)
             decider = self._decider(session, registry, now)
+            if sent:
+                decider.sent = sent
             decider.on_event(event, now)
             self._save(session, decider)
         self._dispatch(decider.messages, now, decider.outcome)
@@ -511,9 +513,7 @@ class Engine:
         deciders: list[Decider] = []
         claims = [(i.customer_id, i.event_id) for i in items if isinstance(i, Event)]
         sent = sent_messages(self.storage, items)
-        with linked_messages(sent), self.storage.batch(
-            list(by_customer), now, claims=claims
-        ) as sessions:
+        with self.storage.batch(list(by_customer), now, claims=claims) as sessions:
             for customer_id, customer_items in by_customer.items():
                 session = sessions[customer_id]
                 decider: Decider | None = None
@@ -527,6 +527,8 @@ class Engine:
                         decider = decider or self._decider(
                             session, registry, now, outcome=builder
                         )
+                        if sent:
+                            decider.sent = sent
                         decider.on_event(item, now)
                 if decider is not None:
                     self._save(session, decider)

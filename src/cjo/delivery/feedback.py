@@ -26,9 +26,7 @@ unsubscribes from that message's topic (from all marketing on its channel when i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from cjo.delivery.consent import block, send_topic, set_consent, unblock
@@ -49,7 +47,6 @@ __all__ = [
     "FEEDBACK_EVENTS",
     "LinkedMessage",
     "apply_delivery_event",
-    "linked_messages",
     "locate_message",
     "mark_unreachable",
     "record_permanent_failure",
@@ -68,14 +65,13 @@ _ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+$")
 
 LinkedMessage = tuple[str, int, str, str, Send]  # journey, version, enrollment, step, step def
 
-# The messages named by the feedback events being decided, by idempotency key, as the outbox
-# holds them: the decision core reads no storage, so the engine looks them up beforehand.
-_SENT: ContextVar[Mapping[str, Message] | None] = ContextVar("cjo_sent_messages", default=None)
 
 
 def sent_messages(storage: Storage, items: Iterable[object]) -> dict[str, Message]:
     """The outbox messages that the feedback events among ``items`` name (one read per such
-    event; other items cost a test), each only if it is the event's customer's."""
+    event; other items cost a test), each only if it is the event's customer's: the decision
+    core reads no storage, so the engine looks them up beforehand and hands them to the
+    deciders (``Decider.sent``)."""
     found: dict[str, Message] = {}
     for item in items:
         if not isinstance(item, Event) or item.name not in FEEDBACK_EVENTS:
@@ -85,16 +81,6 @@ def sent_messages(storage: Storage, items: Iterable[object]) -> dict[str, Messag
         if entry is not None and entry.message.customer_id == item.customer_id:
             found[entry.message.idempotency_key] = entry.message
     return found
-
-
-@contextmanager
-def linked_messages(messages: Mapping[str, Message]) -> Iterator[None]:
-    """Decide feedback events knowing ``messages`` (from ``sent_messages``)."""
-    token = _SENT.set(messages)
-    try:
-        yield
-    finally:
-        _SENT.reset(token)
 
 
 def _text(value: Any) -> str | None:
@@ -176,8 +162,7 @@ def _as_sent(
     """The channel, content id and content version ``message_id`` went out with: the outbox's
     message when the engine found it, else the event's channel, or the step's, and the step's
     content (version unknown)."""
-    sent = _SENT.get()
-    message = sent.get(message_id) if sent is not None else None
+    message = d.sent.get(message_id)
     if message is not None and message.customer_id == d.customer_id:
         return channel or message.channel, message.content_id, message.content_version
     return channel or step.channel, step.content, None

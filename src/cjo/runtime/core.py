@@ -62,6 +62,7 @@ __all__ = [
 ]
 
 _EMPTY: Mapping[str, Any] = {}
+_NO_MESSAGES: Mapping[str, Message] = {}
 _TRIGGER_TIMER = "trigger:"
 _NO_HISTORY = EntryHistory.of(0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -173,6 +174,7 @@ class Decider:
         "recipient_attributes",
         "registry",
         "render",
+        "sent",
         "skipping",
         "state",
     )
@@ -203,6 +205,9 @@ class Decider:
         self.entered_now: tuple[CompiledJourney, ...] = ()
         self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
+        # The outbox messages the feedback events being decided name, by idempotency key (the
+        # engine reads them beforehand: ``cjo.delivery.feedback.sent_messages``).
+        self.sent: Mapping[str, Message] = _NO_MESSAGES
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
         # The shared empty list until the first send (``add_message``): most decisions send
