@@ -783,19 +783,22 @@ class InMemoryStorage(Storage):
                 self._pending.pop(key, None)
                 self._dead.pop(key, None)
             if any(row[1] == customer_id for row in self._log):
-                self._count_pending()  # counted as written: a blanked detail moves its count
                 rename = pseudonymiser()
+                # The newest ``_uncounted_rows`` rows are counted later, as they are then.
+                counted = len(self._log) - self._uncounted_rows
                 self._log = deque(
-                    row if row[1] != customer_id else self._erased_row(row, rename)
-                    for row in self._log
+                    row if row[1] != customer_id else self._erased_row(row, rename, n < counted)
+                    for n, row in enumerate(self._log)
                 )
 
-    def _erased_row(self, row: _LogRow, rename: Callable[[str], str]) -> _LogRow:
-        """An erased customer's log row (see ``cjo.storage.erasure``); its count follows a
-        blanked detail, as the SQL adapters' counts (read from the log) do."""
+    def _erased_row(
+        self, row: _LogRow, rename: Callable[[str], str], counted: bool
+    ) -> _LogRow:
+        """An erased customer's log row (see ``cjo.storage.erasure``); the count of a counted
+        one follows a blanked detail, as the SQL adapters' counts (read from the log) do."""
         at, _cid, enrollment_id, jid, version, step, kind, detail, *rest = row
         kept = erased_detail(kind, detail)
-        if kept != detail:
+        if counted and kept != detail:
             counts, key = self._counts, (jid, version, step, kind, detail)
             counts[key] -= 1
             if counts[key] <= 0:

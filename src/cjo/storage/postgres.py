@@ -387,8 +387,9 @@ _QUERIES: dict[str, LiteralString] = {
     "erase_record": "DELETE FROM {s}.customers WHERE customer_id = %s",
     "erase_outbox": "DELETE FROM {s}.outbox WHERE customer_id = %s",
     "erased_enrollments": "SELECT DISTINCT enrollment_id FROM {s}.activity WHERE customer_id = %s",
-    # Each enrollment id becomes its pseudonym (see ``cjo.storage.erasure``).
-    "erase_activity": "UPDATE {s}.activity AS a SET customer_id = NULL, enrollment_id = r.new,"
+    # Each enrollment id becomes its pseudonym (see ``cjo.storage.erasure``); the customer id
+    # becomes "" as on the other adapters, so that asking for "" finds erased entries.
+    "erase_activity": "UPDATE {s}.activity AS a SET customer_id = '', enrollment_id = r.new,"
     " detail = CASE WHEN a.kind = ANY(%s::text[]) THEN NULL ELSE a.detail END"
     " FROM unnest(%s::text[], %s::text[]) AS r (old, new)"
     " WHERE a.customer_id = %s AND a.enrollment_id = r.old",
