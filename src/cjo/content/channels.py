@@ -70,9 +70,19 @@ def field_problems(ctype: ChannelType, fields: Mapping[str, str]) -> list[str]:
 
 
 def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tuple[str, str] | None:
-    """(field, reason) when rendered ``fields`` are not what the channel type needs."""
+    """(field, reason) when rendered ``fields`` are not what the channel type needs: a
+    required field (or every field of a ``one_of`` group) that renders empty or only
+    whitespace (a message nobody should receive), a ``json`` field that is not JSON."""
     if ctype is None:
         return None
+    for name in ctype.required:
+        if _blank(fields.get(name)):
+            return name, "renders empty"
+    for group in ctype.one_of:
+        if all(_blank(fields.get(name)) for name in group):
+            named = next((name for name in group if name in fields), group[0])
+            every = " and ".join(repr(name) for name in group)
+            return named, f"renders empty (so do all of {every}: one must have text)"
     for name in ctype.json:
         text = fields.get(name)
         if text is None:
@@ -82,3 +92,8 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
         except ValueError as exc:
             return name, f"does not render to valid JSON: {exc}"
     return None
+
+
+def _blank(text: str | None) -> bool:
+    # ``isspace`` stops at the first other character: cheap on a long field.
+    return not text or text.isspace()
