@@ -28,6 +28,7 @@ from cjo import (
 )
 from cjo.channels.base import Message
 from cjo.errors import UsageError
+from cjo.model.steps import RenderErrorPolicy
 from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -135,3 +136,98 @@ def test_segment_sizes_refuse_instants_older_than_the_activity_log(
         engine.segment_sizes(["s"], T0 - DAY, every=5 * DAY)
     sizes = engine.segment_sizes(["s"], clock.now() - 10 * DAY, every=5 * DAY)["s"]
     assert [s.size for s in sizes] == [2, 2, 2]
+
+
+# --- locales -----------------------------------------------------------------------------------
+
+_BYE = ContentItem("bye", (
+    Variant("sms", {"text": "Bye"}),
+    Variant("sms", {"text": "Au revoir"}, locale="fr"),
+    Variant("sms", {"text": "Bonjour CA"}, locale="FR_ca"),
+))
+
+
+@pytest.mark.parametrize(("locale", "text"), [
+    ("fr-CA", "Bonjour CA"), ("fr-ca", "Bonjour CA"), ("FR-ca", "Bonjour CA"),
+    ("fr_CA", "Bonjour CA"), ("FR", "Au revoir"), ("Fr-be", "Au revoir"), ("pt-BR", "Bye"),
+])
+def test_locales_match_whatever_their_case_or_separator(locale: str, text: str) -> None:
+    variant = _BYE.variant_for("sms", locale)
+    assert variant is not None and variant.fields["text"] == text
+
+
+def test_locales_are_normalised_where_profiles_and_variants_are_made() -> None:
+    from cjo import ProfileUpdate
+    from cjo.errors import DefinitionError, InvalidEventError
+
+    assert [v.locale for v in _BYE.variants] == [None, "fr", "fr-CA"]
+    assert ProfileUpdate("a", locale="zh_hant_tw").locale == "zh-Hant-TW"
+    clock = ManualClock(T0)
+    sms = RecordingChannel()
+    engine = Engine(channels={"sms": sms}, clock=clock)
+    engine.publish(content=[_BYE], journeys=[
+        Journey("j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("bye", "sms")}),
+    ])
+    engine.identify("a", locale="FR-ca")
+    profile = engine.profile("a")
+    assert profile is not None and profile.locale == "fr-CA"
+    outcome = engine.handle_event(Event(customer_id="a", name="go", timestamp=T0, event_id="1"))
+    assert [(m.fields["text"], m.locale) for m in outcome.messages] == [("Bonjour CA", "fr-CA")]
+    for bad in ("fr ca", "12", "fr--CA", "français"):
+        with pytest.raises(InvalidEventError, match="profile locale must be a locale tag"):
+            engine.identify("a", locale=bad)
+    profile = engine.profile("a")
+    assert profile is not None and profile.locale == "fr-CA"
+    bad_item = ContentItem("x", (Variant("sms", {"text": "x"}, locale="fr ca"),))
+    with pytest.raises(DefinitionError, match=r"locale must be a locale tag.*'fr ca'"):
+        engine.publish(content=[bad_item])
+    # One locale spelt two ways is one variant defined twice.
+    twice = ContentItem("x", (Variant("sms", {"text": "x"}, locale="fr-CA"),
+                              Variant("sms", {"text": "y"}, locale="fr_ca")))
+    with pytest.raises(DefinitionError, match="defined 2 times"):
+        engine.publish(content=[twice])
+
+
+# --- required fields that render empty ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["skip", "exit", "retry"])
+def test_a_required_field_that_renders_empty_is_a_render_failure(
+    policy: RenderErrorPolicy,
+) -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(channels={"sms": channel, "email": channel}, clock=clock)
+    item = ContentItem("c", (
+        Variant("sms", {"text": "{% if profile.vip %}VIP deal{% endif %}"}),
+        Variant("email", {"subject": "{{ profile.nick | default: ' ' }}", "text": "x"}),
+    ))
+    engine.publish(content=[item], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={
+            "s": Send("c", "sms", next="e", on_render_error=policy),
+            "e": Send("c", "email"),
+        })])
+    engine.identify("vip", {"vip": True})
+    outcome = engine.handle_event(Event(customer_id="a", name="go", timestamp=T0, event_id="a"))
+    assert not outcome.messages
+    action = {"skip": "skipped", "exit": "exited", "retry": "retrying"}[policy]
+    assert (outcome.failures[0].reason, outcome.failures[0].action) == (
+        "content 'c' / sms / field 'text': renders empty", action)
+    if policy == "skip":  # the email's subject is only whitespace
+        assert outcome.failures[1].reason == "content 'c' / email / field 'subject': renders empty"
+    sent = engine.handle_event(Event(customer_id="vip", name="go", timestamp=T0, event_id="v"))
+    assert [m.fields.get("text") for m in sent.messages][:1] == ["VIP deal"]
+
+
+def test_an_email_with_neither_html_nor_text_is_a_render_failure() -> None:
+    engine = Engine(channels={"email": RecordingChannel()}, clock=ManualClock(T0))
+    item = ContentItem("c", (Variant("email", {
+        "subject": "Hi", "text": "{{ profile.text | default: '' }}",
+        "html": "{% if profile.vip %}<p>VIP</p>{% endif %}",
+    }),))
+    engine.publish(content=[item], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "email")})])
+    outcome = engine.handle_event(Event(customer_id="a", name="go", timestamp=T0, event_id="a"))
+    assert not outcome.messages
+    [failure] = outcome.failures
+    assert "renders empty" in failure.reason and "'html' and 'text'" in failure.reason
