@@ -75,14 +75,15 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
     whitespace (a message nobody should receive), a ``json`` field that is not JSON."""
     if ctype is None:
         return None
+    # A field the variant lacks is not checked here: publishing reports it (``field_problems``).
     for name in ctype.required:
-        if _blank(fields.get(name)):
+        if name in fields and _blank(fields[name]):
             return name, "renders empty"
     for group in ctype.one_of:
-        if all(_blank(fields.get(name)) for name in group):
-            named = next((name for name in group if name in fields), group[0])
-            every = " and ".join(repr(name) for name in group)
-            return named, f"renders empty (so do all of {every}: one must have text)"
+        present = [name for name in group if name in fields]
+        if present and all(_blank(fields[name]) for name in present):
+            every = " and ".join(repr(name) for name in present)
+            return present[0], f"renders empty (so does every one of {every}: one must have text)"
     for name in ctype.json:
         text = fields.get(name)
         if text is None:
@@ -94,6 +95,6 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
     return None
 
 
-def _blank(text: str | None) -> bool:
+def _blank(text: str) -> bool:
     # ``isspace`` stops at the first other character: cheap on a long field.
     return not text or text.isspace()
