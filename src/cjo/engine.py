@@ -1099,14 +1099,14 @@ class Engine:
         every: timedelta = timedelta(days=1),
     ) -> dict[str, list[SegmentSize]]:
         """The size of each segment from ``start`` to ``end`` (default: now), every ``every``:
-        today's committed count less the membership changes logged since each instant
-        (within the activity log's retention)."""
+        today's committed count less the membership changes logged since each instant.
+        An instant older than the activity log's retention raises ``UsageError``."""
         for segment_id in segment_ids:
             self._check_segment(segment_id)
         now = self._now()
         instants = size_instants(ensure_aware(start, "start"),
                                  ensure_aware(end, "end") if end is not None else now, every)
-        return segment_sizes(self.storage, segment_ids, instants, now)
+        return segment_sizes(self.storage, segment_ids, instants, now, self.retention.activity)
 
     def _check_segment(self, segment_id: str) -> Registry:
         registry = self._sync()

@@ -1438,8 +1438,11 @@ class StorageContract:
         assert [(a.customer_id, a.kind) for a in log] == [
             ("", "entered"), ("", "sent"), ("c2", "entered"), ("c2", "sent")
         ]
+        # The enrollment id, which names the customer, becomes a pseudonym, one per enrollment.
+        assert log[0].enrollment_id.startswith("erased:")
+        assert log[0].enrollment_id == log[1].enrollment_id != log[2].enrollment_id
         assert log[0] == attrs.evolve(_activity("entered", customer="c1", step=None),
-                                      customer_id="")
+                                      customer_id="", enrollment_id=log[0].enrollment_id)
         assert storage.activities(T0 - DAY, T0 + DAY, customer_id="c1") == []
         # The other customer is untouched.
         assert storage.peek("c2") == c2

@@ -52,7 +52,7 @@ from cjo.content.render import Renderer
 from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderLimitError, UsageError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
-from cjo.model.content import ContentItem, Variant
+from cjo.model.content import LOCALE_PROBLEM, ContentItem, Variant, normal_locale
 from cjo.model.definitions import Definitions
 from cjo.model.events import check_id, check_value, check_values, text_problem
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
@@ -1141,6 +1141,8 @@ def _check_variant(
                         ("variant name", variant.name)):
         if value is not None:
             problems += _id_problems(value, what, where)
+    if isinstance(variant.locale, str) and normal_locale(variant.locale) is None:
+        problems.append(Problem(where, f"locale {LOCALE_PROBLEM}, got {variant.locale!r}"))
     if len(variant.fields) > limits.max_fields_per_variant:
         problems.append(Problem(where, f"has {len(variant.fields)} fields; the limit is "
                                        f"{limits.max_fields_per_variant}"))

@@ -2,13 +2,16 @@
 
 Every membership change is logged (``segment_entered`` / ``segment_exited``, the segment id as
 detail, at the instant it happened), so the size at an earlier instant is today's count less
-the changes logged since: no snapshot is kept and nothing is scanned but the log's window. The
-log is pruned after ``Retention.activity`` (400 days by default): instants older than that are
-not known.
+the changes logged since: no snapshot is kept and nothing is scanned but the log's window.
+An erased customer's changes stay in the log, anonymous, and still count (forwards, since they
+are no longer in today's count). The log is pruned after ``Retention.activity`` (400 days by
+default): an instant older than that is refused (``UsageError``).
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -16,13 +19,14 @@ import attrs
 
 from cjo.errors import UsageError
 from cjo.segments.membership import ENTERED, EXITED
-from cjo.storage.base import Storage
+from cjo.storage.base import Retention, Storage
 
 __all__ = ["SegmentSize", "format_segment_sizes", "segment_sizes", "size_instants"]
 
 # Changes are stamped with the instant decided, at most the engine's now: a little past it
 # covers a worker whose clock runs slightly ahead.
 _AHEAD = timedelta(days=1)
+_RETENTION = Retention().activity
 
 
 @attrs.frozen(slots=True)
@@ -48,20 +52,41 @@ def size_instants(start: datetime, end: datetime, every: timedelta) -> list[date
 
 
 def segment_sizes(
-    storage: Storage, segment_ids: Sequence[str], instants: Iterable[datetime], now: datetime
+    storage: Storage, segment_ids: Sequence[str], instants: Iterable[datetime], now: datetime,
+    retention: timedelta = _RETENTION,
 ) -> dict[str, list[SegmentSize]]:
-    """The size of each segment at each of ``instants`` (at most ``now``), by segment id."""
+    """The size of each segment at each of ``instants`` (at most ``now``), by segment id.
+
+    ``retention`` is how long the activity log is kept (``Retention.activity``): an instant
+    older than ``now - retention`` raises ``UsageError`` naming the earliest one there is an
+    answer for, since the changes after it may have been pruned."""
     points = sorted(instants)
     if not points:
         return {sid: [] for sid in segment_ids}
     if points[-1] > now:
         raise UsageError(f"instant {points[-1].isoformat()} is after now ({now.isoformat()})")
+    earliest = now - retention
+    if points[0] < earliest:
+        raise UsageError(
+            f"instant {points[0].isoformat()} is older than the activity log is kept "
+            f"({retention}): segment sizes are known from {earliest.isoformat()} on"
+        )
     wanted = set(segment_ids)
-    # Net change per segment logged after each instant, walking the log once.
+    # Live members' changes logged after the first instant (undone from today's count), and
+    # erased customers' changes, by pseudonym, since the log's start (counted forwards).
     changes: dict[str, list[tuple[datetime, int]]] = {sid: [] for sid in segment_ids}
-    for a in storage.activities(points[0], now + _AHEAD, journey_id=""):
-        if a.detail in wanted and a.kind in (ENTERED, EXITED):
+    erased: dict[str, dict[str, list[tuple[datetime, bool]]]] = {sid: {} for sid in segment_ids}
+    logged = itertools.chain(
+        storage.activities(earliest, points[0], journey_id="", customer_id=""),
+        storage.activities(points[0], now + _AHEAD, journey_id=""),
+    )
+    for a in logged:
+        if a.detail not in wanted or a.kind not in (ENTERED, EXITED):
+            continue
+        if a.customer_id:
             changes[a.detail].append((a.at, 1 if a.kind == ENTERED else -1))
+        else:
+            erased[a.detail].setdefault(a.enrollment_id, []).append((a.at, a.kind == ENTERED))
     out: dict[str, list[SegmentSize]] = {}
     for sid in segment_ids:
         size = storage.segment_count(sid)
@@ -73,8 +98,31 @@ def segment_sizes(
                 size -= later[i][1]
                 i += 1
             sizes.append(SegmentSize(at, size))
-        out[sid] = sizes[::-1]
+        sizes.reverse()
+        out[sid] = _with_erased(sizes, erased[sid].values())
     return out
+
+
+def _with_erased(
+    sizes: list[SegmentSize], erased: Iterable[list[tuple[datetime, bool]]]
+) -> list[SegmentSize]:
+    """``sizes`` plus the erased customers who were members at each instant. An erased
+    customer's entries stay in the log, anonymous but kept together (one pseudonym), and
+    still count: a member at an instant is one whose last change by then was an entry, or,
+    before their first logged change, one whose first change is an exit (they had entered
+    before the log's start)."""
+    if not sizes:
+        return sizes
+    added = [0] * len(sizes)
+    instants = [s.at for s in sizes]
+    for entries in erased:
+        entries.sort(key=lambda change: change[0])
+        when = [at for at, _entered in entries]
+        before = not entries[0][1]
+        for n, at in enumerate(instants):
+            last = bisect.bisect_right(when, at)
+            added[n] += entries[last - 1][1] if last else before
+    return [SegmentSize(s.at, s.size + n) for s, n in zip(sizes, added, strict=True)]
 
 
 def format_segment_sizes(sizes: Mapping[str, Sequence[SegmentSize]]) -> str:

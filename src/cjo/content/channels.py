@@ -70,9 +70,20 @@ def field_problems(ctype: ChannelType, fields: Mapping[str, str]) -> list[str]:
 
 
 def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tuple[str, str] | None:
-    """(field, reason) when rendered ``fields`` are not what the channel type needs."""
+    """(field, reason) when rendered ``fields`` are not what the channel type needs: a
+    required field (or every field of a ``one_of`` group) that renders empty or only
+    whitespace (a message nobody should receive), a ``json`` field that is not JSON."""
     if ctype is None:
         return None
+    # A field the variant lacks is not checked here: publishing reports it (``field_problems``).
+    for name in ctype.required:
+        if name in fields and _blank(fields[name]):
+            return name, "renders empty"
+    for group in ctype.one_of:
+        present = [name for name in group if name in fields]
+        if present and all(_blank(fields[name]) for name in present):
+            every = " and ".join(repr(name) for name in present)
+            return present[0], f"renders empty (so does every one of {every}: one must have text)"
     for name in ctype.json:
         text = fields.get(name)
         if text is None:
@@ -82,3 +93,8 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
         except ValueError as exc:
             return name, f"does not render to valid JSON: {exc}"
     return None
+
+
+def _blank(text: str) -> bool:
+    # ``isspace`` stops at the first other character: cheap on a long field.
+    return not text or text.isspace()

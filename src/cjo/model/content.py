@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-__all__ = ["ContentBlock", "ContentItem", "ContentSample", "Variant"]
+__all__ = [
+    "LOCALE_PROBLEM", "ContentBlock", "ContentItem", "ContentSample", "Variant", "normal_locale",
+]
+
+# A BCP 47 tag as hosts write them: a language, then subtags of letters and digits, separated
+# by "-" or "_".
+_LOCALE = re.compile(r"[A-Za-z]{2,8}(?:[-_][A-Za-z0-9]{1,8})*")
+
+
+def normal_locale(tag: str) -> str | None:
+    """``tag`` in the one spelling locales are matched by ("fr-CA", "zh-Hant-TW"): "_" read as
+    "-", the language and other subtags lower-case, a script title-case, a region upper-case;
+    None if it is not a locale tag. Tags are case-insensitive (BCP 47), so spellings that
+    differ only there are the same locale."""
+    if not _LOCALE.fullmatch(tag):
+        return None
+    language, *rest = tag.replace("_", "-").split("-")
+    subtags = [language.lower()]
+    for subtag in rest:
+        if len(subtag) == 4 and subtag.isalpha():
+            subtags.append(subtag.title())  # a script
+        elif (len(subtag) == 2 and subtag.isalpha()) or (len(subtag) == 3 and subtag.isdigit()):
+            subtags.append(subtag.upper())  # a region
+        else:
+            subtags.append(subtag.lower())
+    return "-".join(subtags)
+
+
+LOCALE_PROBLEM = "must be a locale tag such as 'fr' or 'fr-CA'"
+
+
+def _variant_locale(value: object) -> Any:
+    """A locale tag in its normal spelling; anything else is kept as given: publishing
+    reports it at the variant's place, which a constructor cannot know."""
+    normal = normal_locale(value) if isinstance(value, str) else None
+    return value if normal is None else normal
 
 
 @attrs.frozen
@@ -21,7 +57,8 @@ class Variant:
 
     channel: str
     fields: Mapping[str, str]
-    locale: str | None = None
+    #: Normalised (``normal_locale``) when the variant is made: "fr_ca" is stored as "fr-CA".
+    locale: str | None = attrs.field(default=None, converter=_variant_locale)
     name: str | None = None
 
 
@@ -62,16 +99,17 @@ class ContentItem:
         self, channel: str, locale: str | None = None, name: str | None = None
     ) -> Variant | None:
         """The best variant named ``name`` (None: the unnamed ones) for a channel: the exact
-        locale, then its language (``fr-CA``, then ``fr``), then the default."""
+        locale, then each shorter prefix of it (``fr-CA``, then ``fr``), then the default.
+        Locales match whatever their case or separator (``fr_ca`` is ``fr-CA``)."""
         candidates = [v for v in self.variants if v.channel == channel and v.name == name]
         if not candidates:
             return None
-        if locale:
-            language = locale.split("-")[0].split("_")[0]
-            for wanted in (locale, language):
-                for v in candidates:
-                    if v.locale == wanted:
-                        return v
+        tag = normal_locale(locale) if locale else None
+        while tag:
+            for v in candidates:
+                if v.locale == tag:
+                    return v
+            tag = tag.rpartition("-")[0]
         for v in candidates:
             if v.locale is None:
                 return v

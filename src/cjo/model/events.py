@@ -47,6 +47,7 @@ from cjo.limits import (
     MAX_VALUES,
     MIN_TIMESTAMP,
 )
+from cjo.model.content import LOCALE_PROBLEM, normal_locale
 
 __all__ = [
     "INSTANT_TAG",
@@ -143,7 +144,14 @@ def _timezone(value: object) -> str | None:
 
 
 def _locale(value: object) -> str | None:
-    return None if value is None else check_id(value, "profile locale")
+    # Normalised once here, so that content lookups per send compare plain strings.
+    if value is None:
+        return None
+    text = check_id(value, "profile locale")
+    normal = normal_locale(text)
+    if normal is None:
+        raise InvalidEventError(f"profile locale {LOCALE_PROBLEM}, got {text!r}")
+    return normal
 
 
 # --- values ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import itertools
 import operator
 import threading
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +38,7 @@ from cjo.storage.base import (
     Retention,
     Storage,
 )
+from cjo.storage.erasure import erased_detail, pseudonymiser
 
 __all__ = ["InMemoryStorage"]
 
@@ -782,10 +783,28 @@ class InMemoryStorage(Storage):
                 self._pending.pop(key, None)
                 self._dead.pop(key, None)
             if any(row[1] == customer_id for row in self._log):
+                rename = pseudonymiser()
+                # The newest ``_uncounted_rows`` rows are counted later, as they are then.
+                counted = len(self._log) - self._uncounted_rows
                 self._log = deque(
-                    row if row[1] != customer_id else (row[0], "", *row[2:])
-                    for row in self._log
+                    row if row[1] != customer_id else self._erased_row(row, rename, n < counted)
+                    for n, row in enumerate(self._log)
                 )
+
+    def _erased_row(
+        self, row: _LogRow, rename: Callable[[str], str], counted: bool
+    ) -> _LogRow:
+        """An erased customer's log row (see ``cjo.storage.erasure``); the count of a counted
+        one follows a blanked detail, as the SQL adapters' counts (read from the log) do."""
+        at, _cid, enrollment_id, jid, version, step, kind, detail, *rest = row
+        kept = erased_detail(kind, detail)
+        if counted and kept != detail:
+            counts, key = self._counts, (jid, version, step, kind, detail)
+            counts[key] -= 1
+            if counts[key] <= 0:
+                del counts[key]
+            counts[(jid, version, step, kind, kept)] += 1
+        return (at, "", rename(enrollment_id), jid, version, step, kind, kept, *rest)
 
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
         # Everything here is kept in the order it was written, which is (nearly) time order:

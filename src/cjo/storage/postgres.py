@@ -80,6 +80,7 @@ from cjo.storage.codec import (
     journey_needles,
     message_from_json,
 )
+from cjo.storage.erasure import FREE_TEXT_KINDS, pseudonymiser
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage"]
 
@@ -385,7 +386,13 @@ _QUERIES: dict[str, LiteralString] = {
     "erase_lock": "SELECT pg_advisory_xact_lock(" + _KEY.replace("{col}", "%s") + ")",
     "erase_record": "DELETE FROM {s}.customers WHERE customer_id = %s",
     "erase_outbox": "DELETE FROM {s}.outbox WHERE customer_id = %s",
-    "erase_activity": "UPDATE {s}.activity SET customer_id = NULL WHERE customer_id = %s",
+    "erased_enrollments": "SELECT DISTINCT enrollment_id FROM {s}.activity WHERE customer_id = %s",
+    # Each enrollment id becomes its pseudonym (see ``cjo.storage.erasure``); the customer id
+    # becomes "" as on the other adapters, so that asking for "" finds erased entries.
+    "erase_activity": "UPDATE {s}.activity AS a SET customer_id = '', enrollment_id = r.new,"
+    " detail = CASE WHEN a.kind = ANY(%s::text[]) THEN NULL ELSE a.detail END"
+    " FROM unnest(%s::text[], %s::text[]) AS r (old, new)"
+    " WHERE a.customer_id = %s AND a.enrollment_id = r.old",
     "erase_members": "DELETE FROM {s}.segment_members WHERE customer_id = %s",
     "members_clear": "DELETE FROM {s}.segment_members WHERE customer_id = ANY(%b::text[])",
     "members_leave": "DELETE FROM {s}.segment_members AS m"
@@ -1135,8 +1142,14 @@ class PostgresStorage(Storage):
         with self._pool.connection() as conn, conn.transaction():
             # Under the customer's lock, so no engine transaction writes the record back.
             conn.execute(q["erase_lock"], [customer_id])
-            for name in ("erase_record", "erase_outbox", "erase_activity", "erase_members"):
+            for name in ("erase_record", "erase_outbox", "erase_members"):
                 conn.execute(q[name], [customer_id])
+            rename = pseudonymiser()
+            old = [row[0] for row in conn.execute(q["erased_enrollments"], [customer_id])]
+            if old:
+                conn.execute(q["erase_activity"], [
+                    sorted(FREE_TEXT_KINDS), old, [rename(e) for e in old], customer_id,
+                ])
 
     @_translating
     def prune(self, now: datetime, retention: Retention) -> PruneResult:

@@ -56,6 +56,7 @@ from cjo.storage.codec import (
     us,
     value_dumps,
 )
+from cjo.storage.erasure import erased_detail, pseudonymiser
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
 
@@ -483,8 +484,13 @@ _ERASE: Final = (
     "DELETE FROM customers WHERE customer_id = ?",
     # Every message, delivered ones too: they hold the recipient's address and content.
     "DELETE FROM outbox WHERE customer_id = ?",
-    "UPDATE activity SET customer_id = '' WHERE customer_id = ?",
     "DELETE FROM segment_members WHERE customer_id = ?",
+)
+# The erased customer's activity entries (one scan: no index on the customer), then each made
+# anonymous by its key (see ``cjo.storage.erasure``).
+_ERASED_ACTIVITY = "SELECT seq, enrollment_id, kind, detail FROM activity WHERE customer_id = ?"
+_ANONYMISE_ACTIVITY = (
+    "UPDATE activity SET customer_id = '', enrollment_id = ?, detail = ? WHERE seq = ?"
 )
 _MEMBERS_LEAVE = "DELETE FROM segment_members WHERE segment_id = ? AND customer_id = ?"
 _MEMBERS_CLEAR = "DELETE FROM segment_members WHERE customer_id = ?"
@@ -1237,6 +1243,12 @@ class SQLiteStorage(Storage):
         with self._write() as conn:
             for statement in _ERASE:
                 conn.execute(statement, (customer_id,))
+            rename = pseudonymiser()
+            conn.executemany(_ANONYMISE_ACTIVITY, [
+                (rename(enrollment_id), erased_detail(kind, detail), seq)
+                for seq, enrollment_id, kind, detail
+                in conn.execute(_ERASED_ACTIVITY, (customer_id,)).fetchall()
+            ])
 
     @_Translated("prune")
     def prune(self, now: datetime, retention: Retention) -> PruneResult:

@@ -1,0 +1,233 @@
+"""Erasure leaves no trace of the customer in the activity log, segment sizes stay right after
+an erasure and within the log's retention, locales are matched whatever their spelling, and a
+required field that renders empty is a render failure."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cjo import (
+    Channel,
+    ContentItem,
+    DeliveryResult,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Retention,
+    Segment,
+    Send,
+    Variant,
+    Wait,
+    attr,
+)
+from cjo.channels.base import Message
+from cjo.errors import UsageError
+from cjo.model.steps import RenderErrorPolicy
+from tests.helpers import Factory
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+
+class _Dead(Channel):
+    """Every message fails for good, with an error naming the recipient."""
+
+    def send(self, message: Message) -> DeliveryResult:
+        return DeliveryResult.permanent(f"no mailbox {message.customer_id}", unreachable=True)
+
+
+def _erasure_engine(storage_factory: Factory, clock: ManualClock) -> Engine:
+    engine = Engine(storage=storage_factory(), clock=clock,
+                    channels={"email": RecordingChannel(), "sms": _Dead()})
+    item = ContentItem("hi", (Variant("email", {"subject": "Hi {{ profile.name }}", "text": "x"}),
+                              Variant("sms", {"text": "Hi {{ profile.name }}"})))
+    engine.publish(
+        content=[item], segments=[Segment("named", attr("name") != "")],
+        journeys=[Journey("j", trigger=EventTrigger("go"), entry="s", steps={
+            "s": Send("hi", "email", next="s2"), "s2": Send("hi", "sms", next="w"),
+            "w": Wait(DAY, next=None),
+        })],
+    )
+    return engine
+
+
+def test_erasure_leaves_no_customer_id_in_the_activity_log(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    engine = _erasure_engine(storage_factory, clock)
+    engine.identify("ann@x", {"name": "Ann"})
+    engine.identify("bob@x", {"name": "Bob"})
+    for cid in ("ann@x", "bob@x"):
+        engine.handle_event(Event(customer_id=cid, name="go", timestamp=clock.now(),
+                                  event_id=f"go-{cid}"))
+    engine.run_due()
+    counts_before = sum(c.count for c in engine.storage.activity_counts("j"))
+    before = engine.activities(T0, T0 + DAY, customer_id="ann@x")
+    assert any(a.kind == "unreachable" for a in before)
+
+    engine.erase_customer("ann@x")
+
+    log = engine.activities(T0 - DAY, T0 + DAY)
+    assert not [a for a in log if "ann" in f"{a.customer_id} {a.enrollment_id} {a.detail}"]
+    erased = [a for a in log if a.customer_id == ""]
+    assert len(erased) == len(before)
+    # One enrollment keeps one pseudonym: its entries can still be followed through.
+    journey_ids = {a.enrollment_id for a in erased if a.journey_id == "j"}
+    assert len(journey_ids) == 1 and next(iter(journey_ids)).startswith("erased:")
+    assert [a.detail for a in erased if a.kind == "unreachable"] == [None]
+    # Another customer's entries are untouched, and every entry still counts.
+    assert any("no mailbox bob@x" in (a.detail or "") for a in log if a.customer_id == "bob@x")
+    assert sum(c.count for c in engine.storage.activity_counts("j")) == counts_before
+    assert not [c for c in engine.storage.activity_counts("j")
+                if c.kind == "unreachable" and c.detail is None and c.count != 1]
+
+
+def test_segment_sizes_still_count_an_erased_member(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    engine = _erasure_engine(storage_factory, clock)
+    engine.identify("ann@x", {"name": "Ann"})
+    clock.advance(DAY)
+    engine.identify("bob@x", {"name": "Bob"})
+    clock.advance(DAY)
+    engine.erase_customer("ann@x")
+    sizes = engine.segment_sizes(["named"], T0 - DAY, every=DAY)["named"]
+    # Ann's entry stays in the log (anonymous) and still counts: she was a member.
+    assert [s.size for s in sizes] == [0, 1, 2, 2]
+    assert engine.segment_count("named") == 1
+
+
+def test_an_erased_member_who_entered_before_the_log_start_counts(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), clock=clock,
+                    retention=Retention(activity=10 * DAY))
+    engine.publish(segments=[Segment("vip", attr("vip") == True)])  # noqa: E712
+    engine.identify("ann@x", {"vip": True})
+    clock.advance(12 * DAY)
+    engine.identify("ann@x", {"vip": False})
+    clock.advance(DAY)
+    engine.erase_customer("ann@x")
+    engine.prune()  # the entry, 13 days old, is gone; the exit stays
+    start = T0 + 3 * DAY
+    sizes = engine.segment_sizes(["vip"], start, every=5 * DAY)["vip"]
+    assert [(s.at - T0, s.size) for s in sizes] == [(3 * DAY, 1), (8 * DAY, 1), (13 * DAY, 0)]
+
+
+def test_segment_sizes_refuse_instants_older_than_the_activity_log(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), clock=clock,
+                    retention=Retention(activity=10 * DAY))
+    engine.publish(segments=[Segment("s", attr("x") > 0)])
+    engine.identify("a", {"x": 1})
+    clock.advance(5 * DAY)
+    engine.identify("b", {"x": 1})
+    clock.advance(15 * DAY)
+    engine.prune()
+    earliest = (clock.now() - 10 * DAY).isoformat()
+    with pytest.raises(UsageError, match=re.escape(f"known from {earliest}")):
+        engine.segment_sizes(["s"], T0 - DAY, every=5 * DAY)
+    sizes = engine.segment_sizes(["s"], clock.now() - 10 * DAY, every=5 * DAY)["s"]
+    assert [s.size for s in sizes] == [2, 2, 2]
+
+
+# --- locales -----------------------------------------------------------------------------------
+
+_BYE = ContentItem("bye", (
+    Variant("sms", {"text": "Bye"}),
+    Variant("sms", {"text": "Au revoir"}, locale="fr"),
+    Variant("sms", {"text": "Bonjour CA"}, locale="FR_ca"),
+))
+
+
+@pytest.mark.parametrize(("locale", "text"), [
+    ("fr-CA", "Bonjour CA"), ("fr-ca", "Bonjour CA"), ("FR-ca", "Bonjour CA"),
+    ("fr_CA", "Bonjour CA"), ("FR", "Au revoir"), ("Fr-be", "Au revoir"), ("pt-BR", "Bye"),
+])
+def test_locales_match_whatever_their_case_or_separator(locale: str, text: str) -> None:
+    variant = _BYE.variant_for("sms", locale)
+    assert variant is not None and variant.fields["text"] == text
+
+
+def test_locales_are_normalised_where_profiles_and_variants_are_made() -> None:
+    from cjo import ProfileUpdate
+    from cjo.errors import DefinitionError, InvalidEventError
+
+    assert [v.locale for v in _BYE.variants] == [None, "fr", "fr-CA"]
+    assert ProfileUpdate("a", locale="zh_hant_tw").locale == "zh-Hant-TW"
+    clock = ManualClock(T0)
+    sms = RecordingChannel()
+    engine = Engine(channels={"sms": sms}, clock=clock)
+    engine.publish(content=[_BYE], journeys=[
+        Journey("j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("bye", "sms")}),
+    ])
+    engine.identify("a", locale="FR-ca")
+    profile = engine.profile("a")
+    assert profile is not None and profile.locale == "fr-CA"
+    outcome = engine.handle_event(Event(customer_id="a", name="go", timestamp=T0, event_id="1"))
+    assert [(m.fields["text"], m.locale) for m in outcome.messages] == [("Bonjour CA", "fr-CA")]
+    for bad in ("fr ca", "12", "fr--CA", "français"):
+        with pytest.raises(InvalidEventError, match="profile locale must be a locale tag"):
+            engine.identify("a", locale=bad)
+    profile = engine.profile("a")
+    assert profile is not None and profile.locale == "fr-CA"
+    bad_item = ContentItem("x", (Variant("sms", {"text": "x"}, locale="fr ca"),))
+    with pytest.raises(DefinitionError, match=r"locale must be a locale tag.*'fr ca'"):
+        engine.publish(content=[bad_item])
+    # One locale spelt two ways is one variant defined twice.
+    twice = ContentItem("x", (Variant("sms", {"text": "x"}, locale="fr-CA"),
+                              Variant("sms", {"text": "y"}, locale="fr_ca")))
+    with pytest.raises(DefinitionError, match="defined 2 times"):
+        engine.publish(content=[twice])
+
+
+# --- required fields that render empty ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["skip", "exit", "retry"])
+def test_a_required_field_that_renders_empty_is_a_render_failure(
+    policy: RenderErrorPolicy,
+) -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(channels={"sms": channel, "email": channel}, clock=clock)
+    item = ContentItem("c", (
+        Variant("sms", {"text": "{% if profile.vip %}VIP deal{% endif %}"}),
+        Variant("email", {"subject": "{{ profile.nick | default: ' ' }}", "text": "x"}),
+    ))
+    engine.publish(content=[item], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={
+            "s": Send("c", "sms", next="e", on_render_error=policy),
+            "e": Send("c", "email"),
+        })])
+    engine.identify("vip", {"vip": True})
+    outcome = engine.handle_event(Event(customer_id="a", name="go", timestamp=T0, event_id="a"))
+    assert not outcome.messages
+    action = {"skip": "skipped", "exit": "exited", "retry": "retrying"}[policy]
+    assert (outcome.failures[0].reason, outcome.failures[0].action) == (
+        "content 'c' / sms / field 'text': renders empty", action)
+    if policy == "skip":  # the email's subject is only whitespace
+        assert outcome.failures[1].reason == "content 'c' / email / field 'subject': renders empty"
+    sent = engine.handle_event(Event(customer_id="vip", name="go", timestamp=T0, event_id="v"))
+    assert [m.fields.get("text") for m in sent.messages][:1] == ["VIP deal"]
+
+
+def test_an_email_with_neither_html_nor_text_is_a_render_failure() -> None:
+    engine = Engine(channels={"email": RecordingChannel()}, clock=ManualClock(T0))
+    item = ContentItem("c", (Variant("email", {
+        "subject": "Hi", "text": "{{ profile.text | default: '' }}",
+        "html": "{% if profile.vip %}<p>VIP</p>{% endif %}",
+    }),))
+    engine.publish(content=[item], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "email")})])
+    outcome = engine.handle_event(Event(customer_id="a", name="go", timestamp=T0, event_id="a"))
+    assert not outcome.messages
+    [failure] = outcome.failures
+    assert "renders empty" in failure.reason and "'html' and 'text'" in failure.reason
