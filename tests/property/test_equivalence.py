@@ -9,7 +9,7 @@ customer's record (all but ``revision``, which counts writes), and the journey r
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -102,6 +102,20 @@ def live(defs: Definitions, stream: Sequence[Input], *, render: bool = True,
             if worker == "before_input":
                 engine.run_due(at)
 
+    last = play(engine, stream, move)
+    if last is not None:
+        if worker == "on_time":
+            on_time(engine, clock, last)
+        else:
+            engine.run_due(last)
+    return engine
+
+
+def play(engine: Engine, stream: Sequence[Input], move: Callable[[datetime], object]
+         ) -> datetime | None:
+    """Handle ``stream``, calling ``move(at)`` before each timed input; returns the last
+    instant (None: no timed input). Bare profile updates take the next timed input's instant,
+    or the last one's."""
     floating: list[ProfileUpdate] = []
     last = None
     for item in stream:
@@ -111,7 +125,7 @@ def live(defs: Definitions, stream: Sequence[Input], *, render: bool = True,
         at = item.timestamp if isinstance(item, Event) else item[0]
         move(at)
         last = at
-        for update in floating:  # bare updates take the next timed input's instant
+        for update in floating:
             apply(engine, update)
         floating = []
         if isinstance(item, Event):
@@ -121,11 +135,7 @@ def live(defs: Definitions, stream: Sequence[Input], *, render: bool = True,
     if last is not None:
         for update in floating:
             apply(engine, update)
-        if worker == "on_time":
-            on_time(engine, clock, last)
-        else:
-            engine.run_due(last)
-    return engine
+    return last
 
 
 def deliveries(engine: Engine) -> dict[str, list[dict[str, Any]]]:

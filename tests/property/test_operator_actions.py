@@ -19,16 +19,15 @@ from hypothesis import strategies as st
 
 from cjo.engine import Engine
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import ResumeRule, VersionChange
 from tests.property.journeys import CUSTOMERS, T0, Input, definitions, streams
 from tests.property.test_equivalence import (
     NO_CATCH_UP_LIMIT,
     SETTINGS,
-    apply,
     assert_same,
     new_engine,
     on_time,
+    play,
 )
 
 #: (instant, what, journey id, detail): ``pause``/``resume``, or ``version`` with a mode.
@@ -102,24 +101,7 @@ def live(defs: Definitions, stream: Sequence[Input], actions: Sequence[Action],
         else:
             clock.set(max(clock.now(), at))
 
-    floating: list[ProfileUpdate] = []
-    last = T0
-    for item in stream:
-        if isinstance(item, ProfileUpdate):
-            floating.append(item)
-            continue
-        at = item.timestamp if isinstance(item, Event) else item[0]
-        move(at)
-        last = max(last, at)
-        for update in floating:
-            apply(engine, update)
-        floating = []
-        if isinstance(item, Event):
-            engine.handle_event(item)
-        else:
-            apply(engine, item[1])
-    for update in floating:
-        apply(engine, update)
+    last = play(engine, stream, move) or T0
     end = max([last, *(a[0] for a in pending)])
     move(end)
     engine.run_due(end)
