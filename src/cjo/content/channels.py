@@ -76,14 +76,26 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
     if ctype is None:
         return None
     # A field the variant lacks is not checked here: publishing reports it (``field_problems``).
+    # Blank: empty, or only whitespace (``isspace`` stops at the first other character). Inline,
+    # without a call per field: this runs for every message rendered.
     for name in ctype.required:
-        if name in fields and _blank(fields[name]):
+        text = fields.get(name)
+        if text is not None and (not text or text.isspace()):
             return name, "renders empty"
     for group in ctype.one_of:
-        present = [name for name in group if name in fields]
-        if present and all(_blank(fields[name]) for name in present):
-            every = " and ".join(repr(name) for name in present)
-            return present[0], f"renders empty (so does every one of {every}: one must have text)"
+        first = None  # the group's first field the variant has, while all are blank
+        for name in group:
+            text = fields.get(name)
+            if text is None:
+                continue
+            if text and not text.isspace():
+                break
+            if first is None:
+                first = name
+        else:
+            if first is not None:
+                every = " and ".join(repr(n) for n in group if n in fields)
+                return first, f"renders empty (so does every one of {every}: one must have text)"
     for name in ctype.json:
         text = fields.get(name)
         if text is None:
@@ -94,7 +106,3 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
             return name, f"does not render to valid JSON: {exc}"
     return None
 
-
-def _blank(text: str) -> bool:
-    # ``isspace`` stops at the first other character: cheap on a long field.
-    return not text or text.isspace()
