@@ -14,7 +14,7 @@ Feedback events carry ``message_id`` (the message's ``idempotency_key``) and opt
 written to the activity log with the journey, version, enrollment and step of the message it
 names, and the channel, content and topic of the message as sent (a fallback channel, an
 offer's content): the engine reads them from the outbox (``sent_messages``) and hands them to
-the decision with ``linked_messages``. A message pruned from the outbox is taken to have gone
+the decider (``Decider.sent``). A message pruned from the outbox is taken to have gone
 out on the event's ``channel``, else the Send step's, with the step's content.
 
 A hard bounce blocks the channel (``mark_unreachable``, which a message that failed
