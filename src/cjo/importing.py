@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
+from cjo.arguments import count
 from cjo.errors import InvalidEventError, UsageError
 from cjo.model.events import ProfileUpdate
 from cjo.timezones import is_zone
@@ -73,8 +74,7 @@ def import_profiles(
 ) -> ImportResult:
     """Check each record and import the good ones: each ``batch_size`` records read, the good
     ones among them are one transaction, and ``progress`` then gets the running totals."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    count(batch_size, "batch_size")
     # A str or a mapping is iterable too, but a record per character or key is never meant.
     if isinstance(records, str | bytes | Mapping) or not isinstance(records, Iterable):
         raise UsageError(
