@@ -68,7 +68,10 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         _left_out(known.registry, [*k.enrollments, *a.enrollments])
         if any(e.active for e in a.enrollments) else {}
     )
-    merged = f"merged into {k.customer_id}"
+    # The anonymous customer's entries do not name the known one: erasing the known customer
+    # must leave no trace of their id, and these entries stay under the anonymous id. (The
+    # link is in the known customer's own ``merged_in`` entries, which their erasure blanks.)
+    merged = "merged into a known customer"
     for e in [e for e in k.enrollments if e.active and e.journey_id in left_out]:
         known.end(e, MERGED, f"merged with {a.customer_id}: {left_out[e.journey_id]}", now)
     moved: list[str] = []

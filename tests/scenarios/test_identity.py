@@ -127,7 +127,7 @@ def test_enrollments_move_over_or_end_as_merged_and_nothing_is_sent_twice(
     assert len(set(host.keys())) == len(host.keys()) == 5
     kinds = [(a.customer_id, a.journey_id, a.kind, a.detail) for a in
              host.engine.activities(T0, T0 + 10 * DAY) if a.kind in ("merged", "merged_in")]
-    assert kinds == [("anon-1", "welcome", "merged", "merged into c1"),
+    assert kinds == [("anon-1", "welcome", "merged", "merged into a known customer"),
                      ("c1", "browse", "merged_in", "anon-1")]
 
 
@@ -278,3 +278,19 @@ def test_export_holds_everything_and_erase_leaves_nothing(storage_factory: Facto
     assert host.engine.segment_members("buyer") == []
     assert host.engine.segment_count("buyer") == 0
     assert host.engine.export_customer("c2")["record"] is not None
+
+
+def test_erasing_the_known_customer_leaves_their_id_nowhere_in_the_log(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, journeys=[
+        _two_sends("welcome", "signed_up", DAY), _two_sends("browse", "viewed", DAY),
+    ])
+    host.event("signed_up", "c1")
+    host.event("signed_up", "anon-1")  # ends as merged: c1 is in welcome already
+    host.event("viewed", "anon-1")  # moves over to c1
+    host.engine.identify("c1", {"email": "c1@example.com"}, anonymous_id="anon-1")
+    host.engine.erase_customer("c1")
+    logged = host.engine.activities(T0, T0 + 10 * DAY)
+    assert {a.customer_id for a in logged} == {"", "anon-1"}
+    assert not [a for a in logged if "c1" in f"{a.enrollment_id} {a.detail}"]
