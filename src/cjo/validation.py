@@ -823,8 +823,14 @@ def _check_reentry(
                                            f"{_q(policy.limit)}"))
         if not _positive(policy.per):
             problems.append(Problem(where, "mode 'at_most' needs a positive per window"))
+    if policy.guard is not None:
+        if policy.mode == "never":
+            problems.append(Problem(where, "guard has no effect with mode 'never' (no one "
+                                           "enters twice)"))
+        elif not _positive(policy.guard):
+            problems.append(Problem(where, "guard must be a positive duration"))
     # Past the positivity checks above, only the upper bound is left to say.
-    for name in ("cooldown", "per"):
+    for name in ("cooldown", "per", "guard"):
         span = getattr(policy, name)
         if _positive(span):
             problems += _check_span(span, name, where, limits)

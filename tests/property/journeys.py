@@ -196,12 +196,13 @@ schedules: st.SearchStrategy[Trigger] = st.builds(
 def reentry_policies(draw: st.DrawFn) -> ReentryPolicy:
     key = draw(st.sampled_from([None, None, "k"]))
     mode = draw(st.sampled_from(["never", "after_exit", "after_cooldown", "at_most"]))
+    guard = None if mode == "never" else draw(st.none() | minutes)
     if mode == "after_cooldown":
-        return ReentryPolicy.after_cooldown(draw(minutes), instance_key=key)
+        return ReentryPolicy.after_cooldown(draw(minutes), instance_key=key, guard=guard)
     if mode == "at_most":
         return ReentryPolicy.at_most(draw(st.integers(1, 3)), per=draw(minutes),
-                                     instance_key=key)
-    return ReentryPolicy(mode, instance_key=key)  # type: ignore[arg-type]
+                                     instance_key=key, guard=guard)
+    return ReentryPolicy(mode, instance_key=key, guard=guard)  # type: ignore[arg-type]
 
 
 @st.composite

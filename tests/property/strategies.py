@@ -212,12 +212,13 @@ triggers: st.SearchStrategy[Trigger] = st.one_of(
 def reentry_policies(draw: st.DrawFn) -> ReentryPolicy:
     mode: ReentryMode = draw(st.sampled_from(get_args(ReentryMode)))
     key = draw(st.none() | ids)
+    guard = None if mode == "never" else draw(st.none() | durations)
     if mode == "after_cooldown":
-        return ReentryPolicy.after_cooldown(draw(durations), instance_key=key)
+        return ReentryPolicy.after_cooldown(draw(durations), instance_key=key, guard=guard)
     if mode == "at_most":
         return ReentryPolicy.at_most(draw(st.integers(1, 10)), per=draw(durations),
-                                     instance_key=key)
-    return ReentryPolicy(mode, instance_key=key)
+                                     instance_key=key, guard=guard)
+    return ReentryPolicy(mode, instance_key=key, guard=guard)
 
 
 goals = st.builds(Goal, ids, maybe_conditions, st.none() | durations, st.booleans(), names)

@@ -29,6 +29,12 @@ class ReentryPolicy:
 
     ``instance_key`` names a trigger-event property (such as ``cart_id``): each value gets its own
     enrollment, and the rules above apply per value.
+
+    ``guard`` (any mode but ``never``) is the duplicate-trigger guard: a trigger that comes
+    less than ``guard`` after the customer's last entry (for the same key) is taken for a
+    duplicate of the one that entered and starts nothing, even when that enrollment has
+    already ended: a form submitted twice, or a request retried with a new event id, does not
+    start a second run.
     """
 
     mode: ReentryMode = "after_exit"
@@ -36,26 +42,31 @@ class ReentryPolicy:
     limit: int | None = None
     per: timedelta | None = None
     instance_key: str | None = None
+    guard: timedelta | None = None
 
     @classmethod
     def never(cls, *, instance_key: str | None = None) -> ReentryPolicy:
         return cls("never", instance_key=instance_key)
 
     @classmethod
-    def after_exit(cls, *, instance_key: str | None = None) -> ReentryPolicy:
-        return cls("after_exit", instance_key=instance_key)
+    def after_exit(
+        cls, *, instance_key: str | None = None, guard: timedelta | None = None
+    ) -> ReentryPolicy:
+        return cls("after_exit", instance_key=instance_key, guard=guard)
 
     @classmethod
     def after_cooldown(
-        cls, cooldown: timedelta, *, instance_key: str | None = None
+        cls, cooldown: timedelta, *, instance_key: str | None = None,
+        guard: timedelta | None = None,
     ) -> ReentryPolicy:
-        return cls("after_cooldown", cooldown=cooldown, instance_key=instance_key)
+        return cls("after_cooldown", cooldown=cooldown, instance_key=instance_key, guard=guard)
 
     @classmethod
     def at_most(
-        cls, limit: int, *, per: timedelta, instance_key: str | None = None
+        cls, limit: int, *, per: timedelta, instance_key: str | None = None,
+        guard: timedelta | None = None,
     ) -> ReentryPolicy:
-        return cls("at_most", limit=limit, per=per, instance_key=instance_key)
+        return cls("at_most", limit=limit, per=per, instance_key=instance_key, guard=guard)
 
 
 @attrs.frozen

@@ -578,13 +578,19 @@ class Decider:
             if e.journey_id == jid and e.instance_key == key:
                 return False
         policy: ReentryPolicy = cj.journey.reentry
-        if policy.mode == "after_exit":
+        guard = policy.guard
+        if policy.mode == "after_exit" and guard is None:
             return True
         # The history is part of this record, kept current by every entry and end in this
         # transaction: an enrollment that ended a moment ago (a wake-up, an exit on the very
         # trigger event, an earlier item of the same group) counts at once.
         h = self.state.history.get((jid, key))
         if h is None:
+            return True
+        # A trigger this soon after the last entry is taken for a duplicate of its trigger.
+        if guard is not None and h.recent and now - h.recent[-1] < guard:
+            return False
+        if policy.mode == "after_exit":
             return True
         if policy.mode == "never":
             return h.count == 0
@@ -604,8 +610,16 @@ class Decider:
         hkey = cj.history_key if key is None else (journey.id, key)
         h = state.history.get(hkey) or _NO_HISTORY
         policy = journey.reentry
-        # Only an at_most rule counts entry instants, and only its last ``limit`` of them.
-        recent = (*h.recent, now)[-(policy.limit or 1):] if policy.mode == "at_most" else ()
+        # Only an at_most rule counts entry instants, and only its last ``limit`` of them; a
+        # guard reads the last one.
+        if policy.mode == "at_most":
+            recent: tuple[datetime, ...] = (*h.recent, now)[-(policy.limit or 1):]
+        elif policy.guard is not None:
+            recent = (now,)
+            if key is not None and policy.mode == "after_exit":
+                _forget_guarded(state, journey.id, policy.guard, now)
+        else:
+            recent = ()
         h = state.history[hkey] = EntryHistory.of(h.count + 1, recent, h.last_ended_at)
         number = h.count
         if key is not None:
@@ -932,11 +946,14 @@ class Decider:
         # Under after_exit no rule reads a keyed instance's history once it ended: drop it, or
         # one entry per cart would pile up forever. (The unkeyed entry stays: its count numbers
         # the enrollments; keyed ids stay unique without it, as they carry the entry instant.)
+        # A guard reads it until the guard has passed: the next keyed entry drops it then.
         if (
             cj is not None and enrollment.instance_key is not None
             and cj.journey.reentry.mode == "after_exit"
         ):
-            del history[key]
+            guard = cj.journey.reentry.guard
+            if guard is None or not h.recent or at - h.recent[-1] >= guard:
+                del history[key]
 
     def activity(
         self, enrollment: Enrollment, kind: str, detail: str | None, at: datetime, *,
@@ -1011,6 +1028,21 @@ class Decider:
         p = self.state.profile
         return _Scope(p.attributes if p is not None else _EMPTY, event, context,
                       self.registry.segments, self.now, enrollment, self, self.state)
+
+
+def _forget_guarded(state: CustomerState, journey_id: str, guard: timedelta,
+                    now: datetime) -> None:
+    """Drop the histories of a guarded after_exit journey's ended keyed instances whose guard
+    has passed (kept only for it): a customer's carts do not pile up."""
+    active = {e.instance_key for e in state.enrollments if e.journey_id == journey_id}
+    history = state.history
+    stale = [
+        k for k, h in history.items()
+        if k[0] == journey_id and k[1] is not None and k[1] not in active
+        and (not h.recent or now - h.recent[-1] >= guard)
+    ]
+    for k in stale:
+        del history[k]
 
 
 def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str]:

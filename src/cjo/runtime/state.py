@@ -176,8 +176,8 @@ class EndedEnrollment:
 class EntryHistory:
     """What re-entry rules need to know of a customer's past entries into one journey (any
     version) for one instance key: how many there were, the most recent entry instants (only
-    for an ``at_most`` rule, as many as it counts) and when the last one ended (only for an
-    ``after_cooldown`` rule).
+    for an ``at_most`` rule, as many as it counts, or the last one for a ``guard``) and when
+    the last one ended (only for an ``after_cooldown`` rule).
 
     Immutable, replaced on change: most histories are a bare count, and ``of`` hands out one
     shared instance per small count, so they cost a record nothing but a dict entry."""
