@@ -179,3 +179,14 @@ class TestDocsStorageAdapter(StorageContract):
 
     def corrupt_record(self, storage: Storage, customer_id: str) -> None:
         self.page_tests.corrupt_record(storage, customer_id)
+
+
+def test_the_adapter_verbs_table_names_every_abstract_method() -> None:
+    from cjo.abc import CustomerSession
+
+    page = (ROOT / "docs" / "storage.md").read_text()
+    section = page[page.index("## Writing your own adapter"):]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("| `"))
+    named = set(re.findall(r"`(?:CustomerSession\.)?(\w+)", table))
+    abstract = Storage.__abstractmethods__ | CustomerSession.__abstractmethods__
+    assert sorted(abstract - named) == []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from cjo.clock import Clock, ensure_aware
@@ -51,11 +51,12 @@ def _given(value: object) -> str:
 
 
 def clock_reading(clock: Clock, now: object) -> datetime:
-    """``now``, the clock's reading, or ``ClockError`` naming the clock when it is not an aware
-    datetime (a naive one would be read in the machine's zone by some storages and fail in
-    others)."""
+    """``now``, the clock's reading in UTC, or ``ClockError`` naming the clock when it is not
+    an aware datetime (a naive one would be read in the machine's zone by some storages and fail
+    in others). In UTC because durations added to an instant of a zone with daylight saving
+    time would count wall time (a 24-hour wait lasting 23 hours)."""
     if isinstance(now, datetime) and now.utcoffset() is not None:
-        return now
+        return now.astimezone(UTC)
     raise ClockError(
         f"{type(clock).__name__}.now() must return a timezone-aware datetime, got {_given(now)}"
     )

@@ -28,7 +28,9 @@ def ensure_aware(value: object, what: str = "datetime") -> datetime:
 
 
 class Clock(abc.ABC):
-    """Tells the engine what time it is. ``now()`` returns an aware UTC datetime."""
+    """Tells the engine what time it is. ``now()`` returns an aware datetime (UTC, or any zone:
+    the engine reads it in UTC); anything else makes the engine's call raise ``ClockError``
+    naming the clock."""
 
     @abc.abstractmethod
     def now(self) -> datetime: ...

@@ -25,6 +25,7 @@ import attrs
 from cjo.errors import DefinitionError, Problem, UsageError
 
 __all__ = [
+    "MAX_DELIVERY_ERROR",
     "MAX_ID_LENGTH",
     "MAX_INT",
     "MAX_MATCHED_TEXT",
@@ -66,6 +67,12 @@ MAX_TIMESTAMP: Final = datetime(9000, 1, 1, tzinfo=UTC)
 #: both bounds the work of a match for patterns without nested repetition.
 MAX_PATTERN_LENGTH: Final = 200
 MAX_MATCHED_TEXT: Final = 10_000
+
+#: Longest delivery error kept, in characters (a channel's ``DeliveryResult.error``, or what
+#: its exception says): it is stored as the message's last error and, for a permanent failure,
+#: in the customer's record as the reason their channel is blocked. An error page of megabytes
+#: would otherwise be stored in each. Longer ones are cut, ending in "…".
+MAX_DELIVERY_ERROR: Final = 1_000
 
 # cattrs spends several Python frames on each nesting level; above this the converter could
 # reach Python's default recursion limit (1000) before the nesting guard has a say.

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -137,6 +138,38 @@ def test_a_naive_clock_leaves_another_sqlite_connection_free(tmp_path: Path) -> 
             other.rollback()
         finally:
             other.close()
+
+
+class _ZonedClock(Clock):
+    """A host clock that answers in a named time zone with daylight saving time (as
+    ``datetime.now(ZoneInfo(...))`` does): aware, but not in UTC."""
+
+    def __init__(self, start: datetime) -> None:
+        self.at = start
+
+    def now(self) -> datetime:
+        return self.at
+
+
+def test_a_clock_in_a_zone_with_dst_keeps_durations_exact(storage: Storage) -> None:
+    # Aware datetimes in one zoneinfo zone add durations in wall time: read as is, a 24-hour
+    # wait started the day before the clocks go forward would last 23 hours.
+    paris = ZoneInfo("Europe/Paris")
+    clock = _ZonedClock(datetime(2026, 3, 28, 12, 0, tzinfo=paris))
+    engine = Engine(storage=storage, channels={"email": RecordingChannel()}, clock=clock)
+    day = Journey("day", trigger=EventTrigger("x"), entry="w",
+                  steps={"w": Wait(24 * HOUR, next="m"), "m": Send("note", "email")})
+    engine.publish(journeys=[day], content=[NOTE])
+    engine.handle_event(Event("c", "x", clock.now(), event_id="e1"))
+    state = engine.customer_state("c")
+    assert state is not None
+    assert state.wake_at == datetime(2026, 3, 29, 11, 0, tzinfo=UTC)  # 24 hours later
+    assert state.wake_at.tzinfo is UTC
+    assert all(a.at.tzinfo is UTC for a in engine.activities(T0, T0 + 400 * 24 * HOUR))
+    clock.at = datetime(2026, 3, 29, 12, 59, tzinfo=paris)  # 10:59 UTC: not yet
+    assert not engine.run_due().messages
+    clock.at = datetime(2026, 3, 29, 13, 0, tzinfo=paris)
+    assert len(engine.run_due().messages) == 1
 
 
 # --- a SQLite transaction that fails after BEGIN -----------------------------------------------

@@ -44,6 +44,7 @@ from cjo import (
 )
 from cjo.channels.retry import retry_delay
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
+from cjo.limits import MAX_DELIVERY_ERROR
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York (EST, UTC-5)
 NEW_YORK = ZoneInfo("America/New_York")
@@ -322,6 +323,52 @@ def test_a_permanent_delivery_failure_marks_the_channel_unreachable(storage: Sto
     shop.engine.unblock_channel("ann", "email")
     shop.clock.advance(HOUR)
     assert [m.channel for m in shop.event("digest_ready").messages] == ["email"]
+
+
+class _Careless(Channel):
+    """Reports failures badly: an exception object as the error (no storage can write it,
+    so the result is refused where it is built, in ``send``: a transient failure), or a
+    provider's whole error page."""
+
+    def __init__(self) -> None:
+        self.page = "550 " + "x" * 100_000
+
+    def send(self, message: Message) -> DeliveryResult:
+        if message.customer_id == "ann":
+            return DeliveryResult("permanent", error=ValueError("mailbox full"))  # type: ignore[arg-type]
+        return DeliveryResult.permanent(self.page)
+
+
+def test_a_failure_a_channel_reports_badly_is_recorded_and_bounded(storage: Storage) -> None:
+    channel = _Careless()
+    engine = Engine(storage, channels={"email": channel}, clock=ManualClock(T0),
+                    max_delivery_attempts=2)
+    engine.publish(journeys=[_journey("digest", "digest_ready")], content=[NEWS],
+                   topics=TOPICS)
+    outcomes = {}
+    for customer in ("ann", "bob"):
+        engine.identify(customer, {"email": f"{customer}@example.com"})
+        outcomes[customer] = engine.handle_event(Event(
+            customer_id=customer, name="digest_ready", timestamp=T0, event_id=f"d-{customer}"))
+
+    (ann,) = outcomes["ann"].messages
+    entry = storage.outbox_entry(ann.idempotency_key)
+    assert entry is not None
+    assert (entry.status, entry.attempts) == ("pending", 1)  # recorded: retried, not lost
+    assert entry.last_error is not None
+    assert entry.last_error.startswith(
+        "UsageError: DeliveryResult error must be a str or None, got ValueError")
+
+    (bob,) = outcomes["bob"].messages
+    dead = storage.outbox_entry(bob.idempotency_key)
+    assert dead is not None
+    assert (dead.status, dead.last_error) == ("dead", channel.page[:MAX_DELIVERY_ERROR - 1] + "…")
+    reason = f"permanent failure: {dead.last_error}"
+    state = engine.customer_state("bob")
+    assert state is not None
+    assert state.blocked == {"email": reason}
+    assert [a.detail for a in engine.activities(T0, T0 + DAY, customer_id="bob")
+            if a.kind == "unreachable"] == [reason]
 
 
 def test_what_a_permanent_failure_does_not_block(storage: Storage) -> None:

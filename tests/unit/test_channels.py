@@ -25,6 +25,7 @@ from cjo import (
 )
 from cjo.channels.base import deliver
 from cjo.channels.retry import retry_delay
+from cjo.limits import MAX_DELIVERY_ERROR
 from tests.helpers import SIMPLE_CONTENT, T0, ev
 
 
@@ -91,6 +92,40 @@ def test_deliver_classifies_exceptions_odd_results_and_missing_channels() -> Non
     assert DeliveryResult.permanent("y") == DeliveryResult("permanent", error="y")
     assert DeliveryResult.permanent("y").unreachable
     assert not DeliveryResult.permanent("z", unreachable=False).unreachable
+
+
+@pytest.mark.parametrize("field", ["error", "provider_id"])
+@pytest.mark.parametrize("value", [ValueError("boom"), 503, b"503"])
+def test_a_delivery_result_refuses_an_error_or_provider_id_that_is_not_text(
+    field: str, value: object
+) -> None:
+    with pytest.raises(UsageError, match=f"DeliveryResult {field} must be a str or None, got "
+                                         f"{type(value).__name__}"):
+        DeliveryResult("transient", **{field: value})
+
+
+class _Verbose(Channel):
+    """Returns, or raises, a provider's whole error page."""
+
+    def __init__(self, raises: bool) -> None:
+        self.raises = raises
+
+    def send(self, message: Message) -> DeliveryResult:
+        page = "<html>" + "x" * 100_000
+        if self.raises:
+            raise RuntimeError(page)
+        return DeliveryResult.permanent(page)
+
+
+@pytest.mark.parametrize("raises", [False, True], ids=["returned", "raised"])
+def test_deliver_cuts_a_long_error_to_the_limit(raises: bool) -> None:
+    error = deliver(_Verbose(raises), message()).error
+    assert error is not None
+    assert len(error) == MAX_DELIVERY_ERROR
+    assert error.startswith("RuntimeError: <html>x" if raises else "<html>x")
+    assert error.endswith("x…")
+    huge = deliver(_Odd(), message())  # an odd result is shown only in part
+    assert huge.error is not None and len(huge.error) < MAX_DELIVERY_ERROR
 
 
 def test_retry_delay_doubles_up_to_the_maximum_with_deterministic_jitter() -> None:

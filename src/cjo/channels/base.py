@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from cjo.errors import UsageError
+from cjo.limits import MAX_DELIVERY_ERROR
 
 __all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
 
@@ -26,6 +27,16 @@ def _check_status(_result: object, _attribute: object, status: object) -> None:
     if status not in _STATUSES:
         raise UsageError(
             f"DeliveryResult status {status!r} is not one of {', '.join(_STATUSES)}"
+        )
+
+
+def _check_text(_result: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    # Stored as the message's last error by every storage: something else (an exception
+    # object) could not be written, and the attempt would never be recorded.
+    if value is not None and not isinstance(value, str):
+        raise UsageError(
+            f"DeliveryResult {attribute.name} must be a str or None, got "
+            f"{type(value).__name__} {value!r:.80}"
         )
 
 
@@ -68,8 +79,8 @@ class DeliveryResult:
     and the customer's address is not blamed."""
 
     status: DeliveryStatus = attrs.field(default="delivered", validator=_check_status)
-    provider_id: str | None = None
-    error: str | None = None
+    provider_id: str | None = attrs.field(default=None, validator=_check_text)
+    error: str | None = attrs.field(default=None, validator=_check_text)
     unreachable: bool = True
 
     @property
@@ -111,11 +122,21 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
     try:
         result = channel.send(message)
     except Exception as exc:
-        return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
+        return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {exc}"))
     if not isinstance(result, DeliveryResult):
-        return DeliveryResult.transient(f"channel returned {result!r}, not a DeliveryResult")
+        return DeliveryResult.transient(f"channel returned {result!r:.200}, not a DeliveryResult")
     if result.status not in _STATUSES:  # set past the constructor's check
         return DeliveryResult.transient(
-            f"channel returned a DeliveryResult of unknown status {result.status!r}"
+            f"channel returned a DeliveryResult of unknown status {result.status!r:.80}"
         )
+    error = result.error
+    if error is not None and len(error) > MAX_DELIVERY_ERROR:
+        return attrs.evolve(result, error=_clip(error))
     return result
+
+
+def _clip(text: str) -> str:
+    """``text``, cut to ``MAX_DELIVERY_ERROR`` characters."""
+    if len(text) <= MAX_DELIVERY_ERROR:
+        return text
+    return text[: MAX_DELIVERY_ERROR - 1] + "…"

@@ -1,7 +1,4 @@
-"""Conformance suites for adapters written outside cjo (needs pytest; ``import cjo`` does not).
-
-``ChannelContract`` (from ``cjo.channels.contract``) checks a ``Channel``: result types, the
-classification of failures, idempotency keys (see that module).
+"""The conformance suite for storage adapters (import it from ``cjo.testing``).
 
 ``StorageContract`` checks everything the engine relies on from a ``Storage``: customer records
 that round-trip whole (fields a newer cjo wrote included), transactions that commit whole or not
@@ -306,8 +303,8 @@ class StorageContract:
 
     A test whose hook is missing is skipped. Each test gets a fresh ``self.tmp_path``. The
     tests named ``test_engine_*`` run a whole ``Engine`` on the adapter; select or deselect
-    them with ``-k test_engine_``. For pytest's detailed assertion messages, call
-    ``pytest.register_assert_rewrite("cjo.testing")`` in your conftest.py.
+    them with ``-k test_engine_``. A failure shows pytest's detailed assertion message (the
+    values compared) as long as ``cjo.testing`` is imported before this module.
     """
 
     #: Set True if the adapter may be used from several threads (and processes) at once.
