@@ -207,6 +207,11 @@ class Engine:
             scorers=dict(scorers or {}),
         )
         self._registry = Registry()
+        # Held while a new generation is built or published, so that the threads of one
+        # engine build each generation once, never adopt an older one over a newer, and never
+        # race each other for the definitions' compare-and-set. Never taken by a call whose
+        # generation is current (the hot path).
+        self._definitions_lock = threading.RLock()
         self._last_prune: datetime | None = None
         self._to_release: set[str] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
@@ -253,18 +258,23 @@ class Engine:
         """The registry of the storage's latest generation: one cheap read, and a rebuild only
         when another process (or this one) published since."""
         registry = self._registry
-        if self.storage.definitions_generation() != registry.generation:
+        if self.storage.definitions_generation() == registry.generation:
+            return registry
+        with self._definitions_lock:
+            # Another thread may have built it while this one waited.
+            registry = self._registry
             stored = self.storage.load_definitions()
             if stored is not None and stored[0] != registry.generation:
                 generation, text = stored
                 registry = self._adopt(
                     Registry.build(loads_definitions(text), generation, self.limits)
                 )
-        return registry
+            return registry
 
     def _adopt(self, registry: Registry) -> Registry:
-        """Run ``registry`` from now on; journeys it resumes get their held customers released
-        at this engine's next ``run_due`` (every worker does it once: idempotent)."""
+        """Run ``registry`` from now on (the caller holds ``_definitions_lock``); journeys it
+        resumes get their held customers released at this engine's next ``run_due`` (every
+        worker does it once: idempotent)."""
         previous = self._registry
         if previous.generation:
             self._to_release.update(j for j in previous.paused if j not in registry.paused)
@@ -374,6 +384,14 @@ class Engine:
     ) -> int:
         """Apply ``change`` to the latest definitions, validate, and store the result as a new
         generation with a compare-and-set (retried on a conflict, against the newer set)."""
+        # The threads of this engine publish one at a time: the compare-and-set is for other
+        # processes, and a thread waiting here then merges with what the others published.
+        with self._definitions_lock:
+            return self._change_definitions_locked(change)
+
+    def _change_definitions_locked(
+        self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]]
+    ) -> int:
         for _ in range(_PUBLISH_ATTEMPTS):
             registry = self._sync()
             current = registry.definitions
@@ -393,6 +411,8 @@ class Engine:
                     registry.generation, dumps_definitions(merged, indent=None)
                 )
             except ConflictError:
+                if self.storage.definitions_generation() == registry.generation:
+                    raise  # not a newer generation but the storage refusing (a lock timeout)
                 continue  # another process published first: merge with theirs and retry
             registry = self._adopt(Registry.build(merged, generation, self.limits))
             mark_schedules(self, registry, self._now())

@@ -487,6 +487,47 @@ def test_a_writer_held_too_long_is_a_conflict(tmp_path: Path) -> None:
             assert session.claim_event("e1")
 
 
+def test_opening_a_new_database_another_connection_writes_waits_for_it(tmp_path: Path) -> None:
+    """Processes started together on a new file: switching it to WAL needs the database to
+    itself, and SQLite refuses that at once, busy timeout or not, while another connection
+    writes. Before, the open failed at once with ``ConflictError``; it now waits (up to the
+    busy timeout) like every other write."""
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE host_table (x INTEGER)")  # not yet WAL: a rollback journal
+    opened: list[object] = []
+
+    def open_it() -> None:
+        try:
+            with SQLiteStorage(path, busy_timeout=timedelta(seconds=20)) as storage:
+                opened.append(storage.definitions_generation())
+        except Exception as exc:
+            opened.append(exc)
+
+    opener = threading.Thread(target=open_it)
+    opener.start()
+    opener.join(0.3)  # refused by now, before the fix; waiting, after
+    writer.execute("COMMIT")
+    writer.close()
+    opener.join(20)
+    assert opened == [0]
+    with SQLiteStorage(path) as storage:
+        assert storage._connection().execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_opening_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("CREATE TABLE host_table (x INTEGER)")
+    try:
+        with pytest.raises(ConflictError, match="stayed locked"):
+            SQLiteStorage(path, busy_timeout=timedelta(milliseconds=50))
+    finally:
+        writer.close()
+
+
 def test_an_idle_due_batch_does_not_take_the_write_lock(tmp_path: Path) -> None:
     path = tmp_path / "idle.db"
     with SQLiteStorage(path, busy_timeout=timedelta(milliseconds=50)) as storage:

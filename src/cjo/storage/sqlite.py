@@ -20,6 +20,7 @@ import functools
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timedelta
@@ -811,6 +812,24 @@ def _database(path_or_url: str | os.PathLike[str]) -> str:
     return text
 
 
+def _wal_mode(conn: sqlite3.Connection, timeout: float) -> str:
+    """Switch ``conn``'s database to WAL and return the journal mode it is in. On a database
+    not yet in WAL (a new file), the switch needs the database to itself, and SQLite refuses
+    it at once, without waiting for the busy timeout, while another connection is writing (a
+    process opening the same new file): retried here until ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            left = deadline - time.monotonic()
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in _BUSY_CODES or left <= 0:
+                raise
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.05)
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     # Some errors (disk full, I/O) already ended the transaction; there is nothing to undo.
     if conn.in_transaction:
@@ -852,7 +871,7 @@ class SQLiteStorage(Storage):
                 # No effect on an existing database (it keeps its page size).
                 conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
                 if self.database != ":memory:":
-                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                    mode = _wal_mode(conn, timeout)
                     if mode != "wal":
                         raise StorageError(f"SQLite {self.database!r} refused WAL mode ({mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")

@@ -1,0 +1,183 @@
+"""One Engine shared by a web application's threads: publishing and picking up definitions.
+
+Each test starts its threads together at a barrier; what is asserted holds for every
+interleaving (the definitions lock makes it so), never for a lucky one."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjo import ContentItem, Engine, ManualClock, RecordingChannel, Variant
+from cjo.errors import ConflictError
+from cjo.runtime.registry import Registry
+from cjo.storage.base import Storage
+from cjo.storage.memory import InMemoryStorage
+from tests.helpers import SIMPLE_CONTENT, T0, Factory
+
+THREADS = 8
+
+
+def item(name: str) -> ContentItem:
+    return ContentItem(name, (Variant("email", {"subject": name, "text": name}),))
+
+
+def engine_on(storage: Storage) -> Engine:
+    return Engine(storage, channels={"email": RecordingChannel()}, clock=ManualClock(T0))
+
+
+def together(count: int, work: Callable[[int], object]) -> list[object]:
+    """Run ``work(i)`` in ``count`` threads released at once; their results (or errors)."""
+    barrier = threading.Barrier(count)
+    results: list[object] = [None] * count
+
+    def run(i: int) -> None:
+        barrier.wait(timeout=10)
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # reported by the test, not lost in the thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    return results
+
+
+def count_conflicts(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The compare-and-set conflicts ``storage.append_definitions`` raises, as they happen."""
+    conflicts: list[int] = []
+    append = storage.append_definitions
+
+    def counted(expected: int, payload: str) -> int:
+        try:
+            return append(expected, payload)
+        except ConflictError:
+            conflicts.append(expected)
+            raise
+
+    monkeypatch.setattr(storage, "append_definitions", counted)
+    return conflicts
+
+
+@pytest.fixture
+def slow_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The generations ``Registry.build`` is asked for, from now on; each build takes a while,
+    as the build of a large definition set does, so that threads overlap in it."""
+    builds: list[int] = []
+    build = Registry.build
+
+    def slow_build(*args: Any, **kwargs: Any) -> Registry:
+        builds.append(args[1])
+        time.sleep(0.05)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(Registry, "build", slow_build)
+    return builds
+
+
+def test_threads_of_one_engine_publish_in_turn(
+    storage_factory: Factory, monkeypatch: pytest.MonkeyPatch, slow_builds: list[int]
+) -> None:
+    """Before, each thread raced the others for the compare-and-set, and one that lost ten
+    times in a row failed with ``ConflictError``: its publish was lost."""
+    storage = storage_factory()
+    engine = engine_on(storage)
+    engine.publish(content=SIMPLE_CONTENT)
+    conflicts = count_conflicts(storage, monkeypatch)
+
+    results = together(THREADS, lambda i: engine.publish(content=[item(f"item{i}")]))
+
+    assert sorted(results) == list(range(2, THREADS + 2))  # type: ignore[type-var]
+    assert conflicts == []
+    names = {c.id for c in engine_on(storage_factory()).definitions.content}
+    assert names >= {f"item{i}" for i in range(THREADS)}
+
+
+def test_threads_build_a_generation_published_elsewhere_once(
+    storage_factory: Factory, slow_builds: list[int]
+) -> None:
+    """A generation published by another process is built once for all the threads that see
+    it, not once per thread (and none adopts an older generation over a newer one)."""
+    engine = engine_on(storage_factory())
+    engine.publish(content=SIMPLE_CONTENT)
+    other = engine_on(storage_factory())
+    other.publish(content=[item("news")])
+    slow_builds.clear()
+
+    seen = together(THREADS, lambda _: engine.generation)
+
+    assert seen == [2] * THREADS
+    assert slow_builds == [2]
+    assert "news" in {c.id for c in engine.definitions.content}
+
+
+@pytest.fixture
+def locked_definitions(
+    storage_factory: Factory, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Engine]:
+    """An engine with one generation published, whose storage cannot write right now: another
+    connection holds the lock (SQLite, PostgreSQL), or the adapter says so (memory)."""
+    kind = request.node.callspec.params["storage_factory"]
+    if kind == "memory":
+        class Locked(InMemoryStorage):
+            def append_definitions(self, expected_generation: int, payload: str) -> int:
+                if self.definitions_generation():
+                    raise ConflictError("the database stayed locked by another writer")
+                return super().append_definitions(expected_generation, payload)
+
+        engine = engine_on(Locked())
+        engine.publish(content=SIMPLE_CONTENT)
+        yield engine
+    elif kind == "sqlite":
+        import sqlite3
+
+        from cjo.storage.sqlite import SQLiteStorage
+
+        with SQLiteStorage(tmp_path / "locked.db",
+                           busy_timeout=timedelta(milliseconds=50)) as storage:
+            engine = engine_on(storage)
+            engine.publish(content=SIMPLE_CONTENT)
+            blocker = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            try:
+                yield engine
+            finally:
+                blocker.close()
+    else:
+        import psycopg
+
+        from cjo.storage.postgres import PostgresStorage
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        schema = request.getfixturevalue("postgres_schema")
+        with PostgresStorage(dsn, schema=schema, max_size=2,
+                             connect_kwargs={"options": "-c lock_timeout=50"}) as storage:
+            engine = engine_on(storage)
+            engine.publish(content=SIMPLE_CONTENT)
+            with psycopg.connect(dsn) as blocker:
+                # Reads go on; an insert waits for the lock, past lock_timeout.
+                blocker.execute(f'LOCK TABLE "{schema}".definitions IN EXCLUSIVE MODE')
+                yield engine
+
+
+def test_a_publish_the_storage_refuses_is_not_a_lost_race(locked_definitions: Engine) -> None:
+    """Before, a lock timeout (a ``ConflictError`` of the storage) was taken for another
+    process having published: the publish was tried ten times, each waiting the whole busy
+    timeout, and then reported as lost ten races."""
+    engine = locked_definitions
+    started = time.monotonic()
+    with pytest.raises(ConflictError, match="lock") as caught:
+        engine.publish(content=[item("late")])
+    assert "lost the race" not in str(caught.value)
+    assert time.monotonic() - started < 5
+    assert engine.generation == 1
