@@ -181,3 +181,62 @@ def test_a_publish_the_storage_refuses_is_not_a_lost_race(locked_definitions: En
     assert "lost the race" not in str(caught.value)
     assert time.monotonic() - started < 5
     assert engine.generation == 1
+
+
+def test_threads_and_their_worker_passes_end_as_one_thread_does(storage: Storage) -> None:
+    """The multi-worker stream (tests/concurrency/workload.py) on ONE engine shared by threads:
+    each moment's items are dealt round-robin to the threads (so one customer's items land on
+    different threads, and re-deliveries of one event race each other), each thread also fires
+    due wake-ups and dispatches the outbox while the others still handle theirs. Sends, their
+    delivery records and every customer's record must equal one thread's on one in-memory
+    engine."""
+    from collections import Counter
+
+    import attrs
+
+    from tests.concurrency import workload
+
+    seed, customers = 20260302, 80
+    expected_engine, expected_channels = workload.reference(seed, customers)
+    stream = workload.build_stream(seed, customers)
+    slices = workload.by_slice(stream)
+    clock = ManualClock(workload.T0)
+    engine, channels = workload.make_engine(storage, clock, due_batch_size=4)
+    moments = [workload.T0 + s * workload.SLICE for s, _ in slices] + [workload.END]
+    # The barrier's action runs while every thread waits: the clock moves between calls only.
+    barrier = threading.Barrier(THREADS, action=lambda: clock.set(moments.pop(0)))
+
+    def thread(index: int) -> None:
+        for k, (_, items) in enumerate(slices):
+            barrier.wait(timeout=30)
+            mine = [item for i, item in items if i % THREADS == index]
+            if (k + index) % 2 and all(item.event is not None for item in mine):
+                engine.handle_events([item.event for item in mine if item.event], batch_size=3)
+            else:
+                for item in mine:
+                    workload.run_item(engine, item)
+            engine.run_due()
+            engine.dispatch_pending()
+        barrier.wait(timeout=30)
+        engine.run_due()
+        engine.dispatch_pending()
+
+    errors = together(THREADS, thread)
+
+    assert errors == [None] * THREADS
+    sent = Counter(s for c in channels.values() for s in c.delivered)
+    assert [s for s, n in sent.items() if n > 1] == []
+    assert sent == Counter(s for c in expected_channels.values() for s in c.delivered)
+    assert Counter(s for c in channels.values() for s in c.failed) == Counter(
+        s for c in expected_channels.values() for s in c.failed
+    )
+    for cid in sorted({item.customer_id for item in stream}):
+        got, want = storage.peek(cid), expected_engine.storage.peek(cid)
+        assert (got is None) == (want is None), cid
+        if got is not None and want is not None:
+            assert attrs.evolve(got, revision=0) == attrs.evolve(want, revision=0), cid
+    for journey in ("abandoned_cart", "welcome"):
+        assert storage.activity_counts(journey) == expected_engine.storage.activity_counts(
+            journey
+        )
+    assert storage.next_wake_at() is None
