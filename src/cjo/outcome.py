@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 import attrs
 
@@ -156,22 +155,6 @@ class OutcomeBuilder:
     record_messages: bool = True
     #: Sends per channel, when messages are not recorded.
     sent: dict[str, int] = attrs.field(factory=dict)
-
-    def mark(self) -> tuple[tuple[int, ...], dict[str, int]]:
-        """Where the builder stands, for ``undo`` (before a transaction that may roll back)."""
-        return tuple(len(items) for items in self._lists()), dict(self.sent)
-
-    def undo(self, mark: tuple[tuple[int, ...], dict[str, int]]) -> None:
-        """Drop what was added since ``mark``: what a rolled-back transaction decided (it
-        dispatched nothing, so ``delivery`` holds nothing of it)."""
-        lengths, sent = mark
-        for items, n in zip(self._lists(), lengths, strict=True):
-            del items[n:]
-        self.sent = sent
-
-    def _lists(self) -> tuple[list[Any], ...]:
-        return (self.entered, self.steps, self.messages, self.ended, self.goals,
-                self.not_entered, self.failures)
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)
