@@ -38,6 +38,7 @@ from cjo.errors import (
     InvalidEventError,
     Problem,
     UnknownJourneyError,
+    UnreadableDefinitionsError,
     UsageError,
 )
 from cjo.export import export_customer
@@ -68,7 +69,7 @@ from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.scheduling import mark_schedules, run_schedules
 from cjo.segments.rules import ProfileRule
-from cjo.serialization import dumps_definitions, loads_definitions
+from cjo.serialization import dumps_stored_definitions, loads_stored_definitions
 from cjo.storage.base import (
     CustomerSession,
     DeadLetter,
@@ -207,6 +208,8 @@ class Engine:
             scorers=dict(scorers or {}),
         )
         self._registry = Registry()
+        # The latest stored generation, if this version cannot read it (``_sync``).
+        self._unreadable: UnreadableDefinitionsError | None = None
         self._last_prune: datetime | None = None
         self._to_release: set[str] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
@@ -251,15 +254,26 @@ class Engine:
 
     def _sync(self) -> Registry:
         """The registry of the storage's latest generation: one cheap read, and a rebuild only
-        when another process (or this one) published since."""
+        when another process (or this one) published since. A generation this version cannot
+        read raises ``UnreadableDefinitionsError`` (read once: the answer is kept until a newer
+        generation is stored); this engine then decides nothing, rather than decide on older
+        definitions or on the part it can read while other processes run all of it."""
         registry = self._registry
-        if self.storage.definitions_generation() != registry.generation:
+        latest = self.storage.definitions_generation()
+        if latest != registry.generation:
+            unreadable = self._unreadable
+            if unreadable is not None and unreadable.generation == latest:
+                raise UnreadableDefinitionsError(unreadable.generation, unreadable.problems)
             stored = self.storage.load_definitions()
             if stored is not None and stored[0] != registry.generation:
                 generation, text = stored
-                registry = self._adopt(
-                    Registry.build(loads_definitions(text), generation, self.limits)
-                )
+                try:
+                    definitions = loads_stored_definitions(text, generation)
+                except UnreadableDefinitionsError as exc:
+                    log.error("%s", exc)
+                    self._unreadable = exc
+                    raise
+                registry = self._adopt(Registry.build(definitions, generation, self.limits))
         return registry
 
     def _adopt(self, registry: Registry) -> Registry:
@@ -390,7 +404,7 @@ class Engine:
                 return registry.generation  # nothing new: no new generation
             try:
                 generation = self.storage.append_definitions(
-                    registry.generation, dumps_definitions(merged, indent=None)
+                    registry.generation, dumps_stored_definitions(merged)
                 )
             except ConflictError:
                 continue  # another process published first: merge with theirs and retry
@@ -446,9 +460,15 @@ class Engine:
         """Process many events (and profile updates) with group commit: each group of up to
         ``batch_size`` items is one storage transaction. Each customer's items are handled in
         the order given, with every guarantee of ``handle_event`` and ``identify``; messages
-        are dispatched after each group commits."""
+        are dispatched after each group commits.
+
+        A customer whose stored record cannot be decoded is left out of its group (the group
+        is committed without their items, which are not claimed) and the others go on; once
+        every item is handled, the first such ``CorruptRecordError`` is raised, naming the
+        customer (the others are logged)."""
         count(batch_size, "batch_size")
         builder = OutcomeBuilder()
+        corrupt: list[CorruptRecordError] = []
         chunk: list[Event | ProfileUpdate] = []
         now = self._now()
         registry = self._sync()
@@ -467,19 +487,21 @@ class Engine:
                 )
             chunk.append(item)
             if len(chunk) >= batch_size:
-                self._handle_relevant(chunk, registry, builder)
+                corrupt += self._handle_relevant(chunk, registry, builder)
                 chunk = []
                 now = self._now()
                 registry = self._sync()
                 relevant = registry.relevant_events
                 latest = now + self.future_tolerance
         if chunk:
-            self._handle_relevant(chunk, registry, builder)
+            corrupt += self._handle_relevant(chunk, registry, builder)
+        if corrupt:
+            raise corrupt[0]
         return builder.build()
 
     def _handle_relevant(
         self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
-    ) -> None:
+    ) -> list[CorruptRecordError]:
         """Drop the events that cannot matter to their customer (one look-up for the whole
         group), then handle the rest in one transaction."""
         now = self._now()
@@ -500,10 +522,29 @@ class Engine:
             ):
                 kept.append(item)
                 touched.add(cid)
-        if kept:
-            self._handle_group(kept, registry, builder)
+        return self._handle_group(kept, registry, builder) if kept else []
 
     def _handle_group(
+        self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
+    ) -> list[CorruptRecordError]:
+        """Commit ``items`` as one group. A record that cannot be decoded rolls the group
+        back; it is then committed again without that customer's items, so one bad record
+        costs the others nothing. Returns the errors of the customers left out."""
+        corrupt: list[CorruptRecordError] = []
+        while items:
+            try:
+                self._commit_group(items, registry, builder)
+            except CorruptRecordError as exc:
+                # What the rolled-back attempt put in ``builder`` is never returned: the call
+                # raises ``corrupt[0]`` at the end.
+                log.error("leaving a customer's events out of a group: %s", exc)
+                corrupt.append(exc)
+                items = [i for i in items if i.customer_id != exc.customer_id]
+                continue
+            break
+        return corrupt
+
+    def _commit_group(
         self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
     ) -> None:
         now = self._now()
@@ -750,9 +791,9 @@ class Engine:
     def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about a customer, as JSON-ready data with stable keys (right of
         access): their record, their outbox messages and their activity-log entries. See
-        ``cjo.export``."""
+        ``cjo.export``. ``CorruptRecordError`` if their stored record cannot be decoded."""
         _check_customer_id(customer_id)
-        return export_customer(self.storage, customer_id)
+        return export_customer(self.storage, customer_id, self._now())
 
     def import_profiles(
         self,

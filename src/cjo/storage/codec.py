@@ -4,7 +4,10 @@ Customer records are encoded by hand (they are read and written on every transac
 hand-written codec is several times faster than a generic one) and decoded leniently:
 
 - a record carries its layout number (``"v"``); older layouts are upgraded by the functions in
-  ``UPGRADES``; a layout newer than this cjo knows is read as far as it is understood;
+  ``UPGRADES``; a layout newer than this cjo knows is read as far as it is understood, and
+  written back with its own number (kept in ``CustomerState.extra``), so the newer cjo does not
+  upgrade it again. A newer layout adds fields, never changes what a field means (that takes a
+  new field);
 - top-level fields this version does not know are kept in ``CustomerState.extra`` and written
   back untouched (a rolling upgrade loses nothing); unknown fields inside an enrollment are
   ignored;
@@ -358,7 +361,9 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
     d: dict[str, Any]
     if state.extra:
         d = dict(state.extra)
-        d["v"] = RECORD_LAYOUT
+        # A record of a newer layout keeps its number (kept among the extra fields): labelled
+        # with this one's, the newer cjo would run its upgrades again on what is already new.
+        d.setdefault("v", RECORD_LAYOUT)
         d["cid"] = state.customer_id
         d["created"] = us(state.created_at)
         d["rev"] = rev
@@ -472,6 +477,8 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             {k: v for k, v in data.items() if k not in _KNOWN}
             if not _KNOWN.issuperset(data) else None
         )
+        if layout > RECORD_LAYOUT:
+            extra = {**(extra or {}), "v": layout}
         cons, blk, led = get("cons"), get("blk"), get("led")
         trk, seg = get("trk"), get("seg")
         return CustomerState(
