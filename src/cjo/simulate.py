@@ -79,7 +79,8 @@ class BacktestResult:
     - ``inputs``: items read; ``events`` and ``profile_updates`` of them.
     - ``messages``: messages queued per channel (sent to the channels given, or counted).
     - ``entered``: entries per journey id; ``ended``: ended enrollments per terminal status;
-      ``goals``: goals reached per journey id.
+      ``goals``: goals reached per journey id (all three from the activity counts, as the
+      reports are).
     - ``reports``: the journey report of the latest version of every journey, by journey id.
     - ``wall_seconds``: how long the run took (``due_seconds`` of it firing wake-ups): wall
       time, for reporting only; nothing in the run depends on it.
@@ -160,8 +161,10 @@ def backtest(
     - ``start``: the instant the run begins (default: the first input's). ``until``: the
       instant it ends (default: the last input's); an input stamped after it ends the run,
       and it and the rest are not read.
-    - ``channels``: delivery adapters by name, covering every channel the journeys send on
-      (default: one counting channel, which delivers nothing, per channel).
+    - ``channels``: delivery adapters by name, covering every channel the definitions name
+      (default: one counting channel, which delivers nothing, per channel). With channels or
+      actions given, the run decides instant by instant, delivering each message (and retrying
+      each failed delivery) at its own instant, as a live engine with a worker on time does.
     - ``actions``: the host actions of ``Action`` steps, by name (default: each action the
       journeys call is counted and not called, so a back-test never reaches the host's real
       systems). Their calls are counted in ``messages`` under ``action:<name>``.
@@ -169,7 +172,8 @@ def backtest(
     - ``progress``: called as ``progress(done, total, now)`` every ``progress_every`` inputs
       read, and once at the end when everything is decided.
     - ``keep_activity``: keep the activity log itself (``engine.activities``), not only the
-      counts the reports are built from.
+      counts the reports (and ``entered``, ``ended``, ``goals``) are built from; without it,
+      reading the log raises ``UsageError``.
     """
     if progress_every < 1:
         raise UsageError(f"progress_every must be at least 1, got {progress_every}")
