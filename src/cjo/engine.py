@@ -37,6 +37,7 @@ from cjo.errors import (
     DefinitionError,
     InvalidEventError,
     Problem,
+    StorageError,
     UnknownJourneyError,
     UnreadableDefinitionsError,
     UsageError,
@@ -265,6 +266,12 @@ class Engine:
             if unreadable is not None and unreadable.generation == latest:
                 raise UnreadableDefinitionsError(unreadable.generation, unreadable.problems)
             stored = self.storage.load_definitions()
+            if stored is None and latest:
+                # Running on without definitions would quietly start and wake no one.
+                raise StorageError(
+                    f"{type(self.storage).__name__}.definitions_generation() says generation "
+                    f"{latest!r} is stored, but load_definitions() returned None"
+                )
             if stored is not None and stored[0] != registry.generation:
                 generation, text = stored
                 try:
@@ -954,13 +961,21 @@ class Engine:
                 outcome.delivery[key] = status
         if deliveries:
             storage.complete_outbox_many(deliveries, now)
+        # Each customer's follow-up in a transaction of its own: one whose record cannot be
+        # decoded is logged (its messages are recorded already) and the others still get theirs.
         for customer_id, failures in unreachable.items():
-            self._mark_unreachable(customer_id, failures, now)
+            try:
+                self._mark_unreachable(customer_id, failures, now)
+            except CorruptRecordError as exc:
+                log.error("channel not blocked after a permanent failure: %s", exc)
         for message in failed_actions:
-            self._end_enrollment(
-                message.customer_id, message.enrollment_id, f"action {message.content_id} failed",
-                now,
-            )
+            try:
+                self._end_enrollment(
+                    message.customer_id, message.enrollment_id,
+                    f"action {message.content_id} failed", now,
+                )
+            except CorruptRecordError as exc:
+                log.error("enrollment not ended after its action failed: %s", exc)
 
     def _mark_unreachable(
         self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime

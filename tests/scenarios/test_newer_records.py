@@ -25,6 +25,7 @@ from cjo import (
     Wait,
     attr,
 )
+from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import CorruptRecordError
 from cjo.storage.base import Storage
 
@@ -152,3 +153,32 @@ def test_a_record_of_a_newer_layout_keeps_its_number_and_fields_when_written_bac
     # Labelled with this cjo's layout, the newer cjo would upgrade it again from there.
     assert (written["v"], written["ledger"]) == (7, [1, 2])
     assert written["rev"] > data["rev"]
+
+
+class _Bouncing(RecordingChannel):
+    """Every address is refused for good (a hard bounce)."""
+
+    def send(self, message: Message) -> DeliveryResult:
+        super().send(message)
+        return DeliveryResult.permanent("550 no such user")
+
+
+def test_one_undecodable_record_does_not_keep_the_others_channels_unblocked(sql: SQL) -> None:
+    storage, write, _ = sql
+    clock = ManualClock(T0)
+    channel = _Bouncing()
+    engine = Engine(storage, channels={"email": channel}, clock=clock, dispatch="deferred")
+    engine.publish(
+        journeys=[Journey(id="welcome", trigger=EventTrigger("signed_up"), entry="mail",
+                          steps={"mail": Send("note", "email")})],
+        content=[ContentItem("note", (Variant("email", {"subject": "Hi", "text": "Hello"}),))],
+    )
+    for customer in ("amy", "bad", "cid"):
+        engine.handle_event(_event(customer, f"{customer}-1"))
+    write("bad", "{ not json")
+    assert engine.dispatch_pending() == 3
+    assert len(channel.messages) == 3
+    # The bounce blocks the channel of everyone whose record can be read.
+    for customer in ("amy", "cid"):
+        state = engine.customer_state(customer)
+        assert state is not None and "email" in state.blocked
