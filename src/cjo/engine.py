@@ -965,30 +965,33 @@ class Engine:
         # decoded is logged (its messages are recorded already) and the others still get theirs.
         for customer_id, failures in unreachable.items():
             try:
-                self._mark_unreachable(customer_id, failures, now)
+                self._mark_unreachable(customer_id, failures, now, outcome)
             except CorruptRecordError as exc:
                 log.error("channel not blocked after a permanent failure: %s", exc)
         for message in failed_actions:
             try:
                 self._end_enrollment(
                     message.customer_id, message.enrollment_id,
-                    f"action {message.content_id} failed", now,
+                    f"action {message.content_id} failed", now, outcome,
                 )
             except CorruptRecordError as exc:
                 log.error("enrollment not ended after its action failed: %s", exc)
 
     def _mark_unreachable(
-        self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime
+        self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime,
+        outcome: OutcomeBuilder | None = None,
     ) -> None:
         """After the outbox recorded them: block the channels of messages that failed
-        permanently in the customer's record (as a hard bounce does), in one transaction."""
+        permanently in the customer's record (as a hard bounce does), in one transaction;
+        what that changes is reported in ``outcome`` (the dispatching call's), if given."""
         def decide(d: Decider, at: datetime) -> None:
             if d.state.revision < 0:
                 return  # erased since the message was written: nothing to mark
             for message, error in failures:
                 record_permanent_failure(d, message, error, at)
 
-        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False)
+        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
+                           outcome=outcome)
 
     def _action_policy(self, message: Message) -> str | None:
         """The ``on_failure`` of the Action step that wrote ``message`` (None if unknown)."""
@@ -997,12 +1000,14 @@ class Engine:
         return cs.step.on_failure if cs is not None and isinstance(cs.step, Action) else None
 
     def _end_enrollment(
-        self, customer_id: str, enrollment_id: str, reason: str, now: datetime
+        self, customer_id: str, enrollment_id: str, reason: str, now: datetime,
+        outcome: OutcomeBuilder | None = None,
     ) -> None:
-        """End one enrollment as ``exited`` (an action that finally failed under ``exit``)."""
+        """End one enrollment as ``exited`` (an action that finally failed under ``exit``),
+        reported in ``outcome`` (the dispatching call's), if given."""
         self._for_customer(
             customer_id, lambda d, at: d.end_enrollment(enrollment_id, "exited", reason, at),
-            now=now, create=False, dispatch=False,
+            now=now, create=False, dispatch=False, outcome=outcome,
         )
 
     # --- dead letters ------------------------------------------------------------------------
@@ -1195,14 +1200,15 @@ class Engine:
     def _for_customer(
         self, customer_id: str, decide: Callable[[Decider, datetime], object], *,
         registry: Registry | None = None, now: datetime | None = None, create: bool = True,
-        dispatch: bool = True,
+        dispatch: bool = True, outcome: OutcomeBuilder | None = None,
     ) -> Decider:
         """One customer's transaction for an API call: load, ``decide(decider, now)``, save,
-        then (unless ``dispatch`` is False) send what it wrote to the outbox."""
+        then (unless ``dispatch`` is False) send what it wrote to the outbox. What happens is
+        reported in ``outcome`` if given (else the decider's own)."""
         registry = registry if registry is not None else self._sync()
         now = now if now is not None else self._now()
         with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now, create=create)
+            decider = self._decider(session, registry, now, create=create, outcome=outcome)
             decide(decider, now)
             self._save(session, decider)
         if dispatch:
