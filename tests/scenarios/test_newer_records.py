@@ -182,3 +182,23 @@ def test_one_undecodable_record_does_not_keep_the_others_channels_unblocked(sql:
     for customer in ("amy", "cid"):
         state = engine.customer_state(customer)
         assert state is not None and "email" in state.blocked
+
+
+def test_fields_a_newer_layout_keeps_in_an_enrollment_are_written_back(sql: SQL) -> None:
+    storage, write, read = sql
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = _three_waiting(storage, clock, channel)
+    data = json.loads(read("bad"))
+    (enrollment,) = data["enr"]
+    newer = {**enrollment, "prio": 3, "seen": {"$dt": 5}}
+    write("bad", json.dumps({**data, "v": 7, "enr": [newer]}))
+    engine.identify("bad", {"vip": True, "n": 1})  # written back by this (older) cjo
+    written = json.loads(read("bad"))
+    assert written["v"] == 7
+    assert written["enr"] == [{**enrollment, "prio": 3, "seen": {"$dt": 5}}]
+    # Once the enrollment has ended, its fields go with it.
+    clock.advance(DAY)
+    engine.run_due()
+    assert "enr" not in json.loads(read("bad"))
+    assert sorted(m.customer_id for m in channel.messages) == ["amy", "bad", "cid"]
