@@ -520,6 +520,11 @@ class Engine:
         states = self.storage.peek_many(sorted(wanted)) if wanted else {}
         kept: list[Event | ProfileUpdate] = []
         touched: set[str] = set()
+        if len(states) < len(wanted):
+            # Left out: a customer never seen (their event is dropped, as before) or one whose
+            # record cannot be decoded, whose items go in: the group leaves them out and the
+            # call raises, naming them, rather than drop their events unseen.
+            touched.update(_undecodable(self.storage, wanted.difference(states)))
         for item in items:
             cid = item.customer_id
             # An earlier item of the group may have changed the customer (enrolled them, say):
@@ -1053,6 +1058,8 @@ class Engine:
     # --- queries -----------------------------------------------------------------------------
 
     def profile(self, customer_id: str) -> Profile | None:
+        """The customer's profile (a copy); None for a customer never seen. The queries below
+        raise ``CorruptRecordError`` for a record that cannot be decoded."""
         state = self.storage.peek(customer_id)
         if state is None or state.profile is None:
             return None
@@ -1407,6 +1414,17 @@ def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:
     merged = {item.id: item for item in current}
     merged.update({item.id: item for item in new})
     return list(merged.values())
+
+
+def _undecodable(storage: Storage, customer_ids: Iterable[str]) -> list[str]:
+    """Of customers ``peek_many`` left out, those whose record cannot be decoded."""
+    found = []
+    for cid in sorted(customer_ids):
+        try:
+            storage.peek(cid)
+        except CorruptRecordError:
+            found.append(cid)
+    return found
 
 
 def _check_customer_id(customer_id: object) -> None:

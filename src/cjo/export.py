@@ -34,8 +34,8 @@ def export_customer(storage: Storage, customer_id: str, now: datetime) -> dict[s
     cannot be decoded raises ``CorruptRecordError`` rather than export as none."""
     state = storage.peek(customer_id)
     if state is None:
-        # peek answers None for an undecodable record too: a transaction's load tells them
-        # apart (and raises for it). Read only, so nothing is written.
+        # An adapter written before peek raised for an undecodable record answers None for it:
+        # a transaction's load tells them apart (and raises for it). Nothing is written.
         with storage.customer(customer_id, now) as session:
             state = session.load()
     return {

@@ -527,7 +527,8 @@ def test_a_corrupt_record_is_named_kept_and_set_aside(
     save(storage, record("bad", wake_at=T0))
     save(storage, record("good", wake_at=T0 + H))
     corrupt(postgres_dsn, postgres_schema, "bad")
-    assert storage.peek("bad") is None
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        storage.peek("bad")
     with storage.due_batch(T0 + H, 10, timedelta(minutes=1)) as sessions:
         assert list(sessions) == ["bad", "good"]
         with pytest.raises(CorruptRecordError) as info:

@@ -356,7 +356,9 @@ def test_undecodable_records_raise_corrupt_record_error(data: str) -> None:
         with pytest.raises(CorruptRecordError, match="'c1'"), \
                 storage.customer("c1", T0) as session:
             session.load()
-        assert storage.peek("c1") is None
+        with pytest.raises(CorruptRecordError, match="'c1'"):
+            storage.peek("c1")
+        assert storage.peek_many(["c1"]) == {}
         # Reports go on around it.
         assert storage.active_counts("j") == {}
         with storage.due_batch(T0, 10, MINUTE) as sessions:

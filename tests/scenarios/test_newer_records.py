@@ -23,6 +23,7 @@ from cjo import (
     Send,
     Variant,
     Wait,
+    WaitForEvent,
     attr,
 )
 from cjo.channels.base import DeliveryResult, Message
@@ -202,3 +203,28 @@ def test_fields_a_newer_layout_keeps_in_an_enrollment_are_written_back(sql: SQL)
     engine.run_due()
     assert "enr" not in json.loads(read("bad"))
     assert sorted(m.customer_id for m in channel.messages) == ["amy", "bad", "cid"]
+
+
+def test_an_event_only_a_damaged_record_could_use_is_refused_not_dropped(sql: SQL) -> None:
+    storage, write, _ = sql
+    clock = ManualClock(T0)
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(
+        journeys=[Journey(id="nudge", trigger=EventTrigger("signed_up"), entry="wait",
+                          steps={"wait": WaitForEvent("opened", timeout=DAY)})],
+    )
+    for customer in ("amy", "bad"):
+        engine.handle_event(_event(customer, f"{customer}-1"))
+    write("bad", "{ not json")
+    # Only the enrollment in the damaged record waits for it: dropped, it would be lost unseen.
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.handle_event(Event("bad", "opened", T0, event_id="o1"))
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.handle_events([Event("amy", "opened", T0, event_id="o2"),
+                              Event("bad", "opened", T0, event_id="o3"),
+                              Event("nobody", "opened", T0, event_id="o4")])
+    (amy,) = engine.enrollments("amy")
+    assert amy.status == "completed"  # the others' events of the group were handled
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.profile("bad")
+    assert engine.profile("nobody") is None
