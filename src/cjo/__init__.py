@@ -22,6 +22,7 @@ from cjo.errors import (
     SchemaError,
     StorageError,
     UnknownJourneyError,
+    UnreadableDefinitionsError,
     UsageError,
 )
 from cjo.importing import ImportProblem, ImportResult
@@ -201,6 +202,7 @@ __all__ = [
     "Topic",
     "Trigger",
     "UnknownJourneyError",
+    "UnreadableDefinitionsError",
     "UpdateProfile",
     "UsageError",
     "Variant",

@@ -37,7 +37,9 @@ from cjo.errors import (
     DefinitionError,
     InvalidEventError,
     Problem,
+    StorageError,
     UnknownJourneyError,
+    UnreadableDefinitionsError,
     UsageError,
 )
 from cjo.export import export_customer
@@ -68,7 +70,7 @@ from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.scheduling import mark_schedules, run_schedules
 from cjo.segments.rules import ProfileRule
-from cjo.serialization import dumps_definitions, loads_definitions
+from cjo.serialization import dumps_stored_definitions, loads_stored_definitions
 from cjo.storage.base import (
     CustomerSession,
     DeadLetter,
@@ -212,6 +214,8 @@ class Engine:
         # race each other for the definitions' compare-and-set. Never taken by a call whose
         # generation is current (the hot path).
         self._definitions_lock = threading.RLock()
+        # The latest stored generation, if this version cannot read it (``_sync``).
+        self._unreadable: UnreadableDefinitionsError | None = None
         self._last_prune: datetime | None = None
         self._to_release: set[str] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
@@ -256,19 +260,36 @@ class Engine:
 
     def _sync(self) -> Registry:
         """The registry of the storage's latest generation: one cheap read, and a rebuild only
-        when another process (or this one) published since."""
+        when another process (or this one) published since. A generation this version cannot
+        read raises ``UnreadableDefinitionsError`` (read once: the answer is kept until a newer
+        generation is stored); this engine then decides nothing, rather than decide on older
+        definitions or on the part it can read while other processes run all of it."""
         registry = self._registry
-        if self.storage.definitions_generation() == registry.generation:
+        latest = self.storage.definitions_generation()
+        if latest == registry.generation:
             return registry
+        unreadable = self._unreadable
+        if unreadable is not None and unreadable.generation == latest:
+            raise UnreadableDefinitionsError(unreadable.generation, unreadable.problems)
         with self._definitions_lock:
             # Another thread may have built it while this one waited.
             registry = self._registry
             stored = self.storage.load_definitions()
+            if stored is None and latest:
+                # Running on without definitions would quietly start and wake no one.
+                raise StorageError(
+                    f"{type(self.storage).__name__}.definitions_generation() says generation "
+                    f"{latest!r} is stored, but load_definitions() returned None"
+                )
             if stored is not None and stored[0] != registry.generation:
                 generation, text = stored
-                registry = self._adopt(
-                    Registry.build(loads_definitions(text), generation, self.limits)
-                )
+                try:
+                    definitions = loads_stored_definitions(text, generation)
+                except UnreadableDefinitionsError as exc:
+                    log.error("%s", exc)
+                    self._unreadable = exc
+                    raise
+                registry = self._adopt(Registry.build(definitions, generation, self.limits))
             return registry
 
     def _adopt(self, registry: Registry) -> Registry:
@@ -408,7 +429,7 @@ class Engine:
                 return registry.generation  # nothing new: no new generation
             try:
                 generation = self.storage.append_definitions(
-                    registry.generation, dumps_definitions(merged, indent=None)
+                    registry.generation, dumps_stored_definitions(merged)
                 )
             except ConflictError:
                 if self.storage.definitions_generation() == registry.generation:
@@ -466,9 +487,15 @@ class Engine:
         """Process many events (and profile updates) with group commit: each group of up to
         ``batch_size`` items is one storage transaction. Each customer's items are handled in
         the order given, with every guarantee of ``handle_event`` and ``identify``; messages
-        are dispatched after each group commits."""
+        are dispatched after each group commits.
+
+        A customer whose stored record cannot be decoded is left out of its group (the group
+        is committed without their items, which are not claimed) and the others go on; once
+        every item is handled, the first such ``CorruptRecordError`` is raised, naming the
+        customer (the others are logged)."""
         count(batch_size, "batch_size")
         builder = OutcomeBuilder()
+        corrupt: list[CorruptRecordError] = []
         chunk: list[Event | ProfileUpdate] = []
         now = self._now()
         registry = self._sync()
@@ -487,19 +514,21 @@ class Engine:
                 )
             chunk.append(item)
             if len(chunk) >= batch_size:
-                self._handle_relevant(chunk, registry, builder)
+                corrupt += self._handle_relevant(chunk, registry, builder)
                 chunk = []
                 now = self._now()
                 registry = self._sync()
                 relevant = registry.relevant_events
                 latest = now + self.future_tolerance
         if chunk:
-            self._handle_relevant(chunk, registry, builder)
+            corrupt += self._handle_relevant(chunk, registry, builder)
+        if corrupt:
+            raise corrupt[0]
         return builder.build()
 
     def _handle_relevant(
         self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
-    ) -> None:
+    ) -> list[CorruptRecordError]:
         """Drop the events that cannot matter to their customer (one look-up for the whole
         group), then handle the rest in one transaction."""
         now = self._now()
@@ -511,6 +540,11 @@ class Engine:
         states = self.storage.peek_many(sorted(wanted)) if wanted else {}
         kept: list[Event | ProfileUpdate] = []
         touched: set[str] = set()
+        if len(states) < len(wanted):
+            # Left out: a customer never seen (their event is dropped, as before) or one whose
+            # record cannot be decoded, whose items go in: the group leaves them out and the
+            # call raises, naming them, rather than drop their events unseen.
+            touched.update(_undecodable(self.storage, wanted.difference(states)))
         for item in items:
             cid = item.customer_id
             # An earlier item of the group may have changed the customer (enrolled them, say):
@@ -520,10 +554,29 @@ class Engine:
             ):
                 kept.append(item)
                 touched.add(cid)
-        if kept:
-            self._handle_group(kept, registry, builder)
+        return self._handle_group(kept, registry, builder) if kept else []
 
     def _handle_group(
+        self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
+    ) -> list[CorruptRecordError]:
+        """Commit ``items`` as one group. A record that cannot be decoded rolls the group
+        back; it is then committed again without that customer's items, so one bad record
+        costs the others nothing. Returns the errors of the customers left out."""
+        corrupt: list[CorruptRecordError] = []
+        while items:
+            try:
+                self._commit_group(items, registry, builder)
+            except CorruptRecordError as exc:
+                # What the rolled-back attempt put in ``builder`` is never returned: the call
+                # raises ``corrupt[0]`` at the end.
+                log.error("leaving a customer's events out of a group: %s", exc)
+                corrupt.append(exc)
+                items = [i for i in items if i.customer_id != exc.customer_id]
+                continue
+            break
+        return corrupt
+
+    def _commit_group(
         self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
     ) -> None:
         now = self._now()
@@ -770,9 +823,9 @@ class Engine:
     def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about a customer, as JSON-ready data with stable keys (right of
         access): their record, their outbox messages and their activity-log entries. See
-        ``cjo.export``."""
+        ``cjo.export``. ``CorruptRecordError`` if their stored record cannot be decoded."""
         _check_customer_id(customer_id)
-        return export_customer(self.storage, customer_id)
+        return export_customer(self.storage, customer_id, self._now())
 
     def import_profiles(
         self,
@@ -933,26 +986,37 @@ class Engine:
                 outcome.delivery[key] = status
         if deliveries:
             storage.complete_outbox_many(deliveries, now)
+        # Each customer's follow-up in a transaction of its own: one whose record cannot be
+        # decoded is logged (its messages are recorded already) and the others still get theirs.
         for customer_id, failures in unreachable.items():
-            self._mark_unreachable(customer_id, failures, now)
+            try:
+                self._mark_unreachable(customer_id, failures, now, outcome)
+            except CorruptRecordError as exc:
+                log.error("channel not blocked after a permanent failure: %s", exc)
         for message in failed_actions:
-            self._end_enrollment(
-                message.customer_id, message.enrollment_id, f"action {message.content_id} failed",
-                now,
-            )
+            try:
+                self._end_enrollment(
+                    message.customer_id, message.enrollment_id,
+                    f"action {message.content_id} failed", now, outcome,
+                )
+            except CorruptRecordError as exc:
+                log.error("enrollment not ended after its action failed: %s", exc)
 
     def _mark_unreachable(
-        self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime
+        self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime,
+        outcome: OutcomeBuilder | None = None,
     ) -> None:
         """After the outbox recorded them: block the channels of messages that failed
-        permanently in the customer's record (as a hard bounce does), in one transaction."""
+        permanently in the customer's record (as a hard bounce does), in one transaction;
+        what that changes is reported in ``outcome`` (the dispatching call's), if given."""
         def decide(d: Decider, at: datetime) -> None:
             if d.state.revision < 0:
                 return  # erased since the message was written: nothing to mark
             for message, error in failures:
                 record_permanent_failure(d, message, error, at)
 
-        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False)
+        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
+                           outcome=outcome)
 
     def _action_policy(self, message: Message) -> str | None:
         """The ``on_failure`` of the Action step that wrote ``message`` (None if unknown)."""
@@ -961,12 +1025,14 @@ class Engine:
         return cs.step.on_failure if cs is not None and isinstance(cs.step, Action) else None
 
     def _end_enrollment(
-        self, customer_id: str, enrollment_id: str, reason: str, now: datetime
+        self, customer_id: str, enrollment_id: str, reason: str, now: datetime,
+        outcome: OutcomeBuilder | None = None,
     ) -> None:
-        """End one enrollment as ``exited`` (an action that finally failed under ``exit``)."""
+        """End one enrollment as ``exited`` (an action that finally failed under ``exit``),
+        reported in ``outcome`` (the dispatching call's), if given."""
         self._for_customer(
             customer_id, lambda d, at: d.end_enrollment(enrollment_id, "exited", reason, at),
-            now=now, create=False, dispatch=False,
+            now=now, create=False, dispatch=False, outcome=outcome,
         )
 
     # --- dead letters ------------------------------------------------------------------------
@@ -1012,6 +1078,8 @@ class Engine:
     # --- queries -----------------------------------------------------------------------------
 
     def profile(self, customer_id: str) -> Profile | None:
+        """The customer's profile (a copy); None for a customer never seen. The queries below
+        raise ``CorruptRecordError`` for a record that cannot be decoded."""
         state = self.storage.peek(customer_id)
         if state is None or state.profile is None:
             return None
@@ -1159,14 +1227,15 @@ class Engine:
     def _for_customer(
         self, customer_id: str, decide: Callable[[Decider, datetime], object], *,
         registry: Registry | None = None, now: datetime | None = None, create: bool = True,
-        dispatch: bool = True,
+        dispatch: bool = True, outcome: OutcomeBuilder | None = None,
     ) -> Decider:
         """One customer's transaction for an API call: load, ``decide(decider, now)``, save,
-        then (unless ``dispatch`` is False) send what it wrote to the outbox."""
+        then (unless ``dispatch`` is False) send what it wrote to the outbox. What happens is
+        reported in ``outcome`` if given (else the decider's own)."""
         registry = registry if registry is not None else self._sync()
         now = now if now is not None else self._now()
         with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now, create=create)
+            decider = self._decider(session, registry, now, create=create, outcome=outcome)
             decide(decider, now)
             self._save(session, decider)
         if dispatch:
@@ -1365,6 +1434,17 @@ def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:
     merged = {item.id: item for item in current}
     merged.update({item.id: item for item in new})
     return list(merged.values())
+
+
+def _undecodable(storage: Storage, customer_ids: Iterable[str]) -> list[str]:
+    """Of customers ``peek_many`` left out, those whose record cannot be decoded."""
+    found = []
+    for cid in sorted(customer_ids):
+        try:
+            storage.peek(cid)
+        except CorruptRecordError:
+            found.append(cid)
+    return found
 
 
 def _check_customer_id(customer_id: object) -> None:

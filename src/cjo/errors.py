@@ -16,6 +16,9 @@ The tree (docs/limits.md says what each one means and what to do about it)::
     └── StorageError             a storage adapter failed; nothing half-written was kept
         ├── ConflictError        another worker changed the same customer at the same time
         ├── CorruptRecordError   a stored customer record cannot be decoded (names the customer)
+        ├── UnreadableDefinitionsError
+        │                        a stored definitions generation uses what this cjo does not know
+        │                        (written by a newer cjo) or cannot be decoded (names it)
         └── SchemaError          the database schema is newer than this cjo, or cannot be migrated
 """
 
@@ -39,6 +42,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "UnknownJourneyError",
+    "UnreadableDefinitionsError",
     "UsageError",
 ]
 
@@ -128,6 +132,23 @@ class CorruptRecordError(StorageError):
     def __init__(self, customer_id: str, reason: str) -> None:
         self.customer_id = customer_id
         super().__init__(f"the stored record of customer {customer_id!r} cannot be read: {reason}")
+
+
+class UnreadableDefinitionsError(StorageError):
+    """The latest stored definitions generation cannot be read by this cjo: written by a newer
+    version that uses what this one does not know, or damaged. ``generation`` names it and
+    ``problems`` lists what cannot be read. Nothing stored was changed; this engine decides
+    nothing until it can read the latest generation (docs/storage.md, rolling upgrades)."""
+
+    def __init__(self, generation: int, problems: Iterable[Problem]) -> None:
+        self.generation = generation
+        self.problems: Sequence[Problem] = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(
+            f"definitions generation {generation} cannot be read by this version of cjo "
+            "(written by a newer one?); nothing was changed: upgrade this process, or publish "
+            f"from one that reads it. What it cannot read:\n{lines}"
+        )
 
 
 class SchemaError(StorageError):

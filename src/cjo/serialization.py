@@ -3,6 +3,13 @@
 Durations are written as seconds and read from seconds or from strings such as ``"4h"``,
 ``"1d12h"``, ``"90s"`` or ``"30m"``. Conditions, steps and triggers carry a ``kind`` tag.
 Loading reports every bad field at once, as one ``DefinitionError``.
+
+Generations in the definitions store use a stored form (``dumps_stored_definitions``): a
+``format`` number, and only the fields that differ from their defaults, so that a field a newer
+cjo adds is in a stored generation only where it is used. A reader refuses a generation with a
+newer format, or with a field, kind or operator it does not know (``UnreadableDefinitionsError``,
+see docs/storage.md, rolling upgrades): running definitions without a part it cannot read would
+decide differently from the processes that can, without anyone knowing.
 """
 
 from __future__ import annotations
@@ -12,14 +19,14 @@ import re
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.v import format_exception
 
 from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
-from cjo.errors import DefinitionError, Problem
+from cjo.errors import DefinitionError, Problem, UnreadableDefinitionsError
 from cjo.limits import check_json_nesting, check_nesting
 from cjo.model.definitions import Definitions
 from cjo.model.steps import STEP_TYPES, Step
@@ -27,13 +34,21 @@ from cjo.model.triggers import TRIGGER_TYPES, Trigger
 from cjo.segments.history import HISTORY_CONDITION_TYPES
 
 __all__ = [
+    "DEFINITIONS_FORMAT",
     "converter",
     "dump_definitions",
     "dumps_definitions",
+    "dumps_stored_definitions",
     "load_definitions",
     "loads_definitions",
+    "loads_stored_definitions",
     "parse_duration",
 ]
+
+#: The format of stored definitions generations that this version writes, and the newest it
+#: reads. A new field or kind does not change it (a reader refuses what it does not know); it
+#: grows when a field this version knows changes meaning, so that older readers refuse it.
+DEFINITIONS_FORMAT: Final = 1
 
 T = TypeVar("T")
 
@@ -175,14 +190,16 @@ def _tagged(
         cls = type(value)
         fn = unstructure_fns.get(cls)
         if fn is None:
-            fn = unstructure_fns[cls] = make_dict_unstructure_fn(cls, conv)
+            fn = unstructure_fns[cls] = make_dict_unstructure_fn(
+                cls, conv, _cattrs_omit_if_default=conv.omit_if_default
+            )
         return {"kind": value.kind, **fn(value)}
 
     return structure, unstructure
 
 
-def _make_converter() -> cattrs.Converter:
-    conv = cattrs.Converter(forbid_extra_keys=True)
+def _make_converter(*, omit_defaults: bool = False) -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, omit_if_default=omit_defaults)
     conv.register_structure_hook(timedelta, _structure_duration)
     conv.register_unstructure_hook(timedelta, _unstructure_duration)
     conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
@@ -221,6 +238,8 @@ def _make_converter() -> cattrs.Converter:
 
 
 converter = _make_converter()
+#: The stored form's writer: fields at their defaults are left out.
+_stored_converter = _make_converter(omit_defaults=True)
 
 
 def structure(data: Any, cls: type[T], what: str = "$") -> T:
@@ -264,3 +283,35 @@ def loads_definitions(text: str) -> Definitions:
     if not isinstance(data, dict):
         raise DefinitionError([Problem("$", "expected a JSON object of definitions")])
     return load_definitions(data)
+
+
+def dumps_stored_definitions(definitions: Definitions) -> str:
+    """Definitions as a generation of the definitions store holds them: compact JSON with the
+    ``format`` number, fields at their defaults left out (a released default never changes)."""
+    data: dict[str, Any] = _stored_converter.unstructure(definitions)
+    return json.dumps({"format": DEFINITIONS_FORMAT, **data}, separators=(",", ":"))
+
+
+def loads_stored_definitions(text: str | bytes, generation: int) -> Definitions:
+    """A stored generation; ``UnreadableDefinitionsError`` naming it and everything in it this
+    version cannot read (a newer format, an unknown field, kind or operator), or if damaged."""
+    try:
+        check_json_nesting(text if isinstance(text, str) else text.decode())
+        data = json.loads(text)
+    except DefinitionError as exc:  # nested deeper than definitions may be
+        raise UnreadableDefinitionsError(generation, exc.problems) from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise UnreadableDefinitionsError(generation, [Problem("$", f"not JSON: {exc}")]) from exc
+    if not isinstance(data, dict):
+        raise UnreadableDefinitionsError(generation, [Problem("$", "expected a JSON object")])
+    fmt = data.pop("format", 1)  # a generation stored before the number was written
+    if fmt != DEFINITIONS_FORMAT:
+        known = isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > DEFINITIONS_FORMAT
+        raise UnreadableDefinitionsError(generation, [Problem("$.format", (
+            f"format {fmt} is newer than this version reads ({DEFINITIONS_FORMAT})" if known
+            else f"not a definitions format: {fmt!r}"
+        ))])
+    try:
+        return load_definitions(data)
+    except DefinitionError as exc:
+        raise UnreadableDefinitionsError(generation, exc.problems) from exc

@@ -10,11 +10,13 @@ stream gives the same result. See docs/backtest.md.
 from __future__ import annotations
 
 import gc
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import attrs
 
@@ -31,7 +33,7 @@ from cjo.model.journey import Journey
 from cjo.model.steps import Action, Send, Step
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
-from cjo.runtime.state import CustomerState, RecordView
+from cjo.runtime.state import TERMINAL_STATUSES, CustomerState, RecordView
 from cjo.scheduling import mark_schedules, next_schedule_run
 from cjo.storage.base import CustomerSession
 from cjo.storage.memory import InMemoryStorage
@@ -77,7 +79,8 @@ class BacktestResult:
     - ``inputs``: items read; ``events`` and ``profile_updates`` of them.
     - ``messages``: messages queued per channel (sent to the channels given, or counted).
     - ``entered``: entries per journey id; ``ended``: ended enrollments per terminal status;
-      ``goals``: goals reached per journey id.
+      ``goals``: goals reached per journey id (all three from the activity counts, as the
+      reports are).
     - ``reports``: the journey report of the latest version of every journey, by journey id.
     - ``wall_seconds``: how long the run took (``due_seconds`` of it firing wake-ups): wall
       time, for reporting only; nothing in the run depends on it.
@@ -113,15 +116,14 @@ class BacktestResult:
 
 
 class _Tally:
-    """Counts what the outcomes of the run say."""
+    """Counts the messages the outcomes of the run queued (entries, ends and goals are read
+    from the activity counts afterwards: some ends, such as an action's final failure, come
+    from deliveries, after the outcome that queued them)."""
 
-    __slots__ = ("ended", "entered", "goals", "messages")
+    __slots__ = ("messages",)
 
     def __init__(self) -> None:
         self.messages: Counter[str] = Counter()
-        self.entered: Counter[str] = Counter()
-        self.ended: Counter[str] = Counter()
-        self.goals: Counter[str] = Counter()
 
     def add(self, outcome: Outcome | OutcomeBuilder) -> None:
         # Most outcomes are empty: test before looping.
@@ -129,12 +131,6 @@ class _Tally:
             self.messages.update(m.channel for m in outcome.messages)
         if isinstance(outcome, OutcomeBuilder) and outcome.sent:
             self.messages.update(outcome.sent)  # sends counted, not recorded (see _decide)
-        if outcome.entered:
-            self.entered.update(e.journey_id for e in outcome.entered)
-        if outcome.ended:
-            self.ended.update(e.status for e in outcome.ended)
-        if outcome.goals:
-            self.goals.update(g.journey_id for g in outcome.goals)
 
 
 def backtest(
@@ -165,8 +161,10 @@ def backtest(
     - ``start``: the instant the run begins (default: the first input's). ``until``: the
       instant it ends (default: the last input's); an input stamped after it ends the run,
       and it and the rest are not read.
-    - ``channels``: delivery adapters by name, covering every channel the journeys send on
-      (default: one counting channel, which delivers nothing, per channel).
+    - ``channels``: delivery adapters by name, covering every channel the definitions name
+      (default: one counting channel, which delivers nothing, per channel). With channels or
+      actions given, the run decides instant by instant, delivering each message (and retrying
+      each failed delivery) at its own instant, as a live engine with a worker on time does.
     - ``actions``: the host actions of ``Action`` steps, by name (default: each action the
       journeys call is counted and not called, so a back-test never reaches the host's real
       systems). Their calls are counted in ``messages`` under ``action:<name>``.
@@ -174,7 +172,8 @@ def backtest(
     - ``progress``: called as ``progress(done, total, now)`` every ``progress_every`` inputs
       read, and once at the end when everything is decided.
     - ``keep_activity``: keep the activity log itself (``engine.activities``), not only the
-      counts the reports are built from.
+      counts the reports (and ``entered``, ``ended``, ``goals``) are built from; without it,
+      reading the log raises ``UsageError``.
     """
     if progress_every < 1:
         raise UsageError(f"progress_every must be at least 1, got {progress_every}")
@@ -191,7 +190,7 @@ def backtest(
     clock = ManualClock(start if start is not None else _BEGINNING)
     own: dict[str, _CountingChannel] | None = None
     if channels is None:
-        own = {name: _CountingChannel() for name in _named_in_steps(definitions, Send, "channel")}
+        own = {name: _CountingChannel() for name in _channels_named(definitions)}
         channels = own
     # Counted rather than delivered only when channels and actions are both the run's own.
     counters = own if actions is None else None
@@ -214,21 +213,19 @@ def backtest(
     run = _Run(engine, clock, storage, progress, counters)
     with _collector_paused():
         run.play(inputs, start, until, progress_every)
-    reports = {
-        journey.id: journey_report(storage, journey)
-        for journey in _latest_journeys(engine.definitions)
-    }
-    tally = run.tally
+    latest = _latest_journeys(engine.definitions)
+    reports = {journey.id: journey_report(storage, journey) for journey in latest}
+    entered, ended, goals = _logged(storage, [journey.id for journey in latest])
     return BacktestResult(
         start=run.start,
         until=run.until,
         inputs=run.inputs,
         events=run.events,
         profile_updates=run.profile_updates,
-        messages=dict(sorted(tally.messages.items())),
-        entered=dict(sorted(tally.entered.items())),
-        ended=dict(sorted(tally.ended.items())),
-        goals=dict(sorted(tally.goals.items())),
+        messages=dict(sorted(run.tally.messages.items())),
+        entered=entered,
+        ended=ended,
+        goals=goals,
         reports=reports,
         wall_seconds=time.perf_counter() - began,
         due_seconds=run.due_seconds,
@@ -423,6 +420,8 @@ class _Run:
             self._decide(window, customers)
         if end is not None:
             self._run_schedules(end)
+            if self.counters is None:
+                self._on_time(end)  # each at its own instant, before the clock is at the end
             self.clock.set(end)
             self._due(end)
         self.start = start if start is not None else (first or end)
@@ -430,8 +429,24 @@ class _Run:
         progress(read, total, end if end is not None else self.clock.now())
 
     def _decide(self, window: list[tuple[datetime, Item]], customer_ids: set[str]) -> None:
-        """Decide one window's inputs (of ``customer_ids``) in one transaction, then fire what
-        is due by its end."""
+        """Decide one window's inputs (of ``customer_ids``), then fire what is due by its end.
+
+        With the caller's channels or actions, each instant's inputs are decided apart, after
+        what fell due before them, and their messages delivered at that instant: a delivery
+        then acts from its own instant on (a retry, a channel blocked by a permanent failure,
+        an action's failure ending the enrollment), as it does live."""
+        if self.counters is not None:
+            self._decide_window(window, customer_ids)
+            return
+        for at, group in itertools.groupby(window, key=itemgetter(0)):
+            items = list(group)
+            self._on_time(at)
+            self._decide_window(items, {item.customer_id for _, item in items})
+
+    def _decide_window(
+        self, window: list[tuple[datetime, Item]], customer_ids: set[str]
+    ) -> None:
+        """Decide ``window`` in one transaction, then fire what is due by its end."""
         end = window[-1][0]
         self.clock.set(end)
         engine = self.engine
@@ -513,6 +528,8 @@ class _Run:
         (``Engine.run_due`` at that instant: wake-ups due by then fire first)."""
         while self.next_run is not None and self.next_run <= limit:
             at = self.next_run
+            if self.counters is None:
+                self._on_time(at, before=True)
             self.clock.set(at)
             began = time.perf_counter()
             outcome = self.engine.run_due(at)
@@ -521,6 +538,9 @@ class _Run:
             self.next_run = next_schedule_run(self.engine)
 
     def _due(self, at: datetime) -> None:
+        if self.counters is None:
+            self._on_time(at)
+            return
         # Only when something is due: a call for nothing costs more than the look-up.
         wake = self.storage.next_wake_at()
         if wake is not None and wake <= at:
@@ -528,6 +548,28 @@ class _Run:
             outcome = self.engine.run_due(at)
             self.due_seconds += time.perf_counter() - began
             self.tally.add(outcome)
+
+    def _on_time(self, limit: datetime, *, before: bool = False) -> None:
+        """What a worker that is never late does up to ``limit`` (or only before it): fire each
+        wake-up and retry each delivery at its own instant, and deliver what that wrote then.
+        For the caller's channels and actions only: the run's own never fail."""
+        storage, engine = self.storage, self.engine
+        seen = None
+        while True:
+            wake, retry = storage.next_wake_at(), storage.next_outbox_at()
+            if (wake, retry) == seen:
+                return  # nothing that can still happen at this instant (never met)
+            seen = wake, retry
+            at = retry if wake is None or (retry is not None and retry < wake) else wake
+            if at is None or at > limit or (before and at == limit):
+                return
+            self.clock.set(at)
+            if wake == at:
+                began = time.perf_counter()
+                self.tally.add(engine.run_due(at))
+                self.due_seconds += time.perf_counter() - began
+            if retry is not None and retry <= at:
+                engine.dispatch_pending(at)
 
 
 def _no_progress(done: int, total: int | None, now: datetime) -> None:
@@ -555,6 +597,22 @@ def _count_call(call: Message) -> None:
     """The default action of a back-test: called for nothing (the run counts the call)."""
 
 
+def _channels_named(definitions: Definitions) -> list[str]:
+    """Every channel the definitions name (sends and their fallbacks, caps, quiet hours): all
+    must be registered for the definitions to publish."""
+    names = set(_named_in_steps(definitions, Send, "channel"))
+    names.update(
+        channel
+        for journey in definitions.journeys
+        for step in journey.steps.values()
+        if isinstance(step, Send)
+        for channel in step.fallbacks
+    )
+    names.update(cap.channel for cap in definitions.caps if cap.channel is not None)
+    names.update(channel for quiet in definitions.quiet_hours for channel in quiet.channels)
+    return sorted(names)
+
+
 def _named_in_steps(definitions: Definitions, kind: type[Step], attribute: str) -> list[str]:
     """The names the steps of one kind give in ``attribute`` (channels of sends, actions of
     action steps), in order."""
@@ -564,6 +622,26 @@ def _named_in_steps(definitions: Definitions, kind: type[Step], attribute: str) 
         for step in journey.steps.values()
         if isinstance(step, kind)
     })
+
+
+def _logged(
+    storage: InMemoryStorage, journey_ids: list[str]
+) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Entries and goals per journey, and ends per status, as the activity log counts them
+    (what the reports read)."""
+    entered: Counter[str] = Counter()
+    ended: Counter[str] = Counter()
+    goals: Counter[str] = Counter()
+    for journey_id in journey_ids:
+        for c in storage.activity_counts(journey_id):
+            if c.kind == "entered":
+                entered[journey_id] += c.count
+            elif c.kind == "goal":
+                goals[journey_id] += c.count
+            elif c.kind in TERMINAL_STATUSES:
+                ended[c.kind] += c.count
+    return (dict(sorted(entered.items())), dict(sorted(ended.items())),
+            dict(sorted(goals.items())))
 
 
 def _latest_journeys(definitions: Definitions) -> list[Journey]:

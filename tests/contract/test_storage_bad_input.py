@@ -239,3 +239,21 @@ def test_a_value_changed_after_validation_is_refused_by_sql_storage_and_nothing_
     after = storage.peek("c")
     assert after is not None
     assert after.revision == before.revision + 1
+
+
+class _ForgetfulStorage(InMemoryStorage):
+    """An adapter whose ``load_definitions`` loses what ``definitions_generation`` reports."""
+
+    def load_definitions(self) -> tuple[int, str] | None:
+        return None
+
+
+def test_an_adapter_that_reports_a_generation_it_cannot_load_is_named() -> None:
+    storage = _ForgetfulStorage()
+    Engine(storage, clock=ManualClock(T0)).publish(journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="wait", steps={"wait": Wait(HOUR)})])
+    # A second engine on the same storage would otherwise run with no definitions at all.
+    other = Engine(storage, clock=ManualClock(T0))
+    with pytest.raises(StorageError, match=r"_ForgetfulStorage.definitions_generation\(\) says "
+                                           r"generation 1 is stored, but load_definitions"):
+        other.handle_event(Event("c1", "go", T0, event_id="e1"))

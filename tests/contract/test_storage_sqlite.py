@@ -356,7 +356,9 @@ def test_undecodable_records_raise_corrupt_record_error(data: str) -> None:
         with pytest.raises(CorruptRecordError, match="'c1'"), \
                 storage.customer("c1", T0) as session:
             session.load()
-        assert storage.peek("c1") is None
+        with pytest.raises(CorruptRecordError, match="'c1'"):
+            storage.peek("c1")
+        assert storage.peek_many(["c1"]) == {}
         # Reports go on around it.
         assert storage.active_counts("j") == {}
         with storage.due_batch(T0, 10, MINUTE) as sessions:
@@ -385,13 +387,14 @@ def test_a_record_written_by_a_newer_cjo(tmp_path: Path) -> None:
             assert state is not None
             assert state.revision == 5
             assert state.profile == Profile("c1", {"n": 1}, timezone="UTC")
-            assert set(state.extra) == {"wallet", "segments"}
+            assert set(state.extra) == {"wallet", "segments", "v"}  # "v": its layout
             state.profile = Profile("c1", {"n": 2}, timezone="UTC")
             session.save(state, (), ())
         conn = storage._conn
         assert conn is not None
         (data,) = conn.execute("SELECT data FROM customers").fetchone()
     written = json.loads(data)
+    assert written["v"] == 99
     assert written["wallet"] == {"points": 10, "since": {"$dt": 1}}
     assert written["segments"] == ["vip"]
     assert written["profile"]["a"] == {"n": 2}

@@ -112,3 +112,12 @@ def test_exit_ends_the_enrollment_when_the_action_finally_fails(permanent: bool)
 def test_an_unregistered_action_is_refused_at_publish() -> None:
     with pytest.raises(DefinitionError, match="action 'open_ticket' is not registered"):
         Engine().publish(journeys=[_journey()])
+
+
+def test_the_call_whose_delivery_ends_the_enrollment_reports_the_end() -> None:
+    desk = Desk(failures=1, permanent=True)
+    engine, _ = _engine(desk, "exit")
+    out = engine.handle_event(Event("ann", "complained", T0, {"topic": "x"}, "e1"))
+    assert [(e.journey_id, e.status, e.reason) for e in out.ended] == [
+        ("vip_care", "exited", "action open_ticket failed")]
+    assert out.delivery == {out.messages[0].idempotency_key: "dead"}

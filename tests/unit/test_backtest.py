@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import attrs
 import pytest
 
 from cjo.analytics.report import journey_report
-from cjo.channels.base import Message
+from cjo.analytics.segments import segment_sizes
+from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
 from cjo.conditions import attr, prop
@@ -21,7 +22,7 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import Goal, Journey
-from cjo.model.steps import Branch, Case, Send, WaitForEvent
+from cjo.model.steps import Branch, Case, Send, Wait, WaitForEvent
 from cjo.model.triggers import EventTrigger
 from cjo.simulate import BacktestInput, BacktestResult, backtest
 from cjo.storage.memory import InMemoryStorage
@@ -264,11 +265,16 @@ def test_rendering_is_off_unless_asked() -> None:
 
 def test_the_activity_log_is_kept_only_when_asked() -> None:
     stream = [ev("cart", T0)]
-    for keep in (False, True):
-        result = backtest(cart(), stream, until=T0 + HOUR, keep_activity=keep)
-        log = result.engine.activities(T0, T0 + 2 * HOUR)
-        assert bool(log) is keep
-        assert result.reports["cart"].entered == 1
+    kept = backtest(cart(), stream, until=T0 + HOUR, keep_activity=True)
+    assert [a.kind for a in kept.engine.activities(T0, T0 + HOUR)] == ["entered", "step"]
+    # Without it, reading the log is refused rather than answered with an empty log, and so
+    # is what is computed from it (segment sizes at earlier instants).
+    result = backtest(cart(), stream, until=T0 + HOUR)
+    assert result.reports["cart"].entered == 1
+    with pytest.raises(UsageError, match="keep_activity=True"):
+        result.engine.activities(T0, T0 + 2 * HOUR)
+    with pytest.raises(UsageError, match="keep_activity=True"):
+        segment_sizes(result.engine.storage, ["gold"], [T0], T0 + HOUR)
 
 
 def test_progress_is_reported() -> None:
@@ -474,3 +480,118 @@ def test_a_consent_event_of_a_customer_in_no_journey_counts_as_it_would_live() -
     live.run_due()
     assert live.channels["email"].messages == []  # type: ignore[attr-defined]
     assert result.reports["cart"].entered == 1
+
+
+# --- channels, deliveries and what the result counts -------------------------------------------
+
+
+def test_fallback_and_policy_channels_get_counting_channels() -> None:
+    # Every channel the definitions name (a fallback, a cap's, quiet hours') gets its own
+    # counting channel, or the definitions would be refused for naming unregistered ones.
+    from cjo.model.policies import FrequencyCap, QuietHours
+
+    [journey] = cart().journeys
+    defs = attrs.evolve(
+        cart(),
+        journeys=(attrs.evolve(journey, steps={
+            **journey.steps, "email": Send("hello", "email", fallbacks=("sms",))}),),
+        caps=(FrequencyCap("push_daily", 1, period="calendar_day", channel="push"),),
+        quiet_hours=(QuietHours("night", time(22), time(7), channels=("webhook",)),),
+    )
+    stream = [ev("unsubscribed", T0, channel="email"), ev("cart", T0 + HOUR)]
+    result = backtest(defs, stream, until=T0 + 3 * HOUR)
+    assert set(result.engine.channels) == {"email", "push", "sms", "webhook"}
+    assert result.messages == {"sms": 1}  # email is blocked: the fallback is used
+
+
+class Failing(Channel):
+    """Fails each message's first ``transient`` attempts transiently, then as ``then`` says."""
+
+    def __init__(self, transient: int = 0, then: DeliveryResult | None = None) -> None:
+        self.transient, self.then = transient, then or DeliveryResult("delivered")
+        self.attempts: list[str] = []
+
+    def send(self, message: Message) -> DeliveryResult:
+        self.attempts.append(message.idempotency_key)
+        if self.attempts.count(message.idempotency_key) <= self.transient:
+            return DeliveryResult.transient("busy")
+        return self.then
+
+
+def twice() -> Definitions:
+    """An email at once on each ``cart``, and another an hour later."""
+    return Definitions(journeys=(Journey(
+        id="twice", entry="now", trigger=EventTrigger("cart"),
+        steps={"now": Send("hello", "email", next="wait"),
+               "wait": Wait(HOUR, next="later"), "later": Send("hello", "email")},
+    ),), content=CONTENT)
+
+
+def run_live(defs: Definitions, stream: list[Event], until: datetime, channel: Channel,
+             customers: tuple[str, ...]) -> Engine:
+    """A live engine whose worker is never late: it fires every wake-up and retries every
+    delivery at its own instant; each event is handled at its own timestamp."""
+    clock = ManualClock(stream[0].timestamp)
+    engine = Engine(InMemoryStorage(), {"email": channel}, clock)
+    engine.publish(defs)
+
+    def next_instant() -> datetime | None:
+        retries = [e.available_at for c in customers for e in engine.storage.customer_outbox(c)
+                   if e.status == "pending"]
+        return min([t for t in (engine.storage.next_wake_at(), *retries) if t is not None],
+                   default=None)
+
+    def worker(until: datetime) -> None:
+        while (at := next_instant()) is not None and at <= until:
+            clock.set(at)
+            engine.run_due()
+            engine.dispatch_pending()
+
+    for event in stream:
+        worker(event.timestamp)
+        clock.set(event.timestamp)
+        engine.handle_event(event)
+    worker(until)
+    return engine
+
+
+def deliveries(engine: Engine, customers: tuple[str, ...]) -> dict[str, object]:
+    return {c: (sorted(engine.storage.customer_outbox(c), key=lambda e: e.message.idempotency_key),
+                attrs.evolve(engine.customer_state(c), revision=0))  # type: ignore[arg-type]
+            for c in customers}
+
+
+@pytest.mark.parametrize("then", [
+    DeliveryResult.permanent("550 mailbox unavailable"),  # blocks the channel at once
+    DeliveryResult("delivered"),
+])
+def test_deliveries_happen_and_are_retried_at_their_own_instants(then: DeliveryResult) -> None:
+    # A delivery acts from its own instant on, as it does live: a retry after its back-off,
+    # and a channel blocked by a permanent failure before the customer's next send.
+    stream = [ev("cart", T0, item="hat"), ev("cart", T0 + HOUR / 2, "c2", item="cap")]
+    until, customers = T0 + 2 * HOUR, ("c1", "c2")
+    channel, live_channel = Failing(1, then), Failing(1, then)
+    result = backtest(twice(), stream, until=until, channels={"email": channel}, render=True)
+    live = run_live(twice(), stream, until, live_channel, customers)
+    assert channel.attempts == live_channel.attempts
+    assert len(channel.attempts) == (4 if then.status == "permanent" else 8)
+    assert deliveries(result.engine, customers) == deliveries(live, customers)
+    assert result.engine.dead_letters() == live.dead_letters()
+    assert result.reports["twice"] == journey_report(live.storage, twice().journeys[0])
+
+
+def test_the_result_counts_what_deliveries_end() -> None:
+    # An action that finally fails under on_failure="exit" ends its enrollment after the
+    # delivery: the result counts that end, as the report does.
+    from cjo.model.steps import Action
+
+    defs = Definitions(journeys=(Journey(
+        id="care", entry="ticket", trigger=EventTrigger("complained"),
+        steps={"ticket": Action("open_ticket", on_failure="exit", next="wait"),
+               "wait": Wait(HOUR)},
+    ),))
+    result = backtest(defs, [ev("complained", T0)], until=T0 + 2 * HOUR,
+                      actions={"open_ticket": lambda call: DeliveryResult.permanent("down")})
+    assert result.reports["care"].exited == {"action open_ticket failed": 1}
+    assert result.ended == {"exited": 1}
+    assert result.entered == {"care": 1} and result.goals == {}

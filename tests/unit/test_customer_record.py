@@ -192,3 +192,18 @@ def test_an_enrollment_copy_holds_every_field_and_its_own_containers() -> None:
     copied.visits["k"] = 99
     copied.paths["more"] = "x"
     assert original == twin
+
+
+def test_the_codec_knows_every_field_it_writes_in_an_enrollment() -> None:
+    # What it does not know in a newer layout's enrollment is kept apart: its own must all be
+    # known, or they would be written twice.
+    from cjo.storage.codec import _ENROLLMENT_FIELDS, _enrollment
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    every = Enrollment(
+        "e1", "j", 2, "c1", t, "s", t, "active", "k", t, t, None, None, t, "ev", {"a": 1},
+        {"s": 1}, {"split": "a"}, t, 2,
+    )
+    assert all(getattr(every, a.name) not in (None, {}, 0) or a.name in
+               ("ended_at", "end_reason") for a in attrs.fields(Enrollment))
+    assert set(_enrollment(every)) == _ENROLLMENT_FIELDS

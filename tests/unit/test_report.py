@@ -180,3 +180,27 @@ def test_format_table():
     table = lines[2:13]
     assert len({len(line) for line in table}) == 1
     assert text.endswith("\n")
+
+
+def test_format_table_says_what_was_not_sent_and_the_control_group():
+    # A step reached by more customers than it sent to: the summary says why (control group,
+    # consent, failed renders), and how the control group converted against the others.
+    r = build_report(
+        Journey(id="hello", entry="s", steps={"s": Send("x", "email")}),
+        [c(None, "entered", 10, journey_id="hello"),
+         c(None, "entered", 4, "control", journey_id="hello"),
+         c("s", "step", 14, journey_id="hello"),
+         c("s", "sent", 7, "email", journey_id="hello"),
+         c("s", "send_failed", 1, "render failed", journey_id="hello"),
+         c("s", "suppressed", 4, "control", journey_id="hello"),
+         c("s", "suppressed", 2, "no email", journey_id="hello"),
+         c("s", "goal", 5, "goal", journey_id="hello"),
+         c("s", "goal", 1, "control", journey_id="hello"),
+         c("s", "completed", 14, journey_id="hello")],
+        {},
+    )
+    summary = format_table([r]).splitlines()[1]
+    assert summary.endswith(
+        "converted 6 (42.9%), send failed 1, suppressed 6 (control 4, no email 2), "
+        "control 4 (converted 1, 25.0%; others 50.0%)"
+    ), summary

@@ -427,7 +427,7 @@ def test_dump_is_plain_json() -> None:
     assert json.loads(json.dumps(data)) == data
     journey = data["journeys"][0]
     assert journey["reentry"] == {"mode": "at_most", "cooldown": None, "limit": 2,
-                                  "per": 2592000, "instance_key": "cart_id"}
+                                  "per": 2592000, "instance_key": "cart_id", "guard": None}
     assert journey["goal"]["within"] == 604800
     assert journey["max_lifetime"] == 1209600
     assert data["taxonomy"] == {"categories": [

@@ -260,6 +260,19 @@ def _summary(report: JourneyReport) -> str:
                      ("ejected", report.ejected)):
         if n:
             parts.append(f"{label} {_num(n)}")
+    # Why steps reached more customers than they sent to, and the control group against the
+    # others: without them a funnel's numbers do not add up.
+    failed = sum(row.send_failed for row in report.steps)
+    if failed:
+        parts.append(f"send failed {_num(failed)}")
+    if report.suppressed:
+        reasons = ", ".join(f"{reason} {_num(n)}" for reason, n in report.suppressed.items())
+        parts.append(f"suppressed {_num(sum(report.suppressed.values()))} ({reasons})")
+    if report.control:
+        parts.append(
+            f"control {_num(report.control)} (converted {_num(report.control_converted)}, "
+            f"{report.control_conversion_rate:.1%}; others {report.treated_conversion_rate:.1%})"
+        )
     return "   " + ", ".join(parts)
 
 

@@ -403,8 +403,9 @@ class CustomerState:
     - ``segments``: the segments the customer is in, with the instant each was entered.
     - ``segments_basis``: a digest of the segment definitions the memberships were last
       computed against (a changed definition is re-evaluated at the customer's next input).
-    - ``extra``: fields written by a newer cjo that this one does not know; written back
-      untouched, so a rolling upgrade loses nothing.
+    - ``extra``: fields written by a newer cjo that this one does not know, and (as ``"v"``)
+      the record's layout number if it is newer than this cjo's; written back untouched, so
+      a rolling upgrade loses nothing.
     - ``offers``: per offer id, how often it was sent to this customer (for offer caps).
     - ``decided_at``: the newest event timestamp that changed the record (late events).
 

@@ -25,7 +25,7 @@ import attrs
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import StorageError
+from cjo.errors import CorruptRecordError, StorageError
 from cjo.runtime.state import Activity, CustomerState
 
 __all__ = [
@@ -208,14 +208,18 @@ class Storage(abc.ABC):
         lock (the engine uses it to skip events that cannot matter to this customer; the
         in-memory adapter holds its own lock for the read, as its commits update records in
         place). May be stale by the time it returns; never to be written back. None when
-        unknown or undecodable."""
+        unknown; ``CorruptRecordError`` (naming the customer) when it cannot be decoded, so
+        that a damaged record is never taken for a customer never seen."""
 
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         """``peek`` for several customers at once (one round trip in SQL adapters); customers
         unknown or undecodable are left out."""
         out: dict[str, CustomerState] = {}
         for cid in customer_ids:
-            state = self.peek(cid)
+            try:
+                state = self.peek(cid)
+            except CorruptRecordError:
+                continue
             if state is not None:
                 out[cid] = state
         return out

@@ -4,10 +4,14 @@ Customer records are encoded by hand (they are read and written on every transac
 hand-written codec is several times faster than a generic one) and decoded leniently:
 
 - a record carries its layout number (``"v"``); older layouts are upgraded by the functions in
-  ``UPGRADES``; a layout newer than this cjo knows is read as far as it is understood;
+  ``UPGRADES``; a layout newer than this cjo knows is read as far as it is understood, and
+  written back with its own number (kept in ``CustomerState.extra``), so the newer cjo does not
+  upgrade it again. A newer layout adds fields, never changes what a field means (that takes a
+  new field);
 - top-level fields this version does not know are kept in ``CustomerState.extra`` and written
-  back untouched (a rolling upgrade loses nothing); unknown fields inside an enrollment are
-  ignored;
+  back untouched (a rolling upgrade loses nothing); so are the fields a record of a newer layout
+  holds inside an active enrollment (kept in ``extra`` under ``_ENROLLMENT_EXTRA``, by
+  enrollment id, and written back into that enrollment while it is active);
 - anything else that does not decode raises ``CorruptRecordError`` naming the customer.
 
 A value JSON cannot hold (NaN or an infinity put into a record after it was validated, a key
@@ -356,9 +360,13 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
     """The record as the dict its JSON text is; ``revision`` in place of the record's own."""
     rev = state.revision if revision is None else revision
     d: dict[str, Any]
+    kept: Mapping[str, Mapping[str, Any]] | None = None
     if state.extra:
         d = dict(state.extra)
-        d["v"] = RECORD_LAYOUT
+        kept = d.pop(_ENROLLMENT_EXTRA, None)
+        # A record of a newer layout keeps its number (kept among the extra fields): labelled
+        # with this one's, the newer cjo would run its upgrades again on what is already new.
+        d.setdefault("v", RECORD_LAYOUT)
         d["cid"] = state.customer_id
         d["created"] = us(state.created_at)
         d["rev"] = rev
@@ -375,6 +383,11 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
         d["profile"] = prof
     if state.enrollments:
         d["enr"] = [_enrollment(e) for e in state.enrollments]
+        if kept:
+            for e in d["enr"]:
+                more = kept.get(e["id"])
+                if more:
+                    e.update(more)
     if state.ended:
         d["ended"] = [_ended(x) for x in state.ended]
     if state.history:
@@ -431,6 +444,28 @@ UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 #: ``CustomerState.decided_at``'s name among the stored marks.
 _DECIDED: Final = "decided"
 
+#: Where ``CustomerState.extra`` keeps the enrollment fields of a newer layout (never a
+#: top-level field of a record: not a name a layout would choose).
+_ENROLLMENT_EXTRA: Final = "~enrollment fields"
+
+#: The fields of a stored enrollment (``_enrollment``).
+_ENROLLMENT_FIELDS: Final = frozenset({
+    "id", "j", "ver", "in", "s", "sin", "k", "w", "x", "conv", "t", "ctx", "vis", "p", "hold",
+    "rr",
+})
+
+
+def _unknown_enrollment_fields(enrollments: object) -> dict[str, dict[str, Any]]:
+    """The fields of stored enrollments this cjo does not know, by enrollment id."""
+    out: dict[str, dict[str, Any]] = {}
+    if isinstance(enrollments, list):
+        for e in enrollments:
+            if isinstance(e, dict) and not _ENROLLMENT_FIELDS.issuperset(e):
+                out[str(e.get("id"))] = {
+                    k: v for k, v in e.items() if k not in _ENROLLMENT_FIELDS
+                }
+    return out
+
 
 def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
     """A record from its decoded JSON (values' datetimes still tagged)."""
@@ -472,6 +507,13 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             {k: v for k, v in data.items() if k not in _KNOWN}
             if not _KNOWN.issuperset(data) else None
         )
+        if layout > RECORD_LAYOUT:
+            extra = {**(extra or {}), "v": layout}
+            # Only a newer cjo writes enrollment fields this one does not know: records of
+            # this layout are not searched for them.
+            kept = _unknown_enrollment_fields(get("enr"))
+            if kept:
+                extra[_ENROLLMENT_EXTRA] = kept
         cons, blk, led = get("cons"), get("blk"), get("led")
         trk, seg = get("trk"), get("seg")
         return CustomerState(

@@ -24,7 +24,7 @@ from sortedcontainers import SortedList
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import ConflictError, StorageError
+from cjo.errors import ConflictError, StorageError, UsageError
 from cjo.runtime.state import Activity, CustomerState, KeptRecord
 from cjo.storage.base import (
     ActivityCount,
@@ -543,6 +543,14 @@ class InMemoryStorage(Storage):
 
     # --- outbox --------------------------------------------------------------------------------
 
+    def next_outbox_at(self) -> datetime | None:
+        """When the earliest pending outbox message can next be claimed (None: none pending):
+        where a back-test's worker retries a delivery. A scan of the pending messages, which
+        with inline dispatch are only the retries."""
+        with self._lock:
+            outbox = self._outbox
+            return min((outbox[key][_AVAILABLE] for key in self._pending), default=None)
+
     def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
         now = ensure_aware(now, "now")
         out: list[Message] = []
@@ -679,6 +687,12 @@ class InMemoryStorage(Storage):
         customer_id: str | None = None,
     ) -> list[Activity]:
         start, end = ensure_aware(start, "start"), ensure_aware(end, "end")
+        if not self._keep_activity:
+            # An empty answer would read as "nothing happened".
+            raise UsageError(
+                "the activity log was not kept (InMemoryStorage(keep_activity=False)), only "
+                "its counts: run the back-test with keep_activity=True to read it"
+            )
         with self._lock:
             # Row positions: 0 at, 1 customer, 3 journey (the Activity field order).
             return [

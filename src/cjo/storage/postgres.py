@@ -836,10 +836,7 @@ class PostgresStorage(Storage):
             row = conn.execute(self._q["peek"], [customer_id]).fetchone()
         if row is None:
             return None
-        try:
-            return decode_state(row[0], customer_id)
-        except CorruptRecordError:
-            return None
+        return decode_state(row[0], customer_id)
 
     @_translating
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:

@@ -996,10 +996,7 @@ class SQLiteStorage(Storage):
             row = self._connection().execute(_PEEK, (customer_id,)).fetchone()
         if row is None:
             return None
-        try:
-            return decode_state(row[0], customer_id)
-        except CorruptRecordError:
-            return None
+        return decode_state(row[0], customer_id)
 
     @_Translated("peek_many")
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
@@ -1010,7 +1007,7 @@ class SQLiteStorage(Storage):
             rows = self._connection().execute(_PEEK_MANY, (value_dumps(ids),)).fetchall()
         out: dict[str, CustomerState] = {}
         for cid, data in rows:
-            with suppress(CorruptRecordError):  # left out, as peek() answers None for it
+            with suppress(CorruptRecordError):  # left out (peek() raises for it)
                 out[cid] = decode_state(data, cid)
         return out
 

@@ -1,0 +1,230 @@
+"""Customer records written by a newer cjo, or damaged in the database, tried as an operator
+would on the SQL adapters (the in-memory one keeps records as objects, not text)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cjo import (
+    ContentItem,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    ProfileUpdate,
+    RecordingChannel,
+    Send,
+    Variant,
+    Wait,
+    WaitForEvent,
+    attr,
+)
+from cjo.channels.base import DeliveryResult, Message
+from cjo.errors import CorruptRecordError
+from cjo.storage.base import Storage
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+
+RawWrite = Callable[[str, str], None]
+RawRead = Callable[[str], str]
+SQL = tuple[Storage, RawWrite, RawRead]
+
+
+def _event(customer: str, eid: str, at: datetime = T0) -> Event:
+    return Event(customer_id=customer, name="signed_up", timestamp=at, event_id=eid)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def sql(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQL]:
+    """A SQL storage and the raw text of its records (memory keeps objects, not text)."""
+    if request.param == "sqlite":
+        from cjo.storage.sqlite import SQLiteStorage
+
+        storage: Storage = SQLiteStorage(tmp_path / "cjo.db")
+
+        def write(customer_id: str, text: str) -> None:
+            conn = storage._conn  # type: ignore[attr-defined]
+            conn.execute("UPDATE customers SET data = ? WHERE customer_id = ?",
+                         (text, customer_id))
+
+        def read(customer_id: str) -> str:
+            conn = storage._conn  # type: ignore[attr-defined]
+            return str(conn.execute("SELECT data FROM customers WHERE customer_id = ?",
+                                    (customer_id,)).fetchone()[0])
+    else:
+        import psycopg
+
+        from cjo.storage.postgres import PostgresStorage
+
+        dsn = request.getfixturevalue("postgres_dsn")
+        schema = request.getfixturevalue("postgres_schema")
+        storage = PostgresStorage(dsn, schema=schema)
+
+        def write(customer_id: str, text: str) -> None:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f'UPDATE "{schema}".customers SET data = %s '
+                             "WHERE customer_id = %s", (text, customer_id))
+
+        def read(customer_id: str) -> str:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                row = conn.execute(f'SELECT data FROM "{schema}".customers '
+                                   "WHERE customer_id = %s", (customer_id,)).fetchone()
+            assert row is not None
+            return str(row[0])
+    yield storage, write, read
+    storage.close()
+
+
+def _three_waiting(storage: Storage, clock: ManualClock, channel: RecordingChannel) -> Engine:
+    engine = Engine(storage, channels={"email": channel}, clock=clock)
+    engine.publish(
+        journeys=[Journey(id="welcome", trigger=EventTrigger("signed_up"), entry="wait",
+                          audience=attr("vip") == True,  # noqa: E712
+                          steps={"wait": Wait(DAY, next="mail"), "mail": Send("note", "email")})],
+        content=[ContentItem("note", (Variant("email", {"subject": "Hi", "text": "Hello"}),))],
+    )
+    for customer in ("amy", "bad", "cid"):
+        engine.identify(customer, {"vip": True})
+        engine.handle_event(_event(customer, f"{customer}-1"))
+    return engine
+
+
+DAMAGED: dict[str, Callable[[dict[str, Any]], str]] = {
+    "not JSON": lambda data: "{ not json",
+    "a field of the wrong type": lambda data: json.dumps({**data, "enr": "garbage"}),
+    "a missing field": lambda data: json.dumps({k: v for k, v in data.items() if k != "created"}),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED))
+def test_one_undecodable_record_costs_a_group_of_events_nothing_else(sql: SQL, damage: str) -> None:
+    storage, write, read = sql
+    clock = ManualClock(T0)
+    engine = _three_waiting(storage, clock, RecordingChannel())
+    write("bad", DAMAGED[damage](json.loads(read("bad"))))
+    engine.identify("dan", {"vip": True})
+    items = [ProfileUpdate("amy", {"n": 1}), ProfileUpdate("bad", {"n": 1}),
+             ProfileUpdate("cid", {"n": 1}), _event("dan", "dan-1"),
+             ProfileUpdate("amy", {"n": 2}), ProfileUpdate("bad", {"n": 2})]
+    with pytest.raises(CorruptRecordError) as caught:
+        engine.handle_events(items, batch_size=3)
+    assert caught.value.customer_id == "bad"
+    # Both groups committed everyone else's items.
+    assert [engine.profile(c).attributes["n"] for c in ("amy", "cid")] == [2, 1]  # type: ignore[union-attr]
+    assert [e.journey_id for e in engine.enrollments("dan")] == ["welcome"]
+    # Sent again (after the record is repaired, say), the others' events are duplicates.
+    with pytest.raises(CorruptRecordError):
+        engine.handle_events([_event("dan", "dan-1"), _event("bad", "bad-2")])
+    assert engine.handle_events([_event("dan", "dan-1")]).nothing_happened
+
+
+def test_a_privacy_export_of_an_undecodable_record_raises_naming_the_customer(sql: SQL) -> None:
+    storage, write, _ = sql
+    engine = _three_waiting(storage, ManualClock(T0), RecordingChannel())
+    write("bad", "{ not json")
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.export_customer("bad")
+    assert engine.export_customer("nobody")["record"] is None
+    assert engine.export_customer("amy")["record"] is not None
+    engine.erase_customer("bad")  # what the operator does about it
+    assert engine.export_customer("bad")["record"] is None
+
+
+def test_a_record_of_a_newer_layout_keeps_its_number_and_fields_when_written_back(
+    sql: SQL,
+) -> None:
+    storage, write, read = sql
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = _three_waiting(storage, clock, channel)
+    data = json.loads(read("bad"))
+    write("bad", json.dumps({**data, "v": 7, "ledger": [1, 2]}))
+    clock.advance(DAY)
+    engine.run_due()  # the wait ends: the record is written back by this (older) cjo
+    assert sorted(m.customer_id for m in channel.messages) == ["amy", "bad", "cid"]
+    written = json.loads(read("bad"))
+    # Labelled with this cjo's layout, the newer cjo would upgrade it again from there.
+    assert (written["v"], written["ledger"]) == (7, [1, 2])
+    assert written["rev"] > data["rev"]
+
+
+class _Bouncing(RecordingChannel):
+    """Every address is refused for good (a hard bounce)."""
+
+    def send(self, message: Message) -> DeliveryResult:
+        super().send(message)
+        return DeliveryResult.permanent("550 no such user")
+
+
+def test_one_undecodable_record_does_not_keep_the_others_channels_unblocked(sql: SQL) -> None:
+    storage, write, _ = sql
+    clock = ManualClock(T0)
+    channel = _Bouncing()
+    engine = Engine(storage, channels={"email": channel}, clock=clock, dispatch="deferred")
+    engine.publish(
+        journeys=[Journey(id="welcome", trigger=EventTrigger("signed_up"), entry="mail",
+                          steps={"mail": Send("note", "email")})],
+        content=[ContentItem("note", (Variant("email", {"subject": "Hi", "text": "Hello"}),))],
+    )
+    for customer in ("amy", "bad", "cid"):
+        engine.handle_event(_event(customer, f"{customer}-1"))
+    write("bad", "{ not json")
+    assert engine.dispatch_pending() == 3
+    assert len(channel.messages) == 3
+    # The bounce blocks the channel of everyone whose record can be read.
+    for customer in ("amy", "cid"):
+        state = engine.customer_state(customer)
+        assert state is not None and "email" in state.blocked
+
+
+def test_fields_a_newer_layout_keeps_in_an_enrollment_are_written_back(sql: SQL) -> None:
+    storage, write, read = sql
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = _three_waiting(storage, clock, channel)
+    data = json.loads(read("bad"))
+    (enrollment,) = data["enr"]
+    newer = {**enrollment, "prio": 3, "seen": {"$dt": 5}}
+    write("bad", json.dumps({**data, "v": 7, "enr": [newer]}))
+    engine.identify("bad", {"vip": True, "n": 1})  # written back by this (older) cjo
+    written = json.loads(read("bad"))
+    assert written["v"] == 7
+    assert written["enr"] == [{**enrollment, "prio": 3, "seen": {"$dt": 5}}]
+    # Once the enrollment has ended, its fields go with it.
+    clock.advance(DAY)
+    engine.run_due()
+    assert "enr" not in json.loads(read("bad"))
+    assert sorted(m.customer_id for m in channel.messages) == ["amy", "bad", "cid"]
+
+
+def test_an_event_only_a_damaged_record_could_use_is_refused_not_dropped(sql: SQL) -> None:
+    storage, write, _ = sql
+    clock = ManualClock(T0)
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(
+        journeys=[Journey(id="nudge", trigger=EventTrigger("signed_up"), entry="wait",
+                          steps={"wait": WaitForEvent("opened", timeout=DAY)})],
+    )
+    for customer in ("amy", "bad"):
+        engine.handle_event(_event(customer, f"{customer}-1"))
+    write("bad", "{ not json")
+    # Only the enrollment in the damaged record waits for it: dropped, it would be lost unseen.
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.handle_event(Event("bad", "opened", T0, event_id="o1"))
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.handle_events([Event("amy", "opened", T0, event_id="o2"),
+                              Event("bad", "opened", T0, event_id="o3"),
+                              Event("nobody", "opened", T0, event_id="o4")])
+    (amy,) = engine.enrollments("amy")
+    assert amy.status == "completed"  # the others' events of the group were handled
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.profile("bad")
+    assert engine.profile("nobody") is None
