@@ -693,13 +693,18 @@ class Engine:
     def remove_from_journey(
         self, customer_id: str, journey_id: str | None = None, reason: str = "removed by host"
     ) -> Outcome:
-        """End the customer's active enrollments (in one journey, or all) as ``removed``."""
+        """End the customer's active enrollments (in one journey, or all) as ``removed``.
+        ``UnknownJourneyError`` for a journey id never published (a typo removes no one)."""
         _check_customer_id(customer_id)
         if journey_id is not None:
             check_id(journey_id, "journey_id")
         check_id(reason, "removal reason")
+        registry = self._sync()
+        if journey_id is not None and journey_id not in registry.latest:
+            raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
         return self._for_customer(
-            customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False
+            customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False,
+            registry=registry,
         ).outcome.build()
 
     def pause_journey(self, journey_id: str) -> int:
