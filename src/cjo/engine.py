@@ -1357,19 +1357,7 @@ def _governance(
             if old is None or old.version >= new.version:
                 problems.append(Problem(where, "no earlier version of it is running"))
                 continue
-            if vc.mode == "migrate":
-                missing = sorted(set(old.steps) - set(vc.steps))
-                if missing:
-                    problems.append(Problem(where, (
-                        f"the migration from v{old.version} to v{new.version} does not map "
-                        f"step(s) {', '.join(map(repr, missing))}"
-                    )))
-                unknown = sorted({t for t in vc.steps.values() if t not in new.steps})
-                if unknown:
-                    problems.append(Problem(where, (
-                        f"the migration maps to step(s) {', '.join(map(repr, unknown))}, "
-                        f"which v{new.version} does not have"
-                    )))
+            # A migration's step map is checked by validation, with the merged definitions.
             if vc.mode != "drain":
                 version_changes.append(attrs.evolve(
                     vc, journey_id=journey_id, from_version=old.version,
