@@ -718,13 +718,18 @@ class Engine:
     def remove_from_journey(
         self, customer_id: str, journey_id: str | None = None, reason: str = "removed by host"
     ) -> Outcome:
-        """End the customer's active enrollments (in one journey, or all) as ``removed``."""
+        """End the customer's active enrollments (in one journey, or all) as ``removed``.
+        ``UnknownJourneyError`` for a journey id never published (a typo removes no one)."""
         _check_customer_id(customer_id)
         if journey_id is not None:
             check_id(journey_id, "journey_id")
         check_id(reason, "removal reason")
+        registry = self._sync()
+        if journey_id is not None and journey_id not in registry.latest:
+            raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
         return self._for_customer(
-            customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False
+            customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False,
+            registry=registry,
         ).outcome.build()
 
     def pause_journey(self, journey_id: str) -> int:
@@ -1379,19 +1384,7 @@ def _governance(
             if old is None or old.version >= new.version:
                 problems.append(Problem(where, "no earlier version of it is running"))
                 continue
-            if vc.mode == "migrate":
-                missing = sorted(set(old.steps) - set(vc.steps))
-                if missing:
-                    problems.append(Problem(where, (
-                        f"the migration from v{old.version} to v{new.version} does not map "
-                        f"step(s) {', '.join(map(repr, missing))}"
-                    )))
-                unknown = sorted({t for t in vc.steps.values() if t not in new.steps})
-                if unknown:
-                    problems.append(Problem(where, (
-                        f"the migration maps to step(s) {', '.join(map(repr, unknown))}, "
-                        f"which v{new.version} does not have"
-                    )))
+            # A migration's step map is checked by validation, with the merged definitions.
             if vc.mode != "drain":
                 version_changes.append(attrs.evolve(
                     vc, journey_id=journey_id, from_version=old.version,

@@ -55,6 +55,7 @@ from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import LOCALE_PROBLEM, ContentItem, Variant, normal_locale
 from cjo.model.definitions import Definitions
 from cjo.model.events import check_id, check_value, check_values, text_problem
+from cjo.model.governance import VersionChange
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.offers import Offer
 from cjo.model.segments import Segment
@@ -766,11 +767,28 @@ def _check_governance(definitions: Definitions) -> list[Problem]:
                 f"a change from v{change.from_version} to v{change.to_version} names a "
                 "version that is not published"
             )))
-        elif change.mode == "migrate" and (
-            set(old.steps) - set(change.steps)
-            or any(t not in new.steps for t in change.steps.values())
-        ):
-            problems.append(Problem(where, "the migration's step map is incomplete"))
+        elif change.mode == "migrate":
+            problems += _migration_problems(change, old, new, where)
+    return problems
+
+
+def _migration_problems(
+    change: VersionChange, old: Journey, new: Journey, where: str
+) -> list[Problem]:
+    """A migration must map every step of the old version, and only to steps of the new."""
+    problems: list[Problem] = []
+    missing = sorted(set(old.steps) - set(change.steps))
+    if missing:
+        problems.append(Problem(where, (
+            f"the migration from v{old.version} to v{new.version} does not map "
+            f"step(s) {', '.join(map(repr, missing))}"
+        )))
+    unknown = sorted({t for t in change.steps.values() if t not in new.steps})
+    if unknown:
+        problems.append(Problem(where, (
+            f"the migration maps to step(s) {', '.join(map(repr, unknown))}, "
+            f"which v{new.version} does not have"
+        )))
     return problems
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from cjo import Engine, EventTrigger, Journey, VersionChange, Wait
+from cjo import Engine, EventTrigger, Journey, Retention, VersionChange, Wait
 from cjo.errors import DefinitionError, UsageError
 
 
@@ -21,6 +21,22 @@ from cjo.errors import DefinitionError, UsageError
 def test_bad_engine_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         Engine(**options)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"event_ids": timedelta(days=-1)}, "event_ids must be"),   # would forget every event id
+    ({"outbox": 3600}, "outbox must be a timedelta"),             # prune would raise TypeError
+    ({"activity": timedelta(days=800_000)}, "activity must be"),  # prune would overflow
+], ids=["negative", "seconds", "huge"])
+def test_a_retention_out_of_range_is_refused_when_built(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        Retention(**options)
+
+
+def test_a_retention_of_zero_prunes_everything_finished() -> None:
+    assert Retention(event_ids=timedelta(0)).event_ids == timedelta(0)
 
 
 def _journey(version: int) -> Journey:

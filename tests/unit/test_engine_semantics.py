@@ -303,6 +303,16 @@ def test_remove_from_journey():
     assert engine.storage.next_wake_at() is None
 
 
+def test_remove_from_a_journey_never_published_raises_and_changes_nothing():
+    engine, clock, _ = make_engine()
+    engine.publish(journeys=[one_send_then_wait()], content=SIMPLE_CONTENT)
+    engine.handle_event(ev("go", "c1", clock.now()))
+    before = engine.customer_state("c1")
+    with pytest.raises(UnknownJourneyError, match="no journey 'J' has been published"):
+        engine.remove_from_journey("c1", "J")  # a typo must not pass for a removal
+    assert engine.customer_state("c1") == before
+
+
 def test_new_version_drains_the_old_one():
     engine, clock, _ = make_engine()
     v1 = one_send_then_wait()

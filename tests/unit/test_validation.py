@@ -10,7 +10,7 @@ import attrs
 import pytest
 
 from cjo.conditions import And, Compare, Condition, Ref, attr, ctx, in_segment, prop
-from cjo.errors import Problem
+from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
@@ -639,3 +639,29 @@ def test_tags_without_a_taxonomy_are_reported_where_used() -> None:
 
 def test_no_tags_and_no_taxonomy_is_fine() -> None:
     assert problems_of(journey({"a": Exit()})) == []
+
+
+def test_a_migration_map_problem_is_named_once_and_precisely() -> None:
+    from cjo import Engine, ManualClock, VersionChange
+
+    v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="wait",
+                 steps={"wait": Wait(DAY, next="bye"), "bye": Exit("done")})
+    v2 = Journey(id="o", version=2, trigger=EventTrigger("go"), entry="pause",
+                 steps={"pause": Wait(DAY, next="end"), "end": Exit("done")})
+    engine = Engine(clock=ManualClock())
+    engine.publish(journeys=[v1])
+    where = "journey 'o': running customers"
+    with pytest.raises(DefinitionError) as info:
+        engine.publish(journeys=[v2], running={"o": VersionChange.migrate({"wait": "pause"})})
+    assert [str(p) for p in info.value.problems] == [
+        f"{where}: the migration from v1 to v2 does not map step(s) 'bye'"]
+    with pytest.raises(DefinitionError) as info:  # every step mapped, one to a step v2 lacks
+        engine.publish(journeys=[v2], running={
+            "o": VersionChange.migrate({"wait": "pause", "bye": "gone"})})
+    assert [str(p) for p in info.value.problems] == [
+        f"{where}: the migration maps to step(s) 'gone', which v2 does not have"]
+    # Stored or loaded definitions are held to the same words by validation alone.
+    change = VersionChange("o", 1, 2, "migrate", {"wait": "pause"})
+    assert [str(p) for p in validate_definitions(
+        Definitions(journeys=(v1, v2), version_changes=(change,)))] == [
+        f"{where}: the migration from v1 to v2 does not map step(s) 'bye'"]

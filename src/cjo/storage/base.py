@@ -25,7 +25,7 @@ import attrs
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import CorruptRecordError, StorageError
+from cjo.errors import CorruptRecordError, StorageError, UsageError
 from cjo.runtime.state import Activity, CustomerState
 
 __all__ = [
@@ -122,11 +122,30 @@ class Retention:
     - ``outbox``: delivered messages and discarded dead letters; pending messages and dead
       letters are never pruned (a dead letter waits for the host to retry or discard it).
     - ``activity``: the activity log. ``activity_counts`` keeps counting pruned entries.
+
+    Each is a ``timedelta`` from zero (keep nothing finished) to 100 years; anything else
+    raises ``UsageError`` when built, not at the next prune.
     """
 
     event_ids: timedelta = timedelta(days=7)
     outbox: timedelta = timedelta(days=7)
     activity: timedelta = timedelta(days=400)
+
+    def __attrs_post_init__(self) -> None:
+        # A negative span would prune every event id (duplicates handled again); a span
+        # beyond any instant's reach would make prune overflow on every call.
+        for name in ("event_ids", "outbox", "activity"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta) or not (
+                timedelta(0) <= value <= _MAX_RETENTION
+            ):
+                raise UsageError(
+                    f"Retention {name} must be a timedelta from 0 to {_MAX_RETENTION.days} days, "
+                    f"got {value!r}"
+                )
+
+
+_MAX_RETENTION = timedelta(days=36_500)
 
 
 @attrs.frozen(slots=True)
