@@ -775,8 +775,12 @@ class Engine:
         are released, at the resume instant (a customer's own wake-up index cannot know when
         a pause ends)."""
         registry = self._sync()
-        while self._to_release:
-            journey_id = self._to_release.pop()
+        while True:
+            # Popped, not tested then popped: another thread may take the last one between.
+            try:
+                journey_id = self._to_release.pop()
+            except KeyError:
+                return
             after: str | None = None
             while True:
                 page = self.storage.enrolled_customers(journey_id, after=after, limit=500)
@@ -789,6 +793,7 @@ class Engine:
                         lambda decider: decider.catch_up(now),
                     )
                 self._finish(deciders, now, builder)
+
     def set_consent(
         self, customer_id: str, *, subscribed: bool, topic: str | None = None,
         channel: str | None = None,
