@@ -2,9 +2,8 @@
 
 Each record is a mapping ``{"customer_id": ..., "attributes": {...}, "timezone": ...,
 "locale": ...}`` (only ``customer_id`` is required). A record is checked by the rules of
-``ProfileUpdate`` (ids, attribute names and values, locale), and its time zone must be a
-known IANA zone; a bad one is
-reported with its position (1-based) and the reason, and the others are kept. The good ones
+``ProfileUpdate`` (ids, attribute names and values, a known IANA time zone, locale); a bad one
+is reported with its position (1-based) and the reason, and the others are kept. The good ones
 are handled as ``ProfileUpdate`` groups by ``Engine.handle_events``, one transaction per group,
 so segment memberships, attribute triggers and exit conditions react as for ``identify``.
 
@@ -23,7 +22,6 @@ import attrs
 from cjo.arguments import count
 from cjo.errors import InvalidEventError, UsageError
 from cjo.model.events import ProfileUpdate
-from cjo.timezones import is_zone
 
 if TYPE_CHECKING:
     from cjo.engine import Engine
@@ -123,16 +121,10 @@ def _update(record: object) -> ProfileUpdate:
         )
     if "customer_id" not in record:
         raise InvalidEventError("customer_id is missing")
-    update = ProfileUpdate(
+    return ProfileUpdate(
         record["customer_id"], record.get("attributes") or {}, (),
         record.get("timezone"), record.get("locale"),
     )
-    if update.timezone is not None and not is_zone(update.timezone):
-        # A typo in a file would otherwise silently fall back to the default zone.
-        raise InvalidEventError(
-            f"timezone {update.timezone!r} is not a known IANA time zone"
-        )
-    return update
 
 
 # --- files -------------------------------------------------------------------------------------

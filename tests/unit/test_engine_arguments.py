@@ -21,6 +21,8 @@ from cjo import (
     InMemoryStorage,
     Journey,
     ManualClock,
+    Profile,
+    ProfileUpdate,
     RecordingChannel,
     Segment,
     Send,
@@ -299,3 +301,15 @@ def test_bad_consent_and_block_arguments_are_refused_and_nothing_changes(
 def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
     with pytest.raises(UsageError, match="must be an int >= 1"):
         call(_engine())
+
+
+@pytest.mark.parametrize("zone", ["Europe/Pariss", "GMT+2", "../etc/passwd"])
+def test_a_time_zone_that_is_not_one_is_refused_not_replaced_by_the_default(zone: str) -> None:
+    engine = Engine(clock=ManualClock(T0))
+    with pytest.raises(InvalidEventError, match="is not a known IANA time zone"):
+        engine.identify("c1", {"plan": "pro"}, timezone=zone)
+    with pytest.raises(InvalidEventError, match="is not a known IANA time zone"):
+        engine.handle_events([ProfileUpdate("c1", timezone=zone)])
+    assert engine.profile("c1") is None  # nothing stored
+    engine.identify("c1", timezone="Europe/Paris")
+    assert engine.profile("c1") == Profile("c1", {}, "Europe/Paris")

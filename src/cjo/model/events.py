@@ -48,6 +48,7 @@ from cjo.limits import (
     MIN_TIMESTAMP,
 )
 from cjo.model.content import LOCALE_PROBLEM, normal_locale
+from cjo.timezones import is_zone
 
 __all__ = [
     "INSTANT_TAG",
@@ -140,7 +141,14 @@ def _update_customer_id(value: object) -> str:
 
 
 def _timezone(value: object) -> str | None:
-    return None if value is None else check_id(value, "profile timezone")
+    if value is None:
+        return None
+    name = check_id(value, "profile timezone")
+    if not is_zone(name):
+        # A typo would otherwise fall back to the default zone silently: a 09:00 wait would
+        # wake the customer at another hour.
+        raise InvalidEventError(f"profile timezone {name!r} is not a known IANA time zone")
+    return name
 
 
 def _locale(value: object) -> str | None:
