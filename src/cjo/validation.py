@@ -867,8 +867,8 @@ def _check_instance_source(journey: Journey) -> list[Problem]:
     held = ", ".join(keys) or "nothing"
     return [Problem(
         f"{_journey_location(journey)} / reentry",
-        f"instance_key {_q(key)} is never supplied by the trigger: entries by a "
-        f"{_q(journey.trigger.kind)} trigger hold {held} in their context, so no one would "
+        f"instance_key {_q(key)} is never supplied by the trigger: entries by this trigger "
+        f"(kind {_q(journey.trigger.kind)}) hold {held} in their context, so no one would "
         "enter; key instances on an event or API trigger",
     )]
 

@@ -214,8 +214,8 @@ def test_a_keyed_journey_needs_a_trigger_that_supplies_the_key(trigger: Trigger)
     problems = validate_definitions(Definitions(journeys=(keyed(trigger),)))
     assert [p for p in problems if "instance_key" in p.message] == [Problem(
         "journey 'cart' v1 / reentry",
-        f"instance_key 'cart_id' is never supplied by the trigger: entries by a "
-        f"{trigger.kind!r} trigger hold {', '.join(trigger.context_keys or ()) or 'nothing'} in "
+        f"instance_key 'cart_id' is never supplied by the trigger: entries by this trigger "
+        f"(kind {trigger.kind!r}) hold {', '.join(trigger.context_keys or ()) or 'nothing'} in "
         "their context, so no one would enter; key instances on an event or API trigger",
     )]
 

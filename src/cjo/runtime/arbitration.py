@@ -24,5 +24,5 @@ def kept_out(
     if limit is not None:
         current = {c.journey.id for c in inside}
         if jid not in current and len(current) >= limit:
-            return f"concurrency limit: in {limit} journeys"
+            return f"concurrency limit: in {limit} journey{'' if limit == 1 else 's'}"
     return None
