@@ -1195,7 +1195,8 @@ def _check_variant(
             # 50 %}). A field that renders with the number 1 in each variable is not refused.
             numbers = sample_data(item, variant, renderer, placeholder=1)
             passed = {e.field for e in typed
-                      if _renders(renderer, item, variant, e.field, numbers)}
+                      if e.field is not None and _renders(renderer, item, variant, e.field,
+                                                          numbers)}
             errors = [e for e in errors if e.field not in passed]
     for error in errors:
         if isinstance(error, RenderLimitError):
