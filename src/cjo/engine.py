@@ -30,7 +30,7 @@ from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
 from cjo.delivery.consent import block, set_consent, unblock, withheld
-from cjo.delivery.feedback import record_permanent_failure, sent_messages
+from cjo.delivery.feedback import DELIVERY_EVENTS, record_permanent_failure, sent_messages
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -586,6 +586,10 @@ class Engine:
         deciders: list[Decider] = []
         claims = [(i.customer_id, i.event_id) for i in items if isinstance(i, Event)]
         sent = sent_messages(self.storage, items)
+        # Customers whose consent or blocks an item changed after an earlier item of theirs
+        # wrote a message: the group commits before anything is sent, so those messages are
+        # judged again on the record the group leaves, as a later dispatch would.
+        changed: dict[str, CustomerState] = {}
         with self.storage.batch(list(by_customer), now, claims=claims) as sessions:
             for customer_id, customer_items in by_customer.items():
                 session = sessions[customer_id]
@@ -602,10 +606,17 @@ class Engine:
                         )
                         if sent:
                             decider.sent = sent
+                        if decider.messages and item.name in DELIVERY_EVENTS:
+                            changed[customer_id] = decider.state
                         decider.on_event(item, now)
                 if decider is not None:
                     self._save(session, decider)
                     deciders.append(decider)
+        if changed and self.dispatch == "inline":
+            for decider in deciders:
+                if decider.customer_id in changed:
+                    decider.messages = self._withhold(decider.messages, registry, now,
+                                                      changed, builder)
         self._finish(deciders, now, builder)
 
     def _finish(self, deciders: list[Decider], now: datetime, builder: OutcomeBuilder) -> None:
@@ -625,8 +636,6 @@ class Engine:
         registry = self._sync()
         if self._to_release:
             self._release(now, builder)
-        if registry.any_schedule:
-            run_schedules(self, now, builder)
         self._maybe_refresh_segments(registry, builder)
         while True:
             with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
@@ -642,6 +651,10 @@ class Engine:
             # A short claim took every due customer no other worker holds: nothing is left.
             if claimed < self.due_batch_size:
                 break
+        # After the wake-ups: a schedule over a segment walks the memberships as they stand
+        # at ``now``, the time-relative changes due by then included.
+        if registry.any_schedule:
+            run_schedules(self, now, builder)
         self._maybe_prune(now)
         return builder.build()
 
@@ -892,11 +905,16 @@ class Engine:
             attempted += len(batch)
 
     def _withhold(
-        self, messages: list[Message], registry: Registry, now: datetime
+        self, messages: list[Message], registry: Registry, now: datetime,
+        states: Mapping[str, CustomerState] | None = None,
+        outcome: OutcomeBuilder | None = None,
     ) -> list[Message]:
-        """The messages that may still go out (one read of their customers' records); the
-        others are discarded in the outbox and logged as ``withheld`` (detail: why)."""
-        states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
+        """The messages that may still go out, judged on ``states`` (default: one read of
+        their customers' records; a customer not in it is not judged); the others are
+        discarded in the outbox (so reported in ``outcome``, if given) and logged as
+        ``withheld`` (detail: why)."""
+        if states is None:
+            states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
         kept: list[Message] = []
         stopped: dict[str, list[tuple[Message, str]]] = {}
         for message in messages:
@@ -919,6 +937,8 @@ class Engine:
                 log.info("message %s withheld: %s", message.idempotency_key, reason)
                 # Not a dead letter: nothing to retry while the reason holds.
                 self.storage.discard_dead_letter(message.idempotency_key, now)
+                if outcome is not None:
+                    outcome.delivery[message.idempotency_key] = "discarded"
             self._log_withheld(customer_id, found, now)
         return kept
 

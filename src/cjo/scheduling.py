@@ -121,6 +121,6 @@ def _run_occurrence(
             fresh = [s for cid, s in sessions.items() if s.claim_event(claim + cid)]
             deciders = engine._decide_each(
                 fresh, registry, now, builder,
-                lambda decider: decider.start(cj, {"scheduled_at": stamp}, now),
+                lambda decider: decider.start(cj, {"scheduled_at": stamp}, now, segment),
             )
         engine._finish(deciders, now, builder)

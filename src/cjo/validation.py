@@ -26,7 +26,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeGuard, get_args
 
-from liquid.exceptions import LiquidSyntaxError, UndefinedError
+from liquid.exceptions import LiquidSyntaxError, LiquidTypeError, UndefinedError
 
 from cjo.conditions import (
     OPS,
@@ -50,7 +50,7 @@ from cjo.content.channels import channel_type_of, field_problems, output_problem
 from cjo.content.checks import block_problems, sample_data
 from cjo.content.render import Renderer
 from cjo.delivery.validation import check_policies
-from cjo.errors import InvalidEventError, Problem, RenderLimitError, UsageError
+from cjo.errors import InvalidEventError, Problem, RenderError, RenderLimitError, UsageError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import LOCALE_PROBLEM, ContentItem, Variant, normal_locale
 from cjo.model.definitions import Definitions
@@ -1189,6 +1189,15 @@ def _check_variant(
         # A derived sample cannot know the shape of a value (a loop over a list of objects):
         # its undefined variables say nothing about the template. Give a sample to check them.
         errors = [e for e in found if not isinstance(e.__cause__, UndefinedError)]
+        typed = [e for e in errors if isinstance(e.__cause__, LiquidTypeError)]
+        if typed:
+            # Nor its types: "1" is text to a comparison with a number ({% if event.total >
+            # 50 %}). A field that renders with the number 1 in each variable is not refused.
+            numbers = sample_data(item, variant, renderer, placeholder=1)
+            passed = {e.field for e in typed
+                      if e.field is not None and _renders(renderer, item, variant, e.field,
+                                                          numbers)}
+            errors = [e for e in errors if e.field not in passed]
     for error in errors:
         if isinstance(error, RenderLimitError):
             message = f"field {error.field!r} is over a template limit: {error.reason}"
@@ -1202,6 +1211,16 @@ def _check_variant(
         if bad is not None:
             problems.append(Problem(where, f"field {bad[0]!r} {bad[1]}"))
     return problems
+
+
+def _renders(
+    renderer: Renderer, item: ContentItem, variant: Variant, field: str, data: Mapping[str, Any]
+) -> bool:
+    try:
+        renderer.render_field(item, variant, field, data)
+    except RenderError:
+        return False
+    return True
 
 
 # --- offers ------------------------------------------------------------------------------------

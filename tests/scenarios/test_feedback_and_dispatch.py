@@ -207,6 +207,39 @@ def test_a_retry_is_withheld_after_a_stop(storage: Storage) -> None:
         ("withheld", "sms", "c", 1, "channel blocked: STOP")]
 
 
+def test_a_group_sends_nothing_its_later_items_unsubscribed_or_blocked(
+    storage: Storage,
+) -> None:
+    # handle_events commits a group before it sends: an unsubscribe or a block later in the
+    # group is in the record by then, and stops what the group wrote before it.
+    sms = RecordingChannel()
+    engine = Engine(storage=storage, channels={"sms": sms}, clock=ManualClock(T0))
+    engine.publish(content=[_content("c", topic="promo"), _content("r")],
+                   topics=[Topic("promo")], journeys=[
+        Journey("j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "sms")}),
+        Journey("t", trigger=EventTrigger("paid"), entry="s",
+                steps={"s": Send("r", "sms", transactional=True)}),
+    ])
+
+    def event(customer: str, name: str, **props: Any) -> Event:
+        return Event(customer_id=customer, name=name, properties=props, timestamp=T0,
+                     event_id=f"e{next(_ids)}")
+
+    out = engine.handle_events([
+        event("a", "go"), event("a", "paid"), event("a", "unsubscribed", topic="promo"),
+        event("b", "go"), event("b", "channel_blocked", channel="sms", reason="STOP"),
+        event("c", "go"), event("c", "opened"),
+    ])
+    assert sorted((m.customer_id, m.content_id) for m in sms.messages) == [("a", "r"), ("c", "c")]
+    assert sorted(out.delivery.values()) == ["delivered", "delivered", "discarded", "discarded"]
+    assert _activities(engine, "withheld", customer="a") == [
+        ("withheld", "sms", "c", 1, "unsubscribed from promo")]
+    assert _activities(engine, "withheld", customer="b") == [
+        ("withheld", "sms", "c", 1, "channel blocked: STOP")]
+    assert engine.dead_letters() == []
+    assert engine.dispatch_pending() == 0
+
+
 def test_inline_dispatch_reads_no_record_before_sending(
     storage: Storage, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 from cjo import (
     ContentItem,
     Engine,
+    Event,
     Journey,
     ManualClock,
     RecordingChannel,
@@ -19,6 +20,7 @@ from cjo import (
     Send,
     Variant,
     attr,
+    inactive,
 )
 from cjo.errors import DefinitionError
 from tests.helpers import Factory
@@ -68,6 +70,55 @@ def test_a_weekly_digest_reaches_each_member_once_per_occurrence(
     engine.run_due()
     sent = email.messages + worker_email.messages
     assert sorted(m.customer_id for m in sent) == ["ann", "ann", "bob", "cat", "cat"]
+
+
+def _visit(engine: Engine, customer: str, at: datetime) -> None:
+    engine.handle_event(Event(customer_id=customer, name="visit", timestamp=at,
+                              event_id=f"{customer}-{at.isoformat()}"))
+
+
+def test_a_schedule_reaches_the_members_of_a_time_relative_segment_at_the_occurrence(
+    storage_factory: Factory,
+) -> None:
+    # "No visit for 7 days": Ann lapses on Monday at 08:30, between two passes of an hourly
+    # worker; Bob, lapsed since Saturday, came back on Sunday.
+    clock = ManualClock(SUNDAY)
+    engine, email = _engine(storage_factory(), clock)
+    engine.publish(journeys=[_weekly("lapsed")], content=CONTENT,
+                   segments=[Segment("lapsed", inactive("visit", days=7))])
+    _visit(engine, "ann", datetime(2026, 2, 23, 8, 30, tzinfo=PARIS))
+    _visit(engine, "bob", datetime(2026, 2, 21, 12, 0, tzinfo=PARIS))
+    assert engine.segment_members("lapsed") == ["bob"]
+    _visit(engine, "bob", datetime(2026, 3, 1, 12, 0, tzinfo=PARIS))  # back, until the 8th
+    engine.run_due(datetime(2026, 3, 2, 8, 0, tzinfo=PARIS))
+    assert engine.segment_members("lapsed") == []
+
+    clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=PARIS))
+    engine.run_due()
+    assert [m.customer_id for m in email.messages] == ["ann"]
+
+
+def test_a_scheduled_entry_is_judged_on_the_membership_once_caught_up(
+    storage_factory: Factory,
+) -> None:
+    # A crashed worker holds Ann's wake-up (its lease has not run out), so this worker's pass
+    # cannot fire it before the schedule reads her stored membership: entering her, it
+    # catches her up first, and she left the segment at 08:30.
+    clock = ManualClock(SUNDAY)
+    storage = storage_factory()
+    engine, email = _engine(storage, clock)
+    engine.publish(journeys=[_weekly("active")], content=CONTENT,
+                   segments=[Segment("active", ~inactive("visit", days=7))])
+    _visit(engine, "ann", datetime(2026, 2, 23, 8, 30, tzinfo=PARIS))
+    _visit(engine, "bob", datetime(2026, 2, 27, 8, 30, tzinfo=PARIS))
+    assert engine.segment_members("active") == ["ann", "bob"]
+    nine = datetime(2026, 3, 2, 9, 0, tzinfo=PARIS)
+    assert [d.customer_id for d in storage.claim_due(nine, 10, timedelta(hours=1))] == ["ann"]
+
+    clock.set(nine)
+    engine.run_due()
+    assert [m.customer_id for m in email.messages] == ["bob"]
+    assert engine.segment_members("active") == ["bob"]
 
 
 def test_no_occurrence_before_the_publish_is_run() -> None:

@@ -202,6 +202,25 @@ def test_without_a_sample_templates_render_against_one_derived_from_what_they_re
     ]
 
 
+def test_a_comparison_with_a_number_is_not_refused_for_want_of_a_sample() -> None:
+    # A derived sample cannot know a value is a number: "1" > 50 would fail in Liquid.
+    engine, channels = engine_with()
+    engine.publish(journeys=[one_send()], content=[ContentItem("c", (Variant("email", email(
+        "{% if event.total > 50 %}Free shipping{% else %}Your order{% endif %}",
+        "{% if profile.orders < 3 %}Welcome{% endif %} {{ profile.first_name | upcase }}",
+    )),))])
+    engine.identify("ann", {"orders": 1, "first_name": "Ann"})
+    engine.handle_event(ev("go", "ann", T0, total=80))
+    assert channels["email"].messages[0].fields == {"subject": "Free shipping",
+                                                    "text": "Welcome ANN"}
+    # Literals that cannot be compared are refused still: no data can excuse them.
+    assert problems(engine, ContentItem("d", (Variant("email", email(
+        "{% if 1 > 'a' %}x{% endif %}{{ event.total }}")),))) == [
+        "content 'd' / variant email: field 'subject' does not render on the sample: "
+        "'<' and '>' are not supported between 'str' and 'int'",
+    ]
+
+
 def test_at_send_time_a_missing_variable_fails_unless_it_has_a_default() -> None:
     engine, channels = engine_with()
     item = ContentItem("c", (Variant("email", email(
@@ -305,6 +324,27 @@ def test_a_send_naming_a_variant_the_item_lacks_is_refused() -> None:
     assert problems(engine, item, journeys=[one_send("promo", variant="C")]) == [
         "journey 'j' v1 / step 's': content 'promo' has no variant named 'C' for channel "
         "'email'",
+    ]
+
+
+def test_a_fallback_channel_needs_the_sends_variant_of_its_content_and_offers() -> None:
+    engine, _ = engine_with("email", "sms")
+    promo = ContentItem("promo", (
+        Variant("email", email()), Variant("email", email("B"), name="B"),
+        Variant("sms", {"text": "A by SMS"}),
+    ))
+    gold = ContentItem("gold", (Variant("email", email("Gold")),))
+    assert problems(engine, promo, gold, offers=[Offer("gold_card", "gold")], journeys=[
+        one_send("promo", variant="B", fallbacks=("sms",)),
+    ]) == [
+        "journey 'j' v1 / step 's': content 'promo' has no variant named 'B' for fallback "
+        "channel 'sms'",
+    ]
+    assert problems(engine, promo, gold, offers=[Offer("gold_card", "gold")], journeys=[
+        one_send("promo", fallbacks=("sms",), offers=("gold_card",)),
+    ]) == [
+        "journey 'j' v1 / step 's': offer 'gold_card': content 'gold' has no variant for "
+        "fallback channel 'sms'",
     ]
 
 

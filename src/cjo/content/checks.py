@@ -4,8 +4,9 @@ rendered against, and the blocks templates include (every one published, no cycl
 Without a ``ContentItem.sample``, a variant is rendered against a derived sample: every
 variable its templates read (blocks included) holds the text ``"1"``, which reads as a word
 and as a number, so text, arithmetic and JSON bodies all render. What such a sample cannot
-tell (whether a loop's items have a ``name``) is not reported: variables are checked only
-against a sample the host gives.
+tell (whether a loop's items have a ``name``, whether a value is text or a number) is not
+reported: variables are checked only against a sample the host gives, and a field that a
+comparison with a number fails on ``"1"`` is rendered again with the number 1.
 """
 
 from __future__ import annotations
@@ -147,9 +148,11 @@ def _variant_where(item: ContentItem, variant: Variant) -> str:
     return f"content {item.id!r} / variant {variant.channel}{locale}{name}"
 
 
-def sample_data(item: ContentItem, variant: Variant, renderer: Renderer) -> dict[str, Any]:
+def sample_data(
+    item: ContentItem, variant: Variant, renderer: Renderer, placeholder: str | int = _PLACEHOLDER
+) -> dict[str, Any]:
     """What ``variant`` is rendered against at publish: the item's sample, else one derived
-    from the variables its templates read."""
+    from the variables its templates read, each holding ``placeholder``."""
     sample = item.sample
     if sample is not None:
         event = dict(sample.event)
@@ -170,12 +173,13 @@ def sample_data(item: ContentItem, variant: Variant, renderer: Renderer) -> dict
                 segments = tuple(getattr(variable, "segments", ()))
                 if len(segments) < 2 or segments[0] not in _ROOTS:
                     continue
-                _fill(profile if segments[0] == "profile" else event, segments[1:])
+                _fill(profile if segments[0] == "profile" else event, segments[1:],
+                      placeholder)
     return {"profile": profile, "event": event, "context": event,
             "customer_id": SAMPLE_CUSTOMER}
 
 
-def _fill(target: dict[str, Any], path: tuple[Any, ...]) -> None:
+def _fill(target: dict[str, Any], path: tuple[Any, ...], placeholder: str | int) -> None:
     for i, segment in enumerate(path):
         if not isinstance(segment, str):
             return  # an index or a computed key: nothing sensible to derive
@@ -183,7 +187,7 @@ def _fill(target: dict[str, Any], path: tuple[Any, ...]) -> None:
         current = target.get(segment)
         if last:
             if current is None:
-                target[segment] = _PLACEHOLDER
+                target[segment] = placeholder
             return
         if not isinstance(current, dict):
             current = target[segment] = {}

@@ -99,7 +99,8 @@ class ContentItem:
         self, channel: str, locale: str | None = None, name: str | None = None
     ) -> Variant | None:
         """The best variant named ``name`` (None: the unnamed ones) for a channel: the exact
-        locale, then each shorter prefix of it (``fr-CA``, then ``fr``), then the default.
+        locale, then each shorter prefix of it (``fr-CA``, then ``fr``), then the default (the
+        variant without a locale; without one, the first defined).
         Locales match whatever their case or separator (``fr_ca`` is ``fr-CA``)."""
         candidates = [v for v in self.variants if v.channel == channel and v.name == name]
         if not candidates:

@@ -375,10 +375,15 @@ class Decider:
         self.attribute_changes(now)
 
     def start(
-        self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime
+        self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime,
+        segment: str | None = None,
     ) -> Enrollment | None:
-        """An explicit start through the API: audience and re-entry rules still apply."""
+        """An explicit start through the API: audience and re-entry rules still apply. With
+        ``segment`` (a schedule's), only a customer still in it once caught up enters: the
+        stored membership read to find them may predate a change due by ``now``."""
         self.catch_up(now)
+        if segment is not None and segment not in self.state.segments:
+            return None
         self.entered_now = ()
         self.jumps = 0
         enrollment = self.consider_entry(cj, context, None, now)

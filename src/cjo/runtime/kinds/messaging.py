@@ -60,6 +60,13 @@ class SendKind(StepKind[Send]):
 def _check_fallbacks(step: Send, where: str, checker: Checker) -> list[Problem]:
     problems: list[Problem] = []
     seen = {step.channel}
+    named = f" named {step.variant!r}" if step.variant is not None else ""
+    # What a fallback may send: the step's content, or an offer's, in the step's variant.
+    contents = [(step.content, "content")]
+    for offer_id in step.offers:
+        offer = checker.offers.get(offer_id)
+        if offer is not None:  # an unknown offer is reported with the step's content
+            contents.append((offer.content, f"offer {offer_id!r}: content"))
     for channel in step.fallbacks:
         found = checker.identifier(channel, "fallback channel", where)
         if found:
@@ -72,8 +79,12 @@ def _check_fallbacks(step: Send, where: str, checker: Checker) -> list[Problem]:
         channels = checker.channels
         if channels is not None and channel not in channels:
             problems.append(Problem(where, f"fallback channel {channel!r} is not registered"))
-        if step.content in checker.content and not checker.has_variant(step.content, channel):
-            problems.append(Problem(
-                where, f"content {step.content!r} has no variant for fallback channel {channel!r}"
-            ))
+        for content_id, what in contents:
+            if content_id in checker.content and not checker.has_variant(
+                content_id, channel, step.variant
+            ):
+                problems.append(Problem(
+                    where, f"{what} {content_id!r} has no variant{named} for fallback channel "
+                           f"{channel!r}"
+                ))
     return problems
