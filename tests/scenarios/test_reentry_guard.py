@@ -142,3 +142,17 @@ def test_the_guard_round_trips_through_json() -> None:
     text = dumps_definitions(definitions)
     assert '"guard": 300' in text
     assert loads_definitions(text) == definitions
+
+
+def test_the_guard_holds_across_processes(storage_factory: Factory) -> None:
+    # The last entry instant is part of the stored record: another process (or a restart)
+    # sees it.
+    engine, clock, channel = _engine(
+        storage_factory, _thanks(ReentryPolicy.after_exit(guard=5 * MINUTE)))
+    engine.handle_event(_event("ordered", "c1", T0, "o1"))
+    clock.advance(MINUTE)
+    other = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    assert other.handle_event(_event("ordered", "c1", clock.now(), "o2")).entered == ()
+    clock.advance(5 * MINUTE)
+    assert len(other.handle_event(_event("ordered", "c1", clock.now(), "o3")).entered) == 1
+    assert len(channel.messages) == 2
