@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from cjo.conditions import Condition
 from cjo.errors import Problem
@@ -185,7 +185,7 @@ class TriggerKind(Generic[S]):
         may skip, in one loop, the journeys whose timers are set already (every input of every
         customer arms every such journey, however many a programme has)."""
         for cj in journeys:
-            self.arm(d, cj, cj.journey.trigger, cj.trigger_compiled, now)
+            self.arm(d, cj, cast(S, cj.journey.trigger), cj.trigger_compiled, now)
 
     def on_timer(
         self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, at: datetime

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
@@ -186,7 +186,8 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
                 marks.get(names.seen) or marks.get(names.since) or created
             ):
                 continue
-            self.arm(d, cj, cj.journey.trigger, cj.trigger_compiled, now)
+            self.arm(d, cj, cast(InactivityTrigger, cj.journey.trigger), cj.trigger_compiled,
+                     now)
 
     def on_timer(
         self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any,
