@@ -32,6 +32,7 @@ from cjo import (
 )
 from cjo.errors import CorruptRecordError
 from cjo.model.triggers import EventTrigger
+from cjo.runtime.kinds.triggers import InactivityTriggerKind
 from cjo.storage.codec import encode_state
 from tests.helpers import Factory
 
@@ -269,6 +270,44 @@ def test_inactivity_fires_exactly_after_the_last_qualifying_event(
     clock.set(T0 + 90 * DAY)
     engine.run_due()
     assert len(channel.messages) == 2
+
+
+def test_inputs_arm_only_the_inactivity_triggers_with_something_to_set(
+    storage_factory: Factory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A programme with many quiet journeys: each input of each customer used to arm every one,
+    # though nearly all are timed already or fired for their quiet spell.
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": channel}, clock=clock)
+    engine.publish(journeys=[Journey(
+        f"quiet{i}", trigger=InactivityTrigger(f"e{i}", after=(i + 1) * DAY), entry="mail",
+        steps={"mail": Send("note", "email")}, reentry=ReentryPolicy.after_exit(),
+    ) for i in range(6)], content=[_note("we miss you")])
+    engine.identify("c1", {"first_name": "Ada"})  # created at T0: spells count from creation
+    clock.advance(HOUR)
+    engine.handle_event(_event("e3", "c1", clock.now(), "a"))  # quiet3's spell from its event
+    clock.set(T0 + 4 * DAY + HOUR)  # quiet0..quiet3 fire (quiet3 at T0 + 4d + 1h)
+    engine.run_due()
+    assert [m.journey_id for m in channel.messages] == ["quiet0", "quiet1", "quiet2", "quiet3"]
+    armed: list[str] = []
+    original = InactivityTriggerKind.arm
+
+    def arm(self: InactivityTriggerKind, d: Any, cj: Any, *rest: Any) -> None:
+        armed.append(cj.journey.id)
+        original(self, d, cj, *rest)
+
+    monkeypatch.setattr(InactivityTriggerKind, "arm", arm)
+    engine.handle_event(_event("other", "c1", clock.now(), "b"))
+    engine.handle_event(_event("e0", "c1", clock.now(), "c"))  # a new spell: timed by the event
+    assert armed == []
+    clock.set(T0 + 10 * DAY)
+    engine.run_due()
+    assert [m.journey_id for m in channel.messages][4:] == ["quiet4", "quiet0", "quiet5"]
+    assert armed == []
+    # A customer new to the journeys is armed for each of them, as before.
+    engine.identify("c2", {"first_name": "Ben"})
+    assert sorted(armed) == [f"quiet{i}" for i in range(6)]
 
 
 def test_a_late_worker_never_releases_a_storm(storage_factory: Factory) -> None:

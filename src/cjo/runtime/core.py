@@ -258,8 +258,8 @@ class Decider:
         left to the input (returns True), so it judges the state the input leaves."""
         self.now = now
         registry = self.registry
-        for cj in registry.armed:
-            cj.trigger.arm(self, cj, cj.journey.trigger, cj.trigger_compiled, now)
+        for kind, armed in registry.armed:
+            kind.arm_all(self, armed, now)
         state = self.state
         # A customer with nothing scheduled has nothing to fire, release or change.
         if state.enrollments or state.timers:

@@ -114,8 +114,11 @@ class Registry:
     latest: dict[str, CompiledJourney] = attrs.field(factory=dict)
     # Event name -> journeys (latest versions) whose trigger reads it, in journey id order.
     triggers_by_event: dict[str, list[CompiledJourney]] = attrs.field(factory=dict)
-    # Journeys (latest versions) whose trigger keeps customer timers.
-    armed: list[CompiledJourney] = attrs.field(factory=list)
+    # Journeys (latest versions) whose trigger keeps customer timers, by trigger kind (in the
+    # order of each kind's first journey; journeys in the order below).
+    armed: list[tuple[TriggerKind[Any], tuple[CompiledJourney, ...]]] = attrs.field(
+        factory=list
+    )
     # Profile attribute -> journeys (latest versions) whose trigger watches its changes.
     triggers_by_attribute: dict[str, list[CompiledJourney]] = attrs.field(factory=dict)
     enrolled_events: frozenset[str] = frozenset()
@@ -168,7 +171,7 @@ class Registry:
             if jid not in latest or latest[jid].journey.version < version:
                 latest[jid] = cj
         triggers: dict[str, list[CompiledJourney]] = {}
-        armed: list[CompiledJourney] = []
+        armed: dict[type[TriggerKind[Any]], list[CompiledJourney]] = {}
         by_attribute: dict[str, list[CompiledJourney]] = {}
         # Highest priority first, then journey id: the order in which one input's journeys are
         # considered, so arbitration between them is deterministic.
@@ -181,8 +184,9 @@ class Registry:
             )
             for name in dict.fromkeys(names):
                 triggers.setdefault(name, []).append(cj)
-            if type(cj.trigger).arm is not TriggerKind.arm:
-                armed.append(cj)
+            kind = type(cj.trigger)
+            if kind.arm is not TriggerKind.arm or kind.arm_all is not TriggerKind.arm_all:
+                armed.setdefault(kind, []).append(cj)
         enrolled: set[str] = set()
         for cj in journeys.values():
             enrolled |= cj.watched_events
@@ -195,7 +199,7 @@ class Registry:
             journeys=journeys,
             latest=latest,
             triggers_by_event=triggers,
-            armed=armed,
+            armed=[(cjs[0].trigger, tuple(cjs)) for cjs in armed.values()],
             triggers_by_attribute=by_attribute,
             enrolled_events=frozenset(enrolled),
             any_event_when_enrolled=any_event,

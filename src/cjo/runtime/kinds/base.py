@@ -8,9 +8,9 @@ kind is one module plus its tests: see docs/kinds.md.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from cjo.conditions import Condition
 from cjo.errors import Problem
@@ -177,6 +177,15 @@ class TriggerKind(Generic[S]):
         self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, now: datetime
     ) -> None:
         """Make sure the customer's timers for this trigger are set (each transaction)."""
+
+    def arm_all(
+        self, d: Decider, journeys: Sequence[CompiledJourney], now: datetime
+    ) -> None:
+        """``arm`` for each of ``journeys`` (all of this kind, in the registry's order): a kind
+        may skip, in one loop, the journeys whose timers are set already (every input of every
+        customer arms every such journey, however many a programme has)."""
+        for cj in journeys:
+            self.arm(d, cj, cast(S, cj.journey.trigger), cj.trigger_compiled, now)
 
     def on_timer(
         self, d: Decider, cj: CompiledJourney, trigger: S, compiled: Any, at: datetime

@@ -4,9 +4,9 @@ profile attribute."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
@@ -166,6 +166,28 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
             return  # already fired for this quiet spell
         state.timers[names.timer] = basis + trigger.after
         d.touch()
+
+    def arm_all(
+        self, d: Decider, journeys: Sequence[CompiledJourney], now: datetime
+    ) -> None:
+        state = d.state
+        timers = state.timers
+        marks = state.marks
+        created = state.created_at
+        get = _NAMES.get
+        for cj in journeys:
+            names = get(cj.journey.id) or self._names(cj)
+            if names.timer in timers:
+                continue  # the quiet spell is timed already
+            # Fired for its quiet spell already (``arm`` would find the same basis and return):
+            # where most customers of a programme's many quiet journeys are between inputs.
+            fired = marks.get(names.fired) if marks else None
+            if fired is not None and fired == (
+                marks.get(names.seen) or marks.get(names.since) or created
+            ):
+                continue
+            self.arm(d, cj, cast(InactivityTrigger, cj.journey.trigger), cj.trigger_compiled,
+                     now)
 
     def on_timer(
         self, d: Decider, cj: CompiledJourney, trigger: InactivityTrigger, compiled: Any,
