@@ -104,6 +104,26 @@ def test_demo_help_names_every_journey(capsys):
     assert "welcome series" in text and "abandoned-cart" in text and "win-back" in text
 
 
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--days", "inf", "must be from 0.001 to 3650, got inf"),
+    ("--days", "1e308", "must be from 0.001 to 3650"),
+    ("--days", "nan", "must be from 0.001 to 3650"),
+    ("--days", "0.0000001", "must be from 0.001 to 3650"),  # shorter than a second
+    ("--days", "x", "expected a number, got 'x'"),
+    ("--tick", "inf", "must be from 0.02 to 1440, got inf"),
+    ("--tick", "1e-9", "must be from 0.02 to 1440"),  # rounds to no time at all
+    ("--customers", "99999999999999999999", "must be at most 1,000,000"),
+    ("--customers", "abc", "expected a whole number, got 'abc'"),
+])
+def test_demo_refuses_out_of_range_options_as_usage_errors(option, value, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--customers", "5", "--days", "1", option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {says}" in err
+    assert "Traceback" not in err
+
+
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "demo" in capsys.readouterr().err
