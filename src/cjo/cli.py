@@ -86,11 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser(
         "import", help="create or update profiles from a CSV or JSON lines file",
-        description="Import profiles: a CSV file with a header row (a customer_id column, "
-                    "optional timezone and locale columns, every other column an attribute) "
-                    "or a JSON lines file (one object per line: customer_id, attributes, "
-                    "timezone, locale). Bad records are listed and the others imported; exit "
-                    "status 1 when any was refused.",
+        description="Import profiles from UTF-8 text: a CSV file with a header row (a "
+                    "customer_id column, optional timezone and locale columns, every other "
+                    "column an attribute) or a JSON lines file (one object per line: "
+                    "customer_id, attributes, timezone, locale). Bad records (a line that is "
+                    "not UTF-8 among them) are listed with their line and the others imported; "
+                    "exit status 1 when any was refused.",
     )
     load.add_argument("file", type=Path, metavar="FILE")
     load.add_argument("--storage", default="memory", metavar="URL",
@@ -245,7 +246,9 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path = args.file
     kind = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     try:
-        stream = path.open(encoding="utf-8", newline="")
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark. Bytes that are not UTF-8
+        # are kept (as lone surrogates) so the readers refuse their line and go on.
+        stream = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         err.write(f"cjo import: cannot read {path}: {exc.strerror or exc}\n")
         return 2
@@ -272,7 +275,7 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             result = engine.import_profiles(
                 records(), batch_size=args.batch_size, progress=report if args.verbose else None
             )
-        except (UnicodeDecodeError, UsageError) as exc:
+        except UsageError as exc:
             err.write(f"cjo import: {path}: {exc}\n")
             return 2
     out.write(
