@@ -96,6 +96,13 @@ def test_validate_refuses_a_file_that_is_not_utf8(tmp_path, capsys):
     assert "not UTF-8" in capsys.readouterr().err
 
 
+def test_validate_reads_a_file_with_a_byte_order_mark(good_file, capsys):
+    good_file.write_bytes(b"\xef\xbb\xbf" + good_file.read_bytes())
+    assert main(["validate", str(good_file)]) == 0
+    assert capsys.readouterr().out == (f"{good_file}: OK (3 journeys, 0 segments, "
+                                       "4 content items)\n")
+
+
 def test_demo_help_names_every_journey(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])

@@ -205,7 +205,7 @@ def _when(moment: object) -> str:
 def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path = args.file
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may write a BOM
     except OSError as exc:
         err.write(f"cjo validate: cannot read {path}: {exc.strerror or exc}\n")
         return 2
