@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,23 @@ def test_sqlite_url_opens_the_sqlite_adapter(tmp_path):
         assert type(storage).__name__ == "SQLiteStorage"
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("command", [["demo"], ["import", "people.csv"]])
+def test_a_postgresql_server_that_refuses_is_one_clear_line_at_once(
+    command, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("psycopg")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "people.csv").write_text("customer_id\nann\n", encoding="utf-8")
+    # Nothing listens on port 1: the pool used to retry for 30 s, logging every attempt, and
+    # then report only that it had waited.
+    began = time.monotonic()
+    assert main([*command, "--storage", "postgresql://nobody:pw@127.0.0.1:1/db"]) == 2
+    assert time.monotonic() - began < 10
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"cjo {command[0]}: PostgreSQL: ") and "refused" in err
 
 
 def test_redact_url():
