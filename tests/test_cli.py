@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -96,12 +97,39 @@ def test_validate_refuses_a_file_that_is_not_utf8(tmp_path, capsys):
     assert "not UTF-8" in capsys.readouterr().err
 
 
+def test_validate_reads_a_file_with_a_byte_order_mark(good_file, capsys):
+    good_file.write_bytes(b"\xef\xbb\xbf" + good_file.read_bytes())
+    assert main(["validate", str(good_file)]) == 0
+    assert capsys.readouterr().out == (f"{good_file}: OK (3 journeys, 0 segments, "
+                                       "4 content items)\n")
+
+
 def test_demo_help_names_every_journey(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     # argparse wraps lines at hyphens too
     text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
     assert "welcome series" in text and "abandoned-cart" in text and "win-back" in text
+
+
+@pytest.mark.parametrize(("option", "value", "says"), [
+    ("--days", "inf", "must be from 0.001 to 3650, got inf"),
+    ("--days", "1e308", "must be from 0.001 to 3650"),
+    ("--days", "nan", "must be from 0.001 to 3650"),
+    ("--days", "0.0000001", "must be from 0.001 to 3650"),  # shorter than a second
+    ("--days", "x", "expected a number, got 'x'"),
+    ("--tick", "inf", "must be from 0.02 to 1440, got inf"),
+    ("--tick", "1e-9", "must be from 0.02 to 1440"),  # rounds to no time at all
+    ("--customers", "99999999999999999999", "must be at most 1,000,000"),
+    ("--customers", "abc", "expected a whole number, got 'abc'"),
+])
+def test_demo_refuses_out_of_range_options_as_usage_errors(option, value, says, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--customers", "5", "--days", "1", option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {says}" in err
+    assert "Traceback" not in err
 
 
 def test_no_command_prints_help(capsys):
@@ -162,6 +190,23 @@ def test_sqlite_url_opens_the_sqlite_adapter(tmp_path):
         assert type(storage).__name__ == "SQLiteStorage"
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("command", [["demo"], ["import", "people.csv"]])
+def test_a_postgresql_server_that_refuses_is_one_clear_line_at_once(
+    command, tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("psycopg")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "people.csv").write_text("customer_id\nann\n", encoding="utf-8")
+    # Nothing listens on port 1: the pool used to retry for 30 s, logging every attempt, and
+    # then report only that it had waited.
+    began = time.monotonic()
+    assert main([*command, "--storage", "postgresql://nobody:pw@127.0.0.1:1/db"]) == 2
+    assert time.monotonic() - began < 10
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"cjo {command[0]}: PostgreSQL: ") and "refused" in err
 
 
 def test_redact_url():

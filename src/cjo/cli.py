@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
@@ -56,16 +56,19 @@ def _parser() -> argparse.ArgumentParser:
                     "On a durable storage a second run continues the simulation where it "
                     "stopped.",
     )
-    demo.add_argument("--customers", type=_positive_int, default=3000,
-                      help="new customers signing up during the period (default: 3000)")
-    demo.add_argument("--days", type=_positive_float, default=30.0,
-                      help="days to simulate (default: 30)")
+    demo.add_argument("--customers", type=_positive_int(_MAX_CUSTOMERS), default=3000,
+                      help=f"new customers signing up during the period, at most "
+                           f"{_MAX_CUSTOMERS:,} (default: 3000)")
+    demo.add_argument("--days", type=_bounded(_MIN_DAYS, _MAX_DAYS), default=30.0,
+                      help=f"days to simulate, {_MIN_DAYS:g} to {_MAX_DAYS:g} (default: 30)")
     demo.add_argument("--seed", type=int, default=1,
                       help="random seed; a resumed simulation keeps its first seed (default: 1)")
     demo.add_argument("--storage", default="memory", metavar="URL",
                       help="memory (default), sqlite:///path.db or postgresql://...")
-    demo.add_argument("--tick", type=_positive_float, default=5.0, metavar="MINUTES",
-                      help="simulated minutes between engine polls (default: 5)")
+    demo.add_argument("--tick", type=_bounded(_MIN_TICK, _MAX_TICK), default=5.0,
+                      metavar="MINUTES",
+                      help=f"simulated minutes between engine polls, {_MIN_TICK:g} to "
+                           f"{_MAX_TICK:g} (default: 5)")
     demo.add_argument("--one-by-one", action="store_true",
                       help="call handle_event per event instead of handle_events batches")
     demo.set_defaults(run=_demo)
@@ -83,11 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser(
         "import", help="create or update profiles from a CSV or JSON lines file",
-        description="Import profiles: a CSV file with a header row (a customer_id column, "
-                    "optional timezone and locale columns, every other column an attribute) "
-                    "or a JSON lines file (one object per line: customer_id, attributes, "
-                    "timezone, locale). Bad records are listed and the others imported; exit "
-                    "status 1 when any was refused.",
+        description="Import profiles from UTF-8 text: a CSV file with a header row (a "
+                    "customer_id column, optional timezone and locale columns, every other "
+                    "column an attribute) or a JSON lines file (one object per line: "
+                    "customer_id, attributes, timezone, locale). Bad records (a line that is "
+                    "not UTF-8 among them) are listed with their line and the others imported; "
+                    "exit status 1 when any was refused.",
     )
     load.add_argument("file", type=Path, metavar="FILE")
     load.add_argument("--storage", default="memory", metavar="URL",
@@ -95,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--format", choices=("csv", "jsonl"),
                       help="the file's format (default: from its extension; .csv is CSV, "
                            "anything else JSON lines)")
-    load.add_argument("--batch-size", type=_positive_int, default=500, metavar="N",
+    load.add_argument("--batch-size", type=_positive_int(), default=500, metavar="N",
                       help="records per transaction (default: 500)")
     load.add_argument("-v", "--verbose", action="store_true",
                       help="report progress on stderr after each transaction")
@@ -103,18 +107,39 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+def _positive_int(high: int | None = None) -> Callable[[str], int]:
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, got {text}")
+        return value
+
+    return number
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+# The demo's bounds: the workload places events a second apart at the finest, and the simulated
+# period must stay within what datetime can count (and a run within what a user can wait for).
+_MIN_DAYS, _MAX_DAYS = 0.001, 3650.0
+_MAX_CUSTOMERS = 1_000_000  # the workload of a period is built in memory
+_MIN_TICK, _MAX_TICK = 0.02, 1440.0
+
+
+def _bounded(low: float, high: float) -> Callable[[str], float]:
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not low <= value <= high:  # also refuses nan and inf
+            raise argparse.ArgumentTypeError(f"must be from {low:g} to {high:g}, got {text}")
+        return value
+
+    return number
 
 
 # --- cjo demo ------------------------------------------------------------------------------------
@@ -180,7 +205,7 @@ def _when(moment: object) -> str:
 def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path = args.file
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may write a BOM
     except OSError as exc:
         err.write(f"cjo validate: cannot read {path}: {exc.strerror or exc}\n")
         return 2
@@ -221,7 +246,9 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path = args.file
     kind = args.format or ("csv" if path.suffix.lower() == ".csv" else "jsonl")
     try:
-        stream = path.open(encoding="utf-8", newline="")
+        # utf-8-sig: spreadsheets save CSV with a byte-order mark. Bytes that are not UTF-8
+        # are kept (as lone surrogates) so the readers refuse their line and go on.
+        stream = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
         err.write(f"cjo import: cannot read {path}: {exc.strerror or exc}\n")
         return 2
@@ -248,7 +275,7 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             result = engine.import_profiles(
                 records(), batch_size=args.batch_size, progress=report if args.verbose else None
             )
-        except (UnicodeDecodeError, UsageError) as exc:
+        except UsageError as exc:
             err.write(f"cjo import: {path}: {exc}\n")
             return 2
     out.write(

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -137,18 +138,34 @@ class Unreadable:
     reason: str
 
 
-def read_csv(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | Unreadable]]:
+#: What ``errors="surrogateescape"`` decodes a byte that is not UTF-8 to.
+_UNDECODED = re.compile("[\udc80-\udcff]")
+_NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
+
+
+def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unreadable]]:
     """(line number, record) of a CSV file with a header row: a ``customer_id`` column, optional
     ``timezone`` and ``locale`` columns, and every other column an attribute (a string; an
-    empty cell sets nothing). Raises ``UsageError`` when there is no ``customer_id`` column."""
+    empty cell sets nothing). Raises ``UsageError`` when there is no ``customer_id`` column or
+    a column is named twice. Open the file with ``newline=""``; opened with
+    ``errors="surrogateescape"``, a line that is not UTF-8 is reported as such."""
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None or "customer_id" not in header:
         raise UsageError("the CSV file needs a header row with a customer_id column")
+    # Unnamed columns are left alone: spreadsheets add them (",,") when saving empty cells.
+    twice = sorted({name for name in header if name and header.count(name) > 1})
+    if twice:
+        raise UsageError(
+            f"the CSV header names column(s) {', '.join(map(repr, twice))} more than once"
+        )
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # a blank line
+        if any(_UNDECODED.search(cell) for cell in row):
+            yield line, Unreadable(_NOT_UTF8)
+            continue
         if len(row) != len(header):
             yield line, Unreadable(f"{len(row)} cells where the header has {len(header)}")
             continue
@@ -163,11 +180,15 @@ def read_csv(stream: TextIO) -> Iterator[tuple[int, dict[str, Any] | Unreadable]
         yield line, record
 
 
-def read_json_lines(stream: TextIO) -> Iterator[tuple[int, object]]:
+def read_json_lines(stream: Iterable[str]) -> Iterator[tuple[int, object]]:
     """(line number, record) of a JSON lines file: one record object per line (see
-    ``import_profiles``); blank lines are skipped."""
+    ``import_profiles``); blank lines are skipped. Opened with ``errors="surrogateescape"``,
+    a line that is not UTF-8 is reported as such."""
     for line, text in enumerate(stream, 1):
         if not text.strip():
+            continue
+        if _UNDECODED.search(text):
+            yield line, Unreadable(_NOT_UTF8)
             continue
         try:
             yield line, json.loads(text)

@@ -164,3 +164,71 @@ def test_cli_import_usage_errors(tmp_path: Path, capsys: Any) -> None:
     assert main(["import", str(ok), "--storage", "nosuch://x"]) == 2
     assert main(["import", str(ok)]) == 0
     assert capsys.readouterr().out.startswith(f"{ok}: 1 profile imported, 0 records refused")
+
+
+def _imported(db: Path, *customer_ids: str) -> dict[str, dict[str, Any]]:
+    from cjo.storage.sqlite import SQLiteStorage
+
+    with SQLiteStorage(db) as storage:
+        engine = Engine(storage, clock=ManualClock(T0))
+        profiles = {cid: engine.profile(cid) for cid in customer_ids}
+    return {cid: dict(p.attributes) for cid, p in profiles.items() if p is not None}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_cli_import_refuses_lines_that_are_not_utf8_and_keeps_the_others(
+    tmp_path: Path, capsys: Any, suffix: str
+) -> None:
+    # A file saved as Latin-1 with one accented name among many UTF-8 lines: that line is
+    # refused, the others (before and after, across transactions) are imported.
+    if suffix == ".csv":
+        head, rows = b"customer_id,name\n", [f"c{i},n{i}\n".encode() for i in range(5)]
+        bad = b"ren,Ren\xe9\n"
+    else:
+        head = b""
+        rows = [json.dumps({"customer_id": f"c{i}"}).encode() + b"\n" for i in range(5)]
+        bad = b'{"customer_id": "ren", "attributes": {"name": "Ren\xe9"}}\n'
+    path = tmp_path / f"people{suffix}"
+    path.write_bytes(head + b"".join(rows[:3]) + bad + b"".join(rows[3:]))
+    db = tmp_path / "cjo.db"
+    status = main(["import", str(path), "--storage", f"sqlite:///{db}", "--batch-size", "2"])
+    captured = capsys.readouterr()
+    assert (status, captured.err) == (1, "")
+    bad_line = 5 if suffix == ".csv" else 4
+    assert captured.out.splitlines() == [
+        f"{path}: 5 profiles imported, 1 record refused",
+        f"  - line {bad_line}: not UTF-8 text (save the file as UTF-8)",
+    ]
+    assert sorted(_imported(db, "ren", *(f"c{i}" for i in range(5)))) == [
+        f"c{i}" for i in range(5)
+    ]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_cli_import_reads_a_file_with_a_byte_order_mark(
+    tmp_path: Path, capsys: Any, suffix: str
+) -> None:
+    # Spreadsheets save "CSV UTF-8" with a byte-order mark before the header.
+    text = ("customer_id,name\nann,Ann\n" if suffix == ".csv"
+            else '{"customer_id": "ann", "attributes": {"name": "Ann"}}\n')
+    path = tmp_path / f"people{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    db = tmp_path / "cjo.db"
+    assert main(["import", str(path), "--storage", f"sqlite:///{db}"]) == 0
+    assert capsys.readouterr().out == f"{path}: 1 profile imported, 0 records refused\n"
+    assert _imported(db, "ann") == {"ann": {"name": "Ann"}}
+
+
+def test_cli_import_refuses_a_csv_header_naming_a_column_twice(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # Which of the two cells would win is a guess; unnamed columns (",,") stay allowed.
+    path = tmp_path / "people.csv"
+    path.write_text("customer_id,email,,email,\nann,a@x,,b@x,\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"cjo import: {path}: the CSV header names column(s) 'email' more "
+                            "than once\n")
+    path.write_text("customer_id,email,,\nann,a@x,,\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 0

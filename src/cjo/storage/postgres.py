@@ -82,7 +82,7 @@ from cjo.storage.codec import (
 )
 from cjo.storage.erasure import FREE_TEXT_KINDS, pseudonymiser
 
-__all__ = ["SCHEMA_VERSION", "PostgresStorage"]
+__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_connection"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -665,6 +665,17 @@ class _Session(CustomerSession):
         txn = self._txn
         txn.check_open()
         txn.aside[self.customer_id] = reason
+
+
+def check_connection(dsn: str, timeout: float = 10.0) -> None:
+    """Connect once and hang up: raises ``StorageError`` with the server's reason (refused,
+    unknown host, bad password) at once. A pool would instead retry in the background, logging
+    each failure, until its ``timeout``, and then report only the wait."""
+    try:
+        psycopg.connect(dsn, connect_timeout=max(1, round(timeout))).close()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"PostgreSQL: {reason}") from exc
 
 
 class PostgresStorage(Storage):

@@ -39,12 +39,16 @@ def storage_kind(url: str) -> str:
 
 
 def open_storage(url: str) -> Storage:
-    """The storage a URL names. The caller closes it (``Storage`` is a context manager)."""
+    """The storage a URL names. The caller closes it (``Storage`` is a context manager). A
+    PostgreSQL server is connected to once first, so one that does not answer fails at once."""
     kind = storage_kind(url)
     if kind == "memory":
         return InMemoryStorage()
     module_name, class_name = _SQL_ADAPTERS[kind]
     cls = _adapter_class(module_name, class_name, url)
+    if kind == "postgresql":
+        # A server that is down is then one clear error, not a pool retrying until it times out.
+        importlib.import_module(module_name).check_connection(url.strip())
     storage: Storage = cls(url.strip())
     return storage
 
