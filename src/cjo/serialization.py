@@ -274,12 +274,35 @@ def dumps_definitions(definitions: Definitions, *, indent: int | None = 2) -> st
     return json.dumps(dump_definitions(definitions), indent=indent, sort_keys=False)
 
 
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKeyError(key)
+            seen.add(key)
+    return out
+
+
 def loads_definitions(text: str) -> Definitions:
     check_json_nesting(text)  # json.loads recurses once per level: refuse deep text first
     try:
-        data = json.loads(text)
+        # A key written twice in one object would silently keep only its last value: in
+        # hand-written definitions, that is a step or a field overwritten by mistake.
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise DefinitionError([Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]) from exc
+    except _DuplicateKeyError as exc:
+        raise DefinitionError([Problem("$", (
+            f"key {exc.key!r} appears twice in one object (JSON would keep only the last)"
+        ))]) from exc
     if not isinstance(data, dict):
         raise DefinitionError([Problem("$", "expected a JSON object of definitions")])
     return load_definitions(data)

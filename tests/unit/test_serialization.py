@@ -437,3 +437,13 @@ def test_dump_is_plain_json() -> None:
 
 def test_empty_definitions_load_from_an_empty_object() -> None:
     assert load_definitions({}) == Definitions()
+
+
+def test_a_key_written_twice_in_one_object_is_refused_not_overwritten() -> None:
+    text = json.dumps({"journeys": [{
+        "id": "welcome", "trigger": {"kind": "event", "event": "signed_up"}, "entry": "mail",
+        "steps": {"mail": {"kind": "send", "content": "hello", "channel": "email"}},
+    }]}).replace('"entry": "mail"', '"entry": "mail", "entry": "wait"')
+    with pytest.raises(DefinitionError, match="key 'entry' appears twice in one object"):
+        loads_definitions(text)
+    assert loads_definitions(text.replace(', "entry": "wait"', "")).journeys[0].entry == "mail"
