@@ -666,7 +666,7 @@ class Engine:
         registry = self._sync()
         cj = registry.latest.get(journey_id)
         if cj is None:
-            raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
+            raise _unknown_journey(journey_id)
         _check_customer_id(customer_id)
         # Checked as event properties are: the context is stored in the customer's record.
         values = dict(check_values(context, "journey context", "journey context value"))
@@ -739,7 +739,7 @@ class Engine:
         check_id(reason, "removal reason")
         registry = self._sync()
         if journey_id is not None and journey_id not in registry.latest:
-            raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
+            raise _unknown_journey(journey_id)
         return self._for_customer(
             customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False,
             registry=registry,
@@ -753,7 +753,7 @@ class Engine:
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             if journey_id not in {j.id for j in current.journeys}:
-                raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
+                raise _unknown_journey(journey_id)
             if any(p.journey_id == journey_id and p.until is None for p in current.paused):
                 return current, []
             paused = (*current.paused, JourneyPause(journey_id, now))
@@ -773,7 +773,7 @@ class Engine:
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             if journey_id not in {j.id for j in current.journeys}:
-                raise UnknownJourneyError(f"no journey {journey_id!r} has been published")
+                raise _unknown_journey(journey_id)
             if not any(p.journey_id == journey_id and p.until is None for p in current.paused):
                 return current, []
             return attrs.evolve(current, paused=_resumed(current.paused, journey_id, now)), []
@@ -1463,6 +1463,10 @@ def _undecodable(storage: Storage, customer_ids: Iterable[str]) -> list[str]:
         except CorruptRecordError:
             found.append(cid)
     return found
+
+
+def _unknown_journey(journey_id: str) -> UnknownJourneyError:
+    return UnknownJourneyError(f"no journey {journey_id!r} has been published")
 
 
 def _check_customer_id(customer_id: object) -> None:

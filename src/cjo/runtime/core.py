@@ -593,7 +593,7 @@ class Decider:
         if h is None:
             return True
         # A trigger this soon after the last entry is taken for a duplicate of its trigger.
-        if guard is not None and h.recent and now - h.recent[-1] < guard:
+        if guard is not None and h.guards(guard, now):
             return False
         if policy.mode == "after_exit":
             return True
@@ -957,7 +957,7 @@ class Decider:
             and cj.journey.reentry.mode == "after_exit"
         ):
             guard = cj.journey.reentry.guard
-            if guard is None or not h.recent or at - h.recent[-1] >= guard:
+            if guard is None or not h.guards(guard, at):
                 del history[key]
 
     def activity(
@@ -1044,7 +1044,7 @@ def _forget_guarded(state: CustomerState, journey_id: str, guard: timedelta,
     stale = [
         k for k, h in history.items()
         if k[0] == journey_id and k[1] is not None and k[1] not in active
-        and (not h.recent or now - h.recent[-1] >= guard)
+        and not h.guards(guard, now)
     ]
     for k in stale:
         del history[k]

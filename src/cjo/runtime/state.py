@@ -8,7 +8,7 @@ whole, with the transaction's effects (outbox messages and activity-log entries)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 import attrs
@@ -196,6 +196,12 @@ class EntryHistory:
 
     def copy(self) -> EntryHistory:
         return self  # immutable
+
+    def guards(self, guard: timedelta, now: datetime) -> bool:
+        """Whether the last entry (kept for a ``guard``) came less than ``guard`` before
+        ``now``: a trigger then is taken for a duplicate."""
+        recent = self.recent
+        return bool(recent) and now - recent[-1] < guard
 
 
 _COUNTS: tuple[EntryHistory, ...] = tuple(EntryHistory(n) for n in range(256))
