@@ -56,3 +56,29 @@ def postgres_schema(postgres_dsn: str) -> Iterator[str]:
     yield name
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+# --- the SQL adapters' record cache ---------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _check_record_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every record the SQL adapters take from their record cache must equal the record
+    decoded from the stored text it was matched with: the rule the cache rests on
+    (``cjo.storage.record_cache``), checked in every test that uses a SQL adapter."""
+    from cjo.storage.codec import decode_state
+    from cjo.storage.record_cache import RecordCache
+
+    cached = RecordCache.get
+
+    def get(self: RecordCache, customer_id: str, text: str) -> object:
+        state = cached(self, customer_id, text)
+        if state is not None:
+            decoded = decode_state(text, customer_id)
+            assert state == decoded, (
+                f"the record cache holds a record of {customer_id!r} that differs from its "
+                f"stored text:\ncached:  {state!r}\ndecoded: {decoded!r}"
+            )
+        return state
+
+    monkeypatch.setattr(RecordCache, "get", get)

@@ -81,6 +81,7 @@ from cjo.storage.codec import (
     message_from_json,
 )
 from cjo.storage.erasure import FREE_TEXT_KINDS, pseudonymiser
+from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_connection"]
 
@@ -601,6 +602,11 @@ class _Txn:
         # is committed.
         for state, _wake_at, revision, _data in self.saved.values():
             state.revision = revision
+        if self.saved:
+            self.storage._records.put(
+                (cid, data, state, revision)
+                for cid, (state, _wake_at, revision, data) in self.saved.items()
+            )
 
 
 class _Session(CustomerSession):
@@ -626,9 +632,15 @@ class _Session(CustomerSession):
         txn = self._txn
         txn.check_open()
         saved = txn.saved.get(self.customer_id)
-        # Decoded afresh on every call: the caller owns (and changes) what it gets.
+        # Decoded (or copied from the record cache) on every call: the caller owns (and
+        # changes) what it gets.
         text = saved[3] if saved is not None else txn.records.get(self.customer_id)
-        state = None if text is None else decode_state(text, self.customer_id)
+        state = None
+        if text is not None:
+            if saved is None:
+                state = txn.storage._records.get(self.customer_id, text)
+            if state is None:
+                state = decode_state(text, self.customer_id)
         if saved is None and self.customer_id not in txn.members_before:
             txn.members_before[self.customer_id] = (
                 dict(state.segments) if state is not None else {}
@@ -687,6 +699,8 @@ class PostgresStorage(Storage):
     Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``);
     ``connect_kwargs`` go to every connection (``{"prepare_threshold": None}`` behind
     PgBouncer in transaction mode, ``{"options": "-c lock_timeout=10s"}``...).
+    ``record_cache`` is how many customers' last committed records are kept decoded, so that
+    reading one back skips decoding it (``cjo.storage.record_cache``; 0 keeps none).
 
     Thread-safe. Make one per process, after any fork: connections cannot cross a fork.
     """
@@ -702,7 +716,9 @@ class PostgresStorage(Storage):
         timeout: float = 30.0,
         application_name: str = "cjo",
         connect_kwargs: Mapping[str, Any] | None = None,
+        record_cache: int = DEFAULT_RECORD_CACHE,
     ) -> None:
+        self._records = RecordCache(record_cache)
         if not _SCHEMA_NAME.match(schema):
             raise StorageError(
                 f"invalid schema name {schema!r}: use letters, digits and underscores "
@@ -847,7 +863,7 @@ class PostgresStorage(Storage):
             row = conn.execute(self._q["peek"], [customer_id]).fetchone()
         if row is None:
             return None
-        return decode_state(row[0], customer_id)
+        return self._records.get(customer_id, row[0]) or decode_state(row[0], customer_id)
 
     @_translating
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
@@ -856,9 +872,10 @@ class PostgresStorage(Storage):
         with self._pool.connection() as conn:
             rows = conn.execute(self._q["records"], [list(set(customer_ids))]).fetchall()
         out: dict[str, CustomerState] = {}
+        cached = self._records.get
         for cid, data in rows:
             try:
-                out[cid] = decode_state(data, cid)
+                out[cid] = cached(cid, data) or decode_state(data, cid)
             except CorruptRecordError:
                 continue
         return out
@@ -1146,6 +1163,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def erase_customer(self, customer_id: str) -> None:
+        self._records.drop(customer_id)
         q = self._q
         with self._pool.connection() as conn, conn.transaction():
             # Under the customer's lock, so no engine transaction writes the record back.

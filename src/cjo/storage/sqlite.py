@@ -58,6 +58,7 @@ from cjo.storage.codec import (
     value_dumps,
 )
 from cjo.storage.erasure import erased_detail, pseudonymiser
+from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
 
@@ -558,6 +559,7 @@ class _Txn:
         "activities",
         "announced",
         "aside",
+        "cache",
         "cur",
         "dispatch_lease",
         "fresh",
@@ -569,10 +571,13 @@ class _Txn:
         "open",
         "prefetched",
         "records",
+        "states",
         "stored",
     )
 
-    def __init__(self, cur: sqlite3.Cursor, now: datetime, dispatch_lease: timedelta) -> None:
+    def __init__(
+        self, cur: sqlite3.Cursor, now: datetime, dispatch_lease: timedelta, cache: RecordCache
+    ) -> None:
         # One cursor for the transaction's statements: cheaper than a new one per statement
         # (what Connection.execute does).
         self.cur = cur
@@ -587,6 +592,9 @@ class _Txn:
         # The rowid and stored wake_at of every record read in this transaction.
         self.stored: dict[str, tuple[int, int | None]] = {}
         self.records: dict[str, _RecordRow] = {}  # a second save of a customer replaces the first
+        # The records saved, for the record cache once the transaction commits.
+        self.states: dict[str, CustomerState] = {}
+        self.cache = cache
         self.aside: dict[str, str] = {}
         self.messages: dict[str, tuple[Any, ...]] = {}  # the first message with a key wins
         self.activities: list[tuple[Any, ...]] = []
@@ -723,8 +731,13 @@ class _Session(CustomerSession):
                 else:
                     rowid, wake_at, text = row
                     txn.stored[cid] = (rowid, wake_at)
-        # Decoded on every call, so each caller gets its own objects.
-        state = None if text is None else decode_state(text, cid)
+        # Decoded (or copied from the record cache) on every call: each caller gets its own
+        # objects.
+        state = None
+        if text is not None:
+            state = txn.cache.get(cid, text) if saved is None else None
+            if state is None:
+                state = decode_state(text, cid)
         if saved is None and cid not in txn.members_before:
             txn.members_before[cid] = dict(state.segments) if state is not None else {}
         return state
@@ -742,6 +755,7 @@ class _Session(CustomerSession):
         txn.records[cid] = (
             None if wake_at is None else us(wake_at), revision, encode_state(state, revision)
         )
+        txn.states[cid] = state
         if state.segments or txn.members_before.get(cid):
             txn.members[cid] = dict(state.segments)
         else:
@@ -845,6 +859,8 @@ class SQLiteStorage(Storage):
     The schema is created or migrated forward on open; a database written by a newer cjo
     raises ``SchemaError``. ``busy_timeout`` bounds how long a transaction waits for another
     process's write; past it the transaction fails with ``ConflictError`` (safe to retry).
+    ``record_cache`` is how many customers' last committed records are kept decoded, so that
+    reading one back skips decoding it (``cjo.storage.record_cache``; 0 keeps none).
     """
 
     def __init__(
@@ -852,8 +868,11 @@ class SQLiteStorage(Storage):
         path_or_url: str | os.PathLike[str],
         *,
         busy_timeout: timedelta = timedelta(seconds=30),
+        record_cache: int = DEFAULT_RECORD_CACHE,
     ) -> None:
         self.database = _database(path_or_url)
+        # Checked first: a bad size leaves no connection open.
+        self._records = RecordCache(record_cache)
         self._lock = threading.RLock()  # re-entrant: a read inside a transaction must not hang
         timeout = busy_timeout.total_seconds()
         with _Translated(f"open {self.database!r}"):
@@ -928,7 +947,7 @@ class SQLiteStorage(Storage):
             if cur is None:
                 raise StorageError(f"{self!r} is closed")
             cur.execute("BEGIN IMMEDIATE")
-            return _Txn(cur, now, self.dispatch_lease)
+            return _Txn(cur, now, self.dispatch_lease, self._records)
         except BaseException as exc:
             # Whatever failed after BEGIN, the write lock of the database and the storage's own
             # lock are released: otherwise every later writer would wait for them forever.
@@ -946,6 +965,12 @@ class SQLiteStorage(Storage):
         try:
             txn.flush()
             cur.execute("COMMIT")
+            if txn.records:
+                states = txn.states
+                txn.cache.put(
+                    (cid, text, states[cid], revision)
+                    for cid, (_, revision, text) in txn.records.items()
+                )
         except sqlite3.Error as exc:
             _rollback(cur.connection)
             raise _error(what.commit.what, exc) from exc
@@ -996,7 +1021,7 @@ class SQLiteStorage(Storage):
             row = self._connection().execute(_PEEK, (customer_id,)).fetchone()
         if row is None:
             return None
-        return decode_state(row[0], customer_id)
+        return self._records.get(customer_id, row[0]) or decode_state(row[0], customer_id)
 
     @_Translated("peek_many")
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
@@ -1006,9 +1031,10 @@ class SQLiteStorage(Storage):
         with self._lock:
             rows = self._connection().execute(_PEEK_MANY, (value_dumps(ids),)).fetchall()
         out: dict[str, CustomerState] = {}
+        cached = self._records.get
         for cid, data in rows:
             with suppress(CorruptRecordError):  # left out (peek() raises for it)
-                out[cid] = decode_state(data, cid)
+                out[cid] = cached(cid, data) or decode_state(data, cid)
         return out
 
     # --- wake-ups ------------------------------------------------------------------------------
@@ -1256,6 +1282,7 @@ class SQLiteStorage(Storage):
 
     @_Translated("erase_customer")
     def erase_customer(self, customer_id: str) -> None:
+        self._records.drop(customer_id)
         with self._write() as conn:
             for statement in _ERASE:
                 conn.execute(statement, (customer_id,))
