@@ -179,7 +179,11 @@ class CustomerSession(abc.ABC):
         """Write the record whole (its ``wake_at`` with it, any lease on it cleared, its
         ``revision`` incremented), append ``activities`` to the activity log, and add
         ``messages`` to the outbox (a key already there is ignored), leased to this writer
-        until ``now + dispatch_lease`` so no other worker dispatches them first."""
+        until ``now + dispatch_lease`` so no other worker dispatches them first.
+
+        The record is the storage's once saved: an adapter may keep the object itself after
+        the commit (the in-memory adapter keeps it as the stored record, the SQL adapters in
+        their record cache), so a caller does not change it afterwards (it saves again)."""
 
     def check_owner(self, state: CustomerState) -> None:
         """Refuse to save another customer's record through this session (for ``save``)."""
