@@ -20,12 +20,15 @@ from cjo import (
     ManualClock,
     ProfileUpdate,
     RecordingChannel,
+    Segment,
     Send,
     Variant,
     Wait,
     WaitForEvent,
     attr,
+    performed,
 )
+from cjo.abc import RECORD_LAYOUT
 from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import CorruptRecordError
 from cjo.storage.base import Storage
@@ -203,6 +206,45 @@ def test_fields_a_newer_layout_keeps_in_an_enrollment_are_written_back(sql: SQL)
     engine.run_due()
     assert "enr" not in json.loads(read("bad"))
     assert sorted(m.customer_id for m in channel.messages) == ["amy", "bad", "cid"]
+
+
+def test_positions_a_newer_layout_appends_to_rows_are_written_back(sql: SQL) -> None:
+    storage, write, read = sql
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = _three_waiting(storage, clock, channel)
+    engine.publish(segments=[Segment("openers", performed("opened").at_least(1))])
+    data = json.loads(read("bad"))
+    at = data["created"]
+    # One row of each positional part as a newer cjo writes it: a position more than this one.
+    newer = {
+        **data, "v": RECORD_LAYOUT + 1,
+        "hist": [[*row, "hist+"] for row in data["hist"]],
+        "ended": [["older", "welcome", 1, at, at, "completed", None, "mail", None, None,
+                   "ended+"]],
+        "cons": [["news", "email", True, at, "cons+"]],
+        "led": [[at, "email", ["promo"], "led+"]],
+        "trk": {"opened": [at, at, at, 1, 0, None, None, [], {}, "trk+"]},
+        "offers": {"ten_off": [1, [at], "offers+"]},
+    }
+    parts = ("hist", "ended", "cons", "led", "trk", "offers")
+    write("bad", json.dumps(newer))
+    clock.advance(DAY / 2)
+    engine.handle_event(_event("bad", "bad-2", clock.now()))  # written back by this cjo
+    written = json.loads(read("bad"))
+    assert written["rev"] > data["rev"] and written["v"] == RECORD_LAYOUT + 1
+    assert {part: written[part] for part in parts} == {part: newer[part] for part in parts}
+    assert list(written["seg"]) == ["openers"]  # the newer track row was read, and counted
+    # The wait ends: the enrollment ends and is kept in place of the older ended one (whose
+    # positions go with it); the history row keeps its own.
+    clock.advance(DAY / 2)
+    engine.run_due()
+    assert sorted(m.customer_id for m in channel.messages) == ["amy", "bad", "cid"]
+    written = json.loads(read("bad"))
+    assert [row[0] for row in written["ended"]] == [data["enr"][0]["id"]]
+    assert len(written["ended"][0]) == 10
+    assert [row[5:] for row in written["hist"]] == [["hist+"]]
+    assert {part: written[part] for part in parts[2:]} == {part: newer[part] for part in parts[2:]}
 
 
 def test_an_event_only_a_damaged_record_could_use_is_refused_not_dropped(sql: SQL) -> None:

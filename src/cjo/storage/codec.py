@@ -6,13 +6,21 @@ hand-written codec is several times faster than a generic one) and decoded lenie
 - a record carries its layout number (``"v"``); older layouts are upgraded by the functions in
   ``UPGRADES``; a layout newer than this cjo knows is read as far as it is understood, and
   written back with its own number (kept in ``CustomerState.extra``), so the newer cjo does not
-  upgrade it again. A newer layout adds fields, never changes what a field means (that takes a
-  new field);
+  upgrade it again. A newer layout adds fields or appends positions to rows, never changes what
+  one means (that takes a new field or position);
 - top-level fields this version does not know are kept in ``CustomerState.extra`` and written
   back untouched (a rolling upgrade loses nothing); so are the fields a record of a newer layout
   holds inside an active enrollment (kept in ``extra`` under ``_ENROLLMENT_EXTRA``, by
   enrollment id, and written back into that enrollment while it is active);
-- anything else that does not decode raises ``CorruptRecordError`` naming the customer.
+- the rows of ``hist``, ``cons``, ``led``, ``ended``, ``trk`` and ``offers`` are read by the
+  positions this version writes, whatever their length; the positions past them are kept in
+  ``extra`` under ``_ROW_EXTRA``, by what identifies the row (``_ROWS``), and written back
+  after this version's own while the row is there, changed or not; a row this version
+  removes (an ended enrollment pruned, an entry history dropped, a ledger entry past every
+  cap) takes them with it. Nested lists (a track's recent entries and ranges, the instants of
+  a history or offer) are not rows a layout appends to;
+- anything else that does not decode (a row shorter than this version writes, save a track's,
+  whose trailing defaults are left out) raises ``CorruptRecordError`` naming the customer.
 
 A value JSON cannot hold (NaN or an infinity put into a record after it was validated, a key
 that is not a string...) is refused when the record is encoded: ``StorageError`` naming the
@@ -28,7 +36,7 @@ import json
 import json.encoder
 import json.scanner
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar, cast
 
@@ -320,7 +328,7 @@ def _ended(x: EndedEnrollment) -> list[Any]:
 
 
 def _ended_from(row: list[Any]) -> EndedEnrollment:
-    (eid, jid, version, entered, ended, status, reason, step, key, converted) = row[:10]
+    (eid, jid, version, entered, ended, status, reason, step, key, converted) = row
     return EndedEnrollment(
         eid, jid, version, dt(entered), dt(ended), status, reason, step, key, _dt_opt(converted)
     )
@@ -348,7 +356,7 @@ def _track(t: Track) -> list[Any]:
 
 def _track_from(row: list[Any]) -> Track:
     full: list[Any] = [*row, *_TRACK_DEFAULTS[len(row):]]
-    since, first, last, count, total, low, high, recent, ranges = full[:9]
+    since, first, last, count, total, low, high, recent, ranges = full
     return Track(
         dt(since), _dt_opt(first), _dt_opt(last), int(count), total, low, high,
         [(dt(e), None) if isinstance(e, int) else (dt(e[0]), e[1]) for e in recent],
@@ -361,9 +369,11 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
     rev = state.revision if revision is None else revision
     d: dict[str, Any]
     kept: Mapping[str, Mapping[str, Any]] | None = None
+    positions: Mapping[str, Mapping[Hashable, list[Any]]] | None = None
     if state.extra:
         d = dict(state.extra)
         kept = d.pop(_ENROLLMENT_EXTRA, None)
+        positions = d.pop(_ROW_EXTRA, None)
         # A record of a newer layout keeps its number (kept among the extra fields): labelled
         # with this one's, the newer cjo would run its upgrades again on what is already new.
         d.setdefault("v", RECORD_LAYOUT)
@@ -421,6 +431,8 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
             offer_id: [h.count, [us(t) for t in h.recent]]
             for offer_id, h in state.offers.items()
         }
+    if positions:
+        _append_positions(d, positions)
     return d
 
 
@@ -467,6 +479,111 @@ def _unknown_enrollment_fields(enrollments: object) -> dict[str, dict[str, Any]]
     return out
 
 
+#: Where ``CustomerState.extra`` keeps the positions a newer layout appended to rows, by part
+#: and by what identifies each row (as ``_ENROLLMENT_EXTRA``, not a name a layout would choose).
+_ROW_EXTRA: Final = "~row positions"
+
+#: What identifies a row among its part's rows, from its place in the part (index or key),
+#: the row, and what the identity saw of the part's earlier rows.
+_Identity = Callable[[Any, list[Any], dict[Hashable, int]], Hashable]
+
+
+def _first_two(_at: Any, row: list[Any], _seen: dict[Hashable, int]) -> Hashable:
+    return (row[0], row[1])  # hist: (journey, instance key); cons: (topic, channel)
+
+
+def _first(_at: Any, row: list[Any], _seen: dict[Hashable, int]) -> Hashable:
+    eid: Hashable = row[0]  # ended: the enrollment id
+    return eid
+
+
+def _place(at: Any, _row: list[Any], _seen: dict[Hashable, int]) -> Hashable:
+    key: Hashable = at  # trk, offers: the key the row is stored under
+    return key
+
+
+def _send(_at: Any, row: list[Any], seen: dict[Hashable, int]) -> Hashable:
+    # A ledger entry has no id: its content (instant, channel, tags), and which of the entries
+    # with that content it is. The ledger is pruned and merged without reordering its entries
+    # (a merged record's come after the kept one's at the same instant), and entries equal in
+    # content are pruned together, so the pairing holds; a new entry has none to pair with.
+    content = (row[0], row[1], tuple(row[2]))
+    n = seen[content] = seen.get(content, -1) + 1
+    return (content, n)
+
+
+#: The positional rows of a record: part, positions this cjo writes, fewest a row may have,
+#: the values of the positions it may leave out (only a track leaves out trailing defaults),
+#: and what identifies a row.
+_ROWS: Final[tuple[tuple[str, int, int, tuple[Any, ...], _Identity], ...]] = (
+    ("hist", 5, 5, (), _first_two),
+    ("cons", 4, 4, (), _first_two),
+    ("led", 3, 3, (), _send),
+    ("ended", 10, 10, (), _first),
+    ("trk", len(_TRACK_DEFAULTS), 1, _TRACK_DEFAULTS, _place),
+    ("offers", 2, 2, (), _place),
+)
+
+
+def _cut_rows(
+    data: Mapping[str, Any],
+) -> tuple[Mapping[str, Any], dict[str, dict[Hashable, list[Any]]]] | None:
+    """``data`` with every row longer than this cjo writes cut to the positions it reads, and
+    the positions cut off, by part and row identity; None if no row is longer. ``ValueError``
+    for a row shorter than this cjo writes; what is not a row is left to the decoder."""
+    out: dict[str, Any] | None = None
+    positions: dict[str, dict[Hashable, list[Any]]] = {}
+    for part, width, least, _defaults, identity in _ROWS:
+        rows = data.get(part)
+        if isinstance(rows, dict):
+            places: Any = rows.items()
+        elif isinstance(rows, list):
+            places = enumerate(rows)
+        else:
+            continue
+        cut: Any = None
+        more: dict[Hashable, list[Any]] = {}
+        seen: dict[Hashable, int] = {}
+        for at, row in places:
+            if not isinstance(row, list):
+                continue
+            if len(row) < least:
+                raise ValueError(
+                    f"{part}[{at!r}] has {len(row)} positions, fewer than the {least} this cjo "
+                    "reads"
+                )
+            key = identity(at, row, seen)
+            if len(row) > width:
+                if cut is None:
+                    cut = rows.copy()
+                cut[at] = row[:width]
+                more[key] = row[width:]
+        if cut is not None:
+            if out is None:
+                out = dict(data)
+            out[part] = cut
+            positions[part] = more
+    return None if out is None else (out, positions)
+
+
+def _append_positions(d: dict[str, Any], positions: Mapping[str, Mapping[Hashable, list[Any]]],
+                      ) -> None:
+    """Append to the rows of ``d`` (a record being encoded, its rows its own) the positions
+    kept for them; a row this cjo removed has none written (its positions go with it)."""
+    for part, width, _least, defaults, identity in _ROWS:
+        more = positions.get(part)
+        rows = d.get(part)
+        if not more or not rows:
+            continue
+        seen: dict[Hashable, int] = {}
+        for at, row in rows.items() if isinstance(rows, dict) else enumerate(rows):
+            appended = more.get(identity(at, row, seen))
+            if appended:
+                if len(row) < width:  # the positions left out come first
+                    row.extend(defaults[len(row):])
+                row.extend(appended)
+
+
 def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
     """A record from its decoded JSON (values' datetimes still tagged)."""
     try:
@@ -480,66 +597,97 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
                 while layout < RECORD_LAYOUT:
                     data = UPGRADES[layout](data)
                     layout += 1
-        epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: this runs on every transaction
-        get = data.get
-        prof = get("profile")
-        profile = None
-        if prof is not None:
-            attributes = prof.get("a")
-            profile = Profile(customer_id, _revive(dict(attributes)) if attributes else {},
-                              prof.get("tz"), prof.get("loc"))
-        history: dict[tuple[str, str | None], EntryHistory] = {}
-        hist = get("hist")
-        if hist:
-            of = EntryHistory.of
-            for jid, key, count, recent, last_ended in hist:
-                history[(jid, key)] = of(
-                    count, tuple([epoch + tick * t for t in recent]) if recent else (),
-                    None if last_ended is None else epoch + tick * last_ended,
-                )
-        enr, ended, timers, marks = get("enr"), get("ended"), get("timers"), get("marks")
-        decided = None
-        if marks and _DECIDED in marks:
-            marks = dict(marks)
-            decided = dt(marks.pop(_DECIDED))
-        offers = get("offers")
-        extra = (
-            {k: v for k, v in data.items() if k not in _KNOWN}
-            if not _KNOWN.issuperset(data) else None
-        )
         if layout > RECORD_LAYOUT:
-            extra = {**(extra or {}), "v": layout}
-            # Only a newer cjo writes enrollment fields this one does not know: records of
-            # this layout are not searched for them.
-            kept = _unknown_enrollment_fields(get("enr"))
-            if kept:
-                extra[_ENROLLMENT_EXTRA] = kept
-        cons, blk, led = get("cons"), get("blk"), get("led")
-        trk, seg = get("trk"), get("seg")
-        return CustomerState(
-            customer_id, epoch + tick * data["created"], int(get("rev", 0)), profile,
-            [_enrollment_from(e, customer_id) for e in enr] if enr else [],
-            tuple(_ended_from(x) for x in ended) if ended else (),
-            history,
-            {n: epoch + tick * t for n, t in timers.items()} if timers else {},
-            {n: epoch + tick * t for n, t in marks.items()} if marks else {},
-            _revive(extra) if extra else NO_ITEMS,
-            consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else NO_ITEMS,
-            blocked={str(c): str(r) for c, r in blk.items()} if blk else NO_ITEMS,
-            sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else NO_ENTRIES,
-            tracks={k: _track_from(row) for k, row in trk.items()} if trk else NO_ITEMS,
-            segments={sid: epoch + tick * at for sid, at in seg.items()} if seg else NO_ITEMS,
-            segments_basis=get("segb"),
-            offers={
-                offer_id: OfferHistory(int(count), tuple(dt(t) for t in recent))
-                for offer_id, (count, recent) in offers.items()
-            } if offers else NO_ITEMS,
-            decided_at=decided,
-        )
+            # Only a newer cjo appends positions to rows: records of this layout are not
+            # searched for them.
+            cut = _cut_rows(data)
+            if cut is None:
+                return _state_from(data, customer_id, layout, None)
+            return _state_from(cut[0], customer_id, layout, cut[1])
+        try:
+            return _state_from(data, customer_id, layout, None)
+        except ValueError:
+            # Rows are unpacked to exactly the positions this layout writes, so a longer row
+            # (a newer cjo's that kept this layout's number) fails here rather than being
+            # looked for in every record: read again, cut. Values the failed attempt revived
+            # in place are datetimes now, which reviving leaves as they are.
+            cut = _cut_rows(data)
+            if cut is None:
+                raise
+            return _state_from(cut[0], customer_id, layout, cut[1])
     except CorruptRecordError:
         raise
     except Exception as exc:  # whatever a damaged record raises, name the customer
         raise CorruptRecordError(customer_id, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _state_from(
+    data: Mapping[str, Any], customer_id: str, layout: int,
+    positions: dict[str, dict[Hashable, list[Any]]] | None,
+) -> CustomerState:
+    """``state_from_dict`` once the layout is known: ``positions``, those cut from rows longer
+    than this cjo writes (``_cut_rows``), are kept in ``extra``."""
+    epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: this runs on every transaction
+    get = data.get
+    prof = get("profile")
+    profile = None
+    if prof is not None:
+        attributes = prof.get("a")
+        profile = Profile(customer_id, _revive(dict(attributes)) if attributes else {},
+                          prof.get("tz"), prof.get("loc"))
+    history: dict[tuple[str, str | None], EntryHistory] = {}
+    hist = get("hist")
+    if hist:
+        of = EntryHistory.of
+        for jid, key, count, recent, last_ended in hist:
+            history[(jid, key)] = of(
+                count, tuple([epoch + tick * t for t in recent]) if recent else (),
+                None if last_ended is None else epoch + tick * last_ended,
+            )
+    enr, ended, timers, marks = get("enr"), get("ended"), get("timers"), get("marks")
+    decided = None
+    if marks and _DECIDED in marks:
+        marks = dict(marks)
+        decided = dt(marks.pop(_DECIDED))
+    offers = get("offers")
+    extra = (
+        {k: v for k, v in data.items() if k not in _KNOWN}
+        if not _KNOWN.issuperset(data) else None
+    )
+    if layout > RECORD_LAYOUT:
+        extra = {**(extra or {}), "v": layout}
+        # Only a newer cjo writes enrollment fields this one does not know: records of
+        # this layout are not searched for them.
+        kept = _unknown_enrollment_fields(get("enr"))
+        if kept:
+            extra[_ENROLLMENT_EXTRA] = kept
+    if extra:
+        extra = _revive(extra)
+    if positions:
+        # Not revived: kept as the rows hold them.
+        extra = {**(extra or {}), _ROW_EXTRA: positions}
+    cons, blk, led = get("cons"), get("blk"), get("led")
+    trk, seg = get("trk"), get("seg")
+    return CustomerState(
+        customer_id, epoch + tick * data["created"], int(get("rev", 0)), profile,
+        [_enrollment_from(e, customer_id) for e in enr] if enr else [],
+        tuple(_ended_from(x) for x in ended) if ended else (),
+        history,
+        {n: epoch + tick * t for n, t in timers.items()} if timers else {},
+        {n: epoch + tick * t for n, t in marks.items()} if marks else {},
+        extra or NO_ITEMS,
+        consent={(t, c): (bool(ok), dt(at)) for t, c, ok, at in cons} if cons else NO_ITEMS,
+        blocked={str(c): str(r) for c, r in blk.items()} if blk else NO_ITEMS,
+        sends=[(dt(at), ch, tuple(tags)) for at, ch, tags in led] if led else NO_ENTRIES,
+        tracks={k: _track_from(row) for k, row in trk.items()} if trk else NO_ITEMS,
+        segments={sid: epoch + tick * at for sid, at in seg.items()} if seg else NO_ITEMS,
+        segments_basis=get("segb"),
+        offers={
+            offer_id: OfferHistory(int(count), tuple(dt(t) for t in recent))
+            for offer_id, (count, recent) in offers.items()
+        } if offers else NO_ITEMS,
+        decided_at=decided,
+    )
 
 
 def decode_state(text: str | bytes, customer_id: str) -> CustomerState:
