@@ -52,8 +52,11 @@ def record(customer_id: str) -> CustomerState:
 class StorageSide:
     """The adapter's side: one customer transaction per event."""
 
-    def __init__(self, path: Path, customers: list[str]) -> None:
-        self.storage = SQLiteStorage(path)
+    def __init__(self, path: Path, customers: list[str], record_cache: int | None) -> None:
+        self.storage = (
+            SQLiteStorage(path) if record_cache is None
+            else SQLiteStorage(path, record_cache=record_cache)
+        )
         for cid in customers:
             with self.storage.customer(cid, T0) as session:
                 session.save(record(cid), (), ())
@@ -116,12 +119,13 @@ class RawSide:
 
 
 def run_round(
-    tmp: Path, n: int, customers: list[str], order: list[int], block: int
+    tmp: Path, n: int, customers: list[str], order: list[int], block: int,
+    record_cache: int | None = None,
 ) -> tuple[list[float], list[float]]:
     """Both sides over the same events, block by block, taking turns to go first: a burst of
     load from another process lands on both alike. Returns each side's time per block."""
     raw = RawSide(tmp / f"raw-{n}.db", customers)
-    storage = StorageSide(tmp / f"cjo-{n}.db", customers)
+    storage = StorageSide(tmp / f"cjo-{n}.db", customers, record_cache)
     raw_times: list[float] = []
     storage_times: list[float] = []
     try:
@@ -147,6 +151,9 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=1_000,
                         help="events per turn of each side within a round")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--record-cache", type=int, default=None, metavar="N",
+                        help="SQLiteStorage(record_cache=N); 0 decodes every record it reads "
+                             "(default: the adapter's own default)")
     args = parser.parse_args()
 
     customers = [f"c{i:06d}" for i in range(args.customers)]
@@ -155,7 +162,8 @@ def main() -> None:
     rounds: list[tuple[list[float], list[float]]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in range(args.rounds):
-            raw_times, storage_times = run_round(Path(tmp), n, customers, order, args.block)
+            raw_times, storage_times = run_round(Path(tmp), n, customers, order, args.block,
+                                                 args.record_cache)
             rounds.append((raw_times, storage_times))
             raw, storage = sum(raw_times), sum(storage_times)
             print(f"round {n + 1}: raw {args.events / raw:,.0f} ev/s, "
