@@ -19,6 +19,11 @@ invalidation is needed for correctness. That rests on two rules:
   object itself, and hands out copies.
 
 Bounded: the ``size`` most recently committed customers; the oldest write goes first.
+
+Each customer's entry is updated in place by later commits (``KeptRecord``, as the in-memory
+adapter keeps its records): records replaced at every commit would each live long enough to
+reach the garbage collector's oldest generation, and its full passes took most of what the
+cache saved.
 """
 
 from __future__ import annotations
@@ -28,13 +33,24 @@ from collections.abc import Iterable
 from typing import Final
 
 from cjo.errors import UsageError
-from cjo.runtime.state import CustomerState
+from cjo.runtime.state import CustomerState, KeptRecord
 
 __all__ = ["DEFAULT_RECORD_CACHE", "RecordCache"]
 
 #: Customers whose committed records an adapter keeps decoded, unless told otherwise: a few
 #: megabytes (a record of the demo shop is about 1.5 KB decoded, its text a few hundred bytes).
 DEFAULT_RECORD_CACHE: Final = 4096
+
+
+class _Entry:
+    """One customer's cached record: the stored text, the record, the stored revision."""
+
+    __slots__ = ("kept", "revision", "text")
+
+    def __init__(self, text: str, state: CustomerState, revision: int) -> None:
+        self.text = text
+        self.kept = KeptRecord(state)
+        self.revision = revision
 
 
 class RecordCache:
@@ -46,9 +62,9 @@ class RecordCache:
         if type(size) is not int or size < 0:
             raise UsageError(f"record_cache must be a whole number of records >= 0, got {size!r}")
         self.size = size
-        self._entries: dict[str, tuple[str, CustomerState, int]] = {}
-        # Writers of a pooled adapter commit from several threads; reads need no lock (one
-        # dict look-up, and a cached record is never changed).
+        self._entries: dict[str, _Entry] = {}
+        # Writers of a pooled adapter commit from several threads, and a commit updates an
+        # entry in place: a copy is taken under the lock too.
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -57,11 +73,12 @@ class RecordCache:
     def get(self, customer_id: str, text: str) -> CustomerState | None:
         """A copy of the record cached for ``customer_id`` if ``text`` (as just read from the
         database) is the text cached with it; else None (decode ``text``)."""
-        entry = self._entries.get(customer_id)
-        if entry is None or entry[0] != text:
-            return None
-        state = entry[1].copy()
-        state.revision = entry[2]
+        with self._lock:
+            entry = self._entries.get(customer_id)
+            if entry is None or entry.text != text:
+                return None
+            state = entry.kept.state()
+            state.revision = entry.revision
         return state
 
     def put(self, written: Iterable[tuple[str, str, CustomerState, int]]) -> None:
@@ -74,12 +91,18 @@ class RecordCache:
             for customer_id, text, state, revision in written:
                 # Popped first, so that the newest write is last in order: eviction takes the
                 # customer written longest ago.
-                entries.pop(customer_id, None)
+                entry = entries.pop(customer_id, None)
                 # A record holding fields of a newer cjo (a rolling upgrade) keeps some of
                 # them only while their place exists (an enrollment's, while it is active):
                 # decoded each time rather than kept, until the upgrade is done.
-                if state._rare is None or not state.extra:
-                    entries[customer_id] = (text, state, revision)
+                if state._rare is not None and state.extra:
+                    continue
+                if entry is None:
+                    entry = _Entry(text, state, revision)
+                else:
+                    entry.text, entry.revision = text, revision
+                    entry.kept.keep(state)
+                entries[customer_id] = entry
             while len(entries) > self.size:
                 del entries[next(iter(entries))]
 
