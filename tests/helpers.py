@@ -35,6 +35,11 @@ def ev(name: str, customer: str, at: datetime, **props: object) -> Event:
                  event_id=f"ev{next(_ids)}")
 
 
+def event_with_id(name: str, customer: str, at: datetime, eid: str, **props: object) -> Event:
+    """An event whose id the test chooses (duplicates, and ids read back)."""
+    return Event(customer_id=customer, name=name, timestamp=at, properties=props, event_id=eid)
+
+
 def make_engine(
     clock: ManualClock | None = None,
 ) -> tuple[Engine, ManualClock, dict[str, RecordingChannel]]:

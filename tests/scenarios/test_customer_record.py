@@ -35,6 +35,7 @@ from cjo.model.triggers import EventTrigger
 from cjo.runtime.kinds.triggers import InactivityTriggerKind
 from cjo.storage.codec import encode_state
 from tests.helpers import Factory
+from tests.helpers import event_with_id as _event
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -42,8 +43,6 @@ DAY = timedelta(days=1)
 
 
 
-def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:
-    return Event(customer_id=customer, name=name, timestamp=at, properties=props, event_id=eid)
 
 
 def _note(text: str) -> ContentItem:

@@ -4,14 +4,12 @@ that comes too soon after the last entry starts nothing, even once that enrollme
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from cjo import (
     ContentItem,
     Engine,
-    Event,
     EventTrigger,
     Journey,
     ManualClock,
@@ -25,14 +23,13 @@ from cjo.errors import DefinitionError
 from cjo.model.definitions import Definitions
 from cjo.serialization import dumps_definitions, loads_definitions
 from tests.helpers import Factory
+from tests.helpers import event_with_id as _event
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 
 
-def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Event:
-    return Event(customer_id=customer, name=name, timestamp=at, properties=props, event_id=eid)
 
 
 def _thanks(reentry: ReentryPolicy) -> Journey:
