@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import threading
 from datetime import UTC, datetime, timedelta
 
 from cjo.errors import ClockError
@@ -44,13 +45,20 @@ class SystemClock(Clock):
 
 
 class ManualClock(Clock):
-    """A clock that only moves when told to: for tests, simulations and back-tests."""
+    """A clock that only moves when told to: for tests, simulations and back-tests.
 
-    __slots__ = ("_now",)
+    Safe to share between threads, with or without the GIL (free-threaded CPython): ``set``
+    and ``advance`` each move the clock in one step under the clock's lock, so concurrent
+    advances all count and the clock never goes backwards; ``now`` takes no lock (it reads one
+    reference to an immutable datetime, which the interpreter reads whole), so each thread
+    sees the instants in the order the clock took them."""
+
+    __slots__ = ("_lock", "_now")
 
     def __init__(self, start: datetime | None = None) -> None:
         default = datetime(2026, 1, 1, tzinfo=UTC)
         self._now = ensure_aware(start, "start") if start is not None else default
+        self._lock = threading.Lock()
 
     def now(self) -> datetime:
         return self._now
@@ -58,17 +66,20 @@ class ManualClock(Clock):
     def set(self, when: datetime) -> None:
         """Move to ``when``; moving backwards raises ``ClockError``."""
         when = ensure_aware(when, "when")
-        if when < self._now:
-            raise ClockError(
-                f"ManualClock cannot go backwards from {self._now.isoformat()} "
-                f"to {when.isoformat()}"
-            )
-        self._now = when
+        with self._lock:  # compared with the instant it replaces, not an older one
+            if when < self._now:
+                raise ClockError(
+                    f"ManualClock cannot go backwards from {self._now.isoformat()} "
+                    f"to {when.isoformat()}"
+                )
+            self._now = when
 
     def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
-        """Move forward by ``delta`` (or ``timedelta(**kwargs)``) and return the new time."""
+        """Move forward by ``delta`` (or ``timedelta(**kwargs)``) and return the new time (this
+        call's, even if another thread moves the clock again at once)."""
         step = delta if delta is not None else timedelta(**kwargs)
         if step < timedelta(0):
             raise ClockError(f"ManualClock cannot advance by a negative amount ({step})")
-        self._now = self._now + step
-        return self._now
+        with self._lock:  # read, add and write as one step: no concurrent advance is lost
+            now = self._now = self._now + step
+        return now

@@ -2,9 +2,26 @@
 
 ``export_customer(storage, customer_id, now)`` reads the customer's record (profile, enrollments
 active and kept ended, entry histories, consent and channel blocks, the send ledger, event
-aggregates, segment memberships, offer counts, timers and marks), the outbox messages still
-held for them (pending, delivered, dead letters) and their activity-log entries. Instants are
-ISO 8601 strings in UTC; every key is always present, so the shape does not depend on the data.
+aggregates, segment memberships, offer counts, timers and marks, and what the record holds
+from a newer layout than this cjo's, ``newer_layout``), the outbox messages still held for them
+(pending, delivered, dead letters) and their activity-log entries. Instants are ISO 8601 strings
+in UTC; every key is always present, so the shape does not depend on the data.
+
+``newer_layout``: during a rolling upgrade, a record written by a newer cjo keeps what this one
+does not know (``CustomerState.extra``), and it is held about the customer as much as the rest:
+
+- ``layout``: the record's layout number when it is newer than this cjo's, else None;
+- ``fields``: its top-level fields this cjo does not know, by name;
+- ``enrollment_fields``: its fields inside active enrollments, by enrollment id, then by name;
+- ``row_positions``: the positions it appended to rows, by part (``cons``, ``ended``, ``hist``,
+  ``led``, ``offers``, ``trk``: see the record layout in docs/architecture.md), each a list of
+  ``{"row": ..., "positions": [...]}`` in the order of the stored rows, ``row`` being what
+  identifies the row in its part as the stored record does (an ended enrollment's id, a
+  history's journey and instance key, a stream key...).
+
+Names and ids are in sorted order. Values are as the record holds them: an instant tagged in a
+field (``{"$dt": microseconds}``, as in attributes) as an ISO string, positions as stored (this
+cjo does not know what they mean).
 """
 
 from __future__ import annotations
@@ -17,11 +34,13 @@ import attrs
 
 from cjo.runtime.state import CustomerState, Enrollment
 from cjo.storage.base import OutboxEntry, Storage
+from cjo.storage.codec import split_extra
 
 __all__ = ["EXPORT_FORMAT", "export_customer"]
 
-#: The version of the export's shape (a change of keys gets a new number).
-EXPORT_FORMAT = 1
+#: The version of the export's shape (a change of keys gets a new number): 2 added the
+#: record's ``newer_layout``.
+EXPORT_FORMAT = 2
 
 #: Every activity instant storage can hold (SQLite keys the log by microseconds shifted 10 bits
 #: left, which a later bound would overflow).
@@ -87,7 +106,23 @@ def _record(state: CustomerState) -> dict[str, Any]:
         "timers": dict(sorted(state.timers.items())),
         "marks": dict(sorted(state.marks.items())),
         "decided_at": state.decided_at,
+        "newer_layout": _newer_layout(state.extra),
     })
+
+
+def _newer_layout(extra: Mapping[str, Any]) -> dict[str, Any]:
+    fields, enrollments, positions = split_extra(extra)
+    return {
+        "layout": fields.pop("v", None),
+        "fields": dict(sorted(fields.items())),
+        "enrollment_fields": {
+            eid: dict(sorted(more.items())) for eid, more in sorted(enrollments.items())
+        },
+        "row_positions": {
+            part: [{"row": row, "positions": more} for row, more in rows.items()]
+            for part, rows in sorted(positions.items())
+        },
+    }
 
 
 def _enrollment(e: Enrollment) -> dict[str, Any]:

@@ -103,9 +103,11 @@ def test_an_already_set_stop_does_nothing() -> None:
 
 def test_failed_deliveries_are_retried_by_the_loop() -> None:
     class FailOnce(RecordingChannel):
+        failed = False
+
         def send(self, message: Message) -> DeliveryResult:
-            if self.attempts == 0:
-                self.attempts += 1
+            if not self.failed:
+                self.failed = True
                 return DeliveryResult("transient", error="try later")
             return super().send(message)
 

@@ -253,7 +253,7 @@ def test_export_holds_everything_and_erase_leaves_nothing(storage_factory: Facto
     record = exported["record"]
     assert list(record) == [
         "created_at", "profile", "enrollments", "entry_history", "consent", "blocked_channels",
-        "sends", "tracks", "segments", "offers", "timers", "marks", "decided_at",
+        "sends", "tracks", "segments", "offers", "timers", "marks", "decided_at", "newer_layout",
     ]
     assert record["profile"] == {"attributes": {"email": "c1@example.com"},
                                  "timezone": "Europe/Paris", "locale": None}
@@ -270,10 +270,13 @@ def test_export_holds_everything_and_erase_leaves_nothing(storage_factory: Facto
     assert {a["kind"] for a in exported["activities"]} >= {"entered", "sent",
                                                            "segment_entered"}
     assert all(a["customer_id"] == "c1" for a in exported["activities"])
+    assert record["newer_layout"] == {
+        "layout": None, "fields": {}, "enrollment_fields": {}, "row_positions": {},
+    }
 
     host.engine.erase_customer("c1")
     assert host.engine.export_customer("c1") == {
-        "format": 1, "customer_id": "c1", "record": None, "messages": [], "activities": [],
+        "format": 2, "customer_id": "c1", "record": None, "messages": [], "activities": [],
     }
     assert host.engine.segment_members("buyer") == []
     assert host.engine.segment_count("buyer") == 0

@@ -247,6 +247,36 @@ def test_positions_a_newer_layout_appends_to_rows_are_written_back(sql: SQL) -> 
     assert {part: written[part] for part in parts[2:]} == {part: newer[part] for part in parts[2:]}
 
 
+def test_a_privacy_export_holds_what_a_newer_cjo_wrote_and_writes_nothing(sql: SQL) -> None:
+    storage, write, read = sql
+    engine = _three_waiting(storage, ManualClock(T0), RecordingChannel())
+    data = json.loads(read("amy"))
+    (enrollment,) = data["enr"]
+    newer = {
+        **data, "v": RECORD_LAYOUT + 1, "award": {"tier": "gold", "at": {"$dt": 0}},
+        "enr": [{**enrollment, "prio": 3}],
+        "hist": [[*row, "first_channel:email"] for row in data["hist"]],
+    }
+    text = json.dumps(newer)
+    write("amy", text)
+    exported = engine.export_customer("amy")
+    assert exported["format"] == 2
+    assert exported["record"]["newer_layout"] == {
+        "layout": RECORD_LAYOUT + 1,
+        "fields": {"award": {"tier": "gold", "at": "1970-01-01T00:00:00+00:00"}},
+        "enrollment_fields": {enrollment["id"]: {"prio": 3}},
+        "row_positions": {
+            "hist": [{"row": ["welcome", None], "positions": ["first_channel:email"]}],
+        },
+    }
+    # What this cjo knows is exported as always; the record is left as the newer cjo wrote it.
+    assert [e["id"] for e in exported["record"]["enrollments"]] == [enrollment["id"]]
+    assert read("amy") == text
+    assert engine.export_customer("cid")["record"]["newer_layout"] == {
+        "layout": None, "fields": {}, "enrollment_fields": {}, "row_positions": {},
+    }
+
+
 def test_an_event_only_a_damaged_record_could_use_is_refused_not_dropped(sql: SQL) -> None:
     storage, write, _ = sql
     clock = ManualClock(T0)

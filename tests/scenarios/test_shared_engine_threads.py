@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from cjo.errors import ConflictError
 from cjo.runtime.registry import Registry
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
-from tests.helpers import SIMPLE_CONTENT, T0, Factory
+from tests.helpers import SIMPLE_CONTENT, T0, Factory, together
 
 THREADS = 8
 
@@ -30,27 +30,6 @@ def item(name: str) -> ContentItem:
 
 def engine_on(storage: Storage) -> Engine:
     return Engine(storage, channels={"email": RecordingChannel()}, clock=ManualClock(T0))
-
-
-def together(count: int, work: Callable[[int], object]) -> list[object]:
-    """Run ``work(i)`` in ``count`` threads released at once; their results (or errors)."""
-    barrier = threading.Barrier(count)
-    results: list[object] = [None] * count
-
-    def run(i: int) -> None:
-        barrier.wait(timeout=10)
-        try:
-            results[i] = work(i)
-        except Exception as exc:  # reported by the test, not lost in the thread
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not any(t.is_alive() for t in threads)
-    return results
 
 
 def count_conflicts(storage: Storage, monkeypatch: pytest.MonkeyPatch) -> list[int]:

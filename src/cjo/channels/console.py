@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from typing import TextIO
 
 from cjo.channels.base import Channel, DeliveryResult, Message
@@ -10,15 +11,26 @@ from cjo.channels.base import Channel, DeliveryResult, Message
 __all__ = ["ConsoleChannel"]
 
 
+#: Held by every console channel while it writes: they mostly share one stream (stdout), and a
+#: stream a host gives need not be safe to write from several threads at once.
+_WRITING = threading.Lock()
+
+
 class ConsoleChannel(Channel):
+    """Writes one line per message to ``stream`` (default: ``sys.stdout`` at each send).
+
+    Safe to share between threads, with or without the GIL: a line is written whole, under a
+    lock every console channel holds while it writes, so lines never interleave."""
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
     def send(self, message: Message) -> DeliveryResult:
-        stream = self._stream or sys.stdout
         fields = ", ".join(f"{k}={v!r}" for k, v in message.fields.items())
-        stream.write(
+        line = (
             f"[{message.created_at.isoformat()}] {message.channel} -> {message.customer_id}: "
             f"{fields} ({message.journey_id}/{message.step_id})\n"
         )
+        with _WRITING:
+            (self._stream or sys.stdout).write(line)
         return DeliveryResult("delivered", provider_id=message.idempotency_key)

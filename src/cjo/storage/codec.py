@@ -69,6 +69,7 @@ __all__ = [
     "has_enrollment",
     "journey_needles",
     "message_from_json",
+    "split_extra",
     "us",
 ]
 
@@ -371,9 +372,7 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
     kept: Mapping[str, Mapping[str, Any]] | None = None
     positions: Mapping[str, Mapping[Hashable, list[Any]]] | None = None
     if state.extra:
-        d = dict(state.extra)
-        kept = d.pop(_ENROLLMENT_EXTRA, None)
-        positions = d.pop(_ROW_EXTRA, None)
+        d, kept, positions = split_extra(state.extra)
         # A record of a newer layout keeps its number (kept among the extra fields): labelled
         # with this one's, the newer cjo would run its upgrades again on what is already new.
         d.setdefault("v", RECORD_LAYOUT)
@@ -465,6 +464,21 @@ _ENROLLMENT_FIELDS: Final = frozenset({
     "id", "j", "ver", "in", "s", "sin", "k", "w", "x", "conv", "t", "ctx", "vis", "p", "hold",
     "rr",
 })
+
+
+def split_extra(
+    extra: Mapping[str, Any],
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, dict[Hashable, list[Any]]]]:
+    """``CustomerState.extra`` in its three parts, each a new dict (the values are shared):
+    the top-level fields this cjo does not know (with the record's layout number, as
+    ``"v"``, when it is newer than this cjo's); a newer layout's fields inside active
+    enrollments, by enrollment id; and the positions a newer layout appended to rows, by part
+    (``hist``, ``cons``, ``led``, ``ended``, ``trk``, ``offers``) and by what identifies the
+    row in its part (``_ROWS``)."""
+    fields = dict(extra)
+    enrollments = fields.pop(_ENROLLMENT_EXTRA, None)
+    positions = fields.pop(_ROW_EXTRA, None)
+    return fields, dict(enrollments or {}), dict(positions or {})
 
 
 def _unknown_enrollment_fields(enrollments: object) -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ with compare-and-set, the activity log, erasure, pruning, and (in the tests name
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -32,11 +33,13 @@ from cjo.model.journey import ExitCriterion, Goal, Journey
 from cjo.model.steps import Send, WaitForEvent
 from cjo.model.triggers import EventTrigger
 from cjo.runtime.state import (
+    RECORD_LAYOUT,
     Activity,
     CustomerState,
     EndedEnrollment,
     Enrollment,
     EntryHistory,
+    OfferHistory,
     Track,
 )
 from cjo.storage.base import (
@@ -544,6 +547,67 @@ class StorageContract:
         assert again is not None
         assert again.extra == {"loyalty": {"tier": "gold", "points": [1, 2, 3]}, "flags": ["x"]}
         assert again.profile == Profile("c1", {"n": 1})
+
+    def test_an_export_holds_what_a_newer_layout_wrote(self, storage: Storage) -> None:
+        # A privacy export holds everything kept about the customer: what a newer cjo wrote
+        # (fields, enrollment fields, positions appended to rows) is kept in ``extra``, so the
+        # adapter's ``peek`` must return it whole.
+        from cjo.export import export_customer  # noqa: PLC0415  (the export reads storage)
+        from cjo.storage.codec import decode_state, encode_state, us  # noqa: PLC0415
+
+        _save(storage, _state("c0"))
+        record = export_customer(storage, "c0", T0)["record"]
+        assert record["newer_layout"] == {
+            "layout": None, "fields": {}, "enrollment_fields": {}, "row_positions": {},
+        }
+        # Fields a host's older record holds without a layout number of its own.
+        _save(storage, _full_state("c1"))
+        assert export_customer(storage, "c1", T0)["record"]["newer_layout"] == {
+            "layout": None,
+            "fields": {"future_field": {"nested": [1, "x", None, {"deep": True}]},
+                       "future_flag": 7},
+            "enrollment_fields": {}, "row_positions": {},
+        }
+        # A record of the next layout, as a newer cjo writes it.
+        state = _full_state("c2")
+        state.offers = {"ten_off": OfferHistory(1, (T0,))}
+        data = json.loads(encode_state(state))
+        data["v"] = RECORD_LAYOUT + 1
+        data["award"] = {"tier": "gold", "since": {"$dt": us(T0 - DAY)}}
+        cart, welcome = data["enr"]
+        cart["prio"], welcome["seen"] = 3, {"by": ["email"]}
+        data["hist"][0].append("hist+")
+        data["cons"][2].append(True)
+        data["led"][1].append(["led+", 1])
+        data["ended"][0].append("ended+")
+        data["trk"]["purchase|total#0a1b2c3d4e"].append({"trk": None})
+        data["offers"]["ten_off"].append(2)
+        _save(storage, decode_state(json.dumps(data), "c2"))
+        exported = export_customer(storage, "c2", T0)
+        assert json.loads(json.dumps(exported)) == exported  # plain JSON
+        newer = exported["record"]["newer_layout"]
+        assert newer == {
+            "layout": RECORD_LAYOUT + 1,
+            "fields": {"future_field": {"nested": [1, "x", None, {"deep": True}]},
+                       "future_flag": 7,
+                       "award": {"tier": "gold", "since": (T0 - DAY).isoformat()}},
+            "enrollment_fields": {cart["id"]: {"prio": 3},
+                                  welcome["id"]: {"seen": {"by": ["email"]}}},
+            "row_positions": {
+                "cons": [{"row": ["offers", "*"], "positions": [True]}],
+                "ended": [{"row": data["ended"][0][0], "positions": ["ended+"]}],
+                "hist": [{"row": ["cart", None], "positions": ["hist+"]}],
+                "led": [{"row": [[us(T0 - HOUR), "sms", []], 0], "positions": [["led+", 1]]}],
+                "offers": [{"row": "ten_off", "positions": [2]}],
+                "trk": [{"row": "purchase|total#0a1b2c3d4e", "positions": [{"trk": None}]}],
+            },
+        }
+        # Names in sorted order, whatever the order the record holds them in.
+        assert list(newer["fields"]) == ["award", "future_field", "future_flag"]
+        assert list(newer["enrollment_fields"]) == sorted([cart["id"], welcome["id"]])
+        assert list(newer["row_positions"]) == ["cons", "ended", "hist", "led", "offers", "trk"]
+        # The rest of the record exports as this cjo reads it.
+        assert exported["record"]["profile"]["locale"] == "fr-FR"
 
     def test_a_session_reads_what_it_saved(self, storage: Storage) -> None:
         _save(storage, _state("c2"))
