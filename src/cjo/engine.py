@@ -367,7 +367,7 @@ class Engine:
         refuse_duplicates(new)
         new, unkeyed = _unkeyed(new)
         new_journeys, new_segments, new_content = new.journeys, new.segments, new.content
-        new_taxonomy = taxonomy or incoming.taxonomy
+        new_taxonomy = taxonomy if taxonomy is not None else incoming.taxonomy
         new_policies = (new.topics, new.caps, new.quiet_hours)
         new_rules, new_blocks, new_offers = new.profile_rules, new.blocks, new.offers
         now = self._now()
@@ -1328,7 +1328,7 @@ def _merge(
         journeys=tuple(by_version.values()),
         segments=tuple(_replace_by_id(current.segments, segments)),
         content=tuple(items.values()),
-        taxonomy=taxonomy or current.taxonomy,
+        taxonomy=taxonomy if taxonomy is not None else current.taxonomy,
         profile_rules=tuple(_replace_by_id(current.profile_rules, profile_rules)),
     )
 

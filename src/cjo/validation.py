@@ -4,7 +4,10 @@ The converter in :mod:`cjo.serialization` catches what is wrong with the *shape*
 (a missing field, a bad duration). This module catches what is wrong with its *meaning*: a step
 that points nowhere, a segment that does not exist, a template that does not parse, a loop that
 would never stop, a definition over one of the limits in :class:`cjo.limits.Limits`. It never
-stops at the first problem, because fixing definitions one error per publish is miserable.
+stops at the first problem, because fixing definitions one error per publish is miserable: nor
+at the first kind of problem. A field of the wrong type (``cjo.model.shapes``) is reported at its
+place, and the definition holding it is left out of the checks of meaning while every other one
+goes through them in the same pass.
 
 It runs in time linear in the size of the definitions (graphs are walked once, conditions
 iteratively), so an oversized or hostile definition is refused quickly rather than slowly.
@@ -102,6 +105,7 @@ def validate_definitions(
     renderer: Renderer | None = None,
     channel_types: Mapping[str, str] | None = None,
     scorers: Collection[str] | None = None,
+    unread: Mapping[str, Sequence[Any] | None] | None = None,
 ) -> list[Problem]:
     """Every problem in ``definitions`` (an empty list when they are valid).
 
@@ -113,7 +117,9 @@ def validate_definitions(
     parsed templates are reused (a new one with ``limits`` and the definitions' blocks when
     None or when its blocks differ). ``channel_types`` maps registered channel names to channel
     types (``cjo.content.channels``); ``scorers`` names the host's offer scorers (when given,
-    every offer's scorer must be one).
+    every offer's scorer must be one). ``unread`` holds the data of definitions that could not
+    be read, by field (``cjo.serialization.load_definitions_in_parts``; None: the field as a
+    whole): they are not in ``definitions``, and are treated as left out for their shape.
 
     Problems come in a stable order: first every field of the wrong type (``Wait(3600)``,
     ``steps=[...]``), at its place, in the order the definitions are written; then the problems
@@ -121,9 +127,11 @@ def validate_definitions(
     content item, an offer, the taxonomy...) holding a value of the wrong type anywhere inside
     is left out of the checks of meaning, which read the fields as declared, until its shape is
     fixed; every other definition is checked in the same pass. What refers to a definition left
-    out is not reported for it: such a definition exists under its id (when that id is text),
-    but nothing else about it is relied on (which channels a content item has variants for,
-    what a block renders, which tags the taxonomy holds).
+    out is not refused for it: such a definition exists under its id, but nothing else about it
+    is relied on (which channels a content item has variants for, what a block renders, which
+    tags the taxonomy holds). One whose id is not text, or a list of definitions holding
+    something else, may be what any reference to its kind means: none is refused until it is
+    fixed. Duplicate ids are counted among every definition whose id is text.
     """
     limits = limits if limits is not None else DEFAULT_LIMITS
     if not isinstance(limits, Limits):
@@ -133,7 +141,7 @@ def validate_definitions(
                                        f"{type(definitions).__name__}")]
     mismatches = shape_problems(definitions, _element_location)
     problems = [Problem(" / ".join(m.parts) or "definitions", m.message) for m in mismatches]
-    sound, listed, known = _partition(definitions, {m.origin for m in mismatches})
+    sound, listed, known = _partition(definitions, {m.origin for m in mismatches}, unread or {})
     blocks = {b.id: b.source for b in sound.blocks}
     if renderer is None or dict(renderer.blocks) != blocks:
         renderer = Renderer(limits, blocks)
@@ -173,8 +181,8 @@ K = TypeVar("K")
 class _Names(Collection[K]):
     """The ids that references from one definition to another may name, of one kind: those of
     the definitions checked and those of the definitions left out for their shape (which exist,
-    but of which nothing else is relied on). ``anything``: the field listing them does not hold
-    a collection at all, so any id may be one (iterating gives the ids known)."""
+    but of which nothing else is relied on). ``anything``: a definition left out has no id to go
+    by, so any id may be its (iterating gives the ids known)."""
 
     __slots__ = ("_all", "_left_out", "anything")
 
@@ -236,56 +244,57 @@ _ELEMENT_TYPES: dict[str, type] = {
 
 
 def _partition(
-    definitions: Definitions, origins: Collection[Origin]
+    definitions: Definitions, origins: Collection[Origin],
+    unread: Mapping[str, Sequence[Any] | None],
 ) -> tuple[Definitions, Definitions, _Known]:
     """``definitions`` without what holds a value of the wrong type (``origins``, from the shape
     check): (the definitions of sound shape, which the checks of meaning read; every definition
-    of its field's class whatever it holds, for the duplicate ids; what references may name)."""
+    of its field's class whatever it holds, for the duplicate ids; what references may name,
+    counting the definitions left out and those ``unread``)."""
     left_out: dict[str, set[object]] = {}
     for name, key in origins:
         left_out.setdefault(name, set()).add(key)
     sound: dict[str, Any] = {}
     listed: dict[str, Any] = {}
-    dropped: dict[str, list[Any]] = {}
+    # The id and version of each definition left out or unread, by field.
+    missing: dict[str, list[tuple[str | None, int | None]]] = {}
     for field in attrs.fields(Definitions):
-        keys = left_out.get(field.name)
+        name, keys, data = field.name, left_out.get(field.name, set()), unread.get(field.name, ())
+        if data is None or None in keys:  # the field's value as a whole: nothing in it is read
+            missing[name] = [(None, None)]
+            if keys:
+                sound[name] = listed[name] = field.default
+            continue
+        missing[name] = [_id_and_version(d) for d in data]
         if not keys:
             continue
-        if None in keys:  # the field's value as a whole: nothing in it is read
-            sound[field.name] = listed[field.name] = field.default
-            continue
-        value = getattr(definitions, field.name)
-        cls = _ELEMENT_TYPES[field.name]
-        sound[field.name] = tuple(e for i, e in enumerate(value) if i not in keys)
-        listed[field.name] = tuple(
-            e for i, e in enumerate(value) if i not in keys or isinstance(e, cls)
-        )
-        dropped[field.name] = [
-            e for i, e in enumerate(value) if i in keys and isinstance(e, cls)
+        value = getattr(definitions, name)
+        cls = _ELEMENT_TYPES[name]
+        sound[name] = tuple(e for i, e in enumerate(value) if i not in keys)
+        listed[name] = tuple(e for i, e in enumerate(value) if i not in keys or isinstance(e, cls))
+        missing[name] += [
+            _id_and_version(e) if isinstance(e, cls) else (None, None)
+            for i, e in enumerate(value) if i in keys
         ]
     checked = attrs.evolve(definitions, **sound)
 
     def names(field: str) -> _Names[str]:
-        return _Names(
-            (e.id for e in getattr(checked, field)),
-            (e.id for e in dropped.get(field, ()) if isinstance(e.id, str)),
-            anything=None in left_out.get(field, ()),
-        )
+        # A definition left out without an id to go by may be the one any reference means.
+        ids = [i for i, _ in missing[field]]
+        return _Names((d.id for d in getattr(checked, field)), (i for i in ids if i is not None),
+                      anything=None in ids)
 
+    pairs = [None if i is None or v is None else (i, v) for i, v in missing["journeys"]]
     taxonomy = checked.taxonomy
     tags: Collection[str] | None
-    if "taxonomy" in left_out:
+    if missing["taxonomy"]:
         tags = _Names(anything=True)
     else:
         tags = taxonomy.tags() if taxonomy is not None else None
     known = _Known(
         journeys=names("journeys"),
-        versions=_Names(
-            ((j.id, j.version) for j in checked.journeys),
-            ((j.id, j.version) for j in dropped.get("journeys", ())
-             if isinstance(j.id, str) and _is_whole(j.version)),
-            anything=None in left_out.get("journeys", ()),
-        ),
+        versions=_Names(((j.id, j.version) for j in checked.journeys),
+                        (p for p in pairs if p is not None), anything=None in pairs),
         segments=names("segments"),
         content=names("content"),
         offers=names("offers"),
@@ -294,6 +303,19 @@ def _partition(
         tags=tags,
     )
     return checked, attrs.evolve(definitions, **listed), known
+
+
+_DEFAULT_VERSION = attrs.fields(Journey).version.default
+
+
+def _id_and_version(definition: object) -> tuple[str | None, int | None]:
+    """The id of a definition, or of its data (a mapping), and its version (a journey's),
+    each None when it is of the wrong type."""
+    if isinstance(definition, Mapping):
+        ident, version = definition.get("id"), definition.get("version", _DEFAULT_VERSION)
+    else:
+        ident, version = getattr(definition, "id", None), getattr(definition, "version", None)
+    return (ident if isinstance(ident, str) else None), (version if _is_whole(version) else None)
 
 
 # --- locations ---------------------------------------------------------------------------------

@@ -43,10 +43,8 @@ _PARSER = Environment()
 def includes(source: str) -> tuple[frozenset[str], bool]:
     """The block ids ``source`` includes, and whether it includes any by a computed name
     (which cannot be checked before it renders). A source that does not parse includes none:
-    the renderer reports it; nor does one that is not text (validation reports its type)."""
-    if not isinstance(source, str) or "{%" not in source or (
-        "include" not in source and "render" not in source
-    ):
+    the renderer reports it."""
+    if "{%" not in source or ("include" not in source and "render" not in source):
         return frozenset(), False
     try:
         template = _PARSER.from_string(source)
@@ -90,27 +88,25 @@ def blocks_used(item: ContentItem, blocks: Mapping[str, str]) -> frozenset[str]:
 
 
 def block_problems(
-    blocks: Iterable[ContentBlock], items: Iterable[ContentItem],
-    known: Collection[str] | None = None,
+    blocks: Iterable[ContentBlock], items: Iterable[ContentItem], *, known: Collection[str]
 ) -> list[tuple[str, str]]:
     """(location, message) for every include of a block that is not published, by a computed
     name, or that leads back to itself. ``known``: the block ids an include may name (those of
-    ``blocks`` when None; more when some were left out of ``blocks``)."""
+    ``blocks``, and of any left out of them for their shape)."""
     by_id = {b.id: b.source for b in blocks}
-    names = by_id.keys() if known is None else known
     problems: list[tuple[str, str]] = []
     edges: dict[str, frozenset[str]] = {}
     for block_id, source in by_id.items():
         included, dynamic = includes(source)
         edges[block_id] = included
         where = f"block {block_id!r}"
-        problems += _include_problems(where, included, dynamic, names)
+        problems += _include_problems(where, included, dynamic, known)
     for item in items:
         for variant in item.variants:
             for field, source in variant.fields.items():
                 included, dynamic = includes(source)
                 where = f"{_variant_where(item, variant)} / field {field!r}"
-                problems += _include_problems(where, included, dynamic, names)
+                problems += _include_problems(where, included, dynamic, known)
     for block_id in sorted(edges):
         cycle = _cycle(block_id, edges)
         if cycle is not None:
