@@ -1358,12 +1358,14 @@ def _appended(definitions: Definitions, extra: Mapping[str, Any]) -> Definitions
     return attrs.evolve(definitions, **fields)
 
 
-def _keyed(definition: object) -> bool:
+def _keyed(definition: Any) -> bool:
+    """Whether ``definition`` can be merged by id: its id is text (and a journey's version a
+    whole number)."""
     if isinstance(definition, Journey) and (
         isinstance(definition.version, bool) or not isinstance(definition.version, int)
     ):
         return False
-    return isinstance(getattr(definition, "id", ""), str)
+    return isinstance(definition.id, str)
 
 
 def _merge_content_parts(

@@ -184,7 +184,8 @@ def _spec(hint: object) -> _Spec:
 def shape_problems(root: object, label: Label) -> list[Mismatch]:
     """Every field, at any depth of the attrs object ``root``, whose value is not of its declared
     type, in the order the definitions are written: ``root``'s fields in the order they are
-    declared, each field's elements in order, each element's fields before the next element.
+    declared, each field's elements in order (a mapping's keys before its values), each
+    element's fields before the next element.
     ``label`` names the elements of collection fields in locations. Iterative, so a deep
     definition costs no stack; each value is visited once."""
     problems: list[Mismatch] = []
