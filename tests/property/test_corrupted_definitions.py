@@ -1,14 +1,16 @@
 """Definitions with fields of the wrong type: validation reports every problem in one pass.
 
-Random fields of generated definitions, at any depth (not inside conditions), are given values of other types (what a
-host can pass, since definitions do not check their own fields). Then:
+Random fields of generated definitions, at any depth (not inside conditions), are given values
+of other types (what a host can pass, since definitions do not check their own fields). Then:
 
 - ``validate_definitions`` returns problems and never raises, the problems of shape first;
 - once a single field is of the wrong type, every other problem reported was reported before
   the corruption: the definition holding it is left out of the checks of meaning, and nothing
   that names it is refused for it;
 - ``Engine.publish`` refuses such definitions with a ``DefinitionError`` listing the same
-  problems, never another exception.
+  problems, never another exception (for what publish takes as given: not a list or its
+  element as a whole, which it refuses on its own, nor a content item's version, which it
+  assigns).
 """
 
 from __future__ import annotations
