@@ -78,6 +78,24 @@ def test_validate_reports_shape_problems(tmp_path, capsys):
     assert "wait_2d" in out
 
 
+def test_validate_reports_what_cannot_be_read_with_every_other_problem(tmp_path, capsys):
+    def edit(data):
+        data["journeys"][0]["steps"]["wait_2d"]["duration"] = "two days"
+        data["journeys"][1]["steps"]["sms"]["next"] = "nowhere"
+        # what names the content item that cannot be read is not refused for it
+        data["content"][2]["variants"][0]["fields"]["subject"] = 5
+
+    path = broken(tmp_path, edit)
+    assert main(["validate", str(path)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{path}: 3 problems",
+        "  - $.journeys[0].steps['wait_2d'].duration: not a duration: 'two days' (use seconds "
+        "or a string like '4h' or '1d12h')",
+        "  - $.content[2].variants[0].fields['subject']: expected a string, got 5",
+        "  - journey 'abandoned_cart' v1 / step 'sms': next refers to missing step 'nowhere'",
+    ]
+
+
 def test_validate_reports_bad_json(tmp_path, capsys):
     path = tmp_path / "bad.json"
     path.write_text('{"journeys": [', encoding="utf-8")

@@ -18,7 +18,7 @@ from cjo.demo import DEMO_START, shop_channels, shop_definitions, simulate_shop
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, StorageError, UsageError
 from cjo.importing import ImportResult, read_csv, read_json_lines
-from cjo.serialization import loads_definitions
+from cjo.serialization import loads_definitions_in_parts
 from cjo.storage.url import open_storage, redact_url
 from cjo.validation import validate_definitions
 
@@ -217,14 +217,19 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.channels is not None:
         channels = [c.strip() for c in args.channels.split(",") if c.strip()]
     try:
-        definitions = loads_definitions(text)
-        problems = validate_definitions(definitions, channels=channels)
-        if problems:
-            raise DefinitionError(problems)
-    except DefinitionError as exc:
-        count = len(exc.problems)
-        out.write(f"{path}: {count} problem{'s' if count != 1 else ''}\n")
-        for problem in exc.problems:
+        # Each definition is read on its own: those that cannot be read are reported, and
+        # every other one is validated in the same pass.
+        parts = loads_definitions_in_parts(text)
+    except DefinitionError as exc:  # not JSON, or not an object of definitions
+        problems = list(exc.problems)
+    else:
+        definitions = parts.definitions
+        problems = [*parts.problems, *validate_definitions(
+            definitions, channels=channels, unread=parts.unread
+        )]
+    if problems:
+        out.write(f"{path}: {_plural(len(problems), 'problem')}\n")
+        for problem in problems:
             out.write(f"  - {problem}\n")
         return 1
     out.write(

@@ -60,6 +60,7 @@ from cjo.model.journey import Journey
 from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.segments import Segment
+from cjo.model.shapes import shape_problems
 from cjo.model.steps import Action
 from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
@@ -364,8 +365,9 @@ class Engine:
             offers=definitions_of(Offer, "offers", incoming.offers, offers),
         )
         refuse_duplicates(new)
+        new, unkeyed = _unkeyed(new)
         new_journeys, new_segments, new_content = new.journeys, new.segments, new.content
-        new_taxonomy = taxonomy or incoming.taxonomy
+        new_taxonomy = taxonomy if taxonomy is not None else incoming.taxonomy
         new_policies = (new.topics, new.caps, new.quiet_hours)
         new_rules, new_blocks, new_offers = new.profile_rules, new.blocks, new.offers
         now = self._now()
@@ -378,6 +380,8 @@ class Engine:
             )
             if new_blocks or new_offers:
                 merged = _merge_content_parts(current, merged, new_blocks, new_offers)
+            if unkeyed:  # for validation to refuse, with every other problem of the set
+                merged = _appended(merged, unkeyed)
             problems = _version_conflicts(current, new_journeys)
             merged, more = _governance(
                 current, merged, new_journeys, now,
@@ -1324,9 +1328,44 @@ def _merge(
         journeys=tuple(by_version.values()),
         segments=tuple(_replace_by_id(current.segments, segments)),
         content=tuple(items.values()),
-        taxonomy=taxonomy or current.taxonomy,
+        taxonomy=taxonomy if taxonomy is not None else current.taxonomy,
         profile_rules=tuple(_replace_by_id(current.profile_rules, profile_rules)),
     )
+
+
+def _unkeyed(new: Definitions) -> tuple[Definitions, dict[str, Any]]:
+    """``new`` without the definitions whose id is not text (or, for a journey, whose version
+    is not a whole number), and those definitions by field: they cannot be merged by id, and
+    are added to the merged set as they are, for validation to report their shape."""
+    aside: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
+    for field in attrs.fields(Definitions):
+        items = getattr(new, field.name)
+        if not isinstance(items, tuple):
+            continue
+        odd = tuple(d for d in items if not _keyed(d))
+        if odd:
+            aside[field.name] = odd
+            kept[field.name] = tuple(d for d in items if _keyed(d))
+    return (attrs.evolve(new, **kept) if kept else new), aside
+
+
+def _appended(definitions: Definitions, extra: Mapping[str, Any]) -> Definitions:
+    """``definitions`` with the definitions of ``extra`` (by field) after their own."""
+    fields: dict[str, Any] = {
+        name: (*getattr(definitions, name), *items) for name, items in extra.items()
+    }
+    return attrs.evolve(definitions, **fields)
+
+
+def _keyed(definition: Any) -> bool:
+    """Whether ``definition`` can be merged by id: its id is text (and a journey's version a
+    whole number)."""
+    if isinstance(definition, Journey) and (
+        isinstance(definition.version, bool) or not isinstance(definition.version, int)
+    ):
+        return False
+    return isinstance(definition.id, str)
 
 
 def _merge_content_parts(
@@ -1369,7 +1408,11 @@ def _governance(
     problems: list[Problem] = []
     changes: dict[str, Any] = {}
     if control_group is not None:
-        published = current.control_group
+        # Compared only when of sound shape: validation reports any other.
+        sound = isinstance(control_group, ControlGroup) and not shape_problems(
+            control_group, lambda *_: ""
+        )
+        published = current.control_group if sound else None
         if published is not None and published.salt != control_group.salt:
             problems.append(Problem(
                 "control group", "its salt cannot change once published: that would move "

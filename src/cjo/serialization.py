@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
 from typing import Any, Final, Literal, TypeVar
 
+import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.v import format_exception
@@ -35,12 +36,15 @@ from cjo.segments.history import HISTORY_CONDITION_TYPES
 
 __all__ = [
     "DEFINITIONS_FORMAT",
+    "LoadedParts",
     "converter",
     "dump_definitions",
     "dumps_definitions",
     "dumps_stored_definitions",
     "load_definitions",
+    "load_definitions_in_parts",
     "loads_definitions",
+    "loads_definitions_in_parts",
     "loads_stored_definitions",
     "parse_duration",
 ]
@@ -252,8 +256,10 @@ def structure(data: Any, cls: type[T], what: str = "$") -> T:
             text, _, where = message.rpartition(" @ ")
             problems.append(Problem(where or what, text or message))
         raise DefinitionError(problems) from exc
-    except (ValueError, TypeError, KeyError) as exc:
-        raise DefinitionError([Problem(what, str(exc))]) from exc
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        # Raised by ``cls`` itself rather than by a field (cattrs wraps those): worded as cattrs
+        # words a field's, so that a definition read alone reads as one read in its list.
+        raise DefinitionError([Problem(what, _format_exception(exc, cls))]) from exc
 
 
 def dump_definitions(definitions: Definitions) -> dict[str, Any]:
@@ -262,12 +268,70 @@ def dump_definitions(definitions: Definitions) -> dict[str, Any]:
     return data
 
 
-def load_definitions(data: Mapping[str, Any]) -> Definitions:
-    """Definitions from JSON-compatible data; every problem is reported in one DefinitionError."""
+@attrs.frozen
+class LoadedParts:
+    """Definitions read from data one at a time (``load_definitions_in_parts``)."""
+
+    #: Every definition that could be read.
+    definitions: Definitions
+    #: Why the others could not, in the order of the fields of ``Definitions``.
+    problems: tuple[Problem, ...]
+    #: The data of each definition that could not be read, by the field it is in (None: the
+    #: field's value as a whole, as for one that is not a list).
+    unread: Mapping[str, tuple[Any, ...] | None]
+
+
+_DEFINITION_FIELDS: dict[str, Any] = typing.get_type_hints(Definitions)
+
+
+def load_definitions_in_parts(data: Mapping[str, Any]) -> LoadedParts:
+    """Definitions from JSON-compatible data, each listed definition (a journey, a segment...)
+    and each other field read on its own, so that those that can be read are, whatever is wrong
+    with the others. Data that is not an object, or nested deeper than definitions may be, raises
+    ``DefinitionError``."""
     if not isinstance(data, Mapping):
         raise DefinitionError([Problem("$", "expected an object of definitions")])
     check_nesting(data)  # the converter recurses once per level: refuse deep data first
-    return structure(data, Definitions)
+    read: dict[str, Any] = {}
+    problems: list[Problem] = []
+    unread: dict[str, tuple[Any, ...] | None] = {}
+    for name, hint in _DEFINITION_FIELDS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if typing.get_origin(hint) is tuple and isinstance(value, list):
+            cls = typing.get_args(hint)[0]
+            items, failed = [], []
+            for i, item in enumerate(value):
+                try:
+                    items.append(structure(item, cls, f"$.{name}[{i}]"))
+                except DefinitionError as exc:
+                    problems += exc.problems
+                    failed.append(item)
+            read[name] = tuple(items)
+            if failed:
+                unread[name] = tuple(failed)
+            continue
+        try:
+            read[name] = getattr(structure({name: value}, Definitions), name)
+        except DefinitionError as exc:
+            problems += exc.problems
+            unread[name] = None
+    extra = {key: value for key, value in data.items() if key not in _DEFINITION_FIELDS}
+    if extra:
+        try:
+            structure(extra, Definitions)
+        except DefinitionError as exc:
+            problems += exc.problems
+    return LoadedParts(Definitions(**read), tuple(problems), unread)
+
+
+def load_definitions(data: Mapping[str, Any]) -> Definitions:
+    """Definitions from JSON-compatible data; every problem is reported in one DefinitionError."""
+    parts = load_definitions_in_parts(data)
+    if parts.problems:
+        raise DefinitionError(parts.problems)
+    return parts.definitions
 
 
 def dumps_definitions(definitions: Definitions, *, indent: int | None = 2) -> str:
@@ -292,6 +356,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_definitions(text: str) -> Definitions:
+    return load_definitions(_json_object(text))
+
+
+def loads_definitions_in_parts(text: str) -> LoadedParts:
+    """``load_definitions_in_parts`` of JSON text: text that is not a JSON object raises
+    ``DefinitionError``."""
+    return load_definitions_in_parts(_json_object(text))
+
+
+def _json_object(text: str) -> dict[str, Any]:
     check_json_nesting(text)  # json.loads recurses once per level: refuse deep text first
     try:
         # A key written twice in one object would silently keep only its last value: in
@@ -305,7 +379,7 @@ def loads_definitions(text: str) -> Definitions:
         ))]) from exc
     if not isinstance(data, dict):
         raise DefinitionError([Problem("$", "expected a JSON object of definitions")])
-    return load_definitions(data)
+    return data
 
 
 def dumps_stored_definitions(definitions: Definitions) -> str:

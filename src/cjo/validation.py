@@ -4,7 +4,10 @@ The converter in :mod:`cjo.serialization` catches what is wrong with the *shape*
 (a missing field, a bad duration). This module catches what is wrong with its *meaning*: a step
 that points nowhere, a segment that does not exist, a template that does not parse, a loop that
 would never stop, a definition over one of the limits in :class:`cjo.limits.Limits`. It never
-stops at the first problem, because fixing definitions one error per publish is miserable.
+stops at the first problem, because fixing definitions one error per publish is miserable: nor
+at the first kind of problem. A field of the wrong type (``cjo.model.shapes``) is reported at its
+place, and the definition holding it is left out of the checks of meaning while every other one
+goes through them in the same pass.
 
 It runs in time linear in the size of the definitions (graphs are walked once, conditions
 iteratively), so an oversized or hostile definition is refused quickly rather than slowly.
@@ -24,8 +27,9 @@ import zoneinfo
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeGuard, get_args
+from typing import Any, TypeGuard, TypeVar, get_args, get_origin, get_type_hints
 
+import attrs
 from liquid.exceptions import LiquidSyntaxError, LiquidTypeError, UndefinedError
 
 from cjo.conditions import (
@@ -47,7 +51,7 @@ from cjo.conditions import (
     walk,
 )
 from cjo.content.channels import channel_type_of, field_problems, output_problem
-from cjo.content.checks import block_problems, sample_data
+from cjo.content.checks import block_problems, blocks_used, sample_data
 from cjo.content.render import Renderer
 from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderError, RenderLimitError, UsageError
@@ -59,7 +63,7 @@ from cjo.model.governance import VersionChange
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.offers import Offer
 from cjo.model.segments import Segment
-from cjo.model.shapes import shape_problems
+from cjo.model.shapes import Origin, shape_problems
 from cjo.model.steps import (
     Step,
 )
@@ -101,6 +105,7 @@ def validate_definitions(
     renderer: Renderer | None = None,
     channel_types: Mapping[str, str] | None = None,
     scorers: Collection[str] | None = None,
+    unread: Mapping[str, Sequence[Any] | None] | None = None,
 ) -> list[Problem]:
     """Every problem in ``definitions`` (an empty list when they are valid).
 
@@ -112,44 +117,205 @@ def validate_definitions(
     parsed templates are reused (a new one with ``limits`` and the definitions' blocks when
     None or when its blocks differ). ``channel_types`` maps registered channel names to channel
     types (``cjo.content.channels``); ``scorers`` names the host's offer scorers (when given,
-    every offer's scorer must be one).
+    every offer's scorer must be one). ``unread`` holds the data of definitions that could not
+    be read, by field (``cjo.serialization.load_definitions_in_parts``; None: the field as a
+    whole): they are not in ``definitions``, and are treated as left out for their shape.
 
-    A field of the wrong type (``Wait(3600)``, ``steps=[...]``) is a problem at its place; when
-    there is one, only those are reported, since every other check reads the fields as declared.
+    Problems come in a stable order: first every field of the wrong type (``Wait(3600)``,
+    ``steps=[...]``), at its place, in the order the definitions are written; then the problems
+    of meaning, check by check. A definition listed in ``definitions`` (a journey, a segment, a
+    content item, an offer, the taxonomy...) holding a value of the wrong type anywhere inside
+    is left out of the checks of meaning, which read the fields as declared, until its shape is
+    fixed; every other definition is checked in the same pass. What refers to a definition left
+    out is not refused for it: such a definition exists under its id, but nothing else about it
+    is relied on (which channels a content item has variants for, what a block renders, which
+    tags the taxonomy holds). One whose id is not text, or a list of definitions holding
+    something else, may be what any reference to its kind means: none is refused until it is
+    fixed. Duplicate ids are counted among every definition whose id is text.
     """
     limits = limits if limits is not None else DEFAULT_LIMITS
     if not isinstance(limits, Limits):
         raise UsageError(f"limits must be a cjo.Limits, got {type(limits).__name__}")
-    shape = _shape_problems(definitions)
-    if shape:
-        return shape
-    blocks = {b.id: b.source for b in definitions.blocks}
+    if not isinstance(definitions, Definitions):
+        return [Problem("definitions", f"expected a cjo.Definitions, got "
+                                       f"{type(definitions).__name__}")]
+    mismatches = shape_problems(definitions, _element_location)
+    problems = [Problem(" / ".join(m.parts) or "definitions", m.message) for m in mismatches]
+    sound, listed, known = _partition(definitions, {m.origin for m in mismatches}, unread or {})
+    blocks = {b.id: b.source for b in sound.blocks}
     if renderer is None or dict(renderer.blocks) != blocks:
         renderer = Renderer(limits, blocks)
     channel_types = channel_types if channel_types is not None else {}
-    segment_ids = {s.id for s in definitions.segments}
-    content = _content_by_id(definitions.content)
-    offers = {o.id: o for o in definitions.offers}
-    problems: list[Problem] = []
-    problems += duplicate_ids(definitions)
-    journey_ids = {j.id for j in definitions.journeys}
-    for journey in definitions.journeys:
-        problems += _check_journey(journey, segment_ids, content, channels, limits,
-                                   journey_ids=journey_ids, actions=actions, offers=offers)
-    for segment in definitions.segments:
-        problems += _check_segment(segment, segment_ids, limits)
-    problems += _segment_cycles(definitions.segments, limits)
-    problems += _check_rules(definitions.profile_rules, segment_ids, limits)
-    for item in definitions.content:
-        problems += _check_content(item, renderer, limits, channel_types)
-    problems += [Problem(where, message)
-                 for where, message in block_problems(definitions.blocks, definitions.content)]
-    for offer in definitions.offers:
-        problems += _check_offer(offer, content, segment_ids, scorers, limits)
-    problems += _check_tags(definitions)
-    problems += _check_governance(definitions)
-    problems += check_policies(definitions, channels, limits)
+    offers = {o.id: o for o in sound.offers}
+    problems += duplicate_ids(listed)
+    checker = _Checker(known, sound.content, channels, limits, actions, offers)
+    for journey in sound.journeys:
+        problems += _check_journey(journey, checker)
+    for segment in sound.segments:
+        problems += _check_segment(segment, known.segments, limits)
+    problems += _segment_cycles(sound.segments, limits)
+    problems += _check_rules(sound.profile_rules, known.segments, limits)
+    for item in sound.content:
+        # A left-out block renders nothing known: the items including it are not rendered.
+        rendered = not known.blocks.partial or not any(
+            known.blocks.unchecked(b) for b in blocks_used(item, blocks)
+        )
+        problems += _check_content(item, renderer, limits, channel_types, render=rendered)
+    problems += [Problem(where, message) for where, message in block_problems(
+        sound.blocks, sound.content, known=known.blocks
+    )]
+    for offer in sound.offers:
+        problems += _check_offer(offer, known.content, known.segments, scorers, limits)
+    problems += _check_tags(sound, known.tags)
+    problems += _check_governance(sound, known)
+    problems += check_policies(sound, channels, limits, topics=known.topics,
+                               journey_ids=known.journeys, tags=known.tags)
     return problems
+
+
+# --- definitions left out for their shape ------------------------------------------------------
+
+K = TypeVar("K")
+
+
+class _Names(Collection[K]):
+    """The ids that references from one definition to another may name, of one kind: those of
+    the definitions checked and those of the definitions left out for their shape (which exist,
+    but of which nothing else is relied on). ``anything``: a definition left out has no id to go
+    by, so any id may be its (iterating gives the ids known)."""
+
+    __slots__ = ("_all", "_left_out", "anything")
+
+    def __init__(
+        self, checked: Iterable[K] = (), left_out: Iterable[K] = (), *, anything: bool = False
+    ) -> None:
+        self._left_out = frozenset(left_out)
+        self._all = frozenset(checked) | self._left_out
+        self.anything = anything
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            return self.anything or key in self._all
+        except TypeError:  # a value that cannot be an id (a list) names nothing
+            return False
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._all)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    @property
+    def partial(self) -> bool:
+        """Whether any definition of this kind was left out for its shape."""
+        return self.anything or bool(self._left_out)
+
+    def unchecked(self, key: object) -> bool:
+        """Whether ``key`` may name a definition left out for its shape."""
+        try:
+            return self.anything or key in self._left_out
+        except TypeError:
+            return False
+
+
+@attrs.frozen
+class _Known:
+    """What definitions may name of one another, for the checks that span definitions."""
+
+    journeys: _Names[str]
+    #: Journeys by (id, version).
+    versions: _Names[tuple[str, int]]
+    segments: _Names[str]
+    content: _Names[str]
+    offers: _Names[str]
+    topics: _Names[str]
+    blocks: _Names[str]
+    #: The tags of the taxonomy (None: no taxonomy is published; every tag when the taxonomy
+    #: was left out for its shape).
+    tags: Collection[str] | None
+
+
+#: The class of the elements of each field of ``Definitions`` that lists definitions.
+_ELEMENT_TYPES: dict[str, type] = {
+    name: get_args(hint)[0]
+    for name, hint in get_type_hints(Definitions).items()
+    if get_origin(hint) is tuple
+}
+
+
+def _partition(
+    definitions: Definitions, origins: Collection[Origin],
+    unread: Mapping[str, Sequence[Any] | None],
+) -> tuple[Definitions, Definitions, _Known]:
+    """``definitions`` without what holds a value of the wrong type (``origins``, from the shape
+    check): (the definitions of sound shape, which the checks of meaning read; every definition
+    of its field's class whatever it holds, for the duplicate ids; what references may name,
+    counting the definitions left out and those ``unread``)."""
+    left_out: dict[str, set[object]] = {}
+    for name, key in origins:
+        left_out.setdefault(name, set()).add(key)
+    sound: dict[str, Any] = {}
+    listed: dict[str, Any] = {}
+    # The id and version of each definition left out or unread, by field.
+    missing: dict[str, list[tuple[str | None, int | None]]] = {}
+    for field in attrs.fields(Definitions):
+        name, keys, data = field.name, left_out.get(field.name, set()), unread.get(field.name, ())
+        if data is None or None in keys:  # the field's value as a whole: nothing in it is read
+            missing[name] = [(None, None)]
+            if keys:
+                sound[name] = listed[name] = field.default
+            continue
+        missing[name] = [_id_and_version(d) for d in data]
+        if not keys:
+            continue
+        value = getattr(definitions, name)
+        cls = _ELEMENT_TYPES[name]
+        sound[name] = tuple(e for i, e in enumerate(value) if i not in keys)
+        listed[name] = tuple(e for i, e in enumerate(value) if i not in keys or isinstance(e, cls))
+        missing[name] += [
+            _id_and_version(e) if isinstance(e, cls) else (None, None)
+            for i, e in enumerate(value) if i in keys
+        ]
+    checked = attrs.evolve(definitions, **sound)
+
+    def names(field: str) -> _Names[str]:
+        # A definition left out without an id to go by may be the one any reference means.
+        ids = [i for i, _ in missing[field]]
+        return _Names((d.id for d in getattr(checked, field)), (i for i in ids if i is not None),
+                      anything=None in ids)
+
+    pairs = [None if i is None or v is None else (i, v) for i, v in missing["journeys"]]
+    taxonomy = checked.taxonomy
+    tags: Collection[str] | None
+    if missing["taxonomy"]:
+        tags = _Names(anything=True)
+    else:
+        tags = taxonomy.tags() if taxonomy is not None else None
+    known = _Known(
+        journeys=names("journeys"),
+        versions=_Names(((j.id, j.version) for j in checked.journeys),
+                        (p for p in pairs if p is not None), anything=None in pairs),
+        segments=names("segments"),
+        content=names("content"),
+        offers=names("offers"),
+        topics=names("topics"),
+        blocks=names("blocks"),
+        tags=tags,
+    )
+    return checked, attrs.evolve(definitions, **listed), known
+
+
+_DEFAULT_VERSION = attrs.fields(Journey).version.default
+
+
+def _id_and_version(definition: object) -> tuple[str | None, int | None]:
+    """The id of a definition, or of its data (a mapping), and its version (a journey's),
+    each None when it is of the wrong type."""
+    if isinstance(definition, Mapping):
+        ident, version = definition.get("id"), definition.get("version", _DEFAULT_VERSION)
+    else:
+        ident, version = getattr(definition, "id", None), getattr(definition, "version", None)
+    return (ident if isinstance(ident, str) else None), (version if _is_whole(version) else None)
 
 
 # --- locations ---------------------------------------------------------------------------------
@@ -207,17 +373,6 @@ def _element_location(field: str, key: object, element: object) -> str:
     return f"{word} {_q(key)}"
 
 
-def _shape_problems(definitions: object) -> list[Problem]:
-    """Fields that do not hold a value of their declared type (``cjo.model.shapes``)."""
-    if not isinstance(definitions, Definitions):
-        return [Problem("definitions", f"expected a cjo.Definitions, got "
-                                       f"{type(definitions).__name__}")]
-    return [
-        Problem(" / ".join(parts) or "definitions", message)
-        for parts, message in shape_problems(definitions, _element_location)
-    ]
-
-
 # --- small helpers -----------------------------------------------------------------------------
 
 
@@ -240,14 +395,6 @@ def _describe(duration: timedelta) -> str:
 
 def _positive(duration: timedelta | None) -> TypeGuard[timedelta]:
     return duration is not None and duration > _ZERO
-
-
-def _content_by_id(items: Iterable[ContentItem]) -> dict[str, list[ContentItem]]:
-    # A list per id: duplicates are reported on their own, and must not hide a Send's variant.
-    out: dict[str, list[ContentItem]] = {}
-    for item in items:
-        out.setdefault(item.id, []).append(item)
-    return out
 
 
 def _reachable(edges: Mapping[str, Sequence[str]], starts: Iterable[str]) -> set[str]:
@@ -386,8 +533,12 @@ def _text_problems(texts: Iterable[tuple[str, object]], where: str) -> list[Prob
 MAX_PRIORITY = 1_000_000
 
 
+def _is_whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _in_range(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    return _is_whole(value) and low <= value <= high
 
 
 def _check_span(
@@ -410,9 +561,11 @@ def _check_span(
 def duplicate_ids(definitions: Definitions) -> list[Problem]:
     """Every id ``definitions`` names twice (journeys by id and version): what a whole set
     must not hold, and what one ``publish`` call must not either (merging by id would keep
-    only the last one silently)."""
+    only the last one silently). Only ids that are text are compared (and versions that are
+    whole numbers): any other is of the wrong type, which the shape check reports."""
     problems: list[Problem] = []
-    journeys = Counter((j.id, j.version) for j in definitions.journeys)
+    journeys = Counter((j.id, j.version) for j in definitions.journeys
+                       if isinstance(j.id, str) and _is_whole(j.version))
     for (journey_id, version), count in journeys.items():
         if count > 1:
             problems.append(Problem(
@@ -430,7 +583,7 @@ def duplicate_ids(definitions: Definitions) -> list[Problem]:
         ("frequency cap", lambda i: f"frequency cap {i!r}", [c.id for c in definitions.caps]),
         ("quiet hours", lambda i: f"quiet hours {i!r}", [q.id for q in definitions.quiet_hours]),
     ):
-        for item_id, count in Counter(ids).items():
+        for item_id, count in Counter(i for i in ids if isinstance(i, str)).items():
             if count > 1:
                 problems.append(Problem(
                     location(item_id), f"defined {count} times; {what} ids must be unique"
@@ -629,21 +782,13 @@ def _check_compare(node: Compare, location: str) -> list[Problem]:
 # --- journeys ----------------------------------------------------------------------------------
 
 
-def _check_journey(
-    journey: Journey,
-    segment_ids: Collection[str],
-    content: Mapping[str, list[ContentItem]],
-    channels: Collection[str] | None,
-    limits: Limits = DEFAULT_LIMITS,
-    *,
-    journey_ids: Collection[str] = (),
-    actions: Collection[str] | None = None,
-    offers: Mapping[str, Offer] | None = None,
-) -> list[Problem]:
+def _check_journey(journey: Journey, checker: _Checker) -> list[Problem]:
+    known, limits = checker.known, checker.limits
     problems = _check_journey_fields(journey, limits)
     problems += [
         Problem(_exit_location(journey, c), f"segment {c.segment!r} does not exist")
-        for c in journey.exit_criteria if c.segment is not None and c.segment not in segment_ids
+        for c in journey.exit_criteria
+        if c.segment is not None and c.segment not in known.segments
     ]
     if len(journey.steps) > limits.max_steps_per_journey:
         # Nothing else is checked: the journey must be split first, and checking (and listing
@@ -658,10 +803,8 @@ def _check_journey(
         journey.reentry, f"{_journey_location(journey)} / reentry", limits
     )
     problems += _check_instance_source(journey)
-    problems += _check_journey_conditions(journey, segment_ids, limits)
+    problems += _check_journey_conditions(journey, known.segments, limits)
     problems += _check_graph(journey, limits)
-    checker = _Checker(segment_ids, content, channels, limits, journey_ids, actions,
-                       offers or {})
     trigger = journey.trigger
     problems += trigger_kind(trigger).check(
         trigger, f"{_journey_location(journey)} / trigger", journey, checker
@@ -727,7 +870,7 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
     return problems
 
 
-def _check_governance(definitions: Definitions) -> list[Problem]:
+def _check_governance(definitions: Definitions, known: _Known) -> list[Problem]:
     """The rules across journeys: control group, concurrency limit, pauses, version changes."""
     problems: list[Problem] = []
     group = definitions.control_group
@@ -747,9 +890,8 @@ def _check_governance(definitions: Definitions) -> list[Problem]:
             "max_concurrent_journeys", f"must be a whole number of 1 or more, got {_q(limit)}"
         ))
     versions = {(j.id, j.version): j for j in definitions.journeys}
-    ids = {j.id for j in definitions.journeys}
     for pause in definitions.paused:
-        if pause.journey_id not in ids:
+        if pause.journey_id not in known.journeys:
             problems.append(Problem(
                 f"pause of journey {_q(pause.journey_id)}", "no such journey is published"
             ))
@@ -760,14 +902,16 @@ def _check_governance(definitions: Definitions) -> list[Problem]:
                 where, f"mode must be drain, migrate or eject, got {_q(change.mode)}"
             ))
             continue
-        old = versions.get((change.journey_id, change.from_version))
-        new = versions.get((change.journey_id, change.to_version))
-        if old is None or new is None:
+        pair = ((change.journey_id, change.from_version), (change.journey_id, change.to_version))
+        if any(key not in known.versions for key in pair):
             problems.append(Problem(where, (
                 f"a change from v{change.from_version} to v{change.to_version} names a "
                 "version that is not published"
             )))
-        elif change.mode == "migrate":
+            continue
+        old, new = versions.get(pair[0]), versions.get(pair[1])
+        if change.mode == "migrate" and old is not None and new is not None:
+            # (a version left out for its shape has no steps known to map)
             problems += _migration_problems(change, old, new, where)
     return problems
 
@@ -996,31 +1140,35 @@ class _Checker:
 
     def __init__(
         self,
-        segment_ids: Collection[str],
-        content: Mapping[str, list[ContentItem]],
+        known: _Known,
+        content: Iterable[ContentItem],
         channels: Collection[str] | None,
         limits: Limits,
-        journey_ids: Collection[str] = (),
-        actions: Collection[str] | None = None,
-        offers: Mapping[str, Offer] | None = None,
+        actions: Collection[str] | None,
+        offers: Mapping[str, Offer],
     ) -> None:
-        self.segment_ids = segment_ids
+        self.known = known
+        self.segment_ids = known.segments
+        self.journey_ids = known.journeys
+        self.content_ids = known.content
+        self.offer_ids = known.offers
         self.actions = actions
-        self.offers: Mapping[str, Offer] = offers or {}
-        self.journey_ids = journey_ids
-        self.content = content
+        self.offers = offers
         self.channels = channels
         self.limits = limits
-        # Which channels each content item has a variant for, once, rather than once per Send.
+        # Which channels each content item has a variant for, once, rather than once per Send
+        # (of every item of an id: duplicates are reported on their own, and must not hide one).
         self._variants = {
-            (item_id, variant.channel, variant.name)
-            for item_id, items in content.items()
-            for item in items
+            (item.id, variant.channel, variant.name)
+            for item in content
             for variant in item.variants
         }
 
     def has_variant(self, content_id: str, channel: str, name: str | None = None) -> bool:
-        return (content_id, channel, name) in self._variants
+        # An item left out for its shape may have any variant: its Sends are not refused for it.
+        return (content_id, channel, name) in self._variants or self.known.content.unchecked(
+            content_id
+        )
 
     def condition(
         self, condition: Condition, where: str, *, used_in: str, scopes: tuple[str, ...]
@@ -1119,8 +1267,10 @@ def _segment_cycles(
 
 def _check_content(
     item: ContentItem, renderer: Renderer, limits: Limits = DEFAULT_LIMITS,
-    channel_types: Mapping[str, str] | None = None,
+    channel_types: Mapping[str, str] | None = None, *, render: bool = True,
 ) -> list[Problem]:
+    """The item's problems; ``render``: whether its templates are rendered against a sample
+    (not when they include a block whose source is not known)."""
     where = _content_location(item.id)
     problems: list[Problem] = []
     problems += _id_problems(item.id, "content id", where)
@@ -1151,13 +1301,13 @@ def _check_content(
                 problems.append(Problem(where, str(exc)))
                 return problems
     for variant in item.variants:
-        problems += _check_variant(item, variant, renderer, limits, channel_types)
+        problems += _check_variant(item, variant, renderer, limits, channel_types, render)
     return problems
 
 
 def _check_variant(
     item: ContentItem, variant: Variant, renderer: Renderer, limits: Limits,
-    channel_types: Mapping[str, str] | None = None,
+    channel_types: Mapping[str, str] | None = None, render: bool = True,
 ) -> list[Problem]:
     where = _variant_location(item.id, variant)
     problems: list[Problem] = []
@@ -1179,6 +1329,8 @@ def _check_variant(
     ctype = channel_type_of(variant.channel, channel_types or {})
     if ctype is not None:
         problems += [Problem(where, message) for message in field_problems(ctype, variant.fields)]
+    if not render:
+        return problems
     # Rendered against a sample: a template that does not parse, uses an unknown filter or a
     # variable the sample lacks, or hits a template limit, is refused here rather than failing
     # every send.
@@ -1228,7 +1380,7 @@ def _renders(
 
 def _check_offer(
     offer: Offer,
-    content: Mapping[str, list[ContentItem]],
+    content_ids: Collection[str],
     segment_ids: Collection[str],
     scorers: Collection[str] | None,
     limits: Limits,
@@ -1236,7 +1388,7 @@ def _check_offer(
     where = _offer_location(offer.id)
     problems: list[Problem] = []
     problems += _id_problems(offer.id, "offer id", where)
-    if offer.content not in content:
+    if offer.content not in content_ids:
         problems.append(Problem(where, f"content {offer.content!r} does not exist"))
     if offer.when is not None:
         problems += _check_condition(offer.when, where, used_in="an offer",
@@ -1275,14 +1427,13 @@ def _tagged_places(definitions: Definitions) -> Iterator[tuple[str, tuple[str, .
         yield _offer_location(offer.id), offer.tags
 
 
-def _check_tags(definitions: Definitions) -> list[Problem]:
-    taxonomy = definitions.taxonomy
-    allowed = taxonomy.tags() if taxonomy is not None else frozenset[str]()
+def _check_tags(definitions: Definitions, tags: Collection[str] | None) -> list[Problem]:
+    """Every tag must be one of ``tags``, the taxonomy's (None: no taxonomy is published)."""
     problems: list[Problem] = []
-    for location, tags in _tagged_places(definitions):
-        for tag in tags:
-            if taxonomy is None:
+    for location, used in _tagged_places(definitions):
+        for tag in used:
+            if tags is None:
                 problems.append(Problem(location, f"tag {tag!r} used but no taxonomy is published"))
-            elif tag not in allowed:
+            elif tag not in tags:
                 problems.append(Problem(location, f"tag {tag!r} is not in the taxonomy"))
     return problems

@@ -4,32 +4,49 @@ instance keys are text or whole numbers, from a trigger that can supply them."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from cjo import (
     ApiTrigger,
     AttributeTrigger,
+    AttributeUpdate,
+    Category,
+    ContentBlock,
     ContentItem,
+    ControlGroup,
     Engine,
     Event,
     EventTrigger,
+    Exit,
     ExitCriterion,
+    FrequencyCap,
     InactivityTrigger,
     Journey,
+    JourneyPause,
+    Jump,
     ManualClock,
+    Offer,
+    ProfileRule,
+    QuietHours,
     RecordingChannel,
     ReentryPolicy,
     ScheduleTrigger,
+    Segment,
     SegmentTrigger,
     Send,
+    Taxonomy,
+    Topic,
     Variant,
+    VersionChange,
     Wait,
     WaitForEvent,
     WaitUntil,
     attr,
+    in_segment,
     prop,
 )
 from cjo.errors import DefinitionError, Problem, UsageError
@@ -125,6 +142,174 @@ def test_well_typed_definitions_still_publish() -> None:
     e.publish(journeys=[one_step(Wait(HOUR), exit_criteria=[ExitCriterion("x", event="y")])],
               content=[NOTE])
     assert [j.id for j in e.definitions.journeys] == ["j"]
+
+
+# --- shape and meaning in one pass --------------------------------------------------------------
+
+
+def test_a_wrong_type_in_one_journey_and_a_problem_of_meaning_in_another_are_both_reported() -> None:
+    other = Journey("k", trigger=EventTrigger("x"), entry="a",
+                    steps={"a": Send("note", "email", next="nowhere")})
+    expected = [
+        Problem(f"{J} / step 'a'", "duration must be a duration (timedelta), got 3600"),
+        Problem("journey 'k' v1 / step 'a'", "next refers to missing step 'nowhere'"),
+    ]
+    bad = one_step(Wait(3600))  # type: ignore[arg-type]
+    assert validate_definitions(Definitions(journeys=(bad, other), content=(NOTE,))) == expected
+    assert refused(bad, other) == expected
+
+
+def test_problems_of_shape_come_first_in_the_order_definitions_are_written() -> None:
+    # (a journey declares its steps before its trigger)
+    journey = Journey("j", trigger=EventTrigger(5), entry="a", steps={  # type: ignore[arg-type]
+        "a": Wait(3600, next="b"), "b": Wait("4h"),  # type: ignore[arg-type]
+    })
+    unknown = Journey("k", trigger=EventTrigger("x"), entry="zz", steps={"a": Exit()})
+    defs = Definitions(journeys=(journey, unknown),
+                       segments=(Segment("s", attr("a") == 1, name=3),))  # type: ignore[arg-type]
+    assert validate_definitions(defs) == [
+        Problem(f"{J} / step 'a'", "duration must be a duration (timedelta), got 3600"),
+        Problem(f"{J} / step 'b'", "duration must be a duration (timedelta), got '4h'"),
+        Problem(f"{J} / trigger", "event must be a string, got 5"),
+        Problem("segment 's'", "name must be a string, got 3"),
+        Problem("journey 'k' v1", "entry step 'zz' does not exist"),
+    ]
+
+
+def sends(*steps: Send | Jump, **fields: Any) -> Journey:
+    """A journey "k" running ``steps`` one after another."""
+    last = len(steps) - 1
+    return Journey("k", trigger=EventTrigger("x"), entry="s0", steps={
+        f"s{i}": step if i == last or isinstance(step, Jump) else attrs.evolve(step, next=f"s{i + 1}")
+        for i, step in enumerate(steps)
+    }, **fields)
+
+
+SMS_ONLY = ContentItem("text", variants=(Variant("sms", {"text": 5}),))  # type: ignore[dict-item]
+
+#: Definitions holding one wrong type, with others that name them: only the wrong type is a
+#: problem (the definition holding it exists; nothing else about it is relied on).
+LEFT_OUT = {
+    "content item": Definitions(
+        journeys=(sends(Send("text", "email"), Send("note", "email", offers=("o",))),),
+        content=(NOTE, SMS_ONLY), offers=(Offer("o", "text"),),
+    ),
+    "segment": Definitions(
+        journeys=(sends(Send("note", "email"), audience=in_segment("vip"),
+                        exit_criteria=(ExitCriterion("left", segment="vip"),)),),
+        segments=(Segment("vip", attr("a") == 1, name=3),),  # type: ignore[arg-type]
+        content=(NOTE,),
+        profile_rules=(ProfileRule("r", "x", (AttributeUpdate("seen", "stamp"),),
+                                   where=in_segment("vip")),),
+    ),
+    "segments, as a whole": Definitions(
+        journeys=(sends(Send("note", "email"), audience=in_segment("vip")),),
+        segments=Segment("vip", attr("a") == 1),  # type: ignore[arg-type]
+        content=(NOTE,),
+    ),
+    "offer": Definitions(
+        journeys=(sends(Send("note", "email", offers=("o",))),),
+        content=(NOTE,), offers=(Offer("o", "note", priority="high"),),  # type: ignore[arg-type]
+    ),
+    "topic": Definitions(
+        journeys=(sends(Send("note", "email", topic="news")),),
+        content=(attrs.evolve(NOTE, topic="news"),), topics=(Topic("news", name=5),),  # type: ignore[arg-type]
+    ),
+    "block": Definitions(
+        content=(attrs.evolve(NOTE, variants=(
+            Variant("email", {"subject": "S", "text": "{% include 'footer' %}"}),
+        )),),
+        blocks=(ContentBlock("footer", 5), ContentBlock("sign", "{% include 'footer' %}")),  # type: ignore[arg-type]
+    ),
+    "journey": Definitions(
+        journeys=(one_step(Wait(3600)), sends(Jump("j"))),  # type: ignore[arg-type]
+        quiet_hours=(QuietHours("night", time(22), time(7), journeys=("j",)),),
+        paused=(JourneyPause("j", T0),),
+    ),
+    "journey version": Definitions(
+        journeys=(one_step(Wait(HOUR)), Journey("j", version=2, trigger=EventTrigger("x"),
+                                                entry="a", steps={"a": Wait(3600)})),  # type: ignore[arg-type]
+        version_changes=(VersionChange("j", 1, 2, "migrate", {"a": "nowhere"}),),
+    ),
+    "taxonomy": Definitions(
+        journeys=(sends(Send("note", "email"), tags=("promo",)),),
+        content=(NOTE,), taxonomy=Taxonomy((Category("promo", name=None),)),  # type: ignore[arg-type]
+        caps=(FrequencyCap("weekly", 3, per=timedelta(days=7), tag="promo"),),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", LEFT_OUT)
+def test_what_names_a_definition_left_out_for_its_shape_is_not_refused_for_it(name: str) -> None:
+    defs = LEFT_OUT[name]
+    # A problem of meaning elsewhere: the others are checked in the same pass.
+    elsewhere = Journey("m", trigger=EventTrigger("x"), entry="zz", steps={"a": Exit()})
+    defs = attrs.evolve(defs, journeys=(*defs.journeys, elsewhere))
+    shape, *others = validate_definitions(defs, channels=("email", "sms"))
+    assert " must be " in shape.message
+    assert others == [Problem("journey 'm' v1", "entry step 'zz' does not exist")]
+
+
+def test_a_definition_left_out_whose_id_is_not_text_may_be_what_any_reference_means() -> None:
+    defs = Definitions(segments=(Segment(5, attr("a") == 1),  # type: ignore[arg-type]
+                                 Segment("s", in_segment("vip") & in_segment("gold"))),
+                       journeys=(sends(Send("note", "email"), audience=in_segment("vip")),),
+                       content=(NOTE, "note"))  # type: ignore[arg-type]
+    assert validate_definitions(defs) == [
+        Problem("segment 0", "id must be a string, got 5"),
+        Problem("definitions", "content[1] must be ContentItem, got 'note'"),
+    ]
+
+
+@pytest.mark.parametrize(("unread", "problems"), [
+    ({}, ["segment 'vip' does not exist", "content 'text' does not exist"]),
+    ({"content": ({"id": "text", "variants": 5},)}, ["segment 'vip' does not exist"]),
+    ({"content": ({"id": "other"},), "segments": None}, ["content 'text' does not exist"]),
+    ({"content": ({"variants": []},), "segments": ({"id": "vip"},)}, []),
+])
+def test_definitions_that_could_not_be_read_are_named_like_those_left_out(
+    unread: dict[str, Any], problems: list[str]
+) -> None:
+    defs = Definitions(journeys=(sends(Send("text", "email"), audience=in_segment("vip")),))
+    assert [p.message for p in validate_definitions(defs, unread=unread)] == problems
+
+
+def test_ids_are_counted_twice_even_when_one_definition_is_left_out() -> None:
+    defs = Definitions(segments=(Segment("s", attr("a") == 1),
+                                 Segment("s", attr("a") == 2, name=3)))  # type: ignore[arg-type]
+    assert validate_definitions(defs) == [
+        Problem("segment 's'", "name must be a string, got 3"),
+        Problem("segment 's'", "defined 2 times; segment ids must be unique"),
+    ]
+
+
+def test_publish_refuses_an_id_that_is_not_text_with_every_other_problem() -> None:
+    e = engine()
+    with pytest.raises(DefinitionError) as caught:
+        e.publish(segments=[Segment(["vip"], attr("a") == 1),  # type: ignore[arg-type]
+                            Segment("s", in_segment("s"))])
+    assert caught.value.problems == (  # (merged by id, an id that is not text comes last)
+        Problem("segment 1", "id must be a string, got list"),
+        Problem("segment 's'", "refers to itself through in_segment: 's' -> 's'"),
+    )
+
+
+def test_publish_refuses_a_control_group_of_the_wrong_shape_after_one_is_published() -> None:
+    e = engine()
+    e.publish(control_group=ControlGroup(10, "salt"))
+    with pytest.raises(DefinitionError) as caught:
+        e.publish(control_group=ControlGroup("5", "salt"))  # type: ignore[arg-type]
+    assert caught.value.problems == (
+        Problem("control_group", "percent must be a number, got '5'"),
+    )
+
+
+def test_publish_refuses_a_taxonomy_of_the_wrong_type_even_when_it_is_false() -> None:
+    with pytest.raises(DefinitionError) as caught:
+        engine().publish(Definitions(taxonomy=0))  # type: ignore[arg-type]
+    assert caught.value.problems == (
+        Problem("definitions", "taxonomy must be Taxonomy (or None), got 0"),
+    )
 
 
 # --- condition builders ------------------------------------------------------------------------

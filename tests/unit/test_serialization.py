@@ -33,6 +33,7 @@ from cjo.serialization import (
     dump_definitions,
     dumps_definitions,
     load_definitions,
+    load_definitions_in_parts,
     loads_definitions,
     parse_duration,
 )
@@ -363,6 +364,30 @@ def test_three_mistakes_in_one_journey_are_reported_together() -> None:
     assert "unknown step kind 'mail'" in found[1].message
     assert "'is' is not one of" in found[2].message
     assert str(caught.value).startswith("3 problems in definitions:\n")
+
+
+def test_definitions_read_in_parts_keep_every_one_that_can_be_read() -> None:
+    bad_journey = journey_data(id="bad", entry=5)
+    data = {
+        "journeys": [journey_data(), bad_journey, 3],
+        "segments": [{"id": "s", "condition": {"kind": "exists", "ref": "profile.a"}}],
+        "taxonomy": {"categories": 5},
+        "content": 5,
+        "extra": 1,
+    }
+    parts = load_definitions_in_parts(data)
+    assert parts.definitions == Definitions(
+        journeys=(load_journey(),), segments=(Segment("s", attr("a").exists()),),
+    )
+    assert parts.unread == {"journeys": (bad_journey, 3), "taxonomy": None, "content": None}
+    # The problems are those of reading the whole at once.
+    assert list(parts.problems) == problems(data) == [
+        Problem("$.journeys[1].entry", "expected a string, got 5"),
+        Problem("$.journeys[2]", "invalid value for type, expected Journey"),
+        Problem("$.content", "expected a list"),
+        Problem("$.taxonomy.categories", "expected a list"),
+        Problem("$", "extra fields found (extra)"),
+    ]
 
 
 @pytest.mark.parametrize("text", ["{", '{"journeys": [}', "", "journeys: []"])

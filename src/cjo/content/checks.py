@@ -11,7 +11,7 @@ comparison with a number fails on ``"1"`` is rendered again with the number 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -88,24 +88,25 @@ def blocks_used(item: ContentItem, blocks: Mapping[str, str]) -> frozenset[str]:
 
 
 def block_problems(
-    blocks: Iterable[ContentBlock], items: Iterable[ContentItem]
+    blocks: Iterable[ContentBlock], items: Iterable[ContentItem], *, known: Collection[str]
 ) -> list[tuple[str, str]]:
     """(location, message) for every include of a block that is not published, by a computed
-    name, or that leads back to itself."""
+    name, or that leads back to itself. ``known``: the block ids an include may name (those of
+    ``blocks``, and of any left out of them for their shape)."""
     by_id = {b.id: b.source for b in blocks}
     problems: list[tuple[str, str]] = []
     edges: dict[str, frozenset[str]] = {}
     for block_id, source in by_id.items():
-        names, dynamic = includes(source)
-        edges[block_id] = names
+        included, dynamic = includes(source)
+        edges[block_id] = included
         where = f"block {block_id!r}"
-        problems += _include_problems(where, names, dynamic, by_id)
+        problems += _include_problems(where, included, dynamic, known)
     for item in items:
         for variant in item.variants:
             for field, source in variant.fields.items():
-                names, dynamic = includes(source)
+                included, dynamic = includes(source)
                 where = f"{_variant_where(item, variant)} / field {field!r}"
-                problems += _include_problems(where, names, dynamic, by_id)
+                problems += _include_problems(where, included, dynamic, known)
     for block_id in sorted(edges):
         cycle = _cycle(block_id, edges)
         if cycle is not None:
@@ -115,7 +116,7 @@ def block_problems(
 
 
 def _include_problems(
-    where: str, names: Iterable[str], dynamic: bool, blocks: Mapping[str, str]
+    where: str, names: Iterable[str], dynamic: bool, blocks: Collection[str]
 ) -> list[tuple[str, str]]:
     problems = [
         (where, f"includes block {name!r}, which is not published")

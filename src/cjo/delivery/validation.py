@@ -33,7 +33,7 @@ def _channel(channel: str, channels: Collection[str] | None, where: str) -> list
 
 
 def _check_cap(
-    cap: FrequencyCap, channels: Collection[str] | None, tags: frozenset[str] | None,
+    cap: FrequencyCap, channels: Collection[str] | None, tags: Collection[str] | None,
     limits: Limits,
 ) -> list[Problem]:
     where = f"frequency cap {cap.id!r}"
@@ -93,19 +93,18 @@ def _check_quiet(
 
 
 def check_policies(
-    definitions: Definitions, channels: Collection[str] | None, limits: Limits
+    definitions: Definitions, channels: Collection[str] | None, limits: Limits, *,
+    topics: Collection[str], journey_ids: Collection[str], tags: Collection[str] | None,
 ) -> list[Problem]:
-    """Every problem with the delivery policies of ``definitions``."""
+    """Every problem with the delivery policies of ``definitions``. ``topics``, ``journey_ids``
+    and ``tags`` are what the policies and Sends may name (``tags`` None: no taxonomy is
+    published); they may hold more than ``definitions`` (those left out for their shape)."""
     # Duplicate ids are reported by ``cjo.validation.duplicate_ids`` with every other kind's.
     problems: list[Problem] = []
-    topics = {t.id for t in definitions.topics}
     for topic in definitions.topics:
         problems += _id(topic.id, "topic id", f"topic {topic.id!r}")
-    taxonomy = definitions.taxonomy
-    tags = taxonomy.tags() if taxonomy is not None else None
     for cap in definitions.caps:
         problems += _check_cap(cap, channels, tags, limits)
-    journey_ids = {j.id for j in definitions.journeys}
     for q in definitions.quiet_hours:
         problems += _check_quiet(q, journey_ids, channels)
     for item in definitions.content:

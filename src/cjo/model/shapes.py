@@ -4,7 +4,9 @@ type it declares.
 Definitions are plain attrs classes that do not check their own fields, so a host can pass
 ``Wait(3600)`` or ``steps=[...]``. Every other check reads the fields as declared; this one runs
 before them, so a wrong type is reported as a problem at its place rather than failing inside
-a later check. It reads the declared types (``attrs.fields`` and ``typing.get_type_hints``),
+a later check. Each problem names the part of the root it is in (``Mismatch.origin``: a journey,
+a segment...), so that validation can leave that part out of the later checks and check the
+rest. It reads the declared types (``attrs.fields`` and ``typing.get_type_hints``),
 so every definition class is covered without a check of its own.
 
 Understood: ``str``, ``int`` (not ``bool``), ``bool``, ``float`` (an ``int`` too), other
@@ -24,16 +26,37 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import attrs
 
 from cjo.conditions import Condition
 
-__all__ = ["Mismatch", "shape_problems"]
+__all__ = ["Mismatch", "Origin", "shape_problems"]
 
-#: Where a wrong value is (location parts, outermost first) and what is wrong with it.
-Mismatch = tuple[tuple[str, ...], str]
+#: Which part of the root a value is in: the root's field, and the index or key of that field's
+#: element (None: the field's value as a whole, as for a field holding one definition).
+Origin = tuple[str, object]
+
+
+class Mismatch(NamedTuple):
+    """A value of the wrong type: where it is and what is wrong with it."""
+
+    #: The part of the root it is in, so that a caller can leave that part out of what reads
+    #: the fields as declared.
+    origin: Origin
+    #: Its location, outermost first (empty: a field of the root itself).
+    parts: tuple[str, ...]
+    message: str
+
+
+class _Visit(NamedTuple):
+    """An attrs object still to look into: where it is, and the part of the root it is in
+    (None for the root itself)."""
+
+    obj: object
+    parts: tuple[str, ...]
+    origin: Origin | None
 
 #: Names an element of a collection field: (field name, key or index, element) -> location part.
 Label = Callable[[str, object, object], str]
@@ -160,23 +183,34 @@ def _spec(hint: object) -> _Spec:
 
 def shape_problems(root: object, label: Label) -> list[Mismatch]:
     """Every field, at any depth of the attrs object ``root``, whose value is not of its declared
-    type. ``label`` names the elements of collection fields in locations. Iterative, so a deep
+    type, in the order the definitions are written: ``root``'s fields in the order they are
+    declared, each field's elements in order (a mapping's keys before its values), each
+    element's fields before the next element.
+    ``label`` names the elements of collection fields in locations. Iterative, so a deep
     definition costs no stack; each value is visited once."""
     problems: list[Mismatch] = []
-    # (object, location parts) of each attrs object still to check
-    stack: list[tuple[object, tuple[str, ...]]] = [(root, ())]
+    # What is left to do, the next last: an attrs object to look into, or a problem already
+    # found, kept in place so that problems come out in the order the definitions are written.
+    stack: list[_Visit | Mismatch] = [_Visit(root, (), None)]
     while stack:
-        obj, parts = stack.pop()
+        item = stack.pop()
+        if isinstance(item, Mismatch):
+            problems.append(item)
+            continue
+        obj, parts, origin = item
+        found: list[_Visit | Mismatch] = []
         for name, spec, expects in _fields(type(obj)):
             value = getattr(obj, name)
             if not spec.accepts(value):
                 must = expects or f"must be {describe(spec.hint)}"
-                problems.append((parts, f"{name} {must}, got {_got(value)}"))
+                found.append(Mismatch(origin or (name, None), parts,
+                                      f"{name} {must}, got {_got(value)}"))
                 continue
             for part in spec.parts:
                 if part.accepts(value):
-                    _contents(part, value, name, parts, label, stack, problems)
+                    found += _contents(part, value, name, _Visit(obj, parts, origin), label)
                     break
+        stack.extend(reversed(found))
     return problems
 
 
@@ -194,30 +228,34 @@ def _fields(cls: type) -> tuple[tuple[str, _Spec, str | None], ...]:
 
 
 def _contents(
-    spec: _Spec, value: Any, name: str, parts: tuple[str, ...], label: Label,
-    stack: list[tuple[object, tuple[str, ...]]], problems: list[Mismatch],
-) -> None:
-    """Queue or check what a field's value holds: a nested definition, a collection's items."""
+    spec: _Spec, value: Any, name: str, owner: _Visit, label: Label
+) -> list[_Visit | Mismatch]:
+    """What a field's value holds, in order: a nested definition or a collection's elements to
+    look into, and the problems of its keys and elements."""
+    parts, origin = owner.parts, owner.origin
     if not spec.items:  # an attrs object
-        stack.append((value, (*parts, name)))
-        return
+        return [_Visit(value, (*parts, name), origin or (name, None))]
+    found: list[_Visit | Mismatch] = []
     if spec.is_mapping:
         key_spec, element = spec.items
         for key in value:
             if not key_spec.accepts(key):
-                problems.append((parts, f"{name} must have keys that are "
-                                        f"{describe(key_spec.hint)}, got {_got(key)}"))
+                found.append(Mismatch(origin or (name, key), parts,
+                                      f"{name} must have keys that are "
+                                      f"{describe(key_spec.hint)}, got {_got(key)}"))
         items = value.items()
     else:
         element = spec.items[0]
         items = enumerate(value)
     for key, item in items:
+        where = origin or (name, key)
         if not element.accepts(item):
-            problems.append((parts, f"{name}[{_show.repr(key)}] must be "
-                                    f"{describe(element.hint)}, got {_got(item)}"))
+            found.append(Mismatch(where, parts, f"{name}[{_show.repr(key)}] must be "
+                                                f"{describe(element.hint)}, got {_got(item)}"))
             continue
         for part in element.parts:
             if part.accepts(item):
                 if not part.items:  # attrs elements are named by the caller's label
-                    stack.append((item, (*parts, label(name, key, item))))
+                    found.append(_Visit(item, (*parts, label(name, key, item)), where))
                 break
+    return found

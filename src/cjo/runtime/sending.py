@@ -53,12 +53,12 @@ def send_content_problems(step: Send, where: str, checker: Checker) -> list[Prob
     contents = [(step.content, "content")]
     for offer_id in step.offers:
         offer = checker.offers.get(offer_id)
-        if offer is None:
-            problems.append(Problem(where, f"offer {offer_id!r} does not exist"))
-        else:
+        if offer is not None:
             contents.append((offer.content, f"offer {offer_id!r}: content"))
+        elif offer_id not in checker.offer_ids:
+            problems.append(Problem(where, f"offer {offer_id!r} does not exist"))
     for content_id, what in contents:
-        if content_id not in checker.content:
+        if content_id not in checker.content_ids:
             if what == "content":
                 problems.append(Problem(where, f"content {content_id!r} does not exist"))
             continue  # an offer's missing content is reported on the offer

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cas
 from cjo.conditions import Condition
 from cjo.errors import Problem
 from cjo.limits import Limits
-from cjo.model.content import ContentItem
 from cjo.model.offers import Offer
 
 if TYPE_CHECKING:
@@ -49,12 +48,16 @@ class Checker(Protocol):
     """What validation offers a kind's ``check``: the definitions around the step, the limits,
     and the checks every kind shares (each returns the problems it found)."""
 
+    # The ids a step may name: every definition of the kind, those left out of the checks for
+    # a field of the wrong type included (they exist; nothing else about them is relied on).
     @property
     def segment_ids(self) -> Collection[str]: ...
     @property
     def journey_ids(self) -> Collection[str]: ...
     @property
-    def content(self) -> Mapping[str, list[ContentItem]]: ...
+    def content_ids(self) -> Collection[str]: ...
+    @property
+    def offer_ids(self) -> Collection[str]: ...
     @property
     def channels(self) -> Collection[str] | None: ...
     @property
@@ -62,10 +65,13 @@ class Checker(Protocol):
     @property
     def limits(self) -> Limits: ...
     @property
-    def offers(self) -> Mapping[str, Offer]: ...
+    def offers(self) -> Mapping[str, Offer]:
+        """The offers checked, by id (not those left out for their shape)."""
+        ...
 
     def has_variant(self, content_id: str, channel: str, name: str | None = None) -> bool:
-        """Whether the item has a variant for the channel (named ``name``; None: unnamed)."""
+        """Whether the item has a variant for the channel (named ``name``; None: unnamed).
+        True for an item left out for its shape: which variants it has is not known."""
         ...
 
     def condition(

@@ -80,7 +80,7 @@ def _check_fallbacks(step: Send, where: str, checker: Checker) -> list[Problem]:
         if channels is not None and channel not in channels:
             problems.append(Problem(where, f"fallback channel {channel!r} is not registered"))
         for content_id, what in contents:
-            if content_id in checker.content and not checker.has_variant(
+            if content_id in checker.content_ids and not checker.has_variant(
                 content_id, channel, step.variant
             ):
                 problems.append(Problem(
