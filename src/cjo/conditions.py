@@ -338,7 +338,10 @@ def walk(condition: Condition) -> list[Condition]:
         node = stack.pop()
         out.append(node)
         if isinstance(node, And | Or):
-            stack.extend(reversed(node.conditions))
+            # Not a sequence: a definition built by hand with a wrong type, which validation
+            # reports (``node_shape_problems``) rather than failing on.
+            if isinstance(node.conditions, tuple | list):
+                stack.extend(reversed(node.conditions))
         elif isinstance(node, Not):
             stack.append(node.condition)
     return out

@@ -712,7 +712,8 @@ def _condition_size_problem(condition: Condition, limits: Limits) -> str | None:
             return (f"the condition has more than {limits.max_condition_nodes} nodes; move "
                     "parts of it into segments")
         if isinstance(node, And | Or):
-            stack.extend((child, depth + 1) for child in node.conditions)
+            if isinstance(node.conditions, tuple | list):  # else reported by the node's shape
+                stack.extend((child, depth + 1) for child in node.conditions)
         elif isinstance(node, Not):
             stack.append((node.condition, depth + 1))
     return None

@@ -100,7 +100,7 @@ def test_every_new_kind_round_trips_through_json_and_validates() -> None:
 ])
 def test_bad_conditions_are_reported_with_their_segment(condition: Any, message: str) -> None:
     problems = _problems(Segment("s", condition))
-    assert len(problems) == 1 and problems[0].startswith("segment 's': "), problems
+    assert len(problems) == 1 and problems[0].startswith("segment 's'"), problems
     assert message in problems[0]
 
 

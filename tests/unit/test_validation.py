@@ -483,7 +483,8 @@ def test_a_bare_field_is_not_a_condition() -> None:
     audience = And((forgot_the_comparison,))
     problem = only(problems_of(journey({"a": Exit()}, audience=audience)))
     assert problem.location == f"{J} / audience"
-    assert problem.message.startswith("not a condition")
+    assert problem.message.startswith("conditions[0] must be a condition (a comparison such as")
+    assert problem.message.endswith("got Field")
 
 
 @pytest.mark.parametrize(

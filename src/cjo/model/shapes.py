@@ -13,7 +13,9 @@ Understood: ``str``, ``int`` (not ``bool``), ``bool``, ``float`` (an ``int`` too
 classes (``timedelta``, ``datetime``, ``time``...), ``None``, unions, ``Literal`` (the type of
 its values: which values are allowed is said by the checks of each kind, with their own
 messages), ``tuple[X, ...]`` (a list too), ``Mapping[K, V]``, ``Any`` and nested attrs classes.
-Conditions are only checked to be conditions: the condition checks walk their trees.
+Condition trees are looked into as any nested definition (each node by its own class), so a
+node built by hand with a wrong type (``And(5)``, ``Compare(None, "eq", 1)``) leaves its
+definition out of the checks of meaning, which read every node's fields as declared.
 
 A field's ``metadata["expects"]`` replaces what messages say it must be ("must name a field...").
 """
@@ -30,7 +32,7 @@ from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 
 import attrs
 
-from cjo.conditions import Condition
+from cjo.conditions import Condition, Ref
 
 __all__ = ["Mismatch", "Origin", "shape_problems"]
 
@@ -72,6 +74,7 @@ _NAMES: dict[object, str] = {
     timedelta: "a duration (timedelta)",
     datetime: "an aware datetime",
     time: "a time of day (datetime.time)",
+    Ref: "a reference (built with attr(), prop() or ctx())",
 }
 
 _show = reprlib.Repr()
@@ -118,7 +121,8 @@ def describe(hint: object) -> str:
         return f"a mapping of {describe(key)} to {describe(value)}"
     if isinstance(hint, type):
         if issubclass(hint, Condition):
-            return "a condition (built with attr(), prop(), ctx(), in_segment()...)"
+            return ('a condition (a comparison such as attr("vip") == True, built with attr(), '
+                    "prop(), ctx(), in_segment()...)")
         return hint.__name__
     return str(hint)
 
@@ -175,7 +179,9 @@ def _spec(hint: object) -> _Spec:
         return _Spec(hint, (_NONE,), False, ())
     no_bool = hint in (int, float)
     accepted: tuple[type, ...] = (int, float) if hint is float else (hint,)
-    if attrs.has(hint) and not issubclass(hint, Condition):
+    if attrs.has(hint) or issubclass(hint, Condition):
+        # A condition field is declared as the base class: its value's own class says what
+        # fields it has (looked into when it is an attrs class, as every node cjo defines is).
         spec = _Spec(hint, accepted, no_bool, ())
         return attrs.evolve(spec, parts=(spec,))
     return _Spec(hint, accepted, no_bool, ())
@@ -234,6 +240,8 @@ def _contents(
     look into, and the problems of its keys and elements."""
     parts, origin = owner.parts, owner.origin
     if not spec.items:  # an attrs object
+        if not attrs.has(type(value)):
+            return []
         return [_Visit(value, (*parts, name), origin or (name, None))]
     found: list[_Visit | Mismatch] = []
     if spec.is_mapping:
@@ -255,7 +263,9 @@ def _contents(
             continue
         for part in element.parts:
             if part.accepts(item):
-                if not part.items:  # attrs elements are named by the caller's label
+                # attrs elements are named by the caller's label
+                if not part.items and attrs.has(type(item)):
                     found.append(_Visit(item, (*parts, label(name, key, item)), where))
                 break
     return found
+
