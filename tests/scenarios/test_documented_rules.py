@@ -483,3 +483,319 @@ def test_removing_a_customer_without_a_journey_ends_every_enrollment() -> None:
     assert sorted((e.journey_id, e.status, e.reason) for e in out.ended) == [
         ("a", "removed", "account closed"), ("b", "removed", "account closed")]
     assert len(host.engine.enrollments("bob")) == 2
+
+
+# === docs/getting-started.md =====================================================================
+
+
+def test_on_event_none_ends_the_journey_as_completed() -> None:
+    """"`next=None` (or `on_event=None`) means 'end the journey here, as completed'.\""""
+    host = Host()
+    host.engine.publish(content=[note()], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="w",
+        steps={"w": WaitForEvent("bought", timeout=DAY, on_event=None, on_timeout="mail"),
+               "mail": Send("note", "email")})])
+    host.send("go")
+    host.clock.advance(HOUR)
+    assert [e.status for e in host.send("bought").ended] == ["completed"]
+    assert host.sent() == []
+
+
+# === docs/channels.md ============================================================================
+
+
+class _Refusing(Channel):
+    """Refuses every message permanently, each with its own error."""
+
+    def __init__(self) -> None:
+        self.errors = iter(f"550 refused #{n}" for n in range(1, 100))
+
+    def send(self, message: Message) -> DeliveryResult:
+        return DeliveryResult.permanent(next(self.errors))
+
+
+def test_a_permanent_failure_on_a_blocked_channel_keeps_the_first_reason() -> None:
+    """"A channel already blocked keeps the reason it has\" (each failure is still logged as
+    `unreachable`)."""
+    clock = ManualClock(T0)
+    engine = Engine(channels={"sms": _Refusing()}, clock=clock)
+    engine.publish(content=[note()], journeys=[
+        Journey(jid, trigger=EventTrigger(jid), entry="s", steps={"s": Send("note", "sms")})
+        for jid in ("a", "b")])
+    # One group: both messages are committed before either is sent.
+    engine.handle_events([event("a", "ann", T0), event("b", "ann", T0)])
+    state = engine.customer_state("ann")
+    assert state is not None and state.blocked == {"sms": "permanent failure: 550 refused #1"}
+    assert [(a.kind, a.detail) for a in engine.activities(T0, T0 + DAY)
+            if a.kind == "unreachable"] == [
+        ("unreachable", "permanent failure: 550 refused #1"),
+        ("unreachable", "permanent failure: 550 refused #2")]
+
+
+class _Gate(Channel):
+    """Refuses permanently while closed; records what it delivers."""
+
+    def __init__(self) -> None:
+        self.closed = True
+        self.delivered: list[Message] = []
+
+    def send(self, message: Message) -> DeliveryResult:
+        if self.closed:
+            return DeliveryResult.permanent("number blocked by the carrier")
+        self.delivered.append(message)
+        return DeliveryResult("delivered")
+
+
+def test_a_retried_dead_letter_keeps_the_recipient_it_was_written_with() -> None:
+    """"The retried message keeps the recipient it was written with; to reach a corrected
+    address, the host sends a new message.\""""
+    clock, sms = ManualClock(T0), _Gate()
+    engine = Engine(channels={"sms": sms}, clock=clock)
+    engine.publish(content=[note()], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("note", "sms")})])
+    engine.identify("ann", {"phone": "+15550100"})
+    engine.handle_event(event("go", "ann", T0))
+    (dead,) = engine.dead_letters()
+    engine.identify("ann", {"phone": "+15550199"})           # a corrected number
+    engine.unblock_channel("ann", "sms")
+    sms.closed = False
+    assert engine.retry_dead_letter(dead.key) and engine.dispatch_pending() == 1
+    assert [(m.idempotency_key, m.recipient) for m in sms.delivered] == [
+        (dead.key, {"phone": "+15550100"})]
+
+
+def test_deferred_dispatch_applies_to_start_journey() -> None:
+    """"Engine(dispatch="deferred"): calls only record their messages in the outbox and return
+    them in the outcome as pending\" (start_journey among the calls named)."""
+    host = Host(dispatch="deferred")
+    host.engine.publish(content=[note()], journeys=[Journey(
+        "api", trigger=ApiTrigger(), entry="mail", steps={"mail": Send("note", "email")})])
+    out = host.engine.start_journey("api", "ann")
+    (pending,) = out.pending
+    assert out.delivery == {pending.idempotency_key: "pending"} and host.sent() == []
+    assert host.engine.dispatch_pending() == 1
+    assert host.sent() == [("ann", "note", T0)]
+
+
+# === docs/delivery-policies.md ===================================================================
+
+_SUPPRESS = ("suppressed", "fallback", "capped", "quiet_hours")
+NIGHT = QuietHours("night", time(21), time(8))
+
+
+def _news(**send: object) -> Journey:
+    channel = str(send.pop("channel", "email"))
+    return Journey("digest", trigger=EventTrigger("digest_ready"), entry="send",
+                   steps={"send": Send("news", channel, **send)})  # type: ignore[arg-type]
+
+
+def _receipts(**send: object) -> Journey:
+    return Journey("receipts", trigger=EventTrigger("ordered"), entry="send",
+                   steps={"send": Send("receipt", "email", transactional=True, **send)})  # type: ignore[arg-type]
+
+
+NEWS, RECEIPT = note("news", topic="newsletter"), note("receipt")
+
+
+# --- the order of the checks -------------------------------------------------------------------
+
+
+def test_the_channel_is_checked_before_quiet_hours() -> None:
+    """Right before each send cjo checks, in this order: "1. the channel ... 2. quiet hours\":
+    a send on a blocked channel at night is suppressed, not deferred."""
+    host = Host()
+    host.engine.publish(journeys=[_news()], content=[NEWS], quiet_hours=[NIGHT],
+                        topics=[Topic("newsletter")])
+    host.engine.block_channel("ann", "email", reason="STOP")
+    host.clock.set(T0.replace(hour=22))
+    host.send("digest_ready")
+    assert host.log(kinds=_SUPPRESS) == [("suppressed", "channel blocked: STOP", "email")]
+
+
+def test_quiet_hours_are_checked_before_caps() -> None:
+    """"2. quiet hours on the chosen channel ...; 3. frequency caps\": a capped send at night is
+    first deferred to the morning, and the cap is counted then."""
+    host = Host()
+    host.engine.publish(journeys=[_news()], content=[NEWS],
+                        caps=[FrequencyCap("daily", 1, per=DAY)], quiet_hours=[NIGHT],
+                        topics=[Topic("newsletter")])
+    host.clock.set(T0.replace(hour=20))
+    host.send("digest_ready")                                  # sent at 20:00
+    host.clock.set(T0.replace(hour=22))
+    host.send("digest_ready")                                  # at night, and over the cap
+    host.clock.set(T0 + DAY)
+    host.engine.run_due()
+    morning = (T0 + DAY).replace(hour=8)
+    assert host.log(kinds=_SUPPRESS) == [
+        ("quiet_hours", f"night: deferred to {morning.isoformat()}", "email"),
+        ("capped", "daily: skipped", "email")]
+    assert [at for _, _, at in host.sent()] == [T0.replace(hour=20)]
+
+
+# --- Consent -------------------------------------------------------------------------------------
+
+
+def test_a_send_without_a_topic_is_stopped_by_a_marketing_opt_out_only() -> None:
+    """"A send with no topic is still marketing (unless transactional=True): it is stopped by an
+    opt-out of all marketing on its channel\" (and not by a topic's opt-out)."""
+    host = Host()
+    host.engine.publish(journeys=[_news()], content=[note("news")],
+                        topics=[Topic("newsletter")])
+    host.engine.set_consent("ann", subscribed=False, topic="newsletter")
+    assert len(host.send("digest_ready").messages) == 1
+    host.clock.advance(HOUR)
+    host.engine.set_consent("ann", subscribed=False, channel="email")
+    assert host.send("digest_ready").messages == ()
+    assert host.log(kinds=_SUPPRESS) == [
+        ("suppressed", "unsubscribed from marketing on email", "email")]
+
+
+def test_channel_block_reasons_a_bounce_keeps_and_a_block_event_restates() -> None:
+    """"A hard bounce or a permanent failure on a channel already blocked leaves its reason as
+    it is (a 'STOP' stays a 'STOP'); a block by the host (block_channel) or a channel_blocked
+    event states its reason anew\"; a channel_unblocked event lifts the block."""
+    host = Host()
+    host.engine.publish(journeys=[_receipts()], content=[RECEIPT])
+    (receipt,) = host.send("ordered").messages
+    host.send("channel_blocked", channel="email", reason="STOP")
+    host.send("bounced", message_id=receipt.idempotency_key, type="hard")
+
+    def blocked() -> dict[str, str]:
+        state = host.engine.customer_state("ann")
+        assert state is not None
+        return state.blocked
+
+    assert blocked() == {"email": "STOP"}
+    host.send("channel_blocked", channel="email", reason="mailbox closed")
+    assert blocked() == {"email": "mailbox closed"}
+    host.send("channel_unblocked", channel="email")
+    assert blocked() == {}
+    assert len(host.send("ordered").messages) == 1
+
+
+# --- Contact details and fallback channels -------------------------------------------------------
+
+
+def test_an_empty_contact_attribute_does_not_reach_the_customer() -> None:
+    """"a customer without it (missing or empty) is not sent to on that channel\""""
+    host = Host(contact_attributes=STANDARD_CONTACT_ATTRIBUTES)
+    host.engine.publish(journeys=[_news()], content=[NEWS], topics=[Topic("newsletter")])
+    host.engine.identify("ann", {"email": ""})
+    assert host.send("digest_ready").messages == ()
+    assert host.log(kinds=_SUPPRESS) == [("suppressed", "no email", "email")]
+
+
+def test_when_no_channel_can_be_used_the_last_is_logged_as_suppressed() -> None:
+    """"Each channel passed over is logged as fallback with its reason; ... when none can be
+    used, the last one is logged as suppressed.\""""
+    host = Host(contact_attributes=STANDARD_CONTACT_ATTRIBUTES)
+    host.engine.publish(journeys=[_news(channel="push", fallbacks=("sms", "email"))],
+                        content=[NEWS], topics=[Topic("newsletter")])
+    out = host.send("digest_ready")
+    assert out.messages == () and [e.status for e in out.ended] == ["completed"]
+    assert host.log(kinds=_SUPPRESS) == [
+        ("fallback", "no push_token", "push"), ("fallback", "no phone", "sms"),
+        ("suppressed", "no email", "email")]
+
+
+# --- Frequency caps ------------------------------------------------------------------------------
+
+
+def test_transactional_sends_are_not_counted_by_caps() -> None:
+    """"Transactional sends are never capped and never counted.\""""
+    host = Host()
+    host.engine.publish(journeys=[_news(), _receipts()], content=[NEWS, RECEIPT],
+                        topics=[Topic("newsletter")], caps=[FrequencyCap("weekly", 1, per=7 * DAY)])
+    for _ in range(3):
+        host.send("ordered")
+    assert len(host.send("digest_ready").messages) == 1        # the receipts took no slot
+    assert len(host.send("ordered").messages) == 1             # nor does the cap hold them
+    assert [c for _, c, _ in host.sent()] == ["receipt"] * 3 + ["news", "receipt"]
+
+
+def test_a_cap_published_later_counts_only_the_sends_still_kept() -> None:
+    """"a cap published later ... counts only the sends still kept: those the earlier caps had
+    let go (or all of them, when there was no cap) are not counted\""""
+    host = Host()
+    host.engine.publish(journeys=[_news()], content=[NEWS], topics=[Topic("newsletter")])
+    for _ in range(3):
+        host.send("digest_ready")
+    host.engine.publish(caps=[FrequencyCap("weekly", 2, per=7 * DAY)])
+    sent = [bool(host.send("digest_ready").messages) for _ in range(3)]
+    assert sent == [True, True, False]
+
+
+def test_a_calendar_day_cap_uses_the_journey_zone_then_the_engine_default() -> None:
+    """"period='calendar_day': the customer's calendar day, in their time zone (profile, then
+    journey, then Engine(default_timezone=...), then UTC)\""""
+    host = Host(default_timezone="America/New_York")
+    host.engine.publish(journeys=[_news(), attrs.evolve(_news(), id="tokyo",
+                                                         timezone="Asia/Tokyo")],
+                        content=[NEWS], topics=[Topic("newsletter")],
+                        caps=[FrequencyCap("daily", 1, period="calendar_day")])
+    # 23:00 UTC is 18:00 in New York; 03:00 UTC the next day is still that New York day.
+    host.clock.set(datetime(2026, 3, 2, 23, 0, tzinfo=UTC))
+    assert len(host.send("digest_ready").messages) == 1
+    host.clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=UTC))
+    out = host.send("digest_ready")
+    assert out.messages == ()
+    host.clock.set(datetime(2026, 3, 3, 5, 0, tzinfo=UTC))   # midnight in New York
+    assert len(host.send("digest_ready").messages) == 1
+
+
+# --- Delivery feedback ---------------------------------------------------------------------------
+
+
+def _fallback_host(storage: Storage | None = None) -> Host:
+    """News by email, falling back to SMS; customers have a phone number and no email."""
+    host = Host(storage, contact_attributes=STANDARD_CONTACT_ATTRIBUTES)
+    host.engine.publish(journeys=[_news(fallbacks=("sms",))], content=[NEWS],
+                        topics=[Topic("newsletter")])
+    for customer in ("ann", "bob"):
+        host.engine.identify(customer, {"phone": "+15550100"})
+    return host
+
+
+def test_feedback_acts_on_the_channel_the_outbox_says_the_message_went_out_on() -> None:
+    """"The event acts on the message as it was sent: the channel it went out on (a fallback
+    channel) ..., read from the outbox\" (whatever `channel` the event carries)."""
+    host = _fallback_host()
+    (message,) = host.send("digest_ready").messages
+    assert message.channel == "sms"
+    host.send("bounced", message_id=message.idempotency_key, type="hard", channel="email")
+    state = host.engine.customer_state("ann")
+    assert state is not None and state.blocked == {"sms": "hard bounce"}
+    assert host.log(kinds=("bounced",)) == [("bounced", "hard", "sms")]
+
+
+def test_feedback_on_a_pruned_message_takes_the_events_channel_else_the_steps(
+    storage: Storage,
+) -> None:
+    """"A message the outbox no longer holds (pruned after Retention.outbox) is taken to have
+    gone out on the event's channel property, else the Send step's channel\""""
+    host = _fallback_host(storage)
+    keys = {c: host.send("digest_ready", customer=c).messages[0].idempotency_key
+            for c in ("ann", "bob")}
+    host.clock.advance(8 * DAY)
+    host.engine.prune()
+    assert host.engine.storage.outbox_entry(keys["ann"]) is None
+    host.send("bounced", customer="ann", message_id=keys["ann"], type="hard", channel="sms")
+    host.send("bounced", customer="bob", message_id=keys["bob"], type="hard")
+    blocked = {c: s.blocked for c in ("ann", "bob")
+               if (s := host.engine.customer_state(c)) is not None}
+    assert blocked == {"ann": {"sms": "hard bounce"}, "bob": {"email": "hard bounce"}}
+
+
+def test_feedback_naming_no_message_changes_consent_but_is_not_logged() -> None:
+    """"An event whose message_id names no message of this customer still changes consent when
+    it says which channel (`channel`), but is not logged against a journey.\""""
+    host = _fallback_host()
+    (message,) = host.send("digest_ready").messages
+    # Bob names Ann's message: not one of his.
+    host.send("unsubscribed", customer="bob", message_id=message.idempotency_key,
+              channel="sms")
+    host.send("complained", customer="bob", message_id="nowhere:1", channel="push")
+    state = host.engine.customer_state("bob")
+    assert state is not None
+    assert state.consent == {("*", "sms"): (False, T0), ("*", "push"): (False, T0)}
+    assert host.log("bob", kinds=("unsubscribed", "complained")) == []
