@@ -13,6 +13,7 @@ from cjo import (
     ApiTrigger,
     Channel,
     ContentItem,
+    ControlGroup,
     DeliveryResult,
     Engine,
     Event,
@@ -26,6 +27,7 @@ from cjo import (
     ManualClock,
     Message,
     Outcome,
+    ProfileUpdate,
     QuietHours,
     RecordingChannel,
     ReentryPolicy,
@@ -37,10 +39,11 @@ from cjo import (
     VersionChange,
     Wait,
     WaitForEvent,
+    WaitUntilDate,
     attr,
 )
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
-from cjo.errors import DefinitionError
+from cjo.model.governance import in_control_group
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 MINUTE, HOUR, DAY = timedelta(minutes=1), timedelta(hours=1), timedelta(days=1)
@@ -799,3 +802,108 @@ def test_feedback_naming_no_message_changes_consent_but_is_not_logged() -> None:
     assert state is not None
     assert state.consent == {("*", "sms"): (False, T0), ("*", "push"): (False, T0)}
     assert host.log("bob", kinds=("unsubscribed", "complained")) == []
+
+
+# === docs/semantics.md, continued ================================================================
+
+
+def test_a_date_beyond_the_lifetime_expires_the_enrollment_at_that_age() -> None:
+    """"a date beyond the journey's max_lifetime ends the enrollment as expired at that age.\""""
+    host = Host()
+    host.engine.publish(content=[note()], journeys=[Journey(
+        "renewal", trigger=EventTrigger("go"), entry="w", max_lifetime=30 * DAY,
+        steps={"w": WaitUntilDate(attr("renews_on"), next="mail"),
+               "mail": Send("note", "email")})])
+    host.engine.identify("ann", {"renews_on": "2026-06-01"})
+    host.send("go")
+    host.clock.set(T0 + 100 * DAY)
+    out = host.engine.run_due()
+    assert [(e.status, e.at) for e in out.ended] == [("expired", T0 + 30 * DAY)]
+    assert host.sent() == []
+
+
+def test_a_profile_update_in_a_group_is_checked_against_exit_conditions() -> None:
+    """"Exit criteria are checked ... when the host changes the profile (identify, a
+    ProfileUpdate in handle_events)\""""
+    host = Host()
+    host.engine.publish(content=[note()], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="w",
+        exit_criteria=(ExitCriterion("closed", where=attr("closed") == True),),  # noqa: E712
+        steps={"w": Wait(DAY, next="mail"), "mail": Send("note", "email")})])
+    host.send("go")
+    host.clock.advance(HOUR)
+    out = host.engine.handle_events([ProfileUpdate("ann", {"closed": True})])
+    assert [(e.status, e.reason) for e in out.ended] == [("exited", "closed")]
+
+
+def test_a_shrunk_control_group_releases_customers_inside_journeys() -> None:
+    """"it can shrink, which releases part of the control group into the treated group: those
+    customers receive journey messages from then on, even in journeys they entered as
+    control\""""
+    wide, narrow = ControlGroup(50, "cg"), ControlGroup(10, "cg")
+    released = next(f"c{i}" for i in range(1000)
+                    if in_control_group(f"c{i}", wide) and not in_control_group(f"c{i}", narrow))
+    host = Host()
+    host.engine.publish(control_group=wide, content=[note("first"), note("later")],
+                        journeys=[Journey(
+                            "j", trigger=EventTrigger("go"), entry="first",
+                            steps={"first": Send("first", "email", next="w"),
+                                   "w": Wait(HOUR, next="later"),
+                                   "later": Send("later", "email")})])
+    host.send("go", customer=released)
+    assert host.log(released, kinds=("entered", "suppressed")) == [
+        ("entered", "control", None), ("suppressed", "control", "email")]
+    host.engine.publish(control_group=narrow)
+    host.clock.advance(HOUR)
+    host.engine.run_due()
+    assert host.sent() == [(released, "later", T0 + HOUR)]
+
+
+# === docs/delivery-policies.md, continued ========================================================
+
+
+def test_consent_events_reach_the_record_when_no_journey_reads_them() -> None:
+    """"These events always reach the customer's record, whether or not a journey reads
+    them.\""""
+    host = Host()
+    host.send("unsubscribed", topic="newsletter")
+    host.send("channel_blocked", channel="sms", reason="STOP")
+    state = host.engine.customer_state("ann")
+    assert state is not None
+    assert state.consent == {("newsletter", "*"): (False, T0)}
+    assert state.blocked == {"sms": "STOP"}
+
+
+def test_a_journey_a_consent_event_starts_already_sees_the_change() -> None:
+    """Consent events are "handled by engine.handle_event like any other (so they ... can also
+    start journeys)\", and the consent they state is applied first."""
+    host = Host()
+    host.engine.publish(topics=[Topic("newsletter")], content=[NEWS], journeys=[Journey(
+        "sorry", trigger=EventTrigger("unsubscribed"), entry="send",
+        steps={"send": Send("news", "email")})])
+    out = host.send("unsubscribed", topic="newsletter")
+    assert len(out.entered) == 1 and out.messages == ()
+    assert host.log(kinds=_SUPPRESS) == [
+        ("suppressed", "unsubscribed from newsletter", "email")]
+
+
+def test_quiet_hours_limited_to_a_channel_and_holding_transactional_sends() -> None:
+    """"channels=('sms',): only those ... channels\"; "include_transactional=True holds
+    transactional sends too (by default they pass).\""""
+    host = Host()
+    host.engine.publish(
+        journeys=[_news(channel="sms"), _receipts(), attrs.evolve(_news(), id="mail")],
+        content=[NEWS, RECEIPT], topics=[Topic("newsletter")],
+        quiet_hours=[QuietHours("sms_night", time(21), time(8), channels=("sms",)),
+                     QuietHours("hold_all", time(23), time(7), journeys=("receipts",),
+                                include_transactional=True)])
+    host.clock.set(T0.replace(hour=22))
+    assert [m.channel for m in host.send("digest_ready").messages] == ["email"]  # 'mail' only
+    host.clock.set(T0.replace(hour=23, minute=30))
+    assert host.send("ordered").messages == ()
+    host.clock.set(T0 + DAY)
+    host.engine.run_due()
+    assert sorted((c, at) for _, c, at in host.sent("sms")) == [
+        ("news", (T0 + DAY).replace(hour=8))]
+    assert [(c, at) for _, c, at in host.sent("email")] == [
+        ("news", T0.replace(hour=22)), ("receipt", (T0 + DAY).replace(hour=7))]
