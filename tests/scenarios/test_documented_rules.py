@@ -36,7 +36,6 @@ from cjo import (
     Topic,
     UpdateProfile,
     Variant,
-    VersionChange,
     Wait,
     WaitForEvent,
     WaitUntilDate,
@@ -907,3 +906,67 @@ def test_quiet_hours_limited_to_a_channel_and_holding_transactional_sends() -> N
         ("news", (T0 + DAY).replace(hour=8))]
     assert [(c, at) for _, c, at in host.sent("email")] == [
         ("news", T0.replace(hour=22)), ("receipt", (T0 + DAY).replace(hour=7))]
+
+
+def test_a_goal_window_is_timed_from_the_instant_decided() -> None:
+    """"Entries, steps, waits, goal windows and re-entry windows are timed from the instant the
+    engine decides\": a purchase made in the window but arriving after it does not count."""
+    host = Host()
+    host.engine.publish(content=[note()], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="w", steps={"w": Wait(DAY)},
+        goal=Goal("bought", within=2 * HOUR))])
+    host.send("go")
+    host.clock.advance(3 * HOUR)
+    assert host.send("bought", at=T0 + HOUR).goals == ()
+
+
+def test_no_second_enrollment_in_a_new_version_while_one_runs() -> None:
+    """"Whatever the policy, a customer is never in two enrollments of one journey (any version)
+    at once for the same instance key.\""""
+    def drip(version: int) -> Journey:
+        return Journey("drip", version=version, trigger=EventTrigger("go"), entry="w",
+                       steps={"w": Wait(DAY)})
+
+    host = Host()
+    host.engine.publish(journeys=[drip(1)])
+    host.send("go")
+    host.engine.publish(journeys=[drip(2)])
+    host.clock.advance(HOUR)
+    assert host.send("go").entered == ()
+    host.clock.advance(DAY)
+    assert [(e.version, e.at) for e in host.send("go").entered] == [(2, T0 + DAY + HOUR)]
+
+
+def test_an_inactivity_entry_the_audience_refuses_waits_for_the_next_spell() -> None:
+    """"It fires once per quiet spell: after it fires, nothing more happens until the next
+    qualifying event starts a new spell. Entry still follows the audience and the re-entry
+    policy.\""""
+    host = Host()
+    host.engine.publish(content=[note()], journeys=[
+        _win_back(DAY, audience=attr("vip") == True)])  # noqa: E712
+    host.engine.identify("ann", {"vip": False})
+    host.clock.set(T0 + 2 * DAY)
+    assert host.engine.run_due().entered == ()                # fired, the audience refused
+    host.engine.identify("ann", {"vip": True})
+    host.clock.set(T0 + 5 * DAY)
+    host.engine.run_due()
+    assert host.sent() == []
+    host.send("purchased")                                    # a new spell
+    host.clock.set(T0 + 7 * DAY)
+    host.engine.run_due()
+    assert host.sent() == [("ann", "note", T0 + 6 * DAY)]
+
+
+def test_an_event_id_is_a_duplicate_only_within_its_retention() -> None:
+    """"An event whose event_id was handled before (within Retention.event_ids, 7 days by
+    default) changes nothing; the outcome says duplicate.\""""
+    host = Host()
+    host.engine.publish(content=[note()], journeys=[_once()])
+    host.engine.handle_event(event("go", "ann", T0, "same"))
+    host.clock.set(T0 + 7 * DAY - MINUTE)
+    host.engine.prune()
+    assert host.engine.handle_event(event("go", "ann", host.clock.now(), "same")).duplicate
+    host.clock.set(T0 + 7 * DAY + MINUTE)
+    host.engine.prune()
+    again = host.engine.handle_event(event("go", "ann", host.clock.now(), "same"))
+    assert not again.duplicate and len(again.entered) == 1
