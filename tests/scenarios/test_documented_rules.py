@@ -4,7 +4,10 @@ docstring quotes the claim it checks."""
 
 from __future__ import annotations
 
+import re
+import tomllib
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 
 import attrs
 import pytest
@@ -727,22 +730,30 @@ def test_a_cap_published_later_counts_only_the_sends_still_kept() -> None:
     assert sent == [True, True, False]
 
 
-def test_a_calendar_day_cap_uses_the_journey_zone_then_the_engine_default() -> None:
+def test_a_calendar_day_cap_uses_the_profile_then_journey_zone_then_the_engine_default() -> None:
     """"period='calendar_day': the customer's calendar day, in their time zone (profile, then
     journey, then Engine(default_timezone=...), then UTC)\""""
     host = Host(default_timezone="America/New_York")
-    host.engine.publish(journeys=[_news(), attrs.evolve(_news(), id="tokyo",
-                                                         timezone="Asia/Tokyo")],
-                        content=[NEWS], topics=[Topic("newsletter")],
-                        caps=[FrequencyCap("daily", 1, period="calendar_day")])
-    # 23:00 UTC is 18:00 in New York; 03:00 UTC the next day is still that New York day.
-    host.clock.set(datetime(2026, 3, 2, 23, 0, tzinfo=UTC))
-    assert len(host.send("digest_ready").messages) == 1
-    host.clock.set(datetime(2026, 3, 3, 3, 0, tzinfo=UTC))
-    out = host.send("digest_ready")
-    assert out.messages == ()
-    host.clock.set(datetime(2026, 3, 3, 5, 0, tzinfo=UTC))   # midnight in New York
-    assert len(host.send("digest_ready").messages) == 1
+    host.engine.publish(
+        journeys=[_news(), attrs.evolve(_news(), id="tokyo", timezone="Asia/Tokyo",
+                                        trigger=EventTrigger("tokyo_ready"))],
+        content=[NEWS], topics=[Topic("newsletter")],
+        caps=[FrequencyCap("daily", 1, period="calendar_day")])
+    host.engine.identify("cy", {}, timezone="UTC")
+
+    def sends(name: str, customer: str, *hours: tuple[int, int]) -> list[bool]:
+        out = []
+        for day, hour in hours:
+            host.clock.set(datetime(2026, 3, day, hour, 0, tzinfo=UTC))
+            out.append(bool(host.send(name, customer=customer).messages))
+        return out
+
+    # New York: 23:00 and 03:00 UTC are one day (18:00, 22:00); 05:00 UTC is its midnight.
+    assert sends("digest_ready", "ann", (2, 23), (3, 3), (3, 5)) == [True, False, True]
+    # The journey's Tokyo: 14:00 UTC is 23:00 there, 16:00 UTC the next day's 01:00.
+    assert sends("tokyo_ready", "bob", (4, 14), (4, 16)) == [True, True]
+    # A profile zone wins over the journey's: 14:00 and 16:00 UTC are one UTC day.
+    assert sends("tokyo_ready", "cy", (5, 14), (5, 16)) == [True, False]
 
 
 # --- Delivery feedback ---------------------------------------------------------------------------
@@ -970,3 +981,20 @@ def test_an_event_id_is_a_duplicate_only_within_its_retention() -> None:
     host.engine.prune()
     again = host.engine.handle_event(event("go", "ann", host.clock.now(), "same"))
     assert not again.duplicate and len(again.entered) == 1
+
+
+# === docs/getting-started.md, continued ==========================================================
+
+
+def test_the_install_line_names_every_core_dependency() -> None:
+    """"pip install cjo  # the core: attrs, cattrs, sortedcontainers, typing-extensions,
+    python-liquid, croniter (and tzdata on Windows)\" and the extras it names."""
+    root = Path(__file__).resolve().parents[2]
+    project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    page = (root / "docs" / "getting-started.md").read_text(encoding="utf-8")
+    install = page[page.index("pip install cjo "):page.index("```", page.index("pip install cjo "))]
+    for requirement in project["dependencies"]:
+        name = re.split(r"[<>=;\[ ]", requirement, maxsplit=1)[0]
+        assert name in install, f"{name} is not named on the install line"
+    for extra in ("postgres", "webhook"):
+        assert f'"cjo[{extra}]"' in install and extra in project["optional-dependencies"]
