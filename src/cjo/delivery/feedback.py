@@ -160,11 +160,12 @@ def _as_sent(
     d: Decider, message_id: str, step: Send, channel: str | None
 ) -> tuple[str, str, int | None]:
     """The channel, content id and content version ``message_id`` went out with: the outbox's
-    message when the engine found it, else the event's channel, or the step's, and the step's
-    content (version unknown)."""
+    message when the engine found it (what it records wins over the event's ``channel``: a
+    bounce must block the address that bounced), else the event's channel, or the step's, and
+    the step's content (version unknown)."""
     message = d.sent.get(message_id)
     if message is not None and message.customer_id == d.customer_id:
-        return channel or message.channel, message.content_id, message.content_version
+        return message.channel, message.content_id, message.content_version
     return channel or step.channel, step.content, None
 
 
