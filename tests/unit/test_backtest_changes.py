@@ -306,7 +306,15 @@ def test_a_schedule_published_mid_stream_runs_from_its_publish_and_a_paused_one_
 # --- on the back-test's own channels -----------------------------------------------------------
 
 
-def test_the_demo_shop_across_changes_decides_what_a_live_engine_decides() -> None:
+@pytest.mark.parametrize("window", [None, 40])
+def test_the_demo_shop_across_changes_decides_what_a_live_engine_decides(
+    monkeypatch: pytest.MonkeyPatch, window: int | None
+) -> None:
+    if window is not None:  # where windows end must change nothing
+        import cjo.simulate
+
+        monkeypatch.setattr(cjo.simulate, "WINDOW", window)
+        monkeypatch.setattr(cjo.simulate, "WINDOW_CUSTOMERS", 7)
     items = shop_inputs(150, 12, 4)
     first = items[1].timestamp  # type: ignore[union-attr]
     cart = next(j for j in shop_definitions().journeys if j.id == "abandoned_cart")
