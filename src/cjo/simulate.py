@@ -211,7 +211,10 @@ def backtest(
       ``Publish``, ``PauseJourney`` or ``ResumeJourney``, applied at that instant as the
       engine's ``publish``, ``pause_journey`` and ``resume_journey`` would apply it then:
       after everything due before that instant has fired and the inputs before it in the
-      stream are decided, before what falls due at it. An input stamped earlier than the one
+      stream are decided, and before what falls due at it, which fires right after it (with
+      the segments a publish changed evaluated for every customer, a schedule occurrence at
+      that instant, the latest one a resumed journey missed), as a worker on time would.
+      An input stamped earlier than the one
       before it (or than ``start``) raises ``UsageError`` naming its position (0-based); a
       change the engine refuses raises its error (``DefinitionError``,
       ``UnknownJourneyError``) naming it by position.
@@ -613,7 +616,8 @@ class _Run:
     def _change(self, at: datetime, change: OperatorChange, position: int) -> None:
         """Apply an operator's change at ``at``, as the engine applies it live: after what
         falls due before ``at`` (wake-ups, retries, schedule occurrences, each at its own
-        instant) and before what falls due at it. Errors name the change by ``position``."""
+        instant), then what a worker on time does right after it. Errors name the change by
+        ``position``."""
         self._run_schedules(at, before=True)
         if self.counters is None:
             self._on_time(at, before=True)
@@ -639,8 +643,16 @@ class _Run:
             ) from exc
         except UnknownJourneyError as exc:
             raise UnknownJourneyError(f"{where}: {exc}") from exc
-        # The windows after it decide by the definitions it left, and schedules run from it.
+        # The windows after it decide by the definitions it left.
         self.registry = engine._sync()
+        # A worker on time runs right after it: what falls due at ``at`` fires, a schedule
+        # occurrence at ``at`` (or the latest one a resumed journey missed) runs, and segments
+        # a publish changed are evaluated for every customer, all at ``at``.
+        if self.counters is None:
+            self._on_time(at)
+        began = time.perf_counter()
+        self.tally.add(engine.run_due(at))
+        self.due_seconds += time.perf_counter() - began
         self.next_run = next_schedule_run(engine)
 
     def _count_named(self, definitions: Definitions) -> None:
@@ -664,12 +676,11 @@ class _Run:
     def _run_schedules(self, limit: datetime, *, before: bool = False) -> None:
         """Run every schedule occurrence due by ``limit`` (or only before it), each at its own
         instant, in order (``Engine.run_due`` at that instant: wake-ups due by then fire
-        first). An occurrence a paused journey missed runs at the instant the run is at (its
-        resume's), as a worker on time runs it right after the resume."""
+        first)."""
         while self.next_run is not None and (
             self.next_run < limit if before else self.next_run <= limit
         ):
-            at = max(self.next_run, self.clock.now())
+            at = self.next_run
             if self.counters is None:
                 self._on_time(at, before=True)
             self.clock.set(at)

@@ -71,15 +71,14 @@ def new_engine(defs: Definitions, *, render: bool = True,
 
 def on_time(engine: Engine, clock: ManualClock, at: datetime, *, before: bool = False) -> None:
     """Move to ``at`` with a worker that fires every wake-up, and runs every schedule
-    occurrence, at its own instant (``before``: only those before ``at``). An occurrence that a
-    paused journey missed runs at once, as a worker polling right after the resume runs it."""
+    occurrence, at its own instant (``before``: only those before ``at``)."""
     previous = None
     while True:
         due = [t for t in (engine.storage.next_wake_at(), next_schedule_run(engine))
                if t is not None and (t < at if before else t <= at)]
         if not due:
             break
-        wake = max(min(due), clock.now())
+        wake = min(due)
         assert wake != previous, "a due wake-up was not fired"
         clock.set(wake)
         engine.run_due(wake)
@@ -122,14 +121,17 @@ def live(defs: Definitions, stream: Sequence[BacktestInput], *, render: bool = T
     return engine
 
 
-def make(engine: Engine, change: OperatorChange) -> None:
-    """An operator's change, made live."""
+def make(engine: Engine, change: OperatorChange, at: datetime) -> None:
+    """An operator's change, made live at ``at`` (the clock's now), and the worker on time
+    that runs right after it: what falls due at ``at`` fires, a schedule occurrence at it (or
+    the latest one a resumed journey missed) runs, segments a publish changed are evaluated."""
     if isinstance(change, Publish):
         engine.publish(change.definitions, running=change.running)
     elif isinstance(change, PauseJourney):
         engine.pause_journey(change.journey_id)
     else:
         engine.resume_journey(change.journey_id)
+    engine.run_due(at)
 
 
 def play(engine: Engine, stream: Sequence[BacktestInput], move: Callable[[datetime], object],
@@ -155,7 +157,7 @@ def play(engine: Engine, stream: Sequence[BacktestInput], move: Callable[[dateti
             apply(engine, update)
         floating = []
         if change is not None:
-            make(engine, change)
+            make(engine, change, at)
         elif isinstance(item, Event):
             engine.handle_event(item)
         else:

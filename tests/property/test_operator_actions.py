@@ -19,11 +19,13 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from cjo.channels.recording import RecordingChannel
+from cjo.conditions import attr
 from cjo.engine import Engine
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import ResumeRule, VersionChange
+from cjo.model.segments import Segment
 from cjo.simulate import (
     BacktestInput,
     OperatorChange,
@@ -159,15 +161,16 @@ def _instant(item: Input) -> datetime | None:
 def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInput]]:
     """Random journeys (schedules too) and a random stream, with operator changes put at random
     places in it, each at a random instant between the inputs around it (often the same as
-    theirs, or whole minutes after the one before): pauses and resumes, new versions that drain, migrate (to random steps of a random
-    new graph) or eject, and new content."""
+    theirs, or whole minutes after the one before): pauses and resumes, new versions that
+    drain, migrate (to random steps of a random new graph) or eject, new content, and the
+    segment they read redefined."""
     defs = draw(definitions(with_schedules=True))
     defs = attrs.evolve(defs, journeys=tuple(
         attrs.evolve(j, on_resume=draw(RULES)) for j in defs.journeys
     ))
     stream = draw(streams())
     latest = {j.id: j for j in defs.journeys}
-    places = sorted(draw(st.lists(st.integers(0, len(stream)), max_size=4)))
+    places = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=1, max_size=4)))
     out: list[BacktestInput] = []
     last = T0
     done = 0
@@ -186,12 +189,17 @@ def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInp
         ))
         last = at
         jid = draw(st.sampled_from(sorted(latest)))
-        what = draw(st.sampled_from(["pause", "resume", "version", "content"]))
+        what = draw(st.sampled_from(["pause", "resume", "version", "content", "segment"]))
         change: OperatorChange
         if what == "pause":
             change = PauseJourney(jid)
         elif what == "resume":
             change = ResumeJourney(jid)
+        elif what == "segment":
+            # The segment journeys read, redefined: every customer is evaluated again.
+            change = Publish(Definitions(segments=(Segment("gold", draw(st.sampled_from([
+                attr("tier") == "silver", attr("n") >= 2, attr("tier") == "gold",
+            ]))),)))
         elif what == "content":
             text = f"v{n} {{{{ event.k | default: '-' }}}}"
             change = Publish(Definitions(content=(ContentItem("m", (

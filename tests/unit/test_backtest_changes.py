@@ -14,6 +14,7 @@ from cjo.analytics.report import journey_report
 from cjo.channels.base import Message
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
+from cjo.conditions import attr
 from cjo.demo import shop_definitions
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, UnknownJourneyError, UsageError
@@ -22,8 +23,9 @@ from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import ResumeRule, VersionChange
 from cjo.model.journey import Journey
+from cjo.model.segments import Segment
 from cjo.model.steps import Action, Send, Wait
-from cjo.model.triggers import EventTrigger, ScheduleTrigger
+from cjo.model.triggers import EventTrigger, ScheduleTrigger, SegmentTrigger
 from cjo.simulate import (
     BacktestInput,
     BacktestResult,
@@ -270,6 +272,26 @@ def test_content_published_mid_stream_is_what_later_sends_render() -> None:
     unrendered = replay(defs, stream, render=False)
     assert_as_live(unrendered, stream, defs, render=False)
     assert result.messages == unrendered.messages == {"email": 4}
+
+
+def test_a_segment_published_mid_stream_is_evaluated_for_everyone_at_the_publish() -> None:
+    vip = Journey(id="vip", trigger=SegmentTrigger("gold"), entry="mail",
+                  steps={"mail": Send("note", "email")})
+    at = T0 + HOUR
+    stream: list[BacktestInput] = [
+        (T0, ProfileUpdate("ann", {"tier": "gold"})),
+        signup("bob", T0),                      # onboard's wake-up at T0 + 1 day
+        (at, Publish(Definitions(segments=(Segment("gold", attr("tier") == "gold"),),
+                                 journeys=(vip,)))),
+        (at + HOUR, ProfileUpdate("bob", {"tier": "gold"})),
+        tick(T0 + 2 * DAY),
+    ]
+    result = replay(ONBOARD, stream)
+    assert_as_live(result, stream, ONBOARD)
+    # Ann is in the new segment from the publish on, not from her next input (she has none).
+    assert sent(result) == [("ann", "email", 1, "mail", at),
+                            ("bob", "email", 1, "hello", T0 + DAY),
+                            ("bob", "email", 1, "mail", at + HOUR)]
 
 
 # --- schedules ---------------------------------------------------------------------------------
