@@ -349,8 +349,9 @@ class _Run:
     (tests/property/test_equivalence.py holds it to that).
 
     An operator's change ends the window before it, fires what falls due before its instant,
-    and is applied by the engine itself at that instant; the windows after it decide with the
-    definitions it left (tests/property/test_operator_actions.py holds that to a live engine).
+    is applied by the engine itself at that instant, and is followed by ``run_due`` at it; the
+    windows after it decide with the definitions it left (tests/property/
+    test_operator_actions.py holds that to a live engine).
     """
 
     def __init__(
@@ -650,9 +651,7 @@ class _Run:
         # a publish changed are evaluated for every customer, all at ``at``.
         if self.counters is None:
             self._on_time(at)
-        began = time.perf_counter()
-        self.tally.add(engine.run_due(at))
-        self.due_seconds += time.perf_counter() - began
+        self._run_due(at)
         self.next_run = next_schedule_run(engine)
 
     def _count_named(self, definitions: Definitions) -> None:
@@ -684,10 +683,7 @@ class _Run:
             if self.counters is None:
                 self._on_time(at, before=True)
             self.clock.set(at)
-            began = time.perf_counter()
-            outcome = self.engine.run_due(at)
-            self.due_seconds += time.perf_counter() - began
-            self.tally.add(outcome)
+            self._run_due(at)
             self.next_run = next_schedule_run(self.engine)
 
     def _due(self, at: datetime) -> None:
@@ -697,10 +693,14 @@ class _Run:
         # Only when something is due: a call for nothing costs more than the look-up.
         wake = self.storage.next_wake_at()
         if wake is not None and wake <= at:
-            began = time.perf_counter()
-            outcome = self.engine.run_due(at)
-            self.due_seconds += time.perf_counter() - began
-            self.tally.add(outcome)
+            self._run_due(at)
+
+    def _run_due(self, at: datetime) -> None:
+        """``Engine.run_due(at)``, timed and counted."""
+        began = time.perf_counter()
+        outcome = self.engine.run_due(at)
+        self.due_seconds += time.perf_counter() - began
+        self.tally.add(outcome)
 
     def _on_time(self, limit: datetime, *, before: bool = False) -> None:
         """What a worker that is never late does up to ``limit`` (or only before it): fire each
@@ -718,9 +718,7 @@ class _Run:
                 return
             self.clock.set(at)
             if wake == at:
-                began = time.perf_counter()
-                self.tally.add(engine.run_due(at))
-                self.due_seconds += time.perf_counter() - began
+                self._run_due(at)
             if retry is not None and retry <= at:
                 engine.dispatch_pending(at)
 
