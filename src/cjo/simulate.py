@@ -406,6 +406,8 @@ class _Run:
         first: datetime | None = None
         stop = until if until is not None else _END
         read = events = updates = changes = 0
+        # The change read in this pass (None but in a pass that reads one: not set per event).
+        change: OperatorChange | None = None
         # The hot loop of the run: one pass per input, most of them events nothing reads.
         for item in inputs:
             if type(item) is Event and item.name not in relevant and not floating:
@@ -421,7 +423,6 @@ class _Run:
                     last = at
                     continue
             entry: Item
-            change: OperatorChange | None = None
             if type(item) is Event or isinstance(item, Event):
                 entry, at = item, item.timestamp
                 matters = item.name in relevant
@@ -489,6 +490,7 @@ class _Run:
                     self._decide(window, customers)
                     window, customers = [], set()
                 self._change(at, change, read - 1)
+                change = None
                 registry = self.registry
                 relevant = registry.relevant_events
             if read == next_progress:
