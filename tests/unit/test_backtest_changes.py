@@ -64,7 +64,7 @@ def tick(at: datetime) -> Event:
 def live(defs: Definitions, stream: Sequence[BacktestInput], *, render: bool = True) -> Engine:
     """A live engine on InMemoryStorage: each input handled, and each change made, with the
     clock at its instant and a worker that fires every wake-up at its own instant (before a
-    change, those due before its instant)."""
+    change, those due before its instant; right after it, ``run_due`` at it)."""
     # Where the shop's streams start, before T0.
     clock = ManualClock(min([T0, *(i.timestamp for i in stream if isinstance(i, Event))]))
     engine = Engine(InMemoryStorage(), {c: RecordingChannel() for c in CHANNELS}, clock,
