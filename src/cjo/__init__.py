@@ -99,7 +99,7 @@ from cjo.serialization import (
     load_definitions,
     loads_definitions,
 )
-from cjo.simulate import BacktestResult, backtest
+from cjo.simulate import BacktestResult, PauseJourney, Publish, ResumeJourney, backtest
 from cjo.storage.base import DeadLetter, Retention, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
@@ -170,16 +170,19 @@ __all__ = [
     "Offer",
     "OfferCap",
     "Outcome",
+    "PauseJourney",
     "Performed",
     "Problem",
     "Profile",
     "ProfileRule",
     "ProfileUpdate",
+    "Publish",
     "QuietHours",
     "RecordingChannel",
     "ReentryPolicy",
     "RenderError",
     "RenderLimitError",
+    "ResumeJourney",
     "ResumeRule",
     "Retention",
     "SQLiteStorage",

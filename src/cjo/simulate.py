@@ -4,7 +4,10 @@
 by a ``ManualClock``. Each input is decided at its own timestamp (the clock is set to it first),
 and wake-ups fall due at their own instants in between, so the result is what a live engine
 would have done had every event arrived the moment it was stamped, and replaying the same
-stream gives the same result. See docs/backtest.md.
+stream gives the same result. The stream may also carry an operator's changes, each at its
+own instant: a publish (``Publish``), a pause or a resume (``PauseJourney``,
+``ResumeJourney``), applied as ``Engine.publish``, ``pause_journey`` and ``resume_journey``
+apply them live. See docs/backtest.md.
 """
 
 from __future__ import annotations
@@ -15,20 +18,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 
 import attrs
 
 from cjo.analytics.report import JourneyReport, format_table, journey_report
-from cjo.channels.actions import ActionFunction
+from cjo.channels.actions import ActionFunction, action_channels
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
 from cjo.engine import Engine
-from cjo.errors import UsageError
+from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
 from cjo.limits import DEFAULT_LIMITS
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
+from cjo.model.governance import VersionChange
 from cjo.model.journey import Journey
 from cjo.model.steps import Action, Send, Step
 from cjo.outcome import Outcome, OutcomeBuilder
@@ -38,12 +42,54 @@ from cjo.scheduling import mark_schedules, next_schedule_run
 from cjo.storage.base import CustomerSession
 from cjo.storage.memory import InMemoryStorage
 
-__all__ = ["BacktestInput", "BacktestResult", "Progress", "backtest"]
+__all__ = [
+    "BacktestInput",
+    "BacktestResult",
+    "OperatorChange",
+    "PauseJourney",
+    "Progress",
+    "Publish",
+    "ResumeJourney",
+    "backtest",
+]
+
+
+@attrs.frozen
+class Publish:
+    """In a back-test's stream, paired with its instant: what ``Engine.publish(definitions,
+    running=running)`` does at that instant (new journeys or versions, content, segments,
+    policies; ``running`` says what a new version does to the customers inside the previous
+    one: ``VersionChange.drain()``, ``.migrate({...})`` or ``.eject(reason)``)."""
+
+    definitions: Definitions
+    running: Mapping[str, VersionChange] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class PauseJourney:
+    """In a back-test's stream, paired with its instant: ``Engine.pause_journey(journey_id)``
+    at that instant."""
+
+    journey_id: str
+
+
+@attrs.frozen
+class ResumeJourney:
+    """In a back-test's stream, paired with its instant: ``Engine.resume_journey(journey_id)``
+    at that instant (the held wake-ups run then, by the journey's ``on_resume`` rule)."""
+
+    journey_id: str
+
+
+#: What an operator does to a running engine, replayed at an instant of a back-test.
+OperatorChange = Publish | PauseJourney | ResumeJourney
 
 #: One input of a back-test: an event (decided at its timestamp), a profile update (applied at
-#: the instant of the next input that has one, or of the last when none follows), or a
-#: profile update with its own instant.
-BacktestInput = Event | ProfileUpdate | tuple[datetime, ProfileUpdate]
+#: the instant of the next input that has one, or of the last when none follows), a profile
+#: update with its own instant, or an operator's change with its instant.
+BacktestInput = (
+    Event | ProfileUpdate | tuple[datetime, ProfileUpdate] | tuple[datetime, OperatorChange]
+)
 
 #: ``progress(done, total, now)``: inputs read so far, the stream's length when it has one
 #: (else None), and the back-test's current instant.
@@ -54,6 +100,8 @@ _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _END = datetime.max.replace(tzinfo=UTC)
 _DELIVERED = DeliveryResult("delivered")
 _NO_CATCH_UP_LIMIT = 2**62
+# The resolution of instants: "before t" is "by t - _TICK".
+_TICK = timedelta(microseconds=1)
 
 
 class _CountingChannel(Channel):
@@ -76,12 +124,14 @@ class BacktestResult:
 
     - ``start``, ``until``: the instants the run covered (None only for an empty stream with
       neither given).
-    - ``inputs``: items read; ``events`` and ``profile_updates`` of them.
+    - ``inputs``: items read; ``events``, ``profile_updates`` and operator ``changes`` of
+      them.
     - ``messages``: messages queued per channel (sent to the channels given, or counted).
     - ``entered``: entries per journey id; ``ended``: ended enrollments per terminal status;
       ``goals``: goals reached per journey id (all three from the activity counts, as the
       reports are).
-    - ``reports``: the journey report of the latest version of every journey, by journey id.
+    - ``reports``: the journey report of the latest version of every journey (those published
+      by the stream's changes too), by journey id.
     - ``wall_seconds``: how long the run took (``due_seconds`` of it firing wake-ups): wall
       time, for reporting only; nothing in the run depends on it.
     - ``engine``: the engine, to inspect customers (``engine.customer_state(...)``), their
@@ -93,6 +143,7 @@ class BacktestResult:
     inputs: int
     events: int
     profile_updates: int
+    changes: int
     messages: Mapping[str, int]
     entered: Mapping[str, int]
     ended: Mapping[str, int]
@@ -156,8 +207,17 @@ def backtest(
 
     - ``inputs``: ``Event``s; ``ProfileUpdate``s, applied at the instant of the next input
       that has one (or of the last input when none follows); ``(datetime, ProfileUpdate)``
-      pairs, applied at that instant. An input stamped earlier than the one before it (or than
-      ``start``) raises ``UsageError`` naming its position (0-based).
+      pairs, applied at that instant; ``(datetime, change)`` pairs, where the change is a
+      ``Publish``, ``PauseJourney`` or ``ResumeJourney``, applied at that instant as the
+      engine's ``publish``, ``pause_journey`` and ``resume_journey`` would apply it then:
+      after everything due before that instant has fired and the inputs before it in the
+      stream are decided, and before what falls due at it, which fires right after it (with
+      the segments a publish changed evaluated for every customer, a schedule occurrence at
+      that instant, the latest one a resumed journey missed), as a worker on time would.
+      An input stamped earlier than the one
+      before it (or than ``start``) raises ``UsageError`` naming its position (0-based); a
+      change the engine refuses raises its error (``DefinitionError``,
+      ``UnknownJourneyError``) naming it by position.
     - ``start``: the instant the run begins (default: the first input's). ``until``: the
       instant it ends (default: the last input's); an input stamped after it ends the run,
       and it and the rest are not read.
@@ -188,12 +248,13 @@ def backtest(
     # Wall time is measured for the report only; it never steers the run.
     began = time.perf_counter()
     clock = ManualClock(start if start is not None else _BEGINNING)
-    own: dict[str, _CountingChannel] | None = None
+    own: dict[str, _CountingChannel] | None = None  # shared with the run: a publish may add
     if channels is None:
         own = {name: _CountingChannel() for name in _channels_named(definitions)}
         channels = own
     # Counted rather than delivered only when channels and actions are both the run's own.
     counters = own if actions is None else None
+    actions_counted = actions is None
     if actions is None:
         actions = dict.fromkeys(_named_in_steps(definitions, Action, "action"), _count_call)
     # With the back-test's own channels and actions, every delivery succeeds: no message is
@@ -210,7 +271,8 @@ def backtest(
         limits=attrs.evolve(DEFAULT_LIMITS, max_messages_per_catch_up=_NO_CATCH_UP_LIMIT),
     )
     engine.publish(definitions)
-    run = _Run(engine, clock, storage, progress, counters)
+    run = _Run(engine, clock, storage, progress, counters, own_channels=own,
+               own_actions=actions_counted)
     with _collector_paused():
         run.play(inputs, start, until, progress_every)
     latest = _latest_journeys(engine.definitions)
@@ -222,6 +284,7 @@ def backtest(
         inputs=run.inputs,
         events=run.events,
         profile_updates=run.profile_updates,
+        changes=run.changes,
         messages=dict(sorted(run.tally.messages.items())),
         entered=entered,
         ended=ended,
@@ -284,16 +347,26 @@ class _Run:
     own scheduled instant, whoever fires it, this decides exactly what a live engine would with
     the clock at each input's timestamp and a worker that is never late
     (tests/property/test_equivalence.py holds it to that).
+
+    An operator's change ends the window before it, fires what falls due before its instant,
+    is applied by the engine itself at that instant, and is followed by ``run_due`` at it; the
+    windows after it decide with the definitions it left (tests/property/
+    test_operator_actions.py holds that to a live engine).
     """
 
     def __init__(
         self, engine: Engine, clock: ManualClock, storage: InMemoryStorage,
-        progress: Progress | None, counters: Mapping[str, _CountingChannel] | None = None,
+        progress: Progress | None, counters: dict[str, _CountingChannel] | None = None, *,
+        own_channels: dict[str, _CountingChannel] | None = None, own_actions: bool = False,
     ) -> None:
         self.engine = engine
         # The back-test's own counting channels, when the caller gave none: the windows'
         # messages are counted on them directly rather than dispatched.
         self.counters = counters
+        # The run's own counting channels and actions (None, False: the caller's), which
+        # grow with what a published change names.
+        self.own_channels = own_channels
+        self.own_actions = own_actions
         self.clock = clock
         self.storage = storage
         # The engine's own compiled definitions, so that a window decides exactly as the
@@ -310,6 +383,7 @@ class _Run:
         self.inputs = 0
         self.events = 0
         self.profile_updates = 0
+        self.changes = 0
         self.due_seconds = 0.0
         self.start: datetime | None = None
         self.until: datetime | None = None
@@ -331,7 +405,9 @@ class _Run:
         last = start if start is not None else _BEGINNING
         first: datetime | None = None
         stop = until if until is not None else _END
-        read = events = updates = 0
+        read = events = updates = changes = 0
+        # The change read in this pass (None but in a pass that reads one: not set per event).
+        change: OperatorChange | None = None
         # The hot loop of the run: one pass per input, most of them events nothing reads.
         for item in inputs:
             if type(item) is Event and item.name not in relevant and not floating:
@@ -360,9 +436,13 @@ class _Run:
                     progress(read, total, last)
                 continue
             else:
-                at, entry = _timed_update(item, read)
-                matters = True
-                updates += 1
+                at, timed = _timed(item, read)
+                if isinstance(timed, ProfileUpdate):
+                    entry, matters = timed, True
+                    updates += 1
+                else:
+                    change, matters = timed, False
+                    changes += 1
             if at < last:
                 what = "the input before it" if first is not None else "start"
                 raise UsageError(
@@ -371,7 +451,9 @@ class _Run:
                 )
             if at > stop:
                 # The run ends at until: this input and those after it are not read.
-                if entry is item:
+                if change is not None:
+                    changes -= 1
+                elif entry is item:
                     events -= 1
                 else:
                     updates -= 1
@@ -384,7 +466,9 @@ class _Run:
                     # Schedules start where the stream does, as at a publish then.
                     mark_schedules(self.engine, registry, at, replace=True)
                     self.next_run = next_schedule_run(self.engine)
-            if self.next_run is not None and self.next_run <= at:
+            if self.next_run is not None and self.next_run <= at and (
+                change is None or floating  # a change alone runs only those before it
+            ):
                 # A schedule occurrence comes first: decide what came before it, then run it
                 # (and what falls due by then) at its own instant.
                 if window:
@@ -401,10 +485,19 @@ class _Run:
                 if len(window) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:
                     self._decide(window, customers)
                     window, customers = [], set()
+            elif change is not None:
+                if window:
+                    self._decide(window, customers)
+                    window, customers = [], set()
+                self._change(at, change, read - 1)
+                change = None
+                registry = self.registry
+                relevant = registry.relevant_events
             if read == next_progress:
                 next_progress += progress_every
                 progress(read, total, at)
         self.inputs, self.events, self.profile_updates = read, events, updates
+        self.changes = changes
         end = until if until is not None else (last if first is not None else start)
         if floating:
             # Profile updates that no event follows: applied at the last instant read.
@@ -523,18 +616,76 @@ class _Run:
             outcome=self.outcome,
         )
 
-    def _run_schedules(self, limit: datetime) -> None:
-        """Run every schedule occurrence due by ``limit``, each at its own instant, in order
-        (``Engine.run_due`` at that instant: wake-ups due by then fire first)."""
-        while self.next_run is not None and self.next_run <= limit:
+    def _change(self, at: datetime, change: OperatorChange, position: int) -> None:
+        """Apply an operator's change at ``at``, as the engine applies it live: after what
+        falls due before ``at`` (wake-ups, retries, schedule occurrences, each at its own
+        instant), then what a worker on time does right after it. Errors name the change by
+        ``position``."""
+        self._run_schedules(at, before=True)
+        if self.counters is None:
+            self._on_time(at, before=True)
+        else:
+            wake = self.storage.next_wake_at()
+            if wake is not None and wake < at:
+                self._due(at - _TICK)  # each at its own instant, all before ``at``
+        self.clock.set(at)
+        engine = self.engine
+        where = f"input #{position} ({type(change).__name__} at {at.isoformat()})"
+        try:
+            if isinstance(change, Publish):
+                if isinstance(change.definitions, Definitions):
+                    self._count_named(change.definitions)
+                engine.publish(change.definitions, running=change.running)
+            elif isinstance(change, PauseJourney):
+                engine.pause_journey(change.journey_id)
+            else:
+                self.tally.add(engine.resume_journey(change.journey_id))
+        except DefinitionError as exc:
+            raise DefinitionError(
+                [Problem(f"{where} / {p.location}", p.message) for p in exc.problems]
+            ) from exc
+        except UnknownJourneyError as exc:
+            raise UnknownJourneyError(f"{where}: {exc}") from exc
+        # The windows after it decide by the definitions it left.
+        self.registry = engine._sync()
+        # A worker on time runs right after it: what falls due at ``at`` fires, a schedule
+        # occurrence at ``at`` (or the latest one a resumed journey missed) runs, and segments
+        # a publish changed are evaluated for every customer, all at ``at``.
+        if self.counters is None:
+            self._on_time(at)
+        self._run_due(at)
+        self.next_run = next_schedule_run(engine)
+
+    def _count_named(self, definitions: Definitions) -> None:
+        """Counting channels and counted actions for those ``definitions`` name that the run
+        has none for, when the channels or actions are the run's own (the caller's must cover
+        what a publish names, as a live engine's must)."""
+        engine = self.engine
+        own = self.own_channels
+        if own is not None:
+            for name in _channels_named(definitions):
+                if name not in engine.channels:
+                    own[name] = _CountingChannel()
+                    engine.channels[name] = own[name]
+        if self.own_actions:
+            new = [name for name in _named_in_steps(definitions, Action, "action")
+                   if name not in engine.actions]
+            if new:
+                engine.actions.update(dict.fromkeys(new, _count_call))
+                engine._action_channels = action_channels(engine.actions)
+
+    def _run_schedules(self, limit: datetime, *, before: bool = False) -> None:
+        """Run every schedule occurrence due by ``limit`` (or only before it), each at its own
+        instant, in order (``Engine.run_due`` at that instant: wake-ups due by then fire
+        first)."""
+        while self.next_run is not None and (
+            self.next_run < limit if before else self.next_run <= limit
+        ):
             at = self.next_run
             if self.counters is None:
                 self._on_time(at, before=True)
             self.clock.set(at)
-            began = time.perf_counter()
-            outcome = self.engine.run_due(at)
-            self.due_seconds += time.perf_counter() - began
-            self.tally.add(outcome)
+            self._run_due(at)
             self.next_run = next_schedule_run(self.engine)
 
     def _due(self, at: datetime) -> None:
@@ -544,10 +695,14 @@ class _Run:
         # Only when something is due: a call for nothing costs more than the look-up.
         wake = self.storage.next_wake_at()
         if wake is not None and wake <= at:
-            began = time.perf_counter()
-            outcome = self.engine.run_due(at)
-            self.due_seconds += time.perf_counter() - began
-            self.tally.add(outcome)
+            self._run_due(at)
+
+    def _run_due(self, at: datetime) -> None:
+        """``Engine.run_due(at)``, timed and counted."""
+        began = time.perf_counter()
+        outcome = self.engine.run_due(at)
+        self.due_seconds += time.perf_counter() - began
+        self.tally.add(outcome)
 
     def _on_time(self, limit: datetime, *, before: bool = False) -> None:
         """What a worker that is never late does up to ``limit`` (or only before it): fire each
@@ -565,9 +720,7 @@ class _Run:
                 return
             self.clock.set(at)
             if wake == at:
-                began = time.perf_counter()
-                self.tally.add(engine.run_due(at))
-                self.due_seconds += time.perf_counter() - began
+                self._run_due(at)
             if retry is not None and retry <= at:
                 engine.dispatch_pending(at)
 
@@ -581,15 +734,31 @@ def _due_by(state: CustomerState, at: datetime) -> bool:
     return wake is not None and wake <= at
 
 
-def _timed_update(item: object, position: int) -> tuple[datetime, ProfileUpdate]:
+_TIMED = (ProfileUpdate, Publish, PauseJourney, ResumeJourney)
+
+
+def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | OperatorChange]:
     if (
         isinstance(item, tuple) and len(item) == 2
-        and isinstance(item[0], datetime) and isinstance(item[1], ProfileUpdate)
+        and isinstance(item[0], datetime) and isinstance(item[1], _TIMED)
     ):
-        return ensure_aware(item[0], f"the instant of input #{position}"), item[1]
+        at = ensure_aware(item[0], f"the instant of input #{position}")
+        if isinstance(item[1], PauseJourney | ResumeJourney) and not isinstance(
+            item[1].journey_id, str
+        ):
+            raise UsageError(
+                f"input #{position}: the journey id of {type(item[1]).__name__} must be a "
+                f"string, got {item[1].journey_id!r}"
+            )
+        return at, item[1]
+    if isinstance(item, _TIMED[1:]):
+        raise UsageError(
+            f"input #{position} is a {type(item).__name__} without an instant: pair it with "
+            f"the instant it applies at, as (datetime, {type(item).__name__}(...))"
+        )
     raise UsageError(
-        f"input #{position} is a {type(item).__name__}: a back-test reads Event, ProfileUpdate "
-        "and (datetime, ProfileUpdate) items"
+        f"input #{position} is a {type(item).__name__}: a back-test reads Event, ProfileUpdate, "
+        "(datetime, ProfileUpdate) and (datetime, Publish | PauseJourney | ResumeJourney) items"
     )
 
 

@@ -32,7 +32,13 @@ from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.steps import Send, Wait, WaitForEvent
 from cjo.model.triggers import EventTrigger, InactivityTrigger
 from cjo.scheduling import next_schedule_run
-from cjo.simulate import backtest
+from cjo.simulate import (
+    BacktestInput,
+    OperatorChange,
+    PauseJourney,
+    Publish,
+    backtest,
+)
 from cjo.storage.memory import InMemoryStorage
 from tests.property.journeys import (
     CHANNELS,
@@ -63,13 +69,13 @@ def new_engine(defs: Definitions, *, render: bool = True,
     return engine, clock
 
 
-def on_time(engine: Engine, clock: ManualClock, at: datetime) -> None:
+def on_time(engine: Engine, clock: ManualClock, at: datetime, *, before: bool = False) -> None:
     """Move to ``at`` with a worker that fires every wake-up, and runs every schedule
-    occurrence, at its own instant."""
+    occurrence, at its own instant (``before``: only those before ``at``)."""
     previous = None
     while True:
         due = [t for t in (engine.storage.next_wake_at(), next_schedule_run(engine))
-               if t is not None and t <= at]
+               if t is not None and (t < at if before else t <= at)]
         if not due:
             break
         wake = min(due)
@@ -85,12 +91,13 @@ def apply(engine: Engine, update: ProfileUpdate) -> None:
                     timezone=update.timezone, locale=update.locale)
 
 
-def live(defs: Definitions, stream: Sequence[Input], *, render: bool = True,
+def live(defs: Definitions, stream: Sequence[BacktestInput], *, render: bool = True,
          worker: str = "on_time", limits: Limits = DEFAULT_LIMITS) -> Engine:
     """A live engine with its clock set to each input's instant before it is handled.
 
-    ``worker``: ``on_time`` fires every wake-up at its instant; ``before_input`` calls
-    ``run_due(t)`` before the input at ``t``; ``at_end`` calls ``run_due`` once, at the end.
+    ``worker``: ``on_time`` fires every wake-up at its instant (before an operator's change,
+    those before its instant); ``before_input`` calls ``run_due(t)`` before the input at
+    ``t``; ``at_end`` calls ``run_due`` once, at the end.
     """
     engine, clock = new_engine(defs, render=render, limits=limits)
 
@@ -102,7 +109,10 @@ def live(defs: Definitions, stream: Sequence[Input], *, render: bool = True,
             if worker == "before_input":
                 engine.run_due(at)
 
-    last = play(engine, stream, move)
+    def move_before(at: datetime) -> None:
+        on_time(engine, clock, at, before=True)
+
+    last = play(engine, stream, move, move_before if worker == "on_time" else None)
     if last is not None:
         if worker == "on_time":
             on_time(engine, clock, last)
@@ -111,11 +121,25 @@ def live(defs: Definitions, stream: Sequence[Input], *, render: bool = True,
     return engine
 
 
-def play(engine: Engine, stream: Sequence[Input], move: Callable[[datetime], object]
-         ) -> datetime | None:
+def make(engine: Engine, change: OperatorChange, at: datetime) -> None:
+    """An operator's change, made live at ``at`` (the clock's now), and the worker on time
+    that runs right after it: what falls due at ``at`` fires, a schedule occurrence at it (or
+    the latest one a resumed journey missed) runs, segments a publish changed are evaluated."""
+    if isinstance(change, Publish):
+        engine.publish(change.definitions, running=change.running)
+    elif isinstance(change, PauseJourney):
+        engine.pause_journey(change.journey_id)
+    else:
+        engine.resume_journey(change.journey_id)
+    engine.run_due(at)
+
+
+def play(engine: Engine, stream: Sequence[BacktestInput], move: Callable[[datetime], object],
+         move_before: Callable[[datetime], object] | None = None) -> datetime | None:
     """Handle ``stream``, calling ``move(at)`` before each timed input; returns the last
     instant (None: no timed input). Bare profile updates take the next timed input's instant,
-    or the last one's."""
+    or the last one's. An operator's change (``(at, Publish(...))``...) is made at its instant,
+    after ``move_before(at)`` when given and no bare update takes its instant."""
     floating: list[ProfileUpdate] = []
     last = None
     for item in stream:
@@ -123,14 +147,21 @@ def play(engine: Engine, stream: Sequence[Input], move: Callable[[datetime], obj
             floating.append(item)
             continue
         at = item.timestamp if isinstance(item, Event) else item[0]
-        move(at)
+        change = None if isinstance(item, Event) or isinstance(item[1], ProfileUpdate) else item[1]
+        if change is not None and move_before is not None and not floating:
+            move_before(at)
+        else:
+            move(at)
         last = at
         for update in floating:
             apply(engine, update)
         floating = []
-        if isinstance(item, Event):
+        if change is not None:
+            make(engine, change, at)
+        elif isinstance(item, Event):
             engine.handle_event(item)
         else:
+            assert isinstance(item[1], ProfileUpdate)
             apply(engine, item[1])
     if last is not None:
         for update in floating:

@@ -5,7 +5,8 @@ and the stream.
 
 Random valid journeys (``journeys.py``) with a random ``on_resume`` rule, a random stream, and
 random operator actions at instants within the stream; the two engines are compared as in
-``test_equivalence.py`` (every message, every record, the reports).
+``test_equivalence.py`` (every message, every record, the reports). The same changes inside a
+back-test's stream decide what a live engine with a worker on time decides.
 """
 
 from __future__ import annotations
@@ -14,13 +15,34 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import attrs
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from cjo.channels.recording import RecordingChannel
+from cjo.conditions import attr
 from cjo.engine import Engine
+from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
+from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import ResumeRule, VersionChange
-from tests.property.journeys import CUSTOMERS, T0, Input, definitions, streams
+from cjo.model.segments import Segment
+from cjo.simulate import (
+    BacktestInput,
+    OperatorChange,
+    PauseJourney,
+    Publish,
+    ResumeJourney,
+    backtest,
+)
+from tests.property.journeys import (
+    CHANNELS,
+    CUSTOMERS,
+    T0,
+    Input,
+    definitions,
+    journeys,
+    streams,
+)
 from tests.property.test_equivalence import (
     NO_CATCH_UP_LIMIT,
     SETTINGS,
@@ -29,6 +51,7 @@ from tests.property.test_equivalence import (
     on_time,
     play,
 )
+from tests.property.test_equivalence import live as live_engine
 
 #: (instant, what, journey id, detail): ``pause``/``resume``, or ``version`` with a mode.
 Action = tuple[datetime, str, str, str]
@@ -123,3 +146,97 @@ def test_a_worker_only_at_the_end_decides_what_a_worker_on_time_decides_across_p
     assert_same(live(defs, stream, actions, "at_end"), live(defs, stream, actions, "on_time"),
                 defs)
 
+
+
+# --- the same changes inside a back-test's stream ----------------------------------------------
+
+
+def _instant(item: Input) -> datetime | None:
+    if isinstance(item, Event):
+        return item.timestamp
+    return item[0] if isinstance(item, tuple) else None
+
+
+@st.composite
+def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInput]]:
+    """Random journeys (schedules too) and a random stream, with operator changes put at random
+    places in it, each at a random instant between the inputs around it (often the same as
+    theirs, or whole minutes after the one before): pauses and resumes, new versions that
+    drain, migrate (to random steps of a random new graph) or eject, new content, and the
+    segment they read redefined."""
+    defs = draw(definitions(with_schedules=True))
+    defs = attrs.evolve(defs, journeys=tuple(
+        attrs.evolve(j, on_resume=draw(RULES)) for j in defs.journeys
+    ))
+    stream = draw(streams())
+    latest = {j.id: j for j in defs.journeys}
+    places = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=1, max_size=4)))
+    out: list[BacktestInput] = []
+    last = T0
+    done = 0
+    for n, place in enumerate(places):
+        for item in stream[done:place]:
+            out.append(item)
+            last = _instant(item) or last
+        done = place
+        following = next((t for i in stream[place:] if (t := _instant(i)) is not None),
+                         last + timedelta(hours=12))
+        span = int((following - last).total_seconds())
+        # Whole minutes after an input fall where its waits end: a change at such an instant
+        # comes before the wake-ups due at it.
+        at = last + timedelta(seconds=draw(
+            st.integers(0, span) | st.integers(0, span // 60).map(lambda m: 60 * m)
+        ))
+        last = at
+        jid = draw(st.sampled_from(sorted(latest)))
+        what = draw(st.sampled_from(["pause", "resume", "version", "content", "segment"]))
+        change: OperatorChange
+        if what == "pause":
+            change = PauseJourney(jid)
+        elif what == "resume":
+            change = ResumeJourney(jid)
+        elif what == "segment":
+            # The segment journeys read, redefined: every customer is evaluated again.
+            change = Publish(Definitions(segments=(Segment("gold", draw(st.sampled_from([
+                attr("tier") == "silver", attr("n") >= 2, attr("tier") == "gold",
+            ]))),)))
+        elif what == "content":
+            text = f"v{n} {{{{ event.k | default: '-' }}}}"
+            change = Publish(Definitions(content=(ContentItem("m", (
+                Variant("email", {"subject": f"v{n}", "text": text}),
+                Variant("sms", {"text": text}),
+            )),)))
+        else:
+            old = latest[jid]
+            new = attrs.evolve(draw(journeys(jid, with_schedules=True)), version=old.version + 1,
+                               on_resume=draw(RULES))
+            latest[jid] = new
+            mode = draw(st.sampled_from(["drain", "migrate", "eject"]))
+            running = {
+                "drain": VersionChange.drain(),
+                "migrate": VersionChange.migrate(
+                    {s: draw(st.sampled_from(sorted(new.steps))) for s in old.steps}
+                ),
+                "eject": VersionChange.eject("replaced"),
+            }[mode]
+            change = Publish(Definitions(journeys=(new,)), running={jid: running})
+        out.append((at, change))
+    out.extend(stream[done:])
+    return defs, out
+
+
+@SETTINGS
+@given(streams_with_changes(), st.booleans())
+def test_a_backtest_with_changes_in_its_stream_decides_what_a_live_engine_decides(
+    scenario: tuple[Definitions, list[BacktestInput]], render: bool
+) -> None:
+    defs, stream = scenario
+    assume(not all(isinstance(item, ProfileUpdate) for item in stream))
+    result = backtest(defs, stream, channels={name: RecordingChannel() for name in CHANNELS},
+                      render=render)
+    assert_same(result.engine, live_engine(defs, stream, render=render, limits=NO_CATCH_UP_LIMIT),
+                defs)
+    # On its own counting channels, the same counts.
+    counted = backtest(defs, stream, render=render)
+    assert (counted.messages, counted.reports, counted.entered, counted.ended) == (
+        result.messages, result.reports, result.entered, result.ended)
