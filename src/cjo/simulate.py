@@ -29,7 +29,6 @@ from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
-from cjo.limits import DEFAULT_LIMITS
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import VersionChange
@@ -99,7 +98,6 @@ Progress = Callable[[int, int | None, datetime], None]
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
 _END = datetime.max.replace(tzinfo=UTC)
 _DELIVERED = DeliveryResult("delivered")
-_NO_CATCH_UP_LIMIT = 2**62
 # The resolution of instants: "before t" is "by t - _TICK".
 _TICK = timedelta(microseconds=1)
 
@@ -265,11 +263,11 @@ def backtest(
     # writes, so a group's cost grows with its square.
     engine = Engine(
         storage, channels, clock, render=render, due_batch_size=DUE_BATCH, actions=actions,
-        # The catch-up limit protects customers from a storm of overdue sends when a real
-        # worker comes back late. A back-test's wake-ups are never late (each fires at its own
-        # instant, whoever fires it), so no catch-up is a storm: the limit must not apply.
-        limits=attrs.evolve(DEFAULT_LIMITS, max_messages_per_catch_up=_NO_CATCH_UP_LIMIT),
     )
+    # Each wake-up fires at its own instant, whoever fires it: the catch-up limit counts each
+    # instant's sends apart, as a live worker on time, firing each instant in its own pass,
+    # does (a window's catch-up may fire wake-ups of many instants).
+    engine.options = attrs.evolve(engine.options, worker_on_time=True)
     engine.publish(definitions)
     run = _Run(engine, clock, storage, progress, counters, own_channels=own,
                own_actions=actions_counted)

@@ -18,6 +18,7 @@ from cjo.conditions import attr
 from cjo.demo import shop_definitions
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, UnknownJourneyError, UsageError
+from cjo.limits import DEFAULT_LIMITS
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
@@ -195,6 +196,60 @@ def test_a_pause_holds_wake_ups_and_the_resume_releases_them_by_the_journeys_rul
     assert sent(result) == [*(late if delivered else []), ("dan", "email", 1, "mail", T0 + 9 * HOUR)]
     assert result.engine.enrollments("bob") == []
     assert result.entered == {"drip": 3}
+
+
+def burst(sends: int) -> Journey:
+    """A wait, then ``sends`` emails in a row: one wake-up sending them all."""
+    steps: dict[str, Wait | Send] = {"wait": Wait(2 * HOUR, next="m0")}
+    for i in range(sends):
+        steps[f"m{i}"] = Send("note", "email", next=f"m{i + 1}" if i + 1 < sends else None)
+    return Journey(id="burst", trigger=EventTrigger("signed_up"), entry="wait", steps=steps)
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_the_catch_up_limit_counts_each_instants_sends_as_a_worker_on_time_does(
+    paused: bool,
+) -> None:
+    """Twelve sends due at one instant (a wake-up on time, or the wake-ups a resume releases):
+    ten go out and two are skipped, live and in the back-test alike; wake-ups of different
+    instants that one window's catch-up fires are limited apart, as a worker on time fires
+    them in passes of their own."""
+    limit = DEFAULT_LIMITS.max_messages_per_catch_up
+    defs = Definitions(journeys=(burst(limit + 2),), content=(note("Hi"),))
+    stream: list[BacktestInput] = [signup("ann", T0), signup("bob", T0 + HOUR / 4)]
+    if paused:
+        stream += [(T0 + HOUR / 2, PauseJourney("burst")), (T0 + 5 * HOUR, ResumeJourney("burst"))]
+        stream.sort(key=lambda i: i[0] if isinstance(i, tuple) else i.timestamp)
+    stream.append(tick(T0 + 6 * HOUR))
+    delivering = backtest(defs, stream, channels={c: RecordingChannel() for c in CHANNELS},
+                          keep_activity=True, render=True)
+    assert_as_live(delivering, stream, defs)  # and the counting run counts the same
+    for result in (delivering, backtest(defs, stream, keep_activity=True)):
+        skipped = [a for a in result.engine.activities(T0, T0 + DAY)
+                   if a.kind == "send_skipped" and a.detail == "catch-up limit"]
+        if paused:
+            # Both released at the resume, in one catch-up each: ten of twelve each.
+            assert result.messages == {"email": 2 * limit}
+            assert len(skipped) == 4
+        else:
+            # Each at its own instant (T0 + 2 h, T0 + 2 h 15).
+            assert result.messages == {"email": 2 * limit}
+            assert {(a.customer_id, a.at) for a in skipped} == {
+                ("ann", T0 + 2 * HOUR), ("bob", T0 + 2 * HOUR + HOUR / 4)}
+
+
+def test_wake_ups_of_different_instants_in_one_catch_up_are_limited_apart() -> None:
+    """An email every minute: a window's catch-up fires the turns of many minutes in one pass,
+    and none is held back, as none is by a worker on time."""
+    loop = Journey(id="loop", trigger=EventTrigger("signed_up"), entry="mail", steps={
+        "mail": Send("note", "email", next="wait"),
+        "wait": Wait(timedelta(minutes=1), next="mail"),
+    })
+    defs = Definitions(journeys=(loop,), content=(note("Hi"),))
+    stream: list[BacktestInput] = [signup("ann", T0), tick(T0 + 30 * timedelta(minutes=1))]
+    result = backtest(defs, stream, keep_activity=True)
+    assert result.messages == {"email": 31}
+    assert_as_live(replay(defs, stream), stream, defs)
 
 
 def test_a_change_comes_before_what_falls_due_at_its_instant_and_in_order_with_inputs_at_it(

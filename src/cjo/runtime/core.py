@@ -280,6 +280,9 @@ class Decider:
     ) -> None:
         # None unless some publish moves or ends running customers: most runs have none.
         changes = self.registry.version_changes or None
+        # Whether the catch-up limit counts each instant's sends apart (see DecisionOptions).
+        per_instant = self.options.worker_on_time
+        last: datetime | None = None
         while True:
             best: tuple[datetime, datetime, int, str] | None = None
             target: Enrollment | str | None = None
@@ -311,6 +314,8 @@ class Decider:
             if target is None or best is None:
                 return
             at = best[0]
+            if per_instant and at != last:
+                self.caught_up_messages, last = 0, at
             self.now = at
             self.jumps = 0  # each wake-up is an input of its own
             if isinstance(target, str):

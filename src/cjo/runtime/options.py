@@ -43,7 +43,11 @@ class DecisionOptions:
       Channels not named need none.
     - ``channel_types``: registered channel name -> channel type (``cjo.content.channels``).
     - ``scorers``: offer scorers by name, called with the profile's attributes and the
-      enrollment's context; they must be deterministic."""
+      enrollment's context; they must be deterministic.
+    - ``worker_on_time``: every wake-up is fired at its own instant, by whoever fires it (a
+      back-test). One catch-up may then fire wake-ups of several instants, each of which a
+      worker on time would have fired in a catch-up of its own: the catch-up limit counts the
+      sends of each instant apart."""
 
     render: bool = True
     keep_ended: int = 1
@@ -56,6 +60,7 @@ class DecisionOptions:
     scorers: Mapping[str, Callable[[Mapping[str, Any], Mapping[str, Any]], float]] = (
         attrs.field(factory=dict)
     )
+    worker_on_time: bool = False
 
 
 DEFAULT_OPTIONS = DecisionOptions()
