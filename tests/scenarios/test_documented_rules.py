@@ -987,8 +987,8 @@ def test_an_event_id_is_a_duplicate_only_within_its_retention() -> None:
 
 
 def test_the_install_line_names_every_core_dependency() -> None:
-    """"pip install cjo  # the core: attrs, cattrs, sortedcontainers, typing-extensions,
-    python-liquid, croniter (and tzdata on Windows)\" and the extras it names."""
+    """"pip install cjo  # the core: attrs, cattrs, sortedcontainers, python-liquid, croniter
+    (and tzdata on Windows)\" and the extras it names."""
     root = Path(__file__).resolve().parents[2]
     project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     page = (root / "docs" / "getting-started.md").read_text(encoding="utf-8")
