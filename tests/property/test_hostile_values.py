@@ -4,9 +4,9 @@
   Decimals, naive datetimes...) given as an event property or a profile attribute is either
   accepted, as the plain value the rules below say, or refused with ``InvalidEventError``;
   never another exception.
-- Any definitions JSON, well-formed or mangled, given to ``loads_definitions`` and then
-  ``validate_definitions``, either passes or raises ``DefinitionError``; never another
-  exception, and each example within the hypothesis deadline. Definitions that pass come back
+- Any definitions JSON, well-formed or mangled, given to ``loads_definitions`` (or read one
+  definition at a time, as ``cjo validate`` reads a file) and then ``validate_definitions``,
+  either passes or raises ``DefinitionError``; never another exception, and each example within the hypothesis deadline. Definitions that pass come back
   the same through JSON text, as a restarted engine reads them.
 
 The rules are written out again here, independently of ``cjo.model.events``, as the oracle.
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from cjo import Event, ProfileUpdate, dumps_definitions, loads_definitions, validate_definitions
 from cjo.errors import DefinitionError, InvalidEventError
-from cjo.serialization import dump_definitions
+from cjo.serialization import dump_definitions, loads_definitions_in_parts
 from tests.property.strategies import definitions
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -349,6 +349,14 @@ DEFINITIONS = settings(
 @DEFINITIONS
 @given(documents)
 def test_definitions_json_loads_and_validates_or_raises_definition_error(text: str) -> None:
+    # As ``cjo validate`` reads a file: each definition on its own, the rest validated.
+    try:
+        parts = loads_definitions_in_parts(text)
+    except DefinitionError:
+        pass
+    else:
+        validate_definitions(parts.definitions, channels=("email", "sms", "push", "webhook"),
+                             unread=parts.unread)
     try:
         loaded = loads_definitions(text)
         problems = validate_definitions(loaded, channels=("email", "sms", "push", "webhook"))
