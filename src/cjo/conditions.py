@@ -338,8 +338,8 @@ def walk(condition: Condition) -> list[Condition]:
         node = stack.pop()
         out.append(node)
         if isinstance(node, And | Or):
-            # Not a sequence: a definition built by hand with a wrong type, which validation
-            # reports (``node_shape_problems``) rather than failing on.
+            # Not a sequence: a node built by hand with a wrong type, which validation reports
+            # as one (``cjo.model.shapes``) rather than failing on.
             if isinstance(node.conditions, tuple | list):
                 stack.extend(reversed(node.conditions))
         elif isinstance(node, Not):

@@ -139,7 +139,11 @@ def validate_definitions(
     if not isinstance(definitions, Definitions):
         return [Problem("definitions", f"expected a cjo.Definitions, got "
                                        f"{type(definitions).__name__}")]
-    mismatches = shape_problems(definitions, _element_location)
+    # A condition too large is refused whole (``_check_condition``) and never walked.
+    mismatches = shape_problems(
+        definitions, _element_location,
+        opaque=lambda condition: _condition_size_problem(condition, limits) is not None,
+    )
     problems = [Problem(" / ".join(m.parts) or "definitions", m.message) for m in mismatches]
     sound, listed, known = _partition(definitions, {m.origin for m in mismatches}, unread or {})
     blocks = {b.id: b.source for b in sound.blocks}

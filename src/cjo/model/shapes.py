@@ -187,13 +187,17 @@ def _spec(hint: object) -> _Spec:
     return _Spec(hint, accepted, no_bool, ())
 
 
-def shape_problems(root: object, label: Label) -> list[Mismatch]:
+def shape_problems(
+    root: object, label: Label, *, opaque: Callable[[Condition], bool] | None = None
+) -> list[Mismatch]:
     """Every field, at any depth of the attrs object ``root``, whose value is not of its declared
     type, in the order the definitions are written: ``root``'s fields in the order they are
     declared, each field's elements in order (a mapping's keys before its values), each
     element's fields before the next element.
-    ``label`` names the elements of collection fields in locations. Iterative, so a deep
-    definition costs no stack; each value is visited once."""
+    ``label`` names the elements of collection fields in locations. ``opaque`` says which
+    condition trees (by their root) are not looked into: those a later check refuses whole,
+    such as one too large to be worth walking. Iterative, so a deep definition costs no stack;
+    each value is visited once."""
     problems: list[Mismatch] = []
     # What is left to do, the next last: an attrs object to look into, or a problem already
     # found, kept in place so that problems come out in the order the definitions are written.
@@ -214,7 +218,8 @@ def shape_problems(root: object, label: Label) -> list[Mismatch]:
                 continue
             for part in spec.parts:
                 if part.accepts(value):
-                    found += _contents(part, value, name, _Visit(obj, parts, origin), label)
+                    found += _contents(part, value, name, _Visit(obj, parts, origin), label,
+                                       opaque)
                     break
         stack.extend(reversed(found))
     return problems
@@ -234,13 +239,14 @@ def _fields(cls: type) -> tuple[tuple[str, _Spec, str | None], ...]:
 
 
 def _contents(
-    spec: _Spec, value: Any, name: str, owner: _Visit, label: Label
+    spec: _Spec, value: Any, name: str, owner: _Visit, label: Label,
+    opaque: Callable[[Condition], bool] | None,
 ) -> list[_Visit | Mismatch]:
     """What a field's value holds, in order: a nested definition or a collection's elements to
     look into, and the problems of its keys and elements."""
     parts, origin = owner.parts, owner.origin
     if not spec.items:  # an attrs object
-        if not attrs.has(type(value)):
+        if not _looked_into(value, owner, opaque):
             return []
         return [_Visit(value, (*parts, name), origin or (name, None))]
     found: list[_Visit | Mismatch] = []
@@ -264,8 +270,20 @@ def _contents(
         for part in element.parts:
             if part.accepts(item):
                 # attrs elements are named by the caller's label
-                if not part.items and attrs.has(type(item)):
+                if not part.items and _looked_into(item, owner, opaque):
                     found.append(_Visit(item, (*parts, label(name, key, item)), where))
                 break
     return found
 
+
+def _looked_into(
+    value: object, owner: _Visit, opaque: Callable[[Condition], bool] | None
+) -> bool:
+    """Whether to look into ``value``, an element or field value of ``owner``'s object: an attrs
+    object, unless it is the root of a condition tree that ``opaque`` keeps shut."""
+    if not attrs.has(type(value)):
+        return False
+    return not (
+        opaque is not None and isinstance(value, Condition)
+        and not isinstance(owner.obj, Condition) and opaque(value)
+    )
