@@ -178,8 +178,9 @@ class Engine:
         )
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
-        self.actions: dict[str, ActionFunction] = dict(actions or {})
-        self._action_channels = action_channels(self.actions)
+        self.actions: dict[str, ActionFunction] = {}
+        self._action_channels: dict[str, Channel] = {}
+        self._add_actions(actions or {})
         self.clock = clock if clock is not None else SystemClock()
         self.due_batch_size = due_batch_size
         self.wake_lease = wake_lease
@@ -1051,6 +1052,11 @@ class Engine:
 
         self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
                            outcome=outcome)
+
+    def _add_actions(self, actions: Mapping[str, ActionFunction]) -> None:
+        """Register host actions (checked), with the outbox channel each is called through."""
+        self._action_channels.update(action_channels(actions))
+        self.actions.update(actions)
 
     def _action_policy(self, message: Message) -> str | None:
         """The ``on_failure`` of the Action step that wrote ``message`` (None if unknown)."""

@@ -29,7 +29,7 @@ from cattrs.v import format_exception
 from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
 from cjo.errors import DefinitionError, Problem, UnreadableDefinitionsError
 from cjo.limits import check_json_nesting, check_nesting
-from cjo.model.definitions import Definitions
+from cjo.model.definitions import LISTED, Definitions
 from cjo.model.steps import STEP_TYPES, Step
 from cjo.model.triggers import TRIGGER_TYPES, Trigger
 from cjo.segments.history import HISTORY_CONDITION_TYPES
@@ -295,13 +295,14 @@ def load_definitions_in_parts(data: Mapping[str, Any]) -> LoadedParts:
     read: dict[str, Any] = {}
     problems: list[Problem] = []
     unread: dict[str, tuple[Any, ...] | None] = {}
-    for name, hint in _DEFINITION_FIELDS.items():
+    for name in _DEFINITION_FIELDS:
         if name not in data:
             continue
         value = data[name]
-        if typing.get_origin(hint) is tuple and isinstance(value, list):
-            cls = typing.get_args(hint)[0]
-            items, failed = [], []
+        cls = LISTED.get(name)
+        if cls is not None and isinstance(value, list):
+            items: list[Any] = []
+            failed: list[Any] = []
             for i, item in enumerate(value):
                 try:
                     items.append(structure(item, cls, f"$.{name}[{i}]"))

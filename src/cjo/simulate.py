@@ -24,7 +24,7 @@ from operator import itemgetter
 import attrs
 
 from cjo.analytics.report import JourneyReport, format_table, journey_report
-from cjo.channels.actions import ActionFunction, action_channels
+from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
 from cjo.engine import Engine
@@ -669,8 +669,7 @@ class _Run:
             new = [name for name in _named_in_steps(definitions, Action, "action")
                    if name not in engine.actions]
             if new:
-                engine.actions.update(dict.fromkeys(new, _count_call))
-                engine._action_channels = action_channels(engine.actions)
+                engine._add_actions(dict.fromkeys(new, _count_call))
 
     def _run_schedules(self, limit: datetime, *, before: bool = False) -> None:
         """Run every schedule occurrence due by ``limit`` (or only before it), each at its own

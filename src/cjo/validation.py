@@ -27,7 +27,7 @@ import zoneinfo
 from collections import Counter, deque
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeGuard, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, TypeGuard, TypeVar, get_args
 
 import attrs
 from liquid.exceptions import LiquidSyntaxError, LiquidTypeError, UndefinedError
@@ -57,7 +57,7 @@ from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderError, RenderLimitError, UsageError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import LOCALE_PROBLEM, ContentItem, Variant, normal_locale
-from cjo.model.definitions import Definitions
+from cjo.model.definitions import LISTED, Definitions
 from cjo.model.events import check_id, check_value, check_values, text_problem
 from cjo.model.governance import VersionChange
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
@@ -240,13 +240,6 @@ class _Known:
 
 
 #: The class of the elements of each field of ``Definitions`` that lists definitions.
-_ELEMENT_TYPES: dict[str, type] = {
-    name: get_args(hint)[0]
-    for name, hint in get_type_hints(Definitions).items()
-    if get_origin(hint) is tuple
-}
-
-
 def _partition(
     definitions: Definitions, origins: Collection[Origin],
     unread: Mapping[str, Sequence[Any] | None],
@@ -273,7 +266,7 @@ def _partition(
         if not keys:
             continue
         value = getattr(definitions, name)
-        cls = _ELEMENT_TYPES[name]
+        cls = LISTED[name]
         sound[name] = tuple(e for i, e in enumerate(value) if i not in keys)
         listed[name] = tuple(e for i, e in enumerate(value) if i not in keys or isinstance(e, cls))
         missing[name] += [

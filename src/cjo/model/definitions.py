@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import attrs
 
 from cjo.model.content import ContentBlock, ContentItem
@@ -13,7 +15,7 @@ from cjo.model.segments import Segment
 from cjo.model.taxonomy import Taxonomy
 from cjo.segments.rules import ProfileRule
 
-__all__ = ["Definitions"]
+__all__ = ["LISTED", "Definitions"]
 
 
 @attrs.frozen
@@ -45,3 +47,11 @@ class Definitions:
     blocks: tuple[ContentBlock, ...] = ()
     #: Offers Send steps choose from.
     offers: tuple[Offer, ...] = ()
+
+
+#: The fields of ``Definitions`` that list definitions, and the class of their elements.
+LISTED: dict[str, type] = {
+    name: typing.get_args(hint)[0]
+    for name, hint in typing.get_type_hints(Definitions).items()
+    if typing.get_origin(hint) is tuple
+}
