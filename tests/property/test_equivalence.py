@@ -100,25 +100,50 @@ def live(defs: Definitions, stream: Sequence[BacktestInput], *, render: bool = T
     ``t``; ``at_end`` calls ``run_due`` once, at the end.
     """
     engine, clock = new_engine(defs, render=render, limits=limits)
+    drive(engine, clock, stream, worker)
+    return engine
 
-    def move(at: datetime) -> None:
-        if worker == "on_time":
-            on_time(engine, clock, at)
-        else:
-            clock.set(at)
-            if worker == "before_input":
-                engine.run_due(at)
+
+def drive(engine: Engine, clock: ManualClock, stream: Sequence[BacktestInput],
+          worker: str = "on_time") -> None:
+    """Feed ``stream`` to ``engine`` as ``live`` does, with ``worker`` coming as it says."""
 
     def move_before(at: datetime) -> None:
         on_time(engine, clock, at, before=True)
 
-    last = play(engine, stream, move, move_before if worker == "on_time" else None)
+    last = play(engine, stream, lambda at: arrive(engine, clock, at, worker),
+                move_before if worker == "on_time" else None)
     if last is not None:
-        if worker == "on_time":
-            on_time(engine, clock, last)
-        else:
-            engine.run_due(last)
-    return engine
+        settle(engine, clock, last, worker)
+
+
+def drive_groups(engine: Engine, clock: ManualClock,
+                 groups: Sequence[tuple[datetime, Sequence[Event | ProfileUpdate]]],
+                 worker: str = "on_time") -> None:
+    """Hand each group to ``handle_events`` at its instant, ``worker`` coming as in ``live``."""
+    for at, items in groups:
+        arrive(engine, clock, at, worker)
+        engine.handle_events(items)
+    if groups:
+        settle(engine, clock, groups[-1][0], worker)
+
+
+def arrive(engine: Engine, clock: ManualClock, at: datetime, worker: str) -> None:
+    """Move to ``at``, the instant of the next input, with ``worker`` coming as it says."""
+    if worker == "on_time":
+        on_time(engine, clock, at)
+    else:
+        clock.set(at)
+        if worker == "before_input":
+            engine.run_due(at)
+
+
+def settle(engine: Engine, clock: ManualClock, last: datetime, worker: str) -> None:
+    """After the last input (at ``last``): what the worker has still to fire by then."""
+    if worker == "on_time":
+        on_time(engine, clock, last)
+    else:
+        engine.run_due(last)
 
 
 def make(engine: Engine, change: OperatorChange, at: datetime) -> None:
@@ -264,9 +289,8 @@ def test_handle_events_equals_handle_event_one_at_a_time(
 ) -> None:
     grouped, clock_a = new_engine(defs)
     single, clock_b = new_engine(defs)
+    drive_groups(grouped, clock_a, groups)
     for at, items in groups:
-        on_time(grouped, clock_a, at)
-        grouped.handle_events(items)
         on_time(single, clock_b, at)
         for item in items:
             if isinstance(item, Event):

@@ -380,11 +380,15 @@ _ACTIVITY_COLUMNS = (
     "at, customer_id, enrollment_id, journey_id, version, step_id, kind, detail, channel, "
     "content_id, content_version"
 )
-# The entries of a time range [?1, ?2): the in-order ones by primary key, the others by
-# ``activity_late`` (its condition written exactly as in the index, so the planner uses it).
+# The entries of a time range [?1, ?2): the in-order ones by primary key (seq from ?3 to ?4,
+# both included: ``_seq_range``), the others by ``activity_late`` (its condition written
+# exactly as in the index, so the planner uses it). The seq range is computed in Python: a
+# bound beyond about year 2255 shifted by SQLite's ``<<`` would overflow 64 bits and wrap,
+# and the range would miss everything. It may be wider than the time range where a bound had
+# to be clipped, so the in-order entries are checked against the instants too.
 _IN_RANGE = (
     f"SELECT seq, {_ACTIVITY_COLUMNS} FROM activity "
-    "WHERE seq >= (?1 << 10) AND seq < (?2 << 10) AND (seq >> 10) = at "
+    "WHERE seq >= ?3 AND seq <= ?4 AND (seq >> 10) = at AND at >= ?1 AND at < ?2 "
     f"UNION ALL SELECT seq, {_ACTIVITY_COLUMNS} FROM activity "
     "WHERE (seq >> 10) != at AND at >= ?1 AND at < ?2"
 )
@@ -451,7 +455,7 @@ _LOAD_DEFINITIONS = "SELECT generation, data FROM definitions ORDER BY generatio
 _APPEND_DEFINITIONS = "INSERT INTO definitions (generation, data) VALUES (?, ?)"
 _ACTIVITIES = (
     f"SELECT {_ACTIVITY_COLUMNS} FROM ({_IN_RANGE}) "
-    "WHERE (?3 IS NULL OR journey_id = ?3) AND (?4 IS NULL OR customer_id = ?4) ORDER BY seq"
+    "WHERE (?5 IS NULL OR journey_id = ?5) AND (?6 IS NULL OR customer_id = ?6) ORDER BY seq"
 )
 _ACTIVITY_COUNTS = (
     "SELECT journey_id, version, step_id, kind, detail, SUM(n) FROM ("
@@ -531,12 +535,28 @@ _FOLD_ACTIVITY = (
     "GROUP BY journey_id, version, step_id, kind, detail "
     "ON CONFLICT (grp) DO UPDATE SET n = n + excluded.n"
 )
-_PRUNE_ACTIVITY: Final = (
-    "DELETE FROM activity WHERE seq < (?1 << 10) AND (seq >> 10) = at",
-    "DELETE FROM activity WHERE (seq >> 10) != at AND at < ?1",
+# What the fold counted: the two parts of ``_IN_RANGE``, the in-order entries with its four
+# parameters, the others with its first two.
+_PRUNE_IN_ORDER: Final = (
+    "DELETE FROM activity WHERE seq >= ?3 AND seq <= ?4 AND (seq >> 10) = at "
+    "AND at >= ?1 AND at < ?2"
 )
-# Below any instant cjo stores (microseconds since 1970, shifted by 10 bits, must fit 63).
-_START_OF_TIME: Final = -(2**52)
+_PRUNE_LATE: Final = "DELETE FROM activity WHERE (seq >> 10) != at AND at >= ?1 AND at < ?2"
+# Below any instant a datetime holds (year 1 is about -2**55.8 microseconds from 1970).
+_START_OF_TIME: Final = -(2**62)
+_SEQ_MIN: Final = -(2**63)
+_SEQ_MAX: Final = 2**63 - 1
+
+
+def _in_range(start_us: int, end_us: int) -> tuple[int, int, int, int]:
+    """The parameters of ``_IN_RANGE`` for the instants [``start_us``, ``end_us``): the
+    instants, then the seq range of the in-order entries among them, clipped to SQLite's
+    integers (an in-order entry's seq is ``at << 10`` plus less than 1024)."""
+    return (
+        start_us, end_us,
+        min(max(start_us << 10, _SEQ_MIN), _SEQ_MAX),
+        min(max((end_us << 10) - 1, _SEQ_MIN), _SEQ_MAX),
+    )
 
 
 #: The page size of new databases (see ``SQLiteStorage.__init__``).
@@ -1225,7 +1245,7 @@ class SQLiteStorage(Storage):
         journey_id: str | None = None,
         customer_id: str | None = None,
     ) -> list[Activity]:
-        span = us(ensure_aware(start, "start")), us(ensure_aware(end, "end"))
+        span = _in_range(us(ensure_aware(start, "start")), us(ensure_aware(end, "end")))
         with self._lock:
             rows = self._connection().execute(
                 _ACTIVITIES, (*span, journey_id, customer_id)
@@ -1299,9 +1319,10 @@ class SQLiteStorage(Storage):
         events = self._prune_event_ids(us(now - retention.event_ids))
         with self._write() as conn:
             outbox = conn.execute(_PRUNE_OUTBOX, (us(now - retention.outbox),)).rowcount
-            before = us(now - retention.activity)
-            conn.execute(_FOLD_ACTIVITY, (_START_OF_TIME, before))
-            activity = sum(conn.execute(sql, (before,)).rowcount for sql in _PRUNE_ACTIVITY)
+            span = _in_range(_START_OF_TIME, us(now - retention.activity))
+            conn.execute(_FOLD_ACTIVITY, span)
+            activity = (conn.execute(_PRUNE_IN_ORDER, span).rowcount
+                        + conn.execute(_PRUNE_LATE, span[:2]).rowcount)
         return PruneResult(events, outbox, activity)
 
     def _prune_event_ids(self, before_us: int) -> int:

@@ -1337,6 +1337,18 @@ class StorageContract:
         assert storage.activities(T0 + 3 * TICK, T0 + DAY) == entries[3:]
         assert storage.activities(T0 - DAY, T0) == []
 
+    def test_activities_in_a_range_with_ends_far_from_now(self, storage: Storage) -> None:
+        # Any aware instants bound a query: "everything" is asked as from year 1 to year 9999.
+        entries = [_activity("step", at=T0), _activity("step", at=T0 + DAY, detail="later")]
+        _save(storage, _state(), activities=entries)
+        first = datetime(1, 1, 1, tzinfo=UTC)
+        last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+        assert storage.activities(first, last) == entries
+        assert storage.activities(T0 + TICK, last) == entries[1:]
+        assert storage.activities(first, T0 + TICK) == entries[:1]
+        assert storage.activities(datetime(3000, 1, 1, tzinfo=UTC), last) == []
+        assert storage.activities(first, datetime(1000, 1, 1, tzinfo=UTC)) == []
+
     def test_activity_counts_aggregate(self, storage: Storage) -> None:
         _save(storage, _state("c1"), activities=[
             _activity("entered", step=None),
