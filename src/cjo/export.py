@@ -42,9 +42,8 @@ __all__ = ["EXPORT_FORMAT", "export_customer"]
 #: record's ``newer_layout``.
 EXPORT_FORMAT = 2
 
-#: Every activity instant storage can hold (SQLite keys the log by microseconds shifted 10 bits
-#: left, which a later bound would overflow).
-_ALL_TIME = (datetime(1900, 1, 1, tzinfo=UTC), datetime(2250, 1, 1, tzinfo=UTC))
+#: Every instant: the activity log of all time (storage takes any aware bounds).
+_ALL_TIME = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
 
 
 def export_customer(storage: Storage, customer_id: str, now: datetime) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""InMemoryStorage's wake-up index (a calendar queue of hourly buckets) and event-id pruning,
-against a plain reference model: random moves, set-asides, erasures, rolled-back transactions
-and claims, compared with sorting every wake-up."""
+"""InMemoryStorage's wake-up index (a calendar queue of hourly buckets) and its pruning of
+event ids, the outbox and the activity log, against plain reference models: random moves,
+set-asides, erasures, rolled-back transactions and claims, compared with sorting every
+wake-up; claims, deliveries and activities at instants that need not increase, pruned as lists
+filtered by instant."""
 
 from __future__ import annotations
 
@@ -9,12 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from cjo.runtime.state import CustomerState
-from cjo.storage.base import Retention
+from cjo.channels.base import DeliveryResult, Message
+from cjo.runtime.state import Activity, CustomerState
+from cjo.storage.base import PruneResult, Retention
 from cjo.storage.memory import InMemoryStorage, _Wakes
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -183,7 +187,7 @@ def test_a_burst_in_one_bucket_is_claimed_in_order_and_sorted_once() -> None:
     assert len(storage._wakes) == n
 
 
-def test_event_ids_pruned_by_the_claim_order_of_transactions() -> None:
+def test_event_ids_pruned_by_the_instant_they_were_claimed_at() -> None:
     storage = InMemoryStorage()
     retention = Retention(event_ids=timedelta(hours=1))
     for hour in range(4):
@@ -198,7 +202,12 @@ def test_event_ids_pruned_by_the_claim_order_of_transactions() -> None:
     with storage.customer("a", T0) as session:
         assert session.claim_event("e0-0"), "a forgotten id can be claimed again"
         assert not session.claim_event("e2-0")
-    # Kept in claim order, not time order: the late claim at T0 goes with the rest.
+    # Claimed after later ones, at an earlier instant: pruned by that instant, as the SQL
+    # adapters prune, not kept until the ones claimed before it go.
+    assert storage.prune(T0 + timedelta(hours=3), retention).event_ids == 1
+    with storage.customer("a", T0 + timedelta(hours=3)) as session:
+        assert session.claim_event("e0-0")
+        assert not session.claim_event("e3-3")
     assert storage.prune(T0 + timedelta(hours=10), retention).event_ids == 3 + 4 + 1
     assert len(storage._events) == 0
 
@@ -216,9 +225,9 @@ def test_event_ids_pruned_by_the_claim_order_of_transactions() -> None:
         max_size=40,
     )
 )
-def test_event_ids_pruned_as_a_list_in_claim_order_would(ops: list[tuple[Any, ...]]) -> None:
+def test_event_ids_pruned_as_a_list_of_claims_would(ops: list[tuple[Any, ...]]) -> None:
     storage = InMemoryStorage()
-    claimed: list[tuple[datetime, str]] = []  # the reference, in claim order
+    claimed: list[tuple[datetime, str]] = []  # the reference
     for kind, hours, arg in ops:
         at = T0 + timedelta(hours=hours)
         if kind == "claim":
@@ -231,10 +240,71 @@ def test_event_ids_pruned_as_a_list_in_claim_order_would(ops: list[tuple[Any, ..
                         claimed.append((at, eid))
         else:
             before = at - timedelta(hours=arg)
-            kept = next((i for i, (t, _e) in enumerate(claimed) if t >= before), len(claimed))
-            assert storage.prune(at, Retention(event_ids=timedelta(hours=arg))).event_ids == kept
-            del claimed[:kept]
+            kept = [(t, e) for t, e in claimed if t >= before]
+            assert storage.prune(at, Retention(event_ids=timedelta(hours=arg))).event_ids == (
+                len(claimed) - len(kept))
+            claimed = kept
         assert len(storage._events) == len(claimed)
+        assert all(e in storage._events for _t, e in claimed)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            # Activities appended, and a message delivered, at instants that need not increase
+            # (a worker firing overdue wake-ups at their own instants, a clock that went back).
+            st.tuples(st.just("append"), st.lists(st.integers(0, 6), min_size=1, max_size=3)),
+            st.tuples(st.just("deliver"), st.integers(0, 6)),
+            st.tuples(st.just("erase"), st.sampled_from(["a", "b"])),
+            st.tuples(st.just("prune"), st.integers(0, 10), st.integers(1, 3)),
+        ),
+        max_size=40,
+    )
+)
+def test_the_log_and_outbox_pruned_as_lists_of_entries_would(ops: list[tuple[Any, ...]]) -> None:
+    storage = InMemoryStorage()
+    log: list[Activity] = []  # the reference log, in append order
+    delivered: dict[str, datetime] = {}  # the reference outbox: delivered message -> when
+    appended = 0
+    for n, (kind, *args) in enumerate(ops):
+        customer = "ab"[n % 2]
+        if kind == "append":
+            entries = [Activity(T0 + timedelta(hours=h), customer, f"j:{customer}", "j", 1, "s",
+                                "step", str(n)) for h in args[0]]
+            key = f"m{n}"
+            message = Message(key, customer, "email", "c", {}, "j", 1, "s", f"j:{customer}", T0)
+            with storage.customer(customer, T0) as session:
+                session.save(session.load() or CustomerState(customer, T0), [message], entries)
+            log.extend(entries)
+            appended += len(entries)
+        elif kind == "deliver":
+            at = T0 + timedelta(hours=args[0])
+            key = next((m.idempotency_key for m in storage.claim_outbox(at + HOUR, 1, MINUTE)),
+                       None)
+            if key is not None:
+                storage.complete_outbox(key, DeliveryResult(), at)
+                delivered[key] = at
+        elif kind == "erase":
+            storage.erase_customer(args[0])
+            log = [attrs.evolve(a, customer_id="", enrollment_id="erased")
+                   if a.customer_id == args[0] else a for a in log]
+            delivered = {k: at for k, at in delivered.items()
+                         if storage.outbox_entry(k) is not None}
+        else:
+            now = T0 + timedelta(hours=args[0])
+            before = now - timedelta(hours=args[1])
+            kept_log = [a for a in log if a.at >= before]
+            kept_outbox = {k: at for k, at in delivered.items() if at >= before}
+            span = timedelta(hours=args[1])
+            assert storage.prune(now, Retention(outbox=span, activity=span)) == PruneResult(
+                outbox=len(delivered) - len(kept_outbox), activity=len(log) - len(kept_log))
+            log, delivered = kept_log, kept_outbox
+        got = storage.activities(T0 - HOUR, T0 + 9 * HOUR)
+        assert [(a.at, a.customer_id, a.detail) for a in got] == [
+            (a.at, a.customer_id, a.detail) for a in log]
+        assert all(storage.outbox_entry(k) is not None for k in delivered)
+        assert sum(c.count for c in storage.activity_counts("j")) == appended, "counts keep all"
 
 
 def test_a_transaction_leaves_no_garbage_cycle() -> None:

@@ -218,6 +218,23 @@ class _Wakes:
                 yield entry
 
 
+def _in_order(
+    instants: Iterable[datetime], newest: datetime | None, late: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    """Follow a list kept in the order things were written, by instants mostly growing:
+    ``newest`` is the latest instant so far, ``late`` the earliest of those written after a
+    later one (None: none), each updated with ``instants``, written next. Pruning drops the
+    front up to the first instant to keep, and looks further only when ``late`` is older
+    than the cut, which is rare (a clock that went back, a worker firing overdue wake-ups
+    at their own instants, threads committing out of order)."""
+    for at in instants:
+        if newest is None or at >= newest:
+            newest = at
+        elif late is None or at < late:
+            late = at
+    return newest, late
+
+
 class _EventIds:
     """Claimed event ids, in the order they were claimed, so that pruning costs what it
     removes (a dict pruned from its front is scanned over its deleted slots each time).
@@ -226,7 +243,7 @@ class _EventIds:
     so it costs the ids nothing more; the instants they were claimed at are kept once per run
     of ids claimed at the same instant, with the run's first id."""
 
-    __slots__ = ("_head", "_next", "_starts", "_tail", "_times")
+    __slots__ = ("_head", "_late", "_newest", "_next", "_starts", "_tail", "_times")
 
     def __init__(self) -> None:
         self._next: dict[str, str | None] = {}
@@ -234,6 +251,9 @@ class _EventIds:
         self._tail: str | None = None  # the newest id
         self._times: deque[datetime] = deque()  # each run's instant
         self._starts: deque[str] = deque()  # each run's first id
+        # The runs' instants as ``_in_order`` follows them.
+        self._newest: datetime | None = None
+        self._late: datetime | None = None
 
     def __len__(self) -> int:
         return len(self._next)
@@ -254,12 +274,14 @@ class _EventIds:
         if tail is None or now != self._times[-1]:
             self._times.append(now)
             self._starts.append(order[0])
+            self._newest, self._late = _in_order((now,), self._newest, self._late)
         self._next.update(itertools.pairwise(order))
         self._next[order[-1]] = None
         self._tail = order[-1]
 
     def prune(self, before: datetime) -> int:
-        """Forget the ids claimed before ``before``, up to the first run to keep."""
+        """Forget the ids claimed before ``before``: the runs at the front up to the first to
+        keep, then any claimed later at an earlier instant (rare: the whole list is walked)."""
         times, starts = self._times, self._starts
         while times and times[0] < before:
             times.popleft()
@@ -273,6 +295,40 @@ class _EventIds:
         self._head = head
         if head is None:
             self._tail = None
+            self._newest = self._late = None
+        elif self._late is not None and self._late < before:
+            removed += self._prune_late(before)
+        return removed
+
+    def _prune_late(self, before: datetime) -> int:
+        """Forget the runs claimed before ``before`` wherever they are, and work out again
+        which runs are late."""
+        nxt = self._next
+        runs = list(zip(self._times, self._starts, strict=True))
+        ends = [start for _at, start in runs[1:]] + [None]
+        self._times, self._starts = deque(), deque()
+        self._head = self._tail = self._newest = self._late = None
+        removed = 0
+        for (at, start), end in zip(runs, ends, strict=True):
+            ids: list[str] = []
+            event_id: str | None = start
+            while event_id is not None and event_id != end:
+                ids.append(event_id)
+                event_id = nxt[event_id]
+            if at < before:
+                for event_id in ids:
+                    del nxt[event_id]
+                removed += len(ids)
+                continue
+            if self._tail is None:
+                self._head = ids[0]
+            else:
+                nxt[self._tail] = ids[0]
+            nxt[ids[-1]] = None
+            self._tail = ids[-1]
+            self._times.append(at)
+            self._starts.append(ids[0])
+        self._newest, self._late = _in_order(self._times, None, None)
         return removed
 
 
@@ -382,10 +438,15 @@ class InMemoryStorage(Storage):
         # and ``_entry`` rebuild the records on request.
         self._outbox: dict[str, _OutboxRow] = {}
         self._outbox_done: deque[tuple[datetime, str]] = deque()
+        self._done_order: tuple[datetime | None, datetime | None] = (None, None)  # _in_order
         self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
         self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
+        # The log's instants as ``_in_order`` follows them, up to its newest
+        # ``_log_unordered`` rows, followed only when the log is pruned.
+        self._log_order: tuple[datetime | None, datetime | None] = (None, None)
+        self._log_unordered = 0
         self._counts: Counter[_CountKey] = Counter()
         # Committed activities not yet in ``_counts`` (``_count_pending``): with the log kept,
         # how many of its newest rows; without, their count keys (tuples of plain values, which
@@ -457,6 +518,7 @@ class InMemoryStorage(Storage):
             if self._keep_activity:
                 self._log.extend(map(_log_row, activities))
                 self._uncounted_rows += len(activities)
+                self._log_unordered += len(activities)
             else:
                 self._uncounted.extend(map(_count_key, activities))
             if self._uncounted_rows + len(self._uncounted) >= _COUNT_EVERY:
@@ -587,7 +649,7 @@ class InMemoryStorage(Storage):
                 )
                 if status == "delivered":
                     pending.pop(d.key, None)
-                    self._outbox_done.append((now, d.key))
+                    self._finished(d.key, now)
                 elif status == "dead":
                     pending.pop(d.key, None)
                     self._dead[d.key] = now
@@ -651,8 +713,13 @@ class InMemoryStorage(Storage):
             self._outbox[key] = _changed(
                 row, "discarded", row[_ATTEMPTS], row[_AVAILABLE], row[_ERROR]
             )
-            self._outbox_done.append((now, key))
+            self._finished(key, now)
             return True
+
+    def _finished(self, key: str, now: datetime) -> None:
+        """The message ``key`` was delivered or discarded at ``now``: pruned after it."""
+        self._outbox_done.append((now, key))
+        self._done_order = _in_order((now,), *self._done_order)
 
     # --- definitions ---------------------------------------------------------------------------
 
@@ -823,24 +890,51 @@ class InMemoryStorage(Storage):
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
         # Everything here is kept in the order it was written, which is (nearly) time order:
         # each prune drops from the front and stops at the first entry to keep, so it costs
-        # what it removes, not what is kept.
+        # what it removes, not what is kept. Entries written after a later one are dropped
+        # too (``_in_order`` says when one is old enough: then the whole list is walked).
         now = ensure_aware(now, "now")
         with self._lock:
             self._count_pending()  # the log's newest rows may be pruned: count them first
             events = self._events.prune(now - retention.event_ids)
-            before = now - retention.outbox
-            outbox = 0
-            while self._outbox_done and self._outbox_done[0][0] < before:
-                _at, key = self._outbox_done.popleft()
-                row = self._outbox.get(key)
-                if row is not None and row[_STATUS] in ("delivered", "discarded"):
-                    del self._outbox[key]
-                    outbox += 1
-            before = now - retention.activity
-            activity = 0
-            log = self._log
-            while log and log[0][0] < before:
-                log.popleft()
-                activity += 1
-            return PruneResult(events, outbox, activity)
+            return PruneResult(events, self._prune_outbox(now - retention.outbox),
+                               self._prune_log(now - retention.activity))
+
+    def _prune_outbox(self, before: datetime) -> int:
+        done, gone = self._outbox_done, []
+        while done and done[0][0] < before:
+            gone.append(done.popleft()[1])
+        if not done:
+            self._done_order = (None, None)
+        elif (late := self._done_order[1]) is not None and late < before:
+            gone.extend(key for at, key in done if at < before)
+            self._outbox_done = done = deque(entry for entry in done if entry[0] >= before)
+            self._done_order = _in_order((at for at, _key in done), None, None)
+        outbox = 0
+        for key in gone:
+            row = self._outbox.get(key)
+            if row is not None and row[_STATUS] in ("delivered", "discarded"):
+                del self._outbox[key]
+                outbox += 1
+        return outbox
+
+    def _prune_log(self, before: datetime) -> int:
+        """Drop the log's rows older than ``before`` (counted first: ``_count_pending``)."""
+        log = self._log
+        if self._log_unordered:
+            newest = list(itertools.islice(reversed(log), self._log_unordered))
+            self._log_order = _in_order((row[0] for row in reversed(newest)),
+                                        *self._log_order)
+            self._log_unordered = 0
+        activity = 0
+        while log and log[0][0] < before:
+            log.popleft()
+            activity += 1
+        if not log:
+            self._log_order = (None, None)
+        elif (late := self._log_order[1]) is not None and late < before:
+            kept = deque(row for row in log if row[0] >= before)
+            activity += len(log) - len(kept)
+            self._log = kept
+            self._log_order = _in_order((row[0] for row in kept), None, None)
+        return activity
 

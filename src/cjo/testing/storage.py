@@ -1545,6 +1545,23 @@ class StorageContract:
             assert session.claim_event("newer") is False
         assert storage.prune(T0 + 3 * DAY, retention) == PruneResult(event_ids=2)
 
+    def test_prune_forgets_old_event_ids_whatever_order_they_were_claimed_in(
+        self, storage: Storage
+    ) -> None:
+        # A transaction at an earlier instant than the one before it (a clock that went back,
+        # threads committing out of order) claims an id that is older than its neighbours.
+        for now, event_id in ((T0 + DAY, "later"), (T0, "earlier"), (T0 + DAY, "latest")):
+            with storage.customer("c1", now) as session:
+                assert session.claim_event(event_id)
+        assert storage.prune(T0 + DAY + HOUR, Retention(event_ids=DAY)) == PruneResult(
+            event_ids=1)
+        with storage.customer("c1", T0 + DAY + HOUR) as session:
+            assert session.claim_event("earlier") is True, "a pruned id is handled again"
+            assert session.claim_event("later") is False
+            assert session.claim_event("latest") is False
+        assert storage.prune(T0 + 3 * DAY, Retention(event_ids=DAY)) == PruneResult(
+            event_ids=3)
+
     def test_prune_drops_finished_messages_never_pending_ones(self, storage: Storage) -> None:
         keys = ("delivered", "transient", "permanent", "retrying", "pending", "recent")
         _save(storage, _state(), messages=[_message(k) for k in keys])
@@ -1569,6 +1586,31 @@ class StorageContract:
         )
         assert [m.idempotency_key for m in storage.claim_outbox(now + 365 * DAY, 10, MINUTE)] \
             == ["retrying", "pending"]
+
+    def test_prune_drops_finished_messages_whatever_order_they_finished_in(
+        self, storage: Storage
+    ) -> None:
+        keys = ("later", "earlier", "latest")
+        _save(storage, _state(), messages=[_message(k) for k in keys])
+        for key, at in zip(keys, (T0 + DAY, T0, T0 + DAY), strict=True):
+            storage.complete_outbox(key, DeliveryResult("delivered"), at)
+        assert storage.prune(T0 + DAY + HOUR, Retention(outbox=DAY)) == PruneResult(outbox=1)
+        assert [k for k in keys if storage.outbox_entry(k) is not None] == ["later", "latest"]
+
+    def test_prune_drops_old_activity_wherever_it_was_appended(self, storage: Storage) -> None:
+        # A worker that comes late fires overdue wake-ups at their own instants: their entries
+        # are appended after later ones.
+        later = [_activity("entered", customer="c2", step=None, at=T0 + DAY)]
+        overdue = [_activity("step", at=T0), _activity("sent", detail="email", at=T0)]
+        latest = [_activity("step", customer="c2", at=T0 + DAY + TICK)]
+        _save(storage, _state("c2"), T0 + DAY, activities=later)
+        _save(storage, _state("c1"), T0 + DAY, activities=overdue)
+        _save(storage, _state("c2"), T0 + DAY, activities=latest)
+        counts = _counts(storage, "j")
+        assert storage.prune(T0 + DAY + HOUR, Retention(activity=DAY)) == PruneResult(
+            activity=2)
+        assert storage.activities(T0 - DAY, T0 + 9 * DAY) == later + latest
+        assert _counts(storage, "j") == counts, "activity_counts counts pruned entries"
 
     def test_prune_drops_old_activity_and_keeps_counting_it(self, storage: Storage) -> None:
         old = [_activity("entered", step=None, at=T0), _activity("sent", detail="email", at=T0)]
