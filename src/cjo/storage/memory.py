@@ -274,7 +274,11 @@ class _EventIds:
         if tail is None or now != self._times[-1]:
             self._times.append(now)
             self._starts.append(order[0])
-            self._newest, self._late = _in_order((now,), self._newest, self._late)
+            # ``_in_order`` inlined: this runs for nearly every transaction.
+            if self._newest is None or now >= self._newest:
+                self._newest = now
+            elif self._late is None or now < self._late:
+                self._late = now
         self._next.update(itertools.pairwise(order))
         self._next[order[-1]] = None
         self._tail = order[-1]
