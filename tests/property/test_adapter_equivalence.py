@@ -32,7 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import attrs
-from hypothesis import HealthCheck, given, settings, target
+from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
 
 from cjo.channels.base import DeliveryResult, Message
@@ -42,6 +42,9 @@ from cjo.engine import Engine, Outcome
 from cjo.limits import DEFAULT_LIMITS
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
+from cjo.model.journey import Journey
+from cjo.model.steps import Send, Wait
+from cjo.model.triggers import EventTrigger
 from cjo.runtime.state import Activity
 from cjo.simulate import BacktestInput
 from cjo.storage.base import Retention, Storage
@@ -51,7 +54,9 @@ from cjo.storage.record_cache import DEFAULT_RECORD_CACHE
 from cjo.storage.sqlite import SQLiteStorage
 from tests.property.journeys import (
     CHANNELS,
+    CONTENT,
     CUSTOMERS,
+    SEGMENTS,
     T0,
     definitions,
     grouped_streams,
@@ -413,12 +418,32 @@ def postgres_storage(dsn: str, record_cache: int) -> Iterator[Storage]:
                 sql.Identifier(schema)))
 
 
+def _late_worker() -> Run:
+    """c0's wait ends at 09:00; the worker comes back only at 11:00, after c1 entered, and
+    fires it at its own instant: the log has entries of 09:00 after entries of 11:00. The next
+    prune drops everything before 09:30 wherever it was written (the in-memory adapter kept
+    what came after the 11:00 entries)."""
+    hour = timedelta(hours=1)
+    journey = Journey(id="j0", entry="s0", steps={"s0": Wait(hour, next="s1"),
+                                                  "s1": Send("m", "email")},
+                      trigger=EventTrigger("a"))
+    return Run(
+        defs=Definitions(journeys=(journey,), segments=SEGMENTS, content=CONTENT),
+        inputs=[Event("c0", "a", T0, {}, "e0"), Event("c1", "a", T0 + 3 * hour, {}, "e1")],
+        grouped=False, worker="at_end", render=True,
+        options={"retention": Retention(activity=hour + hour / 2),
+                 "prune_every": timedelta(minutes=10)},
+        failing=False, record_cache=DEFAULT_RECORD_CACHE, actions=[], tail=3 * hour,
+    )
+
+
 def _runs(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None, suppress_health_check=[
         HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 
 
 @_runs(int(os.environ.get("CJO_ADAPTER_EXAMPLES", "40")))
+@example(_late_worker())
 @given(runs())
 def test_sqlite_decides_what_memory_decides(r: Run) -> None:
     with sqlite_storage(r.record_cache) as storage:
@@ -426,6 +451,7 @@ def test_sqlite_decides_what_memory_decides(r: Run) -> None:
 
 
 @_runs(int(os.environ.get("CJO_ADAPTER_EXAMPLES", "15")))
+@example(_late_worker())
 @given(runs())
 def test_postgres_decides_what_memory_decides(postgres_dsn: str, r: Run) -> None:
     with postgres_storage(postgres_dsn, r.record_cache) as storage:
