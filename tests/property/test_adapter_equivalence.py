@@ -24,7 +24,7 @@ import os
 import tempfile
 import uuid
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,6 +87,8 @@ class Run:
     #: Whether the channels fail some messages (by their key: the same ones on every run).
     failing: bool
     record_cache: int
+    #: The customers' ids (for ``CUSTOMERS`` of the strategies).
+    customers: tuple[str, ...]
     #: What the host does after the last input, each a while after the one before.
     actions: list[tuple[timedelta, Action]]
     #: How long the worker keeps coming after that.
@@ -101,8 +103,9 @@ class Worker(Engine):
     returned, with the earliest wake-up and the segment members right after it, so that a
     difference along the way counts even where the end is the same."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, customers: Sequence[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.customers = customers
         self.journal: list[object] = []
 
     def _note(self, call: str, outcome: Outcome) -> Outcome:
@@ -112,7 +115,7 @@ class Worker(Engine):
             storage.segment_members("gold"),
             # What pruning left: differences here may be gone by the end of the run.
             len(storage.activities(*EVER)),
-            [len(storage.customer_outbox(c)) for c in CUSTOMERS],
+            [len(storage.customer_outbox(c)) for c in self.customers],
         ))
         return outcome
 
@@ -154,21 +157,29 @@ class FlakyChannel(RecordingChannel):
 
 
 minutes = st.integers(0, 12 * 60).map(lambda m: timedelta(minutes=m))
-customers = st.sampled_from(CUSTOMERS)
 channel_names = st.sampled_from(CHANNELS)
-host_actions: st.SearchStrategy[Action] = st.one_of(
-    st.tuples(st.just("erase"), customers),
-    st.tuples(st.just("start"), st.sampled_from(["j0", "j1", "j2"]), customers,
-              st.fixed_dictionaries({}, optional={"k": st.just("x"), "v": st.integers(0, 3)})),
-    st.tuples(st.just("remove"), customers, st.sampled_from([None, "j0"])),
-    st.tuples(st.sampled_from(["block", "unblock"]), customers, channel_names),
-    st.tuples(st.just("consent"), customers, st.booleans(), st.none() | channel_names),
-    st.tuples(st.just("merge"), customers, customers),
-    st.tuples(st.just("identify"), customers, st.fixed_dictionaries(
-        {}, optional={"tier": st.sampled_from(["gold", "silver"]), "n": st.integers(0, 3)})),
-    st.tuples(st.just("refresh")),
-    st.tuples(st.just("prune")),
-)
+# Customer ids that sort differently as text and as numbers, by case, by bytes and by code
+# points, and one that is also a journey's id; the plain ones first (what examples shrink to).
+IDS = ("c0", "c1", "c2", "Zoë", "zoe", "10", "9", "a b", "ü", "🎉", "x:y/\\z", "j0", "c0 ")
+
+
+def host_actions(ids: Sequence[str]) -> st.SearchStrategy[Action]:
+    customers = st.sampled_from(ids)
+    return st.one_of(
+        st.tuples(st.just("erase"), customers),
+        st.tuples(st.just("start"), st.sampled_from(["j0", "j1", "j2"]), customers,
+                  st.fixed_dictionaries({}, optional={"k": st.just("x"), "v": st.integers(0, 3)})),
+        st.tuples(st.just("remove"), customers, st.sampled_from([None, "j0"])),
+        st.tuples(st.sampled_from(["block", "unblock"]), customers, channel_names),
+        st.tuples(st.just("consent"), customers, st.booleans(), st.none() | channel_names),
+        st.tuples(st.just("merge"), customers, customers),
+        st.tuples(st.just("identify"), customers, st.fixed_dictionaries(
+            {}, optional={"tier": st.sampled_from(["gold", "silver"]), "n": st.integers(0, 3)})),
+        st.tuples(st.just("refresh")),
+        st.tuples(st.just("prune")),
+    )
+
+
 # Values of every kind the codec writes, for an extra event property (kept in the context of
 # the enrollments the event starts) and an extra profile attribute.
 odd_values = st.sampled_from([
@@ -179,20 +190,20 @@ odd_values = st.sampled_from([
 
 
 @st.composite
-def with_odd_values(draw: st.DrawFn, inputs: list[Any]) -> list[Any]:
-    """``inputs`` with an odd value added to some events and profile updates (a redelivered
-    event stays the same as the first delivery)."""
+def varied(draw: st.DrawFn, inputs: list[Any], ids: Mapping[str, str]) -> list[Any]:
+    """``inputs`` for the customers ``ids`` names, with an odd value added to some events and
+    profile updates (a redelivered event stays the same as the first delivery)."""
     changed: dict[int, Any] = {}
 
     def change(item: Any) -> Any:
         if id(item) not in changed:
-            value = draw(st.none() | odd_values.map(lambda v: {"x": v}))
-            if value is None:
-                changed[id(item)] = item
-            elif isinstance(item, Event):
-                changed[id(item)] = attrs.evolve(item, properties={**item.properties, **value})
+            value = draw(st.just({}) | odd_values.map(lambda v: {"x": v}))
+            cid = ids[item.customer_id]
+            if isinstance(item, Event):
+                new = attrs.evolve(item, customer_id=cid, properties={**item.properties, **value})
             else:
-                changed[id(item)] = attrs.evolve(item, attributes={**item.attributes, **value})
+                new = attrs.evolve(item, customer_id=cid, attributes={**item.attributes, **value})
+            changed[id(item)] = new
         return changed[id(item)]
 
     out: list[Any] = []
@@ -221,7 +232,8 @@ def runs(draw: st.DrawFn) -> Run:
     else:
         defs = draw(definitions(with_schedules=True))
         inputs = draw(grouped_streams() if kind == "groups" else streams(reuse_ids=True))
-    inputs = draw(with_odd_values(inputs))
+    ids = dict(zip(CUSTOMERS, draw(st.permutations(IDS))[:len(CUSTOMERS)], strict=True))
+    inputs = draw(varied(inputs, ids))
     options: dict[str, Any] = {
         "due_batch_size": draw(st.sampled_from([500, 1, 2])),
         "dispatch": draw(st.sampled_from(["inline", "deferred"])),
@@ -239,7 +251,8 @@ def runs(draw: st.DrawFn) -> Run:
         worker=draw(st.sampled_from(["on_time", "before_input", "at_end"])),
         render=draw(st.booleans()), options=options, failing=draw(st.booleans()),
         record_cache=draw(st.sampled_from([DEFAULT_RECORD_CACHE, 0, 1])),
-        actions=draw(st.lists(st.tuples(minutes, host_actions), max_size=4)),
+        customers=tuple(ids.values()),
+        actions=draw(st.lists(st.tuples(minutes, host_actions(list(ids.values()))), max_size=4)),
         tail=draw(st.sampled_from([timedelta(0), timedelta(hours=3), timedelta(days=2)])),
     )
 
@@ -248,7 +261,8 @@ def run(storage: Storage, r: Run) -> tuple[Worker, list[object]]:
     """The engine after ``r`` on ``storage``, and what each of the host's calls returned."""
     clock = ManualClock(T0)
     channels = {name: FlakyChannel(r.failing) for name in CHANNELS}
-    engine = Worker(storage, channels, clock, render=r.render, **r.options)
+    engine = Worker(storage, channels, clock, render=r.render, customers=r.customers,
+                    **r.options)
     engine.publish(r.defs)
     if r.grouped:
         drive_groups(engine, clock, r.inputs, r.worker)  # type: ignore[arg-type]
@@ -339,9 +353,9 @@ def each(keys: Iterable[Any], query: Callable[[Any], object]) -> dict[Any, objec
     return {key: attempt(functools.partial(query, key)) for key in keys}
 
 
-def observed(engine: Engine, defs: Definitions) -> dict[str, object]:
+def observed(engine: Engine, r: Run) -> dict[str, object]:
     """Everything the host can read back after a run, by what it is."""
-    storage = engine.storage
+    storage, defs, customers = engine.storage, r.defs, r.customers
     now = engine.clock.now()
     journeys = sorted({j.id for j in engine.definitions.journeys} | {j.id for j in defs.journeys})
     segments = sorted(s.id for s in engine.definitions.segments)
@@ -349,12 +363,12 @@ def observed(engine: Engine, defs: Definitions) -> dict[str, object]:
         "messages": canonical(deliveries(engine)),
         "attempts": {name: ch.attempts for name, ch in engine.channels.items()
                      if isinstance(ch, RecordingChannel)},
-        "records": each(CUSTOMERS, engine.customer_state),
+        "records": each(customers, engine.customer_state),
         "activities": attempt(lambda: unsalted(engine.activities(*EVER))),
         "activities by journey": each(
             journeys, lambda j: unsalted(engine.activities(*EVER, journey_id=j))),
         "activities by customer": each(
-            CUSTOMERS, lambda c: engine.activities(*EVER, customer_id=c)),
+            customers, lambda c: engine.activities(*EVER, customer_id=c)),
         "recent activities": attempt(
             lambda: unsalted(engine.activities(now - timedelta(hours=6), now))),
         "reports": canonical(reports(engine, defs)),
@@ -364,25 +378,25 @@ def observed(engine: Engine, defs: Definitions) -> dict[str, object]:
         "customers": attempt(storage.customer_ids),
         "next wake-up": attempt(storage.next_wake_at),
         "members": each(segments, lambda s: (engine.segment_members(s), engine.segment_count(s))),
-        "in segment": each([(c, s) for c in CUSTOMERS for s in segments],
+        "in segment": each([(c, s) for c in customers for s in segments],
                            lambda cs: engine.in_segment(*cs)),
         "segment sizes": attempt(lambda: engine.segment_sizes(
             segments, now - timedelta(days=2), now, every=timedelta(hours=5))),
-        "outbox": each(CUSTOMERS, storage.customer_outbox),
+        "outbox": each(customers, storage.customer_outbox),
         "dead letters": attempt(lambda: storage.dead_letters(100)),
-        "exports": each(CUSTOMERS, engine.export_customer),
+        "exports": each(customers, engine.export_customer),
     }
 
 
 def assert_same(storage: Storage, r: Run) -> None:
     reference, returned = run(InMemoryStorage(), r)
     expected = {"journal": reference.journal, "returned": returned,
-                **observed(reference, r.defs)}
+                **observed(reference, r)}
     # Steer the search towards runs where much happens (most random journeys and streams do
     # little): there is more for the adapters to disagree on.
     target(float(len(reference.activities(T0 - timedelta(days=1), T0 + timedelta(days=30)))))
     engine, returned = run(storage, r)
-    got = {"journal": engine.journal, "returned": returned, **observed(engine, r.defs)}
+    got = {"journal": engine.journal, "returned": returned, **observed(engine, r)}
     for part, value in expected.items():
         assert got[part] == value, f"{part} differ from the in-memory adapter's"
 
@@ -433,7 +447,8 @@ def _late_worker() -> Run:
         grouped=False, worker="at_end", render=True,
         options={"retention": Retention(activity=hour + hour / 2),
                  "prune_every": timedelta(minutes=10)},
-        failing=False, record_cache=DEFAULT_RECORD_CACHE, actions=[], tail=3 * hour,
+        failing=False, record_cache=DEFAULT_RECORD_CACHE, customers=CUSTOMERS, actions=[],
+        tail=3 * hour,
     )
 
 

@@ -466,13 +466,15 @@ _ACTIVITY_COUNTS = (
     "GROUP BY version, step_id, kind, detail ORDER BY version, step_id, kind, detail"
 )
 # The record's enrollments as codec's layout writes them ("enr": [{"j", "ver", "s"}, ...]).
-# ``instr`` skips, before any JSON parsing, the records that do not name the journey at all;
-# the CASEs keep a record or an element that is not what it should be from failing the query.
+# ``instr`` skips, before any JSON parsing, the records that do not name the journey at all
+# (?2, ?3: the id as the codec writes it, ``journey_needles``; SQLite's ``json_quote`` escapes
+# otherwise, and would miss an id with a character beyond ASCII); the CASEs keep a record or
+# an element that is not what it should be from failing the query.
 _ACTIVE_COUNTS = (
     "SELECT json_extract(e.value, '$.ver') AS version, json_extract(e.value, '$.s') AS step, "
     "COUNT(*) FROM customers AS c, "
-    "json_each(CASE WHEN instr(c.data, json_quote(?1)) AND json_valid(c.data) THEN c.data END, "
-    "'$.enr') AS e "
+    "json_each(CASE WHEN (instr(c.data, ?2) OR instr(c.data, ?3)) AND json_valid(c.data) "
+    "THEN c.data END, '$.enr') AS e "
     "WHERE json_extract(CASE WHEN e.type = 'object' THEN e.value END, '$.j') = ?1 "
     "GROUP BY version, step"
 )
@@ -1275,7 +1277,9 @@ class SQLiteStorage(Storage):
     @_Translated("active_counts")
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         with self._lock:
-            rows = self._connection().execute(_ACTIVE_COUNTS, (journey_id,)).fetchall()
+            rows = self._connection().execute(
+                _ACTIVE_COUNTS, (journey_id, *journey_needles(journey_id))
+            ).fetchall()
         return {(version, step): n for version, step, n in rows}
 
     @_Translated("customer_ids")

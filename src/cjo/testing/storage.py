@@ -1394,6 +1394,17 @@ class StorageContract:
             session.save(state, (), ())
         assert storage.active_counts("j") == {(1, "wait"): 2}
 
+    def test_active_counts_of_journeys_named_in_any_characters(self, storage: Storage) -> None:
+        # Records are JSON: an id is written escaped or not, however the adapter writes it.
+        names = ("café", "j\x7f", "🎉", "j\u2028", 'j"\\/\n')
+        for n, journey in enumerate(names):
+            cid = f"c{n}"
+            _save(storage, _state(cid, enrollments=[_enrollment(f"{journey}:{cid}:1", cid,
+                                                                journey=journey)]))
+        for journey in names:
+            assert storage.active_counts(journey) == {(1, "wait"): 1}, journey
+            assert len(storage.enrolled_customers(journey)) == 1, journey
+
     def test_enrolled_customers_walks_a_journeys_customers_in_pages(
         self, storage: Storage
     ) -> None:
