@@ -66,6 +66,7 @@ from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
+from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
@@ -384,6 +385,7 @@ class Engine:
             if unkeyed:  # for validation to refuse, with every other problem of the set
                 merged = _appended(merged, unkeyed)
             problems = _version_conflicts(current, new_journeys)
+            problems += launched_split_problems(current.journeys, new_journeys)
             merged, more = _governance(
                 current, merged, new_journeys, now,
                 control_group=(
