@@ -319,3 +319,30 @@ def test_what_moves_no_customer_between_arms_may_change() -> None:
     with pytest.raises(DefinitionError, match="launched in v1"):
         host.engine.publish(journeys=[_experiment(4, (SplitPath("a", 9, next="wait"),
                                                       SplitPath("b", 1, next="wait")))])
+
+
+def test_an_enrollment_keeps_its_arm_when_it_moves_to_a_known_customer() -> None:
+    """The arm recorded on the enrollment is the one it takes whenever it reaches the split
+    again, even after an identity merge moved it to a customer whose own hash falls in the
+    other arm."""
+    def arm(customer: str) -> str:
+        return "a" if split_fraction(customer, "loop", "split") < 0.5 else "b"
+
+    anonymous = next(f"anon-{i}" for i in range(100) if arm(f"anon-{i}") == "a")
+    known = next(f"kim-{i}" for i in range(100) if arm(f"kim-{i}") == "b")
+    host = Host()
+    host.engine.publish(content=[NOTE], journeys=[Journey(
+        "loop", trigger=EventTrigger("go"), entry="split",
+        steps={"split": Split((SplitPath("a", 1, next="mail_a"),
+                               SplitPath("b", 1, next="mail_b"))),
+               "mail_a": Send("note", "email", next="wait"),
+               "mail_b": Send("note", "email", next="wait"),
+               "wait": Wait(DAY, next="split")})])
+    host.send("go", customer=anonymous)
+    host.clock.advance(HOUR)
+    host.engine.identify(known, {}, anonymous_id=anonymous)
+    host.clock.advance(2 * DAY)
+    host.engine.run_due()
+    assert [(m.customer_id, m.step_id) for m in host.email.messages] == [
+        (anonymous, "mail_a"), (known, "mail_a"), (known, "mail_a")]
+    assert host.engine.enrollments(known)[0].paths == {"split": "a"}

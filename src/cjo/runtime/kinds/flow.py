@@ -114,6 +114,14 @@ class SplitKind(StepKind[Split]):
         compiled: Any, at: datetime,
     ) -> Next:
         bounds, paths = compiled
+        recorded = e.paths.get(step_id)
+        if recorded is not None:
+            # Reached again: the enrollment stays in its arm, even once an identity merge has
+            # moved it to a customer whose own hash falls elsewhere.
+            for name, target in paths:
+                if name == recorded:
+                    d.activity(e, "path", name, at)
+                    return target  # type: ignore[no-any-return]
         fraction = split_fraction(d.customer_id, cj.journey.id, step_id)
         name, target = paths[min(bisect.bisect_right(bounds, fraction), len(paths) - 1)]
         e.paths[step_id] = name
