@@ -1485,6 +1485,9 @@ def _merge_policies(
 def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> list[Problem]:
     problems: list[Problem] = []
     by_version = {(j.id, j.version): j for j in current.journeys}
+    highest: dict[str, int] = {}
+    for j in current.journeys:
+        highest[j.id] = max(j.version, highest.get(j.id, j.version))
     for j in journeys:
         old = by_version.get((j.id, j.version))
         if old is not None and old != j:
@@ -1492,6 +1495,14 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
                 f"journey {j.id!r} v{j.version}",
                 "this version is already published with a different definition; "
                 "publish the change as a new version",
+            ))
+        elif old is None and type(j.version) is int and j.version < highest.get(j.id, 0):
+            # Only the highest version takes entries: a lower one published now would never
+            # be entered, silently.
+            problems.append(Problem(
+                f"journey {j.id!r} v{j.version}",
+                f"version {highest[j.id]} is already published; a new version must be "
+                "numbered above it (only the highest version takes new entries)",
             ))
         by_version[(j.id, j.version)] = j
     return problems
