@@ -79,14 +79,14 @@ class Condition:
 
     def __and__(self, other: Condition) -> And:
         if isinstance(other, Field):
-            other._not_a_condition()
+            raise other._not_a_condition()
         left = self.conditions if isinstance(self, And) else (self,)
         right = other.conditions if isinstance(other, And) else (other,)
         return And(left + right)
 
     def __or__(self, other: Condition) -> Or:
         if isinstance(other, Field):
-            other._not_a_condition()
+            raise other._not_a_condition()
         left = self.conditions if isinstance(self, Or) else (self,)
         right = other.conditions if isinstance(other, Or) else (other,)
         return Or(left + right)
@@ -316,23 +316,23 @@ class Field:
 
     # A field is a value, not a condition: ``attr("vip") and cond`` would silently be ``cond``,
     # and ``attr("vip") & cond`` a bare TypeError.
-    def _not_a_condition(self) -> NoReturn:
+    def _not_a_condition(self) -> DefinitionError:
         built = f"{_BUILDERS[self.ref.scope]}({self.ref.path!r})"
-        raise DefinitionError(
+        return DefinitionError(
             f"{built} is a value, not a condition: compare it (such as {built} == True) or test "
             "it with .exists() before combining it with &, |, ~ (and, or, not)"
         )
 
-    def __bool__(self) -> NoReturn:
-        self._not_a_condition()
+    def __bool__(self) -> bool:
+        raise self._not_a_condition()
 
     def __and__(self, other: object) -> NoReturn:
-        self._not_a_condition()
+        raise self._not_a_condition()
 
     __rand__ = __or__ = __ror__ = __and__
 
     def __invert__(self) -> NoReturn:
-        self._not_a_condition()
+        raise self._not_a_condition()
 
 
 #: The builder that makes a field of each scope, to name a field as it was written.

@@ -14,6 +14,7 @@ from cjo.analytics.segments import SegmentSize, segment_sizes, size_instants
 from cjo.arguments import (
     activity_window,
     attribute_names,
+    check_channels,
     check_consent,
     check_decision_options,
     check_delivery,
@@ -176,6 +177,7 @@ class Engine:
                    "future_tolerance": (future_tolerance, True)},
             render=render, limits=limits, retention=retention,
         )
+        check_channels(channels or {})
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
         self.actions: dict[str, ActionFunction] = {}
@@ -499,6 +501,11 @@ class Engine:
         every item is handled, the first such ``CorruptRecordError`` is raised, naming the
         customer (the others are logged)."""
         count(batch_size, "batch_size")
+        if isinstance(items, Event | ProfileUpdate) or not isinstance(items, Iterable):
+            raise UsageError(
+                "handle_events takes an iterable of Event and ProfileUpdate items (one event: "
+                f"handle_event), got {type(items).__name__}"
+            )
         builder = OutcomeBuilder()
         corrupt: list[CorruptRecordError] = []
         chunk: list[Event | ProfileUpdate] = []
@@ -1086,6 +1093,11 @@ class Engine:
         the last one of a page as ``after`` for the next page. Dead letters are never pruned
         until discarded."""
         count(limit, "limit")
+        if after is not None and not isinstance(after, DeadLetter):
+            raise UsageError(
+                "after must be the last DeadLetter of the previous page (or None), got "
+                f"{type(after).__name__}"
+            )
         cursor = None if after is None else after.cursor
         return self.storage.dead_letters(limit, after=cursor, newest_first=newest_first)
 
@@ -1215,6 +1227,11 @@ class Engine:
         Time-relative changes count once a worker has fired them (``run_due``)."""
         self._check_segment(segment_id)
         count(limit, "limit")
+        if after is not None and not isinstance(after, str):
+            raise UsageError(
+                "after must be the last customer id of the previous page (or None), got "
+                f"{type(after).__name__}"
+            )
         return self.storage.segment_members(segment_id, after=after, limit=limit)
 
     def segment_count(self, segment_id: str) -> int:
@@ -1229,6 +1246,13 @@ class Engine:
         """The size of each segment from ``start`` to ``end`` (default: now), every ``every``:
         today's committed count less the membership changes logged since each instant.
         An instant older than the activity log's retention raises ``UsageError``."""
+        if isinstance(segment_ids, str) or not isinstance(segment_ids, Iterable):
+            # A bare id would be read letter by letter: "no segment 'f' has been published".
+            raise UsageError(
+                f"segment_ids must be a list of segment ids, got {type(segment_ids).__name__} "
+                f"{segment_ids!r:.80}"
+            )
+        segment_ids = tuple(segment_ids)  # read twice: a generator would be empty the second time
         for segment_id in segment_ids:
             self._check_segment(segment_id)
         now = self._now()

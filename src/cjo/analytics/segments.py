@@ -39,8 +39,8 @@ class SegmentSize:
 
 def size_instants(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
     """``start``, ``start + every``... up to ``end`` included."""
-    if every <= timedelta(0):
-        raise UsageError(f"every must be a positive duration, got {every}")
+    if not isinstance(every, timedelta) or every <= timedelta(0):
+        raise UsageError(f"every must be a positive duration (a timedelta), got {every!r:.80}")
     if end < start:
         raise UsageError(f"end {end.isoformat()} is before start {start.isoformat()}")
     out: list[datetime] = []

@@ -29,7 +29,13 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
+from cjo.errors import (
+    ConflictError,
+    CorruptRecordError,
+    SchemaError,
+    StorageError,
+    UsageError,
+)
 from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
@@ -810,7 +816,12 @@ class _CustomerTransaction:
 
 def _database(path_or_url: str | os.PathLike[str]) -> str:
     """The name to give ``sqlite3.connect``: a path, or ":memory:"."""
-    text = os.fspath(path_or_url)
+    text = os.fspath(path_or_url) if isinstance(path_or_url, str | os.PathLike) else None
+    if not isinstance(text, str):
+        raise UsageError(
+            "SQLiteStorage takes a path, ':memory:' or a sqlite:/// URL, got "
+            f"{type(path_or_url).__name__} {path_or_url!r:.80}"
+        )
     if text.startswith("sqlite:"):
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db.
         if text in ("sqlite://", "sqlite:///:memory:", "sqlite://:memory:"):
@@ -873,6 +884,10 @@ class SQLiteStorage(Storage):
         self.database = _database(path_or_url)
         # Checked first: a bad size leaves no connection open.
         self._records = RecordCache(record_cache)
+        if not isinstance(busy_timeout, timedelta) or busy_timeout < timedelta(0):
+            raise UsageError(
+                f"busy_timeout must be a timedelta of zero or more, got {busy_timeout!r:.80}"
+            )
         self._lock = threading.RLock()  # re-entrant: a read inside a transaction must not hang
         timeout = busy_timeout.total_seconds()
         with _Translated(f"open {self.database!r}"):
