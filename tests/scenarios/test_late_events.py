@@ -80,3 +80,28 @@ def test_only_events_that_changed_something_set_the_decided_instant() -> None:
     assert [e.reason for e in out.ended] == ["bought"]
     log = engine.activities(T0, T0 + 10 * HOUR)
     assert [a for a in log if a.kind == "late_event"] == []
+
+
+@pytest.mark.parametrize("rule", ["decide", "ignore"])
+def test_a_late_event_nothing_reads_is_not_logged_in_a_group_either(
+    rule: str, storage_factory: Factory
+) -> None:
+    # "purchased" matters only to customers in the cart journey. Ann is not in it: alone, the
+    # late purchase is skipped unseen; in a group after an event that changed Ann's record,
+    # it reaches the decider, and must leave the same log.
+    logs = []
+    for group in (False, True):
+        engine, clock, _ = _engine(rule, storage_factory())
+        engine.publish(journeys=[Journey("visits", trigger=EventTrigger("visited"), entry="w",
+                                         steps={"w": Wait(HOUR)})])
+        clock.set(T0 + 2 * HOUR)
+        items = [Event("ann", "visited", T0 + 2 * HOUR, {}, "v1"),
+                 Event("ann", "purchased", T0 + HOUR, {}, "p1")]  # stamped before the visit
+        if group:
+            engine.handle_events(items)
+        else:
+            for item in items:
+                engine.handle_event(item)
+        logs.append([(a.kind, a.detail) for a in engine.activities(T0, T0 + 4 * HOUR)])
+    assert logs[0] == logs[1]
+    assert "late_event" not in [kind for kind, _ in logs[1]]
