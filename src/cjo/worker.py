@@ -73,12 +73,12 @@ def run_worker(
         isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float)
         or not 0 <= poll_interval < math.inf  # refuses NaN too
     ):
-        raise UsageError(f"poll_interval must be a number of seconds >= 0, got {poll_interval!r}")
+        raise UsageError(f"poll_interval must be >= 0 (a number of seconds), got {poll_interval!r}")
     if max_iterations is not None and (
         isinstance(max_iterations, bool) or not isinstance(max_iterations, int)
         or max_iterations < 0
     ):
-        raise UsageError(f"max_iterations must be an int >= 0 (or None), got {max_iterations!r}")
+        raise UsageError(f"max_iterations must be >= 0 (an int, or None), got {max_iterations!r}")
     if stop is not None and not (
         callable(getattr(stop, "is_set", None)) and callable(getattr(stop, "wait", None))
     ):

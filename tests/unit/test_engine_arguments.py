@@ -349,11 +349,11 @@ def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
     (lambda e: e.segment_sizes("s", T0), "segment_ids must be a list of segment ids, got str"),
     (lambda e: e.segment_sizes(["s"], T0, every=5), "every must be a positive duration \\(a "
                                                    "timedelta\\), got 5"),
-    (lambda e: e.run_worker(max_iterations="2"), "max_iterations must be an int >= 0"),
-    (lambda e: e.run_worker(max_iterations=1, poll_interval="1"), "poll_interval must be a "
-                                                                  "number of seconds >= 0"),
+    (lambda e: e.run_worker(max_iterations="2"), "max_iterations must be >= 0 \\(an int"),
+    (lambda e: e.run_worker(max_iterations=1, poll_interval="1"), "poll_interval must be >= 0 "
+                                                                  "\\(a number of seconds\\)"),
     (lambda e: e.run_worker(max_iterations=1, poll_interval=float("nan")),
-     "poll_interval must be a number of seconds >= 0, got nan"),
+     "poll_interval must be >= 0 \\(a number of seconds\\), got nan"),
     (lambda e: e.run_worker(max_iterations=1, stop=True), "stop must be a threading.Event"),
 ], ids=["handle_events None", "handle_events one event", "dead_letters after",
         "segment_members after", "segment_sizes one id", "segment_sizes every",
