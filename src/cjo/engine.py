@@ -612,6 +612,12 @@ class Engine:
                             session, registry, now, outcome=builder
                         )
                         decider.update_profile(item, now)
+                    elif decider is not None and not registry.matters_to(
+                        decider.state, item.name, now
+                    ):
+                        # As ``handle_event`` would on the record an earlier item left: an
+                        # event nothing of theirs reads is neither decided nor claimed.
+                        continue
                     elif session.claim_event(item.event_id):
                         decider = decider or self._decider(
                             session, registry, now, outcome=builder

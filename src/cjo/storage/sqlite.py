@@ -346,6 +346,7 @@ _CLAIM_EVENTS = (
     "INSERT OR IGNORE INTO events (event_id, seen_at) SELECT value, ? FROM json_each(?) "
     "RETURNING event_id"
 )
+_UNCLAIM_EVENTS = "DELETE FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
 _PEEK = "SELECT data FROM customers WHERE customer_id = ?"
 _PEEK_MANY = (
     "SELECT customer_id, data FROM customers WHERE customer_id IN (SELECT value FROM json_each(?))"
@@ -634,6 +635,9 @@ class _Txn:
 
     def flush(self) -> None:
         cur = self.cur
+        if self.fresh:
+            # Announced but never claimed by the caller: as if never claimed.
+            cur.execute(_UNCLAIM_EVENTS, (value_dumps(sorted(self.fresh)),))
         records = self.records
         if len(records) == 1:  # one event per transaction: no lists to sort rows into
             ((cid, (wake_at, revision, data)),) = records.items()
