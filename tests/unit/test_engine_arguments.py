@@ -349,6 +349,8 @@ def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
     (lambda e: e.segment_sizes("s", T0), "segment_ids must be a list of segment ids, got str"),
     (lambda e: e.segment_sizes(["s"], T0, every=5), "every must be a positive duration \\(a "
                                                    "timedelta\\), got 5"),
+    (lambda e: e.segment_sizes(["s"], T0, T0 + timedelta(days=2), every=timedelta(seconds=1)),
+     "makes 172,801 instants, more than 105,120: choose a longer every or a shorter span"),
     (lambda e: e.run_worker(max_iterations="2"), "max_iterations must be >= 0 \\(an int"),
     (lambda e: e.run_worker(max_iterations=1, poll_interval="1"), "poll_interval must be >= 0 "
                                                                   "\\(a number of seconds\\)"),
@@ -357,6 +359,7 @@ def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
     (lambda e: e.run_worker(max_iterations=1, stop=True), "stop must be a threading.Event"),
 ], ids=["handle_events None", "handle_events one event", "dead_letters after",
         "segment_members after", "segment_sizes one id", "segment_sizes every",
+        "segment_sizes too many instants",
         "max_iterations", "poll_interval str", "poll_interval nan", "stop"])
 def test_arguments_of_the_wrong_kind_are_usage_errors(
     call: Callable[[Engine], object], message: str
