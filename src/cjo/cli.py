@@ -241,7 +241,7 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # --- cjo import ----------------------------------------------------------------------------------
@@ -272,7 +272,8 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             yield record
 
     def report(done: ImportResult) -> None:
-        err.write(f"cjo import: {done.read:,} records read, {done.imported:,} imported\n")
+        err.write(f"cjo import: {_plural(done.read, 'record')} read, {done.imported:,} "
+                  "imported\n")
 
     with stream, storage:
         engine = Engine(storage)

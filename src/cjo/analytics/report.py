@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from cjo.errors import UsageError
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
 from cjo.storage.base import ActivityCount, Storage
@@ -104,6 +105,17 @@ class JourneyReport:
 
 def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
     """The report of ``journey`` (all its versions) from what ``storage`` has recorded."""
+    if not isinstance(storage, Storage):
+        raise UsageError(f"storage must be a cjo Storage (engine.storage), got "
+                         f"{type(storage).__name__}")
+    if not isinstance(journey, Journey):
+        hint = (
+            "; look a journey up by id in engine.definitions.journeys"
+            if isinstance(journey, str) else ""
+        )
+        raise UsageError(
+            f"journey must be a Journey, got {type(journey).__name__} {journey!r:.80}{hint}"
+        )
     return build_report(
         journey, storage.activity_counts(journey.id), storage.active_counts(journey.id)
     )

@@ -347,7 +347,11 @@ class Decider:
         state = self.state
         decided = state.decided_at
         stamped = event.timestamp
-        if decided is not None and stamped < decided:
+        # An event nothing of the customer reads is not late, as ``handle_event`` skips it
+        # unseen: in a ``handle_events`` group it reaches here, and must leave the same log.
+        if decided is not None and stamped < decided and self.registry.matters_to(
+            state, event.name
+        ):
             self.dirty = True
             self.activities.append(Activity(
                 now, self.customer_id, "", "", 0, None, "late_event",
