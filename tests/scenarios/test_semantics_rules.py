@@ -346,3 +346,32 @@ def test_an_enrollment_keeps_its_arm_when_it_moves_to_a_known_customer() -> None
     assert [(m.customer_id, m.step_id) for m in host.email.messages] == [
         (anonymous, "mail_a"), (known, "mail_a"), (known, "mail_a")]
     assert host.engine.enrollments(known)[0].paths == {"split": "a"}
+
+
+# --- the global control group ---------------------------------------------------------------------
+
+
+def test_the_control_group_gets_no_message_but_its_host_actions_are_called() -> None:
+    """Control customers "receive no journey messages" (each send recorded as suppressed,
+    detail control); an Action step's call is not a message and is made for them too."""
+    from cjo import Action, ControlGroup
+    from cjo.model.governance import in_control_group
+
+    calls: list[str] = []
+    group = ControlGroup(50, "cg")
+    clock = ManualClock(T0)
+    email = RecordingChannel()
+    engine = Engine(channels={"email": email}, clock=clock,
+                    actions={"crm": lambda call: calls.append(call.customer_id)})
+    engine.publish(content=[NOTE], control_group=group, journeys=[Journey(
+        "welcome", trigger=EventTrigger("signed_up"), entry="crm",
+        steps={"crm": Action("crm", {"note": "signed up"}, next="mail"),
+               "mail": Send("note", "email")})])
+    customers = [f"c{i}" for i in range(20)]
+    for c in customers:
+        engine.handle_event(Event(customer_id=c, name="signed_up", timestamp=T0,
+                                  properties={}, event_id=f"s-{c}"))
+    control = {c for c in customers if in_control_group(c, group)}
+    assert control and control != set(customers)
+    assert {m.customer_id for m in email.messages} == set(customers) - control
+    assert sorted(calls) == sorted(customers)
