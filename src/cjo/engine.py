@@ -341,6 +341,10 @@ class Engine:
         step})`` or ``.eject(reason)``. ``control_group`` and ``max_concurrent_journeys`` set
         the rules across journeys (see docs/semantics.md).
 
+        From ``definitions``, the definitions and rules are taken, not the state of this
+        storage's journeys (``paused``, ``version_changes``, ``published``): those come from
+        ``pause_journey``, ``resume_journey``, ``running`` and each publish.
+
         Publishing is a compare-and-set on the storage's generation: when another process
         published meanwhile, its definitions are merged with these and validated again.
         """

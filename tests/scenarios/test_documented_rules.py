@@ -604,6 +604,22 @@ def test_start_journey_starts_a_journey_of_any_trigger_under_the_entry_rules() -
     assert host.sent() == [("ann", "note", T0)]
 
 
+def test_publishing_another_engines_definitions_does_not_copy_its_pauses() -> None:
+    """"publish(definitions) takes the journeys, content, segments, policies and rules across
+    journeys of a Definitions, never its paused, version_changes or published ... so copying
+    one engine's engine.definitions into another does not pause the other's journeys"."""
+    staging, prod = Host(), Host()
+    staging.engine.publish(content=[note()], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="mail", steps={"mail": Send("note", "email")})])
+    staging.engine.pause_journey("j")
+    assert staging.engine.definitions.paused
+    prod.engine.publish(staging.engine.definitions)
+    assert prod.engine.definitions.paused == ()
+    assert [j.id for j in prod.engine.definitions.journeys] == ["j"]
+    assert [e.journey_id for e in prod.send("go").entered] == ["j"]
+    assert not staging.send("go").entered
+
+
 # === docs/delivery-policies.md ===================================================================
 
 _SUPPRESS = ("suppressed", "fallback", "capped", "quiet_hours")
