@@ -22,7 +22,6 @@ __all__ = [
 ]
 
 # Activity kinds that end an enrollment (they mirror the terminal enrollment statuses).
-_ENDINGS = ("completed", "exited", "converted", "expired", "removed", "ejected")
 
 
 @attrs.frozen
@@ -68,6 +67,8 @@ class JourneyReport:
     expired: int = 0
     removed: int = 0
     ejected: int = 0
+    #: Ended by an identity merge (the known customer's enrollment went on).
+    merged: int = 0
     sent: Mapping[str, int] = attrs.field(factory=dict)
     steps: tuple[StepRow, ...] = ()
     control: int = 0
@@ -201,6 +202,7 @@ def build_report(
         expired=totals["expired"],
         removed=totals["removed"],
         ejected=totals["ejected"],
+        merged=totals["merged"],
         sent=dict(sorted(sent.items())),
         steps=tuple(rows),
         control=control["entered"],
@@ -269,7 +271,7 @@ def _summary(report: JourneyReport) -> str:
         f"converted {_num(report.converted)} ({report.conversion_rate:.1%})",
     ]
     for label, n in (("expired", report.expired), ("removed", report.removed),
-                     ("ejected", report.ejected)):
+                     ("ejected", report.ejected), ("merged", report.merged)):
         if n:
             parts.append(f"{label} {_num(n)}")
     # Why steps reached more customers than they sent to, and the control group against the
