@@ -67,6 +67,23 @@ def test_validate_lists_every_meaning_problem(tmp_path, capsys):
     assert any("content 'welcome'" in x and "'not/a/tag'" in x for x in lines)
 
 
+def test_validate_refuses_a_later_version_that_changes_a_launched_split(tmp_path, capsys):
+    # Publishing v1 then v2 is refused (customers would move between arms): so is the file.
+    def journey(version, shares):
+        return {"id": "exp", "version": version, "trigger": {"kind": "event", "event": "go"},
+                "entry": "ab", "steps": {"ab": {"kind": "split", "paths": [
+                    {"name": "a", "weight": shares[0], "next": None},
+                    {"name": "b", "weight": shares[1], "next": None}]}}}
+
+    path = tmp_path / "exp.json"
+    path.write_text(json.dumps({"journeys": [journey(1, (1, 1)), journey(2, (3, 1))]}))
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "journey 'exp' v2 / step 'ab': the split was launched in v1 with arms" in out
+    path.write_text(json.dumps({"journeys": [journey(1, (1, 1)), journey(2, (50, 50))]}))
+    assert main(["validate", str(path)]) == 0
+
+
 def test_validate_reports_shape_problems(tmp_path, capsys):
     def edit(data):
         data["journeys"][0]["steps"]["wait_2d"]["duration"] = "two days"

@@ -190,3 +190,16 @@ def test_the_adapter_verbs_table_names_every_abstract_method() -> None:
     named = set(re.findall(r"`(?:CustomerSession\.)?(\w+)", table))
     abstract = Storage.__abstractmethods__ | CustomerSession.__abstractmethods__
     assert sorted(abstract - named) == []
+
+
+def test_the_api_page_lists_exactly_the_public_names() -> None:
+    """docs/api.md names every export of ``cjo`` (in backticks), and every name it gives as
+    one of ``cjo``'s exports in its tables' first column exists."""
+    import cjo
+
+    page = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    first_cells = [line.split("|")[1] for line in page.splitlines()
+                   if line.startswith("| `")]
+    listed = {name for cell in first_cells for name in re.findall(r"`([A-Za-z_]+)`", cell)}
+    assert set(cjo.__all__) - listed == set(), "exported but not on docs/api.md"
+    assert listed - set(cjo.__all__) == set(), "on docs/api.md but not exported"

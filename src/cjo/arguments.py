@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+from cjo.channels.base import Channel
 from cjo.clock import Clock, ensure_aware
 from cjo.content.channels import CHANNEL_TYPES
 from cjo.errors import ClockError, DefinitionError, Problem, UsageError
@@ -26,6 +27,7 @@ from cjo.validation import duplicate_ids
 __all__ = [
     "activity_window",
     "attribute_names",
+    "check_channels",
     "check_consent",
     "check_decision_options",
     "check_delivery",
@@ -102,6 +104,22 @@ def check_engine_options(
     for name, value, cls in (("limits", limits, Limits), ("retention", retention, Retention)):
         if value is not None and not isinstance(value, cls):
             raise UsageError(f"{name} must be a cjo {cls.__name__} or None, got {_given(value)}")
+
+
+def check_channels(channels: Mapping[Any, Any]) -> None:
+    """Each channel registered under an id, as a cjo ``Channel`` (its ``channel_type`` and
+    ``send`` are read later, when nothing could say which option was wrong)."""
+    for name, channel in channels.items():
+        check_id(name, "channel name")
+        if not isinstance(channel, Channel):
+            hint = (
+                "; a function is an action: register it with Engine(actions=...)"
+                if callable(channel) else ""
+            )
+            raise UsageError(
+                f"channel {name!r} must be a cjo Channel (a subclass with send(message) -> "
+                f"DeliveryResult), got {_given(channel)}{hint}"
+            )
 
 
 def count(value: object, what: str, least: int = 1) -> int:

@@ -18,6 +18,7 @@ from cjo.demo import DEMO_START, shop_channels, shop_definitions, simulate_shop
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, StorageError, UsageError
 from cjo.importing import ImportResult, read_csv, read_json_lines
+from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.serialization import loads_definitions_in_parts
 from cjo.storage.url import open_storage, redact_url
 from cjo.validation import validate_definitions
@@ -226,7 +227,7 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         definitions = parts.definitions
         problems = [*parts.problems, *validate_definitions(
             definitions, channels=channels, unread=parts.unread
-        )]
+        ), *launched_split_problems((), definitions.journeys)]  # as publishing them in order
     if problems:
         out.write(f"{path}: {_plural(len(problems), 'problem')}\n")
         for problem in problems:
@@ -241,7 +242,7 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 # --- cjo import ----------------------------------------------------------------------------------
@@ -272,7 +273,8 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             yield record
 
     def report(done: ImportResult) -> None:
-        err.write(f"cjo import: {done.read:,} records read, {done.imported:,} imported\n")
+        err.write(f"cjo import: {_plural(done.read, 'record')} read, {done.imported:,} "
+                  "imported\n")
 
     with stream, storage:
         engine = Engine(storage)

@@ -77,9 +77,25 @@ class ManualClock(Clock):
     def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
         """Move forward by ``delta`` (or ``timedelta(**kwargs)``) and return the new time (this
         call's, even if another thread moves the clock again at once)."""
-        step = delta if delta is not None else timedelta(**kwargs)
+        if delta is not None and kwargs:
+            # One would be ignored: advance(timedelta(hours=1), minutes=30) is not 90 minutes.
+            raise ClockError("ManualClock.advance takes a timedelta or keyword arguments, not both")
+        if delta is not None and not isinstance(delta, timedelta):
+            raise ClockError(
+                f"ManualClock.advance needs a timedelta, got {type(delta).__name__} {delta!r:.80}"
+            )
+        try:
+            step = delta if delta is not None else timedelta(**kwargs)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ClockError(f"ManualClock.advance: not a duration ({exc})") from None
         if step < timedelta(0):
             raise ClockError(f"ManualClock cannot advance by a negative amount ({step})")
         with self._lock:  # read, add and write as one step: no concurrent advance is lost
-            now = self._now = self._now + step
+            try:
+                now = self._now = self._now + step
+            except OverflowError:
+                raise ClockError(
+                    f"ManualClock cannot advance {self._now.isoformat()} by {step}: past the "
+                    "last instant a datetime holds"
+                ) from None
         return now

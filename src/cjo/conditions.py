@@ -27,7 +27,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, NoReturn, Protocol
 
 import attrs
 
@@ -78,11 +78,15 @@ class Condition:
     kind: ClassVar[str]
 
     def __and__(self, other: Condition) -> And:
+        if isinstance(other, Field):
+            raise other._not_a_condition()
         left = self.conditions if isinstance(self, And) else (self,)
         right = other.conditions if isinstance(other, And) else (other,)
         return And(left + right)
 
     def __or__(self, other: Condition) -> Or:
+        if isinstance(other, Field):
+            raise other._not_a_condition()
         left = self.conditions if isinstance(self, Or) else (self,)
         right = other.conditions if isinstance(other, Or) else (other,)
         return Or(left + right)
@@ -309,6 +313,30 @@ class Field:
 
     def exists(self) -> Exists:
         return Exists(self.ref)
+
+    # A field is a value, not a condition: ``attr("vip") and cond`` would silently be ``cond``,
+    # and ``attr("vip") & cond`` a bare TypeError.
+    def _not_a_condition(self) -> DefinitionError:
+        built = f"{_BUILDERS[self.ref.scope]}({self.ref.path!r})"
+        return DefinitionError(
+            f"{built} is a value, not a condition: compare it (such as {built} == True) or test "
+            "it with .exists() before combining it with &, |, ~ (and, or, not)"
+        )
+
+    def __bool__(self) -> bool:
+        raise self._not_a_condition()
+
+    def __and__(self, other: object) -> NoReturn:
+        raise self._not_a_condition()
+
+    __rand__ = __or__ = __ror__ = __and__
+
+    def __invert__(self) -> NoReturn:
+        raise self._not_a_condition()
+
+
+#: The builder that makes a field of each scope, to name a field as it was written.
+_BUILDERS: dict[str, str] = {"profile": "attr", "event": "prop", "context": "ctx"}
 
 
 def attr(path: str) -> Field:

@@ -14,6 +14,7 @@ from cjo.analytics.segments import SegmentSize, segment_sizes, size_instants
 from cjo.arguments import (
     activity_window,
     attribute_names,
+    check_channels,
     check_consent,
     check_decision_options,
     check_delivery,
@@ -66,6 +67,7 @@ from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
+from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
@@ -176,6 +178,7 @@ class Engine:
                    "future_tolerance": (future_tolerance, True)},
             render=render, limits=limits, retention=retention,
         )
+        check_channels(channels or {})
         self.storage = storage if storage is not None else InMemoryStorage()
         self.channels: dict[str, Channel] = dict(channels or {})
         self.actions: dict[str, ActionFunction] = {}
@@ -338,6 +341,10 @@ class Engine:
         step})`` or ``.eject(reason)``. ``control_group`` and ``max_concurrent_journeys`` set
         the rules across journeys (see docs/semantics.md).
 
+        From ``definitions``, the definitions and rules are taken, not the state of this
+        storage's journeys (``paused``, ``version_changes``, ``published``): those come from
+        ``pause_journey``, ``resume_journey``, ``running`` and each publish.
+
         Publishing is a compare-and-set on the storage's generation: when another process
         published meanwhile, its definitions are merged with these and validated again.
         """
@@ -384,6 +391,7 @@ class Engine:
             if unkeyed:  # for validation to refuse, with every other problem of the set
                 merged = _appended(merged, unkeyed)
             problems = _version_conflicts(current, new_journeys)
+            problems += launched_split_problems(current.journeys, new_journeys)
             merged, more = _governance(
                 current, merged, new_journeys, now,
                 control_group=(
@@ -499,6 +507,11 @@ class Engine:
         every item is handled, the first such ``CorruptRecordError`` is raised, naming the
         customer (the others are logged)."""
         count(batch_size, "batch_size")
+        if isinstance(items, Event | ProfileUpdate) or not isinstance(items, Iterable):
+            raise UsageError(
+                "handle_events takes an iterable of Event and ProfileUpdate items (one event: "
+                f"handle_event), got {type(items).__name__}"
+            )
         builder = OutcomeBuilder()
         corrupt: list[CorruptRecordError] = []
         chunk: list[Event | ProfileUpdate] = []
@@ -605,6 +618,12 @@ class Engine:
                             session, registry, now, outcome=builder
                         )
                         decider.update_profile(item, now)
+                    elif decider is not None and not registry.matters_to(
+                        decider.state, item.name, now
+                    ):
+                        # As ``handle_event`` would on the record an earlier item left: an
+                        # event nothing of theirs reads is neither decided nor claimed.
+                        continue
                     elif session.claim_event(item.event_id):
                         decider = decider or self._decider(
                             session, registry, now, outcome=builder
@@ -1086,6 +1105,11 @@ class Engine:
         the last one of a page as ``after`` for the next page. Dead letters are never pruned
         until discarded."""
         count(limit, "limit")
+        if after is not None and not isinstance(after, DeadLetter):
+            raise UsageError(
+                "after must be the last DeadLetter of the previous page (or None), got "
+                f"{type(after).__name__}"
+            )
         cursor = None if after is None else after.cursor
         return self.storage.dead_letters(limit, after=cursor, newest_first=newest_first)
 
@@ -1215,6 +1239,11 @@ class Engine:
         Time-relative changes count once a worker has fired them (``run_due``)."""
         self._check_segment(segment_id)
         count(limit, "limit")
+        if after is not None and not isinstance(after, str):
+            raise UsageError(
+                "after must be the last customer id of the previous page (or None), got "
+                f"{type(after).__name__}"
+            )
         return self.storage.segment_members(segment_id, after=after, limit=limit)
 
     def segment_count(self, segment_id: str) -> int:
@@ -1229,6 +1258,13 @@ class Engine:
         """The size of each segment from ``start`` to ``end`` (default: now), every ``every``:
         today's committed count less the membership changes logged since each instant.
         An instant older than the activity log's retention raises ``UsageError``."""
+        if isinstance(segment_ids, str) or not isinstance(segment_ids, Iterable):
+            # A bare id would be read letter by letter: "no segment 'f' has been published".
+            raise UsageError(
+                f"segment_ids must be a list of segment ids, got {type(segment_ids).__name__} "
+                f"{segment_ids!r:.80}"
+            )
+        segment_ids = tuple(segment_ids)  # read twice: a generator would be empty the second time
         for segment_id in segment_ids:
             self._check_segment(segment_id)
         now = self._now()
@@ -1485,6 +1521,9 @@ def _merge_policies(
 def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> list[Problem]:
     problems: list[Problem] = []
     by_version = {(j.id, j.version): j for j in current.journeys}
+    highest: dict[str, int] = {}
+    for j in current.journeys:
+        highest[j.id] = max(j.version, highest.get(j.id, j.version))
     for j in journeys:
         old = by_version.get((j.id, j.version))
         if old is not None and old != j:
@@ -1492,6 +1531,14 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
                 f"journey {j.id!r} v{j.version}",
                 "this version is already published with a different definition; "
                 "publish the change as a new version",
+            ))
+        elif old is None and type(j.version) is int and j.version < highest.get(j.id, 0):
+            # Only the highest version takes entries: a lower one published now would never
+            # be entered, silently.
+            problems.append(Problem(
+                f"journey {j.id!r} v{j.version}",
+                f"version {highest[j.id]} is already published; a new version must be "
+                "numbered above it (only the highest version takes new entries)",
             ))
         by_version[(j.id, j.version)] = j
     return problems

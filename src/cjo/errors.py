@@ -12,7 +12,7 @@ The tree (docs/limits.md says what each one means and what to do about it)::
     ├── UsageError               a call's argument is out of range (a negative poll interval...)
     ├── RenderError              a content template failed to render for one message
     │   └── RenderLimitError     ...because it hit a template limit (loops, output, time)
-    ├── ChannelError             a channel adapter raised or returned nonsense
+    ├── ChannelError             for a channel adapter's own failures; cjo never raises it
     └── StorageError             a storage adapter failed; nothing half-written was kept
         ├── ConflictError        another worker changed the same customer at the same time
         ├── CorruptRecordError   a stored customer record cannot be decoded (names the customer)
@@ -114,7 +114,9 @@ class RenderLimitError(RenderError):
 
 
 class ChannelError(CjoError):
-    """A channel adapter failed in a way cjo could not interpret."""
+    """For a channel adapter to raise for a failure of its own. cjo never raises it: whatever a
+    channel's ``send`` raises (this included) counts as a transient failure, kept as the
+    message's last error and retried."""
 
 
 class StorageError(CjoError):

@@ -11,6 +11,7 @@ workers that notice the same occurrence both walk the members; each customer sti
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from cjo.runtime.registry import CompiledJourney, Registry
 
 __all__ = ["mark_schedules", "next_schedule_run", "run_schedules"]
+
+log = logging.getLogger("cjo.scheduling")
 
 _PAGE = 500
 # An occurrence at the very instant of the publish is not before it: it runs.
@@ -80,7 +83,10 @@ def next_schedule_run(engine: Engine) -> datetime | None:
         done = _done(engine, cj.journey.id)
         if done is None:
             continue
-        following = next_occurrence(trigger, done)
+        try:
+            following = next_occurrence(trigger, done)
+        except ValueError:  # a rule that never occurs, stored before validation refused it
+            continue
         if earliest is None or following < earliest:
             earliest = following
     return earliest
@@ -91,7 +97,13 @@ def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> Non
     older missed occurrences are skipped)."""
     for cj, trigger in _schedules(engine._sync()):
         done = _done(engine, cj.journey.id)
-        occurrence = latest_occurrence(trigger, now)
+        try:
+            occurrence = latest_occurrence(trigger, now)
+        except ValueError:
+            # A rule that never occurs (stored before validation refused it): it runs
+            # nothing, and must not stop the worker's pass for everyone else.
+            log.warning("schedule of journey %r never occurs: %r", cj.journey.id, trigger.cron)
+            continue
         if done is not None:
             if occurrence <= done:
                 continue

@@ -66,13 +66,19 @@ def parse_duration(value: object) -> timedelta:
         return value
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match and any(match.groups()):
-            w, d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
-            return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+    try:
+        if isinstance(value, int | float):
+            return timedelta(seconds=value)
+        if isinstance(value, str):
+            match = _DURATION.match(value)
+            if match and any(match.groups()):
+                w, d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
+                return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+    except (OverflowError, ValueError):  # NaN, infinity, or more days than a timedelta holds
+        raise ValueError(
+            f"not a duration: {value!r:.80} (a duration is finite, at most "
+            f"{timedelta.max.days:,} days)"
+        ) from None
     raise ValueError(f"not a duration: {value!r} (use seconds or a string like '4h' or '1d12h')")
 
 
@@ -339,21 +345,53 @@ def dumps_definitions(definitions: Definitions, *, indent: int | None = 2) -> st
     return json.dumps(dump_definitions(definitions), indent=indent, sort_keys=False)
 
 
-class _DuplicateKeyError(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
+class _RepeatedKeys(dict[str, Any]):
+    """A JSON object in which a key was written more than once (``repeated``, in order)."""
+
+    __slots__ = ("repeated",)
+
+    def __init__(self, pairs: list[tuple[str, Any]], repeated: list[str]) -> None:
+        super().__init__(pairs)
+        self.repeated = repeated
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def _marking_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKeyError(key)
-            seen.add(key)
-    return out
+    if len(out) == len(pairs):
+        return out
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for key, _ in pairs:
+        if key in seen and key not in repeated:
+            repeated.append(key)
+        seen.add(key)
+    return _RepeatedKeys(pairs, repeated)
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _repeated_keys(data: object) -> list[Problem]:
+    """A problem for each key written twice in one object of ``data``, at the object's JSON
+    path, in document order."""
+    problems: list[Problem] = []
+    stack: list[tuple[str, object]] = [("$", data)]
+    while stack:  # the nesting was bounded before parsing
+        path, node = stack.pop()
+        children: list[tuple[str, object]] = []
+        if isinstance(node, dict):
+            if isinstance(node, _RepeatedKeys):
+                problems.extend(Problem(path, (
+                    f"key {key!r} appears twice in one object (JSON would keep only the last)"
+                )) for key in node.repeated)
+            children = [
+                (f"{path}.{k}" if _IDENTIFIER.fullmatch(k) else f"{path}[{k!r}]", v)
+                for k, v in node.items()
+            ]
+        elif isinstance(node, list):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(node)]
+        stack.extend(reversed(children))
+    return problems
 
 
 def loads_definitions(text: str) -> Definitions:
@@ -368,16 +406,22 @@ def loads_definitions_in_parts(text: str) -> LoadedParts:
 
 def _json_object(text: str) -> dict[str, Any]:
     check_json_nesting(text)  # json.loads recurses once per level: refuse deep text first
+    repeated = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        out = _marking_repeated_keys(items)
+        repeated = repeated or isinstance(out, _RepeatedKeys)
+        return out
+
     try:
         # A key written twice in one object would silently keep only its last value: in
         # hand-written definitions, that is a step or a field overwritten by mistake.
-        data = json.loads(text, object_pairs_hook=_unique_keys)
+        data = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise DefinitionError([Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]) from exc
-    except _DuplicateKeyError as exc:
-        raise DefinitionError([Problem("$", (
-            f"key {exc.key!r} appears twice in one object (JSON would keep only the last)"
-        ))]) from exc
+    if repeated:
+        raise DefinitionError(_repeated_keys(data))
     if not isinstance(data, dict):
         raise DefinitionError([Problem("$", "expected a JSON object of definitions")])
     return data

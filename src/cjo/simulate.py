@@ -233,8 +233,22 @@ def backtest(
       counts the reports (and ``entered``, ``ended``, ``goals``) are built from; without it,
       reading the log raises ``UsageError``.
     """
-    if progress_every < 1:
-        raise UsageError(f"progress_every must be at least 1, got {progress_every}")
+    # Checked before the run: a bad argument found after it would lose the whole run.
+    if not isinstance(definitions, Definitions):
+        raise DefinitionError([Problem("backtest definitions", (
+            f"expected a Definitions, got {type(definitions).__name__}"
+        ))])
+    if isinstance(inputs, str | bytes | Mapping) or not isinstance(inputs, Iterable):
+        raise UsageError(
+            "inputs must be an iterable of Event, ProfileUpdate and (datetime, change) items, "
+            f"got {type(inputs).__name__}"
+        )
+    if progress is not None and not callable(progress):
+        raise UsageError(f"progress must be callable (or None), got {type(progress).__name__}")
+    if isinstance(progress_every, bool) or not isinstance(progress_every, int) or (
+        progress_every < 1
+    ):
+        raise UsageError(f"progress_every must be at least 1, got {progress_every!r}")
     if start is not None:
         start = ensure_aware(start, "start")
     if until is not None:

@@ -19,6 +19,7 @@ clock.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 
 import attrs
@@ -68,10 +69,20 @@ def run_worker(
     after ``poll_interval``: work left undone stays due, and leases taken by the failed pass
     run out. Any other exception propagates.
     """
-    if poll_interval < 0:
-        raise UsageError(f"poll_interval must be >= 0, got {poll_interval}")
-    if max_iterations is not None and max_iterations < 0:
-        raise UsageError(f"max_iterations must be >= 0, got {max_iterations}")
+    if (
+        isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float)
+        or not 0 <= poll_interval < math.inf  # refuses NaN too
+    ):
+        raise UsageError(f"poll_interval must be >= 0 (a number of seconds), got {poll_interval!r}")
+    if max_iterations is not None and (
+        isinstance(max_iterations, bool) or not isinstance(max_iterations, int)
+        or max_iterations < 0
+    ):
+        raise UsageError(f"max_iterations must be >= 0 (an int, or None), got {max_iterations!r}")
+    if stop is not None and not (
+        callable(getattr(stop, "is_set", None)) and callable(getattr(stop, "wait", None))
+    ):
+        raise UsageError(f"stop must be a threading.Event (or None), got {type(stop).__name__}")
     stop = stop if stop is not None else threading.Event()
     stats = WorkerStats()
     while not stop.is_set():

@@ -290,3 +290,22 @@ def test_construction_checks_its_arguments() -> None:
         SmtpChannel("mail.example", from_address="nobody")
     with pytest.raises(UsageError, match="username and password"):
         SmtpChannel("mail.example", from_address="a@b.example", username="u")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"port": "25"}, "port must be an int from 1 to 65535"),
+    ({"port": 70000}, "port must be an int from 1 to 65535"),
+    ({"timeout": -1}, "timeout must be a positive number of seconds"),
+    ({"timeout": 0}, "timeout must be a positive number of seconds"),
+    ({"timeout": float("nan")}, "timeout must be a positive number of seconds"),
+    ({"host": ""}, "host must be a server name or address"),
+    ({"from_address": None}, "from_address must be an email address"),
+], ids=["port str", "port range", "negative timeout", "zero timeout", "nan timeout", "host",
+        "from_address None"])
+def test_settings_every_message_would_fail_on_are_refused_when_built(
+    options: dict[str, Any], message: str
+) -> None:
+    # Each would otherwise fail every message as a transient error, until a dead letter.
+    arguments: dict[str, Any] = {"host": "mail.example", "from_address": "a@b.example", **options}
+    with pytest.raises(UsageError, match=message):
+        SmtpChannel(arguments.pop("host"), **arguments)

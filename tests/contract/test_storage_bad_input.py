@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -29,11 +30,12 @@ from cjo import (
     Wait,
 )
 from cjo.clock import ensure_aware
-from cjo.errors import ClockError, StorageError
+from cjo.errors import ClockError, StorageError, UsageError
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
+from cjo.storage.url import open_storage
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -257,3 +259,33 @@ def test_an_adapter_that_reports_a_generation_it_cannot_load_is_named() -> None:
     with pytest.raises(StorageError, match=r"_ForgetfulStorage.definitions_generation\(\) says "
                                            r"generation 1 is stored, but load_definitions"):
         other.handle_event(Event("c1", "go", T0, event_id="e1"))
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: SQLiteStorage(5), "SQLiteStorage takes a path, ':memory:' or a sqlite:/// URL, got "
+                               "int 5"),
+    (lambda: SQLiteStorage(None), "SQLiteStorage takes a path.*got NoneType"),
+    (lambda: SQLiteStorage(":memory:", busy_timeout=30), "busy_timeout must be a timedelta of "
+                                                         "zero or more, got 30"),
+    (lambda: SQLiteStorage(":memory:", busy_timeout=-HOUR), "busy_timeout must be a timedelta"),
+    (lambda: open_storage(5), "a storage URL is a string such as 'memory'.*got int"),
+], ids=["sqlite int", "sqlite None", "busy_timeout seconds", "busy_timeout negative",
+        "url int"])
+def test_storage_options_of_the_wrong_kind_are_usage_errors(make: Any, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        make()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"dsn": 5}, "dsn must be a connection string, got int"),
+    ({"max_size": 0}, "max_size must be an int >= 1, got 0"),
+    ({"min_size": 4, "max_size": 2}, "max_size \\(2\\) must be at least min_size \\(4\\)"),
+    ({"timeout": "30"}, "timeout must be a positive number of seconds"),
+], ids=["dsn", "max_size", "min above max", "timeout"])
+def test_postgres_pool_options_are_refused_before_connecting(
+    options: dict[str, Any], message: str
+) -> None:
+    postgres = pytest.importorskip("cjo.storage.postgres")
+    arguments: dict[str, Any] = {"dsn": "postgresql://nobody@127.0.0.1:1/none", **options}
+    with pytest.raises(UsageError, match=message):  # at once: no pool tries to connect
+        postgres.PostgresStorage(arguments.pop("dsn"), **arguments)

@@ -582,6 +582,44 @@ def test_deferred_dispatch_applies_to_start_journey() -> None:
     assert host.sent() == [("ann", "note", T0)]
 
 
+def test_start_journey_starts_a_journey_of_any_trigger_under_the_entry_rules() -> None:
+    """"An ApiTrigger journey starts only through Engine.start_journey, which also starts a
+    customer on a journey of any other trigger (an operator's manual start): the audience,
+    re-entry rules, a pause and the rules across journeys apply as to any entry"."""
+    host = Host()
+    host.engine.publish(content=[note()], journeys=[Journey(
+        "welcome", trigger=EventTrigger("signed_up"), entry="mail",
+        steps={"mail": Send("note", "email")}, audience=attr("plan") == "pro",
+        reentry=ReentryPolicy("never"),
+    )])
+    host.engine.identify("ann", {"plan": "pro"})
+    host.engine.identify("bob", {"plan": "free"})
+    assert [e.customer_id for e in host.engine.start_journey("welcome", "ann").entered] == ["ann"]
+    assert not host.engine.start_journey("welcome", "ann").entered   # re-entry: never
+    assert not host.engine.start_journey("welcome", "bob").entered   # audience
+    host.engine.pause_journey("welcome")
+    host.engine.identify("cy", {"plan": "pro"})
+    paused = host.engine.start_journey("welcome", "cy")
+    assert not paused.entered and [n.reason for n in paused.not_entered] == ["paused"]
+    assert host.sent() == [("ann", "note", T0)]
+
+
+def test_publishing_another_engines_definitions_does_not_copy_its_pauses() -> None:
+    """"publish(definitions) takes the journeys, content, segments, policies and rules across
+    journeys of a Definitions, never its paused, version_changes or published ... so copying
+    one engine's engine.definitions into another does not pause the other's journeys"."""
+    staging, prod = Host(), Host()
+    staging.engine.publish(content=[note()], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="mail", steps={"mail": Send("note", "email")})])
+    staging.engine.pause_journey("j")
+    assert staging.engine.definitions.paused
+    prod.engine.publish(staging.engine.definitions)
+    assert prod.engine.definitions.paused == ()
+    assert [j.id for j in prod.engine.definitions.journeys] == ["j"]
+    assert [e.journey_id for e in prod.send("go").entered] == ["j"]
+    assert not staging.send("go").entered
+
+
 # === docs/delivery-policies.md ===================================================================
 
 _SUPPRESS = ("suppressed", "fallback", "capped", "quiet_hours")

@@ -29,6 +29,7 @@ from cjo import (
     performed,
     total,
 )
+from cjo.analytics import format_table, journey_report
 from cjo.model.triggers import EventTrigger
 from tests.helpers import Factory
 
@@ -129,6 +130,10 @@ def test_enrollments_move_over_or_end_as_merged_and_nothing_is_sent_twice(
              host.engine.activities(T0, T0 + 10 * DAY) if a.kind in ("merged", "merged_in")]
     assert kinds == [("anon-1", "welcome", "merged", "merged into a known customer"),
                      ("c1", "browse", "merged_in", "anon-1")]
+    welcome = next(j for j in host.engine.definitions.journeys if j.id == "welcome")
+    report = journey_report(host.engine.storage, welcome)
+    assert (report.entered, report.merged, report.completed, report.active) == (2, 1, 1, 0)
+    assert "merged 1" in format_table([report])
 
 
 def test_entry_histories_combine_so_reentry_rules_see_both(storage_factory: Factory) -> None:

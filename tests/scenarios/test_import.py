@@ -152,6 +152,22 @@ def test_cli_imports_json_lines(tmp_path: Path, capsys: Any) -> None:
         assert p1 is not None and dict(p1.attributes) == {"orders": 3, "vip": True}
 
 
+def test_cli_import_counts_read_as_english(tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "many.csv"
+    path.write_text("customer_id\n" + "".join(f"c{i}\n" for i in range(1200)), encoding="utf-8")
+    assert main(["import", str(path), "-v", "--batch-size", "1199"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{path}: 1,200 profiles imported, 0 records refused\n"
+    assert captured.err.splitlines() == [
+        "cjo import: 1,199 records read, 1,199 imported",
+        "cjo import: 1,200 records read, 1,200 imported",
+    ]
+    one = tmp_path / "one.csv"
+    one.write_text("customer_id\nc1\n", encoding="utf-8")
+    assert main(["import", str(one), "-v"]) == 0
+    assert capsys.readouterr().err == "cjo import: 1 record read, 1 imported\n"
+
+
 def test_cli_import_usage_errors(tmp_path: Path, capsys: Any) -> None:
     assert main(["import", str(tmp_path / "missing.csv")]) == 2
     assert "cannot read" in capsys.readouterr().err

@@ -80,3 +80,56 @@ def test_only_events_that_changed_something_set_the_decided_instant() -> None:
     assert [e.reason for e in out.ended] == ["bought"]
     log = engine.activities(T0, T0 + 10 * HOUR)
     assert [a for a in log if a.kind == "late_event"] == []
+
+
+@pytest.mark.parametrize("rule", ["decide", "ignore"])
+def test_a_late_event_nothing_reads_is_not_logged_in_a_group_either(
+    rule: str, storage_factory: Factory
+) -> None:
+    # "purchased" matters only to customers in the cart journey. Ann is not in it: alone, the
+    # late purchase is skipped unseen; in a group after an event that changed Ann's record,
+    # it reaches the decider, and must leave the same log.
+    logs = []
+    for group in (False, True):
+        engine, clock, _ = _engine(rule, storage_factory())
+        engine.publish(journeys=[Journey("visits", trigger=EventTrigger("visited"), entry="w",
+                                         steps={"w": Wait(HOUR)})])
+        clock.set(T0 + 2 * HOUR)
+        cid = "bob" if group else "ann"  # one database for both runs: a customer each
+        items = [Event(cid, "visited", T0 + 2 * HOUR, {}, f"v1-{cid}"),
+                 Event(cid, "purchased", T0 + HOUR, {}, f"p1-{cid}")]  # before the visit
+        if group:
+            engine.handle_events(items)
+        else:
+            for item in items:
+                engine.handle_event(item)
+        logs.append([(a.kind, a.detail) for a in engine.activities(T0, T0 + 4 * HOUR,
+                                                                   customer_id=cid)])
+    assert logs[0] == logs[1] and ("entered", None) in logs[1]
+    assert "late_event" not in [kind for kind, _ in logs[1]]
+
+
+def test_an_event_nothing_reads_is_not_claimed_in_a_group_either(
+    storage_factory: Factory,
+) -> None:
+    # Alone, an event that nothing of Ann's reads costs a look-up and its id is not claimed,
+    # so the same event sent again once she is in the cart journey ends her wait. In a group
+    # after an event that changed her record, it must not be claimed either.
+    outcomes = []
+    for group in (False, True):
+        engine, clock, _ = _engine("decide", storage_factory())
+        engine.publish(journeys=[Journey("visits", trigger=EventTrigger("visited"), entry="w",
+                                         steps={"w": Wait(HOUR)})])
+        cid = "bob" if group else "ann"  # one database for both runs: a customer each
+        items = [Event(cid, "visited", T0, {}, f"v1-{cid}"),
+                 Event(cid, "purchased", T0, {}, f"p1-{cid}")]
+        if group:
+            engine.handle_events(items)
+        else:
+            for item in items:
+                engine.handle_event(item)
+        engine.handle_event(Event(cid, "added_to_cart", T0, {}, f"c1-{cid}"))
+        clock.set(T0 + HOUR)
+        again = engine.handle_event(Event(cid, "purchased", T0 + HOUR, {}, f"p1-{cid}"))
+        outcomes.append((again.duplicate, [(e.journey_id, e.reason) for e in again.ended]))
+    assert outcomes[0] == outcomes[1] == (False, [("visits", None), ("cart", "bought")])

@@ -6,12 +6,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import attrs
 import pytest
 
 from cjo import (
     ContentItem,
     Engine,
     Event,
+    EventTrigger,
     Journey,
     ManualClock,
     RecordingChannel,
@@ -19,10 +21,12 @@ from cjo import (
     Segment,
     Send,
     Variant,
+    Wait,
     attr,
     inactive,
 )
 from cjo.errors import DefinitionError
+from cjo.serialization import dumps_stored_definitions
 from tests.helpers import Factory
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -158,13 +162,47 @@ def test_a_time_in_the_spring_gap_runs_at_the_end_of_the_gap() -> None:
     (ScheduleTrigger("every monday"), "is not a cron rule"),
     (ScheduleTrigger("0 9 * * *", "Mars/Olympus"), "not a known IANA time zone"),
     (ScheduleTrigger("0 9 * * *", segment="nobody"), "segment 'nobody' does not exist"),
-])
+    # croniter reads a sixth field as seconds: every second of 09:00.
+    (ScheduleTrigger("0 9 * * * *"), "cron '0 9 \\* \\* \\* \\*' is not a cron rule"),
+    (ScheduleTrigger("0 0 9 * * MON"), "is not a cron rule"),  # seconds first, as Quartz has
+    (ScheduleTrigger("0 9 30 2 *"), "cron '0 9 30 2 \\*' never occurs"),
+    (ScheduleTrigger("0 9 31 4,6,9,11 *"), "never occurs"),
+], ids=["words", "zone", "segment", "seconds", "seconds first", "february 30", "31 of april"])
 def test_bad_schedules_are_refused(trigger: ScheduleTrigger, message: str) -> None:
     journey = Journey(id="j", trigger=trigger, entry="send",
                       steps={"send": Send("digest", "email")})
     with pytest.raises(DefinitionError, match=message):
         Engine(channels={"email": RecordingChannel()}).publish(journeys=[journey],
                                                               content=CONTENT)
+
+
+@pytest.mark.parametrize("cron", ["0 9 29 2 *", "@daily", " 0 9 * * 1 "])
+def test_rules_that_occur_rarely_or_are_written_short_are_accepted(cron: str) -> None:
+    journey = Journey(id="j", trigger=ScheduleTrigger(cron), entry="send",
+                      steps={"send": Send("digest", "email")})
+    engine = Engine(channels={"email": RecordingChannel()})
+    assert engine.publish(journeys=[journey], content=CONTENT) == 1
+
+
+def test_a_stored_schedule_that_never_occurs_stops_no_worker(storage_factory: Factory) -> None:
+    # Published before validation refused such a rule: it runs nothing, and everyone else's
+    # wake-ups still fire.
+    clock = ManualClock(SUNDAY)
+    storage = storage_factory()
+    engine, email = _engine(storage, clock)
+    reminder = Journey(id="reminder", trigger=EventTrigger("signed_up"), entry="wait",
+                       steps={"wait": Wait(timedelta(hours=1), next="send"),
+                              "send": Send("hello", "email")})
+    hello = ContentItem("hello", variants=(Variant("email", {"subject": "Hi", "text": "Hi"}),))
+    engine.publish(journeys=[reminder], content=[*CONTENT, hello])
+    never = Journey(id="never", trigger=ScheduleTrigger("0 9 30 2 *"), entry="send",
+                    steps={"send": Send("digest", "email")})
+    stored = attrs.evolve(engine.definitions, journeys=(*engine.definitions.journeys, never))
+    storage.append_definitions(engine.generation, dumps_stored_definitions(stored))
+    engine.handle_event(Event("ann", "signed_up", clock.now(), event_id="s1"))
+    clock.advance(hours=2)
+    assert engine.run_worker(max_iterations=1, poll_interval=0).messages == 1
+    assert [m.journey_id for m in email.messages] == ["reminder"]
 
 
 def test_run_due_after_a_day_without_schedules_costs_nothing_extra() -> None:

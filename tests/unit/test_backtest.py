@@ -17,7 +17,7 @@ from cjo.clock import ManualClock
 from cjo.conditions import attr, prop
 from cjo.demo import profile_from_signup, shop_definitions, shop_workload
 from cjo.engine import Engine
-from cjo.errors import ClockError, UsageError
+from cjo.errors import ClockError, DefinitionError, UsageError
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
@@ -103,6 +103,27 @@ def test_arguments_are_checked() -> None:
         backtest(cart(), [], start=T0, until=T0 - HOUR)
     with pytest.raises(ClockError):
         backtest(cart(), [], start=datetime(2026, 3, 2))  # naive on purpose
+
+
+def test_arguments_of_the_wrong_kind_are_refused_before_the_run() -> None:
+    stream = [Event("ann", "added_to_cart", T0, event_id="1")]
+    with pytest.raises(DefinitionError, match="backtest definitions: expected a Definitions, "
+                                              "got NoneType"):
+        backtest(None, stream)  # type: ignore[arg-type]
+    with pytest.raises(DefinitionError, match="expected a Definitions, got tuple"):
+        backtest(cart().journeys, stream)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="inputs must be an iterable of Event, ProfileUpdate "
+                                         "and \\(datetime, change\\) items, got NoneType"):
+        backtest(cart(), None)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"inputs must be an iterable .* got Event"):
+        backtest(cart(), stream[0])  # type: ignore[arg-type]
+    read = []
+    # Refused before anything is read: not after the whole run, with its result lost.
+    with pytest.raises(UsageError, match="progress must be callable"):
+        backtest(cart(), (read.append(e) or e for e in stream), progress=5)  # type: ignore[arg-type, func-returns-value]
+    assert read == []
+    with pytest.raises(UsageError, match="progress_every must be at least 1, got '10'"):
+        backtest(cart(), stream, progress_every="10")  # type: ignore[arg-type]
 
 
 def test_equal_timestamps_are_in_order() -> None:

@@ -326,6 +326,31 @@ def test_a_condition_has_no_truth_value(combine: Callable[[Any, Any], Any]) -> N
         combine(attr("a") == 1, attr("b") == 2)
 
 
+@pytest.mark.parametrize("combine", [
+    lambda f, c: f and c,
+    lambda f, c: f or c,
+    lambda f, c: not f,
+    lambda f, c: f & c,
+    lambda f, c: c & f,
+    lambda f, c: f | c,
+    lambda f, c: c | f,
+    lambda f, c: ~f,
+    lambda f, c: True & f,
+], ids=["and", "or", "not", "&", "& on the right", "|", "| on the right", "~", "bool &"])
+def test_a_field_is_a_value_not_a_condition(combine: Callable[[Any, Any], Any]) -> None:
+    # `attr("vip") and cond` would otherwise be `cond` alone, silently.
+    with pytest.raises(DefinitionError, match=(
+        r"attr\('vip'\) is a value, not a condition: compare it \(such as attr\('vip'\) == "
+        r"True\) or test it with .exists\(\)"
+    )):
+        combine(attr("vip"), prop("total") >= 50)
+
+
+def test_a_field_compared_or_tested_still_combines() -> None:
+    combined = (attr("vip") == True) & attr("email").exists() | ~(attr("total") >= 50)  # noqa: E712
+    assert validate_definitions(Definitions(segments=(Segment("s", combined),))) == []
+
+
 def test_a_field_path_must_be_text() -> None:
     with pytest.raises(DefinitionError, match="must be a string"):
         prop(3)  # type: ignore[arg-type]

@@ -160,6 +160,26 @@ def test_activity_filters_must_be_ids(filters: dict[str, Any]) -> None:
         _engine().activities(T0, T0 + DAY, **filters)
 
 
+@pytest.mark.parametrize(("advance", "message"), [
+    (lambda c: c.advance("1h"), "ManualClock.advance needs a timedelta, got str '1h'"),
+    (lambda c: c.advance(3600), "ManualClock.advance needs a timedelta, got int 3600"),
+    (lambda c: c.advance(timedelta(hours=1), minutes=30), "a timedelta or keyword arguments, "
+                                                          "not both"),
+    (lambda c: c.advance(hours="1"), "ManualClock.advance: not a duration"),
+    (lambda c: c.advance(hour=1), "ManualClock.advance: not a duration"),
+    (lambda c: c.advance(days=10**10), "ManualClock.advance: not a duration"),
+    (lambda c: c.advance(timedelta(days=999_999_999)), "past the last instant a datetime holds"),
+], ids=["str", "seconds", "both", "str hours", "unknown unit", "too many days", "overflow"])
+def test_a_manual_clock_advanced_by_what_is_not_a_duration_stays_where_it_is(
+    advance: Callable[[ManualClock], object], message: str
+) -> None:
+    clock = ManualClock(T0)
+    with pytest.raises(ClockError, match=message):
+        advance(clock)
+    assert clock.now() == T0
+    assert clock.advance(timedelta(hours=1)) == clock.advance(minutes=0) == T0 + timedelta(hours=1)
+
+
 # --- the constructor ---------------------------------------------------------------------------
 
 
@@ -189,6 +209,20 @@ def test_activity_filters_must_be_ids(filters: dict[str, Any]) -> None:
 def test_bad_constructor_options_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         Engine(**options)
+
+
+@pytest.mark.parametrize(("channels", "error", "message"), [
+    ({"email": 5}, UsageError, "channel 'email' must be a cjo Channel .* got int 5$"),
+    ({"email": print}, UsageError,
+     "channel 'email' must be a cjo Channel .*; a function is an action: register it with "
+     "Engine\\(actions=...\\)"),
+    ({5: RecordingChannel()}, InvalidEventError, "channel name must be a non-empty string"),
+], ids=["int", "function", "name"])
+def test_a_channel_that_is_not_one_is_refused_naming_it(
+    channels: dict[Any, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Engine(channels=channels)
 
 
 def test_zero_ended_enrollments_kept_is_accepted() -> None:
@@ -301,6 +335,50 @@ def test_bad_consent_and_block_arguments_are_refused_and_nothing_changes(
 def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
     with pytest.raises(UsageError, match="must be an int >= 1"):
         call(_engine())
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda e: e.handle_events(None), "handle_events takes an iterable of Event and "
+                                      "ProfileUpdate items .* got NoneType"),
+    (lambda e: e.handle_events(Event("c", "x", T0, event_id="e1")),
+     "handle_events takes an iterable .*\\(one event: handle_event\\), got Event"),
+    (lambda e: e.dead_letters(after="key"), "after must be the last DeadLetter of the previous "
+                                            "page \\(or None\\), got str"),
+    (lambda e: e.segment_members("s", after=5), "after must be the last customer id of the "
+                                                "previous page \\(or None\\), got int"),
+    (lambda e: e.segment_sizes("s", T0), "segment_ids must be a list of segment ids, got str"),
+    (lambda e: e.segment_sizes(["s"], T0, every=5), "every must be a positive duration \\(a "
+                                                   "timedelta\\), got 5"),
+    (lambda e: e.segment_sizes(["s"], T0, T0 + timedelta(days=2), every=timedelta(seconds=1)),
+     "makes 172,801 instants, more than 105,120: choose a longer every or a shorter span"),
+    (lambda e: e.run_worker(max_iterations="2"), "max_iterations must be >= 0 \\(an int"),
+    (lambda e: e.run_worker(max_iterations=1, poll_interval="1"), "poll_interval must be >= 0 "
+                                                                  "\\(a number of seconds\\)"),
+    (lambda e: e.run_worker(max_iterations=1, poll_interval=float("nan")),
+     "poll_interval must be >= 0 \\(a number of seconds\\), got nan"),
+    (lambda e: e.run_worker(max_iterations=1, stop=True), "stop must be a threading.Event"),
+], ids=["handle_events None", "handle_events one event", "dead_letters after",
+        "segment_members after", "segment_sizes one id", "segment_sizes every",
+        "segment_sizes too many instants",
+        "max_iterations", "poll_interval str", "poll_interval nan", "stop"])
+def test_arguments_of_the_wrong_kind_are_usage_errors(
+    call: Callable[[Engine], object], message: str
+) -> None:
+    engine = _engine()
+    engine.publish(segments=[Segment("s", attr("a") == 1)])
+    engine.identify("c", {"a": 1})
+    before = engine.customer_state("c")
+    with pytest.raises(UsageError, match=message):
+        call(engine)
+    assert engine.customer_state("c") == before
+
+
+def test_segment_sizes_reads_segment_ids_given_as_a_generator() -> None:
+    engine = _engine()
+    engine.publish(segments=[Segment("s", attr("a") == 1)])
+    engine.identify("c", {"a": 1})
+    ids = (segment.id for segment in engine.definitions.segments)
+    assert [size.size for size in engine.segment_sizes(ids, T0)["s"]] == [1]
 
 
 @pytest.mark.parametrize("zone", ["Europe/Pariss", "GMT+2", "../etc/passwd"])

@@ -343,6 +343,27 @@ def test_published_version_cannot_change_and_failed_publish_keeps_old_set():
     assert engine.handle_event(ev("go", "c1", clock.now())).entered
 
 
+
+def test_a_version_below_one_already_published_is_refused_since_no_one_could_enter_it():
+    engine, clock, _ = make_engine()
+
+    def version(n: int) -> Journey:
+        return Journey(id="j", version=n, trigger=EventTrigger("go"), entry="wait",
+                       steps={"wait": Wait(timedelta(hours=n))})
+
+    engine.publish(journeys=[version(1), version(5)])
+    generation = engine.generation
+    with pytest.raises(DefinitionError, match=(
+        r"journey 'j' v3: version 5 is already published; a new version must be numbered "
+        r"above it"
+    )):
+        engine.publish(journeys=[version(3)])
+    assert engine.generation == generation
+    assert engine.publish(journeys=[version(1), version(5)]) == generation  # as published
+    assert engine.handle_event(ev("go", "c1", clock.now())).entered[0].version == 5
+    engine.publish(journeys=[version(6)])
+    assert engine.handle_event(ev("go", "c2", clock.now())).entered[0].version == 6
+
 # --- input errors and delivery ------------------------------------------------------------
 
 

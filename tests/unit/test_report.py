@@ -9,6 +9,7 @@ import pytest
 from cjo import Branch, Case, Exit, Journey, Send, Wait, WaitForEvent, attr
 from cjo.analytics import JourneyReport, format_table, journey_report
 from cjo.analytics.report import build_report, graph_order
+from cjo.errors import UsageError
 from cjo.storage.base import ActivityCount
 from cjo.storage.memory import InMemoryStorage
 
@@ -204,3 +205,13 @@ def test_format_table_says_what_was_not_sent_and_the_control_group():
         "converted 6 (42.9%), send failed 1, suppressed 6 (control 4, no email 2), "
         "control 4 (converted 1, 25.0%; others 50.0%)"
     ), summary
+
+
+def test_a_report_asked_by_journey_id_says_to_pass_the_journey() -> None:
+    with pytest.raises(UsageError, match=(
+        r"journey must be a Journey, got str 'j'; look a journey up by id in "
+        r"engine\.definitions\.journeys"
+    )):
+        journey_report(InMemoryStorage(), "j")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="storage must be a cjo Storage"):
+        journey_report(object(), Journey("j", "w", {"w": Wait(timedelta(hours=1))}))  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from cjo import (
     validate_definitions,
 )
 from cjo.conditions import compile_condition
+from cjo.errors import DefinitionError
 from cjo.limits import MAX_PATTERN_LENGTH
 from cjo.model.content import ContentItem, Variant
 from cjo.segments.history import Aggregate, Performed, TextMatch
@@ -122,6 +123,21 @@ def test_segment_triggers_exits_and_rules_are_checked() -> None:
         "profile rule 'r': add to 'a' needs a prop or a number",
         "profile rule 'r': copy into 'b' needs a prop",
     ]
+
+
+@pytest.mark.parametrize("build", [
+    lambda: performed("purchase").within(days="30"),
+    lambda: performed("purchase").at_least(2).within(hours=float("nan")),
+    lambda: last_performed("purchase").within(days=10**12),
+    lambda: first_performed("purchase").within(minutes=[5]),
+    lambda: total("purchase", "amount").within(seconds="60"),
+    lambda: inactive("purchase", days="14"),
+], ids=["str days", "nan hours", "too many days", "list", "aggregate", "inactive"])
+def test_a_window_that_is_not_a_number_of_days_is_a_definition_error(build: Any) -> None:
+    with pytest.raises(DefinitionError, match=(
+        "a window or quiet span is a number of days, hours, minutes or seconds"
+    )):
+        build()
 
 
 def test_safe_patterns_pass_the_repetition_check() -> None:

@@ -234,6 +234,21 @@ def test_bad_durations_are_refused(bad: Any) -> None:
         parse_duration(bad)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 1e20, 10**30,
+                                 "99999999999999999999d"])
+def test_a_duration_out_of_range_says_so_at_its_location(bad: Any) -> None:
+    with pytest.raises(ValueError, match=r"not a duration: .* \(a duration is finite, at most"):
+        parse_duration(bad)
+    text = json.dumps({"journeys": [journey_data(steps={"w": {"kind": "wait", "duration": 0}})]})
+    text = text.replace('"duration": 0', f'"duration": {json.dumps(bad)}')
+    with pytest.raises(DefinitionError) as caught:
+        loads_definitions(text)
+    (problem,) = caught.value.problems
+    assert problem.location == "$.journeys[0].steps['w'].duration"
+    assert problem.message.startswith("not a duration: ")
+    assert "unknown error" not in problem.message
+
+
 def test_a_bad_duration_names_its_location() -> None:
     data = {"journeys": [journey_data(steps={"w": {"kind": "wait", "duration": "4 hours"}})]}
     problem = only_problem(data)
@@ -472,3 +487,21 @@ def test_a_key_written_twice_in_one_object_is_refused_not_overwritten() -> None:
     with pytest.raises(DefinitionError, match="key 'entry' appears twice in one object"):
         loads_definitions(text)
     assert loads_definitions(text.replace(', "entry": "wait"', "")).journeys[0].entry == "mail"
+
+
+def test_every_key_written_twice_is_named_with_the_path_of_its_object() -> None:
+    text = json.dumps({"journeys": [{
+        "id": "welcome", "trigger": {"kind": "event", "event": "signed_up"}, "entry": "mail",
+        "steps": {"mail": {"kind": "send", "content": "hello", "channel": "email"}},
+    }], "content": [{"id": "hello", "variants": [
+        {"channel": "email", "fields": {"subject": "Hi", "text": "Hello"}}]}]})
+    text = text.replace('"mail": {', '"mail": {"kind": "wait", "duration": 60}, "mail": {')
+    text = text.replace('"subject": "Hi"', '"subject": "Hi", "subject": "Hey"')
+    with pytest.raises(DefinitionError) as caught:
+        loads_definitions(text)
+    assert [str(p) for p in caught.value.problems] == [
+        "$.journeys[0].steps: key 'mail' appears twice in one object (JSON would keep only "
+        "the last)",
+        "$.content[0].variants[0].fields: key 'subject' appears twice in one object (JSON "
+        "would keep only the last)",
+    ]

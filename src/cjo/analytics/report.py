@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from cjo.errors import UsageError
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
 from cjo.storage.base import ActivityCount, Storage
@@ -21,7 +22,6 @@ __all__ = [
 ]
 
 # Activity kinds that end an enrollment (they mirror the terminal enrollment statuses).
-_ENDINGS = ("completed", "exited", "converted", "expired", "removed", "ejected")
 
 
 @attrs.frozen
@@ -67,6 +67,8 @@ class JourneyReport:
     expired: int = 0
     removed: int = 0
     ejected: int = 0
+    #: Ended by an identity merge (the known customer's enrollment went on).
+    merged: int = 0
     sent: Mapping[str, int] = attrs.field(factory=dict)
     steps: tuple[StepRow, ...] = ()
     control: int = 0
@@ -104,6 +106,17 @@ class JourneyReport:
 
 def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
     """The report of ``journey`` (all its versions) from what ``storage`` has recorded."""
+    if not isinstance(storage, Storage):
+        raise UsageError(f"storage must be a cjo Storage (engine.storage), got "
+                         f"{type(storage).__name__}")
+    if not isinstance(journey, Journey):
+        hint = (
+            "; look a journey up by id in engine.definitions.journeys"
+            if isinstance(journey, str) else ""
+        )
+        raise UsageError(
+            f"journey must be a Journey, got {type(journey).__name__} {journey!r:.80}{hint}"
+        )
     return build_report(
         journey, storage.activity_counts(journey.id), storage.active_counts(journey.id)
     )
@@ -189,6 +202,7 @@ def build_report(
         expired=totals["expired"],
         removed=totals["removed"],
         ejected=totals["ejected"],
+        merged=totals["merged"],
         sent=dict(sorted(sent.items())),
         steps=tuple(rows),
         control=control["entered"],
@@ -257,7 +271,7 @@ def _summary(report: JourneyReport) -> str:
         f"converted {_num(report.converted)} ({report.conversion_rate:.1%})",
     ]
     for label, n in (("expired", report.expired), ("removed", report.removed),
-                     ("ejected", report.ejected)):
+                     ("ejected", report.ejected), ("merged", report.merged)):
         if n:
             parts.append(f"{label} {_num(n)}")
     # Why steps reached more customers than they sent to, and the control group against the

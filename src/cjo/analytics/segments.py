@@ -21,12 +21,17 @@ from cjo.errors import UsageError
 from cjo.segments.membership import ENTERED, EXITED
 from cjo.storage.base import Retention, Storage
 
-__all__ = ["SegmentSize", "format_segment_sizes", "segment_sizes", "size_instants"]
+__all__ = [
+    "MAX_SIZE_INSTANTS", "SegmentSize", "format_segment_sizes", "segment_sizes", "size_instants",
+]
 
 # Changes are stamped with the instant decided, at most the engine's now: a little past it
 # covers a worker whose clock runs slightly ahead.
 _AHEAD = timedelta(days=1)
 _RETENTION = Retention().activity
+#: The most instants one size report may ask for: a year every five minutes (the report holds a
+#: figure per segment and instant, so a tiny ``every`` must not fill memory).
+MAX_SIZE_INSTANTS = 105_120
 
 
 @attrs.frozen(slots=True)
@@ -39,10 +44,16 @@ class SegmentSize:
 
 def size_instants(start: datetime, end: datetime, every: timedelta) -> list[datetime]:
     """``start``, ``start + every``... up to ``end`` included."""
-    if every <= timedelta(0):
-        raise UsageError(f"every must be a positive duration, got {every}")
+    if not isinstance(every, timedelta) or every <= timedelta(0):
+        raise UsageError(f"every must be a positive duration (a timedelta), got {every!r:.80}")
     if end < start:
         raise UsageError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    count = (end - start) // every + 1
+    if count > MAX_SIZE_INSTANTS:
+        raise UsageError(
+            f"every {every} from {start.isoformat()} to {end.isoformat()} makes {count:,} "
+            f"instants, more than {MAX_SIZE_INSTANTS:,}: choose a longer every or a shorter span"
+        )
     out: list[datetime] = []
     at = start
     while at <= end:

@@ -19,6 +19,7 @@ email (``DeliveryResult.unreachable``); the other permanent failures are the sen
 from __future__ import annotations
 
 import hashlib
+import math
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -71,6 +72,21 @@ class SmtpChannel(Channel):
     ) -> None:
         if security not in _DEFAULT_PORTS:
             raise UsageError(f"security must be 'starttls', 'tls' or 'none', got {security!r}")
+        # Checked here: a bad setting would otherwise fail every message, each retried as a
+        # transient failure until it became a dead letter.
+        if not isinstance(host, str) or not host.strip():
+            raise UsageError(f"host must be a server name or address, got {host!r}")
+        if port is not None and (
+            isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+        ):
+            raise UsageError(f"port must be an int from 1 to 65535 (or None), got {port!r}")
+        if (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not isinstance(from_address, str):
+            raise UsageError(f"from_address must be an email address, got {from_address!r}")
         if "@" not in from_address:
             raise UsageError(f"from_address {from_address!r} is not an email address")
         if (username is None) != (password is None):

@@ -162,6 +162,8 @@ class Decider:
         "customer_id",
         "dirty",
         "entered_now",
+        "gathered",
+        "gathering",
         "jumps",
         "keep_ended",
         "limits",
@@ -203,6 +205,11 @@ class Decider:
         # Journeys entered for the input being decided: arbitration counts them even when
         # they ended at once, so one input never lets two journeys of a group in.
         self.entered_now: tuple[CompiledJourney, ...] = ()
+        # While an event or a profile change is given to the enrollments and the triggers,
+        # the entries the triggers offer are gathered (None until the first), then considered
+        # highest priority first, whatever kind of trigger offered them (``offer_entry``).
+        self.gathering = False
+        self.gathered: list[tuple[CompiledJourney, Mapping[str, Any], str | None]] | None = None
         self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
         # The outbox messages the feedback events being decided name, by idempotency key (the
@@ -340,7 +347,11 @@ class Decider:
         state = self.state
         decided = state.decided_at
         stamped = event.timestamp
-        if decided is not None and stamped < decided:
+        # An event nothing of the customer reads is not late, as ``handle_event`` skips it
+        # unseen: in a ``handle_events`` group it reaches here, and must leave the same log.
+        if decided is not None and stamped < decided and self.registry.matters_to(
+            state, event.name
+        ):
             self.dirty = True
             self.activities.append(Activity(
                 now, self.customer_id, "", "", 0, None, "late_event",
@@ -360,24 +371,36 @@ class Decider:
         self.dirty = self.dirty or dirty_before
 
     def _on_event(self, event: Event, now: datetime, pending: bool = False) -> None:
-        # Profile rules, tracks and segment memberships first: journeys react to the result.
-        self.registry.plan.on_event(self, event, now, pending)
-        name = event.name
-        if name in DELIVERY_EVENTS:
-            # Consent changes first: a journey this event starts already sees them.
-            apply_delivery_event(self, event, now)
-        enrollments = self.state.enrollments
-        if enrollments:
-            if len(enrollments) > 1:
-                enrollments = sorted(enrollments, key=lambda e: (e.entered_at, e.id))
-            else:
-                enrollments = list(enrollments)  # reacting may end it, which removes it
-            for enrollment in enrollments:
-                if enrollment.active:
-                    self._react(enrollment, event, now)
-        for cj in self.registry.triggers_by_event.get(name, ()):
-            cj.trigger.on_event(self, cj, cj.journey.trigger, cj.trigger_compiled, event, now)
-        self.attribute_changes(now)
+        # The journeys this event qualifies the customer for (by its name, by the segments it
+        # makes them enter or leave, by the attributes its profile rules change) are gathered,
+        # and entered once the event has been given to the enrollments: so the event that
+        # starts an enrollment is not also used by it, and the highest priority enters first.
+        self.gathering = True
+        try:
+            # Profile rules, tracks and segment memberships first: journeys react to the result.
+            self.registry.plan.on_event(self, event, now, pending)
+            name = event.name
+            if name in DELIVERY_EVENTS:
+                # Consent changes first: a journey this event starts already sees them.
+                apply_delivery_event(self, event, now)
+            enrollments = self.state.enrollments
+            if enrollments:
+                if len(enrollments) > 1:
+                    enrollments = sorted(enrollments, key=lambda e: (e.entered_at, e.id))
+                else:
+                    enrollments = list(enrollments)  # reacting may end it, which removes it
+                for enrollment in enrollments:
+                    if enrollment.active:
+                        self._react(enrollment, event, now)
+            for cj in self.registry.triggers_by_event.get(name, ()):
+                cj.trigger.on_event(self, cj, cj.journey.trigger, cj.trigger_compiled, event,
+                                    now)
+            budget = self.attribute_changes(now)  # gathered too: the changes made so far
+        except BaseException:
+            self.gathering, self.gathered = False, None
+            raise
+        self._enter_gathered(now)
+        self.attribute_changes(now, budget)  # the changes the entries made
 
     def start(
         self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime,
@@ -399,19 +422,30 @@ class Decider:
         pending = self.catch_up(now, settle=False)  # segments judged after the update
         self.entered_now = ()
         self.jumps = 0
-        p = self.profile
-        attributes = merge_attributes(p.attributes, update.attributes, update.unset)
-        self.set_profile(Profile(
-            p.customer_id,
-            attributes,
-            update.timezone if update.timezone is not None else p.timezone,
-            update.locale if update.locale is not None else p.locale,
-        ))
-        self.registry.plan.on_profile(self, _changed(p.attributes, attributes), now, pending)
-        for enrollment in sorted(self.state.enrollments, key=lambda e: (e.entered_at, e.id)):
-            if enrollment.active:
-                self._check_condition_exits(enrollment, _EMPTY, now)
-        self.attribute_changes(now)
+        # As for an event: the journeys the change qualifies the customer for (by segment, by
+        # attribute) enter once the enrollments' exit conditions have seen it, by priority.
+        self.gathering = True
+        try:
+            p = self.profile
+            attributes = merge_attributes(p.attributes, update.attributes, update.unset)
+            self.set_profile(Profile(
+                p.customer_id,
+                attributes,
+                update.timezone if update.timezone is not None else p.timezone,
+                update.locale if update.locale is not None else p.locale,
+            ))
+            self.registry.plan.on_profile(self, _changed(p.attributes, attributes), now,
+                                          pending)
+            for enrollment in sorted(self.state.enrollments,
+                                     key=lambda e: (e.entered_at, e.id)):
+                if enrollment.active:
+                    self._check_condition_exits(enrollment, _EMPTY, now)
+            budget = self.attribute_changes(now)
+        except BaseException:
+            self.gathering, self.gathered = False, None
+            raise
+        self._enter_gathered(now)
+        self.attribute_changes(now, budget)
 
     def end_enrollment(self, enrollment_id: str, status: str, reason: str, now: datetime) -> None:
         """End one active enrollment (if it still is) with ``status`` and ``reason``."""
@@ -522,6 +556,36 @@ class Decider:
         return False
 
     # --- entering ----------------------------------------------------------------------------
+
+    def offer_entry(
+        self, cj: CompiledJourney, data: Mapping[str, Any], trigger_event_id: str | None,
+        now: datetime,
+    ) -> None:
+        """A trigger's entry into ``cj``: considered at once (``consider_entry``), or, while an
+        input is being decided (``gathering``), kept for ``_enter_gathered``."""
+        if not self.gathering:
+            self.consider_entry(cj, data, trigger_event_id, now)
+            return
+        gathered = self.gathered
+        if gathered is None:
+            gathered = self.gathered = []
+        gathered.append((cj, data, trigger_event_id))
+
+    def _enter_gathered(self, now: datetime) -> None:
+        """Stop gathering, and consider the entries gathered highest priority first (ties:
+        journey id), so the highest enters and keeps the others out, whichever kind of trigger
+        offered it. What the entries cause (jumps, segment and attribute changes) enters at
+        once, as the consequences it is."""
+        self.gathering = False
+        gathered = self.gathered
+        if gathered is None:
+            return
+        self.gathered = None
+        if len(gathered) > 1:
+            # Stable: entries of one journey (an attribute changed twice) keep their order.
+            gathered.sort(key=lambda g: (-g[0].journey.priority, g[0].journey.id))
+        for cj, data, trigger_event_id in gathered:
+            self.consider_entry(cj, data, trigger_event_id, now)
 
     def consider_entry(
         self, cj: CompiledJourney, data: Mapping[str, Any], trigger_event_id: str | None,
@@ -991,15 +1055,17 @@ class Decider:
         self.state.profile = profile
         self.dirty = True
 
-    def attribute_changes(self, at: datetime) -> None:
+    def attribute_changes(self, at: datetime, budget: int | None = None) -> int:
         """Show the profile changes made so far (by the host or by steps) to the journeys whose
         trigger watches the attribute, in the order they were made. Entering may change the
-        profile again; a chain of changes stops after ``max_steps_per_advance`` of them."""
+        profile again; a chain of changes stops after ``max_steps_per_advance`` of them in one
+        input (``budget``: what an earlier call for the input left; returned)."""
+        if budget is None:
+            budget = self.limits.max_steps_per_advance
         pending = self.pending_changes
         if not pending:
-            return
+            return budget
         by_attribute = self.registry.triggers_by_attribute
-        budget = self.limits.max_steps_per_advance
         while pending and budget > 0:
             budget -= 1
             name, old, new = pending.pop(0)
@@ -1008,6 +1074,7 @@ class Decider:
                     self, cj, cj.journey.trigger, cj.trigger_compiled, name, old, new, at
                 )
         pending.clear()
+        return budget
 
     def zone(self, cj: CompiledJourney | None = None) -> ZoneInfo:
         """The customer's time zone: the profile's, else the journey's, else the engine's

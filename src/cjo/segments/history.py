@@ -39,6 +39,7 @@ from cjo.conditions import (
     compile_condition,
     lookup,
 )
+from cjo.errors import DefinitionError
 from cjo.limits import MAX_MATCHED_TEXT, MAX_PATTERN_LENGTH
 from cjo.runtime.state import CustomerState, Track
 
@@ -102,8 +103,18 @@ _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
 
 def _span(days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0,
           span: timedelta | None = None) -> timedelta:
-    return span if span is not None else timedelta(days=days, hours=hours, minutes=minutes,
-                                                   seconds=seconds)
+    if span is not None:
+        return span  # checked by validation, which names the definition it is in
+    try:
+        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except (TypeError, ValueError, OverflowError) as exc:
+        given = ", ".join(f"{name}={value!r:.40}" for name, value in (
+            ("days", days), ("hours", hours), ("minutes", minutes), ("seconds", seconds),
+        ) if value is not None and value != 0)
+        raise DefinitionError(
+            f"a window or quiet span is a number of days, hours, minutes or seconds (or a "
+            f"timedelta); got {given or 'none'} ({exc})"
+        ) from None
 
 
 class _Windowed:

@@ -553,11 +553,14 @@ class SegmentPlan:
 
     def _dispatch(self, d: Decider, changes: list[tuple[str, str]], at: datetime) -> None:
         """End the enrollments whose exit criterion names a change, then start the journeys
-        whose trigger does."""
+        whose trigger does: highest priority first (ties: journey id), as one input's journeys
+        are, through ``Decider.offer_entry`` (which, while an input is being decided, enters
+        them with that input's other journeys)."""
         if not changes or d.cascade >= MAX_CASCADE:
             return
         d.cascade += 1
         try:
+            entries: list[tuple[CompiledJourney, str]] = []
             for change in changes:
                 criteria = self.exits.get(change)
                 if criteria:
@@ -565,8 +568,11 @@ class SegmentPlan:
                         names = criteria.get((e.journey_id, e.version))
                         if names and e.active:
                             d.end(e, "exited", names[0], at)
-                for cj in self.triggers.get(change, ()):
-                    d.consider_entry(cj, {"segment": change[0]}, None, at)
+                entries.extend((cj, change[0]) for cj in self.triggers.get(change, ()))
+            if len(entries) > 1:
+                entries.sort(key=lambda x: (-x[0].journey.priority, x[0].journey.id))
+            for cj, segment in entries:
+                d.offer_entry(cj, {"segment": segment}, None, at)
         finally:
             d.cascade -= 1
 

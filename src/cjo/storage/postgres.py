@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -58,7 +59,13 @@ from psycopg_pool import ConnectionPool
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
+from cjo.errors import (
+    ConflictError,
+    CorruptRecordError,
+    SchemaError,
+    StorageError,
+    UsageError,
+)
 from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
@@ -690,6 +697,29 @@ def check_connection(dsn: str, timeout: float = 10.0) -> None:
         raise StorageError(f"PostgreSQL: {reason}") from exc
 
 
+def _check_pool_options(
+    dsn: object, min_size: object, max_size: object, timeout: object, pool: object
+) -> None:
+    """``UsageError`` for options the pool would refuse with a bare error, or (a DSN that is
+    not text) retry until its timeout runs out."""
+    if pool is not None:
+        return  # the host's pool: cjo neither configures nor opens it
+    if not isinstance(dsn, str):
+        raise UsageError(f"dsn must be a connection string, got {type(dsn).__name__}")
+    sizes: list[int] = []
+    for name, value, least in (("min_size", min_size, 0), ("max_size", max_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise UsageError(f"{name} must be an int >= {least}, got {value!r}")
+        sizes.append(value)
+    if sizes[1] < sizes[0]:
+        raise UsageError(f"max_size ({sizes[1]}) must be at least min_size ({sizes[0]})")
+    if (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
+    ):
+        raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+
+
 class PostgresStorage(Storage):
     """Storage in PostgreSQL (psycopg 3 and a ``psycopg_pool.ConnectionPool``).
 
@@ -719,7 +749,8 @@ class PostgresStorage(Storage):
         record_cache: int = DEFAULT_RECORD_CACHE,
     ) -> None:
         self._records = RecordCache(record_cache)
-        if not _SCHEMA_NAME.match(schema):
+        _check_pool_options(dsn, min_size, max_size, timeout, pool)
+        if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
             raise StorageError(
                 f"invalid schema name {schema!r}: use letters, digits and underscores "
                 "(at most 63, not starting with a digit)"

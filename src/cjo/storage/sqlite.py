@@ -29,7 +29,13 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
-from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
+from cjo.errors import (
+    ConflictError,
+    CorruptRecordError,
+    SchemaError,
+    StorageError,
+    UsageError,
+)
 from cjo.runtime.state import Activity, CustomerState
 from cjo.storage.base import (
     ActivityCount,
@@ -340,6 +346,7 @@ _CLAIM_EVENTS = (
     "INSERT OR IGNORE INTO events (event_id, seen_at) SELECT value, ? FROM json_each(?) "
     "RETURNING event_id"
 )
+_UNCLAIM_EVENTS = "DELETE FROM events WHERE event_id IN (SELECT value FROM json_each(?))"
 _PEEK = "SELECT data FROM customers WHERE customer_id = ?"
 _PEEK_MANY = (
     "SELECT customer_id, data FROM customers WHERE customer_id IN (SELECT value FROM json_each(?))"
@@ -650,6 +657,9 @@ class _Txn:
 
     def flush(self) -> None:
         cur = self.cur
+        if self.fresh:
+            # Announced but never claimed by the caller: as if never claimed.
+            cur.execute(_UNCLAIM_EVENTS, (value_dumps(sorted(self.fresh)),))
         records = self.records
         if len(records) == 1:  # one event per transaction: no lists to sort rows into
             ((cid, (wake_at, revision, data)),) = records.items()
@@ -832,7 +842,12 @@ class _CustomerTransaction:
 
 def _database(path_or_url: str | os.PathLike[str]) -> str:
     """The name to give ``sqlite3.connect``: a path, or ":memory:"."""
-    text = os.fspath(path_or_url)
+    text = os.fspath(path_or_url) if isinstance(path_or_url, str | os.PathLike) else None
+    if not isinstance(text, str):
+        raise UsageError(
+            "SQLiteStorage takes a path, ':memory:' or a sqlite:/// URL, got "
+            f"{type(path_or_url).__name__} {path_or_url!r:.80}"
+        )
     if text.startswith("sqlite:"):
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute.db.
         if text in ("sqlite://", "sqlite:///:memory:", "sqlite://:memory:"):
@@ -895,6 +910,10 @@ class SQLiteStorage(Storage):
         self.database = _database(path_or_url)
         # Checked first: a bad size leaves no connection open.
         self._records = RecordCache(record_cache)
+        if not isinstance(busy_timeout, timedelta) or busy_timeout < timedelta(0):
+            raise UsageError(
+                f"busy_timeout must be a timedelta of zero or more, got {busy_timeout!r:.80}"
+            )
         self._lock = threading.RLock()  # re-entrant: a read inside a transaction must not hang
         timeout = busy_timeout.total_seconds()
         with _Translated(f"open {self.database!r}"):

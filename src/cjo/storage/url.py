@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from cjo.errors import StorageError
+from cjo.errors import StorageError, UsageError
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 
@@ -24,6 +24,11 @@ _SQL_ADAPTERS = {
 
 def storage_kind(url: str) -> str:
     """``memory``, ``sqlite`` or ``postgresql``; raises ``StorageError`` for anything else."""
+    if not isinstance(url, str):
+        raise UsageError(
+            f"a storage URL is a string such as 'memory', 'sqlite:///path.db' or "
+            f"'postgresql://user@host/db', got {type(url).__name__}"
+        )
     text = url.strip()
     if text in ("memory", "memory://"):
         return "memory"

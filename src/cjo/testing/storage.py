@@ -403,6 +403,15 @@ class StorageContract:
             assert sessions["c1"].claim_event("e3") is False
             assert sessions["c1"].claim_event("unannounced") is False
 
+    def test_announced_claims_never_made_are_not_kept(self, storage: Storage) -> None:
+        # The engine announces a group's event ids, then leaves out an event that nothing of
+        # its customer reads once the earlier ones are decided: as if never claimed.
+        with storage.batch(["c1"], T0, claims=[("c1", "e1"), ("c1", "e2")]) as sessions:
+            assert sessions["c1"].claim_event("e1") is True
+        with storage.customer("c1", T0) as session:
+            assert session.claim_event("e1") is False
+            assert session.claim_event("e2") is True
+
     def test_announced_claims_are_rolled_back_with_the_batch(self, storage: Storage) -> None:
         def fail() -> None:
             with storage.batch(["c1"], T0, claims=[("c1", "e1"), ("c1", "e2")]) as sessions:

@@ -6,21 +6,22 @@ import bisect
 import hashlib
 import math
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
-from cjo.model.steps import Branch, Exit, Split
+from cjo.model.journey import Journey
+from cjo.model.steps import Branch, Exit, Split, SplitPath
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
 
 if TYPE_CHECKING:
-    from cjo.model.journey import Journey
     from cjo.runtime.core import Decider
     from cjo.runtime.registry import CompiledJourney
     from cjo.runtime.state import Enrollment
 
-__all__ = ["BranchKind", "ExitKind", "SplitKind", "split_fraction"]
+__all__ = ["BranchKind", "ExitKind", "SplitKind", "launched_split_problems", "split_fraction"]
 
 _EMPTY: dict[str, Any] = {}
 
@@ -106,25 +107,106 @@ class SplitKind(StepKind[Split]):
         return problems
 
     def compile(self, step: Split) -> tuple[list[float], list[tuple[str, str | None]]]:
-        total = sum(p.weight for p in step.paths)
-        bounds: list[float] = []
-        running = 0.0
-        for p in step.paths:
-            running += p.weight / total
-            bounds.append(running)
-        bounds[-1] = 1.0
-        return bounds, [(p.name, p.next) for p in step.paths]
+        return _bounds(step), [(p.name, p.next) for p in step.paths]
 
     def run(
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Split,
         compiled: Any, at: datetime,
     ) -> Next:
         bounds, paths = compiled
+        recorded = e.paths.get(step_id)
+        if recorded is not None:
+            # Reached again: the enrollment stays in its arm, even once an identity merge has
+            # moved it to a customer whose own hash falls elsewhere.
+            for name, target in paths:
+                if name == recorded:
+                    d.activity(e, "path", name, at)
+                    return target  # type: ignore[no-any-return]
         fraction = split_fraction(d.customer_id, cj.journey.id, step_id)
         name, target = paths[min(bisect.bisect_right(bounds, fraction), len(paths) - 1)]
         e.paths[step_id] = name
         d.activity(e, "path", name, at)
         return target  # type: ignore[no-any-return]
+
+
+def _bounds(step: Split) -> list[float]:
+    """Each path's upper bound in [0, 1]: a customer whose ``split_fraction`` is below it (and
+    not below the one before) takes the path."""
+    total = sum(p.weight for p in step.paths)
+    bounds: list[float] = []
+    running = 0.0
+    for p in step.paths:
+        running += p.weight / total
+        bounds.append(running)
+    bounds[-1] = 1.0
+    return bounds
+
+
+def _arms(step: object) -> tuple[tuple[str, float], ...] | None:
+    """What decides each customer's arm at a split: its paths' names and upper bounds, in
+    order. None for a step that is not a split of sound shape (validation reports those)."""
+    if not isinstance(step, Split) or not isinstance(step.paths, tuple) or not step.paths:
+        return None
+    for p in step.paths:
+        if not isinstance(p, SplitPath) or not isinstance(p.name, str):
+            return None
+        w = p.weight
+        if not isinstance(w, int | float) or isinstance(w, bool) or not 0 < w < math.inf:
+            return None
+    if not math.isfinite(sum(float(p.weight) for p in step.paths)):
+        return None
+    return tuple(zip((p.name for p in step.paths), _bounds(step), strict=True))
+
+
+def _describe(arms: tuple[tuple[str, float], ...]) -> str:
+    shares, below = [], 0.0
+    for name, bound in arms:
+        shares.append(f"{name} {(bound - below) * 100:.4g}%")
+        below = bound
+    return ", ".join(shares)
+
+
+def launched_split_problems(
+    published: Iterable[Journey], journeys: Iterable[Journey]
+) -> list[Problem]:
+    """A new version of a journey keeps the arms of every split step an earlier version
+    launched, under the same step id: the arm is a hash of (customer, journey, step), so other
+    names, another order or other shares would move customers between arms (those who enter
+    again, or reach the step again). The shares may be written as other numbers (1:1 or
+    50:50); a split under a new step id is a new experiment."""
+    launched: dict[tuple[str, str], tuple[int, tuple[tuple[str, float], ...]]] = {}
+
+    def versions(items: Iterable[Journey]) -> list[Journey]:
+        return sorted(
+            (j for j in items if isinstance(j, Journey) and isinstance(j.id, str)
+             and type(j.version) is int and isinstance(j.steps, Mapping)),
+            key=lambda j: j.version,
+        )
+
+    known: set[tuple[str, int]] = set()
+    for j in versions(published):
+        known.add((j.id, j.version))
+        for step_id, step in j.steps.items():
+            arms = _arms(step)
+            if arms is not None:
+                launched.setdefault((j.id, step_id), (j.version, arms))
+    problems: list[Problem] = []
+    for j in versions(journeys):
+        if (j.id, j.version) in known:
+            continue  # published already: the same, or refused as a changed version
+        for step_id, step in j.steps.items():
+            arms = _arms(step)
+            if arms is None:
+                continue
+            first = launched.setdefault((j.id, step_id), (j.version, arms))
+            if first[1] != arms:
+                problems.append(Problem(
+                    f"journey {j.id!r} v{j.version} / step {step_id!r}",
+                    f"the split was launched in v{first[0]} with arms {_describe(first[1])}; "
+                    "changing its arms would move customers between them (keep its arms and "
+                    "their shares, or put a new experiment under a new step id)",
+                ))
+    return problems
 
 
 class ExitKind(StepKind[Exit]):

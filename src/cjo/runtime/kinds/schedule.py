@@ -30,10 +30,20 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
         self, trigger: ScheduleTrigger, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
         problems: list[Problem] = []
-        if not isinstance(trigger.cron, str) or not croniter.is_valid(trigger.cron):
+        cron = trigger.cron
+        if not isinstance(cron, str) or not croniter.is_valid(cron) or (
+            # croniter reads a sixth field as seconds (a rule running every second of a
+            # minute) and a seventh as years; a rule here has the five fields of cron.
+            not cron.strip().startswith("@") and len(cron.split()) != 5
+        ):
             problems.append(Problem(where, (
-                f"cron {trigger.cron!r} is not a cron rule (five fields: minute hour "
+                f"cron {cron!r} is not a cron rule (five fields: minute hour "
                 "day-of-month month day-of-week, such as '0 9 * * MON')"
+            )))
+        elif not _occurs(cron):
+            problems.append(Problem(where, (
+                f"cron {cron!r} never occurs (a day none of its months has, such as the 30th "
+                "of February)"
             )))
         if trigger.timezone is not None and zone_or_none(trigger.timezone) is None:
             problems.append(Problem(
@@ -42,6 +52,20 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
         if trigger.segment is not None and trigger.segment not in checker.segment_ids:
             problems.append(Problem(where, f"segment {trigger.segment!r} does not exist"))
         return problems
+
+
+def _occurs(cron: str) -> bool:
+    """Whether the rule has an occurrence: croniter refuses to find one for a rule that never
+    occurs (``0 9 30 2 *``), and would raise that at every run."""
+    try:
+        croniter(cron, _SOME_INSTANT).get_next(datetime)
+    except ValueError:  # croniter's CroniterBadDateError
+        return False
+    return True
+
+
+#: Where ``_occurs`` looks from: any instant will do, a fixed one keeps validation repeatable.
+_SOME_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:

@@ -76,7 +76,7 @@ class EventTriggerKind(TriggerKind[EventTrigger]):
         event: Event, now: datetime,
     ) -> None:
         if _matches(d, trigger, compiled, event):
-            d.consider_entry(cj, event.properties, event.event_id, now)
+            d.offer_entry(cj, event.properties, event.event_id, now)
 
 
 class ApiTriggerKind(TriggerKind[ApiTrigger]):
@@ -245,4 +245,4 @@ class AttributeTriggerKind(TriggerKind[AttributeTrigger]):
             d.now = at
             if not compiled(d.scope(change, {})):
                 return
-        d.consider_entry(cj, change, None, at)
+        d.offer_entry(cj, change, None, at)
