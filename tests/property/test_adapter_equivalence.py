@@ -191,16 +191,19 @@ odd_values = st.sampled_from([
 
 @st.composite
 def varied(draw: st.DrawFn, inputs: list[Any], ids: Mapping[str, str]) -> list[Any]:
-    """``inputs`` for the customers ``ids`` names, with an odd value added to some events and
-    profile updates (a redelivered event stays the same as the first delivery)."""
+    """``inputs`` for the customers ``ids`` names, event ids after a drawn prefix, and an odd
+    value added to some events and profile updates (a redelivered event stays the same as
+    the first delivery)."""
     changed: dict[int, Any] = {}
+    prefix = draw(st.sampled_from(["", "é", "🎉", " ", "%_"]))
 
     def change(item: Any) -> Any:
         if id(item) not in changed:
             value = draw(st.just({}) | odd_values.map(lambda v: {"x": v}))
             cid = ids[item.customer_id]
             if isinstance(item, Event):
-                new = attrs.evolve(item, customer_id=cid, properties={**item.properties, **value})
+                new = attrs.evolve(item, customer_id=cid, properties={**item.properties, **value},
+                                   event_id=prefix + item.event_id)
             else:
                 new = attrs.evolve(item, customer_id=cid, attributes={**item.attributes, **value})
             changed[id(item)] = new
