@@ -47,7 +47,7 @@ from cjo.model.steps import Send, Wait
 from cjo.model.triggers import EventTrigger
 from cjo.runtime.state import Activity
 from cjo.simulate import BacktestInput
-from cjo.storage.base import Retention, Storage
+from cjo.storage.base import DeadLetter, Retention, Storage
 from cjo.storage.erasure import ERASED_PREFIX
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE
@@ -356,6 +356,24 @@ def each(keys: Iterable[Any], query: Callable[[Any], object]) -> dict[Any, objec
     return {key: attempt(functools.partial(query, key)) for key in keys}
 
 
+def pages(page: Callable[[str | None], list[str]]) -> list[str]:
+    """Every id a paged query gives, walked one page at a time from the start."""
+    out: list[str] = []
+    while found := page(out[-1] if out else None):
+        out.extend(found)
+        assert len(out) <= 100, "the pages do not end"
+    return out
+
+
+def dead_pages(storage: Storage) -> list[DeadLetter]:
+    out: list[DeadLetter] = []
+    while found := storage.dead_letters(1, after=out[-1].cursor if out else None,
+                                        newest_first=False):
+        out.extend(found)
+        assert len(out) <= 1000, "the pages do not end"
+    return out
+
+
 def observed(engine: Engine, r: Run) -> dict[str, object]:
     """Everything the host can read back after a run, by what it is."""
     storage, defs, customers = engine.storage, r.defs, r.customers
@@ -378,15 +396,22 @@ def observed(engine: Engine, r: Run) -> dict[str, object]:
         "activity counts": each(journeys, lambda j: sorted(storage.activity_counts(j), key=repr)),
         "active counts": each(journeys, storage.active_counts),
         "enrolled": each(journeys, storage.enrolled_customers),
+        "enrolled, a page of one at a time": each(journeys, lambda j: pages(
+            lambda after: storage.enrolled_customers(j, after=after, limit=1))),
         "customers": attempt(storage.customer_ids),
+        "customers, a page of one at a time": attempt(lambda: pages(
+            lambda after: storage.customer_ids(after=after, limit=1))),
         "next wake-up": attempt(storage.next_wake_at),
         "members": each(segments, lambda s: (engine.segment_members(s), engine.segment_count(s))),
+        "members, a page of one at a time": each(segments, lambda s: pages(
+            lambda after: engine.segment_members(s, after=after, limit=1))),
         "in segment": each([(c, s) for c in customers for s in segments],
                            lambda cs: engine.in_segment(*cs)),
         "segment sizes": attempt(lambda: engine.segment_sizes(
             segments, now - timedelta(days=2), now, every=timedelta(hours=5))),
         "outbox": each(customers, storage.customer_outbox),
         "dead letters": attempt(lambda: storage.dead_letters(100)),
+        "dead letters, oldest first, a page of one at a time": attempt(lambda: dead_pages(storage)),
         "exports": each(customers, engine.export_customer),
     }
 
