@@ -15,6 +15,8 @@ the host does after the stream (erasures, merges, consent, blocks, explicit star
 removals, segment refreshes, prunes). Any difference is an adapter's (or the codec's).
 
 Values are compared strictly (``canonical``): types, UTC offsets and key order count.
+``CJO_ADAPTER_EXAMPLES`` sets how many examples each property runs (a few dozen by default:
+an example on PostgreSQL costs a schema; run hundreds when looking for a difference).
 """
 
 from __future__ import annotations
@@ -100,8 +102,9 @@ class Worker(Engine):
     the worker loop does: deferred messages and retries go out while the run goes on.
 
     It keeps a journal of the run: what each call that handles inputs or fires wake-ups
-    returned, with the earliest wake-up and the segment members right after it, so that a
-    difference along the way counts even where the end is the same."""
+    returned, with the earliest wake-up, the segment members, the size of the activity log
+    and of each customer's outbox right after it, so that a difference along the way counts
+    even where the end is the same (a prune that kept too much, pruned again later)."""
 
     def __init__(self, *args: Any, customers: Sequence[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -485,7 +488,7 @@ def _runs(examples: int) -> settings:
         HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 
 
-@_runs(int(os.environ.get("CJO_ADAPTER_EXAMPLES", "40")))
+@_runs(int(os.environ.get("CJO_ADAPTER_EXAMPLES", "60")))
 @example(_late_worker())
 @given(runs())
 def test_sqlite_decides_what_memory_decides(r: Run) -> None:
@@ -493,7 +496,7 @@ def test_sqlite_decides_what_memory_decides(r: Run) -> None:
         assert_same(storage, r)
 
 
-@_runs(int(os.environ.get("CJO_ADAPTER_EXAMPLES", "15")))
+@_runs(int(os.environ.get("CJO_ADAPTER_EXAMPLES", "20")))
 @example(_late_worker())
 @given(runs())
 def test_postgres_decides_what_memory_decides(postgres_dsn: str, r: Run) -> None:
