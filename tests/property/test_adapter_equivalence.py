@@ -113,18 +113,17 @@ class Worker(Engine):
 
     def _note(self, call: str, outcome: Outcome) -> Outcome:
         storage = self.storage
-        self.journal.append((
-            call, canonical(outcome), canonical(storage.next_wake_at()),
-            storage.segment_members("gold"),
-            # What pruning left: differences here may be gone by the end of the run.
-            len(storage.activities(*EVER)),
-            [len(storage.customer_outbox(c)) for c in self.customers],
-        ))
+        self.journal.append((call, canonical(outcome), canonical(storage.next_wake_at()),
+                             storage.segment_members("gold")))
         return outcome
 
     def run_due(self, now: datetime | None = None) -> Outcome:
         outcome = self._note("run_due", super().run_due(now))
         self.journal.append(("dispatch_pending", self.dispatch_pending(now)))
+        # What pruning (which only run_due does) left: differences here may be gone by the
+        # end of the run.
+        self.journal.append((len(self.storage.activities(*EVER)),
+                             [len(self.storage.customer_outbox(c)) for c in self.customers]))
         return outcome
 
     def handle_event(self, event: Event) -> Outcome:

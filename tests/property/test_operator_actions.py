@@ -25,7 +25,9 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import ResumeRule, VersionChange
+from cjo.model.journey import Journey
 from cjo.model.segments import Segment
+from cjo.model.steps import Split, SplitPath
 from cjo.simulate import (
     BacktestInput,
     OperatorChange,
@@ -157,6 +159,25 @@ def _instant(item: Input) -> datetime | None:
     return item[0] if isinstance(item, tuple) else None
 
 
+def keeping_launched_splits(
+    journey: Journey, launched: dict[tuple[str, str], tuple[SplitPath, ...]]
+) -> Journey:
+    """``journey`` with each split step an earlier version launched (``launched``: by journey
+    and step id, the arms first published) given those arms again, leading where its own
+    arms lead: a new version cannot change a launched split's arms (publish refuses it).
+    Its own splits are recorded in ``launched``."""
+    steps = dict(journey.steps)
+    for step_id, step in journey.steps.items():
+        if isinstance(step, Split):
+            arms = launched.setdefault((journey.id, step_id), step.paths)
+            if arms is not step.paths:
+                steps[step_id] = attrs.evolve(step, paths=tuple(
+                    attrs.evolve(arm, next=step.paths[i % len(step.paths)].next)
+                    for i, arm in enumerate(arms)
+                ))
+    return attrs.evolve(journey, steps=steps)
+
+
 @st.composite
 def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInput]]:
     """Random journeys (schedules too) and a random stream, with operator changes put at random
@@ -170,6 +191,9 @@ def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInp
     ))
     stream = draw(streams())
     latest = {j.id: j for j in defs.journeys}
+    launched: dict[tuple[str, str], tuple[SplitPath, ...]] = {}
+    for journey in defs.journeys:
+        keeping_launched_splits(journey, launched)
     places = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=1, max_size=4)))
     out: list[BacktestInput] = []
     last = T0
@@ -210,6 +234,7 @@ def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInp
             old = latest[jid]
             new = attrs.evolve(draw(journeys(jid, with_schedules=True)), version=old.version + 1,
                                on_resume=draw(RULES))
+            new = keeping_launched_splits(new, launched)
             latest[jid] = new
             mode = draw(st.sampled_from(["drain", "migrate", "eject"]))
             running = {
