@@ -447,9 +447,12 @@ class InMemoryStorage(Storage):
         self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
-        # The log's instants as ``_in_order`` follows them, up to its newest
-        # ``_log_unordered`` rows, followed only when the log is pruned.
-        self._log_order: tuple[datetime | None, datetime | None] = (None, None)
+        # Which rows of the log are late (``_prune_log``): the place of its first row among all
+        # rows it ever kept, the newest instant and each late row's hour with the greatest
+        # place of one, up to its newest ``_log_unordered`` rows, looked at only by pruning.
+        self._log_base = 0
+        self._log_newest: datetime | None = None
+        self._log_late: dict[int, int] = {}
         self._log_unordered = 0
         self._counts: Counter[_CountKey] = Counter()
         # Committed activities not yet in ``_counts`` (``_count_pending``): with the log kept,
@@ -922,23 +925,54 @@ class InMemoryStorage(Storage):
         return outbox
 
     def _prune_log(self, before: datetime) -> int:
-        """Drop the log's rows older than ``before`` (counted first: ``_count_pending``)."""
+        """Drop the log's rows older than ``before`` (counted first: ``_count_pending``).
+
+        The log is in commit order, and mostly in time order; a row stamped before one written
+        ahead of it (a wake-up fired at its own instant after a later event, a late worker's)
+        is noted by the hour of its instant, with the greatest place a late row of that hour
+        has. Pruning drops the front up to the first row to keep, then looks through the rows
+        up to the last late one of an hour at or before the cut (minutes of rows, as wake-ups
+        are late by minutes): it costs what it removes, not the whole log."""
         log = self._log
+        base, late = self._log_base, self._log_late
         if self._log_unordered:
-            newest = list(itertools.islice(reversed(log), self._log_unordered))
-            self._log_order = _in_order((row[0] for row in reversed(newest)),
-                                        *self._log_order)
-            self._log_unordered = 0
-        activity = 0
+            newest = self._log_newest
+            rows = list(itertools.islice(reversed(log), self._log_unordered))
+            first = base + len(log) - len(rows)
+            for place, row in enumerate(reversed(rows), first):
+                at = row[0]
+                if newest is None or at >= newest:
+                    newest = at
+                else:
+                    late[_hour(at)] = place  # places grow: the last is the greatest
+            self._log_newest, self._log_unordered = newest, 0
+        removed = 0
         while log and log[0][0] < before:
             log.popleft()
-            activity += 1
+            removed += 1
+        base += removed
         if not log:
-            self._log_order = (None, None)
-        elif (late := self._log_order[1]) is not None and late < before:
-            kept = deque(row for row in log if row[0] >= before)
-            activity += len(log) - len(kept)
-            self._log = kept
-            self._log_order = _in_order((row[0] for row in kept), None, None)
-        return activity
+            late.clear()
+            self._log_newest = None
+        elif late:
+            cut = _hour(before)
+            older = [hour for hour in late if hour <= cut]
+            reach = max((late[hour] for hour in older), default=base - 1) - base + 1
+            if reach > 0:
+                prefix = [log.popleft() for _ in range(min(reach, len(log)))]
+                kept = [row for row in prefix if row[0] >= before]
+                log.extendleft(reversed(kept))
+                removed += len(prefix) - len(kept)
+                base += len(prefix) - len(kept)
+                # The kept rows moved towards the front: a late one among them is now at a
+                # place up to the prefix's end, whatever place was noted for it.
+                end = base + len(kept) - 1
+                for hour, place in late.items():
+                    if place < end:
+                        late[hour] = end
+            for hour in older:
+                if hour < cut or late[hour] < base:
+                    del late[hour]
+        self._log_base = base
+        return removed
 
