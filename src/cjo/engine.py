@@ -892,6 +892,9 @@ class Engine:
         """Forget everything about a customer (right to erasure)."""
         _check_customer_id(customer_id)
         self.storage.erase_customer(customer_id)
+        # Rendered texts are kept by the values their templates read (a first name, an
+        # address), which may be the customer's.
+        self._registry.renderer.clear()
 
     def prune(self, now: datetime | None = None) -> PruneResult:
         """Drop what ``retention`` no longer keeps (event ids, delivered messages and
