@@ -89,6 +89,30 @@ def sqlite_at_schema(
             yield storage
 
 
+def drop_schema(dsn: str, schema: str) -> None:
+    """Drop a PostgreSQL schema a test made (and everything in it)."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@contextmanager
+def postgres_storage(dsn: str, prefix: str, **options: Any) -> Iterator[Any]:
+    """A PostgresStorage on a schema of its own (named ``prefix`` and a random suffix), closed
+    and dropped afterwards: one per example of a property."""
+    from cjo.storage.postgres import PostgresStorage
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    storage = PostgresStorage(dsn, schema=schema, **options)
+    try:
+        yield storage
+    finally:
+        storage.close()
+        drop_schema(dsn, schema)
+
+
 _PLAIN = (int, float, bool, type(None), datetime, date, time, timedelta, Decimal, uuid.UUID)
 
 

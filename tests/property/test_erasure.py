@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-import uuid
 import zlib
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -53,7 +52,7 @@ from cjo.storage.codec import encode_state
 from cjo.storage.erasure import ERASED_PREFIX
 from cjo.storage.memory import InMemoryStorage, _entry
 from cjo.storage.sqlite import SQLiteStorage
-from tests.helpers import held_by_engine, held_strings
+from tests.helpers import held_by_engine, held_strings, postgres_storage
 from tests.property.journeys import (
     CHANNELS,
     CUSTOMERS,
@@ -309,20 +308,8 @@ def sqlite_adapter() -> Iterator[Adapter]:
 
 @contextmanager
 def postgres_adapter(dsn: str) -> Iterator[Adapter]:
-    import psycopg
-    from psycopg import sql
-
-    from cjo.storage.postgres import PostgresStorage
-
-    schema = f"cjo_erase_{uuid.uuid4().hex[:12]}"
-    storage = PostgresStorage(dsn, schema=schema, max_size=2)
-    try:
-        yield Adapter(storage, lambda: postgres_tables(dsn, schema))
-    finally:
-        storage.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(schema)))
+    with postgres_storage(dsn, "cjo_erase", max_size=2) as storage:
+        yield Adapter(storage, lambda: postgres_tables(dsn, storage.schema))
 
 
 Scenario = tuple[Definitions, list[Input], list[tuple[int, tuple[Any, ...]]], int, int, int]
