@@ -1535,7 +1535,8 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
                 "this version is already published with a different definition; "
                 "publish the change as a new version",
             ))
-        elif old is None and type(j.version) is int and j.version < highest.get(j.id, 0):
+        elif (old is None and type(j.version) is int and j.id in highest
+              and j.version < highest[j.id]):
             # Only the highest version takes entries: a lower one published now would never
             # be entered, silently.
             problems.append(Problem(
