@@ -49,13 +49,11 @@ def postgres_dsn() -> str:
 @pytest.fixture
 def postgres_schema(postgres_dsn: str) -> Iterator[str]:
     """A schema name no other test (or test run) uses; the schema is dropped afterwards."""
-    import psycopg
-    from psycopg import sql
+    from tests.helpers import drop_schema
 
     name = f"cjo_test_{os.getpid()}_{uuid.uuid4().hex[:10]}"
     yield name
-    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    drop_schema(postgres_dsn, name)
 
 
 # --- the SQL adapters' record cache ---------------------------------------------------------

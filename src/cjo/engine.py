@@ -892,6 +892,9 @@ class Engine:
         """Forget everything about a customer (right to erasure)."""
         _check_customer_id(customer_id)
         self.storage.erase_customer(customer_id)
+        # Rendered texts are kept by the values their templates read (a first name, an
+        # address), which may be the customer's.
+        self._registry.renderer.clear()
 
     def prune(self, now: datetime | None = None) -> PruneResult:
         """Drop what ``retention`` no longer keeps (event ids, delivered messages and
@@ -1532,7 +1535,8 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
                 "this version is already published with a different definition; "
                 "publish the change as a new version",
             ))
-        elif old is None and type(j.version) is int and j.version < highest.get(j.id, 0):
+        elif (old is None and type(j.version) is int and j.id in highest
+              and j.version < highest[j.id]):
             # Only the highest version takes entries: a lower one published now would never
             # be entered, silently.
             problems.append(Problem(

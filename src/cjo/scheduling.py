@@ -5,8 +5,9 @@ instant is).
 
 Each occurrence runs once per customer whatever the number of workers: every entry claims the
 id ``schedule:<journey>:<occurrence>:<customer>`` in the customer's transaction (as an event id
-is claimed), and the occurrence is marked done once every page of members was walked. Two
-workers that notice the same occurrence both walk the members; each customer still enters once.
+is claimed; ``cjo.storage.erasure.schedule_claim``, so that erasing the customer removes it),
+and the occurrence is marked done once every page of members was walked. Two workers that
+notice the same occurrence both walk the members; each customer still enters once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
 from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence
+from cjo.storage.erasure import schedule_claim
 
 if TYPE_CHECKING:
     from cjo.engine import Engine
@@ -123,14 +125,15 @@ def _run_occurrence(
         if segment is not None else (lambda after: storage.customer_ids(after=after, limit=_PAGE))
     )
     stamp = occurrence.isoformat()
-    claim = f"schedule:{cj.journey.id}:{stamp}:"
+    journey_id = cj.journey.id
     registry = engine._sync()
     after: str | None = None
     while page := pages(after):
         after = page[-1]
         with storage.batch(page, now) as sessions:
             # A customer this occurrence already entered (another worker) is left alone.
-            fresh = [s for cid, s in sessions.items() if s.claim_event(claim + cid)]
+            fresh = [s for cid, s in sessions.items()
+                     if s.claim_event(schedule_claim(journey_id, stamp, cid))]
             deciders = engine._decide_each(
                 fresh, registry, now, builder,
                 lambda decider: decider.start(cj, {"scheduled_at": stamp}, now, segment),

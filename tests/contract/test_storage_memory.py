@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cjo.runtime.state import CustomerState
-from cjo.storage.base import Storage
+from cjo.storage.base import DueCustomer, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.testing import StorageContract
 
@@ -178,3 +178,28 @@ def test_a_kept_record_is_updated_in_place_and_its_outbox_is_untracked() -> None
     entries = storage.customer_outbox("c1")
     assert [e.status for e in entries] == ["delivered", "delivered"]
     assert entries[0].message.fields == {"subject": "Hi", "text": "A"}
+
+
+def test_nothing_held_names_an_erased_customer() -> None:
+    """Beside the records, the adapter keeps the wake-up bucket it read last in order (entries
+    read past stay before its position) and the finished messages in the order pruning drops
+    them: neither may keep an erased customer's id."""
+    from cjo.channels.base import DeliveryResult, Message
+    from tests.helpers import held_strings
+
+    storage = InMemoryStorage()
+    for customer in ("ann", "bob"):
+        message = Message(f"j:{customer}:1:s:1", customer, "email", "m", {}, "j", 1, "s",
+                          f"j:{customer}:1", T0)
+        with storage.customer(customer, T0) as session:
+            state = CustomerState(customer, T0)
+            state.timers = {"t": T0 + timedelta(minutes=1)}
+            session.save(state, (message,), ())
+        storage.complete_outbox(message.idempotency_key, DeliveryResult("delivered"), T0)
+    assert storage.next_wake_at() == T0 + timedelta(minutes=1)  # the bucket is read in order
+    _reschedule(storage, "ann", T0 + timedelta(hours=5))  # ann leaves its front
+    storage.erase_customer("ann")
+    assert [where for where, text in held_strings(storage) if "ann" in text] == []
+    assert any("bob" in text for _, text in held_strings(storage._wakes))
+    assert storage.claim_due(T0 + timedelta(hours=6), 10, timedelta(minutes=1)) == [
+        DueCustomer("bob", T0 + timedelta(minutes=1))]

@@ -6,7 +6,6 @@ SQLite adapters (and PostgreSQL when a server is configured)."""
 from __future__ import annotations
 
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +38,7 @@ from cjo import (
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
 from cjo.timezones import customer_zone
+from tests.helpers import postgres_storage
 
 T0 = datetime(2026, 3, 27, 12, 0, tzinfo=UTC)  # the Paris DST change falls in the runs
 CUSTOMERS = ("c1", "c2", "c3")
@@ -293,20 +293,8 @@ def test_no_message_breaks_a_policy_on_sqlite(
 def test_no_message_breaks_a_policy_on_postgres(
     postgres_dsn: str, setup: Setup, steps: list[tuple[Any, ...]],
 ) -> None:
-    import psycopg
-    from psycopg import sql
-
-    from cjo.storage.postgres import PostgresStorage
-
-    schema = f"cjo_prop_{uuid.uuid4().hex[:12]}"
-    storage = PostgresStorage(postgres_dsn, schema=schema)
-    try:
+    with postgres_storage(postgres_dsn, "cjo_prop") as storage:
         _run(storage, setup, steps)
-    finally:
-        storage.close()
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(schema)))
 
 
 def test_the_model_catches_a_message_sent_without_consent() -> None:

@@ -7,6 +7,7 @@ filtered by instant."""
 from __future__ import annotations
 
 import gc
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -260,9 +261,14 @@ def test_event_ids_pruned_as_a_list_of_claims_would(ops: list[tuple[Any, ...]]) 
             st.tuples(st.just("prune"), st.integers(0, 10), st.integers(1, 3)),
         ),
         max_size=40,
-    )
+    ),
+    # One step of the instants: hours, or minutes that fall inside and across hours (late
+    # rows are noted by hour).
+    st.sampled_from([HOUR, timedelta(minutes=7), timedelta(minutes=25)]),
 )
-def test_the_log_and_outbox_pruned_as_lists_of_entries_would(ops: list[tuple[Any, ...]]) -> None:
+def test_the_log_and_outbox_pruned_as_lists_of_entries_would(
+    ops: list[tuple[Any, ...]], step: timedelta
+) -> None:
     storage = InMemoryStorage()
     log: list[Activity] = []  # the reference log, in append order
     delivered: dict[str, datetime] = {}  # the reference outbox: delivered message -> when
@@ -270,7 +276,7 @@ def test_the_log_and_outbox_pruned_as_lists_of_entries_would(ops: list[tuple[Any
     for n, (kind, *args) in enumerate(ops):
         customer = "ab"[n % 2]
         if kind == "append":
-            entries = [Activity(T0 + timedelta(hours=h), customer, f"j:{customer}", "j", 1, "s",
+            entries = [Activity(T0 + h * step, customer, f"j:{customer}", "j", 1, "s",
                                 "step", str(n)) for h in args[0]]
             key = f"m{n}"
             message = Message(key, customer, "email", "c", {}, "j", 1, "s", f"j:{customer}", T0)
@@ -279,7 +285,7 @@ def test_the_log_and_outbox_pruned_as_lists_of_entries_would(ops: list[tuple[Any
             log.extend(entries)
             appended += len(entries)
         elif kind == "deliver":
-            at = T0 + timedelta(hours=args[0])
+            at = T0 + args[0] * step
             key = next((m.idempotency_key for m in storage.claim_outbox(at + HOUR, 1, MINUTE)),
                        None)
             if key is not None:
@@ -292,11 +298,11 @@ def test_the_log_and_outbox_pruned_as_lists_of_entries_would(ops: list[tuple[Any
             delivered = {k: at for k, at in delivered.items()
                          if storage.outbox_entry(k) is not None}
         else:
-            now = T0 + timedelta(hours=args[0])
-            before = now - timedelta(hours=args[1])
+            now = T0 + args[0] * step
+            before = now - args[1] * step
             kept_log = [a for a in log if a.at >= before]
             kept_outbox = {k: at for k, at in delivered.items() if at >= before}
-            span = timedelta(hours=args[1])
+            span = args[1] * step
             assert storage.prune(now, Retention(outbox=span, activity=span)) == PruneResult(
                 outbox=len(delivered) - len(kept_outbox), activity=len(log) - len(kept_log))
             log, delivered = kept_log, kept_outbox
@@ -305,6 +311,38 @@ def test_the_log_and_outbox_pruned_as_lists_of_entries_would(ops: list[tuple[Any
             (a.at, a.customer_id, a.detail) for a in log]
         assert all(storage.outbox_entry(k) is not None for k in delivered)
         assert sum(c.count for c in storage.activity_counts("j")) == appended, "counts keep all"
+
+
+class _UnwalkedLog(deque[Any]):
+    """A log that refuses to be walked from its front: what pruning must not do in the steady
+    state (it would cost the whole log at every prune)."""
+
+    def __iter__(self) -> Any:
+        raise AssertionError("the whole log was walked")
+
+
+def test_pruning_a_log_with_late_rows_looks_only_near_the_cut() -> None:
+    # Wake-ups fired at their own instants after later events: a row in three is stamped two
+    # minutes before the rows written ahead of it, as in any engine with waits.
+    storage = InMemoryStorage()
+    retention = Retention(activity=12 * HOUR)
+    state = CustomerState("c", T0)
+    kept: list[datetime] = []
+    for hour in range(48):
+        now = T0 + hour * HOUR
+        stamps = [now - 2 * MINUTE if i % 3 == 0 else now for i in range(30)]
+        with storage.customer("c", now) as session:
+            session.save(session.load() or state, [], [
+                Activity(at, "c", "e", "j", 1, "s", "step") for at in stamps])
+        kept.extend(stamps)
+        storage._log = _UnwalkedLog(storage._log)
+        storage.prune(now, retention)
+        kept = [at for at in kept if at >= now - 12 * HOUR]
+        assert [row[0] for row in reversed(storage._log)][::-1] == kept
+        storage._log = deque(reversed(storage._log))  # a plain log again, in order
+        storage._log.reverse()
+        # One hour of late rows noted per hour kept, not one per hour since the start.
+        assert len(storage._log_late) <= 14
 
 
 def test_a_transaction_leaves_no_garbage_cycle() -> None:

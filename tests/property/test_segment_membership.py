@@ -8,7 +8,6 @@ gives, at every step, on the in-memory, SQLite and PostgreSQL adapters.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +33,7 @@ from cjo import (
 )
 from cjo.segments.membership import SEGMENT_TIMER
 from cjo.storage.base import Storage
+from tests.helpers import postgres_storage
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -172,17 +172,5 @@ def test_incremental_membership_equals_scratch_on_sqlite(
 def test_incremental_membership_equals_scratch_on_postgres(
     postgres_dsn: str, ops: list[tuple[Any, ...]]
 ) -> None:
-    import psycopg
-    from psycopg import sql
-
-    from cjo.storage.postgres import PostgresStorage
-
-    schema = f"cjo_seg_{uuid.uuid4().hex[:12]}"
-    storage = PostgresStorage(postgres_dsn, schema=schema)
-    try:
+    with postgres_storage(postgres_dsn, "cjo_seg") as storage:
         _run(storage, ops)
-    finally:
-        storage.close()
-        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(schema)))

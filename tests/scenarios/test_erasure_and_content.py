@@ -29,7 +29,7 @@ from cjo import (
 from cjo.channels.base import Message
 from cjo.errors import UsageError
 from cjo.model.steps import RenderErrorPolicy
-from tests.helpers import Factory
+from tests.helpers import Factory, held_by_engine, held_strings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -85,6 +85,37 @@ def test_erasure_leaves_no_customer_id_in_the_activity_log(storage_factory: Fact
     assert sum(c.count for c in engine.storage.activity_counts("j")) == counts_before
     assert not [c for c in engine.storage.activity_counts("j")
                 if c.kind == "unreachable" and c.detail is None and c.count != 1]
+
+
+def test_erasure_leaves_no_free_text_of_the_customer_and_nothing_in_the_engine(
+    storage_factory: Factory,
+) -> None:
+    # A withheld message and a removal carry the host's words (a block reason, a removal
+    # reason), and the engine keeps rendered texts by the values they read (a name).
+    clock = ManualClock(T0)
+    engine = _erasure_engine(storage_factory, clock)
+    engine.dispatch = "deferred"
+    for n, (cid, name) in enumerate((("ann@x", "Annabel"), ("bob@x", "Bob"))):
+        engine.identify(cid, {"name": name})
+        engine.handle_event(Event(customer_id=cid, name="go", timestamp=clock.now(),
+                                  event_id=f"go-{n}"))  # the host's ids stay: not the customer's
+        engine.block_channel(cid, "email", f"bounced: {cid}")
+    engine.dispatch_pending()
+    engine.remove_from_journey("ann@x", reason="asked by ann@x")
+    log = engine.activities(T0 - DAY, T0 + DAY, customer_id="ann@x")
+    assert {a.kind for a in log} >= {"withheld", "removed"}
+
+    engine.erase_customer("ann@x")
+
+    log = engine.activities(T0 - DAY, T0 + DAY)
+    assert [a.detail for a in log if "ann@x" in (a.detail or "")] == []
+    assert {(a.kind, a.detail) for a in log if a.customer_id == ""} >= {
+        ("withheld", None), ("removed", None)}
+    assert ("withheld", "channel blocked: bounced: bob@x") in {
+        (a.kind, a.detail) for a in log if a.customer_id == "bob@x"}
+    held = [(where, text) for where, text in held_strings(held_by_engine(engine))
+            if "ann@x" in text or "Annabel" in text]
+    assert held == []
 
 
 def test_segment_sizes_still_count_an_erased_member(storage_factory: Factory) -> None:

@@ -364,6 +364,16 @@ def test_a_version_below_one_already_published_is_refused_since_no_one_could_ent
     engine.publish(journeys=[version(6)])
     assert engine.handle_event(ev("go", "c2", clock.now())).entered[0].version == 6
 
+
+def test_a_version_below_one_is_a_problem_of_its_own_for_a_journey_never_published():
+    # Nothing of the journey is published: no higher version to name, only validation's.
+    engine, _clock, _ = make_engine()
+    journey = Journey(id="j", version=-1, trigger=EventTrigger("go"), entry="wait",
+                      steps={"wait": Wait(timedelta(hours=1))})
+    with pytest.raises(DefinitionError, match="journey 'j' v-1") as caught:
+        engine.publish(journeys=[journey])
+    assert not any("already published" in str(p) for p in caught.value.problems)
+
 # --- input errors and delivery ------------------------------------------------------------
 
 

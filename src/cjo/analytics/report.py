@@ -54,7 +54,8 @@ class JourneyReport:
     ``exited`` maps each exit reason (criterion name, exit step reason...) to its count.
     ``control`` and ``control_converted`` count the global control group's customers among
     those (they entered but got no journey message); ``suppressed`` maps each reason a send was
-    withheld (``control``, consent...) to its count.
+    withheld (``control``, consent...) to its count, ``unspecified`` for the entries of erased
+    customers and those pruned from the log (a reason is free text: ``cjo.storage.erasure``).
     """
 
     journey_id: str

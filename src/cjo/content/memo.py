@@ -236,6 +236,10 @@ class MemoRenderer:
             out[name] = self._field(item, variant, name, fast, reads, data)
         return out
 
+    def clear(self) -> None:
+        """Forget every output kept (a customer was erased: some may hold their data)."""
+        self._memo.clear()
+
     def _field(
         self, item: ContentItem, variant: Variant, name: str, fast: _FastTemplate | None,
         reads: tuple[Path, ...] | None, data: Mapping[str, Any],

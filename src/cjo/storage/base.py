@@ -402,14 +402,15 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     def erase_customer(self, customer_id: str) -> None:
-        """Forget a customer: their record and pending messages; their activity-log entries
-        lose the customer id (counts are kept)."""
+        """Forget a customer: their record, their messages and the event ids claimed for their
+        schedule entries; their activity-log entries lose the customer id, their enrollment
+        ids and their free text (counts are kept). See ``cjo.storage.erasure``."""
 
     @abc.abstractmethod
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
         """Drop what is older than ``retention`` allows: handled event ids, delivered messages
         and discarded dead letters (never pending messages or dead letters), activity-log
-        entries."""
+        entries (still counted, a free-text detail as blank: ``cjo.storage.erasure``)."""
 
     @abc.abstractmethod
     def get_setting(self, key: str) -> str | None:

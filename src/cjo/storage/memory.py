@@ -38,7 +38,7 @@ from cjo.storage.base import (
     Retention,
     Storage,
 )
-from cjo.storage.erasure import erased_detail, pseudonymiser
+from cjo.storage.erasure import erased_detail, names_schedule_claim, pseudonymiser
 
 __all__ = ["InMemoryStorage"]
 
@@ -198,6 +198,11 @@ class _Wakes:
             self._sorted_key, self._sorted, self._pos = key, entries, 0
         return self._sorted
 
+    def compact(self) -> None:
+        """Drop the sorted entries already read past: they may name a customer being erased."""
+        del self._sorted[: self._pos]
+        self._pos = 0
+
     def first(self) -> datetime | None:
         if not self._keys:
             return None
@@ -282,6 +287,25 @@ class _EventIds:
         self._next.update(itertools.pairwise(order))
         self._next[order[-1]] = None
         self._tail = order[-1]
+
+    def discard(self, forget: Callable[[str], bool]) -> None:
+        """Forget the ids ``forget`` picks, wherever they are (a scan: erasures are rare)."""
+        if not any(map(forget, self._next)):
+            return
+        started = dict(zip(self._starts, self._times, strict=True))
+        runs: list[tuple[datetime, list[str]]] = []
+        event_id = self._head
+        while event_id is not None:
+            if event_id in started:
+                runs.append((started[event_id], []))
+            if not forget(event_id):
+                runs[-1][1].append(event_id)
+            event_id = self._next[event_id]
+        self._next, self._head, self._tail = {}, None, None
+        self._times, self._starts = deque(), deque()
+        self._newest = self._late = None
+        for at, kept in runs:
+            self.add(kept, at)
 
     def prune(self, before: datetime) -> int:
         """Forget the ids claimed before ``before``: the runs at the front up to the first to
@@ -447,9 +471,12 @@ class InMemoryStorage(Storage):
         self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
-        # The log's instants as ``_in_order`` follows them, up to its newest
-        # ``_log_unordered`` rows, followed only when the log is pruned.
-        self._log_order: tuple[datetime | None, datetime | None] = (None, None)
+        # Which rows of the log are late (``_prune_log``): the place of its first row among all
+        # rows it ever kept, the newest instant and each late row's hour with the greatest
+        # place of one, up to its newest ``_log_unordered`` rows, looked at only by pruning.
+        self._log_base = 0
+        self._log_newest: datetime | None = None
+        self._log_late: dict[int, int] = {}
         self._log_unordered = 0
         self._counts: Counter[_CountKey] = Counter()
         # Committed activities not yet in ``_counts`` (``_count_pending``): with the log kept,
@@ -856,17 +883,22 @@ class InMemoryStorage(Storage):
     def erase_customer(self, customer_id: str) -> None:
         with self._lock:
             self._set_wake(customer_id, self._queued(customer_id), None)
+            self._wakes.compact()
+            self._events.discard(lambda event_id: names_schedule_claim(event_id, customer_id))
             erased = self._records.get(customer_id)
             if erased is not None:
                 self._index_members(customer_id, erased.segments, {})
                 self._ids = None
             self._records.pop(customer_id, None)
             self._aside.pop(customer_id, None)
-            for key in [k for k, v in self._outbox.items()
-                        if v[_MESSAGE_CUSTOMER] == customer_id]:
+            keys = {k for k, v in self._outbox.items() if v[_MESSAGE_CUSTOMER] == customer_id}
+            for key in keys:
                 del self._outbox[key]
                 self._pending.pop(key, None)
                 self._dead.pop(key, None)
+            if keys:  # the keys name the customer: not kept for pruning either
+                self._outbox_done = deque(d for d in self._outbox_done if d[1] not in keys)
+                self._done_order = _in_order((at for at, _key in self._outbox_done), None, None)
             if any(row[1] == customer_id for row in self._log):
                 rename = pseudonymiser()
                 # The newest ``_uncounted_rows`` rows are counted later, as they are then.
@@ -884,12 +916,16 @@ class InMemoryStorage(Storage):
         at, _cid, enrollment_id, jid, version, step, kind, detail, *rest = row
         kept = erased_detail(kind, detail)
         if counted and kept != detail:
-            counts, key = self._counts, (jid, version, step, kind, detail)
-            counts[key] -= 1
-            if counts[key] <= 0:
-                del counts[key]
-            counts[(jid, version, step, kind, kept)] += 1
+            self._count_as(row, kept)
         return (at, "", rename(enrollment_id), jid, version, step, kind, kept, *rest)
+
+    def _count_as(self, row: _LogRow, detail: str | None) -> None:
+        """A counted log row is now counted under ``detail`` (the lock is held)."""
+        counts, key = self._counts, _row_count_key(row)
+        counts[key] -= 1
+        if counts[key] <= 0:
+            del counts[key]
+        counts[(*key[:4], detail)] += 1
 
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
         # Everything here is kept in the order it was written, which is (nearly) time order:
@@ -922,23 +958,65 @@ class InMemoryStorage(Storage):
         return outbox
 
     def _prune_log(self, before: datetime) -> int:
-        """Drop the log's rows older than ``before`` (counted first: ``_count_pending``)."""
+        """Drop the log's rows older than ``before`` (counted first: ``_count_pending``).
+
+        The log is in commit order, and mostly in time order; a row stamped before one written
+        ahead of it (a wake-up fired at its own instant after a later event, a late worker's)
+        is noted by the hour of its instant, with the greatest place a late row of that hour
+        has. Pruning drops the front up to the first row to keep, then looks through the rows
+        up to the last late one of an hour at or before the cut (minutes of rows, as wake-ups
+        are late by minutes): it costs what it removes, not the whole log."""
         log = self._log
+        base, late = self._log_base, self._log_late
         if self._log_unordered:
-            newest = list(itertools.islice(reversed(log), self._log_unordered))
-            self._log_order = _in_order((row[0] for row in reversed(newest)),
-                                        *self._log_order)
-            self._log_unordered = 0
-        activity = 0
+            newest = self._log_newest
+            rows = list(itertools.islice(reversed(log), self._log_unordered))
+            first = base + len(log) - len(rows)
+            for place, row in enumerate(reversed(rows), first):
+                at = row[0]
+                if newest is None or at >= newest:
+                    newest = at
+                else:
+                    late[_hour(at)] = place  # places grow: the last is the greatest
+            self._log_newest, self._log_unordered = newest, 0
+        removed = 0
         while log and log[0][0] < before:
-            log.popleft()
-            activity += 1
+            self._counted_blank(log.popleft())
+            removed += 1
+        base += removed
         if not log:
-            self._log_order = (None, None)
-        elif (late := self._log_order[1]) is not None and late < before:
-            kept = deque(row for row in log if row[0] >= before)
-            activity += len(log) - len(kept)
-            self._log = kept
-            self._log_order = _in_order((row[0] for row in kept), None, None)
-        return activity
+            late.clear()
+            self._log_newest = None
+        elif late:
+            cut = _hour(before)
+            older = [hour for hour in late if hour <= cut]
+            reach = max((late[hour] for hour in older), default=base - 1) - base + 1
+            if reach > 0:
+                prefix = [log.popleft() for _ in range(min(reach, len(log)))]
+                kept = []
+                for row in prefix:
+                    if row[0] >= before:
+                        kept.append(row)
+                    else:
+                        self._counted_blank(row)
+                log.extendleft(reversed(kept))
+                removed += len(prefix) - len(kept)
+                base += len(prefix) - len(kept)
+                # The kept rows moved towards the front: a late one among them is now at a
+                # place up to the prefix's end, whatever place was noted for it.
+                end = base + len(kept) - 1
+                for hour, place in late.items():
+                    if place < end:
+                        late[hour] = end
+            for hour in older:
+                if hour < cut or late[hour] < base:
+                    del late[hour]
+        self._log_base = base
+        return removed
+
+    def _counted_blank(self, row: _LogRow) -> None:
+        """A pruned row's count goes on without its free text (see ``cjo.storage.erasure``)."""
+        kept = erased_detail(row[6], row[7])
+        if kept != row[7]:
+            self._count_as(row, kept)
 

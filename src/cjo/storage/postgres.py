@@ -87,7 +87,12 @@ from cjo.storage.codec import (
     journey_needles,
     message_from_json,
 )
-from cjo.storage.erasure import FREE_TEXT_KINDS, pseudonymiser
+from cjo.storage.erasure import (
+    FREE_TEXT_KINDS,
+    SCHEDULE_CLAIM_END,
+    SCHEDULE_CLAIM_PREFIX,
+    pseudonymiser,
+)
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
 __all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_connection"]
@@ -402,6 +407,9 @@ _QUERIES: dict[str, LiteralString] = {
     " FROM unnest(%s::text[], %s::text[]) AS r (old, new)"
     " WHERE a.customer_id = %s AND a.enrollment_id = r.old",
     "erase_members": "DELETE FROM {s}.segment_members WHERE customer_id = %s",
+    # The claims of the customer's schedule entries (``cjo.storage.erasure``): a key range.
+    "erase_claims": "DELETE FROM {s}.events WHERE event_id >= %s AND event_id < %s"
+    " AND right(event_id, %s) = %s",
     "members_clear": "DELETE FROM {s}.segment_members WHERE customer_id = ANY(%b::text[])",
     "members_leave": "DELETE FROM {s}.segment_members AS m"
     " USING unnest(%b::text[], %b::text[]) AS u (sid, cid)"
@@ -420,8 +428,10 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE status IN ('delivered', 'discarded') AND done_at < %s",
     # Dropped entries are counted into the totals by the same statement: no instant in which
     # a reader could miss them.
+    # A free-text detail is counted as blank (see ``cjo.storage.erasure``).
     "prune_activity": "WITH gone AS (DELETE FROM {s}.activity WHERE at < %s"
-    "  RETURNING journey_id, version, step_id, kind, detail),"
+    "  RETURNING journey_id, version, step_id, kind,"
+    "  CASE WHEN kind = ANY(%s::text[]) THEN NULL ELSE detail END AS detail),"
     " folded AS (INSERT INTO {s}.activity_totals"
     "  SELECT journey_id, version, step_id, kind, detail, count(*) FROM gone"
     "  GROUP BY journey_id, version, step_id, kind, detail RETURNING count)"
@@ -1194,19 +1204,23 @@ class PostgresStorage(Storage):
 
     @_translating
     def erase_customer(self, customer_id: str) -> None:
-        self._records.drop(customer_id)
         q = self._q
         with self._pool.connection() as conn, conn.transaction():
             # Under the customer's lock, so no engine transaction writes the record back.
             conn.execute(q["erase_lock"], [customer_id])
             for name in ("erase_record", "erase_outbox", "erase_members"):
                 conn.execute(q[name], [customer_id])
+            suffix = ":" + customer_id
+            conn.execute(q["erase_claims"], [SCHEDULE_CLAIM_PREFIX, SCHEDULE_CLAIM_END,
+                                             len(suffix), suffix])
             rename = pseudonymiser()
             old = [row[0] for row in conn.execute(q["erased_enrollments"], [customer_id])]
             if old:
                 conn.execute(q["erase_activity"], [
                     sorted(FREE_TEXT_KINDS), old, [rename(e) for e in old], customer_id,
                 ])
+        # Once the row is gone: a transaction committed before it cannot put the record back.
+        self._records.drop(customer_id)
 
     @_translating
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
@@ -1217,7 +1231,8 @@ class PostgresStorage(Storage):
             conn.execute(q["prune_lock"], [_lock_key("cjo-prune", self.schema)])
             events = conn.execute(q["prune_events"], [now - retention.event_ids]).rowcount
             outbox = conn.execute(q["prune_outbox"], [now - retention.outbox]).rowcount
-            row = conn.execute(q["prune_activity"], [now - retention.activity]).fetchone()
+            row = conn.execute(q["prune_activity"],
+                               [now - retention.activity, sorted(FREE_TEXT_KINDS)]).fetchone()
             activity = int(row[0]) if row else 0
             if activity:
                 conn.execute(q["compact_totals"])

@@ -63,7 +63,13 @@ from cjo.storage.codec import (
     us,
     value_dumps,
 )
-from cjo.storage.erasure import erased_detail, pseudonymiser
+from cjo.storage.erasure import (
+    FREE_TEXT_KINDS,
+    SCHEDULE_CLAIM_END,
+    SCHEDULE_CLAIM_PREFIX,
+    erased_detail,
+    pseudonymiser,
+)
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
@@ -501,6 +507,10 @@ _ERASE: Final = (
     "DELETE FROM outbox WHERE customer_id = ?",
     "DELETE FROM segment_members WHERE customer_id = ?",
 )
+# The claims of the customer's schedule entries (``cjo.storage.erasure``): a range of the key.
+_ERASE_CLAIMS: Final = (
+    "DELETE FROM events WHERE event_id >= ? AND event_id < ? AND substr(event_id, ?) = ?"
+)
 # The erased customer's activity entries (one scan: no index on the customer), then each made
 # anonymous by its key (see ``cjo.storage.erasure``).
 _ERASED_ACTIVITY = "SELECT seq, enrollment_id, kind, detail FROM activity WHERE customer_id = ?"
@@ -537,10 +547,16 @@ _PRUNE_SLICE: Final = 20_000
 _PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
 # Everything before ?2 (?1 is the start of time: the range query's own text, reused).
 # ``WHERE true`` keeps the upsert unambiguous to SQLite's parser.
+# A free-text detail is counted as blank (see ``cjo.storage.erasure``).
+_COUNTED_DETAIL: Final = (
+    "CASE WHEN kind IN (" + ", ".join(f"'{k}'" for k in sorted(FREE_TEXT_KINDS))
+    + ") THEN NULL ELSE detail END"
+)
 _FOLD_ACTIVITY = (
     "INSERT INTO activity_totals (grp, journey_id, version, step_id, kind, detail, n) "
     "SELECT json_array(journey_id, version, step_id, kind, detail), journey_id, version, "
-    f"step_id, kind, detail, COUNT(*) FROM ({_IN_RANGE}) WHERE true "
+    "step_id, kind, detail, COUNT(*) FROM (SELECT journey_id, version, step_id, kind, "
+    f"{_COUNTED_DETAIL} AS detail FROM ({_IN_RANGE})) WHERE true "
     "GROUP BY journey_id, version, step_id, kind, detail "
     "ON CONFLICT (grp) DO UPDATE SET n = n + excluded.n"
 )
@@ -1325,16 +1341,20 @@ class SQLiteStorage(Storage):
 
     @_Translated("erase_customer")
     def erase_customer(self, customer_id: str) -> None:
-        self._records.drop(customer_id)
         with self._write() as conn:
             for statement in _ERASE:
                 conn.execute(statement, (customer_id,))
+            suffix = ":" + customer_id
+            conn.execute(_ERASE_CLAIMS, (SCHEDULE_CLAIM_PREFIX, SCHEDULE_CLAIM_END,
+                                         -len(suffix), suffix))
             rename = pseudonymiser()
             conn.executemany(_ANONYMISE_ACTIVITY, [
                 (rename(enrollment_id), erased_detail(kind, detail), seq)
                 for seq, enrollment_id, kind, detail
                 in conn.execute(_ERASED_ACTIVITY, (customer_id,)).fetchall()
             ])
+        # Once the row is gone: a transaction committed before it cannot put the record back.
+        self._records.drop(customer_id)
 
     @_Translated("prune")
     def prune(self, now: datetime, retention: Retention) -> PruneResult:

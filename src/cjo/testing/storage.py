@@ -51,6 +51,7 @@ from cjo.storage.base import (
     Retention,
     Storage,
 )
+from cjo.storage.erasure import schedule_claim
 
 __all__ = ["CART_CONTENT", "ChannelContract", "StorageContract", "abandoned_cart_journey"]
 
@@ -1547,6 +1548,37 @@ class StorageContract:
             assert session.claim_event("ev-c1") is False, "event ids are not personal data"
         storage.erase_customer("nobody")
 
+    def test_erase_customer_blanks_free_text_details(self, storage: Storage) -> None:
+        # Text from outside the definitions may hold an address; the rest is kept, to count.
+        free = {"unreachable": "permanent failure: no mailbox ann@example.org",
+                "withheld": "channel blocked: bounced ann@example.org",
+                "removed": "asked by ann@example.org", "clicked": "https://x/?u=ann@example.org",
+                "merged_in": "anon-ann"}
+        kept = {"exited": "criterion", "sent": "email", "path": "a"}
+        _save(storage, _state(), activities=[
+            _activity(kind, detail=detail) for kind, detail in {**free, **kept}.items()])
+        storage.erase_customer("c1")
+        log = storage.activities(T0 - DAY, T0 + DAY)
+        assert {a.kind: a.detail for a in log} == {**dict.fromkeys(free), **kept}
+        assert {(c.kind, c.detail, c.count) for c in _counts(storage, "j")} == {
+            *((kind, None, 1) for kind in free), *((k, d, 1) for k, d in kept.items())}
+
+    def test_erase_customer_forgets_their_schedule_claims(self, storage: Storage) -> None:
+        # Schedule entries claim ids naming the customer (``cjo.storage.erasure``); the host's
+        # event ids are opaque, whatever they hold, and stay.
+        claims = {customer: schedule_claim("weekly", "2026-01-05T09:00:00+00:00", customer)
+                  for customer in ("c1", "c2", "xc1", "c1:x")}
+        for customer, claim in claims.items():
+            with storage.customer(customer, T0) as session:
+                assert session.claim_event(claim)
+                assert session.claim_event(f"order-of-{customer}")
+        storage.erase_customer("c1")
+        with storage.customer("c1", T0) as session:
+            assert session.claim_event(claims["c1"]), "the claim went with the customer"
+            assert not session.claim_event("order-of-c1")
+            for other in ("c2", "xc1", "c1:x"):
+                assert not session.claim_event(claims[other]), other
+
     # --- pruning -------------------------------------------------------------------------------
 
     def test_prune_forgets_old_event_ids(self, storage: Storage) -> None:
@@ -1657,6 +1689,24 @@ class StorageContract:
         }
         storage.erase_customer("c2")
         assert ActivityCount("j", 1, "email", "sent", "sms", 1) in _counts(storage, "j")
+
+    def test_prune_counts_free_text_details_as_blank(self, storage: Storage) -> None:
+        # The counts outlive the log, and no erasure could find an address left in them.
+        failed = "permanent failure: no mailbox ann@example.org"
+        _save(storage, _state(), activities=[
+            _activity("unreachable", detail=failed), _activity("sent", detail="email"),
+            _activity("unreachable", detail=failed, at=T0 + DAY)])
+        assert storage.prune(T0 + DAY, Retention(activity=HOUR)) == PruneResult(activity=2)
+        assert _counts(storage, "j") == {
+            ActivityCount("j", 1, "email", "unreachable", None, 1),
+            ActivityCount("j", 1, "email", "unreachable", failed, 1),
+            ActivityCount("j", 1, "email", "sent", "email", 1),
+        }
+        storage.erase_customer("c1")
+        assert _counts(storage, "j") == {
+            ActivityCount("j", 1, "email", "unreachable", None, 2),
+            ActivityCount("j", 1, "email", "sent", "email", 1),
+        }
 
     def test_prune_with_nothing_to_prune(self, storage: Storage) -> None:
         assert storage.prune(T0, Retention()) == PruneResult()
