@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from cjo.storage.erasure import ERASED_PREFIX
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE
 from cjo.storage.sqlite import SQLiteStorage
+from tests.helpers import postgres_storage as a_postgres_storage
 from tests.property.journeys import (
     CHANNELS,
     CONTENT,
@@ -446,20 +446,8 @@ def sqlite_storage(record_cache: int) -> Iterator[SQLiteStorage]:
 
 @contextmanager
 def postgres_storage(dsn: str, record_cache: int) -> Iterator[Storage]:
-    import psycopg
-    from psycopg import sql
-
-    from cjo.storage.postgres import PostgresStorage
-
-    schema = f"cjo_eq_{uuid.uuid4().hex[:12]}"
-    storage = PostgresStorage(dsn, schema=schema, max_size=2, record_cache=record_cache)
-    try:
+    with a_postgres_storage(dsn, "cjo_eq", max_size=2, record_cache=record_cache) as storage:
         yield storage
-    finally:
-        storage.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(schema)))
 
 
 def _late_worker() -> Run:
