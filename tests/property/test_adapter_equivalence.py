@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import os
 import tempfile
-import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -54,6 +53,7 @@ from cjo.storage.erasure import ERASED_PREFIX
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE
 from cjo.storage.sqlite import SQLiteStorage
+from tests.helpers import postgres_storage
 from tests.property.journeys import (
     CHANNELS,
     CONTENT,
@@ -444,24 +444,6 @@ def sqlite_storage(record_cache: int) -> Iterator[SQLiteStorage]:
             storage.close()
 
 
-@contextmanager
-def postgres_storage(dsn: str, record_cache: int) -> Iterator[Storage]:
-    import psycopg
-    from psycopg import sql
-
-    from cjo.storage.postgres import PostgresStorage
-
-    schema = f"cjo_eq_{uuid.uuid4().hex[:12]}"
-    storage = PostgresStorage(dsn, schema=schema, max_size=2, record_cache=record_cache)
-    try:
-        yield storage
-    finally:
-        storage.close()
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(schema)))
-
-
 def _late_worker() -> Run:
     """c0's wait ends at 09:00; the worker comes back only at 11:00, after c1 entered, and
     fires it at its own instant: the log has entries of 09:00 after entries of 11:00. The next
@@ -499,7 +481,8 @@ def test_sqlite_decides_what_memory_decides(r: Run) -> None:
 @example(_late_worker())
 @given(runs())
 def test_postgres_decides_what_memory_decides(postgres_dsn: str, r: Run) -> None:
-    with postgres_storage(postgres_dsn, r.record_cache) as storage:
+    with postgres_storage(postgres_dsn, "cjo_eq", max_size=2,
+                          record_cache=r.record_cache) as storage:
         assert_same(storage, r)
 
 
