@@ -277,11 +277,11 @@ def run(storage: Storage, r: Run) -> tuple[Worker, list[object]]:
     for after, action in r.actions:
         on_time(engine, clock, clock.now() + after)
         returned.append(attempt(functools.partial(act, engine, action)))
-    # The worker keeps coming for a while: each wake-up at its instant, and a pass every hour
-    # that sends what waits for a retry. Then it sends what is due at the end.
+    # The worker keeps coming for a while: each wake-up at its instant, and a pass every three
+    # hours that sends what waits for a retry. Then it sends what is due at the end.
     end = clock.now() + r.tail
     while clock.now() < end:
-        on_time(engine, clock, min(end, clock.now() + timedelta(hours=1)))
+        on_time(engine, clock, min(end, clock.now() + timedelta(hours=3)))
         engine.run_due()
     engine.dispatch_pending()
     return engine, returned
