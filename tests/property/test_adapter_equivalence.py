@@ -53,7 +53,7 @@ from cjo.storage.erasure import ERASED_PREFIX
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE
 from cjo.storage.sqlite import SQLiteStorage
-from tests.helpers import postgres_storage as a_postgres_storage
+from tests.helpers import postgres_storage
 from tests.property.journeys import (
     CHANNELS,
     CONTENT,
@@ -277,11 +277,11 @@ def run(storage: Storage, r: Run) -> tuple[Worker, list[object]]:
     for after, action in r.actions:
         on_time(engine, clock, clock.now() + after)
         returned.append(attempt(functools.partial(act, engine, action)))
-    # The worker keeps coming for a while: each wake-up at its instant, and a pass every hour
-    # that sends what waits for a retry. Then it sends what is due at the end.
+    # The worker keeps coming for a while: each wake-up at its instant, and a pass every three
+    # hours that sends what waits for a retry. Then it sends what is due at the end.
     end = clock.now() + r.tail
     while clock.now() < end:
-        on_time(engine, clock, min(end, clock.now() + timedelta(hours=1)))
+        on_time(engine, clock, min(end, clock.now() + timedelta(hours=3)))
         engine.run_due()
     engine.dispatch_pending()
     return engine, returned
@@ -444,12 +444,6 @@ def sqlite_storage(record_cache: int) -> Iterator[SQLiteStorage]:
             storage.close()
 
 
-@contextmanager
-def postgres_storage(dsn: str, record_cache: int) -> Iterator[Storage]:
-    with a_postgres_storage(dsn, "cjo_eq", max_size=2, record_cache=record_cache) as storage:
-        yield storage
-
-
 def _late_worker() -> Run:
     """c0's wait ends at 09:00; the worker comes back only at 11:00, after c1 entered, and
     fires it at its own instant: the log has entries of 09:00 after entries of 11:00. The next
@@ -487,7 +481,8 @@ def test_sqlite_decides_what_memory_decides(r: Run) -> None:
 @example(_late_worker())
 @given(runs())
 def test_postgres_decides_what_memory_decides(postgres_dsn: str, r: Run) -> None:
-    with postgres_storage(postgres_dsn, r.record_cache) as storage:
+    with postgres_storage(postgres_dsn, "cjo_eq", max_size=2,
+                          record_cache=r.record_cache) as storage:
         assert_same(storage, r)
 
 
