@@ -347,8 +347,8 @@ class Decider:
         state = self.state
         decided = state.decided_at
         stamped = event.timestamp
-        # An event nothing of the customer reads is not late, as ``handle_event`` skips it
-        # unseen: in a ``handle_events`` group it reaches here, and must leave the same log.
+        # An event nothing of the customer reads is not late. Callers skip such events before
+        # deciding; one let in because a wake-up was due may prove to be one once caught up.
         if decided is not None and stamped < decided and self.registry.matters_to(
             state, event.name
         ):
