@@ -235,6 +235,27 @@ def test_validation_wants_a_variant_for_every_fallback_channel() -> None:
     ]
 
 
+def test_a_misspelt_policy_choice_is_refused_not_read_as_another() -> None:
+    # Built in Python, a Literal field holds whatever it is given: "optin" must not pass for
+    # the default opt-out (marketing to customers who never agreed), nor "wait" for "exit".
+    engine = Engine(channels={"email": RecordingChannel()}, clock=ManualClock(T0))
+    with pytest.raises(DefinitionError) as caught:
+        engine.publish(
+            journeys=[_send_journey(when_capped="wait")], content=[NEWS],
+            topics=[Topic("newsletter", default="optin")],  # type: ignore[arg-type]
+            caps=[FrequencyCap("weekly", 2, per=7 * DAY, period="weekly")],  # type: ignore[arg-type]
+            quiet_hours=[QuietHours("night", time(21), time(8), action="later")],  # type: ignore[arg-type]
+        )
+    assert [str(p) for p in caught.value.problems] == [
+        "journey 'digest' v1 / step 'send': when_capped must be one of defer, exit, skip, "
+        "got 'wait'",
+        "topic 'newsletter': default must be one of opt_in, opt_out, got 'optin'",
+        "frequency cap 'weekly': period must be one of calendar_day, rolling, got 'weekly'",
+        "quiet hours 'night': action must be one of defer, skip, got 'later'",
+    ]
+    assert engine.generation == 0
+
+
 # --- frequency caps ----------------------------------------------------------------------------
 
 
