@@ -696,6 +696,15 @@ class _Session(CustomerSession):
         txn.aside[self.customer_id] = reason
 
 
+def check_schema_name(schema: object) -> None:
+    """``StorageError`` unless ``schema`` can name cjo's schema."""
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise StorageError(
+            f"invalid schema name {schema!r}: use letters, digits and underscores "
+            "(at most 63, not starting with a digit)"
+        )
+
+
 def check_connection(dsn: str, timeout: float = 10.0) -> None:
     """Connect once and hang up: raises ``StorageError`` with the server's reason (refused,
     unknown host, bad password) at once. A pool would instead retry in the background, logging
@@ -760,11 +769,7 @@ class PostgresStorage(Storage):
     ) -> None:
         self._records = RecordCache(record_cache)
         _check_pool_options(dsn, min_size, max_size, timeout, pool)
-        if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
-            raise StorageError(
-                f"invalid schema name {schema!r}: use letters, digits and underscores "
-                "(at most 63, not starting with a digit)"
-            )
+        check_schema_name(schema)
         self.schema = schema
         prefix = sql.Literal(schema + "\x1f")
         self._q: dict[str, sql.Composed] = {
