@@ -330,7 +330,7 @@ def test_a_worker_sends_nothing_its_lease_no_longer_covers(storage_factory: Any)
     # Ten messages leased for a minute; each send takes 20 seconds. Another worker's pass at
     # the fourth send finds messages whose lease has run out: unless the first worker stops
     # sending them in time, both send them.
-    first, second, slow, other = _two_workers(storage_factory, "deferred")
+    first, _second, slow, other = _two_workers(storage_factory, "deferred")
     first.handle_events(_sign_ups(10))
     assert first.dispatch_pending() == 10
     keys = slow.sent + other.sent
