@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cjo.channels.base import Message
+from cjo.content.render import NOW_KEY
 from cjo.delivery.feedback import DELIVERY_EVENTS, apply_delivery_event
 from cjo.delivery.gate import gate
 from cjo.delivery.gate import record as record_send
@@ -851,7 +852,7 @@ class Decider:
         if self.render:
             try:
                 fields = render_fields(self, item, variant, channel,
-                                       self.template_data(enrollment))
+                                       self.template_data(enrollment, at))
             except RenderError as exc:
                 return render_failed(self, enrollment, step, item, exc, at)
         customer_id = self.customer_id
@@ -975,15 +976,17 @@ class Decider:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def template_data(self, enrollment: Enrollment) -> dict[str, Any]:
+    def template_data(self, enrollment: Enrollment, at: datetime) -> dict[str, Any]:
         """What templates read: the profile, the enrollment's context (as ``event`` too: the
-        trigger's properties), the customer id."""
+        trigger's properties), the customer id, and the instant being decided (``'now' |
+        date``)."""
         p = self.state.profile
         return {
             "profile": p.attributes if p is not None else _EMPTY,
             "event": enrollment.context,
             "context": enrollment.context,
             "customer_id": self.customer_id,
+            NOW_KEY: at,
         }
 
     def end(self, enrollment: Enrollment, status: str, reason: str | None, at: datetime) -> None:
