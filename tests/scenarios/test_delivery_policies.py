@@ -31,6 +31,7 @@ from cjo import (
     Variant,
     Wait,
 )
+from cjo.analytics import format_table, journey_report
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
 from cjo.model.taxonomy import Category
 from cjo.runtime.kinds import split_fraction
@@ -420,6 +421,30 @@ def test_quiet_hours_can_skip_and_be_limited_to_a_journey(storage: Storage) -> N
     host.event("other_ready")
     assert [(s[1], s[2]) for s in host.sent()] == [("news", T0.replace(hour=22))]
     assert host.log(kinds=("quiet_hours",)) == [("quiet_hours", "night: skipped", "email")]
+
+
+def test_the_journey_report_says_which_rule_kept_a_send_from_going_out(
+    storage: Storage,
+) -> None:
+    # Reached 5, sent 3: without the cap and the quiet hours that held the other 2, the
+    # funnel does not add up.
+    host = Host(storage)
+    journey = Journey("digest", "send", {"send": Send("news", "email", when_capped="skip")},
+                      trigger=EventTrigger("digest_ready"))
+    host.engine.publish(
+        journeys=[journey], content=[NEWS], topics=TOPICS,
+        caps=[FrequencyCap("weekly", 2, per=7 * DAY)],
+        quiet_hours=[QuietHours("night", time(21), time(8), action="skip")],
+    )
+    for customer in ("c1", "c1", "c1", "c2"):
+        host.event("digest_ready", customer)
+    host.clock.set(T0.replace(hour=22))
+    host.event("digest_ready", "c3")
+    report = journey_report(host.engine.storage, journey)
+    assert (report.step("send").reached, report.sent) == (5, {"email": 3})
+    assert report.not_sent == {"cap weekly": 1, "quiet hours night": 1}
+    assert report.step("send").not_sent == 2
+    assert "not sent 2 (cap weekly 1, quiet hours night 1)" in format_table([report])
 
 
 # --- delivery feedback -------------------------------------------------------------------------
