@@ -601,7 +601,12 @@ class Decider:
         if key_name is not None:
             value = data.get(key_name)
             if value is None:
-                return None  # the input lacks the instance key: it cannot name an instance
+                # The input cannot name an instance. Said, so that an entry asked for (an
+                # explicit start) is not taken for one the re-entry rules refused.
+                self.outcome.not_entered.append(NotEntered(
+                    cj.journey.id, self.customer_id, f"instance key {key_name!r} is missing", now,
+                ))
+                return None
             # A key is text or a whole number (5 and "5" name one instance): a list or a float
             # names no instance reliably, and a key longer than an id would swell every id.
             if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:
