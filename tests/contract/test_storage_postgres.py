@@ -883,6 +883,26 @@ def test_close_leaves_no_connection_open(postgres_dsn: str, make_storage: Storag
         storage.peek("c1")
 
 
+def test_the_dsn_names_the_connections_unless_told_otherwise(
+    postgres_dsn: str, postgres_schema: str
+) -> None:
+    # Hosts tag their connections in the DSN (pg_stat_activity, pg_terminate_backend by
+    # name); a default of "cjo" used to replace the DSN's own.
+    app = f"shop-{uuid.uuid4().hex[:8]}"
+    separator = "&" if "?" in postgres_dsn else "?"
+    storage = PostgresStorage(f"{postgres_dsn}{separator}application_name={app}",
+                              schema=postgres_schema)
+    try:
+        assert _connections(postgres_dsn, app) >= 1
+    finally:
+        storage.close()
+    untagged = PostgresStorage(postgres_dsn, schema=postgres_schema, application_name=app)
+    try:
+        assert _connections(postgres_dsn, app) >= 1
+    finally:
+        untagged.close()
+
+
 def test_a_pool_passed_in_is_not_closed(postgres_dsn: str, postgres_schema: str) -> None:
     from psycopg_pool import ConnectionPool
 

@@ -55,6 +55,7 @@ from typing import Any, LiteralString, ParamSpec, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from cjo.channels.base import DeliveryResult, Message
@@ -696,6 +697,14 @@ class _Session(CustomerSession):
         txn.aside[self.customer_id] = reason
 
 
+def _dsn_params(dsn: str) -> dict[str, Any]:
+    """The parameters ``dsn`` sets (none when libpq cannot read it: the pool reports that)."""
+    try:
+        return conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return {}
+
+
 def check_schema_name(schema: object) -> None:
     """``StorageError`` unless ``schema`` can name cjo's schema."""
     if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
@@ -745,7 +754,8 @@ class PostgresStorage(Storage):
     ``dsn`` is a libpq connection string or URL. ``schema`` holds cjo's tables (created and
     migrated on construction). Pass ``pool`` to share a pool you own: cjo then neither
     configures nor closes it. ``timeout`` is how long a call waits for a free connection.
-    Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``);
+    Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``): the
+    one given, else the DSN's, else ``cjo``;
     ``connect_kwargs`` go to every connection (``{"prepare_threshold": None}`` behind
     PgBouncer in transaction mode, ``{"options": "-c lock_timeout=10s"}``...).
     ``record_cache`` is how many customers' last committed records are kept decoded, so that
@@ -763,7 +773,7 @@ class PostgresStorage(Storage):
         max_size: int = 10,
         pool: ConnectionPool[Any] | None = None,
         timeout: float = 30.0,
-        application_name: str = "cjo",
+        application_name: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         record_cache: int = DEFAULT_RECORD_CACHE,
     ) -> None:
@@ -778,7 +788,10 @@ class PostgresStorage(Storage):
         }
         self._owns_pool = pool is None
         if pool is None:
-            kwargs: dict[str, Any] = {"autocommit": True, "application_name": application_name}
+            kwargs: dict[str, Any] = {"autocommit": True}
+            if application_name is not None or "application_name" not in _dsn_params(dsn):
+                # A keyword argument would override the DSN's own.
+                kwargs["application_name"] = application_name or "cjo"
             kwargs.update(connect_kwargs or {})
             with _translated():
                 pool = ConnectionPool(
