@@ -4,6 +4,7 @@ message written earlier (deferred, or retried) is not sent after a block or an u
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -285,6 +286,29 @@ def test_a_bad_result_from_a_channel_is_reported_as_it_is(
     (message,) = _event(engine, "go").messages
     entry = storage.outbox_entry(message.idempotency_key)
     assert entry is not None and (entry.status, entry.last_error) == ("pending", error)
+
+
+def _render_body(message: Message) -> DeliveryResult:
+    raise KeyError("body")  # a bug in the host's adapter, not a provider's refusal
+
+
+def test_an_exception_raised_by_a_channel_is_logged_with_its_traceback(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retried and, five attempts later, a dead letter: the traceback is what finds the bug.
+    engine = Engine(storage=storage, channels={"sms": _Returns(lambda: None)},
+                    clock=ManualClock(T0))
+    engine.channels["sms"].send = _render_body  # type: ignore[method-assign]
+    engine.publish(content=[_content("c")], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "sms")})])
+    with caplog.at_level(logging.WARNING, logger="cjo"):
+        (message,) = _event(engine, "go").messages
+    entry = storage.outbox_entry(message.idempotency_key)
+    assert entry is not None and entry.last_error == "KeyError: 'body'"
+    (raised,) = [r for r in caplog.records if r.exc_info]
+    assert message.idempotency_key in raised.getMessage()
+    assert raised.exc_info is not None and raised.exc_info[0] is KeyError
+    assert "_render_body" in caplog.text  # the frame that raised
 
 
 # --- a slow channel and the dispatch lease ---------------------------------------------------
