@@ -50,7 +50,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import Any, LiteralString, ParamSpec, TypeVar
+from typing import Any, Final, LiteralString, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -92,6 +92,7 @@ from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
     SCHEDULE_CLAIM_END,
     SCHEDULE_CLAIM_PREFIX,
+    counted_detail_sql,
     pseudonymiser,
 )
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
@@ -280,6 +281,9 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # database from blocking each other.
 _KEY: LiteralString = "hashtextextended({prefix} || {col}, 0)"
 
+# A detail as it is counted: without the instant it names (see ``cjo.storage.erasure``).
+_TIMELESS_DETAIL: Final = counted_detail_sql("strpos")
+
 _QUERIES: dict[str, LiteralString] = {
     # Locks in ascending key order (the sorted subquery is not flattened; the aggregate
     # consumes it in order): every transaction locks in the same order, so none deadlock.
@@ -384,9 +388,10 @@ _QUERIES: dict[str, LiteralString] = {
     " SELECT %(next)s, %(data)s"
     " WHERE (SELECT coalesce(max(generation), 0) FROM {s}.definitions) = %(expected)s"
     " ON CONFLICT (generation) DO NOTHING RETURNING generation",
+    # A detail is counted without the instant it names (see ``cjo.storage.erasure``).
     "activity_counts": "SELECT version, step_id, kind, detail, sum(n)::bigint FROM ("
-    " SELECT version, step_id, kind, detail, count(*) AS n FROM {s}.activity"
-    "  WHERE journey_id = %(j)s GROUP BY version, step_id, kind, detail"
+    f" SELECT version, step_id, kind, {_TIMELESS_DETAIL} AS detail, count(*) AS n"
+    "  FROM {s}.activity WHERE journey_id = %(j)s GROUP BY version, step_id, kind, 4"
     " UNION ALL SELECT version, step_id, kind, detail, count FROM {s}.activity_totals"
     "  WHERE journey_id = %(j)s"
     ") AS t GROUP BY version, step_id, kind, detail",
@@ -432,14 +437,15 @@ _QUERIES: dict[str, LiteralString] = {
     # A free-text detail is counted as blank (see ``cjo.storage.erasure``).
     "prune_activity": "WITH gone AS (DELETE FROM {s}.activity WHERE at < %s"
     "  RETURNING journey_id, version, step_id, kind,"
-    "  CASE WHEN kind = ANY(%s::text[]) THEN NULL ELSE detail END AS detail),"
+    f"  CASE WHEN kind = ANY(%s::text[]) THEN NULL ELSE {_TIMELESS_DETAIL} END AS detail),"
     " folded AS (INSERT INTO {s}.activity_totals"
     "  SELECT journey_id, version, step_id, kind, detail, count(*) FROM gone"
     "  GROUP BY journey_id, version, step_id, kind, detail RETURNING count)"
     " SELECT coalesce(sum(count), 0)::bigint FROM folded",
     # Keeps the totals at one row per counted key, however often prune runs.
+    # ... and counts folded by an older cjo lose their instants too.
     "compact_totals": "WITH old AS (DELETE FROM {s}.activity_totals"
-    "  RETURNING journey_id, version, step_id, kind, detail, count)"
+    f"  RETURNING journey_id, version, step_id, kind, {_TIMELESS_DETAIL} AS detail, count)"
     " INSERT INTO {s}.activity_totals SELECT journey_id, version, step_id, kind, detail,"
     "  sum(count)::bigint FROM old GROUP BY journey_id, version, step_id, kind, detail",
     "get_setting": "SELECT value FROM {s}.settings WHERE key = %s",
