@@ -806,6 +806,22 @@ def test_bad_arguments_and_unreachable_servers_raise_storage_errors(postgres_sch
         )
 
 
+@pytest.mark.parametrize(("dsn", "says"), [
+    ("postgresql://nobody@127.0.0.1:1/none", "refused"),
+    ("not a dsn", 'missing "=" after "not"'),
+])
+def test_a_server_that_cannot_be_reached_fails_at_once_with_its_reason(
+    dsn: str, says: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The pool would retry in the background until its timeout (30 s), logging each attempt,
+    # and then say only that it had waited.
+    began = time.monotonic()
+    with pytest.raises(StorageError, match=says):
+        PostgresStorage(dsn, schema=postgres_schema)
+    assert time.monotonic() - began < 10
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")]
+
+
 def test_driver_errors_are_translated(storage: PostgresStorage) -> None:
     from cjo.storage.postgres import _translated
 

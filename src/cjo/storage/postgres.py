@@ -720,12 +720,16 @@ def check_schema_name(schema: object) -> None:
         )
 
 
-def check_connection(dsn: str, timeout: float = 10.0) -> None:
-    """Connect once and hang up: raises ``StorageError`` with the server's reason (refused,
-    unknown host, bad password) at once. A pool would instead retry in the background, logging
-    each failure, until its ``timeout``, and then report only the wait."""
+def check_connection(
+    dsn: str, timeout: float = 10.0, connect_kwargs: Mapping[str, Any] | None = None
+) -> None:
+    """Connect once (with ``connect_kwargs``) and hang up: raises ``StorageError`` with the
+    server's reason (refused, unknown host, bad password, a DSN libpq cannot read) at once. A
+    pool would instead retry in the background, logging each failure, until its ``timeout``,
+    and then report only the wait."""
+    kwargs = {"connect_timeout": max(1, round(timeout)), **(connect_kwargs or {})}
     try:
-        psycopg.connect(dsn, connect_timeout=max(1, round(timeout))).close()
+        psycopg.connect(dsn, **kwargs).close()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"PostgreSQL: {reason}") from exc
@@ -799,6 +803,7 @@ class PostgresStorage(Storage):
                 # A keyword argument would override the DSN's own.
                 kwargs["application_name"] = application_name or "cjo"
             kwargs.update(connect_kwargs or {})
+            check_connection(dsn, timeout, kwargs)
             with _translated():
                 pool = ConnectionPool(
                     dsn, min_size=min_size, max_size=max_size, kwargs=kwargs, timeout=timeout,

@@ -48,18 +48,17 @@ def storage_kind(url: str) -> str:
 
 def open_storage(url: str) -> Storage:
     """The storage a URL names. The caller closes it (``Storage`` is a context manager). A
-    PostgreSQL server is connected to once first, so one that does not answer fails at once."""
+    PostgreSQL server that does not answer fails at once, with its reason."""
     kind = storage_kind(url)
     if kind == "memory":
         return InMemoryStorage()
     module_name, class_name = _SQL_ADAPTERS[kind]
     cls = _adapter_class(module_name, class_name, url)
     if kind == "postgresql":
-        module = importlib.import_module(module_name)
         dsn, schema = _schema_of(url.strip())
-        module.check_schema_name(schema)
-        # A server that is down is then one clear error, not a pool retrying until it times out.
-        module.check_connection(dsn)
+        # Refused before connecting; a server that does not answer is then refused by the
+        # adapter at once, with its reason.
+        importlib.import_module(module_name).check_schema_name(schema)
         postgres: Storage = cls(dsn, schema=schema)
         return postgres
     storage: Storage = cls(url.strip())
