@@ -248,3 +248,33 @@ def test_redact_url():
     assert redact_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
     assert redact_url("memory") == "memory"
+
+
+def test_a_postgresql_url_names_the_schema_the_host_keeps_cjo_in(
+    postgres_dsn, postgres_schema, tmp_path, capsys
+):
+    # A host running PostgresStorage(dsn, schema=...) imports into that schema, not into a
+    # new "cjo" schema beside it.
+    from cjo.storage.postgres import PostgresStorage
+
+    people = tmp_path / "people.csv"
+    people.write_text("customer_id,plan\nann,pro\n", encoding="utf-8")
+    url = f"{postgres_dsn}?schema={postgres_schema}"
+    assert main(["import", str(people), "--storage", url]) == 0, capsys.readouterr().err
+    with PostgresStorage(postgres_dsn, schema=postgres_schema) as storage:
+        record = storage.peek("ann")
+        assert record is not None and record.profile.attributes == {"plan": "pro"}
+    with open_storage(url) as storage:
+        assert storage.peek("ann") is not None
+
+
+@pytest.mark.parametrize(("query", "says"), [
+    ("schema=a&schema=b", "schema is given 2 times"),
+    ("schema=", "invalid schema name ''"),
+    ("schema=no-dashes", "invalid schema name 'no-dashes'"),
+])
+def test_a_bad_schema_in_a_postgresql_url_is_refused_before_connecting(query, says):
+    pytest.importorskip("psycopg")
+    # Nothing listens on port 1: the schema is refused before any connection is tried.
+    with pytest.raises(StorageError, match=says):
+        open_storage(f"postgresql://nobody@127.0.0.1:1/db?{query}")

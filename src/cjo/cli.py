@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1,
                       help="random seed; a resumed simulation keeps its first seed (default: 1)")
     demo.add_argument("--storage", default="memory", metavar="URL",
-                      help="memory (default), sqlite:///path.db or postgresql://...")
+                      help="memory (default), sqlite:///path.db or postgresql://... (add "
+                           "?schema=NAME for a schema other than cjo)")
     demo.add_argument("--tick", type=_bounded(_MIN_TICK, _MAX_TICK), default=5.0,
                       metavar="MINUTES",
                       help=f"simulated minutes between engine polls, {_MIN_TICK:g} to "
@@ -96,7 +97,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file", type=Path, metavar="FILE")
     load.add_argument("--storage", default="memory", metavar="URL",
-                      help="memory (default), sqlite:///path.db or postgresql://...")
+                      help="memory (default), sqlite:///path.db or postgresql://... (add "
+                           "?schema=NAME for a schema other than cjo)")
     load.add_argument("--format", choices=("csv", "jsonl"),
                       help="the file's format (default: from its extension; .csv is CSV, "
                            "anything else JSON lines)")

@@ -918,6 +918,7 @@ class Engine:
         against its customer's current blocks and consent; one that may no longer go out is
         withheld, not sent (docs/delivery-policies.md). Returns how many were attempted. The
         worker loop calls this."""
+        given = now is not None
         now = ensure_aware(now, "now") if now is not None else self._now()
         count(limit, "limit")
         registry = self._sync()
@@ -928,8 +929,9 @@ class Engine:
                 return attempted
             # Written by an earlier transaction: a block or an unsubscribe may have come since.
             batch = self._withhold(batch, registry, now)
-            self._send(batch, now, None)
-            attempted += len(batch)
+            attempted += self._send(batch, now, None)
+            if not given:
+                now = self._now()  # the next claim's lease starts when it is taken
 
     def _withhold(
         self, messages: list[Message], registry: Registry, now: datetime,
@@ -1000,15 +1002,29 @@ class Engine:
         outcome.delivery.update(dict.fromkeys(keys, "pending"))
 
     def _send(
-        self, messages: Iterable[Message], now: datetime, outcome: OutcomeBuilder | None
-    ) -> None:
+        self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder | None
+    ) -> int:
+        """Send ``messages``, reserved to this engine since ``now`` (written or claimed then)
+        for ``dispatch_lease``, and record the results; returns how many were attempted."""
         storage = self.storage
         deliveries: list[Delivery] = []
         failed_actions: list[Message] = []
         # Messages whose address is dead, by customer: a permanent failure that blames the
         # recipient (not an action's call, which has its own failure policy).
         unreachable: dict[str, list[tuple[Message, str | None]]] = {}
-        for message in messages:
+        # Once the lease runs out, another worker may claim the messages not yet recorded and
+        # send them too. So a send starts only while half the lease remains (the other half is
+        # for that send to finish), and the messages left are handed back at once.
+        send_by = now + storage.dispatch_lease / 2
+        attempted = 0
+        for index, message in enumerate(messages):
+            if index and self._now() >= send_by:
+                left = [m.idempotency_key for m in messages[index:]]
+                storage.release_outbox(left, self._now())
+                if outcome is not None:
+                    outcome.delivery.update(dict.fromkeys(left, "pending"))
+                break
+            attempted += 1
             key = message.idempotency_key
             channel = self.channels.get(message.channel)
             policy = None
@@ -1058,6 +1074,7 @@ class Engine:
                 )
             except CorruptRecordError as exc:
                 log.error("enrollment not ended after its action failed: %s", exc)
+        return attempted
 
     def _mark_unreachable(
         self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime,

@@ -806,6 +806,22 @@ def test_bad_arguments_and_unreachable_servers_raise_storage_errors(postgres_sch
         )
 
 
+@pytest.mark.parametrize(("dsn", "says"), [
+    ("postgresql://nobody@127.0.0.1:1/none", "refused"),
+    ("not a dsn", 'missing "=" after "not"'),
+])
+def test_a_server_that_cannot_be_reached_fails_at_once_with_its_reason(
+    dsn: str, says: str, postgres_schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The pool would retry in the background until its timeout (30 s), logging each attempt,
+    # and then say only that it had waited.
+    began = time.monotonic()
+    with pytest.raises(StorageError, match=says):
+        PostgresStorage(dsn, schema=postgres_schema)
+    assert time.monotonic() - began < 10
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")]
+
+
 def test_driver_errors_are_translated(storage: PostgresStorage) -> None:
     from cjo.storage.postgres import _translated
 
@@ -881,6 +897,26 @@ def test_close_leaves_no_connection_open(postgres_dsn: str, make_storage: Storag
     assert _wait_for_connections(postgres_dsn, app, 0) == 0
     with pytest.raises(StorageError):
         storage.peek("c1")
+
+
+def test_the_dsn_names_the_connections_unless_told_otherwise(
+    postgres_dsn: str, postgres_schema: str
+) -> None:
+    # Hosts tag their connections in the DSN (pg_stat_activity, pg_terminate_backend by
+    # name); a default of "cjo" used to replace the DSN's own.
+    app = f"shop-{uuid.uuid4().hex[:8]}"
+    separator = "&" if "?" in postgres_dsn else "?"
+    storage = PostgresStorage(f"{postgres_dsn}{separator}application_name={app}",
+                              schema=postgres_schema)
+    try:
+        assert _connections(postgres_dsn, app) >= 1
+    finally:
+        storage.close()
+    untagged = PostgresStorage(postgres_dsn, schema=postgres_schema, application_name=app)
+    try:
+        assert _connections(postgres_dsn, app) >= 1
+    finally:
+        untagged.close()
 
 
 def test_a_pool_passed_in_is_not_closed(postgres_dsn: str, postgres_schema: str) -> None:

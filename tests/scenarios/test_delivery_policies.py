@@ -31,6 +31,7 @@ from cjo import (
     Variant,
     Wait,
 )
+from cjo.analytics import format_table, journey_report
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
 from cjo.model.taxonomy import Category
 from cjo.runtime.kinds import split_fraction
@@ -235,6 +236,27 @@ def test_validation_wants_a_variant_for_every_fallback_channel() -> None:
     ]
 
 
+def test_a_misspelt_policy_choice_is_refused_not_read_as_another() -> None:
+    # Built in Python, a Literal field holds whatever it is given: "optin" must not pass for
+    # the default opt-out (marketing to customers who never agreed), nor "wait" for "exit".
+    engine = Engine(channels={"email": RecordingChannel()}, clock=ManualClock(T0))
+    with pytest.raises(DefinitionError) as caught:
+        engine.publish(
+            journeys=[_send_journey(when_capped="wait")], content=[NEWS],
+            topics=[Topic("newsletter", default="optin")],  # type: ignore[arg-type]
+            caps=[FrequencyCap("weekly", 2, per=7 * DAY, period="weekly")],  # type: ignore[arg-type]
+            quiet_hours=[QuietHours("night", time(21), time(8), action="later")],  # type: ignore[arg-type]
+        )
+    assert [str(p) for p in caught.value.problems] == [
+        "journey 'digest' v1 / step 'send': when_capped must be one of defer, exit, skip, "
+        "got 'wait'",
+        "topic 'newsletter': default must be one of opt_in, opt_out, got 'optin'",
+        "frequency cap 'weekly': period must be one of calendar_day, rolling, got 'weekly'",
+        "quiet hours 'night': action must be one of defer, skip, got 'later'",
+    ]
+    assert engine.generation == 0
+
+
 # --- frequency caps ----------------------------------------------------------------------------
 
 
@@ -399,6 +421,30 @@ def test_quiet_hours_can_skip_and_be_limited_to_a_journey(storage: Storage) -> N
     host.event("other_ready")
     assert [(s[1], s[2]) for s in host.sent()] == [("news", T0.replace(hour=22))]
     assert host.log(kinds=("quiet_hours",)) == [("quiet_hours", "night: skipped", "email")]
+
+
+def test_the_journey_report_says_which_rule_kept_a_send_from_going_out(
+    storage: Storage,
+) -> None:
+    # Reached 5, sent 3: without the cap and the quiet hours that held the other 2, the
+    # funnel does not add up.
+    host = Host(storage)
+    journey = Journey("digest", "send", {"send": Send("news", "email", when_capped="skip")},
+                      trigger=EventTrigger("digest_ready"))
+    host.engine.publish(
+        journeys=[journey], content=[NEWS], topics=TOPICS,
+        caps=[FrequencyCap("weekly", 2, per=7 * DAY)],
+        quiet_hours=[QuietHours("night", time(21), time(8), action="skip")],
+    )
+    for customer in ("c1", "c1", "c1", "c2"):
+        host.event("digest_ready", customer)
+    host.clock.set(T0.replace(hour=22))
+    host.event("digest_ready", "c3")
+    report = journey_report(host.engine.storage, journey)
+    assert (report.step("send").reached, report.sent) == (5, {"email": 3})
+    assert report.not_sent == {"cap weekly": 1, "quiet hours night": 1}
+    assert report.step("send").not_sent == 2
+    assert "not sent 2 (cap weekly 1, quiet hours night 1)" in format_table([report])
 
 
 # --- delivery feedback -------------------------------------------------------------------------

@@ -262,3 +262,28 @@ def test_an_email_with_neither_html_nor_text_is_a_render_failure() -> None:
     assert not outcome.messages
     [failure] = outcome.failures
     assert "renders empty" in failure.reason and "'html' and 'text'" in failure.reason
+
+
+def test_now_in_a_template_is_the_instant_being_decided_not_the_wall_clock(
+    storage_factory: Factory,
+) -> None:
+    # Liquid's "now" reads the machine's local wall clock: a back-test or a test on a manual
+    # clock would render today's date, in whatever zone the server runs in.
+    clock = ManualClock(datetime(2031, 6, 1, 23, 30, tzinfo=UTC))
+    email = RecordingChannel()
+    engine = Engine(storage=storage_factory(), channels={"email": email}, clock=clock)
+    stamp = "{{ 'now' | date: '%Y-%m-%d %H:%M' }} / {{ 'today' | date: '%Y-%m-%d' }}"
+    engine.publish(
+        content=[ContentItem("stamped", (Variant("email", {"subject": stamp, "text": "x"}),))],
+        journeys=[Journey("j", trigger=EventTrigger("go"), entry="first", steps={
+            "first": Send("stamped", "email", next="wait"),
+            "wait": Wait(DAY, next="second"),
+            "second": Send("stamped", "email"),
+        })],
+    )
+    engine.handle_event(Event("ann", "go", clock.now(), event_id="go-1"))
+    clock.advance(days=3)
+    engine.run_due()  # the wake-up is due a day after entry: that is its instant
+    assert [m.fields["subject"] for m in email.messages] == [
+        "2031-06-01 23:30 / 2031-06-01", "2031-06-02 23:30 / 2031-06-02",
+    ]

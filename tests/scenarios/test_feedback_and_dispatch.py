@@ -4,6 +4,7 @@ message written earlier (deferred, or retried) is not sent after a block or an u
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -285,3 +286,91 @@ def test_a_bad_result_from_a_channel_is_reported_as_it_is(
     (message,) = _event(engine, "go").messages
     entry = storage.outbox_entry(message.idempotency_key)
     assert entry is not None and (entry.status, entry.last_error) == ("pending", error)
+
+
+def _render_body(message: Message) -> DeliveryResult:
+    raise KeyError("body")  # a bug in the host's adapter, not a provider's refusal
+
+
+def test_an_exception_raised_by_a_channel_is_logged_with_its_traceback(
+    storage: Storage, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Retried and, five attempts later, a dead letter: the traceback is what finds the bug.
+    engine = Engine(storage=storage, channels={"sms": _Returns(lambda: None)},
+                    clock=ManualClock(T0))
+    engine.channels["sms"].send = _render_body  # type: ignore[method-assign]
+    engine.publish(content=[_content("c")], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("c", "sms")})])
+    with caplog.at_level(logging.WARNING, logger="cjo"):
+        (message,) = _event(engine, "go").messages
+    entry = storage.outbox_entry(message.idempotency_key)
+    assert entry is not None and entry.last_error == "KeyError: 'body'"
+    (raised,) = [r for r in caplog.records if r.exc_info]
+    assert message.idempotency_key in raised.getMessage()
+    assert raised.exc_info is not None and raised.exc_info[0] is KeyError
+    assert "_render_body" in caplog.text  # the frame that raised
+
+
+# --- a slow channel and the dispatch lease ---------------------------------------------------
+
+
+class _SlowChannel(Channel):
+    """Takes 20 seconds of the shared clock per message; during its ``meanwhile_at``-th send,
+    ``meanwhile`` runs (another worker's pass)."""
+
+    def __init__(self, clock: ManualClock, meanwhile_at: int = 0) -> None:
+        self.clock, self.meanwhile_at = clock, meanwhile_at
+        self.meanwhile: Any = None
+        self.sent: list[str] = []
+
+    def send(self, message: Message) -> DeliveryResult:
+        self.clock.advance(seconds=20)
+        self.sent.append(message.idempotency_key)
+        if len(self.sent) == self.meanwhile_at and self.meanwhile is not None:
+            self.meanwhile()
+        return DeliveryResult("delivered")
+
+
+def _two_workers(storage_factory: Any, dispatch: str) -> tuple[Engine, Engine, _SlowChannel,
+                                                              _SlowChannel]:
+    clock = ManualClock(T0)
+    slow, other = _SlowChannel(clock, meanwhile_at=4), _SlowChannel(clock)
+    journey = Journey("hello", trigger=EventTrigger("signed_up"), entry="s",
+                      steps={"s": Send("hello", "email")})
+    first = Engine(storage=storage_factory(), channels={"email": slow}, clock=clock,
+                   dispatch=dispatch)  # type: ignore[arg-type]
+    first.publish(journeys=[journey], content=[_content("hello")])
+    second = Engine(storage=storage_factory(), channels={"email": other}, clock=clock)
+    slow.meanwhile = second.dispatch_pending
+    return first, second, slow, other
+
+
+def _sign_ups(count: int) -> list[Event]:
+    return [Event(customer_id=f"c{i}", name="signed_up", timestamp=T0, event_id=f"s{i}")
+            for i in range(count)]
+
+
+def test_a_worker_sends_nothing_its_lease_no_longer_covers(storage_factory: Any) -> None:
+    # Ten messages leased for a minute; each send takes 20 seconds. Another worker's pass at
+    # the fourth send finds messages whose lease has run out: unless the first worker stops
+    # sending them in time, both send them.
+    first, _second, slow, other = _two_workers(storage_factory, "deferred")
+    first.handle_events(_sign_ups(10))
+    assert first.dispatch_pending() == 10
+    keys = slow.sent + other.sent
+    assert len(keys) == len(set(keys)) == 10
+    assert {first.storage.outbox_entry(k).status for k in keys} == {"delivered"}  # type: ignore[union-attr]
+
+
+def test_inline_sends_leave_what_their_lease_no_longer_covers_to_the_worker(
+    storage_factory: Any,
+) -> None:
+    first, second, slow, other = _two_workers(storage_factory, "inline")
+    outcome = first.handle_events(_sign_ups(10))
+    assert 0 < len(slow.sent) < 10
+    assert [outcome.delivery[k] for k in slow.sent] == ["delivered"] * len(slow.sent)
+    left = [m.idempotency_key for m in outcome.messages if m.idempotency_key not in slow.sent]
+    assert {outcome.delivery[k] for k in left} == {"pending"}
+    second.dispatch_pending()
+    keys = slow.sent + other.sent
+    assert len(keys) == len(set(keys)) == 10

@@ -280,3 +280,22 @@ def test_a_wait_shorter_than_the_lifetime_reaches_the_next_step() -> None:
     clock.advance(2 * DAY)
     engine.run_due()
     assert len(email.messages) == 1
+
+
+def test_an_entry_without_its_instance_key_says_why_it_entered_no_one(
+    storage: Storage,
+) -> None:
+    # start_journey is the host asking for an entry: one that silently does nothing cannot
+    # be told from one the re-entry rules refused.
+    cart = Journey("cart", trigger=EventTrigger("add"), entry="w", steps={"w": Wait(HOUR)},
+                   reentry=ReentryPolicy.after_exit(instance_key="cart_id"))
+    engine, _clock, _email = _engine(T0, storage)
+    engine.publish(journeys=[cart])
+    for outcome in (engine.start_journey("cart", "ada", {"item": "tent"}),
+                    engine.start_journey("cart", "ada", {"cart_id": None}),
+                    engine.handle_event(_event("add", "ada", T0, "a1", item="tent"))):
+        assert outcome.entered == ()
+        assert [(n.journey_id, n.reason) for n in outcome.not_entered] == [
+            ("cart", "instance key 'cart_id' is missing")]
+    assert engine.enrollments("ada") == []
+    assert len(engine.start_journey("cart", "ada", {"cart_id": "A"}).entered) == 1

@@ -40,6 +40,8 @@ class StepRow:
     converted: int = 0
     completed: int = 0
     paths: Mapping[str, int] = attrs.field(factory=dict)
+    #: Sends a delivery rule or a limit kept from going out (``JourneyReport.not_sent``).
+    not_sent: int = 0
 
     @property
     def sent_total(self) -> int:
@@ -56,6 +58,10 @@ class JourneyReport:
     those (they entered but got no journey message); ``suppressed`` maps each reason a send was
     withheld (``control``, consent...) to its count, ``unspecified`` for the entries of erased
     customers and those pruned from the log (a reason is free text: ``cjo.storage.erasure``).
+    ``not_sent`` counts the other sends that did not go out, by what kept them: ``cap <id>``
+    (a frequency cap skipped the send or ended the enrollment), ``quiet hours <id>`` (skipped),
+    and the reason a send was skipped (``catch-up limit``, ``paused``); a deferred send is
+    counted once it goes out or not.
     """
 
     journey_id: str
@@ -75,6 +81,7 @@ class JourneyReport:
     control: int = 0
     control_converted: int = 0
     suppressed: Mapping[str, int] = attrs.field(factory=dict)
+    not_sent: Mapping[str, int] = attrs.field(factory=dict)
 
     @property
     def exited_total(self) -> int:
@@ -152,6 +159,8 @@ def build_report(
     sent: Counter[str] = Counter()
     suppressed: Counter[str] = Counter()
     control: Counter[str] = Counter()
+    not_sent: Counter[str] = Counter()
+    not_sent_by_step: Counter[str | None] = Counter()
     for c in counts:
         if c.journey_id != journey.id:
             continue
@@ -160,6 +169,10 @@ def build_report(
             control[c.kind] += c.count
         if c.kind == "suppressed":
             suppressed[c.detail or "unspecified"] += c.count
+        held = _not_sent(c.kind, c.detail)
+        if held is not None:
+            not_sent[held] += c.count
+            not_sent_by_step[c.step_id] += c.count
         if c.kind == "exited":
             exited[c.detail or "unspecified"] += c.count
         elif c.kind == "sent":
@@ -191,6 +204,7 @@ def build_report(
             converted=_sum(by_kind, "goal"),
             completed=_sum(by_kind, "completed"),
             paths=_details(by_kind, "path"),
+            not_sent=not_sent_by_step.get(step_id, 0),
         ))
     return JourneyReport(
         journey_id=journey.id,
@@ -209,7 +223,22 @@ def build_report(
         control=control["entered"],
         control_converted=control["goal"],
         suppressed=dict(sorted(suppressed.items())),
+        not_sent=dict(sorted(not_sent.items())),
     )
+
+
+def _not_sent(kind: str, detail: str | None) -> str | None:
+    """Why a send this activity records did not go out, if it is one that did not (a deferral
+    is not: the send is decided again later)."""
+    if kind == "send_skipped":
+        return detail or "unspecified"
+    if kind not in ("capped", "quiet_hours") or detail is None:
+        return None
+    # "<rule>: skipped", "<cap>: exited" or "<rule>: deferred to <instant>"
+    rule, _, action = detail.rpartition(": ")
+    if action not in ("skipped", "exited"):
+        return None
+    return f"cap {rule}" if kind == "capped" else f"quiet hours {rule}"
 
 
 def _sum(by_kind: Counter[tuple[str, str | None]], kind: str) -> int:
@@ -280,9 +309,10 @@ def _summary(report: JourneyReport) -> str:
     failed = sum(row.send_failed for row in report.steps)
     if failed:
         parts.append(f"send failed {_num(failed)}")
-    if report.suppressed:
-        reasons = ", ".join(f"{reason} {_num(n)}" for reason, n in report.suppressed.items())
-        parts.append(f"suppressed {_num(sum(report.suppressed.values()))} ({reasons})")
+    for label, counted in (("suppressed", report.suppressed), ("not sent", report.not_sent)):
+        if counted:
+            reasons = ", ".join(f"{reason} {_num(n)}" for reason, n in counted.items())
+            parts.append(f"{label} {_num(sum(counted.values()))} ({reasons})")
     if report.control:
         parts.append(
             f"control {_num(report.control)} (converted {_num(report.control_converted)}, "

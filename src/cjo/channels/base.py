@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Literal
@@ -13,6 +14,8 @@ from cjo.errors import UsageError
 from cjo.limits import MAX_DELIVERY_ERROR
 
 __all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
+
+log = logging.getLogger("cjo.channels")
 
 #: ``delivered``: the provider accepted the message. ``transient``: it did not, but a later
 #: attempt may succeed (a timeout, a 503, a full mailbox); the engine retries it with back-off.
@@ -122,6 +125,10 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
     try:
         result = channel.send(message)
     except Exception as exc:
+        # Retried like a provider's refusal, but it may be a bug in the adapter: the traceback
+        # is the only place that says where.
+        log.warning("channel %r raised while sending %s", message.channel,
+                    message.idempotency_key, exc_info=True)
         return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {exc}"))
     if not isinstance(result, DeliveryResult):
         return DeliveryResult.transient(f"channel returned {result!r:.200}, not a DeliveryResult")

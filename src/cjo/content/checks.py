@@ -12,6 +12,7 @@ comparison with a number fails on ``"1"`` is rendered again with the number 1.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -22,7 +23,7 @@ from liquid.builtin.tags.render_tag import RenderNode
 from liquid.context import RenderContext
 from liquid.exceptions import LiquidError
 
-from cjo.content.render import Renderer
+from cjo.content.render import NOW_KEY, Renderer
 from cjo.model.content import ContentBlock, ContentItem, Variant
 
 __all__ = [
@@ -35,6 +36,9 @@ __all__ = [
 ]
 
 SAMPLE_CUSTOMER = "sample-customer"
+#: What ``'now' | date`` reads when a template is checked at publish (any instant will do: it
+#: is only rendered for its errors), so that a check never reads the wall clock.
+SAMPLE_INSTANT = datetime(2000, 1, 3, 9, 0, tzinfo=UTC)
 _PLACEHOLDER = "1"
 _ROOTS = frozenset({"profile", "event", "context"})
 _PARSER = Environment()
@@ -158,7 +162,7 @@ def sample_data(
     if sample is not None:
         event = dict(sample.event)
         return {"profile": dict(sample.profile), "event": event, "context": event,
-                "customer_id": SAMPLE_CUSTOMER}
+                "customer_id": SAMPLE_CUSTOMER, NOW_KEY: SAMPLE_INSTANT}
     profile: dict[str, Any] = {}
     event = {}
     env = renderer.environment
@@ -177,7 +181,7 @@ def sample_data(
                 _fill(profile if segments[0] == "profile" else event, segments[1:],
                       placeholder)
     return {"profile": profile, "event": event, "context": event,
-            "customer_id": SAMPLE_CUSTOMER}
+            "customer_id": SAMPLE_CUSTOMER, NOW_KEY: SAMPLE_INSTANT}
 
 
 def _fill(target: dict[str, Any], path: tuple[Any, ...], placeholder: str | int) -> None:

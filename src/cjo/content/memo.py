@@ -4,9 +4,9 @@ machinery.
 - Most sends of one content item differ in a handful of values (a first name, a plan, an item):
   Liquid's static analysis tells which variables a template reads, so the rendered text can be
   kept per (template, those values) and a repeat costs a dictionary look-up. A template whose
-  output may depend on anything else (loops, counters, partials, the ``date`` filter, which can
-  read the current time), reads a value that is not a plain scalar, or reads the customer id
-  (unique to each customer: never repeated) is never memoised.
+  output may depend on anything else (loops, counters, partials, the ``date`` filter, whose
+  ``now`` is the instant being decided), reads a value that is not a plain scalar, or reads
+  the customer id (unique to each customer: never repeated) is never memoised.
 - Most templates are text, ``{{ path | filter: literal }}`` outputs and ``{% if path ==
   literal %}...{% else %}...{% endif %}`` choices between such parts. For those, Liquid's own
   parse tree, filter functions and stringification are applied directly, with no render

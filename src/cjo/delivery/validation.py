@@ -5,17 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from typing import Any, get_args
 
 from cjo.errors import InvalidEventError, Problem
 from cjo.limits import Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import check_id
-from cjo.model.policies import FrequencyCap, QuietHours
+from cjo.model.policies import CapPeriod, FrequencyCap, QuietAction, QuietHours, TopicDefault
 from cjo.model.steps import Send
 
-__all__ = ["check_policies"]
+__all__ = ["check_choice", "check_policies"]
 
 _DAY = timedelta(days=1)
+
+
+def check_choice(value: object, choices: Any, what: str, where: str) -> list[Problem]:
+    """A problem when ``value`` is not one of the values of the ``Literal`` type ``choices``.
+    The JSON loader refuses such a value; a definition built in Python holds whatever it was
+    given, and a misspelt choice must not be read as another (an ``"optin"`` topic as the
+    default opt-out)."""
+    allowed = get_args(choices)
+    if value in allowed and isinstance(value, str):
+        return []
+    return [Problem(where, f"{what} must be one of {', '.join(sorted(allowed))}, "
+                           f"got {value!r:.80}")]
 
 
 def _id(value: object, what: str, where: str) -> list[Problem]:
@@ -38,6 +51,9 @@ def _check_cap(
 ) -> list[Problem]:
     where = f"frequency cap {cap.id!r}"
     problems = _id(cap.id, "frequency cap id", where)
+    period = check_choice(cap.period, CapPeriod, "period", where)
+    if period:
+        return problems + period  # the other checks depend on the period
     if isinstance(cap.limit, bool) or not isinstance(cap.limit, int) or cap.limit < 1:
         problems.append(Problem(where, f"limit must be a positive integer, got {cap.limit!r}"))
     if cap.period == "rolling":
@@ -68,6 +84,7 @@ def _check_quiet(
 ) -> list[Problem]:
     where = f"quiet hours {q.id!r}"
     problems = _id(q.id, "quiet hours id", where)
+    problems += check_choice(q.action, QuietAction, "action", where)
     if q.start.tzinfo is not None or q.end.tzinfo is not None:
         problems.append(Problem(where, "start and end are wall times: give them no time zone"))
         return problems
@@ -103,6 +120,7 @@ def check_policies(
     problems: list[Problem] = []
     for topic in definitions.topics:
         problems += _id(topic.id, "topic id", f"topic {topic.id!r}")
+        problems += check_choice(topic.default, TopicDefault, "default", f"topic {topic.id!r}")
     for cap in definitions.caps:
         problems += _check_cap(cap, channels, tags, limits)
     for q in definitions.quiet_hours:

@@ -32,6 +32,8 @@ __all__ = [
 
 
 RenderErrorPolicy = Literal["skip", "retry", "exit"]
+#: What a Send does when a frequency cap holds it (``Send.when_capped``).
+CapAction = Literal["skip", "defer", "exit"]
 
 
 @attrs.frozen
@@ -58,7 +60,7 @@ class Send:
     tags: tuple[str, ...] = ()
     topic: str | None = None
     fallbacks: tuple[str, ...] = ()
-    when_capped: Literal["skip", "defer", "exit"] = "skip"
+    when_capped: CapAction = "skip"
     variant: str | None = None
     offers: tuple[str, ...] = ()
     on_render_error: RenderErrorPolicy = "skip"

@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cjo.channels.base import Message
+from cjo.content.render import NOW_KEY
 from cjo.delivery.feedback import DELIVERY_EVENTS, apply_delivery_event
 from cjo.delivery.gate import gate
 from cjo.delivery.gate import record as record_send
@@ -600,7 +601,12 @@ class Decider:
         if key_name is not None:
             value = data.get(key_name)
             if value is None:
-                return None  # the input lacks the instance key: it cannot name an instance
+                # The input cannot name an instance. Said, so that an entry asked for (an
+                # explicit start) is not taken for one the re-entry rules refused.
+                self.outcome.not_entered.append(NotEntered(
+                    cj.journey.id, self.customer_id, f"instance key {key_name!r} is missing", now,
+                ))
+                return None
             # A key is text or a whole number (5 and "5" name one instance): a list or a float
             # names no instance reliably, and a key longer than an id would swell every id.
             if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:
@@ -851,7 +857,7 @@ class Decider:
         if self.render:
             try:
                 fields = render_fields(self, item, variant, channel,
-                                       self.template_data(enrollment))
+                                       self.template_data(enrollment, at))
             except RenderError as exc:
                 return render_failed(self, enrollment, step, item, exc, at)
         customer_id = self.customer_id
@@ -975,15 +981,17 @@ class Decider:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    def template_data(self, enrollment: Enrollment) -> dict[str, Any]:
+    def template_data(self, enrollment: Enrollment, at: datetime) -> dict[str, Any]:
         """What templates read: the profile, the enrollment's context (as ``event`` too: the
-        trigger's properties), the customer id."""
+        trigger's properties), the customer id, and the instant being decided (``'now' |
+        date``)."""
         p = self.state.profile
         return {
             "profile": p.attributes if p is not None else _EMPTY,
             "event": enrollment.context,
             "context": enrollment.context,
             "customer_id": self.customer_id,
+            NOW_KEY: at,
         }
 
     def end(self, enrollment: Enrollment, status: str, reason: str | None, at: datetime) -> None:

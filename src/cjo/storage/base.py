@@ -369,7 +369,8 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         """Every activity of a journey, counted by (version, step, kind, detail), pruned
-        entries included."""
+        entries included; the detail as ``cjo.storage.erasure.counted_detail`` has it
+        (without the instant it names), a pruned one's without its free text too."""
 
     @abc.abstractmethod
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:

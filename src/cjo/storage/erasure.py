@@ -13,6 +13,10 @@ never stored, means the pseudonym cannot be traced back to the customer id.
 The counts that outlive pruning keep no free text either: a pruned entry's free-text detail
 is counted as blank.
 
+Counts leave out the instants some details name (``counted_detail``): a deferral's
+``weekly: deferred to <instant>`` counts as ``weekly: deferred``, so the counts grow with the
+definitions, not with every deferral ever made. The log keeps each detail whole.
+
 Handled event ids are the host's, opaque, and stay until pruned, save those cjo made itself
 that name the customer: the claims of their schedule entries
 (``schedule:<journey>:<occurrence>:<customer>``, ``schedule_claim``), which go with them
@@ -32,6 +36,9 @@ __all__ = [
     "FREE_TEXT_KINDS",
     "SCHEDULE_CLAIM_END",
     "SCHEDULE_CLAIM_PREFIX",
+    "TIMED_DETAILS",
+    "counted_detail",
+    "counted_detail_sql",
     "erased_detail",
     "names_schedule_claim",
     "pseudonymiser",
@@ -62,6 +69,51 @@ def pseudonymiser() -> Callable[[str], str]:
         return ERASED_PREFIX + digest[:24]
 
     return pseudonym
+
+
+#: Activity kinds whose detail names an instant, with the text the instant follows and what
+#: the count keeps in its place: ``<rule>: deferred to <instant>`` is counted as
+#: ``<rule>: deferred``, ``<event> stamped <instant>, after <instant>`` as ``<event>``. The
+#: first occurrence of the text counts (as SQL's ``instr`` finds it).
+TIMED_DETAILS: Final[dict[str, tuple[str, str]]] = {
+    "capped": (": deferred to ", ": deferred"),
+    "quiet_hours": (": deferred to ", ": deferred"),
+    "late_event": (" stamped ", ""),
+}
+#: Activity kinds whose detail is an instant and nothing else (a date already past): counted
+#: as blank.
+_INSTANT_KINDS: Final = frozenset({"date_past"})
+
+
+def counted_detail(kind: str, detail: str | None) -> str | None:
+    """The detail an entry is counted under in ``activity_counts``: its own, less the instant
+    it names (``TIMED_DETAILS``)."""
+    if detail is None or kind in _INSTANT_KINDS:
+        return None
+    timed = TIMED_DETAILS.get(kind)
+    if timed is None:
+        return detail
+    marker, kept = timed
+    at = detail.find(marker)
+    return detail if at < 0 else detail[:at] + kept
+
+
+def counted_detail_sql(find: str) -> str:
+    """``counted_detail`` as an SQL expression over the columns ``kind`` and ``detail``;
+    ``find`` is the dialect's function that finds text in text, 1-based, 0 when absent
+    (SQLite's ``instr``, PostgreSQL's ``strpos``)."""
+    cases = [f"WHEN kind IN ({_sql_list(_INSTANT_KINDS)}) THEN NULL"]
+    for marker, kept in sorted(set(TIMED_DETAILS.values())):
+        kinds = {kind for kind, timed in TIMED_DETAILS.items() if timed == (marker, kept)}
+        found = f"{find}(detail, '{marker}')"
+        cases.append(f"WHEN kind IN ({_sql_list(kinds)}) AND {found} > 0 "
+                     f"THEN substr(detail, 1, {found} - 1) || '{kept}'")
+    return f"(CASE {' '.join(cases)} ELSE detail END)"
+
+
+def _sql_list(words: frozenset[str] | set[str]) -> str:
+    # Kinds and markers are cjo's own constants: plain text, no quote to escape.
+    return ", ".join(f"'{word}'" for word in sorted(words))
 
 
 def erased_detail(kind: str, detail: str | None) -> str | None:

@@ -38,7 +38,12 @@ from cjo.storage.base import (
     Retention,
     Storage,
 )
-from cjo.storage.erasure import erased_detail, names_schedule_claim, pseudonymiser
+from cjo.storage.erasure import (
+    counted_detail,
+    erased_detail,
+    names_schedule_claim,
+    pseudonymiser,
+)
 
 __all__ = ["InMemoryStorage"]
 
@@ -803,12 +808,15 @@ class InMemoryStorage(Storage):
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         with self._lock:
             self._count_pending()
+            # Counted as written (fast, in bulk); the instant a detail names is left out here,
+            # and for good when the entry is pruned (``_counted_blank``).
+            counts: Counter[_CountKey] = Counter()
+            for (jid, version, step, kind, detail), n in self._counts.items():
+                if jid == journey_id:
+                    counts[(jid, version, step, kind, counted_detail(kind, detail))] += n
             return [
-                ActivityCount(jid, version, step, kind, detail, n)
-                for (jid, version, step, kind, detail), n in sorted(
-                    self._counts.items(), key=lambda kv: tuple(map(str, kv[0]))
-                )
-                if jid == journey_id
+                ActivityCount(*key, n)
+                for key, n in sorted(counts.items(), key=lambda kv: tuple(map(str, kv[0])))
             ]
 
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
@@ -1015,8 +1023,9 @@ class InMemoryStorage(Storage):
         return removed
 
     def _counted_blank(self, row: _LogRow) -> None:
-        """A pruned row's count goes on without its free text (see ``cjo.storage.erasure``)."""
-        kept = erased_detail(row[6], row[7])
+        """A pruned row's count goes on without its free text or the instant its detail names
+        (see ``cjo.storage.erasure``)."""
+        kept = counted_detail(row[6], erased_detail(row[6], row[7]))
         if kept != row[7]:
             self._count_as(row, kept)
 

@@ -50,11 +50,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
-from typing import Any, LiteralString, ParamSpec, TypeVar
+from typing import Any, Final, LiteralString, ParamSpec, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from cjo.channels.base import DeliveryResult, Message
@@ -91,6 +92,7 @@ from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
     SCHEDULE_CLAIM_END,
     SCHEDULE_CLAIM_PREFIX,
+    counted_detail_sql,
     pseudonymiser,
 )
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
@@ -279,6 +281,9 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 # database from blocking each other.
 _KEY: LiteralString = "hashtextextended({prefix} || {col}, 0)"
 
+# A detail as it is counted: without the instant it names (see ``cjo.storage.erasure``).
+_TIMELESS_DETAIL: Final = counted_detail_sql("strpos")
+
 _QUERIES: dict[str, LiteralString] = {
     # Locks in ascending key order (the sorted subquery is not flattened; the aggregate
     # consumes it in order): every transaction locks in the same order, so none deadlock.
@@ -383,9 +388,10 @@ _QUERIES: dict[str, LiteralString] = {
     " SELECT %(next)s, %(data)s"
     " WHERE (SELECT coalesce(max(generation), 0) FROM {s}.definitions) = %(expected)s"
     " ON CONFLICT (generation) DO NOTHING RETURNING generation",
+    # A detail is counted without the instant it names (see ``cjo.storage.erasure``).
     "activity_counts": "SELECT version, step_id, kind, detail, sum(n)::bigint FROM ("
-    " SELECT version, step_id, kind, detail, count(*) AS n FROM {s}.activity"
-    "  WHERE journey_id = %(j)s GROUP BY version, step_id, kind, detail"
+    f" SELECT version, step_id, kind, {_TIMELESS_DETAIL} AS detail, count(*) AS n"
+    "  FROM {s}.activity WHERE journey_id = %(j)s GROUP BY version, step_id, kind, 4"
     " UNION ALL SELECT version, step_id, kind, detail, count FROM {s}.activity_totals"
     "  WHERE journey_id = %(j)s"
     ") AS t GROUP BY version, step_id, kind, detail",
@@ -431,14 +437,15 @@ _QUERIES: dict[str, LiteralString] = {
     # A free-text detail is counted as blank (see ``cjo.storage.erasure``).
     "prune_activity": "WITH gone AS (DELETE FROM {s}.activity WHERE at < %s"
     "  RETURNING journey_id, version, step_id, kind,"
-    "  CASE WHEN kind = ANY(%s::text[]) THEN NULL ELSE detail END AS detail),"
+    f"  CASE WHEN kind = ANY(%s::text[]) THEN NULL ELSE {_TIMELESS_DETAIL} END AS detail),"
     " folded AS (INSERT INTO {s}.activity_totals"
     "  SELECT journey_id, version, step_id, kind, detail, count(*) FROM gone"
     "  GROUP BY journey_id, version, step_id, kind, detail RETURNING count)"
     " SELECT coalesce(sum(count), 0)::bigint FROM folded",
     # Keeps the totals at one row per counted key, however often prune runs.
+    # ... and counts folded by an older cjo lose their instants too.
     "compact_totals": "WITH old AS (DELETE FROM {s}.activity_totals"
-    "  RETURNING journey_id, version, step_id, kind, detail, count)"
+    f"  RETURNING journey_id, version, step_id, kind, {_TIMELESS_DETAIL} AS detail, count)"
     " INSERT INTO {s}.activity_totals SELECT journey_id, version, step_id, kind, detail,"
     "  sum(count)::bigint FROM old GROUP BY journey_id, version, step_id, kind, detail",
     "get_setting": "SELECT value FROM {s}.settings WHERE key = %s",
@@ -696,12 +703,33 @@ class _Session(CustomerSession):
         txn.aside[self.customer_id] = reason
 
 
-def check_connection(dsn: str, timeout: float = 10.0) -> None:
-    """Connect once and hang up: raises ``StorageError`` with the server's reason (refused,
-    unknown host, bad password) at once. A pool would instead retry in the background, logging
-    each failure, until its ``timeout``, and then report only the wait."""
+def _dsn_params(dsn: str) -> dict[str, Any]:
+    """The parameters ``dsn`` sets (none when libpq cannot read it: the pool reports that)."""
     try:
-        psycopg.connect(dsn, connect_timeout=max(1, round(timeout))).close()
+        return conninfo_to_dict(dsn)
+    except psycopg.Error:
+        return {}
+
+
+def check_schema_name(schema: object) -> None:
+    """``StorageError`` unless ``schema`` can name cjo's schema."""
+    if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
+        raise StorageError(
+            f"invalid schema name {schema!r}: use letters, digits and underscores "
+            "(at most 63, not starting with a digit)"
+        )
+
+
+def check_connection(
+    dsn: str, timeout: float = 10.0, connect_kwargs: Mapping[str, Any] | None = None
+) -> None:
+    """Connect once (with ``connect_kwargs``) and hang up: raises ``StorageError`` with the
+    server's reason (refused, unknown host, bad password, a DSN libpq cannot read) at once. A
+    pool would instead retry in the background, logging each failure, until its ``timeout``,
+    and then report only the wait."""
+    kwargs = {"connect_timeout": max(1, round(timeout)), **(connect_kwargs or {})}
+    try:
+        psycopg.connect(dsn, **kwargs).close()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"PostgreSQL: {reason}") from exc
@@ -736,7 +764,8 @@ class PostgresStorage(Storage):
     ``dsn`` is a libpq connection string or URL. ``schema`` holds cjo's tables (created and
     migrated on construction). Pass ``pool`` to share a pool you own: cjo then neither
     configures nor closes it. ``timeout`` is how long a call waits for a free connection.
-    Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``);
+    Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``): the
+    one given, else the DSN's, else ``cjo``;
     ``connect_kwargs`` go to every connection (``{"prepare_threshold": None}`` behind
     PgBouncer in transaction mode, ``{"options": "-c lock_timeout=10s"}``...).
     ``record_cache`` is how many customers' last committed records are kept decoded, so that
@@ -754,17 +783,13 @@ class PostgresStorage(Storage):
         max_size: int = 10,
         pool: ConnectionPool[Any] | None = None,
         timeout: float = 30.0,
-        application_name: str = "cjo",
+        application_name: str | None = None,
         connect_kwargs: Mapping[str, Any] | None = None,
         record_cache: int = DEFAULT_RECORD_CACHE,
     ) -> None:
         self._records = RecordCache(record_cache)
         _check_pool_options(dsn, min_size, max_size, timeout, pool)
-        if not isinstance(schema, str) or not _SCHEMA_NAME.match(schema):
-            raise StorageError(
-                f"invalid schema name {schema!r}: use letters, digits and underscores "
-                "(at most 63, not starting with a digit)"
-            )
+        check_schema_name(schema)
         self.schema = schema
         prefix = sql.Literal(schema + "\x1f")
         self._q: dict[str, sql.Composed] = {
@@ -773,8 +798,12 @@ class PostgresStorage(Storage):
         }
         self._owns_pool = pool is None
         if pool is None:
-            kwargs: dict[str, Any] = {"autocommit": True, "application_name": application_name}
+            kwargs: dict[str, Any] = {"autocommit": True}
+            if application_name is not None or "application_name" not in _dsn_params(dsn):
+                # A keyword argument would override the DSN's own.
+                kwargs["application_name"] = application_name or "cjo"
             kwargs.update(connect_kwargs or {})
+            check_connection(dsn, timeout, kwargs)
             with _translated():
                 pool = ConnectionPool(
                     dsn, min_size=min_size, max_size=max_size, kwargs=kwargs, timeout=timeout,

@@ -67,6 +67,7 @@ from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
     SCHEDULE_CLAIM_END,
     SCHEDULE_CLAIM_PREFIX,
+    counted_detail_sql,
     erased_detail,
     pseudonymiser,
 )
@@ -470,10 +471,12 @@ _ACTIVITIES = (
     f"SELECT {_ACTIVITY_COLUMNS} FROM ({_IN_RANGE}) "
     "WHERE (?5 IS NULL OR journey_id = ?5) AND (?6 IS NULL OR customer_id = ?6) ORDER BY seq"
 )
+# A detail is counted without the instant it names (see ``cjo.storage.erasure``).
+_TIMELESS_DETAIL: Final = counted_detail_sql("instr")
 _ACTIVITY_COUNTS = (
     "SELECT journey_id, version, step_id, kind, detail, SUM(n) FROM ("
-    "SELECT journey_id, version, step_id, kind, detail, COUNT(*) AS n FROM activity "
-    "WHERE journey_id = ?1 GROUP BY version, step_id, kind, detail "
+    f"SELECT journey_id, version, step_id, kind, {_TIMELESS_DETAIL} AS detail, COUNT(*) AS n "
+    "FROM activity WHERE journey_id = ?1 GROUP BY version, step_id, kind, 5 "
     "UNION ALL SELECT journey_id, version, step_id, kind, detail, n FROM activity_totals "
     "WHERE journey_id = ?1) "
     "GROUP BY version, step_id, kind, detail ORDER BY version, step_id, kind, detail"
@@ -547,10 +550,11 @@ _PRUNE_SLICE: Final = 20_000
 _PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
 # Everything before ?2 (?1 is the start of time: the range query's own text, reused).
 # ``WHERE true`` keeps the upsert unambiguous to SQLite's parser.
-# A free-text detail is counted as blank (see ``cjo.storage.erasure``).
+# A free-text detail is counted as blank, and any other without the instant it names (see
+# ``cjo.storage.erasure``).
 _COUNTED_DETAIL: Final = (
     "CASE WHEN kind IN (" + ", ".join(f"'{k}'" for k in sorted(FREE_TEXT_KINDS))
-    + ") THEN NULL ELSE detail END"
+    + f") THEN NULL ELSE {_TIMELESS_DETAIL} END"
 )
 _FOLD_ACTIVITY = (
     "INSERT INTO activity_totals (grp, journey_id, version, step_id, kind, detail, n) "

@@ -2,13 +2,16 @@
 
 ``memory`` (or ``memory://``) is a fresh ``InMemoryStorage``; ``sqlite:///path.db`` and
 ``postgresql://...`` open the SQL adapters, imported only when asked for so that ``import cjo``
-never needs a database driver.
+never needs a database driver. A PostgreSQL URL may name the schema cjo's tables are in with a
+``schema`` query parameter (``postgresql://app@db/shop?schema=journeys``; default ``cjo``), as
+``PostgresStorage(dsn, schema=...)`` does.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from cjo.errors import StorageError, UsageError
 from cjo.storage.base import Storage
@@ -45,17 +48,34 @@ def storage_kind(url: str) -> str:
 
 def open_storage(url: str) -> Storage:
     """The storage a URL names. The caller closes it (``Storage`` is a context manager). A
-    PostgreSQL server is connected to once first, so one that does not answer fails at once."""
+    PostgreSQL server that does not answer fails at once, with its reason."""
     kind = storage_kind(url)
     if kind == "memory":
         return InMemoryStorage()
     module_name, class_name = _SQL_ADAPTERS[kind]
     cls = _adapter_class(module_name, class_name, url)
     if kind == "postgresql":
-        # A server that is down is then one clear error, not a pool retrying until it times out.
-        importlib.import_module(module_name).check_connection(url.strip())
+        dsn, schema = _schema_of(url.strip())
+        # Refused before connecting; a server that does not answer is then refused by the
+        # adapter at once, with its reason.
+        importlib.import_module(module_name).check_schema_name(schema)
+        postgres: Storage = cls(dsn, schema=schema)
+        return postgres
     storage: Storage = cls(url.strip())
     return storage
+
+
+def _schema_of(url: str) -> tuple[str, str]:
+    """The URL without its ``schema`` query parameter (cjo's, not libpq's), and that schema."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for name, value in query if name == "schema"]
+    if len(schemas) > 1:
+        raise StorageError(f"in {redact_url(url)!r}, schema is given {len(schemas)} times")
+    if not schemas:
+        return url, "cjo"
+    rest = urlencode([(name, value) for name, value in query if name != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schemas[0]
 
 
 def _adapter_class(module_name: str, class_name: str, url: str) -> Any:

@@ -1708,6 +1708,40 @@ class StorageContract:
             ActivityCount("j", 1, "email", "sent", "email", 1),
         }
 
+    def test_counts_leave_out_the_instants_details_name(self, storage: Storage) -> None:
+        # One deferral, one count group: were each "deferred to <instant>" counted apart, the
+        # counts (and what prune folds into them) would grow with every deferral ever made.
+        def deferred(kind: str, rule: str, hours: int) -> Activity:
+            return _activity(kind, detail=f"{rule}: deferred to {(T0 + hours * HOUR).isoformat()}")
+
+        _save(storage, _state(), activities=[
+            deferred("capped", "weekly", 1), deferred("capped", "weekly", 2),
+            _activity("capped", detail="weekly: skipped"),
+            deferred("quiet_hours", "night", 3), deferred("quiet_hours", "night", 4),
+            _activity("date_past", detail=(T0 - DAY).isoformat()),
+            _activity("date_past", detail=(T0 - 2 * DAY).isoformat()),
+            _activity("late_event", detail=f"paid stamped {T0.isoformat()}, after "
+                                           f"{(T0 + HOUR).isoformat()}"),
+        ])
+        expected = {
+            ActivityCount("j", 1, "email", "capped", "weekly: deferred", 2),
+            ActivityCount("j", 1, "email", "capped", "weekly: skipped", 1),
+            ActivityCount("j", 1, "email", "quiet_hours", "night: deferred", 2),
+            ActivityCount("j", 1, "email", "date_past", None, 2),
+            ActivityCount("j", 1, "email", "late_event", "paid", 1),
+        }
+        assert _counts(storage, "j") == expected
+        assert storage.prune(T0 + DAY, Retention(activity=HOUR)) == PruneResult(activity=8)
+        assert _counts(storage, "j") == expected
+        # The log itself keeps each instant.
+        _save(storage, _state("c2"), T0 + DAY, activities=[
+            _activity("capped", customer="c2", at=T0 + DAY,
+                      detail=f"weekly: deferred to {(T0 + 2 * DAY).isoformat()}")])
+        (entry,) = storage.activities(T0 + DAY, T0 + 2 * DAY)
+        assert entry.detail == f"weekly: deferred to {(T0 + 2 * DAY).isoformat()}"
+        assert ActivityCount("j", 1, "email", "capped", "weekly: deferred", 3) in _counts(
+            storage, "j")
+
     def test_prune_with_nothing_to_prune(self, storage: Storage) -> None:
         assert storage.prune(T0, Retention()) == PruneResult()
 

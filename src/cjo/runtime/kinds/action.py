@@ -63,7 +63,7 @@ class ActionKind(StepKind[Action]):
         params: dict[str, str] = {}
         if step.params and d.render:
             try:
-                params = d.registry.renderer.render(item, variant, d.template_data(e))
+                params = d.registry.renderer.render(item, variant, d.template_data(e, at))
             except RenderError as exc:
                 d.activity(e, "action_failed", f"{step.action}: {str(exc)[:200]}", at)
                 if step.on_failure == "exit":

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from cjo.delivery.validation import check_choice
 from cjo.errors import Problem
-from cjo.model.steps import Send
+from cjo.model.steps import CapAction, Send
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
 from cjo.runtime.sending import retry_render, send_content_problems
 
@@ -35,6 +36,7 @@ class SendKind(StepKind[Send]):
             problems.append(Problem(
                 where, f"channel {step.channel!r} is not registered (registered: {known})"
             ))
+        problems += check_choice(step.when_capped, CapAction, "when_capped", where)
         problems += send_content_problems(step, where, checker)
         return problems + _check_fallbacks(step, where, checker)
 
