@@ -30,8 +30,14 @@ from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
-from cjo.delivery.consent import block, set_consent, unblock, withheld
-from cjo.delivery.feedback import DELIVERY_EVENTS, record_permanent_failure, sent_messages
+from cjo.delivery.consent import block, check_topic, set_consent, unblock, withheld
+from cjo.delivery.feedback import (
+    DELIVERY_EVENTS,
+    STATEMENT_EVENTS,
+    check_statement,
+    record_permanent_failure,
+    sent_messages,
+)
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -477,6 +483,8 @@ class Engine:
         event = self._check_event(event, now)
         registry = self._sync()
         name = event.name
+        if name in STATEMENT_EVENTS:
+            check_statement(registry.delivery.topics, event)
         if not registry.may_matter(name) or (
             name not in registry.shared_events  # those matter to anyone: no look-up
             and not registry.matters_to(self.storage.peek(event.customer_id), name, now)
@@ -526,6 +534,8 @@ class Engine:
                     self._check_event(item, now)  # raises, naming the event
                 if item.name not in relevant:
                     continue
+                if item.name in STATEMENT_EVENTS:
+                    check_statement(registry.delivery.topics, item)
             elif not isinstance(item, ProfileUpdate):
                 raise InvalidEventError(
                     f"expected a cjo.Event or cjo.ProfileUpdate, got {type(item).__name__}"
@@ -837,8 +847,10 @@ class Engine:
     ) -> Outcome:
         """Record that the customer subscribed to (or unsubscribed from) ``topic`` (None: all
         marketing) on ``channel`` (None: every channel). The most recent statement covering a
-        send decides it; see docs/delivery-policies.md."""
+        send decides it; see docs/delivery-policies.md. A topic the published definitions do
+        not declare is refused (``UnknownTopicError``): no send could ever name it."""
         check_consent(subscribed, topic, channel)
+        check_topic(self._sync().delivery.topics, topic)
         return self._change_consent(customer_id, lambda s, now: set_consent(
             s, topic, channel, subscribed, now))
 
