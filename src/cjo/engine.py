@@ -951,9 +951,14 @@ class Engine:
         """The messages that may still go out, judged on ``states`` (default: one read of
         their customers' records; a customer not in it is not judged); the others are
         discarded in the outbox (so reported in ``outcome``, if given) and logged as
-        ``withheld`` (detail: why)."""
+        ``withheld`` (detail: why). Without ``states``, the messages of a customer erased
+        since they were claimed are dropped: they went from the outbox with the customer."""
         if states is None:
             states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
+            # Left out: an erased customer, or one whose record cannot be decoded (not judged).
+            gone = {m.customer_id for m in messages if m.customer_id not in states}
+            if gone:
+                messages = self._without_erased(messages, gone)
         kept: list[Message] = []
         stopped: dict[str, list[tuple[Message, str]]] = {}
         for message in messages:
@@ -980,6 +985,24 @@ class Engine:
                     outcome.delivery[message.idempotency_key] = "discarded"
             self._log_withheld(customer_id, found, now)
         return kept
+
+    def _without_erased(self, messages: list[Message], customer_ids: set[str]) -> list[Message]:
+        """``messages`` but those of the customers among ``customer_ids`` that have no record
+        (erased since their messages were claimed: nothing more goes out to them)."""
+        erased: set[str] = set()
+        for customer_id in customer_ids:
+            try:
+                if self.storage.peek(customer_id) is None:
+                    erased.add(customer_id)
+            except CorruptRecordError:
+                pass  # a record that cannot be read is not an erasure: sent unjudged
+        if not erased:
+            return messages
+        for message in messages:
+            if message.customer_id in erased:
+                log.info("message %s not sent: its customer was erased",
+                         message.idempotency_key)
+        return [m for m in messages if m.customer_id not in erased]
 
     def _log_withheld(
         self, customer_id: str, found: list[tuple[Message, str]], now: datetime
@@ -1312,7 +1335,7 @@ class Engine:
         if state is None:
             state = new_state(session.customer_id, now)
             if not create:
-                state.revision = -1  # nothing to write unless something happens
+                state.revision = -1  # not there, and never written (``_save``)
         return Decider(registry, state, self.options, outcome=outcome)
 
     def _for_customer(
@@ -1355,8 +1378,10 @@ class Engine:
 
     @staticmethod
     def _save(session: CustomerSession, decider: Decider) -> None:
-        if decider.dirty:
-            decider.state.revision = max(decider.state.revision, 0)
+        # A record that was not there and was not to be made (``create=False``: a follow-up of
+        # a delivery, a due customer) is never written: the customer was erased meanwhile, and
+        # what was decided for them (timers armed in a fresh record, say) would bring them back.
+        if decider.dirty and decider.state.revision >= 0:
             session.save(decider.state, decider.messages, decider.activities)
 
 
