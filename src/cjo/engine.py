@@ -228,6 +228,9 @@ class Engine:
         # The latest stored generation, if this version cannot read it (``_sync``).
         self._unreadable: UnreadableDefinitionsError | None = None
         self._last_prune: datetime | None = None
+        # How many customers this engine erased at the latest instant it erased any (no id is
+        # kept): a record it makes at that instant takes the count (``CustomerState.erasures``).
+        self._erased: tuple[datetime, int] | None = None
         self._to_release: set[str] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
         self._segments_refreshed: str | None = None
@@ -903,6 +906,10 @@ class Engine:
     def erase_customer(self, customer_id: str) -> None:
         """Forget everything about a customer (right to erasure)."""
         _check_customer_id(customer_id)
+        now = self._now()
+        # Counted before the record goes: a transaction that finds it gone sees the count.
+        erased = self._erased
+        self._erased = (now, erased[1] + 1 if erased is not None and erased[0] == now else 1)
         self.storage.erase_customer(customer_id)
         # Rendered texts are kept by the values their templates read (a first name, an
         # address), which may be the customer's.
@@ -1336,6 +1343,9 @@ class Engine:
             state = new_state(session.customer_id, now)
             if not create:
                 state.revision = -1  # not there, and never written (``_save``)
+            elif (erased := self._erased) is not None and erased[0] == now:
+                # Perhaps a customer erased at this very instant, back: ids of their own.
+                state.erasures = erased[1]
         return Decider(registry, state, self.options, outcome=outcome)
 
     def _for_customer(

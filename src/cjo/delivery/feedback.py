@@ -65,8 +65,9 @@ STATEMENT_EVENTS = frozenset({"subscribed", "unsubscribed"})
 #: Every event name the delivery policies read, whatever journeys are published.
 DELIVERY_EVENTS = FEEDBACK_EVENTS | CONSENT_EVENTS
 
-# The tail of an enrollment id: the entry number and the entry instant in hexadecimal.
-_ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+$")
+# The tail of an enrollment id: the entry number, the entry instant in hexadecimal, and the
+# count of erasures at that instant when there is one (``cjo.runtime.core.enrollment_id_for``).
+_ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+(?:\.\d+)?$")
 
 LinkedMessage = tuple[str, int, str, str, Send]  # journey, version, enrollment, step, step def
 

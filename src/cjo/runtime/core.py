@@ -74,16 +74,21 @@ _FIRST = datetime.min.replace(tzinfo=UTC)
 
 
 def enrollment_id_for(
-    journey_id: str, customer_id: str, key: str | None, number: int, entered_at: datetime
+    journey_id: str, customer_id: str, key: str | None, number: int, entered_at: datetime,
+    erasures: int = 0,
 ) -> str:
     """Deterministic ids: replaying the same events yields the same ids and idempotency keys.
 
     The entry instant is part of the id: after ``erase_customer`` the entry count starts again,
     and a returning customer must not reuse an old id (providers de-duplicate on the keys
-    built from it).
+    built from it). One back within the instant of their erasure is told apart by
+    ``erasures``, the count of erasures made at that instant when their record was made
+    (``CustomerState.erasures``; 0, and no suffix, for nearly every entry).
     """
     # Microseconds since the epoch in hexadecimal: exact, and formatted in C.
     stamp = format((entered_at - _EPOCH) // _MICROSECOND, "x")
+    if erasures:
+        stamp = f"{stamp}.{erasures}"
     if key is None:
         return f"{journey_id}:{customer_id}:{number}.{stamp}"
     return f"{journey_id}:{customer_id}:{key}:{number}.{stamp}"
@@ -738,8 +743,12 @@ class Decider:
         # Positional (id, journey, version, customer, entered, step, step entered, status,
         # key, wake, expires, ended, reason, converted, trigger event, context, visits, paths):
         # one per entry, and keywords cost more.
+        # Only entries at the record's first instant can meet the ids of a customer erased
+        # then (``CustomerState.erasures``): later ones have instants of their own.
+        erasures = state.erasures if now == state.created_at else 0
         enrollment = Enrollment(
-            enrollment_id_for(journey.id, self.customer_id, key, number, now), journey.id,
+            enrollment_id_for(journey.id, self.customer_id, key, number, now, erasures),
+            journey.id,
             journey.version, self.customer_id, now, None, None, ACTIVE, key, None,
             now + journey.max_lifetime if journey.max_lifetime else None, None, None, None,
             trigger_event_id, context, {}, {},

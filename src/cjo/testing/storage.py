@@ -179,6 +179,7 @@ def _full_state(customer: str = "c1") -> CustomerState:
         },
         segments={"vip": T0 - DAY + TICK, "buyers": T0 - 9 * DAY},
         segments_basis="0123456789abcdef",
+        erasures=2,
     )
 
 
@@ -470,6 +471,7 @@ class StorageContract:
         assert loaded.blocked == state.blocked
         assert loaded.sends == state.sends
         assert loaded.created_at == state.created_at
+        assert loaded.erasures == state.erasures
         assert loaded.wake_at == T0 + 2 * HOUR + 3 * TICK
         # None stays None and "" stays "".
         assert loaded.enrollments[1] == state.enrollments[1]
