@@ -22,6 +22,7 @@ from cjo.errors import (
     SchemaError,
     StorageError,
     UnknownJourneyError,
+    UnknownTopicError,
     UnreadableDefinitionsError,
     UsageError,
 )
@@ -205,6 +206,7 @@ __all__ = [
     "Topic",
     "Trigger",
     "UnknownJourneyError",
+    "UnknownTopicError",
     "UnreadableDefinitionsError",
     "UpdateProfile",
     "UsageError",

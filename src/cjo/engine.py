@@ -30,8 +30,14 @@ from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
-from cjo.delivery.consent import block, set_consent, unblock, withheld
-from cjo.delivery.feedback import DELIVERY_EVENTS, record_permanent_failure, sent_messages
+from cjo.delivery.consent import block, check_topic, set_consent, unblock, withheld
+from cjo.delivery.feedback import (
+    DELIVERY_EVENTS,
+    STATEMENT_EVENTS,
+    check_statement,
+    record_permanent_failure,
+    sent_messages,
+)
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -222,6 +228,9 @@ class Engine:
         # The latest stored generation, if this version cannot read it (``_sync``).
         self._unreadable: UnreadableDefinitionsError | None = None
         self._last_prune: datetime | None = None
+        # How many customers this engine erased at the latest instant it erased any (no id is
+        # kept): a record it makes at that instant takes the count (``CustomerState.erasures``).
+        self._erased: tuple[datetime, int] | None = None
         self._to_release: set[str] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
         self._segments_refreshed: str | None = None
@@ -477,6 +486,8 @@ class Engine:
         event = self._check_event(event, now)
         registry = self._sync()
         name = event.name
+        if name in STATEMENT_EVENTS:
+            check_statement(registry.delivery.topics, event)
         if not registry.may_matter(name) or (
             name not in registry.shared_events  # those matter to anyone: no look-up
             and not registry.matters_to(self.storage.peek(event.customer_id), name, now)
@@ -526,6 +537,8 @@ class Engine:
                     self._check_event(item, now)  # raises, naming the event
                 if item.name not in relevant:
                     continue
+                if item.name in STATEMENT_EVENTS:
+                    check_statement(registry.delivery.topics, item)
             elif not isinstance(item, ProfileUpdate):
                 raise InvalidEventError(
                     f"expected a cjo.Event or cjo.ProfileUpdate, got {type(item).__name__}"
@@ -837,8 +850,10 @@ class Engine:
     ) -> Outcome:
         """Record that the customer subscribed to (or unsubscribed from) ``topic`` (None: all
         marketing) on ``channel`` (None: every channel). The most recent statement covering a
-        send decides it; see docs/delivery-policies.md."""
+        send decides it; see docs/delivery-policies.md. A topic the published definitions do
+        not declare is refused (``UnknownTopicError``): no send could ever name it."""
         check_consent(subscribed, topic, channel)
+        check_topic(self._sync().delivery.topics, topic)
         return self._change_consent(customer_id, lambda s, now: set_consent(
             s, topic, channel, subscribed, now))
 
@@ -891,6 +906,10 @@ class Engine:
     def erase_customer(self, customer_id: str) -> None:
         """Forget everything about a customer (right to erasure)."""
         _check_customer_id(customer_id)
+        now = self._now()
+        # Counted before the record goes: a transaction that finds it gone sees the count.
+        erased = self._erased
+        self._erased = (now, erased[1] + 1 if erased is not None and erased[0] == now else 1)
         self.storage.erase_customer(customer_id)
         # Rendered texts are kept by the values their templates read (a first name, an
         # address), which may be the customer's.
@@ -941,9 +960,14 @@ class Engine:
         """The messages that may still go out, judged on ``states`` (default: one read of
         their customers' records; a customer not in it is not judged); the others are
         discarded in the outbox (so reported in ``outcome``, if given) and logged as
-        ``withheld`` (detail: why)."""
+        ``withheld`` (detail: why). Without ``states``, the messages of a customer erased
+        since they were claimed are dropped: they went from the outbox with the customer."""
         if states is None:
             states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
+            # Left out: an erased customer, or one whose record cannot be decoded (not judged).
+            gone = {m.customer_id for m in messages if m.customer_id not in states}
+            if gone:
+                messages = self._without_erased(messages, gone)
         kept: list[Message] = []
         stopped: dict[str, list[tuple[Message, str]]] = {}
         for message in messages:
@@ -970,6 +994,24 @@ class Engine:
                     outcome.delivery[message.idempotency_key] = "discarded"
             self._log_withheld(customer_id, found, now)
         return kept
+
+    def _without_erased(self, messages: list[Message], customer_ids: set[str]) -> list[Message]:
+        """``messages`` but those of the customers among ``customer_ids`` that have no record
+        (erased since their messages were claimed: nothing more goes out to them)."""
+        erased: set[str] = set()
+        for customer_id in customer_ids:
+            try:
+                if self.storage.peek(customer_id) is None:
+                    erased.add(customer_id)
+            except CorruptRecordError:
+                pass  # a record that cannot be read is not an erasure: sent unjudged
+        if not erased:
+            return messages
+        for message in messages:
+            if message.customer_id in erased:
+                log.info("message %s not sent: its customer was erased",
+                         message.idempotency_key)
+        return [m for m in messages if m.customer_id not in erased]
 
     def _log_withheld(
         self, customer_id: str, found: list[tuple[Message, str]], now: datetime
@@ -1317,7 +1359,10 @@ class Engine:
         if state is None:
             state = new_state(session.customer_id, now)
             if not create:
-                state.revision = -1  # nothing to write unless something happens
+                state.revision = -1  # not there, and never written (``_save``)
+            elif (erased := self._erased) is not None and erased[0] == now:
+                # Perhaps a customer erased at this very instant, back: ids of their own.
+                state.erasures = erased[1]
         return Decider(registry, state, self.options, outcome=outcome)
 
     def _for_customer(
@@ -1360,8 +1405,10 @@ class Engine:
 
     @staticmethod
     def _save(session: CustomerSession, decider: Decider) -> None:
-        if decider.dirty:
-            decider.state.revision = max(decider.state.revision, 0)
+        # A record that was not there and was not to be made (``create=False``: a follow-up of
+        # a delivery, a due customer) is never written: the customer was erased meanwhile, and
+        # what was decided for them (timers armed in a fresh record, say) would bring them back.
+        if decider.dirty and decider.state.revision >= 0:
             session.save(decider.state, decider.messages, decider.activities)
 
 

@@ -7,6 +7,7 @@ The tree (docs/limits.md says what each one means and what to do about it)::
     ├── InvalidEventError        an event or profile update is malformed, or holds a value that
     │                            cannot be stored alike everywhere (NaN, Decimal, a NUL in an
     │                            id...); nothing was stored
+    │   └── UnknownTopicError    ...a consent statement names a topic no definition declares
     ├── UnknownJourneyError      a journey id that was never published
     ├── ClockError               a clock asked to go backwards, or a naive "now"
     ├── UsageError               a call's argument is out of range (a negative poll interval...)
@@ -42,6 +43,7 @@ __all__ = [
     "SchemaError",
     "StorageError",
     "UnknownJourneyError",
+    "UnknownTopicError",
     "UnreadableDefinitionsError",
     "UsageError",
 ]
@@ -76,6 +78,23 @@ class DefinitionError(CjoError, ValueError):
 
 class InvalidEventError(CjoError, ValueError):
     """An event is malformed; it was not stored and changed nothing."""
+
+
+class UnknownTopicError(InvalidEventError):
+    """A consent statement (``Engine.set_consent``, a ``subscribed`` or ``unsubscribed`` event)
+    names a topic that the published definitions do not declare: sends name declared topics
+    only, so it could never apply (a typo). ``topic`` names it and ``declared`` lists the
+    declared topics; nothing was stored."""
+
+    def __init__(self, topic: str, declared: Iterable[str], where: str = "") -> None:
+        self.topic = topic
+        self.declared = tuple(sorted(declared))
+        known = (f"declared: {', '.join(map(repr, self.declared))}" if self.declared
+                 else "no topic is declared")
+        super().__init__(
+            f"{where}topic {topic!r} is not declared by the published definitions ({known}); "
+            "publish it as a Topic first"
+        )
 
 
 class UnknownJourneyError(CjoError, KeyError):

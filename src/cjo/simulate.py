@@ -27,6 +27,7 @@ from cjo.analytics.report import JourneyReport, format_table, journey_report
 from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
+from cjo.delivery.feedback import STATEMENT_EVENTS, check_statement
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
 from cjo.model.definitions import Definitions
@@ -492,6 +493,9 @@ class _Run:
                 customers.update(u.customer_id for u in floating)
                 floating = []
             if matters:
+                if isinstance(entry, Event) and entry.name in STATEMENT_EVENTS:
+                    # Refused as a live engine refuses it, by the definitions of its instant.
+                    check_statement(registry.delivery.topics, entry, f"input #{read - 1}: ")
                 window.append((at, entry))
                 customers.add(entry.customer_id)
                 if len(window) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:

@@ -16,6 +16,7 @@ from cjo import (
     EventTrigger,
     Goal,
     Journey,
+    Jump,
     ManualClock,
     RecordingChannel,
     ResumeRule,
@@ -121,6 +122,102 @@ def test_the_concurrency_limit_keeps_the_lowest_priorities_out() -> None:
     assert [(n.journey_id, n.reason) for n in out.not_entered] == [
         ("j1", "concurrency limit: in 2 journeys"),
     ]
+
+
+
+def _promo(jid: str, content: str, priority: int, trigger: str | None = None) -> Journey:
+    """A journey of the group "promos"; without ``trigger`` only a jump (or the API) enters."""
+    return Journey(
+        id=jid, priority=priority, exclusive_group="promos", entry="send",
+        **({"trigger": EventTrigger(trigger)} if trigger is not None else {}),
+        steps={"send": Send(content, "email")},
+    )
+
+
+def _waiting_jumper(*, end_current: bool) -> Journey:
+    """Waits for a purchase after a cart, then jumps to "thanks_promo"."""
+    return Journey(
+        id="checkout", trigger=EventTrigger("cart"), entry="wait",
+        steps={"wait": WaitForEvent("purchased", timeout=DAY, on_event="hop"),
+               "hop": Jump("thanks_promo", end_current=end_current,
+                           next=None if end_current else "receipt"),
+               **({} if end_current else {"receipt": Send("receipt", "email")})},
+    )
+
+
+@pytest.mark.parametrize("end_current", [True, False])
+def test_a_jump_the_input_causes_waits_for_a_higher_priority_trigger_entry(
+    end_current: bool,
+) -> None:
+    engine, clock, email = _engine()
+    engine.publish(content=CONTENT, journeys=[
+        _waiting_jumper(end_current=end_current),
+        _promo("thanks_promo", "a", 1), _promo("vip_promo", "b", 5, trigger="purchased"),
+    ])
+    engine.handle_event(_ev("cart", "ann", T0))
+    clock.set(T0 + HOUR)
+    out = engine.handle_event(_ev("purchased", "ann", T0 + HOUR))
+    # The purchase qualifies Ann for both promos, one through the jump it lets through: the
+    # higher priority enters, as if both were triggered by it.
+    assert [e.journey_id for e in out.entered] == ["vip_promo"]
+    assert [(n.journey_id, n.reason) for n in out.not_entered] == [
+        ("thanks_promo", "exclusive group 'promos': in journey 'vip_promo'"),
+    ]
+    assert sorted(m.content_id for m in email.messages) == (
+        ["b"] if end_current else ["b", "receipt"])
+    jumped = [(a.step_id, a.detail) for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+              if a.kind == "jumped"]
+    assert jumped == [("hop", "thanks_promo" if end_current else "thanks_promo: not entered")]
+
+
+def test_a_jump_the_input_causes_wins_over_a_lower_priority_trigger_entry() -> None:
+    engine, clock, _ = _engine()
+    engine.publish(content=CONTENT, journeys=[
+        _waiting_jumper(end_current=False),
+        _promo("thanks_promo", "a", 5), _promo("vip_promo", "b", 1, trigger="purchased"),
+    ])
+    engine.handle_event(_ev("cart", "ann", T0))
+    clock.set(T0 + HOUR)
+    out = engine.handle_event(_ev("purchased", "ann", T0 + HOUR))
+    assert [e.journey_id for e in out.entered] == ["thanks_promo"]
+    assert [n.journey_id for n in out.not_entered] == ["vip_promo"]
+    jumped = [a.detail for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+              if a.kind == "jumped"]
+    assert jumped == ["thanks_promo"]
+
+
+def test_a_jump_of_an_entry_waits_for_the_inputs_higher_priority_entries() -> None:
+    engine, _, email = _engine()
+    onboarding = Journey(id="onboarding", trigger=EventTrigger("signed_up"), priority=3,
+                         entry="hop", steps={"hop": Jump("small_promo")})
+    engine.publish(content=CONTENT, journeys=[
+        onboarding, _promo("small_promo", "a", 1), _promo("big_promo", "b", 2, "signed_up"),
+    ])
+    out = engine.handle_event(_ev("signed_up", "ann", T0))
+    # Onboarding enters first (priority 3); the promo it jumps to (1) waits its turn behind
+    # the big promo (2) that the same sign-up triggers, which keeps it out.
+    assert [e.journey_id for e in out.entered] == ["onboarding", "big_promo"]
+    assert [(n.journey_id, n.reason) for n in out.not_entered] == [
+        ("small_promo", "exclusive group 'promos': in journey 'big_promo'"),
+    ]
+    assert [m.content_id for m in email.messages] == ["b"]
+
+
+def test_a_jump_of_an_entry_that_comes_next_anyway_enters_at_once() -> None:
+    engine, _, email = _engine()
+    onboarding = Journey(
+        id="onboarding", trigger=EventTrigger("signed_up"), priority=3, entry="hop",
+        steps={"hop": Jump("big_promo", end_current=False, next="receipt"),
+               "receipt": Send("receipt", "email")},
+    )
+    engine.publish(content=CONTENT, journeys=[
+        onboarding, _promo("big_promo", "b", 2), _promo("small_promo", "a", 1, "signed_up"),
+    ])
+    out = engine.handle_event(_ev("signed_up", "ann", T0))
+    assert [e.journey_id for e in out.entered] == ["onboarding", "big_promo"]
+    assert [n.journey_id for n in out.not_entered] == ["small_promo"]
+    # Entered as the jump runs: its message is queued before the step after the jump's.
+    assert [m.content_id for m in email.messages] == ["b", "receipt"]
 
 
 # --- the global control group -----------------------------------------------------------------

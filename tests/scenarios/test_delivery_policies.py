@@ -33,6 +33,7 @@ from cjo import (
 )
 from cjo.analytics import format_table, journey_report
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
+from cjo.errors import UnknownTopicError
 from cjo.model.taxonomy import Category
 from cjo.runtime.kinds import split_fraction
 
@@ -143,6 +144,50 @@ def test_the_most_recent_statement_covering_a_send_wins(storage: Storage) -> Non
     assert host.sent() == []
     assert host.log(kinds=("suppressed",)) == [
         ("suppressed", "unsubscribed from newsletter", "email")
+    ]
+
+
+
+def test_a_statement_about_an_undeclared_topic_is_refused(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)
+    with pytest.raises(UnknownTopicError) as caught:
+        host.engine.set_consent("c1", topic="newsleter", subscribed=False)
+    assert caught.value.topic == "newsleter"
+    assert caught.value.declared == ("newsletter", "offers")
+    assert str(caught.value) == (
+        "topic 'newsleter' is not declared by the published definitions (declared: "
+        "'newsletter', 'offers'); publish it as a Topic first"
+    )
+    # As an event, from a provider or a preference page: refused alike, nothing kept (its
+    # event id is not claimed: the corrected event may reuse it).
+    typo = Event("c1", "unsubscribed", T0, {"topic": "newsleter"}, "u1")
+    with pytest.raises(UnknownTopicError, match="'newsleter' is not declared"):
+        host.engine.handle_event(typo)
+    with pytest.raises(UnknownTopicError, match="'newsleter' is not declared"):
+        host.engine.handle_events([Event("c2", "digest_ready", T0, {}, "d1"), typo])
+    assert host.engine.customer_state("c1") is None
+    fixed = attrs.evolve(typo, properties={"topic": "newsletter"})
+    assert not host.engine.handle_event(fixed).duplicate
+    # No topic (every topic), or a declared one, is taken.
+    host.engine.set_consent("c1", subscribed=True)
+    host.engine.set_consent("c1", topic="offers", subscribed=True)
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert set(state.consent) == {("*", "*"), ("offers", "*")}
+
+
+def test_no_topic_statement_is_taken_before_a_topic_is_declared(storage: Storage) -> None:
+    host = Host(storage)
+    # Consent imported before the definitions: the topics are published first.
+    with pytest.raises(UnknownTopicError, match=r"\(no topic is declared\)"):
+        host.engine.set_consent("c1", topic="newsletter", subscribed=False)
+    host.engine.publish(topics=[Topic("newsletter")])
+    host.engine.set_consent("c1", topic="newsletter", subscribed=False)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS])
+    host.event("digest_ready")
+    assert host.log(kinds=("suppressed",)) == [
+        ("suppressed", "unsubscribed from newsletter", "email"),
     ]
 
 

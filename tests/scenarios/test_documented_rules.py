@@ -914,6 +914,7 @@ def test_consent_events_reach_the_record_when_no_journey_reads_them() -> None:
     """"These events always reach the customer's record, whether or not a journey reads
     them.\""""
     host = Host()
+    host.engine.publish(topics=[Topic("newsletter")])  # declared, by no journey read
     host.send("unsubscribed", topic="newsletter")
     host.send("channel_blocked", channel="sms", reason="STOP")
     state = host.engine.customer_state("ann")

@@ -118,6 +118,47 @@ def test_erasure_leaves_no_free_text_of_the_customer_and_nothing_in_the_engine(
     assert held == []
 
 
+
+def test_a_customer_erased_and_back_within_one_instant_reuses_no_id(
+    storage_factory: Factory,
+) -> None:
+    # Downstream providers de-duplicate on idempotency keys: a returning customer's messages
+    # must not carry the keys of the erased one's, even at the very same instant.
+    clock = ManualClock(T0)
+    email = RecordingChannel()
+    engine = Engine(storage=storage_factory(), clock=clock, channels={"email": email})
+    item = ContentItem("hi", (Variant("email", {"subject": "Hi", "text": "x"}),))
+    engine.publish(content=[item], journeys=[
+        Journey("welcome", trigger=EventTrigger("signed_up"), entry="s",
+                steps={"s": Send("hi", "email")}),
+        Journey("promo", entry="s", steps={"s": Send("hi", "email")}),  # entered by the API
+    ])
+    enrollments: list[set[str]] = []
+    for life in range(3):
+        engine.handle_event(Event(customer_id="ann", name="signed_up", timestamp=T0,
+                                  event_id=f"signup-{life}"))
+        engine.start_journey("promo", "ann")
+        enrollments.append({m.enrollment_id for m in email.for_customer("ann")})
+        engine.erase_customer("ann")
+    keys = [m.idempotency_key for m in email.messages]
+    assert len(keys) == 6 and len(set(keys)) == 6, keys
+    assert [len(ids) for ids in enrollments] == [2, 4, 6]
+    # Feedback on a message of the last one finds its journey and step.
+    last = email.messages[5]
+    engine.handle_event(Event(customer_id="ann", name="opened", timestamp=T0, event_id="o1",
+                              properties={"message_id": last.idempotency_key}))
+    (opened,) = (a for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+                 if a.kind == "opened")
+    assert (opened.enrollment_id, opened.step_id) == (last.enrollment_id, "s")
+    # A customer erased and back later than that instant is numbered as any other.
+    clock.advance(timedelta(microseconds=1))
+    engine.handle_event(Event(customer_id="ann", name="signed_up", timestamp=clock.now(),
+                              event_id="signup-later"))
+    (later,) = (m for m in email.messages[6:])
+    assert later.enrollment_id == "welcome:ann:1." + format(
+        (clock.now() - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), "x")
+
+
 def test_segment_sizes_still_count_an_erased_member(storage_factory: Factory) -> None:
     clock = ManualClock(T0)
     engine = _erasure_engine(storage_factory, clock)

@@ -17,14 +17,15 @@ from cjo.clock import ManualClock
 from cjo.conditions import attr, prop
 from cjo.demo import profile_from_signup, shop_definitions, shop_workload
 from cjo.engine import Engine
-from cjo.errors import ClockError, DefinitionError, UsageError
+from cjo.errors import ClockError, DefinitionError, UnknownTopicError, UsageError
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import Goal, Journey
+from cjo.model.policies import Topic
 from cjo.model.steps import Branch, Case, Send, Wait, WaitForEvent
 from cjo.model.triggers import EventTrigger
-from cjo.simulate import BacktestInput, BacktestResult, backtest
+from cjo.simulate import BacktestInput, BacktestResult, Publish, backtest
 from cjo.storage.memory import InMemoryStorage
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -82,6 +83,21 @@ def test_an_input_out_of_order_is_refused_by_its_position() -> None:
               ev("cart", T0, "c3")]
     with pytest.raises(UsageError, match=r"input #3 .* earlier than the input before it"):
         backtest(cart(), stream)
+
+
+
+def test_a_consent_event_naming_an_undeclared_topic_is_refused() -> None:
+    news = attrs.evolve(cart(), topics=(Topic("newsletter"),))
+    stream = [ev("subscribed", T0, topic="newsletter"), ev("cart", T0),
+              ev("unsubscribed", T0 + HOUR, topic="newsleter")]
+    with pytest.raises(UnknownTopicError,
+                       match=r"input #2: topic 'newsleter' is not declared .*'newsletter'"):
+        backtest(news, stream)
+    assert backtest(news, stream, until=T0).inputs == 2  # not read: not refused
+    # Declared by a publish in the stream before it: taken.
+    later = [ev("cart", T0), (T0, Publish(Definitions(topics=(Topic("newsleter"),)))),
+             ev("unsubscribed", T0 + HOUR, topic="newsleter")]
+    assert backtest(news, later).inputs == 3
 
 
 def test_an_input_before_start_is_refused() -> None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cjo.errors import UnknownTopicError
 from cjo.model.policies import Topic
 from cjo.model.steps import Send
 from cjo.runtime.state import ConsentKey, CustomerState
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANY",
     "block",
+    "check_topic",
     "consent_problem",
     "message_step",
     "send_topic",
@@ -58,6 +60,13 @@ def set_consent(
     for k in [k for k, (_, when) in consent.items() if _covers(key, k) and when <= at]:
         del consent[k]
     consent[key] = (value, at)  # last in order: said last
+
+
+def check_topic(topics: Mapping[str, Topic], topic: str | None, where: str = "") -> None:
+    """Refuse a statement about ``topic`` unless ``topics`` (the published ones) declare it:
+    no send can name another, so it would never apply. ``where`` prefixes the message."""
+    if topic is not None and topic not in topics:
+        raise UnknownTopicError(topic, topics, where)
 
 
 def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bool) -> bool:

@@ -26,10 +26,10 @@ unsubscribes from that message's topic (from all marketing on its channel when i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cjo.delivery.consent import block, send_topic, set_consent, unblock
+from cjo.delivery.consent import block, check_topic, send_topic, set_consent, unblock
 from cjo.model.events import Event
 from cjo.model.steps import Send
 from cjo.runtime.state import Activity
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from cjo.channels.base import Message
+    from cjo.model.policies import Topic
     from cjo.runtime.core import Decider
     from cjo.storage.base import Storage
 
@@ -45,8 +46,10 @@ __all__ = [
     "CONSENT_EVENTS",
     "DELIVERY_EVENTS",
     "FEEDBACK_EVENTS",
+    "STATEMENT_EVENTS",
     "LinkedMessage",
     "apply_delivery_event",
+    "check_statement",
     "locate_message",
     "mark_unreachable",
     "record_permanent_failure",
@@ -57,11 +60,14 @@ FEEDBACK_EVENTS = frozenset({
     "message_delivered", "opened", "clicked", "bounced", "complained", "unsubscribed",
 })
 CONSENT_EVENTS = frozenset({"subscribed", "unsubscribed", "channel_blocked", "channel_unblocked"})
+#: The events that make a subscription statement (about their ``topic``, when they name one).
+STATEMENT_EVENTS = frozenset({"subscribed", "unsubscribed"})
 #: Every event name the delivery policies read, whatever journeys are published.
 DELIVERY_EVENTS = FEEDBACK_EVENTS | CONSENT_EVENTS
 
-# The tail of an enrollment id: the entry number and the entry instant in hexadecimal.
-_ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+$")
+# The tail of an enrollment id: the entry number, the entry instant in hexadecimal, and the
+# count of erasures at that instant when there is one (``cjo.runtime.core.enrollment_id_for``).
+_ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+(?:\.\d+)?$")
 
 LinkedMessage = tuple[str, int, str, str, Send]  # journey, version, enrollment, step, step def
 
@@ -111,6 +117,13 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
             found.append((versions.get(enrollment_id) == version, len(jid), version, len(found),
                           (jid, version, enrollment_id, step_id, cs.step)))
     return max(found)[4] if found else None
+
+
+def check_statement(topics: Mapping[str, Topic], event: Event, where: str = "") -> None:
+    """Refuse a ``subscribed`` or ``unsubscribed`` event whose ``topic`` the published
+    ``topics`` do not declare (``UnknownTopicError``), before anything of it is stored."""
+    if event.name in STATEMENT_EVENTS:
+        check_topic(topics, _text(event.properties.get("topic")), where)
 
 
 def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:

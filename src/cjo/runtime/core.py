@@ -12,9 +12,10 @@ shares: entering (audience, re-entry, instance keys), stepping, ending, exits, g
 
 from __future__ import annotations
 
+from bisect import insort_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from cjo.channels.base import Message
@@ -74,16 +75,21 @@ _FIRST = datetime.min.replace(tzinfo=UTC)
 
 
 def enrollment_id_for(
-    journey_id: str, customer_id: str, key: str | None, number: int, entered_at: datetime
+    journey_id: str, customer_id: str, key: str | None, number: int, entered_at: datetime,
+    erasures: int = 0,
 ) -> str:
     """Deterministic ids: replaying the same events yields the same ids and idempotency keys.
 
     The entry instant is part of the id: after ``erase_customer`` the entry count starts again,
     and a returning customer must not reuse an old id (providers de-duplicate on the keys
-    built from it).
+    built from it). One back within the instant of their erasure is told apart by
+    ``erasures``, the count of erasures made at that instant when their record was made
+    (``CustomerState.erasures``; 0, and no suffix, for nearly every entry).
     """
     # Microseconds since the epoch in hexadecimal: exact, and formatted in C.
     stamp = format((entered_at - _EPOCH) // _MICROSECOND, "x")
+    if erasures:
+        stamp = f"{stamp}.{erasures}"
     if key is None:
         return f"{journey_id}:{customer_id}:{number}.{stamp}"
     return f"{journey_id}:{customer_id}:{key}:{number}.{stamp}"
@@ -180,6 +186,7 @@ class Decider:
         "sent",
         "skipping",
         "state",
+        "waiting",
     )
 
     def __init__(
@@ -207,10 +214,12 @@ class Decider:
         # they ended at once, so one input never lets two journeys of a group in.
         self.entered_now: tuple[CompiledJourney, ...] = ()
         # While an event or a profile change is given to the enrollments and the triggers,
-        # the entries the triggers offer are gathered (None until the first), then considered
-        # highest priority first, whatever kind of trigger offered them (``offer_entry``).
+        # the entries offered (by triggers, by jumps) are gathered (None until the first), then
+        # considered highest priority first, whatever offered them (``offer_entry``); those
+        # still to be considered are ``waiting`` meanwhile.
         self.gathering = False
-        self.gathered: list[tuple[CompiledJourney, Mapping[str, Any], str | None]] | None = None
+        self.gathered: list[_Offer] | None = None
+        self.waiting: list[_Offer] | None = None
         self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
         # The outbox messages the feedback events being decided name, by idempotency key (the
@@ -560,23 +569,45 @@ class Decider:
 
     def offer_entry(
         self, cj: CompiledJourney, data: Mapping[str, Any], trigger_event_id: str | None,
-        now: datetime,
+        now: datetime, jumper: tuple[Enrollment, str] | None = None,
     ) -> None:
-        """A trigger's entry into ``cj``: considered at once (``consider_entry``), or, while an
-        input is being decided (``gathering``), kept for ``_enter_gathered``."""
-        if not self.gathering:
-            self.consider_entry(cj, data, trigger_event_id, now)
+        """An entry into ``cj`` (a trigger's, or a jump's: ``jumper`` is the enrollment that
+        jumped and goes on, and its Jump step, to log the jump's result). While an input is
+        being decided (``gathering``), it is kept for ``_enter_gathered``; while the input's
+        entries are considered, it waits its turn behind those of higher priority; otherwise it
+        is considered at once (``consider_entry``)."""
+        offer = _Offer(cj, data, trigger_event_id, jumper)
+        if self.gathering:
+            gathered = self.gathered
+            if gathered is None:
+                gathered = self.gathered = []
+            gathered.append(offer)
             return
-        gathered = self.gathered
-        if gathered is None:
-            gathered = self.gathered = []
-        gathered.append((cj, data, trigger_event_id))
+        waiting = self.waiting
+        if waiting and _rank(waiting[0]) < _rank(offer):
+            # After those of its rank already waiting: one journey's entries keep their order.
+            insort_right(waiting, offer, key=_rank)
+            return
+        self._consider(offer, now)
+
+    def _consider(self, offer: _Offer, now: datetime) -> None:
+        entered = self.consider_entry(offer.cj, offer.data, offer.trigger_event_id, now)
+        jumper = offer.jumper
+        if jumper is not None:
+            # At the Jump step, whatever the enrollment did since.
+            enrollment, step_id = jumper
+            journey_id = offer.cj.journey.id
+            self.activities.append(Activity(
+                now, self.customer_id, enrollment.id, enrollment.journey_id,
+                enrollment.version, step_id, "jumped",
+                journey_id if entered is not None else f"{journey_id}: not entered",
+            ))
 
     def _enter_gathered(self, now: datetime) -> None:
         """Stop gathering, and consider the entries gathered highest priority first (ties:
-        journey id), so the highest enters and keeps the others out, whichever kind of trigger
-        offered it. What the entries cause (jumps, segment and attribute changes) enters at
-        once, as the consequences it is."""
+        journey id), so the highest enters and keeps the others out, whatever offered it. The
+        entries these cause (jumps, segment and attribute changes) join those still waiting:
+        one that comes first enters at once, the others wait their turn."""
         self.gathering = False
         gathered = self.gathered
         if gathered is None:
@@ -584,9 +615,13 @@ class Decider:
         self.gathered = None
         if len(gathered) > 1:
             # Stable: entries of one journey (an attribute changed twice) keep their order.
-            gathered.sort(key=lambda g: (-g[0].journey.priority, g[0].journey.id))
-        for cj, data, trigger_event_id in gathered:
-            self.consider_entry(cj, data, trigger_event_id, now)
+            gathered.sort(key=_rank)
+        self.waiting = gathered
+        try:
+            while gathered:
+                self._consider(gathered.pop(0), now)
+        finally:
+            self.waiting = None
 
     def consider_entry(
         self, cj: CompiledJourney, data: Mapping[str, Any], trigger_event_id: str | None,
@@ -714,8 +749,12 @@ class Decider:
         # Positional (id, journey, version, customer, entered, step, step entered, status,
         # key, wake, expires, ended, reason, converted, trigger event, context, visits, paths):
         # one per entry, and keywords cost more.
+        # Only entries at the record's first instant can meet the ids of a customer erased
+        # then (``CustomerState.erasures``): later ones have instants of their own.
+        erasures = state.erasures if now == state.created_at else 0
         enrollment = Enrollment(
-            enrollment_id_for(journey.id, self.customer_id, key, number, now), journey.id,
+            enrollment_id_for(journey.id, self.customer_id, key, number, now, erasures),
+            journey.id,
             journey.version, self.customer_id, now, None, None, ACTIVE, key, None,
             now + journey.max_lifetime if journey.max_lifetime else None, None, None, None,
             trigger_event_id, context, {}, {},
@@ -902,15 +941,15 @@ class Decider:
             self.activity(enrollment, "jumped",
                           journey_id if problem is None else f"{journey_id}: {problem}", at)
             self.end(enrollment, "completed", f"jumped to {journey_id}", at)
-        entered = None
         if target is not None and problem is None:
             self.jumps += 1
-            entered = self.consider_entry(
-                target, dict(enrollment.context), enrollment.trigger_event_id, at
-            )
-        if not end_current:
-            self.activity(enrollment, "jumped", journey_id if entered is not None
-                          else f"{journey_id}: {problem or 'not entered'}", at)
+            # One of the input's entries: considered in priority order with the others
+            # (``offer_entry``); an enrollment that goes on logs the result then (one that
+            # ended logged where it went as it ended).
+            self.offer_entry(target, dict(enrollment.context), enrollment.trigger_event_id, at,
+                             None if end_current else (enrollment, enrollment.step_id or ""))
+        elif not end_current:
+            self.activity(enrollment, "jumped", f"{journey_id}: {problem}", at)
 
     # --- pauses and new versions -------------------------------------------------------------
 
@@ -1113,6 +1152,22 @@ class Decider:
         p = self.state.profile
         return _Scope(p.attributes if p is not None else _EMPTY, event, context,
                       self.registry.segments, self.now, enrollment, self, self.state)
+
+
+class _Offer(NamedTuple):
+    """An entry offered: into ``cj`` with ``data`` as context, by a trigger or by a jump
+    (``jumper``: the enrollment that jumped and goes on, and its Jump step)."""
+
+    cj: CompiledJourney
+    data: Mapping[str, Any]
+    trigger_event_id: str | None
+    jumper: tuple[Enrollment, str] | None
+
+
+def _rank(offer: _Offer) -> tuple[int, str]:
+    """Highest priority first, then journey id."""
+    journey = offer.cj.journey
+    return (-journey.priority, journey.id)
 
 
 def _forget_guarded(state: CustomerState, journey_id: str, guard: timedelta,

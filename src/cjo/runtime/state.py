@@ -298,7 +298,7 @@ _DEFAULT: Any = object()
 @attrs.define(slots=True, eq=True, weakref_slot=False)
 class _RareFields:
     """The fields of ``CustomerState`` that most records leave empty, kept apart so that a
-    record without any holds one empty slot rather than eight (``CustomerState._rare``)."""
+    record without any holds one empty slot rather than nine (``CustomerState._rare``)."""
 
     extra: dict[str, Any] = NO_ITEMS
     consent: dict[ConsentKey, tuple[bool, datetime]] = NO_ITEMS
@@ -308,10 +308,11 @@ class _RareFields:
     segments: dict[str, datetime] = NO_ITEMS
     segments_basis: str | None = None
     offers: dict[str, OfferHistory] = NO_ITEMS
+    erasures: int = 0
 
     def shallow(self) -> _RareFields:
         return _RareFields(self.extra, self.consent, self.blocked, self.sends, self.tracks,
-                           self.segments, self.segments_basis, self.offers)
+                           self.segments, self.segments_basis, self.offers, self.erasures)
 
     def copy(self) -> _RareFields:
         tracks = self.tracks
@@ -321,6 +322,7 @@ class _RareFields:
             self.sends,
             {k: t.copy() for k, t in tracks.items()} if tracks else _own_dict(tracks),
             _own_dict(self.segments), self.segments_basis, _own_dict(self.offers),
+            self.erasures,
         )
 
     def share_empty(self) -> bool:
@@ -335,7 +337,7 @@ class _RareFields:
             empty = False
         else:
             self.sends = NO_ENTRIES
-        return empty and self.segments_basis is None
+        return empty and self.segments_basis is None and not self.erasures
 
 
 #: The dict fields of ``_RareFields`` (a record's own until emptied, then the shared one).
@@ -385,7 +387,7 @@ class _RareField(Generic[_T]):
 _FIELD_ORDER = (
     "customer_id", "created_at", "revision", "profile", "enrollments", "ended", "history",
     "timers", "marks", "extra", "consent", "blocked", "sends", "tracks", "segments",
-    "segments_basis", "offers", "decided_at",
+    "segments_basis", "offers", "decided_at", "erasures",
 )
 
 
@@ -414,6 +416,10 @@ class CustomerState:
       a rolling upgrade loses nothing.
     - ``offers``: per offer id, how often it was sent to this customer (for offer caps).
     - ``decided_at``: the newest event timestamp that changed the record (late events).
+    - ``erasures``: how many erasures (of any customer) had been made at the instant this
+      record was made, by the storage's count (0 for nearly every record): the entries of
+      that instant carry it in their ids, so that a customer erased and back within one
+      instant reuses no id of before (``cjo.runtime.core.enrollment_id_for``).
 
     ``extra``, ``consent``, ``blocked``, ``sends``, ``tracks``, ``segments`` and ``offers``
     start as one empty container shared by every record (most records never fill them):
@@ -441,8 +447,8 @@ class CustomerState:
     #: it). A field of its own, not a mark: nearly every record has one, and for most it
     #: would be the only mark (an empty ``marks`` costs a record nothing).
     decided_at: datetime | None = None
-    # extra, consent, blocked, sends, tracks, segments, segments_basis and offers: None while
-    # they are all empty (as for most records), which saves seven slots a record. Passed
+    # extra, consent, blocked, sends, tracks, segments, segments_basis, offers and erasures:
+    # None while they are all empty (as for most records), which saves seven slots a record. Passed
     # (copied shallowly) by ``attrs.evolve``.
     _rare: _RareFields | None = attrs.field(default=None, alias="_rare", eq=_rare_key)
 
@@ -466,6 +472,7 @@ class CustomerState:
         segments_basis: str | None = _DEFAULT,
         offers: dict[str, OfferHistory] = _DEFAULT,
         decided_at: datetime | None = None,
+        erasures: int = _DEFAULT,
         *,
         _rare: _RareFields | None = None,
     ) -> None:
@@ -482,11 +489,12 @@ class CustomerState:
         # A copy of a given sub-record: assigning a field of this record must not change the
         # record it came from (``attrs.evolve`` shares containers, never fields).
         rare = None if _rare is None else _rare.shallow()
-        given = (extra, consent, blocked, sends, tracks, segments, segments_basis, offers)
+        given = (extra, consent, blocked, sends, tracks, segments, segments_basis, offers,
+                 erasures)
         # Without a sub-record, one is made only for a value that is not empty and shared.
         if rare is not None or (given != _NONE_GIVEN and any(
             v is not _DEFAULT and v is not NO_ITEMS and v is not None and v is not NO_ENTRIES
-            for v in given
+            and v != 0 for v in given
         )):
             if rare is None:
                 rare = _RareFields()
@@ -519,6 +527,7 @@ class CustomerState:
     segments = _RareField[dict[str, datetime]]("segments", NO_ITEMS)
     segments_basis = _RareField[str | None]("segments_basis", None)
     offers = _RareField[dict[str, OfferHistory]]("offers", NO_ITEMS)
+    erasures = _RareField[int]("erasures", 0)
 
     def _own(self, name: str) -> Any:
         """The sub-record's container ``name``, made this record's own if it was the shared

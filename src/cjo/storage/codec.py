@@ -337,7 +337,7 @@ def _ended_from(row: list[Any]) -> EndedEnrollment:
 
 _KNOWN: Final = frozenset({
     "v", "cid", "created", "rev", "profile", "enr", "ended", "hist", "timers", "marks",
-    "cons", "blk", "led", "trk", "seg", "segb", "offers",
+    "cons", "blk", "led", "trk", "seg", "segb", "offers", "ers",
 })
 
 
@@ -430,6 +430,8 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
             offer_id: [h.count, [us(t) for t in h.recent]]
             for offer_id, h in state.offers.items()
         }
+    if state.erasures:
+        d["ers"] = state.erasures
     if positions:
         _append_positions(d, positions)
     return d
@@ -701,6 +703,7 @@ def _state_from(
             for offer_id, (count, recent) in offers.items()
         } if offers else NO_ITEMS,
         decided_at=decided,
+        erasures=int(get("ers", 0)),
     )
 
 

@@ -30,8 +30,8 @@ from cjo.errors import ClockError, ConflictError, CorruptRecordError, StorageErr
 from cjo.model.content import ContentItem, Variant
 from cjo.model.events import Event, Profile
 from cjo.model.journey import ExitCriterion, Goal, Journey
-from cjo.model.steps import Send, WaitForEvent
-from cjo.model.triggers import EventTrigger
+from cjo.model.steps import Action, Send, Wait, WaitForEvent
+from cjo.model.triggers import EventTrigger, InactivityTrigger
 from cjo.runtime.state import (
     RECORD_LAYOUT,
     Activity,
@@ -179,6 +179,7 @@ def _full_state(customer: str = "c1") -> CustomerState:
         },
         segments={"vip": T0 - DAY + TICK, "buyers": T0 - 9 * DAY},
         segments_basis="0123456789abcdef",
+        erasures=2,
     )
 
 
@@ -470,6 +471,7 @@ class StorageContract:
         assert loaded.blocked == state.blocked
         assert loaded.sends == state.sends
         assert loaded.created_at == state.created_at
+        assert loaded.erasures == state.erasures
         assert loaded.wake_at == T0 + 2 * HOUR + 3 * TICK
         # None stays None and "" stays "".
         assert loaded.enrollments[1] == state.enrollments[1]
@@ -1579,6 +1581,38 @@ class StorageContract:
             for other in ("c2", "xc1", "c1:x"):
                 assert not session.claim_event(claims[other]), other
 
+    def test_erase_customer_ends_their_messages_in_flight(self, storage: Storage) -> None:
+        # Claimed for delivery, waiting for a retry, a dead letter: whatever their delivery
+        # results (or the host) say once the customer is erased, nothing of theirs comes back.
+        _save(storage, _state("c1"),
+              messages=[_message(k, "c1") for k in ("sending", "retrying", "dead")])
+        _save(storage, _state("c2"), messages=[_message("other", "c2")])
+        now = T0 + storage.dispatch_lease
+        assert len(storage.claim_outbox(now, 10, MINUTE)) == 4
+        storage.complete_outbox_many([
+            Delivery("retrying", DeliveryResult("transient", error="x"), now + MINUTE),
+            Delivery("dead", DeliveryResult("permanent", error="x")),
+        ], now)
+        storage.erase_customer("c1")
+        later = now + MINUTE
+        storage.complete_outbox("sending", DeliveryResult("delivered"), later)
+        storage.complete_outbox_many([
+            Delivery("sending", DeliveryResult("permanent", error="gone")),
+            Delivery("retrying", DeliveryResult("transient", error="y"), later + HOUR),
+            Delivery("dead", DeliveryResult("delivered")),
+        ], later)
+        storage.release_outbox(["sending", "retrying"], later)
+        assert storage.retry_dead_letter("dead", later) is False
+        assert storage.discard_dead_letter("dead", later) is False
+        for key in ("sending", "retrying", "dead"):
+            assert storage.outbox_entry(key) is None, key
+        assert storage.customer_outbox("c1") == []
+        assert storage.dead_letters(10) == []
+        claimed = storage.claim_outbox(later + DAY, 10, MINUTE)
+        assert [m.idempotency_key for m in claimed] == ["other"]
+        assert storage.peek("c1") is None
+        assert storage.activities(T0 - DAY, T0 + 2 * DAY, customer_id="c1") == []
+
     # --- pruning -------------------------------------------------------------------------------
 
     def test_prune_forgets_old_event_ids(self, storage: Storage) -> None:
@@ -1984,6 +2018,92 @@ class StorageContract:
         assert engine.discard_dead_letter(keys["bad"]) is True
         assert engine.dead_letters() == []
         assert engine.retry_dead_letter(keys["bad"]) is False
+
+    def test_engine_erasure_stops_the_messages_claimed_for_delivery(
+        self, storage: Storage
+    ) -> None:
+        from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
+
+        clock = ManualClock(T0)
+        email = _ScriptedChannel({})
+        engine = Engine(storage=storage, channels={"email": email}, clock=clock,
+                        dispatch="deferred")
+        engine.publish(journeys=[Journey(
+            id="welcome", trigger=EventTrigger("signed_up"), entry="email",
+            steps={"email": Send("cart_reminder", "email")},
+        )], content=[CART_CONTENT])
+        for customer in ("ann", "bob"):
+            engine.handle_event(_event("signed_up", customer, T0, f"su-{customer}", item="hat"))
+        claim = storage.claim_outbox
+
+        def claim_then_erase(now: datetime, limit: int, lease: timedelta) -> list[Message]:
+            claimed = claim(now, limit, lease)
+            if any(m.customer_id == "ann" for m in claimed):
+                storage.erase_customer("ann")  # by another process, right after the claim
+            return claimed
+
+        storage.claim_outbox = claim_then_erase  # type: ignore[method-assign]
+        try:
+            assert engine.dispatch_pending() == 1
+        finally:
+            del storage.claim_outbox
+        assert [m.customer_id for m in email.sent] == ["bob"]
+        clock.advance(days=1)
+        engine.run_due()
+        engine.dispatch_pending()
+        assert [m.customer_id for m in email.sent] == ["bob"]
+        assert storage.peek("ann") is None
+        assert storage.customer_outbox("ann") == []
+        assert engine.activities(T0 - DAY, T0 + 2 * DAY, customer_id="ann") == []
+
+    def test_engine_delivery_results_after_erasure_write_nothing_back(
+        self, storage: Storage
+    ) -> None:
+        from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
+
+        clock = ManualClock(T0)
+        # Each customer is erased (by another process) while their message is being sent, and
+        # the send then fails (for good, or to be retried), or is delivered.
+        outcomes = {"ann": DeliveryResult.permanent("no such mailbox"),
+                    "bob": DeliveryResult("transient", error="timeout"),
+                    "cat": DeliveryResult("delivered"),
+                    "dan": DeliveryResult.permanent("crm refused")}
+        sent: list[Message] = []
+
+        class Erasing(Channel):
+            def send(self, message: Message) -> DeliveryResult:
+                sent.append(message)
+                engine.erase_customer(message.customer_id)
+                return outcomes[message.customer_id]
+
+        engine = Engine(storage=storage, channels={"email": Erasing()}, clock=clock,
+                        actions={"crm": Erasing().send}, max_delivery_attempts=2,
+                        retry_backoff=MINUTE, max_retry_delay=MINUTE)
+        engine.publish(content=[CART_CONTENT], journeys=[
+            Journey(id="welcome", trigger=EventTrigger("signed_up"), entry="email",
+                    steps={"email": Send("cart_reminder", "email")}),
+            # A failed call ends the enrollment: a follow-up in the customer's record.
+            Journey(id="crm", trigger=EventTrigger("called"), entry="call", steps={
+                "call": Action("crm", on_failure="exit", next="wait"), "wait": Wait(DAY)}),
+            # Would start a quiet spell in any record made for an erased customer.
+            Journey(id="winback", trigger=InactivityTrigger("signed_up", after=7 * DAY),
+                    entry="email", steps={"email": Send("cart_reminder", "email")}),
+        ])
+        for customer in ("ann", "bob", "cat"):
+            engine.handle_event(_event("signed_up", customer, T0, f"su-{customer}", item="hat"))
+        clock.advance(minutes=1)
+        engine.handle_event(_event("called", "dan", clock.now(), "call-dan"))
+        assert [m.customer_id for m in sent] == ["ann", "bob", "cat", "dan"]
+        for _ in range(3):
+            clock.advance(days=8)
+            engine.run_due()
+            engine.dispatch_pending()
+        assert len(sent) == 4, "nothing more is delivered to erased customers"
+        for customer in outcomes:
+            assert storage.peek(customer) is None, customer
+            assert storage.customer_outbox(customer) == [], customer
+            assert engine.activities(T0, clock.now(), customer_id=customer) == [], customer
+        assert engine.dead_letters() == []
 
     def test_engine_abandoned_cart_end_to_end(self, storage: Storage) -> None:
         # Imported here: the storage tests above need nothing of the engine.
