@@ -476,8 +476,9 @@ def test_ids_in_definitions_are_storable() -> None:
     assert all(len(p.location) < 200 for p in problems)
 
 
-def test_validation_is_linear_in_the_size_of_the_definitions() -> None:
-    size = 10_000
+def _validation_cpu_seconds(size: int) -> float:
+    """CPU time (not wall time: the machine may be busy) to validate a chain and a loop of
+    ``size`` steps, at and above the step limit; the fastest of three tries."""
     steps: dict[str, Step] = {
         f"s{i}": (Send("c", "email", next=f"s{i + 1}") if i % 2 else Wait(HOUR, next=f"s{i + 1}"))
         for i in range(size)
@@ -486,13 +487,23 @@ def test_validation_is_linear_in_the_size_of_the_definitions() -> None:
     loop: dict[str, Step] = {f"s{i}": Send("c", "email", next=f"s{(i + 1) % size}")
                              for i in range(size)}
     raised = Limits(max_steps_per_journey=size + 1)
-    for graph, expected in ((steps, ""), (loop, "loop without a wait")):
-        started = time.perf_counter()
-        problems = problems_of(journey(graph, entry="s0"))
-        assert f"has {len(graph)} steps" in messages(problems)
-        problems = problems_of(journey(graph, entry="s0"), limits=raised)
-        assert expected in messages(problems)
-        assert time.perf_counter() - started < 1
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        for graph, expected in ((steps, ""), (loop, "loop without a wait")):
+            problems = problems_of(journey(graph, entry="s0"))
+            assert f"has {len(graph)} steps" in messages(problems)
+            problems = problems_of(journey(graph, entry="s0"), limits=raised)
+            assert expected in messages(problems)
+        best = min(best, time.process_time() - started)
+    return best
+
+
+def test_validation_is_linear_in_the_size_of_the_definitions() -> None:
+    # Eight times the steps: about eight times the work if linear, sixty-four if quadratic.
+    # A ratio, measured in one process, so a slow or busy machine does not fail it.
+    small, large = _validation_cpu_seconds(1_500), _validation_cpu_seconds(12_000)
+    assert large < 24 * max(small, 1e-3)
 
 
 def test_loaded_json_with_a_deep_condition_is_a_definition_error() -> None:
