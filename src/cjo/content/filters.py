@@ -113,6 +113,8 @@ def _refused(name: str, expected: str, value: object, argument: bool) -> FilterI
 
 def _number(name: str, value: object, *, argument: bool = False) -> int | float:
     """``value`` as Liquid reads a number, or ``FilterInputError``."""
+    if type(value) is int or (type(value) is float and math.isfinite(value)):
+        return value  # the common case, first (bool is a subclass of int, not int)
     if isinstance(value, Undefined):
         raise _undefined(value)
     number: object = value
@@ -139,8 +141,9 @@ def _strict_math(name: str, liquid_filter: Callable[..., Any]) -> Callable[..., 
     @functools.wraps(liquid_filter)
     def strict(value: object, *args: object, **kwargs: object) -> object:
         number = _number(name, value)
-        numbers = [_number(name, arg, argument=True) for arg in args]
-        return liquid_filter(number, *numbers, **kwargs)
+        if len(args) == 1:  # most take one argument: spare building a list
+            return liquid_filter(number, _number(name, args[0], argument=True), **kwargs)
+        return liquid_filter(number, *[_number(name, a, argument=True) for a in args], **kwargs)
 
     return strict
 
