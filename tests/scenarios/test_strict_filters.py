@@ -158,6 +158,11 @@ def test_a_missing_value_fails_a_math_filter_as_it_fails_an_output() -> None:
     assert [m.fields["text"] for m in sms.messages] == ["Total: 0"]
 
 
+def test_text_of_more_digits_than_liquid_converts_is_over_a_template_limit() -> None:
+    assert _refused("{{ profile.v | times: 2 }}", {"v": "9" * 5000}) == (
+        "times: text of 5000 characters is too long for a number")
+
+
 def test_liquid_itself_renders_what_the_engine_refuses() -> None:
     # What these tests guard against: Liquid's filters render a wrong text, with no failure.
     assert _liquid("{{ profile.v | times: 1.1 }}", {"v": "abc"}) == "0.0"

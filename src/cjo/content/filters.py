@@ -126,8 +126,8 @@ def _number(name: str, value: object, *, argument: bool = False) -> int | float:
         except LiquidValueError as exc:  # past Liquid's limit of digits for a conversion
             raise _NumberTooLongError(f"{name}: text of {len(value)} characters is too long "
                                       "for a number", token=None) from exc
-    # bool is an int to Python, not a number to a template; NaN and infinity come only from
-    # text such as "nan" or "inf" (a name, more likely than a number).
+    # bool is an int to Python, not a number to a template; NaN and infinity are not numbers
+    # a message should show (as text, "nan" or "inf" is more likely a name).
     if isinstance(number, bool) or not isinstance(number, int | float) or (
         isinstance(number, float) and not math.isfinite(number)
     ):
