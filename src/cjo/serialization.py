@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import reprlib
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
@@ -269,9 +270,53 @@ def structure(data: Any, cls: type[T], what: str = "$") -> T:
 
 
 def dump_definitions(definitions: Definitions) -> dict[str, Any]:
-    """Definitions as JSON-compatible data."""
+    """Definitions as JSON-compatible data. Anything but a ``Definitions`` whose fields hold
+    definitions of their classes raises ``DefinitionError`` naming what was given and where."""
+    _check_dumpable(definitions, "dump_definitions")
     data: dict[str, Any] = converter.unstructure(definitions)
     return data
+
+
+_show = reprlib.Repr()
+_show.maxstring = 60
+_show.maxother = 60
+
+
+def _given(value: object) -> str:
+    return f"{type(value).__name__} {_show.repr(value)}"
+
+
+def _check_dumpable(definitions: object, call: str) -> None:
+    """Refuse what is not a ``Definitions``, and a ``Definitions`` one of whose fields holds
+    something else than its class (``Definitions(journeys=[1])``: attrs does not check): the
+    converter would write whatever it is given as JSON (``dumps_definitions([1])`` is ``[1]``)
+    or fail deep inside on an attribute the value does not have."""
+    if not isinstance(definitions, Definitions):
+        raise DefinitionError([Problem(call, (
+            f"expected a cjo.Definitions, got {_given(definitions)}"
+        ))])
+    problems: list[Problem] = []
+    for name, hint in _DEFINITION_FIELDS.items():
+        value = getattr(definitions, name)
+        where = f"Definitions.{name}"
+        cls = LISTED.get(name)
+        if cls is None:
+            classes = tuple(c for c in typing.get_args(hint) or (hint,) if isinstance(c, type))
+            if classes and not isinstance(value, classes):
+                expected = " or ".join("None" if c is type(None) else c.__name__ for c in classes)
+                problems.append(Problem(where, f"expected {expected}, got {_given(value)}"))
+            continue
+        if not isinstance(value, tuple | list):
+            problems.append(Problem(where, (
+                f"expected a list or tuple of {cls.__name__}, got {_given(value)}"
+            )))
+            continue
+        problems += [
+            Problem(f"{where}[{i}]", f"expected a {cls.__name__}, got {_given(item)}")
+            for i, item in enumerate(value) if not isinstance(item, cls)
+        ]
+    if problems:
+        raise DefinitionError(problems)
 
 
 @attrs.frozen
@@ -342,7 +387,10 @@ def load_definitions(data: Mapping[str, Any]) -> Definitions:
 
 
 def dumps_definitions(definitions: Definitions, *, indent: int | None = 2) -> str:
-    return json.dumps(dump_definitions(definitions), indent=indent, sort_keys=False)
+    """Definitions as JSON text; refused as by ``dump_definitions``."""
+    _check_dumpable(definitions, "dumps_definitions")
+    data: dict[str, Any] = converter.unstructure(definitions)
+    return json.dumps(data, indent=indent, sort_keys=False)
 
 
 class _RepeatedKeys(dict[str, Any]):
@@ -430,6 +478,7 @@ def _json_object(text: str) -> dict[str, Any]:
 def dumps_stored_definitions(definitions: Definitions) -> str:
     """Definitions as a generation of the definitions store holds them: compact JSON with the
     ``format`` number, fields at their defaults left out (a released default never changes)."""
+    _check_dumpable(definitions, "dumps_stored_definitions")
     data: dict[str, Any] = _stored_converter.unstructure(definitions)
     return json.dumps({"format": DEFINITIONS_FORMAT, **data}, separators=(",", ":"))
 

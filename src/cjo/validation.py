@@ -52,6 +52,7 @@ from cjo.conditions import (
 )
 from cjo.content.channels import channel_type_of, field_problems, output_problem
 from cjo.content.checks import block_problems, blocks_used, sample_data
+from cjo.content.filters import FilterInputError
 from cjo.content.render import Renderer
 from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderError, RenderLimitError, UsageError
@@ -1337,8 +1338,11 @@ def _check_variant(
     errors = found
     if item.sample is None:
         # A derived sample cannot know the shape of a value (a loop over a list of objects):
-        # its undefined variables say nothing about the template. Give a sample to check them.
-        errors = [e for e in found if not isinstance(e.__cause__, UndefinedError)]
+        # its undefined variables say nothing about the template, nor a filter given nil, a
+        # list or an object where it reads a number or a date (``first`` of the sample's text
+        # is nil). Give a sample to check them.
+        errors = [e for e in found if not isinstance(e.__cause__, UndefinedError)
+                  and not (isinstance(e.__cause__, FilterInputError) and e.__cause__.shape)]
         typed = [e for e in errors if isinstance(e.__cause__, LiquidTypeError)]
         if typed:
             # Nor its types: "1" is text to a comparison with a number ({% if event.total >

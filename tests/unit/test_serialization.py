@@ -32,6 +32,7 @@ from cjo.model.triggers import TRIGGER_TYPES, ApiTrigger, EventTrigger, Trigger
 from cjo.serialization import (
     dump_definitions,
     dumps_definitions,
+    dumps_stored_definitions,
     load_definitions,
     load_definitions_in_parts,
     loads_definitions,
@@ -460,6 +461,45 @@ def test_full_definitions_round_trip() -> None:
     assert load_definitions(dump_definitions(definitions)) == definitions
     assert loads_definitions(dumps_definitions(definitions)) == definitions
     assert loads_definitions(dumps_definitions(definitions, indent=None)) == definitions
+
+
+@pytest.mark.parametrize("dump", [dump_definitions, dumps_definitions, dumps_stored_definitions])
+@pytest.mark.parametrize(("given", "named"), [
+    ([1], "list [1]"), (None, "NoneType None"), ({"journeys": []}, "dict {'journeys': []}"),
+    ([Definitions()], "list [Definitions("),
+])
+def test_dumping_what_is_not_definitions_is_refused(
+    dump: Any, given: object, named: str,
+) -> None:
+    # The converter wrote whatever it was given: dumps_definitions([1]) was "[1]".
+    with pytest.raises(DefinitionError) as raised:
+        dump(given)
+    [problem] = raised.value.problems
+    assert problem.location == dump.__name__
+    assert problem.message.startswith(f"expected a cjo.Definitions, got {named}")
+
+
+@pytest.mark.parametrize("dump", [dump_definitions, dumps_definitions, dumps_stored_definitions])
+def test_dumping_definitions_that_hold_something_else_names_each_place(dump: Any) -> None:
+    journey = full_definitions().journeys[0]
+    # attrs does not check field types: Definitions(journeys=[j, 1]) builds, and the converter
+    # failed deep inside with "'int' object has no attribute 'id'".
+    with pytest.raises(DefinitionError) as raised:
+        dump(Definitions(journeys=[journey, 1], segments=journey,  # type: ignore[arg-type]
+                         content=("welcome",), taxonomy="t",  # type: ignore[arg-type]
+                         max_concurrent_journeys="3"))  # type: ignore[arg-type]
+    problems = [str(p) for p in raised.value.problems]
+    assert problems[0] == "Definitions.journeys[1]: expected a Journey, got int 1"
+    assert problems[1].startswith(  # the journey's repr, shortened
+        "Definitions.segments: expected a list or tuple of Segment, got Journey Journey(id=")
+    assert len(problems[1]) < 200
+    assert problems[2:] == [
+        "Definitions.content[0]: expected a ContentItem, got str 'welcome'",
+        "Definitions.taxonomy: expected Taxonomy or None, got str 't'",
+        "Definitions.max_concurrent_journeys: expected int or None, got str '3'",
+    ]
+    # Lists where tuples are declared are definitions all the same.
+    assert dump(Definitions(journeys=[journey]))  # type: ignore[arg-type]
 
 
 def test_dump_is_plain_json() -> None:

@@ -9,10 +9,11 @@ machinery.
   the customer id (unique to each customer: never repeated) is never memoised.
 - Most templates are text, ``{{ path | filter: literal }}`` outputs and ``{% if path ==
   literal %}...{% else %}...{% endif %}`` choices between such parts. For those, Liquid's own
-  parse tree, filter functions and stringification are applied directly, with no render
-  context, output stream or limit bookkeeping (the output's length is still checked). Anything
-  else, a missing or non-scalar value, or a filter that raises, falls back to a full render, so
-  errors and limits are reported exactly as Liquid and the renderer report them.
+  parse tree and stringification, and the renderer's own filter functions (cjo's strict math
+  filters, not Liquid's lenient ones), are applied directly, with no render context, output
+  stream or limit bookkeeping (the output's length is still checked). Anything else, a missing
+  or non-scalar value, or a filter that raises, falls back to a full render, so errors and
+  limits are reported exactly as Liquid and the renderer report them.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ _FAST_FILTERS = frozenset({
     "rstrip", "plus", "minus", "times", "round", "abs",
 })
 _Output = tuple[Path, tuple[tuple[Callable[..., Any], tuple[Any, ...]], ...]]
+_Filters = Mapping[str, Callable[..., Any]]
 
 
 class _Choice:
@@ -81,24 +83,25 @@ class _SlowPathError(Exception):
     """The fast path does not apply to this render: use Liquid's."""
 
 
-def _fast(source: str, env: Environment) -> _FastTemplate | None:
+def _fast(source: str, env: Environment, filters: _Filters) -> _FastTemplate | None:
     """``source`` as text, outputs of paths through literal-argument filters, and ``if``s
-    comparing a path with a literal, or None."""
+    comparing a path with a literal, or None. ``filters``: the renderer's, so that the fast
+    path calls the same functions a full render does (cjo's strict math filters)."""
     try:
         template = env.from_string(source)
     except LiquidError:
         return None
-    return _fast_nodes(template.nodes, env)
+    return _fast_nodes(template.nodes, filters)
 
 
-def _fast_nodes(nodes: Iterable[object], env: Environment) -> _FastTemplate | None:
+def _fast_nodes(nodes: Iterable[object], filters: _Filters) -> _FastTemplate | None:
     parts: list[_Part] = []
     for node in nodes:
         if type(node) is ContentNode:
             parts.append(node.text)
             continue
         if type(node) is IfNode:
-            choice = _fast_choice(node, env)
+            choice = _fast_choice(node, filters)
             if choice is None:
                 return None
             parts.append(choice)
@@ -109,9 +112,9 @@ def _fast_nodes(nodes: Iterable[object], env: Environment) -> _FastTemplate | No
         left = expression.left
         if type(left) is not LiquidPath or not all(isinstance(p, str) for p in left.path):
             return None
-        filters: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
         for f in expression.filters or ():
-            func = env.filters.get(f.name)
+            func = filters.get(f.name)
             if f.name not in _FAST_FILTERS or func is None:
                 return None
             args: list[Any] = []
@@ -119,12 +122,12 @@ def _fast_nodes(nodes: Iterable[object], env: Environment) -> _FastTemplate | No
                 if type(arg) is not PositionalArgument or not isinstance(arg.value, Literal):
                     return None
                 args.append(arg.value.value)
-            filters.append((func, tuple(args)))
-        parts.append((tuple(str(p) for p in left.path), tuple(filters)))
+            calls.append((func, tuple(args)))
+        parts.append((tuple(str(p) for p in left.path), tuple(calls)))
     return tuple(parts)
 
 
-def _fast_choice(node: IfNode, env: Environment) -> _Choice | None:
+def _fast_choice(node: IfNode, filters: _Filters) -> _Choice | None:
     condition = node.condition
     if type(condition) is not BooleanExpression or node.alternatives:
         return None
@@ -140,8 +143,8 @@ def _fast_choice(node: IfNode, env: Environment) -> _Choice | None:
     blocks = [node.consequence] + ([node.default] if node.default is not None else [])
     if any(block.blank for block in blocks):
         return None
-    then = _fast_nodes(node.consequence.nodes, env)
-    otherwise = _fast_nodes(node.default.nodes, env) if node.default is not None else ()
+    then = _fast_nodes(node.consequence.nodes, filters)
+    otherwise = _fast_nodes(node.default.nodes, filters) if node.default is not None else ()
     if then is None or otherwise is None:
         return None
     return _Choice(tuple(str(p) for p in left.path), right.value, then, otherwise)
@@ -286,6 +289,7 @@ class MemoRenderer:
             if reads is not None and any(path[0] == "customer_id" for path in reads):
                 # Unique to each customer: a memo would fill up with outputs never read again.
                 reads = None
-            plan.append((name, _fast(source, self._env), reads))
+            plan.append((name, _fast(source, self._env, self.renderer.environment.filters),
+                         reads))
         return tuple(plan)
 

@@ -25,8 +25,10 @@ Rendering is strict: a variable the customer's data does not have fails the rend
 ``RenderError``), unless the template gives it a ``default`` (``{{ profile.first_name |
 default: "there" }}``) or only tests it (``{% if profile.vip %}``, where it is false). An unknown
 filter fails too; besides Liquid's standard filters there is ``json``, which writes a value as
-JSON (for webhook bodies). Blocks (``ContentBlock``) are included by id with ``{% include %}`` and
-``{% render %}``.
+JSON (for webhook bodies). The math filters and ``date`` are cjo's strict versions
+(:mod:`cjo.content.filters`): a value they cannot read (``"abc" | times: 2``, ``"soon" | date``)
+fails the render rather than rendering ``0`` or the value unchanged. Blocks (``ContentBlock``)
+are included by id with ``{% include %}`` and ``{% render %}``.
 
 ``'now' | date: ...`` (and ``'today'``) is the instant being decided, in UTC, which the engine
 passes under ``NOW_KEY``, not the machine's wall clock: a back-test or a test on a manual
@@ -39,28 +41,22 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sized
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from io import StringIO
 from typing import Any, ClassVar, TextIO, cast
 
 from liquid import BoundTemplate, DictLoader, Environment, RenderContext
 from liquid.builtin.expressions.primitive import RangeLiteral
-from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
 from liquid.extra import JSON
-from liquid.filter import with_context
 from liquid.output import LimitedStringIO
 from liquid.undefined import FalsyStrictUndefined
 
+from cjo.content.filters import NOW_KEY, register_strict_filters
 from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem, Variant
 
 __all__ = ["NOW_KEY", "Renderer"]
-
-#: The key of the render data that holds the instant being decided: what ``'now' | date``
-#: reads. No template path can spell it, so no template variable is shadowed.
-NOW_KEY = "cjo:now"
 
 # Parsed templates kept per renderer. Keyed by source text, so a republished item with new
 # fields never gets the old template; bounded, so republishing forever cannot grow it.
@@ -218,17 +214,6 @@ class _LimitedEnvironment(Environment):
     cjo_limits: ClassVar[Limits] = DEFAULT_LIMITS
 
 
-@with_context
-def _date(value: object, fmt: object, *, context: RenderContext) -> object:
-    """Liquid's ``date``, with ``now`` and ``today`` read from the render data (the instant
-    being decided) rather than the machine's local wall clock."""
-    if isinstance(value, str) and value in ("now", "today"):
-        instant = context.globals.get(NOW_KEY)
-        # Outside the engine (a host rendering on its own), the real time, in UTC.
-        value = instant if isinstance(instant, datetime) else datetime.now(UTC)
-    return liquid_date(value, fmt, environment=context.env)
-
-
 def _environment(limits: Limits, blocks: Mapping[str, str]) -> Environment:
     # Liquid reads its limits from class attributes, so each Limits gets its own subclass.
     cls = type("LimitedEnvironment", (_LimitedEnvironment,), {
@@ -242,7 +227,9 @@ def _environment(limits: Limits, blocks: Mapping[str, str]) -> Environment:
     ))
     # ``json`` writes a value as JSON (strings quoted and escaped): what webhook bodies need.
     env.add_filter("json", JSON(default=str))
-    env.add_filter("date", _date)
+    # Math filters and ``date`` that fail on a value they cannot read, rather than render 0 or
+    # the value unchanged.
+    register_strict_filters(env)
     return env
 
 
