@@ -4,6 +4,7 @@ value unchanged; values they can read render exactly as Liquid's own filters ren
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
@@ -212,6 +213,28 @@ def test_date_renders_a_value_it_can_read_as_liquid_does(value: object) -> None:
     engine, sms = _engine(template)
     _send(engine, {"v": value})
     assert [m.fields["text"] for m in sms.messages] == [_liquid(template, {"v": value})]
+
+
+def test_date_reads_neither_the_machines_time_zone_nor_its_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A time stamp and naive text are UTC whatever the machine's zone; what text leaves out
+    (the year of "May 5", the day of "10:30") comes from the instant being decided, so a
+    back-test of 2031 renders 2031, not the year the machine is in."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        later = datetime(2031, 7, 9, 14, 0, tzinfo=UTC)
+        for value, expected in ((1_772_000_000, "2026-02-25 06:13 +0000"),
+                                ("May 5", "2031-05-05 00:00 +0000"),
+                                ("10:30", "2031-07-09 10:30 +0000")):
+            engine, sms = _engine("{{ profile.v | date: '%Y-%m-%d %H:%M %z' }}",
+                                  clock=ManualClock(later))
+            _send(engine, {"v": value})
+            assert [m.fields["text"] for m in sms.messages] == [expected]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 # --- policies and publish ----------------------------------------------------------------------

@@ -12,7 +12,8 @@ anyone knowing. These filters read:
   ``"-2"``, ``"1e3"``);
 - a date (``date``): a ``datetime`` or ``date``, a whole number of seconds since the epoch (or
   text of digits), or text Liquid reads as a date (``"2026-03-01"``, ``"March 1, 2026"``);
-  ``'now'`` and ``'today'`` are the instant being decided (``NOW_KEY``), not the wall clock.
+  ``'now'`` and ``'today'`` are the instant being decided (``NOW_KEY``), not the wall clock, and
+  neither the machine's clock nor its time zone is read (Liquid's reading uses both).
 
 Anything else (text that does not read as one, nil, a boolean, a list, an object) raises
 :class:`FilterInputError`, naming the filter and what it was given; the renderer reports it as
@@ -31,10 +32,10 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from dateutil import parser as date_parser
 from liquid import Environment, RenderContext
 from liquid.builtin.filters import math as liquid_math
 from liquid.builtin.filters.array import _Null
-from liquid.builtin.filters.misc import _to_date
 from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import (
     FilterArgumentError,
@@ -163,13 +164,22 @@ _MATH: Mapping[str, Callable[..., Any]] = {
 }
 
 
-def _read_date(value: object) -> datetime | None:
-    """``value`` as Liquid's ``date`` reads it, or None."""
+def _read_date(value: object, today: datetime) -> datetime | None:
+    """``value`` as a date, or None. As Liquid reads it, but never by the machine's clock or
+    time zone: a time stamp is UTC, naive text is UTC, and what text leaves out (the year of
+    ``"May 5"``, the day of ``"10:30"``) is taken from ``today``, the instant being decided."""
     if isinstance(value, bool) or not isinstance(value, str | int | date):
         return None  # Liquid would read True as 1970-01-01, and fail on a list for its hash
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
     try:
-        return _to_date(value)
-    except (ValueError, OverflowError, OSError):  # a time stamp past the years datetime holds
+        if isinstance(value, int) or value.isdigit():
+            return datetime.fromtimestamp(int(value), UTC)
+        return date_parser.parse(value, default=today.replace(
+            hour=0, minute=0, second=0, microsecond=0))
+    except (ValueError, OverflowError, OSError):  # not a date, or past the years datetime holds
         return None
 
 
@@ -178,17 +188,18 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
     """Liquid's ``date``, with ``now`` and ``today`` read from the render data (the instant
     being decided) rather than the machine's local wall clock, and a value it cannot read
     refused rather than output unchanged."""
+    instant = context.globals.get(NOW_KEY)
+    # Outside the engine (a host rendering on its own), the real time, in UTC.
+    now = instant if isinstance(instant, datetime) else datetime.now(UTC)
     if isinstance(value, str) and value in ("now", "today"):
-        instant = context.globals.get(NOW_KEY)
-        # Outside the engine (a host rendering on its own), the real time, in UTC.
-        value = instant if isinstance(instant, datetime) else datetime.now(UTC)
+        value = now
     if isinstance(value, Undefined):
         raise _undefined(value)
     if isinstance(fmt, Undefined):
         raise _undefined(fmt)
     if not isinstance(fmt, str):
         raise _refused("date", "text (a format)", fmt, argument=True)
-    moment = _read_date(value)
+    moment = _read_date(value, now)
     if moment is None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             raise FilterInputError("date: expected a date, got a number that is not a time "
