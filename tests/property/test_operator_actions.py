@@ -43,6 +43,7 @@ from tests.property.journeys import (
     Input,
     definitions,
     journeys,
+    reachable,
     streams,
 )
 from tests.property.test_equivalence import (
@@ -165,16 +166,20 @@ def keeping_launched_splits(
     """``journey`` with each split step an earlier version launched (``launched``: by journey
     and step id, the arms first published) given those arms again, leading where its own
     arms lead: a new version cannot change a launched split's arms (publish refuses it).
-    Its own splits are recorded in ``launched``."""
+    Its own splits are recorded in ``launched``. A split given fewer arms than it had leads
+    to fewer steps: those no path reaches any more are left out (publish refuses them)."""
     steps = dict(journey.steps)
     for step_id, step in journey.steps.items():
+        arms = launched.get((journey.id, step_id))
+        if isinstance(step, Split) and arms is not None:
+            steps[step_id] = attrs.evolve(step, paths=tuple(
+                attrs.evolve(arm, next=step.paths[i % len(step.paths)].next)
+                for i, arm in enumerate(arms)
+            ))
+    steps = reachable(steps, journey.entry)
+    for step_id, step in steps.items():
         if isinstance(step, Split):
-            arms = launched.setdefault((journey.id, step_id), step.paths)
-            if arms is not step.paths:
-                steps[step_id] = attrs.evolve(step, paths=tuple(
-                    attrs.evolve(arm, next=step.paths[i % len(step.paths)].next)
-                    for i, arm in enumerate(arms)
-                ))
+            launched.setdefault((journey.id, step_id), step.paths)
     return attrs.evolve(journey, steps=steps)
 
 
