@@ -680,7 +680,7 @@ class Engine:
                 # fire (an unknown journey version) is not claimed again at once.
                 deciders = self._decide_each(
                     sessions.values(), registry, now, builder,
-                    lambda decider: decider.catch_up(now),
+                    lambda decider: decider.catch_up(now, worker=True),
                 )
                 claimed = len(sessions)
             if claimed:
@@ -840,7 +840,7 @@ class Engine:
                 with self.storage.batch(page, now) as sessions:
                     deciders = self._decide_each(
                         sessions.values(), registry, now, builder,
-                        lambda decider: decider.catch_up(now),
+                        lambda decider: decider.catch_up(now, worker=True),
                     )
                 self._finish(deciders, now, builder)
 
@@ -1275,7 +1275,7 @@ class Engine:
             deciders = self._decide_each(
                 sessions.values(), registry, now, builder,
                 # Catching up evaluates the segments of a stale record.
-                lambda decider: decider.catch_up(now),
+                lambda decider: decider.catch_up(now, worker=True),
             )
         self._finish(deciders, now, builder)
 

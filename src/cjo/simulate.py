@@ -588,7 +588,7 @@ class _Run:
                             decider = deciders[cid] = self._decider(sessions[cid], at)
                             state = decider.state
                         assert decider is not None
-                        decider.catch_up(at)
+                        decider.catch_up(at, worker=True)
                     # Then what Engine.handle_event skips, skip: it opens no transaction, so
                     # it claims no event id.
                     if not registry.matters_to(state, item.name):
@@ -608,7 +608,7 @@ class _Run:
                 # that run_due below has nothing left to do for this customer. (A customer
                 # with nothing due is left alone, as a worker would leave them.)
                 if _due_by(decider.state, end):
-                    decider.catch_up(end)
+                    decider.catch_up(end, worker=True)
                 if decider.dirty:
                     state = decider.state
                     state.revision = max(state.revision, 0)

@@ -55,6 +55,7 @@ __all__ = [
     "customer_ids",
     "definitions",
     "grouped_streams",
+    "reachable",
     "streams",
 ]
 
@@ -161,10 +162,14 @@ def step_graphs(draw: st.DrawFn) -> dict[str, Step]:
         else:
             step = Exit(draw(st.sampled_from(["done", "bye"])))
         graph[step_id] = step
-    # Keep what the entry reaches (validation refuses unreachable steps); a reached step
-    # refers only to reached ones.
+    return reachable(graph)
+
+
+def reachable(graph: dict[str, Step], entry: str = "s0") -> dict[str, Step]:
+    """The steps of ``graph`` that ``entry`` reaches (validation refuses unreachable steps);
+    a reached step refers only to reached ones."""
     reached: set[str] = set()
-    todo = ["s0"]
+    todo = [entry]
     while todo:
         step_id = todo.pop()
         if step_id not in reached:

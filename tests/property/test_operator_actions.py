@@ -1,7 +1,7 @@
 """What an operator does while customers are mid-journey (pause and resume a journey, publish a
-new version that drains, migrates or ejects them) is tied to the instant it is done at, so a
-worker that comes only at the end decides what a worker on time decides, whatever the journeys
-and the stream.
+new version that drains, migrates or ejects them, or a new journey) is tied to the instant it is
+done at, so a worker that comes only at the end decides what a worker on time decides, whatever
+the journeys and the stream.
 
 Random valid journeys (``journeys.py``) with a random ``on_resume`` rule, a random stream, and
 random operator actions at instants within the stream; the two engines are compared as in
@@ -28,6 +28,7 @@ from cjo.model.governance import ResumeRule, VersionChange
 from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.steps import Split, SplitPath
+from cjo.model.triggers import InactivityTrigger
 from cjo.simulate import (
     BacktestInput,
     OperatorChange,
@@ -39,10 +40,12 @@ from cjo.simulate import (
 from tests.property.journeys import (
     CHANNELS,
     CUSTOMERS,
+    EVENTS,
     T0,
     Input,
     definitions,
     journeys,
+    reachable,
     streams,
 )
 from tests.property.test_equivalence import (
@@ -55,8 +58,9 @@ from tests.property.test_equivalence import (
 )
 from tests.property.test_equivalence import live as live_engine
 
-#: (instant, what, journey id, detail): ``pause``/``resume``, or ``version`` with a mode.
-Action = tuple[datetime, str, str, str]
+#: (instant, what, journey id, detail): ``pause``/``resume``, ``version`` with a mode, or
+#: ``journey`` with a journey of a new id.
+Action = tuple[datetime, str, str, str | Journey]
 
 RULES = st.sampled_from([
     ResumeRule(), ResumeRule("skip"), ResumeRule("grace", timedelta(hours=1)),
@@ -66,10 +70,10 @@ RULES = st.sampled_from([
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[Definitions, list[Input], list[Action]]:
     defs = draw(definitions())
-    journeys = tuple(attrs.evolve(j, on_resume=draw(RULES)) for j in defs.journeys)
-    defs = attrs.evolve(defs, journeys=journeys)
+    drawn = tuple(attrs.evolve(j, on_resume=draw(RULES)) for j in defs.journeys)
+    defs = attrs.evolve(defs, journeys=drawn)
     stream = draw(streams())
-    ids = sorted({j.id for j in journeys})
+    ids = sorted({j.id for j in drawn})
     offsets = st.integers(0, 2 * 24 * 3600)
     actions: list[Action] = []
     for jid in draw(st.lists(st.sampled_from(ids), max_size=2, unique=True)):
@@ -82,6 +86,19 @@ def scenarios(draw: st.DrawFn) -> tuple[Definitions, list[Input], list[Action]]:
     for jid in draw(st.lists(st.sampled_from(ids), max_size=2, unique=True)):
         at = T0 + timedelta(seconds=draw(offsets))
         actions.append((at, "version", jid, draw(st.sampled_from(["drain", "migrate", "eject"]))))
+    if draw(st.booleans()):
+        # A journey of a new id with an inactivity trigger: customers known before it are
+        # armed at their first transaction after it, which a late worker must not move.
+        # Published within the stream, often shortly after an input.
+        instants = [item.timestamp for item in stream if isinstance(item, Event)]
+        at = (draw(st.sampled_from(instants)) + timedelta(minutes=draw(st.integers(0, 90)))
+              if instants and draw(st.booleans()) else T0 + timedelta(seconds=draw(offsets)))
+        new = draw(journeys("jn"))
+        trigger = InactivityTrigger(draw(st.sampled_from(EVENTS)),
+                                    timedelta(minutes=draw(st.integers(10, 12 * 60))))
+        actions.append((at, "journey", "jn", attrs.evolve(
+            new, trigger=trigger, reentry=attrs.evolve(new.reentry, instance_key=None),
+        )))
     actions.sort(key=lambda a: a[0])  # stable: a journey's pause stays before its resume
     return defs, stream, actions
 
@@ -92,6 +109,8 @@ def _act(engine: Engine, action: Action) -> None:
         engine.pause_journey(jid)
     elif what == "resume":
         engine.resume_journey(jid)
+    elif isinstance(detail, Journey):
+        engine.publish(journeys=[detail])
     else:
         journey = max((j for j in engine.definitions.journeys if j.id == jid),
                       key=lambda j: j.version)
@@ -165,16 +184,20 @@ def keeping_launched_splits(
     """``journey`` with each split step an earlier version launched (``launched``: by journey
     and step id, the arms first published) given those arms again, leading where its own
     arms lead: a new version cannot change a launched split's arms (publish refuses it).
-    Its own splits are recorded in ``launched``."""
+    Its own splits are recorded in ``launched``. A split given fewer arms than it had leads
+    to fewer steps: those no path reaches any more are left out (publish refuses them)."""
     steps = dict(journey.steps)
     for step_id, step in journey.steps.items():
+        arms = launched.get((journey.id, step_id))
+        if isinstance(step, Split) and arms is not None:
+            steps[step_id] = attrs.evolve(step, paths=tuple(
+                attrs.evolve(arm, next=step.paths[i % len(step.paths)].next)
+                for i, arm in enumerate(arms)
+            ))
+    steps = reachable(steps, journey.entry)
+    for step_id, step in steps.items():
         if isinstance(step, Split):
-            arms = launched.setdefault((journey.id, step_id), step.paths)
-            if arms is not step.paths:
-                steps[step_id] = attrs.evolve(step, paths=tuple(
-                    attrs.evolve(arm, next=step.paths[i % len(step.paths)].next)
-                    for i, arm in enumerate(arms)
-                ))
+            launched.setdefault((journey.id, step_id), step.paths)
     return attrs.evolve(journey, steps=steps)
 
 

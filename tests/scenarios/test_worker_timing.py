@@ -17,6 +17,7 @@ from cjo import (
     ContentItem,
     Engine,
     EventTrigger,
+    InactivityTrigger,
     Journey,
     Jump,
     ManualClock,
@@ -270,6 +271,56 @@ def test_a_journey_paused_twice_releases_each_wake_up_at_its_own_resume(
     sends, log = _same_either_way(storages, timeline, DAY)
     assert [s[5] - T0 for s in sends] == [6 * HOUR, 9 * HOUR]
     assert [row[0] - T0 for row in log if row[5] == "resumed"] == [6 * HOUR, 9 * HOUR]
+
+
+# --- inactivity journeys published after customers were created ------------------------------
+
+
+def _quiet(version: int, after: timedelta) -> Journey:
+    return Journey(id="quiet", version=version, trigger=InactivityTrigger("go", after),
+                   entry="m", steps={"m": Send("tip", "email")})
+
+
+def _waits_then_quiet(*publishes: tuple[timedelta, Journey]) -> Timeline:
+    """Ann enters a journey at T0 whose wait ends at +1 h; inactivity journeys come later."""
+    waits = Journey(id="waits", trigger=EventTrigger("go"), entry="w",
+                    steps={"w": Wait(HOUR)})
+    return [
+        (timedelta(0), lambda e: e.publish(journeys=[waits], content=_content("tip"))),
+        (timedelta(0), _enter("ann", timedelta(0))),
+        *((offset, lambda e, j=journey: e.publish(journeys=[j])) for offset, journey in publishes),
+    ]
+
+
+def test_a_quiet_spell_starts_at_the_first_wake_up_after_the_publish(
+    storages: Callable[[], Storage],
+) -> None:
+    # Ann's wake-up at +1 h is her first transaction after the publish at +30 min: her quiet
+    # spell counts from +1 h, whenever a worker fires that wake-up.
+    timeline = _waits_then_quiet((30 * MINUTE, _quiet(1, 5 * HOUR)))
+    sends, log = _same_either_way(storages, timeline, DAY)
+    assert [row[0] - T0 for row in log if row[2] == "quiet" and row[5] == "entered"] == [6 * HOUR]
+    assert [(s[1], s[5] - T0) for s in sends] == [(1, 6 * HOUR)]
+
+
+def test_a_wake_up_arms_the_version_in_force_at_its_instant(
+    storages: Callable[[], Storage],
+) -> None:
+    # Version 2 (a longer spell) is published after ann's wake-up at +1 h: that wake-up armed
+    # version 1's spell; the entry at +6 h takes the version newest then.
+    timeline = _waits_then_quiet((30 * MINUTE, _quiet(1, 5 * HOUR)),
+                                 (2 * HOUR, _quiet(2, 10 * HOUR)))
+    sends = _same_either_way(storages, timeline, DAY)[0]
+    assert [(s[1], s[5] - T0) for s in sends] == [(2, 6 * HOUR)]
+
+
+def test_a_wake_up_before_the_publish_arms_nothing(storages: Callable[[], Storage]) -> None:
+    # Ann's wake-up at +1 h comes before the publish at +2 h, though a lazy worker fires it
+    # after: her quiet spell counts from her next transaction, a profile update at +3 h.
+    timeline = _waits_then_quiet((2 * HOUR, _quiet(1, 5 * HOUR)))
+    timeline.append((3 * HOUR, lambda e: e.identify("ann", {"name": "Ann"})))
+    sends = _same_either_way(storages, timeline, DAY)[0]
+    assert [(s[1], s[5] - T0) for s in sends] == [(1, 8 * HOUR)]
 
 
 def test_resuming_keeps_only_the_latest_pauses_of_a_journey() -> None:

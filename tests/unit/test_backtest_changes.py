@@ -26,7 +26,12 @@ from cjo.model.governance import ResumeRule, VersionChange
 from cjo.model.journey import Journey
 from cjo.model.segments import Segment
 from cjo.model.steps import Action, Send, Wait
-from cjo.model.triggers import EventTrigger, ScheduleTrigger, SegmentTrigger
+from cjo.model.triggers import (
+    EventTrigger,
+    InactivityTrigger,
+    ScheduleTrigger,
+    SegmentTrigger,
+)
 from cjo.simulate import (
     BacktestInput,
     BacktestResult,
@@ -347,6 +352,43 @@ def test_a_segment_published_mid_stream_is_evaluated_for_everyone_at_the_publish
     assert sent(result) == [("ann", "email", 1, "mail", at),
                             ("bob", "email", 1, "hello", T0 + DAY),
                             ("bob", "email", 1, "mail", at + HOUR)]
+
+
+# --- inactivity journeys -----------------------------------------------------------------------
+
+
+def quiet(version: int = 1, after: timedelta = 5 * HOUR) -> Journey:
+    return Journey(id="quiet", version=version, trigger=InactivityTrigger("signed_up", after),
+                   entry="mail", steps={"mail": Send("note", "email")})
+
+
+def test_an_inactivity_journey_published_mid_stream_counts_from_the_first_wake_up_after_it(
+) -> None:
+    # Ann was created before the publish: her quiet spell counts from her first transaction
+    # after it, her wake-up at T0 + 1 day (a worker on time opens one then), not from the
+    # instant a worker that fires that wake-up later happens to come (the counting run's
+    # run_due at the end of the stream).
+    stream: list[BacktestInput] = [
+        signup("ann", T0),                      # onboard's wake-up at T0 + 1 day
+        (T0 + HOUR, Publish(Definitions(journeys=(quiet(),)))),
+        tick(T0 + 2 * DAY),
+    ]
+    result = replay(ONBOARD, stream)
+    assert_as_live(result, stream, ONBOARD)
+    assert sent(result) == [("ann", "email", 1, "hello", T0 + DAY),
+                            ("ann", "email", 1, "mail", T0 + DAY + 5 * HOUR)]
+    # A wake-up due before the publish arms nothing: the quiet spell counts from the next
+    # transaction after it, here a profile update.
+    stream = [
+        signup("ann", T0),
+        (T0 + DAY + HOUR, Publish(Definitions(journeys=(quiet(),)))),
+        (T0 + DAY + 2 * HOUR, ProfileUpdate("ann", {"name": "Ann"})),
+        tick(T0 + 2 * DAY),
+    ]
+    result = replay(ONBOARD, stream)
+    assert_as_live(result, stream, ONBOARD)
+    assert sent(result) == [("ann", "email", 1, "hello", T0 + DAY),
+                            ("ann", "email", 1, "mail", T0 + DAY + 7 * HOUR)]
 
 
 # --- schedules ---------------------------------------------------------------------------------

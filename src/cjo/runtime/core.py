@@ -263,33 +263,55 @@ class Decider:
 
     # --- entry points ------------------------------------------------------------------------
 
-    def catch_up(self, now: datetime, *, settle: bool = True) -> bool:
+    def catch_up(self, now: datetime, *, settle: bool = True, worker: bool = False) -> bool:
         """Fire every wake-up of this customer due by ``now``, earliest first: enrollment waits,
         timeouts and lifetimes, customer timers, the releases of pauses that ended, and the
         version changes of newer publishes. Each happens at its own instant, so a late worker
         still times the following steps from the schedule, and the outcome does not depend on
         when the worker came.
 
+        The timers of triggers that keep them (an inactivity trigger published after the
+        customer was created) are armed at the first wake-up fired (at its instant: a worker
+        on time opens a transaction then), and at ``now`` for the input that follows, unless
+        ``worker`` says none does (a worker's ``run_due``: it arms at the wake-ups only, as a
+        worker on time would).
+
         A record evaluated against other segment definitions (or a new one) then has every
         segment evaluated; with ``settle`` False, when an input follows at ``now``, that is
         left to the input (returns True), so it judges the state the input leaves."""
         self.now = now
         registry = self.registry
-        for kind, armed in registry.armed:
-            kind.arm_all(self, armed, now)
         state = self.state
         # A customer with nothing scheduled has nothing to fire, release or change.
         if state.enrollments or state.timers:
-            self.catching_up, self.caught_up_messages = True, 0
-            try:
-                self._fire_due(now, registry.journeys, state)
-            finally:
-                self.catching_up = False
-                self.now = now
+            self._fire_all_due(now)
+        if not worker and registry.armed:
+            self._arm_for_input(now)
         if settle:
             registry.plan.sync(self, now)
             return False
         return registry.plan.prepare(self, now)
+
+    def _arm_for_input(self, now: datetime) -> None:
+        """Arm, at ``now``, the instant of an input, the timers of the triggers that keep them
+        (after ``catch_up(now, worker=True)``); one already past (its basis long gone) fires
+        at once."""
+        self._arm(now)
+        if any(w <= now for w in self.state.timers.values()):
+            self._fire_all_due(now)
+
+    def _arm(self, at: datetime) -> None:
+        """Arm the timers of the triggers in force at ``at`` (``Registry.armed_at``)."""
+        for kind, armed in self.registry.armed_at(at):
+            kind.arm_all(self, armed, at)
+
+    def _fire_all_due(self, now: datetime) -> None:
+        self.catching_up, self.caught_up_messages = True, 0
+        try:
+            self._fire_due(now, self.registry.journeys, self.state)
+        finally:
+            self.catching_up = False
+            self.now = now
 
     def _fire_due(
         self, now: datetime, journeys: Mapping[tuple[str, int], CompiledJourney],
@@ -300,6 +322,15 @@ class Decider:
         # Whether the catch-up limit counts each instant's sends apart (see DecisionOptions).
         per_instant = self.options.worker_on_time
         last: datetime | None = None
+        # Triggers that keep timers are armed at the customer's first wake-up, at its own
+        # instant, as a worker on time arms them in the transaction it opens then, however
+        # late this worker is (``armed_to``: the instant they were armed at, None: not yet);
+        # again at a later wake-up only for journeys published since.
+        registry = self.registry
+        armed_from = (
+            registry.armed_from if registry.armed or registry.armed_history else None
+        )
+        armed_to: datetime | None = None
         while True:
             best: tuple[datetime, datetime, int, str] | None = None
             target: Enrollment | str | None = None
@@ -331,6 +362,13 @@ class Decider:
             if target is None or best is None:
                 return
             at = best[0]
+            if armed_from is not None and best[2] >= 0 and (
+                armed_to is None or (armed_to < armed_from and armed_to < at)
+            ):
+                # A wake-up (a change of version is not one: it happens at the customer's
+                # next transaction, timed at the publish instant).
+                self._arm(at)
+                armed_to = at
             if per_instant and at != last:
                 self.caught_up_messages, last = 0, at
             self.now = at
@@ -349,12 +387,18 @@ class Decider:
 
     def on_event(self, event: Event, now: datetime, *, caught_up: bool = False) -> None:
         """Decide ``event`` at ``now``, after catching up, unless the caller says it just did
-        (``catch_up(now)`` and nothing else since: catching up again would find nothing)."""
+        (``catch_up(now, worker=True)`` and nothing else since: catching up again would find
+        nothing)."""
         # Segments left to this event (``catch_up``) are evaluated once it is applied.
-        pending = False if caught_up else self.catch_up(now, settle=False)
+        pending = False if caught_up else self.catch_up(now, settle=False, worker=True)
         self.entered_now = ()
         self.jumps = 0
         state = self.state
+        # Only an event that matters to the customer opens a transaction (callers skip the
+        # others; one let in because a wake-up was due may prove to be one once caught up):
+        # only such an event is an input that arms the triggers.
+        if self.registry.armed and self.registry.matters_to(state, event.name):
+            self._arm_for_input(now)
         decided = state.decided_at
         stamped = event.timestamp
         # An event nothing of the customer reads is not late. Callers skip such events before

@@ -28,6 +28,10 @@ from cjo.segments.membership import SegmentPlan
 __all__ = ["CompiledJourney", "CompiledStep", "Registry"]
 
 
+#: Before every publish: the instant of versions whose publish instant is not recorded.
+_BEGINNING = datetime.min.replace(tzinfo=UTC)
+
+
 def _maybe(condition: Any) -> CompiledCondition | None:
     return compile_condition(condition) if condition is not None else None
 
@@ -119,6 +123,14 @@ class Registry:
     armed: list[tuple[TriggerKind[Any], tuple[CompiledJourney, ...]]] = attrs.field(
         factory=list
     )
+    # The instant from which ``armed`` is what is in force (the latest publish of a version of
+    # a journey whose trigger keeps timers, or that replaced one): before it, ``armed_at``.
+    armed_from: datetime = _BEGINNING
+    # Journey id -> (publish instant, compiled version) of each of its versions, newest first,
+    # for the journeys that ``armed_at`` must look back through.
+    armed_history: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = attrs.field(
+        factory=dict
+    )
     # Profile attribute -> journeys (latest versions) whose trigger watches its changes.
     triggers_by_attribute: dict[str, list[CompiledJourney]] = attrs.field(factory=dict)
     enrolled_events: frozenset[str] = frozenset()
@@ -171,7 +183,6 @@ class Registry:
             if jid not in latest or latest[jid].journey.version < version:
                 latest[jid] = cj
         triggers: dict[str, list[CompiledJourney]] = {}
-        armed: dict[type[TriggerKind[Any]], list[CompiledJourney]] = {}
         by_attribute: dict[str, list[CompiledJourney]] = {}
         # Highest priority first, then journey id: the order in which one input's journeys are
         # considered, so arbitration between them is deterministic.
@@ -184,9 +195,6 @@ class Registry:
             )
             for name in dict.fromkeys(names):
                 triggers.setdefault(name, []).append(cj)
-            kind = type(cj.trigger)
-            if kind.arm is not TriggerKind.arm or kind.arm_all is not TriggerKind.arm_all:
-                armed.setdefault(kind, []).append(cj)
         enrolled: set[str] = set()
         for cj in journeys.values():
             enrolled |= cj.watched_events
@@ -194,12 +202,15 @@ class Registry:
         plan = SegmentPlan.build(definitions, segments, latest, journeys)
         any_event = any(cj.any_event for cj in journeys.values())
         shared = frozenset(triggers) | plan.events | DELIVERY_EVENTS
+        armed_history = _armed_history(definitions, journeys)
         return cls(
             generation=generation,
             journeys=journeys,
             latest=latest,
             triggers_by_event=triggers,
-            armed=[(cjs[0].trigger, tuple(cjs)) for cjs in armed.values()],
+            armed=_by_arming_kind(latest.values()),
+            armed_from=max((h[0][0] for h in armed_history.values()), default=_BEGINNING),
+            armed_history=armed_history,
             triggers_by_attribute=by_attribute,
             enrolled_events=frozenset(enrolled),
             any_event_when_enrolled=any_event,
@@ -255,6 +266,24 @@ class Registry:
                     return cj
         return self.latest.get(journey_id)
 
+    def armed_at(
+        self, at: datetime
+    ) -> list[tuple[TriggerKind[Any], tuple[CompiledJourney, ...]]]:
+        """``armed`` as it was at ``at``: the journeys whose trigger keeps customer timers
+        among the versions then the newest of their journeys, leaving out the journeys not yet
+        published then. What a worker on time arms at a customer's wake-up, however late the
+        wake-up fires."""
+        if at >= self.armed_from:
+            return self.armed
+        then: list[CompiledJourney] = []
+        for versions in self.armed_history.values():
+            for published, cj in versions:
+                if published <= at:
+                    then.append(cj)
+                    break
+        then += [cj for jid, cj in self.latest.items() if jid not in self.armed_history]
+        return _by_arming_kind(then)
+
     def pause_at(self, journey_id: str, at: datetime) -> JourneyPause | None:
         """The pause of ``journey_id`` in force at ``at``, if any (a few kept per journey)."""
         for pause in self.pauses.get(journey_id, ()):
@@ -294,10 +323,6 @@ class Registry:
         return False
 
 
-#: Before every publish: the instant of versions whose publish instant is not recorded.
-_BEGINNING = datetime.min.replace(tzinfo=UTC)
-
-
 def _newer_versions(
     definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
 ) -> dict[str, tuple[tuple[datetime, CompiledJourney], ...]]:
@@ -319,6 +344,45 @@ def _newer_versions(
         untimed = next((cj for cj in versions
                         if cj is first or (jid, cj.journey.version) not in published), first)
         out[jid] = (*timed, (_BEGINNING, untimed))
+    return out
+
+
+def _arms(cj: CompiledJourney) -> bool:
+    """Whether ``cj``'s trigger keeps customer timers (``TriggerKind.arm``)."""
+    kind = type(cj.trigger)
+    return kind.arm is not TriggerKind.arm or kind.arm_all is not TriggerKind.arm_all
+
+
+def _by_arming_kind(
+    latest: Iterable[CompiledJourney],
+) -> list[tuple[TriggerKind[Any], tuple[CompiledJourney, ...]]]:
+    """The journeys of ``latest`` whose trigger keeps customer timers, by trigger kind (in the
+    order of each kind's first journey), highest priority first, then journey id."""
+    by_kind: dict[type[TriggerKind[Any]], list[CompiledJourney]] = {}
+    for cj in sorted(latest, key=lambda c: (-c.journey.priority, c.journey.id)):
+        if _arms(cj):
+            by_kind.setdefault(type(cj.trigger), []).append(cj)
+    return [(cjs[0].trigger, tuple(cjs)) for cjs in by_kind.values()]
+
+
+def _armed_history(
+    definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
+) -> dict[str, tuple[tuple[datetime, CompiledJourney], ...]]:
+    """For each journey with a version whose trigger keeps customer timers and whose latest
+    version has a recorded publish instant: every version with its publish instant (from the
+    beginning of time when none is recorded), newest first (``Registry.armed_at``)."""
+    published = {(p.journey_id, p.version): p.at for p in definitions.published}
+    by_id: dict[str, list[CompiledJourney]] = {}
+    for cj in journeys.values():
+        by_id.setdefault(cj.journey.id, []).append(cj)
+    out: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = {}
+    for jid, versions in by_id.items():
+        if not any(_arms(cj) for cj in versions):
+            continue
+        versions.sort(key=lambda cj: -cj.journey.version)
+        timed = [(published.get((jid, cj.journey.version), _BEGINNING), cj) for cj in versions]
+        if timed[0][0] > _BEGINNING:
+            out[jid] = tuple(timed)
     return out
 
 
