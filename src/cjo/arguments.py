@@ -8,7 +8,6 @@ argument and what was given: ``UsageError`` for options and arguments out of ran
 
 from __future__ import annotations
 
-import reprlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ from typing import Any, TypeVar
 from cjo.channels.base import Channel
 from cjo.clock import Clock, ensure_aware
 from cjo.content.channels import CHANNEL_TYPES
+from cjo.described import given
 from cjo.errors import ClockError, DefinitionError, Problem, UsageError
 from cjo.limits import Limits
 from cjo.model.definitions import Definitions
@@ -40,13 +40,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-_show = reprlib.Repr()
-_show.maxstring = 60
-_show.maxother = 60
-
-
-def _given(value: object) -> str:
-    return f"{type(value).__name__} {_show.repr(value)}"
 
 
 # --- instants ----------------------------------------------------------------------------------
@@ -60,7 +53,7 @@ def clock_reading(clock: Clock, now: object) -> datetime:
     if isinstance(now, datetime) and now.utcoffset() is not None:
         return now.astimezone(UTC)
     raise ClockError(
-        f"{type(clock).__name__}.now() must return a timezone-aware datetime, got {_given(now)}"
+        f"{type(clock).__name__}.now() must return a timezone-aware datetime, got {given(now)}"
     )
 
 
@@ -86,11 +79,11 @@ def check_engine_options(
     if clock is not None and not _is_clock(clock):
         raise UsageError(
             "clock must be a cjo Clock (SystemClock, ManualClock, or a subclass with now()), "
-            f"got {_given(clock)}"
+            f"got {given(clock)}"
         )
     for name, value in mappings.items():
         if value is not None and not isinstance(value, Mapping):
-            raise UsageError(f"{name} must be a mapping (a dict) or None, got {_given(value)}")
+            raise UsageError(f"{name} must be a mapping (a dict) or None, got {given(value)}")
     for name, (value, least) in counts.items():
         count(value, name, least)
     for name, (value, zero) in spans.items():
@@ -98,12 +91,12 @@ def check_engine_options(
             not zero and not value
         ):
             kind = "a non-negative" if zero else "a positive"
-            raise UsageError(f"{name} must be {kind} timedelta, got {_given(value)}")
+            raise UsageError(f"{name} must be {kind} timedelta, got {given(value)}")
     if not isinstance(render, bool):
-        raise UsageError(f"render must be True or False, got {_given(render)}")
+        raise UsageError(f"render must be True or False, got {given(render)}")
     for name, value, cls in (("limits", limits, Limits), ("retention", retention, Retention)):
         if value is not None and not isinstance(value, cls):
-            raise UsageError(f"{name} must be a cjo {cls.__name__} or None, got {_given(value)}")
+            raise UsageError(f"{name} must be a cjo {cls.__name__} or None, got {given(value)}")
 
 
 def check_channels(channels: Mapping[Any, Any]) -> None:
@@ -118,14 +111,14 @@ def check_channels(channels: Mapping[Any, Any]) -> None:
             )
             raise UsageError(
                 f"channel {name!r} must be a cjo Channel (a subclass with send(message) -> "
-                f"DeliveryResult), got {_given(channel)}{hint}"
+                f"DeliveryResult), got {given(channel)}{hint}"
             )
 
 
 def count(value: object, what: str, least: int = 1) -> int:
     """``value`` if it is an int (not a bool) of at least ``least``, else ``UsageError``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise UsageError(f"{what} must be an int >= {least}, got {_given(value)}")
+        raise UsageError(f"{what} must be an int >= {least}, got {given(value)}")
     return value
 
 
@@ -138,7 +131,7 @@ def _check_storage(storage: object) -> None:
     )
     raise UsageError(
         "storage must be a cjo Storage (InMemoryStorage, SQLiteStorage, PostgresStorage), "
-        f"got {_given(storage)}{hint}"
+        f"got {given(storage)}{hint}"
     )
 
 
@@ -153,11 +146,11 @@ def attribute_names(value: object, what: str) -> tuple[str, ...]:
     """A collection of attribute names as a tuple; a bare str is refused (it is not read as
     its characters)."""
     if isinstance(value, str | Mapping) or not isinstance(value, Iterable):
-        raise UsageError(f"{what} must be a list or tuple of attribute names, got {_given(value)}")
+        raise UsageError(f"{what} must be a list or tuple of attribute names, got {given(value)}")
     names = tuple(value)
     for name in names:
         if not isinstance(name, str) or not name:
-            raise UsageError(f"{what} must hold non-empty strings, got {_given(name)}")
+            raise UsageError(f"{what} must hold non-empty strings, got {given(name)}")
     return names
 
 
@@ -218,13 +211,13 @@ def definitions_of(cls: type[T], what: str, *collections: object) -> tuple[T, ..
             collection, Iterable
         ):
             raise DefinitionError([Problem(where, (
-                f"expected a list or tuple of {cls.__name__}, got {_given(collection)}"
+                f"expected a list or tuple of {cls.__name__}, got {given(collection)}"
             ))])
         items.extend(collection)
     for i, item in enumerate(items):
         if not isinstance(item, cls):
             raise DefinitionError([Problem(f"{where}[{i}]", (
-                f"expected a {cls.__name__}, got {_given(item)}"
+                f"expected a {cls.__name__}, got {given(item)}"
             ))])
     return tuple(items)  # type: ignore[arg-type]  # each item was checked just above
 
@@ -242,7 +235,7 @@ def refuse_duplicates(incoming: Definitions) -> None:
 
 def check_consent(subscribed: object, topic: object, channel: object) -> None:
     if not isinstance(subscribed, bool):
-        raise UsageError(f"subscribed must be True or False, got {_given(subscribed)}")
+        raise UsageError(f"subscribed must be True or False, got {given(subscribed)}")
     if topic is not None:
         check_id(topic, "consent topic")
     if channel is not None:

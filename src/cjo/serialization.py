@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import reprlib
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
@@ -28,6 +27,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.v import format_exception
 
 from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
+from cjo.described import given
 from cjo.errors import DefinitionError, Problem, UnreadableDefinitionsError
 from cjo.limits import check_json_nesting, check_nesting
 from cjo.model.definitions import LISTED, Definitions
@@ -277,13 +277,6 @@ def dump_definitions(definitions: Definitions) -> dict[str, Any]:
     return data
 
 
-_show = reprlib.Repr()
-_show.maxstring = 60
-_show.maxother = 60
-
-
-def _given(value: object) -> str:
-    return f"{type(value).__name__} {_show.repr(value)}"
 
 
 def _check_dumpable(definitions: object, call: str) -> None:
@@ -293,7 +286,7 @@ def _check_dumpable(definitions: object, call: str) -> None:
     or fail deep inside on an attribute the value does not have."""
     if not isinstance(definitions, Definitions):
         raise DefinitionError([Problem(call, (
-            f"expected a cjo.Definitions, got {_given(definitions)}"
+            f"expected a cjo.Definitions, got {given(definitions)}"
         ))])
     problems: list[Problem] = []
     for name, hint in _DEFINITION_FIELDS.items():
@@ -304,15 +297,15 @@ def _check_dumpable(definitions: object, call: str) -> None:
             classes = tuple(c for c in typing.get_args(hint) or (hint,) if isinstance(c, type))
             if classes and not isinstance(value, classes):
                 expected = " or ".join("None" if c is type(None) else c.__name__ for c in classes)
-                problems.append(Problem(where, f"expected {expected}, got {_given(value)}"))
+                problems.append(Problem(where, f"expected {expected}, got {given(value)}"))
             continue
         if not isinstance(value, tuple | list):
             problems.append(Problem(where, (
-                f"expected a list or tuple of {cls.__name__}, got {_given(value)}"
+                f"expected a list or tuple of {cls.__name__}, got {given(value)}"
             )))
             continue
         problems += [
-            Problem(f"{where}[{i}]", f"expected a {cls.__name__}, got {_given(item)}")
+            Problem(f"{where}[{i}]", f"expected a {cls.__name__}, got {given(item)}")
             for i, item in enumerate(value) if not isinstance(item, cls)
         ]
     if problems:

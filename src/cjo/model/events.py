@@ -29,7 +29,6 @@ NUL character and no lone surrogate.
 from __future__ import annotations
 
 import re
-import reprlib
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from typing import Any
 
 import attrs
 
+from cjo.described import short
 from cjo.errors import InvalidEventError
 from cjo.limits import (
     MAX_ID_LENGTH,
@@ -67,9 +67,6 @@ _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 _MIN_INT = -MAX_INT
 
-_show = reprlib.Repr()
-_show.maxstring = 60
-_show.maxother = 60
 
 
 def text_problem(text: str) -> str | None:
@@ -105,7 +102,7 @@ def check_id(value: object, what: str) -> str:
     ):
         return value  # the common case, in a handful of C calls
     if not isinstance(value, str):
-        raise InvalidEventError(f"{what} must be a non-empty string, got {_show.repr(value)}")
+        raise InvalidEventError(f"{what} must be a non-empty string, got {short(value)}")
     text = str.__str__(value)  # a plain str, even from a subclass with its own __str__
     if not text:
         raise InvalidEventError(f"{what} must be a non-empty string, got ''")
@@ -229,7 +226,7 @@ def _plain(value: object, depth: int, walk: _Walk) -> object:
         return value
     if kind is int:
         if not _MIN_INT <= value <= MAX_INT:  # type: ignore[operator]
-            raise _RefusedError(f" is {_show.repr(value)}, outside the stored integer range "
+            raise _RefusedError(f" is {short(value)}, outside the stored integer range "
                            "±(2**63 - 1); pass a float or a str")
         return value
     if kind is float:
@@ -281,7 +278,7 @@ def _plain_container(
 
 def _key(key: object) -> str:
     if not isinstance(key, str):
-        raise _RefusedError(f": names must be strings, got {_show.repr(key)}")
+        raise _RefusedError(f": names must be strings, got {short(key)}")
     text = key if type(key) is str else str.__str__(key)
     problem = text_problem(text)
     if problem is not None:
@@ -309,7 +306,7 @@ def _plain_other(value: object, depth: int, walk: _Walk) -> object:
         return datetime(utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second,
                         utc.microsecond, tzinfo=UTC)
     if isinstance(value, Decimal):
-        raise _RefusedError(f" is a Decimal ({_show.repr(value)}); pass a float, or a str to keep "
+        raise _RefusedError(f" is a Decimal ({short(value)}); pass a float, or a str to keep "
                        "it exact (a Decimal would not come back the same from every storage)")
     cls = type(value)
     raise _RefusedError(f" is a {cls.__module__}.{cls.__qualname__}, which cannot be stored; use "
@@ -348,7 +345,7 @@ def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]
     out: dict[str, Any] = {}
     for key, item in value.items():
         if not isinstance(key, str):
-            raise InvalidEventError(f"{singular} names must be strings, got {_show.repr(key)}")
+            raise InvalidEventError(f"{singular} names must be strings, got {short(key)}")
         try:
             name = _key(key)
         except _RefusedError as refused:
@@ -375,7 +372,7 @@ def _names(value: object) -> tuple[str, ...]:
     names = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
     if names is None or not all(isinstance(n, str) for n in names):
         raise InvalidEventError(
-            f"profile update unset must be attribute names, got {_show.repr(value)}"
+            f"profile update unset must be attribute names, got {short(value)}"
         )
     try:
         return tuple(_key(n) for n in names)
@@ -385,7 +382,7 @@ def _names(value: object) -> tuple[str, ...]:
 
 def _timestamp(value: object) -> datetime:
     if not isinstance(value, datetime):
-        raise InvalidEventError(f"event timestamp must be a datetime, got {_show.repr(value)}")
+        raise InvalidEventError(f"event timestamp must be a datetime, got {short(value)}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise InvalidEventError(
             f"event timestamp must be timezone-aware, got naive {value.isoformat()}"

@@ -23,7 +23,6 @@ A field's ``metadata["expects"]`` replaces what messages say it must be ("must n
 from __future__ import annotations
 
 import functools
-import reprlib
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -33,6 +32,7 @@ from typing import Any, Literal, NamedTuple, Union, get_args, get_origin
 import attrs
 
 from cjo.conditions import Condition, Ref
+from cjo.described import short
 
 __all__ = ["Mismatch", "Origin", "shape_problems"]
 
@@ -77,15 +77,12 @@ _NAMES: dict[object, str] = {
     Ref: "a reference (built with attr(), prop() or ctx())",
 }
 
-_show = reprlib.Repr()
-_show.maxstring = 60
-_show.maxother = 60
 _SCALARS = (str, int, float, bool, _NONE)
 
 
 def _got(value: object) -> str:
     if type(value) in _SCALARS:
-        return _show.repr(value)
+        return short(value)
     return type(value).__name__
 
 
@@ -264,7 +261,7 @@ def _contents(
     for key, item in items:
         where = origin or (name, key)
         if not element.accepts(item):
-            found.append(Mismatch(where, parts, f"{name}[{_show.repr(key)}] must be "
+            found.append(Mismatch(where, parts, f"{name}[{short(key)}] must be "
                                                 f"{describe(element.hint)}, got {_got(item)}"))
             continue
         for part in element.parts:

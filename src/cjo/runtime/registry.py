@@ -323,19 +323,32 @@ class Registry:
         return False
 
 
+def _publish_instants(definitions: Definitions) -> dict[tuple[str, int], datetime]:
+    """(journey id, version) -> the instant it was published, where recorded."""
+    return {(p.journey_id, p.version): p.at for p in definitions.published}
+
+
+def _newest_first(
+    journeys: Mapping[tuple[str, int], CompiledJourney],
+) -> dict[str, list[CompiledJourney]]:
+    """Each journey id's compiled versions, newest first."""
+    by_id: dict[str, list[CompiledJourney]] = {}
+    for cj in journeys.values():
+        by_id.setdefault(cj.journey.id, []).append(cj)
+    for versions in by_id.values():
+        versions.sort(key=lambda cj: -cj.journey.version)
+    return by_id
+
+
 def _newer_versions(
     definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
 ) -> dict[str, tuple[tuple[datetime, CompiledJourney], ...]]:
     """For each journey with a version published after its first: its versions with a recorded
     publish instant, newest first, then the newest without one (its first version at least)
     from the beginning of time (``Registry.latest_at``)."""
-    published = {(p.journey_id, p.version): p.at for p in definitions.published}
-    by_id: dict[str, list[CompiledJourney]] = {}
-    for cj in journeys.values():
-        by_id.setdefault(cj.journey.id, []).append(cj)
+    published = _publish_instants(definitions)
     out: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = {}
-    for jid, versions in by_id.items():
-        versions.sort(key=lambda cj: -cj.journey.version)
+    for jid, versions in _newest_first(journeys).items():
         first = versions[-1]
         timed = [(published[(jid, cj.journey.version)], cj) for cj in versions[:-1]
                  if (jid, cj.journey.version) in published]
@@ -371,15 +384,11 @@ def _armed_history(
     """For each journey with a version whose trigger keeps customer timers and whose latest
     version has a recorded publish instant: every version with its publish instant (from the
     beginning of time when none is recorded), newest first (``Registry.armed_at``)."""
-    published = {(p.journey_id, p.version): p.at for p in definitions.published}
-    by_id: dict[str, list[CompiledJourney]] = {}
-    for cj in journeys.values():
-        by_id.setdefault(cj.journey.id, []).append(cj)
+    published = _publish_instants(definitions)
     out: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = {}
-    for jid, versions in by_id.items():
+    for jid, versions in _newest_first(journeys).items():
         if not any(_arms(cj) for cj in versions):
             continue
-        versions.sort(key=lambda cj: -cj.journey.version)
         timed = [(published.get((jid, cj.journey.version), _BEGINNING), cj) for cj in versions]
         if timed[0][0] > _BEGINNING:
             out[jid] = tuple(timed)
