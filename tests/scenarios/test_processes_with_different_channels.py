@@ -229,3 +229,25 @@ def test_a_slow_provider_in_the_web_process_keeps_every_message_sent_once(
     assert len(texts) == len(set(texts)) == 10
     assert worker.dispatch_pending() == web.dispatch_pending() == 0
     assert {_entry(web.storage, k).status for k in mails + texts} == {"delivered"}
+
+
+def test_a_block_later_in_the_group_is_judged_by_the_process_that_sends(
+    storage_factory: Factory,
+) -> None:
+    # The web process commits a group, then judges what it sends against the record the
+    # group leaves; an SMS it does not send is judged by the worker, when it sends, as a
+    # deferred message is: withheld, never sent, not a dead letter.
+    sms = RecordingChannel()
+    web, worker, clock, _web_email, _worker_email = _processes(storage_factory, sms)
+    outcome = web.handle_events([
+        ev("ordered", "bob", clock.now()),
+        ev("channel_blocked", "bob", clock.now(), channel="sms", reason="STOP"),
+    ])
+    (_mail, text) = outcome.messages
+    assert outcome.delivery[text.idempotency_key] == "pending"
+    assert worker.dispatch_pending() == 0  # withheld: not attempted
+    assert sms.messages == []
+    assert _entry(web.storage, text.idempotency_key).status == "discarded"
+    assert [(a.kind, a.detail) for a in worker.activities(T0, T0 + HOUR, customer_id="bob")
+            if a.kind == "withheld"] == [("withheld", "channel blocked: STOP")]
+    assert worker.dead_letters() == []
