@@ -29,6 +29,7 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
+    channel_filter,
 )
 from cjo.storage.codec import decode_state, encode_state
 
@@ -55,6 +56,7 @@ __all__ = [
     "PruneResult",
     "Retention",
     "Storage",
+    "channel_filter",
     "decode_state",
     "encode_state",
     "ensure_aware",

@@ -936,21 +936,57 @@ class Engine:
         whose back-off has passed, and any left behind by a crash. Each is first checked
         against its customer's current blocks and consent; one that may no longer go out is
         withheld, not sent (docs/delivery-policies.md). Returns how many were attempted. The
-        worker loop calls this."""
+        worker loop calls this.
+
+        Only messages of this engine's channels (and actions) are claimed: those of a channel
+        it lacks stay pending, untouched, for a process that has it (``pending_by_channel``
+        counts them)."""
         given = now is not None
         now = ensure_aware(now, "now") if now is not None else self._now()
         count(limit, "limit")
         registry = self._sync()
+        channels = self._channel_names()
         attempted = 0
         while True:
-            batch = self.storage.claim_outbox(now, limit, self.storage.dispatch_lease)
+            batch = self.storage.claim_outbox(
+                now, limit, self.storage.dispatch_lease, channels=channels
+            )
             if not batch:
                 return attempted
+            if any(m.channel not in channels for m in batch):
+                batch = self._without_strays(batch, channels)
             # Written by an earlier transaction: a block or an unsubscribe may have come since.
             batch = self._withhold(batch, registry, now)
             attempted += self._send(batch, now, None)
             if not given:
                 now = self._now()  # the next claim's lease starts when it is taken
+
+    def _channel_names(self) -> frozenset[str]:
+        """What this engine can send on: its channels and its actions' calls."""
+        return frozenset(self.channels).union(self._action_channels)
+
+    def _has_channel(self, name: str) -> bool:
+        return name in self.channels or name in self._action_channels
+
+    def pending_by_channel(self) -> dict[str, int]:
+        """How many outbox messages are pending (to be sent now or after a retry's back-off,
+        claimed or not), per channel. A channel this engine lacks is another process's to
+        send; one that no process has keeps its messages pending, never claimed, until a
+        process has it (docs/channels.md: processes with different channels)."""
+        return self.storage.pending_by_channel()
+
+    def _without_strays(
+        self, batch: list[Message], channels: frozenset[str]
+    ) -> list[Message]:
+        """``batch`` but messages of channels the claim did not ask for (an adapter that
+        ignores ``claim_outbox``'s filter): not sent, and left leased rather than released,
+        which would have the next claim hand them out again at once; once the lease runs out,
+        a process that has their channel claims them."""
+        strays = sorted({m.channel for m in batch if m.channel not in channels})
+        log.error("%s.claim_outbox handed out messages of channels it was not asked for "
+                  "(%s): left for a process that has them", type(self.storage).__name__,
+                  ", ".join(strays))
+        return [m for m in batch if m.channel in channels]
 
     def _withhold(
         self, messages: list[Message], registry: Registry, now: datetime,
@@ -972,8 +1008,12 @@ class Engine:
         stopped: dict[str, list[tuple[Message, str]]] = {}
         for message in messages:
             state = states.get(message.customer_id)
-            reason = None if state is None or message.channel.startswith(
-                ACTION_CHANNEL_PREFIX) else withheld(registry, state, message)
+            reason = None
+            # Not judged: an action's call, and a message of a channel this engine lacks (the
+            # process that sends it judges it, when it does).
+            if (state is not None and not message.channel.startswith(ACTION_CHANNEL_PREFIX)
+                    and self._has_channel(message.channel)):
+                reason = withheld(registry, state, message)
             if reason is None:
                 kept.append(message)
             else:
@@ -1033,15 +1073,26 @@ class Engine:
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
     ) -> None:
         """After a commit: send what it wrote to the outbox (inline), or hand it over to
-        ``dispatch_pending`` (deferred)."""
+        ``dispatch_pending`` (deferred). Inline, messages of a channel this engine lacks are
+        handed over as in deferred mode, to a process that has the channel."""
         if not messages:
             return
+        here: Sequence[Message] = ()
         if self.dispatch == "inline":
-            self._send(messages, now, outcome)
-            return
+            here = [m for m in messages if self._has_channel(m.channel)]
+            if len(here) == len(messages):
+                self._send(messages, now, outcome)
+                return
+            messages = [m for m in messages if not self._has_channel(m.channel)]
+            for message in messages:
+                log.debug("message %s left in the outbox: this engine has no channel %r",
+                          message.idempotency_key, message.channel)
+        # Released before any send here, so another process may claim them at once.
         keys = [m.idempotency_key for m in messages]
         self.storage.release_outbox(keys, now)
         outcome.delivery.update(dict.fromkeys(keys, "pending"))
+        if here:
+            self._send(here, now, outcome)
 
     def _send(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -147,7 +148,10 @@ def test_storage_errors_are_logged_and_retried(caplog: pytest.LogCaptureFixture)
 
 def test_other_errors_propagate() -> None:
     class Broken(InMemoryStorage):
-        def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
+        def claim_outbox(
+            self, now: datetime, limit: int, lease: timedelta, *,
+            channels: Collection[str] | None = None,
+        ) -> list[Message]:
             raise RuntimeError("bug")
 
     engine = engine_on(Broken(), ManualClock(T0), RecordingChannel())

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from cjo.channels.base import DeliveryResult, Message
@@ -761,6 +762,53 @@ def test_messages_that_failed_for_good_become_dead_letters_on_migration(
     ]
     assert storage.prune(T0 + 30 * H, Retention(outbox=H)).outbox == 1
     assert len(storage.dead_letters(10)) == 2, "dead letters are not pruned"
+
+
+def test_pending_messages_are_indexed_by_channel_on_migration(
+    postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory,
+) -> None:
+    from psycopg import sql
+
+    schema = sql.Identifier(postgres_schema)
+    email, sms = message(key="k-e"), attrs.evolve(message(key="k-s"), channel="sms")
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        conn.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer PRIMARY KEY)")
+                     .format(schema))
+        for number in range(1, 5):
+            for statement in _MIGRATIONS[number - 1]:
+                conn.execute(sql.SQL(statement).format(s=schema))
+            conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
+                         [number])
+        # Written by version 4 (and by an older process still running after the upgrade).
+        for n, m in enumerate((email, sms)):
+            conn.execute(
+                sql.SQL("INSERT INTO {}.outbox (key, customer_id, created_at, available_at, data)"
+                        " VALUES (%s, 'c1', %s, %s, %s::json)").format(schema),
+                [m.idempotency_key, T0 + n * H, T0, encode(m)],
+            )
+    storage = make_storage()
+    assert storage.pending_by_channel() == {"email": 1, "sms": 1}
+    assert storage.claim_outbox(T0, 10, H, channels=["sms"]) == [sms]
+    assert storage.claim_outbox(T0, 10, H) == [email]
+
+
+@pytest.mark.parametrize("channels", [None, ["sms"], ["email", "push", "sms"]])
+def test_claims_can_read_pending_messages_through_their_index(
+    storage: PostgresStorage, postgres_dsn: str, channels: list[str] | None
+) -> None:
+    from psycopg import sql
+
+    query = storage._q["claim_outbox" if channels is None else "claim_outbox_of"]
+    params: dict[str, Any] = {"now": T0, "until": T0 + H, "limit": 10, "channels": channels}
+    with psycopg.connect(postgres_dsn) as conn:
+        # A new table is too small for the planner to choose an index: forbid the scan.
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.execute(sql.SQL("EXPLAIN ") + query, params))
+        conn.rollback()
+    assert "outbox_pending" in plan, plan
+    if channels is not None:
+        assert "Index Cond: (((data ->> 'channel'::text)" in plan, plan
 
 
 def test_processes_starting_together_migrate_once(make_storage: StorageFactory) -> None:

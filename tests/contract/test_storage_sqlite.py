@@ -9,6 +9,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from cjo.channels.base import Message
@@ -182,8 +183,48 @@ def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Pat
         conn.close()
 
 
-def test_schema_version_is_five() -> None:
-    assert SCHEMA_VERSION == 5
+def test_schema_version_is_six() -> None:
+    assert SCHEMA_VERSION == 6
+
+
+def test_a_version_5_database_gets_its_pending_messages_indexed_by_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v5.db"
+    email, sms = _message("k-e"), attrs.evolve(_message("k-s"), channel="sms")
+    with sqlite_at_schema(path, 5, monkeypatch) as old, old.customer("c1", T0) as session:
+        session.save(CustomerState("c1", T0), [email, sms], ())
+    with SQLiteStorage(path) as storage:
+        # An older process, still running during the upgrade, writes a row as it always did.
+        late = attrs.evolve(_message("k-late"), channel="sms")
+        storage._connection().execute(
+            "INSERT INTO outbox (key, customer_id, created_at, available_at, status, data) "
+            "VALUES ('k-late', 'c1', ?, ?, 'pending', ?)",
+            (codec.us(T0 + MINUTE), codec.us(T0), codec.encode(late)),
+        )
+        now = T0 + storage.dispatch_lease
+        assert storage.pending_by_channel() == {"email": 1, "sms": 2}
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["sms"]) == [sms, late]
+        assert storage.claim_outbox(now, 10, MINUTE) == [email]
+
+
+@pytest.mark.parametrize("channels", [None, ["sms"], ["email", "push", "sms"]])
+def test_claims_read_pending_messages_through_their_index(
+    tmp_path: Path, channels: list[str] | None
+) -> None:
+    with SQLiteStorage(tmp_path / "plan.db") as storage:
+        query = sqlite_module._CLAIM_OUTBOX if channels is None else sqlite_module._CLAIM_OUTBOX_OF
+        args = (0, 10, 0) if channels is None else (0, 10, 0, json.dumps(channels))
+        plan = [row[3] for row in storage._connection().execute(
+            "EXPLAIN QUERY PLAN " + query, args
+        )]
+        reads = [step for step in plan if " outbox " in f" {step} "]
+        # By key (the update) and through the partial index of pending messages: never a
+        # scan of the whole table, whatever the channels.
+        assert any("USING INDEX outbox_pending" in step for step in reads), plan
+        assert not any(step == "SCAN outbox" for step in reads), plan
+        if channels is not None:
+            assert any("outbox_pending (<expr>=?" in step for step in reads), plan
 
 
 def test_a_version_2_database_gets_dead_letters(

@@ -9,8 +9,9 @@ one, so those points need no name of their own.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -120,8 +121,14 @@ class CrashingStorage(Storage):
     def next_wake_at(self) -> datetime | None:
         return self._call("next_wake_at", self.inner.next_wake_at)  # type: ignore[no-any-return]
 
-    def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
-        return self._call("claim_outbox", self.inner.claim_outbox, now, limit, lease)  # type: ignore[no-any-return]
+    def claim_outbox(
+        self, now: datetime, limit: int, lease: timedelta, *,
+        channels: Collection[str] | None = None,
+    ) -> list[Message]:
+        return self._call("claim_outbox", functools.partial(self.inner.claim_outbox, channels=channels), now, limit, lease)  # type: ignore[no-any-return]
+
+    def pending_by_channel(self) -> dict[str, int]:
+        return self._call("pending_by_channel", self.inner.pending_by_channel)  # type: ignore[no-any-return]
 
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None

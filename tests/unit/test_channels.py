@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import io
 import time
-from datetime import timedelta
+from collections.abc import Collection
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from cjo import (
     DeliveryResult,
     Engine,
     EventTrigger,
+    InMemoryStorage,
     Journey,
     ManualClock,
     Message,
@@ -230,14 +232,54 @@ def test_a_permanent_failure_is_never_retried() -> None:
     assert len(channel.sent) == 1
 
 
-def test_a_missing_channel_makes_a_dead_letter() -> None:
-    engine, clock = _engine(RecordingChannel(), dispatch="deferred")
-    _signup(engine)
-    # Another process on the same storage, without the channel, does the sending.
+def test_a_process_without_the_channel_leaves_its_messages_pending() -> None:
+    channel = RecordingChannel()
+    engine, clock = _engine(channel, dispatch="deferred")
+    (written,) = _signup(engine).messages
+    key = written.idempotency_key
+    # Another process on the same storage, without the channel.
     other = Engine(engine.storage, channels={}, clock=clock)
-    assert other.dispatch_pending() == 1
-    (dead,) = other.dead_letters()
-    assert (dead.attempts, dead.last_error) == (1, "no channel 'email'")
+    clock.advance(minutes=5)
+    assert other.dispatch_pending() == 0
+    entry = engine.storage.outbox_entry(key)
+    assert entry is not None
+    # Untouched: not attempted, not leased (still available since the deferred release).
+    assert (entry.status, entry.attempts, entry.available_at) == ("pending", 0, T0)
+    assert other.dead_letters() == []
+    assert other.pending_by_channel() == {"email": 1}
+    assert engine.dispatch_pending() == 1
+    assert [m.idempotency_key for m in channel.messages] == [key]
+    assert other.pending_by_channel() == {}
+
+
+def test_messages_of_channels_a_claim_did_not_ask_for_are_left_leased(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unfiltered(InMemoryStorage):
+        """An adapter that ignores the channel filter."""
+
+        def claim_outbox(
+            self, now: datetime, limit: int, lease: timedelta, *,
+            channels: Collection[str] | None = None,
+        ) -> list[Message]:
+            return super().claim_outbox(now, limit, lease)
+
+    channel = RecordingChannel()
+    storage = Unfiltered()
+    engine, clock = _engine(channel, dispatch="deferred", storage=storage)
+    (written,) = _signup(engine).messages
+    other = Engine(storage, channels={}, clock=clock)
+    assert other.dispatch_pending() == 0  # one claim: not handed out again at once
+    assert "Unfiltered.claim_outbox handed out messages of channels it was not asked for " \
+           "(email)" in caplog.text
+    entry = storage.outbox_entry(written.idempotency_key)
+    assert entry is not None
+    assert (entry.status, entry.attempts) == ("pending", 0)
+    assert entry.available_at == T0 + storage.dispatch_lease, "left leased, not released"
+    assert engine.dispatch_pending() == 0
+    clock.advance(storage.dispatch_lease)
+    assert engine.dispatch_pending() == 1
+    assert [m.idempotency_key for m in channel.messages] == [written.idempotency_key]
 
 
 def test_dead_letters_retry_and_discard_through_the_engine() -> None:

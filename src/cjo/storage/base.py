@@ -16,7 +16,7 @@ with compare-and-set so concurrent publishers never lose each other's work.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from typing import Literal
@@ -39,6 +39,7 @@ __all__ = [
     "PruneResult",
     "Retention",
     "Storage",
+    "channel_filter",
     "ensure_aware",
     "membership_changes",
 ]
@@ -281,8 +282,24 @@ class Storage(abc.ABC):
     # --- outbox --------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
-        """Pending messages available by ``now`` (oldest first), each reserved for ``lease``."""
+    def claim_outbox(
+        self, now: datetime, limit: int, lease: timedelta, *,
+        channels: Collection[str] | None = None,
+    ) -> list[Message]:
+        """Pending messages available by ``now`` (oldest first), each reserved for ``lease``.
+
+        With ``channels``, only messages of those channels (the engine's own: processes may
+        have different channels); the others are left exactly as they are, for a process that
+        has their channel. An empty collection claims nothing; None claims any channel. The
+        filter is the adapter's to apply where it finds the messages (an index by channel), so
+        messages of other channels waiting in large numbers never slow a claim down."""
+
+    @abc.abstractmethod
+    def pending_by_channel(self) -> dict[str, int]:
+        """How many messages are pending (to be sent now or later, claimed or not) per
+        channel; channels with none are left out. What the operator looks at to find messages
+        no process claims: those of a channel no engine has (``claim_outbox`` never hands
+        them out)."""
 
     @abc.abstractmethod
     def complete_outbox(
@@ -441,3 +458,19 @@ def membership_changes(
     left = [sid for sid in before if sid not in after]
     entered = [(sid, at) for sid, at in after.items() if before.get(sid) != at]
     return left, entered
+
+
+def channel_filter(channels: Collection[str] | None) -> tuple[str, ...] | None:
+    """``claim_outbox``'s ``channels`` checked, as distinct names in order (None stays None):
+    adapters call it before they take a lock. A ``str`` is refused (it would be read as its
+    letters), and so is a name that is not a ``str``, with ``UsageError``."""
+    if channels is None:
+        return None
+    if isinstance(channels, str) or not isinstance(channels, Collection):
+        raise UsageError(
+            f"channels must be a collection of channel names or None, got {channels!r:.80}"
+        )
+    for name in channels:
+        if not isinstance(name, str):
+            raise UsageError(f"a channel name must be a str, got {name!r:.80}")
+    return tuple(sorted(set(channels)))

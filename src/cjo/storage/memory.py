@@ -10,11 +10,12 @@ tracking (see ``KeptRecord`` for why that matters).
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import operator
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +38,7 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
+    channel_filter,
 )
 from cjo.storage.erasure import (
     counted_detail,
@@ -80,6 +82,7 @@ _OutboxRow = tuple[Any, ...]
 _MESSAGE_FIELDS = tuple(a.name for a in attrs.fields(Message))
 _MESSAGE_MAPPINGS = (_MESSAGE_FIELDS.index("fields"), _MESSAGE_FIELDS.index("recipient"))
 _MESSAGE_CUSTOMER = _MESSAGE_FIELDS.index("customer_id")
+_MESSAGE_CHANNEL = _MESSAGE_FIELDS.index("channel")
 _STATUS = len(_MESSAGE_FIELDS)
 _ATTEMPTS, _AVAILABLE, _ERROR = _STATUS + 1, _STATUS + 2, _STATUS + 3
 
@@ -472,7 +475,12 @@ class InMemoryStorage(Storage):
         self._outbox: dict[str, _OutboxRow] = {}
         self._outbox_done: deque[tuple[datetime, str]] = deque()
         self._done_order: tuple[datetime | None, datetime | None] = (None, None)  # _in_order
-        self._pending: dict[str, None] = {}  # keys of pending messages, in insertion order
+        # Pending messages by channel: channel -> key -> a number that grows with the order
+        # they became pending (each dict is in that order), so a claim reads only the channels
+        # it asks for, however many messages of other channels wait, and merges them by that
+        # number (oldest first). A channel's dict is kept once made (channels are few).
+        self._pending: dict[str, dict[str, int]] = {}
+        self._pending_order = itertools.count()
         self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
@@ -549,7 +557,7 @@ class InMemoryStorage(Storage):
                 if key in outbox:
                     continue
                 outbox[key] = _outbox_row(message, available)
-                self._pending[key] = None
+                self._add_pending(key, message.channel)
         if activities:
             if self._keep_activity:
                 self._log.extend(map(_log_row, activities))
@@ -647,13 +655,32 @@ class InMemoryStorage(Storage):
         with inline dispatch are only the retries."""
         with self._lock:
             outbox = self._outbox
-            return min((outbox[key][_AVAILABLE] for key in self._pending), default=None)
+            return min((outbox[key][_AVAILABLE] for keys in self._pending.values()
+                        for key in keys), default=None)
 
-    def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
+    def _add_pending(self, key: str, channel: str) -> None:
+        keys = self._pending.get(channel)
+        if keys is None:
+            keys = self._pending[channel] = {}
+        keys[key] = next(self._pending_order)
+
+    def claim_outbox(
+        self, now: datetime, limit: int, lease: timedelta, *,
+        channels: Collection[str] | None = None,
+    ) -> list[Message]:
         now = ensure_aware(now, "now")
+        wanted = channel_filter(channels)
         out: list[Message] = []
         with self._lock:
-            for key in self._pending:
+            pending = self._pending
+            found = [pending[c] for c in (pending if wanted is None else wanted) if c in pending]
+            if len(found) == 1:
+                keys: Iterable[str] = found[0]
+            else:  # oldest first across channels
+                keys = (key for key, _ in heapq.merge(
+                    *(ordered.items() for ordered in found), key=operator.itemgetter(1)
+                ))
+            for key in keys:
                 if len(out) >= limit:
                     break
                 row = self._outbox[key]
@@ -684,10 +711,10 @@ class InMemoryStorage(Storage):
                     row, status, row[_ATTEMPTS] + 1, d.retry_at or now, d.result.error
                 )
                 if status == "delivered":
-                    pending.pop(d.key, None)
+                    pending[row[_MESSAGE_CHANNEL]].pop(d.key, None)
                     self._finished(d.key, now)
                 elif status == "dead":
-                    pending.pop(d.key, None)
+                    pending[row[_MESSAGE_CHANNEL]].pop(d.key, None)
                     self._dead[d.key] = now
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
@@ -700,6 +727,10 @@ class InMemoryStorage(Storage):
             # A scan: an export is rare, and the outbox is bounded by retention.
             return [_entry(row) for row in self._outbox.values()
                     if row[_MESSAGE_CUSTOMER] == customer_id]
+
+    def pending_by_channel(self) -> dict[str, int]:
+        with self._lock:
+            return {channel: len(keys) for channel, keys in self._pending.items() if keys}
 
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
         now = ensure_aware(now, "now")
@@ -737,7 +768,7 @@ class InMemoryStorage(Storage):
                 return False
             row = self._outbox[key]
             self._outbox[key] = _changed(row, "pending", 0, now, row[_ERROR])
-            self._pending[key] = None
+            self._add_pending(key, row[_MESSAGE_CHANNEL])
             return True
 
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
@@ -901,8 +932,9 @@ class InMemoryStorage(Storage):
             self._aside.pop(customer_id, None)
             keys = {k for k, v in self._outbox.items() if v[_MESSAGE_CUSTOMER] == customer_id}
             for key in keys:
-                del self._outbox[key]
-                self._pending.pop(key, None)
+                row = self._outbox.pop(key)
+                if row[_STATUS] == "pending":
+                    self._pending[row[_MESSAGE_CHANNEL]].pop(key, None)
                 self._dead.pop(key, None)
             if keys:  # the keys name the customer: not kept for pruning either
                 self._outbox_done = deque(d for d in self._outbox_done if d[1] not in keys)

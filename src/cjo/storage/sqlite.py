@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -48,6 +48,7 @@ from cjo.storage.base import (
     PruneResult,
     Retention,
     Storage,
+    channel_filter,
     membership_changes,
 )
 from cjo.storage.codec import (
@@ -308,8 +309,20 @@ _V4: Final[tuple[str, ...]] = (
 # transaction each, so it never holds the write lock for long (``_prune_event_ids``).
 _V5: Final[tuple[str, ...]] = ("DROP INDEX IF EXISTS events_seen",)
 
+# Version 6: pending messages indexed by channel, then availability, so that a process claims
+# only the messages of channels it has (``claim_outbox(channels=...)``) without reading those
+# of other channels. The channel is read from the stored message (an index on an expression,
+# not a column): a process of an older cjo, still writing during a rolling upgrade, writes rows
+# this index covers all the same. Its condition and expression are repeated word for word by
+# the queries (``_PENDING_CHANNEL``), so that the planner uses it.
+_V6: Final[tuple[str, ...]] = (
+    "DROP INDEX IF EXISTS outbox_pending",
+    "CREATE INDEX outbox_pending ON outbox (json_extract(data, '$.channel'), available_at) "
+    "WHERE status = 'pending'",
+)
+
 #: Forward migrations; entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append only.
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5, _V6]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -433,6 +446,18 @@ _CLAIM_OUTBOX = (
     "UPDATE outbox SET available_at = ?3 WHERE key IN (SELECT key FROM outbox "
     "WHERE status = 'pending' AND available_at <= ?1 ORDER BY created_at, rowid LIMIT ?2) "
     "RETURNING created_at, rowid, data"
+)
+#: A pending message's channel, as ``outbox_pending`` indexes it.
+_PENDING_CHANNEL = "json_extract(data, '$.channel')"
+# One range of ``outbox_pending`` per channel asked for (?4: a JSON array of names).
+_CLAIM_OUTBOX_OF = (
+    "UPDATE outbox SET available_at = ?3 WHERE key IN (SELECT key FROM outbox "
+    f"WHERE status = 'pending' AND {_PENDING_CHANNEL} IN (SELECT value FROM json_each(?4)) "
+    "AND available_at <= ?1 ORDER BY created_at, rowid LIMIT ?2) "
+    "RETURNING created_at, rowid, data"
+)
+_PENDING_BY_CHANNEL = (
+    f"SELECT {_PENDING_CHANNEL}, count(*) FROM outbox WHERE status = 'pending' GROUP BY 1"
 )
 _COMPLETE_OUTBOX = (
     "UPDATE outbox SET status = ?1, attempts = attempts + 1, available_at = ?2, "
@@ -1154,14 +1179,28 @@ class SQLiteStorage(Storage):
     # --- outbox --------------------------------------------------------------------------------
 
     @_Translated("claim_outbox")
-    def claim_outbox(self, now: datetime, limit: int, lease: timedelta) -> list[Message]:
+    def claim_outbox(
+        self, now: datetime, limit: int, lease: timedelta, *,
+        channels: Collection[str] | None = None,
+    ) -> list[Message]:
         now = ensure_aware(now, "now")
+        wanted = channel_filter(channels)
+        if wanted == ():
+            return []
+        args: tuple[Any, ...] = (us(now), limit, us(now + lease))
         with self._lock:
             rows = self._connection().execute(
-                _CLAIM_OUTBOX, (us(now), limit, us(now + lease))
+                _CLAIM_OUTBOX if wanted is None else _CLAIM_OUTBOX_OF,
+                args if wanted is None else (*args, value_dumps(list(wanted))),
             ).fetchall()
         rows.sort(key=lambda r: (r[0], r[1]))  # RETURNING keeps no order
         return [message_from_json(data) for _, _, data in rows]
+
+    @_Translated("pending_by_channel")
+    def pending_by_channel(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._connection().execute(_PENDING_BY_CHANNEL).fetchall()
+        return dict(rows)
 
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None

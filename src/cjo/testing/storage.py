@@ -14,7 +14,7 @@ import contextlib
 import json
 import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, ClassVar
@@ -187,9 +187,11 @@ def _revised(state: CustomerState, revision: int) -> CustomerState:
     return attrs.evolve(state, revision=revision)
 
 
-def _message(key: str, customer: str = "c1", *, text: str = "hello") -> Message:
+def _message(
+    key: str, customer: str = "c1", *, text: str = "hello", channel: str = "email"
+) -> Message:
     return Message(
-        idempotency_key=key, customer_id=customer, channel="email", content_id="welcome",
+        idempotency_key=key, customer_id=customer, channel=channel, content_id="welcome",
         fields={"subject": text}, journey_id="j", journey_version=1, step_id="email",
         enrollment_id=f"j:{customer}:1", created_at=T0,
     )
@@ -1041,6 +1043,86 @@ class StorageContract:
         entry = storage.outbox_entry("k-b")
         assert entry is not None
         assert entry.available_at == now + 2 * MINUTE
+
+    def _messages_of_channels(self, storage: Storage) -> tuple[Message, ...]:
+        """Five pending messages on three channels, written in this order, all available at
+        the returned messages' ``T0 + 3 * TICK + dispatch_lease``."""
+        e1, s1, p1, s2, e2 = (
+            _message("k-e1", "c1"), _message("k-s1", "c1", channel="sms"),
+            _message("k-p1", "c2", channel="push"), _message("k-s2", "c2", channel="sms"),
+            _message("k-e2", "c1"),
+        )
+        _save(storage, _state("c1"), T0, messages=[e1, s1])
+        _save(storage, _state("c2"), T0 + TICK, messages=[p1])
+        _save(storage, _state("c2"), T0 + 2 * TICK, messages=[s2])
+        _save(storage, _state("c1"), T0 + 3 * TICK, messages=[e2])
+        return e1, s1, p1, s2, e2
+
+    def test_claim_outbox_takes_only_the_channels_asked_for(self, storage: Storage) -> None:
+        e1, s1, p1, s2, e2 = self._messages_of_channels(storage)
+        now = T0 + 3 * TICK + storage.dispatch_lease
+        untouched = {m.idempotency_key: storage.outbox_entry(m.idempotency_key)
+                     for m in (e1, p1, e2)}
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["sms"]) == [s1, s2]
+        # The others are as they were: neither leased nor counted.
+        assert {k: storage.outbox_entry(k) for k in untouched} == untouched
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["sms"]) == [], "leased"
+        assert storage.claim_outbox(now, 10, MINUTE, channels=()) == []
+        assert storage.claim_outbox(now, 10, MINUTE, channels={"fax"}) == []
+        # Several channels: oldest first across them, up to the limit.
+        assert storage.claim_outbox(now, 2, MINUTE, channels={"push", "email", "fax"}) == [
+            e1, p1
+        ]
+        assert storage.claim_outbox(now, 10, MINUTE, channels=("email", "push")) == [e2]
+        entry = storage.outbox_entry("k-p1")
+        assert entry is not None
+        assert (entry.status, entry.attempts, entry.available_at) == (
+            "pending", 0, now + MINUTE
+        )
+        # Once the leases run out, no filter (None) takes every channel.
+        assert storage.claim_outbox(now + MINUTE, 10, MINUTE, channels=None) == [
+            e1, s1, p1, s2, e2
+        ]
+        assert storage.claim_outbox(now + 2 * MINUTE, 10, MINUTE, channels=[]) == []
+
+    def test_claim_outbox_of_channels_keeps_retries_and_releases(self, storage: Storage) -> None:
+        e1, s1, _p1, s2, e2 = self._messages_of_channels(storage)
+        now = T0 + 3 * TICK + storage.dispatch_lease
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["sms", "email"]) == [
+            e1, s1, s2, e2
+        ]
+        storage.complete_outbox_many([
+            Delivery("k-s1", DeliveryResult("transient", error="busy"), now + HOUR),
+            Delivery("k-s2", DeliveryResult("delivered")),
+        ], now)
+        storage.release_outbox(["k-e2"], now)
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["sms"]) == []
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["email"]) == [e2]
+        assert storage.claim_outbox(now + HOUR, 10, MINUTE, channels=["sms"]) == [s1]
+        storage.complete_outbox("k-s1", DeliveryResult("permanent", error="no"), now + HOUR)
+        assert storage.claim_outbox(now + DAY, 10, MINUTE, channels=["sms"]) == []
+        assert storage.retry_dead_letter("k-s1", now + DAY) is True
+        assert storage.claim_outbox(now + DAY, 10, MINUTE, channels=["sms"]) == [s1]
+
+    def test_pending_by_channel_counts_what_waits(self, storage: Storage) -> None:
+        assert storage.pending_by_channel() == {}
+        self._messages_of_channels(storage)
+        assert storage.pending_by_channel() == {"email": 2, "sms": 2, "push": 1}
+        now = T0 + 3 * TICK + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE, channels=["sms", "push"])
+        assert storage.pending_by_channel() == {"email": 2, "sms": 2, "push": 1}, (
+            "claimed messages are still pending"
+        )
+        storage.complete_outbox_many([
+            Delivery("k-s1", DeliveryResult("transient", error="busy"), now + HOUR),
+            Delivery("k-s2", DeliveryResult("delivered")),
+            Delivery("k-p1", DeliveryResult("permanent", error="no")),
+        ], now)
+        assert storage.pending_by_channel() == {"email": 2, "sms": 1}
+        assert storage.retry_dead_letter("k-p1", now) is True
+        assert storage.pending_by_channel() == {"email": 2, "sms": 1, "push": 1}
+        storage.erase_customer("c1")
+        assert storage.pending_by_channel() == {"push": 1}
 
     @pytest.mark.parametrize("status", ["delivered", "transient", "permanent"])
     def test_complete_outbox_records_the_result(
@@ -2019,6 +2101,35 @@ class StorageContract:
         assert engine.dead_letters() == []
         assert engine.retry_dead_letter(keys["bad"]) is False
 
+    def test_engine_sends_only_on_its_own_channels(self, storage: Storage) -> None:
+        from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
+
+        clock = ManualClock(T0)
+        email, sms = _ScriptedChannel({}), _ScriptedChannel({})
+        # Two processes on one database: one with email only, one with both channels.
+        both = Engine(storage=storage, channels={"email": email, "sms": sms}, clock=clock)
+        email_only = Engine(storage=storage, channels={"email": email}, clock=clock)
+        both.publish(journeys=[Journey(
+            id="welcome", trigger=EventTrigger("signed_up"), entry="email",
+            steps={"email": Send("cart_reminder", "email", next="sms"),
+                   "sms": Send("cart_reminder", "sms")},
+        )], content=[CART_CONTENT])
+        outcome = email_only.handle_event(_event("signed_up", "ann", T0, "su-ann", item="hat"))
+        mail, text = outcome.messages
+        assert outcome.delivery == {mail.idempotency_key: "delivered",
+                                    text.idempotency_key: "pending"}
+        clock.advance(days=1)
+        assert email_only.dispatch_pending() == 0
+        entry = storage.outbox_entry(text.idempotency_key)
+        assert entry is not None
+        assert (entry.status, entry.attempts, entry.available_at) == ("pending", 0, T0)
+        assert storage.pending_by_channel() == {"sms": 1}
+        assert both.dispatch_pending() == 1
+        assert [m.idempotency_key for m in sms.sent] == [text.idempotency_key]
+        assert both.dispatch_pending() == email_only.dispatch_pending() == 0
+        assert email_only.dead_letters() == []
+        assert storage.pending_by_channel() == {}
+
     def test_engine_erasure_stops_the_messages_claimed_for_delivery(
         self, storage: Storage
     ) -> None:
@@ -2036,8 +2147,11 @@ class StorageContract:
             engine.handle_event(_event("signed_up", customer, T0, f"su-{customer}", item="hat"))
         claim = storage.claim_outbox
 
-        def claim_then_erase(now: datetime, limit: int, lease: timedelta) -> list[Message]:
-            claimed = claim(now, limit, lease)
+        def claim_then_erase(
+            now: datetime, limit: int, lease: timedelta, *,
+            channels: Collection[str] | None = None,
+        ) -> list[Message]:
+            claimed = claim(now, limit, lease, channels=channels)
             if any(m.customer_id == "ann" for m in claimed):
                 storage.erase_customer("ann")  # by another process, right after the claim
             return claimed
