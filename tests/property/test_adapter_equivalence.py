@@ -396,7 +396,8 @@ def observed(engine: Engine, r: Run) -> dict[str, object]:
             lambda: unsalted(engine.activities(now - timedelta(hours=6), now))),
         "reports": canonical(reports(engine, defs)),
         "activity counts": each(journeys, lambda j: sorted(storage.activity_counts(j), key=repr)),
-        "active counts": each(journeys, storage.active_counts),
+        # Counts by (version, step), in no promised order: each adapter reads its own way.
+        "active counts": each(journeys, lambda j: sorted(storage.active_counts(j).items(), key=repr)),
         "enrolled": each(journeys, storage.enrolled_customers),
         "enrolled, a page of one at a time": each(journeys, lambda j: pages(
             lambda after: storage.enrolled_customers(j, after=after, limit=1))),
