@@ -89,7 +89,7 @@ from cjo.storage.base import (
     Storage,
 )
 from cjo.storage.memory import InMemoryStorage
-from cjo.validation import validate_definitions
+from cjo.validation import channels_named, validate_definitions
 
 if TYPE_CHECKING:
     from cjo.worker import WorkerStats
@@ -439,8 +439,12 @@ class Engine:
             registry = self._sync()
             current = registry.definitions
             merged, problems = change(current)
+            # A channel the stored definitions name was registered by the process that
+            # published it: a process with fewer channels may publish and pause too, its
+            # messages on such a channel left to a process that has it (claims by channel).
             problems.extend(validate_definitions(
-                merged, channels=self.channels.keys(), actions=self.actions.keys(),
+                merged, channels=self.channels.keys() | set(channels_named(current)),
+                actions=self.actions.keys(),
                 limits=self.limits,
                 renderer=registry.renderer.renderer,
                 channel_types=self.options.channel_types, scorers=self.options.scorers.keys(),

@@ -34,13 +34,14 @@ from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import VersionChange
 from cjo.model.journey import Journey
-from cjo.model.steps import Action, Send, Step
+from cjo.model.steps import Action
 from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.state import TERMINAL_STATUSES, CustomerState, RecordView
 from cjo.scheduling import mark_schedules, next_schedule_run
 from cjo.storage.base import CustomerSession
 from cjo.storage.memory import InMemoryStorage
+from cjo.validation import channels_named, named_in_steps
 
 __all__ = [
     "BacktestInput",
@@ -263,13 +264,13 @@ def backtest(
     clock = ManualClock(start if start is not None else _BEGINNING)
     own: dict[str, _CountingChannel] | None = None  # shared with the run: a publish may add
     if channels is None:
-        own = {name: _CountingChannel() for name in _channels_named(definitions)}
+        own = {name: _CountingChannel() for name in channels_named(definitions)}
         channels = own
     # Counted rather than delivered only when channels and actions are both the run's own.
     counters = own if actions is None else None
     actions_counted = actions is None
     if actions is None:
-        actions = dict.fromkeys(_named_in_steps(definitions, Action, "action"), _count_call)
+        actions = dict.fromkeys(named_in_steps(definitions, Action, "action"), _count_call)
     # With the back-test's own channels and actions, every delivery succeeds: no message is
     # ever retried or read back, so none is built or recorded (the outbox would only be
     # written, completed and pruned). Channels or actions given get the whole delivery path.
@@ -679,12 +680,12 @@ class _Run:
         engine = self.engine
         own = self.own_channels
         if own is not None:
-            for name in _channels_named(definitions):
+            for name in channels_named(definitions):
                 if name not in engine.channels:
                     own[name] = _CountingChannel()
                     engine.channels[name] = own[name]
         if self.own_actions:
-            new = [name for name in _named_in_steps(definitions, Action, "action")
+            new = [name for name in named_in_steps(definitions, Action, "action")
                    if name not in engine.actions]
             if new:
                 engine._add_actions(dict.fromkeys(new, _count_call))
@@ -779,33 +780,6 @@ def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | Opera
 
 def _count_call(call: Message) -> None:
     """The default action of a back-test: called for nothing (the run counts the call)."""
-
-
-def _channels_named(definitions: Definitions) -> list[str]:
-    """Every channel the definitions name (sends and their fallbacks, caps, quiet hours): all
-    must be registered for the definitions to publish."""
-    names = set(_named_in_steps(definitions, Send, "channel"))
-    names.update(
-        channel
-        for journey in definitions.journeys
-        for step in journey.steps.values()
-        if isinstance(step, Send)
-        for channel in step.fallbacks
-    )
-    names.update(cap.channel for cap in definitions.caps if cap.channel is not None)
-    names.update(channel for quiet in definitions.quiet_hours for channel in quiet.channels)
-    return sorted(names)
-
-
-def _named_in_steps(definitions: Definitions, kind: type[Step], attribute: str) -> list[str]:
-    """The names the steps of one kind give in ``attribute`` (channels of sends, actions of
-    action steps), in order."""
-    return sorted({
-        getattr(step, attribute)
-        for journey in definitions.journeys
-        for step in journey.steps.values()
-        if isinstance(step, kind)
-    })
 
 
 def _logged(

@@ -65,14 +65,12 @@ from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.offers import Offer
 from cjo.model.segments import Segment
 from cjo.model.shapes import Origin, shape_problems
-from cjo.model.steps import (
-    Step,
-)
+from cjo.model.steps import Send, Step
 from cjo.runtime.kinds import step_kind, trigger_kind
 from cjo.segments.history import HISTORY_CONDITION_TYPES, check_node, stream_of
 from cjo.segments.rules import ProfileRule
 
-__all__ = ["validate_definitions"]
+__all__ = ["channels_named", "named_in_steps", "validate_definitions"]
 
 # What each kind of condition can read. Segments and audiences are evaluated with no event at
 # hand; triggers see one event; goals, exit criteria and waits see one event and the
@@ -1439,3 +1437,29 @@ def _check_tags(definitions: Definitions, tags: Collection[str] | None) -> list[
             elif tag not in tags:
                 problems.append(Problem(location, f"tag {tag!r} is not in the taxonomy"))
     return problems
+
+
+def channels_named(definitions: Definitions) -> list[str]:
+    """Every channel the definitions name (sends and their fallbacks, caps, quiet hours)."""
+    names = set(named_in_steps(definitions, Send, "channel"))
+    names.update(
+        channel
+        for journey in definitions.journeys
+        for step in journey.steps.values()
+        if isinstance(step, Send)
+        for channel in step.fallbacks
+    )
+    names.update(cap.channel for cap in definitions.caps if cap.channel is not None)
+    names.update(channel for quiet in definitions.quiet_hours for channel in quiet.channels)
+    return sorted(names)
+
+
+def named_in_steps(definitions: Definitions, kind: type[Step], attribute: str) -> list[str]:
+    """The names the steps of one kind give in ``attribute`` (channels of sends, actions of
+    action steps), in order."""
+    return sorted({
+        getattr(step, attribute)
+        for journey in definitions.journeys
+        for step in journey.steps.values()
+        if isinstance(step, kind)
+    })

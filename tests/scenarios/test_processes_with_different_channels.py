@@ -12,6 +12,7 @@ import pytest
 from cjo import (
     Channel,
     ContentItem,
+    DefinitionError,
     DeliveryResult,
     Engine,
     EventTrigger,
@@ -251,3 +252,32 @@ def test_a_block_later_in_the_group_is_judged_by_the_process_that_sends(
     assert [(a.kind, a.detail) for a in worker.activities(T0, T0 + HOUR, customer_id="bob")
             if a.kind == "withheld"] == [("withheld", "channel blocked: STOP")]
     assert worker.dead_letters() == []
+
+
+def test_a_process_with_fewer_channels_publishes_and_pauses_on_channels_stored_definitions_name(
+    storage_factory: Factory,
+) -> None:
+    sms = RecordingChannel()
+    web, worker, clock, _, _ = _processes(storage_factory, sms)
+    # The worker published SMS sends; the web process (email only) changes the set all the
+    # same: a new journey on email, one on the SMS channel the stored set already names, and
+    # a pause and resume.
+    web.publish(
+        journeys=[
+            Journey(id="thanks", trigger=EventTrigger("reviewed"), entry="mail",
+                    steps={"mail": Send("order_mail", "email")}),
+            Journey(id="reminder", trigger=EventTrigger("left"), entry="text",
+                    steps={"text": Send("order_sms", "sms")}),
+        ],
+    )
+    web.pause_journey("ordered")
+    web.resume_journey("ordered")
+    outcome = web.handle_event(ev("left", "ann", clock.now()))
+    [text] = outcome.messages
+    assert outcome.delivery == {text.idempotency_key: "pending"}
+    assert worker.dispatch_pending() == 1
+    assert [m.idempotency_key for m in sms.messages] == [text.idempotency_key]
+    # A channel no stored definition names and this process lacks is still a typo to refuse.
+    with pytest.raises(DefinitionError, match="push"):
+        web.publish(journeys=[Journey(id="nudge", trigger=EventTrigger("left"), entry="p",
+                                      steps={"p": Send("order_sms", "push")})])
