@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, get_args
+from typing import TYPE_CHECKING, Any, Final
 
 from cjo.content.channels import channel_type_of, output_problem
 from cjo.content.offers import choose_offer, counted
+from cjo.delivery.validation import check_choice
 from cjo.errors import Problem, RenderError
 from cjo.model.content import ContentItem, Variant
 from cjo.model.steps import RenderErrorPolicy, Send
@@ -38,17 +39,13 @@ __all__ = [
 #: last one fails too, the send is skipped.
 RENDER_RETRY_DELAYS: Final = (timedelta(minutes=5), timedelta(minutes=30), timedelta(hours=2))
 
-_POLICIES: Final = frozenset(get_args(RenderErrorPolicy))
 _FALLBACK = "fallback"
 
 
 def send_content_problems(step: Send, where: str, checker: Checker) -> list[Problem]:
     """What is wrong with the content a Send names: its item, variant, offers and policy."""
     problems: list[Problem] = []
-    if step.on_render_error not in _POLICIES:
-        problems.append(Problem(where, f"on_render_error must be one of "
-                                       f"{', '.join(sorted(_POLICIES))}, got "
-                                       f"{step.on_render_error!r}"))
+    problems += check_choice(step.on_render_error, RenderErrorPolicy, "on_render_error", where)
     named = f" named {step.variant!r}" if step.variant is not None else ""
     contents = [(step.content, "content")]
     for offer_id in step.offers:
