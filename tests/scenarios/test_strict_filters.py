@@ -117,6 +117,18 @@ def test_a_math_filter_given_a_value_it_cannot_read_fails_the_send(
     assert _refused(template, {"v": value}) == f"{name}: expected a number, got {kind}"
 
 
+@pytest.mark.parametrize(("template", "reason"), [
+    ("{{ profile.v | times: 10 }}", "times: the result is not a finite number (inf)"),
+    ("{{ profile.v | plus: profile.v }}", "plus: the result is not a finite number (inf)"),
+    ("{{ 0 | minus: profile.v | minus: profile.v }}",
+     "minus: the result is not a finite number (-inf)"),
+])
+def test_a_math_filter_whose_result_overflows_fails_the_send(template: str, reason: str) -> None:
+    # Liquid renders "inf": no amount a customer should read.
+    assert _liquid(template, {"v": "1e308"}) in ("inf", "-inf")
+    assert _refused(f"Total: {template}", {"v": "1e308"}) == reason
+
+
 @pytest.mark.parametrize("name", WITH_ARGUMENT)
 @pytest.mark.parametrize(("value", "kind"), UNREADABLE[:4] + UNREADABLE[5:])
 def test_a_math_filter_given_an_argument_it_cannot_read_fails_the_send(

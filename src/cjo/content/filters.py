@@ -15,8 +15,9 @@ anyone knowing. These filters read:
   ``'now'`` and ``'today'`` are the instant being decided (``NOW_KEY``), not the wall clock, and
   neither the machine's clock nor its time zone is read (Liquid's reading uses both).
 
-Anything else (text that does not read as one, nil, a boolean, a list, an object) raises
-:class:`FilterInputError`, naming the filter and what it was given; the renderer reports it as
+Anything else (text that does not read as one, nil, a boolean, a list, an object), and a math
+result that overflows to infinity, raises :class:`FilterInputError`, naming the filter and what
+it was given; the renderer reports it as
 a ``RenderError`` naming the field. A missing value fails as it fails everywhere else in a
 template (``profile.total is undefined``) unless ``default`` supplies one.
 
@@ -143,8 +144,14 @@ def _strict_math(name: str, liquid_filter: Callable[..., Any]) -> Callable[..., 
     def strict(value: object, *args: object, **kwargs: object) -> object:
         number = _number(name, value)
         if len(args) == 1:  # most take one argument: spare building a list
-            return liquid_filter(number, _number(name, args[0], argument=True), **kwargs)
-        return liquid_filter(number, *[_number(name, a, argument=True) for a in args], **kwargs)
+            result = liquid_filter(number, _number(name, args[0], argument=True), **kwargs)
+        else:
+            result = liquid_filter(number, *[_number(name, a, argument=True) for a in args],
+                                   **kwargs)
+        # Finite numbers in, but a product or sum may still overflow: "inf" is no amount.
+        if type(result) is float and not math.isfinite(result):
+            raise FilterInputError(f"{name}: the result is not a finite number ({result})")
+        return result
 
     return strict
 

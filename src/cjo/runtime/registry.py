@@ -155,8 +155,8 @@ class Registry:
     pauses: dict[str, tuple[JourneyPause, ...]] = attrs.field(factory=dict)
     # (journey id, version) -> what a newer version does to customers inside it.
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
-    # Journey id -> (publish instant, compiled version) of its versions after the first, newest
-    # first (empty for a journey published once: ``latest`` is the answer at every instant).
+    # Journey id -> (publish instant, compiled version) of each of its versions, newest first
+    # (``_version_history``; absent: ``latest`` is the answer at every instant).
     newer: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = attrs.field(factory=dict)
     delivery: DeliveryPolicies = NO_POLICIES
     offers: dict[str, CompiledOffer] = attrs.field(factory=dict)
@@ -202,7 +202,9 @@ class Registry:
         plan = SegmentPlan.build(definitions, segments, latest, journeys)
         any_event = any(cj.any_event for cj in journeys.values())
         shared = frozenset(triggers) | plan.events | DELIVERY_EVENTS
-        armed_history = _armed_history(definitions, journeys)
+        history = _version_history(definitions, journeys)
+        armed_history = {jid: versions for jid, versions in history.items()
+                         if any(_arms(cj) for _, cj in versions)}
         return cls(
             generation=generation,
             journeys=journeys,
@@ -230,7 +232,7 @@ class Registry:
                 (c.journey_id, c.from_version): c
                 for c in definitions.version_changes if c.mode != "drain"
             },
-            newer=_newer_versions(definitions, journeys),
+            newer=history,
             delivery=DeliveryPolicies.of(definitions),
             offers={o.id: CompiledOffer.compile(o) for o in definitions.offers},
             # Any event at all, when a condition exit re-checks every event of an enrolled
@@ -258,13 +260,16 @@ class Registry:
     def latest_at(self, journey_id: str, at: datetime) -> CompiledJourney | None:
         """The newest version of ``journey_id`` published by ``at``: what an entry decided at
         ``at`` takes (a timer fired late, a jump in a late wake-up), as a worker on time would
-        have. Versions without a recorded publish instant count as published from the start."""
-        newer = self.newer.get(journey_id)
-        if newer:
-            for published, cj in newer:
-                if published <= at:
-                    return cj
-        return self.latest.get(journey_id)
+        have; None before its first version was published (a worker on time found no such
+        journey then). Versions without a recorded publish instant count as published from the
+        start."""
+        history = self.newer.get(journey_id)
+        if history is None:
+            return self.latest.get(journey_id)
+        for published, cj in history:
+            if published <= at:
+                return cj
+        return None
 
     def armed_at(
         self, at: datetime
@@ -340,23 +345,20 @@ def _newest_first(
     return by_id
 
 
-def _newer_versions(
+def _version_history(
     definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
 ) -> dict[str, tuple[tuple[datetime, CompiledJourney], ...]]:
-    """For each journey with a version published after its first: its versions with a recorded
-    publish instant, newest first, then the newest without one (its first version at least)
-    from the beginning of time (``Registry.latest_at``)."""
+    """For each journey whose latest version has a recorded publish instant: every version
+    with its publish instant (from the beginning of time when none is recorded, as for
+    definitions stored before instants were), newest first (``Registry.latest_at``,
+    ``Registry.armed_at``). A journey published once before instants were recorded is left
+    out: its one version is the answer at every instant."""
     published = _publish_instants(definitions)
     out: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = {}
     for jid, versions in _newest_first(journeys).items():
-        first = versions[-1]
-        timed = [(published[(jid, cj.journey.version)], cj) for cj in versions[:-1]
-                 if (jid, cj.journey.version) in published]
-        if not timed:
-            continue
-        untimed = next((cj for cj in versions
-                        if cj is first or (jid, cj.journey.version) not in published), first)
-        out[jid] = (*timed, (_BEGINNING, untimed))
+        timed = [(published.get((jid, cj.journey.version), _BEGINNING), cj) for cj in versions]
+        if timed[0][0] > _BEGINNING:
+            out[jid] = tuple(timed)
     return out
 
 
@@ -376,23 +378,6 @@ def _by_arming_kind(
         if _arms(cj):
             by_kind.setdefault(type(cj.trigger), []).append(cj)
     return [(cjs[0].trigger, tuple(cjs)) for cjs in by_kind.values()]
-
-
-def _armed_history(
-    definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
-) -> dict[str, tuple[tuple[datetime, CompiledJourney], ...]]:
-    """For each journey with a version whose trigger keeps customer timers and whose latest
-    version has a recorded publish instant: every version with its publish instant (from the
-    beginning of time when none is recorded), newest first (``Registry.armed_at``)."""
-    published = _publish_instants(definitions)
-    out: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = {}
-    for jid, versions in _newest_first(journeys).items():
-        if not any(_arms(cj) for cj in versions):
-            continue
-        timed = [(published.get((jid, cj.journey.version), _BEGINNING), cj) for cj in versions]
-        if timed[0][0] > _BEGINNING:
-            out[jid] = tuple(timed)
-    return out
 
 
 def _pauses_by_journey(pauses: Iterable[JourneyPause]) -> dict[str, tuple[JourneyPause, ...]]:
