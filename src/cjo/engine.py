@@ -124,7 +124,8 @@ class Engine:
     - ``default_timezone``: the IANA zone of calendar rules (waits until a time of day, quiet
       hours...) for customers whose profile and journey name none; UTC when None.
     - ``late_events``: ``decide`` (default) or ``ignore`` an event stamped before the newest
-      one already decided for its customer; either way it is recorded (docs/semantics.md).
+      one already decided for its customer; either way it is recorded, and a consent or
+      delivery-feedback event still changes consent and blocks (docs/semantics.md).
 
     Delivery (see docs/channels.md):
 

@@ -17,7 +17,9 @@ transaction (``Engine.identify(..., anonymous_id=...)`` opens it), without I/O:
   need; segment memberships are combined and evaluated again afterwards (``Engine`` does it);
 - consent: every statement of both is replayed in time order, so the most recent one wins;
   channel blocks of either customer stay (a block is never lifted by a merge);
-- marks (last event instants) keep the later instant, customer timers the later wake-up.
+- inactivity triggers: per journey, the quiet spell of the later last qualifying event goes
+  on, else the known customer's own (``merge_quiet_spells``); other marks keep the later
+  instant, other customer timers the later wake-up.
 
 The anonymous record is emptied: it keeps no profile, enrollments, histories or memberships.
 """
@@ -33,6 +35,7 @@ from cjo.delivery.consent import set_consent
 from cjo.model.events import Profile
 from cjo.runtime.arbitration import kept_out
 from cjo.runtime.core import Decider
+from cjo.runtime.kinds.triggers import merge_quiet_spells
 from cjo.runtime.state import (
     NO_ENTRIES,
     CustomerState,
@@ -111,11 +114,14 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
             k.own_segments()[sid] = at
     if a.decided_at is not None and (k.decided_at is None or a.decided_at > k.decided_at):
         k.decided_at = a.decided_at
+    spells = merge_quiet_spells(k, a)
     for name, at in a.marks.items():
-        if name not in k.marks or at > k.marks[name]:
+        if name not in spells and (name not in k.marks or at > k.marks[name]):
             k.marks[name] = at
     for name, at in a.timers.items():
-        if name != SEGMENT_TIMER and (name not in k.timers or at > k.timers[name]):
+        if name != SEGMENT_TIMER and name not in spells and (
+            name not in k.timers or at > k.timers[name]
+        ):
             k.timers[name] = at
     if a.profile is not None:
         known.set_profile(merged_profile(k.customer_id, k.profile, a.profile))

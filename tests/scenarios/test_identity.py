@@ -14,6 +14,7 @@ from cjo import (
     Engine,
     Event,
     FrequencyCap,
+    InactivityTrigger,
     Journey,
     ManualClock,
     RecordingChannel,
@@ -213,6 +214,46 @@ def test_the_send_ledger_combines_so_caps_count_both(storage_factory: Factory) -
     state = host.engine.customer_state("c1")
     assert state is not None
     assert len(state.sends) == 2
+
+
+def _win_back(host: Host) -> None:
+    host.engine.publish(journeys=[Journey(
+        id="win_back", trigger=InactivityTrigger("purchased", after=10 * DAY), entry="mail",
+        steps={"mail": Send("note", "inbox")},
+    )])
+
+
+def test_a_merge_keeps_the_win_back_timed_from_the_last_purchase(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory)
+    _win_back(host)
+    host.event("purchased", "c1")                   # the known customer's last purchase, T0
+    host.clock.advance(5 * DAY)
+    host.engine.identify("anon-1", {"page": "pricing"})   # never buys: quiet from T0 + 5 days
+    host.clock.advance(DAY)
+    host.engine.identify("c1", anonymous_id="anon-1")
+    host.clock.advance(30 * DAY)
+    host.engine.run_due()
+    assert [(m.customer_id, m.created_at) for m in host.channel.messages] == [
+        ("c1", T0 + 10 * DAY)]
+
+
+def test_a_merge_does_not_fire_the_win_back_twice_in_one_quiet_spell(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory)
+    _win_back(host)
+    host.engine.identify("c1", {"email": "c1@example.com"})   # never buys
+    host.clock.advance(8 * DAY)
+    host.engine.identify("anon-1", {"page": "pricing"})
+    host.clock.advance(4 * DAY)
+    host.engine.run_due()                           # c1's win-back, at T0 + 10 days
+    host.engine.identify("c1", anonymous_id="anon-1")
+    host.clock.advance(30 * DAY)
+    host.engine.run_due()
+    assert [(m.customer_id, m.created_at) for m in host.channel.messages] == [
+        ("c1", T0 + 10 * DAY)]
 
 
 def test_a_failed_merge_changes_neither_customer(

@@ -19,6 +19,7 @@ from cjo import (
     RecordingChannel,
     Send,
     Storage,
+    Topic,
     Variant,
     Wait,
     prop,
@@ -65,6 +66,36 @@ def test_a_late_event_follows_the_rule_and_is_recorded(
     else:
         assert out.ended == ()
         assert [m.content_id for m in email.messages] == ["nudge"]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_ignored_late_opt_outs_and_blocks_still_reach_the_record(
+    grouped: bool, storage_factory: Factory
+) -> None:
+    clock, email = ManualClock(T0), RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": email}, clock=clock,
+                    late_events="ignore")
+    engine.publish(journeys=[JOURNEY], topics=[Topic("news")],
+                   content=[attrs.evolve(CONTENT[0], topic="news")])
+    clock.set(T0 + 2 * HOUR)
+    engine.handle_event(Event("ann", "added_to_cart", T0 + 2 * HOUR, {}, "e1"))
+    engine.handle_event(Event("bob", "added_to_cart", T0 + 2 * HOUR, {}, "e2"))
+    # Said before the cart events, arriving after them: journeys ignore them, consent does not.
+    late = [Event("ann", "unsubscribed", T0 + HOUR, {"topic": "news"}, "e3"),
+            Event("bob", "channel_blocked", T0 + HOUR, {"channel": "email"}, "e4")]
+    if grouped:
+        engine.handle_events(late)
+    else:
+        for event in late:
+            engine.handle_event(event)
+    clock.advance(5 * HOUR)
+    engine.run_due()
+    assert email.messages == []
+    assert [(a.customer_id, a.kind, a.detail) for a in engine.activities(T0, T0 + 10 * HOUR)
+            if a.kind == "suppressed"] == [
+        ("ann", "suppressed", "unsubscribed from news"),
+        ("bob", "suppressed", "channel blocked: blocked"),
+    ]
 
 
 def test_only_events_that_changed_something_set_the_decided_instant() -> None:

@@ -67,8 +67,8 @@ def test_tracks_marks_timers_and_memberships_combine() -> None:
     known.marks = {"seen": T0}
     anon.marks = {"seen": T0 + H, "other": T0}
     known.decided_at, anon.decided_at = T0 + 2 * H, T0 + 3 * H
-    known.timers = {"trigger:idle": T0 + 10 * H, SEGMENT_TIMER: T0 + 9 * H}
-    anon.timers = {"trigger:idle": T0 + 11 * H, SEGMENT_TIMER: T0 + 5 * H}
+    known.timers = {"other": T0 + 10 * H, SEGMENT_TIMER: T0 + 9 * H}
+    anon.timers = {"other": T0 + 11 * H, SEGMENT_TIMER: T0 + 5 * H}
     known.segments = {"s1": T0 + H}
     anon.segments = {"s1": T0, "s2": T0 + 2 * H}
     k, a = _deciders(known, anon)
@@ -83,9 +83,37 @@ def test_tracks_marks_timers_and_memberships_combine() -> None:
     assert known.marks == {"seen": T0 + H, "other": T0}
     assert known.decided_at == T0 + 3 * H  # the later of the two
     # The segment timer is set again when memberships are evaluated; others keep the later.
-    assert known.timers == {"trigger:idle": T0 + 11 * H, SEGMENT_TIMER: T0 + 9 * H}
+    assert known.timers == {"other": T0 + 11 * H, SEGMENT_TIMER: T0 + 9 * H}
     assert known.segments == {"s1": T0, "s2": T0 + 2 * H}
     assert a.state.tracks == {} and a.state.segments == {}
+
+
+def test_the_quiet_spell_of_the_later_qualifying_event_goes_on() -> None:
+    known = CustomerState("c1", T0 - 100 * H)
+    anon = CustomerState("a1", T0)
+    # Journey "a": only the known customer bought (at T0 - 50 h); the anonymous record's spell
+    # runs from its creation. Journey "b": both bought, the anonymous customer later. Journey
+    # "c": neither bought; the known customer's spell fired already.
+    known.marks = {"seen:a": T0 - 50 * H, "seen:b": T0 - 20 * H, "fired:c": T0 - 100 * H}
+    known.timers = {"trigger:a": T0 + 50 * H, "trigger:b": T0 + 80 * H}
+    anon.marks = {"seen:b": T0 + H, "fired:b": T0 + H}
+    anon.timers = {"trigger:a": T0 + 100 * H, "trigger:c": T0 + 100 * H}
+    k, a = _deciders(known, anon)
+    merge_into(k, a, T0 + 2 * H)
+    assert known.marks == {"seen:a": T0 - 50 * H, "seen:b": T0 + H, "fired:b": T0 + H,
+                           "fired:c": T0 - 100 * H}
+    assert known.timers == {"trigger:a": T0 + 50 * H}
+
+
+def test_a_known_customer_new_to_the_trigger_takes_the_anonymous_spell() -> None:
+    known = CustomerState("c1", T0 + 2 * H)
+    anon = CustomerState("a1", T0)
+    anon.marks = {"fired:a": T0}
+    k, a = _deciders(known, anon)
+    merge_into(k, a, T0 + 2 * H)
+    # The spell that fired goes on from the anonymous creation, so it does not fire again.
+    assert known.marks == {"fired:a": T0, "since:a": T0}
+    assert known.timers == {}
 
 
 def test_enrollments_move_unless_the_known_customer_is_in_the_journey() -> None:

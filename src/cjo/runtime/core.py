@@ -412,6 +412,10 @@ class Decider:
                 f"{event.name} stamped {stamped.isoformat()}, after {decided.isoformat()}",
             ))
             if self.options.late_events == "ignore":
+                if event.name in DELIVERY_EVENTS:
+                    # Journeys ignore it, but an opt-out, a block or a bounce is the
+                    # customer's word whenever it arrives: it always reaches the record.
+                    apply_delivery_event(self, event, now)
                 if pending:
                     self.registry.plan.settle(self, now)
                 return

@@ -18,12 +18,14 @@ if TYPE_CHECKING:
     from cjo.model.journey import Journey
     from cjo.runtime.core import Decider
     from cjo.runtime.registry import CompiledJourney
+    from cjo.runtime.state import CustomerState
 
 __all__ = [
     "ApiTriggerKind",
     "AttributeTriggerKind",
     "EventTriggerKind",
     "InactivityTriggerKind",
+    "merge_quiet_spells",
     "timer_name",
 ]
 
@@ -201,6 +203,45 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
 
 
 _NAMES: dict[str, _Names] = {}
+
+_MARK_PREFIXES = ("seen:", "since:", "fired:")
+_TIMER_PREFIX = timer_name("")
+
+
+def merge_quiet_spells(known: CustomerState, anonymous: CustomerState) -> set[str]:
+    """Fold the anonymous customer's inactivity-trigger marks and timers into the known one's
+    (an identity merge), and return the names of the anonymous marks and timers decided here.
+
+    Per journey, the merged customer's quiet spell is the one that starts at the later last
+    qualifying event; without one on the anonymous side, the known customer's own spell (from
+    their creation, or the instant the trigger first knew them) with its timer and the basis
+    it last fired for. Taking the later of two timers instead would fire late (an anonymous
+    record created after the known customer's last purchase) or twice in one quiet spell."""
+    journeys = {n.split(":", 1)[1] for n in anonymous.marks if n.startswith(_MARK_PREFIXES)}
+    journeys.update(n[len(_TIMER_PREFIX):] for n in anonymous.timers
+                    if n.startswith(_TIMER_PREFIX))
+    k_marks, a_marks = known.marks, anonymous.marks
+    for journey_id in journeys:
+        names = _NAMES.get(journey_id) or _Names(journey_id)
+        own = (names.seen, names.since, names.fired)
+        k_seen, a_seen = k_marks.get(names.seen), a_marks.get(names.seen)
+        known_has_spell = names.timer in known.timers or any(n in k_marks for n in own)
+        if known_has_spell and (a_seen is None or (k_seen is not None and a_seen <= k_seen)):
+            continue  # the known customer's spell goes on
+        for name in (names.seen, names.fired):
+            if name in a_marks:
+                k_marks[name] = a_marks[name]
+            else:
+                k_marks.pop(name, None)
+        if a_seen is None:
+            # The anonymous spell goes on from where it began, not from the known creation.
+            k_marks[names.since] = a_marks.get(names.since) or anonymous.created_at
+        if names.timer in anonymous.timers:
+            known.timers[names.timer] = anonymous.timers[names.timer]
+        else:
+            known.timers.pop(names.timer, None)
+    return {n for n in (*a_marks, *anonymous.timers)
+            if n.startswith((*_MARK_PREFIXES, _TIMER_PREFIX))}
 
 
 class AttributeTriggerKind(TriggerKind[AttributeTrigger]):
