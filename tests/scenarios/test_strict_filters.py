@@ -202,7 +202,8 @@ def test_date_given_a_value_it_cannot_read_fails_the_send(value: object, kind: s
 
 
 def test_date_given_a_number_that_is_not_a_time_stamp_fails_the_send() -> None:
-    for value in (1.5, 10**15):
+    # Text that reads as a number is no date either: Liquid reads "3.5" as the 3rd of a month.
+    for value in (1.5, 10**15, "3.5", "-5", " +7 ", "1e3", "12.0"):
         assert _refused("{{ profile.v | date: '%Y' }}", {"v": value}) == (
             "date: expected a date, got a number that is not a time stamp "
             "(whole seconds since 1970)")

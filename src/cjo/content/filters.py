@@ -11,7 +11,8 @@ anyone knowing. These filters read:
   finite float (not a boolean), or text that Liquid reads as one (``"12.5"``, ``" 3 "``,
   ``"-2"``, ``"1e3"``);
 - a date (``date``): a ``datetime`` or ``date``, a whole number of seconds since the epoch (or
-  text of digits), or text Liquid reads as a date (``"2026-03-01"``, ``"March 1, 2026"``);
+  text of digits), or text Liquid reads as a date (``"2026-03-01"``, ``"March 1, 2026"``) but
+  not other text that reads as a number (``"3.5"``, ``"-5"``: Liquid reads a date into them);
   ``'now'`` and ``'today'`` are the instant being decided (``NOW_KEY``), not the wall clock, and
   neither the machine's clock nor its time zone is read (Liquid's reading uses both).
 
@@ -184,10 +185,25 @@ def _read_date(value: object, today: datetime) -> datetime | None:
     try:
         if isinstance(value, int) or value.isdigit():
             return datetime.fromtimestamp(int(value), UTC)
+        if _numeric_text(value):
+            return None
         return date_parser.parse(value, default=today.replace(
             hour=0, minute=0, second=0, microsecond=0))
     except (ValueError, OverflowError, OSError):  # not a date, or past the years datetime holds
         return None
+
+
+def _numeric_text(value: str) -> bool:
+    """Text that reads as a number other than a time stamp (``"3.5"``, ``"-5"``): the lenient
+    date reading takes ``"3.5"`` for the 3rd (or 5th) of this month, a price for a date."""
+    text = value.strip()
+    if text.isdigit():
+        return False  # a time stamp
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @with_context
@@ -208,7 +224,9 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
         raise _refused("date", "text (a format)", fmt, argument=True)
     moment = _read_date(value, now)
     if moment is None:
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        if (isinstance(value, str) and _numeric_text(value)) or (
+            isinstance(value, int | float) and not isinstance(value, bool)
+        ):
             raise FilterInputError("date: expected a date, got a number that is not a time "
                                    "stamp (whole seconds since 1970)")
         raise _refused("date", "a date", value, argument=False)
