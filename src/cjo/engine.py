@@ -55,7 +55,7 @@ from cjo.importing import ImportResult, import_profiles
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values
+from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values, text_problem
 from cjo.model.governance import (
     PAUSES_KEPT,
     ControlGroup,
@@ -1234,12 +1234,12 @@ class Engine:
         """Put the dead letter ``key`` (its idempotency key) back in the outbox, pending now
         with its attempts reset and the same idempotency key; ``dispatch_pending`` (the worker)
         sends it. False if there is no such dead letter."""
-        return self.storage.retry_dead_letter(key, self._now())
+        return self.storage.retry_dead_letter(_dead_letter_key(key), self._now())
 
     def discard_dead_letter(self, key: str) -> bool:
         """Give up on the dead letter ``key``: it leaves ``dead_letters()`` and is pruned like
         a delivered message. False if there is no such dead letter."""
-        return self.storage.discard_dead_letter(key, self._now())
+        return self.storage.discard_dead_letter(_dead_letter_key(key), self._now())
 
     def run_worker(
         self,
@@ -1261,6 +1261,7 @@ class Engine:
     def profile(self, customer_id: str) -> Profile | None:
         """The customer's profile (a copy); None for a customer never seen. The queries below
         raise ``CorruptRecordError`` for a record that cannot be decoded."""
+        _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         if state is None or state.profile is None:
             return None
@@ -1271,11 +1272,13 @@ class Engine:
     def enrollments(self, customer_id: str) -> list[Enrollment]:
         """The customer's active enrollments and the last ``keep_ended`` that ended, oldest
         entry first (copies)."""
+        _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         return [] if state is None else state.all_enrollments()
 
     def customer_state(self, customer_id: str) -> CustomerState | None:
         """The customer's whole record as last committed (a copy)."""
+        _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         return None if state is None else state.copy()
 
@@ -1690,3 +1693,17 @@ def _unknown_journey(journey_id: str) -> UnknownJourneyError:
 
 def _check_customer_id(customer_id: object) -> None:
     check_id(customer_id, "customer_id")
+
+
+def _dead_letter_key(key: object) -> str:
+    """``key`` checked before the storage is asked: an adapter would otherwise answer False,
+    or fail in its driver's words, for what can never be a key."""
+    if not isinstance(key, str):
+        raise UsageError(
+            f"key must be a dead letter's idempotency key (a str), got {type(key).__name__} "
+            f"{key!r:.80}"
+        )
+    problem = text_problem(key)
+    if problem is not None:
+        raise UsageError(f"key must be a dead letter's idempotency key, got one that {problem}")
+    return key
