@@ -29,10 +29,8 @@ from cjo import (
     Variant,
     Wait,
 )
-from cjo.channels.base import Message
 from cjo.clock import ensure_aware
 from cjo.errors import ClockError, InvalidEventError, StorageError, UsageError
-from cjo.runtime.state import CustomerState
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
@@ -130,22 +128,6 @@ def test_a_naive_clock_raises_clock_error_and_leaves_nothing_held(storage: Stora
     assert state is not None
     assert state.profile is not None
     assert state.profile.attributes == {"a": 1}
-
-
-@pytest.mark.parametrize("channels", ["email", ["email", 3], 3])
-def test_a_channel_filter_that_is_not_a_collection_of_names_is_refused(
-    storage: Storage, channels: Any
-) -> None:
-    message = Message(idempotency_key="k", customer_id="ann", channel="email",
-                      content_id="note", fields={"subject": "S"}, journey_id="j",
-                      journey_version=1, step_id="m", enrollment_id="j:ann:1", created_at=T0)
-    with storage.customer("ann", T0) as session:
-        session.save(CustomerState("ann", T0), [message], ())
-    later = T0 + HOUR
-    with pytest.raises(UsageError, match="channel"):
-        storage.claim_outbox(later, 10, HOUR, channels=channels)
-    # Nothing was claimed: the message is there for a claim of its channel.
-    assert storage.claim_outbox(later, 10, HOUR, channels=["email"]) == [message]
 
 
 def test_a_naive_clock_leaves_another_sqlite_connection_free(tmp_path: Path) -> None:
