@@ -471,13 +471,14 @@ class Engine:
 
     # --- events and time ---------------------------------------------------------------------
 
-    def _check_event(self, event: object, now: datetime) -> Event:
+    def _check_event(self, event: object, now: datetime, where: str = "") -> Event:
         if not isinstance(event, Event):
             raise InvalidEventError(f"expected a cjo.Event, got {type(event).__name__}")
         if event.timestamp > now + self.future_tolerance:
             raise InvalidEventError(
-                f"event {event.event_id!r} is stamped {event.timestamp.isoformat()}, more than "
-                f"{self.future_tolerance} after now ({now.isoformat()}): check the sender's clock"
+                f"{where}event {event.event_id!r} is stamped {event.timestamp.isoformat()}, "
+                f"more than {self.future_tolerance} after now ({now.isoformat()}): check the "
+                "sender's clock"
             )
         return event
 
@@ -520,7 +521,12 @@ class Engine:
         A customer whose stored record cannot be decoded is left out of its group (the group
         is committed without their items, which are not claimed) and the others go on; once
         every item is handled, the first such ``CorruptRecordError`` is raised, naming the
-        customer (the others are logged)."""
+        customer (the others are logged).
+
+        An item refused as ``handle_event`` refuses an event (not an ``Event`` or
+        ``ProfileUpdate``, stamped too far ahead, a statement of an undeclared topic) raises
+        ``InvalidEventError`` naming its position (``item #n``, counted from 0): every item
+        before it is handled, it and those after it are not."""
         count(batch_size, "batch_size")
         if isinstance(items, Event | ProfileUpdate) or not isinstance(items, Iterable):
             raise UsageError(
@@ -535,18 +541,26 @@ class Engine:
         relevant = registry.relevant_events
         latest = now + self.future_tolerance
         # The hot loop of a stream: most events matter to no journey and cost only this.
-        for item in items:
-            if isinstance(item, Event):
-                if item.timestamp > latest:
-                    self._check_event(item, now)  # raises, naming the event
-                if item.name not in relevant:
-                    continue
-                if item.name in STATEMENT_EVENTS:
-                    check_statement(registry.delivery.topics, item)
-            elif not isinstance(item, ProfileUpdate):
-                raise InvalidEventError(
-                    f"expected a cjo.Event or cjo.ProfileUpdate, got {type(item).__name__}"
-                )
+        for position, item in enumerate(items):
+            try:
+                if isinstance(item, Event):
+                    if item.timestamp > latest:
+                        self._check_event(item, now, f"item #{position}: ")  # raises
+                    if item.name not in relevant:
+                        continue
+                    if item.name in STATEMENT_EVENTS:
+                        check_statement(registry.delivery.topics, item, f"item #{position}: ")
+                elif not isinstance(item, ProfileUpdate):
+                    raise InvalidEventError(
+                        f"item #{position}: expected a cjo.Event or cjo.ProfileUpdate, got "
+                        f"{type(item).__name__}"
+                    )
+            except InvalidEventError:
+                # Every item before the refused one is handled, none after it: the host
+                # resumes at the position the error names.
+                if chunk:
+                    self._handle_relevant(chunk, registry, builder)
+                raise
             chunk.append(item)
             if len(chunk) >= batch_size:
                 corrupt += self._handle_relevant(chunk, registry, builder)
