@@ -192,6 +192,22 @@ def test_the_adapter_verbs_table_names_every_abstract_method() -> None:
     assert sorted(abstract - named) == []
 
 
+def test_the_adapter_of_the_storage_page_needs_only_cjo_and_cjo_abc() -> None:
+    """An adapter author finds all of cjo they need in ``cjo`` and ``cjo.abc`` (docs/api.md:
+    the rest of the package may change between 0.x releases), the erasure rule included."""
+    import ast
+
+    page = ROOT / "docs" / "storage.md"
+    section = page.read_text(encoding="utf-8").split("## Writing your own adapter")[1]
+    adapter = next(b for b in blocks(page) if b.runs and "class DictStorage" in b.code)
+    assert adapter.code in section
+    modules = {
+        node.module for node in ast.walk(ast.parse(adapter.code))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cjo")
+    }
+    assert modules == {"cjo", "cjo.abc"}
+
+
 def test_the_api_page_lists_exactly_the_public_names() -> None:
     """docs/api.md names every export of ``cjo`` (in backticks), and every name it gives as
     one of ``cjo``'s exports in its tables' first column exists."""

@@ -5,6 +5,10 @@ A storage adapter subclasses :class:`Storage` (and :class:`CustomerSession`) and
 channel adapter subclasses :class:`Channel` and returns a :class:`DeliveryResult`; a clock
 subclasses :class:`Clock`. Run ``cjo.testing.StorageContract`` against a storage adapter: it
 checks everything the engine relies on.
+
+The erasure rule every adapter applies (``erase_customer``, and the counts ``prune`` keeps) is
+here too, from ``cjo.storage.erasure``; so is ``membership_changes``, for adapters that keep
+segment memberships in a table of their own.
 """
 
 from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
@@ -30,11 +34,25 @@ from cjo.storage.base import (
     Retention,
     Storage,
     channel_filter,
+    membership_changes,
 )
 from cjo.storage.codec import decode_state, encode_state
+from cjo.storage.erasure import (
+    FREE_TEXT_KINDS,
+    SCHEDULE_CLAIM_END,
+    SCHEDULE_CLAIM_PREFIX,
+    counted_detail,
+    counted_detail_sql,
+    erased_detail,
+    names_schedule_claim,
+    pseudonymiser,
+)
 
 __all__ = [
+    "FREE_TEXT_KINDS",
     "RECORD_LAYOUT",
+    "SCHEDULE_CLAIM_END",
+    "SCHEDULE_CLAIM_PREFIX",
     "Activity",
     "ActivityCount",
     "Channel",
@@ -57,7 +75,13 @@ __all__ = [
     "Retention",
     "Storage",
     "channel_filter",
+    "counted_detail",
+    "counted_detail_sql",
     "decode_state",
     "encode_state",
     "ensure_aware",
+    "erased_detail",
+    "membership_changes",
+    "names_schedule_claim",
+    "pseudonymiser",
 ]

@@ -55,7 +55,7 @@ from cjo.importing import ImportResult, import_profiles
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values
+from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values, text_problem
 from cjo.model.governance import (
     PAUSES_KEPT,
     ControlGroup,
@@ -472,13 +472,14 @@ class Engine:
 
     # --- events and time ---------------------------------------------------------------------
 
-    def _check_event(self, event: object, now: datetime) -> Event:
+    def _check_event(self, event: object, now: datetime, where: str = "") -> Event:
         if not isinstance(event, Event):
             raise InvalidEventError(f"expected a cjo.Event, got {type(event).__name__}")
         if event.timestamp > now + self.future_tolerance:
             raise InvalidEventError(
-                f"event {event.event_id!r} is stamped {event.timestamp.isoformat()}, more than "
-                f"{self.future_tolerance} after now ({now.isoformat()}): check the sender's clock"
+                f"{where}event {event.event_id!r} is stamped {event.timestamp.isoformat()}, "
+                f"more than {self.future_tolerance} after now ({now.isoformat()}): check the "
+                "sender's clock"
             )
         return event
 
@@ -521,7 +522,12 @@ class Engine:
         A customer whose stored record cannot be decoded is left out of its group (the group
         is committed without their items, which are not claimed) and the others go on; once
         every item is handled, the first such ``CorruptRecordError`` is raised, naming the
-        customer (the others are logged)."""
+        customer (the others are logged).
+
+        An item refused as ``handle_event`` refuses an event (not an ``Event`` or
+        ``ProfileUpdate``, stamped too far ahead, a statement of an undeclared topic) raises
+        ``InvalidEventError`` naming its position (``item #n``, counted from 0): every item
+        before it is handled, it and those after it are not."""
         count(batch_size, "batch_size")
         if isinstance(items, Event | ProfileUpdate) or not isinstance(items, Iterable):
             raise UsageError(
@@ -536,18 +542,26 @@ class Engine:
         relevant = registry.relevant_events
         latest = now + self.future_tolerance
         # The hot loop of a stream: most events matter to no journey and cost only this.
-        for item in items:
-            if isinstance(item, Event):
-                if item.timestamp > latest:
-                    self._check_event(item, now)  # raises, naming the event
-                if item.name not in relevant:
-                    continue
-                if item.name in STATEMENT_EVENTS:
-                    check_statement(registry.delivery.topics, item)
-            elif not isinstance(item, ProfileUpdate):
-                raise InvalidEventError(
-                    f"expected a cjo.Event or cjo.ProfileUpdate, got {type(item).__name__}"
-                )
+        for position, item in enumerate(items):
+            try:
+                if isinstance(item, Event):
+                    if item.timestamp > latest:
+                        self._check_event(item, now, f"item #{position}: ")  # raises
+                    if item.name not in relevant:
+                        continue
+                    if item.name in STATEMENT_EVENTS:
+                        check_statement(registry.delivery.topics, item, f"item #{position}: ")
+                elif not isinstance(item, ProfileUpdate):
+                    raise InvalidEventError(
+                        f"item #{position}: expected a cjo.Event or cjo.ProfileUpdate, got "
+                        f"{type(item).__name__}"
+                    )
+            except InvalidEventError:
+                # Every item before the refused one is handled, none after it: the host
+                # resumes at the position the error names.
+                if chunk:
+                    self._handle_relevant(chunk, registry, builder)
+                raise
             chunk.append(item)
             if len(chunk) >= batch_size:
                 corrupt += self._handle_relevant(chunk, registry, builder)
@@ -1235,12 +1249,12 @@ class Engine:
         """Put the dead letter ``key`` (its idempotency key) back in the outbox, pending now
         with its attempts reset and the same idempotency key; ``dispatch_pending`` (the worker)
         sends it. False if there is no such dead letter."""
-        return self.storage.retry_dead_letter(key, self._now())
+        return self.storage.retry_dead_letter(_dead_letter_key(key), self._now())
 
     def discard_dead_letter(self, key: str) -> bool:
         """Give up on the dead letter ``key``: it leaves ``dead_letters()`` and is pruned like
         a delivered message. False if there is no such dead letter."""
-        return self.storage.discard_dead_letter(key, self._now())
+        return self.storage.discard_dead_letter(_dead_letter_key(key), self._now())
 
     def run_worker(
         self,
@@ -1262,6 +1276,7 @@ class Engine:
     def profile(self, customer_id: str) -> Profile | None:
         """The customer's profile (a copy); None for a customer never seen. The queries below
         raise ``CorruptRecordError`` for a record that cannot be decoded."""
+        _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         if state is None or state.profile is None:
             return None
@@ -1272,11 +1287,13 @@ class Engine:
     def enrollments(self, customer_id: str) -> list[Enrollment]:
         """The customer's active enrollments and the last ``keep_ended`` that ended, oldest
         entry first (copies)."""
+        _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         return [] if state is None else state.all_enrollments()
 
     def customer_state(self, customer_id: str) -> CustomerState | None:
         """The customer's whole record as last committed (a copy)."""
+        _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         return None if state is None else state.copy()
 
@@ -1691,3 +1708,17 @@ def _unknown_journey(journey_id: str) -> UnknownJourneyError:
 
 def _check_customer_id(customer_id: object) -> None:
     check_id(customer_id, "customer_id")
+
+
+def _dead_letter_key(key: object) -> str:
+    """``key`` checked before the storage is asked: an adapter would otherwise answer False,
+    or fail in its driver's words, for what can never be a key."""
+    if not isinstance(key, str):
+        raise UsageError(
+            f"key must be a dead letter's idempotency key (a str), got {type(key).__name__} "
+            f"{key!r:.80}"
+        )
+    problem = text_problem(key)
+    if problem is not None:
+        raise UsageError(f"key must be a dead letter's idempotency key, got one that {problem}")
+    return key

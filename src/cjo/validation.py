@@ -25,7 +25,7 @@ import math
 import reprlib
 import zoneinfo
 from collections import Counter, deque
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeGuard, TypeVar, get_args
 
@@ -65,7 +65,7 @@ from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.offers import Offer
 from cjo.model.segments import Segment
 from cjo.model.shapes import Origin, shape_problems
-from cjo.model.steps import Send, Step
+from cjo.model.steps import Action, Send, Step
 from cjo.runtime.kinds import step_kind, trigger_kind
 from cjo.segments.history import HISTORY_CONDITION_TYPES, check_node, stream_of
 from cjo.segments.rules import ProfileRule
@@ -152,18 +152,22 @@ def validate_definitions(
     offers = {o.id: o for o in sound.offers}
     problems += duplicate_ids(listed)
     checker = _Checker(known, sound.content, channels, limits, actions, offers)
+
+    def renders(item: ContentItem) -> bool:
+        # A left-out block renders nothing known: what includes it is not rendered.
+        return not known.blocks.partial or not any(
+            known.blocks.unchecked(b) for b in blocks_used(item, blocks)
+        )
+
     for journey in sound.journeys:
         problems += _check_journey(journey, checker)
+        problems += _check_action_params(journey, renderer, renders)
     for segment in sound.segments:
         problems += _check_segment(segment, known.segments, limits)
     problems += _segment_cycles(sound.segments, limits)
     problems += _check_rules(sound.profile_rules, known.segments, limits)
     for item in sound.content:
-        # A left-out block renders nothing known: the items including it are not rendered.
-        rendered = not known.blocks.partial or not any(
-            known.blocks.unchecked(b) for b in blocks_used(item, blocks)
-        )
-        problems += _check_content(item, renderer, limits, channel_types, render=rendered)
+        problems += _check_content(item, renderer, limits, channel_types, render=renders(item))
     problems += [Problem(where, message) for where, message in block_problems(
         sound.blocks, sound.content, known=known.blocks
     )]
@@ -1328,6 +1332,40 @@ def _check_variant(
         problems += [Problem(where, message) for message in field_problems(ctype, variant.fields)]
     if not render:
         return problems
+    messages, data = _sample_problems(item, variant, renderer, "field")
+    problems += [Problem(where, message) for message in messages]
+    if data is not None:
+        bad = output_problem(ctype, renderer.render(item, variant, data))
+        if bad is not None:
+            problems.append(Problem(where, f"field {bad[0]!r} {bad[1]}"))
+    return problems
+
+
+def _check_action_params(
+    journey: Journey, renderer: Renderer, renders: Callable[[ContentItem], bool]
+) -> list[Problem]:
+    """An Action's params are templates rendered as content fields are: checked the same way
+    against a sample, so one that fails for every customer is refused rather than failing
+    every call."""
+    problems: list[Problem] = []
+    for step_id, step in journey.steps.items():
+        if not isinstance(step, Action) or not step.params:
+            continue
+        where = _step_location(journey, step_id)
+        if _text_problems(list(step.params.items()), where):
+            continue  # reported by the step's own checks
+        item, variant = step_kind(step).compile(step)
+        if renders(item):
+            messages, _ = _sample_problems(item, variant, renderer, "param")
+            problems += [Problem(where, message) for message in messages]
+    return problems
+
+
+def _sample_problems(
+    item: ContentItem, variant: Variant, renderer: Renderer, what: str
+) -> tuple[list[str], Mapping[str, Any] | None]:
+    """What is wrong with the variant's templates (each named as ``what`` and its name), and
+    the sample they rendered on when none failed (None when one did)."""
     # Rendered against a sample: a template that does not parse, uses an unknown filter or a
     # variable the sample lacks, or hits a template limit, is refused here rather than failing
     # every send.
@@ -1350,19 +1388,16 @@ def _check_variant(
                       if e.field is not None and _renders(renderer, item, variant, e.field,
                                                           numbers)}
             errors = [e for e in errors if e.field not in passed]
+    messages = []
     for error in errors:
         if isinstance(error, RenderLimitError):
-            message = f"field {error.field!r} is over a template limit: {error.reason}"
+            message = f"{what} {error.field!r} is over a template limit: {error.reason}"
         elif isinstance(error.__cause__, LiquidSyntaxError):
-            message = f"field {error.field!r} is not a valid Liquid template: {error.reason}"
+            message = f"{what} {error.field!r} is not a valid Liquid template: {error.reason}"
         else:
-            message = f"field {error.field!r} does not render on the sample: {error.reason}"
-        problems.append(Problem(where, message))
-    if not found:
-        bad = output_problem(ctype, renderer.render(item, variant, data))
-        if bad is not None:
-            problems.append(Problem(where, f"field {bad[0]!r} {bad[1]}"))
-    return problems
+            message = f"{what} {error.field!r} does not render on the sample: {error.reason}"
+        messages.append(message)
+    return messages, None if found else data
 
 
 def _renders(

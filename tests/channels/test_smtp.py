@@ -300,8 +300,12 @@ def test_construction_checks_its_arguments() -> None:
     ({"timeout": float("nan")}, "timeout must be a positive number of seconds"),
     ({"host": ""}, "host must be a server name or address"),
     ({"from_address": None}, "from_address must be an email address"),
+    ({"from_name": 5}, "from_name must be a str \\(or None\\), got 5"),
+    ({"ssl_context": True}, "ssl_context must be an ssl.SSLContext \\(or None\\), got True"),
+    ({"message_id_domain": 5}, "message_id_domain must be a domain name \\(or None\\), got 5"),
+    ({"username": 5, "password": "p"}, "username and password must be str, got int and str"),
 ], ids=["port str", "port range", "negative timeout", "zero timeout", "nan timeout", "host",
-        "from_address None"])
+        "from_address None", "from_name", "ssl_context", "message_id_domain", "username"])
 def test_settings_every_message_would_fail_on_are_refused_when_built(
     options: dict[str, Any], message: str
 ) -> None:

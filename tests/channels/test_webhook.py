@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -186,6 +187,27 @@ def test_construction_checks_its_arguments() -> None:
         WebhookChannel("https://x.example", "")
     with pytest.raises(UsageError, match="timeout"):
         WebhookChannel("https://x.example", SECRET, timeout=0)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"url": 5}, "webhook url must be an http:// or https:// URL, got 5"),
+    ({"url": "https://"}, "webhook url must name a host, got 'https://'"),
+    ({"secret": 5}, "webhook secret must be a str or bytes, got int"),
+    ({"timeout": "3"}, "timeout must be a positive number of seconds, got '3'"),
+    ({"timeout": float("nan")}, "timeout must be a positive number of seconds, got nan"),
+    ({"headers": 5}, "headers must be a mapping of header names to str values, got 5"),
+    ({"headers": {"X-Key": 5}}, "headers must be a mapping of header names to str values"),
+    ({"clock": 5}, "clock must be a cjo Clock, got 5"),
+], ids=["url int", "url without host", "secret int", "timeout str", "timeout nan",
+        "headers int", "header value int", "clock"])
+def test_construction_refuses_what_would_fail_every_send(
+    options: dict[str, Any], message: str
+) -> None:
+    # As SmtpChannel does: checked once here rather than failing every message, each retried
+    # as a transient failure until it became a dead letter.
+    arguments: dict[str, Any] = {"url": "https://x.example/hook", "secret": SECRET, **options}
+    with pytest.raises(UsageError, match=re.escape(message)):
+        WebhookChannel(arguments.pop("url"), arguments.pop("secret"), **arguments)
 
 
 def test_without_httpx_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

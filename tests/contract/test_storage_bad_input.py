@@ -29,10 +29,8 @@ from cjo import (
     Variant,
     Wait,
 )
-from cjo.channels.base import Message
 from cjo.clock import ensure_aware
-from cjo.errors import ClockError, StorageError, UsageError
-from cjo.runtime.state import CustomerState
+from cjo.errors import ClockError, InvalidEventError, StorageError, UsageError
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
@@ -130,22 +128,6 @@ def test_a_naive_clock_raises_clock_error_and_leaves_nothing_held(storage: Stora
     assert state is not None
     assert state.profile is not None
     assert state.profile.attributes == {"a": 1}
-
-
-@pytest.mark.parametrize("channels", ["email", ["email", 3], 3])
-def test_a_channel_filter_that_is_not_a_collection_of_names_is_refused(
-    storage: Storage, channels: Any
-) -> None:
-    message = Message(idempotency_key="k", customer_id="ann", channel="email",
-                      content_id="note", fields={"subject": "S"}, journey_id="j",
-                      journey_version=1, step_id="m", enrollment_id="j:ann:1", created_at=T0)
-    with storage.customer("ann", T0) as session:
-        session.save(CustomerState("ann", T0), [message], ())
-    later = T0 + HOUR
-    with pytest.raises(UsageError, match="channel"):
-        storage.claim_outbox(later, 10, HOUR, channels=channels)
-    # Nothing was claimed: the message is there for a claim of its channel.
-    assert storage.claim_outbox(later, 10, HOUR, channels=["email"]) == [message]
 
 
 def test_a_naive_clock_leaves_another_sqlite_connection_free(tmp_path: Path) -> None:
@@ -307,3 +289,30 @@ def test_postgres_pool_options_are_refused_before_connecting(
     arguments: dict[str, Any] = {"dsn": "postgresql://nobody@127.0.0.1:1/none", **options}
     with pytest.raises(UsageError, match=message):  # at once: no pool tries to connect
         postgres.PostgresStorage(arguments.pop("dsn"), **arguments)
+
+
+# --- the arguments of the engine's queries -----------------------------------------------------
+
+
+@pytest.mark.parametrize("customer_id", [5, None, "", "a\x00b", "x" * 300],
+                         ids=["int", "None", "empty", "NUL", "long"])
+@pytest.mark.parametrize("query", ["profile", "enrollments", "customer_state"])
+def test_a_customer_id_that_is_not_one_is_refused_alike_on_every_adapter(
+    storage: Storage, query: str, customer_id: object
+) -> None:
+    # Checked by the engine, before the storage is asked: an adapter would otherwise answer
+    # "never seen" or fail with its driver's words (PostgreSQL: "operator does not exist").
+    engine = _engine(storage)
+    with pytest.raises(InvalidEventError, match="customer_id"):
+        getattr(engine, query)(customer_id)
+
+
+@pytest.mark.parametrize("key", [5, None, ["k"], "k\x00"], ids=["int", "None", "list", "NUL"])
+@pytest.mark.parametrize("verb", ["retry_dead_letter", "discard_dead_letter"])
+def test_a_dead_letter_key_that_is_not_one_is_refused_alike_on_every_adapter(
+    storage: Storage, verb: str, key: object
+) -> None:
+    engine = _engine(storage)
+    with pytest.raises(UsageError, match="key must be"):
+        getattr(engine, verb)(key)
+    assert getattr(engine, verb)("no such key") is False

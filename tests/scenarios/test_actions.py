@@ -114,6 +114,37 @@ def test_an_unregistered_action_is_refused_at_publish() -> None:
         Engine().publish(journeys=[_journey()])
 
 
+@pytest.mark.parametrize(("template", "message"), [
+    ("{{ event.topic", "param 'subject' is not a valid Liquid template"),
+    ("{{ event.topic | no_such_filter }}", "param 'subject' does not render on the sample"),
+    ("{% for i in (1..100000) %}x{% endfor %}", "param 'subject' is over a template limit"),
+], ids=["syntax", "unknown filter", "limit"])
+def test_params_that_fail_for_every_customer_are_refused_at_publish(
+    template: str, message: str
+) -> None:
+    # As content templates are: rendered against a sample at publish, not failing every call.
+    engine = Engine(actions={"open_ticket": Desk()})
+    journey = Journey(id="vip_care", trigger=EventTrigger("complained"), entry="ticket",
+                      steps={"ticket": Action("open_ticket", {"subject": template})})
+    with pytest.raises(DefinitionError) as raised:
+        engine.publish(journeys=[journey])
+    assert [(p.location, message in p.message) for p in raised.value.problems] == [
+        ("journey 'vip_care' v1 / step 'ticket'", True)]
+    assert engine.generation == 0
+
+
+def test_params_reading_what_a_sample_cannot_know_still_publish() -> None:
+    # Undefined variables and values of unknown shape are the call's data, not the template's
+    # fault: the derived sample refuses only what fails for everyone.
+    journey = Journey(id="vip_care", trigger=EventTrigger("complained"), entry="ticket",
+                      steps={"ticket": Action("open_ticket", {
+                          "subject": "{{ profile.name }} {{ context.received.paid.total }}",
+                          "items": "{% for i in event.items %}{{ i.sku }}{% endfor %}",
+                          "big": "{% if event.total > 50 %}big{% endif %}",
+                      })})
+    assert Engine(actions={"open_ticket": Desk()}).publish(journeys=[journey]) == 1
+
+
 def test_the_call_whose_delivery_ends_the_enrollment_reports_the_end() -> None:
     desk = Desk(failures=1, permanent=True)
     engine, _ = _engine(desk, "exit")

@@ -391,3 +391,29 @@ def test_a_time_zone_that_is_not_one_is_refused_not_replaced_by_the_default(zone
     assert engine.profile("c1") is None  # nothing stored
     engine.identify("c1", timezone="Europe/Paris")
     assert engine.profile("c1") == Profile("c1", {}, "Europe/Paris")
+
+
+# --- a refused item in a stream ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ("junk", "item #2: expected a cjo.Event or cjo.ProfileUpdate, got str"),
+    (Event("c3", "x", T0 + DAY, event_id="late"), "item #2: event 'late' is stamped"),
+    (Event("c3", "unsubscribed", T0, {"topic": "typo"}, "u1"), "item #2: topic 'typo' is not"),
+], ids=["not an event", "stamped ahead", "undeclared topic"])
+def test_handle_events_names_the_refused_item_and_handles_every_item_before_it(
+    storage: Storage, bad: object, message: str
+) -> None:
+    engine = _engine(storage)
+    engine.publish(topics=[Topic("news")])
+    items = [Event("c1", "x", T0, event_id="e1"), ProfileUpdate("c2", {"a": 1}), bad,
+             Event("c4", "x", T0, event_id="e4")]
+    with pytest.raises(InvalidEventError, match=message):
+        engine.handle_events(items, batch_size=500)  # all in one group
+    assert [e.journey_id for e in engine.enrollments("c1")] == ["j"]
+    assert engine.profile("c2") == Profile("c2", {"a": 1})
+    assert engine.customer_state("c3") is None
+    assert engine.customer_state("c4") is None
+    # The consumer resumes at the refused item, set aside: nothing is handled twice.
+    outcome = engine.handle_events(items[3:])
+    assert [e.customer_id for e in outcome.entered] == ["c4"]

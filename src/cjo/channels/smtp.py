@@ -91,6 +91,23 @@ class SmtpChannel(Channel):
             raise UsageError(f"from_address {from_address!r} is not an email address")
         if (username is None) != (password is None):
             raise UsageError("give both username and password, or neither")
+        if username is not None and not (isinstance(username, str) and isinstance(password, str)):
+            raise UsageError(
+                "username and password must be str, got "
+                f"{type(username).__name__} and {type(password).__name__}"
+            )
+        if from_name is not None and not isinstance(from_name, str):
+            raise UsageError(f"from_name must be a str (or None), got {from_name!r:.80}")
+        if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
+            raise UsageError(
+                f"ssl_context must be an ssl.SSLContext (or None), got {ssl_context!r:.80}"
+            )
+        if message_id_domain is not None and (
+            not isinstance(message_id_domain, str) or not message_id_domain.strip()
+        ):
+            raise UsageError(
+                f"message_id_domain must be a domain name (or None), got {message_id_domain!r:.80}"
+            )
         self.host = host
         self.port = port if port is not None else _DEFAULT_PORTS[security]
         self.security: SmtpSecurity = security

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -120,12 +121,37 @@ class WebhookChannel(Channel):
         clock: Clock | None = None,
     ) -> None:
         httpx_module = _httpx()
+        # Checked here: a bad setting would otherwise fail every message, each retried as a
+        # transient failure until it became a dead letter.
+        if not isinstance(url, str):
+            raise UsageError(f"webhook url must be an http:// or https:// URL, got {url!r:.80}")
         if not url.startswith(("http://", "https://")):
             raise UsageError(f"webhook url must start with http:// or https://, got {url!r}")
+        try:
+            host = httpx_module.URL(url).host
+        except httpx_module.InvalidURL as exc:
+            raise UsageError(f"webhook url {url!r} is not a URL: {exc}") from exc
+        if not host:
+            raise UsageError(f"webhook url must name a host, got {url!r}")
+        if not isinstance(secret, str | bytes):
+            raise UsageError(
+                f"webhook secret must be a str or bytes, got {type(secret).__name__}"
+            )
         if not secret:
             raise UsageError("webhook secret must not be empty")
-        if timeout <= 0:
-            raise UsageError(f"timeout must be > 0, got {timeout}")
+        if (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
+            raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if headers is not None and (not isinstance(headers, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        )):
+            raise UsageError(
+                f"headers must be a mapping of header names to str values, got {headers!r:.80}"
+            )
+        if clock is not None and not callable(getattr(clock, "now", None)):
+            raise UsageError(f"clock must be a cjo Clock, got {clock!r:.80}")
         self.url = url
         self._secret = secret
         self.timeout = timeout

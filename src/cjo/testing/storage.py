@@ -26,7 +26,7 @@ from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
 from cjo.channels.contract import ChannelContract
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
-from cjo.errors import ClockError, ConflictError, CorruptRecordError, StorageError
+from cjo.errors import ClockError, ConflictError, CorruptRecordError, StorageError, UsageError
 from cjo.model.content import ContentItem, Variant
 from cjo.model.events import Event, Profile
 from cjo.model.journey import ExitCriterion, Goal, Journey
@@ -1084,6 +1084,19 @@ class StorageContract:
             e1, s1, p1, s2, e2
         ]
         assert storage.claim_outbox(now + 2 * MINUTE, 10, MINUTE, channels=[]) == []
+
+    @pytest.mark.parametrize("channels", ["sms", ["sms", 3], 3], ids=["str", "not a name", "int"])
+    def test_claim_outbox_refuses_channels_that_are_not_names(
+        self, storage: Storage, channels: Any
+    ) -> None:
+        # A str would be read as its letters (channels "s" and "m"): channel_filter refuses it.
+        _e1, s1, _p1, s2, _e2 = self._messages_of_channels(storage)
+        now = T0 + 3 * TICK + storage.dispatch_lease
+        with pytest.raises(UsageError, match="channel"):
+            storage.claim_outbox(now, 10, MINUTE, channels=channels)
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["sms"]) == [s1, s2], (
+            "a refused claim leased nothing"
+        )
 
     def test_claim_outbox_of_channels_keeps_retries_and_releases(self, storage: Storage) -> None:
         e1, s1, _p1, s2, e2 = self._messages_of_channels(storage)
