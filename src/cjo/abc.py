@@ -36,7 +36,7 @@ from cjo.storage.base import (
     channel_filter,
     membership_changes,
 )
-from cjo.storage.codec import decode_state, encode_state
+from cjo.storage.codec import decode_message, decode_state, encode_message, encode_state
 from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
     SCHEDULE_CLAIM_END,
@@ -77,7 +77,9 @@ __all__ = [
     "channel_filter",
     "counted_detail",
     "counted_detail_sql",
+    "decode_message",
     "decode_state",
+    "encode_message",
     "encode_state",
     "ensure_aware",
     "erased_detail",

@@ -52,3 +52,28 @@ def test_the_adapter_surface_exports_what_its_module_defines():
 
     assert len(set(cjo.abc.__all__)) == len(cjo.abc.__all__)
     assert _public_names(cjo.abc) == set(cjo.abc.__all__)
+
+
+def test_the_adapter_surface_encodes_outbox_messages() -> None:
+    # A durable adapter stores outbox messages as text: cjo.abc has the codec, as for records.
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from cjo.abc import Message, decode_message, encode_message
+    from cjo.errors import StorageError
+
+    message = Message(
+        "e1:s:1", "ann", "email", "welcome", {"subject": "Hi Ann", "text": "é ✓"}, "welcome", 2,
+        "s", "e1", datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC), transactional=True,
+        locale="fr", recipient={"email": "ann@example.com", "age": 41, "tags": ["a", "b"]},
+        content_version=3, variant="b", offer_id="spring",
+    )
+    text = encode_message(message)
+    assert isinstance(text, str)
+    assert decode_message(text) == message
+    assert decode_message(text.encode()) == message
+    broken = Message("k", "ann", "email", "c", {}, "j", 1, "s", "e",
+                     message.created_at, recipient={"score": float("nan")})
+    with pytest.raises(StorageError, match="score"):
+        encode_message(broken)

@@ -61,14 +61,15 @@ from cjo.serialization import converter
 __all__ = [
     "UPGRADES",
     "decode",
+    "decode_message",
     "decode_state",
     "dt",
     "encode",
+    "encode_message",
     "encode_state",
     "enrolled_page",
     "has_enrollment",
     "journey_needles",
-    "message_from_json",
     "split_extra",
     "us",
 ]
@@ -267,7 +268,14 @@ def decode(text: str | bytes, cls: type[T]) -> T:
     return converter.structure(json.loads(text), cls)
 
 
-def message_from_json(text: str | bytes) -> Message:
+def encode_message(message: Message) -> str:
+    """An outbox message as compact JSON text (``decode_message`` reads it back);
+    ``StorageError`` naming where, if it holds a value JSON cannot hold."""
+    return encode(message)
+
+
+def decode_message(text: str | bytes) -> Message:
+    """A message from ``encode_message``'s text."""
     return decode(text, Message)
 
 

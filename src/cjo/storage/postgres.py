@@ -82,12 +82,12 @@ from cjo.storage.base import (
     membership_changes,
 )
 from cjo.storage.codec import (
+    decode_message,
     decode_state,
-    encode,
+    encode_message,
     encode_state,
     enrolled_page,
     journey_needles,
-    message_from_json,
 )
 from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
@@ -716,7 +716,7 @@ class _Session(CustomerSession):
         outbox = txn.outbox
         for m in messages:
             if m.idempotency_key not in outbox:  # the first message with a key wins
-                outbox[m.idempotency_key] = (m.idempotency_key, m.customer_id, encode(m))
+                outbox[m.idempotency_key] = (m.idempotency_key, m.customer_id, encode_message(m))
 
     def set_aside(self, reason: str) -> None:
         txn = self._txn
@@ -1021,7 +1021,7 @@ class PostgresStorage(Storage):
                 self._q["claim_outbox" if wanted is None else "claim_outbox_of"], params
             ).fetchall()
         rows.sort(key=lambda r: r[0])
-        return [message_from_json(data) for _, data in rows]
+        return [decode_message(data) for _, data in rows]
 
     @_translating
     def pending_by_channel(self) -> dict[str, int]:
@@ -1074,7 +1074,7 @@ class PostgresStorage(Storage):
         if row is None:
             return None
         data, status, attempts, available_at, last_error = row
-        return OutboxEntry(message_from_json(data), status, attempts, _utc(available_at),
+        return OutboxEntry(decode_message(data), status, attempts, _utc(available_at),
                            last_error)
 
     @_translating
@@ -1082,7 +1082,7 @@ class PostgresStorage(Storage):
         with self._pool.connection() as conn:
             rows = conn.execute(self._q["customer_outbox"], [customer_id]).fetchall()
         return [
-            OutboxEntry(message_from_json(data), status, attempts, _utc(available_at),
+            OutboxEntry(decode_message(data), status, attempts, _utc(available_at),
                         last_error)
             for data, status, attempts, available_at, last_error in rows
         ]
@@ -1114,7 +1114,7 @@ class PostgresStorage(Storage):
         with self._pool.connection() as conn:
             rows = conn.execute(query, params).fetchall()
         return [
-            DeadLetter(message_from_json(data), attempts, error, _utc(dead_at))
+            DeadLetter(decode_message(data), attempts, error, _utc(dead_at))
             for data, attempts, error, dead_at in rows
         ]
 

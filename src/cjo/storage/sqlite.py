@@ -54,13 +54,13 @@ from cjo.storage.base import (
 from cjo.storage.codec import (
     activity_from_row,
     activity_row,
+    decode_message,
     decode_state,
     dt,
-    encode,
+    encode_message,
     encode_state,
     enrolled_page,
     journey_needles,
-    message_from_json,
     us,
     value_dumps,
 )
@@ -843,7 +843,7 @@ class _Session(CustomerSession):
             for m in messages:
                 key = m.idempotency_key
                 if key not in buffered:
-                    buffered[key] = (key, m.customer_id, now_us, available_us, encode(m))
+                    buffered[key] = (key, m.customer_id, now_us, available_us, encode_message(m))
         if activities:
             txn.activities += [activity_row(a) for a in activities]
 
@@ -1194,7 +1194,7 @@ class SQLiteStorage(Storage):
                 args if wanted is None else (*args, value_dumps(list(wanted))),
             ).fetchall()
         rows.sort(key=lambda r: (r[0], r[1]))  # RETURNING keeps no order
-        return [message_from_json(data) for _, _, data in rows]
+        return [decode_message(data) for _, _, data in rows]
 
     @_Translated("pending_by_channel")
     def pending_by_channel(self) -> dict[str, int]:
@@ -1233,14 +1233,14 @@ class SQLiteStorage(Storage):
             return None
         data, status, attempts, available, error = row
         status_: OutboxStatus = status
-        return OutboxEntry(message_from_json(data), status_, attempts, dt(available), error)
+        return OutboxEntry(decode_message(data), status_, attempts, dt(available), error)
 
     @_Translated("customer_outbox")
     def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
         with self._lock:
             rows = self._connection().execute(_CUSTOMER_OUTBOX, (customer_id,)).fetchall()
         return [
-            OutboxEntry(message_from_json(data), status, attempts, dt(available), error)
+            OutboxEntry(decode_message(data), status, attempts, dt(available), error)
             for data, status, attempts, available, error in rows
         ]
 
@@ -1272,7 +1272,7 @@ class SQLiteStorage(Storage):
         with self._lock:
             rows = self._connection().execute(sql, params).fetchall()
         return [
-            DeadLetter(message_from_json(data), attempts, error, dt(dead_at))
+            DeadLetter(decode_message(data), attempts, error, dt(dead_at))
             for data, attempts, error, dead_at in rows
         ]
 
