@@ -30,6 +30,7 @@ __all__ = [
     "MAX_INT",
     "MAX_MATCHED_TEXT",
     "MAX_PATTERN_LENGTH",
+    "MAX_TEXT",
     "MAX_TIMESTAMP",
     "MAX_VALUES",
     "MAX_VALUE_DEPTH",
@@ -50,6 +51,11 @@ MAX_VALUE_DEPTH: Final = 16
 #: Most values in one event's properties or one profile update's attributes, all levels
 #: together: bounds the work of checking and storing one record.
 MAX_VALUES: Final = 100_000
+
+#: Most characters of text in one event's properties or one profile update's attributes, names
+#: and values at all levels together: bounds what one record adds to every stored customer
+#: record and log (a 50 MB property would otherwise be stored, and read back at every load).
+MAX_TEXT: Final = 1_000_000
 
 #: Largest integer magnitude in a value: PostgreSQL ``bigint`` and SQLite's integers hold no more.
 MAX_INT: Final = 2**63 - 1

@@ -266,6 +266,25 @@ def test_a_property_dict_that_contains_itself_is_an_invalid_event_error() -> Non
         ProfileUpdate("c1", {"list": nested})
 
 
+def test_more_text_than_a_record_may_hold_is_an_invalid_event_error() -> None:
+    from cjo.limits import MAX_TEXT
+
+    # One 50 MB property, flat: what the fast path checks.
+    with pytest.raises(InvalidEventError, match=f"more than {MAX_TEXT} characters of text"):
+        Event("c1", "checkout", T0, {"note": "x" * 50_000_000})
+    # Names count too, and text spread over many values and levels.
+    many = {f"k{i:07d}" * 10: "y" * 100 for i in range(10_000)}
+    with pytest.raises(InvalidEventError, match="characters of text"):
+        Event("c1", "checkout", T0, many)
+    with pytest.raises(InvalidEventError, match=r"profile attribute 'a\[1\]': more than"):
+        ProfileUpdate("c1", {"a": [{"b": "z" * 600_000}, "\u00e9" * 600_000]})
+    # Up to the limit, all of it is kept.
+    name = "note"
+    kept = Event("c1", "checkout", T0, {name: "x" * (MAX_TEXT - len(name))})
+    assert len(kept.properties[name]) == MAX_TEXT - len(name)
+    assert ProfileUpdate("c1", {"a": ["\u00e9" * (MAX_TEXT - 1)]}).attributes["a"][0]
+
+
 def test_a_non_string_customer_id_is_an_invalid_event_error() -> None:
     with pytest.raises(InvalidEventError, match="customer_id must be a non-empty string"):
         Event(42, "checkout", T0)  # type: ignore[arg-type]

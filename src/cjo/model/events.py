@@ -13,7 +13,8 @@ Accepted values (event properties, profile attributes, and anything nested in th
 - timezone-aware ``datetime`` (stored as UTC, to the microsecond);
 - ``list`` (or ``tuple``, stored as a list) and ``dict`` with ``str`` keys of these, nested at
   most ``MAX_VALUE_DEPTH`` (16) levels, never containing themselves, and at most
-  ``MAX_VALUES`` (100,000) values in one event or profile update, all levels together.
+  ``MAX_VALUES`` (100,000) values in one event or profile update, all levels together, holding
+  at most ``MAX_TEXT`` (1,000,000) characters of text, names and values together.
 
 Subclasses of ``str``, ``int`` and ``float`` (such as ``enum.StrEnum`` members) are stored as
 the plain value. ``Decimal`` is refused (a JSON column cannot keep it a Decimal, so it would
@@ -42,6 +43,7 @@ from cjo.errors import InvalidEventError
 from cjo.limits import (
     MAX_ID_LENGTH,
     MAX_INT,
+    MAX_TEXT,
     MAX_TIMESTAMP,
     MAX_VALUE_DEPTH,
     MAX_VALUES,
@@ -184,14 +186,21 @@ class _RefusedError(Exception):
 
 
 class _Walk:
-    """The state of checking one value tree: how many values may still be visited, and which
-    containers are open on the current path (to refuse one that holds itself)."""
+    """The state of checking one value tree: how many values and characters of text may still
+    be visited, and which containers are open on the current path (to refuse one that holds
+    itself)."""
 
-    __slots__ = ("budget", "open")
+    __slots__ = ("budget", "open", "text")
 
     def __init__(self, root: object) -> None:
         self.budget = MAX_VALUES
+        self.text = MAX_TEXT
         self.open: set[int] = {id(root)}
+
+    def spend_text(self, text: str) -> None:
+        self.text -= len(text)
+        if self.text < 0:
+            raise _RefusedError(f": more than {MAX_TEXT} characters of text in one record")
 
 
 def check_value(value: object, where: str) -> object:
@@ -221,6 +230,7 @@ def _plain(value: object, depth: int, walk: _Walk) -> object:
         problem = text_problem(value)  # type: ignore[arg-type]
         if problem is not None:
             raise _RefusedError(f" {problem}")
+        walk.spend_text(value)  # type: ignore[arg-type]
         return value
     if kind is bool or value is None:
         return value
@@ -254,6 +264,7 @@ def _plain_container(
             # Plain ASCII keys, the common case, need no call.
             name = key if type(key) is str and key.isascii() and "\x00" not in key else _key(key)
             try:
+                walk.spend_text(name)
                 mapping[name] = _plain(item, depth + 1, walk)
             except _RefusedError as refused:
                 refused.keys.append(name)
@@ -320,11 +331,14 @@ def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]
     if type(value) is dict and len(value) <= MAX_VALUES:
         # The common case, a flat dict of plain strings and numbers, is checked in this loop
         # without a call per item and returned as is; anything else takes the general path.
+        text = 0
         for key, item in value.items():
             if type(key) is not str or not key.isascii() or "\x00" in key:
                 break
+            text += len(key)
             kind = type(item)
             if kind is str:
+                text += len(item)
                 if not item.isascii() or "\x00" in item:
                     break
             elif kind is int:
@@ -336,7 +350,8 @@ def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]
             elif item is not None and kind is not bool:
                 break
         else:
-            return value
+            if text <= MAX_TEXT:
+                return value
     if value is None:
         return {}
     if not isinstance(value, Mapping):
@@ -351,6 +366,7 @@ def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]
         except _RefusedError as refused:
             raise refused.error(plural) from None
         try:
+            walk.spend_text(name)
             out[name] = _plain(item, 0, walk)
         except _RefusedError as refused:
             refused.keys.append(name)
