@@ -97,6 +97,7 @@ class WebhookReceiver:
 
         self.secret = secret
         self.mode = "ok"
+        self.refusal = b"no thanks"  # the body of an answer other than "ok"
         self.slow_seconds = slow_seconds
         self.requests: list[tuple[dict[str, str], bytes]] = []  # every request that arrived
         self.accepted: list[tuple[dict[str, str], bytes]] = []  # delivered, once per key
@@ -121,7 +122,7 @@ class WebhookReceiver:
                     self._answer(401, b"bad signature")
                     return
                 if mode != "ok":
-                    self._answer(int(mode), b"no thanks")
+                    self._answer(int(mode), receiver.refusal)
                     return
                 key = headers.get("idempotency-key")
                 if key not in {h.get("idempotency-key") for h, _ in receiver.accepted}:

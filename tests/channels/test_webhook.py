@@ -154,6 +154,15 @@ def test_http_status_classification(
     assert hook.accepted == []
 
 
+def test_a_refusal_says_what_the_endpoint_answered_and_nothing_when_it_said_nothing(
+    channel: WebhookChannel, hook: WebhookReceiver,
+) -> None:
+    hook.mode = "400"
+    assert channel.send(message()).error == f"HTTP 400 from {hook.url}: no thanks"
+    hook.refusal = b"  "
+    assert channel.send(message()).error == f"HTTP 400 from {hook.url}"
+
+
 def test_a_timeout_is_transient(hook: WebhookReceiver) -> None:
     hook.mode = "slow"
     with WebhookChannel(hook.url, SECRET, timeout=0.2) as channel:

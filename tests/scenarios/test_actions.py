@@ -109,6 +109,25 @@ def test_exit_ends_the_enrollment_when_the_action_finally_fails(permanent: bool)
     assert (ended.status, ended.end_reason) == ("exited", "action open_ticket failed")
 
 
+def test_an_action_returning_something_else_is_retried_and_named_in_the_error() -> None:
+    calls: list[Message] = []
+
+    def confused(call: Message) -> DeliveryResult | None:
+        calls.append(call)
+        return "ok"  # type: ignore[return-value]
+
+    clock = ManualClock(T0)
+    engine = Engine(clock=clock, actions={"open_ticket": confused},
+                    retry_backoff=timedelta(minutes=1), max_delivery_attempts=2)
+    engine.publish(journeys=[_journey("skip")])
+    engine.identify("ann", {"name": "Ann"})
+    engine.handle_event(Event("ann", "complained", T0, {"topic": "x"}, "e1"))
+    _retry_until_done(engine, clock)
+    [dead] = engine.dead_letters()
+    assert dead.last_error == "action 'open_ticket' returned 'ok', not None or a DeliveryResult"
+    assert len(calls) == 1  # skip: given up at the first failure
+
+
 def test_an_unregistered_action_is_refused_at_publish() -> None:
     with pytest.raises(DefinitionError, match="action 'open_ticket' is not registered"):
         Engine().publish(journeys=[_journey()])

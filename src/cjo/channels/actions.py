@@ -25,7 +25,14 @@ class _ActionChannel(Channel):
 
     def send(self, message: Message) -> DeliveryResult:
         result = self.function(message)
-        return DeliveryResult("delivered") if result is None else result
+        if result is None:
+            return DeliveryResult("delivered")
+        if not isinstance(result, DeliveryResult):
+            # Transient, as for a channel: a bug in the host's function must not lose the call.
+            return DeliveryResult.transient(
+                f"action {self.name!r} returned {result!r:.200}, not None or a DeliveryResult"
+            )
+        return result
 
 
 def action_channels(actions: Mapping[str, ActionFunction]) -> dict[str, Channel]:

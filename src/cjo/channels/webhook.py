@@ -184,7 +184,8 @@ class WebhookChannel(Channel):
         code = response.status_code
         if 200 <= code < 300:
             return DeliveryResult("delivered", provider_id=response.headers.get("X-Request-Id"))
-        error = f"HTTP {code} from {self.url}: {response.text[:200]}"
+        said = response.text[:200].strip()
+        error = f"HTTP {code} from {self.url}" + (f": {said}" if said else "")
         if code >= 500 or code in _TRANSIENT_CODES:
             return DeliveryResult.transient(error)
         # The endpoint is the host's: only 410 Gone says the customer cannot be reached.
