@@ -4,14 +4,18 @@
 transaction (``Engine.identify(..., anonymous_id=...)`` opens it), without I/O:
 
 - profile: the known customer's attribute values win on conflict; the known time zone and
-  locale win, the anonymous ones fill a gap;
+  locale win, the anonymous ones fill a gap. What the anonymous profile fills in is not a
+  change of an attribute: attribute triggers saw it change on the anonymous record;
 - enrollments: an active enrollment of the anonymous customer in a journey instance (journey
   and instance key) the known one is not in moves over as it is (same id, so the idempotency
   keys of its sends are the same and a step already sent is never sent again; its wake-up is
-  kept); where both are in the instance, the known one's continues and the anonymous one ends
-  as ``merged``. The rules across journeys then hold in the merged record: of two journeys of
-  an exclusive group, and beyond ``max_concurrent_journeys``, the lower-priority journey's
-  enrollments (either customer's) end as ``merged``;
+  kept), unless the journey's re-entry rule would not have let the known customer in at the
+  instant it began (judged on their own entry history): then it ends as ``merged``. Where
+  both are in the instance, the known one's continues, knowing the Send passes the anonymous
+  one made (``Enrollment.merged_passes``: it does not send them again), and the anonymous one
+  ends as ``merged``. The rules across journeys then hold in the merged record: of two
+  journeys of an exclusive group, and beyond ``max_concurrent_journeys``, the lower-priority
+  journey's enrollments (either customer's) end as ``merged``;
 - entry histories, offer counts, the send ledger and the kept ended enrollments are combined;
 - tracks (event-history aggregates) are combined, then trimmed as the published conditions
   need; segment memberships are combined and evaluated again afterwards (``Engine`` does it);
@@ -33,8 +37,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from cjo.delivery.consent import set_consent
 from cjo.model.events import Profile
+from cjo.model.steps import Send
 from cjo.runtime.arbitration import kept_out
-from cjo.runtime.core import Decider
+from cjo.runtime.core import Decider, reentry_allows
 from cjo.runtime.kinds.triggers import merge_quiet_spells
 from cjo.runtime.state import (
     NO_ENTRIES,
@@ -64,11 +69,12 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     memberships are left for the caller to evaluate again (the combined record may qualify for
     segments neither record was in, or leave some)."""
     k, a = known.state, anonymous.state
+    registry = known.registry
     # One enrollment per journey and instance key, as at entry: another cart moves over.
-    busy = {(e.journey_id, e.instance_key) for e in k.enrollments if e.active}
+    busy = {(e.journey_id, e.instance_key): e for e in k.enrollments if e.active}
     # Only what the anonymous record brings can break the rules across journeys.
     left_out = (
-        _left_out(known.registry, [*k.enrollments, *a.enrollments])
+        _left_out(registry, [*k.enrollments, *a.enrollments])
         if any(e.active for e in a.enrollments) else {}
     )
     # The anonymous customer's entries do not name the known one: erasing the known customer
@@ -84,8 +90,15 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         if e.journey_id in left_out:
             anonymous.end(e, MERGED, f"{merged}: {left_out[e.journey_id]}", now)
             continue
-        if (e.journey_id, e.instance_key) in busy:
+        going_on = busy.get((e.journey_id, e.instance_key))
+        if going_on is not None:
+            _carry_passes(registry, e, going_on)
             anonymous.end(e, MERGED, merged, now)
+            continue
+        # Judged on the known customer's own history: the anonymous one's comes in below.
+        refused = _reentry_refused(registry, k, e)
+        if refused is not None:
+            anonymous.end(e, MERGED, f"{merged}: {refused}", now)
             continue
         a.enrollments.remove(e)
         e.customer_id = k.customer_id
@@ -124,12 +137,51 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         ):
             k.timers[name] = at
     if a.profile is not None:
-        known.set_profile(merged_profile(k.customer_id, k.profile, a.profile))
+        # Not ``set_profile``: what the anonymous profile fills in is no change of the person's
+        # attributes (it changed, and attribute triggers saw it, on the anonymous record).
+        k.profile = merged_profile(k.customer_id, k.profile, a.profile)
     known.touch()
     empty = CustomerState(a.customer_id, a.created_at, a.revision)
     anonymous.state = empty
     anonymous.touch()
     return moved
+
+
+def _reentry_refused(registry: Registry, k: CustomerState, e: Enrollment) -> str | None:
+    """Why the known customer could not have entered the journey instance of the anonymous
+    enrollment ``e`` at the instant it began, by the re-entry rule of its version and their
+    own entry history (``reentry_allows``): moved over, it would take them through the journey
+    again. None: they could have."""
+    h = k.history.get((e.journey_id, e.instance_key))
+    cj = registry.journeys.get((e.journey_id, e.version)) or registry.latest.get(e.journey_id)
+    if h is None or cj is None:
+        return None
+    policy = cj.journey.reentry
+    if reentry_allows(policy, h, e.entered_at):
+        return None
+    rule = "duplicate guard" if policy.mode == "after_exit" else policy.mode
+    return f"the re-entry rule ({rule}) keeps the known customer out"
+
+
+def _carry_passes(registry: Registry, ended: Enrollment, going_on: Enrollment) -> None:
+    """Let ``going_on`` (the known customer's enrollment) know the passes of Send steps that
+    ``ended`` (the anonymous one's, in the same journey instance) made: it does not make them
+    again (``Decider.send``). A pass of the Send ``ended`` waits on (deferred by a delivery
+    rule, or a render to retry) was not made: its message has not gone out."""
+    cj = registry.journeys.get((ended.journey_id, ended.version))
+    made = dict(ended.visits)
+    if ended.step_id in made:
+        made[ended.step_id] -= 1
+    passes = dict(going_on.merged_passes or {})
+    for source in (made, ended.merged_passes or {}):
+        for step_id, n in source.items():
+            # Steps of a version this process does not know are all kept: only a Send reads them.
+            if n > passes.get(step_id, 0) and (
+                cj is None or (step_id in cj.steps and isinstance(cj.steps[step_id].step, Send))
+            ):
+                passes[step_id] = n
+    if passes:
+        going_on.merged_passes = passes
 
 
 def _left_out(registry: Registry, enrollments: Iterable[Enrollment]) -> dict[str, str]:

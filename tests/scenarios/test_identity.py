@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from cjo import (
+    AttributeTrigger,
     ContentItem,
     Engine,
     Event,
@@ -149,6 +150,152 @@ def test_entry_histories_combine_so_reentry_rules_see_both(storage_factory: Fact
     state = host.engine.customer_state("c1")
     assert state is not None
     assert state.history[("once", None)].count == 1
+
+
+# The known customer went through "once" (entered at T0, completed a day later); the anonymous
+# visitor entered it at T0 + 2 days and waits for its second send when the merge comes.
+_REENTRY_CASES = {
+    "never": (ReentryPolicy.never(), False),
+    "cooldown not over": (ReentryPolicy.after_cooldown(7 * DAY), False),
+    "cooldown over": (ReentryPolicy.after_cooldown(DAY), True),
+    "at most reached": (ReentryPolicy.at_most(1, per=30 * DAY), False),
+    "at most not reached": (ReentryPolicy.at_most(2, per=30 * DAY), True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_REENTRY_CASES))
+def test_an_enrollment_the_known_customer_may_not_re_enter_does_not_move_over(
+    storage_factory: Factory, case: str,
+) -> None:
+    policy, moves = _REENTRY_CASES[case]
+    host = Host(storage_factory, journeys=[_two_sends("once", "promo", DAY, reentry=policy)])
+    host.event("promo", "c1")
+    host.clock.advance(DAY)
+    host.engine.run_due()                           # c1 completes "once"
+    host.clock.advance(DAY)
+    host.event("promo", "anon-1")
+    host.clock.advance(HOUR)
+    outcome = host.engine.identify("c1", anonymous_id="anon-1")
+    if moves:
+        assert outcome.ended == ()
+        assert [e.journey_id for e in host.engine.enrollments("c1") if e.active] == ["once"]
+    else:
+        assert [(e.customer_id, e.status, e.reason) for e in outcome.ended] == [
+            ("anon-1", "merged",
+             f"merged into a known customer: the re-entry rule ({policy.mode}) keeps the "
+             "known customer out"),
+        ]
+        assert not [e for e in host.engine.enrollments("c1") if e.active]
+    host.clock.advance(2 * DAY)
+    host.engine.run_due()
+    expected = [("c1", "once", "first"), ("c1", "once", "second"), ("anon-1", "once", "first")]
+    assert host.sent() == expected + ([("c1", "once", "second")] if moves else [])
+    state = host.engine.customer_state("c1")
+    assert state is not None and state.history[("once", None)].count == 2
+    if not moves:
+        # The merged entry history keeps the rule: the cooldown runs from the merge.
+        host.event("promo", "c1")
+        assert not [e for e in host.engine.enrollments("c1") if e.active]
+
+
+def test_a_keyed_instance_the_known_customer_may_not_re_enter_does_not_move_over(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, journeys=[
+        _two_sends("cart", "carted", DAY, reentry=ReentryPolicy.never(instance_key="cart")),
+    ])
+    host.event("carted", "c1", cart="A")
+    host.clock.advance(2 * DAY)
+    host.engine.run_due()                           # c1's cart A completes
+    host.event("carted", "anon-1", cart="A")
+    host.event("carted", "anon-1", cart="B")
+    host.engine.identify("c1", anonymous_id="anon-1")
+    active = [(e.journey_id, e.instance_key) for e in host.engine.enrollments("c1") if e.active]
+    assert active == [("cart", "B")]                # cart B is new to c1: it moves over
+    host.clock.advance(2 * DAY)
+    host.engine.run_due()
+    assert [(c, step) for c, _j, step in host.sent()] == [
+        ("c1", "first"), ("c1", "second"), ("anon-1", "first"), ("anon-1", "first"),
+        ("c1", "second"),
+    ]
+
+
+def _three_sends(reentry: ReentryPolicy) -> Journey:
+    return Journey(
+        id="onboard", trigger=EventTrigger("started"), entry="a", reentry=reentry,
+        steps={"a": Send("note", "inbox", next="w1"), "w1": Wait(DAY, next="b"),
+               "b": Send("note", "inbox", next="w2"), "w2": Wait(DAY, next="c"),
+               "c": Send("note", "inbox")},
+    )
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_the_continuing_enrollment_does_not_send_a_step_the_merged_one_sent(
+    storage_factory: Factory, keyed: bool,
+) -> None:
+    reentry = ReentryPolicy.after_exit(instance_key="plan") if keyed else ReentryPolicy()
+    key = {"plan": "pro"} if keyed else {}
+    host = Host(storage_factory, journeys=[_three_sends(reentry)])
+    host.event("started", "anon-1", **key)
+    host.clock.advance(DAY)
+    host.engine.run_due()                           # anon-1 sends "b", waits before "c"
+    host.clock.advance(HOUR)
+    host.event("started", "c1", **key)              # c1 sends "a", waits before "b"
+    host.clock.advance(HOUR)
+    outcome = host.engine.identify("c1", anonymous_id="anon-1")
+    assert [(e.customer_id, e.status) for e in outcome.ended] == [("anon-1", "merged")]
+    for _ in range(3):
+        host.clock.advance(DAY)
+        host.engine.run_due()
+    assert host.sent() == [("anon-1", "onboard", "a"), ("anon-1", "onboard", "b"),
+                           ("c1", "onboard", "a"), ("c1", "onboard", "c")]
+    [enrollment] = host.engine.enrollments("c1")
+    assert enrollment.status == "completed"
+    skipped = [(a.customer_id, a.step_id, a.detail) for a in
+               host.engine.activities(T0, T0 + 10 * DAY) if a.kind == "send_skipped"]
+    assert skipped == [("c1", "b", "sent before a merge")]
+    journey = next(j for j in host.engine.definitions.journeys if j.id == "onboard")
+    report = journey_report(host.engine.storage, journey)
+    assert report.not_sent == {"sent before a merge": 1}
+    assert {row.step_id: row.not_sent for row in report.steps}["b"] == 1
+
+
+def test_a_merge_that_fills_an_attribute_does_not_fire_its_trigger_again(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, journeys=[Journey(
+        id="plan_changed", trigger=AttributeTrigger("plan", changed_to=("pro",)), entry="mail",
+        steps={"mail": Send("note", "inbox")},
+    )])
+    host.engine.identify("anon-1", {"plan": "pro"})     # the change, acted on once
+    host.engine.identify("c1", {"email": "c1@example.com"})
+    host.clock.advance(HOUR)
+    host.engine.identify("c1", anonymous_id="anon-1")
+    profile = host.engine.profile("c1")
+    assert profile is not None and profile.attributes["plan"] == "pro"
+    assert host.sent() == [("anon-1", "plan_changed", "mail")]
+    # The same value given with the merge is no change either; a change after it is one.
+    host.engine.identify("anon-2", {"plan": "pro"})
+    host.engine.identify("c1", {"plan": "pro"}, anonymous_id="anon-2")
+    host.engine.identify("c1", {"plan": "team"})
+    host.engine.identify("c1", {"plan": "pro"})
+    assert host.sent() == [("anon-1", "plan_changed", "mail"), ("anon-2", "plan_changed", "mail"),
+                           ("c1", "plan_changed", "mail")]
+
+
+def test_the_known_customers_own_change_given_with_the_merge_fires(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, journeys=[Journey(
+        id="plan_changed", trigger=AttributeTrigger("plan", changed_to=("pro",)), entry="mail",
+        steps={"mail": Send("note", "inbox")},
+    )])
+    host.engine.identify("c1", {"plan": "free"})
+    host.engine.identify("anon-1", {"plan": "pro"})
+    host.clock.advance(HOUR)
+    # The known value wins the merge (free), then the update changes it: a change of c1's plan.
+    host.engine.identify("c1", {"plan": "pro"}, anonymous_id="anon-1")
+    assert host.sent() == [("anon-1", "plan_changed", "mail"), ("c1", "plan_changed", "mail")]
 
 
 def test_event_histories_combine_and_memberships_are_evaluated_again(

@@ -202,7 +202,7 @@ def test_the_codec_knows_every_field_it_writes_in_an_enrollment() -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
     every = Enrollment(
         "e1", "j", 2, "c1", t, "s", t, "active", "k", t, t, None, None, t, "ev", {"a": 1},
-        {"s": 1}, {"split": "a"}, t, 2,
+        {"s": 1}, {"split": "a"}, t, 2, {"s": 1},
     )
     assert all(getattr(every, a.name) not in (None, {}, 0) or a.name in
                ("ended_at", "end_reason") for a in attrs.fields(Enrollment))

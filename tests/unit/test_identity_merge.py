@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from cjo.identity import merge_into, merged_profile
+from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Profile
-from cjo.runtime.core import Decider
+from cjo.model.journey import Journey, ReentryPolicy
+from cjo.model.steps import Send, Wait
+from cjo.runtime.core import Decider, reentry_allows
 from cjo.runtime.options import DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import (
@@ -144,3 +147,80 @@ def test_merged_profile_prefers_known_values_and_fills_gaps() -> None:
     known = Profile("c1", {"color": "blue"}, None, "fr")
     assert merged_profile("c1", known, anon) == Profile(
         "c1", {"color": "blue", "size": "M"}, "Europe/Paris", "fr")
+
+
+def _journey_registry(reentry: ReentryPolicy | None = None) -> Registry:
+    journey = Journey(
+        id="j1", entry="a", reentry=reentry or ReentryPolicy(),
+        steps={"a": Send("note", "inbox", next="w1"), "w1": Wait(H, next="b"),
+               "b": Send("note", "inbox", next="w2"), "w2": Wait(H, next="c"),
+               "c": Send("note", "inbox")},
+    )
+    note = ContentItem("note", variants=(Variant("inbox", {"text": "hi"}),))
+    return Registry.build(Definitions(journeys=[journey], content=[note]), 1)
+
+
+def test_the_continuing_enrollment_learns_the_send_passes_the_merged_one_made() -> None:
+    registry = _journey_registry()
+    known = CustomerState("c1", T0)
+    anon = CustomerState("a1", T0)
+    going_on = Enrollment("j1:c1:1", "j1", 1, "c1", T0 + H, "w1", visits={"a": 1, "w1": 1},
+                          merged_passes={"c": 1})
+    known.enrollments = [going_on]
+    # Waiting on "b" (a deferred send): that pass has not gone out; "a" went out twice (a loop).
+    anon.enrollments = [Enrollment("j1:a1:1", "j1", 1, "a1", T0, "b",
+                                   visits={"a": 2, "w1": 2, "b": 1}, merged_passes={"c": 2})]
+    k, a = Decider(registry, known), Decider(registry, anon)
+    assert merge_into(k, a, T0 + 2 * H) == []
+    assert going_on.merged_passes == {"a": 2, "c": 2}
+    assert going_on.visits == {"a": 1, "w1": 1}  # its own, untouched
+    # Nothing of the kind: no container at all, as for every enrollment never merged.
+    other = Enrollment("j1:c2:1", "j1", 1, "c2", T0 + H, "w1", visits={"a": 1, "w1": 1})
+    known2, anon2 = CustomerState("c2", T0), CustomerState("a2", T0)
+    known2.enrollments = [other]
+    anon2.enrollments = [Enrollment("j1:a2:1", "j1", 1, "a2", T0, "a", visits={"a": 1})]
+    merge_into(Decider(registry, known2), Decider(registry, anon2), T0 + 2 * H)
+    assert other.merged_passes is None
+
+
+def test_an_anonymous_enrollment_is_judged_by_the_known_history_at_its_entry() -> None:
+    def moved(policy: ReentryPolicy, history: EntryHistory, entered: datetime) -> bool:
+        known = CustomerState("c1", T0 - 100 * H)
+        anon = CustomerState("a1", T0 - 100 * H)
+        known.history = {("j1", None): history}
+        anon.enrollments = [Enrollment("j1:a1:1", "j1", 1, "a1", entered, "w1")]
+        registry = _journey_registry(policy)
+        return merge_into(Decider(registry, known), Decider(registry, anon), T0) == ["j1:a1:1"]
+
+    never, day = ReentryPolicy.never(), 24 * H
+    assert moved(never, EntryHistory.of(0), T0 - H)
+    assert not moved(never, EntryHistory.of(1), T0 - H)
+    cooldown = ReentryPolicy.after_cooldown(day)
+    assert moved(cooldown, EntryHistory.of(1, (), T0 - 30 * H), T0 - 6 * H)
+    assert not moved(cooldown, EntryHistory.of(1, (), T0 - 20 * H), T0 - 6 * H)
+    # The known customer's enrollment ended after the anonymous one began: it ran meanwhile.
+    assert not moved(cooldown, EntryHistory.of(1, (), T0 - 2 * H), T0 - 6 * H)
+    at_most = ReentryPolicy.at_most(2, per=10 * H)
+    assert moved(at_most, EntryHistory.of(2, (T0 - 30 * H, T0 - 12 * H)), T0 - 6 * H)
+    assert not moved(at_most, EntryHistory.of(2, (T0 - 9 * H, T0 - 8 * H)), T0 - 6 * H)
+    # Entries after the anonymous one's count too, by every window holding it.
+    assert not moved(at_most, EntryHistory.of(2, (T0 - 5 * H, T0 - 4 * H)), T0 - 6 * H)
+    assert moved(at_most, EntryHistory.of(2, (T0 - 15 * H, T0 - H)), T0 - 6 * H)
+    guarded = ReentryPolicy.after_exit(guard=H)
+    assert moved(guarded, EntryHistory.of(1, (T0 - 3 * H,)), T0 - 6 * H)
+    assert not moved(guarded, EntryHistory.of(1, (T0 - 6 * H + H / 2,)), T0 - 6 * H)
+
+
+def test_reentry_rules_with_entries_after_the_instant_judged() -> None:
+    at = T0
+    at_most = ReentryPolicy.at_most(2, per=10 * H)
+    # The window (T0 - 3 h, T0 + 7 h] holds both entries and T0; no window holds an entry
+    # 9 h before T0 and one 9 h after it.
+    assert not reentry_allows(at_most, EntryHistory.of(2, (at - 2 * H, at + 7 * H)), at)
+    assert reentry_allows(at_most, EntryHistory.of(2, (at - 9 * H, at + 9 * H)), at)
+    # Half-open, as everywhere: 10 h apart is not within one window.
+    assert reentry_allows(ReentryPolicy.at_most(1, per=10 * H), EntryHistory.of(1, (at + 10 * H,)),
+                          at)
+    assert not EntryHistory.of(1, (at + 2 * H,)).guards(H, at)
+    assert EntryHistory.of(1, (at + H / 2,)).guards(H, at)
+    assert EntryHistory.of(1, (at - H / 2,)).guards(H, at)

@@ -57,11 +57,17 @@ from cjo.timezones import customer_zone
 
 __all__ = [
     "DEFAULT_RECIPIENT_ATTRIBUTES",
+    "SENT_BEFORE_MERGE",
     "Decider",
     "enrollment_id_for",
     "new_state",
+    "reentry_allows",
     "split_fraction",
 ]
+
+#: Why a Send is skipped whose pass the anonymous customer's enrollment made before an identity
+#: merge ended it (``Enrollment.merged_passes``): the message went out then.
+SENT_BEFORE_MERGE = "sent before a merge"
 
 _EMPTY: Mapping[str, Any] = {}
 _NO_MESSAGES: Mapping[str, Message] = {}
@@ -741,28 +747,13 @@ class Decider:
             if e.journey_id == jid and e.instance_key == key:
                 return False
         policy: ReentryPolicy = cj.journey.reentry
-        guard = policy.guard
-        if policy.mode == "after_exit" and guard is None:
+        if policy.mode == "after_exit" and policy.guard is None:
             return True
         # The history is part of this record, kept current by every entry and end in this
         # transaction: an enrollment that ended a moment ago (a wake-up, an exit on the very
         # trigger event, an earlier item of the same group) counts at once.
         h = self.state.history.get((jid, key))
-        if h is None:
-            return True
-        # A trigger this soon after the last entry is taken for a duplicate of its trigger.
-        if guard is not None and h.guards(guard, now):
-            return False
-        if policy.mode == "after_exit":
-            return True
-        if policy.mode == "never":
-            return h.count == 0
-        if policy.mode == "after_cooldown":
-            cooldown = policy.cooldown or timedelta(0)
-            return h.last_ended_at is None or now - h.last_ended_at >= cooldown
-        window_start = now - (policy.per or timedelta(0))
-        recent = sum(1 for t in h.recent if t > window_start)
-        return recent < (policy.limit or 0)
+        return h is None or reentry_allows(policy, h, now)
 
     def _enter(
         self, cj: CompiledJourney, key: str | None, context: dict[str, Any],
@@ -902,6 +893,11 @@ class Decider:
                 if where(scope):
                     self.end(enrollment, "exited", criterion, at)
                     return False
+        merged = enrollment.merged_passes
+        if merged is not None and enrollment.visits.get(step_id, 0) <= merged.get(step_id, 0):
+            self.activity(enrollment, "send_skipped", SENT_BEFORE_MERGE, at,
+                          channel=step.channel, content_id=step.content)
+            return True
         registry = self.registry
         if not step.transactional:
             withheld = self.skipping
@@ -1216,6 +1212,39 @@ def _rank(offer: _Offer) -> tuple[int, str]:
     """Highest priority first, then journey id."""
     journey = offer.cj.journey
     return (-journey.priority, journey.id)
+
+
+def reentry_allows(policy: ReentryPolicy, h: EntryHistory, at: datetime) -> bool:
+    """Whether the re-entry rule ``policy`` lets a customer whose past entries (of the journey
+    instance) are ``h`` enter at ``at``; being in the instance already is checked apart.
+
+    ``h`` may hold entries after ``at``: an identity merge judges an anonymous enrollment by
+    the known customer's history at the instant it began (``cjo.identity``). Each rule then
+    holds for the entries on both sides of ``at``: ``never`` refuses any other entry, a
+    cooldown refuses an enrollment that ended after ``at`` (it ran then, or began since), and
+    ``at_most`` counts every rolling window that holds ``at``."""
+    guard = policy.guard
+    # A trigger this soon after the last entry is taken for a duplicate of its trigger.
+    if guard is not None and h.guards(guard, at):
+        return False
+    mode = policy.mode
+    if mode == "after_exit":
+        return True
+    if mode == "never":
+        return h.count == 0
+    if mode == "after_cooldown":
+        cooldown = policy.cooldown or timedelta(0)
+        return h.last_ended_at is None or at - h.last_ended_at >= cooldown
+    per, limit = policy.per or timedelta(0), policy.limit or 0
+    recent = h.recent
+    if not recent or recent[-1] <= at:  # every entry before ``at``: one window, ending there
+        window_start = at - per
+        return sum(1 for t in recent if t > window_start) < limit
+    times = sorted((*recent, at))
+    return all(
+        sum(1 for t in times if end - per < t <= end) <= limit
+        for end in times if at <= end < at + per
+    )
 
 
 def _forget_guarded(state: CustomerState, journey_id: str, guard: timedelta,

@@ -82,6 +82,11 @@ class Enrollment:
     held_at: datetime | None = None
     #: Render retries so far of the Send step it waits on (``on_render_error="retry"``).
     retries: int = 0
+    #: Per Send step, how many passes of it the enrollment an identity merge ended in its place
+    #: (the anonymous customer's, in the same journey instance) had made: this one does not
+    #: send those passes again (``Decider.send``). None for nearly every enrollment; replaced,
+    #: never changed in place, so copies share it.
+    merged_passes: dict[str, int] | None = None
 
     @property
     def active(self) -> bool:
@@ -132,6 +137,7 @@ class Enrollment:
         self.trigger_event_id = other.trigger_event_id
         self.held_at = other.held_at
         self.retries = other.retries
+        self.merged_passes = other.merged_passes
 
     def wake_order(self) -> tuple[datetime, datetime, str]:
         """Deterministic order of wake-ups due at the same instant: when the wait began, then id."""
@@ -198,10 +204,17 @@ class EntryHistory:
         return self  # immutable
 
     def guards(self, guard: timedelta, now: datetime) -> bool:
-        """Whether the last entry (kept for a ``guard``) came less than ``guard`` before
-        ``now``: a trigger then is taken for a duplicate."""
+        """Whether an entry (kept for a ``guard``) came less than ``guard`` before ``now``: a
+        trigger then is taken for a duplicate. An identity merge judges an entry by another
+        customer's history, which may hold later entries: one less than ``guard`` after
+        ``now`` counts too."""
         recent = self.recent
-        return bool(recent) and now - recent[-1] < guard
+        if not recent:
+            return False
+        last = recent[-1]
+        if last <= now:
+            return now - last < guard
+        return any(abs(now - t) < guard for t in recent)
 
 
 _COUNTS: tuple[EntryHistory, ...] = tuple(EntryHistory(n) for n in range(256))

@@ -311,12 +311,14 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
         d["hold"] = (e.held_at - epoch) // tick
     if e.retries:
         d["rr"] = e.retries
+    if e.merged_passes:
+        d["mrg"] = e.merged_passes
     return d
 
 
 def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     get = d.get
-    ctx, vis, paths = get("ctx"), get("vis"), get("p")
+    ctx, vis, paths, merged = get("ctx"), get("vis"), get("p"), get("mrg")
     sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
     epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: several instants per enrollment
     return Enrollment(
@@ -326,6 +328,7 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
         None, None, None if conv is None else epoch + tick * conv, get("t"),
         _revive(ctx) if ctx else {}, dict(vis) if vis else {}, dict(paths) if paths else {},
         None if hold is None else epoch + tick * hold, int(get("rr", 0)),
+        dict(merged) if merged else None,
     )
 
 
@@ -472,7 +475,7 @@ _ENROLLMENT_EXTRA: Final = "~enrollment fields"
 #: The fields of a stored enrollment (``_enrollment``).
 _ENROLLMENT_FIELDS: Final = frozenset({
     "id", "j", "ver", "in", "s", "sin", "k", "w", "x", "conv", "t", "ctx", "vis", "p", "hold",
-    "rr",
+    "rr", "mrg",
 })
 
 
