@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import attrs
 import pytest
@@ -565,11 +566,12 @@ def twice() -> Definitions:
 
 
 def run_live(defs: Definitions, stream: list[Event], until: datetime, channel: Channel,
-             customers: tuple[str, ...]) -> Engine:
-    """A live engine whose worker is never late: it fires every wake-up and retries every
-    delivery at its own instant; each event is handled at its own timestamp."""
+             customers: tuple[str, ...], **options: Any) -> Engine:
+    """A live engine (with ``options``) whose worker is never late: it fires every wake-up
+    and retries every delivery at its own instant; each event is handled at its own
+    timestamp."""
     clock = ManualClock(stream[0].timestamp)
-    engine = Engine(InMemoryStorage(), {"email": channel}, clock)
+    engine = Engine(InMemoryStorage(), {"email": channel}, clock, **options)
     engine.publish(defs)
 
     def next_instant() -> datetime | None:
