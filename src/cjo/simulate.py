@@ -16,10 +16,11 @@ import gc
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
+from typing import TypedDict, Unpack
 
 import attrs
 
@@ -27,9 +28,11 @@ from cjo.analytics.report import JourneyReport, format_table, journey_report
 from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
+from cjo.content.offers import Scorer
 from cjo.delivery.feedback import STATEMENT_EVENTS, check_statement
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
+from cjo.limits import Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import VersionChange
@@ -45,6 +48,7 @@ from cjo.validation import channels_named, named_in_steps
 
 __all__ = [
     "BacktestInput",
+    "BacktestOptions",
     "BacktestResult",
     "OperatorChange",
     "PauseJourney",
@@ -91,6 +95,24 @@ OperatorChange = Publish | PauseJourney | ResumeJourney
 BacktestInput = (
     Event | ProfileUpdate | tuple[datetime, ProfileUpdate] | tuple[datetime, OperatorChange]
 )
+
+class BacktestOptions(TypedDict, total=False):
+    """The options of ``Engine`` that change what it decides or delivers, which ``backtest``
+    passes to the engine it runs (``backtest(..., **options)``), so that one dict sets up a
+    live engine (``Engine(..., **options)``) and its back-test alike. Each means what it means
+    to ``Engine``, has its default, and is refused as ``Engine`` refuses it."""
+
+    default_timezone: str | None
+    contact_attributes: Mapping[str, str] | None
+    recipient_attributes: Sequence[str]
+    channel_types: Mapping[str, str] | None
+    scorers: Mapping[str, Scorer] | None
+    limits: Limits | None
+    keep_ended: int
+    max_delivery_attempts: int
+    retry_backoff: timedelta
+    max_retry_delay: timedelta
+
 
 #: ``progress(done, total, now)``: inputs read so far, the stream's length when it has one
 #: (else None), and the back-test's current instant.
@@ -196,6 +218,7 @@ def backtest(
     progress: Progress | None = None,
     progress_every: int = 10_000,
     keep_activity: bool = False,
+    **options: Unpack[BacktestOptions],
 ) -> BacktestResult:
     """Run ``definitions`` over ``inputs``, a time-ordered stream, and report what happened.
 
@@ -234,6 +257,18 @@ def backtest(
     - ``keep_activity``: keep the activity log itself (``engine.activities``), not only the
       counts the reports (and ``entered``, ``ended``, ``goals``) are built from; without it,
       reading the log raises ``UsageError``.
+    - ``options``: the engine options that change what is decided or delivered
+      (``BacktestOptions``), passed to the run's engine as a live engine is given them, and
+      refused with the error ``Engine`` raises for them: ``default_timezone``,
+      ``contact_attributes``, ``recipient_attributes``, ``channel_types``, ``scorers``,
+      ``limits``, ``keep_ended``, and, for the channels and actions given,
+      ``max_delivery_attempts``, ``retry_backoff`` and ``max_retry_delay``. Not taken
+      (``UsageError``): those of a live deployment's mechanics, which the run sets itself
+      (``storage``, ``clock``, ``due_batch_size``, ``wake_lease``, ``dispatch``: each message is
+      delivered at the instant it is decided; ``retention``, ``prune_every``: the defaults), and
+      those that cannot change a back-test's decisions: ``future_tolerance`` (no input is
+      ahead of the run's clock: each is decided at its own timestamp) and ``late_events`` (the
+      inputs are in timestamp order, so none is late).
     """
     # Checked before the run: a bad argument found after it would lose the whole run.
     if not isinstance(definitions, Definitions):
@@ -244,6 +279,13 @@ def backtest(
         raise UsageError(
             "inputs must be an iterable of Event, ProfileUpdate and (datetime, change) items, "
             f"got {type(inputs).__name__}"
+        )
+    unknown = sorted(options.keys() - BacktestOptions.__optional_keys__)
+    if unknown:
+        raise UsageError(
+            f"backtest takes no engine option {unknown[0]!r}: it takes "
+            f"{', '.join(sorted(BacktestOptions.__optional_keys__))} (those that change what is "
+            "decided or delivered)"
         )
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be callable (or None), got {type(progress).__name__}")
@@ -279,6 +321,7 @@ def backtest(
     # writes, so a group's cost grows with its square.
     engine = Engine(
         storage, channels, clock, render=render, due_batch_size=DUE_BATCH, actions=actions,
+        **options,
     )
     # Each wake-up fires at its own instant, whoever fires it: the catch-up limit counts each
     # instant's sends apart, as a live worker on time, firing each instant in its own pass,

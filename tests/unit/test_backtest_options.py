@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest
 
-from cjo.channels.base import DeliveryResult
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
 from cjo.engine import Engine
-from cjo.errors import DefinitionError, UsageError
+from cjo.errors import CjoError, DefinitionError, UsageError
 from cjo.limits import Limits
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
@@ -26,11 +25,15 @@ from cjo.model.triggers import EventTrigger
 from cjo.simulate import BacktestInput, BacktestOptions, backtest
 from cjo.storage.memory import InMemoryStorage
 from tests.property.test_equivalence import deliveries, drive, states
-from tests.unit.test_backtest import CONTENT, Failing, run_live, twice
+from tests.unit.test_backtest import Failing, run_live, twice
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday; 05:00 in New York, 15:30 in Kolkata
 HOUR = timedelta(hours=1)
 CUSTOMERS = ("ann", "bob")
+CONTENT = (ContentItem("hello", (
+    Variant("email", {"subject": "Hi {{ profile.name | default: 'you' }}", "text": "Hello"}),
+    Variant("sms", {"text": "Hello"}),
+)),)
 
 
 def live(defs: Definitions, stream: list[BacktestInput], **options: Any) -> Engine:
@@ -147,12 +150,12 @@ def test_scorers_are_those_of_a_live_engine() -> None:
 
 def test_delivery_options_are_those_of_a_live_engine() -> None:
     # Every attempt fails transiently: two attempts, a minute apart, then a dead letter.
-    stream = [Event("c1", "cart", T0, {}, "1")]
+    stream = [Event("c1", "cart", T0, {"item": "hat"}, "1")]
     options: BacktestOptions = {"max_delivery_attempts": 2, "retry_backoff": timedelta(minutes=1),
                                 "max_retry_delay": timedelta(minutes=1)}
     channel, live_channel = Failing(99), Failing(99)
     result = backtest(twice(), stream, until=T0 + HOUR / 2, channels={"email": channel},
-                      **options)
+                      render=True, **options)
     engine = run_live(twice(), stream, T0 + HOUR / 2, live_channel, ("c1",), **options)
     assert len(channel.attempts) == len(live_channel.attempts) == 2
     assert result.engine.dead_letters() == engine.dead_letters()
@@ -199,7 +202,7 @@ def _unread(stream: list[Event], read: list[Event]) -> Iterator[Event]:
 
 @pytest.mark.parametrize("option", BAD_OPTIONS, ids=lambda o: next(iter(o)))
 def test_an_invalid_option_is_refused_as_the_engine_refuses_it(option: dict[str, Any]) -> None:
-    with pytest.raises(Exception) as live_error:
+    with pytest.raises(CjoError) as live_error:
         Engine(**option)
     read: list[Event] = []
     with pytest.raises(type(live_error.value)) as caught:
@@ -213,4 +216,4 @@ def test_an_invalid_option_is_refused_as_the_engine_refuses_it(option: dict[str,
                                   "clock", "tymezone"])
 def test_an_option_the_backtest_does_not_take_is_refused(name: str) -> None:
     with pytest.raises(UsageError, match=f"backtest takes no engine option {name!r}"):
-        backtest(morning(), [], **{name: None})
+        backtest(morning(), [], **{name: None})  # type: ignore[arg-type]
