@@ -29,7 +29,7 @@ from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
 from cjo.content.offers import Scorer
-from cjo.delivery.feedback import STATEMENT_EVENTS, check_statement
+from cjo.delivery.feedback import DELIVERY_EVENTS, check_delivery_event
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
 from cjo.limits import Limits
@@ -454,6 +454,7 @@ class _Run:
         next_progress = progress_every if self.progress is not None else -1
         registry = self.registry
         relevant = registry.relevant_events
+        known = self.engine._known_channels(registry)
         # Inputs to decide, with their instants, and profile updates waiting for the next
         # timestamped input's instant.
         window: list[tuple[datetime, Item]] = []
@@ -537,9 +538,10 @@ class _Run:
                 customers.update(u.customer_id for u in floating)
                 floating = []
             if matters:
-                if isinstance(entry, Event) and entry.name in STATEMENT_EVENTS:
+                if isinstance(entry, Event) and entry.name in DELIVERY_EVENTS:
                     # Refused as a live engine refuses it, by the definitions of its instant.
-                    check_statement(registry.delivery.topics, entry, f"input #{read - 1}: ")
+                    check_delivery_event(registry.delivery.topics, known, entry,
+                                         f"input #{read - 1}: ")
                 window.append((at, entry))
                 customers.add(entry.customer_id)
                 if len(window) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:
@@ -553,6 +555,7 @@ class _Run:
                 change = None
                 registry = self.registry
                 relevant = registry.relevant_events
+                known = self.engine._known_channels(registry)
             if read == next_progress:
                 next_progress += progress_every
                 progress(read, total, at)
