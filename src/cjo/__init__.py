@@ -21,6 +21,7 @@ from cjo.errors import (
     RenderLimitError,
     SchemaError,
     StorageError,
+    UnknownChannelError,
     UnknownJourneyError,
     UnknownTopicError,
     UnreadableDefinitionsError,
@@ -100,7 +101,14 @@ from cjo.serialization import (
     load_definitions,
     loads_definitions,
 )
-from cjo.simulate import BacktestResult, PauseJourney, Publish, ResumeJourney, backtest
+from cjo.simulate import (
+    BacktestOptions,
+    BacktestResult,
+    PauseJourney,
+    Publish,
+    ResumeJourney,
+    backtest,
+)
 from cjo.storage.base import DeadLetter, Retention, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
@@ -118,6 +126,7 @@ __all__ = [
     "AttributeUpdate",
     "AudiencePath",
     "AudiencePaths",
+    "BacktestOptions",
     "BacktestResult",
     "Branch",
     "Bucket",
@@ -205,6 +214,7 @@ __all__ = [
     "TextMatch",
     "Topic",
     "Trigger",
+    "UnknownChannelError",
     "UnknownJourneyError",
     "UnknownTopicError",
     "UnreadableDefinitionsError",

@@ -30,11 +30,17 @@ from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
-from cjo.delivery.consent import block, check_topic, set_consent, unblock, withheld
+from cjo.delivery.consent import (
+    block,
+    check_channel,
+    check_topic,
+    set_consent,
+    unblock,
+    withheld,
+)
 from cjo.delivery.feedback import (
     DELIVERY_EVENTS,
-    STATEMENT_EVENTS,
-    check_statement,
+    check_delivery_event,
     record_permanent_failure,
     sent_messages,
 )
@@ -89,7 +95,7 @@ from cjo.storage.base import (
     Storage,
 )
 from cjo.storage.memory import InMemoryStorage
-from cjo.validation import channels_named, validate_definitions
+from cjo.validation import validate_definitions
 
 if TYPE_CHECKING:
     from cjo.worker import WorkerStats
@@ -440,11 +446,8 @@ class Engine:
             registry = self._sync()
             current = registry.definitions
             merged, problems = change(current)
-            # A channel the stored definitions name was registered by the process that
-            # published it: a process with fewer channels may publish and pause too, its
-            # messages on such a channel left to a process that has it (claims by channel).
             problems.extend(validate_definitions(
-                merged, channels=self.channels.keys() | set(channels_named(current)),
+                merged, channels=self._known_channels(registry),
                 actions=self.actions.keys(),
                 limits=self.limits,
                 renderer=registry.renderer.renderer,
@@ -470,6 +473,14 @@ class Engine:
             "retry"
         )
 
+    def _known_channels(self, registry: Registry) -> frozenset[str]:
+        """The channels definitions, consent and blocks may name: this engine's, and those
+        ``registry``'s definitions name. A channel the stored definitions name was registered
+        by the process that published it: a process with fewer channels may publish, pause and
+        record consent too, its messages on such a channel left to a process that has it
+        (claims by channel)."""
+        return registry.channels.union(self.channels)
+
     # --- events and time ---------------------------------------------------------------------
 
     def _check_event(self, event: object, now: datetime, where: str = "") -> Event:
@@ -492,8 +503,8 @@ class Engine:
         event = self._check_event(event, now)
         registry = self._sync()
         name = event.name
-        if name in STATEMENT_EVENTS:
-            check_statement(registry.delivery.topics, event)
+        if name in DELIVERY_EVENTS:
+            check_delivery_event(registry.delivery.topics, self._known_channels(registry), event)
         if not registry.may_matter(name) or (
             name not in registry.shared_events  # those matter to anyone: no look-up
             and not registry.matters_to(self.storage.peek(event.customer_id), name, now)
@@ -540,6 +551,7 @@ class Engine:
         now = self._now()
         registry = self._sync()
         relevant = registry.relevant_events
+        known = self._known_channels(registry)
         latest = now + self.future_tolerance
         # The hot loop of a stream: most events matter to no journey and cost only this.
         for position, item in enumerate(items):
@@ -549,8 +561,9 @@ class Engine:
                         self._check_event(item, now, f"item #{position}: ")  # raises
                     if item.name not in relevant:
                         continue
-                    if item.name in STATEMENT_EVENTS:
-                        check_statement(registry.delivery.topics, item, f"item #{position}: ")
+                    if item.name in DELIVERY_EVENTS:
+                        check_delivery_event(registry.delivery.topics, known, item,
+                                             f"item #{position}: ")
                 elif not isinstance(item, ProfileUpdate):
                     raise InvalidEventError(
                         f"item #{position}: expected a cjo.Event or cjo.ProfileUpdate, got "
@@ -569,6 +582,7 @@ class Engine:
                 now = self._now()
                 registry = self._sync()
                 relevant = registry.relevant_events
+                known = self._known_channels(registry)
                 latest = now + self.future_tolerance
         if chunk:
             corrupt += self._handle_relevant(chunk, registry, builder)
@@ -870,9 +884,12 @@ class Engine:
         """Record that the customer subscribed to (or unsubscribed from) ``topic`` (None: all
         marketing) on ``channel`` (None: every channel). The most recent statement covering a
         send decides it; see docs/delivery-policies.md. A topic the published definitions do
-        not declare is refused (``UnknownTopicError``): no send could ever name it."""
+        not declare is refused (``UnknownTopicError``), and so is a channel neither registered
+        nor named by them (``UnknownChannelError``): no send could ever name it."""
         check_consent(subscribed, topic, channel)
-        check_topic(self._sync().delivery.topics, topic)
+        registry = self._sync()
+        check_topic(registry.delivery.topics, topic)
+        check_channel(self._known_channels(registry), channel)
         return self._change_consent(customer_id, lambda s, now: set_consent(
             s, topic, channel, subscribed, now))
 
@@ -880,13 +897,18 @@ class Engine:
         self, customer_id: str, channel: str, reason: str = "blocked by host"
     ) -> Outcome:
         """Send nothing more to the customer on ``channel``, transactional messages included,
-        until ``unblock_channel``."""
+        until ``unblock_channel``. A channel neither registered nor named by the published
+        definitions is refused (``UnknownChannelError``)."""
         check_id(channel, "channel")
         check_id(reason, "block reason")
+        check_channel(self._known_channels(self._sync()), channel)
         return self._change_consent(customer_id, lambda s, _now: block(s, channel, reason))
 
     def unblock_channel(self, customer_id: str, channel: str) -> Outcome:
+        """Lift a block of ``channel`` for the customer; refused as ``block_channel`` refuses
+        an unknown channel."""
         check_id(channel, "channel")
+        check_channel(self._known_channels(self._sync()), channel)
         return self._change_consent(customer_id, lambda s, _now: unblock(s, channel))
 
     def _change_consent(

@@ -7,7 +7,9 @@ The tree (docs/limits.md says what each one means and what to do about it)::
     ├── InvalidEventError        an event or profile update is malformed, or holds a value that
     │                            cannot be stored alike everywhere (NaN, Decimal, a NUL in an
     │                            id...); nothing was stored
-    │   └── UnknownTopicError    ...a consent statement names a topic no definition declares
+    │   ├── UnknownTopicError    ...a consent statement names a topic no definition declares
+    │   └── UnknownChannelError  ...consent or a block names a channel neither registered nor
+    │                            named by the published definitions
     ├── UnknownJourneyError      a journey id that was never published
     ├── ClockError               a clock asked to go backwards, or a naive "now"
     ├── UsageError               a call's argument is out of range (a negative poll interval...)
@@ -42,6 +44,7 @@ __all__ = [
     "RenderLimitError",
     "SchemaError",
     "StorageError",
+    "UnknownChannelError",
     "UnknownJourneyError",
     "UnknownTopicError",
     "UnreadableDefinitionsError",
@@ -94,6 +97,24 @@ class UnknownTopicError(InvalidEventError):
         super().__init__(
             f"{where}topic {topic!r} is not declared by the published definitions ({known}); "
             "publish it as a Topic first"
+        )
+
+
+class UnknownChannelError(InvalidEventError):
+    """A consent statement or a channel block (``Engine.set_consent``, ``block_channel``,
+    ``unblock_channel``, or a consent or delivery-feedback event's ``channel``) names a channel
+    that is neither registered with the engine nor named by the published definitions: no
+    message can go out on it, so it could never apply (a typo). ``channel`` names it and
+    ``known`` lists the known channels; nothing was stored."""
+
+    def __init__(self, channel: str, known: Iterable[str], where: str = "") -> None:
+        self.channel = channel
+        self.known = tuple(sorted(known))
+        listed = (f"known: {', '.join(map(repr, self.known))}" if self.known
+                  else "no channel is known")
+        super().__init__(
+            f"{where}channel {channel!r} is neither registered nor named by the published "
+            f"definitions ({listed}); check the name"
         )
 
 

@@ -16,10 +16,11 @@ import gc
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
+from typing import TypedDict, Unpack
 
 import attrs
 
@@ -27,9 +28,11 @@ from cjo.analytics.report import JourneyReport, format_table, journey_report
 from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
-from cjo.delivery.feedback import STATEMENT_EVENTS, check_statement
+from cjo.content.offers import Scorer
+from cjo.delivery.feedback import DELIVERY_EVENTS, check_delivery_event
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
+from cjo.limits import Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import VersionChange
@@ -45,6 +48,7 @@ from cjo.validation import channels_named, named_in_steps
 
 __all__ = [
     "BacktestInput",
+    "BacktestOptions",
     "BacktestResult",
     "OperatorChange",
     "PauseJourney",
@@ -91,6 +95,24 @@ OperatorChange = Publish | PauseJourney | ResumeJourney
 BacktestInput = (
     Event | ProfileUpdate | tuple[datetime, ProfileUpdate] | tuple[datetime, OperatorChange]
 )
+
+class BacktestOptions(TypedDict, total=False):
+    """The options of ``Engine`` that change what it decides or delivers, which ``backtest``
+    passes to the engine it runs (``backtest(..., **options)``), so that one dict sets up a
+    live engine (``Engine(..., **options)``) and its back-test alike. Each means what it means
+    to ``Engine``, has its default, and is refused as ``Engine`` refuses it."""
+
+    default_timezone: str | None
+    contact_attributes: Mapping[str, str] | None
+    recipient_attributes: Sequence[str]
+    channel_types: Mapping[str, str] | None
+    scorers: Mapping[str, Scorer] | None
+    limits: Limits | None
+    keep_ended: int
+    max_delivery_attempts: int
+    retry_backoff: timedelta
+    max_retry_delay: timedelta
+
 
 #: ``progress(done, total, now)``: inputs read so far, the stream's length when it has one
 #: (else None), and the back-test's current instant.
@@ -196,6 +218,7 @@ def backtest(
     progress: Progress | None = None,
     progress_every: int = 10_000,
     keep_activity: bool = False,
+    **options: Unpack[BacktestOptions],
 ) -> BacktestResult:
     """Run ``definitions`` over ``inputs``, a time-ordered stream, and report what happened.
 
@@ -234,6 +257,18 @@ def backtest(
     - ``keep_activity``: keep the activity log itself (``engine.activities``), not only the
       counts the reports (and ``entered``, ``ended``, ``goals``) are built from; without it,
       reading the log raises ``UsageError``.
+    - ``options``: the engine options that change what is decided or delivered
+      (``BacktestOptions``), passed to the run's engine as a live engine is given them, and
+      refused with the error ``Engine`` raises for them: ``default_timezone``,
+      ``contact_attributes``, ``recipient_attributes``, ``channel_types``, ``scorers``,
+      ``limits``, ``keep_ended``, and, for the channels and actions given,
+      ``max_delivery_attempts``, ``retry_backoff`` and ``max_retry_delay``. Not taken
+      (``UsageError``): those of a live deployment's mechanics, which the run sets itself
+      (``storage``, ``clock``, ``due_batch_size``, ``wake_lease``, ``dispatch``: each message is
+      delivered at the instant it is decided; ``retention``, ``prune_every``: the defaults), and
+      those that cannot change a back-test's decisions: ``future_tolerance`` (no input is
+      ahead of the run's clock: each is decided at its own timestamp) and ``late_events`` (the
+      inputs are in timestamp order, so none is late).
     """
     # Checked before the run: a bad argument found after it would lose the whole run.
     if not isinstance(definitions, Definitions):
@@ -244,6 +279,13 @@ def backtest(
         raise UsageError(
             "inputs must be an iterable of Event, ProfileUpdate and (datetime, change) items, "
             f"got {type(inputs).__name__}"
+        )
+    unknown = sorted(options.keys() - BacktestOptions.__optional_keys__)
+    if unknown:
+        raise UsageError(
+            f"backtest takes no engine option {unknown[0]!r}: it takes "
+            f"{', '.join(sorted(BacktestOptions.__optional_keys__))} (those that change what is "
+            "decided or delivered)"
         )
     if progress is not None and not callable(progress):
         raise UsageError(f"progress must be callable (or None), got {type(progress).__name__}")
@@ -279,6 +321,7 @@ def backtest(
     # writes, so a group's cost grows with its square.
     engine = Engine(
         storage, channels, clock, render=render, due_batch_size=DUE_BATCH, actions=actions,
+        **options,
     )
     # Each wake-up fires at its own instant, whoever fires it: the catch-up limit counts each
     # instant's sends apart, as a live worker on time, firing each instant in its own pass,
@@ -411,6 +454,7 @@ class _Run:
         next_progress = progress_every if self.progress is not None else -1
         registry = self.registry
         relevant = registry.relevant_events
+        known = self.engine._known_channels(registry)
         # Inputs to decide, with their instants, and profile updates waiting for the next
         # timestamped input's instant.
         window: list[tuple[datetime, Item]] = []
@@ -494,9 +538,10 @@ class _Run:
                 customers.update(u.customer_id for u in floating)
                 floating = []
             if matters:
-                if isinstance(entry, Event) and entry.name in STATEMENT_EVENTS:
+                if isinstance(entry, Event) and entry.name in DELIVERY_EVENTS:
                     # Refused as a live engine refuses it, by the definitions of its instant.
-                    check_statement(registry.delivery.topics, entry, f"input #{read - 1}: ")
+                    check_delivery_event(registry.delivery.topics, known, entry,
+                                         f"input #{read - 1}: ")
                 window.append((at, entry))
                 customers.add(entry.customer_id)
                 if len(window) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:
@@ -510,6 +555,7 @@ class _Run:
                 change = None
                 registry = self.registry
                 relevant = registry.relevant_events
+                known = self.engine._known_channels(registry)
             if read == next_progress:
                 next_progress += progress_every
                 progress(read, total, at)

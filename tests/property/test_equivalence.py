@@ -60,11 +60,11 @@ SETTINGS = settings(max_examples=int(os.environ.get("CJO_PROPERTY_EXAMPLES", "75
 NO_CATCH_UP_LIMIT = attrs.evolve(DEFAULT_LIMITS, max_messages_per_catch_up=10**9)
 
 
-def new_engine(defs: Definitions, *, render: bool = True,
-               limits: Limits = DEFAULT_LIMITS) -> tuple[Engine, ManualClock]:
+def new_engine(defs: Definitions, *, render: bool = True, limits: Limits = DEFAULT_LIMITS,
+               **options: Any) -> tuple[Engine, ManualClock]:
     clock = ManualClock(T0)
     channels = {name: RecordingChannel() for name in CHANNELS}
-    engine = Engine(InMemoryStorage(), channels, clock, render=render, limits=limits)
+    engine = Engine(InMemoryStorage(), channels, clock, render=render, limits=limits, **options)
     engine.publish(defs)
     return engine, clock
 
@@ -92,14 +92,15 @@ def apply(engine: Engine, update: ProfileUpdate) -> None:
 
 
 def live(defs: Definitions, stream: Sequence[BacktestInput], *, render: bool = True,
-         worker: str = "on_time", limits: Limits = DEFAULT_LIMITS) -> Engine:
+         worker: str = "on_time", limits: Limits = DEFAULT_LIMITS,
+         **options: Any) -> Engine:
     """A live engine with its clock set to each input's instant before it is handled.
 
     ``worker``: ``on_time`` fires every wake-up at its instant (before an operator's change,
     those before its instant); ``before_input`` calls ``run_due(t)`` before the input at
-    ``t``; ``at_end`` calls ``run_due`` once, at the end.
+    ``t``; ``at_end`` calls ``run_due`` once, at the end. ``options``: more engine options.
     """
-    engine, clock = new_engine(defs, render=render, limits=limits)
+    engine, clock = new_engine(defs, render=render, limits=limits, **options)
     drive(engine, clock, stream, worker)
     return engine
 
@@ -249,19 +250,31 @@ def _redelivered_id() -> tuple[Definitions, list[Input]]:
     )
 
 
+# Engine options a back-test takes, as a live engine is given them: a default zone for the
+# customers without one (calendar waits, schedules), a contact attribute that only some
+# customers have (sends on SMS then skipped for the others), what a message carries, how many
+# ended enrollments a record keeps.
+engine_options: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries({}, optional={
+    "default_timezone": st.sampled_from([None, "America/New_York", "Asia/Kolkata"]),
+    "contact_attributes": st.sampled_from([None, {"sms": "tier"}]),
+    "recipient_attributes": st.sampled_from([("tier",), ("tier", "n")]),
+    "keep_ended": st.integers(0, 3),
+})
+
+
 @SETTINGS
-@example(*_redelivered_id(), True)
-@given(definitions(with_schedules=True), streams(reuse_ids=True), st.booleans())
+@example(*_redelivered_id(), True, {})
+@given(definitions(with_schedules=True), streams(reuse_ids=True), st.booleans(), engine_options)
 def test_backtest_equals_a_live_engine_with_its_clock_at_each_input(
-    defs: Definitions, stream: list[Input], render: bool
+    defs: Definitions, stream: list[Input], render: bool, options: dict[str, Any]
 ) -> None:
     channels = {name: RecordingChannel() for name in CHANNELS}
     if stream and all(isinstance(item, ProfileUpdate) for item in stream):
         with pytest.raises(UsageError, match="no timestamped input"):
-            backtest(defs, stream, channels=channels)
+            backtest(defs, stream, channels=channels, **options)
         return
-    result = backtest(defs, stream, channels=channels, render=render)
-    assert_same(result.engine, live(defs, stream, render=render), defs)
+    result = backtest(defs, stream, channels=channels, render=render, **options)
+    assert_same(result.engine, live(defs, stream, render=render, **options), defs)
 
 
 @SETTINGS

@@ -33,7 +33,7 @@ from cjo import (
 )
 from cjo.analytics import format_table, journey_report
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
-from cjo.errors import UnknownTopicError
+from cjo.errors import UnknownChannelError, UnknownTopicError
 from cjo.model.taxonomy import Category
 from cjo.runtime.kinds import split_fraction
 
@@ -175,6 +175,79 @@ def test_a_statement_about_an_undeclared_topic_is_refused(storage: Storage) -> N
     state = host.engine.customer_state("c1")
     assert state is not None
     assert set(state.consent) == {("*", "*"), ("offers", "*")}
+
+
+def test_consent_and_blocks_naming_an_unknown_channel_are_refused(storage: Storage) -> None:
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)
+    host.engine.set_consent("c1", topic="newsletter", channel="email", subscribed=True)
+    before = host.engine.customer_state("c1")
+    with pytest.raises(UnknownChannelError) as caught:
+        host.engine.set_consent("c1", channel="emial", subscribed=False)
+    assert caught.value.channel == "emial"
+    assert caught.value.known == ("email", "push", "sms")
+    assert str(caught.value) == (
+        "channel 'emial' is neither registered nor named by the published definitions (known: "
+        "'email', 'push', 'sms'); check the name"
+    )
+    # Every call and event that records consent or a block about a channel: refused alike, and
+    # "*" (every channel is said by leaving the channel out) too.
+    calls = [
+        lambda: host.engine.set_consent("c1", topic="newsletter", channel="*", subscribed=False),
+        lambda: host.engine.block_channel("c1", "emial", reason="STOP"),
+        lambda: host.engine.unblock_channel("c1", "emial"),
+    ]
+    for call in calls:
+        with pytest.raises(UnknownChannelError, match="is neither registered nor named"):
+            call()
+    events = [
+        Event("c1", "unsubscribed", T0, {"channel": "emial"}, "u1"),
+        Event("c1", "subscribed", T0, {"topic": "newsletter", "channel": "emial"}, "u2"),
+        Event("c1", "channel_blocked", T0, {"channel": "emial", "reason": "STOP"}, "u3"),
+        Event("c1", "channel_unblocked", T0, {"channel": "emial"}, "u4"),
+        Event("c1", "bounced", T0, {"channel": "emial", "type": "hard"}, "u5"),
+        Event("c1", "complained", T0, {"channel": "emial"}, "u6"),
+    ]
+    for typo in events:
+        with pytest.raises(UnknownChannelError, match="'emial' is neither registered"):
+            host.engine.handle_event(typo)
+        # In a group, the items before the refused one are handled (c2's, once), none after.
+        with pytest.raises(UnknownChannelError, match="item #1: channel 'emial' is neither"):
+            host.engine.handle_events([Event("c2", "digest_ready", T0, {}, "d1"), typo])
+    # Nothing of them was stored: the record is as it was, no event id was claimed (the
+    # corrected events may reuse them), and the real channel's consent is unchanged.
+    assert host.engine.customer_state("c1") == before
+    c2 = host.engine.customer_state("c2")
+    assert c2 is not None and c2.revision == 1
+    assert len(host.event("digest_ready").messages) == 1
+    for typo in events:
+        fixed = attrs.evolve(typo, properties={**typo.properties, "channel": "email"})
+        assert not host.engine.handle_event(fixed).duplicate
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.blocked == {"email": "hard bounce"}
+
+
+def test_a_channel_the_stored_definitions_name_is_known_to_every_engine(storage: Storage) -> None:
+    # A process with fewer channels records consent and blocks for a channel that another
+    # process registered and published definitions for, as it may publish and pause.
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey(channel="sms")], content=[NEWS], topics=TOPICS)
+    email_only = Engine(storage, channels={"email": RecordingChannel()}, clock=host.clock)
+    email_only.block_channel("c1", "sms", reason="STOP")
+    email_only.set_consent("c1", channel="sms", subscribed=False)
+    email_only.handle_event(Event("c1", "channel_unblocked", T0, {"channel": "sms"}, "e1"))
+    # "push" is registered with the host's engine only, and named by no definition.
+    host.engine.block_channel("c1", "push", reason="no device")
+    with pytest.raises(UnknownChannelError, match=r"\(known: 'email', 'sms'\)"):
+        email_only.block_channel("c1", "push")
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.blocked == {"push": "no device"}
+    assert state.consent == {("*", "sms"): (False, T0)}
+    # An engine that knows no channel at all says so.
+    with pytest.raises(UnknownChannelError, match=r"\(no channel is known\)"):
+        Engine().set_consent("c1", channel="email", subscribed=False)
 
 
 def test_no_topic_statement_is_taken_before_a_topic_is_declared(storage: Storage) -> None:

@@ -339,12 +339,12 @@ def test_the_most_recent_consent_statement_wins_and_blocks_stay(
     host.clock.advance(HOUR)
     host.engine.set_consent("anon-1", topic="news", subscribed=False)
     host.engine.set_consent("c1", topic="tips", subscribed=False)
-    host.engine.block_channel("anon-1", "sms", "STOP")
+    host.engine.block_channel("anon-1", "inbox", "STOP")
     host.engine.identify("c1", anonymous_id="anon-1")
     state = host.engine.customer_state("c1")
     assert state is not None
     assert state.consent == {("news", "*"): (False, T0 + HOUR), ("tips", "*"): (False, T0 + HOUR)}
-    assert state.blocked == {"sms": "STOP"}
+    assert state.blocked == {"inbox": "STOP"}
 
 
 def test_the_send_ledger_combines_so_caps_count_both(storage_factory: Factory) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 
 import attrs
 import pytest
@@ -17,7 +18,13 @@ from cjo.clock import ManualClock
 from cjo.conditions import attr, prop
 from cjo.demo import profile_from_signup, shop_definitions, shop_workload
 from cjo.engine import Engine
-from cjo.errors import ClockError, DefinitionError, UnknownTopicError, UsageError
+from cjo.errors import (
+    ClockError,
+    DefinitionError,
+    UnknownChannelError,
+    UnknownTopicError,
+    UsageError,
+)
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
@@ -98,6 +105,29 @@ def test_a_consent_event_naming_an_undeclared_topic_is_refused() -> None:
     later = [ev("cart", T0), (T0, Publish(Definitions(topics=(Topic("newsleter"),)))),
              ev("unsubscribed", T0 + HOUR, topic="newsleter")]
     assert backtest(news, later).inputs == 3
+
+
+def test_a_consent_event_naming_an_unknown_channel_is_refused() -> None:
+    # As a live engine refuses it: the channels are the run's (here, those the definitions
+    # name) and those the definitions of the event's instant name.
+    stream = [ev("cart", T0), ev("channel_blocked", T0 + HOUR, channel="emial")]
+    with pytest.raises(UnknownChannelError,
+                       match=r"input #1: channel 'emial' is neither registered nor named by the "
+                             r"published definitions \(known: 'email'\)"):
+        backtest(cart(), stream)
+    with pytest.raises(UnknownChannelError, match=r"\(known: 'email', 'sms'\)"):
+        backtest(cart(), stream, channels=recording())
+    assert backtest(cart(), stream, until=T0).inputs == 1  # not read: not refused
+    for name in ("subscribed", "unsubscribed", "channel_unblocked", "bounced"):
+        with pytest.raises(UnknownChannelError, match="input #0: channel 'emial'"):
+            backtest(cart(), [ev(name, T0, channel="emial")])
+    # Named by a publish in the stream before it, or registered: taken.
+    later = [ev("cart", T0), (T0, Publish(by_tier())),
+             ev("channel_blocked", T0 + HOUR, channel="sms")]
+    assert backtest(cart(), later).inputs == 3
+    pushed = [ev("cart", T0), ev("channel_blocked", T0 + HOUR, channel="push")]
+    result = backtest(cart(), pushed, channels={**recording(), "push": RecordingChannel()})
+    assert result.engine.customer_state("c1").blocked == {"push": "blocked"}  # type: ignore[union-attr]
 
 
 def test_an_input_before_start_is_refused() -> None:
@@ -565,11 +595,12 @@ def twice() -> Definitions:
 
 
 def run_live(defs: Definitions, stream: list[Event], until: datetime, channel: Channel,
-             customers: tuple[str, ...]) -> Engine:
-    """A live engine whose worker is never late: it fires every wake-up and retries every
-    delivery at its own instant; each event is handled at its own timestamp."""
+             customers: tuple[str, ...], **options: Any) -> Engine:
+    """A live engine (with ``options``) whose worker is never late: it fires every wake-up
+    and retries every delivery at its own instant; each event is handled at its own
+    timestamp."""
     clock = ManualClock(stream[0].timestamp)
-    engine = Engine(InMemoryStorage(), {"email": channel}, clock)
+    engine = Engine(InMemoryStorage(), {"email": channel}, clock, **options)
     engine.publish(defs)
 
     def next_instant() -> datetime | None:

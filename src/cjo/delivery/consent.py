@@ -14,11 +14,11 @@ Transactional sends pass subscription statements; marketing sends need them to a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from cjo.errors import UnknownTopicError
+from cjo.errors import UnknownChannelError, UnknownTopicError
 from cjo.model.policies import Topic
 from cjo.model.steps import Send
 from cjo.runtime.state import ConsentKey, CustomerState
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ANY",
     "block",
+    "check_channel",
     "check_topic",
     "consent_problem",
     "message_step",
@@ -67,6 +68,14 @@ def check_topic(topics: Mapping[str, Topic], topic: str | None, where: str = "")
     no send can name another, so it would never apply. ``where`` prefixes the message."""
     if topic is not None and topic not in topics:
         raise UnknownTopicError(topic, topics, where)
+
+
+def check_channel(known: Collection[str], channel: str | None, where: str = "") -> None:
+    """Refuse a statement or a block about ``channel`` unless it is ``known`` (registered, or
+    named by the published definitions): no message can go out on another, so it would never
+    apply. ``where`` prefixes the message."""
+    if channel is not None and channel not in known:
+        raise UnknownChannelError(channel, known, where)
 
 
 def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bool) -> bool:

@@ -21,15 +21,25 @@ A hard bounce blocks the channel (``mark_unreachable``, which a message that fai
 permanently goes through too: ``record_permanent_failure``); a complaint unsubscribes the
 customer from all marketing on it; an unsubscribe without ``topic`` but with a ``message_id``
 unsubscribes from that message's topic (from all marketing on its channel when it has none).
+
+Before anything of it is stored, the engine refuses an event of either kind whose ``channel``
+names no known channel, and a statement naming an undeclared topic (``check_delivery_event``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cjo.delivery.consent import block, check_topic, send_topic, set_consent, unblock
+from cjo.delivery.consent import (
+    block,
+    check_channel,
+    check_topic,
+    send_topic,
+    set_consent,
+    unblock,
+)
 from cjo.model.events import Event
 from cjo.model.steps import Send
 from cjo.runtime.state import Activity
@@ -49,7 +59,7 @@ __all__ = [
     "STATEMENT_EVENTS",
     "LinkedMessage",
     "apply_delivery_event",
-    "check_statement",
+    "check_delivery_event",
     "locate_message",
     "mark_unreachable",
     "record_permanent_failure",
@@ -119,11 +129,18 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
     return max(found)[4] if found else None
 
 
-def check_statement(topics: Mapping[str, Topic], event: Event, where: str = "") -> None:
-    """Refuse a ``subscribed`` or ``unsubscribed`` event whose ``topic`` the published
-    ``topics`` do not declare (``UnknownTopicError``), before anything of it is stored."""
+def check_delivery_event(
+    topics: Mapping[str, Topic], channels: Collection[str], event: Event, where: str = ""
+) -> None:
+    """Refuse, before anything of it is stored, an event of the delivery policies that names
+    what no message can have: a ``subscribed`` or ``unsubscribed`` event whose ``topic`` the
+    published ``topics`` do not declare (``UnknownTopicError``), and any whose ``channel`` is
+    not one of the known ``channels`` (``UnknownChannelError``): registered, or named by the
+    published definitions."""
+    props = event.properties
     if event.name in STATEMENT_EVENTS:
-        check_topic(topics, _text(event.properties.get("topic")), where)
+        check_topic(topics, _text(props.get("topic")), where)
+    check_channel(channels, _text(props.get("channel")), where)
 
 
 def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:

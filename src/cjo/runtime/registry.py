@@ -24,6 +24,7 @@ from cjo.model.journey import Journey
 from cjo.runtime.kinds import StepKind, TriggerKind, step_kind, trigger_kind
 from cjo.runtime.state import RecordView
 from cjo.segments.membership import SegmentPlan
+from cjo.validation import channels_named
 
 __all__ = ["CompiledJourney", "CompiledStep", "Registry"]
 
@@ -159,6 +160,8 @@ class Registry:
     # (``_version_history``; absent: ``latest`` is the answer at every instant).
     newer: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = attrs.field(factory=dict)
     delivery: DeliveryPolicies = NO_POLICIES
+    #: The channels the definitions name (sends and their fallbacks, caps, quiet hours).
+    channels: frozenset[str] = frozenset()
     offers: dict[str, CompiledOffer] = attrs.field(factory=dict)
     #: The event names that can change anything for some customer (``may_matter``).
     relevant_events: Container[str] = DELIVERY_EVENTS
@@ -234,6 +237,7 @@ class Registry:
             },
             newer=history,
             delivery=DeliveryPolicies.of(definitions),
+            channels=frozenset(channels_named(definitions)),
             offers={o.id: CompiledOffer.compile(o) for o in definitions.offers},
             # Any event at all, when a condition exit re-checks every event of an enrolled
             # customer; else starting, feeding a trigger, ending a wait, exiting, converting,
