@@ -84,6 +84,7 @@ from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.scheduling import mark_schedules, run_schedules
+from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
 from cjo.serialization import dumps_stored_definitions, loads_stored_definitions
 from cjo.storage.base import (
@@ -951,10 +952,22 @@ class Engine:
         # Counted before the record goes: a transaction that finds it gone sees the count.
         erased = self._erased
         self._erased = (now, erased[1] + 1 if erased is not None and erased[0] == now else 1)
+        self._leave_segments(customer_id, now)
         self.storage.erase_customer(customer_id)
         # Rendered texts are kept by the values their templates read (a first name, an
         # address), which may be the customer's.
         self._registry.renderer.clear()
+
+    def _leave_segments(self, customer_id: str, now: datetime) -> None:
+        """Log the customer's segment exits before the erasure: the log keeps their entries
+        (anonymous), and segment sizes read from it would count them a member ever after."""
+        try:
+            self._for_customer(customer_id, leave_every_segment, now=now, create=False,
+                               dispatch=False)
+        except CorruptRecordError as exc:
+            # Its memberships cannot be read; the erasure must still remove it.
+            log.warning("erasing a record that cannot be decoded, without its segment "
+                        "exits: %s", exc)
 
     def prune(self, now: datetime | None = None) -> PruneResult:
         """Drop what ``retention`` no longer keeps (event ids, delivered messages and

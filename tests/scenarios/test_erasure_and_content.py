@@ -75,7 +75,9 @@ def test_erasure_leaves_no_customer_id_in_the_activity_log(storage_factory: Fact
     log = engine.activities(T0 - DAY, T0 + DAY)
     assert not [a for a in log if "ann" in f"{a.customer_id} {a.enrollment_id} {a.detail}"]
     erased = [a for a in log if a.customer_id == ""]
-    assert len(erased) == len(before)
+    # Hers, and her exit from the segment she was in, logged as she went.
+    assert [(a.kind, a.detail) for a in erased[len(before):]] == [("segment_exited", "named")]
+    assert len(erased) == len(before) + 1
     # One enrollment keeps one pseudonym: its entries can still be followed through.
     journey_ids = {a.enrollment_id for a in erased if a.journey_id == "j"}
     assert len(journey_ids) == 1 and next(iter(journey_ids)).startswith("erased:")
@@ -159,7 +161,9 @@ def test_a_customer_erased_and_back_within_one_instant_reuses_no_id(
         (clock.now() - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1), "x")
 
 
-def test_segment_sizes_still_count_an_erased_member(storage_factory: Factory) -> None:
+def test_segment_sizes_count_an_erased_member_until_the_erasure(
+    storage_factory: Factory,
+) -> None:
     clock = ManualClock(T0)
     engine = _erasure_engine(storage_factory, clock)
     engine.identify("ann@x", {"name": "Ann"})
@@ -168,9 +172,25 @@ def test_segment_sizes_still_count_an_erased_member(storage_factory: Factory) ->
     clock.advance(DAY)
     engine.erase_customer("ann@x")
     sizes = engine.segment_sizes(["named"], T0 - DAY, every=DAY)["named"]
-    # Ann's entry stays in the log (anonymous) and still counts: she was a member.
-    assert [s.size for s in sizes] == [0, 1, 2, 2]
+    # Ann's entry stays in the log (anonymous) and still counts while she was a member; her
+    # exit, logged as she is erased, ends it there.
+    assert [s.size for s in sizes] == [0, 1, 2, 1]
     assert engine.segment_count("named") == 1
+    (exit_,) = (a for a in engine.activities(T0, clock.now() + DAY)
+                if a.kind == "segment_exited")
+    assert (exit_.at, exit_.customer_id, exit_.detail) == (clock.now(), "", "named")
+    clock.advance(DAY)
+    later = engine.segment_sizes(["named"], T0, every=DAY)["named"]
+    assert [s.size for s in later] == [1, 2, 1, 1]
+
+
+def test_erasing_a_customer_in_no_segment_logs_no_exit(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    engine = _erasure_engine(storage_factory, clock)
+    engine.identify("ann@x", {"name": ""})
+    engine.erase_customer("ann@x")
+    engine.erase_customer("nobody")
+    assert [a.kind for a in engine.activities(T0, T0 + DAY) if not a.journey_id] == []
 
 
 def test_an_erased_member_who_entered_before_the_log_start_counts(

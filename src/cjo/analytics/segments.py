@@ -4,7 +4,8 @@ Every membership change is logged (``segment_entered`` / ``segment_exited``, the
 detail, at the instant it happened), so the size at an earlier instant is today's count less
 the changes logged since: no snapshot is kept and nothing is scanned but the log's window.
 An erased customer's changes stay in the log, anonymous, and still count (forwards, since they
-are no longer in today's count). The log is pruned after ``Retention.activity`` (400 days by
+are no longer in today's count) up to their erasure, which logs their exit from every segment
+they were in (``leave_every_segment``). The log is pruned after ``Retention.activity`` (400 days by
 default): an instant older than that is refused (``UsageError``).
 """
 

@@ -20,6 +20,10 @@ core calls it in the customer's transaction:
 Each change is stored in ``CustomerState.segments``, logged as a ``segment_entered`` or
 ``segment_exited`` activity (detail: the segment id) at its instant, ends enrollments whose exit
 criterion names it, and starts journeys whose ``SegmentTrigger`` names it.
+
+An erasure first takes the customer out of every segment (``leave_every_segment``): the exits
+are logged at the erasure instant, so segment sizes read from the log stop counting the
+customer there.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ if TYPE_CHECKING:
     from cjo.runtime.core import Decider
     from cjo.runtime.registry import CompiledJourney
 
-__all__ = ["ENTERED", "EXITED", "SEGMENT_TIMER", "SegmentPlan"]
+__all__ = ["ENTERED", "EXITED", "SEGMENT_TIMER", "SegmentPlan", "leave_every_segment"]
 
 #: The customer timer of time-relative segments.
 SEGMENT_TIMER: Final = "segments"
@@ -586,6 +590,20 @@ class SegmentPlan:
             return bool(test(d.scope(_EMPTY, _EMPTY)))
         finally:
             d.now = previous
+
+
+def leave_every_segment(d: Decider, at: datetime) -> None:
+    """Take the customer out of every segment they are in, logging each exit at ``at`` (in
+    segment id order): done before an erasure, whose anonymous log entries would otherwise
+    leave the customer a member forever. No exit criterion or trigger follows: the customer
+    is going."""
+    state = d.state
+    if not state.segments:
+        return
+    for sid in sorted(state.segments):
+        _log(d, sid, EXITED, at)
+    state.segments = {}
+    d.touch()
 
 
 def _start(state: CustomerState, at: datetime) -> Track:
