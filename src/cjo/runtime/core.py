@@ -895,21 +895,18 @@ class Decider:
                     return False
         merged = enrollment.merged_passes
         if merged is not None and enrollment.visits.get(step_id, 0) <= merged.get(step_id, 0):
-            self.activity(enrollment, "send_skipped", SENT_BEFORE_MERGE, at,
-                          channel=step.channel, content_id=step.content)
+            self._left_out(enrollment, step, "send_skipped", SENT_BEFORE_MERGE, at)
             return True
         registry = self.registry
         if not step.transactional:
             withheld = self.skipping
             if withheld is not None:
-                self.activity(enrollment, "send_skipped", withheld, at,
-                              channel=step.channel, content_id=step.content)
+                self._left_out(enrollment, step, "send_skipped", withheld, at)
                 return True
             if registry.control_group is not None and in_control_group(
                 self.customer_id, registry.control_group
             ):
-                self.activity(enrollment, "suppressed", "control", at,
-                              channel=step.channel, content_id=step.content)
+                self._left_out(enrollment, step, "suppressed", "control", at)
                 return True
         content_id, offer_id = choose_content(self, enrollment, step, at)
         item = registry.content.get(content_id)
@@ -971,6 +968,16 @@ class Decider:
         ))
         record_send(self, cj, step, item, channel, at)
         return True
+
+    def _left_out(
+        self, enrollment: Enrollment, step: Send, kind: str, reason: str, at: datetime
+    ) -> None:
+        """Log a send left out before its content is chosen, naming the step's content at the
+        version a send would take now, as a send's entry does."""
+        item = self.registry.content.get(step.content)
+        self.activity(enrollment, kind, reason, at, channel=step.channel,
+                      content_id=step.content,
+                      content_version=item.version if item is not None else None)
 
     def jump(self, enrollment: Enrollment, journey_id: str, at: datetime, *,
              end_current: bool) -> None:
