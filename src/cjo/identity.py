@@ -33,7 +33,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from cjo.delivery.consent import set_consent
 from cjo.model.events import Profile
@@ -58,7 +58,7 @@ __all__ = ["MERGED", "merge_into", "merged_profile"]
 
 #: The end status of an enrollment a merge ends: an anonymous one whose journey instance the
 #: known customer is already in, or one the rules across journeys leave out of the merged record.
-MERGED = "merged"
+MERGED: Final = "merged"
 
 _C = TypeVar("_C", datetime, float)
 

@@ -46,8 +46,10 @@ from cjo.runtime.state import (
     HELD,
     NO_ENTRIES,
     Activity,
+    ActivityKind,
     CustomerState,
     EndedEnrollment,
+    EndStatus,
     Enrollment,
     EntryHistory,
     merge_attributes,
@@ -511,7 +513,9 @@ class Decider:
         self._enter_gathered(now)
         self.attribute_changes(now, budget)
 
-    def end_enrollment(self, enrollment_id: str, status: str, reason: str, now: datetime) -> None:
+    def end_enrollment(
+        self, enrollment_id: str, status: EndStatus, reason: str, now: datetime
+    ) -> None:
         """End one active enrollment (if it still is) with ``status`` and ``reason``."""
         self.catch_up(now)
         for enrollment in list(self.state.enrollments):
@@ -970,7 +974,7 @@ class Decider:
         return True
 
     def _left_out(
-        self, enrollment: Enrollment, step: Send, kind: str, reason: str, at: datetime
+        self, enrollment: Enrollment, step: Send, kind: ActivityKind, reason: str, at: datetime
     ) -> None:
         """Log a send left out before its content is chosen, naming the step's content at the
         version a send would take now, as a send's entry does."""
@@ -1084,8 +1088,10 @@ class Decider:
             NOW_KEY: at,
         }
 
-    def end(self, enrollment: Enrollment, status: str, reason: str | None, at: datetime) -> None:
-        enrollment.status = status  # type: ignore[assignment]
+    def end(
+        self, enrollment: Enrollment, status: EndStatus, reason: str | None, at: datetime
+    ) -> None:
+        enrollment.status = status
         enrollment.ended_at = at
         enrollment.end_reason = reason
         enrollment.wake_at = None
@@ -1128,7 +1134,7 @@ class Decider:
                 del history[key]
 
     def activity(
-        self, enrollment: Enrollment, kind: str, detail: str | None, at: datetime, *,
+        self, enrollment: Enrollment, kind: ActivityKind, detail: str | None, at: datetime, *,
         channel: str | None = None, content_id: str | None = None,
         content_version: int | None = None,
     ) -> None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cjo.runtime.core import Decider
     from cjo.runtime.kinds.base import Checker
     from cjo.runtime.registry import CompiledJourney
-    from cjo.runtime.state import Enrollment
+    from cjo.runtime.state import ActivityKind, Enrollment
 
 __all__ = [
     "RENDER_RETRY_DELAYS",
@@ -116,7 +116,7 @@ def send_failed(
 ) -> None:
     """Record a send that did not happen (``send_failed``, or ``render_retry`` while it will
     be tried again) in the activity log and the outcome."""
-    kind = "render_retry" if action == "retrying" else "send_failed"
+    kind: ActivityKind = "render_retry" if action == "retrying" else "send_failed"
     d.activity(enrollment, kind, reason[:200], at, channel=step.channel,
                content_id=content_id, content_version=content_version)
     d.outcome.failures.append(SendFailure(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, overload
 
 import attrs
 
@@ -17,12 +17,15 @@ from cjo.model.events import Profile
 
 __all__ = [
     "ACTIVE",
+    "ACTIVITY_KINDS",
     "HELD",
     "RECORD_LAYOUT",
     "TERMINAL_STATUSES",
     "Activity",
+    "ActivityKind",
     "ConsentKey",
     "CustomerState",
+    "EndStatus",
     "EndedEnrollment",
     "Enrollment",
     "EnrollmentStatus",
@@ -33,13 +36,30 @@ __all__ = [
     "merge_attributes",
 ]
 
-EnrollmentStatus = Literal[
-    "active", "completed", "exited", "converted", "expired", "removed", "ejected", "merged"
-]
+#: How an enrollment ends; each is also the kind of the activity-log entry that ends it.
+EndStatus = Literal["completed", "exited", "converted", "expired", "removed", "ejected", "merged"]
+EnrollmentStatus = Literal["active", EndStatus]
 ACTIVE: EnrollmentStatus = "active"
-TERMINAL_STATUSES: frozenset[str] = frozenset(
-    {"completed", "exited", "converted", "expired", "removed", "ejected", "merged"}
-)
+TERMINAL_STATUSES: frozenset[str] = frozenset(get_args(EndStatus))
+
+#: Every kind of activity-log entry cjo writes (``Activity.kind``): the one list that the
+#: ``Activity`` docstring and docs/architecture.md describe, and that the decision core's
+#: logging is typed with.
+ActivityKind = Literal[
+    # an enrollment's course
+    "entered", "step", "path", "timeout", "event_received", "goal", "date_past", "date_missing",
+    "action", "action_failed", "offer", "jumped", "held", "resumed", "migrated", "merged_in",
+    # sends and the delivery policies
+    "sent", "send_failed", "render_retry", "send_skipped", "suppressed", "fallback", "capped",
+    "quiet_hours", "withheld", "unreachable",
+    # delivery feedback
+    "message_delivered", "opened", "clicked", "bounced", "complained", "unsubscribed",
+    # the customer's own, outside any journey
+    "late_event", "segment_entered", "segment_exited",
+    # the terminal statuses
+    EndStatus,
+]
+ACTIVITY_KINDS: frozenset[str] = frozenset(get_args(ActivityKind))
 
 #: The wake-up of an enrollment held by a paused journey: after every real instant, so the
 #: customer is not claimed for it; resuming the journey wakes its held customers.
@@ -727,14 +747,27 @@ class Activity:
     measurement. The same fields on every storage adapter. Treat it as read-only (it is not
     frozen only because several are built for every input, and frozen classes build slowly).
 
-    ``kind`` is one of: entered, step, sent, send_failed, render_retry, offer, path, timeout,
-    event_received, goal, date_past, date_missing (a date wait's date was past, or missing),
-    the delivery-policy decisions (suppressed, fallback, capped, quiet_hours), delivery
-    feedback (message_delivered, opened, clicked, bounced, complained, unsubscribed),
-    unreachable (a message failed permanently and its channel was blocked), and the terminal
-    statuses (completed, exited, converted, expired, removed, ejected, merged).
+    ``kind`` is one of ``ACTIVITY_KINDS``:
+
+    - an enrollment's course: entered, step, path (a split or audience path taken), timeout,
+      event_received, goal, date_past, date_missing (a date wait's date was past, or missing),
+      action, action_failed, offer (the offer a send chose), jumped, held (a wake-up held by
+      a paused journey), resumed, migrated (to a new journey version), merged_in (an
+      enrollment taken over from an identity merge);
+    - sends: sent, send_failed, render_retry, send_skipped (a send not made: the catch-up
+      limit, a skip on resume, a step sent before a merge), the delivery-policy decisions
+      (suppressed, fallback, capped, quiet_hours), withheld (a message written earlier and no
+      longer allowed out), unreachable (a message failed permanently and its channel was
+      blocked);
+    - delivery feedback: message_delivered, opened, clicked, bounced, complained,
+      unsubscribed;
+    - the customer's own, outside any journey (``journey_id`` blank): late_event,
+      segment_entered, segment_exited (detail: the segment id);
+    - the terminal statuses: completed, exited, converted, expired, removed, ejected, merged.
+
     ``detail`` qualifies it (the criterion of an exit, the path of a split, the event received).
-    ``channel``, ``content_id`` and ``content_version`` are set on sends.
+    ``channel``, ``content_id`` and ``content_version`` are set on sends, and on the entries of
+    a send that was not made.
     """
 
     at: datetime

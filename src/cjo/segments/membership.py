@@ -52,7 +52,7 @@ from cjo.conditions import (
 )
 from cjo.model.definitions import Definitions
 from cjo.model.triggers import SegmentTrigger
-from cjo.runtime.state import Activity, CustomerState, Track
+from cjo.runtime.state import Activity, ActivityKind, CustomerState, Track
 from cjo.segments.history import (
     Aggregate,
     FirstPerformed,
@@ -612,6 +612,6 @@ def _start(state: CustomerState, at: datetime) -> Track:
     return Track(state.created_at if at == state.created_at else at)
 
 
-def _log(d: Decider, segment_id: str, kind: str, at: datetime) -> None:
+def _log(d: Decider, segment_id: str, kind: ActivityKind, at: datetime) -> None:
     d.activities.append(Activity(at, d.customer_id, "", "", 0, None, kind, segment_id))
 
