@@ -8,7 +8,8 @@ checks everything the engine relies on.
 
 The erasure rule every adapter applies (``erase_customer``, and the counts ``prune`` keeps) is
 here too, from ``cjo.storage.erasure``; so is ``membership_changes``, for adapters that keep
-segment memberships in a table of their own.
+segment memberships in a table of their own, and ``count_order``, the order of
+``activity_counts``.
 """
 
 from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
@@ -34,6 +35,7 @@ from cjo.storage.base import (
     Retention,
     Storage,
     channel_filter,
+    count_order,
     membership_changes,
 )
 from cjo.storage.codec import decode_message, decode_state, encode_message, encode_state
@@ -75,6 +77,7 @@ __all__ = [
     "Retention",
     "Storage",
     "channel_filter",
+    "count_order",
     "counted_detail",
     "counted_detail_sql",
     "decode_message",

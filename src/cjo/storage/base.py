@@ -40,6 +40,7 @@ __all__ = [
     "Retention",
     "Storage",
     "channel_filter",
+    "count_order",
     "ensure_aware",
     "membership_changes",
 ]
@@ -112,6 +113,15 @@ class ActivityCount:
     kind: str
     detail: str | None
     count: int
+
+
+def count_order(count: ActivityCount) -> tuple[int, bool, str, str, bool, str]:
+    """Where ``count`` goes in ``activity_counts``: by version, step (None first), kind, then
+    detail (None first), text compared by code point. Adapters sort with it rather than in
+    SQL, whose collation differs from one database to another."""
+    step, detail = count.step_id, count.detail
+    return (count.version, step is not None, step or "", count.kind, detail is not None,
+            detail or "")
 
 
 @attrs.frozen(slots=True)
@@ -387,7 +397,8 @@ class Storage(abc.ABC):
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         """Every activity of a journey, counted by (version, step, kind, detail), pruned
         entries included; the detail as ``cjo.storage.erasure.counted_detail`` has it
-        (without the instant it names), a pruned one's without its free text too."""
+        (without the instant it names), a pruned one's without its free text too. In
+        ``count_order``, the same on every adapter."""
 
     @abc.abstractmethod
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:

@@ -39,6 +39,7 @@ from cjo.storage.base import (
     Retention,
     Storage,
     channel_filter,
+    count_order,
 )
 from cjo.storage.erasure import (
     counted_detail,
@@ -845,10 +846,8 @@ class InMemoryStorage(Storage):
             for (jid, version, step, kind, detail), n in self._counts.items():
                 if jid == journey_id:
                     counts[(jid, version, step, kind, counted_detail(kind, detail))] += n
-            return [
-                ActivityCount(*key, n)
-                for key, n in sorted(counts.items(), key=lambda kv: tuple(map(str, kv[0])))
-            ]
+            return sorted((ActivityCount(*key, n) for key, n in counts.items()),
+                          key=count_order)
 
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         out: Counter[tuple[int, str | None]] = Counter()

@@ -79,6 +79,7 @@ from cjo.storage.base import (
     Retention,
     Storage,
     channel_filter,
+    count_order,
     membership_changes,
 )
 from cjo.storage.codec import (
@@ -1196,15 +1197,8 @@ class PostgresStorage(Storage):
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         with self._pool.connection() as conn:
             rows = conn.execute(self._q["activity_counts"], {"j": journey_id}).fetchall()
-        counts = [
-            ActivityCount(journey_id, version, step, kind, detail, int(n))
-            for version, step, kind, detail, n in rows
-        ]
-        # Sorted as the in-memory adapter sorts, so reports read the same on every backend.
-        counts.sort(key=lambda c: tuple(map(str, (
-            c.journey_id, c.version, c.step_id, c.kind, c.detail
-        ))))
-        return counts
+        return sorted((ActivityCount(journey_id, version, step, kind, detail, int(n))
+                       for version, step, kind, detail, n in rows), key=count_order)
 
     @_translating
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:

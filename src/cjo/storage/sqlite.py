@@ -49,6 +49,7 @@ from cjo.storage.base import (
     Retention,
     Storage,
     channel_filter,
+    count_order,
     membership_changes,
 )
 from cjo.storage.codec import (
@@ -504,7 +505,7 @@ _ACTIVITY_COUNTS = (
     "FROM activity WHERE journey_id = ?1 GROUP BY version, step_id, kind, 5 "
     "UNION ALL SELECT journey_id, version, step_id, kind, detail, n FROM activity_totals "
     "WHERE journey_id = ?1) "
-    "GROUP BY version, step_id, kind, detail ORDER BY version, step_id, kind, detail"
+    "GROUP BY version, step_id, kind, detail"
 )
 # The record's enrollments as codec's layout writes them ("enr": [{"j", "ver", "s"}, ...]).
 # ``instr`` skips, before any JSON parsing, the records that do not name the journey at all
@@ -1336,7 +1337,7 @@ class SQLiteStorage(Storage):
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
         with self._lock:
             rows = self._connection().execute(_ACTIVITY_COUNTS, (journey_id,)).fetchall()
-        return [ActivityCount(*row) for row in rows]
+        return sorted((ActivityCount(*row) for row in rows), key=count_order)
 
     @_Translated("enrolled_customers")
     def enrolled_customers(

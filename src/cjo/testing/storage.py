@@ -1480,6 +1480,29 @@ class StorageContract:
         assert _counts(storage, "other") == {ActivityCount("other", 1, None, "entered", None, 1)}
         assert storage.activity_counts("none") == []
 
+    def test_activity_counts_in_order(self, storage: Storage) -> None:
+        # By version as a number, step (None first), kind, detail (None first), text by code
+        # point: one order on every adapter, whatever the database's collation.
+        _save(storage, _state("c1"), activities=[
+            _activity("entered", version=10, step=None),
+            _activity("sent", version=2, step="a", detail="b"),
+            _activity("sent", version=2, step="a"),
+            _activity("step", version=2, step="Z"),
+            _activity("entered", version=2, step=None),
+            _activity("sent", version=2, step="a", detail="X"),
+            _activity("capped", version=2, step="a", detail="x"),
+        ])
+        assert [(c.version, c.step_id, c.kind, c.detail)
+                for c in storage.activity_counts("j")] == [
+            (2, None, "entered", None),
+            (2, "Z", "step", None),
+            (2, "a", "capped", "x"),
+            (2, "a", "sent", None),
+            (2, "a", "sent", "X"),
+            (2, "a", "sent", "b"),
+            (10, None, "entered", None),
+        ]
+
     def test_active_counts(self, storage: Storage) -> None:
         _save(storage, _state("c1", enrollments=[
             _enrollment("j:c1:1", step="wait"),
