@@ -111,6 +111,10 @@ _SEGMENTS_REFRESHED = "segments:refreshed"
 #: How many times publish reloads and merges when another process published meanwhile.
 _PUBLISH_ATTEMPTS = 10
 
+#: The reason an erased customer's active enrollments end with (as ``removed``); like every
+#: removal reason, the anonymous log entry keeps the status, not the reason.
+ERASED_REASON = "erased"
+
 DispatchMode = Literal["inline", "deferred"]
 
 
@@ -952,22 +956,28 @@ class Engine:
         # Counted before the record goes: a transaction that finds it gone sees the count.
         erased = self._erased
         self._erased = (now, erased[1] + 1 if erased is not None and erased[0] == now else 1)
-        self._leave_segments(customer_id, now)
+        self._leave_before_erasure(customer_id, now)
         self.storage.erase_customer(customer_id)
         # Rendered texts are kept by the values their templates read (a first name, an
         # address), which may be the customer's.
         self._registry.renderer.clear()
 
-    def _leave_segments(self, customer_id: str, now: datetime) -> None:
-        """Log the customer's segment exits before the erasure: the log keeps their entries
-        (anonymous), and segment sizes read from it would count them a member ever after."""
+    def _leave_before_erasure(self, customer_id: str, now: datetime) -> None:
+        """Log the ends of the customer's active enrollments (``removed``, ``erased``) and
+        their segment exits before the erasure: the log keeps their entries (anonymous), and
+        reports and segment sizes read from it would count them active, or a member, ever
+        after."""
+
+        def leave(d: Decider, at: datetime) -> None:
+            d.remove(None, ERASED_REASON, at)
+            leave_every_segment(d, at)
+
         try:
-            self._for_customer(customer_id, leave_every_segment, now=now, create=False,
-                               dispatch=False)
+            self._for_customer(customer_id, leave, now=now, create=False, dispatch=False)
         except CorruptRecordError as exc:
-            # Its memberships cannot be read; the erasure must still remove it.
-            log.warning("erasing a record that cannot be decoded, without its segment "
-                        "exits: %s", exc)
+            # Its enrollments and memberships cannot be read; the erasure must still remove it.
+            log.warning("erasing a record that cannot be decoded, without logging its "
+                        "enrollments' ends and segment exits: %s", exc)
 
     def prune(self, now: datetime | None = None) -> PruneResult:
         """Drop what ``retention`` no longer keeps (event ids, delivered messages and

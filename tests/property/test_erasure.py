@@ -477,6 +477,10 @@ def run(adapter: Adapter, twin: Adapter, scenario: Scenario) -> None:
     # erasure carries the count of erasures (ids of its own), which the twin makes none of.
     compared = [cid for cid in others if later or kept[cid][0] is not None]
     counted = totals(storage, defs)
+    # The erasure ends the enrollments they are still in, as removed, where they stand.
+    state = engine.customer_state(erased)
+    for e in state.enrollments if state is not None else ():
+        counted[(e.journey_id, e.version, e.step_id, "removed")] += 1
     members = [m for m in engine.segment_members("gold") if m != erased]
     old_ids = set().union(*(ids_of(export, erased) for export in exports.values()))
     mine = exports[erased]

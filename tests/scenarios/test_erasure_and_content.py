@@ -26,6 +26,7 @@ from cjo import (
     Wait,
     attr,
 )
+from cjo.analytics import JourneyReport, journey_report
 from cjo.channels.base import Message
 from cjo.errors import UsageError
 from cjo.model.steps import RenderErrorPolicy
@@ -75,16 +76,19 @@ def test_erasure_leaves_no_customer_id_in_the_activity_log(storage_factory: Fact
     log = engine.activities(T0 - DAY, T0 + DAY)
     assert not [a for a in log if "ann" in f"{a.customer_id} {a.enrollment_id} {a.detail}"]
     erased = [a for a in log if a.customer_id == ""]
-    # Hers, and her exit from the segment she was in, logged as she went.
-    assert [(a.kind, a.detail) for a in erased[len(before):]] == [("segment_exited", "named")]
-    assert len(erased) == len(before) + 1
+    # Hers, then the end of the enrollment she was still in and her exit from the segment she
+    # was in, logged as she went.
+    assert [(a.kind, a.detail) for a in erased[len(before):]] == [
+        ("removed", None), ("segment_exited", "named"),
+    ]
+    assert len(erased) == len(before) + 2
     # One enrollment keeps one pseudonym: its entries can still be followed through.
     journey_ids = {a.enrollment_id for a in erased if a.journey_id == "j"}
     assert len(journey_ids) == 1 and next(iter(journey_ids)).startswith("erased:")
     assert [a.detail for a in erased if a.kind == "unreachable"] == [None]
     # Another customer's entries are untouched, and every entry still counts.
     assert any("no mailbox bob@x" in (a.detail or "") for a in log if a.customer_id == "bob@x")
-    assert sum(c.count for c in engine.storage.activity_counts("j")) == counts_before
+    assert sum(c.count for c in engine.storage.activity_counts("j")) == counts_before + 1
     assert not [c for c in engine.storage.activity_counts("j")
                 if c.kind == "unreachable" and c.detail is None and c.count != 1]
 
@@ -191,6 +195,35 @@ def test_erasing_a_customer_in_no_segment_logs_no_exit(storage_factory: Factory)
     engine.erase_customer("ann@x")
     engine.erase_customer("nobody")
     assert [a.kind for a in engine.activities(T0, T0 + DAY) if not a.journey_id] == []
+
+
+def _report(engine: Engine) -> JourneyReport:
+    (journey,) = (j for j in engine.definitions.journeys if j.id == "j")
+    return journey_report(engine.storage, journey)
+
+
+def test_an_erased_customer_in_a_journey_counts_removed_not_active(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    engine = _erasure_engine(storage_factory, clock)
+    for cid in ("ann@x", "bob@x"):
+        engine.identify(cid, {"name": cid[:3]})
+        engine.handle_event(Event(customer_id=cid, name="go", timestamp=clock.now(),
+                                  event_id=f"go-{cid}"))
+    assert _report(engine).active == 2
+    clock.advance(timedelta(hours=1))
+    engine.erase_customer("ann@x")
+    report = _report(engine)
+    # Ann left while waiting: no longer active, ended as removed; Bob waits on.
+    assert (report.entered, report.active, report.removed) == (2, 1, 1)
+    (end,) = (a for a in engine.activities(T0, T0 + DAY) if a.kind == "removed")
+    assert (end.at, end.customer_id, end.step_id, end.detail) == (clock.now(), "", "w", None)
+    assert end.enrollment_id.startswith("erased:")
+    clock.advance(2 * DAY)
+    engine.run_due()
+    report = _report(engine)
+    assert (report.active, report.completed, report.removed) == (0, 1, 1)
 
 
 def test_an_erased_member_who_entered_before_the_log_start_counts(
