@@ -56,7 +56,11 @@ from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem, Variant
 
-__all__ = ["NOW_KEY", "Renderer"]
+__all__ = ["NOW_KEY", "TEMPLATE_ROOTS", "Renderer"]
+
+#: The variables a template sees: the customer's attributes, the enrollment's context (also as
+#: ``event``) and the customer id (``Decider.template_data``). Publishing refuses any other.
+TEMPLATE_ROOTS: tuple[str, ...] = ("profile", "event", "context", "customer_id")
 
 # Parsed templates kept per renderer. Keyed by source text, so a republished item with new
 # fields never gets the old template; bounded, so republishing forever cannot grow it.
