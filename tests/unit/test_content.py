@@ -575,12 +575,12 @@ def test_variables_a_template_defines_itself_or_passes_to_a_block_are_not_refuse
         "{% render 'sig', name: profile.name %}{% render 'item' for event.lines as it %}"
         "{% include 'by' %}{{ context.order | default: '' }}",
     )),))
-    blocks = [ContentBlock("sig", " -- {{ name }}"), ContentBlock("item", "[{{ it }}]"),
+    blocks = [ContentBlock("sig", " -- {{ name }}"), ContentBlock("item", "[{{ forloop.index }}:{{ it }}]"),
               ContentBlock("by", "{% if who %}!{% endif %}")]
     engine.publish(content=[item], blocks=blocks, journeys=[one_send()])
     engine.identify("ann", {"name": "Ann"})
     [message] = engine.handle_event(ev("go", "ann", T0, lines=["tent"])).messages
-    assert message.fields == {"subject": "Hi Ann", "text": "1. tent ann -- Ann[tent]!"}
+    assert message.fields == {"subject": "Hi Ann", "text": "1. tent ann -- Ann[1:tent]!"}
 
 
 def test_an_action_param_reading_a_variable_no_customer_data_holds_is_refused() -> None:

@@ -47,6 +47,9 @@ SAMPLE_CUSTOMER = "sample-customer"
 SAMPLE_INSTANT = datetime(2000, 1, 3, 9, 0, tzinfo=UTC)
 _PLACEHOLDER = "1"
 _ROOTS = frozenset({"profile", "event", "context"})
+# What a template may read: the render data, and Liquid's loop objects, which its analysis
+# reports as read from the data in a block rendered per item ({% render 'line' for ... %}).
+_SEEN = frozenset({*TEMPLATE_ROOTS, "forloop", "tablerowloop"})
 _PARSER = Environment()
 
 
@@ -211,7 +214,7 @@ def unknown_variables(variant: Variant, renderer: Renderer) -> list[tuple[str, s
         for variable in _globals(source, renderer.environment):
             segments = tuple(getattr(variable, "segments", ()))
             shown = str(variable)
-            if segments and segments[0] not in TEMPLATE_ROOTS and shown not in seen:
+            if segments and segments[0] not in _SEEN and shown not in seen:
                 seen.add(shown)
                 found.append((name, shown))
     return found
