@@ -351,6 +351,7 @@ def test_date_refuses_a_zone_name_without_an_offset(value: str, zone: str) -> No
     ("2026-03-01 10:00 UTC+02:00", "UTC+02:00", "+02:00"),
     ("2026-03-01 10:00 GMT+2", "GMT+2", "+2"),
     ("2026-03-01T10:00:00 EST-05:00", "EST-05:00", "-05:00"),
+    ("2026-03-01 10:00 AM EST-05:00", "EST-05:00", "-05:00"),
 ])
 def test_date_refuses_a_zone_name_followed_by_an_offset(
     value: str, written: str, offset: str,

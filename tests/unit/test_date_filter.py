@@ -88,3 +88,12 @@ def test_a_format_directive_it_does_not_know_fails_the_render(fmt: str, what: st
     with pytest.raises(RenderError) as info:
         render(Renderer(), "{{ profile.v | date: profile.f }}", v=NOW, f=fmt)
     assert info.value.reason == f"date: the format {fmt!r} has {what}, which is not a directive"
+
+
+def test_a_zone_without_an_offset_is_named_with_the_value_cut_short() -> None:
+    value = "Sunday, 1 March 2026, 10:00:00.000000 EST"
+    with pytest.raises(RenderError) as info:
+        render(Renderer(), "{{ profile.v | date: '%H:%M' }}", v=value)
+    assert info.value.reason == (
+        "date: 'Sunday, 1 March 2026, 10:00:00.000000...' names the zone 'EST', which has no known "
+        "offset; write the offset (-05:00) or UTC")

@@ -203,7 +203,8 @@ def _zone(name: str | None, offset: int | None) -> tzinfo:
 # A zone name right after a time and followed by an offset ("10:00 UTC+02:00", "GMT+2"):
 # dateutil reads the sign reversed, as a POSIX zone string means it.
 _NAME_AND_OFFSET = re.compile(
-    r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?!(?:AM|PM)\b)([A-Z]{1,5}\s*([+-]\s*\d[\d:]*))")
+    r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?:[AP]M\s*)?(?!(?:AM|PM)\b)"
+    r"([A-Z]{1,5}\s*([+-]\s*\d[\d:]*))")
 
 
 def _read_date(value: object, today: datetime) -> datetime | None:
