@@ -51,9 +51,15 @@ from cjo.conditions import (
     walk,
 )
 from cjo.content.channels import channel_type_of, field_problems, output_problem
-from cjo.content.checks import block_problems, blocks_used, sample_data
+from cjo.content.checks import (
+    block_problems,
+    blocks_used,
+    reads_data,
+    sample_data,
+    unknown_variables,
+)
 from cjo.content.filters import FilterInputError
-from cjo.content.render import Renderer
+from cjo.content.render import TEMPLATE_ROOTS, Renderer
 from cjo.delivery.validation import check_policies
 from cjo.errors import InvalidEventError, Problem, RenderError, RenderLimitError, UsageError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
@@ -1335,7 +1341,16 @@ def _check_variant(
     messages, data = _sample_problems(item, variant, renderer, "field")
     problems += [Problem(where, message) for message in messages]
     if data is not None:
-        bad = output_problem(ctype, renderer.render(item, variant, data))
+        fields = renderer.render(item, variant, data)
+        may_fill: set[str] = set()
+        if item.sample is None:
+            # A derived sample holds "1" everywhere: a field that reads customer data and
+            # renders empty on it ({% if profile.plan == "gold" %}) may well render for the
+            # customers it is meant for; one that fails for a customer fails at send time.
+            may_fill = {name for name, text in fields.items()
+                        if (not text or text.isspace())
+                        and reads_data(variant.fields[name], renderer)}
+        bad = output_problem(ctype, fields, may_fill)
         if bad is not None:
             problems.append(Problem(where, f"field {bad[0]!r} {bad[1]}"))
     return problems
@@ -1369,15 +1384,19 @@ def _sample_problems(
     # Rendered against a sample: a template that does not parse, uses an unknown filter or a
     # variable the sample lacks, or hits a template limit, is refused here rather than failing
     # every send.
+    unknown = unknown_variables(variant, renderer)
+    messages = [f"{what} {field!r} reads {variable!r}, which templates never see (they read "
+                f"{_roots()})" for field, variable in unknown]
     data = sample_data(item, variant, renderer)
     found = renderer.problems(item, variant, data)
-    errors = found
+    # A field reported for its variable is not reported again for failing on it.
+    errors = [e for e in found if e.field not in {field for field, _ in unknown}]
     if item.sample is None:
         # A derived sample cannot know the shape of a value (a loop over a list of objects):
         # its undefined variables say nothing about the template, nor a filter given nil, a
         # list or an object where it reads a number or a date (``first`` of the sample's text
         # is nil). Give a sample to check them.
-        errors = [e for e in found if not isinstance(e.__cause__, UndefinedError)
+        errors = [e for e in errors if not isinstance(e.__cause__, UndefinedError)
                   and not (isinstance(e.__cause__, FilterInputError) and e.__cause__.shape)]
         typed = [e for e in errors if isinstance(e.__cause__, LiquidTypeError)]
         if typed:
@@ -1388,7 +1407,6 @@ def _sample_problems(
                       if e.field is not None and _renders(renderer, item, variant, e.field,
                                                           numbers)}
             errors = [e for e in errors if e.field not in passed]
-    messages = []
     for error in errors:
         if isinstance(error, RenderLimitError):
             message = f"{what} {error.field!r} is over a template limit: {error.reason}"
@@ -1397,7 +1415,12 @@ def _sample_problems(
         else:
             message = f"{what} {error.field!r} does not render on the sample: {error.reason}"
         messages.append(message)
-    return messages, None if found else data
+    return messages, None if found or unknown else data
+
+
+def _roots() -> str:
+    *first, last = TEMPLATE_ROOTS
+    return f"{', '.join(first)} and {last}"
 
 
 def _renders(

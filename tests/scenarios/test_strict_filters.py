@@ -301,3 +301,102 @@ def test_publish_checks_math_and_date_on_the_sample_and_not_what_a_derived_one_c
         on + "date: expected a date, got text that does not read as a date"]
     assert problems("{{ profile.total | times: 2 }} {{ event.at | date: '%Y' }}",
                     ContentSample(profile={"total": "4.5"}, event={"at": "2026-03-01"})) == []
+
+
+# --- date: zones and offsets -------------------------------------------------------------------
+
+
+def test_date_renders_each_customers_own_offset_for_one_instant() -> None:
+    # Two customers in different zones, one instant: each reads their own wall time and offset,
+    # never the one rendered first for an equal instant.
+    engine, sms = _engine("{{ profile.v | date: '%Y-%m-%d %H:%M %z' }}")
+    for customer, value in (("ann", "2026-03-05T10:00:00+02:00"),
+                            ("bob", "2026-03-05T03:00:00-05:00"),
+                            ("cem", "2026-03-05T08:00:00Z")):
+        _send(engine, {"v": value}, customer)
+    assert [m.fields["text"] for m in sms.messages] == [
+        "2026-03-05 10:00 +0200", "2026-03-05 03:00 -0500", "2026-03-05 08:00 +0000"]
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata", "UTC"])
+def test_date_epoch_seconds_do_not_depend_on_the_machines_time_zone(
+    monkeypatch: pytest.MonkeyPatch, zone: str,
+) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        engine, sms = _engine("{{ profile.v | date: '%s' }}")
+        for customer, value in (("ann", "2026-03-01T10:00:00+02:00"), ("bob", "1772000000"),
+                                ("cem", "1969-12-31T23:59:59Z")):
+            _send(engine, {"v": value}, customer)
+        assert [m.fields["text"] for m in sms.messages] == ["1772352000", "1772000000", "-1"]
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize(("value", "zone"), [
+    ("2026-03-01 10:00 EST", "EST"),
+    ("2026-03-01 10:00 CET", "CET"),
+    ("March 1, 2026 10:00 PST", "PST"),
+])
+def test_date_refuses_a_zone_name_without_an_offset(value: str, zone: str) -> None:
+    # dateutil warns and reads these as UTC: "10:00 EST" would be sent as 10:00 UTC.
+    assert _refused("{{ profile.v | date: '%H:%M' }}", {"v": value}) == (
+        f"date: {value!r} names the zone {zone!r}, which has no known offset; write the offset "
+        "(-05:00) or UTC")
+
+
+@pytest.mark.parametrize(("value", "written", "offset"), [
+    ("2026-03-01 10:00 UTC+02:00", "UTC+02:00", "+02:00"),
+    ("2026-03-01 10:00 GMT+2", "GMT+2", "+2"),
+    ("2026-03-01T10:00:00 EST-05:00", "EST-05:00", "-05:00"),
+    ("2026-03-01 10:00 AM EST-05:00", "EST-05:00", "-05:00"),
+])
+def test_date_refuses_a_zone_name_followed_by_an_offset(
+    value: str, written: str, offset: str,
+) -> None:
+    # dateutil reads the sign reversed, as POSIX zone strings do: UTC+02:00 is 2 hours behind.
+    assert _liquid("{{ profile.v | date: '%z' }}", {"v": value}) != "+0200"
+    assert _refused("{{ profile.v | date: '%H:%M' }}", {"v": value}) == (
+        f"date: {value!r} names the zone {written!r}, whose offset reads with its sign "
+        f"reversed; write the offset alone: {offset!r}")
+
+
+def test_date_reads_a_zone_name_by_its_offset_not_by_the_machines_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # dateutil reads a name the machine's zone has (EST, EDT in New York) as the machine's
+    # zone: in July, "EST" would be rendered with EDT's offset.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        value = "2026-07-01 10:00 EST"
+        assert _refused("{{ profile.v | date: '%H:%M %z' }}", {"v": value}) == (
+            "date: '2026-07-01 10:00 EST' names the zone 'EST', which has no known offset; "
+            "write the offset (-05:00) or UTC")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2026-03-01 10:00 UTC", "10:00 +0000"),
+    ("2026-03-01 10:00 GMT", "10:00 +0000"),
+    ("2026-03-01T10:00:00Z", "10:00 +0000"),
+    ("2026-03-01 10:00 +02:00", "10:00 +0200"),
+    ("2026-03-01 10:00 -0530", "10:00 -0530"),
+    ("2026-03-01 10:00", "10:00 +0000"),
+    ("01-MAR-2026 10:00", "10:00 +0000"),
+    ("2026-03-01 10:00 AM -05:00", "10:00 -0500"),
+])
+def test_date_reads_utc_and_plain_offsets(value: str, expected: str) -> None:
+    engine, sms = _engine("{{ profile.v | date: '%H:%M %z' }}")
+    _send(engine, {"v": value})
+    assert [m.fields["text"] for m in sms.messages] == [expected]
+
+
+def test_date_still_refuses_a_posix_zone_string() -> None:
+    for value in ("2026-03-01 10:00 EST5", "2026-03-01 10:00 EST5EDT"):
+        assert _refused("{{ profile.v | date: '%H:%M' }}", {"v": value}) == (
+            "date: expected a date, got text that does not read as a date")

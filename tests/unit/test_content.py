@@ -541,3 +541,131 @@ def test_content_offers_and_blocks_round_trip_through_json() -> None:
     data = json.loads(text)
     assert data["offers"][0]["cap"] == {"times": 2, "per": 604800}
     assert data["journeys"][0]["steps"]["s"]["on_render_error"] == "retry"
+
+
+# --- what publishing refuses, and what it must not ---------------------------------------------
+
+
+def test_a_template_reading_a_variable_no_customer_data_holds_is_refused() -> None:
+    engine, _ = engine_with("email", "sms")
+    seen = "which templates never see (they read profile, event, context and customer_id)"
+    item = ContentItem("c", (
+        Variant("email", email("Hi {{ custmer.first_name | default: 'there' }}",
+                               "{% if vip %}VIP{% endif %}{{ profile.name }}")),
+        Variant("sms", {"text": "{% render 'sig' %}"}),
+    ))
+    assert problems(engine, item, blocks=[ContentBlock("sig", "{{ name }}")]) == [
+        f"content 'c' / variant email: field 'subject' reads 'custmer.first_name', {seen}",
+        f"content 'c' / variant email: field 'text' reads 'vip', {seen}",
+        f"content 'c' / variant sms: field 'text' reads 'name', {seen}",
+    ]
+    # With a sample too: the sample cannot give what no send will have.
+    sampled = ContentItem("c", (Variant("email", email("{{ foo.bar }}")),),
+                          sample=ContentSample(profile={"a": 1}))
+    assert problems(engine, sampled) == [
+        f"content 'c' / variant email: field 'subject' reads 'foo.bar', {seen}"]
+
+
+def test_variables_a_template_defines_itself_or_passes_to_a_block_are_not_refused() -> None:
+    engine, _channels = engine_with()
+    item = ContentItem("c", (Variant("email", email(
+        "{% assign n = profile.name | default: 'you' %}Hi {{ n }}",
+        "{% for line in event.lines %}{{ forloop.index }}. {{ line }} {% endfor %}"
+        "{% capture who %}{{ customer_id }}{% endcapture %}{{ who }}"
+        "{% render 'sig', name: profile.name %}{% render 'item' for event.lines as it %}"
+        "{% include 'by' %}{{ context.order | default: '' }}",
+    )),))
+    blocks = [ContentBlock("sig", " -- {{ name }}"), ContentBlock("item", "[{{ forloop.index }}:{{ it }}]"),
+              ContentBlock("by", "{% if who %}!{% endif %}")]
+    engine.publish(content=[item], blocks=blocks, journeys=[one_send()])
+    engine.identify("ann", {"name": "Ann"})
+    [message] = engine.handle_event(ev("go", "ann", T0, lines=["tent"])).messages
+    assert message.fields == {"subject": "Hi Ann", "text": "1. tent ann -- Ann[1:tent]!"}
+
+
+def test_an_action_param_reading_a_variable_no_customer_data_holds_is_refused() -> None:
+    from cjo import Action
+
+    engine = Engine(channels={"email": RecordingChannel()}, actions={"ticket": lambda p: None},
+                    clock=ManualClock(T0))
+    journey = Journey("j", trigger=EventTrigger("go"), entry="a", steps={
+        "a": Action("ticket", {"subject": "Call {{ customer_id }} about {{ order.id }}"})})
+    with pytest.raises(DefinitionError) as info:
+        engine.publish(journeys=[journey])
+    assert [str(p) for p in info.value.problems] == [
+        "journey 'j' v1 / step 'a': param 'subject' reads 'order.id', which templates never see "
+        "(they read profile, event, context and customer_id)"]
+
+
+@pytest.mark.parametrize(("channel", "fields"), [
+    ("sms", {"text": "{% if profile.plan == 'gold' %}Gold deal{% endif %}"}),
+    ("email", {"subject": "{% case event.kind %}{% when 'a' %}A{% endcase %}",
+               "html": "{% if profile.plan == 'gold' %}<p>Gold</p>{% endif %}"}),
+    ("push", {"title": "{{ profile.nick | remove: profile.nick }}", "body": "x"}),
+    ("webhook", {"body": "{% if event.kind == 'paid' %}{\"paid\": true}{% endif %}"}),
+])
+def test_a_field_that_renders_empty_on_a_derived_sample_but_reads_data_is_not_refused(
+    channel: str, fields: dict[str, str],
+) -> None:
+    # The derived sample holds "1" in every variable: no plan is "gold" there. Real data may
+    # fill the field; a customer it does not fill is a render failure at send time.
+    engine, _ = engine_with(channel)
+    engine.publish(content=[ContentItem("c", (Variant(channel, fields),))])
+
+
+def test_a_field_that_renders_empty_whatever_the_data_is_refused() -> None:
+    engine, _ = engine_with("sms", "email")
+    assert problems(engine, ContentItem("c", (
+        Variant("sms", {"text": "{% if false %}never{% endif %}"}),
+        Variant("email", {"subject": "{{ '' }}", "text": "{% if 'now' == 1 %}x{% endif %}"}),
+    ))) == [
+        "content 'c' / variant sms: field 'text' renders empty",
+        "content 'c' / variant email: field 'subject' renders empty",
+    ]
+    # On a sample the host gives, as at send time.
+    assert problems(engine, ContentItem("c", (
+        Variant("sms", {"text": "{% if profile.plan == 'gold' %}Gold deal{% endif %}"}),
+    ), sample=ContentSample(profile={"plan": "silver"}))) == [
+        "content 'c' / variant sms: field 'text' renders empty"]
+
+
+def test_an_email_subject_is_one_line() -> None:
+    engine, channels = engine_with()
+    one_line = "renders more than one line (a subject is one line)"
+    assert problems(engine, ContentItem("c", (
+        Variant("email", email("Hello\n{{ profile.name }}")),
+        Variant("email", email("Hi {{ profile.name }}\r\n"), locale="fr"),
+    ))) == [
+        f"content 'c' / variant email: field 'subject' {one_line}",
+        f"content 'c' / variant email (fr): field 'subject' {one_line}",
+    ]
+    engine.publish(content=[ContentItem("c", (
+        Variant("email", email("Hi {{ profile.name }}", "Line one\nLine two")),))],
+        journeys=[one_send()])
+    engine.identify("ann", {"name": "Ann\nBcc: someone@example.com"})
+    outcome = engine.handle_event(ev("go", "ann", T0))
+    assert outcome.messages == () and channels["email"].messages == []
+    [failure] = outcome.failures
+    assert failure.reason == f"content 'c' / email / field 'subject': {one_line}"
+    engine.identify("bob", {"name": "Bob"})
+    [message] = engine.handle_event(ev("go", "bob", T0)).messages
+    assert message.fields == {"subject": "Hi Bob", "text": "Line one\nLine two"}
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_webhook_body_with_nan_or_infinity_is_not_json(constant: str) -> None:
+    assert json.loads(f'{{"score": {constant}}}')  # what Python's json reads
+    engine, _channels = engine_with("webhook")
+    [problem] = problems(engine, ContentItem("c", (
+        Variant("webhook", {"body": f'{{"score": {constant}}}'}),)))
+    assert problem == (f"content 'c' / variant webhook: field 'body' does not render to valid "
+                       f"JSON: {constant} is not a JSON value")
+    item = ContentItem("c", (Variant("webhook", {"body": '{"score": {{ event.score }}}'}),))
+    engine.publish(content=[item], journeys=[one_send(channel="webhook")])
+    bad = engine.handle_event(ev("go", "ann", T0, score=constant))
+    assert bad.messages == ()
+    [failure] = bad.failures
+    assert failure.reason == (f"content 'c' / webhook / field 'body': does not render to valid "
+                              f"JSON: {constant} is not a JSON value")
+    good = engine.handle_event(ev("go", "bob", T0, score=1.5))
+    assert [m.fields["body"] for m in good.messages] == ['{"score": 1.5}']

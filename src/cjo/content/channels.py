@@ -10,7 +10,7 @@ no known type is free-form: any fields.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import attrs
 
@@ -20,13 +20,15 @@ __all__ = ["CHANNEL_TYPES", "ChannelType", "channel_type_of", "field_problems", 
 @attrs.frozen
 class ChannelType:
     """``required`` fields must be present; at least one field of each ``one_of`` group must
-    be; ``json`` fields must render to valid JSON; no field outside these is allowed."""
+    be; ``one_line`` fields must render without a line break; ``json`` fields must render to
+    valid JSON; no field outside these is allowed."""
 
     name: str
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     one_of: tuple[tuple[str, ...], ...] = ()
     json: tuple[str, ...] = ()
+    one_line: tuple[str, ...] = ()
 
     @property
     def known(self) -> tuple[str, ...]:
@@ -36,7 +38,7 @@ class ChannelType:
 CHANNEL_TYPES: Mapping[str, ChannelType] = {
     t.name: t for t in (
         ChannelType("email", ("subject",), ("preheader", "html", "text"),
-                    one_of=(("html", "text"),)),
+                    one_of=(("html", "text"),), one_line=("subject",)),
         ChannelType("sms", ("text",)),
         ChannelType("push", ("title", "body"), ("deep_link",)),
         ChannelType("in_app", ("title", "body"), ("image_url", "button_label", "button_url")),
@@ -69,10 +71,20 @@ def field_problems(ctype: ChannelType, fields: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tuple[str, str] | None:
+def _not_json(constant: str) -> object:
+    # Python's json reads NaN and Infinity; JSON has no such value, and receivers refuse them.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def output_problem(
+    ctype: ChannelType | None, fields: Mapping[str, str], may_fill: Collection[str] = ()
+) -> tuple[str, str] | None:
     """(field, reason) when rendered ``fields`` are not what the channel type needs: a
     required field (or every field of a ``one_of`` group) that renders empty or only
-    whitespace (a message nobody should receive), a ``json`` field that is not JSON."""
+    whitespace (a message nobody should receive), a ``one_line`` field with a line break, a
+    ``json`` field that is not JSON. ``may_fill``: fields that rendered blank on a derived
+    sample but read customer data, which real data may fill: not reported blank, nor as not
+    JSON."""
     if ctype is None:
         return None
     # A field the variant lacks is not checked here: publishing reports it (``field_problems``).
@@ -80,7 +92,7 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
     # without a call per field: this runs for every message rendered.
     for name in ctype.required:
         text = fields.get(name)
-        if text is not None and (not text or text.isspace()):
+        if text is not None and (not text or text.isspace()) and name not in may_fill:
             return name, "renders empty"
     for group in ctype.one_of:
         first = None  # the group's first field the variant has, while all are blank
@@ -88,7 +100,7 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
             text = fields.get(name)
             if text is None:
                 continue
-            if text and not text.isspace():
+            if (text and not text.isspace()) or name in may_fill:
                 break
             if first is None:
                 first = name
@@ -96,13 +108,17 @@ def output_problem(ctype: ChannelType | None, fields: Mapping[str, str]) -> tupl
             if first is not None:
                 every = " and ".join(repr(n) for n in group if n in fields)
                 return first, f"renders empty (so does every one of {every}: one must have text)"
+    for name in ctype.one_line:
+        text = fields.get(name)
+        # A line break in an email subject breaks its header (or adds one).
+        if text is not None and ("\n" in text or "\r" in text):
+            return name, f"renders more than one line (a {name} is one line)"
     for name in ctype.json:
         text = fields.get(name)
-        if text is None:
+        if text is None or (name in may_fill and (not text or text.isspace())):
             continue
         try:
-            json.loads(text)
+            json.loads(text, parse_constant=_not_json)
         except ValueError as exc:
             return name, f"does not render to valid JSON: {exc}"
     return None
-

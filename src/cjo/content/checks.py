@@ -5,8 +5,12 @@ Without a ``ContentItem.sample``, a variant is rendered against a derived sample
 variable its templates read (blocks included) holds the text ``"1"``, which reads as a word
 and as a number, so text, arithmetic and JSON bodies all render. What such a sample cannot
 tell (whether a loop's items have a ``name``, whether a value is text or a number) is not
-reported: variables are checked only against a sample the host gives, and a field that a
-comparison with a number fails on ``"1"`` is rendered again with the number 1.
+reported: variables are checked only against a sample the host gives, a field that a
+comparison with a number fails on ``"1"`` is rendered again with the number 1, and a field
+that reads customer data is not reported for rendering empty on it (``reads_data``).
+
+Whatever the sample, a variable outside the data templates see (``TEMPLATE_ROOTS``) is
+refused (``unknown_variables``): no send will ever have it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from liquid.builtin.tags.render_tag import RenderNode
 from liquid.context import RenderContext
 from liquid.exceptions import LiquidError
 
-from cjo.content.render import NOW_KEY, Renderer
+from cjo.content.render import NOW_KEY, TEMPLATE_ROOTS, Renderer
 from cjo.model.content import ContentBlock, ContentItem, Variant
 
 __all__ = [
@@ -31,8 +35,10 @@ __all__ = [
     "block_problems",
     "blocks_used",
     "includes",
+    "reads_data",
     "revise_for_blocks",
     "sample_data",
+    "unknown_variables",
 ]
 
 SAMPLE_CUSTOMER = "sample-customer"
@@ -41,6 +47,9 @@ SAMPLE_CUSTOMER = "sample-customer"
 SAMPLE_INSTANT = datetime(2000, 1, 3, 9, 0, tzinfo=UTC)
 _PLACEHOLDER = "1"
 _ROOTS = frozenset({"profile", "event", "context"})
+# What a template may read: the render data, and Liquid's loop objects, which its analysis
+# reports as read from the data in a block rendered per item ({% render 'line' for ... %}).
+_SEEN = frozenset({*TEMPLATE_ROOTS, "forloop", "tablerowloop"})
 _PARSER = Environment()
 
 
@@ -165,23 +174,50 @@ def sample_data(
                 "customer_id": SAMPLE_CUSTOMER, NOW_KEY: SAMPLE_INSTANT}
     profile: dict[str, Any] = {}
     event = {}
-    env = renderer.environment
     for source in variant.fields.values():
-        if "{{" not in source and "{%" not in source:
-            continue
-        try:
-            analysis = env.from_string(source).analyze(include_partials=True)
-        except LiquidError:
-            continue  # the render reports it
-        for variables in analysis.globals.values():
-            for variable in variables:
-                segments = tuple(getattr(variable, "segments", ()))
-                if len(segments) < 2 or segments[0] not in _ROOTS:
-                    continue
-                _fill(profile if segments[0] == "profile" else event, segments[1:],
-                      placeholder)
+        for variable in _globals(source, renderer.environment):
+            segments = tuple(getattr(variable, "segments", ()))
+            if len(segments) < 2 or segments[0] not in _ROOTS:
+                continue
+            _fill(profile if segments[0] == "profile" else event, segments[1:], placeholder)
     return {"profile": profile, "event": event, "context": event,
             "customer_id": SAMPLE_CUSTOMER, NOW_KEY: SAMPLE_INSTANT}
+
+
+def _globals(source: str, env: Environment) -> list[Any]:
+    """The variables ``source`` reads from the render data (blocks included; not what it
+    assigns, loops over or passes to a block), as Liquid's analysis gives them. None of them
+    for a source that does not parse or includes a block not published: the render reports
+    it."""
+    if "{{" not in source and "{%" not in source:
+        return []
+    try:
+        analysis = env.from_string(source).analyze(include_partials=True)
+    except LiquidError:
+        return []
+    return [variable for variables in analysis.globals.values() for variable in variables]
+
+
+def reads_data(source: str, renderer: Renderer) -> bool:
+    """Whether ``source`` reads any of the render data: what it renders may then differ from
+    customer to customer."""
+    return bool(_globals(source, renderer.environment))
+
+
+def unknown_variables(variant: Variant, renderer: Renderer) -> list[tuple[str, str]]:
+    """(field, variable) for every variable a field of ``variant`` reads outside
+    ``TEMPLATE_ROOTS``: undefined at every send (``{{ custmer.name }}``), or its ``default``
+    for everyone."""
+    found: list[tuple[str, str]] = []
+    for name, source in variant.fields.items():
+        seen: set[str] = set()
+        for variable in _globals(source, renderer.environment):
+            segments = tuple(getattr(variable, "segments", ()))
+            shown = str(variable)
+            if segments and segments[0] not in _SEEN and shown not in seen:
+                seen.add(shown)
+                found.append((name, shown))
+    return found
 
 
 def _fill(target: dict[str, Any], path: tuple[Any, ...], placeholder: str | int) -> None:

@@ -14,7 +14,15 @@ anyone knowing. These filters read:
   text of digits), or text Liquid reads as a date (``"2026-03-01"``, ``"March 1, 2026"``) but
   not other text that reads as a number (``"3.5"``, ``"-5"``: Liquid reads a date into them);
   ``'now'`` and ``'today'`` are the instant being decided (``NOW_KEY``), not the wall clock, and
-  neither the machine's clock nor its time zone is read (Liquid's reading uses both).
+  neither the machine's clock nor its time zone is read (Liquid's reading uses both). A zone in
+  text is an offset (``+02:00``) or UTC (``UTC``, ``GMT``, ``Z``): a zone name alone
+  (``EST``) has no offset to read and one followed by an offset (``UTC+02:00``) reads its sign
+  reversed, so both are refused.
+
+``date`` formats the moment itself (:func:`format_date`), in the moment's own offset: Python's
+``strftime`` reads the machine's zone for ``%s`` and its locale for names, and Liquid's reading
+keeps the last moments it read by equality, which holds across offsets (10:00+02:00 is 03:00-05:00),
+so a moment rendered after an equal one in another zone got the first one's offset.
 
 Anything else (text that does not read as one, nil, a boolean, a list, an object), and a math
 result that overflows to infinity, raises :class:`FilterInputError`, naming the filter and what
@@ -30,15 +38,16 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 
 from dateutil import parser as date_parser
+from dateutil.tz import tzoffset
 from liquid import Environment, RenderContext
 from liquid.builtin.filters import math as liquid_math
 from liquid.builtin.filters.array import _Null
-from liquid.builtin.filters.misc import date as liquid_date
 from liquid.exceptions import (
     FilterArgumentError,
     LiquidTypeError,
@@ -49,7 +58,7 @@ from liquid.exceptions import (
 from liquid.filter import num_arg, with_context
 from liquid.undefined import StrictUndefined, Undefined
 
-__all__ = ["NOW_KEY", "FilterInputError", "register_strict_filters"]
+__all__ = ["NOW_KEY", "FilterInputError", "format_date", "register_strict_filters"]
 
 #: The key of the render data that holds the instant being decided: what ``'now' | date``
 #: reads. No template path can spell it, so no template variable is shadowed.
@@ -172,14 +181,42 @@ _MATH: Mapping[str, Callable[..., Any]] = {
 }
 
 
+class _ZoneError(Exception):
+    """Text names a time zone whose offset it does not say."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+def _zone(name: str | None, offset: int | None) -> tzinfo:
+    """The zone dateutil read from text (a name, an offset in seconds, or neither): never the
+    machine's, which dateutil gives a name the machine's zone has (``EST`` in New York)."""
+    if name is None:
+        # Without a zone, UTC; an offset keeps dateutil's own zone (``%Z`` renders nothing).
+        return UTC if not offset else tzoffset(None, offset)
+    if offset == 0:
+        return UTC  # UTC, GMT, Z: dateutil gives them the offset 0
+    raise _ZoneError(name)
+
+
+# A zone name right after a time and followed by an offset ("10:00 UTC+02:00", "GMT+2"):
+# dateutil reads the sign reversed, as a POSIX zone string means it.
+_NAME_AND_OFFSET = re.compile(
+    r"\d:\d\d(?::\d\d(?:[.,]\d+)?)?\s*(?:[AP]M\s*)?(?!(?:AM|PM)\b)"
+    r"([A-Z]{1,5}\s*([+-]\s*\d[\d:]*))")
+
+
 def _read_date(value: object, today: datetime) -> datetime | None:
     """``value`` as a date, or None. As Liquid reads it, but never by the machine's clock or
-    time zone: a time stamp is UTC, naive text is UTC, and what text leaves out (the year of
-    ``"May 5"``, the day of ``"10:30"``) is taken from ``today``, the instant being decided."""
+    time zone: a time stamp is UTC, naive text (and a naive datetime) is UTC, and what text
+    leaves out (the year of ``"May 5"``, the day of ``"10:30"``) is taken from ``today``, the
+    instant being decided. Text with a zone that has no offset to read raises
+    ``FilterInputError``."""
     if isinstance(value, bool) or not isinstance(value, str | int | date):
         return None  # Liquid would read True as 1970-01-01, and fail on a list for its hash
     if isinstance(value, datetime):
-        return value
+        return value if value.utcoffset() is not None else value.replace(tzinfo=UTC)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     try:
@@ -187,10 +224,24 @@ def _read_date(value: object, today: datetime) -> datetime | None:
             return datetime.fromtimestamp(int(value), UTC)
         if _numeric_text(value):
             return None
+        named = _NAME_AND_OFFSET.search(value)
+        if named is not None:
+            written, offset = named.group(1), re.sub(r"\s", "", named.group(2))
+            raise FilterInputError(
+                f"date: {_shown(value)} names the zone {written!r}, whose offset reads with its "
+                f"sign reversed; write the offset alone: {offset!r}")
         return date_parser.parse(value, default=today.replace(
-            hour=0, minute=0, second=0, microsecond=0))
+            hour=0, minute=0, second=0, microsecond=0), tzinfos=_zone)
+    except _ZoneError as exc:
+        raise FilterInputError(f"date: {_shown(str(value))} names the zone {exc.name!r}, which "
+                               "has no known offset; write the offset (-05:00) or UTC") from None
     except (ValueError, OverflowError, OSError):  # not a date, or past the years datetime holds
         return None
+
+
+def _shown(text: str) -> str:
+    # The value a message names, cut short: profile text may be long.
+    return repr(text if len(text) <= 40 else f"{text[:37]}...")
 
 
 def _numeric_text(value: str) -> bool:
@@ -206,11 +257,140 @@ def _numeric_text(value: str) -> bool:
     return True
 
 
+# Names and composite directives as C's strftime writes them in the "C" locale, which Liquid's
+# Ruby original writes too: the machine's locale never changes a message.
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+_COMPOSITE = {
+    "c": "%a %b %e %H:%M:%S %Y", "D": "%m/%d/%y", "F": "%Y-%m-%d", "r": "%I:%M:%S %p",
+    "R": "%H:%M", "T": "%H:%M:%S", "x": "%m/%d/%y", "X": "%H:%M:%S",
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECOND = timedelta(seconds=1)
+# Each number directive: its value and its width and padding when no flag says otherwise.
+_NUMBERS: Mapping[str, tuple[Callable[[datetime], int], int, str]] = {
+    "C": (lambda m: m.year // 100, 2, "0"),
+    "d": (lambda m: m.day, 2, "0"),
+    "e": (lambda m: m.day, 2, " "),
+    "f": (lambda m: m.microsecond, 6, "0"),
+    "G": (lambda m: m.isocalendar()[0], 1, "0"),
+    "g": (lambda m: m.isocalendar()[0] % 100, 2, "0"),
+    "H": (lambda m: m.hour, 2, "0"),
+    "I": (lambda m: (m.hour - 1) % 12 + 1, 2, "0"),
+    "j": (lambda m: m.timetuple().tm_yday, 3, "0"),
+    "k": (lambda m: m.hour, 2, " "),
+    "L": (lambda m: m.microsecond // 1000, 3, "0"),
+    "l": (lambda m: (m.hour - 1) % 12 + 1, 2, " "),
+    "M": (lambda m: m.minute, 2, "0"),
+    "m": (lambda m: m.month, 2, "0"),
+    "N": (lambda m: m.microsecond * 1000, 9, "0"),
+    "S": (lambda m: m.second, 2, "0"),
+    # Seconds since 1970 of the moment itself (floored, as C's), not of its wall time read in
+    # the machine's zone, as Python's strftime("%s") reads it.
+    "s": (lambda m: (m - _EPOCH) // _SECOND, 1, "0"),
+    "U": (lambda m: (m.timetuple().tm_yday + 6 - (m.weekday() + 1) % 7) // 7, 2, "0"),
+    "u": (lambda m: m.isoweekday(), 1, "0"),
+    "V": (lambda m: m.isocalendar()[1], 2, "0"),
+    "W": (lambda m: (m.timetuple().tm_yday + 6 - m.weekday()) // 7, 2, "0"),
+    "w": (lambda m: m.isoweekday() % 7, 1, "0"),
+    "Y": (lambda m: m.year, 1, "0"),
+    "y": (lambda m: m.year % 100, 2, "0"),
+}
+_TEXTS: Mapping[str, Callable[[datetime], str]] = {
+    "A": lambda m: _DAYS[m.weekday()],
+    "a": lambda m: _DAYS[m.weekday()][:3],
+    "B": lambda m: _MONTHS[m.month - 1],
+    "b": lambda m: _MONTHS[m.month - 1][:3],
+    "h": lambda m: _MONTHS[m.month - 1][:3],
+    "p": lambda m: "AM" if m.hour < 12 else "PM",
+    "P": lambda m: "am" if m.hour < 12 else "pm",
+    "Z": lambda m: m.tzname() or "",
+    "z": lambda m: _offset(m, ""),
+    ":z": lambda m: _offset(m, ":"),
+    "n": lambda m: "\n",
+    "t": lambda m: "\t",
+    "%": lambda m: "%",
+}
+# A directive: flags (no padding, spaces, zeros, upper case), then its letter (or ":z").
+_DIRECTIVE = re.compile(r"%([-_0^]*)(:z|[A-Za-z%])?")
+_Part = str | tuple[str, str]
+
+
+def _offset(moment: datetime, sep: str) -> str:
+    offset = moment.utcoffset()
+    if offset is None:
+        return ""
+    sign = "-" if offset < timedelta(0) else "+"
+    minutes, seconds = divmod(int(abs(offset).total_seconds()), 60)
+    text = f"{sign}{minutes // 60:02d}{sep}{minutes % 60:02d}"
+    return f"{text}{sep}{seconds:02d}" if seconds else text
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_format(fmt: str) -> tuple[_Part, ...]:
+    """``fmt`` as literal text and (flags, directive) pairs, composites expanded. Kept by the
+    format alone: the moment, and so its offset, is applied on every call."""
+    parts: list[_Part] = []
+    at = 0
+    for match in _DIRECTIVE.finditer(fmt):
+        if match.start() > at:
+            parts.append(fmt[at:match.start()])
+        at = match.end()
+        flags, name = match.group(1), match.group(2)
+        if name is None:
+            where = match.group(0)
+            what = f"{where!r} at its end" if at == len(fmt) else repr(fmt[match.start():at + 1])
+            raise FilterInputError(f"date: the format {fmt!r} has {what}, which is not a "
+                                   "directive")
+        if name in _COMPOSITE:
+            parts.extend(_parse_format(_COMPOSITE[name]))
+        elif name in _NUMBERS or name in _TEXTS:
+            parts.append((flags, name))
+        else:
+            raise FilterInputError(f"date: the format {fmt!r} has {match.group(0)!r}, which is "
+                                   "not a directive")
+    if at < len(fmt):
+        parts.append(fmt[at:])
+    return tuple(parts)
+
+
+def format_date(moment: datetime, fmt: str) -> str:
+    """``moment`` written by the strftime format ``fmt``, from its own fields and offset.
+
+    Directives: ``%a %A %b %B %h %c %C %d %D %e %F %f %G %g %H %I %j %k %l %L %m %M %n %N %p
+    %P %r %R %s %S %t %T %u %U %V %w %W %x %X %y %Y %z %:z %Z %%``, with the flags ``-`` (no
+    padding), ``_`` (spaces), ``0`` (zeros) and ``^`` (upper case). Any other raises
+    ``FilterInputError``."""
+    out: list[str] = []
+    for part in _parse_format(fmt):
+        if isinstance(part, str):
+            out.append(part)
+            continue
+        flags, name = part
+        number = _NUMBERS.get(name)
+        if number is None:
+            text = _TEXTS[name](moment)
+        else:
+            read, width, pad = number
+            value = read(moment)
+            if "-" in flags:
+                width = 1
+            elif "_" in flags:
+                pad = " "
+            elif "0" in flags:
+                pad = "0"
+            digits = str(abs(value)).rjust(width - (value < 0), pad)
+            text = f"-{digits}" if value < 0 else digits
+        out.append(text.upper() if "^" in flags else text)
+    return "".join(out)
+
+
 @with_context
 def _date(value: object, fmt: object, *, context: RenderContext) -> object:
     """Liquid's ``date``, with ``now`` and ``today`` read from the render data (the instant
-    being decided) rather than the machine's local wall clock, and a value it cannot read
-    refused rather than output unchanged."""
+    being decided) rather than the machine's local wall clock, a value it cannot read refused
+    rather than output unchanged, and the moment formatted in its own offset."""
     instant = context.globals.get(NOW_KEY)
     # Outside the engine (a host rendering on its own), the real time, in UTC.
     now = instant if isinstance(instant, datetime) else datetime.now(UTC)
@@ -230,7 +410,7 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
             raise FilterInputError("date: expected a date, got a number that is not a time "
                                    "stamp (whole seconds since 1970)")
         raise _refused("date", "a date", value, argument=False)
-    return liquid_date(moment, fmt, environment=context.env)
+    return format_date(moment, fmt)
 
 
 def register_strict_filters(env: Environment) -> None:

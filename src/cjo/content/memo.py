@@ -34,7 +34,7 @@ from liquid.exceptions import LiquidError
 from liquid.stringify import to_liquid_string
 
 from cjo.conditions import MISSING, lookup
-from cjo.content.render import Renderer
+from cjo.content.render import TEMPLATE_ROOTS, Renderer
 from cjo.model.content import ContentItem, Variant
 
 __all__ = ["MemoRenderer"]
@@ -44,7 +44,7 @@ _UNSAFE_TAGS = frozenset({
     "echo", "assign", "capture",
 })
 _UNSAFE_FILTERS = frozenset({"date"})
-_ROOTS = frozenset({"profile", "event", "context", "customer_id"})
+_ROOTS = frozenset(TEMPLATE_ROOTS)
 _SCALARS = (str, int, float, bool, type(None))
 _MISSING = MISSING
 

@@ -28,7 +28,8 @@ filter fails too; besides Liquid's standard filters there is ``json``, which wri
 JSON (for webhook bodies). The math filters and ``date`` are cjo's strict versions
 (:mod:`cjo.content.filters`): a value they cannot read (``"abc" | times: 2``, ``"soon" | date``)
 fails the render rather than rendering ``0`` or the value unchanged. Blocks (``ContentBlock``)
-are included by id with ``{% include %}`` and ``{% render %}``.
+are included by id with ``{% include %}`` (the block sees all the template sees) and
+``{% render %}`` (it sees the render data and what is passed to it).
 
 ``'now' | date: ...`` (and ``'today'``) is the instant being decided, in UTC, which the engine
 passes under ``NOW_KEY``, not the machine's wall clock: a back-test or a test on a manual
@@ -56,7 +57,11 @@ from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem, Variant
 
-__all__ = ["NOW_KEY", "Renderer"]
+__all__ = ["NOW_KEY", "TEMPLATE_ROOTS", "Renderer"]
+
+#: The variables a template sees: the customer's attributes, the enrollment's context (also as
+#: ``event``) and the customer id (``Decider.template_data``). Publishing refuses any other.
+TEMPLATE_ROOTS: tuple[str, ...] = ("profile", "event", "context", "customer_id")
 
 # Parsed templates kept per renderer. Keyed by source text, so a republished item with new
 # fields never gets the old template; bounded, so republishing forever cannot grow it.
