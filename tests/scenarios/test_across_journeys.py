@@ -170,6 +170,35 @@ def test_a_jump_the_input_causes_waits_for_a_higher_priority_trigger_entry(
     assert jumped == [("hop", "thanks_promo" if end_current else "thanks_promo: not entered")]
 
 
+@pytest.mark.parametrize("entered", [True, False])
+def test_a_jump_is_logged_at_its_step_before_the_jumper_goes_on(
+    storage_factory: Factory, entered: bool,
+) -> None:
+    # The jumper completes right after its Jump step, and the entry it asked for waits behind
+    # a higher-priority entry of the same input: the log says "jumped" at the Jump step, before
+    # the jumper's end, never after it (with the refusal, when the entry is refused).
+    engine, _, _ = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[
+        _promo("thanks_promo", "a", 1) if not entered else Journey(
+            id="thanks_promo", entry="send", steps={"send": Send("a", "email")}),
+        _promo("vip_promo", "b", 2, trigger="go"),
+        Journey(id="hopper", trigger=EventTrigger("go"), priority=3, entry="mail",
+                steps={"mail": Send("c", "email", next="hop"),
+                       "hop": Jump("thanks_promo", end_current=False, next=None)}),
+    ])
+    engine.handle_event(_ev("go", "ann", T0))
+    log = [(a.journey_id, a.step_id, a.kind, a.detail)
+           for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+           if a.journey_id == "hopper"]
+    assert log[-2:] == [
+        ("hopper", "hop", "jumped", "thanks_promo" if entered else "thanks_promo: not entered"),
+        ("hopper", "hop", "completed", None),
+    ]
+    entries = {a.journey_id for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+               if a.kind == "entered"}
+    assert ("thanks_promo" in entries) is entered
+
+
 def test_a_jump_the_input_causes_wins_over_a_lower_priority_trigger_entry() -> None:
     engine, clock, _ = _engine()
     engine.publish(content=CONTENT, journeys=[

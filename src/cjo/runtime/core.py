@@ -627,14 +627,15 @@ class Decider:
 
     def offer_entry(
         self, cj: CompiledJourney, data: Mapping[str, Any], trigger_event_id: str | None,
-        now: datetime, jumper: tuple[Enrollment, str] | None = None,
+        now: datetime, jumped: Activity | None = None,
     ) -> None:
-        """An entry into ``cj`` (a trigger's, or a jump's: ``jumper`` is the enrollment that
-        jumped and goes on, and its Jump step, to log the jump's result). While an input is
+        """An entry into ``cj`` (a trigger's, or a jump's: ``jumped`` is the log entry of the
+        Jump step of an enrollment that goes on, which says so if the entry is refused). While
+        an input is
         being decided (``gathering``), it is kept for ``_enter_gathered``; while the input's
         entries are considered, it waits its turn behind those of higher priority; otherwise it
         is considered at once (``consider_entry``)."""
-        offer = _Offer(cj, data, trigger_event_id, jumper)
+        offer = _Offer(cj, data, trigger_event_id, jumped)
         if self.gathering:
             gathered = self.gathered
             if gathered is None:
@@ -650,16 +651,10 @@ class Decider:
 
     def _consider(self, offer: _Offer, now: datetime) -> None:
         entered = self.consider_entry(offer.cj, offer.data, offer.trigger_event_id, now)
-        jumper = offer.jumper
-        if jumper is not None:
-            # At the Jump step, whatever the enrollment did since.
-            enrollment, step_id = jumper
-            journey_id = offer.cj.journey.id
-            self.activities.append(Activity(
-                now, self.customer_id, enrollment.id, enrollment.journey_id,
-                enrollment.version, step_id, "jumped",
-                journey_id if entered is not None else f"{journey_id}: not entered",
-            ))
+        if entered is None and offer.jumped is not None:
+            # Logged at the Jump step, in its place (the enrollment may have ended since):
+            # the refusal is said there.
+            offer.jumped.detail = f"{offer.cj.journey.id}: not entered"
 
     def _enter_gathered(self, now: datetime) -> None:
         """Stop gathering, and consider the entries gathered highest priority first (ties:
@@ -998,11 +993,15 @@ class Decider:
             self.end(enrollment, "completed", f"jumped to {journey_id}", at)
         if target is not None and problem is None:
             self.jumps += 1
-            # One of the input's entries: considered in priority order with the others
-            # (``offer_entry``); an enrollment that goes on logs the result then (one that
-            # ended logged where it went as it ended).
+            jumped = None
+            if not end_current:
+                # Logged now, before whatever the enrollment does next; the entry, considered
+                # later in priority order with the input's others (``offer_entry``), amends
+                # it if refused.
+                self.activity(enrollment, "jumped", journey_id, at)
+                jumped = self.activities[-1]
             self.offer_entry(target, dict(enrollment.context), enrollment.trigger_event_id, at,
-                             None if end_current else (enrollment, enrollment.step_id or ""))
+                             jumped)
         elif not end_current:
             self.activity(enrollment, "jumped", f"{journey_id}: {problem}", at)
 
@@ -1213,12 +1212,12 @@ class Decider:
 
 class _Offer(NamedTuple):
     """An entry offered: into ``cj`` with ``data`` as context, by a trigger or by a jump
-    (``jumper``: the enrollment that jumped and goes on, and its Jump step)."""
+    (``jumped``: the log entry of the Jump step of an enrollment that goes on)."""
 
     cj: CompiledJourney
     data: Mapping[str, Any]
     trigger_event_id: str | None
-    jumper: tuple[Enrollment, str] | None
+    jumped: Activity | None
 
 
 def _rank(offer: _Offer) -> tuple[int, str]:
