@@ -92,8 +92,7 @@ class UnknownTopicError(InvalidEventError):
     def __init__(self, topic: str, declared: Iterable[str], where: str = "") -> None:
         self.topic = topic
         self.declared = tuple(sorted(declared))
-        known = (f"declared: {', '.join(map(repr, self.declared))}" if self.declared
-                 else "no topic is declared")
+        known = _listed("declared", self.declared, "no topic is declared")
         super().__init__(
             f"{where}topic {topic!r} is not declared by the published definitions ({known}); "
             "publish it as a Topic first"
@@ -110,8 +109,7 @@ class UnknownChannelError(InvalidEventError):
     def __init__(self, channel: str, known: Iterable[str], where: str = "") -> None:
         self.channel = channel
         self.known = tuple(sorted(known))
-        listed = (f"known: {', '.join(map(repr, self.known))}" if self.known
-                  else "no channel is known")
+        listed = _listed("known", self.known, "no channel is known")
         super().__init__(
             f"{where}channel {channel!r} is neither registered nor named by the published "
             f"definitions ({listed}); check the name"
@@ -195,3 +193,9 @@ class UnreadableDefinitionsError(StorageError):
 
 class SchemaError(StorageError):
     """The database schema cannot be used by this version of cjo."""
+
+
+def _listed(label: str, names: tuple[str, ...], none: str) -> str:
+    """``label: 'a', 'b'``, or ``none`` when there are no names: the valid choices an error
+    lists beside the name it refuses."""
+    return f"{label}: {', '.join(map(repr, names))}" if names else none
