@@ -470,17 +470,23 @@ class Decider:
 
     def start(
         self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime,
-        segment: str | None = None,
+        segment: str | None = None, *, skip_sends: bool = False,
     ) -> Enrollment | None:
         """An explicit start through the API: audience and re-entry rules still apply. With
         ``segment`` (a schedule's), only a customer still in it once caught up enters: the
-        stored membership read to find them may predate a change due by ``now``."""
+        stored membership read to find them may predate a change due by ``now``. With
+        ``skip_sends`` (a schedule occurrence a pause held, resumed by ``skip``), the sends
+        the entry reaches before its first wait are skipped, as a held wake-up's are."""
         self.catch_up(now)
         if segment is not None and segment not in self.state.segments:
             return None
         self.entered_now = ()
         self.jumps = 0
-        enrollment = self.consider_entry(cj, context, None, now)
+        self.skipping = "paused" if skip_sends else None
+        try:
+            enrollment = self.consider_entry(cj, context, None, now)
+        finally:
+            self.skipping = None
         self.attribute_changes(now)
         return enrollment
 
