@@ -26,7 +26,7 @@ from cjo.delivery.gate import record as record_send
 from cjo.errors import RenderError
 from cjo.limits import MAX_ID_LENGTH
 from cjo.model.events import Event, Profile, ProfileUpdate
-from cjo.model.governance import VersionChange, in_control_group
+from cjo.model.governance import CONTROL_DETAIL, VersionChange, in_control_group
 from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder, StepRun
@@ -586,7 +586,7 @@ class Decider:
             self.dirty = True
             # A control-group conversion is told apart in the log, so reports can compare.
             control = in_control_group(self.customer_id, self.registry.control_group)
-            self.activity(enrollment, "goal", "control" if control else goal.name, now)
+            self.activity(enrollment, "goal", CONTROL_DETAIL if control else goal.name, now)
             self.outcome.goals.append(GoalReached(
                 journey.id, enrollment.id, self.customer_id, goal.name, now
             ))
@@ -807,7 +807,7 @@ class Decider:
         self.dirty = True
         self.entered_now += (cj,)
         control = in_control_group(self.customer_id, self.registry.control_group)
-        self.activity(enrollment, "entered", "control" if control else None, now)
+        self.activity(enrollment, "entered", CONTROL_DETAIL if control else None, now)
         self.outcome.entered.append(
             Entered(journey.id, journey.version, enrollment.id, self.customer_id, now)
         )
@@ -911,7 +911,7 @@ class Decider:
             if registry.control_group is not None and in_control_group(
                 self.customer_id, registry.control_group
             ):
-                self._left_out(enrollment, step, "suppressed", "control", at)
+                self._left_out(enrollment, step, "suppressed", CONTROL_DETAIL, at)
                 return True
         content_id, offer_id = choose_content(self, enrollment, step, at)
         item = registry.content.get(content_id)
