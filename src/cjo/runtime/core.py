@@ -916,8 +916,11 @@ class Decider:
         content_id, offer_id = choose_content(self, enrollment, step, at)
         item = registry.content.get(content_id)
         profile = self.profile
+        offer = registry.offers[offer_id].offer if offer_id is not None else None
         # Delivery policies pick the channel (consent, fallbacks) and may drop or defer.
-        channel_or_halt = gate(self, cj, enrollment, step, item, at) if item else step.channel
+        channel_or_halt = (
+            gate(self, cj, enrollment, step, item, at, offer) if item else step.channel
+        )
         if channel_or_halt is None:
             return True
         if isinstance(channel_or_halt, Halt):
@@ -971,7 +974,7 @@ class Decider:
             at, customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
         ))
-        record_send(self, cj, step, item, channel, at)
+        record_send(self, cj, step, item, channel, at, offer)
         return True
 
     def _left_out(
