@@ -76,13 +76,45 @@ def mark_schedules(
         engine.storage.put_setting(_setting(cj.journey.id), latest_run.isoformat())
 
 
+def _rule_since(registry: Registry, journey_id: str, trigger: ScheduleTrigger) -> datetime | None:
+    """When the journey's schedule took its rule: the publish instant of the oldest version in
+    the newest run of versions with this cron rule and zone (None when none is recorded)."""
+    since: datetime | None = None
+    for at, cj in registry.newer.get(journey_id, ()):
+        other = cj.journey.trigger
+        if not (isinstance(other, ScheduleTrigger) and other.cron == trigger.cron
+                and other.timezone == trigger.timezone):
+            break
+        since = at
+    return since
+
+
+def _counted_from(
+    engine: Engine, registry: Registry, cj: CompiledJourney, trigger: ScheduleTrigger
+) -> datetime | None:
+    """The last occurrence counted as run: the one recorded, or, when the rule changed since
+    (a new cron rule or zone, or a journey that became a schedule again), the new rule's last
+    occurrence before that publish, which no worker may run."""
+    done = _done(engine, cj.journey.id)
+    if done is None:
+        return None
+    since = _rule_since(registry, cj.journey.id, trigger)
+    if since is None or done >= since:
+        return done
+    try:
+        return max(done, latest_occurrence(trigger, since - _JUST_BEFORE))
+    except (OverflowError, ValueError):  # nothing precedes it (a back-test's first publish)
+        return done
+
+
 def next_schedule_run(engine: Engine) -> datetime | None:
     """The earliest occurrence, among the running schedules, after the last one each has run
     (None without schedules, or before any instant was recorded for them). Back-tests run
     each occurrence at its own instant with it."""
     earliest: datetime | None = None
-    for cj, trigger in _schedules(engine._sync()):
-        done = _done(engine, cj.journey.id)
+    registry = engine._sync()
+    for cj, trigger in _schedules(registry):
+        done = _counted_from(engine, registry, cj, trigger)
         if done is None:
             continue
         try:
@@ -97,8 +129,9 @@ def next_schedule_run(engine: Engine) -> datetime | None:
 def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> None:
     """Run every schedule occurrence due by ``now`` that is not done yet (the latest one only:
     older missed occurrences are skipped)."""
-    for cj, trigger in _schedules(engine._sync()):
-        done = _done(engine, cj.journey.id)
+    registry = engine._sync()
+    for cj, trigger in _schedules(registry):
+        done = _counted_from(engine, registry, cj, trigger)
         try:
             occurrence = latest_occurrence(trigger, now)
         except ValueError:
@@ -127,6 +160,7 @@ def _run_occurrence(
     stamp = occurrence.isoformat()
     journey_id = cj.journey.id
     registry = engine._sync()
+    skip_sends = _held_and_skipped(registry, cj, occurrence)
     after: str | None = None
     while page := pages(after):
         after = page[-1]
@@ -136,6 +170,19 @@ def _run_occurrence(
                      if s.claim_event(schedule_claim(journey_id, stamp, cid))]
             deciders = engine._decide_each(
                 fresh, registry, now, builder,
-                lambda decider: decider.start(cj, {"scheduled_at": stamp}, now, segment),
+                lambda decider: decider.start(cj, {"scheduled_at": stamp}, now, segment,
+                                              skip_sends=skip_sends),
             )
         engine._finish(deciders, now, builder)
+
+
+def _held_and_skipped(registry: Registry, cj: CompiledJourney, occurrence: datetime) -> bool:
+    """Whether the occurrence fell inside a pause whose ``on_resume`` rule skips it: ``skip``,
+    or ``grace`` when it was older than the grace at the resume (as a held wake-up is)."""
+    pause = registry.pause_at(cj.journey.id, occurrence) if registry.pauses else None
+    if pause is None or pause.until is None:
+        return False
+    rule = cj.journey.on_resume
+    if rule.late == "grace":
+        return pause.until - occurrence > (rule.grace or timedelta(0))
+    return rule.late == "skip"

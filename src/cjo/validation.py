@@ -66,7 +66,7 @@ from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import LOCALE_PROBLEM, ContentItem, Variant, normal_locale
 from cjo.model.definitions import LISTED, Definitions
 from cjo.model.events import check_id, check_value, check_values, text_problem
-from cjo.model.governance import VersionChange
+from cjo.model.governance import CONTROL_DETAIL, VersionChange
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.offers import Offer
 from cjo.model.segments import Segment
@@ -838,6 +838,11 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
         problems += _check_span(journey.goal.within, "within", goal_where, limits)
         problems += _event_name_problems(journey.goal.event, goal_where)
         problems += _text_problems([("the goal name", journey.goal.name)], goal_where)
+        if journey.goal.name == CONTROL_DETAIL:
+            problems.append(Problem(goal_where, (
+                f"the goal name {CONTROL_DETAIL!r} is taken: the activity log marks the "
+                "control group's conversions with it; name the goal otherwise"
+            )))
     for criterion in journey.exit_criteria:
         criterion_where = _exit_location(journey, criterion)
         if criterion.segment is not None:

@@ -22,6 +22,7 @@ from cjo import (
     FrequencyCap,
     Journey,
     ManualClock,
+    Offer,
     QuietHours,
     RecordingChannel,
     Send,
@@ -645,6 +646,23 @@ def test_policies_are_published_definitions_every_engine_applies(storage: Storag
     other.publish(caps=[FrequencyCap("daily", 2, period="calendar_day")])
     assert host.engine.definitions.caps == (FrequencyCap("daily", 2, period="calendar_day"),)
     assert host.engine.definitions.topics == TOPICS
+
+
+def test_a_tag_cap_counts_the_tags_of_the_offer_sent(storage: Storage) -> None:
+    host = Host(storage)
+    taxonomy = Taxonomy((Category("marketing", children=(Category("promo"),)),))
+    flash = Journey("flash", "send", {"send": Send("news", "email", tags=("marketing",))},
+                    trigger=EventTrigger("flash"))
+    host.engine.publish(
+        journeys=[_send_journey(offers=("spring_sale",)), flash], content=[NEWS],
+        topics=TOPICS, taxonomy=taxonomy,
+        offers=[Offer("spring_sale", "news", tags=("marketing/promo",))],
+        caps=[FrequencyCap("marketing", 1, per=DAY, tag="marketing")],
+    )
+    [sale] = host.event("digest_ready").messages  # the offer is a promotion: counted
+    assert sale.offer_id == "spring_sale"
+    assert host.event("flash").messages == ()
+    assert host.log(kinds=("capped",)) == [("capped", "marketing: skipped", "email")]
 
 
 def test_a_tag_cap_counts_sends_tagged_below_it_by_step_content_or_journey(

@@ -19,6 +19,7 @@ from cjo import (
     RecordingChannel,
     Send,
     Variant,
+    Wait,
     attr,
 )
 from cjo.runtime.sending import RENDER_RETRY_DELAYS
@@ -105,3 +106,29 @@ def test_a_render_retry_survives_a_restart(storage_factory: Factory) -> None:
     clock.advance(RENDER_RETRY_DELAYS[1])
     assert [m.fields["subject"] for m in engine.run_due().messages] == ["Hi Bob"]
     assert [e.status for e in engine.enrollments("bob")] == ["completed"]
+
+
+def _meddling(profile: Mapping[str, Any], context: Mapping[str, Any]) -> float:
+    """A scorer that writes into what it is given (a host's bug, or a cache it keeps there)."""
+    profile["scored"] = True  # type: ignore[index]
+    profile["tags"].append("scored")
+    context["scored"] = True  # type: ignore[index]
+    return 1.0
+
+
+def test_a_scorer_cannot_change_the_profile_or_the_context(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), channels={"email": RecordingChannel()},
+                    clock=clock, scorers={"meddling": _meddling})
+    engine.publish(content=CONTENT, offers=[Offer("travel_card", "travel", scorer="meddling")],
+                   journeys=[Journey("offer", trigger=EventTrigger("visit"), entry="s", steps={
+                       "s": Send("generic", "email", offers=("travel_card",), next="w"),
+                       "w": Wait(DAY)})])
+    engine.identify("ann", {"tags": ["vip"]})
+    [message] = engine.handle_event(ev("visit", "ann", T0, page="home")).messages
+    assert message.offer_id == "travel_card"
+    engine = _engine(storage_factory, clock)  # what was stored, on every storage
+    profile = engine.profile("ann")
+    assert profile is not None and profile.attributes == {"tags": ["vip"]}
+    [enrollment] = engine.enrollments("ann")
+    assert enrollment.context == {"page": "home"}

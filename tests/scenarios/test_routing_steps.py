@@ -88,6 +88,20 @@ def test_audience_paths_need_known_segments() -> None:
         engine.publish(journeys=[journey])
 
 
+def test_a_segment_named_as_the_default_path_is_no_ranked_path() -> None:
+    # The default path is recorded as "everyone else": a segment of that name taken as a path
+    # would be counted with everyone else in the report's path counts.
+    engine, _, _ = _engine()
+    journey = Journey(id="j", trigger=EventTrigger("x"), entry="route", steps={
+        "route": AudiencePaths((AudiencePath("everyone else", None),)),
+    })
+    with pytest.raises(DefinitionError, match=(
+        "journey 'j' v1 / step 'route': segment 'everyone else' cannot be a path: the "
+        "customers in none of the segments are recorded under that name"
+    )):
+        engine.publish(journeys=[journey], segments=[Segment("everyone else", attr("x") == 1)])
+
+
 def _jumping(end_current: bool) -> list[Journey]:
     source = Journey(
         id="source", trigger=EventTrigger("signed_up"), entry="hop",

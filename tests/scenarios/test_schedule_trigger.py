@@ -17,6 +17,7 @@ from cjo import (
     Journey,
     ManualClock,
     RecordingChannel,
+    ResumeRule,
     ScheduleTrigger,
     Segment,
     Send,
@@ -211,3 +212,77 @@ def test_run_due_after_a_day_without_schedules_costs_nothing_extra() -> None:
     engine.publish(content=CONTENT)
     clock.advance(timedelta(days=1))
     assert engine.run_due().nothing_happened
+
+
+def _daily(version: int, trigger: object, **journey: object) -> Journey:
+    return Journey(id="digest", version=version, trigger=trigger,  # type: ignore[arg-type]
+                   entry="send", steps={"send": Send("digest", "email")}, **journey)
+
+
+def test_a_schedule_republished_at_an_earlier_time_runs_from_the_publish_on(
+    storage_factory: Factory,
+) -> None:
+    # Every day at 09:00, moved to 08:00 at 08:30: today's 08:00 came before the rule did,
+    # so the next run is tomorrow's 08:00 (not one at 08:30 for an hour already gone).
+    clock = ManualClock(datetime(2026, 3, 2, 7, 0, tzinfo=PARIS))
+    engine, email = _engine(storage_factory(), clock)
+    engine.publish(journeys=[_daily(1, ScheduleTrigger("0 9 * * *", "Europe/Paris"))],
+                   content=CONTENT)
+    engine.identify("ann", {})
+    clock.set(datetime(2026, 3, 2, 9, 0, tzinfo=PARIS))
+    engine.run_due()
+    clock.set(datetime(2026, 3, 3, 8, 30, tzinfo=PARIS))
+    engine.publish(journeys=[_daily(2, ScheduleTrigger("0 8 * * *", "Europe/Paris"))])
+    engine.run_due()
+    clock.set(datetime(2026, 3, 4, 8, 0, tzinfo=PARIS))
+    engine.run_due()
+    assert [m.fields["text"] for m in email.messages] == [
+        "Week of 2026-03-02T09:00:00+01:00", "Week of 2026-03-04T08:00:00+01:00",
+    ]
+
+
+def test_a_journey_that_becomes_a_schedule_again_runs_from_that_publish_on(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(datetime(2026, 3, 2, 7, 0, tzinfo=PARIS))
+    engine, email = _engine(storage_factory(), clock)
+    every_day = ScheduleTrigger("0 8 * * *", "Europe/Paris")
+    engine.publish(journeys=[_daily(1, every_day)], content=CONTENT)
+    engine.identify("ann", {})
+    clock.set(datetime(2026, 3, 2, 8, 0, tzinfo=PARIS))
+    engine.run_due()
+    engine.publish(journeys=[_daily(2, EventTrigger("asked"))])
+    clock.set(datetime(2026, 3, 5, 8, 30, tzinfo=PARIS))
+    engine.run_due()
+    engine.publish(journeys=[_daily(3, every_day)])  # the same rule, half an hour late
+    engine.run_due()
+    assert [m.fields["text"] for m in email.messages] == ["Week of 2026-03-02T08:00:00+01:00"]
+
+
+@pytest.mark.parametrize(("rule", "sent"), [
+    (ResumeRule("send_late"), 1), (ResumeRule("skip"), 0),
+    (ResumeRule("grace", timedelta(hours=4)), 1), (ResumeRule("grace", timedelta(hours=2)), 0),
+])
+def test_an_occurrence_missed_while_paused_runs_at_the_resume_by_the_resume_rule(
+    storage_factory: Factory, rule: ResumeRule, sent: int,
+) -> None:
+    # 08:00 falls inside a pause from 07:00 to 11:00: it runs at the resume, three hours
+    # late, as a wake-up held by the pause would: with ``skip`` (or a shorter grace) the
+    # customer enters but the morning message does not go out at 11:00.
+    clock = ManualClock(datetime(2026, 3, 2, 7, 0, tzinfo=PARIS))
+    engine, email = _engine(storage_factory(), clock)
+    engine.publish(journeys=[_daily(1, ScheduleTrigger("0 8 * * *", "Europe/Paris"),
+                                    on_resume=rule)], content=CONTENT)
+    engine.identify("ann", {})
+    engine.pause_journey("digest")
+    clock.set(datetime(2026, 3, 2, 8, 0, tzinfo=PARIS))
+    engine.run_due()
+    clock.set(datetime(2026, 3, 2, 11, 0, tzinfo=PARIS))
+    engine.resume_journey("digest")
+    out = engine.run_due()
+    assert [e.customer_id for e in out.entered] == ["ann"]
+    assert len(email.messages) == sent
+    skipped = [a.detail for a in engine.activities(clock.now() - timedelta(days=1),
+                                                   clock.now() + timedelta(hours=1))
+               if a.kind == "send_skipped"]
+    assert skipped == ([] if sent else ["paused"])

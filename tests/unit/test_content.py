@@ -480,11 +480,14 @@ def test_offers_tie_on_score_go_to_the_lower_id_and_a_failing_scorer_leaves_its_
     def boom(profile: object, context: object) -> float:
         raise RuntimeError("scorer down")
 
-    engine, _ = engine_with(scorers={"boom": boom, "nan": lambda p, c: float("nan")})
+    # 10**400 is a whole number no float holds: no score either.
+    engine, _ = engine_with(scorers={"boom": boom, "nan": lambda p, c: float("nan"),
+                                     "huge": lambda p, c: 10**400})
     items = [ContentItem(i, (Variant("email", email(i)),)) for i in ("x", "y", "z", "f")]
     offers = [Offer("b", "y", priority=3), Offer("a", "x", priority=3),
-              Offer("c", "z", scorer="boom"), Offer("d", "z", scorer="nan", priority=9)]
-    engine.publish(journeys=[one_send("f", offers=("b", "a", "c", "d"))], content=items,
+              Offer("c", "z", scorer="boom"), Offer("d", "z", scorer="nan", priority=9),
+              Offer("e", "z", scorer="huge")]
+    engine.publish(journeys=[one_send("f", offers=("b", "a", "c", "d", "e"))], content=items,
                    offers=offers)
     [message] = engine.handle_event(ev("go", "ann", T0)).messages
     assert (message.offer_id, message.content_id) == ("a", "x")

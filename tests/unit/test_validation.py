@@ -666,3 +666,14 @@ def test_a_migration_map_problem_is_named_once_and_precisely() -> None:
     assert [str(p) for p in validate_definitions(
         Definitions(journeys=(v1, v2), version_changes=(change,)))] == [
         f"{where}: the migration from v1 to v2 does not map step(s) 'bye'"]
+
+
+def test_a_goal_named_control_is_refused() -> None:
+    # The log tells the control group's conversions by the detail "control": a goal of that
+    # name would count every customer's conversion as the control group's in reports.
+    journey = Journey(id="j", trigger=EventTrigger("go"), entry="w", steps={"w": Wait(DAY)},
+                      goal=Goal("purchased", name="control"))
+    assert [str(p) for p in validate_definitions(Definitions(journeys=(journey,)))] == [
+        "journey 'j' v1 / goal: the goal name 'control' is taken: the activity log marks the "
+        "control group's conversions with it; name the goal otherwise",
+    ]

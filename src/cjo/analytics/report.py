@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from cjo.errors import UsageError
+from cjo.model.governance import CONTROL_DETAIL
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
 from cjo.storage.base import ActivityCount, Storage
@@ -165,7 +166,7 @@ def build_report(
         if c.journey_id != journey.id:
             continue
         totals[c.kind] += c.count
-        if c.detail == "control" and c.kind in ("entered", "goal"):
+        if c.detail == CONTROL_DETAIL and c.kind in ("entered", "goal"):
             control[c.kind] += c.count
         if c.kind == "suppressed":
             suppressed[c.detail or "unspecified"] += c.count

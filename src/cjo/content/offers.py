@@ -6,6 +6,7 @@ them (``cjo.runtime.sending``) and records the choice.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -65,12 +66,18 @@ def _score(
     if scorer is None:
         return None
     try:
-        value = scorer(profile, context)
+        # Copies: the profile and context are the customer's record, which a scorer that
+        # writes into what it is given would change unseen (and differently per storage).
+        value = scorer(copy.deepcopy(profile), copy.deepcopy(context))
     except Exception:  # a host scorer that fails leaves its offer out, not the whole send
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        score = float(value)
+    except OverflowError:  # a whole number past any float
+        return None
+    return None if math.isnan(score) else score
 
 
 def choose_offer(
@@ -83,7 +90,8 @@ def choose_offer(
     now: datetime,
 ) -> Offer | None:
     """The best eligible offer (highest score, then lowest id), or None. An offer whose scorer
-    is not registered, raises or returns no number is not eligible."""
+    is not registered, raises or returns no number (or NaN, or an int past any float) is not
+    eligible. A scorer is given copies of the profile and the context."""
     best: tuple[float, str] | None = None
     chosen: Offer | None = None
     for compiled in offers:

@@ -26,6 +26,7 @@ from cjo.delivery.quiet_hours import applies, release_at
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.journey import Journey
+from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
 from cjo.model.steps import Send
 from cjo.runtime.kinds.base import HALT, Halt
@@ -56,9 +57,13 @@ class DeliveryPolicies:
 NO_POLICIES = DeliveryPolicies()
 
 
-def send_tags(step: Send, item: ContentItem, journey: Journey) -> tuple[str, ...]:
-    """What a send is tagged with: the step's tags, its content's and its journey's."""
-    return tuple(dict.fromkeys((*step.tags, *item.tags, *journey.tags)))
+def send_tags(
+    step: Send, item: ContentItem, journey: Journey, offer: Offer | None = None
+) -> tuple[str, ...]:
+    """What a send is tagged with: the step's tags, its content's, the offer's it sends (if
+    one) and its journey's."""
+    offered = offer.tags if offer is not None else ()
+    return tuple(dict.fromkeys((*step.tags, *item.tags, *offered, *journey.tags)))
 
 
 def choose_channel(
@@ -85,7 +90,7 @@ def choose_channel(
 
 def gate(
     d: Decider, cj: CompiledJourney, enrollment: Enrollment, step: Send, item: ContentItem,
-    at: datetime,
+    at: datetime, offer: Offer | None = None,
 ) -> str | Halt | None:
     """The channel to send on now; None when the send is dropped and the journey goes on;
     HALT when the enrollment now waits (deferred) or has ended (capped with ``exit``)."""
@@ -129,7 +134,7 @@ def gate(
         return HALT
     if step.transactional or not policies.caps:
         return channel
-    tags = send_tags(step, item, cj.journey)
+    tags = send_tags(step, item, cj.journey, offer)
     capped = capped_by(policies.caps, d.state.sends, channel, tags, at, zone)
     if capped is None:
         return channel
@@ -150,9 +155,10 @@ def gate(
 
 
 def record(
-    d: Decider, cj: CompiledJourney, step: Send, item: ContentItem, channel: str, at: datetime
+    d: Decider, cj: CompiledJourney, step: Send, item: ContentItem, channel: str, at: datetime,
+    offer: Offer | None = None,
 ) -> None:
     """Count a send that went out in the ledger (marketing sends, when caps exist)."""
     caps = d.registry.delivery.caps
     if caps and not step.transactional:
-        record_send(d.state, caps, channel, send_tags(step, item, cj.journey), at)
+        record_send(d.state, caps, channel, send_tags(step, item, cj.journey, offer), at)

@@ -11,6 +11,7 @@ from typing import Literal
 import attrs
 
 __all__ = [
+    "CONTROL_DETAIL",
     "PAUSES_KEPT",
     "ControlGroup",
     "JourneyPause",
@@ -18,6 +19,10 @@ __all__ = [
     "VersionChange",
     "in_control_group",
 ]
+
+#: The activity detail that marks the control group's entries, conversions and withheld sends
+#: (reports count the group by it, so no goal may take it as its name).
+CONTROL_DETAIL = "control"
 
 LateRule = Literal["send_late", "skip", "grace"]
 VersionMode = Literal["drain", "migrate", "eject"]

@@ -26,7 +26,7 @@ from cjo.delivery.gate import record as record_send
 from cjo.errors import RenderError
 from cjo.limits import MAX_ID_LENGTH
 from cjo.model.events import Event, Profile, ProfileUpdate
-from cjo.model.governance import VersionChange, in_control_group
+from cjo.model.governance import CONTROL_DETAIL, VersionChange, in_control_group
 from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder, StepRun
@@ -470,17 +470,23 @@ class Decider:
 
     def start(
         self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime,
-        segment: str | None = None,
+        segment: str | None = None, *, skip_sends: bool = False,
     ) -> Enrollment | None:
         """An explicit start through the API: audience and re-entry rules still apply. With
         ``segment`` (a schedule's), only a customer still in it once caught up enters: the
-        stored membership read to find them may predate a change due by ``now``."""
+        stored membership read to find them may predate a change due by ``now``. With
+        ``skip_sends`` (a schedule occurrence a pause held, resumed by ``skip``), the sends
+        the entry reaches before its first wait are skipped, as a held wake-up's are."""
         self.catch_up(now)
         if segment is not None and segment not in self.state.segments:
             return None
         self.entered_now = ()
         self.jumps = 0
-        enrollment = self.consider_entry(cj, context, None, now)
+        self.skipping = "paused" if skip_sends else None
+        try:
+            enrollment = self.consider_entry(cj, context, None, now)
+        finally:
+            self.skipping = None
         self.attribute_changes(now)
         return enrollment
 
@@ -580,7 +586,7 @@ class Decider:
             self.dirty = True
             # A control-group conversion is told apart in the log, so reports can compare.
             control = in_control_group(self.customer_id, self.registry.control_group)
-            self.activity(enrollment, "goal", "control" if control else goal.name, now)
+            self.activity(enrollment, "goal", CONTROL_DETAIL if control else goal.name, now)
             self.outcome.goals.append(GoalReached(
                 journey.id, enrollment.id, self.customer_id, goal.name, now
             ))
@@ -801,7 +807,7 @@ class Decider:
         self.dirty = True
         self.entered_now += (cj,)
         control = in_control_group(self.customer_id, self.registry.control_group)
-        self.activity(enrollment, "entered", "control" if control else None, now)
+        self.activity(enrollment, "entered", CONTROL_DETAIL if control else None, now)
         self.outcome.entered.append(
             Entered(journey.id, journey.version, enrollment.id, self.customer_id, now)
         )
@@ -905,13 +911,16 @@ class Decider:
             if registry.control_group is not None and in_control_group(
                 self.customer_id, registry.control_group
             ):
-                self._left_out(enrollment, step, "suppressed", "control", at)
+                self._left_out(enrollment, step, "suppressed", CONTROL_DETAIL, at)
                 return True
         content_id, offer_id = choose_content(self, enrollment, step, at)
         item = registry.content.get(content_id)
         profile = self.profile
+        offer = registry.offers[offer_id].offer if offer_id is not None else None
         # Delivery policies pick the channel (consent, fallbacks) and may drop or defer.
-        channel_or_halt = gate(self, cj, enrollment, step, item, at) if item else step.channel
+        channel_or_halt = (
+            gate(self, cj, enrollment, step, item, at, offer) if item else step.channel
+        )
         if channel_or_halt is None:
             return True
         if isinstance(channel_or_halt, Halt):
@@ -965,7 +974,7 @@ class Decider:
             at, customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
         ))
-        record_send(self, cj, step, item, channel, at)
+        record_send(self, cj, step, item, channel, at, offer)
         return True
 
     def _left_out(

@@ -43,6 +43,11 @@ class AudiencePathsKind(StepKind[AudiencePaths]):
             found = checker.identifier(path.segment, "segment id", where)
             if not found and path.segment not in checker.segment_ids:
                 found = [Problem(where, f"segment {path.segment!r} does not exist")]
+            elif not found and path.segment == EVERYONE_ELSE:
+                found = [Problem(where, (
+                    f"segment {EVERYONE_ELSE!r} cannot be a path: the customers in none of the "
+                    "segments are recorded under that name"
+                ))]
             problems += found
         for segment, count in Counter(p.segment for p in step.paths).items():
             if count > 1:
