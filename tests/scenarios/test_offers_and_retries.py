@@ -4,7 +4,7 @@ retry count live in the customer record, so they must survive a restart of the e
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import time, timedelta
 from typing import Any
 
 from cjo import (
@@ -16,6 +16,7 @@ from cjo import (
     ManualClock,
     Offer,
     OfferCap,
+    QuietHours,
     RecordingChannel,
     Send,
     Variant,
@@ -83,6 +84,26 @@ def test_the_best_eligible_offer_is_sent_within_its_caps_across_restarts(
     details = [a.detail for a in engine.activities(T0, T0 + 9 * DAY, customer_id="ann")
                if a.kind == "offer"]
     assert details == ["gold_card", "basic_card", "fallback", "basic_card"]
+
+
+def test_a_deferred_offer_send_logs_its_offer_once_when_it_goes(
+    storage_factory: Factory,
+) -> None:
+    # T0 is 10:00 UTC: inside 09:00-11:00 quiet hours, so the send waits until 11:00, where
+    # it chooses again; one choice went on to a message, and the log says so once.
+    clock = ManualClock(T0)
+    engine = _engine(storage_factory, clock)
+    engine.publish(journeys=[JOURNEY], content=CONTENT, offers=OFFERS,
+                   quiet_hours=[QuietHours("morning", time(9), time(11))])
+    engine.identify("ann", {"tier": "gold"})
+    assert engine.handle_event(ev("visit", "ann", T0)).messages == ()
+    clock.advance(timedelta(hours=2))
+    (message,) = engine.run_due().messages
+    assert message.offer_id == "gold_card"
+    log = [(a.kind, a.detail) for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+           if a.kind in ("offer", "quiet_hours", "sent")]
+    assert [kind for kind, _ in log] == ["quiet_hours", "offer", "sent"]
+    assert log[1] == ("offer", "gold_card")
 
 
 def test_a_render_retry_survives_a_restart(storage_factory: Factory) -> None:

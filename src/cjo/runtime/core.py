@@ -37,6 +37,7 @@ from cjo.runtime.registry import CompiledJourney, Registry
 from cjo.runtime.sending import (
     choose_content,
     count_offer,
+    log_offer,
     render_failed,
     render_fields,
     send_failed,
@@ -926,6 +927,7 @@ class Decider:
         if isinstance(channel_or_halt, Halt):
             return False
         channel = channel_or_halt
+        log_offer(self, enrollment, step, offer_id, at)
         variant = (
             registry.variant_for(item, channel, profile.locale, step.variant) if item else None
         )

@@ -28,6 +28,7 @@ __all__ = [
     "RENDER_RETRY_DELAYS",
     "choose_content",
     "count_offer",
+    "log_offer",
     "render_failed",
     "render_fields",
     "retry_render",
@@ -71,7 +72,8 @@ def choose_content(
     d: Decider, enrollment: Enrollment, step: Send, at: datetime
 ) -> tuple[str, str | None]:
     """(content id, offer id) to send: the best eligible offer of the step, else the step's
-    own content. The choice is recorded in the activity log (``offer``)."""
+    own content. Chosen before the delivery policies (an offer's tags count in caps); logged
+    by ``log_offer`` once they let the send through."""
     if not step.offers:
         return step.content, None
     offers = d.registry.offers
@@ -81,11 +83,21 @@ def choose_content(
     scope = d.scope({}, context, enrollment)
     offer = choose_offer(compiled, scope, profile, context, d.state.offers,
                          d.options.scorers, at)
-    d.activity(enrollment, "offer", offer.id if offer is not None else _FALLBACK, at,
-               channel=step.channel)
     if offer is None:
         return step.content, None
     return offer.content, offer.id
+
+
+def log_offer(
+    d: Decider, enrollment: Enrollment, step: Send, offer_id: str | None, at: datetime
+) -> None:
+    """Record the choice of a Send with offers (``offer``: the offer id, or ``fallback``), once
+    per send the delivery policies let through: a send they defer chooses again when
+    released, and is logged then, so the log counts each choice that went on to a message
+    once."""
+    if step.offers:
+        d.activity(enrollment, "offer", offer_id if offer_id is not None else _FALLBACK, at,
+                   channel=step.channel)
 
 
 def count_offer(d: Decider, offer_id: str, at: datetime) -> None:
