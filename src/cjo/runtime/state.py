@@ -751,9 +751,9 @@ class Activity:
 
     - an enrollment's course: entered, step, path (a split or audience path taken), timeout,
       event_received, goal, date_past, date_missing (a date wait's date was past, or missing),
-      action, action_failed, offer (the offer a send chose, once delivery policies let it through), jumped, held (a wake-up held by
-      a paused journey), resumed, migrated (to a new journey version), merged_in (an
-      enrollment taken over from an identity merge);
+      action, action_failed, offer (the offer a send chose, once delivery policies let it
+      through), jumped, held (a wake-up held by a paused journey), resumed, migrated (to a
+      new journey version), merged_in (an enrollment taken over from an identity merge);
     - sends: sent, send_failed, render_retry, send_skipped (a send not made: the catch-up
       limit, a skip on resume, a step sent before a merge), the delivery-policy decisions
       (suppressed, fallback, capped, quiet_hours), withheld (a message written earlier and no
