@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import attrs
+
+from cjo.model.journey import Journey
 from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
 from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence
@@ -42,12 +45,24 @@ def _setting(journey_id: str) -> str:
 def _schedules(
     registry: Registry, *, paused: bool = False
 ) -> Iterator[tuple[CompiledJourney, ScheduleTrigger]]:
-    """The latest version of every journey started by a schedule (paused ones if asked)."""
+    """The latest version of every journey started by a schedule (paused ones if asked), with
+    the rule in the zone it is read in."""
     for cj in registry.latest.values():
-        trigger = cj.journey.trigger
+        trigger = _in_zone(cj.journey)
         running = paused or cj.journey.id not in registry.paused
-        if isinstance(trigger, ScheduleTrigger) and running:
+        if trigger is not None and running:
             yield cj, trigger
+
+
+def _in_zone(journey: Journey) -> ScheduleTrigger | None:
+    """The journey's schedule, its zone filled in from the journey's ``timezone`` when it
+    names none (UTC when neither does); None when a schedule does not start the journey."""
+    trigger = journey.trigger
+    if not isinstance(trigger, ScheduleTrigger):
+        return None
+    if trigger.timezone is None and journey.timezone is not None:
+        return attrs.evolve(trigger, timezone=journey.timezone)
+    return trigger
 
 
 def _done(engine: Engine, journey_id: str) -> datetime | None:
@@ -81,8 +96,8 @@ def _rule_since(registry: Registry, journey_id: str, trigger: ScheduleTrigger) -
     the newest run of versions with this cron rule and zone (None when none is recorded)."""
     since: datetime | None = None
     for at, cj in registry.newer.get(journey_id, ()):
-        other = cj.journey.trigger
-        if not (isinstance(other, ScheduleTrigger) and other.cron == trigger.cron
+        other = _in_zone(cj.journey)
+        if not (other is not None and other.cron == trigger.cron
                 and other.timezone == trigger.timezone):
             break
         since = at

@@ -148,6 +148,29 @@ def test_a_missed_occurrence_is_skipped_and_the_latest_runs_once() -> None:
     assert [m.fields["text"] for m in email.messages] == ["Week of 2026-03-05T09:00:00+01:00"]
 
 
+def test_a_schedule_without_a_zone_is_read_in_the_journey_s_zone(
+    storage_factory: Factory,
+) -> None:
+    # 09:00 in Paris (the journey's zone), not 09:00 UTC; a zone on the rule wins over it.
+    clock = ManualClock(datetime(2026, 3, 2, 5, 0, tzinfo=UTC))  # Monday 06:00 in Paris
+    engine, email = _engine(storage_factory(), clock)
+    engine.publish(content=CONTENT, journeys=[
+        Journey(id="digest", trigger=ScheduleTrigger("0 9 * * *"), timezone="Europe/Paris",
+                entry="send", steps={"send": Send("digest", "email")}),
+        Journey(id="ny", trigger=ScheduleTrigger("0 9 * * *", "America/New_York"),
+                timezone="Europe/Paris", entry="send", steps={"send": Send("digest", "email")}),
+    ])
+    engine.identify("ann", {})
+    clock.set(datetime(2026, 3, 2, 9, 30, tzinfo=UTC))  # 10:30 in Paris, 04:30 in New York
+    engine.run_due()
+    assert [(m.journey_id, m.fields["text"]) for m in email.messages] == [
+        ("digest", "Week of 2026-03-02T09:00:00+01:00"),
+    ]
+    clock.set(datetime(2026, 3, 2, 14, 0, tzinfo=UTC))  # 09:00 in New York
+    engine.run_due()
+    assert [m.journey_id for m in email.messages] == ["digest", "ny"]
+
+
 def test_a_time_in_the_spring_gap_runs_at_the_end_of_the_gap() -> None:
     clock = ManualClock(datetime(2026, 3, 28, 12, 0, tzinfo=PARIS))
     engine, email = _engine(None, clock)
