@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from cjo import Branch, Case, Exit, Journey, Send, Wait, WaitForEvent, attr
+from cjo import Branch, Case, Exit, Journey, Send, Split, SplitPath, Wait, WaitForEvent, attr
 from cjo.analytics import JourneyReport, format_table, journey_report
 from cjo.analytics.report import build_report, graph_order
 from cjo.errors import UsageError
@@ -215,3 +215,23 @@ def test_a_report_asked_by_journey_id_says_to_pass_the_journey() -> None:
         journey_report(InMemoryStorage(), "j")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="storage must be a cjo Storage"):
         journey_report(object(), Journey("j", "w", {"w": Wait(timedelta(hours=1))}))  # type: ignore[arg-type]
+
+
+def test_format_table_shows_the_paths_of_a_split():
+    ab = Journey(id="ab", entry="split", steps={
+        "split": Split((SplitPath("a", 0.7, "mail_a"), SplitPath("b", 0.3, "mail_b"))),
+        "mail_a": Send("x", "email"), "mail_b": Send("y", "email"),
+    })
+    r = build_report(ab, [
+        c(None, "entered", 1000, journey_id="ab"), c("split", "step", 1000, journey_id="ab"),
+        c("split", "path", 702, "a", journey_id="ab"), c("split", "path", 298, "b", journey_id="ab"),
+        c("mail_a", "step", 702, journey_id="ab"), c("mail_a", "sent", 702, "email", journey_id="ab"),
+        c("mail_b", "step", 298, journey_id="ab"), c("mail_b", "sent", 298, "email", journey_id="ab"),
+    ], {})
+    lines = format_table([r]).splitlines()
+    assert lines[2].split()[-1] == "paths"
+    rows = {line.split()[0]: line for line in lines[4:]}
+    assert rows["split"].endswith("a 702, b 298")
+    assert rows["mail_a"].split()[-1] == "-"
+    # Without any path, no column for them.
+    assert "paths" not in format_table([report()])

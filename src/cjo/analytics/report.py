@@ -266,8 +266,11 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
     line up under one header.
     """
     channels = sorted({ch for r in reports for row in r.steps for ch in row.sent})
+    # The paths a split or audience-path step sent customers down, when any step has some:
+    # an A/B test's table must show its arms.
+    paths = any(row.paths for r in reports for row in r.steps)
     header = ["step", "kind", *_STEP_COLUMNS[:2], *(f"sent:{c}" for c in channels),
-              *_STEP_COLUMNS[2:]]
+              *_STEP_COLUMNS[2:], *(["paths"] if paths else [])]
     lines: list[str] = []
     for report in reports:
         table: list[list[str]] = [header]
@@ -281,6 +284,7 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
                 *(_num(values[c]) for c in _STEP_COLUMNS[:2]),
                 *(_num(row.sent.get(c, 0)) for c in channels),
                 *(_num(values[c]) for c in _STEP_COLUMNS[2:]),
+                *([_paths(row.paths)] if paths else []),
             ])
         if lines:
             lines.append("")
@@ -288,8 +292,13 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
             f" ({report.name})" if report.name and report.name != report.journey_id else ""
         ))
         lines.append(_summary(report))
-        lines.extend(_align(table))
+        lines.extend(_align(table, text_last=paths))
     return "\n".join(lines) + "\n"
+
+
+def _paths(paths: Mapping[str, int]) -> str:
+    """``a 700, b 300``: each path taken and how many took it, in path order."""
+    return ", ".join(f"{path} {_num(n)}" for path, n in sorted(paths.items())) or "-"
 
 
 def _summary(report: JourneyReport) -> str:
@@ -326,13 +335,15 @@ def _num(n: int) -> str:
     return f"{n:,}" if n else "-"
 
 
-def _align(table: list[list[str]]) -> list[str]:
+def _align(table: list[list[str]], *, text_last: bool = False) -> list[str]:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    last = len(widths) - 1
     out = []
     for i, row in enumerate(table):
         # Names left, numbers right: columns of figures are read by their last digits.
         cells = [
-            cell.ljust(widths[j]) if j < 2 else cell.rjust(widths[j])
+            cell.ljust(widths[j]) if j < 2 or (text_last and j == last)
+            else cell.rjust(widths[j])
             for j, cell in enumerate(row)
         ]
         out.append("   " + "  ".join(cells).rstrip())
