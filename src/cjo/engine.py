@@ -21,6 +21,7 @@ from cjo.arguments import (
     check_engine_options,
     clock_reading,
     count,
+    flag,
     definitions_of,
     refuse_duplicates,
 )
@@ -1282,6 +1283,7 @@ class Engine:
         the last one of a page as ``after`` for the next page. Dead letters are never pruned
         until discarded."""
         count(limit, "limit")
+        flag(newest_first, "newest_first")
         if after is not None and not isinstance(after, DeadLetter):
             raise UsageError(
                 "after must be the last DeadLetter of the previous page (or None), got "
