@@ -21,8 +21,8 @@ from cjo.arguments import (
     check_engine_options,
     clock_reading,
     count,
-    flag,
     definitions_of,
+    flag,
     refuse_duplicates,
 )
 from cjo.channels.actions import ActionFunction, action_channels

@@ -14,8 +14,14 @@ from typing import Any
 
 import pytest
 
-from cjo import (ClockError, ManualClock, SystemClock, UsageError, WebhookChannel,
-                 verify_webhook_signature)
+from cjo import (
+    ClockError,
+    ManualClock,
+    SystemClock,
+    UsageError,
+    WebhookChannel,
+    verify_webhook_signature,
+)
 from cjo.channels.base import Channel, Message
 from cjo.channels.webhook import sign_webhook
 from cjo.testing import ChannelContract
