@@ -92,8 +92,7 @@ def check_engine_options(
         ):
             kind = "a non-negative" if zero else "a positive"
             raise UsageError(f"{name} must be {kind} timedelta, got {given(value)}")
-    if not isinstance(render, bool):
-        raise UsageError(f"render must be True or False, got {given(render)}")
+    flag(render, "render")
     for name, value, cls in (("limits", limits, Limits), ("retention", retention, Retention)):
         if value is not None and not isinstance(value, cls):
             raise UsageError(f"{name} must be a cjo {cls.__name__} or None, got {given(value)}")
@@ -113,6 +112,14 @@ def check_channels(channels: Mapping[Any, Any]) -> None:
                 f"channel {name!r} must be a cjo Channel (a subclass with send(message) -> "
                 f"DeliveryResult), got {given(channel)}{hint}"
             )
+
+
+def flag(value: object, what: str) -> bool:
+    """``value`` if it is a bool, else ``UsageError``: a truthy string such as "no" would
+    silently mean yes."""
+    if not isinstance(value, bool):
+        raise UsageError(f"{what} must be True or False, got {given(value)}")
+    return value
 
 
 def count(value: object, what: str, least: int = 1) -> int:
@@ -234,8 +241,7 @@ def refuse_duplicates(incoming: Definitions) -> None:
 
 
 def check_consent(subscribed: object, topic: object, channel: object) -> None:
-    if not isinstance(subscribed, bool):
-        raise UsageError(f"subscribed must be True or False, got {given(subscribed)}")
+    flag(subscribed, "subscribed")
     if topic is not None:
         check_id(topic, "consent topic")
     if channel is not None:

@@ -22,6 +22,7 @@ from cjo.arguments import (
     clock_reading,
     count,
     definitions_of,
+    flag,
     refuse_duplicates,
 )
 from cjo.channels.actions import ActionFunction, action_channels
@@ -1282,6 +1283,7 @@ class Engine:
         the last one of a page as ``after`` for the next page. Dead letters are never pruned
         until discarded."""
         count(limit, "limit")
+        flag(newest_first, "newest_first")
         if after is not None and not isinstance(after, DeadLetter):
             raise UsageError(
                 "after must be the last DeadLetter of the previous page (or None), got "
@@ -1679,7 +1681,19 @@ def _governance(
             if old is None or old.version >= new.version:
                 problems.append(Problem(where, "no earlier version of it is running"))
                 continue
-            # A migration's step map is checked by validation, with the merged definitions.
+            # A migration's step map is checked by validation, with the merged definitions;
+            # but a step the old version lacks only here, for the map being published (one
+            # stored before this check must not stop every later publish).
+            strays = sorted(
+                step for step in (vc.steps if isinstance(vc.steps, Mapping) else ())
+                if isinstance(step, str) and step not in old.steps
+            ) if vc.mode == "migrate" else []
+            if strays:
+                # A misspelt step would pass unnoticed, and the step it meant stay unmapped.
+                problems.append(Problem(where, (
+                    f"the migration maps step(s) {', '.join(map(repr, strays))}, "
+                    f"which v{old.version} does not have"
+                )))
             if vc.mode != "drain":
                 version_changes.append(attrs.evolve(
                     vc, journey_id=journey_id, from_version=old.version,

@@ -435,17 +435,35 @@ def _repeated_keys(data: object) -> list[Problem]:
     return problems
 
 
-def loads_definitions(text: str) -> Definitions:
-    return load_definitions(_json_object(text))
+def loads_definitions(text: str | bytes) -> Definitions:
+    """Definitions from JSON text (a str, or UTF-8 bytes as a file opened in binary mode
+    gives); every problem is reported in one DefinitionError."""
+    return load_definitions(_json_object(text, "loads_definitions"))
 
 
-def loads_definitions_in_parts(text: str) -> LoadedParts:
+def loads_definitions_in_parts(text: str | bytes) -> LoadedParts:
     """``load_definitions_in_parts`` of JSON text: text that is not a JSON object raises
     ``DefinitionError``."""
-    return load_definitions_in_parts(_json_object(text))
+    return load_definitions_in_parts(_json_object(text, "loads_definitions_in_parts"))
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def _json_text(text: object, call: str) -> str:
+    if isinstance(text, bytes | bytearray):
+        try:
+            return bytes(text).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise DefinitionError([Problem(call, "the bytes are not UTF-8 text")]) from None
+    if not isinstance(text, str):
+        hint = "; data already parsed goes to load_definitions" if isinstance(
+            text, Mapping) else ""
+        raise DefinitionError([Problem(call, (
+            f"expected JSON text (a str or UTF-8 bytes), got {type(text).__name__}{hint}"
+        ))])
+    return text
+
+
+def _json_object(text: object, call: str) -> dict[str, Any]:
+    text = _json_text(text, call)
     check_json_nesting(text)  # json.loads recurses once per level: refuse deep text first
     repeated = False
 

@@ -350,6 +350,10 @@ def _variant_location(content_id: str, variant: Variant) -> str:
     return f"{_content_location(content_id)} / variant {channel}{locale}{name}"
 
 
+def _running_location(journey_id: str) -> str:
+    return f"journey {_q(journey_id)}: running customers"
+
+
 def _offer_location(offer_id: str) -> str:
     return f"offer {_q(offer_id)}"
 
@@ -370,6 +374,9 @@ def _element_location(field: str, key: object, element: object) -> str:
     element by its id or name where it has one, else by its key or index."""
     if isinstance(element, Journey):
         return _journey_location(element)
+    if isinstance(element, VersionChange) and isinstance(element.journey_id, str):
+        # Given as publish(running={journey id: ...}): named as the checks of meaning name it.
+        return _running_location(element.journey_id)
     word = _ELEMENT_NAMES.get(field, field)
     if isinstance(key, int):
         for name in ("id", "name", "channel"):
@@ -908,7 +915,7 @@ def _check_governance(definitions: Definitions, known: _Known) -> list[Problem]:
                 f"pause of journey {_q(pause.journey_id)}", "no such journey is published"
             ))
     for change in definitions.version_changes:
-        where = f"journey {_q(change.journey_id)}: running customers"
+        where = _running_location(change.journey_id)
         if change.mode not in ("drain", "migrate", "eject"):
             problems.append(Problem(
                 where, f"mode must be drain, migrate or eject, got {_q(change.mode)}"

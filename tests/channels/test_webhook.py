@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 
-from cjo import ManualClock, SystemClock, UsageError, WebhookChannel, verify_webhook_signature
+from cjo import (
+    ClockError,
+    ManualClock,
+    SystemClock,
+    UsageError,
+    WebhookChannel,
+    verify_webhook_signature,
+)
 from cjo.channels.base import Channel, Message
 from cjo.channels.webhook import sign_webhook
 from cjo.testing import ChannelContract
@@ -134,6 +141,48 @@ def test_verify_webhook_signature() -> None:
     assert not verify_webhook_signature(SECRET, body, "soon", good, now=now)
     assert not verify_webhook_signature(SECRET, body, None, good, now=now)
     assert not verify_webhook_signature(SECRET, body, str(ts), None, now=now)
+
+
+@pytest.mark.parametrize(("timestamp", "signature"), [
+    ("{ts}", "v1=\u00e9"),            # a header decoded as Latin-1 by the receiver's server
+    ("{ts}", 5),                      # a framework that hands over something else than text
+    ("9" * 400, "{good}"),            # a number no clock reaches
+    ("1_7{ts}", "{good}"),            # what int() reads, but not what cjo sends
+    ("\u0661\u0662", "{good}"),       # digits of another script
+    (" {ts}", "{good}"),
+    (5, "{good}"),
+])
+def test_a_forged_header_is_refused_not_raised(timestamp: object, signature: object) -> None:
+    body = b'{"a":1}'
+    now = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    ts = int(now.timestamp())
+    good = sign_webhook(SECRET, ts, body)
+
+    def fill(value: object) -> object:
+        return value.format(ts=ts, good=good) if isinstance(value, str) else value
+
+    assert verify_webhook_signature(
+        SECRET, body, fill(timestamp), fill(signature), now=now  # type: ignore[arg-type]
+    ) is False
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"secret": None}, "secret must be a non-empty str or bytes, got NoneType"),
+    ({"secret": ""}, "secret must be a non-empty str or bytes, got str ''"),
+    ({"body": "{}"}, "body must be the raw request body (bytes), got str"),
+    ({"tolerance": 300}, "tolerance must be a timedelta of zero or more, got int 300"),
+    ({"tolerance": -timedelta(seconds=1)}, "tolerance must be a timedelta of zero or more"),
+    ({"now": "now"}, "now must be a timezone-aware datetime, got str"),
+    ({"now": datetime(2026, 3, 2, 10, 0)}, "now must be timezone-aware, got naive"),
+])
+def test_a_receiver_set_up_wrong_is_told_so(arguments: dict[str, Any], message: str) -> None:
+    """A receiver's own settings are refused by name: refusing every request instead would
+    look like forged traffic."""
+    call: dict[str, Any] = {"secret": SECRET, "body": b"{}", "timestamp": "1",
+                            "signature": "v1=00", "now": datetime(2026, 3, 2, tzinfo=UTC)}
+    call.update(arguments)
+    with pytest.raises((UsageError, ClockError), match=re.escape(message)):
+        verify_webhook_signature(**call)
 
 
 @pytest.mark.parametrize(

@@ -361,3 +361,11 @@ def test_deferred_dispatch_applies_to_run_due_and_identify() -> None:
 def test_delivery_settings_are_checked(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         Engine(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_a_delivery_result_refuses_unreachable_that_is_not_a_bool(value: object) -> None:
+    """A truthy "no" would block the customer's channel: only True or False says which."""
+    with pytest.raises(UsageError, match="DeliveryResult unreachable must be True or False, "
+                                         f"got {type(value).__name__}"):
+        DeliveryResult.permanent("refused", unreachable=value)  # type: ignore[arg-type]

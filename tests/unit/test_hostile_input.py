@@ -346,3 +346,13 @@ def test_checking_a_flat_event_costs_well_under_a_microsecond_per_property() -> 
     best = min(timeit.repeat(lambda: check_values(properties, "p", "p"), number=runs, repeat=5))
     per_property = best / runs / len(properties)
     assert per_property < 1e-6, f"{per_property * 1e9:.0f} ns per property"
+
+
+@pytest.mark.parametrize("at", [datetime(9000, 1, 1, tzinfo=UTC),
+                                datetime(1899, 12, 31, 23, 59, tzinfo=UTC)])
+def test_a_timestamp_out_of_range_is_refused_naming_the_bounds_exactly(at: datetime) -> None:
+    """The range is half-open: 9000-01-01 itself is out, which "1900 to 9000" did not say."""
+    with pytest.raises(InvalidEventError, match=re.escape(
+        "outside the accepted range: from 1900-01-01 up to, not including, 9000-01-01 (UTC)"
+    )):
+        Event("c1", "x", at)

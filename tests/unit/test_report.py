@@ -126,7 +126,9 @@ def test_step_rows():
     assert r.step("bye").exited == 7
     legacy = r.step("legacy")
     assert (legacy.kind, legacy.reached, legacy.waiting, legacy.sent_total) == ("?", 4, 1, 4)
-    with pytest.raises(KeyError):
+    with pytest.raises(UsageError, match=(
+        r"journey 'cart' has no step 'nope' \(its steps: wait, email, wait_open, vip, "
+    )):
         r.step("nope")
 
 
@@ -235,3 +237,18 @@ def test_format_table_shows_the_paths_of_a_split():
     assert rows["mail_a"].split()[-1] == "-"
     # Without any path, no column for them.
     assert "paths" not in format_table([report()])
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (None, "format_table takes a list of JourneyReport, got NoneType"),
+    ("cart", "format_table takes a list of JourneyReport, got str"),
+    ([1], r"format_table takes a list of JourneyReport: item #0 is int 1"),
+])
+def test_format_table_refuses_what_is_not_a_list_of_reports(given: object, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        format_table(given)  # type: ignore[arg-type]
+
+
+def test_format_table_says_how_to_print_one_report() -> None:
+    with pytest.raises(UsageError, match=r"got JourneyReport \(one report: format_table\(\[report\]\)\)"):
+        format_table(report())  # type: ignore[arg-type]

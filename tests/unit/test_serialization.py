@@ -36,6 +36,7 @@ from cjo.serialization import (
     load_definitions,
     load_definitions_in_parts,
     loads_definitions,
+    loads_definitions_in_parts,
     parse_duration,
 )
 
@@ -545,3 +546,21 @@ def test_every_key_written_twice_is_named_with_the_path_of_its_object() -> None:
         "$.content[0].variants[0].fields: key 'subject' appears twice in one object (JSON "
         "would keep only the last)",
     ]
+
+
+def test_json_read_as_bytes_loads_as_text_does() -> None:
+    text = dumps_definitions(Definitions(segments=(Segment("s", attr("a") == 1),)))
+    assert loads_definitions(text.encode()) == loads_definitions(text)
+    assert loads_definitions_in_parts(text.encode()).definitions == loads_definitions(text)
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    (None, "loads_definitions: expected JSON text (a str or UTF-8 bytes), got NoneType"),
+    ({"segments": []}, "loads_definitions: expected JSON text (a str or UTF-8 bytes), got dict; "
+                       "data already parsed goes to load_definitions"),
+    (b"\xff{}", "loads_definitions: the bytes are not UTF-8 text"),
+])
+def test_what_is_not_json_text_is_refused_by_name(given: object, message: str) -> None:
+    with pytest.raises(DefinitionError) as info:
+        loads_definitions(given)  # type: ignore[arg-type]
+    assert [str(p) for p in info.value.problems] == [message]

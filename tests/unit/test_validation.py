@@ -677,3 +677,47 @@ def test_a_goal_named_control_is_refused() -> None:
         "journey 'j' v1 / goal: the goal name 'control' is taken: the activity log marks the "
         "control group's conversions with it; name the goal otherwise",
     ]
+
+
+def test_a_migration_map_naming_a_step_the_old_version_lacks_is_refused() -> None:
+    """A misspelt old step would pass unnoticed, and the step it meant stay unmapped."""
+    from cjo import Engine, ManualClock, VersionChange
+
+    v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="wait",
+                 steps={"wait": Wait(DAY, next="bye"), "bye": Exit("done")})
+    v2 = Journey(id="o", version=2, trigger=EventTrigger("go"), entry="pause",
+                 steps={"pause": Wait(DAY, next="end"), "end": Exit("done")})
+    engine = Engine(clock=ManualClock())
+    engine.publish(journeys=[v1])
+    with pytest.raises(DefinitionError) as info:
+        engine.publish(journeys=[v2], running={
+            "o": VersionChange.migrate({"wait": "pause", "bye": "end", "wiat": "pause"})})
+    assert [str(p) for p in info.value.problems] == [
+        "journey 'o': running customers: the migration maps step(s) 'wiat', which v1 does "
+        "not have"]
+    assert engine.publish(journeys=[v2], running={
+        "o": VersionChange.migrate({"wait": "pause", "bye": "end"})}) == 2
+
+
+@pytest.mark.parametrize(("steps", "message"), [
+    (None, "steps must be a mapping of a string to a string, got None"),
+    ("wait", "steps must be a mapping of a string to a string, got 'wait'"),
+    ({"wait": 5, "bye": "end"}, "steps['wait'] must be a string, got 5"),
+])
+def test_a_migration_map_of_the_wrong_shape_is_refused_naming_the_journey(
+    steps: object, message: str
+) -> None:
+    """Given as publish(running={"o": ...}), it is named as the journey's running customers."""
+    from cjo import Engine, ManualClock, VersionChange
+
+    v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="wait",
+                 steps={"wait": Wait(DAY, next="bye"), "bye": Exit("done")})
+    v2 = Journey(id="o", version=2, trigger=EventTrigger("go"), entry="pause",
+                 steps={"pause": Wait(DAY, next="end"), "end": Exit("done")})
+    engine = Engine(clock=ManualClock())
+    engine.publish(journeys=[v1])
+    with pytest.raises(DefinitionError) as info:
+        engine.publish(journeys=[v2], running={
+            "o": VersionChange.migrate(steps)})  # type: ignore[arg-type]
+    assert [str(p) for p in info.value.problems] == [
+        f"journey 'o': running customers: {message}"]

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import attrs
 
+from cjo.described import given
 from cjo.errors import UsageError
 from cjo.model.governance import CONTROL_DETAIL
 from cjo.model.journey import Journey
@@ -110,7 +111,10 @@ class JourneyReport:
         for row in self.steps:
             if row.step_id == step_id:
                 return row
-        raise KeyError(step_id)
+        known = ", ".join(row.step_id for row in self.steps) or "none"
+        raise UsageError(
+            f"journey {self.journey_id!r} has no step {step_id!r} (its steps: {known})"
+        )
 
 
 def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
@@ -265,6 +269,19 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
     Channel columns are the union of channels any of the journeys sent on, so several journeys
     line up under one header.
     """
+    if isinstance(reports, JourneyReport):
+        raise UsageError("format_table takes a list of JourneyReport, got JourneyReport "
+                         "(one report: format_table([report]))")
+    if isinstance(reports, str) or not isinstance(reports, Iterable):
+        raise UsageError(
+            f"format_table takes a list of JourneyReport, got {type(reports).__name__}"
+        )
+    reports = list(reports)
+    for i, item in enumerate(reports):
+        if not isinstance(item, JourneyReport):
+            raise UsageError(
+                f"format_table takes a list of JourneyReport: item #{i} is {given(item)}"
+            )
     channels = sorted({ch for r in reports for row in r.steps for ch in row.sent})
     # The paths a split or audience-path step sent customers down, when any step has some:
     # an A/B test's table must show its arms.

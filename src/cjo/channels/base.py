@@ -70,6 +70,15 @@ class Message:
     offer_id: str | None = None
 
 
+def _check_flag(_result: object, attribute: attrs.Attribute[bool], value: object) -> None:
+    # A truthy "no" would block the customer's channel.
+    if not isinstance(value, bool):
+        raise UsageError(
+            f"DeliveryResult {attribute.name} must be True or False, got "
+            f"{type(value).__name__} {value!r:.80}"
+        )
+
+
 @attrs.frozen(slots=True)
 class DeliveryResult:
     """What a channel did with a message: ``delivered``, ``transient`` (may be retried) or
@@ -84,7 +93,7 @@ class DeliveryResult:
     status: DeliveryStatus = attrs.field(default="delivered", validator=_check_status)
     provider_id: str | None = attrs.field(default=None, validator=_check_text)
     error: str | None = attrs.field(default=None, validator=_check_text)
-    unreachable: bool = True
+    unreachable: bool = attrs.field(default=True, validator=_check_flag)
 
     @property
     def ok(self) -> bool:

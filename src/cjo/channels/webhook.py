@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cjo.channels.base import Channel, DeliveryResult, Message
-from cjo.clock import Clock, SystemClock
+from cjo.clock import Clock, SystemClock, ensure_aware
+from cjo.described import given
 from cjo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -75,17 +76,37 @@ def verify_webhook_signature(
 ) -> bool:
     """For the receiver: True if ``signature`` (the ``X-Cjo-Signature`` header) signs the raw
     ``body`` with ``timestamp`` (the ``X-Cjo-Timestamp`` header) and ``secret``, and the
-    timestamp is within ``tolerance`` of ``now`` (default: the system clock)."""
-    if timestamp is None or signature is None:
+    timestamp is within ``tolerance`` of ``now`` (default: the system clock).
+
+    The headers come from the network, so any value of them (missing, not text, not ASCII, a
+    number no clock reaches) is False, never an exception. The receiver's own settings
+    (``secret``, ``body``, ``tolerance``, ``now``) are checked: a wrong one raises
+    ``UsageError`` (``ClockError`` for ``now``), as refusing every request would look like
+    forged traffic."""
+    if not isinstance(secret, str | bytes) or not secret:
+        raise UsageError(f"secret must be a non-empty str or bytes, got {given(secret)}")
+    if not isinstance(body, bytes | bytearray):
+        raise UsageError(
+            f"body must be the raw request body (bytes), got {type(body).__name__}"
+        )
+    if not isinstance(tolerance, timedelta) or tolerance < timedelta(0):
+        raise UsageError(f"tolerance must be a timedelta of zero or more, got {given(tolerance)}")
+    at = ensure_aware(now, "now") if now is not None else SystemClock().now()
+    if not (isinstance(timestamp, str) and isinstance(signature, str)):
         return False
-    try:
-        sent = int(timestamp)
-    except ValueError:
+    # Only what the channel sends: ASCII digits, no more than a clock can need.
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= _MAX_DIGITS):
         return False
-    at = now if now is not None else SystemClock().now()
+    sent = int(timestamp)
     if abs(at.timestamp() - sent) > tolerance.total_seconds():
         return False
-    return hmac.compare_digest(sign_webhook(secret, sent, body), signature)
+    expected = sign_webhook(secret, sent, bytes(body)).encode()
+    # Compared as bytes: compare_digest refuses str with characters beyond ASCII.
+    return hmac.compare_digest(expected, signature.encode("utf-8", "surrogatepass"))
+
+
+#: Seconds since the epoch have 11 digits until the year 5138; 20 leaves room for any clock.
+_MAX_DIGITS = 20
 
 
 def _httpx() -> Any:

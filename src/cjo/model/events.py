@@ -409,8 +409,8 @@ def _timestamp(value: object) -> datetime:
         raise InvalidEventError(f"event timestamp {value} is out of range") from exc
     if not MIN_TIMESTAMP <= utc < MAX_TIMESTAMP:
         raise InvalidEventError(
-            f"event timestamp {utc.isoformat()} is outside the accepted range "
-            f"{MIN_TIMESTAMP.year} to {MAX_TIMESTAMP.year}"
+            f"event timestamp {utc.isoformat()} is outside the accepted range: from "
+            f"{MIN_TIMESTAMP.date()} up to, not including, {MAX_TIMESTAMP.date()} (UTC)"
         )
     return utc
 

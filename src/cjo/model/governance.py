@@ -123,7 +123,8 @@ class VersionChange:
     @classmethod
     def migrate(cls, steps: Mapping[str, str]) -> VersionChange:
         """A migration to be completed by ``Engine.publish(..., running=...)``."""
-        return cls("", 0, 0, "migrate", dict(steps))
+        # Anything but a mapping is kept as given, for publish to refuse by name.
+        return cls("", 0, 0, "migrate", dict(steps) if isinstance(steps, Mapping) else steps)
 
     @classmethod
     def eject(cls, reason: str = "new version") -> VersionChange:
