@@ -738,7 +738,8 @@ class Engine:
         self, journey_id: str, customer_id: str, context: Mapping[str, Any] | None = None
     ) -> Outcome:
         """Start a journey for a customer explicitly (API trigger). Re-entry rules and the
-        journey's audience apply; ``context`` is available to templates and conditions."""
+        journey's audience apply; ``context`` is available to templates and conditions. A
+        start that enters no one says why in the outcome's ``not_entered``."""
         registry = self._sync()
         cj = registry.latest.get(journey_id)
         if cj is None:
@@ -747,7 +748,8 @@ class Engine:
         # Checked as event properties are: the context is stored in the customer's record.
         values = dict(check_values(context, "journey context", "journey context value"))
         return self._for_customer(
-            customer_id, lambda d, now: d.start(cj, values, now), registry=registry
+            customer_id, lambda d, now: d.start(cj, values, now, explain=True),
+            registry=registry,
         ).outcome.build()
 
     def identify(

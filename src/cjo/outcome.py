@@ -59,7 +59,8 @@ class GoalReached:
 @attrs.frozen(slots=True)
 class NotEntered:
     """A journey the customer qualified for but did not enter: ``reason`` says what kept them
-    out (the journey is paused, an exclusive group, the concurrency limit)."""
+    out (the journey is paused, an exclusive group, the concurrency limit, an instance key the
+    input lacks; for ``Engine.start_journey``, the audience and the re-entry rules too)."""
 
     journey_id: str
     customer_id: str

@@ -22,6 +22,7 @@ from cjo import (
     Variant,
     Wait,
     WaitForEvent,
+    attr,
     ctx,
     prop,
 )
@@ -299,3 +300,39 @@ def test_an_entry_without_its_instance_key_says_why_it_entered_no_one(
             ("cart", "instance key 'cart_id' is missing")]
     assert engine.enrollments("ada") == []
     assert len(engine.start_journey("cart", "ada", {"cart_id": "A"}).entered) == 1
+
+
+
+def test_a_refused_start_journey_says_why(storage_factory: Factory) -> None:
+    # An explicit start is a request: one that enters no one says why, whatever kept them out.
+    engine, clock, _ = _engine(T0, storage_factory())
+    engine.publish(content=[NOTE], journeys=[
+        Journey(id="api", entry="w", steps={"w": Wait(HOUR)},
+                reentry=ReentryPolicy.after_cooldown(DAY)),
+        Journey(id="vip", entry="w", steps={"w": Wait(HOUR)}, audience=attr("tier") == "gold"),
+        Journey(id="cart", entry="w", steps={"w": Wait(HOUR)},
+                reentry=ReentryPolicy(instance_key="cart_id")),
+    ])
+    engine.identify("ann", {"tier": "silver"})
+
+    def refused(journey_id: str, **context: object) -> list[str]:
+        out = engine.start_journey(journey_id, "ann", context)
+        return [n.reason for n in out.not_entered if n.journey_id == journey_id]
+
+    assert refused("api") == []                                    # entered
+    assert refused("api") == ["already in the journey"]
+    clock.advance(2 * HOUR)
+    engine.run_due()                                               # done with it
+    assert refused("api") == [
+        "the re-entry rule (after_cooldown) does not allow it now"]
+    clock.advance(DAY)
+    assert refused("api") == []                                    # the cooldown has passed
+    assert refused("vip") == ["the audience does not match"]
+    assert refused("cart", cart_id="A") == []
+    assert refused("cart", cart_id="A") == ["already in the journey for instance 'A'"]
+    assert refused("cart", cart_id="B") == []
+    # A trigger's refusals are not listed: every event of a customer already in would be.
+    engine.publish(journeys=[Journey(id="go", trigger=EventTrigger("go"), entry="w",
+                                     steps={"w": Wait(HOUR)})])
+    engine.handle_event(_event("go", "ann", clock.now(), "g1"))
+    assert engine.handle_event(_event("go", "ann", clock.now(), "g2")).not_entered == ()

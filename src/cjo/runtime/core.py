@@ -471,13 +471,15 @@ class Decider:
 
     def start(
         self, cj: CompiledJourney, context: Mapping[str, Any], now: datetime,
-        segment: str | None = None, *, skip_sends: bool = False,
+        segment: str | None = None, *, skip_sends: bool = False, explain: bool = False,
     ) -> Enrollment | None:
         """An explicit start through the API: audience and re-entry rules still apply. With
         ``segment`` (a schedule's), only a customer still in it once caught up enters: the
         stored membership read to find them may predate a change due by ``now``. With
         ``skip_sends`` (a schedule occurrence a pause held, resumed by ``skip``), the sends
-        the entry reaches before its first wait are skipped, as a held wake-up's are."""
+        the entry reaches before its first wait are skipped, as a held wake-up's are. With
+        ``explain`` (a host's start), a refusal by the audience or the re-entry rules is said
+        in ``not_entered`` too."""
         self.catch_up(now)
         if segment is not None and segment not in self.state.segments:
             return None
@@ -485,7 +487,7 @@ class Decider:
         self.jumps = 0
         self.skipping = "paused" if skip_sends else None
         try:
-            enrollment = self.consider_entry(cj, context, None, now)
+            enrollment = self.consider_entry(cj, context, None, now, explain=explain)
         finally:
             self.skipping = None
         self.attribute_changes(now)
@@ -685,11 +687,18 @@ class Decider:
 
     def consider_entry(
         self, cj: CompiledJourney, data: Mapping[str, Any], trigger_event_id: str | None,
-        now: datetime,
+        now: datetime, *, explain: bool = False,
     ) -> Enrollment | None:
-        """Enter ``cj`` with ``data`` as context if the audience and re-entry rules allow."""
+        """Enter ``cj`` with ``data`` as context if the audience and re-entry rules allow.
+        Refusals across journeys and of instance keys are said in ``not_entered``; with
+        ``explain``, those of the audience and re-entry rules too (a trigger's are not: every
+        event a customer in the journey sends again would list one)."""
         self.now = now
         if cj.audience is not None and not cj.audience(self.scope(data, _EMPTY)):
+            if explain:
+                self.outcome.not_entered.append(NotEntered(
+                    cj.journey.id, self.customer_id, "the audience does not match", now,
+                ))
             return None
         key_name = cj.journey.reentry.instance_key
         key: str | None = None
@@ -718,6 +727,10 @@ class Decider:
                 ))
                 return None
         if not self._may_enter(cj, key, now):
+            if explain:
+                self.outcome.not_entered.append(NotEntered(
+                    cj.journey.id, self.customer_id, self._reentry_refusal(cj, key), now,
+                ))
             return None
         registry = self.registry
         if registry.pauses or registry.any_group or registry.max_concurrent is not None:
@@ -760,6 +773,17 @@ class Decider:
         # trigger event, an earlier item of the same group) counts at once.
         h = self.state.history.get((jid, key))
         return h is None or reentry_allows(policy, h, now)
+
+    def _reentry_refusal(self, cj: CompiledJourney, key: str | None) -> str:
+        """Why ``_may_enter`` refused: the customer is in the journey (that instance), or the
+        re-entry rule does not let them in again yet."""
+        jid = cj.journey.id
+        instance = "" if key is None else f" for instance {key!r}"
+        if any(e.journey_id == jid and e.instance_key == key for e in self.state.enrollments):
+            return f"already in the journey{instance}"
+        policy = cj.journey.reentry
+        guard = " and its duplicate guard" if policy.guard is not None else ""
+        return f"the re-entry rule ({policy.mode}{guard}) does not allow it now{instance}"
 
     def _enter(
         self, cj: CompiledJourney, key: str | None, context: dict[str, Any],
