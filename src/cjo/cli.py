@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="create or update profiles from a CSV or JSON lines file",
         description="Import profiles from UTF-8 text: a CSV file with a header row (a "
                     "customer_id column, optional timezone and locale columns, every other "
-                    "column an attribute) or a JSON lines file (one object per line: "
+                    "column an attribute, text unless typed as name:number, name:boolean or "
+                    "name:datetime) or a JSON lines file (one object per line: "
                     "customer_id, attributes, timezone, locale). Bad records (a line that is "
                     "not UTF-8 among them) are listed with their line and the others imported; "
                     "exit status 1 when any was refused.",

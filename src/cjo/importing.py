@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -143,22 +145,75 @@ _UNDECODED = re.compile("[\udc80-\udcff]")
 _NOT_UTF8 = "not UTF-8 text (save the file as UTF-8)"
 
 
+def _number(text: str) -> int | float:
+    text = text.strip()
+    if _WHOLE.fullmatch(text):
+        return int(text)
+    value = float(text)  # ValueError for what is not a number
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _boolean(text: str) -> bool:
+    value = _BOOLEANS.get(text.strip().lower())
+    if value is None:
+        raise ValueError(text)
+    return value
+
+
+def _datetime(text: str) -> datetime:
+    value = datetime.fromisoformat(text.strip())
+    if value.utcoffset() is None:
+        raise ValueError(text)
+    return value
+
+
+_WHOLE = re.compile(r"[+-]?\d+")
+_BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+#: What a ``name:type`` column reads its cells as, and the form it expects.
+_CSV_TYPES: Mapping[str, tuple[Callable[[str], Any], str]] = {
+    "string": (str, "text"),
+    "number": (_number, "a finite number such as 42 or 9.5"),
+    "boolean": (_boolean, "true/false, yes/no or 1/0"),
+    "datetime": (_datetime, "an ISO 8601 date and time with an offset, such as "
+                            "2026-03-02T09:00:00+01:00"),
+}
+
+
+def _column(name: str) -> tuple[str, str]:
+    """(attribute, type) of a header cell: ``name:type`` with a type of ``_CSV_TYPES``, else
+    the whole cell, as text (a colon followed by anything else is part of the name)."""
+    attribute, colon, kind = name.rpartition(":")
+    if colon and attribute and kind in _CSV_TYPES:
+        return attribute, kind
+    return name, "string"
+
+
 def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unreadable]]:
     """(line number, record) of a CSV file with a header row: a ``customer_id`` column, optional
-    ``timezone`` and ``locale`` columns, and every other column an attribute (a string; an
-    empty cell sets nothing). Raises ``UsageError`` when there is no ``customer_id`` column or
-    a column is named twice. Open the file with ``newline=""``; opened with
-    ``errors="surrogateescape"``, a line that is not UTF-8 is reported as such."""
+    ``timezone`` and ``locale`` columns, and every other column an attribute (an empty cell
+    sets nothing). An attribute is text unless its column says otherwise: ``orders:number``,
+    ``vip:boolean``, ``signed_up_at:datetime`` (``:string`` too); a cell its type cannot read
+    refuses its line, naming the column. Raises ``UsageError`` when there is no
+    ``customer_id`` column or an attribute is named twice. Open the file with ``newline=""``;
+    opened with ``errors="surrogateescape"``, a line that is not UTF-8 is reported as
+    such."""
     reader = csv.reader(stream)
     header = next(reader, None)
     if header is None or "customer_id" not in header:
         raise UsageError("the CSV file needs a header row with a customer_id column")
+    columns = [_column(name) if name not in _CSV_FIELDS else (name, "string")
+               for name in header]
     # Unnamed columns are left alone: spreadsheets add them (",,") when saving empty cells.
-    twice = sorted({name for name in header if name and header.count(name) > 1})
+    names = [attribute for attribute, _ in columns]
+    twice = sorted({name for name in names if name and names.count(name) > 1})
     if twice:
         raise UsageError(
             f"the CSV header names column(s) {', '.join(map(repr, twice))} more than once"
         )
+    typed = [(i, attribute, kind) for i, (attribute, kind) in enumerate(columns)
+             if kind != "string"]
     for row in reader:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
@@ -169,7 +224,21 @@ def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unre
         if len(row) != len(header):
             yield line, Unreadable(f"{len(row)} cells where the header has {len(header)}")
             continue
-        cells = dict(zip(header, row, strict=True))
+        cells: dict[str, Any] = dict(zip(names, row, strict=True))
+        bad = None
+        for i, attribute, kind in typed:
+            text = row[i]
+            if text == "":
+                continue
+            read, expected = _CSV_TYPES[kind]
+            try:
+                cells[attribute] = read(text)
+            except ValueError:
+                bad = f"column {header[i]!r}: {text[:40]!r} is not {expected}"
+                break
+        if bad is not None:
+            yield line, Unreadable(bad)
+            continue
         record: dict[str, Any] = {"customer_id": cells["customer_id"]}
         for name in _CSV_FIELDS[1:]:
             if cells.get(name):

@@ -129,6 +129,51 @@ def test_cli_imports_a_csv_file_into_sqlite(tmp_path: Path, capsys: Any) -> None
         assert dict(p2.attributes) == {"name": "Bo"}
 
 
+def test_cli_reads_typed_csv_columns(tmp_path: Path, capsys: Any) -> None:
+    # A column says what its cells are (name:type); untyped ones stay text (a zip code keeps
+    # its leading zero), and a colon followed by anything else is part of the name.
+    db = tmp_path / "cjo.db"
+    path = tmp_path / "people.csv"
+    path.write_text(
+        "customer_id,orders:number,vip:boolean,joined:datetime,zip,ratio:number,a:b\n"
+        "c1,3,yes,2026-03-02T09:00:00+01:00,02134,0.5,x\n"
+        "c2,many,true,,,,\n"
+        "c3,,,2026-03-02,,,\n"
+        "c4,-4,No,2026-03-02T09:00:00Z,,1e3,\n"
+        "c5,nan,,,,,\n",
+        encoding="utf-8",
+    )
+    assert main(["import", str(path), "--storage", f"sqlite:///{db}"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{path}: 2 profiles imported, 3 records refused"
+    assert lines[1] == ("  - line 3: column 'orders:number': 'many' is not a finite number "
+                        "such as 42 or 9.5")
+    assert lines[2].startswith("  - line 4: column 'joined:datetime': '2026-03-02' is not an "
+                               "ISO 8601 date and time with an offset")
+    assert lines[3].startswith("  - line 6: column 'orders:number': 'nan'")
+    from cjo.storage.sqlite import SQLiteStorage
+
+    with SQLiteStorage(db) as storage:
+        engine = Engine(storage, clock=ManualClock(T0))
+        p1, p4 = engine.profile("c1"), engine.profile("c4")
+        assert p1 is not None and p4 is not None
+        assert dict(p1.attributes) == {
+            "orders": 3, "vip": True, "joined": datetime(2026, 3, 2, 8, 0, tzinfo=UTC),
+            "zip": "02134", "ratio": 0.5, "a:b": "x",
+        }
+        assert dict(p4.attributes) == {"orders": -4, "vip": False, "joined": T0,
+                                       "ratio": 1000.0}
+
+
+def test_a_csv_attribute_named_twice_with_and_without_its_type_is_refused(
+    tmp_path: Path, capsys: Any,
+) -> None:
+    path = tmp_path / "people.csv"
+    path.write_text("customer_id,orders,orders:number\nc1,1,2\n", encoding="utf-8")
+    assert main(["import", str(path)]) == 2
+    assert "'orders' more than once" in capsys.readouterr().err
+
+
 def test_cli_imports_json_lines(tmp_path: Path, capsys: Any) -> None:
     db = tmp_path / "cjo.db"
     path = tmp_path / "people.jsonl"
