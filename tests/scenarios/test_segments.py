@@ -517,3 +517,17 @@ def test_segment_sizes_over_time_come_from_the_log(storage_factory: Factory) -> 
     assert table[0].split() == ["at", "big", "small"] and len(table) == 5
     with pytest.raises(UsageError, match="no segment 'nope'"):
         engine.segment_sizes(["nope"], T0)
+
+
+def test_a_profile_rule_sum_too_large_for_a_float_leaves_the_attribute(
+    storage_factory: Factory,
+) -> None:
+    rule = ProfileRule("spend", "purchase", (add("lifetime_spend", prop="total"),
+                                             increment("orders")))
+    w = one(storage_factory, attr("orders") >= 2, profile_rules=[rule])
+    w.send("purchase", total=1e308)
+    w.send("purchase", total=1e308)  # the sum is no finite number: no store could hold it
+    profile = w.engine.profile("c1")
+    assert profile is not None
+    assert profile.attributes == {"lifetime_spend": 1e308, "orders": 2}
+    assert w.members() == {"s"}
