@@ -18,7 +18,8 @@ transaction (``Engine.identify(..., anonymous_id=...)`` opens it), without I/O:
   journey's enrollments (either customer's) end as ``merged``;
 - entry histories, offer counts, the send ledger and the kept ended enrollments are combined;
 - tracks (event-history aggregates) are combined, then trimmed as the published conditions
-  need; segment memberships are combined and evaluated again afterwards (``Engine`` does it);
+  need; segment memberships are combined (the move logged: the anonymous customer exits, the
+  known one enters what they were not in) and evaluated again afterwards (``Engine`` does it);
 - consent: every statement of both is replayed in time order, so the most recent one wins;
   channel blocks of either customer stay (a block is never lifted by a merge);
 - inactivity triggers: per journey, the quiet spell of the later last qualifying event goes
@@ -49,7 +50,7 @@ from cjo.runtime.state import (
     OfferHistory,
     Track,
 )
-from cjo.segments.membership import SEGMENT_TIMER
+from cjo.segments.membership import SEGMENT_TIMER, take_over_segments
 
 if TYPE_CHECKING:
     from cjo.runtime.registry import CompiledJourney, Registry
@@ -122,9 +123,7 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     for stream, t in a.tracks.items():
         mine_t = k.tracks.get(stream)
         k.own_tracks()[stream] = t.copy() if mine_t is None else _combine_track(mine_t, t)
-    for sid, at in a.segments.items():
-        if sid not in k.segments or at < k.segments[sid]:
-            k.own_segments()[sid] = at
+    take_over_segments(known, anonymous, now)
     if a.decided_at is not None and (k.decided_at is None or a.decided_at > k.decided_at):
         k.decided_at = a.decided_at
     spells = merge_quiet_spells(k, a)

@@ -209,6 +209,10 @@ def _tagged(
     return structure, unstructure
 
 
+def _is_tuple(t: Any) -> bool:
+    return t is tuple or typing.get_origin(t) is tuple
+
+
 def _make_converter(*, omit_defaults: bool = False) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, omit_if_default=omit_defaults)
     conv.register_structure_hook(timedelta, _structure_duration)
@@ -222,6 +226,14 @@ def _make_converter(*, omit_defaults: bool = False) -> cattrs.Converter:
     conv.register_structure_hook(int, _strict(int, (int,), "an integer"))
     conv.register_structure_hook(float, _strict(float, (int, float), "a number"))
     conv.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
+
+    def structure_tuple(value: Any, t: Any) -> Any:
+        # A string is iterable: cattrs would read "vip" as the list ["v", "i", "p"].
+        if isinstance(value, str | bytes | Mapping):
+            raise _BadValueError(f"expected a list, got {value!r:.60}")
+        return conv._structure_tuple(value, t)
+
+    conv.register_structure_hook_func(_is_tuple, structure_tuple)
     # A reference reads best as one string: "profile.plan", "event.cart.total".
     conv.register_structure_hook(Ref, lambda v, _t: _parse_ref(v))
     conv.register_unstructure_hook(Ref, str)

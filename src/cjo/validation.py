@@ -694,9 +694,10 @@ def _check_rules(
                 problems.append(Problem(where, f"copy into {_q(u.attribute)} needs a prop"))
             if u.op == "add" and u.prop is None and (
                 isinstance(u.value, bool) or not isinstance(u.value, int | float)
+                or not math.isfinite(u.value)
             ):
                 problems.append(Problem(where, f"add to {_q(u.attribute)} needs a prop or a "
-                                               "number"))
+                                               "finite number"))
             if u.op == "assign":
                 try:
                     check_value(u.value, f"the value assigned to {u.attribute!r}")

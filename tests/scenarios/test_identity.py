@@ -330,6 +330,38 @@ def test_event_histories_combine_and_memberships_are_evaluated_again(
     assert host.engine.customer_state("anon-1").tracks == {}  # type: ignore[union-attr]
 
 
+def test_segment_sizes_count_a_merged_person_once_and_each_log_tells_its_own_story(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, segments=[Segment("vip", attr("vip") == True),  # noqa: E712
+                                           Segment("guest", ~attr("email").exists())])
+    host.engine.identify("c1", {"vip": True, "email": "c1@example.com"})
+    host.clock.advance(DAY)
+    host.engine.identify("anon-1", {"vip": True})
+    host.clock.advance(DAY)
+    host.engine.identify("c1", anonymous_id="anon-1")
+    host.clock.advance(DAY)
+    assert host.engine.segment_members("vip") == ["c1"]
+    sizes = host.engine.segment_sizes(["vip", "guest"], T0, every=DAY)
+    assert [s.size for s in sizes["vip"]] == [1, 2, 1, 1]
+    assert [s.size for s in sizes["guest"]] == [0, 1, 0, 0]
+
+    def log(customer: str) -> list[tuple[datetime, str, str | None]]:
+        return sorted((a.at, a.kind, a.detail)
+                      for a in host.engine.activities(T0, T0 + 3 * DAY, customer_id=customer)
+                      if a.kind.startswith("segment_"))
+
+    # The emptied anonymous record leaves its segments at the merge.
+    assert log("anon-1") == [(T0 + DAY, "segment_entered", "guest"),
+                             (T0 + DAY, "segment_entered", "vip"),
+                             (T0 + 2 * DAY, "segment_exited", "guest"),
+                             (T0 + 2 * DAY, "segment_exited", "vip")]
+    # A membership the known customer takes over is entered then, and left as it is judged.
+    assert log("c1") == [(T0, "segment_entered", "vip"),
+                         (T0 + 2 * DAY, "segment_entered", "guest"),
+                         (T0 + 2 * DAY, "segment_exited", "guest")]
+
+
 def test_the_most_recent_consent_statement_wins_and_blocks_stay(
     storage_factory: Factory,
 ) -> None:

@@ -517,3 +517,33 @@ def test_segment_sizes_over_time_come_from_the_log(storage_factory: Factory) -> 
     assert table[0].split() == ["at", "big", "small"] and len(table) == 5
     with pytest.raises(UsageError, match="no segment 'nope'"):
         engine.segment_sizes(["nope"], T0)
+
+
+def test_a_profile_rule_sum_too_large_for_a_float_leaves_the_attribute(
+    storage_factory: Factory,
+) -> None:
+    rule = ProfileRule("spend", "purchase", (add("lifetime_spend", prop="total"),
+                                             increment("orders")))
+    w = one(storage_factory, attr("orders") >= 2, profile_rules=[rule])
+    w.send("purchase", total=1e308)
+    w.send("purchase", total=1e308)  # the sum is no finite number: no store could hold it
+    profile = w.engine.profile("c1")
+    assert profile is not None
+    assert profile.attributes == {"lifetime_spend": 1e308, "orders": 2}
+    assert w.members() == {"s"}
+
+
+def test_a_condition_republished_to_read_further_back_sees_only_what_its_track_kept(
+    storage_factory: Factory,
+) -> None:
+    w = one(storage_factory, performed("purchase").at_least(2).within(days=30))
+    for day in range(6):
+        w.at(T0 + day * DAY)
+        w.send("purchase")
+    w.engine.publish(segments=[Segment("s", performed("purchase").at_least(5).within(days=30))])
+    w.engine.refresh_segments()
+    assert len(w.engine.customer_state("c1").tracks["purchase"].recent) == 3  # type: ignore[union-attr]
+    assert w.members() == set()  # six purchases, of which the track kept three
+    w.send("purchase")
+    w.send("purchase")
+    assert w.members() == {"s"}

@@ -249,6 +249,14 @@ def test_format_table_refuses_what_is_not_a_list_of_reports(given: object, messa
         format_table(given)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("given", [None, [1], {"big": [3]}, {"big": None}])
+def test_format_segment_sizes_refuses_what_segment_sizes_does_not_return(given: object) -> None:
+    from cjo.analytics import format_segment_sizes
+
+    with pytest.raises(UsageError, match="format_segment_sizes takes what segment_sizes returns"):
+        format_segment_sizes(given)  # type: ignore[arg-type]
+
+
 def test_format_table_says_how_to_print_one_report() -> None:
     with pytest.raises(UsageError, match=r"got JourneyReport \(one report: format_table\(\[report\]\)\)"):
         format_table(report())  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ validation, and what each compiles to."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -98,6 +99,8 @@ def test_every_new_kind_round_trips_through_json_and_validates() -> None:
     (performed("x").within(days=4000), "longer than the limit"),
     (bucket("s").between(50, 200), "buckets must satisfy"),
     (ends_with(attr("e"), 5), "must be a string"),  # type: ignore[arg-type]
+    (total("x", "v") > float("nan"), "finite number"),  # noqa: PLW0177
+    (maximum("x", "v").within(days=1) <= float("inf"), "finite number"),
 ])
 def test_bad_conditions_are_reported_with_their_segment(condition: Any, message: str) -> None:
     problems = _problems(Segment("s", condition))
@@ -120,7 +123,7 @@ def test_segment_triggers_exits_and_rules_are_checked() -> None:
         "journey 'j' v1 / exit criterion 'x': segment 'gone' does not exist",
         "journey 'j' v1 / trigger: segment 'nope' does not exist",
         "profile rule 'r': has no updates",
-        "profile rule 'r': add to 'a' needs a prop or a number",
+        "profile rule 'r': add to 'a' needs a prop or a finite number",
         "profile rule 'r': copy into 'b' needs a prop",
     ]
 
@@ -138,6 +141,30 @@ def test_a_window_that_is_not_a_number_of_days_is_a_definition_error(build: Any)
         "a window or quiet span is a number of days, hours, minutes or seconds"
     )):
         build()
+
+
+@pytest.mark.parametrize(("build", "message"), [
+    (lambda: starts_with("email", "a"), "starts_with reads a field such as attr('email'), got "
+                                        "str 'email'"),
+    (lambda: matches(None, "a"), "matches reads a field such as attr('email'), got None"),
+    (lambda: has_any("tags", ["a"]), "has_any reads a field such as attr('tags'), got str"),
+    (lambda: has_any(attr("tags"), 5), "has_any takes a list of values, got int 5"),
+    (lambda: has_any(attr("tags"), "vip"), "has_any takes a list of values, got str 'vip'"),
+], ids=["text field", "regex field", "list field", "not a list", "a string"])
+def test_a_text_or_list_condition_on_something_else_is_a_definition_error(
+    build: Any, message: str,
+) -> None:
+    with pytest.raises(DefinitionError, match=re.escape(message)):
+        build()
+
+
+def test_a_profile_rule_adds_only_a_finite_number() -> None:
+    rules = (ProfileRule("r", "purchase", (add("a", float("inf")),)),)
+    assert _problems(profile_rules=rules) == [
+        "profile rule 'r': add to 'a' needs a prop or a finite number"
+    ]
+    # A sum too large for a float leaves the attribute as it is: it could not be stored.
+    assert apply_updates((add("a", prop="v"),), {"a": 1e308}, {"v": 1e308}, T0) == {}
 
 
 def test_safe_patterns_pass_the_repetition_check() -> None:

@@ -333,6 +333,7 @@ def test_extra_and_missing_fields() -> None:
         ("name", 5, "expected a string, got 5"),
         ("steps", [], "expected an object"),
         ("tags", 3, "expected a list"),
+        ("tags", "vip", "expected a list, got 'vip'"),  # not the letters v, i, p
     ],
 )
 def test_values_of_the_wrong_type_are_not_coerced(field: str, value: Any, message: str) -> None:

@@ -139,6 +139,14 @@ def _with_erased(
 
 def format_segment_sizes(sizes: Mapping[str, Sequence[SegmentSize]]) -> str:
     """A fixed-width table: one row per instant, one column per segment."""
+    if not isinstance(sizes, Mapping) or not all(
+        isinstance(column, Sequence) and all(isinstance(s, SegmentSize) for s in column)
+        for column in sizes.values()
+    ):
+        raise UsageError(
+            f"format_segment_sizes takes what segment_sizes returns (segment id to a list of "
+            f"SegmentSize), got {type(sizes).__name__} {sizes!r:.60}"
+        )
     segment_ids = list(sizes)
     instants = [s.at for s in next(iter(sizes.values()), [])]
     header = ["at", *segment_ids]

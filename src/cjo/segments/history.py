@@ -22,6 +22,7 @@ Builders::
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -390,33 +391,50 @@ def maximum(event: str, property: str, where: Condition | None = None) -> Aggreg
     return AggregateBuilder(event, property, "max", where)
 
 
+def _ref_of(field: Field, builder: str, example: str) -> Ref:
+    # Checked here: the condition holds the field's reference, so a field given as a bare
+    # name would fail with no word of which builder it was given to.
+    if not isinstance(field, Field):
+        raise DefinitionError(f"{builder} reads a field such as attr({example!r}), got "
+                              f"{type(field).__name__} {field!r:.60}")
+    return field.ref
+
+
+def _values_of(values: Iterable[Any], builder: str) -> tuple[Any, ...]:
+    # A text is iterable, but ``has_any(attr("tags"), "vip")`` means ["vip"], not its letters.
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise DefinitionError(f"{builder} takes a list of values, got "
+                              f"{type(values).__name__} {values!r:.60}")
+    return tuple(values)
+
+
 def starts_with(field: Field, prefix: str, *, ignore_case: bool = False) -> TextMatch:
-    return TextMatch(field.ref, "prefix", prefix, ignore_case)
+    return TextMatch(_ref_of(field, "starts_with", "email"), "prefix", prefix, ignore_case)
 
 
 def ends_with(field: Field, suffix: str, *, ignore_case: bool = False) -> TextMatch:
-    return TextMatch(field.ref, "suffix", suffix, ignore_case)
+    return TextMatch(_ref_of(field, "ends_with", "email"), "suffix", suffix, ignore_case)
 
 
 def contains_text(field: Field, text: str, *, ignore_case: bool = False) -> TextMatch:
-    return TextMatch(field.ref, "contains", text, ignore_case)
+    return TextMatch(_ref_of(field, "contains_text", "email"), "contains", text, ignore_case)
 
 
 def matches(field: Field, pattern: str, *, ignore_case: bool = False) -> TextMatch:
     """A regular expression searched in the value (anchor it with ``^``/``$`` if need be)."""
-    return TextMatch(field.ref, "regex", pattern, ignore_case)
+    return TextMatch(_ref_of(field, "matches", "email"), "regex", pattern, ignore_case)
 
 
 def has_any(field: Field, values: Iterable[Any]) -> ListHas:
-    return ListHas(field.ref, "any", tuple(values))
+    return ListHas(_ref_of(field, "has_any", "tags"), "any", _values_of(values, "has_any"))
 
 
 def has_all(field: Field, values: Iterable[Any]) -> ListHas:
-    return ListHas(field.ref, "all", tuple(values))
+    return ListHas(_ref_of(field, "has_all", "tags"), "all", _values_of(values, "has_all"))
 
 
 def has_none(field: Field, values: Iterable[Any]) -> ListHas:
-    return ListHas(field.ref, "none", tuple(values))
+    return ListHas(_ref_of(field, "has_none", "tags"), "none", _values_of(values, "has_none"))
 
 
 def bucket(salt: str, buckets: int = 100) -> BucketBuilder:
@@ -826,8 +844,11 @@ def check_node(node: Condition, scopes: tuple[str, ...], used_in: str) -> list[s
     if isinstance(node, Aggregate):
         if node.fn not in ("sum", "avg", "min", "max"):
             problems.append(f"unknown aggregate {node.fn!r}")
-        if isinstance(node.value, bool) or not isinstance(node.value, int | float):
-            problems.append(f"the value compared with must be a number, got {node.value!r}")
+        if isinstance(node.value, bool) or not isinstance(node.value, int | float) or (
+            not math.isfinite(node.value)
+        ):
+            problems.append(f"the value compared with must be a finite number, got "
+                            f"{node.value!r}")
     if isinstance(node, FirstPerformed | LastPerformed):
         if node.op == "within":
             if node.window is None or node.window <= timedelta(0):

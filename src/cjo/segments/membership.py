@@ -73,7 +73,10 @@ if TYPE_CHECKING:
     from cjo.runtime.core import Decider
     from cjo.runtime.registry import CompiledJourney
 
-__all__ = ["ENTERED", "EXITED", "SEGMENT_TIMER", "SegmentPlan", "leave_every_segment"]
+__all__ = [
+    "ENTERED", "EXITED", "SEGMENT_TIMER", "SegmentPlan", "leave_every_segment",
+    "take_over_segments",
+]
 
 #: The customer timer of time-relative segments.
 SEGMENT_TIMER: Final = "segments"
@@ -604,6 +607,22 @@ def leave_every_segment(d: Decider, at: datetime) -> None:
         _log(d, sid, EXITED, at)
     state.segments = {}
     d.touch()
+
+
+def take_over_segments(known: Decider, anonymous: Decider, at: datetime) -> None:
+    """Move the anonymous customer's memberships into the known customer's (the earlier entry
+    instant kept), logging each move at ``at``: the anonymous customer exits every segment,
+    and the known one enters those they were not in. The segment sizes read from the log then
+    count the person once, and each customer's log agrees with their memberships. No exit
+    criterion or trigger follows: the memberships are the same person's."""
+    k, a = known.state, anonymous.state
+    for sid in sorted(a.segments):
+        entered = a.segments[sid]
+        if sid not in k.segments:
+            _log(known, sid, ENTERED, at)
+        if sid not in k.segments or entered < k.segments[sid]:
+            k.own_segments()[sid] = entered
+    leave_every_segment(anonymous, at)
 
 
 def _start(state: CustomerState, at: datetime) -> Track:

@@ -15,6 +15,7 @@ the order they are defined::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
@@ -133,6 +134,8 @@ def apply_updates(
             if not _number(amount) or not _number(base):
                 continue
             new = base + amount
+            if isinstance(new, float) and not math.isfinite(new):
+                continue  # too large for a float: it could not be stored
         if new != old or type(new) is not type(old):
             changed[u.attribute] = new
     return changed
