@@ -227,11 +227,15 @@ def _make_converter(*, omit_defaults: bool = False) -> cattrs.Converter:
     conv.register_structure_hook(float, _strict(float, (int, float), "a number"))
     conv.register_structure_hook(bool, _strict(bool, (bool,), "true or false"))
 
+    # cattrs' own tuple hook, taken before ours replaces it: it structures each item (with its
+    # index in errors); ours only refuses what is not a list first.
+    structure_items = conv.get_structure_hook(tuple)
+
     def structure_tuple(value: Any, t: Any) -> Any:
         # A string is iterable: cattrs would read "vip" as the list ["v", "i", "p"].
         if isinstance(value, str | bytes | Mapping):
             raise _BadValueError(f"expected a list, got {value!r:.60}")
-        return conv._structure_tuple(value, t)
+        return structure_items(value, t)
 
     conv.register_structure_hook_func(_is_tuple, structure_tuple)
     # A reference reads best as one string: "profile.plan", "event.cart.total".
