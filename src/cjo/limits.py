@@ -80,6 +80,8 @@ MAX_MATCHED_TEXT: Final = 10_000
 #: would otherwise be stored in each. Longer ones are cut, ending in "…".
 MAX_DELIVERY_ERROR: Final = 1_000
 
+_DEFAULT_CONDITION_DEPTH: Final = 32
+
 # cattrs spends several Python frames on each nesting level; above this the converter could
 # reach Python's default recursion limit (1000) before the nesting guard has a say.
 _JSON_DEPTH_CEILING: Final = 200
@@ -138,7 +140,7 @@ class Limits:
     max_template_variables: int = 1_000_000
     render_timeout: timedelta | None = timedelta(seconds=1)
 
-    max_condition_depth: int = 32
+    max_condition_depth: int = _DEFAULT_CONDITION_DEPTH
     max_condition_nodes: int = 1_000
     max_condition_values: int = 10_000
     max_steps_per_journey: int = 1_000
@@ -196,8 +198,11 @@ _DURATIONS: Final = frozenset({"render_timeout", "min_wait", "max_duration"})
 def _json_depth_for(condition_depth: int) -> int:
     # Two levels per and/or (the node and its list), the deepest value, and the definitions,
     # journey, steps, step, cases and case levels above a condition, with some room to spare.
-    if isinstance(condition_depth, bool) or not isinstance(condition_depth, int):
-        return 0  # reported by the type check
+    if isinstance(condition_depth, bool) or not isinstance(condition_depth, int) \
+            or condition_depth < 1:
+        # A bad depth is reported on its own: the default json depth derived from it would be
+        # reported as a second mistake the user did not make, so it follows the default depth.
+        condition_depth = _DEFAULT_CONDITION_DEPTH
     return 2 * condition_depth + MAX_VALUE_DEPTH + 20
 
 

@@ -542,6 +542,14 @@ def _text_problems(texts: Iterable[tuple[str, object]], where: str) -> list[Prob
     return problems
 
 
+def _reason_problems(value: object, what: str, where: str) -> list[Problem]:
+    """A reason an enrollment ends with is free text, but not blank: it is all the log says of
+    why (``Engine.remove_from_journey`` refuses a blank one likewise)."""
+    if isinstance(value, str) and (not value or value.isspace()):
+        return [Problem(where, f"{what} must not be empty or only whitespace, got {value!r}")]
+    return _text_problems([(what, value)], where)
+
+
 #: Journey priorities stay within this (a plain, portable whole number).
 MAX_PRIORITY = 1_000_000
 
@@ -864,7 +872,8 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
             problems.append(Problem(criterion_where, "needs an event, a where condition, or both"))
         if criterion.event is not None:
             problems += _event_name_problems(criterion.event, criterion_where)
-        problems += _text_problems([("the name", criterion.name)], criterion_where)
+        # The name is the reason the enrollment ends with.
+        problems += _reason_problems(criterion.name, "the name", criterion_where)
     if journey.timezone is not None and not _is_time_zone(journey.timezone):
         problems.append(Problem(
             where, f"timezone {_q(journey.timezone)} is not a known IANA time zone"
@@ -922,6 +931,8 @@ def _check_governance(definitions: Definitions, known: _Known) -> list[Problem]:
                 where, f"mode must be drain, migrate or eject, got {_q(change.mode)}"
             ))
             continue
+        if change.mode == "eject":
+            problems += _reason_problems(change.reason, "the eject reason", where)
         pair = ((change.journey_id, change.from_version), (change.journey_id, change.to_version))
         if any(key not in known.versions for key in pair):
             problems.append(Problem(where, (
@@ -1223,6 +1234,9 @@ class _Checker:
 
     def text(self, texts: Iterable[tuple[str, object]], where: str) -> list[Problem]:
         return _text_problems(texts, where)
+
+    def reason(self, value: object, what: str, where: str) -> list[Problem]:
+        return _reason_problems(value, what, where)
 
     def values(
         self, values: Mapping[str, Any], what: str, item: str, where: str

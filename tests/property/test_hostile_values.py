@@ -250,13 +250,16 @@ ids = st.one_of(
 @VALUES
 @given(ids, ids, ids)
 def test_ids_are_accepted_exactly_when_valid(customer_id: Any, name: Any, event_id: Any) -> None:
+    # An event_id of None asks for a generated one, as leaving it out does.
+    valid_event_id = event_id is None or valid_id(event_id)
     try:
         event = Event(customer_id, name, T0, event_id=event_id)
     except InvalidEventError:
-        assert not (valid_id(customer_id) and valid_id(name) and valid_id(event_id))
+        assert not (valid_id(customer_id) and valid_id(name) and valid_event_id)
         return
-    assert valid_id(customer_id) and valid_id(name) and valid_id(event_id)
+    assert valid_id(customer_id) and valid_id(name) and valid_event_id
     assert type(event.customer_id) is str and event.customer_id == customer_id
+    assert valid_id(event.event_id)
 
 
 # --- hostile definitions JSON ------------------------------------------------------------------

@@ -120,6 +120,8 @@ def test_keyed_instances_are_guarded_each_and_their_histories_do_not_pile_up(
 
 @pytest.mark.parametrize(("policy", "message"), [
     (ReentryPolicy("never", guard=MINUTE), "guard has no effect with mode 'never'"),
+    # Every constructor takes a guard, so a guard given to never() is refused by cjo, by name.
+    (ReentryPolicy.never(guard=MINUTE), "guard has no effect with mode 'never'"),
     (ReentryPolicy.after_exit(guard=timedelta(0)), "guard must be a positive duration"),
     (ReentryPolicy.after_exit(guard=timedelta(days=100_000)), "guard"),
 ])

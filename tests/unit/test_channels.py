@@ -96,6 +96,14 @@ def test_deliver_classifies_exceptions_odd_results_and_missing_channels() -> Non
     assert not DeliveryResult.permanent("z", unreachable=False).unreachable
 
 
+@pytest.mark.parametrize("status", ["transient", "permanent"])
+def test_a_failed_result_needs_its_error(status: str) -> None:
+    """The error is kept as the message's last error: a failure without one says nothing."""
+    with pytest.raises(UsageError, match=f"DeliveryResult.{status}\\(\\) needs error: the text "
+                                         "saying why the attempt failed"):
+        getattr(DeliveryResult, status)()
+
+
 @pytest.mark.parametrize("field", ["error", "provider_id"])
 @pytest.mark.parametrize("value", [ValueError("boom"), 503, b"503"])
 def test_a_delivery_result_refuses_an_error_or_provider_id_that_is_not_text(

@@ -409,6 +409,19 @@ def test_an_unusable_instance_key_enters_no_one_and_says_why(value: Any, got: st
     assert e.enrollments("ann") == []
 
 
+@pytest.mark.parametrize("value", [" ", "\t\n "])
+def test_a_blank_instance_key_is_refused_like_a_missing_one(value: str) -> None:
+    """Ids may not be only whitespace; a key is part of enrollment ids."""
+    e = keyed_engine()
+    outcome = added(e, "e1", value)
+    assert outcome.entered == ()
+    (refusal,) = outcome.not_entered
+    assert (refusal.journey_id, refusal.reason) == (
+        "cart", "instance key 'cart_id' is blank (only whitespace)")
+    assert e.enrollments("ann") == []
+    assert len(added(e, "e2", " A ").entered) == 1  # spaces around text are kept as given
+
+
 def test_a_key_at_the_id_length_limit_enters() -> None:
     e = keyed_engine()
     assert len(added(e, "e1", "k" * MAX_ID_LENGTH).entered) == 1

@@ -14,6 +14,7 @@ import timeit
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import attrs
 import pytest
 
 from cjo import (
@@ -312,6 +313,16 @@ def test_odd_ids_are_refused_before_anything_is_stored(
     base.update(kwargs)
     with pytest.raises(InvalidEventError, match=message):
         Event(**base)  # type: ignore[arg-type]
+
+
+def test_an_event_id_of_none_generates_one_as_leaving_it_out_does() -> None:
+    given = Event("c1", "checkout", T0, event_id=None)
+    left_out = Event("c1", "checkout", T0)
+    assert len(given.event_id) == len(left_out.event_id) == 32
+    assert given.event_id != left_out.event_id
+    # The generated id is kept: rebuilding the event from its fields (as from JSON) keeps it.
+    assert Event(**attrs.asdict(given)) == given
+    assert attrs.evolve(given, name="paid").event_id == given.event_id
 
 
 def test_odd_ids_in_profile_updates_are_refused() -> None:

@@ -99,6 +99,15 @@ def test_render_timeout_can_be_turned_off() -> None:
     assert Limits(render_timeout=None).render_timeout is None
 
 
+@pytest.mark.parametrize("depth", [True, 0, -100, 2.5, "32"])
+def test_a_bad_condition_depth_is_reported_alone(depth: object) -> None:
+    """max_json_depth follows it by default: a depth derived from a bad one is not the
+    user's mistake, and must not be reported as one."""
+    with pytest.raises(UsageError) as info:
+        Limits(max_condition_depth=depth)  # type: ignore[arg-type]
+    assert str(info.value) == f"max_condition_depth must be a positive integer, got {depth!r}"
+
+
 def test_json_depth_follows_condition_depth() -> None:
     assert Limits().max_json_depth == 100
     assert Limits(max_condition_depth=40).max_json_depth == 116

@@ -721,3 +721,48 @@ def test_a_migration_map_of_the_wrong_shape_is_refused_naming_the_journey(
             "o": VersionChange.migrate(steps)})  # type: ignore[arg-type]
     assert [str(p) for p in info.value.problems] == [
         f"journey 'o': running customers: {message}"]
+
+
+# --- reasons -----------------------------------------------------------------------------------
+# An enrollment ends with its reason (as Engine.remove_from_journey's does): a blank one would
+# say nothing in the log, so it is refused like a blank removal reason.
+
+
+@pytest.mark.parametrize("reason", ["", " \t"])
+def test_a_blank_exit_step_reason_is_refused(reason: str) -> None:
+    problem = only(problems_of(journey({"a": Exit(reason)})))
+    assert problem == Problem(
+        f"{J} / step 'a'", f"the reason must not be empty or only whitespace, got {reason!r}")
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_a_blank_exit_criterion_name_is_refused(name: str) -> None:
+    criteria = (ExitCriterion(name, event="order"),)
+    problem = only(problems_of(journey({"a": Exit()}, exit_criteria=criteria)))
+    assert problem == Problem(
+        f"{J} / exit criterion {name!r}",
+        f"the name must not be empty or only whitespace, got {name!r}")
+
+
+@pytest.mark.parametrize("reason", ["", "\n"])
+def test_a_blank_eject_reason_is_refused_at_publish_and_in_stored_definitions(
+    reason: str,
+) -> None:
+    from cjo import Engine, ManualClock, VersionChange
+
+    v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="w", steps={"w": Wait(DAY)})
+    v2 = attrs.evolve(v1, version=2)
+    message = (f"journey 'o': running customers: the eject reason must not be empty or only "
+               f"whitespace, got {reason!r}")
+    engine = Engine(clock=ManualClock())
+    engine.publish(journeys=[v1])
+    with pytest.raises(DefinitionError) as info:
+        engine.publish(journeys=[v2], running={"o": VersionChange.eject(reason)})
+    assert [str(p) for p in info.value.problems] == [message]
+    assert engine.publish(journeys=[v2], running={"o": VersionChange.eject("replaced")}) == 2
+    change = VersionChange("o", 1, 2, "eject", reason=reason)
+    assert [str(p) for p in validate_definitions(
+        Definitions(journeys=(v1, v2), version_changes=(change,)))] == [message]
+    # A drain or a migration ends no one with the reason: it is not read.
+    drain = VersionChange("o", 1, 2, "drain", reason=reason)
+    assert validate_definitions(Definitions(journeys=(v1, v2), version_changes=(drain,))) == []

@@ -100,12 +100,23 @@ class DeliveryResult:
         return self.status == "delivered"
 
     @classmethod
-    def transient(cls, error: str) -> DeliveryResult:
-        return cls("transient", error=error)
+    def transient(cls, error: str | None = None) -> DeliveryResult:
+        return cls("transient", error=_needed(error, "transient"))
 
     @classmethod
-    def permanent(cls, error: str, *, unreachable: bool = True) -> DeliveryResult:
-        return cls("permanent", error=error, unreachable=unreachable)
+    def permanent(cls, error: str | None = None, *, unreachable: bool = True) -> DeliveryResult:
+        return cls("permanent", error=_needed(error, "permanent"), unreachable=unreachable)
+
+
+def _needed(error: str | None, status: str) -> str:
+    # Said by cjo rather than as Python's missing-argument TypeError: a failure without its
+    # error would leave the message's last error (and a blocked channel's reason) empty.
+    if error is None:
+        raise UsageError(
+            f"DeliveryResult.{status}() needs error: the text saying why the attempt failed "
+            "(kept as the message's last error)"
+        )
+    return error
 
 
 class Channel(abc.ABC):

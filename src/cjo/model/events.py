@@ -132,6 +132,8 @@ def _event_name(value: object) -> str:
 
 
 def _event_id(value: object) -> str:
+    if value is None:  # as when left out (a JSON null, a host's optional id): cjo makes one
+        return _new_event_id()
     return check_id(value, "event_id")
 
 
@@ -424,8 +426,8 @@ class Event:
     """Something a customer did. ``event_id`` de-duplicates: a repeated id changes nothing.
 
     Event ids are global, not per customer: a second event with the same ``event_id`` is a
-    duplicate even when its customer differs. Let cjo generate one, or derive it from the
-    source system's own unique id.
+    duplicate even when its customer differs. Let cjo generate one (leave ``event_id`` out, or
+    pass None), or derive it from the source system's own unique id.
     """
 
     customer_id: str = attrs.field(converter=_customer_id)

@@ -45,8 +45,12 @@ class ReentryPolicy:
     guard: timedelta | None = None
 
     @classmethod
-    def never(cls, *, instance_key: str | None = None) -> ReentryPolicy:
-        return cls("never", instance_key=instance_key)
+    def never(
+        cls, *, instance_key: str | None = None, guard: timedelta | None = None
+    ) -> ReentryPolicy:
+        # A guard is taken as every constructor takes one, for validation to refuse by name
+        # (no one enters twice, so it could guard nothing).
+        return cls("never", instance_key=instance_key, guard=guard)
 
     @classmethod
     def after_exit(

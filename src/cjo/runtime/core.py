@@ -713,10 +713,18 @@ class Decider:
                 return None
             # A key is text or a whole number (5 and "5" name one instance): a list or a float
             # names no instance reliably, and a key longer than an id would swell every id.
-            if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH:
+            # isspace stops at the first other character: cheap for any real key.
+            if type(value) is str and 0 < len(value) <= MAX_ID_LENGTH and not value.isspace():
                 key = value
             elif isinstance(value, int) and not isinstance(value, bool):
                 key = str(value)
+            elif isinstance(value, str) and value.isspace():
+                # Names no instance, as ids may not be only whitespace: refused as a missing key.
+                self.outcome.not_entered.append(NotEntered(
+                    cj.journey.id, self.customer_id,
+                    f"instance key {key_name!r} is blank (only whitespace)", now,
+                ))
+                return None
             else:
                 got = (f"{len(value)} characters" if isinstance(value, str)
                        else f"a {type(value).__name__}")

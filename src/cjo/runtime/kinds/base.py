@@ -89,6 +89,10 @@ class Checker(Protocol):
 
     def text(self, texts: Iterable[tuple[str, object]], where: str) -> list[Problem]: ...
 
+    def reason(self, value: object, what: str, where: str) -> list[Problem]:
+        """A reason an enrollment ends with: text, and not empty or only whitespace."""
+        ...
+
     def values(
         self, values: Mapping[str, Any], what: str, item: str, where: str
     ) -> list[Problem]:

@@ -213,7 +213,7 @@ class ExitKind(StepKind[Exit]):
     step_type = Exit
 
     def check(self, step: Exit, where: str, journey: Journey, checker: Checker) -> list[Problem]:
-        return checker.text([("the reason", step.reason)], where)
+        return checker.reason(step.reason, "the reason", where)
 
     def run(
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step_id: str, step: Exit,
