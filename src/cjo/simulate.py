@@ -29,7 +29,7 @@ from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
 from cjo.content.offers import Scorer
-from cjo.delivery.feedback import DELIVERY_EVENTS, check_delivery_event
+from cjo.delivery.feedback import DELIVERY_EVENTS, check_delivery_event, sent_messages
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
 from cjo.limits import Limits
@@ -617,6 +617,13 @@ class _Run:
         outcome = self.outcome = OutcomeBuilder(
             record_steps=False, record_messages=self.counters is None
         )
+        # The messages the window's feedback events name, as the engine reads them (the
+        # outbox keeps none on the run's own channels): a bounce blocks the channel the message
+        # went out on, a fallback's too.
+        sent = (
+            sent_messages(storage, [item for _, item in window])
+            if self.counters is None else None
+        )
         with storage.batch(list(customer_ids), end) as sessions:
             for at, item in window:
                 cid = item.customer_id
@@ -645,6 +652,8 @@ class _Run:
                         continue  # a duplicate changes nothing
                     if decider is None:
                         decider = deciders[cid] = self._decider(session, at)
+                    if sent:
+                        decider.sent = sent
                     decider.on_event(item, at, caught_up=caught_up)
                 else:
                     if decider is None:

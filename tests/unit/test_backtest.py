@@ -663,3 +663,34 @@ def test_the_result_counts_what_deliveries_end() -> None:
     assert result.reports["care"].exited == {"action open_ticket failed": 1}
     assert result.ended == {"exited": 1}
     assert result.entered == {"care": 1} and result.goals == {}
+
+
+def test_feedback_on_a_fallback_message_acts_on_its_channel_as_live() -> None:
+    """With channels given, the outbox holds the message a feedback event names: a hard bounce
+    blocks the channel the message went out on (its fallback), as a live engine does."""
+    news = ContentItem("news", variants=(Variant("email", {"subject": "x", "text": "x"}),
+                                         Variant("sms", {"text": "x"})))
+    definitions = Definitions(
+        journeys=(Journey("digest", "send", {"send": Send("news", "sms", fallbacks=("email",))},
+                          trigger=EventTrigger("digest_ready")),),
+        content=(news,),
+    )
+    clock = ManualClock(T0)
+    live = Engine(channels={"email": RecordingChannel(), "sms": RecordingChannel()}, clock=clock,
+                  contact_attributes={"sms": "phone"})
+    live.publish(definitions)
+    (message,) = live.handle_event(Event("ann", "digest_ready", T0, event_id="e1")).messages
+    bounce = Event("ann", "bounced", T0 + HOUR, {"message_id": message.idempotency_key,
+                                                 "type": "hard"}, event_id="b1")
+    clock.set(T0 + HOUR)
+    live.handle_event(bounce)
+    assert message.channel == "email"
+    assert live.customer_state("ann").blocked == {"email": "hard bounce"}
+
+    result = backtest(definitions, [Event("ann", "digest_ready", T0, event_id="e1"), bounce],
+                      channels={"email": RecordingChannel(), "sms": RecordingChannel()},
+                      contact_attributes={"sms": "phone"}, keep_activity=True)
+    assert result.engine.customer_state("ann").blocked == {"email": "hard bounce"}
+    (bounced,) = [a for a in result.engine.activities(T0, T0 + 2 * HOUR, customer_id="ann")
+                  if a.kind == "bounced"]
+    assert (bounced.channel, bounced.content_version) == ("email", news.version)
