@@ -34,9 +34,10 @@ from cjo import (
 )
 from cjo.analytics import format_table, journey_report
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
-from cjo.errors import UnknownChannelError, UnknownTopicError
+from cjo.errors import InvalidEventError, UnknownChannelError, UnknownTopicError
 from cjo.model.taxonomy import Category
 from cjo.runtime.kinds import split_fraction
+from cjo.simulate import backtest
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)  # a Monday
 DAY = timedelta(days=1)
@@ -227,6 +228,38 @@ def test_consent_and_blocks_naming_an_unknown_channel_are_refused(storage: Stora
     state = host.engine.customer_state("c1")
     assert state is not None
     assert state.blocked == {"email": "hard bounce"}
+
+
+def test_consent_and_feedback_events_with_malformed_properties_are_refused(
+    storage: Storage,
+) -> None:
+    """A topic or channel that is not a name would widen the statement to every topic or
+    channel (an opt-in to everything): refused, as set_consent and block_channel refuse it."""
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)
+    malformed = [
+        (Event("c1", "subscribed", T0, {"topic": 5}, "m1"), "property 'topic'"),
+        (Event("c1", "unsubscribed", T0, {"topic": ""}, "m2"), "property 'topic'"),
+        (Event("c1", "subscribed", T0, {"channel": ["email"]}, "m3"), "property 'channel'"),
+        (Event("c1", "unsubscribed", T0, {"channel": ""}, "m4"), "property 'channel'"),
+        (Event("c1", "channel_blocked", T0, {}, "m5"), "property 'channel'"),
+        (Event("c1", "channel_unblocked", T0, {"channel": None}, "m6"), "property 'channel'"),
+        (Event("c1", "channel_blocked", T0, {"channel": "email", "reason": 5}, "m7"),
+         "property 'reason'"),
+        (Event("c1", "bounced", T0, {"message_id": 5, "type": "hard"}, "m8"),
+         "property 'message_id'"),
+        (Event("c1", "complained", T0, {"channel": 5}, "m9"), "property 'channel'"),
+    ]
+    for event, what in malformed:
+        with pytest.raises(InvalidEventError, match=f"{event.name!r} event: {what} must be"):
+            host.engine.handle_event(event)
+        with pytest.raises(InvalidEventError, match=f"item #0: {event.name!r} event: {what}"):
+            host.engine.handle_events([event])
+        with pytest.raises(InvalidEventError, match=f"input #0: {event.name!r} event: {what}"):
+            backtest(Definitions(topics=TOPICS, journeys=(_send_journey(),), content=(NEWS,)),
+                     [event])
+    assert host.engine.customer_state("c1") is None   # nothing stored, no event id claimed
+    assert not host.event("unsubscribed", topic=None, channel=None).duplicate  # null: left out
 
 
 def test_a_channel_the_stored_definitions_name_is_known_to_every_engine(storage: Storage) -> None:

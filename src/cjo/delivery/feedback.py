@@ -40,6 +40,7 @@ from cjo.delivery.consent import (
     set_consent,
     unblock,
 )
+from cjo.errors import InvalidEventError
 from cjo.model.events import Event
 from cjo.model.steps import Send
 from cjo.runtime.state import Activity
@@ -78,6 +79,15 @@ DELIVERY_EVENTS = FEEDBACK_EVENTS | CONSENT_EVENTS
 # The tail of an enrollment id: the entry number, the entry instant in hexadecimal, and the
 # count of erasures at that instant when there is one (``cjo.runtime.core.enrollment_id_for``).
 _ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+(?:\.\d+)?$")
+
+_BLOCK_EVENTS = frozenset({"channel_blocked", "channel_unblocked"})
+# The properties that name something, by event (the others: ``channel`` and ``message_id``).
+_NAMES = {
+    "subscribed": ("topic", "channel"),
+    "unsubscribed": ("topic", "channel", "message_id"),
+    "channel_blocked": ("channel", "reason"),
+    "channel_unblocked": ("channel",),
+}
 
 LinkedMessage = tuple[str, int, str, str, Send]  # journey, version, enrollment, step, step def
 
@@ -138,7 +148,22 @@ def check_delivery_event(
     not one of the known ``channels`` (``UnknownChannelError``): registered, or named by the
     published definitions."""
     props = event.properties
-    if event.name in STATEMENT_EVENTS:
+    name = event.name
+    # A value that is not a name would be read as left out, widening a statement to every
+    # topic or channel: refused, as ``set_consent`` and ``block_channel`` refuse it.
+    for key in _NAMES.get(name, ("channel", "message_id")):
+        value = props.get(key)
+        if value is None and key == "channel" and name in _BLOCK_EVENTS:
+            raise InvalidEventError(
+                f"{where}{name!r} event: property 'channel' must be a non-empty string (the "
+                "channel to block or unblock), got none"
+            )
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidEventError(
+                f"{where}{name!r} event: property {key!r} must be a non-empty string, got "
+                f"{value!r}"
+            )
+    if name in STATEMENT_EVENTS:
         check_topic(topics, _text(props.get("topic")), where)
     check_channel(channels, _text(props.get("channel")), where)
 
