@@ -25,6 +25,7 @@ from typing import TypedDict, Unpack
 import attrs
 
 from cjo.analytics.report import JourneyReport, format_table, journey_report
+from cjo.arguments import flag
 from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
@@ -293,6 +294,7 @@ def backtest(
         progress_every < 1
     ):
         raise UsageError(f"progress_every must be at least 1, got {progress_every!r}")
+    flag(keep_activity, "keep_activity")
     if start is not None:
         start = ensure_aware(start, "start")
     if until is not None:

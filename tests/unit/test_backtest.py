@@ -170,6 +170,9 @@ def test_arguments_of_the_wrong_kind_are_refused_before_the_run() -> None:
     assert read == []
     with pytest.raises(UsageError, match="progress_every must be at least 1, got '10'"):
         backtest(cart(), stream, progress_every="10")  # type: ignore[arg-type]
+    # A string is truthy: "no" would keep the whole log.
+    with pytest.raises(UsageError, match="keep_activity must be True or False, got str 'no'"):
+        backtest(cart(), stream, keep_activity="no")  # type: ignore[arg-type]
 
 
 def test_equal_timestamps_are_in_order() -> None:
