@@ -249,6 +249,11 @@ def test_consent_and_feedback_events_with_malformed_properties_are_refused(
         (Event("c1", "bounced", T0, {"message_id": 5, "type": "hard"}, "m8"),
          "property 'message_id'"),
         (Event("c1", "complained", T0, {"channel": 5}, "m9"), "property 'channel'"),
+        # A bounce read as soft because its type is spelt otherwise would keep the address.
+        (Event("c1", "bounced", T0, {"channel": "email", "type": "HARD"}, "m10"),
+         "property 'type'"),
+        (Event("c1", "bounced", T0, {"channel": "email", "type": ["hard"]}, "m11"),
+         "property 'type'"),
     ]
     for event, what in malformed:
         with pytest.raises(InvalidEventError, match=f"{event.name!r} event: {what} must be"):

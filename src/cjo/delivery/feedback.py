@@ -163,9 +163,19 @@ def check_delivery_event(
                 f"{where}{name!r} event: property {key!r} must be a non-empty string, got "
                 f"{value!r}"
             )
+    if name == "bounced" and props.get("type") not in _BOUNCE_TYPES:
+        # "HARD" or "permanent" read as soft would leave the address in use.
+        raise InvalidEventError(
+            f"{where}'bounced' event: property 'type' must be 'hard' or 'soft' (the default), "
+            f"got {props['type']!r}"
+        )
     if name in STATEMENT_EVENTS:
         check_topic(topics, _text(props.get("topic")), where)
     check_channel(channels, _text(props.get("channel")), where)
+
+
+#: A bounce's ``type``; None (left out) is soft.
+_BOUNCE_TYPES = ("hard", "soft", None)
 
 
 def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
