@@ -59,6 +59,7 @@ from cjo.model.triggers import (
     ApiTrigger,
     AttributeTrigger,
     EventTrigger,
+    InactivityTrigger,
     ScheduleTrigger,
     SegmentTrigger,
     Trigger,
@@ -165,47 +166,72 @@ STEP_POOL = ("start", "a", "b", "c")
 step_ids = st.sampled_from(STEP_POOL) | ids
 targets = st.none() | step_ids
 
-steps: st.SearchStrategy[Step] = st.one_of(
-    st.builds(Send, ids, channels, next=targets, transactional=st.booleans(), tags=tags,
-              topic=st.none() | ids, fallbacks=st.lists(channels, max_size=2).map(tuple),
-              when_capped=st.sampled_from(["skip", "defer", "exit"]),
-              variant=st.none() | ids, offers=st.lists(ids, max_size=2).map(tuple),
-              on_render_error=st.sampled_from(["skip", "retry", "exit"])),
-    st.builds(Wait, durations, next=targets, tags=tags),
-    st.builds(WaitForEvent, ids, durations, on_event=targets, on_timeout=targets,
-              where=maybe_conditions, tags=tags),
-    st.builds(Branch, st.lists(st.builds(Case, conditions, targets), max_size=2).map(tuple),
-              default=targets, tags=tags),
-    st.builds(Split, st.lists(
+#: A strategy for each step class (a test checks that every class of the ``Step`` union has one).
+STEP_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
+    Send: st.builds(
+        Send, ids, channels, next=targets, transactional=st.booleans(), tags=tags,
+        topic=st.none() | ids, fallbacks=st.lists(channels, max_size=2).map(tuple),
+        when_capped=st.sampled_from(["skip", "defer", "exit"]),
+        variant=st.none() | ids, offers=st.lists(ids, max_size=2).map(tuple),
+        on_render_error=st.sampled_from(["skip", "retry", "exit"]),
+    ),
+    Wait: st.builds(Wait, durations, next=targets, tags=tags),
+    WaitForEvent: st.builds(
+        WaitForEvent, ids, durations, on_event=targets, on_timeout=targets,
+        where=maybe_conditions, tags=tags,
+    ),
+    Branch: st.builds(
+        Branch, st.lists(st.builds(Case, conditions, targets), max_size=2).map(tuple),
+        default=targets, tags=tags,
+    ),
+    Split: st.builds(Split, st.lists(
         st.builds(SplitPath, ids, st.floats(0.01, 100, allow_nan=False), targets), max_size=3,
     ).map(tuple), tags=tags),
-    st.builds(UpdateProfile, set=st.dictionaries(ids, json_values, max_size=2),
-              unset=st.lists(ids, max_size=2).map(tuple), next=targets, tags=tags),
-    st.builds(Exit, names, tags=tags),
-    st.builds(WaitUntil, st.times(), st.lists(st.sampled_from(WEEKDAYS), max_size=3).map(tuple),
-              next=targets, tags=tags),
-    st.builds(WaitUntilDate, refs, st.integers(-400, 400), signed_durations,
-              st.none() | st.times(), next=targets, on_past=targets, on_missing=targets,
-              tags=tags),
-    st.builds(WaitSinceEntry, durations, next=targets, tags=tags),
-    st.builds(AudiencePaths, st.lists(st.builds(AudiencePath, ids, targets), max_size=3)
-              .map(tuple), default=targets, tags=tags),
-    st.builds(Jump, ids, st.booleans(), targets, tags=tags),
-    st.builds(Action, ids, st.dictionaries(ids, names, max_size=2), next=targets,
-              on_failure=st.sampled_from(["retry", "skip", "exit"]), tags=tags),
-)
-
+    UpdateProfile: st.builds(
+        UpdateProfile, set=st.dictionaries(ids, json_values, max_size=2),
+        unset=st.lists(ids, max_size=2).map(tuple), next=targets, tags=tags,
+    ),
+    Exit: st.builds(Exit, names, tags=tags),
+    WaitUntil: st.builds(
+        WaitUntil, st.times(), st.lists(st.sampled_from(WEEKDAYS), max_size=3).map(tuple),
+        next=targets, tags=tags,
+    ),
+    WaitUntilDate: st.builds(
+        WaitUntilDate, refs, st.integers(-400, 400), signed_durations,
+        st.none() | st.times(), next=targets, on_past=targets, on_missing=targets, tags=tags,
+    ),
+    WaitSinceEntry: st.builds(WaitSinceEntry, durations, next=targets, tags=tags),
+    AudiencePaths: st.builds(
+        AudiencePaths, st.lists(st.builds(AudiencePath, ids, targets), max_size=3).map(tuple),
+        default=targets, tags=tags,
+    ),
+    Jump: st.builds(Jump, ids, st.booleans(), targets, tags=tags),
+    Action: st.builds(
+        Action, ids, st.dictionaries(ids, names, max_size=2), next=targets,
+        on_failure=st.sampled_from(["retry", "skip", "exit"]), tags=tags,
+    ),
+}
+steps: st.SearchStrategy[Step] = st.one_of(*STEP_STRATEGIES.values())
 
 # --- journeys ----------------------------------------------------------------------------------
 
-triggers: st.SearchStrategy[Trigger] = st.one_of(
-    st.builds(ApiTrigger), st.builds(EventTrigger, ids, maybe_conditions),
-    st.builds(AttributeTrigger, ids, st.none() | st.lists(json_scalars, max_size=3),
-              st.none() | st.lists(json_scalars, max_size=3), maybe_conditions),
-    st.builds(SegmentTrigger, ids, st.sampled_from(["enter", "exit"])),
-    st.builds(ScheduleTrigger, st.sampled_from(["0 9 * * MON", "*/15 * * * *"]),
-              st.sampled_from([None, "Europe/Paris"]), st.none() | ids),
-)
+#: A strategy for each trigger class (a test checks that every class of the ``Trigger`` union
+#: has one).
+TRIGGER_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
+    ApiTrigger: st.builds(ApiTrigger),
+    EventTrigger: st.builds(EventTrigger, ids, maybe_conditions),
+    InactivityTrigger: st.builds(InactivityTrigger, ids, durations, maybe_conditions),
+    AttributeTrigger: st.builds(
+        AttributeTrigger, ids, st.none() | st.lists(json_scalars, max_size=3),
+        st.none() | st.lists(json_scalars, max_size=3), maybe_conditions,
+    ),
+    SegmentTrigger: st.builds(SegmentTrigger, ids, st.sampled_from(["enter", "exit"])),
+    ScheduleTrigger: st.builds(
+        ScheduleTrigger, st.sampled_from(["0 9 * * MON", "*/15 * * * *"]),
+        st.sampled_from([None, "Europe/Paris"]), st.none() | ids,
+    ),
+}
+triggers: st.SearchStrategy[Trigger] = st.one_of(*TRIGGER_STRATEGIES.values())
 
 
 @st.composite

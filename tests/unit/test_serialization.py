@@ -16,9 +16,13 @@ from cjo.model.journey import ExitCriterion, Goal, Journey, ReentryPolicy
 from cjo.model.segments import Segment
 from cjo.model.steps import (
     STEP_TYPES,
+    Action,
+    AudiencePath,
+    AudiencePaths,
     Branch,
     Case,
     Exit,
+    Jump,
     Send,
     Split,
     SplitPath,
@@ -26,9 +30,21 @@ from cjo.model.steps import (
     UpdateProfile,
     Wait,
     WaitForEvent,
+    WaitSinceEntry,
+    WaitUntil,
+    WaitUntilDate,
 )
 from cjo.model.taxonomy import Category, Taxonomy
-from cjo.model.triggers import TRIGGER_TYPES, ApiTrigger, EventTrigger, Trigger
+from cjo.model.triggers import (
+    TRIGGER_TYPES,
+    ApiTrigger,
+    AttributeTrigger,
+    EventTrigger,
+    InactivityTrigger,
+    ScheduleTrigger,
+    SegmentTrigger,
+    Trigger,
+)
 from cjo.serialization import (
     dump_definitions,
     dumps_definitions,
@@ -112,6 +128,35 @@ STEP_CASES: list[tuple[Step, dict[str, Any]]] = [
          "unset": ["lead"], "next": "b", "tags": []},
     ),
     (Exit("bought"), {"kind": "exit", "reason": "bought", "tags": []}),
+    (
+        WaitUntil("09:30", weekdays=("mon", "fri"), next="b"),
+        {"kind": "wait_until", "at": "09:30", "weekdays": ["mon", "fri"], "next": "b",
+         "tags": []},
+    ),
+    (
+        WaitUntilDate(attr("renews_on"), days=-1, offset=-2 * HOUR, at="09:00", next="b",
+                      on_past="c"),
+        {"kind": "wait_until_date", "date": "profile.renews_on", "days": -1, "offset": -7200,
+         "at": "09:00", "next": "b", "on_past": "c", "on_missing": None, "tags": []},
+    ),
+    (
+        WaitSinceEntry(timedelta(days=3), next="b"),
+        {"kind": "wait_since_entry", "duration": 259200, "next": "b", "tags": []},
+    ),
+    (
+        AudiencePaths((AudiencePath("vip", "b"),), default="c"),
+        {"kind": "audience_paths", "paths": [{"segment": "vip", "next": "b"}], "default": "c",
+         "tags": []},
+    ),
+    (
+        Jump("other", end_current=False, next="b"),
+        {"kind": "jump", "journey": "other", "end_current": False, "next": "b", "tags": []},
+    ),
+    (
+        Action("crm_task", {"title": "Call {{ profile.name }}"}, next="b", on_failure="skip"),
+        {"kind": "action", "action": "crm_task", "params": {"title": "Call {{ profile.name }}"},
+         "next": "b", "on_failure": "skip", "tags": []},
+    ),
 ]
 
 
@@ -132,17 +177,34 @@ def test_step_defaults_may_be_left_out() -> None:
 # --- triggers ----------------------------------------------------------------------------------
 
 
+TRIGGER_CASES: list[tuple[Trigger, dict[str, Any]]] = [
+    (ApiTrigger(), {"kind": "api"}),
+    (EventTrigger("signed_up"), {"kind": "event", "event": "signed_up", "where": None}),
+    (
+        EventTrigger("cart", where=prop("cart.total") >= 50),
+        {"kind": "event", "event": "cart",
+         "where": {"kind": "compare", "ref": "event.cart.total", "op": "ge", "value": 50}},
+    ),
+    (
+        InactivityTrigger("purchased", after=timedelta(days=14)),
+        {"kind": "inactivity", "event": "purchased", "after": 1209600, "where": None},
+    ),
+    (
+        AttributeTrigger("plan", changed_to=["pro"]),
+        {"kind": "attribute", "attribute": "plan", "changed_to": ["pro"], "changed_from": None,
+         "where": None},
+    ),
+    (SegmentTrigger("vip", "exit"), {"kind": "segment", "segment": "vip", "on": "exit"}),
+    (
+        ScheduleTrigger("0 9 * * MON", timezone="Europe/Paris", segment="vip"),
+        {"kind": "schedule", "cron": "0 9 * * MON", "timezone": "Europe/Paris",
+         "segment": "vip"},
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("trigger", "data"),
-    [
-        (ApiTrigger(), {"kind": "api"}),
-        (EventTrigger("signed_up"), {"kind": "event", "event": "signed_up", "where": None}),
-        (
-            EventTrigger("cart", where=prop("cart.total") >= 50),
-            {"kind": "event", "event": "cart",
-             "where": {"kind": "compare", "ref": "event.cart.total", "op": "ge", "value": 50}},
-        ),
-    ],
+    ("trigger", "data"), TRIGGER_CASES, ids=[t.kind for t, _ in TRIGGER_CASES]
 )
 def test_every_trigger_kind_dumps_and_loads(trigger: Trigger, data: dict[str, Any]) -> None:
     assert dump_journey(Journey("j", "a", {"a": Exit()}, trigger=trigger))["trigger"] == data

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import attrs
 
@@ -115,7 +115,5 @@ Trigger = (
     EventTrigger | ApiTrigger | InactivityTrigger | AttributeTrigger | SegmentTrigger
     | ScheduleTrigger
 )
-TRIGGER_TYPES: tuple[type[object], ...] = (
-    EventTrigger, ApiTrigger, InactivityTrigger, AttributeTrigger, SegmentTrigger,
-    ScheduleTrigger,
-)
+#: The classes of ``Trigger``, read from the union so that a new trigger class is listed once.
+TRIGGER_TYPES: tuple[type[object], ...] = get_args(Trigger)

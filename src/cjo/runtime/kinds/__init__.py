@@ -1,8 +1,9 @@
 """Step and trigger kinds, one module per family, and the tables that dispatch to them.
 
-Adding a kind: write its model class (``cjo.model.steps`` or ``cjo.model.triggers``), a
-``StepKind``/``TriggerKind`` subclass in a module here, and list it below. Validation, the
-registry, the decider and the JSON converter find it through these tables.
+Adding a kind: write its model class (``cjo.model.steps`` or ``cjo.model.triggers``, in the
+``Step`` or ``Trigger`` union), a ``StepKind``/``TriggerKind`` subclass in a module here, and
+list it below (docs/kinds.md). Validation, the registry and the decider find it through these
+tables; the JSON converter through the union.
 """
 
 from __future__ import annotations
@@ -64,12 +65,18 @@ TRIGGER_KINDS: dict[type[Any], TriggerKind[Any]] = {
 def step_kind(step: object) -> StepKind[Any]:
     kind = STEP_KINDS.get(type(step))
     if kind is None:
-        raise TypeError(f"not a step: {step!r}")
+        raise TypeError(
+            f"{type(step).__name__} is not a step: no StepKind in STEP_KINDS "
+            f"(cjo.runtime.kinds) runs it: {step!r:.80}"
+        )
     return kind
 
 
 def trigger_kind(trigger: object) -> TriggerKind[Any]:
     kind = TRIGGER_KINDS.get(type(trigger))
     if kind is None:
-        raise TypeError(f"not a trigger: {trigger!r}")
+        raise TypeError(
+            f"{type(trigger).__name__} is not a trigger: no TriggerKind in TRIGGER_KINDS "
+            f"(cjo.runtime.kinds) runs it: {trigger!r:.80}"
+        )
     return kind

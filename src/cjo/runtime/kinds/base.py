@@ -3,7 +3,8 @@
 A step kind declares its labelled successors, whether it waits, its validation, what it
 compiles once at publish time, and how it runs (on arrival, on its wake-up, on an event while
 it waits). Validation, the registry and the decider dispatch through these objects, so a new
-kind is one module plus its tests: see docs/kinds.md.
+kind is its model class (in the ``Step`` or ``Trigger`` union), one module here listed in the
+tables, and its tests: see docs/kinds.md.
 """
 
 from __future__ import annotations
