@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
+from cjo import Engine, ManualClock, VersionChange
 from cjo.conditions import And, Compare, Condition, Ref, attr, ctx, in_segment, prop
 from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
@@ -642,15 +643,19 @@ def test_no_tags_and_no_taxonomy_is_fine() -> None:
     assert problems_of(journey({"a": Exit()})) == []
 
 
-def test_a_migration_map_problem_is_named_once_and_precisely() -> None:
-    from cjo import Engine, ManualClock, VersionChange
-
+def _migrating() -> tuple[Journey, Journey, Engine]:
+    """v1 of journey "o" published on an engine, and a v2 whose steps are all new."""
     v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="wait",
                  steps={"wait": Wait(DAY, next="bye"), "bye": Exit("done")})
     v2 = Journey(id="o", version=2, trigger=EventTrigger("go"), entry="pause",
                  steps={"pause": Wait(DAY, next="end"), "end": Exit("done")})
     engine = Engine(clock=ManualClock())
     engine.publish(journeys=[v1])
+    return v1, v2, engine
+
+
+def test_a_migration_map_problem_is_named_once_and_precisely() -> None:
+    v1, v2, engine = _migrating()
     where = "journey 'o': running customers"
     with pytest.raises(DefinitionError) as info:
         engine.publish(journeys=[v2], running={"o": VersionChange.migrate({"wait": "pause"})})
@@ -681,14 +686,7 @@ def test_a_goal_named_control_is_refused() -> None:
 
 def test_a_migration_map_naming_a_step_the_old_version_lacks_is_refused() -> None:
     """A misspelt old step would pass unnoticed, and the step it meant stay unmapped."""
-    from cjo import Engine, ManualClock, VersionChange
-
-    v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="wait",
-                 steps={"wait": Wait(DAY, next="bye"), "bye": Exit("done")})
-    v2 = Journey(id="o", version=2, trigger=EventTrigger("go"), entry="pause",
-                 steps={"pause": Wait(DAY, next="end"), "end": Exit("done")})
-    engine = Engine(clock=ManualClock())
-    engine.publish(journeys=[v1])
+    _, v2, engine = _migrating()
     with pytest.raises(DefinitionError) as info:
         engine.publish(journeys=[v2], running={
             "o": VersionChange.migrate({"wait": "pause", "bye": "end", "wiat": "pause"})})
@@ -708,14 +706,7 @@ def test_a_migration_map_of_the_wrong_shape_is_refused_naming_the_journey(
     steps: object, message: str
 ) -> None:
     """Given as publish(running={"o": ...}), it is named as the journey's running customers."""
-    from cjo import Engine, ManualClock, VersionChange
-
-    v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="wait",
-                 steps={"wait": Wait(DAY, next="bye"), "bye": Exit("done")})
-    v2 = Journey(id="o", version=2, trigger=EventTrigger("go"), entry="pause",
-                 steps={"pause": Wait(DAY, next="end"), "end": Exit("done")})
-    engine = Engine(clock=ManualClock())
-    engine.publish(journeys=[v1])
+    _, v2, engine = _migrating()
     with pytest.raises(DefinitionError) as info:
         engine.publish(journeys=[v2], running={
             "o": VersionChange.migrate(steps)})  # type: ignore[arg-type]
@@ -748,8 +739,6 @@ def test_a_blank_exit_criterion_name_is_refused(name: str) -> None:
 def test_a_blank_eject_reason_is_refused_at_publish_and_in_stored_definitions(
     reason: str,
 ) -> None:
-    from cjo import Engine, ManualClock, VersionChange
-
     v1 = Journey(id="o", version=1, trigger=EventTrigger("go"), entry="w", steps={"w": Wait(DAY)})
     v2 = attrs.evolve(v1, version=2)
     message = (f"journey 'o': running customers: the eject reason must not be empty or only "
