@@ -64,3 +64,94 @@ def test_a_failing_check_shows_the_values_it_compared(tmp_path: Path) -> None:
     assert "assert datetime.datetime(2026, 1, 5, 9, 30) == " in report, report
     assert "assert 'transient' == 'delivered'" in report, report
     assert "PytestAssertRewriteWarning" not in report, textwrap.shorten(report, 2000)
+
+
+MISLEADING_ADAPTERS = '''
+from contextlib import contextmanager
+
+from cjo import InMemoryStorage, StorageError
+from cjo.abc import Channel, DeliveryResult, encode_state
+from cjo.testing import ChannelContract, StorageContract
+
+
+class Encoding:
+    """Saves, then encodes: a value JSON cannot hold raises after the write."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def save(self, state, messages, activities):
+        self.session.save(state, messages, activities)
+        encode_state(state)
+
+
+class CommitsOnErrorStorage(InMemoryStorage):
+    """Commits what was saved before the error, then raises it."""
+
+    @contextmanager
+    def customer(self, customer_id, now):
+        error = None
+        with super().customer(customer_id, now) as session:
+            try:
+                yield Encoding(session)
+            except StorageError as exc:
+                error = exc
+        if error is not None:
+            raise error
+
+
+class TestCommitsOnError(StorageContract):
+    def make_storage(self):
+        return CommitsOnErrorStorage()
+
+
+class Spool(Channel):
+    def __init__(self):
+        self.mode, self.accepted = "ok", []
+
+    def send(self, message):
+        if self.mode != "ok":
+            return getattr(DeliveryResult, self.mode)(f"spool {self.mode}")
+        self.accepted.append(message.idempotency_key)
+        return DeliveryResult()
+
+
+class TestForgetsWhenSteered(ChannelContract):
+    """Its endpoint hooks start the record of accepted keys over."""
+
+    def make_channel(self):
+        self.spool = Spool()
+        return self.spool
+
+    def endpoint_succeeds(self):
+        self.spool.mode = "ok"
+
+    def endpoint_fails_transiently(self):
+        self.spool.mode, self.spool.accepted = "transient", []
+
+    def endpoint_fails_permanently(self):
+        self.spool.mode = "permanent"
+
+    def received_keys(self):
+        return self.spool.accepted
+'''
+
+
+def test_a_failing_check_says_what_the_adapter_must_do(tmp_path: Path) -> None:
+    (tmp_path / "test_my_adapters.py").write_text(MISLEADING_ADAPTERS)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+         "test_my_adapters.py::TestCommitsOnError::test_a_value_json_cannot_hold_is_refused_or_kept",
+         "test_my_adapters.py::TestForgetsWhenSteered::test_an_engine_delivers_retries_and_keeps_dead_letters"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    report = run.stdout + run.stderr
+    assert "2 failed" in report, report
+    assert "'c1''s transaction raised StorageError" not in report, report
+    assert "c1's transaction raised StorageError" in report, report
+    assert "but the record was committed" in report, report
+    assert "received_keys() returned [], expected ['k-engine-ok']" in report, report
+    assert "kept whatever the endpoint_* hooks change" in report, report

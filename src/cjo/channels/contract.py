@@ -59,7 +59,11 @@ class ChannelContract:
     drops a message whose idempotency key it has seen (the test of it is skipped otherwise).
     ``make_message`` may be overridden to give the channel the fields and recipient it needs;
     the default has ``subject``, ``text`` and ``html`` fields and an ``email`` and a ``phone``
-    recipient."""
+    recipient.
+
+    A test may call the ``endpoint_*`` hooks one after another in any order (transient, then
+    permanent): each sets the endpoint's whole state, undoing what the others set, and none of
+    them forgets what the endpoint accepted before (``received_keys``)."""
 
     #: True if the endpoint delivers a message once however many times its key is sent.
     deduplicates: ClassVar[bool] = False
@@ -105,6 +109,14 @@ class ChannelContract:
         values.update(changes)
         return Message(**values)
 
+    def _check_received(self, expected: list[str]) -> None:
+        received = self.received_keys()
+        assert received == expected, (
+            f"received_keys() returned {received!r}, expected {expected!r}: it lists every key "
+            "the endpoint accepted since make_channel(), in order, kept whatever the endpoint_* "
+            "hooks change"
+        )
+
     @pytest.fixture
     def channel(self) -> Iterator[Channel]:
         channel = self.make_channel()
@@ -123,7 +135,7 @@ class ChannelContract:
         assert result.status == "delivered", result.error
         assert result.ok
         assert result.provider_id is None or isinstance(result.provider_id, str)
-        assert self.received_keys() == ["k-delivered"]
+        self._check_received(["k-delivered"])
 
     def test_a_temporary_problem_gives_transient(self, channel: Channel) -> None:
         self.endpoint_fails_transiently()
@@ -131,7 +143,7 @@ class ChannelContract:
         assert result.status == "transient", result
         assert isinstance(result.error, str)
         assert result.error
-        assert self.received_keys() == []
+        self._check_received([])
 
     def test_a_lasting_problem_gives_permanent(self, channel: Channel) -> None:
         self.endpoint_fails_permanently()
@@ -140,12 +152,12 @@ class ChannelContract:
         assert result.status == "permanent", result
         assert isinstance(result.error, str)
         assert result.error
-        assert self.received_keys() == []
+        self._check_received([])
 
     def test_the_idempotency_key_reaches_the_provider_unchanged(self, channel: Channel) -> None:
         result = channel.send(self.make_message(_ODD_KEY))
         assert result.status == "delivered", result.error
-        assert self.received_keys() == [_ODD_KEY]
+        self._check_received([_ODD_KEY])
 
     def test_a_retry_after_a_transient_failure_delivers_once(self, channel: Channel) -> None:
         message = self.make_message("k-retry")
@@ -153,7 +165,7 @@ class ChannelContract:
         assert deliver(channel, message).status == "transient"
         self.endpoint_succeeds()
         assert deliver(channel, message).status == "delivered"
-        assert self.received_keys() == ["k-retry"]
+        self._check_received(["k-retry"])
 
     def test_a_key_sent_twice_is_delivered_once(self, channel: Channel) -> None:
         if not self.deduplicates:
@@ -161,12 +173,12 @@ class ChannelContract:
         message = self.make_message("k-twice")
         first, second = channel.send(message), channel.send(message)
         assert (first.status, second.status) == ("delivered", "delivered")
-        assert self.received_keys() == ["k-twice"]
+        self._check_received(["k-twice"])
 
     def test_messages_differ_by_key(self, channel: Channel) -> None:
         for key in ("k-a", "k-b"):
             assert channel.send(self.make_message(key)).status == "delivered"
-        assert self.received_keys() == ["k-a", "k-b"]
+        self._check_received(["k-a", "k-b"])
 
     def test_an_engine_delivers_retries_and_keeps_dead_letters(self, channel: Channel) -> None:
         from cjo.engine import Engine  # noqa: PLC0415  (the engine imports this package)
@@ -199,4 +211,4 @@ class ChannelContract:
             "ok": ("delivered", 1), "transient": ("pending", 1), "permanent": ("dead", 1)
         }
         assert [d.key for d in engine.dead_letters()] == ["k-engine-permanent"]
-        assert self.received_keys() == ["k-engine-ok"]
+        self._check_received(["k-engine-ok"])

@@ -2039,13 +2039,16 @@ class StorageContract:
                 continue
             assert repr(customer) in str(error), f"the error does not name {customer}: {error}"
             # Rolled back whole: the record, its message, its activities and its event id.
-            assert _load(storage, customer) == state
-            assert storage.peek(customer) == state
-            assert storage.outbox_entry(f"m-{customer}") is None
+            raised = f"{customer}'s transaction raised StorageError ({error}) but"
+            hint = "was committed (encode in save, or at least before the commit writes anything)"
+            assert _load(storage, customer) == state, f"{raised} the record {hint}"
+            assert storage.peek(customer) == state, f"{raised} the record {hint}"
+            assert storage.outbox_entry(f"m-{customer}") is None, f"{raised} its message {hint}"
             assert storage.activities(T0 - DAY, T0 + DAY, journey_id="k",
-                                      customer_id=customer) == []
+                                      customer_id=customer) == [], f"{raised} its activity {hint}"
             with storage.customer(customer, T0) as session:
-                assert session.claim_event(f"ev-{customer}") is True
+                claimed = session.claim_event(f"ev-{customer}")
+            assert claimed is True, f"{raised} its event id {hint}"
 
     # --- concurrency ---------------------------------------------------------------------------
 
