@@ -8,8 +8,9 @@ checks everything the engine relies on.
 
 The erasure rule every adapter applies (``erase_customer``, and the counts ``prune`` keeps) is
 here too, from ``cjo.storage.erasure``; so is ``membership_changes``, for adapters that keep
-segment memberships in a table of their own, and ``count_order``, the order of
-``activity_counts``.
+segment memberships in a table of their own, ``count_order``, the order of
+``activity_counts``, and ``activity_row`` / ``activity_from_row``, an activity-log entry as
+column values and back.
 """
 
 from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
@@ -38,7 +39,14 @@ from cjo.storage.base import (
     count_order,
     membership_changes,
 )
-from cjo.storage.codec import decode_message, decode_state, encode_message, encode_state
+from cjo.storage.codec import (
+    activity_from_row,
+    activity_row,
+    decode_message,
+    decode_state,
+    encode_message,
+    encode_state,
+)
 from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
     SCHEDULE_CLAIM_END,
@@ -76,6 +84,8 @@ __all__ = [
     "PruneResult",
     "Retention",
     "Storage",
+    "activity_from_row",
+    "activity_row",
     "channel_filter",
     "count_order",
     "counted_detail",

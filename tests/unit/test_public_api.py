@@ -77,3 +77,17 @@ def test_the_adapter_surface_encodes_outbox_messages() -> None:
                      message.created_at, recipient={"score": float("nan")})
     with pytest.raises(StorageError, match="score"):
         encode_message(broken)
+
+
+def test_the_adapter_surface_stores_activities_as_columns() -> None:
+    # A durable adapter stores activity-log entries too: cjo.abc has their columns, as the
+    # SQL adapters store them, and the way back.
+    from datetime import UTC, datetime
+
+    from cjo.abc import Activity, activity_from_row, activity_row
+
+    entry = Activity(datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC), "ann", "e1", "welcome",
+                     2, "mail", "sent", None, "email", "welcome", 3)
+    row = activity_row(entry)
+    assert all(v is None or isinstance(v, int | str) for v in row)
+    assert activity_from_row(row) == entry

@@ -60,6 +60,8 @@ from cjo.serialization import converter
 
 __all__ = [
     "UPGRADES",
+    "activity_from_row",
+    "activity_row",
     "decode",
     "decode_message",
     "decode_state",
@@ -739,6 +741,7 @@ def activity_row(a: Activity) -> tuple[Any, ...]:
 
 
 def activity_from_row(row: tuple[Any, ...]) -> Activity:
+    """The activity ``activity_row`` gave these values for (a blank customer id: erased)."""
     at, cid, eid, jid, version, step, kind, detail, channel, content, cver = row
     return Activity(dt(at), cid or "", eid, jid, version, step, kind, detail, channel, content,
                     cver)
