@@ -52,8 +52,10 @@ def clock_reading(clock: Clock, now: object) -> datetime:
     time would count wall time (a 24-hour wait lasting 23 hours)."""
     if isinstance(now, datetime) and now.utcoffset() is not None:
         return now.astimezone(UTC)
+    got = (f"a naive one ({now.isoformat()}): give it a tzinfo, e.g. datetime.now(UTC)"
+           if isinstance(now, datetime) else given(now))
     raise ClockError(
-        f"{type(clock).__name__}.now() must return a timezone-aware datetime, got {given(now)}"
+        f"{type(clock).__name__}.now() must return a timezone-aware datetime, got {got}"
     )
 
 

@@ -417,3 +417,17 @@ def test_handle_events_names_the_refused_item_and_handles_every_item_before_it(
     # The consumer resumes at the refused item, set aside: nothing is handled twice.
     outcome = engine.handle_events(items[3:])
     assert [e.customer_id for e in outcome.entered] == ["c4"]
+
+
+def test_a_custom_clock_reading_naive_time_is_told_to_add_a_zone() -> None:
+    class LocalClock(Clock):
+        def now(self) -> datetime:
+            return datetime(2026, 1, 1, 9, 0)
+
+    engine = Engine(storage=InMemoryStorage(), clock=LocalClock())
+    with pytest.raises(ClockError) as caught:
+        engine.run_due()
+    assert str(caught.value) == (
+        "LocalClock.now() must return a timezone-aware datetime, got a naive one "
+        "(2026-01-01T09:00:00): give it a tzinfo, e.g. datetime.now(UTC)"
+    )
