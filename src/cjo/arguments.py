@@ -114,6 +114,13 @@ def check_channels(channels: Mapping[Any, Any]) -> None:
                 f"channel {name!r} must be a cjo Channel (a subclass with send(message) -> "
                 f"DeliveryResult), got {given(channel)}{hint}"
             )
+        ctype = channel.channel_type
+        if ctype is not None and (not isinstance(ctype, str) or ctype not in CHANNEL_TYPES):
+            # Else read as free-form: content for it would never be checked for its fields.
+            raise UsageError(
+                f"channel {name!r}: channel_type must be a channel type "
+                f"({', '.join(sorted(CHANNEL_TYPES))}) or None, got {ctype!r}"
+            )
 
 
 def flag(value: object, what: str) -> bool:

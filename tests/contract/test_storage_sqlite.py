@@ -388,7 +388,11 @@ def test_instants_are_integer_microseconds(tmp_path: Path) -> None:
 @pytest.mark.parametrize("data", ["", "not json", "[1, 2]", '"text"', "{}",
                                   '{"v": 1, "created": "yesterday"}',
                                   '{"v": "two", "created": 0}',
-                                  '{"v": 1, "created": 0, "enr": [{"id": "x"}]}'])
+                                  '{"v": 1, "created": 0, "enr": [{"id": "x"}]}',
+                                  # Read later by every send and local time: a locale or
+                                  # time zone that is not text would stop a worker there.
+                                  '{"v": 1, "created": 0, "profile": {"a": {}, "loc": 5}}',
+                                  '{"v": 1, "created": 0, "profile": {"a": {}, "tz": [1]}}'])
 def test_undecodable_records_raise_corrupt_record_error(data: str) -> None:
     with SQLiteStorage(":memory:") as storage:
         with storage.customer("c1", T0) as session:

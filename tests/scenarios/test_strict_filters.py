@@ -65,13 +65,14 @@ READABLE: list[object] = [12, -7, 2.5, 0, "12.5", " 3 ", "-2", "1e3", "40"]
 
 
 def _engine(template: str, *, policy: RenderErrorPolicy = "skip", storage: Any = None,
-            clock: ManualClock | None = None) -> tuple[Engine, RecordingChannel]:
+            clock: ManualClock | None = None,
+            sample: dict[str, Any] | None = None) -> tuple[Engine, RecordingChannel]:
     sms = RecordingChannel()
     engine = Engine(channels={"sms": sms}, clock=clock or ManualClock(T0),
                     **({"storage": storage} if storage is not None else {}))
     engine.publish(
         content=[ContentItem("c", (Variant("sms", {"text": template}),),
-                             sample=ContentSample(profile={"v": 12, "f": "%Y"}))],
+                             sample=ContentSample(profile=sample or {"v": 12, "f": "%Y"}))],
         journeys=[Journey("j", trigger=EventTrigger("go"), entry="s", steps={
             "s": Send("c", "sms", on_render_error=policy),
         })],
@@ -90,9 +91,10 @@ def _liquid(template: str, profile: dict[str, Any]) -> str:
     return Environment().from_string(template).render(profile=profile)
 
 
-def _refused(template: str, profile: dict[str, Any]) -> str:
+def _refused(template: str, profile: dict[str, Any],
+             sample: dict[str, Any] | None = None) -> str:
     """The reason the send of ``template`` failed; it must have failed, as a render failure."""
-    engine, sms = _engine(template)
+    engine, sms = _engine(template, sample=sample)
     outcome = _send(engine, profile)
     assert not outcome.messages and not sms.messages
     [failure] = outcome.failures
@@ -159,6 +161,29 @@ def test_a_math_filter_reads_an_argument_as_liquid_does(name: str, value: object
     engine, sms = _engine(template)
     _send(engine, {"v": value})
     assert [m.fields["text"] for m in sms.messages] == [_liquid(template, {"v": value})]
+
+
+@pytest.mark.parametrize(("template", "items", "reason"), [
+    ("{{ profile.v | sum }}", [1, "abc"], "text that does not read as a number"),
+    ("{{ profile.v | sum: 'price' }}", [{"price": 2}, {"price": "n/a"}],
+     "text that does not read as a number"),
+    ("{{ profile.v | sum }}", [1, {"a": 2}], "an object"),
+])
+def test_sum_names_an_item_it_cannot_read(template: str, items: list[Any], reason: str) -> None:
+    # Liquid's own sum raises an arithmetic error of Python's for such an item: the reason
+    # would name a decimal signal instead of the filter and the value.
+    sample = {"v": [{"price": 1}] if "price" in template else [1]}
+    assert _refused(template, {"v": items}, sample) == f"sum: expected a number, got {reason}"
+
+
+@pytest.mark.parametrize(("template", "items"), [
+    ("{{ profile.v | sum }}", [1, "2.5", None]),      # nil counts nothing, as in Liquid
+    ("{{ profile.v | sum: 'price' }}", [{"price": 0.1}, {"price": 0.2}, {"other": 5}]),
+])
+def test_sum_renders_what_it_can_read_as_liquid_does(template: str, items: list[Any]) -> None:
+    engine, _ = _engine(template, sample={"v": items})
+    [message] = _send(engine, {"v": items}).messages
+    assert message.fields["text"] == _liquid(template, {"v": items})
 
 
 def test_a_missing_value_fails_a_math_filter_as_it_fails_an_output() -> None:

@@ -655,6 +655,24 @@ def test_an_email_subject_is_one_line() -> None:
     assert message.fields == {"subject": "Hi Bob", "text": "Line one\nLine two"}
 
 
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c"])
+def test_an_email_subject_with_any_line_separator_is_not_one_line(separator: str) -> None:
+    # Email headers refuse every character that splits lines, not only CR and LF: a subject
+    # that passed with one of them would fail at the channel instead of at render.
+    engine, channels = engine_with()
+    engine.publish(content=[ContentItem("c", (
+        Variant("email", email("Hi {{ profile.name }}")),))], journeys=[one_send()])
+    engine.identify("ann", {"name": f"Ann{separator}Bcc: someone@example.com"})
+    outcome = engine.handle_event(ev("go", "ann", T0))
+    assert outcome.messages == () and channels["email"].messages == []
+    [failure] = outcome.failures
+    assert failure.reason == ("content 'c' / email / field 'subject': renders more than one "
+                              "line (a subject is one line)")
+    [problem] = problems(engine, ContentItem("c", (
+        Variant("email", email(f"Hi{separator}there")),)))
+    assert problem.endswith("field 'subject' renders more than one line (a subject is one line)")
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_a_webhook_body_with_nan_or_infinity_is_not_json(constant: str) -> None:
     assert json.loads(f'{{"score": {constant}}}')  # what Python's json reads

@@ -225,6 +225,21 @@ def test_a_channel_that_is_not_one_is_refused_naming_it(
         Engine(channels=channels)
 
 
+@pytest.mark.parametrize("channel_type", ["emial", "SMS", 5])
+def test_a_channel_class_of_an_unknown_type_is_refused_naming_it(channel_type: object) -> None:
+    # As Engine(channel_types=...) refuses one: a typo would leave an email channel free-form,
+    # its content never checked for a subject.
+    class Mail(RecordingChannel):
+        pass
+
+    Mail.channel_type = channel_type  # type: ignore[assignment]
+    with pytest.raises(UsageError, match=(
+        f"channel 'mail': channel_type must be a channel type \\(email, in_app, push, sms, "
+        f"webhook\\) or None, got {channel_type!r}"
+    )):
+        Engine(channels={"mail": Mail()})
+
+
 def test_zero_ended_enrollments_kept_is_accepted() -> None:
     assert Engine(keep_ended=0).keep_ended == 0
 

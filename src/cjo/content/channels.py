@@ -10,6 +10,7 @@ no known type is free-form: any fields.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection, Mapping
 
 import attrs
@@ -71,6 +72,10 @@ def field_problems(ctype: ChannelType, fields: Mapping[str, str]) -> list[str]:
     return problems
 
 
+# Every character ``str.splitlines`` breaks at: email headers refuse them all, not only CR/LF.
+_LINE_BREAK = re.compile("[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
 def _not_json(constant: str) -> object:
     # Python's json reads NaN and Infinity; JSON has no such value, and receivers refuse them.
     raise ValueError(f"{constant} is not a JSON value")
@@ -111,7 +116,7 @@ def output_problem(
     for name in ctype.one_line:
         text = fields.get(name)
         # A line break in an email subject breaks its header (or adds one).
-        if text is not None and ("\n" in text or "\r" in text):
+        if text is not None and _LINE_BREAK.search(text):
             return name, f"renders more than one line (a {name} is one line)"
     for name in ctype.json:
         text = fields.get(name)

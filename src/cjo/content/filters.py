@@ -46,6 +46,7 @@ from typing import Any
 from dateutil import parser as date_parser
 from dateutil.tz import tzoffset
 from liquid import Environment, RenderContext
+from liquid.builtin.filters import array as liquid_array
 from liquid.builtin.filters import math as liquid_math
 from liquid.builtin.filters.array import _Null
 from liquid.exceptions import (
@@ -55,7 +56,7 @@ from liquid.exceptions import (
     ResourceLimitError,
     UndefinedError,
 )
-from liquid.filter import num_arg, with_context
+from liquid.filter import num_arg, sequence_filter, with_context
 from liquid.undefined import StrictUndefined, Undefined
 
 __all__ = ["NOW_KEY", "FilterInputError", "format_date", "register_strict_filters"]
@@ -179,6 +180,27 @@ _MATH: Mapping[str, Callable[..., Any]] = {
     "round": liquid_math.round_,
     "times": liquid_math.times,
 }
+
+
+@sequence_filter
+def _sum(sequence: list[object], key: object = None) -> object:
+    """Liquid's ``sum``, given only numbers (nil counts nothing, as in Liquid): an item it
+    cannot read is refused, naming the filter and the item, where Liquid's own raises an
+    arithmetic error of Python's (a decimal signal, or an item that is not an object)."""
+    keyed = key is not None and not isinstance(key, Undefined)
+    for item in sequence:
+        value = item
+        if keyed:
+            if not isinstance(item, Mapping):
+                raise FilterInputError(f"sum: expected objects with {key!r}, got {_kind(item)}",
+                                       shape=True)
+            value = item.get(key)
+        if not _is_nil(value):
+            _number("sum", value)
+    result = liquid_array.sum_(sequence, key)
+    if type(result) is float and not math.isfinite(result):
+        raise FilterInputError(f"sum: the result is not a finite number ({result})")
+    return result
 
 
 class _ZoneError(Exception):
@@ -414,7 +436,8 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
 
 
 def register_strict_filters(env: Environment) -> None:
-    """Replace ``env``'s math filters and ``date`` with cjo's strict versions."""
+    """Replace ``env``'s math filters, ``sum`` and ``date`` with cjo's strict versions."""
     for name, liquid_filter in _MATH.items():
         env.add_filter(name, _strict_math(name, liquid_filter))
+    env.add_filter("sum", _sum)
     env.add_filter("date", _date)

@@ -662,8 +662,12 @@ def _state_from(
     profile = None
     if prof is not None:
         attributes = prof.get("a")
-        profile = Profile(customer_id, _revive(dict(attributes)) if attributes else {},
-                          prof.get("tz"), prof.get("loc"))
+        tz, loc = prof.get("tz"), prof.get("loc")
+        # Read by every send and every local time: refused here, where the record is set aside,
+        # rather than failing each input of the customer later.
+        if (tz is not None and type(tz) is not str) or (loc is not None and type(loc) is not str):
+            raise TypeError(f"profile time zone and locale must be text, got {tz!r} and {loc!r}")
+        profile = Profile(customer_id, _revive(dict(attributes)) if attributes else {}, tz, loc)
     history: dict[tuple[str, str | None], EntryHistory] = {}
     hist = get("hist")
     if hist:
