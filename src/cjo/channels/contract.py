@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -63,10 +64,14 @@ class ChannelContract:
 
     A test may call the ``endpoint_*`` hooks one after another in any order (transient, then
     permanent): each sets the endpoint's whole state, undoing what the others set, and none of
-    them forgets what the endpoint accepted before (``received_keys``)."""
+    them forgets what the endpoint accepted before (``received_keys``). Each test gets a fresh
+    directory, ``self.tmp_path``, set before ``make_channel`` is called (for a channel that
+    writes files, or an endpoint that keeps its state in one)."""
 
     #: True if the endpoint delivers a message once however many times its key is sent.
     deduplicates: ClassVar[bool] = False
+
+    tmp_path: Path
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -118,7 +123,8 @@ class ChannelContract:
         )
 
     @pytest.fixture
-    def channel(self) -> Iterator[Channel]:
+    def channel(self, tmp_path: Path) -> Iterator[Channel]:
+        self.tmp_path = tmp_path
         channel = self.make_channel()
         self.endpoint_succeeds()
         yield channel
