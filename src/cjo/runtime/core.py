@@ -613,6 +613,9 @@ class Decider:
             return
         nxt = cs.kind.on_event(self, cj, enrollment, cs.step, cs.compiled, event, scope, now)
         if not isinstance(nxt, Halt):
+            # Leaving the waiting step: its timeout must not stay set for the steps after it
+            # (whatever the kind did), as a wake-up is cleared before ``wake``.
+            enrollment.wake_at = None
             self._advance(cj, enrollment, nxt, now)
 
     def _check_condition_exits(

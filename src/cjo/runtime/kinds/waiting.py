@@ -97,7 +97,6 @@ class WaitForEventKind(StepKind[WaitForEvent]):
     ) -> Next:
         if event.name != step.event or (compiled is not None and not compiled(scope)):
             return HALT
-        e.wake_at = None
         # What the wait received stays readable by later steps: ctx("received.<event>.<prop>")
         # in conditions, {{ context.received.<event>.<prop> }} in templates.
         received = e.context.get(RECEIVED)
