@@ -197,7 +197,4 @@ def _held_and_skipped(registry: Registry, cj: CompiledJourney, occurrence: datet
     pause = registry.pause_at(cj.journey.id, occurrence) if registry.pauses else None
     if pause is None or pause.until is None:
         return False
-    rule = cj.journey.on_resume
-    if rule.late == "grace":
-        return pause.until - occurrence > (rule.grace or timedelta(0))
-    return rule.late == "skip"
+    return cj.journey.on_resume.skips(occurrence, pause.until)

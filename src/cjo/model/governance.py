@@ -64,6 +64,13 @@ class ResumeRule:
     late: LateRule = "send_late"
     grace: timedelta | None = None
 
+    def skips(self, due: datetime, resumed_at: datetime) -> bool:
+        """Whether what fell due at ``due`` and is released at ``resumed_at`` has its sends
+        skipped: ``skip``, or ``grace`` when it is older than the grace by then."""
+        if self.late == "grace":
+            return resumed_at - due > (self.grace or timedelta(0))
+        return self.late == "skip"
+
 
 #: Past pauses kept per journey (the most recent ones): a wake-up that fell due inside one is
 #: held and released at its resume even when no worker ran during the pause. A wake-up left

@@ -643,10 +643,9 @@ class Decider:
     ) -> None:
         """An entry into ``cj`` (a trigger's, or a jump's: ``jumped`` is the log entry of the
         Jump step of an enrollment that goes on, which says so if the entry is refused). While
-        an input is
-        being decided (``gathering``), it is kept for ``_enter_gathered``; while the input's
-        entries are considered, it waits its turn behind those of higher priority; otherwise it
-        is considered at once (``consider_entry``)."""
+        an input is being decided (``gathering``), it is kept for ``_enter_gathered``; while
+        the input's entries are considered, it waits its turn behind those of higher priority;
+        otherwise it is considered at once (``consider_entry``)."""
         offer = _Offer(cj, data, trigger_event_id, jumped)
         if self.gathering:
             gathered = self.gathered
@@ -949,10 +948,10 @@ class Decider:
             ):
                 self._left_out(enrollment, step, "suppressed", CONTROL_DETAIL, at)
                 return True
-        content_id, offer_id = choose_content(self, enrollment, step, at)
+        content_id, offer = choose_content(self, enrollment, step, at)
+        offer_id = offer.id if offer is not None else None
         item = registry.content.get(content_id)
         profile = self.profile
-        offer = registry.offers[offer_id].offer if offer_id is not None else None
         # Delivery policies pick the channel (consent, fallbacks) and may drop or defer.
         channel_or_halt = (
             gate(self, cj, enrollment, step, item, at, offer) if item else step.channel
@@ -1079,10 +1078,7 @@ class Decider:
         due = enrollment.held_at
         assert due is not None
         cj = self.registry.journeys[(enrollment.journey_id, enrollment.version)]
-        rule = cj.journey.on_resume
-        late = rule.late
-        if late == "grace":
-            late = "send_late" if at - due <= (rule.grace or timedelta(0)) else "skip"
+        late = "skip" if cj.journey.on_resume.skips(due, at) else "send_late"
         enrollment.held_at = None
         enrollment.wake_at = at
         self.activity(enrollment, "resumed", late, at)

@@ -15,6 +15,7 @@ from cjo.content.offers import choose_offer, counted
 from cjo.delivery.validation import check_choice
 from cjo.errors import Problem, RenderError
 from cjo.model.content import ContentItem, Variant
+from cjo.model.offers import Offer
 from cjo.model.steps import RenderErrorPolicy, Send
 from cjo.outcome import SendFailure
 
@@ -70,9 +71,9 @@ def send_content_problems(step: Send, where: str, checker: Checker) -> list[Prob
 
 def choose_content(
     d: Decider, enrollment: Enrollment, step: Send, at: datetime
-) -> tuple[str, str | None]:
-    """(content id, offer id) to send: the best eligible offer of the step, else the step's
-    own content. Chosen before the delivery policies (an offer's tags count in caps); logged
+) -> tuple[str, Offer | None]:
+    """(content id, offer) to send: the best eligible offer of the step, else the step's own
+    content (and None). Chosen before the delivery policies (an offer's tags count in caps); logged
     by ``log_offer`` once they let the send through."""
     if not step.offers:
         return step.content, None
@@ -85,7 +86,7 @@ def choose_content(
                          d.options.scorers, at)
     if offer is None:
         return step.content, None
-    return offer.content, offer.id
+    return offer.content, offer
 
 
 def log_offer(
