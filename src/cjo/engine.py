@@ -818,9 +818,15 @@ class Engine:
         registry = self._sync()
         if journey_id is not None and journey_id not in registry.latest:
             raise _unknown_journey(journey_id)
+
+        def decide(d: Decider, now: datetime) -> None:
+            # What fell due before the call ends or moves on as if a worker had come on time:
+            # the removal ends what is still active at ``now``.
+            d.catch_up(now)
+            d.remove(journey_id, reason, now)
+
         return self._for_customer(
-            customer_id, lambda d, now: d.remove(journey_id, reason, now), create=False,
-            registry=registry,
+            customer_id, decide, create=False, registry=registry,
         ).outcome.build()
 
     def pause_journey(self, journey_id: str) -> int:

@@ -490,6 +490,29 @@ def test_removing_a_customer_without_a_journey_ends_every_enrollment() -> None:
     assert len(host.engine.enrollments("bob")) == 2
 
 
+
+def test_removing_a_customer_first_fires_what_fell_due_before_the_call(storage: Storage) -> None:
+    """"Every enrollment ends in exactly one terminal state, with its instant and a reason
+    that names what ended it", whenever a worker comes: a removal decided after a wake-up fell
+    due (no worker ran since) ends what is still active then, as it would had the worker run
+    on time."""
+    host = Host(storage)
+    host.engine.publish(content=[note()], journeys=[
+        Journey("drip", trigger=EventTrigger("go"), entry="w",
+                steps={"w": Wait(DAY, next="mail"), "mail": Send("note", "email", next="w2"),
+                       "w2": Wait(DAY)}),
+        Journey("short", trigger=EventTrigger("go"), entry="w", max_lifetime=DAY,
+                steps={"w": Wait(20 * HOUR, next="w2"), "w2": Wait(20 * HOUR)}),
+    ])
+    host.send("go")
+    host.clock.advance(DAY + HOUR)  # both fell due at +1 day; no worker ran
+    out = host.engine.remove_from_journey("ann", reason="account closed")
+    assert host.sent() == [("ann", "note", T0 + DAY)]
+    assert sorted((e.journey_id, e.status, e.reason, e.at) for e in out.ended) == [
+        ("drip", "removed", "account closed", T0 + DAY + HOUR),
+        ("short", "expired", "max lifetime", T0 + DAY),
+    ]
+
 # === docs/getting-started.md =====================================================================
 
 
