@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from cjo.channels.base import Channel
-from cjo.clock import Clock, ensure_aware
+from cjo.clock import Clock, ensure_span
 from cjo.content.channels import CHANNEL_TYPES
 from cjo.described import given
 from cjo.errors import ClockError, DefinitionError, Problem, UsageError
@@ -265,4 +265,4 @@ def activity_window(
         check_id(journey_id, "journey_id")
     if customer_id is not None:
         check_id(customer_id, "customer_id")
-    return ensure_aware(start, "start"), ensure_aware(end, "end")
+    return ensure_span(start, end)

@@ -6,9 +6,9 @@ import abc
 import threading
 from datetime import UTC, datetime, timedelta
 
-from cjo.errors import ClockError
+from cjo.errors import ClockError, UsageError
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "ensure_aware"]
+__all__ = ["Clock", "ManualClock", "SystemClock", "ensure_aware", "ensure_span"]
 
 
 def ensure_aware(value: object, what: str = "datetime") -> datetime:
@@ -26,6 +26,15 @@ def ensure_aware(value: object, what: str = "datetime") -> datetime:
     if tz is None or tz.utcoffset(value) is None:
         raise ClockError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
     return value.astimezone(UTC)
+
+
+def ensure_span(start: object, end: object) -> tuple[datetime, datetime]:
+    """``start`` and ``end`` in UTC (as ``ensure_aware``), or ``UsageError`` for an ``end``
+    before ``start``: bounds given the wrong way round, which would read as an empty span."""
+    start, end = ensure_aware(start, "start"), ensure_aware(end, "end")
+    if end < start:
+        raise UsageError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    return start, end
 
 
 class Clock(abc.ABC):

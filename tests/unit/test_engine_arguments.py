@@ -154,6 +154,15 @@ def test_activity_bounds_must_be_aware_datetimes(
         engine.activities(start, end)  # type: ignore[arg-type]
 
 
+def test_activity_bounds_given_the_wrong_way_round_are_refused(storage: Storage) -> None:
+    engine = _engine(storage)
+    engine.handle_event(Event("c", "x", T0))
+    assert engine.activities(T0, T0) == []  # an empty window, not a mistake
+    with pytest.raises(UsageError, match="end 2026-03-02T09:00:00\\+00:00 is before start "
+                                         "2026-03-03T09:00:00\\+00:00"):
+        engine.activities(T0 + DAY, T0)
+
+
 @pytest.mark.parametrize("filters", [{"journey_id": 5}, {"customer_id": ""}])
 def test_activity_filters_must_be_ids(filters: dict[str, Any]) -> None:
     with pytest.raises(InvalidEventError):

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from cjo.clock import ensure_span
 from cjo.errors import UsageError
 from cjo.segments.membership import ENTERED, EXITED
 from cjo.storage.base import Retention, Storage
@@ -47,8 +48,7 @@ def size_instants(start: datetime, end: datetime, every: timedelta) -> list[date
     """``start``, ``start + every``... up to ``end`` included."""
     if not isinstance(every, timedelta) or every <= timedelta(0):
         raise UsageError(f"every must be a positive duration (a timedelta), got {every!r:.80}")
-    if end < start:
-        raise UsageError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    start, end = ensure_span(start, end)
     count = (end - start) // every + 1
     if count > MAX_SIZE_INSTANTS:
         raise UsageError(
