@@ -703,7 +703,8 @@ class Engine:
                 builder.absorb(decider.outcome)
 
     def run_due(self, now: datetime | None = None) -> Outcome:
-        """Fire every wake-up due by ``now`` (default: the clock), earliest first. Each fires at
+        """Fire every wake-up due by ``now`` (default: the clock): customer by customer, the
+        customer with the earliest due wake-up first, and each customer's in order. Each fires at
         its scheduled instant, so following waits are timed from the schedule. Customers are
         handled in groups, one transaction per group claimed. A stored record that cannot be
         decoded is logged and set aside; the others go on."""
