@@ -821,6 +821,8 @@ class Engine:
             raise _unknown_journey(journey_id)
 
         def decide(d: Decider, now: datetime) -> None:
+            if d.state.revision < 0:
+                return  # never seen: nothing to end, and nothing to start for them either
             # What fell due before the call ends or moves on as if a worker had come on time:
             # the removal ends what is still active at ``now``.
             d.catch_up(now)

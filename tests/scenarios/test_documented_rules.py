@@ -34,6 +34,8 @@ from cjo import (
     QuietHours,
     RecordingChannel,
     ReentryPolicy,
+    Segment,
+    SegmentTrigger,
     Send,
     Storage,
     Topic,
@@ -512,6 +514,23 @@ def test_removing_a_customer_first_fires_what_fell_due_before_the_call(storage: 
         ("drip", "removed", "account closed", T0 + DAY + HOUR),
         ("short", "expired", "max lifetime", T0 + DAY),
     ]
+
+
+def test_removing_a_customer_never_seen_makes_no_record_and_sends_nothing(
+    storage: Storage
+) -> None:
+    """A removal finds the customer's enrollments: for a customer never seen there are none,
+    and what a new customer would enter (a segment that holds for a missing attribute) is not
+    entered."""
+    host = Host(storage)
+    host.engine.publish(
+        content=[note()], segments=[Segment("not_vip", attr("vip") != True)],  # noqa: E712
+        journeys=[Journey("welcome", trigger=SegmentTrigger("not_vip"), entry="mail",
+                          steps={"mail": Send("note", "email")})],
+    )
+    out = host.engine.remove_from_journey("ghost")
+    assert out.nothing_happened and host.sent() == []
+    assert host.engine.customer_state("ghost") is None
 
 # === docs/getting-started.md =====================================================================
 
