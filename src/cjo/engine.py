@@ -83,7 +83,7 @@ from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
-from cjo.runtime.state import Activity, CustomerState, Enrollment
+from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
 from cjo.scheduling import mark_schedules, run_schedules
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
@@ -1338,22 +1338,21 @@ class Engine:
         state = self.storage.peek(customer_id)
         if state is None or state.profile is None:
             return None
-        p = state.profile
         # A copy for the host: mutating it must not change what is stored.
-        return Profile(p.customer_id, dict(p.attributes), p.timezone, p.locale)
+        return detached(state.profile)
 
     def enrollments(self, customer_id: str) -> list[Enrollment]:
         """The customer's active enrollments and the last ``keep_ended`` that ended, oldest
         entry first (copies)."""
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
-        return [] if state is None else state.all_enrollments()
+        return [] if state is None else detached(state.all_enrollments())
 
     def customer_state(self, customer_id: str) -> CustomerState | None:
         """The customer's whole record as last committed (a copy)."""
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
-        return None if state is None else state.copy()
+        return None if state is None else detached(state)
 
     def in_segment(self, customer_id: str, segment_id: str) -> bool:
         """Whether the customer is in the segment now (by the clock): evaluated on their

@@ -21,12 +21,14 @@ from cjo import (
     InactivityTrigger,
     Journey,
     ManualClock,
+    Profile,
     RecordingChannel,
     ReentryPolicy,
     Send,
     Variant,
     Wait,
     WaitForEvent,
+    attr,
     ctx,
     prop,
 )
@@ -380,3 +382,34 @@ def test_hostile_input_is_refused_alike_and_stores_nothing(storage_factory: Fact
             engine.publish(journeys=[journey])
     assert engine.generation == generation
     assert Engine(storage_factory(), clock=clock).definitions == engine.definitions
+
+
+def test_what_the_queries_return_is_the_hosts_to_change(storage_factory: Factory) -> None:
+    """``customer_state``, ``profile`` and ``enrollments`` return copies: changing one, down to
+    a list inside an attribute or the context, changes nothing stored, decided or read back."""
+    email = RecordingChannel()
+    engine = Engine(storage_factory(), {"email": email}, ManualClock(T0))
+    engine.publish(content=[_note("hi")], journeys=[Journey(
+        "pro", trigger=EventTrigger("go"), audience=attr("plan") == "pro", entry="w",
+        steps={"w": Wait(DAY, next="m"), "m": Send("note", "email")},
+    )])
+    engine.identify("ann", {"plan": "pro", "tags": ["a"]})
+    engine.handle_event(_event("go", "ann", T0, "g1", plan="pro", items=[1]))
+    state = engine.customer_state("ann")
+    assert state is not None
+    state.profile.attributes["plan"] = "free"  # type: ignore[index]
+    state.profile.attributes["tags"].append("b")
+    state.enrollments[0].context["items"].append(2)
+    profile = engine.profile("ann")
+    assert profile is not None
+    profile.attributes["tags"].append("c")
+    engine.enrollments("ann")[0].context["items"].append(3)
+
+    assert engine.profile("ann") == Profile("ann", {"plan": "pro", "tags": ["a"]})
+    assert [e.context for e in engine.enrollments("ann")] == [{"plan": "pro", "items": [1]}]
+    engine.identify("ann", {"seen": True})  # a write after the changes keeps none of them
+    fresh = storage_factory()  # another handle on the same data reads what was stored
+    stored = fresh.peek("ann")
+    assert stored is not None and stored.profile is not None
+    assert stored.profile.attributes == {"plan": "pro", "tags": ["a"], "seen": True}
+    assert stored.enrollments[0].context == {"plan": "pro", "items": [1]}

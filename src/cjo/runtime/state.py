@@ -7,6 +7,7 @@ whole, with the transaction's effects (outbox messages and activity-log entries)
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, overload
@@ -33,8 +34,11 @@ __all__ = [
     "LedgerEntry",
     "OfferHistory",
     "Track",
+    "detached",
     "merge_attributes",
 ]
+
+_V = TypeVar("_V")
 
 #: How an enrollment ends; each is also the kind of the activity-log entry that ends it.
 EndStatus = Literal["completed", "exited", "converted", "expired", "removed", "ejected", "merged"]
@@ -271,6 +275,15 @@ class _SharedEmptyList(list[Any]):
 
 NO_ITEMS: dict[Any, Any] = _SharedEmptyDict()
 NO_ENTRIES: list[Any] = _SharedEmptyList()
+
+
+def detached(value: _V) -> _V:
+    """A copy of (part of) a record for the host, sharing nothing with what storage keeps,
+    down to the lists and dicts inside attributes and contexts: ``copy`` methods copy only the
+    containers the core changes in place, and a cached or kept record must not change with
+    what a host does to its copy. The shared empty containers stay shared (they refuse
+    writes)."""
+    return copy.deepcopy(value, {id(NO_ITEMS): NO_ITEMS, id(NO_ENTRIES): NO_ENTRIES})
 
 
 def _own_dict(value: dict[Any, Any]) -> dict[Any, Any]:
