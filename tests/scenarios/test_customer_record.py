@@ -24,8 +24,10 @@ from cjo import (
     Profile,
     RecordingChannel,
     ReentryPolicy,
+    Segment,
     Send,
     Variant,
+    VersionChange,
     Wait,
     WaitForEvent,
     attr,
@@ -413,3 +415,37 @@ def test_what_the_queries_return_is_the_hosts_to_change(storage_factory: Factory
     assert stored is not None and stored.profile is not None
     assert stored.profile.attributes == {"plan": "pro", "tags": ["a"], "seen": True}
     assert stored.enrollments[0].context == {"plan": "pro", "items": [1]}
+
+
+def test_a_published_version_does_not_change_with_the_objects_it_was_published_from(
+    storage_factory: Factory,
+) -> None:
+    """"A published version cannot be changed": not by editing the dict its steps were given
+    in (to build the next version from it), nor what ``engine.definitions`` returned, nor the
+    map a migration was given."""
+    content = [ContentItem(c, variants=(Variant("email", {"subject": c, "text": c}),))
+               for c in ("old", "new", "other")]
+    email = RecordingChannel()
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), {"email": email}, clock)
+    steps: dict[str, Any] = {"w": Wait(DAY, next="m"), "m": Send("old", "email")}
+    engine.publish(content=content, journeys=[
+        Journey("j", version=1, trigger=EventTrigger("go"), entry="w", steps=steps)])
+    engine.handle_event(_event("go", "ann", T0, "g1"))
+    steps["m"] = Send("new", "email")  # the next version, built from the same dict
+    mapping = {"w": "w", "m": "m"}
+    engine.publish(running={"j": VersionChange.migrate(mapping)}, journeys=[
+        Journey("j", version=2, trigger=EventTrigger("go"), entry="w", steps=steps)])
+    mapping["m"] = "w"
+    engine.handle_event(_event("go", "bob", T0, "g2"))
+    v2 = engine.definitions.journeys[1]
+    v2.steps["m"] = Send("other", "email")  # type: ignore[index]
+    engine.publish(segments=[Segment("vip", attr("vip") == True)])  # noqa: E712
+    clock.advance(2 * DAY)
+    engine.run_due()
+    assert sorted((m.customer_id, m.journey_version, m.content_id) for m in email.messages) == [
+        ("ann", 2, "new"), ("bob", 2, "new")]
+    for definitions in (engine.definitions, Engine(storage_factory()).definitions):
+        assert [(j.version, j.steps["m"]) for j in definitions.journeys] == [
+            (1, Send("old", "email")), (2, Send("new", "email"))]
+        assert [c.steps for c in definitions.version_changes] == [{"w": "w", "m": "m"}]

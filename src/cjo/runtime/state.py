@@ -278,11 +278,11 @@ NO_ENTRIES: list[Any] = _SharedEmptyList()
 
 
 def detached(value: _V) -> _V:
-    """A copy of (part of) a record for the host, sharing nothing with what storage keeps,
-    down to the lists and dicts inside attributes and contexts: ``copy`` methods copy only the
-    containers the core changes in place, and a cached or kept record must not change with
-    what a host does to its copy. The shared empty containers stay shared (they refuse
-    writes)."""
+    """A copy sharing nothing with ``value``, down to the lists and dicts inside it: for what
+    passes between the host and what the engine keeps (records, published definitions), so
+    that neither changes with what the other does to its objects (``copy`` methods copy only
+    the containers the core changes in place). The shared empty containers stay shared (they
+    refuse writes)."""
     return copy.deepcopy(value, {id(NO_ITEMS): NO_ITEMS, id(NO_ENTRIES): NO_ENTRIES})
 
 
