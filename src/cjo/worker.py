@@ -91,15 +91,16 @@ def run_worker(
         stats.iterations += 1
         try:
             outcome = engine.run_due()
+            # Counted before dispatching: what run_due committed stays done if dispatch fails.
+            stats.steps += len(outcome.steps)
+            stats.messages += len(outcome.messages)
+            stats.ended += len(outcome.ended)
             dispatched = engine.dispatch_pending()
         except StorageError:
             log.warning("cjo worker pass failed; retrying in %ss", poll_interval, exc_info=True)
             stats.errors += 1
             busy = False
         else:
-            stats.steps += len(outcome.steps)
-            stats.messages += len(outcome.messages)
-            stats.ended += len(outcome.ended)
             stats.dispatched += dispatched
             busy = dispatched > 0 or not outcome.nothing_happened
         if busy:

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ from cjo import (
     Wait,
 )
 from cjo.errors import ConflictError, UsageError
+from cjo.storage.base import Storage
 from cjo.worker import WorkerStats, run_worker
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
@@ -202,3 +204,40 @@ def test_worker_threads_share_a_postgres_database(postgres_dsn: str, postgres_sc
     finally:
         for s in storages:
             s.close()
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_a_pass_whose_dispatch_fails_still_counts_the_wake_ups_it_fired(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wake-ups committed (and their messages sent) before the pass's dispatch failed."""
+    storage: Storage
+    if kind == "memory":
+        storage = InMemoryStorage()
+    elif kind == "sqlite":
+        from cjo.storage.sqlite import SQLiteStorage
+
+        storage = SQLiteStorage(tmp_path / "cjo.db")
+    else:
+        from cjo.storage.postgres import PostgresStorage
+
+        storage = PostgresStorage(
+            request.getfixturevalue("postgres_dsn"),
+            schema=request.getfixturevalue("postgres_schema"),
+        )
+    try:
+        clock = ManualClock(T0)
+        channel = RecordingChannel()
+        engine = engine_on(storage, clock, channel)
+        sign_up(engine, 2)
+        clock.advance(hours=1)
+
+        def busy(*args: object, **kwargs: object) -> list[Message]:
+            raise ConflictError("busy")
+
+        monkeypatch.setattr(storage, "claim_outbox", busy)
+        stats = run_worker(engine, poll_interval=0, max_iterations=1)
+        assert len(channel.messages) == 2  # sent inline by run_due, before the failure
+        assert stats == WorkerStats(iterations=1, steps=2, messages=2, ended=2, errors=1)
+    finally:
+        storage.close()
