@@ -74,6 +74,11 @@ def run_worker(
         or not 0 <= poll_interval < math.inf  # refuses NaN too
     ):
         raise UsageError(f"poll_interval must be >= 0 (a number of seconds), got {poll_interval!r}")
+    if poll_interval > threading.TIMEOUT_MAX:  # the longest wait threading.Event can do
+        raise UsageError(
+            f"poll_interval must be at most {threading.TIMEOUT_MAX:.0f} seconds, "
+            f"got {poll_interval!r}"
+        )
     if max_iterations is not None and (
         isinstance(max_iterations, bool) or not isinstance(max_iterations, int)
         or max_iterations < 0

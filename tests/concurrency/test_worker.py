@@ -241,3 +241,14 @@ def test_a_pass_whose_dispatch_fails_still_counts_the_wake_ups_it_fired(
         assert stats == WorkerStats(iterations=1, steps=2, messages=2, ended=2, errors=1)
     finally:
         storage.close()
+
+
+def test_a_poll_interval_too_long_to_wait_is_refused_before_any_pass() -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = engine_on(None, clock, channel)
+    sign_up(engine, 1)
+    clock.advance(hours=1)
+    with pytest.raises(UsageError, match="poll_interval must be at most 9223372036 seconds"):
+        run_worker(engine, poll_interval=1e10, max_iterations=2)
+    assert channel.messages == []  # refused before the first pass
