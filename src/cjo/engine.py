@@ -999,8 +999,9 @@ class Engine:
         discarded dead letters, the activity log); dead letters stay until retried or
         discarded. ``run_due`` does this at most once per ``prune_every``."""
         now = ensure_aware(now, "now") if now is not None else self._now()
-        self._last_prune = now
-        return self.storage.prune(now, self.retention)
+        result = self.storage.prune(now, self.retention)
+        self._last_prune = now  # after it: a prune that failed is due again at the next pass
+        return result
 
     def _maybe_prune(self, now: datetime) -> None:
         if self._last_prune is None:
