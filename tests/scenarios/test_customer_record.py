@@ -417,6 +417,46 @@ def test_what_the_queries_return_is_the_hosts_to_change(storage_factory: Factory
     assert stored.enrollments[0].context == {"plan": "pro", "items": [1]}
 
 
+def test_what_the_host_hands_in_is_copied_down_to_nested_values(
+    storage_factory: Factory,
+) -> None:
+    """An event's properties, a profile's attributes and a start's context are the host's
+    objects: changing a list or dict inside one after the call changes nothing kept (the
+    enrollment's context, what a wait received, the profile), on any storage."""
+    engine = Engine(storage_factory(), {"email": RecordingChannel()}, ManualClock(T0))
+    engine.publish(content=[_note("hi")], journeys=[
+        Journey("cart", trigger=EventTrigger("carted"), entry="w", steps={
+            "w": WaitForEvent("paid", timeout=DAY, on_event="m", on_timeout="m"),
+            "m": Send("note", "email", next="rest"), "rest": Wait(DAY)}),
+        Journey("manual", entry="rest", steps={"rest": Wait(DAY)}),
+    ])
+    carted = _event("carted", "ann", T0, "c1", items=[{"sku": "a"}])
+    engine.handle_event(carted)
+    paid = _event("paid", "ann", T0, "p1", lines={"a": [1]})
+    engine.handle_event(paid)
+    attributes: dict[str, Any] = {"tags": ["vip"], "address": {"city": "Oslo"}}
+    engine.identify("ann", attributes)
+    context: dict[str, Any] = {"basket": ["x"]}
+    engine.start_journey("manual", "ann", context)
+
+    carted.properties["items"][0]["sku"] = "changed"
+    carted.properties["items"].append("more")
+    paid.properties["lines"]["a"].append(2)
+    attributes["tags"].append("changed")
+    attributes["address"]["city"] = "changed"
+    context["basket"].append("changed")
+
+    for storage in (engine.storage, storage_factory()):
+        stored = storage.peek("ann")
+        assert stored is not None and stored.profile is not None
+        assert stored.profile.attributes == {"tags": ["vip"], "address": {"city": "Oslo"}}
+        contexts = {e.journey_id: e.context for e in stored.enrollments}
+        assert contexts == {
+            "cart": {"items": [{"sku": "a"}], "received": {"paid": {"lines": {"a": [1]}}}},
+            "manual": {"basket": ["x"]},
+        }
+
+
 def test_a_published_version_does_not_change_with_the_objects_it_was_published_from(
     storage_factory: Factory,
 ) -> None:

@@ -54,6 +54,7 @@ from cjo.runtime.state import (
     Enrollment,
     EntryHistory,
     merge_attributes,
+    own_values,
 )
 from cjo.segments.membership import SEGMENT_TIMER
 from cjo.timezones import customer_zone
@@ -750,7 +751,7 @@ class Decider:
                     NotEntered(cj.journey.id, self.customer_id, reason, now)
                 )
                 return None
-        return self._enter(cj, key, dict(data), trigger_event_id, now)
+        return self._enter(cj, key, own_values(data), trigger_event_id, now)
 
     def _arbitrate(self, cj: CompiledJourney, now: datetime) -> str | None:
         """What keeps the customer out of ``cj`` at ``now`` across journeys, if anything.

@@ -286,6 +286,17 @@ def detached(value: _V) -> _V:
     return copy.deepcopy(value, {id(NO_ITEMS): NO_ITEMS, id(NO_ENTRIES): NO_ENTRIES})
 
 
+def own_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` (an input's properties, a profile's attributes) as a dict of the engine's
+    own, the lists and dicts inside it copied too: the host may change its objects after the
+    call, and what is kept must not change with them. Scalars are shared (immutable)."""
+    out = dict(values)
+    for name, value in out.items():
+        if type(value) is list or type(value) is dict:
+            out[name] = detached(value)
+    return out
+
+
 def _own_dict(value: dict[Any, Any]) -> dict[Any, Any]:
     """A copy of ``value`` for a copied record (the shared empty one stays shared)."""
     return value if value is NO_ITEMS else dict(value)
@@ -799,7 +810,7 @@ class Activity:
 def merge_attributes(current: Mapping[str, Any], set_: Mapping[str, Any],
                      unset: tuple[str, ...] = ()) -> dict[str, Any]:
     merged = dict(current)
-    merged.update(set_)
+    merged.update(own_values(set_))
     for name in unset:
         merged.pop(name, None)
     return merged

@@ -10,6 +10,7 @@ from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
 from cjo.model.steps import Wait, WaitForEvent
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
+from cjo.runtime.state import own_values
 
 if TYPE_CHECKING:
     from cjo.model.events import Event
@@ -102,6 +103,6 @@ class WaitForEventKind(StepKind[WaitForEvent]):
         received = e.context.get(RECEIVED)
         if not isinstance(received, dict):
             received = e.context[RECEIVED] = {}
-        received[event.name] = dict(event.properties)
+        received[event.name] = own_values(event.properties)
         d.activity(e, "event_received", event.name, at)
         return step.on_event
