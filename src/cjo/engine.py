@@ -1004,9 +1004,9 @@ class Engine:
         return result
 
     def _maybe_prune(self, now: datetime) -> None:
-        if self._last_prune is None:
-            self._last_prune = now  # the first pass of a process starts the interval
-        elif now - self._last_prune >= self.prune_every:
+        # The first pass of an engine prunes too: a process that lives for one pass (a job
+        # run from cron) would otherwise never prune, and storage would grow for ever.
+        if self._last_prune is None or now - self._last_prune >= self.prune_every:
             self.prune(now)
 
     # --- delivery ----------------------------------------------------------------------------

@@ -6,9 +6,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cjo import Engine, ManualClock, Retention
+from cjo import (
+    ContentItem,
+    Engine,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Retention,
+    Send,
+    Variant,
+)
 from cjo.errors import ConflictError
 from cjo.storage.base import Storage
+from tests.helpers import Factory
+from tests.helpers import event_with_id as _event
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 
@@ -18,7 +30,7 @@ def test_a_prune_that_failed_is_tried_again_by_the_next_pass(
 ) -> None:
     clock = ManualClock(T0)
     engine = Engine(storage, clock=clock, retention=Retention(), prune_every=timedelta(hours=1))
-    engine.run_due()  # the first pass starts the interval
+    engine.run_due()  # the first pass prunes, and starts the interval
     pruned: list[datetime] = []
     real_prune = storage.prune
 
@@ -38,3 +50,26 @@ def test_a_prune_that_failed_is_tried_again_by_the_next_pass(
     clock.advance(minutes=30)
     engine.run_due()  # an hour is timed from the prune that succeeded
     assert len(pruned) == 2
+
+
+def test_a_process_that_lives_for_one_pass_prunes(storage_factory: Factory) -> None:
+    """A job that builds an engine and calls ``run_due`` once (from cron, say) keeps storage
+    bounded: an engine's first pass prunes what is past retention."""
+    clock = ManualClock(T0)
+    week = timedelta(days=7)
+    retention = Retention(event_ids=week, outbox=week, activity=week)
+    note = ContentItem("note", variants=(Variant("email", {"subject": "Hi", "text": "Hi"}),))
+    web = Engine(storage_factory(), {"email": RecordingChannel()}, clock, retention=retention)
+    web.publish(content=[note], journeys=[
+        Journey("hello", trigger=EventTrigger("signed_up"), entry="m",
+                steps={"m": Send("note", "email")})])
+    web.handle_event(_event("signed_up", "ann", T0, "s1"))
+    assert web.activities(T0, T0 + week)
+    for day in (8, 9):  # a job each night, each its own process and engine
+        clock.set(T0 + timedelta(days=day))
+        job = Engine(storage_factory(), {"email": RecordingChannel()}, clock,
+                     retention=retention)
+        job.run_due()
+    assert job.activities(T0, T0 + week) == []
+    left = job.prune()  # the event id, the message and the log: gone already
+    assert (left.event_ids, left.outbox, left.activity) == (0, 0, 0)
