@@ -791,7 +791,8 @@ class Engine:
             known = self._decider(sessions[known_id], registry, now, outcome=builder)
             anonymous = self._decider(sessions[anonymous_id], registry, now, create=False,
                                       outcome=builder)
-            if anonymous.state.revision >= 0:  # a stored record: something to merge
+            merging = anonymous.state.revision >= 0  # a stored record: something to merge
+            if merging:
                 anonymous.catch_up(now)
                 known.catch_up(now, settle=False)
                 merge_into(known, anonymous, now)
@@ -803,6 +804,16 @@ class Engine:
             known.update_profile(update, now)
             self._save(sessions[anonymous_id], anonymous)
             self._save(sessions[known_id], known)
+        if merging:
+            # The anonymous record is emptied, so its messages still to send would be judged
+            # on no consent at all: they are judged now on the merged record, the person's.
+            waiting = [e.message for e in self.storage.customer_outbox(anonymous_id)
+                       if e.status == "pending"]
+            kept = self._withhold(waiting, registry, now, {anonymous_id: known.state}, builder)
+            if len(kept) < len(waiting):  # those its catch-up just wrote are not sent either
+                keys = {m.idempotency_key for m in kept}
+                anonymous.messages = [m for m in anonymous.messages
+                                      if m.idempotency_key in keys]
         self._finish([known, anonymous], now, builder)
         return builder.build()
 
