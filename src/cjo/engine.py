@@ -805,10 +805,11 @@ class Engine:
             self._save(sessions[anonymous_id], anonymous)
             self._save(sessions[known_id], known)
         if merging:
-            # The anonymous record is emptied, so its messages still to send would be judged
-            # on no consent at all: they are judged now on the merged record, the person's.
+            # The anonymous record is emptied, so its messages still to send (a dead letter
+            # once retried) would be judged on no consent at all: they are judged now on the
+            # merged record, the person's.
             waiting = [e.message for e in self.storage.customer_outbox(anonymous_id)
-                       if e.status == "pending"]
+                       if e.status in ("pending", "dead")]
             kept = self._withhold(waiting, registry, now, {anonymous_id: known.state}, builder)
             if len(kept) < len(waiting):  # those its catch-up just wrote are not sent either
                 keys = {m.idempotency_key for m in kept}

@@ -12,6 +12,7 @@ import pytest
 from cjo import (
     AttributeTrigger,
     ContentItem,
+    DeliveryResult,
     Engine,
     Event,
     FrequencyCap,
@@ -431,6 +432,41 @@ def test_a_send_the_anonymous_catch_up_makes_at_the_merge_is_judged_on_the_merge
     outcome = host.engine.identify("c1", anonymous_id="anon-1")
     assert host.sent() == []
     assert list(outcome.delivery.values()) == ["discarded"]
+
+
+def test_a_merge_discards_an_anonymous_dead_letter_the_merged_consent_stops(
+    storage_factory: Factory,
+) -> None:
+    class Refusing(RecordingChannel):
+        refuse = True
+
+        def send(self, message: Any) -> DeliveryResult:
+            if self.refuse:
+                return DeliveryResult.permanent("rejected", unreachable=False)
+            return super().send(message)
+
+    clock = ManualClock(T0)
+    channel = Refusing()
+    engine = Engine(storage_factory(), channels={"inbox": channel}, clock=clock)
+    engine.publish(content=[NOTE], journeys=[
+        Journey(id="news", trigger=EventTrigger("viewed"), entry="mail",
+                steps={"mail": Send("note", "inbox")}),
+    ])
+    engine.handle_event(Event(customer_id="anon-1", name="viewed", timestamp=clock.now(),
+                              event_id="e1"))
+    [dead] = engine.dead_letters()
+    clock.advance(HOUR)
+    engine.set_consent("c1", subscribed=False)
+    engine.identify("c1", anonymous_id="anon-1")
+
+    # Retried, it would have been judged on the emptied anonymous record and gone out.
+    channel.refuse = False
+    engine.retry_dead_letter(dead.message.idempotency_key)
+    engine.dispatch_pending()
+    assert channel.messages == []
+    assert engine.dead_letters() == []
+    assert [a.detail for a in engine.activities(T0, T0 + DAY, customer_id="anon-1")
+            if a.kind == "withheld"] == ["unsubscribed from marketing on inbox"]
 
 
 def test_the_send_ledger_combines_so_caps_count_both(storage_factory: Factory) -> None:
