@@ -116,6 +116,10 @@ _PUBLISH_ATTEMPTS = 10
 #: removal reason, the anonymous log entry keeps the status, not the reason.
 ERASED_REASON = "erased"
 
+#: Why an anonymous customer's message withheld at an identity merge did not go out, as its
+#: outbox entry says: the known customer's reason is logged on them alone.
+_MERGED_REASON = "merged into a known customer"
+
 DispatchMode = Literal["inline", "deferred"]
 
 
@@ -810,7 +814,8 @@ class Engine:
             # merged record, the person's.
             waiting = [e.message for e in self.storage.customer_outbox(anonymous_id)
                        if e.status in ("pending", "dead")]
-            kept = self._withhold(waiting, registry, now, {anonymous_id: known.state}, builder)
+            kept = self._withhold(waiting, registry, now, {anonymous_id: known.state}, builder,
+                                  merged_into=known_id)
             if len(kept) < len(waiting):  # those its catch-up just wrote are not sent either
                 keys = {m.idempotency_key for m in kept}
                 anonymous.messages = [m for m in anonymous.messages
@@ -1070,13 +1075,17 @@ class Engine:
     def _withhold(
         self, messages: list[Message], registry: Registry, now: datetime,
         states: Mapping[str, CustomerState] | None = None,
-        outcome: OutcomeBuilder | None = None,
+        outcome: OutcomeBuilder | None = None, merged_into: str | None = None,
     ) -> list[Message]:
         """The messages that may still go out, judged on ``states`` (default: one read of
         their customers' records; a customer not in it is not judged); the others are
         discarded in the outbox (so reported in ``outcome``, if given) and logged as
         ``withheld`` (detail: why). Without ``states``, the messages of a customer erased
-        since they were claimed are dropped: they went from the outbox with the customer."""
+        since they were claimed are dropped: they went from the outbox with the customer.
+
+        ``merged_into``: the messages are an anonymous customer's, judged on the record of the
+        known customer they were merged into; why is logged on that customer only, so the
+        anonymous customer's data keeps none of theirs (a block reason may hold an address)."""
         if states is None:
             states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
             # Left out: an erased customer, or one whose record cannot be decoded (not judged).
@@ -1100,8 +1109,10 @@ class Engine:
         if not stopped:
             return kept
         self.storage.complete_outbox_many([
-            Delivery(m.idempotency_key, DeliveryResult.permanent(f"withheld: {reason}",
-                                                                 unreachable=False))
+            Delivery(m.idempotency_key, DeliveryResult.permanent(
+                f"withheld: {_MERGED_REASON if merged_into is not None else reason}",
+                unreachable=False,
+            ))
             for found in stopped.values() for m, reason in found
         ], now)
         for customer_id, found in stopped.items():
@@ -1111,7 +1122,7 @@ class Engine:
                 self.storage.discard_dead_letter(message.idempotency_key, now)
                 if outcome is not None:
                     outcome.delivery[message.idempotency_key] = "discarded"
-            self._log_withheld(customer_id, found, now)
+            self._log_withheld(merged_into or customer_id, found, now)
         return kept
 
     def _without_erased(self, messages: list[Message], customer_ids: set[str]) -> list[Message]:

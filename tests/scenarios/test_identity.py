@@ -412,9 +412,13 @@ def test_a_merge_withholds_the_anonymous_messages_still_to_send_that_consent_sto
     # does not go out because the record it was written for was emptied.
     sent = [m.journey_id for m in channel.messages]
     assert sent == ([] if said == "anonymous blocked" else ["receipt"])
-    withheld = [a.journey_id for a in engine.activities(T0, T0 + DAY, customer_id="anon-1")
+    # Logged on the known customer, whose record decided it; the anonymous customer's data
+    # keeps none of their reasons (erasing the known customer must leave none there).
+    withheld = [a.journey_id for a in engine.activities(T0, T0 + DAY, customer_id="c1")
                 if a.kind == "withheld"]
     assert withheld == (["news", "receipt"] if said == "anonymous blocked" else ["news"])
+    assert {e.last_error for e in engine.storage.customer_outbox("anon-1")
+            if e.status == "discarded"} == {"withheld: merged into a known customer"}
 
 
 def test_a_send_the_anonymous_catch_up_makes_at_the_merge_is_judged_on_the_merged_consent(
@@ -465,7 +469,7 @@ def test_a_merge_discards_an_anonymous_dead_letter_the_merged_consent_stops(
     engine.dispatch_pending()
     assert channel.messages == []
     assert engine.dead_letters() == []
-    assert [a.detail for a in engine.activities(T0, T0 + DAY, customer_id="anon-1")
+    assert [a.detail for a in engine.activities(T0, T0 + DAY, customer_id="c1")
             if a.kind == "withheld"] == ["unsubscribed from marketing on inbox"]
 
 
