@@ -27,6 +27,7 @@ from cjo.validation import duplicate_ids
 __all__ = [
     "activity_window",
     "attribute_names",
+    "callable_or_none",
     "check_channels",
     "check_consent",
     "check_decision_options",
@@ -136,6 +137,13 @@ def count(value: object, what: str, least: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
         raise UsageError(f"{what} must be an int >= {least}, got {given(value)}")
     return value
+
+
+def callable_or_none(value: object, what: str) -> None:
+    """``UsageError`` unless ``value`` is None or callable (a callback such as ``progress``),
+    before any work: a bad one found after the first batch would stop the call midway."""
+    if value is not None and not callable(value):
+        raise UsageError(f"{what} must be callable (or None), got {type(value).__name__}")
 
 
 def _check_storage(storage: object) -> None:

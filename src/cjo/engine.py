@@ -116,6 +116,10 @@ _PUBLISH_ATTEMPTS = 10
 #: removal reason, the anonymous log entry keeps the status, not the reason.
 ERASED_REASON = "erased"
 
+#: Why an anonymous customer's message withheld at an identity merge did not go out, as its
+#: outbox entry says: the known customer's reason is logged on them alone.
+_MERGED_REASON = "merged into a known customer"
+
 DispatchMode = Literal["inline", "deferred"]
 
 
@@ -795,7 +799,8 @@ class Engine:
             known = self._decider(sessions[known_id], registry, now, outcome=builder)
             anonymous = self._decider(sessions[anonymous_id], registry, now, create=False,
                                       outcome=builder)
-            if anonymous.state.revision >= 0:  # a stored record: something to merge
+            merging = anonymous.state.revision >= 0  # a stored record: something to merge
+            if merging:
                 anonymous.catch_up(now)
                 known.catch_up(now, settle=False)
                 merge_into(known, anonymous, now)
@@ -807,6 +812,18 @@ class Engine:
             known.update_profile(update, now)
             self._save(sessions[anonymous_id], anonymous)
             self._save(sessions[known_id], known)
+        if merging:
+            # The anonymous record is emptied, so its messages still to send (a dead letter
+            # once retried) would be judged on no consent at all: they are judged now on the
+            # merged record, the person's.
+            waiting = [e.message for e in self.storage.customer_outbox(anonymous_id)
+                       if e.status in ("pending", "dead")]
+            kept = self._withhold(waiting, registry, now, {anonymous_id: known.state}, builder,
+                                  merged_into=known_id)
+            if len(kept) < len(waiting):  # those its catch-up just wrote are not sent either
+                keys = {m.idempotency_key for m in kept}
+                anonymous.messages = [m for m in anonymous.messages
+                                      if m.idempotency_key in keys]
         self._finish([known, anonymous], now, builder)
         return builder.build()
 
@@ -1071,13 +1088,17 @@ class Engine:
     def _withhold(
         self, messages: list[Message], registry: Registry, now: datetime,
         states: Mapping[str, CustomerState] | None = None,
-        outcome: OutcomeBuilder | None = None,
+        outcome: OutcomeBuilder | None = None, merged_into: str | None = None,
     ) -> list[Message]:
         """The messages that may still go out, judged on ``states`` (default: one read of
         their customers' records; a customer not in it is not judged); the others are
         discarded in the outbox (so reported in ``outcome``, if given) and logged as
         ``withheld`` (detail: why). Without ``states``, the messages of a customer erased
-        since they were claimed are dropped: they went from the outbox with the customer."""
+        since they were claimed are dropped: they went from the outbox with the customer.
+
+        ``merged_into``: the messages are an anonymous customer's, judged on the record of the
+        known customer they were merged into; why is logged on that customer only, so the
+        anonymous customer's data keeps none of theirs (a block reason may hold an address)."""
         if states is None:
             states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
             # Left out: an erased customer, or one whose record cannot be decoded (not judged).
@@ -1101,8 +1122,10 @@ class Engine:
         if not stopped:
             return kept
         self.storage.complete_outbox_many([
-            Delivery(m.idempotency_key, DeliveryResult.permanent(f"withheld: {reason}",
-                                                                 unreachable=False))
+            Delivery(m.idempotency_key, DeliveryResult.permanent(
+                f"withheld: {_MERGED_REASON if merged_into is not None else reason}",
+                unreachable=False,
+            ))
             for found in stopped.values() for m, reason in found
         ], now)
         for customer_id, found in stopped.items():
@@ -1112,7 +1135,7 @@ class Engine:
                 self.storage.discard_dead_letter(message.idempotency_key, now)
                 if outcome is not None:
                     outcome.delivery[message.idempotency_key] = "discarded"
-            self._log_withheld(customer_id, found, now)
+            self._log_withheld(merged_into or customer_id, found, now)
         return kept
 
     def _without_erased(self, messages: list[Message], customer_ids: set[str]) -> list[Message]:

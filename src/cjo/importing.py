@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from cjo.arguments import count
+from cjo.arguments import callable_or_none, count
 from cjo.errors import InvalidEventError, UsageError
 from cjo.model.events import ProfileUpdate
 
@@ -76,6 +76,7 @@ def import_profiles(
     """Check each record and import the good ones: each ``batch_size`` records read, the good
     ones among them are one transaction, and ``progress`` then gets the running totals."""
     count(batch_size, "batch_size")
+    callable_or_none(progress, "progress")
     # A str or a mapping is iterable too, but a record per character or key is never meant.
     if isinstance(records, str | bytes | Mapping) or not isinstance(records, Iterable):
         raise UsageError(

@@ -25,7 +25,7 @@ from typing import TypedDict, Unpack
 import attrs
 
 from cjo.analytics.report import JourneyReport, format_table, journey_report
-from cjo.arguments import flag
+from cjo.arguments import callable_or_none, flag
 from cjo.channels.actions import ActionFunction
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
@@ -288,8 +288,7 @@ def backtest(
             f"{', '.join(sorted(BacktestOptions.__optional_keys__))} (those that change what is "
             "decided or delivered)"
         )
-    if progress is not None and not callable(progress):
-        raise UsageError(f"progress must be callable (or None), got {type(progress).__name__}")
+    callable_or_none(progress, "progress")
     if isinstance(progress_every, bool) or not isinstance(progress_every, int) or (
         progress_every < 1
     ):

@@ -12,6 +12,7 @@ import pytest
 from cjo import (
     AttributeTrigger,
     ContentItem,
+    DeliveryResult,
     Engine,
     Event,
     FrequencyCap,
@@ -377,6 +378,99 @@ def test_the_most_recent_consent_statement_wins_and_blocks_stay(
     assert state is not None
     assert state.consent == {("news", "*"): (False, T0 + HOUR), ("tips", "*"): (False, T0 + HOUR)}
     assert state.blocked == {"inbox": "STOP"}
+
+
+@pytest.mark.parametrize("said", ["anonymous unsubscribed", "anonymous blocked",
+                                  "known unsubscribed"])
+def test_a_merge_withholds_the_anonymous_messages_still_to_send_that_consent_stops(
+    storage_factory: Factory, said: str,
+) -> None:
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"inbox": channel}, clock=clock,
+                    dispatch="deferred")
+    engine.publish(content=[NOTE], topics=[Topic("news")], journeys=[
+        Journey(id="news", trigger=EventTrigger("viewed"), entry="mail",
+                steps={"mail": Send("note", "inbox", topic="news")}),
+        Journey(id="receipt", trigger=EventTrigger("bought"), entry="mail",
+                steps={"mail": Send("note", "inbox", transactional=True)}),
+    ])
+    for n, name in enumerate(["viewed", "bought"]):
+        engine.handle_event(Event(customer_id="anon-1", name=name, timestamp=clock.now(),
+                                  event_id=f"e{n}"))
+    clock.advance(HOUR)  # after the messages were written
+    if said == "anonymous unsubscribed":
+        engine.set_consent("anon-1", subscribed=False)
+    elif said == "anonymous blocked":
+        engine.block_channel("anon-1", "inbox", "STOP")
+    else:
+        engine.set_consent("c1", subscribed=False)
+    engine.identify("c1", anonymous_id="anon-1")
+
+    engine.dispatch_pending()
+    # The merged record holds the person's consent: a message that may no longer go out
+    # does not go out because the record it was written for was emptied.
+    sent = [m.journey_id for m in channel.messages]
+    assert sent == ([] if said == "anonymous blocked" else ["receipt"])
+    # Logged on the known customer, whose record decided it; the anonymous customer's data
+    # keeps none of their reasons (erasing the known customer must leave none there).
+    withheld = [a.journey_id for a in engine.activities(T0, T0 + DAY, customer_id="c1")
+                if a.kind == "withheld"]
+    assert withheld == (["news", "receipt"] if said == "anonymous blocked" else ["news"])
+    assert {e.last_error for e in engine.storage.customer_outbox("anon-1")
+            if e.status == "discarded"} == {"withheld: merged into a known customer"}
+
+
+def test_a_send_the_anonymous_catch_up_makes_at_the_merge_is_judged_on_the_merged_consent(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, topics=[Topic("news")], journeys=[
+        Journey(id="news", trigger=EventTrigger("viewed"), entry="wait",
+                steps={"wait": Wait(DAY, next="mail"), "mail": Send("note", "inbox",
+                                                                       topic="news")}),
+    ])
+    host.event("viewed", "anon-1")
+    host.clock.advance(HOUR)
+    host.engine.set_consent("c1", subscribed=False)
+    host.clock.advance(DAY)  # the wake-up is due: the merge's catch-up of anon-1 runs it
+    outcome = host.engine.identify("c1", anonymous_id="anon-1")
+    assert host.sent() == []
+    assert list(outcome.delivery.values()) == ["discarded"]
+
+
+def test_a_merge_discards_an_anonymous_dead_letter_the_merged_consent_stops(
+    storage_factory: Factory,
+) -> None:
+    class Refusing(RecordingChannel):
+        refuse = True
+
+        def send(self, message: Any) -> DeliveryResult:
+            if self.refuse:
+                return DeliveryResult.permanent("rejected", unreachable=False)
+            return super().send(message)
+
+    clock = ManualClock(T0)
+    channel = Refusing()
+    engine = Engine(storage_factory(), channels={"inbox": channel}, clock=clock)
+    engine.publish(content=[NOTE], journeys=[
+        Journey(id="news", trigger=EventTrigger("viewed"), entry="mail",
+                steps={"mail": Send("note", "inbox")}),
+    ])
+    engine.handle_event(Event(customer_id="anon-1", name="viewed", timestamp=clock.now(),
+                              event_id="e1"))
+    [dead] = engine.dead_letters()
+    clock.advance(HOUR)
+    engine.set_consent("c1", subscribed=False)
+    engine.identify("c1", anonymous_id="anon-1")
+
+    # Retried, it would have been judged on the emptied anonymous record and gone out.
+    channel.refuse = False
+    engine.retry_dead_letter(dead.message.idempotency_key)
+    engine.dispatch_pending()
+    assert channel.messages == []
+    assert engine.dead_letters() == []
+    assert [a.detail for a in engine.activities(T0, T0 + DAY, customer_id="c1")
+            if a.kind == "withheld"] == ["unsubscribed from marketing on inbox"]
 
 
 def test_the_send_ledger_combines_so_caps_count_both(storage_factory: Factory) -> None:

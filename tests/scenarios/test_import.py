@@ -90,6 +90,13 @@ def test_import_checks_its_batch_size() -> None:
     assert ImportProblem(2, "x") == ImportProblem(2, "x")
 
 
+def test_import_refuses_a_progress_that_is_not_callable_before_importing_anything() -> None:
+    engine, _ = _engine(None)
+    with pytest.raises(UsageError, match="progress must be callable"):
+        engine.import_profiles([{"customer_id": "c1"}], progress=5)  # type: ignore[arg-type]
+    assert engine.profile("c1") is None
+
+
 @pytest.mark.parametrize("records", [5, None, "abc", {"customer_id": "a"}])
 def test_import_takes_an_iterable_of_records_not_one_record_or_a_string(records: Any) -> None:
     engine, _ = _engine(None)
