@@ -20,6 +20,7 @@ from cjo.errors import DefinitionError, StorageError, UsageError
 from cjo.importing import ImportResult, read_csv, read_json_lines
 from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.serialization import loads_definitions_in_parts
+from cjo.storage.memory import InMemoryStorage
 from cjo.storage.url import open_storage, redact_url
 from cjo.validation import validate_definitions
 
@@ -65,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1,
                       help="random seed; a resumed simulation keeps its first seed (default: 1)")
     demo.add_argument("--storage", default="memory", metavar="URL",
-                      help="memory (default), sqlite:///path.db or postgresql://... (add "
+                      help="memory (the default: a dry run that checks the file and keeps "
+                           "nothing), sqlite:///path.db or postgresql://... (add "
                            "?schema=NAME for a schema other than cjo)")
     demo.add_argument("--tick", type=_bounded(_MIN_TICK, _MAX_TICK), default=5.0,
                       metavar="MINUTES",
@@ -98,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     load.add_argument("file", type=Path, metavar="FILE")
     load.add_argument("--storage", default="memory", metavar="URL",
-                      help="memory (default), sqlite:///path.db or postgresql://... (add "
+                      help="memory (the default: a dry run that checks the file and keeps "
+                           "nothing), sqlite:///path.db or postgresql://... (add "
                            "?schema=NAME for a schema other than cjo)")
     load.add_argument("--format", choices=("csv", "jsonl"),
                       help="the file's format (default: from its extension; .csv is CSV, "
@@ -288,9 +291,13 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except UsageError as exc:
             err.write(f"cjo import: {path}: {exc}\n")
             return 2
+    # In memory nothing outlives the command: said, so that a forgotten --storage is not
+    # taken for an import.
+    kept = not isinstance(storage, InMemoryStorage)
     out.write(
-        f"{path}: {_plural(result.imported, 'profile')} imported, "
-        f"{_plural(len(result.problems), 'record')} refused\n"
+        f"{path}: {_plural(result.imported, 'profile')} {'imported' if kept else 'checked'}, "
+        f"{_plural(len(result.problems), 'record')} refused"
+        + ("\n" if kept else " (a dry run: --storage memory keeps nothing)\n")
     )
     for problem in result.problems:
         out.write(f"  - line {lines[problem.position - 1]}: {problem.reason}\n")

@@ -209,7 +209,10 @@ def test_cli_import_counts_read_as_english(tmp_path: Path, capsys: Any) -> None:
     path.write_text("customer_id\n" + "".join(f"c{i}\n" for i in range(1200)), encoding="utf-8")
     assert main(["import", str(path), "-v", "--batch-size", "1199"]) == 0
     captured = capsys.readouterr()
-    assert captured.out == f"{path}: 1,200 profiles imported, 0 records refused\n"
+    assert captured.out == (
+        f"{path}: 1,200 profiles checked, 0 records refused "
+        "(a dry run: --storage memory keeps nothing)\n"
+    )
     assert captured.err.splitlines() == [
         "cjo import: 1,199 records read, 1,199 imported",
         "cjo import: 1,200 records read, 1,200 imported",
@@ -231,7 +234,7 @@ def test_cli_import_usage_errors(tmp_path: Path, capsys: Any) -> None:
     ok.write_text("customer_id\nc1\n", encoding="utf-8")
     assert main(["import", str(ok), "--storage", "nosuch://x"]) == 2
     assert main(["import", str(ok)]) == 0
-    assert capsys.readouterr().out.startswith(f"{ok}: 1 profile imported, 0 records refused")
+    assert capsys.readouterr().out.startswith(f"{ok}: 1 profile checked, 0 records refused")
 
 
 def _imported(db: Path, *customer_ids: str) -> dict[str, dict[str, Any]]:
