@@ -854,8 +854,9 @@ class Engine:
 
     def pause_journey(self, journey_id: str) -> int:
         """Pause a journey (every version): it takes no new entries, and wake-ups that fall due
-        are held until ``resume_journey``; exits and goals keep working. Returns the new
-        definitions generation (every engine on this storage follows it)."""
+        are held until ``resume_journey``; exits and goals keep working. Returns the
+        definitions generation that holds the pause (every engine on this storage follows it):
+        a new one, or the current one if the journey was paused already."""
         now = self._now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
@@ -1814,7 +1815,7 @@ def _dead_letter_key(key: object) -> str:
             f"key must be a dead letter's idempotency key (a str), got {type(key).__name__} "
             f"{key!r:.80}"
         )
-    problem = text_problem(key)
+    problem = text_problem(key) if key.strip() else "is blank"
     if problem is not None:
         raise UsageError(f"key must be a dead letter's idempotency key, got one that {problem}")
     return key

@@ -48,7 +48,7 @@ class WorkerStats:
     #: Outbox messages delivery was attempted for by ``dispatch_pending`` (deferred messages,
     #: retries, left-overs).
     dispatched: int = 0
-    #: Times the loop found nothing to do and waited ``poll_interval``.
+    #: Times the loop waited ``poll_interval``: it found nothing to do, or a pass failed.
     idle_waits: int = 0
     #: Passes that failed with a ``StorageError`` (logged, then retried after a wait).
     errors: int = 0

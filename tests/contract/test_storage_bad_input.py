@@ -307,7 +307,8 @@ def test_a_customer_id_that_is_not_one_is_refused_alike_on_every_adapter(
         getattr(engine, query)(customer_id)
 
 
-@pytest.mark.parametrize("key", [5, None, ["k"], "k\x00"], ids=["int", "None", "list", "NUL"])
+@pytest.mark.parametrize("key", [5, None, ["k"], "k\x00", "", "  "],
+                         ids=["int", "None", "list", "NUL", "empty", "blank"])
 @pytest.mark.parametrize("verb", ["retry_dead_letter", "discard_dead_letter"])
 def test_a_dead_letter_key_that_is_not_one_is_refused_alike_on_every_adapter(
     storage: Storage, verb: str, key: object
