@@ -1,8 +1,9 @@
 """The one cattrs converter: definitions to and from JSON-compatible data.
 
 Durations are written as seconds and read from seconds or from strings such as ``"4h"``,
-``"1d12h"``, ``"90s"`` or ``"30m"``. Conditions, steps and triggers carry a ``kind`` tag.
-Loading reports every bad field at once, as one ``DefinitionError``.
+``"1d12h"``, ``"90s"``, ``"30m"`` or ``"-2h"`` (an offset before its base). Conditions, steps
+and triggers carry a ``kind`` tag. Loading reports every bad field at once, as one
+``DefinitionError``.
 
 Generations in the definitions store use a stored form (``dumps_stored_definitions``): a
 ``format`` number, and only the fields that differ from their defaults, so that a field a newer
@@ -57,12 +58,13 @@ DEFINITIONS_FORMAT: Final = 1
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)w)?\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?"
-                       r"\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+# A leading "-" for an offset before its base (a CompareTime or WaitUntilDate offset), as "-2h".
+_DURATION = re.compile(r"^\s*(-(?=\d))?(?:(\d+(?:\.\d+)?)w)?\s*(?:(\d+(?:\.\d+)?)d)?"
+                       r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
 def parse_duration(value: object) -> timedelta:
-    """Seconds (int or float), a timedelta, or a string like ``"1d4h30m"``."""
+    """Seconds (int or float), a timedelta, or a string like ``"1d4h30m"`` (``"-2h"`` before)."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
@@ -72,9 +74,10 @@ def parse_duration(value: object) -> timedelta:
             return timedelta(seconds=value)
         if isinstance(value, str):
             match = _DURATION.match(value)
-            if match and any(match.groups()):
-                w, d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
-                return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+            if match and any(match.groups()[1:]):
+                w, d, h, m, s = (float(g) if g else 0.0 for g in match.groups()[1:])
+                span = timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+                return -span if match.group(1) else span
     except (OverflowError, ValueError):  # NaN, infinity, or more days than a timedelta holds
         raise ValueError(
             f"not a duration: {value!r:.80} (a duration is finite, at most "

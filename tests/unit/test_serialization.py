@@ -8,7 +8,19 @@ from typing import Any
 
 import pytest
 
-from cjo.conditions import And, Condition, Exists, InSegment, Not, Or, Ref, attr, in_segment, prop
+from cjo.conditions import (
+    And,
+    CompareTime,
+    Condition,
+    Exists,
+    InSegment,
+    Not,
+    Or,
+    Ref,
+    attr,
+    in_segment,
+    prop,
+)
 from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
@@ -292,7 +304,8 @@ def test_durations_are_written_as_seconds(duration: timedelta, seconds: float) -
     assert type(dumped) is type(seconds)
 
 
-@pytest.mark.parametrize("bad", ["", "4x", "h", "1h4d", "-1h", "4 hours", True, None, [1]])
+@pytest.mark.parametrize("bad", ["", "4x", "h", "1h4d", "-", "--1h", "- 1h", "1h-", "4 hours",
+                                 True, None, [1]])
 def test_bad_durations_are_refused(bad: Any) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(bad)
@@ -318,6 +331,25 @@ def test_a_bad_duration_names_its_location() -> None:
     problem = only_problem(data)
     assert problem.location == "$.journeys[0].steps['w'].duration"
     assert "not a duration: '4 hours'" in problem.message
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("-2h", -7200), ("-1d12h", -129600), (" -30m", -1800)])
+def test_a_negative_duration_may_be_written_as_a_string_as_it_is_dumped(
+    text: str, seconds: int
+) -> None:
+    # An offset before its base (a WaitUntilDate two hours before, a date 30 days ago) is
+    # negative; it reads from "-2h" as "2h" reads for one after.
+    assert parse_duration(text) == timedelta(seconds=seconds)
+    step = {"kind": "wait_until_date", "date": "profile.renews_on", "offset": text}
+    journey = load_journey(steps={"a": step})
+    assert journey.steps["a"] == WaitUntilDate(Ref("profile", "renews_on"),
+                                                offset=timedelta(seconds=seconds))
+    assert dump_journey(journey)["steps"]["a"]["offset"] == seconds
+    condition = {"kind": "compare_time", "ref": "profile.signed_up_at", "op": "lt",
+                 "offset": text}
+    segment = load_definitions({"segments": [{"id": "s", "condition": condition}]}).segments[0]
+    assert segment.condition == CompareTime(Ref("profile", "signed_up_at"), "lt",
+                                            offset=timedelta(seconds=seconds))
 
 
 # --- errors ------------------------------------------------------------------------------------
