@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
@@ -498,11 +499,26 @@ def _json_object(text: object, call: str) -> dict[str, Any]:
         data = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise DefinitionError([Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]) from exc
+    except ValueError as exc:  # an integer with more digits than int() reads
+        raise DefinitionError([_too_long_integer(text, exc)]) from exc
     if repeated:
         raise DefinitionError(_repeated_keys(data))
     if not isinstance(data, dict):
         raise DefinitionError([Problem("$", "expected a JSON object of definitions")])
     return data
+
+
+def _too_long_integer(text: str, exc: ValueError) -> Problem:
+    """Where ``text`` holds an integer longer than ``sys.get_int_max_str_digits()``: json.loads
+    raises a plain ValueError for it, with no position."""
+    limit = sys.get_int_max_str_digits()
+    # Digits not part of a float (its fraction or exponent), which json.loads reads otherwise.
+    match = re.search(rf"(?<![\d.eE])\d{{{limit + 1},}}(?![\d.eE])", text) if limit else None
+    if match is None:
+        return Problem("$", f"invalid JSON: {exc}")
+    return Problem(f"line {text.count(chr(10), 0, match.start()) + 1}", (
+        f"a number of {len(match.group()):,} digits; at most {limit:,} are read"
+    ))
 
 
 def dumps_stored_definitions(definitions: Definitions) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -509,6 +510,25 @@ def test_invalid_json_is_a_definition_error(text: str) -> None:
     (problem,) = caught.value.problems
     assert problem.location.startswith("line ")
     assert problem.message.startswith("invalid JSON: ")
+
+
+@pytest.mark.parametrize("where", ["max_concurrent_journeys", "value"])
+def test_an_integer_too_long_to_read_is_a_definition_error_at_its_line(where: str) -> None:
+    digits = "9" * (sys.get_int_max_str_digits() + 1)
+    condition = {"kind": "compare", "ref": "profile.a", "op": "eq", "value": 0}
+    text = json.dumps({"segments": [{"id": "s", "condition": condition}],
+                       "max_concurrent_journeys": 1}, indent=2)
+    text = text.replace('"value": 0' if where == "value" else '"max_concurrent_journeys": 1',
+                        f'"value": {digits}' if where == "value"
+                        else f'"max_concurrent_journeys": -{digits}')
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if digits in row)
+    for load in (loads_definitions, loads_definitions_in_parts):
+        with pytest.raises(DefinitionError) as caught:
+            load(text)
+        assert [str(p) for p in caught.value.problems] == [
+            f"line {line}: a number of {len(digits):,} digits; at most "
+            f"{len(digits) - 1:,} are read"
+        ]
 
 
 @pytest.mark.parametrize("text", ["[]", "3", '"definitions"', "null"])
