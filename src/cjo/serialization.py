@@ -114,6 +114,20 @@ def _unstructure_duration(value: timedelta) -> int | float:
     return int(seconds) if seconds == int(seconds) else seconds
 
 
+def _structure_datetime(value: object, _t: object) -> datetime:
+    """An instant as ISO 8601 text. One without an offset is read, and refused by validation
+    where an instant must be aware, at the definition's place."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _BadValueError(
+        f"not a date and time: {value!r:.80} (use ISO 8601 with an offset, such as "
+        "'2026-05-10T09:00:00+00:00')"
+    )
+
+
 def _structure_time(value: object, _t: object) -> time:
     """A wall time as ``"HH:MM"`` or ``"HH:MM:SS"`` (no zone: the customer's zone applies)."""
     if isinstance(value, str):
@@ -221,7 +235,7 @@ def _make_converter(*, omit_defaults: bool = False) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, omit_if_default=omit_defaults)
     conv.register_structure_hook(timedelta, _structure_duration)
     conv.register_unstructure_hook(timedelta, _unstructure_duration)
-    conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
+    conv.register_structure_hook(datetime, _structure_datetime)
     conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
     conv.register_structure_hook(time, _structure_time)
     conv.register_unstructure_hook(time, _unstructure_time)

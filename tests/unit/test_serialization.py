@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -58,6 +58,7 @@ from cjo.model.triggers import (
     SegmentTrigger,
     Trigger,
 )
+from cjo.segments.history import Performed
 from cjo.serialization import (
     dump_definitions,
     dumps_definitions,
@@ -351,6 +352,28 @@ def test_a_negative_duration_may_be_written_as_a_string_as_it_is_dumped(
     segment = load_definitions({"segments": [{"id": "s", "condition": condition}]}).segments[0]
     assert segment.condition == CompareTime(Ref("profile", "signed_up_at"), "lt",
                                             offset=timedelta(seconds=seconds))
+
+
+@pytest.mark.parametrize(("text", "at"), [
+    ("2026-05-10T09:00:00+00:00", datetime(2026, 5, 10, 9, tzinfo=UTC)),
+    ("2026-05-10T09:00:00Z", datetime(2026, 5, 10, 9, tzinfo=UTC)),
+    ("2026-05-10T11:00:00+02:00", datetime(2026, 5, 10, 9, tzinfo=UTC)),
+])
+def test_instants_read_from_iso_8601_text(text: str, at: datetime) -> None:
+    condition = {"kind": "performed", "event": "buy", "op": "ge", "count": 1, "since": text}
+    segment = load_definitions({"segments": [{"id": "s", "condition": condition}]}).segments[0]
+    assert segment.condition == Performed("buy", op="ge", count=1, since=at)
+
+
+@pytest.mark.parametrize("bad", ["last year", 1778403600, True, {"$dt": 1}, ["2026-05-10"]])
+def test_a_bad_instant_says_how_to_write_one_at_its_location(bad: Any) -> None:
+    condition = {"kind": "performed", "event": "buy", "op": "ge", "count": 1, "since": bad}
+    problem = only_problem({"segments": [{"id": "s", "condition": condition}]})
+    assert problem.location == "$.segments[0].condition.since"
+    assert problem.message == (
+        f"not a date and time: {bad!r} (use ISO 8601 with an offset, such as "
+        "'2026-05-10T09:00:00+00:00')"
+    )
 
 
 # --- errors ------------------------------------------------------------------------------------
