@@ -471,7 +471,8 @@ def _repeated_keys(data: object) -> list[Problem]:
 
 def loads_definitions(text: str | bytes) -> Definitions:
     """Definitions from JSON text (a str, or UTF-8 bytes as a file opened in binary mode
-    gives); every problem is reported in one DefinitionError."""
+    gives; a leading byte order mark is skipped); every problem is reported in one
+    DefinitionError."""
     return load_definitions(_json_object(text, "loads_definitions"))
 
 
@@ -493,7 +494,8 @@ def _json_text(text: object, call: str) -> str:
         raise DefinitionError([Problem(call, (
             f"expected JSON text (a str or UTF-8 bytes), got {type(text).__name__}{hint}"
         ))])
-    return text
+    # A byte order mark, as the bytes may start with: read_text() keeps it as U+FEFF.
+    return text.removeprefix("\ufeff")
 
 
 def _json_object(text: object, call: str) -> dict[str, Any]:

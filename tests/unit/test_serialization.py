@@ -692,6 +692,18 @@ def test_json_read_as_bytes_loads_as_text_does() -> None:
     assert loads_definitions_in_parts(text.encode()).definitions == loads_definitions(text)
 
 
+def test_text_read_from_a_file_that_starts_with_a_bom_loads_as_the_bytes_do(tmp_path: Any) -> None:
+    # Editors on Windows may write a byte order mark; read_text() keeps it as U+FEFF.
+    text = dumps_definitions(Definitions(segments=(Segment("s", attr("a") == 1),)))
+    path = tmp_path / "definitions.json"
+    path.write_text(text, encoding="utf-8-sig")
+    assert path.read_text(encoding="utf-8").startswith("\ufeff")
+    expected = loads_definitions(text)
+    assert loads_definitions(path.read_bytes()) == expected
+    assert loads_definitions(path.read_text(encoding="utf-8")) == expected
+    assert loads_definitions_in_parts(path.read_text(encoding="utf-8")).definitions == expected
+
+
 @pytest.mark.parametrize(("given", "message"), [
     (None, "loads_definitions: expected JSON text (a str or UTF-8 bytes), got NoneType"),
     ({"segments": []}, "loads_definitions: expected JSON text (a str or UTF-8 bytes), got dict; "
