@@ -1,8 +1,9 @@
 """The one cattrs converter: definitions to and from JSON-compatible data.
 
 Durations are written as seconds and read from seconds or from strings such as ``"4h"``,
-``"1d12h"``, ``"90s"`` or ``"30m"``. Conditions, steps and triggers carry a ``kind`` tag.
-Loading reports every bad field at once, as one ``DefinitionError``.
+``"1d12h"``, ``"90s"``, ``"30m"`` or ``"-2h"`` (an offset before its base). Conditions, steps
+and triggers carry a ``kind`` tag. Loading reports every bad field at once, as one
+``DefinitionError``.
 
 Generations in the definitions store use a stored form (``dumps_stored_definitions``): a
 ``format`` number, and only the fields that differ from their defaults, so that a field a newer
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
@@ -57,12 +59,13 @@ DEFINITIONS_FORMAT: Final = 1
 
 T = TypeVar("T")
 
-_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)w)?\s*(?:(\d+(?:\.\d+)?)d)?\s*(?:(\d+(?:\.\d+)?)h)?"
-                       r"\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
+# A leading "-" for an offset before its base (a CompareTime or WaitUntilDate offset), as "-2h".
+_DURATION = re.compile(r"^\s*(-(?=\d))?(?:(\d+(?:\.\d+)?)w)?\s*(?:(\d+(?:\.\d+)?)d)?"
+                       r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*$")
 
 
 def parse_duration(value: object) -> timedelta:
-    """Seconds (int or float), a timedelta, or a string like ``"1d4h30m"``."""
+    """Seconds (int or float), a timedelta, or a string like ``"1d4h30m"`` (``"-2h"`` before)."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
@@ -72,9 +75,10 @@ def parse_duration(value: object) -> timedelta:
             return timedelta(seconds=value)
         if isinstance(value, str):
             match = _DURATION.match(value)
-            if match and any(match.groups()):
-                w, d, h, m, s = (float(g) if g else 0.0 for g in match.groups())
-                return timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+            if match and any(match.groups()[1:]):
+                w, d, h, m, s = (float(g) if g else 0.0 for g in match.groups()[1:])
+                span = timedelta(weeks=w, days=d, hours=h, minutes=m, seconds=s)
+                return -span if match.group(1) else span
     except (OverflowError, ValueError):  # NaN, infinity, or more days than a timedelta holds
         raise ValueError(
             f"not a duration: {value!r:.80} (a duration is finite, at most "
@@ -108,6 +112,20 @@ def _structure_duration(value: object, _t: object) -> timedelta:
 def _unstructure_duration(value: timedelta) -> int | float:
     seconds = value.total_seconds()
     return int(seconds) if seconds == int(seconds) else seconds
+
+
+def _structure_datetime(value: object, _t: object) -> datetime:
+    """An instant as ISO 8601 text. One without an offset is read, and refused by validation
+    where an instant must be aware, at the definition's place."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise _BadValueError(
+        f"not a date and time: {value!r:.80} (use ISO 8601 with an offset, such as "
+        "'2026-05-10T09:00:00+00:00')"
+    )
 
 
 def _structure_time(value: object, _t: object) -> time:
@@ -217,7 +235,7 @@ def _make_converter(*, omit_defaults: bool = False) -> cattrs.Converter:
     conv = cattrs.Converter(forbid_extra_keys=True, omit_if_default=omit_defaults)
     conv.register_structure_hook(timedelta, _structure_duration)
     conv.register_unstructure_hook(timedelta, _unstructure_duration)
-    conv.register_structure_hook(datetime, lambda v, _t: datetime.fromisoformat(v))
+    conv.register_structure_hook(datetime, _structure_datetime)
     conv.register_unstructure_hook(datetime, lambda v: v.isoformat())
     conv.register_structure_hook(time, _structure_time)
     conv.register_unstructure_hook(time, _unstructure_time)
@@ -453,7 +471,8 @@ def _repeated_keys(data: object) -> list[Problem]:
 
 def loads_definitions(text: str | bytes) -> Definitions:
     """Definitions from JSON text (a str, or UTF-8 bytes as a file opened in binary mode
-    gives); every problem is reported in one DefinitionError."""
+    gives; a leading byte order mark is skipped); every problem is reported in one
+    DefinitionError."""
     return load_definitions(_json_object(text, "loads_definitions"))
 
 
@@ -475,7 +494,8 @@ def _json_text(text: object, call: str) -> str:
         raise DefinitionError([Problem(call, (
             f"expected JSON text (a str or UTF-8 bytes), got {type(text).__name__}{hint}"
         ))])
-    return text
+    # A byte order mark, as the bytes may start with: read_text() keeps it as U+FEFF.
+    return text.removeprefix("\ufeff")
 
 
 def _json_object(text: object, call: str) -> dict[str, Any]:
@@ -495,11 +515,26 @@ def _json_object(text: object, call: str) -> dict[str, Any]:
         data = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise DefinitionError([Problem(f"line {exc.lineno}", f"invalid JSON: {exc.msg}")]) from exc
+    except ValueError as exc:  # an integer with more digits than int() reads
+        raise DefinitionError([_too_long_integer(text, exc)]) from exc
     if repeated:
         raise DefinitionError(_repeated_keys(data))
     if not isinstance(data, dict):
         raise DefinitionError([Problem("$", "expected a JSON object of definitions")])
     return data
+
+
+def _too_long_integer(text: str, exc: ValueError) -> Problem:
+    """Where ``text`` holds an integer longer than ``sys.get_int_max_str_digits()``: json.loads
+    raises a plain ValueError for it, with no position."""
+    limit = sys.get_int_max_str_digits()
+    # Digits not part of a float (its fraction or exponent), which json.loads reads otherwise.
+    match = re.search(rf"(?<![\d.eE])\d{{{limit + 1},}}(?![\d.eE])", text) if limit else None
+    if match is None:
+        return Problem("$", f"invalid JSON: {exc}")
+    return Problem(f"line {text.count(chr(10), 0, match.start()) + 1}", (
+        f"a number of {len(match.group()):,} digits; at most {limit:,} are read"
+    ))
 
 
 def dumps_stored_definitions(definitions: Definitions) -> str:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from cjo.conditions import And, Condition, Exists, InSegment, Not, Or, Ref, attr, in_segment, prop
+from cjo.conditions import (
+    And,
+    CompareTime,
+    Condition,
+    Exists,
+    InSegment,
+    Not,
+    Or,
+    Ref,
+    attr,
+    in_segment,
+    prop,
+)
 from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
@@ -45,6 +58,7 @@ from cjo.model.triggers import (
     SegmentTrigger,
     Trigger,
 )
+from cjo.segments.history import Performed
 from cjo.serialization import (
     dump_definitions,
     dumps_definitions,
@@ -292,7 +306,8 @@ def test_durations_are_written_as_seconds(duration: timedelta, seconds: float) -
     assert type(dumped) is type(seconds)
 
 
-@pytest.mark.parametrize("bad", ["", "4x", "h", "1h4d", "-1h", "4 hours", True, None, [1]])
+@pytest.mark.parametrize("bad", ["", "4x", "h", "1h4d", "-", "--1h", "- 1h", "1h-", "4 hours",
+                                 True, None, [1]])
 def test_bad_durations_are_refused(bad: Any) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(bad)
@@ -318,6 +333,47 @@ def test_a_bad_duration_names_its_location() -> None:
     problem = only_problem(data)
     assert problem.location == "$.journeys[0].steps['w'].duration"
     assert "not a duration: '4 hours'" in problem.message
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("-2h", -7200), ("-1d12h", -129600), (" -30m", -1800)])
+def test_a_negative_duration_may_be_written_as_a_string_as_it_is_dumped(
+    text: str, seconds: int
+) -> None:
+    # An offset before its base (a WaitUntilDate two hours before, a date 30 days ago) is
+    # negative; it reads from "-2h" as "2h" reads for one after.
+    assert parse_duration(text) == timedelta(seconds=seconds)
+    step = {"kind": "wait_until_date", "date": "profile.renews_on", "offset": text}
+    journey = load_journey(steps={"a": step})
+    assert journey.steps["a"] == WaitUntilDate(Ref("profile", "renews_on"),
+                                                offset=timedelta(seconds=seconds))
+    assert dump_journey(journey)["steps"]["a"]["offset"] == seconds
+    condition = {"kind": "compare_time", "ref": "profile.signed_up_at", "op": "lt",
+                 "offset": text}
+    segment = load_definitions({"segments": [{"id": "s", "condition": condition}]}).segments[0]
+    assert segment.condition == CompareTime(Ref("profile", "signed_up_at"), "lt",
+                                            offset=timedelta(seconds=seconds))
+
+
+@pytest.mark.parametrize(("text", "at"), [
+    ("2026-05-10T09:00:00+00:00", datetime(2026, 5, 10, 9, tzinfo=UTC)),
+    ("2026-05-10T09:00:00Z", datetime(2026, 5, 10, 9, tzinfo=UTC)),
+    ("2026-05-10T11:00:00+02:00", datetime(2026, 5, 10, 9, tzinfo=UTC)),
+])
+def test_instants_read_from_iso_8601_text(text: str, at: datetime) -> None:
+    condition = {"kind": "performed", "event": "buy", "op": "ge", "count": 1, "since": text}
+    segment = load_definitions({"segments": [{"id": "s", "condition": condition}]}).segments[0]
+    assert segment.condition == Performed("buy", op="ge", count=1, since=at)
+
+
+@pytest.mark.parametrize("bad", ["last year", 1778403600, True, {"$dt": 1}, ["2026-05-10"]])
+def test_a_bad_instant_says_how_to_write_one_at_its_location(bad: Any) -> None:
+    condition = {"kind": "performed", "event": "buy", "op": "ge", "count": 1, "since": bad}
+    problem = only_problem({"segments": [{"id": "s", "condition": condition}]})
+    assert problem.location == "$.segments[0].condition.since"
+    assert problem.message == (
+        f"not a date and time: {bad!r} (use ISO 8601 with an offset, such as "
+        "'2026-05-10T09:00:00+00:00')"
+    )
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -479,6 +535,25 @@ def test_invalid_json_is_a_definition_error(text: str) -> None:
     assert problem.message.startswith("invalid JSON: ")
 
 
+@pytest.mark.parametrize("where", ["max_concurrent_journeys", "value"])
+def test_an_integer_too_long_to_read_is_a_definition_error_at_its_line(where: str) -> None:
+    digits = "9" * (sys.get_int_max_str_digits() + 1)
+    condition = {"kind": "compare", "ref": "profile.a", "op": "eq", "value": 0}
+    text = json.dumps({"segments": [{"id": "s", "condition": condition}],
+                       "max_concurrent_journeys": 1}, indent=2)
+    text = text.replace('"value": 0' if where == "value" else '"max_concurrent_journeys": 1',
+                        f'"value": {digits}' if where == "value"
+                        else f'"max_concurrent_journeys": -{digits}')
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if digits in row)
+    for load in (loads_definitions, loads_definitions_in_parts):
+        with pytest.raises(DefinitionError) as caught:
+            load(text)
+        assert [str(p) for p in caught.value.problems] == [
+            f"line {line}: a number of {len(digits):,} digits; at most "
+            f"{len(digits) - 1:,} are read"
+        ]
+
+
 @pytest.mark.parametrize("text", ["[]", "3", '"definitions"', "null"])
 def test_json_that_is_not_an_object_is_a_definition_error(text: str) -> None:
     with pytest.raises(DefinitionError, match="expected a JSON object of definitions"):
@@ -615,6 +690,18 @@ def test_json_read_as_bytes_loads_as_text_does() -> None:
     text = dumps_definitions(Definitions(segments=(Segment("s", attr("a") == 1),)))
     assert loads_definitions(text.encode()) == loads_definitions(text)
     assert loads_definitions_in_parts(text.encode()).definitions == loads_definitions(text)
+
+
+def test_text_read_from_a_file_that_starts_with_a_bom_loads_as_the_bytes_do(tmp_path: Any) -> None:
+    # Editors on Windows may write a byte order mark; read_text() keeps it as U+FEFF.
+    text = dumps_definitions(Definitions(segments=(Segment("s", attr("a") == 1),)))
+    path = tmp_path / "definitions.json"
+    path.write_text(text, encoding="utf-8-sig")
+    assert path.read_text(encoding="utf-8").startswith("\ufeff")
+    expected = loads_definitions(text)
+    assert loads_definitions(path.read_bytes()) == expected
+    assert loads_definitions(path.read_text(encoding="utf-8")) == expected
+    assert loads_definitions_in_parts(path.read_text(encoding="utf-8")).definitions == expected
 
 
 @pytest.mark.parametrize(("given", "message"), [
