@@ -87,7 +87,11 @@ from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
 from cjo.scheduling import mark_schedules, run_schedules
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
-from cjo.serialization import dumps_stored_definitions, loads_stored_definitions
+from cjo.serialization import (
+    dumps_stored_definitions,
+    loads_stored_definitions,
+    same_definition,
+)
 from cjo.storage.base import (
     CustomerSession,
     DeadLetter,
@@ -465,7 +469,7 @@ class Engine:
             ))
             if problems:
                 raise DefinitionError(problems)
-            if merged == current and registry.generation > 0:
+            if registry.generation > 0 and same_definition(merged, current):
                 return registry.generation  # nothing new: no new generation
             try:
                 generation = self.storage.append_definitions(
@@ -1586,7 +1590,7 @@ def _merge(
         old = items.get(c.id)
         if old is None:
             items[c.id] = attrs.evolve(c, version=1) if c.version != 1 else c
-        elif attrs.evolve(c, version=old.version) != old:
+        elif not same_definition(attrs.evolve(c, version=old.version), old):
             # A change (whatever version the caller wrote) gets the next content version.
             items[c.id] = attrs.evolve(c, version=old.version + 1)
     # evolve: every other field (rules across journeys, pauses...) carries over.
@@ -1763,7 +1767,7 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
         highest[j.id] = max(j.version, highest.get(j.id, j.version))
     for j in journeys:
         old = by_version.get((j.id, j.version))
-        if old is not None and old != j:
+        if old is not None and not same_definition(old, j):
             problems.append(Problem(
                 f"journey {j.id!r} v{j.version}",
                 "this version is already published with a different definition; "

@@ -14,6 +14,7 @@ import pytest
 
 from cjo import (
     ContentItem,
+    ContentSample,
     Engine,
     Event,
     ExitCriterion,
@@ -34,6 +35,7 @@ from cjo import (
     ctx,
     prop,
 )
+from cjo.conditions import Compare
 from cjo.errors import CorruptRecordError
 from cjo.model.triggers import EventTrigger
 from cjo.runtime.kinds.triggers import InactivityTriggerKind
@@ -455,6 +457,29 @@ def test_what_the_host_hands_in_is_copied_down_to_nested_values(
             "cart": {"items": [{"sku": "a"}], "received": {"paid": {"lines": {"a": [1]}}}},
             "manual": {"basket": ["x"]},
         }
+
+
+def test_publishing_the_same_definitions_again_from_code_is_no_change(
+    storage_factory: Factory,
+) -> None:
+    """A deploy publishes the definitions in its code at every start. One whose condition
+    holds a tuple (read back from storage as a list) is the same definition: no conflict, no
+    new generation, no new content version."""
+    def definitions() -> tuple[list[Journey], list[ContentItem]]:
+        plans = Compare(attr("plan").ref, "in", ("pro", "team"))
+        content = ContentItem("note", variants=(
+            Variant("email", {"subject": "Hi", "text": "Hi {{ profile.tags | join: ',' }}"}),
+        ), sample=ContentSample(profile={"tags": ("a", "b")}))
+        return [Journey("j", trigger=EventTrigger("go", where=plans), entry="m",
+                        steps={"m": Send("note", "email")})], [content]
+
+    journeys, content = definitions()
+    first = Engine(storage_factory(), {"email": RecordingChannel()}, ManualClock(T0))
+    generation = first.publish(journeys=journeys, content=content)
+    journeys, content = definitions()
+    again = Engine(storage_factory(), {"email": RecordingChannel()}, ManualClock(T0))
+    assert again.publish(journeys=journeys, content=content) == generation
+    assert [c.version for c in again.definitions.content] == [1]
 
 
 def test_a_published_version_does_not_change_with_the_objects_it_was_published_from(
