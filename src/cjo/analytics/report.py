@@ -59,7 +59,8 @@ class JourneyReport:
     ``control`` and ``control_converted`` count the global control group's customers among
     those (they entered but got no journey message); ``suppressed`` maps each reason a send was
     withheld (``control``, consent...) to its count, ``unspecified`` for the entries of erased
-    customers and those pruned from the log (a reason is free text: ``cjo.storage.erasure``).
+    customers and those pruned from the log (a reason is free text: ``cjo.storage.erasure``),
+    save ``control``, which is cjo's own and kept.
     ``not_sent`` counts the other sends that did not go out, by what kept them: ``cap <id>``
     (a frequency cap skipped the send or ended the enrollment), ``quiet hours <id>`` (skipped),
     and the reason a send was skipped (``catch-up limit``, ``paused``); a deferred send is
