@@ -49,6 +49,8 @@ from cjo.storage.codec import (
 )
 from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
+    KEPT_DETAILS,
+    KEPT_DETAILS_SQL,
     SCHEDULE_CLAIM_END,
     SCHEDULE_CLAIM_PREFIX,
     counted_detail,
@@ -60,6 +62,8 @@ from cjo.storage.erasure import (
 
 __all__ = [
     "FREE_TEXT_KINDS",
+    "KEPT_DETAILS",
+    "KEPT_DETAILS_SQL",
     "RECORD_LAYOUT",
     "SCHEDULE_CLAIM_END",
     "SCHEDULE_CLAIM_PREFIX",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from cjo.analytics.segments import SegmentSize, segment_sizes, size_instants
+from cjo.analytics.segments import SegmentSize, segment_id_list, segment_sizes, size_instants
 from cjo.arguments import (
     activity_window,
     attribute_names,
@@ -1482,13 +1482,7 @@ class Engine:
         """The size of each segment from ``start`` to ``end`` (default: now), every ``every``:
         today's committed count less the membership changes logged since each instant.
         An instant older than the activity log's retention raises ``UsageError``."""
-        if isinstance(segment_ids, str) or not isinstance(segment_ids, Iterable):
-            # A bare id would be read letter by letter: "no segment 'f' has been published".
-            raise UsageError(
-                f"segment_ids must be a list of segment ids, got {type(segment_ids).__name__} "
-                f"{segment_ids!r:.80}"
-            )
-        segment_ids = tuple(segment_ids)  # read twice: a generator would be empty the second time
+        segment_ids = segment_id_list(segment_ids)
         for segment_id in segment_ids:
             self._check_segment(segment_id)
         now = self._now()
@@ -1506,8 +1500,12 @@ class Engine:
         self, start: datetime, end: datetime, *, journey_id: str | None = None,
         customer_id: str | None = None,
     ) -> list[Activity]:
-        """The activity log between ``start`` (included) and ``end`` (excluded)."""
+        """The activity log between ``start`` (included) and ``end`` (excluded).
+        ``UnknownJourneyError`` for a journey id never published (a typo would read as a
+        journey that did nothing)."""
         start, end = activity_window(start, end, journey_id, customer_id)
+        if journey_id is not None and journey_id not in self._sync().latest:
+            raise _unknown_journey(journey_id)
         return self.storage.activities(start, end, journey_id=journey_id,
                                        customer_id=customer_id)
 

@@ -12,6 +12,7 @@ import pytest
 from cjo import (
     Channel,
     ContentItem,
+    ControlGroup,
     DeliveryResult,
     Engine,
     Event,
@@ -29,6 +30,7 @@ from cjo import (
 from cjo.analytics import JourneyReport, journey_report
 from cjo.channels.base import Message
 from cjo.errors import UsageError
+from cjo.model.governance import in_control_group
 from cjo.model.steps import RenderErrorPolicy
 from tests.helpers import Factory, held_by_engine, held_strings
 
@@ -224,6 +226,34 @@ def test_an_erased_customer_in_a_journey_counts_removed_not_active(
     engine.run_due()
     report = _report(engine)
     assert (report.active, report.completed, report.removed) == (0, 1, 1)
+
+
+def test_a_journey_report_is_the_same_once_its_log_is_pruned_or_its_customers_erased(
+    storage_factory: Factory,
+) -> None:
+    # The control group's withheld sends stay counted apart, as its entries and goals are.
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), clock=clock, channels={"email": RecordingChannel()},
+                    retention=Retention(activity=30 * DAY))
+    welcome = Journey(id="welcome", trigger=EventTrigger("go"), entry="m",
+                      steps={"m": Send("hi", "email")})
+    engine.publish(journeys=[welcome], control_group=ControlGroup(50, "cg"),
+                   content=[ContentItem("hi", (Variant("email", {"subject": "Hi", "text": "x"}),))])
+    customers = [f"c{i}" for i in range(8)]
+    for cid in customers:
+        engine.handle_event(Event(customer_id=cid, name="go", timestamp=T0, event_id=f"go-{cid}"))
+    control = sum(in_control_group(cid, ControlGroup(50, "cg")) for cid in customers)
+    before = journey_report(engine.storage, welcome)
+    assert 0 < before.control == control < len(customers)
+    assert before.suppressed == {"control": control}
+    clock.advance(60 * DAY)
+    assert engine.prune().activity > 0
+    assert journey_report(engine.storage, welcome) == before
+    # An erasure blanks free-text details in the log it keeps: not the control group's.
+    late = next(f"d{i}" for i in range(99) if in_control_group(f"d{i}", ControlGroup(50, "cg")))
+    engine.handle_event(Event(customer_id=late, name="go", timestamp=clock.now(), event_id="g"))
+    engine.erase_customer(late)
+    assert journey_report(engine.storage, welcome).suppressed == {"control": control + 1}
 
 
 def test_an_erased_member_who_entered_before_the_log_start_counts(

@@ -32,7 +32,14 @@ from cjo import (
     Wait,
     attr,
 )
-from cjo.errors import ClockError, DefinitionError, InvalidEventError, UsageError
+from cjo.analytics import segment_sizes as analytics_segment_sizes
+from cjo.errors import (
+    ClockError,
+    DefinitionError,
+    InvalidEventError,
+    UnknownJourneyError,
+    UsageError,
+)
 from cjo.storage.base import Storage
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -403,6 +410,24 @@ def test_segment_sizes_reads_segment_ids_given_as_a_generator() -> None:
     engine.identify("c", {"a": 1})
     ids = (segment.id for segment in engine.definitions.segments)
     assert [size.size for size in engine.segment_sizes(ids, T0)["s"]] == [1]
+
+
+def test_the_activity_log_of_a_journey_never_published_is_refused(storage: Storage) -> None:
+    # A typo would otherwise read as a journey that did nothing.
+    engine = _engine(storage)
+    engine.handle_event(Event("c", "x", T0, {}, event_id="e1"))
+    assert {a.journey_id for a in engine.activities(T0, T0 + DAY, journey_id="j")} == {"j"}
+    with pytest.raises(UnknownJourneyError, match="no journey 'J' has been published"):
+        engine.activities(T0, T0 + DAY, journey_id="J")
+
+
+def test_segment_sizes_of_cjo_analytics_refuse_one_segment_id_given_bare(
+    storage: Storage,
+) -> None:
+    engine = _engine(storage)
+    engine.publish(segments=[Segment("vip", attr("a") == 1)])
+    with pytest.raises(UsageError, match="segment_ids must be a list of segment ids, got str"):
+        analytics_segment_sizes(storage, "vip", [T0], T0)
 
 
 @pytest.mark.parametrize("zone", ["Europe/Pariss", "GMT+2", "../etc/passwd"])

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 
-from cjo import Branch, Case, Exit, Journey, Send, Split, SplitPath, Wait, WaitForEvent, attr
+from cjo import (
+    Branch,
+    Case,
+    ContentItem,
+    Engine,
+    Exit,
+    Journey,
+    RecordingChannel,
+    Send,
+    Split,
+    SplitPath,
+    SQLiteStorage,
+    Variant,
+    Wait,
+    WaitForEvent,
+    attr,
+)
 from cjo.analytics import JourneyReport, format_table, journey_report
 from cjo.analytics.report import build_report, graph_order
-from cjo.errors import UsageError
-from cjo.storage.base import ActivityCount
+from cjo.errors import UnknownJourneyError, UsageError
+from cjo.storage.base import ActivityCount, Storage
 from cjo.storage.memory import InMemoryStorage
 
 
@@ -217,6 +234,25 @@ def test_a_report_asked_by_journey_id_says_to_pass_the_journey() -> None:
         journey_report(InMemoryStorage(), "j")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="storage must be a cjo Storage"):
         journey_report(object(), Journey("j", "w", {"w": Wait(timedelta(hours=1))}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [InMemoryStorage, lambda: SQLiteStorage(":memory:")],
+                         ids=["memory", "sqlite"])
+def test_a_report_of_a_journey_never_published_is_refused_not_zeros(
+    make: Callable[[], Storage],
+) -> None:
+    storage = make()
+    engine = Engine(storage=storage,
+                    channels={ch: RecordingChannel() for ch in ("email", "sms", "push")})
+    with pytest.raises(UnknownJourneyError, match="no journey 'cart' has been published"):
+        journey_report(storage, journey())
+    engine.publish(journeys=[Journey("other", "w", {"w": Wait(timedelta(hours=1))})])
+    with pytest.raises(UnknownJourneyError, match="no journey 'cart' has been published"):
+        journey_report(storage, journey())
+    engine.publish(journeys=[journey()], content=[ContentItem("reminder", (
+        Variant("email", {"subject": "s", "text": "x"}), Variant("sms", {"text": "x"}),
+        Variant("push", {"title": "t", "body": "b"})))])
+    assert journey_report(storage, journey()) == build_report(journey(), [], {})
 
 
 def test_format_table_shows_the_paths_of_a_split():

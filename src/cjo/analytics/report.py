@@ -13,10 +13,11 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from cjo.described import given
-from cjo.errors import UsageError
+from cjo.errors import UnknownJourneyError, UsageError
 from cjo.model.governance import CONTROL_DETAIL
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
+from cjo.serialization import loads_stored_definitions
 from cjo.storage.base import ActivityCount, Storage
 
 __all__ = [
@@ -59,7 +60,8 @@ class JourneyReport:
     ``control`` and ``control_converted`` count the global control group's customers among
     those (they entered but got no journey message); ``suppressed`` maps each reason a send was
     withheld (``control``, consent...) to its count, ``unspecified`` for the entries of erased
-    customers and those pruned from the log (a reason is free text: ``cjo.storage.erasure``).
+    customers and those pruned from the log (a reason is free text: ``cjo.storage.erasure``),
+    save ``control``, which is cjo's own and kept.
     ``not_sent`` counts the other sends that did not go out, by what kept them: ``cap <id>``
     (a frequency cap skipped the send or ended the enrollment), ``quiet hours <id>`` (skipped),
     and the reason a send was skipped (``catch-up limit``, ``paused``); a deferred send is
@@ -118,7 +120,8 @@ class JourneyReport:
 
 
 def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
-    """The report of ``journey`` (all its versions) from what ``storage`` has recorded."""
+    """The report of ``journey`` (all its versions) from what ``storage`` has recorded;
+    ``UnknownJourneyError`` for a journey never published there."""
     if not isinstance(storage, Storage):
         raise UsageError(f"storage must be a cjo Storage (engine.storage), got "
                          f"{type(storage).__name__}")
@@ -130,9 +133,20 @@ def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
         raise UsageError(
             f"journey must be a Journey, got {type(journey).__name__} {journey!r:.80}{hint}"
         )
-    return build_report(
-        journey, storage.activity_counts(journey.id), storage.active_counts(journey.id)
-    )
+    counts = storage.activity_counts(journey.id)
+    active = storage.active_counts(journey.id)
+    if not counts and not active and not _published(storage, journey.id):
+        # Zeros would read as a journey no one entered: a typo in an id, or another storage.
+        raise UnknownJourneyError(f"no journey {journey.id!r} has been published in this storage")
+    return build_report(journey, counts, active)
+
+
+def _published(storage: Storage, journey_id: str) -> bool:
+    stored = storage.load_definitions()
+    if stored is None:
+        return False
+    definitions = loads_stored_definitions(stored[1], stored[0])
+    return any(j.id == journey_id for j in definitions.journeys)
 
 
 def graph_order(journey: Journey) -> list[str]:

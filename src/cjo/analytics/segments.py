@@ -63,8 +63,19 @@ def size_instants(start: datetime, end: datetime, every: timedelta) -> list[date
     return out
 
 
+def segment_id_list(segment_ids: Iterable[str]) -> tuple[str, ...]:
+    """``segment_ids`` as a tuple, read once (a generator would be empty the second time)."""
+    if isinstance(segment_ids, str) or not isinstance(segment_ids, Iterable):
+        # A bare id would be read letter by letter: "no segment 'f' has been published".
+        raise UsageError(
+            f"segment_ids must be a list of segment ids, got {type(segment_ids).__name__} "
+            f"{segment_ids!r:.80}"
+        )
+    return tuple(segment_ids)
+
+
 def segment_sizes(
-    storage: Storage, segment_ids: Sequence[str], instants: Iterable[datetime], now: datetime,
+    storage: Storage, segment_ids: Iterable[str], instants: Iterable[datetime], now: datetime,
     retention: timedelta = _RETENTION,
 ) -> dict[str, list[SegmentSize]]:
     """The size of each segment at each of ``instants`` (at most ``now``), by segment id.
@@ -72,6 +83,7 @@ def segment_sizes(
     ``retention`` is how long the activity log is kept (``Retention.activity``): an instant
     older than ``now - retention`` raises ``UsageError`` naming the earliest one there is an
     answer for, since the changes after it may have been pruned."""
+    segment_ids = segment_id_list(segment_ids)
     points = sorted(instants)
     if not points:
         return {sid: [] for sid in segment_ids}

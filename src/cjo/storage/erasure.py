@@ -4,7 +4,7 @@ An entry keeps what it counts (journey, version, step, kind, channel, content, i
 loses the customer: the customer id is blanked, the enrollment id (which names the customer)
 is replaced by a pseudonym, and the details that are free text (a delivery error, a block
 reason, a clicked URL, an identity merged with, a host's removal reason) are blanked, since they
-may hold an address.
+may hold an address, save those cjo writes itself (``KEPT_DETAILS``: the control group's).
 
 The pseudonym is a salted hash of the enrollment id: one enrollment's entries keep one
 pseudonym (journeys can still be followed through), and a fresh random salt per erasure,
@@ -31,9 +31,13 @@ import secrets
 from collections.abc import Callable
 from typing import Final
 
+from cjo.model.governance import CONTROL_DETAIL
+
 __all__ = [
     "ERASED_PREFIX",
     "FREE_TEXT_KINDS",
+    "KEPT_DETAILS",
+    "KEPT_DETAILS_SQL",
     "SCHEDULE_CLAIM_END",
     "SCHEDULE_CLAIM_PREFIX",
     "TIMED_DETAILS",
@@ -53,6 +57,15 @@ FREE_TEXT_KINDS: Final = frozenset({
     "unreachable", "send_failed", "render_retry", "action_failed", "suppressed", "fallback",
     "withheld", "clicked", "merged", "merged_in", "removed",
 })
+
+#: Details of free-text kinds that cjo writes itself and that name no one: kept, so the counts
+#: still tell the control group's withheld sends apart (``JourneyReport.suppressed``).
+KEPT_DETAILS: Final = frozenset({("suppressed", CONTROL_DETAIL)})
+
+#: ``KEPT_DETAILS`` as an SQL condition over the columns ``kind`` and ``detail``.
+KEPT_DETAILS_SQL: Final = "(" + " OR ".join(
+    f"(kind = '{kind}' AND detail = '{detail}')" for kind, detail in sorted(KEPT_DETAILS)
+) + ")"
 
 #: What the event id of every schedule entry's claim starts with; every such id sorts before
 #: ``SCHEDULE_CLAIM_END`` (the prefix with its last character's successor).
@@ -119,7 +132,7 @@ def _sql_list(words: frozenset[str] | set[str]) -> str:
 def erased_detail(kind: str, detail: str | None) -> str | None:
     """The detail an erased customer's entry keeps; also the detail a pruned entry is counted
     under (the counts outlive the log, and no erasure can tell whose entry a count holds)."""
-    return None if kind in FREE_TEXT_KINDS else detail
+    return None if kind in FREE_TEXT_KINDS and (kind, detail) not in KEPT_DETAILS else detail
 
 
 def schedule_claim(journey_id: str, occurrence: str, customer_id: str) -> str:

@@ -92,6 +92,7 @@ from cjo.storage.codec import (
 )
 from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
+    KEPT_DETAILS_SQL,
     SCHEDULE_CLAIM_END,
     SCHEDULE_CLAIM_PREFIX,
     counted_detail_sql,
@@ -431,7 +432,9 @@ _QUERIES: dict[str, LiteralString] = {
     # Each enrollment id becomes its pseudonym (see ``cjo.storage.erasure``); the customer id
     # becomes "" as on the other adapters, so that asking for "" finds erased entries.
     "erase_activity": "UPDATE {s}.activity AS a SET customer_id = '', enrollment_id = r.new,"
-    " detail = CASE WHEN a.kind = ANY(%s::text[]) THEN NULL ELSE a.detail END"
+    " detail = CASE WHEN a.kind = ANY(%s::text[])"
+    f" AND NOT {KEPT_DETAILS_SQL}"
+    " THEN NULL ELSE a.detail END"
     " FROM unnest(%s::text[], %s::text[]) AS r (old, new)"
     " WHERE a.customer_id = %s AND a.enrollment_id = r.old",
     "erase_members": "DELETE FROM {s}.segment_members WHERE customer_id = %s",
@@ -459,7 +462,8 @@ _QUERIES: dict[str, LiteralString] = {
     # A free-text detail is counted as blank (see ``cjo.storage.erasure``).
     "prune_activity": "WITH gone AS (DELETE FROM {s}.activity WHERE at < %s"
     "  RETURNING journey_id, version, step_id, kind,"
-    f"  CASE WHEN kind = ANY(%s::text[]) THEN NULL ELSE {_TIMELESS_DETAIL} END AS detail),"
+    f"  CASE WHEN kind = ANY(%s::text[]) AND NOT {KEPT_DETAILS_SQL} THEN NULL"
+    f" ELSE {_TIMELESS_DETAIL} END AS detail),"
     " folded AS (INSERT INTO {s}.activity_totals"
     "  SELECT journey_id, version, step_id, kind, detail, count(*) FROM gone"
     "  GROUP BY journey_id, version, step_id, kind, detail RETURNING count)"

@@ -67,6 +67,7 @@ from cjo.storage.codec import (
 )
 from cjo.storage.erasure import (
     FREE_TEXT_KINDS,
+    KEPT_DETAILS_SQL,
     SCHEDULE_CLAIM_END,
     SCHEDULE_CLAIM_PREFIX,
     counted_detail_sql,
@@ -580,7 +581,7 @@ _PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
 # ``cjo.storage.erasure``).
 _COUNTED_DETAIL: Final = (
     "CASE WHEN kind IN (" + ", ".join(f"'{k}'" for k in sorted(FREE_TEXT_KINDS))
-    + f") THEN NULL ELSE {_TIMELESS_DETAIL} END"
+    + f") AND NOT {KEPT_DETAILS_SQL} THEN NULL ELSE {_TIMELESS_DETAIL} END"
 )
 _FOLD_ACTIVITY = (
     "INSERT INTO activity_totals (grp, journey_id, version, step_id, kind, detail, n) "

@@ -1861,6 +1861,25 @@ class StorageContract:
             ActivityCount("j", 1, "email", "sent", "email", 1),
         }
 
+    def test_prune_and_erasure_keep_the_control_groups_withheld_sends_apart(
+        self, storage: Storage
+    ) -> None:
+        # ``control`` is cjo's own reason, naming no one: reports count the control group's
+        # withheld sends under it (``JourneyReport.suppressed``) however old the log.
+        blocked = "channel blocked: asked by ann@example.org"
+        _save(storage, _state("c1"), activities=[
+            _activity("suppressed", detail="control"),
+            _activity("suppressed", detail=blocked)])
+        _save(storage, _state("c2"), activities=[
+            _activity("suppressed", customer="c2", detail="control", at=T0 + DAY)])
+        assert storage.prune(T0 + DAY, Retention(activity=HOUR)) == PruneResult(activity=2)
+        storage.erase_customer("c2")
+        assert _counts(storage, "j") == {
+            ActivityCount("j", 1, "email", "suppressed", "control", 2),
+            ActivityCount("j", 1, "email", "suppressed", None, 1),
+        }
+        assert [a.detail for a in storage.activities(T0 - DAY, T0 + 2 * DAY)] == ["control"]
+
     def test_counts_leave_out_the_instants_details_name(self, storage: Storage) -> None:
         # One deferral, one count group: were each "deferred to <instant>" counted apart, the
         # counts (and what prune folds into them) would grow with every deferral ever made.
