@@ -154,6 +154,7 @@ class WebhookReceiver:
 
     def reset(self) -> None:
         self.mode = "ok"
+        self.refusal = b"no thanks"
         self.requests.clear()
         self.accepted.clear()
         self.bad_signatures = 0
