@@ -19,11 +19,14 @@ email (``DeliveryResult.unreachable``); the other permanent failures are the sen
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import smtplib
 import ssl
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import formataddr
 from html import escape
 from typing import Literal
@@ -76,6 +79,11 @@ class SmtpChannel(Channel):
         # transient failure until it became a dead letter.
         if not isinstance(host, str) or not host.strip():
             raise UsageError(f"host must be a server name or address, got {host!r}")
+        if not _is_host(host):
+            raise UsageError(
+                f"host must be a server name or address, without a port (give port=) or a "
+                f"scheme, got {host!r}"
+            )
         if port is not None and (
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
         ):
@@ -87,8 +95,11 @@ class SmtpChannel(Channel):
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if not isinstance(from_address, str):
             raise UsageError(f"from_address must be an email address, got {from_address!r}")
-        if "@" not in from_address:
-            raise UsageError(f"from_address {from_address!r} is not an email address")
+        if "@" not in from_address or _address(from_address) != (from_address, False):
+            raise UsageError(
+                f"from_address {from_address!r} is not an email address of ASCII characters, "
+                "as local@domain (the sender's name goes in from_name)"
+            )
         if (username is None) != (password is None):
             raise UsageError("give both username and password, or neither")
         if username is not None and not (isinstance(username, str) and isinstance(password, str)):
@@ -98,12 +109,15 @@ class SmtpChannel(Channel):
             )
         if from_name is not None and not isinstance(from_name, str):
             raise UsageError(f"from_name must be a str (or None), got {from_name!r:.80}")
+        if from_name is not None and not from_name.isprintable():
+            raise UsageError(f"from_name must be one line of printable text, got {from_name!r:.80}")
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise UsageError(
                 f"ssl_context must be an ssl.SSLContext (or None), got {ssl_context!r:.80}"
             )
         if message_id_domain is not None and (
-            not isinstance(message_id_domain, str) or not message_id_domain.strip()
+            not isinstance(message_id_domain, str)
+            or _address(f"cjo@{message_id_domain}") != (f"cjo@{message_id_domain}", False)
         ):
             raise UsageError(
                 f"message_id_domain must be a domain name (or None), got {message_id_domain!r:.80}"
@@ -120,20 +134,40 @@ class SmtpChannel(Channel):
         self.timeout = timeout
 
     def send(self, message: Message) -> DeliveryResult:
-        to = message.recipient.get("email")
-        if not isinstance(to, str) or "@" not in to:
+        given_to = message.recipient.get("email")
+        if not isinstance(given_to, str) or "@" not in given_to:
             return DeliveryResult.permanent(
                 f"customer {message.customer_id!r} has no email address (recipient 'email')"
             )
+        parsed = _address(given_to)
+        if parsed is None:
+            return DeliveryResult.permanent(
+                f"customer {message.customer_id!r} has no email address (recipient 'email' "
+                f"{given_to!r:.200} is not one)"
+            )
+        to, utf8 = parsed
         try:
             email = self.build(message, to)
-        except ValueError as exc:  # a header with a line break, an unusable address...
+        except ValueError as exc:  # a header with a line break...
             return DeliveryResult.permanent(f"cannot build the email: {exc}", unreachable=False)
         try:
             with self._connect() as smtp:
+                options: list[str] = []
+                if utf8:
+                    smtp.ehlo_or_helo_if_needed()
+                    if not smtp.has_extn("smtputf8"):
+                        # The server's limit, not the address's: nothing is blocked.
+                        return DeliveryResult.permanent(
+                            "the server does not take addresses beyond ASCII (no SMTPUTF8): "
+                            f"{to!r}", unreachable=False,
+                        )
+                    options.append("SMTPUTF8")
                 # Serialised here with the SMTP policy: send_message's own generator would
                 # rewrite body lines starting with "From " (mbox quoting).
-                refused = smtp.sendmail(self.from_address, [to], email.as_bytes(policy=SMTP))
+                refused = smtp.sendmail(
+                    self.from_address, [to], email.as_bytes(policy=SMTPUTF8 if utf8 else SMTP),
+                    mail_options=options,
+                )
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             return _classified(code, f"recipient refused: {code} {_text(reply)}", recipient=True)
@@ -201,6 +235,40 @@ class SmtpChannel(Channel):
 _PREHEADER = (
     '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{}</div>\n'
 )
+
+
+def _is_host(host: str) -> bool:
+    """A name or an address, not ``host:port`` or a URL (an IPv6 address has colons)."""
+    if any(c.isspace() or c in "/@" for c in host):
+        return False
+    if ":" not in host:
+        return True
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _address(address: str) -> tuple[str, bool] | None:
+    """``address`` as the envelope and the To header take it: one ``local@domain``, its domain
+    in ASCII (IDNA), and whether its local part needs SMTPUTF8 (characters beyond ASCII).
+    None if it is not one address (a display name, a list, a stray ``@``...)."""
+    local, _, domain = address.strip().rpartition("@")
+    try:
+        if not domain.isascii():
+            domain = domain.encode("idna").decode("ascii")
+        # A local part beyond ASCII is checked on a stand-in: the parser refuses it.
+        checked = Address(addr_spec=f"{local if local.isascii() else 'x'}@{domain}")
+    except (ValueError, IndexError, HeaderParseError):
+        return None
+    if not checked.username or not checked.domain:
+        return None
+    if local.isascii():
+        return checked.addr_spec, False
+    if not local.isprintable() or any(c.isspace() or c in '()<>[]:;@\\,"' for c in local):
+        return None
+    return f"{local}@{checked.domain}", True
 
 
 def _classified(code: int, error: str, *, recipient: bool) -> DeliveryResult:
