@@ -383,3 +383,27 @@ def test_settings_no_email_could_be_built_or_sent_with_are_refused_when_built(
 
 def test_an_ipv6_host_is_not_taken_for_a_port() -> None:
     assert SmtpChannel("::1", from_address="a@b.example").host == "::1"
+
+
+def test_the_email_has_the_date_it_was_written(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    # RFC 5322 requires a Date; relays do not all add one. Every attempt carries the same.
+    assert channel.send(message()).ok
+    (email,) = mailbox.received
+    assert email["Date"].datetime == T0
+
+
+def test_the_preheader_goes_inside_the_body_of_a_whole_html_document(
+    channel: SmtpChannel, mailbox: Mailbox
+) -> None:
+    # Before the doctype, it would put mail clients in quirks mode (or be dropped).
+    document = ('<!DOCTYPE html>\n<html><head><title>Hi</title></head>\n'
+                '<BODY class="mail">\n<p>Hello Ada.</p></BODY></html>')
+    fields = {"subject": "Hi", "html": document, "preheader": "Your first steps"}
+    assert channel.send(message(fields=fields)).ok
+    (email,) = mailbox.received
+    html = email.get_body(("html",))
+    assert html is not None
+    body = html.get_content().replace("\r\n", "\n")  # as it came off the wire
+    assert body.startswith("<!DOCTYPE html>\n<html><head><title>Hi</title></head>\n"
+                           '<BODY class="mail"><div style="display:none')
+    assert body.index("Your first steps") < body.index("<p>Hello Ada.</p>")

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import math
+import re
 import smtplib
 import ssl
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
-from email.utils import formataddr
+from email.utils import format_datetime, formataddr
 from html import escape
 from typing import Literal
 
@@ -189,6 +190,9 @@ class SmtpChannel(Channel):
             else self.from_address
         email["To"] = to
         email["Subject"] = fields.get("subject", "")
+        # Required by RFC 5322, and not added by every relay: when the message was written,
+        # so that every attempt is the same email.
+        email["Date"] = format_datetime(message.created_at)
         email["Message-ID"] = self.message_id(message.idempotency_key)
         email["X-Idempotency-Key"] = message.idempotency_key
         text = fields.get("text", fields.get("body"))
@@ -196,7 +200,12 @@ class SmtpChannel(Channel):
         if html is not None:
             preheader = fields.get("preheader")
             if preheader:
-                html = _PREHEADER.format(escape(preheader)) + html
+                # At the top of the body: before a doctype, clients would render the page in
+                # quirks mode, or drop it.
+                hidden = _PREHEADER.format(escape(preheader))
+                body = _BODY_TAG.search(html)
+                at = body.end() if body else 0
+                html = html[:at] + hidden + html[at:]
             email.set_content(text if text is not None else "")
             email.add_alternative(html, subtype="html")
         else:
@@ -230,6 +239,8 @@ class SmtpChannel(Channel):
     def _context(self) -> ssl.SSLContext:
         return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
 
+
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
 
 # Shown by mail clients as the inbox preview, hidden in the message itself.
 _PREHEADER = (
