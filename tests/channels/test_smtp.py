@@ -407,3 +407,13 @@ def test_the_preheader_goes_inside_the_body_of_a_whole_html_document(
     assert body.startswith("<!DOCTYPE html>\n<html><head><title>Hi</title></head>\n"
                            '<BODY class="mail"><div style="display:none')
     assert body.index("Your first steps") < body.index("<p>Hello Ada.</p>")
+
+
+def test_a_full_mailbox_is_transient(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    # RFC 5321 (4.5.3.1.10): a 552 in reply to RCPT is to be taken as 452; blocking the
+    # customer's email for a full mailbox would lose every later message.
+    mailbox.mode = "full"
+    result = channel.send(message())
+    assert (result.status, result.error) == (
+        "transient", "recipient refused: 552 5.2.2 Mailbox full"
+    )

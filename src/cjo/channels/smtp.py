@@ -12,7 +12,7 @@ lost on the way back can deliver twice.
 
 Classification: a 4xx reply, a dropped or refused connection and a timeout are transient; a
 5xx reply (a refused sender or recipient, failed authentication, a rejected message) is
-permanent. Only a refused recipient, or a missing address, marks the customer unreachable on
+permanent, but for a 552 to the recipient (a full mailbox: RFC 5321 has it taken as 452). Only a refused recipient, or a missing address, marks the customer unreachable on
 email (``DeliveryResult.unreachable``); the other permanent failures are the sender's.
 """
 
@@ -282,8 +282,14 @@ def _address(address: str) -> tuple[str, bool] | None:
     return f"{local}@{checked.domain}", True
 
 
+#: In reply to RCPT, a full mailbox (or too many recipients): a later attempt may pass.
+_MAILBOX_FULL = 552
+
+
 def _classified(code: int, error: str, *, recipient: bool) -> DeliveryResult:
     """``recipient``: the reply refuses the recipient (not the sender, login or message)."""
+    if recipient and code == _MAILBOX_FULL:  # RFC 5321 4.5.3.1.10: taken as 452
+        return DeliveryResult.transient(error)
     if 400 <= code < 500:
         return DeliveryResult.transient(error)
     if 500 <= code < 600:
