@@ -12,8 +12,9 @@ lost on the way back can deliver twice.
 
 Classification: a 4xx reply, a dropped or refused connection and a timeout are transient; a
 5xx reply (a refused sender or recipient, failed authentication, a rejected message) is
-permanent, but for a 552 to the recipient (a full mailbox: RFC 5321 has it taken as 452). Only a refused recipient, or a missing address, marks the customer unreachable on
-email (``DeliveryResult.unreachable``); the other permanent failures are the sender's.
+permanent, but for a 552 to the recipient (a full mailbox: RFC 5321 has it taken as 452).
+Only a refused recipient, or a missing address, marks the customer unreachable on email
+(``DeliveryResult.unreachable``); the other permanent failures are the sender's.
 """
 
 from __future__ import annotations
