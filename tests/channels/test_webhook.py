@@ -339,3 +339,17 @@ def test_the_timeout_bounds_an_endpoint_that_trickles_its_reply() -> None:
     assert result.status == "transient"
     assert elapsed < 1.5
     assert result.error is not None and result.error.startswith(f"HTTP 503 from {url}: x")
+
+
+def test_a_compressed_refusal_is_quoted_decompressed() -> None:
+    import gzip
+
+    import httpx
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, content=gzip.compress(b"busy, retry later"), headers={
+            "Content-Encoding": "gzip", "Content-Type": "text/plain; charset=x-unknown"})
+
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
+        result = WebhookChannel("https://x.example/hook", SECRET, client=client).send(message())
+    assert result.error == "HTTP 503 from https://x.example/hook: busy, retry later"

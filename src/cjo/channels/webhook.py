@@ -288,13 +288,17 @@ def _beginning(response: httpx.Response, deadline: float, errors: type[Exception
     status, which is already known."""
     data = b""
     try:
-        for chunk in response.iter_raw():
+        for chunk in response.iter_bytes():  # decompressed
             data += chunk
             if len(data) >= _SAID * 4 or time.monotonic() >= deadline:
                 break
     except errors:
         pass  # the status says enough
-    text = data.decode(response.encoding or "utf-8", "replace")
+    try:
+        # Not ``response.encoding``: a client's detecting default would need the whole body.
+        text = data.decode(response.charset_encoding or "utf-8", "replace")
+    except LookupError:  # a charset Python does not know
+        text = data.decode("utf-8", "replace")
     return text[:_SAID].strip()
 
 
