@@ -48,8 +48,8 @@ def client_context(cert: Path) -> ssl.SSLContext:
 
 
 class Mailbox:
-    """An aiosmtpd handler: accepts, defers (451) or refuses (550) recipients as ``mode``
-    says, and keeps every email it accepted."""
+    """An aiosmtpd handler: accepts, defers (451), refuses (550) recipients or finds their
+    mailbox full (552) as ``mode`` says, and keeps every email it accepted."""
 
     def __init__(self) -> None:
         self.mode = "ok"
@@ -63,6 +63,8 @@ class Mailbox:
             return "451 4.3.0 Mailbox busy, try again later"
         if self.mode == "permanent":
             return "550 5.1.1 No such user"
+        if self.mode == "full":
+            return "552 5.2.2 Mailbox full"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -154,6 +156,7 @@ class WebhookReceiver:
 
     def reset(self) -> None:
         self.mode = "ok"
+        self.refusal = b"no thanks"
         self.requests.clear()
         self.accepted.clear()
         self.bad_signatures = 0

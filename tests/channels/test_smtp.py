@@ -3,6 +3,7 @@ with login, and implicit TLS; the channel contract on each."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,106 @@ def test_settings_every_message_would_fail_on_are_refused_when_built(
     arguments: dict[str, Any] = {"host": "mail.example", "from_address": "a@b.example", **options}
     with pytest.raises(UsageError, match=message):
         SmtpChannel(arguments.pop("host"), **arguments)
+
+
+@pytest.mark.parametrize("address", ["ada@", "@example.com", "ada@x@example.com",
+                                     "Ada <ada@example.com>", "ada@example.com, eve@example.com",
+                                     "ada@exam ple.com"])
+def test_an_address_that_is_not_one_is_permanent_and_blames_it(
+    channel: SmtpChannel, mailbox: Mailbox, address: str
+) -> None:
+    result = channel.send(message(recipient={"email": address}))
+    assert (result.status, result.unreachable) == ("permanent", True)
+    assert result.error == (
+        f"customer 'c1' has no email address (recipient 'email' {address!r} is not one)"
+    )
+    assert mailbox.received == []
+
+
+def test_a_domain_beyond_ascii_is_sent_in_its_ascii_form(
+    channel: SmtpChannel, mailbox: Mailbox
+) -> None:
+    assert channel.send(message(recipient={"email": "ada@exämple.de"})).ok
+    (email,) = mailbox.received
+    assert mailbox.envelopes == [("journeys@shop.example", ["ada@xn--exmple-cua.de"])]
+    assert email["To"] == "ada@xn--exmple-cua.de"
+
+
+def test_a_local_part_beyond_ascii_needs_a_server_with_smtputf8(
+    channel: SmtpChannel, mailbox: Mailbox
+) -> None:
+    assert channel.send(message(recipient={"email": "zoë@example.com"})).ok
+    (email,) = mailbox.received
+    assert mailbox.envelopes == [("journeys@shop.example", ["zoë@example.com"])]
+    assert email["To"] == "zoë@example.com"
+    ascii_mailbox, port, controller = _start(enable_SMTPUTF8=False)
+    try:
+        ascii_only = SmtpChannel("127.0.0.1", port, security="none",
+                                 from_address="journeys@shop.example", timeout=5)
+        result = ascii_only.send(message(recipient={"email": "zoë@example.com"}))
+    finally:
+        controller.stop()
+    assert (result.status, result.unreachable) == ("permanent", False)  # the server's limit
+    assert result.error == (
+        "the server does not take addresses beyond ASCII (no SMTPUTF8): 'zoë@example.com'"
+    )
+    assert ascii_mailbox.received == []
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"from_address": "journeys@shop.example\r\nBcc: eve@example.com"},
+     "from_address 'journeys@shop.example\\r\\nBcc: eve@example.com' is not an email address"),
+    ({"from_address": "Shop <journeys@shop.example>"},
+     "from_address 'Shop <journeys@shop.example>' is not an email address"),
+    ({"from_address": "jörn@shop.example"}, "from_address 'jörn@shop.example' is not an email "
+     "address of ASCII characters"),
+    ({"from_name": "Shop\r\nBcc: eve@example.com"}, "from_name must be one line"),
+    ({"message_id_domain": "shop.example>\r\nX: y"}, "message_id_domain must be a domain name"),
+    ({"host": "mail.example:25"}, "host must be a server name or address, without a port"),
+    ({"host": "smtp://mail.example"}, "host must be a server name or address, without a port"),
+], ids=["from_address line break", "from_address with name", "from_address not ascii",
+        "from_name line break", "message_id_domain", "host with port", "host as url"])
+def test_settings_no_email_could_be_built_or_sent_with_are_refused_when_built(
+    options: dict[str, Any], error: str
+) -> None:
+    arguments: dict[str, Any] = {"host": "mail.example", "from_address": "a@b.example", **options}
+    with pytest.raises(UsageError, match=re.escape(error)):
+        SmtpChannel(arguments.pop("host"), **arguments)
+
+
+def test_an_ipv6_host_is_not_taken_for_a_port() -> None:
+    assert SmtpChannel("::1", from_address="a@b.example").host == "::1"
+
+
+def test_the_email_has_the_date_it_was_written(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    # RFC 5322 requires a Date; relays do not all add one. Every attempt carries the same.
+    assert channel.send(message()).ok
+    (email,) = mailbox.received
+    assert email["Date"].datetime == T0
+
+
+def test_the_preheader_goes_inside_the_body_of_a_whole_html_document(
+    channel: SmtpChannel, mailbox: Mailbox
+) -> None:
+    # Before the doctype, it would put mail clients in quirks mode (or be dropped).
+    document = ('<!DOCTYPE html>\n<html><head><title>Hi</title></head>\n'
+                '<BODY class="mail">\n<p>Hello Ada.</p></BODY></html>')
+    fields = {"subject": "Hi", "html": document, "preheader": "Your first steps"}
+    assert channel.send(message(fields=fields)).ok
+    (email,) = mailbox.received
+    html = email.get_body(("html",))
+    assert html is not None
+    body = html.get_content().replace("\r\n", "\n")  # as it came off the wire
+    assert body.startswith("<!DOCTYPE html>\n<html><head><title>Hi</title></head>\n"
+                           '<BODY class="mail"><div style="display:none')
+    assert body.index("Your first steps") < body.index("<p>Hello Ada.</p>")
+
+
+def test_a_full_mailbox_is_transient(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    # RFC 5321 (4.5.3.1.10): a 552 in reply to RCPT is to be taken as 452; blocking the
+    # customer's email for a full mailbox would lose every later message.
+    mailbox.mode = "full"
+    result = channel.send(message())
+    assert (result.status, result.error) == (
+        "transient", "recipient refused: 552 5.2.2 Mailbox full"
+    )

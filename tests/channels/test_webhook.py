@@ -272,3 +272,84 @@ def test_without_httpx_the_error_says_what_to_install(monkeypatch: pytest.Monkey
     monkeypatch.setitem(sys.modules, "httpx", None)
     with pytest.raises(ImportError, match=r"pip install cjo\[webhook\]"):
         WebhookChannel("https://x.example", SECRET)
+
+
+def test_a_refusal_does_not_repeat_the_credentials_of_the_url(hook: WebhookReceiver) -> None:
+    # The error is stored as the message's last error and shown with dead letters: a password
+    # or token in the URL must not end up there.
+    url = hook.url.replace("http://", "http://user:pa55word@") + "?token=t0ken"
+    hook.mode = "503"
+    with WebhookChannel(url, SECRET, timeout=5) as channel:
+        result = channel.send(message())
+    assert result.status == "transient"
+    assert result.error == f"HTTP 503 from {hook.url}: no thanks"
+    assert hook.requests[0][0]["authorization"].startswith("Basic ")  # still sent, though
+
+
+@pytest.mark.parametrize(("headers", "error"), [
+    ({"X-Key": "a\r\nX-Forged: 1"}, "header 'X-Key' has a value that is not printable ASCII"),
+    ({"X-Key": "clé"}, "header 'X-Key' has a value that is not printable ASCII"),
+    ({"X Key": "k"}, "'X Key' is not a header name"),
+    ({"": "k"}, "'' is not a header name"),
+    ({"content-type": "text/plain"}, "header 'content-type' is set by the channel"),
+    ({"Idempotency-Key": "mine"}, "header 'Idempotency-Key' is set by the channel"),
+    ({"x-cjo-signature": "v1=00"}, "header 'x-cjo-signature' is set by the channel"),
+], ids=["line break", "not ascii", "space in name", "empty name", "content-type",
+        "idempotency key", "signature"])
+def test_headers_every_request_would_fail_or_lie_with_are_refused_when_built(
+    headers: dict[str, str], error: str
+) -> None:
+    with pytest.raises(UsageError, match=re.escape(error)):
+        WebhookChannel("https://x.example/hook", SECRET, headers=headers)
+
+
+def test_the_timeout_bounds_an_endpoint_that_trickles_its_reply() -> None:
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 1000\r\n\r\n")
+            while not stop.wait(0.05):  # each byte well within the read timeout
+                try:
+                    connection.sendall(b"x")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        with WebhookChannel(url, SECRET, timeout=0.5) as channel:
+            started = time.monotonic()
+            result = channel.send(message())
+            elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        server.close()
+        thread.join(5)
+    assert result.status == "transient"
+    assert elapsed < 1.5
+    assert result.error is not None and result.error.startswith(f"HTTP 503 from {url}: x")
+
+
+def test_a_compressed_refusal_is_quoted_decompressed() -> None:
+    import gzip
+
+    import httpx
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(503, content=gzip.compress(b"busy, retry later"), headers={
+            "Content-Encoding": "gzip", "Content-Type": "text/plain; charset=x-unknown"})
+
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
+        result = WebhookChannel("https://x.example/hook", SECRET, client=client).send(message())
+    assert result.error == "HTTP 503 from https://x.example/hook: busy, retry later"

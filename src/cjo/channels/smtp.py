@@ -12,19 +12,24 @@ lost on the way back can deliver twice.
 
 Classification: a 4xx reply, a dropped or refused connection and a timeout are transient; a
 5xx reply (a refused sender or recipient, failed authentication, a rejected message) is
-permanent. Only a refused recipient, or a missing address, marks the customer unreachable on
-email (``DeliveryResult.unreachable``); the other permanent failures are the sender's.
+permanent, but for a 552 to the recipient (a full mailbox: RFC 5321 has it taken as 452).
+Only a refused recipient, or a missing address, marks the customer unreachable on email
+(``DeliveryResult.unreachable``); the other permanent failures are the sender's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
+import re
 import smtplib
 import ssl
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import formataddr
+from email.policy import SMTP, SMTPUTF8
+from email.utils import format_datetime, formataddr
 from html import escape
 from typing import Literal
 
@@ -76,6 +81,11 @@ class SmtpChannel(Channel):
         # transient failure until it became a dead letter.
         if not isinstance(host, str) or not host.strip():
             raise UsageError(f"host must be a server name or address, got {host!r}")
+        if not _is_host(host):
+            raise UsageError(
+                f"host must be a server name or address, without a port (give port=) or a "
+                f"scheme, got {host!r}"
+            )
         if port is not None and (
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
         ):
@@ -87,8 +97,11 @@ class SmtpChannel(Channel):
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
         if not isinstance(from_address, str):
             raise UsageError(f"from_address must be an email address, got {from_address!r}")
-        if "@" not in from_address:
-            raise UsageError(f"from_address {from_address!r} is not an email address")
+        if "@" not in from_address or _address(from_address) != (from_address, False):
+            raise UsageError(
+                f"from_address {from_address!r} is not an email address of ASCII characters, "
+                "as local@domain (the sender's name goes in from_name)"
+            )
         if (username is None) != (password is None):
             raise UsageError("give both username and password, or neither")
         if username is not None and not (isinstance(username, str) and isinstance(password, str)):
@@ -98,12 +111,15 @@ class SmtpChannel(Channel):
             )
         if from_name is not None and not isinstance(from_name, str):
             raise UsageError(f"from_name must be a str (or None), got {from_name!r:.80}")
+        if from_name is not None and not from_name.isprintable():
+            raise UsageError(f"from_name must be one line of printable text, got {from_name!r:.80}")
         if ssl_context is not None and not isinstance(ssl_context, ssl.SSLContext):
             raise UsageError(
                 f"ssl_context must be an ssl.SSLContext (or None), got {ssl_context!r:.80}"
             )
         if message_id_domain is not None and (
-            not isinstance(message_id_domain, str) or not message_id_domain.strip()
+            not isinstance(message_id_domain, str)
+            or _address(f"cjo@{message_id_domain}") != (f"cjo@{message_id_domain}", False)
         ):
             raise UsageError(
                 f"message_id_domain must be a domain name (or None), got {message_id_domain!r:.80}"
@@ -120,20 +136,40 @@ class SmtpChannel(Channel):
         self.timeout = timeout
 
     def send(self, message: Message) -> DeliveryResult:
-        to = message.recipient.get("email")
-        if not isinstance(to, str) or "@" not in to:
+        given_to = message.recipient.get("email")
+        if not isinstance(given_to, str) or "@" not in given_to:
             return DeliveryResult.permanent(
                 f"customer {message.customer_id!r} has no email address (recipient 'email')"
             )
+        parsed = _address(given_to)
+        if parsed is None:
+            return DeliveryResult.permanent(
+                f"customer {message.customer_id!r} has no email address (recipient 'email' "
+                f"{given_to!r:.200} is not one)"
+            )
+        to, utf8 = parsed
         try:
             email = self.build(message, to)
-        except ValueError as exc:  # a header with a line break, an unusable address...
+        except ValueError as exc:  # a header with a line break...
             return DeliveryResult.permanent(f"cannot build the email: {exc}", unreachable=False)
         try:
             with self._connect() as smtp:
+                options: list[str] = []
+                if utf8:
+                    smtp.ehlo_or_helo_if_needed()
+                    if not smtp.has_extn("smtputf8"):
+                        # The server's limit, not the address's: nothing is blocked.
+                        return DeliveryResult.permanent(
+                            "the server does not take addresses beyond ASCII (no SMTPUTF8): "
+                            f"{to!r}", unreachable=False,
+                        )
+                    options.append("SMTPUTF8")
                 # Serialised here with the SMTP policy: send_message's own generator would
                 # rewrite body lines starting with "From " (mbox quoting).
-                refused = smtp.sendmail(self.from_address, [to], email.as_bytes(policy=SMTP))
+                refused = smtp.sendmail(
+                    self.from_address, [to], email.as_bytes(policy=SMTPUTF8 if utf8 else SMTP),
+                    mail_options=options,
+                )
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             return _classified(code, f"recipient refused: {code} {_text(reply)}", recipient=True)
@@ -155,6 +191,9 @@ class SmtpChannel(Channel):
             else self.from_address
         email["To"] = to
         email["Subject"] = fields.get("subject", "")
+        # Required by RFC 5322, and not added by every relay: when the message was written,
+        # so that every attempt is the same email.
+        email["Date"] = format_datetime(message.created_at)
         email["Message-ID"] = self.message_id(message.idempotency_key)
         email["X-Idempotency-Key"] = message.idempotency_key
         text = fields.get("text", fields.get("body"))
@@ -162,7 +201,12 @@ class SmtpChannel(Channel):
         if html is not None:
             preheader = fields.get("preheader")
             if preheader:
-                html = _PREHEADER.format(escape(preheader)) + html
+                # At the top of the body: before a doctype, clients would render the page in
+                # quirks mode, or drop it.
+                hidden = _PREHEADER.format(escape(preheader))
+                body = _BODY_TAG.search(html)
+                at = body.end() if body else 0
+                html = html[:at] + hidden + html[at:]
             email.set_content(text if text is not None else "")
             email.add_alternative(html, subtype="html")
         else:
@@ -197,14 +241,56 @@ class SmtpChannel(Channel):
         return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
 
 
+_BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)
+
 # Shown by mail clients as the inbox preview, hidden in the message itself.
 _PREHEADER = (
     '<div style="display:none;max-height:0;overflow:hidden;mso-hide:all">{}</div>\n'
 )
 
 
+def _is_host(host: str) -> bool:
+    """A name or an address, not ``host:port`` or a URL (an IPv6 address has colons)."""
+    if any(c.isspace() or c in "/@" for c in host):
+        return False
+    if ":" not in host:
+        return True
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _address(address: str) -> tuple[str, bool] | None:
+    """``address`` as the envelope and the To header take it: one ``local@domain``, its domain
+    in ASCII (IDNA), and whether its local part needs SMTPUTF8 (characters beyond ASCII).
+    None if it is not one address (a display name, a list, a stray ``@``...)."""
+    local, _, domain = address.strip().rpartition("@")
+    try:
+        if not domain.isascii():
+            domain = domain.encode("idna").decode("ascii")
+        # A local part beyond ASCII is checked on a stand-in: the parser refuses it.
+        checked = Address(addr_spec=f"{local if local.isascii() else 'x'}@{domain}")
+    except (ValueError, IndexError, HeaderParseError):
+        return None
+    if not checked.username or not checked.domain:
+        return None
+    if local.isascii():
+        return checked.addr_spec, False
+    if not local.isprintable() or any(c.isspace() or c in '()<>[]:;@\\,"' for c in local):
+        return None
+    return f"{local}@{checked.domain}", True
+
+
+#: In reply to RCPT, a full mailbox (or too many recipients): a later attempt may pass.
+_MAILBOX_FULL = 552
+
+
 def _classified(code: int, error: str, *, recipient: bool) -> DeliveryResult:
     """``recipient``: the reply refuses the recipient (not the sender, login or message)."""
+    if recipient and code == _MAILBOX_FULL:  # RFC 5321 4.5.3.1.10: taken as 452
+        return DeliveryResult.transient(error)
     if 400 <= code < 500:
         return DeliveryResult.transient(error)
     if 500 <= code < 600:

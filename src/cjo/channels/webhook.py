@@ -28,6 +28,8 @@ import hashlib
 import hmac
 import json
 import math
+import re
+import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,18 @@ __all__ = [
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TIMESTAMP_HEADER = "X-Cjo-Timestamp"
 SIGNATURE_HEADER = "X-Cjo-Signature"
+
+#: Set by the channel on every request: a header of the host's by one of these names would
+#: send two values, or replace the signed ones.
+_OWN_HEADERS = frozenset(
+    name.lower() for name in ("Content-Type", IDEMPOTENCY_HEADER, TIMESTAMP_HEADER,
+                              SIGNATURE_HEADER)
+)
+#: An HTTP header name (RFC 9110 token); a value is printable ASCII, spaces and tabs.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+#: How much of a refusal's body is read, and kept in its error.
+_SAID = 200
 
 _TRANSIENT_CODES = frozenset((408, 429))
 _GONE = 410
@@ -171,9 +185,16 @@ class WebhookChannel(Channel):
             raise UsageError(
                 f"headers must be a mapping of header names to str values, got {headers!r:.80}"
             )
+        for name, value in (headers or {}).items():
+            _check_header(name, value)
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise UsageError(f"clock must be a cjo Clock, got {clock!r:.80}")
         self.url = url
+        # Errors are stored with the message: they name the endpoint without the credentials
+        # or token its URL may carry.
+        self._shown_url = str(
+            httpx_module.URL(url).copy_with(userinfo=b"", query=None, fragment=None)
+        )
         self._secret = secret
         self.timeout = timeout
         self.headers = dict(headers or {})
@@ -194,19 +215,24 @@ class WebhookChannel(Channel):
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign_webhook(self._secret, timestamp, body),
         }
+        # httpx's timeout bounds each read, not the whole reply: an endpoint sending its body
+        # a byte at a time would hold the send past the dispatch lease.
+        deadline = time.monotonic() + self.timeout
         try:
-            response = self._client.post(
-                self.url, content=body, headers=headers, timeout=self.timeout
-            )
+            with self._client.stream(
+                "POST", self.url, content=body, headers=headers, timeout=self.timeout
+            ) as response:
+                code = response.status_code
+                if 200 <= code < 300:  # accepted: what the body says does not matter
+                    return DeliveryResult(
+                        "delivered", provider_id=response.headers.get("X-Request-Id")
+                    )
+                said = _beginning(response, deadline, httpx_module.HTTPError)
         except httpx_module.TimeoutException as exc:
             return DeliveryResult.transient(f"timed out after {self.timeout}s: {exc}")
         except httpx_module.TransportError as exc:
             return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
-        code = response.status_code
-        if 200 <= code < 300:
-            return DeliveryResult("delivered", provider_id=response.headers.get("X-Request-Id"))
-        said = response.text[:200].strip()
-        error = f"HTTP {code} from {self.url}" + (f": {said}" if said else "")
+        error = f"HTTP {code} from {self._shown_url}" + (f": {said}" if said else "")
         if code >= 500 or code in _TRANSIENT_CODES:
             return DeliveryResult.transient(error)
         # The endpoint is the host's: only 410 Gone says the customer cannot be reached.
@@ -242,6 +268,38 @@ class WebhookChannel(Channel):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _check_header(name: object, value: object) -> None:
+    if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+        raise UsageError(f"headers: {name!r:.80} is not a header name")
+    if name.lower() in _OWN_HEADERS:
+        raise UsageError(f"headers: header {name!r} is set by the channel")
+    if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+        # Not shown: it may be an API key.
+        raise UsageError(
+            f"headers: header {name!r} has a value that is not printable ASCII "
+            "(a line break, a character beyond ASCII)"
+        )
+
+
+def _beginning(response: httpx.Response, deadline: float, errors: type[Exception]) -> str:
+    """The start of a refusal's body, read until ``deadline`` at most: it only explains the
+    status, which is already known."""
+    data = b""
+    try:
+        for chunk in response.iter_bytes():  # decompressed
+            data += chunk
+            if len(data) >= _SAID * 4 or time.monotonic() >= deadline:
+                break
+    except errors:
+        pass  # the status says enough
+    try:
+        # Not ``response.encoding``: a client's detecting default would need the whole body.
+        text = data.decode(response.charset_encoding or "utf-8", "replace")
+    except LookupError:  # a charset Python does not know
+        text = data.decode("utf-8", "replace")
+    return text[:_SAID].strip()
 
 
 def _header_value(key: str) -> str:
