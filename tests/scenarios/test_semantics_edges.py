@@ -336,3 +336,26 @@ def test_a_refused_start_journey_says_why(storage_factory: Factory) -> None:
                                      steps={"w": Wait(HOUR)})])
     engine.handle_event(_event("go", "ann", clock.now(), "g1"))
     assert engine.handle_event(_event("go", "ann", clock.now(), "g2")).not_entered == ()
+
+
+def test_keyed_instances_of_customers_whose_ids_hold_colons_get_ids_of_their_own(
+    storage: Storage,
+) -> None:
+    # Customer 'ann:x' with cart '1' and customer 'ann' with cart 'x:1', entered at one instant:
+    # ids (and so idempotency keys) shared between them would let one message stand for both.
+    cart = Journey("cart", trigger=EventTrigger("add"), entry="m", steps={"m": Send("note", "email")},
+                   reentry=ReentryPolicy.after_exit(instance_key="cart_id"))
+    engine, _clock, email = _engine(T0, storage)
+    engine.publish(journeys=[cart], content=[NOTE])
+    out = engine.handle_events([_event("add", "ann:x", T0, "a1", cart_id="1"),
+                                _event("add", "ann", T0, "a2", cart_id="x:1"),
+                                _event("add", "ann", T0, "a3", cart_id="x%3A1")])
+    assert len({e.enrollment_id for e in out.entered}) == 3
+    engine.run_due()
+    assert sorted((m.customer_id, m.enrollment_id) for m in email.messages) == [
+        ("ann", "cart:ann:x%253A1:2.64c06cfcb8400"),
+        ("ann", "cart:ann:x%3A1:1.64c06cfcb8400"),
+        ("ann:x", "cart:ann:x:1:1.64c06cfcb8400"),
+    ]
+    # The key itself is kept as given.
+    assert [e.instance_key for e in engine.enrollments("ann:x")] == ["1"]

@@ -102,6 +102,10 @@ def enrollment_id_for(
         stamp = f"{stamp}.{erasures}"
     if key is None:
         return f"{journey_id}:{customer_id}:{number}.{stamp}"
+    if ":" in key or "%" in key:
+        # Customer ids may hold ':' too: unescaped, customer 'ann:x' with key '1' and customer
+        # 'ann' with key 'x:1' would share ids, and so the idempotency keys of their messages.
+        key = key.replace("%", "%25").replace(":", "%3A")
     return f"{journey_id}:{customer_id}:{key}:{number}.{stamp}"
 
 
