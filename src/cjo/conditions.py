@@ -91,6 +91,16 @@ class Condition:
         right = other.conditions if isinstance(other, Or) else (other,)
         return Or(left + right)
 
+    def __rand__(self, other: object) -> And:
+        # ``5 & cond`` (Python asks the condition when the left side cannot): kept as written,
+        # for validation to name what is not a condition, as it does for ``cond & 5``.
+        right = self.conditions if isinstance(self, And) else (self,)
+        return And((other, *right))  # type: ignore[arg-type]
+
+    def __ror__(self, other: object) -> Or:
+        right = self.conditions if isinstance(self, Or) else (self,)
+        return Or((other, *right))  # type: ignore[arg-type]
+
     def __invert__(self) -> Not:
         return Not(self)
 

@@ -244,3 +244,27 @@ def test_in_segment_asks_the_scope() -> None:
 def test_compiling_a_non_condition_fails() -> None:
     with pytest.raises(TypeError, match="not a condition"):
         compile_condition(attr("x"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("combine", [
+    lambda c: 5 & c, lambda c: True & c, lambda c: "vip" | c, lambda c: None | c,
+], ids=["5 & c", "True & c", "'vip' | c", "None | c"])
+def test_what_is_not_a_condition_on_the_left_is_named_at_validation(combine: Any) -> None:
+    """``5 & cond`` is refused as ``cond & 5`` is: a DefinitionError naming the operand when
+    published, not Python's TypeError when written."""
+    from datetime import timedelta
+
+    from cjo import Engine, EventTrigger, Journey, Wait
+    from cjo.errors import DefinitionError
+
+    where = combine(attr("plan") == "pro")
+    assert isinstance(where, And | Or)
+    journey = Journey("j", trigger=EventTrigger("go", where=where), entry="w",
+                      steps={"w": Wait(timedelta(days=1))})
+    with pytest.raises(DefinitionError, match=r"where: conditions\[0\] must be a condition"):
+        Engine().publish(journeys=[journey])
+
+
+def test_a_condition_on_the_left_of_its_own_kind_flattens() -> None:
+    both = attr("a") == 1
+    assert (5 & (both & (attr("b") == 2))).conditions[1:] == (both, attr("b") == 2)
