@@ -306,10 +306,19 @@ class Field:
     def __ge__(self, value: object) -> Compare | CompareFields | CompareTime:
         return self._compare("ge", value)
 
-    def is_in(self, values: Iterable[Any]) -> Compare:
+    def __repr__(self) -> str:
+        return f"{_BUILDERS[self.ref.scope]}({self.ref.path!r})"
+
+    # Another field as the list (or the item) is read when the condition is evaluated:
+    # ``prop("tag").is_in(ctx("tags"))``, ``prop("tags").contains(ctx("tag"))``.
+    def is_in(self, values: Iterable[Any] | Field) -> Compare | CompareFields:
+        if isinstance(values, Field):
+            return CompareFields(self.ref, "in", values.ref)
         return Compare(self.ref, "in", self._values("is_in", values))
 
-    def not_in(self, values: Iterable[Any]) -> Compare:
+    def not_in(self, values: Iterable[Any] | Field) -> Compare | CompareFields:
+        if isinstance(values, Field):
+            return CompareFields(self.ref, "not_in", values.ref)
         return Compare(self.ref, "not_in", self._values("not_in", values))
 
     def _values(self, op: str, values: object) -> list[Any]:
@@ -318,7 +327,9 @@ class Field:
             raise DefinitionError(f"{self.ref}.{op}() needs a list of values, got {values!r}")
         return list(values)
 
-    def contains(self, value: Any) -> Compare:
+    def contains(self, value: Any) -> Compare | CompareFields:
+        if isinstance(value, Field):
+            return CompareFields(self.ref, "contains", value.ref)
         return Compare(self.ref, "contains", value)
 
     def exists(self) -> Exists:
@@ -327,7 +338,7 @@ class Field:
     # A field is a value, not a condition: ``attr("vip") and cond`` would silently be ``cond``,
     # and ``attr("vip") & cond`` a bare TypeError.
     def _not_a_condition(self) -> DefinitionError:
-        built = f"{_BUILDERS[self.ref.scope]}({self.ref.path!r})"
+        built = repr(self)
         return DefinitionError(
             f"{built} is a value, not a condition: compare it (such as {built} == True) or test "
             "it with .exists() before combining it with &, |, ~ (and, or, not)"

@@ -268,3 +268,26 @@ def test_what_is_not_a_condition_on_the_left_is_named_at_validation(combine: Any
 def test_a_condition_on_the_left_of_its_own_kind_flattens() -> None:
     both = attr("a") == 1
     assert (5 & (both & (attr("b") == 2))).conditions[1:] == (both, attr("b") == 2)
+
+
+def test_is_in_not_in_and_contains_take_another_field() -> None:
+    """``prop("tags").contains(ctx("tag"))`` compares two values read at evaluation, as
+    ``prop("a") == ctx("a")`` does, rather than failing validation with a field as a value."""
+    from cjo.conditions import CompareFields
+
+    tags, tag = Ref("event", "tags"), Ref("context", "tag")
+    assert prop("tags").contains(ctx("tag")) == CompareFields(tags, "contains", tag)
+    assert prop("tags").is_in(ctx("tag")) == CompareFields(tags, "in", tag)
+    assert prop("tags").not_in(ctx("tag")) == CompareFields(tags, "not_in", tag)
+
+    def scope(event: dict[str, Any], context: dict[str, Any]) -> FakeScope:
+        return FakeScope(event=event, context=context)
+
+    has = compile_condition(prop("tags").contains(ctx("tag")))
+    assert has(scope({"tags": ["a", "b"]}, {"tag": "b"}))
+    assert not has(scope({"tags": ["a"]}, {"tag": "b"}))
+    within = compile_condition(prop("tag").is_in(ctx("tags")))
+    assert within(scope({"tag": "b"}, {"tags": ["a", "b"]}))
+    assert not within(scope({"tag": "c"}, {"tags": ["a", "b"]}))
+    assert compile_condition(prop("tag").not_in(ctx("tags")))(scope({"tag": "c"}, {"tags": []}))
+    assert repr(ctx("tag")) == "ctx('tag')"
