@@ -55,6 +55,7 @@ class Mailbox:
         self.mode = "ok"
         self.received: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
+        self.mail_options: list[list[str]] = []  # the MAIL FROM parameters of each email
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
@@ -75,6 +76,7 @@ class Mailbox:
         assert isinstance(email, EmailMessage)
         self.received.append(email)
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        self.mail_options.append(list(envelope.mail_options))
         return "250 2.0.0 Accepted"
 
     def keys(self) -> list[str]:
@@ -84,6 +86,7 @@ class Mailbox:
         self.mode = "ok"
         self.received.clear()
         self.envelopes.clear()
+        self.mail_options.clear()
 
 
 class WebhookReceiver:

@@ -417,3 +417,13 @@ def test_a_full_mailbox_is_transient(channel: SmtpChannel, mailbox: Mailbox) -> 
     assert (result.status, result.error) == (
         "transient", "recipient refused: 552 5.2.2 Mailbox full"
     )
+
+
+def test_a_body_beyond_ascii_is_announced_as_8bit(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    """RFC 6152: 8-bit text goes with BODY=8BITMIME; an ASCII email needs no parameter."""
+    assert channel.send(message()).ok
+    fields = {"subject": "Bienvenue", "text": "Déjà là", "html": "<p>Déjà là</p>"}
+    assert channel.send(message(key="onboarding:c1:1.x:welcome:2", fields=fields)).ok
+    body = [[o for o in options if o.startswith("BODY=")] for options in mailbox.mail_options]
+    assert body == [[], ["BODY=8BITMIME"]]
+    assert "Déjà là" in mailbox.received[1].get_body(("plain",)).get_content()

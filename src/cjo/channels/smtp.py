@@ -166,10 +166,14 @@ class SmtpChannel(Channel):
                     options.append("SMTPUTF8")
                 # Serialised here with the SMTP policy: send_message's own generator would
                 # rewrite body lines starting with "From " (mbox quoting).
-                refused = smtp.sendmail(
-                    self.from_address, [to], email.as_bytes(policy=SMTPUTF8 if utf8 else SMTP),
-                    mail_options=options,
-                )
+                data = email.as_bytes(policy=SMTPUTF8 if utf8 else SMTP)
+                if not data.isascii():
+                    # A body of 8-bit text (UTF-8 beyond ASCII) is announced, as RFC 6152
+                    # asks, to a server that takes it (nearly all do).
+                    smtp.ehlo_or_helo_if_needed()
+                    if smtp.has_extn("8bitmime"):
+                        options.append("BODY=8BITMIME")
+                refused = smtp.sendmail(self.from_address, [to], data, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             return _classified(code, f"recipient refused: {code} {_text(reply)}", recipient=True)
