@@ -14,6 +14,7 @@ from cjo import (
     Event,
     EventTrigger,
     ExitCriterion,
+    InactivityTrigger,
     Journey,
     ManualClock,
     RecordingChannel,
@@ -164,3 +165,32 @@ def test_an_event_nothing_reads_is_not_claimed_in_a_group_either(
         again = engine.handle_event(Event(cid, "purchased", T0 + HOUR, {}, f"p1-{cid}"))
         outcomes.append((again.duplicate, [(e.journey_id, e.reason) for e in again.ended]))
     assert outcomes[0] == outcomes[1] == (False, [("visits", None), ("cart", "bought")])
+
+
+@pytest.mark.parametrize("worker_on_time", [True, False])
+def test_a_late_purchase_stamped_before_the_win_back_fired_does_not_fire_it_again(
+    worker_on_time: bool, storage_factory: Factory
+) -> None:
+    day = timedelta(days=1)
+    clock, email = ManualClock(T0), RecordingChannel()
+    engine = Engine(storage_factory(), channels={"email": email}, clock=clock)
+    engine.publish(content=CONTENT, journeys=[Journey(
+        "win_back", trigger=InactivityTrigger("purchased", after=14 * day), entry="mail",
+        steps={"mail": Send("nudge", "email")})])
+    engine.identify("ann", {"email": "ann@example.com"})
+    if worker_on_time:
+        clock.set(T0 + 14 * day)
+        engine.run_due()
+    clock.set(T0 + 20 * day)
+    # Fired at +14 days (quiet since creation); a purchase of day 1 arrives only now. Ann has
+    # been quiet since then: one quiet spell, one win-back.
+    engine.handle_event(Event("ann", "purchased", T0 + day, {}, "p1"))
+    clock.set(T0 + 60 * day)
+    engine.run_due()
+    assert [m.created_at for m in email.messages] == [T0 + 14 * day]
+    # A purchase after the firing starts a new spell.
+    clock.set(T0 + 70 * day)
+    engine.handle_event(Event("ann", "purchased", T0 + 70 * day, {}, "p2"))
+    clock.set(T0 + 90 * day)
+    engine.run_due()
+    assert [m.created_at for m in email.messages] == [T0 + 14 * day, T0 + 84 * day]

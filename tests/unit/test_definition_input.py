@@ -365,6 +365,20 @@ def test_is_in_needs_a_collection_of_values(values: Any) -> None:
     assert prop("a").is_in(("x", "y")).value == ["x", "y"]
 
 
+@pytest.mark.parametrize("field", ["changed_to", "changed_from"])
+@pytest.mark.parametrize(("values", "got"), [("pro", "'pro'"), (5, "5"), ({"pro": 1}, "dict")])
+def test_an_attribute_trigger_needs_a_collection_of_values(
+    field: str, values: Any, got: str
+) -> None:
+    # A bare string is not read as its characters (changed_to="pro" would never see "pro").
+    trigger = AttributeTrigger("plan", **{field: values})
+    journey = Journey("up", trigger=trigger, entry="w", steps={"w": Wait(HOUR)})
+    assert [str(p) for p in validate_definitions(Definitions(journeys=(journey,)))] == [
+        f"journey 'up' v1 / trigger: {field} must be a tuple of any value (or None), got {got}"
+    ]
+    assert getattr(AttributeTrigger("plan", **{field: ["pro"]}), field) == ("pro",)
+
+
 # --- instance keys -----------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, Literal, get_args
 
@@ -57,8 +58,12 @@ class InactivityTrigger:
     where: Condition | None = None
 
 
-def _as_values(values: Any) -> tuple[Any, ...] | None:
-    return None if values is None else tuple(values)
+def _as_values(values: Any) -> Any:
+    # A string is iterable, but changed_to="pro" never means ("p", "r", "o"): what is not a
+    # collection of values is kept as given, for validation to refuse at its place.
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        return values
+    return tuple(values)
 
 
 @attrs.frozen

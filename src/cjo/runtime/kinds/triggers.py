@@ -141,7 +141,14 @@ class InactivityTriggerKind(TriggerKind[InactivityTrigger]):
         if seen is not None and seen >= event.timestamp:
             return
         marks[names.seen] = event.timestamp
-        d.state.timers[names.timer] = event.timestamp + trigger.after
+        fired = marks.get(names.fired)
+        if fired is not None and event.timestamp < fired + trigger.after:
+            # A late event stamped before the trigger last fired: that firing fell inside the
+            # quiet spell this event starts, which must not fire a second time.
+            marks[names.fired] = event.timestamp
+            d.state.timers.pop(names.timer, None)
+        else:
+            d.state.timers[names.timer] = event.timestamp + trigger.after
         d.touch()
 
     def arm(
