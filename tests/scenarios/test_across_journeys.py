@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cjo import (
+    Branch,
+    Case,
     ContentItem,
     ControlGroup,
     Engine,
     Event,
     EventTrigger,
+    Exit,
     Goal,
     Journey,
     Jump,
@@ -25,6 +28,7 @@ from cjo import (
     VersionChange,
     Wait,
     WaitForEvent,
+    attr,
 )
 from cjo.analytics.report import journey_report
 from cjo.errors import DefinitionError, UnknownJourneyError
@@ -466,6 +470,37 @@ def test_a_migration_moves_customers_waiting_at_three_steps(
     assert set(migrated) == {"at_w1", "at_w2", "at_w3"}
     assert {a.at for a in migrated.values()} == {publish_at}
     assert all(a.detail == "v1 to v2" for a in migrated.values())
+
+
+def test_a_migration_onto_a_step_that_does_not_wait_runs_it_at_the_kept_wake_up(
+    storage_factory: Factory,
+) -> None:
+    # A customer waiting at w1 moves to a Branch, another to an Exit: each runs at the
+    # wake-up instant kept from v1, rather than staying active with nothing to wake them.
+    engine, clock, email = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[_v1()])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    clock.set(T0 + HOUR)
+    v2 = Journey(
+        id="onboard", version=2, trigger=EventTrigger("signed_up"), entry="route",
+        steps={"route": Branch((Case(attr("vip") == True, "stop"),), default="hello"),  # noqa: E712
+               "hello": Send("b", "email"), "stop": Exit("vip")},
+    )
+    engine.publish(journeys=[v2], running={"onboard": VersionChange.migrate({
+        "w1": "route", "s1": "hello", "w2": "route", "s2": "hello", "w3": "stop",
+        "s3": "hello",
+    })})
+    worker, _, worker_email = _engine(storage_factory(), clock)
+    clock.set(T0 + 3 * DAY)
+    worker.run_due()
+    assert [(m.content_id, m.journey_version, m.step_id, m.created_at)
+            for m in email.messages + worker_email.messages] == [
+        ("b", 2, "hello", T0 + DAY)]
+    (ended,) = engine.enrollments("ann")
+    assert (ended.status, ended.ended_at) == ("completed", T0 + DAY)
+    log = [(a.kind, a.step_id) for a in engine.activities(T0, T0 + 9 * DAY, customer_id="ann")]
+    assert log[-4:] == [("step", "route"), ("step", "hello"), ("sent", "hello"),
+                        ("completed", "hello")]
 
 
 def test_an_ejecting_publish_ends_running_customers_at_the_publish_instant(

@@ -138,7 +138,10 @@ class StepKind(Generic[S]):
         at: datetime,
     ) -> Next:
         """The enrollment's wake-up on this step is due at ``at``."""
-        return HALT
+        # A step that does not wait has a wake-up only when a new version migrated a waiting
+        # enrollment onto it: it runs then, as if reached at the kept instant (halting would
+        # leave the enrollment active with nothing to wake it).
+        return HALT if self.waits else e.step_id
 
     def on_event(
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step: S, compiled: Any,
