@@ -91,6 +91,23 @@ def test_opt_in_topics_need_a_statement_that_names_them() -> None:
     assert consent_problem(s, "email", "deals", False, TOPICS) == "unsubscribed from deals"
 
 
+def test_a_broad_yes_keeps_the_opt_out_of_an_opt_in_topic_it_covers() -> None:
+    """Subscribed to deals, then not on SMS, then to everything on SMS: deals by SMS stay
+    off, since a broad "yes" opts no one in to an opt-in topic and the latest statement
+    naming deals on SMS is a "no" (the broad "yes" used to drop it)."""
+    s = _state()
+    set_consent(s, "deals", None, True, T0)
+    set_consent(s, "deals", "sms", False, T0)
+    set_consent(s, None, "sms", True, T0)
+    assert not subscribed(s, "deals", "sms", opt_in=True)
+    assert consent_problem(s, "sms", "deals", False, TOPICS) == "unsubscribed from deals"
+    assert subscribed(s, "deals", "email", opt_in=True)
+    assert subscribed(s, "news", "sms", opt_in=False)
+    # A broad "no" still forgets them all.
+    set_consent(s, None, "sms", False, T0 + H)
+    assert s.consent == {("deals", "*"): (True, T0), ("*", "sms"): (False, T0 + H)}
+
+
 def test_blocks_stop_transactional_sends_and_opt_outs_do_not() -> None:
     s = _state()
     set_consent(s, None, None, False, T0)

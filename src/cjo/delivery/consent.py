@@ -57,8 +57,11 @@ def set_consent(
     key = (topic or ANY, channel or ANY)
     consent = state.own_consent()
     # Older statements this one covers can never win again: drop them, so the record stays
-    # as small as what the customer said last.
-    for k in [k for k, (_, when) in consent.items() if _covers(key, k) and when <= at]:
+    # as small as what the customer said last. Save, under a broad "yes", those naming a
+    # topic: the latest of them still decides an opt-in topic, which a broad "yes" does not.
+    keep_named = value and key[0] == ANY
+    for k in [k for k, (_, when) in consent.items()
+              if _covers(key, k) and when <= at and not (keep_named and k[0] != ANY)]:
         del consent[k]
     consent[key] = (value, at)  # last in order: said last
 
