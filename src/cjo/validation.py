@@ -905,9 +905,10 @@ def _check_governance(definitions: Definitions, known: _Known) -> list[Problem]:
     group = definitions.control_group
     if group is not None:
         percent = group.percent
+        # The range refuses nan and inf too (math.isfinite would overflow on a huge int).
         if (
             isinstance(percent, bool) or not isinstance(percent, int | float)
-            or not math.isfinite(percent) or not 0 <= percent < 100
+            or not 0 <= percent < 100
         ):
             problems.append(Problem(
                 "control group", f"percent must be from 0 to less than 100, got {_q(percent)}"

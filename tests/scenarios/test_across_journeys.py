@@ -326,6 +326,13 @@ def test_a_control_group_can_shrink_but_not_grow_or_change_salt() -> None:
         Engine().publish(control_group=ControlGroup(100, "s"))
 
 
+@pytest.mark.parametrize("percent", [-1, 100, 150, float("nan"), float("inf"), 10**400],
+                         ids=["-1", "100", "150", "nan", "inf", "10**400"])
+def test_a_control_group_percent_outside_0_to_100_is_refused_by_name(percent: float) -> None:
+    with pytest.raises(DefinitionError, match="control group: percent must be from 0 to less"):
+        Engine().publish(control_group=ControlGroup(percent, "s"))
+
+
 # --- pause and resume -------------------------------------------------------------------------
 
 

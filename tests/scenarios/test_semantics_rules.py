@@ -321,6 +321,30 @@ def test_what_moves_no_customer_between_arms_may_change() -> None:
                                                       SplitPath("b", 1, next="wait")))])
 
 
+def test_the_same_shares_written_as_fractions_keep_a_launched_split(
+    storage_factory: Factory,
+) -> None:
+    """70:20:10 and 0.7:0.2:0.1 are the same shares: a later version may write them either
+    way, and the customers who come back are in their arm again."""
+    def arms(*weights: float) -> tuple[SplitPath, ...]:
+        return tuple(SplitPath(name, w, next="wait") for name, w in zip("abc", weights, strict=True))
+
+    host = Host(storage_factory)
+    host.engine.publish(journeys=[_experiment(1, arms(70, 20, 10))])
+    customers = [f"c{i}" for i in range(60)]
+    for c in customers:
+        host.send("go", customer=c)
+    first = {c: host.engine.enrollments(c)[0].paths for c in customers}
+    host.engine.publish(journeys=[_experiment(2, arms(0.7, 0.2, 0.1))])
+    host.clock.advance(2 * DAY)
+    host.engine.run_due()
+    for c in customers:
+        (again,) = host.send("go", customer=c).entered
+        assert again.version == 2
+    assert {c: host.engine.enrollments(c)[-1].paths for c in customers} == first
+    assert set(Counter(p["split"] for p in first.values())) == {"a", "b", "c"}
+
+
 def test_an_enrollment_keeps_its_arm_when_it_moves_to_a_known_customer() -> None:
     """The arm recorded on the enrollment is the one it takes whenever it reaches the split
     again, even after an identity merge moved it to a customer whose own hash falls in the

@@ -426,6 +426,7 @@ def test_journey_numbers_and_names_in_range(kwargs: dict[str, object], message: 
         ((1.0, float("inf")), "weight inf; weights must be finite"),
         ((1.0, float("nan")), "weight nan; weights must be positive"),
         ((1e308, 1e308), "the weights add up past the largest float"),
+        ((1, 10**400), "weights must be finite"),
     ],
 )
 def test_split_weights_are_finite(weights: tuple[float, ...], message: str) -> None:
