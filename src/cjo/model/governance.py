@@ -32,7 +32,7 @@ VersionMode = Literal["drain", "migrate", "eject"]
 class ControlGroup:
     """A stable ``percent`` of all customers, chosen by hashing the customer id with ``salt``:
     they enter journeys and are measured, but receive no journey messages (each withheld send
-    is recorded as ``suppressed``/``control group``). Transactional messages are never withheld.
+    is recorded as ``suppressed``/``control``). Transactional messages are never withheld.
 
     Once published, the salt cannot change and the share cannot grow, so no treated customer
     ever becomes control; shrinking it releases part of the control group into the treated
