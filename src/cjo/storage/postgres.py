@@ -52,11 +52,17 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, LiteralString, ParamSpec, TypeVar
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # the driver is an extra: say which one instead of its module name
+    raise ImportError(
+        f'PostgresStorage needs psycopg 3 and psycopg-pool ({exc}): install them with '
+        '`pip install "cjo[postgres]"`'
+    ) from exc
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware

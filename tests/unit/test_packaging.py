@@ -1,0 +1,101 @@
+"""What an installed cjo needs: declared dependencies, a license, one version, clear extras."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import cjo
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src" / "cjo"
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+# Extras for users; "dev" is the project's own tooling and is never installed with cjo.
+USER_EXTRAS = {name: reqs for name, reqs in PROJECT["optional-dependencies"].items()
+               if name != "dev"}
+
+
+def _dist_name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _third_party_imports() -> dict[str, set[str]]:
+    """Top-level module imported -> the source files importing it (stdlib and cjo left out)."""
+    found: dict[str, set[str]] = {}
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top != "cjo" and top not in sys.stdlib_module_names:
+                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_module_cjo_imports_comes_from_a_declared_dependency_or_user_extra() -> None:
+    declared = {_dist_name(r) for r in PROJECT["dependencies"]}
+    for reqs in USER_EXTRAS.values():
+        declared |= {_dist_name(r) for r in reqs}
+    providers = importlib.metadata.packages_distributions()
+    undeclared = {
+        module: sorted(files)
+        for module, files in _third_party_imports().items()
+        if not {d.lower().replace("_", "-") for d in providers.get(module, [])} & declared
+    }
+    assert undeclared == {}, f"imported but not a dependency nor a user extra: {undeclared}"
+
+
+def test_import_cjo_loads_no_optional_dependency() -> None:
+    optional = {_dist_name(r) for reqs in USER_EXTRAS.values() for r in reqs}
+    providers = importlib.metadata.packages_distributions()
+    code = "import sys, cjo, cjo.cli; print('\\n'.join(sys.modules))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    pulled = sorted(
+        name for name in loaded
+        if "." not in name
+        and {d.lower().replace("_", "-") for d in providers.get(name, [])} & optional
+    )
+    assert pulled == []
+
+
+@pytest.mark.parametrize(
+    ("module", "blocked", "extra"),
+    [("cjo.storage.postgres", "psycopg", "cjo[postgres]"), ("cjo.testing", "pytest", "cjo[testing]")],
+)
+def test_a_missing_extra_is_named_on_import(module: str, blocked: str, extra: str) -> None:
+    # A None entry in sys.modules makes the import fail as if the package were not installed.
+    code = f"import sys; sys.modules[{blocked!r}] = None; import {module}"
+    result = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "ImportError" in result.stderr
+    assert f'pip install "{extra}"' in result.stderr
+
+
+def test_the_license_ships_with_its_declared_kind() -> None:
+    assert PROJECT["license"] == "MIT"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License")
+
+
+def test_the_version_is_the_packages_version() -> None:
+    assert cjo.__version__ == PROJECT["version"]
+
+
+def test_the_type_marker_is_in_the_package() -> None:
+    assert (SRC / "py.typed").is_file()
