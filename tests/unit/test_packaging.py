@@ -15,7 +15,8 @@ import pytest
 import cjo
 
 ROOT = Path(__file__).resolve().parents[2]
-SRC = ROOT / "src" / "cjo"
+# The package as imported: the source tree in a checkout, site-packages when run installed.
+SRC = Path(cjo.__file__).resolve().parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
 # Extras for users; "dev" is the project's own tooling and is never installed with cjo.
 USER_EXTRAS = {name: reqs for name, reqs in PROJECT["optional-dependencies"].items()
@@ -40,7 +41,7 @@ def _third_party_imports() -> dict[str, set[str]]:
             for name in names:
                 top = name.split(".")[0]
                 if top != "cjo" and top not in sys.stdlib_module_names:
-                    found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
+                    found.setdefault(top, set()).add(str(path.relative_to(SRC.parent)))
     return found
 
 
