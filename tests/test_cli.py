@@ -139,6 +139,15 @@ def test_validate_reads_a_file_with_a_byte_order_mark(good_file, capsys):
                                        "4 content items)\n")
 
 
+def test_version_prints_the_installed_version(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"cjo {importlib.metadata.version('cjo')}\n"
+
+
 def test_demo_help_names_every_journey(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])

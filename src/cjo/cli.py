@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
+from cjo import __version__
 from cjo.analytics.report import format_table, journey_report
 from cjo.clock import ManualClock
 from cjo.demo import DEMO_START, shop_channels, shop_definitions, simulate_shop
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cjo", description="Customer journey orchestration inside your own application."
     )
+    parser.add_argument("--version", action="version", version=f"cjo {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = commands.add_parser(
