@@ -18,7 +18,9 @@ The rules it mirrors, where they are not obvious:
 - Every wake-up fires at its own instant, earliest first (enrollments before the inactivity
   timer at the same instant); a send at a wake-up is stamped with that instant.
 - Goals are measured from entry to the instant the engine handles the purchase (the tick's end);
-  inactivity is measured from the purchase's own timestamp.
+  inactivity is measured from the purchase's own timestamp. A purchase stamped before the
+  instant the win-back trigger last fired (handled a tick late) starts no new quiet spell:
+  that firing was its spell's.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class ShopBaseline:
         self.win_back: dict[str, _WinBack] = {}
         self.last_purchase: dict[str, datetime] = {}  # by the purchase's own timestamp
         self.inactive_at: dict[str, datetime] = {}  # when the win-back trigger fires
+        # The start of the quiet spell the win-back trigger last fired for.
+        self.fired_for: dict[str, datetime] = {}
         self.timers: list[tuple[datetime, int, str, str]] = []
         self._seq = 0
         self.outbox: list[tuple[str, str, dict[str, str]]] = []
@@ -182,9 +186,16 @@ class ShopBaseline:
             seen = self.last_purchase.get(cid)
             if seen is None or event.timestamp > seen:
                 self.last_purchase[cid] = event.timestamp
-                at = event.timestamp + WIN_BACK_AFTER
-                self.inactive_at[cid] = at
-                self._schedule(at, cid, "inactive")
+                fired = self.fired_for.get(cid)
+                if fired is not None and event.timestamp < fired + WIN_BACK_AFTER:
+                    # Stamped before the trigger last fired (handled late): that firing was
+                    # this quiet spell's, and the spell fires once.
+                    self.fired_for[cid] = event.timestamp
+                    self.inactive_at.pop(cid, None)
+                else:
+                    at = event.timestamp + WIN_BACK_AFTER
+                    self.inactive_at[cid] = at
+                    self._schedule(at, cid, "inactive")
         elif name == "email_opened":
             cart = self.cart.get(cid)
             if (cart is not None and cart.step == "wait_open"
@@ -278,6 +289,7 @@ class ShopBaseline:
     def _inactive(self, cid: str, at: datetime) -> None:
         # The timer is gone until the next purchase: once per quiet spell.
         del self.inactive_at[cid]
+        self.fired_for[cid] = at - WIN_BACK_AFTER
         if cid in self.win_back:
             return  # re-entry after exit only
         self.stats.entered["win_back"] += 1
