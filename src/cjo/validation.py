@@ -21,7 +21,6 @@ Locations read like a path a person would follow::
 
 from __future__ import annotations
 
-import math
 import reprlib
 import zoneinfo
 from collections import Counter, deque
@@ -65,7 +64,13 @@ from cjo.errors import InvalidEventError, Problem, RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import LOCALE_PROBLEM, ContentItem, Variant, normal_locale
 from cjo.model.definitions import LISTED, Definitions
-from cjo.model.events import check_id, check_value, check_values, text_problem
+from cjo.model.events import (
+    check_id,
+    check_value,
+    check_values,
+    finite_number,
+    text_problem,
+)
 from cjo.model.governance import CONTROL_DETAIL, VersionChange
 from cjo.model.journey import ExitCriterion, Journey, ReentryMode, ReentryPolicy
 from cjo.model.offers import Offer
@@ -700,10 +705,7 @@ def _check_rules(
                 problems.append(Problem(where, f"unknown update {u.op!r} of {_q(u.attribute)}"))
             if u.op == "copy" and not u.prop:
                 problems.append(Problem(where, f"copy into {_q(u.attribute)} needs a prop"))
-            if u.op == "add" and u.prop is None and (
-                isinstance(u.value, bool) or not isinstance(u.value, int | float)
-                or not math.isfinite(u.value)
-            ):
+            if u.op == "add" and u.prop is None and not finite_number(u.value):
                 problems.append(Problem(where, f"add to {_q(u.attribute)} needs a prop or a "
                                                "finite number"))
             if u.op == "assign":

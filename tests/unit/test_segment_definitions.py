@@ -101,6 +101,7 @@ def test_every_new_kind_round_trips_through_json_and_validates() -> None:
     (ends_with(attr("e"), 5), "must be a string"),  # type: ignore[arg-type]
     (total("x", "v") > float("nan"), "finite number"),  # noqa: PLW0177
     (maximum("x", "v").within(days=1) <= float("inf"), "finite number"),
+    (total("x", "v") >= 10**400, "finite number"),  # past the largest float
 ])
 def test_bad_conditions_are_reported_with_their_segment(condition: Any, message: str) -> None:
     problems = _problems(Segment("s", condition))
@@ -158,8 +159,9 @@ def test_a_text_or_list_condition_on_something_else_is_a_definition_error(
         build()
 
 
-def test_a_profile_rule_adds_only_a_finite_number() -> None:
-    rules = (ProfileRule("r", "purchase", (add("a", float("inf")),)),)
+@pytest.mark.parametrize("amount", [float("inf"), 10**400], ids=["inf", "past float"])
+def test_a_profile_rule_adds_only_a_finite_number(amount: float) -> None:
+    rules = (ProfileRule("r", "purchase", (add("a", amount),)),)
     assert _problems(profile_rules=rules) == [
         "profile rule 'r': add to 'a' needs a prop or a finite number"
     ]

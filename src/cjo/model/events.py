@@ -29,6 +29,7 @@ NUL character and no lone surrogate.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -203,6 +204,18 @@ class _Walk:
         self.text -= len(text)
         if self.text < 0:
             raise _RefusedError(f": more than {MAX_TEXT} characters of text in one record")
+
+
+def finite_number(value: object) -> bool:
+    """Whether ``value`` is an int or a float (not a bool) that is finite as a float: NaN, the
+    infinities and ints past the largest float are not (``math.isfinite`` would raise
+    ``OverflowError`` on those ints)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def check_value(value: object, where: str) -> object:

@@ -22,7 +22,6 @@ Builders::
 from __future__ import annotations
 
 import hashlib
-import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,6 +41,7 @@ from cjo.conditions import (
 )
 from cjo.errors import DefinitionError
 from cjo.limits import MAX_MATCHED_TEXT, MAX_PATTERN_LENGTH
+from cjo.model.events import finite_number
 from cjo.runtime.state import CustomerState, Track
 
 __all__ = [
@@ -844,11 +844,9 @@ def check_node(node: Condition, scopes: tuple[str, ...], used_in: str) -> list[s
     if isinstance(node, Aggregate):
         if node.fn not in ("sum", "avg", "min", "max"):
             problems.append(f"unknown aggregate {node.fn!r}")
-        if isinstance(node.value, bool) or not isinstance(node.value, int | float) or (
-            not math.isfinite(node.value)
-        ):
+        if not finite_number(node.value):
             problems.append(f"the value compared with must be a finite number, got "
-                            f"{node.value!r}")
+                            f"{node.value!r:.80}")
     if isinstance(node, FirstPerformed | LastPerformed):
         if node.op == "within":
             if node.window is None or node.window <= timedelta(0):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
+from cjo.model.events import finite_number
 from cjo.model.journey import Journey
 from cjo.model.steps import Branch, Exit, Split, SplitPath
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
@@ -91,7 +92,7 @@ class SplitKind(StepKind[Split]):
                 problems.append(Problem(
                     where, f"path {path.name!r} has weight {weight}; weights must be positive"
                 ))
-            elif not _finite(weight):
+            elif not finite_number(weight):
                 problems.append(Problem(
                     where, f"path {path.name!r} has weight {weight}; weights must be finite"
                 ))
@@ -142,14 +143,6 @@ def _bounds(step: Split) -> list[float]:
     return bounds
 
 
-def _finite(weight: float) -> bool:
-    """Whether a weight is a finite float, or an int that converts to one."""
-    try:
-        return math.isfinite(weight)
-    except OverflowError:  # an int past the largest float
-        return False
-
-
 def _same_arms(
     first: tuple[tuple[str, float], ...], other: tuple[tuple[str, float], ...]
 ) -> bool:
@@ -171,7 +164,7 @@ def _arms(step: object) -> tuple[tuple[str, float], ...] | None:
         if not isinstance(p, SplitPath) or not isinstance(p.name, str):
             return None
         w = p.weight
-        if not isinstance(w, int | float) or isinstance(w, bool) or not (w > 0 and _finite(w)):
+        if not finite_number(w) or not w > 0:
             return None
     if not math.isfinite(sum(float(p.weight) for p in step.paths)):
         return None
