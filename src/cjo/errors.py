@@ -199,3 +199,12 @@ def _listed(label: str, names: tuple[str, ...], none: str) -> str:
     """``label: 'a', 'b'``, or ``none`` when there are no names: the valid choices an error
     lists beside the name it refuses."""
     return f"{label}: {', '.join(map(repr, names))}" if names else none
+
+
+def missing_extra(what: str, needs: str, extra: str, cause: ImportError) -> ImportError:
+    """The ``ImportError`` of a part of cjo whose packages are an extra: it names the extra to
+    install rather than a module the user never asked for. (Not a ``CjoError``: it is raised
+    on import, as Python's own would be.)"""
+    return ImportError(
+        f'{what} needs {needs} ({cause}): install it with `pip install "cjo[{extra}]"`'
+    )

@@ -52,6 +52,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, LiteralString, ParamSpec, TypeVar
 
+from cjo.errors import missing_extra
+
 try:
     import psycopg
     from psycopg import errors as pg_errors
@@ -59,10 +61,7 @@ try:
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import ConnectionPool
 except ImportError as exc:  # the driver is an extra: say which one instead of its module name
-    raise ImportError(
-        f'PostgresStorage needs psycopg 3 and psycopg-pool ({exc}): install them with '
-        '`pip install "cjo[postgres]"`'
-    ) from exc
+    raise missing_extra("PostgresStorage", "psycopg 3 and psycopg-pool", "postgres", exc) from exc
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware

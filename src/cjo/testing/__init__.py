@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import sys
 
+from cjo.errors import missing_extra
+
 try:
     import pytest
 except ImportError as exc:  # pytest is the suites' runner, not a dependency of cjo itself
-    raise ImportError(
-        'cjo.testing needs pytest: install it with `pip install "cjo[testing]"`'
-    ) from exc
+    raise missing_extra("cjo.testing", "pytest", "testing", exc) from exc
 
 # pytest's detailed assertion messages (the values an assert compared) come from rewriting a
 # module's asserts as it is imported: asked for here, before the suites' first import, an
