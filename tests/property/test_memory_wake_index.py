@@ -66,6 +66,7 @@ class Model:
 
     def save(self, cid: str, wake_at: datetime | None) -> None:
         self.wake[cid] = wake_at
+        self.aside.discard(cid)  # a save in a later transaction ends a set-aside
         self.leases.pop(cid, None)
 
     def claim(self, now: datetime, limit: int, lease: timedelta) -> list[tuple[str, datetime]]:

@@ -206,7 +206,9 @@ class CustomerSession(abc.ABC):
     @abc.abstractmethod
     def set_aside(self, reason: str) -> None:
         """Keep the customer's stored record as it is but stop claiming it as due: for a
-        record that cannot be decoded, so one bad record never stops a worker."""
+        record that cannot be decoded, so one bad record never stops a worker. A later
+        transaction that saves the record (repaired, it was read back) ends this; a save in
+        the same transaction does not."""
 
 
 class Storage(abc.ABC):

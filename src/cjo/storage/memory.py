@@ -524,17 +524,21 @@ class InMemoryStorage(Storage):
             self._set_wake(cid, self._queued(cid), None)
             self._aside[cid] = reason
         for state, messages, activities in txn.writes:
-            self._commit(state, messages, activities, now)
+            self._commit(state, messages, activities, now, state.customer_id in txn.aside)
 
     def _commit(
         self, state: CustomerState, messages: Sequence[Message],
-        activities: Sequence[Activity], now: datetime,
+        activities: Sequence[Activity], now: datetime, set_aside: bool = False,
     ) -> None:
         cid = state.customer_id
         state.revision += 1
         previous = self._records.get(cid)
         aside = cid in self._aside
         old = None if previous is None or aside else previous.wake_at  # ``_queued``, inline
+        if aside and not set_aside:
+            # Saved by a later transaction than the one that set it aside: readable again.
+            del self._aside[cid]
+            aside = False
         if previous is None:
             self._ids = None
         # Segments are rare fields: a record without any has none (and costs no look-up).

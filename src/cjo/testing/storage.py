@@ -768,6 +768,26 @@ class StorageContract:
             fail()
         assert _due(storage, T0 + 3 * DAY) == ["b", "c"], "set_aside is rolled back too"
 
+    def test_a_set_aside_record_saved_again_is_claimed_again(self, storage: Storage) -> None:
+        # A record repaired by hand is read and written back by the next transaction for the
+        # customer: readable again, its wake-ups must fire again.
+        a, b = _state("a", wake_at=T0 + MINUTE), _state("b", wake_at=T0 + 2 * MINUTE)
+        for state in (a, b):
+            _save(storage, state)
+        with storage.due_batch(T0 + HOUR, 10, MINUTE) as sessions:
+            sessions["a"].set_aside("cannot be decoded")
+            sessions["b"].set_aside("cannot be decoded")
+            # Set aside and saved in one transaction: it stays aside.
+            sessions["b"].save(_state("b", wake_at=T0 + 2 * MINUTE), (), ())
+        assert _due(storage, T0 + DAY) == []
+        with storage.customer("a", T0 + DAY) as session:
+            repaired = session.load()
+            assert repaired is not None
+            session.save(repaired, (), ())
+        assert storage.next_wake_at() == T0 + MINUTE
+        assert _due(storage, T0 + DAY) == ["a"]
+        assert _due(storage, T0 + 2 * DAY) == ["a"], "b stays aside"
+
     # --- transactions --------------------------------------------------------------------------
 
     def _seed(self, storage: Storage, customer: str) -> CustomerState:
