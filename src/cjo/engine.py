@@ -528,14 +528,22 @@ class Engine:
         ):
             return Outcome(event_id=event.event_id)
         sent = sent_messages(self.storage, (event,))
-        with self.storage.customer(event.customer_id, now) as session:
-            if not session.claim_event(event.event_id):
-                return Outcome(event_id=event.event_id, duplicate=True)
-            decider = self._decider(session, registry, now)
-            if sent:
-                decider.sent = sent
-            decider.on_event(event, now)
-            self._save(session, decider)
+        for attempt in range(_NEWER_DEFINITIONS_RETRIES + 1):
+            try:
+                with self.storage.customer(event.customer_id, now) as session:
+                    if not session.claim_event(event.event_id):
+                        return Outcome(event_id=event.event_id, duplicate=True)
+                    decider = self._decider(
+                        session, registry, now, fresh=attempt < _NEWER_DEFINITIONS_RETRIES
+                    )
+                    if sent:
+                        decider.sent = sent
+                    decider.on_event(event, now)
+                    self._save(session, decider)
+            except _NewerDefinitionsError:
+                registry = self._sync()  # rolled back, event unclaimed: decide again on them
+                continue
+            break
         self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build(event.event_id)
 
@@ -644,9 +652,15 @@ class Engine:
         back; it is then committed again without that customer's items, so one bad record
         costs the others nothing. Returns the errors of the customers left out."""
         corrupt: list[CorruptRecordError] = []
+        retries = _NEWER_DEFINITIONS_RETRIES
         while items:
             try:
-                self._commit_group(items, registry, builder)
+                self._commit_group(items, registry, builder, fresh=retries > 0)
+            except _NewerDefinitionsError:
+                # Rolled back: decided again on the generation that enrolment came from.
+                retries -= 1
+                registry = self._sync()
+                continue
             except CorruptRecordError as exc:
                 # What the rolled-back attempt put in ``builder`` is never returned: the call
                 # raises ``corrupt[0]`` at the end.
@@ -658,7 +672,8 @@ class Engine:
         return corrupt
 
     def _commit_group(
-        self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
+        self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder,
+        *, fresh: bool = False,
     ) -> None:
         now = self._now()
         by_customer: dict[str, list[Event | ProfileUpdate]] = {}
@@ -678,7 +693,7 @@ class Engine:
                 for item in customer_items:
                     if isinstance(item, ProfileUpdate):
                         decider = decider or self._decider(
-                            session, registry, now, outcome=builder
+                            session, registry, now, outcome=builder, fresh=fresh
                         )
                         decider.update_profile(item, now)
                     elif decider is not None and not registry.matters_to(
@@ -689,7 +704,7 @@ class Engine:
                         continue
                     elif session.claim_event(item.event_id):
                         decider = decider or self._decider(
-                            session, registry, now, outcome=builder
+                            session, registry, now, outcome=builder, fresh=fresh
                         )
                         if sent:
                             decider.sent = sent
@@ -1513,9 +1528,21 @@ class Engine:
 
     def _decider(
         self, session: CustomerSession, registry: Registry, now: datetime, *,
-        create: bool = True, outcome: OutcomeBuilder | None = None,
+        create: bool = True, outcome: OutcomeBuilder | None = None, fresh: bool = False,
     ) -> Decider:
+        """The decider of the session's customer. With ``fresh``, a record holding an
+        enrollment of a journey version ``registry`` does not know, while a newer generation
+        is stored, raises ``_NewerDefinitionsError``: another process published and enrolled the
+        customer since this call read the definitions, and an input decided now would pass
+        that enrollment by (a worker's wake-ups need not: they leave it for a later pass)."""
         state = session.load()
+        if fresh and state is not None and state.enrollments:
+            journeys = registry.journeys
+            for e in state.enrollments:
+                if (e.journey_id, e.version) not in journeys:
+                    if self.storage.definitions_generation() != registry.generation:
+                        raise _NewerDefinitionsError
+                    break
         if state is None:
             state = new_state(session.customer_id, now)
             if not create:
@@ -1570,6 +1597,16 @@ class Engine:
         # what was decided for them (timers armed in a fresh record, say) would bring them back.
         if decider.dirty and decider.state.revision >= 0:
             session.save(decider.state, decider.messages, decider.activities)
+
+
+#: How many times an input is decided again when its customer's record turns out to hold an
+#: enrollment of a generation published since the definitions were read (then it is decided
+#: on what this engine has).
+_NEWER_DEFINITIONS_RETRIES = 3
+
+
+class _NewerDefinitionsError(Exception):
+    """Rolls back a transaction whose customer holds an enrollment of a newer generation."""
 
 
 def _merge(

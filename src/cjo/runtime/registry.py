@@ -327,7 +327,11 @@ class Registry:
             if changes and key in changes:
                 return True  # the version it moves to may read the event
             cj = journeys.get(key)
-            if cj is not None and (cj.any_event or event_name in cj.watched_events):
+            if cj is None:
+                # A version published since these definitions were read (by another process):
+                # the transaction finds out whether the event matters to it.
+                return True
+            if cj.any_event or event_name in cj.watched_events:
                 return True
         return False
 
