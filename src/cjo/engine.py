@@ -1379,8 +1379,10 @@ class Engine:
     # --- queries -----------------------------------------------------------------------------
 
     def profile(self, customer_id: str) -> Profile | None:
-        """The customer's profile (a copy); None for a customer never seen. The queries below
-        raise ``CorruptRecordError`` for a record that cannot be decoded."""
+        """The customer's profile (a copy); None for a customer who has none: never seen, seen
+        only through events that set no attribute (no ``identify``, no profile rule), merged
+        into another customer, or erased. The queries below raise ``CorruptRecordError`` for a
+        record that cannot be decoded."""
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
         if state is None or state.profile is None:
