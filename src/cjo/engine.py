@@ -59,7 +59,7 @@ from cjo.errors import (
 from cjo.export import export_customer
 from cjo.identity import merge_into
 from cjo.importing import ImportResult, import_profiles
-from cjo.limits import DEFAULT_LIMITS, Limits
+from cjo.limits import DEFAULT_LIMITS, MAX_RETRY_AFTER, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values, text_problem
@@ -1253,9 +1253,12 @@ class Engine:
                 entry = storage.outbox_entry(key)
                 attempts = (entry.attempts if entry else 0) + 1
                 if attempts < self.max_delivery_attempts and policy != "skip":
-                    retry_at = now + retry_delay(
-                        key, attempts, self.retry_backoff, self.max_retry_delay
-                    )
+                    wait = retry_delay(key, attempts, self.retry_backoff, self.max_retry_delay)
+                    asked = result.retry_after
+                    if asked is not None:
+                        # Sooner than the provider asked would only be refused again.
+                        wait = max(wait, min(asked, MAX_RETRY_AFTER))
+                    retry_at = now + wait
             delivery = Delivery(key, result, retry_at)
             status = delivery.outbox_status
             if status == "dead":

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_INT",
     "MAX_MATCHED_TEXT",
     "MAX_PATTERN_LENGTH",
+    "MAX_RETRY_AFTER",
     "MAX_TEXT",
     "MAX_TIMESTAMP",
     "MAX_VALUES",
@@ -79,6 +80,11 @@ MAX_MATCHED_TEXT: Final = 10_000
 #: in the customer's record as the reason their channel is blocked. An error page of megabytes
 #: would otherwise be stored in each. Longer ones are cut, ending in "…".
 MAX_DELIVERY_ERROR: Final = 1_000
+
+#: Longest wait a channel's ``DeliveryResult.retry_after`` (a provider's Retry-After) can ask
+#: for before the next attempt: an endpoint answering "retry in ten years" must not park a
+#: message for good. A longer one is cut to this.
+MAX_RETRY_AFTER: Final = timedelta(days=1)
 
 _DEFAULT_CONDITION_DEPTH: Final = 32
 

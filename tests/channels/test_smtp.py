@@ -427,3 +427,52 @@ def test_a_body_beyond_ascii_is_announced_as_8bit(channel: SmtpChannel, mailbox:
     body = [[o for o in options if o.startswith("BODY=")] for options in mailbox.mail_options]
     assert body == [[], ["BODY=8BITMIME"]]
     assert "Déjà là" in mailbox.received[1].get_body(("plain",)).get_content()
+
+
+@pytest.mark.parametrize(("url", "post"), [
+    ("https://shop.example/unsubscribe?c=c1&t=news", True),
+    ("mailto:unsubscribe@shop.example?subject=c1", False),
+    ("HTTPS://shop.example/u/c1", True),
+])
+def test_an_unsubscribe_url_becomes_list_unsubscribe(
+    channel: SmtpChannel, mailbox: Mailbox, url: str, post: bool
+) -> None:
+    fields = {**message().fields, "unsubscribe_url": f" {url} "}
+    assert channel.send(message(fields=fields)).ok
+    (email,) = mailbox.received
+    assert email["List-Unsubscribe"] == f"<{url}>"
+    assert email["List-Unsubscribe-Post"] == ("List-Unsubscribe=One-Click" if post else None)
+
+
+def test_a_blank_unsubscribe_url_adds_no_header(channel: SmtpChannel, mailbox: Mailbox) -> None:
+    assert channel.send(message(fields={**message().fields, "unsubscribe_url": "  "})).ok
+    (email,) = mailbox.received
+    assert email["List-Unsubscribe"] is None
+
+
+@pytest.mark.parametrize("url", [
+    "http://shop.example/u",                     # no one-click over plain http
+    "https://shop.example/u>, <https://evil.example/x",
+    "https://shop.example/a b",
+    "https://shop.example/u\r\nBcc: x@evil.example",
+    "javascript:alert(1)",
+    "/unsubscribe",
+])
+def test_an_unsubscribe_url_that_is_not_one_is_permanent_and_blames_the_content(
+    channel: SmtpChannel, mailbox: Mailbox, url: str
+) -> None:
+    result = channel.send(message(fields={**message().fields, "unsubscribe_url": url}))
+    assert result.status == "permanent"
+    assert result.error is not None and "unsubscribe_url" in result.error
+    assert not result.unreachable
+    assert mailbox.received == []
+
+
+def test_email_content_may_carry_an_unsubscribe_url_of_one_line() -> None:
+    from cjo.content.channels import CHANNEL_TYPES, field_problems, output_problem
+
+    email = CHANNEL_TYPES["email"]
+    fields = {"subject": "Hi", "text": "x", "unsubscribe_url": "https://shop.example/u"}
+    assert field_problems(email, fields) == []
+    assert output_problem(email, {**fields, "unsubscribe_url": "https://a\nb"}) == (
+        "unsubscribe_url", "renders more than one line (a unsubscribe_url is one line)")

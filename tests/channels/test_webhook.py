@@ -353,3 +353,40 @@ def test_a_compressed_refusal_is_quoted_decompressed() -> None:
     with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
         result = WebhookChannel("https://x.example/hook", SECRET, client=client).send(message())
     assert result.error == "HTTP 503 from https://x.example/hook: busy, retry later"
+
+
+@pytest.mark.parametrize(("code", "header", "wait"), [
+    (429, "120", timedelta(minutes=2)),
+    (503, " 0 ", timedelta(0)),
+    (503, "Wed, 04 Mar 2026 12:05:00 GMT", timedelta(minutes=5)),   # an HTTP date
+    (503, "Wed, 04 Mar 2026 11:00:00 GMT", timedelta(0)),           # already past
+    (429, "99999999999999999999", timedelta(seconds=10 * 365 * 86_400)),
+    (503, "soon", None),                                            # unreadable: the back-off
+    (503, "-5", None),
+    (503, None, None),
+])
+def test_a_transient_refusal_passes_on_its_retry_after(
+    code: int, header: str | None, wait: timedelta | None
+) -> None:
+    import httpx
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        headers = {"Retry-After": header} if header is not None else {}
+        return httpx.Response(code, content=b"slow down", headers=headers)
+
+    clock = ManualClock(datetime(2026, 3, 4, 12, 0, tzinfo=UTC))
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
+        result = WebhookChannel("https://x.example/hook", SECRET, client=client,
+                                clock=clock).send(message())
+    assert (result.status, result.retry_after) == ("transient", wait)
+
+
+def test_a_permanent_refusal_ignores_retry_after() -> None:
+    import httpx
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, content=b"no", headers={"Retry-After": "60"})
+
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
+        result = WebhookChannel("https://x.example/hook", SECRET, client=client).send(message())
+    assert (result.status, result.retry_after) == ("permanent", None)

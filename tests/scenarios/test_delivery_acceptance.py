@@ -44,7 +44,7 @@ from cjo import (
 )
 from cjo.channels.retry import retry_delay
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
-from cjo.limits import MAX_DELIVERY_ERROR
+from cjo.limits import MAX_DELIVERY_ERROR, MAX_RETRY_AFTER
 
 T0 = datetime(2026, 3, 2, 14, 0, tzinfo=UTC)  # Monday 09:00 in New York (EST, UTC-5)
 NEW_YORK = ZoneInfo("America/New_York")
@@ -247,6 +247,44 @@ def test_a_transient_failure_is_retried_three_times_then_delivered_under_one_key
     assert shop.log(kinds=("sent",)) == [(T0, "sent", "receipts", "sms", "sms")]
     state = shop.engine.customer_state("ann")
     assert state is not None and state.blocked == {}  # transient failures block nothing
+
+
+def test_a_provider_asking_to_retry_later_is_left_alone_that_long(storage: Storage) -> None:
+    backoff, ceiling = timedelta(minutes=1), timedelta(hours=1)
+    shop = Shop(storage, retry_backoff=backoff, max_retry_delay=ceiling)
+    shop.engine.publish(journeys=[_journey("receipts", "ordered", "receipt", channel="sms",
+                                           transactional=True)], content=[RECEIPT])
+    shop.customer()
+    sms = shop.providers["sms"]
+    sms.failures = [
+        DeliveryResult.transient("rate limited", retry_after=timedelta(minutes=20)),
+        DeliveryResult.transient("rate limited", retry_after=timedelta(seconds=1)),
+        DeliveryResult.transient("rate limited", retry_after=timedelta(days=30)),
+    ]
+    (message,) = shop.event("ordered").messages
+    key = message.idempotency_key
+
+    def due() -> datetime:
+        entry = shop.engine.storage.outbox_entry(key)
+        assert entry is not None and entry.status == "pending"
+        return entry.available_at
+
+    # Longer than the back-off: the provider's wait, not a moment sooner.
+    assert due() == T0 + timedelta(minutes=20)
+    shop.clock.set(due() - timedelta(seconds=1))
+    assert shop.engine.dispatch_pending() == 0
+    shop.clock.set(due())
+    assert shop.engine.dispatch_pending() == 1
+    # Shorter than the back-off: the back-off.
+    second = shop.clock.now()
+    assert due() == second + retry_delay(key, 2, backoff, ceiling)
+    shop.clock.set(due())
+    assert shop.engine.dispatch_pending() == 1
+    # Past the longest wait granted: cut to it.
+    assert due() == shop.clock.now() + MAX_RETRY_AFTER
+    shop.clock.set(due())
+    assert shop.engine.dispatch_pending() == 1
+    assert sms.delivered == [message]
 
 
 def _digest_and_receipts(storage: Storage) -> Shop:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -377,3 +377,30 @@ def test_a_delivery_result_refuses_unreachable_that_is_not_a_bool(value: object)
     with pytest.raises(UsageError, match="DeliveryResult unreachable must be True or False, "
                                          f"got {type(value).__name__}"):
         DeliveryResult.permanent("refused", unreachable=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("result", "match"), [
+    (lambda: DeliveryResult.transient("busy", retry_after=-timedelta(seconds=1)),
+     "must not be negative"),
+    (lambda: DeliveryResult.transient("busy", retry_after=30), "must be a timedelta"),  # type: ignore[arg-type]
+    (lambda: DeliveryResult("delivered", retry_after=timedelta(minutes=1)),
+     "for a transient failure, not delivered"),
+    (lambda: DeliveryResult.permanent("gone").__class__(
+        "permanent", error="gone", retry_after=timedelta(minutes=1)),
+     "for a transient failure, not permanent"),
+])
+def test_a_delivery_result_checks_retry_after(
+    result: Callable[[], DeliveryResult], match: str
+) -> None:
+    with pytest.raises(UsageError, match=match):
+        result()
+
+
+def test_deliver_keeps_retry_after_when_it_cuts_the_error() -> None:
+    class _Limited(Channel):
+        def send(self, message: Message) -> DeliveryResult:
+            return DeliveryResult.transient("x" * 5_000, retry_after=timedelta(minutes=5))
+
+    result = deliver(_Limited(), message())
+    assert (result.status, result.retry_after) == ("transient", timedelta(minutes=5))
+    assert len(result.error or "") == MAX_DELIVERY_ERROR

@@ -83,7 +83,7 @@ def test_a_field_a_channel_type_does_not_know_is_refused() -> None:
     engine, _ = engine_with()
     assert problems(engine, ContentItem("c", (Variant("email", email(subjet="Hi")),))) == [
         "content 'c' / variant email: field 'subjet' is not a email field "
-        "(known: subject, preheader, html, text)",
+        "(known: subject, preheader, html, text, unsubscribe_url)",
     ]
 
 
@@ -147,7 +147,7 @@ def test_a_channel_registered_under_another_name_is_typed_by_the_engine() -> Non
         "content 'c' / variant transactional_email: needs field 'html' or 'text' on email "
         "channels",
         "content 'c' / variant transactional_email: field 'x' is not a email field "
-        "(known: subject, preheader, html, text)",
+        "(known: subject, preheader, html, text, unsubscribe_url)",
     ]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -79,6 +79,20 @@ def _check_flag(_result: object, attribute: attrs.Attribute[bool], value: object
         )
 
 
+def _check_retry_after(
+    _result: object, _attribute: attrs.Attribute[timedelta | None], value: object
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta):
+        raise UsageError(
+            f"DeliveryResult retry_after must be a timedelta or None, got "
+            f"{type(value).__name__} {value!r:.80}"
+        )
+    if value < timedelta(0):
+        raise UsageError(f"DeliveryResult retry_after must not be negative, got {value}")
+
+
 @attrs.frozen(slots=True)
 class DeliveryResult:
     """What a channel did with a message: ``delivered``, ``transient`` (may be retried) or
@@ -88,20 +102,34 @@ class DeliveryResult:
     reached on this channel (a refused address, a dead device token), so the engine blocks
     the channel in their record, as a hard bounce does. False for a failure on the sending
     side (a refused login, rejected content, a wrong secret): the message is a dead letter,
-    and the customer's address is not blamed."""
+    and the customer's address is not blamed.
+
+    ``retry_after`` (``transient`` only): how long the provider asked to be left alone (an
+    HTTP ``Retry-After``). The next attempt waits at least that long, however short the
+    back-off would be (at most ``cjo.limits.MAX_RETRY_AFTER``)."""
 
     status: DeliveryStatus = attrs.field(default="delivered", validator=_check_status)
     provider_id: str | None = attrs.field(default=None, validator=_check_text)
     error: str | None = attrs.field(default=None, validator=_check_text)
     unreachable: bool = attrs.field(default=True, validator=_check_flag)
+    retry_after: timedelta | None = attrs.field(default=None, validator=_check_retry_after)
+
+    def __attrs_post_init__(self) -> None:
+        if self.retry_after is not None and self.status != "transient":
+            # Only a transient failure is tried again: on another status it would mean nothing.
+            raise UsageError(
+                f"DeliveryResult retry_after is for a transient failure, not {self.status}"
+            )
 
     @property
     def ok(self) -> bool:
         return self.status == "delivered"
 
     @classmethod
-    def transient(cls, error: str | None = None) -> DeliveryResult:
-        return cls("transient", error=_needed(error, "transient"))
+    def transient(
+        cls, error: str | None = None, *, retry_after: timedelta | None = None
+    ) -> DeliveryResult:
+        return cls("transient", error=_needed(error, "transient"), retry_after=retry_after)
 
     @classmethod
     def permanent(cls, error: str | None = None, *, unreachable: bool = True) -> DeliveryResult:

@@ -2,8 +2,9 @@
 
 Each message is a multipart email built from its rendered fields: ``subject``; ``text`` (or
 ``body``) as the plain-text part; ``html`` as the HTML alternative, with ``preheader`` (when
-given) as hidden text at the top of it. It goes to ``message.recipient["email"]``; a message
-without one fails permanently.
+given) as hidden text at the top of it; ``unsubscribe_url`` (an https or mailto URL) as the
+``List-Unsubscribe`` header, with RFC 8058 one-click unsubscription for an https one. It goes
+to ``message.recipient["email"]``; a message without one fails permanently.
 
 The idempotency key travels twice: in an ``X-Idempotency-Key`` header, and as the
 ``Message-ID``, derived from it, so a relay or mailbox that drops repeated Message-IDs sees a
@@ -37,6 +38,10 @@ from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.errors import UsageError
 
 __all__ = ["SmtpChannel", "SmtpSecurity"]
+
+#: An unsubscribe link as List-Unsubscribe carries it (RFC 2369): one URL, printable ASCII
+#: without spaces or angle brackets (a header line break or a second URL would be smuggled).
+_UNSUBSCRIBE = re.compile(r"(?i:https://|mailto:)[!-;=?-~]+")
 
 #: ``starttls``: upgrade a plain connection (port 587); ``tls``: TLS from the first byte (port
 #: 465); ``none``: no encryption (a relay on the same host, tests).
@@ -217,6 +222,16 @@ class SmtpChannel(Channel):
             email.set_content(text if text is not None else "")
         if message.locale:  # after set_content, which clears Content-* headers
             email["Content-Language"] = message.locale
+        unsubscribe = fields.get("unsubscribe_url", "").strip()
+        if unsubscribe:
+            if not _UNSUBSCRIBE.fullmatch(unsubscribe):
+                raise ValueError(
+                    f"unsubscribe_url {unsubscribe!r:.200} is not one https or mailto URL"
+                )
+            email["List-Unsubscribe"] = f"<{unsubscribe}>"
+            if unsubscribe[:8].lower() == "https://":
+                # RFC 8058: mailbox providers unsubscribe with one POST, no page to fill in.
+                email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         return email
 
     def message_id(self, key: str) -> str:

@@ -19,7 +19,9 @@ time and refuses a timestamp too far from its own clock (a replayed request):
 Classification: a 2xx reply is delivered; a timeout, a connection error, 408, 429 and any 5xx
 are transient; any other reply (a 4xx, a redirect) is permanent. Of those, only 410 Gone
 marks the customer unreachable on the channel (``DeliveryResult.unreachable``): the receiver
-answers it when the recipient is gone for good (a dead device token, a closed account).
+answers it when the recipient is gone for good (a dead device token, a closed account). A
+transient reply's ``Retry-After`` (seconds, or an HTTP date) is passed on as
+``DeliveryResult.retry_after``: the next attempt waits at least that long.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -69,6 +72,8 @@ _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _SAID = 200
 
 _TRANSIENT_CODES = frozenset((408, 429))
+#: A Retry-After in seconds past this is read as this (the engine cuts waits far shorter).
+_MAX_ASKED = 10 * 365 * 86_400
 _GONE = 410
 
 
@@ -228,13 +233,16 @@ class WebhookChannel(Channel):
                         "delivered", provider_id=response.headers.get("X-Request-Id")
                     )
                 said = _beginning(response, deadline, httpx_module.HTTPError)
+                asked = response.headers.get("Retry-After")
         except httpx_module.TimeoutException as exc:
             return DeliveryResult.transient(f"timed out after {self.timeout}s: {exc}")
         except httpx_module.TransportError as exc:
             return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
         error = f"HTTP {code} from {self._shown_url}" + (f": {said}" if said else "")
         if code >= 500 or code in _TRANSIENT_CODES:
-            return DeliveryResult.transient(error)
+            return DeliveryResult.transient(
+                error, retry_after=_retry_after(asked, self.clock.now())
+            )
         # The endpoint is the host's: only 410 Gone says the customer cannot be reached.
         return DeliveryResult.permanent(error, unreachable=code == _GONE)
 
@@ -300,6 +308,24 @@ def _beginning(response: httpx.Response, deadline: float, errors: type[Exception
     except LookupError:  # a charset Python does not know
         text = data.decode("utf-8", "replace")
     return text[:_SAID].strip()
+
+
+def _retry_after(value: str | None, now: datetime) -> timedelta | None:
+    """A ``Retry-After`` header's wait (RFC 9110: whole seconds, or an HTTP date), from
+    ``now``; None when there is none or it cannot be read (the back-off then decides)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        # A huge number is cut to the longest wait the engine grants anyway.
+        return timedelta(seconds=min(int(value[:12]), _MAX_ASKED))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": a time in UTC with no zone said
+        when = when.replace(tzinfo=UTC)
+    return max(when - now, timedelta(0))
 
 
 def _header_value(key: str) -> str:

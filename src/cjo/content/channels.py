@@ -38,8 +38,8 @@ class ChannelType:
 
 CHANNEL_TYPES: Mapping[str, ChannelType] = {
     t.name: t for t in (
-        ChannelType("email", ("subject",), ("preheader", "html", "text"),
-                    one_of=(("html", "text"),), one_line=("subject",)),
+        ChannelType("email", ("subject",), ("preheader", "html", "text", "unsubscribe_url"),
+                    one_of=(("html", "text"),), one_line=("subject", "unsubscribe_url")),
         ChannelType("sms", ("text",)),
         ChannelType("push", ("title", "body"), ("deep_link",)),
         ChannelType("in_app", ("title", "body"), ("image_url", "button_label", "button_url")),
