@@ -654,20 +654,22 @@ class Engine:
         corrupt: list[CorruptRecordError] = []
         retries = _NEWER_DEFINITIONS_RETRIES
         while items:
+            # Each attempt reports into a builder of its own: a rolled-back one's entries,
+            # ends and messages never happened.
+            attempt = OutcomeBuilder()
             try:
-                self._commit_group(items, registry, builder, fresh=retries > 0)
+                self._commit_group(items, registry, attempt, fresh=retries > 0)
             except _NewerDefinitionsError:
                 # Rolled back: decided again on the generation that enrolment came from.
                 retries -= 1
                 registry = self._sync()
                 continue
             except CorruptRecordError as exc:
-                # What the rolled-back attempt put in ``builder`` is never returned: the call
-                # raises ``corrupt[0]`` at the end.
                 log.error("leaving a customer's events out of a group: %s", exc)
                 corrupt.append(exc)
                 items = [i for i in items if i.customer_id != exc.customer_id]
                 continue
+            builder.absorb(attempt)
             break
         return corrupt
 

@@ -93,6 +93,9 @@ def test_an_event_meeting_a_newer_version_is_decided_on_it(
 
     assert not outcome.duplicate
     assert [m.step_id for m in outcome.messages] == ["mail"], "the review ends the wait"
+    # Reported once, not also as the rolled-back attempt on the older definitions saw it.
+    assert sorted((e.journey_id, e.status) for e in outcome.ended) == [
+        *([("survey", "completed")] if known_too else []), ("welcome", "completed")]
     assert [m.customer_id for m in second.messages] == ["ann"]
     assert worker.generation == 2
     (enrollment,) = [e for e in worker.enrollments("ann") if e.journey_id == "welcome"]
@@ -102,3 +105,25 @@ def test_an_event_meeting_a_newer_version_is_decided_on_it(
     assert publisher.run_due().messages == ()
     assert not handle(worker, _review(clock.now())).messages
     assert len(first.messages) + len(second.messages) == 1
+
+
+def test_a_group_decided_again_reports_each_customer_once(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    publisher = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock)
+    worker = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock)
+    publisher.publish(journeys=[_journey(1)], content=CONTENT)
+    before = worker._sync()
+    publisher.publish(journeys=[_journey(2)])
+    publisher.handle_event(Event(customer_id="ann", name="signed_up", timestamp=T0,
+                                 event_id="signup-ann"))
+    clock.advance(minutes=10)
+    _stale_once(worker, before)
+    # Bob comes first in the group: decided (and rolled back) before ann's record shows the
+    # newer version, then decided again with her.
+    outcome = worker.handle_events([
+        Event(customer_id="bob", name="signed_up", timestamp=clock.now(), event_id="signup-bob"),
+        _review(clock.now()),
+    ])
+    assert [(e.customer_id, e.version) for e in outcome.entered] == [("bob", 2)]
+    assert [m.customer_id for m in outcome.messages] == ["ann"]
+    assert [e.customer_id for e in outcome.ended] == ["ann"]
