@@ -805,7 +805,8 @@ class Engine:
         if anonymous_id is not None:
             return self._identify_merging(update, anonymous_id, registry, now)
         return self._for_customer(
-            customer_id, lambda d, at: d.update_profile(update, at), registry=registry, now=now
+            customer_id, lambda d, at: d.update_profile(update, at), registry=registry, now=now,
+            fresh=True,
         ).outcome.build()
 
     def _identify_merging(
@@ -1562,17 +1563,29 @@ class Engine:
     def _for_customer(
         self, customer_id: str, decide: Callable[[Decider, datetime], object], *,
         registry: Registry | None = None, now: datetime | None = None, create: bool = True,
-        dispatch: bool = True, outcome: OutcomeBuilder | None = None,
+        dispatch: bool = True, outcome: OutcomeBuilder | None = None, fresh: bool = False,
     ) -> Decider:
         """One customer's transaction for an API call: load, ``decide(decider, now)``, save,
         then (unless ``dispatch`` is False) send what it wrote to the outbox. What happens is
-        reported in ``outcome`` if given (else the decider's own)."""
+        reported in ``outcome`` if given (else the decider's own). With ``fresh``, a record
+        holding an enrollment of a generation published since ``registry`` was read is decided
+        on that generation (``decide`` must then not depend on ``registry``)."""
         registry = registry if registry is not None else self._sync()
         now = now if now is not None else self._now()
-        with self.storage.customer(customer_id, now) as session:
-            decider = self._decider(session, registry, now, create=create, outcome=outcome)
-            decide(decider, now)
-            self._save(session, decider)
+        retries = _NEWER_DEFINITIONS_RETRIES if fresh else 0
+        while True:
+            try:
+                with self.storage.customer(customer_id, now) as session:
+                    decider = self._decider(session, registry, now, create=create,
+                                            outcome=outcome, fresh=retries > 0)
+                    decide(decider, now)
+                    self._save(session, decider)
+            except _NewerDefinitionsError:
+                # Refused at load, before ``decide`` ran: nothing was reported in ``outcome``.
+                retries -= 1
+                registry = self._sync()
+                continue
+            break
         if dispatch:
             self._dispatch(decider.messages, now, decider.outcome)
         return decider

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import attrs
 import pytest
 
 from cjo import (
@@ -13,6 +14,7 @@ from cjo import (
     Engine,
     Event,
     EventTrigger,
+    ExitCriterion,
     Journey,
     ManualClock,
     Outcome,
@@ -20,6 +22,7 @@ from cjo import (
     Send,
     Variant,
     WaitForEvent,
+    attr,
 )
 from cjo.runtime.registry import Registry
 from tests.helpers import Factory
@@ -127,3 +130,28 @@ def test_a_group_decided_again_reports_each_customer_once(storage_factory: Facto
     assert [(e.customer_id, e.version) for e in outcome.entered] == [("bob", 2)]
     assert [m.customer_id for m in outcome.messages] == ["ann"]
     assert [e.customer_id for e in outcome.ended] == ["ann"]
+
+
+@pytest.mark.parametrize("call", ["identify", "remove_from_journey"])
+def test_a_profile_change_or_removal_meeting_a_newer_version_is_decided_on_it(
+    storage_factory: Factory, call: str
+) -> None:
+    clock = ManualClock(T0)
+    publisher = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock)
+    worker = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock)
+    publisher.publish(journeys=[_journey(1)], content=CONTENT)
+    before = worker._sync()
+    cancelled = ExitCriterion("cancelled", where=attr("plan") == "cancelled")
+    publisher.publish(journeys=[attrs.evolve(_journey(2), exit_criteria=(cancelled,))])
+    publisher.handle_event(Event(customer_id="ann", name="signed_up", timestamp=T0,
+                                 event_id="signup-ann"))
+    clock.advance(minutes=10)
+    _stale_once(worker, before)
+    if call == "identify":
+        outcome = worker.identify("ann", {"plan": "cancelled"})
+        expected = ("welcome", "exited", "cancelled")
+    else:
+        outcome = worker.remove_from_journey("ann", "welcome")
+        expected = ("welcome", "removed", "removed by host")
+    assert [(e.journey_id, e.status, e.reason) for e in outcome.ended] == [expected]
+    assert [e.active for e in worker.enrollments("ann")] == [False]
