@@ -296,3 +296,23 @@ def test_format_segment_sizes_refuses_what_segment_sizes_does_not_return(given: 
 def test_format_table_says_how_to_print_one_report() -> None:
     with pytest.raises(UsageError, match=r"got JourneyReport \(one report: format_table\(\[report\]\)\)"):
         format_table(report())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("make", [InMemoryStorage, lambda: SQLiteStorage(":memory:")],
+                         ids=["memory", "sqlite"])
+def test_a_step_only_an_older_version_has_keeps_its_kind(make: Callable[[], Storage]) -> None:
+    from cjo import Event, EventTrigger, ManualClock
+    from tests.helpers import T0
+
+    storage = make()
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage, channels={"email": RecordingChannel()}, clock=clock)
+    first = Journey("j", "pause", {"pause": Wait(timedelta(hours=1))}, trigger=EventTrigger("go"))
+    engine.publish(journeys=[first])
+    engine.handle_event(Event(customer_id="c", name="go", timestamp=T0, event_id="e1"))
+    second = Journey("j", "hold", {"hold": WaitForEvent("done", timeout=timedelta(hours=1))},
+                     version=2, trigger=EventTrigger("go"))
+    engine.publish(journeys=[second])
+    report = journey_report(storage, second)
+    assert [(row.step_id, row.kind) for row in report.steps] == [
+        ("hold", "wait_for_event"), ("pause", "wait")]

@@ -135,18 +135,21 @@ def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
         )
     counts = storage.activity_counts(journey.id)
     active = storage.active_counts(journey.id)
-    if not counts and not active and not _published(storage, journey.id):
+    versions = _versions(storage, journey.id)
+    if not counts and not active and not versions:
         # Zeros would read as a journey no one entered: a typo in an id, or another storage.
         raise UnknownJourneyError(f"no journey {journey.id!r} has been published in this storage")
-    return build_report(journey, counts, active)
+    return build_report(journey, counts, active, versions)
 
 
-def _published(storage: Storage, journey_id: str) -> bool:
+def _versions(storage: Storage, journey_id: str) -> list[Journey]:
+    """Every stored version of ``journey_id``, newest first."""
     stored = storage.load_definitions()
     if stored is None:
-        return False
+        return []
     definitions = loads_stored_definitions(stored[1], stored[0])
-    return any(j.id == journey_id for j in definitions.journeys)
+    return sorted((j for j in definitions.journeys if j.id == journey_id),
+                  key=lambda j: -j.version)
 
 
 def graph_order(journey: Journey) -> list[str]:
@@ -170,8 +173,11 @@ def build_report(
     journey: Journey,
     counts: Iterable[ActivityCount],
     active: Mapping[tuple[int, str | None], int],
+    versions: Sequence[Journey] = (),
 ) -> JourneyReport:
-    """A report from raw aggregates (what ``journey_report`` reads from storage)."""
+    """A report from raw aggregates (what ``journey_report`` reads from storage).
+    ``versions``: the journey's versions, newest first, where a step only an older version
+    has finds its kind."""
     per_step: dict[str, Counter[tuple[str, str | None]]] = {}
     totals: Counter[str] = Counter()
     exited: Counter[str] = Counter()
@@ -208,7 +214,9 @@ def build_report(
     order.extend(sorted((set(per_step) | set(waiting)) - set(order)))
     rows = []
     for step_id in order:
-        step = journey.steps.get(step_id)
+        step = journey.steps.get(step_id) or next(
+            (v.steps[step_id] for v in versions if step_id in v.steps), None
+        )
         by_kind = per_step.get(step_id, Counter())
         rows.append(StepRow(
             step_id=step_id,
