@@ -210,15 +210,22 @@ def test_a_customer_without_push_is_reached_by_sms_fallback(storage: Storage) ->
     ]
 
 
-def test_a_transient_failure_is_retried_three_times_then_delivered_under_one_key(
-    storage: Storage,
-) -> None:
-    backoff, ceiling = timedelta(minutes=1), timedelta(hours=1)
+def _receipts_by_sms(
+    storage: Storage, backoff: timedelta, ceiling: timedelta
+) -> tuple[Shop, Provider]:
+    """A shop sending transactional receipts by SMS to one customer, retrying as given."""
     shop = Shop(storage, retry_backoff=backoff, max_retry_delay=ceiling)
     shop.engine.publish(journeys=[_journey("receipts", "ordered", "receipt", channel="sms",
                                            transactional=True)], content=[RECEIPT])
     shop.customer()
-    sms = shop.providers["sms"]
+    return shop, shop.providers["sms"]
+
+
+def test_a_transient_failure_is_retried_three_times_then_delivered_under_one_key(
+    storage: Storage,
+) -> None:
+    backoff, ceiling = timedelta(minutes=1), timedelta(hours=1)
+    shop, sms = _receipts_by_sms(storage, backoff, ceiling)
     sms.failures = [DeliveryResult.transient("carrier busy")] * 3
     outcome = shop.event("ordered")
     (message,) = outcome.messages
@@ -251,11 +258,7 @@ def test_a_transient_failure_is_retried_three_times_then_delivered_under_one_key
 
 def test_a_provider_asking_to_retry_later_is_left_alone_that_long(storage: Storage) -> None:
     backoff, ceiling = timedelta(minutes=1), timedelta(hours=1)
-    shop = Shop(storage, retry_backoff=backoff, max_retry_delay=ceiling)
-    shop.engine.publish(journeys=[_journey("receipts", "ordered", "receipt", channel="sms",
-                                           transactional=True)], content=[RECEIPT])
-    shop.customer()
-    sms = shop.providers["sms"]
+    shop, sms = _receipts_by_sms(storage, backoff, ceiling)
     sms.failures = [
         DeliveryResult.transient("rate limited", retry_after=timedelta(minutes=20)),
         DeliveryResult.transient("rate limited", retry_after=timedelta(seconds=1)),
