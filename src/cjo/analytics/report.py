@@ -55,7 +55,10 @@ class StepRow:
 class JourneyReport:
     """Totals for one journey (all versions) and one row per step.
 
-    ``converted`` counts goals reached (whether or not the goal ends the enrollment);
+    ``sent`` counts the messages written to the outbox, by channel, including any withheld
+    at dispatch or dead-lettered afterwards (the log's ``withheld`` and ``unreachable``
+    entries name those). ``converted`` counts goals reached (whether or not the goal ends the
+    enrollment);
     ``exited`` maps each exit reason (criterion name, exit step reason...) to its count.
     ``control`` and ``control_converted`` count the global control group's customers among
     those (they entered but got no journey message); ``suppressed`` maps each reason a send was
