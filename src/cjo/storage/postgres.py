@@ -327,10 +327,12 @@ _QUERIES: dict[str, LiteralString] = {
     # escapes every element with a regular expression, many times slower for records.
     # A save clears ``aside`` (a record set aside and read back since is readable again);
     # ``set_aside`` runs after it, so one set aside and saved in one transaction stays aside.
+    # ``aside_at`` is written with ``aside`` and read only where ``aside`` is set: a save
+    # leaves it alone.
     "save": "INSERT INTO {s}.customers (customer_id, wake_at, revision, data)"
     " SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::bigint[], %b::text[])"
     " ON CONFLICT (customer_id) DO UPDATE SET wake_at = EXCLUDED.wake_at, lease_until = NULL,"
-    " aside = NULL, aside_at = NULL, revision = EXCLUDED.revision, data = EXCLUDED.data",
+    " aside = NULL, revision = EXCLUDED.revision, data = EXCLUDED.data",
     # Updates joined to arrays also name the keys with ``= ANY``, so that the planner looks
     # the rows up by primary key instead of hashing the whole table.
     "set_aside": "UPDATE {s}.customers AS r SET aside = u.reason, aside_at = %(now)s"

@@ -393,20 +393,21 @@ _PREFETCH = (
 # read are upserted.
 # A save clears ``aside``: a record set aside and read back since (repaired) is readable again.
 _UPDATE = (
-    "UPDATE customers SET lease_until = NULL, aside = NULL, aside_at = NULL, revision = ?, "
-    "data = ? "
+    "UPDATE customers SET lease_until = NULL, aside = NULL, revision = ?, data = ? "
     "WHERE rowid = ?"
 )
 _UPDATE_WAKE = (
-    "UPDATE customers SET wake_at = ?, lease_until = NULL, aside = NULL, aside_at = NULL, "
-    "revision = ?, data = ? WHERE rowid = ?"
+    "UPDATE customers SET wake_at = ?, lease_until = NULL, aside = NULL, revision = ?, "
+    "data = ? WHERE rowid = ?"
 )
 _SAVE = (
     "INSERT INTO customers (customer_id, wake_at, lease_until, aside, revision, data) "
     "VALUES (?, ?, NULL, NULL, ?, ?) "
     "ON CONFLICT (customer_id) DO UPDATE SET wake_at = excluded.wake_at, lease_until = NULL, "
-    "aside = NULL, aside_at = NULL, revision = excluded.revision, data = excluded.data"
+    "aside = NULL, revision = excluded.revision, data = excluded.data"
 )
+# ``aside_at`` is written with ``aside`` and read only where ``aside`` is set: a save leaves it
+# alone.
 _SET_ASIDE = "UPDATE customers SET aside = ?, aside_at = ? WHERE customer_id = ?"
 # ``customers_aside``'s condition repeated word for word, so that the planner uses it.
 _ASIDE_PAGE = (
