@@ -109,7 +109,7 @@ from cjo.simulate import (
     ResumeJourney,
     backtest,
 )
-from cjo.storage.base import DeadLetter, Retention, Storage
+from cjo.storage.base import DeadLetter, Retention, SetAsideRecord, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
 from cjo.validation import validate_definitions
@@ -202,6 +202,7 @@ __all__ = [
     "SegmentTrigger",
     "Send",
     "SendFailure",
+    "SetAsideRecord",
     "SmtpChannel",
     "Split",
     "SplitPath",

@@ -98,6 +98,7 @@ from cjo.storage.base import (
     Delivery,
     PruneResult,
     Retention,
+    SetAsideRecord,
     Storage,
 )
 from cjo.storage.memory import InMemoryStorage
@@ -1366,6 +1367,24 @@ class Engine:
         """Give up on the dead letter ``key``: it leaves ``dead_letters()`` and is pruned like
         a delivered message. False if there is no such dead letter."""
         return self.storage.discard_dead_letter(_dead_letter_key(key), self._now())
+
+    def records_set_aside(
+        self, *, limit: int = 100, after: SetAsideRecord | None = None
+    ) -> list[SetAsideRecord]:
+        """Customer records the worker set aside because they cannot be decoded: kept as they
+        are, their wake-ups not fired, until repaired (a readable record put back, then any
+        input for the customer saves it again) or erased. Each has the reason (the error's
+        text) and the instant; in customer id order, pass the last one of a page as ``after``
+        for the next page."""
+        count(limit, "limit")
+        if after is not None and not isinstance(after, SetAsideRecord):
+            raise UsageError(
+                "after must be the last SetAsideRecord of the previous page (or None), got "
+                f"{type(after).__name__}"
+            )
+        return self.storage.records_set_aside(
+            limit, after=None if after is None else after.customer_id
+        )
 
     def run_worker(
         self,

@@ -27,14 +27,14 @@ from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
 from cjo.model.events import Profile
 from cjo.runtime.state import Activity, CustomerState, EndedEnrollment, Enrollment, EntryHistory
-from cjo.storage.base import Delivery, Retention, Storage
+from cjo.storage.base import Delivery, Retention, SetAsideRecord, Storage
 
 if os.environ.get("CI", "").strip().lower() == "true":
     import psycopg  # under CI a missing driver must fail, not skip
 else:
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (cjo[postgres])")
 
-from cjo.storage.codec import encode
+from cjo.storage.codec import encode, encode_state
 from cjo.storage.postgres import _MIGRATIONS, SCHEMA_VERSION, PostgresStorage
 from cjo.testing import StorageContract
 
@@ -791,6 +791,52 @@ def test_pending_messages_are_indexed_by_channel_on_migration(
     assert storage.pending_by_channel() == {"email": 1, "sms": 1}
     assert storage.claim_outbox(T0, 10, H, channels=["sms"]) == [sms]
     assert storage.claim_outbox(T0, 10, H) == [email]
+
+
+def test_a_record_set_aside_before_version_6_is_listed_without_an_instant(
+    postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory,
+) -> None:
+    from psycopg import sql
+
+    schema = sql.Identifier(postgres_schema)
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+        conn.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer PRIMARY KEY)")
+                     .format(schema))
+        for number in range(1, 6):
+            for statement in _MIGRATIONS[number - 1]:
+                conn.execute(sql.SQL(statement).format(s=schema))
+            conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
+                         [number])
+        # What version 5 wrote for a record set aside: the reason only.
+        for cid, aside in (("c1", "old"), ("c2", None)):
+            conn.execute(
+                sql.SQL("INSERT INTO {}.customers (customer_id, wake_at, aside, revision, data)"
+                        " VALUES (%s, %s, %s, 1, %s)").format(schema),
+                [cid, T0, aside, encode_state(record(cid, wake_at=T0))],
+            )
+    storage = make_storage()
+    assert storage.records_set_aside(10) == [SetAsideRecord("c1", "old", None)]
+    assert [d.customer_id for d in storage.claim_due(T0, 10, H)] == ["c2"]
+    with storage.customer("c2", T0 + H) as session:
+        session.set_aside("new")
+    assert storage.records_set_aside(10) == [
+        SetAsideRecord("c1", "old", None), SetAsideRecord("c2", "new", T0 + H)
+    ]
+
+
+def test_records_set_aside_are_read_through_their_index(
+    storage: PostgresStorage, postgres_dsn: str
+) -> None:
+    from psycopg import sql
+
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(row[0] for row in conn.execute(
+            sql.SQL("EXPLAIN ") + storage._q["aside_page"], ["", 10]
+        ))
+        conn.rollback()
+    assert "customers_aside" in plan, plan
 
 
 @pytest.mark.parametrize("channels", [None, ["sms"], ["email", "push", "sms"]])

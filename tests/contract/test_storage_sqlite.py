@@ -18,7 +18,7 @@ from cjo.model.events import Profile
 from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.storage import codec
 from cjo.storage import sqlite as sqlite_module
-from cjo.storage.base import ActivityCount, Retention, Storage
+from cjo.storage.base import ActivityCount, Retention, SetAsideRecord, Storage
 from cjo.storage.codec import encode_state
 from cjo.storage.sqlite import SCHEMA_VERSION, SQLiteStorage
 from cjo.testing import StorageContract
@@ -183,8 +183,32 @@ def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Pat
         conn.close()
 
 
-def test_schema_version_is_six() -> None:
-    assert SCHEMA_VERSION == 6
+def test_schema_version_is_seven() -> None:
+    assert SCHEMA_VERSION == 7
+
+
+def test_a_record_set_aside_by_version_6_is_listed_without_an_instant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v6.db"
+    with sqlite_at_schema(path, 6, monkeypatch) as old:
+        # Rows as version 6 wrote them: a record set aside has its reason only.
+        for cid, aside in (("c1", "old"), ("c2", None)):
+            old._connection().execute(
+                "INSERT INTO customers (customer_id, aside, revision, data) VALUES (?, ?, 1, ?)",
+                (cid, aside, encode_state(CustomerState(cid, T0))),
+            )
+    with SQLiteStorage(path) as storage:
+        assert storage.records_set_aside(10) == [SetAsideRecord("c1", "old", None)]
+        with storage.customer("c2", T0 + MINUTE) as session:
+            session.set_aside("new")
+        assert storage.records_set_aside(10) == [
+            SetAsideRecord("c1", "old", None), SetAsideRecord("c2", "new", T0 + MINUTE)
+        ]
+        plan = storage._connection().execute(
+            "EXPLAIN QUERY PLAN " + sqlite_module._ASIDE_PAGE, ("", 10)
+        ).fetchall()
+        assert "customers_aside" in str(plan), "the set-aside rows are read by their index"
 
 
 def test_a_version_5_database_gets_its_pending_messages_indexed_by_channel(

@@ -362,7 +362,9 @@ def test_bad_consent_and_block_arguments_are_refused_and_nothing_changes(
     lambda e: e.handle_events([], batch_size=0),
     lambda e: e.dispatch_pending(limit=-1),
     lambda e: e.dead_letters(limit=0),
-], ids=["refresh_segments", "handle_events", "dispatch_pending", "dead_letters"])
+    lambda e: e.records_set_aside(limit=0),
+], ids=["refresh_segments", "handle_events", "dispatch_pending", "dead_letters",
+        "records_set_aside"])
 def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
     with pytest.raises(UsageError, match="must be an int >= 1"):
         call(_engine())
@@ -375,6 +377,8 @@ def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
      "handle_events takes an iterable .*\\(one event: handle_event\\), got Event"),
     (lambda e: e.dead_letters(after="key"), "after must be the last DeadLetter of the previous "
                                             "page \\(or None\\), got str"),
+    (lambda e: e.records_set_aside(after="c"), "after must be the last SetAsideRecord of the "
+                                               "previous page \\(or None\\), got str"),
     (lambda e: e.segment_members("s", after=5), "after must be the last customer id of the "
                                                 "previous page \\(or None\\), got int"),
     (lambda e: e.segment_sizes("s", T0), "segment_ids must be a list of segment ids, got str"),
@@ -389,7 +393,7 @@ def test_sizes_below_one_are_refused(call: Callable[[Engine], object]) -> None:
      "poll_interval must be >= 0 \\(a number of seconds\\), got nan"),
     (lambda e: e.run_worker(max_iterations=1, stop=True), "stop must be a threading.Event"),
 ], ids=["handle_events None", "handle_events one event", "dead_letters after",
-        "segment_members after", "segment_sizes one id", "segment_sizes every",
+        "records_set_aside after", "segment_members after", "segment_sizes one id", "segment_sizes every",
         "segment_sizes too many instants",
         "max_iterations", "poll_interval str", "poll_interval nan", "stop"])
 def test_arguments_of_the_wrong_kind_are_usage_errors(

@@ -91,3 +91,25 @@ def test_the_adapter_surface_stores_activities_as_columns() -> None:
     row = activity_row(entry)
     assert all(v is None or isinstance(v, int | str) for v in row)
     assert activity_from_row(row) == entry
+
+
+def test_an_adapter_without_records_set_aside_still_works_and_says_what_it_lacks() -> None:
+    """``records_set_aside`` came after the first adapters: not abstract, so an adapter written
+    before it is still instantiated and runs; only the listing raises, naming the adapter."""
+    from datetime import UTC, datetime
+
+    import pytest
+
+    from cjo import Engine, ManualClock, StorageError
+    from cjo.abc import Storage
+
+    assert "records_set_aside" not in Storage.__abstractmethods__
+
+    class EarlierStorage(cjo.InMemoryStorage):
+        records_set_aside = Storage.records_set_aside
+
+    engine = Engine(storage=EarlierStorage(), clock=ManualClock(datetime(2026, 1, 5, tzinfo=UTC)))
+    engine.identify("c", {"a": 1})
+    assert engine.profile("c") is not None
+    with pytest.raises(StorageError, match="EarlierStorage does not implement records_set_aside"):
+        engine.records_set_aside()

@@ -38,6 +38,7 @@ __all__ = [
     "OutboxStatus",
     "PruneResult",
     "Retention",
+    "SetAsideRecord",
     "Storage",
     "channel_filter",
     "count_order",
@@ -103,6 +104,19 @@ class DeadLetter:
     def cursor(self) -> tuple[datetime, str]:
         """Where a page of dead letters ending with this one stops (for ``after=``)."""
         return (self.dead_at, self.message.idempotency_key)
+
+
+@attrs.frozen(slots=True)
+class SetAsideRecord:
+    """A customer record the engine set aside (``CustomerSession.set_aside``): kept as it is and
+    not claimed until a later transaction saves it. ``reason`` is what was given (for a record
+    that cannot be decoded, the ``CorruptRecordError``'s text); ``set_aside_at`` is the instant
+    of the transaction that set it aside, None for one set aside by a cjo that did not keep
+    it."""
+
+    customer_id: str
+    reason: str
+    set_aside_at: datetime | None
 
 
 @attrs.frozen(slots=True)
@@ -363,6 +377,20 @@ class Storage(abc.ABC):
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
         """Give up on the dead letter ``key``: it becomes ``discarded`` at ``now`` and is
         pruned like a delivered message; False if ``key`` is not a dead letter."""
+
+    # --- set-aside records ---------------------------------------------------------------------
+
+    def records_set_aside(self, limit: int, *, after: str | None = None) -> list[SetAsideRecord]:
+        """Up to ``limit`` customer records set aside, in customer id order, after ``after``
+        (the last id of the previous page): what an operator repairs (or erases). An index of
+        the set-aside rows keeps it from reading the others.
+
+        Not abstract, so that an adapter written before it still works for everything else;
+        the default raises ``StorageError`` naming the adapter."""
+        raise StorageError(
+            f"{type(self).__name__} does not implement records_set_aside: it cannot list the "
+            "customer records it set aside"
+        )
 
     # --- definitions ---------------------------------------------------------------------------
 

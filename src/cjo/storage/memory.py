@@ -37,6 +37,7 @@ from cjo.storage.base import (
     OutboxStatus,
     PruneResult,
     Retention,
+    SetAsideRecord,
     Storage,
     channel_filter,
     count_order,
@@ -468,7 +469,7 @@ class InMemoryStorage(Storage):
         # needs it and dropped when a customer is created or erased, since walks are rare and
         # an always-kept sorted index costs every record about 60 bytes.
         self._ids: list[str] | None = None
-        self._aside: dict[str, str] = {}
+        self._aside: dict[str, tuple[str, datetime]] = {}  # customer id -> (reason, when)
         self._wakes = _Wakes()
         self._wake_leases: dict[str, datetime] = {}
         # key -> the entry as a flat tuple (``_OutboxRow``), replaced on change; ``_message``
@@ -521,8 +522,10 @@ class InMemoryStorage(Storage):
         if txn.event_ids:
             self._events.add(txn.event_ids, now)
         for cid, reason in txn.aside.items():
+            if cid not in self._records and cid not in txn.latest:
+                continue  # no record to keep aside (as a database's UPDATE finds no row)
             self._set_wake(cid, self._queued(cid), None)
-            self._aside[cid] = reason
+            self._aside[cid] = (reason, now)
         for state, messages, activities in txn.writes:
             self._commit(state, messages, activities, now, state.customer_id in txn.aside)
 
@@ -792,6 +795,13 @@ class InMemoryStorage(Storage):
         """The message ``key`` was delivered or discarded at ``now``: pruned after it."""
         self._outbox_done.append((now, key))
         self._done_order = _in_order((now,), *self._done_order)
+
+    # --- set-aside records ---------------------------------------------------------------------
+
+    def records_set_aside(self, limit: int, *, after: str | None = None) -> list[SetAsideRecord]:
+        with self._lock:
+            ids = sorted(cid for cid in self._aside if after is None or cid > after)[:limit]
+            return [SetAsideRecord(cid, *self._aside[cid]) for cid in ids]
 
     # --- definitions ---------------------------------------------------------------------------
 

@@ -82,6 +82,7 @@ from cjo.storage.base import (
     OutboxEntry,
     PruneResult,
     Retention,
+    SetAsideRecord,
     Storage,
     channel_filter,
     count_order,
@@ -289,6 +290,13 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "CREATE INDEX outbox_pending ON {s}.outbox ((data ->> 'channel'), available_at)"
         " WHERE status = 'pending'",
     ),
+    # 6: the instant a record was set aside, beside its reason (no table rewrite: a column
+    # without a default), and an index of the records set aside (a few rows: the operator lists
+    # them without reading every customer). A record set aside before has no instant (NULL).
+    (
+        "ALTER TABLE {s}.customers ADD COLUMN aside_at timestamptz",
+        "CREATE INDEX customers_aside ON {s}.customers (customer_id) WHERE aside IS NOT NULL",
+    ),
 )
 
 #: The schema version this cjo writes; a database at a higher version is refused.
@@ -319,13 +327,15 @@ _QUERIES: dict[str, LiteralString] = {
     # escapes every element with a regular expression, many times slower for records.
     # A save clears ``aside`` (a record set aside and read back since is readable again);
     # ``set_aside`` runs after it, so one set aside and saved in one transaction stays aside.
+    # ``aside_at`` is written with ``aside`` and read only where ``aside`` is set: a save
+    # leaves it alone.
     "save": "INSERT INTO {s}.customers (customer_id, wake_at, revision, data)"
     " SELECT * FROM unnest(%b::text[], %b::timestamptz[], %b::bigint[], %b::text[])"
     " ON CONFLICT (customer_id) DO UPDATE SET wake_at = EXCLUDED.wake_at, lease_until = NULL,"
     " aside = NULL, revision = EXCLUDED.revision, data = EXCLUDED.data",
     # Updates joined to arrays also name the keys with ``= ANY``, so that the planner looks
     # the rows up by primary key instead of hashing the whole table.
-    "set_aside": "UPDATE {s}.customers AS r SET aside = u.reason"
+    "set_aside": "UPDATE {s}.customers AS r SET aside = u.reason, aside_at = %(now)s"
     " FROM unnest(%(ids)b::text[], %(reasons)b::text[]) AS u (cid, reason)"
     " WHERE r.customer_id = u.cid AND r.customer_id = ANY(%(ids)b::text[])",
     "insert_activity": "INSERT INTO {s}.activity (at, customer_id, enrollment_id, journey_id,"
@@ -458,6 +468,8 @@ _QUERIES: dict[str, LiteralString] = {
     "members_page": "SELECT customer_id FROM {s}.segment_members"
     " WHERE segment_id = %s AND customer_id > %s ORDER BY customer_id LIMIT %s",
     "members_count": "SELECT count(*) FROM {s}.segment_members WHERE segment_id = %s",
+    "aside_page": "SELECT customer_id, aside, aside_at FROM {s}.customers"
+    " WHERE aside IS NOT NULL AND customer_id > %s ORDER BY customer_id LIMIT %s",
     "customer_page": "SELECT customer_id FROM {s}.customers WHERE customer_id > %s"
     " ORDER BY customer_id LIMIT %s",
     "prune_lock": "SELECT pg_advisory_xact_lock(%s)",
@@ -624,7 +636,7 @@ class _Txn:
         if self.aside:
             conn.execute(q["set_aside"], {"ids": list(self.aside), "reasons": [
                 *self.aside.values()
-            ]})
+            ], "now": self.now})
         if self.activity:
             conn.execute(q["insert_activity"], _columns(self.activity))
         if self.outbox:
@@ -1141,6 +1153,17 @@ class PostgresStorage(Storage):
         now = ensure_aware(now, "now")
         with self._pool.connection() as conn:
             return bool(conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1)
+
+    # --- set-aside records -------------------------------------------------------------------
+
+    @_translating
+    def records_set_aside(self, limit: int, *, after: str | None = None) -> list[SetAsideRecord]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(self._q["aside_page"], [after or "", limit]).fetchall()
+        return [
+            SetAsideRecord(cid, reason, None if at is None else _utc(at))
+            for cid, reason, at in rows
+        ]
 
     # --- definitions -------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from cjo.storage.base import (
     OutboxStatus,
     PruneResult,
     Retention,
+    SetAsideRecord,
     Storage,
     channel_filter,
     count_order,
@@ -323,8 +324,16 @@ _V6: Final[tuple[str, ...]] = (
     "WHERE status = 'pending'",
 )
 
+# Version 7: the instant a record was set aside, beside its reason, and an index of the records
+# set aside (a few rows: the operator lists them without reading every customer). A record set
+# aside before this version has no instant (NULL): none was kept.
+_V7: Final[tuple[str, ...]] = (
+    "ALTER TABLE customers ADD COLUMN aside_at INTEGER",
+    "CREATE INDEX customers_aside ON customers (customer_id) WHERE aside IS NOT NULL",
+)
+
 #: Forward migrations; entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append only.
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5, _V6]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -397,7 +406,14 @@ _SAVE = (
     "ON CONFLICT (customer_id) DO UPDATE SET wake_at = excluded.wake_at, lease_until = NULL, "
     "aside = NULL, revision = excluded.revision, data = excluded.data"
 )
-_SET_ASIDE = "UPDATE customers SET aside = ? WHERE customer_id = ?"
+# ``aside_at`` is written with ``aside`` and read only where ``aside`` is set: a save leaves it
+# alone.
+_SET_ASIDE = "UPDATE customers SET aside = ?, aside_at = ? WHERE customer_id = ?"
+# ``customers_aside``'s condition repeated word for word, so that the planner uses it.
+_ASIDE_PAGE = (
+    "SELECT customer_id, aside, aside_at FROM customers "
+    "WHERE aside IS NOT NULL AND customer_id > ? ORDER BY customer_id LIMIT ?"
+)
 _INSERT_OUTBOX = (
     "INSERT OR IGNORE INTO outbox (key, customer_id, created_at, available_at, status, data) "
     "VALUES (?, ?, ?, ?, 'pending', ?)"
@@ -741,7 +757,9 @@ class _Txn:
             self.flush_members()
         if self.aside:
             # After the records: a customer set aside and saved in one transaction stays aside.
-            _write_rows(cur, _SET_ASIDE, [(why, cid) for cid, why in self.aside.items()])
+            _write_rows(cur, _SET_ASIDE, [
+                (why, self.now_us, cid) for cid, why in self.aside.items()
+            ])
         if self.messages:
             _write_rows(cur, _INSERT_OUTBOX, list(self.messages.values()))
         if self.activities:
@@ -1293,6 +1311,19 @@ class SQLiteStorage(Storage):
         now_us = us(ensure_aware(now, "now"))
         with self._write() as conn:
             return conn.execute(_DISCARD_DEAD, (now_us, key)).rowcount == 1
+
+    # --- set-aside records ---------------------------------------------------------------------
+
+    @_Translated("records_set_aside")
+    def records_set_aside(self, limit: int, *, after: str | None = None) -> list[SetAsideRecord]:
+        with self._lock:
+            rows = self._connection().execute(
+                _ASIDE_PAGE, (after or "", limit)
+            ).fetchall()
+        return [
+            SetAsideRecord(cid, reason, None if at is None else dt(at))
+            for cid, reason, at in rows
+        ]
 
     # --- definitions ---------------------------------------------------------------------------
 

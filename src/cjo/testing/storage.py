@@ -49,6 +49,7 @@ from cjo.storage.base import (
     DueCustomer,
     PruneResult,
     Retention,
+    SetAsideRecord,
     Storage,
 )
 from cjo.storage.erasure import schedule_claim
@@ -741,8 +742,12 @@ class StorageContract:
         assert storage.next_wake_at() == T0 + HOUR
         with pytest.raises(CorruptRecordError), storage.customer("bad", T0) as session:
             session.load()  # kept as it was
+        assert storage.records_set_aside(10) == [
+            SetAsideRecord("bad", "cannot be decoded", T0 + TICK)
+        ]
         storage.erase_customer("bad")
         assert _load(storage, "bad") is None
+        assert storage.records_set_aside(10) == []
 
     def test_set_aside_stops_claiming_while_others_are_still_claimed(
         self, storage: Storage
@@ -787,6 +792,55 @@ class StorageContract:
         assert storage.next_wake_at() == T0 + MINUTE
         assert _due(storage, T0 + DAY) == ["a"]
         assert _due(storage, T0 + 2 * DAY) == ["a"], "b stays aside"
+
+    def test_records_set_aside_are_listed_with_their_reason_and_instant(
+        self, storage: Storage
+    ) -> None:
+        for n, cid in enumerate("abcde"):
+            _save(storage, _state(cid, wake_at=T0 + n * MINUTE))
+        assert storage.records_set_aside(10) == []
+        with storage.due_batch(T0 + HOUR, 10, MINUTE) as sessions:
+            sessions["c"].set_aside("c cannot be decoded")
+            sessions["a"].set_aside("a cannot be decoded")
+            # Set aside and saved in one transaction: it stays aside, so it is listed.
+            sessions["e"].set_aside("e cannot be decoded")
+            sessions["e"].save(_state("e", wake_at=T0), (), ())
+        with storage.customer("b", T0 + DAY) as session:
+            session.set_aside("b cannot be decoded")
+        with storage.customer("nobody", T0 + DAY) as session:
+            session.set_aside("no record to keep aside")
+
+        def fail() -> None:
+            with storage.customer("d", T0 + DAY) as session:
+                session.set_aside("rolled back")
+                raise _BoomError
+
+        with pytest.raises(_BoomError):
+            fail()
+        assert storage.records_set_aside(10) == [
+            SetAsideRecord("a", "a cannot be decoded", T0 + HOUR),
+            SetAsideRecord("b", "b cannot be decoded", T0 + DAY),
+            SetAsideRecord("c", "c cannot be decoded", T0 + HOUR),
+            SetAsideRecord("e", "e cannot be decoded", T0 + HOUR),
+        ]
+        # Paged by customer id.
+        first = storage.records_set_aside(2)
+        assert [r.customer_id for r in first] == ["a", "b"]
+        rest = storage.records_set_aside(2, after=first[-1].customer_id)
+        assert [r.customer_id for r in rest] == ["c", "e"]
+        assert storage.records_set_aside(2, after="e") == []
+        assert [r.customer_id for r in storage.records_set_aside(10, after="bb")] == ["c", "e"]
+        # Saved again (repaired, it was read back): no longer aside. Erased: gone.
+        with storage.customer("a", T0 + 2 * DAY) as session:
+            repaired = session.load()
+            assert repaired is not None
+            session.save(repaired, (), ())
+        storage.erase_customer("c")
+        assert [r.customer_id for r in storage.records_set_aside(10)] == ["b", "e"]
+        # Set aside once more: the new reason, at the new instant.
+        with storage.customer("a", T0 + 3 * DAY) as session:
+            session.set_aside("again")
+        assert storage.records_set_aside(1) == [SetAsideRecord("a", "again", T0 + 3 * DAY)]
 
     # --- transactions --------------------------------------------------------------------------
 
@@ -2179,6 +2233,35 @@ class StorageContract:
         assert engine.discard_dead_letter(keys["bad"]) is True
         assert engine.dead_letters() == []
         assert engine.retry_dead_letter(keys["bad"]) is False
+
+    def test_engine_lists_the_records_it_set_aside(self, storage: Storage) -> None:
+        from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
+
+        clock = ManualClock(T0)
+        engine = Engine(storage=storage, clock=clock)
+        engine.publish(journeys=[Journey(
+            id="later", trigger=EventTrigger("signed_up"), entry="wait",
+            steps={"wait": Wait(HOUR)},
+        )])
+        for customer in ("bad", "good", "worse"):
+            engine.handle_event(_event("signed_up", customer, T0, f"su-{customer}"))
+        self.corrupt_record(storage, "bad")
+        self.corrupt_record(storage, "worse")
+        assert engine.records_set_aside() == []
+        clock.advance(hours=2)
+        engine.run_due()
+        aside = engine.records_set_aside()
+        assert [(r.customer_id, r.set_aside_at) for r in aside] == [
+            ("bad", T0 + 2 * HOUR), ("worse", T0 + 2 * HOUR)
+        ]
+        assert "'bad'" in aside[0].reason, "the reason is the error, naming the customer"
+        assert engine.records_set_aside(limit=1, after=aside[0]) == aside[1:]
+        with pytest.raises(UsageError):
+            engine.records_set_aside(after="bad")  # type: ignore[arg-type]
+        with pytest.raises(UsageError):
+            engine.records_set_aside(limit=0)
+        engine.erase_customer("bad")
+        assert engine.records_set_aside() == aside[1:]
 
     def test_engine_sends_only_on_its_own_channels(self, storage: Storage) -> None:
         from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
