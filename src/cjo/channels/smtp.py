@@ -34,7 +34,7 @@ from email.utils import format_datetime, formataddr
 from html import escape
 from typing import Literal
 
-from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.channels.base import Channel, DeliveryResult, Message, shown_address
 from cjo.errors import UsageError
 
 __all__ = ["SmtpChannel", "SmtpSecurity"]
@@ -84,12 +84,14 @@ class SmtpChannel(Channel):
             raise UsageError(f"security must be 'starttls', 'tls' or 'none', got {security!r}")
         # Checked here: a bad setting would otherwise fail every message, each retried as a
         # transient failure until it became a dead letter.
-        if not isinstance(host, str) or not host.strip():
+        if not isinstance(host, str):
+            raise UsageError(f"host must be a server name or address, got {type(host).__name__}")
+        if not host.strip():
             raise UsageError(f"host must be a server name or address, got {host!r}")
         if not _is_host(host):
             raise UsageError(
                 f"host must be a server name or address, without a port (give port=) or a "
-                f"scheme, got {host!r}"
+                f"scheme, got {shown_address(host)}"
             )
         if port is not None and (
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536

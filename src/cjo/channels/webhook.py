@@ -36,9 +36,9 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
-from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.channels.base import Channel, DeliveryResult, Message, shown_address
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.described import given
 from cjo.errors import UsageError
@@ -169,14 +169,14 @@ class WebhookChannel(Channel):
             )
         if not url.startswith(("http://", "https://")):
             raise UsageError(
-                f"webhook url must start with http:// or https://, got {_shown(url)}"
+                f"webhook url must start with http:// or https://, got {shown_address(url)}"
             )
         try:
             host = httpx_module.URL(url).host
         except httpx_module.InvalidURL as exc:
-            raise UsageError(f"webhook url {_shown(url)} is not a URL: {exc}") from exc
+            raise UsageError(f"webhook url {shown_address(url)} is not a URL: {exc}") from exc
         if not host:
-            raise UsageError(f"webhook url must name a host, got {_shown(url)}")
+            raise UsageError(f"webhook url must name a host, got {shown_address(url)}")
         if not isinstance(secret, str | bytes):
             raise UsageError(
                 f"webhook secret must be a str or bytes, got {type(secret).__name__}"
@@ -285,16 +285,6 @@ class WebhookChannel(Channel):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _shown(url: str) -> str:
-    """``url`` as an error may show it: without the credentials or token it may carry."""
-    try:
-        parts = urlsplit(url)
-        shown = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-    except ValueError:
-        return "a text that is not a URL"
-    return f"{shown!r:.120}"
 
 
 def _check_header(name: object, value: object) -> None:
