@@ -14,9 +14,7 @@ import attrs
 from cjo.errors import UsageError
 from cjo.limits import MAX_DELIVERY_ERROR
 
-__all__ = [
-    "Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver", "shown_address",
-]
+__all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
 
 log = logging.getLogger("cjo.channels")
 
