@@ -382,9 +382,9 @@ def test_settings_no_email_could_be_built_or_sent_with_are_refused_when_built(
 
 
 @pytest.mark.parametrize(("host", "shown"), [
-    ("smtp://journeys:pa55word@mail.example:587", "'smtp://***@mail.example:587'"),
-    ("journeys:pa55word@mail.example", "'***@mail.example'"),
-    ("smtps://mail.example?password=pa55word", "'smtps://mail.example'"),
+    ("smtp://journeys:pa55word@mail.example:587", "'smtp://journeys:***@mail.example:587'"),
+    ("journeys:pa55word@mail.example", "'journeys:***@mail.example'"),
+    ("smtps://mail.example?password=pa55word", "'smtps://mail.example?password=***'"),
 ], ids=["url", "userinfo", "query"])
 def test_a_refused_host_does_not_repeat_its_credentials(host: str, shown: str) -> None:
     # A host pasted from a connection URL may carry the password: the error reaches logs.

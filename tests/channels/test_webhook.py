@@ -288,8 +288,8 @@ def test_a_refusal_does_not_repeat_the_credentials_of_the_url(hook: WebhookRecei
 
 
 @pytest.mark.parametrize(("options", "shown"), [
-    ({"url": "ftp://user:pa55word@hooks.example/in?token=t0ken"}, "'ftp://***@hooks.example/in'"),
-    ({"url": "https://user:pa55word@/in?token=t0ken"}, "'https://***@/in'"),
+    ({"url": "ftp://user:pa55word@hooks.example/in?token=t0ken"}, "'ftp://user:***@hooks.example/in?token=***'"),
+    ({"url": "https://user:pa55word@/in?token=t0ken"}, "'https://user:***@/in?token=***'"),
     ({"url": b"https://user:pa55word@hooks.example/in?token=t0ken"}, "bytes"),
     ({"headers": {"Authorization": b"Bearer t0ken"}}, "bytes for 'Authorization'"),
     ({"headers": {"X-Api-Key": 20260302}}, "int for 'X-Api-Key'"),

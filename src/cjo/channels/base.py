@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -196,17 +195,3 @@ def _clip(text: str) -> str:
     if len(text) <= MAX_DELIVERY_ERROR:
         return text
     return text[: MAX_DELIVERY_ERROR - 1] + "…"
-
-
-def shown_address(address: str) -> str:
-    """A channel setting that names a server (a URL, a host) as an error may show it: without
-    the credentials or token it may carry (``user:password@``, a query string), which would
-    end up in the host's logs. Plain text rules, not a URL parser: the setting is refused
-    because it may not parse."""
-    scheme, sep, rest = address.partition("://")
-    if not sep:
-        scheme, rest = "", address
-    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
-    authority, slash, path = rest.partition("/")
-    _, at, host = authority.rpartition("@")
-    return f"{scheme + sep + ('***' + at if at else '') + host + slash + path!r:.120}"

@@ -34,7 +34,8 @@ from email.utils import format_datetime, formataddr
 from html import escape
 from typing import Literal
 
-from cjo.channels.base import Channel, DeliveryResult, Message, shown_address
+from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.described import redacted
 from cjo.errors import UsageError
 
 __all__ = ["SmtpChannel", "SmtpSecurity"]
@@ -91,7 +92,7 @@ class SmtpChannel(Channel):
         if not _is_host(host):
             raise UsageError(
                 f"host must be a server name or address, without a port (give port=) or a "
-                f"scheme, got {shown_address(host)}"
+                f"scheme, got {redacted(host)!r:.120}"
             )
         if port is not None and (
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536

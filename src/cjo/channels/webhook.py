@@ -38,9 +38,9 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from cjo.channels.base import Channel, DeliveryResult, Message, shown_address
+from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import Clock, SystemClock, ensure_aware
-from cjo.described import given
+from cjo.described import given, redacted
 from cjo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -169,14 +169,14 @@ class WebhookChannel(Channel):
             )
         if not url.startswith(("http://", "https://")):
             raise UsageError(
-                f"webhook url must start with http:// or https://, got {shown_address(url)}"
+                f"webhook url must start with http:// or https://, got {redacted(url)!r:.120}"
             )
         try:
             host = httpx_module.URL(url).host
         except httpx_module.InvalidURL as exc:
-            raise UsageError(f"webhook url {shown_address(url)} is not a URL: {exc}") from exc
+            raise UsageError(f"webhook url {redacted(url)!r:.120} is not a URL: {exc}") from exc
         if not host:
-            raise UsageError(f"webhook url must name a host, got {shown_address(url)}")
+            raise UsageError(f"webhook url must name a host, got {redacted(url)!r:.120}")
         if not isinstance(secret, str | bytes):
             raise UsageError(
                 f"webhook secret must be a str or bytes, got {type(secret).__name__}"
