@@ -261,6 +261,8 @@ def test_redact_url():
     assert (redact_url("postgresql://u@h/db?sslmode=require&password=pw#x")
             == "postgresql://u@h/db?sslmode=***&password=***")
     assert redact_url("sqlite://u:pw@x/y.db") == "sqlite://u:***@x/y.db"
+    assert (redact_url("postgresql://u@h/db?schema=shop&password=pw")
+            == "postgresql://u@h/db?schema=shop&password=***")
 
 
 @pytest.mark.parametrize("url", [

@@ -24,9 +24,9 @@ def given(value: object) -> str:
 
 def redacted(address: str) -> str:
     """An address (a storage URL, a channel's URL or host) as a message may show it: the
-    password of ``user:password@`` and every query value (libpq takes ``?password=``, a hook
-    a ``?token=``) become ``***``, and a fragment is dropped. Plain text rules, not a URL
-    parser: an address is often shown because it does not parse."""
+    password of ``user:password@`` and every query value but cjo's ``schema`` (libpq takes
+    ``?password=``, a hook a ``?token=``) become ``***``, and a fragment is dropped. Plain
+    text rules, not a URL parser: an address is often shown because it does not parse."""
     scheme, sep, rest = address.partition("://")
     if not sep:
         scheme, rest = "", address
@@ -37,7 +37,9 @@ def redacted(address: str) -> str:
         userinfo = userinfo.split(":", 1)[0] + ":***"
     if question:
         query = "&".join(
-            f"{name}=***" if equals else "***"
-            for name, equals, _ in (part.partition("=") for part in query.split("&"))
+            # cjo's own ``schema`` names a place, never a secret: kept to tell databases apart.
+            part if name == "schema" else f"{name}=***" if equals else "***"
+            for part in query.split("&")
+            for name, equals, _ in (part.partition("="),)
         )
     return f"{scheme}{sep}{userinfo}{at}{host}{question}{query}"
