@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from cjo import InMemoryStorage, dumps_definitions
+from cjo import Engine, InMemoryStorage, dumps_definitions
 from cjo.cli import main
 from cjo.demo import shop_definitions
-from cjo.errors import StorageError
+from cjo.errors import StorageError, UsageError
 from cjo.storage.url import open_storage, redact_url, storage_kind
 
 
@@ -257,6 +257,30 @@ def test_redact_url():
     assert redact_url("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
     assert redact_url("memory") == "memory"
+    # libpq takes the password as a query parameter too; a fragment is never needed.
+    assert (redact_url("postgresql://u@h/db?sslmode=require&password=pw#x")
+            == "postgresql://u@h/db?sslmode=***&password=***")
+    assert redact_url("sqlite://u:pw@x/y.db") == "sqlite://u:***@x/y.db"
+    assert (redact_url("postgresql://u@h/db?schema=shop&password=pw")
+            == "postgresql://u@h/db?schema=shop&password=***")
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://app:hunter2@db.example/shop",
+    "postgresql://app@db.example/shop?password=hunter2",
+])
+def test_a_url_given_as_the_engine_storage_is_refused_without_its_password(url):
+    # The error says to open the URL with open_storage; it reaches logs, so the password stays out.
+    with pytest.raises(UsageError, match="open_storage") as info:
+        Engine(storage=url)
+    assert "hunter2" not in str(info.value)
+    assert redact_url(url) in str(info.value)
+
+
+def test_a_bad_sqlite_url_is_refused_without_its_password():
+    with pytest.raises(StorageError, match="bad SQLite URL") as info:
+        open_storage("sqlite://app:hunter2@x/y.db")
+    assert "hunter2" not in str(info.value)
 
 
 def test_a_postgresql_url_names_the_schema_the_host_keeps_cjo_in(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from cjo.channels.base import Channel
 from cjo.clock import Clock, ensure_span
 from cjo.content.channels import CHANNEL_TYPES
-from cjo.described import given
+from cjo.described import given, redacted, short
 from cjo.errors import ClockError, DefinitionError, Problem, UsageError
 from cjo.limits import Limits
 from cjo.model.definitions import Definitions
@@ -153,9 +153,11 @@ def _check_storage(storage: object) -> None:
         "; to open one from a URL, use cjo.storage.url.open_storage(url)"
         if isinstance(storage, str) else ""
     )
+    # A URL may carry the database password: shown redacted.
+    shown = f"str {short(redacted(storage))}" if isinstance(storage, str) else given(storage)
     raise UsageError(
         "storage must be a cjo Storage (InMemoryStorage, SQLiteStorage, PostgresStorage), "
-        f"got {given(storage)}{hint}"
+        f"got {shown}{hint}"
     )
 
 

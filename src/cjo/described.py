@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import reprlib
 
-__all__ = ["given", "short"]
+__all__ = ["given", "redacted", "short"]
 
 _show = reprlib.Repr()
 _show.maxstring = 60
@@ -20,3 +20,26 @@ def short(value: object) -> str:
 def given(value: object) -> str:
     """``"list [1, 2]"``: the type's name and a repr cut to a readable length."""
     return f"{type(value).__name__} {_show.repr(value)}"
+
+
+def redacted(address: str) -> str:
+    """An address (a storage URL, a channel's URL or host) as a message may show it: the
+    password of ``user:password@`` and every query value but cjo's ``schema`` (libpq takes
+    ``?password=``, a hook a ``?token=``) become ``***``, and a fragment is dropped. Plain
+    text rules, not a URL parser: an address is often shown because it does not parse."""
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        scheme, rest = "", address
+    rest, question, query = rest.partition("#")[0].partition("?")
+    # The last "@", even past a "/": a password may hold one unencoded.
+    userinfo, at, host = rest.rpartition("@")
+    if ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    if question:
+        query = "&".join(
+            # cjo's own ``schema`` names a place, never a secret: kept to tell databases apart.
+            part if name == "schema" else f"{name}=***" if equals else "***"
+            for part in query.split("&")
+            for name, equals, _ in (part.partition("="),)
+        )
+    return f"{scheme}{sep}{userinfo}{at}{host}{question}{query}"

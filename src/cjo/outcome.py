@@ -1,4 +1,5 @@
-"""What one call to the engine did: returned by handle_event, run_due and start_journey."""
+"""What one call to the engine did: returned by handle_event, handle_events, run_due,
+start_journey, identify and the other calls that decide for customers."""
 
 from __future__ import annotations
 
@@ -88,8 +89,9 @@ class SendFailure:
 class Outcome:
     """Everything that happened. ``messages`` were committed to the outbox; ``delivery`` maps
     each one's idempotency key to where it stands after the call: ``delivered``, ``pending``
-    (deferred dispatch, or a transient failure awaiting its retry) or ``dead`` (a dead
-    letter)."""
+    (deferred dispatch, or a transient failure awaiting its retry), ``dead`` (a dead letter)
+    or ``discarded`` (withheld before sending: a later item of the same ``handle_events``
+    group blocked the channel or withdrew consent)."""
 
     event_id: str | None = None
     duplicate: bool = False

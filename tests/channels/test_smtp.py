@@ -381,6 +381,19 @@ def test_settings_no_email_could_be_built_or_sent_with_are_refused_when_built(
         SmtpChannel(arguments.pop("host"), **arguments)
 
 
+@pytest.mark.parametrize(("host", "shown"), [
+    ("smtp://journeys:pa55word@mail.example:587", "'smtp://journeys:***@mail.example:587'"),
+    ("journeys:pa55word@mail.example", "'journeys:***@mail.example'"),
+    ("smtps://mail.example?password=pa55word", "'smtps://mail.example?password=***'"),
+], ids=["url", "userinfo", "query"])
+def test_a_refused_host_does_not_repeat_its_credentials(host: str, shown: str) -> None:
+    # A host pasted from a connection URL may carry the password: the error reaches logs.
+    with pytest.raises(UsageError) as refused:
+        SmtpChannel(host, from_address="a@b.example")
+    assert str(refused.value).endswith(f"got {shown}")
+    assert "pa55word" not in str(refused.value)
+
+
 def test_an_ipv6_host_is_not_taken_for_a_port() -> None:
     assert SmtpChannel("::1", from_address="a@b.example").host == "::1"
 

@@ -248,13 +248,14 @@ def test_construction_checks_its_arguments() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"url": 5}, "webhook url must be an http:// or https:// URL, got 5"),
+    ({"url": 5}, "webhook url must be an http:// or https:// URL, got int"),
     ({"url": "https://"}, "webhook url must name a host, got 'https://'"),
     ({"secret": 5}, "webhook secret must be a str or bytes, got int"),
     ({"timeout": "3"}, "timeout must be a positive number of seconds, got '3'"),
     ({"timeout": float("nan")}, "timeout must be a positive number of seconds, got nan"),
-    ({"headers": 5}, "headers must be a mapping of header names to str values, got 5"),
-    ({"headers": {"X-Key": 5}}, "headers must be a mapping of header names to str values"),
+    ({"headers": 5}, "headers must be a mapping of header names to str values, got int"),
+    ({"headers": {"X-Key": 5}},
+     "headers must be a mapping of header names to str values, got int for 'X-Key'"),
     ({"clock": 5}, "clock must be a cjo Clock, got 5"),
 ], ids=["url int", "url without host", "secret int", "timeout str", "timeout nan",
         "headers int", "header value int", "clock"])
@@ -284,6 +285,27 @@ def test_a_refusal_does_not_repeat_the_credentials_of_the_url(hook: WebhookRecei
     assert result.status == "transient"
     assert result.error == f"HTTP 503 from {hook.url}: no thanks"
     assert hook.requests[0][0]["authorization"].startswith("Basic ")  # still sent, though
+
+
+@pytest.mark.parametrize(("options", "shown"), [
+    ({"url": "ftp://user:pa55word@hooks.example/in?token=t0ken"}, "'ftp://user:***@hooks.example/in?token=***'"),
+    ({"url": "https://user:pa55word@/in?token=t0ken"}, "'https://user:***@/in?token=***'"),
+    ({"url": b"https://user:pa55word@hooks.example/in?token=t0ken"}, "bytes"),
+    ({"headers": {"Authorization": b"Bearer t0ken"}}, "bytes for 'Authorization'"),
+    ({"headers": {"X-Api-Key": 20260302}}, "int for 'X-Api-Key'"),
+], ids=["url scheme", "url without host", "url bytes", "header bytes", "header int"])
+def test_a_refused_setting_does_not_repeat_its_credentials(
+    options: dict[str, Any], shown: str
+) -> None:
+    # Construction errors reach the host's logs: like a refusal's stored error, they name the
+    # URL without its password and query string, and a header by its name only.
+    arguments: dict[str, Any] = {"url": "https://x.example/hook", "secret": SECRET, **options}
+    with pytest.raises(UsageError) as refused:
+        WebhookChannel(arguments.pop("url"), arguments.pop("secret"), **arguments)
+    said = str(refused.value)
+    assert said.endswith(shown)
+    for secret in ("pa55word", "t0ken", "20260302"):
+        assert secret not in said
 
 
 @pytest.mark.parametrize(("headers", "error"), [

@@ -35,6 +35,7 @@ from html import escape
 from typing import Literal
 
 from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.described import redacted
 from cjo.errors import UsageError
 
 __all__ = ["SmtpChannel", "SmtpSecurity"]
@@ -84,12 +85,14 @@ class SmtpChannel(Channel):
             raise UsageError(f"security must be 'starttls', 'tls' or 'none', got {security!r}")
         # Checked here: a bad setting would otherwise fail every message, each retried as a
         # transient failure until it became a dead letter.
-        if not isinstance(host, str) or not host.strip():
+        if not isinstance(host, str):
+            raise UsageError(f"host must be a server name or address, got {type(host).__name__}")
+        if not host.strip():
             raise UsageError(f"host must be a server name or address, got {host!r}")
         if not _is_host(host):
             raise UsageError(
                 f"host must be a server name or address, without a port (give port=) or a "
-                f"scheme, got {host!r}"
+                f"scheme, got {redacted(host)!r:.120}"
             )
         if port is not None and (
             isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536

@@ -40,7 +40,7 @@ from urllib.parse import quote
 
 from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import Clock, SystemClock, ensure_aware
-from cjo.described import given
+from cjo.described import given, redacted
 from cjo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -164,15 +164,19 @@ class WebhookChannel(Channel):
         # Checked here: a bad setting would otherwise fail every message, each retried as a
         # transient failure until it became a dead letter.
         if not isinstance(url, str):
-            raise UsageError(f"webhook url must be an http:// or https:// URL, got {url!r:.80}")
+            raise UsageError(
+                f"webhook url must be an http:// or https:// URL, got {type(url).__name__}"
+            )
         if not url.startswith(("http://", "https://")):
-            raise UsageError(f"webhook url must start with http:// or https://, got {url!r}")
+            raise UsageError(
+                f"webhook url must start with http:// or https://, got {redacted(url)!r:.120}"
+            )
         try:
             host = httpx_module.URL(url).host
         except httpx_module.InvalidURL as exc:
-            raise UsageError(f"webhook url {url!r} is not a URL: {exc}") from exc
+            raise UsageError(f"webhook url {redacted(url)!r:.120} is not a URL: {exc}") from exc
         if not host:
-            raise UsageError(f"webhook url must name a host, got {url!r}")
+            raise UsageError(f"webhook url must name a host, got {redacted(url)!r:.120}")
         if not isinstance(secret, str | bytes):
             raise UsageError(
                 f"webhook secret must be a str or bytes, got {type(secret).__name__}"
@@ -184,13 +188,18 @@ class WebhookChannel(Channel):
             or not 0 < timeout < math.inf
         ):
             raise UsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        if headers is not None and (not isinstance(headers, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-        )):
+        if headers is not None and not isinstance(headers, Mapping):
             raise UsageError(
-                f"headers must be a mapping of header names to str values, got {headers!r:.80}"
+                "headers must be a mapping of header names to str values, got "
+                f"{type(headers).__name__}"
             )
         for name, value in (headers or {}).items():
+            if not isinstance(value, str):
+                # The type only: the value may be an API key.
+                raise UsageError(
+                    "headers must be a mapping of header names to str values, got "
+                    f"{type(value).__name__} for {name!r:.80}"
+                )
             _check_header(name, value)
         if clock is not None and not callable(getattr(clock, "now", None)):
             raise UsageError(f"clock must be a cjo Clock, got {clock!r:.80}")

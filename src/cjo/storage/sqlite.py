@@ -29,6 +29,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
+from cjo.described import redacted
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -923,7 +924,7 @@ def _database(path_or_url: str | os.PathLike[str]) -> str:
             return ":memory:"
         if not text.startswith("sqlite:///") or len(text) == len("sqlite:///") or "?" in text:
             raise StorageError(
-                f"bad SQLite URL {text!r}: expected sqlite:///relative/path.db, "
+                f"bad SQLite URL {redacted(text)!r}: expected sqlite:///relative/path.db, "
                 "sqlite:////absolute/path.db or sqlite:///:memory:"
             )
         text = text[len("sqlite:///"):]

@@ -13,6 +13,7 @@ import importlib
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from cjo.described import redacted
 from cjo.errors import StorageError, UsageError
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
@@ -93,10 +94,5 @@ def _adapter_class(module_name: str, class_name: str, url: str) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """The URL without a password, for messages that end up in logs."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    """The URL without a password (nor query values), for messages that end up in logs."""
+    return redacted(url)
