@@ -655,13 +655,14 @@ class Engine:
         corrupt: list[CorruptRecordError] = []
         retries = _NEWER_DEFINITIONS_RETRIES
         while items:
-            # Each attempt reports into a builder of its own: a rolled-back one's entries,
-            # ends and messages never happened.
-            attempt = OutcomeBuilder()
+            mark = builder.mark()
             try:
-                self._commit_group(items, registry, attempt, fresh=retries > 0)
+                self._commit_group(items, registry, builder, fresh=retries > 0)
             except _NewerDefinitionsError:
-                # Rolled back: decided again on the generation that enrolment came from.
+                # Rolled back: decided again on the generation that enrolment came from. What
+                # the attempt reported never happened (it is refused before anything is sent,
+                # so only the lists hold some of it).
+                builder.rewind(mark)
                 retries -= 1
                 registry = self._sync()
                 continue
@@ -670,7 +671,6 @@ class Engine:
                 corrupt.append(exc)
                 items = [i for i in items if i.customer_id != exc.customer_id]
                 continue
-            builder.absorb(attempt)
             break
         return corrupt
 

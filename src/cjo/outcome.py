@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -158,6 +159,18 @@ class OutcomeBuilder:
     record_messages: bool = True
     #: Sends per channel, when messages are not recorded.
     sent: dict[str, int] = attrs.field(factory=dict)
+
+    def mark(self) -> tuple[int, ...]:
+        """Where the lists stand now, for ``rewind``."""
+        return (len(self.entered), len(self.steps), len(self.messages), len(self.ended),
+                len(self.goals), len(self.not_entered), len(self.failures))
+
+    def rewind(self, mark: tuple[int, ...]) -> None:
+        """Forget what was added to the lists since ``mark`` (a rolled-back attempt's)."""
+        lists: tuple[list[Any], ...] = (self.entered, self.steps, self.messages, self.ended,
+                                         self.goals, self.not_entered, self.failures)
+        for items, at in zip(lists, mark, strict=True):
+            del items[at:]
 
     def absorb(self, other: OutcomeBuilder) -> None:
         self.entered.extend(other.entered)

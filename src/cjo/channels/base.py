@@ -80,10 +80,15 @@ def _check_flag(_result: object, attribute: attrs.Attribute[bool], value: object
 
 
 def _check_retry_after(
-    _result: object, _attribute: attrs.Attribute[timedelta | None], value: object
+    result: DeliveryResult, _attribute: attrs.Attribute[timedelta | None], value: object
 ) -> None:
     if value is None:
         return
+    if result.status != "transient":
+        # Only a transient failure is tried again: on another status it would mean nothing.
+        raise UsageError(
+            f"DeliveryResult retry_after is for a transient failure, not {result.status}"
+        )
     if not isinstance(value, timedelta):
         raise UsageError(
             f"DeliveryResult retry_after must be a timedelta or None, got "
@@ -113,13 +118,6 @@ class DeliveryResult:
     error: str | None = attrs.field(default=None, validator=_check_text)
     unreachable: bool = attrs.field(default=True, validator=_check_flag)
     retry_after: timedelta | None = attrs.field(default=None, validator=_check_retry_after)
-
-    def __attrs_post_init__(self) -> None:
-        if self.retry_after is not None and self.status != "transient":
-            # Only a transient failure is tried again: on another status it would mean nothing.
-            raise UsageError(
-                f"DeliveryResult retry_after is for a transient failure, not {self.status}"
-            )
 
     @property
     def ok(self) -> bool:
