@@ -457,6 +457,30 @@ def test_an_unsubscribe_url_becomes_list_unsubscribe(
     assert email["List-Unsubscribe-Post"] == ("List-Unsubscribe=One-Click" if post else None)
 
 
+@pytest.mark.parametrize("url", [
+    "https://shop.example/unsubscribe?customer=c1&token=" + "f3a9" * 40,
+    "mailto:unsubscribe@shop.example?subject=" + "c1-" * 40,
+])
+def test_a_long_unsubscribe_url_is_written_as_it_is_on_one_line(
+    channel: SmtpChannel, mailbox: Mailbox, url: str
+) -> None:
+    # Mailbox providers read the URL between the angle brackets: folded into encoded-words
+    # (as an unstructured header would be) it is no URL at all.
+    assert channel.send(message(fields={**message().fields, "unsubscribe_url": url})).ok
+    (email,) = mailbox.received
+    assert dict(email.raw_items())["List-Unsubscribe"] == f"<{url}>"
+
+
+def test_an_unsubscribe_url_too_long_for_a_header_line_is_permanent(
+    channel: SmtpChannel, mailbox: Mailbox
+) -> None:
+    url = "https://shop.example/u?t=" + "a" * 1000  # a header line is 998 octets at most
+    result = channel.send(message(fields={**message().fields, "unsubscribe_url": url}))
+    assert result.status == "permanent" and not result.unreachable
+    assert result.error is not None and "unsubscribe_url" in result.error
+    assert mailbox.received == []
+
+
 def test_a_blank_unsubscribe_url_adds_no_header(channel: SmtpChannel, mailbox: Mailbox) -> None:
     assert channel.send(message(fields={**message().fields, "unsubscribe_url": "  "})).ok
     (email,) = mailbox.received

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 
 from cjo import (
@@ -25,6 +26,7 @@ from cjo import (
     Wait,
     attr,
 )
+from cjo.analytics import journey_report
 from cjo.errors import UnreadableDefinitionsError
 from cjo.serialization import dumps_stored_definitions, loads_stored_definitions
 from cjo.storage.base import Storage
@@ -205,3 +207,23 @@ def test_a_generation_stored_without_a_format_number_is_read() -> None:
 def test_a_damaged_generation_is_refused_naming_it(text: str) -> None:
     with pytest.raises(UnreadableDefinitionsError, match="generation 7"):
         loads_stored_definitions(text, 7)
+
+
+def test_an_older_process_still_reports_on_what_it_recorded(storage_factory: Factory) -> None:
+    # A report reads counts and the journey it is given; a generation only a newer cjo reads
+    # costs it the kinds of steps the given version lacks, not the report.
+    older = Engine(storage_factory(), channels={"email": RecordingChannel()},
+                   clock=ManualClock(T0))
+    older.publish(journeys=[_journey()], segments=[_SEGMENT], content=[_CONTENT])
+    older.identify("ada", {"vip": True})
+    older.handle_event(_event("ada", "e1"))
+    _store_as_newer(storage_factory(), NEWER["a step kind"][0])
+    report = journey_report(storage_factory(), _journey())
+    assert (report.entered, report.active) == (1, 1)
+    assert [(r.step_id, r.kind) for r in report.steps] == [("wait", "wait"), ("mail", "send")]
+    # Given a version without ada's step, whose kind only the stored versions would say.
+    other = attrs.evolve(_journey(), version=2, entry="pause",
+                         steps={"pause": Wait(DAY, next="mail"), "mail": Send("note", "email")})
+    report = journey_report(storage_factory(), other)
+    assert [(r.step_id, r.kind, r.waiting) for r in report.steps] == [
+        ("pause", "wait", 0), ("mail", "send", 0), ("wait", "?", 1)]

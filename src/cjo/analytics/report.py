@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import attrs
 
 from cjo.described import given
-from cjo.errors import UnknownJourneyError, UsageError
+from cjo.errors import UnknownJourneyError, UnreadableDefinitionsError, UsageError
 from cjo.model.governance import CONTROL_DETAIL
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
@@ -138,10 +138,24 @@ def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
         )
     counts = storage.activity_counts(journey.id)
     active = storage.active_counts(journey.id)
-    versions = _versions(storage, journey.id)
-    if not counts and not active and not versions:
-        # Zeros would read as a journey no one entered: a typo in an id, or another storage.
-        raise UnknownJourneyError(f"no journey {journey.id!r} has been published in this storage")
+    if not counts and not active:
+        versions = _versions(storage, journey.id)
+        if not versions:
+            # Zeros would read as a journey no one entered: a typo in an id, or another storage.
+            raise UnknownJourneyError(
+                f"no journey {journey.id!r} has been published in this storage"
+            )
+    elif all(c.step_id is None or c.step_id in journey.steps for c in counts) and all(
+        step is None or step in journey.steps for _, step in active
+    ):
+        versions = []  # every step is the given version's: no older one to look in
+    else:
+        try:
+            versions = _versions(storage, journey.id)
+        except UnreadableDefinitionsError:
+            # Written by a newer cjo (a rolling upgrade): what was recorded is still reported,
+            # the steps only older versions have without their kind.
+            versions = []
     return build_report(journey, counts, active, versions)
 
 

@@ -27,9 +27,9 @@ import re
 import smtplib
 import ssl
 from email.errors import HeaderParseError
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
+from email.policy import SMTP, SMTPUTF8, Policy, default
 from email.utils import format_datetime, formataddr
 from html import escape
 from typing import Literal
@@ -43,6 +43,21 @@ __all__ = ["SmtpChannel", "SmtpSecurity"]
 #: An unsubscribe link as List-Unsubscribe carries it (RFC 2369): one URL, printable ASCII
 #: without spaces or angle brackets (a header line break or a second URL would be smuggled).
 _UNSUBSCRIBE = re.compile(r"(?i:https://|mailto:)[!-;=?-~]+")
+#: A header line's limit (RFC 5322: 998 octets, line break excluded).
+_MAX_LINE = 998
+
+
+class _OneLineHeader(UnstructuredHeader, BaseHeader):
+    """A header written as it is, on one line: a List-Unsubscribe URL folded the way an
+    unstructured header is (into RFC 2047 encoded-words) is no URL to a mailbox provider."""
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
+_HEADERS = HeaderRegistry()
+_HEADERS.map_to_type("list-unsubscribe", _OneLineHeader)
+_EMAIL_POLICY = default.clone(header_factory=_HEADERS)
 
 #: ``starttls``: upgrade a plain connection (port 587); ``tls``: TLS from the first byte (port
 #: 465); ``none``: no encryption (a relay on the same host, tests).
@@ -198,7 +213,7 @@ class SmtpChannel(Channel):
     def build(self, message: Message, to: str) -> EmailMessage:
         """The email for ``message`` (public so hosts can inspect or extend it)."""
         fields = message.fields
-        email = EmailMessage()
+        email = EmailMessage(policy=_EMAIL_POLICY)
         email["From"] = formataddr((self.from_name, self.from_address)) if self.from_name \
             else self.from_address
         email["To"] = to
@@ -230,6 +245,11 @@ class SmtpChannel(Channel):
             if not _UNSUBSCRIBE.fullmatch(unsubscribe):
                 raise ValueError(
                     f"unsubscribe_url {unsubscribe!r:.200} is not one https or mailto URL"
+                )
+            if len("List-Unsubscribe: <>") + len(unsubscribe) > _MAX_LINE:
+                raise ValueError(
+                    f"unsubscribe_url {unsubscribe!r:.200} is longer than a header line takes "
+                    f"({len(unsubscribe)} characters)"
                 )
             email["List-Unsubscribe"] = f"<{unsubscribe}>"
             if unsubscribe[:8].lower() == "https://":
