@@ -383,24 +383,24 @@ _PEEK = "SELECT data FROM customers WHERE customer_id = ?"
 _PEEK_MANY = (
     "SELECT customer_id, data FROM customers WHERE customer_id IN (SELECT value FROM json_each(?))"
 )
-_LOAD = "SELECT rowid, wake_at, data FROM customers WHERE customer_id = ?"
+_LOAD = "SELECT rowid, wake_at, aside IS NOT NULL, data FROM customers WHERE customer_id = ?"
 _PREFETCH = (
-    "SELECT customer_id, rowid, wake_at, data FROM customers "
+    "SELECT customer_id, rowid, wake_at, aside IS NOT NULL, data FROM customers "
     "WHERE customer_id IN (SELECT value FROM json_each(?))"
 )
 # A record read in the transaction is written back by its rowid (one seek, not two), with an
 # UPDATE that leaves ``wake_at`` alone when it did not change: then the due index is not
 # rewritten (measured: that rewrite is about a sixth of a one-event transaction). Records not
 # read are upserted.
-# A save clears ``aside``: a record set aside and read back since (repaired) is readable again.
-_UPDATE = (
-    "UPDATE customers SET lease_until = NULL, aside = NULL, revision = ?, data = ? "
+_UPDATE = "UPDATE customers SET lease_until = NULL, revision = ?, data = ? WHERE rowid = ?"
+_UPDATE_WAKE = (
+    "UPDATE customers SET wake_at = ?, lease_until = NULL, revision = ?, data = ? "
     "WHERE rowid = ?"
 )
-_UPDATE_WAKE = (
-    "UPDATE customers SET wake_at = ?, lease_until = NULL, aside = NULL, revision = ?, "
-    "data = ? WHERE rowid = ?"
-)
+# A save clears ``aside``: a record set aside and read back since (repaired) is readable again.
+# Only for the rows read as set aside, so that the common save leaves the column, and the index
+# of set-aside rows, alone (as it leaves ``wake_at`` alone when it did not change).
+_UNASIDE = "UPDATE customers SET aside = NULL WHERE rowid = ?"
 _SAVE = (
     "INSERT INTO customers (customer_id, wake_at, lease_until, aside, revision, data) "
     "VALUES (?, ?, NULL, NULL, ?, ?) "
@@ -670,6 +670,7 @@ class _Txn:
         "records",
         "states",
         "stored",
+        "were_aside",
     )
 
     def __init__(
@@ -688,6 +689,8 @@ class _Txn:
         self.prefetched: dict[str, str | None] | None = None
         # The rowid and stored wake_at of every record read in this transaction.
         self.stored: dict[str, tuple[int, int | None]] = {}
+        # Customer id -> rowid of the records read while set aside (``_UNASIDE``).
+        self.were_aside: dict[str, int] = {}
         self.records: dict[str, _RecordRow] = {}  # a second save of a customer replaces the first
         # The records saved, for the record cache once the transaction commits.
         self.states: dict[str, CustomerState] = {}
@@ -707,11 +710,13 @@ class _Txn:
     def prefetch(self, customer_ids: list[str]) -> None:
         prefetched: dict[str, str | None] = dict.fromkeys(customer_ids)
         stored = self.stored
-        for cid, rowid, wake_at, data in self.cur.execute(
+        for cid, rowid, wake_at, aside, data in self.cur.execute(
             _PREFETCH, (value_dumps(customer_ids),)
         ):
             prefetched[cid] = data
             stored[cid] = (rowid, wake_at)
+            if aside:
+                self.were_aside[cid] = rowid
         self.prefetched = prefetched
 
     def claim_up_front(self, claims: Sequence[tuple[str, str]]) -> None:
@@ -754,6 +759,12 @@ class _Txn:
             _write_rows(cur, _UPDATE, same)
             _write_rows(cur, _UPDATE_WAKE, moved)
             _write_rows(cur, _SAVE, new)
+        if self.were_aside:
+            # Read while set aside, and saved: repaired. (Before ``aside`` below: one set aside
+            # again in this transaction stays aside.)
+            _write_rows(cur, _UNASIDE, [
+                (rowid,) for cid, rowid in self.were_aside.items() if cid in records
+            ])
         if self.members:
             self.flush_members()
         if self.aside:
@@ -831,8 +842,10 @@ class _Session(CustomerSession):
                 if row is None:
                     text = None
                 else:
-                    rowid, wake_at, text = row
+                    rowid, wake_at, aside, text = row
                     txn.stored[cid] = (rowid, wake_at)
+                    if aside:
+                        txn.were_aside[cid] = rowid
         # Decoded (or copied from the record cache) on every call: each caller gets its own
         # objects.
         state = None

@@ -793,6 +793,23 @@ class StorageContract:
         assert _due(storage, T0 + DAY) == ["a"]
         assert _due(storage, T0 + 2 * DAY) == ["a"], "b stays aside"
 
+    def test_a_set_aside_record_is_repaired_by_any_later_save(self, storage: Storage) -> None:
+        # Saved after a load in a group (as handle_events saves), or without a load at all.
+        for n, cid in enumerate("ab"):
+            _save(storage, _state(cid, wake_at=T0 + n * MINUTE))
+        with storage.due_batch(T0 + HOUR, 10, MINUTE) as sessions:
+            for cid in "ab":
+                sessions[cid].set_aside("cannot be decoded")
+        assert _due(storage, T0 + DAY) == []
+        with storage.batch(["a"], T0 + DAY) as sessions:
+            repaired = sessions["a"].load()
+            assert repaired is not None
+            sessions["a"].save(repaired, (), ())
+        with storage.customer("b", T0 + DAY) as session:
+            session.save(_state("b", wake_at=T0 + MINUTE), (), ())
+        assert _due(storage, T0 + 2 * DAY) == ["a", "b"]
+        assert storage.records_set_aside(10) == []
+
     def test_records_set_aside_are_listed_with_their_reason_and_instant(
         self, storage: Storage
     ) -> None:
