@@ -732,6 +732,20 @@ def test_a_database_of_the_first_layout_is_migrated(
     assert [d.customer_id for d in storage.claim_due(T0, 10, H)] == ["c1"]
 
 
+def _schema_at(conn: Any, schema: Any, version: int) -> None:
+    """Create ``schema`` as the adapter's migrations 1 to ``version`` left it."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
+    conn.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer PRIMARY KEY)")
+                 .format(schema))
+    for number in range(1, version + 1):
+        for statement in _MIGRATIONS[number - 1]:
+            conn.execute(sql.SQL(statement).format(s=schema))
+        conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
+                     [number])
+
+
 def test_messages_that_failed_for_good_become_dead_letters_on_migration(
     postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory,
 ) -> None:
@@ -739,14 +753,7 @@ def test_messages_that_failed_for_good_become_dead_letters_on_migration(
 
     schema = sql.Identifier(postgres_schema)
     with psycopg.connect(postgres_dsn) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-        conn.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer PRIMARY KEY)")
-                     .format(schema))
-        for number in (1, 2):
-            for statement in _MIGRATIONS[number - 1]:
-                conn.execute(sql.SQL(statement).format(s=schema))
-            conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
-                         [number])
+        _schema_at(conn, schema, 2)
         for key, status, done in (("f", "failed", T0), ("r", "rejected", T0 + H),
                                   ("d", "delivered", T0)):
             conn.execute(
@@ -772,14 +779,7 @@ def test_pending_messages_are_indexed_by_channel_on_migration(
     schema = sql.Identifier(postgres_schema)
     email, sms = message(key="k-e"), attrs.evolve(message(key="k-s"), channel="sms")
     with psycopg.connect(postgres_dsn) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-        conn.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer PRIMARY KEY)")
-                     .format(schema))
-        for number in range(1, 5):
-            for statement in _MIGRATIONS[number - 1]:
-                conn.execute(sql.SQL(statement).format(s=schema))
-            conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
-                         [number])
+        _schema_at(conn, schema, 4)
         # Written by version 4 (and by an older process still running after the upgrade).
         for n, m in enumerate((email, sms)):
             conn.execute(
@@ -800,14 +800,7 @@ def test_a_record_set_aside_before_version_6_is_listed_without_an_instant(
 
     schema = sql.Identifier(postgres_schema)
     with psycopg.connect(postgres_dsn) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-        conn.execute(sql.SQL("CREATE TABLE {}.schema_version (version integer PRIMARY KEY)")
-                     .format(schema))
-        for number in range(1, 6):
-            for statement in _MIGRATIONS[number - 1]:
-                conn.execute(sql.SQL(statement).format(s=schema))
-            conn.execute(sql.SQL("INSERT INTO {}.schema_version VALUES (%s)").format(schema),
-                         [number])
+        _schema_at(conn, schema, 5)
         # What version 5 wrote for a record set aside: the reason only.
         for cid, aside in (("c1", "old"), ("c2", None)):
             conn.execute(
