@@ -479,15 +479,21 @@ def test_a_migration_moves_customers_waiting_at_three_steps(
     assert all(a.detail == "v1 to v2" for a in migrated.values())
 
 
+def _ann_on_v1(storage: object) -> tuple[Engine, ManualClock, RecordingChannel]:
+    """An engine running v1, with ann signed up at T0 and the clock an hour later."""
+    engine, clock, email = _engine(storage)
+    engine.publish(content=CONTENT, journeys=[_v1()])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    clock.set(T0 + HOUR)
+    return engine, clock, email
+
+
 def test_a_migration_onto_a_step_that_does_not_wait_runs_it_at_the_kept_wake_up(
     storage_factory: Factory,
 ) -> None:
     # A customer waiting at w1 moves to a Branch, another to an Exit: each runs at the
     # wake-up instant kept from v1, rather than staying active with nothing to wake them.
-    engine, clock, email = _engine(storage_factory())
-    engine.publish(content=CONTENT, journeys=[_v1()])
-    engine.handle_event(_ev("signed_up", "ann", T0))
-    clock.set(T0 + HOUR)
+    engine, clock, email = _ann_on_v1(storage_factory())
     v2 = Journey(
         id="onboard", version=2, trigger=EventTrigger("signed_up"), entry="route",
         steps={"route": Branch((Case(attr("vip") == True, "stop"),), default="hello"),  # noqa: E712
@@ -513,10 +519,7 @@ def test_a_migration_onto_a_step_that_does_not_wait_runs_it_at_the_kept_wake_up(
 def test_an_ejecting_publish_ends_running_customers_at_the_publish_instant(
     storage_factory: Factory,
 ) -> None:
-    engine, clock, email = _engine(storage_factory())
-    engine.publish(content=CONTENT, journeys=[_v1()])
-    engine.handle_event(_ev("signed_up", "ann", T0))
-    clock.set(T0 + HOUR)
+    engine, clock, email = _ann_on_v1(storage_factory())
     engine.publish(journeys=[_v2()], running={"onboard": VersionChange.eject("redesign")})
     clock.set(T0 + 5 * DAY)
     engine.run_due()
