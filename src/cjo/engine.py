@@ -6,7 +6,8 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import attrs
 
@@ -529,22 +530,21 @@ class Engine:
         ):
             return Outcome(event_id=event.event_id)
         sent = sent_messages(self.storage, (event,))
-        for attempt in range(_NEWER_DEFINITIONS_RETRIES + 1):
-            try:
-                with self.storage.customer(event.customer_id, now) as session:
-                    if not session.claim_event(event.event_id):
-                        return Outcome(event_id=event.event_id, duplicate=True)
-                    decider = self._decider(
-                        session, registry, now, fresh=attempt < _NEWER_DEFINITIONS_RETRIES
-                    )
-                    if sent:
-                        decider.sent = sent
-                    decider.on_event(event, now)
-                    self._save(session, decider)
-            except _NewerDefinitionsError:
-                registry = self._sync()  # rolled back, event unclaimed: decide again on them
-                continue
-            break
+
+        def attempt(registry: Registry, fresh: bool) -> Decider | None:
+            with self.storage.customer(event.customer_id, now) as session:
+                if not session.claim_event(event.event_id):
+                    return None
+                decider = self._decider(session, registry, now, fresh=fresh)
+                if sent:
+                    decider.sent = sent
+                decider.on_event(event, now)
+                self._save(session, decider)
+            return decider
+
+        decider = self._on_latest(registry, attempt)
+        if decider is None:
+            return Outcome(event_id=event.event_id, duplicate=True)
         self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build(event.event_id)
 
@@ -653,19 +653,12 @@ class Engine:
         back; it is then committed again without that customer's items, so one bad record
         costs the others nothing. Returns the errors of the customers left out."""
         corrupt: list[CorruptRecordError] = []
-        retries = _NEWER_DEFINITIONS_RETRIES
         while items:
-            mark = builder.mark()
             try:
-                self._commit_group(items, registry, builder, fresh=retries > 0)
-            except _NewerDefinitionsError:
-                # Rolled back: decided again on the generation that enrolment came from. What
-                # the attempt reported never happened (it is refused before anything is sent,
-                # so only the lists hold some of it).
-                builder.rewind(mark)
-                retries -= 1
-                registry = self._sync()
-                continue
+                # A rolled-back attempt's reports never happened (it is refused before anything
+                # is sent, so only the lists hold some of it).
+                self._on_latest(registry, partial(self._commit_group, items, builder),
+                                undo=partial(builder.rewind, builder.mark()))
             except CorruptRecordError as exc:
                 log.error("leaving a customer's events out of a group: %s", exc)
                 corrupt.append(exc)
@@ -675,8 +668,8 @@ class Engine:
         return corrupt
 
     def _commit_group(
-        self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder,
-        *, fresh: bool = False,
+        self, items: list[Event | ProfileUpdate], builder: OutcomeBuilder, registry: Registry,
+        fresh: bool = False,
     ) -> None:
         now = self._now()
         by_customer: dict[str, list[Event | ProfileUpdate]] = {}
@@ -1590,23 +1583,20 @@ class Engine:
         holding an enrollment of a generation published since ``registry`` was read is decided
         on that generation (``decide`` must then not depend on ``registry``)."""
         registry = registry if registry is not None else self._sync()
-        now = now if now is not None else self._now()
-        retries = _NEWER_DEFINITIONS_RETRIES if fresh else 0
-        while True:
-            try:
-                with self.storage.customer(customer_id, now) as session:
-                    decider = self._decider(session, registry, now, create=create,
-                                            outcome=outcome, fresh=retries > 0)
-                    decide(decider, now)
-                    self._save(session, decider)
-            except _NewerDefinitionsError:
-                # Refused at load, before ``decide`` ran: nothing was reported in ``outcome``.
-                retries -= 1
-                registry = self._sync()
-                continue
-            break
+        at = now if now is not None else self._now()
+
+        def attempt(registry: Registry, check: bool) -> Decider:
+            with self.storage.customer(customer_id, at) as session:
+                # Refused (``check``) at load, before ``decide`` ran: nothing reported yet.
+                decider = self._decider(session, registry, at, create=create,
+                                        outcome=outcome, fresh=check)
+                decide(decider, at)
+                self._save(session, decider)
+            return decider
+
+        decider = self._on_latest(registry, attempt) if fresh else attempt(registry, False)
         if dispatch:
-            self._dispatch(decider.messages, now, decider.outcome)
+            self._dispatch(decider.messages, at, decider.outcome)
         return decider
 
     def _decide_each(
@@ -1629,6 +1619,24 @@ class Engine:
             deciders.append(decider)
         return deciders
 
+    def _on_latest(
+        self, registry: Registry, attempt: Callable[[Registry, bool], _T],
+        undo: Callable[[], None] | None = None,
+    ) -> _T:
+        """``attempt(registry, True)``: one transaction that raises ``_NewerDefinitionsError``
+        (rolled back) when a customer's record shows a generation newer than ``registry``; it
+        is then run again on the latest definitions (after ``undo``), the last time without
+        the check."""
+        retries = _NEWER_DEFINITIONS_RETRIES
+        while True:
+            try:
+                return attempt(registry, retries > 0)
+            except _NewerDefinitionsError:
+                if undo is not None:
+                    undo()
+                retries -= 1
+                registry = self._sync()
+
     @staticmethod
     def _save(session: CustomerSession, decider: Decider) -> None:
         # A record that was not there and was not to be made (``create=False``: a follow-up of
@@ -1637,6 +1645,8 @@ class Engine:
         if decider.dirty and decider.state.revision >= 0:
             session.save(decider.state, decider.messages, decider.activities)
 
+
+_T = TypeVar("_T")
 
 #: How many times an input is decided again when its customer's record turns out to hold an
 #: enrollment of a generation published since the definitions were read (then it is decided
