@@ -160,16 +160,17 @@ class OutcomeBuilder:
     #: Sends per channel, when messages are not recorded.
     sent: dict[str, int] = attrs.field(factory=dict)
 
+    def _lists(self) -> tuple[list[Any], ...]:
+        return (self.entered, self.steps, self.messages, self.ended, self.goals,
+                self.not_entered, self.failures)
+
     def mark(self) -> tuple[int, ...]:
         """Where the lists stand now, for ``rewind``."""
-        return (len(self.entered), len(self.steps), len(self.messages), len(self.ended),
-                len(self.goals), len(self.not_entered), len(self.failures))
+        return tuple(map(len, self._lists()))
 
     def rewind(self, mark: tuple[int, ...]) -> None:
         """Forget what was added to the lists since ``mark`` (a rolled-back attempt's)."""
-        lists: tuple[list[Any], ...] = (self.entered, self.steps, self.messages, self.ended,
-                                         self.goals, self.not_entered, self.failures)
-        for items, at in zip(lists, mark, strict=True):
+        for items, at in zip(self._lists(), mark, strict=True):
             del items[at:]
 
     def absorb(self, other: OutcomeBuilder) -> None:
