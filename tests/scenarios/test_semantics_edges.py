@@ -355,7 +355,35 @@ def test_keyed_instances_of_customers_whose_ids_hold_colons_get_ids_of_their_own
     assert sorted((m.customer_id, m.enrollment_id) for m in email.messages) == [
         ("ann", "cart:ann:x%253A1:2.64c06cfcb8400"),
         ("ann", "cart:ann:x%3A1:1.64c06cfcb8400"),
-        ("ann:x", "cart:ann:x:1:1.64c06cfcb8400"),
+        ("ann:x", "cart:ann%3Ax:1:1.64c06cfcb8400"),
     ]
     # The key itself is kept as given.
     assert [e.instance_key for e in engine.enrollments("ann:x")] == ["1"]
+
+
+def test_journeys_and_customers_whose_ids_hold_colons_get_enrollment_ids_of_their_own(
+    storage: Storage,
+) -> None:
+    # Journey 'promo:vip' with customer 'ann' and journey 'promo' with customer 'vip:ann',
+    # entered at one instant, once wrote the same enrollment id: their messages then shared an
+    # idempotency key, and the outbox kept only one of them. So did two versions of a journey,
+    # one keyed and one not, for customer 'ann:x' and customer 'ann' with key 'x'.
+    def journey(jid: str, version: int = 1, key: str | None = None, on: str = "go") -> Journey:
+        return Journey(jid, trigger=EventTrigger(on), entry="m", version=version,
+                       steps={"m": Send("note", "email")},
+                       reentry=ReentryPolicy.after_exit(instance_key=key))
+
+    engine, _clock, email = _engine(T0, storage)
+    engine.publish(journeys=[journey("promo:vip"), journey("promo")], content=[NOTE])
+    out = engine.handle_events([_event("go", "ann", T0, "g1"), _event("go", "vip:ann", T0, "g2")])
+    assert len({e.enrollment_id for e in out.entered}) == len(out.entered) == 4
+    engine.run_due()
+    assert sorted((m.journey_id, m.customer_id) for m in email.messages) == [
+        ("promo", "ann"), ("promo", "vip:ann"), ("promo:vip", "ann"), ("promo:vip", "vip:ann")]
+
+    engine.publish(journeys=[journey("x", on="come")])
+    engine.handle_event(_event("come", "ann:k", T0, "h1"))
+    engine.publish(journeys=[journey("x", 2, key="cart", on="come")])
+    engine.handle_event(_event("come", "ann", T0, "h2", cart="k"))
+    engine.run_due()
+    assert len({m.idempotency_key for m in email.messages}) == len(email.messages) == 6

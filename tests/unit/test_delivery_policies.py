@@ -320,6 +320,12 @@ def test_a_message_id_leads_back_to_its_enrollment_and_step_even_with_colons_in_
     assert locate_message(decider, "shop:c:1:1.5f:a:x") is None
     assert locate_message(decider, "shop:c:2:1.5f:a:1") is None  # another customer's
     assert locate_message(decider, "shop:c:1:1.5f:nope:1") is None
+    # Ids made now escape the journey and customer ids (those above were made before).
+    assert locate_message(decider, "shop%3Avip:c%3A1:cart:9:2.5f:x:y:1") == (
+        "shop:vip", 1, "shop%3Avip:c%3A1:cart:9:2.5f", "x:y", journeys[1].steps["x:y"])
+    assert locate_message(decider, "shop:c%3A1:1.5f:a:3")[2:4] == (  # type: ignore[index]
+        "shop:c%3A1:1.5f", "a")
+    assert locate_message(decider, "shop:c%3A2:1.5f:a:1") is None  # another customer's
 
 
 def test_contact_attributes_must_name_profile_attributes() -> None:

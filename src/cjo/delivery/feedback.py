@@ -43,6 +43,7 @@ from cjo.delivery.consent import (
 from cjo.errors import InvalidEventError
 from cjo.model.events import Event
 from cjo.model.steps import Send
+from cjo.runtime.ids import id_part
 from cjo.runtime.state import Activity
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ STATEMENT_EVENTS = frozenset({"subscribed", "unsubscribed"})
 DELIVERY_EVENTS = FEEDBACK_EVENTS | CONSENT_EVENTS
 
 # The tail of an enrollment id: the entry number, the entry instant in hexadecimal, and the
-# count of erasures at that instant when there is one (``cjo.runtime.core.enrollment_id_for``).
+# count of erasures at that instant when there is one (``cjo.runtime.ids.enrollment_id_for``).
 _ENTRY_TAIL = re.compile(r"(?:^|:)\d+\.[0-9a-f]+(?:\.\d+)?$")
 
 _BLOCK_EVENTS = frozenset({"channel_blocked", "channel_unblocked"})
@@ -122,10 +123,14 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
     versions = {e.id: e.version for e in d.state.enrollments}
     versions.update((x.id, x.version) for x in d.state.ended)
     found: list[tuple[bool, int, int, int, LinkedMessage]] = []
+    customer = id_part(d.customer_id)
     for (jid, version), cj in d.registry.journeys.items():
-        prefix = f"{jid}:{d.customer_id}:"
+        prefix = f"{id_part(jid)}:{customer}:"
         if not head.startswith(prefix):
-            continue
+            # Ids made before ids were escaped hold the journey and customer ids as they are.
+            prefix = f"{jid}:{d.customer_id}:"
+            if not head.startswith(prefix):
+                continue
         for step_id, cs in cj.steps.items():
             if not isinstance(cs.step, Send) or not head.endswith(f":{step_id}"):
                 continue

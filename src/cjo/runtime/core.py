@@ -31,6 +31,7 @@ from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder, StepRun
 from cjo.runtime.arbitration import kept_out
+from cjo.runtime.ids import enrollment_id_for
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
@@ -63,7 +64,6 @@ __all__ = [
     "DEFAULT_RECIPIENT_ATTRIBUTES",
     "SENT_BEFORE_MERGE",
     "Decider",
-    "enrollment_id_for",
     "new_state",
     "reentry_allows",
     "split_fraction",
@@ -77,36 +77,9 @@ _EMPTY: Mapping[str, Any] = {}
 _NO_MESSAGES: Mapping[str, Message] = {}
 _TRIGGER_TIMER = "trigger:"
 _NO_HISTORY = EntryHistory.of(0)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 # Sorts before any instant: what happens at an instant before everything else due then.
 _FIRST = datetime.min.replace(tzinfo=UTC)
 
-
-
-def enrollment_id_for(
-    journey_id: str, customer_id: str, key: str | None, number: int, entered_at: datetime,
-    erasures: int = 0,
-) -> str:
-    """Deterministic ids: replaying the same events yields the same ids and idempotency keys.
-
-    The entry instant is part of the id: after ``erase_customer`` the entry count starts again,
-    and a returning customer must not reuse an old id (providers de-duplicate on the keys
-    built from it). One back within the instant of their erasure is told apart by
-    ``erasures``, the count of erasures made at that instant when their record was made
-    (``CustomerState.erasures``; 0, and no suffix, for nearly every entry).
-    """
-    # Microseconds since the epoch in hexadecimal: exact, and formatted in C.
-    stamp = format((entered_at - _EPOCH) // _MICROSECOND, "x")
-    if erasures:
-        stamp = f"{stamp}.{erasures}"
-    if key is None:
-        return f"{journey_id}:{customer_id}:{number}.{stamp}"
-    if ":" in key or "%" in key:
-        # Customer ids may hold ':' too: unescaped, customer 'ann:x' with key '1' and customer
-        # 'ann' with key 'x:1' would share ids, and so the idempotency keys of their messages.
-        key = key.replace("%", "%25").replace(":", "%3A")
-    return f"{journey_id}:{customer_id}:{key}:{number}.{stamp}"
 
 
 def new_state(customer_id: str, now: datetime) -> CustomerState:
