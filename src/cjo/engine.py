@@ -85,7 +85,7 @@ from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
-from cjo.scheduling import mark_schedules, run_schedules
+from cjo.scheduling import mark_schedules, run_schedules, say_never_occurring
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
 from cjo.serialization import (
@@ -336,6 +336,8 @@ class Engine:
         previous = self._registry
         if previous.generation:
             self._to_release.update(j for j in previous.paused if j not in registry.paused)
+        if registry.any_schedule:
+            say_never_occurring(registry)
         self._registry = registry
         return registry
 

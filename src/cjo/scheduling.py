@@ -22,14 +22,14 @@ import attrs
 from cjo.model.journey import Journey
 from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
-from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence
+from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence, occurs
 from cjo.storage.erasure import schedule_claim
 
 if TYPE_CHECKING:
     from cjo.engine import Engine
     from cjo.runtime.registry import CompiledJourney, Registry
 
-__all__ = ["mark_schedules", "next_schedule_run", "run_schedules"]
+__all__ = ["mark_schedules", "next_schedule_run", "run_schedules", "say_never_occurring"]
 
 log = logging.getLogger("cjo.scheduling")
 
@@ -141,6 +141,15 @@ def next_schedule_run(engine: Engine) -> datetime | None:
     return earliest
 
 
+def say_never_occurring(registry: Registry) -> None:
+    """Log each schedule whose rule never occurs (stored before validation refused such
+    rules: ``run_schedules`` passes it by), once per definitions an engine takes, rather than
+    at every pass."""
+    for cj, trigger in _schedules(registry, paused=True):
+        if not occurs(trigger.cron):
+            log.warning("schedule of journey %r never occurs: %r", cj.journey.id, trigger.cron)
+
+
 def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> None:
     """Run every schedule occurrence due by ``now`` that is not done yet (the latest one only:
     older missed occurrences are skipped)."""
@@ -151,8 +160,8 @@ def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> Non
             occurrence = latest_occurrence(trigger, now)
         except ValueError:
             # A rule that never occurs (stored before validation refused it): it runs
-            # nothing, and must not stop the worker's pass for everyone else.
-            log.warning("schedule of journey %r never occurs: %r", cj.journey.id, trigger.cron)
+            # nothing, and must not stop the worker's pass for everyone else. Said once, when
+            # the engine took the definitions (``say_never_occurring``), not at every pass.
             continue
         if done is not None:
             if occurrence <= done:

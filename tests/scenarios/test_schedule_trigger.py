@@ -208,9 +208,12 @@ def test_rules_that_occur_rarely_or_are_written_short_are_accepted(cron: str) ->
     assert engine.publish(journeys=[journey], content=CONTENT) == 1
 
 
-def test_a_stored_schedule_that_never_occurs_stops_no_worker(storage_factory: Factory) -> None:
+def test_a_stored_schedule_that_never_occurs_stops_no_worker(
+    storage_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
     # Published before validation refused such a rule: it runs nothing, and everyone else's
-    # wake-ups still fire.
+    # wake-ups still fire. It is said once, when the engine reads the definitions, not at
+    # every pass of every worker.
     clock = ManualClock(SUNDAY)
     storage = storage_factory()
     engine, email = _engine(storage, clock)
@@ -227,6 +230,11 @@ def test_a_stored_schedule_that_never_occurs_stops_no_worker(storage_factory: Fa
     clock.advance(hours=2)
     assert engine.run_worker(max_iterations=1, poll_interval=0).messages == 1
     assert [m.journey_id for m in email.messages] == ["reminder"]
+    for _ in range(3):
+        clock.advance(hours=1)
+        engine.run_due()
+    said = [r.getMessage() for r in caplog.records if "never occurs" in r.getMessage()]
+    assert said == ["schedule of journey 'never' never occurs: '0 9 30 2 *'"]
 
 
 def test_run_due_after_a_day_without_schedules_costs_nothing_extra() -> None:

@@ -40,7 +40,7 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
                 f"cron {cron!r} is not a cron rule (five fields: minute hour "
                 "day-of-month month day-of-week, such as '0 9 * * MON')"
             )))
-        elif not _occurs(cron):
+        elif not occurs(cron):
             problems.append(Problem(where, (
                 f"cron {cron!r} never occurs (a day none of its months has, such as the 30th "
                 "of February)"
@@ -54,7 +54,7 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
         return problems
 
 
-def _occurs(cron: str) -> bool:
+def occurs(cron: str) -> bool:
     """Whether the rule has an occurrence: croniter refuses to find one for a rule that never
     occurs (``0 9 30 2 *``), and would raise that at every run."""
     try:
@@ -64,7 +64,7 @@ def _occurs(cron: str) -> bool:
     return True
 
 
-#: Where ``_occurs`` looks from: any instant will do, a fixed one keeps validation repeatable.
+#: Where ``occurs`` looks from: any instant will do, a fixed one keeps validation repeatable.
 _SOME_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
 
 
