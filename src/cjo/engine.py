@@ -43,6 +43,9 @@ from cjo.delivery.consent import (
 from cjo.delivery.feedback import (
     DELIVERY_EVENTS,
     check_delivery_event,
+    message_activity,
+    record_dead_letter,
+    record_dead_letter_retried,
     record_permanent_failure,
     sent_messages,
 )
@@ -1183,10 +1186,7 @@ class Engine:
                 return  # erased meanwhile: nothing to log against
             d.touch()
             d.activities.extend(
-                Activity(at, d.customer_id, m.enrollment_id, m.journey_id, m.journey_version,
-                         m.step_id, "withheld", reason, m.channel, m.content_id,
-                         m.content_version)
-                for m, reason in found
+                message_activity(at, d.customer_id, m, "withheld", reason) for m, reason in found
             )
 
         self._for_customer(customer_id, decide, now=now, create=False, dispatch=False)
@@ -1224,9 +1224,10 @@ class Engine:
         storage = self.storage
         deliveries: list[Delivery] = []
         failed_actions: list[Message] = []
-        # Messages whose address is dead, by customer: a permanent failure that blames the
-        # recipient (not an action's call, which has its own failure policy).
-        unreachable: dict[str, list[tuple[Message, str | None]]] = {}
+        # Dead letters, by customer, to log on their record (not an action's call, which has
+        # its own failure policy): a permanent failure that blames the recipient marks the
+        # address dead too.
+        dead: dict[str, list[tuple[Message, DeliveryResult]]] = {}
         # Once the lease runs out, another worker may claim the messages not yet recorded and
         # send them too. So a send starts only while half the lease remains (the other half is
         # for that send to finish), and the messages left are handed back at once.
@@ -1265,10 +1266,8 @@ class Engine:
                             result.error)
                 if policy == "exit":
                     failed_actions.append(message)
-                if (result.status == "permanent" and result.unreachable
-                        and not message.channel.startswith(ACTION_CHANNEL_PREFIX)):
-                    unreachable.setdefault(message.customer_id, []).append(
-                        (message, result.error))
+                if not message.channel.startswith(ACTION_CHANNEL_PREFIX):
+                    dead.setdefault(message.customer_id, []).append((message, result))
             elif retry_at is not None:
                 log.info("delivery of %s failed, retrying at %s: %s", key,
                          retry_at.isoformat(), result.error)
@@ -1279,11 +1278,12 @@ class Engine:
             storage.complete_outbox_many(deliveries, now)
         # Each customer's follow-up in a transaction of its own: one whose record cannot be
         # decoded is logged (its messages are recorded already) and the others still get theirs.
-        for customer_id, failures in unreachable.items():
+        for customer_id, failures in dead.items():
             try:
-                self._mark_unreachable(customer_id, failures, now, outcome)
+                self._record_dead_letters(customer_id, failures, now, outcome)
             except CorruptRecordError as exc:
-                log.error("channel not blocked after a permanent failure: %s", exc)
+                log.error("dead letters not logged (nor channels blocked after a permanent "
+                          "failure): %s", exc)
         for message in failed_actions:
             try:
                 self._end_enrollment(
@@ -1294,18 +1294,22 @@ class Engine:
                 log.error("enrollment not ended after its action failed: %s", exc)
         return attempted
 
-    def _mark_unreachable(
-        self, customer_id: str, failures: list[tuple[Message, str | None]], now: datetime,
+    def _record_dead_letters(
+        self, customer_id: str, failures: list[tuple[Message, DeliveryResult]], now: datetime,
         outcome: OutcomeBuilder | None = None,
     ) -> None:
-        """After the outbox recorded them: block the channels of messages that failed
-        permanently in the customer's record (as a hard bounce does), in one transaction;
+        """After the outbox recorded them as dead letters: log the messages on the customer's
+        record, one transaction for them all, as ``unreachable`` (and block the channel, as a
+        hard bounce does) when the failure blames the recipient, else as ``dead_letter``;
         what that changes is reported in ``outcome`` (the dispatching call's), if given."""
         def decide(d: Decider, at: datetime) -> None:
             if d.state.revision < 0:
                 return  # erased since the message was written: nothing to mark
-            for message, error in failures:
-                record_permanent_failure(d, message, error, at)
+            for message, result in failures:
+                if result.status == "permanent" and result.unreachable:
+                    record_permanent_failure(d, message, result.error, at)
+                else:
+                    record_dead_letter(d, message, result.status == "permanent", at)
 
         self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
                            outcome=outcome)
@@ -1356,7 +1360,25 @@ class Engine:
         """Put the dead letter ``key`` (its idempotency key) back in the outbox, pending now
         with its attempts reset and the same idempotency key; ``dispatch_pending`` (the worker)
         sends it. False if there is no such dead letter."""
-        return self.storage.retry_dead_letter(_dead_letter_key(key), self._now())
+        key = _dead_letter_key(key)
+        now = self._now()
+        if not self.storage.retry_dead_letter(key, now):
+            return False
+        entry = self.storage.outbox_entry(key)
+        if entry is not None and not entry.message.channel.startswith(ACTION_CHANNEL_PREFIX):
+            message = entry.message
+
+            def decide(d: Decider, at: datetime) -> None:
+                if d.state.revision >= 0:  # else erased meanwhile: nothing to log against
+                    record_dead_letter_retried(d, message, at)
+
+            # Reports count a message that failed for good until it is retried.
+            try:
+                self._for_customer(message.customer_id, decide, now=now, create=False,
+                                   dispatch=False)
+            except CorruptRecordError as exc:
+                log.error("dead letter %s retried without logging it: %s", key, exc)
+        return True
 
     def discard_dead_letter(self, key: str) -> bool:
         """Give up on the dead letter ``key``: it leaves ``dead_letters()`` and is pruned like

@@ -31,6 +31,7 @@ LOGGING_CALLS = {
     "end_enrollment": (1, "status"),
     "_log": (2, "kind"),
     "_left_out": (2, "kind"),
+    "message_activity": (3, "kind"),
 }
 #: Where a kind comes from outside the source: a delivery feedback entry's kind is its event's
 #: name, one of ``FEEDBACK_EVENTS``.

@@ -45,6 +45,10 @@ class StepRow:
     paths: Mapping[str, int] = attrs.field(factory=dict)
     #: Sends a delivery rule or a limit kept from going out (``JourneyReport.not_sent``).
     not_sent: int = 0
+    #: Of ``sent``: withheld at dispatch, and failed for good (``JourneyReport.withheld``,
+    #: ``JourneyReport.delivery_failed``).
+    withheld: int = 0
+    delivery_failed: int = 0
 
     @property
     def sent_total(self) -> int:
@@ -55,10 +59,12 @@ class StepRow:
 class JourneyReport:
     """Totals for one journey (all versions) and one row per step.
 
-    ``sent`` counts the messages written to the outbox, by channel, including any withheld
-    at dispatch or dead-lettered afterwards (the log's ``withheld`` and ``unreachable``
-    entries name those). ``converted`` counts goals reached (whether or not the goal ends the
-    enrollment);
+    ``sent`` counts the messages written to the outbox, by channel, whether or not they went
+    out after all; of those, ``withheld`` counts the ones withheld at dispatch (the customer
+    unsubscribed, or the channel was blocked, since they were written) and ``delivery_failed``
+    the ones that failed for good (dead letters: a permanent failure, or transient failures
+    until the retries ran out; one the host retries counts no longer). ``converted`` counts
+    goals reached (whether or not the goal ends the enrollment);
     ``exited`` maps each exit reason (criterion name, exit step reason...) to its count.
     ``control`` and ``control_converted`` count the global control group's customers among
     those (they entered but got no journey message); ``suppressed`` maps each reason a send was
@@ -89,6 +95,9 @@ class JourneyReport:
     control_converted: int = 0
     suppressed: Mapping[str, int] = attrs.field(factory=dict)
     not_sent: Mapping[str, int] = attrs.field(factory=dict)
+    #: Of ``sent``: messages withheld at dispatch, and messages that failed for good.
+    withheld: int = 0
+    delivery_failed: int = 0
 
     @property
     def exited_total(self) -> int:
@@ -249,6 +258,8 @@ def build_report(
             completed=_sum(by_kind, "completed"),
             paths=_details(by_kind, "path"),
             not_sent=not_sent_by_step.get(step_id, 0),
+            withheld=_sum(by_kind, "withheld"),
+            delivery_failed=_failed(by_kind),
         ))
     return JourneyReport(
         journey_id=journey.id,
@@ -268,6 +279,8 @@ def build_report(
         control_converted=control["goal"],
         suppressed=dict(sorted(suppressed.items())),
         not_sent=dict(sorted(not_sent.items())),
+        withheld=sum(row.withheld for row in rows),
+        delivery_failed=sum(row.delivery_failed for row in rows),
     )
 
 
@@ -285,6 +298,13 @@ def _not_sent(kind: str, detail: str | None) -> str | None:
     return f"cap {rule}" if kind == "capped" else f"quiet hours {rule}"
 
 
+def _failed(by_kind: Counter[tuple[str, str | None]]) -> int:
+    """The dead letters a step's messages became (the address dead, or not), less those the
+    host retried since: each went out after all, or failed and was logged again."""
+    dead = _sum(by_kind, "unreachable") + _sum(by_kind, "dead_letter")
+    return max(0, dead - _sum(by_kind, "dead_letter_retried"))
+
+
 def _sum(by_kind: Counter[tuple[str, str | None]], kind: str) -> int:
     return sum(n for (k, _detail), n in by_kind.items() if k == kind)
 
@@ -300,6 +320,9 @@ def _details(by_kind: Counter[tuple[str, str | None]], kind: str) -> dict[str, i
 # --- text rendering ------------------------------------------------------------------------------
 
 _STEP_COLUMNS = ("reached", "waiting", "timeouts", "exited", "converted", "completed")
+#: The columns, after the channels', of sent messages that did not go out, shown when a report
+#: has some: (header, ``JourneyReport`` field).
+_UNDELIVERED_COLUMNS = (("withheld", "withheld"), ("failed", "delivery_failed"))
 
 
 def format_table(reports: Sequence[JourneyReport]) -> str:
@@ -325,8 +348,13 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
     # The paths a split or audience-path step sent customers down, when any step has some:
     # an A/B test's table must show its arms.
     paths = any(row.paths for r in reports for row in r.steps)
+    # Of the messages sent, those that did not go out after all, when any step has some.
+    undelivered = [
+        column for column, field in _UNDELIVERED_COLUMNS
+        if any(getattr(r, field) for r in reports)
+    ]
     header = ["step", "kind", *_STEP_COLUMNS[:2], *(f"sent:{c}" for c in channels),
-              *_STEP_COLUMNS[2:], *(["paths"] if paths else [])]
+              *undelivered, *_STEP_COLUMNS[2:], *(["paths"] if paths else [])]
     lines: list[str] = []
     for report in reports:
         table: list[list[str]] = [header]
@@ -334,11 +362,13 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
             values = {
                 "reached": row.reached, "waiting": row.waiting, "timeouts": row.timeouts,
                 "exited": row.exited, "converted": row.converted, "completed": row.completed,
+                "withheld": row.withheld, "failed": row.delivery_failed,
             }
             table.append([
                 row.step_id, row.kind,
                 *(_num(values[c]) for c in _STEP_COLUMNS[:2]),
                 *(_num(row.sent.get(c, 0)) for c in channels),
+                *(_num(values[c]) for c in undelivered),
                 *(_num(values[c]) for c in _STEP_COLUMNS[2:]),
                 *([_paths(row.paths)] if paths else []),
             ])
@@ -375,6 +405,11 @@ def _summary(report: JourneyReport) -> str:
     failed = sum(row.send_failed for row in report.steps)
     if failed:
         parts.append(f"send failed {_num(failed)}")
+    # Why fewer messages went out than were sent: the channel figures count them all.
+    for label, n in (("withheld", report.withheld),
+                     ("delivery failed", report.delivery_failed)):
+        if n:
+            parts.append(f"{label} {_num(n)}")
     for label, counted in (("suppressed", report.suppressed), ("not sent", report.not_sent)):
         if counted:
             reasons = ", ".join(f"{reason} {_num(n)}" for reason, n in counted.items())

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cjo.delivery.consent import (
     block,
@@ -44,7 +44,7 @@ from cjo.errors import InvalidEventError
 from cjo.model.events import Event
 from cjo.model.steps import Send
 from cjo.runtime.ids import id_part
-from cjo.runtime.state import Activity
+from cjo.runtime.state import Activity, ActivityKind
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -58,12 +58,17 @@ __all__ = [
     "CONSENT_EVENTS",
     "DELIVERY_EVENTS",
     "FEEDBACK_EVENTS",
+    "PERMANENT_FAILURE",
+    "RETRIES_EXHAUSTED",
     "STATEMENT_EVENTS",
     "LinkedMessage",
     "apply_delivery_event",
     "check_delivery_event",
     "locate_message",
     "mark_unreachable",
+    "message_activity",
+    "record_dead_letter",
+    "record_dead_letter_retried",
     "record_permanent_failure",
     "sent_messages",
 ]
@@ -248,6 +253,18 @@ def mark_unreachable(d: Decider, channel: str, reason: str) -> None:
         d.touch()
 
 
+def message_activity(
+    at: datetime, customer_id: str, message: Message, kind: ActivityKind, detail: str | None
+) -> Activity:
+    """An activity-log entry about ``message``, against its journey, step, channel and content,
+    logged on ``customer_id`` (the message's customer, or the known one it was merged into)."""
+    return Activity(
+        at, customer_id, message.enrollment_id, message.journey_id, message.journey_version,
+        message.step_id, kind, detail, message.channel, message.content_id,
+        message.content_version,
+    )
+
+
 def record_permanent_failure(
     d: Decider, message: Message, error: str | None, now: datetime
 ) -> None:
@@ -256,8 +273,30 @@ def record_permanent_failure(
     reason = f"permanent failure: {error}" if error else "permanent failure"
     mark_unreachable(d, message.channel, reason)
     d.touch()  # the activity is written even when the channel was blocked already
-    d.activities.append(Activity(
-        now, d.customer_id, message.enrollment_id, message.journey_id, message.journey_version,
-        message.step_id, "unreachable", reason, message.channel, message.content_id,
-        message.content_version,
+    d.activities.append(message_activity(now, d.customer_id, message, "unreachable", reason))
+
+
+#: ``dead_letter`` details: why a message that went to the channel failed for good.
+PERMANENT_FAILURE: Final = "permanent failure"
+RETRIES_EXHAUSTED: Final = "retries exhausted"
+
+
+def record_dead_letter(d: Decider, message: Message, permanent: bool, now: datetime) -> None:
+    """``message`` became a dead letter without blaming the customer's address (those are
+    ``unreachable``): a failure on the sender's side, or transient failures until the retries
+    ran out. Logged as ``dead_letter`` (detail: ``permanent failure`` or ``retries
+    exhausted``; the error itself is the dead letter's) against its journey and step."""
+    d.touch()
+    d.activities.append(message_activity(
+        now, d.customer_id, message, "dead_letter",
+        PERMANENT_FAILURE if permanent else RETRIES_EXHAUSTED,
     ))
+
+
+def record_dead_letter_retried(d: Decider, message: Message, now: datetime) -> None:
+    """The host put the dead letter ``message`` back in the outbox: logged as
+    ``dead_letter_retried``, so reports count it as failed no longer (it goes out, or fails
+    and is logged again)."""
+    d.touch()
+    d.activities.append(message_activity(now, d.customer_id, message, "dead_letter_retried",
+                                         None))

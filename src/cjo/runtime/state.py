@@ -55,7 +55,7 @@ ActivityKind = Literal[
     "action", "action_failed", "offer", "jumped", "held", "resumed", "migrated", "merged_in",
     # sends and the delivery policies
     "sent", "send_failed", "render_retry", "send_skipped", "suppressed", "fallback", "capped",
-    "quiet_hours", "withheld", "unreachable",
+    "quiet_hours", "withheld", "unreachable", "dead_letter", "dead_letter_retried",
     # delivery feedback
     "message_delivered", "opened", "clicked", "bounced", "complained", "unsubscribed",
     # the customer's own, outside any journey
@@ -782,7 +782,9 @@ class Activity:
       limit, a skip on resume, a step sent before a merge), the delivery-policy decisions
       (suppressed, fallback, capped, quiet_hours), withheld (a message written earlier and no
       longer allowed out), unreachable (a message failed permanently and its channel was
-      blocked);
+      blocked), dead_letter (a message failed for good otherwise: on the sender's side, or
+      its retries ran out), dead_letter_retried (the host put a dead letter back in the
+      outbox);
     - delivery feedback: message_delivered, opened, clicked, bounced, complained,
       unsubscribed;
     - the customer's own, outside any journey (``journey_id`` blank): late_event,
