@@ -1,5 +1,7 @@
 """The ``cjo`` command: ``cjo demo`` runs the demo shop, ``cjo validate`` checks definitions,
-``cjo import`` loads profiles from a CSV or JSON lines file."""
+``cjo import`` loads profiles from a CSV or JSON lines file; for operators of a durable
+storage, ``cjo report`` prints its journey reports, ``cjo dead-letters`` lists, retries or
+discards dead letters and ``cjo set-aside`` lists the customer records set aside."""
 
 from __future__ import annotations
 
@@ -17,12 +19,13 @@ from cjo.analytics.report import format_table, journey_report
 from cjo.clock import ManualClock
 from cjo.demo import DEMO_START, shop_channels, shop_definitions, simulate_shop
 from cjo.engine import Engine
-from cjo.errors import DefinitionError, StorageError, UsageError
+from cjo.errors import CjoError, DefinitionError, StorageError, UsageError
 from cjo.importing import ImportResult, read_csv, read_json_lines
 from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.serialization import loads_definitions_in_parts
+from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
-from cjo.storage.url import open_storage, redact_url
+from cjo.storage.url import open_storage, redact_url, sqlite_path, storage_kind
 from cjo.validation import validate_definitions
 
 __all__ = ["main"]
@@ -113,7 +116,52 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("-v", "--verbose", action="store_true",
                       help="report progress on stderr after each transaction")
     load.set_defaults(run=_import)
+
+    report = commands.add_parser(
+        "report", help="print the journey reports of a storage",
+        description="Print what each journey did (entries, steps, sends, exits, goals), from "
+                    "the activity log of a durable storage, for the journeys its stored "
+                    "definitions hold (or those named).",
+    )
+    _storage_argument(report)
+    report.add_argument("journeys", nargs="*", metavar="JOURNEY",
+                        help="journey ids (default: every journey)")
+    report.set_defaults(run=_report)
+
+    dead = commands.add_parser(
+        "dead-letters", help="list, retry or discard the messages that will not be sent",
+        description="List the dead letters of a durable storage (messages that failed "
+                    "permanently, or until their retries ran out), newest first; or put "
+                    "those named back in the outbox (--retry: the worker sends them, with the "
+                    "same idempotency key) or give up on them (--discard). Exit status 1 when "
+                    "a key names no dead letter.",
+    )
+    _storage_argument(dead)
+    dead.add_argument("--limit", type=_positive_int(), default=100, metavar="N",
+                      help="list at most N (default: 100)")
+    action = dead.add_mutually_exclusive_group()
+    action.add_argument("--retry", nargs="+", metavar="KEY", help="retry these dead letters")
+    action.add_argument("--discard", nargs="+", metavar="KEY",
+                        help="discard these dead letters")
+    dead.set_defaults(run=_dead_letters)
+
+    aside = commands.add_parser(
+        "set-aside", help="list the customer records set aside",
+        description="List the customer records of a durable storage that the worker set "
+                    "aside because they cannot be decoded (their wake-ups do not fire until "
+                    "the record is repaired), with the reason and when.",
+    )
+    _storage_argument(aside)
+    aside.add_argument("--limit", type=_positive_int(), default=100, metavar="N",
+                       help="list at most N (default: 100)")
+    aside.set_defaults(run=_set_aside)
     return parser
+
+
+def _storage_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--storage", required=True, metavar="URL",
+                        help="sqlite:///path.db or postgresql://... (add ?schema=NAME for a "
+                             "schema other than cjo)")
 
 
 def _positive_int(high: int | None = None) -> Callable[[str], int]:
@@ -304,3 +352,112 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for problem in result.problems:
         out.write(f"  - line {lines[problem.position - 1]}: {problem.reason}\n")
     return 1 if result.problems else 0
+
+
+# --- operators: cjo report, cjo dead-letters, cjo set-aside ----------------------------------
+
+
+def _stored(command: str, url: str, err: TextIO) -> Storage | None:
+    """The durable storage ``url`` names, or None (said on ``err``): in memory there is
+    nothing to read, and a SQLite file that does not exist would be made empty, which reads
+    as a storage where nothing went wrong."""
+    try:
+        kind = storage_kind(url)
+        if kind == "memory":
+            err.write(f"cjo {command}: --storage memory holds nothing: give the URL of the "
+                      "storage the engine runs on\n")
+            return None
+        if kind == "sqlite":
+            path = sqlite_path(url.strip())
+            if path is not None and not Path(path).exists():
+                err.write(f"cjo {command}: no SQLite database at {path}\n")
+                return None
+        return open_storage(url)
+    except StorageError as exc:
+        err.write(f"cjo {command}: {exc}\n")
+        return None
+
+
+def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    storage = _stored("report", args.storage, err)
+    if storage is None:
+        return 2
+    with storage:
+        try:
+            journeys = Engine(storage).definitions.journeys
+        except CjoError as exc:
+            err.write(f"cjo report: {exc}\n")
+            return 2
+        latest = {j.id: j for j in sorted(journeys, key=lambda j: j.version)}
+        unknown = [jid for jid in args.journeys if jid not in latest]
+        if unknown:
+            err.write(f"cjo report: no journey {', '.join(map(repr, unknown))} is published "
+                      f"(published: {', '.join(sorted(latest)) or 'none'})\n")
+            return 2
+        chosen = args.journeys or sorted(latest)
+        if not chosen:
+            out.write("no journey is published\n")
+            return 0
+        out.write(format_table([journey_report(storage, latest[jid]) for jid in chosen]))
+    return 0
+
+
+def _dead_letters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    storage = _stored("dead-letters", args.storage, err)
+    if storage is None:
+        return 2
+    with storage:
+        engine = Engine(storage)
+        keys = args.retry or args.discard
+        if keys:
+            done, verb = (
+                (engine.retry_dead_letter, "retried") if args.retry
+                else (engine.discard_dead_letter, "discarded")
+            )
+            status = 0
+            for key in keys:
+                try:
+                    found = done(key)
+                except CjoError as exc:
+                    err.write(f"cjo dead-letters: {key}: {exc}\n")
+                    return 2
+                if found:
+                    out.write(f"{verb} {key}\n")
+                else:
+                    out.write(f"no dead letter {key}\n")
+                    status = 1
+            return status
+        letters = engine.dead_letters(limit=args.limit + 1)
+        more = len(letters) > args.limit
+        letters = letters[: args.limit]
+        out.write(f"{_plural(len(letters), 'dead letter')}"
+                  f"{' (the newest; more with a larger --limit)' if more else ''}\n")
+        for letter in letters:
+            m = letter.message
+            where = f"{m.journey_id}/{m.step_id}" if m.journey_id else "no journey"
+            out.write(
+                f"  {letter.key}\n    customer {m.customer_id}, {m.channel}, {where}, dead "
+                f"{_when(letter.dead_at)} after {_plural(letter.attempts, 'attempt')}: "
+                f"{letter.last_error or 'no error given'}\n"
+            )
+    return 0
+
+
+def _set_aside(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    storage = _stored("set-aside", args.storage, err)
+    if storage is None:
+        return 2
+    with storage:
+        try:
+            records = Engine(storage).records_set_aside(limit=args.limit + 1)
+        except CjoError as exc:
+            err.write(f"cjo set-aside: {exc}\n")
+            return 2
+        more = len(records) > args.limit
+        records = records[: args.limit]
+        out.write(f"{_plural(len(records), 'record')} set aside"
+                  f"{' (the first; more with a larger --limit)' if more else ''}\n")
+        for record in records:
+            when = _when(record.set_aside_at) if record.set_aside_at else "at an unknown time"
+            out.write(f"  {record.customer_id}, {when}: {record.reason}\n")
+    return 0

@@ -923,7 +923,7 @@ class _CustomerTransaction:
 # --- the adapter -------------------------------------------------------------------------------
 
 
-def _database(path_or_url: str | os.PathLike[str]) -> str:
+def database_name(path_or_url: str | os.PathLike[str]) -> str:
     """The name to give ``sqlite3.connect``: a path, or ":memory:"."""
     text = os.fspath(path_or_url) if isinstance(path_or_url, str | os.PathLike) else None
     if not isinstance(text, str):
@@ -990,7 +990,7 @@ class SQLiteStorage(Storage):
         busy_timeout: timedelta = timedelta(seconds=30),
         record_cache: int = DEFAULT_RECORD_CACHE,
     ) -> None:
-        self.database = _database(path_or_url)
+        self.database = database_name(path_or_url)
         # Checked first: a bad size leaves no connection open.
         self._records = RecordCache(record_cache)
         if not isinstance(busy_timeout, timedelta) or busy_timeout < timedelta(0):

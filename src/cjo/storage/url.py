@@ -18,7 +18,7 @@ from cjo.errors import StorageError, UsageError
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 
-__all__ = ["open_storage", "redact_url", "storage_kind"]
+__all__ = ["open_storage", "redact_url", "sqlite_path", "storage_kind"]
 
 _SQL_ADAPTERS = {
     "sqlite": ("cjo.storage.sqlite", "SQLiteStorage"),
@@ -64,6 +64,13 @@ def open_storage(url: str) -> Storage:
         return postgres
     storage: Storage = cls(url.strip())
     return storage
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file a SQLite URL names (None for a private in-memory database); a bad URL raises
+    ``StorageError``."""
+    name: str = importlib.import_module(_SQL_ADAPTERS["sqlite"][0]).database_name(url)
+    return None if name == ":memory:" else name
 
 
 def _schema_of(url: str) -> tuple[str, str]:

@@ -1,0 +1,122 @@
+"""``cjo report``, ``cjo dead-letters`` and ``cjo set-aside``: what an operator reads from the
+storage a running engine uses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from cjo import (
+    Channel,
+    ContentItem,
+    DeliveryResult,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    Message,
+    Send,
+    Variant,
+)
+from cjo.cli import main
+from cjo.storage.url import open_storage
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+MAIL = ContentItem("hi", (Variant("email", {"subject": "Hi", "text": "Hello"}),))
+
+
+class Refusing(Channel):
+    """Refuses every address it is given but ann's."""
+
+    def send(self, message: Message) -> DeliveryResult:
+        if message.customer_id == "ann":
+            return DeliveryResult()
+        return DeliveryResult.permanent("mailbox full", unreachable=False)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shop(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a storage where bob's and cy's welcome mails became dead letters and dan's
+    record was set aside."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shop.db'}"
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        url = f"{dsn}?schema={request.getfixturevalue('postgres_schema')}"
+    storage = open_storage(url)
+    engine = Engine(storage, {"email": Refusing()}, ManualClock(T0))
+    engine.publish(content=[MAIL], journeys=[
+        Journey("welcome", trigger=EventTrigger("signed_up"), entry="mail",
+                steps={"mail": Send("hi", "email")}),
+    ])
+    engine.handle_events([Event(c, "signed_up", T0, event_id=f"s-{c}")
+                          for c in ("ann", "bob", "cy")])
+    engine.identify("dan", {})
+    with storage.batch(["dan"], T0) as sessions:
+        sessions["dan"].set_aside("cannot be decoded: a test")
+    storage.close()
+    return url
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_dead_letters_are_listed_then_retried_or_discarded(
+    shop: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = run(capsys, "dead-letters", "--storage", shop)
+    assert status == 0
+    lines = out.splitlines()
+    assert lines[0] == "2 dead letters"
+    assert "customer bob, email, welcome/mail, dead 2026-03-02 09:00 UTC after 1 attempt: " \
+           "mailbox full" in out
+    assert "customer cy," in out and "customer ann," not in out
+    keys = [line.strip() for line in lines[1:] if line.startswith("  welcome:")]
+    assert len(keys) == 2
+
+    assert run(capsys, "dead-letters", "--storage", shop, "--limit", "1")[1].startswith(
+        "1 dead letter (the newest; more with a larger --limit)\n")
+    status, out, _ = run(capsys, "dead-letters", "--storage", shop, "--retry", keys[0], "nope")
+    assert (status, out) == (1, f"retried {keys[0]}\nno dead letter nope\n")
+    status, out, _ = run(capsys, "dead-letters", "--storage", shop, "--discard", keys[1])
+    assert (status, out) == (0, f"discarded {keys[1]}\n")
+    assert run(capsys, "dead-letters", "--storage", shop)[1] == "0 dead letters\n"
+    with open_storage(shop) as storage:
+        entry = storage.outbox_entry(keys[0])
+    assert entry is not None and entry.status == "pending"  # for the worker to send
+
+
+def test_records_set_aside_are_listed(shop: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "set-aside", "--storage", shop)
+    assert (status, out) == (
+        0, "1 record set aside\n  dan, 2026-03-02 09:00 UTC: cannot be decoded: a test\n")
+
+
+def test_report_prints_the_stored_journeys(shop: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "report", "--storage", shop)
+    assert status == 0
+    assert "welcome" in out and "delivery failed 2" in out
+    assert run(capsys, "report", "--storage", shop, "welcome")[1] == out
+    status, _, err = run(capsys, "report", "--storage", shop, "welcom")
+    assert (status, err) == (2, "cjo report: no journey 'welcom' is published "
+                                "(published: welcome)\n")
+
+
+@pytest.mark.parametrize("command", ["report", "dead-letters", "set-aside"])
+def test_a_storage_that_holds_nothing_is_refused(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = run(capsys, command, "--storage", "memory")
+    assert status == 2 and "--storage memory holds nothing" in err
+    missing = tmp_path / "typo.db"
+    status, _, err = run(capsys, command, "--storage", f"sqlite:///{missing}")
+    assert (status, err) == (2, f"cjo {command}: no SQLite database at {missing}\n")
+    assert not missing.exists()  # not made empty by looking
+    status, _, err = run(capsys, command, "--storage", "mysql://x")
+    assert status == 2 and "unknown storage URL" in err
