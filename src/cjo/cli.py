@@ -136,9 +136,7 @@ def _parser() -> argparse.ArgumentParser:
                     "same idempotency key) or give up on them (--discard). Exit status 1 when "
                     "a key names no dead letter.",
     )
-    _storage_argument(dead)
-    dead.add_argument("--limit", type=_positive_int(), default=100, metavar="N",
-                      help="list at most N (default: 100)")
+    _storage_argument(dead, listing=True)
     action = dead.add_mutually_exclusive_group()
     action.add_argument("--retry", nargs="+", metavar="KEY", help="retry these dead letters")
     action.add_argument("--discard", nargs="+", metavar="KEY",
@@ -151,17 +149,19 @@ def _parser() -> argparse.ArgumentParser:
                     "aside because they cannot be decoded (their wake-ups do not fire until "
                     "the record is repaired), with the reason and when.",
     )
-    _storage_argument(aside)
-    aside.add_argument("--limit", type=_positive_int(), default=100, metavar="N",
-                       help="list at most N (default: 100)")
+    _storage_argument(aside, listing=True)
     aside.set_defaults(run=_set_aside)
     return parser
 
 
-def _storage_argument(parser: argparse.ArgumentParser) -> None:
+def _storage_argument(parser: argparse.ArgumentParser, *, listing: bool = False) -> None:
+    """An operator command's ``--storage`` (and ``--limit``, for one that lists)."""
     parser.add_argument("--storage", required=True, metavar="URL",
                         help="sqlite:///path.db or postgresql://... (add ?schema=NAME for a "
                              "schema other than cjo)")
+    if listing:
+        parser.add_argument("--limit", type=_positive_int(), default=100, metavar="N",
+                            help="list at most N (default: 100)")
 
 
 def _positive_int(high: int | None = None) -> Callable[[str], int]:
