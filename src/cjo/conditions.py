@@ -55,10 +55,12 @@ __all__ = [
     "compile_condition",
     "ctx",
     "entered_at",
+    "holds_value",
     "in_segment",
     "lookup",
     "now",
     "prop",
+    "same_value",
     "walk",
 ]
 
@@ -452,9 +454,21 @@ def lookup(value: Any, parts: Sequence[str]) -> Any:
     return value
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Equality with types: a bool is not the number it equals in Python (``True == 1``)."""
+    return bool(a == b) and (type(a) is bool) is (type(b) is bool)
+
+
+def holds_value(items: Any, value: Any) -> bool:
+    """Whether ``items`` hold ``value``, compared as ``same_value`` compares."""
+    return any(same_value(item, value) for item in items)
+
+
 def _safe(fn: Callable[[Any, Any], Any], value: Any) -> Callable[[Any], bool]:
+    is_bool = type(value) is bool
+
     def test(v: Any) -> bool:
-        if v is _MISSING or v is None:
+        if v is _MISSING or v is None or (type(v) is bool) is not is_bool:
             return False
         try:
             return bool(fn(v, value))
@@ -465,14 +479,18 @@ def _safe(fn: Callable[[Any, Any], Any], value: Any) -> Callable[[Any], bool]:
 
 
 def _membership(values: Any) -> Callable[[Any], bool]:
-    try:
-        pool: Any = frozenset(values)
-    except TypeError:  # unhashable members: fall back to a linear scan
-        pool = list(values)
+    # Bools and the rest apart: in one set True and 1 are the same member.
+    pools: list[Any] = []
+    for is_bool in (False, True):
+        members = [x for x in values if (type(x) is bool) is is_bool]
+        try:
+            pools.append(frozenset(members))
+        except TypeError:  # unhashable members: fall back to a linear scan
+            pools.append(members)
 
     def test(v: Any) -> bool:
         try:
-            return v is not _MISSING and v in pool
+            return v is not _MISSING and v in pools[type(v) is bool]
         except TypeError:
             return False
 
@@ -484,7 +502,7 @@ def _contains(value: Any) -> Callable[[Any], bool]:
         if v is _MISSING or v is None:
             return False
         try:
-            return value in v
+            return holds_value(v, value) if isinstance(v, list | tuple) else value in v
         except TypeError:
             return False
 
@@ -493,9 +511,9 @@ def _contains(value: Any) -> Callable[[Any], bool]:
 
 def _value_test(op: str, value: Any) -> Callable[[Any], bool]:
     if op == "eq":
-        return lambda v: v is not _MISSING and v == value
+        return lambda v: v is not _MISSING and same_value(v, value)
     if op == "ne":
-        return lambda v: v is _MISSING or v != value
+        return lambda v: v is _MISSING or not same_value(v, value)
     if op == "in":
         return _membership(value)
     if op == "not_in":

@@ -37,6 +37,7 @@ from cjo.conditions import (
     Ref,
     Scope,
     compile_condition,
+    holds_value,
     lookup,
 )
 from cjo.errors import DefinitionError
@@ -657,7 +658,7 @@ def _compile_list(node: ListHas) -> CompiledCondition:
     def check(s: Scope) -> bool:
         v = get(s)
         held = v if isinstance(v, list | tuple) else ()
-        found = [w in held for w in wanted]
+        found = [holds_value(held, w) for w in wanted]
         if op == "any":
             return any(found)
         if op == "all":
