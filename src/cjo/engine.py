@@ -550,6 +550,8 @@ class Engine:
         decider = self._on_latest(registry, attempt)
         if decider is None:
             return Outcome(event_id=event.event_id, duplicate=True)
+        if name in DELIVERY_EVENTS:
+            self._judge_again(decider, now, decider.outcome)
         self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build(event.event_id)
 
@@ -683,9 +685,10 @@ class Engine:
         deciders: list[Decider] = []
         claims = [(i.customer_id, i.event_id) for i in items if isinstance(i, Event)]
         sent = sent_messages(self.storage, items)
-        # Customers whose consent or blocks an item changed after an earlier item of theirs
-        # wrote a message: the group commits before anything is sent, so those messages are
-        # judged again on the record the group leaves, as a later dispatch would.
+        # Customers whose consent or blocks an item changed after an earlier item of theirs (or
+        # a wake-up caught up before it) wrote a message: the group commits before anything is
+        # sent, so those messages are judged again on the record the group leaves, as a later
+        # dispatch would.
         changed: dict[str, CustomerState] = {}
         with self.storage.batch(list(by_customer), now, claims=claims) as sessions:
             for customer_id, customer_items in by_customer.items():
@@ -709,9 +712,11 @@ class Engine:
                         )
                         if sent:
                             decider.sent = sent
+                        decider.on_event(item, now)
+                        # After the event: the wake-ups it caught up first may have written
+                        # some too (judging one written after the change is a no-op).
                         if decider.messages and item.name in DELIVERY_EVENTS:
                             changed[customer_id] = decider.state
-                        decider.on_event(item, now)
                 if decider is not None:
                     self._save(session, decider)
                     deciders.append(decider)
@@ -980,7 +985,22 @@ class Engine:
             change(d.state, now)
             d.touch()
 
-        return self._for_customer(customer_id, decide).outcome.build()
+        now = self._now()
+        decider = self._for_customer(customer_id, decide, now=now, dispatch=False)
+        self._judge_again(decider, now, decider.outcome)
+        self._dispatch(decider.messages, now, decider.outcome)
+        return decider.outcome.build()
+
+    def _judge_again(self, decider: Decider, now: datetime, outcome: OutcomeBuilder) -> None:
+        """Inline, withhold what a transaction wrote before it changed the customer's consent
+        or blocks (a send that fell due, caught up before an unsubscribe or a "STOP"): it
+        would go out after the commit that recorded the change, so it is judged on the record
+        the transaction left, as ``dispatch_pending`` judges what it sends."""
+        if decider.messages and self.dispatch == "inline":
+            decider.messages = self._withhold(
+                decider.messages, decider.registry, now, {decider.customer_id: decider.state},
+                outcome,
+            )
 
     def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about a customer, as JSON-ready data with stable keys (right of

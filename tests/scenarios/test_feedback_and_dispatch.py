@@ -27,6 +27,7 @@ from cjo import (
     Topic,
     UsageError,
     Variant,
+    Wait,
     attr,
 )
 from cjo.delivery import STANDARD_CONTACT_ATTRIBUTES
@@ -237,6 +238,43 @@ def test_a_group_sends_nothing_its_later_items_unsubscribed_or_blocked(
         ("withheld", "sms", "c", 1, "unsubscribed from promo")]
     assert _activities(engine, "withheld", customer="b") == [
         ("withheld", "sms", "c", 1, "channel blocked: STOP")]
+    assert engine.dead_letters() == []
+    assert engine.dispatch_pending() == 0
+
+
+@pytest.mark.parametrize("stop", ["event", "group", "set_consent", "block_channel"])
+def test_a_send_caught_up_before_a_stop_in_the_same_call_is_withheld(
+    storage: Storage, stop: str
+) -> None:
+    # The worker is late: the 10:00 send is due when the customer's "STOP" arrives, and the
+    # call fires it first, in the STOP's own transaction. Inline, it would go out after the
+    # commit that recorded the STOP: it is judged again, as the worker would judge it.
+    sms = RecordingChannel()
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage, channels={"sms": sms}, clock=clock)
+    engine.publish(content=[_content("c", topic="promo")], topics=[Topic("promo")],
+                   journeys=[Journey("j", trigger=EventTrigger("go"), entry="wait", steps={
+                       "wait": Wait(timedelta(hours=1), next="s"), "s": Send("c", "sms")})])
+    _event(engine, "go")
+    clock.advance(timedelta(hours=1, minutes=5))
+    stop_event = Event(customer_id="ann", name="channel_blocked", timestamp=clock.now(),
+                       properties={"channel": "sms", "reason": "STOP"}, event_id="stop")
+    if stop == "event":
+        out = engine.handle_event(stop_event)
+    elif stop == "group":
+        out = engine.handle_events([stop_event])
+    elif stop == "set_consent":
+        out = engine.set_consent("ann", subscribed=False)
+    else:
+        out = engine.block_channel("ann", "sms", reason="STOP")
+
+    (message,) = out.messages
+    assert message.created_at == T0 + timedelta(hours=1)  # decided when it fell due
+    assert sms.messages == []
+    assert out.delivery == {message.idempotency_key: "discarded"}
+    reason = ("unsubscribed from promo" if stop == "set_consent"
+              else "channel blocked: STOP")
+    assert _activities(engine, "withheld") == [("withheld", "sms", "c", 1, reason)]
     assert engine.dead_letters() == []
     assert engine.dispatch_pending() == 0
 
