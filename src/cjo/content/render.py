@@ -120,6 +120,15 @@ class _LimitedContext(RenderContext):
         with super().loop(namespace, forloop) as context:
             yield context
 
+    def get_item(self, obj: Any, key: Any) -> Any:
+        # On an object, ``size`` and ``first`` are its properties of that name. Liquid's
+        # fallbacks (the number of keys, the first key and value) would put another attribute,
+        # or a count, where a customer without a ``size`` or ``first`` attribute should fail.
+        # ``| size`` still counts an object's keys; lists and text keep ``.size`` and ``.first``.
+        if key in ("size", "first") and isinstance(obj, Mapping):
+            return obj[key]
+        return super().get_item(obj, key)
+
     def filter(self, name: str, token: Any) -> Callable[..., object]:
         func = super().filter(name, token)
         limit = _limits_of(self).max_render_output
