@@ -111,7 +111,10 @@ def output_problem(
                 first = name
         else:
             if first is not None:
-                every = " and ".join(repr(n) for n in group if n in fields)
+                present = [repr(n) for n in group if n in fields]
+                if len(present) == 1:
+                    return first, "renders empty"
+                every = " and ".join(present)
                 return first, f"renders empty (so does every one of {every}: one must have text)"
     for name in ctype.one_line:
         text = fields.get(name)

@@ -57,7 +57,7 @@ from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem, Variant
 
-__all__ = ["NOW_KEY", "TEMPLATE_ROOTS", "Renderer"]
+__all__ = ["NOW_KEY", "TEMPLATE_ROOTS", "Renderer", "field_error"]
 
 #: The variables a template sees: the customer's attributes, the enrollment's context (also as
 #: ``event``) and the customer id (``Decider.template_data``). Publishing refuses any other.
@@ -119,6 +119,15 @@ class _LimitedContext(RenderContext):
             forloop.it = self._ticking(forloop.it, self._deadline)
         with super().loop(namespace, forloop) as context:
             yield context
+
+    def get_item(self, obj: Any, key: Any) -> Any:
+        # On an object, ``size`` and ``first`` are its properties of that name. Liquid's
+        # fallbacks (the number of keys, the first key and value) would put another attribute,
+        # or a count, where a customer without a ``size`` or ``first`` attribute should fail.
+        # ``| size`` still counts an object's keys; lists and text keep ``.size`` and ``.first``.
+        if key in ("size", "first") and isinstance(obj, Mapping):
+            return obj[key]
+        return super().get_item(obj, key)
 
     def filter(self, name: str, token: Any) -> Callable[..., object]:
         func = super().filter(name, token)
@@ -347,13 +356,13 @@ class Renderer:
         self, item: ContentItem, variant: Variant, name: str, source: str
     ) -> BoundTemplate | str:
         if len(source) > self.limits.max_template_length:
-            raise _error(RenderLimitError, item, variant, name,
+            raise field_error(RenderLimitError, item, variant, name,
                          f"the template is {len(source)} characters long; the limit is "
                          f"{self.limits.max_template_length}")
         try:
             return self._template(source)
         except LiquidError as exc:
-            raise _error(RenderError, item, variant, name, _message(exc)) from exc
+            raise field_error(RenderError, item, variant, name, _message(exc)) from exc
 
     def _run(
         self,
@@ -368,17 +377,18 @@ class Renderer:
         try:
             return template.render(**data)
         except ResourceLimitError as exc:
-            raise _error(RenderLimitError, item, variant, name, _message(exc)) from exc
+            raise field_error(RenderLimitError, item, variant, name, _message(exc)) from exc
         except LiquidError as exc:
-            raise _error(RenderError, item, variant, name, _message(exc)) from exc
+            raise field_error(RenderError, item, variant, name, _message(exc)) from exc
         except Exception as exc:  # a template is user input: whatever it raises fails one field
             reason = f"{type(exc).__name__}: {_message(exc)}"
-            raise _error(RenderError, item, variant, name, reason) from exc
+            raise field_error(RenderError, item, variant, name, reason) from exc
 
 
-def _error(
+def field_error(
     cls: type[RenderError], item: ContentItem, variant: Variant, name: str, reason: str
 ) -> RenderError:
+    """``cls`` for field ``name`` of ``variant``, named by item, channel, locale and A/B name."""
     return cls(f"{_where(item, variant, name)}: {reason}", field=name, reason=reason)
 
 

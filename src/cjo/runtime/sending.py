@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cjo.content.channels import channel_type_of, output_problem
 from cjo.content.offers import choose_offer, counted
+from cjo.content.render import field_error
 from cjo.delivery.validation import check_choice
 from cjo.errors import Problem, RenderError
 from cjo.model.content import ContentItem, Variant
@@ -117,9 +118,7 @@ def render_fields(
     fields = d.registry.renderer.render(item, variant, data)
     bad = output_problem(channel_type_of(channel, d.options.channel_types), fields)
     if bad is not None:
-        name, reason = bad
-        raise RenderError(f"content {item.id!r} / {channel} / field {name!r}: {reason}",
-                          field=name, reason=reason)
+        raise field_error(RenderError, item, variant, *bad)
     return fields
 
 

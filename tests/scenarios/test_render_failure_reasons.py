@@ -1,0 +1,68 @@
+"""A send that renders fields its channel cannot take (empty, more than one line, not JSON)
+fails with a reason naming the variant as every other render failure does: its locale and A/B
+name, so a failure of the French variant reads as one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from itertools import count
+
+from cjo import (
+    ContentItem,
+    Engine,
+    Event,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Send,
+    Storage,
+    Variant,
+)
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+_ids = count()
+
+PROMO = ContentItem("promo", (
+    Variant("email", {"subject": "Hi", "text": "{% if profile.vip %}VIP deal{% endif %}"}),
+    Variant("email", {"subject": "Salut {{ profile.name }}",
+                      "text": "{% if profile.vip %}Offre VIP{% endif %}"}, locale="fr-CA"),
+    Variant("email", {"subject": "Hi", "html": "{% if profile.vip %}<b>VIP</b>{% endif %}",
+                      "text": "{% if profile.vip %}VIP{% endif %}"}, name="B"),
+))
+
+
+def _reasons(storage: Storage, variant: str | None) -> dict[str, str]:
+    engine = Engine(storage=storage, channels={"email": RecordingChannel()},
+                    clock=ManualClock(T0))
+    engine.publish(content=[PROMO], journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("promo", "email",
+                                                                     variant=variant)})])
+    engine.identify("ann", {"name": "Ann"})
+    engine.identify("zoe", {"name": "Zoé"}, locale="fr-CA")
+    engine.identify("eve", {"name": "Eve\nBcc: x@example.com", "vip": True}, locale="fr_ca")
+    reasons = {}
+    for customer in ("ann", "zoe", "eve"):
+        outcome = engine.handle_event(Event(customer_id=customer, name="go", timestamp=T0,
+                                            event_id=f"e{next(_ids)}"))
+        reasons[customer] = outcome.failures[0].reason if outcome.failures else "sent"
+    return reasons
+
+
+def test_a_failure_of_rendered_output_names_the_variant(storage: Storage) -> None:
+    assert _reasons(storage, None) == {
+        "ann": "content 'promo' / email / field 'text': renders empty",
+        "zoe": "content 'promo' / email (fr-CA) / field 'text': renders empty",
+        "eve": "content 'promo' / email (fr-CA) / field 'subject': renders more than one line "
+               "(a subject is one line)",
+    }
+
+
+def test_an_empty_group_names_its_fields_only_when_it_has_several(storage: Storage) -> None:
+    assert _reasons(storage, "B") == {
+        "ann": "content 'promo' / email [B] / field 'html': renders empty (so does every one "
+               "of 'html' and 'text': one must have text)",
+        "zoe": "content 'promo' / email [B] / field 'html': renders empty (so does every one "
+               "of 'html' and 'text': one must have text)",
+        "eve": "sent",
+    }
