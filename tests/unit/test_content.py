@@ -202,6 +202,18 @@ def test_without_a_sample_templates_render_against_one_derived_from_what_they_re
     ]
 
 
+def test_a_filter_given_too_few_or_too_many_arguments_says_so_in_template_words() -> None:
+    engine, _ = engine_with()
+    assert problems(engine, ContentItem("d", (Variant("email", email(
+        "{{ profile.signed_up_at | date }} {{ 3 | times }}",
+        "{{ profile.first_name | upcase: 2 }} {{ 'x' | slice }}")),))) == [
+        "content 'd' / variant email: field 'subject' does not render on the sample: "
+        "filter 'date' takes 1 argument (fmt), given 0",
+        "content 'd' / variant email: field 'text' does not render on the sample: "
+        "filter 'upcase' takes 0 arguments, given 1",
+    ]
+
+
 def test_a_comparison_with_a_number_is_not_refused_for_want_of_a_sample() -> None:
     # A derived sample cannot know a value is a number: "1" > 50 would fail in Liquid.
     engine, channels = engine_with()

@@ -39,6 +39,7 @@ clock renders the instant it decides at.
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sized
 from contextlib import contextmanager
@@ -47,7 +48,12 @@ from typing import Any, ClassVar, TextIO, cast
 
 from liquid import BoundTemplate, DictLoader, Environment, RenderContext
 from liquid.builtin.expressions.primitive import RangeLiteral
-from liquid.exceptions import LiquidError, LoopIterationLimitError, ResourceLimitError
+from liquid.exceptions import (
+    FilterArgumentError,
+    LiquidError,
+    LoopIterationLimitError,
+    ResourceLimitError,
+)
 from liquid.extra import JSON
 from liquid.output import LimitedStringIO
 from liquid.undefined import FalsyStrictUndefined
@@ -135,7 +141,16 @@ class _LimitedContext(RenderContext):
 
         def checked(*args: object, **kwargs: object) -> object:
             _check_filter_call(name, args, limit)
-            return func(*args, **kwargs)
+            try:
+                return func(*args, **kwargs)
+            except (TypeError, FilterArgumentError) as exc:
+                # A call with too few or too many arguments says so in the template's words,
+                # not in the Python function's ("_date() missing 1 required positional...");
+                # Liquid's own filters raise the latter with the Python words.
+                problem = _arguments_problem(name, func, args, kwargs)
+                if problem is None:
+                    raise
+                raise FilterArgumentError(problem, token=None) from exc
 
         return checked
 
@@ -145,6 +160,38 @@ class _LimitedContext(RenderContext):
                 timeout = _limits_of(self).render_timeout
                 raise _RenderTimeoutError(f"render time limit reached ({timeout})", token=None)
             yield item
+
+
+def _arguments_problem(
+    name: str, func: Callable[..., object], args: tuple[object, ...], kwargs: dict[str, object]
+) -> str | None:
+    """What is wrong with the arguments of a filter call, if its signature refuses them."""
+    try:
+        signature = inspect.signature(func)
+        signature.bind(*args, **kwargs)
+    except TypeError:
+        pass
+    except ValueError:  # no signature to read
+        return None
+    else:
+        return None  # the arguments fit: the TypeError is the filter's own
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    # The first parameter is the value the filter is applied to, not one of its arguments.
+    params = [p for p in signature.parameters.values() if p.kind in positional][1:]
+    named = [p.name for p in params]
+    required = sum(1 for p in params if p.default is inspect.Parameter.empty)
+    many = any(p.kind is inspect.Parameter.VAR_POSITIONAL
+               for p in signature.parameters.values())
+    if many:
+        takes = f"at least {required}"
+    elif required == len(params):
+        takes = str(required)
+    else:
+        takes = f"{required} to {len(params)}"
+    listed = f" ({', '.join(named)})" if named else ""
+    given = max(len(args) - 1, 0)
+    return (f"filter {name!r} takes {takes} argument{'' if takes == '1' else 's'}{listed}, "
+            f"given {given}")
 
 
 def _text_length(value: object) -> int:
