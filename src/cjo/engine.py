@@ -255,7 +255,8 @@ class Engine:
         self._unreadable: UnreadableDefinitionsError | None = None
         self._last_prune: datetime | None = None
         # How many customers this engine erased at the latest instant it erased any (no id is
-        # kept): a record it makes at that instant takes the count (``CustomerState.erasures``).
+        # kept), at least the count an identity merge gave the record it emptied then: a record
+        # it makes at that instant takes the count (``CustomerState.erasures``).
         self._erased: tuple[datetime, int] | None = None
         self._to_release: set[str] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
@@ -830,6 +831,10 @@ class Engine:
                 anonymous.catch_up(now)
                 known.catch_up(now, settle=False)
                 merge_into(known, anonymous, now)
+                # An erasure later in this instant must count beyond the emptied record's ids.
+                erased = self._erased
+                if erased is None or erased[0] != now or erased[1] < anonymous.state.erasures:
+                    self._erased = (now, anonymous.state.erasures)
                 for key, track in known.state.tracks.items():
                     spec = registry.plan.tracks.get(key)
                     if spec is not None:

@@ -26,7 +26,8 @@ transaction (``Engine.identify(..., anonymous_id=...)`` opens it), without I/O:
   on, else the known customer's own (``merge_quiet_spells``); other marks keep the later
   instant, other customer timers the later wake-up.
 
-The anonymous record is emptied: it keeps no profile, enrollments, histories or memberships.
+The anonymous record is emptied: it keeps no profile, enrollments, histories or memberships,
+and counts as made at the merge (entries under its id at that instant get ids of their own).
 """
 
 from __future__ import annotations
@@ -140,7 +141,11 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         # attributes (it changed, and attribute triggers saw it, on the anonymous record).
         k.profile = merged_profile(k.customer_id, k.profile, a.profile)
     known.touch()
-    empty = CustomerState(a.customer_id, a.created_at, a.revision)
+    # The emptied record counts as made now, and its entries of this instant carry a count of
+    # their own in their ids (``CustomerState.erasures``): the enrollments that moved keep the
+    # ids they had here, and a new entry reusing one would share its sends' idempotency keys.
+    used = a.erasures if a.created_at == now else 0
+    empty = CustomerState(a.customer_id, now, a.revision, erasures=used + 1)
     anonymous.state = empty
     anonymous.touch()
     return moved

@@ -618,3 +618,23 @@ def test_erasing_the_known_customer_leaves_their_id_nowhere_in_the_log(
     # (By whole parts: a pseudonym's hexadecimal digest may hold the letters "c1".)
     assert not [a for a in logged
                 if "c1" in a.enrollment_id.split(":") or "c1" in (a.detail or "").split()]
+
+
+def test_an_entry_under_the_anonymous_id_at_the_merges_instant_takes_an_id_of_its_own(
+    storage_factory: Factory,
+) -> None:
+    host = Host(storage_factory, journeys=[_two_sends("browse", "viewed", DAY)])
+    host.event("viewed", "anon-1")
+    host.engine.identify("c1", {"email": "c1@example.com"}, anonymous_id="anon-1")
+    host.event("viewed", "anon-1")  # the same instant, still under the anonymous id
+    host.engine.identify("c2", anonymous_id="anon-1")
+    host.event("viewed", "anon-1")  # and again after a second merge
+    ids = [e.id for c in ("c1", "c2", "anon-1") for e in host.engine.enrollments(c)]
+    assert len(ids) == len(set(ids)) == 3
+    host.engine.erase_customer("anon-1")
+    host.event("viewed", "anon-1")  # back at that instant after an erasure too
+    host.clock.advance(DAY)
+    host.engine.run_due()
+    # Each enrollment sends its steps (the erased one only its first): none is taken for
+    # another's send and dropped.
+    assert len(set(host.keys())) == len(host.keys()) == 7

@@ -476,7 +476,9 @@ class CustomerState:
     - ``erasures``: how many erasures (of any customer) had been made at the instant this
       record was made, by the storage's count (0 for nearly every record): the entries of
       that instant carry it in their ids, so that a customer erased and back within one
-      instant reuses no id of before (``cjo.runtime.ids.enrollment_id_for``).
+      instant reuses no id of before (``cjo.runtime.ids.enrollment_id_for``). A record an
+      identity merge empties counts as made at the merge, with a count above its own
+      (``cjo.identity``).
 
     ``extra``, ``consent``, ``blocked``, ``sends``, ``tracks``, ``segments`` and ``offers``
     start as one empty container shared by every record (most records never fill them):
