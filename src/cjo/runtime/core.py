@@ -1089,8 +1089,25 @@ class Decider:
         enrollment.version = change.to_version
         if enrollment.step_id is not None:
             enrollment.step_id = change.steps.get(enrollment.step_id, enrollment.step_id)
+        self._relive(enrollment, at)
         self.dirty = True
         self.activity(enrollment, "migrated", f"v{from_version} to v{enrollment.version}", at)
+
+    def _relive(self, enrollment: Enrollment, at: datetime) -> None:
+        """Give a migrated enrollment its new version's maximum lifetime, from its entry. A
+        wake-up already scheduled is kept, the end of the old lifetime included (what it cut
+        short is not known any more); one past the new end comes forward to it, not before
+        ``at``: an enrollment already that old expires at the migration."""
+        lifetime = self.registry.journeys[
+            (enrollment.journey_id, enrollment.version)
+        ].journey.max_lifetime
+        old, wake = enrollment.expires_at, enrollment.wake_at
+        new = enrollment.entered_at + lifetime if lifetime else None
+        if old is not None and wake is not None and wake >= old:
+            new = old if new is None else min(old, new)
+        enrollment.expires_at = new
+        if new is not None and wake is not None and wake > new:
+            enrollment.wake_at = max(new, at)
 
     # --- helpers -----------------------------------------------------------------------------
 
