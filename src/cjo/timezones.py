@@ -7,7 +7,8 @@ through here, so they all agree on two things:
   (a name that is not a known IANA zone is skipped, never an error at decision time);
 - DST: a wall time that does not exist (02:30 on a spring-forward night) moves forward to the
   first instant after the gap (03:00); one that happens twice (autumn) takes its first
-  occurrence.
+  occurrence. A time of day that never comes on a day (a day the zone skips) has no occurrence
+  that day.
 
 Dates and datetimes read from profiles and events (``read_moment``, ``instant_of``,
 ``wall_time_of``) follow one rule too: an aware datetime is that instant; a naive datetime or
@@ -101,14 +102,20 @@ def next_wall_time(
     inclusive: bool = True,
 ) -> datetime:
     """The first instant at or after ``after`` (strictly after unless ``inclusive``) whose wall
-    time in ``zone`` is ``wall``, on one of ``weekdays`` (Monday is 0) when given."""
+    time in ``zone`` is ``wall``, on one of ``weekdays`` (Monday is 0) when given.
+
+    A day whose ``wall`` falls in a gap that runs into the next day (Pacific/Apia skipped 30
+    December 2011) has no occurrence: moved to the gap's end it would land on the next day,
+    which has its own, and a daily wait would fire twice that day."""
     start: date = after.astimezone(zone).date()
-    for offset in range(-1, 9):
+    for offset in range(-1, 15):  # two weeks: a skipped day may be the only one
         day = start + timedelta(days=offset)
         if weekdays and day.weekday() not in weekdays:
             continue
         candidate = localize(datetime.combine(day, wall), zone)
         if candidate > after or (inclusive and candidate == after):
+            if candidate.astimezone(zone).date() != day:
+                continue
             return candidate
     raise ValueError("weekdays must name at least one day from 0 (Monday) to 6 (Sunday)")
 

@@ -119,6 +119,30 @@ def test_a_daily_0900_local_send_across_a_dst_change(
     assert len({at.hour for _, at in world.sent()}) == 2
 
 
+def test_a_day_the_zone_skips_has_no_occurrence_so_a_daily_wait_never_fires_twice(
+    storage_factory: Factory,
+) -> None:
+    # Samoa skipped 30 December 2011 (from UTC-10 to UTC+14). Its 09:00 never came: moving it
+    # to the gap's end would send at 00:00 on the 31st and again at 09:00 that day.
+    apia = ZoneInfo("Pacific/Apia")
+    start = datetime(2011, 12, 27, tzinfo=UTC)
+    world = World(storage_factory, start)
+    world.engine.publish(journeys=[DAILY, Journey(
+        "weekly", trigger=EventTrigger("subscribed"), entry="wait",
+        steps={"wait": WaitUntil("09:00", weekdays=("fri",), next="mail"),
+               "mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.identify("ann", {"email": "a@example.com"}, timezone="Pacific/Apia")
+    world.engine.handle_event(event("subscribed", "ann", start, "s1"))
+    world.run_until(datetime(2012, 1, 6, 12, tzinfo=UTC), every=3 * DAY)  # a late worker too
+    local = sorted(at.astimezone(apia) for _, at in world.sent())
+    assert all(t.time() == time(9) for t in local), local
+    days = [t.date().isoformat() for t in local]
+    assert days == ["2011-12-27", "2011-12-28", "2011-12-29", "2011-12-31", "2012-01-01",
+                    "2012-01-02", "2012-01-03", "2012-01-04", "2012-01-05", "2012-01-06",
+                    "2012-01-06"]  # the daily wait, and the weekly one on the next Friday
+
+
 def test_a_0230_wait_in_the_gap_moves_forward_and_in_the_fold_takes_the_first(
     storage_factory: Factory,
 ) -> None:

@@ -182,6 +182,24 @@ def test_a_time_in_the_spring_gap_runs_at_the_end_of_the_gap() -> None:
     assert email.messages[0].fields["text"] == "Week of 2026-03-29T03:00:00+02:00"
 
 
+def test_a_day_the_zone_skips_has_no_occurrence(storage: object) -> None:
+    # Samoa skipped 30 December 2011: its 09:00 never came, and is not run at 00:00 on the 31st
+    # (the end of the gap) besides that day's own 09:00.
+    apia = ZoneInfo("Pacific/Apia")
+    clock = ManualClock(datetime(2011, 12, 28, 12, 0, tzinfo=apia))
+    engine, email = _engine(storage, clock)
+    engine.publish(journeys=[attrs.evolve(
+        _weekly(None, "0 9 * * *"), trigger=ScheduleTrigger("0 9 * * *", "Pacific/Apia"),
+    )], content=CONTENT)
+    engine.identify("ann", {"email": "ann@example.com"})
+    while clock.now() < datetime(2012, 1, 1, 12, 0, tzinfo=apia):
+        clock.advance(timedelta(hours=1))
+        engine.run_due()
+    assert [m.created_at.astimezone(apia).isoformat() for m in email.messages] == [
+        "2011-12-29T09:00:00-10:00", "2011-12-31T09:00:00+14:00", "2012-01-01T09:00:00+14:00",
+    ]
+
+
 @pytest.mark.parametrize(("trigger", "message"), [
     (ScheduleTrigger("every monday"), "is not a cron rule"),
     (ScheduleTrigger("0 9 * * *", "Mars/Olympus"), "not a known IANA time zone"),

@@ -124,6 +124,7 @@ class WaitUntil:
     the next allowed weekday). The zone is the profile's, else the journey's, else the engine's
     default, else UTC. A wall time that does not exist (a spring-forward gap) moves forward to
     the first instant after the gap; one that happens twice (autumn) takes its first occurrence.
+    A day the zone skips has no occurrence.
     """
 
     kind: ClassVar[str] = "wait_until"

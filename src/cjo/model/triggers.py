@@ -102,7 +102,8 @@ class ScheduleTrigger:
     """Start the journey for every member of ``segment`` (every customer when None) at each
     occurrence of the cron rule ``cron`` (``"0 9 * * MON"``: Mondays at 09:00), read in the
     zone ``timezone`` (when None, the journey's ``timezone``, else UTC; DST as cjo's calendar
-    rules: a time in a spring gap moves forward, an ambiguous one takes its first occurrence).
+    rules: a time in a spring gap moves forward, an ambiguous one takes its first occurrence,
+    a day the zone skips has none).
 
     Each occurrence runs once, whichever worker's ``run_due`` notices it, and enters each
     customer at most once (re-entry rules and the journey's audience apply as for any entry);

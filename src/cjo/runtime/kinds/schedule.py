@@ -6,7 +6,7 @@ Nothing here runs per customer: occurrences are found and run by ``cjo.runtime.s
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -66,6 +66,7 @@ def occurs(cron: str) -> bool:
 
 #: Where ``occurs`` looks from: any instant will do, a fixed one keeps validation repeatable.
 _SOME_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:
@@ -74,7 +75,7 @@ def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:
     rule = croniter(trigger.cron, now.astimezone(zone))
     # croniter's previous occurrence is strictly before its base: step past ``now`` first.
     rule.get_next(datetime)
-    while (found := _first_pass(rule.get_prev(datetime), zone)) is None:
+    while (found := _first_pass(rule.get_prev(datetime), zone, trigger.cron)) is None:
         pass
     return found
 
@@ -84,7 +85,9 @@ def next_occurrence(trigger: ScheduleTrigger, after: datetime) -> datetime:
     zone = _zone(trigger)
     rule = croniter(trigger.cron, after.astimezone(zone))
     # From a base inside a repeated hour croniter may answer an earlier instant: skip it too.
-    while (found := _first_pass(rule.get_next(datetime), zone)) is None or found <= after:
+    while (found := _first_pass(rule.get_next(datetime), zone, trigger.cron)) is None or (
+        found <= after
+    ):
         pass
     return found
 
@@ -93,9 +96,21 @@ def _zone(trigger: ScheduleTrigger) -> ZoneInfo:
     return zone_or_none(trigger.timezone) or UTC_ZONE
 
 
-def _first_pass(found: datetime, zone: ZoneInfo) -> datetime | None:
+def _first_pass(found: datetime, zone: ZoneInfo, cron: str) -> datetime | None:
     """``found`` as a wall time in ``zone``, or None when it is the second pass of a wall time
-    the clocks went back over: an ambiguous wall time runs at its first occurrence only."""
+    the clocks went back over (an ambiguous wall time runs at its first occurrence only), or
+    the end of a gap that swallowed the rest of the occurrence's day (a day the zone skips:
+    its time never came, and the next day has its own occurrence)."""
     # Through UTC, so the zone sets ``fold`` itself (croniter's own fold is not reliable).
-    local = found.astimezone(UTC).astimezone(zone)
-    return None if local.fold else local
+    instant = found.astimezone(UTC)
+    local = instant.astimezone(zone)
+    if local.fold:
+        return None
+    wall = local.replace(tzinfo=None)
+    if croniter.match(cron, wall):
+        return local
+    # Moved to the end of a gap: the occurrence it stands for is the rule's first wall time
+    # after the wall clock's last reading before the gap.
+    before = (instant - _MICROSECOND).astimezone(zone).replace(tzinfo=None)
+    meant = croniter(cron, before).get_next(datetime)
+    return local if meant.date() == wall.date() else None
