@@ -855,7 +855,8 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
         goal_where = f"{where} / goal"
         problems += _check_span(journey.goal.within, "within", goal_where, limits)
         problems += _event_name_problems(journey.goal.event, goal_where)
-        problems += _text_problems([("the goal name", journey.goal.name)], goal_where)
+        # The reason a converted enrollment ends with, as a criterion's name is an exited one's.
+        problems += _reason_problems(journey.goal.name, "the goal name", goal_where)
         if journey.goal.name == CONTROL_DETAIL:
             problems.append(Problem(goal_where, (
                 f"the goal name {CONTROL_DETAIL!r} is taken: the activity log marks the "
@@ -867,11 +868,17 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
             if criterion.event is not None or criterion.where is not None:
                 problems.append(Problem(criterion_where,
                                         "a segment criterion takes no event or where"))
-            if criterion.on not in ("enter", "exit"):
-                problems.append(Problem(criterion_where,
-                                        f"on must be 'enter' or 'exit', got {criterion.on!r}"))
         elif criterion.event is None and criterion.where is None:
             problems.append(Problem(criterion_where, "needs an event, a where condition, or both"))
+        elif criterion.on == "enter":
+            # Ignored, it would read as "exit when ... enters": say so rather than run it.
+            problems.append(Problem(criterion_where, (
+                "on='enter' goes with a segment criterion only (an event or where criterion "
+                "has no membership to enter or leave)"
+            )))
+        if criterion.on not in ("enter", "exit"):
+            problems.append(Problem(criterion_where,
+                                    f"on must be 'enter' or 'exit', got {criterion.on!r}"))
         if criterion.event is not None:
             problems += _event_name_problems(criterion.event, criterion_where)
         # The name is the reason the enrollment ends with.

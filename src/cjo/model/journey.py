@@ -79,7 +79,8 @@ class ExitCriterion:
 
     With ``event``: when the customer sends that event (and ``where`` holds for it).
     With ``segment``: when the customer leaves it (``on="exit"``) or enters it (``"enter"``).
-    Otherwise: when ``where`` holds after any event of the customer.
+    Otherwise: when ``where`` holds after any event of the customer. ``on`` goes with
+    ``segment`` only.
     """
 
     name: str
