@@ -572,7 +572,8 @@ class Engine:
         An item refused as ``handle_event`` refuses an event (not an ``Event`` or
         ``ProfileUpdate``, stamped too far ahead, a statement of an undeclared topic) raises
         ``InvalidEventError`` naming its position (``item #n``, counted from 0): every item
-        before it is handled, it and those after it are not."""
+        before it is handled, it and those after it are not. So is every item ``items`` gave
+        before raising an exception of its own, which then propagates as it was raised."""
         count(batch_size, "batch_size")
         if isinstance(items, Event | ProfileUpdate) or not isinstance(items, Iterable):
             raise UsageError(
@@ -587,9 +588,10 @@ class Engine:
         relevant = registry.relevant_events
         known = self._known_channels(registry)
         latest = now + self.future_tolerance
-        # The hot loop of a stream: most events matter to no journey and cost only this.
-        for position, item in enumerate(items):
-            try:
+        flushing = False
+        try:
+            # The hot loop of a stream: most events matter to no journey and cost only this.
+            for position, item in enumerate(items):
                 if isinstance(item, Event):
                     if item.timestamp > latest:
                         self._check_event(item, now, f"item #{position}: ")  # raises
@@ -603,21 +605,24 @@ class Engine:
                         f"item #{position}: expected a cjo.Event or cjo.ProfileUpdate, got "
                         f"{type(item).__name__}"
                     )
-            except InvalidEventError:
-                # Every item before the refused one is handled, none after it: the host
-                # resumes at the position the error names.
-                if chunk:
-                    self._handle_relevant(chunk, registry, builder)
-                raise
-            chunk.append(item)
-            if len(chunk) >= batch_size:
-                corrupt += self._handle_relevant(chunk, registry, builder)
-                chunk = []
-                now = self._now()
-                registry = self._sync()
-                relevant = registry.relevant_events
-                known = self._known_channels(registry)
-                latest = now + self.future_tolerance
+                chunk.append(item)
+                if len(chunk) >= batch_size:
+                    flushing = True
+                    corrupt += self._handle_relevant(chunk, registry, builder)
+                    flushing = False
+                    chunk = []
+                    now = self._now()
+                    registry = self._sync()
+                    relevant = registry.relevant_events
+                    known = self._known_channels(registry)
+                    latest = now + self.future_tolerance
+        except BaseException:
+            # A refused item, or the iterable itself failing (a consumer's queue gone): every
+            # item before it is handled, none after it, so the host knows where to resume.
+            # Not when the group's own transaction failed: nothing of it was kept.
+            if chunk and not flushing:
+                self._handle_relevant(chunk, registry, builder)
+            raise
         if chunk:
             corrupt += self._handle_relevant(chunk, registry, builder)
         if corrupt:
@@ -1258,47 +1263,54 @@ class Engine:
         # for that send to finish), and the messages left are handed back at once.
         send_by = now + storage.dispatch_lease / 2
         attempted = 0
-        for index, message in enumerate(messages):
-            if index and self._now() >= send_by:
-                left = [m.idempotency_key for m in messages[index:]]
-                storage.release_outbox(left, self._now())
+        try:
+            for index, message in enumerate(messages):
+                if index and self._now() >= send_by:
+                    left = [m.idempotency_key for m in messages[index:]]
+                    storage.release_outbox(left, self._now())
+                    if outcome is not None:
+                        outcome.delivery.update(dict.fromkeys(left, "pending"))
+                    break
+                attempted += 1
+                key = message.idempotency_key
+                channel = self.channels.get(message.channel)
+                policy = None
+                if channel is None and message.channel.startswith(ACTION_CHANNEL_PREFIX):
+                    channel = self._action_channels.get(message.channel)
+                    policy = self._action_policy(message)
+                result = deliver(channel, message)
+                retry_at = None
+                if result.status == "transient":
+                    entry = storage.outbox_entry(key)
+                    attempts = (entry.attempts if entry else 0) + 1
+                    if attempts < self.max_delivery_attempts and policy != "skip":
+                        wait = retry_delay(key, attempts, self.retry_backoff, self.max_retry_delay)
+                        asked = result.retry_after
+                        if asked is not None:
+                            # Sooner than the provider asked would only be refused again.
+                            wait = max(wait, min(asked, MAX_RETRY_AFTER))
+                        retry_at = now + wait
+                delivery = Delivery(key, result, retry_at)
+                status = delivery.outbox_status
+                if status == "dead":
+                    log.warning("message %s is a dead letter (%s): %s", key, result.status,
+                                result.error)
+                    if policy == "exit":
+                        failed_actions.append(message)
+                    if not message.channel.startswith(ACTION_CHANNEL_PREFIX):
+                        dead.setdefault(message.customer_id, []).append((message, result))
+                elif retry_at is not None:
+                    log.info("delivery of %s failed, retrying at %s: %s", key,
+                             retry_at.isoformat(), result.error)
+                deliveries.append(delivery)
                 if outcome is not None:
-                    outcome.delivery.update(dict.fromkeys(left, "pending"))
-                break
-            attempted += 1
-            key = message.idempotency_key
-            channel = self.channels.get(message.channel)
-            policy = None
-            if channel is None and message.channel.startswith(ACTION_CHANNEL_PREFIX):
-                channel = self._action_channels.get(message.channel)
-                policy = self._action_policy(message)
-            result = deliver(channel, message)
-            retry_at = None
-            if result.status == "transient":
-                entry = storage.outbox_entry(key)
-                attempts = (entry.attempts if entry else 0) + 1
-                if attempts < self.max_delivery_attempts and policy != "skip":
-                    wait = retry_delay(key, attempts, self.retry_backoff, self.max_retry_delay)
-                    asked = result.retry_after
-                    if asked is not None:
-                        # Sooner than the provider asked would only be refused again.
-                        wait = max(wait, min(asked, MAX_RETRY_AFTER))
-                    retry_at = now + wait
-            delivery = Delivery(key, result, retry_at)
-            status = delivery.outbox_status
-            if status == "dead":
-                log.warning("message %s is a dead letter (%s): %s", key, result.status,
-                            result.error)
-                if policy == "exit":
-                    failed_actions.append(message)
-                if not message.channel.startswith(ACTION_CHANNEL_PREFIX):
-                    dead.setdefault(message.customer_id, []).append((message, result))
-            elif retry_at is not None:
-                log.info("delivery of %s failed, retrying at %s: %s", key,
-                         retry_at.isoformat(), result.error)
-            deliveries.append(delivery)
-            if outcome is not None:
-                outcome.delivery[key] = status
+                    outcome.delivery[key] = status
+        except BaseException:
+            # Interrupted (a stop signal, a storage error reading an entry): what was sent
+            # is recorded first, or another worker would send it again once the lease ran out.
+            if deliveries:
+                storage.complete_outbox_many(deliveries, now)
+            raise
         if deliveries:
             storage.complete_outbox_many(deliveries, now)
         # Each customer's follow-up in a transaction of its own: one whose record cannot be

@@ -170,18 +170,24 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
         return DeliveryResult.permanent(f"no channel {message.channel!r}", unreachable=False)
     try:
         result = channel.send(message)
-    except Exception as exc:
+    except (KeyboardInterrupt, SystemExit):
+        raise  # the process is asked to stop: the caller records what was sent before
+    except BaseException as exc:
         # Retried like a provider's refusal, but it may be a bug in the adapter: the traceback
-        # is the only place that says where.
+        # is the only place that says where. Not only ``Exception``: a library's timeout or
+        # cancellation deriving from ``BaseException`` would otherwise end the whole batch,
+        # leaving messages sent before it unrecorded (and so sent again).
         log.warning("channel %r raised while sending %s", message.channel,
                     message.idempotency_key, exc_info=True)
         return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {exc}"))
     if not isinstance(result, DeliveryResult):
         return DeliveryResult.transient(f"channel returned {result!r:.200}, not a DeliveryResult")
-    if result.status not in _STATUSES:  # set past the constructor's check
-        return DeliveryResult.transient(
-            f"channel returned a DeliveryResult of unknown status {result.status!r:.80}"
-        )
+    try:
+        # Fields set past the constructor's checks (``object.__setattr__``) could not be
+        # stored, or would be misread (a truthy "no" blocking the customer's channel).
+        attrs.validate(result)
+    except UsageError as exc:
+        return DeliveryResult.transient(_clip(f"channel returned an invalid DeliveryResult: {exc}"))
     error = result.error
     if error is not None and len(error) > MAX_DELIVERY_ERROR:
         return attrs.evolve(result, error=_clip(error))
