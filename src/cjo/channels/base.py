@@ -182,13 +182,22 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
         return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {exc}"))
     if not isinstance(result, DeliveryResult):
         return DeliveryResult.transient(f"channel returned {result!r:.200}, not a DeliveryResult")
-    try:
-        # Fields set past the constructor's checks (``object.__setattr__``) could not be
-        # stored, or would be misread (a truthy "no" blocking the customer's channel).
-        attrs.validate(result)
-    except UsageError as exc:
-        return DeliveryResult.transient(_clip(f"channel returned an invalid DeliveryResult: {exc}"))
     error = result.error
+    if (
+        result.status not in _STATUSES or type(result.unreachable) is not bool
+        or (error is not None and type(error) is not str)
+        or (result.provider_id is not None and type(result.provider_id) is not str)
+        or result.retry_after is not None  # rare: checked in full
+    ):
+        # Fields set past the constructor's checks (``object.__setattr__``) could not be
+        # stored, or would be misread (a truthy "no" blocking the customer's channel). Tested
+        # field by field first: the full check costs more than the rest of a delivery.
+        try:
+            attrs.validate(result)
+        except UsageError as exc:
+            return DeliveryResult.transient(
+                _clip(f"channel returned an invalid DeliveryResult: {exc}")
+            )
     if error is not None and len(error) > MAX_DELIVERY_ERROR:
         return attrs.evolve(result, error=_clip(error))
     return result
