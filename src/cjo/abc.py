@@ -7,7 +7,8 @@ subclasses :class:`Clock`. Run ``cjo.testing.StorageContract`` against a storage
 checks everything the engine relies on.
 
 The erasure rule every adapter applies (``erase_customer``, and the counts ``prune`` keeps) is
-here too, from ``cjo.storage.erasure``; so is ``membership_changes``, for adapters that keep
+here too, from ``cjo.storage.erasure``; so are the errors an adapter raises (``StorageError``,
+``CorruptRecordError``, ``ConflictError``); so is ``membership_changes``, for adapters that keep
 segment memberships in a table of their own, ``count_order``, the order of
 ``activity_counts``, and ``activity_row`` / ``activity_from_row``, an activity-log entry as
 column values and back.
@@ -15,6 +16,7 @@ column values and back.
 
 from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
 from cjo.clock import Clock, ensure_aware
+from cjo.errors import ConflictError, CorruptRecordError, StorageError
 from cjo.runtime.state import (
     RECORD_LAYOUT,
     Activity,
@@ -72,6 +74,8 @@ __all__ = [
     "ActivityCount",
     "Channel",
     "Clock",
+    "ConflictError",
+    "CorruptRecordError",
     "CustomerSession",
     "CustomerState",
     "DeadLetter",
@@ -90,6 +94,7 @@ __all__ = [
     "Retention",
     "SetAsideRecord",
     "Storage",
+    "StorageError",
     "activity_from_row",
     "activity_row",
     "channel_filter",

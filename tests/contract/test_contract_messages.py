@@ -3,10 +3,17 @@ their adapter returned when a check fails, not a bare ``AssertionError``."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import cjo
+
+# The authors' tests run in a directory of their own: they import this cjo, not another one a
+# relative PYTHONPATH would find from there.
+_ENV = {**os.environ, "PYTHONPATH": str(Path(cjo.__file__).resolve().parents[1])}
 
 AUTHORS_TESTS = '''
 from cjo import DeliveryResult, InMemoryStorage, RecordingChannel
@@ -56,7 +63,7 @@ def test_a_failing_check_shows_the_values_it_compared(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "error",
          "test_my_adapters.py::TestForgetfulStorage::test_next_wake_at",
          "test_my_adapters.py::TestBusy::test_a_working_endpoint_gives_delivered"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=_ENV,
     )
     report = run.stdout + run.stderr
     assert "2 failed" in report, report
@@ -146,7 +153,7 @@ def test_a_failing_check_says_what_the_adapter_must_do(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
          "test_my_adapters.py::TestCommitsOnError::test_a_value_json_cannot_hold_is_refused_or_kept",
          "test_my_adapters.py::TestForgetsWhenSteered::test_an_engine_delivers_retries_and_keeps_dead_letters"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=_ENV,
     )
     report = run.stdout + run.stderr
     assert "2 failed" in report, report
@@ -155,3 +162,57 @@ def test_a_failing_check_says_what_the_adapter_must_do(tmp_path: Path) -> None:
     assert "but the record was committed" in report, report
     assert "received_keys() returned [], expected ['k-engine-ok']" in report, report
     assert "kept whatever the endpoint_* hooks change" in report, report
+
+
+UNORDERED_ADAPTERS = '''
+from contextlib import contextmanager
+
+from cjo import InMemoryStorage
+from cjo.testing import StorageContract
+
+
+class NewestFirst(InMemoryStorage):
+    """Hands due customers out latest wake-up first."""
+
+    def claim_due(self, now, limit, lease):
+        return list(reversed(super().claim_due(now, limit, lease)))
+
+
+class TestNewestFirst(StorageContract):
+    def make_storage(self):
+        return NewestFirst()
+
+
+class CommitsAnyway(InMemoryStorage):
+    """Commits a transaction whatever its block raised."""
+
+    @contextmanager
+    def batch(self, customer_ids, now, *, claims=()):
+        error = None
+        with super().batch(customer_ids, now, claims=claims) as sessions:
+            try:
+                yield sessions
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            raise error
+
+
+class TestCommitsAnyway(StorageContract):
+    def make_storage(self):
+        return CommitsAnyway()
+'''
+
+
+def test_an_order_or_rollback_failure_names_the_rule(tmp_path: Path) -> None:
+    (tmp_path / "test_my_adapters.py").write_text(UNORDERED_ADAPTERS)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+         "test_my_adapters.py::TestNewestFirst::test_claim_due_orders_by_wake_at_then_customer_id",
+         "test_my_adapters.py::TestCommitsAnyway::test_announced_claims_are_rolled_back_with_the_batch"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=_ENV,
+    )
+    report = run.stdout + run.stderr
+    assert "2 failed" in report, report
+    assert "earliest wake_at first, then by customer id" in report, report
+    assert "commit only when the block ends without an exception" in report, report

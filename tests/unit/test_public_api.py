@@ -54,6 +54,16 @@ def test_the_adapter_surface_exports_what_its_module_defines():
     assert _public_names(cjo.abc) == set(cjo.abc.__all__)
 
 
+def test_the_adapter_surface_has_the_errors_an_adapter_raises() -> None:
+    # An adapter raises these itself (a session used after its transaction, an undecodable
+    # record, a lost compare-and-set): cjo.abc, "everything an adapter author needs", has them.
+    import cjo.abc
+
+    for name in ("StorageError", "CorruptRecordError", "ConflictError"):
+        assert getattr(cjo.abc, name) is getattr(cjo.errors, name), name
+        assert name in cjo.abc.__all__, name
+
+
 def test_the_adapter_surface_encodes_outbox_messages() -> None:
     # A durable adapter stores outbox messages as text: cjo.abc has the codec, as for records.
     from datetime import UTC, datetime

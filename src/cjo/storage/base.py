@@ -312,7 +312,8 @@ class Storage(abc.ABC):
         self, now: datetime, limit: int, lease: timedelta, *,
         channels: Collection[str] | None = None,
     ) -> list[Message]:
-        """Pending messages available by ``now`` (oldest first), each reserved for ``lease``.
+        """Pending messages available by ``now``, each reserved for ``lease``: oldest first, in
+        the order they were written (a retry keeps its place, whatever its ``available_at``).
 
         With ``channels``, only messages of those channels (the engine's own: processes may
         have different channels); the others are left exactly as they are, for a process that

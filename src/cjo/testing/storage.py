@@ -290,6 +290,12 @@ def _event(name: str, customer: str, at: datetime, eid: str, **props: Any) -> Ev
     return Event(customer_id=customer, name=name, timestamp=at, properties=props, event_id=eid)
 
 
+_ROLLED_BACK_CLAIM = (
+    "an event id claimed in a transaction whose block raised was kept: batch() and customer() "
+    "commit only when the block ends without an exception, and roll back everything else"
+)
+
+
 class StorageContract:
     """Everything the engine relies on from a ``Storage``. Subclass it once per adapter, with a
     name starting with ``Test``, and implement ``make_storage``; every test then runs on it::
@@ -428,8 +434,8 @@ class StorageContract:
         with pytest.raises(_BoomError):
             fail()
         with storage.customer("c1", T0) as session:
-            assert session.claim_event("e1") is True
-            assert session.claim_event("e2") is True
+            assert session.claim_event("e1") is True, _ROLLED_BACK_CLAIM
+            assert session.claim_event("e2") is True, _ROLLED_BACK_CLAIM
 
     def test_claim_event_rolled_back_is_forgotten(self, storage: Storage) -> None:
         def claim_then_fail() -> None:
@@ -440,7 +446,7 @@ class StorageContract:
         with pytest.raises(_BoomError):
             claim_then_fail()
         with storage.customer("c1", T0) as session:
-            assert session.claim_event("e1") is True
+            assert session.claim_event("e1") is True, _ROLLED_BACK_CLAIM
 
     # --- the customer record -------------------------------------------------------------------
 
@@ -977,7 +983,10 @@ class StorageContract:
             DueCustomer("b", T0 + HOUR),
             DueCustomer("t", T0 + HOUR),
             DueCustomer("z", T0 + HOUR),
-        ]
+        ], (
+            "claim_due returns the due customers earliest wake_at first, then by customer id "
+            "(a wake_at is the earliest of the record's waits and timers, as saved)"
+        )
         assert storage.claim_due(T0 + HOUR + 7 * MINUTE, 100, MINUTE) == [
             DueCustomer("x", T0 + HOUR + 7 * MINUTE)
         ]
