@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -303,3 +304,25 @@ def test_cli_import_refuses_a_csv_header_naming_a_column_twice(
                             "than once\n")
     path.write_text("customer_id,email,,\nann,a@x,,\n", encoding="utf-8")
     assert main(["import", str(path)]) == 0
+
+
+def test_cli_import_memory_does_not_grow_with_the_length_of_the_file(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # Only the lines of the current batch and of refused records are kept to name lines:
+    # ten thousand more good lines (one customer, so the storage does not grow) cost nothing.
+    def peak(n: int) -> int:
+        path = tmp_path / f"people{n}.csv"
+        path.write_text("customer_id,orders:number\nann,x\n"
+                        + "".join(f"ann,{i}\n" for i in range(n)), encoding="utf-8")
+        tracemalloc.start()
+        try:
+            assert main(["import", str(path)]) == 1
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    growth = peak(12_000) - peak(2_000)
+    out = capsys.readouterr().out
+    assert out.count("  - line 2: column 'orders:number': 'x' is not a finite number") == 2
+    assert growth < 100_000
