@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import tracemalloc
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from cjo import (
     attr,
 )
 from cjo.cli import main
+from cjo.importing import Unreadable, read_csv
 from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -326,3 +328,13 @@ def test_cli_import_memory_does_not_grow_with_the_length_of_the_file(
     out = capsys.readouterr().out
     assert out.count("  - line 2: column 'orders:number': 'x' is not a finite number") == 2
     assert growth < 100_000
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\u0661\u0662", "\u0663.\u0665", "1__0.5"])
+def test_a_number_column_reads_only_plain_ascii_numbers(cell: str) -> None:
+    # Python's int and float also read digit-group underscores and other scripts' digits:
+    # a cell a spreadsheet would not take for a number is refused, not guessed at.
+    rows = list(read_csv(io.StringIO(f"customer_id,orders:number\nann,{cell}\nbo,-12.5e1\n")))
+    assert rows[0] == (2, Unreadable(
+        f"column 'orders:number': {cell!r} is not a finite number such as 42 or 9.5"))
+    assert rows[1] == (3, {"customer_id": "bo", "attributes": {"orders": -125.0}})
