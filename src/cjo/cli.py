@@ -320,23 +320,30 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         stream.close()
         err.write(f"cjo import: {exc}\n")
         return 2
-    lines: list[int] = []  # the line of each record, to name lines in problems
+    # The line of each record of the current batch, and of each refused record, to name lines
+    # in problems: only those are kept, so memory stays flat however long the file is.
+    batch: dict[int, int] = {}
+    lines: dict[int, int] = {}
 
     def records() -> Iterator[object]:
         rows = read_csv(stream) if kind == "csv" else read_json_lines(stream)
-        for line, record in rows:
-            lines.append(line)
+        for position, (line, record) in enumerate(rows, 1):
+            batch[position] = line
             yield record
 
     def report(done: ImportResult) -> None:
-        err.write(f"cjo import: {_plural(done.read, 'record')} read, {done.imported:,} "
-                  "imported\n")
+        for problem in done.problems[len(lines):]:
+            lines[problem.position] = batch[problem.position]
+        batch.clear()
+        if args.verbose:
+            err.write(f"cjo import: {_plural(done.read, 'record')} read, {done.imported:,} "
+                      "imported\n")
 
     with stream, storage:
         engine = Engine(storage)
         try:
             result = engine.import_profiles(
-                records(), batch_size=args.batch_size, progress=report if args.verbose else None
+                records(), batch_size=args.batch_size, progress=report
             )
         except UsageError as exc:
             err.write(f"cjo import: {path}: {exc}\n")
@@ -350,7 +357,7 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         + ("\n" if kept else " (a dry run: --storage memory keeps nothing)\n")
     )
     for problem in result.problems:
-        out.write(f"  - line {lines[problem.position - 1]}: {problem.reason}\n")
+        out.write(f"  - line {lines[problem.position]}: {problem.reason}\n")
     return 1 if result.problems else 0
 
 

@@ -150,7 +150,10 @@ def _number(text: str) -> int | float:
     text = text.strip()
     if _WHOLE.fullmatch(text):
         return int(text)
-    value = float(text)  # ValueError for what is not a number
+    # int and float also read "1_000" and other scripts' digits: only plain decimals are taken.
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(text)
+    value = float(text)
     if not math.isfinite(value):
         raise ValueError(text)
     return value
@@ -170,7 +173,8 @@ def _datetime(text: str) -> datetime:
     return value
 
 
-_WHOLE = re.compile(r"[+-]?\d+")
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
 _BOOLEANS = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
 #: What a ``name:type`` column reads its cells as, and the form it expects.
 _CSV_TYPES: Mapping[str, tuple[Callable[[str], Any], str]] = {

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from cjo import (
     attr,
 )
 from cjo.cli import main
+from cjo.importing import Unreadable, read_csv
 from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -303,3 +306,35 @@ def test_cli_import_refuses_a_csv_header_naming_a_column_twice(
                             "than once\n")
     path.write_text("customer_id,email,,\nann,a@x,,\n", encoding="utf-8")
     assert main(["import", str(path)]) == 0
+
+
+def test_cli_import_memory_does_not_grow_with_the_length_of_the_file(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # Only the lines of the current batch and of refused records are kept to name lines:
+    # ten thousand more good lines (one customer, so the storage does not grow) cost nothing.
+    def peak(n: int) -> int:
+        path = tmp_path / f"people{n}.csv"
+        path.write_text("customer_id,orders:number\nann,x\n"
+                        + "".join(f"ann,{i}\n" for i in range(n)), encoding="utf-8")
+        tracemalloc.start()
+        try:
+            assert main(["import", str(path)]) == 1
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    growth = peak(12_000) - peak(2_000)
+    out = capsys.readouterr().out
+    assert out.count("  - line 2: column 'orders:number': 'x' is not a finite number") == 2
+    assert growth < 100_000
+
+
+@pytest.mark.parametrize("cell", ["1_000", "\u0661\u0662", "\u0663.\u0665", "1__0.5"])
+def test_a_number_column_reads_only_plain_ascii_numbers(cell: str) -> None:
+    # Python's int and float also read digit-group underscores and other scripts' digits:
+    # a cell a spreadsheet would not take for a number is refused, not guessed at.
+    rows = list(read_csv(io.StringIO(f"customer_id,orders:number\nann,{cell}\nbo,-12.5e1\n")))
+    assert rows[0] == (2, Unreadable(
+        f"column 'orders:number': {cell!r} is not a finite number such as 42 or 9.5"))
+    assert rows[1] == (3, {"customer_id": "bo", "attributes": {"orders": -125.0}})

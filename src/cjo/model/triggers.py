@@ -73,7 +73,8 @@ class AttributeTrigger:
 
     Only an actual change counts: writing the value the attribute already has does nothing, and
     no value (absent, or None) is one value. ``changed_to`` and ``changed_from`` (when given)
-    list the new and old values that qualify (None stands for no value); ``where`` reads the
+    list the new and old values that qualify (None stands for no value; compared as conditions
+    compare: True is not 1); ``where`` reads the
     profile and the change as event properties: ``attribute``, ``old_value``, ``new_value``.
     The new enrollment's context holds the same three keys.
     """

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from cjo.conditions import CompiledCondition, compile_condition
+from cjo.conditions import CompiledCondition, compile_condition, holds_value
 from cjo.errors import Problem
 from cjo.model.triggers import ApiTrigger, AttributeTrigger, EventTrigger, InactivityTrigger
 from cjo.runtime.kinds.base import Checker, TriggerKind
@@ -284,9 +284,10 @@ class AttributeTriggerKind(TriggerKind[AttributeTrigger]):
         self, d: Decider, cj: CompiledJourney, trigger: AttributeTrigger, compiled: Any,
         attribute: str, old: Any, new: Any, at: datetime,
     ) -> None:
-        if trigger.changed_to is not None and new not in trigger.changed_to:
+        # Compared as conditions compare: True is not 1 (``in`` would take it for 1).
+        if trigger.changed_to is not None and not holds_value(trigger.changed_to, new):
             return
-        if trigger.changed_from is not None and old not in trigger.changed_from:
+        if trigger.changed_from is not None and not holds_value(trigger.changed_from, old):
             return
         change = {"attribute": attribute, "old_value": old, "new_value": new}
         if compiled is not None:
