@@ -629,6 +629,12 @@ class Engine:
             raise corrupt[0]
         return builder.build()
 
+    def _handle_updates(self, updates: list[ProfileUpdate]) -> list[CorruptRecordError]:
+        """``handle_events`` for a group of profile updates (an import's), in one transaction,
+        returning the errors of the customers whose stored records cannot be decoded (their
+        updates left out) rather than raising the first."""
+        return self._handle_relevant(list(updates), self._sync(), OutcomeBuilder())
+
     def _handle_relevant(
         self, items: list[Event | ProfileUpdate], registry: Registry, builder: OutcomeBuilder
     ) -> list[CorruptRecordError]:
@@ -1029,8 +1035,9 @@ class Engine:
         """Create or update many profiles: each record a mapping with ``customer_id`` and
         optional ``attributes``, ``timezone``, ``locale``. Bad records are reported (position
         and reason) and the good ones imported, one transaction per ``batch_size`` records
-        read, as ``ProfileUpdate``s; ``progress`` gets the running totals after each. See
-        ``cjo.importing``."""
+        read, as ``ProfileUpdate``s; ``progress`` gets the running totals after each. The
+        records of a customer whose stored record cannot be decoded are reported too, not
+        imported, and the import goes on. See ``cjo.importing``."""
         return import_profiles(self, records, progress=progress, batch_size=batch_size)
 
     def erase_customer(self, customer_id: str) -> None:

@@ -86,13 +86,22 @@ def import_profiles(
     read = imported = reported = 0
     problems: list[ImportProblem] = []
     group: list[ProfileUpdate] = []
+    positions: list[int] = []  # of the group's records
 
     def flush() -> None:
         nonlocal imported, reported
         if group:
-            engine.handle_events(group, batch_size=len(group))
-            imported += len(group)
+            # A customer whose stored record cannot be decoded is left out of the transaction
+            # (the others are imported): their records are reported, and the import goes on.
+            corrupt = {e.customer_id: e for e in engine._handle_updates(group)}
+            for position, update in zip(positions, group, strict=True):
+                error = corrupt.get(update.customer_id)
+                if error is None:
+                    imported += 1
+                else:
+                    problems.append(ImportProblem(position, f"not imported: {error}"))
             group.clear()
+            positions.clear()
         reported = read
         if progress is not None:
             progress(ImportResult(read, imported, tuple(problems)))
@@ -101,6 +110,7 @@ def import_profiles(
         read = position
         try:
             group.append(_update(record))
+            positions.append(position)
         except InvalidEventError as exc:
             problems.append(ImportProblem(position, str(exc)))
         if position % batch_size == 0:

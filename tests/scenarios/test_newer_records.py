@@ -129,6 +129,21 @@ def test_one_undecodable_record_costs_a_group_of_events_nothing_else(sql: SQL, d
     assert engine.handle_events([_event("dan", "dan-1")]).nothing_happened
 
 
+def test_an_import_reports_the_records_of_an_undecodable_customer_and_goes_on(sql: SQL) -> None:
+    storage, write, read = sql
+    engine = _three_waiting(storage, ManualClock(T0), RecordingChannel())
+    write("bad", "{ not json")
+    records = [{"customer_id": c, "attributes": {"n": i}}
+               for i, c in enumerate(["amy", "bad", "cid", "eve", "bad", "fay"])]
+    result = engine.import_profiles(records, batch_size=2)
+    assert (result.read, result.imported) == (6, 4)
+    assert [p.position for p in result.problems] == [2, 5]
+    assert all("not imported" in p.reason and "'bad'" in p.reason for p in result.problems)
+    assert [engine.profile(c).attributes["n"] for c in ("amy", "cid", "eve", "fay")] == [  # type: ignore[union-attr]
+        0, 2, 3, 5]
+    assert read("bad") == "{ not json"  # left as it was, for the operator to repair
+
+
 def test_a_privacy_export_of_an_undecodable_record_raises_naming_the_customer(sql: SQL) -> None:
     storage, write, _ = sql
     engine = _three_waiting(storage, ManualClock(T0), RecordingChannel())
