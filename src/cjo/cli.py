@@ -117,51 +117,53 @@ def _parser() -> argparse.ArgumentParser:
                       help="report progress on stderr after each transaction")
     load.set_defaults(run=_import)
 
-    report = commands.add_parser(
-        "report", help="print the journey reports of a storage",
-        description="Print what each journey did (entries, steps, sends, exits, goals), from "
-                    "the activity log of a durable storage, for the journeys its stored "
-                    "definitions hold (or those named).",
+    report = _operator_command(
+        commands, "report", _report, "print the journey reports of a storage",
+        "Print what each journey did (entries, steps, sends, exits, goals), from the activity "
+        "log of a durable storage, for the journeys its stored definitions hold (or those "
+        "named).",
     )
-    _storage_argument(report)
     report.add_argument("journeys", nargs="*", metavar="JOURNEY",
                         help="journey ids (default: every journey)")
-    report.set_defaults(run=_report)
-
-    dead = commands.add_parser(
-        "dead-letters", help="list, retry or discard the messages that will not be sent",
-        description="List the dead letters of a durable storage (messages that failed "
-                    "permanently, or until their retries ran out), newest first; or put "
-                    "those named back in the outbox (--retry: the worker sends them, with the "
-                    "same idempotency key) or give up on them (--discard). Exit status 1 when "
-                    "a key names no dead letter.",
+    dead = _operator_command(
+        commands, "dead-letters", _dead_letters,
+        "list, retry or discard the messages that will not be sent",
+        "List the dead letters of a durable storage (messages that failed permanently, or "
+        "until their retries ran out), newest first; or put those named back in the outbox "
+        "(--retry: the worker sends them, with the same idempotency key) or give up on them "
+        "(--discard). Exit status 1 when a key names no dead letter.",
+        listing=True,
     )
-    _storage_argument(dead, listing=True)
     action = dead.add_mutually_exclusive_group()
     action.add_argument("--retry", nargs="+", metavar="KEY", help="retry these dead letters")
     action.add_argument("--discard", nargs="+", metavar="KEY",
                         help="discard these dead letters")
-    dead.set_defaults(run=_dead_letters)
-
-    aside = commands.add_parser(
-        "set-aside", help="list the customer records set aside",
-        description="List the customer records of a durable storage that the worker set "
-                    "aside because they cannot be decoded (their wake-ups do not fire until "
-                    "the record is repaired), with the reason and when.",
+    _operator_command(
+        commands, "set-aside", _set_aside, "list the customer records set aside",
+        "List the customer records of a durable storage that the worker set aside because "
+        "they cannot be decoded (their wake-ups do not fire until the record is repaired), "
+        "with the reason and when.",
+        listing=True,
     )
-    _storage_argument(aside, listing=True)
-    aside.set_defaults(run=_set_aside)
     return parser
 
 
-def _storage_argument(parser: argparse.ArgumentParser, *, listing: bool = False) -> None:
-    """An operator command's ``--storage`` (and ``--limit``, for one that lists)."""
+def _operator_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+    run: Callable[[argparse.Namespace, TextIO, TextIO], int], summary: str, description: str,
+    *, listing: bool = False,
+) -> argparse.ArgumentParser:
+    """A command that reads (or acts on) the storage an engine runs on: ``--storage``, and
+    ``--limit`` for one that lists."""
+    parser = commands.add_parser(name, help=summary, description=description)
     parser.add_argument("--storage", required=True, metavar="URL",
                         help="sqlite:///path.db or postgresql://... (add ?schema=NAME for a "
                              "schema other than cjo)")
     if listing:
         parser.add_argument("--limit", type=_positive_int(), default=100, metavar="N",
                             help="list at most N (default: 100)")
+    parser.set_defaults(run=run)
+    return parser
 
 
 def _positive_int(high: int | None = None) -> Callable[[str], int]:

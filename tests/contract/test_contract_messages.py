@@ -15,6 +15,17 @@ import cjo
 # relative PYTHONPATH would find from there.
 _ENV = {**os.environ, "PYTHONPATH": str(Path(cjo.__file__).resolve().parents[1])}
 
+def _run_tests(tmp_path: Path, source: str, *args: str) -> str:
+    """Run ``args`` (test ids and options) of a module made of ``source`` as an adapter's
+    author would, in a process of its own; what pytest printed."""
+    (tmp_path / "test_my_adapters.py").write_text(source)
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=_ENV,
+    )
+    return run.stdout + run.stderr
+
+
 AUTHORS_TESTS = '''
 from cjo import DeliveryResult, InMemoryStorage, RecordingChannel
 from cjo.testing import ChannelContract, StorageContract
@@ -58,14 +69,9 @@ class TestBusy(ChannelContract):
 
 
 def test_a_failing_check_shows_the_values_it_compared(tmp_path: Path) -> None:
-    (tmp_path / "test_my_adapters.py").write_text(AUTHORS_TESTS)
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", "error",
-         "test_my_adapters.py::TestForgetfulStorage::test_next_wake_at",
-         "test_my_adapters.py::TestBusy::test_a_working_endpoint_gives_delivered"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=_ENV,
-    )
-    report = run.stdout + run.stderr
+    report = _run_tests(tmp_path, AUTHORS_TESTS, "-W", "error",
+                        "test_my_adapters.py::TestForgetfulStorage::test_next_wake_at",
+                        "test_my_adapters.py::TestBusy::test_a_working_endpoint_gives_delivered")
     assert "2 failed" in report, report
     # The naive wake-up against the aware instant the suite expected.
     assert "assert datetime.datetime(2026, 1, 5, 9, 30) == " in report, report
@@ -148,14 +154,9 @@ class TestForgetsWhenSteered(ChannelContract):
 
 
 def test_a_failing_check_says_what_the_adapter_must_do(tmp_path: Path) -> None:
-    (tmp_path / "test_my_adapters.py").write_text(MISLEADING_ADAPTERS)
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-         "test_my_adapters.py::TestCommitsOnError::test_a_value_json_cannot_hold_is_refused_or_kept",
-         "test_my_adapters.py::TestForgetsWhenSteered::test_an_engine_delivers_retries_and_keeps_dead_letters"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=_ENV,
-    )
-    report = run.stdout + run.stderr
+    report = _run_tests(tmp_path, MISLEADING_ADAPTERS,
+                        "test_my_adapters.py::TestCommitsOnError::test_a_value_json_cannot_hold_is_refused_or_kept",
+                        "test_my_adapters.py::TestForgetsWhenSteered::test_an_engine_delivers_retries_and_keeps_dead_letters")
     assert "2 failed" in report, report
     assert "'c1''s transaction raised StorageError" not in report, report
     assert "c1's transaction raised StorageError" in report, report
@@ -205,14 +206,9 @@ class TestCommitsAnyway(StorageContract):
 
 
 def test_an_order_or_rollback_failure_names_the_rule(tmp_path: Path) -> None:
-    (tmp_path / "test_my_adapters.py").write_text(UNORDERED_ADAPTERS)
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-         "test_my_adapters.py::TestNewestFirst::test_claim_due_orders_by_wake_at_then_customer_id",
-         "test_my_adapters.py::TestCommitsAnyway::test_announced_claims_are_rolled_back_with_the_batch"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False, env=_ENV,
-    )
-    report = run.stdout + run.stderr
+    report = _run_tests(tmp_path, UNORDERED_ADAPTERS,
+                        "test_my_adapters.py::TestNewestFirst::test_claim_due_orders_by_wake_at_then_customer_id",
+                        "test_my_adapters.py::TestCommitsAnyway::test_announced_claims_are_rolled_back_with_the_batch")
     assert "2 failed" in report, report
     assert "earliest wake_at first, then by customer id" in report, report
     assert "commit only when the block ends without an exception" in report, report
