@@ -252,7 +252,8 @@ def backtest(
     - ``actions``: the host actions of ``Action`` steps, by name (default: each action the
       journeys call is counted and not called, so a back-test never reaches the host's real
       systems). Their calls are counted in ``messages`` under ``action:<name>``.
-    - ``render``: render message content (False records messages with empty ``fields``).
+    - ``render``: render message content (False records messages with empty ``fields``; an
+      ``Action``'s ``params`` are rendered either way).
     - ``progress``: called as ``progress(done, total, now)`` every ``progress_every`` inputs
       read, and once at the end when everything is decided.
     - ``keep_activity``: keep the activity log itself (``engine.activities``), not only the

@@ -171,3 +171,19 @@ def test_the_call_whose_delivery_ends_the_enrollment_reports_the_end() -> None:
     assert [(e.journey_id, e.status, e.reason) for e in out.ended] == [
         ("vip_care", "exited", "action open_ticket failed")]
     assert out.delivery == {out.messages[0].idempotency_key: "dead"}
+
+
+def test_a_backtest_calls_the_actions_given_with_their_rendered_parameters() -> None:
+    from cjo import Definitions
+    from cjo.simulate import ProfileUpdate, backtest
+
+    desk = Desk()
+    result = backtest(
+        Definitions(journeys=(_journey(),)),
+        [(T0, ProfileUpdate("ann", {"name": "Ann"})),
+         Event(name="complained", customer_id="ann", timestamp=T0, event_id="c1",
+               properties={"topic": "late"})],
+        actions={"open_ticket": desk},
+    )
+    assert [dict(c.fields) for c in desk.calls] == [{"subject": "Ann: late"}]
+    assert result.messages == {"action:open_ticket": 1}

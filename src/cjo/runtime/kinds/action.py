@@ -61,7 +61,9 @@ class ActionKind(StepKind[Action]):
     ) -> Next:
         item, variant = compiled
         params: dict[str, str] = {}
-        if step.params and d.render:
+        # Rendered even when messages are not (a back-test): the host's callable reads them,
+        # and a failure to render decides the enrollment's path.
+        if step.params:
             try:
                 params = d.registry.renderer.render(item, variant, d.template_data(e, at))
             except RenderError as exc:
