@@ -15,7 +15,7 @@ from __future__ import annotations
 import gc
 import itertools
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -334,6 +334,7 @@ def backtest(
                own_actions=actions_counted)
     with _collector_paused():
         run.play(inputs, start, until, progress_every)
+        run.hand_over_claims()
     latest = _latest_journeys(engine.definitions)
     reports = {journey.id: journey_report(storage, journey) for journey in latest}
     entered, ended, goals = _logged(storage, [journey.id for journey in latest])
@@ -439,6 +440,11 @@ class _Run:
         self.next_run: datetime | None = (
             next_schedule_run(engine) if clock.now() != _BEGINNING else None
         )
+        # Event ids claimed by the run's inputs: id -> its latest claim's instant, and every
+        # claim in order (instants only grow), for ``_forget``.
+        self.keep = engine.retention.event_ids
+        self.claimed: dict[str, datetime] = {}
+        self.claims: deque[tuple[datetime, str]] = deque()
         self.inputs = 0
         self.events = 0
         self.profile_updates = 0
@@ -626,6 +632,11 @@ class _Run:
             sent_messages(storage, [item for _, item in window])
             if self.counters is None else None
         )
+        # Event ids claimed at their own instants, and forgotten once ``Retention.event_ids``
+        # has passed since (``_forget``), as a live engine decides at each input's instant
+        # and forgets at its prunes; stamped at the window's end by the storage, an id would
+        # be kept for up to a window longer.
+        claimed, claims, keep = self.claimed, self.claims, self.keep
         with storage.batch(list(customer_ids), end) as sessions:
             for at, item in window:
                 cid = item.customer_id
@@ -649,9 +660,13 @@ class _Run:
                     # it claims no event id.
                     if not registry.matters_to(state, item.name):
                         continue
-                    session = sessions[cid]
-                    if not session.claim_event(item.event_id):
+                    event_id = item.event_id
+                    first = claimed.get(event_id)
+                    if first is not None and at - first <= keep:
                         continue  # a duplicate changes nothing
+                    claimed[event_id] = at
+                    claims.append((at, event_id))
+                    session = sessions[cid]
                     if decider is None:
                         decider = deciders[cid] = self._decider(session, at)
                     if sent:
@@ -679,7 +694,27 @@ class _Run:
         elif outcome.messages:
             # The engine's own delivery path: channels, outcome statuses, retries.
             engine._dispatch(outcome.messages, end, outcome)
+        self._forget(end)
         self._due(end)
+        # As a worker prunes (at most once per ``prune_every``): the outbox and the log stay
+        # bounded over a long run too.
+        engine._maybe_prune(end)
+
+    def _forget(self, now: datetime) -> None:
+        """Forget the event ids claimed longer than ``Retention.event_ids`` before ``now`` (as
+        a prune at ``now`` does: a live engine prunes at most ``prune_every`` later)."""
+        claims, claimed = self.claims, self.claimed
+        cut = now - self.keep
+        while claims and claims[0][0] < cut:
+            at, event_id = claims.popleft()
+            if claimed.get(event_id) == at:  # else claimed again since
+                del claimed[event_id]
+
+    def hand_over_claims(self) -> None:
+        """Give the storage the event ids the run still remembers, with their instants, so the
+        engine a result returns knows them as a live one would."""
+        self.storage.add_claims([(at, event_id) for at, event_id in self.claims
+                                 if self.claimed.get(event_id) == at])
 
     def _decider(self, session: CustomerSession, at: datetime) -> Decider:
         state = session.load()

@@ -367,6 +367,29 @@ def test_a_repeated_event_id_changes_nothing() -> None:
     assert result.entered == {"cart": 1}
 
 
+@pytest.mark.parametrize("given_channels", [False, True], ids=["counted", "delivered"])
+def test_an_event_id_is_forgotten_after_its_retention_as_live(given_channels: bool) -> None:
+    # Kept for de-duplication for Retention.event_ids (7 days, the end included), then
+    # handled again: in a back-test as by a live engine whose worker prunes, whatever the
+    # length of the back-test's windows.
+    day = timedelta(days=1)
+    stream = [ev("cart", T0 + n * day, event_id=eid) for n, eid in (
+        (0, "x"), (5, "y"), (6, "x"), (10, "x"), (16, "x"), (17, "x"), (18, "x"))]
+    clock = ManualClock(T0)
+    live = Engine(InMemoryStorage(), recording(), clock)
+    live.publish(cart())
+    for event in stream:
+        clock.set(event.timestamp)
+        live.run_due()
+        live.handle_event(event)
+    # x at day 0, y, x at day 10 (7 days after is still inside), x at day 18.
+    assert journey_report(live.storage, cart().journeys[0]).entered == 4
+    result = backtest(cart(), stream, channels=recording() if given_channels else None)
+    assert result.entered == {"cart": 4}
+    # The engine the result gives remembers the ids still kept, as a live one would.
+    assert result.engine.handle_event(ev("cart", T0 + 18 * day, "c2", event_id="x")).duplicate
+
+
 def test_an_event_that_matters_to_no_customer_costs_no_record() -> None:
     result = backtest(cart(), [ev("page", T0), ev("buy", T0)])
     assert result.engine.customer_state("c1") is None

@@ -608,6 +608,14 @@ class InMemoryStorage(Storage):
             kept = self._records.get(customer_id)
             return None if kept is None else kept.state()
 
+    def add_claims(self, claims: Iterable[tuple[datetime, str]]) -> None:
+        """Record event ids as claimed, each at its instant (in order, none claimed here
+        before): what a back-test, which de-duplicates its inputs itself, remembers at its
+        end."""
+        with self._lock:
+            for at, group in itertools.groupby(claims, key=operator.itemgetter(0)):
+                self._events.add([event_id for _at, event_id in group], at)
+
     def kept(self, customer_id: str) -> KeptRecord | None:
         """The kept record itself, to read only, without a copy or the lock: for a reader
         that no commit can run beside (a back-test on its own storage)."""
