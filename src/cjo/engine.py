@@ -1218,15 +1218,27 @@ class Engine:
     def _log_withheld(
         self, customer_id: str, found: list[tuple[Message, str]], now: datetime
     ) -> None:
-        def decide(d: Decider, at: datetime) -> None:
-            if d.state.revision < 0:
-                return  # erased meanwhile: nothing to log against
+        def log_them(d: Decider, at: datetime) -> None:
             d.touch()
             d.activities.extend(
                 message_activity(at, d.customer_id, m, "withheld", reason) for m, reason in found
             )
 
-        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False)
+        self._on_record(customer_id, log_them, now)
+
+    def _on_record(
+        self, customer_id: str, act: Callable[[Decider, datetime], object], now: datetime,
+        outcome: OutcomeBuilder | None = None,
+    ) -> None:
+        """After the outbox changed: ``act`` on the customer's record, in a transaction of its
+        own (what it changes reported in ``outcome``, if given). A customer erased since the
+        message was written has no record to act on."""
+        def decide(d: Decider, at: datetime) -> None:
+            if d.state.revision >= 0:
+                act(d, at)
+
+        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
+                           outcome=outcome)
 
     def _dispatch(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
@@ -1312,14 +1324,11 @@ class Engine:
                 deliveries.append(delivery)
                 if outcome is not None:
                     outcome.delivery[key] = status
-        except BaseException:
-            # Interrupted (a stop signal, a storage error reading an entry): what was sent
-            # is recorded first, or another worker would send it again once the lease ran out.
+        finally:
+            # Interrupted too (a stop signal, a storage error reading an entry): what was sent
+            # is recorded, or another worker would send it again once the lease ran out.
             if deliveries:
                 storage.complete_outbox_many(deliveries, now)
-            raise
-        if deliveries:
-            storage.complete_outbox_many(deliveries, now)
         # Each customer's follow-up in a transaction of its own: one whose record cannot be
         # decoded is logged (its messages are recorded already) and the others still get theirs.
         for customer_id, failures in dead.items():
@@ -1346,17 +1355,14 @@ class Engine:
         record, one transaction for them all, as ``unreachable`` (and block the channel, as a
         hard bounce does) when the failure blames the recipient, else as ``dead_letter``;
         what that changes is reported in ``outcome`` (the dispatching call's), if given."""
-        def decide(d: Decider, at: datetime) -> None:
-            if d.state.revision < 0:
-                return  # erased since the message was written: nothing to mark
+        def record(d: Decider, at: datetime) -> None:
             for message, result in failures:
                 if result.status == "permanent" and result.unreachable:
                     record_permanent_failure(d, message, result.error, at)
                 else:
                     record_dead_letter(d, message, result.status == "permanent", at)
 
-        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
-                           outcome=outcome)
+        self._on_record(customer_id, record, now, outcome)
 
     def _add_actions(self, actions: Mapping[str, ActionFunction]) -> None:
         """Register host actions (checked), with the outbox channel each is called through."""
@@ -1411,15 +1417,12 @@ class Engine:
         entry = self.storage.outbox_entry(key)
         if entry is not None and not entry.message.channel.startswith(ACTION_CHANNEL_PREFIX):
             message = entry.message
-
-            def decide(d: Decider, at: datetime) -> None:
-                if d.state.revision >= 0:  # else erased meanwhile: nothing to log against
-                    record_dead_letter_retried(d, message, at)
-
             # Reports count a message that failed for good until it is retried.
             try:
-                self._for_customer(message.customer_id, decide, now=now, create=False,
-                                   dispatch=False)
+                self._on_record(
+                    message.customer_id,
+                    lambda d, at: record_dead_letter_retried(d, message, at), now,
+                )
             except CorruptRecordError as exc:
                 log.error("dead letter %s retried without logging it: %s", key, exc)
         return True

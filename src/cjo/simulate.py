@@ -661,8 +661,8 @@ class _Run:
                     if not registry.matters_to(state, item.name):
                         continue
                     event_id = item.event_id
-                    first = claimed.get(event_id)
-                    if first is not None and at - first <= keep:
+                    claimed_at = claimed.get(event_id)
+                    if claimed_at is not None and at - claimed_at <= keep:
                         continue  # a duplicate changes nothing
                     claimed[event_id] = at
                     claims.append((at, event_id))
