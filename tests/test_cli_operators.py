@@ -3,6 +3,9 @@ storage a running engine uses."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from cjo import (
     Variant,
 )
 from cjo.cli import main
-from cjo.storage.url import open_storage
+from cjo.storage.url import open_storage, redact_url
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MAIL = ContentItem("hi", (Variant("email", {"subject": "Hi", "text": "Hello"}),))
@@ -120,3 +123,72 @@ def test_a_storage_that_holds_nothing_is_refused(
     assert not missing.exists()  # not made empty by looking
     status, _, err = run(capsys, command, "--storage", "mysql://x")
     assert status == 2 and "unknown storage URL" in err
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def not_cjos(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Callable[[], object]]:
+    """The URL of a database another application owns (a SQLite file, a PostgreSQL schema
+    with a table of its own), and what it holds."""
+    if request.param == "sqlite":
+        path = tmp_path / "app.db"
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("CREATE TABLE users (id INTEGER)")
+            conn.commit()
+
+        def sqlite_tables() -> object:
+            with closing(sqlite3.connect(path)) as conn:
+                return conn.execute("SELECT name FROM sqlite_master").fetchall()
+
+        return f"sqlite:///{path}", sqlite_tables
+    import psycopg
+
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = request.getfixturevalue("postgres_schema")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.users (id integer)")
+
+    def postgres_tables() -> object:
+        with psycopg.connect(dsn) as conn:
+            return conn.execute("SELECT table_name FROM information_schema.tables "
+                                "WHERE table_schema = %s", [schema]).fetchall()
+
+    return f"{dsn}?schema={schema}", postgres_tables
+
+
+@pytest.mark.parametrize("command", ["report", "dead-letters", "set-aside"])
+def test_a_database_that_is_not_cjos_is_refused_and_left_as_it_was(
+    command: str, not_cjos: tuple[str, Callable[[], object]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, tables = not_cjos
+    before = tables()
+    status, out, err = run(capsys, command, "--storage", url)
+    assert (status, out) == (2, "")
+    assert err == (f"cjo {command}: {redact_url(url)} holds no cjo storage: give the URL of "
+                   "the storage the engine runs on\n")
+    assert tables() == before  # cjo's tables were not made by looking
+
+
+@pytest.mark.parametrize("command", ["report", "dead-letters", "set-aside"])
+def test_a_postgresql_schema_that_does_not_exist_is_refused_not_made(
+    command: str, postgres_dsn: str, postgres_schema: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import psycopg
+
+    url = f"{postgres_dsn}?schema={postgres_schema}"
+    status, _, err = run(capsys, command, "--storage", url)
+    assert (status, err) == (2, f"cjo {command}: {redact_url(url)} holds no cjo storage: give "
+                                "the URL of the storage the engine runs on\n")
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
+                            [postgres_schema]).fetchone() is None
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_a_private_sqlite_memory_database_holds_nothing_either(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, err = run(capsys, "dead-letters", "--storage", url)
+    assert (status, out) == (2, "")
+    assert "holds nothing: give the URL of the storage the engine runs on" in err

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
@@ -25,19 +27,32 @@ from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.serialization import loads_definitions_in_parts
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
-from cjo.storage.url import open_storage, redact_url, sqlite_path, storage_kind
+from cjo.storage.url import holds_cjo, open_storage, redact_url, sqlite_path, storage_kind
 from cjo.validation import validate_definitions
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 invalid input, 2 usage error)."""
+    """Run the command line; returns the exit status (0 ok, 1 invalid input, 2 usage error,
+    128 + the signal's number when SIGINT or SIGTERM stopped it)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    # SIGTERM (a service manager, a timeout) stops a command as Ctrl-C does: the transaction
+    # under way rolls back, and the command says what it kept.
+    stopped_by = signal.SIGINT
+    on_term = None
+    if threading.current_thread() is threading.main_thread():
+
+        def stop(signum: int, _frame: object) -> None:
+            nonlocal stopped_by
+            stopped_by = signal.Signals(signum)
+            raise KeyboardInterrupt
+
+        on_term = signal.signal(signal.SIGTERM, stop)
     try:
         status: int = args.run(args, sys.stdout, sys.stderr)
         sys.stdout.flush()
@@ -46,6 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout at devnull so the interpreter's final flush does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        return 128 + stopped_by  # the shell's status for a command a signal ended
+    finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
     return status
 
 
@@ -71,8 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1,
                       help="random seed; a resumed simulation keeps its first seed (default: 1)")
     demo.add_argument("--storage", default="memory", metavar="URL",
-                      help="memory (the default: a dry run that checks the file and keeps "
-                           "nothing), sqlite:///path.db or postgresql://... (add "
+                      help="memory (the default: keeps nothing when the demo ends), "
+                           "sqlite:///path.db or postgresql://... (add "
                            "?schema=NAME for a schema other than cjo)")
     demo.add_argument("--tick", type=_bounded(_MIN_TICK, _MAX_TICK), default=5.0,
                       metavar="MINUTES",
@@ -326,6 +346,7 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # in problems: only those are kept, so memory stays flat however long the file is.
     batch: dict[int, int] = {}
     lines: dict[int, int] = {}
+    done_so_far = ImportResult()
 
     def records() -> Iterator[object]:
         rows = read_csv(stream) if kind == "csv" else read_json_lines(stream)
@@ -334,6 +355,8 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             yield record
 
     def report(done: ImportResult) -> None:
+        nonlocal done_so_far
+        done_so_far = done
         for problem in done.problems[len(lines):]:
             lines[problem.position] = batch[problem.position]
         batch.clear()
@@ -350,6 +373,15 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except UsageError as exc:
             err.write(f"cjo import: {path}: {exc}\n")
             return 2
+        except KeyboardInterrupt:
+            # What the last progress report counted is committed; a batch may have committed
+            # since. Importing a profile again changes nothing.
+            err.write(f"cjo import: interrupted: at least "
+                      f"{_plural(done_so_far.imported, 'profile')} "
+                      f"{'imported' if not isinstance(storage, InMemoryStorage) else 'checked'}"
+                      f", of the first {_plural(done_so_far.read, 'record')} read; importing "
+                      "the file again is safe\n")
+            raise
     # In memory nothing outlives the command: said, so that a forgotten --storage is not
     # taken for an import.
     kept = not isinstance(storage, InMemoryStorage)
@@ -368,19 +400,23 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _stored(command: str, url: str, err: TextIO) -> Storage | None:
     """The durable storage ``url`` names, or None (said on ``err``): in memory there is
-    nothing to read, and a SQLite file that does not exist would be made empty, which reads
-    as a storage where nothing went wrong."""
+    nothing to read, and opening a database without cjo's tables (a SQLite file that does
+    not exist, another application's, a mistyped PostgreSQL schema) would create them, which
+    reads as a storage where nothing went wrong."""
     try:
         kind = storage_kind(url)
-        if kind == "memory":
-            err.write(f"cjo {command}: --storage memory holds nothing: give the URL of the "
-                      "storage the engine runs on\n")
+        path = sqlite_path(url.strip()) if kind == "sqlite" else None
+        if kind == "memory" or (kind == "sqlite" and path is None):
+            err.write(f"cjo {command}: --storage {url.strip()} holds nothing: give the URL of "
+                      "the storage the engine runs on\n")
             return None
-        if kind == "sqlite":
-            path = sqlite_path(url.strip())
-            if path is not None and not Path(path).exists():
-                err.write(f"cjo {command}: no SQLite database at {path}\n")
-                return None
+        if path is not None and not Path(path).exists():
+            err.write(f"cjo {command}: no SQLite database at {path}\n")
+            return None
+        if not holds_cjo(url):
+            err.write(f"cjo {command}: {redact_url(url)} holds no cjo storage: give the URL "
+                      "of the storage the engine runs on\n")
+            return None
         return open_storage(url)
     except StorageError as exc:
         err.write(f"cjo {command}: {exc}\n")

@@ -229,7 +229,15 @@ def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unre
         )
     typed = [(i, attribute, kind) for i, (attribute, kind) in enumerate(columns)
              if kind != "string"]
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # A cell past the reader's field limit: the reader goes on at the next line.
+            yield reader.line_num, Unreadable(f"not CSV: {exc}")
+            continue
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue  # a blank line
@@ -278,3 +286,5 @@ def read_json_lines(stream: Iterable[str]) -> Iterator[tuple[int, object]]:
             yield line, json.loads(text)
         except ValueError as exc:
             yield line, Unreadable(f"not JSON: {exc}")
+        except RecursionError:  # the parser recurses once per level of lists and objects
+            yield line, Unreadable("not JSON: nests too deeply to read")

@@ -28,6 +28,7 @@ from cjo import (
 )
 from cjo.cli import main
 from cjo.importing import Unreadable, read_csv
+from cjo.storage.url import open_storage
 from tests.helpers import Factory
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -338,3 +339,72 @@ def test_a_number_column_reads_only_plain_ascii_numbers(cell: str) -> None:
     assert rows[0] == (2, Unreadable(
         f"column 'orders:number': {cell!r} is not a finite number such as 42 or 9.5"))
     assert rows[1] == (3, {"customer_id": "bo", "attributes": {"orders": -125.0}})
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_cli_import_refuses_a_line_too_big_or_deep_to_read_and_keeps_the_others(
+    tmp_path: Path, capsys: Any, suffix: str
+) -> None:
+    # A cell past the CSV reader's field limit, a line nesting deeper than the JSON parser
+    # recurses: that line is refused, not the whole import ended by a traceback.
+    if suffix == ".csv":
+        text = "customer_id,name\nann,Ann\nbob," + "x" * 200_000 + "\ncy,Cy\n"
+        reason = "not CSV: field larger than field limit (131072)"
+    else:
+        text = ('{"customer_id": "ann"}\n' + "[" * 100_000 + "]" * 100_000
+                + '\n{"customer_id": "cy"}\n')
+        reason = "not JSON: nests too deeply to read"
+    path = tmp_path / f"people{suffix}"
+    path.write_text(text, encoding="utf-8")
+    db = tmp_path / "cjo.db"
+    status = main(["import", str(path), "--storage", f"sqlite:///{db}"])
+    captured = capsys.readouterr()
+    assert (status, captured.err) == (1, "")
+    bad_line = 3 if suffix == ".csv" else 2
+    assert captured.out.splitlines() == [
+        f"{path}: 2 profiles imported, 1 record refused", f"  - line {bad_line}: {reason}",
+    ]
+    assert sorted(_imported(db, "ann", "bob", "cy")) == ["ann", "cy"]
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_cli_import_stopped_by_a_signal_says_what_it_kept(
+    tmp_path: Path, request: pytest.FixtureRequest, kind: str, signal_name: str
+) -> None:
+    # Ctrl-C or a service manager's SIGTERM in the middle of an import: the transactions
+    # already committed are kept, and the command says so (at least that many, no traceback),
+    # with the shell's status for a command a signal ended.
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'cjo.db'}"
+    else:
+        url = (f"{request.getfixturevalue('postgres_dsn')}"
+               f"?schema={request.getfixturevalue('postgres_schema')}")
+    path = tmp_path / "people.csv"
+    path.write_text("customer_id\n" + "".join(f"c{i}\n" for i in range(1_000_000)),
+                    encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cjo", "import", str(path), "--storage", url,
+         "--batch-size", "100", "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")},
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline().startswith("cjo import: 100 records read")
+    process.send_signal(getattr(signal, signal_name))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + getattr(signal, signal_name)
+    assert "Traceback" not in err and out == ""
+    said = re.search(r"cjo import: interrupted: at least ([\d,]+) profiles imported, of the "
+                     r"first ([\d,]+) records read; importing the file again is safe\n$", err)
+    assert said is not None, err
+    kept = int(said[1].replace(",", ""))
+    with open_storage(url) as storage:
+        engine = Engine(storage, clock=ManualClock(T0))
+        stored = sum(engine.profile(f"c{i}") is not None for i in range(kept + 1000))
+    assert 100 <= kept <= stored < 1_000_000

@@ -106,7 +106,7 @@ from cjo.storage.erasure import (
 )
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
-__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_connection"]
+__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_connection", "holds_schema"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -772,12 +772,29 @@ def check_connection(
     server's reason (refused, unknown host, bad password, a DSN libpq cannot read) at once. A
     pool would instead retry in the background, logging each failure, until its ``timeout``,
     and then report only the wait."""
+    _connect(dsn, timeout, connect_kwargs).close()
+
+
+def _connect(
+    dsn: str, timeout: float, connect_kwargs: Mapping[str, Any] | None
+) -> psycopg.Connection[Any]:
     kwargs = {"connect_timeout": max(1, round(timeout)), **(connect_kwargs or {})}
     try:
-        psycopg.connect(dsn, **kwargs).close()
+        return psycopg.connect(dsn, **kwargs)
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"PostgreSQL: {reason}") from exc
+
+
+def holds_schema(dsn: str, schema: str = "cjo", timeout: float = 10.0) -> bool:
+    """Whether ``schema`` holds cjo's tables. Read only: a ``PostgresStorage`` would create
+    them (and the schema). Connection failures raise as ``check_connection``'s do."""
+    check_schema_name(schema)
+    with _connect(dsn, timeout, None) as conn, _translated():
+        row = conn.execute(
+            "SELECT to_regclass(format('%%I.schema_version', %s::text))", [schema]
+        ).fetchone()
+    return row is not None and row[0] is not None
 
 
 def _check_pool_options(

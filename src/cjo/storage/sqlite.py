@@ -16,11 +16,13 @@ table; a batch reads all of its records in one query.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from datetime import datetime, timedelta
@@ -78,7 +80,7 @@ from cjo.storage.erasure import (
 )
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStorage"]
+__all__ = ["SCHEMA_VERSION", "SQLiteStorage", "holds_schema"]
 
 
 _P = ParamSpec("_P")
@@ -944,6 +946,19 @@ def database_name(path_or_url: str | os.PathLike[str]) -> str:
     if not text:
         raise StorageError("no SQLite database path given (use ':memory:' for a private one)")
     return text
+
+
+def holds_schema(path: str) -> bool:
+    """Whether the SQLite file at ``path`` holds cjo's tables. Read only: opening a
+    ``SQLiteStorage`` would create them (and the file)."""
+    if not os.path.exists(path):
+        return False
+    with _Translated(f"open {path!r}"):
+        uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            return conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cjo_schema'"
+            ).fetchone() is not None
 
 
 def _wal_mode(conn: sqlite3.Connection, timeout: float) -> str:

@@ -18,7 +18,7 @@ from cjo.errors import StorageError, UsageError
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 
-__all__ = ["open_storage", "redact_url", "sqlite_path", "storage_kind"]
+__all__ = ["holds_cjo", "open_storage", "redact_url", "sqlite_path", "storage_kind"]
 
 _SQL_ADAPTERS = {
     "sqlite": ("cjo.storage.sqlite", "SQLiteStorage"),
@@ -64,6 +64,20 @@ def open_storage(url: str) -> Storage:
         return postgres
     storage: Storage = cls(url.strip())
     return storage
+
+
+def holds_cjo(url: str) -> bool:
+    """Whether the durable storage ``url`` names already holds cjo's tables, asked without
+    creating them (opening it would); False for memory and a private SQLite database."""
+    kind = storage_kind(url)
+    if kind == "memory":
+        return False
+    module = importlib.import_module(_SQL_ADAPTERS[kind][0])
+    if kind == "postgresql":
+        dsn, schema = _schema_of(url.strip())
+        return bool(module.holds_schema(dsn, schema))
+    path = sqlite_path(url.strip())
+    return path is not None and bool(module.holds_schema(path))
 
 
 def sqlite_path(url: str) -> str | None:
