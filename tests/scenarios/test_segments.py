@@ -310,6 +310,33 @@ def test_win_back_fires_exactly_14_days_after_the_last_purchase_and_ends_on_a_pu
     assert w.members() == {"inactive_14d"}
 
 
+@pytest.mark.parametrize("exit_on_goal", [True, False])
+def test_a_purchase_that_leaves_the_segment_reaches_the_goal_before_the_segment_exit(
+    storage_factory: Factory, exit_on_goal: bool,
+) -> None:
+    from cjo import Goal, Wait
+    from cjo.analytics import journey_report
+
+    winback = Journey(
+        id="winback", trigger=SegmentTrigger("inactive_14d"), entry="wait",
+        steps={"wait": Wait(30 * DAY)},
+        goal=Goal("purchase", within=30 * DAY, exit_on_goal=exit_on_goal),
+        exit_criteria=(ExitCriterion("came back", segment="inactive_14d", on="exit"),),
+    )
+    w = World(storage_factory(), Segment("inactive_14d", inactive("purchase", days=14)),
+              journeys=[winback])
+    w.send("purchase")
+    w.at(T0 + 14 * DAY)
+    w.at(T0 + 20 * DAY)
+    w.send("purchase")  # the goal, and it ends the quiet spell: the goal is checked first
+    (ended,) = w.engine.enrollments("c1")
+    assert (ended.status, ended.end_reason) == (
+        ("converted", "goal") if exit_on_goal else ("exited", "came back"))
+    report = journey_report(w.engine.storage, winback)
+    assert report.converted == 1
+    assert dict(report.exited) == ({} if exit_on_goal else {"came back": 1})
+
+
 def test_an_exit_criterion_on_segment_entry_interrupts_a_wait(
     storage_factory: Factory,
 ) -> None:

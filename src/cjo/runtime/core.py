@@ -154,6 +154,7 @@ class Decider:
         "catching_up",
         "caught_up_messages",
         "customer_id",
+        "deciding",
         "dirty",
         "entered_now",
         "gathered",
@@ -206,6 +207,8 @@ class Decider:
         # still to be considered are ``waiting`` meanwhile.
         self.gathering = False
         self.gathered: list[_Offer] | None = None
+        # The event whose segment changes are being applied (``goal_before_exit``).
+        self.deciding: Event | None = None
         self.waiting: list[_Offer] | None = None
         self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
@@ -423,7 +426,12 @@ class Decider:
         self.gathering = True
         try:
             # Profile rules, tracks and segment memberships first: journeys react to the result.
-            self.registry.plan.on_event(self, event, now, pending)
+            # The segment exits this causes let the event reach the goal first.
+            self.deciding = event
+            try:
+                self.registry.plan.on_event(self, event, now, pending)
+            finally:
+                self.deciding = None
             name = event.name
             if name in DELIVERY_EVENTS:
                 # Consent changes first: a journey this event starts already sees them.
@@ -555,25 +563,8 @@ class Decider:
             return
         journey = cj.journey
         scope = self.scope(event.properties, enrollment.context, enrollment)
-        goal = journey.goal
-        if (
-            goal is not None
-            and name == goal.event
-            and enrollment.converted_at is None
-            and (goal.within is None or now - enrollment.entered_at <= goal.within)
-            and (cj.goal_where is None or cj.goal_where(scope))
-        ):
-            enrollment.converted_at = now
-            self.dirty = True
-            # A control-group conversion is told apart in the log, so reports can compare.
-            control = in_control_group(self.customer_id, self.registry.control_group)
-            self.activity(enrollment, "goal", CONTROL_DETAIL if control else goal.name, now)
-            self.outcome.goals.append(GoalReached(
-                journey.id, enrollment.id, self.customer_id, goal.name, now
-            ))
-            if goal.exit_on_goal:
-                self.end(enrollment, "converted", goal.name, now)
-                return
+        if self._reach_goal(cj, enrollment, name, scope, now):
+            return
         for criterion, where in cj.exit_by_event.get(name, ()):
             if where is None or where(scope):
                 self.end(enrollment, "exited", criterion, now)
@@ -595,6 +586,46 @@ class Decider:
             # (whatever the kind did), as a wake-up is cleared before ``wake``.
             enrollment.wake_at = None
             self._advance(cj, enrollment, nxt, now)
+
+    def _reach_goal(
+        self, cj: CompiledJourney, enrollment: Enrollment, name: str, scope: _Scope,
+        now: datetime,
+    ) -> bool:
+        """Count the goal if the event ``name`` (read through ``scope``) reaches it; whether
+        that ended the enrollment."""
+        goal = cj.journey.goal
+        if (
+            goal is not None
+            and name == goal.event
+            and enrollment.converted_at is None
+            and (goal.within is None or now - enrollment.entered_at <= goal.within)
+            and (cj.goal_where is None or cj.goal_where(scope))
+        ):
+            enrollment.converted_at = now
+            self.dirty = True
+            # A control-group conversion is told apart in the log, so reports can compare.
+            control = in_control_group(self.customer_id, self.registry.control_group)
+            self.activity(enrollment, "goal", CONTROL_DETAIL if control else goal.name, now)
+            self.outcome.goals.append(GoalReached(
+                cj.journey.id, enrollment.id, self.customer_id, goal.name, now
+            ))
+            if goal.exit_on_goal:
+                self.end(enrollment, "converted", goal.name, now)
+                return True
+        return False
+
+    def goal_before_exit(self, enrollment: Enrollment, now: datetime) -> bool:
+        """Before a segment change the event being decided caused ends ``enrollment``: count
+        the goal that event reaches, as it is counted before an exit criterion on the event
+        itself; whether that ended the enrollment."""
+        event = self.deciding
+        if event is None:
+            return False
+        cj = self.registry.journeys.get((enrollment.journey_id, enrollment.version))
+        if cj is None or cj.journey.goal is None or cj.journey.goal.event != event.name:
+            return False
+        scope = self.scope(event.properties, enrollment.context, enrollment)
+        return self._reach_goal(cj, enrollment, event.name, scope, now)
 
     def _check_condition_exits(
         self,

@@ -573,7 +573,7 @@ class SegmentPlan:
                 if criteria:
                     for e in sorted(d.state.enrollments, key=lambda e: (e.entered_at, e.id)):
                         names = criteria.get((e.journey_id, e.version))
-                        if names and e.active:
+                        if names and e.active and not d.goal_before_exit(e, at):
                             d.end(e, "exited", names[0], at)
                 entries.extend((cj, change[0]) for cj in self.triggers.get(change, ()))
             if len(entries) > 1:
