@@ -156,6 +156,15 @@ def test_demo_help_names_every_journey(capsys):
     assert "welcome series" in text and "abandoned-cart" in text and "win-back" in text
 
 
+def test_demo_help_says_what_its_default_storage_keeps(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    # the demo reads no file: its in-memory default keeps nothing, and checks nothing
+    assert "checks the file" not in text
+    assert "memory (the default: keeps nothing" in text
+
+
 @pytest.mark.parametrize(("option", "value", "says"), [
     ("--days", "inf", "must be from 0.001 to 3650, got inf"),
     ("--days", "1e308", "must be from 0.001 to 3650"),

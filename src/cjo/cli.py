@@ -71,8 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=1,
                       help="random seed; a resumed simulation keeps its first seed (default: 1)")
     demo.add_argument("--storage", default="memory", metavar="URL",
-                      help="memory (the default: a dry run that checks the file and keeps "
-                           "nothing), sqlite:///path.db or postgresql://... (add "
+                      help="memory (the default: keeps nothing), sqlite:///path.db or "
+                           "postgresql://... (add "
                            "?schema=NAME for a schema other than cjo)")
     demo.add_argument("--tick", type=_bounded(_MIN_TICK, _MAX_TICK), default=5.0,
                       metavar="MINUTES",
