@@ -382,6 +382,21 @@ def test_a_fallback_channel_is_used_when_the_customer_cannot_be_reached(storage:
     ]
 
 
+def test_a_contact_detail_of_only_whitespace_counts_as_missing(storage: Storage) -> None:
+    # "  " reaches nobody: a channel would fail it (or worse, send it somewhere).
+    host = Host(storage, contact_attributes=STANDARD_CONTACT_ATTRIBUTES)
+    host.engine.publish(journeys=[_send_journey(channel="email", fallbacks=("sms",))],
+                        content=[NEWS], topics=TOPICS)
+    host.engine.identify("c1", {"email": "  ", "phone": "\t"})
+    assert host.event("digest_ready").messages == ()
+    assert host.log() == [
+        ("entered", None, None),
+        ("fallback", "no email", "email"),
+        ("suppressed", "no phone", "sms"),
+        ("completed", None, None),
+    ]
+
+
 def test_validation_wants_a_variant_for_every_fallback_channel() -> None:
     engine = Engine(channels={"email": RecordingChannel(), "sms": RecordingChannel(),
                               "push": RecordingChannel()}, clock=ManualClock(T0))

@@ -80,12 +80,18 @@ def choose_channel(
         problem = consent_problem(state, channel, topic, step.transactional, topics)
         if problem is None:
             needed = contact.get(channel)
-            if needed is not None and attributes.get(needed) in (None, ""):
+            if needed is not None and _missing(attributes.get(needed)):
                 problem = f"no {needed}"
         if problem is None:
             return channel, passed
         passed.append((channel, problem))
     return None, passed
+
+
+def _missing(value: object) -> bool:
+    """Whether a contact detail reaches nobody: absent, or text that is empty or only
+    whitespace (an email of "  " is no address)."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def gate(
