@@ -7,6 +7,10 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default
@@ -169,3 +173,47 @@ class WebhookReceiver:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
+
+
+@contextmanager
+def trickling_server(handle: Callable[[socket.socket, Callable[[bytes], None]], None],
+                     pause: float) -> Iterator[int]:
+    """A loopback server (its port yielded) that runs ``handle(connection, say)`` on each
+    connection, where ``say`` sends its bytes one at a time, ``pause`` seconds apart: each
+    byte well within a client's read timeout, the whole reply far beyond it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def say(connection: socket.socket) -> Callable[[bytes], None]:
+        def send(data: bytes) -> None:
+            for byte in data:
+                if stop.wait(pause):
+                    raise OSError("stopped")
+                connection.sendall(bytes([byte]))
+        return send
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            with connection, suppress(OSError):
+                handle(connection, say(connection))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        server.close()
+        thread.join(5)
+
+
+def elapsed(action: Callable[[], Any]) -> tuple[Any, float]:
+    """What ``action()`` returns, and how many seconds it took."""
+    started = time.monotonic()
+    return action(), time.monotonic() - started

@@ -4,6 +4,7 @@ with login, and implicit TLS; the channel contract on each."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ from cjo.testing import ChannelContract
 from tests.channels.servers import (
     Mailbox,
     client_context,
+    elapsed,
     free_port,
     self_signed,
     server_context,
+    trickling_server,
 )
 from tests.helpers import T0
 
@@ -513,3 +516,27 @@ def test_email_content_may_carry_an_unsubscribe_url_of_one_line() -> None:
     assert field_problems(email, fields) == []
     assert output_problem(email, {**fields, "unsubscribe_url": "https://a\nb"}) == (
         "unsubscribe_url", "renders more than one line (a unsubscribe_url is one line)")
+
+
+@pytest.mark.parametrize("trickled", [False, True], ids=["slow replies", "trickled replies"])
+def test_the_timeout_bounds_the_whole_conversation_with_a_slow_server(trickled: bool) -> None:
+    # Each reply within the timeout, all of them far beyond it: the send must end in time, or
+    # the dispatch lease runs out under it and another worker sends the batch again.
+    def handle(connection: Any, say: Any) -> None:
+        reply = say if trickled else (lambda data: (time.sleep(0.3), connection.sendall(data)))
+        lines = connection.makefile("rb")
+        reply(b"220 slow.example ESMTP\r\n")
+        while line := lines.readline():
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                reply(b"354 go on\r\n")
+                while lines.readline() not in (b".\r\n", b""):
+                    pass
+            reply(b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
+
+    with trickling_server(handle, pause=0.05) as port:
+        channel = SmtpChannel("127.0.0.1", port, security="none",
+                              from_address="journeys@shop.example", timeout=0.5)
+        result, took = elapsed(lambda: channel.send(message()))
+    assert took < 1.5
+    assert (result.status, result.error) == ("transient", "timed out after 0.5s")

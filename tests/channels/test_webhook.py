@@ -25,7 +25,7 @@ from cjo import (
 from cjo.channels.base import Channel, Message
 from cjo.channels.webhook import sign_webhook
 from cjo.testing import ChannelContract
-from tests.channels.servers import WebhookReceiver, free_port
+from tests.channels.servers import WebhookReceiver, elapsed, free_port, trickling_server
 from tests.helpers import T0
 
 pytest.importorskip("httpx")
@@ -412,3 +412,31 @@ def test_a_permanent_refusal_ignores_retry_after() -> None:
     with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
         result = WebhookChannel("https://x.example/hook", SECRET, client=client).send(message())
     assert (result.status, result.retry_after) == ("permanent", None)
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["new connection", "kept alive"])
+def test_the_timeout_bounds_an_endpoint_that_trickles_its_status_line_and_headers(
+    reused: bool,
+) -> None:
+    def read_request(lines: Any) -> None:
+        length = 0
+        while (line := lines.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        lines.read(length)
+
+    def handle(connection: Any, say: Any) -> None:
+        lines = connection.makefile("rb")
+        read_request(lines)
+        if reused:  # a refusal, read whole: its connection is kept alive for the next send
+            connection.sendall(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy")
+            read_request(lines)
+        say(b"HTTP/1.1 200 OK\r\nX-Padding: " + b"x" * 200 + b"\r\n\r\n")
+
+    with trickling_server(handle, pause=0.05) as port, \
+            WebhookChannel(f"http://127.0.0.1:{port}/hook", SECRET, timeout=0.5) as channel:
+        if reused:
+            assert channel.send(message()).status == "transient"
+        result, took = elapsed(lambda: channel.send(message()))
+    assert took < 1.5
+    assert (result.status, result.error) == ("transient", "timed out after 0.5s")

@@ -25,6 +25,7 @@ import ipaddress
 import math
 import re
 import smtplib
+import socket
 import ssl
 from email.errors import HeaderParseError
 from email.headerregistry import Address, BaseHeader, HeaderRegistry, UnstructuredHeader
@@ -32,9 +33,10 @@ from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8, Policy, default
 from email.utils import format_datetime, formataddr
 from html import escape
-from typing import Literal
+from typing import Any, Literal
 
 from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.channels.deadline import Deadline
 from cjo.described import redacted
 from cjo.errors import UsageError
 
@@ -76,7 +78,8 @@ class SmtpChannel(Channel):
       certificates, host names checked);
     - ``message_id_domain``: the right-hand side of generated Message-IDs (default: the
       domain of ``from_address``);
-    - ``timeout``: seconds for connecting and for each reply.
+    - ``timeout``: seconds for the whole send, from connecting to the last reply (at most
+      half the dispatch lease: 20 by default).
     """
 
     # Content for it needs the email fields (subject, text or html), whatever its name.
@@ -94,7 +97,7 @@ class SmtpChannel(Channel):
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         message_id_domain: str | None = None,
-        timeout: float = 30.0,
+        timeout: float = 20.0,
     ) -> None:
         if security not in _DEFAULT_PORTS:
             raise UsageError(f"security must be 'starttls', 'tls' or 'none', got {security!r}")
@@ -175,8 +178,9 @@ class SmtpChannel(Channel):
             email = self.build(message, to)
         except ValueError as exc:  # a header with a line break...
             return DeliveryResult.permanent(f"cannot build the email: {exc}", unreachable=False)
+        deadline = Deadline(self.timeout)
         try:
-            with self._connect() as smtp:
+            with deadline, self._connect(deadline) as smtp:
                 options: list[str] = []
                 if utf8:
                     smtp.ehlo_or_helo_if_needed()
@@ -204,6 +208,8 @@ class SmtpChannel(Channel):
             return _classified(exc.smtp_code, f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}",
                                recipient=False)
         except (smtplib.SMTPException, OSError) as exc:  # dropped, refused, timed out, TLS
+            if deadline.passed:  # cut by the deadline: the connection was shut down
+                return DeliveryResult.transient(f"timed out after {self.timeout}s")
             return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
         if refused:  # one recipient only: refusing it raises above, but be exact
             code, reply = next(iter(refused.values()))
@@ -262,16 +268,18 @@ class SmtpChannel(Channel):
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return f"<cjo.{digest}@{self.message_id_domain}>"
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self, deadline: Deadline) -> smtplib.SMTP:
         if self.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                self.host, self.port, timeout=self.timeout, context=self._context()
+            smtp: smtplib.SMTP = _WatchedSmtpSsl(
+                deadline, self.host, self.port, timeout=self.timeout, context=self._context()
             )
         else:
-            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            smtp = _Watched(deadline, self.host, self.port, timeout=self.timeout)
         try:
             if self.security == "starttls":
                 smtp.starttls(context=self._context())
+                if smtp.sock is not None:
+                    deadline.watch([smtp.sock])  # the TLS socket that replaced it
             if self.username is not None and self.password is not None:
                 smtp.login(self.username, self.password)
         except BaseException:
@@ -281,6 +289,24 @@ class SmtpChannel(Channel):
 
     def _context(self) -> ssl.SSLContext:
         return self.ssl_context if self.ssl_context is not None else ssl.create_default_context()
+
+
+class _Watched(smtplib.SMTP):
+    """An SMTP client whose socket is watched by a deadline from the moment it is opened (the
+    server's greeting is read in the constructor)."""
+
+    def __init__(self, deadline: Deadline, *args: Any, **kwargs: Any) -> None:
+        self.deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        self.deadline.watch([sock])
+        return sock
+
+
+class _WatchedSmtpSsl(_Watched, smtplib.SMTP_SSL):
+    pass
 
 
 _BODY_TAG = re.compile(r"<body\b[^>]*>", re.IGNORECASE)

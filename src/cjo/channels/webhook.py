@@ -31,14 +31,17 @@ import hmac
 import json
 import math
 import re
+import socket
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.channels.deadline import Deadline
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.described import given, redacted
 from cjo.errors import UsageError
@@ -142,8 +145,8 @@ class WebhookChannel(Channel):
     """POSTs each message, signed, to ``url``.
 
     - ``secret``: the key shared with the receiver for the HMAC-SHA256 signature;
-    - ``timeout``: seconds for connecting, sending and reading the reply (a timeout is
-      transient);
+    - ``timeout``: seconds for the whole send, connecting, sending and reading the reply,
+      however slowly it comes (a timeout is transient);
     - ``headers``: more headers for every request (an API key...);
     - ``client``: an ``httpx.Client`` to use (proxies, TLS settings, a mock transport); by
       default the channel makes its own and ``close()`` closes it;
@@ -213,6 +216,8 @@ class WebhookChannel(Channel):
         self.timeout = timeout
         self.headers = dict(headers or {})
         self.clock = clock if clock is not None else SystemClock()
+        # The sockets the channel opened, for a send's deadline (see _tracer).
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._own_client = client is None
         self._client: httpx.Client = (
             client if client is not None else httpx_module.Client(timeout=timeout)
@@ -229,12 +234,15 @@ class WebhookChannel(Channel):
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign_webhook(self._secret, timestamp, body),
         }
-        # httpx's timeout bounds each read, not the whole reply: an endpoint sending its body
-        # a byte at a time would hold the send past the dispatch lease.
+        # httpx's timeout bounds each read, not the whole reply: an endpoint sending its
+        # status line, headers or body a byte at a time would hold the send past the dispatch
+        # lease. So the connection is shut down once the timeout has passed.
         deadline = time.monotonic() + self.timeout
+        cut = Deadline(self.timeout)
         try:
-            with self._client.stream(
-                "POST", self.url, content=body, headers=headers, timeout=self.timeout
+            with cut, self._client.stream(
+                "POST", self.url, content=body, headers=headers, timeout=self.timeout,
+                extensions={"trace": self._tracer(cut)},
             ) as response:
                 code = response.status_code
                 if 200 <= code < 300:  # accepted: what the body says does not matter
@@ -246,6 +254,8 @@ class WebhookChannel(Channel):
         except httpx_module.TimeoutException as exc:
             return DeliveryResult.transient(f"timed out after {self.timeout}s: {exc}")
         except httpx_module.TransportError as exc:
+            if cut.passed:
+                return DeliveryResult.transient(f"timed out after {self.timeout}s")
             return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
         error = f"HTTP {code} from {self._shown_url}" + (f": {said}" if said else "")
         if code >= 500 or code in _TRANSIENT_CODES:
@@ -254,6 +264,24 @@ class WebhookChannel(Channel):
             )
         # The endpoint is the host's: only 410 Gone says the customer cannot be reached.
         return DeliveryResult.permanent(error, unreachable=code == _GONE)
+
+    def _tracer(self, deadline: Deadline) -> Callable[[str, dict[str, Any]], None]:
+        """An httpx trace hook handing ``deadline`` the sockets of the send: the ones it
+        opens, or, on a connection kept alive from an earlier send (which httpx does not
+        name), every one the channel opened (an idle one cut is opened again)."""
+        opened: list[socket.socket] = []
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+                sock = info["return_value"].get_extra_info("socket")
+                if isinstance(sock, socket.socket):
+                    opened.append(sock)
+                    self._sockets.add(sock)
+                    deadline.watch([sock])
+            elif event.endswith(".send_request_headers.started") and not opened:
+                deadline.watch(list(self._sockets))
+
+        return trace
 
     @staticmethod
     def payload(message: Message) -> dict[str, Any]:
