@@ -383,6 +383,7 @@ def test_a_compressed_refusal_is_quoted_decompressed() -> None:
     (503, "Wed, 04 Mar 2026 12:05:00 GMT", timedelta(minutes=5)),   # an HTTP date
     (503, "Wed, 04 Mar 2026 11:00:00 GMT", timedelta(0)),           # already past
     (429, "99999999999999999999", timedelta(seconds=10 * 365 * 86_400)),
+    (429, "0000000000060", timedelta(minutes=1)),                   # leading zeros
     (503, "soon", None),                                            # unreadable: the back-off
     (503, "-5", None),
     (503, None, None),

@@ -354,8 +354,9 @@ def _retry_after(value: str | None, now: datetime) -> timedelta | None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        # A huge number is cut to the longest wait the engine grants anyway.
-        return timedelta(seconds=min(int(value[:12]), _MAX_ASKED))
+        # A huge number is cut to the longest wait the engine grants anyway (after its
+        # leading zeros, which would otherwise push its digits past the cut).
+        return timedelta(seconds=min(int(value.lstrip("0")[:12] or "0"), _MAX_ASKED))
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
