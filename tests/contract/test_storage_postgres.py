@@ -832,6 +832,23 @@ def test_records_set_aside_are_read_through_their_index(
     assert "customers_aside" in plan, plan
 
 
+def test_a_walk_of_a_journeys_customers_reads_a_window_of_ids_per_page(
+    storage: PostgresStorage, postgres_dsn: str
+) -> None:
+    # Filtered in the query, a page read and sorted every record after the cursor (a bitmap
+    # scan), so resuming a journey was quadratic in the records naming it. The page is now a
+    # window of the next ids in key order: an index scan that stops at the limit.
+    from psycopg import sql
+
+    with psycopg.connect(postgres_dsn) as conn:
+        plan = "\n".join(row[0] for row in conn.execute(
+            sql.SQL("EXPLAIN ") + storage._q["enrolled_candidates"],
+            ['"j"', '"j"', "", 10],
+        ))
+        conn.rollback()
+    assert "Index Scan using customers_pkey" in plan and "Sort" not in plan, plan
+
+
 @pytest.mark.parametrize("channels", [None, ["sms"], ["email", "push", "sms"]])
 def test_claims_can_read_pending_messages_through_their_index(
     storage: PostgresStorage, postgres_dsn: str, channels: list[str] | None

@@ -761,12 +761,12 @@ def value_loads(text: str) -> Any:
 
 
 def enrolled_page(
-    candidates: Callable[[str], Sequence[tuple[str, str | bytes]]], journey_id: str,
+    candidates: Callable[[str], Sequence[tuple[str, str | bytes | None]]], journey_id: str,
     after: str | None, limit: int,
 ) -> list[str]:
     """One page of ``Storage.enrolled_customers`` for SQL adapters: ``candidates(after_id)``
-    returns the next (id, record) rows, in id order, of records that mention the journey; the
-    records decide."""
+    returns the next (id, record) rows, in id order, of records that mention the journey (or
+    of a window of ids, with None for a record that does not); the records decide."""
     out: list[str] = []
     cursor = after if after is not None else ""
     while len(out) < limit:
@@ -774,7 +774,7 @@ def enrolled_page(
         if not rows:
             break
         for cid, data in rows:
-            if has_enrollment(data, cid, journey_id):
+            if data is not None and has_enrollment(data, cid, journey_id):
                 out.append(cid)
                 if len(out) == limit:
                     break
