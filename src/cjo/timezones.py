@@ -59,6 +59,13 @@ def zone_or_none(name: str | None) -> ZoneInfo | None:
 
 
 def is_zone(name: str) -> bool:
+    """Whether ``name`` is a known IANA zone, as a new profile, journey or engine zone must be.
+
+    Files of the zone database that are not zone names are refused: ``localtime`` is the
+    machine's own setting (workers set differently would disagree), ``right/`` zones count
+    leap seconds (27 s off), ``posix/`` ones copy the plain names."""
+    if name == "localtime" or name.startswith(("right/", "posix/")):
+        return False
     return zone_or_none(name) is not None
 
 

@@ -22,7 +22,6 @@ Locations read like a path a person would follow::
 from __future__ import annotations
 
 import reprlib
-import zoneinfo
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -80,6 +79,7 @@ from cjo.model.steps import Action, Send, Step
 from cjo.runtime.kinds import step_kind, trigger_kind
 from cjo.segments.history import HISTORY_CONDITION_TYPES, check_node, stream_of
 from cjo.segments.rules import ProfileRule
+from cjo.timezones import is_zone
 
 __all__ = ["channels_named", "named_in_steps", "validate_definitions"]
 
@@ -883,7 +883,7 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
             problems += _event_name_problems(criterion.event, criterion_where)
         # The name is the reason the enrollment ends with.
         problems += _reason_problems(criterion.name, "the name", criterion_where)
-    if journey.timezone is not None and not _is_time_zone(journey.timezone):
+    if journey.timezone is not None and not is_zone(journey.timezone):
         problems.append(Problem(
             where, f"timezone {_q(journey.timezone)} is not a known IANA time zone"
         ))
@@ -991,13 +991,6 @@ def _exit_location(journey: Journey, criterion: ExitCriterion) -> str:
     return f"{_journey_location(journey)} / exit criterion {criterion.name!r}"
 
 
-def _is_time_zone(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        # ValueError: a malformed key like "../x"; OSError: one the file system refuses
-        return False
-    return True
 
 
 def _check_reentry(

@@ -392,3 +392,40 @@ def test_an_attribute_trigger_from_values_where_and_unset(storage_factory: Facto
     world.engine.identify("bob", unset=["plan"])           # from pro to no value: fires
     world.engine.identify("bob", {"plan": None})           # None is no value: nothing
     assert world.sent() == [("bob", start)]
+
+
+def test_a_timezone_attribute_is_the_profile_zone_on_every_path(storage_factory: Factory) -> None:
+    # As in Braze, where time_zone is a standard attribute: a host that sends the zone among
+    # the attributes (identify, a JSON lines import) gets calendar waits in that zone.
+    from cjo import InvalidEventError
+    from cjo.importing import import_profiles
+
+    friday = datetime(2026, 6, 5, 12, tzinfo=UTC)
+    world = World(storage_factory, friday)
+    world.engine.publish(journeys=[
+        Journey("weekly", trigger=EventTrigger("go"), entry="wait",
+                steps={"wait": WaitUntil("09:30", weekdays=("mon",), next="mail"),
+                       "mail": Send("note", "email")}),
+    ], content=[note()])
+    world.engine.identify("paris", {"timezone": "Europe/Paris", "plan": "pro"})
+    result = import_profiles(world.engine, [
+        {"customer_id": "tokyo", "attributes": {"timezone": "Asia/Tokyo"}},
+        {"customer_id": "bad", "attributes": {"timezone": "+02:00"}},
+    ])
+    assert (result.imported, [p.position for p in result.problems]) == (1, [2])
+    assert "not a known IANA time zone" in result.problems[0].reason
+    for customer, zone in (("paris", "Europe/Paris"), ("tokyo", "Asia/Tokyo")):
+        profile = world.engine.profile(customer)
+        assert profile is not None and profile.timezone == zone
+        assert "timezone" not in profile.attributes   # one place for the zone, never two
+    with pytest.raises(InvalidEventError, match="two time zones"):
+        world.engine.identify("paris", {"timezone": "Asia/Tokyo"}, timezone="Europe/Paris")
+    with pytest.raises(InvalidEventError, match="not a known IANA time zone"):
+        world.engine.identify("paris", {"timezone": "utc"})
+    world.engine.handle_event(event("go", "paris", friday, "e1"))
+    world.engine.handle_event(event("go", "tokyo", friday, "e2"))
+    world.run_until(friday + 4 * DAY)
+    assert sorted(world.sent()) == [
+        ("paris", datetime(2026, 6, 8, 7, 30, tzinfo=UTC)),   # Monday 09:30 CEST
+        ("tokyo", datetime(2026, 6, 8, 0, 30, tzinfo=UTC)),   # Monday 09:30 JST
+    ]

@@ -206,3 +206,20 @@ def test_instants_and_wall_times_of_dates_and_datetimes() -> None:
 def test_the_zone_order_skips_unknown_names() -> None:
     assert customer_zone("Mars/Olympus", None, "Europe/Paris") == ZoneInfo("Europe/Paris")
     assert customer_zone(None, None, None) == ZoneInfo("UTC")
+
+
+@pytest.mark.parametrize("name", ["localtime", "right/UTC", "posix/Europe/Paris"])
+def test_a_zone_file_that_is_not_an_iana_name_is_refused_everywhere(name: str) -> None:
+    # "localtime" is whatever zone the machine is set to: two workers on machines set
+    # differently would wake the same customer at different hours. "right/" zones count leap
+    # seconds (27 s off), "posix/" ones duplicate the plain names: none is an IANA zone name.
+    from cjo import Engine, EventTrigger, InvalidEventError, ProfileUpdate, Send, UsageError
+    from cjo.errors import DefinitionError
+
+    with pytest.raises(InvalidEventError, match="not a known IANA time zone"):
+        ProfileUpdate("ann", timezone=name)
+    with pytest.raises(UsageError, match="not a known IANA time zone"):
+        Engine(default_timezone=name)
+    with pytest.raises(DefinitionError, match="not a known IANA time zone"):
+        Engine().publish(journeys=[Journey("j", trigger=EventTrigger("go"), entry="s",
+                                           steps={"s": Send("c", "email")}, timezone=name)])

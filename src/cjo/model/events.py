@@ -142,6 +142,10 @@ def _update_customer_id(value: object) -> str:
     return check_id(value, "profile update customer_id")
 
 
+#: The attribute name a profile update reads as the profile's time zone (``ProfileUpdate``).
+_TIMEZONE_ATTRIBUTE = "timezone"
+
+
 def _timezone(value: object) -> str | None:
     if value is None:
         return None
@@ -461,6 +465,22 @@ class ProfileUpdate:
     unset: tuple[str, ...] = attrs.field(default=(), converter=_names)
     timezone: str | None = attrs.field(default=None, converter=_timezone)
     locale: str | None = attrs.field(default=None, converter=_locale)
+
+    def __attrs_post_init__(self) -> None:
+        # An attribute named ``timezone`` is the profile's zone, as Braze's time_zone is:
+        # kept as a plain attribute, calendar waits would silently ignore it.
+        if _TIMEZONE_ATTRIBUTE not in self.attributes:
+            return
+        attributes = dict(self.attributes)
+        zone = _timezone(attributes.pop(_TIMEZONE_ATTRIBUTE))
+        if zone is not None and self.timezone is not None and zone != self.timezone:
+            raise InvalidEventError(
+                f"profile update gives two time zones: attribute {_TIMEZONE_ATTRIBUTE!r} "
+                f"{zone!r} and timezone {self.timezone!r}"
+            )
+        object.__setattr__(self, "attributes", attributes)
+        if zone is not None:
+            object.__setattr__(self, "timezone", zone)
 
 
 @attrs.frozen(slots=True, weakref_slot=False)

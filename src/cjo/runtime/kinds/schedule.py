@@ -15,7 +15,7 @@ from croniter import croniter
 from cjo.errors import Problem
 from cjo.model.triggers import ScheduleTrigger
 from cjo.runtime.kinds.base import Checker, TriggerKind
-from cjo.timezones import UTC_ZONE, zone_or_none
+from cjo.timezones import UTC_ZONE, is_zone, zone_or_none
 
 if TYPE_CHECKING:
     from cjo.model.journey import Journey
@@ -45,7 +45,7 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
                 f"cron {cron!r} never occurs (a day none of its months has, such as the 30th "
                 "of February)"
             )))
-        if trigger.timezone is not None and zone_or_none(trigger.timezone) is None:
+        if trigger.timezone is not None and not is_zone(trigger.timezone):
             problems.append(Problem(
                 where, f"timezone {trigger.timezone!r} is not a known IANA time zone"
             ))
