@@ -755,3 +755,23 @@ def test_a_blank_eject_reason_is_refused_at_publish_and_in_stored_definitions(
     # A drain or a migration ends no one with the reason: it is not read.
     drain = VersionChange("o", 1, 2, "drain", reason=reason)
     assert validate_definitions(Definitions(journeys=(v1, v2), version_changes=(drain,))) == []
+
+
+@pytest.mark.parametrize("step", [
+    UpdateProfile(set={"timezone": "Europe/Paris"}),
+    UpdateProfile(unset=("timezone",)),
+])
+def test_a_definition_cannot_write_the_timezone_attribute(step: UpdateProfile) -> None:
+    # A host's profile update reads attribute "timezone" as the profile's zone; a step or a
+    # profile rule writing it would keep a plain attribute that calendar waits never read.
+    from cjo.segments.rules import ProfileRule, copy
+
+    problems = validate_definitions(definitions(journey({"a": step})))
+    assert any("the profile's time zone" in p.message for p in problems), problems
+    rule = ProfileRule("tz", "moved", (copy("timezone", prop="tz"),))
+    problems = validate_definitions(attrs.evolve(definitions(journey({"a": Exit()})),
+                                                 profile_rules=(rule,)))
+    assert [p.message for p in problems if "time zone" in p.message] == [
+        "attribute 'timezone' is the profile's time zone, which only the host sets "
+        "(identify(timezone=...) or a profile update): it cannot be set or unset here"
+    ]

@@ -143,7 +143,12 @@ def _update_customer_id(value: object) -> str:
 
 
 #: The attribute name a profile update reads as the profile's time zone (``ProfileUpdate``).
-_TIMEZONE_ATTRIBUTE = "timezone"
+TIMEZONE_ATTRIBUTE = "timezone"
+#: Why a definition may not write that attribute: the zone is not an attribute it could set.
+TIMEZONE_NOT_SET_HERE = (
+    f"attribute {TIMEZONE_ATTRIBUTE!r} is the profile's time zone, which only the host sets "
+    "(identify(timezone=...) or a profile update): it cannot be set or unset here"
+)
 
 
 def _timezone(value: object) -> str | None:
@@ -469,13 +474,13 @@ class ProfileUpdate:
     def __attrs_post_init__(self) -> None:
         # An attribute named ``timezone`` is the profile's zone, as Braze's time_zone is:
         # kept as a plain attribute, calendar waits would silently ignore it.
-        if _TIMEZONE_ATTRIBUTE not in self.attributes:
+        if TIMEZONE_ATTRIBUTE not in self.attributes:
             return
         attributes = dict(self.attributes)
-        zone = _timezone(attributes.pop(_TIMEZONE_ATTRIBUTE))
+        zone = _timezone(attributes.pop(TIMEZONE_ATTRIBUTE))
         if zone is not None and self.timezone is not None and zone != self.timezone:
             raise InvalidEventError(
-                f"profile update gives two time zones: attribute {_TIMEZONE_ATTRIBUTE!r} "
+                f"profile update gives two time zones: attribute {TIMEZONE_ATTRIBUTE!r} "
                 f"{zone!r} and timezone {self.timezone!r}"
             )
         object.__setattr__(self, "attributes", attributes)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cjo.errors import Problem
+from cjo.model.events import TIMEZONE_ATTRIBUTE, TIMEZONE_NOT_SET_HERE
 from cjo.model.steps import UpdateProfile
 from cjo.runtime.kinds.base import Checker, Next, StepKind
 
@@ -34,6 +35,8 @@ class UpdateProfileKind(StepKind[UpdateProfile]):
             return [Problem(where, f"sets and unsets {count} attributes; the limit is {limit}")]
         problems = checker.values(step.set, "attributes to set", "attribute to set", where)
         problems += checker.text([("an attribute to unset", n) for n in step.unset], where)
+        if TIMEZONE_ATTRIBUTE in step.set or TIMEZONE_ATTRIBUTE in step.unset:
+            problems.append(Problem(where, TIMEZONE_NOT_SET_HERE))
         return problems
 
     def run(
