@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from contextlib import AbstractContextManager, closing
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,9 +17,10 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import CorruptRecordError, InvalidEventError, StorageError
 from cjo.model.events import Profile, check_values
-from cjo.runtime.state import CustomerState, Enrollment
+from cjo.runtime.state import Activity, CustomerState, Enrollment
 from cjo.storage import codec
 from cjo.storage import sqlite as sqlite_module
 from cjo.storage.base import PruneResult, Retention, Storage
@@ -81,10 +83,71 @@ def test_prune_gives_other_writers_the_lock_between_slices(
         monkeypatch.setattr(storage, "_write", counting_write)
         assert storage.prune(T0 + 2 * DAY, Retention(event_ids=DAY)).event_ids == 7
         # Four slices of at most two ids, the empty look that ends the walk, then the outbox
-        # and the activity log: one short transaction each, not one long one.
-        assert len(commits) == 6
+        # and the activity log (nothing in either: one look each): one short transaction each,
+        # not one long one.
+        assert len(commits) == 7
     finally:
         storage.close()
+
+
+def test_prune_drops_old_messages_and_activity_a_slice_per_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_PRUNE_SLICE", 3)
+    path = tmp_path / "s.db"
+    tick = timedelta(microseconds=1)
+    storage = SQLiteStorage(path)
+    try:
+        state = CustomerState("c1", T0)
+        for n in range(10):
+            at = T0 + n * timedelta(minutes=1)
+            message = Message(
+                idempotency_key=f"k{n}", customer_id="c1", channel="email", content_id="hi",
+                fields={"subject": "hi"}, journey_id="j", journey_version=1, step_id="email",
+                enrollment_id="j:c1:1", created_at=at,
+            )
+            entries = [Activity(at, "c1", "j:c1:1", "j", 1, "email", "sent", f"d{n % 2}")]
+            if n == 4:  # two in one microsecond: dropped in one span
+                entries.append(Activity(at, "c1", "j:c1:1", "j", 1, "email", "opened"))
+            if n == 7:  # logged late, behind the entries before it
+                entries.append(Activity(T0 + tick, "c1", "j:c1:1", "j", 1, "wait", "event_received"))
+            with storage.customer("c1", at) as session:
+                session.save(state, [message], entries)
+                state = session.load() or state
+            storage.complete_outbox(f"k{n}", DeliveryResult("delivered"), at)
+        # Kept: newer than the cutoff.
+        with storage.customer("c1", T0 + 3 * DAY) as session:
+            session.save(state, [], [Activity(T0 + 3 * DAY, "c1", "j:c1:1", "j", 1, None, "entered")])
+        counts = set(storage.activity_counts("j"))
+
+        sizes: list[int] = []
+        write = storage._write
+
+        @contextmanager
+        def measured_write() -> Iterator[sqlite3.Connection]:
+            with closing(_raw(path)) as raw:
+                before = _rows(raw)
+                with write() as conn:
+                    yield conn
+                sizes.append(before - _rows(raw))
+
+        monkeypatch.setattr(storage, "_write", measured_write)
+        result = storage.prune(T0 + 4 * DAY, Retention(outbox=DAY, activity=2 * DAY))
+        assert result == PruneResult(outbox=10, activity=12)
+        # No transaction drops more than a slice of each (and the entry sharing an instant).
+        assert max(sizes) <= 3 + 3 + 1, sizes
+        assert sum(sizes) == 22 and len(sizes) >= 8, sizes
+        assert set(storage.activity_counts("j")) == counts, "every dropped entry still counts"
+        assert [a.kind for a in storage.activities(T0 - DAY, T0 + 9 * DAY)] == ["entered"]
+    finally:
+        storage.close()
+
+
+def _rows(conn: sqlite3.Connection) -> int:
+    """Messages and activity entries stored."""
+    ((outbox,),) = conn.execute("SELECT count(*) FROM outbox")
+    ((activity,),) = conn.execute("SELECT count(*) FROM activity")
+    return int(outbox) + int(activity)
 
 
 # --- schema 5 --------------------------------------------------------------------------------

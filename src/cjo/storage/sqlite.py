@@ -595,9 +595,19 @@ _PRUNE_EVENTS = tuple(
     f"DELETE FROM events WHERE event_id {op} ? AND event_id <= ? AND seen_at < ?"
     for op in (">=", ">")
 )
-#: How many event ids one of prune()'s write transactions looks at (a few milliseconds).
+#: How many event ids, messages or activity entries one of prune()'s write transactions looks
+#: at (a few milliseconds).
 _PRUNE_SLICE: Final = 20_000
-_PRUNE_OUTBOX = "DELETE FROM outbox WHERE done_at < ?"
+# The next ?2 old messages, oldest first (by ``outbox_done``).
+_PRUNE_OUTBOX = (
+    "DELETE FROM outbox WHERE rowid IN "
+    "(SELECT rowid FROM outbox WHERE done_at < ?1 ORDER BY done_at LIMIT ?2)"
+)
+# The seq of the last of the next ?3 entries of the log in the seq range ?1..?2.
+_ACTIVITY_SLICE_END = (
+    "SELECT max(seq) FROM (SELECT seq FROM activity WHERE seq >= ?1 AND seq <= ?2 "
+    "ORDER BY seq LIMIT ?3)"
+)
 # Everything before ?2 (?1 is the start of time: the range query's own text, reused).
 # ``WHERE true`` keeps the upsert unambiguous to SQLite's parser.
 # A free-text detail is counted as blank, and any other without the instant it names (see
@@ -1469,13 +1479,41 @@ class SQLiteStorage(Storage):
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
         now = ensure_aware(now, "now")
         events = self._prune_event_ids(us(now - retention.event_ids))
-        with self._write() as conn:
-            outbox = conn.execute(_PRUNE_OUTBOX, (us(now - retention.outbox),)).rowcount
-            span = _in_range(_START_OF_TIME, us(now - retention.activity))
-            conn.execute(_FOLD_ACTIVITY, span)
-            activity = (conn.execute(_PRUNE_IN_ORDER, span).rowcount
-                        + conn.execute(_PRUNE_LATE, span[:2]).rowcount)
+        outbox = self._prune_outbox(us(now - retention.outbox))
+        activity = self._prune_activity(us(now - retention.activity))
         return PruneResult(events, outbox, activity)
+
+    def _prune_outbox(self, before_us: int) -> int:
+        """Drop the messages done before ``before_us``, a slice per write transaction (a prune
+        after a long gap must not hold the write lock for seconds)."""
+        removed = 0
+        while True:
+            with self._write() as conn:
+                count = conn.execute(_PRUNE_OUTBOX, (before_us, _PRUNE_SLICE)).rowcount
+            removed += count
+            if count < _PRUNE_SLICE:
+                return removed
+
+    def _prune_activity(self, before_us: int) -> int:
+        """Fold into the counts and drop the entries logged before ``before_us``, a span of
+        time per write transaction, each folded and dropped together. A span ends after the
+        instant of the last of the next slice of entries in seq order (with every in-order
+        entry of that microsecond); the last one, at the cutoff."""
+        removed = 0
+        start = _START_OF_TIME
+        while start < before_us:
+            with self._write() as conn:
+                (last,) = conn.execute(
+                    _ACTIVITY_SLICE_END, (*_in_range(start, before_us)[2:], _PRUNE_SLICE)
+                ).fetchone()
+                # A seq in the range names an instant in it: the span is never empty.
+                end = before_us if last is None else min((last >> 10) + 1, before_us)
+                span = _in_range(start, end)
+                conn.execute(_FOLD_ACTIVITY, span)
+                removed += (conn.execute(_PRUNE_IN_ORDER, span).rowcount
+                            + conn.execute(_PRUNE_LATE, span[:2]).rowcount)
+            start = end
+        return removed
 
     def _prune_event_ids(self, before_us: int) -> int:
         """Forget the event ids seen before ``before_us``: the table in key order, a slice per
