@@ -638,3 +638,35 @@ def test_an_entry_under_the_anonymous_id_at_the_merges_instant_takes_an_id_of_it
     # Each enrollment sends its steps (the erased one only its first): none is taken for
     # another's send and dropped.
     assert len(set(host.keys())) == len(host.keys()) == 7
+
+
+@pytest.mark.xfail(strict=True, reason="a merge withholds an anonymous message its writer is "
+                   "sending at that moment: the channel accepts it, the outbox says discarded")
+def test_a_message_being_sent_when_a_merge_withholds_it_is_recorded_as_sent(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    merging = Engine(storage_factory(), channels={"inbox": RecordingChannel()}, clock=clock)
+
+    class MergedMeanwhile(RecordingChannel):
+        """Another process merges the anonymous customer while this send is under way."""
+
+        def send(self, message: Any) -> DeliveryResult:
+            if not self.messages:
+                merging.identify("c1", anonymous_id="anon-1")
+            return super().send(message)
+
+    channel = MergedMeanwhile()
+    sending = Engine(storage_factory(), channels={"inbox": channel}, clock=clock)
+    sending.publish(content=[NOTE], journeys=[
+        Journey(id="news", trigger=EventTrigger("viewed"), entry="mail",
+                steps={"mail": Send("note", "inbox")}),
+    ])
+    merging.block_channel("c1", "inbox", "STOP")
+    sending.handle_event(Event(customer_id="anon-1", name="viewed", timestamp=clock.now(),
+                               event_id="e1"))
+
+    [message] = channel.messages  # accepted by the channel
+    entry = sending.storage.outbox_entry(message.idempotency_key)
+    assert entry is not None and entry.status == "delivered"
+    assert not [a for a in sending.activities(T0, T0 + DAY) if a.kind == "withheld"]
