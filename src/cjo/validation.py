@@ -64,12 +64,12 @@ from cjo.limits import DEFAULT_LIMITS, MAX_VERSION, Limits
 from cjo.model.content import LOCALE_PROBLEM, ContentItem, Variant, normal_locale
 from cjo.model.definitions import LISTED, Definitions
 from cjo.model.events import (
-    TIMEZONE_ATTRIBUTE,
-    TIMEZONE_NOT_SET_HERE,
+    PROFILE_FIELD_ATTRIBUTES,
     check_id,
     check_value,
     check_values,
     finite_number,
+    not_set_here,
     text_problem,
 )
 from cjo.model.governance import CONTROL_DETAIL, VersionChange
@@ -703,8 +703,8 @@ def _check_rules(
                                            f"{limits.max_attributes_per_update}"))
         for u in rule.updates:
             problems += _text_problems([("the attribute", u.attribute)], where)
-            if u.attribute == TIMEZONE_ATTRIBUTE:
-                problems.append(Problem(where, TIMEZONE_NOT_SET_HERE))
+            if u.attribute in PROFILE_FIELD_ATTRIBUTES:
+                problems.append(Problem(where, not_set_here(u.attribute)))
             if u.op not in ("stamp", "copy", "assign", "add"):
                 problems.append(Problem(where, f"unknown update {u.op!r} of {_q(u.attribute)}"))
             if u.op == "copy" and not u.prop:

@@ -429,3 +429,37 @@ def test_a_timezone_attribute_is_the_profile_zone_on_every_path(storage_factory:
         ("paris", datetime(2026, 6, 8, 7, 30, tzinfo=UTC)),   # Monday 09:30 CEST
         ("tokyo", datetime(2026, 6, 8, 0, 30, tzinfo=UTC)),   # Monday 09:30 JST
     ]
+
+
+def test_a_locale_attribute_is_the_profile_locale_on_every_path(storage_factory: Factory) -> None:
+    # As the time zone: a host that sends the locale among the attributes (Braze's language)
+    # gets the translation, rather than a plain attribute that content never reads.
+    from cjo import InvalidEventError
+    from cjo.importing import import_profiles
+
+    start = datetime(2026, 6, 5, 12, tzinfo=UTC)
+    world = World(storage_factory, start)
+    world.engine.publish(journeys=[
+        Journey("hello", trigger=EventTrigger("go"), entry="mail",
+                steps={"mail": Send("note", "email")}),
+    ], content=[ContentItem("note", variants=(
+        Variant("email", {"subject": "Hi", "text": "Hello"}),
+        Variant("email", {"subject": "Salut", "text": "Bonjour"}, locale="fr"),
+    ))])
+    world.engine.identify("ann", {"locale": "fr", "plan": "pro"})
+    result = import_profiles(world.engine, [
+        {"customer_id": "bea", "attributes": {"locale": "fr-CA"}},
+        {"customer_id": "bad", "attributes": {"locale": "not a locale"}},
+    ])
+    assert (result.imported, [p.position for p in result.problems]) == (1, [2])
+    for customer, locale in (("ann", "fr"), ("bea", "fr-CA")):
+        profile = world.engine.profile(customer)
+        assert profile is not None and profile.locale == locale
+        assert "locale" not in profile.attributes
+    with pytest.raises(InvalidEventError, match="two locales"):
+        world.engine.identify("ann", {"locale": "de"}, locale="fr")
+    world.engine.handle_event(event("go", "ann", start, "e1"))
+    world.engine.handle_event(event("go", "bea", start, "e2"))
+    assert sorted((m.customer_id, m.fields["subject"]) for m in world.email.messages) == [
+        ("ann", "Salut"), ("bea", "Salut"),
+    ]

@@ -757,21 +757,24 @@ def test_a_blank_eject_reason_is_refused_at_publish_and_in_stored_definitions(
     assert validate_definitions(Definitions(journeys=(v1, v2), version_changes=(drain,))) == []
 
 
-@pytest.mark.parametrize("step", [
-    UpdateProfile(set={"timezone": "Europe/Paris"}),
-    UpdateProfile(unset=("timezone",)),
+@pytest.mark.parametrize(("step", "name", "what"), [
+    (UpdateProfile(set={"timezone": "Europe/Paris"}), "timezone", "time zone"),
+    (UpdateProfile(unset=("timezone",)), "timezone", "time zone"),
+    (UpdateProfile(set={"locale": "fr"}), "locale", "locale"),
 ])
-def test_a_definition_cannot_write_the_timezone_attribute(step: UpdateProfile) -> None:
-    # A host's profile update reads attribute "timezone" as the profile's zone; a step or a
-    # profile rule writing it would keep a plain attribute that calendar waits never read.
+def test_a_definition_cannot_write_the_profiles_own_fields(
+    step: UpdateProfile, name: str, what: str
+) -> None:
+    # A host's profile update reads attributes "timezone" and "locale" as the profile's own
+    # fields; a step or a profile rule writing them would keep a plain attribute that calendar
+    # waits and translations never read.
     from cjo.segments.rules import ProfileRule, copy
 
+    says = (f"attribute {name!r} is the profile's {what}, which only the host sets "
+            f"(identify({name}=...) or a profile update): it cannot be set or unset here")
     problems = validate_definitions(definitions(journey({"a": step})))
-    assert any("the profile's time zone" in p.message for p in problems), problems
-    rule = ProfileRule("tz", "moved", (copy("timezone", prop="tz"),))
+    assert says in [p.message for p in problems], problems
+    rule = ProfileRule("r", "moved", (copy(name, prop="x"),))
     problems = validate_definitions(attrs.evolve(definitions(journey({"a": Exit()})),
                                                  profile_rules=(rule,)))
-    assert [p.message for p in problems if "time zone" in p.message] == [
-        "attribute 'timezone' is the profile's time zone, which only the host sets "
-        "(identify(timezone=...) or a profile update): it cannot be set or unset here"
-    ]
+    assert [p.message for p in problems if "profile's" in p.message] == [says]

@@ -142,13 +142,18 @@ def _update_customer_id(value: object) -> str:
     return check_id(value, "profile update customer_id")
 
 
-#: The attribute name a profile update reads as the profile's time zone (``ProfileUpdate``).
-TIMEZONE_ATTRIBUTE = "timezone"
-#: Why a definition may not write that attribute: the zone is not an attribute it could set.
-TIMEZONE_NOT_SET_HERE = (
-    f"attribute {TIMEZONE_ATTRIBUTE!r} is the profile's time zone, which only the host sets "
-    "(identify(timezone=...) or a profile update): it cannot be set or unset here"
-)
+#: Attributes a profile update reads as the profile's own fields (``ProfileUpdate``), as Braze
+#: reads its standard ``time_zone`` and ``language``: what each is called in messages.
+PROFILE_FIELD_ATTRIBUTES: Mapping[str, str] = {"timezone": "time zone", "locale": "locale"}
+
+
+def not_set_here(name: str) -> str:
+    """Why a definition may not write attribute ``name`` (a ``PROFILE_FIELD_ATTRIBUTES`` one):
+    it is a field of the profile, which only the host sets."""
+    return (
+        f"attribute {name!r} is the profile's {PROFILE_FIELD_ATTRIBUTES[name]}, which only the "
+        f"host sets (identify({name}=...) or a profile update): it cannot be set or unset here"
+    )
 
 
 def _timezone(value: object) -> str | None:
@@ -472,20 +477,27 @@ class ProfileUpdate:
     locale: str | None = attrs.field(default=None, converter=_locale)
 
     def __attrs_post_init__(self) -> None:
-        # An attribute named ``timezone`` is the profile's zone, as Braze's time_zone is:
-        # kept as a plain attribute, calendar waits would silently ignore it.
-        if TIMEZONE_ATTRIBUTE not in self.attributes:
+        # Attributes named ``timezone`` and ``locale`` are the profile's zone and locale, as
+        # Braze's time_zone and language are: kept as plain attributes, calendar waits and
+        # translations would silently ignore them.
+        given = self.attributes
+        if "timezone" not in given and "locale" not in given:
             return
-        attributes = dict(self.attributes)
-        zone = _timezone(attributes.pop(TIMEZONE_ATTRIBUTE))
-        if zone is not None and self.timezone is not None and zone != self.timezone:
-            raise InvalidEventError(
-                f"profile update gives two time zones: attribute {TIMEZONE_ATTRIBUTE!r} "
-                f"{zone!r} and timezone {self.timezone!r}"
-            )
+        attributes = dict(given)
+        for name, what in PROFILE_FIELD_ATTRIBUTES.items():
+            if name not in attributes:
+                continue
+            convert = _timezone if name == "timezone" else _locale
+            value = convert(attributes.pop(name))
+            field = getattr(self, name)
+            if value is not None and field is not None and value != field:
+                raise InvalidEventError(
+                    f"profile update gives two {what}s: attribute {name!r} {value!r} and "
+                    f"{name} {field!r}"
+                )
+            if value is not None:
+                object.__setattr__(self, name, value)
         object.__setattr__(self, "attributes", attributes)
-        if zone is not None:
-            object.__setattr__(self, "timezone", zone)
 
 
 @attrs.frozen(slots=True, weakref_slot=False)

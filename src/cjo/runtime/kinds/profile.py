@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cjo.errors import Problem
-from cjo.model.events import TIMEZONE_ATTRIBUTE, TIMEZONE_NOT_SET_HERE
+from cjo.model.events import PROFILE_FIELD_ATTRIBUTES, not_set_here
 from cjo.model.steps import UpdateProfile
 from cjo.runtime.kinds.base import Checker, Next, StepKind
 
@@ -35,8 +35,9 @@ class UpdateProfileKind(StepKind[UpdateProfile]):
             return [Problem(where, f"sets and unsets {count} attributes; the limit is {limit}")]
         problems = checker.values(step.set, "attributes to set", "attribute to set", where)
         problems += checker.text([("an attribute to unset", n) for n in step.unset], where)
-        if TIMEZONE_ATTRIBUTE in step.set or TIMEZONE_ATTRIBUTE in step.unset:
-            problems.append(Problem(where, TIMEZONE_NOT_SET_HERE))
+        for name in PROFILE_FIELD_ATTRIBUTES:
+            if name in step.set or name in step.unset:
+                problems.append(Problem(where, not_set_here(name)))
         return problems
 
     def run(
