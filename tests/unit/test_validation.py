@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from cjo import Engine, ManualClock, VersionChange
+from cjo import Engine, ManualClock, ResumeRule, VersionChange
 from cjo.conditions import And, Compare, Condition, Ref, attr, ctx, in_segment, prop
 from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
@@ -755,3 +755,17 @@ def test_a_blank_eject_reason_is_refused_at_publish_and_in_stored_definitions(
     # A drain or a migration ends no one with the reason: it is not read.
     drain = VersionChange("o", 1, 2, "drain", reason=reason)
     assert validate_definitions(Definitions(journeys=(v1, v2), version_changes=(drain,))) == []
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    (ResumeRule("grace"),
+     "late='grace' needs a grace period, such as ResumeRule('grace', timedelta(hours=4))"),
+    (ResumeRule("skip", timedelta(hours=4)),
+     "a grace period goes only with late='grace', not with 'skip'"),
+])
+def test_a_resume_rule_says_which_half_of_a_grace_is_missing(rule: ResumeRule,
+                                                             message: str) -> None:
+    journey = Journey(id="drip", trigger=EventTrigger("go"), entry="w", on_resume=rule,
+                      steps={"w": Wait(timedelta(hours=1))})
+    problems = validate_definitions(Definitions(journeys=(journey,)))
+    assert [str(p) for p in problems] == [f"journey 'drip' v1 / on_resume: {message}"]
