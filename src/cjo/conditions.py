@@ -25,7 +25,7 @@ datetime (a :class:`CompareTime` node)::
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, NoReturn, Protocol
 
@@ -269,6 +269,14 @@ def entered_at() -> Moment:
     return Moment("entered_at")
 
 
+def as_value_list(values: Iterable[Any]) -> list[Any]:
+    """The values of an iterable in a stable order: a set's are sorted, since its own order
+    follows the process's hashing and would make one definition differ between processes."""
+    if isinstance(values, Set):
+        return sorted(values, key=lambda value: (type(value).__name__, repr(value)))
+    return list(values)
+
+
 class Field:
     """Builder for comparisons: ``attr("age") >= 18`` makes a :class:`Compare` node."""
 
@@ -327,7 +335,7 @@ class Field:
         # A string is iterable, but is_in("abc") almost never means is_in(["a", "b", "c"]).
         if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
             raise DefinitionError(f"{self.ref}.{op}() needs a list of values, got {values!r}")
-        return list(values)
+        return as_value_list(values)
 
     def contains(self, value: Any) -> Compare | CompareFields:
         if isinstance(value, Field):

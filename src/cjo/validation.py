@@ -904,9 +904,15 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
         problems.append(Problem(
             f"{where} / on_resume", f"late must be send_late, skip or grace, got {_q(rule.late)}"
         ))
-    elif (rule.late == "grace") != (rule.grace is not None):
+    elif rule.late == "grace" and rule.grace is None:
         problems.append(Problem(
-            f"{where} / on_resume", "a grace period goes with late='grace', and only with it"
+            f"{where} / on_resume",
+            "late='grace' needs a grace period, such as ResumeRule('grace', timedelta(hours=4))",
+        ))
+    elif rule.late != "grace" and rule.grace is not None:
+        problems.append(Problem(
+            f"{where} / on_resume",
+            f"a grace period goes only with late='grace', not with {_q(rule.late)}",
         ))
     problems += _check_span(rule.grace, "grace", f"{where} / on_resume", limits)
     return problems

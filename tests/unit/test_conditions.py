@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -291,3 +292,30 @@ def test_is_in_not_in_and_contains_take_another_field() -> None:
     assert not within(scope({"tag": "c"}, {"tags": ["a", "b"]}))
     assert compile_condition(prop("tag").not_in(ctx("tags")))(scope({"tag": "c"}, {"tags": []}))
     assert repr(ctx("tag")) == "ctx('tag')"
+
+
+def test_values_given_as_a_set_are_written_the_same_in_every_process():
+    # A set's order follows the process's string hashing, which changes from one run to the
+    # next: a journey built from the same code must be the same definition in each process
+    # (a web process and a worker publish it; a restart publishes it again).
+    import subprocess
+    import sys
+
+    code = (
+        "from cjo import AttributeTrigger, Definitions, EventTrigger, Journey, Wait, attr, "
+        "dumps_definitions, has_any\n"
+        "from datetime import timedelta\n"
+        "eu = {'FR', 'BE', 'DE', 'NL', 'ES', 'IT', 'PT'}\n"
+        "j = Journey('eu', trigger=EventTrigger('signed_up', where=has_any(attr('tags'), eu)),"
+        " entry='w', audience=attr('country').is_in(eu) & attr('region').not_in(eu),"
+        " steps={'w': Wait(timedelta(days=1))})\n"
+        "k = Journey('plan', trigger=AttributeTrigger('plan', changed_to=eu, changed_from=eu),"
+        " entry='w', steps={'w': Wait(timedelta(days=1))})\n"
+        "print(dumps_definitions(Definitions(journeys=(j, k))))\n"
+    )
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        for seed in range(1, 6)
+    }
+    assert len(outputs) == 1

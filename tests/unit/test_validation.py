@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from cjo import Engine, ManualClock, VersionChange
+from cjo import Engine, ManualClock, ResumeRule, VersionChange
 from cjo.conditions import And, Compare, Condition, Ref, attr, ctx, in_segment, prop
 from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
@@ -778,3 +778,17 @@ def test_a_definition_cannot_write_the_profiles_own_fields(
     problems = validate_definitions(attrs.evolve(definitions(journey({"a": Exit()})),
                                                  profile_rules=(rule,)))
     assert [p.message for p in problems if "profile's" in p.message] == [says]
+
+
+@pytest.mark.parametrize(("rule", "message"), [
+    (ResumeRule("grace"),
+     "late='grace' needs a grace period, such as ResumeRule('grace', timedelta(hours=4))"),
+    (ResumeRule("skip", timedelta(hours=4)),
+     "a grace period goes only with late='grace', not with 'skip'"),
+])
+def test_a_resume_rule_says_which_half_of_a_grace_is_missing(rule: ResumeRule,
+                                                             message: str) -> None:
+    journey = Journey(id="drip", trigger=EventTrigger("go"), entry="w", on_resume=rule,
+                      steps={"w": Wait(timedelta(hours=1))})
+    problems = validate_definitions(Definitions(journeys=(journey,)))
+    assert [str(p) for p in problems] == [f"journey 'drip' v1 / on_resume: {message}"]

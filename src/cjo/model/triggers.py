@@ -8,7 +8,7 @@ from typing import Any, ClassVar, Literal, get_args
 
 import attrs
 
-from cjo.conditions import Condition
+from cjo.conditions import Condition, as_value_list
 
 __all__ = [
     "ApiTrigger",
@@ -63,7 +63,7 @@ def _as_values(values: Any) -> Any:
     # collection of values is kept as given, for validation to refuse at its place.
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         return values
-    return tuple(values)
+    return tuple(as_value_list(values))
 
 
 @attrs.frozen

@@ -36,6 +36,7 @@ from cjo.conditions import (
     Field,
     Ref,
     Scope,
+    as_value_list,
     compile_condition,
     holds_value,
     lookup,
@@ -406,7 +407,7 @@ def _values_of(values: Iterable[Any], builder: str) -> tuple[Any, ...]:
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise DefinitionError(f"{builder} takes a list of values, got "
                               f"{type(values).__name__} {values!r:.60}")
-    return tuple(values)
+    return tuple(as_value_list(values))
 
 
 def starts_with(field: Field, prefix: str, *, ignore_case: bool = False) -> TextMatch:
