@@ -78,6 +78,18 @@ class World:
         return [m.fields["text"] for m in self.email.messages]
 
 
+def _paris_and_tokyo_get_monday_0930(world: World, friday: datetime) -> None:
+    """Customers "paris" and "tokyo" trigger the weekly journey on ``friday``: each gets its
+    mail at Monday 09:30 in their own zone."""
+    world.engine.handle_event(event("go", "paris", friday, "e1"))
+    world.engine.handle_event(event("go", "tokyo", friday, "e2"))
+    world.run_until(friday + 4 * DAY)
+    assert sorted(world.sent()) == [
+        ("paris", datetime(2026, 6, 8, 7, 30, tzinfo=UTC)),   # Monday 09:30 CEST
+        ("tokyo", datetime(2026, 6, 8, 0, 30, tzinfo=UTC)),   # Monday 09:30 JST
+    ]
+
+
 # --- WaitUntil across DST ---------------------------------------------------------------------
 
 DAILY = Journey(
@@ -191,13 +203,7 @@ def test_weekdays_and_the_journey_zone_and_the_engine_default(storage_factory: F
     ], content=[note()])
     world.engine.identify("tokyo", {})                      # no zone: the journey's
     world.engine.identify("paris", {}, timezone="Europe/Paris")   # the profile's wins
-    world.engine.handle_event(event("go", "tokyo", friday, "e1"))
-    world.engine.handle_event(event("go", "paris", friday, "e2"))
-    world.run_until(friday + 4 * DAY)
-    assert sorted(world.sent()) == [
-        ("paris", datetime(2026, 6, 8, 7, 30, tzinfo=UTC)),   # Monday 09:30 CEST
-        ("tokyo", datetime(2026, 6, 8, 0, 30, tzinfo=UTC)),   # Monday 09:30 JST
-    ]
+    _paris_and_tokyo_get_monday_0930(world, friday)
     other = World(storage_factory, friday, default_timezone="America/New_York")
     other.engine.publish(journeys=[Journey(
         "plain", trigger=EventTrigger("go"), entry="wait",
@@ -422,13 +428,7 @@ def test_a_timezone_attribute_is_the_profile_zone_on_every_path(storage_factory:
         world.engine.identify("paris", {"timezone": "Asia/Tokyo"}, timezone="Europe/Paris")
     with pytest.raises(InvalidEventError, match="not a known IANA time zone"):
         world.engine.identify("paris", {"timezone": "utc"})
-    world.engine.handle_event(event("go", "paris", friday, "e1"))
-    world.engine.handle_event(event("go", "tokyo", friday, "e2"))
-    world.run_until(friday + 4 * DAY)
-    assert sorted(world.sent()) == [
-        ("paris", datetime(2026, 6, 8, 7, 30, tzinfo=UTC)),   # Monday 09:30 CEST
-        ("tokyo", datetime(2026, 6, 8, 0, 30, tzinfo=UTC)),   # Monday 09:30 JST
-    ]
+    _paris_and_tokyo_get_monday_0930(world, friday)
 
 
 def test_a_locale_attribute_is_the_profile_locale_on_every_path(storage_factory: Factory) -> None:
