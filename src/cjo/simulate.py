@@ -31,6 +31,7 @@ from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.clock import ManualClock, ensure_aware
 from cjo.content.offers import Scorer
 from cjo.delivery.feedback import DELIVERY_EVENTS, check_delivery_event, sent_messages
+from cjo.described import short
 from cjo.engine import Engine
 from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
 from cjo.limits import Limits
@@ -864,9 +865,16 @@ def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | Opera
             f"input #{position} is a {type(item).__name__} without an instant: pair it with "
             f"the instant it applies at, as (datetime, {type(item).__name__}(...))"
         )
+    kind = type(item)
+    # A class of the caller's own may share a name with cjo's (their own Event): name its
+    # module, and show the value, so the input can be found.
+    name = kind.__name__ if kind.__module__ == "builtins" else (
+        f"{kind.__module__}.{kind.__qualname__}"
+    )
     raise UsageError(
-        f"input #{position} is a {type(item).__name__}: a back-test reads Event, ProfileUpdate, "
-        "(datetime, ProfileUpdate) and (datetime, Publish | PauseJourney | ResumeJourney) items"
+        f"input #{position} is a {name} {short(item)}: a back-test reads cjo's Event, "
+        "ProfileUpdate, (datetime, ProfileUpdate) and (datetime, Publish | PauseJourney | "
+        "ResumeJourney) items"
     )
 
 

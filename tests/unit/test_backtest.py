@@ -142,6 +142,22 @@ def test_an_input_of_another_kind_is_refused_by_its_position() -> None:
         backtest(cart(), [(T0, "not an update")])  # type: ignore[list-item]
 
 
+def test_an_input_of_a_lookalike_class_is_named_apart_from_cjos_own() -> None:
+    # An analyst's own record class called Event: "input #1 is a Event: a back-test reads
+    # Event..." would leave them puzzled; the message names where it comes from, and shows it.
+    @attrs.frozen
+    class Event:  # the point: the same name as cjo's
+        customer_id: str
+
+    with pytest.raises(UsageError) as caught:
+        backtest(cart(), [ev("cart", T0), Event("ann")])  # type: ignore[list-item]
+    message = str(caught.value)
+    assert message.startswith(f"input #1 is a {__name__}.")
+    assert "Event(customer_id='ann')" in message
+    with pytest.raises(UsageError, match=r"^input #0 is a dict \{'name': 'cart'\}: "):
+        backtest(cart(), [{"name": "cart"}])  # type: ignore[list-item]
+
+
 def test_arguments_are_checked() -> None:
     with pytest.raises(UsageError, match="progress_every"):
         backtest(cart(), [], progress_every=0)
