@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable, Mapping
 from datetime import datetime, time, timedelta
@@ -167,7 +168,13 @@ def _strict(cls: type[Any], accepts: tuple[type[Any], ...], noun: str) -> Callab
     def structure(value: Any, _t: Any) -> Any:
         if not isinstance(value, accepts) or (isinstance(value, bool) and cls is not bool):
             raise _BadValueError(f"expected {noun}, got {value!r}")
-        return cls(value)
+        try:
+            return cls(value)
+        except OverflowError:  # float(10**400): JSON reads any integer, a float holds less
+            raise _BadValueError(
+                f"expected {noun}, got an integer too large for one (at most about "
+                f"{sys.float_info.max:.1e})"
+            ) from None
 
     return structure
 
@@ -180,8 +187,11 @@ def _format_exception(exc: BaseException, cls: type[Any] | None) -> str:
         return str(exc)
     if isinstance(exc, AttributeError) and str(exc).endswith(_NOT_A_MAPPING):
         return "expected an object"  # a class or a mapping was given a list, string or number
-    if isinstance(exc, TypeError) and (cls is tuple or typing.get_origin(cls) is tuple):
+    if isinstance(exc, TypeError) and _is_tuple(cls):
         return "expected a list"  # cattrs would say "expected tuple", which JSON does not have
+    union = typing.get_origin(cls) in (typing.Union, types.UnionType)
+    if isinstance(exc, TypeError) and union and any(map(_is_tuple, typing.get_args(cls))):
+        return "expected a list or null"  # an optional list: cattrs names Python's types
     return format_exception(exc, cls)
 
 

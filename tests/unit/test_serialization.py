@@ -472,6 +472,29 @@ def test_split_weights_may_be_written_as_integers() -> None:
     assert load_journey(steps={"a": step}).steps["a"] == Split((SplitPath("A", 1.0),))
 
 
+@pytest.mark.parametrize("where", ["journey", "control_group"])
+def test_a_number_too_large_for_a_float_is_refused_by_name(where: str) -> None:
+    # float(10**400) overflows: the problem read "unknown error (int too large to convert
+    # to float)".
+    if where == "journey":
+        step = {"kind": "split", "paths": [{"name": "A", "weight": 10**400}]}
+        data: dict[str, Any] = {"journeys": [journey_data(steps={"a": step})]}
+        location = "$.journeys[0].steps['a'].paths[0].weight"
+    else:
+        data, location = {"control_group": {"percent": -(10**400)}}, "$.control_group.percent"
+    assert only_problem(data) == Problem(
+        location, "expected a number, got an integer too large for one (at most about 1.8e+308)"
+    )
+
+
+@pytest.mark.parametrize("value", [0, 1.5, True])
+def test_a_value_where_a_list_or_null_belongs_is_refused_in_json_words(value: Any) -> None:
+    # cattrs said "invalid value for type, expected tuple[typing.Any, ...] | None".
+    trigger = {"kind": "attribute", "attribute": "plan", "changed_to": value}
+    problem = only_problem({"journeys": [journey_data(trigger=trigger)]})
+    assert problem == Problem("$.journeys[0].trigger.changed_to", "expected a list or null")
+
+
 def test_definitions_must_be_an_object() -> None:
     assert only_problem([]) == Problem("$", "expected an object of definitions")
 
