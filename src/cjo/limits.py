@@ -126,7 +126,8 @@ class Limits:
     - ``max_variants_per_content``: variants (channel and locale) of one content item.
     - ``max_fields_per_variant``: fields of one variant.
     - ``max_attributes_per_update``: attributes one UpdateProfile step sets and unsets.
-    - ``min_wait``: shortest Wait duration and WaitForEvent timeout.
+    - ``min_wait``: shortest Wait duration and WaitForEvent timeout, and shortest
+      ``max_lifetime``, goal ``within``, re-entry ``cooldown`` / ``per`` and cap ``per``.
     - ``max_duration``: longest duration anywhere in a definition (waits, timeouts, lifetimes,
       goal windows, re-entry windows), and how far a date wait or a time condition may move
       its instant either way.

@@ -570,13 +570,20 @@ def _in_range(value: object, low: int, high: int) -> bool:
 
 
 def _check_span(
-    duration: timedelta | None, name: str, where: str, limits: Limits
+    duration: timedelta | None, name: str, where: str, limits: Limits, *, short: bool = False
 ) -> list[Problem]:
-    """A duration that must be positive (when set) and at most ``limits.max_duration``."""
+    """A duration that must be positive (when set) and at most ``limits.max_duration``; unless
+    ``short``, at least ``limits.min_wait`` too."""
     if duration is None:
         return []
     if not _positive(duration):
         return [Problem(where, f"{name} must be positive, got {_describe(duration)}")]
+    if not short and duration < limits.min_wait:
+        # In JSON a bare number is seconds: "within": 14 meant as days is 14 seconds, and a
+        # window that short only ever holds what the same instant brings.
+        return [Problem(where, f"{name} {_describe(duration)} is shorter than the minimum of "
+                               f"{_describe(limits.min_wait)} (a bare number is seconds: write "
+                               "'14d' for days)")]
     if duration > limits.max_duration:
         return [Problem(where, f"{name} {_describe(duration)} is longer than the limit of "
                                f"{_describe(limits.max_duration)}")]
@@ -914,7 +921,7 @@ def _check_journey_fields(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> 
             f"{where} / on_resume",
             f"a grace period goes only with late='grace', not with {_q(rule.late)}",
         ))
-    problems += _check_span(rule.grace, "grace", f"{where} / on_resume", limits)
+    problems += _check_span(rule.grace, "grace", f"{where} / on_resume", limits, short=True)
     return problems
 
 
@@ -1039,7 +1046,8 @@ def _check_reentry(
     for name in ("cooldown", "per", "guard"):
         span = getattr(policy, name)
         if _positive(span):
-            problems += _check_span(span, name, where, limits)
+            # A duplicate guard may be seconds: it absorbs a double click.
+            problems += _check_span(span, name, where, limits, short=name == "guard")
     if policy.instance_key is not None:
         problems += _id_problems(policy.instance_key, "instance_key", where)
     return problems

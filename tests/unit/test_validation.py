@@ -792,3 +792,23 @@ def test_a_resume_rule_says_which_half_of_a_grace_is_missing(rule: ResumeRule,
                       steps={"w": Wait(timedelta(hours=1))})
     problems = validate_definitions(Definitions(journeys=(journey,)))
     assert [str(p) for p in problems] == [f"journey 'drip' v1 / on_resume: {message}"]
+
+
+@pytest.mark.parametrize(("fields", "name"), [
+    ({"goal": Goal("purchased", within=timedelta(seconds=14))}, "within"),
+    ({"max_lifetime": timedelta(seconds=30)}, "max_lifetime"),
+    ({"reentry": ReentryPolicy.after_cooldown(timedelta(seconds=7))}, "cooldown"),
+    ({"reentry": ReentryPolicy.at_most(2, per=timedelta(seconds=7))}, "per"),
+])
+def test_a_window_of_seconds_is_refused_as_a_likely_unit_slip(
+    fields: dict[str, Any], name: str
+) -> None:
+    # In JSON a bare number is seconds: "within": 14 meant as days gave a 14-second goal.
+    problems = validate_definitions(definitions(journey({"a": Exit()}, **fields)))
+    assert any(p.message.startswith(f"{name} ") and "a bare number is seconds" in p.message
+               for p in problems), problems
+
+
+def test_a_duplicate_guard_may_be_seconds() -> None:
+    policy = ReentryPolicy.after_exit(guard=timedelta(seconds=5))
+    assert validate_definitions(definitions(journey({"a": Exit()}, reentry=policy))) == []
