@@ -461,6 +461,15 @@ class Engine:
         with self._definitions_lock:
             return self._change_definitions_locked(change)
 
+    def _validate(self, definitions: Definitions, registry: Registry) -> list[Problem]:
+        return validate_definitions(
+            definitions, channels=self._known_channels(registry),
+            actions=self.actions.keys(),
+            limits=self.limits,
+            renderer=registry.renderer.renderer,
+            channel_types=self.options.channel_types, scorers=self.options.scorers.keys(),
+        )
+
     def _change_definitions_locked(
         self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]]
     ) -> int:
@@ -468,13 +477,14 @@ class Engine:
             registry = self._sync()
             current = registry.definitions
             merged, problems = change(current)
-            problems.extend(validate_definitions(
-                merged, channels=self._known_channels(registry),
-                actions=self.actions.keys(),
-                limits=self.limits,
-                renderer=registry.renderer.renderer,
-                channel_types=self.options.channel_types, scorers=self.options.scorers.keys(),
-            ))
+            found = self._validate(merged, registry)
+            if found and registry.generation > 0:
+                # What the stored definitions already break is not this publish's doing: a
+                # check added since they were published (an upgrade) must not block every
+                # later publish. Only what this one brings is refused.
+                stored = set(self._validate(current, registry))
+                found = [p for p in found if p not in stored]
+            problems.extend(found)
             if problems:
                 raise DefinitionError(problems)
             if registry.generation > 0 and same_definition(merged, current):

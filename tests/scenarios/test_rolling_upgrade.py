@@ -227,3 +227,28 @@ def test_an_older_process_still_reports_on_what_it_recorded(storage_factory: Fac
     report = journey_report(storage_factory(), other)
     assert [(r.step_id, r.kind, r.waiting) for r in report.steps] == [
         ("pause", "wait", 0), ("mail", "send", 0), ("wait", "?", 1)]
+
+
+def test_a_check_added_since_a_publish_does_not_block_the_next_publish(
+    storage_factory: Factory,
+) -> None:
+    # Published by an older cjo: a 30-second goal window, which this cjo refuses (a bare JSON
+    # number is seconds). Every later publish validates the whole merged set; the stored
+    # journey must not block those that do not bring it.
+    from cjo import Goal
+    from cjo.errors import DefinitionError
+    from cjo.model.definitions import Definitions
+
+    storage = storage_factory()
+    old = attrs.evolve(_journey(), goal=Goal("purchased", within=timedelta(seconds=30)))
+    storage.append_definitions(0, dumps_stored_definitions(
+        Definitions(journeys=(old,), segments=(_SEGMENT,), content=(_CONTENT,))
+    ))
+    engine = Engine(storage, clock=ManualClock(T0), channels={"email": RecordingChannel()})
+    other = Journey("other", trigger=EventTrigger("ping"), entry="mail",
+                    steps={"mail": Send("note", "email")})
+    engine.publish(journeys=[other])
+    assert {j.id for j in engine.definitions.journeys} == {"welcome", "other"}
+    # What a publish brings is still checked: a new version with the same window is refused.
+    with pytest.raises(DefinitionError, match="within 30s is shorter than the minimum"):
+        engine.publish(journeys=[attrs.evolve(old, version=2)])
