@@ -4,6 +4,7 @@ storage a running engine uses."""
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Callable
 from contextlib import closing
 from datetime import UTC, datetime
@@ -183,6 +184,19 @@ def test_a_postgresql_schema_that_does_not_exist_is_refused_not_made(
     with psycopg.connect(postgres_dsn) as conn:
         assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s",
                             [postgres_schema]).fetchone() is None
+
+
+@pytest.mark.parametrize("command", ["report", "dead-letters", "set-aside"])
+def test_a_postgresql_url_without_the_driver_names_the_extra(
+    command: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As if psycopg were not installed: the adapter's import fails on it.
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.delitem(sys.modules, "cjo.storage.postgres", raising=False)
+    status, out, err = run(capsys, command, "--storage", "postgresql://u:hunter2@h/db")
+    assert (status, out) == (2, "")
+    assert err.startswith(f"cjo {command}: cannot open postgresql://u:***@h/db: ")
+    assert 'pip install "cjo[postgres]"' in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])

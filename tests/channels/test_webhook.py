@@ -271,7 +271,8 @@ def test_construction_refuses_what_would_fail_every_send(
 
 def test_without_httpx_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "httpx", None)
-    with pytest.raises(ImportError, match=r"pip install cjo\[webhook\]"):
+    # Quoted, as the other extras are: an unquoted [webhook] is a glob to zsh.
+    with pytest.raises(ImportError, match=r'pip install "cjo\[webhook\]"'):
         WebhookChannel("https://x.example", SECRET)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import inspect
 import re
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,31 @@ def test_the_version_is_the_packages_version() -> None:
 
 def test_the_type_marker_is_in_the_package() -> None:
     assert (SRC / "py.typed").is_file()
+
+
+def _public_functions() -> dict[str, object]:
+    """Every function and method (inherited ones included) of what ``cjo`` exports."""
+    found: dict[str, object] = {}
+    for name in cjo.__all__:
+        value = getattr(cjo, name)
+        if inspect.isfunction(value):
+            found[name] = value
+        elif inspect.isclass(value):
+            for attribute in dir(value):
+                if attribute.startswith("_") and attribute != "__init__":
+                    continue
+                member = inspect.getattr_static(value, attribute)
+                member = getattr(member, "__func__", member)  # staticmethod, classmethod
+                if inspect.isfunction(member):
+                    found[f"{name}.{attribute}"] = member
+    return found
+
+
+def test_no_public_function_returns_any() -> None:
+    # A user's `mypy --strict` refuses to return an Any from a typed function, so a builder
+    # typed `-> Any` breaks code such as `return performed("x").within(days=30)`.
+    untyped = sorted(
+        name for name, function in _public_functions().items()
+        if getattr(function, "__annotations__", {}).get("return") in ("Any", Any)
+    )
+    assert untyped == []

@@ -44,7 +44,7 @@ from cjo.channels.base import Channel, DeliveryResult, Message
 from cjo.channels.deadline import Deadline
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.described import given, redacted
-from cjo.errors import UsageError
+from cjo.errors import UsageError, missing_extra
 
 if TYPE_CHECKING:
     import httpx
@@ -135,9 +135,7 @@ def _httpx() -> Any:
     try:
         import httpx  # noqa: PLC0415  (optional: only this channel needs it)
     except ImportError as exc:  # pragma: no cover - exercised only without the extra
-        raise ImportError(
-            "WebhookChannel needs httpx: install it with `pip install cjo[webhook]`"
-        ) from exc
+        raise missing_extra("WebhookChannel", "httpx", "webhook", exc) from exc
     return httpx
 
 

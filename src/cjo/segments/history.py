@@ -25,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, Self
 
 import attrs
 
@@ -126,12 +126,12 @@ class _Windowed:
     __slots__ = ()
 
     def within(self, span: timedelta | None = None, *, days: float = 0, hours: float = 0,
-               minutes: float = 0, seconds: float = 0) -> Any:
+               minutes: float = 0, seconds: float = 0) -> Self:
         """Events stamped after ``now - span`` (a rolling window)."""
         return attrs.evolve(self, window=_span(days, hours, minutes, seconds, span),  # type: ignore[misc]
                             since=None, until=None)
 
-    def between(self, since: datetime | None, until: datetime | None) -> Any:
+    def between(self, since: datetime | None, until: datetime | None) -> Self:
         """Events stamped at or after ``since`` and before ``until`` (either may be open)."""
         return attrs.evolve(self, window=None, since=since, until=until)  # type: ignore[misc]
 

@@ -72,7 +72,7 @@ def holds_cjo(url: str) -> bool:
     kind = storage_kind(url)
     if kind == "memory":
         return False
-    module = importlib.import_module(_SQL_ADAPTERS[kind][0])
+    module = _adapter_module(_SQL_ADAPTERS[kind][0], url)
     if kind == "postgresql":
         dsn, schema = _schema_of(url.strip())
         return bool(module.holds_schema(dsn, schema))
@@ -100,14 +100,18 @@ def _schema_of(url: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(query=rest)), schemas[0]
 
 
-def _adapter_class(module_name: str, class_name: str, url: str) -> Any:
+def _adapter_module(module_name: str, url: str) -> Any:
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ImportError as exc:
         # Either the adapter itself or its driver (psycopg for PostgreSQL) is missing.
         raise StorageError(
             f"cannot open {redact_url(url)}: {module_name} is not available ({exc})"
         ) from exc
+
+
+def _adapter_class(module_name: str, class_name: str, url: str) -> Any:
+    module = _adapter_module(module_name, url)
     cls = getattr(module, class_name, None)
     if cls is None:
         raise StorageError(f"cannot open {redact_url(url)}: {module_name} has no {class_name}")
