@@ -150,6 +150,32 @@ def test_the_most_recent_statement_covering_a_send_wins(storage: Storage) -> Non
 
 
 
+def test_a_statement_arriving_late_is_dated_when_it_was_said(storage: Storage) -> None:
+    """A subscription event delayed on its way (a provider's webhook, a queue) is the
+    customer's word at its own instant: it loses to what they said after it, as in a
+    back-test of the same stream, and it never outlives a later opt-out."""
+    host = Host(storage)
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)
+    host.clock.advance(HOUR)
+    host.engine.set_consent("c1", subscribed=False, topic="newsletter")   # said at T0 + 1h
+    host.clock.advance(HOUR)
+    # A "subscribe" said at T0 + 30 min arrives only now: the later opt-out still holds.
+    host.engine.handle_event(Event("c1", "subscribed", T0 + HOUR / 2, {"topic": "newsletter"},
+                                   event_id="late-yes"))
+    assert host.event("digest_ready").messages == ()
+    assert host.engine.customer_state("c1").consent == {("newsletter", "*"): (False, T0 + HOUR)}
+    # And the other way round: a late "unsubscribe" does not undo a later re-subscription.
+    host.engine.set_consent("c2", subscribed=True, topic="newsletter")   # at T0 + 2h
+    host.clock.advance(HOUR)
+    host.engine.handle_event(Event("c2", "unsubscribed", T0 + HOUR, {"topic": "newsletter"},
+                                   event_id="late-no"))
+    assert len(host.event("digest_ready", customer="c2").messages) == 1
+    # A late statement that nothing newer covers is dated when it was said.
+    host.engine.handle_event(Event("c3", "unsubscribed", T0 + 2 * HOUR, {"channel": "sms"},
+                                   event_id="late-sms"))
+    assert host.engine.customer_state("c3").consent == {("*", "sms"): (False, T0 + 2 * HOUR)}
+
+
 def test_a_statement_about_an_undeclared_topic_is_refused(storage: Storage) -> None:
     host = Host(storage)
     host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)

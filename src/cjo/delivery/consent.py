@@ -55,6 +55,13 @@ def set_consent(
     """Record that the customer subscribed (``value``) or unsubscribed at ``at``, to ``topic``
     (None: every topic) on ``channel`` (None: every channel)."""
     key = (topic or ANY, channel or ANY)
+    consent = state.consent
+    # A statement that arrives late (a delayed event) loses to a newer one covering it: it
+    # could never win, so it is not kept. A newer broad "yes" does not cover one naming a
+    # topic, which still decides an opt-in topic.
+    if any(_covers(k, key) and when > at and not (yes and k[0] == ANY != key[0])
+           for k, (yes, when) in consent.items()):
+        return
     consent = state.own_consent()
     # Older statements this one covers can never win again: drop them, so the record stays
     # as small as what the customer said last. Save, under a broad "yes", those naming a

@@ -207,8 +207,11 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
             if topic is None:
                 channel = sent_on  # a message of no topic: all marketing on its channel
     state = d.state
+    # A statement is the customer's word at the instant they said it (a delayed event's own
+    # timestamp, never later than now), so the most recent one wins whatever the arrival order.
+    said = min(event.timestamp, now)
     if name in {"subscribed", "unsubscribed"}:
-        set_consent(state, topic, channel, name == "subscribed", now)
+        set_consent(state, topic, channel, name == "subscribed", said)
     elif name == "channel_blocked" and channel is not None:
         block(state, channel, _text(props.get("reason")) or "blocked")
     elif name == "channel_unblocked" and channel is not None:
@@ -216,7 +219,7 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
     elif name == "bounced" and sent_on is not None and props.get("type") == "hard":
         mark_unreachable(d, sent_on, "hard bounce")
     elif name == "complained" and sent_on is not None:
-        set_consent(state, None, sent_on, False, now)
+        set_consent(state, None, sent_on, False, said)
     d.touch()
     if linked is not None and content is not None and name in FEEDBACK_EVENTS:
         jid, version, enrollment_id, step_id, _ = linked
