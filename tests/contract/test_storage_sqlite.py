@@ -691,3 +691,27 @@ def test_activity_ranges_are_exact_whatever_the_order_of_appending(tmp_path: Pat
             ActivityCount("j", 1, None, "step", str(i), 1)
             for i in sorted(range(len(entries)), key=str)
         ]
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_file_deleted_or_replaced_while_open_is_refused(
+    tmp_path: Path, how: str
+) -> None:
+    # SQLite goes on writing into the unlinked file, and every commit is lost when it closes.
+    path = tmp_path / "gone.db"
+    with SQLiteStorage(path) as storage:
+        with storage.customer("c1", T0) as session:
+            session.save(CustomerState("c1", T0), (), ())
+        if how == "deleted":
+            path.unlink()
+        else:
+            with SQLiteStorage(tmp_path / "other.db"):
+                pass
+            (tmp_path / "other.db").replace(path)
+        with (pytest.raises(StorageError, match="deleted or replaced"),
+              storage.customer("c2", T0) as session):
+            session.save(CustomerState("c2", T0), (), ())
+        with pytest.raises(StorageError, match="deleted or replaced"):
+            storage.put_setting("k", "v")
+        with pytest.raises(StorageError, match="deleted or replaced"):
+            storage.peek("c1")

@@ -1054,6 +1054,13 @@ class SQLiteStorage(Storage):
                 conn.close()
                 raise
         self._conn: sqlite3.Connection | None = conn
+        # The file opened, by identity: SQLite goes on using a file deleted or replaced under
+        # it, and what it writes there is lost when it closes (_check_file).
+        self._file: tuple[str, tuple[int, int]] | None = None
+        if self.database != ":memory:":
+            where = os.path.abspath(self.database)  # the process may change directory later
+            found = os.stat(where)
+            self._file = (where, (found.st_dev, found.st_ino))
         # The one cursor of the customer transactions (they run one at a time, under the lock):
         # cheaper than a new cursor per transaction.
         self._cursor: sqlite3.Cursor | None = conn.cursor()
@@ -1067,7 +1074,24 @@ class SQLiteStorage(Storage):
         conn = self._conn
         if conn is None:
             raise StorageError(f"{self!r} is closed")
+        self._check_file()
         return conn
+
+    def _check_file(self) -> None:
+        """``StorageError`` if the database file is no longer the one opened (deleted, or
+        another moved over it): what would be written now could never be read again."""
+        if self._file is None:
+            return
+        where, identity = self._file
+        try:
+            found = os.stat(where)
+        except OSError:
+            found = None
+        if found is None or (found.st_dev, found.st_ino) != identity:
+            raise StorageError(
+                f"SQLite {self.database!r}: the database file was deleted or replaced since it "
+                "was opened; nothing more is written to it: open the storage again"
+            )
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -1095,6 +1119,7 @@ class SQLiteStorage(Storage):
         try:
             if cur is None:
                 raise StorageError(f"{self!r} is closed")
+            self._check_file()
             cur.execute("BEGIN IMMEDIATE")
             return _Txn(cur, now, self.dispatch_lease, self._records)
         except BaseException as exc:
