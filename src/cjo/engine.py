@@ -1258,6 +1258,21 @@ class Engine:
         handed over as in deferred mode, to a process that has the channel."""
         if not messages:
             return
+        try:
+            self._dispatch_now(messages, now, outcome)
+        except StorageError as exc:
+            # After the commit: what was decided is stored, and a message not recorded as sent
+            # stays in the outbox, leased, for ``dispatch_pending`` once the lease runs out
+            # (with its key: at least once). An error here would tell the caller nothing was
+            # kept, and a retry of the input would only be a duplicate.
+            log.warning("messages written at %s not all recorded as sent, left to the outbox: "
+                        "%s", now.isoformat(), exc)
+            for message in messages:
+                outcome.delivery.setdefault(message.idempotency_key, "pending")
+
+    def _dispatch_now(
+        self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
+    ) -> None:
         here: Sequence[Message] = ()
         if self.dispatch == "inline":
             here = [m for m in messages if self._has_channel(m.channel)]

@@ -159,3 +159,33 @@ def test_the_items_an_iterable_gave_before_it_raised_are_handled(
     # Given again, they are duplicates: nothing is handled twice.
     again = engine.handle_events(Event(f"s{n}", "go", T0, event_id=f"s{n}") for n in range(7))
     assert again.entered == ()
+
+
+def test_a_storage_error_recording_inline_sends_keeps_the_calls_outcome(
+    storage: Storage,
+) -> None:
+    # The connection is lost after the commit, while the sends are recorded: the decision is
+    # stored, so the call returns what it decided; the messages stay in the outbox and go out
+    # again with their keys once the lease has run out (at least once).
+    from cjo.errors import StorageError
+
+    channel = _Failing(fail_at=-1)
+    engine = _engine(storage, channel)
+    record = storage.complete_outbox_many
+
+    def lost(*args: object, **kwargs: object) -> None:
+        raise StorageError("connection lost")
+
+    storage.complete_outbox_many = lost  # type: ignore[method-assign]
+    try:
+        outcome = engine.handle_event(_go("c0"))
+    finally:
+        storage.complete_outbox_many = record  # type: ignore[method-assign]
+    assert [e.journey_id for e in outcome.entered] == ["j"]
+    assert list(outcome.delivery.values()) == ["delivered"]
+    assert engine.handle_event(_go("c0")).duplicate
+    assert _entries(storage)[0][:2] == ("c0", "pending")
+    engine.clock.advance(hours=1)  # type: ignore[attr-defined]
+    assert engine.dispatch_pending() == 1
+    assert channel.attempts == [channel.attempts[0]] * 2   # the same key, again
+    assert _entries(storage)[0][:2] == ("c0", "delivered")
