@@ -1008,8 +1008,6 @@ def _exit_location(journey: Journey, criterion: ExitCriterion) -> str:
     return f"{_journey_location(journey)} / exit criterion {criterion.name!r}"
 
 
-
-
 def _check_reentry(
     policy: ReentryPolicy, where: str, limits: Limits = DEFAULT_LIMITS
 ) -> list[Problem]:
