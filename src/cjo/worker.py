@@ -27,7 +27,7 @@ import attrs
 from cjo.engine import Engine
 from cjo.errors import StorageError, UsageError
 
-__all__ = ["WorkerStats", "run_worker"]
+__all__ = ["MAX_FAILURE_WAIT", "WorkerStats", "run_worker"]
 
 log = logging.getLogger("cjo.worker")
 
@@ -54,6 +54,21 @@ class WorkerStats:
     errors: int = 0
 
 
+#: The longest wait between failing passes (unless ``poll_interval`` is longer), in seconds.
+MAX_FAILURE_WAIT = 30.0
+#: The first wait after a failing pass when ``poll_interval`` is 0: a database that is down
+#: must not be retried in a tight loop, a traceback logged each time.
+_FIRST_FAILURE_WAIT = 0.05
+
+
+def _after_failures(failing: int, poll_interval: float) -> float:
+    """How long to wait after ``failing`` passes failed in a row: doubling from
+    ``poll_interval``, at most ``MAX_FAILURE_WAIT`` (or ``poll_interval`` if longer)."""
+    first = max(poll_interval, _FIRST_FAILURE_WAIT)
+    longest = max(poll_interval, MAX_FAILURE_WAIT)
+    return min(first * 2.0 ** min(failing - 1, 64), longest)
+
+
 def run_worker(
     engine: Engine,
     *,
@@ -66,8 +81,9 @@ def run_worker(
     found nothing to do. Setting ``stop`` ends the wait at once.
 
     A ``StorageError`` (database unreachable, a conflict) is logged and the pass is retried
-    after ``poll_interval``: work left undone stays due, and leases taken by the failed pass
-    run out. Any other exception propagates.
+    after ``poll_interval``, doubled with each further failure in a row up to
+    ``MAX_FAILURE_WAIT`` (or ``poll_interval`` if longer): work left undone stays due, and
+    leases taken by the failed pass run out. Any other exception propagates.
     """
     if (
         isinstance(poll_interval, bool) or not isinstance(poll_interval, int | float)
@@ -90,6 +106,7 @@ def run_worker(
         raise UsageError(f"stop must be a threading.Event (or None), got {type(stop).__name__}")
     stop = stop if stop is not None else threading.Event()
     stats = WorkerStats()
+    failing = 0  # passes failed in a row
     while not stop.is_set():
         if max_iterations is not None and stats.iterations >= max_iterations:
             break
@@ -102,10 +119,14 @@ def run_worker(
             stats.ended += len(outcome.ended)
             dispatched = engine.dispatch_pending()
         except StorageError:
-            log.warning("cjo worker pass failed; retrying in %ss", poll_interval, exc_info=True)
+            failing += 1
+            wait = _after_failures(failing, poll_interval)
+            log.warning("cjo worker pass failed; retrying in %ss", wait, exc_info=True)
             stats.errors += 1
             busy = False
         else:
+            failing = 0
+            wait = poll_interval
             stats.dispatched += dispatched
             busy = dispatched > 0 or not outcome.nothing_happened
         if busy:
@@ -113,5 +134,5 @@ def run_worker(
         if max_iterations is not None and stats.iterations >= max_iterations:
             break  # no point waiting before returning
         stats.idle_waits += 1
-        stop.wait(poll_interval)
+        stop.wait(wait)
     return stats

@@ -148,6 +148,49 @@ def test_storage_errors_are_logged_and_retried(caplog: pytest.LogCaptureFixture)
     assert "cjo worker pass failed" in caplog.text
 
 
+class _Waits:
+    """A stop that is never set and records the waits asked of it."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, seconds: float) -> bool:
+        self.waits.append(seconds)
+        return False
+
+
+def test_failing_passes_back_off_and_a_good_pass_resets_the_wait() -> None:
+    # A database that is down is not retried in a tight loop (poll_interval=0 made it one,
+    # a traceback logged each time): the wait doubles with each failure in a row, up to a
+    # bound, and is poll_interval again once a pass succeeds.
+    from cjo.errors import StorageError
+    from cjo.worker import MAX_FAILURE_WAIT
+
+    class Down(InMemoryStorage):
+        failures = 12
+
+        def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list:  # type: ignore[type-arg]
+            if self.failures:
+                self.failures -= 1
+                raise StorageError("connection refused")
+            return super().claim_due(now, limit, lease)
+
+    engine = engine_on(Down(), ManualClock(T0), RecordingChannel())
+    stop = _Waits()
+    stats = run_worker(engine, stop=stop, poll_interval=0, max_iterations=14)  # type: ignore[arg-type]
+    assert stats.errors == 12
+    assert stop.waits[:3] == [0.05, 0.1, 0.2]
+    assert max(stop.waits) == MAX_FAILURE_WAIT == stop.waits[11]
+    assert stop.waits[12] == 0   # a good pass: poll_interval again
+    longer = _Waits()
+    engine = engine_on(Down(), ManualClock(T0), RecordingChannel())
+    run_worker(engine, stop=longer, poll_interval=60, max_iterations=3)  # type: ignore[arg-type]
+    assert longer.waits == [60, 60]  # never shorter than poll_interval, nor past it when longer
+
+
 def test_other_errors_propagate() -> None:
     class Broken(InMemoryStorage):
         def claim_outbox(
