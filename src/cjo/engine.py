@@ -39,6 +39,7 @@ from cjo.delivery.consent import (
     set_consent,
     unblock,
     withheld,
+    withhold_mark,
 )
 from cjo.delivery.feedback import (
     DELIVERY_EVENTS,
@@ -130,6 +131,7 @@ ERASED_REASON = "erased"
 _MERGED_REASON = "merged into a known customer"
 
 DispatchMode = Literal["inline", "deferred"]
+
 
 
 class Engine:
@@ -867,9 +869,17 @@ class Engine:
         if merging:
             # The anonymous record is emptied, so its messages still to send (a dead letter
             # once retried) would be judged on no consent at all: they are judged now on the
-            # merged record, the person's.
-            waiting = [e.message for e in self.storage.customer_outbox(anonymous_id)
-                       if e.status in ("pending", "dead")]
+            # merged record, the person's. Not one a process may be sending now (under a lease
+            # that is not this merge's own): its sender judged it before the merge, and goes
+            # on; should it come back, a later dispatch withholds it (``_withhold``).
+            own = {m.idempotency_key for m in anonymous.messages}
+            waiting: list[Message] = []
+            sending: list[Message] = []
+            for entry in self.storage.customer_outbox(anonymous_id):
+                if entry.status in ("pending", "dead"):
+                    busy = entry.sending(now) and entry.message.idempotency_key not in own
+                    (sending if busy else waiting).append(entry.message)
+            self._withhold_if_back(anonymous_id, sending, registry, known.state, now)
             kept = self._withhold(waiting, registry, now, {anonymous_id: known.state}, builder,
                                   merged_into=known_id)
             if len(kept) < len(waiting):  # those its catch-up just wrote are not sent either
@@ -878,6 +888,24 @@ class Engine:
                                       if m.idempotency_key in keys]
         self._finish([known, anonymous], now, builder)
         return builder.build()
+
+    def _withhold_if_back(
+        self, anonymous_id: str, messages: list[Message], registry: Registry,
+        merged: CustomerState, now: datetime,
+    ) -> None:
+        """Of the anonymous customer's messages a process is sending at their merge (left to
+        it: it judged them before the merge), note on the emptied record those the merged
+        record stops (``withhold_mark``): one that comes back, its send failed or its sender
+        gone, is withheld by the dispatch that claims it, not judged on the emptied record."""
+        stopped = [m for m in messages if self._judge(registry, merged, m) is not None]
+        if not stopped:
+            return
+
+        def note(d: Decider, at: datetime) -> None:
+            d.touch()
+            d.state.marks.update((withhold_mark(m), at) for m in stopped)
+
+        self._on_record(anonymous_id, note, now)
 
     def remove_from_journey(
         self, customer_id: str, journey_id: str | None = None, reason: str = "removed by host"
@@ -1168,6 +1196,7 @@ class Engine:
         ``merged_into``: the messages are an anonymous customer's, judged on the record of the
         known customer they were merged into; why is logged on that customer only, so the
         anonymous customer's data keeps none of theirs (a block reason may hold an address)."""
+        read = states is None
         if states is None:
             states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
             # Left out: an erased customer, or one whose record cannot be decoded (not judged).
@@ -1179,11 +1208,11 @@ class Engine:
         for message in messages:
             state = states.get(message.customer_id)
             reason = None
-            # Not judged: an action's call, and a message of a channel this engine lacks (the
-            # process that sends it judges it, when it does).
-            if (state is not None and not message.channel.startswith(ACTION_CHANNEL_PREFIX)
-                    and self._has_channel(message.channel)):
-                reason = withheld(registry, state, message)
+            if state is not None:
+                if read and state.marks and withhold_mark(message) in state.marks:
+                    reason = _MERGED_REASON  # judged at a merge while it was being sent
+                else:
+                    reason = self._judge(registry, state, message)
             if reason is None:
                 kept.append(message)
             else:
@@ -1206,6 +1235,16 @@ class Engine:
                     outcome.delivery[message.idempotency_key] = "discarded"
             self._log_withheld(merged_into or customer_id, found, now)
         return kept
+
+    def _judge(self, registry: Registry, state: CustomerState, message: Message) -> str | None:
+        """Why ``message`` may no longer go out by ``state`` (``withheld``), or None. Not
+        judged: an action's call, and a message of a channel this engine lacks (the process
+        that sends it judges it, when it does)."""
+        if message.channel.startswith(ACTION_CHANNEL_PREFIX) or not self._has_channel(
+            message.channel
+        ):
+            return None
+        return withheld(registry, state, message)
 
     def _without_erased(self, messages: list[Message], customer_ids: set[str]) -> list[Message]:
         """``messages`` but those of the customers among ``customer_ids`` that have no record

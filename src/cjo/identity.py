@@ -37,7 +37,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
-from cjo.delivery.consent import set_consent
+from cjo.delivery.consent import WITHHOLD_MARK, set_consent
 from cjo.model.events import Profile
 from cjo.model.steps import Send
 from cjo.runtime.arbitration import kept_out
@@ -129,6 +129,8 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         k.decided_at = a.decided_at
     spells = merge_quiet_spells(k, a)
     for name, at in a.marks.items():
+        if name.startswith(WITHHOLD_MARK):
+            continue  # the anonymous record's messages: they stay with it (below)
         if name not in spells and (name not in k.marks or at > k.marks[name]):
             k.marks[name] = at
     for name, at in a.timers.items():
@@ -146,6 +148,8 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     # ids they had here, and a new entry reusing one would share its sends' idempotency keys.
     used = a.erasures if a.created_at == now else 0
     empty = CustomerState(a.customer_id, now, a.revision, erasures=used + 1)
+    # Messages an earlier merge left to their sender still stay withheld should they come back.
+    empty.marks.update((n, at) for n, at in a.marks.items() if n.startswith(WITHHOLD_MARK))
     anonymous.state = empty
     anonymous.touch()
     return moved

@@ -818,6 +818,35 @@ def test_a_record_set_aside_before_version_6_is_listed_without_an_instant(
     ]
 
 
+def test_messages_written_before_version_7_are_read_as_not_leased(
+    postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory,
+) -> None:
+    from psycopg import sql
+
+    schema = sql.Identifier(postgres_schema)
+    old, late = message(key="k-old"), message(key="k-late")
+    with psycopg.connect(postgres_dsn) as conn:
+        _schema_at(conn, schema, 6)
+        conn.execute(
+            sql.SQL("INSERT INTO {}.outbox (key, customer_id, created_at, available_at, data)"
+                    " VALUES (%s, 'c1', %s, %s, %s::json)").format(schema),
+            [old.idempotency_key, T0, T0 + H, encode(old)],
+        )
+    storage = make_storage()
+    # An older process, still running after the upgrade, writes a row as it always did.
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute(
+            sql.SQL("INSERT INTO {}.outbox (key, customer_id, created_at, available_at, data)"
+                    " VALUES (%s, 'c1', %s, %s, %s::json)").format(schema),
+            [late.idempotency_key, T0 + H, T0 + H, encode(late)],
+        )
+    assert [(e.message.idempotency_key, e.leased) for e in storage.customer_outbox("c1")] == [
+        ("k-old", False), ("k-late", False)
+    ]
+    assert storage.claim_outbox(T0 + H, 10, H) == [old, late]
+    assert all(e.sending(T0 + H) for e in storage.customer_outbox("c1"))
+
+
 def test_records_set_aside_are_read_through_their_index(
     storage: PostgresStorage, postgres_dsn: str
 ) -> None:

@@ -183,8 +183,32 @@ def test_schema_version_is_recorded_and_reopening_keeps_everything(tmp_path: Pat
         conn.close()
 
 
-def test_schema_version_is_seven() -> None:
-    assert SCHEMA_VERSION == 7
+def test_schema_version_is_eight() -> None:
+    assert SCHEMA_VERSION == 8
+
+
+def test_messages_written_before_version_8_are_read_as_not_leased(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "v7.db"
+    # Rows as version 7 wrote them (and an older process still running after the upgrade).
+    insert = ("INSERT INTO outbox (key, customer_id, created_at, available_at, status, data) "
+              "VALUES (?, 'c1', ?, ?, 'pending', ?)")
+    with sqlite_at_schema(path, 7, monkeypatch) as old:
+        old._connection().execute(insert, ("k-old", codec.us(T0), codec.us(T0 + MINUTE),
+                                           codec.encode(_message("k-old"))))
+    with SQLiteStorage(path) as storage:
+        storage._connection().execute(insert, (
+            "k-late", codec.us(T0 + MINUTE), codec.us(T0 + MINUTE),
+            codec.encode(_message("k-late")),
+        ))
+        assert [(e.message.idempotency_key, e.leased)
+                for e in storage.customer_outbox("c1")] == [("k-old", False), ("k-late", False)]
+        now = T0 + storage.dispatch_lease
+        assert [m.idempotency_key for m in storage.claim_outbox(now, 10, MINUTE)] == [
+            "k-old", "k-late"
+        ]
+        assert all(e.sending(now) for e in storage.customer_outbox("c1"))
 
 
 def test_a_record_set_aside_by_version_6_is_listed_without_an_instant(
@@ -216,8 +240,15 @@ def test_a_version_5_database_gets_its_pending_messages_indexed_by_channel(
 ) -> None:
     path = tmp_path / "v5.db"
     email, sms = _message("k-e"), attrs.evolve(_message("k-s"), channel="sms")
-    with sqlite_at_schema(path, 5, monkeypatch) as old, old.customer("c1", T0) as session:
-        session.save(CustomerState("c1", T0), [email, sms], ())
+    with sqlite_at_schema(path, 5, monkeypatch) as old:
+        # Rows as version 5 wrote them, leased to their writer.
+        for n, m in enumerate((email, sms)):
+            old._connection().execute(
+                "INSERT INTO outbox (key, customer_id, created_at, available_at, status, data) "
+                "VALUES (?, 'c1', ?, ?, 'pending', ?)",
+                (m.idempotency_key, codec.us(T0) + n, codec.us(T0 + old.dispatch_lease),
+                 codec.encode(m)),
+            )
     with SQLiteStorage(path) as storage:
         # An older process, still running during the upgrade, writes a row as it always did.
         late = attrs.evolve(_message("k-late"), channel="sms")

@@ -640,8 +640,6 @@ def test_an_entry_under_the_anonymous_id_at_the_merges_instant_takes_an_id_of_it
     assert len(set(host.keys())) == len(host.keys()) == 7
 
 
-@pytest.mark.xfail(strict=True, reason="a merge withholds an anonymous message its writer is "
-                   "sending at that moment: the channel accepts it, the outbox says discarded")
 def test_a_message_being_sent_when_a_merge_withholds_it_is_recorded_as_sent(
     storage_factory: Factory,
 ) -> None:
@@ -670,3 +668,63 @@ def test_a_message_being_sent_when_a_merge_withholds_it_is_recorded_as_sent(
     entry = sending.storage.outbox_entry(message.idempotency_key)
     assert entry is not None and entry.status == "delivered"
     assert not [a for a in sending.activities(T0, T0 + DAY) if a.kind == "withheld"]
+
+
+@pytest.mark.parametrize("stopped", [True, False], ids=["merged record stops it", "allowed"])
+@pytest.mark.parametrize("how", ["its send fails", "its sender dies"])
+def test_a_message_being_sent_at_a_merge_is_judged_on_the_merged_record_if_it_comes_back(
+    storage_factory: Factory, how: str, stopped: bool,
+) -> None:
+    clock = ManualClock(T0)
+    merging = Engine(storage_factory(), channels={"inbox": RecordingChannel()}, clock=clock)
+
+    class MergedMeanwhile(RecordingChannel):
+        """Another process merges the anonymous customer while the first send is under way,
+        which then fails."""
+
+        def send(self, message: Any) -> DeliveryResult:
+            if how == "its send fails" and not self.refused:
+                merging.identify("c1", anonymous_id="anon-1")
+                self.refused = True
+                return DeliveryResult.transient("503")
+            return super().send(message)
+
+        refused = False
+
+    channel = MergedMeanwhile()
+    sending = Engine(storage_factory(), channels={"inbox": channel}, clock=clock,
+                     dispatch="inline" if how == "its send fails" else "deferred")
+    sending.publish(content=[NOTE], journeys=[
+        Journey(id="news", trigger=EventTrigger("viewed"), entry="mail",
+                steps={"mail": Send("note", "inbox")}),
+    ])
+    if stopped:
+        merging.block_channel("c1", "inbox", "STOP")
+    sending.handle_event(Event(customer_id="anon-1", name="viewed", timestamp=clock.now(),
+                               event_id="e1"))
+    if how == "its sender dies":
+        clock.advance(timedelta(minutes=5))
+        # A dispatcher claims it, and dies before sending: the merge comes meanwhile.
+        assert len(sending.storage.claim_outbox(clock.now(), 10, HOUR)) == 1
+        merging.identify("c1", anonymous_id="anon-1")
+        [entry] = sending.storage.customer_outbox("anon-1")
+        assert entry.status == "pending", "left to the process sending it"
+    assert channel.messages == []
+
+    clock.advance(DAY)  # past the retry's back-off, or the dead sender's lease
+    sending.dispatch_pending()
+    [entry] = sending.storage.customer_outbox("anon-1")
+    withheld = [a for a in sending.activities(T0, T0 + 2 * DAY) if a.kind == "withheld"]
+    if stopped:
+        assert channel.messages == []
+        assert (entry.status, entry.last_error) == (
+            "discarded", "withheld: merged into a known customer"
+        )
+        # On the anonymous customer: their data names no reason of the known one's.
+        assert [(a.customer_id, a.detail) for a in withheld] == [
+            ("anon-1", "merged into a known customer")
+        ]
+    else:
+        assert [m.idempotency_key for m in channel.messages] == [entry.message.idempotency_key]
+        assert entry.status == "delivered"
+        assert withheld == []

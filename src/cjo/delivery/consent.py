@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from cjo.errors import UnknownChannelError, UnknownTopicError
 from cjo.model.policies import Topic
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANY",
+    "WITHHOLD_MARK",
     "block",
     "check_channel",
     "check_topic",
@@ -39,6 +40,7 @@ __all__ = [
     "subscribed",
     "unblock",
     "withheld",
+    "withhold_mark",
 ]
 
 #: Stands for every topic or every channel in a consent statement.
@@ -160,6 +162,17 @@ def send_topic(registry: Registry, step: Send | None, content_id: str) -> str | 
         return step.topic
     item = registry.content.get(content_id)
     return item.topic if item is not None else None
+
+
+#: The prefix of the marks (``CustomerState.marks``) an identity merge leaves on the emptied
+#: anonymous record for a message a process was sending at the merge that the merged record
+#: stops: should it come back (its send failed, or its sender died), it is withheld.
+WITHHOLD_MARK: Final = "withhold:"
+
+
+def withhold_mark(message: Message) -> str:
+    """The mark that withholds ``message`` should it come back (``WITHHOLD_MARK``)."""
+    return WITHHOLD_MARK + message.idempotency_key
 
 
 def withheld(registry: Registry, state: CustomerState, message: Message) -> str | None:

@@ -459,7 +459,8 @@ class CustomerState:
       no rule can count any more are dropped).
     - ``timers``: customer-level wake-ups by name (an inactivity trigger's instant, ...).
     - ``marks``: instants the core remembers by name (the last qualifying event of an
-      inactivity trigger, the basis it last fired for).
+      inactivity trigger, the basis it last fired for; on a record an identity merge emptied,
+      the messages to withhold should they come back: ``cjo.delivery.consent.WITHHOLD_MARK``).
     - ``consent``: subscription statements per (topic, channel), ``*`` for all, with their
       instant; ``blocked``: channels the customer cannot receive anything on, with the reason.
     - ``sends``: the send ledger of frequency caps (marketing sends, oldest first, kept only as

@@ -79,11 +79,22 @@ class Delivery:
 
 @attrs.frozen(slots=True)
 class OutboxEntry:
+    """One outbox message as stored. ``leased`` says that ``available_at`` is the end of a
+    reservation (the writer's, for an inline send, or a ``claim_outbox``) rather than a
+    retry's back-off: until then a process may be sending it. An identity merge leaves a
+    message under a live lease to its sender (``Engine.identify``)."""
+
     message: Message
     status: OutboxStatus
     attempts: int
     available_at: datetime
     last_error: str | None = None
+    leased: bool = False
+
+    def sending(self, now: datetime) -> bool:
+        """Whether a process may be sending the message at ``now``: pending, under a lease
+        that has not run out."""
+        return self.leased and self.status == "pending" and self.available_at > now
 
 
 @attrs.frozen(slots=True)
@@ -312,8 +323,9 @@ class Storage(abc.ABC):
         self, now: datetime, limit: int, lease: timedelta, *,
         channels: Collection[str] | None = None,
     ) -> list[Message]:
-        """Pending messages available by ``now``, each reserved for ``lease``: oldest first, in
-        the order they were written (a retry keeps its place, whatever its ``available_at``).
+        """Pending messages available by ``now``, each reserved for ``lease`` (``available_at``
+        its end, and ``OutboxEntry.leased`` set): oldest first, in the order they were written
+        (a retry keeps its place, whatever its ``available_at``).
 
         With ``channels``, only messages of those channels (the engine's own: processes may
         have different channels); the others are left exactly as they are, for a process that
@@ -332,7 +344,8 @@ class Storage(abc.ABC):
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
-        """Record a delivery attempt. With ``retry_at`` the message stays pending until then."""
+        """Record a delivery attempt, ending the message's lease (``OutboxEntry.leased``
+        cleared). With ``retry_at`` the message stays pending until then."""
 
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
         """Record several delivery attempts at once (one transaction in SQL adapters)."""

@@ -76,35 +76,37 @@ def _hour(at: datetime) -> int:
 
 
 #: An outbox entry as kept: one flat tuple of the message's fields in order (each mapping as a
-#: flat tuple of its keys, then its values), then status, attempts, available at and last
-#: error. Plain and flat because the garbage collector stops tracking such a tuple (it keeps
-#: tracking one that holds a dict, and untracks nested tuples one level per pass): messages
-#: kept for the retention period do not join the long-lived objects its full passes walk.
+#: flat tuple of its keys, then its values), then status, attempts, available at, last error
+#: and whether available at ends a lease (``OutboxEntry.leased``). Plain and flat because the
+#: garbage collector stops tracking such a tuple (it keeps tracking one that holds a dict, and
+#: untracks nested tuples one level per pass): messages kept for the retention period do not
+#: join the long-lived objects its full passes walk.
 _OutboxRow = tuple[Any, ...]
 _MESSAGE_FIELDS = tuple(a.name for a in attrs.fields(Message))
 _MESSAGE_MAPPINGS = (_MESSAGE_FIELDS.index("fields"), _MESSAGE_FIELDS.index("recipient"))
 _MESSAGE_CUSTOMER = _MESSAGE_FIELDS.index("customer_id")
 _MESSAGE_CHANNEL = _MESSAGE_FIELDS.index("channel")
 _STATUS = len(_MESSAGE_FIELDS)
-_ATTEMPTS, _AVAILABLE, _ERROR = _STATUS + 1, _STATUS + 2, _STATUS + 3
+_ATTEMPTS, _AVAILABLE, _ERROR, _LEASED = _STATUS + 1, _STATUS + 2, _STATUS + 3, _STATUS + 4
 
 
 def _outbox_row(m: Message, available: datetime) -> _OutboxRow:
-    """A new pending entry (field by field, in ``Message``'s order: one per message sent)."""
+    """A new pending entry, leased to its writer until ``available`` (field by field, in
+    ``Message``'s order: one per message sent)."""
     fields, recipient = m.fields, m.recipient
     return (
         m.idempotency_key, m.customer_id, m.channel, m.content_id, (*fields, *fields.values()),
         m.journey_id, m.journey_version, m.step_id, m.enrollment_id, m.created_at,
         m.transactional, m.locale, (*recipient, *recipient.values()) if recipient else (),
-        m.content_version, m.variant, m.offer_id, "pending", 0, available, None,
+        m.content_version, m.variant, m.offer_id, "pending", 0, available, None, True,
     )
 
 
 def _changed(
     row: _OutboxRow, status: OutboxStatus, attempts: int, available: datetime,
-    error: str | None,
+    error: str | None, leased: bool = False,
 ) -> _OutboxRow:
-    return (*row[:_STATUS], status, attempts, available, error)
+    return (*row[:_STATUS], status, attempts, available, error, leased)
 
 
 def _message(row: _OutboxRow) -> Message:
@@ -117,7 +119,8 @@ def _message(row: _OutboxRow) -> Message:
 
 
 def _entry(row: _OutboxRow) -> OutboxEntry:
-    return OutboxEntry(_message(row), row[_STATUS], row[_ATTEMPTS], row[_AVAILABLE], row[_ERROR])
+    return OutboxEntry(_message(row), row[_STATUS], row[_ATTEMPTS], row[_AVAILABLE], row[_ERROR],
+                       row[_LEASED])
 
 
 _EPOCH_HOURS = datetime(1970, 1, 1).toordinal() * 24
@@ -702,7 +705,7 @@ class InMemoryStorage(Storage):
                 row = self._outbox[key]
                 if row[_AVAILABLE] <= now:
                     self._outbox[key] = _changed(
-                        row, row[_STATUS], row[_ATTEMPTS], now + lease, row[_ERROR]
+                        row, row[_STATUS], row[_ATTEMPTS], now + lease, row[_ERROR], True
                     )
                     out.append(_message(row))
         return out
@@ -783,7 +786,7 @@ class InMemoryStorage(Storage):
             if self._dead.pop(key, None) is None:
                 return False
             row = self._outbox[key]
-            self._outbox[key] = _changed(row, "pending", 0, now, row[_ERROR])
+            self._outbox[key] = _changed(row, "pending", 0, now, row[_ERROR], False)
             self._add_pending(key, row[_MESSAGE_CHANNEL])
             return True
 
@@ -794,7 +797,7 @@ class InMemoryStorage(Storage):
                 return False
             row = self._outbox[key]
             self._outbox[key] = _changed(
-                row, "discarded", row[_ATTEMPTS], row[_AVAILABLE], row[_ERROR]
+                row, "discarded", row[_ATTEMPTS], row[_AVAILABLE], row[_ERROR], row[_LEASED]
             )
             self._finished(key, now)
             return True

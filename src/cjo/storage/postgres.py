@@ -297,6 +297,11 @@ _MIGRATIONS: tuple[tuple[LiteralString, ...], ...] = (
         "ALTER TABLE {s}.customers ADD COLUMN aside_at timestamptz",
         "CREATE INDEX customers_aside ON {s}.customers (customer_id) WHERE aside IS NOT NULL",
     ),
+    # 7: whether a pending message's ``available_at`` ends a lease (its writer's, or a
+    # claim's) rather than a retry's back-off: an identity merge leaves a message a process
+    # may be sending to it (``OutboxEntry.leased``). A constant default: no table rewrite;
+    # rows of before are read as not leased.
+    ("ALTER TABLE {s}.outbox ADD COLUMN leased boolean NOT NULL DEFAULT false",),
 )
 
 #: The schema version this cjo writes; a database at a higher version is refused.
@@ -342,8 +347,8 @@ _QUERIES: dict[str, LiteralString] = {
     " version, step_id, kind, detail, channel, content_id, content_version)"
     " SELECT * FROM unnest(%b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::int[],"
     " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::int[])",
-    "insert_outbox": "INSERT INTO {s}.outbox (key, customer_id, created_at, available_at, data)"
-    " SELECT k, c, %s, %s, d::json FROM unnest(%b::text[], %b::text[], %b::text[])"
+    "insert_outbox": "INSERT INTO {s}.outbox (key, customer_id, created_at, available_at, data,"
+    " leased) SELECT k, c, %s, %s, d::json, true FROM unnest(%b::text[], %b::text[], %b::text[])"
     " AS u (k, c, d) ON CONFLICT (key) DO NOTHING",
     "peek": "SELECT data FROM {s}.customers WHERE customer_id = %s",
     # The locked, limited subquery runs once (an InitPlan, as an array: not ``IN``, which
@@ -370,14 +375,14 @@ _QUERIES: dict[str, LiteralString] = {
     " RETURNING r.customer_id, r.wake_at, r.data",
     "next_wake_at": "SELECT min(wake_at) FROM {s}.customers"
     " WHERE wake_at IS NOT NULL AND aside IS NULL",
-    "claim_outbox": "UPDATE {s}.outbox AS o SET available_at = %(until)s"
+    "claim_outbox": "UPDATE {s}.outbox AS o SET available_at = %(until)s, leased = true"
     " WHERE o.key = ANY(ARRAY(SELECT key FROM {s}.outbox"
     "   WHERE status = 'pending' AND available_at <= %(now)s"
     "   ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED))"
     " RETURNING o.seq, o.data::text",
     # The same, for the channels asked for: one range of ``outbox_pending`` per channel (its
     # expression and condition repeated as the index has them, so that the planner uses it).
-    "claim_outbox_of": "UPDATE {s}.outbox AS o SET available_at = %(until)s"
+    "claim_outbox_of": "UPDATE {s}.outbox AS o SET available_at = %(until)s, leased = true"
     " WHERE o.key = ANY(ARRAY(SELECT key FROM {s}.outbox"
     "   WHERE status = 'pending' AND (data ->> 'channel') = ANY(%(channels)s::text[])"
     "   AND available_at <= %(now)s"
@@ -389,21 +394,23 @@ _QUERIES: dict[str, LiteralString] = {
     # became a dead letter (never pruned).
     "complete_outbox": "UPDATE {s}.outbox"
     " SET status = %(st)s, attempts = attempts + 1, available_at = %(av)s, last_error = %(err)s,"
+    " leased = false,"
     " done_at = CASE WHEN %(st)s = 'delivered' THEN %(done)s::timestamptz END,"
     " dead_at = CASE WHEN %(st)s = 'dead' THEN %(done)s::timestamptz END"
     " WHERE key = %(k)s AND status = 'pending'",
     "complete_outbox_many": "UPDATE {s}.outbox AS o SET status = u.st,"
-    " attempts = o.attempts + 1, available_at = u.av, last_error = u.err,"
+    " attempts = o.attempts + 1, available_at = u.av, last_error = u.err, leased = false,"
     " done_at = CASE WHEN u.st = 'delivered' THEN u.done END,"
     " dead_at = CASE WHEN u.st = 'dead' THEN u.done END"
     " FROM unnest(%(st)b::text[], %(av)b::timestamptz[], %(err)b::text[],"
     " %(done)b::timestamptz[], %(keys)b::text[]) AS u (st, av, err, done, k)"
     " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'",
-    "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error"
+    "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error, leased"
     " FROM {s}.outbox WHERE key = %s",
-    "customer_outbox": "SELECT data::text, status, attempts, available_at, last_error"
+    "customer_outbox": "SELECT data::text, status, attempts, available_at, last_error, leased"
     " FROM {s}.outbox WHERE customer_id = %s ORDER BY seq",
-    "release_outbox": "UPDATE {s}.outbox SET available_at = least(available_at, %(now)s)"
+    "release_outbox": "UPDATE {s}.outbox SET available_at = least(available_at, %(now)s),"
+    " leased = false"
     " WHERE key = ANY(%(keys)b::text[]) AND status = 'pending'",
     # Pages by (dead_at, key), both ways, on the partial index ``outbox_dead``.
     "dead_newest": "SELECT data::text, attempts, last_error, dead_at FROM {s}.outbox"
@@ -415,7 +422,7 @@ _QUERIES: dict[str, LiteralString] = {
     "  OR (dead_at, key) > (%(after)s::timestamptz, %(key)s::text))"
     " ORDER BY dead_at, key LIMIT %(limit)s",
     "retry_dead": "UPDATE {s}.outbox SET status = 'pending', attempts = 0, available_at = %s,"
-    " dead_at = NULL WHERE key = %s AND status = 'dead'",
+    " dead_at = NULL, leased = false WHERE key = %s AND status = 'dead'",
     "discard_dead": "UPDATE {s}.outbox SET status = 'discarded', done_at = %s"
     " WHERE key = %s AND status = 'dead'",
     "generation": "SELECT coalesce(max(generation), 0) FROM {s}.definitions",
@@ -1117,9 +1124,9 @@ class PostgresStorage(Storage):
             row = conn.execute(self._q["outbox_entry"], [key]).fetchone()
         if row is None:
             return None
-        data, status, attempts, available_at, last_error = row
+        data, status, attempts, available_at, last_error, leased = row
         return OutboxEntry(decode_message(data), status, attempts, _utc(available_at),
-                           last_error)
+                           last_error, leased)
 
     @_translating
     def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
@@ -1127,8 +1134,8 @@ class PostgresStorage(Storage):
             rows = conn.execute(self._q["customer_outbox"], [customer_id]).fetchall()
         return [
             OutboxEntry(decode_message(data), status, attempts, _utc(available_at),
-                        last_error)
-            for data, status, attempts, available_at, last_error in rows
+                        last_error, leased)
+            for data, status, attempts, available_at, last_error, leased in rows
         ]
 
     @_translating

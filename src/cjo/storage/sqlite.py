@@ -335,8 +335,15 @@ _V7: Final[tuple[str, ...]] = (
     "CREATE INDEX customers_aside ON customers (customer_id) WHERE aside IS NOT NULL",
 )
 
+# Version 8: whether a pending message's ``available_at`` ends a lease (its writer's, or a
+# claim's) rather than a retry's back-off: an identity merge leaves a message a process may be
+# sending to it (``OutboxEntry.leased``). Rows of before are read as not leased.
+_V8: Final[tuple[str, ...]] = (
+    "ALTER TABLE outbox ADD COLUMN leased INTEGER NOT NULL DEFAULT 0",
+)
+
 #: Forward migrations; entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append only.
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7]
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8]
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -418,8 +425,8 @@ _ASIDE_PAGE = (
     "WHERE aside IS NOT NULL AND customer_id > ? ORDER BY customer_id LIMIT ?"
 )
 _INSERT_OUTBOX = (
-    "INSERT OR IGNORE INTO outbox (key, customer_id, created_at, available_at, status, data) "
-    "VALUES (?, ?, ?, ?, 'pending', ?)"
+    "INSERT OR IGNORE INTO outbox (key, customer_id, created_at, available_at, status, data, "
+    "leased) VALUES (?, ?, ?, ?, 'pending', ?, 1)"
 )
 # The last seq is one seek to the right edge of the table, whose page the insert writes anyway.
 _INSERT_ACTIVITY = (
@@ -468,7 +475,7 @@ _LEASE = (
 )
 _NEXT_WAKE = "SELECT MIN(wake_at) FROM customers WHERE wake_at IS NOT NULL AND aside IS NULL"
 _CLAIM_OUTBOX = (
-    "UPDATE outbox SET available_at = ?3 WHERE key IN (SELECT key FROM outbox "
+    "UPDATE outbox SET available_at = ?3, leased = 1 WHERE key IN (SELECT key FROM outbox "
     "WHERE status = 'pending' AND available_at <= ?1 ORDER BY created_at, rowid LIMIT ?2) "
     "RETURNING created_at, rowid, data"
 )
@@ -476,7 +483,7 @@ _CLAIM_OUTBOX = (
 _PENDING_CHANNEL = "json_extract(data, '$.channel')"
 # One range of ``outbox_pending`` per channel asked for (?4: a JSON array of names).
 _CLAIM_OUTBOX_OF = (
-    "UPDATE outbox SET available_at = ?3 WHERE key IN (SELECT key FROM outbox "
+    "UPDATE outbox SET available_at = ?3, leased = 1 WHERE key IN (SELECT key FROM outbox "
     f"WHERE status = 'pending' AND {_PENDING_CHANNEL} IN (SELECT value FROM json_each(?4)) "
     "AND available_at <= ?1 ORDER BY created_at, rowid LIMIT ?2) "
     "RETURNING created_at, rowid, data"
@@ -485,18 +492,20 @@ _PENDING_BY_CHANNEL = (
     f"SELECT {_PENDING_CHANNEL}, count(*) FROM outbox WHERE status = 'pending' GROUP BY 1"
 )
 _COMPLETE_OUTBOX = (
-    "UPDATE outbox SET status = ?1, attempts = attempts + 1, available_at = ?2, "
+    "UPDATE outbox SET status = ?1, attempts = attempts + 1, available_at = ?2, leased = 0, "
     "last_error = ?3, done_at = CASE WHEN ?1 = 'delivered' THEN ?4 END, "
     "dead_at = CASE WHEN ?1 = 'dead' THEN ?4 END "
     "WHERE key = ?5 AND status = 'pending'"
 )
-_OUTBOX_ENTRY = "SELECT data, status, attempts, available_at, last_error FROM outbox WHERE key = ?"
+_OUTBOX_ENTRY = (
+    "SELECT data, status, attempts, available_at, last_error, leased FROM outbox WHERE key = ?"
+)
 _CUSTOMER_OUTBOX = (
-    "SELECT data, status, attempts, available_at, last_error FROM outbox "
+    "SELECT data, status, attempts, available_at, last_error, leased FROM outbox "
     "WHERE customer_id = ? ORDER BY rowid"
 )
 _RELEASE_OUTBOX = (
-    "UPDATE outbox SET available_at = min(available_at, ?1) "
+    "UPDATE outbox SET available_at = min(available_at, ?1), leased = 0 "
     "WHERE key IN (SELECT value FROM json_each(?2)) AND status = 'pending'"
 )
 # Pages by (dead_at, key), both ways; the condition repeats the partial index's own.
@@ -508,7 +517,8 @@ _DEAD_NEWEST_AFTER = (
 _DEAD_OLDEST = _DEAD_LETTERS + "ORDER BY dead_at, key LIMIT ?"
 _DEAD_OLDEST_AFTER = _DEAD_LETTERS + "AND (dead_at, key) > (?, ?) ORDER BY dead_at, key LIMIT ?"
 _RETRY_DEAD = (
-    "UPDATE outbox SET status = 'pending', attempts = 0, available_at = ?, dead_at = NULL "
+    "UPDATE outbox SET status = 'pending', attempts = 0, available_at = ?, dead_at = NULL, "
+    "leased = 0 "
     "WHERE key = ? AND status = 'dead'"
 )
 _DISCARD_DEAD = (
@@ -1319,17 +1329,19 @@ class SQLiteStorage(Storage):
             row = self._connection().execute(_OUTBOX_ENTRY, (key,)).fetchone()
         if row is None:
             return None
-        data, status, attempts, available, error = row
+        data, status, attempts, available, error, leased = row
         status_: OutboxStatus = status
-        return OutboxEntry(decode_message(data), status_, attempts, dt(available), error)
+        return OutboxEntry(decode_message(data), status_, attempts, dt(available), error,
+                           bool(leased))
 
     @_Translated("customer_outbox")
     def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
         with self._lock:
             rows = self._connection().execute(_CUSTOMER_OUTBOX, (customer_id,)).fetchall()
         return [
-            OutboxEntry(decode_message(data), status, attempts, dt(available), error)
-            for data, status, attempts, available, error in rows
+            OutboxEntry(decode_message(data), status, attempts, dt(available), error,
+                        bool(leased))
+            for data, status, attempts, available, error, leased in rows
         ]
 
     @_Translated("release_outbox")

@@ -1357,6 +1357,42 @@ class StorageContract:
         assert entry.available_at == now, "only the keys named are released"
         storage.release_outbox([], T0)
 
+    def test_outbox_entries_tell_a_lease_from_a_retrys_back_off(self, storage: Storage) -> None:
+        # ``leased``: available_at ends a reservation (the writer's or a claim's), during
+        # which a process may be sending the message; an identity merge leaves it alone.
+        _save(storage, _state(), messages=[_message(k) for k in ("k1", "k2", "k3", "k4")])
+        lease = storage.dispatch_lease
+
+        def leased(key: str, at: datetime) -> tuple[bool, bool]:
+            entry = storage.outbox_entry(key)
+            assert entry is not None
+            [listed] = [e for e in storage.customer_outbox("c1")
+                        if e.message.idempotency_key == key]
+            assert listed == entry
+            return entry.leased, entry.sending(at)
+
+        assert leased("k1", T0) == (True, True), "written: its writer's"
+        assert leased("k1", T0 + lease) == (True, False), "a lease that ran out"
+        storage.release_outbox(["k4"], T0)
+        assert leased("k4", T0) == (False, False)
+        now = T0 + lease
+        assert len(storage.claim_outbox(now, 3, MINUTE)) == 3
+        assert leased("k2", now) == (True, True), "claimed"
+        storage.complete_outbox_many([
+            Delivery("k1", DeliveryResult("transient", error="503"), now + HOUR),
+            Delivery("k2", DeliveryResult("delivered")),
+            Delivery("k3", DeliveryResult("permanent", error="bad address")),
+        ], now)
+        assert leased("k1", now) == (False, False), "a retry's back-off is no lease"
+        assert leased("k2", now) == (False, False)
+        assert leased("k3", now) == (False, False)
+        assert storage.retry_dead_letter("k3", now)
+        assert leased("k3", now) == (False, False)
+        assert {m.idempotency_key for m in storage.claim_outbox(now + HOUR, 10, MINUTE)} == {
+            "k1", "k3", "k4"
+        }
+        assert leased("k1", now + HOUR) == (True, True), "claimed again"
+
     # --- dead letters --------------------------------------------------------------------------
 
     def _dead_letters_setup(self, storage: Storage) -> datetime:
