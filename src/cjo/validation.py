@@ -69,6 +69,7 @@ from cjo.model.events import (
     check_value,
     check_values,
     finite_number,
+    not_read_here,
     not_set_here,
     text_problem,
 )
@@ -777,6 +778,10 @@ def _check_ref(ref: Ref, location: str, *, used_in: str, scopes: tuple[str, ...]
                                   f"{' and '.join(scopes)} values are available there")]
     if not ref.path:
         return [Problem(location, f"a reference to {ref.scope} needs a path")]
+    if ref.scope == "profile" and isinstance(ref.path, str):
+        name = ref.path.split(".", 1)[0]
+        if name in PROFILE_FIELD_ATTRIBUTES:
+            return [Problem(location, f"{ref}: {not_read_here(name)}")]
     return _text_problems([(f"the path of {ref.scope}.", ref.path)], location)
 
 

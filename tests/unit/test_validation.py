@@ -780,6 +780,30 @@ def test_a_definition_cannot_write_the_profiles_own_fields(
     assert [p.message for p in problems if "profile's" in p.message] == [says]
 
 
+@pytest.mark.parametrize(("name", "what"), [("timezone", "time zone"), ("locale", "locale")])
+def test_a_condition_cannot_read_the_profiles_own_fields_as_attributes(
+    name: str, what: str
+) -> None:
+    # They are never among the attributes: a segment or a trigger on them would never match.
+    from cjo.model.triggers import AttributeTrigger
+
+    says = (f"attribute {name!r} is the profile's {what}, not one of its attributes: nothing "
+            "here can read it (it would never match)")
+    problems = validate_definitions(definitions(
+        journey({"a": Exit()}, trigger=AttributeTrigger(name)),
+        segments=(Segment("s", attr("x") == 1), Segment("paris", attr(name) == "Europe/Paris"),
+                  Segment("nested", attr(f"{name}.x").exists())),
+    ))
+    assert sorted(str(p) for p in problems) == sorted([
+        f"journey 'j' v1 / trigger: {says}",
+        f"segment 'paris': profile.{name}: {says}",
+        f"segment 'nested': profile.{name}.x: {says}",
+    ])
+    assert validate_definitions(definitions(
+        journey({"a": Exit()}, trigger=EventTrigger("go", where=prop(name) == "x")),
+    )) == [], "an event's property of that name is just a property"
+
+
 @pytest.mark.parametrize(("rule", "message"), [
     (ResumeRule("grace"),
      "late='grace' needs a grace period, such as ResumeRule('grace', timedelta(hours=4))"),

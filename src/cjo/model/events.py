@@ -156,6 +156,16 @@ def not_set_here(name: str) -> str:
     )
 
 
+def not_read_here(name: str) -> str:
+    """Why a condition or an attribute trigger may not read attribute ``name`` (a
+    ``PROFILE_FIELD_ATTRIBUTES`` one): it is a field of the profile, never among its
+    attributes, so it would never match."""
+    return (
+        f"attribute {name!r} is the profile's {PROFILE_FIELD_ATTRIBUTES[name]}, not one of its "
+        "attributes: nothing here can read it (it would never match)"
+    )
+
+
 def _timezone(value: object) -> str | None:
     if value is None:
         return None

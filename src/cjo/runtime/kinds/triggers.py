@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from cjo.conditions import CompiledCondition, compile_condition, holds_value
 from cjo.errors import Problem
+from cjo.model.events import PROFILE_FIELD_ATTRIBUTES, not_read_here
 from cjo.model.triggers import ApiTrigger, AttributeTrigger, EventTrigger, InactivityTrigger
 from cjo.runtime.kinds.base import Checker, TriggerKind
 
@@ -261,6 +262,8 @@ class AttributeTriggerKind(TriggerKind[AttributeTrigger]):
         self, trigger: AttributeTrigger, where: str, journey: Journey, checker: Checker
     ) -> list[Problem]:
         problems = checker.identifier(trigger.attribute, "attribute", where)
+        if trigger.attribute in PROFILE_FIELD_ATTRIBUTES:
+            problems.append(Problem(where, not_read_here(trigger.attribute)))
         for name in ("changed_to", "changed_from"):
             values = getattr(trigger, name)
             if values is None:
