@@ -431,6 +431,32 @@ def test_a_timezone_attribute_is_the_profile_zone_on_every_path(storage_factory:
     _paris_and_tokyo_get_monday_0930(world, friday)
 
 
+def test_unsetting_the_zone_or_the_locale_clears_it(storage_factory: Factory) -> None:
+    # They are the profile's own fields: unset=["timezone"], or the attribute given as None
+    # (Braze's time_zone set to null), clears them, as it removes an attribute.
+    from cjo import InvalidEventError
+
+    world = World(storage_factory, datetime(2026, 6, 5, 12, tzinfo=UTC))
+    engine = world.engine
+    engine.identify("ann", {"plan": "pro"}, timezone="Europe/Paris", locale="fr")
+    engine.identify("ann", unset=["timezone"])
+    profile = engine.profile("ann")
+    assert profile is not None
+    assert (profile.timezone, profile.locale, profile.attributes) == (None, "fr", {"plan": "pro"})
+    engine.identify("ann", {"locale": None, "plan": "max"}, timezone="Asia/Tokyo")
+    profile = engine.profile("ann")
+    assert profile is not None
+    assert (profile.timezone, profile.locale, profile.attributes) == (
+        "Asia/Tokyo", None, {"plan": "max"}
+    )
+    with pytest.raises(InvalidEventError, match="both sets and clears the time zone"):
+        engine.identify("ann", unset=["timezone"], timezone="Europe/Paris")
+    with pytest.raises(InvalidEventError, match="both sets and clears the locale"):
+        engine.identify("ann", {"locale": None}, locale="de")
+    profile = engine.profile("ann")
+    assert profile is not None and (profile.timezone, profile.locale) == ("Asia/Tokyo", None)
+
+
 def test_a_locale_attribute_is_the_profile_locale_on_every_path(storage_factory: Factory) -> None:
     # As the time zone: a host that sends the locale among the attributes (Braze's language)
     # gets the translation, rather than a plain attribute that content never reads.

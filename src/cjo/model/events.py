@@ -489,25 +489,43 @@ class ProfileUpdate:
     def __attrs_post_init__(self) -> None:
         # Attributes named ``timezone`` and ``locale`` are the profile's zone and locale, as
         # Braze's time_zone and language are: kept as plain attributes, calendar waits and
-        # translations would silently ignore them.
-        given = self.attributes
-        if "timezone" not in given and "locale" not in given:
+        # translations would silently ignore them. Unsetting one (or giving it as None)
+        # clears the field.
+        given, unset = self.attributes, self.unset
+        if "timezone" not in given and "locale" not in given and (
+            not unset or ("timezone" not in unset and "locale" not in unset)
+        ):
             return
         attributes = dict(given)
+        cleared = [n for n in unset if n in PROFILE_FIELD_ATTRIBUTES]
         for name, what in PROFILE_FIELD_ATTRIBUTES.items():
-            if name not in attributes:
-                continue
-            convert = _timezone if name == "timezone" else _locale
-            value = convert(attributes.pop(name))
             field = getattr(self, name)
-            if value is not None and field is not None and value != field:
+            if name in attributes:
+                convert = _timezone if name == "timezone" else _locale
+                value = convert(attributes.pop(name))
+                if value is None:
+                    cleared.append(name)
+                elif field is not None and value != field:
+                    raise InvalidEventError(
+                        f"profile update gives two {what}s: attribute {name!r} {value!r} and "
+                        f"{name} {field!r}"
+                    )
+                else:
+                    object.__setattr__(self, name, field := value)
+            if name in cleared and field is not None:
                 raise InvalidEventError(
-                    f"profile update gives two {what}s: attribute {name!r} {value!r} and "
-                    f"{name} {field!r}"
+                    f"profile update both sets and clears the {what}: {name} {field!r}"
                 )
-            if value is not None:
-                object.__setattr__(self, name, value)
         object.__setattr__(self, "attributes", attributes)
+        object.__setattr__(
+            self, "unset",
+            (*(n for n in unset if n not in PROFILE_FIELD_ATTRIBUTES), *dict.fromkeys(cleared)),
+        )
+
+    def clears(self, name: str) -> bool:
+        """Whether the update clears the profile's ``timezone`` or ``locale`` (unset, or given
+        as an attribute of no value)."""
+        return name in self.unset
 
 
 @attrs.frozen(slots=True, weakref_slot=False)

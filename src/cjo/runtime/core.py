@@ -492,8 +492,10 @@ class Decider:
             self.set_profile(Profile(
                 p.customer_id,
                 attributes,
-                update.timezone if update.timezone is not None else p.timezone,
-                update.locale if update.locale is not None else p.locale,
+                update.timezone if update.timezone is not None
+                else None if update.unset and update.clears("timezone") else p.timezone,
+                update.locale if update.locale is not None
+                else None if update.unset and update.clears("locale") else p.locale,
             ))
             self.registry.plan.on_profile(self, _changed(p.attributes, attributes), now,
                                           pending)
