@@ -50,6 +50,7 @@ from cjo.delivery.feedback import (
     record_permanent_failure,
     sent_messages,
 )
+from cjo.delivery.quiet_hours import held_at_dispatch
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -88,7 +89,7 @@ from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
-from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
+from cjo.runtime.state import Activity, ActivityKind, CustomerState, Enrollment, detached
 from cjo.scheduling import mark_schedules, run_schedules, say_never_occurring
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
@@ -1195,8 +1196,14 @@ class Engine:
 
         ``merged_into``: the messages are an anonymous customer's, judged on the record of the
         known customer they were merged into; why is logged on that customer only, so the
-        anonymous customer's data keeps none of theirs (a block reason may hold an address)."""
+        anonymous customer's data keeps none of theirs (a block reason may hold an address).
+
+        Without ``states`` (a dispatch of messages written earlier: a retry, a late worker),
+        quiet hours are checked again too: a message a rule holds now waits in the outbox
+        until the period ends (logged as ``quiet_hours``), or is withheld (``skip``)."""
         read = states is None
+        quiet = read and bool(registry.delivery.quiet_hours)
+        held: dict[str, list[tuple[Message, ActivityKind, str]]] = {}
         if states is None:
             states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
             # Left out: an erased customer, or one whose record cannot be decoded (not judged).
@@ -1213,10 +1220,25 @@ class Engine:
                     reason = _MERGED_REASON  # judged at a merge while it was being sent
                 else:
                     reason = self._judge(registry, state, message)
+            if reason is None and quiet and self._judged(message):
+                hold = held_at_dispatch(registry, state, message, now,
+                                        self.options.default_timezone)
+                if hold is not None:
+                    rule, until = hold
+                    if rule.action == "skip":
+                        reason = f"quiet hours {rule.id}: skipped"
+                    else:
+                        self.storage.defer_outbox(message.idempotency_key, until, now)
+                        held.setdefault(message.customer_id, []).append(
+                            (message, "quiet_hours", f"{rule.id}: deferred to {until.isoformat()}")
+                        )
+                        continue
             if reason is None:
                 kept.append(message)
             else:
                 stopped.setdefault(message.customer_id, []).append((message, reason))
+        for customer_id, entries in held.items():
+            self._log_about(customer_id, entries, now)
         if not stopped:
             return kept
         self.storage.complete_outbox_many([
@@ -1233,18 +1255,21 @@ class Engine:
                 self.storage.discard_dead_letter(message.idempotency_key, now)
                 if outcome is not None:
                     outcome.delivery[message.idempotency_key] = "discarded"
-            self._log_withheld(merged_into or customer_id, found, now)
+            self._log_about(merged_into or customer_id,
+                            [(m, "withheld", reason) for m, reason in found], now)
         return kept
 
     def _judge(self, registry: Registry, state: CustomerState, message: Message) -> str | None:
-        """Why ``message`` may no longer go out by ``state`` (``withheld``), or None. Not
-        judged: an action's call, and a message of a channel this engine lacks (the process
-        that sends it judges it, when it does)."""
-        if message.channel.startswith(ACTION_CHANNEL_PREFIX) or not self._has_channel(
+        """Why ``message`` may no longer go out by ``state`` (``withheld``), or None
+        (``_judged``)."""
+        return withheld(registry, state, message) if self._judged(message) else None
+
+    def _judged(self, message: Message) -> bool:
+        """Whether this engine judges ``message`` before sending it: not an action's call, nor
+        a message of a channel it lacks (the process that sends it judges it, when it does)."""
+        return not message.channel.startswith(ACTION_CHANNEL_PREFIX) and self._has_channel(
             message.channel
-        ):
-            return None
-        return withheld(registry, state, message)
+        )
 
     def _without_erased(self, messages: list[Message], customer_ids: set[str]) -> list[Message]:
         """``messages`` but those of the customers among ``customer_ids`` that have no record
@@ -1264,13 +1289,15 @@ class Engine:
                          message.idempotency_key)
         return [m for m in messages if m.customer_id not in erased]
 
-    def _log_withheld(
-        self, customer_id: str, found: list[tuple[Message, str]], now: datetime
+    def _log_about(
+        self, customer_id: str, entries: list[tuple[Message, ActivityKind, str]], now: datetime
     ) -> None:
+        """Log what befell messages (kind, detail) on the customer's record."""
         def log_them(d: Decider, at: datetime) -> None:
             d.touch()
             d.activities.extend(
-                message_activity(at, d.customer_id, m, "withheld", reason) for m, reason in found
+                message_activity(at, d.customer_id, m, kind, detail)
+                for m, kind, detail in entries
             )
 
         self._on_record(customer_id, log_them, now)

@@ -623,6 +623,80 @@ def test_quiet_hours_can_skip_and_be_limited_to_a_journey(storage: Storage) -> N
     assert host.log(kinds=("quiet_hours",)) == [("quiet_hours", "night: skipped", "email")]
 
 
+class _Outage(RecordingChannel):
+    """A provider that fails while ``down``."""
+
+    down = False
+
+    def send(self, message: Any) -> Any:
+        from cjo import DeliveryResult
+
+        if self.down:
+            return DeliveryResult.transient("503")
+        return super().send(message)
+
+
+@pytest.mark.parametrize("late", ["a retry", "a late worker"])
+def test_a_message_dispatched_in_quiet_hours_waits_for_their_end(
+    storage: Storage, late: str
+) -> None:
+    # Written at 20:55 in Paris, outside the quiet hours; a retry after a provider's outage,
+    # or a worker that dispatches deferred messages late, would send it at night.
+    clock = ManualClock(datetime(2026, 6, 1, 18, 55, tzinfo=UTC))  # 20:55 CEST
+    sms = _Outage()
+    sms.down = late == "a retry"
+    engine = Engine(storage, channels={"sms": sms}, clock=clock,
+                    dispatch="inline" if late == "a retry" else "deferred")
+    engine.publish(
+        journeys=[_send_journey(channel="sms"),
+                  _send_journey("receipt", "ordered", content="receipt", channel="sms",
+                                transactional=True)],
+        content=[NEWS, RECEIPT], topics=TOPICS,
+        quiet_hours=[QuietHours("night", time(21), time(8), spread=timedelta(minutes=10))],
+    )
+    engine.identify("c1", timezone="Europe/Paris")
+    for name in ("digest_ready", "ordered"):
+        engine.handle_event(Event(customer_id="c1", name=name, timestamp=clock.now(),
+                                  event_id=f"e-{name}"))
+    assert sms.messages == []
+    sms.down = False
+    clock.set(datetime(2026, 6, 1, 21, 30, tzinfo=UTC))  # 23:30 in Paris
+    engine.dispatch_pending()
+    assert [m.content_id for m in sms.messages] == ["receipt"], "transactional: it passes"
+    [entry] = [e for e in engine.storage.customer_outbox("c1") if e.message.content_id == "news"]
+    morning = datetime(2026, 6, 2, 6, 0, tzinfo=UTC)  # 08:00 in Paris
+    share = split_fraction(entry.message.enrollment_id, "quiet_hours", "night")
+    release = morning + timedelta(minutes=10) * share
+    assert (entry.status, entry.available_at, entry.leased) == ("pending", release, False)
+    assert entry.attempts == (1 if late == "a retry" else 0), "holding it is no attempt"
+    log = [(a.kind, a.detail) for a in engine.activities(T0, T0 + 400 * DAY, customer_id="c1")
+           if a.kind == "quiet_hours"]
+    assert log == [("quiet_hours", f"night: deferred to {release.isoformat()}")]
+    clock.set(release - timedelta(seconds=1))
+    engine.dispatch_pending()
+    assert len(sms.messages) == 1
+    clock.set(release)
+    engine.dispatch_pending()
+    assert [m.content_id for m in sms.messages] == ["receipt", "news"]
+
+
+def test_a_message_dispatched_in_quiet_hours_that_skip_is_withheld(storage: Storage) -> None:
+    clock = ManualClock(T0.replace(hour=20))
+    sms = RecordingChannel()
+    engine = Engine(storage, channels={"sms": sms}, clock=clock, dispatch="deferred")
+    engine.publish(journeys=[_send_journey(channel="sms")], content=[NEWS], topics=TOPICS,
+                   quiet_hours=[QuietHours("night", time(21), time(8), action="skip")])
+    engine.handle_event(Event(customer_id="c1", name="digest_ready", timestamp=clock.now(),
+                              event_id="e1"))
+    clock.set(T0.replace(hour=22))
+    assert engine.dispatch_pending() == 0
+    assert sms.messages == []
+    [entry] = engine.storage.customer_outbox("c1")
+    assert (entry.status, entry.last_error) == ("discarded", "withheld: quiet hours night: skipped")
+    report = journey_report(engine.storage, _send_journey(channel="sms"))
+    assert (report.sent, report.withheld) == ({"sms": 1}, 1)
+
+
 def test_the_journey_report_says_which_rule_kept_a_send_from_going_out(
     storage: Storage,
 ) -> None:

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from cjo.model.policies import QuietHours
 from cjo.runtime.kinds.flow import split_fraction
-from cjo.timezones import localize
+from cjo.timezones import customer_zone, localize
 
-__all__ = ["applies", "quiet_until", "release_at"]
+if TYPE_CHECKING:
+    from cjo.channels.base import Message
+    from cjo.runtime.registry import Registry
+    from cjo.runtime.state import CustomerState
+
+__all__ = ["applies", "held_at_dispatch", "quiet_until", "release_at"]
 
 _DAY = timedelta(days=1)
 
@@ -55,3 +61,22 @@ def release_at(
             share = split_fraction(enrollment_id, "quiet_hours", q.id) if q.spread else 0.0
             return q, end + q.spread * share
     return None
+
+
+def held_at_dispatch(
+    registry: Registry, state: CustomerState | None, message: Message, now: datetime,
+    default_timezone: str | None,
+) -> tuple[QuietHours, datetime] | None:
+    """The rule whose quiet period holds ``message`` when it is dispatched at ``now``, after
+    it was written (a retry, a worker that comes late), and when it is released (as at the
+    send, with the enrollment's share of ``spread``); None when it may go out."""
+    rules = [q for q in registry.delivery.quiet_hours
+             if applies(q, message.journey_id, message.channel, message.transactional)]
+    if not rules:
+        return None
+    cj = (registry.journeys.get((message.journey_id, message.journey_version))
+          or registry.latest.get(message.journey_id))
+    profile = state.profile if state is not None else None
+    zone = customer_zone(profile.timezone if profile is not None else None,
+                         cj.journey.timezone if cj is not None else None, default_timezone)
+    return release_at(rules, now, zone, message.enrollment_id)

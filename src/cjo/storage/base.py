@@ -361,6 +361,15 @@ class Storage(abc.ABC):
         """Every outbox message of one customer still held, whatever its status (pending,
         delivered, dead, discarded), in the order they were written: for a privacy export."""
 
+    def defer_outbox(self, key: str, until: datetime, now: datetime) -> None:
+        """Make the pending message ``key`` wait until ``until`` without an attempt: its lease
+        ends, its attempts and last error stay (quiet hours hold a message a late dispatch
+        finds). Nothing for a message that is not pending.
+
+        Not abstract: the default records a transient attempt retried at ``until``, so an
+        adapter written before it runs as it did (the attempt is counted)."""
+        self.complete_outbox(key, DeliveryResult.transient("held by quiet hours"), now, until)
+
     @abc.abstractmethod
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
         """End the writer's reservation of the pending messages among ``keys``: they become

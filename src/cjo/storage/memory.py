@@ -751,6 +751,13 @@ class InMemoryStorage(Storage):
         with self._lock:
             return {channel: len(keys) for channel, keys in self._pending.items() if keys}
 
+    def defer_outbox(self, key: str, until: datetime, now: datetime) -> None:
+        until = ensure_aware(until, "until")
+        with self._lock:
+            row = self._outbox.get(key)
+            if row is not None and row[_STATUS] == "pending":
+                self._outbox[key] = _changed(row, "pending", row[_ATTEMPTS], until, row[_ERROR])
+
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
         now = ensure_aware(now, "now")
         with self._lock:

@@ -409,6 +409,8 @@ _QUERIES: dict[str, LiteralString] = {
     " FROM {s}.outbox WHERE key = %s",
     "customer_outbox": "SELECT data::text, status, attempts, available_at, last_error, leased"
     " FROM {s}.outbox WHERE customer_id = %s ORDER BY seq",
+    "defer_outbox": "UPDATE {s}.outbox SET available_at = %s, leased = false"
+    " WHERE key = %s AND status = 'pending'",
     "release_outbox": "UPDATE {s}.outbox SET available_at = least(available_at, %(now)s),"
     " leased = false"
     " WHERE key = ANY(%(keys)b::text[]) AND status = 'pending'",
@@ -1137,6 +1139,12 @@ class PostgresStorage(Storage):
                         last_error, leased)
             for data, status, attempts, available_at, last_error, leased in rows
         ]
+
+    @_translating
+    def defer_outbox(self, key: str, until: datetime, now: datetime) -> None:
+        until = ensure_aware(until, "until")
+        with self._pool.connection() as conn:
+            conn.execute(self._q["defer_outbox"], [until, key])
 
     @_translating
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:

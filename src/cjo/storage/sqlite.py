@@ -504,6 +504,9 @@ _CUSTOMER_OUTBOX = (
     "SELECT data, status, attempts, available_at, last_error, leased FROM outbox "
     "WHERE customer_id = ? ORDER BY rowid"
 )
+_DEFER_OUTBOX = (
+    "UPDATE outbox SET available_at = ?, leased = 0 WHERE key = ? AND status = 'pending'"
+)
 _RELEASE_OUTBOX = (
     "UPDATE outbox SET available_at = min(available_at, ?1), leased = 0 "
     "WHERE key IN (SELECT value FROM json_each(?2)) AND status = 'pending'"
@@ -1343,6 +1346,12 @@ class SQLiteStorage(Storage):
                         bool(leased))
             for data, status, attempts, available, error, leased in rows
         ]
+
+    @_Translated("defer_outbox")
+    def defer_outbox(self, key: str, until: datetime, now: datetime) -> None:
+        until_us = us(ensure_aware(until, "until"))
+        with self._write() as conn:
+            conn.execute(_DEFER_OUTBOX, (until_us, key))
 
     @_Translated("release_outbox")
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:

@@ -1393,6 +1393,32 @@ class StorageContract:
         }
         assert leased("k1", now + HOUR) == (True, True), "claimed again"
 
+    def test_defer_outbox_holds_a_message_without_an_attempt(self, storage: Storage) -> None:
+        _save(storage, _state(), messages=[_message(k) for k in ("k1", "k2", "k3")])
+        now = T0 + storage.dispatch_lease
+        storage.claim_outbox(now, 10, MINUTE)
+        storage.complete_outbox_many([
+            Delivery("k1", DeliveryResult("transient", error="503"), now + MINUTE),
+            Delivery("k3", DeliveryResult("delivered")),
+        ], now)
+        until = now + 8 * HOUR
+        storage.defer_outbox("k1", until, now + MINUTE)  # a retry, held
+        storage.defer_outbox("k2", until, now)  # claimed, held
+        storage.defer_outbox("k3", until, now)  # delivered: stays so
+        storage.defer_outbox("unknown", until, now)
+        for key, attempts, error in (("k1", 1, "503"), ("k2", 0, None)):
+            entry = storage.outbox_entry(key)
+            assert entry is not None
+            assert (entry.status, entry.attempts, entry.last_error, entry.available_at,
+                    entry.leased) == ("pending", attempts, error, until, False)
+        entry = storage.outbox_entry("k3")
+        assert entry is not None
+        assert (entry.status, entry.available_at) == ("delivered", now)
+        assert storage.claim_outbox(until - TICK, 10, MINUTE) == []
+        assert {m.idempotency_key for m in storage.claim_outbox(until, 10, MINUTE)} == {
+            "k1", "k2"
+        }
+
     # --- dead letters --------------------------------------------------------------------------
 
     def _dead_letters_setup(self, storage: Storage) -> datetime:
