@@ -112,6 +112,18 @@ def test_report_prints_the_stored_journeys(shop: str, capsys: pytest.CaptureFixt
                                 "(published: welcome)\n")
 
 
+def test_a_journey_named_twice_is_reported_once(
+    shop: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two tables of the same journey would read as two journeys, or as counts doubled.
+    status, once, _ = run(capsys, "report", "--storage", shop, "welcome")
+    assert status == 0
+    assert run(capsys, "report", "--storage", shop, "welcome", "welcome")[1] == once
+    status, _, err = run(capsys, "report", "--storage", shop, "welcom", "welcom")
+    assert (status, err) == (2, "cjo report: no journey 'welcom' is published "
+                                "(published: welcome)\n")
+
+
 @pytest.mark.parametrize("command", ["report", "dead-letters", "set-aside"])
 def test_a_storage_that_holds_nothing_is_refused(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -434,12 +434,14 @@ def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(f"cjo report: {exc}\n")
             return 2
         latest = {j.id: j for j in sorted(journeys, key=lambda j: j.version)}
-        unknown = [jid for jid in args.journeys if jid not in latest]
+        # A journey named twice is reported once: two tables would read as two journeys.
+        named = list(dict.fromkeys(args.journeys))
+        unknown = [jid for jid in named if jid not in latest]
         if unknown:
             err.write(f"cjo report: no journey {', '.join(map(repr, unknown))} is published "
                       f"(published: {', '.join(sorted(latest)) or 'none'})\n")
             return 2
-        chosen = args.journeys or sorted(latest)
+        chosen = named or sorted(latest)
         if not chosen:
             out.write("no journey is published\n")
             return 0
