@@ -9,8 +9,9 @@ profile values, ids); the storage adapters and the decision core have their own.
 from __future__ import annotations
 
 import re
+import sys
 import time
-import timeit
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -135,24 +136,48 @@ def test_json_nested_hundreds_deep_is_a_clear_definition_error(depth: int) -> No
     assert "definitions nest" in load_and_validate(deep_condition_json(depth))
 
 
-def test_ten_thousand_steps_validate_in_well_under_a_second() -> None:
+def _chain(n: int) -> Definitions:
     steps: dict[str, object] = {}
-    for i in range(10_000):
-        following = f"s{i + 1}" if i < 9_999 else None
+    for i in range(n):
+        following = f"s{i + 1}" if i < n - 1 else None
         steps[f"s{i}"] = (Send("promo", "email", next=following) if i % 2
                           else Wait(HOUR, next=following))
     journey = Journey("big", "s0", steps)  # type: ignore[arg-type]
-    definitions = Definitions(journeys=(journey,), content=(content("Hi"),))
-    started = time.perf_counter()
-    problems = validate_definitions(definitions)
+    return Definitions(journeys=(journey,), content=(content("Hi"),))
+
+
+def _calls(fn: Callable[[], object]) -> int:
+    """How many functions (Python and built-in) ``fn`` calls: a measure of work that the
+    machine's load does not change, unlike seconds."""
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        if event in ("call", "c_call"):
+            calls += 1
+
+    sys.setprofile(count)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return calls
+
+
+def test_ten_thousand_steps_are_refused_and_validation_grows_linearly() -> None:
+    problems = validate_definitions(_chain(10_000))
     assert [p.message for p in problems] == [
         "has 10000 steps; the limit is 1000 (split it into several journeys, or raise "
         "Limits.max_steps_per_journey)"
     ]
-    assert validate_definitions(
-        definitions, limits=Limits(max_steps_per_journey=10_000)
-    ) == []
-    assert time.perf_counter() - started < 1
+    # Within a raised limit, a journey three times as long costs about three times the work
+    # (nine times, were validation quadratic in the steps).
+    limits = Limits(max_steps_per_journey=10_000)
+    small, large = _chain(1_000), _chain(3_000)
+    assert validate_definitions(large, limits=limits) == []
+    ratio = (_calls(lambda: validate_definitions(large, limits=limits))
+             / _calls(lambda: validate_definitions(small, limits=limits)))
+    assert ratio < 4, ratio
 
 
 def test_a_long_chain_without_a_wait_is_refused_at_publish() -> None:
@@ -348,15 +373,15 @@ def test_every_refusal_here_is_a_cjo_error() -> None:
 # --- the cost of checking ----------------------------------------------------------------------
 
 
-def test_checking_a_flat_event_costs_well_under_a_microsecond_per_property() -> None:
+def test_checking_a_flat_event_costs_a_few_builtin_calls_per_property() -> None:
+    # Every event's properties are checked at intake: a flat one must cost a few built-in
+    # calls per property (type checks), not a walk in Python.
     from cjo.model.events import check_values
 
     properties = {"total": 99.9, "sku": "abc-123", "qty": 3, "currency": "EUR", "gift": False,
                   "note": None, "page": "/checkout", "ms": 1234}
-    runs = 2_000
-    best = min(timeit.repeat(lambda: check_values(properties, "p", "p"), number=runs, repeat=5))
-    per_property = best / runs / len(properties)
-    assert per_property < 1e-6, f"{per_property * 1e9:.0f} ns per property"
+    per_property = _calls(lambda: check_values(properties, "p", "p")) / len(properties)
+    assert per_property <= 4, per_property
 
 
 @pytest.mark.parametrize("at", [datetime(9000, 1, 1, tzinfo=UTC),
