@@ -786,6 +786,68 @@ def test_a_hard_bounce_blocks_the_channel_and_unsubscribe_takes_the_messages_top
     ]
 
 
+@pytest.mark.parametrize("failed", ["hard bounce", "permanent failure"])
+def test_a_dead_address_is_blocked_until_the_profile_gets_a_new_one(
+    storage: Storage, failed: str
+) -> None:
+    # As Braze's bounce status, the block is the address's: a customer who gives a new email
+    # gets email again; one who said STOP stays blocked whatever their number.
+    from cjo import DeliveryResult
+
+    class Refusing(RecordingChannel):
+        """Refuses the addresses it knows are closed."""
+
+        def send(self, message: Any) -> Any:
+            if failed == "permanent failure" and message.recipient.get("email") == "old@example.org":
+                return DeliveryResult.permanent("550 no such user", unreachable=True)
+            return super().send(message)
+
+    host = Host(storage, contact_attributes={"email": "email", "sms": "phone"})
+    host.channels["email"] = Refusing()
+    host.engine.channels["email"] = host.channels["email"]
+    host.engine.publish(journeys=[_send_journey(), _send_journey("texts", "text_ready",
+                                                                  channel="sms")],
+                        content=[NEWS], topics=TOPICS)
+    host.engine.identify("c1", {"email": "old@example.org", "phone": "+33600000000"})
+    first = host.event("digest_ready")
+    if failed == "hard bounce":  # delivered, then bounced
+        host.event("bounced", message_id=first.messages[0].idempotency_key, type="hard")
+    host.event("channel_blocked", channel="sms", reason="STOP")
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    reason = "hard bounce" if failed == "hard bounce" else "permanent failure: 550 no such user"
+    assert state.blocked == {"email": reason, "sms": "STOP"}
+    host.clock.advance(HOUR)
+    assert host.event("digest_ready").messages == ()  # suppressed: blocked
+    host.engine.identify("c1", {"email": "new@example.org", "phone": "+33611111111",
+                                "plan": "pro"})
+    state = host.engine.customer_state("c1")
+    assert state is not None
+    assert state.blocked == {"sms": "STOP"}, "a new address lifts a dead one's block only"
+    host.clock.advance(HOUR)
+    [message] = host.event("digest_ready").messages
+    assert message.recipient["email"] == "new@example.org"
+    assert host.event("text_ready").messages == ()
+    # Writing the same address again, or clearing it, lifts nothing.
+    host.event("bounced", message_id=message.idempotency_key, type="hard")
+    host.engine.identify("c1", {"email": "new@example.org"})
+    host.engine.identify("c1", unset=["email"])
+    state = host.engine.customer_state("c1")
+    assert state is not None and state.blocked == {"email": "hard bounce", "sms": "STOP"}
+
+
+def test_a_late_bounce_of_a_replaced_address_blocks_nothing(storage: Storage) -> None:
+    host = Host(storage, contact_attributes={"email": "email"})
+    host.engine.publish(journeys=[_send_journey()], content=[NEWS], topics=TOPICS)
+    host.engine.identify("c1", {"email": "old@example.org"})
+    [sent] = host.event("digest_ready").messages
+    host.engine.identify("c1", {"email": "new@example.org"})
+    host.event("bounced", message_id=sent.idempotency_key, type="hard")
+    state = host.engine.customer_state("c1")
+    assert state is not None and state.blocked == {}
+    assert host.log(kinds=("bounced",)) == [("bounced", "hard", "email")], "still logged"
+
+
 def test_policies_are_published_definitions_every_engine_applies(storage: Storage) -> None:
     host = Host(storage)
     definitions = Definitions(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cjo.errors import UnknownChannelError, UnknownTopicError
 from cjo.model.policies import Topic
@@ -29,12 +29,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANY",
+    "UNREACHABLE_MARK",
     "WITHHOLD_MARK",
     "block",
+    "block_address",
     "check_channel",
     "check_topic",
     "consent_problem",
     "message_step",
+    "no_address",
+    "readdressed",
     "send_topic",
     "set_consent",
     "subscribed",
@@ -113,15 +117,60 @@ def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bo
     return value
 
 
+#: The prefix of the mark (``CustomerState.marks``, with the instant) that says a channel's
+#: block concerns the customer's address on it (a hard bounce, a permanent failure), not their
+#: word: a new address lifts it (``readdressed``). Any other block or unblock drops the mark.
+UNREACHABLE_MARK: Final = "unreachable:"
+
+
 def block(state: CustomerState, channel: str, reason: str) -> None:
     state.own_blocked()[channel] = reason
+    if state.marks:
+        state.marks.pop(UNREACHABLE_MARK + channel, None)
 
 
 def unblock(state: CustomerState, channel: str) -> bool:
     if channel not in state.blocked:
         return False
     del state.own_blocked()[channel]
+    if state.marks:
+        state.marks.pop(UNREACHABLE_MARK + channel, None)
     return True
+
+
+def block_address(state: CustomerState, channel: str, reason: str, at: datetime) -> bool:
+    """Block ``channel`` because the customer's address on it is dead (a hard bounce, a
+    permanent failure), until the block is lifted or the address changes (``readdressed``).
+    A channel already blocked keeps its reason (a "STOP" stays a "STOP"). Whether it blocked."""
+    if channel in state.blocked:
+        return False
+    block(state, channel, reason)
+    state.marks[UNREACHABLE_MARK + channel] = at
+    return True
+
+
+def readdressed(
+    state: CustomerState, contact: Mapping[str, str], old: Mapping[str, Any],
+    new: Mapping[str, Any],
+) -> None:
+    """Lift the blocks of a dead address (``block_address``) on the channels whose contact
+    attribute (``contact``: channel -> attribute) the profile change from ``old`` to ``new``
+    gave a new value: the new address has not bounced."""
+    marks = state.marks
+    if not marks:
+        return
+    for channel, attribute in contact.items():
+        if UNREACHABLE_MARK + channel not in marks:
+            continue
+        after = new.get(attribute)
+        if not no_address(after) and after != old.get(attribute):
+            unblock(state, channel)
+
+
+def no_address(value: object) -> bool:
+    """Whether a contact detail reaches nobody: absent, or text that is empty or only
+    whitespace (an email of "  " is no address)."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def consent_problem(

@@ -34,8 +34,10 @@ from typing import TYPE_CHECKING, Any, Final
 
 from cjo.delivery.consent import (
     block,
+    block_address,
     check_channel,
     check_topic,
+    no_address,
     send_topic,
     set_consent,
     unblock,
@@ -217,7 +219,8 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
     elif name == "channel_unblocked" and channel is not None:
         unblock(state, channel)
     elif name == "bounced" and sent_on is not None and props.get("type") == "hard":
-        mark_unreachable(d, sent_on, "hard bounce")
+        mark_unreachable(d, sent_on, "hard bounce", now,
+                         d.sent.get(message_id) if message_id is not None else None)
     elif name == "complained" and sent_on is not None:
         set_consent(state, None, sent_on, False, said)
     d.touch()
@@ -247,13 +250,29 @@ def _as_sent(
     return channel or step.channel, step.content, None
 
 
-def mark_unreachable(d: Decider, channel: str, reason: str) -> None:
+def mark_unreachable(
+    d: Decider, channel: str, reason: str, at: datetime, message: Message | None = None
+) -> None:
     """The customer's address on ``channel`` is dead (a hard bounce, a permanent delivery
-    failure): block the channel, so that sends on it are suppressed and fallbacks apply. A
-    channel already blocked keeps the reason it was blocked for (a "STOP" stays a "STOP")."""
-    if channel not in d.state.blocked:
-        block(d.state, channel, reason)
+    failure): block the channel, so that sends on it are suppressed and fallbacks apply,
+    until the host lifts it or the profile gets a new address (``readdressed``). A channel
+    already blocked keeps the reason it was blocked for (a "STOP" stays a "STOP"). Nothing
+    when ``message`` went to an address the profile has since replaced: the new one did not
+    fail."""
+    if message is not None and _readdressed_since(d, message, channel):
+        return
+    if block_address(d.state, channel, reason, at):
         d.touch()
+
+
+def _readdressed_since(d: Decider, message: Message, channel: str) -> bool:
+    """Whether the profile's address on ``channel`` differs from the one ``message`` carried
+    (``Message.recipient``); False when either is not known."""
+    attribute = d.options.contact_attributes.get(channel)
+    if attribute is None or attribute not in message.recipient:
+        return False
+    now = d.profile.attributes.get(attribute)
+    return not no_address(now) and now != message.recipient[attribute]
 
 
 def message_activity(
@@ -274,7 +293,7 @@ def record_permanent_failure(
     """``message`` failed permanently: mark its channel unreachable for the customer, and log
     it as ``unreachable`` (detail: the reason) against the message's journey and step."""
     reason = f"permanent failure: {error}" if error else "permanent failure"
-    mark_unreachable(d, message.channel, reason)
+    mark_unreachable(d, message.channel, reason, now, message)
     d.touch()  # the activity is written even when the channel was blocked already
     d.activities.append(message_activity(now, d.customer_id, message, "unreachable", reason))
 

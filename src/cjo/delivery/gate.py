@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from cjo.delivery.caps import capped_by, record_send
-from cjo.delivery.consent import consent_problem
+from cjo.delivery.consent import consent_problem, no_address
 from cjo.delivery.quiet_hours import applies, release_at
 from cjo.model.content import ContentItem
 from cjo.model.definitions import Definitions
@@ -80,18 +80,12 @@ def choose_channel(
         problem = consent_problem(state, channel, topic, step.transactional, topics)
         if problem is None:
             needed = contact.get(channel)
-            if needed is not None and _missing(attributes.get(needed)):
+            if needed is not None and no_address(attributes.get(needed)):
                 problem = f"no {needed}"
         if problem is None:
             return channel, passed
         passed.append((channel, problem))
     return None, passed
-
-
-def _missing(value: object) -> bool:
-    """Whether a contact detail reaches nobody: absent, or text that is empty or only
-    whitespace (an email of "  " is no address)."""
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def gate(

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 
 from cjo.channels.base import Message
 from cjo.content.render import NOW_KEY
+from cjo.delivery.consent import readdressed
 from cjo.delivery.feedback import DELIVERY_EVENTS, apply_delivery_event
 from cjo.delivery.gate import gate
 from cjo.delivery.gate import record as record_send
@@ -1225,7 +1226,13 @@ class Decider:
                     if self.pending_changes is None:
                         self.pending_changes = []
                     self.pending_changes.append((name, before, after))
-        self.state.profile = profile
+        state = self.state
+        if state._rare is not None and state.blocked and self.options.contact_attributes:
+            old_profile = state.profile
+            readdressed(state, self.options.contact_attributes,
+                        old_profile.attributes if old_profile is not None else _EMPTY,
+                        profile.attributes)
+        state.profile = profile
         self.dirty = True
 
     def attribute_changes(self, at: datetime, budget: int | None = None) -> int:
