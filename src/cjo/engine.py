@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -32,6 +32,7 @@ from cjo.channels.retry import retry_delay
 from cjo.clock import Clock, SystemClock, ensure_aware
 from cjo.content.checks import revise_for_blocks
 from cjo.content.offers import Scorer
+from cjo.delivery.caps import give_back
 from cjo.delivery.consent import (
     block,
     check_channel,
@@ -1241,6 +1242,12 @@ class Engine:
             self._log_about(customer_id, entries, now)
         if not stopped:
             return kept
+        # Read before they are recorded (which counts an attempt): the marketing messages
+        # never attempted, whose frequency cap slots are given back.
+        unsent = {
+            m.idempotency_key for found in stopped.values() for m, _ in found
+            if not m.transactional and self._never_attempted(m)
+        }
         self.storage.complete_outbox_many([
             Delivery(m.idempotency_key, DeliveryResult.permanent(
                 f"withheld: {_MERGED_REASON if merged_into is not None else reason}",
@@ -1255,9 +1262,12 @@ class Engine:
                 self.storage.discard_dead_letter(message.idempotency_key, now)
                 if outcome is not None:
                     outcome.delivery[message.idempotency_key] = "discarded"
-            self._log_about(merged_into or customer_id,
-                            [(m, "withheld", reason) for m, reason in found], now)
+            self._log_withheld(merged_into or customer_id, found, unsent, now)
         return kept
+
+    def _never_attempted(self, message: Message) -> bool:
+        entry = self.storage.outbox_entry(message.idempotency_key)
+        return entry is not None and entry.attempts == 0
 
     def _judge(self, registry: Registry, state: CustomerState, message: Message) -> str | None:
         """Why ``message`` may no longer go out by ``state`` (``withheld``), or None
@@ -1288,6 +1298,21 @@ class Engine:
                 log.info("message %s not sent: its customer was erased",
                          message.idempotency_key)
         return [m for m in messages if m.customer_id not in erased]
+
+    def _log_withheld(
+        self, customer_id: str, found: list[tuple[Message, str]], unsent: Collection[str],
+        now: datetime,
+    ) -> None:
+        """Log withheld messages (with why) on the customer's record, and give back the
+        frequency cap slots of those among ``unsent`` (never attempted: they did not go out)."""
+        def log_them(d: Decider, at: datetime) -> None:
+            d.touch()
+            for m, reason in found:
+                d.activities.append(message_activity(at, d.customer_id, m, "withheld", reason))
+                if m.idempotency_key in unsent and d.state.sends:
+                    give_back(d.state, m.created_at, m.channel)
+
+        self._on_record(customer_id, log_them, now)
 
     def _log_about(
         self, customer_id: str, entries: list[tuple[Message, ActivityKind, str]], now: datetime

@@ -786,6 +786,41 @@ def test_a_hard_bounce_blocks_the_channel_and_unsubscribe_takes_the_messages_top
     ]
 
 
+def test_a_message_withheld_before_any_attempt_gives_its_cap_slot_back(storage: Storage) -> None:
+    # One marketing email a day. The newsletter, written for a worker that sends later, is
+    # withheld (the customer unsubscribed from it meanwhile): it never went out, so the offer
+    # decided afterwards that day is not capped by it.
+    offers = ContentItem("deal", (Variant("email", {"subject": "Deal", "text": "Deal"}),),
+                         topic="offers")
+    clock = ManualClock(T0)
+    email = RecordingChannel()
+    engine = Engine(storage, channels={"email": email}, clock=clock, dispatch="deferred")
+    engine.publish(journeys=[_send_journey(), _send_journey("deals", "deal_ready",
+                                                            content="deal")],
+                   content=[NEWS, offers], topics=TOPICS,
+                   caps=[FrequencyCap("daily", 1, per=DAY)])
+    engine.set_consent("c1", topic="offers", subscribed=True)
+    for n, name in enumerate(["digest_ready", "unsubscribed"]):
+        clock.advance(timedelta(minutes=1))
+        engine.handle_event(Event(customer_id="c1", name=name, timestamp=clock.now(),
+                                  properties={"topic": "newsletter"}, event_id=f"e{n}"))
+    engine.dispatch_pending()
+    assert email.messages == []
+    clock.advance(HOUR)
+    engine.handle_event(Event(customer_id="c1", name="deal_ready", timestamp=clock.now(),
+                              event_id="e-deal"))
+    engine.dispatch_pending()
+    assert [m.content_id for m in email.messages] == ["deal"]
+    state = engine.customer_state("c1")
+    assert state is not None and [(at, ch) for at, ch, _ in state.sends] == [(clock.now(), "email")]
+    # An attempted message keeps its slot, delivered or not: the next is capped.
+    clock.advance(HOUR)
+    engine.handle_event(Event(customer_id="c1", name="deal_ready", timestamp=clock.now(),
+                              event_id="e-deal-2"))
+    engine.dispatch_pending()
+    assert [m.content_id for m in email.messages] == ["deal"]
+
+
 @pytest.mark.parametrize("failed", ["hard bounce", "permanent failure"])
 def test_a_dead_address_is_blocked_until_the_profile_gets_a_new_one(
     storage: Storage, failed: str

@@ -16,7 +16,7 @@ from cjo.model.policies import FrequencyCap
 from cjo.runtime.state import NO_ENTRIES, CustomerState, LedgerEntry
 from cjo.timezones import localize, next_wall_time
 
-__all__ = ["capped_by", "counts", "record_send", "window_start"]
+__all__ = ["capped_by", "counts", "give_back", "record_send", "window_start"]
 
 _MIDNIGHT = time(0)
 
@@ -106,3 +106,17 @@ def record_send(
                 kept.append(entry)
                 break
     state.sends = kept or NO_ENTRIES
+
+
+def give_back(state: CustomerState, at: datetime, channel: str) -> bool:
+    """Free the cap slot of a marketing send decided at ``at`` on ``channel`` that never went
+    out (withheld before its first attempt): the ledger entry it took no longer counts. A
+    message attempted counts, delivered or not, as the providers' own caps count sends.
+    Whether an entry was found (it may have been dropped as too old to count)."""
+    sends = state.sends
+    for i in range(len(sends) - 1, -1, -1):
+        entry_at, entry_channel, _tags = sends[i]
+        if entry_at == at and entry_channel == channel:
+            state.sends = [*sends[:i], *sends[i + 1:]] or NO_ENTRIES
+            return True
+    return False
