@@ -90,7 +90,7 @@ from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
-from cjo.runtime.state import Activity, ActivityKind, CustomerState, Enrollment, detached
+from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
 from cjo.scheduling import mark_schedules, run_schedules, say_never_occurring
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
@@ -1204,7 +1204,7 @@ class Engine:
         until the period ends (logged as ``quiet_hours``), or is withheld (``skip``)."""
         read = states is None
         quiet = read and bool(registry.delivery.quiet_hours)
-        held: dict[str, list[tuple[Message, ActivityKind, str]]] = {}
+        held: dict[str, list[tuple[Message, str]]] = {}
         if states is None:
             states = self.storage.peek_many(sorted({m.customer_id for m in messages}))
             # Left out: an erased customer, or one whose record cannot be decoded (not judged).
@@ -1231,7 +1231,7 @@ class Engine:
                     else:
                         self.storage.defer_outbox(message.idempotency_key, until, now)
                         held.setdefault(message.customer_id, []).append(
-                            (message, "quiet_hours", f"{rule.id}: deferred to {until.isoformat()}")
+                            (message, f"{rule.id}: deferred to {until.isoformat()}")
                         )
                         continue
             if reason is None:
@@ -1239,7 +1239,7 @@ class Engine:
             else:
                 stopped.setdefault(message.customer_id, []).append((message, reason))
         for customer_id, entries in held.items():
-            self._log_about(customer_id, entries, now)
+            self._log_held(customer_id, entries, now)
         if not stopped:
             return kept
         # Read before they are recorded (which counts an attempt): the marketing messages
@@ -1314,15 +1314,16 @@ class Engine:
 
         self._on_record(customer_id, log_them, now)
 
-    def _log_about(
-        self, customer_id: str, entries: list[tuple[Message, ActivityKind, str]], now: datetime
+    def _log_held(
+        self, customer_id: str, held: list[tuple[Message, str]], now: datetime
     ) -> None:
-        """Log what befell messages (kind, detail) on the customer's record."""
+        """Log messages quiet hours hold at dispatch (with until when) on the customer's
+        record."""
         def log_them(d: Decider, at: datetime) -> None:
             d.touch()
             d.activities.extend(
-                message_activity(at, d.customer_id, m, kind, detail)
-                for m, kind, detail in entries
+                message_activity(at, d.customer_id, m, "quiet_hours", detail)
+                for m, detail in held
             )
 
         self._on_record(customer_id, log_them, now)
