@@ -36,6 +36,8 @@ calls them as they are.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import math
 import re
@@ -57,6 +59,7 @@ from liquid.exceptions import (
     UndefinedError,
 )
 from liquid.filter import num_arg, sequence_filter, with_context
+from liquid.stringify import to_liquid_string
 from liquid.undefined import StrictUndefined, Undefined
 
 __all__ = ["NOW_KEY", "FilterInputError", "format_date", "register_strict_filters"]
@@ -435,9 +438,62 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
     return format_date(moment, fmt)
 
 
+# Filters that read the content of a value, not only its type. A derived sample (every variable
+# the text "1") cannot hold a list or base64 text, so their refusals are ``shape``: reported at
+# publish only against a sample the host gives, and at every send.
+
+
+def _concat(sequence: object, second_array: object) -> object:
+    """Liquid's ``concat``, whose own refusal of an argument that is not a list fails to build
+    its error ("LiquidError.__init__() missing 1 required keyword-only argument")."""
+    if isinstance(second_array, Undefined):
+        raise _undefined(second_array)
+    if not isinstance(second_array, list | tuple):
+        raise FilterInputError(f"concat: expected a list as its argument, got "
+                               f"{_kind(second_array)}", shape=True)
+    return liquid_array.concat(sequence, second_array)
+
+
+def _strict_base64(name: str, decode: Callable[[str], bytes]) -> Callable[[object], str]:
+    """A base64 decoder that refuses text that is not base64 (Python's, as Liquid calls it,
+    skips the characters it does not know: ``"aGk=!!"`` decodes to ``hi``) and bytes that are
+    not UTF-8 text."""
+
+    def strict(value: object) -> str:
+        if isinstance(value, Undefined):
+            raise _undefined(value)
+        text = value if isinstance(value, str) else to_liquid_string(value, autoescape=False)
+        try:
+            raw = decode(text)
+        except (binascii.Error, ValueError):
+            raise FilterInputError(f"{name}: expected base64 text, got text that is not "
+                                   f"base64", shape=True) from None
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise FilterInputError(f"{name}: expected base64 text, got base64 of what is not "
+                                   f"UTF-8 text", shape=True) from None
+
+    return strict
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _b64_url_safe(text: str) -> bytes:
+    # validate=True reads the standard alphabet only: translate the URL-safe one to it.
+    return base64.b64decode(text.translate(str.maketrans("-_", "+/")), validate=True)
+
+
 def register_strict_filters(env: Environment) -> None:
-    """Replace ``env``'s math filters, ``sum`` and ``date`` with cjo's strict versions."""
+    """Replace ``env``'s math filters, ``sum``, ``date``, ``concat`` and the base64 decoders
+    with cjo's strict versions."""
     for name, liquid_filter in _MATH.items():
         env.add_filter(name, _strict_math(name, liquid_filter))
     env.add_filter("sum", _sum)
     env.add_filter("date", _date)
+    env.add_filter("concat", _concat)
+    env.add_filter("base64_decode", _strict_base64("base64_decode", _b64))
+    env.add_filter("base64_url_safe_decode",
+                   _strict_base64("base64_url_safe_decode", _b64_url_safe))
