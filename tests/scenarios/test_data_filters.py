@@ -89,3 +89,45 @@ def test_a_sample_still_checks_what_these_filters_read() -> None:
                            ContentSample(event={"token": "!!!"}))
     assert problems == ["field 'text' does not render on the sample: base64_decode: expected "
                         "base64 text, got text that is not base64"]
+
+
+# --- filters by a property: items without it, or with it nil ----------------------------------
+
+PRODUCTS = [
+    {"name": "tent", "price": 99.5, "image": "tent.png"},
+    {"name": "lamp", "price": None, "image": None},
+    {"name": "mug"},
+    {"name": "sock", "price": 4, "image": "sock.png"},
+]
+
+
+@pytest.mark.parametrize(("template", "expected"), [
+    # An item without the property is as one with it nil, as in Liquid.
+    ("{{ event.items | compact: 'image' | map: 'name' | join }}", "tent sock"),
+    ("{{ event.items | uniq: 'image' | map: 'name' | join }}", "tent lamp sock"),
+    # Nil and missing sort last, in their order; numbers among numbers.
+    ("{{ event.items | sort: 'price' | map: 'name' | join }}", "sock tent lamp mug"),
+    ("{{ event.items | sort_natural: 'image' | map: 'name' | join }}", "sock tent lamp mug"),
+])
+def test_filters_by_a_property_read_a_missing_one_as_nil(template: str, expected: str) -> None:
+    engine, problems = _publish(template, ContentSample(event={"items": PRODUCTS}))
+    assert problems == []
+    assert _send(engine, items=PRODUCTS) == ([expected], [])
+
+
+def test_sort_of_values_that_do_not_compare_fails_the_send_naming_them() -> None:
+    engine, problems = _publish("{{ event.items | sort: 'price' | map: 'name' | join }}")
+    assert problems == []
+    items = [{"name": "a", "price": 3}, {"name": "b", "price": "cheap"}]
+    assert _send(engine, items=items) == ([], [
+        "content 'c' / sms / field 'text': sort: cannot order a number and text"])
+
+
+def test_join_writes_nil_and_booleans_as_an_output_does() -> None:
+    # A product without a discount is nil: written as nothing, as {{ nil }} is, not "None".
+    engine, problems = _publish("{{ event.items | map: 'discount' | join: ', ' }} / "
+                                "{{ event.flags | join: ' ' }}")
+    assert problems == []
+    items = [{"discount": "10%"}, {"discount": None}, {"name": "mug"}, {"discount": 5}]
+    assert _send(engine, items=items, flags=[True, False, None, 1.5]) == (
+        ["10%, , , 5 / true false  1.5"], [])
