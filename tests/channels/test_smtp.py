@@ -196,6 +196,21 @@ def test_the_email_is_multipart_text_and_html(channel: SmtpChannel, mailbox: Mai
     assert "display:none" in body.split("Your first steps")[0], "the preheader is hidden"
 
 
+@pytest.mark.parametrize("text", [None, "", " \n"])
+def test_an_html_only_email_has_no_empty_plain_text_part(
+    channel: SmtpChannel, mailbox: Mailbox, text: str | None
+) -> None:
+    # An empty text/plain alternative is what a client that prefers plain text shows: nothing.
+    fields = {"subject": "Hi", "html": "<p>Hello <b>Ada</b>.</p>", "preheader": "Psst"}
+    if text is not None:
+        fields["text"] = text
+    assert channel.send(message(fields=fields)).ok
+    (email,) = mailbox.received
+    assert email.get_content_type() == "text/html"
+    body = email.get_content()
+    assert body.index("Psst") < body.index("<p>Hello <b>Ada</b>.</p>")
+
+
 def test_the_idempotency_key_is_a_header_and_the_message_id(
     channel: SmtpChannel, mailbox: Mailbox
 ) -> None:

@@ -1,7 +1,8 @@
 """Email over SMTP, with the standard library only.
 
 Each message is a multipart email built from its rendered fields: ``subject``; ``text`` (or
-``body``) as the plain-text part; ``html`` as the HTML alternative, with ``preheader`` (when
+``body``) as the plain-text part; ``html`` as the HTML alternative (the only part when the
+text is absent or blank), with ``preheader`` (when
 given) as hidden text at the top of it; ``unsubscribe_url`` (an https or mailto URL) as the
 ``List-Unsubscribe`` header, with RFC 8058 one-click unsubscription for an https one. It goes
 to ``message.recipient["email"]``; a message without one fails permanently.
@@ -240,8 +241,13 @@ class SmtpChannel(Channel):
                 body = _BODY_TAG.search(html)
                 at = body.end() if body else 0
                 html = html[:at] + hidden + html[at:]
-            email.set_content(text if text is not None else "")
-            email.add_alternative(html, subtype="html")
+            if text is not None and text.strip():
+                email.set_content(text)
+                email.add_alternative(html, subtype="html")
+            else:
+                # No empty text/plain alternative: a client that prefers plain text would show
+                # it, an empty email, rather than the HTML.
+                email.set_content(html, subtype="html")
         else:
             email.set_content(text if text is not None else "")
         if message.locale:  # after set_content, which clears Content-* headers

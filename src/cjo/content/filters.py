@@ -36,6 +36,8 @@ calls them as they are.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import math
 import re
@@ -57,6 +59,7 @@ from liquid.exceptions import (
     UndefinedError,
 )
 from liquid.filter import num_arg, sequence_filter, with_context
+from liquid.stringify import to_liquid_string
 from liquid.undefined import StrictUndefined, Undefined
 
 __all__ = ["NOW_KEY", "FilterInputError", "format_date", "register_strict_filters"]
@@ -435,9 +438,138 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
     return format_date(moment, fmt)
 
 
+# Filters that read the content of a value, not only its type. A derived sample (every variable
+# the text "1") cannot hold a list or base64 text, so their refusals are ``shape``: reported at
+# publish only against a sample the host gives, and at every send.
+
+
+def _concat(sequence: object, second_array: object) -> object:
+    """Liquid's ``concat``, whose own refusal of an argument that is not a list fails to build
+    its error ("LiquidError.__init__() missing 1 required keyword-only argument")."""
+    if isinstance(second_array, Undefined):
+        raise _undefined(second_array)
+    if not isinstance(second_array, list | tuple):
+        raise FilterInputError(f"concat: expected a list as its argument, got "
+                               f"{_kind(second_array)}", shape=True)
+    return liquid_array.concat(sequence, second_array)
+
+
+def _strict_base64(name: str, decode: Callable[[str], bytes]) -> Callable[[object], str]:
+    """A base64 decoder that refuses text that is not base64 (Python's, as Liquid calls it,
+    skips the characters it does not know: ``"aGk=!!"`` decodes to ``hi``) and bytes that are
+    not UTF-8 text."""
+
+    def strict(value: object) -> str:
+        if isinstance(value, Undefined):
+            raise _undefined(value)
+        text = value if isinstance(value, str) else to_liquid_string(value, autoescape=False)
+        try:
+            raw = decode(text)
+        except (binascii.Error, ValueError):
+            raise FilterInputError(f"{name}: expected base64 text, got text that is not "
+                                   f"base64", shape=True) from None
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise FilterInputError(f"{name}: expected base64 text, got base64 of what is not "
+                                   f"UTF-8 text", shape=True) from None
+
+    return strict
+
+
+def _b64(text: str) -> bytes:
+    return base64.b64decode(text, validate=True)
+
+
+def _b64_url_safe(text: str) -> bytes:
+    # validate=True reads the standard alphabet only: translate the URL-safe one to it.
+    return base64.b64decode(text.translate(str.maketrans("-_", "+/")), validate=True)
+
+
+# ``sort``, ``sort_natural``, ``compact`` and ``uniq`` by a property. Liquid's read an item
+# without the property as a character that sorts last among text (so among numbers the sort
+# fails with Python's words), ``compact`` fails on it (KeyError), and a nil property fails
+# ``sort``. As in Shopify's Liquid, a missing property is nil, and nil sorts last.
+
+
+def _property(item: object, key: object) -> object:
+    """``item``'s property ``key`` (the item itself without a key); nil when it has none."""
+    if key is None or key == "":
+        value = item
+    elif isinstance(item, Mapping):
+        value = item.get(str(key))
+    else:
+        value = None
+    return None if _is_nil(value) or isinstance(value, Undefined) else value
+
+
+def _ordered(name: str, natural: bool) -> Callable[..., list[object]]:
+    @sequence_filter
+    def ordered(sequence: list[object], key: object = None) -> list[object]:
+        if isinstance(key, Undefined):
+            raise _undefined(key)
+        keyed = [(_property(item, key), item) for item in sequence]
+        present = [(value, item) for value, item in keyed if value is not None]
+        nils = [item for value, item in keyed if value is None]
+        if natural:
+            present.sort(key=lambda pair: str(pair[0]).lower())
+        else:
+            try:
+                present.sort(key=lambda pair: pair[0])  # type: ignore[arg-type,return-value]
+            except TypeError:
+                kinds = list(dict.fromkeys(_kind(value) for value, _ in present))
+                first, second = (kinds * 2)[:2]  # two objects do not order either
+                raise FilterInputError(f"{name}: cannot order {first} and {second}") from None
+        return [item for _, item in present] + nils
+
+    return ordered
+
+
+@sequence_filter
+def _compact(sequence: list[object], key: object = None) -> list[object]:
+    if isinstance(key, Undefined):
+        raise _undefined(key)
+    return [item for item in sequence if _property(item, key) is not None]
+
+
+@sequence_filter
+def _uniq(sequence: list[object], key: object = None) -> list[object]:
+    if isinstance(key, Undefined):
+        raise _undefined(key)
+    seen: list[object] = []  # a list: items may be objects, which do not hash
+    out: list[object] = []
+    for item in sequence:
+        value = _property(item, key)
+        if value not in seen:
+            seen.append(value)
+            out.append(item)
+    return out
+
+
+@sequence_filter
+def _join(sequence: list[object], separator: object = " ") -> str:
+    """Liquid's ``join``, writing each item as ``{{ item }}`` writes it: Liquid's writes them
+    with Python's ``str``, so a nil (``map`` of an item without the property) is ``None`` and a
+    boolean ``True`` in the message."""
+    if isinstance(separator, Undefined):
+        raise _undefined(separator)
+    return to_liquid_string(separator, autoescape=False).join(
+        to_liquid_string(item, autoescape=False) for item in sequence)
+
+
 def register_strict_filters(env: Environment) -> None:
-    """Replace ``env``'s math filters, ``sum`` and ``date`` with cjo's strict versions."""
+    """Replace ``env``'s math filters, ``sum``, ``date``, ``concat``, the base64 decoders,
+    ``join`` and the filters by a property with cjo's strict versions."""
     for name, liquid_filter in _MATH.items():
         env.add_filter(name, _strict_math(name, liquid_filter))
     env.add_filter("sum", _sum)
     env.add_filter("date", _date)
+    env.add_filter("concat", _concat)
+    env.add_filter("base64_decode", _strict_base64("base64_decode", _b64))
+    env.add_filter("base64_url_safe_decode",
+                   _strict_base64("base64_url_safe_decode", _b64_url_safe))
+    env.add_filter("sort", _ordered("sort", natural=False))
+    env.add_filter("sort_natural", _ordered("sort_natural", natural=True))
+    env.add_filter("compact", _compact)
+    env.add_filter("uniq", _uniq)
+    env.add_filter("join", _join)
