@@ -131,3 +131,42 @@ def test_join_writes_nil_and_booleans_as_an_output_does() -> None:
     items = [{"discount": "10%"}, {"discount": None}, {"name": "mug"}, {"discount": 5}]
     assert _send(engine, items=items, flags=[True, False, None, 1.5]) == (
         ["10%, , , 5 / true false  1.5"], [])
+
+
+def test_time_zone_writes_a_date_at_the_customers_wall_time() -> None:
+    # As Braze's time_zone filter: a booking stored in UTC, written at the customer's hour.
+    template = ("{{ event.at | time_zone | date: '%a %H:%M %Z' }}, "
+                "{{ event.at | time_zone: 'America/New_York' | date: '%H:%M %Z' }}, "
+                "{{ 'now' | time_zone | date: '%H:%M' }}")
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(channels={"sms": channel}, clock=clock, default_timezone="Asia/Tokyo")
+    engine.publish(
+        content=[ContentItem("c", (Variant("sms", {"text": template}),))],
+        journeys=[Journey("j", trigger=EventTrigger("go"), entry="s",
+                          steps={"s": Send("c", "sms")}),
+                  Journey("k", trigger=EventTrigger("go_k"), entry="s", timezone="Europe/Oslo",
+                          steps={"s": Send("c", "sms")})],
+    )
+    engine.identify("ann", timezone="Europe/Paris")
+    at = "2026-03-04T14:30:00Z"
+    for customer, name in (("ann", "go"), ("bob", "go"), ("bob", "go_k")):
+        engine.handle_event(Event(customer, name, T0, properties={"at": at},
+                                  event_id=f"tz-{next(_ids)}"))
+    assert [(m.customer_id, m.journey_id, m.fields["text"]) for m in channel.messages] == [
+        ("ann", "j", "Wed 15:30 CET, 09:30 EST, 10:00"),   # the profile's zone
+        ("bob", "j", "Wed 23:30 JST, 09:30 EST, 18:00"),   # the engine's default
+        ("bob", "k", "Wed 15:30 CET, 09:30 EST, 10:00"),   # the journey's
+    ]
+
+
+def test_time_zone_refuses_what_it_cannot_read() -> None:
+    _, problems = _publish("{{ event.at | time_zone: 'Mars/Olympus' | date: '%H:%M' }}")
+    assert any("time_zone: 'Mars/Olympus' is not a known IANA time zone" in p
+               for p in problems), problems
+    engine, problems = _publish("{{ event.at | time_zone | date: '%H:%M' }}")
+    assert problems == []
+    assert _send(engine, at="2026-03-04T14:30:00Z") == (["14:30"], [])
+    sent, failures = _send(engine, at="next tuesday-ish")
+    assert sent == []
+    assert len(failures) == 1 and "time_zone: expected a date" in failures[0], failures

@@ -44,6 +44,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from dateutil import parser as date_parser
 from dateutil.tz import tzoffset
@@ -62,11 +63,17 @@ from liquid.filter import num_arg, sequence_filter, with_context
 from liquid.stringify import to_liquid_string
 from liquid.undefined import StrictUndefined, Undefined
 
-__all__ = ["NOW_KEY", "FilterInputError", "format_date", "register_strict_filters"]
+from cjo.timezones import is_zone
+
+__all__ = ["NOW_KEY", "ZONE_KEY", "FilterInputError", "format_date", "register_strict_filters"]
 
 #: The key of the render data that holds the instant being decided: what ``'now' | date``
 #: reads. No template path can spell it, so no template variable is shadowed.
 NOW_KEY = "cjo:now"
+#: The key of the render data that holds the customer's time zone (a ``ZoneInfo``: the
+#: profile's, else the journey's, else the engine's default): what ``time_zone`` without an
+#: argument converts to. Absent (a host rendering on its own): UTC.
+ZONE_KEY = "cjo:zone"
 
 
 class FilterInputError(LiquidTypeError):
@@ -438,6 +445,34 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
     return format_date(moment, fmt)
 
 
+@with_context
+def _time_zone(value: object, zone: object = None, *, context: RenderContext) -> object:
+    """A date (read as ``date`` reads one) at the same instant in ``zone`` (an IANA name),
+    or in the customer's zone when none is given, so that ``date`` then writes the customer's
+    wall time: ``{{ event.starts_at | time_zone | date: '%H:%M' }}``."""
+    if isinstance(value, Undefined):
+        raise _undefined(value)
+    if isinstance(zone, Undefined):
+        raise _undefined(zone)
+    if zone is None:
+        given = context.globals.get(ZONE_KEY)
+        target: tzinfo = given if isinstance(given, tzinfo) else UTC
+    elif not isinstance(zone, str):
+        raise _refused("time_zone", "text (an IANA time zone)", zone, argument=True)
+    elif not is_zone(zone):
+        raise FilterInputError(f"time_zone: {_shown(zone)} is not a known IANA time zone")
+    else:
+        target = ZoneInfo(zone)
+    instant = context.globals.get(NOW_KEY)
+    now = instant if isinstance(instant, datetime) else datetime.now(UTC)
+    if isinstance(value, str) and value in ("now", "today"):
+        value = now
+    moment = _read_date(value, now)
+    if moment is None:
+        raise _refused("time_zone", "a date", value, argument=False)
+    return moment.astimezone(target)
+
+
 # Filters that read the content of a value, not only its type. A derived sample (every variable
 # the text "1") cannot hold a list or base64 text, so their refusals are ``shape``: reported at
 # publish only against a sample the host gives, and at every send.
@@ -559,11 +594,12 @@ def _join(sequence: list[object], separator: object = " ") -> str:
 
 def register_strict_filters(env: Environment) -> None:
     """Replace ``env``'s math filters, ``sum``, ``date``, ``concat``, the base64 decoders,
-    ``join`` and the filters by a property with cjo's strict versions."""
+    ``join`` and the filters by a property with cjo's strict versions, and add ``time_zone``."""
     for name, liquid_filter in _MATH.items():
         env.add_filter(name, _strict_math(name, liquid_filter))
     env.add_filter("sum", _sum)
     env.add_filter("date", _date)
+    env.add_filter("time_zone", _time_zone)
     env.add_filter("concat", _concat)
     env.add_filter("base64_decode", _strict_base64("base64_decode", _b64))
     env.add_filter("base64_url_safe_decode",

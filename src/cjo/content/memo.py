@@ -5,8 +5,9 @@ machinery.
   Liquid's static analysis tells which variables a template reads, so the rendered text can be
   kept per (template, those values) and a repeat costs a dictionary look-up. A template whose
   output may depend on anything else (loops, counters, partials, the ``date`` filter, whose
-  ``now`` is the instant being decided), reads a value that is not a plain scalar, or reads
-  the customer id (unique to each customer: never repeated) is never memoised.
+  ``now`` is the instant being decided, ``time_zone``, which reads the customer's zone),
+  reads a value that is not a plain scalar, or reads the customer id (unique to each
+  customer: never repeated) is never memoised.
 - Most templates are text, ``{{ path | filter: literal }}`` outputs and ``{% if path ==
   literal %}...{% else %}...{% endif %}`` choices between such parts. For those, Liquid's own
   parse tree and stringification, and the renderer's own filter functions (cjo's strict math
@@ -43,7 +44,7 @@ _UNSAFE_TAGS = frozenset({
     "for", "tablerow", "cycle", "increment", "decrement", "include", "render", "liquid",
     "echo", "assign", "capture",
 })
-_UNSAFE_FILTERS = frozenset({"date"})
+_UNSAFE_FILTERS = frozenset({"date", "time_zone"})
 _ROOTS = frozenset(TEMPLATE_ROOTS)
 _SCALARS = (str, int, float, bool, type(None))
 _MISSING = MISSING

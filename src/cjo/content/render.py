@@ -58,12 +58,12 @@ from liquid.extra import JSON
 from liquid.output import LimitedStringIO
 from liquid.undefined import FalsyStrictUndefined
 
-from cjo.content.filters import NOW_KEY, register_strict_filters
+from cjo.content.filters import NOW_KEY, ZONE_KEY, register_strict_filters
 from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem, Variant
 
-__all__ = ["NOW_KEY", "TEMPLATE_ROOTS", "Renderer", "field_error"]
+__all__ = ["NOW_KEY", "TEMPLATE_ROOTS", "ZONE_KEY", "Renderer", "field_error"]
 
 #: The variables a template sees: the customer's attributes, the enrollment's context (also as
 #: ``event``) and the customer id (``Decider.template_data``). Publishing refuses any other.

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from cjo.channels.base import Message
-from cjo.content.render import NOW_KEY
+from cjo.content.render import NOW_KEY, ZONE_KEY
 from cjo.delivery.consent import readdressed
 from cjo.delivery.feedback import DELIVERY_EVENTS, apply_delivery_event
 from cjo.delivery.gate import gate
@@ -1147,8 +1147,8 @@ class Decider:
 
     def template_data(self, enrollment: Enrollment, at: datetime) -> dict[str, Any]:
         """What templates read: the profile, the enrollment's context (as ``event`` too: the
-        trigger's properties), the customer id, and the instant being decided (``'now' |
-        date``)."""
+        trigger's properties), the customer id, the instant being decided (``'now' | date``)
+        and the customer's time zone (``time_zone``)."""
         p = self.state.profile
         return {
             "profile": p.attributes if p is not None else _EMPTY,
@@ -1156,6 +1156,9 @@ class Decider:
             "context": enrollment.context,
             "customer_id": self.customer_id,
             NOW_KEY: at,
+            ZONE_KEY: self.zone(self.registry.journeys.get(
+                (enrollment.journey_id, enrollment.version)
+            )),
         }
 
     def end(
