@@ -170,3 +170,21 @@ def test_time_zone_refuses_what_it_cannot_read() -> None:
     sent, failures = _send(engine, at="next tuesday-ish")
     assert sent == []
     assert len(failures) == 1 and "time_zone: expected a date" in failures[0], failures
+
+
+def test_an_output_writes_lists_as_liquid_does_and_refuses_objects() -> None:
+    # Liquid would write Python's forms into the message: "{'name': 'Hat'}", "None", "True".
+    engine, problems = _publish("{{ event.tags }}|{% echo event.flag %}|{{ event.product.name }}")
+    assert problems == []
+    assert _send(engine, tags=["x", None, True, 2], flag=False, product={"name": "Hat"}) == (
+        ["xtrue2|false|Hat"], []
+    )
+    engine, problems = _publish("{{ event.product }}")
+    assert problems == [], "a derived sample cannot know it is an object"
+    sent, failures = _send(engine, product={"name": "Hat"})
+    assert sent == []
+    assert failures == ["content 'c' / sms / field 'text': output: an object cannot be written "
+                        "into a message; write one of its fields (product.name), or pass it "
+                        "through json"]
+    _, problems = _publish("{{ event.product }}", ContentSample(event={"product": {"a": 1}}))
+    assert any("an object cannot be written" in p for p in problems), problems

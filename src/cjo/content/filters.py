@@ -65,7 +65,10 @@ from liquid.undefined import StrictUndefined, Undefined
 
 from cjo.timezones import is_zone
 
-__all__ = ["NOW_KEY", "ZONE_KEY", "FilterInputError", "format_date", "register_strict_filters"]
+__all__ = [
+    "NOW_KEY", "ZONE_KEY", "FilterInputError", "format_date", "output_text",
+    "register_strict_filters",
+]
 
 #: The key of the render data that holds the instant being decided: what ``'now' | date``
 #: reads. No template path can spell it, so no template variable is shadowed.
@@ -445,6 +448,27 @@ def _date(value: object, fmt: object, *, context: RenderContext) -> object:
     return format_date(moment, fmt)
 
 
+def output_text(value: object) -> str:
+    """What ``{{ value }}`` writes, as Liquid writes it (nil as nothing, booleans as ``true``
+    and ``false``, a list's items one after another, each written so), except an object (a
+    mapping), which fails: Liquid would write Python's form of it (``{'a': 1}``) into the
+    message. A derived sample cannot know a value is an object (``shape``)."""
+    if type(value) is str:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, Mapping) and not isinstance(value, Undefined):
+        raise FilterInputError(
+            "output: an object cannot be written into a message; write one of its fields "
+            "(product.name), or pass it through json", shape=True,
+        )
+    if isinstance(value, list | tuple):
+        return "".join(output_text(item) for item in value)
+    return to_liquid_string(value, autoescape=False)
+
+
 @with_context
 def _time_zone(value: object, zone: object = None, *, context: RenderContext) -> object:
     """A date (read as ``date`` reads one) at the same instant in ``zone`` (an IANA name),
@@ -588,8 +612,7 @@ def _join(sequence: list[object], separator: object = " ") -> str:
     boolean ``True`` in the message."""
     if isinstance(separator, Undefined):
         raise _undefined(separator)
-    return to_liquid_string(separator, autoescape=False).join(
-        to_liquid_string(item, autoescape=False) for item in sequence)
+    return output_text(separator).join(output_text(item) for item in sequence)
 
 
 def register_strict_filters(env: Environment) -> None:

@@ -32,9 +32,9 @@ from liquid.builtin.expressions.primitive import Literal
 from liquid.builtin.output import OutputNode
 from liquid.builtin.tags.if_tag import IfNode
 from liquid.exceptions import LiquidError
-from liquid.stringify import to_liquid_string
 
 from cjo.conditions import MISSING, lookup
+from cjo.content.filters import output_text
 from cjo.content.render import TEMPLATE_ROOTS, Renderer
 from cjo.model.content import ContentItem, Variant
 
@@ -181,7 +181,7 @@ def _run_parts(template: _FastTemplate, data: Mapping[str, Any], out: list[str])
                 value = func(value, *args)
         except Exception as exc:
             raise _SlowPathError from exc
-        out.append(to_liquid_string(value, False))
+        out.append(output_text(value))
 
 
 def _reads(source: str, env: Environment) -> tuple[Path, ...] | None:

@@ -48,6 +48,8 @@ from typing import Any, ClassVar, TextIO, cast
 
 from liquid import BoundTemplate, DictLoader, Environment, RenderContext
 from liquid.builtin.expressions.primitive import RangeLiteral
+from liquid.builtin.output import Output, OutputNode
+from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.exceptions import (
     FilterArgumentError,
     LiquidError,
@@ -58,7 +60,7 @@ from liquid.extra import JSON
 from liquid.output import LimitedStringIO
 from liquid.undefined import FalsyStrictUndefined
 
-from cjo.content.filters import NOW_KEY, ZONE_KEY, register_strict_filters
+from cjo.content.filters import NOW_KEY, ZONE_KEY, output_text, register_strict_filters
 from cjo.errors import RenderError, RenderLimitError
 from cjo.limits import DEFAULT_LIMITS, Limits
 from cjo.model.content import ContentItem, Variant
@@ -270,6 +272,33 @@ class _Undefined(FalsyStrictUndefined):
     force_liquid_default = True
 
 
+class _OutputNode(OutputNode):
+    """``{{ value }}``, written by ``output_text`` (an object fails rather than write
+    Python's form of it)."""
+
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        return buffer.write(output_text(self.expression.evaluate(context)))
+
+
+class _Output(Output):
+    node_class = _OutputNode
+
+
+class _EchoNode(EchoNode):
+    """``{% echo value %}``, written as ``{{ value }}`` is."""
+
+    __slots__ = ()
+
+    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
+        return buffer.write(output_text(self.expression.evaluate(context)))
+
+
+class _Echo(EchoTag):
+    node_class = _EchoNode
+
+
 class _LimitedEnvironment(Environment):
     template_class = _LimitedTemplate
     cjo_limits: ClassVar[Limits] = DEFAULT_LIMITS
@@ -291,6 +320,8 @@ def _environment(limits: Limits, blocks: Mapping[str, str]) -> Environment:
     # Math filters and ``date`` that fail on a value they cannot read, rather than render 0 or
     # the value unchanged.
     register_strict_filters(env)
+    env.add_tag(_Output)
+    env.add_tag(_Echo)
     return env
 
 
