@@ -94,9 +94,12 @@ class Mailbox:
 
 
 class WebhookReceiver:
-    """A webhook endpoint on ``http.server`` in a thread: checks each request's signature,
-    answers as ``mode`` says ("ok", or an HTTP status such as "503", or "slow": answer after
-    ``slow_seconds``), and keeps the requests it accepted, once per idempotency key."""
+    """A webhook endpoint on ``http.server`` in a thread, speaking HTTP/1.1 (connections kept
+    alive): checks each request's signature, answers as ``mode`` says ("ok", or an HTTP status
+    such as "503", or "slow": answer after ``slow_seconds``), after ``delay`` seconds, or
+    ``delays[key]`` for a request of that idempotency key, and keeps the requests it
+    accepted, once per idempotency key. ``connections`` counts the connections it accepted,
+    ``open_connections`` those the client has not closed yet."""
 
     def __init__(self, secret: str, *, slow_seconds: float = 1.0) -> None:
         import threading
@@ -108,6 +111,11 @@ class WebhookReceiver:
         self.mode = "ok"
         self.refusal = b"no thanks"  # the body of an answer other than "ok"
         self.slow_seconds = slow_seconds
+        self.delay = 0.0
+        self.delays: dict[str, float] = {}
+        self.connections = 0
+        self.open_connections = 0
+        counting = threading.Lock()
         self.requests: list[tuple[dict[str, str], bytes]] = []  # every request that arrived
         self.accepted: list[tuple[dict[str, str], bytes]] = []  # delivered, once per key
         self.bad_signatures = 0
@@ -115,10 +123,32 @@ class WebhookReceiver:
         stop_slow = self._stop_slow = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps connections alive: every answer has a length
+            disable_nagle_algorithm = True  # headers and body are two writes
+
+            def setup(self) -> None:
+                with counting:
+                    receiver.connections += 1
+                    receiver.open_connections += 1
+                super().setup()
+
+            def finish(self) -> None:
+                with suppress(OSError):
+                    super().finish()
+                with counting:
+                    receiver.open_connections -= 1
+
+            def handle(self) -> None:
+                with suppress(OSError):  # the client cut the connection (a timeout test)
+                    super().handle()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 receiver.requests.append((headers, body))
+                delay = receiver.delays.get(headers.get("idempotency-key", ""), receiver.delay)
+                if delay:
+                    stop_slow.wait(delay)
                 mode = receiver.mode
                 if mode == "slow":
                     stop_slow.wait(receiver.slow_seconds)
@@ -164,6 +194,8 @@ class WebhookReceiver:
     def reset(self) -> None:
         self.mode = "ok"
         self.refusal = b"no thanks"
+        self.delay = 0.0
+        self.delays.clear()
         self.requests.clear()
         self.accepted.clear()
         self.bad_signatures = 0

@@ -9,6 +9,7 @@ import json
 import re
 import sys
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -442,3 +443,210 @@ def test_the_timeout_bounds_an_endpoint_that_trickles_its_status_line_and_header
         result, took = elapsed(lambda: channel.send(message()))
     assert took < 1.5
     assert (result.status, result.error) == ("transient", "timed out after 0.5s")
+
+
+def _within(seconds: float, holds: Any) -> bool:
+    import time
+
+    until = time.monotonic() + seconds
+    while not holds():
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_sequential_sends_reuse_one_connection(
+    channel: WebhookChannel, hook: WebhookReceiver
+) -> None:
+    # Each send used to leave its 2xx reply unread, so the connection was closed rather than
+    # kept: a TCP (and, over HTTPS, TLS) handshake for every message.
+    before = hook.connections
+    for number in range(20):
+        result = channel.send(message(f"orders:acme:{number}.x:notify:1"))
+        assert result.status == "delivered", result.error
+    assert len(hook.accepted) == 20
+    assert hook.connections - before == 1
+
+
+def test_threads_sending_at_once_keep_their_connections_and_close_them_all(
+    channel: WebhookChannel, hook: WebhookReceiver
+) -> None:
+    import threading
+
+    before = hook.connections
+    start = threading.Barrier(4)
+    results: list[str] = []
+
+    def send(thread: int) -> None:
+        start.wait()
+        for number in range(25):
+            result = channel.send(message(f"orders:t{thread}:{number}.x:notify:1"))
+            results.append(result.error or result.status)
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert results == ["delivered"] * 100
+    assert hook.connections - before <= 4  # one per send under way at once, at most
+    assert hook.open_connections > 0
+    channel.close()  # every connection the channel opened, whichever thread it served
+    assert _within(2, lambda: hook.open_connections == 0)
+
+
+def test_one_send_timing_out_does_not_cut_the_sends_of_other_threads(
+    hook: WebhookReceiver,
+) -> None:
+    """A send's deadline shuts down its socket when the timeout passes: only the socket of
+    that send, never those of the sends other threads have under way, which would be
+    retried (sent twice) although the endpoint received them."""
+    import threading
+    import time
+
+    hook.delay = 0.2        # every send under way for a while...
+    hook.delays["slow"] = 5.0  # ...and one far past the timeout
+    results: dict[str, list[str]] = {}
+    with WebhookChannel(hook.url, SECRET, timeout=1.0) as channel:
+        until = time.monotonic() + 2.0
+
+        def busy(thread: int) -> None:
+            number = 0
+            while time.monotonic() < until:
+                result = channel.send(message(f"orders:t{thread}:{number}.x:notify:1"))
+                results.setdefault(f"t{thread}", []).append(result.error or result.status)
+                number += 1
+
+        def slow() -> None:
+            # A connection kept alive first, so the slow send goes out on it.
+            for key in ("warm", "slow"):
+                result = channel.send(message(key))
+                results.setdefault(key, []).append(result.error or result.status)
+
+        threads = [threading.Thread(target=busy, args=(n,)) for n in range(6)]
+        threads.append(threading.Thread(target=slow))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert results.pop("warm") == ["delivered"]
+    (slow,) = results.pop("slow")  # cut by the deadline, or by httpx's read timeout
+    assert slow.startswith("timed out after 1.0s")
+    assert len(results) == 6
+    for sent in results.values():
+        assert sent and set(sent) == {"delivered"}, sent
+
+
+def test_threads_opening_and_reusing_connections_at_once_never_raise(
+    hook: WebhookReceiver,
+) -> None:
+    # The sockets of a send used to be found in one set shared by every thread, which a
+    # thread could be reading while another added to it ("Set changed size during
+    # iteration"). Short switch intervals make such a race likely, if there is one.
+    import sys
+    import threading
+
+    errors: list[BaseException] = []
+    results: list[str] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with WebhookChannel(hook.url, SECRET, timeout=5) as channel:
+            def send(thread: int) -> None:
+                try:
+                    for number in range(30):
+                        result = channel.send(message(f"orders:t{thread}:{number}.x:notify:1"))
+                        results.append(result.error or result.status)
+                except BaseException as exc:  # what the test is about
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(20)
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert results == ["delivered"] * 240
+
+
+def test_a_2xx_reply_trickling_its_body_is_delivered_within_the_timeout() -> None:
+    def handle(connection: Any, say: Any) -> None:
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\r\nX-Request-Id: r1\r\nContent-Length: 1000\r\n\r\n")
+        say(b"x" * 1000)
+
+    with trickling_server(handle, pause=0.05) as port, \
+            WebhookChannel(f"http://127.0.0.1:{port}/hook", SECRET, timeout=0.5) as channel:
+        result, took = elapsed(lambda: channel.send(message()))
+    assert (result.status, result.provider_id) == ("delivered", "r1")
+    assert took < 1.5
+
+
+def test_a_2xx_reply_with_an_endless_body_is_not_read_to_its_end() -> None:
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def endless() -> None:
+        connection, _ = server.accept()
+        with connection, suppress(OSError):
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n")
+            while True:
+                connection.sendall(b"x" * 65536)
+
+    thread = threading.Thread(target=endless, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+        with WebhookChannel(url, SECRET, timeout=5) as channel:
+            result, took = elapsed(lambda: channel.send(message()))
+    finally:
+        server.close()
+        thread.join(5)
+    assert result.status == "delivered"
+    assert took < 2  # not read until the timeout
+
+
+def test_a_client_of_the_hosts_keeps_its_connections_too(hook: WebhookReceiver) -> None:
+    import httpx
+
+    before = hook.connections
+    with httpx.Client() as client:
+        channel = WebhookChannel(hook.url, SECRET, timeout=5, client=client)
+        for number in range(10):
+            assert channel.send(message(f"orders:acme:{number}.x:notify:1")).ok
+        channel.close()  # not the host's client
+        assert channel.send(message("orders:acme:10.x:notify:1")).ok
+    assert hook.connections - before == 1
+
+
+def test_a_deadline_ended_cuts_nothing() -> None:
+    # A send's deadline ends before its connection goes back to the pool: firing then would
+    # cut the next send made on it.
+    import socket
+    import time
+
+    from cjo.channels.deadline import Deadline
+
+    left, right = socket.socketpair()
+    with left, right:
+        deadline = Deadline(0.05)
+        with deadline:
+            deadline.watch([left])
+        deadline._cut()  # what its timer runs, had it woken just as the block ended
+        time.sleep(0.15)
+        assert not deadline.passed
+        right.sendall(b"still open")
+        assert left.recv(16) == b"still open"
+        with Deadline(0.05) as cut:
+            cut.watch([left])
+            time.sleep(0.15)
+        assert cut.passed
+        assert left.recv(16) == b""  # shut down

@@ -20,11 +20,12 @@ __all__ = ["Deadline"]
 
 class Deadline:
     """``with Deadline(seconds) as deadline:`` shuts down every socket given to
-    ``deadline.watch`` once ``seconds`` have passed; ``deadline.passed`` says whether it
-    did."""
+    ``deadline.watch`` once ``seconds`` have passed, unless the block ended (or ``end()`` was
+    called) first; ``deadline.passed`` says whether it did."""
 
     def __init__(self, seconds: float) -> None:
         self.passed = False
+        self._ended = False
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._cut)
@@ -38,8 +39,16 @@ class Deadline:
 
     def _cut(self) -> None:
         with self._lock:
+            if self._ended:  # the timer fired as the send ended: its sockets may be reused
+                return
             self.passed = True
             self._shut(self._sockets)
+
+    def end(self) -> None:
+        """Stops the deadline: once this returns, no socket is shut down by it."""
+        with self._lock:  # waits for a cut under way
+            self._ended = True
+        self._timer.cancel()
 
     @staticmethod
     def _shut(sockets: Iterable[socket.socket]) -> None:
@@ -55,4 +64,4 @@ class Deadline:
         self, kind: type[BaseException] | None, error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._timer.cancel()
+        self.end()

@@ -32,6 +32,7 @@ import json
 import math
 import re
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -73,6 +74,9 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 #: How much of a refusal's body is read, and kept in its error.
 _SAID = 200
+#: How much of an acceptance's body is read (and dropped) so that its connection is kept for
+#: the next send; a longer body is left unread and its connection closed.
+_DRAINED = 64 * 1024
 
 _TRANSIENT_CODES = frozenset((408, 429))
 #: A Retry-After in seconds past this is read as this (the engine cuts waits far shorter).
@@ -146,8 +150,9 @@ class WebhookChannel(Channel):
     - ``timeout``: seconds for the whole send, connecting, sending and reading the reply,
       however slowly it comes (a timeout is transient);
     - ``headers``: more headers for every request (an API key...);
-    - ``client``: an ``httpx.Client`` to use (proxies, TLS settings, a mock transport); by
-      default the channel makes its own and ``close()`` closes it;
+    - ``client``: an ``httpx.Client`` to use (proxies, TLS settings, a mock transport), as it
+      is; by default the channel makes its own, one for each send under way at once, and
+      ``close()`` closes them;
     - ``clock``: what signs the timestamp (default: the system clock).
     """
 
@@ -214,15 +219,16 @@ class WebhookChannel(Channel):
         self.timeout = timeout
         self.headers = dict(headers or {})
         self.clock = clock if clock is not None else SystemClock()
-        # The sockets the channel opened, for a send's deadline (see _tracer).
-        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
-        self._own_client = client is None
-        self._client: httpx.Client = (
-            client if client is not None else httpx_module.Client(timeout=timeout)
-        )
+        self._client = client
+        # The channel's own clients, each used by one send at a time (see _Client); the idle
+        # ones last in, first out, so that the connections in use stay warm.
+        self._lock = threading.Lock()
+        self._made: set[_Client] = set()
+        self._idle: list[_Client] = []
+        if client is None:  # the first made now: a setting httpx refuses fails here
+            self._give_back(self._new_client())
 
     def send(self, message: Message) -> DeliveryResult:
-        httpx_module = _httpx()
         body = json.dumps(self.payload(message), separators=(",", ":"), default=str).encode()
         timestamp = int(self.clock.now().timestamp())
         headers = {
@@ -232,23 +238,44 @@ class WebhookChannel(Channel):
             TIMESTAMP_HEADER: str(timestamp),
             SIGNATURE_HEADER: sign_webhook(self._secret, timestamp, body),
         }
+        if self._client is not None:
+            return self._send(self._client, None, body, headers)
+        own = self._take()
+        try:
+            return self._send(own.client, own.sockets, body, headers)
+        finally:
+            self._give_back(own)
+
+    def _send(
+        self, client: httpx.Client, sockets: weakref.WeakSet[socket.socket] | None,
+        body: bytes, headers: dict[str, str],
+    ) -> DeliveryResult:
+        httpx_module = _httpx()
         # httpx's timeout bounds each read, not the whole reply: an endpoint sending its
         # status line, headers or body a byte at a time would hold the send past the dispatch
         # lease. So the connection is shut down once the timeout has passed.
         deadline = time.monotonic() + self.timeout
         cut = Deadline(self.timeout)
         try:
-            with cut, self._client.stream(
+            with cut, client.stream(
                 "POST", self.url, content=body, headers=headers, timeout=self.timeout,
-                extensions={"trace": self._tracer(cut)},
+                extensions={"trace": _tracer(cut, sockets)},
             ) as response:
-                code = response.status_code
-                if 200 <= code < 300:  # accepted: what the body says does not matter
-                    return DeliveryResult(
-                        "delivered", provider_id=response.headers.get("X-Request-Id")
-                    )
-                said = _beginning(response, deadline, httpx_module.HTTPError)
-                asked = response.headers.get("Retry-After")
+                try:
+                    _watch_reply(cut, response)
+                    code = response.status_code
+                    if 200 <= code < 300:  # accepted: what the body says does not matter
+                        provider_id = response.headers.get("X-Request-Id")
+                        # Read, or httpx closes the connection rather than keep it for the
+                        # next send (a TCP and TLS handshake for every message).
+                        _drain(response, deadline, httpx_module.HTTPError)
+                        return DeliveryResult("delivered", provider_id=provider_id)
+                    said = _beginning(response, deadline, httpx_module.HTTPError)
+                    asked = response.headers.get("Retry-After")
+                finally:
+                    # Before the connection goes back to its pool, where another send may
+                    # take it.
+                    cut.end()
         except httpx_module.TimeoutException as exc:
             return DeliveryResult.transient(f"timed out after {self.timeout}s: {exc}")
         except httpx_module.TransportError as exc:
@@ -263,23 +290,24 @@ class WebhookChannel(Channel):
         # The endpoint is the host's: only 410 Gone says the customer cannot be reached.
         return DeliveryResult.permanent(error, unreachable=code == _GONE)
 
-    def _tracer(self, deadline: Deadline) -> Callable[[str, dict[str, Any]], None]:
-        """An httpx trace hook handing ``deadline`` the sockets of the send: the ones it
-        opens, or, on a connection kept alive from an earlier send (which httpx does not
-        name), every one the channel opened (an idle one cut is opened again)."""
-        opened: list[socket.socket] = []
+    def _take(self) -> _Client:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._new_client()
 
-        def trace(event: str, info: dict[str, Any]) -> None:
-            if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
-                sock = info["return_value"].get_extra_info("socket")
-                if isinstance(sock, socket.socket):
-                    opened.append(sock)
-                    self._sockets.add(sock)
-                    deadline.watch([sock])
-            elif event.endswith(".send_request_headers.started") and not opened:
-                deadline.watch(list(self._sockets))
+    def _new_client(self) -> _Client:
+        own = _Client(_httpx().Client(timeout=self.timeout))
+        with self._lock:
+            self._made.add(own)
+        return own
 
-        return trace
+    def _give_back(self, own: _Client) -> None:
+        with self._lock:
+            if own in self._made:
+                self._idle.append(own)
+                return
+        own.client.close()  # close() came during the send
 
     @staticmethod
     def payload(message: Message) -> dict[str, Any]:
@@ -302,15 +330,65 @@ class WebhookChannel(Channel):
         }
 
     def close(self) -> None:
-        """Close the HTTP client the channel made (not one it was given)."""
-        if self._own_client:
-            self._client.close()
+        """Close the HTTP clients the channel made, and so their connections (not a client
+        it was given). A send after it opens a connection again."""
+        with self._lock:
+            made, self._made, self._idle = self._made, set(), []
+        for own in made:
+            own.client.close()
 
     def __enter__(self) -> WebhookChannel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Client:
+    """One of the channel's own httpx clients, used by one send at a time, and the sockets it
+    opened. A send's deadline can so cut every socket of its client: the one the send uses
+    and idle ones (opened again when needed), never one another send is using."""
+
+    __slots__ = ("__weakref__", "client", "sockets")
+
+    def __init__(self, client: httpx.Client) -> None:
+        self.client = client
+        self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+
+def _tracer(
+    deadline: Deadline, sockets: weakref.WeakSet[socket.socket] | None
+) -> Callable[[str, dict[str, Any]], None]:
+    """An httpx trace hook handing ``deadline`` the sockets of the send: the ones it opens,
+    or, on a connection kept alive from an earlier send (which httpx does not name), every
+    one in ``sockets``, those its client opened, when that client is the send's alone."""
+    opened: list[socket.socket] = []
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            sock = info["return_value"].get_extra_info("socket")
+            if isinstance(sock, socket.socket):
+                opened.append(sock)
+                if sockets is not None:
+                    sockets.add(sock)
+                deadline.watch([sock])
+        elif (
+            event.endswith(".send_request_headers.started") and not opened
+            and sockets is not None
+        ):
+            deadline.watch(list(sockets))
+
+    return trace
+
+
+def _watch_reply(deadline: Deadline, response: httpx.Response) -> None:
+    """Hands ``deadline`` the socket the reply came on, which httpx names once it has the
+    status and headers: a host's client, shared with other sends, cannot be cut before
+    that on a connection kept alive (see _tracer), but its body still can."""
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if isinstance(sock, socket.socket):
+        deadline.watch([sock])
 
 
 def _check_header(name: object, value: object) -> None:
@@ -343,6 +421,20 @@ def _beginning(response: httpx.Response, deadline: float, errors: type[Exception
     except LookupError:  # a charset Python does not know
         text = data.decode("utf-8", "replace")
     return text[:_SAID].strip()
+
+
+def _drain(response: httpx.Response, deadline: float, errors: type[Exception]) -> None:
+    """Reads (and drops) an acceptance's body, so that its connection can be kept, until
+    ``deadline`` and up to ``_DRAINED`` bytes; a longer or slower body is left, and its
+    connection closed. The message is delivered whatever happens here."""
+    read = 0
+    try:
+        for chunk in response.iter_raw():  # as sent: decompressing would be work for nothing
+            read += len(chunk)
+            if read > _DRAINED or time.monotonic() >= deadline:
+                return
+    except errors:
+        pass
 
 
 def _retry_after(value: str | None, now: datetime) -> timedelta | None:
