@@ -73,9 +73,10 @@ __all__ = [
 #: The key of the render data that holds the instant being decided: what ``'now' | date``
 #: reads. No template path can spell it, so no template variable is shadowed.
 NOW_KEY = "cjo:now"
-#: The key of the render data that holds the customer's time zone (a ``ZoneInfo``: the
-#: profile's, else the journey's, else the engine's default): what ``time_zone`` without an
-#: argument converts to. Absent (a host rendering on its own): UTC.
+#: The key of the render data that holds the customer's time zone (the profile's, else the
+#: journey's, else the engine's default), as a ``tzinfo`` or a function of none that returns
+#: one: what ``time_zone`` without an argument converts to. Absent (a host rendering on its
+#: own): UTC.
 ZONE_KEY = "cjo:zone"
 
 
@@ -480,6 +481,8 @@ def _time_zone(value: object, zone: object = None, *, context: RenderContext) ->
         raise _undefined(zone)
     if zone is None:
         given = context.globals.get(ZONE_KEY)
+        if callable(given):
+            given = given()
         target: tzinfo = given if isinstance(given, tzinfo) else UTC
     elif not isinstance(zone, str):
         raise _refused("time_zone", "text (an IANA time zone)", zone, argument=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from bisect import insort_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -1156,10 +1157,13 @@ class Decider:
             "context": enrollment.context,
             "customer_id": self.customer_id,
             NOW_KEY: at,
-            ZONE_KEY: self.zone(self.registry.journeys.get(
-                (enrollment.journey_id, enrollment.version)
-            )),
+            # Resolved only by a template that asks (``time_zone``): most never do.
+            ZONE_KEY: partial(self._enrollment_zone, enrollment),
         }
+
+    def _enrollment_zone(self, enrollment: Enrollment) -> ZoneInfo:
+        """The zone of the customer in ``enrollment``'s journey version (``zone``)."""
+        return self.zone(self.registry.journeys.get((enrollment.journey_id, enrollment.version)))
 
     def end(
         self, enrollment: Enrollment, status: EndStatus, reason: str | None, at: datetime
