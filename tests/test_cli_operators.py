@@ -86,8 +86,9 @@ def test_dead_letters_are_listed_then_retried_or_discarded(
 
     assert run(capsys, "dead-letters", "--storage", shop, "--limit", "1")[1].startswith(
         "1 dead letter (the newest; more with a larger --limit)\n")
-    status, out, _ = run(capsys, "dead-letters", "--storage", shop, "--retry", keys[0], "nope")
-    assert (status, out) == (1, f"retried {keys[0]}\nno dead letter nope\n")
+    status, out, err = run(capsys, "dead-letters", "--storage", shop, "--retry", keys[0], "nope")
+    assert (status, out, err) == (1, f"retried {keys[0]}\n",
+                                  "cjo dead-letters: no dead letter nope\n")
     status, out, _ = run(capsys, "dead-letters", "--storage", shop, "--discard", keys[1])
     assert (status, out) == (0, f"discarded {keys[1]}\n")
     assert run(capsys, "dead-letters", "--storage", shop)[1] == "0 dead letters\n"

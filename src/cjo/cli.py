@@ -471,7 +471,7 @@ def _dead_letters(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 if found:
                     out.write(f"{verb} {key}\n")
                 else:
-                    out.write(f"no dead letter {key}\n")
+                    err.write(f"cjo dead-letters: no dead letter {key}\n")
                     status = 1
             return status
         letters = engine.dead_letters(limit=args.limit + 1)

@@ -214,7 +214,9 @@ def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unre
     ``customer_id`` column or an attribute is named twice. Open the file with ``newline=""``;
     opened with ``errors="surrogateescape"``, a line that is not UTF-8 is reported as
     such."""
-    reader = csv.reader(stream)
+    # Strict: a quote never closed fails rather than swallow every line after it into one
+    # cell (those profiles would be lost without a word).
+    reader = csv.reader(stream, strict=True)
     header = next(reader, None)
     if header is None or "customer_id" not in header:
         raise UsageError("the CSV file needs a header row with a customer_id column")
@@ -230,12 +232,20 @@ def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unre
     typed = [(i, attribute, kind) for i, (attribute, kind) in enumerate(columns)
              if kind != "string"]
     while True:
+        start = reader.line_num + 1
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
-            # A cell past the reader's field limit: the reader goes on at the next line.
+            if reader.line_num > start and "unexpected end of data" in str(exc):
+                yield start, Unreadable(
+                    f"not CSV: a quote opened on line {start} is never closed (lines {start} "
+                    f"to {reader.line_num} read as one record)"
+                )
+                break
+            # A cell past the reader's field limit, a character after a closing quote: the
+            # reader goes on at the next line.
             yield reader.line_num, Unreadable(f"not CSV: {exc}")
             continue
         line = reader.line_num

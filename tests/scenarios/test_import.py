@@ -341,6 +341,26 @@ def test_a_number_column_reads_only_plain_ascii_numbers(cell: str) -> None:
     assert rows[1] == (3, {"customer_id": "bo", "attributes": {"orders": -125.0}})
 
 
+def test_a_quote_never_closed_is_reported_rather_than_swallow_the_lines_after_it() -> None:
+    # A lenient reader took "Ann\nbo,Bo\ncy,Cy\n" as ann's name: bo and cy lost unnoticed.
+    rows = list(read_csv(io.StringIO('customer_id,name\nzed,Zed\nann,"Ann\nbo,Bo\ncy,Cy\n')))
+    assert rows == [
+        (2, {"customer_id": "zed", "attributes": {"name": "Zed"}}),
+        (3, Unreadable("not CSV: a quote opened on line 3 is never closed (lines 3 to 5 read "
+                       "as one record)")),
+    ]
+    # A character after a closing quote refuses that line only; quoted line breaks and
+    # doubled quotes are CSV.
+    rows = list(read_csv(io.StringIO(
+        'customer_id,name\nann,"Ann"x\nbo,"Bo\nB"\ncy,"Cy ""C"""\n'
+    )))
+    assert rows == [
+        (2, Unreadable("not CSV: ',' expected after '\"'")),
+        (4, {"customer_id": "bo", "attributes": {"name": "Bo\nB"}}),
+        (5, {"customer_id": "cy", "attributes": {"name": 'Cy "C"'}}),
+    ]
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_cli_import_refuses_a_line_too_big_or_deep_to_read_and_keeps_the_others(
     tmp_path: Path, capsys: Any, suffix: str
