@@ -21,6 +21,7 @@ from cjo import (
     Engine,
     Event,
     EventTrigger,
+    Exit,
     Journey,
     ManualClock,
     RecordingChannel,
@@ -30,6 +31,7 @@ from cjo import (
     SQLiteStorage,
     Variant,
     Wait,
+    WaitUntilDate,
     attr,
 )
 from cjo.analytics import JourneyReport, journey_report
@@ -130,6 +132,32 @@ def test_erasure_leaves_no_free_text_of_the_customer_and_nothing_in_the_engine(
             if "ann@x" in text or "Annabel" in text]
     assert held == []
 
+
+
+def test_erasure_leaves_no_date_of_the_customer_in_the_activity_log(
+    storage_factory: Factory,
+) -> None:
+    # A date wait whose date is past logs the instant (``date_past``): read from the profile
+    # (a birth date), it is the customer's, and goes with them.
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), clock=clock,
+                    channels={"email": RecordingChannel()})
+    engine.publish(journeys=[Journey("bday", trigger=EventTrigger("go"), entry="w", steps={
+        "w": WaitUntilDate(attr("birth_date"), next=None, on_past="late"),
+        "late": Exit("past"),
+    })])
+    engine.identify("ann", {"birth_date": "1987-06-19"})
+    engine.handle_event(Event(customer_id="ann", name="go", timestamp=clock.now(), event_id="g"))
+    log = engine.activities(T0 - DAY, T0 + DAY, customer_id="ann")
+    assert [a.detail for a in log if a.kind == "date_past"] == ["1987-06-19T00:00:00+00:00"]
+    counts = engine.storage.activity_counts("bday")
+
+    engine.erase_customer("ann")
+
+    log = engine.activities(T0 - DAY, T0 + DAY)
+    assert [(a.kind, a.detail) for a in log if a.kind == "date_past"] == [("date_past", None)]
+    assert not [a for a in log if "1987" in (a.detail or "")]
+    assert engine.storage.activity_counts("bday") == counts
 
 
 @pytest.mark.parametrize("checkpointed", [False, True])
