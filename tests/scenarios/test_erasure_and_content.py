@@ -5,7 +5,11 @@ required field that renders empty is a render failure."""
 from __future__ import annotations
 
 import re
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from time import monotonic
 
 import pytest
 
@@ -17,14 +21,17 @@ from cjo import (
     Engine,
     Event,
     EventTrigger,
+    Exit,
     Journey,
     ManualClock,
     RecordingChannel,
     Retention,
     Segment,
     Send,
+    SQLiteStorage,
     Variant,
     Wait,
+    WaitUntilDate,
     attr,
 )
 from cjo.analytics import JourneyReport, journey_report
@@ -125,6 +132,86 @@ def test_erasure_leaves_no_free_text_of_the_customer_and_nothing_in_the_engine(
             if "ann@x" in text or "Annabel" in text]
     assert held == []
 
+
+
+def test_erasure_leaves_no_date_of_the_customer_in_the_activity_log(
+    storage_factory: Factory,
+) -> None:
+    # A date wait whose date is past logs the instant (``date_past``): read from the profile
+    # (a birth date), it is the customer's, and goes with them.
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), clock=clock,
+                    channels={"email": RecordingChannel()})
+    engine.publish(journeys=[Journey("bday", trigger=EventTrigger("go"), entry="w", steps={
+        "w": WaitUntilDate(attr("birth_date"), next=None, on_past="late"),
+        "late": Exit("past"),
+    })])
+    engine.identify("ann", {"birth_date": "1987-06-19"})
+    engine.handle_event(Event(customer_id="ann", name="go", timestamp=clock.now(), event_id="g"))
+    log = engine.activities(T0 - DAY, T0 + DAY, customer_id="ann")
+    assert [a.detail for a in log if a.kind == "date_past"] == ["1987-06-19T00:00:00+00:00"]
+    counts = engine.storage.activity_counts("bday")
+
+    engine.erase_customer("ann")
+
+    log = engine.activities(T0 - DAY, T0 + DAY)
+    assert [(a.kind, a.detail) for a in log if a.kind == "date_past"] == [("date_past", None)]
+    assert not [a for a in log if "1987" in (a.detail or "")]
+    assert engine.storage.activity_counts("bday") == counts
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_sqlite_erasure_leaves_no_bytes_of_the_customer_in_the_files(
+    tmp_path: Path, checkpointed: bool,
+) -> None:
+    # Rows deleted by a query are still bytes on disk: in free pages of the database file,
+    # and in the write-ahead log's frames of the pages written before, which a checkpoint
+    # copies back but leaves in the log file until they are overwritten.
+    path = tmp_path / "erase.db"
+    clock = ManualClock(T0)
+    engine = _erasure_engine(lambda: SQLiteStorage(str(path)), clock)
+    engine.dispatch = "deferred"
+    engine.identify("bob@x", {"name": "Bob"})
+    engine.identify("zqcust", {"name": "Zqannabel", "email": "zqann@example.org"})
+    engine.handle_event(Event(customer_id="zqcust", name="go", timestamp=clock.now(),
+                              event_id="go-1"))
+    engine.dispatch_pending()
+    engine.block_channel("zqcust", "email", "bounced: zqann@example.org")
+
+    engine.erase_customer("zqcust")
+    if checkpointed:  # as SQLite's automatic checkpoint, or an operator, would
+        with closing(sqlite3.connect(path)) as other:
+            other.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    files = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    assert [(name, needle) for name, data in files.items()
+            for needle in (b"zqcust", b"zqann@example.org", b"Zqannabel") if needle in data] == []
+    assert engine.customer_state("bob@x") is not None
+    engine.storage.close()
+
+
+def test_sqlite_erasure_does_not_hold_writers_for_a_reader_of_an_old_snapshot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Emptying the log waits for readers while other writers wait for it: not for the whole
+    # busy timeout (30 s by default). The erasure itself is done; the log is emptied later.
+    path = tmp_path / "erase.db"
+    engine = Engine(storage=SQLiteStorage(str(path)), clock=ManualClock(T0),
+                    channels={"email": RecordingChannel()})
+    engine.identify("zqcust", {"email": "zqann@example.org"})
+    with closing(sqlite3.connect(path, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM customers").fetchall()
+        engine.identify("bob", {"email": "bob@example.org"})  # the reader's snapshot is old
+        started = monotonic()
+        engine.erase_customer("zqcust")
+        assert monotonic() - started < 10
+        reader.execute("COMMIT")
+    assert "could not be emptied" in caplog.text
+    assert engine.customer_state("zqcust") is None
+    engine.erase_customer("bob")  # no reader now: the log is emptied, hers too
+    assert [f.name for f in tmp_path.iterdir() if b"zqann@example.org" in f.read_bytes()] == []
+    engine.storage.close()
 
 
 def test_a_customer_erased_and_back_within_one_instant_reuses_no_id(

@@ -3,8 +3,9 @@
 An entry keeps what it counts (journey, version, step, kind, channel, content, instant) and
 loses the customer: the customer id is blanked, the enrollment id (which names the customer)
 is replaced by a pseudonym, and the details that are free text (a delivery error, a block
-reason, a clicked URL, an identity merged with, a host's removal reason) are blanked, since they
-may hold an address, save those cjo writes itself (``KEPT_DETAILS``: the control group's).
+reason, a clicked URL, an identity merged with, a host's removal reason) or a past date read
+from the profile are blanked, since they may hold an address or a birth date, save those cjo
+writes itself (``KEPT_DETAILS``: the control group's).
 
 The pseudonym is a salted hash of the enrollment id: one enrollment's entries keep one
 pseudonym (journeys can still be followed through), and a fresh random salt per erasure,
@@ -52,10 +53,11 @@ __all__ = [
 #: What every pseudonymous enrollment id starts with.
 ERASED_PREFIX: Final = "erased:"
 
-#: Activity kinds whose detail is free text from outside the definitions.
+#: Activity kinds whose detail is free text from outside the definitions; ``date_past``'s
+#: is an instant read from the customer's profile or context (a birth date).
 FREE_TEXT_KINDS: Final = frozenset({
     "unreachable", "send_failed", "render_retry", "action_failed", "suppressed", "fallback",
-    "withheld", "clicked", "merged", "merged_in", "removed",
+    "withheld", "clicked", "merged", "merged_in", "removed", "date_past",
 })
 
 #: Details of free-text kinds that cjo writes itself and that name no one: kept, so the counts

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sqlite3
 import threading
@@ -79,6 +80,11 @@ from cjo.storage.erasure import (
     pseudonymiser,
 )
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
+
+log = logging.getLogger(__name__)
+
+#: How long emptying the write-ahead log after an erasure waits for readers, in ms.
+_EMPTY_WAL_WAIT_MS: Final = 1000
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStorage", "holds_schema"]
 
@@ -1037,12 +1043,13 @@ class SQLiteStorage(Storage):
             )
         self._lock = threading.RLock()  # re-entrant: a read inside a transaction must not hang
         timeout = busy_timeout.total_seconds()
+        self._busy_ms = int(timeout * 1000)
         with _Translated(f"open {self.database!r}"):
             conn = sqlite3.connect(
                 self.database, timeout=timeout, isolation_level=None, check_same_thread=False
             )
             try:
-                conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
                 # A new database gets 2 KiB pages rather than 4 KiB: a customer transaction
                 # writes three or more pages (record, event id, activity entry), each a whole
                 # WAL frame, and a frame's cost grows with its bytes (copied, checksummed,
@@ -1056,6 +1063,10 @@ class SQLiteStorage(Storage):
                     if mode != "wal":
                         raise StorageError(f"SQLite {self.database!r} refused WAL mode ({mode})")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # What is deleted is overwritten, not left in free pages of the file: an
+                # erasure must not leave the customer's bytes on disk. Many builds of SQLite
+                # have it on already; not all.
+                conn.execute("PRAGMA secure_delete = ON")
                 # A checkpoint (two fsyncs) every 10,000 pages of WAL (about 40 MB) instead of
                 # SQLite's 1,000: a transaction writes a few pages, and at the default the
                 # checkpoints' fsyncs took more wall time than everything else a one-event
@@ -1520,6 +1531,32 @@ class SQLiteStorage(Storage):
             ])
         # Once the row is gone: a transaction committed before it cannot put the record back.
         self._records.drop(customer_id)
+        self._empty_wal()
+
+    def _empty_wal(self) -> None:
+        """Checkpoint and empty the write-ahead log: its frames hold the pages written before
+        an erasure, the customer's rows in them, and a checkpoint copies them back but leaves
+        them in the log file until later writes overwrite them. Waits (a second at most) for
+        readers of older snapshots; if one outlasts it, the log is emptied later."""
+        if self.database == ":memory:":
+            return
+        try:
+            with self._lock:
+                conn = self._connection()
+                # Other writers wait while it waits for readers: for a second at most.
+                conn.execute(f"PRAGMA busy_timeout = {min(self._busy_ms, _EMPTY_WAL_WAIT_MS)}")
+                try:
+                    busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        except sqlite3.Error as exc:  # the erasure is committed: not an error of it
+            log.warning("SQLite %r: emptying the write-ahead log after an erasure failed: %s",
+                        self.database, exc)
+            return
+        if busy:
+            log.warning("SQLite %r: the write-ahead log could not be emptied after an "
+                        "erasure (a reader held it); it still holds the erased customer's "
+                        "pages until it is checkpointed and overwritten", self.database)
 
     @_Translated("prune")
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
