@@ -110,6 +110,8 @@ class Model:
     def __init__(self) -> None:
         self.statements: dict[str, list[tuple[datetime, int, str, str, bool]]] = {}
         self.blocked: dict[str, set[str]] = {c: set() for c in CUSTOMERS}
+        # Channels blocked by a hard bounce: the address's, lifted by a new one.
+        self.bounced: dict[str, set[str]] = {c: set() for c in CUSTOMERS}
         self.phone: dict[str, bool] = {}
         self.zone: dict[str, str | None] = {}
         self.sent: dict[str, list[Message]] = {c: [] for c in CUSTOMERS}
@@ -125,11 +127,20 @@ class Model:
         if what == "say":
             self.say(customer, *args)
         elif what == "phone":
+            if args[0] and not self.phone[customer] and "sms" in self.bounced[customer]:
+                self.blocked[customer].discard("sms")  # a new number: the bounce was the old
+                self.bounced[customer].discard("sms")
             self.phone[customer] = args[0]
-        elif args[1]:
-            self.blocked[customer].add(args[0])
+        elif what == "bounce":
+            if args[0] not in self.blocked[customer]:  # a block keeps its reason
+                self.blocked[customer].add(args[0])
+                self.bounced[customer].add(args[0])
         else:
-            self.blocked[customer].discard(args[0])
+            self.bounced[customer].discard(args[0])
+            if args[1]:
+                self.blocked[customer].add(args[0])
+            else:
+                self.blocked[customer].discard(args[0])
 
     def allows(self, customer: str, topic: str | None, channel: str) -> bool:
         opt_in = TOPICS.get(topic or "", False)
@@ -209,6 +220,8 @@ def _run(storage: Storage, setup: Setup, steps: list[tuple[Any, ...]]) -> None:
                 out = event(customer, kind, channel=channel)
             if kind == "complained":
                 change = ("say", customer, None, channel, False, now)
+            elif kind == "hard_bounce":
+                change = ("bounce", customer, channel)
             else:
                 change = ("block", customer, channel, kind != "channel_unblocked")
         # Messages of a call were decided before its own consent change: due wake-ups are
