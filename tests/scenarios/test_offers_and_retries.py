@@ -153,3 +153,39 @@ def test_a_scorer_cannot_change_the_profile_or_the_context(storage_factory: Fact
     assert profile is not None and profile.attributes == {"tags": ["vip"]}
     [enrollment] = engine.enrollments("ann")
     assert enrollment.context == {"page": "home"}
+
+
+def test_a_rolling_offer_cap_holds_across_an_identity_merge(storage_factory: Factory) -> None:
+    # Twice in 3 days: the anonymous visitor got it once, the known customer once; the merged
+    # customer has had it twice in the window, so a third visit gets the next offer.
+    clock = ManualClock(T0)
+    engine = _engine(storage_factory, clock)
+    offers = (Offer("a_off", "gold", priority=5, cap=OfferCap(2, per=3 * DAY)),
+              Offer("b_off", "basic", priority=1))
+    engine.publish(content=CONTENT, offers=offers, journeys=[Journey(
+        "offer", trigger=EventTrigger("visit"), entry="s",
+        steps={"s": Send("generic", "email", offers=("a_off", "b_off"))})])
+    chosen = [m.offer_id for m in engine.handle_event(ev("visit", "anon", T0)).messages]
+    clock.advance(timedelta(hours=1))
+    chosen += [m.offer_id for m in engine.handle_event(ev("visit", "ann", clock.now())).messages]
+    clock.advance(timedelta(hours=1))
+    engine.identify("ann", {"tier": "gold"}, anonymous_id="anon")
+    state = engine.customer_state("ann")
+    assert state is not None
+    assert state.offers["a_off"].recent == (T0, T0 + timedelta(hours=1))
+    chosen += [m.offer_id for m in engine.handle_event(ev("visit", "ann", clock.now())).messages]
+    assert chosen == ["a_off", "a_off", "b_off"]
+
+
+def test_offer_priorities_compare_exactly_however_large() -> None:
+    # Priorities are whole numbers: one past what a float holds exactly still wins, and one
+    # past any float does not crash the send.
+    clock = ManualClock(T0)
+    engine = Engine(channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(content=CONTENT, offers=(
+        Offer("a_off", "gold", priority=2**53), Offer("b_off", "basic", priority=2**53 + 1),
+        Offer("c_off", "travel", priority=-(10**400)),
+    ), journeys=[Journey("offer", trigger=EventTrigger("visit"), entry="s", steps={
+        "s": Send("generic", "email", offers=("a_off", "b_off", "c_off"))})])
+    [message] = engine.handle_event(ev("visit", "ann", T0)).messages
+    assert message.offer_id == "b_off"

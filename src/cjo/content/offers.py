@@ -61,7 +61,9 @@ def _score(
     context: Mapping[str, Any],
 ) -> float | None:
     if offer.scorer is None:
-        return float(offer.priority)
+        # The whole number itself: a float would round a large priority into a tie, or
+        # overflow past any float (Python compares an int with a float exactly).
+        return offer.priority
     scorer = scorers.get(offer.scorer)
     if scorer is None:
         return None
