@@ -189,3 +189,23 @@ def test_offer_priorities_compare_exactly_however_large() -> None:
         "s": Send("generic", "email", offers=("a_off", "b_off", "c_off"))})])
     [message] = engine.handle_event(ev("visit", "ann", T0)).messages
     assert message.offer_id == "b_off"
+
+
+def test_a_scorer_may_return_any_real_number() -> None:
+    # A model's score is often not a float: a Decimal from a database, a Fraction, a NumPy
+    # float32. Each is a number, and must not silently leave its offer out.
+    from decimal import Decimal
+    from fractions import Fraction
+
+    scores: dict[str, Any] = {"d": Decimal("0.9"), "f": Fraction(1, 2), "t": True}
+    clock = ManualClock(T0)
+    engine = Engine(channels={"email": RecordingChannel()}, clock=clock,
+                    scorers={k: (lambda p, c, v=v: v) for k, v in scores.items()})
+    engine.publish(content=CONTENT, offers=(
+        Offer("a_dec", "gold", scorer="d"), Offer("b_frac", "basic", scorer="f"),
+        Offer("c_bool", "travel", scorer="t"),
+    ), journeys=[Journey("offer", trigger=EventTrigger("visit"), entry="s", steps={
+        "s": Send("generic", "email", offers=("a_dec", "b_frac", "c_bool"), next="t"),
+        "t": Send("generic", "email", offers=("b_frac", "c_bool"))})])
+    chosen = [m.offer_id for m in engine.handle_event(ev("visit", "ann", T0)).messages]
+    assert chosen == ["a_dec", "b_frac"]  # a bool is still no score
