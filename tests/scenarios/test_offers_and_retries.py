@@ -209,3 +209,30 @@ def test_a_scorer_may_return_any_real_number() -> None:
         "t": Send("generic", "email", offers=("b_frac", "c_bool"))})])
     chosen = [m.offer_id for m in engine.handle_event(ev("visit", "ann", T0)).messages]
     assert chosen == ["a_dec", "b_frac"]  # a bool is still no score
+
+
+def test_a_send_retried_to_render_logs_its_offer_once_when_it_goes(
+    storage_factory: Factory,
+) -> None:
+    # Each failed render chooses the offer again; only the choice that went on to a message is
+    # logged, so counting offer entries counts offers sent.
+    clock = ManualClock(T0)
+    engine = _engine(storage_factory, clock)
+    strict = ContentItem("gold", (Variant("email", {"subject": "Hi {{ profile.first_name }}",
+                                                   "text": "Gold"}),),
+                         sample=ContentSample(profile={"first_name": "Ann"}))
+    engine.publish(content=[strict, _item("generic", "Hello")],
+                   offers=[Offer("gold_card", "gold")],
+                   journeys=[Journey("offer", trigger=EventTrigger("visit"), entry="s", steps={
+                       "s": Send("generic", "email", offers=("gold_card",),
+                                 on_render_error="retry")})])
+    engine.handle_event(ev("visit", "ann", T0))
+    clock.advance(RENDER_RETRY_DELAYS[0])
+    engine.run_due()
+    engine.identify("ann", {"first_name": "Ann"})
+    clock.advance(RENDER_RETRY_DELAYS[1])
+    [message] = engine.run_due().messages
+    assert message.offer_id == "gold_card"
+    log = [(a.kind, a.detail) for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+           if a.kind in ("offer", "render_retry", "sent")]
+    assert [kind for kind, _ in log] == ["render_retry", "render_retry", "offer", "sent"]

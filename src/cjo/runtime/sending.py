@@ -94,8 +94,9 @@ def log_offer(
     d: Decider, enrollment: Enrollment, step: Send, offer_id: str | None, at: datetime
 ) -> None:
     """Record the choice of a Send with offers (``offer``: the offer id, or ``fallback``), once
-    per send the delivery policies let through: a send they defer chooses again when
-    released, and is logged then, so the log counts each choice that went on to a message
+    per message: a send the delivery policies defer, or that waits to render again, chooses
+    again when it goes, and is logged then; one skipped (no variant, a render failure, the
+    catch-up limit) is not logged. So the log counts each choice that went on to a message
     once."""
     if step.offers:
         d.activity(enrollment, "offer", offer_id if offer_id is not None else _FALLBACK, at,
