@@ -236,3 +236,26 @@ def test_a_send_retried_to_render_logs_its_offer_once_when_it_goes(
     log = [(a.kind, a.detail) for a in engine.activities(T0, T0 + DAY, customer_id="ann")
            if a.kind in ("offer", "render_retry", "sent")]
     assert [kind for kind, _ in log] == ["render_retry", "render_retry", "offer", "sent"]
+
+
+def test_an_offer_withheld_at_dispatch_gives_its_cap_back(storage_factory: Factory) -> None:
+    # Written to the outbox, then withheld before its first attempt (an unsubscribe came
+    # first): it never went out, so the once-ever gold card is still the customer's to get,
+    # as a frequency cap slot is given back.
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), channels={"email": RecordingChannel()},
+                    clock=clock, dispatch="deferred")
+    engine.publish(content=CONTENT, offers=OFFERS[:1], journeys=[Journey(
+        "offer", trigger=EventTrigger("visit"), entry="s",
+        steps={"s": Send("generic", "email", offers=("gold_card",))})])
+    engine.identify("ann", {"tier": "gold"})
+    [written] = engine.handle_event(ev("visit", "ann", T0)).messages
+    assert written.offer_id == "gold_card"
+    engine.set_consent("ann", subscribed=False, channel="email")
+    assert engine.dispatch_pending() == 0
+    state = engine.customer_state("ann")
+    assert state is not None and "gold_card" not in state.offers
+    engine.set_consent("ann", subscribed=True, channel="email")
+    clock.advance(DAY)
+    [again] = engine.handle_event(ev("visit", "ann", clock.now())).messages
+    assert again.offer_id == "gold_card"
