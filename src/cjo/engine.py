@@ -90,6 +90,7 @@ from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
+from cjo.runtime.sending import give_back_offer
 from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
 from cjo.scheduling import mark_schedules, run_schedules, say_never_occurring
 from cjo.segments.membership import leave_every_segment
@@ -1242,11 +1243,11 @@ class Engine:
             self._log_held(customer_id, entries, now)
         if not stopped:
             return kept
-        # Read before they are recorded (which counts an attempt): the marketing messages
-        # never attempted, whose frequency cap slots are given back.
+        # Read before they are recorded (which counts an attempt): the messages never
+        # attempted, whose frequency cap slots (marketing ones) and offer sends are given back.
         unsent = {
             m.idempotency_key for found in stopped.values() for m, _ in found
-            if not m.transactional and self._never_attempted(m)
+            if (not m.transactional or m.offer_id is not None) and self._never_attempted(m)
         }
         self.storage.complete_outbox_many([
             Delivery(m.idempotency_key, DeliveryResult.permanent(
@@ -1304,13 +1305,18 @@ class Engine:
         now: datetime,
     ) -> None:
         """Log withheld messages (with why) on the customer's record, and give back the
-        frequency cap slots of those among ``unsent`` (never attempted: they did not go out)."""
+        frequency cap slots and the offer sends of those among ``unsent`` (never attempted:
+        they did not go out)."""
         def log_them(d: Decider, at: datetime) -> None:
             d.touch()
             for m, reason in found:
                 d.activities.append(message_activity(at, d.customer_id, m, "withheld", reason))
-                if m.idempotency_key in unsent and d.state.sends:
+                if m.idempotency_key not in unsent:
+                    continue
+                if not m.transactional and d.state.sends:
                     give_back(d.state, m.created_at, m.channel)
+                if m.offer_id is not None:
+                    give_back_offer(d.state, m.offer_id, m.created_at)
 
         self._on_record(customer_id, log_them, now)
 

@@ -110,11 +110,11 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     ended = sorted([*k.ended, *a.ended], key=lambda x: (x.ended_at, x.id))
     k.ended = tuple(ended[max(0, len(ended) - known.keep_ended):])
     for key, h in a.history.items():
-        k.history[key] = _combine_history(k.history.get(key), h)
+        k.history[key] = _combine_history(registry, key[0], k.history.get(key), h)
     for offer, o in a.offers.items():
         mine = k.offers.get(offer)
         k.own_offers()[offer] = o if mine is None else OfferHistory(
-            mine.count + o.count, _newest(mine.recent, o.recent)
+            mine.count + o.count, _newest(mine.recent, o.recent, _offer_keep(registry, offer))
         )
     if a.sends:
         k.sends = list(heapq.merge(k.sends, a.sends, key=lambda s: s[0])) or NO_ENTRIES
@@ -241,20 +241,51 @@ def _merge_consent(k: CustomerState, a: CustomerState) -> None:
         set_consent(k, topic, channel, value, when)
 
 
-def _combine_history(mine: EntryHistory | None, other: EntryHistory) -> EntryHistory:
+def _combine_history(
+    registry: Registry, journey_id: str, mine: EntryHistory | None, other: EntryHistory
+) -> EntryHistory:
     if mine is None:
         return other
     ended = [t for t in (mine.last_ended_at, other.last_ended_at) if t is not None]
     return EntryHistory.of(
-        mine.count + other.count, _newest(mine.recent, other.recent),
+        mine.count + other.count,
+        _newest(mine.recent, other.recent, _entry_keep(registry, journey_id)),
         max(ended) if ended else None,
     )
 
 
-def _newest(mine: Sequence[datetime], other: Sequence[datetime]) -> tuple[datetime, ...]:
-    """Both lists of instants in order, as many of the newest as the longer one kept."""
-    keep = max(len(mine), len(other))
-    return tuple(sorted([*mine, *other])[-keep:]) if keep else ()
+def _entry_keep(registry: Registry, journey_id: str) -> int | None:
+    """How many entry instants the journey's re-entry rule counts (as an entry keeps them);
+    None for a journey not published."""
+    cj = registry.latest.get(journey_id)
+    if cj is None:
+        return None
+    policy = cj.journey.reentry
+    if policy.mode == "at_most":
+        return policy.limit or 1
+    return 1 if policy.guard is not None else 0
+
+
+def _offer_keep(registry: Registry, offer_id: str) -> int | None:
+    """How many send instants the offer's rolling cap counts (as a send keeps them); None for
+    an offer not published."""
+    compiled = registry.offers.get(offer_id)
+    if compiled is None:
+        return None
+    cap = compiled.offer.cap
+    return cap.times if cap is not None and cap.per is not None else 0
+
+
+def _newest(
+    mine: Sequence[datetime], other: Sequence[datetime], keep: int | None
+) -> tuple[datetime, ...]:
+    """Both lists of instants in order, the newest ``keep`` of them (None: all). Not merely
+    as many as the longer one kept: each side may hold fewer than the rule counts, and
+    together they may hold all it counts (two sends in a "twice a week" cap)."""
+    both = sorted([*mine, *other])
+    if keep is None:
+        return tuple(both)
+    return tuple(both[-keep:]) if keep else ()
 
 
 def _combine_track(mine: Track, other: Track) -> Track:

@@ -728,3 +728,30 @@ def test_a_message_being_sent_at_a_merge_is_judged_on_the_merged_record_if_it_co
         assert [m.idempotency_key for m in channel.messages] == [entry.message.idempotency_key]
         assert entry.status == "delivered"
         assert withheld == []
+
+
+def test_an_at_most_rule_counts_the_entries_of_both_customers_after_a_merge(
+    storage_factory: Factory,
+) -> None:
+    # Twice in 3 days: the anonymous visitor entered once, the known customer once; each
+    # record kept its one instant, and the merged record must keep both.
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), channels={"email": RecordingChannel()},
+                    clock=clock)
+    engine.publish(content=[ContentItem("hi", (Variant("email", {"subject": "Hi",
+                                                                  "text": "Hi"}),))],
+                   journeys=[Journey("j", trigger=EventTrigger("go"), entry="s",
+                                     steps={"s": Send("hi", "email")},
+                                     reentry=ReentryPolicy.at_most(2, per=3 * DAY))])
+    engine.handle_event(Event(customer_id="anon", name="go", timestamp=T0, event_id="e1"))
+    clock.advance(HOUR)
+    engine.handle_event(Event(customer_id="ann", name="go", timestamp=clock.now(),
+                              event_id="e2"))
+    clock.advance(HOUR)
+    engine.identify("ann", {"first_name": "Ann"}, anonymous_id="anon")
+    outcome = engine.handle_event(Event(customer_id="ann", name="go", timestamp=clock.now(),
+                                        event_id="e3"))
+    assert outcome.messages == ()
+    state = engine.customer_state("ann")
+    assert state is not None
+    assert state.history[("j", None)].recent == (T0, T0 + HOUR)

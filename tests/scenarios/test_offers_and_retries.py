@@ -153,3 +153,109 @@ def test_a_scorer_cannot_change_the_profile_or_the_context(storage_factory: Fact
     assert profile is not None and profile.attributes == {"tags": ["vip"]}
     [enrollment] = engine.enrollments("ann")
     assert enrollment.context == {"page": "home"}
+
+
+def test_a_rolling_offer_cap_holds_across_an_identity_merge(storage_factory: Factory) -> None:
+    # Twice in 3 days: the anonymous visitor got it once, the known customer once; the merged
+    # customer has had it twice in the window, so a third visit gets the next offer.
+    clock = ManualClock(T0)
+    engine = _engine(storage_factory, clock)
+    offers = (Offer("a_off", "gold", priority=5, cap=OfferCap(2, per=3 * DAY)),
+              Offer("b_off", "basic", priority=1))
+    engine.publish(content=CONTENT, offers=offers, journeys=[Journey(
+        "offer", trigger=EventTrigger("visit"), entry="s",
+        steps={"s": Send("generic", "email", offers=("a_off", "b_off"))})])
+    chosen = [m.offer_id for m in engine.handle_event(ev("visit", "anon", T0)).messages]
+    clock.advance(timedelta(hours=1))
+    chosen += [m.offer_id for m in engine.handle_event(ev("visit", "ann", clock.now())).messages]
+    clock.advance(timedelta(hours=1))
+    engine.identify("ann", {"tier": "gold"}, anonymous_id="anon")
+    state = engine.customer_state("ann")
+    assert state is not None
+    assert state.offers["a_off"].recent == (T0, T0 + timedelta(hours=1))
+    chosen += [m.offer_id for m in engine.handle_event(ev("visit", "ann", clock.now())).messages]
+    assert chosen == ["a_off", "a_off", "b_off"]
+
+
+def test_offer_priorities_compare_exactly_however_large() -> None:
+    # Priorities are whole numbers: one past what a float holds exactly still wins, and one
+    # past any float does not crash the send.
+    clock = ManualClock(T0)
+    engine = Engine(channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(content=CONTENT, offers=(
+        Offer("a_off", "gold", priority=2**53), Offer("b_off", "basic", priority=2**53 + 1),
+        Offer("c_off", "travel", priority=-(10**400)),
+    ), journeys=[Journey("offer", trigger=EventTrigger("visit"), entry="s", steps={
+        "s": Send("generic", "email", offers=("a_off", "b_off", "c_off"))})])
+    [message] = engine.handle_event(ev("visit", "ann", T0)).messages
+    assert message.offer_id == "b_off"
+
+
+def test_a_scorer_may_return_any_real_number() -> None:
+    # A model's score is often not a float: a Decimal from a database, a Fraction, a NumPy
+    # float32. Each is a number, and must not silently leave its offer out.
+    from decimal import Decimal
+    from fractions import Fraction
+
+    scores: dict[str, Any] = {"d": Decimal("0.9"), "f": Fraction(1, 2), "t": True}
+    clock = ManualClock(T0)
+    engine = Engine(channels={"email": RecordingChannel()}, clock=clock,
+                    scorers={k: (lambda p, c, v=v: v) for k, v in scores.items()})
+    engine.publish(content=CONTENT, offers=(
+        Offer("a_dec", "gold", scorer="d"), Offer("b_frac", "basic", scorer="f"),
+        Offer("c_bool", "travel", scorer="t"),
+    ), journeys=[Journey("offer", trigger=EventTrigger("visit"), entry="s", steps={
+        "s": Send("generic", "email", offers=("a_dec", "b_frac", "c_bool"), next="t"),
+        "t": Send("generic", "email", offers=("b_frac", "c_bool"))})])
+    chosen = [m.offer_id for m in engine.handle_event(ev("visit", "ann", T0)).messages]
+    assert chosen == ["a_dec", "b_frac"]  # a bool is still no score
+
+
+def test_a_send_retried_to_render_logs_its_offer_once_when_it_goes(
+    storage_factory: Factory,
+) -> None:
+    # Each failed render chooses the offer again; only the choice that went on to a message is
+    # logged, so counting offer entries counts offers sent.
+    clock = ManualClock(T0)
+    engine = _engine(storage_factory, clock)
+    strict = ContentItem("gold", (Variant("email", {"subject": "Hi {{ profile.first_name }}",
+                                                   "text": "Gold"}),),
+                         sample=ContentSample(profile={"first_name": "Ann"}))
+    engine.publish(content=[strict, _item("generic", "Hello")],
+                   offers=[Offer("gold_card", "gold")],
+                   journeys=[Journey("offer", trigger=EventTrigger("visit"), entry="s", steps={
+                       "s": Send("generic", "email", offers=("gold_card",),
+                                 on_render_error="retry")})])
+    engine.handle_event(ev("visit", "ann", T0))
+    clock.advance(RENDER_RETRY_DELAYS[0])
+    engine.run_due()
+    engine.identify("ann", {"first_name": "Ann"})
+    clock.advance(RENDER_RETRY_DELAYS[1])
+    [message] = engine.run_due().messages
+    assert message.offer_id == "gold_card"
+    log = [(a.kind, a.detail) for a in engine.activities(T0, T0 + DAY, customer_id="ann")
+           if a.kind in ("offer", "render_retry", "sent")]
+    assert [kind for kind, _ in log] == ["render_retry", "render_retry", "offer", "sent"]
+
+
+def test_an_offer_withheld_at_dispatch_gives_its_cap_back(storage_factory: Factory) -> None:
+    # Written to the outbox, then withheld before its first attempt (an unsubscribe came
+    # first): it never went out, so the once-ever gold card is still the customer's to get,
+    # as a frequency cap slot is given back.
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage_factory(), channels={"email": RecordingChannel()},
+                    clock=clock, dispatch="deferred")
+    engine.publish(content=CONTENT, offers=OFFERS[:1], journeys=[Journey(
+        "offer", trigger=EventTrigger("visit"), entry="s",
+        steps={"s": Send("generic", "email", offers=("gold_card",))})])
+    engine.identify("ann", {"tier": "gold"})
+    [written] = engine.handle_event(ev("visit", "ann", T0)).messages
+    assert written.offer_id == "gold_card"
+    engine.set_consent("ann", subscribed=False, channel="email")
+    assert engine.dispatch_pending() == 0
+    state = engine.customer_state("ann")
+    assert state is not None and "gold_card" not in state.offers
+    engine.set_consent("ann", subscribed=True, channel="email")
+    clock.advance(DAY)
+    [again] = engine.handle_event(ev("visit", "ann", clock.now())).messages
+    assert again.offer_id == "gold_card"

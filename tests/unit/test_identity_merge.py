@@ -48,9 +48,12 @@ def test_offer_counts_entry_histories_ledger_and_ended_combine() -> None:
                   EndedEnrollment("e3", "j", 1, T0, T0 + 2 * H, "completed"))
     k, a = _deciders(known, anon)
     merge_into(k, a, T0 + 5 * H)
-    assert known.offers == {"gold": OfferHistory(3, (T0 + H, T0 + 2 * H)),
+    # Neither the offers nor the journey is published: no rule says how many instants count,
+    # so every one is kept (the next send or entry trims them to its rule).
+    assert known.offers == {"gold": OfferHistory(3, (T0, T0 + H, T0 + 2 * H)),
                             "silver": OfferHistory(1, (T0,)), "bronze": OfferHistory(4, ())}
-    assert known.history[("j", None)] == EntryHistory(3, (T0 + 2 * H, T0 + 3 * H), T0 + 4 * H)
+    assert known.history[("j", None)] == EntryHistory(
+        3, (T0, T0 + 2 * H, T0 + 3 * H), T0 + 4 * H)
     assert known.history[("k", "cart-1")].count == 1
     assert [s[0] for s in known.sends] == [T0, T0 + H, T0 + 2 * H]
     assert [x.id for x in known.ended] == ["e3", "e2"]  # keep_ended newest

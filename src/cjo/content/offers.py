@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -61,7 +63,9 @@ def _score(
     context: Mapping[str, Any],
 ) -> float | None:
     if offer.scorer is None:
-        return float(offer.priority)
+        # The whole number itself: a float would round a large priority into a tie, or
+        # overflow past any float (Python compares an int with a float exactly).
+        return offer.priority
     scorer = scorers.get(offer.scorer)
     if scorer is None:
         return None
@@ -71,11 +75,13 @@ def _score(
         value = scorer(copy.deepcopy(profile), copy.deepcopy(context))
     except Exception:  # a host scorer that fails leaves its offer out, not the whole send
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # Any real number: a model's score is often a NumPy scalar, a Decimal or a Fraction, and
+    # must not silently leave its offer out. A bool is an answer, not a score.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
         return None
     try:
         score = float(value)
-    except OverflowError:  # a whole number past any float
+    except (OverflowError, ValueError):  # a whole number past any float; a signalling NaN
         return None
     return None if math.isnan(score) else score
 

@@ -974,7 +974,6 @@ class Decider:
         if isinstance(channel_or_halt, Halt):
             return False
         channel = channel_or_halt
-        log_offer(self, enrollment, step, offer_id, at)
         variant = (
             registry.variant_for(item, channel, profile.locale, step.variant) if item else None
         )
@@ -997,6 +996,9 @@ class Decider:
                                        self.template_data(enrollment, at))
             except RenderError as exc:
                 return render_failed(self, enrollment, step, item, exc, at)
+        # Logged only now: a send skipped or retried to render chooses again, and each offer
+        # entry stands for a message.
+        log_offer(self, enrollment, step, offer_id, at)
         customer_id = self.customer_id
         outcome = self.outcome
         if outcome.record_messages:

@@ -19,17 +19,19 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.offers import Offer
 from cjo.model.steps import RenderErrorPolicy, Send
 from cjo.outcome import SendFailure
+from cjo.runtime.state import OfferHistory
 
 if TYPE_CHECKING:
     from cjo.runtime.core import Decider
     from cjo.runtime.kinds.base import Checker
     from cjo.runtime.registry import CompiledJourney
-    from cjo.runtime.state import ActivityKind, Enrollment
+    from cjo.runtime.state import ActivityKind, CustomerState, Enrollment
 
 __all__ = [
     "RENDER_RETRY_DELAYS",
     "choose_content",
     "count_offer",
+    "give_back_offer",
     "log_offer",
     "render_failed",
     "render_fields",
@@ -94,8 +96,9 @@ def log_offer(
     d: Decider, enrollment: Enrollment, step: Send, offer_id: str | None, at: datetime
 ) -> None:
     """Record the choice of a Send with offers (``offer``: the offer id, or ``fallback``), once
-    per send the delivery policies let through: a send they defer chooses again when
-    released, and is logged then, so the log counts each choice that went on to a message
+    per message: a send the delivery policies defer, or that waits to render again, chooses
+    again when it goes, and is logged then; one skipped (no variant, a render failure, the
+    catch-up limit) is not logged. So the log counts each choice that went on to a message
     once."""
     if step.offers:
         d.activity(enrollment, "offer", offer_id if offer_id is not None else _FALLBACK, at,
@@ -108,6 +111,22 @@ def count_offer(d: Decider, offer_id: str, at: datetime) -> None:
     if compiled is not None:
         histories = d.state.own_offers()
         histories[offer_id] = counted(compiled.offer, histories.get(offer_id), at)
+
+
+def give_back_offer(state: CustomerState, offer_id: str, at: datetime) -> None:
+    """Uncount a send of ``offer_id`` made at ``at`` that never went out (withheld before its
+    first attempt), as a frequency cap slot is given back: the customer never saw the offer."""
+    history = state.offers.get(offer_id)
+    if history is None or history.count < 1:
+        return
+    recent = list(history.recent)
+    if at in recent:
+        recent.remove(at)
+    histories = state.own_offers()
+    if history.count == 1:
+        del histories[offer_id]
+    else:
+        histories[offer_id] = OfferHistory(history.count - 1, tuple(recent))
 
 
 def render_fields(
