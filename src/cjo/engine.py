@@ -136,7 +136,6 @@ _MERGED_REASON = "merged into a known customer"
 DispatchMode = Literal["inline", "deferred"]
 
 
-
 class Engine:
     """Runs published journeys for the host's customers.
 

@@ -271,8 +271,8 @@ def _readdressed_since(d: Decider, message: Message, channel: str) -> bool:
     attribute = d.options.contact_attributes.get(channel)
     if attribute is None or attribute not in message.recipient:
         return False
-    now = d.profile.attributes.get(attribute)
-    return not no_address(now) and now != message.recipient[attribute]
+    current = d.profile.attributes.get(attribute)
+    return not no_address(current) and current != message.recipient[attribute]
 
 
 def message_activity(
