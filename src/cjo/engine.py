@@ -1230,6 +1230,8 @@ class Engine:
                         reason = f"quiet hours {rule.id}: skipped"
                     else:
                         self.storage.defer_outbox(message.idempotency_key, until, now)
+                        if outcome is not None:
+                            outcome.delivery[message.idempotency_key] = "pending"
                         held.setdefault(message.customer_id, []).append(
                             (message, f"{rule.id}: deferred to {until.isoformat()}")
                         )
@@ -1372,6 +1374,8 @@ class Engine:
     ) -> None:
         here: Sequence[Message] = ()
         if self.dispatch == "inline":
+            if self._registry.delivery.quiet_hours and any(m.created_at < now for m in messages):
+                messages = self._quiet_now(messages, now, outcome)
             here = [m for m in messages if self._has_channel(m.channel)]
             if len(here) == len(messages):
                 self._send(messages, now, outcome)
@@ -1386,6 +1390,17 @@ class Engine:
         outcome.delivery.update(dict.fromkeys(keys, "pending"))
         if here:
             self._send(here, now, outcome)
+
+    def _quiet_now(
+        self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
+    ) -> list[Message]:
+        """``messages`` but those decided for an earlier instant (a worker catching up late)
+        that quiet hours hold now: they wait in the outbox, or are withheld, as at a dispatch
+        (``_withhold``); the decision was on time, the send is not."""
+        late = [m for m in messages if m.created_at < now]
+        kept = {m.idempotency_key for m in self._withhold(late, self._registry, now,
+                                                            outcome=outcome)}
+        return [m for m in messages if m.created_at >= now or m.idempotency_key in kept]
 
     def _send(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder | None

@@ -680,6 +680,37 @@ def test_a_message_dispatched_in_quiet_hours_waits_for_their_end(
     assert [m.content_id for m in sms.messages] == ["receipt", "news"]
 
 
+def test_a_send_a_late_worker_decides_for_the_evening_waits_for_the_morning(
+    storage: Storage,
+) -> None:
+    # Inline: the wake-up falls due at 20:45 in Paris, outside the quiet hours, and is decided
+    # at its own instant; the worker runs only at 23:30, so the message would go out then.
+    clock = ManualClock(datetime(2026, 6, 1, 17, 45, tzinfo=UTC))  # 19:45 CEST
+    sms = RecordingChannel()
+    engine = Engine(storage, channels={"sms": sms}, clock=clock)
+    engine.publish(
+        journeys=[Journey("later", "wait", {"wait": Wait(HOUR, next="send"),
+                                            "send": Send("news", "sms")},
+                          trigger=EventTrigger("go"))],
+        content=[NEWS], topics=TOPICS, quiet_hours=[QuietHours("night", time(21), time(8))],
+    )
+    engine.identify("c1", timezone="Europe/Paris")
+    engine.handle_event(Event(customer_id="c1", name="go", timestamp=clock.now(),
+                              event_id="e1"))
+    clock.set(datetime(2026, 6, 1, 21, 30, tzinfo=UTC))  # 23:30 CEST
+    out = engine.run_due()
+    [message] = out.messages
+    assert message.created_at == datetime(2026, 6, 1, 18, 45, tzinfo=UTC), "decided on time"
+    assert sms.messages == []
+    assert out.delivery == {message.idempotency_key: "pending"}
+    morning = datetime(2026, 6, 2, 6, 0, tzinfo=UTC)
+    entry = engine.storage.outbox_entry(message.idempotency_key)
+    assert entry is not None and (entry.available_at, entry.attempts) == (morning, 0)
+    clock.set(morning)
+    engine.dispatch_pending()
+    assert [m.idempotency_key for m in sms.messages] == [message.idempotency_key]
+
+
 def test_a_message_dispatched_in_quiet_hours_that_skip_is_withheld(storage: Storage) -> None:
     clock = ManualClock(T0.replace(hour=20))
     sms = RecordingChannel()
