@@ -110,7 +110,7 @@ from cjo.storage.base import (
     Storage,
 )
 from cjo.storage.memory import InMemoryStorage
-from cjo.validation import validate_definitions
+from cjo.validation import ContentChecks, validate_definitions
 
 if TYPE_CHECKING:
     from cjo.worker import WorkerStats
@@ -255,6 +255,8 @@ class Engine:
         # race each other for the definitions' compare-and-set. Never taken by a call whose
         # generation is current (the hot path).
         self._definitions_lock = threading.RLock()
+        # Content problems found by earlier publishes: unchanged items are not rendered again.
+        self._content_checks = ContentChecks()
         # The latest stored generation, if this version cannot read it (``_sync``).
         self._unreadable: UnreadableDefinitionsError | None = None
         self._last_prune: datetime | None = None
@@ -472,6 +474,7 @@ class Engine:
             limits=self.limits,
             renderer=registry.renderer.renderer,
             channel_types=self.options.channel_types, scorers=self.options.scorers.keys(),
+            content_checks=self._content_checks,
         )
 
     def _change_definitions_locked(

@@ -21,6 +21,7 @@ Locations read like a path a person would follow::
 
 from __future__ import annotations
 
+import copy
 import reprlib
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -109,6 +110,36 @@ def _q(value: object) -> str:
     return _short.repr(value)
 
 
+class ContentChecks:
+    """The problems found in content items, kept between validations of one engine: an item
+    checked again unchanged, with the same blocks, limits and channel types, is not parsed and
+    rendered again (rendering against a sample is most of a publish's work: a publish of one
+    journey must not re-render a thousand unchanged items). Kept items are private copies, so
+    a host editing its objects after a publish never makes a stale entry look current."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[ContentItem, tuple[Any, ...], list[Problem]]] = {}
+
+    def check(
+        self, item: ContentItem, context: tuple[Any, ...], run: Callable[[], list[Problem]]
+    ) -> list[Problem]:
+        kept = self._items.get(item.id) if type(item.id) is str else None
+        try:
+            if kept is not None and kept[1] == context and kept[0] == item:
+                return list(kept[2])
+        except Exception:  # a value that cannot be compared: check the item again
+            pass
+        problems = run()
+        if type(item.id) is str:
+            try:
+                self._items[item.id] = (copy.deepcopy(item), context, list(problems))
+            except Exception:  # a value that cannot be copied: not kept
+                self._items.pop(item.id, None)
+        return problems
+
+
 def validate_definitions(
     definitions: Definitions,
     *,
@@ -119,6 +150,7 @@ def validate_definitions(
     channel_types: Mapping[str, str] | None = None,
     scorers: Collection[str] | None = None,
     unread: Mapping[str, Sequence[Any] | None] | None = None,
+    content_checks: ContentChecks | None = None,
 ) -> list[Problem]:
     """Every problem in ``definitions`` (an empty list when they are valid).
 
@@ -133,6 +165,8 @@ def validate_definitions(
     every offer's scorer must be one). ``unread`` holds the data of definitions that could not
     be read, by field (``cjo.serialization.load_definitions_in_parts``; None: the field as a
     whole): they are not in ``definitions``, and are treated as left out for their shape.
+    ``content_checks`` keeps what content items were found to have between calls (the engine
+    passes its own), so that unchanged items are not rendered again.
 
     Problems come in a stable order: first every field of the wrong type (``Wait(3600)``,
     ``steps=[...]``), at its place, in the order the definitions are written; then the problems
@@ -180,8 +214,15 @@ def validate_definitions(
         problems += _check_segment(segment, known.segments, limits)
     problems += _segment_cycles(sound.segments, limits)
     problems += _check_rules(sound.profile_rules, known.segments, limits)
+    context = (limits, tuple(blocks.items()), tuple(channel_types.items()))
     for item in sound.content:
-        problems += _check_content(item, renderer, limits, channel_types, render=renders(item))
+        render = renders(item)
+
+        def run(item: ContentItem = item, render: bool = render) -> list[Problem]:
+            return _check_content(item, renderer, limits, channel_types, render=render)
+
+        problems += (run() if content_checks is None
+                     else content_checks.check(item, (*context, render), run))
     problems += [Problem(where, message) for where, message in block_problems(
         sound.blocks, sound.content, known=known.blocks
     )]

@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from cjo import Engine, ManualClock, ResumeRule, VersionChange
+from cjo import Engine, ManualClock, RecordingChannel, ResumeRule, VersionChange
 from cjo.conditions import And, Compare, Condition, Ref, attr, ctx, in_segment, prop
 from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
@@ -836,3 +836,59 @@ def test_a_window_of_seconds_is_refused_as_a_likely_unit_slip(
 def test_a_duplicate_guard_may_be_seconds() -> None:
     policy = ReentryPolicy.after_exit(guard=timedelta(seconds=5))
     assert validate_definitions(definitions(journey({"a": Exit()}, reentry=policy))) == []
+
+
+def _counting_content_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from cjo import validation
+
+    checked: list[str] = []
+    check = validation._check_content
+
+    def counting(item: ContentItem, *args: Any, **kwargs: Any) -> list[Problem]:
+        checked.append(item.id)
+        return check(item, *args, **kwargs)
+
+    monkeypatch.setattr(validation, "_check_content", counting)
+    return checked
+
+
+def test_republishing_a_journey_does_not_render_unchanged_content_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Rendering every template against a sample is most of a publish's work: with a thousand
+    # content items, publishing one journey's new version re-rendered all of them (seconds).
+    checked = _counting_content_checks(monkeypatch)
+    items = [ContentItem(f"c{i}", (Variant("email", {"subject": "Hi {{ profile.name }}",
+                                                     "text": "t"}),)) for i in range(3)]
+
+    def journey(version: int) -> Journey:
+        return Journey(id="j", version=version, trigger=EventTrigger("go"), entry="s",
+                       steps={"s": Send("c0", "email")})
+
+    engine = Engine(clock=ManualClock(), channels={"email": RecordingChannel()})
+    engine.publish(journeys=[journey(1)], content=items)
+    assert sorted(checked) == ["c0", "c1", "c2"]
+    checked.clear()
+    engine.publish(journeys=[journey(2)])
+    assert checked == []
+    # A changed item is checked again, and its problems refused.
+    fields = {"subject": "{{ profile.name | nosuchfilter }}", "text": "t"}
+    with pytest.raises(DefinitionError, match="nosuchfilter"):
+        engine.publish(content=[ContentItem("c1", (Variant("email", fields),))])
+    assert set(checked) == {"c1"}  # the new c1, and the stored one it is compared with
+
+
+def test_content_edited_in_place_after_a_publish_is_checked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What validation keeps is its own copy: the host's dict, edited after the publish, is a
+    # change like any other.
+    checked = _counting_content_checks(monkeypatch)
+    fields = {"subject": "Hi", "text": "t"}
+    engine = Engine(clock=ManualClock(), channels={"email": RecordingChannel()})
+    item = ContentItem("c", (Variant("email", fields),))
+    engine.publish(content=[item])
+    fields["subject"] = "{{ profile.name | nosuchfilter }}"
+    with pytest.raises(DefinitionError, match="nosuchfilter"):
+        engine.publish(content=[item])
+    assert checked[:2] == ["c", "c"]
