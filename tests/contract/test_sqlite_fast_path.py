@@ -82,10 +82,10 @@ def test_prune_gives_other_writers_the_lock_between_slices(
 
         monkeypatch.setattr(storage, "_write", counting_write)
         assert storage.prune(T0 + 2 * DAY, Retention(event_ids=DAY)).event_ids == 7
-        # Four slices of at most two ids, the empty look that ends the walk, then the outbox
-        # and the activity log (nothing in either: one look each): one short transaction each,
-        # not one long one.
-        assert len(commits) == 7
+        # Four slices of at most two ids, the empty look that ends the walk, then the outbox,
+        # the activity log (nothing in either: one look each) and the definitions log: one
+        # short transaction each, not one long one.
+        assert len(commits) == 8
     finally:
         storage.close()
 

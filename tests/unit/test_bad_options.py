@@ -27,7 +27,10 @@ def test_bad_engine_options_are_refused(options: dict[str, Any], message: str) -
     ({"event_ids": timedelta(days=-1)}, "event_ids must be"),   # would forget every event id
     ({"outbox": 3600}, "outbox must be a timedelta"),             # prune would raise TypeError
     ({"activity": timedelta(days=800_000)}, "activity must be"),  # prune would overflow
-], ids=["negative", "seconds", "huge"])
+    ({"definitions": 0}, "definitions must be a whole number"),  # would drop the newest too
+    ({"definitions": 2.5}, "definitions must be a whole number"),
+    ({"definitions": True}, "definitions must be a whole number"),
+], ids=["negative", "seconds", "huge", "no generation", "a fraction", "a bool"])
 def test_a_retention_out_of_range_is_refused_when_built(
     options: dict[str, Any], message: str
 ) -> None:

@@ -158,16 +158,26 @@ class Retention:
     - ``outbox``: delivered messages and discarded dead letters; pending messages and dead
       letters are never pruned (a dead letter waits for the host to retry or discard it).
     - ``activity``: the activity log. ``activity_counts`` keeps counting pruned entries.
+    - ``definitions``: how many generations of the definitions log are kept, the newest
+      included (each publish, pause or resume appends the whole set: the newest holds every
+      journey version; the ones before are history, such as a content item's earlier text).
 
-    Each is a ``timedelta`` from zero (keep nothing finished) to 100 years; anything else
-    raises ``UsageError`` when built, not at the next prune.
+    The first three are a ``timedelta`` from zero (keep nothing finished) to 100 years, the
+    last a whole number from 1; anything else raises ``UsageError`` when built, not at the
+    next prune.
     """
 
     event_ids: timedelta = timedelta(days=7)
     outbox: timedelta = timedelta(days=7)
     activity: timedelta = timedelta(days=400)
+    definitions: int = 100
 
     def __attrs_post_init__(self) -> None:
+        if type(self.definitions) is not int or self.definitions < 1:
+            raise UsageError(
+                f"Retention definitions must be a whole number of generations from 1, got "
+                f"{self.definitions!r}"
+            )
         # A negative span would prune every event id (duplicates handled again); a span
         # beyond any instant's reach would make prune overflow on every call.
         for name in ("event_ids", "outbox", "activity"):
@@ -189,6 +199,7 @@ class PruneResult:
     event_ids: int = 0
     outbox: int = 0
     activity: int = 0
+    definitions: int = 0
 
 
 class CustomerSession(abc.ABC):
@@ -492,7 +503,9 @@ class Storage(abc.ABC):
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
         """Drop what is older than ``retention`` allows: handled event ids, delivered messages
         and discarded dead letters (never pending messages or dead letters), activity-log
-        entries (still counted, a free-text detail as blank: ``cjo.storage.erasure``)."""
+        entries (still counted, a free-text detail as blank: ``cjo.storage.erasure``), and
+        generations of the definitions log beyond the newest ``retention.definitions`` (the
+        generation numbers go on: ``definitions_generation`` is unchanged)."""
 
     @abc.abstractmethod
     def get_setting(self, key: str) -> str | None:

@@ -503,7 +503,10 @@ class InMemoryStorage(Storage):
         # live long enough to join its long-lived objects).
         self._uncounted_rows = 0
         self._uncounted: list[_CountKey] = []
+        # The newest payloads of the definitions log (prune keeps ``Retention.definitions``),
+        # and the newest generation's number.
         self._definitions: list[str] = []
+        self._generation = 0
         self._members: dict[str, SortedList] = {}  # segment id -> customer ids
 
     # --- customer transactions -----------------------------------------------------------------
@@ -824,23 +827,24 @@ class InMemoryStorage(Storage):
     # --- definitions ---------------------------------------------------------------------------
 
     def definitions_generation(self) -> int:
-        return len(self._definitions)
+        return self._generation
 
     def load_definitions(self) -> tuple[int, str] | None:
         with self._lock:
             if not self._definitions:
                 return None
-            return len(self._definitions), self._definitions[-1]
+            return self._generation, self._definitions[-1]
 
     def append_definitions(self, expected_generation: int, payload: str) -> int:
         with self._lock:
-            current = len(self._definitions)
+            current = self._generation
             if current != expected_generation:
                 raise ConflictError(
                     f"definitions generation {current} was published since generation "
                     f"{expected_generation} was read: reload and publish again"
                 )
             self._definitions.append(payload)
+            self._generation = current + 1
             return current + 1
 
     # --- queries -------------------------------------------------------------------------------
@@ -1007,8 +1011,10 @@ class InMemoryStorage(Storage):
         with self._lock:
             self._count_pending()  # the log's newest rows may be pruned: count them first
             events = self._events.prune(now - retention.event_ids)
+            old = max(0, len(self._definitions) - retention.definitions)
+            del self._definitions[:old]
             return PruneResult(events, self._prune_outbox(now - retention.outbox),
-                               self._prune_log(now - retention.activity))
+                               self._prune_log(now - retention.activity), old)
 
     def _prune_outbox(self, before: datetime) -> int:
         done, gone = self._outbox_done, []

@@ -486,6 +486,9 @@ _QUERIES: dict[str, LiteralString] = {
     " ORDER BY customer_id LIMIT %s",
     "prune_lock": "SELECT pg_advisory_xact_lock(%s)",
     "prune_events": "DELETE FROM {s}.events WHERE seen_at < %s",
+    # All but the newest %s generations (the primary key's range).
+    "prune_definitions": "DELETE FROM {s}.definitions WHERE generation <="
+    " (SELECT max(generation) FROM {s}.definitions) - %s",
     "prune_outbox": "DELETE FROM {s}.outbox"
     " WHERE status IN ('delivered', 'discarded') AND done_at < %s",
     # Dropped entries are counted into the totals by the same statement: no instant in which
@@ -1364,7 +1367,9 @@ class PostgresStorage(Storage):
             activity = int(row[0]) if row else 0
             if activity:
                 conn.execute(q["compact_totals"])
-        return PruneResult(events, outbox, activity)
+            definitions = conn.execute(q["prune_definitions"],
+                                       [retention.definitions]).rowcount
+        return PruneResult(events, outbox, activity, definitions)
 
     @_translating
     def get_setting(self, key: str) -> str | None:

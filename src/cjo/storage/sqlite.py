@@ -536,6 +536,10 @@ _DISCARD_DEAD = (
 _GENERATION = "SELECT COALESCE(MAX(generation), 0) FROM definitions"
 _LOAD_DEFINITIONS = "SELECT generation, data FROM definitions ORDER BY generation DESC LIMIT 1"
 _APPEND_DEFINITIONS = "INSERT INTO definitions (generation, data) VALUES (?, ?)"
+# All but the newest ?1 generations (the primary key's range).
+_PRUNE_DEFINITIONS = (
+    "DELETE FROM definitions WHERE generation <= (SELECT MAX(generation) FROM definitions) - ?1"
+)
 _ACTIVITIES = (
     f"SELECT {_ACTIVITY_COLUMNS} FROM ({_IN_RANGE}) "
     "WHERE (?5 IS NULL OR journey_id = ?5) AND (?6 IS NULL OR customer_id = ?6) ORDER BY seq"
@@ -1564,7 +1568,9 @@ class SQLiteStorage(Storage):
         events = self._prune_event_ids(us(now - retention.event_ids))
         outbox = self._prune_outbox(us(now - retention.outbox))
         activity = self._prune_activity(us(now - retention.activity))
-        return PruneResult(events, outbox, activity)
+        with self._write() as conn:
+            definitions = conn.execute(_PRUNE_DEFINITIONS, (retention.definitions,)).rowcount
+        return PruneResult(events, outbox, activity, definitions)
 
     def _prune_outbox(self, before_us: int) -> int:
         """Drop the messages done before ``before_us``, a slice per write transaction (a prune

@@ -2079,6 +2079,23 @@ class StorageContract:
     def test_prune_with_nothing_to_prune(self, storage: Storage) -> None:
         assert storage.prune(T0, Retention()) == PruneResult()
 
+    def test_prune_keeps_the_newest_generations_of_the_definitions(
+        self, storage: Storage
+    ) -> None:
+        for generation in range(5):
+            storage.append_definitions(generation, f'{{"g": {generation + 1}}}')
+        assert storage.prune(T0, Retention(definitions=2)) == PruneResult(definitions=3)
+        assert storage.prune(T0, Retention(definitions=2)) == PruneResult()
+        # Generation numbers go on: the compare-and-set reads the newest.
+        assert storage.definitions_generation() == 5
+        assert storage.load_definitions() == (5, '{"g": 5}')
+        with pytest.raises(ConflictError):
+            storage.append_definitions(4, '{"g": "stale"}')
+        assert storage.append_definitions(5, '{"g": 6}') == 6
+        assert storage.prune(T0, Retention(definitions=1)) == PruneResult(definitions=2)
+        assert storage.load_definitions() == (6, '{"g": 6}')
+        assert storage.prune(T0, Retention(definitions=1)) == PruneResult()
+
     # --- settings ------------------------------------------------------------------------------
 
     def test_settings(self, storage: Storage) -> None:
