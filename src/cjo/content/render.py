@@ -272,14 +272,17 @@ class _Undefined(FalsyStrictUndefined):
     force_liquid_default = True
 
 
-class _OutputNode(OutputNode):
-    """``{{ value }}``, written by ``output_text`` (an object fails rather than write
+def _write_output(node: OutputNode, context: RenderContext, buffer: TextIO) -> int:
+    """An output node's value, written by ``output_text`` (an object fails rather than write
     Python's form of it)."""
+    return buffer.write(output_text(node.expression.evaluate(context)))
+
+
+class _OutputNode(OutputNode):
+    """``{{ value }}``, written by ``_write_output``."""
 
     __slots__ = ()
-
-    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
-        return buffer.write(output_text(self.expression.evaluate(context)))
+    render_to_output = _write_output
 
 
 class _Output(Output):
@@ -290,9 +293,7 @@ class _EchoNode(EchoNode):
     """``{% echo value %}``, written as ``{{ value }}`` is."""
 
     __slots__ = ()
-
-    def render_to_output(self, context: RenderContext, buffer: TextIO) -> int:
-        return buffer.write(output_text(self.expression.evaluate(context)))
+    render_to_output = _write_output
 
 
 class _Echo(EchoTag):
