@@ -26,7 +26,7 @@ import reprlib
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
-from typing import Any, TypeGuard, TypeVar, get_args
+from typing import Any, Final, TypeGuard, TypeVar, get_args
 
 import attrs
 from liquid.exceptions import LiquidSyntaxError, LiquidTypeError, UndefinedError
@@ -213,6 +213,7 @@ def validate_definitions(
     for segment in sound.segments:
         problems += _check_segment(segment, known.segments, limits)
     problems += _segment_cycles(sound.segments, limits)
+    problems += _segment_nesting(sound.segments, limits)
     problems += _check_rules(sound.profile_rules, known.segments, limits)
     context = (limits, tuple(blocks.items()), tuple(channel_types.items()))
     for item in sound.content:
@@ -1357,6 +1358,71 @@ def _segment_cycles(
                 cycle = f"one of {len(group)} segments in a cycle with {_q(group[0])}"
             problems.append(Problem(
                 _segment_location(segment_id), f"refers to itself through in_segment: {cycle}"
+            ))
+    return problems
+
+
+#: How many levels of and/or/not a segment's membership may nest through the segments it reads
+#: with ``in_segment``, each read counting the depth it is read at: membership is evaluated
+#: through the chain, and far past this (several hundred levels) Python's stack runs out.
+MAX_SEGMENT_NESTING: Final = 128
+
+
+def _nesting(condition: Condition) -> tuple[int, list[tuple[str, int]]]:
+    """The depth of ``condition`` (and/or/not levels, 1 for a leaf) and the segments it reads
+    with ``in_segment``, each with the depth it is read at. Iterative."""
+    deepest, reads = 0, []
+    stack: list[tuple[object, int]] = [(condition, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, And | Or):
+            if isinstance(node.conditions, tuple | list):
+                stack.extend((child, depth + 1) for child in node.conditions)
+        elif isinstance(node, Not):
+            stack.append((node.condition, depth + 1))
+        elif isinstance(node, InSegment):
+            reads.append((node.segment, depth))
+    return deepest, reads
+
+
+def _segment_nesting(segments: Sequence[Segment], limits: Limits) -> list[Problem]:
+    """A segment whose membership nests deeper than ``MAX_SEGMENT_NESTING`` levels through the
+    segments it reads (a long chain of ``in_segment``, or deep conditions chained): evaluating
+    it would run out of stack. A segment that reads none is left to its own depth limit."""
+    own: dict[str, tuple[int, list[tuple[str, int]]]] = {}
+    for segment in segments:
+        if _condition_size_problem(segment.condition, limits) is None:
+            own[segment.id] = _nesting(segment.condition)
+    reach: dict[str, int] = {}
+    problems: list[Problem] = []
+    for start in own:
+        if start in reach:
+            continue
+        # Depth-first without recursion; a segment in a cycle (reported apart) counts once.
+        stack, entered = [start], {start}
+        while stack:
+            sid = stack[-1]
+            pending = [t for t, _ in own[sid][1] if t in own and t not in reach
+                       and t not in entered]
+            if pending:
+                entered.update(pending)
+                stack.extend(pending)
+                continue
+            stack.pop()
+            depth, reads = own[sid]
+            reach[sid] = max([depth, *(at + reach.get(t, 0) for t, at in reads)])
+    for sid, (_depth, reads) in own.items():
+        # Named where the chain first passes the limit: the segments that read it pass it too.
+        if reads and reach[sid] > MAX_SEGMENT_NESTING and all(
+            reach.get(t, 0) <= MAX_SEGMENT_NESTING for t, _ in reads
+        ):
+            problems.append(Problem(
+                _segment_location(sid),
+                f"nests {reach[sid]} levels of conditions through the segments it reads with "
+                f"in_segment; the limit is {MAX_SEGMENT_NESTING} (and every segment that "
+                "reads it goes deeper): read fewer segments in a chain, or flatten their "
+                "conditions",
             ))
     return problems
 

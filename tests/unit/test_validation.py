@@ -780,6 +780,43 @@ def test_a_definition_cannot_write_the_profiles_own_fields(
     assert [p.message for p in problems if "profile's" in p.message] == [says]
 
 
+def _chain(length: int, depth: int = 1, name: str = "s") -> tuple[Segment, ...]:
+    """Segments s0..s{length-1}, each reading the one before at ``depth`` levels of and/or."""
+    segments = [Segment(f"{name}0", attr("x") == 1)]
+    for i in range(1, length):
+        condition: Condition = in_segment(f"{name}{i - 1}")
+        for _ in range(depth - 1):
+            condition = And((condition, attr("y") == 1))
+        segments.append(Segment(f"{name}{i}", condition))
+    return tuple(segments)
+
+
+def test_a_chain_of_segments_nesting_past_the_stack_is_refused_where_it_passes_the_limit() -> None:
+    # 500 segments, each in_segment of the last, published and then made identify raise a bare
+    # RecursionError; so did 15 segments of 32-level conditions chained.
+    from cjo.validation import MAX_SEGMENT_NESTING
+
+    for length, depth, where in ((500, 1, "s128"), (15, 32, "s4")):
+        problems = validate_definitions(Definitions(segments=_chain(length, depth)))
+        assert [p.location for p in problems] == [f"segment {where!r}"], problems
+        assert problems[0].message.startswith(
+            f"nests {MAX_SEGMENT_NESTING + 1} levels of conditions "
+            "through the segments it reads with in_segment; the limit is 128"
+        ), problems[0].message
+    assert validate_definitions(Definitions(segments=_chain(128))) == []
+    assert validate_definitions(Definitions(segments=_chain(4, 32))) == []
+    # One segment as deep as the limits allow, reading none, is left to its own limit.
+    assert validate_definitions(Definitions(segments=_chain(1))) == []
+
+
+def test_segments_at_the_nesting_limit_evaluate_without_running_out_of_stack() -> None:
+    engine = Engine(clock=ManualClock())
+    engine.publish(segments=[*_chain(128), *_chain(4, 32, "d")])
+    engine.identify("ann", {"x": 1, "y": 1})
+    assert engine.in_segment("ann", "s127")
+    assert engine.in_segment("ann", "d3")
+
+
 @pytest.mark.parametrize(("name", "what"), [("timezone", "time zone"), ("locale", "locale")])
 def test_a_condition_cannot_read_the_profiles_own_fields_as_attributes(
     name: str, what: str
