@@ -139,6 +139,13 @@ class Limits:
     Catch-up (enforced by the decision core when ``run_due`` runs late):
 
     - ``max_messages_per_catch_up``: messages one customer may be sent by one wake-up.
+
+    Entries (enforced by the decision core):
+
+    - ``max_instances_per_journey``: active instances of one keyed journey (``instance_key``)
+      one customer may be in at once: past it, an entry under a new key is refused (said in
+      ``Outcome.not_entered``). A client sending a new key with every event would otherwise
+      grow the customer's record, and the cost of each of their events, without bound.
     """
 
     max_template_length: int = 100_000
@@ -165,6 +172,7 @@ class Limits:
     )
 
     max_messages_per_catch_up: int = 10
+    max_instances_per_journey: int = 100
 
     def __attrs_post_init__(self) -> None:
         problems: list[str] = []

@@ -201,6 +201,34 @@ def test_each_keyed_instance_reacts_only_to_its_own_purchase(storage_factory: Fa
     assert [m.enrollment_id.split(":")[2] for m in channel.messages] == ["B"]
 
 
+def test_a_customer_is_in_at_most_the_limit_of_one_keyed_journeys_instances(
+    storage_factory: Factory,
+) -> None:
+    # A client sending a new cart id with every event grew the record, and each event's cost,
+    # with every instance it opened.
+    from cjo import Limits
+
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), channels={"email": RecordingChannel()}, clock=clock,
+                    limits=Limits(max_instances_per_journey=3))
+    engine.publish(journeys=[_cart_journey(prop("cart_id") == ctx("cart_id"))],
+                   content=[_note("your cart")])
+    outcomes = [engine.handle_event(_event("added_to_cart", "c1", T0, f"a{n}", cart_id=f"K{n}"))
+                for n in range(5)]
+    assert [len(o.entered) for o in outcomes] == [1, 1, 1, 0, 0]
+    assert [n.reason for n in outcomes[3].not_entered] == [
+        "3 instances of the journey are active already; the limit is 3 "
+        "(Limits.max_instances_per_journey)"
+    ]
+    state = engine.customer_state("c1")
+    assert state is not None and len(state.enrollments) == 3
+    # An instance that ends makes room; a repeat of a running key is refused as before.
+    engine.handle_event(_event("purchased", "c1", T0, "p0", cart_id="K0"))
+    again = engine.handle_event(_event("added_to_cart", "c1", T0, "a1-again", cart_id="K1"))
+    assert again.entered == ()
+    assert len(engine.handle_event(_event("added_to_cart", "c1", T0, "a9", cart_id="K9")).entered) == 1
+
+
 def test_a_field_compared_with_a_field_round_trips_through_publish(
     storage_factory: Factory,
 ) -> None:

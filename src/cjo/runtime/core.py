@@ -755,6 +755,17 @@ class Decider:
                     cj.journey.id, self.customer_id, self._reentry_refusal(cj, key), now,
                 ))
             return None
+        if key is not None:
+            jid = cj.journey.id
+            active = sum(1 for e in self.state.enrollments if e.journey_id == jid)
+            limit = self.limits.max_instances_per_journey
+            if active >= limit:
+                self.outcome.not_entered.append(NotEntered(
+                    jid, self.customer_id,
+                    f"{active} instances of the journey are active already; the limit is "
+                    f"{limit} (Limits.max_instances_per_journey)", now,
+                ))
+                return None
         registry = self.registry
         if registry.pauses or registry.any_group or registry.max_concurrent is not None:
             reason = self._arbitrate(cj, now)
