@@ -37,11 +37,12 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
+from cjo.content.offers import sends_kept
 from cjo.delivery.consent import WITHHOLD_MARK, set_consent
 from cjo.model.events import Profile
 from cjo.model.steps import Send
 from cjo.runtime.arbitration import kept_out
-from cjo.runtime.core import Decider, reentry_allows
+from cjo.runtime.core import Decider, entries_kept, reentry_allows
 from cjo.runtime.kinds.triggers import merge_quiet_spells
 from cjo.runtime.state import (
     NO_ENTRIES,
@@ -258,22 +259,14 @@ def _entry_keep(registry: Registry, journey_id: str) -> int | None:
     """How many entry instants the journey's re-entry rule counts (as an entry keeps them);
     None for a journey not published."""
     cj = registry.latest.get(journey_id)
-    if cj is None:
-        return None
-    policy = cj.journey.reentry
-    if policy.mode == "at_most":
-        return policy.limit or 1
-    return 1 if policy.guard is not None else 0
+    return None if cj is None else entries_kept(cj.journey.reentry)
 
 
 def _offer_keep(registry: Registry, offer_id: str) -> int | None:
     """How many send instants the offer's rolling cap counts (as a send keeps them); None for
     an offer not published."""
     compiled = registry.offers.get(offer_id)
-    if compiled is None:
-        return None
-    cap = compiled.offer.cap
-    return cap.times if cap is not None and cap.per is not None else 0
+    return None if compiled is None else sends_kept(compiled.offer)
 
 
 def _newest(

@@ -20,7 +20,7 @@ from cjo.conditions import CompiledCondition, compile_condition
 from cjo.model.offers import Offer
 from cjo.runtime.state import OfferHistory
 
-__all__ = ["CompiledOffer", "Scorer", "capped", "choose_offer", "counted"]
+__all__ = ["CompiledOffer", "Scorer", "capped", "choose_offer", "counted", "sends_kept"]
 
 #: A host scorer: (profile attributes, enrollment context) -> score.
 Scorer = Callable[[Mapping[str, Any], Mapping[str, Any]], float]
@@ -49,11 +49,17 @@ def capped(offer: Offer, history: OfferHistory | None, now: datetime) -> bool:
     return sum(1 for t in history.recent if t > since) >= cap.times
 
 
+def sends_kept(offer: Offer) -> int:
+    """How many recent send instants of ``offer`` a customer's history keeps: as many as a
+    rolling cap counts (none without one)."""
+    return offer.cap.times if offer.cap is not None and offer.cap.per is not None else 0
+
+
 def counted(offer: Offer, history: OfferHistory | None, now: datetime) -> OfferHistory:
     """The customer's history of ``offer`` once it is sent at ``now``: the recent instants kept
-    are only as many as a rolling cap counts."""
+    are only as many as a rolling cap counts (``sends_kept``)."""
     history = history if history is not None else _NONE
-    keep = offer.cap.times if offer.cap is not None and offer.cap.per is not None else 0
+    keep = sends_kept(offer)
     recent = (*history.recent, now)[-keep:] if keep else ()
     return OfferHistory(history.count + 1, recent)
 

@@ -66,6 +66,7 @@ __all__ = [
     "DEFAULT_RECIPIENT_ATTRIBUTES",
     "SENT_BEFORE_MERGE",
     "Decider",
+    "entries_kept",
     "new_state",
     "reentry_allows",
     "split_fraction",
@@ -828,16 +829,10 @@ class Decider:
         hkey = cj.history_key if key is None else (journey.id, key)
         h = state.history.get(hkey) or _NO_HISTORY
         policy = journey.reentry
-        # Only an at_most rule counts entry instants, and only its last ``limit`` of them; a
-        # guard reads the last one.
-        if policy.mode == "at_most":
-            recent: tuple[datetime, ...] = (*h.recent, now)[-(policy.limit or 1):]
-        elif policy.guard is not None:
-            recent = (now,)
-            if key is not None and policy.mode == "after_exit":
-                _forget_guarded(state, journey.id, policy.guard, now)
-        else:
-            recent = ()
+        keep = entries_kept(policy)
+        recent: tuple[datetime, ...] = (*h.recent, now)[-keep:] if keep else ()
+        if policy.guard is not None and key is not None and policy.mode == "after_exit":
+            _forget_guarded(state, journey.id, policy.guard, now)
         h = state.history[hkey] = EntryHistory.of(h.count + 1, recent, h.last_ended_at)
         number = h.count
         if key is not None:
@@ -1321,6 +1316,14 @@ def _rank(offer: _Offer) -> tuple[int, str]:
     """Highest priority first, then journey id."""
     journey = offer.cj.journey
     return (-journey.priority, journey.id)
+
+
+def entries_kept(policy: ReentryPolicy) -> int:
+    """How many recent entry instants an entry history keeps under ``policy``: an at_most
+    rule counts its last ``limit``, a duplicate guard reads the last one, nothing else any."""
+    if policy.mode == "at_most":
+        return policy.limit or 1
+    return 1 if policy.guard is not None else 0
 
 
 def reentry_allows(policy: ReentryPolicy, h: EntryHistory, at: datetime) -> bool:
