@@ -736,3 +736,24 @@ def test_feedback_on_a_fallback_message_acts_on_its_channel_as_live() -> None:
     (bounced,) = [a for a in result.engine.activities(T0, T0 + 2 * HOUR, customer_id="ann")
                   if a.kind == "bounced"]
     assert (bounced.channel, bounced.content_version) == ("email", news.version)
+
+
+def test_an_event_id_two_customers_share_is_the_later_ones_duplicate() -> None:
+    # c1's first input comes before c2's, but c2 sends "x" first: c2 enters and c1's "x" is
+    # the duplicate, as a live engine handling the stream in order decides, however the run
+    # groups a window's inputs.
+    stream = [ev("buy", T0, "c1"), ev("cart", T0 + HOUR, "c2", event_id="x"),
+              ev("cart", T0 + 2 * HOUR, "c1", event_id="x"), ev("cart", T0 + 3 * HOUR, "c3")]
+    clock = ManualClock(T0)
+    live = Engine(InMemoryStorage(), recording(), clock)
+    live.publish(cart())
+    for event in stream:
+        clock.set(event.timestamp)
+        live.run_due()
+        live.handle_event(event)
+    runs = [live] + [backtest(cart(), stream, channels=channels, keep_activity=True).engine
+                     for channels in (None, recording())]
+    for engine in runs:
+        entered = {a.customer_id for a in engine.storage.activities(T0, T0 + 9 * HOUR)
+                   if a.kind == "entered"}
+        assert entered == {"c2", "c3"}
