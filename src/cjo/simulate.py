@@ -364,6 +364,10 @@ WINDOW = 1_048_576
 #: ... and of at most this many customers: what a window holds in memory is a decider and a
 #: record for each (the demo shop's 100,000 customers fit in one window: about 490 MiB).
 WINDOW_CUSTOMERS = 131_072
+#: Customers per transaction when a window is decided customer by customer: each chunk's
+#: records are written while still in the processor's caches, and what the transaction holds
+#: stays small.
+CUSTOMER_CHUNK = 512
 #: Customers per wake-up transaction in ``run_due``.
 DUE_BATCH = 64
 
@@ -652,13 +656,13 @@ class _Run:
     def _by_customer(
         self, window: list[tuple[datetime, Item]], customer_ids: set[str], end: datetime
     ) -> bool:
-        """Decide ``window`` in one transaction, customer by customer, each customer's inputs
-        in order (each caught up to ``end``): what one customer's inputs decide never depends
-        on another's, and a customer's record stays in the processor's caches while it is
-        decided (a month of 100,000 customers decides about 8% faster than in stream order).
-        Only an event id two customers share ties them: which one is the duplicate depends on
-        the order across customers, so such a window is left to ``_in_order`` (returns False,
-        having done nothing)."""
+        """Decide ``window`` customer by customer (``CUSTOMER_CHUNK`` to a transaction), each
+        customer's inputs in order (each caught up to ``end``). What one customer's inputs
+        decide never depends on another's, and a customer's record stays in the processor's
+        caches while it is decided and written: a month of 100,000 customers takes 5-8% less
+        CPU than in stream order. Only an event id two customers share ties them: which one
+        is the duplicate depends on the order across customers, so such a window is left to
+        ``_in_order`` (returns False, having done nothing)."""
         mine: dict[str, list[tuple[datetime, Item]]] = {}
         owners: dict[str, str] = {}
         for entry in window:
@@ -674,13 +678,17 @@ class _Run:
         del owners
         decide, close = self._input, self._close
         claims: list[tuple[datetime, str]] = []
-        with self.storage.batch(list(customer_ids), end) as sessions:
-            for cid, inputs in mine.items():
-                decider: Decider | None = None
-                for at, item in inputs:
-                    decider = decide(cid, at, item, decider, sessions, claims, None)
-                if decider is not None:
-                    close(decider, end, sessions[cid])
+        batch = self.storage.batch
+        customers = list(mine.items())
+        for first in range(0, len(customers), CUSTOMER_CHUNK):
+            chunk = customers[first:first + CUSTOMER_CHUNK]
+            with batch([cid for cid, _ in chunk], end) as sessions:
+                for cid, inputs in chunk:
+                    decider: Decider | None = None
+                    for at, item in inputs:
+                        decider = decide(cid, at, item, decider, sessions, claims, None)
+                    if decider is not None:
+                        close(decider, end, sessions[cid])
         # Forgotten in the order they were claimed (``_forget``).
         claims.sort(key=itemgetter(0))
         self.claims.extend(claims)
