@@ -710,6 +710,37 @@ def test_tables_live_in_the_configured_schema(postgres_dsn: str, postgres_schema
     assert versions == list(range(1, SCHEMA_VERSION + 1))
 
 
+@pytest.mark.parametrize("published_again", [False, True])
+def test_a_schema_dropped_and_made_again_while_open_is_refused(
+    postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory, published_again: bool
+) -> None:
+    # A tenant's schema dropped and provisioned again (by another process) numbers its
+    # definitions from generation 1 again: a handle opened before must not let its engine
+    # run the old definitions as if they were the new ones (the same generation number).
+    from cjo import ContentItem, Engine, Event, EventTrigger, Journey, ManualClock, Send, Variant
+    from cjo.channels.recording import RecordingChannel
+
+    def definitions(text: str) -> dict[str, Any]:
+        return {"journeys": [Journey(id="hello", trigger=EventTrigger("signed_up"),
+                                     entry="send", steps={"send": Send("hi", "email")})],
+                "content": [ContentItem("hi", (Variant("email", {"subject": text, "text": text}),))]}
+
+    clock = ManualClock(T0)
+    old = Engine(make_storage(), {"email": RecordingChannel()}, clock)
+    old.publish(**definitions("the old tenant's"))
+    _sql(postgres_dsn, f'DROP SCHEMA "{postgres_schema}" CASCADE')
+    new = Engine(make_storage(), {"email": RecordingChannel()}, clock)
+    if published_again:
+        new.publish(**definitions("the new tenant's"))
+    with pytest.raises(StorageError, match="made again"):
+        old.handle_event(Event("ann", "signed_up", T0, event_id="e1"))
+    with pytest.raises(StorageError, match="made again"):
+        old.storage.definitions_generation()
+    with pytest.raises(StorageError, match="made again"):
+        old.storage.load_definitions()
+    assert new.generation == (1 if published_again else 0)
+
+
 def test_a_database_of_the_first_layout_is_migrated(
     postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory,
 ) -> None:

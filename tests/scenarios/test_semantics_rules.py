@@ -300,6 +300,24 @@ def test_a_launched_split_cannot_change_so_that_customers_would_move_between_arm
     assert host.engine.definitions.journeys == (_experiment(),), why
 
 
+@pytest.mark.parametrize(("launched_as", "changed_as"), [(tuple, list), (list, tuple)])
+def test_a_launched_split_keeps_its_arms_whether_its_paths_are_a_list_or_a_tuple(
+    storage_factory: Factory, launched_as: type, changed_as: type,
+) -> None:
+    """Paths given as a list are accepted like a tuple, so they launch a split and are held to
+    its arms like one: otherwise a list would let a new version move customers between arms."""
+    host = Host(storage_factory)
+    host.engine.publish(journeys=[_experiment(1, launched_as(
+        (SplitPath("a", 1, next="wait"), SplitPath("b", 1, next="wait"))))])
+    with pytest.raises(DefinitionError, match=(
+        r"journey 'exp' v2 / step 'split': the split was launched in v1 with arms "
+        r"a 50%, b 50%"
+    )):
+        host.engine.publish(journeys=[_experiment(2, changed_as(
+            (SplitPath("a", 1, next="wait"), SplitPath("b", 9, next="wait"))))])
+    assert [j.version for j in host.engine.definitions.journeys] == [1]
+
+
 def test_what_moves_no_customer_between_arms_may_change() -> None:
     """The shares written as other numbers, other next steps, or a split under a new step id (a
     new experiment) are accepted."""

@@ -427,8 +427,11 @@ _QUERIES: dict[str, LiteralString] = {
     " dead_at = NULL, leased = false WHERE key = %s AND status = 'dead'",
     "discard_dead": "UPDATE {s}.outbox SET status = 'discarded', done_at = %s"
     " WHERE key = %s AND status = 'dead'",
-    "generation": "SELECT coalesce(max(generation), 0) FROM {s}.definitions",
-    "load_definitions": "SELECT generation, data FROM {s}.definitions"
+    # With the table's identity (``_check_definitions_table``): the newest row, through the
+    # primary key, as cheap as max(generation).
+    "generation": "SELECT generation, tableoid FROM {s}.definitions"
+    " ORDER BY generation DESC LIMIT 1",
+    "load_definitions": "SELECT generation, data, tableoid FROM {s}.definitions"
     " ORDER BY generation DESC LIMIT 1",
     # Compare-and-set in one statement: nothing is inserted unless the latest generation is
     # still the expected one; two publishers racing for the same number meet on the primary
@@ -436,7 +439,7 @@ _QUERIES: dict[str, LiteralString] = {
     "append_definitions": "INSERT INTO {s}.definitions (generation, data)"
     " SELECT %(next)s, %(data)s"
     " WHERE (SELECT coalesce(max(generation), 0) FROM {s}.definitions) = %(expected)s"
-    " ON CONFLICT (generation) DO NOTHING RETURNING generation",
+    " ON CONFLICT (generation) DO NOTHING RETURNING generation, tableoid",
     # A detail is counted without the instant it names (see ``cjo.storage.erasure``).
     "activity_counts": "SELECT version, step_id, kind, detail, sum(n)::bigint FROM ("
     f" SELECT version, step_id, kind, {_TIMELESS_DETAIL} AS detail, count(*) AS n"
@@ -888,6 +891,8 @@ class PostgresStorage(Storage):
                 )
         self._pool: ConnectionPool[Any] = pool
         self._closed = False
+        # The table definitions were last read from (its oid), once it held any.
+        self._definitions_table: int | None = None
         try:
             self.migrate()
         except BaseException:
@@ -1209,13 +1214,31 @@ class PostgresStorage(Storage):
     def definitions_generation(self) -> int:
         with self._pool.connection() as conn:
             row = conn.execute(self._q["generation"]).fetchone()
+        self._check_definitions_table(None if row is None else row[-1])
         return int(row[0]) if row else 0
 
     @_translating
     def load_definitions(self) -> tuple[int, str] | None:
         with self._pool.connection() as conn:
             row = conn.execute(self._q["load_definitions"]).fetchone()
+        self._check_definitions_table(None if row is None else row[-1])
         return None if row is None else (int(row[0]), str(row[1]))
+
+    def _check_definitions_table(self, table: int | None) -> None:
+        """``StorageError`` if the definitions table is not the one this storage read or
+        wrote definitions in before (``table``: the table of the newest row, None when it has
+        none; prune always keeps one): the schema was dropped and made again (a tenant
+        provisioned anew, a restore). Its generations start from 1 again, so an engine would
+        take the new definitions of a generation it already ran for the old ones, and run
+        those."""
+        seen = self._definitions_table
+        if seen is None:  # nothing read yet, or the table was empty: this is the table
+            self._definitions_table = table
+        elif table != seen:
+            raise StorageError(
+                f"PostgreSQL schema {self.schema!r}: its tables were dropped and made again "
+                "since this storage read them; open the storage again"
+            )
 
     @_translating
     def append_definitions(self, expected_generation: int, payload: str) -> int:
@@ -1224,6 +1247,7 @@ class PostgresStorage(Storage):
         with self._pool.connection() as conn:
             row = conn.execute(self._q["append_definitions"], params).fetchone()
             if row is not None:
+                self._check_definitions_table(row[1])
                 return int(row[0])
             latest = conn.execute(self._q["generation"]).fetchone()
         current = int(latest[0]) if latest else 0
