@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from cjo import __version__
 from cjo.analytics.report import format_table, journey_report
@@ -43,16 +43,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # SIGTERM (a service manager, a timeout) stops a command as Ctrl-C does: the transaction
     # under way rolls back, and the command says what it kept.
-    stopped_by = signal.SIGINT
-    on_term = None
+    handlers: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
+        _STOP.clear()
 
         def stop(signum: int, _frame: object) -> None:
-            nonlocal stopped_by
-            stopped_by = signal.Signals(signum)
+            _STOP.append(signal.Signals(signum))
             raise KeyboardInterrupt
 
-        on_term = signal.signal(signal.SIGTERM, stop)
+        handlers = {signum: signal.signal(signum, stop)
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         status: int = args.run(args, sys.stdout, sys.stderr)
         sys.stdout.flush()
@@ -62,11 +62,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except KeyboardInterrupt:
-        return 128 + stopped_by  # the shell's status for a command a signal ended
+        # The shell's status for a command a signal ended.
+        return 128 + (_STOP[0] if _STOP else signal.SIGINT)
     finally:
-        if on_term is not None:
-            signal.signal(signal.SIGTERM, on_term)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     return status
+
+
+#: The signals that asked the running command to stop, first first. The interrupt a handler
+#: raises can be lost (Python drops one raised while it runs a finaliser or a callback), so a
+#: long command also looks here between its steps (``_stop_if_asked``).
+_STOP: list[signal.Signals] = []
+
+
+def _stop_if_asked() -> None:
+    if _STOP:
+        raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -357,6 +369,7 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     def report(done: ImportResult) -> None:
         nonlocal done_so_far
         done_so_far = done
+        _stop_if_asked()  # a batch committed since a stop was asked: none after it
         for problem in done.problems[len(lines):]:
             lines[problem.position] = batch[problem.position]
         batch.clear()

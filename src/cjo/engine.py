@@ -328,6 +328,14 @@ class Engine:
                     f"{type(self.storage).__name__}.definitions_generation() says generation "
                     f"{latest!r} is stored, but load_definitions() returned None"
                 )
+            if stored is None and registry.generation:
+                # Emptied behind this engine (dropped and made again, an old backup restored):
+                # running on would decide by definitions no other process can see.
+                raise StorageError(
+                    f"{type(self.storage).__name__} holds no definitions, but this engine ran "
+                    f"generation {registry.generation} from it: the storage was emptied or "
+                    "replaced while the engine was open; open the storage and the engine again"
+                )
             if stored is not None and stored[0] != registry.generation:
                 generation, text = stored
                 try:

@@ -261,6 +261,35 @@ def test_an_adapter_that_reports_a_generation_it_cannot_load_is_named() -> None:
         other.handle_event(Event("c1", "go", T0, event_id="e1"))
 
 
+class _EmptiedStorage(InMemoryStorage):
+    """An adapter whose definitions are gone once ``emptied`` (its tables dropped and made
+    again, a backup of before the first publish restored)."""
+
+    emptied = False
+
+    def definitions_generation(self) -> int:
+        return 0 if self.emptied else super().definitions_generation()
+
+    def load_definitions(self) -> tuple[int, str] | None:
+        return None if self.emptied else super().load_definitions()
+
+
+def test_an_engine_refuses_a_storage_emptied_of_the_definitions_it_ran() -> None:
+    storage = _EmptiedStorage()
+    engine = Engine(storage, clock=ManualClock(T0))
+    engine.publish(journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="wait", steps={"wait": Wait(HOUR)})])
+    engine.handle_event(Event("c1", "go", T0, event_id="e1"))
+    storage.emptied = True
+    # Going on with the definitions it had would enter customers into journeys the storage
+    # no longer holds, unseen by every other process.
+    with pytest.raises(StorageError, match=r"_EmptiedStorage holds no definitions, but this "
+                                           r"engine ran generation 1 from it"):
+        engine.handle_event(Event("c2", "go", T0, event_id="e2"))
+    with pytest.raises(StorageError, match="holds no definitions"):
+        engine.run_due()
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: SQLiteStorage(5), "SQLiteStorage takes a path, ':memory:' or a sqlite:/// URL, got "
                                "int 5"),

@@ -428,3 +428,38 @@ def test_cli_import_stopped_by_a_signal_says_what_it_kept(
         engine = Engine(storage, clock=ManualClock(T0))
         stored = sum(engine.profile(f"c{i}") is not None for i in range(kept + 1000))
     assert 100 <= kept <= stored < 1_000_000
+
+
+def test_cli_import_stops_at_the_next_batch_when_the_interrupt_was_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python drops an interrupt raised while it runs a finaliser or a callback: the signal
+    # was received, but the import went on to the end and exited 0. It stops at the next
+    # batch instead, saying what it kept, with the signal's status.
+    import signal
+
+    from cjo import cli
+
+    path = tmp_path / "people.csv"
+    path.write_text("customer_id\n" + "".join(f"c{i}\n" for i in range(1_000)), encoding="utf-8")
+    real = cli._stop_if_asked
+    calls = []
+
+    def received_once_lost() -> None:
+        calls.append(1)
+        if len(calls) == 2:  # the signal came during the second batch, its interrupt lost
+            cli._STOP.append(signal.SIGTERM)
+        real()
+
+    monkeypatch.setattr(cli, "_stop_if_asked", received_once_lost)
+    db = tmp_path / "cjo.db"
+    status = cli.main(["import", str(path), "--storage", f"sqlite:///{db}",
+                       "--batch-size", "100"])
+    captured = capsys.readouterr()
+    assert status == 128 + signal.SIGTERM
+    assert captured.out == ""
+    assert captured.err == (
+        "cjo import: interrupted: at least 200 profiles imported, of the first 200 records "
+        "read; importing the file again is safe\n"
+    )
+    assert len(calls) == 2

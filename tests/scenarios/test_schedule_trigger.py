@@ -200,6 +200,20 @@ def test_a_day_the_zone_skips_has_no_occurrence(storage: object) -> None:
     ]
 
 
+def test_the_last_day_of_the_month_is_each_month_s_own(storage: object) -> None:
+    clock = ManualClock(datetime(2028, 1, 1, 12, 0, tzinfo=PARIS))
+    engine, email = _engine(storage, clock)
+    engine.publish(journeys=[_weekly(None, "0 9 L * *")], content=CONTENT)
+    engine.identify("ann", {"email": "ann@example.com"})
+    while clock.now() < datetime(2028, 5, 1, tzinfo=PARIS):
+        clock.advance(timedelta(hours=6))
+        engine.run_due()
+    assert [m.fields["text"] for m in email.messages] == [
+        "Week of 2028-01-31T09:00:00+01:00", "Week of 2028-02-29T09:00:00+01:00",
+        "Week of 2028-03-31T09:00:00+02:00", "Week of 2028-04-30T09:00:00+02:00",
+    ]
+
+
 @pytest.mark.parametrize(("trigger", "message"), [
     (ScheduleTrigger("every monday"), "is not a cron rule"),
     (ScheduleTrigger("0 9 * * *", "Mars/Olympus"), "not a known IANA time zone"),
@@ -209,7 +223,13 @@ def test_a_day_the_zone_skips_has_no_occurrence(storage: object) -> None:
     (ScheduleTrigger("0 0 9 * * MON"), "is not a cron rule"),  # seconds first, as Quartz has
     (ScheduleTrigger("0 9 30 2 *"), "cron '0 9 30 2 \\*' never occurs"),
     (ScheduleTrigger("0 9 31 4,6,9,11 *"), "never occurs"),
-], ids=["words", "zone", "segment", "seconds", "seconds first", "february 30", "31 of april"])
+    # croniter draws an ``R`` field anew each time it reads the rule: every pass of every
+    # worker would find another 09:xx, and a daily rule would run several times a day.
+    (ScheduleTrigger("R 9 * * *"), "cron 'R 9 \\* \\* \\*' draws a random field"),
+    (ScheduleTrigger("0 r(8-10) * * *"), "draws a random field"),
+    (ScheduleTrigger("0 9 * * R/2"), "draws a random field"),
+], ids=["words", "zone", "segment", "seconds", "seconds first", "february 30", "31 of april",
+        "random minute", "random hour", "random weekday"])
 def test_bad_schedules_are_refused(trigger: ScheduleTrigger, message: str) -> None:
     journey = Journey(id="j", trigger=trigger, entry="send",
                       steps={"send": Send("digest", "email")})
@@ -253,6 +273,28 @@ def test_a_stored_schedule_that_never_occurs_stops_no_worker(
         engine.run_due()
     said = [r.getMessage() for r in caplog.records if "never occurs" in r.getMessage()]
     assert said == ["schedule of journey 'never' never occurs: '0 9 30 2 *'"]
+
+
+def test_a_stored_schedule_with_a_random_field_runs_nothing(
+    storage_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Published before validation refused such a rule: drawn anew at each pass, it ran a daily
+    # rule several times a day, at a different minute on each worker. It runs nothing.
+    clock = ManualClock(datetime(2026, 3, 2, 0, 0, tzinfo=PARIS))
+    storage = storage_factory()
+    engine, email = _engine(storage, clock)
+    engine.publish(content=CONTENT)
+    engine.identify("ann", {"email": "ann@example.com"})
+    drawn = Journey(id="drawn", trigger=ScheduleTrigger("R 9 * * *", "Europe/Paris"),
+                    entry="send", steps={"send": Send("digest", "email")})
+    stored = attrs.evolve(engine.definitions, journeys=(drawn,))
+    storage.append_definitions(engine.generation, dumps_stored_definitions(stored))
+    for _ in range(3 * 24 * 6):
+        clock.advance(minutes=10)
+        engine.run_due()
+    assert email.messages == []
+    said = [r.getMessage() for r in caplog.records if "drawn" in r.getMessage()]
+    assert said == ["schedule of journey 'drawn' never occurs: 'R 9 * * *'"]
 
 
 def test_run_due_after_a_day_without_schedules_costs_nothing_extra() -> None:

@@ -40,6 +40,11 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
                 f"cron {cron!r} is not a cron rule (five fields: minute hour "
                 "day-of-month month day-of-week, such as '0 9 * * MON')"
             )))
+        elif draws(cron):
+            problems.append(Problem(where, (
+                f"cron {cron!r} draws a random field (R): it would be drawn anew at every "
+                "pass of every worker, each finding another time; write the time itself"
+            )))
         elif not occurs(cron):
             problems.append(Problem(where, (
                 f"cron {cron!r} never occurs (a day none of its months has, such as the 30th "
@@ -56,12 +61,29 @@ class ScheduleTriggerKind(TriggerKind[ScheduleTrigger]):
 
 def occurs(cron: str) -> bool:
     """Whether the rule has an occurrence: croniter refuses to find one for a rule that never
-    occurs (``0 9 30 2 *``), and would raise that at every run."""
+    occurs (``0 9 30 2 *``), and would raise that at every run. A rule that ``draws`` a random
+    field has none either: it runs nothing."""
     try:
-        croniter(cron, _SOME_INSTANT).get_next(datetime)
+        _rule(cron, _SOME_INSTANT).get_next(datetime)
     except ValueError:  # croniter's CroniterBadDateError
         return False
     return True
+
+
+def draws(cron: str) -> bool:
+    """Whether a field of the rule is random (croniter's ``R``, ``R(0-29)``, ``R/5``; no other
+    field starts with an R). croniter draws it anew each time it reads the rule, so every pass
+    of every worker would find another occurrence, and a daily rule would run several times a
+    day."""
+    return any(field[0] in "rR" for field in cron.split())
+
+
+def _rule(cron: str, base: datetime) -> croniter:
+    """croniter's reading of the rule from ``base``; ``ValueError`` for a rule that ``draws``
+    (stored before validation refused such rules), which runs nothing."""
+    if draws(cron):
+        raise ValueError(f"cron {cron!r} draws a random field")
+    return croniter(cron, base)
 
 
 #: Where ``occurs`` looks from: any instant will do, a fixed one keeps validation repeatable.
@@ -72,7 +94,7 @@ _MICROSECOND = timedelta(microseconds=1)
 def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:
     """The latest occurrence of the rule at or before ``now`` (an aware instant)."""
     zone = _zone(trigger)
-    rule = croniter(trigger.cron, now.astimezone(zone))
+    rule = _rule(trigger.cron, now.astimezone(zone))
     # croniter's previous occurrence is strictly before its base: step past ``now`` first.
     rule.get_next(datetime)
     while (found := _first_pass(rule.get_prev(datetime), zone, trigger.cron)) is None:
@@ -83,7 +105,7 @@ def latest_occurrence(trigger: ScheduleTrigger, now: datetime) -> datetime:
 def next_occurrence(trigger: ScheduleTrigger, after: datetime) -> datetime:
     """The first occurrence of the rule strictly after ``after`` (an aware instant)."""
     zone = _zone(trigger)
-    rule = croniter(trigger.cron, after.astimezone(zone))
+    rule = _rule(trigger.cron, after.astimezone(zone))
     # From a base inside a repeated hour croniter may answer an earlier instant: skip it too.
     while (found := _first_pass(rule.get_next(datetime), zone, trigger.cron)) is None or (
         found <= after
