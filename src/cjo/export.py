@@ -131,7 +131,7 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
         "step_entered_at": e.step_entered_at, "wake_at": e.wake_at, "expires_at": e.expires_at,
         "ended_at": e.ended_at, "end_reason": e.end_reason, "converted_at": e.converted_at,
         "context": dict(e.context), "paths": dict(e.paths), "visits": dict(e.visits),
-        "merged_passes": dict(e.merged_passes or {}),
+        "merged_passes": dict(e.merged_passes or {}), "control": e.control,
     }
 
 

@@ -313,6 +313,66 @@ def test_the_report_compares_the_control_groups_conversions() -> None:
     )
 
 
+def _converting_journey() -> Journey:
+    return Journey(
+        id="j", trigger=EventTrigger("signed_up"), entry="wait", goal=Goal("purchased"),
+        steps={"wait": Wait(DAY, next="promo"), "promo": Send("a", "email")},
+    )
+
+
+@pytest.mark.parametrize("percent", [0, 20])
+def test_a_conversion_counts_with_the_group_its_customer_entered_in_after_the_group_shrinks(
+    storage_factory: Factory, percent: float,
+) -> None:
+    # Shrinking releases part of the control group into the treated group, but what they
+    # entered as stays what their conversions are measured by: both rates stay within [0, 1].
+    engine, clock, _ = _engine(storage_factory())
+    journey = _converting_journey()
+    engine.publish(content=CONTENT, journeys=[journey], control_group=ControlGroup(50, "s"))
+    customers = [f"c{i}" for i in range(200)]
+    for c in customers:
+        engine.handle_event(_ev("signed_up", c, T0))
+    engine.publish(control_group=ControlGroup(percent, "s"))
+    clock.advance(HOUR)
+    for c in customers:
+        engine.handle_event(_ev("purchased", c, clock.now()))
+    report = journey_report(engine.storage, journey)
+    control = {c for c in customers if in_control_group(c, ControlGroup(50, "s"))}
+    assert 60 < len(control) < 140
+    assert (report.entered, report.converted) == (200, 200)
+    assert (report.control, report.control_converted) == (len(control), len(control))
+    assert report.control_conversion_rate == report.treated_conversion_rate == 1.0
+    log = engine.storage.activities(T0, T0 + DAY)
+    assert {a.customer_id for a in log if a.kind == "goal" and a.detail == "control"} == control
+
+
+@pytest.mark.parametrize("anonymous_in_control", [True, False])
+def test_a_conversion_after_an_identity_merge_counts_with_the_group_of_the_entry(
+    storage_factory: Factory, anonymous_in_control: bool,
+) -> None:
+    # The enrollment moves from the anonymous customer to the known one, of the other group:
+    # its entry was counted with the anonymous customer's group, and so is its goal.
+    group = ControlGroup(50, "s")
+    ids = [f"c{i}" for i in range(40)]
+    anonymous = next(c for c in ids if in_control_group(c, group) == anonymous_in_control)
+    known = next(c for c in ids if in_control_group(c, group) != anonymous_in_control)
+    engine, clock, _ = _engine(storage_factory())
+    journey = _converting_journey()
+    engine.publish(content=CONTENT, journeys=[journey], control_group=group)
+    engine.handle_event(_ev("signed_up", anonymous, T0))
+    clock.advance(HOUR)
+    engine.identify(known, anonymous_id=anonymous)
+    assert [e.journey_id for e in engine.enrollments(known)] == ["j"]
+    clock.advance(HOUR)
+    engine.handle_event(_ev("purchased", known, clock.now()))
+    report = journey_report(engine.storage, journey)
+    expected = int(anonymous_in_control)
+    assert (report.entered, report.converted) == (1, 1)
+    assert (report.control, report.control_converted) == (expected, expected)
+    assert report.control_conversion_rate == (1.0 if anonymous_in_control else 0.0)
+    assert report.treated_conversion_rate == (0.0 if anonymous_in_control else 1.0)
+
+
 def test_a_control_group_can_shrink_but_not_grow_or_change_salt() -> None:
     engine, _, _ = _engine()
     engine.publish(content=CONTENT, journeys=[_one_send("j", "a")],

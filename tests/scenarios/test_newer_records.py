@@ -1,5 +1,5 @@
-"""Customer records written by a newer cjo, or damaged in the database, tried as an operator
-would on the SQL adapters (the in-memory one keeps records as objects, not text)."""
+"""Customer records written by a newer or an older cjo, or damaged in the database, tried as an
+operator would on the SQL adapters (the in-memory one keeps records as objects, not text)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import pytest
 
 from cjo import (
     ContentItem,
+    ControlGroup,
     Engine,
     Event,
     EventTrigger,
+    Goal,
     Journey,
     ManualClock,
     ProfileUpdate,
@@ -29,8 +31,10 @@ from cjo import (
     performed,
 )
 from cjo.abc import RECORD_LAYOUT
+from cjo.analytics.report import journey_report
 from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import CorruptRecordError
+from cjo.model.governance import in_control_group
 from cjo.storage.base import Storage
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -315,3 +319,32 @@ def test_an_event_only_a_damaged_record_could_use_is_refused_not_dropped(sql: SQ
     with pytest.raises(CorruptRecordError, match="'bad'"):
         engine.profile("bad")
     assert engine.profile("nobody") is None
+
+
+def test_a_layout_1_enrollment_converts_with_the_customers_group_at_the_goal(sql: SQL) -> None:
+    # Layout 1 did not keep the group an enrollment entered in: its goal counts with the
+    # customer's group then, and the record written back keeps it unknown.
+    storage, write, read = sql
+    group = ControlGroup(50, "s")
+    ids = [f"c{i}" for i in range(40)]
+    inside = next(c for c in ids if in_control_group(c, group))
+    outside = next(c for c in ids if not in_control_group(c, group))
+    clock = ManualClock(T0)
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    journey = Journey(id="j", trigger=EventTrigger("signed_up"), entry="wait",
+                      goal=Goal("purchased"), steps={"wait": Wait(DAY)})
+    engine.publish(journeys=[journey], control_group=group)
+    for customer in (inside, outside):
+        engine.handle_event(_event(customer, f"{customer}-1"))
+        data = json.loads(read(customer))
+        assert [e.get("cg") for e in data["enr"]] == [1 if customer == inside else None]
+        write(customer, json.dumps({**data, "v": 1, "enr": [
+            {k: v for k, v in e.items() if k != "cg"} for e in data["enr"]]}))
+    clock.advance(DAY / 2)
+    engine.identify(inside, {"n": 1})  # written back
+    written = json.loads(read(inside))
+    assert written["v"] == RECORD_LAYOUT and [e["cg"] for e in written["enr"]] == [None]
+    for customer in (inside, outside):
+        engine.handle_event(Event(customer, "purchased", clock.now(), event_id=f"{customer}-p"))
+    report = journey_report(storage, journey)
+    assert (report.control, report.control_converted, report.converted) == (1, 1, 2)

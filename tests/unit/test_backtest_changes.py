@@ -22,8 +22,8 @@ from cjo.limits import DEFAULT_LIMITS
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
-from cjo.model.governance import ResumeRule, VersionChange
-from cjo.model.journey import Journey
+from cjo.model.governance import ControlGroup, ResumeRule, VersionChange, in_control_group
+from cjo.model.journey import Goal, Journey
 from cjo.model.segments import Segment
 from cjo.model.steps import Action, Send, Wait
 from cjo.model.triggers import (
@@ -164,6 +164,30 @@ def test_a_version_published_mid_stream_acts_on_running_customers_by_its_rule(
         assert (enrollment.status, enrollment.ended_at) == ("ejected", T0 + HOUR)
     else:
         assert (enrollment.status, enrollment.version) == ("completed", 1 if mode == "drain" else 2)
+
+
+def test_a_control_group_shrunk_mid_stream_counts_conversions_by_the_group_of_the_entry() -> None:
+    group = ControlGroup(50, "s")
+    journey = Journey(id="promo", trigger=EventTrigger("signed_up"), entry="wait",
+                      goal=Goal("purchased", exit_on_goal=False),
+                      steps={"wait": Wait(DAY, next="mail"), "mail": Send("note", "email")})
+    defs = Definitions(journeys=(journey,), content=(note("Hello"),), control_group=group)
+    customers = [f"c{i}" for i in range(20)]
+    stream: list[BacktestInput] = [
+        *(signup(c, T0) for c in customers),
+        (T0 + HOUR, Publish(Definitions(control_group=ControlGroup(0, "s")))),
+        *(Event(c, "purchased", T0 + 2 * HOUR, {}, f"{c}-buy") for c in customers),
+        tick(T0 + 2 * DAY),
+    ]
+    result = replay(defs, stream)
+    assert_as_live(result, stream, defs)
+    control = [c for c in customers if in_control_group(c, group)]
+    report = result.reports["promo"]
+    assert 0 < len(control) < len(customers)
+    assert (report.control, report.control_converted, report.converted) == (
+        len(control), len(control), len(customers))
+    # Released by the shrink: they were sent the journey's message after all.
+    assert {m[0] for m in sent(result)} == set(customers)
 
 
 # --- pause and resume --------------------------------------------------------------------------

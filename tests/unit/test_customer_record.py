@@ -202,8 +202,44 @@ def test_the_codec_knows_every_field_it_writes_in_an_enrollment() -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
     every = Enrollment(
         "e1", "j", 2, "c1", t, "s", t, "active", "k", t, t, None, None, t, "ev", {"a": 1},
-        {"s": 1}, {"split": "a"}, t, 2, {"s": 1},
+        {"s": 1}, {"split": "a"}, t, 2, {"s": 1}, True,
     )
     assert all(getattr(every, a.name) not in (None, {}, 0) or a.name in
                ("ended_at", "end_reason") for a in attrs.fields(Enrollment))
     assert set(_enrollment(every)) == _ENROLLMENT_FIELDS
+
+
+def test_an_enrollments_group_at_entry_is_written_only_when_not_the_treated_one() -> None:
+    # In the control group (1), treated (left out: the usual case), not known (null: an
+    # enrollment an older layout stored, counted with the customer's group at the goal).
+    import json
+
+    from cjo.abc import decode_state, encode_state
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    state = CustomerState("c1", t, 1, enrollments=[
+        Enrollment(f"e{n}", "j", 1, "c1", t, control=control)
+        for n, control in enumerate((True, False, None))
+    ])
+    data = json.loads(encode_state(state))
+    assert [e.get("cg", "absent") for e in data["enr"]] == [1, "absent", None]
+    assert decode_state(json.dumps(data), "c1") == state
+
+
+def test_the_enrollments_of_a_layout_1_record_have_their_group_at_entry_unknown() -> None:
+    import json
+
+    from cjo.abc import decode_state, encode_state
+
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    state = CustomerState("c1", t, 1, enrollments=[
+        Enrollment("e0", "j", 1, "c1", t, control=True), Enrollment("e1", "j", 1, "c1", t)
+    ])
+    data = json.loads(encode_state(state))
+    assert data["v"] == 2
+    old = {**data, "v": 1, "enr": [{k: v for k, v in e.items() if k != "cg"}
+                                    for e in data["enr"]]}
+    read = decode_state(json.dumps(old), "c1")
+    assert [e.control for e in read.enrollments] == [None, None]
+    written = json.loads(encode_state(read))
+    assert written["v"] == 2 and [e["cg"] for e in written["enr"]] == [None, None]

@@ -68,11 +68,12 @@ class JourneyReport:
     until the retries ran out; one the host retries counts no longer). ``converted`` counts
     goals reached (whether or not the goal ends the enrollment);
     ``exited`` maps each exit reason (criterion name, exit step reason...) to its count.
-    ``control`` and ``control_converted`` count the global control group's customers among
-    those (they entered but got no journey message); ``suppressed`` maps each reason a send was
-    withheld (``control``, consent...) to its count, ``unspecified`` for the entries of erased
-    customers and those pruned from the log (a reason is free text: ``cjo.storage.erasure``),
-    save ``control``, which is cjo's own and kept.
+    ``control`` and ``control_converted`` count the entries and goals of enrollments that
+    entered in the global control group (whatever the group is by the goal); ``suppressed``
+    maps each reason a send was withheld (``control``, consent...) to its count,
+    ``unspecified`` for the entries of erased customers and those pruned from the log (a
+    reason is free text: ``cjo.storage.erasure``), save ``control``, which is cjo's own and
+    kept.
     ``not_sent`` counts the other sends that did not go out, by what kept them: ``cap <id>``
     (a frequency cap skipped the send or ended the enrollment), ``quiet hours <id>`` (skipped),
     and the reason a send was skipped (``catch-up limit``, ``paused``); a deferred send is

@@ -36,7 +36,8 @@ class ControlGroup:
 
     Once published, the salt cannot change and the share cannot grow, so no treated customer
     ever becomes control; shrinking it releases part of the control group into the treated
-    group (their sends from then on are delivered; docs/semantics.md)."""
+    group (their sends from then on are delivered; an enrollment's goal still counts with
+    the group it entered in; docs/semantics.md)."""
 
     percent: float
     salt: str = "cjo-control"

@@ -608,8 +608,11 @@ class Decider:
         ):
             enrollment.converted_at = now
             self.dirty = True
-            # A control-group conversion is told apart in the log, so reports can compare.
-            control = in_control_group(self.customer_id, self.registry.control_group)
+            # A control-group conversion is told apart in the log, so reports can compare:
+            # by the group of the entry, as the entry was counted.
+            control = enrollment.control
+            if control is None:
+                control = in_control_group(self.customer_id, self.registry.control_group)
             self.activity(enrollment, "goal", CONTROL_DETAIL if control else goal.name, now)
             self.outcome.goals.append(GoalReached(
                 cj.journey.id, enrollment.id, self.customer_id, goal.name, now
@@ -861,6 +864,8 @@ class Decider:
         self.dirty = True
         self.entered_now += (cj,)
         control = in_control_group(self.customer_id, self.registry.control_group)
+        if control:
+            enrollment.control = True
         self.activity(enrollment, "entered", CONTROL_DETAIL if control else None, now)
         self.outcome.entered.append(
             Entered(journey.id, journey.version, enrollment.id, self.customer_id, now)

@@ -71,7 +71,7 @@ HELD = datetime(9000, 1, 1, tzinfo=UTC)
 
 #: The layout of stored customer records that this version writes. Older layouts are upgraded
 #: when read (``cjo.storage.codec``); fields a newer layout added are kept as they are.
-RECORD_LAYOUT = 1
+RECORD_LAYOUT = 2
 
 
 @attrs.define(slots=True, eq=True, weakref_slot=False)
@@ -111,6 +111,11 @@ class Enrollment:
     #: send those passes again (``Decider.send``). None for nearly every enrollment; replaced,
     #: never changed in place, so copies share it.
     merged_passes: dict[str, int] | None = None
+    #: Whether the customer was in the global control group when it entered: its goal is
+    #: counted with that group, whatever the group is by then (shrunk, or another customer's
+    #: after an identity merge). None when not known (an enrollment stored by a cjo that did
+    #: not keep it): the customer's group at the goal counts.
+    control: bool | None = False
 
     @property
     def active(self) -> bool:
@@ -162,6 +167,7 @@ class Enrollment:
         self.held_at = other.held_at
         self.retries = other.retries
         self.merged_passes = other.merged_passes
+        self.control = other.control
 
     def wake_order(self) -> tuple[datetime, datetime, str]:
         """Deterministic order of wake-ups due at the same instant: when the wait began, then id."""
@@ -199,6 +205,7 @@ class EndedEnrollment:
             customer_id=customer_id, entered_at=self.entered_at, step_id=self.step_id,
             status=self.status, instance_key=self.instance_key, ended_at=self.ended_at,
             end_reason=self.end_reason, converted_at=self.converted_at,
+            control=None,  # not kept once ended
         )
 
 

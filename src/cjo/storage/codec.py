@@ -315,6 +315,9 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
         d["rr"] = e.retries
     if e.merged_passes:
         d["mrg"] = e.merged_passes
+    control = e.control
+    if control is not False:  # left out for the treated, the usual case
+        d["cg"] = 1 if control else None
     return d
 
 
@@ -323,6 +326,7 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     ctx, vis, paths, merged = get("ctx"), get("vis"), get("p"), get("mrg")
     sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
     epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: several instants per enrollment
+    control = get("cg", False)
     return Enrollment(
         d["id"], d["j"], d["ver"], customer_id, epoch + tick * d["in"], get("s"),
         None if sin is None else epoch + tick * sin, ACTIVE, get("k"),
@@ -330,7 +334,7 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
         None, None, None if conv is None else epoch + tick * conv, get("t"),
         _revive(ctx) if ctx else {}, dict(vis) if vis else {}, dict(paths) if paths else {},
         None if hold is None else epoch + tick * hold, int(get("rr", 0)),
-        dict(merged) if merged else None,
+        dict(merged) if merged else None, None if control is None else bool(control),
     )
 
 
@@ -463,9 +467,20 @@ def encode_state(state: CustomerState, revision: int | None = None) -> str:
         ) from exc
 
 
+def _upgrade_1(data: dict[str, Any]) -> dict[str, Any]:
+    """Layout 1 kept no enrollment's control group at entry (``cg``), which layout 2 leaves
+    out for the treated: an enrollment of layout 1 has it unknown (null)."""
+    enr = data.get("enr")
+    if isinstance(enr, list):
+        data["enr"] = [
+            {**e, "cg": None} if isinstance(e, dict) and "cg" not in e else e for e in enr
+        ]
+    return data
+
+
 #: Upgrades from older layouts: ``UPGRADES[n]`` turns a layout-``n`` dict into layout ``n+1``.
 #: Append one whenever ``RECORD_LAYOUT`` grows and old records need more than defaults.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1}
 
 #: ``CustomerState.decided_at``'s name among the stored marks.
 _DECIDED: Final = "decided"
@@ -477,7 +492,7 @@ _ENROLLMENT_EXTRA: Final = "~enrollment fields"
 #: The fields of a stored enrollment (``_enrollment``).
 _ENROLLMENT_FIELDS: Final = frozenset({
     "id", "j", "ver", "in", "s", "sin", "k", "w", "x", "conv", "t", "ctx", "vis", "p", "hold",
-    "rr", "mrg",
+    "rr", "mrg", "cg",
 })
 
 

@@ -132,7 +132,7 @@ def _full_state(customer: str = "c1") -> CustomerState:
                  "tags": ["x"], "meta": {"a": None, "b": [1, 2, {"c": "d"}]},
                  "seen": T0 - 2 * HOUR + TICK},
         visits={"wait": 1, "email": 2}, paths={"split": "A", "ab": "control"},
-        merged_passes={"email": 1},
+        merged_passes={"email": 1}, control=True,
     )
     bare = Enrollment(
         id=f"welcome:{customer}:1", journey_id="welcome", version=1, customer_id=customer,
