@@ -812,6 +812,13 @@ def _check_compare_value(node: Compare, location: str, limits: Limits) -> list[P
 
 
 def _check_ref(ref: Ref, location: str, *, used_in: str, scopes: tuple[str, ...]) -> list[Problem]:
+    if ref.scope not in SCOPES and not ref.path and isinstance(ref.scope, str) and ref.scope:
+        # A field written as a bare name ("renewal"): say how to name it, not that
+        # "renewal." has an unknown scope.
+        bare: str = ref.scope
+        return [Problem(location, f"{bare!r} is not a field: write attr({bare!r}) or "
+                                  f"'profile.{bare}' (ctx(...) or 'context.{bare}' for the "
+                                  "context)")]
     if ref.scope not in SCOPES:
         return [Problem(location, f"unknown scope {ref.scope!r} in {ref}; expected one of "
                                   f"{', '.join(SCOPES)}")]

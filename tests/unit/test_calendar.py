@@ -142,6 +142,9 @@ def test_calendar_waits_are_valid_as_written() -> None:
          "values are available there (the trigger event's properties are in the context: "
          "ctx('renewal'); an event a WaitForEvent received is under "
          "ctx('received.<event>.<property>'))"),
+        (WaitUntilDate("renewal"),  # a bare name: which scope was meant is not said
+         "'renewal' is not a field: write attr('renewal') or 'profile.renewal' (ctx(...) or "
+         "'context.renewal' for the context)"),
         (WaitUntilDate("planet.renewal"),
          "unknown scope 'planet' in planet.renewal; expected one of profile, event, context"),
         (WaitUntilDate(5),  # type: ignore[arg-type]
