@@ -812,12 +812,26 @@ def _check_compare_value(node: Compare, location: str, limits: Limits) -> list[P
 
 
 def _check_ref(ref: Ref, location: str, *, used_in: str, scopes: tuple[str, ...]) -> list[Problem]:
+    if ref.scope not in SCOPES and not ref.path and isinstance(ref.scope, str) and ref.scope:
+        # A field written as a bare name ("renewal"): say how to name it, not that
+        # "renewal." has an unknown scope.
+        bare: str = ref.scope
+        return [Problem(location, f"{bare!r} is not a field: write attr({bare!r}) or "
+                                  f"'profile.{bare}' (ctx(...) or 'context.{bare}' for the "
+                                  "context)")]
     if ref.scope not in SCOPES:
         return [Problem(location, f"unknown scope {ref.scope!r} in {ref}; expected one of "
                                   f"{', '.join(SCOPES)}")]
     if ref.scope not in scopes:
+        hint = ""
+        if ref.scope == "event" and "context" in scopes and isinstance(ref.path, str):
+            # Where no event is at hand (a branch, an offer), the one that matters is in the
+            # context: the trigger's properties, and what each WaitForEvent received.
+            hint = (f" (the trigger event's properties are in the context: "
+                    f"ctx({ref.path!r}); an event a WaitForEvent received is under "
+                    f"ctx('received.<event>.<property>'))")
         return [Problem(location, f"{ref} cannot be used in {used_in}: only "
-                                  f"{' and '.join(scopes)} values are available there")]
+                                  f"{' and '.join(scopes)} values are available there{hint}")]
     if not ref.path:
         return [Problem(location, f"a reference to {ref.scope} needs a path")]
     if ref.scope == "profile" and isinstance(ref.path, str):

@@ -139,7 +139,12 @@ def test_calendar_waits_are_valid_as_written() -> None:
          "offset -3651 days, 0:00:00 is beyond the limit of 3650 days, 0:00:00 either way"),
         (WaitUntilDate(prop("renewal")),
          "event.renewal cannot be used in a wait until a date: only profile and context "
-         "values are available there"),
+         "values are available there (the trigger event's properties are in the context: "
+         "ctx('renewal'); an event a WaitForEvent received is under "
+         "ctx('received.<event>.<property>'))"),
+        (WaitUntilDate("renewal"),  # a bare name: which scope was meant is not said
+         "'renewal' is not a field: write attr('renewal') or 'profile.renewal' (ctx(...) or "
+         "'context.renewal' for the context)"),
         (WaitUntilDate("planet.renewal"),
          "unknown scope 'planet' in planet.renewal; expected one of profile, event, context"),
         (WaitUntilDate(5),  # type: ignore[arg-type]

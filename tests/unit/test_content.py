@@ -535,7 +535,8 @@ def test_offers_are_validated_at_publish() -> None:
         "offer 'o1': scorer 'affinty' is not registered (registered: affinity)",
         "offer 'o2': content 'gone' does not exist",
         "offer 'o2': event.y cannot be used in an offer: only profile and context values are "
-        "available there",
+        "available there (the trigger event's properties are in the context: ctx('y'); an "
+        "event a WaitForEvent received is under ctx('received.<event>.<property>'))",
         "offer 'o2': cap times must be 1 or more, got 0",
         "offer 'o2': cap per must be positive, got 0s",
         "offer 'o1': tag 'vip' used but no taxonomy is published",

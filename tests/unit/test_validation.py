@@ -543,12 +543,26 @@ def test_a_comparison_with_a_field_as_its_value_is_a_definition_problem() -> Non
     assert "which is not a value" in problem.message
 
 
-def test_branch_conditions_may_use_every_scope_and_are_checked_per_case() -> None:
-    fine = Branch((Case((attr("a") == 1) & (prop("b") == 2) & (ctx("c") == 3)),))
+def test_branch_conditions_may_use_profile_and_context_and_are_checked_per_case() -> None:
+    fine = Branch((Case((attr("a") == 1) & (ctx("c") == 3) & (ctx("received.e.b") == 2)),))
     assert problems_of(journey({"a": fine})) == []
     bad = Branch((Case(attr("a") == 1), Case(in_segment("nope"))))
     problem = only(problems_of(journey({"a": bad})))
     assert problem == Problem(f"{J} / step 'a' / case 2", "segment 'nope' does not exist")
+
+
+def test_branch_conditions_may_not_read_an_event() -> None:
+    # A branch runs after entry or a wait, with no event of its own: prop() there would read
+    # nothing, and every case on it would silently be false.
+    bad = Branch((Case(prop("total_points") >= 1000),))
+    problem = only(problems_of(journey({"a": bad})))
+    assert problem.location == f"{J} / step 'a' / case 1"
+    assert problem.message == (
+        "event.total_points cannot be used in a branch: only profile and context values are "
+        "available there (the trigger event's properties are in the context: "
+        "ctx('total_points'); an event a WaitForEvent received is under "
+        "ctx('received.<event>.<property>'))"
+    )
 
 
 def test_segment_referring_to_itself() -> None:

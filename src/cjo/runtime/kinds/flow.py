@@ -46,7 +46,8 @@ class BranchKind(StepKind[Branch]):
         for i, case in enumerate(step.cases, 1):
             problems += checker.condition(
                 case.condition, f"{where} / case {i}", used_in="a branch",
-                scopes=("profile", "event", "context"),
+                # No event: a branch runs after entry or a wait (``run`` reads none).
+                scopes=("profile", "context"),
             )
         return problems
 
