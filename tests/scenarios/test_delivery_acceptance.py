@@ -470,8 +470,8 @@ def test_an_unsubscribed_customer_receives_only_transactional_messages(
     assert [(c, content, when) for c, content, when, _ in shop.sent()] == [
         ("email", "receipt", at), ("sms", "receipt", at)]
     assert shop.log(kinds=("sent", "suppressed")) == [
-        (at, "suppressed", "digest", "unsubscribed from newsletter", "email"),
-        (at, "suppressed", "tips", "unsubscribed from marketing on sms", "sms"),
+        (at, "suppressed", "digest", "unsubscribed from all marketing", "email"),
+        (at, "suppressed", "tips", "unsubscribed from all marketing", "sms"),
         (at, "sent", "receipts", "email", "email"),
         (at, "sent", "sms_receipts", "sms", "sms"),
     ]

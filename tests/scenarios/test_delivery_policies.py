@@ -145,7 +145,7 @@ def test_the_most_recent_statement_covering_a_send_wins(storage: Storage) -> Non
     host.event("digest_ready")
     assert host.sent() == []
     assert host.log(kinds=("suppressed",)) == [
-        ("suppressed", "unsubscribed from newsletter", "email")
+        ("suppressed", "unsubscribed from marketing on email", "email")
     ]
 
 
@@ -392,7 +392,7 @@ def test_a_fallback_channel_is_used_when_the_customer_cannot_be_reached(storage:
     assert host.log() == [
         ("entered", None, None),
         ("fallback", "no push_token", "push"),
-        ("fallback", "unsubscribed from newsletter", "sms"),
+        ("fallback", "unsubscribed from newsletter on sms", "sms"),
         ("sent", "email", "email"),
         ("completed", None, None),
     ]
@@ -783,7 +783,7 @@ def test_feedback_is_logged_against_the_message_and_changes_consent(storage: Sto
     host.engine.run_due()
     assert [s[1] for s in host.sent()] == ["news", "receipt"]
     assert host.log(kinds=("suppressed",)) == [
-        ("suppressed", "unsubscribed from newsletter", "email")
+        ("suppressed", "unsubscribed from marketing on email", "email")
     ]
 
 

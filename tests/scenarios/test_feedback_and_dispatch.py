@@ -272,7 +272,7 @@ def test_a_send_caught_up_before_a_stop_in_the_same_call_is_withheld(
     assert message.created_at == T0 + timedelta(hours=1)  # decided when it fell due
     assert sms.messages == []
     assert out.delivery == {message.idempotency_key: "discarded"}
-    reason = ("unsubscribed from promo" if stop == "set_consent"
+    reason = ("unsubscribed from all marketing" if stop == "set_consent"
               else "channel blocked: STOP")
     assert _activities(engine, "withheld") == [("withheld", "sms", "c", 1, reason)]
     assert engine.dead_letters() == []

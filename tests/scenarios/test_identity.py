@@ -470,7 +470,7 @@ def test_a_merge_discards_an_anonymous_dead_letter_the_merged_consent_stops(
     assert channel.messages == []
     assert engine.dead_letters() == []
     assert [a.detail for a in engine.activities(T0, T0 + DAY, customer_id="c1")
-            if a.kind == "withheld"] == ["unsubscribed from marketing on inbox"]
+            if a.kind == "withheld"] == ["unsubscribed from all marketing"]
 
 
 def test_the_send_ledger_combines_so_caps_count_both(storage_factory: Factory) -> None:

@@ -100,7 +100,7 @@ def test_a_broad_yes_keeps_the_opt_out_of_an_opt_in_topic_it_covers() -> None:
     set_consent(s, "deals", "sms", False, T0)
     set_consent(s, None, "sms", True, T0)
     assert not subscribed(s, "deals", "sms", opt_in=True)
-    assert consent_problem(s, "sms", "deals", False, TOPICS) == "unsubscribed from deals"
+    assert consent_problem(s, "sms", "deals", False, TOPICS) == "unsubscribed from deals on sms"
     assert subscribed(s, "deals", "email", opt_in=True)
     assert subscribed(s, "news", "sms", opt_in=False)
     # A broad "no" still forgets them all.
@@ -111,7 +111,7 @@ def test_a_broad_yes_keeps_the_opt_out_of_an_opt_in_topic_it_covers() -> None:
 def test_blocks_stop_transactional_sends_and_opt_outs_do_not() -> None:
     s = _state()
     set_consent(s, None, None, False, T0)
-    assert consent_problem(s, "sms", None, False, TOPICS) == "unsubscribed from marketing on sms"
+    assert consent_problem(s, "sms", None, False, TOPICS) == "unsubscribed from all marketing"
     assert consent_problem(s, "sms", None, True, TOPICS) is None
     block(s, "sms", "STOP")
     assert consent_problem(s, "sms", "news", True, TOPICS) == "channel blocked: STOP"

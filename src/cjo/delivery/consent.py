@@ -96,25 +96,36 @@ def check_channel(known: Collection[str], channel: str | None, where: str = "") 
 
 def subscribed(state: CustomerState, topic: str | None, channel: str, opt_in: bool) -> bool:
     """Whether a marketing send of ``topic`` (None: no topic) may go out on ``channel``."""
+    return _deciding(state, topic, channel, opt_in)[0]
+
+
+def _deciding(
+    state: CustomerState, topic: str | None, channel: str, opt_in: bool
+) -> tuple[bool, ConsentKey | None]:
+    """``subscribed``, and the key of the statement that decides it (None: no statement
+    does, the topic's default decides)."""
     consent = state.consent
     if not consent:
-        return not opt_in
+        return not opt_in, None
     # The record keeps statements in the order they were said: on the same instant, the one
     # said last wins.
     covering = [
-        (when, i, value, key[0] != ANY)
+        (when, i, value, key[0] != ANY, key)
         for i, (key, (value, when)) in enumerate(consent.items())
         if key[0] in (ANY, topic) and key[1] in (ANY, channel)
     ]
     if not covering:
-        return not opt_in
-    _, _, value, named = max(covering)
+        return not opt_in, None
+    _, _, value, named, key = max(covering)
     if value and opt_in and not named:
         # A broad "yes" lifts broad opt-outs, but only a statement naming an opt-in topic
         # opts the customer in to it.
         naming = [c for c in covering if c[3]]
-        return bool(naming) and max(naming)[2]
-    return value
+        if not naming:
+            return False, None
+        deciding = max(naming)
+        return deciding[2], deciding[4]
+    return value, key
 
 
 #: The prefix of the mark (``CustomerState.marks``, with the instant) that says a channel's
@@ -188,13 +199,15 @@ def consent_problem(
         return None
     declared = topics.get(topic) if topic is not None else None
     opt_in = declared is not None and declared.default == "opt_in"
-    if subscribed(state, topic, channel, opt_in):
+    allowed, key = _deciding(state, topic, channel, opt_in)
+    if allowed:
         return None
-    if topic is None:
-        return f"unsubscribed from marketing on {channel}"
-    if opt_in and not any(k[0] == topic for k in state.consent):
+    if key is None or (opt_in and not any(k[0] == topic for k in state.consent)):
         return f"no opt-in to {topic}"
-    return f"unsubscribed from {topic}"
+    # Said as the statement that decides it was made: a topic's send stopped by an
+    # unsubscribe from all marketing names that, not the topic.
+    what = "all marketing" if key == (ANY, ANY) else "marketing" if key[0] == ANY else key[0]
+    return f"unsubscribed from {what}" + ("" if key[1] == ANY else f" on {key[1]}")
 
 
 def message_step(registry: Registry, journey_id: str, version: int, step_id: str) -> Send | None:
