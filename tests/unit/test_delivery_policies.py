@@ -261,6 +261,21 @@ def test_validation_reports_every_policy_problem() -> None:
     ]
 
 
+def test_a_transactional_send_naming_a_topic_is_refused() -> None:
+    # A transactional send goes out whatever the subscriptions: a topic it names would never
+    # hold it back, which its author surely meant it to. (The content's own topic is fine:
+    # one item may serve marketing and transactional sends.)
+    journey = Journey("j", "a", {"a": Send("c", "email", transactional=True, topic="news")})
+    assert [(p.location, p.message) for p in validate_definitions(
+        _definitions(journeys=(journey,)))] == [
+        ("journey 'j' v1 / step 'a'", "a transactional send goes out whatever the customer's "
+         "subscriptions, so topic 'news' would never apply: drop the topic, or make the send "
+         "marketing (transactional=False)"),
+    ]
+    content_topic = Journey("j", "a", {"a": Send("c", "email", transactional=True)})
+    assert validate_definitions(_definitions(journeys=(content_topic,))) == []
+
+
 def test_a_cap_tag_must_be_in_the_taxonomy() -> None:
     taxonomy = Taxonomy((Category("marketing", children=(Category("promo"),)),))
     good = _definitions(taxonomy=taxonomy,

@@ -131,9 +131,15 @@ def check_policies(
                                     f"topic {item.topic!r} is not a declared topic"))
     for journey in definitions.journeys:
         for step_id, step in journey.steps.items():
-            if isinstance(step, Send) and step.topic is not None and step.topic not in topics:
-                problems.append(Problem(
-                    f"journey {journey.id!r} v{journey.version} / step {step_id!r}",
-                    f"topic {step.topic!r} is not a declared topic",
-                ))
+            if not isinstance(step, Send) or step.topic is None:
+                continue
+            where = f"journey {journey.id!r} v{journey.version} / step {step_id!r}"
+            if step.topic not in topics:
+                problems.append(Problem(where, f"topic {step.topic!r} is not a declared topic"))
+            if step.transactional is True:
+                problems.append(Problem(where, (
+                    "a transactional send goes out whatever the customer's subscriptions, so "
+                    f"topic {step.topic!r} would never apply: drop the topic, or make the send "
+                    "marketing (transactional=False)"
+                )))
     return problems
