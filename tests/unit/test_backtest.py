@@ -73,6 +73,19 @@ def by_tier() -> Definitions:
     ),), content=CONTENT)
 
 
+def _live_cart(stream: list[Event]) -> Engine:
+    """A live engine running ``cart()`` over ``stream``, each event at its own timestamp,
+    with a worker on time before each."""
+    clock = ManualClock(T0)
+    live = Engine(InMemoryStorage(), recording(), clock)
+    live.publish(cart())
+    for event in stream:
+        clock.set(event.timestamp)
+        live.run_due()
+        live.handle_event(event)
+    return live
+
+
 def ev(name: str, at: datetime, customer: str = "c1", event_id: str | None = None,
        **props: object) -> Event:
     return Event(customer, name, at, props, event_id or f"{customer}-{name}-{at:%H%M%S}")
@@ -391,13 +404,7 @@ def test_an_event_id_is_forgotten_after_its_retention_as_live(given_channels: bo
     day = timedelta(days=1)
     stream = [ev("cart", T0 + n * day, event_id=eid) for n, eid in (
         (0, "x"), (5, "y"), (6, "x"), (10, "x"), (16, "x"), (17, "x"), (18, "x"))]
-    clock = ManualClock(T0)
-    live = Engine(InMemoryStorage(), recording(), clock)
-    live.publish(cart())
-    for event in stream:
-        clock.set(event.timestamp)
-        live.run_due()
-        live.handle_event(event)
+    live = _live_cart(stream)
     # x at day 0, y, x at day 10 (7 days after is still inside), x at day 18.
     assert journey_report(live.storage, cart().journeys[0]).entered == 4
     result = backtest(cart(), stream, channels=recording() if given_channels else None)
@@ -744,13 +751,7 @@ def test_an_event_id_two_customers_share_is_the_later_ones_duplicate() -> None:
     # groups a window's inputs.
     stream = [ev("buy", T0, "c1"), ev("cart", T0 + HOUR, "c2", event_id="x"),
               ev("cart", T0 + 2 * HOUR, "c1", event_id="x"), ev("cart", T0 + 3 * HOUR, "c3")]
-    clock = ManualClock(T0)
-    live = Engine(InMemoryStorage(), recording(), clock)
-    live.publish(cart())
-    for event in stream:
-        clock.set(event.timestamp)
-        live.run_due()
-        live.handle_event(event)
+    live = _live_cart(stream)
     runs = [live] + [backtest(cart(), stream, channels=channels, keep_activity=True).engine
                      for channels in (None, recording())]
     for engine in runs:
