@@ -65,8 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The shell's status for a command a signal ended.
         return 128 + (_STOP[0] if _STOP else signal.SIGINT)
     finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+        if handlers:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
+            _STOP.clear()  # asked of this command: not of the next (run from any thread)
     return status
 
 

@@ -668,7 +668,9 @@ class _Run:
         for entry in window:
             item = entry[1]
             cid = item.customer_id
-            if type(item) is Event and owners.setdefault(item.event_id, cid) != cid:
+            if (type(item) is Event or isinstance(item, Event)) and owners.setdefault(
+                item.event_id, cid
+            ) != cid:  # (a host's subclass of Event claims its id as an Event does)
                 return False
             inputs = mine.get(cid)
             if inputs is None:

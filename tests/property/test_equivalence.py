@@ -12,12 +12,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import attrs
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from cjo import simulate
 from cjo.analytics.report import journey_report
 from cjo.channels.recording import RecordingChannel
 from cjo.clock import ManualClock
@@ -51,6 +53,9 @@ from tests.property.journeys import (
     grouped_streams,
     streams,
 )
+
+#: Past every instant a stream and its waits reach.
+END = T0 + timedelta(days=30)
 
 SETTINGS = settings(max_examples=int(os.environ.get("CJO_PROPERTY_EXAMPLES", "75")), deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -275,6 +280,30 @@ def test_backtest_equals_a_live_engine_with_its_clock_at_each_input(
         return
     result = backtest(defs, stream, channels=channels, render=render, **options)
     assert_same(result.engine, live(defs, stream, render=render, **options), defs)
+
+
+@SETTINGS
+@given(definitions(with_schedules=True), streams(reuse_ids=True), engine_options,
+       st.sampled_from([1, 2, simulate.CUSTOMER_CHUNK]))
+def test_backtest_on_its_own_channels_equals_a_live_engine(
+    defs: Definitions, stream: list[Input], options: dict[str, Any], chunk: int
+) -> None:
+    # On its own counting channels a back-test decides a window customer by customer (in
+    # transactions of ``chunk`` customers), unless two customers share an event id: the same
+    # records, reports and counts, and each customer's log in the same order.
+    assume(not stream or not all(isinstance(item, ProfileUpdate) for item in stream))
+    with mock.patch.object(simulate, "CUSTOMER_CHUNK", chunk):
+        result = backtest(defs, stream, render=True, keep_activity=True, **options)
+    engine = live(defs, stream, **options)
+    assert states(result.engine) == states(engine)
+    assert reports(result.engine, defs) == reports(engine, defs)
+    sent = {name: len(ch.messages) for name, ch in engine.channels.items()
+            if isinstance(ch, RecordingChannel) and ch.messages}
+    assert result.messages == sent
+    stored = engine.storage
+    for cid in CUSTOMERS:
+        assert [attrs.astuple(a) for a in result.engine.activities(T0, END, customer_id=cid)] == [
+            attrs.astuple(a) for a in stored.activities(T0, END, customer_id=cid)]
 
 
 @SETTINGS

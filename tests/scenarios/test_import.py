@@ -463,3 +463,36 @@ def test_cli_import_stops_at_the_next_batch_when_the_interrupt_was_lost(
         "read; importing the file again is safe\n"
     )
     assert len(calls) == 2
+
+
+def test_cli_import_after_a_stopped_one_runs_to_the_end_from_another_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host that runs commands through main(): the stop asked of one command is not asked
+    # of the next, even one run from a thread other than the main one (which installs no
+    # signal handler of its own).
+    import signal
+    import threading
+
+    from cjo import cli
+
+    path = tmp_path / "people.csv"
+    path.write_text("customer_id\n" + "".join(f"c{i}\n" for i in range(300)), encoding="utf-8")
+    db = tmp_path / "cjo.db"
+    argv = ["import", str(path), "--storage", f"sqlite:///{db}", "--batch-size", "100"]
+    real = cli._stop_if_asked
+
+    def stopped() -> None:
+        cli._STOP.append(signal.SIGTERM)
+        real()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cli, "_stop_if_asked", stopped)
+        assert cli.main(argv) == 128 + signal.SIGTERM
+    capsys.readouterr()
+    statuses: list[int] = []
+    worker = threading.Thread(target=lambda: statuses.append(cli.main(argv)))
+    worker.start()
+    worker.join()
+    assert statuses == [0]
+    assert "300 profiles imported" in capsys.readouterr().out

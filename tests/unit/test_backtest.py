@@ -758,3 +758,23 @@ def test_an_event_id_two_customers_share_is_the_later_ones_duplicate() -> None:
         entered = {a.customer_id for a in engine.storage.activities(T0, T0 + 9 * HOUR)
                    if a.kind == "entered"}
         assert entered == {"c2", "c3"}
+
+
+@attrs.frozen(slots=True)
+class _ShopEvent(Event):
+    """A host's own kind of event: an Event still."""
+
+
+def test_an_event_id_two_customers_share_ties_them_in_a_subclass_of_event_too() -> None:
+    # c1's profile update puts them first in the window; c2 sends "x" first, so c1's "x" is
+    # the duplicate however the run groups a window's inputs.
+    stream: list[BacktestInput] = [
+        (T0, ProfileUpdate("c1", {"tier": "gold"})),
+        _ShopEvent("c2", "cart", T0 + HOUR, {}, "x"),
+        _ShopEvent("c1", "cart", T0 + 2 * HOUR, {}, "x"),
+    ]
+    for channels in (None, recording()):
+        engine = backtest(cart(), stream, channels=channels, keep_activity=True).engine
+        entered = {a.customer_id for a in engine.storage.activities(T0, T0 + 9 * HOUR)
+                   if a.kind == "entered"}
+        assert entered == {"c2"}

@@ -83,12 +83,31 @@ def test_opt_in_topics_need_a_statement_that_names_them() -> None:
     assert not subscribed(s, "deals", "sms", opt_in=True)
     # A broad "no" after it replaces it; a broad "yes" after that does not opt in again.
     set_consent(s, None, None, False, T0 + 2 * H)
-    assert consent_problem(s, "email", "deals", False, TOPICS) == "no opt-in to deals"
+    assert consent_problem(s, "email", "deals", False, TOPICS) == "unsubscribed from all marketing"
     set_consent(s, None, None, True, T0 + 3 * H)
     assert not subscribed(s, "deals", "email", opt_in=True)
     # A "no" naming the topic reads as an unsubscription.
     set_consent(s, "deals", None, False, T0 + 4 * H)
     assert consent_problem(s, "email", "deals", False, TOPICS) == "unsubscribed from deals"
+
+
+def test_a_broad_no_that_stops_an_opt_in_topic_is_named_as_said() -> None:
+    """Opted in to deals, then an unsubscribe from all marketing, or from marketing on email:
+    either way the unsubscribe stopped the send, and the reason names it (not a missing
+    opt-in: the customer gave one), whether or not it replaced the opt-in."""
+    for channel, reason in ((None, "unsubscribed from all marketing"),
+                            ("email", "unsubscribed from marketing on email")):
+        s = _state()
+        set_consent(s, "deals", None, True, T0)
+        set_consent(s, None, channel, False, T0 + H)
+        assert consent_problem(s, "email", "deals", False, TOPICS) == reason
+        assert consent_problem(s, "email", "news", False, TOPICS) == reason
+    # Never opted in, and an unsubscribe since: the unsubscribe is what the customer said.
+    s = _state()
+    set_consent(s, None, "email", False, T0)
+    assert consent_problem(s, "email", "deals", False, TOPICS) == (
+        "unsubscribed from marketing on email")
+    assert consent_problem(s, "sms", "deals", False, TOPICS) == "no opt-in to deals"
 
 
 def test_a_broad_yes_keeps_the_opt_out_of_an_opt_in_topic_it_covers() -> None:

@@ -202,10 +202,11 @@ def consent_problem(
     allowed, key = _deciding(state, topic, channel, opt_in)
     if allowed:
         return None
-    if key is None or (opt_in and not any(k[0] == topic for k in state.consent)):
+    if key is None:  # no statement refuses: an opt-in topic nobody opted in to
         return f"no opt-in to {topic}"
     # Said as the statement that decides it was made: a topic's send stopped by an
-    # unsubscribe from all marketing names that, not the topic.
+    # unsubscribe from all marketing names that, not the topic (nor a missing opt-in, which
+    # the unsubscribe may have replaced).
     what = "all marketing" if key == (ANY, ANY) else "marketing" if key[0] == ANY else key[0]
     return f"unsubscribed from {what}" + ("" if key[1] == ANY else f" on {key[1]}")
 
