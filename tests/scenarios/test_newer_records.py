@@ -337,14 +337,48 @@ def test_a_layout_1_enrollment_converts_with_the_customers_group_at_the_goal(sql
     for customer in (inside, outside):
         engine.handle_event(_event(customer, f"{customer}-1"))
         data = json.loads(read(customer))
-        assert [e.get("cg") for e in data["enr"]] == [1 if customer == inside else None]
+        assert [e["cg"] for e in data["enr"]] == [1 if customer == inside else 0]
         write(customer, json.dumps({**data, "v": 1, "enr": [
             {k: v for k, v in e.items() if k != "cg"} for e in data["enr"]]}))
     clock.advance(DAY / 2)
     engine.identify(inside, {"n": 1})  # written back
     written = json.loads(read(inside))
-    assert written["v"] == RECORD_LAYOUT and [e["cg"] for e in written["enr"]] == [None]
+    assert written["v"] == RECORD_LAYOUT and ["cg" in e for e in written["enr"]] == [False]
     for customer in (inside, outside):
         engine.handle_event(Event(customer, "purchased", clock.now(), event_id=f"{customer}-p"))
     report = journey_report(storage, journey)
     assert (report.control, report.control_converted, report.converted) == (1, 1, 2)
+
+
+def test_an_enrollment_an_older_cjo_wrote_into_a_layout_2_record_converts_as_before(
+    sql: SQL,
+) -> None:
+    # During a rolling upgrade a cjo of layout 1 writes enrollments without "cg" into records
+    # a newer one wrote (it keeps their layout number): one it entered, one an identity merge
+    # it made moved over. Their group at entry is unknown, so their goals count with the
+    # customer's group at the goal, as the older cjo counts them; not with the treated group.
+    storage, write, read = sql
+    group = ControlGroup(50, "s")
+    ids = [f"c{i}" for i in range(40)]
+    inside = [c for c in ids if in_control_group(c, group)][:2]
+    outside = next(c for c in ids if not in_control_group(c, group))
+    clock = ManualClock(T0)
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    journey = Journey(id="j", trigger=EventTrigger("signed_up"), entry="wait",
+                      goal=Goal("purchased"), steps={"wait": Wait(DAY)})
+    engine.publish(journeys=[journey], control_group=group)
+    for customer in (*inside, outside):
+        engine.handle_event(_event(customer, f"{customer}-1"))
+        data = json.loads(read(customer))
+        assert data["v"] == RECORD_LAYOUT == 2
+        # As the older cjo writes it back: the layout number kept, its own enrollment bare.
+        write(customer, json.dumps({**data, "enr": [
+            {k: v for k, v in e.items() if k != "cg"} for e in data["enr"]]}))
+    assert [e.control for c in (*inside, outside) for e in engine.customer_state(c).enrollments
+            ] == [None, None, None]  # type: ignore[union-attr]
+    clock.advance(DAY / 2)
+    for customer in (*inside, outside):
+        engine.handle_event(Event(customer, "purchased", clock.now(), event_id=f"{customer}-p"))
+    report = journey_report(storage, journey)
+    assert (report.control, report.control_converted, report.converted) == (2, 2, 3)
+    assert report.control_conversion_rate == report.treated_conversion_rate == 1.0

@@ -209,9 +209,9 @@ def test_the_codec_knows_every_field_it_writes_in_an_enrollment() -> None:
     assert set(_enrollment(every)) == _ENROLLMENT_FIELDS
 
 
-def test_an_enrollments_group_at_entry_is_written_only_when_not_the_treated_one() -> None:
-    # In the control group (1), treated (left out: the usual case), not known (null: an
-    # enrollment an older layout stored, counted with the customer's group at the goal).
+def test_an_enrollments_group_at_entry_is_left_out_only_when_not_known() -> None:
+    # In the control group (1), treated (0), not known (left out: an enrollment an older cjo
+    # wrote, counted with the customer's group at the goal).
     import json
 
     from cjo.abc import decode_state, encode_state
@@ -222,7 +222,7 @@ def test_an_enrollments_group_at_entry_is_written_only_when_not_the_treated_one(
         for n, control in enumerate((True, False, None))
     ])
     data = json.loads(encode_state(state))
-    assert [e.get("cg", "absent") for e in data["enr"]] == [1, "absent", None]
+    assert [e.get("cg", "absent") for e in data["enr"]] == [1, 0, "absent"]
     assert decode_state(json.dumps(data), "c1") == state
 
 
@@ -242,4 +242,5 @@ def test_the_enrollments_of_a_layout_1_record_have_their_group_at_entry_unknown(
     read = decode_state(json.dumps(old), "c1")
     assert [e.control for e in read.enrollments] == [None, None]
     written = json.loads(encode_state(read))
-    assert written["v"] == 2 and [e["cg"] for e in written["enr"]] == [None, None]
+    assert written["v"] == 2 and [e.get("cg", "absent") for e in written["enr"]] == [
+        "absent", "absent"]

@@ -316,8 +316,11 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
     if e.merged_passes:
         d["mrg"] = e.merged_passes
     control = e.control
-    if control is not False:  # left out for the treated, the usual case
-        d["cg"] = 1 if control else None
+    if control is not None:
+        # Written for the treated too: an enrollment without it is one an older cjo wrote
+        # (entered, or moved by an identity merge, into a record of this layout), whose group
+        # at entry is not known.
+        d["cg"] = 1 if control else 0
     return d
 
 
@@ -326,7 +329,7 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     ctx, vis, paths, merged = get("ctx"), get("vis"), get("p"), get("mrg")
     sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
     epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: several instants per enrollment
-    control = get("cg", False)
+    control = get("cg")
     return Enrollment(
         d["id"], d["j"], d["ver"], customer_id, epoch + tick * d["in"], get("s"),
         None if sin is None else epoch + tick * sin, ACTIVE, get("k"),
@@ -468,13 +471,9 @@ def encode_state(state: CustomerState, revision: int | None = None) -> str:
 
 
 def _upgrade_1(data: dict[str, Any]) -> dict[str, Any]:
-    """Layout 1 kept no enrollment's control group at entry (``cg``), which layout 2 leaves
-    out for the treated: an enrollment of layout 1 has it unknown (null)."""
-    enr = data.get("enr")
-    if isinstance(enr, list):
-        data["enr"] = [
-            {**e, "cg": None} if isinstance(e, dict) and "cg" not in e else e for e in enr
-        ]
+    """Layout 2 adds an enrollment's control group at entry (``cg``), whose absence means not
+    known: an enrollment of layout 1 reads as such unchanged. The layout grew so that an older
+    cjo keeps ``cg`` (it keeps an enrollment's unknown fields only in a newer layout)."""
     return data
 
 
