@@ -321,19 +321,28 @@ def test_an_event_only_a_damaged_record_could_use_is_refused_not_dropped(sql: SQ
     assert engine.profile("nobody") is None
 
 
-def test_a_layout_1_enrollment_converts_with_the_customers_group_at_the_goal(sql: SQL) -> None:
-    # Layout 1 did not keep the group an enrollment entered in: its goal counts with the
-    # customer's group then, and the record written back keeps it unknown.
-    storage, write, read = sql
+def _control_group_engine(
+    storage: Storage,
+) -> tuple[Engine, ManualClock, Journey, list[str], str]:
+    """An engine with a 50% control group and a journey whose goal is a purchase, two
+    customers of the control group and one outside it."""
     group = ControlGroup(50, "s")
     ids = [f"c{i}" for i in range(40)]
-    inside = next(c for c in ids if in_control_group(c, group))
+    inside = [c for c in ids if in_control_group(c, group)][:2]
     outside = next(c for c in ids if not in_control_group(c, group))
     clock = ManualClock(T0)
     engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
     journey = Journey(id="j", trigger=EventTrigger("signed_up"), entry="wait",
                       goal=Goal("purchased"), steps={"wait": Wait(DAY)})
     engine.publish(journeys=[journey], control_group=group)
+    return engine, clock, journey, inside, outside
+
+
+def test_a_layout_1_enrollment_converts_with_the_customers_group_at_the_goal(sql: SQL) -> None:
+    # Layout 1 did not keep the group an enrollment entered in: its goal counts with the
+    # customer's group then, and the record written back keeps it unknown.
+    storage, write, read = sql
+    engine, clock, journey, (inside, *_), outside = _control_group_engine(storage)
     for customer in (inside, outside):
         engine.handle_event(_event(customer, f"{customer}-1"))
         data = json.loads(read(customer))
@@ -358,15 +367,7 @@ def test_an_enrollment_an_older_cjo_wrote_into_a_layout_2_record_converts_as_bef
     # it made moved over. Their group at entry is unknown, so their goals count with the
     # customer's group at the goal, as the older cjo counts them; not with the treated group.
     storage, write, read = sql
-    group = ControlGroup(50, "s")
-    ids = [f"c{i}" for i in range(40)]
-    inside = [c for c in ids if in_control_group(c, group)][:2]
-    outside = next(c for c in ids if not in_control_group(c, group))
-    clock = ManualClock(T0)
-    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
-    journey = Journey(id="j", trigger=EventTrigger("signed_up"), entry="wait",
-                      goal=Goal("purchased"), steps={"wait": Wait(DAY)})
-    engine.publish(journeys=[journey], control_group=group)
+    engine, clock, journey, inside, outside = _control_group_engine(storage)
     for customer in (*inside, outside):
         engine.handle_event(_event(customer, f"{customer}-1"))
         data = json.loads(read(customer))
