@@ -44,7 +44,7 @@ from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider, new_state
 from cjo.runtime.state import TERMINAL_STATUSES, CustomerState, RecordView
 from cjo.scheduling import mark_schedules, next_schedule_run
-from cjo.storage.base import CustomerSession
+from cjo.storage.base import _MAX_RETENTION, CustomerSession, Retention
 from cjo.storage.memory import InMemoryStorage
 from cjo.validation import channels_named, named_in_steps
 
@@ -258,7 +258,8 @@ def backtest(
     - ``progress``: called as ``progress(done, total, now)`` every ``progress_every`` inputs
       read, and once at the end when everything is decided.
     - ``keep_activity``: keep the activity log itself (``engine.activities``), not only the
-      counts the reports (and ``entered``, ``ended``, ``goals``) are built from; without it,
+      counts the reports (and ``entered``, ``ended``, ``goals``) are built from, for the
+      whole run (the result's engine keeps it past ``Retention.activity``); without it,
       reading the log raises ``UsageError``.
     - ``options``: the engine options that change what is decided or delivered
       (``BacktestOptions``), passed to the run's engine as a live engine is given them, and
@@ -322,9 +323,12 @@ def backtest(
     storage = InMemoryStorage(keep_activity=keep_activity, keep_outbox=counters is None)
     # Small wake-up groups: each load in an in-memory group looks through the group's earlier
     # writes, so a group's cost grows with its square.
+    # The log asked for is the whole run's: a run longer than ``Retention.activity`` would
+    # otherwise prune its first months (and segment sizes at their instants) as it went.
+    retention = Retention(activity=_MAX_RETENTION) if keep_activity else None
     engine = Engine(
         storage, channels, clock, render=render, due_batch_size=DUE_BATCH, actions=actions,
-        **options,
+        retention=retention, **options,
     )
     # Each wake-up fires at its own instant, whoever fires it: the catch-up limit counts each
     # instant's sends apart, as a live worker on time, firing each instant in its own pass,

@@ -30,6 +30,7 @@ from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import Goal, Journey
 from cjo.model.policies import Topic
+from cjo.model.segments import Segment
 from cjo.model.steps import Branch, Case, Send, Wait, WaitForEvent
 from cjo.model.triggers import EventTrigger
 from cjo.simulate import BacktestInput, BacktestResult, Publish, backtest
@@ -374,6 +375,26 @@ def test_the_activity_log_is_kept_only_when_asked() -> None:
         result.engine.activities(T0, T0 + 2 * HOUR)
     with pytest.raises(UsageError, match="keep_activity=True"):
         segment_sizes(result.engine.storage, ["gold"], [T0], T0 + HOUR)
+
+
+def test_a_run_longer_than_the_log_retention_keeps_the_whole_log() -> None:
+    # Two years: a live engine prunes the log past ``Retention.activity`` (400 days); the log
+    # a back-test was asked to keep covers the whole run, as do segment sizes read from it.
+    day = 24 * HOUR
+    definitions = attrs.evolve(cart(), segments=(Segment("gold", attr("tier") == "gold"),))
+    stream: list[BacktestInput] = [
+        (T0, ProfileUpdate("c1", {"tier": "gold"})),
+        ev("cart", T0, event_id="early"),
+        (T0 + 2 * day, ProfileUpdate("c1", {"tier": "silver"})),
+        ev("cart", T0 + 730 * day, event_id="late"),
+    ]
+    result = backtest(definitions, stream, until=T0 + 731 * day, keep_activity=True)
+    assert [(a.kind, a.at) for a in result.engine.activities(T0, T0 + day, journey_id="cart")] == [
+        ("entered", T0), ("step", T0), ("timeout", T0 + HOUR), ("step", T0 + HOUR),
+        ("sent", T0 + HOUR), ("completed", T0 + HOUR),
+    ]
+    sizes = result.engine.segment_sizes(["gold"], T0 + day, T0 + 3 * day)["gold"]
+    assert [size.size for size in sizes] == [1, 0, 0]
 
 
 def test_progress_is_reported() -> None:
