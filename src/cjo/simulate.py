@@ -365,8 +365,9 @@ Item = Event | ProfileUpdate
 
 #: How many inputs that may matter are decided in one storage transaction (see ``_Run``).
 WINDOW = 1_048_576
-#: ... and of at most this many customers: what a window holds in memory is a decider and a
-#: record for each (the demo shop's 100,000 customers fit in one window: about 490 MiB).
+#: ... and of at most this many customers: a window decided in stream order holds a decider
+#: and a record for each (the demo shop's 100,000 customers fit in one window: about 490 MiB);
+#: one decided customer by customer writes them ``CUSTOMER_CHUNK`` at a time.
 WINDOW_CUSTOMERS = 131_072
 #: Customers per transaction when a window is decided customer by customer: each chunk's
 #: records are written while still in the processor's caches, and what the transaction holds
@@ -640,7 +641,7 @@ class _Run:
         # With the run's own channels nothing is delivered between inputs, so no customer's
         # decisions wait on another's deliveries: customer by customer, when the ids allow.
         if self.counters is None or len(customer_ids) < 2 or not self._by_customer(
-            window, customer_ids, end
+            window, end
         ):
             self._in_order(window, customer_ids, end, sent)
         self.tally.add(outcome)
@@ -657,9 +658,7 @@ class _Run:
         # bounded over a long run too.
         engine._maybe_prune(end)
 
-    def _by_customer(
-        self, window: list[tuple[datetime, Item]], customer_ids: set[str], end: datetime
-    ) -> bool:
+    def _by_customer(self, window: list[tuple[datetime, Item]], end: datetime) -> bool:
         """Decide ``window`` customer by customer (``CUSTOMER_CHUNK`` to a transaction), each
         customer's inputs in order (each caught up to ``end``). What one customer's inputs
         decide never depends on another's, and a customer's record stays in the processor's

@@ -110,21 +110,20 @@ def _deciding(
     # The record keeps statements in the order they were said: on the same instant, the one
     # said last wins.
     covering = [
-        (when, i, value, key[0] != ANY, key)
+        (when, i, value, key)
         for i, (key, (value, when)) in enumerate(consent.items())
         if key[0] in (ANY, topic) and key[1] in (ANY, channel)
     ]
     if not covering:
         return not opt_in, None
-    _, _, value, named, key = max(covering)
-    if value and opt_in and not named:
+    _, _, value, key = max(covering)
+    if value and opt_in and key[0] == ANY:
         # A broad "yes" lifts broad opt-outs, but only a statement naming an opt-in topic
         # opts the customer in to it.
-        naming = [c for c in covering if c[3]]
+        naming = [c for c in covering if c[3][0] != ANY]
         if not naming:
             return False, None
-        deciding = max(naming)
-        return deciding[2], deciding[4]
+        _, _, value, key = max(naming)
     return value, key
 
 

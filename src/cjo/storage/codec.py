@@ -470,16 +470,12 @@ def encode_state(state: CustomerState, revision: int | None = None) -> str:
         ) from exc
 
 
-def _upgrade_1(data: dict[str, Any]) -> dict[str, Any]:
-    """Layout 2 adds an enrollment's control group at entry (``cg``), whose absence means not
-    known: an enrollment of layout 1 reads as such unchanged. The layout grew so that an older
-    cjo keeps ``cg`` (it keeps an enrollment's unknown fields only in a newer layout)."""
-    return data
-
-
 #: Upgrades from older layouts: ``UPGRADES[n]`` turns a layout-``n`` dict into layout ``n+1``.
-#: Append one whenever ``RECORD_LAYOUT`` grows and old records need more than defaults.
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1}
+#: Add one whenever ``RECORD_LAYOUT`` grows and old records need more than defaults; a layout
+#: with none reads as it is (layout 2 only added ``cg``, whose absence means not known: it
+#: grew so that an older cjo keeps ``cg``, which it keeps inside an enrollment only in a
+#: newer layout).
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 #: ``CustomerState.decided_at``'s name among the stored marks.
 _DECIDED: Final = "decided"
@@ -638,7 +634,9 @@ def state_from_dict(d: Mapping[str, Any], customer_id: str) -> CustomerState:
             if layout < RECORD_LAYOUT:
                 data = dict(data)
                 while layout < RECORD_LAYOUT:
-                    data = UPGRADES[layout](data)
+                    upgrade = UPGRADES.get(layout)
+                    if upgrade is not None:
+                        data = upgrade(data)
                     layout += 1
         if layout > RECORD_LAYOUT:
             # Only a newer cjo appends positions to rows: records of this layout are not
