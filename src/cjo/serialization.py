@@ -15,6 +15,7 @@ decide differently from the processes that can, without anyone knowing.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import sys
@@ -26,6 +27,7 @@ from typing import Any, Final, Literal, TypeVar
 
 import attrs
 import cattrs
+from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.v import format_exception
 
@@ -192,7 +194,24 @@ def _format_exception(exc: BaseException, cls: type[Any] | None) -> str:
     union = typing.get_origin(cls) in (typing.Union, types.UnionType)
     if isinstance(exc, TypeError) and union and any(map(_is_tuple, typing.get_args(cls))):
         return "expected a list or null"  # an optional list: cattrs names Python's types
+    if isinstance(exc, ForbiddenExtraKeysError) and attrs.has(exc.cl):
+        return _extra_fields(exc.extra_fields, [f.name for f in attrs.fields(exc.cl)])
     return format_exception(exc, cls)
+
+
+def _extra_fields(extra: set[str], known: list[str]) -> str:
+    """Name the unknown keys, with the known field each is most likely a misspelling of: in a
+    file of definitions a misspelt key is the usual cause."""
+    names = sorted(extra)
+    message = f"extra fields found ({', '.join(names)})"
+    likely = {name: close[0] for name in names
+              if (close := difflib.get_close_matches(name, known, n=1, cutoff=0.75))}
+    if len(likely) == 1 and len(names) == 1:
+        return f"{message}; did you mean {likely[names[0]]!r}?"
+    if likely:
+        guesses = ", ".join(f"{right!r} for {wrong!r}" for wrong, right in likely.items())
+        return f"{message}; did you mean {guesses}?"
+    return message
 
 
 def _tagged(

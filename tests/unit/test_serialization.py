@@ -443,6 +443,25 @@ def test_extra_and_missing_fields() -> None:
     assert found == [Problem("$.journeys[0].entry", "required field missing")]
 
 
+def test_a_misspelt_key_names_the_field_it_is_likely_to_be() -> None:
+    step = {"kind": "send", "content": "c", "chanel": "email"}
+    found = problems({
+        "jurneys": [],
+        "journeys": [journey_data(steps={"a": step}, prority=2, colour="red")],
+        "segments": [{"id": "s", "condition": PLAN, "nmae": "S", "xyzzy": 1}],
+    })
+    assert Problem("$", "extra fields found (jurneys); did you mean 'journeys'?") in found
+    assert Problem(
+        "$.journeys[0]", "extra fields found (colour, prority); did you mean 'priority' for 'prority'?"
+    ) in found
+    assert Problem(
+        "$.journeys[0].steps['a']", "extra fields found (chanel); did you mean 'channel'?"
+    ) in found
+    assert Problem(
+        "$.segments[0]", "extra fields found (nmae, xyzzy); did you mean 'name' for 'nmae'?"
+    ) in found
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
