@@ -1385,7 +1385,11 @@ class Engine:
     ) -> None:
         here: Sequence[Message] = ()
         if self.dispatch == "inline":
-            if self._registry.delivery.quiet_hours and any(m.created_at < now for m in messages):
+            # A worker on time (a back-test) would have sent each at the instant it was
+            # decided: none is late, whenever the pass that fired it runs.
+            if self._registry.delivery.quiet_hours and not self.options.worker_on_time and any(
+                m.created_at < now for m in messages
+            ):
                 messages = self._quiet_now(messages, now, outcome)
             here = [m for m in messages if self._has_channel(m.channel)]
             if len(here) == len(messages):

@@ -124,7 +124,23 @@ def test_the_concurrency_limit_keeps_the_lowest_priorities_out() -> None:
     out = engine.handle_event(_ev("signed_up", "ann", T0))
     assert sorted(e.journey_id for e in out.entered) == ["j2", "j3"]
     assert [(n.journey_id, n.reason) for n in out.not_entered] == [
-        ("j1", "concurrency limit: in 2 journeys"),
+        ("j1", "concurrency limit: in 2 journeys ('j2', 'j3'), at most 2"),
+    ]
+
+
+def test_a_concurrency_limit_lowered_later_names_every_journey_the_customer_is_in(
+    storage_factory: Factory,
+) -> None:
+    engine, clock, _ = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[
+        _one_send("j1", "a"), _one_send("j2", "b"), _one_send("j3", "c"),
+        _one_send("j4", "a", trigger="visited")])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    engine.publish(max_concurrent_journeys=2)
+    clock.advance(HOUR)
+    out = engine.handle_event(_ev("visited", "ann", clock.now()))
+    assert [(n.journey_id, n.reason) for n in out.not_entered] == [
+        ("j4", "concurrency limit: in 3 journeys ('j1', 'j2', 'j3'), at most 2"),
     ]
 
 

@@ -29,7 +29,7 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.journey import Goal, Journey
-from cjo.model.policies import Topic
+from cjo.model.policies import QuietHours, Topic
 from cjo.model.segments import Segment
 from cjo.model.steps import Branch, Case, Send, Wait, WaitForEvent
 from cjo.model.triggers import EventTrigger
@@ -625,7 +625,7 @@ def test_a_consent_event_of_a_customer_in_no_journey_counts_as_it_would_live() -
 def test_fallback_and_policy_channels_get_counting_channels() -> None:
     # Every channel the definitions name (a fallback, a cap's, quiet hours') gets its own
     # counting channel, or the definitions would be refused for naming unregistered ones.
-    from cjo.model.policies import FrequencyCap, QuietHours
+    from cjo.model.policies import FrequencyCap
 
     [journey] = cart().journeys
     defs = attrs.evolve(
@@ -799,3 +799,28 @@ def test_an_event_id_two_customers_share_ties_them_in_a_subclass_of_event_too() 
         entered = {a.customer_id for a in engine.storage.activities(T0, T0 + 9 * HOUR)
                    if a.kind == "entered"}
         assert entered == {"c2"}
+
+
+def test_a_wake_up_fired_after_the_last_input_is_not_held_by_quiet_hours_on_the_runs_channels(
+) -> None:
+    # Ann's reminder falls due at 11:00, outside the quiet hours; the run ends at 23:00,
+    # inside them. A worker on time sends it at 11:00: nothing is held, and the log says so
+    # alike whether the run delivers to its own channels or to the caller's.
+    definitions = Definitions(
+        journeys=(Journey(id="remind", trigger=EventTrigger("cart"), entry="wait",
+                          steps={"wait": Wait(HOUR, next="email"),
+                                 "email": Send("hello", "email")}),),
+        content=CONTENT,
+        quiet_hours=(QuietHours("night", time(21), time(8)),),
+    )
+    stream = [Event("ann", "cart", T0 + HOUR, event_id="a1")]
+
+    def logged(result: BacktestResult) -> list[tuple[datetime, str, str | None]]:
+        return [(a.at, a.kind, a.detail) for a in result.engine.activities(T0, T0 + 15 * HOUR)
+                if a.kind in ("sent", "quiet_hours")]
+
+    own = backtest(definitions, stream, keep_activity=True, until=T0 + 14 * HOUR)
+    given = backtest(definitions, stream, keep_activity=True, until=T0 + 14 * HOUR,
+                     channels={"email": RecordingChannel()})
+    assert own.messages == given.messages == {"email": 1}
+    assert logged(own) == logged(given) == [(T0 + 2 * HOUR, "sent", "email")]

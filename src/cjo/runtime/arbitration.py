@@ -24,5 +24,9 @@ def kept_out(
     if limit is not None:
         current = {c.journey.id for c in inside}
         if jid not in current and len(current) >= limit:
-            return f"concurrency limit: in {limit} journey{'' if limit == 1 else 's'}"
+            # Named, as a group's journey is: the customer may be in more than a limit
+            # lowered since allows.
+            names = ", ".join(repr(name) for name in sorted(current))
+            return (f"concurrency limit: in {len(current)} journey"
+                    f"{'' if len(current) == 1 else 's'} ({names}), at most {limit}")
     return None

@@ -47,7 +47,8 @@ class DecisionOptions:
     - ``worker_on_time``: every wake-up is fired at its own instant, by whoever fires it (a
       back-test). One catch-up may then fire wake-ups of several instants, each of which a
       worker on time would have fired in a catch-up of its own: the catch-up limit counts the
-      sends of each instant apart."""
+      sends of each instant apart, and a message is sent as at the instant it was decided
+      (quiet hours do not hold it as a late one)."""
 
     render: bool = True
     keep_ended: int = 1
