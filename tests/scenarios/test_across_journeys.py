@@ -19,6 +19,7 @@ from cjo import (
     Exit,
     Goal,
     Journey,
+    JourneyPause,
     Jump,
     ManualClock,
     RecordingChannel,
@@ -31,7 +32,7 @@ from cjo import (
     attr,
 )
 from cjo.analytics.report import journey_report
-from cjo.errors import DefinitionError, UnknownJourneyError
+from cjo.errors import DefinitionError, JourneyNotPausedError, UnknownJourneyError
 from cjo.model.governance import in_control_group
 from tests.helpers import Factory
 
@@ -473,6 +474,28 @@ def test_pausing_an_unknown_journey_is_refused() -> None:
     engine, _, _ = _engine()
     with pytest.raises(UnknownJourneyError):
         engine.pause_journey("nope")
+    with pytest.raises(UnknownJourneyError):
+        engine.resume_journey("nope")
+
+
+def test_resuming_a_journey_that_is_not_paused_is_refused(storage_factory: Factory) -> None:
+    engine, clock, _ = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[_drip(ResumeRule())])
+    with pytest.raises(JourneyNotPausedError, match=r"^journey 'drip' is not paused \(never "
+                                                    r"paused\); nothing was done$") as never:
+        engine.resume_journey("drip")
+    assert (never.value.journey_id, never.value.resumed_at) == ("drip", None)
+    generation = engine.pause_journey("drip")
+    clock.set(T0 + HOUR)
+    # Another engine on the same storage resumes it first: this one's resume comes too late.
+    other, _, _ = _engine(storage_factory(), clock)
+    other.resume_journey("drip")
+    clock.set(T0 + 2 * HOUR)
+    with pytest.raises(JourneyNotPausedError, match=r"^journey 'drip' is not paused \(last "
+                                                    r"resumed at 2026-03-02T10:00:00\+00:00\)"):
+        engine.resume_journey("drip")
+    assert engine.definitions.paused == (JourneyPause("drip", T0, T0 + HOUR),)
+    assert engine.pause_journey("drip") > generation
 
 
 # --- new versions: migrate and eject ----------------------------------------------------------
