@@ -470,6 +470,34 @@ def test_a_paused_journey_still_ends_on_its_exit_criteria() -> None:
     assert email.messages == []
 
 
+def test_a_journey_jumped_into_by_a_skipped_wake_up_sends_as_usual(
+    storage_factory: Factory,
+) -> None:
+    """``skip`` skips the paused journey's own late sends: a journey its released wake-up
+    jumps into was not paused, and its customers' sends go."""
+    engine, clock, email = _engine(storage_factory())
+    paused = Journey(id="paused", trigger=EventTrigger("signed_up"), entry="w",
+                     on_resume=ResumeRule("skip"),
+                     steps={"w": Wait(2 * HOUR, next="late"), "late": Send("a", "email",
+                                                                          next="jump"),
+                            "jump": Jump("other")})
+    other = Journey(id="other", trigger=EventTrigger("never_sent"), entry="s",
+                    steps={"s": Send("b", "email")})
+    engine.publish(content=CONTENT, journeys=[paused, other])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    clock.set(T0 + HOUR)
+    engine.pause_journey("paused")
+    clock.set(T0 + 3 * HOUR)
+    engine.run_due()  # held
+    clock.set(T0 + 4 * HOUR)
+    out = engine.resume_journey("paused")
+    assert [(m.journey_id, m.content_id) for m in out.messages] == [("other", "b")]
+    assert [(m.content_id, m.created_at) for m in email.messages] == [("b", T0 + 4 * HOUR)]
+    skipped = [(a.journey_id, a.step_id, a.detail) for a in engine.activities(
+        T0, T0 + DAY, customer_id="ann") if a.kind == "send_skipped"]
+    assert skipped == [("paused", "late", "paused")]
+
+
 def test_pausing_an_unknown_journey_is_refused() -> None:
     engine, _, _ = _engine()
     with pytest.raises(UnknownJourneyError):
