@@ -57,6 +57,7 @@ from cjo.errors import (
     CorruptRecordError,
     DefinitionError,
     InvalidEventError,
+    JourneyNotPausedError,
     Problem,
     StorageError,
     UnknownJourneyError,
@@ -965,7 +966,8 @@ class Engine:
     def resume_journey(self, journey_id: str) -> Outcome:
         """Resume a paused journey: entries start again, and the wake-ups held while it was
         paused run now, by the journey's ``on_resume`` rule (send late, skip, or a grace
-        period). Returns what the held wake-ups did.
+        period). Returns what the held wake-ups did. ``JourneyNotPausedError`` when the journey
+        is not paused (never paused, or resumed already, here or by another engine).
 
         The pause is kept with its resume instant (the journey's last ``PAUSES_KEPT``
         pauses), so a wake-up that fell due inside it is held and released at that instant
@@ -975,8 +977,9 @@ class Engine:
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
             if journey_id not in {j.id for j in current.journeys}:
                 raise _unknown_journey(journey_id)
-            if not any(p.journey_id == journey_id and p.until is None for p in current.paused):
-                return current, []
+            mine = [p for p in current.paused if p.journey_id == journey_id]
+            if not mine or mine[-1].until is not None:
+                raise JourneyNotPausedError(journey_id, mine[-1].until if mine else None)
             return attrs.evolve(current, paused=_resumed(current.paused, journey_id, now)), []
 
         self._change_definitions(change)

@@ -13,6 +13,8 @@ The tree (docs/limits.md says what each one means and what to do about it)::
     ├── UnknownJourneyError      a journey id that was never published
     ├── ClockError               a clock asked to go backwards, or a naive "now"
     ├── UsageError               a call's argument is out of range (a negative poll interval...)
+│   └── JourneyNotPausedError
+│                            ...resume_journey names a journey that is not paused
     ├── RenderError              a content template failed to render for one message
     │   └── RenderLimitError     ...because it hit a template limit (loops, output, time)
     ├── ChannelError             for a channel adapter's own failures; cjo never raises it
@@ -28,6 +30,7 @@ The tree (docs/limits.md says what each one means and what to do about it)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 import attrs
 
@@ -39,6 +42,7 @@ __all__ = [
     "CorruptRecordError",
     "DefinitionError",
     "InvalidEventError",
+    "JourneyNotPausedError",
     "Problem",
     "RenderError",
     "RenderLimitError",
@@ -125,6 +129,22 @@ class UnknownJourneyError(CjoError, KeyError):
 
 class UsageError(CjoError, ValueError):
     """A call's argument is out of range; nothing was done."""
+
+
+class JourneyNotPausedError(UsageError):
+    """``Engine.resume_journey`` named a journey that is not paused: never paused, or resumed
+    already (perhaps by another engine on the same storage). Nothing was done, so a resume
+    aimed at the wrong journey is not taken for one that released nothing. ``journey_id``
+    names it; ``resumed_at`` is when its last pause ended (None: it was never paused)."""
+
+    def __init__(self, journey_id: str, resumed_at: datetime | None, where: str = "") -> None:
+        self.journey_id = journey_id
+        self.resumed_at = resumed_at
+        when = ("never paused" if resumed_at is None
+                else f"last resumed at {resumed_at.isoformat()}")
+        super().__init__(
+            f"{where}journey {journey_id!r} is not paused ({when}); nothing was done"
+        )
 
 
 class ClockError(CjoError, ValueError):

@@ -33,7 +33,13 @@ from cjo.content.offers import Scorer
 from cjo.delivery.feedback import DELIVERY_EVENTS, check_delivery_event, sent_messages
 from cjo.described import short
 from cjo.engine import Engine
-from cjo.errors import DefinitionError, Problem, UnknownJourneyError, UsageError
+from cjo.errors import (
+    DefinitionError,
+    JourneyNotPausedError,
+    Problem,
+    UnknownJourneyError,
+    UsageError,
+)
 from cjo.limits import Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
@@ -833,6 +839,8 @@ class _Run:
             ) from exc
         except UnknownJourneyError as exc:
             raise UnknownJourneyError(f"{where}: {exc}") from exc
+        except JourneyNotPausedError as exc:
+            raise JourneyNotPausedError(exc.journey_id, exc.resumed_at, f"{where}: ") from exc
         # The windows after it decide by the definitions it left.
         self.registry = engine._sync()
         # A worker on time runs right after it: what falls due at ``at`` fires, a schedule

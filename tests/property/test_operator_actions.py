@@ -217,6 +217,7 @@ def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInp
     launched: dict[tuple[str, str], tuple[SplitPath, ...]] = {}
     for journey in defs.journeys:
         keeping_launched_splits(journey, launched)
+    paused: set[str] = set()
     places = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=1, max_size=4)))
     out: list[BacktestInput] = []
     last = T0
@@ -237,11 +238,15 @@ def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInp
         last = at
         jid = draw(st.sampled_from(sorted(latest)))
         what = draw(st.sampled_from(["pause", "resume", "version", "content", "segment"]))
+        if what == "resume" and jid not in paused:
+            what = "pause"  # only a paused journey can be resumed
         change: OperatorChange
         if what == "pause":
             change = PauseJourney(jid)
+            paused.add(jid)
         elif what == "resume":
             change = ResumeJourney(jid)
+            paused.discard(jid)
         elif what == "segment":
             # The segment journeys read, redefined: every customer is evaluated again.
             change = Publish(Definitions(segments=(Segment("gold", draw(st.sampled_from([

@@ -19,6 +19,7 @@ from cjo import (
     Exit,
     Goal,
     Journey,
+    JourneyPause,
     Jump,
     ManualClock,
     RecordingChannel,
@@ -31,7 +32,7 @@ from cjo import (
     attr,
 )
 from cjo.analytics.report import journey_report
-from cjo.errors import DefinitionError, UnknownJourneyError
+from cjo.errors import DefinitionError, JourneyNotPausedError, UnknownJourneyError
 from cjo.model.governance import in_control_group
 from tests.helpers import Factory
 
@@ -485,10 +486,60 @@ def test_a_paused_journey_still_ends_on_its_exit_criteria() -> None:
     assert email.messages == []
 
 
+def test_a_journey_jumped_into_by_a_skipped_wake_up_sends_as_usual(
+    storage_factory: Factory,
+) -> None:
+    """``skip`` skips the paused journey's own late sends: a journey its released wake-up
+    jumps into was not paused, and its customers' sends go."""
+    engine, clock, email = _engine(storage_factory())
+    paused = Journey(id="paused", trigger=EventTrigger("signed_up"), entry="w",
+                     on_resume=ResumeRule("skip"),
+                     steps={"w": Wait(2 * HOUR, next="late"), "late": Send("a", "email",
+                                                                          next="jump"),
+                            "jump": Jump("other")})
+    other = Journey(id="other", trigger=EventTrigger("never_sent"), entry="s",
+                    steps={"s": Send("b", "email")})
+    engine.publish(content=CONTENT, journeys=[paused, other])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    clock.set(T0 + HOUR)
+    engine.pause_journey("paused")
+    clock.set(T0 + 3 * HOUR)
+    engine.run_due()  # held
+    clock.set(T0 + 4 * HOUR)
+    out = engine.resume_journey("paused")
+    assert [(m.journey_id, m.content_id) for m in out.messages] == [("other", "b")]
+    assert [(m.content_id, m.created_at) for m in email.messages] == [("b", T0 + 4 * HOUR)]
+    skipped = [(a.journey_id, a.step_id, a.detail) for a in engine.activities(
+        T0, T0 + DAY, customer_id="ann") if a.kind == "send_skipped"]
+    assert skipped == [("paused", "late", "paused")]
+
+
 def test_pausing_an_unknown_journey_is_refused() -> None:
     engine, _, _ = _engine()
     with pytest.raises(UnknownJourneyError):
         engine.pause_journey("nope")
+    with pytest.raises(UnknownJourneyError):
+        engine.resume_journey("nope")
+
+
+def test_resuming_a_journey_that_is_not_paused_is_refused(storage_factory: Factory) -> None:
+    engine, clock, _ = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[_drip(ResumeRule())])
+    with pytest.raises(JourneyNotPausedError, match=r"^journey 'drip' is not paused \(never "
+                                                    r"paused\); nothing was done$") as never:
+        engine.resume_journey("drip")
+    assert (never.value.journey_id, never.value.resumed_at) == ("drip", None)
+    generation = engine.pause_journey("drip")
+    clock.set(T0 + HOUR)
+    # Another engine on the same storage resumes it first: this one's resume comes too late.
+    other, _, _ = _engine(storage_factory(), clock)
+    other.resume_journey("drip")
+    clock.set(T0 + 2 * HOUR)
+    with pytest.raises(JourneyNotPausedError, match=r"^journey 'drip' is not paused \(last "
+                                                    r"resumed at 2026-03-02T10:00:00\+00:00\)"):
+        engine.resume_journey("drip")
+    assert engine.definitions.paused == (JourneyPause("drip", T0, T0 + HOUR),)
+    assert engine.pause_journey("drip") > generation
 
 
 # --- new versions: migrate and eject ----------------------------------------------------------

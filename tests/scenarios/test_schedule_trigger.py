@@ -15,6 +15,7 @@ from cjo import (
     Event,
     EventTrigger,
     Journey,
+    Jump,
     ManualClock,
     RecordingChannel,
     ResumeRule,
@@ -377,3 +378,27 @@ def test_an_occurrence_missed_while_paused_runs_at_the_resume_by_the_resume_rule
                                                    clock.now() + timedelta(hours=1))
                if a.kind == "send_skipped"]
     assert skipped == ([] if sent else ["paused"])
+
+
+def test_a_journey_a_skipped_occurrence_jumps_into_sends_as_usual(
+    storage_factory: Factory,
+) -> None:
+    # The 08:00 digest, paused until 11:00 under ``skip``: its own message is skipped, but the
+    # journey it jumps into was not paused and sends.
+    clock = ManualClock(datetime(2026, 3, 2, 7, 0, tzinfo=PARIS))
+    engine, email = _engine(storage_factory(), clock)
+    digest = Journey(id="digest", trigger=ScheduleTrigger("0 8 * * *", "Europe/Paris"),
+                     entry="send", on_resume=ResumeRule("skip"),
+                     steps={"send": Send("digest", "email", next="jump"), "jump": Jump("more")})
+    more = Journey(id="more", trigger=EventTrigger("asked"), entry="send",
+                   steps={"send": Send("digest", "email")})
+    engine.publish(journeys=[digest, more], content=CONTENT)
+    engine.identify("ann", {})
+    engine.pause_journey("digest")
+    clock.set(datetime(2026, 3, 2, 11, 0, tzinfo=PARIS))
+    engine.resume_journey("digest")
+    engine.run_due()
+    assert [(m.journey_id, m.created_at) for m in email.messages] == [("more", clock.now())]
+    assert [(a.journey_id, a.detail) for a in engine.activities(
+        clock.now() - timedelta(days=1), clock.now() + timedelta(hours=1),
+    ) if a.kind == "send_skipped"] == [("digest", "paused")]

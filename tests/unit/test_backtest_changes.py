@@ -17,7 +17,7 @@ from cjo.clock import ManualClock
 from cjo.conditions import attr
 from cjo.demo import shop_definitions
 from cjo.engine import Engine
-from cjo.errors import DefinitionError, UnknownJourneyError, UsageError
+from cjo.errors import DefinitionError, JourneyNotPausedError, UnknownJourneyError, UsageError
 from cjo.limits import DEFAULT_LIMITS
 from cjo.model.content import ContentItem, Variant
 from cjo.model.definitions import Definitions
@@ -545,6 +545,12 @@ def test_a_pause_or_resume_of_an_unknown_journey_is_refused_by_its_position() ->
     with pytest.raises(UsageError, match=r"input #0: the journey id of PauseJourney must be a "
                                          r"string, got 3"):
         backtest(ONBOARD, [(T0, PauseJourney(3))])  # type: ignore[arg-type]
+
+
+def test_a_resume_of_a_journey_not_paused_is_refused_by_its_position() -> None:
+    with pytest.raises(JourneyNotPausedError, match=r"^input #1 \(ResumeJourney at "
+                                                    r"2026-.*\): journey 'onboard' is not paused"):
+        backtest(ONBOARD, [signup("ann", T0), (T0 + HOUR, ResumeJourney("onboard"))])
 
 
 def test_definitions_that_fail_validation_are_refused_by_position() -> None:

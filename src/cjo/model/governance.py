@@ -58,7 +58,8 @@ class ResumeRule:
 
     - ``send_late`` (default): they run at the resume instant, sends included.
     - ``skip``: they run at the resume instant, but the sends they reach before the next wait
-      are skipped (recorded as ``send_skipped``/``paused``); the journey goes on.
+      are skipped (recorded as ``send_skipped``/``paused``); the journey goes on (a journey
+      they jump into was not paused: its sends go).
     - ``grace``: as ``send_late`` for wake-ups at most ``grace`` old at resume, else ``skip``.
     """
 

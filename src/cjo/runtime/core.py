@@ -198,8 +198,8 @@ class Decider:
         self.recipient_attributes: Sequence[str] = options.recipient_attributes
         self.catching_up = False
         self.caught_up_messages = 0
-        # Set while a journey resumed under the ``skip`` rule runs its held wake-up: the sends
-        # it reaches are skipped, and recorded with this reason.
+        # The journey resumed under the ``skip`` rule whose held wake-up is running: its sends
+        # are skipped (``paused``); a journey it jumps into was not paused, and sends.
         self.skipping: str | None = None
         # Journeys entered for the input being decided: arbitration counts them even when
         # they ended at once, so one input never lets two journeys of a group in.
@@ -474,7 +474,7 @@ class Decider:
             return None
         self.entered_now = ()
         self.jumps = 0
-        self.skipping = "paused" if skip_sends else None
+        self.skipping = cj.journey.id if skip_sends else None
         try:
             enrollment = self.consider_entry(cj, context, None, now, explain=explain)
         finally:
@@ -963,9 +963,8 @@ class Decider:
             return True
         registry = self.registry
         if not step.transactional:
-            withheld = self.skipping
-            if withheld is not None:
-                self._left_out(enrollment, step, "send_skipped", withheld, at)
+            if self.skipping == enrollment.journey_id:
+                self._left_out(enrollment, step, "send_skipped", "paused", at)
                 return True
             if registry.control_group is not None and in_control_group(
                 self.customer_id, registry.control_group
@@ -1108,7 +1107,7 @@ class Decider:
         enrollment.held_at = None
         enrollment.wake_at = at
         self.activity(enrollment, "resumed", late, at)
-        self.skipping = "paused" if late == "skip" else None
+        self.skipping = enrollment.journey_id if late == "skip" else None
         try:
             self._wake(enrollment)
         finally:
