@@ -21,6 +21,7 @@ EXPECTED = {
         "A-1001",
         '"to": "https://hooks.example.invalid/acme"',
     ],
+    "engagement.py": ["ann: 1 SMS reminder", "bob: 0 SMS reminders"],
     "from_json.py": [
         "email ada: {'subject': 'Three tips for pros', 'text': 'One: invite your team.'}",
         "push  max:",

@@ -1167,6 +1167,19 @@ def _check_graph(journey: Journey, limits: Limits = DEFAULT_LIMITS) -> list[Prob
         sid: [t for _, t in step_kind(step).successors(step) if t is not None and t in steps]
         for sid, step in steps.items()
     }
+    for step_id, step in steps.items():
+        for label, earlier in step_kind(step).refers_back(step):
+            if earlier not in steps:
+                problems.append(Problem(
+                    _step_location(journey, step_id),
+                    f"{label} refers to missing step {earlier!r}",
+                ))
+            elif step_id not in _reachable(edges, edges[earlier]):
+                problems.append(Problem(
+                    _step_location(journey, step_id),
+                    f"{label} refers to step {earlier!r}, which comes before this step on no "
+                    "path",
+                ))
     if journey.entry not in steps:
         problems.append(Problem(where, f"entry step {journey.entry!r} does not exist"))
     else:

@@ -121,7 +121,7 @@ STEP_CASES: list[tuple[Step, dict[str, Any]]] = [
         {"kind": "wait_for_event", "event": "order", "timeout": 86400, "on_event": "b",
          "on_timeout": None,
          "where": {"kind": "compare", "ref": "event.total", "op": "gt", "value": 10},
-         "tags": []},
+         "tags": [], "of_send": None},
     ),
     (
         Branch((Case(in_segment("vip"), "b"), Case(attr("x").exists())), default="c"),

@@ -79,7 +79,15 @@ class Wait:
 @attrs.frozen
 class WaitForEvent:
     """Wait up to ``timeout`` for ``event`` (matching ``where``); go to ``on_event`` if it
-    comes, to ``on_timeout`` if it does not."""
+    comes, to ``on_timeout`` if it does not.
+
+    ``of_send`` names an earlier Send step of the same journey: only an event about the
+    message this enrollment sent there counts, one whose ``message_id`` property is that
+    message's idempotency key (an ``opened`` or ``clicked`` event as the provider reports it,
+    see docs/delivery-policies.md). A step passed more than once counts its latest pass; a
+    pass that sent nothing (control group, cap, consent, quiet hours...) and a step not yet
+    reached leave nothing to match, so the wait times out.
+    """
 
     kind: ClassVar[str] = "wait_for_event"
     event: str
@@ -88,6 +96,7 @@ class WaitForEvent:
     on_timeout: str | None = None
     where: Condition | None = None
     tags: tuple[str, ...] = ()
+    of_send: str | None = None
 
 
 def _as_time(value: time | str) -> time:

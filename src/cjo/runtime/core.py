@@ -33,7 +33,7 @@ from cjo.model.journey import ReentryPolicy
 from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder, StepRun
 from cjo.runtime.arbitration import kept_out
-from cjo.runtime.ids import enrollment_id_for
+from cjo.runtime.ids import enrollment_id_for, message_key
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
@@ -1020,8 +1020,8 @@ class Decider:
             attempt = enrollment.visits.get(step_id, 1)
             # Positional: one message per send, and keywords cost more.
             message = Message(
-                f"{enrollment.id}:{step_id}:{attempt}", customer_id, channel, item.id, fields,
-                enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
+                message_key(enrollment.id, step_id, attempt), customer_id, channel, item.id,
+                fields, enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
                 step.transactional, variant.locale, recipient, item.version, variant.name,
                 offer_id,
             )

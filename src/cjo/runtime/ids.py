@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["enrollment_id_for", "id_part"]
+__all__ = ["enrollment_id_for", "id_part", "message_key"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -44,3 +44,9 @@ def enrollment_id_for(
 def id_part(text: str) -> str:
     """``text`` as one ':'-separated part of an enrollment id ('%' and ':' escaped)."""
     return text.replace("%", "%25").replace(":", "%3A")
+
+
+def message_key(enrollment_id: str, step_id: str, attempt: int) -> str:
+    """The idempotency key of the message (or action call) an enrollment makes on its
+    ``attempt``-th pass of step ``step_id``: ``<enrollment id>:<step id>:<attempt>``."""
+    return f"{enrollment_id}:{step_id}:{attempt}"

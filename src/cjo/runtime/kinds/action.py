@@ -9,6 +9,7 @@ from cjo.channels.base import Message
 from cjo.errors import Problem, RenderError
 from cjo.model.content import ContentItem, Variant
 from cjo.model.steps import Action
+from cjo.runtime.ids import message_key
 from cjo.runtime.kinds.base import Checker, Next, StepKind
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class ActionKind(StepKind[Action]):
                 return step.next
         attempt = e.visits.get(step_id, 1)
         message = Message(
-            f"{e.id}:{step_id}:{attempt}", d.customer_id, action_channel(step.action),
+            message_key(e.id, step_id, attempt), d.customer_id, action_channel(step.action),
             step.action, params, e.journey_id, e.version, step_id, e.id, at,
         )
         d.add_message(message)

@@ -118,6 +118,11 @@ class StepKind(Generic[S]):
         """Problems with this step's own fields (the graph is checked elsewhere)."""
         return []
 
+    def refers_back(self, step: S) -> list[tuple[str, str]]:
+        """Each earlier step this step names, labelled with the field naming it: validation
+        checks that it exists and that some path leads from it to this step."""
+        return []
+
     def compile(self, step: S) -> Any:
         """Whatever the step needs precomputed (compiled conditions...); kept per generation."""
         return None

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
-from cjo.model.steps import Wait, WaitForEvent
+from cjo.model.steps import Send, Wait, WaitForEvent
+from cjo.runtime.ids import message_key
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
 from cjo.runtime.state import own_values
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from cjo.runtime.state import Enrollment
 
 __all__ = ["RECEIVED", "WaitForEventKind", "WaitKind"]
+
+#: The event property that names the message an event is about (as feedback events do).
+MESSAGE_ID = "message_id"
 
 #: The context key under which a WaitForEvent keeps the events it received, by name.
 RECEIVED = "received"
@@ -70,7 +74,23 @@ class WaitForEventKind(StepKind[WaitForEvent]):
             problems += checker.condition(
                 step.where, where, used_in="a wait for an event", scopes=WAIT_SCOPES
             )
+        of_send = step.of_send
+        if of_send is not None and not isinstance(of_send, str):
+            problems.append(Problem(
+                where, f"of_send must be the id of a Send step of this journey, got {of_send!r}"
+            ))
+        elif of_send is not None and of_send in journey.steps:
+            earlier = journey.steps[of_send]
+            if not isinstance(earlier, Send):
+                problems.append(Problem(
+                    where, f"of_send refers to step {of_send!r}, a {earlier.kind} step, not a "
+                           "Send: only a message sent earlier in the journey can be engaged with"
+                ))
         return problems
+
+    def refers_back(self, step: WaitForEvent) -> list[tuple[str, str]]:
+        of_send = step.of_send
+        return [("of_send", of_send)] if isinstance(of_send, str) else []
 
     def compile(self, step: WaitForEvent) -> CompiledCondition | None:
         return compile_condition(step.where) if step.where is not None else None
@@ -96,7 +116,12 @@ class WaitForEventKind(StepKind[WaitForEvent]):
         self, d: Decider, cj: CompiledJourney, e: Enrollment, step: WaitForEvent, compiled: Any,
         event: Event, scope: Any, at: datetime,
     ) -> Next:
-        if event.name != step.event or (compiled is not None and not compiled(scope)):
+        if event.name != step.event:
+            return HALT
+        of_send = step.of_send
+        if of_send is not None and not _about_own_message(e, of_send, event):
+            return HALT
+        if compiled is not None and not compiled(scope):
             return HALT
         # What the wait received stays readable by later steps: ctx("received.<event>.<prop>")
         # in conditions, {{ context.received.<event>.<prop> }} in templates.
@@ -106,3 +131,15 @@ class WaitForEventKind(StepKind[WaitForEvent]):
         received[event.name] = own_values(event.properties)
         d.activity(e, "event_received", event.name, at)
         return step.on_event
+
+
+def _about_own_message(e: Enrollment, send_step: str, event: Event) -> bool:
+    """Whether ``event`` names the message ``e`` made on its latest pass of ``send_step``.
+
+    The key is derived from what the record holds (the enrollment id and its count of passes),
+    never stored: a pass that sent nothing made no message, so no provider reports that key,
+    and the message of an earlier pass has another."""
+    attempt = e.visits.get(send_step)
+    if attempt is None:
+        return False
+    return event.properties.get(MESSAGE_ID) == message_key(e.id, send_step, attempt)
