@@ -26,12 +26,7 @@ def run_until(engine: Engine, until: datetime) -> Outcome:
     wake-up is decided for its own instant, but what is checked when a message goes out (quiet
     hours, a retry's back-off) is checked at the late instant, and a message the outbox holds
     waits for a ``dispatch_pending`` call."""
-    clock = engine.clock
-    if not isinstance(clock, ManualClock):
-        raise UsageError(
-            f"run_until moves the engine's clock: it needs a ManualClock, not "
-            f"{type(clock).__name__}"
-        )
+    clock = _manual(engine, "run_until")
     until = ensure_aware(until, "until")
     if until < clock.now():
         raise ClockError(
@@ -75,3 +70,21 @@ def _joined(outcomes: list[Outcome]) -> Outcome:
         delivery=delivery,
         failures=tuple(x for o in outcomes for x in o.failures),
     )
+
+
+def advance(engine: Engine, delta: timedelta | None = None, **kwargs: float) -> Outcome:
+    """``run_until`` the engine's clock plus ``delta`` (or ``timedelta(**kwargs)``), as
+    ``ManualClock.advance`` takes them."""
+    clock = _manual(engine, "advance")
+    return run_until(engine, clock.now() + duration(delta, kwargs, "advance"))
+
+
+def _manual(engine: Engine, what: str) -> ManualClock:
+    """The engine's clock, which ``what`` moves: a ``ManualClock``, or ``UsageError``."""
+    clock = engine.clock
+    if not isinstance(clock, ManualClock):
+        raise UsageError(
+            f"{what} moves the engine's clock: it needs a ManualClock, not "
+            f"{type(clock).__name__}"
+        )
+    return clock
