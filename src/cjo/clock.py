@@ -37,6 +37,23 @@ def ensure_span(start: object, end: object) -> tuple[datetime, datetime]:
     return start, end
 
 
+def duration(delta: object, kwargs: dict[str, float], what: str) -> timedelta:
+    """The forward step ``delta`` or ``timedelta(**kwargs)`` names, or ``ClockError`` naming
+    ``what`` for both, neither a timedelta nor a duration, or a negative one."""
+    if delta is not None and kwargs:
+        # One would be ignored: advance(timedelta(hours=1), minutes=30) is not 90 minutes.
+        raise ClockError(f"{what} takes a timedelta or keyword arguments, not both")
+    if delta is not None and not isinstance(delta, timedelta):
+        raise ClockError(f"{what} needs a timedelta, got {type(delta).__name__} {delta!r:.80}")
+    try:
+        step = delta if delta is not None else timedelta(**kwargs)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ClockError(f"{what}: not a duration ({exc})") from None
+    if step < timedelta(0):
+        raise ClockError(f"{what} cannot advance by a negative amount ({step})")
+    return step
+
+
 class Clock(abc.ABC):
     """Tells the engine what time it is. ``now()`` returns an aware datetime (UTC, or any zone:
     the engine reads it in UTC); anything else makes the engine's call raise ``ClockError``
@@ -86,19 +103,7 @@ class ManualClock(Clock):
     def advance(self, delta: timedelta | None = None, **kwargs: float) -> datetime:
         """Move forward by ``delta`` (or ``timedelta(**kwargs)``) and return the new time (this
         call's, even if another thread moves the clock again at once)."""
-        if delta is not None and kwargs:
-            # One would be ignored: advance(timedelta(hours=1), minutes=30) is not 90 minutes.
-            raise ClockError("ManualClock.advance takes a timedelta or keyword arguments, not both")
-        if delta is not None and not isinstance(delta, timedelta):
-            raise ClockError(
-                f"ManualClock.advance needs a timedelta, got {type(delta).__name__} {delta!r:.80}"
-            )
-        try:
-            step = delta if delta is not None else timedelta(**kwargs)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise ClockError(f"ManualClock.advance: not a duration ({exc})") from None
-        if step < timedelta(0):
-            raise ClockError(f"ManualClock cannot advance by a negative amount ({step})")
+        step = duration(delta, kwargs, "ManualClock.advance")
         with self._lock:  # read, add and write as one step: no concurrent advance is lost
             try:
                 now = self._now = self._now + step

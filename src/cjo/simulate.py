@@ -899,24 +899,36 @@ class _Run:
         self.tally.add(outcome)
 
     def _on_time(self, limit: datetime, *, before: bool = False) -> None:
-        """What a worker that is never late does up to ``limit`` (or only before it): fire each
-        wake-up and retry each delivery at its own instant, and deliver what that wrote then.
-        For the caller's channels and actions only: the run's own never fail."""
-        storage, engine = self.storage, self.engine
-        seen = None
-        while True:
-            wake, retry = storage.next_wake_at(), storage.next_outbox_at()
-            if (wake, retry) == seen:
-                return  # nothing that can still happen at this instant (never met)
-            seen = wake, retry
-            at = retry if wake is None or (retry is not None and retry < wake) else wake
-            if at is None or at > limit or (before and at == limit):
-                return
-            self.clock.set(at)
-            if wake == at:
-                self._run_due(at)
-            if retry is not None and retry <= at:
-                engine.dispatch_pending(at)
+        """What a worker that is never late does up to ``limit`` (or only before it), for the
+        caller's channels and actions only: the run's own never fail."""
+        fire_on_time(self.engine, self.clock, limit, before=before, run_due=self._run_due)
+
+
+def fire_on_time(
+    engine: Engine, clock: ManualClock, limit: datetime, *, before: bool = False,
+    run_due: Callable[[datetime], object] | None = None,
+) -> None:
+    """What a worker that is never late does up to ``limit`` (or only before it): fire each
+    wake-up and retry each delivery at its own instant, moving ``clock`` there, and deliver
+    what that wrote then. ``run_due`` stands for ``engine.run_due`` (a caller's that counts)."""
+    storage = engine.storage
+    fire = run_due if run_due is not None else engine.run_due
+    seen = None
+    while True:
+        wake, retry = storage.next_wake_at(), storage.next_outbox_at()
+        if (wake, retry) == seen:
+            return  # nothing that can still happen at this instant (a leased wake-up)
+        seen = wake, retry
+        at = retry if wake is None or (retry is not None and retry < wake) else wake
+        if at is None or at > limit or (before and at == limit):
+            return
+        # One due before the clock (overdue when the caller came) fires now, as late.
+        at = max(at, clock.now())
+        clock.set(at)
+        if wake is not None and wake <= at:
+            fire(at)
+        if retry is not None and retry <= at:
+            engine.dispatch_pending(at)
 
 
 def _no_progress(done: int, total: int | None, now: datetime) -> None:

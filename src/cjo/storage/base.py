@@ -327,6 +327,14 @@ class Storage(abc.ABC):
         """The earliest pending wake-up of any customer, leased or not (for simulations and
         worker sleeps)."""
 
+    def next_outbox_at(self) -> datetime | None:
+        """When the earliest pending outbox message can next be claimed, leased or not (None:
+        none pending): a delivery's retry, a message held by quiet hours or written for
+        deferred dispatch. For simulations and ``cjo.testing.run_until``, which deliver each at
+        its own instant; an adapter that cannot tell returns None (the default), and those
+        deliver such messages only at the instants they stop at for other reasons."""
+        return None
+
     # --- outbox --------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -375,6 +375,7 @@ _QUERIES: dict[str, LiteralString] = {
     " RETURNING r.customer_id, r.wake_at, r.data",
     "next_wake_at": "SELECT min(wake_at) FROM {s}.customers"
     " WHERE wake_at IS NOT NULL AND aside IS NULL",
+    "next_outbox_at": "SELECT min(available_at) FROM {s}.outbox WHERE status = 'pending'",
     "claim_outbox": "UPDATE {s}.outbox AS o SET available_at = %(until)s, leased = true"
     " WHERE o.key = ANY(ARRAY(SELECT key FROM {s}.outbox"
     "   WHERE status = 'pending' AND available_at <= %(now)s"
@@ -1064,6 +1065,12 @@ class PostgresStorage(Storage):
         return None if row is None else _utc_or_none(row[0])
 
     # --- outbox ------------------------------------------------------------------------------
+
+    @_translating
+    def next_outbox_at(self) -> datetime | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(self._q["next_outbox_at"]).fetchone()
+        return None if row is None else _utc_or_none(row[0])
 
     @_translating
     def claim_outbox(

@@ -480,6 +480,7 @@ _LEASE = (
     "UPDATE customers SET lease_until = ? WHERE customer_id IN (SELECT value FROM json_each(?))"
 )
 _NEXT_WAKE = "SELECT MIN(wake_at) FROM customers WHERE wake_at IS NOT NULL AND aside IS NULL"
+_NEXT_OUTBOX = "SELECT MIN(available_at) FROM outbox WHERE status = 'pending'"
 _CLAIM_OUTBOX = (
     "UPDATE outbox SET available_at = ?3, leased = 1 WHERE key IN (SELECT key FROM outbox "
     "WHERE status = 'pending' AND available_at <= ?1 ORDER BY created_at, rowid LIMIT ?2) "
@@ -1293,6 +1294,12 @@ class SQLiteStorage(Storage):
         return None if value is None else dt(value)
 
     # --- outbox --------------------------------------------------------------------------------
+
+    @_Translated("next_outbox_at")
+    def next_outbox_at(self) -> datetime | None:
+        with self._lock:
+            (value,) = self._connection().execute(_NEXT_OUTBOX).fetchone()
+        return None if value is None else dt(value)
 
     @_Translated("claim_outbox")
     def claim_outbox(

@@ -1,4 +1,7 @@
-"""Conformance suites for adapters written outside cjo (needs pytest; ``import cjo`` does not).
+"""Tools for tests (needs pytest; ``import cjo`` does not).
+
+``run_until`` and ``advance`` move an engine's ``ManualClock`` as a worker that is never late
+would: each wake-up, schedule occurrence and outbox delivery at its own instant.
 
 ``StorageContract`` (``cjo.testing.storage``) checks everything the engine relies on from a
 ``Storage``; ``ChannelContract`` (``cjo.channels.contract``) checks a ``Channel``: result types,
@@ -30,5 +33,9 @@ from cjo.testing.storage import (  # noqa: E402
     StorageContract,
     abandoned_cart_journey,
 )
+from cjo.testing.worker import advance, run_until  # noqa: E402
 
-__all__ = ["CART_CONTENT", "ChannelContract", "StorageContract", "abandoned_cart_journey"]
+__all__ = [
+    "CART_CONTENT", "ChannelContract", "StorageContract", "abandoned_cart_journey", "advance",
+    "run_until",
+]
