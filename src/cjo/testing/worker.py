@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from datetime import datetime, timedelta
 
 from cjo.clock import ManualClock, duration, ensure_aware
@@ -52,24 +54,7 @@ def run_until(engine: Engine, until: datetime) -> Outcome:
     clock.set(until)
     fire(until)
     engine.dispatch_pending(until)
-    return _joined(outcomes)
-
-
-def _joined(outcomes: list[Outcome]) -> Outcome:
-    """One outcome of several calls' outcomes, in order."""
-    delivery: dict[str, str] = {}
-    for outcome in outcomes:
-        delivery.update(outcome.delivery)
-    return Outcome(
-        entered=tuple(x for o in outcomes for x in o.entered),
-        steps=tuple(x for o in outcomes for x in o.steps),
-        messages=tuple(x for o in outcomes for x in o.messages),
-        ended=tuple(x for o in outcomes for x in o.ended),
-        goals=tuple(x for o in outcomes for x in o.goals),
-        not_entered=tuple(x for o in outcomes for x in o.not_entered),
-        delivery=delivery,
-        failures=tuple(x for o in outcomes for x in o.failures),
-    )
+    return functools.reduce(operator.add, outcomes)
 
 
 def advance(engine: Engine, delta: timedelta | None = None, **kwargs: float) -> Outcome:
