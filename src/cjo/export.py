@@ -132,6 +132,10 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
         "ended_at": e.ended_at, "end_reason": e.end_reason, "converted_at": e.converted_at,
         "context": dict(e.context), "paths": dict(e.paths), "visits": dict(e.visits),
         "merged_passes": dict(e.merged_passes or {}), "control": e.control,
+        "carried_sends": {
+            step: {"passes": passes, "message_keys": list(keys)}
+            for step, (passes, keys) in (e.carried_sends or {}).items()
+        },
     }
 
 

@@ -202,10 +202,11 @@ def test_the_codec_knows_every_field_it_writes_in_an_enrollment() -> None:
     t = datetime(2026, 1, 1, tzinfo=UTC)
     every = Enrollment(
         "e1", "j", 2, "c1", t, "s", t, "active", "k", t, t, None, None, t, "ev", {"a": 1},
-        {"s": 1}, {"split": "a"}, t, 2, {"s": 1}, True,
+        {"s": 1}, {"split": "a"}, t, 2, {"s": 1}, True, {"s2": (0, ("e1:s:1",))},
     )
     assert all(getattr(every, a.name) not in (None, {}, 0) or a.name in
                ("ended_at", "end_reason") for a in attrs.fields(Enrollment))
+    assert every.merged_passes and every.carried_sends  # the two ``_rare`` holds
     assert set(_enrollment(every)) == _ENROLLMENT_FIELDS
 
 

@@ -51,6 +51,10 @@ class StepRow:
     #: ``JourneyReport.delivery_failed``).
     withheld: int = 0
     delivery_failed: int = 0
+    #: Customers a migration to a newer version moved onto the step (``VersionChange.migrate``):
+    #: they arrived without passing through it, so ``reached`` does not count them, and
+    #: ``waiting`` is at most ``reached + migrated``.
+    migrated: int = 0
 
     @property
     def sent_total(self) -> int:
@@ -263,6 +267,7 @@ def build_report(
             not_sent=not_sent_by_step.get(step_id, 0),
             withheld=_sum(by_kind, "withheld"),
             delivery_failed=_failed(by_kind),
+            migrated=_sum(by_kind, "migrated"),
         ))
     return JourneyReport(
         journey_id=journey.id,
@@ -356,7 +361,10 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
         column for column, field in _UNDELIVERED_COLUMNS
         if any(getattr(r, field) for r in reports)
     ]
-    header = ["step", "kind", *_STEP_COLUMNS[:2], *(f"sent:{c}" for c in channels),
+    # Customers moved onto steps by a migration, when any were: else a step's waiting can
+    # exceed its reached with nothing to say why.
+    migrated = ["migrated"] if any(row.migrated for r in reports for row in r.steps) else []
+    header = ["step", "kind", *_STEP_COLUMNS[:2], *migrated, *(f"sent:{c}" for c in channels),
               *undelivered, *_STEP_COLUMNS[2:], *(["paths"] if paths else [])]
     lines: list[str] = []
     for report in reports:
@@ -366,10 +374,12 @@ def format_table(reports: Sequence[JourneyReport]) -> str:
                 "reached": row.reached, "waiting": row.waiting, "timeouts": row.timeouts,
                 "exited": row.exited, "converted": row.converted, "completed": row.completed,
                 "withheld": row.withheld, "failed": row.delivery_failed,
+                "migrated": row.migrated,
             }
             table.append([
                 row.step_id, row.kind,
                 *(_num(values[c]) for c in _STEP_COLUMNS[:2]),
+                *(_num(values[c]) for c in migrated),
                 *(_num(row.sent.get(c, 0)) for c in channels),
                 *(_num(values[c]) for c in undelivered),
                 *(_num(values[c]) for c in _STEP_COLUMNS[2:]),

@@ -35,6 +35,7 @@ from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder,
 from cjo.runtime.arbitration import kept_out
 from cjo.runtime.ids import enrollment_id_for, message_key
 from cjo.runtime.kinds import Halt, split_fraction
+from cjo.runtime.migration import carry_sends
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import CompiledJourney, Registry
 from cjo.runtime.sending import (
@@ -1133,6 +1134,12 @@ class Decider:
             self.end(enrollment, "ejected", change.reason, at)
             return
         from_version = enrollment.version
+        journeys = self.registry.journeys
+        old = journeys.get((enrollment.journey_id, from_version))
+        if old is not None:
+            # Before the move: the messages are named by the old version's steps.
+            carry_sends(enrollment, old.journey,
+                        journeys[(change.journey_id, change.to_version)].journey, change.steps)
         enrollment.version = change.to_version
         if enrollment.step_id is not None:
             enrollment.step_id = change.steps.get(enrollment.step_id, enrollment.step_id)

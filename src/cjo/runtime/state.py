@@ -24,6 +24,7 @@ __all__ = [
     "TERMINAL_STATUSES",
     "Activity",
     "ActivityKind",
+    "CarriedSend",
     "ConsentKey",
     "CustomerState",
     "EndStatus",
@@ -33,6 +34,7 @@ __all__ = [
     "EntryHistory",
     "LedgerEntry",
     "OfferHistory",
+    "PassesBefore",
     "Track",
     "detached",
     "merge_attributes",
@@ -74,7 +76,36 @@ HELD = datetime(9000, 1, 1, tzinfo=UTC)
 RECORD_LAYOUT = 2
 
 
-@attrs.define(slots=True, eq=True, weakref_slot=False)
+#: "Not given", for the keyword arguments of ``CustomerState`` and ``Enrollment`` that default
+#: to a new container or to the value of ``_rare``.
+_DEFAULT: Any = object()
+
+
+#: What a migration carried onto a Send step (``Enrollment.carried_sends``): how many passes of
+#: that step the enrollment had made when it was carried (the carried messages stand for the
+#: step's latest pass until it makes another), and the idempotency keys of those messages.
+CarriedSend = tuple[int, tuple[str, ...]]
+
+
+@attrs.frozen(slots=True, weakref_slot=False)
+class PassesBefore:
+    """The rarely set record of passes made before an identity merge or a version migration
+    (``Enrollment.merged_passes`` and ``Enrollment.carried_sends``). Immutable: copies of an
+    enrollment share it."""
+
+    merged_passes: dict[str, int] | None = None
+    carried_sends: dict[str, CarriedSend] | None = None
+
+    @staticmethod
+    def of(merged_passes: dict[str, int] | None,
+           carried_sends: dict[str, CarriedSend] | None) -> PassesBefore | None:
+        """The record of both, or None when neither holds anything."""
+        if not merged_passes and not carried_sends:
+            return None
+        return PassesBefore(merged_passes or None, carried_sends or None)
+
+
+@attrs.define(slots=True, eq=True, init=False, weakref_slot=False)
 class Enrollment:
     """One customer's run through one journey version.
 
@@ -106,20 +137,85 @@ class Enrollment:
     held_at: datetime | None = None
     #: Render retries so far of the Send step it waits on (``on_render_error="retry"``).
     retries: int = 0
-    #: Per Send step, how many passes of it the enrollment an identity merge ended in its place
-    #: (the anonymous customer's, in the same journey instance) had made: this one does not
-    #: send those passes again (``Decider.send``). None for nearly every enrollment; replaced,
-    #: never changed in place, so copies share it.
-    merged_passes: dict[str, int] | None = None
+    # merged_passes and carried_sends (properties below): None while both are, as for nearly
+    # every enrollment, which saves a slot on each (the engine keeps one per active customer).
+    _rare: PassesBefore | None = attrs.field(default=None, alias="_rare")
     #: Whether the customer was in the global control group when it entered: its goal is
     #: counted with that group, whatever the group is by then (shrunk, or another customer's
     #: after an identity merge). None when not known (an enrollment stored by a cjo that did
     #: not keep it): the customer's group at the goal counts.
     control: bool | None = False
 
+    def __init__(
+        self, id: str, journey_id: str, version: int, customer_id: str,
+        entered_at: datetime, step_id: str | None = None,
+        step_entered_at: datetime | None = None, status: EnrollmentStatus = ACTIVE,
+        instance_key: str | None = None, wake_at: datetime | None = None,
+        expires_at: datetime | None = None, ended_at: datetime | None = None,
+        end_reason: str | None = None, converted_at: datetime | None = None,
+        trigger_event_id: str | None = None, context: dict[str, Any] = _DEFAULT,
+        visits: dict[str, int] = _DEFAULT, paths: dict[str, str] = _DEFAULT,
+        held_at: datetime | None = None, retries: int = 0,
+        merged_passes: dict[str, int] | None = None, control: bool | None = False,
+        carried_sends: dict[str, CarriedSend] | None = None, *,
+        _rare: PassesBefore | None = None,
+    ) -> None:
+        self.id = id
+        self.journey_id = journey_id
+        self.version = version
+        self.customer_id = customer_id
+        self.entered_at = entered_at
+        self.step_id = step_id
+        self.step_entered_at = step_entered_at
+        self.status = status
+        self.instance_key = instance_key
+        self.wake_at = wake_at
+        self.expires_at = expires_at
+        self.ended_at = ended_at
+        self.end_reason = end_reason
+        self.converted_at = converted_at
+        self.trigger_event_id = trigger_event_id
+        self.context = {} if context is _DEFAULT else context
+        self.visits = {} if visits is _DEFAULT else visits
+        self.paths = {} if paths is _DEFAULT else paths
+        self.held_at = held_at
+        self.retries = retries
+        self._rare = _rare if _rare is not None else PassesBefore.of(merged_passes,
+                                                                    carried_sends)
+        self.control = control
+
     @property
     def active(self) -> bool:
         return self.status == ACTIVE
+
+    @property
+    def merged_passes(self) -> dict[str, int] | None:
+        """Per Send step, how many passes of it the enrollment an identity merge ended in its
+        place (the anonymous customer's, in the same journey instance) had made: this one
+        does not send those passes again (``Decider.send``). None for nearly every
+        enrollment; replaced, never changed in place, so copies share it."""
+        rare = self._rare
+        return None if rare is None else rare.merged_passes
+
+    @merged_passes.setter
+    def merged_passes(self, value: dict[str, int] | None) -> None:
+        rare = self._rare
+        self._rare = PassesBefore.of(value, None if rare is None else rare.carried_sends)
+
+    @property
+    def carried_sends(self) -> dict[str, CarriedSend] | None:
+        """Per Send step of its version, the messages a migration from an older version
+        carried onto it (``cjo.runtime.migration``): the step's engagement waits
+        (``WaitForEvent(of_send=...)``) match them until the step is passed again. None for
+        every enrollment no migration renamed or merged a Send step of; replaced, never
+        changed in place, so copies share it."""
+        rare = self._rare
+        return None if rare is None else rare.carried_sends
+
+    @carried_sends.setter
+    def carried_sends(self, value: dict[str, CarriedSend] | None) -> None:
+        rare = self._rare
+        self._rare = PassesBefore.of(None if rare is None else rare.merged_passes, value)
 
     def copy(self) -> Enrollment:
         """A copy whose mutable fields are independent of this one."""
@@ -166,7 +262,7 @@ class Enrollment:
         self.trigger_event_id = other.trigger_event_id
         self.held_at = other.held_at
         self.retries = other.retries
-        self.merged_passes = other.merged_passes
+        self._rare = other._rare  # immutable, replaced on change
         self.control = other.control
 
     def wake_order(self) -> tuple[datetime, datetime, str]:
@@ -354,9 +450,6 @@ class OfferHistory:
     recent: tuple[datetime, ...] = ()
 
 
-#: "Not given", for the keyword arguments of ``CustomerState`` that default to a new container
-#: or to the value of ``_rare``.
-_DEFAULT: Any = object()
 
 
 @attrs.define(slots=True, eq=True, weakref_slot=False)

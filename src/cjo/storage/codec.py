@@ -313,8 +313,14 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
         d["hold"] = (e.held_at - epoch) // tick
     if e.retries:
         d["rr"] = e.retries
-    if e.merged_passes:
-        d["mrg"] = e.merged_passes
+    rare = e._rare
+    if rare is not None:
+        if rare.merged_passes:
+            d["mrg"] = rare.merged_passes
+        if rare.carried_sends:
+            # step -> [passes, key...]: a list per step, as JSON has no tuples
+            d["cs"] = {step: [passes, *keys] for step, (passes, keys) in
+                       rare.carried_sends.items()}
     control = e.control
     if control is not None:
         # Written for the treated too: an enrollment without it is one an older cjo wrote
@@ -326,7 +332,7 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
 
 def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     get = d.get
-    ctx, vis, paths, merged = get("ctx"), get("vis"), get("p"), get("mrg")
+    ctx, vis, paths, merged, carried = get("ctx"), get("vis"), get("p"), get("mrg"), get("cs")
     sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
     epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: several instants per enrollment
     control = get("cg")
@@ -338,6 +344,8 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
         _revive(ctx) if ctx else {}, dict(vis) if vis else {}, dict(paths) if paths else {},
         None if hold is None else epoch + tick * hold, int(get("rr", 0)),
         dict(merged) if merged else None, None if control is None else bool(control),
+        {step: (int(kept[0]), tuple(kept[1:])) for step, kept in carried.items()}
+        if carried else None,
     )
 
 
@@ -487,7 +495,7 @@ _ENROLLMENT_EXTRA: Final = "~enrollment fields"
 #: The fields of a stored enrollment (``_enrollment``).
 _ENROLLMENT_FIELDS: Final = frozenset({
     "id", "j", "ver", "in", "s", "sin", "k", "w", "x", "conv", "t", "ctx", "vis", "p", "hold",
-    "rr", "mrg", "cg",
+    "rr", "mrg", "cg", "cs",
 })
 
 

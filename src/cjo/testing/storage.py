@@ -133,6 +133,8 @@ def _full_state(customer: str = "c1") -> CustomerState:
                  "seen": T0 - 2 * HOUR + TICK},
         visits={"wait": 1, "email": 2}, paths={"split": "A", "ab": "control"},
         merged_passes={"email": 1}, control=True,
+        carried_sends={"email": (2, (f"cart:{customer}:cart-7:1:mail:1",)),
+                       "sms": (0, ("k:a", "k:b"))},
     )
     bare = Enrollment(
         id=f"welcome:{customer}:1", journey_id="welcome", version=1, customer_id=customer,

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
 from cjo.model.steps import Send, Wait, WaitForEvent
-from cjo.runtime.ids import message_key
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
+from cjo.runtime.migration import latest_message_keys
 from cjo.runtime.state import own_values
 
 if TYPE_CHECKING:
@@ -136,10 +136,9 @@ class WaitForEventKind(StepKind[WaitForEvent]):
 def _about_own_message(e: Enrollment, send_step: str, event: Event) -> bool:
     """Whether ``event`` names the message ``e`` made on its latest pass of ``send_step``.
 
-    The key is derived from what the record holds (the enrollment id and its count of passes),
-    never stored: a pass that sent nothing made no message, so no provider reports that key,
-    and the message of an earlier pass has another."""
-    attempt = e.visits.get(send_step)
-    if attempt is None:
-        return False
-    return event.properties.get(MESSAGE_ID) == message_key(e.id, send_step, attempt)
+    The key is derived from what the record holds (the enrollment id and its count of passes,
+    or what a migration carried onto the step: ``latest_message_keys``): a pass that sent
+    nothing made no message, so no provider reports that key, and the message of an earlier
+    pass has another."""
+    message_id = event.properties.get(MESSAGE_ID)
+    return message_id is not None and message_id in latest_message_keys(e, send_step)
