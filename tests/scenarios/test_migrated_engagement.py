@@ -271,3 +271,32 @@ def test_a_back_test_decides_as_the_live_engine(storage: Storage) -> None:
     assert result.messages == {"email": 3, "sms": 1}
     assert result.reports["onboard"] == journey_report(storage, v2())
     assert result.reports["onboard"].step("engaged?").migrated == 2
+
+
+def test_a_customer_moved_onto_a_send_step_they_passed_gets_a_new_message(
+    storage: Storage,
+) -> None:
+    # Version 2 sends the email again to those still waiting for its open: they move from the
+    # wait onto the Send step they passed, and the email goes at their wake-up instant.
+    host = Host(storage)
+    host.engine.publish(journeys=[v1()], content=CONTENT)
+    host.event("signed_up")
+    (first,) = host.emails()
+    again = Journey("onboard", "email1", {
+        "email1": Send("hello", "email", next="opened?"),
+        "opened?": WaitForEvent("opened", timeout=DAY, on_timeout="sms", of_send="email1"),
+        "sms": Send("hello", "sms"),
+    }, trigger=EventTrigger("signed_up"), version=2)
+    host.engine.publish(journeys=[again], running={"onboard": VersionChange.migrate(
+        {"email1": "email1", "opened?": "email1", "sms": "sms"}
+    )})
+    advance(host.engine, days=1)
+    _, second = host.emails()
+    assert second.journey_version == 2
+    assert (first.idempotency_key.endswith(":email1:1"),
+            second.idempotency_key.endswith(":email1:2")) == (True, True)
+    host.opened(first)  # the earlier message: no longer the step's latest
+    assert host.steps() == {None: "opened?"}
+    host.opened(second)
+    assert host.steps() == {}
+    assert host.texts() == 0

@@ -79,3 +79,17 @@ def test_the_record_keeps_carried_sends_compactly_and_only_when_there_are_some()
     assert back == e
     e.carried_sends = None
     assert (e.merged_passes, e.carried_sends) == ({"a": 1}, None)
+
+
+def test_moved_onto_a_send_step_from_another_step_starts_a_pass_of_it() -> None:
+    # From a wait after 'a' onto 'a' again (the message it sends is a new one), and from a
+    # Send waiting to go out (quiet hours) onto its renamed self: the pass in progress is the
+    # new step's, and what the old step sent before is not carried onto it.
+    e = enrolled(a=1, wait=1)
+    carry_sends(e, journey(1, "a"), journey(2, "a"), {"a": "a", "wait": "a"})
+    assert (e.visits["a"], e.carried_sends) == (2, None)
+    assert latest_message_keys(e, "a") == (message_key(EID, "a", 2),)
+    held = Enrollment(EID, "onboard", 1, "ann", T0, "a", visits={"a": 2})
+    carry_sends(held, journey(1, "a"), journey(2, "hello"), {"a": "hello", "wait": "wait"})
+    assert (held.visits, held.carried_sends) == ({"a": 2, "hello": 1}, None)
+    assert latest_message_keys(held, "hello") == (message_key(EID, "hello", 1),)

@@ -44,7 +44,15 @@ def carry_sends(
     """Carry the latest messages of ``old``'s Send steps onto the Send steps of ``new`` that
     ``steps`` (the migration's map; a step left out keeps its id) moves them to. Kept only
     where they differ from what the new step's own passes name, so an enrollment whose Send
-    steps kept their ids carries nothing."""
+    steps kept their ids carries nothing.
+
+    An enrollment moved from its current step onto another that is a Send step starts a
+    pass of it (the message it sends there is a new one, and must not take the key of one
+    the step sent before): that pass is the step's latest, and nothing is carried onto it."""
+    current = e.step_id
+    moved_onto = None if current is None else steps.get(current, current)
+    if moved_onto == current or not isinstance(new.steps.get(moved_onto or ""), Send):
+        moved_onto = None
     made: dict[str, list[str]] = {}
     for step_id, step in old.steps.items():
         if not isinstance(step, Send):
@@ -57,7 +65,7 @@ def carry_sends(
     carried: dict[str, CarriedSend] = {}
     visits = e.visits
     for step_id, step in new.steps.items():
-        if not isinstance(step, Send):
+        if not isinstance(step, Send) or step_id == moved_onto:
             continue
         carried_keys = tuple(made.get(step_id, ()))
         passes = visits.get(step_id)
@@ -67,3 +75,5 @@ def carry_sends(
         if carried_keys != own:
             carried[step_id] = (passes or 0, carried_keys)
     e.carried_sends = carried or None
+    if moved_onto is not None:
+        visits[moved_onto] = visits.get(moved_onto, 0) + 1
