@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import attrs
 
@@ -133,6 +133,12 @@ ERASED_REASON = "erased"
 #: Why an anonymous customer's message withheld at an identity merge did not go out, as its
 #: outbox entry says: the known customer's reason is logged on them alone.
 _MERGED_REASON = "merged into a known customer"
+
+#: A dispatch records its delivery results every this many sends, not once per batch: a worker
+#: killed mid-batch (``kill -9``, a lost machine) leaves at most this many messages handed to
+#: their channel but not recorded, which the next worker sends again. A group costs one
+#: storage write (docs/storage.md: several processes).
+RECORD_RESULTS_EVERY: Final = 8
 
 DispatchMode = Literal["inline", "deferred"]
 
@@ -1424,7 +1430,8 @@ class Engine:
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder | None
     ) -> int:
         """Send ``messages``, reserved to this engine since ``now`` (written or claimed then)
-        for ``dispatch_lease``, and record the results; returns how many were attempted."""
+        for ``dispatch_lease``, and record the results, ``RECORD_RESULTS_EVERY`` at a time;
+        returns how many were attempted."""
         storage = self.storage
         deliveries: list[Delivery] = []
         failed_actions: list[Message] = []
@@ -1479,6 +1486,9 @@ class Engine:
                 deliveries.append(delivery)
                 if outcome is not None:
                     outcome.delivery[key] = status
+                if len(deliveries) >= RECORD_RESULTS_EVERY:
+                    recorded, deliveries = deliveries, []
+                    storage.complete_outbox_many(recorded, now)
         finally:
             # Interrupted too (a stop signal, a storage error reading an entry): what was sent
             # is recorded, or another worker would send it again once the lease ran out.
