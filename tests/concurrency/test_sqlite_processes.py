@@ -58,11 +58,14 @@ def test_a_write_lock_held_past_the_busy_timeout_says_what_to_do(tmp_path: Path)
 
 def test_every_connection_limits_the_write_ahead_log(tmp_path: Path) -> None:
     path = tmp_path / "cjo.db"
-    with SQLiteStorage(path) as first, SQLiteStorage(path) as second, \
-            SQLiteStorage(":memory:") as memory:
-        for storage in (first, second, memory):
+    storages = [SQLiteStorage(path), SQLiteStorage(path), SQLiteStorage(":memory:")]
+    try:
+        for storage in storages:
             limit = storage._connection().execute("PRAGMA journal_size_limit").fetchone()
             assert limit == (WAL_SIZE_LIMIT,), storage
+    finally:
+        for storage in storages:
+            storage.close()
 
 
 def test_the_log_a_long_reader_made_grow_is_cut_back_after_a_checkpoint(
@@ -75,7 +78,8 @@ def test_the_log_a_long_reader_made_grow_is_cut_back_after_a_checkpoint(
     monkeypatch.setattr(sqlite_module, "WAL_SIZE_LIMIT", limit)
     path = tmp_path / "cjo.db"
     wal = Path(f"{path}-wal")
-    with SQLiteStorage(path) as storage:
+    storage = SQLiteStorage(path)
+    try:
         engine = Engine(storage=storage, clock=ManualClock(T0))
         reader = sqlite3.connect(path, isolation_level=None)
         reader.execute("BEGIN")
@@ -89,3 +93,5 @@ def test_the_log_a_long_reader_made_grow_is_cut_back_after_a_checkpoint(
         storage._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
         engine.identify("ann", {"plan": "pro"})  # the writer starts the log over, and cuts it
         assert os.path.getsize(wal) <= limit
+    finally:
+        storage.close()

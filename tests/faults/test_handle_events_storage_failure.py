@@ -26,14 +26,14 @@ class FailingAt(CrashingStorage):
 
     def __init__(self, inner: object, customer: str, error: StorageError) -> None:
         super().__init__(inner)  # type: ignore[arg-type]
-        self.customer = customer
+        self.failing = customer
         self.error = error
 
     @contextmanager
     def batch(
         self, customer_ids: Sequence[str], now: datetime, *, claims: Sequence[tuple[str, str]] = ()
     ) -> Iterator[Mapping[str, CustomerSession]]:
-        if self.customer in customer_ids:
+        if self.failing in customer_ids:
             raise self.error
         with super().batch(customer_ids, now, claims=claims) as sessions:
             yield sessions
@@ -63,7 +63,7 @@ def test_a_failed_group_names_the_first_item_not_handled(
         assert stored == {f"c{i}" for i in range(first)}
 
         # The host retries from that item, once the storage is back.
-        storage.customer = ""
+        storage.failing = ""
         engine.handle_events(_updates()[first:], batch_size=BATCH)
         assert all(storage.inner.peek(f"c{i}") is not None for i in range(ITEMS))
     finally:
