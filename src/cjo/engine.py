@@ -116,7 +116,7 @@ from cjo.validation import ContentChecks, validate_definitions
 if TYPE_CHECKING:
     from cjo.worker import WorkerStats
 
-__all__ = ["Engine"]
+__all__ = ["RECORD_RESULTS_EVERY", "Engine"]
 
 log = logging.getLogger("cjo.engine")
 
