@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import attrs
 
@@ -116,7 +116,7 @@ from cjo.validation import ContentChecks, validate_definitions
 if TYPE_CHECKING:
     from cjo.worker import WorkerStats
 
-__all__ = ["Engine"]
+__all__ = ["RECORD_RESULTS_EVERY", "Engine"]
 
 log = logging.getLogger("cjo.engine")
 
@@ -133,6 +133,12 @@ ERASED_REASON = "erased"
 #: Why an anonymous customer's message withheld at an identity merge did not go out, as its
 #: outbox entry says: the known customer's reason is logged on them alone.
 _MERGED_REASON = "merged into a known customer"
+
+#: A dispatch records its delivery results every this many sends, not once per batch: a worker
+#: killed mid-batch (``kill -9``, a lost machine) leaves at most this many messages handed to
+#: their channel but not recorded, which the next worker sends again. A group costs one
+#: storage write (docs/storage.md: several processes).
+RECORD_RESULTS_EVERY: Final = 8
 
 DispatchMode = Literal["inline", "deferred"]
 
@@ -599,7 +605,11 @@ class Engine:
         ``ProfileUpdate``, stamped too far ahead, a statement of an undeclared topic) raises
         ``InvalidEventError`` naming its position (``item #n``, counted from 0): every item
         before it is handled, it and those after it are not. So is every item ``items`` gave
-        before raising an exception of its own, which then propagates as it was raised."""
+        before raising an exception of its own, which then propagates as it was raised.
+
+        A ``StorageError`` while committing a group (the database went away, stayed locked)
+        names the group's first item the same way, ``item #n``: every item before it is
+        handled, it and those after it are not, so the host retries from item ``n``."""
         count(batch_size, "batch_size")
         if isinstance(items, Event | ProfileUpdate) or not isinstance(items, Iterable):
             raise UsageError(
@@ -615,6 +625,7 @@ class Engine:
         known = self._known_channels(registry)
         latest = now + self.future_tolerance
         flushing = False
+        start = 0  # the position of the chunk's first item
         try:
             # The hot loop of a stream: most events matter to no journey and cost only this.
             for position, item in enumerate(items):
@@ -631,10 +642,12 @@ class Engine:
                         f"item #{position}: expected a cjo.Event or cjo.ProfileUpdate, got "
                         f"{type(item).__name__}"
                     )
+                if not chunk:
+                    start = position
                 chunk.append(item)
                 if len(chunk) >= batch_size:
                     flushing = True
-                    corrupt += self._handle_relevant(chunk, registry, builder)
+                    corrupt += self._handle_from(start, chunk, registry, builder)
                     flushing = False
                     chunk = []
                     now = self._now()
@@ -647,13 +660,28 @@ class Engine:
             # item before it is handled, none after it, so the host knows where to resume.
             # Not when the group's own transaction failed: nothing of it was kept.
             if chunk and not flushing:
-                self._handle_relevant(chunk, registry, builder)
+                self._handle_from(start, chunk, registry, builder)
             raise
         if chunk:
-            corrupt += self._handle_relevant(chunk, registry, builder)
+            corrupt += self._handle_from(start, chunk, registry, builder)
         if corrupt:
             raise corrupt[0]
         return builder.build()
+
+    def _handle_from(
+        self, start: int, items: list[Event | ProfileUpdate], registry: Registry,
+        builder: OutcomeBuilder,
+    ) -> list[CorruptRecordError]:
+        """``_handle_relevant`` for the group of ``handle_events`` whose first item is at
+        ``start``. A ``StorageError`` rolled the whole group back: it is raised naming that
+        item, the first of the stream not handled, for the host to resume from (the same
+        exception, so its class still says whether a retry is safe)."""
+        try:
+            return self._handle_relevant(items, registry, builder)
+        except StorageError as exc:
+            exc.args = (f"item #{start}: not handled, nor any item after it (every item "
+                        f"before it was): {exc}",)
+            raise
 
     def _handle_updates(self, updates: list[ProfileUpdate]) -> list[CorruptRecordError]:
         """``handle_events`` for a group of profile updates (an import's), in one transaction,
@@ -1424,7 +1452,8 @@ class Engine:
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder | None
     ) -> int:
         """Send ``messages``, reserved to this engine since ``now`` (written or claimed then)
-        for ``dispatch_lease``, and record the results; returns how many were attempted."""
+        for ``dispatch_lease``, and record the results, ``RECORD_RESULTS_EVERY`` at a time;
+        returns how many were attempted."""
         storage = self.storage
         deliveries: list[Delivery] = []
         failed_actions: list[Message] = []
@@ -1479,6 +1508,9 @@ class Engine:
                 deliveries.append(delivery)
                 if outcome is not None:
                     outcome.delivery[key] = status
+                if len(deliveries) >= RECORD_RESULTS_EVERY:
+                    recorded, deliveries = deliveries, []
+                    storage.complete_outbox_many(recorded, now)
         finally:
             # Interrupted too (a stop signal, a storage error reading an entry): what was sent
             # is recorded, or another worker would send it again once the lease ran out.

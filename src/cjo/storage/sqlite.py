@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 #: How long emptying the write-ahead log after an erasure waits for readers, in ms.
 _EMPTY_WAL_WAIT_MS: Final = 1000
 
-__all__ = ["SCHEMA_VERSION", "SQLiteStorage", "holds_schema"]
+__all__ = ["SCHEMA_VERSION", "WAL_SIZE_LIMIT", "SQLiteStorage", "holds_schema"]
 
 
 _P = ParamSpec("_P")
@@ -98,23 +98,35 @@ _R = TypeVar("_R")
 _BUSY_CODES: Final = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
-def _error(what: str, exc: sqlite3.Error) -> StorageError:
+def _error(what: str, exc: sqlite3.Error, storage: SQLiteStorage | None = None) -> StorageError:
     code = getattr(exc, "sqlite_errorcode", None)
+    where = f"SQLite {what}" if storage is None else f"SQLite {storage.database!r}: {what}"
     # Extended result codes keep the primary code in their low byte.
     if code is not None and code & 0xFF in _BUSY_CODES:
-        return ConflictError(f"SQLite {what}: the database stayed locked by another writer: {exc}")
-    return StorageError(f"SQLite {what} failed: {exc}")
+        # What to do about it, not only SQLite's own "database is locked": the host chooses
+        # between waiting longer and writing from fewer places.
+        waited = ("its busy_timeout" if storage is None
+                  else f"busy_timeout ({storage._busy_ms / 1000:g} s)")
+        return ConflictError(
+            f"{where}: the database stayed locked by another writer for longer than {waited}, "
+            "so this was rolled back and is safe to retry; if it recurs, give SQLiteStorage a "
+            "longer busy_timeout= or have fewer processes write to the file at once "
+            f"(SQLite: {exc})"
+        )
+    return StorageError(f"{where} failed: {exc}")
 
 
 class _Translated:
     """The one place where driver errors become cjo's: ``sqlite3.Error`` raised inside is
     re-raised as ``StorageError`` (``ConflictError`` when the database stayed locked), naming
-    the operation. A decorator on methods; a ``with`` block inside generators."""
+    the operation (and, for a lock, the file: a method's own storage, or ``storage``). A
+    decorator on methods; a ``with`` block inside generators."""
 
-    __slots__ = ("what",)
+    __slots__ = ("storage", "what")
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, storage: SQLiteStorage | None = None) -> None:
         self.what = what
+        self.storage = storage
 
     def __enter__(self) -> None:
         return None
@@ -124,7 +136,7 @@ class _Translated:
         tb: TracebackType | None,
     ) -> None:
         if isinstance(exc, sqlite3.Error):
-            raise _error(self.what, exc) from exc
+            raise _error(self.what, exc, self.storage) from exc
 
     def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
         # A plain try (not contextlib.ContextDecorator, five times slower): session methods
@@ -136,7 +148,8 @@ class _Translated:
             try:
                 return func(*args, **kwargs)
             except sqlite3.Error as exc:
-                raise _error(what, exc) from exc
+                owner = args[0] if args and isinstance(args[0], SQLiteStorage) else None
+                raise _error(what, exc, owner) from exc
 
         return translated
 
@@ -675,6 +688,13 @@ def _in_range(start_us: int, end_us: int) -> tuple[int, int, int, int]:
 #: The page size of new databases (see ``SQLiteStorage.__init__``).
 _PAGE_SIZE: Final = 2048
 
+#: The size, in bytes, the write-ahead log is cut back to once a checkpoint has copied it into
+#: the database. A reader holding an old snapshot keeps checkpoints from finishing, and under
+#: steady writes the log then grows past its usual size (``wal_autocheckpoint`` pages); without
+#: a limit SQLite keeps the file at the largest size it ever reached. Above the usual size, so
+#: that a log that is merely busy is not cut and grown again at every checkpoint.
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+
 
 # --- transactions ------------------------------------------------------------------------------
 
@@ -1049,7 +1069,7 @@ class SQLiteStorage(Storage):
         self._lock = threading.RLock()  # re-entrant: a read inside a transaction must not hang
         timeout = busy_timeout.total_seconds()
         self._busy_ms = int(timeout * 1000)
-        with _Translated(f"open {self.database!r}"):
+        with _Translated("open", self):
             conn = sqlite3.connect(
                 self.database, timeout=timeout, isolation_level=None, check_same_thread=False
             )
@@ -1078,6 +1098,7 @@ class SQLiteStorage(Storage):
                 # transaction does (bench/bench_sqlite_rmw.py). Pages rewritten between two
                 # checkpoints are copied once.
                 conn.execute("PRAGMA wal_autocheckpoint = 10000")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
                 _migrate(conn, MIGRATIONS)
             except BaseException:
                 conn.close()
@@ -1160,7 +1181,7 @@ class SQLiteStorage(Storage):
             finally:
                 self._lock.release()
             if isinstance(exc, sqlite3.Error):
-                raise _error(what.begin.what, exc) from exc
+                raise _error(what.begin.what, exc, self) from exc
             raise
 
     def _end(self, txn: _Txn, what: _Phases) -> None:
@@ -1176,7 +1197,7 @@ class SQLiteStorage(Storage):
                 )
         except sqlite3.Error as exc:
             _rollback(cur.connection)
-            raise _error(what.commit.what, exc) from exc
+            raise _error(what.commit.what, exc, self) from exc
         except BaseException:
             _rollback(cur.connection)
             raise
@@ -1209,7 +1230,7 @@ class SQLiteStorage(Storage):
         ids = sorted(set(customer_ids))
         txn = self._begin(now, _BATCH)
         try:
-            with _Translated("batch: read up front"):
+            with _Translated("batch: read up front", self):
                 txn.prefetch(ids)
                 txn.claim_up_front(claims)
             yield {cid: _Session(txn, cid) for cid in ids}
@@ -1265,7 +1286,7 @@ class SQLiteStorage(Storage):
         now = ensure_aware(now, "now")
         now_us = us(now)
         with self._lock:
-            with _Translated("due_batch: look"):
+            with _Translated("due_batch: look", self):
                 # An idle poll reads, without taking the write lock from other processes.
                 idle = self._connection().execute(_ANY_DUE, (now_us,)).fetchone() is None
             if idle:
@@ -1273,7 +1294,7 @@ class SQLiteStorage(Storage):
                 return
             txn = self._begin(now, _DUE_BATCH)
             try:
-                with _Translated("due_batch: claim"):
+                with _Translated("due_batch: claim", self):
                     rows = txn.cur.execute(_DUE_WITH_DATA, (now_us, limit)).fetchall()
                     if rows:
                         txn.cur.execute(
