@@ -92,7 +92,7 @@ from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.sending import give_back_offer
-from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
+from cjo.runtime.state import Activity, CustomerState, Enrollment, detached, shown_wake
 from cjo.scheduling import mark_schedules, run_schedules, say_never_occurring
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
@@ -1639,13 +1639,17 @@ class Engine:
         entry first (copies)."""
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
-        return [] if state is None else detached(state.all_enrollments())
+        return [] if state is None else _shown(detached(state.all_enrollments()))
 
     def customer_state(self, customer_id: str) -> CustomerState | None:
         """The customer's whole record as last committed (a copy)."""
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
-        return None if state is None else detached(state)
+        if state is None:
+            return None
+        state = detached(state)
+        _shown(state.enrollments)
+        return state
 
     def in_segment(self, customer_id: str, segment_id: str) -> bool:
         """Whether the customer is in the segment now (by the clock): evaluated on their
@@ -1873,6 +1877,13 @@ class Engine:
 
 
 _T = TypeVar("_T")
+
+
+def _shown(enrollments: list[Enrollment]) -> list[Enrollment]:
+    """The host's copies of ``enrollments``, as they are shown (``shown_wake``)."""
+    for e in enrollments:
+        e.wake_at = shown_wake(e)
+    return enrollments
 
 #: How many times an input is decided again when its customer's record turns out to hold an
 #: enrollment of a generation published since the definitions were read (then it is decided

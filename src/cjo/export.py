@@ -32,15 +32,16 @@ from typing import Any
 
 import attrs
 
-from cjo.runtime.state import CustomerState, Enrollment
+from cjo.runtime.state import CustomerState, Enrollment, shown_wake
 from cjo.storage.base import OutboxEntry, Storage
 from cjo.storage.codec import split_extra
 
 __all__ = ["EXPORT_FORMAT", "export_customer"]
 
 #: The version of the export's shape (a change of keys gets a new number): 2 added the
-#: record's ``newer_layout``.
-EXPORT_FORMAT = 2
+#: record's ``newer_layout``; 3 added each enrollment's ``held_at``, and shows ``wake_at``
+#: None while a pause holds it (2 showed an instant in the year 9000).
+EXPORT_FORMAT = 3
 
 #: Every instant: the activity log of all time (storage takes any aware bounds).
 _ALL_TIME = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
@@ -128,7 +129,8 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
     return {
         "id": e.id, "journey_id": e.journey_id, "version": e.version, "status": e.status,
         "step_id": e.step_id, "instance_key": e.instance_key, "entered_at": e.entered_at,
-        "step_entered_at": e.step_entered_at, "wake_at": e.wake_at, "expires_at": e.expires_at,
+        "step_entered_at": e.step_entered_at, "wake_at": shown_wake(e), "held_at": e.held_at,
+        "expires_at": e.expires_at,
         "ended_at": e.ended_at, "end_reason": e.end_reason, "converted_at": e.converted_at,
         "context": dict(e.context), "paths": dict(e.paths), "visits": dict(e.visits),
         "merged_passes": dict(e.merged_passes or {}), "control": e.control,
