@@ -4,7 +4,10 @@ report's ``paused_since`` and ``held``, and held wake-ups shown as None."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from cjo import (
     ContentItem,
@@ -21,6 +24,8 @@ from cjo import (
     attr,
 )
 from cjo.analytics.report import format_table, journey_report
+from cjo.errors import UsageError
+from cjo.export import EXPORT_FORMAT, upgrade_export
 from cjo.simulate import PauseJourney, ResumeJourney, backtest
 from tests.helpers import Factory
 
@@ -187,3 +192,36 @@ def test_a_backtest_logs_and_reports_refusals_and_holds() -> None:
                        keep_activity=True)
     report = resumed.reports["drip"]
     assert (report.not_entered, report.paused_since, report.held) == (1, None, 0)
+
+
+def test_an_export_of_the_previous_format_reads_as_the_current_one(
+    storage_factory: Factory,
+) -> None:
+    engine, clock = _engine(storage_factory)
+    engine.publish(content=CONTENT, journeys=[_journey("drip")])
+    engine.handle_event(_ev("signed_up", "ann", T0))
+    clock.set(T0 + HOUR)
+    engine.pause_journey("drip")
+    clock.set(T0 + 2 * DAY)
+    engine.run_due()
+    current = engine.export_customer("ann")
+    assert current["format"] == EXPORT_FORMAT == 3
+    assert upgrade_export(current) == current
+    # Format 2, as it was written: no held_at, and the held wake-up in the year 9000.
+    older = copy.deepcopy(current)
+    older["format"] = 2
+    for e in older["record"]["enrollments"]:
+        del e["held_at"]
+        e["wake_at"] = "9000-01-01T00:00:00+00:00"
+    upgraded = upgrade_export(older)
+    [held] = upgraded["record"]["enrollments"]
+    assert (upgraded["format"], held["wake_at"], held["held_at"]) == (3, None, None)
+    assert older["format"] == 2  # a copy: the export given is left as it was
+    erased = {"format": 2, "customer_id": "x", "record": None, "messages": [], "activities": []}
+    assert upgrade_export(erased) == {**erased, "format": 3}
+
+
+@pytest.mark.parametrize("given", [{"format": 1}, {"format": 4}, {"format": "3"}, {}, [3]])
+def test_an_export_of_an_unknown_format_is_refused(given: object) -> None:
+    with pytest.raises(UsageError, match=r"^upgrade_export reads exports of format 2 to 3, got "):
+        upgrade_export(given)  # type: ignore[arg-type]
