@@ -10,6 +10,7 @@ given.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -18,6 +19,7 @@ import attrs
 
 from cjo.described import given
 from cjo.errors import UnknownJourneyError, UnreadableDefinitionsError, UsageError
+from cjo.model.definitions import Definitions
 from cjo.model.governance import CONTROL_DETAIL
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
@@ -163,9 +165,7 @@ def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
     active = storage.active_counts(journey.id)
     stored = storage.load_definitions()
     try:
-        definitions = (
-            None if stored is None else loads_stored_definitions(stored[1], stored[0])
-        )
+        definitions = None if stored is None else _parsed(stored[1], stored[0])
     except UnreadableDefinitionsError:
         if not counts and not active:
             raise
@@ -188,6 +188,13 @@ def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
     # have not all been released yet: the count reads every record that names the journey.
     held = storage.held_counts(journey.id) if active else {}
     return build_report(journey, counts, active, versions, held=held, paused_since=paused_since)
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed(payload: str, generation: int) -> Definitions:
+    """A stored generation, parsed once for the reports of all its journeys (``cjo report``
+    reads one per journey); definitions are immutable, so sharing them is safe."""
+    return loads_stored_definitions(payload, generation)
 
 
 def graph_order(journey: Journey) -> list[str]:
