@@ -1878,13 +1878,6 @@ class Engine:
 
 _T = TypeVar("_T")
 
-
-def _shown(enrollments: list[Enrollment]) -> list[Enrollment]:
-    """The host's copies of ``enrollments``, as they are shown (``shown_wake``)."""
-    for e in enrollments:
-        e.wake_at = shown_wake(e)
-    return enrollments
-
 #: How many times an input is decided again when its customer's record turns out to hold an
 #: enrollment of a generation published since the definitions were read (then it is decided
 #: on what this engine has).
@@ -1893,6 +1886,13 @@ _NEWER_DEFINITIONS_RETRIES = 3
 
 class _NewerDefinitionsError(Exception):
     """Rolls back a transaction whose customer holds an enrollment of a newer generation."""
+
+
+def _shown(enrollments: list[Enrollment]) -> list[Enrollment]:
+    """The host's copies of ``enrollments``, as they are shown (``shown_wake``)."""
+    for e in enrollments:
+        e.wake_at = shown_wake(e)
+    return enrollments
 
 
 def _merge(
