@@ -92,7 +92,7 @@ from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.sending import give_back_offer
-from cjo.runtime.state import Activity, CustomerState, Enrollment, detached
+from cjo.runtime.state import Activity, CustomerState, Enrollment, detached, shown_wake
 from cjo.scheduling import mark_schedules, run_schedules, say_never_occurring
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
@@ -1671,13 +1671,17 @@ class Engine:
         entry first (copies)."""
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
-        return [] if state is None else detached(state.all_enrollments())
+        return [] if state is None else _shown(detached(state.all_enrollments()))
 
     def customer_state(self, customer_id: str) -> CustomerState | None:
         """The customer's whole record as last committed (a copy)."""
         _check_customer_id(customer_id)
         state = self.storage.peek(customer_id)
-        return None if state is None else detached(state)
+        if state is None:
+            return None
+        state = detached(state)
+        _shown(state.enrollments)
+        return state
 
     def in_segment(self, customer_id: str, segment_id: str) -> bool:
         """Whether the customer is in the segment now (by the clock): evaluated on their
@@ -1914,6 +1918,13 @@ _NEWER_DEFINITIONS_RETRIES = 3
 
 class _NewerDefinitionsError(Exception):
     """Rolls back a transaction whose customer holds an enrollment of a newer generation."""
+
+
+def _shown(enrollments: list[Enrollment]) -> list[Enrollment]:
+    """The host's copies of ``enrollments``, as they are shown (``shown_wake``)."""
+    for e in enrollments:
+        e.wake_at = shown_wake(e)
+    return enrollments
 
 
 def _merge(

@@ -26,21 +26,27 @@ cjo does not know what they mean).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 
-from cjo.runtime.state import CustomerState, Enrollment
+from cjo.errors import UsageError
+from cjo.runtime.state import HELD, CustomerState, Enrollment, shown_wake
 from cjo.storage.base import OutboxEntry, Storage
 from cjo.storage.codec import split_extra
 
-__all__ = ["EXPORT_FORMAT", "export_customer"]
+__all__ = ["EXPORT_FORMAT", "export_customer", "upgrade_export"]
 
 #: The version of the export's shape (a change of keys gets a new number): 2 added the
-#: record's ``newer_layout``.
-EXPORT_FORMAT = 2
+#: record's ``newer_layout``; 3 added each enrollment's ``held_at``, and shows ``wake_at``
+#: None while a pause holds it (2 showed an instant in the year 9000).
+EXPORT_FORMAT = 3
+
+#: How format 2 wrote the wake-up of an enrollment held by a pause (``HELD``).
+_HELD_TEXT = HELD.isoformat()
 
 #: Every instant: the activity log of all time (storage takes any aware bounds).
 _ALL_TIME = (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
@@ -66,6 +72,28 @@ def export_customer(storage: Storage, customer_id: str, now: datetime) -> dict[s
             for a in storage.activities(*_ALL_TIME, customer_id=customer_id)
         ],
     }
+
+
+def upgrade_export(exported: Mapping[str, Any]) -> dict[str, Any]:
+    """An export of an older format (2 or 3, as JSON-decoded) in the current one (a copy):
+    format 2's enrollments gain ``held_at`` None, and a held one's ``wake_at`` (an instant in
+    the year 9000) becomes None (when it was held is not known). ``UsageError`` for anything
+    else, naming the format found."""
+    fmt = exported.get("format") if isinstance(exported, Mapping) else None
+    if type(fmt) is not int or not 2 <= fmt <= EXPORT_FORMAT:
+        what = (f"format {fmt!r}" if isinstance(exported, Mapping)
+                else type(exported).__name__)
+        raise UsageError(f"upgrade_export reads exports of format 2 to {EXPORT_FORMAT}, got "
+                         f"{what}")
+    out = copy.deepcopy(dict(exported))
+    out["format"] = EXPORT_FORMAT
+    record = out.get("record")
+    if fmt == 2 and isinstance(record, dict):
+        for e in record.get("enrollments") or ():
+            if e.get("wake_at") == _HELD_TEXT:
+                e["wake_at"] = None
+            e.setdefault("held_at", None)
+    return out
 
 
 def _record(state: CustomerState) -> dict[str, Any]:
@@ -128,7 +156,8 @@ def _enrollment(e: Enrollment) -> dict[str, Any]:
     return {
         "id": e.id, "journey_id": e.journey_id, "version": e.version, "status": e.status,
         "step_id": e.step_id, "instance_key": e.instance_key, "entered_at": e.entered_at,
-        "step_entered_at": e.step_entered_at, "wake_at": e.wake_at, "expires_at": e.expires_at,
+        "step_entered_at": e.step_entered_at, "wake_at": shown_wake(e), "held_at": e.held_at,
+        "expires_at": e.expires_at,
         "ended_at": e.ended_at, "end_reason": e.end_reason, "converted_at": e.converted_at,
         "context": dict(e.context), "paths": dict(e.paths), "visits": dict(e.visits),
         "merged_passes": dict(e.merged_passes or {}), "control": e.control,

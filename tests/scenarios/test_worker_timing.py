@@ -255,7 +255,9 @@ def test_entries_into_a_journey_while_it_was_paused_are_refused(
     sends, log = _same_either_way(storages, timeline, DAY)
     assert all(s[0] == "ann" for s in sends)
     assert (2 * HOUR, "jumped") in _kinds(log, "bob")
-    assert [row for row in log if row[1] == "bob" and row[2] == "drip"] == []
+    # Nothing in the journey but the refusal, logged at the jump's instant.
+    assert [(row[0] - T0, row[5], row[6]) for row in log if row[1] == "bob" and row[2] == "drip"
+            ] == [(2 * HOUR, "not_entered", "paused")]
 
 
 def test_a_journey_paused_twice_releases_each_wake_up_at_its_own_resume(

@@ -1,21 +1,25 @@
 """Journey reports: what happened in a journey, overall and step by step.
 
-A report is built only from the storage's aggregates (``activity_counts`` and
-``active_counts``). Their cost grows with the data: the SQL adapters group the kept activity
-log and read every customer record that names the journey (about a second for 100,000
-customers waiting in a journey on SQLite, two on PostgreSQL). Counts cover every version of
-the journey; rows follow the graph of the version given.
+A report is built only from the storage's aggregates (``activity_counts``, ``active_counts``
+and ``held_counts``) and its definitions (a pause in force). Their cost grows with the data:
+the SQL adapters group the kept activity log and read every customer record that names the
+journey (about a second for 100,000 customers waiting in a journey on SQLite, two on
+PostgreSQL). Counts cover every version of the journey; rows follow the graph of the version
+given.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 
 import attrs
 
 from cjo.described import given
 from cjo.errors import UnknownJourneyError, UnreadableDefinitionsError, UsageError
+from cjo.model.definitions import Definitions
 from cjo.model.governance import CONTROL_DETAIL
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
@@ -82,6 +86,12 @@ class JourneyReport:
     (a frequency cap skipped the send or ended the enrollment), ``quiet hours <id>`` (skipped),
     and the reason a send was skipped (``catch-up limit``, ``paused``); a deferred send is
     counted once it goes out or not.
+    ``not_entered`` counts the entries refused by the rules across journeys (the journey was
+    paused, an exclusive group, the concurrency limit: the activity log's ``not_entered``
+    entries say which); refusals by the audience or the re-entry rule are not counted.
+    ``paused_since`` is when the pause in force began (None: the journey runs), and ``held``
+    how many of the ``active`` enrollments a pause holds: their wake-ups fell due while the
+    journey was paused, and run on resume by its ``on_resume`` rule.
     """
 
     journey_id: str
@@ -105,6 +115,9 @@ class JourneyReport:
     #: Of ``sent``: messages withheld at dispatch, and messages that failed for good.
     withheld: int = 0
     delivery_failed: int = 0
+    not_entered: int = 0
+    paused_since: datetime | None = None
+    held: int = 0
 
     @property
     def exited_total(self) -> int:
@@ -154,35 +167,38 @@ def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
         )
     counts = storage.activity_counts(journey.id)
     active = storage.active_counts(journey.id)
-    if not counts and not active:
-        versions = _versions(storage, journey.id)
-        if not versions:
-            # Zeros would read as a journey no one entered: a typo in an id, or another storage.
-            raise UnknownJourneyError(
-                f"no journey {journey.id!r} has been published in this storage"
-            )
-    elif all(c.step_id is None or c.step_id in journey.steps for c in counts) and all(
-        step is None or step in journey.steps for _, step in active
-    ):
-        versions = []  # every step is the given version's: no older one to look in
-    else:
-        try:
-            versions = _versions(storage, journey.id)
-        except UnreadableDefinitionsError:
-            # Written by a newer cjo (a rolling upgrade): what was recorded is still reported,
-            # the steps only older versions have without their kind.
-            versions = []
-    return build_report(journey, counts, active, versions)
-
-
-def _versions(storage: Storage, journey_id: str) -> list[Journey]:
-    """Every stored version of ``journey_id``, newest first."""
     stored = storage.load_definitions()
-    if stored is None:
-        return []
-    definitions = loads_stored_definitions(stored[1], stored[0])
-    return sorted((j for j in definitions.journeys if j.id == journey_id),
-                  key=lambda j: -j.version)
+    try:
+        definitions = None if stored is None else _parsed(stored[1], stored[0])
+    except UnreadableDefinitionsError:
+        if not counts and not active:
+            raise
+        # Written by a newer cjo (a rolling upgrade): what was recorded is still reported,
+        # the steps only older versions have without their kind, and no pause.
+        definitions = None
+    versions = [] if definitions is None else sorted(
+        (j for j in definitions.journeys if j.id == journey.id), key=lambda j: -j.version
+    )
+    if not counts and not active and not versions:
+        # Zeros would read as a journey no one entered: a typo in an id, or another storage.
+        raise UnknownJourneyError(
+            f"no journey {journey.id!r} has been published in this storage"
+        )
+    paused_since = None if definitions is None else next(
+        (p.since for p in definitions.paused if p.journey_id == journey.id and p.until is None),
+        None,
+    )
+    # Only a paused journey holds anyone, or one resumed a moment ago whose held customers
+    # have not all been released yet: the count reads every record that names the journey.
+    held = storage.held_counts(journey.id) if active else {}
+    return build_report(journey, counts, active, versions, held=held, paused_since=paused_since)
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed(payload: str, generation: int) -> Definitions:
+    """A stored generation, parsed once for the reports of all its journeys (``cjo report``
+    reads one per journey); definitions are immutable, so sharing them is safe."""
+    return loads_stored_definitions(payload, generation)
 
 
 def graph_order(journey: Journey) -> list[str]:
@@ -207,10 +223,14 @@ def build_report(
     counts: Iterable[ActivityCount],
     active: Mapping[tuple[int, str | None], int],
     versions: Sequence[Journey] = (),
+    *,
+    held: Mapping[tuple[int, str | None], int] | None = None,
+    paused_since: datetime | None = None,
 ) -> JourneyReport:
     """A report from raw aggregates (what ``journey_report`` reads from storage).
     ``versions``: the journey's versions, newest first, where a step only an older version
-    has finds its kind."""
+    has finds its kind; ``held`` and ``paused_since`` as ``Storage.held_counts`` and the
+    definitions' pause in force say."""
     per_step: dict[str, Counter[tuple[str, str | None]]] = {}
     totals: Counter[str] = Counter()
     exited: Counter[str] = Counter()
@@ -227,9 +247,9 @@ def build_report(
             control[c.kind] += c.count
         if c.kind == "suppressed":
             suppressed[c.detail or "unspecified"] += c.count
-        held = _not_sent(c.kind, c.detail)
-        if held is not None:
-            not_sent[held] += c.count
+        why = _not_sent(c.kind, c.detail)
+        if why is not None:
+            not_sent[why] += c.count
             not_sent_by_step[c.step_id] += c.count
         if c.kind == "exited":
             exited[c.detail or "unspecified"] += c.count
@@ -289,6 +309,9 @@ def build_report(
         not_sent=dict(sorted(not_sent.items())),
         withheld=sum(row.withheld for row in rows),
         delivery_failed=sum(row.delivery_failed for row in rows),
+        not_entered=totals["not_entered"],
+        paused_since=paused_since,
+        held=sum(held.values()) if held else 0,
     )
 
 
@@ -410,9 +433,15 @@ def _summary(report: JourneyReport) -> str:
         f"converted {_num(report.converted)} ({report.conversion_rate:.1%})",
     ]
     for label, n in (("expired", report.expired), ("removed", report.removed),
-                     ("ejected", report.ejected), ("merged", report.merged)):
+                     ("ejected", report.ejected), ("merged", report.merged),
+                     ("not entered", report.not_entered)):
         if n:
             parts.append(f"{label} {_num(n)}")
+    # Why a journey's customers stand still: it is paused, or its held ones wait for a release.
+    if report.paused_since is not None:
+        parts.append(f"paused since {report.paused_since.isoformat()}")
+    if report.held:
+        parts.append(f"held {_num(report.held)}")
     # Why steps reached more customers than they sent to, and the control group against the
     # others: without them a funnel's numbers do not add up.
     failed = sum(row.send_failed for row in report.steps)

@@ -775,9 +775,17 @@ class Decider:
         if registry.pauses or registry.any_group or registry.max_concurrent is not None:
             reason = self._arbitrate(cj, now)
             if reason is not None:
+                journey = cj.journey
                 self.outcome.not_entered.append(
-                    NotEntered(cj.journey.id, self.customer_id, reason, now)
+                    NotEntered(journey.id, self.customer_id, reason, now)
                 )
+                # Logged too (these refusals only: the others repeat for every event of a
+                # customer already inside), so the log explains entries fewer than triggers.
+                self.dirty = True
+                self.activities.append(Activity(
+                    now, self.customer_id, "", journey.id, journey.version, None,
+                    "not_entered", reason,
+                ))
                 return None
         return self._enter(cj, key, own_values(data), trigger_event_id, now)
 

@@ -38,6 +38,7 @@ __all__ = [
     "Track",
     "detached",
     "merge_attributes",
+    "shown_wake",
 ]
 
 _V = TypeVar("_V")
@@ -55,6 +56,8 @@ ActivityKind = Literal[
     # an enrollment's course
     "entered", "step", "path", "timeout", "event_received", "goal", "date_past", "date_missing",
     "action", "action_failed", "offer", "jumped", "held", "resumed", "migrated", "merged_in",
+    # an entry refused across journeys (no enrollment)
+    "not_entered",
     # sends and the delivery policies
     "sent", "send_failed", "render_retry", "send_skipped", "suppressed", "fallback", "capped",
     "quiet_hours", "withheld", "unreachable", "dead_letter", "dead_letter_retried",
@@ -70,6 +73,13 @@ ACTIVITY_KINDS: frozenset[str] = frozenset(get_args(ActivityKind))
 #: The wake-up of an enrollment held by a paused journey: after every real instant, so the
 #: customer is not claimed for it; resuming the journey wakes its held customers.
 HELD = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def shown_wake(enrollment: Enrollment) -> datetime | None:
+    """An enrollment's ``wake_at`` as shown to the host (copies, exports): None for ``HELD``,
+    which is no instant anything happens at (``held_at`` says since when it is held)."""
+    wake = enrollment.wake_at
+    return None if wake == HELD else wake
 
 #: The layout of stored customer records that this version writes. Older layouts are upgraded
 #: when read (``cjo.storage.codec``); fields a newer layout added are kept as they are.
@@ -111,7 +121,9 @@ class Enrollment:
 
     ``wake_at`` is the next moment the engine must look at it again (end of a wait, a
     wait-for-event timeout, or the journey's maximum lifetime), stored as an absolute UTC
-    instant when the wait starts.
+    instant when the wait starts. In the copies the engine hands out (``Engine.enrollments``,
+    ``Engine.customer_state``) and in exports, an enrollment held by a paused journey shows
+    None until the resume (``held_at``: when it was held).
     """
 
     id: str
@@ -881,6 +893,10 @@ class Activity:
       action, action_failed, offer (the offer a send chose, once delivery policies let it
       through), jumped, held (a wake-up held by a paused journey), resumed, migrated (to a
       new journey version), merged_in (an enrollment taken over from an identity merge);
+    - an entry refused by the rules across journeys: not_entered (``enrollment_id`` blank,
+      ``version`` the one that would have been entered; detail: ``paused``, the exclusive
+      group and the journey the customer is in, or the concurrency limit and the journeys
+      the customer is in). Refusals by the audience or the re-entry rules are not logged;
     - sends: sent, send_failed, render_retry, send_skipped (a send not made: the catch-up
       limit, a skip on resume, a step sent before a merge), the delivery-policy decisions
       (suppressed, fallback, capped, quiet_hours), withheld (a message written earlier and no

@@ -476,6 +476,22 @@ class Storage(abc.ABC):
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
         """Active enrollments per (version, step)."""
 
+    def held_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
+        """Active enrollments in ``journey_id`` held by a pause (a wake-up fell due while the
+        journey was paused, and has not run since), per (version, step). This default walks
+        the journey's customers (``enrolled_customers``, ``peek_many``); adapters may count
+        them in one query. Not a hot path: reports read it."""
+        out: dict[tuple[int, str | None], int] = {}
+        after: str | None = None
+        while ids := self.enrolled_customers(journey_id, after=after):
+            after = ids[-1]
+            for state in self.peek_many(ids).values():
+                for e in state.enrollments:
+                    if e.journey_id == journey_id and e.held_at is not None:
+                        key = (e.version, e.step_id)
+                        out[key] = out.get(key, 0) + 1
+        return out
+
     @abc.abstractmethod
     def enrolled_customers(
         self, journey_id: str, *, after: str | None = None, limit: int = 500

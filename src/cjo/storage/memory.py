@@ -886,11 +886,20 @@ class InMemoryStorage(Storage):
                           key=count_order)
 
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
+        return self._enrollment_counts(journey_id, held=False)
+
+    def held_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
+        return self._enrollment_counts(journey_id, held=True)
+
+    def _enrollment_counts(
+        self, journey_id: str, *, held: bool
+    ) -> dict[tuple[int, str | None], int]:
+        """Active enrollments in the journey per (version, step): all, or those ``held``."""
         out: Counter[tuple[int, str | None]] = Counter()
         with self._lock:
             for kept in self._records.values():
                 for e in kept.enrollments:
-                    if e.journey_id == journey_id:
+                    if e.journey_id == journey_id and (not held or e.held_at is not None):
                         out[(e.version, e.step_id)] += 1
         return dict(out)
 

@@ -458,6 +458,9 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE customer_id > %s ORDER BY customer_id LIMIT %s",
     "active_candidates": "SELECT customer_id, data FROM {s}.customers"
     " WHERE strpos(data, %s) > 0 OR strpos(data, %s) > 0",
+    # Of those, the records that hold an enrollment held by a pause (``hold``: its held_at).
+    "held_candidates": "SELECT customer_id, data FROM {s}.customers"
+    """ WHERE (strpos(data, %s) > 0 OR strpos(data, %s) > 0) AND strpos(data, '"hold":') > 0""",
     "erase_lock": "SELECT pg_advisory_xact_lock(" + _KEY.replace("{col}", "%s") + ")",
     "erase_record": "DELETE FROM {s}.customers WHERE customer_id = %s",
     "erase_outbox": "DELETE FROM {s}.outbox WHERE customer_id = %s",
@@ -1305,23 +1308,35 @@ class PostgresStorage(Storage):
 
     @_translating
     def active_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
+        return self._enrollment_counts(journey_id, "active_candidates", held=False)
+
+    @_translating
+    def held_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
+        return self._enrollment_counts(journey_id, "held_candidates", held=True)
+
+    def _enrollment_counts(
+        self, journey_id: str, query: str, *, held: bool
+    ) -> dict[tuple[int, str | None], int]:
+        """Active enrollments in the journey per (version, step), all or those ``held``, from
+        the records ``query`` finds by their text (decoding decides: a text cast to JSON in
+        SQL would fail on a damaged record)."""
         out: dict[tuple[int, str | None], int] = {}
         needles = (json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False))
         # A server-side cursor: the records are streamed, not all held at once.
         with (
             self._pool.connection() as conn,
             conn.transaction(),
-            conn.cursor(name="cjo_active_counts") as cursor,
+            conn.cursor(name="cjo_enrollment_counts") as cursor,
         ):
             cursor.itersize = 500
-            cursor.execute(self._q["active_candidates"], needles)
+            cursor.execute(self._q[query], needles)
             for cid, data in cursor:
                 try:
                     state = decode_state(data, cid)
                 except CorruptRecordError:
                     continue  # set aside, or about to be: not counted
                 for e in state.enrollments:
-                    if e.journey_id == journey_id:
+                    if e.journey_id == journey_id and (not held or e.held_at is not None):
                         key = (e.version, e.step_id)
                         out[key] = out.get(key, 0) + 1
         return out

@@ -573,13 +573,21 @@ _ACTIVITY_COUNTS = (
 # (?2, ?3: the id as the codec writes it, ``journey_needles``; SQLite's ``json_quote`` escapes
 # otherwise, and would miss an id with a character beyond ASCII); the CASEs keep a record or
 # an element that is not what it should be from failing the query.
-_ACTIVE_COUNTS = (
+# Active enrollments in a journey per (version, step); ``{held}`` narrows them to the held
+# ones (``hold``, their ``held_at``), and ``{narrow}`` passes over, by their text, the records
+# that hold none before any JSON is read.
+_ENROLLMENT_COUNTS = (
     "SELECT json_extract(e.value, '$.ver') AS version, json_extract(e.value, '$.s') AS step, "
     "COUNT(*) FROM customers AS c, "
-    "json_each(CASE WHEN (instr(c.data, ?2) OR instr(c.data, ?3)) AND json_valid(c.data) "
-    "THEN c.data END, '$.enr') AS e "
-    "WHERE json_extract(CASE WHEN e.type = 'object' THEN e.value END, '$.j') = ?1 "
+    "json_each(CASE WHEN (instr(c.data, ?2) OR instr(c.data, ?3)){narrow} "
+    "AND json_valid(c.data) THEN c.data END, '$.enr') AS e "
+    "WHERE json_extract(CASE WHEN e.type = 'object' THEN e.value END, '$.j') = ?1{held} "
     "GROUP BY version, step"
+)
+_ACTIVE_COUNTS = _ENROLLMENT_COUNTS.format(narrow="", held="")
+_HELD_COUNTS = _ENROLLMENT_COUNTS.format(
+    narrow=""" AND instr(c.data, '"hold":')""",
+    held=" AND json_extract(e.value, '$.hold') IS NOT NULL",
 )
 # A text search narrows the scan to records that mention the journey; decoding decides.
 _ENROLLED_CANDIDATES = (
@@ -1522,6 +1530,14 @@ class SQLiteStorage(Storage):
         with self._lock:
             rows = self._connection().execute(
                 _ACTIVE_COUNTS, (journey_id, *journey_needles(journey_id))
+            ).fetchall()
+        return {(version, step): n for version, step, n in rows}
+
+    @_Translated("held_counts")
+    def held_counts(self, journey_id: str) -> dict[tuple[int, str | None], int]:
+        with self._lock:
+            rows = self._connection().execute(
+                _HELD_COUNTS, (journey_id, *journey_needles(journey_id))
             ).fetchall()
         return {(version, step): n for version, step, n in rows}
 

@@ -33,6 +33,7 @@ from cjo.model.journey import ExitCriterion, Goal, Journey
 from cjo.model.steps import Action, Send, Wait, WaitForEvent
 from cjo.model.triggers import EventTrigger, InactivityTrigger
 from cjo.runtime.state import (
+    HELD,
     RECORD_LAYOUT,
     Activity,
     CustomerState,
@@ -1688,6 +1689,41 @@ class StorageContract:
             del state.enrollments[1:]
             session.save(state, (), ())
         assert storage.active_counts("j") == {(1, "wait"): 2}
+
+    def test_held_counts(self, storage: Storage) -> None:
+        # Held: a wake-up fell due while the journey was paused (``held_at``); wake_at is the
+        # resume's sentinel, or the expiry when that comes first.
+        def held(eid: str, customer: str, journey: str = "j", *, version: int = 1,
+                 step: str | None = "wait") -> Enrollment:
+            e = _enrollment(eid, customer, journey, version=version, step=step,
+                            wake_at=HELD)
+            e.held_at = T0 + HOUR
+            return e
+
+        _save(storage, _state("c1", enrollments=[
+            held("j:c1:1", "c1"), _enrollment("o:c1:1", "c1", journey="o", wake_at=T0 + DAY),
+        ]))
+        _save(storage, _state("c2", enrollments=[
+            held("j:c2:1", "c2"), held("j:c2:2", "c2", version=2, step="email"),
+            held("o:c2:1", "c2", journey="o"),
+            _enrollment("j:c2:3", "c2", step="wait", wake_at=T0 + DAY),
+        ]))
+        # Waiting, not held; and a record whose text names "hold" elsewhere.
+        _save(storage, _state("c3", wake_at=T0 + DAY, attributes={"hold": "j"}))
+        expected = {(1, "wait"): 2, (2, "email"): 1}
+        assert storage.held_counts("j") == expected
+        assert storage.held_counts("o") == {(1, "wait"): 1}
+        assert storage.held_counts("none") == {}
+        # The ABC's default, which walks the journey's customers, counts the same.
+        assert Storage.held_counts(storage, "j") == expected
+        # From the records as they are now: a released enrollment is held no longer.
+        with storage.customer("c2", T0) as session:
+            state = session.load()
+            assert state is not None
+            state.enrollments[0].held_at = None
+            state.enrollments[0].wake_at = T0 + 2 * HOUR
+            session.save(state, (), ())
+        assert storage.held_counts("j") == {(1, "wait"): 1, (2, "email"): 1}
 
     def test_active_counts_of_journeys_named_in_any_characters(self, storage: Storage) -> None:
         # Records are JSON: an id is written escaped or not, however the adapter writes it.
