@@ -41,8 +41,8 @@ from cjo.storage.codec import split_extra
 __all__ = ["EXPORT_FORMAT", "export_customer", "upgrade_export"]
 
 #: The version of the export's shape (a change of keys gets a new number): 2 added the
-#: record's ``newer_layout``; 3 added each enrollment's ``held_at``, and shows ``wake_at``
-#: None while a pause holds it (2 showed an instant in the year 9000).
+#: record's ``newer_layout``; 3 added each enrollment's ``held_at`` and ``carried_sends``, and
+#: shows ``wake_at`` None while a pause holds it (2 showed an instant in the year 9000).
 EXPORT_FORMAT = 3
 
 #: How format 2 wrote the wake-up of an enrollment held by a pause (``HELD``).
@@ -76,9 +76,9 @@ def export_customer(storage: Storage, customer_id: str, now: datetime) -> dict[s
 
 def upgrade_export(exported: Mapping[str, Any]) -> dict[str, Any]:
     """An export of an older format (2 or 3, as JSON-decoded) in the current one (a copy):
-    format 2's enrollments gain ``held_at`` None, and a held one's ``wake_at`` (an instant in
-    the year 9000) becomes None (when it was held is not known). ``UsageError`` for anything
-    else, naming the format found."""
+    format 2's enrollments gain ``held_at`` None and empty ``carried_sends``, and a held one's
+    ``wake_at`` (an instant in the year 9000) becomes None (when it was held is not known).
+    ``UsageError`` for anything else, naming the format found."""
     fmt = exported.get("format") if isinstance(exported, Mapping) else None
     if type(fmt) is not int or not 2 <= fmt <= EXPORT_FORMAT:
         what = (f"format {fmt!r}" if isinstance(exported, Mapping)
@@ -93,6 +93,7 @@ def upgrade_export(exported: Mapping[str, Any]) -> dict[str, Any]:
             if e.get("wake_at") == _HELD_TEXT:
                 e["wake_at"] = None
             e.setdefault("held_at", None)
+            e.setdefault("carried_sends", {})
     return out
 
 

@@ -207,15 +207,18 @@ def test_an_export_of_the_previous_format_reads_as_the_current_one(
     current = engine.export_customer("ann")
     assert current["format"] == EXPORT_FORMAT == 3
     assert upgrade_export(current) == current
-    # Format 2, as it was written: no held_at, and the held wake-up in the year 9000.
+    # Format 2, as it was written: no held_at nor carried_sends, and the held wake-up in the
+    # year 9000.
     older = copy.deepcopy(current)
     older["format"] = 2
     for e in older["record"]["enrollments"]:
-        del e["held_at"]
+        del e["held_at"], e["carried_sends"]
         e["wake_at"] = "9000-01-01T00:00:00+00:00"
     upgraded = upgrade_export(older)
     [held] = upgraded["record"]["enrollments"]
-    assert (upgraded["format"], held["wake_at"], held["held_at"]) == (3, None, None)
+    assert (upgraded["format"], held["wake_at"], held["held_at"], held["carried_sends"]) == (
+        3, None, None, {}
+    )
     assert older["format"] == 2  # a copy: the export given is left as it was
     erased = {"format": 2, "customer_id": "x", "record": None, "messages": [], "activities": []}
     assert upgrade_export(erased) == {**erased, "format": 3}
