@@ -316,7 +316,8 @@ class Storage(abc.ABC):
         The default claims with ``claim_due`` (its lease protects the claim until the batch
         commits) and then opens ``batch``. An adapter whose transactions lock the whole
         database may claim inside the transaction instead."""
-        by = now if due is None else due
+        now = ensure_aware(now, "now")
+        by = now if due is None else ensure_aware(due, "due")
         # Leased until ``now + lease`` however early ``by`` is.
         claimed = self.claim_due(by, limit, lease + (now - by))
         customers = list(dict.fromkeys(d.customer_id for d in claimed))

@@ -658,7 +658,8 @@ class InMemoryStorage(Storage):
         # beyond the one claim_due writes (it keeps a set-aside or unknown-version customer
         # from being claimed again by the next pass).
         with self._lock:
-            by = now if due is None else due
+            now = ensure_aware(now, "now")
+            by = now if due is None else ensure_aware(due, "due")
             claimed = self.claim_due(by, limit, lease + (now - by))
             if not claimed:
                 yield {}
