@@ -94,7 +94,7 @@ def test_the_wait_for_the_schedules_own_wall_time_ends_that_day(
 ) -> None:
     monday_9 = datetime(2026, 3, 30, 9, 0, tzinfo=PARIS)
     clock, email = ManualClock(SATURDAY), RecordingChannel()
-    engine = Engine(storage_factory(), {"email": email}, clock)  # type: ignore[arg-type]
+    engine = Engine(storage_factory(), {"email": email}, clock)
     engine.publish(journeys=[Journey(
         id="monday", trigger=ScheduleTrigger("0 9 * * MON", "Europe/Paris"), entry="wait",
         steps={"wait": WaitUntil("09:00", next="third"), "third": Send("third", "email")},
