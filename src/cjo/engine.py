@@ -93,7 +93,12 @@ from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
 from cjo.runtime.registry import Registry
 from cjo.runtime.sending import give_back_offer
 from cjo.runtime.state import Activity, CustomerState, Enrollment, detached, shown_wake
-from cjo.scheduling import mark_schedules, run_schedules, say_never_occurring
+from cjo.scheduling import (
+    due_occurrences,
+    mark_schedules,
+    run_occurrence,
+    say_never_occurring,
+)
 from cjo.segments.membership import leave_every_segment
 from cjo.segments.rules import ProfileRule
 from cjo.serialization import (
@@ -812,13 +817,31 @@ class Engine:
         if self._to_release:
             self._release(now, builder)
         self._maybe_refresh_segments(registry, builder)
+        # A schedule occurrence runs at its own instant, as a wake-up fires at its own: after
+        # the wake-ups due by then (a time-relative membership that changed by then counts),
+        # before the later ones, so a late pass decides what one on time would have.
+        if registry.any_schedule:
+            for occurrence, cj, trigger in due_occurrences(self, now):
+                self._fire_due(occurrence, now, registry, builder)
+                run_occurrence(self, cj, trigger, occurrence, now, builder)
+        self._fire_due(now, now, registry, builder)
+        self._maybe_prune(now)
+        return builder.build()
+
+    def _fire_due(
+        self, until: datetime, now: datetime, registry: Registry, builder: OutcomeBuilder
+    ) -> None:
+        """Fire every wake-up due by ``until`` (each at its own instant) in a pass at ``now``,
+        customer by customer, one transaction per group claimed."""
         while True:
-            with self.storage.due_batch(now, self.due_batch_size, self.wake_lease) as sessions:
+            with self.storage.due_batch(
+                now, self.due_batch_size, self.wake_lease, due=until
+            ) as sessions:
                 # An untouched record keeps its claim's lease, so a wake-up this engine cannot
                 # fire (an unknown journey version) is not claimed again at once.
                 deciders = self._decide_each(
-                    sessions.values(), registry, now, builder,
-                    lambda decider: decider.catch_up(now, worker=True),
+                    sessions.values(), registry, until, builder,
+                    lambda decider: decider.catch_up(until, worker=True),
                 )
                 claimed = len(sessions)
             if claimed:
@@ -826,12 +849,6 @@ class Engine:
             # A short claim took every due customer no other worker holds: nothing is left.
             if claimed < self.due_batch_size:
                 break
-        # After the wake-ups: a schedule over a segment walks the memberships as they stand
-        # at ``now``, the time-relative changes due by then included.
-        if registry.any_schedule:
-            run_schedules(self, now, builder)
-        self._maybe_prune(now)
-        return builder.build()
 
     def start_journey(
         self, journey_id: str, customer_id: str, context: Mapping[str, Any] | None = None

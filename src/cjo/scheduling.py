@@ -23,13 +23,18 @@ from cjo.model.journey import Journey
 from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
 from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence, occurs
+from cjo.runtime.state import decided_until
 from cjo.storage.erasure import schedule_claim
 
 if TYPE_CHECKING:
     from cjo.engine import Engine
+    from cjo.runtime.core import Decider
     from cjo.runtime.registry import CompiledJourney, Registry
 
-__all__ = ["mark_schedules", "next_schedule_run", "run_schedules", "say_never_occurring"]
+__all__ = [
+    "due_occurrences", "mark_schedules", "next_schedule_run", "run_occurrence",
+    "say_never_occurring",
+]
 
 log = logging.getLogger("cjo.scheduling")
 
@@ -150,10 +155,14 @@ def say_never_occurring(registry: Registry) -> None:
             log.warning("schedule of journey %r never occurs: %r", cj.journey.id, trigger.cron)
 
 
-def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> None:
-    """Run every schedule occurrence due by ``now`` that is not done yet (the latest one only:
-    older missed occurrences are skipped)."""
+def due_occurrences(
+    engine: Engine, now: datetime
+) -> list[tuple[datetime, CompiledJourney, ScheduleTrigger]]:
+    """The schedule occurrences due by ``now`` that are not done yet (each schedule's latest
+    one only: older missed occurrences are skipped), earliest first, for ``run_occurrence``.
+    A schedule published by a process that marked nothing is counted from here instead."""
     registry = engine._sync()
+    due: list[tuple[datetime, CompiledJourney, ScheduleTrigger]] = []
     for cj, trigger in _schedules(registry):
         done = _counted_from(engine, registry, cj, trigger)
         try:
@@ -163,18 +172,23 @@ def run_schedules(engine: Engine, now: datetime, builder: OutcomeBuilder) -> Non
             # nothing, and must not stop the worker's pass for everyone else. Said once, when
             # the engine took the definitions (``say_never_occurring``), not at every pass.
             continue
-        if done is not None:
-            if occurrence <= done:
-                continue
-            _run_occurrence(engine, cj, trigger, occurrence, now, builder)
-        # Run now, or published by a process that marked nothing: counted from here.
-        engine.storage.put_setting(_setting(cj.journey.id), occurrence.isoformat())
+        if done is None:
+            engine.storage.put_setting(_setting(cj.journey.id), occurrence.isoformat())
+        elif occurrence > done:
+            due.append((occurrence, cj, trigger))
+    due.sort(key=lambda d: (d[0], d[1].journey.id))
+    return due
 
 
-def _run_occurrence(
+def run_occurrence(
     engine: Engine, cj: CompiledJourney, trigger: ScheduleTrigger, occurrence: datetime,
     now: datetime, builder: OutcomeBuilder,
 ) -> None:
+    """Enter the members of the schedule at ``occurrence`` (a pass at ``now``, when the
+    wake-ups due by the occurrence have fired), then mark it done. Each member is decided at
+    the occurrence, as a wake-up is at its instant, so a late worker changes nothing; one
+    whose record was decided later than that (an input of theirs handled since) at the
+    latest instant it shows, so that their history keeps its order."""
     storage = engine.storage
     segment = trigger.segment
     pages: Callable[[str | None], list[str]] = (
@@ -184,7 +198,12 @@ def _run_occurrence(
     stamp = occurrence.isoformat()
     journey_id = cj.journey.id
     registry = engine._sync()
-    skip_sends = _held_and_skipped(registry, cj, occurrence)
+    runs_from, skip_sends = _after_pause(registry, cj, occurrence)
+
+    def enter(decider: Decider) -> None:
+        at = min(now, max(runs_from, decided_until(decider.state)))
+        decider.start(cj, {"scheduled_at": stamp}, at, segment, skip_sends=skip_sends)
+
     after: str | None = None
     while page := pages(after):
         after = page[-1]
@@ -192,18 +211,19 @@ def _run_occurrence(
             # A customer this occurrence already entered (another worker) is left alone.
             fresh = [s for cid, s in sessions.items()
                      if s.claim_event(schedule_claim(journey_id, stamp, cid))]
-            deciders = engine._decide_each(
-                fresh, registry, now, builder,
-                lambda decider: decider.start(cj, {"scheduled_at": stamp}, now, segment,
-                                              skip_sends=skip_sends),
-            )
+            deciders = engine._decide_each(fresh, registry, now, builder, enter)
         engine._finish(deciders, now, builder)
+    storage.put_setting(_setting(journey_id), stamp)
 
 
-def _held_and_skipped(registry: Registry, cj: CompiledJourney, occurrence: datetime) -> bool:
-    """Whether the occurrence fell inside a pause whose ``on_resume`` rule skips it: ``skip``,
-    or ``grace`` when it was older than the grace at the resume (as a held wake-up is)."""
+def _after_pause(
+    registry: Registry, cj: CompiledJourney, occurrence: datetime
+) -> tuple[datetime, bool]:
+    """When the occurrence runs from: itself, or the resume of a pause it fell inside (an
+    entry inside a pause is refused; a worker on time runs it at the resume). And whether
+    that pause's ``on_resume`` rule skips its sends: ``skip``, or ``grace`` when it was older
+    than the grace at the resume (as a held wake-up is)."""
     pause = registry.pause_at(cj.journey.id, occurrence) if registry.pauses else None
     if pause is None or pause.until is None:
-        return False
-    return cj.journey.on_resume.skips(occurrence, pause.until)
+        return occurrence, False
+    return pause.until, cj.journey.on_resume.skips(occurrence, pause.until)

@@ -99,10 +99,10 @@ class CrashingStorage(Storage):
 
     @contextmanager
     def due_batch(
-        self, now: datetime, limit: int, lease: timedelta
+        self, now: datetime, limit: int, lease: timedelta, *, due: datetime | None = None
     ) -> Iterator[Mapping[str, CustomerSession]]:
         self.tick("due_batch.enter", (now,))
-        with self.inner.due_batch(now, limit, lease) as sessions:
+        with self.inner.due_batch(now, limit, lease, due=due) as sessions:
             yield {cid: _Session(self, s) for cid, s in sessions.items()}
             self.tick("due_batch.commit", tuple(sessions))
         self.tick("due_batch.exit", tuple(sessions))

@@ -36,6 +36,7 @@ __all__ = [
     "OfferHistory",
     "PassesBefore",
     "Track",
+    "decided_until",
     "detached",
     "merge_attributes",
     "shown_wake",
@@ -854,6 +855,26 @@ class KeptRecord:
     def segments(self) -> Mapping[str, datetime]:
         rare = self._rare
         return NO_ITEMS if rare is None else rare.segments
+
+
+def decided_until(state: CustomerState) -> datetime:
+    """The latest instant the record shows a decision at: its creation, the newest event that
+    changed it, and the instants its enrollments entered, moved, converted, were held or
+    ended, and its segments were entered. Something decided later must be decided no earlier,
+    or the record's history would be out of order (a schedule entered late)."""
+    latest = state.created_at
+    if state.decided_at is not None:
+        latest = max(latest, state.decided_at)
+    for e in state.enrollments:
+        for at in (e.entered_at, e.step_entered_at, e.converted_at, e.held_at, e.ended_at):
+            if at is not None and at > latest:
+                latest = at
+    for ended in state.ended:
+        latest = max(latest, ended.ended_at)
+    if state._rare is not None:
+        for at in state.segments.values():
+            latest = max(latest, at)
+    return latest
 
 
 def _copy_record(source: CustomerState | KeptRecord) -> CustomerState:

@@ -306,16 +306,21 @@ class Storage(abc.ABC):
 
     @contextmanager
     def due_batch(
-        self, now: datetime, limit: int, lease: timedelta
+        self, now: datetime, limit: int, lease: timedelta, *, due: datetime | None = None
     ) -> Iterator[Mapping[str, CustomerSession]]:
-        """Claim up to ``limit`` due customers and open one transaction for them (in order of
-        their wake-up); an empty mapping when nothing is due.
+        """Claim up to ``limit`` customers due by ``due`` (default: ``now``; earlier for a pass
+        that fires what fell due before a schedule occurrence) and open one transaction for
+        them (in order of their wake-up); an empty mapping when nothing is due. The
+        transaction and the leases are at ``now`` whatever ``due`` is.
 
         The default claims with ``claim_due`` (its lease protects the claim until the batch
         commits) and then opens ``batch``. An adapter whose transactions lock the whole
         database may claim inside the transaction instead."""
-        due = self.claim_due(now, limit, lease)
-        customers = list(dict.fromkeys(d.customer_id for d in due))
+        now = ensure_aware(now, "now")
+        by = now if due is None else ensure_aware(due, "due")
+        # Leased until ``now + lease`` however early ``by`` is.
+        claimed = self.claim_due(by, limit, lease + (now - by))
+        customers = list(dict.fromkeys(d.customer_id for d in claimed))
         if not customers:
             yield {}
             return

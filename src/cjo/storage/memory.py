@@ -652,17 +652,19 @@ class InMemoryStorage(Storage):
 
     @contextmanager
     def due_batch(
-        self, now: datetime, limit: int, lease: timedelta
+        self, now: datetime, limit: int, lease: timedelta, *, due: datetime | None = None
     ) -> Iterator[Mapping[str, CustomerSession]]:
         # One lock for claim and work: nothing else can run in between, so no lease is needed
         # beyond the one claim_due writes (it keeps a set-aside or unknown-version customer
         # from being claimed again by the next pass).
         with self._lock:
-            due = self.claim_due(now, limit, lease)
-            if not due:
+            now = ensure_aware(now, "now")
+            by = now if due is None else ensure_aware(due, "due")
+            claimed = self.claim_due(by, limit, lease + (now - by))
+            if not claimed:
                 yield {}
                 return
-            with _Txn(self, now, [d.customer_id for d in due]) as sessions:
+            with _Txn(self, now, [d.customer_id for d in claimed]) as sessions:
                 yield sessions
 
     def next_wake_at(self) -> datetime | None:

@@ -629,11 +629,11 @@ class _Txn:
             self.fresh = {eid for (eid,) in claimed.fetchall()}
         self.records = dict(records.fetchall())
 
-    def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[str]:
-        """Claim due customers, lock them and read their records: one round trip. Returns their
-        ids in order of wake-up."""
+    def claim_due(self, by: datetime, limit: int, until: datetime) -> list[str]:
+        """Claim the customers due by ``by``, leased ``until``, lock them and read their
+        records: one round trip. Returns their ids in order of wake-up."""
         cursor = self.conn.execute(
-            self.storage._q["due_batch"], {"now": now, "until": now + lease, "limit": limit}
+            self.storage._q["due_batch"], {"now": by, "until": until, "limit": limit}
         )
         rows = cursor.fetchall()
         # UPDATE ... RETURNING comes back in no particular order.
@@ -1051,14 +1051,15 @@ class PostgresStorage(Storage):
 
     @contextmanager
     def due_batch(
-        self, now: datetime, limit: int, lease: timedelta
+        self, now: datetime, limit: int, lease: timedelta, *, due: datetime | None = None
     ) -> Iterator[Mapping[str, CustomerSession]]:
         # Claimed and locked inside the transaction (two round trips in all). The lease is
         # committed with the work: a customer that was claimed but not saved (a wake-up this
         # engine cannot handle yet) is not claimed again before it runs out.
         now = ensure_aware(now, "now")
+        by = now if due is None else ensure_aware(due, "due")
         with self._transaction(now) as txn:
-            ids = txn.claim_due(now, limit, lease)
+            ids = txn.claim_due(by, limit, now + lease)
             yield {cid: _Session(txn, cid) for cid in ids}
 
     @_translating

@@ -1284,7 +1284,7 @@ class SQLiteStorage(Storage):
 
     @contextmanager
     def due_batch(
-        self, now: datetime, limit: int, lease: timedelta
+        self, now: datetime, limit: int, lease: timedelta, *, due: datetime | None = None
     ) -> Iterator[Mapping[str, CustomerSession]]:
         # Claim and work in one transaction (one commit, not two): BEGIN IMMEDIATE holds the
         # write lock throughout, and the due customers' records come with the claim. The lease
@@ -1292,18 +1292,18 @@ class SQLiteStorage(Storage):
         # journey version this engine does not know) is not claimed again by the next pass; a
         # crash rolls claim and work back together.
         now = ensure_aware(now, "now")
-        now_us = us(now)
+        by_us = us(now if due is None else ensure_aware(due, "due"))
         with self._lock:
             with _Translated("due_batch: look", self):
                 # An idle poll reads, without taking the write lock from other processes.
-                idle = self._connection().execute(_ANY_DUE, (now_us,)).fetchone() is None
+                idle = self._connection().execute(_ANY_DUE, (by_us,)).fetchone() is None
             if idle:
                 yield {}
                 return
             txn = self._begin(now, _DUE_BATCH)
             try:
                 with _Translated("due_batch: claim", self):
-                    rows = txn.cur.execute(_DUE_WITH_DATA, (now_us, limit)).fetchall()
+                    rows = txn.cur.execute(_DUE_WITH_DATA, (by_us, limit)).fetchall()
                     if rows:
                         txn.cur.execute(
                             _LEASE, (us(now + lease), value_dumps([r[0] for r in rows]))
