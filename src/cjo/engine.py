@@ -834,9 +834,14 @@ class Engine:
         """Fire every wake-up due by ``until`` (each at its own instant) in a pass at ``now``,
         customer by customer, one transaction per group claimed."""
         while True:
-            with self.storage.due_batch(
-                now, self.due_batch_size, self.wake_lease, due=until
-            ) as sessions:
+            # ``due`` only when it differs: an adapter written before it still runs every
+            # pass but a schedule's.
+            batch = (
+                self.storage.due_batch(now, self.due_batch_size, self.wake_lease)
+                if until == now else
+                self.storage.due_batch(now, self.due_batch_size, self.wake_lease, due=until)
+            )
+            with batch as sessions:
                 # An untouched record keeps its claim's lease, so a wake-up this engine cannot
                 # fire (an unknown journey version) is not claimed again at once.
                 deciders = self._decide_each(

@@ -1077,6 +1077,19 @@ class StorageContract:
         with storage.due_batch(now + 5 * MINUTE, 100, 5 * MINUTE) as sessions:
             assert list(sessions) == ["m", "a"]
 
+    def test_due_batch_claims_by_due_and_leases_from_now(self, storage: Storage) -> None:
+        # A pass at ``now`` that fires what fell due before a schedule occurrence claims by the
+        # occurrence, but its transaction and leases run from the pass: a lease timed from the
+        # occurrence could already have run out, and another worker would claim them too.
+        self._wakeups(storage)
+        now = T0 + 2 * HOUR
+        with storage.due_batch(now, 100, 5 * MINUTE, due=T0 + 50 * MINUTE) as sessions:
+            assert list(sessions) == ["y", "m"]
+        with storage.due_batch(now + 4 * MINUTE, 100, 5 * MINUTE) as sessions:
+            assert list(sessions) == ["a", "b", "t", "z", "x"]
+        with storage.due_batch(now + 5 * MINUTE, 100, 5 * MINUTE) as sessions:
+            assert list(sessions) == ["y", "m"]
+
     def test_due_batch_with_nothing_due(self, storage: Storage) -> None:
         with storage.due_batch(T0, 10, MINUTE) as sessions:
             assert dict(sessions) == {}
