@@ -120,15 +120,17 @@ def _frozen(value: Any, depth: int) -> Any:
         raise _TooDeepError
     if isinstance(value, Mapping):
         return FrozenDict({k: _frozen(v, depth + 1) for k, v in value.items()})
-    if isinstance(value, Sequence | Set) and not isinstance(value, _TEXT):
-        return tuple(_frozen(v, depth + 1) for v in ordered(value))
-    return value  # a definition (itself frozen), a datetime, or a value validation refuses
+    if isinstance(value, Sequence) and not isinstance(value, _TEXT):
+        return tuple(_frozen(v, depth + 1) for v in value)
+    # A definition (itself frozen), a datetime, or what is not plain data, such as a set (JSON
+    # has none): validation refuses that by name.
+    return value
 
 
 def freeze(value: Any) -> Any:
-    """``value`` with every list, tuple or set in it a tuple (a set's items sorted, as
-    ``ordered`` sorts them) and every mapping a ``FrozenDict``, at any depth. Anything else is
-    kept, as is a value too deep or containing itself (validation refuses it)."""
+    """``value`` with every list or tuple in it a tuple and every mapping a ``FrozenDict``, at
+    any depth. Anything else is kept, as is a value too deep or containing itself (validation
+    refuses it)."""
     try:
         return _frozen(value, 0)
     except _TooDeepError:
@@ -137,7 +139,7 @@ def freeze(value: Any) -> Any:
 
 def to_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
     """The converter of a definition's tuple fields: a list or tuple as a tuple of frozen
-    items. A string, a mapping, a set or anything else but a sequence is kept as given."""
+    items. A string, a set or anything else but a sequence is kept as given."""
     if isinstance(value, _TEXT) or not isinstance(value, Sequence):
         return value  # type: ignore[return-value]  # refused by validation, by name
     frozen = freeze(value)
