@@ -99,7 +99,6 @@ from cjo.segments.rules import ProfileRule
 from cjo.serialization import (
     dumps_stored_definitions,
     loads_stored_definitions,
-    same_definition,
 )
 from cjo.storage.base import (
     CustomerSession,
@@ -503,7 +502,7 @@ class Engine:
             problems.extend(found)
             if problems:
                 raise DefinitionError(problems)
-            if registry.generation > 0 and same_definition(merged, current):
+            if registry.generation > 0 and merged == current:
                 return registry.generation  # nothing new: no new generation
             try:
                 generation = self.storage.append_definitions(
@@ -1900,7 +1899,7 @@ def _merge(
         old = items.get(c.id)
         if old is None:
             items[c.id] = attrs.evolve(c, version=1) if c.version != 1 else c
-        elif not same_definition(attrs.evolve(c, version=old.version), old):
+        elif attrs.evolve(c, version=old.version) != old:
             # A change (whatever version the caller wrote) gets the next content version.
             items[c.id] = attrs.evolve(c, version=old.version + 1)
     # evolve: every other field (rules across journeys, pauses...) carries over.
@@ -2077,7 +2076,7 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
         highest[j.id] = max(j.version, highest.get(j.id, j.version))
     for j in journeys:
         old = by_version.get((j.id, j.version))
-        if old is not None and not same_definition(old, j):
+        if old is not None and old != j:
             problems.append(Problem(
                 f"journey {j.id!r} v{j.version}",
                 "this version is already published with a different definition; "
