@@ -9,6 +9,7 @@ import pickle
 import typing
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -53,6 +54,7 @@ from cjo import (
     Send,
     Split,
     SplitPath,
+    SQLiteStorage,
     Taxonomy,
     UpdateProfile,
     Variant,
@@ -553,3 +555,25 @@ def test_a_published_definition_is_hashable_and_usable_as_a_key() -> None:
     assert {published.content[0]} == set(definitions.content)
     step = prop("total") >= 50
     assert hash(step) == hash(prop("total") >= 50)
+
+
+@pytest.mark.parametrize("storage", ["memory", "sqlite"])
+def test_a_value_written_as_a_tuple_decides_as_the_same_value_read_from_json(
+    storage: str, tmp_path: Path,
+) -> None:
+    # A tuple in code and the list JSON gives back are one definition, so they decide alike:
+    # the condition matches a profile's list, and the attribute set is stored as a list.
+    engine = Engine(SQLiteStorage(str(tmp_path / "db")) if storage == "sqlite" else None,
+                    {"email": RecordingChannel()}, ManualClock(T0))
+    engine.publish(
+        segments=[Segment("pair", attr("pair") == (1, 2))],
+        journeys=[Journey("j", "u", {"u": UpdateProfile({"t": ("a", ("b",))})},
+                          EventTrigger("go"))],
+    )
+    engine.identify("c", {"pair": [1, 2]})
+    engine.handle_event(ev("go", "c", T0))
+    assert engine.in_segment("c", "pair")
+    profile = engine.profile("c")
+    assert profile is not None
+    assert profile.attributes["t"] == ["a", ["b"]]
+    assert type(profile.attributes["t"]) is list
