@@ -297,8 +297,9 @@ class Engine:
     @property
     def definitions(self) -> Definitions:
         """Everything published so far (every journey version), here or by another process
-        on the same storage: a copy, which the host may change and publish."""
-        return detached(self._sync().definitions)
+        on the same storage. Definitions are immutable: publish a changed one built with
+        ``attrs.evolve``."""
+        return self._sync().definitions
 
     @property
     def generation(self) -> int:
@@ -512,10 +513,10 @@ class Engine:
                 if self.storage.definitions_generation() == registry.generation:
                     raise  # not a newer generation but the storage refusing (a lock timeout)
                 continue  # another process published first: merge with theirs and retry
-            # Run a copy (validated: of bounded depth): a published version must not change
-            # with the host's objects, such as the dict its steps were given in, edited into
-            # the next version.
-            registry = self._adopt(Registry.build(detached(merged), generation, self.limits))
+            # No copy: a valid definition holds no list or dict of the host's (``cjo.frozen``),
+            # so a published version cannot change with the host's objects, such as the dict
+            # its steps were given in, edited into the next version.
+            registry = self._adopt(Registry.build(merged, generation, self.limits))
             mark_schedules(self, registry, self._now())
             return generation
         raise ConflictError(

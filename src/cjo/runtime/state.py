@@ -287,10 +287,10 @@ NO_ENTRIES: list[Any] = _SharedEmptyList()
 
 def detached(value: _V) -> _V:
     """A copy sharing nothing with ``value``, down to the lists and dicts inside it: for what
-    passes between the host and what the engine keeps (records, published definitions), so
-    that neither changes with what the other does to its objects (``copy`` methods copy only
-    the containers the core changes in place). The shared empty containers stay shared (they
-    refuse writes)."""
+    passes between the host and what the engine keeps (records), so that neither changes with
+    what the other does to its objects (``copy`` methods copy only the containers the core
+    changes in place). The shared empty containers stay shared (they refuse writes).
+    Definitions need none: they hold no lists or dicts (``cjo.frozen``)."""
     return copy.deepcopy(value, {id(NO_ITEMS): NO_ITEMS, id(NO_ENTRIES): NO_ENTRIES})
 
 
