@@ -24,6 +24,8 @@ from collections.abc import (
 )
 from typing import Any, TypeVar, overload
 
+import attrs
+
 __all__ = ["FrozenDict", "freeze", "ordered", "thaw", "to_mapping", "to_tuple"]
 
 K = TypeVar("K")
@@ -114,10 +116,15 @@ class _TooDeepError(Exception):
 
 def _frozen(value: Any, depth: int) -> Any:
     kind = type(value)
-    if kind in _ATOMS:
-        return value
+    if kind in _ATOMS or attrs.has(kind):
+        return value  # a definition inside is frozen already
     if depth >= FREEZE_DEPTH:
         raise _TooDeepError
+    # The usual containers first: the ABC checks below cost more than the copy.
+    if kind is list or kind is tuple:
+        return tuple([_frozen(v, depth + 1) for v in value])
+    if kind is dict:
+        return FrozenDict({k: _frozen(v, depth + 1) for k, v in value.items()})
     if isinstance(value, Mapping):
         return FrozenDict({k: _frozen(v, depth + 1) for k, v in value.items()})
     if isinstance(value, Sequence) and not isinstance(value, _TEXT):
@@ -140,6 +147,8 @@ def freeze(value: Any) -> Any:
 def to_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
     """The converter of a definition's tuple fields: a list or tuple as a tuple of frozen
     items. A string, a set or anything else but a sequence is kept as given."""
+    if type(value) is tuple and not value:
+        return value  # the usual default
     if isinstance(value, _TEXT) or not isinstance(value, Sequence):
         return value  # type: ignore[return-value]  # refused by validation, by name
     frozen = freeze(value)
