@@ -134,7 +134,7 @@ class Compare(Condition):
     kind: ClassVar[str] = "compare"
     ref: Ref
     op: Op
-    #: Lists and sets are held as tuples, dicts as ``FrozenDict`` (``cjo.frozen.freeze``).
+    #: Lists are held as tuples, dicts as ``FrozenDict``, at any depth (``cjo.frozen.freeze``).
     value: Any = attrs.field(converter=freeze)
 
 

@@ -120,17 +120,15 @@ def _frozen(value: Any, depth: int) -> Any:
         return value  # a definition inside is frozen already
     if depth >= FREEZE_DEPTH:
         raise _TooDeepError
-    # The usual containers first: the ABC checks below cost more than the copy.
-    if kind is list or kind is tuple:
+    # The usual containers are told by their type: the ABC checks cost more than the copy.
+    if kind is dict or (kind is not list and kind is not tuple and isinstance(value, Mapping)):
+        return FrozenDict({k: _frozen(v, depth + 1) for k, v in value.items()})
+    if kind is list or kind is tuple or (
+        isinstance(value, Sequence) and not isinstance(value, _TEXT)
+    ):
         return tuple([_frozen(v, depth + 1) for v in value])
-    if kind is dict:
-        return FrozenDict({k: _frozen(v, depth + 1) for k, v in value.items()})
-    if isinstance(value, Mapping):
-        return FrozenDict({k: _frozen(v, depth + 1) for k, v in value.items()})
-    if isinstance(value, Sequence) and not isinstance(value, _TEXT):
-        return tuple(_frozen(v, depth + 1) for v in value)
-    # A definition (itself frozen), a datetime, or what is not plain data, such as a set (JSON
-    # has none): validation refuses that by name.
+    # A datetime, or what is not plain data, such as a set (JSON has none): validation refuses
+    # that by name.
     return value
 
 
