@@ -25,13 +25,14 @@ datetime (a :class:`CompareTime` node)::
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal, NoReturn, Protocol
 
 import attrs
 
 from cjo.errors import DefinitionError
+from cjo.frozen import freeze, ordered, thaw, to_tuple
 from cjo.timezones import UTC_ZONE, instant_of, read_moment
 
 __all__ = [
@@ -97,11 +98,11 @@ class Condition:
         # ``5 & cond`` (Python asks the condition when the left side cannot): kept as written,
         # for validation to name what is not a condition, as it does for ``cond & 5``.
         right = self.conditions if isinstance(self, And) else (self,)
-        return And((other, *right))  # type: ignore[arg-type]
+        return And((other, *right))
 
     def __ror__(self, other: object) -> Or:
         right = self.conditions if isinstance(self, Or) else (self,)
-        return Or((other, *right))  # type: ignore[arg-type]
+        return Or((other, *right))
 
     def __invert__(self) -> Not:
         return Not(self)
@@ -133,7 +134,8 @@ class Compare(Condition):
     kind: ClassVar[str] = "compare"
     ref: Ref
     op: Op
-    value: Any
+    #: Lists are held as tuples, dicts as ``FrozenDict``, at any depth (``cjo.frozen.freeze``).
+    value: Any = attrs.field(converter=freeze)
 
 
 @attrs.frozen
@@ -177,7 +179,7 @@ class And(Condition):
     """True when every condition is true (an empty And is true)."""
 
     kind: ClassVar[str] = "and"
-    conditions: tuple[Condition, ...]
+    conditions: tuple[Condition, ...] = attrs.field(converter=to_tuple)
 
 
 @attrs.frozen
@@ -185,7 +187,7 @@ class Or(Condition):
     """True when any condition is true (an empty Or is false)."""
 
     kind: ClassVar[str] = "or"
-    conditions: tuple[Condition, ...]
+    conditions: tuple[Condition, ...] = attrs.field(converter=to_tuple)
 
 
 @attrs.frozen
@@ -269,14 +271,6 @@ def entered_at() -> Moment:
     return Moment("entered_at")
 
 
-def as_value_list(values: Iterable[Any]) -> list[Any]:
-    """The values of an iterable in a stable order: a set's are sorted, since its own order
-    follows the process's hashing and would make one definition differ between processes."""
-    if isinstance(values, Set):
-        return sorted(values, key=lambda value: (type(value).__name__, repr(value)))
-    return list(values)
-
-
 class Field:
     """Builder for comparisons: ``attr("age") >= 18`` makes a :class:`Compare` node."""
 
@@ -335,7 +329,7 @@ class Field:
         # A string is iterable, but is_in("abc") almost never means is_in(["a", "b", "c"]).
         if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
             raise DefinitionError(f"{self.ref}.{op}() needs a list of values, got {values!r}")
-        return as_value_list(values)
+        return ordered(values)
 
     def contains(self, value: Any) -> Compare | CompareFields:
         if isinstance(value, Field):
@@ -399,7 +393,7 @@ def walk(condition: Condition) -> list[Condition]:
         if isinstance(node, And | Or):
             # Not a sequence: a node built by hand with a wrong type, which validation reports
             # as one (``cjo.model.shapes``) rather than failing on.
-            if isinstance(node.conditions, tuple | list):
+            if isinstance(node.conditions, tuple):
                 stack.extend(reversed(node.conditions))
         elif isinstance(node, Not):
             stack.append(node.condition)
@@ -582,7 +576,9 @@ def compile_condition(condition: Condition) -> CompiledCondition:
     """Turn a condition tree into a closure. The tree must already be valid."""
     if isinstance(condition, Compare):
         get = _getter(condition.ref)
-        test = _value_test(condition.op, condition.value)
+        # Compared as plain data, as a customer's values are: a list the definition holds as a
+        # tuple still equals the list a profile holds.
+        test = _value_test(condition.op, thaw(condition.value))
         return lambda s: test(get(s))
     if isinstance(condition, CompareFields):
         return _compare_fields(condition)

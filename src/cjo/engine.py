@@ -104,7 +104,6 @@ from cjo.segments.rules import ProfileRule
 from cjo.serialization import (
     dumps_stored_definitions,
     loads_stored_definitions,
-    same_definition,
 )
 from cjo.storage.base import (
     CustomerSession,
@@ -309,8 +308,9 @@ class Engine:
     @property
     def definitions(self) -> Definitions:
         """Everything published so far (every journey version), here or by another process
-        on the same storage: a copy, which the host may change and publish."""
-        return detached(self._sync().definitions)
+        on the same storage. Definitions are immutable: publish a changed one built with
+        ``attrs.evolve``."""
+        return self._sync().definitions
 
     @property
     def generation(self) -> int:
@@ -514,7 +514,7 @@ class Engine:
             problems.extend(found)
             if problems:
                 raise DefinitionError(problems)
-            if registry.generation > 0 and same_definition(merged, current):
+            if registry.generation > 0 and merged == current:
                 return registry.generation  # nothing new: no new generation
             try:
                 generation = self.storage.append_definitions(
@@ -524,10 +524,10 @@ class Engine:
                 if self.storage.definitions_generation() == registry.generation:
                     raise  # not a newer generation but the storage refusing (a lock timeout)
                 continue  # another process published first: merge with theirs and retry
-            # Run a copy (validated: of bounded depth): a published version must not change
-            # with the host's objects, such as the dict its steps were given in, edited into
-            # the next version.
-            registry = self._adopt(Registry.build(detached(merged), generation, self.limits))
+            # No copy: a valid definition holds no list or dict of the host's (``cjo.frozen``),
+            # so a published version cannot change with the host's objects, such as the dict
+            # its steps were given in, edited into the next version.
+            registry = self._adopt(Registry.build(merged, generation, self.limits))
             mark_schedules(self, registry, self._now())
             return generation
         raise ConflictError(
@@ -1965,7 +1965,7 @@ def _merge(
         old = items.get(c.id)
         if old is None:
             items[c.id] = attrs.evolve(c, version=1) if c.version != 1 else c
-        elif not same_definition(attrs.evolve(c, version=old.version), old):
+        elif attrs.evolve(c, version=old.version) != old:
             # A change (whatever version the caller wrote) gets the next content version.
             items[c.id] = attrs.evolve(c, version=old.version + 1)
     # evolve: every other field (rules across journeys, pauses...) carries over.
@@ -2142,7 +2142,7 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
         highest[j.id] = max(j.version, highest.get(j.id, j.version))
     for j in journeys:
         old = by_version.get((j.id, j.version))
-        if old is not None and not same_definition(old, j):
+        if old is not None and old != j:
             problems.append(Problem(
                 f"journey {j.id!r} v{j.version}",
                 "this version is already published with a different definition; "

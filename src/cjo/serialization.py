@@ -340,25 +340,6 @@ def dump_definitions(definitions: Definitions) -> dict[str, Any]:
     return data
 
 
-
-
-def same_definition(a: object, b: object) -> bool:
-    """Whether two definitions are the same once stored: equal, or written alike as JSON (a
-    condition value given as a tuple reads back from storage as a list, and is the same
-    definition). A definition that cannot be written is not the same as any other:
-    validation names what is wrong with it."""
-    if a == b:
-        return True
-    if type(a) is not type(b):
-        return False
-    try:
-        return json.dumps(converter.unstructure(a), sort_keys=True) == json.dumps(
-            converter.unstructure(b), sort_keys=True
-        )
-    except (AttributeError, KeyError, TypeError, ValueError):
-        return False
-
-
 def _check_dumpable(definitions: object, call: str) -> None:
     """Refuse what is not a ``Definitions``, and a ``Definitions`` one of whose fields holds
     something else than its class (``Definitions(journeys=[1])``: attrs does not check): the

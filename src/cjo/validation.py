@@ -790,7 +790,7 @@ def _condition_size_problem(condition: Condition, limits: Limits) -> str | None:
             return (f"the condition has more than {limits.max_condition_nodes} nodes; move "
                     "parts of it into segments")
         if isinstance(node, And | Or):
-            if isinstance(node.conditions, tuple | list):  # else reported by the node's shape
+            if isinstance(node.conditions, tuple):  # else reported by the node's shape
                 stack.extend((child, depth + 1) for child in node.conditions)
         elif isinstance(node, Not):
             stack.append((node.condition, depth + 1))
@@ -1404,7 +1404,7 @@ def _nesting(condition: Condition) -> tuple[int, list[tuple[str, int]]]:
         node, depth = stack.pop()
         deepest = max(deepest, depth)
         if isinstance(node, And | Or):
-            if isinstance(node.conditions, tuple | list):
+            if isinstance(node.conditions, tuple):
                 stack.extend((child, depth + 1) for child in node.conditions)
         elif isinstance(node, Not):
             stack.append((node.condition, depth + 1))

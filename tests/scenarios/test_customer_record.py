@@ -514,8 +514,8 @@ def test_a_published_version_does_not_change_with_the_objects_it_was_published_f
     storage_factory: Factory,
 ) -> None:
     """"A published version cannot be changed": not by editing the dict its steps were given
-    in (to build the next version from it), nor what ``engine.definitions`` returned, nor the
-    map a migration was given."""
+    in (to build the next version from it), nor what ``engine.definitions`` returned (its
+    mappings are read-only), nor the map a migration was given."""
     content = [ContentItem(c, variants=(Variant("email", {"subject": c, "text": c}),))
                for c in ("old", "new", "other")]
     email = RecordingChannel()
@@ -532,7 +532,8 @@ def test_a_published_version_does_not_change_with_the_objects_it_was_published_f
     mapping["m"] = "w"
     engine.handle_event(_event("go", "bob", T0, "g2"))
     v2 = engine.definitions.journeys[1]
-    v2.steps["m"] = Send("other", "email")  # type: ignore[index]
+    with pytest.raises(TypeError):  # a read-only mapping
+        v2.steps["m"] = Send("other", "email")  # type: ignore[index]
     engine.publish(segments=[Segment("vip", attr("vip") == True)])  # noqa: E712
     clock.advance(2 * DAY)
     engine.run_due()

@@ -142,7 +142,7 @@ def _chain(n: int) -> Definitions:
         following = f"s{i + 1}" if i < n - 1 else None
         steps[f"s{i}"] = (Send("promo", "email", next=following) if i % 2
                           else Wait(HOUR, next=following))
-    journey = Journey("big", "s0", steps)  # type: ignore[arg-type]
+    journey = Journey("big", "s0", steps)
     return Definitions(journeys=(journey,), content=(content("Hi"),))
 
 
@@ -184,7 +184,7 @@ def test_a_long_chain_without_a_wait_is_refused_at_publish() -> None:
     steps: dict[str, object] = {f"s{i}": Send("promo", "email", next=f"s{i + 1}")
                                 for i in range(150)}
     steps["s150"] = Exit()
-    text = refused_at_publish(Journey("chain", "s0", steps))  # type: ignore[arg-type]
+    text = refused_at_publish(Journey("chain", "s0", steps))
     assert "151 steps run one after another without a wait" in text
 
 
@@ -194,7 +194,7 @@ def test_a_long_chain_without_a_wait_is_refused_at_publish() -> None:
 @pytest.mark.parametrize("wait", [timedelta(seconds=1), timedelta(microseconds=1)])
 def test_a_wait_shorter_than_a_minute_is_refused_at_publish(wait: timedelta) -> None:
     steps = {"a": Send("promo", "email", next="w"), "w": Wait(wait, next="a")}
-    text = refused_at_publish(Journey("storm", "a", steps))  # type: ignore[arg-type]
+    text = refused_at_publish(Journey("storm", "a", steps))
     assert "is shorter than the minimum wait 1m" in text
 
 
@@ -261,7 +261,7 @@ def test_a_journey_version_past_a_32_bit_integer_is_refused(version: int) -> Non
 
 def test_a_wait_of_a_billion_days_is_refused() -> None:
     steps = {"a": Wait(timedelta(days=999_999_999), next="b"), "b": Exit()}
-    text = refused_at_publish(Journey("long", "a", steps))  # type: ignore[arg-type]
+    text = refused_at_publish(Journey("long", "a", steps))
     assert "is longer than the limit of 3650d" in text
 
 

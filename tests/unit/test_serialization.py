@@ -680,7 +680,7 @@ def test_dumping_definitions_that_hold_something_else_names_each_place(dump: Any
         "Definitions.max_concurrent_journeys: expected int or None, got str '3'",
     ]
     # Lists where tuples are declared are definitions all the same.
-    assert dump(Definitions(journeys=[journey]))  # type: ignore[arg-type]
+    assert dump(Definitions(journeys=[journey]))
 
 
 def test_dump_is_plain_json() -> None:

@@ -932,14 +932,18 @@ def test_republishing_a_journey_does_not_render_unchanged_content_again(
 def test_content_edited_in_place_after_a_publish_is_checked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # What validation keeps is its own copy: the host's dict, edited after the publish, is a
-    # change like any other.
+    # The item holds its own copy of the host's dict: editing the dict after the publish
+    # changes nothing published, and the edited dict in an item is a change like any other.
     checked = _counting_content_checks(monkeypatch)
     fields = {"subject": "Hi", "text": "t"}
     engine = Engine(clock=ManualClock(), channels={"email": RecordingChannel()})
     item = ContentItem("c", (Variant("email", fields),))
     engine.publish(content=[item])
     fields["subject"] = "{{ profile.name | nosuchfilter }}"
+    assert item.variants[0].fields["subject"] == "Hi"
+    generation = engine.generation
+    assert engine.publish(content=[item]) == generation  # the same item: no change
     with pytest.raises(DefinitionError, match="nosuchfilter"):
-        engine.publish(content=[item])
-    assert checked[:2] == ["c", "c"]
+        engine.publish(content=[ContentItem("c", (Variant("email", fields),))])
+    assert checked[0] == "c"
+    assert checked[-2:] == ["c", "c"]  # the new item, and the stored one it is compared with

@@ -28,6 +28,7 @@ from liquid.context import RenderContext
 from liquid.exceptions import LiquidError
 
 from cjo.content.render import NOW_KEY, TEMPLATE_ROOTS, Renderer
+from cjo.frozen import thaw
 from cjo.model.content import ContentBlock, ContentItem, Variant
 
 __all__ = [
@@ -169,8 +170,9 @@ def sample_data(
     from the variables its templates read, each holding ``placeholder``."""
     sample = item.sample
     if sample is not None:
-        event = dict(sample.event)
-        return {"profile": dict(sample.profile), "event": event, "context": event,
+        # Rendered as a customer's data is: plain lists and dicts.
+        event = thaw(sample.event)
+        return {"profile": thaw(sample.profile), "event": event, "context": event,
                 "customer_id": SAMPLE_CUSTOMER, NOW_KEY: SAMPLE_INSTANT}
     profile: dict[str, Any] = {}
     event = {}

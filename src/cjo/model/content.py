@@ -8,6 +8,8 @@ from typing import Any
 
 import attrs
 
+from cjo.frozen import FrozenDict, to_mapping, to_tuple
+
 __all__ = [
     "LOCALE_PROBLEM", "ContentBlock", "ContentItem", "ContentSample", "Variant", "normal_locale",
 ]
@@ -56,7 +58,7 @@ class Variant:
     """
 
     channel: str
-    fields: Mapping[str, str]
+    fields: Mapping[str, str] = attrs.field(converter=to_mapping)
     #: Normalised (``normal_locale``) when the variant is made: "fr_ca" is stored as "fr-CA".
     locale: str | None = attrs.field(default=None, converter=_variant_locale)
     name: str | None = None
@@ -67,8 +69,8 @@ class ContentSample:
     """What a content item's templates are rendered against at publish: a profile's attributes
     and an event's properties (read as ``event`` and ``context``)."""
 
-    profile: Mapping[str, Any] = attrs.field(factory=dict)
-    event: Mapping[str, Any] = attrs.field(factory=dict)
+    profile: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=to_mapping)
+    event: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=to_mapping)
 
 
 @attrs.frozen
@@ -84,9 +86,9 @@ class ContentBlock:
 @attrs.frozen
 class ContentItem:
     id: str
-    variants: tuple[Variant, ...]
+    variants: tuple[Variant, ...] = attrs.field(converter=to_tuple)
     name: str = ""
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     #: The subscription topic of marketing sends of this item (a Send may name its own).
     topic: str | None = None
     #: Set by publishing: 1 for the first definition of an id, one more for each change (of

@@ -6,6 +6,7 @@ import typing
 
 import attrs
 
+from cjo.frozen import to_tuple
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.governance import ControlGroup, JourneyPause, VersionChange, VersionPublished
 from cjo.model.journey import Journey
@@ -23,9 +24,9 @@ class Definitions:
     """Everything a host declares. Published and validated as one set. ``profile_rules``
     keep profile attributes current from events (``cjo.ProfileRule``)."""
 
-    journeys: tuple[Journey, ...] = ()
-    segments: tuple[Segment, ...] = ()
-    content: tuple[ContentItem, ...] = ()
+    journeys: tuple[Journey, ...] = attrs.field(default=(), converter=to_tuple)
+    segments: tuple[Segment, ...] = attrs.field(default=(), converter=to_tuple)
+    content: tuple[ContentItem, ...] = attrs.field(default=(), converter=to_tuple)
     taxonomy: Taxonomy | None = None
     #: The global control group (none by default).
     control_group: ControlGroup | None = None
@@ -34,19 +35,19 @@ class Definitions:
     #: Pauses (``Engine.pause_journey``): those in force now (no ``until``) and each journey's
     #: last ended ones, with their resume instants, so that a late worker decides as if it had
     #: come during the pause.
-    paused: tuple[JourneyPause, ...] = ()
+    paused: tuple[JourneyPause, ...] = attrs.field(default=(), converter=to_tuple)
     #: Migrations and ejections of running customers, in publish order.
-    version_changes: tuple[VersionChange, ...] = ()
+    version_changes: tuple[VersionChange, ...] = attrs.field(default=(), converter=to_tuple)
     #: When each journey version was published (those published by ``Engine.publish``).
-    published: tuple[VersionPublished, ...] = ()
-    topics: tuple[Topic, ...] = ()
-    caps: tuple[FrequencyCap, ...] = ()
-    quiet_hours: tuple[QuietHours, ...] = ()
-    profile_rules: tuple[ProfileRule, ...] = ()
+    published: tuple[VersionPublished, ...] = attrs.field(default=(), converter=to_tuple)
+    topics: tuple[Topic, ...] = attrs.field(default=(), converter=to_tuple)
+    caps: tuple[FrequencyCap, ...] = attrs.field(default=(), converter=to_tuple)
+    quiet_hours: tuple[QuietHours, ...] = attrs.field(default=(), converter=to_tuple)
+    profile_rules: tuple[ProfileRule, ...] = attrs.field(default=(), converter=to_tuple)
     #: Template blocks content includes by id.
-    blocks: tuple[ContentBlock, ...] = ()
+    blocks: tuple[ContentBlock, ...] = attrs.field(default=(), converter=to_tuple)
     #: Offers Send steps choose from.
-    offers: tuple[Offer, ...] = ()
+    offers: tuple[Offer, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 #: The fields of ``Definitions`` that list definitions, and the class of their elements.

@@ -10,6 +10,8 @@ from typing import Literal
 
 import attrs
 
+from cjo.frozen import FrozenDict, to_mapping
+
 __all__ = [
     "CONTROL_DETAIL",
     "PAUSES_KEPT",
@@ -125,15 +127,14 @@ class VersionChange:
     from_version: int
     to_version: int
     mode: VersionMode = "drain"
-    steps: Mapping[str, str] = attrs.field(factory=dict)
+    steps: Mapping[str, str] = attrs.field(factory=FrozenDict, converter=to_mapping)
     reason: str = "new version"
     at: datetime | None = None
 
     @classmethod
     def migrate(cls, steps: Mapping[str, str]) -> VersionChange:
         """A migration to be completed by ``Engine.publish(..., running=...)``."""
-        # Anything but a mapping is kept as given, for publish to refuse by name.
-        return cls("", 0, 0, "migrate", dict(steps) if isinstance(steps, Mapping) else steps)
+        return cls("", 0, 0, "migrate", steps)
 
     @classmethod
     def eject(cls, reason: str = "new version") -> VersionChange:

@@ -9,6 +9,7 @@ from typing import Literal
 import attrs
 
 from cjo.conditions import Condition
+from cjo.frozen import to_mapping, to_tuple
 from cjo.model.governance import ResumeRule
 from cjo.model.steps import Step
 from cjo.model.triggers import ApiTrigger, Trigger
@@ -108,17 +109,17 @@ class Journey:
 
     id: str
     entry: str
-    steps: Mapping[str, Step]
+    steps: Mapping[str, Step] = attrs.field(converter=to_mapping)
     trigger: Trigger = attrs.field(factory=ApiTrigger)
     name: str = ""
     version: int = 1
     audience: Condition | None = None
-    exit_criteria: tuple[ExitCriterion, ...] = ()
+    exit_criteria: tuple[ExitCriterion, ...] = attrs.field(default=(), converter=to_tuple)
     goal: Goal | None = None
     reentry: ReentryPolicy = attrs.field(factory=ReentryPolicy)
     max_lifetime: timedelta | None = None
     timezone: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     #: When one input qualifies a customer for several journeys that an exclusive group or the
     #: concurrency limit keeps apart, the highest priority enters (ties: journey id order).
     priority: int = 0

@@ -12,6 +12,8 @@ from typing import Literal
 
 import attrs
 
+from cjo.frozen import to_tuple
+
 __all__ = ["FrequencyCap", "QuietHours", "Topic"]
 
 TopicDefault = Literal["opt_out", "opt_in"]
@@ -70,9 +72,9 @@ class QuietHours:
     id: str
     start: time
     end: time
-    weekdays: tuple[int, ...] = ()
-    journeys: tuple[str, ...] = ()
-    channels: tuple[str, ...] = ()
+    weekdays: tuple[int, ...] = attrs.field(default=(), converter=to_tuple)
+    journeys: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    channels: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     action: QuietAction = "defer"
     spread: timedelta = timedelta(0)
     include_transactional: bool = False

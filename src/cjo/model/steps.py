@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal, cast, get_args
 import attrs
 
 from cjo.conditions import Condition, Field, Ref
+from cjo.frozen import FrozenDict, to_mapping, to_tuple
 
 __all__ = [
     "Action",
@@ -57,12 +58,12 @@ class Send:
     channel: str
     next: str | None = None
     transactional: bool = False
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     topic: str | None = None
-    fallbacks: tuple[str, ...] = ()
+    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     when_capped: CapAction = "skip"
     variant: str | None = None
-    offers: tuple[str, ...] = ()
+    offers: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     on_render_error: RenderErrorPolicy = "skip"
 
 
@@ -73,7 +74,7 @@ class Wait:
     kind: ClassVar[str] = "wait"
     duration: timedelta
     next: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -95,7 +96,7 @@ class WaitForEvent:
     on_event: str | None = None
     on_timeout: str | None = None
     where: Condition | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     of_send: str | None = None
 
 
@@ -138,9 +139,9 @@ class WaitUntil:
 
     kind: ClassVar[str] = "wait_until"
     at: time = attrs.field(converter=_as_time, metadata={"expects": _TIME_OF_DAY})
-    weekdays: tuple[str, ...] = ()
+    weekdays: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     next: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -170,7 +171,7 @@ class WaitUntilDate:
     next: str | None = None
     on_past: str | None = None
     on_missing: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -181,7 +182,7 @@ class WaitSinceEntry:
     kind: ClassVar[str] = "wait_since_entry"
     duration: timedelta
     next: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -197,9 +198,9 @@ class Branch:
     """Take the first case whose condition holds, else ``default``."""
 
     kind: ClassVar[str] = "branch"
-    cases: tuple[Case, ...]
+    cases: tuple[Case, ...] = attrs.field(converter=to_tuple)
     default: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -216,8 +217,8 @@ class Split:
     """Send each customer down one path, chosen by a stable hash of (customer, journey, step)."""
 
     kind: ClassVar[str] = "split"
-    paths: tuple[SplitPath, ...]
-    tags: tuple[str, ...] = ()
+    paths: tuple[SplitPath, ...] = attrs.field(converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -225,10 +226,10 @@ class UpdateProfile:
     """Set (and unset) profile attributes."""
 
     kind: ClassVar[str] = "update_profile"
-    set: Mapping[str, Any] = attrs.field(factory=dict)
-    unset: tuple[str, ...] = ()
+    set: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=to_mapping)
+    unset: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
     next: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -237,7 +238,7 @@ class Exit:
 
     kind: ClassVar[str] = "exit"
     reason: str = "exit step"
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -255,9 +256,9 @@ class AudiencePaths:
     default)."""
 
     kind: ClassVar[str] = "audience_paths"
-    paths: tuple[AudiencePath, ...]
+    paths: tuple[AudiencePath, ...] = attrs.field(converter=to_tuple)
     default: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -274,10 +275,10 @@ class Action:
 
     kind: ClassVar[str] = "action"
     action: str
-    params: Mapping[str, str] = attrs.field(factory=dict)
+    params: Mapping[str, str] = attrs.field(factory=FrozenDict, converter=to_mapping)
     next: str | None = None
     on_failure: Literal["retry", "skip", "exit"] = "retry"
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -290,7 +291,7 @@ class Jump:
     journey: str
     end_current: bool = True
     next: str | None = None
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 Step = (

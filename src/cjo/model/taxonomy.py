@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 
+from cjo.frozen import to_tuple
+
 __all__ = ["Category", "Taxonomy"]
 
 
@@ -13,7 +15,7 @@ class Category:
 
     id: str
     name: str = ""
-    children: tuple[Category, ...] = ()
+    children: tuple[Category, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 @attrs.frozen
@@ -21,7 +23,7 @@ class Taxonomy:
     """A forest of categories. ``lifecycle/onboarding`` is the tag of ``onboarding`` under
     ``lifecycle``; tagging with a path also tags with each of its ancestors for roll-ups."""
 
-    categories: tuple[Category, ...] = ()
+    categories: tuple[Category, ...] = attrs.field(default=(), converter=to_tuple)
 
     def tags(self) -> frozenset[str]:
         out: set[str] = set()

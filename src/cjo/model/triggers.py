@@ -8,7 +8,8 @@ from typing import Any, ClassVar, Literal, get_args
 
 import attrs
 
-from cjo.conditions import Condition, as_value_list
+from cjo.conditions import Condition
+from cjo.frozen import freeze, ordered
 
 __all__ = [
     "ApiTrigger",
@@ -63,7 +64,7 @@ def _as_values(values: Any) -> Any:
     # collection of values is kept as given, for validation to refuse at its place.
     if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
         return values
-    return tuple(as_value_list(values))
+    return freeze(ordered(values))
 
 
 @attrs.frozen

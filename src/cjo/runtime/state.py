@@ -14,6 +14,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar, get_args, overload
 
 import attrs
 
+from cjo.frozen import FrozenDict, thaw
 from cjo.model.events import Profile
 
 __all__ = [
@@ -395,21 +396,26 @@ NO_ENTRIES: list[Any] = _SharedEmptyList()
 
 def detached(value: _V) -> _V:
     """A copy sharing nothing with ``value``, down to the lists and dicts inside it: for what
-    passes between the host and what the engine keeps (records, published definitions), so
-    that neither changes with what the other does to its objects (``copy`` methods copy only
-    the containers the core changes in place). The shared empty containers stay shared (they
-    refuse writes)."""
+    passes between the host and what the engine keeps (records), so that neither changes with
+    what the other does to its objects (``copy`` methods copy only the containers the core
+    changes in place). The shared empty containers stay shared (they refuse writes).
+    Definitions need none: they hold no lists or dicts (``cjo.frozen``)."""
     return copy.deepcopy(value, {id(NO_ITEMS): NO_ITEMS, id(NO_ENTRIES): NO_ENTRIES})
 
 
 def own_values(values: Mapping[str, Any]) -> dict[str, Any]:
     """``values`` (an input's properties, a profile's attributes) as a dict of the engine's
     own, the lists and dicts inside it copied too: the host may change its objects after the
-    call, and what is kept must not change with them. Scalars are shared (immutable)."""
+    call, and what is kept must not change with them. Scalars are shared (immutable). The
+    tuples and ``FrozenDict`` values of a definition (attributes an UpdateProfile step sets)
+    become lists and dicts, as a customer's values are everywhere else."""
     out = dict(values)
     for name, value in out.items():
-        if type(value) is list or type(value) is dict:
+        kind = type(value)
+        if kind is list or kind is dict:
             out[name] = detached(value)
+        elif kind is tuple or kind is FrozenDict:
+            out[name] = thaw(value)
     return out
 
 

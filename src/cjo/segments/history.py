@@ -36,12 +36,12 @@ from cjo.conditions import (
     Field,
     Ref,
     Scope,
-    as_value_list,
     compile_condition,
     holds_value,
     lookup,
 )
 from cjo.errors import DefinitionError
+from cjo.frozen import ordered, thaw, to_tuple
 from cjo.limits import MAX_MATCHED_TEXT, MAX_PATTERN_LENGTH
 from cjo.model.events import finite_number
 from cjo.runtime.state import CustomerState, Track
@@ -316,7 +316,7 @@ class ListHas(Condition):
     kind: ClassVar[str] = "list"
     ref: Ref
     op: ListOp
-    values: tuple[Any, ...]
+    values: tuple[Any, ...] = attrs.field(converter=to_tuple)
 
 
 @attrs.frozen
@@ -407,7 +407,7 @@ def _values_of(values: Iterable[Any], builder: str) -> tuple[Any, ...]:
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise DefinitionError(f"{builder} takes a list of values, got "
                               f"{type(values).__name__} {values!r:.60}")
-    return tuple(as_value_list(values))
+    return tuple(ordered(values))
 
 
 def starts_with(field: Field, prefix: str, *, ignore_case: bool = False) -> TextMatch:
@@ -654,7 +654,8 @@ def _compile_text(node: TextMatch) -> CompiledCondition:
 
 
 def _compile_list(node: ListHas) -> CompiledCondition:
-    get, op, wanted = _ref_getter(node.ref), node.op, node.values
+    # The values as plain data, as the customer's list is: a nested list still matches.
+    get, op, wanted = _ref_getter(node.ref), node.op, thaw(node.values)
 
     def check(s: Scope) -> bool:
         v = get(s)

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import attrs
 
 from cjo.conditions import MISSING, CompiledCondition, Condition, lookup
+from cjo.frozen import freeze, thaw, to_tuple
 
 __all__ = ["AttributeUpdate", "ProfileRule", "add", "apply_updates", "assign", "copy",
            "increment", "stamp"]
@@ -45,7 +46,7 @@ class AttributeUpdate:
     attribute: str
     op: UpdateOp
     prop: str | None = None
-    value: Any = None
+    value: Any = attrs.field(default=None, converter=freeze)
 
     # The builders below, as class methods too: ``AttributeUpdate.stamp("last_seen_at")``.
     @classmethod
@@ -76,7 +77,7 @@ class ProfileRule:
 
     id: str
     event: str
-    updates: tuple[AttributeUpdate, ...]
+    updates: tuple[AttributeUpdate, ...] = attrs.field(converter=to_tuple)
     where: Condition | None = None
 
 
@@ -127,7 +128,7 @@ def apply_updates(
             if new is MISSING or new is None:
                 continue
         elif u.op == "assign":
-            new = u.value
+            new = thaw(u.value)  # the profile's own copy, as plain data
         else:
             amount = lookup(properties, u.prop.split(".")) if u.prop else u.value
             base = 0 if old is None else old

@@ -53,7 +53,7 @@ class ActionKind(StepKind[Action]):
     def compile(self, step: Action) -> tuple[ContentItem, Variant]:
         # The parameters render as the fields of a content item of their own, through the
         # generation's renderer (limits and parsed templates included).
-        variant = Variant(action_channel(step.action), dict(step.params))
+        variant = Variant(action_channel(step.action), step.params)
         return ContentItem(action_channel(step.action), (variant,)), variant
 
     def run(

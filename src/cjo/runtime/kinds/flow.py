@@ -159,9 +159,8 @@ def _same_arms(
 def _arms(step: object) -> tuple[tuple[str, float], ...] | None:
     """What decides each customer's arm at a split: its paths' names and upper bounds, in
     order. None for a step that is not a split of sound shape (validation reports those).
-    Paths given as a list are accepted as a tuple is (``cjo.model.shapes``), and so held to the
-    same arms."""
-    if not isinstance(step, Split) or not isinstance(step.paths, tuple | list) or not step.paths:
+    Paths given as a list are held as a tuple (``cjo.frozen``), and so held to the same arms."""
+    if not isinstance(step, Split) or not isinstance(step.paths, tuple) or not step.paths:
         return None
     for p in step.paths:
         if not isinstance(p, SplitPath) or not isinstance(p.name, str):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from cjo.conditions import CompiledCondition, compile_condition, holds_value
 from cjo.errors import Problem
+from cjo.frozen import thaw
 from cjo.model.events import PROFILE_FIELD_ATTRIBUTES, not_read_here
 from cjo.model.triggers import ApiTrigger, AttributeTrigger, EventTrigger, InactivityTrigger
 from cjo.runtime.kinds.base import Checker, TriggerKind
@@ -288,9 +289,10 @@ class AttributeTriggerKind(TriggerKind[AttributeTrigger]):
         attribute: str, old: Any, new: Any, at: datetime,
     ) -> None:
         # Compared as conditions compare: True is not 1 (``in`` would take it for 1).
-        if trigger.changed_to is not None and not holds_value(trigger.changed_to, new):
+        # The listed values as plain data, as the profile's are: a list still matches.
+        if trigger.changed_to is not None and not holds_value(thaw(trigger.changed_to), new):
             return
-        if trigger.changed_from is not None and not holds_value(trigger.changed_from, old):
+        if trigger.changed_from is not None and not holds_value(thaw(trigger.changed_from), old):
             return
         change = {"attribute": attribute, "old_value": old, "new_value": new}
         if compiled is not None:
