@@ -829,7 +829,7 @@ class Engine:
         # before the later ones, so a late pass decides what one on time would have.
         if registry.any_schedule:
             for occurrence, cj, trigger in due_occurrences(self, now):
-                self._fire_due(occurrence, now, registry, builder)
+                self._fire_due(occurrence.astimezone(UTC), now, registry, builder)
                 run_occurrence(self, cj, trigger, occurrence, now, builder)
         self._fire_due(now, now, registry, builder)
         self._maybe_prune(now)

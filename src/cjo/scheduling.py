@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import attrs
@@ -159,8 +159,9 @@ def due_occurrences(
     engine: Engine, now: datetime
 ) -> list[tuple[datetime, CompiledJourney, ScheduleTrigger]]:
     """The schedule occurrences due by ``now`` that are not done yet (each schedule's latest
-    one only: older missed occurrences are skipped), earliest first, for ``run_occurrence``.
-    A schedule published by a process that marked nothing is counted from here instead."""
+    one only: older missed occurrences are skipped), earliest first, for ``run_occurrence``,
+    each in the schedule's zone (its claims and ``scheduled_at`` name it so). A schedule
+    published by a process that marked nothing is counted from here instead."""
     registry = engine._sync()
     due: list[tuple[datetime, CompiledJourney, ScheduleTrigger]] = []
     for cj, trigger in _schedules(registry):
@@ -225,5 +226,6 @@ def _after_pause(
     than the grace at the resume (as a held wake-up is)."""
     pause = registry.pause_at(cj.journey.id, occurrence) if registry.pauses else None
     if pause is None or pause.until is None:
-        return occurrence, False
-    return pause.until, cj.journey.on_resume.skips(occurrence, pause.until)
+        # Decided in UTC, as every instant the engine stores: the zone is the stamp's alone.
+        return occurrence.astimezone(UTC), False
+    return pause.until.astimezone(UTC), cj.journey.on_resume.skips(occurrence, pause.until)

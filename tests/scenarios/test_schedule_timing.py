@@ -4,7 +4,7 @@ instant: a worker late by minutes or hours sends and waits as one on time and as
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -76,9 +76,14 @@ def test_a_late_worker_enters_and_sends_as_one_on_time(
     entered = engine.customer_state("ann")
     assert entered is not None
     assert [e.entered_at for e in entered.enrollments] == [SUNDAY_9]
+    assert entered.enrollments[0].entered_at.tzinfo is UTC
     clock.set(END)
     engine.run_due()
     assert _sends(email) == EXPECTED
+    # Kept in UTC, as every instant the engine stores: the schedule's zone names the
+    # occurrence (``scheduled_at``) only.
+    assert {m.created_at.tzinfo for m in email.messages} == {UTC}
+    assert {a.at.tzinfo for a in engine.activities(SATURDAY, END)} == {UTC}
 
     # A back-test on a storage of its own (the factory's handles share one database).
     back, _, back_email = _engine(InMemoryStorage())
