@@ -41,6 +41,7 @@ __all__ = [
     "SetAsideRecord",
     "Storage",
     "channel_filter",
+    "claim_instants",
     "count_order",
     "ensure_aware",
     "membership_changes",
@@ -247,6 +248,13 @@ class CustomerSession(abc.ABC):
         the same transaction does not."""
 
 
+
+def claim_instants(now: datetime, due: datetime | None) -> tuple[datetime, datetime]:
+    """``due_batch``'s two instants, checked: ``now``, the transaction's and the leases', and
+    the instant to claim wake-ups by (``due``, default ``now``)."""
+    now = ensure_aware(now, "now")
+    return now, now if due is None else ensure_aware(due, "due")
+
 class Storage(abc.ABC):
     """Subclass this to keep cjo's state in your own database. Run ``cjo.testing.StorageContract``
     against your adapter: it checks everything the engine relies on."""
@@ -316,8 +324,7 @@ class Storage(abc.ABC):
         The default claims with ``claim_due`` (its lease protects the claim until the batch
         commits) and then opens ``batch``. An adapter whose transactions lock the whole
         database may claim inside the transaction instead."""
-        now = ensure_aware(now, "now")
-        by = now if due is None else ensure_aware(due, "due")
+        now, by = claim_instants(now, due)
         # Leased until ``now + lease`` however early ``by`` is.
         claimed = self.claim_due(by, limit, lease + (now - by))
         customers = list(dict.fromkeys(d.customer_id for d in claimed))

@@ -40,6 +40,7 @@ from cjo.storage.base import (
     SetAsideRecord,
     Storage,
     channel_filter,
+    claim_instants,
     count_order,
 )
 from cjo.storage.erasure import (
@@ -658,8 +659,7 @@ class InMemoryStorage(Storage):
         # beyond the one claim_due writes (it keeps a set-aside or unknown-version customer
         # from being claimed again by the next pass).
         with self._lock:
-            now = ensure_aware(now, "now")
-            by = now if due is None else ensure_aware(due, "due")
+            now, by = claim_instants(now, due)
             claimed = self.claim_due(by, limit, lease + (now - by))
             if not claimed:
                 yield {}

@@ -85,6 +85,7 @@ from cjo.storage.base import (
     SetAsideRecord,
     Storage,
     channel_filter,
+    claim_instants,
     count_order,
     membership_changes,
 )
@@ -1056,8 +1057,7 @@ class PostgresStorage(Storage):
         # Claimed and locked inside the transaction (two round trips in all). The lease is
         # committed with the work: a customer that was claimed but not saved (a wake-up this
         # engine cannot handle yet) is not claimed again before it runs out.
-        now = ensure_aware(now, "now")
-        by = now if due is None else ensure_aware(due, "due")
+        now, by = claim_instants(now, due)
         with self._transaction(now) as txn:
             ids = txn.claim_due(by, limit, now + lease)
             yield {cid: _Session(txn, cid) for cid in ids}

@@ -54,6 +54,7 @@ from cjo.storage.base import (
     SetAsideRecord,
     Storage,
     channel_filter,
+    claim_instants,
     count_order,
     membership_changes,
 )
@@ -1291,8 +1292,8 @@ class SQLiteStorage(Storage):
         # is still written, in the same transaction, so that a customer left as it was (a
         # journey version this engine does not know) is not claimed again by the next pass; a
         # crash rolls claim and work back together.
-        now = ensure_aware(now, "now")
-        by_us = us(now if due is None else ensure_aware(due, "due"))
+        now, by = claim_instants(now, due)
+        by_us = us(by)
         with self._lock:
             with _Translated("due_batch: look", self):
                 # An idle poll reads, without taking the write lock from other processes.
