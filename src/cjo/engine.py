@@ -798,11 +798,10 @@ class Engine:
                 if decider is not None:
                     self._save(session, decider)
                     deciders.append(decider)
-        if changed and self.dispatch == "inline":
+        if changed:
             for decider in deciders:
                 if decider.customer_id in changed:
-                    decider.messages = self._withhold(decider.messages, registry, now,
-                                                      changed, builder)
+                    self._judge_again(decider, now, builder)
         self._finish(deciders, now, builder)
 
     def _finish(self, deciders: list[Decider], now: datetime, builder: OutcomeBuilder) -> None:
@@ -1123,11 +1122,22 @@ class Engine:
         or blocks (a send that fell due, caught up before an unsubscribe or a "STOP"): it
         would go out after the commit that recorded the change, so it is judged on the record
         the transaction left, as ``dispatch_pending`` judges what it sends."""
-        if decider.messages and self.dispatch == "inline":
+        if not decider.messages or self.dispatch != "inline":
+            return
+        try:
             decider.messages = self._withhold(
                 decider.messages, decider.registry, now, {decider.customer_id: decider.state},
                 outcome,
             )
+        except StorageError as exc:
+            # After the commit, as in ``_dispatch``: the input is handled, and raising would
+            # tell the caller otherwise. Not sent now, since they could not be judged: left
+            # in the outbox (leased) for ``dispatch_pending``, which judges what it sends.
+            log.warning("messages written at %s not judged again after a consent change, left "
+                        "to the outbox: %s", now.isoformat(), exc)
+            for message in decider.messages:
+                outcome.delivery.setdefault(message.idempotency_key, "pending")
+            decider.messages = []
 
     def export_customer(self, customer_id: str) -> dict[str, Any]:
         """Everything held about a customer, as JSON-ready data with stable keys (right of

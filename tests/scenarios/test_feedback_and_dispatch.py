@@ -24,6 +24,7 @@ from cjo import (
     RecordingChannel,
     Send,
     Storage,
+    StorageError,
     Topic,
     UsageError,
     Variant,
@@ -240,6 +241,56 @@ def test_a_group_sends_nothing_its_later_items_unsubscribed_or_blocked(
         ("withheld", "sms", "c", 1, "channel blocked: STOP")]
     assert engine.dead_letters() == []
     assert engine.dispatch_pending() == 0
+
+
+@pytest.mark.parametrize("call", ["group", "event"])
+def test_a_storage_failure_judging_a_group_again_leaves_its_messages_to_the_outbox(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    call: str,
+) -> None:
+    # The items are committed before their messages are judged again: a storage failure
+    # then must not report them as not handled. Nothing judged goes out; the outbox's next
+    # pass judges and sends what may still go.
+    sms = RecordingChannel()
+    clock = ManualClock(T0)
+    engine = Engine(storage=storage, channels={"sms": sms}, clock=clock)
+    # One call: the send falls due and is caught up by the unsubscribe's transaction.
+    steps: dict[str, Any] = {"w": Wait(timedelta(hours=1), next="s")} if call == "event" else {}
+    engine.publish(content=[_content("c", topic="promo"), _content("r")],
+                   topics=[Topic("promo")], journeys=[
+        Journey("j", trigger=EventTrigger("go"), entry="w" if steps else "s",
+                steps={**steps, "s": Send("c", "sms")}),
+        Journey("t", trigger=EventTrigger("paid"), entry="s",
+                steps={"s": Send("r", "sms", transactional=True)}),
+    ])
+
+    def event(name: str, **props: Any) -> Event:
+        return Event(customer_id="a", name=name, properties=props, timestamp=clock.now(),
+                     event_id=f"e{next(_ids)}")
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise StorageError("the database went away")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage, "complete_outbox_many", failing)
+        if call == "group":
+            out = engine.handle_events([event("go"), event("paid"),
+                                        event("unsubscribed", topic="promo")])
+            assert sorted(out.delivery.values()) == ["pending", "pending"]
+        else:
+            engine.handle_event(event("go"))
+            clock.advance(timedelta(hours=2))
+            out = engine.handle_event(event("unsubscribed", topic="promo"))
+            assert list(out.delivery.values()) == ["pending"]
+    assert sms.messages == []
+    assert "not judged again after a consent change" in caplog.text
+    assert engine.customer_state("a").consent  # the unsubscribe is kept
+
+    clock.advance(DAY)  # past the messages' lease
+    engine.dispatch_pending()
+    assert [m.content_id for m in sms.messages] == (["r"] if call == "group" else [])
+    assert _activities(engine, "withheld", customer="a") == [
+        ("withheld", "sms", "c", 1, "unsubscribed from promo")]
 
 
 @pytest.mark.parametrize("stop", ["event", "group", "set_consent", "block_channel"])
