@@ -113,6 +113,7 @@ from cjo.simulate import (
 from cjo.storage.base import DeadLetter, Retention, SetAsideRecord, Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.sqlite import SQLiteStorage
+from cjo.streams import read_inputs
 from cjo.validation import validate_definitions
 from cjo.worker import WorkerStats, run_worker
 
@@ -257,6 +258,7 @@ __all__ = [
     "now",
     "performed",
     "prop",
+    "read_inputs",
     "run_worker",
     "starts_with",
     "total",

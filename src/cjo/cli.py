@@ -1,5 +1,6 @@
 """The ``cjo`` command: ``cjo demo`` runs the demo shop, ``cjo validate`` checks definitions,
-``cjo import`` loads profiles from a CSV or JSON lines file; for operators of a durable
+``cjo backtest`` runs them over a JSON lines file of past events, ``cjo import`` loads profiles
+from a CSV or JSON lines file; for operators of a durable
 storage, ``cjo report`` prints its journey reports, ``cjo dead-letters`` lists, retries or
 discards dead letters and ``cjo set-aside`` lists the customer records set aside."""
 
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,13 +22,15 @@ from cjo.analytics.report import format_table, journey_report
 from cjo.clock import ManualClock
 from cjo.demo import DEMO_START, shop_channels, shop_definitions, simulate_shop
 from cjo.engine import Engine
-from cjo.errors import CjoError, DefinitionError, StorageError, UsageError
+from cjo.errors import CjoError, DefinitionError, InvalidEventError, StorageError, UsageError
 from cjo.importing import ImportResult, read_csv, read_json_lines
 from cjo.runtime.kinds.flow import launched_split_problems
-from cjo.serialization import loads_definitions_in_parts
+from cjo.serialization import loads_definitions, loads_definitions_in_parts
+from cjo.simulate import backtest
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.url import holds_cjo, open_storage, redact_url, sqlite_path, storage_kind
+from cjo.streams import read_inputs
 from cjo.validation import validate_definitions
 
 __all__ = ["main"]
@@ -151,6 +154,31 @@ def _parser() -> argparse.ArgumentParser:
                       help="report progress on stderr after each transaction")
     load.set_defaults(run=_import)
 
+    backtest = commands.add_parser(
+        "backtest", help="run definitions over a JSON lines file of past events",
+        description="Run the journeys of a JSON file of definitions over a stream of past "
+                    "inputs (JSON lines, in time order: events, and profile updates with "
+                    "\"type\": \"profile\"; see cjo.streams), each decided at its own "
+                    "timestamp with every wake-up firing on time, in memory; nothing is sent. "
+                    "Prints the totals and what each journey step did. Exit status 1 for "
+                    "invalid definitions or an input that cannot be read (its line named).",
+    )
+    backtest.add_argument("definitions", type=Path, metavar="DEFINITIONS.json")
+    backtest.add_argument("inputs", type=Path, metavar="INPUTS.jsonl")
+    backtest.add_argument("--start", type=_instant_argument, metavar="INSTANT",
+                          help="when the run begins, ISO 8601 with an offset (default: the "
+                               "first input's timestamp)")
+    backtest.add_argument("--until", type=_instant_argument, metavar="INSTANT",
+                          help="when it ends: wake-ups due by then fire; later inputs are not "
+                               "read (default: the last input's timestamp)")
+    backtest.add_argument("--render", action="store_true",
+                          help="render every message's content (slower; finds templates that "
+                               "fail for some customers)")
+    backtest.add_argument("--timezone", metavar="ZONE",
+                          help="the zone of customers whose profile has none (the engine's "
+                               "default_timezone; default: UTC)")
+    backtest.set_defaults(run=_backtest)
+
     report = _operator_command(
         commands, "report", _report, "print the journey reports of a storage",
         "Print what each journey did (entries, steps, sends, exits, goals), from the activity "
@@ -233,6 +261,18 @@ def _bounded(low: float, high: float) -> Callable[[str], float]:
         return value
 
     return number
+
+
+def _instant_argument(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 date and time such as 2026-03-02T09:00:00Z, got {text!r}"
+        ) from None
+    if value.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset: add one (Z for UTC)")
+    return value
 
 
 # --- cjo demo ------------------------------------------------------------------------------------
@@ -335,6 +375,55 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+# --- cjo backtest --------------------------------------------------------------------------------
+
+
+def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        text = args.definitions.read_text(encoding="utf-8-sig")
+        stream = args.inputs.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+    except OSError as exc:
+        err.write(f"cjo backtest: cannot read {exc.filename}: {exc.strerror or exc}\n")
+        return 2
+    except UnicodeDecodeError as exc:
+        err.write(f"cjo backtest: {args.definitions} is not UTF-8 text (byte {exc.start}): "
+                  "definitions are JSON\n")
+        return 2
+    options: dict[str, Any] = {}
+    if args.timezone is not None:
+        options["default_timezone"] = args.timezone
+    with stream:
+        try:
+            definitions = loads_definitions(text)
+            result = backtest(
+                definitions, read_inputs(stream, in_order=True), start=args.start,
+                until=args.until, render=args.render, **options,
+            )
+        except DefinitionError as exc:
+            out.write(f"{args.definitions}: {_plural(len(exc.problems), 'problem')}\n")
+            for problem in exc.problems:
+                out.write(f"  - {problem}\n")
+            return 1
+        except InvalidEventError as exc:
+            err.write(f"cjo backtest: {args.inputs}: {exc}\n")
+            return 1
+        except UsageError as exc:
+            err.write(f"cjo backtest: {exc}\n")
+            return 2
+    span = (f" from {result.start.isoformat()} to {result.until.isoformat()}"
+            if result.start is not None and result.until is not None else "")
+    out.write(
+        f"{_plural(result.inputs, 'input')} ({_plural(result.events, 'event')}, "
+        f"{_plural(result.profile_updates, 'profile update')}){span} in "
+        f"{result.wall_seconds:.2f} s\n"
+    )
+    sent = ", ".join(f"{channel} {n:,}" for channel, n in sorted(result.messages.items()))
+    out.write(f"messages: {sent or 'none'}\n")
+    if result.reports:
+        out.write(result.table())
+    return 0
 
 
 # --- cjo import ----------------------------------------------------------------------------------
