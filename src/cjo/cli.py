@@ -337,14 +337,8 @@ def _when(moment: object) -> str:
 
 def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     path: Path = args.file
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # editors on Windows may write a BOM
-    except OSError as exc:
-        err.write(f"cjo validate: cannot read {path}: {exc.strerror or exc}\n")
-        return 2
-    except UnicodeDecodeError as exc:
-        err.write(f"cjo validate: {path} is not UTF-8 text (byte {exc.start}): definitions are "
-                  "JSON\n")
+    text = _definitions_text("validate", path, err)
+    if text is None:
         return 2
     channels = None
     if args.channels is not None:
@@ -373,6 +367,18 @@ def _validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _definitions_text(command: str, path: Path, err: TextIO) -> str | None:
+    """The text of a file of definitions, or None once why it cannot be read is written."""
+    try:
+        return path.read_text(encoding="utf-8-sig")  # editors on Windows may write a BOM
+    except OSError as exc:
+        err.write(f"cjo {command}: cannot read {path}: {exc.strerror or exc}\n")
+    except UnicodeDecodeError as exc:
+        err.write(f"cjo {command}: {path} is not UTF-8 text (byte {exc.start}): definitions "
+                  "are JSON\n")
+    return None
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
@@ -381,15 +387,13 @@ def _plural(n: int, noun: str) -> str:
 
 
 def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    text = _definitions_text("backtest", args.definitions, err)
+    if text is None:
+        return 2
     try:
-        text = args.definitions.read_text(encoding="utf-8-sig")
         stream = args.inputs.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
     except OSError as exc:
-        err.write(f"cjo backtest: cannot read {exc.filename}: {exc.strerror or exc}\n")
-        return 2
-    except UnicodeDecodeError as exc:
-        err.write(f"cjo backtest: {args.definitions} is not UTF-8 text (byte {exc.start}): "
-                  "definitions are JSON\n")
+        err.write(f"cjo backtest: cannot read {args.inputs}: {exc.strerror or exc}\n")
         return 2
     options: dict[str, Any] = {}
     if args.timezone is not None:
