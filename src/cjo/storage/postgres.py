@@ -1069,16 +1069,26 @@ class PostgresStorage(Storage):
             try:
                 with ExitStack() as stack:
                     conn = stack.enter_context(self._pool.connection())
+                    stack.push(self._check_pool_if_lost(conn))
                     return unit(conn, stack), stack.pop_all()
             except psycopg.Error as exc:
                 # Not when no connection came (the pool's timeout already waited for one).
                 if conn is None or attempt >= RECONNECT_ATTEMPTS or not _lost(conn, exc):
                     raise
-            # A restart or failover ends every connection the pool holds, and each would fail
-            # once: have the idle ones checked (a round trip each) and the dead replaced, so
-            # that neither the next attempt nor the calls after it meet them.
-            self._pool.check()
             attempt += 1
+
+    def _check_pool_if_lost(self, conn: psycopg.Connection[Any]) -> Callable[..., bool]:
+        """An exit callback: after a failure that lost ``conn``, have the pool check its idle
+        connections (a round trip each) and replace the dead. A restart or failover ends every
+        connection the pool holds, and each would otherwise fail once: neither another attempt
+        nor the calls after this one meet them."""
+
+        def exit_(exc_type: type[BaseException] | None, *_: object) -> bool:
+            if exc_type is not None and (conn.broken or conn.closed) and not self._pool.closed:
+                self._pool.check()
+            return False
+
+        return exit_
 
     def _run(self, unit: Callable[[psycopg.Connection[Any]], R]) -> R:
         """``_attempt`` for a unit that needs its connection only while it runs."""
