@@ -107,7 +107,9 @@ from cjo.storage.erasure import (
 )
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
-__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_connection", "holds_schema"]
+__all__ = [
+    "RECONNECT_ATTEMPTS", "SCHEMA_VERSION", "PostgresStorage", "check_connection", "holds_schema",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
