@@ -1049,8 +1049,6 @@ class PostgresStorage(Storage):
             )
         return found
 
-    # --- customer transactions ---------------------------------------------------------------
-
     # --- connections -------------------------------------------------------------------------
 
     def _attempt(
