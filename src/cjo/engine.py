@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -125,6 +126,24 @@ __all__ = ["RECORD_RESULTS_COST", "RECORD_RESULTS_EVERY", "Engine"]
 
 log = logging.getLogger("cjo.engine")
 
+# Storage classes whose due_batch lacks ``due``, already warned about (once a process).
+_WARNED_NO_DUE: set[type] = set()
+
+
+def _takes_keyword(method: Callable[..., object], name: str) -> bool:
+    """Whether ``method`` accepts the keyword argument ``name`` (by name or ``**kwargs``).
+    When its signature cannot be read, assume it does: the call then fails as it would have."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        or (p.name == name and p.kind in (inspect.Parameter.KEYWORD_ONLY,
+                                          inspect.Parameter.POSITIONAL_OR_KEYWORD))
+        for p in parameters
+    )
+
 #: The setting holding the segment definitions every customer was last evaluated against.
 _SEGMENTS_REFRESHED = "segments:refreshed"
 
@@ -234,6 +253,8 @@ class Engine:
         )
         check_channels(channels or {})
         self.storage = storage if storage is not None else InMemoryStorage()
+        # Whether that storage's due_batch takes ``due`` (checked once, when first needed).
+        self._takes_due: tuple[Storage, bool] | None = None
         self.channels: dict[str, Channel] = dict(channels or {})
         self.actions: dict[str, ActionFunction] = {}
         self._action_channels: dict[str, Channel] = {}
@@ -839,6 +860,12 @@ class Engine:
     ) -> None:
         """Fire every wake-up due by ``until`` (each at its own instant) in a pass at ``now``,
         customer by customer, one transaction per group claimed."""
+        if until != now and not self._due_batch_takes_due():
+            # An adapter written before ``due`` claims by ``now``: fire all that is due by then,
+            # as engines did before schedules ran at their occurrences. (Claiming by ``now``
+            # but firing only by ``until`` would leave the customers due in between leased,
+            # untouched, until their leases ran out.)
+            until = now
         while True:
             # ``due`` only when it differs: an adapter written before it still runs every
             # pass but a schedule's.
@@ -860,6 +887,25 @@ class Engine:
             # A short claim took every due customer no other worker holds: nothing is left.
             if claimed < self.due_batch_size:
                 break
+
+    def _due_batch_takes_due(self) -> bool:
+        """Whether the storage's ``due_batch`` takes the ``due`` keyword (adapters written
+        before it do not): read from its signature once per storage, with a warning the
+        first time an adapter class lacks it."""
+        storage = self.storage
+        if self._takes_due is None or self._takes_due[0] is not storage:
+            takes = _takes_keyword(storage.due_batch, "due")
+            self._takes_due = (storage, takes)
+            cls = type(storage)
+            if not takes and cls not in _WARNED_NO_DUE:
+                _WARNED_NO_DUE.add(cls)
+                log.warning(
+                    "%s.%s.due_batch does not take due=: a pass that runs a schedule "
+                    "occurrence fires every wake-up due by now before it, not only those due "
+                    "by the occurrence; add the keyword (see cjo.storage.base.Storage."
+                    "due_batch)", cls.__module__, cls.__qualname__,
+                )
+        return self._takes_due[1]
 
     def start_journey(
         self, journey_id: str, customer_id: str, context: Mapping[str, Any] | None = None

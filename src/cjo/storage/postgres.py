@@ -48,7 +48,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, LiteralString, ParamSpec, TypeVar
 
@@ -107,7 +107,9 @@ from cjo.storage.erasure import (
 )
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
-__all__ = ["SCHEMA_VERSION", "PostgresStorage", "check_connection", "holds_schema"]
+__all__ = [
+    "RECONNECT_ATTEMPTS", "SCHEMA_VERSION", "PostgresStorage", "check_connection", "holds_schema",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -565,6 +567,82 @@ def _translating(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+# SQLSTATEs of a session the server ended (its connection is gone, whatever the statement was):
+# admin_shutdown (a restart, pg_terminate_backend), crash_shutdown, cannot_connect_now.
+# Class 08, connection exceptions, too.
+_SESSION_ENDED: Final = frozenset({"57P01", "57P02", "57P03"})
+
+#: How many times in all a call runs when its connection turns out lost before it could commit
+#: anything. The first loss has the pool check its idle connections, so a second attempt meets
+#: a live one unless the server is still down.
+RECONNECT_ATTEMPTS: Final = 3
+
+# What a customer transaction whose commit was lost tells its caller.
+_EVENTS_HINT: Final = (
+    "handling the same events again is safe (an event id is handled once), and a due "
+    "customer not committed is claimed again once its lease runs out"
+)
+
+
+def _lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
+    """Whether ``exc`` says ``conn`` is gone (the server restarted, failed over or ended the
+    session) rather than that a statement failed."""
+    if conn.broken or conn.closed:
+        return True
+    state = exc.sqlstate or ""
+    return state in _SESSION_ENDED or state.startswith("08")
+
+
+def _outcome_unknown(exc: psycopg.Error, what: str, hint: str) -> StorageError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StorageError(
+        f"PostgreSQL: the connection was lost while committing {what} ({reason}): whether it "
+        f"was committed is unknown, so it was not run again; {hint}"
+    )
+
+
+@contextmanager
+def _committing(
+    conn: psycopg.Connection[Any], what: str, hint: str = "check before running it again"
+) -> Iterator[None]:
+    """Around what sends a COMMIT (or a statement that commits on its own) and waits for the
+    answer: a connection lost there may have been lost after the server committed, so the
+    call must not be run again as though nothing had happened. Other failures pass through."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        if _lost(conn, exc):
+            raise _outcome_unknown(exc, what, hint) from exc
+        raise
+
+
+@contextmanager
+def _in_transaction(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
+    """``conn.transaction()``, its COMMIT under ``_committing``: a connection lost before the
+    block ended rolled it back (the error passes through, for ``_attempt`` to run it again)."""
+    ended = False
+    try:
+        with conn.transaction():
+            yield
+            ended = True
+    except psycopg.Error as exc:
+        if ended and _lost(conn, exc):
+            raise _outcome_unknown(exc, what, "check before running it again") from exc
+        raise
+
+
+def _rollback_on_error(conn: psycopg.Connection[Any]) -> Callable[..., bool]:
+    """An exit callback: roll back what a failed block began, before the connection goes back
+    to the pool (which would roll it back too, but with a warning in the log)."""
+
+    def exit_(exc_type: type[BaseException] | None, *_: object) -> bool:
+        if exc_type is not None and not conn.broken:
+            conn.rollback()  # a no-op when the server already ended the transaction
+        return False
+
+    return exit_
+
+
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
     """Rows as one list per column (the arrays an ``unnest`` statement takes)."""
     return [list(column) for column in zip(*rows, strict=True)]
@@ -971,38 +1049,118 @@ class PostgresStorage(Storage):
             )
         return found
 
+    # --- connections -------------------------------------------------------------------------
+
+    def _attempt(
+        self, unit: Callable[[psycopg.Connection[Any], ExitStack], R]
+    ) -> tuple[R, ExitStack]:
+        """Run ``unit`` on a pooled connection; where the connection turns out lost (the server
+        restarted, failed over, ended the session) before ``unit`` could commit anything, run it
+        again on another, up to ``RECONNECT_ATTEMPTS`` times in all. ``unit`` gets the
+        connection and a stack to enter what must stay open with it; returns its result and
+        that stack, which gives the connection back to the pool on exit.
+
+        ``unit`` must commit nothing before it is done, or raise what it commits under
+        ``_committing``, which is not run again. A broken connection goes back to the pool,
+        which closes it and opens another."""
+        attempt = 1
+        while True:
+            conn: psycopg.Connection[Any] | None = None
+            try:
+                with ExitStack() as stack:
+                    conn = stack.enter_context(self._pool.connection())
+                    stack.push(self._check_pool_if_lost(conn))
+                    return unit(conn, stack), stack.pop_all()
+            except psycopg.Error as exc:
+                # Not when no connection came (the pool's timeout already waited for one).
+                if conn is None or attempt >= RECONNECT_ATTEMPTS or not _lost(conn, exc):
+                    raise
+            attempt += 1
+
+    def _check_pool_if_lost(self, conn: psycopg.Connection[Any]) -> Callable[..., bool]:
+        """An exit callback: after a failure that lost ``conn``, have the pool check its idle
+        connections (a round trip each) and replace the dead. A restart or failover ends every
+        connection the pool holds, and each would otherwise fail once: neither another attempt
+        nor the calls after this one meet them."""
+
+        def exit_(exc_type: type[BaseException] | None, *_: object) -> bool:
+            if exc_type is not None and (conn.broken or conn.closed) and not self._pool.closed:
+                self._pool.check()
+            return False
+
+        return exit_
+
+    def _run(self, unit: Callable[[psycopg.Connection[Any]], R]) -> R:
+        """``_attempt`` for a unit that needs its connection only while it runs."""
+        result, held = self._attempt(lambda conn, _stack: unit(conn))
+        held.close()
+        return result
+
+    def _rows(self, query: sql.Composed, params: Any = None) -> list[Any]:
+        """The rows of a statement that may run twice: a read, a claim (a claim whose answer
+        was lost leases its rows until the lease runs out, no longer) or a write that does the
+        same again."""
+        return self._run(lambda conn: conn.execute(query, params).fetchall())
+
+    def _row(self, query: sql.Composed, params: Any = None) -> Any:
+        """``_rows``'s first row, or None."""
+        return self._run(lambda conn: conn.execute(query, params).fetchone())
+
+    def _write_once(self, what: str, unit: Callable[[psycopg.Connection[Any]], R]) -> R:
+        """Run ``unit``, a write that must not run twice (it commits as it runs), on a pooled
+        connection; a connection lost on the way raises ``StorageError``, outcome unknown."""
+
+        def once(conn: psycopg.Connection[Any]) -> R:
+            with _committing(conn, what):
+                return unit(conn)
+
+        return self._run(once)
+
     # --- customer transactions ---------------------------------------------------------------
 
+    def _begin(
+        self, conn: psycopg.Connection[Any], stack: ExitStack, now: datetime,
+        start: Callable[[_Txn], R],
+    ) -> tuple[_Txn, ExitStack, R]:
+        """Open the pipeline and the transaction on ``conn`` and run ``start`` (the locks and
+        reads, whose answers come in the first round trip). Nothing is committed yet, so a
+        connection lost here is safe to try again (``_attempt``). Returns the transaction, what
+        ends the pipeline (the commit closes it: the pipeline's Sync carries the COMMIT), and
+        what ``start`` returned."""
+        stack.push(_rollback_on_error(conn))  # exits run last first: after the pipeline's
+        pipeline = stack.enter_context(ExitStack())
+        if psycopg.Pipeline.is_supported():
+            pipeline.enter_context(conn.pipeline())
+        txn = _Txn(self, conn, now)
+        stack.callback(txn.end)
+        if conn.autocommit:
+            # BEGIN and COMMIT are sent by hand on autocommit connections (cjo's own):
+            # psycopg's transaction() would wait for each of them in a round trip of its own.
+            conn.execute("BEGIN")
+        return txn, pipeline, start(txn)
+
     @contextmanager
-    def _transaction(self, now: datetime) -> Iterator[_Txn]:
-        """One pipelined transaction: the caller's statements up to the first answer it needs
-        share the round trip of ``BEGIN``; the buffered writes share the one of ``COMMIT``."""
-        with _translated(), self._pool.connection() as conn:
-            # BEGIN and COMMIT are sent by hand on autocommit connections (cjo's own): psycopg's
-            # transaction() would wait for each of them in a round trip of its own.
-            manual = conn.autocommit
-            pipeline: AbstractContextManager[Any] = (
-                conn.pipeline() if psycopg.Pipeline.is_supported() else nullcontext()
+    def _transaction(self, now: datetime, start: Callable[[_Txn], R]) -> Iterator[R]:
+        """One pipelined transaction: ``BEGIN`` and ``start``'s statements (up to the first
+        answer it needs) share a round trip; the buffered writes share the one of ``COMMIT``.
+        Yields what ``start`` returned. The start runs again on another connection when the
+        first was lost (``_attempt``); the caller's block never runs twice."""
+        with _translated():
+            (txn, pipeline, started), held = self._attempt(
+                lambda conn, stack: self._begin(conn, stack, now, start)
             )
-            txn = _Txn(self, conn, now)
-            try:
-                with pipeline:
-                    if manual:
-                        conn.execute("BEGIN")
-                    yield txn
-                    # Reached only when the block raised nothing.
-                    txn.flush()
-                    if manual:
+            with held:
+                yield started
+                # Reached only when the block raised nothing.
+                txn.flush()  # a connection lost here lost the transaction: nothing committed
+                conn = txn.conn
+                with _committing(conn, "a customer transaction", _EVENTS_HINT):
+                    if conn.autocommit:
                         conn.execute("COMMIT")
                     else:
                         conn.commit()
-                txn.committed()
-            except BaseException:
-                if not conn.broken:
-                    conn.rollback()  # a no-op when the server already ended the transaction
-                raise
-            finally:
-                txn.end()
+                    pipeline.close()  # sends what is queued; waits for every answer
+            txn.committed()
 
     @contextmanager
     def batch(
@@ -1010,14 +1168,17 @@ class PostgresStorage(Storage):
     ) -> Iterator[Mapping[str, CustomerSession]]:
         now = ensure_aware(now, "now")
         ids = sorted(set(customer_ids))
-        with self._transaction(now) as txn:
+
+        def start(txn: _Txn) -> Mapping[str, CustomerSession]:
             txn.begin(ids, claims)
-            yield {cid: _Session(txn, cid) for cid in ids}
+            return {cid: _Session(txn, cid) for cid in ids}
+
+        with self._transaction(now, start) as sessions:
+            yield sessions
 
     @_translating
     def peek(self, customer_id: str) -> CustomerState | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["peek"], [customer_id]).fetchone()
+        row = self._row(self._q["peek"], [customer_id])
         if row is None:
             return None
         return self._records.get(customer_id, row[0]) or decode_state(row[0], customer_id)
@@ -1026,8 +1187,7 @@ class PostgresStorage(Storage):
     def peek_many(self, customer_ids: Sequence[str]) -> dict[str, CustomerState]:
         """``peek`` for several customers in one round trip (a group's relevance check need
         not cost a round trip per event). Unknown and undecodable records are left out."""
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["records"], [list(set(customer_ids))]).fetchall()
+        rows = self._rows(self._q["records"], [list(set(customer_ids))])
         out: dict[str, CustomerState] = {}
         cached = self._records.get
         for cid, data in rows:
@@ -1042,10 +1202,9 @@ class PostgresStorage(Storage):
     @_translating
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         now = ensure_aware(now, "now")
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                self._q["claim_due"], {"now": now, "until": now + lease, "limit": limit}
-            ).fetchall()
+        rows = self._rows(
+            self._q["claim_due"], {"now": now, "until": now + lease, "limit": limit}
+        )
         # UPDATE ... RETURNING comes back in no particular order.
         rows.sort(key=lambda r: (r[1], r[0]))
         return [DueCustomer(cid, _utc(wake_at)) for cid, wake_at in rows]
@@ -1058,22 +1217,24 @@ class PostgresStorage(Storage):
         # committed with the work: a customer that was claimed but not saved (a wake-up this
         # engine cannot handle yet) is not claimed again before it runs out.
         now, by = claim_instants(now, due)
-        with self._transaction(now) as txn:
+
+        def start(txn: _Txn) -> Mapping[str, CustomerSession]:
             ids = txn.claim_due(by, limit, now + lease)
-            yield {cid: _Session(txn, cid) for cid in ids}
+            return {cid: _Session(txn, cid) for cid in ids}
+
+        with self._transaction(now, start) as sessions:
+            yield sessions
 
     @_translating
     def next_wake_at(self) -> datetime | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["next_wake_at"]).fetchone()
+        row = self._row(self._q["next_wake_at"])
         return None if row is None else _utc_or_none(row[0])
 
     # --- outbox ------------------------------------------------------------------------------
 
     @_translating
     def next_outbox_at(self) -> datetime | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["next_outbox_at"]).fetchone()
+        row = self._row(self._q["next_outbox_at"])
         return None if row is None else _utc_or_none(row[0])
 
     @_translating
@@ -1088,17 +1249,13 @@ class PostgresStorage(Storage):
         params: dict[str, Any] = {"now": now, "until": now + lease, "limit": limit}
         if wanted is not None:
             params["channels"] = list(wanted)
-        with self._pool.connection() as conn:
-            rows = conn.execute(
-                self._q["claim_outbox" if wanted is None else "claim_outbox_of"], params
-            ).fetchall()
+        rows = self._rows(self._q["claim_outbox" if wanted is None else "claim_outbox_of"], params)
         rows.sort(key=lambda r: r[0])
         return [decode_message(data) for _, data in rows]
 
     @_translating
     def pending_by_channel(self) -> dict[str, int]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["pending_by_channel"]).fetchall()
+        rows = self._rows(self._q["pending_by_channel"])
         return {channel: int(n) for channel, n in rows}
 
     @_translating
@@ -1107,11 +1264,11 @@ class PostgresStorage(Storage):
     ) -> None:
         now = ensure_aware(now, "now")
         status = Delivery(key, result, retry_at).outbox_status
-        with self._pool.connection() as conn:
-            conn.execute(
-                self._q["complete_outbox"],
-                {"st": status, "av": retry_at or now, "err": result.error, "done": now, "k": key},
-            )
+        # Not run twice: a second run would count the attempt twice.
+        self._write_once("a delivery result", lambda conn: conn.execute(
+            self._q["complete_outbox"],
+            {"st": status, "av": retry_at or now, "err": result.error, "done": now, "k": key},
+        ))
 
     @_translating
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
@@ -1121,28 +1278,32 @@ class PostgresStorage(Storage):
         rows = [
             (d.outbox_status, d.retry_at or now, d.result.error, now, d.key) for d in deliveries
         ]
-        with self._pool.connection() as conn, conn.pipeline():
-            # This commit need not wait for the disk: if the server loses it, the messages are
-            # pending again and go out once more under the same idempotency keys, which
-            # channels de-duplicate. A group then costs one flush (its own), not two.
-            conn.execute("SET LOCAL synchronous_commit TO OFF")
-            if len({d.key for d in deliveries}) == len(rows):
-                st, av, err, done, keys = _columns(rows)
-                conn.execute(self._q["complete_outbox_many"],
-                             {"st": st, "av": av, "err": err, "done": done, "keys": keys})
-            else:
-                # A key twice: each attempt must see the one before (one joined UPDATE would
-                # apply only one of them).
-                with conn.cursor() as cur:
-                    cur.executemany(self._q["complete_outbox"], [
-                        {"st": st, "av": av, "err": err, "done": done, "k": k}
-                        for st, av, err, done, k in rows
-                    ])
+
+        def record(conn: psycopg.Connection[Any]) -> None:
+            with conn.pipeline():
+                # This commit need not wait for the disk: if the server loses it, the messages
+                # are pending again and go out once more under the same idempotency keys,
+                # which channels de-duplicate. A group then costs one flush (its own), not two.
+                conn.execute("SET LOCAL synchronous_commit TO OFF")
+                if len({d.key for d in deliveries}) == len(rows):
+                    st, av, err, done, keys = _columns(rows)
+                    conn.execute(self._q["complete_outbox_many"],
+                                 {"st": st, "av": av, "err": err, "done": done, "keys": keys})
+                else:
+                    # A key twice: each attempt must see the one before (one joined UPDATE
+                    # would apply only one of them).
+                    with conn.cursor() as cur:
+                        cur.executemany(self._q["complete_outbox"], [
+                            {"st": st, "av": av, "err": err, "done": done, "k": k}
+                            for st, av, err, done, k in rows
+                        ])
+
+        # Not run twice: a second run would count the attempts twice.
+        self._write_once("delivery results", record)
 
     @_translating
     def outbox_entry(self, key: str) -> OutboxEntry | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["outbox_entry"], [key]).fetchone()
+        row = self._row(self._q["outbox_entry"], [key])
         if row is None:
             return None
         data, status, attempts, available_at, last_error, leased = row
@@ -1151,8 +1312,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def customer_outbox(self, customer_id: str) -> list[OutboxEntry]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["customer_outbox"], [customer_id]).fetchall()
+        rows = self._rows(self._q["customer_outbox"], [customer_id])
         return [
             OutboxEntry(decode_message(data), status, attempts, _utc(available_at),
                         last_error, leased)
@@ -1162,16 +1322,15 @@ class PostgresStorage(Storage):
     @_translating
     def defer_outbox(self, key: str, until: datetime, now: datetime) -> None:
         until = ensure_aware(until, "until")
-        with self._pool.connection() as conn:
-            conn.execute(self._q["defer_outbox"], [until, key])
+        self._run(lambda conn: conn.execute(self._q["defer_outbox"], [until, key]))
 
     @_translating
     def release_outbox(self, keys: Sequence[str], now: datetime) -> None:
         now = ensure_aware(now, "now")
         if not keys:
             return
-        with self._pool.connection() as conn:
-            conn.execute(self._q["release_outbox"], {"now": now, "keys": list(keys)})
+        self._run(lambda conn: conn.execute(self._q["release_outbox"],
+                                            {"now": now, "keys": list(keys)}))
 
     # --- dead letters ------------------------------------------------------------------------
 
@@ -1189,8 +1348,7 @@ class PostgresStorage(Storage):
             "limit": limit,
         }
         query = self._q["dead_newest" if newest_first else "dead_oldest"]
-        with self._pool.connection() as conn:
-            rows = conn.execute(query, params).fetchall()
+        rows = self._rows(query, params)
         return [
             DeadLetter(decode_message(data), attempts, error, _utc(dead_at))
             for data, attempts, error, dead_at in rows
@@ -1199,21 +1357,23 @@ class PostgresStorage(Storage):
     @_translating
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
         now = ensure_aware(now, "now")
-        with self._pool.connection() as conn:
-            return bool(conn.execute(self._q["retry_dead"], [now, key]).rowcount == 1)
+        # Not run twice: a second run would answer False for a letter the first one retried.
+        return self._write_once("the retry of a dead letter", lambda conn: bool(
+            conn.execute(self._q["retry_dead"], [now, key]).rowcount == 1
+        ))
 
     @_translating
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
         now = ensure_aware(now, "now")
-        with self._pool.connection() as conn:
-            return bool(conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1)
+        return self._write_once("the discarding of a dead letter", lambda conn: bool(
+            conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1
+        ))
 
     # --- set-aside records -------------------------------------------------------------------
 
     @_translating
     def records_set_aside(self, limit: int, *, after: str | None = None) -> list[SetAsideRecord]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["aside_page"], [after or "", limit]).fetchall()
+        rows = self._rows(self._q["aside_page"], [after or "", limit])
         return [
             SetAsideRecord(cid, reason, None if at is None else _utc(at))
             for cid, reason, at in rows
@@ -1223,15 +1383,13 @@ class PostgresStorage(Storage):
 
     @_translating
     def definitions_generation(self) -> int:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["generation"]).fetchone()
+        row = self._row(self._q["generation"])
         self._check_definitions_table(None if row is None else row[-1])
         return int(row[0]) if row else 0
 
     @_translating
     def load_definitions(self) -> tuple[int, str] | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["load_definitions"]).fetchone()
+        row = self._row(self._q["load_definitions"])
         self._check_definitions_table(None if row is None else row[-1])
         return None if row is None else (int(row[0]), str(row[1]))
 
@@ -1255,12 +1413,18 @@ class PostgresStorage(Storage):
     def append_definitions(self, expected_generation: int, payload: str) -> int:
         params = {"next": expected_generation + 1, "data": payload,
                   "expected": expected_generation}
-        with self._pool.connection() as conn:
+
+        def append(conn: psycopg.Connection[Any]) -> tuple[Any, Any]:
             row = conn.execute(self._q["append_definitions"], params).fetchone()
             if row is not None:
-                self._check_definitions_table(row[1])
-                return int(row[0])
-            latest = conn.execute(self._q["generation"]).fetchone()
+                return row, None
+            return None, conn.execute(self._q["generation"]).fetchone()
+
+        # Not run twice: a second run would find its own generation and refuse it.
+        row, latest = self._write_once("the definitions", append)
+        if row is not None:
+            self._check_definitions_table(row[1])
+            return int(row[0])
         current = int(latest[0]) if latest else 0
         raise ConflictError(
             f"the latest definitions generation is {current}, not {expected_generation}: "
@@ -1291,8 +1455,7 @@ class PostgresStorage(Storage):
             "SELECT at, customer_id, enrollment_id, journey_id, version, step_id, kind, detail,"
             " channel, content_id, content_version FROM {s}.activity WHERE {where} ORDER BY seq"
         ).format(s=sql.Identifier(self.schema), where=sql.SQL(" AND ").join(where))
-        with self._pool.connection() as conn:
-            rows = conn.execute(query, params).fetchall()
+        rows = self._rows(query, params)
         # An erased customer's entries have lost the id (NULL): read back as "".
         return [
             Activity(_utc(at), cid or "", eid, jid, version, step, kind, detail, channel,
@@ -1302,8 +1465,7 @@ class PostgresStorage(Storage):
 
     @_translating
     def activity_counts(self, journey_id: str) -> list[ActivityCount]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["activity_counts"], {"j": journey_id}).fetchall()
+        rows = self._rows(self._q["activity_counts"], {"j": journey_id})
         return sorted((ActivityCount(journey_id, version, step, kind, detail, int(n))
                        for version, step, kind, detail, n in rows), key=count_order)
 
@@ -1321,26 +1483,26 @@ class PostgresStorage(Storage):
         """Active enrollments in the journey per (version, step), all or those ``held``, from
         the records ``query`` finds by their text (decoding decides: a text cast to JSON in
         SQL would fail on a damaged record)."""
-        out: dict[tuple[int, str | None], int] = {}
         needles = (json.dumps(journey_id), json.dumps(journey_id, ensure_ascii=False))
-        # A server-side cursor: the records are streamed, not all held at once.
-        with (
-            self._pool.connection() as conn,
-            conn.transaction(),
-            conn.cursor(name="cjo_enrollment_counts") as cursor,
-        ):
-            cursor.itersize = 500
-            cursor.execute(self._q[query], needles)
-            for cid, data in cursor:
-                try:
-                    state = decode_state(data, cid)
-                except CorruptRecordError:
-                    continue  # set aside, or about to be: not counted
-                for e in state.enrollments:
-                    if e.journey_id == journey_id and (not held or e.held_at is not None):
-                        key = (e.version, e.step_id)
-                        out[key] = out.get(key, 0) + 1
-        return out
+
+        def count(conn: psycopg.Connection[Any]) -> dict[tuple[int, str | None], int]:
+            out: dict[tuple[int, str | None], int] = {}
+            # A server-side cursor: the records are streamed, not all held at once.
+            with conn.transaction(), conn.cursor(name="cjo_enrollment_counts") as cursor:
+                cursor.itersize = 500
+                cursor.execute(self._q[query], needles)
+                for cid, data in cursor:
+                    try:
+                        state = decode_state(data, cid)
+                    except CorruptRecordError:
+                        continue  # set aside, or about to be: not counted
+                    for e in state.enrollments:
+                        if e.journey_id == journey_id and (not held or e.held_at is not None):
+                            key = (e.version, e.step_id)
+                            out[key] = out.get(key, 0) + 1
+            return out
+
+        return self._run(count)
 
     @_translating
     def enrolled_customers(
@@ -1349,10 +1511,7 @@ class PostgresStorage(Storage):
         needles = journey_needles(journey_id)
 
         def candidates(cursor: str) -> list[tuple[str, str]]:
-            with self._pool.connection() as conn:
-                return conn.execute(  # type: ignore[no-any-return]
-                    self._q["enrolled_candidates"], (*needles, cursor, limit)
-                ).fetchall()
+            return self._rows(self._q["enrolled_candidates"], (*needles, cursor, limit))
 
         return enrolled_page(candidates, journey_id, after, limit)
 
@@ -1360,22 +1519,19 @@ class PostgresStorage(Storage):
 
     @_translating
     def customer_ids(self, *, after: str | None = None, limit: int = 1000) -> list[str]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["customer_page"], (after or "", limit))
-            return [cid for (cid,) in rows.fetchall()]
+        rows = self._rows(self._q["customer_page"], (after or "", limit))
+        return [cid for (cid,) in rows]
 
     @_translating
     def segment_members(
         self, segment_id: str, *, after: str | None = None, limit: int = 1000
     ) -> list[str]:
-        with self._pool.connection() as conn:
-            rows = conn.execute(self._q["members_page"], (segment_id, after or "", limit))
-            return [cid for (cid,) in rows.fetchall()]
+        rows = self._rows(self._q["members_page"], (segment_id, after or "", limit))
+        return [cid for (cid,) in rows]
 
     @_translating
     def segment_count(self, segment_id: str) -> int:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["members_count"], (segment_id,)).fetchone()
+        row = self._row(self._q["members_count"], (segment_id,))
         return int(row[0]) if row else 0
 
     # --- customers, retention and settings ---------------------------------------------------
@@ -1383,20 +1539,24 @@ class PostgresStorage(Storage):
     @_translating
     def erase_customer(self, customer_id: str) -> None:
         q = self._q
-        with self._pool.connection() as conn, conn.transaction():
-            # Under the customer's lock, so no engine transaction writes the record back.
-            conn.execute(q["erase_lock"], [customer_id])
-            for name in ("erase_record", "erase_outbox", "erase_members"):
-                conn.execute(q[name], [customer_id])
-            suffix = ":" + customer_id
-            conn.execute(q["erase_claims"], [SCHEDULE_CLAIM_PREFIX, SCHEDULE_CLAIM_END,
-                                             len(suffix), suffix])
-            rename = pseudonymiser()
-            old = [row[0] for row in conn.execute(q["erased_enrollments"], [customer_id])]
-            if old:
-                conn.execute(q["erase_activity"], [
-                    sorted(FREE_TEXT_KINDS), old, [rename(e) for e in old], customer_id,
-                ])
+
+        def erase(conn: psycopg.Connection[Any]) -> None:
+            with _in_transaction(conn, "the erasure"):
+                # Under the customer's lock, so no engine transaction writes the record back.
+                conn.execute(q["erase_lock"], [customer_id])
+                for name in ("erase_record", "erase_outbox", "erase_members"):
+                    conn.execute(q[name], [customer_id])
+                suffix = ":" + customer_id
+                conn.execute(q["erase_claims"], [SCHEDULE_CLAIM_PREFIX, SCHEDULE_CLAIM_END,
+                                                 len(suffix), suffix])
+                rename = pseudonymiser()
+                old = [row[0] for row in conn.execute(q["erased_enrollments"], [customer_id])]
+                if old:
+                    conn.execute(q["erase_activity"], [
+                        sorted(FREE_TEXT_KINDS), old, [rename(e) for e in old], customer_id,
+                    ])
+
+        self._run(erase)
         # Once the row is gone: a transaction committed before it cannot put the record back.
         self._records.drop(customer_id)
 
@@ -1404,30 +1564,33 @@ class PostgresStorage(Storage):
     def prune(self, now: datetime, retention: Retention) -> PruneResult:
         now = ensure_aware(now, "now")
         q = self._q
-        with self._pool.connection() as conn, conn.transaction():
-            # Prunes take turns, so the totals are re-aggregated by one at a time.
-            conn.execute(q["prune_lock"], [_lock_key("cjo-prune", self.schema)])
-            events = conn.execute(q["prune_events"], [now - retention.event_ids]).rowcount
-            outbox = conn.execute(q["prune_outbox"], [now - retention.outbox]).rowcount
-            row = conn.execute(q["prune_activity"],
-                               [now - retention.activity, sorted(FREE_TEXT_KINDS)]).fetchone()
-            activity = int(row[0]) if row else 0
-            if activity:
-                conn.execute(q["compact_totals"])
-            definitions = conn.execute(q["prune_definitions"],
-                                       [retention.definitions]).rowcount
-        return PruneResult(events, outbox, activity, definitions)
+
+        def prune(conn: psycopg.Connection[Any]) -> PruneResult:
+            with _in_transaction(conn, "the pruning"):
+                # Prunes take turns, so the totals are re-aggregated by one at a time.
+                conn.execute(q["prune_lock"], [_lock_key("cjo-prune", self.schema)])
+                events = conn.execute(q["prune_events"], [now - retention.event_ids]).rowcount
+                outbox = conn.execute(q["prune_outbox"], [now - retention.outbox]).rowcount
+                row = conn.execute(q["prune_activity"], [
+                    now - retention.activity, sorted(FREE_TEXT_KINDS)
+                ]).fetchone()
+                activity = int(row[0]) if row else 0
+                if activity:
+                    conn.execute(q["compact_totals"])
+                definitions = conn.execute(q["prune_definitions"],
+                                           [retention.definitions]).rowcount
+            return PruneResult(events, outbox, activity, definitions)
+
+        return self._run(prune)
 
     @_translating
     def get_setting(self, key: str) -> str | None:
-        with self._pool.connection() as conn:
-            row = conn.execute(self._q["get_setting"], [key]).fetchone()
+        row = self._row(self._q["get_setting"], [key])
         return None if row is None else str(row[0])
 
     @_translating
     def put_setting(self, key: str, value: str) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(self._q["put_setting"], (key, value))
+        self._run(lambda conn: conn.execute(self._q["put_setting"], (key, value)))
 
     # --- lifecycle ---------------------------------------------------------------------------
 

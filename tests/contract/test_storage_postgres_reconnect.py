@@ -1,0 +1,308 @@
+"""PostgresStorage when the server ends its connections (a restart, a failover,
+``pg_terminate_backend``): a call that finds its pooled connection gone before it could commit
+anything runs again on a fresh one, and a COMMIT whose answer was lost is reported as such.
+
+Each test ends only the backends of its own storage: they carry an ``application_name`` no
+other test uses (the server is shared with other test runs).
+
+Needs ``CJO_TEST_POSTGRES_DSN`` (skipped without it, failed without it under ``CI=true``).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from cjo import (
+    Engine,
+    EventTrigger,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Retention,
+    Send,
+    Wait,
+)
+from cjo.channels.base import DeliveryResult
+from cjo.errors import StorageError
+from cjo.storage.base import Delivery, OutboxEntry
+from tests.helpers import SIMPLE_CONTENT, T0, event_with_id
+
+if os.environ.get("CI", "").strip().lower() == "true":
+    import psycopg  # under CI a missing driver must fail, not skip
+else:
+    psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (cjo[postgres])")
+
+from cjo.storage import postgres as pg_module
+from cjo.storage.postgres import PostgresStorage
+from tests.contract.test_storage_postgres import message, record, save
+
+H = timedelta(hours=1)
+POOL = 3
+
+
+def _end_sessions(dsn: str, application_name: str) -> int:
+    """End every backend of ``application_name`` as a restart would, waiting until each is
+    gone; returns how many there were."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
+            " WHERE application_name = %s AND pid <> pg_backend_pid()",
+            [application_name],
+        ).fetchall()
+    assert all(ok for (ok,) in rows)
+    return len(rows)
+
+
+def _end_backend(dsn: str, pid: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        (ok,) = admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid]).fetchone() or (None,)
+    assert ok
+
+
+@pytest.fixture
+def app() -> str:
+    return f"cjo-reconnect-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def storage(postgres_dsn: str, postgres_schema: str, app: str) -> Iterator[PostgresStorage]:
+    """A storage whose pool holds ``POOL`` connections, all open before the test goes on."""
+    storage = PostgresStorage(postgres_dsn, schema=postgres_schema, min_size=POOL,
+                              max_size=POOL, application_name=app)
+    storage._pool.wait()
+    yield storage
+    storage.close()
+
+
+def _due(storage: PostgresStorage) -> list[str]:
+    with storage.due_batch(T0, 10, H) as sessions:
+        return sorted(sessions)
+
+
+def _then(done: object, check: Callable[[], object]) -> object:
+    """What ``check`` finds after a call that returns nothing (``done``)."""
+    assert done is None
+    return check()
+
+
+def _entry(storage: PostgresStorage) -> OutboxEntry:
+    entry = storage.outbox_entry("k1")
+    assert entry is not None
+    return entry
+
+
+def _seeded(storage: PostgresStorage) -> None:
+    """A customer due at T0 with a pending message, a setting and definitions: something for
+    every call to find."""
+    save(storage, record("c1", wake_at=T0), messages=[message("c1", "k1")])
+    storage.put_setting("s", "v")
+    storage.append_definitions(0, "{}")
+
+
+LATER = T0 + timedelta(days=1)  # past the message's lease
+
+# Every call that runs again when its connection was lost before it committed anything: reads,
+# claims (a claim whose answer was lost only leases its rows until the lease runs out), writes
+# that do the same twice, and transactions before their COMMIT; with what each returns (or
+# leaves) on the seeded storage.
+CALLS: dict[str, tuple[Callable[[PostgresStorage], object], object]] = {
+    "batch": (lambda s: _then(save(s, record("c2")), lambda: s.peek("c2") is not None),
+              True),
+    "due_batch": (_due, ["c1"]),
+    "peek": (lambda s: (state := s.peek("c1")) and state.customer_id, "c1"),
+    "peek_many": (lambda s: sorted(s.peek_many(["c1", "c2"])), ["c1"]),
+    "claim_due": (lambda s: [d.customer_id for d in s.claim_due(T0, 10, H)], ["c1"]),
+    "claim_outbox": (lambda s: [m.idempotency_key for m in s.claim_outbox(LATER, 10, H)],
+                     ["k1"]),
+    "next_wake_at": (lambda s: s.next_wake_at(), T0),
+    "next_outbox_at": (lambda s: s.next_outbox_at() == _entry(s).available_at, True),
+    "pending_by_channel": (lambda s: s.pending_by_channel(), {"email": 1}),
+    "outbox_entry": (lambda s: _entry(s).status, "pending"),
+    "customer_outbox": (lambda s: [e.message.idempotency_key for e in s.customer_outbox("c1")],
+                        ["k1"]),
+    "defer_outbox": (lambda s: _then(s.defer_outbox("k1", LATER, T0),
+                                     lambda: _entry(s).available_at), LATER),
+    "release_outbox": (lambda s: _then(s.release_outbox(["k1"], T0),
+                                       lambda: _entry(s).available_at), T0),
+    "dead_letters": (lambda s: s.dead_letters(10), []),
+    "records_set_aside": (lambda s: s.records_set_aside(10), []),
+    "definitions_generation": (lambda s: s.definitions_generation(), 1),
+    "load_definitions": (lambda s: s.load_definitions(), (1, "{}")),
+    "activities": (lambda s: s.activities(T0 - H, T0 + H), []),
+    "activity_counts": (lambda s: s.activity_counts("j"), []),
+    "active_counts": (lambda s: s.active_counts("j"), {(1, "wait"): 1}),
+    "held_counts": (lambda s: s.held_counts("j"), {}),
+    "enrolled_customers": (lambda s: s.enrolled_customers("j"), ["c1"]),
+    "customer_ids": (lambda s: s.customer_ids(), ["c1"]),
+    "segment_members": (lambda s: s.segment_members("seg"), []),
+    "segment_count": (lambda s: s.segment_count("seg"), 0),
+    "erase_customer": (lambda s: _then(s.erase_customer("c1"), lambda: s.peek("c1")), None),
+    "prune": (lambda s: s.prune(LATER, Retention()).definitions, 0),
+    "get_setting": (lambda s: s.get_setting("s"), "v"),
+    "put_setting": (lambda s: _then(s.put_setting("s", "w"), lambda: s.get_setting("s")),
+                    "w"),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_call_on_connections_the_server_ended_runs_on_fresh_ones(
+    postgres_dsn: str, storage: PostgresStorage, app: str, call: str
+) -> None:
+    _seeded(storage)
+    assert _end_sessions(postgres_dsn, app) == POOL  # every pooled connection is dead
+
+    run, expected = CALLS[call]
+    # The first call meets a dead connection: it runs again, on a live one, without an error.
+    assert run(storage) == expected
+    # The pool checked its other connections and replaced the dead, rather than have each
+    # fail a call of its own.
+    stats = storage._pool.get_stats()
+    assert stats.get("connections_lost", 0) + stats.get("returns_bad", 0) == POOL
+
+
+def test_a_due_batch_on_a_dead_connection_claims_and_commits_once(
+    postgres_dsn: str, storage: PostgresStorage, app: str
+) -> None:
+    save(storage, record("c1", wake_at=T0))
+    _end_sessions(postgres_dsn, app)
+    with storage.due_batch(T0, 10, H) as sessions:
+        assert list(sessions) == ["c1"]
+        state = sessions["c1"].load()
+        assert state is not None
+        state.enrollments[0].wake_at = None
+        sessions["c1"].save(state, [], [])
+    saved = storage.peek("c1")
+    assert saved is not None and saved.wake_at is None and saved.revision == 2
+    with storage.due_batch(T0 + H, 10, H) as sessions:
+        assert list(sessions) == []
+
+
+def test_writes_that_must_not_run_twice_say_their_outcome_is_unknown(
+    postgres_dsn: str, storage: PostgresStorage, app: str
+) -> None:
+    # A delivery result counts an attempt: run twice, it would count two. It is not run again
+    # on another connection; the caller is told it may or may not have been recorded.
+    save(storage, record("c1"), messages=[message("c1", "k1")])
+    _end_sessions(postgres_dsn, app)
+    delivery = Delivery("k1", DeliveryResult.transient("busy"), T0 + H)
+    with pytest.raises(StorageError, match="whether it was committed is unknown"):
+        storage.complete_outbox_many([delivery], T0)
+    # The pool checked its other connections: the caller's retry works at once.
+    storage.complete_outbox_many([delivery], T0)
+    entry = storage.outbox_entry("k1")
+    assert entry is not None and (entry.status, entry.attempts) == ("pending", 1)
+
+
+@pytest.fixture
+def commit_lost(
+    postgres_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> list[int]:
+    """Ends a customer transaction's backend after its writes were queued, before its COMMIT
+    is sent: the connection is then lost at the COMMIT. Lists the backends it ended."""
+    ended: list[int] = []
+    flush = pg_module._Txn.flush
+
+    def flush_then_lose_the_connection(txn: Any) -> None:
+        flush(txn)
+        pid = txn.conn.info.backend_pid
+        _end_backend(postgres_dsn, pid)
+        ended.append(pid)
+
+    monkeypatch.setattr(pg_module._Txn, "flush", flush_then_lose_the_connection)
+    return ended
+
+
+def test_a_commit_whose_connection_was_lost_is_not_run_again(
+    storage: PostgresStorage, commit_lost: list[int]
+) -> None:
+    with pytest.raises(StorageError) as raised:
+        save(storage, record("c1"))
+    message = str(raised.value)
+    assert "whether it was committed is unknown" in message
+    assert "handling the same events again is safe" in message
+    assert len(commit_lost) == 1  # not run again
+    # The broken connection went back to the pool, which closed it instead of handing it out.
+    assert storage._pool.get_stats().get("returns_bad", 0) == 1
+
+
+def test_an_engine_whose_commit_was_lost_handles_the_event_again_once(
+    storage: PostgresStorage, commit_lost: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = RecordingChannel()
+    engine = Engine(storage, {"email": email}, ManualClock(T0))  # type: ignore[arg-type]
+    engine.publish(content=list(SIMPLE_CONTENT), journeys=[
+        Journey("j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("hello", "email")})
+    ])
+    event = event_with_id("go", "ann", T0, "e1")
+    with pytest.raises(StorageError, match="whether it was committed is unknown"):
+        engine.handle_event(event)
+    monkeypatch.undo()  # the server answers again
+    engine.handle_event(event)
+    engine.handle_event(event)  # handled once, however often it comes
+    assert len(email.messages) == 1
+
+
+def test_an_engine_carries_on_when_the_server_ends_its_connections(
+    postgres_dsn: str, storage: PostgresStorage, app: str
+) -> None:
+    clock, email = ManualClock(T0), RecordingChannel()
+    engine = Engine(storage, {"email": email}, clock,  # type: ignore[arg-type]
+                    dispatch="deferred")
+    engine.publish(content=list(SIMPLE_CONTENT), journeys=[Journey(
+        "j", trigger=EventTrigger("go"), entry="hello",
+        steps={"hello": Send("hello", "email", next="wait"),
+               "wait": Wait(H, next="again"),
+               "again": Send("hello", "email")},
+    )])
+    engine.identify("ann", {"email": "ann@example.com"})
+
+    def restart() -> None:
+        assert _end_sessions(postgres_dsn, app) >= 1
+
+    restart()
+    engine.handle_event(event_with_id("go", "ann", T0, "e1"))
+    restart()
+    engine.handle_event(event_with_id("go", "ann", T0, "e1"))  # a duplicate: ignored
+    restart()
+    state = engine.customer_state("ann")
+    assert state is not None and [e.step_id for e in state.enrollments] == ["wait"]
+    restart()
+    assert engine.dispatch_pending() == 1
+    clock.advance(hours=1)
+    restart()
+    engine.run_due()
+    restart()
+    assert engine.dispatch_pending() == 1
+    restart()
+    assert engine.dispatch_pending() == 0
+
+    keys = [m.idempotency_key for m in email.messages]
+    assert len(keys) == 2 and len(set(keys)) == 2  # both sends, each once
+    state = engine.customer_state("ann")
+    assert state is not None and state.enrollments == []
+    assert [e.status for e in state.ended] == ["completed"]
+
+
+def test_a_pool_passed_in_is_reconnected_too(
+    postgres_dsn: str, postgres_schema: str, app: str
+) -> None:
+    from psycopg_pool import ConnectionPool
+
+    # The host's own pool, of connections that are not in autocommit (psycopg's default).
+    with ConnectionPool(postgres_dsn, min_size=POOL, max_size=POOL, open=True,
+                        kwargs={"application_name": app}) as pool:
+        pool.wait()
+        storage = PostgresStorage(pool=pool, schema=postgres_schema)
+        _seeded(storage)
+        assert _end_sessions(postgres_dsn, app) == POOL
+        save(storage, record("c2"))
+        assert sorted(storage.peek_many(["c1", "c2"])) == ["c1", "c2"]
+        _end_sessions(postgres_dsn, app)
+        assert storage.prune(LATER, Retention()).definitions == 0
+        storage.close()
