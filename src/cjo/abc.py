@@ -8,15 +8,15 @@ checks everything the engine relies on.
 
 The erasure rule every adapter applies (``erase_customer``, and the counts ``prune`` keeps) is
 here too, from ``cjo.storage.erasure``; so are the errors an adapter raises (``StorageError``,
-``CorruptRecordError``, ``ConflictError``); so is ``membership_changes``, for adapters that keep
-segment memberships in a table of their own, ``count_order``, the order of
-``activity_counts``, and ``activity_row`` / ``activity_from_row``, an activity-log entry as
-column values and back.
+``CorruptRecordError``, ``ConflictError``, ``CommitOutcomeUnknownError``); so is
+``membership_changes``, for adapters that keep segment memberships in a table of their own,
+``count_order``, the order of ``activity_counts``, and ``activity_row`` /
+``activity_from_row``, an activity-log entry as column values and back.
 """
 
 from cjo.channels.base import Channel, DeliveryResult, DeliveryStatus, Message
 from cjo.clock import Clock, ensure_aware
-from cjo.errors import ConflictError, CorruptRecordError, StorageError
+from cjo.errors import CommitOutcomeUnknownError, ConflictError, CorruptRecordError, StorageError
 from cjo.runtime.state import (
     RECORD_LAYOUT,
     Activity,
@@ -74,6 +74,7 @@ __all__ = [
     "ActivityCount",
     "Channel",
     "Clock",
+    "CommitOutcomeUnknownError",
     "ConflictError",
     "CorruptRecordError",
     "CustomerSession",

@@ -55,6 +55,7 @@ from cjo.delivery.feedback import (
 )
 from cjo.delivery.quiet_hours import held_at_dispatch
 from cjo.errors import (
+    CommitOutcomeUnknownError,
     ConflictError,
     CorruptRecordError,
     DefinitionError,
@@ -711,6 +712,10 @@ class Engine:
         exception, so its class still says whether a retry is safe)."""
         try:
             return self._handle_relevant(items, registry, builder)
+        except CommitOutcomeUnknownError as exc:
+            exc.args = (f"item #{start}: perhaps not handled, nor any item after it (every "
+                        f"item before it was); handling them again from there is safe: {exc}",)
+            raise
         except StorageError as exc:
             exc.args = (f"item #{start}: not handled, nor any item after it (every item "
                         f"before it was): {exc}",)

@@ -178,7 +178,13 @@ class ChannelError(CjoError):
 
 
 class StorageError(CjoError):
-    """A storage adapter failed. The customer transaction in progress was rolled back."""
+    """A storage adapter failed. The customer transaction in progress was rolled back (unless
+    it is a ``CommitOutcomeUnknownError``)."""
+
+
+class CommitOutcomeUnknownError(StorageError):
+    """The connection to the database was lost while a commit was under way: whether it was
+    stored is unknown. Handling the same events again is safe (their ids are claimed)."""
 
 
 class ConflictError(StorageError):

@@ -29,7 +29,7 @@ from cjo import (
     Wait,
 )
 from cjo.channels.base import DeliveryResult
-from cjo.errors import StorageError
+from cjo.errors import CommitOutcomeUnknownError, StorageError
 from cjo.storage.base import Delivery, OutboxEntry
 from tests.helpers import SIMPLE_CONTENT, T0, event_with_id
 
@@ -246,6 +246,27 @@ def test_an_engine_whose_commit_was_lost_handles_the_event_again_once(
     engine.handle_event(event)
     engine.handle_event(event)  # handled once, however often it comes
     assert len(email.messages) == 1
+
+
+def test_handle_events_says_a_group_whose_commit_was_lost_is_perhaps_handled(
+    storage: PostgresStorage, commit_lost: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = RecordingChannel()
+    engine = Engine(storage, {"email": email}, ManualClock(T0))  # type: ignore[arg-type]
+    engine.publish(content=list(SIMPLE_CONTENT), journeys=[
+        Journey("j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("hello", "email")})
+    ])
+    events = [event_with_id("go", c, T0, f"e-{c}") for c in ("ann", "bob")]
+    with pytest.raises(CommitOutcomeUnknownError) as raised:
+        engine.handle_events(events)
+    assert str(raised.value).startswith(
+        "item #0: perhaps not handled, nor any item after it (every item before it was); "
+        "handling them again from there is safe: PostgreSQL: the connection was lost while "
+        "committing"
+    )
+    monkeypatch.undo()
+    engine.handle_events(events)
+    assert sorted(m.customer_id for m in email.messages) == ["ann", "bob"]
 
 
 def test_an_engine_carries_on_when_the_server_ends_its_connections(

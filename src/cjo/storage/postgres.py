@@ -66,6 +66,7 @@ except ImportError as exc:  # the driver is an extra: say which one instead of i
 from cjo.channels.base import DeliveryResult, Message
 from cjo.clock import ensure_aware
 from cjo.errors import (
+    CommitOutcomeUnknownError,
     ConflictError,
     CorruptRecordError,
     SchemaError,
@@ -593,9 +594,11 @@ def _lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
     return state in _SESSION_ENDED or state.startswith("08")
 
 
-def _outcome_unknown(exc: psycopg.Error, what: str, hint: str) -> StorageError:
+def _outcome_unknown(
+    exc: psycopg.Error, what: str, hint: str
+) -> CommitOutcomeUnknownError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StorageError(
+    return CommitOutcomeUnknownError(
         f"PostgreSQL: the connection was lost while committing {what} ({reason}): whether it "
         f"was committed is unknown, so it was not run again; {hint}"
     )
