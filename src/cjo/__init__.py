@@ -108,6 +108,7 @@ from cjo.simulate import (
     PauseJourney,
     Publish,
     ResumeJourney,
+    Withdraw,
     backtest,
 )
 from cjo.storage.base import DeadLetter, Retention, SetAsideRecord, Storage
@@ -231,6 +232,7 @@ __all__ = [
     "WaitUntil",
     "WaitUntilDate",
     "WebhookChannel",
+    "Withdraw",
     "WorkerStats",
     "attr",
     "average",

@@ -513,9 +513,9 @@ class Engine:
 
         What customer records hold for a withdrawn definition: segment memberships are ended
         (``segment_exited``) when each customer's segments are next evaluated (by the first
-        ``run_due`` of any worker, or ``refresh_segments``); consent statements and offer
-        counts are kept, so a topic or offer published again still honours them. Messages
-        already in the outbox go out as they were rendered.
+        ``run_due`` of any worker, or ``refresh_segments``); consent statements are kept, so
+        a topic published again still honours every unsubscribe. Messages already in the
+        outbox go out as they were rendered.
 
         A withdrawn id may be published again; a content item then takes the content version
         after the one it had. Like ``publish``, a compare-and-set on the storage's generation:
@@ -1853,8 +1853,11 @@ class Engine:
         if basis == self._segments_refreshed:
             return
         stored = self.storage.get_setting(_SEGMENTS_REFRESHED)
-        if stored == basis or (stored is None and not basis):
-            # Done by another worker; or no segment was ever published here: nothing to undo.
+        if stored == basis or (stored is None and not basis and not any(
+            w.kind == "segments" for w in registry.definitions.withdrawn
+        )):
+            # Done by another worker; or no segment was ever published here: nothing to undo
+            # (segments withdrawn before any refresh leave memberships to end).
             self._segments_refreshed = basis
             return
         self._refresh_segments(registry, builder)

@@ -21,6 +21,8 @@ from cjo import (
     RecordingChannel,
     Segment,
     Send,
+    Topic,
+    UnknownTopicError,
     UsageError,
     Variant,
     attr,
@@ -102,17 +104,21 @@ def test_a_withdrawn_segment_is_unknown_at_once_and_its_members_leave_it_at_the_
     assert _segment_log(engine, "ann")[-1] == ("segment_entered", "vip", T0 + 3 * HOUR)
 
 
-def test_a_member_leaves_a_withdrawn_segment_at_their_next_profile_change(
-    storage_factory: Factory,
+@pytest.mark.parametrize("then", ["run_due", "profile_change"])
+def test_members_leave_the_only_segment_withdrawn_before_any_worker_ran(
+    storage_factory: Factory, then: str,
 ) -> None:
     clock = ManualClock(T0)
     engine = _engine(storage_factory, clock)
     engine.publish(segments=[VIP])
     engine.identify("ann", {"plan": "pro"})
     clock.advance(HOUR)
-    engine.withdraw(segments=["vip"])  # the only segment: no segment is published now
+    engine.withdraw(segments=["vip"])  # no segment is published now
     clock.advance(HOUR)
-    engine.identify("ann", {"city": "Oslo"})
+    if then == "run_due":
+        _engine(storage_factory, clock).run_due()
+    else:
+        engine.identify("ann", {"city": "Oslo"})
     state = engine.customer_state("ann")
     assert state is not None and state.segments == {}
     assert _segment_log(engine, "ann") == [("segment_entered", "vip", T0),
@@ -171,6 +177,32 @@ def test_a_content_item_published_again_goes_on_from_its_last_version(
     assert engine.definitions.withdrawn == ()
     engine.handle_event(Event("ann", "go", T0, event_id="e1"))
     assert [(m.content_version, m.fields["subject"]) for m in email.messages] == [(3, "Three")]
+
+
+def test_an_unsubscribe_from_a_withdrawn_topic_holds_when_it_is_published_again(
+    storage_factory: Factory,
+) -> None:
+    clock = ManualClock(T0)
+    email = RecordingChannel()
+    engine = _engine(storage_factory, clock, email)
+    engine.publish(topics=[Topic("news")])
+    for cid in ("ann", "bob"):
+        engine.identify(cid, {"email": f"{cid}@example.com"})
+    engine.set_consent("ann", subscribed=False, topic="news")
+    clock.advance(HOUR)
+    engine.withdraw(topics=["news"])
+    with pytest.raises(UnknownTopicError):
+        engine.set_consent("bob", subscribed=False, topic="news")
+
+    clock.advance(HOUR)
+    digest = Journey("digest", "mail", trigger=EventTrigger("go"),
+                     steps={"mail": Send("news_mail", "email", topic="news")})
+    _engine(storage_factory, clock, email).publish(
+        topics=[Topic("news")], content=[_item("news_mail", "News")], journeys=[digest])
+    for cid in ("ann", "bob"):
+        engine.handle_event(Event(cid, "go", clock.now(), event_id=f"go-{cid}"))
+    assert [m.customer_id for m in email.messages] == ["bob"]
+    assert journey_report(engine.storage, digest).suppressed == {"unsubscribed from news": 1}
 
 
 def _stale_once(engine: Engine, registry: Registry) -> None:
