@@ -2304,7 +2304,8 @@ def _republished(definitions: Definitions) -> Definitions:
     """``definitions`` without the withdrawals of ids it holds again."""
     withdrawn = tuple(
         w for w in definitions.withdrawn
-        if w.id not in {d.id for d in getattr(definitions, w.kind)}
+        # A kind that is no field (stored data edited by hand) holds nothing published.
+        if w.id not in {d.id for d in getattr(definitions, w.kind, ())}
     )
     if len(withdrawn) == len(definitions.withdrawn):
         return definitions
