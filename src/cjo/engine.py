@@ -54,7 +54,7 @@ from cjo.delivery.feedback import (
     sent_messages,
 )
 from cjo.delivery.quiet_hours import held_at_dispatch
-from cjo.described import likely_meant
+from cjo.described import likely_meant, short
 from cjo.errors import (
     ConflictError,
     CorruptRecordError,
@@ -2272,7 +2272,8 @@ def _not_published(current: Definitions, asked: Mapping[str, Sequence[str]]) -> 
         for ident in dict.fromkeys(ids):
             if ident in published:
                 continue
-            message = f"no {_WITHDRAWABLE[kind]} {ident!r} is published"
+            # Cut short: an id not published may be any text the caller passed.
+            message = f"no {_WITHDRAWABLE[kind]} {short(ident)} is published"
             if (kind, ident) in when:
                 message += f" (withdrawn at {when[kind, ident].isoformat()})"
             elif (likely := likely_meant(ident, published)) is not None:

@@ -207,3 +207,10 @@ def test_a_definition_published_again_is_no_longer_withdrawn() -> None:
     engine.withdraw(segments=["vip"])
     assert [(w.kind, w.id, w.at) for w in engine.definitions.withdrawn] == [
         ("caps", "daily", T0), ("segments", "vip", T0 + timedelta(hours=1))]
+
+
+def test_a_huge_id_not_published_is_named_cut_short() -> None:
+    engine, _, _ = make_engine()
+    engine.publish(segments=[VIP])
+    [problem] = _refused(engine, segments=["v" * 100_000])
+    assert problem.startswith("withdraw segments: no segment 'vvv") and len(problem) < 150
