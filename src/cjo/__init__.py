@@ -109,6 +109,7 @@ from cjo.simulate import (
     PauseJourney,
     Publish,
     ResumeJourney,
+    Withdraw,
     backtest,
 )
 from cjo.storage.base import DeadLetter, Retention, SetAsideRecord, Storage
@@ -234,6 +235,7 @@ __all__ = [
     "WaitUntil",
     "WaitUntilDate",
     "WebhookChannel",
+    "Withdraw",
     "WorkerStats",
     "attr",
     "average",

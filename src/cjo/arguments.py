@@ -36,6 +36,7 @@ __all__ = [
     "clock_reading",
     "count",
     "definitions_of",
+    "ids_of",
     "refuse_duplicates",
 ]
 
@@ -246,6 +247,23 @@ def definitions_of(cls: type[T], what: str, *collections: object) -> tuple[T, ..
                 f"expected a {cls.__name__}, got {given(item)}"
             ))])
     return tuple(items)  # type: ignore[arg-type]  # each item was checked just above
+
+
+def ids_of(what: str, noun: str, collection: object) -> tuple[str, ...]:
+    """The ids in ``collection``, read once, each checked to be a str (``DefinitionError``,
+    located at ``what``); a single id where a collection is expected is refused rather than
+    read letter by letter."""
+    if isinstance(collection, str | bytes | Mapping) or not isinstance(collection, Iterable):
+        raise DefinitionError([Problem(what, (
+            f"expected a list of {noun} ids, got {given(collection)}"
+        ))])
+    ids = tuple(collection)
+    for i, item in enumerate(ids):
+        if not isinstance(item, str):
+            raise DefinitionError([Problem(f"{what}[{i}]", (
+                f"expected a {noun} id (a str), got {given(item)}"
+            ))])
+    return ids
 
 
 def refuse_duplicates(incoming: Definitions) -> None:

@@ -3,9 +3,11 @@ huge or hostile value never floods a message or a log."""
 
 from __future__ import annotations
 
+import difflib
 import reprlib
+from collections.abc import Iterable
 
-__all__ = ["given", "redacted", "short"]
+__all__ = ["given", "likely_meant", "redacted", "short"]
 
 _show = reprlib.Repr()
 _show.maxstring = 60
@@ -20,6 +22,13 @@ def short(value: object) -> str:
 def given(value: object) -> str:
     """``"list [1, 2]"``: the type's name and a repr cut to a readable length."""
     return f"{type(value).__name__} {_show.repr(value)}"
+
+
+def likely_meant(name: str, known: Iterable[str]) -> str | None:
+    """The one of ``known`` that ``name`` is most likely a misspelling of, if any is close:
+    for a "did you mean" hint."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def redacted(address: str) -> str:

@@ -26,6 +26,7 @@ from cjo.arguments import (
     count,
     definitions_of,
     flag,
+    ids_of,
     refuse_duplicates,
 )
 from cjo.channels.actions import ActionFunction, action_channels
@@ -54,6 +55,7 @@ from cjo.delivery.feedback import (
     sent_messages,
 )
 from cjo.delivery.quiet_hours import held_at_dispatch
+from cjo.described import likely_meant, short
 from cjo.errors import (
     CommitOutcomeUnknownError,
     ConflictError,
@@ -80,6 +82,7 @@ from cjo.model.governance import (
     JourneyPause,
     VersionChange,
     VersionPublished,
+    Withdrawal,
 )
 from cjo.model.journey import Journey
 from cjo.model.offers import Offer
@@ -502,19 +505,85 @@ class Engine:
                           if (j.id, j.version) not in known)
             if fresh:
                 merged = attrs.evolve(merged, published=(*merged.published, *fresh))
-            return merged, problems
+            return _republished(merged), problems
 
         return self._change_definitions(change)
 
+    def withdraw(
+        self,
+        *,
+        segments: Iterable[str] = (),
+        content: Iterable[str] = (),
+        blocks: Iterable[str] = (),
+        offers: Iterable[str] = (),
+        topics: Iterable[str] = (),
+        caps: Iterable[str] = (),
+        quiet_hours: Iterable[str] = (),
+        profile_rules: Iterable[str] = (),
+    ) -> int:
+        """Take published definitions out, by id (segments, content items, blocks, offers,
+        topics, frequency caps, quiet hours, profile rules); returns the new generation.
+
+        Refused with a ``DefinitionError`` when an id is not published, or when anything left
+        still uses a definition withdrawn (a journey version's audience, trigger, condition or
+        Send, another segment, an offer, a content item's block or topic...): each problem
+        names the definition and what uses it, and nothing changes. Every published journey
+        version counts, drained or not: versions are never taken out.
+
+        Journeys are not withdrawn: their versions hold customers; ``pause_journey`` stops
+        one taking entries.
+
+        What customer records hold for a withdrawn definition: segment memberships are ended
+        (``segment_exited``) when each customer's segments are next evaluated (by the first
+        ``run_due`` of any worker, or ``refresh_segments``); consent statements are kept, so
+        a topic published again still honours every unsubscribe. Messages already in the
+        outbox go out as they were rendered.
+
+        A withdrawn id may be published again; a content item then takes the content version
+        after the one it had. Like ``publish``, a compare-and-set on the storage's generation:
+        another process's publish meanwhile is merged with it.
+        """
+        asked = {
+            kind: ids_of(f"withdraw {kind}", noun, ids)
+            for (kind, noun), ids in zip(_WITHDRAWABLE.items(), (
+                segments, content, blocks, offers, topics, caps, quiet_hours, profile_rules,
+            ), strict=True)
+        }
+        now = self._now()
+
+        def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
+            unknown = _not_published(current, asked)
+            if unknown:
+                raise DefinitionError(unknown)
+            kept: dict[str, Any] = {}
+            records: list[Withdrawal] = []
+            for kind, ids in asked.items():
+                if not ids:
+                    continue
+                gone = set(ids)
+                kept[kind] = tuple(d for d in getattr(current, kind) if d.id not in gone)
+                records += [
+                    Withdrawal(kind, d.id, now, d.version if kind == "content" else None)
+                    for d in getattr(current, kind) if d.id in gone
+                ]
+            if not records:
+                return current, []
+            withdrawn = (*current.withdrawn, *records)
+            return attrs.evolve(current, **kept, withdrawn=withdrawn), []
+
+        return self._change_definitions(change, explain=partial(_still_used, asked))
+
     def _change_definitions(
-        self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]]
+        self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]],
+        explain: Callable[[list[Problem]], list[Problem]] | None = None,
     ) -> int:
         """Apply ``change`` to the latest definitions, validate, and store the result as a new
-        generation with a compare-and-set (retried on a conflict, against the newer set)."""
+        generation with a compare-and-set (retried on a conflict, against the newer set).
+        ``explain`` rewords the problems validation finds that the change brings."""
         # The threads of this engine publish one at a time: the compare-and-set is for other
         # processes, and a thread waiting here then merges with what the others published.
         with self._definitions_lock:
-            return self._change_definitions_locked(change)
+            return self._change_definitions_locked(change, explain)
 
     def _validate(self, definitions: Definitions, registry: Registry) -> list[Problem]:
         return validate_definitions(
@@ -527,7 +596,8 @@ class Engine:
         )
 
     def _change_definitions_locked(
-        self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]]
+        self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]],
+        explain: Callable[[list[Problem]], list[Problem]] | None,
     ) -> int:
         for _ in range(_PUBLISH_ATTEMPTS):
             registry = self._sync()
@@ -540,7 +610,7 @@ class Engine:
                 # later publish. Only what this one brings is refused.
                 stored = set(self._validate(current, registry))
                 found = [p for p in found if p not in stored]
-            problems.extend(found)
+            problems.extend(explain(found) if explain is not None and found else found)
             if problems:
                 raise DefinitionError(problems)
             if registry.generation > 0 and merged == current:
@@ -1844,8 +1914,11 @@ class Engine:
         if basis == self._segments_refreshed:
             return
         stored = self.storage.get_setting(_SEGMENTS_REFRESHED)
-        if stored == basis or (stored is None and not basis):
-            # Done by another worker; or no segment was ever published here: nothing to undo.
+        if stored == basis or (stored is None and not basis and not any(
+            w.kind == "segments" for w in registry.definitions.withdrawn
+        )):
+            # Done by another worker; or no segment was ever published here: nothing to undo
+            # (segments withdrawn before any refresh leave memberships to end).
             self._segments_refreshed = basis
             return
         self._refresh_segments(registry, builder)
@@ -2037,10 +2110,14 @@ def _merge(
     for j in journeys:
         by_version[(j.id, j.version)] = j
     items = {c.id: c for c in current.content}
+    # A withdrawn item published again goes on from its last version: a content version in
+    # the activity log names one definition.
+    last = {w.id: w.version or 0 for w in current.withdrawn if w.kind == "content"}
     for c in content:
         old = items.get(c.id)
         if old is None:
-            items[c.id] = attrs.evolve(c, version=1) if c.version != 1 else c
+            version = last.get(c.id, 0) + 1
+            items[c.id] = attrs.evolve(c, version=version) if c.version != version else c
         elif attrs.evolve(c, version=old.version) != old:
             # A change (whatever version the caller wrote) gets the next content version.
             items[c.id] = attrs.evolve(c, version=old.version + 1)
@@ -2235,6 +2312,66 @@ def _version_conflicts(current: Definitions, journeys: Iterable[Journey]) -> lis
             ))
         by_version[(j.id, j.version)] = j
     return problems
+
+
+#: What ``Engine.withdraw`` takes out: the ``Definitions`` field (its keyword), and the word
+#: validation's problems name one of its definitions with (``segment 'vip' does not exist``).
+_WITHDRAWABLE: Final = {
+    "segments": "segment", "content": "content", "blocks": "block", "offers": "offer",
+    "topics": "topic", "caps": "frequency cap", "quiet_hours": "quiet hours",
+    "profile_rules": "profile rule",
+}
+
+
+def _not_published(current: Definitions, asked: Mapping[str, Sequence[str]]) -> list[Problem]:
+    """A problem for each id of ``asked`` (by field) that ``current`` does not hold: withdrawn
+    already (when), or likely a misspelling of one it holds."""
+    problems: list[Problem] = []
+    when = {(w.kind, w.id): w.at for w in current.withdrawn}
+    for kind, ids in asked.items():
+        published = [d.id for d in getattr(current, kind)]
+        for ident in dict.fromkeys(ids):
+            if ident in published:
+                continue
+            # Cut short: an id not published may be any text the caller passed.
+            message = f"no {_WITHDRAWABLE[kind]} {short(ident)} is published"
+            if (kind, ident) in when:
+                message += f" (withdrawn at {when[kind, ident].isoformat()})"
+            elif (likely := likely_meant(ident, published)) is not None:
+                message += f"; did you mean {likely!r}?"
+            problems.append(Problem(f"withdraw {kind}", message))
+    return problems
+
+
+def _still_used(asked: Mapping[str, Sequence[str]], found: list[Problem]) -> list[Problem]:
+    """The problems validation finds once ``asked`` is withdrawn, as refusals: one per
+    withdrawn definition something still refers to, naming where (the location of each
+    reference validation found dangling), then the problems no reference explains (what
+    follows from one, such as a template that no longer renders)."""
+    refusals: list[Problem] = []
+    explained: set[Problem] = set()
+    for kind, ids in asked.items():
+        for ident in dict.fromkeys(ids):
+            named = f"{_WITHDRAWABLE[kind]} {ident!r}"
+            users = [p for p in found if named in p.message]
+            if users:
+                explained.update(users)
+                refusals.append(Problem(named, "cannot be withdrawn: still used by " + "; ".join(
+                    dict.fromkeys(p.location for p in users)
+                )))
+    return refusals + [p for p in found if p not in explained]
+
+
+def _republished(definitions: Definitions) -> Definitions:
+    """``definitions`` without the withdrawals of ids it holds again."""
+    withdrawn = tuple(
+        w for w in definitions.withdrawn
+        # A kind that is no field (stored data edited by hand) holds nothing published.
+        if w.id not in {d.id for d in getattr(definitions, w.kind, ())}
+    )
+    if len(withdrawn) == len(definitions.withdrawn):
+        return definitions
+    return attrs.evolve(definitions, withdrawn=withdrawn)
 
 
 def _replace_by_id(current: Iterable[Any], new: Iterable[Any]) -> list[Any]:

@@ -15,7 +15,6 @@ decide differently from the processes that can, without anyone knowing.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
 import sys
@@ -32,7 +31,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
 from cattrs.v import format_exception
 
 from cjo.conditions import CONDITION_TYPES, SCOPES, Condition, Ref
-from cjo.described import given
+from cjo.described import given, likely_meant
 from cjo.errors import DefinitionError, Problem, UnreadableDefinitionsError
 from cjo.limits import check_json_nesting, check_nesting
 from cjo.model.definitions import LISTED, Definitions
@@ -204,8 +203,7 @@ def _extra_fields(extra: set[str], known: list[str]) -> str:
     file of definitions a misspelt key is the usual cause."""
     names = sorted(extra)
     message = f"extra fields found ({', '.join(names)})"
-    likely = {name: close[0] for name in names
-              if (close := difflib.get_close_matches(name, known, n=1, cutoff=0.75))}
+    likely = {name: close for name in names if (close := likely_meant(name, known))}
     if len(likely) == 1 and len(names) == 1:
         return f"{message}; did you mean {likely[names[0]]!r}?"
     if likely:

@@ -6,8 +6,8 @@ and wake-ups fall due at their own instants in between, so the result is what a 
 would have done had every event arrived the moment it was stamped, and replaying the same
 stream gives the same result. The stream may also carry an operator's changes, each at its
 own instant: a publish (``Publish``), a pause or a resume (``PauseJourney``,
-``ResumeJourney``), applied as ``Engine.publish``, ``pause_journey`` and ``resume_journey``
-apply them live. See docs/backtest.md.
+``ResumeJourney``), a withdrawal (``Withdraw``), applied as ``Engine.publish``,
+``pause_journey``, ``resume_journey`` and ``withdraw`` apply them live. See docs/backtest.md.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ __all__ = [
     "Progress",
     "Publish",
     "ResumeJourney",
+    "Withdraw",
     "backtest",
 ]
 
@@ -94,8 +95,23 @@ class ResumeJourney:
     journey_id: str
 
 
+@attrs.frozen
+class Withdraw:
+    """In a back-test's stream, paired with its instant: ``Engine.withdraw(segments=...,
+    content=..., ...)`` at that instant (the ids of each kind of definition to take out)."""
+
+    segments: Iterable[str] = ()
+    content: Iterable[str] = ()
+    blocks: Iterable[str] = ()
+    offers: Iterable[str] = ()
+    topics: Iterable[str] = ()
+    caps: Iterable[str] = ()
+    quiet_hours: Iterable[str] = ()
+    profile_rules: Iterable[str] = ()
+
+
 #: What an operator does to a running engine, replayed at an instant of a back-test.
-OperatorChange = Publish | PauseJourney | ResumeJourney
+OperatorChange = Publish | PauseJourney | ResumeJourney | Withdraw
 
 #: One input of a back-test: an event (decided at its timestamp), a profile update (applied at
 #: the instant of the next input that has one, or of the last when none follows), a profile
@@ -239,8 +255,9 @@ def backtest(
     - ``inputs``: ``Event``s; ``ProfileUpdate``s, applied at the instant of the next input
       that has one (or of the last input when none follows); ``(datetime, ProfileUpdate)``
       pairs, applied at that instant; ``(datetime, change)`` pairs, where the change is a
-      ``Publish``, ``PauseJourney`` or ``ResumeJourney``, applied at that instant as the
-      engine's ``publish``, ``pause_journey`` and ``resume_journey`` would apply it then:
+      ``Publish``, ``PauseJourney``, ``ResumeJourney`` or ``Withdraw``, applied at that
+      instant as the engine's ``publish``, ``pause_journey``, ``resume_journey`` and
+      ``withdraw`` would apply it then:
       after everything due before that instant has fired and the inputs before it in the
       stream are decided, and before what falls due at it, which fires right after it (with
       the segments a publish changed evaluated for every customer, a schedule occurrence at
@@ -831,6 +848,8 @@ class _Run:
                 engine.publish(change.definitions, running=change.running)
             elif isinstance(change, PauseJourney):
                 engine.pause_journey(change.journey_id)
+            elif isinstance(change, Withdraw):
+                engine.withdraw(**attrs.asdict(change, recurse=False))
             else:
                 self.tally.add(engine.resume_journey(change.journey_id))
         except DefinitionError as exc:
@@ -940,7 +959,7 @@ def _due_by(state: CustomerState, at: datetime) -> bool:
     return wake is not None and wake <= at
 
 
-_TIMED = (ProfileUpdate, Publish, PauseJourney, ResumeJourney)
+_TIMED = (ProfileUpdate, Publish, PauseJourney, ResumeJourney, Withdraw)
 
 
 def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | OperatorChange]:
@@ -971,7 +990,7 @@ def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | Opera
     raise UsageError(
         f"input #{position} is a {name} {short(item)}: a back-test reads cjo's Event, "
         "ProfileUpdate, (datetime, ProfileUpdate) and (datetime, Publish | PauseJourney | "
-        "ResumeJourney) items"
+        "ResumeJourney | Withdraw) items"
     )
 
 

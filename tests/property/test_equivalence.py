@@ -39,6 +39,7 @@ from cjo.simulate import (
     OperatorChange,
     PauseJourney,
     Publish,
+    Withdraw,
     backtest,
 )
 from cjo.storage.memory import InMemoryStorage
@@ -160,6 +161,10 @@ def make(engine: Engine, change: OperatorChange, at: datetime) -> None:
         engine.publish(change.definitions, running=change.running)
     elif isinstance(change, PauseJourney):
         engine.pause_journey(change.journey_id)
+    elif isinstance(change, Withdraw):
+        engine.withdraw(segments=change.segments, content=change.content, blocks=change.blocks,
+                        offers=change.offers, topics=change.topics, caps=change.caps,
+                        quiet_hours=change.quiet_hours, profile_rules=change.profile_rules)
     else:
         engine.resume_journey(change.journey_id)
     engine.run_due(at)

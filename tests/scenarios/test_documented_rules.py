@@ -648,15 +648,18 @@ def test_start_journey_starts_a_journey_of_any_trigger_under_the_entry_rules() -
 
 def test_publishing_another_engines_definitions_does_not_copy_its_pauses() -> None:
     """"publish(definitions) takes the journeys, content, segments, policies and rules across
-    journeys of a Definitions, never its paused, version_changes or published ... so copying
-    one engine's engine.definitions into another does not pause the other's journeys"."""
+    journeys of a Definitions, never its paused, version_changes, published or withdrawn ...
+    so copying one engine's engine.definitions into another does not pause the other's
+    journeys"."""
     staging, prod = Host(), Host()
     staging.engine.publish(content=[note()], journeys=[Journey(
-        "j", trigger=EventTrigger("go"), entry="mail", steps={"mail": Send("note", "email")})])
+        "j", trigger=EventTrigger("go"), entry="mail", steps={"mail": Send("note", "email")})],
+        segments=[Segment("test", attr("qa") == True)])  # noqa: E712
     staging.engine.pause_journey("j")
-    assert staging.engine.definitions.paused
+    staging.engine.withdraw(segments=["test"])
+    assert staging.engine.definitions.paused and staging.engine.definitions.withdrawn
     prod.engine.publish(staging.engine.definitions)
-    assert prod.engine.definitions.paused == ()
+    assert (prod.engine.definitions.paused, prod.engine.definitions.withdrawn) == ((), ())
     assert [j.id for j in prod.engine.definitions.journeys] == ["j"]
     assert [e.journey_id for e in prod.send("go").entered] == ["j"]
     assert not staging.send("go").entered

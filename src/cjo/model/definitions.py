@@ -8,7 +8,13 @@ import attrs
 
 from cjo.frozen import to_tuple
 from cjo.model.content import ContentBlock, ContentItem
-from cjo.model.governance import ControlGroup, JourneyPause, VersionChange, VersionPublished
+from cjo.model.governance import (
+    ControlGroup,
+    JourneyPause,
+    VersionChange,
+    VersionPublished,
+    Withdrawal,
+)
 from cjo.model.journey import Journey
 from cjo.model.offers import Offer
 from cjo.model.policies import FrequencyCap, QuietHours, Topic
@@ -48,6 +54,8 @@ class Definitions:
     blocks: tuple[ContentBlock, ...] = attrs.field(default=(), converter=to_tuple)
     #: Offers Send steps choose from.
     offers: tuple[Offer, ...] = attrs.field(default=(), converter=to_tuple)
+    #: What ``Engine.withdraw`` took out and was not published again since, and when.
+    withdrawn: tuple[Withdrawal, ...] = attrs.field(default=(), converter=to_tuple)
 
 
 #: The fields of ``Definitions`` that list definitions, and the class of their elements.

@@ -19,6 +19,7 @@ __all__ = [
     "JourneyPause",
     "ResumeRule",
     "VersionChange",
+    "Withdrawal",
     "in_control_group",
 ]
 
@@ -107,6 +108,19 @@ class VersionPublished:
     journey_id: str
     version: int
     at: datetime
+
+
+@attrs.frozen
+class Withdrawal:
+    """Definition ``id`` of the kind ``kind`` (the ``Definitions`` field: ``segments``,
+    ``content``...) withdrawn at ``at`` by ``Engine.withdraw``, and kept until it is published
+    again. ``version`` is a content item's last content version: published again, the item
+    takes the next one, so a content version names one definition in the activity log."""
+
+    kind: str
+    id: str
+    at: datetime
+    version: int | None = None
 
 
 @attrs.frozen
