@@ -18,7 +18,8 @@ the decider (``Decider.sent``). A message pruned from the outbox is taken to hav
 out on the event's ``channel``, else the Send step's, with the step's content.
 
 A hard bounce blocks the channel (``mark_unreachable``, which a message that failed
-permanently goes through too: ``record_permanent_failure``); a complaint unsubscribes the
+permanently goes through too: ``record_permanent_failure``, after which the engine has the
+Send step's next channel take over: ``Decider.fail_over``); a complaint unsubscribes the
 customer from all marketing on it; an unsubscribe without ``topic`` but with a ``message_id``
 unsubscribes from that message's topic (from all marketing on its channel when it has none).
 

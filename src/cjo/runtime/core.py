@@ -222,8 +222,9 @@ class Decider:
         self.waiting: list[_Offer] | None = None
         self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
-        # The outbox messages the feedback events being decided name, by idempotency key (the
-        # engine reads them beforehand: ``cjo.delivery.feedback.sent_messages``).
+        # The outbox messages the feedback events being decided name, or the failovers of a
+        # failed message already written (``fail_over``), by idempotency key: the engine reads
+        # them beforehand (``cjo.delivery.feedback.sent_messages``, ``Engine``).
         self.sent: Mapping[str, Message] = _NO_MESSAGES
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
