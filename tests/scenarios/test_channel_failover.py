@@ -329,7 +329,7 @@ def test_a_back_test_with_the_callers_channels_fails_over_as_live() -> None:
     providers["push"].always = TOKEN_DEAD
     definitions = Definitions(journeys=(_journey(),), content=(CART, DEAL),
                               topics=(Topic("reminders"),))
-    backtest(definitions, [
+    result = backtest(definitions, [
         (T0, ProfileUpdate("ann", {"first_name": "Ann", "push_token": "t",
                                    "phone": "+15550100"})),
         Event("ann", "added_to_cart", T0, {"item": "umbrella"}, event_id="e-1"),
@@ -337,3 +337,4 @@ def test_a_back_test_with_the_callers_channels_fails_over_as_live() -> None:
     (sms,) = providers["sms"].delivered
     assert dict(sms.fields) == {"text": "Ann, your umbrella is waiting"}
     assert sms.idempotency_key == f"{providers['push'].attempted[0]}@sms"
+    assert result.messages == {"push": 1, "sms": 1}
