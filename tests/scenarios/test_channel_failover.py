@@ -338,3 +338,42 @@ def test_a_back_test_with_the_callers_channels_fails_over_as_live() -> None:
     assert dict(sms.fields) == {"text": "Ann, your umbrella is waiting"}
     assert sms.idempotency_key == f"{providers['push'].attempted[0]}@sms"
     assert result.messages == {"push": 1, "sms": 1}
+
+
+def test_a_message_of_a_journey_version_the_engine_does_not_know_is_not_failed_over() -> None:
+    from cjo.runtime.core import Decider, new_state
+    from cjo.runtime.registry import Registry
+
+    decider = Decider(Registry(), new_state("ann", T0))
+    failed = Message("cart:ann:1.1:remind:1", "ann", "push", "cart", {}, "cart", 3, "remind",
+                     "cart:ann:1.1", T0, context={"item": "umbrella"})
+    why = decider.fail_over(failed, "permanent failure: gone", T0)
+    assert why == "journey 'cart' version 3 is not known to this engine"
+    assert (decider.messages, decider.activities) == ([], [])
+
+
+def test_a_failover_renders_the_context_the_stored_message_kept(storage: Storage) -> None:
+    # Deferred: the failed push is read back from the outbox, with its context (an instant in
+    # it too), after the enrollment ended.
+    order = ContentItem("order", (
+        Variant("push", {"title": "Order", "body": "Arriving"}),
+        Variant("sms", {"text": "{{ event.item }} arrives {{ event.eta | date: '%d %b %H:%M' }}"}),
+    ))
+    journey = Journey("shipping", "tell", {"tell": Send("order", "push", fallbacks=("sms",),
+                                                        transactional=True)},
+                      trigger=EventTrigger("shipped"))
+    clock = ManualClock(T0)
+    push, sms = Provider(), Provider()
+    push.always = TOKEN_DEAD
+    engine = Engine(storage, channels={"push": push, "sms": sms}, clock=clock,
+                    dispatch="deferred")
+    engine.publish(journeys=[journey], content=[order])
+    engine.handle_event(Event("ann", "shipped", T0, {"item": "Kettle", "eta": T0 + DAY},
+                              event_id="s-1"))
+    assert [e.status for e in engine.enrollments("ann")] == ["completed"]
+    assert engine.dispatch_pending() == 2
+    (message,) = sms.delivered
+    assert dict(message.fields) == {"text": "Kettle arrives 03 Mar 14:00"}
+    assert message.context == {}  # nothing after SMS: nothing kept
+    entry = storage.outbox_entry(push.attempted[0])
+    assert entry is not None and entry.message.context == {"item": "Kettle", "eta": T0 + DAY}
