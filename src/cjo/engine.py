@@ -92,7 +92,8 @@ from cjo.model.shapes import shape_problems
 from cjo.model.steps import Action
 from cjo.model.taxonomy import Taxonomy
 from cjo.outcome import Outcome, OutcomeBuilder
-from cjo.runtime.core import Decider, new_state
+from cjo.runtime.core import Decider, failover_channels, new_state
+from cjo.runtime.ids import failover_key
 from cjo.runtime.kinds.action import ACTION_CHANNEL_PREFIX
 from cjo.runtime.kinds.flow import launched_split_problems
 from cjo.runtime.options import DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
@@ -1540,16 +1541,16 @@ class Engine:
     def _on_record(
         self, customer_id: str, act: Callable[[Decider, datetime], object], now: datetime,
         outcome: OutcomeBuilder | None = None,
-    ) -> None:
+    ) -> Decider:
         """After the outbox changed: ``act`` on the customer's record, in a transaction of its
-        own (what it changes reported in ``outcome``, if given). A customer erased since the
-        message was written has no record to act on."""
+        own (what it changes reported in ``outcome``, if given), not dispatched. A customer
+        erased since the message was written has no record to act on."""
         def decide(d: Decider, at: datetime) -> None:
             if d.state.revision >= 0:
                 act(d, at)
 
-        self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
-                           outcome=outcome)
+        return self._for_customer(customer_id, decide, now=now, create=False, dispatch=False,
+                                  outcome=outcome)
 
     def _dispatch(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
@@ -1710,14 +1711,45 @@ class Engine:
         record, one transaction for them all, as ``unreachable`` (and block the channel, as a
         hard bounce does) when the failure blames the recipient, else as ``dead_letter``;
         what that changes is reported in ``outcome`` (the dispatching call's), if given."""
+        registry = self._sync()
+        unreachable = [m for m, r in failures if r.status == "permanent" and r.unreachable]
+        # The failovers already written (by another worker, or for a dead letter retried since)
+        # are looked up beforehand: the decider reads no storage.
+        written = {
+            entry.message.idempotency_key: entry.message
+            for m in unreachable for ch in failover_channels(registry, m) or ()
+            if (entry := self.storage.outbox_entry(failover_key(m.idempotency_key, ch)))
+        }
+        unknown: list[str] = []
+
         def record(d: Decider, at: datetime) -> None:
+            d.sent = written
             for message, result in failures:
                 if result.status == "permanent" and result.unreachable:
-                    record_permanent_failure(d, message, result.error, at)
+                    reason = record_permanent_failure(d, message, result.error, at)
+                    why = d.fail_over(message, reason, at)
+                    if why is not None:
+                        unknown.append(f"message {message.idempotency_key} not failed over: "
+                                       f"{why}")
                 else:
                     record_dead_letter(d, message, result.status == "permanent", at)
 
-        self._on_record(customer_id, record, now, outcome)
+        decider = self._on_record(customer_id, record, now, outcome)
+        for text in unknown:
+            log.warning(text)
+        if decider.messages:
+            self._dispatch_failovers(decider.messages, now, decider.outcome)
+
+    def _dispatch_failovers(
+        self, messages: list[Message], now: datetime, outcome: OutcomeBuilder
+    ) -> None:
+        """Dispatch the failovers a delivery failure wrote, as any message written: inline,
+        sent now, once quiet hours allow (their decision left those to this moment, as for a
+        message sent late: one held waits in the outbox), else left to ``dispatch_pending``,
+        which judges them so."""
+        if self.dispatch == "inline":
+            messages = self._withhold(messages, self._registry, now, outcome=outcome)
+        self._dispatch(messages, now, outcome)
 
     def _add_actions(self, actions: Mapping[str, ActionFunction]) -> None:
         """Register host actions (checked), with the outbox channel each is called through."""

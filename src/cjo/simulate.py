@@ -667,7 +667,6 @@ class _Run:
             window, end
         ):
             self._in_order(window, customer_ids, end, sent)
-        self.tally.add(outcome)
         counters = self.counters
         if counters is not None:
             for channel, n in outcome.sent.items():
@@ -675,6 +674,8 @@ class _Run:
         elif outcome.messages:
             # The engine's own delivery path: channels, outcome statuses, retries.
             engine._dispatch(outcome.messages, end, outcome)
+        # After the delivery: a failover it wrote (a permanent failure) is a message queued too.
+        self.tally.add(outcome)
         self._forget(end)
         self._due(end)
         # As a worker prunes (at most once per ``prune_every``): the outbox and the log stay

@@ -331,8 +331,9 @@ def test_a_permanent_delivery_failure_marks_the_channel_unreachable(storage: Sto
     shop.customer("bob")
     shop.providers["email"].failures = [DeliveryResult.permanent("550 mailbox unavailable")]
     outcome = shop.event("digest_ready")
-    (dead,) = outcome.messages
-    assert outcome.delivery == {dead.idempotency_key: "dead"}
+    (dead, failover) = outcome.messages   # the step's SMS fallback takes over at once
+    assert outcome.delivery == {dead.idempotency_key: "dead",
+                                failover.idempotency_key: "delivered"}
     (letter,) = shop.engine.dead_letters()
     assert (letter.key, letter.attempts, letter.dead_at) == (dead.idempotency_key, 1, T0)
     state = shop.engine.customer_state("ann")
@@ -346,11 +347,14 @@ def test_a_permanent_delivery_failure_marks_the_channel_unreachable(storage: Sto
     assert shop.event("ordered").messages == ()
     assert len(shop.event("ordered", customer="bob").messages) == 1
     assert again.channel == "sms"
-    assert shop.sent() == [("sms", "news", T0 + HOUR, {"text": "This week: shop.example/news"})]
+    sms = {"text": "This week: shop.example/news"}
+    assert shop.sent() == [("sms", "news", T0, sms), ("sms", "news", T0 + HOUR, sms)]
     reason = "permanent failure: 550 mailbox unavailable"
     assert shop.log(kinds=("sent", "unreachable", "fallback", "suppressed")) == [
         (T0, "sent", "digest", "email", "email"),
         (T0, "unreachable", "digest", reason, "email"),
+        (T0, "fallback", "digest", reason, "email"),
+        (T0, "sent", "digest", "sms", "sms"),
         (T0 + HOUR, "fallback", "digest", f"channel blocked: {reason}", "email"),
         (T0 + HOUR, "sent", "digest", "sms", "sms"),
         (T0 + HOUR, "suppressed", "receipts", f"channel blocked: {reason}", "email"),

@@ -68,6 +68,10 @@ class Message:
     variant: str | None = None
     #: The offer chosen, when the Send chose among offers (None: none, or the fallback).
     offer_id: str | None = None
+    #: The enrollment's context it was rendered with, kept only when its Send step has
+    #: channels to fail over to after this one: a failover is rendered with it, whatever
+    #: became of the enrollment since (docs/delivery-policies.md).
+    context: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 def _check_flag(_result: object, attribute: attrs.Attribute[bool], value: object) -> None:

@@ -18,7 +18,8 @@ the decider (``Decider.sent``). A message pruned from the outbox is taken to hav
 out on the event's ``channel``, else the Send step's, with the step's content.
 
 A hard bounce blocks the channel (``mark_unreachable``, which a message that failed
-permanently goes through too: ``record_permanent_failure``); a complaint unsubscribes the
+permanently goes through too: ``record_permanent_failure``, after which the engine has the
+Send step's next channel take over: ``Decider.fail_over``); a complaint unsubscribes the
 customer from all marketing on it; an unsubscribe without ``topic`` but with a ``message_id``
 unsubscribes from that message's topic (from all marketing on its channel when it has none).
 
@@ -45,7 +46,7 @@ from cjo.delivery.consent import (
 from cjo.errors import InvalidEventError
 from cjo.model.events import Event
 from cjo.model.steps import Send
-from cjo.runtime.ids import id_part
+from cjo.runtime.ids import id_part, origin_key
 from cjo.runtime.state import Activity, ActivityKind
 
 if TYPE_CHECKING:
@@ -124,7 +125,8 @@ def _text(value: Any) -> str | None:
 def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
     """The journey, version, enrollment and Send step of one of this customer's messages,
     from its idempotency key ``<enrollment id>:<step id>:<attempt>``."""
-    head, _, attempt = message_id.rpartition(":")
+    # A failover's key is its original's and the channel (``failover_key``): the same step.
+    head, _, attempt = origin_key(message_id).rpartition(":")
     if not attempt.isdigit():
         return None
     versions = {e.id: e.version for e in d.state.enrollments}
@@ -289,13 +291,15 @@ def message_activity(
 
 def record_permanent_failure(
     d: Decider, message: Message, error: str | None, now: datetime
-) -> None:
+) -> str:
     """``message`` failed permanently: mark its channel unreachable for the customer, and log
-    it as ``unreachable`` (detail: the reason) against the message's journey and step."""
+    it as ``unreachable`` (detail: the reason) against the message's journey and step.
+    Returns the reason (``permanent failure: <error>``)."""
     reason = f"permanent failure: {error}" if error else "permanent failure"
     mark_unreachable(d, message.channel, reason, now, message)
     d.touch()  # the activity is written even when the channel was blocked already
     d.activities.append(message_activity(now, d.customer_id, message, "unreachable", reason))
+    return reason
 
 
 #: ``dead_letter`` details: why a message that went to the channel failed for good.

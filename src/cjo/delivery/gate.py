@@ -90,10 +90,15 @@ def choose_channel(
 
 def gate(
     d: Decider, cj: CompiledJourney, enrollment: Enrollment, step: Send, item: ContentItem,
-    at: datetime, offer: Offer | None = None,
+    at: datetime, offer: Offer | None = None, *, failover: bool = False,
 ) -> str | Halt | None:
     """The channel to send on now; None when the send is dropped and the journey goes on;
-    HALT when the enrollment now waits (deferred) or has ended (capped with ``exit``)."""
+    HALT when the enrollment now waits (deferred) or has ended (capped with ``exit``).
+
+    ``failover``: the send takes over from a message that failed (``Decider.fail_over``), for
+    an enrollment that may have moved on, so it never waits nor ends it: a cap skips it,
+    whatever ``when_capped`` says, and quiet hours are left to its dispatch, which holds it in
+    the outbox until they end (or withholds it: ``skip``), as it does a late message."""
     policies = d.registry.delivery
     contact = d.options.contact_attributes
     state = d.state
@@ -120,7 +125,7 @@ def gate(
     profile = d.profile
     zone = customer_zone(profile.timezone, cj.journey.timezone, d.options.default_timezone)
     rules = [q for q in policies.quiet_hours
-             if applies(q, cj.journey.id, channel, step.transactional)]
+             if not failover and applies(q, cj.journey.id, channel, step.transactional)]
     quiet = release_at(rules, at, zone, enrollment.id) if rules else None
     if quiet is not None:
         rule, until = quiet
@@ -139,7 +144,7 @@ def gate(
     if capped is None:
         return channel
     cap, until = capped
-    action = step.when_capped
+    action = "skip" if failover else step.when_capped
     detail = f"{cap.id}: deferred to {until.isoformat()}" if action == "defer" else (
         f"{cap.id}: {'skipped' if action == 'skip' else 'exited'}"
     )

@@ -19,21 +19,26 @@ from functools import partial
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
+import attrs
+
 from cjo.channels.base import Message
 from cjo.content.render import NOW_KEY, ZONE_KEY
+from cjo.delivery.caps import give_back
 from cjo.delivery.consent import readdressed
 from cjo.delivery.feedback import DELIVERY_EVENTS, apply_delivery_event
 from cjo.delivery.gate import gate
 from cjo.delivery.gate import record as record_send
 from cjo.errors import RenderError
 from cjo.limits import MAX_ID_LENGTH
+from cjo.model.content import ContentItem, Variant
 from cjo.model.events import Event, Profile, ProfileUpdate
 from cjo.model.governance import CONTROL_DETAIL, VersionChange, in_control_group
 from cjo.model.journey import ReentryPolicy
+from cjo.model.offers import Offer
 from cjo.model.steps import Send
 from cjo.outcome import Ended, Entered, GoalReached, NotEntered, OutcomeBuilder, StepRun
 from cjo.runtime.arbitration import kept_out
-from cjo.runtime.ids import enrollment_id_for, message_key
+from cjo.runtime.ids import enrollment_id_for, failover_key, message_key
 from cjo.runtime.kinds import Halt, split_fraction
 from cjo.runtime.migration import carry_sends
 from cjo.runtime.options import DEFAULT_OPTIONS, DEFAULT_RECIPIENT_ATTRIBUTES, DecisionOptions
@@ -68,6 +73,7 @@ __all__ = [
     "SENT_BEFORE_MERGE",
     "Decider",
     "entries_kept",
+    "failover_channels",
     "new_state",
     "reentry_allows",
     "split_fraction",
@@ -216,8 +222,9 @@ class Decider:
         self.waiting: list[_Offer] | None = None
         self.jumps = 0  # journeys entered by Jump steps for the input being decided
         self.cascade = 0  # how deeply segment changes cascade (see cjo.segments.membership)
-        # The outbox messages the feedback events being decided name, by idempotency key (the
-        # engine reads them beforehand: ``cjo.delivery.feedback.sent_messages``).
+        # The outbox messages the feedback events being decided name, or the failovers of a
+        # failed message already written (``fail_over``), by idempotency key: the engine reads
+        # them beforehand (``cjo.delivery.feedback.sent_messages``, ``Engine``).
         self.sent: Mapping[str, Message] = _NO_MESSAGES
         self.state = state
         self.dirty = state.revision == 0  # a new record is always written
@@ -1018,34 +1025,121 @@ class Decider:
         # Logged only now: a send skipped or retried to render chooses again, and each offer
         # entry stands for a message.
         log_offer(self, enrollment, step, offer_id, at)
-        customer_id = self.customer_id
+        self._write(None, cj, enrollment, step_id, step, item, variant, channel, fields, at,
+                    offer)
+        if offer_id is not None:
+            count_offer(self, offer_id, at)
+        return True
+
+    def _write(
+        self, failed: Message | None, cj: CompiledJourney, enrollment: Enrollment,
+        step_id: str, step: Send, item: ContentItem, variant: Variant, channel: str,
+        fields: dict[str, str], at: datetime, offer: Offer | None,
+    ) -> None:
+        """Write the message of a send (taking over from ``failed``, if given) to the outbox,
+        log it as ``sent`` and count it in the send ledger."""
         outcome = self.outcome
         if outcome.record_messages:
-            attrs_ = profile.attributes
+            attrs_ = self.profile.attributes
             recipient = {}  # a loop, not a comprehension: no function to build per send
             for k in self.recipient_attributes:
                 if k in attrs_:
                     recipient[k] = attrs_[k]
-            attempt = enrollment.visits.get(step_id, 1)
+            key = (
+                message_key(enrollment.id, step_id, enrollment.visits.get(step_id, 1))
+                if failed is None else failover_key(failed.idempotency_key, channel)
+            )
+            # Kept only while a later channel may take over (rendered with it, after the
+            # enrollment may have ended): the outbox carries no context for most messages.
+            context = (
+                dict(enrollment.context) if enrollment.context and step.fallbacks
+                and channel != step.fallbacks[-1] else _EMPTY
+            )
             # Positional: one message per send, and keywords cost more.
             message = Message(
-                message_key(enrollment.id, step_id, attempt), customer_id, channel, item.id,
-                fields, enrollment.journey_id, enrollment.version, step_id, enrollment.id, at,
-                step.transactional, variant.locale, recipient, item.version, variant.name,
-                offer_id,
+                key, self.customer_id, channel, item.id, fields, enrollment.journey_id,
+                enrollment.version, step_id, enrollment.id, at, step.transactional,
+                variant.locale, recipient, item.version, variant.name,
+                offer.id if offer is not None else None, context,
             )
             self.add_message(message)
         else:
             sent = outcome.sent
             sent[channel] = sent.get(channel, 0) + 1
-        if offer_id is not None:
-            count_offer(self, offer_id, at)
         self.activities.append(Activity(
-            at, customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
+            at, self.customer_id, enrollment.id, enrollment.journey_id, enrollment.version,
             enrollment.step_id, "sent", channel, channel, item.id, item.version,
         ))
         record_send(self, cj, step, item, channel, at, offer)
-        return True
+
+    def fail_over(self, failed: Message, reason: str, at: datetime) -> str | None:
+        """``failed`` went nowhere, its customer unreachable on its channel (``reason``): the
+        next of its Send step's channels after that one that the delivery policies allow
+        takes over at once, with the same content (an offer's too), rendered for that channel
+        with the context ``failed`` kept, by the rules of a send (``gate``, as a failover).
+        It belongs to ``failed``'s step and enrollment, which it does not move, whatever became
+        of them; logged as a fallback at the send: ``fallback`` (``reason``), then ``sent``,
+        or ``suppressed``. Nothing when the step has no channel after it, or a failover of it
+        is in the outbox already (``sent``: another worker, a retried dead letter). Returns why
+        no failover could be decided, for the engine to log: the step's journey version is not
+        one these definitions know."""
+        registry = self.registry
+        rest = failover_channels(registry, failed)
+        if rest is None:
+            return (f"journey {failed.journey_id!r} version {failed.journey_version} is not "
+                    "known to this engine")
+        if not rest or any(failover_key(failed.idempotency_key, ch) in self.sent
+                           for ch in rest):
+            return None
+        cj = registry.journeys[failed.journey_id, failed.journey_version]
+        step = cj.steps[failed.step_id].step
+        assert isinstance(step, Send)  # ``failover_channels`` found its channels
+        # The message's enrollment as it was when it sent, for what is logged (its step) and
+        # rendered (its context): it may have moved on or ended since, and is not moved.
+        enrollment = Enrollment(
+            failed.enrollment_id, failed.journey_id, failed.journey_version, self.customer_id,
+            failed.created_at, step_id=failed.step_id, context=dict(failed.context),
+        )
+        self.touch()
+        self.activity(enrollment, "fallback", reason, at, channel=failed.channel,
+                      content_id=failed.content_id, content_version=failed.content_version)
+        step = attrs.evolve(step, channel=rest[0], fallbacks=rest[1:])
+        item = registry.content.get(failed.content_id)
+        compiled = registry.offers.get(failed.offer_id) if failed.offer_id is not None else None
+        offer = compiled.offer if compiled is not None else None
+        state = self.state
+        sends = state.sends
+        # The failover is the message the failed one was meant to be: it takes that one's
+        # frequency cap slot, rather than being capped by it.
+        if not failed.transactional and sends:
+            give_back(state, failed.created_at, failed.channel)
+        channel = (
+            gate(self, cj, enrollment, step, item, at, offer, failover=True)
+            if item is not None else None  # content is replaced by id, never removed
+        )
+        if item is None or not isinstance(channel, str):
+            state.sends = sends
+            return None
+        variant = registry.variant_for(item, channel, self.profile.locale, step.variant)
+        if variant is None:
+            state.sends = sends
+            self.activity(enrollment, "suppressed", f"no content variant for {channel}", at,
+                          channel=channel, content_id=item.id, content_version=item.version)
+            return None
+        fields: dict[str, str] = {}
+        if self.render:
+            try:
+                fields = render_fields(self, item, variant, channel,
+                                       self.template_data(enrollment, at))
+            except RenderError as exc:
+                # Not the step's policy: retrying or exiting would move the enrollment.
+                state.sends = sends
+                send_failed(self, enrollment, step, item.id, str(exc), "skipped", at,
+                            item.version)
+                return None
+        self._write(failed, cj, enrollment, failed.step_id, step, item, variant, channel,
+                    fields, at, offer)
+        return None
 
     def _left_out(
         self, enrollment: Enrollment, step: Send, kind: ActivityKind, reason: str, at: datetime
@@ -1319,6 +1413,22 @@ class Decider:
         p = self.state.profile
         return _Scope(p.attributes if p is not None else _EMPTY, event, context,
                       self.registry.segments, self.now, enrollment, self, self.state)
+
+
+def failover_channels(registry: Registry, message: Message) -> tuple[str, ...] | None:
+    """The channels that may take over from ``message`` if it fails for good: those its Send
+    step names after the one it went out on, in order (none for an action's call, or a
+    channel the step no longer names); None when its journey version is not in
+    ``registry``."""
+    cj = registry.journeys.get((message.journey_id, message.journey_version))
+    if cj is None:
+        return None
+    cs = cj.steps.get(message.step_id)
+    step = cs.step if cs is not None else None
+    channels = (step.channel, *step.fallbacks) if isinstance(step, Send) else ()
+    if message.channel not in channels:
+        return ()
+    return channels[channels.index(message.channel) + 1:]
 
 
 class _Offer(NamedTuple):

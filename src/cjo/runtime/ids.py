@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["enrollment_id_for", "id_part", "message_key"]
+__all__ = ["enrollment_id_for", "failover_key", "id_part", "message_key", "origin_key"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -50,3 +50,23 @@ def message_key(enrollment_id: str, step_id: str, attempt: int) -> str:
     """The idempotency key of the message (or action call) an enrollment makes on its
     ``attempt``-th pass of step ``step_id``: ``<enrollment id>:<step id>:<attempt>``."""
     return f"{enrollment_id}:{step_id}:{attempt}"
+
+
+#: Between a message's key and the channel its failover went out on (``failover_key``): the
+#: tail of a key is its pass number, digits, so a key never holds it after its last ':'.
+FAILOVER_MARK = "@"
+
+
+def failover_key(key: str, channel: str) -> str:
+    """The idempotency key of the message that takes over on ``channel`` from the message
+    ``key`` (or from the message it took over from in turn), which failed for good:
+    ``<original key>@<channel>``. Derived, not counted: a worker that records the failure
+    again, or a retried dead letter, makes the same key, and the outbox keeps one message."""
+    return f"{origin_key(key)}{FAILOVER_MARK}{id_part(channel)}"
+
+
+def origin_key(key: str) -> str:
+    """The key of the message a Send step wrote on its pass (``message_key``), from the key
+    of that message or of a failover of it (``failover_key``)."""
+    head, colon, tail = key.rpartition(":")
+    return f"{head}{colon}{tail.partition(FAILOVER_MARK)[0]}"

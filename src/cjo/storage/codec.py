@@ -193,7 +193,11 @@ def _parse_record(text: str) -> Any:
 def encode(record: object) -> str:
     """A record (Message, ...) as compact JSON text, through the project's one converter;
     ``StorageError`` if it holds a value JSON cannot hold."""
-    data = converter.unstructure(record)
+    return _encoded(record, converter.unstructure(record))
+
+
+def _encoded(record: object, data: Any) -> str:
+    """``record``'s data as compact JSON text (``encode``)."""
     try:
         return _dumps(data)
     except (ValueError, TypeError, RecursionError) as exc:
@@ -273,12 +277,25 @@ def decode(text: str | bytes, cls: type[T]) -> T:
 def encode_message(message: Message) -> str:
     """An outbox message as compact JSON text (``decode_message`` reads it back);
     ``StorageError`` naming where, if it holds a value JSON cannot hold."""
-    return encode(message)
+    data = converter.unstructure(message)
+    if message.context:
+        # As an enrollment's context in a record: instants tagged (``_default``), so that
+        # ``decode_message`` gives back what a template rendered at the send read.
+        data["context"] = message.context
+    else:
+        # Left out, as before messages had one: nearly every message is then as an older cjo
+        # wrote it, and reads (a rolling upgrade).
+        del data["context"]
+    return _encoded(message, data)
 
 
 def decode_message(text: str | bytes) -> Message:
     """A message from ``encode_message``'s text."""
-    return decode(text, Message)
+    message = decode(text, Message)
+    if message.context:
+        # Its instants are tagged as in a record (``_default``): datetimes again, as rendered.
+        _revive(cast(dict[str, Any], message.context))
+    return message
 
 
 # --- the customer record -----------------------------------------------------------------------

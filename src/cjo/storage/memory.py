@@ -84,7 +84,7 @@ def _hour(at: datetime) -> int:
 #: join the long-lived objects its full passes walk.
 _OutboxRow = tuple[Any, ...]
 _MESSAGE_FIELDS = tuple(a.name for a in attrs.fields(Message))
-_MESSAGE_MAPPINGS = (_MESSAGE_FIELDS.index("fields"), _MESSAGE_FIELDS.index("recipient"))
+_MESSAGE_MAPPINGS = tuple(_MESSAGE_FIELDS.index(n) for n in ("fields", "recipient", "context"))
 _MESSAGE_CUSTOMER = _MESSAGE_FIELDS.index("customer_id")
 _MESSAGE_CHANNEL = _MESSAGE_FIELDS.index("channel")
 _STATUS = len(_MESSAGE_FIELDS)
@@ -94,12 +94,13 @@ _ATTEMPTS, _AVAILABLE, _ERROR, _LEASED = _STATUS + 1, _STATUS + 2, _STATUS + 3, 
 def _outbox_row(m: Message, available: datetime) -> _OutboxRow:
     """A new pending entry, leased to its writer until ``available`` (field by field, in
     ``Message``'s order: one per message sent)."""
-    fields, recipient = m.fields, m.recipient
+    fields, recipient, context = m.fields, m.recipient, m.context
     return (
         m.idempotency_key, m.customer_id, m.channel, m.content_id, (*fields, *fields.values()),
         m.journey_id, m.journey_version, m.step_id, m.enrollment_id, m.created_at,
         m.transactional, m.locale, (*recipient, *recipient.values()) if recipient else (),
-        m.content_version, m.variant, m.offer_id, "pending", 0, available, None, True,
+        m.content_version, m.variant, m.offer_id,
+        (*context, *context.values()) if context else (), "pending", 0, available, None, True,
     )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from cjo.conditions import CompiledCondition, compile_condition
 from cjo.errors import Problem
 from cjo.model.steps import Send, Wait, WaitForEvent
+from cjo.runtime.ids import origin_key
 from cjo.runtime.kinds.base import HALT, Checker, Next, StepKind
 from cjo.runtime.migration import latest_message_keys
 from cjo.runtime.state import own_values
@@ -141,4 +142,7 @@ def _about_own_message(e: Enrollment, send_step: str, event: Event) -> bool:
     nothing made no message, so no provider reports that key, and the message of an earlier
     pass has another."""
     message_id = event.properties.get(MESSAGE_ID)
-    return message_id is not None and message_id in latest_message_keys(e, send_step)
+    if not isinstance(message_id, str):
+        return False
+    # A failover of that message (another of the step's channels) is the step's message too.
+    return origin_key(message_id) in latest_message_keys(e, send_step)
