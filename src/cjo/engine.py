@@ -1554,14 +1554,15 @@ class Engine:
 
     def _dispatch(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
-    ) -> None:
+    ) -> int:
         """After a commit: send what it wrote to the outbox (inline), or hand it over to
         ``dispatch_pending`` (deferred). Inline, messages of a channel this engine lacks are
-        handed over as in deferred mode, to a process that has the channel."""
+        handed over as in deferred mode, to a process that has the channel. Returns how many
+        were attempted."""
         if not messages:
-            return
+            return 0
         try:
-            self._dispatch_now(messages, now, outcome)
+            return self._dispatch_now(messages, now, outcome)
         except StorageError as exc:
             # After the commit: what was decided is stored, and a message not recorded as sent
             # stays in the outbox, leased, for ``dispatch_pending`` once the lease runs out
@@ -1571,10 +1572,11 @@ class Engine:
                         "%s", now.isoformat(), exc)
             for message in messages:
                 outcome.delivery.setdefault(message.idempotency_key, "pending")
+            return 0
 
     def _dispatch_now(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
-    ) -> None:
+    ) -> int:
         here: Sequence[Message] = ()
         if self.dispatch == "inline":
             # A worker on time (a back-test) would have sent each at the instant it was
@@ -1585,8 +1587,7 @@ class Engine:
                 messages = self._quiet_now(messages, now, outcome)
             here = [m for m in messages if self._has_channel(m.channel)]
             if len(here) == len(messages):
-                self._send(messages, now, outcome)
-                return
+                return self._send(messages, now, outcome)
             messages = [m for m in messages if not self._has_channel(m.channel)]
             for message in messages:
                 log.debug("message %s left in the outbox: this engine has no channel %r",
@@ -1595,8 +1596,7 @@ class Engine:
         keys = [m.idempotency_key for m in messages]
         self.storage.release_outbox(keys, now)
         outcome.delivery.update(dict.fromkeys(keys, "pending"))
-        if here:
-            self._send(here, now, outcome)
+        return self._send(here, now, outcome) if here else 0
 
     def _quiet_now(
         self, messages: Sequence[Message], now: datetime, outcome: OutcomeBuilder
@@ -1689,7 +1689,8 @@ class Engine:
         # decoded is logged (its messages are recorded already) and the others still get theirs.
         for customer_id, failures in dead.items():
             try:
-                self._record_dead_letters(customer_id, failures, now, outcome)
+                # The failovers it sends count as attempted too (``dispatch_pending``'s count).
+                attempted += self._record_dead_letters(customer_id, failures, now, outcome)
             except CorruptRecordError as exc:
                 log.error("dead letters not logged (nor channels blocked after a permanent "
                           "failure): %s", exc)
@@ -1706,11 +1707,12 @@ class Engine:
     def _record_dead_letters(
         self, customer_id: str, failures: list[tuple[Message, DeliveryResult]], now: datetime,
         outcome: OutcomeBuilder | None = None,
-    ) -> None:
+    ) -> int:
         """After the outbox recorded them as dead letters: log the messages on the customer's
         record, one transaction for them all, as ``unreachable`` (and block the channel, as a
         hard bounce does) when the failure blames the recipient, else as ``dead_letter``;
-        what that changes is reported in ``outcome`` (the dispatching call's), if given."""
+        what that changes is reported in ``outcome`` (the dispatching call's), if given.
+        Returns how many failovers it sent."""
         registry = self._sync()
         unreachable = [m for m, r in failures if r.status == "permanent" and r.unreachable]
         # The failovers already written (by another worker, or for a dead letter retried since)
@@ -1737,19 +1739,20 @@ class Engine:
         decider = self._on_record(customer_id, record, now, outcome)
         for text in unknown:
             log.warning(text)
-        if decider.messages:
-            self._dispatch_failovers(decider.messages, now, decider.outcome)
+        if not decider.messages:
+            return 0
+        return self._dispatch_failovers(decider.messages, now, decider.outcome)
 
     def _dispatch_failovers(
         self, messages: list[Message], now: datetime, outcome: OutcomeBuilder
-    ) -> None:
+    ) -> int:
         """Dispatch the failovers a delivery failure wrote, as any message written: inline,
         sent now, once quiet hours allow (their decision left those to this moment, as for a
         message sent late: one held waits in the outbox), else left to ``dispatch_pending``,
         which judges them so."""
         if self.dispatch == "inline":
             messages = self._withhold(messages, self._registry, now, outcome=outcome)
-        self._dispatch(messages, now, outcome)
+        return self._dispatch(messages, now, outcome)
 
     def _add_actions(self, actions: Mapping[str, ActionFunction]) -> None:
         """Register host actions (checked), with the outbox channel each is called through."""

@@ -42,8 +42,9 @@ __all__ = ["EXPORT_FORMAT", "export_customer", "upgrade_export"]
 
 #: The version of the export's shape (a change of keys gets a new number): 2 added the
 #: record's ``newer_layout``; 3 added each enrollment's ``held_at`` and ``carried_sends``, and
-#: shows ``wake_at`` None while a pause holds it (2 showed an instant in the year 9000).
-EXPORT_FORMAT = 3
+#: shows ``wake_at`` None while a pause holds it (2 showed an instant in the year 9000); 4
+#: added each message's ``context`` (what a failover renders with).
+EXPORT_FORMAT = 4
 
 #: How format 2 wrote the wake-up of an enrollment held by a pause (``HELD``).
 _HELD_TEXT = HELD.isoformat()
@@ -75,9 +76,10 @@ def export_customer(storage: Storage, customer_id: str, now: datetime) -> dict[s
 
 
 def upgrade_export(exported: Mapping[str, Any]) -> dict[str, Any]:
-    """An export of an older format (2 or 3, as JSON-decoded) in the current one (a copy):
+    """An export of an older format (2 to 3, as JSON-decoded) in the current one (a copy):
     format 2's enrollments gain ``held_at`` None and empty ``carried_sends``, and a held one's
-    ``wake_at`` (an instant in the year 9000) becomes None (when it was held is not known).
+    ``wake_at`` (an instant in the year 9000) becomes None (when it was held is not known);
+    the messages of formats 2 and 3 gain an empty ``context`` (none was kept then).
     ``UsageError`` for anything else, naming the format found."""
     fmt = exported.get("format") if isinstance(exported, Mapping) else None
     if type(fmt) is not int or not 2 <= fmt <= EXPORT_FORMAT:
@@ -94,6 +96,9 @@ def upgrade_export(exported: Mapping[str, Any]) -> dict[str, Any]:
                 e["wake_at"] = None
             e.setdefault("held_at", None)
             e.setdefault("carried_sends", {})
+    for message in out.get("messages") or ():
+        if isinstance(message, dict):
+            message.setdefault("context", {})
     return out
 
 
@@ -180,6 +185,7 @@ def _message(entry: OutboxEntry) -> dict[str, Any]:
         "enrollment_id": m.enrollment_id, "created_at": m.created_at,
         "transactional": m.transactional, "locale": m.locale, "variant": m.variant,
         "offer_id": m.offer_id, "recipient": dict(m.recipient), "fields": dict(m.fields),
+        "context": dict(m.context),
     })
 
 

@@ -516,7 +516,7 @@ def run(adapter: Adapter, twin: Adapter, scenario: Scenario) -> None:
     log = storage.activities(*ALL_TIME, customer_id="")
     assert all(a.enrollment_id.startswith(ERASED_PREFIX) or a.enrollment_id == ""
                for a in log)
-    assert engine.export_customer(erased) == {"format": 3, "customer_id": erased,
+    assert engine.export_customer(erased) == {"format": 4, "customer_id": erased,
                                               "record": None, "messages": [], "activities": []}
 
     # The others are untouched; counts are kept.

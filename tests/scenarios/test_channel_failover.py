@@ -167,6 +167,19 @@ def test_a_retried_dead_letter_that_fails_again_sends_no_second_failover(
     ]
 
 
+def test_a_retry_that_fails_for_good_counts_its_failover_as_attempted(storage: Storage) -> None:
+    # Inline: the retry's pass sends the failover at once, so it counts it with the retry.
+    shop = Shop(storage)
+    shop.customer()
+    shop.providers["push"].failures = [DeliveryResult.transient("503"), TOKEN_DEAD]
+    shop.added()
+    assert shop.providers["sms"].delivered == []
+    shop.clock.advance(HOUR)
+    assert shop.engine.dispatch_pending() == 2  # the push again, then the SMS
+    assert len(shop.providers["sms"].delivered) == 1
+    assert shop.engine.dispatch_pending() == 0
+
+
 def test_no_eligible_fallback_is_suppressed(storage: Storage) -> None:
     shop = Shop(storage, journey=_journey(fallbacks=("sms",)))
     shop.customer(phone=None)
@@ -377,3 +390,7 @@ def test_a_failover_renders_the_context_the_stored_message_kept(storage: Storage
     assert message.context == {}  # nothing after SMS: nothing kept
     entry = storage.outbox_entry(push.attempted[0])
     assert entry is not None and entry.message.context == {"item": "Kettle", "eta": T0 + DAY}
+    # The customer's data the message keeps is in their export too.
+    exported = {m["idempotency_key"]: m for m in engine.export_customer("ann")["messages"]}
+    assert exported[entry.message.idempotency_key]["context"] == {
+        "item": "Kettle", "eta": (T0 + DAY).isoformat()}

@@ -595,7 +595,7 @@ def test_export_holds_everything_and_erase_leaves_nothing(storage_factory: Facto
 
     host.engine.erase_customer("c1")
     assert host.engine.export_customer("c1") == {
-        "format": 3, "customer_id": "c1", "record": None, "messages": [], "activities": [],
+        "format": 4, "customer_id": "c1", "record": None, "messages": [], "activities": [],
     }
     assert host.engine.segment_members("buyer") == []
     assert host.engine.segment_count("buyer") == 0

@@ -279,7 +279,7 @@ def test_a_privacy_export_holds_what_a_newer_cjo_wrote_and_writes_nothing(sql: S
     text = json.dumps(newer)
     write("amy", text)
     exported = engine.export_customer("amy")
-    assert exported["format"] == 3
+    assert exported["format"] == 4
     assert exported["record"]["newer_layout"] == {
         "layout": RECORD_LAYOUT + 1,
         "fields": {"award": {"tier": "gold", "at": "1970-01-01T00:00:00+00:00"}},

@@ -205,8 +205,12 @@ def test_an_export_of_the_previous_format_reads_as_the_current_one(
     clock.set(T0 + 2 * DAY)
     engine.run_due()
     current = engine.export_customer("ann")
-    assert current["format"] == EXPORT_FORMAT == 3
+    assert current["format"] == EXPORT_FORMAT == 4
     assert upgrade_export(current) == current
+    # Format 3: no message context.
+    three = {**copy.deepcopy(current), "format": 3, "messages": [{"idempotency_key": "k"}]}
+    assert upgrade_export(three) == {**current, "messages": [
+        {"idempotency_key": "k", "context": {}}]}
     # Format 2, as it was written: no held_at nor carried_sends, and the held wake-up in the
     # year 9000.
     older = copy.deepcopy(current)
@@ -217,14 +221,14 @@ def test_an_export_of_the_previous_format_reads_as_the_current_one(
     upgraded = upgrade_export(older)
     [held] = upgraded["record"]["enrollments"]
     assert (upgraded["format"], held["wake_at"], held["held_at"], held["carried_sends"]) == (
-        3, None, None, {}
+        4, None, None, {}
     )
     assert older["format"] == 2  # a copy: the export given is left as it was
     erased = {"format": 2, "customer_id": "x", "record": None, "messages": [], "activities": []}
-    assert upgrade_export(erased) == {**erased, "format": 3}
+    assert upgrade_export(erased) == {**erased, "format": 4}
 
 
-@pytest.mark.parametrize("given", [{"format": 1}, {"format": 4}, {"format": "3"}, {}, [3]])
+@pytest.mark.parametrize("given", [{"format": 1}, {"format": 5}, {"format": "3"}, {}, [3]])
 def test_an_export_of_an_unknown_format_is_refused(given: object) -> None:
-    with pytest.raises(UsageError, match=r"^upgrade_export reads exports of format 2 to 3, got "):
+    with pytest.raises(UsageError, match=r"^upgrade_export reads exports of format 2 to 4, got "):
         upgrade_export(given)  # type: ignore[arg-type]

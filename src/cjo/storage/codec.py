@@ -278,6 +278,9 @@ def encode_message(message: Message) -> str:
     """An outbox message as compact JSON text (``decode_message`` reads it back);
     ``StorageError`` naming where, if it holds a value JSON cannot hold."""
     data = converter.unstructure(message)
+    # The recipient's values as a profile's in a record: instants tagged (``_default``), so
+    # that ``decode_message`` gives back what the memory adapter keeps (not ISO text).
+    data["recipient"] = message.recipient
     if message.context:
         # As an enrollment's context in a record: instants tagged (``_default``), so that
         # ``decode_message`` gives back what a template rendered at the send read.
@@ -292,6 +295,8 @@ def encode_message(message: Message) -> str:
 def decode_message(text: str | bytes) -> Message:
     """A message from ``encode_message``'s text."""
     message = decode(text, Message)
+    # Tagged instants back to datetimes (a message an older cjo wrote has ISO text there).
+    _revive(cast(dict[str, Any], message.recipient))
     if message.context:
         # Its instants are tagged as in a record (``_default``): datetimes again, as rendered.
         _revive(cast(dict[str, Any], message.context))

@@ -1132,7 +1132,9 @@ class StorageContract:
             content_id="welcome", fields={"subject": "Hi Ada", "body": "Welcome!"},
             journey_id="j", journey_version=2, step_id="email", enrollment_id="j:c1:1",
             created_at=T0 - HOUR + TICK, transactional=True, locale="fr-FR",
-            recipient={"email": "ada@example.com", "visits": 3},
+            # A recipient attribute may be an instant (a host's own attribute), kept as one.
+            recipient={"email": "ada@example.com", "visits": 3, "member_since": T0 - HOUR,
+                       "tiers": [{"since": T0 - 2 * HOUR}]},
         )
         _save(storage, _state(), messages=[message])
         lease = storage.dispatch_lease
