@@ -105,6 +105,7 @@ from cjo.serialization import (
 from cjo.simulate import (
     BacktestOptions,
     BacktestResult,
+    Identify,
     PauseJourney,
     Publish,
     ResumeJourney,
@@ -163,6 +164,7 @@ __all__ = [
     "FrequencyCap",
     "Goal",
     "GoalReached",
+    "Identify",
     "ImportProblem",
     "ImportResult",
     "InMemoryStorage",

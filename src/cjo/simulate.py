@@ -285,8 +285,11 @@ def backtest(
 
     - ``inputs``: ``Event``s; ``ProfileUpdate``s, applied at the instant of the next input
       that has one (or of the last input when none follows); ``(datetime, ProfileUpdate)``
-      pairs, applied at that instant; ``(datetime, change)`` pairs, where the change is a
-      ``Publish``, ``PauseJourney`` or ``ResumeJourney``, applied at that instant as the
+      pairs, applied at that instant; ``(datetime, Identify(...))`` pairs, identity merges
+      made at that instant as ``Engine.identify(..., anonymous_id=...)`` makes them (after
+      what falls due by then, as before an event); ``(datetime, change)`` pairs, where the
+      change is a ``Publish``, ``PauseJourney`` or ``ResumeJourney``, applied at that instant
+      as the
       engine's ``publish``, ``pause_journey`` and ``resume_journey`` would apply it then:
       after everything due before that instant has fired and the inputs before it in the
       stream are decided, and before what falls due at it, which fires right after it (with
@@ -295,7 +298,9 @@ def backtest(
       An input stamped earlier than the one
       before it (or than ``start``) raises ``UsageError`` naming its position (0-based); a
       change the engine refuses raises its error (``DefinitionError``,
-      ``UnknownJourneyError``) naming it by position.
+      ``UnknownJourneyError``) naming it by position. A run that reads no input (an empty
+      stream, or a generator read before: it can be read only once) logs a warning on the
+      ``cjo.simulate`` logger.
     - ``start``: the instant the run begins (default: the first input's). ``until``: the
       instant it ends (default: the last input's); an input stamped after it ends the run,
       and it and the rest are not read.
@@ -481,7 +486,9 @@ class _Run:
     An operator's change ends the window before it, fires what falls due before its instant,
     is applied by the engine itself at that instant, and is followed by ``run_due`` at it; the
     windows after it decide with the definitions it left (tests/property/
-    test_operator_actions.py holds that to a live engine).
+    test_operator_actions.py holds that to a live engine). An identity merge, which ties two
+    customers' records, also ends the window before it, and is made by the engine's own
+    ``identify`` after what falls due by its instant (tests/property/test_backtest_merges.py).
     """
 
     def __init__(
