@@ -289,8 +289,7 @@ def backtest(
       made at that instant as ``Engine.identify(..., anonymous_id=...)`` makes them (after
       what falls due by then, as before an event); ``(datetime, change)`` pairs, where the
       change is a ``Publish``, ``PauseJourney`` or ``ResumeJourney``, applied at that instant
-      as the
-      engine's ``publish``, ``pause_journey`` and ``resume_journey`` would apply it then:
+      as the engine's ``publish``, ``pause_journey`` and ``resume_journey`` would apply it then:
       after everything due before that instant has fired and the inputs before it in the
       stream are decided, and before what falls due at it, which fires right after it (with
       the segments a publish changed evaluated for every customer, a schedule occurrence at
