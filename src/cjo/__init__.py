@@ -106,6 +106,7 @@ from cjo.serialization import (
 from cjo.simulate import (
     BacktestOptions,
     BacktestResult,
+    Identify,
     PauseJourney,
     Publish,
     ResumeJourney,
@@ -167,6 +168,7 @@ __all__ = [
     "FrequencyCap",
     "Goal",
     "GoalReached",
+    "Identify",
     "ImportProblem",
     "ImportResult",
     "InMemoryStorage",

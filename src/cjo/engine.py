@@ -70,7 +70,7 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.export import export_customer
-from cjo.identity import merge_into
+from cjo.identity import anonymous_id_to_merge, merge_into
 from cjo.importing import ImportResult, import_profiles
 from cjo.limits import DEFAULT_LIMITS, MAX_RETRY_AFTER, Limits
 from cjo.model.content import ContentBlock, ContentItem
@@ -1033,9 +1033,7 @@ class Engine:
         self, update: ProfileUpdate, anonymous_id: str, registry: Registry, now: datetime
     ) -> Outcome:
         known_id = update.customer_id
-        anonymous_id = check_id(anonymous_id, "anonymous_id")
-        if anonymous_id == known_id:
-            raise UsageError(f"cannot merge customer {known_id!r} into itself")
+        anonymous_id = anonymous_id_to_merge(known_id, anonymous_id)
         builder = OutcomeBuilder()
         with self.storage.batch([known_id, anonymous_id], now) as sessions:
             known = self._decider(sessions[known_id], registry, now, outcome=builder)

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from cjo.content.offers import sends_kept
 from cjo.delivery.consent import WITHHOLD_MARK, set_consent
-from cjo.model.events import Profile
+from cjo.errors import UsageError
+from cjo.model.events import Profile, check_id
 from cjo.model.steps import Send
 from cjo.runtime.arbitration import kept_out
 from cjo.runtime.core import Decider, entries_kept, reentry_allows
@@ -57,13 +58,22 @@ from cjo.segments.membership import SEGMENT_TIMER, take_over_segments
 if TYPE_CHECKING:
     from cjo.runtime.registry import CompiledJourney, Registry
 
-__all__ = ["MERGED", "merge_into", "merged_profile"]
+__all__ = ["MERGED", "anonymous_id_to_merge", "merge_into", "merged_profile"]
 
 #: The end status of an enrollment a merge ends: an anonymous one whose journey instance the
 #: known customer is already in, or one the rules across journeys leave out of the merged record.
 MERGED: Final = "merged"
 
 _C = TypeVar("_C", datetime, float)
+
+
+def anonymous_id_to_merge(known_id: str, anonymous_id: object) -> str:
+    """``anonymous_id`` as the id of a customer to merge into ``known_id``: a valid id (else
+    ``InvalidEventError``), not ``known_id`` itself (else ``UsageError``)."""
+    anonymous_id = check_id(anonymous_id, "anonymous_id")
+    if anonymous_id == known_id:
+        raise UsageError(f"cannot merge customer {known_id!r} into itself")
+    return anonymous_id
 
 
 def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:

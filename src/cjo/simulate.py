@@ -7,20 +7,23 @@ would have done had every event arrived the moment it was stamped, and replaying
 stream gives the same result. The stream may also carry an operator's changes, each at its
 own instant: a publish (``Publish``), a pause or a resume (``PauseJourney``,
 ``ResumeJourney``), a withdrawal (``Withdraw``), applied as ``Engine.publish``,
-``pause_journey``, ``resume_journey`` and ``withdraw`` apply them live. See docs/backtest.md.
+``pause_journey``, ``resume_journey`` and ``withdraw`` apply them live; and identity merges
+(``Identify``), made as ``Engine.identify(..., anonymous_id=...)`` makes them live. See
+docs/backtest.md.
 """
 
 from __future__ import annotations
 
 import gc
 import itertools
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import attrs
 
@@ -40,6 +43,7 @@ from cjo.errors import (
     UnknownJourneyError,
     UsageError,
 )
+from cjo.identity import anonymous_id_to_merge
 from cjo.limits import Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
@@ -47,7 +51,7 @@ from cjo.model.governance import VersionChange
 from cjo.model.journey import Journey
 from cjo.model.steps import Action
 from cjo.outcome import Outcome, OutcomeBuilder
-from cjo.runtime.core import Decider, new_state
+from cjo.runtime.core import Decider
 from cjo.runtime.state import TERMINAL_STATUSES, CustomerState, RecordView
 from cjo.scheduling import mark_schedules, next_schedule_run
 from cjo.storage.base import _MAX_RETENTION, CustomerSession, Retention
@@ -58,6 +62,7 @@ __all__ = [
     "BacktestInput",
     "BacktestOptions",
     "BacktestResult",
+    "Identify",
     "OperatorChange",
     "PauseJourney",
     "Progress",
@@ -110,14 +115,53 @@ class Withdraw:
     profile_rules: Iterable[str] = ()
 
 
+@attrs.frozen
+class Identify:
+    """In a back-test's stream, paired with its instant: an identity merge, what
+    ``Engine.identify(customer_id, attributes, unset=..., timezone=..., locale=...,
+    anonymous_id=anonymous_id)`` does at that instant. The anonymous customer's record is
+    merged into the known customer's (see ``cjo.identity``), then the profile update is applied
+    to the merged record; events under the anonymous id later start a new anonymous record.
+
+    Checked when made, as ``Engine.identify`` checks its arguments: the profile update as a
+    ``ProfileUpdate`` is (``InvalidEventError``; ``attributes`` named ``timezone`` or
+    ``locale`` become those fields, as there), ``anonymous_id`` as an id, and ``UsageError``
+    for a customer merged into itself. For a profile update without a merge, pair a
+    ``ProfileUpdate`` with its instant."""
+
+    customer_id: str
+    attributes: Mapping[str, Any] = attrs.field(factory=dict)
+    unset: Iterable[str] = ()
+    timezone: str | None = None
+    locale: str | None = None
+    anonymous_id: str = attrs.field(kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        update = self.update
+        object.__setattr__(self, "anonymous_id",
+                           anonymous_id_to_merge(update.customer_id, self.anonymous_id))
+        # Kept as checked (ids as plain strings, an unset list as a tuple), as Engine.identify
+        # would take them, so that the run's identify cannot refuse them after a long run.
+        for name in ("customer_id", "attributes", "unset", "timezone", "locale"):
+            object.__setattr__(self, name, getattr(update, name))
+
+    @property
+    def update(self) -> ProfileUpdate:
+        """The profile update applied after the merge."""
+        return ProfileUpdate(self.customer_id, self.attributes, self.unset, self.timezone,
+                             self.locale)
+
+
 #: What an operator does to a running engine, replayed at an instant of a back-test.
 OperatorChange = Publish | PauseJourney | ResumeJourney | Withdraw
 
 #: One input of a back-test: an event (decided at its timestamp), a profile update (applied at
 #: the instant of the next input that has one, or of the last when none follows), a profile
-#: update with its own instant, or an operator's change with its instant.
+#: update with its own instant, an identity merge with its instant, or an operator's change
+#: with its instant.
 BacktestInput = (
-    Event | ProfileUpdate | tuple[datetime, ProfileUpdate] | tuple[datetime, OperatorChange]
+    Event | ProfileUpdate | tuple[datetime, ProfileUpdate] | tuple[datetime, Identify]
+    | tuple[datetime, OperatorChange]
 )
 
 class BacktestOptions(TypedDict, total=False):
@@ -141,6 +185,8 @@ class BacktestOptions(TypedDict, total=False):
 #: ``progress(done, total, now)``: inputs read so far, the stream's length when it has one
 #: (else None), and the back-test's current instant.
 Progress = Callable[[int, int | None, datetime], None]
+
+log = logging.getLogger("cjo.simulate")
 
 # The clock starts here when no ``start`` is given, and moves to the first input's instant.
 _BEGINNING = datetime.min.replace(tzinfo=UTC)
@@ -170,8 +216,9 @@ class BacktestResult:
 
     - ``start``, ``until``: the instants the run covered (None only for an empty stream with
       neither given).
-    - ``inputs``: items read; ``events``, ``profile_updates`` and operator ``changes`` of
-      them.
+    - ``inputs``: items read (0, logged as a warning, for an empty stream or an iterator
+      read before); ``events``, ``profile_updates``, identity ``merges`` and operator
+      ``changes`` of them.
     - ``messages``: messages queued per channel (sent to the channels given, or counted).
     - ``entered``: entries per journey id; ``ended``: ended enrollments per terminal status;
       ``goals``: goals reached per journey id (all three from the activity counts, as the
@@ -190,6 +237,7 @@ class BacktestResult:
     events: int
     profile_updates: int
     changes: int
+    merges: int
     messages: Mapping[str, int]
     entered: Mapping[str, int]
     ended: Mapping[str, int]
@@ -254,9 +302,11 @@ def backtest(
 
     - ``inputs``: ``Event``s; ``ProfileUpdate``s, applied at the instant of the next input
       that has one (or of the last input when none follows); ``(datetime, ProfileUpdate)``
-      pairs, applied at that instant; ``(datetime, change)`` pairs, where the change is a
-      ``Publish``, ``PauseJourney``, ``ResumeJourney`` or ``Withdraw``, applied at that
-      instant as the engine's ``publish``, ``pause_journey``, ``resume_journey`` and
+      pairs, applied at that instant; ``(datetime, Identify(...))`` pairs, identity merges
+      made at that instant as ``Engine.identify(..., anonymous_id=...)`` makes them (after
+      what falls due by then, as before an event); ``(datetime, change)`` pairs, where the
+      change is a ``Publish``, ``PauseJourney``, ``ResumeJourney`` or ``Withdraw``, applied at
+      that instant as the engine's ``publish``, ``pause_journey``, ``resume_journey`` and
       ``withdraw`` would apply it then:
       after everything due before that instant has fired and the inputs before it in the
       stream are decided, and before what falls due at it, which fires right after it (with
@@ -265,7 +315,9 @@ def backtest(
       An input stamped earlier than the one
       before it (or than ``start``) raises ``UsageError`` naming its position (0-based); a
       change the engine refuses raises its error (``DefinitionError``,
-      ``UnknownJourneyError``) naming it by position.
+      ``UnknownJourneyError``) naming it by position. A run that reads no input (an empty
+      stream, or a generator read before: it can be read only once) logs a warning on the
+      ``cjo.simulate`` logger.
     - ``start``: the instant the run begins (default: the first input's). ``until``: the
       instant it ends (default: the last input's); an input stamped after it ends the run,
       and it and the rest are not read.
@@ -358,11 +410,17 @@ def backtest(
     # does (a window's catch-up may fire wake-ups of many instants).
     engine.options = attrs.evolve(engine.options, worker_on_time=True)
     engine.publish(definitions)
+    # A worker on time passes from the start: its first pass finds every customer (none yet)
+    # evaluated against the segments, so a later pass does not evaluate the record a merge
+    # emptied then, as a live engine's first pass would (long past when a host merges).
+    engine._maybe_refresh_segments(engine._sync(), OutcomeBuilder())
     run = _Run(engine, clock, storage, progress, counters, own_channels=own,
                own_actions=actions_counted)
     with _collector_paused():
         run.play(inputs, start, until, progress_every)
         run.hand_over_claims()
+    if run.inputs == 0:
+        _warn_nothing_read(inputs, run.unread, until)
     latest = _latest_journeys(engine.definitions)
     reports = {journey.id: journey_report(storage, journey) for journey in latest}
     entered, ended, goals = _logged(storage, [journey.id for journey in latest])
@@ -373,6 +431,7 @@ def backtest(
         events=run.events,
         profile_updates=run.profile_updates,
         changes=run.changes,
+        merges=run.merges,
         messages=dict(sorted(run.tally.messages.items())),
         entered=entered,
         ended=ended,
@@ -444,7 +503,9 @@ class _Run:
     An operator's change ends the window before it, fires what falls due before its instant,
     is applied by the engine itself at that instant, and is followed by ``run_due`` at it; the
     windows after it decide with the definitions it left (tests/property/
-    test_operator_actions.py holds that to a live engine).
+    test_operator_actions.py holds that to a live engine). An identity merge, which ties two
+    customers' records, also ends the window before it, and is made by the engine's own
+    ``identify`` after what falls due by its instant (tests/property/test_backtest_merges.py).
     """
 
     def __init__(
@@ -482,9 +543,12 @@ class _Run:
         self.events = 0
         self.profile_updates = 0
         self.changes = 0
+        self.merges = 0
         self.due_seconds = 0.0
         self.start: datetime | None = None
         self.until: datetime | None = None
+        # The instant of the input past ``until`` that ended the run (None: none did).
+        self.unread: datetime | None = None
 
     def play(
         self, inputs: Iterable[BacktestInput], start: datetime | None, until: datetime | None,
@@ -504,9 +568,11 @@ class _Run:
         last = start if start is not None else _BEGINNING
         first: datetime | None = None
         stop = until if until is not None else _END
-        read = events = updates = changes = 0
-        # The change read in this pass (None but in a pass that reads one: not set per event).
+        read = events = updates = changes = merges = 0
+        # The change or merge read in this pass (None but in a pass that reads one: not set
+        # per event).
         change: OperatorChange | None = None
+        merge: Identify | None = None
         # The hot loop of the run: one pass per input, most of them events nothing reads.
         for item in inputs:
             if type(item) is Event and item.name not in relevant and not floating:
@@ -539,6 +605,9 @@ class _Run:
                 if isinstance(timed, ProfileUpdate):
                     entry, matters = timed, True
                     updates += 1
+                elif isinstance(timed, Identify):
+                    merge, matters = timed, False
+                    merges += 1
                 else:
                     change, matters = timed, False
                     changes += 1
@@ -550,8 +619,11 @@ class _Run:
                 )
             if at > stop:
                 # The run ends at until: this input and those after it are not read.
+                self.unread = at
                 if change is not None:
                     changes -= 1
+                elif merge is not None:
+                    merges -= 1
                 elif entry is item:
                     events -= 1
                 else:
@@ -597,11 +669,19 @@ class _Run:
                 registry = self.registry
                 relevant = registry.relevant_events
                 known = self.engine._known_channels(registry)
+            elif merge is not None:
+                # Two customers' records at once: decided apart from the window, whose
+                # customer-by-customer order would not keep the two in step.
+                if window:
+                    self._decide(window, customers)
+                    window, customers = [], set()
+                self._identify(at, merge)
+                merge = None
             if read == next_progress:
                 next_progress += progress_every
                 progress(read, total, at)
         self.inputs, self.events, self.profile_updates = read, events, updates
-        self.changes = changes
+        self.changes, self.merges = changes, merges
         end = until if until is not None else (last if first is not None else start)
         if floating:
             # Profile updates that no event follows: applied at the last instant read.
@@ -819,13 +899,9 @@ class _Run:
                                  if self.claimed.get(event_id) == at])
 
     def _decider(self, session: CustomerSession, at: datetime) -> Decider:
-        state = session.load()
-        return Decider(
-            self.registry,
-            state if state is not None else new_state(session.customer_id, at),
-            self.engine.options,
-            outcome=self.outcome,
-        )
+        # The engine's own: a record it makes at the instant of a merge takes the count the
+        # merge gave the record it emptied (``CustomerState.erasures``), as live.
+        return self.engine._decider(session, self.registry, at, outcome=self.outcome)
 
     def _change(self, at: datetime, change: OperatorChange, position: int) -> None:
         """Apply an operator's change at ``at``, as the engine applies it live: after what
@@ -870,6 +946,21 @@ class _Run:
             self._on_time(at)
         self._run_due(at)
         self.next_run = next_schedule_run(engine)
+
+    def _identify(self, at: datetime, merge: Identify) -> None:
+        """Make an identity merge at ``at`` by the engine's own ``identify``, as live: after
+        what falls due by ``at`` (wake-ups, retries, schedule occurrences, each at its own
+        instant; those at ``at`` itself first, as before an event)."""
+        self._run_schedules(at)
+        if self.counters is None:
+            self._on_time(at)
+        else:
+            self._due(at)
+        self.clock.set(at)
+        self.tally.add(self.engine.identify(
+            merge.customer_id, merge.attributes, unset=merge.unset, timezone=merge.timezone,
+            locale=merge.locale, anonymous_id=merge.anonymous_id,
+        ))
 
     def _count_named(self, definitions: Definitions) -> None:
         """Counting channels and counted actions for those ``definitions`` name that the run
@@ -951,6 +1042,23 @@ def fire_on_time(
             engine.dispatch_pending(at)
 
 
+def _warn_nothing_read(
+    inputs: Iterable[BacktestInput], unread: datetime | None, until: datetime | None
+) -> None:
+    """A run that read nothing is most often a mistake that would otherwise look like
+    journeys that did nothing: say why, as far as can be told."""
+    if unread is not None and until is not None:
+        why = (f"the first input is stamped {unread.isoformat()}, after until "
+               f"({until.isoformat()})")
+    elif isinstance(inputs, Sized):
+        why = f"the {type(inputs).__name__} of inputs is empty"
+    else:
+        why = (f"the {type(inputs).__name__} of inputs yielded nothing: a generator or iterator "
+               "can be read only once, and one read before (by an earlier back-test, or by "
+               "counting it) yields nothing")
+    log.warning("backtest read no inputs: %s", why)
+
+
 def _no_progress(done: int, total: int | None, now: datetime) -> None:
     pass
 
@@ -960,10 +1068,12 @@ def _due_by(state: CustomerState, at: datetime) -> bool:
     return wake is not None and wake <= at
 
 
-_TIMED = (ProfileUpdate, Publish, PauseJourney, ResumeJourney, Withdraw)
+_TIMED = (ProfileUpdate, Identify, Publish, PauseJourney, ResumeJourney, Withdraw)
 
 
-def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | OperatorChange]:
+def _timed(
+    item: object, position: int
+) -> tuple[datetime, ProfileUpdate | Identify | OperatorChange]:
     if (
         isinstance(item, tuple) and len(item) == 2
         and isinstance(item[0], datetime) and isinstance(item[1], _TIMED)
@@ -978,9 +1088,10 @@ def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | Opera
             )
         return at, item[1]
     if isinstance(item, _TIMED[1:]):
+        article = "an" if isinstance(item, Identify) else "a"
         raise UsageError(
-            f"input #{position} is a {type(item).__name__} without an instant: pair it with "
-            f"the instant it applies at, as (datetime, {type(item).__name__}(...))"
+            f"input #{position} is {article} {type(item).__name__} without an instant: pair "
+            f"it with the instant it applies at, as (datetime, {type(item).__name__}(...))"
         )
     kind = type(item)
     # A class of the caller's own may share a name with cjo's (their own Event): name its
@@ -990,8 +1101,8 @@ def _timed(item: object, position: int) -> tuple[datetime, ProfileUpdate | Opera
     )
     raise UsageError(
         f"input #{position} is a {name} {short(item)}: a back-test reads cjo's Event, "
-        "ProfileUpdate, (datetime, ProfileUpdate) and (datetime, Publish | PauseJourney | "
-        "ResumeJourney | Withdraw) items"
+        "ProfileUpdate, (datetime, ProfileUpdate), (datetime, Identify) and (datetime, Publish "
+        "| PauseJourney | ResumeJourney | Withdraw) items"
     )
 
 

@@ -36,6 +36,7 @@ from cjo.model.triggers import EventTrigger, InactivityTrigger
 from cjo.scheduling import next_schedule_run
 from cjo.simulate import (
     BacktestInput,
+    Identify,
     OperatorChange,
     PauseJourney,
     Publish,
@@ -153,6 +154,13 @@ def settle(engine: Engine, clock: ManualClock, last: datetime, worker: str) -> N
         engine.run_due(last)
 
 
+def merge(engine: Engine, merge: Identify) -> None:
+    """An identity merge, made live at the clock's now, as a host makes it at a log-in."""
+    engine.identify(merge.customer_id, merge.attributes, unset=merge.unset,
+                    timezone=merge.timezone, locale=merge.locale,
+                    anonymous_id=merge.anonymous_id)
+
+
 def make(engine: Engine, change: OperatorChange, at: datetime) -> None:
     """An operator's change, made live at ``at`` (the clock's now), and the worker on time
     that runs right after it: what falls due at ``at`` fires, a schedule occurrence at it (or
@@ -175,7 +183,8 @@ def play(engine: Engine, stream: Sequence[BacktestInput], move: Callable[[dateti
     """Handle ``stream``, calling ``move(at)`` before each timed input; returns the last
     instant (None: no timed input). Bare profile updates take the next timed input's instant,
     or the last one's. An operator's change (``(at, Publish(...))``...) is made at its instant,
-    after ``move_before(at)`` when given and no bare update takes its instant."""
+    after ``move_before(at)`` when given and no bare update takes its instant; an identity
+    merge (``(at, Identify(...))``) after ``move(at)``, as an event."""
     floating: list[ProfileUpdate] = []
     last = None
     for item in stream:
@@ -183,7 +192,9 @@ def play(engine: Engine, stream: Sequence[BacktestInput], move: Callable[[dateti
             floating.append(item)
             continue
         at = item.timestamp if isinstance(item, Event) else item[0]
-        change = None if isinstance(item, Event) or isinstance(item[1], ProfileUpdate) else item[1]
+        change = None if isinstance(item, Event) or isinstance(
+            item[1], ProfileUpdate | Identify
+        ) else item[1]
         if change is not None and move_before is not None and not floating:
             move_before(at)
         else:
@@ -196,6 +207,8 @@ def play(engine: Engine, stream: Sequence[BacktestInput], move: Callable[[dateti
             make(engine, change, at)
         elif isinstance(item, Event):
             engine.handle_event(item)
+        elif isinstance(item[1], Identify):
+            merge(engine, item[1])
         else:
             assert isinstance(item[1], ProfileUpdate)
             apply(engine, item[1])

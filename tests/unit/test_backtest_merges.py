@@ -1,0 +1,218 @@
+"""Identity merges in a back-test's stream (``(at, Identify(...))``), and a stream that gives no
+inputs at all (empty, or an iterator read before)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cjo import (
+    ContentItem,
+    Definitions,
+    Engine,
+    Event,
+    EventTrigger,
+    Goal,
+    Identify,
+    InMemoryStorage,
+    InvalidEventError,
+    Journey,
+    ManualClock,
+    ProfileUpdate,
+    RecordingChannel,
+    Send,
+    UsageError,
+    Variant,
+    WaitForEvent,
+)
+from cjo.analytics.report import journey_report
+from cjo.simulate import BacktestInput, backtest
+from cjo.testing import run_until
+from tests.property.test_equivalence import deliveries, states
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
+
+CART = Definitions(
+    journeys=(Journey(
+        id="cart", trigger=EventTrigger("added_to_cart"), entry="wait",
+        steps={"wait": WaitForEvent("purchased", HOUR, on_timeout="remind"),
+               "remind": Send("reminder", "email")},
+        goal=Goal("purchased", within=timedelta(days=7)),
+    ),),
+    content=(ContentItem("reminder", variants=(Variant("email", {
+        "subject": "{{ profile.first_name | default: 'Hi' }}, your {{ event.item }} is waiting",
+        "text": "Come back.",
+    }),)),),
+)
+
+
+def live(stream: list[BacktestInput], until: datetime) -> Engine:
+    """What a host does live: each event handled and each log-in identified with the clock at
+    its instant, a worker that is never late (``run_until``) in between."""
+    engine = Engine(InMemoryStorage(), {"email": RecordingChannel()}, ManualClock(T0))
+    engine.publish(CART)
+    for item in stream:
+        if isinstance(item, Event):
+            run_until(engine, item.timestamp)
+            engine.handle_event(item)
+        else:
+            at, merge = item
+            assert isinstance(merge, Identify)
+            run_until(engine, at)
+            engine.identify(merge.customer_id, merge.attributes, anonymous_id=merge.anonymous_id)
+    run_until(engine, until)
+    return engine
+
+
+def test_an_anonymous_cart_merged_into_a_customer_who_then_buys_converts_as_live() -> None:
+    stream: list[BacktestInput] = [
+        Event("anon-7", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        # The visitor logs in: their cart is Ann's now.
+        (T0 + 10 * MINUTE, Identify("ann", {"first_name": "Ann"}, anonymous_id="anon-7")),
+        Event("ann", "purchased", T0 + 20 * MINUTE, event_id="2"),
+    ]
+    email = RecordingChannel()
+    result = backtest(CART, stream, channels={"email": email}, render=True, until=T0 + 2 * HOUR)
+
+    assert (result.inputs, result.events, result.merges) == (3, 2, 1)
+    assert result.entered == {"cart": 1}
+    assert result.ended == {"converted": 1} and result.goals == {"cart": 1}
+    assert email.messages == []            # no reminder to the visitor who bought
+    report = result.reports["cart"]
+    assert (report.entered, report.converted, report.active) == (1, 1, 0)
+    [ended] = result.engine.enrollments("ann")
+    assert ended.status == "converted"
+    assert result.engine.enrollments("anon-7") == []
+
+    engine = live(stream, T0 + 2 * HOUR)
+    assert deliveries(result.engine) == deliveries(engine)
+    assert states(result.engine, ["ann", "anon-7"]) == states(engine, ["ann", "anon-7"])
+    assert result.reports["cart"] == journey_report(engine.storage, CART.journeys[0])
+    # On its own counting channels, the same.
+    counted = backtest(CART, stream, until=T0 + 2 * HOUR)
+    assert (counted.messages, counted.entered, counted.ended, counted.goals, counted.reports) \
+        == (result.messages, result.entered, result.ended, result.goals, result.reports)
+
+
+def test_a_merge_orders_the_two_customers_inputs_around_it() -> None:
+    # In one window: Ann's own cart before the merge, the visitor's second cart after it (a new
+    # anonymous record), and the purchase by Ann, which converts the merged cart only. Decided
+    # customer by customer, the visitor's inputs would all come before Ann's or after them.
+    stream: list[BacktestInput] = [
+        Event("anon-7", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        Event("ann", "added_to_cart", T0 + MINUTE, {"item": "map"}, event_id="2"),
+        (T0 + 10 * MINUTE, Identify("ann", anonymous_id="anon-7")),
+        Event("anon-7", "added_to_cart", T0 + 15 * MINUTE, {"item": "cap"}, event_id="3"),
+        Event("ann", "purchased", T0 + 20 * MINUTE, event_id="4"),
+    ]
+    email = RecordingChannel()
+    result = backtest(CART, stream, channels={"email": email}, render=True, until=T0 + 2 * HOUR)
+    # Ann's own enrollment goes on (the visitor's ends as merged into it) and converts; the
+    # visitor's new cart, after the log-in, gets its reminder.
+    assert [(m.customer_id, m.created_at, m.fields["subject"]) for m in email.messages] == [
+        ("anon-7", T0 + 75 * MINUTE, "Hi, your cap is waiting"),
+    ]
+    assert result.ended == {"completed": 1, "converted": 1, "merged": 1}
+
+    engine = live(stream, T0 + 2 * HOUR)
+    assert deliveries(result.engine) == deliveries(engine)
+    assert states(result.engine, ["ann", "anon-7"]) == states(engine, ["ann", "anon-7"])
+    counted = backtest(CART, stream, until=T0 + 2 * HOUR)
+    assert (counted.messages, counted.ended, counted.reports) == (
+        result.messages, result.ended, result.reports)
+
+
+def test_a_wake_up_due_at_the_instant_of_a_merge_fires_before_it() -> None:
+    # The visitor's reminder falls due at the very instant they log in: a worker on time sent it
+    # to the visitor's record first, as before an event at that instant.
+    stream: list[BacktestInput] = [
+        Event("anon-7", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        (T0 + HOUR, Identify("ann", {"first_name": "Ann"}, anonymous_id="anon-7")),
+    ]
+    email = RecordingChannel()
+    result = backtest(CART, stream, channels={"email": email}, render=True)
+    assert [(m.customer_id, m.created_at) for m in email.messages] == [("anon-7", T0 + HOUR)]
+    engine = live(stream, T0 + HOUR)
+    assert deliveries(result.engine) == deliveries(engine)
+    assert states(result.engine, ["ann", "anon-7"]) == states(engine, ["ann", "anon-7"])
+
+
+def test_identify_mirrors_engine_identify_and_is_checked_when_made() -> None:
+    merge = Identify("ann", {"timezone": "Europe/Paris", "vip": True}, unset=["tier"],
+                     anonymous_id="anon-7")
+    # As ProfileUpdate takes them: the zone attribute is the profile's zone.
+    assert (merge.attributes, merge.unset, merge.timezone) == (
+        {"vip": True}, ("tier",), "Europe/Paris")
+    assert merge.update == ProfileUpdate("ann", {"vip": True}, ("tier",), "Europe/Paris")
+    with pytest.raises(UsageError, match="cannot merge customer 'ann' into itself"):
+        Identify("ann", anonymous_id="ann")
+    with pytest.raises(InvalidEventError, match="anonymous_id"):
+        Identify("ann", anonymous_id="")
+    with pytest.raises(InvalidEventError):
+        Identify("ann", {"bad": object()}, anonymous_id="anon-7")
+    with pytest.raises(InvalidEventError):
+        Identify("ann", unset="tier", anonymous_id="anon-7")  # a bare str, not split
+
+
+def test_an_identify_needs_its_instant() -> None:
+    with pytest.raises(UsageError, match=r"input #1 is an Identify without an instant"):
+        backtest(CART, [Event("a", "added_to_cart", T0, event_id="1"),
+                        Identify("ann", anonymous_id="a")])  # type: ignore[list-item]
+
+
+def test_merges_past_until_are_not_read() -> None:
+    stream: list[BacktestInput] = [
+        Event("anon-7", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        (T0 + 2 * HOUR, Identify("ann", anonymous_id="anon-7")),
+    ]
+    result = backtest(CART, stream, until=T0 + HOUR)
+    assert (result.inputs, result.merges, result.messages) == (1, 0, {"email": 1})
+
+
+# --- a stream that gives nothing ---------------------------------------------------------------
+
+
+def _carts() -> Iterator[Event]:
+    for n in range(3):
+        yield Event(f"c{n}", "added_to_cart", T0 + n * MINUTE, {"item": "tent"}, event_id=str(n))
+
+
+def test_a_generator_read_before_gives_no_inputs_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    carts = _carts()
+    with caplog.at_level(logging.WARNING, logger="cjo.simulate"):
+        first = backtest(CART, carts)
+    assert first.inputs == 3 and not caplog.records
+    with caplog.at_level(logging.WARNING, logger="cjo.simulate"):
+        again = backtest(CART, carts)  # the same generator: read already
+    assert again.inputs == 0 and again.entered == {}
+    [record] = caplog.records
+    assert record.name == "cjo.simulate" and record.levelno == logging.WARNING
+    assert record.getMessage() == (
+        "backtest read no inputs: the generator of inputs yielded nothing: a generator or "
+        "iterator can be read only once, and one read before (by an earlier back-test, or by "
+        "counting it) yields nothing"
+    )
+
+
+def test_an_empty_stream_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="cjo.simulate"):
+        result = backtest(CART, [])
+    assert result.inputs == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "backtest read no inputs: the list of inputs is empty"]
+
+
+def test_a_stream_that_starts_after_until_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="cjo.simulate"):
+        result = backtest(CART, _carts(), until=T0 - HOUR)
+    assert result.inputs == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "backtest read no inputs: the first input is stamped 2026-03-02T09:00:00+00:00, after "
+        "until (2026-03-02T08:00:00+00:00)"]
