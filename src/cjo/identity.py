@@ -53,7 +53,7 @@ from cjo.runtime.state import (
     OfferHistory,
     Track,
 )
-from cjo.segments.membership import SEGMENT_TIMER, take_over_segments
+from cjo.segments.membership import MERGED_AWAY, SEGMENT_TIMER, take_over_segments
 
 if TYPE_CHECKING:
     from cjo.runtime.registry import CompiledJourney, Registry
@@ -140,8 +140,10 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         k.decided_at = a.decided_at
     spells = merge_quiet_spells(k, a)
     for name, at in a.marks.items():
-        if name.startswith(WITHHOLD_MARK):
-            continue  # the anonymous record's messages: they stay with it (below)
+        if name.startswith(WITHHOLD_MARK) or name == MERGED_AWAY:
+            # The anonymous record's messages: they stay with it (below); and a record an
+            # earlier merge emptied says so of itself only.
+            continue
         if name not in spells and (name not in k.marks or at > k.marks[name]):
             k.marks[name] = at
     for name, at in a.timers.items():
@@ -161,6 +163,8 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     empty = CustomerState(a.customer_id, now, a.revision, erasures=used + 1)
     # Messages an earlier merge left to their sender still stay withheld should they come back.
     empty.marks.update((n, at) for n, at in a.marks.items() if n.startswith(WITHHOLD_MARK))
+    # No one's now: in no segment until an input of its own (``MERGED_AWAY``).
+    empty.marks[MERGED_AWAY] = now
     anonymous.state = empty
     anonymous.touch()
     return moved

@@ -755,3 +755,35 @@ def test_an_at_most_rule_counts_the_entries_of_both_customers_after_a_merge(
     state = engine.customer_state("ann")
     assert state is not None
     assert state.history[("j", None)].recent == (T0, T0 + HOUR)
+
+
+def test_a_record_a_merge_emptied_is_in_no_segment_until_an_input_of_its_own(
+    storage_factory: Factory,
+) -> None:
+    # Every login leaves an emptied anonymous record behind: a segment an empty profile
+    # satisfies must not count those, when it is published later (every record is evaluated)
+    # or refreshed. A later input under the anonymous id is a visitor again.
+    host = Host(storage_factory, journeys=[
+        Journey("cart", trigger=EventTrigger("added_to_cart"), entry="w",
+                steps={"w": Wait(HOUR)})])
+    engine = host.engine
+    for anonymous in ("anon-1", "anon-2"):
+        host.event("added_to_cart", anonymous)
+    engine.identify("ann", {"tier": "gold"}, anonymous_id="anon-1")
+    host.clock.advance(HOUR)
+    engine.publish(segments=[Segment("not_silver", attr("tier") != "silver")])
+    engine.run_due()
+    # anon-2 never logged in: a visitor without a tier, so not silver.
+    assert engine.segment_members("not_silver") == ["ann", "anon-2"]
+    engine.refresh_segments()
+    assert engine.segment_count("not_silver") == 2
+    # The emptied record merged again: nothing of it reaches Bob's.
+    engine.identify("bob", {"tier": "silver"}, anonymous_id="anon-1")
+    engine.identify("bob", {"tier": "bronze"})
+    assert engine.segment_members("not_silver") == ["ann", "anon-2", "bob"]
+    assert "merged_away" not in engine.customer_state("bob").marks
+    # The anonymous id comes back: a visitor again, judged as any.
+    host.clock.advance(HOUR)
+    host.event("added_to_cart", "anon-1")
+    assert engine.segment_members("not_silver") == ["ann", "anon-1", "anon-2", "bob"]
+    assert "merged_away" not in engine.customer_state("anon-1").marks

@@ -65,7 +65,7 @@ from cjo.runtime.state import (
     merge_attributes,
     own_values,
 )
-from cjo.segments.membership import SEGMENT_TIMER
+from cjo.segments.membership import MERGED_AWAY, SEGMENT_TIMER
 from cjo.timezones import customer_zone
 
 __all__ = [
@@ -291,6 +291,11 @@ class Decider:
         if settle:
             registry.plan.sync(self, now)
             return False
+        # An input follows: a record a merge emptied is somebody's again (its segments are
+        # evaluated with the input, as a new customer's are).
+        if state.marks and MERGED_AWAY in state.marks:
+            del state.marks[MERGED_AWAY]
+            self.touch()
         return registry.plan.prepare(self, now)
 
     def _arm_for_input(self, now: datetime) -> None:

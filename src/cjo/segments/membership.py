@@ -74,12 +74,16 @@ if TYPE_CHECKING:
     from cjo.runtime.registry import CompiledJourney
 
 __all__ = [
-    "ENTERED", "EXITED", "SEGMENT_TIMER", "SegmentPlan", "leave_every_segment",
+    "ENTERED", "EXITED", "MERGED_AWAY", "SEGMENT_TIMER", "SegmentPlan", "leave_every_segment",
     "take_over_segments",
 ]
 
 #: The customer timer of time-relative segments.
 SEGMENT_TIMER: Final = "segments"
+#: The mark (``CustomerState.marks``, the instant of the merge) on the record an identity merge
+#: emptied: it stands for no one, so it is in no segment (a sweep of every record, at a publish
+#: or ``refresh_segments``, evaluates none for it) until an input of its own comes.
+MERGED_AWAY: Final = "merged_away"
 ENTERED: Final = "segment_entered"
 EXITED: Final = "segment_exited"
 #: How deeply membership changes may cascade within one input (a journey started by a change
@@ -368,6 +372,8 @@ class SegmentPlan:
         state = d.state
         if not self.basis and state._rare is None:
             return False  # no segment defined, and a record with none (nor tracks) to drop
+        if state.marks and MERGED_AWAY in state.marks:
+            return False  # no one's (``MERGED_AWAY``): in no segment, evaluated for nothing
         if state.segments_basis == self.basis or (
             not self.basis and not state.segments and not state.tracks
             and state.segments_basis is None
