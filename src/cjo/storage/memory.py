@@ -428,16 +428,23 @@ class _Session(CustomerSession):
         if not self._txn.open:
             raise StorageError("a customer session was used after its transaction ended")
 
+    # ``_check`` inline in the three calls below (the test first, the call only to raise):
+    # each runs once or more per customer transaction.
+
     def claim_event(self, event_id: str) -> bool:
-        self._check()
-        if event_id in self._store._events or event_id in self._txn.event_ids:
+        txn = self._txn
+        if not txn.open:
+            self._check()
+        if event_id in self._store._events or event_id in txn.event_ids:
             return False
-        self._txn.event_ids.add(event_id)
+        txn.event_ids.add(event_id)
         return True
 
     def load(self) -> CustomerState | None:
-        self._check()
-        latest = self._txn.latest.get(self.customer_id)
+        txn = self._txn
+        if not txn.open:
+            self._check()
+        latest = txn.latest.get(self.customer_id)
         if latest is not None:
             return latest.copy()
         kept = self._store._records.get(self.customer_id)
@@ -446,10 +453,12 @@ class _Session(CustomerSession):
     def save(
         self, state: CustomerState, messages: Sequence[Message], activities: Sequence[Activity]
     ) -> None:
-        self._check()
+        txn = self._txn
+        if not txn.open:
+            self._check()
         self.check_owner(state)
-        self._txn.writes.append((state, messages, activities))
-        self._txn.latest[state.customer_id] = state
+        txn.writes.append((state, messages, activities))
+        txn.latest[state.customer_id] = state
 
     def set_aside(self, reason: str) -> None:
         self._check()
@@ -639,17 +648,23 @@ class InMemoryStorage(Storage):
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         if type(now) is not datetime or now.tzinfo is not UTC:
             now = ensure_aware(now, "now")
-        out: list[DueCustomer] = []
         with self._lock:
-            leases = self._wake_leases
-            for wake_at, cid in self._wakes.due(now):
-                if len(out) >= limit:
-                    break
-                held = leases.get(cid)
-                if held is not None and held > now:
-                    continue
-                leases[cid] = now + lease
-                out.append(DueCustomer(cid, wake_at))
+            return [DueCustomer(cid, wake_at) for wake_at, cid in self._claim(now, limit, lease)]
+
+    def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[tuple[datetime, str]]:
+        """``claim_due``'s (wake_at, customer id) pairs, leased (the lock is held): what
+        ``due_batch`` takes without a ``DueCustomer`` built for each."""
+        out: list[tuple[datetime, str]] = []
+        leases = self._wake_leases
+        for entry in self._wakes.due(now):
+            if len(out) >= limit:
+                break
+            cid = entry[1]
+            held = leases.get(cid)
+            if held is not None and held > now:
+                continue
+            leases[cid] = now + lease
+            out.append(entry)
         return out
 
     @contextmanager
@@ -661,11 +676,11 @@ class InMemoryStorage(Storage):
         # from being claimed again by the next pass).
         with self._lock:
             now, by = claim_instants(now, due)
-            claimed = self.claim_due(by, limit, lease + (now - by))
+            claimed = self._claim(by, limit, lease + (now - by))
             if not claimed:
                 yield {}
                 return
-            with _Txn(self, now, [d.customer_id for d in claimed]) as sessions:
+            with _Txn(self, now, [cid for _at, cid in claimed]) as sessions:
                 yield sessions
 
     def next_wake_at(self) -> datetime | None:
