@@ -648,23 +648,17 @@ class InMemoryStorage(Storage):
     def claim_due(self, now: datetime, limit: int, lease: timedelta) -> list[DueCustomer]:
         if type(now) is not datetime or now.tzinfo is not UTC:
             now = ensure_aware(now, "now")
+        out: list[DueCustomer] = []
         with self._lock:
-            return [DueCustomer(cid, wake_at) for wake_at, cid in self._claim(now, limit, lease)]
-
-    def _claim(self, now: datetime, limit: int, lease: timedelta) -> list[tuple[datetime, str]]:
-        """``claim_due``'s (wake_at, customer id) pairs, leased (the lock is held): what
-        ``due_batch`` takes without a ``DueCustomer`` built for each."""
-        out: list[tuple[datetime, str]] = []
-        leases = self._wake_leases
-        for entry in self._wakes.due(now):
-            if len(out) >= limit:
-                break
-            cid = entry[1]
-            held = leases.get(cid)
-            if held is not None and held > now:
-                continue
-            leases[cid] = now + lease
-            out.append(entry)
+            leases = self._wake_leases
+            for wake_at, cid in self._wakes.due(now):
+                if len(out) >= limit:
+                    break
+                held = leases.get(cid)
+                if held is not None and held > now:
+                    continue
+                leases[cid] = now + lease
+                out.append(DueCustomer(cid, wake_at))
         return out
 
     @contextmanager
@@ -676,11 +670,11 @@ class InMemoryStorage(Storage):
         # from being claimed again by the next pass).
         with self._lock:
             now, by = claim_instants(now, due)
-            claimed = self._claim(by, limit, lease + (now - by))
+            claimed = self.claim_due(by, limit, lease + (now - by))
             if not claimed:
                 yield {}
                 return
-            with _Txn(self, now, [cid for _at, cid in claimed]) as sessions:
+            with _Txn(self, now, [d.customer_id for d in claimed]) as sessions:
                 yield sessions
 
     def next_wake_at(self) -> datetime | None:
