@@ -215,7 +215,12 @@ class CountingChannel(Channel):
     def send(self, message: Message) -> DeliveryResult:
         self.sent += 1
         self.by_journey[message.journey_id] = self.by_journey.get(message.journey_id, 0) + 1
-        return DeliveryResult("delivered")
+        return _DELIVERED
+
+
+# One result for every send: it is frozen, and building one runs its validators (about a
+# tenth of a simulated send's dispatch).
+_DELIVERED = DeliveryResult("delivered")
 
 
 def shop_channels() -> dict[str, CountingChannel]:

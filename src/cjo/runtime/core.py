@@ -303,7 +303,8 @@ class Decider:
         (after ``catch_up(now, worker=True)``); one already past (its basis long gone) fires
         at once."""
         self._arm(now)
-        if any(w <= now for w in self.state.timers.values()):
+        timers = self.state.timers
+        if timers and min(timers.values()) <= now:
             self._fire_all_due(now)
 
     def _arm(self, at: datetime) -> None:
