@@ -1021,13 +1021,10 @@ class Decider:
                               content_version=item.version)
                 return True
             self.caught_up_messages += 1
-        fields: dict[str, str] = {}
-        if self.render:
-            try:
-                fields = render_fields(self, item, variant, channel,
-                                       self.template_data(enrollment, at))
-            except RenderError as exc:
-                return render_failed(self, enrollment, step, item, exc, at)
+        try:
+            fields = self._fields(enrollment, item, variant, channel, at)
+        except RenderError as exc:
+            return render_failed(self, enrollment, step, item, exc, at)
         # Logged only now: a send skipped or retried to render chooses again, and each offer
         # entry stands for a message.
         log_offer(self, enrollment, step, offer_id, at)
@@ -1132,17 +1129,13 @@ class Decider:
             self.activity(enrollment, "suppressed", f"no content variant for {channel}", at,
                           channel=channel, content_id=item.id, content_version=item.version)
             return None
-        fields: dict[str, str] = {}
-        if self.render:
-            try:
-                fields = render_fields(self, item, variant, channel,
-                                       self.template_data(enrollment, at))
-            except RenderError as exc:
-                # Not the step's policy: retrying or exiting would move the enrollment.
-                state.sends = sends
-                send_failed(self, enrollment, step, item.id, str(exc), "skipped", at,
-                            item.version)
-                return None
+        try:
+            fields = self._fields(enrollment, item, variant, channel, at)
+        except RenderError as exc:
+            # Not the step's policy: retrying or exiting would move the enrollment.
+            state.sends = sends
+            send_failed(self, enrollment, step, item.id, str(exc), "skipped", at, item.version)
+            return None
         self._write(failed, cj, enrollment, failed.step_id, step, item, variant, channel,
                     fields, at, offer)
         return None
@@ -1272,6 +1265,16 @@ class Decider:
             enrollment.wake_at = max(new, at)
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _fields(
+        self, enrollment: Enrollment, item: ContentItem, variant: Variant, channel: str,
+        at: datetime,
+    ) -> dict[str, str]:
+        """The rendered fields of a send (none when not rendering); ``RenderError`` if its
+        templates fail."""
+        if not self.render:
+            return {}
+        return render_fields(self, item, variant, channel, self.template_data(enrollment, at))
 
     def template_data(self, enrollment: Enrollment, at: datetime) -> dict[str, Any]:
         """What templates read: the profile, the enrollment's context (as ``event`` too: the
