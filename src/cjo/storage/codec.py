@@ -418,20 +418,24 @@ def _track_from(row: list[Any]) -> Track:
 def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str, Any]:
     """The record as the dict its JSON text is; ``revision`` in place of the record's own."""
     rev = state.revision if revision is None else revision
+    epoch, tick = _EPOCH, _MICROSECOND  # us() inlined: this runs on every save
+    # The rare fields (``CustomerState._rare``) read once: each read through the record is a
+    # descriptor call, ten per save, and most records hold none of them.
+    rare = state._rare
     d: dict[str, Any]
     kept: Mapping[str, Mapping[str, Any]] | None = None
     positions: Mapping[str, Mapping[Hashable, list[Any]]] | None = None
-    if state.extra:
-        d, kept, positions = split_extra(state.extra)
+    if rare is not None and rare.extra:
+        d, kept, positions = split_extra(rare.extra)
         # A record of a newer layout keeps its number (kept among the extra fields): labelled
         # with this one's, the newer cjo would run its upgrades again on what is already new.
         d.setdefault("v", RECORD_LAYOUT)
         d["cid"] = state.customer_id
-        d["created"] = us(state.created_at)
+        d["created"] = (state.created_at - epoch) // tick
         d["rev"] = rev
     else:  # the usual case: one literal, the same keys in the same order
-        d = {"v": RECORD_LAYOUT, "cid": state.customer_id, "created": us(state.created_at),
-             "rev": rev}
+        d = {"v": RECORD_LAYOUT, "cid": state.customer_id,
+             "created": (state.created_at - epoch) // tick, "rev": rev}
     p = state.profile
     if p is not None:
         prof: dict[str, Any] = {"a": p.attributes}
@@ -449,10 +453,12 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
                     e.update(more)
     if state.ended:
         d["ended"] = [_ended(x) for x in state.ended]
-    if state.history:
+    history = state.history
+    if history:
         d["hist"] = [
-            [jid, key, h.count, [us(t) for t in h.recent], _us_opt(h.last_ended_at)]
-            for (jid, key), h in state.history.items()
+            [jid, key, h.count, [(t - epoch) // tick for t in h.recent],
+             _us_opt(h.last_ended_at)]
+            for (jid, key), h in history.items()
         ]
     if state.timers:
         d["timers"] = {name: us(at) for name, at in state.timers.items()}
@@ -462,26 +468,28 @@ def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str
         if state.decided_at is not None:
             marks[_DECIDED] = us(state.decided_at)
         d["marks"] = marks
+    if rare is None:
+        return d
     # Delivery policies: consent statements, blocked channels, the send ledger of caps.
-    if state.consent:
-        d["cons"] = [[t, c, ok, us(at)] for (t, c), (ok, at) in state.consent.items()]
-    if state.blocked:
-        d["blk"] = dict(state.blocked)
-    if state.sends:
-        d["led"] = [[us(at), channel, list(tags)] for at, channel, tags in state.sends]
-    if state.tracks:
-        d["trk"] = {key: _track(t) for key, t in state.tracks.items()}
-    if state.segments:
-        d["seg"] = {sid: us(at) for sid, at in state.segments.items()}
-    if state.segments_basis is not None:
-        d["segb"] = state.segments_basis
-    if state.offers:
+    if rare.consent:
+        d["cons"] = [[t, c, ok, us(at)] for (t, c), (ok, at) in rare.consent.items()]
+    if rare.blocked:
+        d["blk"] = dict(rare.blocked)
+    if rare.sends:
+        d["led"] = [[us(at), channel, list(tags)] for at, channel, tags in rare.sends]
+    if rare.tracks:
+        d["trk"] = {key: _track(t) for key, t in rare.tracks.items()}
+    if rare.segments:
+        d["seg"] = {sid: us(at) for sid, at in rare.segments.items()}
+    if rare.segments_basis is not None:
+        d["segb"] = rare.segments_basis
+    if rare.offers:
         d["offers"] = {
             offer_id: [h.count, [us(t) for t in h.recent]]
-            for offer_id, h in state.offers.items()
+            for offer_id, h in rare.offers.items()
         }
-    if state.erasures:
-        d["ers"] = state.erasures
+    if rare.erasures:
+        d["ers"] = rare.erasures
     if positions:
         _append_positions(d, positions)
     return d
