@@ -919,7 +919,11 @@ class _Session(CustomerSession):
             if state is None:
                 state = decode_state(text, cid)
         if saved is None and cid not in txn.members_before:
-            txn.members_before[cid] = dict(state.segments) if state is not None else {}
+            # ``_rare`` first: most records have no segments, and each read of one is a
+            # descriptor call.
+            txn.members_before[cid] = (
+                dict(state.segments) if state is not None and state._rare is not None else {}
+            )
         return state
 
     def save(
@@ -936,7 +940,7 @@ class _Session(CustomerSession):
             None if wake_at is None else us(wake_at), revision, encode_state(state, revision)
         )
         txn.states[cid] = state
-        if state.segments or txn.members_before.get(cid):
+        if (state._rare is not None and state.segments) or txn.members_before.get(cid):
             txn.members[cid] = dict(state.segments)
         else:
             txn.members.pop(cid, None)  # none before, none now: nothing to write
@@ -1115,11 +1119,11 @@ class SQLiteStorage(Storage):
         self._conn: sqlite3.Connection | None = conn
         # The file opened, by identity: SQLite goes on using a file deleted or replaced under
         # it, and what it writes there is lost when it closes (_check_file).
-        self._file: tuple[str, tuple[int, int]] | None = None
+        self._file: tuple[str, int, int] | None = None
         if self.database != ":memory:":
             where = os.path.abspath(self.database)  # the process may change directory later
             found = os.stat(where)
-            self._file = (where, (found.st_dev, found.st_ino))
+            self._file = (where, found.st_ino, found.st_dev)
         # The one cursor of the customer transactions (they run one at a time, under the lock):
         # cheaper than a new cursor per transaction.
         self._cursor: sqlite3.Cursor | None = conn.cursor()
@@ -1141,12 +1145,12 @@ class SQLiteStorage(Storage):
         another moved over it): what would be written now could never be read again."""
         if self._file is None:
             return
-        where, identity = self._file
+        where, ino, dev = self._file
         try:
             found = os.stat(where)
         except OSError:
             found = None
-        if found is None or (found.st_dev, found.st_ino) != identity:
+        if found is None or found.st_ino != ino or found.st_dev != dev:
             raise StorageError(
                 f"SQLite {self.database!r}: the database file was deleted or replaced since it "
                 "was opened; nothing more is written to it: open the storage again"
