@@ -22,6 +22,7 @@ from cjo import (
     dumps_definitions,
     read_inputs,
 )
+from cjo.analytics import report_data
 from cjo.cli import main
 from cjo.demo import profile_from_signup, shop_definitions, shop_workload
 from cjo.model.definitions import Definitions
@@ -80,6 +81,20 @@ def test_the_command_reports_what_the_api_back_test_decides(shop, capsys) -> Non
     assert second == "messages: " + ", ".join(
         f"{c} {n:,}" for c, n in sorted(expected.messages.items()))
     assert expected.table() in out
+
+
+def test_the_command_prints_json_when_asked(shop, capsys) -> None:
+    definitions, stream, inputs = shop
+    assert main(["backtest", str(definitions), str(stream), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    expected = backtest(shop_definitions(), inputs)
+    assert (data["inputs"], data["events"], data["profile_updates"]) == (
+        expected.inputs, expected.events, expected.profile_updates)
+    assert data["messages"] == dict(expected.messages)
+    assert data["goals"] == dict(expected.goals) and data["ended"] == dict(expected.ended)
+    assert data["reports"] == json.loads(json.dumps(
+        [report_data(r) for r in expected.reports.values()]))
+    assert data["start"] == inputs[0][0].isoformat()
 
 
 def test_the_files_inputs_equal_the_ones_written(shop) -> None:

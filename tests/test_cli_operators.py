@@ -3,6 +3,7 @@ storage a running engine uses."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from cjo import (
     Send,
     Variant,
 )
+from cjo.analytics import journey_report, report_data
 from cjo.cli import main
 from cjo.storage.url import open_storage, redact_url
 
@@ -111,6 +113,17 @@ def test_report_prints_the_stored_journeys(shop: str, capsys: pytest.CaptureFixt
     status, _, err = run(capsys, "report", "--storage", shop, "welcom")
     assert (status, err) == (2, "cjo report: no journey 'welcom' is published "
                                 "(published: welcome)\n")
+
+
+def test_report_json_is_the_reports_data(shop: str, capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "report", "--storage", shop, "--json")
+    assert status == 0
+    (data,) = json.loads(out)
+    with open_storage(shop) as storage:
+        journey = max(Engine(storage).definitions.journeys, key=lambda j: j.version)
+        assert data == json.loads(json.dumps(report_data(journey_report(storage, journey))))
+    assert data["journey_id"] == "welcome" and data["delivery_failed"] == 2
+    assert data["steps"][0]["step_id"] and "sent_total" in data["steps"][0]
 
 
 def test_a_journey_named_twice_is_reported_once(

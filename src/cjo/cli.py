@@ -7,6 +7,7 @@ discards dead letters and ``cjo set-aside`` lists the customer records set aside
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cjo import __version__
-from cjo.analytics.report import format_table, journey_report
+from cjo.analytics.report import format_table, journey_report, report_data
 from cjo.clock import ManualClock
 from cjo.demo import DEMO_START, shop_channels, shop_definitions, simulate_shop
 from cjo.engine import Engine
@@ -177,6 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--timezone", metavar="ZONE",
                           help="the zone of customers whose profile has none (the engine's "
                                "default_timezone; default: UTC)")
+    backtest.add_argument("--json", action="store_true",
+                          help="print the totals and the reports as one JSON object")
     backtest.set_defaults(run=_backtest)
 
     report = _operator_command(
@@ -187,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("journeys", nargs="*", metavar="JOURNEY",
                         help="journey ids (default: every journey)")
+    report.add_argument("--json", action="store_true",
+                        help="print the reports as JSON (a list, one object per journey)")
     dead = _operator_command(
         commands, "dead-letters", _dead_letters,
         "list, retry or discard the messages that will not be sent",
@@ -379,6 +384,10 @@ def _definitions_text(command: str, path: Path, err: TextIO) -> str | None:
     return None
 
 
+def _write_json(out: TextIO, data: object) -> None:
+    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
@@ -416,6 +425,19 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except UsageError as exc:
             err.write(f"cjo backtest: {exc}\n")
             return 2
+    if args.json:
+        _write_json(out, {
+            "start": result.start.isoformat() if result.start is not None else None,
+            "until": result.until.isoformat() if result.until is not None else None,
+            "inputs": result.inputs, "events": result.events,
+            "profile_updates": result.profile_updates, "merges": result.merges,
+            "changes": result.changes, "messages": dict(result.messages),
+            "entered": dict(result.entered), "ended": dict(result.ended),
+            "goals": dict(result.goals),
+            "reports": [report_data(r) for r in result.reports.values()],
+            "wall_seconds": result.wall_seconds,
+        })
+        return 0
     span = (f" from {result.start.isoformat()} to {result.until.isoformat()}"
             if result.start is not None and result.until is not None else "")
     out.write(
@@ -550,10 +572,13 @@ def _report(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                       f"(published: {', '.join(sorted(latest)) or 'none'})\n")
             return 2
         chosen = named or sorted(latest)
-        if not chosen:
+        reports = [journey_report(storage, latest[jid]) for jid in chosen]
+        if args.json:
+            _write_json(out, [report_data(r) for r in reports])
+        elif not chosen:
             out.write("no journey is published\n")
-            return 0
-        out.write(format_table([journey_report(storage, latest[jid]) for jid in chosen]))
+        else:
+            out.write(format_table(reports))
     return 0
 
 

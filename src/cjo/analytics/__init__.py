@@ -1,6 +1,12 @@
 """Analytics: measuring journeys from what the storage has recorded."""
 
-from cjo.analytics.report import JourneyReport, StepRow, format_table, journey_report
+from cjo.analytics.report import (
+    JourneyReport,
+    StepRow,
+    format_table,
+    journey_report,
+    report_data,
+)
 from cjo.analytics.segments import (
     SegmentSize,
     format_segment_sizes,
@@ -15,6 +21,7 @@ __all__ = [
     "format_segment_sizes",
     "format_table",
     "journey_report",
+    "report_data",
     "segment_sizes",
     "size_instants",
 ]

@@ -14,6 +14,7 @@ import functools
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 import attrs
 
@@ -28,6 +29,7 @@ from cjo.storage.base import ActivityCount, Storage
 
 __all__ = [
     "JourneyReport", "StepRow", "build_report", "format_table", "graph_order", "journey_report",
+    "report_data",
 ]
 
 # Activity kinds that end an enrollment (they mirror the terminal enrollment statuses).
@@ -354,6 +356,27 @@ _STEP_COLUMNS = ("reached", "waiting", "timeouts", "exited", "converted", "compl
 #: The columns, after the channels', of sent messages that did not go out, shown when a report
 #: has some: (header, ``JourneyReport`` field).
 _UNDELIVERED_COLUMNS = (("withheld", "withheld"), ("failed", "delivery_failed"))
+
+
+def report_data(report: JourneyReport) -> dict[str, Any]:
+    """``report`` as JSON-ready data: its fields by name (``steps`` a list of rows, each with
+    its fields), instants as ISO 8601 text, plus the totals and rates the properties give
+    (``sent_total``, ``exited_total``, ``conversion_rate``...)."""
+    data = attrs.asdict(report, recurse=True, value_serializer=_json_value)
+    for name in ("exited_total", "sent_total", "conversion_rate", "treated_conversion_rate",
+                 "control_conversion_rate"):
+        data[name] = getattr(report, name)
+    for row, step in zip(data["steps"], report.steps, strict=True):
+        row["sent_total"] = step.sent_total
+    return data
+
+
+def _json_value(_instance: object, _field: object, value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
 
 
 def format_table(reports: Sequence[JourneyReport]) -> str:
