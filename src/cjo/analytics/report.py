@@ -57,9 +57,10 @@ class StepRow:
     #: ``JourneyReport.delivery_failed``).
     withheld: int = 0
     delivery_failed: int = 0
-    #: Customers a migration to a newer version moved onto the step (``VersionChange.migrate``):
-    #: they arrived without passing through it, so ``reached`` does not count them, and
-    #: ``waiting`` is at most ``reached + migrated``.
+    #: Moves onto the step by a migration to a newer version (``VersionChange.migrate``): they
+    #: arrived without passing through it, so ``reached`` does not count them, and ``waiting``
+    #: is at most ``reached + migrated``. Moves, not customers: one moved onto it by two
+    #: migrations in a row counts twice.
     migrated: int = 0
 
     @property
