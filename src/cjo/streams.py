@@ -18,11 +18,11 @@ for UTC). ``cjo backtest`` reads its inputs with ``read_inputs``.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from cjo.described import likely_meant
 from cjo.errors import InvalidEventError
 from cjo.importing import Unreadable, read_json_lines
 from cjo.model.events import Event, ProfileUpdate
@@ -74,7 +74,10 @@ def input_from_json(record: object) -> StreamInput:
     kind = record.get("type", "event")
     if kind not in _TYPES:
         raise InvalidEventError(f"type must be 'event' or 'profile', got {kind!r:.80}")
-    _refuse_unknown(record, _EVENT_KEYS if kind == "event" else _PROFILE_KEYS)
+    if kind == "event":
+        _refuse_unknown(record, _EVENT_KEYS, "an event")
+    else:
+        _refuse_unknown(record, _PROFILE_KEYS, "a profile update")
     for key in ("customer_id", "name") if kind == "event" else ("customer_id",):
         if key not in record:
             raise InvalidEventError(f"{key} is missing")
@@ -96,14 +99,12 @@ def input_from_json(record: object) -> StreamInput:
     return update if at is None else (_instant(at), update)
 
 
-def _refuse_unknown(record: Mapping[Any, Any], known: tuple[str, ...]) -> None:
+def _refuse_unknown(record: Mapping[Any, Any], known: tuple[str, ...], kind: str) -> None:
     unknown = sorted(str(k) for k in record if k not in known)
     if not unknown:
         return
-    hints = [f"{name!r} (did you mean {close[0]!r}?)" if (
-        close := difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-    ) else repr(name) for name in unknown]
-    kind = "an event" if "name" in known else "a profile update"
+    hints = [f"{name!r} (did you mean {close!r}?)" if (close := likely_meant(name, known))
+             else repr(name) for name in unknown]
     raise InvalidEventError(
         f"unknown key(s) {', '.join(hints)}: {kind} has {', '.join(known)}"
     )

@@ -578,6 +578,8 @@ _SESSION_ENDED: Final = frozenset({"57P01", "57P02", "57P03"})
 #: a live one unless the server is still down.
 RECONNECT_ATTEMPTS: Final = 3
 
+# What a call whose commit was lost tells its caller (a customer transaction: ``_EVENTS_HINT``).
+_CHECK_HINT: Final = "check before running it again"
 # What a customer transaction whose commit was lost tells its caller.
 _EVENTS_HINT: Final = (
     "handling the same events again is safe (an event id is handled once), and a due "
@@ -606,7 +608,7 @@ def _outcome_unknown(
 
 @contextmanager
 def _committing(
-    conn: psycopg.Connection[Any], what: str, hint: str = "check before running it again"
+    conn: psycopg.Connection[Any], what: str, hint: str = _CHECK_HINT
 ) -> Iterator[None]:
     """Around what sends a COMMIT (or a statement that commits on its own) and waits for the
     answer: a connection lost there may have been lost after the server committed, so the
@@ -630,7 +632,7 @@ def _in_transaction(conn: psycopg.Connection[Any], what: str) -> Iterator[None]:
             ended = True
     except psycopg.Error as exc:
         if ended and _lost(conn, exc):
-            raise _outcome_unknown(exc, what, "check before running it again") from exc
+            raise _outcome_unknown(exc, what, _CHECK_HINT) from exc
         raise
 
 
