@@ -82,6 +82,7 @@ from cjo.model.governance import (
     JourneyPause,
     VersionChange,
     VersionPublished,
+    VersionRetired,
     Withdrawal,
 )
 from cjo.model.journey import Journey
@@ -439,8 +440,11 @@ class Engine:
         the rules across journeys (see docs/semantics.md).
 
         From ``definitions``, the definitions and rules are taken, not the state of this
-        storage's journeys (``paused``, ``version_changes``, ``published``): those come from
-        ``pause_journey``, ``resume_journey``, ``running`` and each publish.
+        storage's journeys (``paused``, ``version_changes``, ``published``, ``withdrawn``,
+        ``retired``): those come from ``pause_journey``, ``resume_journey``, ``running``, each
+        publish, ``withdraw`` and ``retire_drained``. One exception: a journey version
+        ``definitions`` lists as retired that this storage does not hold yet is published
+        retired (no one can be on it here), so another engine's definitions publish as they are.
 
         Publishing is a compare-and-set on the storage's generation: when another process
         published meanwhile, its definitions are merged with these and validated again.
@@ -475,6 +479,7 @@ class Engine:
         new_taxonomy = taxonomy if taxonomy is not None else incoming.taxonomy
         new_policies = (new.topics, new.caps, new.quiet_hours)
         new_rules, new_blocks, new_offers = new.profile_rules, new.blocks, new.offers
+        incoming_retired = incoming.retired_versions()
         now = self._now()
 
         def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
@@ -506,6 +511,12 @@ class Engine:
                           if (j.id, j.version) not in known)
             if fresh:
                 merged = attrs.evolve(merged, published=(*merged.published, *fresh))
+            # No one can be on a version this storage did not hold: one the copy lists as
+            # retired comes in retired (it may name definitions withdrawn there).
+            retired = tuple(VersionRetired(p.journey_id, p.version, now) for p in fresh
+                            if (p.journey_id, p.version) in incoming_retired)
+            if retired:
+                merged = attrs.evolve(merged, retired=(*merged.retired, *retired))
             return _republished(merged), problems
 
         return self._change_definitions(change)
@@ -528,8 +539,9 @@ class Engine:
         Refused with a ``DefinitionError`` when an id is not published, or when anything left
         still uses a definition withdrawn (a journey version's audience, trigger, condition or
         Send, another segment, an offer, a content item's block or topic...): each problem
-        names the definition and what uses it, and nothing changes. Every published journey
-        version counts, drained or not: versions are never taken out.
+        names the definition and what uses it, and nothing changes. Every journey version
+        counts, drained or not, but those ``retire_drained`` retired: a definition only
+        retired versions name can be withdrawn once they are.
 
         Journeys are not withdrawn: their versions hold customers; ``pause_journey`` stops
         one taking entries.
@@ -573,6 +585,47 @@ class Engine:
             return attrs.evolve(current, **kept, withdrawn=withdrawn), []
 
         return self._change_definitions(change, explain=partial(_still_used, asked))
+
+    def retire_drained(self, journey_ids: Iterable[str] | None = None) -> int:
+        """Retire every superseded journey version (not its journey's latest) that no customer
+        is on any more, of the journeys ``journey_ids`` names (None: every journey); returns
+        the generation that holds the retirements (the current one when there was nothing to
+        retire). ``UnknownJourneyError`` names a journey id that is not published.
+
+        A version is drained when no active enrollment is on it in any state (waiting, held by
+        a pause, due: ``Storage.active_counts``) and no migration still to be applied moves
+        customers onto it (one from a version someone is on). A retired version stays in
+        ``definitions.journeys`` (reports, the activity log and exports name its steps) and
+        is listed in ``definitions.retired``; it is no longer compiled for deciding, and
+        ``withdraw`` no longer counts what it names. Entries never take it: an entry decided
+        at an instant when it was the newest (a timer fired late) takes the next version that
+        is not retired. A customer record that still turns up on it (a backup restored, a
+        process that entered it before reading the newer version) leaves it at its next
+        transaction, at the retirement instant: by the version's migration when one leads to
+        a version not retired, else ended as ``ejected`` (``version N retired``).
+
+        Like ``publish``, a compare-and-set on the storage's generation: versions are counted
+        again against the newer definitions when another process changed them meanwhile, and
+        its changes are kept."""
+        asked = None if journey_ids is None else ids_of(
+            "retire_drained journey_ids", "journey", journey_ids)
+        now = self._now()
+
+        def change(current: Definitions) -> tuple[Definitions, list[Problem]]:
+            published = dict.fromkeys(j.id for j in current.journeys)
+            for journey_id in asked or ():
+                if journey_id not in published:
+                    raise _unknown_journey(journey_id)
+            records = [
+                VersionRetired(journey_id, version, now)
+                for journey_id in (published if asked is None else dict.fromkeys(asked))
+                for version in _drained(self.storage, current, journey_id)
+            ]
+            if not records:
+                return current, []
+            return attrs.evolve(current, retired=(*current.retired, *records)), []
+
+        return self._change_definitions(change)
 
     def _change_definitions(
         self, change: Callable[[Definitions], tuple[Definitions, list[Problem]]],
@@ -1759,9 +1812,9 @@ class Engine:
 
     def _action_policy(self, message: Message) -> str | None:
         """The ``on_failure`` of the Action step that wrote ``message`` (None if unknown)."""
-        cj = self._registry.journeys.get((message.journey_id, message.journey_version))
-        cs = cj.steps.get(message.step_id) if cj is not None else None
-        return cs.step.on_failure if cs is not None and isinstance(cs.step, Action) else None
+        journey = self._registry.version(message.journey_id, message.journey_version)
+        step = journey.steps.get(message.step_id) if journey is not None else None
+        return step.on_failure if isinstance(step, Action) else None
 
     def _end_enrollment(
         self, customer_id: str, enrollment_id: str, reason: str, now: datetime,
@@ -2023,9 +2076,11 @@ class Engine:
         that enrollment by (a worker's wake-ups need not: they leave it for a later pass)."""
         state = session.load()
         if fresh and state is not None and state.enrollments:
-            journeys = registry.journeys
+            journeys, retired = registry.journeys, registry.retired
             for e in state.enrollments:
-                if (e.journey_id, e.version) not in journeys:
+                if (e.journey_id, e.version) not in journeys and (
+                    e.journey_id, e.version
+                ) not in retired:
                     if self.storage.definitions_generation() != registry.generation:
                         raise _NewerDefinitionsError
                     break
@@ -2354,6 +2409,22 @@ _WITHDRAWABLE: Final = {
     "topics": "topic", "caps": "frequency cap", "quiet_hours": "quiet hours",
     "profile_rules": "profile rule",
 }
+
+
+def _drained(storage: Storage, current: Definitions, journey_id: str) -> list[int]:
+    """The superseded versions of ``journey_id`` not retired yet that no customer is on, in any
+    state, nor will be moved onto by a migration still to reach customers of another version
+    (they are on the version they move from until their next transaction)."""
+    versions = sorted(j.version for j in current.journeys if j.id == journey_id)
+    retired = current.retired_versions()
+    candidates = [v for v in versions[:-1] if (journey_id, v) not in retired]
+    if not candidates:
+        return []  # no look at the records
+    occupied = {version for (version, _), n in storage.active_counts(journey_id).items() if n}
+    arriving = {c.to_version for c in current.version_changes
+                if c.journey_id == journey_id and c.mode == "migrate"
+                and c.from_version in occupied}
+    return [v for v in candidates if v not in occupied and v not in arriving]
 
 
 def _not_published(current: Definitions, asked: Mapping[str, Sequence[str]]) -> list[Problem]:

@@ -207,7 +207,13 @@ def validate_definitions(
             known.blocks.unchecked(b) for b in blocks_used(item, blocks)
         )
 
-    for journey in sound.journeys:
+    # A retired version decides nothing any more: what it names may have been withdrawn since
+    # (it stays in ``sound`` for the checks of the version changes and retirements).
+    gone = sound.retired_versions()
+    live = attrs.evolve(sound, journeys=tuple(
+        j for j in sound.journeys if (j.id, j.version) not in gone
+    )) if gone else sound
+    for journey in live.journeys:
         problems += _check_journey(journey, checker)
         problems += _check_action_params(journey, renderer, renders)
     for segment in sound.segments:
@@ -229,9 +235,9 @@ def validate_definitions(
     )]
     for offer in sound.offers:
         problems += _check_offer(offer, known.content, known.segments, scorers, limits)
-    problems += _check_tags(sound, known.tags)
+    problems += _check_tags(live, known.tags)
     problems += _check_governance(sound, known)
-    problems += check_policies(sound, channels, limits, topics=known.topics,
+    problems += check_policies(live, channels, limits, topics=known.topics,
                                journey_ids=known.journeys, tags=known.tags)
     return problems
 
@@ -1032,6 +1038,31 @@ def _check_governance(definitions: Definitions, known: _Known) -> list[Problem]:
         if change.mode == "migrate" and old is not None and new is not None:
             # (a version left out for its shape has no steps known to map)
             problems += _migration_problems(change, old, new, where)
+    problems += _retirement_problems(definitions, known)
+    return problems
+
+
+def _retirement_problems(definitions: Definitions, known: _Known) -> list[Problem]:
+    """Each retired version must be a published version, not its journey's latest (that one
+    takes the entries), retired once."""
+    problems: list[Problem] = []
+    latest: dict[str, int] = {}
+    for j in definitions.journeys:
+        if isinstance(j.version, int):
+            latest[j.id] = max(j.version, latest.get(j.id, j.version))
+    seen: set[tuple[str, int]] = set()
+    for r in definitions.retired:
+        key = (r.journey_id, r.version)
+        where = f"retired journey {_q(r.journey_id)} v{_q(r.version)}"
+        if key not in known.versions:
+            problems.append(Problem(where, "no such version is published"))
+        elif key in seen:
+            problems.append(Problem(where, "retired twice"))
+        elif latest.get(r.journey_id) == r.version:
+            problems.append(Problem(where, (
+                "the latest version of a journey takes its entries and cannot be retired"
+            )))
+        seen.add(key)
     return problems
 
 

@@ -13,6 +13,7 @@ from cjo.model.governance import (
     JourneyPause,
     VersionChange,
     VersionPublished,
+    VersionRetired,
     Withdrawal,
 )
 from cjo.model.journey import Journey
@@ -56,6 +57,13 @@ class Definitions:
     offers: tuple[Offer, ...] = attrs.field(default=(), converter=to_tuple)
     #: What ``Engine.withdraw`` took out and was not published again since, and when.
     withdrawn: tuple[Withdrawal, ...] = attrs.field(default=(), converter=to_tuple)
+    #: The journey versions ``Engine.retire_drained`` retired, and when: still listed in
+    #: ``journeys`` (reports and exports name their steps), no longer compiled for deciding.
+    retired: tuple[VersionRetired, ...] = attrs.field(default=(), converter=to_tuple)
+
+    def retired_versions(self) -> frozenset[tuple[str, int]]:
+        """The (journey id, version) of every retired version."""
+        return frozenset((r.journey_id, r.version) for r in self.retired)
 
 
 #: The fields of ``Definitions`` that list definitions, and the class of their elements.

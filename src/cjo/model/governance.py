@@ -19,6 +19,7 @@ __all__ = [
     "JourneyPause",
     "ResumeRule",
     "VersionChange",
+    "VersionRetired",
     "Withdrawal",
     "in_control_group",
 ]
@@ -104,6 +105,19 @@ class VersionPublished:
     """When version ``version`` of journey ``journey_id`` was published: entries decided at an
     earlier instant (a timer a late worker fires, a jump in a late wake-up) take the version
     that was the newest then, as a worker on time would have."""
+
+    journey_id: str
+    version: int
+    at: datetime
+
+
+@attrs.frozen
+class VersionRetired:
+    """Version ``version`` of journey ``journey_id`` retired at ``at`` by
+    ``Engine.retire_drained``: superseded, and with no customer left on it then. It stays
+    known (reports, the activity log, exports name its steps) but is no longer compiled for
+    deciding, so it may name definitions withdrawn since; a customer record that still turns
+    up on it is moved off it at its next transaction (docs/semantics.md)."""
 
     journey_id: str
     version: int

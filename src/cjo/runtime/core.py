@@ -1094,7 +1094,8 @@ class Decider:
         if not rest or any(failover_key(failed.idempotency_key, ch) in self.sent
                            for ch in rest):
             return None
-        cj = registry.journeys[failed.journey_id, failed.journey_version]
+        cj = registry.compiled_version(failed.journey_id, failed.journey_version)
+        assert cj is not None  # ``failover_channels`` found it
         step = cj.steps[failed.step_id].step
         assert isinstance(step, Send)  # ``failover_channels`` found its channels
         # The message's enrollment as it was when it sent, for what is logged (its step) and
@@ -1236,10 +1237,10 @@ class Decider:
             return
         from_version = enrollment.version
         journeys = self.registry.journeys
-        old = journeys.get((enrollment.journey_id, from_version))
+        old = self.registry.version(enrollment.journey_id, from_version)
         if old is not None:
             # Before the move: the messages are named by the old version's steps.
-            carry_sends(enrollment, old.journey,
+            carry_sends(enrollment, old,
                         journeys[(change.journey_id, change.to_version)].journey, change.steps)
         enrollment.version = change.to_version
         if enrollment.step_id is not None:
@@ -1429,7 +1430,8 @@ def failover_channels(registry: Registry, message: Message) -> tuple[str, ...] |
     step names after the one it went out on, in order (none for an action's call, or a
     channel the step no longer names); None when its journey version is not in
     ``registry``."""
-    cj = registry.journeys.get((message.journey_id, message.journey_version))
+    # A retired version's message may still be in the outbox (or a dead letter retried).
+    cj = registry.compiled_version(message.journey_id, message.journey_version)
     if cj is None:
         return None
     cs = cj.steps.get(message.step_id)

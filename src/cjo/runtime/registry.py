@@ -110,8 +110,8 @@ _MAX_VARIANT_CHOICES = 10_000
 
 @attrs.define(slots=True)
 class Registry:
-    """Every published journey version, the latest version per id, segments and content, as of
-    one definitions ``generation``. A new generation builds a new registry (and renderer), so
+    """Every published journey version (compiled, but for retired ones), the latest version per
+    id, segments and content, as of one definitions ``generation``. A new generation builds a new registry (and renderer), so
     republished content renders at once."""
 
     generation: int = 0
@@ -154,8 +154,11 @@ class Registry:
     # Journey id -> its pauses, past and present, earliest first (empty: none ever paused, and
     # wake-ups need no look-up).
     pauses: dict[str, tuple[JourneyPause, ...]] = attrs.field(factory=dict)
-    # (journey id, version) -> what a newer version does to customers inside it.
+    # (journey id, version) -> what a newer version does to customers inside it (a retired
+    # version always has one: ``_version_changes``).
     version_changes: dict[tuple[str, int], VersionChange] = attrs.field(factory=dict)
+    # (journey id, version) -> the definition of a retired version (not compiled).
+    retired: dict[tuple[str, int], Journey] = attrs.field(factory=dict)
     # Journey id -> (publish instant, compiled version) of each of its versions, newest first
     # (``_version_history``; absent: ``latest`` is the answer at every instant).
     newer: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = attrs.field(factory=dict)
@@ -178,9 +181,15 @@ class Registry:
     def build(
         cls, definitions: Definitions, generation: int, limits: Limits = DEFAULT_LIMITS
     ) -> Registry:
+        # Retired versions are kept as definitions only: no one is on them, and they may name
+        # definitions withdrawn since.
+        gone = definitions.retired_versions()
         journeys: dict[tuple[str, int], CompiledJourney] = {
             (j.id, j.version): CompiledJourney.compile(j) for j in definitions.journeys
+            if (j.id, j.version) not in gone
         }
+        retired = {(j.id, j.version): j for j in definitions.journeys
+                   if (j.id, j.version) in gone}
         latest: dict[str, CompiledJourney] = {}
         for (jid, version), cj in journeys.items():
             if jid not in latest or latest[jid].journey.version < version:
@@ -205,7 +214,7 @@ class Registry:
         plan = SegmentPlan.build(definitions, segments, latest, journeys)
         any_event = any(cj.any_event for cj in journeys.values())
         shared = frozenset(triggers) | plan.events | DELIVERY_EVENTS
-        history = _version_history(definitions, journeys)
+        history = _version_history(definitions, journeys, retired)
         armed_history = {jid: versions for jid, versions in history.items()
                          if any(_arms(cj) for _, cj in versions)}
         return cls(
@@ -231,10 +240,8 @@ class Registry:
             any_priority=any(cj.journey.priority for cj in latest.values()),
             paused={p.journey_id: p for p in definitions.paused if p.until is None},
             pauses=_pauses_by_journey(definitions.paused),
-            version_changes={
-                (c.journey_id, c.from_version): c
-                for c in definitions.version_changes if c.mode != "drain"
-            },
+            version_changes=_version_changes(definitions, journeys),
+            retired=retired,
             newer=history,
             delivery=DeliveryPolicies.of(definitions),
             channels=frozenset(channels_named(definitions)),
@@ -260,6 +267,22 @@ class Registry:
                 variants.clear()
             variant = variants[key] = item.variant_for(channel, locale, name)
             return variant
+
+    def version(self, journey_id: str, version: int) -> Journey | None:
+        """The definition of version ``version`` of ``journey_id``, retired or not."""
+        key = (journey_id, version)
+        cj = self.journeys.get(key)
+        return cj.journey if cj is not None else self.retired.get(key)
+
+    def compiled_version(self, journey_id: str, version: int) -> CompiledJourney | None:
+        """The compiled version ``version`` of ``journey_id``, a retired one compiled on
+        demand and not kept (a failover or a retry of a message it wrote before it was
+        retired: rare); None when these definitions do not hold it."""
+        key = (journey_id, version)
+        cj = self.journeys.get(key)
+        if cj is None and key in self.retired:
+            return CompiledJourney.compile(self.retired[key])
+        return cj
 
     def latest_at(self, journey_id: str, at: datetime) -> CompiledJourney | None:
         """The newest version of ``journey_id`` published by ``at``: what an entry decided at
@@ -354,20 +377,61 @@ def _newest_first(
 
 
 def _version_history(
-    definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
+    definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney],
+    retired: Mapping[tuple[str, int], Journey],
 ) -> dict[str, tuple[tuple[datetime, CompiledJourney], ...]]:
     """For each journey whose latest version has a recorded publish instant: every version
     with its publish instant (from the beginning of time when none is recorded, as for
     definitions stored before instants were), newest first (``Registry.latest_at``,
     ``Registry.armed_at``). A journey published once before instants were recorded is left
-    out: its one version is the answer at every instant."""
+    out: its one version is the answer at every instant. A retired version's span goes to the
+    oldest version published after it that is not retired: a late entry never lands on a
+    version no one may be on."""
     published = _publish_instants(definitions)
     out: dict[str, tuple[tuple[datetime, CompiledJourney], ...]] = {}
+    retired_by_id: dict[str, list[int]] = {}
+    for jid, version in retired:
+        retired_by_id.setdefault(jid, []).append(version)
     for jid, versions in _newest_first(journeys).items():
-        timed = [(published.get((jid, cj.journey.version), _BEGINNING), cj) for cj in versions]
+        spans = sorted(
+            [(cj.journey.version, cj) for cj in versions]
+            + [(v, None) for v in retired_by_id.get(jid, ())],
+            key=lambda pair: -pair[0],
+        )
+        timed: list[tuple[datetime, CompiledJourney]] = []
+        newer = versions[0]  # retired versions are never the latest (validation)
+        for version, cj in spans:
+            newer = cj or newer
+            timed.append((published.get((jid, version), _BEGINNING), newer))
         if timed[0][0] > _BEGINNING:
             out[jid] = tuple(timed)
     return out
+
+
+def _version_changes(
+    definitions: Definitions, journeys: Mapping[tuple[str, int], CompiledJourney]
+) -> dict[tuple[str, int], VersionChange]:
+    """(journey id, version) -> what a newer version does to customers inside it. A record
+    found on a retired version (restored from a backup, or entered by a process that had not
+    yet read the newer version) goes by its version's migration when it leads to a version
+    these definitions compile, else ends ``ejected``, at the retirement instant."""
+    changes = {(c.journey_id, c.from_version): c
+               for c in definitions.version_changes if c.mode != "drain"}
+    latest: dict[str, int] = {}
+    for jid, version in journeys:
+        latest[jid] = max(version, latest.get(jid, version))
+    for r in definitions.retired:
+        key = (r.journey_id, r.version)
+        change = changes.get(key)
+        if change is not None and (
+            change.mode == "eject" or (r.journey_id, change.to_version) in journeys
+        ):
+            continue
+        changes[key] = VersionChange(
+            r.journey_id, r.version, latest.get(r.journey_id, r.version), "eject",
+            reason=f"version {r.version} retired", at=r.at,
+        )
+    return changes
 
 
 def _arms(cj: CompiledJourney) -> bool:
