@@ -111,8 +111,8 @@ _MAX_VARIANT_CHOICES = 10_000
 @attrs.define(slots=True)
 class Registry:
     """Every published journey version (compiled, but for retired ones), the latest version per
-    id, segments and content, as of one definitions ``generation``. A new generation builds a new registry (and renderer), so
-    republished content renders at once."""
+    id, segments and content, as of one definitions ``generation``. A new generation builds a
+    new registry (and renderer), so republished content renders at once."""
 
     generation: int = 0
     journeys: dict[tuple[str, int], CompiledJourney] = attrs.field(factory=dict)
