@@ -6,7 +6,9 @@ up on it, and retirements racing other processes' publishes."""
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -223,7 +225,7 @@ def test_a_record_that_turns_up_on_a_retired_version_leaves_it(
 
 def test_a_late_entry_takes_the_version_after_a_retired_one() -> None:
     clock = ManualClock(T0)
-    engine = _engine(lambda: InMemoryStorage(), clock)
+    engine = _engine(InMemoryStorage, clock)
     engine.publish(journeys=[V1], segments=[VIP], content=[NOTE])
     clock.advance(HOUR)
     engine.publish(journeys=[V2])
@@ -286,7 +288,7 @@ def test_a_copy_of_the_definitions_publishes_its_retired_versions_retired(
     storage_factory: Factory,
 ) -> None:
     clock = ManualClock(T0)
-    source = _engine(lambda: InMemoryStorage(), clock)
+    source = _engine(InMemoryStorage, clock)
     source.publish(journeys=[V1], segments=[VIP], content=[NOTE])
     clock.advance(HOUR)
     source.publish(journeys=[V2])
@@ -318,3 +320,59 @@ def test_the_latest_version_cannot_be_listed_as_retired() -> None:
         "retired journey 'onboard' v1: retired twice",
         "retired journey 'welcome' v1: no such version is published",
     ]
+
+
+def test_only_a_generation_that_holds_a_retirement_stores_the_field(
+    storage_factory: Factory,
+) -> None:
+    # An older cjo reads every generation stored before the first retirement, and refuses
+    # the others by the unknown field, as it refuses any field it does not know.
+    from cjo.errors import UnreadableDefinitionsError
+    from cjo.serialization import loads_stored_definitions
+
+    clock = ManualClock(T0)
+    engine = _engine(storage_factory, clock)
+    engine.publish(journeys=[V1], segments=[VIP], content=[NOTE])
+    clock.advance(HOUR)
+    engine.publish(journeys=[V2])
+    stored = engine.storage.load_definitions()
+    assert stored is not None and "retired" not in json.loads(stored[1])
+    engine.retire_drained()
+    stored = engine.storage.load_definitions()
+    assert stored is not None
+    data = json.loads(stored[1])
+    assert data["retired"] == [{"journey_id": "onboard", "version": 1,
+                                "at": (T0 + HOUR).isoformat()}]
+    assert loads_stored_definitions(stored[1], stored[0]) == engine.definitions
+    data["retired"][0]["since"] = "then"  # what a reader that does not know a field meets
+    with pytest.raises(UnreadableDefinitionsError, match=r"\$\.retired\[0\]"):
+        loads_stored_definitions(json.dumps(data), stored[0])
+
+
+def test_cjo_report_shows_a_retired_versions_steps(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cjo.cli import main
+    from cjo.storage.sqlite import SQLiteStorage
+
+    path = tmp_path / "cjo.db"
+    clock = ManualClock(T0)
+    storage = SQLiteStorage(path)
+    try:
+        engine = _with_ann_on_v1(lambda: storage, clock)
+        clock.advance(2 * HOUR)
+        engine.run_due()
+        engine.retire_drained()
+        engine.withdraw(segments=["vip"])
+        definitions = engine.definitions
+    finally:
+        storage.close()
+    assert main(["report", "--storage", f"sqlite:///{path}", "--json"]) == 0
+    (data,) = json.loads(capsys.readouterr().out)
+    assert {row["step_id"]: row["reached"] for row in data["steps"]} == {
+        "hello": 0, "wait": 1, "mail": 1}
+    # An export of the definitions validates: version 1 names the withdrawn segment.
+    exported = tmp_path / "definitions.json"
+    exported.write_text(dumps_definitions(definitions))
+    assert main(["validate", str(exported)]) == 0
+    assert "OK" in capsys.readouterr().out
