@@ -10,16 +10,20 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import attrs
 import pytest
 
 from cjo import (
+    Channel,
     ContentItem,
     DefinitionError,
+    DeliveryResult,
     Engine,
     Event,
     EventTrigger,
     Journey,
     ManualClock,
+    Message,
     RecordingChannel,
     Segment,
     Send,
@@ -376,3 +380,29 @@ def test_cjo_report_shows_a_retired_versions_steps(
     exported.write_text(dumps_definitions(definitions))
     assert main(["validate", str(exported)]) == 0
     assert "OK" in capsys.readouterr().out
+
+
+class _Bounce(Channel):
+    def send(self, message: Message) -> DeliveryResult:
+        return DeliveryResult.permanent("mailbox gone")
+
+
+def test_a_message_a_retired_version_wrote_still_fails_over(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    sms = RecordingChannel()
+    engine = Engine(storage=storage_factory(), clock=clock, dispatch="deferred",
+                    channels={"email": _Bounce(), "sms": sms})
+    both = ContentItem("note", (Variant("email", {"subject": "Hi", "text": "Hello"}),
+                                Variant("sms", {"text": "Hello"})))
+    mailer = Journey("mailer", "mail", trigger=EventTrigger("signed_up"),
+                     steps={"mail": Send("note", "email", fallbacks=("sms",))})
+    engine.publish(journeys=[mailer], content=[both])
+    engine.identify("ann", {"email": "ann@example.com", "phone": "+4712345678"})
+    _sign_up(engine, "ann", "e-ann")  # mailed, and done with version 1
+    engine.publish(journeys=[attrs.evolve(mailer, version=2, steps={"mail": Send("note", "email")})])
+    engine.retire_drained()
+    assert [r.version for r in engine.definitions.retired] == [1]
+    # The message version 1 wrote bounces: its step's fallback still takes over.
+    assert engine.dispatch_pending() == 2
+    assert [(m.channel, m.journey_version, m.step_id) for m in sms.messages] == [
+        ("sms", 1, "mail")]
