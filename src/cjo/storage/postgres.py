@@ -113,7 +113,8 @@ from cjo.storage.erasure import (
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
 __all__ = [
-    "RECONNECT_ATTEMPTS", "SCHEMA_VERSION", "PostgresStorage", "check_connection", "holds_schema",
+    "REACHABILITY_CHECK_AFTER", "RECONNECT_ATTEMPTS", "SCHEMA_VERSION", "PostgresStorage",
+    "check_connection", "holds_schema",
 ]
 
 P = ParamSpec("P")
