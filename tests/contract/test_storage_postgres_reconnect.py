@@ -1,16 +1,23 @@
 """PostgresStorage when the server ends its connections (a restart, a failover,
 ``pg_terminate_backend``): a call that finds its pooled connection gone before it could commit
 anything runs again on a fresh one, and a COMMIT whose answer was lost is reported as such.
+A server that cannot be reached fails calls fast.
 
 Each test ends only the backends of its own storage: they carry an ``application_name`` no
-other test uses (the server is shared with other test runs).
+other test uses (the server is shared with other test runs). A server going down, and answers
+lost on the way back, are played by a TCP proxy of the test's own between its storage and the
+server (``Proxy``).
 
 Needs ``CJO_TEST_POSTGRES_DSN`` (skipped without it, failed without it under ``CI=true``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -29,7 +36,7 @@ from cjo import (
     Wait,
 )
 from cjo.channels.base import DeliveryResult
-from cjo.errors import CommitOutcomeUnknownError, StorageError
+from cjo.errors import CommitOutcomeUnknownError, ConflictError, StorageError
 from cjo.storage.base import Delivery, OutboxEntry
 from tests.helpers import SIMPLE_CONTENT, T0, event_with_id
 
@@ -38,8 +45,10 @@ if os.environ.get("CI", "").strip().lower() == "true":
 else:
     psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (cjo[postgres])")
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from cjo.storage import postgres as pg_module
-from cjo.storage.postgres import PostgresStorage
+from cjo.storage.postgres import REACHABILITY_CHECK_AFTER, PostgresStorage
 from tests.contract.test_storage_postgres import message, record, save
 
 H = timedelta(hours=1)
@@ -183,20 +192,294 @@ def test_a_due_batch_on_a_dead_connection_claims_and_commits_once(
         assert list(sessions) == []
 
 
-def test_writes_that_must_not_run_twice_say_their_outcome_is_unknown(
-    postgres_dsn: str, storage: PostgresStorage, app: str
+def _dead_letter(storage: PostgresStorage) -> None:
+    """The seeded storage, and a dead letter ``k2``."""
+    _seeded(storage)
+    save(storage, record("c3"), messages=[message("c3", "k2")])
+    storage.complete_outbox("k2", DeliveryResult.permanent("gone"), T0)
+
+
+# The writes that must not run twice: a connection found lost before their COMMIT lost their
+# transaction, so they run again on a fresh one all the same; with what each returns (or
+# leaves) on the storage ``_dead_letter`` seeds.
+WRITE_ONCE: dict[str, tuple[Callable[[PostgresStorage], object], object]] = {
+    "complete_outbox": (
+        lambda s: _then(s.complete_outbox("k1", DeliveryResult.transient("busy"), T0, LATER),
+                        lambda: (_entry(s).status, _entry(s).attempts)),
+        ("pending", 1)),
+    "complete_outbox_many": (
+        lambda s: _then(s.complete_outbox_many([Delivery("k1", DeliveryResult())], T0),
+                        lambda: (_entry(s).status, _entry(s).attempts)),
+        ("delivered", 1)),
+    "retry_dead_letter": (lambda s: (s.retry_dead_letter("k2", T0),
+                                     [d.message.idempotency_key for d in s.dead_letters(10)]),
+                          (True, [])),
+    "discard_dead_letter": (lambda s: (s.discard_dead_letter("k2", T0),
+                                       s.discard_dead_letter("k2", T0)), (True, False)),
+    "append_definitions": (lambda s: (s.append_definitions(1, "{2}"), s.load_definitions()),
+                           (2, (2, "{2}"))),
+}
+
+
+@pytest.mark.parametrize("call", sorted(WRITE_ONCE))
+def test_a_write_on_connections_the_server_ended_runs_on_fresh_ones(
+    postgres_dsn: str, storage: PostgresStorage, app: str, call: str
 ) -> None:
-    # A delivery result counts an attempt: run twice, it would count two. It is not run again
-    # on another connection; the caller is told it may or may not have been recorded.
-    save(storage, record("c1"), messages=[message("c1", "k1")])
-    _end_sessions(postgres_dsn, app)
-    delivery = Delivery("k1", DeliveryResult.transient("busy"), T0 + H)
-    with pytest.raises(StorageError, match="whether it was committed is unknown"):
-        storage.complete_outbox_many([delivery], T0)
-    # The pool checked its other connections: the caller's retry works at once.
-    storage.complete_outbox_many([delivery], T0)
-    entry = storage.outbox_entry("k1")
-    assert entry is not None and (entry.status, entry.attempts) == ("pending", 1)
+    _dead_letter(storage)
+    assert _end_sessions(postgres_dsn, app) == POOL
+
+    run, expected = WRITE_ONCE[call]
+    # Nothing of the write reached the server: not an unknown outcome, no error at all.
+    assert run(storage) == expected
+    stats = storage._pool.get_stats()
+    assert stats.get("connections_lost", 0) + stats.get("returns_bad", 0) == POOL
+
+
+class Proxy:
+    """A TCP proxy to the test server, for one storage: ``stop`` is the server going down as
+    far as the storage can tell (connections refused, those open cut), ``start`` it coming
+    back on the same port. ``cut(sent, answer)``: the connection whose client sends ``sent``
+    next has it delivered, then loses the server's answers; the client sees its connection
+    lost once the server has answered with ``answer`` (by then it has acted on what was sent:
+    a COMMIT has committed)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.upstream = (host, port)
+        self._cut: tuple[bytes, bytes] | None = None
+        self.cuts = 0
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(16)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def cut(self, sent: bytes, answer: bytes = b"Z\x00\x00\x00\x05") -> None:
+        """``answer`` is ReadyForQuery by default: the end of the answers up to a Sync."""
+        self._cut = (sent, answer)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            _hang_up(self._listener)  # a bare close would leave the blocked accept() accepting
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _hang_up(sock)
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._sockets += [client, server]
+            # Set to the answer awaited once the server's answers are lost.
+            awaited: list[bytes] = []
+            threading.Thread(target=self._to_server, args=(client, server, awaited),
+                             daemon=True).start()
+            threading.Thread(target=self._to_client, args=(server, client, awaited),
+                             daemon=True).start()
+
+    def _to_server(self, client: socket.socket, server: socket.socket,
+                   awaited: list[bytes]) -> None:
+        while data := _recv(client):
+            with self._lock:
+                if self._cut is not None and self._cut[0] in data:
+                    awaited.append(self._cut[1])
+                    self._cut = None
+                    self.cuts += 1
+            try:
+                server.sendall(data)
+            except OSError:
+                break
+        _hang_up(server)
+
+    def _to_client(self, server: socket.socket, client: socket.socket,
+                   awaited: list[bytes]) -> None:
+        while data := _recv(server):
+            if awaited:
+                if awaited[0] in data:
+                    break  # the server acted on what was cut: the client never knows
+                continue
+            try:
+                client.sendall(data)
+            except OSError:
+                break
+        _hang_up(client)
+        _hang_up(server)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(65536)
+    except OSError:
+        return b""
+
+
+def _hang_up(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+@pytest.fixture
+def proxy(postgres_dsn: str) -> Iterator[Proxy]:
+    params = conninfo_to_dict(postgres_dsn)
+    proxy = Proxy(str(params.get("hostaddr") or params.get("host") or "127.0.0.1"),
+                  int(params.get("port") or 5432))
+    yield proxy
+    proxy.stop()
+
+
+PASSWORD = "not-for-error-messages"
+
+
+@pytest.fixture
+def proxied(
+    postgres_dsn: str, postgres_schema: str, proxy: Proxy, app: str
+) -> Iterator[PostgresStorage]:
+    """A storage that reaches the server through ``proxy``, with a password in its DSN (the
+    server takes it or ignores it) and a pool timeout long enough to tell waiting from
+    failing fast. No prepared statements: every statement's text goes to the server, for
+    ``Proxy.cut`` to find."""
+    params = conninfo_to_dict(postgres_dsn)
+    dsn = make_conninfo(postgres_dsn, host="127.0.0.1", hostaddr=None, port=proxy.port,
+                        password=params.get("password") or PASSWORD, sslmode="disable")
+    storage = PostgresStorage(dsn, schema=postgres_schema, min_size=1, max_size=3,
+                              timeout=12, application_name=app,
+                              connect_kwargs={"prepare_threshold": None})
+    yield storage
+    storage.close()
+
+
+def test_a_server_that_refuses_connections_fails_calls_fast(
+    proxied: PostgresStorage, proxy: Proxy
+) -> None:
+    _dead_letter(proxied)
+    proxy.stop()
+    calls: list[Callable[[], object]] = [
+        lambda: proxied.get_setting("s"),
+        lambda: proxied.retry_dead_letter("k2", T0),
+        lambda: proxied.append_definitions(1, "{2}"),
+        lambda: save(proxied, record("c2")),
+    ]
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(StorageError) as raised:
+            call()
+        # Not the pool's timeout (12 s): about a second, the check's wait.
+        assert time.monotonic() - started < 4 * REACHABILITY_CHECK_AFTER
+        text = str(raised.value)
+        assert text.startswith(
+            f"PostgreSQL: the server is unreachable at 127.0.0.1:{proxy.port} (Connection refused)"
+        ), text
+        assert PASSWORD not in text
+        assert not isinstance(raised.value, CommitOutcomeUnknownError)
+
+    proxy.start()  # the server is back: the pool opens connections again, the calls work
+    assert proxied.get_setting("s") == "v"
+    assert proxied.retry_dead_letter("k2", T0) is True
+    assert proxied.append_definitions(1, "{2}") == 2
+
+
+def test_a_busy_pool_still_waits_for_a_connection(
+    postgres_dsn: str, postgres_schema: str, app: str
+) -> None:
+    # Every connection checked out, the server reachable: a call waits for one until the pool's
+    # timeout, as it did before servers were checked (the check finds the server answering).
+    storage = PostgresStorage(postgres_dsn, schema=postgres_schema, min_size=1, max_size=1,
+                              timeout=3 * REACHABILITY_CHECK_AFTER, application_name=app)
+    try:
+        storage.put_setting("s", "v")
+        answers: list[object] = []
+
+        def get() -> None:
+            started = time.monotonic()
+            try:
+                answers.append(storage.get_setting("s"))
+            except StorageError as exc:
+                answers.append(exc)
+            answers.append(time.monotonic() - started)
+
+        with storage.customer("c1", T0):  # holds the only connection
+            waiting = threading.Thread(target=get)
+            waiting.start()
+            time.sleep(2 * REACHABILITY_CHECK_AFTER)  # past the check
+        waiting.join()
+        assert answers[0] == "v"
+        assert answers[1] > REACHABILITY_CHECK_AFTER
+
+        answers.clear()
+        with storage.customer("c1", T0):
+            waiting = threading.Thread(target=get)
+            waiting.start()
+            waiting.join()
+        assert isinstance(answers[0], StorageError)
+        assert "couldn't get a connection after 3.00 sec" in str(answers[0])
+        assert answers[1] >= 3 * REACHABILITY_CHECK_AFTER
+    finally:
+        storage.close()
+
+
+def test_delivery_results_whose_commit_answer_was_lost_are_recorded_once(
+    proxied: PostgresStorage, proxy: Proxy
+) -> None:
+    # The results commit with the statement (one round trip), whose answer is lost: they are
+    # recorded again on a fresh connection, and an attempt a first run recorded is not counted
+    # twice (nor is a delivered message changed).
+    for key in ("k1", "k2"):
+        save(proxied, record(f"c-{key}"), messages=[message(f"c-{key}", key)])
+    proxy.cut(b"attempts = o.attempts + 1")
+    proxied.complete_outbox_many([
+        Delivery("k1", DeliveryResult.transient("busy"), LATER),
+        Delivery("k2", DeliveryResult()),
+    ], T0)
+    assert proxy.cuts == 1
+    for key, status in (("k1", "pending"), ("k2", "delivered")):
+        entry = proxied.outbox_entry(key)
+        assert entry is not None and (entry.status, entry.attempts) == (status, 1)
+
+
+@pytest.mark.parametrize(("sent", "answer"), [
+    (b".definitions (generation, data)", b"INSERT 0 1\x00"), (b"COMMIT\x00", b"COMMIT\x00"),
+], ids=["insert", "commit"])
+def test_definitions_whose_answer_was_lost_are_appended_once(
+    proxied: PostgresStorage, proxy: Proxy, sent: bytes, answer: bytes
+) -> None:
+    # Lost with the INSERT, nothing was committed and it runs again; lost with the COMMIT, it
+    # was committed and the compare-and-set recognises its own write rather than refuse it.
+    assert proxied.append_definitions(0, "{1}") == 1
+    proxy.cut(sent, answer)
+    assert proxied.append_definitions(1, '{"g": 2}') == 2
+    assert proxy.cuts == 1
+    assert proxied.load_definitions() == (2, '{"g": 2}')
+    with pytest.raises(ConflictError):
+        proxied.append_definitions(1, '{"g": 2}')
+
+
+def test_a_dead_letter_retry_whose_commit_answer_was_lost_is_not_run_again(
+    proxied: PostgresStorage, proxy: Proxy
+) -> None:
+    _dead_letter(proxied)
+    proxy.cut(b"COMMIT\x00")
+    with pytest.raises(CommitOutcomeUnknownError, match=(
+        r"while committing the retry of a dead letter .*whether it was committed is unknown"
+    )):
+        proxied.retry_dead_letter("k2", T0)
+    assert proxy.cuts == 1
+    entry = proxied.outbox_entry("k2")
+    assert entry is not None and entry.status == "pending"  # it was, as the server answered
 
 
 @pytest.fixture

@@ -46,7 +46,11 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -58,8 +62,8 @@ try:
     import psycopg
     from psycopg import errors as pg_errors
     from psycopg import sql
-    from psycopg.conninfo import conninfo_to_dict
-    from psycopg_pool import ConnectionPool
+    from psycopg.conninfo import conninfo_attempts, conninfo_to_dict
+    from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # the driver is an extra: say which one instead of its module name
     raise missing_extra("PostgresStorage", "psycopg 3 and psycopg-pool", "postgres", exc) from exc
 
@@ -109,7 +113,8 @@ from cjo.storage.erasure import (
 from cjo.storage.record_cache import DEFAULT_RECORD_CACHE, RecordCache
 
 __all__ = [
-    "RECONNECT_ATTEMPTS", "SCHEMA_VERSION", "PostgresStorage", "check_connection", "holds_schema",
+    "REACHABILITY_CHECK_AFTER", "RECONNECT_ATTEMPTS", "SCHEMA_VERSION", "PostgresStorage",
+    "check_connection", "holds_schema",
 ]
 
 P = ParamSpec("P")
@@ -428,6 +433,10 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE status = 'dead' AND (%(after)s::timestamptz IS NULL"
     "  OR (dead_at, key) > (%(after)s::timestamptz, %(key)s::text))"
     " ORDER BY dead_at, key LIMIT %(limit)s",
+    # The messages among some whose lease no delivery result has ended yet; locked, so as to
+    # wait for a transaction still recording a result for one of them.
+    "outbox_leased": "SELECT key FROM {s}.outbox"
+    " WHERE key = ANY(%b::text[]) AND status = 'pending' AND leased FOR UPDATE",
     "retry_dead": "UPDATE {s}.outbox SET status = 'pending', attempts = 0, available_at = %s,"
     " dead_at = NULL, leased = false WHERE key = %s AND status = 'dead'",
     "discard_dead": "UPDATE {s}.outbox SET status = 'discarded', done_at = %s"
@@ -438,6 +447,8 @@ _QUERIES: dict[str, LiteralString] = {
     " ORDER BY generation DESC LIMIT 1",
     "load_definitions": "SELECT generation, data, tableoid FROM {s}.definitions"
     " ORDER BY generation DESC LIMIT 1",
+    "definitions_at": "SELECT generation, data, tableoid FROM {s}.definitions"
+    " WHERE generation = %s",
     # Compare-and-set in one statement: nothing is inserted unless the latest generation is
     # still the expected one; two publishers racing for the same number meet on the primary
     # key, and the second inserts nothing.
@@ -578,6 +589,13 @@ _SESSION_ENDED: Final = frozenset({"57P01", "57P02", "57P03"})
 #: a live one unless the server is still down.
 RECONNECT_ATTEMPTS: Final = 3
 
+#: Seconds a call waits for a pooled connection before it checks that the server can be reached
+#: at all (a TCP connection, or one to its Unix socket, closed at once): a server that refuses
+#: connections fails the call then rather than after the pool's whole ``timeout``, while a
+#: reachable one (a busy pool) is waited for until the timeout. Also how long the answer of a
+#: check stands for the calls that wait meanwhile.
+REACHABILITY_CHECK_AFTER: Final = 1.0
+
 # What a call whose commit was lost tells its caller (a customer transaction: ``_EVENTS_HINT``).
 _CHECK_HINT: Final = "check before running it again"
 # What a customer transaction whose commit was lost tells its caller.
@@ -596,10 +614,15 @@ def _lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
     return state in _SESSION_ENDED or state.startswith("08")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _outcome_unknown(
     exc: psycopg.Error, what: str, hint: str
 ) -> CommitOutcomeUnknownError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    reason = _first_line(exc)
     return CommitOutcomeUnknownError(
         f"PostgreSQL: the connection was lost while committing {what} ({reason}): whether it "
         f"was committed is unknown, so it was not run again; {hint}"
@@ -646,6 +669,34 @@ def _rollback_on_error(conn: psycopg.Connection[Any]) -> Callable[..., bool]:
         return False
 
     return exit_
+
+
+def _open_transaction(
+    conn: psycopg.Connection[Any], stack: ExitStack
+) -> tuple[ExitStack, psycopg.Pipeline | None]:
+    """Begin a transaction on ``conn`` in pipeline mode (where libpq has it): ``BEGIN`` goes
+    with the statements after it, in one round trip. Returns what ends the pipeline (entered on
+    ``stack``, closed by ``_commit``) and the pipeline. A failure rolls back on ``stack``'s
+    exit."""
+    stack.push(_rollback_on_error(conn))  # exits run last first: after the pipeline's
+    ends = stack.enter_context(ExitStack())
+    pipeline = ends.enter_context(conn.pipeline()) if psycopg.Pipeline.is_supported() else None
+    if conn.autocommit:
+        # BEGIN and COMMIT are sent by hand on autocommit connections (cjo's own): psycopg's
+        # transaction() would wait for each of them in a round trip of its own.
+        conn.execute("BEGIN")
+    return ends, pipeline
+
+
+def _commit(conn: psycopg.Connection[Any], ends: ExitStack, what: str, hint: str) -> None:
+    """Commit what ``_open_transaction`` began and end its pipeline (which sends what is queued
+    and waits for every answer), under ``_committing``."""
+    with _committing(conn, what, hint):
+        if conn.autocommit:
+            conn.execute("COMMIT")
+        else:
+            conn.commit()
+        ends.close()
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -888,8 +939,49 @@ def _connect(
     try:
         return psycopg.connect(dsn, **kwargs)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"PostgreSQL: {reason}") from exc
+        raise StorageError(f"PostgreSQL: {_first_line(exc)}") from exc
+
+
+def _unreachable(pool: ConnectionPool[Any], timeout: float) -> str | None:
+    """Why nothing accepts connections where ``pool`` connects (at any of its hosts, when it
+    names several), else None; None too when that is libpq's default socket, which is not known
+    here. Each host is tried for a share of ``timeout`` with a bare TCP connection (or one to
+    its Unix socket), closed before a byte is sent: PostgreSQL logs nothing for it."""
+    conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
+    kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
+    where = {k: kwargs[k] for k in ("host", "hostaddr", "port") if kwargs.get(k) is not None}
+    try:
+        hosts = conninfo_attempts(conninfo_to_dict(conninfo or "", **where))
+    except psycopg.Error as exc:  # no host name resolves
+        return f"PostgreSQL: the server is unreachable: {_first_line(exc)}"
+    failures: list[str] = []
+    for params in hosts:
+        host = str(params.get("host") or os.environ.get("PGHOST") or "")
+        address = str(params.get("hostaddr") or host)
+        try:
+            port = int(params.get("port") or os.environ.get("PGPORT") or 5432)
+        except ValueError:
+            return None  # a port list libpq reads and this does not: as the pool decides
+        if not address or address.startswith("@"):
+            return None
+        share = max(timeout / len(hosts), 0.1)
+        try:
+            if address.startswith("/"):
+                named = os.path.join(address, f".s.PGSQL.{port}")
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.settimeout(share)
+                    sock.connect(named)
+            else:
+                named = f"{host}:{port}"
+                socket.create_connection((address, port), share).close()
+        except OSError as exc:
+            failures.append(f"{named} ({exc.strerror or exc})")
+            continue
+        return None
+    return (
+        f"PostgreSQL: the server is unreachable at {', '.join(failures)}, and the pool has no "
+        "connection to it"
+    )
 
 
 def holds_schema(dsn: str, schema: str = "cjo", timeout: float = 10.0) -> bool:
@@ -979,6 +1071,10 @@ class PostgresStorage(Storage):
                 )
         self._pool: ConnectionPool[Any] = pool
         self._closed = False
+        # The last check that the server can be reached (``_check_reachable``).
+        self._reach_lock = threading.Lock()
+        self._reach_until = -math.inf
+        self._unreachable: str | None = None
         # The table definitions were last read from (its oid), once it held any.
         self._definitions_table: int | None = None
         try:
@@ -993,25 +1089,29 @@ class PostgresStorage(Storage):
     def migrate(self) -> int:
         """Bring the schema up to ``SCHEMA_VERSION`` (done on construction; safe to repeat and
         to run from several processes at once). Returns the version found before migrating."""
-        with self._pool.connection() as conn:
+        # Safe to run again on another connection when one is lost: it reads the version first
+        # (after a lost COMMIT that went through, it then finds the schema migrated).
+        return self._run(self._migrate)
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> int:
+        with conn.transaction():
+            found = self._schema_version(conn)
+        if found == SCHEMA_VERSION:
+            return found  # the common case: no lock, no DDL
+        # Processes starting together take turns. A session lock, so the migration can run
+        # in a transaction begun after the wait: a backend refreshes its catalog caches
+        # only between transactions, and would otherwise miss the tables the previous
+        # holder just created (and fail re-creating them).
+        key = _lock_key("cjo-migrate", self.schema)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_lock(%s)", [key])
+        try:
             with conn.transaction():
                 found = self._schema_version(conn)
-            if found == SCHEMA_VERSION:
-                return found  # the common case: no lock, no DDL
-            # Processes starting together take turns. A session lock, so the migration can run
-            # in a transaction begun after the wait: a backend refreshes its catalog caches
-            # only between transactions, and would otherwise miss the tables the previous
-            # holder just created (and fail re-creating them).
-            key = _lock_key("cjo-migrate", self.schema)
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_lock(%s)", [key])
-            try:
-                with conn.transaction():
-                    found = self._schema_version(conn)
-                    self._apply_migrations(conn, found)
-            finally:
-                self._unlock(conn, key)
-            return found
+                self._apply_migrations(conn, found)
+        finally:
+            self._unlock(conn, key)
+        return found
 
     def _apply_migrations(self, conn: psycopg.Connection[Any], found: int) -> None:
         q = self._q
@@ -1066,14 +1166,15 @@ class PostgresStorage(Storage):
         that stack, which gives the connection back to the pool on exit.
 
         ``unit`` must commit nothing before it is done, or raise what it commits under
-        ``_committing``, which is not run again. A broken connection goes back to the pool,
-        which closes it and opens another."""
+        ``_committing``, which is not run again, or be safe to run again whatever it
+        committed. A broken connection goes back to the pool, which closes it and opens
+        another."""
         attempt = 1
         while True:
             conn: psycopg.Connection[Any] | None = None
             try:
                 with ExitStack() as stack:
-                    conn = stack.enter_context(self._pool.connection())
+                    conn = self._pooled(stack)
                     stack.push(self._check_pool_if_lost(conn))
                     return unit(conn, stack), stack.pop_all()
             except psycopg.Error as exc:
@@ -1081,6 +1182,39 @@ class PostgresStorage(Storage):
                 if conn is None or attempt >= RECONNECT_ATTEMPTS or not _lost(conn, exc):
                     raise
             attempt += 1
+
+    def _pooled(self, stack: ExitStack) -> psycopg.Connection[Any]:
+        """A connection from the pool, entered on ``stack`` (whose exit gives it back). After
+        ``REACHABILITY_CHECK_AFTER`` seconds without one, a server that cannot be reached
+        fails the call with ``StorageError``; a reachable one is waited for until the pool's
+        ``timeout``, as the pool would."""
+        pool = self._pool
+        first = min(pool.timeout, REACHABILITY_CHECK_AFTER)
+        try:
+            return stack.enter_context(pool.connection(first))
+        except PoolTimeout:
+            if first >= pool.timeout:
+                raise
+        self._check_reachable(pool.timeout - first)
+        try:
+            return stack.enter_context(pool.connection(pool.timeout - first))
+        except PoolTimeout:
+            # The wait in all, as the pool itself would say.
+            raise PoolTimeout(f"couldn't get a connection after {pool.timeout:.2f} sec") from None
+
+    def _check_reachable(self, timeout: float) -> None:
+        """``StorageError`` naming the server's address (never the password) when nothing
+        accepts connections there. One check at a time; its answer stands for
+        ``REACHABILITY_CHECK_AFTER`` seconds, so that calls waiting together (a busy pool)
+        cost the server one connection a second at most."""
+        with self._reach_lock:
+            now = time.monotonic()
+            if now >= self._reach_until:
+                self._unreachable = _unreachable(self._pool, timeout)
+                self._reach_until = time.monotonic() + REACHABILITY_CHECK_AFTER
+            unreachable = self._unreachable
+        if unreachable is not None:
+            raise StorageError(unreachable)
 
     def _check_pool_if_lost(self, conn: psycopg.Connection[Any]) -> Callable[..., bool]:
         """An exit callback: after a failure that lost ``conn``, have the pool check its idle
@@ -1111,15 +1245,27 @@ class PostgresStorage(Storage):
         """``_rows``'s first row, or None."""
         return self._run(lambda conn: conn.execute(query, params).fetchone())
 
-    def _write_once(self, what: str, unit: Callable[[psycopg.Connection[Any]], R]) -> R:
-        """Run ``unit``, a write that must not run twice (it commits as it runs), on a pooled
-        connection; a connection lost on the way raises ``StorageError``, outcome unknown."""
+    def _write_once(
+        self, what: str, unit: Callable[[psycopg.Connection[Any]], R], hint: str = _CHECK_HINT
+    ) -> R:
+        """Run ``unit``, a write that must not run twice, in a transaction of its own: ``BEGIN``
+        and ``unit``'s statements go in one round trip, and their answers are awaited before
+        the ``COMMIT`` is sent. A connection lost until then lost the transaction, so the call
+        runs again on another (``_attempt``); one lost at the ``COMMIT`` raises
+        ``CommitOutcomeUnknownError`` with ``hint``. Returns what ``unit`` returned (a
+        cursor's rowcount is known by then)."""
 
-        def once(conn: psycopg.Connection[Any]) -> R:
-            with _committing(conn, what):
-                return unit(conn)
+        def once(conn: psycopg.Connection[Any], stack: ExitStack) -> R:
+            ends, pipeline = _open_transaction(conn, stack)
+            result = unit(conn)
+            if pipeline is not None:
+                pipeline.sync()
+            _commit(conn, ends, what, hint)
+            return result
 
-        return self._run(once)
+        result, held = self._attempt(once)
+        held.close()
+        return result
 
     # --- customer transactions ---------------------------------------------------------------
 
@@ -1132,17 +1278,10 @@ class PostgresStorage(Storage):
         connection lost here is safe to try again (``_attempt``). Returns the transaction, what
         ends the pipeline (the commit closes it: the pipeline's Sync carries the COMMIT), and
         what ``start`` returned."""
-        stack.push(_rollback_on_error(conn))  # exits run last first: after the pipeline's
-        pipeline = stack.enter_context(ExitStack())
-        if psycopg.Pipeline.is_supported():
-            pipeline.enter_context(conn.pipeline())
+        ends, _pipeline = _open_transaction(conn, stack)
         txn = _Txn(self, conn, now)
         stack.callback(txn.end)
-        if conn.autocommit:
-            # BEGIN and COMMIT are sent by hand on autocommit connections (cjo's own):
-            # psycopg's transaction() would wait for each of them in a round trip of its own.
-            conn.execute("BEGIN")
-        return txn, pipeline, start(txn)
+        return txn, ends, start(txn)
 
     @contextmanager
     def _transaction(self, now: datetime, start: Callable[[_Txn], R]) -> Iterator[R]:
@@ -1158,13 +1297,7 @@ class PostgresStorage(Storage):
                 yield started
                 # Reached only when the block raised nothing.
                 txn.flush()  # a connection lost here lost the transaction: nothing committed
-                conn = txn.conn
-                with _committing(conn, "a customer transaction", _EVENTS_HINT):
-                    if conn.autocommit:
-                        conn.execute("COMMIT")
-                    else:
-                        conn.commit()
-                    pipeline.close()  # sends what is queued; waits for every answer
+                _commit(txn.conn, pipeline, "a customer transaction", _EVENTS_HINT)
             txn.committed()
 
     @contextmanager
@@ -1267,13 +1400,7 @@ class PostgresStorage(Storage):
     def complete_outbox(
         self, key: str, result: DeliveryResult, now: datetime, retry_at: datetime | None = None
     ) -> None:
-        now = ensure_aware(now, "now")
-        status = Delivery(key, result, retry_at).outbox_status
-        # Not run twice: a second run would count the attempt twice.
-        self._write_once("a delivery result", lambda conn: conn.execute(
-            self._q["complete_outbox"],
-            {"st": status, "av": retry_at or now, "err": result.error, "done": now, "k": key},
-        ))
+        self.complete_outbox_many([Delivery(key, result, retry_at)], now)
 
     @_translating
     def complete_outbox_many(self, deliveries: Sequence[Delivery], now: datetime) -> None:
@@ -1283,15 +1410,29 @@ class PostgresStorage(Storage):
         rows = [
             (d.outbox_status, d.retry_at or now, d.result.error, now, d.key) for d in deliveries
         ]
+        retried = sorted({key for status, *_, key in rows if status == "pending"})
+        again = False
 
         def record(conn: psycopg.Connection[Any]) -> None:
+            nonlocal again
+            todo = rows
+            if again and retried:
+                # The first run may have committed, its answer lost. A message it gave a
+                # retry is still pending, and would count its attempt twice; but the first run
+                # ended its lease, and the engine records results only for messages it holds
+                # leased (written or claimed by it): those still leased were not recorded.
+                leased = {key for (key,) in conn.execute(self._q["outbox_leased"], [retried])}
+                todo = [r for r in rows if r[0] != "pending" or r[4] in leased]
+            again = True
+            if not todo:
+                return
             with conn.pipeline():
                 # This commit need not wait for the disk: if the server loses it, the messages
                 # are pending again and go out once more under the same idempotency keys,
                 # which channels de-duplicate. A group then costs one flush (its own), not two.
                 conn.execute("SET LOCAL synchronous_commit TO OFF")
-                if len({d.key for d in deliveries}) == len(rows):
-                    st, av, err, done, keys = _columns(rows)
+                if len({r[4] for r in todo}) == len(todo):
+                    st, av, err, done, keys = _columns(todo)
                     conn.execute(self._q["complete_outbox_many"],
                                  {"st": st, "av": av, "err": err, "done": done, "keys": keys})
                 else:
@@ -1300,11 +1441,13 @@ class PostgresStorage(Storage):
                     with conn.cursor() as cur:
                         cur.executemany(self._q["complete_outbox"], [
                             {"st": st, "av": av, "err": err, "done": done, "k": k}
-                            for st, av, err, done, k in rows
+                            for st, av, err, done, k in todo
                         ])
 
-        # Not run twice: a second run would count the attempts twice.
-        self._write_once("delivery results", record)
+        # Run again whenever the connection is lost, even at the commit: the statements change
+        # pending messages only, so a delivered or dead one recorded by a first run that
+        # committed is left as it was, and a retried one is left out (above).
+        self._run(record)
 
     @_translating
     def outbox_entry(self, key: str) -> OutboxEntry | None:
@@ -1362,17 +1505,18 @@ class PostgresStorage(Storage):
     @_translating
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
         now = ensure_aware(now, "now")
-        # Not run twice: a second run would answer False for a letter the first one retried.
-        return self._write_once("the retry of a dead letter", lambda conn: bool(
-            conn.execute(self._q["retry_dead"], [now, key]).rowcount == 1
-        ))
+        # Not run again after a lost COMMIT: a second run would answer False for a letter the
+        # first one retried.
+        return self._write_once("the retry of a dead letter", lambda conn: conn.execute(
+            self._q["retry_dead"], [now, key]
+        )).rowcount == 1
 
     @_translating
     def discard_dead_letter(self, key: str, now: datetime) -> bool:
         now = ensure_aware(now, "now")
-        return self._write_once("the discarding of a dead letter", lambda conn: bool(
-            conn.execute(self._q["discard_dead"], [now, key]).rowcount == 1
-        ))
+        return self._write_once("the discarding of a dead letter", lambda conn: conn.execute(
+            self._q["discard_dead"], [now, key]
+        )).rowcount == 1
 
     # --- set-aside records -------------------------------------------------------------------
 
@@ -1425,8 +1569,23 @@ class PostgresStorage(Storage):
                 return row, None
             return None, conn.execute(self._q["generation"]).fetchone()
 
-        # Not run twice: a second run would find its own generation and refuse it.
-        row, latest = self._write_once("the definitions", append)
+        generation = expected_generation + 1
+        hint = (f"load the definitions before publishing again (generation {generation} holds "
+                "these if they were committed)")
+        try:
+            row, latest = self._write_once("the definitions", append, hint)
+        except CommitOutcomeUnknownError as unknown:
+            # Run again, the compare-and-set would refuse its own write if it was committed:
+            # the generation it wrote says. Definitions another process wrote there, the same
+            # to the byte, would do as well.
+            try:
+                stored = self._row(self._q["definitions_at"], [generation])
+            except (psycopg.Error, StorageError):
+                raise unknown from unknown.__cause__
+            if stored is not None and stored[1] == payload:
+                row, latest = (stored[0], stored[2]), None
+            else:  # not committed: no write of this call is stored
+                row, latest = self._write_once("the definitions", append, hint)
         if row is not None:
             self._check_definitions_table(row[1])
             return int(row[0])
