@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from cjo.channels.base import Channel
 from cjo.clock import Clock, ensure_span
 from cjo.content.channels import CHANNEL_TYPES
+from cjo.delivery.consent import ANY
 from cjo.described import given, redacted, short
 from cjo.errors import ClockError, DefinitionError, Problem, UsageError
 from cjo.limits import Limits
@@ -107,6 +108,10 @@ def check_channels(channels: Mapping[Any, Any]) -> None:
     ``send`` are read later, when nothing could say which option was wrong)."""
     for name, channel in channels.items():
         check_id(name, "channel name")
+        if name == ANY:
+            # Consent statements and unsubscribes on channel '*' are about every channel.
+            raise UsageError(f"channel name {ANY!r} stands for every channel in consent "
+                             "statements; register the channel under another name")
         if not isinstance(channel, Channel):
             hint = (
                 "; a function is an action: register it with Engine(actions=...)"

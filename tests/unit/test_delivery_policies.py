@@ -295,6 +295,15 @@ def test_a_transactional_send_naming_a_topic_is_refused() -> None:
     assert validate_definitions(_definitions(journeys=(content_topic,))) == []
 
 
+def test_a_topic_named_like_the_every_topic_wildcard_is_refused() -> None:
+    # Consent statements say '*' for every topic: an opt-in topic '*' could never be opted
+    # in to, and unsubscribing from it would stop all marketing.
+    defs = _definitions(topics=(Topic("news"), Topic("*", default="opt_in")))
+    assert [(p.location, p.message) for p in validate_definitions(defs)] == [
+        ("topic '*'", "topic id '*' stands for every topic in consent statements"),
+    ]
+
+
 def test_a_cap_tag_must_be_in_the_taxonomy() -> None:
     taxonomy = Taxonomy((Category("marketing", children=(Category("promo"),)),))
     good = _definitions(taxonomy=taxonomy,

@@ -233,7 +233,10 @@ def test_bad_constructor_options_are_refused(options: dict[str, Any], message: s
      "channel 'email' must be a cjo Channel .*; a function is an action: register it with "
      "Engine\\(actions=...\\)"),
     ({5: RecordingChannel()}, InvalidEventError, "channel name must be a non-empty string"),
-], ids=["int", "function", "name"])
+    # '*' is every channel to a consent statement: an unsubscribe from it would be from all.
+    ({"*": RecordingChannel()}, UsageError,
+     "channel name '\\*' stands for every channel in consent statements"),
+], ids=["int", "function", "name", "wildcard"])
 def test_a_channel_that_is_not_one_is_refused_naming_it(
     channels: dict[Any, Any], error: type[Exception], message: str
 ) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
+from cjo.delivery.consent import ANY
 from cjo.errors import InvalidEventError, Problem
 from cjo.limits import Limits
 from cjo.model.definitions import Definitions
@@ -120,6 +121,11 @@ def check_policies(
     problems: list[Problem] = []
     for topic in definitions.topics:
         problems += _id(topic.id, "topic id", f"topic {topic.id!r}")
+        if topic.id == ANY:
+            # A statement about topic '*' is one about every topic: this one could never be
+            # told apart (never opted in to, unsubscribed by any broad unsubscribe).
+            problems.append(Problem(f"topic {topic.id!r}", f"topic id {ANY!r} stands for every "
+                                                           "topic in consent statements"))
         problems += check_choice(topic.default, TopicDefault, "default", f"topic {topic.id!r}")
     for cap in definitions.caps:
         problems += _check_cap(cap, channels, tags, limits)
