@@ -76,7 +76,7 @@ def _read_inputs(
     latest: tuple[datetime, int] | None = None
     for line, record in read_json_lines(lines):
         try:
-            item = input_from_json(record, timestamp_unit=unit)
+            item = _from_json(record, unit)
         except InvalidEventError as exc:
             raise InvalidEventError(f"line {line}: {exc}") from None
         if in_order:
@@ -98,6 +98,10 @@ def input_from_json(record: object, *, timestamp_unit: TimestampUnit = "s") -> S
     as a number is in ``timestamp_unit``); a record that is not one raises
     ``InvalidEventError`` saying what is wrong."""
     _check_unit(timestamp_unit)
+    return _from_json(record, timestamp_unit)
+
+
+def _from_json(record: object, timestamp_unit: TimestampUnit) -> StreamInput:
     if isinstance(record, Unreadable):
         raise InvalidEventError(record.reason)
     if not isinstance(record, Mapping):
