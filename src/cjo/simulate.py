@@ -55,6 +55,7 @@ from cjo.outcome import Outcome, OutcomeBuilder
 from cjo.runtime.core import Decider
 from cjo.runtime.state import TERMINAL_STATUSES, RecordView
 from cjo.scheduling import mark_schedules, next_schedule_run
+from cjo.segments.membership import MERGED_AWAY
 from cjo.storage.base import _MAX_RETENTION, CustomerSession, Retention
 from cjo.storage.memory import InMemoryStorage
 from cjo.validation import channels_named, named_in_steps
@@ -987,6 +988,10 @@ class _Run:
                     decider = self._decider(sessions[cid], at)
                     state = decider.state
                 decider.catch_up(at, worker=True)
+                # A record a merge emptied is somebody's again at an input: the event's own
+                # catch-up (which finds nothing more due) says so, as live.
+                marks = decider.state.marks
+                caught_up = not (marks and MERGED_AWAY in marks)
             # Then what Engine.handle_event skips, skip: it opens no transaction, so it claims
             # no event id.
             if not self.registry.matters_to(state, item.name):

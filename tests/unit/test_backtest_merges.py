@@ -24,15 +24,20 @@ from cjo import (
     ManualClock,
     ProfileUpdate,
     RecordingChannel,
+    ScheduleTrigger,
+    Segment,
     Send,
     UsageError,
     Variant,
+    Wait,
     WaitForEvent,
+    attr,
     simulate,
 )
 from cjo.analytics.report import journey_report
 from cjo.simulate import BacktestInput, BacktestResult, backtest
 from cjo.testing import run_until
+from tests.property import test_backtest_merges as merges_property
 from tests.property.test_equivalence import deliveries, states
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -311,6 +316,30 @@ def test_merges_in_a_chain_within_one_window() -> None:
     ]
     result = _counted_like_live(stream, T0 + 3 * HOUR, ["anon-7", "ann", "bob", "zed"])
     assert result.merges == 3
+
+
+
+def test_a_record_a_merge_emptied_is_somebodys_again_at_its_next_event() -> None:
+    # The visitor's emptied record is entered by the nightly schedule (as every record is), so
+    # a wake-up of its own is due before its next event: that event still makes the record
+    # somebody's again, evaluated against the segments with it, as live.
+    nightly = Definitions(
+        journeys=(Journey(id="nightly", trigger=ScheduleTrigger("30 2 * * *"), entry="w",
+                          steps={"w": Wait(MINUTE)}),
+                  Journey(id="visits", trigger=EventTrigger("visited"), entry="w",
+                          steps={"w": Wait(HOUR)})),
+        segments=(Segment("gold", attr("tier") == "gold"),),
+    )
+    stream: list[BacktestInput] = [
+        Event("anon-7", "visited", T0, event_id="1"),
+        (T0 + HOUR, Identify("ann", anonymous_id="anon-7")),
+        Event("anon-7", "visited", T0 + 22 * HOUR, event_id="2"),
+    ]
+    result = backtest(nightly, stream)
+    engine = merges_property.live(nightly, stream)
+    assert states(result.engine, ["ann", "anon-7"]) == states(engine, ["ann", "anon-7"])
+    visitor = result.engine.customer_state("anon-7")
+    assert visitor is not None and visitor.marks == {} and visitor.segments_basis is not None
 
 
 # --- a stream that gives nothing ---------------------------------------------------------------
