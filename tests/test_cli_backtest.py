@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from cjo import (
     Journey,
     ProfileUpdate,
     Send,
+    UsageError,
     Variant,
     Wait,
     dumps_definitions,
@@ -132,8 +134,31 @@ def test_until_stops_the_run_and_render_renders(tmp_path: Path, capsys) -> None:
      "line 2: unknown key(s) 'nmae' (did you mean 'name'?)"),
     ('{"customer_id": "a", "name": "x", "timestamp": "2026-03-02T09:00:00"}',
      "line 2: timestamp '2026-03-02T09:00:00' has no UTC offset"),
-    ('{"customer_id": "a", "name": "x", "timestamp": 1772442000}',
-     "line 2: timestamp must be an ISO 8601 string with a UTC offset, got a number"),
+    ('{"customer_id": "a", "name": "x", "timestamp": true}',
+     "line 2: timestamp must be an ISO 8601 string with a UTC offset or a number (Unix epoch "
+     "seconds), got a boolean"),
+    ('{"customer_id": "a", "name": "x", "timestamp": null}',
+     "line 2: timestamp must be an ISO 8601 string with a UTC offset or a number (Unix epoch "
+     "seconds), got null"),
+    ('{"customer_id": "a", "name": "x", "timestamp": NaN}',
+     "line 2: timestamp must be a finite number, got NaN"),
+    ('{"customer_id": "a", "name": "x", "timestamp": Infinity}',
+     "line 2: timestamp must be a finite number, got Infinity"),
+    ('{"customer_id": "a", "name": "x", "timestamp": -1772442000}',
+     "line 2: timestamp -1772442000 is negative: Unix epoch seconds count from 1970-01-01"),
+    ('{"customer_id": "a", "name": "x", "timestamp": 1772442000000}',
+     "line 2: timestamp 1772442000000 is too large for Unix epoch seconds (after 5138-11-16): "
+     "if it is in milliseconds, read the stream with timestamp_unit='ms' (cjo backtest "
+     "--timestamp-unit ms)"),
+    ('{"customer_id": "a", "name": "x", "timestamp": 1e300}',
+     "line 2: timestamp 1e+300 is too large for Unix epoch seconds"),
+    ('{"customer_id": "a", "name": "x", "timestamp": ' + "9" * 400 + "}",
+     "line 2: timestamp 9999999999999999999999999999999999999... is too large for Unix epoch "
+     "seconds"),
+    ('{"type": "profile", "customer_id": "a", "timestamp": 17724420000000}',
+     "line 2: timestamp 17724420000000 is too large for Unix epoch seconds"),
+    ('{"customer_id": "a", "name": "x", "timestamp": 1772402400}',
+     "line 2: stamped 2026-03-01T22:00:00+00:00, before line 1"),
     ('{"customer_id": "a", "name": "x", "timestamp": "2026-03-01T09:00:00Z"}',
      "line 2: stamped 2026-03-01T09:00:00+00:00, before line 1"),
     ('{"customer_id": "a", "name": "x"}', "line 2: timestamp is missing"),
@@ -155,6 +180,100 @@ def test_a_line_that_cannot_be_read_is_named(
     stream.write_text(f"{first}\n{lines}\n")
     assert main(["backtest", str(definitions), str(stream)]) == 1
     assert f"cjo backtest: {stream}: {why}" in capsys.readouterr().err
+
+
+def _numbered(tmp_path: Path, lines: list[dict[str, Any]]) -> tuple[Path, Path]:
+    definitions = tmp_path / "d.json"
+    definitions.write_text(dumps_definitions(shop_definitions()))
+    stream = tmp_path / "in.jsonl"
+    stream.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return definitions, stream
+
+
+@pytest.mark.parametrize(("stamp", "why"), [
+    (1772442000, "line 1: timestamp 1772442000 is before 1973-03-03 in Unix epoch "
+                 "milliseconds: if it is in seconds, read the stream with timestamp_unit='s' "
+                 "(cjo backtest --timestamp-unit s, the default)"),
+    (1772442000000000, "line 1: timestamp 1772442000000000 is too large for Unix epoch "
+                       "milliseconds (after 5138-11-16)"),
+    (-1, "line 1: timestamp -1 is negative: Unix epoch milliseconds count from 1970-01-01"),
+    ("2026-03-02T09:00", "line 1: timestamp '2026-03-02T09:00' has no UTC offset"),
+    (False, "line 1: timestamp must be an ISO 8601 string with a UTC offset or a number (Unix "
+            "epoch milliseconds), got a boolean"),
+])
+def test_a_timestamp_that_cannot_be_milliseconds_is_named(
+    tmp_path: Path, capsys, stamp: object, why: str
+) -> None:
+    definitions, stream = _numbered(tmp_path, [
+        {"customer_id": "a", "name": "x", "timestamp": stamp}])
+    assert main(["backtest", str(definitions), str(stream), "--timestamp-unit", "ms"]) == 1
+    assert f"cjo backtest: {stream}: {why}" in capsys.readouterr().err
+
+
+def test_epoch_numbers_are_read_as_utc_instants_in_their_unit() -> None:
+    lines = [
+        '{"type": "profile", "customer_id": "a", "timestamp": 1772442000}',
+        '{"customer_id": "a", "name": "go", "timestamp": 1772442000.25, "event_id": "1"}',
+        '{"customer_id": "a", "name": "go", "timestamp": "2026-03-02T10:00:00+01:00",'
+        ' "event_id": "2"}',
+        '{"customer_id": "a", "name": "go", "timestamp": 1772445600, "event_id": "3"}',
+        '{"customer_id": "a", "name": "go", "timestamp": 0.000001, "event_id": "4"}',
+    ]
+    read = list(read_inputs(lines))
+    assert read[0] == (T0, ProfileUpdate("a"))
+    assert [item.timestamp for item in read[1:] if isinstance(item, Event)] == [
+        T0 + timedelta(milliseconds=250), T0, T0 + timedelta(hours=1),
+        datetime(1970, 1, 1, 0, 0, 0, 1, tzinfo=UTC)]
+    assert all(item.timestamp.tzinfo is UTC for item in read[1:3] if isinstance(item, Event))
+    in_ms = [lines[0].replace("1772442000", "1772442000000"),
+             lines[1].replace("1772442000.25", "1772442000250"), lines[2],
+             lines[3].replace("1772445600", "1772445600000.0")]
+    assert list(read_inputs(in_ms, timestamp_unit="ms")) == read[:4]
+    # A millisecond count with a fraction keeps it, to the microsecond.
+    [event] = read_inputs(['{"customer_id": "a", "name": "go", "timestamp": 1772442000000.5,'
+                           ' "event_id": "1"}'], timestamp_unit="ms")
+    assert isinstance(event, Event) and event.timestamp == T0 + timedelta(microseconds=500)
+    # The default unit is seconds, and a number of seconds in the other unit is named too.
+    with pytest.raises(InvalidEventError, match=r"^line 2: timestamp 1772442000000 is too large"):
+        list(read_inputs([lines[0], lines[0].replace("1772442000", "1772442000000")]))
+
+
+def test_an_unknown_timestamp_unit_is_refused_before_reading() -> None:
+    def lines() -> Iterator[str]:
+        raise AssertionError("read")
+        yield ""
+
+    for unit in ("us", "S", None, 1000):
+        with pytest.raises(UsageError, match=r"^timestamp_unit must be 's' or 'ms', got "):
+            read_inputs(lines(), timestamp_unit=unit)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="timestamp_unit must be"):
+        input_from_json({}, timestamp_unit="seconds")  # type: ignore[arg-type]
+
+
+def test_the_command_reads_epoch_milliseconds_when_told(shop, tmp_path: Path, capsys) -> None:
+    definitions, stream, inputs = shop
+    iso = backtest(shop_definitions(), inputs)
+    records = [json.loads(line) for line in stream.read_text().splitlines()]
+    for record in records:
+        if "timestamp" in record:
+            at = datetime.fromisoformat(record["timestamp"])
+            record["timestamp"] = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(
+                milliseconds=1)
+    millis = tmp_path / "millis.jsonl"
+    millis.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert main(["backtest", str(definitions), str(millis), "--timestamp-unit", "ms",
+                 "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["inputs"], data["messages"], data["ended"]) == (
+        iso.inputs, dict(iso.messages), dict(iso.ended))
+    assert data["start"] == inputs[0][0].isoformat()
+    # Read as seconds (the default), the first stamped line is refused with the unit to use.
+    assert main(["backtest", str(definitions), str(millis)]) == 1
+    err = capsys.readouterr().err
+    assert "is too large for Unix epoch seconds" in err and "--timestamp-unit ms" in err
+    with pytest.raises(SystemExit):
+        main(["backtest", str(definitions), str(millis), "--timestamp-unit", "us"])
+    assert "invalid choice: 'us'" in capsys.readouterr().err
 
 
 def test_bad_definitions_and_arguments(tmp_path: Path, capsys) -> None:

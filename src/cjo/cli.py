@@ -178,6 +178,10 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--timezone", metavar="ZONE",
                           help="the zone of customers whose profile has none (the engine's "
                                "default_timezone; default: UTC)")
+    backtest.add_argument("--timestamp-unit", choices=("s", "ms"), default="s",
+                          help="the unit of timestamps given as JSON numbers: Unix epoch "
+                               "seconds (s, the default) or milliseconds (ms); a number that "
+                               "cannot be one in it is refused, its line named")
     backtest.add_argument("--json", action="store_true",
                           help="print the totals and the reports as one JSON object")
     backtest.set_defaults(run=_backtest)
@@ -411,7 +415,9 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         try:
             definitions = loads_definitions(text)
             result = backtest(
-                definitions, read_inputs(stream, in_order=True), start=args.start,
+                definitions,
+                read_inputs(stream, in_order=True, timestamp_unit=args.timestamp_unit),
+                start=args.start,
                 until=args.until, render=args.render, **options,
             )
         except DefinitionError as exc:

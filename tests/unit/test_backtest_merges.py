@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -23,14 +24,20 @@ from cjo import (
     ManualClock,
     ProfileUpdate,
     RecordingChannel,
+    ScheduleTrigger,
+    Segment,
     Send,
     UsageError,
     Variant,
+    Wait,
     WaitForEvent,
+    attr,
+    simulate,
 )
 from cjo.analytics.report import journey_report
-from cjo.simulate import BacktestInput, backtest
+from cjo.simulate import BacktestInput, BacktestResult, backtest
 from cjo.testing import run_until
+from tests.property import test_backtest_merges as merges_property
 from tests.property.test_equivalence import deliveries, states
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -172,6 +179,167 @@ def test_merges_past_until_are_not_read() -> None:
     ]
     result = backtest(CART, stream, until=T0 + HOUR)
     assert (result.inputs, result.merges, result.messages) == (1, 0, {"email": 1})
+
+
+
+# --- merges inside a window ---------------------------------------------------------------------
+
+
+def _counted_like_live(stream: list[BacktestInput], until: datetime,
+                       customers: list[str]) -> BacktestResult:
+    """The back-test of ``stream`` on its own counting channels, checked against a live engine:
+    the same records, reports and messages."""
+    result = backtest(CART, stream, until=until)
+    engine = live(stream, until)
+    assert states(result.engine, customers) == states(engine, customers)
+    assert result.reports["cart"] == journey_report(engine.storage, CART.journeys[0])
+    email = engine.channels["email"]
+    assert isinstance(email, RecordingChannel)
+    assert result.messages == ({"email": len(email.messages)} if email.messages else {})
+    return result
+
+
+def _windows(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many inputs each window a back-test decides holds, as it decides them."""
+    sizes: list[int] = []
+    decide_window = simulate._Run._decide_window
+
+    def counted(run: Any, window: list[Any], *args: Any, **kwargs: Any) -> None:
+        sizes.append(len(window))
+        decide_window(run, window, *args, **kwargs)
+
+    monkeypatch.setattr(simulate._Run, "_decide_window", counted)
+    return sizes
+
+
+def test_merges_do_not_end_the_window_of_the_other_customers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Ten shoppers' carts, with three visitors logging in among them: one window of all the
+    # carts, the merges made inside it, each between its two customers' inputs around it.
+    stream: list[BacktestInput] = []
+    for n in range(10):
+        at = T0 + n * MINUTE
+        stream.append(Event(f"c{n}", "added_to_cart", at, {"item": "tent"}, event_id=f"c{n}"))
+        if n % 3 == 1:
+            stream.append(Event(f"anon-{n}", "added_to_cart", at, {"item": "map"},
+                                event_id=f"a{n}"))
+        if n % 3 == 2:
+            stream.append((at + MINUTE / 2, Identify(f"c{n - 1}", anonymous_id=f"anon-{n - 1}")))
+            stream.append(Event(f"c{n - 1}", "purchased", at + MINUTE, event_id=f"p{n}"))
+    sizes = _windows(monkeypatch)
+    customers = [f"c{n}" for n in range(10)] + [f"anon-{n}" for n in (1, 4, 7)]
+    result = _counted_like_live(stream, T0 + 2 * HOUR, customers)
+    assert sizes == [len(stream) - 3]
+    assert result.merges == 3 and result.ended == {"completed": 7, "converted": 3, "merged": 3}
+
+
+@pytest.mark.parametrize("anonymous", ["anon-7", "anon-8"])
+def test_what_falls_due_at_a_merge_fires_first_for_customers_with_no_input_in_its_window(
+    monkeypatch: pytest.MonkeyPatch, anonymous: str,
+) -> None:
+    # Windows of three: the carts of Ann and the visitors are in the first window, the merge
+    # in the second, at the instant Ann's (or the visitor's) reminder falls due. It is sent
+    # before the merge, as a worker on time sends it, although neither has an input there.
+    monkeypatch.setattr(simulate, "WINDOW", 3)
+    stream: list[BacktestInput] = [
+        Event("ann", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        Event("anon-7", "added_to_cart", T0 + MINUTE, {"item": "map"}, event_id="2"),
+        Event("anon-8", "added_to_cart", T0 + 2 * MINUTE, {"item": "cap"}, event_id="3"),
+        Event("bob", "added_to_cart", T0 + 30 * MINUTE, {"item": "mug"}, event_id="4"),
+        (T0 + HOUR + (2 * MINUTE if anonymous == "anon-8" else 0 * MINUTE),
+         Identify("ann", anonymous_id=anonymous)),
+        Event("cat", "added_to_cart", T0 + 70 * MINUTE, {"item": "pen"}, event_id="5"),
+    ]
+    sizes = _windows(monkeypatch)
+    result = _counted_like_live(stream, T0 + 3 * HOUR,
+                                ["ann", "anon-7", "anon-8", "bob", "cat"])
+    assert sizes == [3, 2]
+    assert result.messages == {"email": 5}
+
+
+def test_a_record_made_at_a_merges_instant_takes_its_count_by_stream_order() -> None:
+    # A record made at the instant of a merge, after it, takes the count the merge gave the
+    # record it emptied (its enrollment ids carry it), as live; one made before it does not,
+    # nor does one made at another instant, although a later merge in the window sets a count
+    # of its own.
+    at = T0 + 10 * MINUTE
+    stream: list[BacktestInput] = [
+        Event("anon-7", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        Event("bob", "added_to_cart", at, {"item": "map"}, event_id="2"),
+        (at, Identify("ann", anonymous_id="anon-7")),
+        Event("cat", "added_to_cart", at, {"item": "cap"}, event_id="3"),
+        Event("anon-8", "added_to_cart", at + MINUTE, {"item": "mug"}, event_id="4"),
+        Event("dan", "added_to_cart", at + 2 * MINUTE, {"item": "pen"}, event_id="5"),
+        (at + 3 * MINUTE, Identify("eve", anonymous_id="anon-8")),
+        Event("fay", "added_to_cart", at + 3 * MINUTE, {"item": "cup"}, event_id="6"),
+    ]
+    result = _counted_like_live(stream, T0 + 2 * HOUR,
+                                ["anon-7", "ann", "bob", "cat", "anon-8", "dan", "eve", "fay"])
+    # (An id ends with its instant, and the count after a dot: "cart:cat:1.64c06f38eca00.1".)
+    counts = {cid: [e.id.split(".")[2:] for e in result.engine.enrollments(cid)]
+              for cid in ("bob", "cat", "dan", "fay")}
+    assert counts == {"bob": [[]], "cat": [["1"]], "dan": [[]], "fay": [["1"]]}
+
+
+def test_a_merge_in_a_window_with_an_event_id_two_customers_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The second "2" is a duplicate only after the first: such a window is decided in stream
+    # order, and the merge ends the window before it.
+    stream: list[BacktestInput] = [
+        Event("anon-7", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        Event("bob", "added_to_cart", T0 + MINUTE, {"item": "map"}, event_id="2"),
+        (T0 + 2 * MINUTE, Identify("ann", anonymous_id="anon-7")),
+        Event("cat", "added_to_cart", T0 + 3 * MINUTE, {"item": "cap"}, event_id="2"),
+        Event("ann", "purchased", T0 + 4 * MINUTE, event_id="3"),
+    ]
+    sizes = _windows(monkeypatch)
+    result = _counted_like_live(stream, T0 + 2 * HOUR, ["anon-7", "ann", "bob", "cat"])
+    assert sizes == [2, 2]
+    assert result.entered == {"cart": 2} and result.engine.enrollments("cat") == []
+
+
+def test_merges_in_a_chain_within_one_window() -> None:
+    # A visitor merged into Ann, Ann merged into Bob (as an id Ann's events carried), the
+    # visitor back with a new cart, and Bob's purchase: each merge between its inputs.
+    stream: list[BacktestInput] = [
+        Event("anon-7", "added_to_cart", T0, {"item": "tent"}, event_id="1"),
+        Event("ann", "added_to_cart", T0 + MINUTE, {"item": "map"}, event_id="2"),
+        Event("zed", "added_to_cart", T0 + MINUTE, {"item": "cap"}, event_id="3"),
+        (T0 + 5 * MINUTE, Identify("ann", anonymous_id="anon-7")),
+        (T0 + 5 * MINUTE, Identify("bob", anonymous_id="ann")),
+        Event("anon-7", "added_to_cart", T0 + 5 * MINUTE, {"item": "mug"}, event_id="4"),
+        Event("ann", "added_to_cart", T0 + 6 * MINUTE, {"item": "pen"}, event_id="5"),
+        (T0 + 70 * MINUTE, Identify("zed", anonymous_id="anon-7")),
+        Event("bob", "purchased", T0 + 90 * MINUTE, event_id="6"),
+    ]
+    result = _counted_like_live(stream, T0 + 3 * HOUR, ["anon-7", "ann", "bob", "zed"])
+    assert result.merges == 3
+
+
+
+def test_a_record_a_merge_emptied_is_somebodys_again_at_its_next_event() -> None:
+    # The visitor's emptied record is entered by the nightly schedule (as every record is), so
+    # a wake-up of its own is due before its next event: that event still makes the record
+    # somebody's again, evaluated against the segments with it, as live.
+    nightly = Definitions(
+        journeys=(Journey(id="nightly", trigger=ScheduleTrigger("30 2 * * *"), entry="w",
+                          steps={"w": Wait(MINUTE)}),
+                  Journey(id="visits", trigger=EventTrigger("visited"), entry="w",
+                          steps={"w": Wait(HOUR)})),
+        segments=(Segment("gold", attr("tier") == "gold"),),
+    )
+    stream: list[BacktestInput] = [
+        Event("anon-7", "visited", T0, event_id="1"),
+        (T0 + HOUR, Identify("ann", anonymous_id="anon-7")),
+        Event("anon-7", "visited", T0 + 22 * HOUR, event_id="2"),
+    ]
+    result = backtest(nightly, stream)
+    engine = merges_property.live(nightly, stream)
+    assert states(result.engine, ["ann", "anon-7"]) == states(engine, ["ann", "anon-7"])
+    visitor = result.engine.customer_state("anon-7")
+    assert visitor is not None and visitor.marks == {} and visitor.segments_basis is not None
 
 
 # --- a stream that gives nothing ---------------------------------------------------------------
