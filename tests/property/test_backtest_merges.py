@@ -56,9 +56,12 @@ def live(defs: Definitions, stream: list[BacktestInput], **options: Any) -> Engi
     """A live engine with its clock at each input's instant and a worker on time, which passes
     from the start: the first ``run_due`` of an engine evaluates every stored customer against
     the segments, and one that first came after a merge would evaluate the record the merge
-    emptied (as a back-test's worker, on time from the start, does not)."""
+    emptied (as a back-test's worker, on time from the start, does not). That pass comes
+    just before ``T0``: at ``T0`` itself it would run a schedule occurrence of ``T0`` before
+    an operator's change at that instant, where the back-test (and a worker on time, which
+    comes after the change) runs it after."""
     engine, clock = new_engine(defs, **options)
-    engine.run_due(T0)
+    engine.run_due(T0 - timedelta(microseconds=1))
     drive(engine, clock, stream)
     return engine
 
