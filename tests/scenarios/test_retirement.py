@@ -406,3 +406,39 @@ def test_a_message_a_retired_version_wrote_still_fails_over(storage_factory: Fac
     assert engine.dispatch_pending() == 2
     assert [(m.channel, m.journey_version, m.step_id) for m in sms.messages] == [
         ("sms", 1, "mail")]
+
+
+def test_feedback_on_a_message_a_retired_version_sent_is_placed_on_its_step(
+    storage_factory: Factory,
+) -> None:
+    # Opens, clicks and unsubscribes arrive days after a send, when the version that sent it
+    # may be drained and retired: they are still the message's own.
+    from cjo import Topic
+
+    clock = ManualClock(T0)
+    email = RecordingChannel()
+    news = Journey("news", "mail", version=1, trigger=EventTrigger("signed_up"),
+                   steps={"mail": Send("note", "email", topic="newsletter")})
+    engine = _engine(storage_factory, clock, email)
+    engine.publish(journeys=[news], content=[NOTE], topics=[Topic("newsletter"), Topic("offers")])
+    engine.identify("ann", {"email": "ann@example.com"})
+    _sign_up(engine, "ann", "e-ann")
+    [sent] = email.messages
+    clock.advance(HOUR)
+    engine.publish(journeys=[attrs.evolve(news, version=2)])
+    engine.retire_drained()
+    assert [(r.journey_id, r.version) for r in engine.definitions.retired] == [("news", 1)]
+
+    clock.advance(HOUR)
+    engine.handle_event(Event("ann", "opened", clock.now(), {"message_id": sent.idempotency_key},
+                              event_id="open-1"))
+    engine.handle_event(Event("ann", "unsubscribed", clock.now(),
+                              {"message_id": sent.idempotency_key}, event_id="unsub-1"))
+    logged = [(a.kind, a.journey_id, a.version, a.step_id, a.detail)
+              for a in engine.activities(T0, T0 + 3 * HOUR, customer_id="ann")
+              if a.kind in {"opened", "unsubscribed"}]
+    assert logged == [("opened", "news", 1, "mail", None),
+                      ("unsubscribed", "news", 1, "mail", "newsletter")]
+    # From the message's topic only: other marketing still goes out.
+    consent = engine.customer_state("ann").consent
+    assert list(consent) == [("newsletter", "*")]

@@ -211,10 +211,11 @@ def consent_problem(
 
 
 def message_step(registry: Registry, journey_id: str, version: int, step_id: str) -> Send | None:
-    """The Send step that wrote a message, if its journey version is still known."""
-    cj = registry.journeys.get((journey_id, version))
-    cs = cj.steps.get(step_id) if cj is not None else None
-    return cs.step if cs is not None and isinstance(cs.step, Send) else None
+    """The Send step that wrote a message, if its journey version is still known (retired
+    or not)."""
+    journey = registry.version(journey_id, version)
+    step = journey.steps.get(step_id) if journey is not None else None
+    return step if isinstance(step, Send) else None
 
 
 def send_topic(registry: Registry, step: Send | None, content_id: str) -> str | None:

@@ -133,15 +133,16 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
     versions.update((x.id, x.version) for x in d.state.ended)
     found: list[tuple[bool, int, int, int, LinkedMessage]] = []
     customer = id_part(d.customer_id)
-    for (jid, version), cj in d.registry.journeys.items():
+    # Retired versions too: feedback on a message comes long after its send.
+    for (jid, version), journey in d.registry.versions():
         prefix = f"{id_part(jid)}:{customer}:"
         if not head.startswith(prefix):
             # Ids made before ids were escaped hold the journey and customer ids as they are.
             prefix = f"{jid}:{d.customer_id}:"
             if not head.startswith(prefix):
                 continue
-        for step_id, cs in cj.steps.items():
-            if not isinstance(cs.step, Send) or not head.endswith(f":{step_id}"):
+        for step_id, step in journey.steps.items():
+            if not isinstance(step, Send) or not head.endswith(f":{step_id}"):
                 continue
             enrollment_id = head[: -len(step_id) - 1]
             if not _ENTRY_TAIL.search(enrollment_id[len(prefix):]):
@@ -149,7 +150,7 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
             # Ids may contain ':', so several may fit: prefer the version the record knows for
             # the enrollment, then the longest journey id, then the newest version.
             found.append((versions.get(enrollment_id) == version, len(jid), version, len(found),
-                          (jid, version, enrollment_id, step_id, cs.step)))
+                          (jid, version, enrollment_id, step_id, step)))
     return max(found)[4] if found else None
 
 

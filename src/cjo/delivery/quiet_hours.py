@@ -74,9 +74,10 @@ def held_at_dispatch(
              if applies(q, message.journey_id, message.channel, message.transactional)]
     if not rules:
         return None
-    cj = (registry.journeys.get((message.journey_id, message.journey_version))
-          or registry.latest.get(message.journey_id))
+    journey = registry.version(message.journey_id, message.journey_version)
+    if journey is None and (latest := registry.latest.get(message.journey_id)) is not None:
+        journey = latest.journey
     profile = state.profile if state is not None else None
     zone = customer_zone(profile.timezone if profile is not None else None,
-                         cj.journey.timezone if cj is not None else None, default_timezone)
+                         journey.timezone if journey is not None else None, default_timezone)
     return release_at(rules, now, zone, message.enrollment_id)

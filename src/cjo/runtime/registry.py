@@ -4,7 +4,7 @@ are looked up, events are indexed, and content templates are parsed on first use
 from __future__ import annotations
 
 import sys
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -267,6 +267,13 @@ class Registry:
                 variants.clear()
             variant = variants[key] = item.variant_for(channel, locale, name)
             return variant
+
+    def versions(self) -> Iterator[tuple[tuple[str, int], Journey]]:
+        """Every version's definition by (journey id, version), retired ones included: what
+        names the step of a message any of them sent."""
+        for key, cj in self.journeys.items():
+            yield key, cj.journey
+        yield from self.retired.items()
 
     def version(self, journey_id: str, version: int) -> Journey | None:
         """The definition of version ``version`` of ``journey_id``, retired or not."""
