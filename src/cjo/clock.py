@@ -8,7 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 from cjo.errors import ClockError, UsageError
 
-__all__ = ["Clock", "ManualClock", "SystemClock", "ensure_aware", "ensure_span"]
+__all__ = [
+    "EPOCH", "MICROSECOND", "Clock", "ManualClock", "SystemClock", "ensure_aware", "ensure_span",
+    "epoch_us",
+]
+
+#: The Unix epoch, in UTC: what instants are counted from where they are stored as numbers.
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def epoch_us(value: datetime) -> int:
+    """An aware datetime as integer microseconds since the epoch (exact: no float rounding)."""
+    return (value - EPOCH) // MICROSECOND
 
 
 def ensure_aware(value: object, what: str = "datetime") -> datetime:

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from cjo.clock import EPOCH
 from cjo.described import likely_meant
 from cjo.errors import InvalidEventError, UsageError
 from cjo.importing import Unreadable, read_json_lines
@@ -48,7 +49,6 @@ _TYPES = ("event", "profile")
 #: The unit of a timestamp given as a JSON number: Unix epoch seconds or milliseconds.
 TimestampUnit = Literal["s", "ms"]
 _UNITS: tuple[TimestampUnit, ...] = ("s", "ms")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Numbers of seconds are below it (up to 5138-11-16), of milliseconds at least it (from
 # 1973-03-03, before any event store's export): a number in the other unit is told apart.
 _UNIT_LINE = 10**11
@@ -198,7 +198,7 @@ def _epoch_instant(value: float, unit: TimestampUnit) -> datetime:
                 f"5138-11-16): if it is in milliseconds, read the stream with "
                 f"{_UNIT_OPTION['ms']}"
             )
-        return _EPOCH + timedelta(seconds=value)
+        return EPOCH + timedelta(seconds=value)
     if value < _UNIT_LINE:
         raise InvalidEventError(
             f"timestamp {_number(value)} is before 1973-03-03 in Unix epoch milliseconds: if it "
@@ -209,7 +209,7 @@ def _epoch_instant(value: float, unit: TimestampUnit) -> datetime:
             f"timestamp {_number(value)} is too large for Unix epoch milliseconds (after "
             "5138-11-16)"
         )
-    return _EPOCH + timedelta(milliseconds=value)
+    return EPOCH + timedelta(milliseconds=value)
 
 
 def _number(value: float) -> str:

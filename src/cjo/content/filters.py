@@ -63,6 +63,7 @@ from liquid.filter import num_arg, sequence_filter, with_context
 from liquid.stringify import to_liquid_string
 from liquid.undefined import StrictUndefined, Undefined
 
+from cjo.clock import EPOCH
 from cjo.timezones import is_zone
 
 __all__ = [
@@ -302,7 +303,6 @@ _COMPOSITE = {
     "c": "%a %b %e %H:%M:%S %Y", "D": "%m/%d/%y", "F": "%Y-%m-%d", "r": "%I:%M:%S %p",
     "R": "%H:%M", "T": "%H:%M:%S", "x": "%m/%d/%y", "X": "%H:%M:%S",
 }
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SECOND = timedelta(seconds=1)
 # Each number directive: its value and its width and padding when no flag says otherwise.
 _NUMBERS: Mapping[str, tuple[Callable[[datetime], int], int, str]] = {
@@ -324,7 +324,7 @@ _NUMBERS: Mapping[str, tuple[Callable[[datetime], int], int, str]] = {
     "S": (lambda m: m.second, 2, "0"),
     # Seconds since 1970 of the moment itself (floored, as C's), not of its wall time read in
     # the machine's zone, as Python's strftime("%s") reads it.
-    "s": (lambda m: (m - _EPOCH) // _SECOND, 1, "0"),
+    "s": (lambda m: (m - EPOCH) // _SECOND, 1, "0"),
     "U": (lambda m: (m.timetuple().tm_yday + 6 - (m.weekday() + 1) % 7) // 7, 2, "0"),
     "u": (lambda m: m.isoweekday(), 1, "0"),
     "V": (lambda m: m.isocalendar()[1], 2, "0"),

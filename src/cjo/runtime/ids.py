@@ -3,12 +3,12 @@ the same idempotency keys, and unambiguous whatever the ids they are made of hol
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+
+from cjo.clock import EPOCH, MICROSECOND
 
 __all__ = ["enrollment_id_for", "failover_key", "id_part", "message_key", "origin_key"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 
 
 def enrollment_id_for(
@@ -24,7 +24,7 @@ def enrollment_id_for(
     (``CustomerState.erasures``; 0, and no suffix, for nearly every entry).
     """
     # Microseconds since the epoch in hexadecimal: exact, and formatted in C.
-    stamp = format((entered_at - _EPOCH) // _MICROSECOND, "x")
+    stamp = format((entered_at - EPOCH) // MICROSECOND, "x")
     if erasures:
         stamp = f"{stamp}.{erasures}"
     # Ids may hold ':', the separator: unescaped, journey 'promo:vip' with customer 'ann' and

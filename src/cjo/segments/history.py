@@ -24,11 +24,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Final, Literal, Self
 
 import attrs
 
+from cjo.clock import epoch_us
 from cjo.conditions import (
     SCOPES,
     CompiledCondition,
@@ -91,8 +92,6 @@ AggregateFn = Literal["sum", "avg", "min", "max"]
 TextOp = Literal["prefix", "suffix", "contains", "regex"]
 ListOp = Literal["any", "all", "none"]
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
 
 _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "eq": lambda a, b: bool(a == b),
@@ -446,13 +445,9 @@ def bucket(salt: str, buckets: int = 100) -> BucketBuilder:
 # --- streams ----------------------------------------------------------------------------------
 
 
-def _us(value: datetime) -> int:
-    return (value - _EPOCH) // _MICROSECOND
-
-
 def range_key(since: datetime | None, until: datetime | None) -> str:
     """The key of a fixed date range inside a track (microseconds since the epoch)."""
-    return f"{'' if since is None else _us(since)}~{'' if until is None else _us(until)}"
+    return f"{'' if since is None else epoch_us(since)}~{'' if until is None else epoch_us(until)}"
 
 
 def stream_of(node: Condition) -> tuple[str, Condition | None, str | None] | None:

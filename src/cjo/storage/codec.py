@@ -37,10 +37,11 @@ import json.encoder
 import json.scanner
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final, TypeVar, cast
 
 from cjo.channels.base import Message
+from cjo.clock import EPOCH, MICROSECOND, epoch_us
 from cjo.errors import CorruptRecordError, StorageError
 from cjo.model.events import INSTANT_TAG, Profile
 from cjo.runtime.state import (
@@ -78,27 +79,22 @@ __all__ = [
 
 T = TypeVar("T")
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND: Final = timedelta(microseconds=1)
-
-
-def us(value: datetime) -> int:
-    """An aware datetime as integer microseconds since the epoch (exact: no float rounding)."""
-    return (value - _EPOCH) // _MICROSECOND
+# The name the SQL adapters and cjo.testing import it by.
+us = epoch_us
 
 
 def dt(value: int) -> datetime:
     # A product rather than timedelta(microseconds=...): exact for integers, and half the cost
     # (a record holds several instants, decoded on every transaction).
-    return _EPOCH + _MICROSECOND * value
+    return EPOCH + MICROSECOND * value
 
 
 def _us_opt(value: datetime | None) -> int | None:
-    return None if value is None else (value - _EPOCH) // _MICROSECOND
+    return None if value is None else (value - EPOCH) // MICROSECOND
 
 
 def _dt_opt(value: int | None) -> datetime | None:
-    return None if value is None else _EPOCH + _MICROSECOND * value
+    return None if value is None else EPOCH + MICROSECOND * value
 
 
 # --- values (attributes, properties, context) --------------------------------------------------
@@ -307,7 +303,7 @@ def decode_message(text: str | bytes) -> Message:
 
 
 def _enrollment(e: Enrollment) -> dict[str, Any]:
-    epoch, tick = _EPOCH, _MICROSECOND  # us() inlined: several instants per enrollment
+    epoch, tick = EPOCH, MICROSECOND  # us() inlined: several instants per enrollment
     d: dict[str, Any] = {
         "id": e.id, "j": e.journey_id, "ver": e.version, "in": (e.entered_at - epoch) // tick,
     }
@@ -356,7 +352,7 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     get = d.get
     ctx, vis, paths, merged, carried = get("ctx"), get("vis"), get("p"), get("mrg"), get("cs")
     sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
-    epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: several instants per enrollment
+    epoch, tick = EPOCH, MICROSECOND  # dt() inlined: several instants per enrollment
     control = get("cg")
     return Enrollment(
         d["id"], d["j"], d["ver"], customer_id, epoch + tick * d["in"], get("s"),
@@ -418,7 +414,7 @@ def _track_from(row: list[Any]) -> Track:
 def state_to_dict(state: CustomerState, revision: int | None = None) -> dict[str, Any]:
     """The record as the dict its JSON text is; ``revision`` in place of the record's own."""
     rev = state.revision if revision is None else revision
-    epoch, tick = _EPOCH, _MICROSECOND  # us() inlined: this runs on every save
+    epoch, tick = EPOCH, MICROSECOND  # us() inlined: this runs on every save
     # The rare fields (``CustomerState._rare``) read once: each read through the record is a
     # descriptor call, ten per save, and most records hold none of them.
     rare = state._rare
@@ -706,7 +702,7 @@ def _state_from(
 ) -> CustomerState:
     """``state_from_dict`` once the layout is known: ``positions``, those cut from rows longer
     than this cjo writes (``_cut_rows``), are kept in ``extra``."""
-    epoch, tick = _EPOCH, _MICROSECOND  # dt() inlined: this runs on every transaction
+    epoch, tick = EPOCH, MICROSECOND  # dt() inlined: this runs on every transaction
     get = data.get
     prof = get("profile")
     profile = None

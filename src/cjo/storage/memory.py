@@ -24,7 +24,7 @@ import attrs
 from sortedcontainers import SortedList
 
 from cjo.channels.base import DeliveryResult, Message
-from cjo.clock import ensure_aware
+from cjo.clock import EPOCH, ensure_aware
 from cjo.errors import ConflictError, StorageError, UsageError
 from cjo.runtime.state import Activity, CustomerState, KeptRecord
 from cjo.storage.base import (
@@ -73,7 +73,7 @@ def _hour(at: datetime) -> int:
     if at.tzinfo is UTC:
         # Most instants are in UTC: their calendar fields give the hour at half the cost.
         return at.toordinal() * 24 + at.hour - _EPOCH_HOURS
-    return (at - _EPOCH) // _HOUR  # exact, and floored before the epoch too
+    return (at - EPOCH) // _HOUR  # exact, and floored before the epoch too
 
 
 #: An outbox entry as kept: one flat tuple of the message's fields in order (each mapping as a
@@ -126,7 +126,6 @@ def _entry(row: _OutboxRow) -> OutboxEntry:
 
 
 _EPOCH_HOURS = datetime(1970, 1, 1).toordinal() * 24
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR = timedelta(hours=1)
 
 
