@@ -514,14 +514,20 @@ def test_a_commit_whose_connection_was_lost_is_not_run_again(
     assert storage._pool.get_stats().get("returns_bad", 0) == 1
 
 
-def test_an_engine_whose_commit_was_lost_handles_the_event_again_once(
-    storage: PostgresStorage, commit_lost: list[int], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _hello_engine(storage: PostgresStorage) -> tuple[Engine, RecordingChannel]:
+    """An engine on ``storage`` whose one journey mails each customer a ``go`` event names."""
     email = RecordingChannel()
     engine = Engine(storage, {"email": email}, ManualClock(T0))  # type: ignore[arg-type]
     engine.publish(content=list(SIMPLE_CONTENT), journeys=[
         Journey("j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("hello", "email")})
     ])
+    return engine, email
+
+
+def test_an_engine_whose_commit_was_lost_handles_the_event_again_once(
+    storage: PostgresStorage, commit_lost: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, email = _hello_engine(storage)
     event = event_with_id("go", "ann", T0, "e1")
     with pytest.raises(StorageError, match="whether it was committed is unknown"):
         engine.handle_event(event)
@@ -534,11 +540,7 @@ def test_an_engine_whose_commit_was_lost_handles_the_event_again_once(
 def test_handle_events_says_a_group_whose_commit_was_lost_is_perhaps_handled(
     storage: PostgresStorage, commit_lost: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    email = RecordingChannel()
-    engine = Engine(storage, {"email": email}, ManualClock(T0))  # type: ignore[arg-type]
-    engine.publish(content=list(SIMPLE_CONTENT), journeys=[
-        Journey("j", trigger=EventTrigger("go"), entry="s", steps={"s": Send("hello", "email")})
-    ])
+    engine, email = _hello_engine(storage)
     events = [event_with_id("go", c, T0, f"e-{c}") for c in ("ann", "bob")]
     with pytest.raises(CommitOutcomeUnknownError) as raised:
         engine.handle_events(events)
