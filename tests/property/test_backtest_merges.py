@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
-import attrs
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -34,14 +33,12 @@ from tests.property.journeys import (
     updates,
 )
 from tests.property.test_equivalence import (
-    END,
     SETTINGS,
+    assert_counted_as_live,
     assert_same,
     drive,
     engine_options,
     new_engine,
-    reports,
-    states,
 )
 from tests.property.test_operator_actions import streams_with_changes
 
@@ -125,12 +122,4 @@ def test_a_backtest_with_merges_on_its_own_channels_decides_what_a_live_engine_d
     assume(not all(isinstance(item, ProfileUpdate) for item in stream))
     with mock.patch.object(simulate, "CUSTOMER_CHUNK", chunk):
         result = backtest(defs, stream, render=True, keep_activity=True, **options)
-    engine = live(defs, stream, **options)
-    assert states(result.engine) == states(engine)
-    assert reports(result.engine, defs) == reports(engine, defs)
-    sent = {name: len(ch.messages) for name, ch in engine.channels.items()
-            if isinstance(ch, RecordingChannel) and ch.messages}
-    assert result.messages == sent
-    for cid in CUSTOMERS:
-        assert [attrs.astuple(a) for a in result.engine.activities(T0, END, customer_id=cid)] == [
-            attrs.astuple(a) for a in engine.storage.activities(T0, END, customer_id=cid)]
+    assert_counted_as_live(result, live(defs, stream, **options), defs)
