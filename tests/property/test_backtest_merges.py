@@ -22,7 +22,7 @@ from cjo import simulate
 from cjo.channels.recording import RecordingChannel
 from cjo.engine import Engine
 from cjo.model.definitions import Definitions
-from cjo.model.events import Event, ProfileUpdate
+from cjo.model.events import ProfileUpdate
 from cjo.simulate import BacktestInput, Identify, backtest
 from tests.property.journeys import (
     CHANNELS,
@@ -40,13 +40,7 @@ from tests.property.test_equivalence import (
     engine_options,
     new_engine,
 )
-from tests.property.test_operator_actions import streams_with_changes
-
-
-def _instant(item: BacktestInput) -> datetime | None:
-    if isinstance(item, Event):
-        return item.timestamp
-    return item[0] if isinstance(item, tuple) else None
+from tests.property.test_operator_actions import placed, streams_with_changes
 
 
 def live(defs: Definitions, stream: list[BacktestInput], **options: Any) -> Engine:
@@ -74,28 +68,14 @@ def streams_with_merges(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInpu
     merges put at random places, each at a random instant between the inputs around it (often
     the same as theirs, or whole minutes after the one before, where waits end)."""
     defs, stream = draw(plain() | streams_with_changes())
-    places = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=1, max_size=4)))
-    out: list[BacktestInput] = []
-    last = T0
-    done = 0
-    for place in places:
-        for item in stream[done:place]:
-            out.append(item)
-            last = _instant(item) or last
-        done = place
-        following = next((t for i in stream[place:] if (t := _instant(i)) is not None),
-                         last + timedelta(hours=12))
-        span = int((following - last).total_seconds())
-        at = last + timedelta(seconds=draw(
-            st.integers(0, span) | st.integers(0, span // 60).map(lambda m: 60 * m)
-        ))
-        last = at
+
+    def merge_at(at: datetime, _n: int) -> BacktestInput:
         known, anonymous = draw(st.permutations(CUSTOMERS))[:2]
         update: ProfileUpdate = draw(updates)
-        out.append((at, Identify(known, update.attributes, unset=update.unset,
-                                 timezone=update.timezone, anonymous_id=anonymous)))
-    out.extend(stream[done:])
-    return defs, out
+        return at, Identify(known, update.attributes, unset=update.unset,
+                            timezone=update.timezone, anonymous_id=anonymous)
+
+    return defs, placed(draw, stream, merge_at)
 
 
 @SETTINGS

@@ -11,7 +11,7 @@ back-test's stream decide what a live engine with a worker on time decides.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import attrs
@@ -218,24 +218,8 @@ def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInp
     for journey in defs.journeys:
         keeping_launched_splits(journey, launched)
     paused: set[str] = set()
-    places = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=1, max_size=4)))
-    out: list[BacktestInput] = []
-    last = T0
-    done = 0
-    for n, place in enumerate(places):
-        for item in stream[done:place]:
-            out.append(item)
-            last = _instant(item) or last
-        done = place
-        following = next((t for i in stream[place:] if (t := _instant(i)) is not None),
-                         last + timedelta(hours=12))
-        span = int((following - last).total_seconds())
-        # Whole minutes after an input fall where its waits end: a change at such an instant
-        # comes before the wake-ups due at it.
-        at = last + timedelta(seconds=draw(
-            st.integers(0, span) | st.integers(0, span // 60).map(lambda m: 60 * m)
-        ))
-        last = at
+
+    def change_at(at: datetime, n: int) -> BacktestInput:
         jid = draw(st.sampled_from(sorted(latest)))
         what = draw(st.sampled_from(["pause", "resume", "version", "content", "segment"]))
         if what == "resume" and jid not in paused:
@@ -273,9 +257,38 @@ def streams_with_changes(draw: st.DrawFn) -> tuple[Definitions, list[BacktestInp
                 "eject": VersionChange.eject("replaced"),
             }[mode]
             change = Publish(Definitions(journeys=(new,)), running={jid: running})
-        out.append((at, change))
+        return at, change
+
+    return defs, placed(draw, stream, change_at)
+
+
+def placed(
+    draw: st.DrawFn, stream: list[BacktestInput],
+    make: Callable[[datetime, int], BacktestInput],
+) -> list[BacktestInput]:
+    """``stream`` with one to four items ``make(at, n)`` (the ``n``-th) put at random places,
+    each at a random instant between the inputs around it: often the same as theirs, or whole
+    minutes after the one before, which fall where its waits end (an item at such an instant
+    comes before the wake-ups due at it)."""
+    places = sorted(draw(st.lists(st.integers(0, len(stream)), min_size=1, max_size=4)))
+    out: list[BacktestInput] = []
+    last = T0
+    done = 0
+    for n, place in enumerate(places):
+        for item in stream[done:place]:
+            out.append(item)
+            last = _instant(item) or last
+        done = place
+        following = next((t for i in stream[place:] if (t := _instant(i)) is not None),
+                         last + timedelta(hours=12))
+        span = int((following - last).total_seconds())
+        at = last + timedelta(seconds=draw(
+            st.integers(0, span) | st.integers(0, span // 60).map(lambda m: 60 * m)
+        ))
+        last = at
+        out.append(make(at, n))
     out.extend(stream[done:])
-    return defs, out
+    return out
 
 
 @SETTINGS
