@@ -311,3 +311,18 @@ def test_input_from_json_reads_each_kind() -> None:
     assert first.event_id != second.event_id
     with pytest.raises(InvalidEventError, match="a profile update has type, customer_id"):
         input_from_json({"type": "profile", "customer_id": "a", "name": "x"})
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "  \n"])
+def test_an_empty_inputs_file_is_named_not_run(
+    tmp_path: Path, capsys, caplog, content: str
+) -> None:
+    definitions = tmp_path / "d.json"
+    definitions.write_text(dumps_definitions(shop_definitions()))
+    stream = tmp_path / "in.jsonl"
+    stream.write_text(content)
+    assert main(["backtest", str(definitions), str(stream)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (f"cjo backtest: {stream}: no inputs (the file is empty or holds "
+                            "only blank lines)\n")
+    assert captured.out == "" and "generator" not in caplog.text

@@ -31,7 +31,7 @@ from cjo.simulate import backtest
 from cjo.storage.base import Storage
 from cjo.storage.memory import InMemoryStorage
 from cjo.storage.url import holds_cjo, open_storage, redact_url, sqlite_path, storage_kind
-from cjo.streams import read_inputs
+from cjo.streams import StreamInput, read_inputs
 from cjo.validation import validate_definitions
 
 __all__ = ["main"]
@@ -399,6 +399,21 @@ def _plural(n: int, noun: str) -> str:
 # --- cjo backtest --------------------------------------------------------------------------------
 
 
+class _NoInputsError(Exception):
+    """The inputs file held no input."""
+
+
+def _not_empty(inputs: Iterator[StreamInput]) -> Iterator[StreamInput]:
+    """``inputs``, raising ``_NoInputsError`` when there is none: an empty file is a wrong path or a
+    failed export, which the back-test would otherwise run as reports of nothing, warning about
+    a generator read twice. Lazy, so the options are still checked before the file is read."""
+    first = next(inputs, None)
+    if first is None:
+        raise _NoInputsError
+    yield first
+    yield from inputs
+
+
 def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     text = _definitions_text("backtest", args.definitions, err)
     if text is None:
@@ -416,7 +431,8 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             definitions = loads_definitions(text)
             result = backtest(
                 definitions,
-                read_inputs(stream, in_order=True, timestamp_unit=args.timestamp_unit),
+                _not_empty(read_inputs(stream, in_order=True,
+                                       timestamp_unit=args.timestamp_unit)),
                 start=args.start,
                 until=args.until, render=args.render, **options,
             )
@@ -431,6 +447,10 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except UsageError as exc:
             err.write(f"cjo backtest: {exc}\n")
             return 2
+        except _NoInputsError:
+            err.write(f"cjo backtest: {args.inputs}: no inputs (the file is empty or holds "
+                      "only blank lines)\n")
+            return 1
     if args.json:
         _write_json(out, {
             "start": result.start.isoformat() if result.start is not None else None,

@@ -316,3 +316,15 @@ def test_a_step_only_an_older_version_has_keeps_its_kind(make: Callable[[], Stor
     report = journey_report(storage, second)
     assert [(row.step_id, row.kind) for row in report.steps] == [
         ("hold", "wait_for_event"), ("pause", "wait")]
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("cart", r"report_data takes a JourneyReport, got str 'cart'"),
+    (None, r"report_data takes a JourneyReport, got None"),
+    ([1], r"report_data takes one JourneyReport, got list .*\[report_data\(r\) for r in reports\]"),
+])
+def test_report_data_refuses_what_is_not_a_report(given: object, message: str) -> None:
+    from cjo.analytics import report_data
+
+    with pytest.raises(UsageError, match=message):
+        report_data(given)  # type: ignore[arg-type]

@@ -363,6 +363,12 @@ def report_data(report: JourneyReport) -> dict[str, Any]:
     """``report`` as JSON-ready data: its fields by name (``steps`` a list of rows, each with
     its fields), instants as ISO 8601 text, plus the totals and rates the properties give
     (``sent_total``, ``exited_total``, ``conversion_rate``...)."""
+    # A list of reports, or a journey, would otherwise fail deep in attrs with no hint.
+    if isinstance(report, list | tuple):
+        raise UsageError(f"report_data takes one JourneyReport, got {given(report)} "
+                         "(several: [report_data(r) for r in reports])")
+    if not isinstance(report, JourneyReport):
+        raise UsageError(f"report_data takes a JourneyReport, got {given(report)}")
     data = attrs.asdict(report, recurse=True, value_serializer=_json_value)
     for name in ("exited_total", "sent_total", "conversion_rate", "treated_conversion_rate",
                  "control_conversion_rate"):
