@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -391,6 +392,40 @@ def test_a_server_that_refuses_connections_fails_calls_fast(
     assert proxied.get_setting("s") == "v"
     assert proxied.retry_dead_letter("k2", T0) is True
     assert proxied.append_definitions(1, "{2}") == 2
+
+
+def _socket_libpq_tries(conninfo: str) -> str:
+    """The Unix socket libpq connects to for ``conninfo``, as its own error names it (skips
+    when something answers there)."""
+    try:
+        psycopg.connect(conninfo, connect_timeout=2).close()
+    except psycopg.OperationalError as exc:
+        found = re.search(r'on socket "([^"]+)" failed', str(exc))
+        if found is None:
+            pytest.skip(f"libpq does not connect to a Unix socket here: {exc}")
+        return found.group(1)
+    pytest.skip(f"a server answers at {conninfo}")
+
+
+@pytest.mark.parametrize("where", [
+    "port=5999",  # no host: libpq's default socket directory
+    "host=/tmp/cjo-nonexistent-dir port=5999",
+], ids=["default-socket", "socket-directory"])
+def test_a_socket_where_nothing_listens_fails_calls_fast(where: str) -> None:
+    from psycopg_pool import ConnectionPool
+
+    socket_path = _socket_libpq_tries(f"{where} dbname=test")
+    conninfo = f"{where} dbname=test password={PASSWORD}"
+    # The host's pool: cjo does not try the DSN first, so its first call (the migration)
+    # meets the server missing.
+    with ConnectionPool(conninfo, min_size=1, max_size=1, timeout=12, open=True) as pool:
+        started = time.monotonic()
+        with pytest.raises(StorageError) as raised:
+            PostgresStorage(pool=pool, schema="cjo_unreachable")
+        assert time.monotonic() - started < 4 * REACHABILITY_CHECK_AFTER
+    text = str(raised.value)
+    assert text.startswith(f"PostgreSQL: the server is unreachable at {socket_path} ("), text
+    assert PASSWORD not in text
 
 
 def test_a_busy_pool_still_waits_for_a_connection(

@@ -942,26 +942,46 @@ def _connect(
         raise StorageError(f"PostgreSQL: {_first_line(exc)}") from exc
 
 
+@functools.cache
+def _libpq_default_host() -> str:
+    """Where libpq connects when nothing names a host: the Unix socket directory it was built
+    with (``/var/run/postgresql`` on Debian, ``/tmp`` upstream), or ``localhost`` where it has
+    no Unix sockets; "" if it does not say. Asked of libpq itself, with a connection to port 1
+    begun and dropped at once: an empty host and address keep PGHOST, PGHOSTADDR and services
+    out of it, and no server has a socket for that port, so nothing reaches one."""
+    conn = psycopg.pq.PGconn.connect_start(b"host='' hostaddr='' port=1")
+    try:
+        return (conn.host or b"").decode(errors="replace")
+    finally:
+        conn.finish()
+
+
 def _unreachable(pool: ConnectionPool[Any], timeout: float) -> str | None:
     """Why nothing accepts connections where ``pool`` connects (at any of its hosts, when it
-    names several), else None; None too when that is libpq's default socket, which is not known
-    here. Each host is tried for a share of ``timeout`` with a bare TCP connection (or one to
-    its Unix socket), closed before a byte is sent: PostgreSQL logs nothing for it."""
+    names several), else None; None too when this cannot tell where that is (a service file,
+    an abstract socket). A DSN that names no host is checked at libpq's default (its socket
+    directory). Each host is tried for a share of ``timeout`` with a bare TCP connection (or
+    one to its Unix socket), closed before a byte is sent: PostgreSQL logs nothing for it."""
     conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
     kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
     where = {k: kwargs[k] for k in ("host", "hostaddr", "port") if kwargs.get(k) is not None}
     try:
-        hosts = conninfo_attempts(conninfo_to_dict(conninfo or "", **where))
+        given = conninfo_to_dict(conninfo or "", **where)
+        hosts = conninfo_attempts(given)
     except psycopg.Error as exc:  # no host name resolves
         return f"PostgreSQL: the server is unreachable: {_first_line(exc)}"
     failures: list[str] = []
     for params in hosts:
         host = str(params.get("host") or os.environ.get("PGHOST") or "")
-        address = str(params.get("hostaddr") or host)
+        address = str(params.get("hostaddr") or os.environ.get("PGHOSTADDR") or host)
         try:
             port = int(params.get("port") or os.environ.get("PGPORT") or 5432)
         except ValueError:
             return None  # a port list libpq reads and this does not: as the pool decides
+        if not address:
+            if given.get("service") or os.environ.get("PGSERVICE"):
+                return None  # its service file may name a host: libpq reads it, this does not
+            host = address = _libpq_default_host()
         if not address or address.startswith("@"):
             return None
         share = max(timeout / len(hosts), 0.1)
@@ -972,7 +992,7 @@ def _unreachable(pool: ConnectionPool[Any], timeout: float) -> str | None:
                     sock.settimeout(share)
                     sock.connect(named)
             else:
-                named = f"{host}:{port}"
+                named = f"{host or address}:{port}"
                 socket.create_connection((address, port), share).close()
         except OSError as exc:
             failures.append(f"{named} ({exc.strerror or exc})")
