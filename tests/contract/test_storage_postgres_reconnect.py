@@ -242,11 +242,14 @@ class Proxy:
     back on the same port. ``cut(sent, answer)``: the connection whose client sends ``sent``
     next has it delivered, then loses the server's answers; the client sees its connection
     lost once the server has answered with ``answer`` (by then it has acted on what was sent:
-    a COMMIT has committed)."""
+    a COMMIT has committed), and ``then`` has run. ``drop(sent)``: the connection whose client
+    sends ``sent`` next is lost before the server gets it (the server rolls back)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
         self._cut: tuple[bytes, bytes] | None = None
+        self._then: Callable[[], object] | None = None
+        self._drop: bytes | None = None
         self.cuts = 0
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -263,9 +266,13 @@ class Proxy:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def cut(self, sent: bytes, answer: bytes = b"Z\x00\x00\x00\x05") -> None:
+    def cut(self, sent: bytes, answer: bytes = b"Z\x00\x00\x00\x05",
+            then: Callable[[], object] | None = None) -> None:
         """``answer`` is ReadyForQuery by default: the end of the answers up to a Sync."""
-        self._cut = (sent, answer)
+        self._cut, self._then = (sent, answer), then
+
+    def drop(self, sent: bytes) -> None:
+        self._drop = sent
 
     def stop(self) -> None:
         if self._listener is not None:
@@ -296,6 +303,11 @@ class Proxy:
                    awaited: list[bytes]) -> None:
         while data := _recv(client):
             with self._lock:
+                if self._drop is not None and self._drop in data:
+                    self._drop = None
+                    self.cuts += 1
+                    _hang_up(client)
+                    break
                 if self._cut is not None and self._cut[0] in data:
                     awaited.append(self._cut[1])
                     self._cut = None
@@ -311,7 +323,11 @@ class Proxy:
         while data := _recv(server):
             if awaited:
                 if awaited[0] in data:
-                    break  # the server acted on what was cut: the client never knows
+                    # The server acted on what was cut: the client never knows.
+                    then, self._then = self._then, None
+                    if then is not None:
+                        then()
+                    break
                 continue
             try:
                 client.sendall(data)
@@ -484,6 +500,75 @@ def test_delivery_results_whose_commit_answer_was_lost_are_recorded_once(
     for key, status in (("k1", "pending"), ("k2", "delivered")):
         entry = proxied.outbox_entry(key)
         assert entry is not None and (entry.status, entry.attempts) == (status, 1)
+
+
+UPDATE_OUTBOX = b"attempts = o.attempts + 1"
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+def test_a_direct_result_for_a_message_not_leased_survives_a_lost_commit(
+    proxied: PostgresStorage, proxy: Proxy, lost: str
+) -> None:
+    # The host records a result itself for a message nobody holds leased (released, here).
+    # Whether the server got the results and their COMMIT (the answer lost) or not (the
+    # request lost), the call runs again and the attempt counts once.
+    save(proxied, record("c1"), messages=[message("c1", "k1")])
+    proxied.release_outbox(["k1"], T0)
+    assert not _entry(proxied).leased
+    if lost == "answer":
+        proxy.cut(UPDATE_OUTBOX)
+    else:
+        proxy.drop(UPDATE_OUTBOX)
+    proxied.complete_outbox("k1", DeliveryResult.transient("busy"), T0, LATER)
+    assert proxy.cuts == 1
+    entry = _entry(proxied)
+    assert (entry.status, entry.attempts, entry.available_at, entry.last_error,
+            entry.leased) == ("pending", 1, LATER, "busy", False)
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+def test_results_for_one_message_twice_survive_a_lost_commit(
+    proxied: PostgresStorage, proxy: Proxy, lost: str
+) -> None:
+    # Two attempts of one message in one call (each follows the one before): both count,
+    # once each, and the second's result stands.
+    save(proxied, record("c1"), messages=[message("c1", "k1")])
+    if lost == "answer":
+        proxy.cut(b"attempts = attempts + 1")
+    else:
+        proxy.drop(b"attempts = attempts + 1")
+    proxied.complete_outbox_many([
+        Delivery("k1", DeliveryResult.transient("busy"), T0 + H),
+        Delivery("k1", DeliveryResult.transient("still busy"), LATER),
+    ], T0)
+    assert proxy.cuts == 1
+    entry = _entry(proxied)
+    assert (entry.status, entry.attempts, entry.available_at, entry.last_error) == (
+        "pending", 2, LATER, "still busy")
+
+
+def test_a_result_whose_commit_answer_was_lost_is_not_counted_again_after_a_new_claim(
+    postgres_dsn: str, postgres_schema: str, proxied: PostgresStorage, proxy: Proxy
+) -> None:
+    # The result (a retry, due at once) is committed and its answer lost; before the call runs
+    # again, another worker claims the message anew. Running again, the call must neither
+    # count its attempt a second time nor end the other worker's lease.
+    save(proxied, record("c1"), messages=[message("c1", "k1")])
+    other = PostgresStorage(postgres_dsn, schema=postgres_schema, min_size=1, max_size=1)
+    claimed: list[list[str]] = []
+    try:
+        def reclaim() -> None:
+            claimed.append([m.idempotency_key for m in other.claim_outbox(T0, 10, H)])
+
+        proxy.cut(UPDATE_OUTBOX, then=reclaim)
+        proxied.complete_outbox("k1", DeliveryResult.transient("busy"), T0, T0)
+    finally:
+        other.close()
+    assert proxy.cuts == 1
+    assert claimed == [["k1"]]
+    entry = _entry(proxied)
+    assert (entry.status, entry.attempts, entry.last_error, entry.leased,
+            entry.available_at) == ("pending", 1, "busy", True, T0 + H)
 
 
 @pytest.mark.parametrize(("sent", "answer"), [

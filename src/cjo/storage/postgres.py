@@ -401,20 +401,24 @@ _QUERIES: dict[str, LiteralString] = {
     "pending_by_channel": "SELECT (data ->> 'channel'), count(*) FROM {s}.outbox"
     " WHERE status = 'pending' GROUP BY 1",
     # ``done_at`` is when a message was delivered (pruned after it), ``dead_at`` when it
-    # became a dead letter (never pruned).
+    # became a dead letter (never pruned). A compare-and-set on ``attempts`` (``%(n)s``: the
+    # count before this attempt, as first read): a run again after a lost COMMIT changes
+    # nothing the first run committed, nor a message another process recorded a result for
+    # since (``complete_outbox_many``).
     "complete_outbox": "UPDATE {s}.outbox"
     " SET status = %(st)s, attempts = attempts + 1, available_at = %(av)s, last_error = %(err)s,"
     " leased = false,"
     " done_at = CASE WHEN %(st)s = 'delivered' THEN %(done)s::timestamptz END,"
     " dead_at = CASE WHEN %(st)s = 'dead' THEN %(done)s::timestamptz END"
-    " WHERE key = %(k)s AND status = 'pending'",
+    " WHERE key = %(k)s AND status = 'pending' AND attempts = %(n)s",
     "complete_outbox_many": "UPDATE {s}.outbox AS o SET status = u.st,"
     " attempts = o.attempts + 1, available_at = u.av, last_error = u.err, leased = false,"
     " done_at = CASE WHEN u.st = 'delivered' THEN u.done END,"
     " dead_at = CASE WHEN u.st = 'dead' THEN u.done END"
     " FROM unnest(%(st)b::text[], %(av)b::timestamptz[], %(err)b::text[],"
-    " %(done)b::timestamptz[], %(keys)b::text[]) AS u (st, av, err, done, k)"
-    " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'",
+    " %(done)b::timestamptz[], %(keys)b::text[], %(n)b::int[]) AS u (st, av, err, done, k, n)"
+    " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'"
+    " AND o.attempts = u.n",
     "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error, leased"
     " FROM {s}.outbox WHERE key = %s",
     "customer_outbox": "SELECT data::text, status, attempts, available_at, last_error, leased"
@@ -433,10 +437,10 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE status = 'dead' AND (%(after)s::timestamptz IS NULL"
     "  OR (dead_at, key) > (%(after)s::timestamptz, %(key)s::text))"
     " ORDER BY dead_at, key LIMIT %(limit)s",
-    # The messages among some whose lease no delivery result has ended yet; locked, so as to
-    # wait for a transaction still recording a result for one of them.
-    "outbox_leased": "SELECT key FROM {s}.outbox"
-    " WHERE key = ANY(%b::text[]) AND status = 'pending' AND leased FOR UPDATE",
+    # The attempts so far of the pending messages among some, locked in key order (two
+    # calls recording results for the same messages never deadlock).
+    "outbox_attempts": "SELECT key, attempts FROM {s}.outbox"
+    " WHERE key = ANY(%b::text[]) AND status = 'pending' ORDER BY key FOR UPDATE",
     "retry_dead": "UPDATE {s}.outbox SET status = 'pending', attempts = 0, available_at = %s,"
     " dead_at = NULL, leased = false WHERE key = %s AND status = 'dead'",
     "discard_dead": "UPDATE {s}.outbox SET status = 'discarded', done_at = %s"
@@ -1430,44 +1434,59 @@ class PostgresStorage(Storage):
         rows = [
             (d.outbox_status, d.retry_at or now, d.result.error, now, d.key) for d in deliveries
         ]
-        retried = sorted({key for status, *_, key in rows if status == "pending"})
-        again = False
+        keys = sorted({key for *_, key in rows})
+        # The attempts of each pending message as the first run to read them found them: a
+        # run again after a lost COMMIT updates only the messages still at that count, so
+        # what the first run committed (its answer lost) is not counted twice, however the
+        # lease stands now (another process may have claimed the message since), and what it
+        # did not commit is recorded, leased or not. A message another process recorded a
+        # result for in between is left as that process left it.
+        first: dict[str, int] | None = None
 
-        def record(conn: psycopg.Connection[Any]) -> None:
-            nonlocal again
-            todo = rows
-            if again and retried:
-                # The first run may have committed, its answer lost. A message it gave a
-                # retry is still pending, and would count its attempt twice; but the first run
-                # ended its lease, and the engine records results only for messages it holds
-                # leased (written or claimed by it): those still leased were not recorded.
-                leased = {key for (key,) in conn.execute(self._q["outbox_leased"], [retried])}
-                todo = [r for r in rows if r[0] != "pending" or r[4] in leased]
-            again = True
-            if not todo:
-                return
-            with conn.pipeline():
-                # This commit need not wait for the disk: if the server loses it, the messages
-                # are pending again and go out once more under the same idempotency keys,
-                # which channels de-duplicate. A group then costs one flush (its own), not two.
-                conn.execute("SET LOCAL synchronous_commit TO OFF")
-                if len({r[4] for r in todo}) == len(todo):
-                    st, av, err, done, keys = _columns(todo)
-                    conn.execute(self._q["complete_outbox_many"],
-                                 {"st": st, "av": av, "err": err, "done": done, "keys": keys})
+        def record(conn: psycopg.Connection[Any], stack: ExitStack) -> None:
+            nonlocal first
+            ends, pipeline = _open_transaction(conn, stack)
+            # This commit need not wait for the disk: if the server loses it, the messages are
+            # pending again and go out once more under the same idempotency keys, which
+            # channels de-duplicate. A group then costs one flush (its own), not two.
+            conn.execute("SET LOCAL synchronous_commit TO OFF")
+            found = conn.execute(self._q["outbox_attempts"], [keys])
+            if pipeline is not None:
+                pipeline.sync()
+            read = {key: int(n) for key, n in found.fetchall()}
+            # Nothing of this call was sent before an answer to this read came: the first
+            # read answered is the state before any of its writes.
+            if first is None:
+                first = read
+            seen: dict[str, int] = {}
+            todo: list[tuple[Any, ...]] = []
+            for st, av, err, done, key in rows:
+                if key not in first:
+                    continue  # not pending (delivered, dead, unknown): as before
+                # A key twice: each attempt follows the one before.
+                n = first[key] + seen.get(key, 0)
+                seen[key] = seen.get(key, 0) + 1
+                todo.append((st, av, err, done, key, n))
+            if todo:
+                if len(seen) == len(todo):
+                    columns = _columns(todo)
+                    conn.execute(self._q["complete_outbox_many"], dict(zip(
+                        ("st", "av", "err", "done", "keys", "n"), columns, strict=True
+                    )))
                 else:
-                    # A key twice: each attempt must see the one before (one joined UPDATE
-                    # would apply only one of them).
+                    # One joined UPDATE would apply only one attempt of a key.
                     with conn.cursor() as cur:
                         cur.executemany(self._q["complete_outbox"], [
-                            {"st": st, "av": av, "err": err, "done": done, "k": k}
-                            for st, av, err, done, k in todo
+                            {"st": st, "av": av, "err": err, "done": done, "k": k, "n": n}
+                            for st, av, err, done, k, n in todo
                         ])
+            # Not under ``_committing``: a connection lost at the COMMIT runs all of it again
+            # (``_attempt``), the compare-and-set above making that safe.
+            conn.execute("COMMIT")
+            ends.close()
 
-        # Run again whenever the connection is lost, even at the commit: the statements change
-        # pending messages only, so a delivered or dead one recorded by a first run that
-        # committed is left as it was, and a retried one is left out (above).
-        self._run(record)
+        _result, held = self._attempt(record)
+        held.close()
 
     @_translating
     def outbox_entry(self, key: str) -> OutboxEntry | None:
