@@ -571,6 +571,47 @@ def test_a_result_whose_commit_answer_was_lost_is_not_counted_again_after_a_new_
             entry.available_at) == ("pending", 1, "busy", True, T0 + H)
 
 
+def test_a_pool_not_in_autocommit_runs_delivery_results_again_after_a_lost_commit(
+    postgres_dsn: str, postgres_schema: str, proxy: Proxy, app: str
+) -> None:
+    # A host's pool of psycopg's default connections (not in autocommit): its COMMITs are
+    # inside the calls' retries as on cjo's own pools, so delivery results whose COMMIT answer
+    # was lost are recorded once, without an error; its connections go back as they came.
+    from psycopg_pool import ConnectionPool
+
+    dsn = make_conninfo(postgres_dsn, host="127.0.0.1", hostaddr=None, port=proxy.port,
+                        sslmode="disable")
+    with ConnectionPool(dsn, min_size=1, max_size=2, open=True,
+                        kwargs={"application_name": app, "prepare_threshold": None}) as pool:
+        storage = PostgresStorage(pool=pool, schema=postgres_schema)
+        try:
+            for key in ("k1", "k2"):
+                save(storage, record(f"c-{key}"), messages=[message(f"c-{key}", key)])
+            # A write of one statement commits with it, inside the call's retries: no COMMIT
+            # for the pool to send (and lose) once the call is over.
+            proxy.cut(b"COMMIT\x00")
+            storage.put_setting("s", "v")
+            assert storage.get_setting("s") == "v"
+            proxy.cut(b"COMMIT\x00")
+            storage.complete_outbox_many([
+                Delivery("k1", DeliveryResult.transient("busy"), LATER),
+                Delivery("k2", DeliveryResult()),
+            ], T0)
+            assert proxy.cuts == 1
+            for key, status in (("k1", "pending"), ("k2", "delivered")):
+                entry = storage.outbox_entry(key)
+                assert entry is not None and (entry.status, entry.attempts) == (status, 1)
+            # A customer transaction's lost COMMIT says so, as on cjo's own pools.
+            proxy.cut(b"COMMIT\x00")
+            with pytest.raises(CommitOutcomeUnknownError):
+                save(storage, record("c2"))
+            assert storage.peek("c2") is not None
+        finally:
+            storage.close()
+        with pool.connection() as one, pool.connection() as two:
+            assert (one.autocommit, two.autocommit) == (False, False)
+
+
 @pytest.mark.parametrize(("sent", "answer"), [
     (b".definitions (generation, data)", b"INSERT 0 1\x00"), (b"COMMIT\x00", b"COMMIT\x00"),
 ], ids=["insert", "commit"])

@@ -685,10 +685,10 @@ def _open_transaction(
     stack.push(_rollback_on_error(conn))  # exits run last first: after the pipeline's
     ends = stack.enter_context(ExitStack())
     pipeline = ends.enter_context(conn.pipeline()) if psycopg.Pipeline.is_supported() else None
-    if conn.autocommit:
-        # BEGIN and COMMIT are sent by hand on autocommit connections (cjo's own): psycopg's
-        # transaction() would wait for each of them in a round trip of its own.
-        conn.execute("BEGIN")
+    # BEGIN and COMMIT are sent by hand (every connection is in autocommit while cjo holds it:
+    # ``_autocommit_while_held``): psycopg's transaction() would wait for each of them in a
+    # round trip of its own.
+    conn.execute("BEGIN")
     return ends, pipeline
 
 
@@ -696,11 +696,34 @@ def _commit(conn: psycopg.Connection[Any], ends: ExitStack, what: str, hint: str
     """Commit what ``_open_transaction`` began and end its pipeline (which sends what is queued
     and waits for every answer), under ``_committing``."""
     with _committing(conn, what, hint):
-        if conn.autocommit:
-            conn.execute("COMMIT")
-        else:
-            conn.commit()
+        conn.execute("COMMIT")
         ends.close()
+
+
+def _autocommit_while_held(conn: psycopg.Connection[Any], stack: ExitStack) -> None:
+    """Put ``conn`` in autocommit until ``stack`` exits, when it is not (a pool the host passed
+    in, of psycopg's default connections). Every call then commits where cjo's own pools commit,
+    inside ``_attempt``: on a connection not in autocommit, the pool would commit a call's
+    implicit transaction only as the connection went back, after the call's retries were
+    over, and a connection lost there would fail the call (or, for delivery results, leave it
+    unknown whether they were recorded). The connection goes back as it came."""
+    if conn.autocommit:
+        return
+    conn.autocommit = True  # refused unless idle: a pool hands out idle connections
+
+    def give_back() -> None:
+        if conn.closed or conn.broken:
+            return  # the pool discards it
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            conn.autocommit = False
+        except psycopg.Error:
+            # Never hand the host's pool a connection in a mode it did not choose: closed, the
+            # pool replaces it.
+            conn.close()
+
+    stack.callback(give_back)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -1047,7 +1070,9 @@ class PostgresStorage(Storage):
 
     ``dsn`` is a libpq connection string or URL. ``schema`` holds cjo's tables (created and
     migrated on construction). Pass ``pool`` to share a pool you own: cjo then neither
-    configures nor closes it. ``timeout`` is how long a call waits for a free connection.
+    configures nor closes it; a connection not in autocommit (psycopg's default) is put in
+    autocommit while cjo holds it, and goes back as it came (cjo begins and commits its own
+    transactions). ``timeout`` is how long a call waits for a free connection.
     Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``): the
     one given, else the DSN's, else ``cjo``;
     ``connect_kwargs`` go to every connection (``{"prepare_threshold": None}`` behind
@@ -1191,14 +1216,16 @@ class PostgresStorage(Storage):
 
         ``unit`` must commit nothing before it is done, or raise what it commits under
         ``_committing``, which is not run again, or be safe to run again whatever it
-        committed. A broken connection goes back to the pool, which closes it and opens
-        another."""
+        committed. The connection is in autocommit (``_autocommit_while_held``), so what
+        ``unit`` commits it commits inside this loop. A broken connection goes back to the
+        pool, which closes it and opens another."""
         attempt = 1
         while True:
             conn: psycopg.Connection[Any] | None = None
             try:
                 with ExitStack() as stack:
                     conn = self._pooled(stack)
+                    _autocommit_while_held(conn, stack)
                     stack.push(self._check_pool_if_lost(conn))
                     return unit(conn, stack), stack.pop_all()
             except psycopg.Error as exc:
