@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import threading
 import time
@@ -241,11 +242,14 @@ class Proxy:
     back on the same port. ``cut(sent, answer)``: the connection whose client sends ``sent``
     next has it delivered, then loses the server's answers; the client sees its connection
     lost once the server has answered with ``answer`` (by then it has acted on what was sent:
-    a COMMIT has committed)."""
+    a COMMIT has committed), and ``then`` has run. ``drop(sent)``: the connection whose client
+    sends ``sent`` next is lost before the server gets it (the server rolls back)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.upstream = (host, port)
         self._cut: tuple[bytes, bytes] | None = None
+        self._then: Callable[[], object] | None = None
+        self._drop: bytes | None = None
         self.cuts = 0
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -262,9 +266,13 @@ class Proxy:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
-    def cut(self, sent: bytes, answer: bytes = b"Z\x00\x00\x00\x05") -> None:
+    def cut(self, sent: bytes, answer: bytes = b"Z\x00\x00\x00\x05",
+            then: Callable[[], object] | None = None) -> None:
         """``answer`` is ReadyForQuery by default: the end of the answers up to a Sync."""
-        self._cut = (sent, answer)
+        self._cut, self._then = (sent, answer), then
+
+    def drop(self, sent: bytes) -> None:
+        self._drop = sent
 
     def stop(self) -> None:
         if self._listener is not None:
@@ -295,6 +303,11 @@ class Proxy:
                    awaited: list[bytes]) -> None:
         while data := _recv(client):
             with self._lock:
+                if self._drop is not None and self._drop in data:
+                    self._drop = None
+                    self.cuts += 1
+                    _hang_up(client)
+                    break
                 if self._cut is not None and self._cut[0] in data:
                     awaited.append(self._cut[1])
                     self._cut = None
@@ -310,7 +323,11 @@ class Proxy:
         while data := _recv(server):
             if awaited:
                 if awaited[0] in data:
-                    break  # the server acted on what was cut: the client never knows
+                    # The server acted on what was cut: the client never knows.
+                    then, self._then = self._then, None
+                    if then is not None:
+                        then()
+                    break
                 continue
             try:
                 client.sendall(data)
@@ -393,6 +410,40 @@ def test_a_server_that_refuses_connections_fails_calls_fast(
     assert proxied.append_definitions(1, "{2}") == 2
 
 
+def _socket_libpq_tries(conninfo: str) -> str:
+    """The Unix socket libpq connects to for ``conninfo``, as its own error names it (skips
+    when something answers there)."""
+    try:
+        psycopg.connect(conninfo, connect_timeout=2).close()
+    except psycopg.OperationalError as exc:
+        found = re.search(r'on socket "([^"]+)" failed', str(exc))
+        if found is None:
+            pytest.skip(f"libpq does not connect to a Unix socket here: {exc}")
+        return found.group(1)
+    pytest.skip(f"a server answers at {conninfo}")
+
+
+@pytest.mark.parametrize("where", [
+    "port=5999",  # no host: libpq's default socket directory
+    "host=/tmp/cjo-nonexistent-dir port=5999",
+], ids=["default-socket", "socket-directory"])
+def test_a_socket_where_nothing_listens_fails_calls_fast(where: str) -> None:
+    from psycopg_pool import ConnectionPool
+
+    socket_path = _socket_libpq_tries(f"{where} dbname=test")
+    conninfo = f"{where} dbname=test password={PASSWORD}"
+    # The host's pool: cjo does not try the DSN first, so its first call (the migration)
+    # meets the server missing.
+    with ConnectionPool(conninfo, min_size=1, max_size=1, timeout=12, open=True) as pool:
+        started = time.monotonic()
+        with pytest.raises(StorageError) as raised:
+            PostgresStorage(pool=pool, schema="cjo_unreachable")
+        assert time.monotonic() - started < 4 * REACHABILITY_CHECK_AFTER
+    text = str(raised.value)
+    assert text.startswith(f"PostgreSQL: the server is unreachable at {socket_path} ("), text
+    assert PASSWORD not in text
+
+
 def test_a_busy_pool_still_waits_for_a_connection(
     postgres_dsn: str, postgres_schema: str, app: str
 ) -> None:
@@ -449,6 +500,116 @@ def test_delivery_results_whose_commit_answer_was_lost_are_recorded_once(
     for key, status in (("k1", "pending"), ("k2", "delivered")):
         entry = proxied.outbox_entry(key)
         assert entry is not None and (entry.status, entry.attempts) == (status, 1)
+
+
+UPDATE_OUTBOX = b"attempts = o.attempts + 1"
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+def test_a_direct_result_for_a_message_not_leased_survives_a_lost_commit(
+    proxied: PostgresStorage, proxy: Proxy, lost: str
+) -> None:
+    # The host records a result itself for a message nobody holds leased (released, here).
+    # Whether the server got the results and their COMMIT (the answer lost) or not (the
+    # request lost), the call runs again and the attempt counts once.
+    save(proxied, record("c1"), messages=[message("c1", "k1")])
+    proxied.release_outbox(["k1"], T0)
+    assert not _entry(proxied).leased
+    if lost == "answer":
+        proxy.cut(UPDATE_OUTBOX)
+    else:
+        proxy.drop(UPDATE_OUTBOX)
+    proxied.complete_outbox("k1", DeliveryResult.transient("busy"), T0, LATER)
+    assert proxy.cuts == 1
+    entry = _entry(proxied)
+    assert (entry.status, entry.attempts, entry.available_at, entry.last_error,
+            entry.leased) == ("pending", 1, LATER, "busy", False)
+
+
+@pytest.mark.parametrize("lost", ["answer", "request"])
+def test_results_for_one_message_twice_survive_a_lost_commit(
+    proxied: PostgresStorage, proxy: Proxy, lost: str
+) -> None:
+    # Two attempts of one message in one call (each follows the one before): both count,
+    # once each, and the second's result stands.
+    save(proxied, record("c1"), messages=[message("c1", "k1")])
+    if lost == "answer":
+        proxy.cut(b"attempts = attempts + 1")
+    else:
+        proxy.drop(b"attempts = attempts + 1")
+    proxied.complete_outbox_many([
+        Delivery("k1", DeliveryResult.transient("busy"), T0 + H),
+        Delivery("k1", DeliveryResult.transient("still busy"), LATER),
+    ], T0)
+    assert proxy.cuts == 1
+    entry = _entry(proxied)
+    assert (entry.status, entry.attempts, entry.available_at, entry.last_error) == (
+        "pending", 2, LATER, "still busy")
+
+
+def test_a_result_whose_commit_answer_was_lost_is_not_counted_again_after_a_new_claim(
+    postgres_dsn: str, postgres_schema: str, proxied: PostgresStorage, proxy: Proxy
+) -> None:
+    # The result (a retry, due at once) is committed and its answer lost; before the call runs
+    # again, another worker claims the message anew. Running again, the call must neither
+    # count its attempt a second time nor end the other worker's lease.
+    save(proxied, record("c1"), messages=[message("c1", "k1")])
+    other = PostgresStorage(postgres_dsn, schema=postgres_schema, min_size=1, max_size=1)
+    claimed: list[list[str]] = []
+    try:
+        def reclaim() -> None:
+            claimed.append([m.idempotency_key for m in other.claim_outbox(T0, 10, H)])
+
+        proxy.cut(UPDATE_OUTBOX, then=reclaim)
+        proxied.complete_outbox("k1", DeliveryResult.transient("busy"), T0, T0)
+    finally:
+        other.close()
+    assert proxy.cuts == 1
+    assert claimed == [["k1"]]
+    entry = _entry(proxied)
+    assert (entry.status, entry.attempts, entry.last_error, entry.leased,
+            entry.available_at) == ("pending", 1, "busy", True, T0 + H)
+
+
+def test_a_pool_not_in_autocommit_runs_delivery_results_again_after_a_lost_commit(
+    postgres_dsn: str, postgres_schema: str, proxy: Proxy, app: str
+) -> None:
+    # A host's pool of psycopg's default connections (not in autocommit): its COMMITs are
+    # inside the calls' retries as on cjo's own pools, so delivery results whose COMMIT answer
+    # was lost are recorded once, without an error; its connections go back as they came.
+    from psycopg_pool import ConnectionPool
+
+    dsn = make_conninfo(postgres_dsn, host="127.0.0.1", hostaddr=None, port=proxy.port,
+                        sslmode="disable")
+    with ConnectionPool(dsn, min_size=1, max_size=2, open=True,
+                        kwargs={"application_name": app, "prepare_threshold": None}) as pool:
+        storage = PostgresStorage(pool=pool, schema=postgres_schema)
+        try:
+            for key in ("k1", "k2"):
+                save(storage, record(f"c-{key}"), messages=[message(f"c-{key}", key)])
+            # A write of one statement commits with it, inside the call's retries: no COMMIT
+            # for the pool to send (and lose) once the call is over.
+            proxy.cut(b"COMMIT\x00")
+            storage.put_setting("s", "v")
+            assert storage.get_setting("s") == "v"
+            proxy.cut(b"COMMIT\x00")
+            storage.complete_outbox_many([
+                Delivery("k1", DeliveryResult.transient("busy"), LATER),
+                Delivery("k2", DeliveryResult()),
+            ], T0)
+            assert proxy.cuts == 1
+            for key, status in (("k1", "pending"), ("k2", "delivered")):
+                entry = storage.outbox_entry(key)
+                assert entry is not None and (entry.status, entry.attempts) == (status, 1)
+            # A customer transaction's lost COMMIT says so, as on cjo's own pools.
+            proxy.cut(b"COMMIT\x00")
+            with pytest.raises(CommitOutcomeUnknownError):
+                save(storage, record("c2"))
+            assert storage.peek("c2") is not None
+        finally:
+            storage.close()
+        with pool.connection() as one, pool.connection() as two:
+            assert (one.autocommit, two.autocommit) == (False, False)
 
 
 @pytest.mark.parametrize(("sent", "answer"), [

@@ -401,20 +401,24 @@ _QUERIES: dict[str, LiteralString] = {
     "pending_by_channel": "SELECT (data ->> 'channel'), count(*) FROM {s}.outbox"
     " WHERE status = 'pending' GROUP BY 1",
     # ``done_at`` is when a message was delivered (pruned after it), ``dead_at`` when it
-    # became a dead letter (never pruned).
+    # became a dead letter (never pruned). A compare-and-set on ``attempts`` (``%(n)s``: the
+    # count before this attempt, as first read): a run again after a lost COMMIT changes
+    # nothing the first run committed, nor a message another process recorded a result for
+    # since (``complete_outbox_many``).
     "complete_outbox": "UPDATE {s}.outbox"
     " SET status = %(st)s, attempts = attempts + 1, available_at = %(av)s, last_error = %(err)s,"
     " leased = false,"
     " done_at = CASE WHEN %(st)s = 'delivered' THEN %(done)s::timestamptz END,"
     " dead_at = CASE WHEN %(st)s = 'dead' THEN %(done)s::timestamptz END"
-    " WHERE key = %(k)s AND status = 'pending'",
+    " WHERE key = %(k)s AND status = 'pending' AND attempts = %(n)s",
     "complete_outbox_many": "UPDATE {s}.outbox AS o SET status = u.st,"
     " attempts = o.attempts + 1, available_at = u.av, last_error = u.err, leased = false,"
     " done_at = CASE WHEN u.st = 'delivered' THEN u.done END,"
     " dead_at = CASE WHEN u.st = 'dead' THEN u.done END"
     " FROM unnest(%(st)b::text[], %(av)b::timestamptz[], %(err)b::text[],"
-    " %(done)b::timestamptz[], %(keys)b::text[]) AS u (st, av, err, done, k)"
-    " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'",
+    " %(done)b::timestamptz[], %(keys)b::text[], %(n)b::int[]) AS u (st, av, err, done, k, n)"
+    " WHERE o.key = u.k AND o.key = ANY(%(keys)b::text[]) AND o.status = 'pending'"
+    " AND o.attempts = u.n",
     "outbox_entry": "SELECT data::text, status, attempts, available_at, last_error, leased"
     " FROM {s}.outbox WHERE key = %s",
     "customer_outbox": "SELECT data::text, status, attempts, available_at, last_error, leased"
@@ -433,10 +437,10 @@ _QUERIES: dict[str, LiteralString] = {
     " WHERE status = 'dead' AND (%(after)s::timestamptz IS NULL"
     "  OR (dead_at, key) > (%(after)s::timestamptz, %(key)s::text))"
     " ORDER BY dead_at, key LIMIT %(limit)s",
-    # The messages among some whose lease no delivery result has ended yet; locked, so as to
-    # wait for a transaction still recording a result for one of them.
-    "outbox_leased": "SELECT key FROM {s}.outbox"
-    " WHERE key = ANY(%b::text[]) AND status = 'pending' AND leased FOR UPDATE",
+    # The attempts so far of the pending messages among some, locked in key order (two
+    # calls recording results for the same messages never deadlock).
+    "outbox_attempts": "SELECT key, attempts FROM {s}.outbox"
+    " WHERE key = ANY(%b::text[]) AND status = 'pending' ORDER BY key FOR UPDATE",
     "retry_dead": "UPDATE {s}.outbox SET status = 'pending', attempts = 0, available_at = %s,"
     " dead_at = NULL, leased = false WHERE key = %s AND status = 'dead'",
     "discard_dead": "UPDATE {s}.outbox SET status = 'discarded', done_at = %s"
@@ -681,10 +685,10 @@ def _open_transaction(
     stack.push(_rollback_on_error(conn))  # exits run last first: after the pipeline's
     ends = stack.enter_context(ExitStack())
     pipeline = ends.enter_context(conn.pipeline()) if psycopg.Pipeline.is_supported() else None
-    if conn.autocommit:
-        # BEGIN and COMMIT are sent by hand on autocommit connections (cjo's own): psycopg's
-        # transaction() would wait for each of them in a round trip of its own.
-        conn.execute("BEGIN")
+    # BEGIN and COMMIT are sent by hand (every connection is in autocommit while cjo holds it:
+    # ``_autocommit_while_held``): psycopg's transaction() would wait for each of them in a
+    # round trip of its own.
+    conn.execute("BEGIN")
     return ends, pipeline
 
 
@@ -692,11 +696,34 @@ def _commit(conn: psycopg.Connection[Any], ends: ExitStack, what: str, hint: str
     """Commit what ``_open_transaction`` began and end its pipeline (which sends what is queued
     and waits for every answer), under ``_committing``."""
     with _committing(conn, what, hint):
-        if conn.autocommit:
-            conn.execute("COMMIT")
-        else:
-            conn.commit()
+        conn.execute("COMMIT")
         ends.close()
+
+
+def _autocommit_while_held(conn: psycopg.Connection[Any], stack: ExitStack) -> None:
+    """Put ``conn`` in autocommit until ``stack`` exits, when it is not (a pool the host passed
+    in, of psycopg's default connections). Every call then commits where cjo's own pools commit,
+    inside ``_attempt``: on a connection not in autocommit, the pool would commit a call's
+    implicit transaction only as the connection went back, after the call's retries were
+    over, and a connection lost there would fail the call (or, for delivery results, leave it
+    unknown whether they were recorded). The connection goes back as it came."""
+    if conn.autocommit:
+        return
+    conn.autocommit = True  # refused unless idle: a pool hands out idle connections
+
+    def give_back() -> None:
+        if conn.closed or conn.broken:
+            return  # the pool discards it
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.rollback()
+            conn.autocommit = False
+        except psycopg.Error:
+            # Never hand the host's pool a connection in a mode it did not choose: closed, the
+            # pool replaces it.
+            conn.close()
+
+    stack.callback(give_back)
 
 
 def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
@@ -942,26 +969,46 @@ def _connect(
         raise StorageError(f"PostgreSQL: {_first_line(exc)}") from exc
 
 
+@functools.cache
+def _libpq_default_host() -> str:
+    """Where libpq connects when nothing names a host: the Unix socket directory it was built
+    with (``/var/run/postgresql`` on Debian, ``/tmp`` upstream), or ``localhost`` where it has
+    no Unix sockets; "" if it does not say. Asked of libpq itself, with a connection to port 1
+    begun and dropped at once: an empty host and address keep PGHOST, PGHOSTADDR and services
+    out of it, and no server has a socket for that port, so nothing reaches one."""
+    conn = psycopg.pq.PGconn.connect_start(b"host='' hostaddr='' port=1")
+    try:
+        return (conn.host or b"").decode(errors="replace")
+    finally:
+        conn.finish()
+
+
 def _unreachable(pool: ConnectionPool[Any], timeout: float) -> str | None:
     """Why nothing accepts connections where ``pool`` connects (at any of its hosts, when it
-    names several), else None; None too when that is libpq's default socket, which is not known
-    here. Each host is tried for a share of ``timeout`` with a bare TCP connection (or one to
-    its Unix socket), closed before a byte is sent: PostgreSQL logs nothing for it."""
+    names several), else None; None too when this cannot tell where that is (a service file,
+    an abstract socket). A DSN that names no host is checked at libpq's default (its socket
+    directory). Each host is tried for a share of ``timeout`` with a bare TCP connection (or
+    one to its Unix socket), closed before a byte is sent: PostgreSQL logs nothing for it."""
     conninfo = pool.conninfo() if callable(pool.conninfo) else pool.conninfo
     kwargs = pool.kwargs() if callable(pool.kwargs) else pool.kwargs or {}
     where = {k: kwargs[k] for k in ("host", "hostaddr", "port") if kwargs.get(k) is not None}
     try:
-        hosts = conninfo_attempts(conninfo_to_dict(conninfo or "", **where))
+        given = conninfo_to_dict(conninfo or "", **where)
+        hosts = conninfo_attempts(given)
     except psycopg.Error as exc:  # no host name resolves
         return f"PostgreSQL: the server is unreachable: {_first_line(exc)}"
     failures: list[str] = []
     for params in hosts:
         host = str(params.get("host") or os.environ.get("PGHOST") or "")
-        address = str(params.get("hostaddr") or host)
+        address = str(params.get("hostaddr") or os.environ.get("PGHOSTADDR") or host)
         try:
             port = int(params.get("port") or os.environ.get("PGPORT") or 5432)
         except ValueError:
             return None  # a port list libpq reads and this does not: as the pool decides
+        if not address:
+            if given.get("service") or os.environ.get("PGSERVICE"):
+                return None  # its service file may name a host: libpq reads it, this does not
+            host = address = _libpq_default_host()
         if not address or address.startswith("@"):
             return None
         share = max(timeout / len(hosts), 0.1)
@@ -972,7 +1019,7 @@ def _unreachable(pool: ConnectionPool[Any], timeout: float) -> str | None:
                     sock.settimeout(share)
                     sock.connect(named)
             else:
-                named = f"{host}:{port}"
+                named = f"{host or address}:{port}"
                 socket.create_connection((address, port), share).close()
         except OSError as exc:
             failures.append(f"{named} ({exc.strerror or exc})")
@@ -1023,7 +1070,9 @@ class PostgresStorage(Storage):
 
     ``dsn`` is a libpq connection string or URL. ``schema`` holds cjo's tables (created and
     migrated on construction). Pass ``pool`` to share a pool you own: cjo then neither
-    configures nor closes it. ``timeout`` is how long a call waits for a free connection.
+    configures nor closes it; a connection not in autocommit (psycopg's default) is put in
+    autocommit while cjo holds it, and goes back as it came (cjo begins and commits its own
+    transactions). ``timeout`` is how long a call waits for a free connection.
     Connections are tagged with ``application_name`` (visible in ``pg_stat_activity``): the
     one given, else the DSN's, else ``cjo``;
     ``connect_kwargs`` go to every connection (``{"prepare_threshold": None}`` behind
@@ -1167,14 +1216,16 @@ class PostgresStorage(Storage):
 
         ``unit`` must commit nothing before it is done, or raise what it commits under
         ``_committing``, which is not run again, or be safe to run again whatever it
-        committed. A broken connection goes back to the pool, which closes it and opens
-        another."""
+        committed. The connection is in autocommit (``_autocommit_while_held``), so what
+        ``unit`` commits it commits inside this loop. A broken connection goes back to the
+        pool, which closes it and opens another."""
         attempt = 1
         while True:
             conn: psycopg.Connection[Any] | None = None
             try:
                 with ExitStack() as stack:
                     conn = self._pooled(stack)
+                    _autocommit_while_held(conn, stack)
                     stack.push(self._check_pool_if_lost(conn))
                     return unit(conn, stack), stack.pop_all()
             except psycopg.Error as exc:
@@ -1410,44 +1461,59 @@ class PostgresStorage(Storage):
         rows = [
             (d.outbox_status, d.retry_at or now, d.result.error, now, d.key) for d in deliveries
         ]
-        retried = sorted({key for status, *_, key in rows if status == "pending"})
-        again = False
+        keys = sorted({key for *_, key in rows})
+        # The attempts of each pending message as the first run to read them found them: a
+        # run again after a lost COMMIT updates only the messages still at that count, so
+        # what the first run committed (its answer lost) is not counted twice, however the
+        # lease stands now (another process may have claimed the message since), and what it
+        # did not commit is recorded, leased or not. A message another process recorded a
+        # result for in between is left as that process left it.
+        first: dict[str, int] | None = None
 
-        def record(conn: psycopg.Connection[Any]) -> None:
-            nonlocal again
-            todo = rows
-            if again and retried:
-                # The first run may have committed, its answer lost. A message it gave a
-                # retry is still pending, and would count its attempt twice; but the first run
-                # ended its lease, and the engine records results only for messages it holds
-                # leased (written or claimed by it): those still leased were not recorded.
-                leased = {key for (key,) in conn.execute(self._q["outbox_leased"], [retried])}
-                todo = [r for r in rows if r[0] != "pending" or r[4] in leased]
-            again = True
-            if not todo:
-                return
-            with conn.pipeline():
-                # This commit need not wait for the disk: if the server loses it, the messages
-                # are pending again and go out once more under the same idempotency keys,
-                # which channels de-duplicate. A group then costs one flush (its own), not two.
-                conn.execute("SET LOCAL synchronous_commit TO OFF")
-                if len({r[4] for r in todo}) == len(todo):
-                    st, av, err, done, keys = _columns(todo)
-                    conn.execute(self._q["complete_outbox_many"],
-                                 {"st": st, "av": av, "err": err, "done": done, "keys": keys})
+        def record(conn: psycopg.Connection[Any], stack: ExitStack) -> None:
+            nonlocal first
+            ends, pipeline = _open_transaction(conn, stack)
+            # This commit need not wait for the disk: if the server loses it, the messages are
+            # pending again and go out once more under the same idempotency keys, which
+            # channels de-duplicate. A group then costs one flush (its own), not two.
+            conn.execute("SET LOCAL synchronous_commit TO OFF")
+            found = conn.execute(self._q["outbox_attempts"], [keys])
+            if pipeline is not None:
+                pipeline.sync()
+            read = {key: int(n) for key, n in found.fetchall()}
+            # Nothing of this call was sent before an answer to this read came: the first
+            # read answered is the state before any of its writes.
+            if first is None:
+                first = read
+            seen: dict[str, int] = {}
+            todo: list[tuple[Any, ...]] = []
+            for st, av, err, done, key in rows:
+                if key not in first:
+                    continue  # not pending (delivered, dead, unknown): as before
+                # A key twice: each attempt follows the one before.
+                n = first[key] + seen.get(key, 0)
+                seen[key] = seen.get(key, 0) + 1
+                todo.append((st, av, err, done, key, n))
+            if todo:
+                if len(seen) == len(todo):
+                    columns = _columns(todo)
+                    conn.execute(self._q["complete_outbox_many"], dict(zip(
+                        ("st", "av", "err", "done", "keys", "n"), columns, strict=True
+                    )))
                 else:
-                    # A key twice: each attempt must see the one before (one joined UPDATE
-                    # would apply only one of them).
+                    # One joined UPDATE would apply only one attempt of a key.
                     with conn.cursor() as cur:
                         cur.executemany(self._q["complete_outbox"], [
-                            {"st": st, "av": av, "err": err, "done": done, "k": k}
-                            for st, av, err, done, k in todo
+                            {"st": st, "av": av, "err": err, "done": done, "k": k, "n": n}
+                            for st, av, err, done, k, n in todo
                         ])
+            # Not under ``_committing``: a connection lost at the COMMIT runs all of it again
+            # (``_attempt``), the compare-and-set above making that safe.
+            conn.execute("COMMIT")
+            ends.close()
 
-        # Run again whenever the connection is lost, even at the commit: the statements change
-        # pending messages only, so a delivered or dead one recorded by a first run that
-        # committed is left as it was, and a retried one is left out (above).
-        self._run(record)
+        _result, held = self._attempt(record)
+        held.close()
 
     @_translating
     def outbox_entry(self, key: str) -> OutboxEntry | None:
