@@ -591,88 +591,93 @@ class _Run:
         last = start if start is not None else _BEGINNING
         first: datetime | None = None
         stop = until if until is not None else _END
-        read = events = updates = changes = merges = 0
+        read = updates = changes = merges = 0  # events: the rest of those read
+        # The latest instant an event can be taken at without a look at anything else: in
+        # order, within the run, with no schedule occurrence by it and no profile update
+        # waiting for its instant (None: before the first input, or while one waits).
+        drop_by: datetime | None = None
         # The change or merge read in this pass (None but in a pass that reads one: not set
         # per event).
         change: OperatorChange | None = None
         merge: Identify | None = None
         # The hot loop of the run: one pass per input, most of them events nothing reads.
         for item in inputs:
-            if type(item) is Event and item.name not in relevant and not floating:
-                # The common case first: an event nothing reads, in order, within the run,
-                # with no schedule before it and no progress to report: counted, and dropped.
-                at = item.timestamp
-                if (
-                    last <= at <= stop and first is not None and read + 1 != next_progress
-                    and (self.next_run is None or self.next_run > at)
-                ):
-                    read += 1
-                    events += 1
-                    last = at
-                    continue
             entry: Item
-            if type(item) is Event or isinstance(item, Event):
-                entry, at = item, item.timestamp
-                matters = item.name in relevant
-                events += 1
-            elif isinstance(item, ProfileUpdate):
-                floating.append(item)
-                updates += 1
-                read += 1
-                if read == next_progress:
-                    next_progress += progress_every
-                    progress(read, total, last)
-                continue
-            else:
-                at, timed = _timed(item, read)
-                if isinstance(timed, ProfileUpdate):
-                    entry, matters = timed, True
-                    updates += 1
-                elif isinstance(timed, Identify):
-                    merge, matters = timed, False
-                    merges += 1
-                else:
-                    change, matters = timed, False
-                    changes += 1
-            if at < last:
-                what = "the input before it" if first is not None else "start"
-                raise UsageError(
-                    f"input #{read} is stamped {at.isoformat()}, earlier than {what} "
-                    f"({last.isoformat()}): a back-test needs its inputs in timestamp order"
-                )
-            if at > stop:
-                # The run ends at until: this input and those after it are not read.
-                self.unread = at
-                if change is not None:
-                    changes -= 1
-                elif merge is not None:
-                    merges -= 1
-                elif entry is item:
-                    events -= 1
-                else:
-                    updates -= 1
-                break
-            read += 1
-            last = at
-            if first is None:
-                first = at
-                if start is None and registry.any_schedule:
-                    # Schedules start where the stream does, as at a publish then.
-                    mark_schedules(self.engine, registry, at, replace=True)
-                    self.next_run = next_schedule_run(self.engine)
-            if self.next_run is not None and self.next_run <= at and (
-                change is None or floating  # a change alone runs only those before it
+            if (
+                type(item) is Event and drop_by is not None
+                and last <= (at := item.timestamp) <= drop_by and read + 1 != next_progress
             ):
-                # A schedule occurrence comes first: decide what came before it, then run it
-                # (and what falls due by then) at its own instant.
-                if window or window_merges:
-                    self._decide(window, customers, window_merges)
-                    window, customers, window_merges = [], set(), []
-                self._run_schedules(at)
-            if floating:
-                window.extend([(at, u) for u in floating])
-                customers.update(u.customer_id for u in floating)
-                floating = []
+                # The common case first: an event that needs no look at anything else (and
+                # no progress to report). One nothing reads is counted, and dropped.
+                read += 1
+                last = at
+                if item.name not in relevant:
+                    continue
+                entry, matters = item, True
+            else:
+                if type(item) is Event or isinstance(item, Event):
+                    entry, at = item, item.timestamp
+                    matters = item.name in relevant
+                elif isinstance(item, ProfileUpdate):
+                    floating.append(item)
+                    drop_by = None  # the next input gives it its instant
+                    updates += 1
+                    read += 1
+                    if read == next_progress:
+                        next_progress += progress_every
+                        progress(read, total, last)
+                    continue
+                else:
+                    at, timed = _timed(item, read)
+                    if isinstance(timed, ProfileUpdate):
+                        entry, matters = timed, True
+                        updates += 1
+                    elif isinstance(timed, Identify):
+                        merge, matters = timed, False
+                        merges += 1
+                    else:
+                        change, matters = timed, False
+                        changes += 1
+                if at < last:
+                    what = "the input before it" if first is not None else "start"
+                    raise UsageError(
+                        f"input #{read} is stamped {at.isoformat()}, earlier than {what} "
+                        f"({last.isoformat()}): a back-test needs its inputs in timestamp order"
+                    )
+                if at > stop:
+                    # The run ends at until: this input and those after it are not read.
+                    self.unread = at
+                    if change is not None:
+                        changes -= 1
+                    elif merge is not None:
+                        merges -= 1
+                    elif entry is not item:
+                        updates -= 1
+                    break
+                read += 1
+                last = at
+                if first is None:
+                    first = at
+                    if start is None and registry.any_schedule:
+                        # Schedules start where the stream does, as at a publish then.
+                        mark_schedules(self.engine, registry, at, replace=True)
+                        self.next_run = next_schedule_run(self.engine)
+                if self.next_run is not None and self.next_run <= at and (
+                    change is None or floating  # a change alone runs only those before it
+                ):
+                    # A schedule occurrence comes first: decide what came before it, then run
+                    # it (and what falls due by then) at its own instant.
+                    if window or window_merges:
+                        self._decide(window, customers, window_merges)
+                        window, customers, window_merges = [], set(), []
+                    self._run_schedules(at)
+                if floating:
+                    # (Most often one update, a sign-up's: no comprehension for it.)
+                    for update in floating:
+                        window.append((at, update))
+                        customers.add(update.customer_id)
+                    floating = []
+                drop_by = _drop_by(stop, self.next_run)
             if matters:
                 if isinstance(entry, Event) and entry.name in DELIVERY_EVENTS:
                     # Refused as a live engine refuses it, by the definitions of its instant.
@@ -689,6 +694,7 @@ class _Run:
                 registry = self.registry
                 relevant = registry.relevant_events
                 known = self.engine._known_channels(registry)
+                drop_by = _drop_by(stop, self.next_run)
             elif merge is not None:
                 # Kept in the window, at its place: made between the two customers' inputs
                 # around it when the window is decided (``_decide``), without ending it.
@@ -698,10 +704,13 @@ class _Run:
             if len(window) + len(window_merges) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:
                 self._decide(window, customers, window_merges)
                 window, customers, window_merges = [], set(), []
+                drop_by = _drop_by(stop, self.next_run)  # a merge's schedules moved it
             if read == next_progress:
                 next_progress += progress_every
                 progress(read, total, at)
-        self.inputs, self.events, self.profile_updates = read, events, updates
+        self.inputs, self.events, self.profile_updates = (
+            read, read - updates - changes - merges, updates
+        )
         self.changes, self.merges = changes, merges
         end = until if until is not None else (last if first is not None else start)
         if floating:
@@ -1210,6 +1219,16 @@ def _warn_nothing_read(
 
 def _no_progress(done: int, total: int | None, now: datetime) -> None:
     pass
+
+
+def _drop_by(stop: datetime, next_run: datetime | None) -> datetime | None:
+    """The latest instant an input can be decided at without running a schedule occurrence
+    first: ``stop``, or the instant before ``next_run`` (None: there is none)."""
+    if next_run is None:
+        return stop
+    if next_run <= _BEGINNING:
+        return None
+    return min(stop, next_run - _TICK)  # instants are whole microseconds
 
 
 def _due_by(state: RecordView | None, at: datetime) -> bool:
