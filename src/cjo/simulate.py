@@ -19,8 +19,16 @@ import gc
 import itertools
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections import Counter, defaultdict, deque
+from collections.abc import (
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableSequence,
+    Sequence,
+    Sized,
+)
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -849,12 +857,18 @@ class _Run:
                 high = bisect.bisect_right(window, instant, lo=low, key=key)
                 at_merges.update(item.customer_id for _, item in window[low:high])
             merged -= at_merges
-        mine: dict[str, list[tuple[datetime, Item]]] = {}
+        mine: defaultdict[str, list[tuple[datetime, Item]]] = defaultdict(list)
         owners: dict[str, str] = {}
         in_order: list[tuple[int, tuple[datetime, Item]]] = []
         waiting: dict[str, deque[tuple[int, tuple[datetime, Item]]]] = {
             cid: deque() for cid in merged
         }
+        # Where the inputs of the customers merges tie go (none without merges), in one
+        # look-up: ``in_order`` for those with an input at a merge's instant, else their own.
+        held: dict[str, MutableSequence[tuple[int, tuple[datetime, Item]]]] = dict.fromkeys(
+            at_merges, in_order
+        )
+        held.update(waiting)
         for place, entry in enumerate(window):
             item = entry[1]
             cid = item.customer_id
@@ -862,18 +876,12 @@ class _Run:
                 item.event_id, cid
             ) != cid:  # (a host's subclass of Event claims its id as an Event does)
                 return None
-            if cid in at_merges:
-                in_order.append((place, entry))
-                continue
-            inputs = waiting.get(cid)
-            if inputs is not None:
-                inputs.append((place, entry))
-                continue
-            others = mine.get(cid)
-            if others is None:
-                mine[cid] = [entry]
-            else:
-                others.append(entry)
+            if held:
+                inputs = held.get(cid)
+                if inputs is not None:
+                    inputs.append((place, entry))
+                    continue
+            mine[cid].append(entry)
         return _PerCustomer(mine, in_order, waiting)
 
     def _by_customer(self, split: _PerCustomer, merges: Sequence[_Merge], end: datetime) -> None:
