@@ -803,8 +803,9 @@ class _Run:
         outcome = self.outcome = OutcomeBuilder(
             record_steps=False, record_messages=self.counters is None
         )
+        claims: list[tuple[datetime, str]] = []  # the window's, when not claimed in order
         if split is not None:
-            self._by_customer(split, merges, end)
+            claims = self._by_customer(split, merges, end)
         else:
             self.clock.set(end)
             # The messages the window's feedback events name, as the engine reads them (the
@@ -824,7 +825,7 @@ class _Run:
             engine._dispatch(outcome.messages, end, outcome)
         # After the delivery: a failover it wrote (a permanent failure) is a message queued too.
         self.tally.add(outcome)
-        self._forget(end)
+        self._forget(end, claims)
         self._due(end)
         # As a worker prunes (at most once per ``prune_every``): the outbox and the log stay
         # bounded over a long run too.
@@ -884,14 +885,16 @@ class _Run:
             mine[cid].append(entry)
         return _PerCustomer(mine, in_order, waiting)
 
-    def _by_customer(self, split: _PerCustomer, merges: Sequence[_Merge], end: datetime) -> None:
+    def _by_customer(
+        self, split: _PerCustomer, merges: Sequence[_Merge], end: datetime
+    ) -> list[tuple[datetime, str]]:
         """Decide a window customer by customer (``CUSTOMER_CHUNK`` to a transaction), each
         customer's inputs in order (each caught up to ``end``), after the inputs of the
         customers its merges tie, decided around the merges. What one customer's inputs
         decide never depends on another's (but through a merge, or an event id they share:
         see ``_per_customer``), and a customer's record stays in the processor's caches while
         it is decided and written: a month of 100,000 customers takes about 9% less CPU than
-        in stream order."""
+        in stream order. Returns the event ids claimed, in the order they were claimed."""
         claims: list[tuple[datetime, str]] = []
         if merges:
             self._around_merges(split, merges, end, claims)
@@ -910,7 +913,7 @@ class _Run:
                         close(decider, end, sessions[cid])
         # Forgotten in the order they were claimed (``_forget``).
         claims.sort(key=itemgetter(0))
-        self.claims.extend(claims)
+        return claims
 
     def _around_merges(
         self, split: _PerCustomer, merges: Sequence[_Merge], end: datetime,
@@ -1048,15 +1051,26 @@ class _Run:
             state.revision = max(state.revision, 0)
             session.save(state, decider.messages, decider.activities)
 
-    def _forget(self, now: datetime) -> None:
+    def _forget(self, now: datetime, fresh: list[tuple[datetime, str]]) -> None:
         """Forget the event ids claimed longer than ``Retention.event_ids`` before ``now`` (as
-        a prune at ``now`` does: a live engine prunes at most ``prune_every`` later)."""
+        a prune at ``now`` does: a live engine prunes at most ``prune_every`` later), then
+        remember the ``fresh`` claims (a window's, in order, none before those remembered)
+        that are not already forgotten too."""
         claims, claimed = self.claims, self.claimed
         cut = now - self.keep
         while claims and claims[0][0] < cut:
             at, event_id = claims.popleft()
             if claimed.get(event_id) == at:  # else claimed again since
                 del claimed[event_id]
+        if claims or not fresh:
+            claims.extend(fresh)  # (none is before those still remembered)
+            return
+        # A long window's first claims are often past already: forgotten without being queued.
+        past = bisect.bisect_left(fresh, cut, key=itemgetter(0))
+        for at, event_id in itertools.islice(fresh, past):
+            if claimed.get(event_id) == at:
+                del claimed[event_id]
+        claims.extend(itertools.islice(fresh, past, None))
 
     def hand_over_claims(self) -> None:
         """Give the storage the event ids the run still remembers, with their instants, so the
