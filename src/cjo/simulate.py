@@ -595,7 +595,24 @@ class _Run:
         # The window's identity merges, each with its place (how many of the window's inputs
         # come before it) and instant.
         window_merges: list[_Merge] = []
+        # The window's inputs by customer, and the customer of each event id (``shared``: one
+        # has two), for deciding it customer by customer: gathered as the inputs are read,
+        # while they are in the processor's caches (a month's window is far larger).
+        by_customer: defaultdict[str, list[tuple[datetime, Item]]] = defaultdict(list)
+        owners: dict[str, str] = {}
+        shared = False
+
+        def decide() -> None:
+            """Decide the window read so far, and start the next."""
+            nonlocal window, customers, window_merges, by_customer, owners, shared
+            if window or window_merges:
+                self._decide(window, customers, window_merges,
+                             None if shared else by_customer)
+                window, customers, window_merges = [], set(), []
+                by_customer, owners, shared = defaultdict(list), {}, False
+
         floating: list[ProfileUpdate] = []
+        pair: tuple[datetime, Item]
         last = start if start is not None else _BEGINNING
         first: datetime | None = None
         stop = until if until is not None else _END
@@ -675,28 +692,34 @@ class _Run:
                 ):
                     # A schedule occurrence comes first: decide what came before it, then run
                     # it (and what falls due by then) at its own instant.
-                    if window or window_merges:
-                        self._decide(window, customers, window_merges)
-                        window, customers, window_merges = [], set(), []
+                    decide()
                     self._run_schedules(at)
                 if floating:
                     # (Most often one update, a sign-up's: no comprehension for it.)
                     for update in floating:
-                        window.append((at, update))
+                        pair = (at, update)
+                        window.append(pair)
                         customers.add(update.customer_id)
+                        by_customer[update.customer_id].append(pair)
                     floating = []
                 drop_by = _drop_by(stop, self.next_run)
             if matters:
-                if isinstance(entry, Event) and entry.name in DELIVERY_EVENTS:
-                    # Refused as a live engine refuses it, by the definitions of its instant.
-                    check_delivery_event(registry.delivery.topics, known, entry,
-                                         f"input #{read - 1}: ")
-                window.append((at, entry))
-                customers.add(entry.customer_id)
+                cid = entry.customer_id
+                if isinstance(entry, Event):
+                    if entry.name in DELIVERY_EVENTS:
+                        # Refused as a live engine refuses it, by the definitions of its
+                        # instant.
+                        check_delivery_event(registry.delivery.topics, known, entry,
+                                             f"input #{read - 1}: ")
+                    # (A host's subclass of Event claims its id as an Event does.)
+                    if owners.setdefault(entry.event_id, cid) != cid:
+                        shared = True
+                pair = (at, entry)
+                window.append(pair)
+                customers.add(cid)
+                by_customer[cid].append(pair)
             elif change is not None:
-                if window or window_merges:
-                    self._decide(window, customers, window_merges)
-                    window, customers, window_merges = [], set(), []
+                decide()
                 self._change(at, change, read - 1)
                 change = None
                 registry = self.registry
@@ -710,8 +733,7 @@ class _Run:
                 customers.update((merge.customer_id, merge.anonymous_id))
                 merge = None
             if len(window) + len(window_merges) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:
-                self._decide(window, customers, window_merges)
-                window, customers, window_merges = [], set(), []
+                decide()
                 drop_by = _drop_by(stop, self.next_run)  # a merge's schedules moved it
             if read == next_progress:
                 next_progress += progress_every
@@ -729,10 +751,12 @@ class _Run:
                     "the stream holds profile updates but no timestamped input: give start "
                     "or until, so that they have an instant"
                 )
-            window.extend([(final, u) for u in floating])
-            customers.update(u.customer_id for u in floating)
-        if window or window_merges:
-            self._decide(window, customers, window_merges)
+            for update in floating:
+                pair = (final, update)
+                window.append(pair)
+                customers.add(update.customer_id)
+                by_customer[update.customer_id].append(pair)
+        decide()
         if end is not None:
             self._run_schedules(end)
             if self.counters is None:
@@ -745,10 +769,12 @@ class _Run:
 
     def _decide(
         self, window: list[tuple[datetime, Item]], customer_ids: set[str],
-        merges: list[_Merge],
+        merges: list[_Merge], by_customer: dict[str, list[tuple[datetime, Item]]] | None = None,
     ) -> None:
         """Decide one window's inputs (of ``customer_ids``) and make its identity merges, then
-        fire what is due by its end.
+        fire what is due by its end. ``by_customer``: the window's inputs by customer, each
+        customer's in stream order, when no event id is shared across customers (None: not
+        gathered).
 
         With the caller's channels or actions, each instant's inputs are decided apart, after
         what fell due before them, and their messages delivered at that instant: a delivery
@@ -763,9 +789,11 @@ class _Run:
                 self._on_time(at)
                 self._decide_window(items, {item.customer_id for _, item in items})
             return
-        split = (
-            self._per_customer(window, merges) if merges or len(customer_ids) >= 2 else None
-        )
+        split: _PerCustomer | None = None
+        if merges or (len(customer_ids) >= 2 and by_customer is None):
+            split = self._per_customer(window, merges)
+        elif by_customer is not None and len(customer_ids) >= 2:
+            split = _PerCustomer(by_customer, [], {})  # what _per_customer would make of it
         if split is None and merges:
             # An event id two customers share orders them across customers: the stream's
             # order, each merge between the inputs around it.
