@@ -620,7 +620,7 @@ class _Run:
         # The latest instant an event can be taken at without a look at anything else: in
         # order, within the run, with no schedule occurrence by it and no profile update
         # waiting for its instant (None: before the first input, or while one waits).
-        drop_by: datetime | None = None
+        fast_until: datetime | None = None
         # The change or merge read in this pass (None but in a pass that reads one: not set
         # per event).
         change: OperatorChange | None = None
@@ -629,8 +629,8 @@ class _Run:
         for item in inputs:
             entry: Item
             if (
-                type(item) is Event and drop_by is not None
-                and last <= (at := item.timestamp) <= drop_by and read + 1 != next_progress
+                type(item) is Event and fast_until is not None
+                and last <= (at := item.timestamp) <= fast_until and read + 1 != next_progress
             ):
                 # The common case first: an event that needs no look at anything else (and
                 # no progress to report). One nothing reads is counted, and dropped.
@@ -645,7 +645,7 @@ class _Run:
                     matters = item.name in relevant
                 elif isinstance(item, ProfileUpdate):
                     floating.append(item)
-                    drop_by = None  # the next input gives it its instant
+                    fast_until = None  # the next input gives it its instant
                     updates += 1
                     read += 1
                     if read == next_progress:
@@ -702,7 +702,7 @@ class _Run:
                         customers.add(update.customer_id)
                         by_customer[update.customer_id].append(pair)
                     floating = []
-                drop_by = _drop_by(stop, self.next_run)
+                fast_until = _fast_until(stop, self.next_run)
             if matters:
                 cid = entry.customer_id
                 if isinstance(entry, Event):
@@ -725,7 +725,7 @@ class _Run:
                 registry = self.registry
                 relevant = registry.relevant_events
                 known = self.engine._known_channels(registry)
-                drop_by = _drop_by(stop, self.next_run)
+                fast_until = _fast_until(stop, self.next_run)
             elif merge is not None:
                 # Kept in the window, at its place: made between the two customers' inputs
                 # around it when the window is decided (``_decide``), without ending it.
@@ -734,7 +734,8 @@ class _Run:
                 merge = None
             if len(window) + len(window_merges) >= WINDOW or len(customers) >= WINDOW_CUSTOMERS:
                 decide()
-                drop_by = _drop_by(stop, self.next_run)  # a merge's schedules moved it
+                # (A window with merges may run schedule occurrences.)
+                fast_until = _fast_until(stop, self.next_run)
             if read == next_progress:
                 next_progress += progress_every
                 progress(read, total, at)
@@ -1275,9 +1276,9 @@ def _no_progress(done: int, total: int | None, now: datetime) -> None:
     pass
 
 
-def _drop_by(stop: datetime, next_run: datetime | None) -> datetime | None:
+def _fast_until(stop: datetime, next_run: datetime | None) -> datetime | None:
     """The latest instant an input can be decided at without running a schedule occurrence
-    first: ``stop``, or the instant before ``next_run`` (None: there is none)."""
+    first: ``stop``, or the instant before ``next_run`` (None when there is no such instant)."""
     if next_run is None:
         return stop
     if next_run <= _BEGINNING:
