@@ -121,6 +121,7 @@ from cjo.storage.base import (
     Retention,
     SetAsideRecord,
     Storage,
+    page_of_ids,
     returned,
 )
 from cjo.storage.memory import InMemoryStorage
@@ -1240,7 +1241,10 @@ class Engine:
                 return
             after: str | None = None
             while True:
-                page = self.storage.enrolled_customers(journey_id, after=after, limit=500)
+                page = page_of_ids(
+                    self.storage, "enrolled_customers",
+                    self.storage.enrolled_customers(journey_id, after=after, limit=500), after,
+                )
                 if not page:
                     break
                 after = page[-1]
@@ -1976,7 +1980,8 @@ class Engine:
         plan = registry.plan
         after: str | None = None
         while True:
-            ids = self.storage.customer_ids(after=after, limit=batch_size)
+            ids = page_of_ids(self.storage, "customer_ids",
+                              self.storage.customer_ids(after=after, limit=batch_size), after)
             if not ids:
                 break
             after = ids[-1]

@@ -149,3 +149,36 @@ def test_right_returns_pass_unchanged() -> None:
     _woken(engine)
     assert journey_report(engine.storage, HELLO).completed == 1
     assert len(engine.export_customer("ada")["messages"]) == 1
+
+
+class _LoopingError(Exception):
+    """The walk asked for the same page again and again."""
+
+
+def _inclusive(method: str) -> Any:
+    """``method`` taking ``after`` as inclusive: the last id of a page starts the next."""
+    calls = [0]
+
+    def wrong(self: Storage, *args: Any, after: str | None = None, **kwargs: Any) -> list[str]:
+        calls[0] += 1
+        if calls[0] > 50:
+            raise _LoopingError(method)
+        ids: list[str] = getattr(InMemoryStorage, method)(self, *args, **kwargs)
+        return [cid for cid in ids if after is None or cid >= after]
+    return wrong
+
+
+@pytest.mark.parametrize(("method", "call"), [
+    ("customer_ids", lambda e: e.refresh_segments()),
+    ("enrolled_customers", lambda e: journey_report(e.storage, HELLO)),
+    ("enrolled_customers", lambda e: (e.pause_journey("hello"), e.resume_journey("hello"))),
+])
+def test_a_page_that_repeats_its_after_id_is_refused_rather_than_walked_forever(
+    method: str, call: Callable[[Engine], object]
+) -> None:
+    storage = type("Wrong", (Defaults,), {method: _inclusive(method),
+                                          "held_counts": Storage.held_counts})()
+    engine = _engine(storage)
+    _signed_up(engine)
+    with pytest.raises(StorageError, match=rf"Wrong\.{method}\(after='ada'\) returned 'ada'"):
+        call(engine)

@@ -45,6 +45,7 @@ __all__ = [
     "count_order",
     "ensure_aware",
     "membership_changes",
+    "page_of_ids",
     "returned",
 ]
 
@@ -497,7 +498,8 @@ class Storage(abc.ABC):
         them in one query. Not a hot path: reports read it."""
         out: dict[tuple[int, str | None], int] = {}
         after: str | None = None
-        while ids := self.enrolled_customers(journey_id, after=after):
+        while ids := page_of_ids(self, "enrolled_customers",
+                                 self.enrolled_customers(journey_id, after=after), after):
             after = ids[-1]
             for state in self.peek_many(ids).values():
                 for e in state.enrollments:
@@ -582,6 +584,23 @@ def returned(
     raise StorageError(
         f"{type(storage).__name__}.{method}() returned {what}, not {_names(kind, item)}"
     )
+
+
+def page_of_ids(storage: object, method: str, page: Any, after: str | None) -> list[str]:
+    """A page of customer ids as ``storage.method(after=after)`` returned it, checked before a
+    walk goes on from its last id: a list of ``str`` in id order, each after ``after``. A page
+    that is not (``after`` taken as inclusive, or ignored) would have the walk read it again
+    forever; ``StorageError`` names the method instead."""
+    ids: list[str] = returned(storage, method, page, list, str)
+    previous = after
+    for cid in ids:
+        if previous is not None and not cid > previous:
+            raise StorageError(
+                f"{type(storage).__name__}.{method}(after={after!r:.80}) returned {cid!r:.80} "
+                f"after {previous!r:.80}: a page holds only ids after `after`, in id order"
+            )
+        previous = cid
+    return ids
 
 
 def _names(kind: type | tuple[type, ...], item: type | tuple[type, ...] | None) -> str:
