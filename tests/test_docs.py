@@ -190,6 +190,10 @@ def test_the_adapter_verbs_table_names_every_abstract_method() -> None:
     named = set(re.findall(r"`(?:CustomerSession\.)?(\w+)", table))
     abstract = Storage.__abstractmethods__ | CustomerSession.__abstractmethods__
     assert sorted(abstract - named) == []
+    # What a session must carry besides its methods: the engine reads its customer id.
+    declared = set(CustomerSession.__annotations__)
+    assert declared == {"customer_id"}
+    assert sorted(declared - named) == [], "a session's attributes are in the table too"
 
 
 def test_the_adapter_of_the_storage_page_needs_only_cjo_and_cjo_abc() -> None:

@@ -121,6 +121,8 @@ from cjo.storage.base import (
     Retention,
     SetAsideRecord,
     Storage,
+    page_of_ids,
+    returned,
 )
 from cjo.storage.memory import InMemoryStorage
 from cjo.validation import ContentChecks, validate_definitions
@@ -361,6 +363,7 @@ class Engine:
         latest = self.storage.definitions_generation()
         if latest == registry.generation:
             return registry
+        returned(self.storage, "definitions_generation", latest, int)
         unreadable = self._unreadable
         if unreadable is not None and unreadable.generation == latest:
             raise UnreadableDefinitionsError(unreadable.generation, unreadable.problems)
@@ -368,6 +371,15 @@ class Engine:
             # Another thread may have built it while this one waited.
             registry = self._registry
             stored = self.storage.load_definitions()
+            if stored is not None and not (
+                isinstance(stored, tuple) and len(stored) == 2 and isinstance(stored[0], int)
+                and isinstance(stored[1], str)
+            ):
+                raise StorageError(
+                    f"{type(self.storage).__name__}.load_definitions() returned "
+                    f"{type(stored).__name__} {stored!r:.80}, not None or a (generation: int, "
+                    "payload: str) tuple"
+                )
             if stored is None and latest:
                 # Running on without definitions would quietly start and wake no one.
                 raise StorageError(
@@ -722,7 +734,7 @@ class Engine:
             check_delivery_event(registry.delivery.topics, self._known_channels(registry), event)
         if not registry.may_matter(name) or (
             name not in registry.shared_events  # those matter to anyone: no look-up
-            and not registry.matters_to(self.storage.peek(event.customer_id), name, now)
+            and not registry.matters_to(self._peek(event.customer_id), name, now)
         ):
             return Outcome(event_id=event.event_id)
         sent = sent_messages(self.storage, (event,))
@@ -1229,7 +1241,10 @@ class Engine:
                 return
             after: str | None = None
             while True:
-                page = self.storage.enrolled_customers(journey_id, after=after, limit=500)
+                page = page_of_ids(
+                    self.storage, "enrolled_customers",
+                    self.storage.enrolled_customers(journey_id, after=after, limit=500), after,
+                )
                 if not page:
                     break
                 after = page[-1]
@@ -1543,7 +1558,7 @@ class Engine:
         erased: set[str] = set()
         for customer_id in customer_ids:
             try:
-                if self.storage.peek(customer_id) is None:
+                if self._peek(customer_id) is None:
                     erased.add(customer_id)
             except CorruptRecordError:
                 pass  # a record that cannot be read is not an erasure: sent unjudged
@@ -1914,7 +1929,7 @@ class Engine:
         into another customer, or erased. The queries below raise ``CorruptRecordError`` for a
         record that cannot be decoded."""
         _check_customer_id(customer_id)
-        state = self.storage.peek(customer_id)
+        state = self._peek(customer_id)
         if state is None or state.profile is None:
             return None
         # A copy for the host: mutating it must not change what is stored.
@@ -1924,13 +1939,13 @@ class Engine:
         """The customer's active enrollments and the last ``keep_ended`` that ended, oldest
         entry first (copies)."""
         _check_customer_id(customer_id)
-        state = self.storage.peek(customer_id)
+        state = self._peek(customer_id)
         return [] if state is None else _shown(detached(state.all_enrollments()))
 
     def customer_state(self, customer_id: str) -> CustomerState | None:
         """The customer's whole record as last committed (a copy)."""
         _check_customer_id(customer_id)
-        state = self.storage.peek(customer_id)
+        state = self._peek(customer_id)
         if state is None:
             return None
         state = detached(state)
@@ -1942,7 +1957,7 @@ class Engine:
         committed record, so a time-relative change not yet fired by a worker counts."""
         registry = self._check_segment(segment_id)
         _check_customer_id(customer_id)
-        state = self.storage.peek(customer_id)
+        state = self._peek(customer_id)
         if state is None:
             return False
         decider = Decider(registry, state.copy(), self.options)
@@ -1965,7 +1980,8 @@ class Engine:
         plan = registry.plan
         after: str | None = None
         while True:
-            ids = self.storage.customer_ids(after=after, limit=batch_size)
+            ids = page_of_ids(self.storage, "customer_ids",
+                              self.storage.customer_ids(after=after, limit=batch_size), after)
             if not ids:
                 break
             after = ids[-1]
@@ -2065,6 +2081,14 @@ class Engine:
 
     # --- plumbing ----------------------------------------------------------------------------
 
+    def _peek(self, customer_id: str) -> CustomerState | None:
+        """``storage.peek``, its answer checked (an adapter's wrong type named, not an
+        ``AttributeError`` later)."""
+        state = self.storage.peek(customer_id)
+        if state is None or isinstance(state, CustomerState):
+            return state
+        return returned(self.storage, "peek", state, (CustomerState, type(None)))  # raises
+
     def _decider(
         self, session: CustomerSession, registry: Registry, now: datetime, *,
         create: bool = True, outcome: OutcomeBuilder | None = None, fresh: bool = False,
@@ -2075,6 +2099,8 @@ class Engine:
         customer since this call read the definitions, and an input decided now would pass
         that enrollment by (a worker's wake-ups need not: they leave it for a later pass)."""
         state = session.load()
+        if state is not None and not isinstance(state, CustomerState):
+            returned(session, "load", state, (CustomerState, type(None)))
         if fresh and state is not None and state.enrollments:
             journeys, retired = registry.journeys, registry.retired
             for e in state.enrollments:

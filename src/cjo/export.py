@@ -34,8 +34,8 @@ from typing import Any
 import attrs
 
 from cjo.errors import UsageError
-from cjo.runtime.state import HELD, CustomerState, Enrollment, shown_wake
-from cjo.storage.base import OutboxEntry, Storage
+from cjo.runtime.state import HELD, Activity, CustomerState, Enrollment, shown_wake
+from cjo.storage.base import OutboxEntry, Storage, returned
 from cjo.storage.codec import split_extra
 
 __all__ = ["EXPORT_FORMAT", "export_customer", "upgrade_export"]
@@ -57,20 +57,24 @@ def export_customer(storage: Storage, customer_id: str, now: datetime) -> dict[s
     """Everything ``storage`` holds about ``customer_id`` (see the module docstring). A
     customer never seen exports with ``record`` None and empty lists; a stored record that
     cannot be decoded raises ``CorruptRecordError`` rather than export as none."""
-    state = storage.peek(customer_id)
+    state = returned(storage, "peek", storage.peek(customer_id), (CustomerState, type(None)))
     if state is None:
         # An adapter written before peek raised for an undecodable record answers None for it:
         # a transaction's load tells them apart (and raises for it). Nothing is written.
         with storage.customer(customer_id, now) as session:
-            state = session.load()
+            state = returned(session, "load", session.load(), (CustomerState, type(None)))
     return {
         "format": EXPORT_FORMAT,
         "customer_id": customer_id,
         "record": None if state is None else _record(state),
-        "messages": [_message(e) for e in storage.customer_outbox(customer_id)],
+        "messages": [_message(e) for e in returned(
+            storage, "customer_outbox", storage.customer_outbox(customer_id), list, OutboxEntry
+        )],
         "activities": [
             _plain_dict(attrs.asdict(a, recurse=False))
-            for a in storage.activities(*_ALL_TIME, customer_id=customer_id)
+            for a in returned(storage, "activities",
+                              storage.activities(*_ALL_TIME, customer_id=customer_id),
+                              list, Activity)
         ],
     }
 

@@ -24,6 +24,7 @@ from cjo.model.triggers import ScheduleTrigger
 from cjo.outcome import OutcomeBuilder
 from cjo.runtime.kinds.schedule import latest_occurrence, next_occurrence, occurs
 from cjo.runtime.state import decided_until
+from cjo.storage.base import page_of_ids
 from cjo.storage.erasure import schedule_claim
 
 if TYPE_CHECKING:
@@ -193,8 +194,10 @@ def run_occurrence(
     storage = engine.storage
     segment = trigger.segment
     pages: Callable[[str | None], list[str]] = (
-        (lambda after: storage.segment_members(segment, after=after, limit=_PAGE))
-        if segment is not None else (lambda after: storage.customer_ids(after=after, limit=_PAGE))
+        (lambda after: page_of_ids(storage, "segment_members", storage.segment_members(
+            segment, after=after, limit=_PAGE), after))
+        if segment is not None else (lambda after: page_of_ids(
+            storage, "customer_ids", storage.customer_ids(after=after, limit=_PAGE), after))
     )
     stamp = occurrence.isoformat()
     journey_id = cj.journey.id

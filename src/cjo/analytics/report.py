@@ -25,7 +25,7 @@ from cjo.model.governance import CONTROL_DETAIL
 from cjo.model.journey import Journey
 from cjo.runtime.kinds import step_kind
 from cjo.serialization import loads_stored_definitions
-from cjo.storage.base import ActivityCount, Storage
+from cjo.storage.base import ActivityCount, Storage, returned
 
 __all__ = [
     "JourneyReport", "StepRow", "build_report", "format_table", "graph_order", "journey_report",
@@ -168,8 +168,9 @@ def journey_report(storage: Storage, journey: Journey) -> JourneyReport:
         raise UsageError(
             f"journey must be a Journey, got {type(journey).__name__} {journey!r:.80}{hint}"
         )
-    counts = storage.activity_counts(journey.id)
-    active = storage.active_counts(journey.id)
+    counts = returned(storage, "activity_counts", storage.activity_counts(journey.id), list,
+                      ActivityCount)
+    active = returned(storage, "active_counts", storage.active_counts(journey.id), dict)
     stored = storage.load_definitions()
     try:
         definitions = None if stored is None else _parsed(stored[1], stored[0])

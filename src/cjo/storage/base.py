@@ -19,7 +19,7 @@ import abc
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -45,6 +45,8 @@ __all__ = [
     "count_order",
     "ensure_aware",
     "membership_changes",
+    "page_of_ids",
+    "returned",
 ]
 
 #: ``pending``: to be sent (now, or at ``available_at`` after a failed attempt);
@@ -280,7 +282,7 @@ class Storage(abc.ABC):
         """One customer's transaction (taking its lock); commit on exit, roll back on error.
         Adapters may override this with a cheaper path."""
         with self.batch([customer_id], now) as sessions:
-            yield sessions[customer_id]
+            yield _session(self, sessions, customer_id)
 
     @abc.abstractmethod
     def peek(self, customer_id: str) -> CustomerState | None:
@@ -297,7 +299,7 @@ class Storage(abc.ABC):
         out: dict[str, CustomerState] = {}
         for cid in customer_ids:
             try:
-                state = self.peek(cid)
+                state = returned(self, "peek", self.peek(cid), (CustomerState, type(None)))
             except CorruptRecordError:
                 continue
             if state is not None:
@@ -326,13 +328,14 @@ class Storage(abc.ABC):
         database may claim inside the transaction instead."""
         now, by = claim_instants(now, due)
         # Leased until ``now + lease`` however early ``by`` is.
-        claimed = self.claim_due(by, limit, lease + (now - by))
+        claimed = returned(self, "claim_due", self.claim_due(by, limit, lease + (now - by)),
+                           list, DueCustomer)
         customers = list(dict.fromkeys(d.customer_id for d in claimed))
         if not customers:
             yield {}
             return
         with self.batch(customers, now) as sessions:
-            yield {cid: sessions[cid] for cid in customers}
+            yield {cid: _session(self, sessions, cid) for cid in customers}
 
     @abc.abstractmethod
     def next_wake_at(self) -> datetime | None:
@@ -495,7 +498,8 @@ class Storage(abc.ABC):
         them in one query. Not a hot path: reports read it."""
         out: dict[tuple[int, str | None], int] = {}
         after: str | None = None
-        while ids := self.enrolled_customers(journey_id, after=after):
+        while ids := page_of_ids(self, "enrolled_customers",
+                                 self.enrolled_customers(journey_id, after=after), after):
             after = ids[-1]
             for state in self.peek_many(ids).values():
                 for e in state.enrollments:
@@ -558,6 +562,70 @@ class Storage(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def returned(
+    storage: object, method: str, value: Any, kind: type[Any] | tuple[type[Any], ...],
+    item: type[Any] | tuple[type[Any], ...] | None = None,
+) -> Any:
+    """``value``, as ``storage.method()`` returned it, if it is a ``kind`` (each of its items an
+    ``item``); else ``StorageError`` naming the adapter's method and what it returned, rather
+    than an ``AttributeError`` or ``TypeError`` deep inside the engine. ``None`` in ``kind``
+    allows None."""
+    if isinstance(value, kind):
+        if item is None:
+            return value
+        wrong = [x for x in value if not isinstance(x, item)]
+        if not wrong:
+            return value
+        what = f"{type(value).__name__} holding {type(wrong[0]).__name__} {wrong[0]!r:.80}"
+    else:
+        what = f"{type(value).__name__} {value!r:.80}"
+    raise StorageError(
+        f"{type(storage).__name__}.{method}() returned {what}, not {_names(kind, item)}"
+    )
+
+
+def page_of_ids(storage: object, method: str, page: Any, after: str | None) -> list[str]:
+    """A page of customer ids as ``storage.method(after=after)`` returned it, checked before a
+    walk goes on from its last id: a list of ``str`` in id order, each after ``after``. A page
+    that is not (``after`` taken as inclusive, or ignored) would have the walk read it again
+    forever; ``StorageError`` names the method instead."""
+    ids: list[str] = returned(storage, method, page, list, str)
+    previous = after
+    for cid in ids:
+        if previous is not None and not cid > previous:
+            raise StorageError(
+                f"{type(storage).__name__}.{method}(after={after!r:.80}) returned {cid!r:.80} "
+                f"after {previous!r:.80}: a page holds only ids after `after`, in id order"
+            )
+        previous = cid
+    return ids
+
+
+def _names(kind: type | tuple[type, ...], item: type | tuple[type, ...] | None) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    text = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+    if item is not None:
+        items = item if isinstance(item, tuple) else (item,)
+        text += " of " + " or ".join(i.__name__ for i in items)
+    return text
+
+
+def _session(storage: Storage, sessions: object, customer_id: str) -> CustomerSession:
+    """The session of ``customer_id`` in what ``storage.batch()`` yielded, checked."""
+    if not isinstance(sessions, Mapping):
+        raise StorageError(
+            f"{type(storage).__name__}.batch() yielded {type(sessions).__name__}, not a "
+            "mapping of customer id to CustomerSession"
+        )
+    session = sessions.get(customer_id)
+    if not isinstance(session, CustomerSession):
+        raise StorageError(
+            f"{type(storage).__name__}.batch() yielded no CustomerSession for "
+            f"{customer_id!r} (got {type(session).__name__})"
+        )
+    return session
 
 
 def membership_changes(
