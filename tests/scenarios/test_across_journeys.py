@@ -18,6 +18,7 @@ from cjo import (
     EventTrigger,
     Exit,
     Goal,
+    InactivityTrigger,
     Journey,
     JourneyPause,
     Jump,
@@ -189,6 +190,41 @@ def test_a_jump_the_input_causes_waits_for_a_higher_priority_trigger_entry(
     jumped = [(a.step_id, a.detail) for a in engine.activities(T0, T0 + DAY, customer_id="ann")
               if a.kind == "jumped"]
     assert jumped == [("hop", "thanks_promo" if end_current else "thanks_promo: not entered")]
+
+
+@pytest.mark.parametrize("worker", ["on_time", "late"])
+def test_a_wake_up_jumps_into_a_group_whatever_entered_earlier_in_the_same_catch_up(
+    storage_factory: Factory, worker: str,
+) -> None:
+    # The win-back enters at 10:00 (its inactivity timer), waits a minute, then hands over to
+    # the other journey of its group. A worker on time decides the hand-over in a transaction
+    # of its own; a late worker fires both wake-ups in one catch-up, and the hand-over is still
+    # an input of its own: the win-back entered at an earlier instant does not hold it out.
+    engine, clock, _email = _engine(storage_factory())
+    engine.publish(content=CONTENT, journeys=[
+        Journey(id="win_back", trigger=InactivityTrigger("purchased", after=HOUR),
+                entry="wait", exclusive_group="g",
+                steps={"wait": Wait(timedelta(minutes=1), next="hop"),
+                       "hop": Jump("loyalty", end_current=True)}),
+        Journey(id="loyalty", trigger=EventTrigger("enrolled_by_hand"), entry="wait",
+                exclusive_group="g", steps={"wait": Wait(DAY)}),
+    ])
+    engine.identify("ann")
+    if worker == "on_time":
+        for minute in range(0, 121):
+            clock.set(T0 + timedelta(minutes=minute))
+            engine.run_due()
+    else:
+        clock.set(T0 + 2 * HOUR)
+        engine.run_due()
+    assert [(e.journey_id, e.status) for e in engine.enrollments("ann")] == [
+        ("win_back", "completed"), ("loyalty", "active"),
+    ]
+    assert journey_report(engine.storage, _journey(engine, "loyalty")).not_entered == 0
+
+
+def _journey(engine: Engine, journey_id: str) -> Journey:
+    return next(j for j in engine.definitions.journeys if j.id == journey_id)
 
 
 @pytest.mark.parametrize("entered", [True, False])

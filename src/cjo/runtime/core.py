@@ -379,7 +379,10 @@ class Decider:
             if per_instant and at != last:
                 self.caught_up_messages, last = 0, at
             self.now = at
-            self.jumps = 0  # each wake-up is an input of its own
+            # Each wake-up is an input of its own, as a worker on time decides it: what an
+            # earlier one of this catch-up entered does not count against its entries.
+            self.entered_now = ()
+            self.jumps = 0
             if isinstance(target, str):
                 self._fire_timer(target)
             elif best[2] < 0:
@@ -560,8 +563,6 @@ class Decider:
     def _fire_timer(self, name: str) -> None:
         at = self.state.timers.pop(name)
         self.dirty = True
-        self.entered_now = ()  # each timer is an input of its own
-        self.jumps = 0
         if name.startswith(_TRIGGER_TIMER):
             # The version that was the newest at the timer's instant, however late it fires.
             cj = self.registry.latest_at(name[len(_TRIGGER_TIMER):], at)
