@@ -38,7 +38,7 @@ from cjo import (
 )
 from cjo.channels.base import DeliveryResult
 from cjo.errors import CommitOutcomeUnknownError, ConflictError, StorageError
-from cjo.storage.base import Delivery, OutboxEntry
+from cjo.storage.base import Delivery, OutboxEntry, Storage
 from tests.helpers import SIMPLE_CONTENT, T0, event_with_id
 
 if os.environ.get("CI", "").strip().lower() == "true":
@@ -492,13 +492,19 @@ def test_delivery_results_whose_commit_answer_was_lost_are_recorded_once(
     for key in ("k1", "k2"):
         save(proxied, record(f"c-{key}"), messages=[message(f"c-{key}", key)])
     proxy.cut(b"attempts = o.attempts + 1")
-    proxied.complete_outbox_many([
+    _record_k1_retry_and_k2_delivered(proxied, proxy)
+
+
+def _record_k1_retry_and_k2_delivered(storage: Storage, proxy: Proxy) -> None:
+    """Record a transient failure of "k1" and a delivery of "k2" through a cut the caller
+    armed, and check each attempt counted once."""
+    storage.complete_outbox_many([
         Delivery("k1", DeliveryResult.transient("busy"), LATER),
         Delivery("k2", DeliveryResult()),
     ], T0)
     assert proxy.cuts == 1
     for key, status in (("k1", "pending"), ("k2", "delivered")):
-        entry = proxied.outbox_entry(key)
+        entry = storage.outbox_entry(key)
         assert entry is not None and (entry.status, entry.attempts) == (status, 1)
 
 
@@ -593,14 +599,7 @@ def test_a_pool_not_in_autocommit_runs_delivery_results_again_after_a_lost_commi
             storage.put_setting("s", "v")
             assert storage.get_setting("s") == "v"
             proxy.cut(b"COMMIT\x00")
-            storage.complete_outbox_many([
-                Delivery("k1", DeliveryResult.transient("busy"), LATER),
-                Delivery("k2", DeliveryResult()),
-            ], T0)
-            assert proxy.cuts == 1
-            for key, status in (("k1", "pending"), ("k2", "delivered")):
-                entry = storage.outbox_entry(key)
-                assert entry is not None and (entry.status, entry.attempts) == (status, 1)
+            _record_k1_retry_and_k2_delivered(storage, proxy)
             # A customer transaction's lost COMMIT says so, as on cjo's own pools.
             proxy.cut(b"COMMIT\x00")
             with pytest.raises(CommitOutcomeUnknownError):

@@ -211,7 +211,7 @@ def test_a_wake_up_jumps_into_a_group_whatever_entered_earlier_in_the_same_catch
     ])
     engine.identify("ann")
     if worker == "on_time":
-        for minute in range(0, 121):
+        for minute in range(121):
             clock.set(T0 + timedelta(minutes=minute))
             engine.run_due()
     else:
