@@ -612,6 +612,15 @@ class _Run:
                 by_customer, owners, shared = defaultdict(list), {}, False
 
         floating: list[ProfileUpdate] = []
+
+        def add_floating(at: datetime) -> None:
+            """Put the profile updates waiting for an instant into the window, at ``at``."""
+            for update in floating:
+                pair = (at, update)
+                window.append(pair)
+                customers.add(update.customer_id)
+                by_customer[update.customer_id].append(pair)
+
         pair: tuple[datetime, Item]
         last = start if start is not None else _BEGINNING
         first: datetime | None = None
@@ -695,12 +704,7 @@ class _Run:
                     decide()
                     self._run_schedules(at)
                 if floating:
-                    # (Most often one update, a sign-up's: no comprehension for it.)
-                    for update in floating:
-                        pair = (at, update)
-                        window.append(pair)
-                        customers.add(update.customer_id)
-                        by_customer[update.customer_id].append(pair)
+                    add_floating(at)
                     floating = []
                 fast_until = _fast_until(stop, self.next_run)
             if matters:
@@ -752,11 +756,7 @@ class _Run:
                     "the stream holds profile updates but no timestamped input: give start "
                     "or until, so that they have an instant"
                 )
-            for update in floating:
-                pair = (final, update)
-                window.append(pair)
-                customers.add(update.customer_id)
-                by_customer[update.customer_id].append(pair)
+            add_floating(final)
         decide()
         if end is not None:
             self._run_schedules(end)
