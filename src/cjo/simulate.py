@@ -53,7 +53,7 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.identity import anonymous_id_to_merge
-from cjo.limits import Limits
+from cjo.limits import MAX_TIMESTAMP, MIN_TIMESTAMP, Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import VersionChange
@@ -383,9 +383,9 @@ def backtest(
         raise UsageError(f"progress_every must be at least 1, got {progress_every!r}")
     flag(keep_activity, "keep_activity")
     if start is not None:
-        start = ensure_aware(start, "start")
+        start = _in_range(ensure_aware(start, "start"), "start")
     if until is not None:
-        until = ensure_aware(until, "until")
+        until = _in_range(ensure_aware(until, "until"), "until")
         if start is not None and until < start:
             raise UsageError(
                 f"until ({until.isoformat()}) is before start ({start.isoformat()})"
@@ -1253,6 +1253,19 @@ def fire_on_time(
             fire(at)
         if retry is not None and retry <= at:
             engine.dispatch_pending(at)
+
+
+def _in_range(at: datetime, what: str) -> datetime:
+    """``at``, or ``UsageError`` when it is outside the range event timestamps must fall in:
+    past its end the engine overflows adding durations, and a paused journey's held wake-ups
+    (due at ``MAX_TIMESTAMP``, after every real instant) would fire again and again."""
+    if not MIN_TIMESTAMP <= at < MAX_TIMESTAMP:
+        raise UsageError(
+            f"{what} {at.isoformat()} is outside the range a back-test can run in: from "
+            f"{MIN_TIMESTAMP.date()} up to, not including, {MAX_TIMESTAMP.date()} (UTC), as "
+            "event timestamps"
+        )
+    return at
 
 
 def _warn_nothing_read(

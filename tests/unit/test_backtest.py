@@ -149,6 +149,26 @@ def test_an_input_before_start_is_refused() -> None:
         backtest(cart(), [ev("cart", T0)], start=T0 + HOUR)
 
 
+@pytest.mark.parametrize(("bound", "at"), [
+    ("until", datetime.max.replace(tzinfo=UTC)),        # "run everything": overflowed
+    ("until", datetime(9000, 1, 1, tzinfo=UTC)),        # a paused journey's held wake-ups
+    ("start", datetime(1899, 12, 31, tzinfo=UTC)),
+])
+def test_start_and_until_outside_the_timestamp_range_are_refused(
+    bound: str, at: datetime
+) -> None:
+    # Past the range event timestamps fall in, the engine overflowed adding a lease to the
+    # instant (OverflowError), or fired a paused journey's held wake-ups (due at the range's
+    # end) for ever.
+    with pytest.raises(UsageError, match=(
+        rf"{bound} .* is outside the range a back-test can run in: from 1900-01-01 up to, "
+        r"not including, 9000-01-01 \(UTC\)"
+    )):
+        backtest(cart(), [ev("cart", T0)], **{bound: at})
+    last = datetime(9000, 1, 1, tzinfo=UTC) - timedelta(microseconds=1)
+    assert backtest(cart(), [ev("cart", T0)], until=last).messages == {"email": 1}
+
+
 def test_an_input_of_another_kind_is_refused_by_its_position() -> None:
     with pytest.raises(UsageError, match=r"input #1 is a str"):
         backtest(cart(), [ev("cart", T0), "cart"])  # type: ignore[list-item]
