@@ -57,6 +57,7 @@ from cjo.delivery.feedback import (
 from cjo.delivery.quiet_hours import held_at_dispatch
 from cjo.described import likely_meant, short
 from cjo.errors import (
+    ClockError,
     CommitOutcomeUnknownError,
     ConflictError,
     CorruptRecordError,
@@ -72,7 +73,7 @@ from cjo.errors import (
 from cjo.export import export_customer
 from cjo.identity import anonymous_id_to_merge, merge_into
 from cjo.importing import ImportResult, import_profiles
-from cjo.limits import DEFAULT_LIMITS, MAX_RETRY_AFTER, Limits
+from cjo.limits import DEFAULT_LIMITS, MAX_RETRY_AFTER, MAX_TIMESTAMP, MIN_TIMESTAMP, Limits
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values, text_problem
@@ -322,6 +323,21 @@ class Engine:
         if type(now) is datetime and now.tzinfo is UTC:
             return now
         return clock_reading(self.clock, now)
+
+    def _pass_instant(self, now: datetime | None) -> datetime:
+        """The instant a worker's pass runs at (``now``, or the clock's reading), or
+        ``ClockError`` outside the range event timestamps fall in: past it, a lease added to
+        it overflows, and a paused journey's held wake-ups (due at the range's end, after
+        every real instant) would fire again and again, for ever."""
+        at = ensure_aware(now, "now") if now is not None else self._now()
+        if not MIN_TIMESTAMP <= at < MAX_TIMESTAMP:
+            raise ClockError(
+                f"cannot run due work at {at.isoformat()} "
+                f"({'now' if now is not None else 'the clock'}): the engine works from "
+                f"{MIN_TIMESTAMP.date()} up to, not including, {MAX_TIMESTAMP.date()} (UTC), "
+                "as event timestamps"
+            )
+        return at
 
     @property
     def render(self) -> bool:
@@ -979,7 +995,7 @@ class Engine:
         its scheduled instant, so following waits are timed from the schedule. Customers are
         handled in groups, one transaction per group claimed. A stored record that cannot be
         decoded is logged and set aside; the others go on."""
-        now = ensure_aware(now, "now") if now is not None else self._now()
+        now = self._pass_instant(now)
         builder = OutcomeBuilder()
         registry = self._sync()
         if self._to_release:
@@ -1407,7 +1423,7 @@ class Engine:
         it lacks stay pending, untouched, for a process that has it (``pending_by_channel``
         counts them)."""
         given = now is not None
-        now = ensure_aware(now, "now") if now is not None else self._now()
+        now = self._pass_instant(now)
         count(limit, "limit")
         registry = self._sync()
         channels = self._channel_names()

@@ -146,6 +146,33 @@ def test_a_now_that_is_not_an_aware_datetime_is_a_clock_error(method: str, now: 
         getattr(engine, method)(now)
 
 
+@pytest.mark.parametrize("method", ["run_due", "dispatch_pending"])
+@pytest.mark.parametrize("at", [datetime.max.replace(tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC),
+                                datetime(1899, 12, 31, tzinfo=UTC)],
+                         ids=["max", "9000", "1899"])
+@pytest.mark.parametrize("paused", [False, True], ids=["running", "paused"])
+def test_a_pass_outside_the_timestamp_range_is_a_clock_error(
+    storage: Storage, method: str, at: datetime, paused: bool
+) -> None:
+    # "Run everything that is left" with the clock at the end of time: a lease added to it
+    # overflowed (a bare OverflowError), and from 9000 on a paused journey's held wake-ups,
+    # due at 9000-01-01, were claimed and held again for ever.
+    engine = _engine(storage)
+    engine.start_journey("api", "c")
+    if paused:
+        engine.pause_journey("api")
+        engine.run_due(T0 + 2 * DAY)  # the wait falls due while paused: held
+    for how in ("given", "clock"):
+        clock = ManualClock(at)
+        probe = Engine(storage=storage, channels={"email": RecordingChannel()}, clock=clock)
+        with pytest.raises(ClockError, match=(
+            r"cannot run due work at .*: the engine works from 1900-01-01 up to, not "
+            r"including, 9000-01-01 \(UTC\), as event timestamps"
+        )):
+            getattr(engine, method)(at) if how == "given" else getattr(probe, method)()
+    assert [e.status for e in engine.enrollments("c")] == ["active"]
+
+
 @pytest.mark.parametrize(("start", "end"), [
     (datetime(2026, 3, 1), datetime(2026, 3, 3)),
     (T0, None),
