@@ -81,7 +81,7 @@ from cjo.model.segments import Segment
 from cjo.model.shapes import Origin, shape_problems
 from cjo.model.steps import Action, Send, Step
 from cjo.runtime.kinds import step_kind, trigger_kind
-from cjo.segments.history import HISTORY_CONDITION_TYPES, check_node, stream_of
+from cjo.segments.history import HISTORY_CONDITION_TYPES, ListHas, check_node, stream_of
 from cjo.segments.rules import ProfileRule
 from cjo.timezones import is_zone
 
@@ -725,6 +725,8 @@ def _check_extended(
 ) -> list[Problem]:
     """History, text, list and bucket conditions (``cjo.segments.history``)."""
     problems = [Problem(location, text) for text in check_node(node, scopes, used_in)]
+    if isinstance(node, ListHas):
+        problems += _check_listed_values(node, location, limits)
     stream = stream_of(node)
     if stream is None:
         return problems
@@ -742,6 +744,24 @@ def _check_extended(
         problems += _check_condition(where, location, used_in="an event filter",
                                      scopes=("event",), segment_ids=segment_ids, limits=limits)
     return problems
+
+
+def _check_listed_values(node: ListHas, location: str, limits: Limits) -> list[Problem]:
+    """The values of a list condition (``has_any``...): data stored with the definitions, as a
+    Compare's value is. A field among them (``has_any(prop("tags"), [ctx("tag")])``) is not
+    read at evaluation time, so it is refused here rather than failing to be stored."""
+    listed = f"has_{node.op} on {node.ref}"
+    if not isinstance(node.values, tuple):
+        return []  # reported by the node's shape
+    if len(node.values) > limits.max_condition_values:
+        return [Problem(location, f"{listed} lists {len(node.values)} values; the limit is "
+                                  f"{limits.max_condition_values}")]
+    try:
+        check_value(list(node.values), f"{listed}: the value")
+    except InvalidEventError as exc:
+        return [Problem(location, f"{exc} (a list condition compares with values only: to "
+                                  "compare with a field, write prop('tags').contains(ctx('tag')))")]
+    return []
 
 
 def _check_rules(
