@@ -81,6 +81,7 @@ from cjo.model.segments import Segment
 from cjo.model.shapes import Origin, shape_problems
 from cjo.model.steps import Action, Send, Step
 from cjo.runtime.kinds import step_kind, trigger_kind
+from cjo.runtime.kinds.waiting import RECEIVED
 from cjo.segments.history import HISTORY_CONDITION_TYPES, ListHas, check_node, stream_of
 from cjo.segments.rules import ProfileRule
 from cjo.timezones import is_zone
@@ -1167,6 +1168,14 @@ def _check_instance_source(journey: Journey) -> list[Problem]:
     """A keyed journey whose trigger cannot supply the key would never enter anyone: a trigger
     that declares its context's keys (``context_keys``) must list it."""
     key = journey.reentry.instance_key
+    if isinstance(key, str):
+        # A wait, goal or exit matches its own instance with ctx(key): a key that ctx() reads
+        # as something else would never match, silently (ids are checked by _check_reentry).
+        unreadable = _unreadable_key(key)
+        if unreadable is not None:
+            return [Problem(f"{_journey_location(journey)} / reentry",
+                            f"instance_key {_q(key)} cannot be compared with in conditions: "
+                            f"{unreadable}; key instances on another property")]
     keys = getattr(journey.trigger, "context_keys", None)
     if key is None or keys is None or key in keys:
         return []
@@ -1177,6 +1186,17 @@ def _check_instance_source(journey: Journey) -> list[Problem]:
         f"(kind {_q(journey.trigger.kind)}) hold {held} in their context, so no one would "
         "enter; key instances on an event or API trigger",
     )]
+
+
+def _unreadable_key(key: str) -> str | None:
+    """Why ``ctx(key)`` does not read the instance key ``key`` of the entry's context, or None."""
+    if "." in key:
+        path = " → ".join(key.split("."))
+        return f"ctx({key!r}) reads the path {path} (a dotted name is a nested field)"
+    if key == RECEIVED:
+        return (f"a WaitForEvent keeps the events it received under ctx({RECEIVED!r}), "
+                "replacing the key")
+    return None
 
 
 def _check_journey_conditions(

@@ -974,3 +974,21 @@ def test_a_list_condition_lists_a_bounded_number_of_values() -> None:
     found = only(validate_definitions(definitions(journey({"a": wait})),
                                       limits=Limits(max_condition_values=2)))
     assert found.message == "has_any on event.tags lists 3 values; the limit is 2"
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ("cart.id", "ctx('cart.id') reads the path cart → id"),
+    ("received", "a WaitForEvent keeps the events it received under ctx('received')"),
+])
+def test_an_instance_key_conditions_cannot_read_back_is_refused(key: str, why: str) -> None:
+    # The key is read as one property of the entry's context; a wait, goal or exit compares
+    # with it as ctx(key). A key that ctx() reads as something else would never match its own
+    # instance, silently.
+    keyed = journey({"a": WaitForEvent("purchased", HOUR, where=prop(key) == ctx(key))},
+                    trigger=EventTrigger("added"),
+                    reentry=ReentryPolicy.after_exit(instance_key=key))
+    found = only(problems_of(keyed))
+    assert found.location == f"{J} / reentry"
+    assert f"instance_key {key!r}" in found.message and why in found.message
+    with pytest.raises(DefinitionError, match="instance_key"):
+        Engine(clock=ManualClock()).publish(journeys=[keyed])
