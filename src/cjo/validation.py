@@ -900,6 +900,14 @@ def _check_compare(node: Compare, location: str) -> list[Problem]:
     if node.op in ("in", "not_in") and not isinstance(node.value, list | tuple):
         return [Problem(location, f"operator {node.op!r} on {node.ref} needs a list of values, "
                                   f"got {node.value!r}")]
+    if isinstance(node.value, list | tuple):
+        # is_in(["A", ctx("cart_id")]): a list is data; a field in it is never read.
+        field = next((v for v in node.value if isinstance(v, Field | Ref | Condition)), None)
+        if field is not None:
+            return [Problem(location, f"{node.ref} is compared with a list holding {field!r}, a "
+                                      "field, not a value: compare with one field at a time "
+                                      "(prop('a') == ctx('a')), or with a field holding the "
+                                      "list (prop('a').is_in(ctx('list')))")]
     return []
 
 

@@ -992,3 +992,15 @@ def test_an_instance_key_conditions_cannot_read_back_is_refused(key: str, why: s
     assert f"instance_key {key!r}" in found.message and why in found.message
     with pytest.raises(DefinitionError, match="instance_key"):
         Engine(clock=ManualClock()).publish(journeys=[keyed])
+
+
+@pytest.mark.parametrize("where", [
+    prop("cart_id").is_in(["A", ctx("cart_id")]),
+    prop("cart_id") == ["A", ctx("cart_id")],
+])
+def test_a_field_inside_a_compared_list_is_named_with_the_way_to_compare(where: Any) -> None:
+    found = only(problems_of(journey({"a": WaitForEvent("purchased", HOUR, where=where)}),
+                             channels=None))
+    assert found.location == f"{J} / step 'a'"
+    assert found.message.startswith("event.cart_id is compared with a list holding ctx('cart_id')"
+                                    ", a field, not a value")
