@@ -110,10 +110,14 @@ class Condition:
     def __bool__(self) -> bool:
         # ``a and b`` would silently be ``b``, ``a or b`` would be ``a``: a condition is data,
         # evaluated later, so it has no truth value now.
-        raise DefinitionError(
-            "a condition has no truth value: combine conditions with & (and), | (or) and "
-            "~ (not), not with Python's and, or, not"
-        )
+        message = ("a condition has no truth value: combine conditions with & (and), | (or) "
+                   "and ~ (not), not with Python's and, or, not")
+        ref = getattr(self, "ref", None)
+        if isinstance(self, Compare) and self.op == "eq" and isinstance(ref, Ref):
+            # ``ctx("cart_id") in ["A", "B"]`` asks each item == the field, then its truth.
+            field = f"{_BUILDERS.get(ref.scope, ref.scope)}({ref.path!r})"
+            message += f"; to test membership write {field}.is_in([...]), not `in`"
+        raise DefinitionError(message)
 
 
 @attrs.frozen
@@ -338,6 +342,25 @@ class Field:
 
     def exists(self) -> Exists:
         return Exists(self.ref)
+
+    # Python makes ``x in field`` a truth value (so it cannot build a condition) and has no
+    # condition for ``field[key]``: each says what to write instead of a bare TypeError.
+    def __contains__(self, item: object) -> bool:
+        built = repr(self)
+        listed = repr(item) if isinstance(item, Field) else "x"
+        raise DefinitionError(
+            f"`in` cannot build a condition on {built}: write {listed}.is_in({built}) or "
+            f"{built}.contains({listed})"
+        )
+
+    def __getitem__(self, key: object) -> NoReturn:
+        built = repr(self)
+        if isinstance(key, str) and key:
+            raise DefinitionError(f"{built}[{key!r}]: a nested field is named by its dotted "
+                                  f"path: write {_BUILDERS[self.ref.scope]}"
+                                  f"({f'{self.ref.path}.{key}'!r})")
+        raise DefinitionError(f"{built}[{key!r}]: a field has no items; name a nested field "
+                              "by its dotted path, or compare the whole value")
 
     # A field is a value, not a condition: ``attr("vip") and cond`` would silently be ``cond``,
     # and ``attr("vip") & cond`` a bare TypeError.

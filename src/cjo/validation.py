@@ -81,7 +81,8 @@ from cjo.model.segments import Segment
 from cjo.model.shapes import Origin, shape_problems
 from cjo.model.steps import Action, Send, Step
 from cjo.runtime.kinds import step_kind, trigger_kind
-from cjo.segments.history import HISTORY_CONDITION_TYPES, check_node, stream_of
+from cjo.runtime.kinds.waiting import RECEIVED
+from cjo.segments.history import HISTORY_CONDITION_TYPES, ListHas, check_node, stream_of
 from cjo.segments.rules import ProfileRule
 from cjo.timezones import is_zone
 
@@ -725,6 +726,8 @@ def _check_extended(
 ) -> list[Problem]:
     """History, text, list and bucket conditions (``cjo.segments.history``)."""
     problems = [Problem(location, text) for text in check_node(node, scopes, used_in)]
+    if isinstance(node, ListHas):
+        problems += _check_listed_values(node, location, limits)
     stream = stream_of(node)
     if stream is None:
         return problems
@@ -742,6 +745,24 @@ def _check_extended(
         problems += _check_condition(where, location, used_in="an event filter",
                                      scopes=("event",), segment_ids=segment_ids, limits=limits)
     return problems
+
+
+def _check_listed_values(node: ListHas, location: str, limits: Limits) -> list[Problem]:
+    """The values of a list condition (``has_any``...): data stored with the definitions, as a
+    Compare's value is. A field among them (``has_any(prop("tags"), [ctx("tag")])``) is not
+    read at evaluation time, so it is refused here rather than failing to be stored."""
+    listed = f"has_{node.op} on {node.ref}"
+    if not isinstance(node.values, tuple):
+        return []  # reported by the node's shape
+    if len(node.values) > limits.max_condition_values:
+        return [Problem(location, f"{listed} lists {len(node.values)} values; the limit is "
+                                  f"{limits.max_condition_values}")]
+    try:
+        check_value(list(node.values), f"{listed}: the value")
+    except InvalidEventError as exc:
+        return [Problem(location, f"{exc} (a list condition compares with values only: to "
+                                  "compare with a field, write prop('tags').contains(ctx('tag')))")]
+    return []
 
 
 def _check_rules(
@@ -879,6 +900,14 @@ def _check_compare(node: Compare, location: str) -> list[Problem]:
     if node.op in ("in", "not_in") and not isinstance(node.value, list | tuple):
         return [Problem(location, f"operator {node.op!r} on {node.ref} needs a list of values, "
                                   f"got {node.value!r}")]
+    if isinstance(node.value, list | tuple):
+        # is_in(["A", ctx("cart_id")]): a list is data; a field in it is never read.
+        field = next((v for v in node.value if isinstance(v, Field | Ref | Condition)), None)
+        if field is not None:
+            return [Problem(location, f"{node.ref} is compared with a list holding {field!r}, a "
+                                      "field, not a value: compare with one field at a time "
+                                      "(prop('a') == ctx('a')), or with a field holding the "
+                                      "list (prop('a').is_in(ctx('list')))")]
     return []
 
 
@@ -1147,6 +1176,14 @@ def _check_instance_source(journey: Journey) -> list[Problem]:
     """A keyed journey whose trigger cannot supply the key would never enter anyone: a trigger
     that declares its context's keys (``context_keys``) must list it."""
     key = journey.reentry.instance_key
+    if isinstance(key, str):
+        # A wait, goal or exit matches its own instance with ctx(key): a key that ctx() reads
+        # as something else would never match, silently (ids are checked by _check_reentry).
+        unreadable = _unreadable_key(key)
+        if unreadable is not None:
+            return [Problem(f"{_journey_location(journey)} / reentry",
+                            f"instance_key {_q(key)} cannot be compared with in conditions: "
+                            f"{unreadable}; key instances on another property")]
     keys = getattr(journey.trigger, "context_keys", None)
     if key is None or keys is None or key in keys:
         return []
@@ -1157,6 +1194,17 @@ def _check_instance_source(journey: Journey) -> list[Problem]:
         f"(kind {_q(journey.trigger.kind)}) hold {held} in their context, so no one would "
         "enter; key instances on an event or API trigger",
     )]
+
+
+def _unreadable_key(key: str) -> str | None:
+    """Why ``ctx(key)`` does not read the instance key ``key`` of the entry's context, or None."""
+    if "." in key:
+        path = " → ".join(key.split("."))
+        return f"ctx({key!r}) reads the path {path} (a dotted name is a nested field)"
+    if key == RECEIVED:
+        return (f"a WaitForEvent keeps the events it received under ctx({RECEIVED!r}), "
+                "replacing the key")
+    return None
 
 
 def _check_journey_conditions(

@@ -46,6 +46,7 @@ from cjo import (
     WaitForEvent,
     WaitUntil,
     attr,
+    ctx,
     in_segment,
     prop,
 )
@@ -324,6 +325,25 @@ def test_publish_refuses_a_taxonomy_of_the_wrong_type_even_when_it_is_false() ->
 def test_a_condition_has_no_truth_value(combine: Callable[[Any, Any], Any]) -> None:
     with pytest.raises(DefinitionError, match="combine conditions with &"):
         combine(attr("a") == 1, attr("b") == 2)
+
+
+@pytest.mark.parametrize(("write", "hint"), [
+    (lambda: prop("cart_id") in ctx("carts"),
+     r"prop\('cart_id'\).is_in\(ctx\('carts'\)\) or ctx\('carts'\).contains\("),
+    (lambda: "A" in ctx("carts"), r"\.is_in\(ctx\('carts'\)\)"),
+    (lambda: ctx("cart")["id"], r"write ctx\('cart.id'\)"),
+    (lambda: attr("address")["city"], r"write attr\('address.city'\)"),
+    (lambda: ctx("cart")[0], r"a field has no items"),
+    (lambda: ctx("cart_id") in ["A", "B"], r"ctx\('cart_id'\).is_in\(\[\.\.\.\]\)"),
+], ids=["field in field", "value in field", "field[key]", "attr[key]", "field[0]",
+        "field in list"])
+def test_python_in_and_items_on_a_field_are_refused_naming_the_builder(
+    write: Callable[[], Any], hint: str
+) -> None:
+    # Python makes `x in y` a truth value and has no condition for `y[key]`: written on a
+    # field, each is a DefinitionError saying what to write, not a bare TypeError.
+    with pytest.raises(DefinitionError, match=hint):
+        write()
 
 
 @pytest.mark.parametrize("combine", [

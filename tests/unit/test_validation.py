@@ -947,3 +947,60 @@ def test_content_edited_in_place_after_a_publish_is_checked_again(
         engine.publish(content=[ContentItem("c", (Variant("email", fields),))])
     assert checked[0] == "c"
     assert checked[-2:] == ["c", "c"]  # the new item, and the stored one it is compared with
+
+
+# --- keyed instances: what conditions cannot compare with ---------------------------------------
+
+
+@pytest.mark.parametrize("listed", [ctx("cart_id"), Ref("context", "cart_id"), object()])
+def test_a_list_condition_holds_only_values(listed: object) -> None:
+    # has_any(prop("tags"), [ctx("tag")]) reads as a comparison with the context, but a list
+    # condition's values are data: publishing one holding a field must be refused at its place,
+    # not fail on storing the definitions.
+    from cjo import has_any
+
+    wait = WaitForEvent("purchased", HOUR, where=has_any(prop("tags"), ["a", listed]))
+    found = only(problems_of(journey({"a": wait}), channels=None))
+    assert found.location == f"{J} / step 'a'"
+    assert "event.tags" in found.message and "cannot be stored" in found.message
+    with pytest.raises(DefinitionError):
+        Engine(clock=ManualClock()).publish(journeys=[journey({"a": wait})])
+
+
+def test_a_list_condition_lists_a_bounded_number_of_values() -> None:
+    from cjo import Limits, has_any
+
+    wait = WaitForEvent("purchased", HOUR, where=has_any(prop("tags"), ["a", "b", "c"]))
+    found = only(validate_definitions(definitions(journey({"a": wait})),
+                                      limits=Limits(max_condition_values=2)))
+    assert found.message == "has_any on event.tags lists 3 values; the limit is 2"
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    ("cart.id", "ctx('cart.id') reads the path cart → id"),
+    ("received", "a WaitForEvent keeps the events it received under ctx('received')"),
+])
+def test_an_instance_key_conditions_cannot_read_back_is_refused(key: str, why: str) -> None:
+    # The key is read as one property of the entry's context; a wait, goal or exit compares
+    # with it as ctx(key). A key that ctx() reads as something else would never match its own
+    # instance, silently.
+    keyed = journey({"a": WaitForEvent("purchased", HOUR, where=prop(key) == ctx(key))},
+                    trigger=EventTrigger("added"),
+                    reentry=ReentryPolicy.after_exit(instance_key=key))
+    found = only(problems_of(keyed))
+    assert found.location == f"{J} / reentry"
+    assert f"instance_key {key!r}" in found.message and why in found.message
+    with pytest.raises(DefinitionError, match="instance_key"):
+        Engine(clock=ManualClock()).publish(journeys=[keyed])
+
+
+@pytest.mark.parametrize("where", [
+    prop("cart_id").is_in(["A", ctx("cart_id")]),
+    prop("cart_id") == ["A", ctx("cart_id")],
+])
+def test_a_field_inside_a_compared_list_is_named_with_the_way_to_compare(where: Any) -> None:
+    found = only(problems_of(journey({"a": WaitForEvent("purchased", HOUR, where=where)}),
+                             channels=None))
+    assert found.location == f"{J} / step 'a'"
+    assert found.message.startswith("event.cart_id is compared with a list holding ctx('cart_id')"
+                                    ", a field, not a value")

@@ -29,7 +29,8 @@ class ReentryPolicy:
     - ``at_most``: at most ``limit`` entries in any rolling ``per`` window (one at a time).
 
     ``instance_key`` names a trigger-event property (such as ``cart_id``): each value gets its own
-    enrollment, and the rules above apply per value.
+    enrollment, and the rules above apply per value. Conditions compare with it as
+    ``ctx("cart_id")``, so a dotted name (a nested path there) and ``received`` are refused.
 
     ``guard`` (any mode but ``never``) is the duplicate-trigger guard: a trigger that comes
     less than ``guard`` after the customer's last entry (for the same key) is taken for a
