@@ -1224,7 +1224,9 @@ class Engine:
         """Resume a paused journey: entries start again, and the wake-ups held while it was
         paused run now, by the journey's ``on_resume`` rule (send late, skip, or a grace
         period). Returns what the held wake-ups did. ``JourneyNotPausedError`` when the journey
-        is not paused (never paused, or resumed already, here or by another engine).
+        is not paused (never paused, or resumed already, here or by another engine). A
+        ``StorageError`` while releasing them leaves the resume committed: this engine's next
+        ``run_due`` releases them.
 
         The pause is kept with its resume instant (the journey's last ``PAUSES_KEPT``
         pauses), so a wake-up that fell due inside it is held and released at that instant
@@ -1255,21 +1257,33 @@ class Engine:
                 journey_id = self._to_release.pop()
             except KeyError:
                 return
-            after: str | None = None
-            while True:
-                page = page_of_ids(
-                    self.storage, "enrolled_customers",
-                    self.storage.enrolled_customers(journey_id, after=after, limit=500), after,
+            try:
+                self._release_journey(journey_id, registry, now, builder)
+            except BaseException:
+                # Held wake-ups are never claimed (their wake_at is HELD): a release cut short
+                # (the database went away) is run again, whole, at this engine's next run_due,
+                # or its customers would stay held for good. Running it again is harmless.
+                self._to_release.add(journey_id)
+                raise
+
+    def _release_journey(
+        self, journey_id: str, registry: Registry, now: datetime, builder: OutcomeBuilder
+    ) -> None:
+        after: str | None = None
+        while True:
+            page = page_of_ids(
+                self.storage, "enrolled_customers",
+                self.storage.enrolled_customers(journey_id, after=after, limit=500), after,
+            )
+            if not page:
+                return
+            after = page[-1]
+            with self.storage.batch(page, now) as sessions:
+                deciders = self._decide_each(
+                    sessions.values(), registry, now, builder,
+                    lambda decider: decider.catch_up(now, worker=True),
                 )
-                if not page:
-                    break
-                after = page[-1]
-                with self.storage.batch(page, now) as sessions:
-                    deciders = self._decide_each(
-                        sessions.values(), registry, now, builder,
-                        lambda decider: decider.catch_up(now, worker=True),
-                    )
-                self._finish(deciders, now, builder)
+            self._finish(deciders, now, builder)
 
     def set_consent(
         self, customer_id: str, *, subscribed: bool, topic: str | None = None,

@@ -631,6 +631,24 @@ def test_opening_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
         writer.close()
 
 
+def test_opening_a_current_database_does_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """An operator's read (``cjo report``) or a restarted worker opens the file while another
+    process is in a long write: a database at this schema needs nothing written to open."""
+    path = tmp_path / "busy.db"
+    with SQLiteStorage(path) as storage:
+        storage.put_setting("kept", "yes")
+    blocker = _raw(path)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        blocker.execute("INSERT INTO settings (key, value) VALUES ('other', 'x')")
+        with SQLiteStorage(path, busy_timeout=timedelta(milliseconds=50)) as storage:
+            assert storage.get_setting("kept") == "yes"
+            assert storage.dead_letters(10) == []
+        blocker.execute("ROLLBACK")
+    finally:
+        blocker.close()
+
+
 def test_an_idle_due_batch_does_not_take_the_write_lock(tmp_path: Path) -> None:
     path = tmp_path / "idle.db"
     with SQLiteStorage(path, busy_timeout=timedelta(milliseconds=50)) as storage:

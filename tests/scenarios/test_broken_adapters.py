@@ -189,3 +189,41 @@ def test_a_storage_error_recording_inline_sends_keeps_the_calls_outcome(
     assert engine.dispatch_pending() == 1
     assert channel.attempts == [channel.attempts[0]] * 2   # the same key, again
     assert _entries(storage)[0][:2] == ("c0", "delivered")
+
+
+class _NoTextError(Exception):
+    def __str__(self) -> str:
+        raise ValueError("no text")
+
+
+@pytest.mark.parametrize(("result", "fail", "error"), [
+    (DeliveryResult.transient("busy\x00"), None, "busy\ufffd"),
+    (DeliveryResult.transient("bad \udc80 byte"), None, "bad \ufffd byte"),
+    (None, RuntimeError("reply \ud800\x00"), "RuntimeError: reply \ufffd\ufffd"),
+    (None, _NoTextError(), "_NoTextError: <str() of the exception failed>"),
+], ids=["nul", "surrogate", "raised", "no-str"])
+def test_an_error_text_no_storage_can_keep_is_recorded_made_storable(
+    storage: Storage, result: DeliveryResult | None, fail: BaseException | None, error: str
+) -> None:
+    # A provider's reply decoded with surrogateescape, or a NUL byte in it: recording the
+    # attempt must not fail (PostgreSQL refuses NUL, UTF-8 lone surrogates), or the message
+    # would stay leased, be sent again at every lease, and never be counted.
+    channel = _Failing(fail_at=0, fail=fail, result=result)
+    engine = _engine(storage, channel)
+    outcome = engine.handle_event(_go("c0"))
+    assert list(outcome.delivery.values()) == ["pending"]
+    (entry,) = storage.customer_outbox("c0")
+    assert (entry.status, entry.attempts, entry.last_error) == ("pending", 1, error)
+    engine.clock.advance(hours=1)  # type: ignore[attr-defined]
+    assert engine.dispatch_pending() == 1
+    assert _entries(storage)[0] == ("c0", "delivered", 2)
+
+
+def test_a_permanent_error_no_storage_can_keep_makes_a_dead_letter(storage: Storage) -> None:
+    channel = _Failing(fail_at=0, result=DeliveryResult.permanent("gone \udcff\x00"))
+    engine = _engine(storage, channel)
+    engine.handle_event(_go("c0"))
+    (dead,) = engine.dead_letters()
+    assert (dead.message.customer_id, dead.last_error) == ("c0", "gone \ufffd\ufffd")
+    assert engine.customer_state("c0").blocked == {
+        "sms": "permanent failure: gone \ufffd\ufffd"}

@@ -16,8 +16,9 @@ from cjo import (
     Retention,
     Send,
     Variant,
+    Wait,
 )
-from cjo.errors import ConflictError
+from cjo.errors import ConflictError, StorageError
 from cjo.storage.base import Storage
 from tests.helpers import Factory
 from tests.helpers import event_with_id as _event
@@ -73,3 +74,40 @@ def test_a_process_that_lives_for_one_pass_prunes(storage_factory: Factory) -> N
     assert job.activities(T0, T0 + week) == []
     left = job.prune()  # the event id, the message and the log: gone already
     assert (left.event_ids, left.outbox, left.activity) == (0, 0, 0)
+
+
+def test_a_resume_whose_release_failed_releases_the_held_customers_at_the_next_pass(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held wake-ups are never claimed: a resume committed, but whose release of the held
+    customers failed (the database went away), is released by the engine's next pass."""
+    clock = ManualClock(T0)
+    email = RecordingChannel()
+    engine = Engine(storage, {"email": email}, clock)
+    note = ContentItem("note", variants=(Variant("email", {"subject": "Hi", "text": "Hi"}),))
+    engine.publish(content=[note], journeys=[
+        Journey("drip", trigger=EventTrigger("signed_up"), entry="wait",
+                steps={"wait": Wait(timedelta(hours=1), next="m"), "m": Send("note", "email")})])
+    engine.handle_event(_event("signed_up", "ann", T0, "s1"))
+    engine.pause_journey("drip")
+    clock.advance(hours=2)
+    engine.run_due()
+    (held,) = engine.enrollments("ann")
+    assert held.held_at == T0 + timedelta(hours=1)
+    real_batch = storage.batch
+    calls: list[object] = []
+
+    def batch(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        if len(calls) == 1:
+            raise StorageError("the database went away")
+        return real_batch(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(storage, "batch", batch)
+    with pytest.raises(StorageError, match="went away"):
+        engine.resume_journey("drip")
+    assert email.messages == []
+    clock.advance(minutes=1)
+    engine.run_due()  # what the worker loop does next
+    assert [m.created_at for m in email.messages] == [T0 + timedelta(hours=2)]
+    assert engine.enrollments("ann")[0].status == "completed"

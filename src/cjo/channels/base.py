@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Literal
@@ -183,7 +184,11 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
         # leaving messages sent before it unrecorded (and so sent again).
         log.warning("channel %r raised while sending %s", message.channel,
                     message.idempotency_key, exc_info=True)
-        return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {exc}"))
+        try:
+            text = str(exc)
+        except BaseException:  # a broken __str__ must not end the batch either
+            text = "<str() of the exception failed>"
+        return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {text}"))
     if not isinstance(result, DeliveryResult):
         return DeliveryResult.transient(f"channel returned {result!r:.200}, not a DeliveryResult")
     error = result.error
@@ -202,13 +207,25 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
             return DeliveryResult.transient(
                 _clip(f"channel returned an invalid DeliveryResult: {exc}")
             )
-    if error is not None and len(error) > MAX_DELIVERY_ERROR:
-        return attrs.evolve(result, error=_clip(error))
+    if error is not None and (
+        len(error) > MAX_DELIVERY_ERROR or not (error.isascii() and "\x00" not in error)
+    ):
+        clipped = _clip(error)
+        if clipped != error:
+            return attrs.evolve(result, error=clipped)
     return result
 
 
+#: What no storage can keep in text (PostgreSQL refuses NUL, UTF-8 lone surrogates).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _clip(text: str) -> str:
-    """``text``, cut to ``MAX_DELIVERY_ERROR`` characters."""
+    """``text`` as it can be stored: cut to ``MAX_DELIVERY_ERROR`` characters, a NUL or a
+    lone surrogate (a provider's reply decoded with ``surrogateescape``) replaced by U+FFFD.
+    Left as it was, recording the attempt would fail, and the message be sent again."""
+    if not (text.isascii() and "\x00" not in text):
+        text = _UNSTORABLE.sub("\ufffd", text)
     if len(text) <= MAX_DELIVERY_ERROR:
         return text
     return text[: MAX_DELIVERY_ERROR - 1] + "…"

@@ -368,6 +368,17 @@ SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 def _migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
+    # A database at this schema already (every open but the first) needs nothing written:
+    # read, so that opening it does not wait for the write lock of a process that is writing
+    # (a worker's long transaction would hold up `cjo report` or a restarted worker, and
+    # fail it past busy_timeout). A version read here can only grow: a newer schema is
+    # refused below, and a process that had the file open keeps working beside it.
+    try:
+        rows = conn.execute("SELECT version FROM cjo_schema").fetchall()
+    except sqlite3.OperationalError:
+        rows = []  # no table yet: a new file
+    if len(rows) == 1 and rows[0][0] == len(migrations):
+        return
     conn.execute("BEGIN IMMEDIATE")  # concurrent openers migrate one at a time
     try:
         conn.execute("CREATE TABLE IF NOT EXISTS cjo_schema (version INTEGER NOT NULL)")
