@@ -111,3 +111,41 @@ def test_a_resume_whose_release_failed_releases_the_held_customers_at_the_next_p
     engine.run_due()  # what the worker loop does next
     assert [m.created_at for m in email.messages] == [T0 + timedelta(hours=2)]
     assert engine.enrollments("ann")[0].status == "completed"
+
+
+def test_customers_a_cut_short_release_left_held_are_released_by_pausing_and_resuming_again(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The engine that resumed stopped before its release was done: a process started later
+    does not know of the resume (its customers stay held), and a pause and a resume release
+    them, as docs/semantics.md says."""
+    clock = ManualClock(T0)
+    email = RecordingChannel()
+    engine = Engine(storage, {"email": email}, clock)
+    note = ContentItem("note", variants=(Variant("email", {"subject": "Hi", "text": "Hi"}),))
+    engine.publish(content=[note], journeys=[
+        Journey("drip", trigger=EventTrigger("signed_up"), entry="wait",
+                steps={"wait": Wait(timedelta(hours=1), next="m"), "m": Send("note", "email")})])
+    engine.handle_event(_event("signed_up", "ann", T0, "s1"))
+    engine.pause_journey("drip")
+    clock.advance(hours=2)
+    engine.run_due()
+    real_batch = storage.batch
+
+    def batch(*args: object, **kwargs: object) -> object:
+        raise StorageError("the database went away")
+
+    monkeypatch.setattr(storage, "batch", batch)
+    with pytest.raises(StorageError, match="went away"):
+        engine.resume_journey("drip")
+    monkeypatch.setattr(storage, "batch", real_batch)
+    del engine  # stopped for good before its next pass
+    later = Engine(storage, {"email": email}, clock)
+    clock.advance(minutes=1)
+    later.run_due()
+    assert email.messages == []
+    assert later.enrollments("ann")[0].held_at == T0 + timedelta(hours=1)
+    later.pause_journey("drip")
+    later.resume_journey("drip")
+    assert [m.customer_id for m in email.messages] == ["ann"]
+    assert later.enrollments("ann")[0].status == "completed"
