@@ -354,8 +354,17 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
     epoch, tick = EPOCH, MICROSECOND  # dt() inlined: several instants per enrollment
     control = get("cg")
+    eid, jid, version, step = d["id"], d["j"], d["ver"], get("s")
+    if (type(version) is not int or type(jid) is not str or type(eid) is not str
+            or not (step is None or type(step) is str)):
+        # Read as they are, a version "1" or a journey id 7 match no published version: the
+        # enrollment was claimed again every lease, never fired, never set aside.
+        raise TypeError(
+            f"enrollment {eid!r} names journey {jid!r} version {version!r} step {step!r}: "
+            "the id, journey and step must be text and the version an integer"
+        )
     return Enrollment(
-        d["id"], d["j"], d["ver"], customer_id, epoch + tick * d["in"], get("s"),
+        eid, jid, version, customer_id, epoch + tick * d["in"], step,
         None if sin is None else epoch + tick * sin, ACTIVE, get("k"),
         None if w is None else epoch + tick * w, None if x is None else epoch + tick * x,
         None, None, None if conv is None else epoch + tick * conv, get("t"),
