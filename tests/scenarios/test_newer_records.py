@@ -395,7 +395,7 @@ def test_an_enrollment_an_older_cjo_wrote_into_a_layout_2_record_converts_as_bef
     for customer in (*inside, outside):
         engine.handle_event(_event(customer, f"{customer}-1"))
         data = json.loads(read(customer))
-        assert data["v"] == RECORD_LAYOUT == 2
+        assert data["v"] == RECORD_LAYOUT
         # As the older cjo writes it back: the layout number kept, its own enrollment bare.
         write(customer, json.dumps({**data, "enr": [
             {k: v for k, v in e.items() if k != "cg"} for e in data["enr"]]}))

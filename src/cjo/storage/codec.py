@@ -515,9 +515,9 @@ def encode_state(state: CustomerState, revision: int | None = None) -> str:
 
 #: Upgrades from older layouts: ``UPGRADES[n]`` turns a layout-``n`` dict into layout ``n+1``.
 #: Add one whenever ``RECORD_LAYOUT`` grows and old records need more than defaults; a layout
-#: with none reads as it is (layout 2 only added ``cg``, whose absence means not known: it
-#: grew so that an older cjo keeps ``cg``, which it keeps inside an enrollment only in a
-#: newer layout).
+#: with none reads as it is (layout 2 only added ``cg``, whose absence means not known, and
+#: layout 3 ``cs``, whose absence means nothing carried: each grew so that an older cjo keeps
+#: the new key, which it keeps inside an enrollment only in a newer layout).
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 #: ``CustomerState.decided_at``'s name among the stored marks.
