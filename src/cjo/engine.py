@@ -2127,19 +2127,30 @@ class Engine:
         enrollment of a journey version ``registry`` does not know, while a newer generation
         is stored, raises ``_NewerDefinitionsError``: another process published and enrolled the
         customer since this call read the definitions, and an input decided now would pass
-        that enrollment by (a worker's wake-ups need not: they leave it for a later pass)."""
+        that enrollment by (a worker's wake-ups need not: they leave it for a later pass).
+        An enrollment at a step its (known) version does not have raises
+        ``CorruptRecordError``, so a worker sets the record aside."""
         state = session.load()
         if state is not None and not isinstance(state, CustomerState):
             returned(session, "load", state, (CustomerState, type(None)))
-        if fresh and state is not None and state.enrollments:
+        if state is not None and state.enrollments:
             journeys, retired = registry.journeys, registry.retired
+            unknown = False
             for e in state.enrollments:
-                if (e.journey_id, e.version) not in journeys and (
-                    e.journey_id, e.version
-                ) not in retired:
-                    if self.storage.definitions_generation() != registry.generation:
-                        raise _NewerDefinitionsError
-                    break
+                cj = journeys.get((e.journey_id, e.version))
+                if cj is None:
+                    unknown = unknown or (e.journey_id, e.version) not in retired
+                elif e.step_id is not None and e.step_id not in cj.steps:
+                    # A published version never changes: a bad edit. Decided, its wake-up
+                    # would be spent on nothing and the enrollment wait for ever.
+                    raise CorruptRecordError(session.customer_id, (
+                        f"enrollment {e.id!r} is at step {e.step_id!r}, which journey "
+                        f"{e.journey_id!r} version {e.version} does not have"
+                    ))
+            if fresh and unknown and (
+                self.storage.definitions_generation() != registry.generation
+            ):
+                raise _NewerDefinitionsError
         if state is None:
             state = new_state(session.customer_id, now)
             if not create:

@@ -133,6 +133,30 @@ def test_one_undecodable_record_costs_a_group_of_events_nothing_else(sql: SQL, d
     assert engine.handle_events([_event("dan", "dan-1")]).nothing_happened
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("ver", "1"), ("ver", 1.0), ("ver", True), ("j", 7), ("s", ["wait"]), ("id", None),
+])
+def test_a_waiting_enrollment_with_a_field_of_the_wrong_type_is_set_aside(
+    sql: SQL, field: str, value: object
+) -> None:
+    # A bad manual edit that still decodes: read as it was, a version "1" matched no
+    # published version, so the wake-up was claimed again every lease and never fired, and
+    # nothing was logged nor set aside.
+    storage, write, read = sql
+    clock, channel = ManualClock(T0), RecordingChannel()
+    engine = _three_waiting(storage, clock, channel)
+    data = json.loads(read("bad"))
+    data["enr"][0][field] = value
+    write("bad", json.dumps(data))
+    clock.advance(days=2)
+    engine.run_due()
+    assert sorted(m.customer_id for m in channel.messages) == ["amy", "cid"]
+    (aside,) = engine.records_set_aside()
+    assert aside.customer_id == "bad" and f"version {data['enr'][0]['ver']!r}" in aside.reason
+    with pytest.raises(CorruptRecordError, match="'bad'"):
+        engine.handle_event(_event("bad", "bad-2", clock.now()))
+
+
 def test_an_import_reports_the_records_of_an_undecodable_customer_and_goes_on(sql: SQL) -> None:
     storage, write, read = sql
     engine = _three_waiting(storage, ManualClock(T0), RecordingChannel())
@@ -371,7 +395,7 @@ def test_an_enrollment_an_older_cjo_wrote_into_a_layout_2_record_converts_as_bef
     for customer in (*inside, outside):
         engine.handle_event(_event(customer, f"{customer}-1"))
         data = json.loads(read(customer))
-        assert data["v"] == RECORD_LAYOUT == 2
+        assert data["v"] == RECORD_LAYOUT
         # As the older cjo writes it back: the layout number kept, its own enrollment bare.
         write(customer, json.dumps({**data, "enr": [
             {k: v for k, v in e.items() if k != "cg"} for e in data["enr"]]}))

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pytest
 
-from cjo.abc import CustomerState
+from cjo.abc import RECORD_LAYOUT, CustomerState
 from cjo.model.events import Profile
 from cjo.runtime.state import (
     NO_ENTRIES,
@@ -194,20 +194,44 @@ def test_an_enrollment_copy_holds_every_field_and_its_own_containers() -> None:
     assert original == twin
 
 
+def _every_field() -> Enrollment:
+    t = datetime(2026, 1, 1, tzinfo=UTC)
+    return Enrollment(
+        "e1", "j", 2, "c1", t, "s", t, "active", "k", t, t, None, None, t, "ev", {"a": 1},
+        {"s": 1}, {"split": "a"}, t, 2, {"s": 1}, True, {"s2": (0, ("e1:s:1",))},
+    )
+
+
 def test_the_codec_knows_every_field_it_writes_in_an_enrollment() -> None:
     # What it does not know in a newer layout's enrollment is kept apart: its own must all be
     # known, or they would be written twice.
     from cjo.storage.codec import _ENROLLMENT_FIELDS, _enrollment
 
-    t = datetime(2026, 1, 1, tzinfo=UTC)
-    every = Enrollment(
-        "e1", "j", 2, "c1", t, "s", t, "active", "k", t, t, None, None, t, "ev", {"a": 1},
-        {"s": 1}, {"split": "a"}, t, 2, {"s": 1}, True, {"s2": (0, ("e1:s:1",))},
-    )
+    every = _every_field()
     assert all(getattr(every, a.name) not in (None, {}, 0) or a.name in
                ("ended_at", "end_reason") for a in attrs.fields(Enrollment))
     assert every.merged_passes and every.carried_sends  # the two ``_rare`` holds
     assert set(_enrollment(every)) == _ENROLLMENT_FIELDS
+
+
+#: The keys an enrollment holds in each record layout, as its cjos wrote them. A cjo keeps the
+#: keys it does not know inside an enrollment only in a record of a newer layout, so a key
+#: added without a new layout is dropped by every cjo of the layout it was added to.
+_LAYOUT_KEYS: dict[int, frozenset[str]] = {1: frozenset({
+    "id", "j", "ver", "in", "s", "sin", "k", "w", "x", "conv", "t", "ctx", "vis", "p", "hold",
+    "rr", "mrg",
+})}
+_LAYOUT_KEYS[2] = _LAYOUT_KEYS[1] | {"cg"}
+_LAYOUT_KEYS[3] = _LAYOUT_KEYS[2] | {"cs"}
+
+
+def test_an_enrollment_key_is_written_only_in_a_layout_whose_cjos_all_know_it() -> None:
+    # "cs" was first written in layout 2 records, and a layout-2 cjo from before it wrote
+    # those records back without it (the messages a migration carried were forgotten).
+    from cjo.storage.codec import _enrollment
+
+    assert set(_enrollment(_every_field())) <= _LAYOUT_KEYS[RECORD_LAYOUT]
+    assert max(_LAYOUT_KEYS) == RECORD_LAYOUT, "a new layout lists its keys here"
 
 
 def test_an_enrollments_group_at_entry_is_left_out_only_when_not_known() -> None:
@@ -237,11 +261,11 @@ def test_the_enrollments_of_a_layout_1_record_have_their_group_at_entry_unknown(
         Enrollment("e0", "j", 1, "c1", t, control=True), Enrollment("e1", "j", 1, "c1", t)
     ])
     data = json.loads(encode_state(state))
-    assert data["v"] == 2
+    assert data["v"] == RECORD_LAYOUT
     old = {**data, "v": 1, "enr": [{k: v for k, v in e.items() if k != "cg"}
                                     for e in data["enr"]]}
     read = decode_state(json.dumps(old), "c1")
     assert [e.control for e in read.enrollments] == [None, None]
     written = json.loads(encode_state(read))
-    assert written["v"] == 2 and [e.get("cg", "absent") for e in written["enr"]] == [
+    assert written["v"] == RECORD_LAYOUT and [e.get("cg", "absent") for e in written["enr"]] == [
         "absent", "absent"]

@@ -85,7 +85,8 @@ def shown_wake(enrollment: Enrollment) -> datetime | None:
 
 #: The layout of stored customer records that this version writes. Older layouts are upgraded
 #: when read (``cjo.storage.codec``); fields a newer layout added are kept as they are.
-RECORD_LAYOUT = 2
+#: Layout 2 added an enrollment's ``cg``, layout 3 its ``cs``.
+RECORD_LAYOUT = 3
 
 
 #: "Not given", for the keyword arguments of ``CustomerState`` and ``Enrollment`` that default

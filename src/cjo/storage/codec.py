@@ -354,8 +354,17 @@ def _enrollment_from(d: Mapping[str, Any], customer_id: str) -> Enrollment:
     sin, w, x, conv, hold = get("sin"), get("w"), get("x"), get("conv"), get("hold")
     epoch, tick = EPOCH, MICROSECOND  # dt() inlined: several instants per enrollment
     control = get("cg")
+    eid, jid, version, step = d["id"], d["j"], d["ver"], get("s")
+    if (type(version) is not int or type(jid) is not str or type(eid) is not str
+            or not (step is None or type(step) is str)):
+        # Read as they are, a version "1" or a journey id 7 match no published version: the
+        # enrollment was claimed again every lease, never fired, never set aside.
+        raise TypeError(
+            f"enrollment {eid!r} names journey {jid!r} version {version!r} step {step!r}: "
+            "the id, journey and step must be text and the version an integer"
+        )
     return Enrollment(
-        d["id"], d["j"], d["ver"], customer_id, epoch + tick * d["in"], get("s"),
+        eid, jid, version, customer_id, epoch + tick * d["in"], step,
         None if sin is None else epoch + tick * sin, ACTIVE, get("k"),
         None if w is None else epoch + tick * w, None if x is None else epoch + tick * x,
         None, None, None if conv is None else epoch + tick * conv, get("t"),
@@ -506,9 +515,9 @@ def encode_state(state: CustomerState, revision: int | None = None) -> str:
 
 #: Upgrades from older layouts: ``UPGRADES[n]`` turns a layout-``n`` dict into layout ``n+1``.
 #: Add one whenever ``RECORD_LAYOUT`` grows and old records need more than defaults; a layout
-#: with none reads as it is (layout 2 only added ``cg``, whose absence means not known: it
-#: grew so that an older cjo keeps ``cg``, which it keeps inside an enrollment only in a
-#: newer layout).
+#: with none reads as it is (layout 2 only added ``cg``, whose absence means not known, and
+#: layout 3 ``cs``, whose absence means nothing carried: each grew so that an older cjo keeps
+#: the new key, which it keeps inside an enrollment only in a newer layout).
 UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
 #: ``CustomerState.decided_at``'s name among the stored marks.

@@ -2421,6 +2421,39 @@ class StorageContract:
         engine.erase_customer("bad")
         assert engine.records_set_aside() == aside[1:]
 
+    def test_engine_sets_aside_a_record_at_a_step_its_version_does_not_have(
+        self, storage: Storage
+    ) -> None:
+        from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
+
+        clock = ManualClock(T0)
+        engine = Engine(storage=storage, clock=clock)
+        engine.publish(journeys=[Journey(
+            id="later", trigger=EventTrigger("signed_up"), entry="wait",
+            steps={"wait": Wait(HOUR, next="again"), "again": Wait(HOUR)},
+        )])
+        for customer in ("bad", "good"):
+            engine.handle_event(_event("signed_up", customer, T0, f"su-{customer}"))
+        # A record that decodes but names a step its version lacks (a bad manual edit): its
+        # wake-up was spent on nothing and the enrollment left waiting for ever, unlisted.
+        with storage.customer("bad", T0) as session:
+            state = session.load()
+            assert state is not None
+            state.enrollments[0] = attrs.evolve(state.enrollments[0], step_id="gone")
+            session.save(state, (), ())
+        clock.advance(hours=1)
+        engine.run_due()
+        assert [e.step_id for e in engine.enrollments("good")] == ["again"]
+        (aside,) = engine.records_set_aside()
+        assert aside.customer_id == "bad"
+        assert "step 'gone'" in aside.reason
+        assert aside.set_aside_at == T0 + HOUR
+        with pytest.raises(CorruptRecordError) as info:
+            engine.identify("bad", {"n": 1})
+        assert info.value.customer_id == "bad"
+        (kept,) = engine.enrollments("bad")
+        assert (kept.step_id, kept.wake_at) == ("gone", T0 + HOUR), "kept as it was"
+
     def test_engine_sends_only_on_its_own_channels(self, storage: Storage) -> None:
         from cjo.engine import Engine  # noqa: PLC0415  (see test_engine_abandoned_cart_...)
 
