@@ -76,11 +76,8 @@ def test_a_process_that_lives_for_one_pass_prunes(storage_factory: Factory) -> N
     assert (left.event_ids, left.outbox, left.activity) == (0, 0, 0)
 
 
-def test_a_resume_whose_release_failed_releases_the_held_customers_at_the_next_pass(
-    storage: Storage, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Held wake-ups are never claimed: a resume committed, but whose release of the held
-    customers failed (the database went away), is released by the engine's next pass."""
+def _held_in_a_paused_drip(storage: Storage) -> tuple[Engine, RecordingChannel, ManualClock]:
+    """Ann in a paused drip journey, her wake-up (due an hour after entry) held by the pause."""
     clock = ManualClock(T0)
     email = RecordingChannel()
     engine = Engine(storage, {"email": email}, clock)
@@ -92,6 +89,15 @@ def test_a_resume_whose_release_failed_releases_the_held_customers_at_the_next_p
     engine.pause_journey("drip")
     clock.advance(hours=2)
     engine.run_due()
+    return engine, email, clock
+
+
+def test_a_resume_whose_release_failed_releases_the_held_customers_at_the_next_pass(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held wake-ups are never claimed: a resume committed, but whose release of the held
+    customers failed (the database went away), is released by the engine's next pass."""
+    engine, email, clock = _held_in_a_paused_drip(storage)
     (held,) = engine.enrollments("ann")
     assert held.held_at == T0 + timedelta(hours=1)
     real_batch = storage.batch
@@ -119,17 +125,7 @@ def test_customers_a_cut_short_release_left_held_are_released_by_pausing_and_res
     """The engine that resumed stopped before its release was done: a process started later
     does not know of the resume (its customers stay held), and a pause and a resume release
     them, as docs/semantics.md says."""
-    clock = ManualClock(T0)
-    email = RecordingChannel()
-    engine = Engine(storage, {"email": email}, clock)
-    note = ContentItem("note", variants=(Variant("email", {"subject": "Hi", "text": "Hi"}),))
-    engine.publish(content=[note], journeys=[
-        Journey("drip", trigger=EventTrigger("signed_up"), entry="wait",
-                steps={"wait": Wait(timedelta(hours=1), next="m"), "m": Send("note", "email")})])
-    engine.handle_event(_event("signed_up", "ann", T0, "s1"))
-    engine.pause_journey("drip")
-    clock.advance(hours=2)
-    engine.run_due()
+    engine, email, clock = _held_in_a_paused_drip(storage)
     real_batch = storage.batch
 
     def batch(*args: object, **kwargs: object) -> object:
