@@ -313,6 +313,8 @@ class Engine:
         # it makes at that instant takes the count (``CustomerState.erasures``).
         self._erased: tuple[datetime, int] | None = None
         self._to_release: set[str] = set()
+        # Journey versions a due wake-up was found on that no definitions hold (logged once).
+        self._said_unknown: set[tuple[str, int]] = set()
         # The segment definitions (plan basis) every stored customer was last evaluated against.
         self._segments_refreshed: str | None = None
 
@@ -1040,10 +1042,33 @@ class Engine:
                 )
                 claimed = len(sessions)
             if claimed:
+                self._say_unknown_versions(deciders, registry, until)
                 self._finish(deciders, now, builder)
             # A short claim took every due customer no other worker holds: nothing is left.
             if claimed < self.due_batch_size:
                 break
+
+    def _say_unknown_versions(
+        self, deciders: list[Decider], registry: Registry, until: datetime
+    ) -> None:
+        """Log, once per journey version, a due wake-up this engine left as it is because no
+        definitions it holds have the version: it is claimed again at every lease until the
+        version is published again, and would otherwise say nothing."""
+        for decider in deciders:
+            if decider.dirty:
+                continue  # it fired something: a record stuck on nothing is never changed
+            for e in decider.state.enrollments:
+                key = (e.journey_id, e.version)
+                w = e.wake_at
+                if (w is not None and w <= until and key not in registry.journeys
+                        and key not in self._said_unknown):
+                    self._said_unknown.add(key)
+                    log.warning(
+                        "customer %r is due in journey %r version %d, which the definitions "
+                        "of generation %d do not hold: the wake-up waits (claimed again at "
+                        "every wake_lease) until that version is published again",
+                        decider.customer_id, e.journey_id, e.version, registry.generation,
+                    )
 
     def _due_batch_takes_due(self) -> bool:
         """Whether the storage's ``due_batch`` takes the ``due`` keyword (adapters written

@@ -83,7 +83,7 @@ def test_a_worker_that_publishes_nothing_runs_every_published_journey(tmp_path):
     worker.storage.close()
 
 
-def test_a_wait_of_an_unknown_version_is_kept_not_dropped(tmp_path):
+def test_a_wait_of_an_unknown_version_is_kept_not_dropped(tmp_path, caplog):
     path = tmp_path / "cjo.db"
     first, clock, _ = restarted(path)
     first.publish(journeys=[v1()], content=SIMPLE_CONTENT)
@@ -94,7 +94,12 @@ def test_a_wait_of_an_unknown_version_is_kept_not_dropped(tmp_path):
 
     blind, clock, channels = restarted(path, clock)
     clock.advance(days=2)
-    assert blind.run_due().nothing_happened
+    with caplog.at_level("WARNING", logger="cjo.engine"):
+        assert blind.run_due().nothing_happened
+        clock.advance(minutes=10)  # the lease has run out: claimed again, not said again
+        assert blind.run_due().nothing_happened
+    said = [r.getMessage() for r in caplog.records if "do not hold" in r.getMessage()]
+    assert len(said) == 1 and "'c1'" in said[0] and "version 1" in said[0]
     (waiting,) = blind.enrollments("c1")
     assert waiting.active
     assert waiting.wake_at == T0 + timedelta(days=1)
