@@ -219,15 +219,18 @@ def test_a_timeout_is_transient(hook: WebhookReceiver) -> None:
         result = channel.send(message())
     assert result.status == "transient"
     assert result.error is not None
-    assert result.error.startswith("timed out after 0.2s")
+    assert result.error.startswith(f"timed out after 0.2s posting to {hook.url}")
 
 
-def test_a_refused_connection_is_transient() -> None:
-    with WebhookChannel(f"http://127.0.0.1:{free_port()}/x", SECRET, timeout=2) as channel:
+def test_a_refused_connection_is_transient_naming_the_endpoint_without_credentials() -> None:
+    port = free_port()
+    url = f"http://user:pw@127.0.0.1:{port}/x?token=t0k"
+    with WebhookChannel(url, SECRET, timeout=2) as channel:
         result = channel.send(message())
     assert result.status == "transient"
     assert result.error is not None
-    assert result.error.startswith("ConnectError")
+    assert result.error.startswith(f"ConnectError posting to http://127.0.0.1:{port}/x: ")
+    assert "pw" not in result.error and "t0k" not in result.error
 
 
 def test_a_key_that_is_not_ascii_is_percent_encoded_in_the_header(
@@ -442,7 +445,9 @@ def test_the_timeout_bounds_an_endpoint_that_trickles_its_status_line_and_header
             assert channel.send(message()).status == "transient"
         result, took = elapsed(lambda: channel.send(message()))
     assert took < 1.5
-    assert (result.status, result.error) == ("transient", "timed out after 0.5s")
+    assert (result.status, result.error) == (
+        "transient", f"timed out after 0.5s posting to http://127.0.0.1:{port}/hook"
+    )
 
 
 def _within(seconds: float, holds: Any) -> bool:

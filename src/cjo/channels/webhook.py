@@ -276,12 +276,20 @@ class WebhookChannel(Channel):
                     # Before the connection goes back to its pool, where another send may
                     # take it.
                     cut.end()
+        # Each error names the endpoint (without credentials or query), as HTTP replies do: a
+        # host with several webhook channels learns which one failed from the error alone.
         except httpx_module.TimeoutException as exc:
-            return DeliveryResult.transient(f"timed out after {self.timeout}s: {exc}")
+            return DeliveryResult.transient(
+                f"timed out after {self.timeout}s posting to {self._shown_url}: {exc}"
+            )
         except httpx_module.TransportError as exc:
             if cut.passed:
-                return DeliveryResult.transient(f"timed out after {self.timeout}s")
-            return DeliveryResult.transient(f"{type(exc).__name__}: {exc}")
+                return DeliveryResult.transient(
+                    f"timed out after {self.timeout}s posting to {self._shown_url}"
+                )
+            return DeliveryResult.transient(
+                f"{type(exc).__name__} posting to {self._shown_url}: {exc}"
+            )
         error = f"HTTP {code} from {self._shown_url}" + (f": {said}" if said else "")
         if code >= 500 or code in _TRANSIENT_CODES:
             return DeliveryResult.transient(
