@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from cjo.channels.base import DeliveryResult, Message
 from cjo.errors import ConflictError, CorruptRecordError, SchemaError, StorageError
@@ -1123,3 +1124,22 @@ def test_without_a_dsn_tests_skip_except_in_ci(ci: str, expected: str) -> None:
     assert f"1 {expected}" in out.stdout, out.stdout + out.stderr
     assert (out.returncode == 0) == (expected == "skipped")
     assert "CJO_TEST_POSTGRES_DSN is not set" in out.stdout
+
+
+def test_a_read_only_server_error_names_the_schema_and_the_server(
+    make_storage: StorageFactory, postgres_dsn: str, postgres_schema: str
+) -> None:
+    """The server's words (a replica, a read-only default) say nothing of where: the error
+    names the schema and the server the storage writes to (never the password)."""
+    make_storage()  # creates the schema
+    read_only = make_storage(connect_kwargs={"options": "-c default_transaction_read_only=on"})
+    with pytest.raises(StorageError) as refused:
+        save(read_only, record())
+    said = str(refused.value)
+    assert "read-only transaction" in said
+    assert said.startswith(f"PostgreSQL (schema {postgres_schema} on "), said
+    params = conninfo_to_dict(postgres_dsn)
+    if params.get("host"):
+        assert str(params["host"]) in said
+    if params.get("password"):
+        assert str(params["password"]) not in said

@@ -561,26 +561,41 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
+def _translated(where: str = "") -> Iterator[None]:
     """Driver errors as cjo's: conflicts (safe to retry) apart from every other failure. The
-    one place where psycopg's exceptions are translated; the original is chained."""
+    one place where psycopg's exceptions are translated; the original is chained. ``where``
+    names the storage (``_where``): the server's own words rarely do (a read-only server's
+    "cannot execute INSERT in a read-only transaction")."""
     try:
         yield
     except (
         pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.LockNotAvailable,
     ) as exc:
-        raise ConflictError(f"PostgreSQL: {exc}") from exc
+        raise ConflictError(f"PostgreSQL{where}: {exc}") from exc
     except psycopg.Error as exc:  # includes psycopg_pool's PoolTimeout and PoolClosed
-        raise StorageError(f"PostgreSQL: {exc}") from exc
+        raise StorageError(f"PostgreSQL{where}: {exc}") from exc
 
 
 def _translating(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with _translated():
+        with _translated(getattr(args[0], "_where", "") if args else ""):
             return fn(*args, **kwargs)
 
     return wrapper
+
+
+def _where(schema: str, conninfo: str) -> str:
+    """`` (schema S on HOST:PORT/DATABASE)`` for errors, from what the connection string sets
+    (never its password); a part it leaves to libpq's defaults is left out."""
+    params = _dsn_params(conninfo)
+    host = params.get("host") or params.get("hostaddr") or ""
+    port = params.get("port")
+    target = f"{host}:{port}" if host and port else host
+    database = params.get("dbname")
+    if database:
+        target = f"{target}/{database}"
+    return f" (schema {schema} on {target})" if target else f" (schema {schema})"
 
 
 # SQLSTATEs of a session the server ended (its connection is gone, whatever the statement was):
@@ -1035,7 +1050,7 @@ def holds_schema(dsn: str, schema: str = "cjo", timeout: float = 10.0) -> bool:
     """Whether ``schema`` holds cjo's tables. Read only: a ``PostgresStorage`` would create
     them (and the schema). Connection failures raise as ``check_connection``'s do."""
     check_schema_name(schema)
-    with _connect(dsn, timeout, None) as conn, _translated():
+    with _connect(dsn, timeout, None) as conn, _translated(_where(schema, dsn)):
         row = conn.execute(
             "SELECT to_regclass(format('%%I.schema_version', %s::text))", [schema]
         ).fetchone()
@@ -1100,6 +1115,10 @@ class PostgresStorage(Storage):
         _check_pool_options(dsn, min_size, max_size, timeout, pool)
         check_schema_name(schema)
         self.schema = schema
+        # A host's pool may build its connection string per connection (a callable): then
+        # only the schema is named.
+        conninfo = dsn if pool is None else pool.conninfo
+        self._where = _where(schema, conninfo if isinstance(conninfo, str) else "")
         prefix = sql.Literal(schema + "\x1f")
         self._q: dict[str, sql.Composed] = {
             name: sql.SQL(text).format(s=sql.Identifier(schema), prefix=prefix)
@@ -1113,7 +1132,7 @@ class PostgresStorage(Storage):
                 kwargs["application_name"] = application_name or "cjo"
             kwargs.update(connect_kwargs or {})
             check_connection(dsn, timeout, kwargs)
-            with _translated():
+            with _translated(self._where):
                 pool = ConnectionPool(
                     dsn, min_size=min_size, max_size=max_size, kwargs=kwargs, timeout=timeout,
                     open=True, name=f"cjo-{schema}",
@@ -1340,7 +1359,7 @@ class PostgresStorage(Storage):
         answer it needs) share a round trip; the buffered writes share the one of ``COMMIT``.
         Yields what ``start`` returned. The start runs again on another connection when the
         first was lost (``_attempt``); the caller's block never runs twice."""
-        with _translated():
+        with _translated(self._where):
             (txn, pipeline, started), held = self._attempt(
                 lambda conn, stack: self._begin(conn, stack, now, start)
             )
