@@ -744,6 +744,7 @@ def test_a_schema_dropped_and_made_again_while_open_is_refused(
 
 def test_a_database_of_the_first_layout_is_migrated(
     postgres_dsn: str, postgres_schema: str, make_storage: StorageFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from psycopg import sql
 
@@ -757,7 +758,11 @@ def test_a_database_of_the_first_layout_is_migrated(
                      .format(sql.Identifier(postgres_schema)))
         conn.execute(sql.SQL("INSERT INTO {}.settings VALUES ('cursor', '7')")
                      .format(sql.Identifier(postgres_schema)))
-    storage = make_storage()
+    with caplog.at_level("WARNING", logger="cjo.storage.postgres"):
+        storage = make_storage()
+    (said,) = [r.getMessage() for r in caplog.records if "version 1" in r.getMessage()]
+    assert said.startswith(f"schema {postgres_schema} has cjo's schema version 1"), said
+    assert "dropped" in said
     assert storage.migrate() == SCHEMA_VERSION
     assert storage.get_setting("cursor") == "7"  # settings survive
     save(storage, record(wake_at=T0))

@@ -308,7 +308,9 @@ def test_a_version_2_database_gets_dead_letters(
         assert len(storage.dead_letters(10)) == 2, "dead letters are not pruned"
 
 
-def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_version_1_database_is_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "v1.db"
     with sqlite_at_schema(path, 1, monkeypatch):
         pass
@@ -329,7 +331,9 @@ def test_a_version_1_database_is_migrated(tmp_path: Path, monkeypatch: pytest.Mo
     finally:
         conn.close()
 
-    with SQLiteStorage(path) as storage:
+    with caplog.at_level("WARNING", logger="cjo.storage.sqlite"), SQLiteStorage(path) as storage:
+        (said,) = [r.getMessage() for r in caplog.records if "version 1" in r.getMessage()]
+        assert "dropped" in said and "publish the definitions again" in said
         assert storage.get_setting("host") == "kept"
         assert storage.peek("c1") is None
         assert storage.next_wake_at() is None

@@ -513,6 +513,15 @@ def encode_state(state: CustomerState, revision: int | None = None) -> str:
         ) from exc
 
 
+#: What a SQL adapter logs (with where) when it opens a database of the first layout, with a
+#: row per enrollment: while cjo is 0.x that data is dropped, not converted (documented), and
+#: an operator should not learn it only from missing customers.
+DROPPING_LAYOUT_1 = (
+    "%s has cjo's schema version 1 (a row per enrollment), whose data is not converted: its "
+    "profiles, enrollments, handled event ids, outbox and activity log are dropped (settings "
+    "are kept); publish the definitions again"
+)
+
 #: Upgrades from older layouts: ``UPGRADES[n]`` turns a layout-``n`` dict into layout ``n+1``.
 #: Add one whenever ``RECORD_LAYOUT`` grows and old records need more than defaults; a layout
 #: with none reads as it is (layout 2 only added ``cg``, whose absence means not known, and

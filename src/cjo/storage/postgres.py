@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -95,6 +96,7 @@ from cjo.storage.base import (
     membership_changes,
 )
 from cjo.storage.codec import (
+    DROPPING_LAYOUT_1,
     decode_message,
     decode_state,
     encode_message,
@@ -597,6 +599,8 @@ def _where(schema: str, conninfo: str) -> str:
         target = f"{target}/{database}"
     return f" (schema {schema} on {target})" if target else f" (schema {schema})"
 
+
+log = logging.getLogger(__name__)
 
 # SQLSTATEs of a session the server ended (its connection is gone, whatever the statement was):
 # admin_shutdown (a restart, pg_terminate_backend), crash_shutdown, cannot_connect_now.
@@ -1190,6 +1194,8 @@ class PostgresStorage(Storage):
             if exists is None:  # CREATE ... IF NOT EXISTS would still need the privilege
                 conn.execute(q["create_schema"])
             conn.execute(q["version_table"])
+        if found == 1:
+            log.warning(DROPPING_LAYOUT_1, f"schema {self.schema}")
         for number in range(found + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[number - 1]:
                 conn.execute(sql.SQL(statement).format(s=sql.Identifier(self.schema)))

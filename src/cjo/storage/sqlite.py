@@ -59,6 +59,7 @@ from cjo.storage.base import (
     membership_changes,
 )
 from cjo.storage.codec import (
+    DROPPING_LAYOUT_1,
     activity_from_row,
     activity_row,
     decode_message,
@@ -395,6 +396,8 @@ def _migrate(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> None:
             )
         if not rows:
             conn.execute("INSERT INTO cjo_schema (version) VALUES (0)")
+        if current == 1:
+            log.warning(DROPPING_LAYOUT_1, "the database")
         for version in range(current, len(migrations)):
             migration = migrations[version]
             if callable(migration):
