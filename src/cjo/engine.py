@@ -326,6 +326,15 @@ class Engine:
             return now
         return clock_reading(self.clock, now)
 
+    def _locked_now(self, read: datetime) -> datetime:
+        """The instant a customer's transaction decides at, once it holds the customer's
+        lock: the clock's reading then, never earlier than ``read`` (the call's own, taken
+        before). Another thread may have read the clock after this call did and committed
+        for the customer first; decided at ``read``, this call's changes would be logged
+        before that thread's (an exit before the entry it ends)."""
+        now = self._now()
+        return now if now > read else read
+
     def _pass_instant(self, now: datetime | None) -> datetime:
         """The instant a worker's pass runs at (``now``, or the clock's reading), or
         ``ClockError`` outside the range event timestamps fall in: past it, a lease added to
@@ -758,9 +767,11 @@ class Engine:
         sent = sent_messages(self.storage, (event,))
 
         def attempt(registry: Registry, fresh: bool) -> Decider | None:
+            nonlocal now
             with self.storage.customer(event.customer_id, now) as session:
                 if not session.claim_event(event.event_id):
                     return None
+                now = self._locked_now(now)
                 decider = self._decider(session, registry, now, fresh=fresh)
                 if sent:
                     decider.sent = sent
@@ -949,6 +960,7 @@ class Engine:
         # dispatch would.
         changed: dict[str, CustomerState] = {}
         with self.storage.batch(list(by_customer), now, claims=claims) as sessions:
+            now = self._locked_now(now)
             for customer_id, customer_items in by_customer.items():
                 session = sessions[customer_id]
                 decider: Decider | None = None
@@ -1127,11 +1139,10 @@ class Engine:
         # ProfileUpdate checks ``unset`` (a bare str is refused, not split into letters).
         update = ProfileUpdate(customer_id, attributes or {}, unset, timezone, locale)
         registry = self._sync()
-        now = self._now()
         if anonymous_id is not None:
-            return self._identify_merging(update, anonymous_id, registry, now)
+            return self._identify_merging(update, anonymous_id, registry, self._now())
         return self._for_customer(
-            customer_id, lambda d, at: d.update_profile(update, at), registry=registry, now=now,
+            customer_id, lambda d, at: d.update_profile(update, at), registry=registry,
             fresh=True,
         ).outcome.build()
 
@@ -1142,6 +1153,7 @@ class Engine:
         anonymous_id = anonymous_id_to_merge(known_id, anonymous_id)
         builder = OutcomeBuilder()
         with self.storage.batch([known_id, anonymous_id], now) as sessions:
+            now = self._locked_now(now)
             known = self._decider(sessions[known_id], registry, now, outcome=builder)
             anonymous = self._decider(sessions[anonymous_id], registry, now, create=False,
                                       outcome=builder)
@@ -1354,8 +1366,9 @@ class Engine:
             change(d.state, now)
             d.touch()
 
-        now = self._now()
-        decider = self._for_customer(customer_id, decide, now=now, dispatch=False)
+        decider = self._for_customer(customer_id, decide, dispatch=False)
+        # ``decide`` caught up, so the decider holds the instant decided at.
+        now = decider.now if decider.now is not None else self._now()
         self._judge_again(decider, now, decider.outcome)
         self._dispatch(decider.messages, now, decider.outcome)
         return decider.outcome.build()
@@ -2199,7 +2212,10 @@ class Engine:
         at = now if now is not None else self._now()
 
         def attempt(registry: Registry, check: bool) -> Decider:
+            nonlocal at
             with self.storage.customer(customer_id, at) as session:
+                if now is None:  # an instant given is decided at as it is
+                    at = self._locked_now(at)
                 # Refused (``check``) at load, before ``decide`` ran: nothing reported yet.
                 decider = self._decider(session, registry, at, create=create,
                                         outcome=outcome, fresh=check)

@@ -7,14 +7,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cjo import ContentItem, Engine, ManualClock, RecordingChannel, Variant
+from cjo import (
+    ContentItem,
+    Engine,
+    Enrollment,
+    Event,
+    EventTrigger,
+    ExitCriterion,
+    Journey,
+    ManualClock,
+    RecordingChannel,
+    Variant,
+    Wait,
+    attr,
+)
 from cjo.errors import ConflictError
 from cjo.runtime.registry import Registry
 from cjo.storage.base import Storage
@@ -219,3 +232,78 @@ def test_threads_and_their_worker_passes_end_as_one_thread_does(storage: Storage
             journey
         )
     assert storage.next_wake_at() is None
+
+
+
+def _exit_racing_entry(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, call: Callable[[Engine], object]
+) -> Enrollment:
+    """``call`` (which ends the customer's enrollment) reads the clock at T0 and, before it
+    takes the customer's lock, another thread moves the clock an hour on and enrolls the
+    customer. The enrollment, as ``call`` left it."""
+    reached, release = threading.Event(), threading.Event()
+
+    def holding(opened: Callable[..., Any]) -> Callable[..., Any]:
+        def held(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread().name == "held" and not reached.is_set():
+                reached.set()
+                release.wait(10)
+            return opened(*args, **kwargs)
+
+        return held
+
+    for name in ("customer", "batch"):
+        monkeypatch.setattr(storage, name, holding(getattr(storage, name)))
+    clock = ManualClock(T0)
+    engine = Engine(storage, channels={"email": RecordingChannel()}, clock=clock)
+    engine.publish(
+        journeys=[Journey("welcome", trigger=EventTrigger("signed_up"), entry="wait",
+                          steps={"wait": Wait(timedelta(days=1))},
+                          exit_criteria=(ExitCriterion("left", event="left"),
+                                         ExitCriterion("vip", where=attr("tier") == "vip"))),
+                  # So that "left" matters to ann before she is enrolled in "welcome" too.
+                  Journey("goodbye", trigger=EventTrigger("left"), entry="wait",
+                          steps={"wait": Wait(timedelta(days=1))})],
+    )
+    engine.identify("ann")
+    engine.identify("anon-1")
+    thread = threading.Thread(target=call, args=(engine,), name="held")
+    thread.start()
+    assert reached.wait(10)
+    clock.advance(hours=1)
+    engine.handle_event(Event(customer_id="ann", name="signed_up", timestamp=clock.now(),
+                              event_id="ann-signup"))
+    release.set()
+    thread.join(10)
+    assert not thread.is_alive()
+    (enrollment,) = [e for e in engine.enrollments("ann") if e.journey_id == "welcome"]
+    return enrollment
+
+
+def _left(engine: Engine) -> object:
+    return engine.handle_event(Event(customer_id="ann", name="left", timestamp=T0,
+                                     event_id="ann-left"))
+
+
+@pytest.mark.parametrize("call", [
+    _left,
+    lambda engine: engine.handle_events([Event(customer_id="ann", name="left", timestamp=T0,
+                                               event_id="ann-left")]),
+    lambda engine: engine.identify("ann", {"tier": "vip"}),
+    lambda engine: engine.identify("ann", {"tier": "vip"}, anonymous_id="anon-1"),
+    lambda engine: engine.set_consent("ann", subscribed=False),
+], ids=["handle_event", "handle_events", "identify", "identify_merging", "set_consent"])
+def test_a_call_that_read_the_clock_before_another_thread_enrolled_ends_after_the_entry(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch, call: Callable[[Engine], object]
+) -> None:
+    """Before, a customer's transaction decided at the clock's reading its call took before
+    the customer's lock: an exit committed after another thread's entry was logged before it
+    (here an hour before, the clock moved in between; microseconds with a system clock)."""
+    enrollment = _exit_racing_entry(storage, monkeypatch, call)
+
+    assert enrollment.entered_at == T0 + timedelta(hours=1)
+    if enrollment.ended_at is not None:
+        assert enrollment.ended_at == enrollment.entered_at
+    state = storage.peek("ann")
+    assert state is not None
+    assert [at for _, at in state.consent.values()] in ([], [T0 + timedelta(hours=1)])
