@@ -2234,7 +2234,11 @@ class StorageContract:
         }
 
     @pytest.mark.parametrize(
-        "bad_now", [T0.replace(tzinfo=None), T0.isoformat(), None], ids=["naive", "str", "none"]
+        "bad_now",
+        [T0.replace(tzinfo=None), T0.isoformat(), None,
+         # Aware, but before the first instant a datetime holds once in UTC.
+         datetime.min.replace(tzinfo=timezone(timedelta(hours=2)))],
+        ids=["naive", "str", "none", "out of range in UTC"],
     )
     def test_a_bad_now_raises_clock_error_and_holds_nothing(
         self, storage: Storage, bad_now: Any
