@@ -25,9 +25,10 @@ def epoch_us(value: datetime) -> int:
 
 def ensure_aware(value: object, what: str = "datetime") -> datetime:
     """``value`` in UTC, or ``ClockError`` for a naive datetime (its meaning depends on the
-    machine) or anything that is not a datetime. O(1), and an instant already in UTC is
-    returned as is: adapters call it once per call they are given an instant in, before they
-    take a lock or open a transaction, so a bad instant is refused with nothing held."""
+    machine), one out of range once in UTC, or anything that is not a datetime. O(1), and an
+    instant already in UTC is returned as is: adapters call it once per call they are given an
+    instant in, before they take a lock or open a transaction, so a bad instant is refused
+    with nothing held."""
     if not isinstance(value, datetime):
         raise ClockError(
             f"{what} must be a timezone-aware datetime, got {type(value).__name__} {value!r:.80}"
@@ -37,7 +38,13 @@ def ensure_aware(value: object, what: str = "datetime") -> datetime:
         return value
     if tz is None or tz.utcoffset(value) is None:
         raise ClockError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # datetime.min at +02:00 (an "everything since" bound) is before year 1 in UTC.
+        raise ClockError(
+            f"{what} {value.isoformat()} is outside the years 1 to 9999 once in UTC"
+        ) from None
 
 
 def ensure_span(start: object, end: object) -> tuple[datetime, datetime]:

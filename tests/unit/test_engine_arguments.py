@@ -4,7 +4,7 @@ what is wrong, raised before any transaction, so nothing is stored and nothing h
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -186,6 +186,20 @@ def test_activity_bounds_must_be_aware_datetimes(
     assert engine.activities(T0, T0 + DAY)  # the log has entries
     with pytest.raises(ClockError, match="must be"):
         engine.activities(start, end)  # type: ignore[arg-type]
+
+
+def test_activity_bounds_out_of_range_in_utc_are_refused(storage: Storage) -> None:
+    # "Everything" written with the host's zone: datetime.min at +02:00 is before year 1 in
+    # UTC, datetime.max at -02:00 after 9999. Refused as ClockError, not a bare OverflowError.
+    engine = _engine(storage)
+    engine.handle_event(Event("c", "x", T0))
+    first, last = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    assert engine.activities(first, last) == engine.activities(T0, T0 + DAY)
+    east, west = timezone(timedelta(hours=2)), timezone(timedelta(hours=-2))
+    with pytest.raises(ClockError, match=r"^start 0001-01-01T00:00:00\+02:00 is outside"):
+        engine.activities(datetime.min.replace(tzinfo=east), last)
+    with pytest.raises(ClockError, match=r"^end 9999-12-31T23:59:59.999999-02:00 is outside"):
+        engine.activities(first, datetime.max.replace(tzinfo=west))
 
 
 def test_activity_bounds_given_the_wrong_way_round_are_refused(storage: Storage) -> None:

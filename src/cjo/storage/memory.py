@@ -496,7 +496,11 @@ class InMemoryStorage(Storage):
         # number (oldest first). A channel's dict is kept once made (channels are few).
         self._pending: dict[str, dict[str, int]] = {}
         self._pending_order = itertools.count()
-        self._dead: dict[str, datetime] = {}  # key -> when it became a dead letter
+        # Channels whose dict a retried dead letter put out of order (sorted at the next claim).
+        self._unsorted: set[str] = set()
+        # key -> when it became a dead letter, and its number in ``_pending``: a retry takes
+        # its place back (oldest first is the order messages were written in, as in SQL).
+        self._dead: dict[str, tuple[datetime, int | None]] = {}
         self._settings: dict[str, str] = {}
         self._log: deque[_LogRow] = deque()
         # Which rows of the log are late (``_prune_log``): the place of its first row among all
@@ -691,11 +695,15 @@ class InMemoryStorage(Storage):
             return min((outbox[key][_AVAILABLE] for keys in self._pending.values()
                         for key in keys), default=None)
 
-    def _add_pending(self, key: str, channel: str) -> None:
+    def _add_pending(self, key: str, channel: str, place: int | None = None) -> None:
         keys = self._pending.get(channel)
         if keys is None:
             keys = self._pending[channel] = {}
-        keys[key] = next(self._pending_order)
+        if place is None:
+            place = next(self._pending_order)
+        elif keys and place < next(reversed(keys.values())):
+            self._unsorted.add(channel)
+        keys[key] = place
 
     def claim_outbox(
         self, now: datetime, limit: int, lease: timedelta, *,
@@ -706,6 +714,11 @@ class InMemoryStorage(Storage):
         out: list[Message] = []
         with self._lock:
             pending = self._pending
+            if self._unsorted:
+                for channel in self._unsorted:
+                    pending[channel] = dict(sorted(pending[channel].items(),
+                                                   key=operator.itemgetter(1)))
+                self._unsorted.clear()
             found = [pending[c] for c in (pending if wanted is None else wanted) if c in pending]
             if len(found) == 1:
                 keys: Iterable[str] = found[0]
@@ -747,8 +760,7 @@ class InMemoryStorage(Storage):
                     pending[row[_MESSAGE_CHANNEL]].pop(d.key, None)
                     self._finished(d.key, now)
                 elif status == "dead":
-                    pending[row[_MESSAGE_CHANNEL]].pop(d.key, None)
-                    self._dead[d.key] = now
+                    self._dead[d.key] = (now, pending[row[_MESSAGE_CHANNEL]].pop(d.key, None))
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         with self._lock:
@@ -792,7 +804,8 @@ class InMemoryStorage(Storage):
         if after is not None:
             after = (ensure_aware(after[0], "after"), after[1])
         with self._lock:
-            order = sorted(((at, key) for key, at in self._dead.items()), reverse=newest_first)
+            order = sorted(((at, key) for key, (at, _) in self._dead.items()),
+                           reverse=newest_first)
             if after is not None:
                 order = [k for k in order if (k < after if newest_first else k > after)]
             out: list[DeadLetter] = []
@@ -804,11 +817,12 @@ class InMemoryStorage(Storage):
     def retry_dead_letter(self, key: str, now: datetime) -> bool:
         now = ensure_aware(now, "now")
         with self._lock:
-            if self._dead.pop(key, None) is None:
+            dead = self._dead.pop(key, None)
+            if dead is None:
                 return False
             row = self._outbox[key]
             self._outbox[key] = _changed(row, "pending", 0, now, row[_ERROR], False)
-            self._add_pending(key, row[_MESSAGE_CHANNEL])
+            self._add_pending(key, row[_MESSAGE_CHANNEL], dead[1])
             return True
 
     def discard_dead_letter(self, key: str, now: datetime) -> bool:

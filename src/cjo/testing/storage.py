@@ -1236,6 +1236,22 @@ class StorageContract:
         assert storage.retry_dead_letter("k-s1", now + DAY) is True
         assert storage.claim_outbox(now + DAY, 10, MINUTE, channels=["sms"]) == [s1]
 
+    def test_retried_dead_letters_keep_their_place_in_the_outbox(self, storage: Storage) -> None:
+        # Oldest first is the order the messages were written in, a retried dead letter's too,
+        # whatever order the host retries them in: every adapter claims (and so sends, and
+        # logs what dispatch does) in the same order.
+        e1, s1, p1, s2, e2 = self._messages_of_channels(storage)
+        now = T0 + 3 * TICK + storage.dispatch_lease
+        assert storage.claim_outbox(now, 10, MINUTE) == [e1, s1, p1, s2, e2]
+        storage.complete_outbox_many([
+            Delivery(key, DeliveryResult("permanent", error="no"))
+            for key in ("k-e2", "k-s1", "k-e1")
+        ], now)
+        for key in ("k-e2", "k-s1", "k-e1"):
+            assert storage.retry_dead_letter(key, now) is True
+        assert storage.claim_outbox(now, 10, MINUTE, channels=["email"]) == [e1, e2]
+        assert storage.claim_outbox(now + MINUTE, 10, MINUTE) == [e1, s1, p1, s2, e2]
+
     def test_pending_by_channel_counts_what_waits(self, storage: Storage) -> None:
         assert storage.pending_by_channel() == {}
         self._messages_of_channels(storage)
@@ -2218,7 +2234,11 @@ class StorageContract:
         }
 
     @pytest.mark.parametrize(
-        "bad_now", [T0.replace(tzinfo=None), T0.isoformat(), None], ids=["naive", "str", "none"]
+        "bad_now",
+        [T0.replace(tzinfo=None), T0.isoformat(), None,
+         # Aware, but before the first instant a datetime holds once in UTC.
+         datetime.min.replace(tzinfo=timezone(timedelta(hours=2)))],
+        ids=["naive", "str", "none", "out of range in UTC"],
     )
     def test_a_bad_now_raises_clock_error_and_holds_nothing(
         self, storage: Storage, bad_now: Any
