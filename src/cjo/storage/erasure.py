@@ -80,6 +80,10 @@ def pseudonymiser() -> Callable[[str], str]:
     salt = secrets.token_bytes(16)
 
     def pseudonym(enrollment_id: str) -> str:
+        if not enrollment_id:
+            # An entry outside any enrollment (a late event, a refused entry): nothing to
+            # hide, and blank is how readers tell such entries apart.
+            return enrollment_id
         digest = hashlib.sha256(salt + enrollment_id.encode()).hexdigest()
         return ERASED_PREFIX + digest[:24]
 

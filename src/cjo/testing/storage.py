@@ -1915,6 +1915,19 @@ class StorageContract:
         assert {(c.kind, c.detail, c.count) for c in _counts(storage, "j")} == {
             *((kind, None, 1) for kind in free), *((k, d, 1) for k, d in kept.items())}
 
+    def test_erase_customer_leaves_a_blank_enrollment_id_blank(self, storage: Storage) -> None:
+        # Entries outside any enrollment (a late event, a refused entry, a segment change)
+        # have none: blank they stay, so a filter on it still finds them once erased.
+        _save(storage, _state(), activities=[
+            _activity("entered", step=None),
+            attrs.evolve(_activity("late_event", detail="purchased", step=None),
+                         enrollment_id="", journey_id="", version=0),
+        ])
+        storage.erase_customer("c1")
+        log = storage.activities(T0 - DAY, T0 + DAY)
+        assert [(a.kind, a.enrollment_id[:7]) for a in log] == [
+            ("entered", "erased:"), ("late_event", "")]
+
     def test_erase_customer_forgets_their_schedule_claims(self, storage: Storage) -> None:
         # Schedule entries claim ids naming the customer (``cjo.storage.erasure``); the host's
         # event ids are opaque, whatever they hold, and stay.
