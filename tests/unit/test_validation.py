@@ -9,7 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
-from cjo import Engine, ManualClock, RecordingChannel, ResumeRule, VersionChange
+from cjo import Engine, FrequencyCap, ManualClock, RecordingChannel, ResumeRule, VersionChange
 from cjo.conditions import And, Compare, Condition, Ref, attr, ctx, in_segment, prop
 from cjo.errors import DefinitionError, Problem
 from cjo.model.content import ContentItem, Variant
@@ -1004,3 +1004,14 @@ def test_a_field_inside_a_compared_list_is_named_with_the_way_to_compare(where: 
     assert found.location == f"{J} / step 'a'"
     assert found.message.startswith("event.cart_id is compared with a list holding ctx('cart_id')"
                                     ", a field, not a value")
+
+
+def test_a_frequency_cap_per_of_seconds_is_refused_as_a_likely_unit_slip() -> None:
+    cap = FrequencyCap("weekly", 3, per=timedelta(seconds=7))
+    problems = validate_definitions(Definitions(caps=(cap,)))
+    assert [str(p) for p in problems] == [
+        "frequency cap 'weekly': 'per' is shorter than the minimum wait (a bare number is "
+        "seconds: write '7d' for days)"
+    ]
+    weekly = attrs.evolve(cap, per=timedelta(days=7))
+    assert validate_definitions(Definitions(caps=(weekly,))) == []

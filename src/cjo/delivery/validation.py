@@ -60,6 +60,9 @@ def _check_cap(
     if cap.period == "rolling":
         if cap.per is None or cap.per <= timedelta(0):
             problems.append(Problem(where, "a rolling cap needs a positive 'per' window"))
+        elif cap.per < limits.min_wait:  # a bare JSON number is seconds: "per": 7 for 7 days
+            problems.append(Problem(where, "'per' is shorter than the minimum wait (a bare "
+                                           "number is seconds: write '7d' for days)"))
         elif cap.per > limits.max_duration:
             problems.append(Problem(where, "'per' is longer than the longest duration allowed"))
     elif cap.per is not None:
