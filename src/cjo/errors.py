@@ -13,13 +13,16 @@ The tree (docs/limits.md says what each one means and what to do about it)::
     ├── UnknownJourneyError      a journey id that was never published
     ├── ClockError               a clock asked to go backwards, or a naive "now"
     ├── UsageError               a call's argument is out of range (a negative poll interval...)
-│   └── JourneyNotPausedError
-│                            ...resume_journey names a journey that is not paused
+    │   └── JourneyNotPausedError
+    │                            ...resume_journey names a journey that is not paused
     ├── RenderError              a content template failed to render for one message
     │   └── RenderLimitError     ...because it hit a template limit (loops, output, time)
     ├── ChannelError             for a channel adapter's own failures; cjo never raises it
     └── StorageError             a storage adapter failed; nothing half-written was kept
         ├── ConflictError        another worker changed the same customer at the same time
+        ├── CommitOutcomeUnknownError
+        │                        the connection was lost while a commit was under way: whether
+        │                        it was stored is unknown
         ├── CorruptRecordError   a stored customer record cannot be decoded (names the customer)
         ├── UnreadableDefinitionsError
         │                        a stored definitions generation uses what this cjo does not know
