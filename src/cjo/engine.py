@@ -73,7 +73,14 @@ from cjo.errors import (
 from cjo.export import export_customer
 from cjo.identity import anonymous_id_to_merge, merge_into
 from cjo.importing import ImportResult, import_profiles
-from cjo.limits import DEFAULT_LIMITS, MAX_RETRY_AFTER, MAX_TIMESTAMP, MIN_TIMESTAMP, Limits
+from cjo.limits import (
+    DEFAULT_LIMITS,
+    MAX_RETRY_AFTER,
+    MAX_TIMESTAMP,
+    MIN_TIMESTAMP,
+    TIMESTAMP_RANGE,
+    Limits,
+)
 from cjo.model.content import ContentBlock, ContentItem
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, Profile, ProfileUpdate, check_id, check_values, text_problem
@@ -344,9 +351,8 @@ class Engine:
         if not MIN_TIMESTAMP <= at < MAX_TIMESTAMP:
             raise ClockError(
                 f"cannot run due work at {at.isoformat()} "
-                f"({'now' if now is not None else 'the clock'}): the engine works from "
-                f"{MIN_TIMESTAMP.date()} up to, not including, {MAX_TIMESTAMP.date()} (UTC), "
-                "as event timestamps"
+                f"({'now' if now is not None else 'the clock'}): the engine works "
+                f"{TIMESTAMP_RANGE}, as event timestamps"
             )
         return at
 

@@ -37,6 +37,7 @@ __all__ = [
     "MAX_VALUE_DEPTH",
     "MAX_VERSION",
     "MIN_TIMESTAMP",
+    "TIMESTAMP_RANGE",
     "Limits",
     "check_json_nesting",
     "check_nesting",
@@ -68,6 +69,10 @@ MAX_VERSION: Final = 2**31 - 1
 #: ``datetime`` that adding the longest duration or subtracting a window never overflows.
 MIN_TIMESTAMP: Final = datetime(1900, 1, 1, tzinfo=UTC)
 MAX_TIMESTAMP: Final = datetime(9000, 1, 1, tzinfo=UTC)
+#: That range, as errors state it.
+TIMESTAMP_RANGE: Final = (
+    f"from {MIN_TIMESTAMP.date()} up to, not including, {MAX_TIMESTAMP.date()} (UTC)"
+)
 
 #: Longest regular expression a text condition may use, in characters, and longest text one is
 #: matched against (longer values do not match). Python's ``re`` has no time limit: bounding

@@ -53,7 +53,7 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.identity import anonymous_id_to_merge
-from cjo.limits import MAX_TIMESTAMP, MIN_TIMESTAMP, Limits
+from cjo.limits import MAX_TIMESTAMP, MIN_TIMESTAMP, TIMESTAMP_RANGE, Limits
 from cjo.model.definitions import Definitions
 from cjo.model.events import Event, ProfileUpdate
 from cjo.model.governance import VersionChange
@@ -1261,9 +1261,8 @@ def _in_range(at: datetime, what: str) -> datetime:
     (due at ``MAX_TIMESTAMP``, after every real instant) would fire again and again."""
     if not MIN_TIMESTAMP <= at < MAX_TIMESTAMP:
         raise UsageError(
-            f"{what} {at.isoformat()} is outside the range a back-test can run in: from "
-            f"{MIN_TIMESTAMP.date()} up to, not including, {MAX_TIMESTAMP.date()} (UTC), as "
-            "event timestamps"
+            f"{what} {at.isoformat()} is outside the range a back-test can run in: "
+            f"{TIMESTAMP_RANGE}, as event timestamps"
         )
     return at
 

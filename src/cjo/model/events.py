@@ -49,6 +49,7 @@ from cjo.limits import (
     MAX_VALUE_DEPTH,
     MAX_VALUES,
     MIN_TIMESTAMP,
+    TIMESTAMP_RANGE,
 )
 from cjo.model.content import LOCALE_PROBLEM, normal_locale
 from cjo.timezones import is_zone
@@ -448,8 +449,8 @@ def _timestamp(value: object) -> datetime:
         raise InvalidEventError(f"event timestamp {value} is out of range") from exc
     if not MIN_TIMESTAMP <= utc < MAX_TIMESTAMP:
         raise InvalidEventError(
-            f"event timestamp {utc.isoformat()} is outside the accepted range: from "
-            f"{MIN_TIMESTAMP.date()} up to, not including, {MAX_TIMESTAMP.date()} (UTC)"
+            f"event timestamp {utc.isoformat()} is outside the accepted range: "
+            f"{TIMESTAMP_RANGE}"
         )
     return utc
 
