@@ -362,6 +362,24 @@ class Field:
         raise DefinitionError(f"{built}[{key!r}]: a field has no items; name a nested field "
                               "by its dotted path, or compare the whole value")
 
+    def __getattr__(self, name: str) -> NoReturn:
+        # Only a failed look-up reaches here. Private and special names stay AttributeErrors,
+        # so that copy, pickle and hasattr() keep working.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise DefinitionError(f"{self!r}.{name}: a nested field is named by its dotted path: "
+                              f"write {_BUILDERS[self.ref.scope]}({f'{self.ref.path}.{name}'!r}); "
+                              "a field's methods are is_in, not_in, contains and exists")
+
+    # Conditions compare values read at evaluation time; they cannot compute new ones.
+    def _arithmetic(self, *_: object) -> NoReturn:
+        raise DefinitionError(f"{self!r} cannot be computed with (+, -, *, /, %): a condition "
+                              "compares a field with a value or with another field")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arithmetic
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = _arithmetic
+    __mod__ = __rmod__ = __pow__ = __rpow__ = __neg__ = __pos__ = __abs__ = _arithmetic
+
     # A field is a value, not a condition: ``attr("vip") and cond`` would silently be ``cond``,
     # and ``attr("vip") & cond`` a bare TypeError.
     def _not_a_condition(self) -> DefinitionError:

@@ -46,6 +46,7 @@ from cjo import (
     WaitForEvent,
     WaitUntil,
     attr,
+    bucket,
     ctx,
     in_segment,
     prop,
@@ -335,13 +336,21 @@ def test_a_condition_has_no_truth_value(combine: Callable[[Any, Any], Any]) -> N
     (lambda: attr("address")["city"], r"write attr\('address.city'\)"),
     (lambda: ctx("cart")[0], r"a field has no items"),
     (lambda: ctx("cart_id") in ["A", "B"], r"ctx\('cart_id'\).is_in\(\[\.\.\.\]\)"),
+    (lambda: ctx("cart").id, r"ctx\('cart'\).id: .* write ctx\('cart.id'\)"),
+    (lambda: prop("total") + 5, r"prop\('total'\) cannot be computed"),
+    (lambda: 5 * prop("total"), r"prop\('total'\) cannot be computed"),
+    (lambda: -attr("score"), r"attr\('score'\) cannot be computed"),
+    (lambda: bucket("hero", 10) < 5, r"bucket\('hero', 10\) is not a number.*\.below\(n\)"),
+    (lambda: bucket("hero") == 5, r"bucket\('hero', 100\) is not a number"),
 ], ids=["field in field", "value in field", "field[key]", "attr[key]", "field[0]",
-        "field in list"])
+        "field in list", "field.name", "field + value", "value * field", "-field",
+        "bucket < n", "bucket == n"])
 def test_python_in_and_items_on_a_field_are_refused_naming_the_builder(
     write: Callable[[], Any], hint: str
 ) -> None:
-    # Python makes `x in y` a truth value and has no condition for `y[key]`: written on a
-    # field, each is a DefinitionError saying what to write, not a bare TypeError.
+    # Python makes `x in y` a truth value and has no condition for `y[key]`, `y.key`, `y + 1`
+    # or a bucket compared as a number: each is a DefinitionError saying what to write, not a
+    # bare TypeError or AttributeError (or, for `bucket(...) == 5`, a silent False).
     with pytest.raises(DefinitionError, match=hint):
         write()
 

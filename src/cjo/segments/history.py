@@ -25,7 +25,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Final, Literal, Self
+from typing import Any, ClassVar, Final, Literal, NoReturn, Self
 
 import attrs
 
@@ -344,6 +344,15 @@ class BucketBuilder:
 
     def between(self, low: int, high: int) -> Bucket:
         return Bucket(self.salt, low, high, self.buckets)
+
+    # A builder is not a number: comparing it would be a bare TypeError (or, for ==, a
+    # silent False), so each says which method builds the condition.
+    def _compared(self, other: object) -> NoReturn:
+        raise DefinitionError(f"bucket({self.salt!r}, {self.buckets}) is not a number to compare: "
+                              "write .below(n), .at_or_above(n) or .between(low, high)")
+
+    __lt__ = __le__ = __gt__ = __ge__ = __eq__ = __ne__ = _compared
+    __hash__ = None  # type: ignore[assignment]
 
 
 HISTORY_CONDITION_TYPES: tuple[type[Condition], ...] = (
