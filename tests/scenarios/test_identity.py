@@ -407,6 +407,36 @@ def test_a_stop_merged_with_a_bounce_is_not_lifted_by_a_new_address(
     assert channel.messages == []
 
 
+def test_feedback_on_a_message_sent_before_the_merge_reaches_the_known_customer(
+    storage_factory: Factory,
+) -> None:
+    """The host sends feedback under the known id from sign-in on: a message the anonymous
+    customer got before (its enrollment moved over, keeping its id) is the known customer's."""
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), channels={"inbox": RecordingChannel()}, clock=clock)
+    news = ContentItem("news", topic="news", variants=NOTE.variants)
+    engine.publish(content=[news], topics=[Topic("news"), Topic("tips")], journeys=[Journey(
+        id="digest", trigger=EventTrigger("digest_ready"), entry="send",
+        steps={"send": Send("news", "inbox", next="wait"), "wait": Wait(DAY)})])
+    (message,) = engine.handle_event(Event("anon-1", "digest_ready", T0)).messages
+    engine.identify("c1", anonymous_id="anon-1")
+    clock.advance(HOUR)
+    key = message.idempotency_key
+    engine.handle_event(Event("c1", "opened", clock.now(), {"message_id": key}))
+    engine.handle_event(Event("c1", "unsubscribed", clock.now(), {"message_id": key}))
+    engine.handle_event(Event("c1", "bounced", clock.now(), {"message_id": key, "type": "hard"}))
+    state = engine.customer_state("c1")
+    assert state is not None
+    assert state.consent == {("news", "*"): (False, T0 + HOUR)}      # not every topic
+    assert state.blocked == {"inbox": "hard bounce"}
+    assert [(a.kind, a.customer_id, a.journey_id, a.step_id, a.detail)
+            for a in engine.activities(T0 + HOUR, T0 + DAY)] == [
+        ("opened", "c1", "digest", "send", None),
+        ("unsubscribed", "c1", "digest", "send", "news"),
+        ("bounced", "c1", "digest", "send", "hard"),
+    ]
+
+
 def test_bounces_merged_are_lifted_by_a_new_address(storage_factory: Factory) -> None:
     clock = ManualClock(T0)
     engine = Engine(storage_factory(), channels={"inbox": RecordingChannel()}, clock=clock,
