@@ -21,7 +21,8 @@ transaction (``Engine.identify(..., anonymous_id=...)`` opens it), without I/O:
   need; segment memberships are combined (the move logged: the anonymous customer exits, the
   known one enters what they were not in) and evaluated again afterwards (``Engine`` does it);
 - consent: every statement of both is replayed in time order, so the most recent one wins;
-  channel blocks of either customer stay (a block is never lifted by a merge);
+  channel blocks of either customer stay (a block is never lifted by a merge), and one the
+  customer or the host asked for ("STOP") stays one that no new address lifts;
 - inactivity triggers: per journey, the quiet spell of the later last qualifying event goes
   on, else the known customer's own (``merge_quiet_spells``); other marks keep the later
   instant, other customer timers the later wake-up.
@@ -38,7 +39,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final, TypeVar
 
 from cjo.content.offers import sends_kept
-from cjo.delivery.consent import WITHHOLD_MARK, set_consent
+from cjo.delivery.consent import UNREACHABLE_MARK, WITHHOLD_MARK, block, set_consent
 from cjo.errors import UsageError
 from cjo.model.events import Profile, check_id
 from cjo.model.steps import Send
@@ -130,8 +131,7 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     if a.sends:
         k.sends = list(heapq.merge(k.sends, a.sends, key=lambda s: s[0])) or NO_ENTRIES
     _merge_consent(k, a)
-    if a.blocked:
-        k.blocked = {**a.blocked, **k.blocked}
+    _merge_blocks(k, a)
     for stream, t in a.tracks.items():
         mine_t = k.tracks.get(stream)
         k.own_tracks()[stream] = t.copy() if mine_t is None else _combine_track(mine_t, t)
@@ -140,9 +140,9 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
         k.decided_at = a.decided_at
     spells = merge_quiet_spells(k, a)
     for name, at in a.marks.items():
-        if name.startswith(WITHHOLD_MARK) or name == MERGED_AWAY:
-            # The anonymous record's messages: they stay with it (below); and a record an
-            # earlier merge emptied says so of itself only.
+        if name.startswith((WITHHOLD_MARK, UNREACHABLE_MARK)) or name == MERGED_AWAY:
+            # The anonymous record's messages: they stay with it (below); a record an earlier
+            # merge emptied says so of itself only; and blocks were merged above.
             continue
         if name not in spells and (name not in k.marks or at > k.marks[name]):
             k.marks[name] = at
@@ -168,6 +168,22 @@ def merge_into(known: Decider, anonymous: Decider, now: datetime) -> list[str]:
     anonymous.state = empty
     anonymous.touch()
     return moved
+
+
+def _merge_blocks(k: CustomerState, a: CustomerState) -> None:
+    """Keep every channel block of either customer (the known one's reason on a tie). A block
+    stays one that a new address lifts (a bounce: ``UNREACHABLE_MARK``) only when both sides'
+    blocks on the channel are: a "STOP" or a host's block on either side is the person's word,
+    which no address change may lift."""
+    for channel, reason in a.blocked.items():
+        mark = UNREACHABLE_MARK + channel
+        theirs = a.marks.get(mark)
+        if channel not in k.blocked or (mark in k.marks and theirs is None):
+            block(k, channel, reason)
+            if theirs is not None:
+                k.marks[mark] = theirs
+        elif mark in k.marks and theirs is not None:
+            k.marks[mark] = max(k.marks[mark], theirs)
 
 
 def _reentry_refused(registry: Registry, k: CustomerState, e: Enrollment) -> str | None:

@@ -380,6 +380,79 @@ def test_the_most_recent_consent_statement_wins_and_blocks_stay(
     assert state.blocked == {"inbox": "STOP"}
 
 
+@pytest.mark.parametrize("stop_by", ["known", "anonymous"])
+def test_a_stop_merged_with_a_bounce_is_not_lifted_by_a_new_address(
+    storage_factory: Factory, stop_by: str,
+) -> None:
+    """One customer said STOP on the channel, the other's address on it bounced: the merged
+    block is the customer's word, which a new address does not lift (a bounce alone is)."""
+    clock = ManualClock(T0)
+    channel = RecordingChannel()
+    engine = Engine(storage_factory(), channels={"inbox": channel}, clock=clock,
+                    contact_attributes={"inbox": "email"})
+    engine.publish(content=[NOTE], journeys=[Journey(
+        id="promo", trigger=EventTrigger("promo"), entry="send",
+        steps={"send": Send("note", "inbox")})])
+    engine.identify("c1", {"email": "c1@example.com"})
+    engine.identify("anon-1", {"email": "typo@example.con"})
+    stopper, bounced = ("c1", "anon-1") if stop_by == "known" else ("anon-1", "c1")
+    engine.block_channel(stopper, "inbox", "STOP")
+    engine.handle_event(Event(bounced, "bounced", T0, {"channel": "inbox", "type": "hard"}))
+    engine.identify("c1", anonymous_id="anon-1")
+    clock.advance(HOUR)
+    engine.identify("c1", {"email": "new@example.com"})
+    state = engine.customer_state("c1")
+    assert state is not None and state.blocked == {"inbox": "STOP"}
+    engine.handle_event(Event("c1", "promo", clock.now()))
+    assert channel.messages == []
+
+
+def test_feedback_on_a_message_sent_before_the_merge_reaches_the_known_customer(
+    storage_factory: Factory,
+) -> None:
+    """The host sends feedback under the known id from sign-in on: a message the anonymous
+    customer got before (its enrollment moved over, keeping its id) is the known customer's."""
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), channels={"inbox": RecordingChannel()}, clock=clock)
+    news = ContentItem("news", topic="news", variants=NOTE.variants)
+    engine.publish(content=[news], topics=[Topic("news"), Topic("tips")], journeys=[Journey(
+        id="digest", trigger=EventTrigger("digest_ready"), entry="send",
+        steps={"send": Send("news", "inbox", next="wait"), "wait": Wait(DAY)})])
+    (message,) = engine.handle_event(Event("anon-1", "digest_ready", T0)).messages
+    engine.identify("c1", anonymous_id="anon-1")
+    clock.advance(HOUR)
+    key = message.idempotency_key
+    engine.handle_event(Event("c1", "opened", clock.now(), {"message_id": key}))
+    engine.handle_event(Event("c1", "unsubscribed", clock.now(), {"message_id": key}))
+    engine.handle_event(Event("c1", "bounced", clock.now(), {"message_id": key, "type": "hard"}))
+    state = engine.customer_state("c1")
+    assert state is not None
+    assert state.consent == {("news", "*"): (False, T0 + HOUR)}      # not every topic
+    assert state.blocked == {"inbox": "hard bounce"}
+    assert [(a.kind, a.customer_id, a.journey_id, a.step_id, a.detail)
+            for a in engine.activities(T0 + HOUR, T0 + DAY)] == [
+        ("opened", "c1", "digest", "send", None),
+        ("unsubscribed", "c1", "digest", "send", "news"),
+        ("bounced", "c1", "digest", "send", "hard"),
+    ]
+
+
+def test_bounces_merged_are_lifted_by_a_new_address(storage_factory: Factory) -> None:
+    clock = ManualClock(T0)
+    engine = Engine(storage_factory(), channels={"inbox": RecordingChannel()}, clock=clock,
+                    contact_attributes={"inbox": "email"})
+    engine.publish(content=[NOTE])
+    for customer in ("c1", "anon-1"):
+        engine.identify(customer, {"email": f"{customer}@example.com"})
+        engine.handle_event(Event(customer, "bounced", T0, {"channel": "inbox", "type": "hard"}))
+    engine.identify("c1", anonymous_id="anon-1")
+    state = engine.customer_state("c1")
+    assert state is not None and state.blocked == {"inbox": "hard bounce"}
+    engine.identify("c1", {"email": "new@example.com"})
+    state = engine.customer_state("c1")
+    assert state is not None and state.blocked == {}
+
+
 @pytest.mark.parametrize("said", ["anonymous unsubscribed", "anonymous blocked",
                                   "known unsubscribed"])
 def test_a_merge_withholds_the_anonymous_messages_still_to_send_that_consent_stops(

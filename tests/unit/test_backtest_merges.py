@@ -27,6 +27,7 @@ from cjo import (
     ScheduleTrigger,
     Segment,
     Send,
+    Topic,
     UsageError,
     Variant,
     Wait,
@@ -384,3 +385,27 @@ def test_a_stream_that_starts_after_until_says_so(caplog: pytest.LogCaptureFixtu
     assert [r.getMessage() for r in caplog.records] == [
         "backtest read no inputs: the first input is stamped 2026-03-02T09:00:00+00:00, after "
         "until (2026-03-02T08:00:00+00:00)"]
+
+
+def test_feedback_after_a_merge_on_a_message_sent_before_it() -> None:
+    """As live: a bounce and an unsubscribe under the known id, naming a message the
+    anonymous customer got before the merge, are the known customer's."""
+    news = ContentItem("news", topic="news", variants=(
+        Variant("email", {"subject": "News", "text": "News"}),))
+    definitions = Definitions(
+        journeys=(Journey(id="digest", trigger=EventTrigger("digest_ready"), entry="send",
+                          steps={"send": Send("news", "email", next="wait"),
+                                 "wait": Wait(HOUR)}),),
+        content=(news,), topics=(Topic("news"), Topic("tips")),
+    )
+    first = [Event("anon", "digest_ready", T0, event_id="d1")]
+    (enrollment,) = backtest(definitions, first).engine.enrollments("anon")
+    key = f"{enrollment.id}:send:0"
+    result = backtest(definitions, [
+        *first, (T0 + MINUTE, Identify("known", anonymous_id="anon")),
+        Event("known", "bounced", T0 + 2 * MINUTE, {"message_id": key, "type": "hard"}, "b1"),
+        Event("known", "unsubscribed", T0 + 2 * MINUTE, {"message_id": key}, "u1"),
+    ])
+    state = result.engine.customer_state("known")
+    assert state is not None and state.blocked == {"email": "hard bounce"}
+    assert state.consent == {("news", "*"): (False, T0 + 2 * MINUTE)}

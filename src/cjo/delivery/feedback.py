@@ -104,16 +104,18 @@ LinkedMessage = tuple[str, int, str, str, Send]  # journey, version, enrollment,
 
 def sent_messages(storage: Storage, items: Iterable[object]) -> dict[str, Message]:
     """The outbox messages that the feedback events among ``items`` name (one read per such
-    event; other items cost a test), each only if it is the event's customer's: the decision
-    core reads no storage, so the engine looks them up beforehand and hands them to the
-    deciders (``Decider.sent``)."""
+    event; other items cost a test), whoever's they are: the decision core reads no storage,
+    so the engine looks them up beforehand and hands them to the deciders (``Decider.sent``),
+    which read only those of their own enrollments (``locate_message``)."""
     found: dict[str, Message] = {}
     for item in items:
         if not isinstance(item, Event) or item.name not in FEEDBACK_EVENTS:
             continue
         key = _text(item.properties.get("message_id"))
         entry = storage.outbox_entry(key) if key is not None else None
-        if entry is not None and entry.message.customer_id == item.customer_id:
+        # Another customer's message may be one an identity merge made this customer's: the
+        # decider takes it only if it holds the message's enrollment (``locate_message``).
+        if entry is not None:
             found[entry.message.idempotency_key] = entry.message
     return found
 
@@ -129,8 +131,18 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
     head, _, attempt = origin_key(message_id).rpartition(":")
     if not attempt.isdigit():
         return None
-    versions = {e.id: e.version for e in d.state.enrollments}
-    versions.update((x.id, x.version) for x in d.state.ended)
+    held = {e.id: (e.journey_id, e.version) for e in d.state.enrollments}
+    held.update((x.id, (x.journey_id, x.version)) for x in d.state.ended)
+    # An enrollment an identity merge moved here keeps its id, which names the anonymous
+    # customer: its messages are this customer's now.
+    for enrollment_id, (jid, version) in held.items():
+        step_id = head[len(enrollment_id) + 1:]
+        if head.startswith(enrollment_id + ":"):
+            journey = d.registry.version(jid, version)
+            step = None if journey is None else journey.steps.get(step_id)
+            if isinstance(step, Send):
+                return jid, version, enrollment_id, step_id, step
+    versions = {enrollment_id: version for enrollment_id, (_, version) in held.items()}
     found: list[tuple[bool, int, int, int, LinkedMessage]] = []
     customer = id_part(d.customer_id)
     # Retired versions too: feedback on a message comes long after its send.
@@ -201,11 +213,13 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
     topic = _text(props.get("topic"))
     message_id = _text(props.get("message_id"))
     linked = locate_message(d, message_id) if message_id is not None else None
+    # The outbox's message, when it is this customer's (``linked`` says it is).
+    message = d.sent.get(message_id) if linked is not None and message_id is not None else None
     # The channel the message went out on (a subscription statement keeps the event's own).
     sent_on = channel
     content: tuple[str, int | None] | None = None
-    if linked is not None and message_id is not None:
-        sent_on, content_id, version = _as_sent(d, message_id, linked[4], channel)
+    if linked is not None:
+        sent_on, content_id, version = _as_sent(message, linked[4], channel)
         content = (content_id, version)
         if name == "unsubscribed" and topic is None:
             topic = send_topic(d.registry, linked[4], content_id)
@@ -222,8 +236,7 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
     elif name == "channel_unblocked" and channel is not None:
         unblock(state, channel)
     elif name == "bounced" and sent_on is not None and props.get("type") == "hard":
-        mark_unreachable(d, sent_on, "hard bounce", now,
-                         d.sent.get(message_id) if message_id is not None else None)
+        mark_unreachable(d, sent_on, "hard bounce", now, message)
     elif name == "complained" and sent_on is not None:
         set_consent(state, None, sent_on, False, said)
     d.touch()
@@ -241,14 +254,13 @@ def apply_delivery_event(d: Decider, event: Event, now: datetime) -> None:
 
 
 def _as_sent(
-    d: Decider, message_id: str, step: Send, channel: str | None
+    message: Message | None, step: Send, channel: str | None
 ) -> tuple[str, str, int | None]:
-    """The channel, content id and content version ``message_id`` went out with: the outbox's
-    message when the engine found it (what it records wins over the event's ``channel``: a
-    bounce must block the address that bounced), else the event's channel, or the step's, and
-    the step's content (version unknown)."""
-    message = d.sent.get(message_id)
-    if message is not None and message.customer_id == d.customer_id:
+    """The channel, content id and content version a message of ``step`` went out with: the
+    outbox's ``message`` when the engine found it (what it records wins over the event's
+    ``channel``: a bounce must block the address that bounced), else the event's channel, or
+    the step's, and the step's content (version unknown)."""
+    if message is not None:
         return message.channel, message.content_id, message.content_version
     return channel or step.channel, step.content, None
 
