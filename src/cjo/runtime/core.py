@@ -1521,7 +1521,7 @@ def _forget_spent(state: CustomerState, journey_id: str, policy: ReentryPolicy,
 
 def _spent(policy: ReentryPolicy, h: EntryHistory, now: datetime) -> bool:
     """Whether the history ``h`` of an ended instance can keep no entry out under ``policy``,
-    at ``now`` or later: no history would decide the same (``reentry_allows``)."""
+    at ``now`` or later: having none would decide the same (``reentry_allows``)."""
     if policy.mode == "never" or (policy.guard is not None and h.guards(policy.guard, now)):
         return False
     if policy.mode == "after_cooldown":
