@@ -267,6 +267,30 @@ def test_a_send_on_the_day_before_the_renewal_date(storage_factory: Factory) -> 
     }
 
 
+def test_an_end_of_time_date_is_beyond_the_lifetime_and_expires_the_enrollment(
+    storage_factory: Factory,
+) -> None:
+    # "9999-12-31" is a common "never ends" value in exported data. It lies past every instant
+    # cjo stores, so past any max_lifetime too: the enrollment expires at that age, as for any
+    # date beyond it, rather than sending the reminder at once.
+    start = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    world = World(storage_factory, start)
+    world.engine.publish(journeys=[Journey(
+        "ending", trigger=EventTrigger("go"), entry="wait", max_lifetime=30 * DAY,
+        steps={"wait": WaitUntilDate(attr("ends_on"), days=-7, next="mail"),
+               "mail": Send("note", "email")},
+    )], content=[note()])
+    world.engine.identify("ann", {"ends_on": "9999-12-31"})
+    world.engine.identify("bob", {"ends_on": "8999-12-31"})
+    for i, cid in enumerate(("ann", "bob")):
+        world.engine.handle_event(event("go", cid, start, f"g{i}"))
+    world.run_until(start + 31 * DAY, every=DAY)
+    assert world.sent() == []
+    assert {cid: [(e.status, e.ended_at) for e in world.engine.enrollments(cid)]
+            for cid in ("ann", "bob")} == {
+        "ann": [("expired", start + 30 * DAY)], "bob": [("expired", start + 30 * DAY)]}
+
+
 def test_a_date_from_the_trigger_event_with_an_exact_offset(storage_factory: Factory) -> None:
     start = datetime(2026, 5, 1, 8, tzinfo=UTC)
     world = World(storage_factory, start)

@@ -87,6 +87,10 @@ _EMPTY: Mapping[str, Any] = {}
 _NO_MESSAGES: Mapping[str, Message] = {}
 _TRIGGER_TIMER = "trigger:"
 _NO_HISTORY = EntryHistory.of(0)
+# The re-entry rules whose keyed histories outlive their instances for a while (a guard does
+# too): each keyed entry drops the ones spent since. After_exit drops them as they end, never
+# keeps them for good, so neither needs the scan.
+_TIMED_MODES = frozenset({"after_cooldown", "at_most"})
 # Sorts before any instant: what happens at an instant before everything else due then.
 _FIRST = datetime.min.replace(tzinfo=UTC)
 
@@ -857,8 +861,8 @@ class Decider:
         policy = journey.reentry
         keep = entries_kept(policy)
         recent: tuple[datetime, ...] = (*h.recent, now)[-keep:] if keep else ()
-        if policy.guard is not None and key is not None and policy.mode == "after_exit":
-            _forget_guarded(state, journey.id, policy.guard, now)
+        if key is not None and (policy.guard is not None or policy.mode in _TIMED_MODES):
+            _forget_spent(state, journey.id, policy, now)
         h = state.history[hkey] = EntryHistory.of(h.count + 1, recent, h.last_ended_at)
         number = h.count
         if key is not None:
@@ -1500,19 +1504,33 @@ def reentry_allows(policy: ReentryPolicy, h: EntryHistory, at: datetime) -> bool
     )
 
 
-def _forget_guarded(state: CustomerState, journey_id: str, guard: timedelta,
-                    now: datetime) -> None:
-    """Drop the histories of a guarded after_exit journey's ended keyed instances whose guard
-    has passed (kept only for it): a customer's carts do not pile up."""
+def _forget_spent(state: CustomerState, journey_id: str, policy: ReentryPolicy,
+                  now: datetime) -> None:
+    """Drop the histories of a keyed journey's ended instances that its re-entry rule can no
+    longer read (``_spent``): a customer's carts do not pile up in the record."""
     active = {e.instance_key for e in state.enrollments if e.journey_id == journey_id}
     history = state.history
     stale = [
         k for k, h in history.items()
         if k[0] == journey_id and k[1] is not None and k[1] not in active
-        and not h.guards(guard, now)
+        and _spent(policy, h, now)
     ]
     for k in stale:
         del history[k]
+
+
+def _spent(policy: ReentryPolicy, h: EntryHistory, now: datetime) -> bool:
+    """Whether the history ``h`` of an ended instance can keep no entry out under ``policy``,
+    at ``now`` or later: having none would decide the same (``reentry_allows``)."""
+    if policy.mode == "never" or (policy.guard is not None and h.guards(policy.guard, now)):
+        return False
+    if policy.mode == "after_cooldown":
+        cooldown = policy.cooldown or timedelta(0)
+        return h.last_ended_at is None or now - h.last_ended_at >= cooldown
+    if policy.mode == "at_most":
+        # Half-open window: an entry exactly ``per`` old has left it.
+        return not h.recent or now - h.recent[-1] >= (policy.per or timedelta(0))
+    return True
 
 
 def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> set[str]:

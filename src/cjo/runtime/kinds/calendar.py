@@ -163,7 +163,16 @@ class WaitUntilDateKind(StepKind[WaitUntilDate]):
                 target = date_target(moment, d.zone(cj), days=step.days, offset=step.offset,
                                      at=step.at)
             except OverflowError:
-                target = None
+                # Only dates near year 1 or 9999 overflow (days and offset are bounded by
+                # ``max_duration``): the year tells which end.
+                target = MAX_TIMESTAMP if moment.year > MAX_TIMESTAMP.year // 2 else None
+        expires_at = e.expires_at
+        if (target is not None and target >= MAX_TIMESTAMP
+                and expires_at is not None and expires_at < MAX_TIMESTAMP):
+            # Past every instant cjo keeps, so past any max_lifetime: the enrollment expires
+            # at that age, as for any date beyond it (a "never ends" 9999-12-31 sends nothing).
+            d.schedule(e, target)
+            return HALT
         if target is None or not MIN_TIMESTAMP <= target < MAX_TIMESTAMP:
             if value is MISSING or value is None:
                 state = "missing"
