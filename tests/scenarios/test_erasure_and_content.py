@@ -277,6 +277,26 @@ def test_segment_sizes_count_an_erased_member_until_the_erasure(
     assert [s.size for s in later] == [1, 2, 1, 1]
 
 
+def test_segment_sizes_before_an_erasure_stay_the_same_whoever_else_is_erased(
+    storage_factory: Factory,
+) -> None:
+    # Erased members' changes cannot be told apart in the log: each still counts.
+    clock = ManualClock(T0)
+    engine = _erasure_engine(storage_factory, clock)
+    for name in ("ann", "bob", "cid", "dee"):
+        engine.identify(f"{name}@x", {"name": name})
+        clock.advance(DAY)
+    engine.identify("bob@x", {"name": ""})  # bob leaves before he is erased
+    clock.advance(DAY)
+    before = [s.size for s in engine.segment_sizes(["named"], T0, every=DAY)["named"]]
+    assert before == [1, 2, 3, 4, 3, 3]
+    for cid in ("ann@x", "bob@x", "cid@x"):
+        engine.erase_customer(cid)
+    sizes = [s.size for s in engine.segment_sizes(["named"], T0, every=DAY)["named"]]
+    assert sizes == [*before[:-1], 1]
+    assert engine.segment_count("named") == 1
+
+
 def test_erasing_a_customer_in_no_segment_logs_no_exit(storage_factory: Factory) -> None:
     clock = ManualClock(T0)
     engine = _erasure_engine(storage_factory, clock)
