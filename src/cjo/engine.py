@@ -1638,11 +1638,11 @@ class Engine:
                 pass  # a record that cannot be read is not an erasure: sent unjudged
         if not erased:
             return messages
-        for message in messages:
-            if message.customer_id in erased:
-                log.info("message %s not sent: its customer was erased",
-                         message.idempotency_key)
-        return [m for m in messages if m.customer_id not in erased]
+        kept = [m for m in messages if m.customer_id not in erased]
+        # Counted, not named: a key holds the customer id (and an instance key).
+        log.info("%d messages not sent: their customers were erased since they were claimed",
+                 len(messages) - len(kept))
+        return kept
 
     def _log_withheld(
         self, customer_id: str, found: list[tuple[Message, str]], unsent: Collection[str],
@@ -1786,9 +1786,11 @@ class Engine:
                     channel = self._action_channels.get(message.channel)
                     policy = self._action_policy(message)
                 result = deliver(channel, message)
+                # A failure is recorded on the outbox's entry; None once the outbox no longer
+                # holds the message (its customer was erased while the channel had it).
+                entry = None if result.ok else storage.outbox_entry(key)
                 retry_at = None
                 if result.status == "transient":
-                    entry = storage.outbox_entry(key)
                     attempts = (entry.attempts if entry else 0) + 1
                     if attempts < self.max_delivery_attempts and policy != "skip":
                         wait = retry_delay(key, attempts, self.retry_backoff, self.max_retry_delay)
@@ -1799,14 +1801,19 @@ class Engine:
                         retry_at = now + wait
                 delivery = Delivery(key, result, retry_at)
                 status = delivery.outbox_status
+                # A message no longer held is neither retried nor a dead letter: saying so
+                # would write the erased customer's id (and what the channel said of their
+                # address) to the log again.
+                told = entry is not None
                 if status == "dead":
-                    log.warning("message %s is a dead letter (%s): %s", key, result.status,
-                                result.error)
+                    if told:
+                        log.warning("message %s is a dead letter (%s): %s", key, result.status,
+                                    result.error)
                     if policy == "exit":
                         failed_actions.append(message)
                     if not message.channel.startswith(ACTION_CHANNEL_PREFIX):
                         dead.setdefault(message.customer_id, []).append((message, result))
-                elif retry_at is not None:
+                elif retry_at is not None and told:
                     log.info("delivery of %s failed, retrying at %s: %s", key,
                              retry_at.isoformat(), result.error)
                 deliveries.append(delivery)

@@ -10,6 +10,7 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import monotonic
+from typing import Any
 
 import pytest
 
@@ -160,6 +161,79 @@ def test_erasure_leaves_no_date_of_the_customer_in_the_activity_log(
     assert engine.storage.activity_counts("bday") == counts
 
 
+class _ErasedWhileSending(Channel):
+    """The customer is erased (by another thread, say) while the provider has their message,
+    and the provider's answer quotes their address."""
+
+    def __init__(self, result: DeliveryResult) -> None:
+        self.engine: Engine | None = None
+        self.result = result
+
+    def send(self, message: Message) -> DeliveryResult:
+        assert self.engine is not None
+        self.engine.erase_customer(message.customer_id)
+        return self.result
+
+
+@pytest.mark.parametrize("result", [
+    DeliveryResult.transient("421 zqann@example.org: try later"),
+    DeliveryResult.permanent("550 <zqann@example.org>: no such mailbox"),
+    DeliveryResult.permanent("554 rejected for zqann@example.org", unreachable=False),
+], ids=["transient", "unreachable", "permanent"])
+def test_a_result_for_a_customer_erased_while_sending_logs_nothing_of_them(
+    storage_factory: Factory, result: DeliveryResult, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The result changes nothing (no retry, no dead letter): a log line saying otherwise
+    # would also write the erased customer's id and address again.
+    channel = _ErasedWhileSending(result)
+    engine = Engine(storage=storage_factory(), clock=ManualClock(T0),
+                    channels={"email": channel})
+    channel.engine = engine
+    engine.publish(
+        content=[ContentItem("hi", (Variant("email", {"subject": "Hi", "text": "x"}),))],
+        journeys=[Journey("j", trigger=EventTrigger("go"), entry="s",
+                          steps={"s": Send("hi", "email")})],
+    )
+    engine.identify("zqcust", {"email": "zqann@example.org"})
+    caplog.set_level("DEBUG", logger="cjo")
+    engine.handle_event(Event(customer_id="zqcust", name="go", timestamp=T0, event_id="g1"))
+    assert [r.getMessage() for r in caplog.records
+            if "zqcust" in r.getMessage() or "zqann" in r.getMessage()] == []
+    assert engine.export_customer("zqcust")["messages"] == []
+    assert engine.dead_letters() == []
+
+
+def test_a_message_claimed_before_its_customer_is_erased_is_dropped_unnamed(
+    storage_factory: Factory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Another thread erases the customer right after a worker claimed their message.
+    storage = storage_factory()
+    email = RecordingChannel()
+    engine = Engine(storage=storage, clock=ManualClock(T0), channels={"email": email},
+                    dispatch="deferred")
+    engine.publish(
+        content=[ContentItem("hi", (Variant("email", {"subject": "Hi", "text": "x"}),))],
+        journeys=[Journey("j", trigger=EventTrigger("go"), entry="s",
+                          steps={"s": Send("hi", "email")})],
+    )
+    engine.identify("zqcust", {"email": "zqann@example.org"})
+    engine.handle_event(Event(customer_id="zqcust", name="go", timestamp=T0, event_id="g1"))
+    claim = storage.claim_outbox
+
+    def claim_then_erase(*args: Any, **kwargs: Any) -> Any:
+        claimed = claim(*args, **kwargs)
+        if claimed:
+            engine.erase_customer("zqcust")
+        return claimed
+
+    storage.claim_outbox = claim_then_erase  # type: ignore[method-assign]
+    caplog.set_level("DEBUG", logger="cjo")
+    engine.dispatch_pending()
+    assert email.messages == []
+    assert [r.getMessage() for r in caplog.records if "zqcust" in r.getMessage()] == []
+    assert "1 messages not sent" in caplog.text
+
+
 @pytest.mark.parametrize("checkpointed", [False, True])
 def test_sqlite_erasure_leaves_no_bytes_of_the_customer_in_the_files(
     tmp_path: Path, checkpointed: bool,
@@ -275,6 +349,26 @@ def test_segment_sizes_count_an_erased_member_until_the_erasure(
     clock.advance(DAY)
     later = engine.segment_sizes(["named"], T0, every=DAY)["named"]
     assert [s.size for s in later] == [1, 2, 1, 1]
+
+
+def test_segment_sizes_before_an_erasure_stay_the_same_whoever_else_is_erased(
+    storage_factory: Factory,
+) -> None:
+    # Erased members' changes cannot be told apart in the log: each still counts.
+    clock = ManualClock(T0)
+    engine = _erasure_engine(storage_factory, clock)
+    for name in ("ann", "bob", "cid", "dee"):
+        engine.identify(f"{name}@x", {"name": name})
+        clock.advance(DAY)
+    engine.identify("bob@x", {"name": ""})  # bob leaves before he is erased
+    clock.advance(DAY)
+    before = [s.size for s in engine.segment_sizes(["named"], T0, every=DAY)["named"]]
+    assert before == [1, 2, 3, 4, 3, 3]
+    for cid in ("ann@x", "bob@x", "cid@x"):
+        engine.erase_customer(cid)
+    sizes = [s.size for s in engine.segment_sizes(["named"], T0, every=DAY)["named"]]
+    assert sizes == [*before[:-1], 1]
+    assert engine.segment_count("named") == 1
 
 
 def test_erasing_a_customer_in_no_segment_logs_no_exit(storage_factory: Factory) -> None:

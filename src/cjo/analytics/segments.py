@@ -5,7 +5,9 @@ detail, at the instant it happened), so the size at an earlier instant is today'
 the changes logged since: no snapshot is kept and nothing is scanned but the log's window.
 An erased customer's changes stay in the log, anonymous, and still count (forwards, since they
 are no longer in today's count) up to their erasure, which logs their exit from every segment
-they were in (``leave_every_segment``). The log is pruned after ``Retention.activity`` (400 days by
+they were in (``leave_every_segment``). A membership change belongs to no enrollment, so its
+blank enrollment id gets no pseudonym: erased customers' changes cannot be told apart, and are
+counted together. The log is pruned after ``Retention.activity`` (400 days by
 default): an instant older than that is refused (``UsageError``).
 """
 
@@ -97,9 +99,9 @@ def segment_sizes(
         )
     wanted = set(segment_ids)
     # Live members' changes logged after the first instant (undone from today's count), and
-    # erased customers' changes, by pseudonym, since the log's start (counted forwards).
+    # erased customers' changes since the log's start (counted forwards).
     changes: dict[str, list[tuple[datetime, int]]] = {sid: [] for sid in segment_ids}
-    erased: dict[str, dict[str, list[tuple[datetime, bool]]]] = {sid: {} for sid in segment_ids}
+    erased: dict[str, list[tuple[datetime, int]]] = {sid: [] for sid in segment_ids}
     logged = itertools.chain(
         storage.activities(earliest, points[0], journey_id="", customer_id=""),
         storage.activities(points[0], now + _AHEAD, journey_id=""),
@@ -107,10 +109,8 @@ def segment_sizes(
     for a in logged:
         if a.detail not in wanted or a.kind not in (ENTERED, EXITED):
             continue
-        if a.customer_id:
-            changes[a.detail].append((a.at, 1 if a.kind == ENTERED else -1))
-        else:
-            erased[a.detail].setdefault(a.enrollment_id, []).append((a.at, a.kind == ENTERED))
+        (changes if a.customer_id else erased)[a.detail].append(
+            (a.at, 1 if a.kind == ENTERED else -1))
     out: dict[str, list[SegmentSize]] = {}
     for sid in segment_ids:
         size = storage.segment_count(sid)
@@ -123,29 +123,29 @@ def segment_sizes(
                 i += 1
             sizes.append(SegmentSize(at, size))
         sizes.reverse()
-        out[sid] = _with_erased(sizes, erased[sid].values())
+        out[sid] = _with_erased(sizes, erased[sid])
     return out
 
 
 def _with_erased(
-    sizes: list[SegmentSize], erased: Iterable[list[tuple[datetime, bool]]]
+    sizes: list[SegmentSize], erased: list[tuple[datetime, int]]
 ) -> list[SegmentSize]:
-    """``sizes`` plus the erased customers who were members at each instant. An erased
-    customer's entries stay in the log, anonymous but kept together (one pseudonym), and
-    still count: a member at an instant is one whose last change by then was an entry, or,
-    before their first logged change, one whose first change is an exit (they had entered
-    before the log's start)."""
-    if not sizes:
+    """``sizes`` plus the erased customers who were members at each instant. Their changes
+    (an entry +1, an exit -1) cannot be told apart by customer, so they are summed: the
+    members at an instant are those who were members before the log's start, plus the
+    entries less the exits logged by then. Those before the log's start are the fewest that
+    keep every sum from going below zero; since each erasure logs the customer's exits, that
+    is exactly how many of their first logged changes are exits."""
+    if not sizes or not erased:
         return sizes
-    added = [0] * len(sizes)
-    instants = [s.at for s in sizes]
-    for entries in erased:
-        entries.sort(key=lambda change: change[0])
-        when = [at for at, _entered in entries]
-        before = not entries[0][1]
-        for n, at in enumerate(instants):
-            last = bisect.bisect_right(when, at)
-            added[n] += entries[last - 1][1] if last else before
+    net: dict[datetime, int] = {}
+    for at, change in erased:
+        net[at] = net.get(at, 0) + change
+    when = sorted(net)
+    running = list(itertools.accumulate(net[at] for at in when))
+    before = max(0, -min(running))
+    added = [before + (running[last - 1] if (last := bisect.bisect_right(when, s.at)) else 0)
+             for s in sizes]
     return [SegmentSize(s.at, s.size + n) for s, n in zip(sizes, added, strict=True)]
 
 
