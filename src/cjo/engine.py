@@ -2120,7 +2120,7 @@ class Engine:
         return self.storage.segment_count(segment_id)
 
     def segment_sizes(
-        self, segment_ids: Sequence[str], start: datetime, end: datetime | None = None, *,
+        self, segment_ids: Iterable[str], start: datetime, end: datetime | None = None, *,
         every: timedelta = timedelta(days=1),
     ) -> dict[str, list[SegmentSize]]:
         """The size of each segment from ``start`` to ``end`` (default: now), every ``every``:
