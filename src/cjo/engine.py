@@ -136,7 +136,7 @@ from cjo.storage.memory import InMemoryStorage
 from cjo.validation import ContentChecks, validate_definitions
 
 if TYPE_CHECKING:
-    from cjo.worker import WorkerStats
+    from cjo.worker import StopSignal, WorkerStats
 
 __all__ = ["RECORD_RESULTS_COST", "RECORD_RESULTS_EVERY", "Engine"]
 
@@ -1983,7 +1983,7 @@ class Engine:
     def run_worker(
         self,
         *,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
         poll_interval: float = 1.0,
         max_iterations: int | None = None,
     ) -> WorkerStats:

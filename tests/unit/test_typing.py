@@ -19,11 +19,12 @@ HOST = '''
 from __future__ import annotations
 
 import io
+import multiprocessing
 from datetime import UTC, datetime, time, timedelta
 
 from cjo import (ConsoleChannel, ContentItem, Definitions, Engine, Event, EventTrigger,
                  ExitCriterion, Journey, ManualClock, ProfileUpdate, QuietHours, Segment, Send,
-                 SQLiteStorage, Taxonomy, Category, Variant, attr)
+                 SQLiteStorage, Taxonomy, Category, Variant, attr, run_worker)
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 
@@ -59,6 +60,10 @@ with SQLiteStorage(":memory:") as storage:
     engine = Engine(storage=storage, channels={"log": ConsoleChannel(io.StringIO())},
                     clock=ManualClock(T0))
     engine.segment_sizes((s for s in ["pro"]), T0, every=timedelta(days=1))
+    # Workers in processes stop on a multiprocessing.Event.
+    run_worker(engine, stop=multiprocessing.Event(), max_iterations=1)
+    engine.run_worker(stop=multiprocessing.Event(), max_iterations=1)
+    run_worker(engine, stop=True)  # E: arg-type
 
 
 class Lines:
