@@ -65,6 +65,15 @@ __all__ = [
     "walk",
 ]
 
+
+# Converters typed with their fields' items, so that a type checker holds a
+# constructor's arguments to them (the attrs mypy plugin reads a converter's
+# parameter type, and follows only named functions).
+
+
+def _condition_tuple(value: Sequence[Condition]) -> tuple[Condition, ...]:
+    return to_tuple(value)
+
 ScopeName = Literal["profile", "event", "context"]
 Op = Literal["eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains"]
 OPS: tuple[str, ...] = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "contains")
@@ -98,11 +107,11 @@ class Condition:
         # ``5 & cond`` (Python asks the condition when the left side cannot): kept as written,
         # for validation to name what is not a condition, as it does for ``cond & 5``.
         right = self.conditions if isinstance(self, And) else (self,)
-        return And((other, *right))
+        return And((other, *right))  # type: ignore[arg-type]  # named by validation
 
     def __ror__(self, other: object) -> Or:
         right = self.conditions if isinstance(self, Or) else (self,)
-        return Or((other, *right))
+        return Or((other, *right))  # type: ignore[arg-type]  # named by validation
 
     def __invert__(self) -> Not:
         return Not(self)
@@ -183,7 +192,7 @@ class And(Condition):
     """True when every condition is true (an empty And is true)."""
 
     kind: ClassVar[str] = "and"
-    conditions: tuple[Condition, ...] = attrs.field(converter=to_tuple)
+    conditions: tuple[Condition, ...] = attrs.field(converter=_condition_tuple)
 
 
 @attrs.frozen
@@ -191,7 +200,7 @@ class Or(Condition):
     """True when any condition is true (an empty Or is false)."""
 
     kind: ClassVar[str] = "or"
-    conditions: tuple[Condition, ...] = attrs.field(converter=to_tuple)
+    conditions: tuple[Condition, ...] = attrs.field(converter=_condition_tuple)
 
 
 @attrs.frozen

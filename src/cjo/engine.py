@@ -136,7 +136,7 @@ from cjo.storage.memory import InMemoryStorage
 from cjo.validation import ContentChecks, validate_definitions
 
 if TYPE_CHECKING:
-    from cjo.worker import WorkerStats
+    from cjo.worker import StopSignal, WorkerStats
 
 __all__ = ["RECORD_RESULTS_COST", "RECORD_RESULTS_EVERY", "Engine"]
 
@@ -1990,7 +1990,7 @@ class Engine:
     def run_worker(
         self,
         *,
-        stop: threading.Event | None = None,
+        stop: StopSignal | None = None,
         poll_interval: float = 1.0,
         max_iterations: int | None = None,
     ) -> WorkerStats:
@@ -2127,7 +2127,7 @@ class Engine:
         return self.storage.segment_count(segment_id)
 
     def segment_sizes(
-        self, segment_ids: Sequence[str], start: datetime, end: datetime | None = None, *,
+        self, segment_ids: Iterable[str], start: datetime, end: datetime | None = None, *,
         every: timedelta = timedelta(days=1),
     ) -> dict[str, list[SegmentSize]]:
         """The size of each segment from ``start`` to ``end`` (default: now), every ``every``:

@@ -26,7 +26,10 @@ from typing import Any, TypeVar, overload
 
 import attrs
 
-__all__ = ["FrozenDict", "freeze", "ordered", "thaw", "to_mapping", "to_tuple"]
+__all__ = [
+    "FrozenDict", "data_mapping", "freeze", "int_tuple", "ordered", "str_mapping", "str_tuple",
+    "thaw", "to_mapping", "to_tuple",
+]
 
 K = TypeVar("K")
 V_co = TypeVar("V_co", covariant=True)
@@ -142,15 +145,40 @@ def freeze(value: Any) -> Any:
         return value
 
 
-def to_tuple(value: Iterable[Any]) -> tuple[Any, ...]:
+def to_tuple(value: Sequence[Any]) -> tuple[Any, ...]:
     """The converter of a definition's tuple fields: a list or tuple as a tuple of frozen
-    items. A string, a set or anything else but a sequence is kept as given."""
+    items. A string, a set or anything else but a sequence is kept as given, for validation
+    to refuse by name (so the parameter says ``Sequence``: a set or a generator is not one).
+
+    Fields use it through a converter typed with their items (``str_tuple``, or one of the
+    model module's own): the attrs mypy plugin makes a converter's parameter type the
+    constructor's, so ``Journey(tags=[1])`` is a type error in the host's code."""
     if type(value) is tuple and not value:
         return value  # the usual default
     if isinstance(value, _TEXT) or not isinstance(value, Sequence):
         return value  # type: ignore[return-value]  # refused by validation, by name
     frozen = freeze(value)
     return frozen if isinstance(frozen, tuple) else value  # type: ignore[return-value]
+
+
+def str_tuple(value: Sequence[str]) -> tuple[str, ...]:
+    """``to_tuple`` for a field of names (tags, channels, attribute names)."""
+    return to_tuple(value)
+
+
+def int_tuple(value: Sequence[int]) -> tuple[int, ...]:
+    """``to_tuple`` for a field of numbers (weekdays)."""
+    return to_tuple(value)
+
+
+def str_mapping(value: Mapping[str, str]) -> FrozenDict[str, str]:
+    """``to_mapping`` for a field of texts by name (a variant's fields, an action's params)."""
+    return to_mapping(value)
+
+
+def data_mapping(value: Mapping[str, Any]) -> FrozenDict[str, Any]:
+    """``to_mapping`` for a field of values by name (attributes a step sets, a sample)."""
+    return to_mapping(value)
 
 
 def to_mapping(value: Mapping[Any, Any]) -> FrozenDict[Any, Any]:

@@ -183,7 +183,8 @@ def _strict(cls: type[Any], accepts: tuple[type[Any], ...], noun: str) -> Callab
 _NOT_A_MAPPING = ("has no attribute 'keys'", "has no attribute 'items'")
 
 
-def _format_exception(exc: BaseException, cls: type[Any] | None) -> str:
+def _format_exception(exc: BaseException, cls: Any) -> str:
+    # ``cls`` is a type form, as cattrs passes it: a class, a union, ``tuple[...]``, or None.
     if isinstance(exc, _BadValueError):
         return str(exc)
     if isinstance(exc, AttributeError) and str(exc).endswith(_NOT_A_MAPPING):

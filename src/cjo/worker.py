@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import threading
+from typing import Protocol
 
 import attrs
 
 from cjo.engine import Engine
 from cjo.errors import StorageError, UsageError
 
-__all__ = ["MAX_FAILURE_WAIT", "WorkerStats", "run_worker"]
+__all__ = ["MAX_FAILURE_WAIT", "StopSignal", "WorkerStats", "run_worker"]
 
 log = logging.getLogger("cjo.worker")
 
@@ -69,10 +70,19 @@ def _after_failures(failing: int, poll_interval: float) -> float:
     return min(first * 2.0 ** min(failing - 1, 64), longest)
 
 
+class StopSignal(Protocol):
+    """What tells a worker to stop: a ``threading.Event``, or a ``multiprocessing.Event`` for
+    workers in processes (anything with these two methods)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
 def run_worker(
     engine: Engine,
     *,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
     poll_interval: float = 1.0,
     max_iterations: int | None = None,
 ) -> WorkerStats:
@@ -103,8 +113,12 @@ def run_worker(
     if stop is not None and not (
         callable(getattr(stop, "is_set", None)) and callable(getattr(stop, "wait", None))
     ):
-        raise UsageError(f"stop must be a threading.Event (or None), got {type(stop).__name__}")
-    stop = stop if stop is not None else threading.Event()
+        raise UsageError(
+            "stop must be a threading.Event, or have its is_set() and wait() (or be None), got "
+            f"{type(stop).__name__}"
+        )
+    if stop is None:
+        stop = threading.Event()
     stats = WorkerStats()
     failing = 0  # passes failed in a row
     while not stop.is_set():

@@ -40,7 +40,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
+from cjo.errors import missing_extra
+
+try:
+    import pytest
+except ImportError as exc:  # the suite's runner, not a dependency of cjo itself
+    raise missing_extra("cjo.channels.contract", "pytest", "testing", exc) from exc
 
 from cjo.channels.base import Channel, DeliveryResult, Message, deliver
 from cjo.clock import ManualClock

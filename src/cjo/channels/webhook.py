@@ -38,7 +38,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 from cjo.channels.base import Channel, DeliveryResult, Message
@@ -138,7 +138,7 @@ _MAX_DIGITS = 20
 def _httpx() -> Any:
     try:
         import httpx  # noqa: PLC0415  (optional: only this channel needs it)
-    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    except ImportError as exc:  # tests/unit/test_packaging.py blocks httpx to reach this
         raise missing_extra("WebhookChannel", "httpx", "webhook", exc) from exc
     return httpx
 
@@ -345,7 +345,7 @@ class WebhookChannel(Channel):
         for own in made:
             own.client.close()
 
-    def __enter__(self) -> WebhookChannel:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from cjo.frozen import FrozenDict, to_mapping, to_tuple
+from cjo.frozen import FrozenDict, data_mapping, str_mapping, str_tuple, to_tuple
 
 __all__ = [
     "LOCALE_PROBLEM", "ContentBlock", "ContentItem", "ContentSample", "Variant", "normal_locale",
 ]
+
+
+# Converters typed with their fields' items, so that a type checker holds a
+# constructor's arguments to them (the attrs mypy plugin reads a converter's
+# parameter type, and follows only named functions).
+
+
+def _variant_tuple(value: Sequence[Variant]) -> tuple[Variant, ...]:
+    return to_tuple(value)
 
 # A BCP 47 tag as hosts write them: a language, then subtags of letters and digits, separated
 # by "-" or "_".
@@ -41,7 +50,7 @@ def normal_locale(tag: str) -> str | None:
 LOCALE_PROBLEM = "must be a locale tag such as 'fr' or 'fr-CA'"
 
 
-def _variant_locale(value: object) -> Any:
+def _variant_locale(value: str | None) -> Any:
     """A locale tag in its normal spelling; anything else is kept as given: publishing
     reports it at the variant's place, which a constructor cannot know."""
     normal = normal_locale(value) if isinstance(value, str) else None
@@ -58,7 +67,7 @@ class Variant:
     """
 
     channel: str
-    fields: Mapping[str, str] = attrs.field(converter=to_mapping)
+    fields: Mapping[str, str] = attrs.field(converter=str_mapping)
     #: Normalised (``normal_locale``) when the variant is made: "fr_ca" is stored as "fr-CA".
     locale: str | None = attrs.field(default=None, converter=_variant_locale)
     name: str | None = None
@@ -69,8 +78,8 @@ class ContentSample:
     """What a content item's templates are rendered against at publish: a profile's attributes
     and an event's properties (read as ``event`` and ``context``)."""
 
-    profile: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=to_mapping)
-    event: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=to_mapping)
+    profile: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=data_mapping)
+    event: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=data_mapping)
 
 
 @attrs.frozen
@@ -86,9 +95,9 @@ class ContentBlock:
 @attrs.frozen
 class ContentItem:
     id: str
-    variants: tuple[Variant, ...] = attrs.field(converter=to_tuple)
+    variants: tuple[Variant, ...] = attrs.field(converter=_variant_tuple)
     name: str = ""
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     #: The subscription topic of marketing sends of this item (a Send may name its own).
     topic: str | None = None
     #: Set by publishing: 1 for the first definition of an id, one more for each change (of

@@ -122,24 +122,26 @@ def check_id(value: object, what: str) -> str:
     return text
 
 
-# attrs converters must be named functions for mypy to follow them.
+# attrs converters must be named functions for mypy to follow them. Their parameter types are
+# the constructors' (what a host's type checker holds a call to); each still checks its value
+# at run time, for callers that are not type-checked (JSON, a host's untyped code).
 
 
-def _customer_id(value: object) -> str:
+def _customer_id(value: str) -> str:
     return check_id(value, "customer_id")
 
 
-def _event_name(value: object) -> str:
+def _event_name(value: str) -> str:
     return check_id(value, "event name")
 
 
-def _event_id(value: object) -> str:
+def _event_id(value: str | None) -> str:
     if value is None:  # as when left out (a JSON null, a host's optional id): cjo makes one
         return _new_event_id()
     return check_id(value, "event_id")
 
 
-def _update_customer_id(value: object) -> str:
+def _update_customer_id(value: str) -> str:
     return check_id(value, "profile update customer_id")
 
 
@@ -167,7 +169,7 @@ def not_read_here(name: str) -> str:
     )
 
 
-def _timezone(value: object) -> str | None:
+def _timezone(value: str | None) -> str | None:
     if value is None:
         return None
     name = check_id(value, "profile timezone")
@@ -178,7 +180,7 @@ def _timezone(value: object) -> str | None:
     return name
 
 
-def _locale(value: object) -> str | None:
+def _locale(value: str | None) -> str | None:
     # Normalised once here, so that content lookups per send compare plain strings.
     if value is None:
         return None
@@ -414,15 +416,15 @@ def check_values(value: object, plural: str, singular: str) -> Mapping[str, Any]
     return out
 
 
-def _properties(value: object) -> Mapping[str, Any]:
+def _properties(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return check_values(value, "event properties", "event property")
 
 
-def _attributes(value: object) -> Mapping[str, Any]:
+def _attributes(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return check_values(value, "profile attributes", "profile attribute")
 
 
-def _names(value: object) -> tuple[str, ...]:
+def _names(value: Iterable[str]) -> tuple[str, ...]:
     if type(value) is tuple and not value:
         return ()  # the usual case: nothing to unset
     names = tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else None
@@ -436,7 +438,7 @@ def _names(value: object) -> tuple[str, ...]:
         raise refused.error("profile update unset") from None
 
 
-def _timestamp(value: object) -> datetime:
+def _timestamp(value: datetime) -> datetime:
     if not isinstance(value, datetime):
         raise InvalidEventError(f"event timestamp must be a datetime, got {short(value)}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:

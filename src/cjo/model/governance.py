@@ -10,7 +10,7 @@ from typing import Literal
 
 import attrs
 
-from cjo.frozen import FrozenDict, to_mapping
+from cjo.frozen import FrozenDict, str_mapping
 
 __all__ = [
     "CONTROL_DETAIL",
@@ -155,7 +155,7 @@ class VersionChange:
     from_version: int
     to_version: int
     mode: VersionMode = "drain"
-    steps: Mapping[str, str] = attrs.field(factory=FrozenDict, converter=to_mapping)
+    steps: Mapping[str, str] = attrs.field(factory=FrozenDict, converter=str_mapping)
     reason: str = "new version"
     at: datetime | None = None
 

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Literal
 
 import attrs
 
 from cjo.conditions import Condition
-from cjo.frozen import to_mapping, to_tuple
+from cjo.frozen import FrozenDict, str_tuple, to_mapping, to_tuple
 from cjo.model.governance import ResumeRule
 from cjo.model.steps import Step
 from cjo.model.triggers import ApiTrigger, Trigger
 
 __all__ = ["ExitCriterion", "Goal", "Journey", "ReentryPolicy"]
+
+
+# Converters typed with their fields' items, so that a type checker holds a
+# constructor's arguments to them (the attrs mypy plugin reads a converter's
+# parameter type, and follows only named functions).
+
+
+def _step_mapping(value: Mapping[str, Step]) -> FrozenDict[str, Step]:
+    return to_mapping(value)
+
+
+def _exit_criterion_tuple(value: Sequence[ExitCriterion]) -> tuple[ExitCriterion, ...]:
+    return to_tuple(value)
 
 ReentryMode = Literal["never", "after_exit", "after_cooldown", "at_most"]
 
@@ -110,17 +123,19 @@ class Journey:
 
     id: str
     entry: str
-    steps: Mapping[str, Step] = attrs.field(converter=to_mapping)
+    steps: Mapping[str, Step] = attrs.field(converter=_step_mapping)
     trigger: Trigger = attrs.field(factory=ApiTrigger)
     name: str = ""
     version: int = 1
     audience: Condition | None = None
-    exit_criteria: tuple[ExitCriterion, ...] = attrs.field(default=(), converter=to_tuple)
+    exit_criteria: tuple[ExitCriterion, ...] = attrs.field(
+        default=(), converter=_exit_criterion_tuple
+    )
     goal: Goal | None = None
     reentry: ReentryPolicy = attrs.field(factory=ReentryPolicy)
     max_lifetime: timedelta | None = None
     timezone: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     #: When one input qualifies a customer for several journeys that an exclusive group or the
     #: concurrency limit keeps apart, the highest priority enters (ties: journey id order).
     priority: int = 0

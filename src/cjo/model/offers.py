@@ -14,7 +14,7 @@ from datetime import timedelta
 import attrs
 
 from cjo.conditions import Condition
-from cjo.frozen import to_tuple
+from cjo.frozen import str_tuple
 
 __all__ = ["Offer", "OfferCap"]
 
@@ -41,4 +41,4 @@ class Offer:
     #: returns the offer's score; it must be deterministic.
     scorer: str | None = None
     cap: OfferCap | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)

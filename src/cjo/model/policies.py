@@ -12,7 +12,7 @@ from typing import Literal
 
 import attrs
 
-from cjo.frozen import to_tuple
+from cjo.frozen import int_tuple, str_tuple
 
 __all__ = ["FrequencyCap", "QuietHours", "Topic"]
 
@@ -72,9 +72,9 @@ class QuietHours:
     id: str
     start: time
     end: time
-    weekdays: tuple[int, ...] = attrs.field(default=(), converter=to_tuple)
-    journeys: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
-    channels: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    weekdays: tuple[int, ...] = attrs.field(default=(), converter=int_tuple)
+    journeys: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
+    channels: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     action: QuietAction = "defer"
     spread: timedelta = timedelta(0)
     include_transactional: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from cjo.conditions import Condition
-from cjo.frozen import to_tuple
+from cjo.frozen import str_tuple
 
 __all__ = ["Segment"]
 
@@ -17,4 +17,4 @@ class Segment:
     id: str
     condition: Condition
     name: str = ""
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import time, timedelta
 from typing import Any, ClassVar, Literal, cast, get_args
 
 import attrs
 
 from cjo.conditions import Condition, Field, Ref
-from cjo.frozen import FrozenDict, to_mapping, to_tuple
+from cjo.frozen import FrozenDict, data_mapping, str_mapping, str_tuple, to_tuple
 
 __all__ = [
     "Action",
@@ -30,6 +30,23 @@ __all__ = [
     "WaitUntil",
     "WaitUntilDate",
 ]
+
+
+# Converters typed with their fields' items, so that a type checker holds a
+# constructor's arguments to them (the attrs mypy plugin reads a converter's
+# parameter type, and follows only named functions).
+
+
+def _case_tuple(value: Sequence[Case]) -> tuple[Case, ...]:
+    return to_tuple(value)
+
+
+def _split_path_tuple(value: Sequence[SplitPath]) -> tuple[SplitPath, ...]:
+    return to_tuple(value)
+
+
+def _audience_path_tuple(value: Sequence[AudiencePath]) -> tuple[AudiencePath, ...]:
+    return to_tuple(value)
 
 
 RenderErrorPolicy = Literal["skip", "retry", "exit"]
@@ -58,12 +75,12 @@ class Send:
     channel: str
     next: str | None = None
     transactional: bool = False
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     topic: str | None = None
-    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    fallbacks: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     when_capped: CapAction = "skip"
     variant: str | None = None
-    offers: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    offers: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     on_render_error: RenderErrorPolicy = "skip"
 
 
@@ -74,7 +91,7 @@ class Wait:
     kind: ClassVar[str] = "wait"
     duration: timedelta
     next: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -96,7 +113,7 @@ class WaitForEvent:
     on_event: str | None = None
     on_timeout: str | None = None
     where: Condition | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     of_send: str | None = None
 
 
@@ -139,9 +156,9 @@ class WaitUntil:
 
     kind: ClassVar[str] = "wait_until"
     at: time = attrs.field(converter=_as_time, metadata={"expects": _TIME_OF_DAY})
-    weekdays: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    weekdays: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     next: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -171,7 +188,7 @@ class WaitUntilDate:
     next: str | None = None
     on_past: str | None = None
     on_missing: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -182,7 +199,7 @@ class WaitSinceEntry:
     kind: ClassVar[str] = "wait_since_entry"
     duration: timedelta
     next: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -198,9 +215,9 @@ class Branch:
     """Take the first case whose condition holds, else ``default``."""
 
     kind: ClassVar[str] = "branch"
-    cases: tuple[Case, ...] = attrs.field(converter=to_tuple)
+    cases: tuple[Case, ...] = attrs.field(converter=_case_tuple)
     default: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -217,8 +234,8 @@ class Split:
     """Send each customer down one path, chosen by a stable hash of (customer, journey, step)."""
 
     kind: ClassVar[str] = "split"
-    paths: tuple[SplitPath, ...] = attrs.field(converter=to_tuple)
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    paths: tuple[SplitPath, ...] = attrs.field(converter=_split_path_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -226,10 +243,10 @@ class UpdateProfile:
     """Set (and unset) profile attributes."""
 
     kind: ClassVar[str] = "update_profile"
-    set: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=to_mapping)
-    unset: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    set: Mapping[str, Any] = attrs.field(factory=FrozenDict, converter=data_mapping)
+    unset: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
     next: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -238,7 +255,7 @@ class Exit:
 
     kind: ClassVar[str] = "exit"
     reason: str = "exit step"
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -256,9 +273,9 @@ class AudiencePaths:
     default)."""
 
     kind: ClassVar[str] = "audience_paths"
-    paths: tuple[AudiencePath, ...] = attrs.field(converter=to_tuple)
+    paths: tuple[AudiencePath, ...] = attrs.field(converter=_audience_path_tuple)
     default: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -275,10 +292,10 @@ class Action:
 
     kind: ClassVar[str] = "action"
     action: str
-    params: Mapping[str, str] = attrs.field(factory=FrozenDict, converter=to_mapping)
+    params: Mapping[str, str] = attrs.field(factory=FrozenDict, converter=str_mapping)
     next: str | None = None
     on_failure: Literal["retry", "skip", "exit"] = "retry"
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 @attrs.frozen
@@ -291,7 +308,7 @@ class Jump:
     journey: str
     end_current: bool = True
     next: str | None = None
-    tags: tuple[str, ...] = attrs.field(default=(), converter=to_tuple)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=str_tuple)
 
 
 Step = (

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import attrs
 
 from cjo.frozen import to_tuple
 
 __all__ = ["Category", "Taxonomy"]
+
+
+# Converters typed with their fields' items, so that a type checker holds a
+# constructor's arguments to them (the attrs mypy plugin reads a converter's
+# parameter type, and follows only named functions).
+
+
+def _category_tuple(value: Sequence[Category]) -> tuple[Category, ...]:
+    return to_tuple(value)
 
 
 @attrs.frozen
@@ -15,7 +26,7 @@ class Category:
 
     id: str
     name: str = ""
-    children: tuple[Category, ...] = attrs.field(default=(), converter=to_tuple)
+    children: tuple[Category, ...] = attrs.field(default=(), converter=_category_tuple)
 
 
 @attrs.frozen
@@ -23,7 +34,7 @@ class Taxonomy:
     """A forest of categories. ``lifecycle/onboarding`` is the tag of ``onboarding`` under
     ``lifecycle``; tagging with a path also tags with each of its ancestors for roll-ups."""
 
-    categories: tuple[Category, ...] = attrs.field(default=(), converter=to_tuple)
+    categories: tuple[Category, ...] = attrs.field(default=(), converter=_category_tuple)
 
     def tags(self) -> frozenset[str]:
         out: set[str] = set()

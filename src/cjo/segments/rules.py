@@ -16,7 +16,7 @@ the order they are defined::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -27,6 +27,15 @@ from cjo.frozen import freeze, thaw, to_tuple
 
 __all__ = ["AttributeUpdate", "ProfileRule", "add", "apply_updates", "assign", "copy",
            "increment", "stamp"]
+
+
+# Converters typed with their fields' items, so that a type checker holds a
+# constructor's arguments to them (the attrs mypy plugin reads a converter's
+# parameter type, and follows only named functions).
+
+
+def _attribute_update_tuple(value: Sequence[AttributeUpdate]) -> tuple[AttributeUpdate, ...]:
+    return to_tuple(value)
 
 UpdateOp = Literal["stamp", "copy", "assign", "add"]
 
@@ -77,7 +86,7 @@ class ProfileRule:
 
     id: str
     event: str
-    updates: tuple[AttributeUpdate, ...] = attrs.field(converter=to_tuple)
+    updates: tuple[AttributeUpdate, ...] = attrs.field(converter=_attribute_update_tuple)
     where: Condition | None = None
 
 

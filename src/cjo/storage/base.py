@@ -19,7 +19,7 @@ import abc
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import attrs
 
@@ -557,7 +557,7 @@ class Storage(abc.ABC):
     def close(self) -> None:  # noqa: B027  (optional hook: most adapters hold connections)
         """Release connections. The default does nothing."""
 
-    def __enter__(self) -> Storage:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1765,7 +1765,7 @@ class PostgresStorage(Storage):
     ) -> list[str]:
         needles = journey_needles(journey_id)
 
-        def candidates(cursor: str) -> list[tuple[str, str]]:
+        def candidates(cursor: str) -> list[tuple[str, str | None]]:
             return self._rows(self._q["enrolled_candidates"], (*needles, cursor, limit))
 
         return enrolled_page(candidates, journey_id, after, limit)
