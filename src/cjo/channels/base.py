@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ import attrs
 from cjo.errors import UsageError
 from cjo.limits import MAX_DELIVERY_ERROR
 
-__all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
+__all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver", "is_async"]
 
 log = logging.getLogger("cjo.channels")
 
@@ -164,6 +165,14 @@ class Channel(abc.ABC):
     def send(self, message: Message) -> DeliveryResult:
         """Deliver ``message``. Return ``transient`` (or raise) for a problem a later attempt
         may not have, ``permanent`` for one it will."""
+
+
+def is_async(function: object) -> bool:
+    """Whether calling ``function`` (a function, a method or an object with ``__call__``)
+    returns a coroutine to await, rather than its result."""
+    return inspect.iscoroutinefunction(function) or (
+        callable(function) and inspect.iscoroutinefunction(type(function).__call__)
+    )
 
 
 def deliver(channel: Channel | None, message: Message) -> DeliveryResult:

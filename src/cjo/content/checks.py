@@ -21,12 +21,12 @@ from typing import Any
 
 import attrs
 from liquid import Environment
-from liquid.static_analysis import TemplateAnalysis
 from liquid.builtin.expressions.primitive import StringLiteral
 from liquid.builtin.tags.include_tag import IncludeNode
 from liquid.builtin.tags.render_tag import RenderNode
 from liquid.context import RenderContext
 from liquid.exceptions import LiquidError
+from liquid.static_analysis import TemplateAnalysis
 
 from cjo.content.render import NOW_KEY, TEMPLATE_ROOTS, Renderer
 from cjo.frozen import thaw
