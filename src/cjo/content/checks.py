@@ -15,6 +15,7 @@ refused (``unknown_variables``): no send will ever have it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,9 @@ _ROOTS = frozenset({"profile", "event", "context"})
 # reports as read from the data in a block rendered per item ({% render 'line' for ... %}).
 _SEEN = frozenset({*TEMPLATE_ROOTS, "forloop", "tablerowloop"})
 _PARSER = Environment()
+#: Template analyses kept (each read by several checks of one publish); bounded, as the
+#: renderer's parsed templates are.
+_ANALYSES = 4_096
 
 
 def includes(source: str) -> tuple[frozenset[str], bool]:
@@ -188,9 +192,11 @@ def sample_data(
             "customer_id": SAMPLE_CUSTOMER, NOW_KEY: SAMPLE_INSTANT}
 
 
+@functools.lru_cache(maxsize=_ANALYSES)
 def _analysis(source: str, env: Environment) -> TemplateAnalysis | None:
-    """Liquid's analysis of ``source``, blocks included. None for plain text, and for a source
-    that does not parse or includes a block not published: the render reports it."""
+    """Liquid's analysis of ``source``, blocks included (``env``'s). None for plain text, and
+    for a source that does not parse or includes a block not published: the render reports
+    it. Kept: a publish reads each field's analysis several times, for several checks."""
     if "{{" not in source and "{%" not in source:
         return None
     try:
