@@ -199,7 +199,11 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
             text = "<str() of the exception failed>"
         return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {text}"))
     if not isinstance(result, DeliveryResult):
-        return DeliveryResult.transient(f"channel returned {result!r:.200}, not a DeliveryResult")
+        try:
+            shown = f"{result!r:.200}"
+        except BaseException:  # a broken __repr__ must not end the batch, as a broken __str__
+            shown = f"a {type(result).__name__} (its repr() failed)"
+        return DeliveryResult.transient(_clip(f"channel returned {shown}, not a DeliveryResult"))
     error = result.error
     if (
         result.status not in _STATUSES or type(result.unreachable) is not bool
