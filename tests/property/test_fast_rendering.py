@@ -143,3 +143,13 @@ def test_a_list_or_text_read_through_size_first_or_last_is_each_customers_own(
                 "event": {"items": items}, "context": {"items": items}, "customer_id": "c1"}
         assert memo.render(item, item.variants[0], data) == full.render(
             item, item.variants[0], data)
+
+
+def test_zero_and_negative_zero_are_each_rendered_as_they_are() -> None:
+    # Equal as numbers, but written 0.0 and -0.0: the memo must not give one the other's text.
+    memo, full = MemoRenderer(Renderer()), Renderer()
+    item = ContentItem("c", (Variant("sms", {"text": "Balance {{ profile.balance }}"}),))
+    for balance in (-0.0, 0.0, 0, -0.0):
+        data = {"profile": {"balance": balance}, "event": {}, "context": {}, "customer_id": "c1"}
+        assert memo.render(item, item.variants[0], data) == full.render(
+            item, item.variants[0], data)

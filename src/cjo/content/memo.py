@@ -273,8 +273,9 @@ class MemoRenderer:
                 v is _MISSING and not _absent(data, path)
             ):
                 return self._evaluate(item, variant, name, fast, data)
-            # The type too: 1, 1.0 and True are equal keys but render differently.
-            key.append((type(v), v))
+            # The type too: 1, 1.0 and True are equal keys but render differently; and so do
+            # 0.0 and -0.0, told apart by their text.
+            key.append((type(v), v) if v or type(v) is not float else (float, str(v)))
         memo_key = tuple(key)
         hit = self._memo.get(memo_key)
         if hit is None:
