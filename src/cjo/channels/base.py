@@ -164,7 +164,8 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def send(self, message: Message) -> DeliveryResult:
         """Deliver ``message``. Return ``transient`` (or raise) for a problem a later attempt
-        may not have, ``permanent`` for one it will."""
+        may not have, ``permanent`` for one it will. A plain method (cjo does not await it),
+        which leaves ``message`` as it is: copy what the provider needs changed."""
 
 
 def is_async(function: object) -> bool:
