@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from cjo.channels.base import Channel
+from cjo.channels.base import Channel, is_async
 from cjo.clock import Clock, ensure_span
 from cjo.content.channels import CHANNEL_TYPES
 from cjo.delivery.consent import ANY
@@ -120,6 +120,11 @@ def check_channels(channels: Mapping[Any, Any]) -> None:
             raise UsageError(
                 f"channel {name!r} must be a cjo Channel (a subclass with send(message) -> "
                 f"DeliveryResult), got {given(channel)}{hint}"
+            )
+        if is_async(channel.send):
+            raise UsageError(
+                f"channel {name!r}: send is a coroutine function (async def), which cjo calls "
+                "without awaiting: every message would fail; make send a plain method"
             )
         ctype = channel.channel_type
         if ctype is not None and (not isinstance(ctype, str) or ctype not in CHANNEL_TYPES):

@@ -1794,11 +1794,14 @@ class Engine:
                     attempts = (entry.attempts if entry else 0) + 1
                     if attempts < self.max_delivery_attempts and policy != "skip":
                         wait = retry_delay(key, attempts, self.retry_backoff, self.max_retry_delay)
+                        retry_at = now + wait
                         asked = result.retry_after
                         if asked is not None:
-                            # Sooner than the provider asked would only be refused again.
-                            wait = max(wait, min(asked, MAX_RETRY_AFTER))
-                        retry_at = now + wait
+                            # Sooner than the provider asked would only be refused again; and
+                            # it asked at this attempt, which a long pass makes later than
+                            # ``now``, the instant the pass claimed its messages.
+                            asked_at = max(now, self._now()) + min(asked, MAX_RETRY_AFTER)
+                            retry_at = max(retry_at, asked_at)
                 delivery = Delivery(key, result, retry_at)
                 status = delivery.outbox_status
                 # A message no longer held is neither retried nor a dead letter: saying so

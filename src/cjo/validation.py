@@ -55,6 +55,7 @@ from cjo.content.checks import (
     blocks_used,
     reads_data,
     sample_data,
+    unknown_filters,
     unknown_variables,
 )
 from cjo.content.filters import FilterInputError
@@ -1679,7 +1680,13 @@ def _sample_problems(
         else:
             message = f"{what} {error.field!r} does not render on the sample: {error.reason}"
         messages.append(message)
-    return messages, None if found or unknown else data
+    # A filter the sample's render did not reach (in a loop, an untaken branch, after a
+    # variable a derived sample lacks) fails every customer who reaches it.
+    failed = {e.field for e in errors} | {field for field, _ in unknown}
+    filters = [(field, name) for field, name in unknown_filters(variant, renderer)
+               if field not in failed]
+    messages += [f"{what} {field!r} uses unknown filter {name!r}" for field, name in filters]
+    return messages, None if found or unknown or filters else data
 
 
 def _roots() -> str:

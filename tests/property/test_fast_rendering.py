@@ -123,3 +123,33 @@ def test_outputs_that_read_the_customer_id_are_not_kept() -> None:
         out = renderer.render(item, item.variants[0], data)
         assert out == {"subject": "Hi Ada", "code": f"BACK-C{n}"}
     assert len(renderer._memo) == 1
+
+
+@pytest.mark.parametrize("source", [
+    "{{ profile.tags.first }}", "{{ profile.tags.last }}", "{{ event.items.size }}",
+    "{{ profile.first_name.size }}", "{% if event.items.size > 1 %}many{% endif %}.",
+    "{{ profile.tags.first | upcase }} and {{ profile.plan }}",
+])
+def test_a_list_or_text_read_through_size_first_or_last_is_each_customers_own(
+    source: str,
+) -> None:
+    # The path does not lead to a value of the data (a list has no key ``first``), so it must
+    # not be kept as if it were missing: the next customer would get the first one's output.
+    memo, full = MemoRenderer(Renderer()), Renderer()
+    item = ContentItem("c", (Variant("sms", {"text": source}),))  # one item, as published
+    for tags, items, name in ((["beach", "city"], [1, 2], "Ann"), (["ski"], [1], "Bo"),
+                              (["spa", "golf", "zoo"], [1, 2, 3], "Cem")):
+        data = {"profile": {"tags": tags, "first_name": name, "plan": "pro"},
+                "event": {"items": items}, "context": {"items": items}, "customer_id": "c1"}
+        assert memo.render(item, item.variants[0], data) == full.render(
+            item, item.variants[0], data)
+
+
+def test_zero_and_negative_zero_are_each_rendered_as_they_are() -> None:
+    # Equal as numbers, but written 0.0 and -0.0: the memo must not give one the other's text.
+    memo, full = MemoRenderer(Renderer()), Renderer()
+    item = ContentItem("c", (Variant("sms", {"text": "Balance {{ profile.balance }}"}),))
+    for balance in (-0.0, 0.0, 0, -0.0):
+        data = {"profile": {"balance": balance}, "event": {}, "context": {}, "customer_id": "c1"}
+        assert memo.render(item, item.variants[0], data) == full.render(
+            item, item.variants[0], data)

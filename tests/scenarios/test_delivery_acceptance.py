@@ -290,6 +290,38 @@ def test_a_provider_asking_to_retry_later_is_left_alone_that_long(storage: Stora
     assert sms.delivered == [message]
 
 
+class _SlowProvider(Provider):
+    """Takes 20 seconds to answer (its clock moves while it sends), then asks to be left
+    alone for a minute, once."""
+
+    def send(self, message: Message) -> DeliveryResult:
+        self.clock.advance(seconds=20)
+        return super().send(message)
+
+
+def test_a_provider_asking_to_retry_later_is_left_alone_that_long_from_its_answer(
+    storage: Storage,
+) -> None:
+    # Two messages in one worker pass: the second attempt is made 40 s after the pass began,
+    # and the provider's minute counts from then.
+    shop = Shop(storage, dispatch="deferred")
+    sms = shop.providers["sms"] = _SlowProvider(shop.clock)
+    shop.engine.channels["sms"] = sms
+    shop.engine.publish(content=[RECEIPT], journeys=[
+        _journey("receipts", "ordered", "receipt", "sms", transactional=True)])
+    for customer in ("ann", "bob"):
+        shop.customer(customer)
+        shop.event("ordered", customer)
+    sms.failures = [DeliveryResult("delivered"),
+                    DeliveryResult.transient("rate limited", retry_after=timedelta(minutes=1))]
+    assert shop.engine.dispatch_pending() == 2
+    [(key, asked_at)] = sms.attempts[1:]
+    entry = shop.engine.storage.outbox_entry(key)
+    assert entry is not None and entry.status == "pending"
+    assert asked_at == T0 + timedelta(seconds=40)
+    assert entry.available_at == asked_at + timedelta(minutes=1)
+
+
 def _digest_and_receipts(storage: Storage) -> Shop:
     """A shop sending a marketing digest (falling back to SMS) and transactional receipts."""
     shop = Shop(storage)

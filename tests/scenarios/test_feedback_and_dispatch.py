@@ -361,10 +361,20 @@ class _Returns(Channel):
         return result
 
 
+class _Unshowable:
+    """A provider's reply object, returned by mistake, whose repr() fails (a detached
+    record that would load a field to show itself)."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("detached")
+
+
 @pytest.mark.parametrize(("make", "error"), [
     (lambda: {"status": "sent"}, "channel returned {'status': 'sent'}, not a DeliveryResult"),
     (lambda: DeliveryResult("sent"),  # type: ignore[arg-type]
      "UsageError: DeliveryResult status 'sent' is not one of delivered, transient, permanent"),
+    # Said without its repr(), rather than raising out of the call that sent it.
+    (_Unshowable, "channel returned a _Unshowable (its repr() failed), not a DeliveryResult"),
 ])
 def test_a_bad_result_from_a_channel_is_reported_as_it_is(
     storage: Storage, make: Any, error: str

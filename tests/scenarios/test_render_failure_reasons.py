@@ -4,16 +4,18 @@ name, so a failure of the French variant reads as one."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import count
 
 from cjo import (
+    Action,
     ContentItem,
     Engine,
     Event,
     EventTrigger,
     Journey,
     ManualClock,
+    Message,
     RecordingChannel,
     Send,
     Storage,
@@ -66,3 +68,32 @@ def test_an_empty_group_names_its_fields_only_when_it_has_several(storage: Stora
                "of 'html' and 'text': one must have text)",
         "eve": "sent",
     }
+
+
+def test_a_nul_character_a_filter_decodes_fails_the_render_on_every_storage(
+    storage: Storage,
+) -> None:
+    # ``url_decode`` of ``%00`` (a tracking code from a link, say) gives a NUL, which
+    # PostgreSQL cannot store: the customer's whole event failed there, and the other storages
+    # sent it. A render failure instead, as for any value that cannot make a message.
+    calls: list[Message] = []
+    engine = Engine(storage=storage, channels={"sms": RecordingChannel()},
+                    actions={"crm": calls.append}, clock=ManualClock(T0))
+    engine.publish(
+        content=[ContentItem("code", (
+            Variant("sms", {"text": "Code {{ event.code | url_decode }}"}),))],
+        journeys=[Journey("j", trigger=EventTrigger("go"), entry="s", steps={
+            "s": Send("code", "sms", next="a"),
+            "a": Action("crm", {"code": "{{ event.code | url_decode }}"}),
+        })])
+    engine.identify("ann", {"phone": "+15550100"})
+    outcome = engine.handle_event(Event(customer_id="ann", name="go", timestamp=T0,
+                                        properties={"code": "%00"}, event_id="nul"))
+    assert [f.reason for f in outcome.failures] == [
+        "content 'code' / sms / field 'text': renders a NUL character, which no message may "
+        "carry"]
+    log = engine.activities(T0, T0 + timedelta(seconds=1), customer_id="ann")
+    assert [a.detail for a in log if a.kind == "action_failed"] == [
+        "crm: content 'action:crm' / action:crm / field 'code': renders a NUL character, "
+        "which no message may carry"]
+    assert calls == []

@@ -202,6 +202,25 @@ def test_without_a_sample_templates_render_against_one_derived_from_what_they_re
     ]
 
 
+def test_an_unknown_filter_the_sample_does_not_reach_is_refused_at_publish() -> None:
+    # In a loop after an item's variable a derived sample lacks, in a branch the sample does
+    # not take, in a block: every customer who reaches it would fail.
+    engine, _ = engine_with()
+    assert problems(engine, ContentItem("d", (Variant("email", email(
+        "{% if profile.vip %}{{ profile.first_name | upcase | shuot }}{% endif %}Hi",
+        "{% for line in event.lines %}{{ line.name }} {{ line.price | mony }}{% endfor %}",
+        html="{% if profile.vip %}{% include 'footer' %}{% endif %}<p>Hi</p>",
+    )),), sample=ContentSample(profile={"vip": False}, event={"lines": []})),
+        blocks=[ContentBlock("footer", "{{ profile.first_name | titel }}")]) == [
+        "content 'd' / variant email: field 'subject' uses unknown filter 'shuot'",
+        "content 'd' / variant email: field 'text' uses unknown filter 'mony'",
+        "content 'd' / variant email: field 'html' uses unknown filter 'titel'",
+    ]
+    assert problems(engine, ContentItem("e", (Variant("email", email(text=(
+        "{% for line in event.lines %}{{ line.name }} {{ line.price | mony }}{% endfor %}"))),
+    ))) == ["content 'e' / variant email: field 'text' uses unknown filter 'mony'"]
+
+
 def test_a_filter_given_too_few_or_too_many_arguments_says_so_in_template_words() -> None:
     engine, _ = engine_with()
     assert problems(engine, ContentItem("d", (Variant("email", email(

@@ -13,14 +13,17 @@ import pytest
 
 from cjo import (
     ApiTrigger,
+    Channel,
     Clock,
     ContentItem,
+    DeliveryResult,
     Engine,
     Event,
     EventTrigger,
     InMemoryStorage,
     Journey,
     ManualClock,
+    Message,
     Profile,
     ProfileUpdate,
     RecordingChannel,
@@ -283,6 +286,35 @@ def test_a_channel_that_is_not_one_is_refused_naming_it(
 ) -> None:
     with pytest.raises(error, match=message):
         Engine(channels=channels)
+
+
+class _AsyncSms(Channel):
+    async def send(self, message: Message) -> DeliveryResult:  # type: ignore[override]
+        return DeliveryResult()
+
+
+class _AsyncCall:
+    async def __call__(self, message: Message) -> None:
+        return None
+
+
+async def _async_action(message: Message) -> None:
+    return None
+
+
+def test_an_async_channel_or_action_is_refused_naming_it() -> None:
+    # Called without being awaited, each send would return a coroutine: every message would
+    # fail five times and end a dead letter.
+    with pytest.raises(UsageError, match=(
+        "channel 'sms': send is a coroutine function \\(async def\\), which cjo calls "
+        "without awaiting"
+    )):
+        Engine(channels={"sms": _AsyncSms()})
+    for action in (_async_action, _AsyncCall()):
+        with pytest.raises(UsageError, match=(
+            "action 'open_ticket' is a coroutine function \\(async def\\)"
+        )):
+            Engine(actions={"open_ticket": action})  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize("channel_type", ["emial", "SMS", 5])

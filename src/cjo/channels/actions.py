@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from cjo.channels.base import Channel, DeliveryResult, Message
+from cjo.channels.base import Channel, DeliveryResult, Message, is_async
 from cjo.errors import UsageError
 from cjo.model.events import check_id
 
@@ -44,5 +44,10 @@ def action_channels(actions: Mapping[str, ActionFunction]) -> dict[str, Channel]
         check_id(name, "action name")
         if not callable(function):
             raise UsageError(f"action {name!r} is not callable: {function!r}")
+        if is_async(function):
+            raise UsageError(
+                f"action {name!r} is a coroutine function (async def), which cjo calls "
+                "without awaiting: every call would fail; register a plain function"
+            )
         out[action_channel(name)] = _ActionChannel(name, function)
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -14,7 +15,7 @@ import attrs
 from cjo.errors import UsageError
 from cjo.limits import MAX_DELIVERY_ERROR
 
-__all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver"]
+__all__ = ["Channel", "DeliveryResult", "DeliveryStatus", "Message", "deliver", "is_async"]
 
 log = logging.getLogger("cjo.channels")
 
@@ -163,7 +164,16 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     def send(self, message: Message) -> DeliveryResult:
         """Deliver ``message``. Return ``transient`` (or raise) for a problem a later attempt
-        may not have, ``permanent`` for one it will."""
+        may not have, ``permanent`` for one it will. A plain method (cjo does not await it),
+        which leaves ``message`` as it is: copy what the provider needs changed."""
+
+
+def is_async(function: object) -> bool:
+    """Whether calling ``function`` (a function, a method or an object with ``__call__``)
+    returns a coroutine to await, rather than its result."""
+    return inspect.iscoroutinefunction(function) or (
+        callable(function) and inspect.iscoroutinefunction(type(function).__call__)
+    )
 
 
 def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
@@ -190,7 +200,11 @@ def deliver(channel: Channel | None, message: Message) -> DeliveryResult:
             text = "<str() of the exception failed>"
         return DeliveryResult.transient(_clip(f"{type(exc).__name__}: {text}"))
     if not isinstance(result, DeliveryResult):
-        return DeliveryResult.transient(f"channel returned {result!r:.200}, not a DeliveryResult")
+        try:
+            shown = f"{result!r:.200}"
+        except BaseException:  # a broken __repr__ must not end the batch, as a broken __str__
+            shown = f"a {type(result).__name__} (its repr() failed)"
+        return DeliveryResult.transient(_clip(f"channel returned {shown}, not a DeliveryResult"))
     error = result.error
     if (
         result.status not in _STATUSES or type(result.unreachable) is not bool

@@ -27,14 +27,16 @@ provider): every test then runs on it::
 The tests check what the engine relies on: ``send`` returns a ``DeliveryResult``; a working
 endpoint gives ``delivered``, a temporary problem ``transient`` and a lasting one ``permanent``
 (as the engine classifies them: an exception counts as transient), with an error saying why;
-the idempotency key reaches the provider unchanged; a retry after a transient failure delivers
-once, under the same key; where the provider de-duplicates, a key sent twice is delivered once;
+the idempotency key reaches the provider unchanged; ``send`` leaves the message it is given
+unchanged; a retry after a transient failure delivers once, under the same key; where the
+provider de-duplicates, a key sent twice is delivered once;
 and an ``Engine`` dispatching through the channel records delivered messages, schedules
 retries and keeps dead letters.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -190,6 +192,22 @@ class ChannelContract:
         for key in ("k-a", "k-b"):
             assert channel.send(self.make_message(key)).status == "delivered"
         self._check_received(["k-a", "k-b"])
+
+    def test_send_leaves_the_message_as_it_was_given(self, channel: Channel) -> None:
+        # The message sent is the one the caller's outcome lists, and the one a retry and a
+        # failover are made from: a channel that writes into its fields or recipient (to
+        # shorten a text, normalise a number) changes what the host sees was sent.
+        steer = (self.endpoint_succeeds, self.endpoint_fails_transiently,
+                 self.endpoint_fails_permanently)
+        for n, endpoint in enumerate(steer):
+            endpoint()
+            message = self.make_message(f"k-unchanged-{n}")
+            before = copy.deepcopy(message)
+            deliver(channel, message)
+            assert message == before, (
+                f"send() changed the message it was given: {before!r} became {message!r}; "
+                "copy what the provider needs changed"
+            )
 
     def test_an_engine_delivers_retries_and_keeps_dead_letters(self, channel: Channel) -> None:
         from cjo.engine import Engine  # noqa: PLC0415  (the engine imports this package)

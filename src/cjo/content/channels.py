@@ -89,7 +89,12 @@ def output_problem(
     whitespace (a message nobody should receive), a ``one_line`` field with a line break, a
     ``json`` field that is not JSON. ``may_fill``: fields that rendered blank on a derived
     sample but read customer data, which real data may fill: not reported blank, nor as not
-    JSON."""
+    JSON. On every channel, typed or not: a field with a NUL character (``url_decode`` of
+    ``%00``), which PostgreSQL cannot store: written, it would fail the customer's whole
+    transaction there, and be sent from the other storages."""
+    for name, rendered in fields.items():
+        if "\x00" in rendered:
+            return name, "renders a NUL character, which no message may carry"
     if ctype is None:
         return None
     # A field the variant lacks is not checked here: publishing reports it (``field_problems``).

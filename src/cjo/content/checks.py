@@ -15,6 +15,7 @@ refused (``unknown_variables``): no send will ever have it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +27,7 @@ from liquid.builtin.tags.include_tag import IncludeNode
 from liquid.builtin.tags.render_tag import RenderNode
 from liquid.context import RenderContext
 from liquid.exceptions import LiquidError
+from liquid.static_analysis import TemplateAnalysis
 
 from cjo.content.render import NOW_KEY, TEMPLATE_ROOTS, Renderer
 from cjo.frozen import thaw
@@ -39,6 +41,7 @@ __all__ = [
     "reads_data",
     "revise_for_blocks",
     "sample_data",
+    "unknown_filters",
     "unknown_variables",
 ]
 
@@ -52,6 +55,9 @@ _ROOTS = frozenset({"profile", "event", "context"})
 # reports as read from the data in a block rendered per item ({% render 'line' for ... %}).
 _SEEN = frozenset({*TEMPLATE_ROOTS, "forloop", "tablerowloop"})
 _PARSER = Environment()
+#: Template analyses kept (each read by several checks of one publish); bounded, as the
+#: renderer's parsed templates are.
+_ANALYSES = 4_096
 
 
 def includes(source: str) -> tuple[frozenset[str], bool]:
@@ -186,16 +192,24 @@ def sample_data(
             "customer_id": SAMPLE_CUSTOMER, NOW_KEY: SAMPLE_INSTANT}
 
 
+@functools.lru_cache(maxsize=_ANALYSES)
+def _analysis(source: str, env: Environment) -> TemplateAnalysis | None:
+    """Liquid's analysis of ``source``, blocks included (``env``'s). None for plain text, and
+    for a source that does not parse or includes a block not published: the render reports
+    it. Kept: a publish reads each field's analysis several times, for several checks."""
+    if "{{" not in source and "{%" not in source:
+        return None
+    try:
+        return env.from_string(source).analyze(include_partials=True)
+    except LiquidError:
+        return None
+
+
 def _globals(source: str, env: Environment) -> list[Any]:
     """The variables ``source`` reads from the render data (blocks included; not what it
-    assigns, loops over or passes to a block), as Liquid's analysis gives them. None of them
-    for a source that does not parse or includes a block not published: the render reports
-    it."""
-    if "{{" not in source and "{%" not in source:
-        return []
-    try:
-        analysis = env.from_string(source).analyze(include_partials=True)
-    except LiquidError:
+    assigns, loops over or passes to a block), as Liquid's analysis gives them."""
+    analysis = _analysis(source, env)
+    if analysis is None:
         return []
     return [variable for variables in analysis.globals.values() for variable in variables]
 
@@ -219,6 +233,19 @@ def unknown_variables(variant: Variant, renderer: Renderer) -> list[tuple[str, s
             if segments and segments[0] not in _SEEN and shown not in seen:
                 seen.add(shown)
                 found.append((name, shown))
+    return found
+
+
+def unknown_filters(variant: Variant, renderer: Renderer) -> list[tuple[str, str]]:
+    """(field, filter) for every filter a field of ``variant`` names that is not registered,
+    wherever it is: in a loop or a branch the sample does not reach, or after a variable the
+    sample lacks, the render would not get to it, and every customer who does would fail."""
+    known = renderer.environment.filters
+    found: list[tuple[str, str]] = []
+    for name, source in variant.fields.items():
+        analysis = _analysis(source, renderer.environment)
+        if analysis is not None:
+            found += [(name, f) for f in analysis.filters if f not in known]
     return found
 
 

@@ -208,6 +208,20 @@ def _reads(source: str, env: Environment) -> tuple[Path, ...] | None:
     return tuple(sorted(set(paths)))
 
 
+def _absent(data: Mapping[str, Any], path: Path) -> bool:
+    """Whether ``path`` is missing from ``data`` because a mapping on the way lacks its key.
+    Not when it runs into a list or text: Liquid reads their ``size``, ``first`` and ``last``,
+    which differ from one customer to the next where the path is missing for all of them."""
+    value: Any = data
+    for part in path:
+        if not isinstance(value, Mapping):
+            return False
+        if part not in value:
+            return True
+        value = value[part]
+    return True
+
+
 _FieldPlan = tuple[str, _FastTemplate | None, tuple[Path, ...] | None]
 
 
@@ -255,10 +269,13 @@ class MemoRenderer:
         key: list[Any] = [id(variant), name]
         for path in reads:
             v = lookup(data, path)
-            if v is not _MISSING and not isinstance(v, _SCALARS):
+            if (v is not _MISSING and not isinstance(v, _SCALARS)) or (
+                v is _MISSING and not _absent(data, path)
+            ):
                 return self._evaluate(item, variant, name, fast, data)
-            # The type too: 1, 1.0 and True are equal keys but render differently.
-            key.append((type(v), v))
+            # The type too: 1, 1.0 and True are equal keys but render differently; and so do
+            # 0.0 and -0.0, told apart by their text.
+            key.append((type(v), v) if v or type(v) is not float else (float, str(v)))
         memo_key = tuple(key)
         hit = self._memo.get(memo_key)
         if hit is None:

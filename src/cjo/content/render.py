@@ -132,7 +132,8 @@ class _LimitedContext(RenderContext):
         # On an object, ``size`` and ``first`` are its properties of that name. Liquid's
         # fallbacks (the number of keys, the first key and value) would put another attribute,
         # or a count, where a customer without a ``size`` or ``first`` attribute should fail.
-        # ``| size`` still counts an object's keys; lists and text keep ``.size`` and ``.first``.
+        # ``| size`` still counts an object's keys; lists keep ``.size`` and ``.first``, and
+        # text ``.size``.
         if key in ("size", "first") and isinstance(obj, Mapping):
             return obj[key]
         return super().get_item(obj, key)

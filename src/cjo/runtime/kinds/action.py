@@ -11,6 +11,7 @@ from cjo.model.content import ContentItem, Variant
 from cjo.model.steps import Action
 from cjo.runtime.ids import message_key
 from cjo.runtime.kinds.base import Checker, Next, StepKind
+from cjo.runtime.sending import render_fields
 
 if TYPE_CHECKING:
     from cjo.model.journey import Journey
@@ -66,7 +67,9 @@ class ActionKind(StepKind[Action]):
         # and a failure to render decides the enrollment's path.
         if step.params:
             try:
-                params = d.registry.renderer.render(item, variant, d.template_data(e, at))
+                # As a message's fields: a NUL (``url_decode`` of ``%00``) fails the render.
+                params = render_fields(d, item, variant, variant.channel,
+                                       d.template_data(e, at))
             except RenderError as exc:
                 d.activity(e, "action_failed", f"{step.action}: {str(exc)[:200]}", at)
                 if step.on_failure == "exit":
