@@ -60,6 +60,13 @@ def test_every_module_cjo_imports_comes_from_a_declared_dependency_or_user_extra
     assert undeclared == {}, f"imported but not a dependency nor a user extra: {undeclared}"
 
 
+def test_the_time_zone_database_is_a_dependency_on_every_platform() -> None:
+    # Waits, quiet hours and caps read customers' zones: a container without the system's
+    # zoneinfo (slim and distroless images) could not even import cjo without tzdata.
+    tzdata = [r for r in PROJECT["dependencies"] if _dist_name(r) == "tzdata"]
+    assert tzdata and all(";" not in r for r in tzdata), tzdata
+
+
 def test_import_cjo_loads_no_optional_dependency() -> None:
     optional = {_dist_name(r) for reqs in USER_EXTRAS.values() for r in reqs}
     providers = importlib.metadata.packages_distributions()
