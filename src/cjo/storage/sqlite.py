@@ -1119,11 +1119,11 @@ class SQLiteStorage(Storage):
                 # erasure must not leave the customer's bytes on disk. Many builds of SQLite
                 # have it on already; not all.
                 conn.execute("PRAGMA secure_delete = ON")
-                # A checkpoint (two fsyncs) every 10,000 pages of WAL (about 40 MB) instead of
-                # SQLite's 1,000: a transaction writes a few pages, and at the default the
-                # checkpoints' fsyncs took more wall time than everything else a one-event
-                # transaction does (bench/bench_sqlite_rmw.py). Pages rewritten between two
-                # checkpoints are copied once.
+                # A checkpoint (two fsyncs) every 10,000 pages of WAL (about 20 MB of 2 KiB
+                # pages) instead of SQLite's 1,000: a transaction writes a few pages, and at
+                # the default the checkpoints' fsyncs took more wall time than everything else
+                # a one-event transaction does (bench/bench_sqlite_rmw.py). Pages rewritten
+                # between two checkpoints are copied once.
                 conn.execute("PRAGMA wal_autocheckpoint = 10000")
                 conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
                 _migrate(conn, MIGRATIONS)
