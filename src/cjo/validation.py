@@ -83,7 +83,13 @@ from cjo.model.shapes import Origin, shape_problems
 from cjo.model.steps import Action, Send, Step
 from cjo.runtime.kinds import step_kind, trigger_kind
 from cjo.runtime.kinds.waiting import RECEIVED
-from cjo.segments.history import HISTORY_CONDITION_TYPES, ListHas, check_node, stream_of
+from cjo.segments.history import (
+    HISTORY_CONDITION_TYPES,
+    Bucket,
+    ListHas,
+    check_node,
+    stream_of,
+)
 from cjo.segments.rules import ProfileRule
 from cjo.timezones import is_zone
 
@@ -700,7 +706,10 @@ def _check_condition(
             # Typically a bare builder, e.g. attr("vip") instead of attr("vip") == True.
             problems.append(Problem(location, f"not a condition: {node!r}"))
         elif isinstance(node, InSegment):
-            if node.segment not in segment_ids:
+            if "profile" not in scopes:
+                problems.append(_customer_unknown(f"in_segment({node.segment!r})", location,
+                                                  used_in))
+            elif node.segment not in segment_ids:
                 problems.append(Problem(location, f"segment {node.segment!r} does not exist"))
         elif isinstance(node, CompareFields):
             problems += _check_ref(node.left, location, used_in=used_in, scopes=scopes)
@@ -709,6 +718,8 @@ def _check_condition(
                 problems.append(Problem(location, f"unknown operator {node.op!r}"))
         elif isinstance(node, CompareTime):
             problems += _check_ref(node.ref, location, used_in=used_in, scopes=scopes)
+            if node.base == "now" and "profile" not in scopes:
+                problems.append(_customer_unknown("now()", location, used_in))
             problems += _check_compare_time(node, location, used_in, scopes, limits)
         elif isinstance(node, Compare | Exists):
             problems += _check_ref(node.ref, location, used_in=used_in, scopes=scopes)
@@ -727,6 +738,8 @@ def _check_extended(
 ) -> list[Problem]:
     """History, text, list and bucket conditions (``cjo.segments.history``)."""
     problems = [Problem(location, text) for text in check_node(node, scopes, used_in)]
+    if isinstance(node, Bucket) and "profile" not in scopes:
+        problems.append(_customer_unknown(f"bucket({node.salt!r})", location, used_in))
     if isinstance(node, ListHas):
         problems += _check_listed_values(node, location, limits)
     stream = stream_of(node)
@@ -746,6 +759,13 @@ def _check_extended(
         problems += _check_condition(where, location, used_in="an event filter",
                                      scopes=("event",), segment_ids=segment_ids, limits=limits)
     return problems
+
+
+def _customer_unknown(what: str, location: str, used_in: str) -> Problem:
+    # An event filter sees the event alone: no customer (memberships, id) and no decision
+    # instant, so such a node would silently never hold there.
+    return Problem(location, f"{what} cannot be used in {used_in}: it reads only the event's "
+                             "properties")
 
 
 def _check_listed_values(node: ListHas, location: str, limits: Limits) -> list[Problem]:

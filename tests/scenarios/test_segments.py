@@ -187,6 +187,39 @@ def test_inactive_counts_from_creation_when_there_is_no_event(
     assert [c[0] for c in w.changes()] == [T0 + 14 * DAY, T0 + 15 * DAY, T0 + 29 * DAY]
 
 
+def test_inactive_published_later_counts_from_the_walk_after_the_publish(
+    storage_factory: Factory,
+) -> None:
+    w = World(storage_factory(), Segment("vip", attr("v") == 1))
+    w.engine.identify("quiet", {"v": 1})
+    w.engine.identify("back", {"v": 1})
+    w.at(T0 + DAY)
+    w.engine.publish(segments=[Segment("vip", attr("v") == 1),
+                               Segment("idle", inactive("open", days=7))])
+    w.at(T0 + 2 * DAY)  # the first worker pass evaluates every customer: tracking begins
+    w.at(T0 + 3 * DAY)
+    w.send("open", customer="back")
+    w.at(T0 + 9 * DAY - US)
+    assert w.engine.segment_members("idle") == []
+    w.at(T0 + 9 * DAY)  # a customer with no input since counts from the walk
+    assert w.engine.segment_members("idle") == ["quiet"]
+    w.at(T0 + 10 * DAY)
+    assert w.engine.segment_members("idle") == ["back", "quiet"]
+
+
+def test_window_counts_at_the_limit_are_exact(storage_factory: Factory) -> None:
+    month = 30 * DAY
+    w = World(storage_factory(),
+              Segment("over", performed("x").more_than(1000).within(month)),
+              Segment("exact", performed("x").exactly(1000).within(month)),
+              Segment("under", performed("x").at_most(1000).within(month)))
+    w.engine.handle_events([Event(customer_id="c1", name="x", timestamp=T0, event_id=f"x{i}")
+                            for i in range(1000)])
+    assert w.members() == {"exact", "under"}
+    w.send("x")  # the 1,001st within the window
+    assert w.members() == {"over"}
+
+
 def test_aggregates_in_a_window_and_over_the_lifetime(storage_factory: Factory) -> None:
     w = World(storage_factory(),
               Segment("big_week", total("purchase", "amount").within(days=7) > 500),

@@ -13,7 +13,6 @@ import pytest
 from cjo import (
     ApiTrigger,
     AttributeTrigger,
-    AttributeUpdate,
     Category,
     ContentBlock,
     ContentItem,
@@ -30,7 +29,6 @@ from cjo import (
     Jump,
     ManualClock,
     Offer,
-    ProfileRule,
     QuietHours,
     RecordingChannel,
     ReentryPolicy,
@@ -201,8 +199,6 @@ LEFT_OUT = {
                         exit_criteria=(ExitCriterion("left", segment="vip"),)),),
         segments=(Segment("vip", attr("a") == 1, name=3),),  # type: ignore[arg-type]
         content=(NOTE,),
-        profile_rules=(ProfileRule("r", "x", (AttributeUpdate("seen", "stamp"),),
-                                   where=in_segment("vip")),),
     ),
     "segments, as a whole": Definitions(
         journeys=(sends(Send("note", "email"), audience=in_segment("vip")),),

@@ -22,10 +22,12 @@ from cjo import (
     ends_with,
     first_performed,
     has_any,
+    in_segment,
     inactive,
     last_performed,
     matches,
     maximum,
+    now,
     performed,
     prop,
     starts_with,
@@ -94,6 +96,10 @@ def test_every_new_kind_round_trips_through_json_and_validates() -> None:
     (performed("x").at_least(-1), "0 or more"),
     (performed("x", where=performed("y")), "cannot read the customer's history"),
     (performed("x", where=attr("plan") == "pro"), "profile.plan cannot be used in an event filter"),
+    # An event filter sees the event alone: these would never hold there.
+    (performed("x", where=in_segment("s")), "in_segment('s') cannot be used in an event filter"),
+    (total("x", "v", where=bucket("h").below(50)) > 1, "bucket('h') cannot be used in an event"),
+    (performed("x", where=prop("at") < now()), "now() cannot be used in an event filter"),
     (last_performed("x").before(datetime(2026, 1, 1)), "timezone-aware"),
     (inactive("x", timedelta(0)), "must be positive"),
     (performed("x").within(days=4000), "longer than the limit"),
@@ -107,6 +113,13 @@ def test_bad_conditions_are_reported_with_their_segment(condition: Any, message:
     problems = _problems(Segment("s", condition))
     assert len(problems) == 1 and problems[0].startswith("segment 's'"), problems
     assert message in problems[0]
+
+
+def test_a_profile_rule_filter_cannot_read_segments() -> None:
+    rule = ProfileRule("r", "purchase", (stamp("at"),), where=in_segment("vip"))
+    problems = _problems(Segment("vip", attr("plan") == "pro"), profile_rules=(rule,))
+    assert problems == ["profile rule 'r': in_segment('vip') cannot be used in a profile rule: "
+                        "it reads only the event's properties"]
 
 
 def test_segment_triggers_exits_and_rules_are_checked() -> None:

@@ -63,7 +63,6 @@ def test_a_segment_still_used_is_refused_naming_everything_that_uses_it() -> Non
         segments=[VIP, Segment("vip_paid", in_segment("vip") & (attr("paid") == True))],  # noqa: E712
         content=[_item("hello")],
         offers=[Offer("gold", "hello", when=in_segment("vip"))],
-        profile_rules=[ProfileRule("seen", "visited", [stamp("seen_at")], where=in_segment("vip"))],
         journeys=[
             Journey("welcome", "mail", trigger=EventTrigger("go"), audience=in_segment("vip"),
                     steps={"mail": Send("hello", "email")}),
@@ -83,7 +82,7 @@ def test_a_segment_still_used_is_refused_naming_everything_that_uses_it() -> Non
         "journey 'welcome' v1 / audience", "journey 'upsell' v1 / trigger",
         "journey 'upsell' v1 / exit criterion 'left'", "journey 'upsell' v1 / step 'route' / case 1",
         "journey 'paths' v1 / step 'paths'",
-        "segment 'vip_paid'", "offer 'gold'", "profile rule 'seen'",
+        "segment 'vip_paid'", "offer 'gold'",
     ]), users
 
 

@@ -222,7 +222,8 @@ class _WhenBuilder:
 class Inactive(Condition):
     """The customer has not sent ``event`` for ``span``: true from exactly ``span`` after the
     last qualifying event, or after tracking began (the customer's creation, or their first
-    input after the condition was published) when there is none."""
+    evaluation after the condition was published: a worker's walk after the publish, or their
+    next input if sooner) when there is none."""
 
     kind: ClassVar[str] = "inactive"
     event: str

@@ -8,7 +8,7 @@ and the numeric property it aggregates (if any). Conditions that read the same s
 - lifetime figures (first and last timestamp, count, sum, minimum, maximum): a few numbers;
 - for rolling windows, the (timestamp, value) of events inside the longest window that reads
   the stream, and no more than a count can need (``n + 1`` for "n times") when nothing sums
-  them; at most ``MAX_TRACKED_EVENTS`` in any case;
+  them, else at most ``MAX_TRACKED_EVENTS``;
 - for fixed date ranges, [count, sum, min, max] of the events stamped inside each range.
 
 So a record grows with the number of conditions, never with the number of events.
@@ -50,9 +50,9 @@ from cjo.segments.history import (
 
 __all__ = ["MAX_TRACKED_EVENTS", "TrackSpec", "conditions_in", "plan_tracks", "stream_key"]
 
-#: Most events one track keeps for rolling windows. Past it the oldest are dropped, so sums,
-#: averages, minimums and maximums over a window see the newest this many (counts are exact
-#: up to it too).
+#: Most events one track keeps for the sums, averages, minimums and maximums of rolling windows.
+#: Past it the oldest are dropped, so they see the newest this many. A count keeps ``n + 1``
+#: (at most 1,001: validation caps ``n`` at 1,000), so it is exact.
 MAX_TRACKED_EVENTS: Final = 1_000
 
 
@@ -165,7 +165,8 @@ class TrackSpec:
         drop = 0
         while drop < len(recent) and recent[drop][0] <= start:
             drop += 1
-        cap = MAX_TRACKED_EVENTS if self.keep is None else min(self.keep, MAX_TRACKED_EVENTS)
+        # A count needs its n + 1 newest: fewer would read "more than 1000" as false for ever.
+        cap = MAX_TRACKED_EVENTS if self.keep is None else self.keep
         drop = max(drop, len(recent) - cap)
         if drop:
             del recent[:drop]
