@@ -496,3 +496,37 @@ def test_cli_import_after_a_stopped_one_runs_to_the_end_from_another_thread(
     worker.join()
     assert statuses == [0]
     assert "300 profiles imported" in capsys.readouterr().out
+
+
+def test_cli_import_on_a_storage_that_fails_says_what_it_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database that turns read-only (or full, or a connection lost) under way: the failed
+    # transaction rolls back, the ones before it are kept, and the command says so, with no
+    # traceback.
+    from cjo import StorageError
+
+    real = Engine._handle_updates
+    calls = []
+
+    def failing_second(self: Engine, updates: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StorageError("SQLite 'cjo.db': batch: commit failed: attempt to write a "
+                               "readonly database")
+        return real(self, updates)
+
+    monkeypatch.setattr(Engine, "_handle_updates", failing_second)
+    path = tmp_path / "people.csv"
+    path.write_text("customer_id\n" + "".join(f"c{i}\n" for i in range(300)), encoding="utf-8")
+    db = tmp_path / "cjo.db"
+    status = main(["import", str(path), "--storage", f"sqlite:///{db}", "--batch-size", "100"])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert captured.err == (
+        "cjo import: SQLite 'cjo.db': batch: commit failed: attempt to write a readonly "
+        "database: at least 100 profiles imported, of the first 100 records read; importing "
+        "the file again is safe\n"
+    )
+    assert len(_imported(db, *(f"c{i}" for i in range(300)))) == 100
+
