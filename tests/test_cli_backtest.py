@@ -282,7 +282,7 @@ def test_bad_definitions_and_arguments(tmp_path: Path, capsys) -> None:
     stream = tmp_path / "in.jsonl"
     stream.write_text("")
     assert main(["backtest", str(definitions), str(stream)]) == 1
-    assert "$.journeys[0].entry: required field missing" in capsys.readouterr().out
+    assert "$.journeys[0].entry: required field missing" in capsys.readouterr().err
     assert main(["backtest", str(tmp_path / "none.json"), str(stream)]) == 2
     assert "cannot read" in capsys.readouterr().err
     definitions.write_text(dumps_definitions(shop_definitions()))
@@ -291,6 +291,19 @@ def test_bad_definitions_and_arguments(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["backtest", str(definitions), str(stream), "--until", "2026-03-03"])
     assert "has no UTC offset" in capsys.readouterr().err
+
+
+def test_with_json_bad_definitions_leave_stdout_empty(shop, capsys) -> None:
+    # `cjo backtest --json ... > report.json`: the problems go to stderr, as every other
+    # failure's, so stdout never holds text that is not the JSON report.
+    definitions, stream, _ = shop
+    definitions.write_text('{"journeys": [{"id": "j", "entry": "a", "steps": {"a": '
+                           '{"kind": "wait", "duration": "4 hours"}}}]}')
+    assert main(["backtest", str(definitions), str(stream), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"cjo backtest: {definitions}: 1 problem\n  - ")
+    assert "not a duration: '4 hours'" in captured.err
 
 
 def test_input_from_json_reads_each_kind() -> None:

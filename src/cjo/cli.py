@@ -443,9 +443,11 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 until=args.until, render=args.render, **options,
             )
         except DefinitionError as exc:
-            out.write(f"{args.definitions}: {_plural(len(exc.problems), 'problem')}\n")
+            # On stderr, as every other failure: stdout is the report (with --json, JSON only).
+            err.write(f"cjo backtest: {args.definitions}: "
+                      f"{_plural(len(exc.problems), 'problem')}\n")
             for problem in exc.problems:
-                out.write(f"  - {problem}\n")
+                err.write(f"  - {problem}\n")
             return 1
         except InvalidEventError as exc:
             err.write(f"cjo backtest: {args.inputs}: {exc}\n")
