@@ -182,6 +182,31 @@ def test_a_line_that_cannot_be_read_is_named(
     assert f"cjo backtest: {stream}: {why}" in capsys.readouterr().err
 
 
+def test_a_line_stamped_before_start_is_named_by_its_line(tmp_path: Path, capsys) -> None:
+    # --start after the export's first instant: the line is named, as an input out of order
+    # is, not the input's position in the stream (which counts from 0 and skips blank lines).
+    definitions = tmp_path / "d.json"
+    definitions.write_text(dumps_definitions(shop_definitions()))
+    stream = tmp_path / "in.jsonl"
+    stream.write_text('{"type": "profile", "customer_id": "a", "attributes": {}}\n\n'
+                      '{"customer_id": "a", "name": "x", "timestamp": "2026-03-02T09:00:00Z"}\n')
+    assert main(["backtest", str(definitions), str(stream),
+                 "--start", "2026-03-03T00:00:00Z"]) == 1
+    assert capsys.readouterr().err == (
+        f"cjo backtest: {stream}: line 3: stamped 2026-03-02T09:00:00+00:00, before the start "
+        "of the run (2026-03-03T00:00:00+00:00): the inputs must be in time order\n"
+    )
+
+
+def test_read_inputs_refuses_a_line_before_start_and_a_start_without_offset() -> None:
+    line = '{"customer_id": "a", "name": "x", "timestamp": "2026-03-02T09:00:00Z"}'
+    assert len(list(read_inputs([line], in_order=True, start=T0))) == 1
+    with pytest.raises(InvalidEventError, match=r"^line 1: stamped .* before the start"):
+        list(read_inputs([line], in_order=True, start=T0 + timedelta(seconds=1)))
+    with pytest.raises(UsageError, match="start must be a datetime with a UTC offset"):
+        read_inputs([line], in_order=True, start=datetime(2026, 3, 2))
+
+
 def _numbered(tmp_path: Path, lines: list[dict[str, Any]]) -> tuple[Path, Path]:
     definitions = tmp_path / "d.json"
     definitions.write_text(dumps_definitions(shop_definitions()))

@@ -438,7 +438,7 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             result = backtest(
                 definitions,
                 _not_empty(read_inputs(stream, in_order=True,
-                                       timestamp_unit=args.timestamp_unit)),
+                                       timestamp_unit=args.timestamp_unit, start=args.start)),
                 start=args.start,
                 until=args.until, render=args.render, **options,
             )
