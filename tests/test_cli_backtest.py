@@ -182,6 +182,21 @@ def test_a_line_that_cannot_be_read_is_named(
     assert f"cjo backtest: {stream}: {why}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n", ""])
+def test_a_line_cut_short_is_named_as_such_by_its_column(tmp_path: Path, capsys, end: str) -> None:
+    # An export cut mid-record: the string left open is what is wrong, at that column (the
+    # line end is not part of the record, and the parser's "line 1" is not the file's line).
+    definitions = tmp_path / "d.json"
+    definitions.write_text(dumps_definitions(shop_definitions()))
+    stream = tmp_path / "in.jsonl"
+    first = '{"customer_id": "a", "name": "x", "timestamp": "2026-03-02T09:00:00Z"}'
+    stream.write_text(f"{first}{end or chr(10)}{first[:40]}{end}", newline="")
+    assert main(["backtest", str(definitions), str(stream)]) == 1
+    assert capsys.readouterr().err == (
+        f"cjo backtest: {stream}: line 2: not JSON: Unterminated string starting at column 35\n"
+    )
+
+
 def test_a_line_stamped_before_start_is_named_by_its_line(tmp_path: Path, capsys) -> None:
     # --start after the export's first instant: the line is named, as an input out of order
     # is, not the input's position in the stream (which counts from 0 and skips blank lines).

@@ -293,7 +293,14 @@ def read_json_lines(stream: Iterable[str]) -> Iterator[tuple[int, object]]:
             yield line, Unreadable(_NOT_UTF8)
             continue
         try:
-            yield line, json.loads(text)
+            # Without its line end: a line cut short would read as "invalid control
+            # character" (the line end inside the string left open), not what it is.
+            yield line, json.loads(text.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            # The column only: the parser's "line 1" is the file's line, named already. (Some
+            # of its messages end in "at", for the position.)
+            why = exc.msg.removesuffix(" at")
+            yield line, Unreadable(f"not JSON: {why} at column {exc.colno}")
         except ValueError as exc:
             yield line, Unreadable(f"not JSON: {exc}")
         except RecursionError:  # the parser recurses once per level of lists and objects
