@@ -338,3 +338,26 @@ def test_a_storage_that_fails_under_any_command_is_named_without_a_traceback(
     assert status == 2 and captured.out == ""
     assert captured.err == ("cjo demo: SQLite 'demo.db': append_definitions failed: attempt to "
                             "write a readonly database\n")
+
+
+def test_a_signal_the_command_was_started_ignoring_stays_ignored(good_file, monkeypatch):
+    # A shell script's background job starts with SIGINT ignored: the Ctrl-C meant for the
+    # foreground command does not stop it (Python itself leaves such a signal ignored).
+    import os
+    import signal
+
+    from cjo import cli
+
+    real = cli._validate
+
+    def interrupted(args: Any, out: Any, err: Any) -> int:
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(args, out, err)
+
+    monkeypatch.setattr(cli, "_validate", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main(["validate", str(good_file)]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -56,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _STOP.append(signal.Signals(signum))
             raise KeyboardInterrupt
 
+        # A signal the command was started ignoring stays ignored, as Python leaves it: a
+        # shell script's background job ignores SIGINT, the Ctrl-C meant for the foreground.
         handlers = {signum: signal.signal(signum, stop)
-                    for signum in (signal.SIGINT, signal.SIGTERM)}
+                    for signum in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         status: int = args.run(args, sys.stdout, sys.stderr)
         sys.stdout.flush()
