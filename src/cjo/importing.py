@@ -220,6 +220,9 @@ def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unre
     header = next(reader, None)
     if header is None or "customer_id" not in header:
         raise UsageError("the CSV file needs a header row with a customer_id column")
+    if any(_UNDECODED.search(name) for name in header):
+        # Else every line would be refused for an attribute name that is not text.
+        raise UsageError(f"the CSV header row is {_NOT_UTF8}")
     columns = [_column(name) if name not in _CSV_FIELDS else (name, "string")
                for name in header]
     # Unnamed columns are left alone: spreadsheets add them (",,") when saving empty cells.

@@ -279,6 +279,21 @@ def test_cli_import_refuses_lines_that_are_not_utf8_and_keeps_the_others(
     ]
 
 
+def test_cli_import_refuses_a_csv_header_that_is_not_utf8_before_reading_a_row(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # A Latin-1 export with an accented column name: one line saying so, not every row refused
+    # for an attribute name holding an undecodable byte.
+    path = tmp_path / "people.csv"
+    path.write_bytes(b"customer_id,pr\xe9nom\nann,Ann\nbob,Bob\n")
+    db = tmp_path / "cjo.db"
+    assert main(["import", str(path), "--storage", f"sqlite:///{db}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"cjo import: {path}: the CSV header row is not UTF-8 text (save "
+                            "the file as UTF-8)\n")
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_cli_import_reads_a_file_with_a_byte_order_mark(
     tmp_path: Path, capsys: Any, suffix: str
