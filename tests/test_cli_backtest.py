@@ -379,3 +379,19 @@ def test_an_empty_inputs_file_is_named_not_run(
     assert captured.err == (f"cjo backtest: {stream}: no inputs (the file is empty or holds "
                             "only blank lines)\n")
     assert captured.out == "" and "generator" not in caplog.text
+
+
+def test_an_interrupted_back_test_says_so_and_prints_no_report(shop, capsys, monkeypatch) -> None:
+    import signal
+
+    from cjo import cli
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the run
+
+    monkeypatch.setattr(cli, "backtest", interrupted)
+    definitions, stream, _ = shop
+    assert main(["backtest", str(definitions), str(stream), "--json"]) == 128 + signal.SIGINT
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "cjo backtest: interrupted: no report (a back-test keeps nothing)\n"

@@ -462,6 +462,10 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(f"cjo backtest: {args.inputs}: no inputs (the file is empty or holds "
                       "only blank lines)\n")
             return 1
+        except KeyboardInterrupt:
+            # Said, as cjo import says what it kept: a run stopped short prints no report.
+            err.write("cjo backtest: interrupted: no report (a back-test keeps nothing)\n")
+            raise
     if args.json:
         _write_json(out, {
             "start": result.start.isoformat() if result.start is not None else None,

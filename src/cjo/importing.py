@@ -211,9 +211,9 @@ def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unre
     sets nothing). An attribute is text unless its column says otherwise: ``orders:number``,
     ``vip:boolean``, ``signed_up_at:datetime`` (``:string`` too); a cell its type cannot read
     refuses its line, naming the column. Raises ``UsageError`` when there is no
-    ``customer_id`` column, an attribute is named twice or the header is not UTF-8. Open the file with ``newline=""``;
-    opened with ``errors="surrogateescape"``, a line that is not UTF-8 is reported as
-    such."""
+    ``customer_id`` column, an attribute is named twice or the header is not UTF-8. Open the
+    file with ``newline=""``; opened with ``errors="surrogateescape"``, a line that is not
+    UTF-8 is reported as such."""
     # Strict: a quote never closed fails rather than swallow every line after it into one
     # cell (those profiles would be lost without a word).
     reader = csv.reader(stream, strict=True)
