@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -320,3 +321,43 @@ def test_a_bad_schema_in_a_postgresql_url_is_refused_before_connecting(query, sa
     # Nothing listens on port 1: the schema is refused before any connection is tried.
     with pytest.raises(StorageError, match=says):
         open_storage(f"postgresql://nobody@127.0.0.1:1/db?{query}")
+
+
+def test_a_storage_that_fails_under_any_command_is_named_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database that turns read-only under way: one line naming what failed, status 2.
+    def failing(*_args: Any, **_kwargs: Any) -> Any:
+        raise StorageError("SQLite 'demo.db': append_definitions failed: attempt to write a "
+                           "readonly database")
+
+    monkeypatch.setattr(Engine, "publish", failing)
+    status = main(["demo", "--days", "1", "--customers", "5",
+                   "--storage", f"sqlite:///{tmp_path / 'demo.db'}"])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert captured.err == ("cjo demo: SQLite 'demo.db': append_definitions failed: attempt to "
+                            "write a readonly database\n")
+
+
+def test_a_signal_the_command_was_started_ignoring_stays_ignored(good_file, monkeypatch):
+    # A shell script's background job starts with SIGINT ignored: the Ctrl-C meant for the
+    # foreground command does not stop it (Python itself leaves such a signal ignored).
+    import os
+    import signal
+
+    from cjo import cli
+
+    real = cli._validate
+
+    def interrupted(args: Any, out: Any, err: Any) -> int:
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(args, out, err)
+
+    monkeypatch.setattr(cli, "_validate", interrupted)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert main(["validate", str(good_file)]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -182,6 +182,46 @@ def test_a_line_that_cannot_be_read_is_named(
     assert f"cjo backtest: {stream}: {why}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("end", ["\n", "\r\n", ""])
+def test_a_line_cut_short_is_named_as_such_by_its_column(tmp_path: Path, capsys, end: str) -> None:
+    # An export cut mid-record: the string left open is what is wrong, at that column (the
+    # line end is not part of the record, and the parser's "line 1" is not the file's line).
+    definitions = tmp_path / "d.json"
+    definitions.write_text(dumps_definitions(shop_definitions()))
+    stream = tmp_path / "in.jsonl"
+    first = '{"customer_id": "a", "name": "x", "timestamp": "2026-03-02T09:00:00Z"}'
+    stream.write_text(f"{first}{end or chr(10)}{first[:40]}{end}", newline="")
+    assert main(["backtest", str(definitions), str(stream)]) == 1
+    assert capsys.readouterr().err == (
+        f"cjo backtest: {stream}: line 2: not JSON: Unterminated string starting at column 35\n"
+    )
+
+
+def test_a_line_stamped_before_start_is_named_by_its_line(tmp_path: Path, capsys) -> None:
+    # --start after the export's first instant: the line is named, as an input out of order
+    # is, not the input's position in the stream (which counts from 0 and skips blank lines).
+    definitions = tmp_path / "d.json"
+    definitions.write_text(dumps_definitions(shop_definitions()))
+    stream = tmp_path / "in.jsonl"
+    stream.write_text('{"type": "profile", "customer_id": "a", "attributes": {}}\n\n'
+                      '{"customer_id": "a", "name": "x", "timestamp": "2026-03-02T09:00:00Z"}\n')
+    assert main(["backtest", str(definitions), str(stream),
+                 "--start", "2026-03-03T00:00:00Z"]) == 1
+    assert capsys.readouterr().err == (
+        f"cjo backtest: {stream}: line 3: stamped 2026-03-02T09:00:00+00:00, before the start "
+        "of the run (2026-03-03T00:00:00+00:00): the inputs must be in time order\n"
+    )
+
+
+def test_read_inputs_refuses_a_line_before_start_and_a_start_without_offset() -> None:
+    line = '{"customer_id": "a", "name": "x", "timestamp": "2026-03-02T09:00:00Z"}'
+    assert len(list(read_inputs([line], in_order=True, start=T0))) == 1
+    with pytest.raises(InvalidEventError, match=r"^line 1: stamped .* before the start"):
+        list(read_inputs([line], in_order=True, start=T0 + timedelta(seconds=1)))
+    with pytest.raises(UsageError, match="start must be a datetime with a UTC offset"):
+        read_inputs([line], in_order=True, start=datetime(2026, 3, 2))
+
+
 def _numbered(tmp_path: Path, lines: list[dict[str, Any]]) -> tuple[Path, Path]:
     definitions = tmp_path / "d.json"
     definitions.write_text(dumps_definitions(shop_definitions()))
@@ -282,7 +322,7 @@ def test_bad_definitions_and_arguments(tmp_path: Path, capsys) -> None:
     stream = tmp_path / "in.jsonl"
     stream.write_text("")
     assert main(["backtest", str(definitions), str(stream)]) == 1
-    assert "$.journeys[0].entry: required field missing" in capsys.readouterr().out
+    assert "$.journeys[0].entry: required field missing" in capsys.readouterr().err
     assert main(["backtest", str(tmp_path / "none.json"), str(stream)]) == 2
     assert "cannot read" in capsys.readouterr().err
     definitions.write_text(dumps_definitions(shop_definitions()))
@@ -291,6 +331,19 @@ def test_bad_definitions_and_arguments(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["backtest", str(definitions), str(stream), "--until", "2026-03-03"])
     assert "has no UTC offset" in capsys.readouterr().err
+
+
+def test_with_json_bad_definitions_leave_stdout_empty(shop, capsys) -> None:
+    # `cjo backtest --json ... > report.json`: the problems go to stderr, as every other
+    # failure's, so stdout never holds text that is not the JSON report.
+    definitions, stream, _ = shop
+    definitions.write_text('{"journeys": [{"id": "j", "entry": "a", "steps": {"a": '
+                           '{"kind": "wait", "duration": "4 hours"}}}]}')
+    assert main(["backtest", str(definitions), str(stream), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"cjo backtest: {definitions}: 1 problem\n  - ")
+    assert "not a duration: '4 hours'" in captured.err
 
 
 def test_input_from_json_reads_each_kind() -> None:
@@ -326,3 +379,19 @@ def test_an_empty_inputs_file_is_named_not_run(
     assert captured.err == (f"cjo backtest: {stream}: no inputs (the file is empty or holds "
                             "only blank lines)\n")
     assert captured.out == "" and "generator" not in caplog.text
+
+
+def test_an_interrupted_back_test_says_so_and_prints_no_report(shop, capsys, monkeypatch) -> None:
+    import signal
+
+    from cjo import cli
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the run
+
+    monkeypatch.setattr(cli, "backtest", interrupted)
+    definitions, stream, _ = shop
+    assert main(["backtest", str(definitions), str(stream), "--json"]) == 128 + signal.SIGINT
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "cjo backtest: interrupted: no report (a back-test keeps nothing)\n"

@@ -38,8 +38,9 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 ok, 1 invalid input, 2 usage error,
-    128 + the signal's number when SIGINT or SIGTERM stopped it)."""
+    """Run the command line; returns the exit status (0 ok, 1 invalid input, 2 usage error or a
+    storage that cannot be opened or fails, 128 + the signal's number when SIGINT or SIGTERM
+    stopped it)."""
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -55,8 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _STOP.append(signal.Signals(signum))
             raise KeyboardInterrupt
 
+        # A signal the command was started ignoring stays ignored, as Python leaves it: a
+        # shell script's background job ignores SIGINT, the Ctrl-C meant for the foreground.
         handlers = {signum: signal.signal(signum, stop)
-                    for signum in (signal.SIGINT, signal.SIGTERM)}
+                    for signum in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(signum) is not signal.SIG_IGN}
     try:
         status: int = args.run(args, sys.stdout, sys.stderr)
         sys.stdout.flush()
@@ -68,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         # The shell's status for a command a signal ended.
         return 128 + (_STOP[0] if _STOP else signal.SIGINT)
+    except StorageError as exc:
+        # The storage failed under way (a read-only file, a lock held too long, a lost
+        # connection): it names what failed, and its transaction rolled back.
+        sys.stderr.write(f"cjo {args.command}: {exc}\n")
+        return 2
     finally:
         if handlers:
             for signum, handler in handlers.items():
@@ -432,14 +441,16 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             result = backtest(
                 definitions,
                 _not_empty(read_inputs(stream, in_order=True,
-                                       timestamp_unit=args.timestamp_unit)),
+                                       timestamp_unit=args.timestamp_unit, start=args.start)),
                 start=args.start,
                 until=args.until, render=args.render, **options,
             )
         except DefinitionError as exc:
-            out.write(f"{args.definitions}: {_plural(len(exc.problems), 'problem')}\n")
+            # On stderr, as every other failure: stdout is the report (with --json, JSON only).
+            err.write(f"cjo backtest: {args.definitions}: "
+                      f"{_plural(len(exc.problems), 'problem')}\n")
             for problem in exc.problems:
-                out.write(f"  - {problem}\n")
+                err.write(f"  - {problem}\n")
             return 1
         except InvalidEventError as exc:
             err.write(f"cjo backtest: {args.inputs}: {exc}\n")
@@ -451,6 +462,10 @@ def _backtest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(f"cjo backtest: {args.inputs}: no inputs (the file is empty or holds "
                       "only blank lines)\n")
             return 1
+        except KeyboardInterrupt:
+            # Said, as cjo import says what it kept: a run stopped short prints no report.
+            err.write("cjo backtest: interrupted: no report (a back-test keeps nothing)\n")
+            raise
     if args.json:
         _write_json(out, {
             "start": result.start.isoformat() if result.start is not None else None,
@@ -530,14 +545,13 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(f"cjo import: {path}: {exc}\n")
             return 2
         except KeyboardInterrupt:
-            # What the last progress report counted is committed; a batch may have committed
-            # since. Importing a profile again changes nothing.
-            err.write(f"cjo import: interrupted: at least "
-                      f"{_plural(done_so_far.imported, 'profile')} "
-                      f"{'imported' if not isinstance(storage, InMemoryStorage) else 'checked'}"
-                      f", of the first {_plural(done_so_far.read, 'record')} read; importing "
-                      "the file again is safe\n")
+            err.write(f"cjo import: interrupted: {_kept(done_so_far, storage)}\n")
             raise
+        except StorageError as exc:
+            # A read-only file, a full disk, a lost connection: the failed transaction rolled
+            # back, and the ones before it are kept.
+            err.write(f"cjo import: {exc}: {_kept(done_so_far, storage)}\n")
+            return 2
     # In memory nothing outlives the command: said, so that a forgotten --storage is not
     # taken for an import.
     kept = not isinstance(storage, InMemoryStorage)
@@ -549,6 +563,14 @@ def _import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for problem in result.problems:
         out.write(f"  - line {lines[problem.position]}: {problem.reason}\n")
     return 1 if result.problems else 0
+
+
+def _kept(done: ImportResult, storage: Storage) -> str:
+    """What a stopped import kept: what the last progress report counted is committed (a batch
+    may have committed since), and importing a profile again changes nothing."""
+    verb = "checked" if isinstance(storage, InMemoryStorage) else "imported"
+    return (f"at least {_plural(done.imported, 'profile')} {verb}, of the first "
+            f"{_plural(done.read, 'record')} read; importing the file again is safe")
 
 
 # --- operators: cjo report, cjo dead-letters, cjo set-aside ----------------------------------

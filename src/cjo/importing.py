@@ -211,15 +211,18 @@ def read_csv(stream: Iterable[str]) -> Iterator[tuple[int, dict[str, Any] | Unre
     sets nothing). An attribute is text unless its column says otherwise: ``orders:number``,
     ``vip:boolean``, ``signed_up_at:datetime`` (``:string`` too); a cell its type cannot read
     refuses its line, naming the column. Raises ``UsageError`` when there is no
-    ``customer_id`` column or an attribute is named twice. Open the file with ``newline=""``;
-    opened with ``errors="surrogateescape"``, a line that is not UTF-8 is reported as
-    such."""
+    ``customer_id`` column, an attribute is named twice or the header is not UTF-8. Open the
+    file with ``newline=""``; opened with ``errors="surrogateescape"``, a line that is not
+    UTF-8 is reported as such."""
     # Strict: a quote never closed fails rather than swallow every line after it into one
     # cell (those profiles would be lost without a word).
     reader = csv.reader(stream, strict=True)
     header = next(reader, None)
     if header is None or "customer_id" not in header:
         raise UsageError("the CSV file needs a header row with a customer_id column")
+    if any(_UNDECODED.search(name) for name in header):
+        # Else every line would be refused for an attribute name that is not text.
+        raise UsageError(f"the CSV header row is {_NOT_UTF8}")
     columns = [_column(name) if name not in _CSV_FIELDS else (name, "string")
                for name in header]
     # Unnamed columns are left alone: spreadsheets add them (",,") when saving empty cells.
@@ -293,7 +296,14 @@ def read_json_lines(stream: Iterable[str]) -> Iterator[tuple[int, object]]:
             yield line, Unreadable(_NOT_UTF8)
             continue
         try:
-            yield line, json.loads(text)
+            # Without its line end: a line cut short would read as "invalid control
+            # character" (the line end inside the string left open), not what it is.
+            yield line, json.loads(text.rstrip("\r\n"))
+        except json.JSONDecodeError as exc:
+            # The column only: the parser's "line 1" is the file's line, named already. (Some
+            # of its messages end in "at", for the position.)
+            why = exc.msg.removesuffix(" at")
+            yield line, Unreadable(f"not JSON: {why} at column {exc.colno}")
         except ValueError as exc:
             yield line, Unreadable(f"not JSON: {exc}")
         except RecursionError:  # the parser recurses once per level of lists and objects

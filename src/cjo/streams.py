@@ -59,21 +59,26 @@ _UNIT_OPTION = {"s": "timestamp_unit='s' (cjo backtest --timestamp-unit s, the d
 
 def read_inputs(
     lines: Iterable[str], *, in_order: bool = False, timestamp_unit: TimestampUnit = "s",
+    start: datetime | None = None,
 ) -> Iterator[StreamInput]:
     """The inputs of a JSON lines stream, in order. A line that cannot be read raises
     ``InvalidEventError`` naming it (``line 12: ...``, counted from 1); the lines before it have
     been given out. With ``in_order`` (a back-test's stream), so does a line stamped before
-    the last stamped line before it. ``timestamp_unit`` is the unit of timestamps given as
-    numbers: Unix epoch seconds (``"s"``) or milliseconds (``"ms"``); see the module's
-    description."""
+    the last stamped line before it, or before ``start`` (the back-test's, when given).
+    ``timestamp_unit`` is the unit of timestamps given as numbers: Unix epoch seconds
+    (``"s"``) or milliseconds (``"ms"``); see the module's description."""
     _check_unit(timestamp_unit)  # now, not at the first line read
-    return _read_inputs(lines, in_order, timestamp_unit)
+    if start is not None and (not isinstance(start, datetime) or start.utcoffset() is None):
+        raise UsageError(f"start must be a datetime with a UTC offset, got {start!r:.80}")
+    return _read_inputs(lines, in_order, timestamp_unit, start)
 
 
 def _read_inputs(
-    lines: Iterable[str], in_order: bool, unit: TimestampUnit
+    lines: Iterable[str], in_order: bool, unit: TimestampUnit, start: datetime | None
 ) -> Iterator[StreamInput]:
-    latest: tuple[datetime, int] | None = None
+    # Line 0 stands for start: a back-test refuses an input before it by its position in the
+    # stream, which a file's reader knows as a line.
+    latest: tuple[datetime, int] | None = None if start is None else (start, 0)
     for line, record in read_json_lines(lines):
         try:
             item = _from_json(record, unit)
@@ -85,8 +90,9 @@ def _read_inputs(
             )
             if at is not None:
                 if latest is not None and at < latest[0]:
+                    before = f"line {latest[1]}" if latest[1] else "the start of the run"
                     raise InvalidEventError(
-                        f"line {line}: stamped {at.isoformat()}, before line {latest[1]} "
+                        f"line {line}: stamped {at.isoformat()}, before {before} "
                         f"({latest[0].isoformat()}): the inputs must be in time order"
                     )
                 latest = (at, line)

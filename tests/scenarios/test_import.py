@@ -279,6 +279,21 @@ def test_cli_import_refuses_lines_that_are_not_utf8_and_keeps_the_others(
     ]
 
 
+def test_cli_import_refuses_a_csv_header_that_is_not_utf8_before_reading_a_row(
+    tmp_path: Path, capsys: Any
+) -> None:
+    # A Latin-1 export with an accented column name: one line saying so, not every row refused
+    # for an attribute name holding an undecodable byte.
+    path = tmp_path / "people.csv"
+    path.write_bytes(b"customer_id,pr\xe9nom\nann,Ann\nbob,Bob\n")
+    db = tmp_path / "cjo.db"
+    assert main(["import", str(path), "--storage", f"sqlite:///{db}"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (f"cjo import: {path}: the CSV header row is not UTF-8 text (save "
+                            "the file as UTF-8)\n")
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_cli_import_reads_a_file_with_a_byte_order_mark(
     tmp_path: Path, capsys: Any, suffix: str
@@ -496,3 +511,37 @@ def test_cli_import_after_a_stopped_one_runs_to_the_end_from_another_thread(
     worker.join()
     assert statuses == [0]
     assert "300 profiles imported" in capsys.readouterr().out
+
+
+def test_cli_import_on_a_storage_that_fails_says_what_it_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database that turns read-only (or full, or a connection lost) under way: the failed
+    # transaction rolls back, the ones before it are kept, and the command says so, with no
+    # traceback.
+    from cjo import StorageError
+
+    real = Engine._handle_updates
+    calls = []
+
+    def failing_second(self: Engine, updates: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StorageError("SQLite 'cjo.db': batch: commit failed: attempt to write a "
+                               "readonly database")
+        return real(self, updates)
+
+    monkeypatch.setattr(Engine, "_handle_updates", failing_second)
+    path = tmp_path / "people.csv"
+    path.write_text("customer_id\n" + "".join(f"c{i}\n" for i in range(300)), encoding="utf-8")
+    db = tmp_path / "cjo.db"
+    status = main(["import", str(path), "--storage", f"sqlite:///{db}", "--batch-size", "100"])
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert captured.err == (
+        "cjo import: SQLite 'cjo.db': batch: commit failed: attempt to write a readonly "
+        "database: at least 100 profiles imported, of the first 100 records read; importing "
+        "the file again is safe\n"
+    )
+    assert len(_imported(db, *(f"c{i}" for i in range(300)))) == 100
+
