@@ -1,4 +1,4 @@
-"""Clocks: the only place cjo reads the wall clock."""
+"""Clocks: where the engine reads the time of day (timeouts elsewhere read ``time.monotonic``)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ A ``Decider`` is a pure function in object form: given the compiled definitions 
 generation (``Registry``), the customer's record (``CustomerState``) and ``now``, each entry
 point changes the record in place and accumulates the transaction's effects (outbox messages and
 activity-log entries) and an ``Outcome`` for the caller. It reads nothing else, does no I/O,
-never reads the clock, and calls nothing back in storage. Everything here is deterministic.
+never reads the clock (but for the renderer's ``Limits.render_timeout`` backstop, which fails a
+render that runs too long), and calls nothing back in storage. Everything else here is
+deterministic.
 
 Step and trigger behaviour lives in ``cjo.runtime.kinds``; this module holds what every kind
 shares: entering (audience, re-entry, instance keys), stepping, ending, exits, goals, sends.
