@@ -44,6 +44,7 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.storage.base import Storage
+from cjo.testing import advance as testing_advance
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -238,6 +239,17 @@ def test_a_manual_clock_advanced_by_what_is_not_a_duration_stays_where_it_is(
         advance(clock)
     assert clock.now() == T0
     assert clock.advance(timedelta(hours=1)) == clock.advance(minutes=0) == T0 + timedelta(hours=1)
+
+
+@pytest.mark.parametrize("step", [{"delta": timedelta(days=999_999_999)}, {"days": 999_999_999}],
+                         ids=["timedelta", "keywords"])
+def test_advancing_a_test_engine_past_the_last_instant_is_a_clock_error(
+    step: dict[str, Any],
+) -> None:
+    engine = Engine(storage=InMemoryStorage(), clock=ManualClock(T0))
+    with pytest.raises(ClockError, match="^advance cannot move .* past the last instant"):
+        testing_advance(engine, **step)
+    assert engine.clock.now() == T0
 
 
 # --- the constructor ---------------------------------------------------------------------------

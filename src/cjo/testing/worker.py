@@ -61,7 +61,15 @@ def advance(engine: Engine, delta: timedelta | None = None, **kwargs: float) -> 
     """``run_until`` the engine's clock plus ``delta`` (or ``timedelta(**kwargs)``), as
     ``ManualClock.advance`` takes them."""
     clock = _manual(engine, "advance")
-    return run_until(engine, clock.now() + duration(delta, kwargs, "advance"))
+    step = duration(delta, kwargs, "advance")
+    try:
+        until = clock.now() + step
+    except OverflowError:  # as ManualClock.advance says it, not a bare OverflowError
+        raise ClockError(
+            f"advance cannot move {clock.now().isoformat()} by {step}: past the last instant a "
+            "datetime holds"
+        ) from None
+    return run_until(engine, until)
 
 
 def _manual(engine: Engine, what: str) -> ManualClock:
