@@ -247,7 +247,7 @@ def test_advancing_a_test_engine_past_the_last_instant_is_a_clock_error(
     step: dict[str, Any],
 ) -> None:
     engine = Engine(storage=InMemoryStorage(), clock=ManualClock(T0))
-    with pytest.raises(ClockError, match="^advance cannot move .* past the last instant"):
+    with pytest.raises(ClockError, match=r"^advance cannot move .* past the last instant"):
         testing_advance(engine, **step)
     assert engine.clock.now() == T0
 
