@@ -45,6 +45,7 @@ from cjo.errors import (
 )
 from cjo.storage.base import Storage
 from cjo.testing import advance as testing_advance
+from cjo.testing import run_until
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -250,6 +251,14 @@ def test_advancing_a_test_engine_past_the_last_instant_is_a_clock_error(
     with pytest.raises(ClockError, match=r"^advance cannot move .* past the last instant"):
         testing_advance(engine, **step)
     assert engine.clock.now() == T0
+
+
+def test_running_a_test_engine_past_the_engines_range_leaves_its_clock_where_it_was() -> None:
+    engine = Engine(storage=InMemoryStorage(), clock=ManualClock(T0))
+    with pytest.raises(ClockError, match=r"^run_until cannot go to 9500-01-01.*up to, not incl"):
+        run_until(engine, datetime(9500, 1, 1, tzinfo=UTC))
+    assert engine.clock.now() == T0
+    assert testing_advance(engine, hours=1).messages == ()
 
 
 # --- the constructor ---------------------------------------------------------------------------
