@@ -44,7 +44,7 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.storage.base import Storage
-from cjo.testing import advance as testing_advance
+from cjo.testing import advance as advance_engine
 from cjo.testing import run_until
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
@@ -249,7 +249,7 @@ def test_advancing_a_test_engine_past_the_last_instant_is_a_clock_error(
 ) -> None:
     engine = Engine(storage=InMemoryStorage(), clock=ManualClock(T0))
     with pytest.raises(ClockError, match=r"^advance cannot move .* past the last instant"):
-        testing_advance(engine, **step)
+        advance_engine(engine, **step)
     assert engine.clock.now() == T0
 
 
@@ -258,7 +258,7 @@ def test_running_a_test_engine_past_the_engines_range_leaves_its_clock_where_it_
     with pytest.raises(ClockError, match=r"^run_until cannot go to 9500-01-01.*up to, not incl"):
         run_until(engine, datetime(9500, 1, 1, tzinfo=UTC))
     assert engine.clock.now() == T0
-    assert testing_advance(engine, hours=1).messages == ()
+    assert advance_engine(engine, hours=1).messages == ()
 
 
 # --- the constructor ---------------------------------------------------------------------------
