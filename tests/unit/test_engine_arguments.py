@@ -253,11 +253,16 @@ def test_advancing_a_test_engine_past_the_last_instant_is_a_clock_error(
     assert engine.clock.now() == T0
 
 
-def test_running_a_test_engine_past_the_engines_range_leaves_its_clock_where_it_was() -> None:
-    engine = Engine(storage=InMemoryStorage(), clock=ManualClock(T0))
-    with pytest.raises(ClockError, match=r"^run_until cannot go to 9500-01-01.*up to, not incl"):
-        run_until(engine, datetime(9500, 1, 1, tzinfo=UTC))
-    assert engine.clock.now() == T0
+@pytest.mark.parametrize(("start", "until"), [(T0, datetime(9500, 1, 1, tzinfo=UTC)), (
+    datetime(1850, 1, 1, tzinfo=UTC), datetime(1899, 1, 1, tzinfo=UTC))], ids=["after", "before"])
+def test_running_a_test_engine_outside_the_engines_range_leaves_its_clock_where_it_was(
+    start: datetime, until: datetime,
+) -> None:
+    engine = Engine(storage=InMemoryStorage(), clock=ManualClock(start))
+    with pytest.raises(ClockError, match=rf"^run_until cannot go to {until.year}-01-01.*up to"):
+        run_until(engine, until)
+    assert engine.clock.now() == start
+    engine.clock.set(T0)
     assert advance_engine(engine, hours=1).messages == ()
 
 

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from cjo.clock import ManualClock, duration, ensure_aware
 from cjo.engine import Engine
 from cjo.errors import ClockError, UsageError
-from cjo.limits import MAX_TIMESTAMP, TIMESTAMP_RANGE
+from cjo.limits import MAX_TIMESTAMP, MIN_TIMESTAMP, TIMESTAMP_RANGE
 from cjo.outcome import Outcome
 from cjo.scheduling import next_schedule_run
 from cjo.simulate import fire_on_time
@@ -31,7 +31,7 @@ def run_until(engine: Engine, until: datetime) -> Outcome:
     waits for a ``dispatch_pending`` call."""
     clock = _manual(engine, "run_until")
     until = ensure_aware(until, "until")
-    if until >= MAX_TIMESTAMP:  # refused before the clock moves, not after it stands there
+    if not MIN_TIMESTAMP <= until < MAX_TIMESTAMP:  # refused before the clock moves there
         raise ClockError(
             f"run_until cannot go to {until.isoformat()}: the engine works {TIMESTAMP_RANGE}, "
             "as event timestamps"
