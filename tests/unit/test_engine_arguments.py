@@ -263,6 +263,8 @@ def test_running_a_test_engine_outside_the_engines_range_leaves_its_clock_where_
         run_until(engine, until)
     assert engine.clock.now() == start
     engine.clock.set(T0)
+    with pytest.raises(ClockError, match=r"^advance cannot go to 9500-01-01.*up to"):
+        advance_engine(engine, datetime(9500, 1, 1, tzinfo=UTC) - T0)
     assert advance_engine(engine, hours=1).messages == ()
 
 

@@ -31,11 +31,7 @@ def run_until(engine: Engine, until: datetime) -> Outcome:
     waits for a ``dispatch_pending`` call."""
     clock = _manual(engine, "run_until")
     until = ensure_aware(until, "until")
-    if not MIN_TIMESTAMP <= until < MAX_TIMESTAMP:  # refused before the clock moves there
-        raise ClockError(
-            f"run_until cannot go to {until.isoformat()}: the engine works {TIMESTAMP_RANGE}, "
-            "as event timestamps"
-        )
+    _check_range(until, "run_until")
     if until < clock.now():
         raise ClockError(
             f"run_until cannot go backwards from {clock.now().isoformat()} to "
@@ -75,7 +71,18 @@ def advance(engine: Engine, delta: timedelta | None = None, **kwargs: float) -> 
             f"advance cannot move {clock.now().isoformat()} by {step}: past the last instant a "
             "datetime holds"
         ) from None
+    _check_range(until, "advance")
     return run_until(engine, until)
+
+
+def _check_range(until: datetime, what: str) -> None:
+    """``ClockError`` naming ``what`` for an instant the engine cannot run at, raised before
+    the clock moves there (after, the clock would stand where no call can run)."""
+    if not MIN_TIMESTAMP <= until < MAX_TIMESTAMP:
+        raise ClockError(
+            f"{what} cannot go to {until.isoformat()}: the engine works {TIMESTAMP_RANGE}, as "
+            "event timestamps"
+        )
 
 
 def _manual(engine: Engine, what: str) -> ManualClock:
