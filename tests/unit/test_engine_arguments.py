@@ -44,6 +44,8 @@ from cjo.errors import (
     UsageError,
 )
 from cjo.storage.base import Storage
+from cjo.testing import advance as advance_engine
+from cjo.testing import run_until
 
 T0 = datetime(2026, 3, 2, 9, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -238,6 +240,32 @@ def test_a_manual_clock_advanced_by_what_is_not_a_duration_stays_where_it_is(
         advance(clock)
     assert clock.now() == T0
     assert clock.advance(timedelta(hours=1)) == clock.advance(minutes=0) == T0 + timedelta(hours=1)
+
+
+@pytest.mark.parametrize("step", [{"delta": timedelta(days=999_999_999)}, {"days": 999_999_999}],
+                         ids=["timedelta", "keywords"])
+def test_advancing_a_test_engine_past_the_last_instant_is_a_clock_error(
+    step: dict[str, Any],
+) -> None:
+    engine = Engine(storage=InMemoryStorage(), clock=ManualClock(T0))
+    with pytest.raises(ClockError, match=r"^advance cannot move .* past the last instant"):
+        advance_engine(engine, **step)
+    assert engine.clock.now() == T0
+
+
+@pytest.mark.parametrize(("start", "until"), [(T0, datetime(9500, 1, 1, tzinfo=UTC)), (
+    datetime(1850, 1, 1, tzinfo=UTC), datetime(1899, 1, 1, tzinfo=UTC))], ids=["after", "before"])
+def test_running_a_test_engine_outside_the_engines_range_leaves_its_clock_where_it_was(
+    start: datetime, until: datetime,
+) -> None:
+    engine = Engine(storage=InMemoryStorage(), clock=ManualClock(start))
+    with pytest.raises(ClockError, match=rf"^run_until cannot go to {until.year}-01-01.*up to"):
+        run_until(engine, until)
+    assert engine.clock.now() == start
+    engine.clock.set(T0)
+    with pytest.raises(ClockError, match=r"^advance cannot go to 9500-01-01.*up to"):
+        advance_engine(engine, datetime(9500, 1, 1, tzinfo=UTC) - T0)
+    assert advance_engine(engine, hours=1).messages == ()
 
 
 # --- the constructor ---------------------------------------------------------------------------

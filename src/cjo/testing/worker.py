@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from cjo.clock import ManualClock, duration, ensure_aware
 from cjo.engine import Engine
 from cjo.errors import ClockError, UsageError
+from cjo.limits import MAX_TIMESTAMP, MIN_TIMESTAMP, TIMESTAMP_RANGE
 from cjo.outcome import Outcome
 from cjo.scheduling import next_schedule_run
 from cjo.simulate import fire_on_time
@@ -30,6 +31,7 @@ def run_until(engine: Engine, until: datetime) -> Outcome:
     waits for a ``dispatch_pending`` call."""
     clock = _manual(engine, "run_until")
     until = ensure_aware(until, "until")
+    _check_range(until, "run_until")
     if until < clock.now():
         raise ClockError(
             f"run_until cannot go backwards from {clock.now().isoformat()} to "
@@ -61,7 +63,26 @@ def advance(engine: Engine, delta: timedelta | None = None, **kwargs: float) -> 
     """``run_until`` the engine's clock plus ``delta`` (or ``timedelta(**kwargs)``), as
     ``ManualClock.advance`` takes them."""
     clock = _manual(engine, "advance")
-    return run_until(engine, clock.now() + duration(delta, kwargs, "advance"))
+    step = duration(delta, kwargs, "advance")
+    try:
+        until = clock.now() + step
+    except OverflowError:  # as ManualClock.advance says it, not a bare OverflowError
+        raise ClockError(
+            f"advance cannot move {clock.now().isoformat()} by {step}: past the last instant a "
+            "datetime holds"
+        ) from None
+    _check_range(until, "advance")
+    return run_until(engine, until)
+
+
+def _check_range(until: datetime, what: str) -> None:
+    """``ClockError`` naming ``what`` for an instant the engine cannot run at, raised before
+    the clock moves there (after, the clock would stand where no call can run)."""
+    if not MIN_TIMESTAMP <= until < MAX_TIMESTAMP:
+        raise ClockError(
+            f"{what} cannot go to {until.isoformat()}: the engine works {TIMESTAMP_RANGE}, as "
+            "event timestamps"
+        )
 
 
 def _manual(engine: Engine, what: str) -> ManualClock:
