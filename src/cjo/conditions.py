@@ -66,9 +66,7 @@ __all__ = [
 ]
 
 
-# Converters typed with their fields' items, so that a type checker holds a
-# constructor's arguments to them (the attrs mypy plugin reads a converter's
-# parameter type, and follows only named functions).
+# Converters typed with their fields' items (why: ``cjo.frozen.to_tuple``).
 
 
 def _condition_tuple(value: Sequence[Condition]) -> tuple[Condition, ...]:

@@ -136,8 +136,8 @@ def locate_message(d: Decider, message_id: str) -> LinkedMessage | None:
     # An enrollment an identity merge moved here keeps its id, which names the anonymous
     # customer: its messages are this customer's now.
     for enrollment_id, (jid, version) in held.items():
-        step_id = head[len(enrollment_id) + 1:]
         if head.startswith(enrollment_id + ":"):
+            step_id = head[len(enrollment_id) + 1:]
             journey = d.registry.version(jid, version)
             step = None if journey is None else journey.steps.get(step_id)
             if isinstance(step, Send):

@@ -27,9 +27,7 @@ from cjo.segments.rules import ProfileRule
 __all__ = ["LISTED", "Definitions"]
 
 
-# Converters typed with their fields' items, so that a type checker holds a
-# constructor's arguments to them (the attrs mypy plugin reads a converter's
-# parameter type, and follows only named functions).
+# Converters typed with their fields' items (why: ``cjo.frozen.to_tuple``).
 
 
 def _journey_tuple(value: Sequence[Journey]) -> tuple[Journey, ...]:

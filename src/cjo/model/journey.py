@@ -17,9 +17,7 @@ from cjo.model.triggers import ApiTrigger, Trigger
 __all__ = ["ExitCriterion", "Goal", "Journey", "ReentryPolicy"]
 
 
-# Converters typed with their fields' items, so that a type checker holds a
-# constructor's arguments to them (the attrs mypy plugin reads a converter's
-# parameter type, and follows only named functions).
+# Converters typed with their fields' items (why: ``cjo.frozen.to_tuple``).
 
 
 def _step_mapping(value: Mapping[str, Step]) -> FrozenDict[str, Step]:

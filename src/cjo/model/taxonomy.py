@@ -11,9 +11,7 @@ from cjo.frozen import to_tuple
 __all__ = ["Category", "Taxonomy"]
 
 
-# Converters typed with their fields' items, so that a type checker holds a
-# constructor's arguments to them (the attrs mypy plugin reads a converter's
-# parameter type, and follows only named functions).
+# Converters typed with their fields' items (why: ``cjo.frozen.to_tuple``).
 
 
 def _category_tuple(value: Sequence[Category]) -> tuple[Category, ...]:

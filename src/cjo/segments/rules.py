@@ -29,9 +29,7 @@ __all__ = ["AttributeUpdate", "ProfileRule", "add", "apply_updates", "assign", "
            "increment", "stamp"]
 
 
-# Converters typed with their fields' items, so that a type checker holds a
-# constructor's arguments to them (the attrs mypy plugin reads a converter's
-# parameter type, and follows only named functions).
+# Converters typed with their fields' items (why: ``cjo.frozen.to_tuple``).
 
 
 def _attribute_update_tuple(value: Sequence[AttributeUpdate]) -> tuple[AttributeUpdate, ...]:
